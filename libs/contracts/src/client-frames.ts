@@ -1,0 +1,71 @@
+import { Static, TProperties, Type } from '@sinclair/typebox';
+import { ClientMessageId, GroupId, Mid, UserId } from './ids';
+import { MAX_GROUP_MEMBERS_PER_OP, MAX_MIDS_PER_FRAME } from './limits';
+
+/** Frames a client sends, over WebSocket or in `POST /v1/send`. Unknown properties (a `from`) are dropped. */
+
+export const ChatKind = Type.Union([Type.Literal('direct'), Type.Literal('group')], { default: 'direct' });
+export type ChatKind = Static<typeof ChatKind>;
+
+export const MessageFrame = Type.Object(
+  {
+    type: Type.Literal('message'),
+    id: ClientMessageId,
+    to: UserId,
+    chat: Type.Optional(ChatKind),
+    body: Type.Unknown({ description: 'Any JSON value' }),
+  },
+  { $id: 'MessageFrame', description: '1:1 (`chat: direct`, the default) or group (`chat: group`) message' },
+);
+export type MessageFrame = Static<typeof MessageFrame>;
+
+const Mids = Type.Array(Mid, { minItems: 1, maxItems: MAX_MIDS_PER_FRAME });
+
+export const AckFrame = Type.Object(
+  { type: Type.Literal('ack'), mids: Mids },
+  { $id: 'AckFrame', description: 'This device received these deliverables' },
+);
+export type AckFrame = Static<typeof AckFrame>;
+
+export const ReadFrame = Type.Object(
+  { type: Type.Literal('read'), to: UserId, mids: Mids },
+  { $id: 'ReadFrame', description: 'Read receipt, forwarded to `to`' },
+);
+export type ReadFrame = Static<typeof ReadFrame>;
+
+const Members = Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP });
+const GroupName = Type.String({ minLength: 1, maxLength: 200 });
+
+const groupOp = <Op extends string, P extends TProperties>(op: Op, props: P) =>
+  Type.Object({ type: Type.Literal('group'), id: ClientMessageId, op: Type.Literal(op), group: GroupId, ...props });
+
+export const GroupCreateFrame = groupOp('create', { name: GroupName, members: Type.Optional(Members) });
+export const GroupAddFrame = groupOp('add', { members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }) });
+export const GroupRemoveFrame = groupOp('remove', { members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }) });
+export const GroupLeaveFrame = groupOp('leave', {});
+export const GroupRenameFrame = groupOp('rename', { name: GroupName });
+
+export const GROUP_OPS = ['create', 'add', 'remove', 'leave', 'rename'] as const;
+export type GroupOp = (typeof GROUP_OPS)[number];
+
+export const GroupFrame = Type.Union(
+  [GroupCreateFrame, GroupAddFrame, GroupRemoveFrame, GroupLeaveFrame, GroupRenameFrame],
+  { $id: 'GroupFrame', description: 'Asynchronous group operation' },
+);
+export type GroupFrame = Static<typeof GroupFrame>;
+
+export const TypingFrame = Type.Object(
+  { type: Type.Literal('typing'), to: UserId, chat: Type.Optional(ChatKind) },
+  { $id: 'TypingFrame', description: 'Ephemeral: delivered only if online, never stored or retried' },
+);
+export type TypingFrame = Static<typeof TypingFrame>;
+
+export const PingFrame = Type.Object({ type: Type.Literal('ping') }, { $id: 'PingFrame' });
+export type PingFrame = Static<typeof PingFrame>;
+
+export const ClientFrame = Type.Union([MessageFrame, AckFrame, ReadFrame, GroupFrame, TypingFrame, PingFrame]);
+export type ClientFrame = Static<typeof ClientFrame>;
+
+/** Frames accepted by `POST /v1/send` (no typing or ping there). */
+export const SENDABLE_TYPES = ['message', 'ack', 'read', 'group'] as const;
+export type SendableFrame = MessageFrame | AckFrame | ReadFrame | GroupFrame;

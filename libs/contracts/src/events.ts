@@ -1,0 +1,105 @@
+import { Static, TSchema, Type } from '@sinclair/typebox';
+import { DeviceId, Mid, Timestamp, UserId } from './ids';
+import { AckFrame, GroupFrame, MessageFrame, ReadFrame, TypingFrame } from './client-frames';
+import { Deliverable, PushedFrame } from './server-frames';
+
+/**
+ * Internal events between services. Each carries `v` (schema version) and `kind`;
+ * consumers refuse versions they do not know (the record goes to the topic's DLQ).
+ */
+const event = <K extends string, P extends Record<string, TSchema>>(kind: K, props: P, description: string) =>
+  Type.Object({ v: Type.Literal(1), kind: Type.Literal(kind), ...props }, { $id: `${kind}Event`, description });
+
+/** Who sent a frame and through which connection: stamped by the gateway, never taken from the client. */
+const Origin = {
+  from: UserId,
+  deviceId: Type.Optional(DeviceId),
+  connId: Type.Optional(Type.String()),
+  gateway: Type.Optional(Type.String({ description: 'Gateway instance id' })),
+  sentAt: Timestamp,
+};
+
+export const InboundEvent = event(
+  'inbound',
+  { ...Origin, frame: Type.Union([MessageFrame, AckFrame, ReadFrame, GroupFrame, TypingFrame]) },
+  'A client frame as received by a gateway',
+);
+export type InboundEvent = Static<typeof InboundEvent>;
+
+export const DeliverEvent = event(
+  'deliver',
+  {
+    to: UserId,
+    frame: PushedFrame,
+    ephemeral: Type.Optional(Type.Boolean({ description: 'Only if online; never stored or retried' })),
+    replay: Type.Optional(Type.Boolean({ description: 'Redelivery of a stored deliverable on connect' })),
+  },
+  'Something for session-ms to deliver to a user',
+);
+export type DeliverEvent = Omit<Static<typeof DeliverEvent>, 'frame'> & { frame: PushedFrame };
+
+export const AckEvent = event(
+  'ack',
+  { user: UserId, mids: Type.Array(Mid, { minItems: 1 }), deviceId: Type.Optional(DeviceId), at: Timestamp },
+  'A user acked these deliverables',
+);
+export type AckEvent = Static<typeof AckEvent>;
+
+export const DeliveryTopicEvent = Type.Union([DeliverEvent, AckEvent]);
+export type DeliveryTopicEvent = DeliverEvent | AckEvent;
+
+export const OfflineDeliverableEvent = event(
+  'offline',
+  { to: UserId, frame: Deliverable, at: Timestamp },
+  'A deliverable that could not be delivered: store it until acked, push-notify',
+);
+export type OfflineDeliverableEvent = Omit<Static<typeof OfflineDeliverableEvent>, 'frame'> & { frame: Deliverable };
+
+export const OfflineAckEvent = event(
+  'offline-ack',
+  { user: UserId, mids: Type.Array(Mid, { minItems: 1 }), at: Timestamp },
+  'The user acked deliverables that may have gone offline: storage drops them',
+);
+export type OfflineAckEvent = Static<typeof OfflineAckEvent>;
+
+export const OfflineTopicEvent = Type.Union([OfflineDeliverableEvent, OfflineAckEvent]);
+export type OfflineTopicEvent = OfflineDeliverableEvent | OfflineAckEvent;
+
+const ConnectionProps = {
+  user: UserId,
+  connId: Type.String(),
+  deviceId: Type.Optional(DeviceId),
+  gateway: Type.String({ description: 'Gateway instance id' }),
+  gatewayUrl: Type.String({ description: 'Internal base URL of that gateway instance' }),
+  at: Timestamp,
+};
+export const ConnectionUpEvent = event('connection-up', ConnectionProps, 'A device connected to a gateway');
+export const ConnectionDownEvent = event('connection-down', ConnectionProps, 'A device disconnected');
+export const ConnectionTopicEvent = Type.Union([ConnectionUpEvent, ConnectionDownEvent]);
+export type ConnectionUpEvent = Static<typeof ConnectionUpEvent>;
+export type ConnectionDownEvent = Static<typeof ConnectionDownEvent>;
+export type ConnectionTopicEvent = ConnectionUpEvent | ConnectionDownEvent;
+
+export const GroupMessageEvent = event(
+  'group-message',
+  { ...Origin, frame: MessageFrame },
+  'A group message to check and fan out',
+);
+export type GroupMessageEvent = Static<typeof GroupMessageEvent>;
+
+export const GroupCommandEvent = event(
+  'group-command',
+  { ...Origin, frame: GroupFrame },
+  'A group operation sent through the pipe, for group-ms',
+);
+export type GroupCommandEvent = Static<typeof GroupCommandEvent>;
+
+export const GroupTopicEvent = Type.Union([GroupMessageEvent, GroupCommandEvent]);
+export type GroupTopicEvent = GroupMessageEvent | GroupCommandEvent;
+
+export const GroupChangedEvent = event(
+  'group-changed',
+  { group: UserId, members: Type.Optional(Type.Array(UserId)), deleted: Type.Optional(Type.Boolean()), at: Timestamp },
+  'Membership of a group changed: caches drop it',
+);
+export type GroupChangedEvent = Static<typeof GroupChangedEvent>;

@@ -1,0 +1,101 @@
+import {
+  AckFrame,
+  ClientFrame,
+  GroupAddFrame,
+  GroupCreateFrame,
+  GroupLeaveFrame,
+  GroupRemoveFrame,
+  GroupRenameFrame,
+  MessageFrame,
+  PingFrame,
+  ReadFrame,
+  SENDABLE_TYPES,
+  SendableFrame,
+  TypingFrame,
+} from './client-frames';
+import { ErrorCode } from './errors';
+import { DEFAULT_MAX_FRAME_BYTES, MAX_BODY_DEPTH } from './limits';
+import { compile, jsonDepth, Validator } from './validation';
+
+export type FrameResult<T> = { ok: true; frame: T } | { ok: false; code: ErrorCode; message: string; id?: string };
+
+const byType: Record<string, Validator<ClientFrame>> = {
+  message: compile(MessageFrame),
+  ack: compile(AckFrame),
+  read: compile(ReadFrame),
+  typing: compile(TypingFrame),
+  ping: compile(PingFrame),
+};
+const groupByOp: Record<string, Validator<ClientFrame>> = {
+  create: compile(GroupCreateFrame),
+  add: compile(GroupAddFrame),
+  remove: compile(GroupRemoveFrame),
+  leave: compile(GroupLeaveFrame),
+  rename: compile(GroupRenameFrame),
+};
+
+const CLIENT_TYPES = [...Object.keys(byType), 'group'];
+
+export interface FrameLimits {
+  maxBytes?: number;
+  maxBodyDepth?: number;
+  /** Frame types allowed on this edge (REST accepts no `typing` or `ping`). */
+  types?: readonly string[];
+}
+
+/** Parse and validate one client frame from its raw text (WebSocket) . */
+export function parseClientFrame(raw: string | Buffer, limits: FrameLimits = {}): FrameResult<ClientFrame> {
+  const maxBytes = limits.maxBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
+  if (size > maxBytes) return refuse('too_large', `frame: must be at most ${maxBytes} bytes (got ${size})`);
+  let value: unknown;
+  try {
+    value = JSON.parse(raw.toString());
+  } catch (err) {
+    return refuse('invalid_frame', `frame: is not valid JSON (${(err as Error).message})`);
+  }
+  return validateClientFrame(value, limits);
+}
+
+/** Validate an already-parsed client frame: type first, then the schema of that type. */
+export function validateClientFrame(value: unknown, limits: FrameLimits = {}): FrameResult<ClientFrame> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return refuse('invalid_frame', 'frame: must be a JSON object');
+  }
+  const candidate = value as Record<string, unknown>;
+  const id = typeof candidate.id === 'string' ? candidate.id : undefined;
+  const types = limits.types ?? CLIENT_TYPES;
+  if (typeof candidate.type !== 'string' || !types.includes(candidate.type)) {
+    return refuse('invalid_frame', `type: must be one of ${types.join(', ')}`, id);
+  }
+  const validator = candidate.type === 'group' ? groupValidator(candidate.op) : byType[candidate.type];
+  if (!validator) return refuse('invalid_frame', `op: must be one of ${Object.keys(groupByOp).join(', ')}`, id);
+  const result = validator(stripUntrusted(candidate));
+  if (!result.ok) return refuse('invalid_frame', result.errors.join('; '), id);
+  const maxDepth = limits.maxBodyDepth ?? MAX_BODY_DEPTH;
+  const frame = result.value;
+  if (frame.type === 'message' && jsonDepth(frame.body, maxDepth + 1) > maxDepth) {
+    return refuse('invalid_frame', `body: must not be nested deeper than ${maxDepth} levels`, id);
+  }
+  return { ok: true, frame };
+}
+
+/** The REST edge: the frame types `POST /v1/send` takes. */
+export function validateSendableFrame(value: unknown, limits: Omit<FrameLimits, 'types'> = {}): FrameResult<SendableFrame> {
+  return validateClientFrame(value, { ...limits, types: SENDABLE_TYPES }) as FrameResult<SendableFrame>;
+}
+
+function groupValidator(op: unknown): Validator<ClientFrame> | undefined {
+  return typeof op === 'string' ? groupByOp[op] : undefined;
+}
+
+/** The sender is whoever authenticated: a client-supplied `from` or `sentAt` is dropped, never trusted. */
+function stripUntrusted(frame: Record<string, unknown>): Record<string, unknown> {
+  if (!('from' in frame) && !('sentAt' in frame)) return frame;
+  const { from: _from, sentAt: _sentAt, ...rest } = frame;
+  return rest;
+}
+
+function refuse(code: ErrorCode, message: string, id?: string): FrameResult<never> {
+  return id === undefined ? { ok: false, code, message } : { ok: false, code, message, id };
+}

@@ -1,0 +1,10 @@
+/** Protocol defaults; services may configure their own within these meanings. */
+export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
+export const MAX_SEND_BATCH = 100;
+export const MAX_REST_BODY_BYTES = 1024 * 1024;
+export const MAX_BODY_DEPTH = 32;
+export const MAX_MIDS_PER_FRAME = 500;
+export const MAX_GROUP_MEMBERS_PER_OP = 1024;
+export const SYNC_DEFAULT_LIMIT = 100;
+export const SYNC_MAX_LIMIT = 500;
+export const MAX_PRESENCE_USERS = 200;

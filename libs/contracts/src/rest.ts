@@ -1,0 +1,110 @@
+import { Static, Type } from '@sinclair/typebox';
+import { DeviceId, GroupId, Mid, Timestamp, UserId } from './ids';
+import { AckFrame, GroupFrame, MessageFrame, ReadFrame } from './client-frames';
+import { Deliverable, ErrorCodeSchema } from './server-frames';
+import { MAX_PRESENCE_USERS, MAX_SEND_BATCH, SYNC_MAX_LIMIT } from './limits';
+
+/** REST bodies of the rest-gateway (`/v1`). */
+
+export const ErrorBody = Type.Object(
+  { error: Type.Object({ code: ErrorCodeSchema, message: Type.String() }) },
+  { $id: 'ErrorBody' },
+);
+export type ErrorBody = Static<typeof ErrorBody>;
+
+export const SendableFrameSchema = Type.Union([MessageFrame, AckFrame, ReadFrame, GroupFrame], { $id: 'SendableFrame' });
+
+/** One frame, or an array of up to 100. Each element is validated on its own (see `validateSendBatch`). */
+export const SendRequest = Type.Union(
+  [Type.Object({}, { additionalProperties: true }), Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_SEND_BATCH })],
+  { $id: 'SendRequest', description: 'One client frame (`message`, `ack`, `read`, `group`) or an array of up to 100' },
+);
+
+export const SendResult = Type.Union([
+  Type.Object({
+    index: Type.Integer(),
+    status: Type.Literal('accepted'),
+    id: Type.Optional(Type.String()),
+    mid: Type.Optional(Mid),
+  }),
+  Type.Object({
+    index: Type.Integer(),
+    status: Type.Literal('rejected'),
+    id: Type.Optional(Type.String()),
+    code: ErrorCodeSchema,
+    message: Type.String(),
+  }),
+]);
+export type SendResult = Static<typeof SendResult>;
+
+export const SendResponse = Type.Object({ results: Type.Array(SendResult) }, { $id: 'SendResponse' });
+export type SendResponse = Static<typeof SendResponse>;
+
+export const SyncQuery = Type.Object(
+  {
+    after: Type.Optional(Type.String({ maxLength: 200, description: 'Opaque cursor from a previous `next`' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: SYNC_MAX_LIMIT, default: 100 })),
+  },
+  { $id: 'SyncQuery' },
+);
+export type SyncQuery = Static<typeof SyncQuery>;
+
+export const SyncResponse = Type.Object(
+  { messages: Type.Array(Deliverable), next: Type.Union([Type.String(), Type.Null()]) },
+  { $id: 'SyncResponse', description: 'What the user has not acked yet, oldest first' },
+);
+export type SyncResponse = Static<typeof SyncResponse>;
+
+export const Group = Type.Object(
+  {
+    id: GroupId,
+    name: Type.String(),
+    members: Type.Array(UserId),
+    admins: Type.Array(UserId),
+    createdAt: Timestamp,
+  },
+  { $id: 'Group' },
+);
+export type Group = Static<typeof Group>;
+
+export const CreateGroupBody = Type.Object(
+  {
+    id: Type.Optional(GroupId),
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    members: Type.Array(UserId, { maxItems: 1024 }),
+  },
+  { $id: 'CreateGroupBody' },
+);
+export type CreateGroupBody = Static<typeof CreateGroupBody>;
+
+export const GroupList = Type.Object({ groups: Type.Array(Group) }, { $id: 'GroupList' });
+export const GroupParams = Type.Object({ id: GroupId });
+export const GroupMemberParams = Type.Object({ id: GroupId, user: UserId });
+export const AddMembersBody = Type.Object(
+  { members: Type.Array(UserId, { minItems: 1, maxItems: 1024 }) },
+  { $id: 'AddMembersBody' },
+);
+export type AddMembersBody = Static<typeof AddMembersBody>;
+
+export const Platform = Type.Union([Type.Literal('android'), Type.Literal('ios'), Type.Literal('web')]);
+export type Platform = Static<typeof Platform>;
+export const DeviceParams = Type.Object({ deviceId: DeviceId });
+export const RegisterDeviceBody = Type.Object(
+  { token: Type.String({ minLength: 1, maxLength: 4096 }), platform: Platform },
+  { $id: 'RegisterDeviceBody' },
+);
+export type RegisterDeviceBody = Static<typeof RegisterDeviceBody>;
+
+export const PresenceQuery = Type.Object(
+  { users: Type.String({ minLength: 1, maxLength: 65 * MAX_PRESENCE_USERS, description: 'Comma-separated user ids' }) },
+  { $id: 'PresenceQuery' },
+);
+export const Presence = Type.Object({ user: UserId, online: Type.Boolean(), lastSeen: Type.Union([Timestamp, Type.Null()]) });
+export type Presence = Static<typeof Presence>;
+export const PresenceResponse = Type.Object({ presence: Type.Array(Presence) }, { $id: 'PresenceResponse' });
+export type PresenceResponse = Static<typeof PresenceResponse>;
+
+export const DevTokenBody = Type.Object({ user: UserId }, { $id: 'DevTokenBody' });
+export const DevTokenResponse = Type.Object({ token: Type.String() }, { $id: 'DevTokenResponse' });
+
+export const HealthResponse = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });

@@ -1,0 +1,58 @@
+import { TOPICS, dlqTopic, compile, userMid, serverMid, USER_ID_PATTERN, ERROR_CODES, statusOf } from '@parley/contracts';
+
+describe('topics and keys', () => {
+  const message = { type: 'message' as const, id: 'c1', to: 'bob', chat: 'direct' as const, body: {} };
+
+  it('keys inbound frames by sender', () => {
+    expect(TOPICS.inbound.key({ v: 1, kind: 'inbound', from: 'alice', sentAt: 1, frame: message })).toBe('alice');
+  });
+
+  it('keys delivery traffic by the user who must act on it', () => {
+    const deliverable = { ...message, mid: 'alice:c1', from: 'alice', sentAt: 1 };
+    expect(TOPICS.delivery.key({ v: 1, kind: 'deliver', to: 'bob', frame: deliverable })).toBe('bob');
+    expect(TOPICS.delivery.key({ v: 1, kind: 'ack', user: 'bob', mids: ['alice:c1'], at: 1 })).toBe('bob');
+  });
+
+  it('keys group traffic by group id', () => {
+    const groupMessage = { v: 1 as const, kind: 'group-message' as const, from: 'alice', sentAt: 1, frame: { ...message, to: 'g1', chat: 'group' as const } };
+    const op = { type: 'group' as const, id: 'c3', op: 'leave' as const, group: 'g2' };
+    expect(TOPICS.group.key(groupMessage)).toBe('g1');
+    expect(TOPICS.group.key({ v: 1, kind: 'group-command', from: 'alice', sentAt: 1, frame: op })).toBe('g2');
+    expect(TOPICS.groupCommands.key({ v: 1, kind: 'group-command', from: 'alice', sentAt: 1, frame: op })).toBe('g2');
+  });
+
+  it('keys offline traffic by recipient', () => {
+    expect(TOPICS.offline.key({ v: 1, kind: 'offline-ack', user: 'bob', mids: ['x'], at: 1 })).toBe('bob');
+  });
+
+  it('names every topic uniquely, with a DLQ beside it', () => {
+    const names = Object.values(TOPICS).map((t) => t.name);
+    expect(new Set(names).size).toBe(names.length);
+    expect(dlqTopic(TOPICS.inbound.name)).toBe('parley.inbound.v1.dlq');
+  });
+
+  it('refuses an event of an unknown version', () => {
+    const validate = compile(TOPICS.delivery.schema);
+    expect(validate({ v: 1, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 }).ok).toBe(true);
+    expect(validate({ v: 2, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 }).ok).toBe(false);
+  });
+});
+
+describe('message ids', () => {
+  it('derives a user mid deterministically', () => expect(userMid('alice', 'c1')).toBe('alice:c1'));
+
+  it('server mids can never look like <user>:<id>', () => {
+    const mid = serverMid('dlv', 'bob', 'alice:c1');
+    expect(mid.split(':')[0]).not.toMatch(new RegExp(USER_ID_PATTERN));
+  });
+});
+
+describe('error codes', () => {
+  it('maps every code to an HTTP status', () => {
+    for (const code of Object.keys(ERROR_CODES) as Array<keyof typeof ERROR_CODES>) {
+      expect(statusOf(code)).toBeGreaterThanOrEqual(400);
+    }
+    expect(statusOf('rate_limited')).toBe(429);
+    expect(statusOf('unavailable')).toBe(503);
+  });
+});

@@ -1,0 +1,44 @@
+import type { TopicSpec } from '@parley/contracts';
+
+/** One consumed record, decoded and validated against its topic's schema. */
+export interface Envelope<T> {
+  event: T;
+  key: string;
+  partition: number;
+  offset: string;
+  timestamp: number;
+  traceId?: string;
+}
+
+export interface SubscribeOptions<T> {
+  /** Consumer group: every group gets every record; members of one group split the partitions. */
+  groupId: string;
+  topic: TopicSpec<T>;
+  /**
+   * Handles records of one partition, in order. Offsets are committed only after it resolves
+   * (at-least-once), so it must be idempotent. A throw retries; past the retry limit each record is
+   * tried alone and those still failing are parked on `<topic>.dlq`.
+   */
+  handle(batch: Envelope<T>[]): Promise<void>;
+}
+
+export interface Subscription {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stop fetching (backpressure) and start again. */
+  pause(): void;
+  resume(): void;
+}
+
+/**
+ * The event-bus port the services use. The Kafka adapter (kafkajs, production and embedded broker)
+ * and the in-memory adapter (unit tests) implement it.
+ */
+export interface EventBus {
+  /** Resolves once every event is durably written (acks=all); rejects if it could not be. */
+  publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void>;
+  subscribe<T>(options: SubscribeOptions<T>): Subscription;
+  /** Resolves when the bus answers; for readiness checks. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

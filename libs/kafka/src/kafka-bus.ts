@@ -1,0 +1,273 @@
+import { Admin, Consumer, EachBatchPayload, Kafka, Partitioners, Producer } from 'kafkajs';
+import { Counter, Registry } from 'prom-client';
+import { dlqTopic, TopicSpec } from '@parley/contracts';
+import type { Logger } from 'pino';
+import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
+import { DecodeError, HEADER_TRACE, TopicCodec } from './codec';
+import { backoffMs, isTransient, sleep } from './retry';
+
+export interface KafkaBusOptions {
+  kafka: Kafka;
+  logger: Logger;
+  metrics?: Registry;
+  /** Attempts for a failing batch, then for each of its records alone, before the DLQ. */
+  maxAttempts?: number;
+  /** Records handed to a handler at once. */
+  maxBatchSize?: number;
+  partitionsConsumedConcurrently?: number;
+  consumer?: { sessionTimeout?: number; heartbeatInterval?: number; maxWaitTimeInMs?: number; rebalanceTimeout?: number };
+}
+
+interface PendingSend {
+  topic: string;
+  messages: { key: string; value: Buffer; headers: Record<string, string> }[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+const MAX_RECORDS_PER_REQUEST = 2000;
+
+/**
+ * The event bus on kafkajs: an idempotent producer (acks=all) that batches whatever is queued while
+ * a request is in flight, and consumers that commit only after the work is done.
+ */
+export function createKafkaBus(options: KafkaBusOptions): EventBus {
+  const { kafka, logger } = options;
+  const codecs = new Map<string, TopicCodec<unknown>>();
+  const codecFor = <T>(topic: TopicSpec<T>) => {
+    let codec = codecs.get(topic.name);
+    if (!codec) codecs.set(topic.name, (codec = new TopicCodec(topic as TopicSpec<unknown>)));
+    return codec as TopicCodec<T>;
+  };
+  const counters = createCounters(options.metrics);
+  const producer: Producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    allowAutoTopicCreation: true,
+  });
+  const admin: Admin = kafka.admin();
+  const subscriptions = new Set<Subscription>();
+  let connected: Promise<void> | undefined;
+  const connect = () => (connected ??= Promise.all([producer.connect(), admin.connect()]).then(() => undefined));
+
+  let queue: PendingSend[] = [];
+  let flushing = false;
+  const flush = async () => {
+    if (flushing) return;
+    flushing = true;
+    try {
+      while (queue.length > 0) {
+        const sending = takeBatch();
+        try {
+          await connect();
+          await producer.sendBatch({ acks: -1, topicMessages: groupByTopic(sending) });
+          for (const send of sending) send.resolve();
+          for (const send of sending) counters.published.inc({ topic: send.topic }, send.messages.length);
+        } catch (err) {
+          connected = undefined;
+          for (const send of sending) send.reject(err);
+        }
+      }
+    } finally {
+      flushing = false;
+    }
+  };
+  const takeBatch = () => {
+    let count = 0;
+    let n = 0;
+    while (n < queue.length && (n === 0 || count + queue[n].messages.length <= MAX_RECORDS_PER_REQUEST)) {
+      count += queue[n].messages.length;
+      n++;
+    }
+    const batch = queue.slice(0, n);
+    queue = queue.slice(n);
+    return batch;
+  };
+
+  const sendRaw = (topic: string, messages: PendingSend['messages']) =>
+    new Promise<void>((resolve, reject) => {
+      queue.push({ topic, messages, resolve, reject });
+      void flush();
+    });
+
+  const bus: EventBus = {
+    async publish(topic, events, publishOptions) {
+      if (events.length === 0) return;
+      const codec = codecFor(topic);
+      await sendRaw(topic.name, events.map((e) => codec.encode(e, publishOptions?.traceId)));
+    },
+    subscribe<T>(subscribeOptions: SubscribeOptions<T>): Subscription {
+      const subscription = createSubscription(subscribeOptions, codecFor(subscribeOptions.topic), {
+        ...options,
+        counters,
+        sendRaw,
+      });
+      subscriptions.add(subscription);
+      return {
+        ...subscription,
+        stop: async () => {
+          subscriptions.delete(subscription);
+          await subscription.stop();
+        },
+      };
+    },
+    async ping() {
+      await connect();
+      await admin.describeCluster();
+    },
+    async close() {
+      await Promise.all([...subscriptions].map((s) => s.stop()));
+      while (flushing) await sleep(5);
+      await Promise.allSettled([producer.disconnect(), admin.disconnect()]);
+    },
+  };
+  return bus;
+}
+
+function groupByTopic(sends: PendingSend[]) {
+  const byTopic = new Map<string, PendingSend['messages']>();
+  for (const send of sends) {
+    const list = byTopic.get(send.topic);
+    if (list) list.push(...send.messages);
+    else byTopic.set(send.topic, [...send.messages]);
+  }
+  return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+}
+
+function createCounters(registry?: Registry) {
+  const registers = registry ? [registry] : [];
+  return {
+    published: new Counter({ name: 'parley_kafka_published_total', help: 'Records published', labelNames: ['topic'], registers }),
+    consumed: new Counter({ name: 'parley_kafka_consumed_total', help: 'Records handled', labelNames: ['topic', 'group'], registers }),
+    retried: new Counter({ name: 'parley_kafka_retries_total', help: 'Handler retries', labelNames: ['topic', 'group'], registers }),
+    deadLettered: new Counter({ name: 'parley_kafka_dead_lettered_total', help: 'Records parked on the DLQ', labelNames: ['topic', 'group'], registers }),
+  };
+}
+
+type Counters = ReturnType<typeof createCounters>;
+
+function createSubscription<T>(
+  { groupId, topic, handle }: SubscribeOptions<T>,
+  codec: TopicCodec<T>,
+  options: KafkaBusOptions & { counters: Counters; sendRaw: (topic: string, messages: PendingSend['messages']) => Promise<void> },
+): Subscription {
+  const logger = options.logger.child({ topic: topic.name, group: groupId });
+  const maxAttempts = options.maxAttempts ?? 5;
+  const maxBatchSize = options.maxBatchSize ?? 500;
+  const labels = { topic: topic.name, group: groupId };
+  const consumer: Consumer = options.kafka.consumer({
+    groupId,
+    sessionTimeout: options.consumer?.sessionTimeout ?? 10_000,
+    rebalanceTimeout: options.consumer?.rebalanceTimeout ?? 10_000,
+    heartbeatInterval: options.consumer?.heartbeatInterval ?? 1_000,
+    maxWaitTimeInMs: options.consumer?.maxWaitTimeInMs ?? 250,
+    allowAutoTopicCreation: true,
+  });
+  let running = false;
+
+  const deadLetter = async (envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[], err: unknown) => {
+    options.counters.deadLettered.inc(labels, envelopes.length);
+    logger.error({ err, offsets: envelopes.map((e) => `${e.partition}:${e.offset}`) }, 'parking records on the DLQ');
+    await options.sendRaw(
+      dlqTopic(topic.name),
+      envelopes.map((e) => ({
+        key: e.key,
+        value: e.value ?? Buffer.alloc(0),
+        headers: {
+          'parley-error': String((err as Error)?.message ?? err).slice(0, 1000),
+          'parley-source': `${topic.name}/${e.partition}/${e.offset}`,
+          'parley-group': groupId,
+        },
+      })),
+    );
+  };
+
+  /** Runs `work` until it succeeds, a non-transient failure outlasts `attempts`, or the consumer stops. */
+  const withRetries = async (work: () => Promise<void>, attempts: number, payload: EachBatchPayload) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await work();
+        return undefined;
+      } catch (err) {
+        if (!payload.isRunning() || payload.isStale()) throw err;
+        if (attempt + 1 >= attempts && !isTransient(err)) return err;
+        options.counters.retried.inc(labels);
+        logger.warn({ err, attempt }, 'handler failed, retrying');
+        await sleep(backoffMs(attempt));
+        await payload.heartbeat().catch(() => undefined);
+      }
+    }
+  };
+
+  const eachBatch = async (payload: EachBatchPayload) => {
+    const { batch } = payload;
+    for (let start = 0; start < batch.messages.length; start += maxBatchSize) {
+      if (!payload.isRunning() || payload.isStale()) return;
+      const chunk = batch.messages.slice(start, start + maxBatchSize);
+      const good: Envelope<T>[] = [];
+      const poison: { value: Buffer | null; key: string; partition: number; offset: string }[] = [];
+      let decodeError: unknown;
+      for (const message of chunk) {
+        const key = message.key?.toString() ?? '';
+        try {
+          good.push({
+            event: codec.decode(message.value),
+            key,
+            partition: batch.partition,
+            offset: message.offset,
+            timestamp: Number(message.timestamp),
+            traceId: message.headers?.[HEADER_TRACE]?.toString(),
+          });
+        } catch (err) {
+          if (!(err instanceof DecodeError)) throw err;
+          decodeError = err;
+          poison.push({ value: message.value, key, partition: batch.partition, offset: message.offset });
+        }
+      }
+      if (poison.length > 0) await deadLetter(poison, decodeError);
+      if (good.length > 0) {
+        const failure = await withRetries(() => handle(good), maxAttempts, payload);
+        if (failure) await isolate(good, payload);
+      }
+      options.counters.consumed.inc(labels, chunk.length);
+      payload.resolveOffset(chunk[chunk.length - 1].offset);
+      await payload.commitOffsetsIfNecessary();
+      await payload.heartbeat();
+    }
+  };
+
+  /** A batch kept failing: try each record alone so one poison record does not park its neighbours. */
+  const isolate = async (envelopes: Envelope<T>[], payload: EachBatchPayload) => {
+    for (const envelope of envelopes) {
+      const failure = await withRetries(() => handle([envelope]), maxAttempts, payload);
+      if (failure) {
+        await deadLetter([{ value: Buffer.from(JSON.stringify(envelope.event)), key: envelope.key, partition: envelope.partition, offset: envelope.offset }], failure);
+      }
+    }
+  };
+
+  return {
+    async start() {
+      await consumer.connect();
+      await consumer.subscribe({ topic: topic.name, fromBeginning: true });
+      running = true;
+      await consumer.run({
+        eachBatchAutoResolve: false,
+        autoCommitInterval: 500,
+        partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 4,
+        eachBatch,
+      });
+    },
+    async stop() {
+      if (!running) {
+        await consumer.disconnect().catch(() => undefined);
+        return;
+      }
+      running = false;
+      await consumer.disconnect();
+    },
+    pause: () => consumer.pause([{ topic: topic.name }]),
+    resume: () => consumer.resume([{ topic: topic.name }]),
+  };
+}

@@ -1,0 +1,109 @@
+import { TopicSpec } from '@parley/contracts';
+import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
+import { TopicCodec } from './codec';
+
+interface StoredRecord {
+  key: string;
+  value: Buffer;
+  offset: number;
+  timestamp: number;
+  traceId?: string;
+}
+
+/**
+ * An in-memory bus for unit tests: a real log per topic (events are encoded, validated and
+ * stored), consumer groups with committed offsets, and redelivery of a batch whose handler threw.
+ * One partition per topic, so order is total. Not for production: nothing survives the process.
+ */
+export class MemoryBus implements EventBus {
+  private readonly logs = new Map<string, StoredRecord[]>();
+  private readonly committed = new Map<string, number>();
+  private readonly wakeups = new Set<() => void>();
+  private closed = false;
+
+  /** Every event published on a topic, decoded: for assertions. */
+  events<T>(topic: TopicSpec<T>): T[] {
+    const codec = new TopicCodec(topic);
+    return (this.logs.get(topic.name) ?? []).map((r) => codec.decode(r.value));
+  }
+
+  async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void> {
+    if (this.closed) throw new Error('bus closed');
+    const codec = new TopicCodec(topic);
+    const log = this.logs.get(topic.name) ?? [];
+    this.logs.set(topic.name, log);
+    for (const event of events) {
+      const encoded = codec.encode(event, options?.traceId);
+      codec.decode(encoded.value); // a publisher must never write what consumers would refuse
+      log.push({ key: encoded.key, value: encoded.value, offset: log.length, timestamp: Date.now(), traceId: options?.traceId });
+    }
+    for (const wake of this.wakeups) wake();
+  }
+
+  subscribe<T>({ groupId, topic, handle }: SubscribeOptions<T>): Subscription {
+    const codec = new TopicCodec(topic);
+    const position = `${groupId}/${topic.name}`;
+    let running = false;
+    let paused = false;
+    let loop: Promise<void> | undefined;
+    let wake: (() => void) | undefined;
+
+    const next = () => {
+      const log = this.logs.get(topic.name) ?? [];
+      return log.slice(this.committed.get(position) ?? 0, (this.committed.get(position) ?? 0) + 500);
+    };
+    const run = async () => {
+      while (running) {
+        const records = paused ? [] : next();
+        if (records.length === 0) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            this.wakeups.add(resolve);
+            setTimeout(resolve, 50);
+          });
+          if (wake) this.wakeups.delete(wake);
+          continue;
+        }
+        const batch: Envelope<T>[] = records.map((r) => ({
+          event: codec.decode(r.value),
+          key: r.key,
+          partition: 0,
+          offset: String(r.offset),
+          timestamp: r.timestamp,
+          traceId: r.traceId,
+        }));
+        try {
+          await handle(batch);
+          this.committed.set(position, records[records.length - 1].offset + 1);
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 20)); // redelivered: at-least-once
+        }
+      }
+    };
+    return {
+      start: async () => {
+        running = true;
+        loop = run();
+      },
+      stop: async () => {
+        running = false;
+        wake?.();
+        await loop;
+      },
+      pause: () => {
+        paused = true;
+      },
+      resume: () => {
+        paused = false;
+      },
+    };
+  }
+
+  async ping(): Promise<void> {
+    if (this.closed) throw new Error('bus closed');
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}

@@ -1,0 +1,24 @@
+import { Type, TProperties } from '@sinclair/typebox';
+import { SqlDatabase } from './database';
+import { createPgDatabase } from './pg-database';
+import { createPgliteDatabase } from './pglite-database';
+
+export const DatabaseConfig = {
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres; PGlite when unset' })),
+  DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, default: 10 }),
+  PGLITE_DATA_DIR: Type.String({ default: '.data/pglite', description: 'Embedded PGlite data directory' }),
+} satisfies TProperties;
+
+export interface DatabaseSettings {
+  DATABASE_URL?: string;
+  DATABASE_POOL_SIZE: number;
+  PGLITE_DATA_DIR: string;
+}
+
+/** Postgres when `DATABASE_URL` is set, else PGlite in its data directory. */
+export function openDatabase(settings: DatabaseSettings): Promise<SqlDatabase> {
+  if (settings.DATABASE_URL) {
+    return Promise.resolve(createPgDatabase({ connectionString: settings.DATABASE_URL, max: settings.DATABASE_POOL_SIZE }));
+  }
+  return createPgliteDatabase(settings.PGLITE_DATA_DIR);
+}

@@ -1,0 +1,73 @@
+import { createRemoteJWKSet, jwtVerify, SignJWT, JWTVerifyGetKey } from 'jose';
+import { Type, TProperties } from '@sinclair/typebox';
+import { ParleyError, USER_ID_PATTERN } from '@parley/contracts';
+
+export const DEV_JWT_SECRET = 'parley-dev-secret-change-me-0123456789';
+
+export const AuthConfig = {
+  JWT_SECRET: Type.String({ minLength: 32, default: DEV_JWT_SECRET, description: 'HS256 secret' }),
+  JWT_JWKS_URL: Type.Optional(Type.String({ format: 'uri', description: 'Verify RS256/ES256 tokens from this JWKS' })),
+  JWT_ISSUER: Type.Optional(Type.String()),
+  JWT_AUDIENCE: Type.Optional(Type.String()),
+} satisfies TProperties;
+
+export interface AuthSettings {
+  JWT_SECRET: string;
+  JWT_JWKS_URL?: string;
+  JWT_ISSUER?: string;
+  JWT_AUDIENCE?: string;
+}
+
+export interface Identity {
+  user: string;
+  expiresAt?: number;
+}
+
+export type TokenVerifier = (token: string | undefined) => Promise<Identity>;
+
+const userIdPattern = new RegExp(USER_ID_PATTERN);
+
+/**
+ * Verifies a bearer token: HS256 with the secret, or RS256/ES256 from the JWKS when configured.
+ * `alg: none` and any algorithm outside that list are refused by jose.
+ */
+export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
+  const jwks: JWTVerifyGetKey | undefined = settings.JWT_JWKS_URL
+    ? createRemoteJWKSet(new URL(settings.JWT_JWKS_URL))
+    : undefined;
+  const secret = new TextEncoder().encode(settings.JWT_SECRET);
+  const options = {
+    algorithms: jwks ? ['RS256', 'ES256'] : ['HS256'],
+    issuer: settings.JWT_ISSUER,
+    audience: settings.JWT_AUDIENCE,
+  };
+  return async (token) => {
+    if (!token) throw new ParleyError('unauthorized', 'missing bearer token');
+    let payload;
+    try {
+      ({ payload } = jwks ? await jwtVerify(token, jwks, options) : await jwtVerify(token, secret, options));
+    } catch (err) {
+      throw new ParleyError('unauthorized', `invalid token: ${(err as Error).message}`);
+    }
+    if (typeof payload.sub !== 'string' || !userIdPattern.test(payload.sub)) {
+      throw new ParleyError('unauthorized', `invalid token: sub must match ${USER_ID_PATTERN}`);
+    }
+    return { user: payload.sub, expiresAt: payload.exp ? payload.exp * 1000 : undefined };
+  };
+}
+
+/** A token for `POST /v1/dev/token` (dev mode only) and for tests. */
+export async function issueToken(secret: string, user: string, ttlSeconds = 24 * 3600): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(user)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
+    .sign(new TextEncoder().encode(secret));
+}
+
+/** `Authorization: Bearer <jwt>`, or `?token=<jwt>` where headers cannot be set (browsers' WebSocket). */
+export function bearerToken(authorization: string | undefined, queryToken?: string | null): string | undefined {
+  const match = authorization ? /^Bearer\s+(.+)$/i.exec(authorization) : null;
+  return match?.[1] ?? queryToken ?? undefined;
+}

@@ -1,0 +1,58 @@
+import Ajv from 'ajv';
+import { Static, TObject, TProperties, Type } from '@sinclair/typebox';
+import { formatError } from '@parley/contracts';
+
+/** A configuration problem: every bad or missing variable, listed in one message. */
+export class ConfigError extends Error {
+  constructor(
+    readonly service: string,
+    readonly problems: string[],
+  ) {
+    super(`${service}: invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Typed configuration from the environment. The schema's keys are the variable names; values are
+ * coerced to the declared types and defaults filled in. Every problem is reported at once.
+ */
+export function loadConfig<T extends TObject>(
+  service: string,
+  schema: T,
+  env: NodeJS.ProcessEnv = process.env,
+): Static<T> {
+  const ajv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true, strict: false });
+  const validate = ajv.compile(schema);
+  const candidate: Record<string, unknown> = {};
+  for (const key of Object.keys(schema.properties)) {
+    const raw = env[key];
+    if (raw !== undefined && raw !== '') candidate[key] = raw;
+  }
+  if (validate(candidate)) return candidate as Static<T>;
+  const problems = (validate.errors ?? []).map((error) => {
+    const text = formatError(error);
+    const name = text.slice(0, text.indexOf(':'));
+    const got = name in candidate ? ` (got ${JSON.stringify(candidate[name])})` : '';
+    return `${text}${got}`;
+  });
+  throw new ConfigError(service, problems);
+}
+
+/** Variables every service reads. */
+export const CommonConfig = {
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+  HOST: Type.String({ default: '0.0.0.0', description: 'Interface the HTTP servers listen on' }),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 25_000, description: 'Graceful shutdown deadline' }),
+} satisfies TProperties;
+
+export const InternalConfig = {
+  INTERNAL_SECRET: Type.String({
+    minLength: 16,
+    default: 'parley-dev-internal-secret',
+    description: 'Shared secret for internal HTTP calls between services',
+  }),
+} satisfies TProperties;

@@ -1,0 +1,128 @@
+import Fastify, {
+  LogController,
+  FastifyBaseLogger,
+  FastifyError,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchema,
+  RawServerDefault,
+} from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Histogram, Registry } from 'prom-client';
+import { ErrorCode, ParleyError, formatError, statusOf } from '@parley/contracts';
+import type { ErrorObject } from 'ajv';
+import type { Logger } from 'pino';
+import { Readiness } from './readiness';
+
+export interface HttpServerOptions {
+  logger: Logger;
+  metrics: Registry;
+  readiness: Readiness;
+  /** Largest accepted request body in bytes. */
+  bodyLimit?: number;
+  trustProxy?: boolean;
+}
+
+export type HttpServer = FastifyInstance<
+  RawServerDefault,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
+
+/**
+ * An unstarted fastify server with the probes every service has (`/healthz`, `/readyz`,
+ * `/metrics`), the protocol's error body for every failure, and request metrics.
+ * Tests call `inject()`; services call `listen()`.
+ */
+export function buildHttpServer(options: HttpServerOptions): HttpServer {
+  const app = Fastify({
+    loggerInstance: options.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    trustProxy: options.trustProxy ?? false,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
+    forceCloseConnections: true,
+  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
+
+  observeRequests(app, options.metrics);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => {
+    sendError(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
+  });
+
+  const probe = { schema: { hide: true } as FastifySchema }; // kept out of the OpenAPI document
+  app.get('/healthz', probe, async () => ({ status: 'ok' }));
+  app.get('/readyz', probe, async (_request, reply) => {
+    const report = await options.readiness.report();
+    reply.code(report.ready ? 200 : 503);
+    return { status: report.ready ? 'ready' : 'not ready', checks: report.checks };
+  });
+  app.get('/metrics', probe, async (_request, reply) => {
+    reply.header('content-type', options.metrics.contentType);
+    return options.metrics.metrics();
+  });
+  return app;
+}
+
+/** Answer with the protocol's error body: `{"error":{"code","message"}}`. */
+export function sendError(reply: FastifyReply, code: ErrorCode, message: string, retryAfterSeconds?: number) {
+  if (retryAfterSeconds !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfterSeconds))));
+  return reply.code(statusOf(code)).send({ error: { code, message } });
+}
+
+function validationError(errors: ErrorObject[], context: string): Error {
+  const where = context === 'body' ? '' : `${context === 'querystring' ? 'query' : context} `;
+  const message = errors.map((e) => `${where}${formatError(e)}`).join('; ');
+  return new ParleyError('invalid_request', message);
+}
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'invalid_request',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_request',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_request',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
+};
+
+function errorHandler(this: unknown, error: FastifyError | ParleyError, request: FastifyRequest, reply: FastifyReply) {
+  if (error instanceof ParleyError) {
+    return sendError(reply, error.code, error.message, error.details?.retryAfterSeconds);
+  }
+  const mapped = error.code ? FASTIFY_CODES[error.code] : undefined;
+  if (mapped) return sendError(reply, mapped, describeFastifyError(error));
+  if (error.statusCode === 429) return sendError(reply, 'rate_limited', error.message);
+  if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+    return sendError(reply, 'invalid_request', error.message);
+  }
+  request.log.error({ err: error, url: request.url }, 'request failed');
+  return sendError(reply, 'internal', 'internal error');
+}
+
+function describeFastifyError(error: FastifyError): string {
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return 'body: is larger than allowed';
+  if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return `body: is not valid JSON (${error.message})`;
+  return error.message;
+}
+
+function observeRequests(app: HttpServer, registry: Registry) {
+  const duration = new Histogram({
+    name: 'parley_http_request_duration_seconds',
+    help: 'HTTP request duration by route and status',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown';
+    if (route === '/metrics' || route === '/healthz' || route === '/readyz') return;
+    duration.observe(
+      { method: request.method, route, status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+}

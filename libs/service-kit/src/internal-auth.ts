@@ -1,0 +1,36 @@
+import { timingSafeEqual } from 'node:crypto';
+import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, ParleyError, USER_ID_PATTERN } from '@parley/contracts';
+import type { FastifyRequest } from 'fastify';
+import type { HttpServer } from './http';
+
+const userIdPattern = new RegExp(USER_ID_PATTERN);
+
+function secretMatches(expected: Buffer, given: unknown): boolean {
+  if (typeof given !== 'string') return false;
+  const candidate = Buffer.from(given);
+  return candidate.length === expected.length && timingSafeEqual(candidate, expected);
+}
+
+/** Refuse every request under `prefix` that lacks the internal shared secret (403). */
+export function requireInternalSecret(app: HttpServer, secret: string, prefix = '/internal'): void {
+  const expected = Buffer.from(secret);
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith(prefix)) return;
+    if (!secretMatches(expected, request.headers[INTERNAL_SECRET_HEADER])) {
+      throw new ParleyError('forbidden', 'internal endpoint: missing or wrong internal secret');
+    }
+  });
+}
+
+/** The user an edge authenticated, passed on an internal call. */
+export function actingUser(request: FastifyRequest): string {
+  const user = request.headers[INTERNAL_USER_HEADER];
+  if (typeof user !== 'string' || !userIdPattern.test(user)) {
+    throw new ParleyError('invalid_request', `${INTERNAL_USER_HEADER}: must match ${USER_ID_PATTERN}`);
+  }
+  return user;
+}
+
+export function internalHeaders(secret: string, user?: string): Record<string, string> {
+  return user ? { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user } : { [INTERNAL_SECRET_HEADER]: secret };
+}

@@ -1,0 +1,83 @@
+import type { Logger } from 'pino';
+
+/** What every app's `createXxx(deps)` returns, so tests and the launcher can run it in-process. */
+export interface Service {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Resources to release on stop, closed in reverse order of acquisition. A failing close is logged
+ * and the others still close.
+ */
+export class Closer {
+  private readonly steps: Array<{ name: string; close: () => Promise<unknown> | unknown }> = [];
+
+  constructor(private readonly logger?: Logger) {}
+
+  add(name: string, close: () => Promise<unknown> | unknown): void {
+    this.steps.push({ name, close });
+  }
+
+  async closeAll(): Promise<void> {
+    while (this.steps.length > 0) {
+      const step = this.steps.pop()!;
+      try {
+        await step.close();
+      } catch (err) {
+        this.logger?.warn({ err, resource: step.name }, 'closing failed');
+      }
+    }
+  }
+}
+
+export interface RunOptions {
+  logger: Logger;
+  shutdownTimeoutMs: number;
+  /** Called first on a signal, before `stop()`: stop accepting traffic. */
+  onShutdownStarted?: () => void;
+  exit?: (code: number) => void;
+}
+
+/**
+ * Starts a service and stops it on SIGTERM/SIGINT: stop accepting, drain, close clients, and exit
+ * before the deadline (forcing exit 1 if draining hangs).
+ */
+export async function runService(service: Service, options: RunOptions): Promise<void> {
+  const { logger } = options;
+  const exit = options.exit ?? ((code: number) => process.exit(code));
+  let stopping = false;
+
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    options.onShutdownStarted?.();
+    const deadline = setTimeout(() => {
+      logger.error({ timeoutMs: options.shutdownTimeoutMs }, 'shutdown deadline passed, exiting');
+      exit(1);
+    }, options.shutdownTimeoutMs);
+    deadline.unref();
+    try {
+      await service.stop();
+      clearTimeout(deadline);
+      logger.info('stopped');
+      exit(0);
+    } catch (err) {
+      logger.error({ err }, 'shutdown failed');
+      exit(1);
+    }
+  };
+
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
+
+  try {
+    await service.start();
+  } catch (err) {
+    logger.fatal({ err }, 'start failed');
+    await service.stop().catch(() => undefined);
+    exit(1);
+  }
+}

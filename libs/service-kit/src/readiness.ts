@@ -1,0 +1,47 @@
+/** Each dependency registers a check; `/readyz` is ready only when every check answers in time. */
+export type Check = () => Promise<unknown> | unknown;
+
+export interface CheckReport {
+  ready: boolean;
+  checks: Record<string, string>;
+}
+
+export class Readiness {
+  private readonly checks = new Map<string, Check>();
+  private draining = false;
+
+  constructor(private readonly timeoutMs = 2000) {}
+
+  register(name: string, check: Check): void {
+    this.checks.set(name, check);
+  }
+
+  /** Once shutdown starts, report not-ready so load balancers stop sending traffic. */
+  markDraining(): void {
+    this.draining = true;
+  }
+
+  async report(): Promise<CheckReport> {
+    const entries = await Promise.all(
+      [...this.checks].map(async ([name, check]) => [name, await this.run(check)] as const),
+    );
+    const checks = Object.fromEntries(entries);
+    if (this.draining) checks.shutdown = 'draining';
+    const ready = !this.draining && entries.every(([, result]) => result === 'ok');
+    return { ready, checks };
+  }
+
+  private async run(check: Check): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`timed out after ${this.timeoutMs} ms`), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([Promise.resolve().then(check).then(() => 'ok'), timeout]);
+    } catch (err) {
+      return (err as Error).message || String(err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

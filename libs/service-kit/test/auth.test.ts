@@ -1,0 +1,57 @@
+import { SignJWT, UnsecuredJWT, generateKeyPair, exportJWK, KeyLike } from 'jose';
+import { createServer, Server } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { bearerToken, createTokenVerifier, DEV_JWT_SECRET, issueToken } from '@parley/service-kit';
+
+const secret = DEV_JWT_SECRET;
+const verify = createTokenVerifier({ JWT_SECRET: secret });
+const key = (s: string) => new TextEncoder().encode(s);
+
+describe('token verification (HS256)', () => {
+  it('accepts a valid token and returns its subject', async () => {
+    await expect(verify(await issueToken(secret, 'alice'))).resolves.toMatchObject({ user: 'alice' });
+  });
+
+  it.each([
+    ['missing', async () => undefined, 'missing bearer token'],
+    ['signed with another key', async () => issueToken('another-secret-that-is-long-enough!!', 'alice'), 'invalid token'],
+    ['expired', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime(Math.floor(Date.now() / 1000) - 60).sign(key(secret)), 'invalid token'],
+    ['alg none', async () => new UnsecuredJWT({ sub: 'alice' }).encode(), 'invalid token'],
+    ['without sub', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(key(secret)), 'sub must match'],
+    ['with an invalid sub', async () => issueToken(secret, 'a b'), 'sub must match'],
+    ['garbage', async () => 'not.a.jwt', 'invalid token'],
+  ])('refuses a token %s', async (_name, make, message) => {
+    await expect(verify(await make())).rejects.toMatchObject({ code: 'unauthorized', message: expect.stringContaining(message) });
+  });
+});
+
+describe('token verification (JWKS)', () => {
+  let server: Server;
+  let url: string;
+  let privateKey: KeyLike;
+
+  beforeAll(async () => {
+    const pair = await generateKeyPair('ES256');
+    privateKey = pair.privateKey as KeyLike;
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' };
+    server = createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [jwk] })));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
+  });
+  afterAll(() => new Promise((resolve) => server.close(resolve)));
+
+  it('accepts an ES256 token signed by a key in the JWKS and refuses an HS256 one', async () => {
+    const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: url });
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setSubject('bob').setExpirationTime('1h').sign(privateKey);
+    await expect(verifyJwks(token)).resolves.toMatchObject({ user: 'bob' });
+    await expect(verifyJwks(await issueToken(secret, 'bob'))).rejects.toMatchObject({ code: 'unauthorized' });
+  });
+});
+
+describe('bearerToken', () => {
+  it('reads the Authorization header, then the query token', () => {
+    expect(bearerToken('Bearer abc')).toBe('abc');
+    expect(bearerToken(undefined, 'q')).toBe('q');
+    expect(bearerToken('Basic x', null)).toBeUndefined();
+  });
+});

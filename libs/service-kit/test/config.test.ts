@@ -1,0 +1,42 @@
+import { Type } from '@sinclair/typebox';
+import { CommonConfig, ConfigError, loadConfig } from '@parley/service-kit';
+
+const schema = Type.Object({
+  ...CommonConfig,
+  PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8080 }),
+  REDIS_URL: Type.String({ pattern: '^redis://' }),
+  RETRIES: Type.Integer({ minimum: 0, default: 3 }),
+  DEV_MODE: Type.Boolean({ default: false }),
+});
+
+describe('loadConfig', () => {
+  it('coerces values and fills defaults', () => {
+    const config = loadConfig('svc', schema, { PORT: '9000', REDIS_URL: 'redis://x', DEV_MODE: 'true' });
+    expect(config).toMatchObject({ PORT: 9000, REDIS_URL: 'redis://x', RETRIES: 3, DEV_MODE: true, LOG_LEVEL: 'info' });
+  });
+
+  it('reports every problem at once, naming each variable and what it got', () => {
+    let error: unknown;
+    try {
+      loadConfig('svc', schema, { PORT: 'eighty', RETRIES: '-1', LOG_LEVEL: 'loud' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const { problems, message } = error as ConfigError;
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'REDIS_URL: is required',
+        expect.stringMatching(/^PORT: must be integer \(got "eighty"\)$/),
+        expect.stringMatching(/^RETRIES: must be >= 0/),
+        expect.stringMatching(/^LOG_LEVEL: /),
+      ]),
+    );
+    expect(message).toContain('svc: invalid configuration');
+    expect(message.split('\n').length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('treats an empty variable as unset', () => {
+    expect(loadConfig('svc', schema, { REDIS_URL: 'redis://x', PORT: '' }).PORT).toBe(8080);
+  });
+});

@@ -1,0 +1,91 @@
+import { Type } from '@sinclair/typebox';
+import { ParleyError } from '@parley/contracts';
+import { buildHttpServer, createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+
+function build(readiness = new Readiness(200)) {
+  const app = buildHttpServer({ logger: silentLogger(), metrics: createMetricsRegistry('test', { collectDefaults: false }), readiness, bodyLimit: 100 });
+  app.post('/echo', { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }), n: Type.Optional(Type.Integer()) }) } }, async (req) => req.body);
+  app.get('/teapot', async () => {
+    throw new ParleyError('rate_limited', 'slow down', { retryAfterSeconds: 3 });
+  });
+  app.get('/boom', async () => {
+    throw new Error('secret internals');
+  });
+  return app;
+}
+
+describe('buildHttpServer', () => {
+  it('answers /healthz', async () => {
+    const app = build();
+    const res = await app.inject('/healthz');
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({ status: 'ok' });
+    await app.close();
+  });
+
+  it('answers /readyz with 503 while a dependency check fails, 200 when it passes', async () => {
+    const readiness = new Readiness(100);
+    let up = false;
+    readiness.register('kafka', () => {
+      if (!up) throw new Error('broker unreachable');
+    });
+    readiness.register('slow', () => new Promise((resolve) => setTimeout(resolve, 10)));
+    const app = build(readiness);
+    const down = await app.inject('/readyz');
+    expect(down.statusCode).toBe(503);
+    expect(down.json()).toEqual({ status: 'not ready', checks: { kafka: 'broker unreachable', slow: 'ok' } });
+    up = true;
+    const ready = await app.inject('/readyz');
+    expect(ready.statusCode).toBe(200);
+    readiness.markDraining();
+    expect((await app.inject('/readyz')).statusCode).toBe(503);
+    await app.close();
+  });
+
+  it('reports a hanging check as timed out', async () => {
+    const readiness = new Readiness(50);
+    readiness.register('hang', () => new Promise(() => undefined));
+    const app = build(readiness);
+    const res = await app.inject('/readyz');
+    expect(res.json().checks.hang).toBe('timed out after 50 ms');
+    await app.close();
+  });
+
+  it('serves Prometheus metrics including request durations', async () => {
+    const app = build();
+    await app.inject({ method: 'POST', url: '/echo', payload: { name: 'x' } });
+    const res = await app.inject('/metrics');
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toContain('text/plain');
+    expect(res.body).toContain('parley_http_request_duration_seconds_count{service="test",method="POST",route="/echo",status="200"} 1');
+    await app.close();
+  });
+
+  it('answers validation failures with the field and reason', async () => {
+    const app = build();
+    const res = await app.inject({ method: 'POST', url: '/echo', payload: { n: 'x' } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toEqual({ error: { code: 'invalid_request', message: 'name: is required' } });
+    await app.close();
+  });
+
+  it('maps errors to the protocol body: 413, 429 with Retry-After, 404, 400 bad JSON, 500 without internals', async () => {
+    const app = build();
+    const big = await app.inject({ method: 'POST', url: '/echo', payload: { name: 'x'.repeat(200) } });
+    expect(big.statusCode).toBe(413);
+    expect(big.json().error.code).toBe('too_large');
+    const limited = await app.inject('/teapot');
+    expect(limited.statusCode).toBe(429);
+    expect(limited.headers['retry-after']).toBe('3');
+    expect(limited.json()).toEqual({ error: { code: 'rate_limited', message: 'slow down' } });
+    const missing = await app.inject('/nope?x=1');
+    expect(missing.json()).toEqual({ error: { code: 'not_found', message: 'no route GET /nope' } });
+    const badJson = await app.inject({ method: 'POST', url: '/echo', payload: '{"name":', headers: { 'content-type': 'application/json' } });
+    expect(badJson.statusCode).toBe(400);
+    expect(badJson.json().error.message).toContain('body: is not valid JSON');
+    const boom = await app.inject('/boom');
+    expect(boom.statusCode).toBe(500);
+    expect(boom.body).not.toContain('secret internals');
+    await app.close();
+  });
+});
