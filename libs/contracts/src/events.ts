@@ -94,8 +94,15 @@ export const GroupCommandEvent = event(
 );
 export type GroupCommandEvent = Static<typeof GroupCommandEvent>;
 
-export const GroupTopicEvent = Type.Union([GroupMessageEvent, GroupCommandEvent]);
-export type GroupTopicEvent = GroupMessageEvent | GroupCommandEvent;
+export const GroupTypingEvent = event(
+  'group-typing',
+  { ...Origin, frame: TypingFrame },
+  'A typing notice for a group: delivered to online members only',
+);
+export type GroupTypingEvent = Static<typeof GroupTypingEvent>;
+
+export const GroupTopicEvent = Type.Union([GroupMessageEvent, GroupCommandEvent, GroupTypingEvent]);
+export type GroupTopicEvent = GroupMessageEvent | GroupCommandEvent | GroupTypingEvent;
 
 export const GroupChangedEvent = event(
   'group-changed',

@@ -96,7 +96,7 @@ export const TOPICS = {
 } as const;
 
 function groupKey(e: GroupEvent): string {
-  return e.kind === 'group-message' ? e.frame.to : e.frame.group;
+  return e.kind === 'group-command' ? e.frame.group : e.frame.to;
 }
 
 export type TopicName = keyof typeof TOPICS;

@@ -6,3 +6,4 @@ export * from './http';
 export * from './lifecycle';
 export * from './auth';
 export * from './internal-auth';
+export * from './bootstrap';

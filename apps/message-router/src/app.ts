@@ -1,0 +1,60 @@
+import { Type } from '@sinclair/typebox';
+import { Counter } from 'prom-client';
+import { InboundEvent, TOPICS } from '@parley/contracts';
+import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
+import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service } from '@parley/service-kit';
+import { route, Routed } from './route';
+
+export const MessageRouterConfig = Type.Object({
+  ...CommonConfig,
+  ...KafkaSettingsSchema,
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9101, description: 'Probes and metrics' }),
+});
+
+export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
+  bus: EventBus;
+  port: number;
+  host?: string;
+  groupId?: string;
+}
+
+export interface MessageRouter extends Service {
+  http: HttpServer;
+}
+
+/** Consumes inbound frames and routes them; at-least-once, and idempotent because routing is pure. */
+export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
+  const http = buildHttpServer(deps);
+  const routed = new Counter({
+    name: 'parley_router_frames_total',
+    help: 'Inbound frames routed, by frame type',
+    labelNames: ['type'],
+    registers: [deps.metrics],
+  });
+
+  const handle = async (batch: Envelope<InboundEvent>[]) => {
+    const out: Routed = { delivery: [], group: [] };
+    for (const { event } of batch) {
+      route(event, out);
+      routed.inc({ type: event.frame.type });
+    }
+    await Promise.all([
+      deps.bus.publish(TOPICS.delivery, out.delivery),
+      deps.bus.publish(TOPICS.group, out.group),
+    ]);
+  };
+  const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'message-router', topic: TOPICS.inbound, handle });
+
+  return {
+    http,
+    async start() {
+      await subscription.start();
+      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
+    },
+    async stop() {
+      deps.readiness.markDraining();
+      await http.close();
+      await subscription.stop();
+    },
+  };
+}

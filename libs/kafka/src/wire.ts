@@ -1,0 +1,26 @@
+import type { Runtime } from '@parley/service-kit';
+import { EventBus } from './bus';
+import { createKafkaBus, KafkaBusOptions } from './kafka-bus';
+import { createKafkaClient, KafkaSettings } from './kafka-client';
+import { provisionTopics } from './topics';
+
+/**
+ * For `main.ts`: a Kafka event bus from the environment's settings, with the project's topics
+ * provisioned, a `kafka` readiness check, and closing on shutdown.
+ */
+export async function connectKafkaBus(
+  clientId: string,
+  settings: KafkaSettings,
+  runtime: Runtime,
+  options: Partial<KafkaBusOptions> = {},
+): Promise<EventBus> {
+  const kafka = createKafkaClient(clientId, settings, runtime.logger);
+  await provisionTopics(kafka, {
+    partitions: settings.KAFKA_TOPIC_PARTITIONS,
+    replicationFactor: settings.KAFKA_REPLICATION_FACTOR,
+  });
+  const bus = createKafkaBus({ kafka, logger: runtime.logger, metrics: runtime.metrics, ...options });
+  runtime.readiness.register('kafka', () => bus.ping());
+  runtime.closer.add('kafka', () => bus.close());
+  return bus;
+}
