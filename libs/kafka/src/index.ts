@@ -5,3 +5,4 @@ export * from './kafka-bus';
 export * from './memory-bus';
 export * from './retry';
 export * from './topics';
+export * from './broker';
