@@ -23,7 +23,7 @@ const runtime = containerRuntime();
 if (runtime.ok) {
   kafkaSuite('libs/kafka against Kafka (testcontainers)', containerTarget);
 } else {
-  process.stdout.write(`\n[kafka-container.test] SKIPPED: no Docker engine for testcontainers (${runtime.reason})\n\n`);
+  console.log(`[kafka-container.test] SKIPPED: no Docker engine for testcontainers (${runtime.reason})`);
   describe.skip('libs/kafka against Kafka (testcontainers): no container runtime', () => {
     test.skip(`skipped: ${runtime.reason}`, () => undefined);
   });

@@ -241,7 +241,12 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       const noise = await RawClient.connect(target.brokers[0]);
       noise.write(randomBytes(4096));
 
-      const closed = (c: RawClient) => Promise.race([c.closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]);
+      const closed = async (c: RawClient) => {
+        let timer: NodeJS.Timeout | undefined;
+        const result = await Promise.race([c.closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
+        clearTimeout(timer);
+        return result;
+      };
       expect(await closed(oversized)).toBe(true);
       expect(await closed(unknownApi)).toBe(true);
       expect(await closed(truncated)).toBe(true);
