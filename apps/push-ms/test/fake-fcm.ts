@@ -19,6 +19,8 @@ export interface FcmRequest {
 export interface FcmAnswer {
   status: number;
   body: unknown;
+  /** Answer this much later (a slow FCM). */
+  delayMs?: number;
 }
 
 const fcmError = (status: number, grpcStatus: string, message: string, errorCode?: string): FcmAnswer => ({
@@ -67,8 +69,12 @@ export class FakeFcm {
         this.requests.push(request);
         let answer = this.answer(request, n);
         if (answer.status === 200) answer = { status: 200, body: { name: `projects/${FAKE_PROJECT}/messages/${this.requests.length}` } };
-        res.writeHead(answer.status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(answer.body));
+        const reply = () => {
+          res.writeHead(answer.status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(answer.body));
+        };
+        if (answer.delayMs) setTimeout(reply, answer.delayMs);
+        else reply();
       });
     });
     this.server.on('connection', (socket) => {
