@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { connectKafkaBus } from '@parley/kafka';
 import { openDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
@@ -5,6 +6,8 @@ import { createPersistenceService, DAY_MS, PersistenceConfig } from './app';
 import { createSqlOfflineStore } from './sql-store';
 
 void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {
+  // PGlite creates its data directory but not the parents (.data/pglite/<service>).
+  if (!config.DATABASE_URL) mkdirSync(config.PGLITE_DATA_DIR, { recursive: true });
   const db = await openDatabase(config);
   runtime.closer.add('database', () => db.close());
   runtime.readiness.register('database', () => db.ping());
