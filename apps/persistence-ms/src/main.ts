@@ -1,0 +1,27 @@
+import { mkdirSync } from 'node:fs';
+import { connectKafkaBus } from '@parley/kafka';
+import { openDatabase } from '@parley/postgres';
+import { runMain } from '@parley/service-kit';
+import { createPersistenceService, DAY_MS, PersistenceConfig } from './app';
+import { createSqlOfflineStore } from './sql-store';
+
+void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {
+  // PGlite creates its data directory but not the parents (.data/pglite/<service>).
+  if (!config.DATABASE_URL) mkdirSync(config.PGLITE_DATA_DIR, { recursive: true });
+  const db = await openDatabase(config);
+  runtime.closer.add('database', () => db.close());
+  runtime.readiness.register('database', () => db.ping());
+  const bus = await connectKafkaBus('persistence-ms', config, runtime);
+  return createPersistenceService({
+    ...runtime,
+    bus,
+    store: createSqlOfflineStore(db),
+    port: config.PORT,
+    host: config.HOST,
+    internalSecret: config.INTERNAL_SECRET,
+    retentionMs: config.RETENTION_DAYS * DAY_MS,
+    tombstoneMs: config.ACK_TOMBSTONE_DAYS * DAY_MS,
+    purgeIntervalMs: config.PURGE_INTERVAL_MS,
+    replayMax: config.REPLAY_MAX,
+  });
+});

@@ -1,0 +1,129 @@
+import { migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
+import type { Deliverable } from '@parley/contracts';
+import { MIGRATIONS } from './migrations';
+import { OfflineStore, PendingDeliverable, PendingPage, PurgeResult } from './store';
+
+export interface SqlOfflineStoreOptions {
+  /** Milliseconds since the epoch; injectable so retention can be tested. */
+  now?: () => number;
+  /** Rows deleted per statement while purging, so a large purge never holds long locks. */
+  purgeBatch?: number;
+}
+
+/** The offline store on Postgres or PGlite (same SQL). */
+export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreOptions = {}): OfflineStore {
+  const now = options.now ?? Date.now;
+  const purgeBatch = options.purgeBatch ?? 5000;
+  return {
+    async init() {
+      await migrate(db, 'persistence-ms', MIGRATIONS);
+    },
+    async store(items) {
+      const byRecipient = groupByRecipient(items);
+      if (byRecipient.size === 0) return 0;
+      const storedAt = now();
+      return db.transaction(async (tx) => {
+        let stored = 0;
+        // Sorted, so two transactions lock recipients in the same order and cannot deadlock.
+        for (const recipient of [...byRecipient.keys()].sort()) {
+          stored += await storeForRecipient(tx, recipient, byRecipient.get(recipient)!, storedAt);
+        }
+        return stored;
+      });
+    },
+    async ack(user, mids) {
+      const unique = [...new Set(mids)];
+      if (unique.length === 0) return 0;
+      return db.transaction(async (tx) => {
+        await lockRecipient(tx, user);
+        const deleted = await tx.query(
+          'DELETE FROM offline_messages WHERE recipient = $1 AND mid IN (SELECT jsonb_array_elements_text($2::text::jsonb))',
+          [user, JSON.stringify(unique)],
+        );
+        await tx.query(
+          `INSERT INTO offline_acks (recipient, mid, acked_at)
+           SELECT $1, mid, $3 FROM jsonb_array_elements_text($2::text::jsonb) AS mid
+           ON CONFLICT (recipient, mid) DO UPDATE SET acked_at = EXCLUDED.acked_at`,
+          [user, JSON.stringify(unique), now()],
+        );
+        return deleted.rowCount;
+      });
+    },
+    async page(user, afterSeq, limit) {
+      // The position is read as text (pg returns bigint as a string, PGlite as a number) under another
+      // name: `ORDER BY seq` would otherwise sort by the text alias.
+      const result = await db.query<{ position: string; frame: string }>(
+        'SELECT seq::text AS position, frame FROM offline_messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3',
+        [user, afterSeq, limit + 1],
+      );
+      return toPage(result.rows, afterSeq, limit);
+    },
+    async purge({ messagesBefore, tombstonesBefore }): Promise<PurgeResult> {
+      return {
+        messages: await deleteInBatches(db, 'offline_messages', 'stored_at', messagesBefore, purgeBatch),
+        tombstones: await deleteInBatches(db, 'offline_acks', 'acked_at', tombstonesBefore, purgeBatch),
+      };
+    },
+  };
+}
+
+function groupByRecipient(items: PendingDeliverable[]): Map<string, Deliverable[]> {
+  const byRecipient = new Map<string, Map<string, Deliverable>>();
+  for (const { to, frame } of items) {
+    const frames = byRecipient.get(to) ?? new Map<string, Deliverable>();
+    byRecipient.set(to, frames);
+    if (!frames.has(frame.mid)) frames.set(frame.mid, frame);
+  }
+  return new Map([...byRecipient].map(([to, frames]) => [to, [...frames.values()]]));
+}
+
+/**
+ * Takes the recipient's sequence row lock (held until commit): stores and acks of one recipient
+ * run one after the other, so an ack and a concurrent store of the same mid cannot both miss
+ * each other, and positions are handed out in commit order.
+ */
+async function lockRecipient(tx: SqlExecutor, recipient: string, reserve = 0): Promise<number> {
+  const result = await tx.query<{ last_seq: string }>(
+    `INSERT INTO offline_sequences (recipient, last_seq) VALUES ($1, $2)
+     ON CONFLICT (recipient) DO UPDATE SET last_seq = offline_sequences.last_seq + EXCLUDED.last_seq
+     RETURNING last_seq::text AS last_seq`,
+    [recipient, reserve],
+  );
+  return Number(result.rows[0].last_seq);
+}
+
+async function storeForRecipient(tx: SqlExecutor, recipient: string, frames: Deliverable[], storedAt: number): Promise<number> {
+  const lastSeq = await lockRecipient(tx, recipient, frames.length);
+  const firstSeq = lastSeq - frames.length + 1;
+  const rows = frames.map((frame, i) => ({ mid: frame.mid, seq: firstSeq + i, frame: JSON.stringify(frame) }));
+  const inserted = await tx.query(
+    `INSERT INTO offline_messages (recipient, mid, seq, frame, stored_at)
+     SELECT $1, m.mid, m.seq, m.frame, $3
+     FROM jsonb_to_recordset($2::text::jsonb) AS m(mid text, seq bigint, frame text)
+     WHERE NOT EXISTS (SELECT 1 FROM offline_acks a WHERE a.recipient = $1 AND a.mid = m.mid)
+     ON CONFLICT (recipient, mid) DO NOTHING`,
+    [recipient, JSON.stringify(rows), storedAt],
+  );
+  return inserted.rowCount;
+}
+
+function toPage(rows: { position: string; frame: string }[], afterSeq: number, limit: number): PendingPage {
+  const page = rows.slice(0, limit);
+  return {
+    messages: page.map((row) => JSON.parse(row.frame) as Deliverable),
+    lastSeq: page.length > 0 ? Number(page[page.length - 1].position) : afterSeq,
+    hasMore: rows.length > limit,
+  };
+}
+
+async function deleteInBatches(db: SqlDatabase, table: string, column: string, before: number, batch: number): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await db.query(
+      `DELETE FROM ${table} WHERE (recipient, mid) IN (SELECT recipient, mid FROM ${table} WHERE ${column} < $1 LIMIT $2)`,
+      [before, batch],
+    );
+    total += result.rowCount;
+    if (result.rowCount < batch) return total;
+  }
+}

@@ -1,0 +1,40 @@
+import type { Deliverable } from '@parley/contracts';
+
+/** A deliverable to keep for its recipient until acked. */
+export interface PendingDeliverable {
+  to: string;
+  frame: Deliverable;
+}
+
+export interface PendingPage {
+  /** Oldest first. */
+  messages: Deliverable[];
+  /** Position of the last message returned (pass back as `afterSeq`); the input position when empty. */
+  lastSeq: number;
+  /** Whether more messages follow `lastSeq` right now. */
+  hasMore: boolean;
+}
+
+export interface PurgeResult {
+  messages: number;
+  tombstones: number;
+}
+
+/**
+ * The store port of persistence-ms: undelivered deliverables per recipient, idempotent by
+ * (recipient, mid), and acks remembered for a while so a late deliverable is not resurrected.
+ * Positions (`seq`) are per recipient and commit-ordered: a reader that has seen position n
+ * will never later see a new message below n.
+ */
+export interface OfflineStore {
+  /** Creates or upgrades the schema; safe when several replicas start together. */
+  init(): Promise<void>;
+  /** Stores what is neither stored nor acked yet; returns how many were newly stored. */
+  store(items: PendingDeliverable[]): Promise<number>;
+  /** Deletes the user's deliverables with these mids and remembers the ack; returns how many were deleted. */
+  ack(user: string, mids: string[]): Promise<number>;
+  /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */
+  page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
+  /** Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore` (ms). */
+  purge(cutoff: { messagesBefore: number; tombstonesBefore: number }): Promise<PurgeResult>;
+}

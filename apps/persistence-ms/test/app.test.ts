@@ -1,0 +1,129 @@
+import { DeliveredMessage, INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
+import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import { createPersistenceService, DAY_MS, PersistenceService } from '../src/app';
+import { createSqlOfflineStore } from '../src/sql-store';
+
+const SECRET = 'test-internal-secret';
+
+const waitFor = async (check: () => boolean | Promise<boolean>, timeoutMs = 3000) => {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+const message = (id: string, to = 'bob'): DeliveredMessage => ({ type: 'message', mid: `alice:${id}`, id, from: 'alice', to, chat: 'direct', body: { text: id }, sentAt: 1 });
+const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({ v: 1, kind: 'offline', to: frame.to, frame, at: 1 });
+const connectionUp = (user: string) => ({ v: 1 as const, kind: 'connection-up' as const, user, connId: 'c1', deviceId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw-1:9100', at: 2 });
+
+describe('persistence-ms service', () => {
+  let db: SqlDatabase;
+  let bus: MemoryBus;
+  let service: PersistenceService;
+  let clock = 100 * DAY_MS;
+
+  const get = (url: string, user = 'bob', secret = SECRET) =>
+    service.http.inject({ method: 'GET', url, headers: { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user } });
+  const ack = (mids: unknown, user = 'bob') =>
+    service.http.inject({ method: 'POST', url: '/internal/ack', headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: user }, payload: { mids } });
+  const pendingMids = async (user = 'bob') => (await get('/internal/messages', user)).json().messages.map((m: { mid: string }) => m.mid);
+
+  beforeAll(async () => {
+    db = await createPgliteDatabase();
+    bus = new MemoryBus();
+    const readiness = new Readiness();
+    readiness.register('database', () => db.ping());
+    service = createPersistenceService({
+      bus,
+      store: createSqlOfflineStore(db, { now: () => clock }),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('persistence-ms', { collectDefaults: false }),
+      readiness,
+      port: 0,
+      host: '127.0.0.1',
+      internalSecret: SECRET,
+      retentionMs: 30 * DAY_MS,
+      now: () => clock,
+    });
+    await service.start();
+  });
+  afterAll(async () => {
+    await service.stop();
+    await db.close();
+  });
+
+  it('stores offline deliverables and serves them oldest first with a cursor', async () => {
+    await bus.publish(TOPICS.offline, ['m1', 'm2', 'm3'].map((id) => offline(message(id))));
+    await waitFor(async () => (await pendingMids()).length === 3);
+    const first = await get('/internal/messages?limit=2');
+    expect(first.statusCode).toBe(200);
+    expect(first.json().messages).toEqual([message('m1'), message('m2')]);
+    const next = first.json().next;
+    expect(typeof next).toBe('string');
+    const second = await get(`/internal/messages?limit=2&after=${encodeURIComponent(next)}`);
+    expect(second.json()).toEqual({ messages: [message('m3')], next: null });
+    expect(await pendingMids('carol')).toEqual([]); // another user sees nothing of bob's
+  });
+
+  it('drops deliverables on an offline-ack, also one that came before the deliverable', async () => {
+    await bus.publish(TOPICS.offline, [
+      { v: 1, kind: 'offline-ack', user: 'bob', mids: ['alice:m1', 'alice:late'], at: 3 },
+      offline(message('late')),
+      offline(message('m4')),
+    ]);
+    await waitFor(async () => (await pendingMids()).includes('alice:m4'));
+    expect(await pendingMids()).toEqual(['alice:m2', 'alice:m3', 'alice:m4']);
+  });
+
+  it('acks through the internal API for the acting user only', async () => {
+    expect((await ack(['alice:m2'], 'carol')).statusCode).toBe(204);
+    expect(await pendingMids()).toEqual(['alice:m2', 'alice:m3', 'alice:m4']);
+    expect((await ack(['alice:m2'])).statusCode).toBe(204);
+    expect(await pendingMids()).toEqual(['alice:m3', 'alice:m4']);
+  });
+
+  it('hands stored deliverables back to delivery when a device connects', async () => {
+    await bus.publish(TOPICS.connections, [connectionUp('bob'), { ...connectionUp('dora'), kind: 'connection-down' }]);
+    await waitFor(() => bus.events(TOPICS.delivery).length === 2);
+    expect(bus.events(TOPICS.delivery)).toEqual([
+      { v: 1, kind: 'deliver', to: 'bob', frame: message('m3'), replay: true },
+      { v: 1, kind: 'deliver', to: 'bob', frame: message('m4'), replay: true },
+    ]);
+  });
+
+  it('refuses internal calls without the secret (403) and names the bad field (400)', async () => {
+    const forbidden = await get('/internal/messages', 'bob', 'wrong-secret-value');
+    expect(forbidden.statusCode).toBe(403);
+    expect(forbidden.json().error.code).toBe('forbidden');
+    const noSecret = await service.http.inject({ method: 'POST', url: '/internal/ack', payload: { mids: ['x'] } });
+    expect(noSecret.statusCode).toBe(403);
+
+    const badLimit = await get('/internal/messages?limit=501');
+    expect(badLimit.statusCode).toBe(400);
+    expect(badLimit.json()).toEqual({ error: { code: 'invalid_request', message: 'query limit: must be <= 500' } });
+    expect((await get('/internal/messages?limit=abc')).json().error.message).toBe('query limit: must be integer');
+    expect((await get('/internal/messages?after=bogus')).json()).toEqual({
+      error: { code: 'invalid_request', message: 'query after: is not a cursor returned by this API' },
+    });
+    expect((await get('/internal/messages', 'not a user')).json().error.message).toMatch(/^x-parley-user: must match/);
+    expect((await ack([])).json()).toEqual({ error: { code: 'invalid_request', message: 'mids: must NOT have fewer than 1 items' } });
+  });
+
+  it('purges past retention and counts what it stored, acked and purged', async () => {
+    clock += 31 * DAY_MS;
+    const purged = await service.purgeNow();
+    expect(purged.messages).toBe(2);
+    expect(await pendingMids()).toEqual([]);
+    const metrics = (await service.http.inject('/metrics')).body;
+    expect(metrics).toContain('parley_persistence_stored_total{service="persistence-ms"} 4');
+    expect(metrics).toContain('parley_persistence_skipped_total{service="persistence-ms"} 1');
+    expect(metrics).toContain('parley_persistence_acked_total{source="offline-topic",service="persistence-ms"} 1');
+    expect(metrics).toContain('parley_persistence_acked_total{source="api",service="persistence-ms"} 1');
+    expect(metrics).toContain('parley_persistence_purged_total{kind="messages",service="persistence-ms"} 2');
+    expect(metrics).toContain('parley_persistence_replayed_total{service="persistence-ms"} 2');
+    expect((await service.http.inject('/readyz')).statusCode).toBe(200);
+  });
+});

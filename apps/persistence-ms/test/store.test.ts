@@ -1,0 +1,178 @@
+import type { DeliveredMessage } from '@parley/contracts';
+import type { SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
+import { createSqlOfflineStore } from '../src/sql-store';
+import { OfflineStore } from '../src/store';
+
+const message = (from: string, id: string, to: string, text = id): DeliveredMessage => ({
+  type: 'message',
+  mid: `${from}:${id}`,
+  id,
+  from,
+  to,
+  chat: 'direct',
+  body: { text },
+  sentAt: 1000,
+});
+
+const mids = (frames: { mid: string }[]) => frames.map((f) => f.mid);
+
+/** Reads every page of `user` from the start. */
+async function readAll(store: OfflineStore, user: string, limit = 100): Promise<string[]> {
+  const seen: string[] = [];
+  for (let after = 0; ; ) {
+    const page = await store.page(user, after, limit);
+    seen.push(...mids(page.messages));
+    after = page.lastSeq;
+    if (!page.hasMore) return seen;
+  }
+}
+
+describe.each(testDatabases())('offline store on $name', (target) => {
+  let db: SqlDatabase;
+  let clock = 1_000_000;
+  let store: OfflineStore;
+  beforeAll(async () => {
+    db = await target.open();
+    store = createSqlOfflineStore(db, { now: () => clock, purgeBatch: 2 });
+    await store.init();
+    await store.init(); // a second replica starting: nothing left to apply
+  });
+  afterAll(() => target.dispose());
+
+  it('stores deliverables per recipient and returns them oldest first', async () => {
+    const frames = ['m1', 'm2', 'm3'].map((id) => message('alice', id, 'bob'));
+    expect(await store.store(frames.map((frame) => ({ to: 'bob', frame })))).toBe(3);
+    const page = await store.page('bob', 0, 10);
+    expect(page.messages).toEqual(frames);
+    expect(page.hasMore).toBe(false);
+  });
+
+  it('is idempotent by (recipient, mid): a re-store, also within one batch, adds nothing', async () => {
+    const frame = message('alice', 'dup', 'carol');
+    expect(await store.store([{ to: 'carol', frame }, { to: 'carol', frame }])).toBe(1);
+    expect(await store.store([{ to: 'carol', frame: { ...frame, body: 'changed' } }])).toBe(0);
+    expect((await store.page('carol', 0, 10)).messages).toEqual([frame]);
+  });
+
+  it('deletes on ack, and an ack that arrives first keeps the deliverable from being stored', async () => {
+    await store.store([{ to: 'dave', frame: message('alice', 'a1', 'dave') }, { to: 'dave', frame: message('alice', 'a2', 'dave') }]);
+    expect(await store.ack('dave', ['alice:a1', 'alice:unknown'])).toBe(1);
+    expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
+
+    expect(await store.ack('dave', ['alice:early'])).toBe(0);
+    expect(await store.store([{ to: 'dave', frame: message('alice', 'early', 'dave') }])).toBe(0);
+    // and a re-delivered deliverable that was acked after being stored stays gone
+    expect(await store.store([{ to: 'dave', frame: message('alice', 'a1', 'dave') }])).toBe(0);
+    expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
+  });
+
+  it('keeps users apart: nobody sees or acks another user’s deliverables', async () => {
+    await store.store([
+      { to: 'erin', frame: message('alice', 'x', 'erin') },
+      { to: 'frank', frame: message('alice', 'x', 'frank') },
+    ]);
+    expect(await store.ack('frank', ['alice:x'])).toBe(1);
+    expect(mids((await store.page('erin', 0, 10)).messages)).toEqual(['alice:x']);
+    expect((await store.page('frank', 0, 10)).messages).toEqual([]);
+    // frank's ack tombstone does not stop erin's copy either
+    await store.store([{ to: 'erin', frame: message('alice', 'y', 'erin') }]);
+    expect(await store.ack('frank', ['alice:y'])).toBe(0);
+    expect(mids((await store.page('erin', 0, 10)).messages)).toEqual(['alice:x', 'alice:y']);
+  });
+
+  it('pages with a limit and a position, without gaps or repeats', async () => {
+    const frames = Array.from({ length: 7 }, (_, i) => message('alice', `p${i}`, 'gina'));
+    await store.store(frames.map((frame) => ({ to: 'gina', frame })));
+    const first = await store.page('gina', 0, 3);
+    expect(mids(first.messages)).toEqual(['alice:p0', 'alice:p1', 'alice:p2']);
+    expect(first.hasMore).toBe(true);
+    await store.ack('gina', ['alice:p3']); // acked between pages: simply absent
+    const second = await store.page('gina', first.lastSeq, 3);
+    expect(mids(second.messages)).toEqual(['alice:p4', 'alice:p5', 'alice:p6']);
+    expect(second.hasMore).toBe(false);
+    const empty = await store.page('gina', second.lastSeq, 3);
+    expect(empty).toEqual({ messages: [], lastSeq: second.lastSeq, hasMore: false });
+  });
+
+  it('never lets a paging reader skip a deliverable whose transaction commits late', async () => {
+    // The first store's transaction is held open after its insert; a second store for the same
+    // user starts meanwhile. A reader must never see the second without the first.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let held = false;
+    const gated: SqlDatabase = {
+      ...db,
+      transaction: (work) =>
+        db.transaction(async (tx) => {
+          const value = await work(tx);
+          if (!held) {
+            held = true;
+            await gate;
+          }
+          return value;
+        }),
+    };
+    const slowStore = createSqlOfflineStore(gated, { now: () => clock });
+    const first = slowStore.store([{ to: 'hank', frame: message('alice', 'first', 'hank') }]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const second = store.store([{ to: 'hank', frame: message('alice', 'second', 'hank') }]);
+    const during = store.page('hank', 0, 10);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    release();
+    await Promise.all([first, second]);
+    const seenDuring = mids((await during).messages);
+    const final = await readAll(store, 'hank');
+    expect(final).toEqual(['alice:first', 'alice:second']);
+    expect(final.slice(0, seenDuring.length)).toEqual(seenDuring);
+  });
+
+  it('returns every deliverable exactly once to a reader paging during concurrent inserts', async () => {
+    const writers = 8;
+    const perWriter = 25;
+    const written = Array.from({ length: writers }, (_, w) => Array.from({ length: perWriter }, (_, i) => message(`w${w}`, `m${i}`, 'ivy')));
+    let writing = true;
+    const writes = Promise.all(
+      written.map(async (frames) => {
+        for (let i = 0; i < frames.length; i += 5) {
+          await store.store(frames.slice(i, i + 5).map((frame) => ({ to: 'ivy', frame })));
+        }
+      }),
+    ).finally(() => (writing = false));
+    const seen: string[] = [];
+    let after = 0;
+    for (let done = false; !done; ) {
+      done = !writing; // one more full read after the writers finished
+      for (;;) {
+        const page = await store.page('ivy', after, 7);
+        seen.push(...mids(page.messages));
+        after = page.lastSeq;
+        if (!page.hasMore) break;
+      }
+    }
+    await writes;
+    expect(new Set(seen).size).toBe(seen.length);
+    expect([...seen].sort()).toEqual(written.flat().map((f) => f.mid).sort());
+    // each writer's own order is kept
+    for (let w = 0; w < writers; w++) {
+      expect(seen.filter((mid) => mid.startsWith(`w${w}:`))).toEqual(written[w].map((f) => f.mid));
+    }
+  });
+
+  it('purges deliverables past retention and expired ack tombstones, in batches', async () => {
+    clock = 5_000_000;
+    await store.store(['old1', 'old2', 'old3'].map((id) => ({ to: 'jack', frame: message('alice', id, 'jack') })));
+    await store.ack('jack', ['alice:old1']);
+    clock = 6_000_000;
+    await store.store([{ to: 'jack', frame: message('alice', 'new', 'jack') }]);
+    await store.ack('jack', ['alice:later']);
+
+    const result = await store.purge({ messagesBefore: 5_500_000, tombstonesBefore: 5_500_000 });
+    expect(result.messages).toBeGreaterThanOrEqual(2); // jack's two old ones, and older rows of earlier tests
+    expect(mids((await store.page('jack', 0, 10)).messages)).toEqual(['alice:new']);
+    // the tombstone of 'later' survives and still blocks it; the expired one of old1 is gone
+    expect(await store.store([{ to: 'jack', frame: message('alice', 'later', 'jack') }])).toBe(0);
+    expect(await store.store([{ to: 'jack', frame: message('alice', 'old1', 'jack') }])).toBe(1);
+    expect(await store.purge({ messagesBefore: 0, tombstonesBefore: 0 })).toEqual({ messages: 0, tombstones: 0 });
+  });
+});

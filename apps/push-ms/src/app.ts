@@ -1,0 +1,95 @@
+import { Type } from '@sinclair/typebox';
+import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
+import { DatabaseConfig } from '@parley/postgres';
+import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, Runtime, Service } from '@parley/service-kit';
+import { Coalescer, createCoalescer } from './coalescer';
+import type { DeviceStore } from './device-store';
+import { createDispatcher } from './dispatcher';
+import { buildNotification, summarize } from './notification';
+import type { PushProvider } from './provider';
+import { registerDeviceRoutes } from './routes';
+
+export const PushConfig = Type.Object({
+  ...CommonConfig,
+  ...KafkaSettingsSchema,
+  ...DatabaseConfig,
+  ...InternalConfig,
+  PGLITE_DATA_DIR: Type.String({ default: '.data/pglite/push-ms', description: 'Embedded PGlite data directory' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9106, description: 'Internal API, probes and metrics' }),
+  FCM_SERVICE_ACCOUNT: Type.Optional(
+    Type.String({ minLength: 1, description: 'Firebase service-account JSON, or the path of a file holding it; the log provider when unset' }),
+  ),
+  PUSH_WINDOW_MS: Type.Integer({ minimum: 0, default: 2000, description: 'Messages to one user within this window make one notification' }),
+  PUSH_INCLUDE_BODY: Type.Boolean({ default: false, description: 'Put the latest message text in the notification' }),
+  PUSH_MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 4, description: 'Tries per device for transient FCM failures' }),
+  PUSH_RETRY_BASE_MS: Type.Integer({ minimum: 1, default: 500, description: 'First retry backoff, doubled per retry' }),
+});
+
+export interface PushDeps extends Omit<Runtime, 'closer'> {
+  bus: EventBus;
+  devices: DeviceStore;
+  provider: PushProvider;
+  port: number;
+  host?: string;
+  internalSecret: string;
+  windowMs?: number;
+  includeBody?: boolean;
+  maxAttempts?: number;
+  retryBaseMs?: number;
+  groupId?: string;
+}
+
+export interface PushService extends Service {
+  http: HttpServer;
+}
+
+/**
+ * Announces offline deliverables with push notifications: one per user per window, to every
+ * device of theirs. Only messages are announced; receipts, group changes and asynchronous errors
+ * wait for the next sync. Pushes run beside the consumer and never hold it up.
+ */
+export function createPushService(deps: PushDeps): PushService {
+  const http = buildHttpServer(deps);
+  registerDeviceRoutes(http, deps.devices, deps.internalSecret);
+  const dispatcher = createDispatcher({
+    provider: deps.provider,
+    devices: deps.devices,
+    logger: deps.logger,
+    metrics: deps.metrics,
+    maxAttempts: deps.maxAttempts ?? 4,
+    retryBaseMs: deps.retryBaseMs ?? 500,
+  });
+  const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => dispatcher.dispatch(user, buildNotification(messages)));
+  const subscription = deps.bus.subscribe({
+    groupId: deps.groupId ?? 'push-ms',
+    topic: TOPICS.offline,
+    handle: offlineHandler(coalescer, deps.includeBody ?? false),
+  });
+
+  return {
+    http,
+    async start() {
+      await deps.devices.init();
+      await subscription.start();
+      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
+    },
+    async stop() {
+      deps.readiness.markDraining();
+      await http.close();
+      await subscription.stop();
+      coalescer.flushAll();
+      await dispatcher.drain();
+      await deps.provider.close();
+    },
+  };
+}
+
+function offlineHandler(coalescer: Coalescer, includeBody: boolean) {
+  return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
+    for (const { event } of batch) {
+      if (event.kind === 'offline-ack') coalescer.drop(event.user, event.mids);
+      else if (event.frame.type === 'message') coalescer.add(event.to, summarize(event.frame, includeBody));
+    }
+  };
+}

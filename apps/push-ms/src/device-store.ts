@@ -1,0 +1,74 @@
+import type { Platform } from '@parley/contracts';
+import { migrate, Migration, SqlDatabase } from '@parley/postgres';
+
+export interface Device {
+  deviceId: string;
+  token: string;
+  platform: Platform;
+}
+
+/** The device-token port of push-ms: where each user's devices can be reached. */
+export interface DeviceStore {
+  /** Creates or upgrades the schema; safe when several replicas start together. */
+  init(): Promise<void>;
+  /** Registers or replaces the device's token. A token moves: no other user or device keeps it. */
+  register(user: string, deviceId: string, token: string, platform: Platform): Promise<void>;
+  remove(user: string, deviceId: string): Promise<void>;
+  devices(user: string): Promise<Device[]>;
+  /** Forgets tokens the push provider reported as invalid; returns how many rows went. */
+  removeTokens(user: string, tokens: string[]): Promise<number>;
+}
+
+/** One statement per migration (PGlite runs prepared statements only); never edited once released. */
+export const MIGRATIONS: Migration[] = [
+  {
+    id: '001_push_devices',
+    sql: `CREATE TABLE push_devices (
+      user_id text NOT NULL,
+      device_id text NOT NULL,
+      token text NOT NULL,
+      platform text NOT NULL,
+      updated_at bigint NOT NULL,
+      PRIMARY KEY (user_id, device_id)
+    )`,
+  },
+  { id: '002_push_devices_token', sql: 'CREATE INDEX push_devices_token ON push_devices (token)' },
+];
+
+/** The device store on Postgres or PGlite (same SQL). */
+export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.now): DeviceStore {
+  return {
+    async init() {
+      await migrate(db, 'push-ms', MIGRATIONS);
+    },
+    async register(user, deviceId, token, platform) {
+      await db.transaction(async (tx) => {
+        // A phone that signs in as someone else keeps its token: the previous owner must stop getting pushes.
+        await tx.query('DELETE FROM push_devices WHERE token = $1 AND NOT (user_id = $2 AND device_id = $3)', [token, user, deviceId]);
+        await tx.query(
+          `INSERT INTO push_devices (user_id, device_id, token, platform, updated_at) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (user_id, device_id) DO UPDATE SET token = EXCLUDED.token, platform = EXCLUDED.platform, updated_at = EXCLUDED.updated_at`,
+          [user, deviceId, token, platform, now()],
+        );
+      });
+    },
+    async remove(user, deviceId) {
+      await db.query('DELETE FROM push_devices WHERE user_id = $1 AND device_id = $2', [user, deviceId]);
+    },
+    async devices(user) {
+      const result = await db.query<{ device_id: string; token: string; platform: Platform }>(
+        'SELECT device_id, token, platform FROM push_devices WHERE user_id = $1 ORDER BY device_id',
+        [user],
+      );
+      return result.rows.map((row) => ({ deviceId: row.device_id, token: row.token, platform: row.platform }));
+    },
+    async removeTokens(user, tokens) {
+      if (tokens.length === 0) return 0;
+      const result = await db.query(
+        'DELETE FROM push_devices WHERE user_id = $1 AND token IN (SELECT jsonb_array_elements_text($2::text::jsonb))',
+        [user, JSON.stringify(tokens)],
+      );
+      return result.rowCount;
+    },
+  };
+}

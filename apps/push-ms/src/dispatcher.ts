@@ -1,0 +1,112 @@
+import type { Logger } from 'pino';
+import { Counter, Registry } from 'prom-client';
+import type { DeviceStore } from './device-store';
+import type { PushNotification, PushProvider, TokenOutcome } from './provider';
+
+export interface DispatcherOptions {
+  provider: PushProvider;
+  devices: DeviceStore;
+  logger: Logger;
+  metrics: Registry;
+  /** Tries per token for transient failures. */
+  maxAttempts: number;
+  /** First backoff; doubled per retry. */
+  retryBaseMs: number;
+}
+
+export interface Dispatcher {
+  /** Sends in the background; failures are logged and counted, never thrown. */
+  dispatch(user: string, notification: PushNotification): void;
+  /** Waits for pushes under way; backoff waits are cut short and what is left counts as failed. */
+  drain(): Promise<void>;
+}
+
+/**
+ * Sends a user's notification to every token of theirs: invalid tokens are forgotten, transient
+ * failures retried with exponential backoff, and a push that finally fails is logged and counted.
+ */
+export function createDispatcher(options: DispatcherOptions): Dispatcher {
+  const metrics = createPushMetrics(options.metrics);
+  const inFlight = new Set<Promise<void>>();
+  const stopping = new AbortController();
+
+  const sendToDevices = async (user: string, notification: PushNotification) => {
+    let tokens = (await options.devices.devices(user)).map((d) => d.token);
+    if (tokens.length === 0) return metrics.notifications.inc({ result: 'no_devices' });
+    let sent = 0;
+    let failed = 0;
+    for (let attempt = 1; tokens.length > 0; attempt++) {
+      const outcomes = await options.provider.send(tokens, notification);
+      const by = (wanted: TokenOutcome) => tokens.filter((_, i) => outcomes[i] === wanted);
+      sent += by('sent').length;
+      failed += by('failed').length;
+      await forgetInvalid(user, by('invalid'));
+      tokens = by('retry');
+      if (tokens.length === 0 || attempt >= options.maxAttempts || stopping.signal.aborted) break;
+      metrics.retries.inc(tokens.length);
+      await sleep(options.retryBaseMs * 2 ** (attempt - 1), stopping.signal);
+    }
+    failed += tokens.length;
+    metrics.tokens.inc({ result: 'sent' }, sent);
+    metrics.tokens.inc({ result: 'failed' }, failed);
+    metrics.notifications.inc({ result: sent > 0 ? 'sent' : 'failed' });
+    if (failed > 0) options.logger.warn({ user, failedDevices: failed, sentDevices: sent }, 'push failed for some devices');
+  };
+
+  const forgetInvalid = async (user: string, tokens: string[]) => {
+    if (tokens.length === 0) return;
+    metrics.tokens.inc({ result: 'invalid' }, tokens.length);
+    const removed = await options.devices.removeTokens(user, tokens);
+    metrics.tokensRemoved.inc(removed);
+    options.logger.info({ user, removed }, 'forgot device tokens the push provider reported invalid');
+  };
+
+  return {
+    dispatch(user, notification) {
+      const push = sendToDevices(user, notification)
+        .catch((err) => {
+          metrics.notifications.inc({ result: 'failed' });
+          options.logger.error({ err, user }, 'push failed');
+        })
+        .finally(() => inFlight.delete(push));
+      inFlight.add(push);
+    },
+    async drain() {
+      stopping.abort();
+      await Promise.all([...inFlight]);
+    },
+  };
+}
+
+function createPushMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    notifications: new Counter({
+      name: 'parley_push_notifications_total',
+      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices',
+      labelNames: ['result'],
+      registers,
+    }),
+    tokens: new Counter({
+      name: 'parley_push_device_sends_total',
+      help: 'Per-device outcomes: sent, invalid (token forgotten), failed (after retries)',
+      labelNames: ['result'],
+      registers,
+    }),
+    retries: new Counter({ name: 'parley_push_retries_total', help: 'Per-device retries after transient failures', registers }),
+    tokensRemoved: new Counter({ name: 'parley_push_tokens_removed_total', help: 'Device tokens forgotten as invalid', registers }),
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done);
+  });
+}

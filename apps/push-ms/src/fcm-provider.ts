@@ -1,0 +1,86 @@
+import { readFileSync } from 'node:fs';
+import type { Agent } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { App, cert, Credential, deleteApp, initializeApp, ServiceAccount } from 'firebase-admin/app';
+import { getMessaging, Messaging, MulticastMessage } from 'firebase-admin/messaging';
+import type { PushNotification, PushProvider, TokenOutcome } from './provider';
+
+export interface FcmProviderOptions {
+  credential: Credential;
+  projectId: string;
+  /** Routes FCM's HTTP requests (tests point it at a fake server on loopback). */
+  httpAgent?: Agent;
+  /** HTTP/1.1 for the batch sends; without it they use HTTP/2 and ignore `httpAgent`. */
+  legacyHttpTransport?: boolean;
+}
+
+/** FCM's limit of tokens per multicast. */
+const MAX_TOKENS = 500;
+
+/** Tokens FCM says will never work again. */
+const INVALID_TOKEN_CODES = new Set(['messaging/registration-token-not-registered', 'messaging/invalid-registration-token']);
+/** Failures worth retrying later. */
+const TRANSIENT_CODES = new Set([
+  'messaging/server-unavailable',
+  'messaging/internal-error',
+  'messaging/message-rate-exceeded',
+  'messaging/device-message-rate-exceeded',
+  'messaging/unknown-error',
+  'app/network-error',
+  'app/network-timeout',
+]);
+
+/** FCM through firebase-admin: one multicast per notification to every token of the user. */
+export function createFcmProvider(options: FcmProviderOptions): PushProvider {
+  const app: App = initializeApp(
+    { credential: options.credential, projectId: options.projectId, httpAgent: options.httpAgent },
+    `push-ms-${randomUUID()}`,
+  );
+  const messaging = getMessaging(app);
+  if (options.legacyHttpTransport) messaging.enableLegacyHttpTransport();
+  return {
+    name: 'fcm',
+    async send(tokens, notification) {
+      const outcomes: TokenOutcome[] = [];
+      for (let i = 0; i < tokens.length; i += MAX_TOKENS) {
+        outcomes.push(...(await sendChunk(messaging, tokens.slice(i, i + MAX_TOKENS), notification)));
+      }
+      return outcomes;
+    },
+    close: () => deleteApp(app),
+  };
+}
+
+async function sendChunk(messaging: Messaging, tokens: string[], notification: PushNotification): Promise<TokenOutcome[]> {
+  const message: MulticastMessage = {
+    tokens,
+    notification: { title: notification.title, body: notification.body },
+    data: notification.data,
+    android: { priority: 'high' },
+  };
+  try {
+    const response = await messaging.sendEachForMulticast(message);
+    return response.responses.map((r) => (r.success ? 'sent' : classify(r.error)));
+  } catch (err) {
+    const outcome = classify(err);
+    return tokens.map(() => (outcome === 'invalid' ? 'failed' : outcome));
+  }
+}
+
+export function classify(err: unknown): TokenOutcome {
+  const { code, message } = (err ?? {}) as { code?: string; message?: string };
+  if (!code) return 'retry'; // no FCM answer at all (a socket error): worth another try
+  if (INVALID_TOKEN_CODES.has(code)) return 'invalid';
+  // INVALID_ARGUMENT is also FCM's answer for a malformed token; only then is the token at fault.
+  if (code === 'messaging/invalid-argument' && /registration token/i.test(message ?? '')) return 'invalid';
+  return TRANSIENT_CODES.has(code) ? 'retry' : 'failed';
+}
+
+/** `FCM_SERVICE_ACCOUNT`: the service-account JSON itself, or the path of a file holding it. */
+export function fcmOptionsFromServiceAccount(value: string): FcmProviderOptions {
+  const text = value.trim().startsWith('{') ? value : readFileSync(value, 'utf8');
+  const account = JSON.parse(text) as ServiceAccount & { project_id?: string };
+  const projectId = account.projectId ?? account.project_id;
+  if (!projectId) throw new Error('FCM_SERVICE_ACCOUNT: project_id is required');
+  return { credential: cert(account), projectId };
+}

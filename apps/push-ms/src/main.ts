@@ -1,0 +1,34 @@
+import { mkdirSync } from 'node:fs';
+import { connectKafkaBus } from '@parley/kafka';
+import { openDatabase } from '@parley/postgres';
+import { runMain } from '@parley/service-kit';
+import { createPushService, PushConfig } from './app';
+import { createSqlDeviceStore } from './device-store';
+import { createFcmProvider, fcmOptionsFromServiceAccount } from './fcm-provider';
+import { createLogPushProvider } from './log-provider';
+
+void runMain('push-ms', PushConfig, async (config, runtime) => {
+  // PGlite creates its data directory but not the parents (.data/pglite/<service>).
+  if (!config.DATABASE_URL) mkdirSync(config.PGLITE_DATA_DIR, { recursive: true });
+  const db = await openDatabase(config);
+  runtime.closer.add('database', () => db.close());
+  runtime.readiness.register('database', () => db.ping());
+  const provider = config.FCM_SERVICE_ACCOUNT
+    ? createFcmProvider(fcmOptionsFromServiceAccount(config.FCM_SERVICE_ACCOUNT))
+    : createLogPushProvider(runtime.logger);
+  runtime.logger.info({ provider: provider.name }, 'push provider');
+  const bus = await connectKafkaBus('push-ms', config, runtime);
+  return createPushService({
+    ...runtime,
+    bus,
+    devices: createSqlDeviceStore(db),
+    provider,
+    port: config.PORT,
+    host: config.HOST,
+    internalSecret: config.INTERNAL_SECRET,
+    windowMs: config.PUSH_WINDOW_MS,
+    includeBody: config.PUSH_INCLUDE_BODY,
+    maxAttempts: config.PUSH_MAX_ATTEMPTS,
+    retryBaseMs: config.PUSH_RETRY_BASE_MS,
+  });
+});

@@ -1,0 +1,21 @@
+/** What a user is shown: no message content unless the service is configured to include it. */
+export interface PushNotification {
+  title: string;
+  body: string;
+  /** Handed to the app with the notification; FCM wants strings only. */
+  data: Record<string, string>;
+}
+
+/**
+ * The result for one token: `sent`; `invalid` (the provider says it will never work again: forget
+ * it); `retry` (a transient failure: try again later); `failed` (neither: give up on this push).
+ */
+export type TokenOutcome = 'sent' | 'invalid' | 'retry' | 'failed';
+
+/** The push port of push-ms. Adapters: FCM (firebase-admin) and a log provider. */
+export interface PushProvider {
+  readonly name: string;
+  /** Sends one notification to every token; the outcomes come in the tokens' order. Never rejects. */
+  send(tokens: string[], notification: PushNotification): Promise<TokenOutcome[]>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,181 @@
+import { DeliveredMessage, INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
+import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import { createPushService, PushService } from '../src/app';
+import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
+import { createFcmProvider } from '../src/fcm-provider';
+import { FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
+
+const SECRET = 'test-internal-secret';
+const WINDOW_MS = 150;
+
+const waitFor = async (check: () => boolean | Promise<boolean>, timeoutMs = 3000) => {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let seq = 0;
+const message = (to: string, text = 'top secret', from = 'alice'): DeliveredMessage => {
+  const id = `m${++seq}`;
+  return { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text }, sentAt: 1 };
+};
+const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({ v: 1, kind: 'offline', to: frame.to, frame, at: 1 });
+
+describe('push-ms service against a fake FCM server', () => {
+  const fcm = new FakeFcm();
+  let db: SqlDatabase;
+  let devices: DeviceStore;
+  const running: { service: PushService; bus: MemoryBus }[] = [];
+
+  const startService = async (includeBody = false) => {
+    const bus = new MemoryBus();
+    const service = createPushService({
+      bus,
+      devices,
+      provider: createFcmProvider({ credential: fakeCredential, projectId: FAKE_PROJECT, httpAgent: fcm.agent(), legacyHttpTransport: true }),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('push-ms', { collectDefaults: false }),
+      readiness: new Readiness(),
+      port: 0,
+      host: '127.0.0.1',
+      internalSecret: SECRET,
+      windowMs: WINDOW_MS,
+      includeBody,
+      maxAttempts: 3,
+      retryBaseMs: 10,
+    });
+    await service.start();
+    running.push({ service, bus });
+    return { service, bus };
+  };
+  const register = (service: PushService, user: string, deviceId: string, token: string, secret = SECRET) =>
+    service.http.inject({
+      method: 'PUT',
+      url: `/internal/devices/${deviceId}`,
+      headers: { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user },
+      payload: { token, platform: 'android' },
+    });
+  const metricsOf = async (service: PushService) => (await service.http.inject('/metrics')).body;
+
+  beforeAll(async () => {
+    await fcm.start();
+    db = await createPgliteDatabase();
+    devices = createSqlDeviceStore(db);
+  });
+  afterAll(async () => {
+    for (const { service } of running) await service.stop();
+    await db.close();
+    await fcm.close();
+  });
+  beforeEach(() => {
+    fcm.requests.length = 0;
+    fcm.answer = () => ({ status: 200, body: {} });
+  });
+
+  it('registers and removes devices through the internal API', async () => {
+    const { service } = await startService();
+    expect((await register(service, 'bob', 'phone', 'bob-phone')).statusCode).toBe(204);
+    expect((await register(service, 'bob', 'tablet', 'bob-tablet')).statusCode).toBe(204);
+    expect((await register(service, 'bob', 'old', 'bob-old')).statusCode).toBe(204);
+    const removed = await service.http.inject({
+      method: 'DELETE',
+      url: '/internal/devices/old',
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'bob' },
+    });
+    expect(removed.statusCode).toBe(204);
+    expect((await devices.devices('bob')).map((d) => d.token)).toEqual(['bob-phone', 'bob-tablet']);
+
+    expect((await register(service, 'bob', 'phone', 'x', 'wrong-secret-value')).statusCode).toBe(403);
+    const bad = await service.http.inject({
+      method: 'PUT',
+      url: '/internal/devices/phone',
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'bob' },
+      payload: { token: '' },
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error).toEqual({ code: 'invalid_request', message: 'platform: is required' });
+    const badId = await service.http.inject({
+      method: 'DELETE',
+      url: '/internal/devices/bad%20id',
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'bob' },
+    });
+    expect(badId.json().error.message).toMatch(/^params deviceId: must match/);
+  });
+
+  it('coalesces three messages into one push per device, without message bodies, and no push for receipts', async () => {
+    const { service, bus } = await startService();
+    const frames = [message('bob'), message('bob'), message('bob')];
+    await bus.publish(TOPICS.offline, [
+      offline(frames[0]),
+      offline(frames[1]),
+      { v: 1, kind: 'offline', to: 'bob', at: 1, frame: { type: 'receipt', mid: '~read:carol:x', status: 'read', mids: ['bob:1'], by: 'carol', at: 1 } },
+    ]);
+    await sleep(WINDOW_MS / 3);
+    await bus.publish(TOPICS.offline, [offline(frames[2])]);
+    await waitFor(() => fcm.requests.length >= 2);
+    await sleep(WINDOW_MS * 2);
+    expect(fcm.tokensSentTo().sort()).toEqual(['bob-phone', 'bob-tablet']);
+    for (const request of fcm.requests) {
+      expect(request.message.notification).toEqual({ title: 'alice', body: '3 new messages from alice' });
+      expect(request.message.data).toEqual({ kind: 'parley.messages', count: '3', from: 'alice', mid: frames[2].mid });
+    }
+    expect(JSON.stringify(fcm.requests)).not.toContain('top secret');
+    expect(await metricsOf(service)).toContain('parley_push_notifications_total{result="sent",service="push-ms"} 1');
+  });
+
+  it('includes the message text when configured to', async () => {
+    const { service, bus } = await startService(true);
+    await register(service, 'carol', 'phone', 'carol-phone');
+    await bus.publish(TOPICS.offline, [offline(message('carol', 'see you at 8'))]);
+    await waitFor(() => fcm.requests.length === 1);
+    expect(fcm.requests[0].message).toMatchObject({ token: 'carol-phone', notification: { title: 'alice', body: 'see you at 8' } });
+  });
+
+  it('forgets tokens FCM reports unregistered and still reaches the other devices', async () => {
+    const { service, bus } = await startService();
+    await register(service, 'dave', 'phone', 'dave-phone');
+    await register(service, 'dave', 'gone', 'dave-gone');
+    fcm.answer = (request) => (request.message.token === 'dave-gone' ? FCM_ERRORS.unregistered : { status: 200, body: {} });
+    await bus.publish(TOPICS.offline, [offline(message('dave'))]);
+    await waitFor(async () => (await devices.devices('dave')).length === 1);
+    expect((await devices.devices('dave')).map((d) => d.token)).toEqual(['dave-phone']);
+    expect(fcm.tokensSentTo().sort()).toEqual(['dave-gone', 'dave-phone']);
+    await waitFor(async () => (await metricsOf(service)).includes('parley_push_tokens_removed_total{service="push-ms"} 1'));
+  });
+
+  it('retries a transient FCM error with backoff, and counts a push that keeps failing without holding up others', async () => {
+    const { service, bus } = await startService();
+    await register(service, 'erin', 'phone', 'erin-phone');
+    await register(service, 'frank', 'phone', 'frank-phone');
+    await register(service, 'gina', 'phone', 'gina-phone');
+    fcm.answer = (request, n) => {
+      if (request.message.token === 'erin-phone' && n === 0) return FCM_ERRORS.internal;
+      if (request.message.token === 'frank-phone') return { ...FCM_ERRORS.internal, delayMs: 150 }; // slow, then failing
+      return { status: 200, body: {} };
+    };
+    const frankTries = () => fcm.requests.filter((r) => r.message.token === 'frank-phone').length;
+    await bus.publish(TOPICS.offline, [offline(message('erin')), offline(message('frank'))]);
+    await waitFor(() => frankTries() === 1);
+    await bus.publish(TOPICS.offline, [offline(message('gina'))]);
+    await waitFor(() => fcm.tokensSentTo().includes('gina-phone'));
+    expect(frankTries()).toBeLessThan(3); // gina's push went out while frank's was still being retried
+    await waitFor(() => frankTries() === 3);
+    expect(fcm.tokensSentTo().filter((t) => t === 'erin-phone')).toHaveLength(2);
+    await waitFor(async () => {
+      const metrics = await metricsOf(service);
+      return (
+        metrics.includes('parley_push_notifications_total{result="sent",service="push-ms"} 2') &&
+        metrics.includes('parley_push_notifications_total{result="failed",service="push-ms"} 1')
+      );
+    });
+    const metrics = await metricsOf(service);
+    expect(metrics).toContain('parley_push_retries_total{service="push-ms"} 3');
+    expect(metrics).toContain('parley_push_device_sends_total{result="failed",service="push-ms"} 1');
+    expect((await devices.devices('frank')).length).toBe(1); // a failing push is no reason to forget a token
+  });
+});

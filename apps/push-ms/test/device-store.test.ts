@@ -1,0 +1,45 @@
+import type { SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
+import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
+
+describe.each(testDatabases())('device store on $name', (target) => {
+  let db: SqlDatabase;
+  let store: DeviceStore;
+  beforeAll(async () => {
+    db = await target.open();
+    store = createSqlDeviceStore(db);
+    await store.init();
+    await store.init();
+  });
+  afterAll(() => target.dispose());
+
+  it('registers, replaces and removes a user’s devices', async () => {
+    await store.register('alice', 'phone', 'tok-1', 'android');
+    await store.register('alice', 'tablet', 'tok-2', 'ios');
+    await store.register('alice', 'phone', 'tok-3', 'android');
+    expect(await store.devices('alice')).toEqual([
+      { deviceId: 'phone', token: 'tok-3', platform: 'android' },
+      { deviceId: 'tablet', token: 'tok-2', platform: 'ios' },
+    ]);
+    await store.remove('alice', 'tablet');
+    await store.remove('bob', 'phone'); // someone else's device id: nothing happens to alice's
+    expect((await store.devices('alice')).map((d) => d.deviceId)).toEqual(['phone']);
+  });
+
+  it('moves a token to the user who registered it last', async () => {
+    await store.register('carol', 'shared', 'tok-shared', 'web');
+    await store.register('dave', 'mine', 'tok-shared', 'web');
+    expect(await store.devices('carol')).toEqual([]);
+    expect(await store.devices('dave')).toEqual([{ deviceId: 'mine', token: 'tok-shared', platform: 'web' }]);
+  });
+
+  it('forgets invalid tokens of that user only', async () => {
+    await store.register('erin', 'a', 'tok-e1', 'android');
+    await store.register('erin', 'b', 'tok-e2', 'android');
+    await store.register('frank', 'a', 'tok-f1', 'android');
+    expect(await store.removeTokens('erin', ['tok-e1', 'tok-f1'])).toBe(1);
+    expect((await store.devices('erin')).map((d) => d.token)).toEqual(['tok-e2']);
+    expect((await store.devices('frank')).map((d) => d.token)).toEqual(['tok-f1']);
+    expect(await store.removeTokens('erin', [])).toBe(0);
+  });
+});

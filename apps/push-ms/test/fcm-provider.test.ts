@@ -1,0 +1,72 @@
+import { Agent } from 'node:https';
+import { connect } from 'node:net';
+import { createFcmProvider, fcmOptionsFromServiceAccount } from '../src/fcm-provider';
+import { PushProvider } from '../src/provider';
+import { FAKE_ACCESS_TOKEN, FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
+
+describe('FCM provider against a fake FCM server', () => {
+  const fcm = new FakeFcm();
+  let provider: PushProvider;
+  beforeAll(async () => {
+    await fcm.start();
+    provider = createFcmProvider({ credential: fakeCredential, projectId: FAKE_PROJECT, httpAgent: fcm.agent(), legacyHttpTransport: true });
+  });
+  afterAll(async () => {
+    await provider.close();
+    await fcm.close();
+  });
+  beforeEach(() => {
+    fcm.requests.length = 0;
+    fcm.answer = () => ({ status: 200, body: {} });
+  });
+
+  const notification = { title: 'alice', body: '2 new messages from alice', data: { kind: 'parley.messages', count: '2' } };
+
+  it('sends one FCM v1 request per token with the notification, authorised with the access token', async () => {
+    expect(await provider.send(['tok-a', 'tok-b'], notification)).toEqual(['sent', 'sent']);
+    expect(fcm.tokensSentTo().sort()).toEqual(['tok-a', 'tok-b']);
+    const [request] = fcm.requests;
+    expect(request.method).toBe('POST');
+    expect(request.path).toBe(`/v1/projects/${FAKE_PROJECT}/messages:send`);
+    expect(request.authorization).toBe(`Bearer ${FAKE_ACCESS_TOKEN}`);
+    expect(request.message).toMatchObject({
+      notification: { title: 'alice', body: '2 new messages from alice' },
+      data: { kind: 'parley.messages', count: '2' },
+      android: { priority: 'high' },
+    });
+  });
+
+  it('reports unregistered and malformed tokens as invalid, server errors as retryable, the rest as failed', async () => {
+    const answers: Record<string, (typeof FCM_ERRORS)[keyof typeof FCM_ERRORS]> = {
+      gone: FCM_ERRORS.unregistered,
+      bad: FCM_ERRORS.invalidToken,
+      flaky: FCM_ERRORS.internal,
+      other: FCM_ERRORS.senderMismatch,
+    };
+    fcm.answer = (request) => answers[request.message.token] ?? { status: 200, body: {} };
+    expect(await provider.send(['ok', 'gone', 'bad', 'flaky', 'other'], notification)).toEqual(['sent', 'invalid', 'invalid', 'retry', 'failed']);
+  });
+
+  it('reports every token as retryable when FCM cannot be reached', async () => {
+    const unreachable = createFcmProvider({ credential: fakeCredential, projectId: FAKE_PROJECT, httpAgent: deadAgent(), legacyHttpTransport: true });
+    try {
+      expect(await unreachable.send(['a', 'b'], notification)).toEqual(['retry', 'retry']);
+    } finally {
+      await unreachable.close();
+    }
+  });
+
+  it('reads the service account from JSON or from a file path', () => {
+    const account = { type: 'service_account', project_id: 'p1', client_email: 'x@p1.iam.gserviceaccount.com', private_key: 'not-a-key' };
+    expect(() => fcmOptionsFromServiceAccount(JSON.stringify(account))).toThrow(/private key/i);
+    expect(() => fcmOptionsFromServiceAccount('/nonexistent/service-account.json')).toThrow(/ENOENT/);
+    expect(() => fcmOptionsFromServiceAccount(JSON.stringify({ ...account, project_id: undefined }))).toThrow(/project_id/);
+  });
+});
+
+/** An agent whose connections are refused at once (nothing listens on port 1). */
+function deadAgent(): Agent {
+  const agent = new Agent();
+  agent.createConnection = () => connect(1, '127.0.0.1');
+  return agent;
+}
