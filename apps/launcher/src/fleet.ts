@@ -18,6 +18,9 @@ import { createGroupMessageRouter } from '../../group-message-router/src/app';
 import { createSqlMembershipReader } from '../../group-message-router/src/sql-membership';
 import { createPersistenceService } from '../../persistence-ms/src/app';
 import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
+import { createPushService } from '../../push-ms/src/app';
+import { createSqlDeviceStore } from '../../push-ms/src/device-store';
+import { createLogPushProvider } from '../../push-ms/src/log-provider';
 import { freePort } from './ports';
 
 export const DEFAULT_PORTS = {
@@ -93,7 +96,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     const db = await openDatabase({
       DATABASE_URL: options.databaseUrl,
       DATABASE_POOL_SIZE: 10,
-      PGLITE_DATA_DIR: options.dataDir ? ensureDir(path.join(options.dataDir, 'pglite')) : '', // '' keeps PGlite in memory
+      PGLITE_DATA_DIR: options.dataDir ? path.join(options.dataDir, 'pglite') : '', // '' keeps PGlite in memory
     });
     closer.add('database', () => db.close());
     await migrate(db, 'group-ms', GROUP_MIGRATIONS);
@@ -140,6 +143,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     await add('group-ms', async () => createGroupMs({ ...(await runtimeFor('group-ms', true)), store: createSqlGroupStore(db), port: ports.groupMs, host, internalSecret, maxMembers: 1024 }));
     await add('group-message-router', async () => createGroupMessageRouter({ ...(await runtimeFor('group-message-router', true)), membership: createSqlMembershipReader(db), port: ports.groupMessageRouter, host }));
     await add('persistence-ms', async () => createPersistenceService({ ...(await runtimeFor('persistence-ms', true)), store: createSqlOfflineStore(db), port: ports.persistenceMs, host, internalSecret }));
+    await add('push-ms', async () => {
+      const runtime = await runtimeFor('push-ms', true);
+      return createPushService({ ...runtime, devices: createSqlDeviceStore(db), provider: createLogPushProvider(runtime.logger), port: ports.pushMs, host, internalSecret });
+    });
 
     await add('ws-gateway', async () => createWsGateway({
         ...(await runtimeFor('ws-gateway')),
