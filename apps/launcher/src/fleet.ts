@@ -6,6 +6,7 @@ import { Closer, createRuntime, createTokenVerifier, DEV_JWT_SECRET, type Runtim
 import { createWsGateway } from '../../ws-gateway/src/app';
 import { createRestGateway } from '../../rest-gateway/src/app';
 import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
+import { webClientPlugin } from '../../web-client/src/plugin';
 import { createMessageRouter } from '../../message-router/src/app';
 import { createSessionService } from '../../session-ms/src/app';
 import { createHttpGatewayClient } from '../../session-ms/src/gateway-client';
@@ -182,6 +183,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         port: ports.restGateway,
         host,
         settings: { devMode: true, devTokenSecret: jwtSecret, corsOrigins: [], rateLimitPerMinute: 6000, maxFrameBytes: 64 * 1024 },
+        // The browser demo client at `/`; it reaches the ws-gateway on the host the page came from.
+        plugins: [webClientPlugin({ wsPort: ports.wsGateway })],
       }),
     );
   } catch (err) {

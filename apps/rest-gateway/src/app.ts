@@ -61,6 +61,8 @@ export const RestGatewayConfig = Type.Object({
   CORS_ORIGINS: Type.String({ default: '', description: 'Comma-separated allowed origins; empty disables CORS' }),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 600, description: 'Requests per user per minute' }),
   MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
+  WEB_CLIENT: Type.Boolean({ default: true, description: 'Serves the browser demo client at / (static files, public protocol only)' }),
+  PUBLIC_WS_URL: Type.String({ default: '', description: 'WebSocket URL the web client connects to; empty: port 8080 on the host the page came from' }),
 });
 
 export interface RestGatewayDeps extends Omit<Runtime, 'closer'> {

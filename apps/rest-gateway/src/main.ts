@@ -2,6 +2,7 @@ import { connectKafkaBus } from '@parley/kafka';
 import { createTokenVerifier, runMain } from '@parley/service-kit';
 import { createRestGateway, RestGatewayConfig } from './app';
 import { createHttpUpstreams } from './upstream';
+import { webClientPlugin } from '../../web-client/src/plugin';
 
 void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('rest-gateway', config, runtime);
@@ -23,5 +24,6 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
       rateLimitPerMinute: config.RATE_LIMIT_PER_MINUTE,
       maxFrameBytes: config.MAX_FRAME_BYTES,
     },
+    plugins: config.WEB_CLIENT ? [webClientPlugin({ publicWsUrl: config.PUBLIC_WS_URL || undefined })] : [],
   });
 });

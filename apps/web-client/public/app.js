@@ -1,0 +1,472 @@
+/* global document, window, localStorage, sessionStorage, fetch, setTimeout, clearTimeout, setInterval, clearInterval, requestAnimationFrame, URLSearchParams */
+// The demo UI. All protocol work is in parley-client.js; this file keeps the conversations
+// (in localStorage, per user), renders them, and turns clicks into client calls.
+import { devToken, ParleyClient } from './parley-client.js';
+
+const USER_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+const params = new URLSearchParams(window.location.search);
+const PRESENCE_EVERY_MS = Number(params.get('presenceMs')) || 5000;
+const TYPING_SHOWN_MS = 4000;
+const TYPING_SEND_EVERY_MS = 2000;
+const STATUS_ORDER = ['pending', 'accepted', 'delivered', 'read'];
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, props = {}, ...children) => {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+};
+
+/** Everything the page knows, for the signed-in user. */
+const state = {
+  me: null,
+  client: null,
+  store: null, // { convs: {key: conv}, messages: {key: [msg]} } persisted per user
+  open: null, // key of the open conversation
+  presence: new Map(), // user -> online
+  typing: new Map(), // conversation key -> { from, until }
+  lastTypingSent: 0,
+  presenceTimer: null,
+  typingTimer: null,
+};
+
+// ------------------------------------------------------------------ storage
+
+const storeKey = (user) => `parley:v1:${user}`;
+
+function loadStore(user) {
+  try {
+    const saved = JSON.parse(localStorage.getItem(storeKey(user)) ?? 'null');
+    if (saved && saved.convs && saved.messages) return saved;
+  } catch {
+    /* a broken store starts over */
+  }
+  return { convs: {}, messages: {} };
+}
+
+let saveTimer = null;
+function save() {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => localStorage.setItem(storeKey(state.me), JSON.stringify(state.store)), 100);
+}
+
+const directKey = (user) => `direct:${user}`;
+const groupKey = (group) => `group:${group}`;
+
+function conversation(key, defaults) {
+  let conv = state.store.convs[key];
+  if (!conv) {
+    conv = { key, unread: 0, updatedAt: Date.now(), ...defaults };
+    state.store.convs[key] = conv;
+    state.store.messages[key] = [];
+  }
+  return conv;
+}
+
+function findMessage(mid) {
+  for (const [key, list] of Object.entries(state.store.messages)) {
+    const msg = list.find((m) => m.mid === mid);
+    if (msg) return { key, msg };
+  }
+  return null;
+}
+
+/** Adds a message once (by `mid`), in time order. Returns false for a duplicate. */
+function addMessage(key, msg) {
+  const list = state.store.messages[key];
+  if (msg.mid && list.some((m) => m.mid === msg.mid)) return false;
+  let at = list.length;
+  while (at > 0 && (list[at - 1].sentAt ?? 0) > msg.sentAt) at--;
+  list.splice(at, 0, msg);
+  state.store.convs[key].updatedAt = Math.max(state.store.convs[key].updatedAt, msg.sentAt);
+  return true;
+}
+
+function raise(msg, status) {
+  if (STATUS_ORDER.indexOf(status) > STATUS_ORDER.indexOf(msg.status)) msg.status = status;
+}
+
+// ------------------------------------------------------------------ protocol events
+
+function onMessage(frame) {
+  const mine = frame.from === state.me;
+  const key = frame.chat === 'group' ? groupKey(frame.to) : directKey(mine ? frame.to : frame.from);
+  const conv = conversation(key, frame.chat === 'group' ? { chat: 'group', id: frame.to, name: frame.to } : { chat: 'direct', id: key.slice(7), name: key.slice(7) });
+  if (conv.chat === 'group' && !conv.members) void refreshGroup(conv.id);
+  const added = addMessage(key, {
+    mid: frame.mid,
+    id: frame.id,
+    from: frame.from,
+    text: textOf(frame.body),
+    sentAt: frame.sentAt ?? Date.now(),
+    mine,
+    status: mine ? 'accepted' : undefined,
+    readSent: mine,
+  });
+  if (!added) return;
+  state.typing.delete(key);
+  if (!mine && key !== state.open) conv.unread += 1;
+  changed();
+}
+
+function onReceipt(frame) {
+  for (const mid of frame.mids ?? []) {
+    const found = findMessage(mid);
+    if (!found || !found.msg.mine) continue;
+    const { msg, key } = found;
+    const field = frame.status === 'read' ? 'readBy' : 'deliveredBy';
+    msg[field] = [...new Set([...(msg[field] ?? []), frame.by])];
+    if (frame.status === 'read') msg.deliveredBy = [...new Set([...(msg.deliveredBy ?? []), frame.by])];
+    // 1:1: one peer. Groups: every other member (as far as we know them).
+    const conv = state.store.convs[key];
+    const others = conv.chat === 'group' && conv.members ? conv.members.filter((m) => m !== state.me) : [frame.by];
+    if (others.every((m) => (msg.deliveredBy ?? []).includes(m))) raise(msg, 'delivered');
+    if (others.every((m) => (msg.readBy ?? []).includes(m))) raise(msg, 'read');
+  }
+  changed();
+}
+
+function onAccepted({ id, mid }) {
+  for (const list of Object.values(state.store.messages)) {
+    const msg = list.find((m) => m.mine && m.id === id);
+    if (msg) {
+      msg.mid = mid;
+      raise(msg, 'accepted');
+      changed();
+      return;
+    }
+  }
+}
+
+async function onGroup(frame) {
+  const conv = conversation(groupKey(frame.group), { chat: 'group', id: frame.group, name: frame.name ?? frame.group });
+  if (frame.name) conv.name = frame.name;
+  const who = frame.by === state.me ? 'You' : frame.by;
+  const what = {
+    create: `${who} created “${frame.name ?? frame.group}”`,
+    add: `${who} added ${(frame.members ?? []).join(', ')}`,
+    remove: `${who} removed ${(frame.members ?? []).join(', ')}`,
+    leave: `${who} left`,
+    rename: `${who} renamed the group to “${frame.name}”`,
+  }[frame.op] ?? `${who}: ${frame.op}`;
+  addMessage(conv.key, { mid: frame.mid, system: true, text: what, sentAt: frame.at ?? Date.now() });
+  changed();
+  await refreshGroup(frame.group);
+}
+
+async function refreshGroup(id) {
+  const conv = conversation(groupKey(id), { chat: 'group', id, name: id });
+  try {
+    const group = await state.client.group(id);
+    Object.assign(conv, { name: group.name, members: group.members, left: false });
+  } catch (err) {
+    if (err.status === 404) conv.left = true;
+  }
+  changed();
+}
+
+function onTyping(frame) {
+  if (frame.from === state.me) return;
+  const key = frame.chat === 'group' ? groupKey(frame.to) : directKey(frame.from);
+  state.typing.set(key, { from: frame.from, until: Date.now() + TYPING_SHOWN_MS });
+  changed();
+  clearTimeout(state.typingTimer);
+  state.typingTimer = setTimeout(changed, TYPING_SHOWN_MS + 50);
+}
+
+function onRejected(frame) {
+  if (frame.id) {
+    for (const list of Object.values(state.store.messages)) {
+      const msg = list.find((m) => m.mine && m.id === frame.id);
+      if (msg) msg.status = 'failed';
+    }
+  }
+  toast(`${frame.code}: ${frame.message}`);
+  changed();
+}
+
+// ------------------------------------------------------------------ actions
+
+async function signIn(user) {
+  const config = await (await fetch('config.json')).json();
+  const deviceId = sessionStorage.getItem('parley:device') ?? `web-${Math.random().toString(36).slice(2, 10)}`;
+  sessionStorage.setItem('parley:device', deviceId);
+  const token = await devToken('', user); // fails early on a bad name or outside dev mode
+  let first = token;
+  const client = new ParleyClient({
+    restUrl: '',
+    wsUrl: config.wsUrl,
+    deviceId,
+    // A real app would refresh its JWT here; dev tokens are simply asked for again.
+    getToken: async () => {
+      const t = first ?? (await devToken('', user));
+      first = null;
+      return t;
+    },
+  });
+  state.me = user;
+  state.client = client;
+  state.store = loadStore(user);
+  sessionStorage.setItem('parley:user', user);
+  client.addEventListener('status', ({ detail }) => renderStatus(detail));
+  client.addEventListener('message', ({ detail }) => onMessage(detail));
+  client.addEventListener('receipt', ({ detail }) => onReceipt(detail));
+  client.addEventListener('group', ({ detail }) => void onGroup(detail));
+  client.addEventListener('typing', ({ detail }) => onTyping(detail));
+  client.addEventListener('accepted', ({ detail }) => onAccepted(detail));
+  client.addEventListener('rejected', ({ detail }) => onRejected(detail));
+  client.start();
+  window.parley = { client, state }; // for the console (and the tests)
+
+  $('login').hidden = true;
+  $('app').hidden = false;
+  $('me').textContent = user;
+  paintAvatar($('me-avatar'), user);
+  client.groups().then((groups) => {
+    for (const g of groups) Object.assign(conversation(groupKey(g.id), { chat: 'group', id: g.id }), { name: g.name, members: g.members });
+    changed();
+  }, () => undefined);
+  state.presenceTimer = setInterval(pollPresence, PRESENCE_EVERY_MS);
+  void pollPresence();
+  changed();
+}
+
+function signOut() {
+  state.client?.close();
+  clearInterval(state.presenceTimer);
+  localStorage.setItem(storeKey(state.me), JSON.stringify(state.store));
+  sessionStorage.removeItem('parley:user');
+  window.location.reload();
+}
+
+function openConversation(key) {
+  state.open = key;
+  const conv = state.store.convs[key];
+  conv.unread = 0;
+  $('composer').hidden = false;
+  $('composer-input').focus();
+  changed();
+  void pollPresence();
+}
+
+function sendText(text) {
+  const conv = state.store.convs[state.open];
+  if (!conv || !text.trim()) return;
+  const { id, mid } = state.client.send(conv.id, { text }, conv.chat);
+  addMessage(conv.key, { id, mid, from: state.me, text, sentAt: Date.now(), mine: true, status: 'pending', readSent: true });
+  changed();
+}
+
+/** Read receipts for what the user sees: the open conversation, while the page is visible. */
+function markRead() {
+  if (!state.open || document.visibilityState !== 'visible' || state.client.state !== 'online') return;
+  const unread = state.store.messages[state.open].filter((m) => !m.mine && !m.system && !m.readSent);
+  const bySender = new Map();
+  for (const msg of unread) {
+    bySender.set(msg.from, [...(bySender.get(msg.from) ?? []), msg.mid]);
+    msg.readSent = true;
+  }
+  for (const [from, mids] of bySender) state.client.read(from, mids);
+  if (unread.length > 0) save();
+}
+
+async function pollPresence() {
+  if (!state.client) return;
+  const users = new Set();
+  for (const conv of Object.values(state.store.convs)) if (conv.chat === 'direct') users.add(conv.id);
+  const open = state.store.convs[state.open];
+  if (open?.chat === 'group') for (const m of open.members ?? []) if (m !== state.me) users.add(m);
+  try {
+    for (const p of await state.client.presence([...users].slice(0, 100))) state.presence.set(p.user, p.online);
+    changed();
+  } catch {
+    /* next time */
+  }
+}
+
+// ------------------------------------------------------------------ rendering
+
+let frame = null;
+function changed() {
+  save();
+  if (frame === null) frame = requestAnimationFrame(render);
+}
+
+function render() {
+  frame = null;
+  markRead();
+  renderConversations();
+  renderChat();
+}
+
+const COLORS = ['#e57373', '#64b5f6', '#81c784', '#ffb74d', '#ba68c8', '#4db6ac', '#f06292', '#7986cb'];
+function paintAvatar(node, name, group = false) {
+  let hash = 0;
+  for (const c of name) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  node.style.background = COLORS[hash % COLORS.length];
+  node.classList.toggle('group', group);
+  node.textContent = name[0] ?? '?';
+  return node;
+}
+
+function renderConversations() {
+  const list = $('conversations');
+  const convs = Object.values(state.store.convs).sort((a, b) => b.updatedAt - a.updatedAt);
+  list.replaceChildren(
+    ...convs.map((conv) => {
+      const messages = state.store.messages[conv.key];
+      const last = messages[messages.length - 1];
+      const typing = state.typing.get(conv.key);
+      const avatar = paintAvatar(el('span', { className: 'avatar' }), conv.name ?? conv.id, conv.chat === 'group');
+      if (conv.chat === 'direct') avatar.append(presenceDot(conv.id));
+      const preview = typing && typing.until > Date.now()
+        ? el('div', { className: 'conv-last typing-now', textContent: 'typing…' })
+        : el('div', { className: 'conv-last', textContent: last ? `${last.mine ? 'You: ' : conv.chat === 'group' && last.from ? `${last.from}: ` : ''}${last.text}` : conv.chat === 'group' ? `${(conv.members ?? []).length} members` : '' });
+      const item = el(
+        'li',
+        { className: `conv${conv.key === state.open ? ' active' : ''}`, onclick: () => openConversation(conv.key) },
+        avatar,
+        el('div', { className: 'conv-main' }, el('div', { className: 'conv-name', textContent: conv.name ?? conv.id }), preview),
+        conv.unread > 0 ? el('span', { className: 'badge', textContent: String(conv.unread) }) : null,
+      );
+      item.dataset.key = conv.key;
+      return item;
+    }),
+  );
+}
+
+function presenceDot(user) {
+  const dot = el('span', { className: 'dot', title: state.presence.get(user) ? 'online' : 'offline' });
+  dot.dataset.online = String(state.presence.get(user) === true);
+  return dot;
+}
+
+function renderChat() {
+  const conv = state.store.convs[state.open];
+  if (!conv) return;
+  $('chat-title').textContent = conv.name ?? conv.id;
+  const sub = $('chat-sub');
+  if (conv.chat === 'direct') {
+    sub.replaceChildren(state.presence.get(conv.id) ? 'online' : 'offline');
+    sub.dataset.online = String(state.presence.get(conv.id) === true);
+  } else {
+    sub.replaceChildren(conv.left ? 'you are not a member' : (conv.members ?? []).map((m) => (m === state.me ? 'you' : m)).join(', '));
+    delete sub.dataset.online;
+  }
+  const typing = state.typing.get(conv.key);
+  $('typing').textContent = typing && typing.until > Date.now() ? `${typing.from} is typing…` : '';
+
+  const box = $('messages');
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  box.replaceChildren(...state.store.messages[conv.key].map((msg) => renderMessage(conv, msg)));
+  if (atBottom || box.dataset.key !== conv.key) box.scrollTop = box.scrollHeight;
+  box.dataset.key = conv.key;
+}
+
+const TICKS = { pending: '🕓', accepted: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠' };
+function renderMessage(conv, msg) {
+  if (msg.system) return el('li', { className: 'system', textContent: msg.text });
+  const time = new Date(msg.sentAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const meta = el('div', { className: 'meta' }, time);
+  if (msg.mine) {
+    const ticks = el('span', { className: 'ticks', textContent: TICKS[msg.status] ?? '', title: msg.status });
+    ticks.dataset.status = msg.status;
+    meta.append(ticks);
+  }
+  const item = el(
+    'li',
+    { className: `msg${msg.mine ? ' mine' : ''}` },
+    conv.chat === 'group' && !msg.mine ? el('div', { className: 'from', textContent: msg.from }) : null,
+    el('div', { className: 'text', textContent: msg.text }),
+    meta,
+  );
+  if (msg.mid) item.dataset.mid = msg.mid;
+  return item;
+}
+
+function renderStatus({ state: s, retryInMs }) {
+  const node = $('conn-status');
+  node.dataset.state = s;
+  node.textContent = s === 'offline' && retryInMs !== undefined ? `offline, retry in ${Math.ceil(retryInMs / 1000)}s` : s;
+  if (s === 'online') changed(); // read receipts held while offline
+}
+
+let toastTimer = null;
+function toast(text) {
+  const node = $('toast');
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (node.hidden = true), 4000);
+}
+
+function textOf(body) {
+  if (body && typeof body === 'object' && typeof body.text === 'string') return body.text;
+  return JSON.stringify(body);
+}
+
+// ------------------------------------------------------------------ wiring
+
+$('login-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const user = $('login-user').value.trim();
+  const error = $('login-error');
+  error.hidden = true;
+  try {
+    if (!USER_PATTERN.test(user)) throw new Error('letters, digits, . _ - only (at most 64)');
+    await signIn(user);
+  } catch (err) {
+    error.textContent = `Could not sign in: ${err.message}`;
+    error.hidden = false;
+  }
+});
+
+$('new-chat-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const user = $('new-chat-user').value.trim();
+  if (!USER_PATTERN.test(user) || user === state.me) return toast('not a valid user name');
+  conversation(directKey(user), { chat: 'direct', id: user, name: user });
+  $('new-chat-user').value = '';
+  openConversation(directKey(user));
+});
+
+$('new-group-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const name = $('group-name').value.trim();
+  const members = $('group-members').value.split(/[\s,]+/).filter(Boolean);
+  try {
+    const group = await state.client.createGroup(name, members);
+    Object.assign(conversation(groupKey(group.id), { chat: 'group', id: group.id }), { name: group.name, members: group.members });
+    $('group-name').value = '';
+    $('group-members').value = '';
+    $('new-group').open = false;
+    openConversation(groupKey(group.id));
+  } catch (err) {
+    toast(`Could not create the group: ${err.message}`);
+  }
+});
+
+$('composer').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = $('composer-input');
+  sendText(input.value);
+  input.value = '';
+  state.lastTypingSent = 0;
+});
+
+$('composer-input').addEventListener('input', () => {
+  const conv = state.store.convs[state.open];
+  if (!conv || Date.now() - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
+  state.lastTypingSent = Date.now();
+  state.client.typing(conv.id, conv.chat);
+});
+
+$('sign-out').addEventListener('click', signOut);
+document.addEventListener('visibilitychange', () => changed());
+window.addEventListener('pagehide', () => {
+  if (state.me) localStorage.setItem(storeKey(state.me), JSON.stringify(state.store));
+});
+
+// A reload keeps this tab signed in (each tab has its own user and device).
+const remembered = sessionStorage.getItem('parley:user');
+if (remembered) signIn(remembered).catch(() => sessionStorage.removeItem('parley:user'));

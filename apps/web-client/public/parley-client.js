@@ -1,0 +1,354 @@
+/* global fetch, setTimeout, clearTimeout, setInterval, clearInterval, EventTarget, CustomEvent, URL, URLSearchParams */
+/**
+ * parley-client.js: a reference client for the Parley protocol v1, with no UI and no dependencies.
+ *
+ * It runs in any modern browser (and in Node 20 with a WebSocket implementation passed in), and
+ * uses only the public protocol (docs/protocol.md):
+ *   - REST on the rest-gateway: dev tokens, `GET /v1/messages` (catch-up), groups, presence;
+ *   - the WebSocket on the ws-gateway: send, receive, ack, read receipts, typing, group ops.
+ *
+ * What a well-behaved Parley client does, and where it happens here:
+ *   1. Send with its own `id`, keep the frame in an outbox until `accepted` arrives, and send it
+ *      again after a reconnect: the server's `mid` is `<user>:<id>`, so a resend is the same message
+ *      (`send`, `#flushOutbox`).
+ *   2. Ack every deliverable (every server frame with a `mid`), including duplicates, and show
+ *      each `mid` once (`#onDeliverable`, `#queueAck`).
+ *   3. On every (re)connect, catch up through `GET /v1/messages` and ack what it returned
+ *      (`sync`). The socket also redelivers unacked frames on connect; dedup by `mid` makes that safe.
+ *   4. Reconnect with exponential backoff and jitter (0.5 s doubling to 30 s), at once after close
+ *      1001 (server shutting down); an application-level ping detects dead connections.
+ *
+ * Events (a CustomEvent with the frame or details in `event.detail`):
+ *   `status`    {state: 'connecting'|'online'|'offline', attempt?, retryInMs?}
+ *   `message`   a deliverable message frame (once per `mid`)
+ *   `receipt`   a receipt frame (`delivered` or `read`, once per `mid`)
+ *   `group`     a group change frame (once per `mid`)
+ *   `typing`    an ephemeral typing frame
+ *   `accepted`  {id, mid}: the server durably accepted a frame we sent
+ *   `rejected`  an error frame: `{id?, code, message}`
+ */
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+const PING_EVERY_MS = 20_000;
+const PONG_TIMEOUT_MS = 10_000;
+const ACK_BATCH_MS = 30;
+const SEEN_LIMIT = 5000;
+
+/** Fetches a dev token (embedded/dev mode only: `POST /v1/dev/token`). */
+export async function devToken(restUrl, user) {
+  const response = await fetch(`${restUrl}/v1/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  if (!response.ok) throw await ParleyError.from(response);
+  return (await response.json()).token;
+}
+
+/** A REST error: `{"error":{"code","message"}}` with its HTTP status. */
+export class ParleyError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+
+  static async from(response) {
+    const body = await response.json().catch(() => ({}));
+    return new ParleyError(response.status, body.error?.code ?? 'http_error', body.error?.message ?? response.statusText);
+  }
+}
+
+/** A fresh client message id: unique per sender, `^[A-Za-z0-9_-]{1,64}$`. */
+export function newId() {
+  return `w${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+}
+
+export class ParleyClient extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {string} options.restUrl   the rest-gateway origin, e.g. `http://localhost:8081` ('' = this page's)
+   * @param {string} options.wsUrl     the ws-gateway URL, e.g. `ws://localhost:8080/v1/ws`
+   * @param {() => Promise<string>} options.getToken  a JWT whose `sub` is the user; called on every connect
+   * @param {string} [options.deviceId]  this device (`^[A-Za-z0-9_.-]{1,64}$`)
+   * @param {typeof WebSocket} [options.WebSocket]  a WebSocket implementation (Node)
+   */
+  constructor({ restUrl = '', wsUrl, getToken, deviceId, WebSocket: Socket = globalThis.WebSocket }) {
+    super();
+    this.restUrl = restUrl;
+    this.wsUrl = wsUrl;
+    this.getToken = getToken;
+    this.deviceId = deviceId;
+    this.Socket = Socket;
+    this.user = null;
+    this.state = 'offline';
+    this.socket = null;
+    this.token = null;
+    this.outbox = new Map(); // id -> frame, until `accepted` (or a final `error`)
+    this.pendingReads = []; // read receipts made while offline
+    this.seen = new Set(); // mids already handed to the app (dedup)
+    this.pendingAcks = new Set();
+    this.ackTimer = null;
+    this.attempt = 0;
+    this.reconnectTimer = null;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.stopped = true;
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  /** Connects, and keeps reconnecting until `close()`. */
+  start() {
+    this.stopped = false;
+    void this.#connect();
+  }
+
+  /** Closes the socket for good (sign out, page closing). */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    this.#stopPing();
+    this.#flushAcks();
+    this.socket?.close(1000, 'bye');
+    this.socket = null;
+    this.#setState('offline');
+  }
+
+  async #connect() {
+    if (this.stopped) return;
+    this.#setState('connecting', { attempt: this.attempt });
+    let socket;
+    try {
+      this.token = await this.getToken();
+      const url = new URL(this.wsUrl);
+      url.searchParams.set('token', this.token);
+      if (this.deviceId) url.searchParams.set('deviceId', this.deviceId);
+      socket = new this.Socket(url.toString());
+    } catch (err) {
+      this.#scheduleReconnect(err);
+      return;
+    }
+    this.socket = socket;
+    socket.onmessage = (event) => this.#onFrame(event.data);
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.#stopPing();
+      // 1001: the server is shutting down; another instance answers at once.
+      this.#scheduleReconnect(null, event.code === 1001 ? 0 : undefined);
+    };
+    // Errors are always followed by `close`; nothing to do here.
+    socket.onerror = () => undefined;
+  }
+
+  #scheduleReconnect(_err, delayMs) {
+    if (this.stopped) return;
+    const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    const wait = delayMs ?? Math.round(backoff / 2 + (Math.random() * backoff) / 2); // "equal jitter"
+    this.attempt += 1;
+    this.#setState('offline', { attempt: this.attempt, retryInMs: wait });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => void this.#connect(), wait);
+  }
+
+  #onOpen(hello) {
+    this.user = hello.user;
+    this.attempt = 0;
+    this.#setState('online', { user: hello.user, connId: hello.connId });
+    this.#startPing();
+    this.#flushOutbox();
+    // Catch up on what arrived while we were away. The socket redelivers too; dedup covers it.
+    this.sync().catch((err) => this.#emit('rejected', { code: err.code ?? 'sync_failed', message: String(err.message ?? err) }));
+  }
+
+  #startPing() {
+    this.#stopPing();
+    this.pingTimer = setInterval(() => {
+      if (!this.#sendRaw({ type: 'ping' })) return;
+      clearTimeout(this.pongTimer);
+      // No pong: the connection is dead without a close (sleep, network change). Start over.
+      this.pongTimer = setTimeout(() => this.socket?.close(4000, 'no pong'), PONG_TIMEOUT_MS);
+    }, PING_EVERY_MS);
+  }
+
+  #stopPing() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+  }
+
+  #setState(state, details = {}) {
+    this.state = state;
+    this.#emit('status', { state, ...details });
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  #onFrame(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (frame.type) {
+      case 'hello':
+        this.#onOpen(frame);
+        return;
+      case 'pong':
+        clearTimeout(this.pongTimer);
+        return;
+      case 'accepted':
+        this.outbox.delete(frame.id);
+        this.#emit('accepted', frame);
+        return;
+      case 'typing':
+        this.#emit('typing', frame);
+        return;
+      default:
+        if (frame.mid) this.#onDeliverable(frame);
+        else if (frame.type === 'error') this.#onError(frame);
+    }
+  }
+
+  /** Every frame with a `mid`: ack it (always, even a duplicate), hand it to the app once. */
+  #onDeliverable(frame) {
+    this.#queueAck(frame.mid);
+    if (this.seen.has(frame.mid)) return;
+    this.seen.add(frame.mid);
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value);
+    if (frame.type === 'error') this.#onError(frame);
+    else this.#emit(frame.type, frame);
+  }
+
+  #onError(frame) {
+    // A refused frame is final: resending the same frame would be refused again.
+    if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited') this.outbox.delete(frame.id);
+    this.#emit('rejected', frame);
+  }
+
+  #queueAck(mid) {
+    this.pendingAcks.add(mid);
+    if (!this.ackTimer) this.ackTimer = setTimeout(() => this.#flushAcks(), ACK_BATCH_MS);
+  }
+
+  #flushAcks() {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (this.pendingAcks.size === 0) return;
+    const mids = [...this.pendingAcks];
+    // Unsent acks stay pending; the frames come again on the next connect and are acked then.
+    if (this.#sendRaw({ type: 'ack', mids })) this.pendingAcks.clear();
+  }
+
+  /**
+   * Catch-up: pages through `GET /v1/messages` (what the user has not acked yet, oldest first),
+   * hands every new deliverable to the app, and acks them all. Returns how many were new.
+   */
+  async sync() {
+    let after = null;
+    let fresh = 0;
+    for (let page = 0; page < 50; page++) {
+      const query = new URLSearchParams({ limit: '100' });
+      if (after) query.set('after', after);
+      const { messages, next } = await this.rest('GET', `/v1/messages?${query}`);
+      const mids = [];
+      for (const frame of messages) {
+        if (!this.seen.has(frame.mid)) fresh++;
+        this.#onDeliverable(frame);
+        mids.push(frame.mid);
+      }
+      // Ack what we stored. Over the socket when it is up; otherwise over REST.
+      if (mids.length > 0 && !this.#sendRaw({ type: 'ack', mids })) await this.rest('POST', '/v1/send', { type: 'ack', mids });
+      for (const mid of mids) this.pendingAcks.delete(mid);
+      if (!next) break;
+      after = next;
+    }
+    return fresh;
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /**
+   * Sends a message; returns its `id` and `mid`. It stays in the outbox (and is sent again after
+   * a reconnect) until the server accepts it. `chat` is `direct` (to a user) or `group` (to a group).
+   */
+  send(to, body, chat = 'direct', id = newId()) {
+    const frame = { type: 'message', id, to, chat, body };
+    this.outbox.set(id, frame);
+    this.#sendRaw(frame);
+    return { id, mid: this.user ? `${this.user}:${id}` : null };
+  }
+
+  /** Tells `to` (the sender) that this user read these messages. Held until the socket is up. */
+  read(to, mids) {
+    if (mids.length === 0) return;
+    const frame = { type: 'read', to, mids };
+    // `read` has no `id` and is not answered with `accepted`: send it when we can, once.
+    if (!this.#sendRaw(frame)) this.pendingReads.push(frame);
+  }
+
+  /** Ephemeral: delivered only if the peer is online right now; never stored or retried. */
+  typing(to, chat = 'direct') {
+    this.#sendRaw({ type: 'typing', to, chat });
+  }
+
+  /** An asynchronous group operation over the socket (`create`, `add`, `remove`, `leave`, `rename`). */
+  groupOp(op, group, { name, members } = {}, id = newId()) {
+    const frame = { type: 'group', id, op, group, ...(name !== undefined && { name }), ...(members && { members }) };
+    this.outbox.set(id, frame);
+    this.#sendRaw(frame);
+    return id;
+  }
+
+  #flushOutbox() {
+    for (const frame of this.outbox.values()) if (!this.#sendRaw(frame)) return;
+    while (this.pendingReads.length > 0 && this.#sendRaw(this.pendingReads[0])) this.pendingReads.shift();
+  }
+
+  #sendRaw(frame) {
+    if (!this.socket || this.socket.readyState !== 1 || this.state !== 'online') {
+      return false;
+    }
+    this.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // ---------------------------------------------------------------- REST
+
+  /** A REST call as this user; throws a `ParleyError` on an error status. */
+  async rest(method, path, body) {
+    if (!this.token) this.token = await this.getToken();
+    const response = await fetch(`${this.restUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) throw await ParleyError.from(response);
+    return response.status === 204 ? undefined : response.json();
+  }
+
+  /** `POST /v1/groups`: creates a group now (the creator is member and admin); returns it. */
+  createGroup(name, members, id) {
+    return this.rest('POST', '/v1/groups', { ...(id && { id }), name, members });
+  }
+
+  async groups() {
+    return (await this.rest('GET', '/v1/groups')).groups;
+  }
+
+  group(id) {
+    return this.rest('GET', `/v1/groups/${encodeURIComponent(id)}`);
+  }
+
+  /** `GET /v1/presence`: `[{user, online, lastSeen}]`. */
+  async presence(users) {
+    if (users.length === 0) return [];
+    return (await this.rest('GET', `/v1/presence?users=${users.map(encodeURIComponent).join(',')}`)).presence;
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
