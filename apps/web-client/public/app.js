@@ -363,7 +363,7 @@ function renderChat() {
   box.dataset.key = conv.key;
 }
 
-const TICKS = { pending: '🕓', accepted: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠' };
+const TICKS = { pending: '…', accepted: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠' };
 function renderMessage(conv, msg) {
   if (msg.system) return el('li', { className: 'system', textContent: msg.text });
   const time = new Date(msg.sentAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });

@@ -1,0 +1,144 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { startFleet, Fleet } from '../../launcher/src/fleet';
+
+/**
+ * The web client in real headless Chromium (Debian's `chromium` package, driven by playwright-core)
+ * against the whole fleet: two users, two browser contexts (each its own localStorage), through
+ * the UI only.
+ *
+ * Without Chromium this suite fails loudly; `PARLEY_SKIP_BROWSER=1` skips it instead.
+ * `PARLEY_CHROMIUM` points at another Chromium binary; `PARLEY_SCREENSHOT=docs/screenshot.png`
+ * (relative to the repository root) saves the chat screenshot shown in the README.
+ */
+const CHROMIUM = process.env.PARLEY_CHROMIUM ?? '/usr/bin/chromium';
+const SKIP = process.env.PARLEY_SKIP_BROWSER === '1';
+const ROOT = path.join(__dirname, '..', '..', '..');
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const WAIT = { timeout: 15_000 };
+
+(SKIP ? describe.skip : describe)('web client in headless Chromium', () => {
+  let fleet: Fleet;
+  let browser: Browser;
+  let alice: BrowserContext;
+  let bob: BrowserContext;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium), set PARLEY_CHROMIUM, or set PARLEY_SKIP_BROWSER=1 to skip this suite`);
+    }
+    const { chromium } = await import('playwright-core');
+    [fleet, browser] = await Promise.all([
+      startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 1000, maxAttempts: 2, fastConsumers: true }),
+      chromium.launch({ executablePath: CHROMIUM, args: ARGS }),
+    ]);
+    alice = await browser.newContext({ viewport: { width: 1100, height: 680 } });
+    bob = await browser.newContext({ viewport: { width: 1100, height: 680 } });
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await fleet?.stop();
+  });
+
+  afterEach(() => expect(pageErrors).toEqual([]));
+
+  async function signIn(context: BrowserContext, user: string): Promise<Page> {
+    const page = await context.newPage();
+    page.on('pageerror', (err) => pageErrors.push(`${user}: ${err.message}`));
+    await page.goto(`${fleet.urls.rest}/?presenceMs=500`);
+    await page.fill('#login-user', user);
+    await page.click('#login-form button');
+    await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
+    return page;
+  }
+
+  async function send(page: Page, text: string) {
+    await page.fill('#composer-input', text);
+    await page.press('#composer-input', 'Enter');
+  }
+
+  const ticks = (page: Page, text: string, status: string) =>
+    page.locator('.msg.mine', { hasText: text }).locator(`.ticks[data-status="${status}"]`).waitFor(WAIT);
+  const received = (page: Page, text: string) => page.locator('.msg:not(.mine)', { hasText: text }).waitFor(WAIT);
+
+  it('sends and receives 1:1 with ticks, typing and presence, a group message, and catches up after being offline', async () => {
+    // Alice writes to Bob before Bob ever signed in: accepted (✓), stored for him.
+    const a = await signIn(alice, 'alice');
+    expect(await a.evaluate(() => fetch('config.json').then((r) => r.json()))).toEqual({ wsUrl: fleet.urls.ws });
+    await a.fill('#new-chat-user', 'bob');
+    await a.press('#new-chat-user', 'Enter');
+    await send(a, 'Hi Bob! Are you around?');
+    await ticks(a, 'Hi Bob!', 'accepted');
+    expect(await a.getAttribute('#chat-sub', 'data-online')).toBe('false');
+
+    // Bob signs in: the message arrives (✓✓ delivered for Alice), unread until he opens it (blue ✓✓).
+    let b = await signIn(bob, 'bob');
+    await b.locator('.conv[data-key="direct:alice"] .badge', { hasText: '1' }).waitFor(WAIT);
+    await ticks(a, 'Hi Bob!', 'delivered');
+    expect(await a.locator('.msg.mine .ticks').getAttribute('data-status')).toBe('delivered'); // not read yet
+    await b.click('.conv[data-key="direct:alice"]');
+    await received(b, 'Hi Bob! Are you around?');
+    await ticks(a, 'Hi Bob!', 'read');
+    await a.locator('#chat-sub[data-online="true"]').waitFor(WAIT); // presence dot (polled)
+
+    // Typing indicator, then Bob's reply, read at once since Alice has the chat open.
+    await b.type('#composer-input', 'Yes');
+    await a.locator('#typing', { hasText: 'bob is typing' }).waitFor(WAIT);
+    await b.fill('#composer-input', 'Yes! Just got here, what is up?');
+    await b.press('#composer-input', 'Enter');
+    await received(a, 'Just got here');
+    await ticks(b, 'Just got here', 'read');
+
+    // The socket drops: the client reconnects with backoff and goes on.
+    await a.evaluate(() => (window as unknown as { parley: { client: { socket: { close(code: number): void } } } }).parley.client.socket.close(4000));
+    await a.locator('#conn-status[data-state="online"]').waitFor(WAIT);
+
+    // A group: Alice creates it (REST), Bob sees it appear and gets the message.
+    await a.click('#new-group summary');
+    await a.fill('#group-name', 'Weekend trip');
+    await a.fill('#group-members', 'bob, carol');
+    await a.click('#new-group-form button');
+    await a.locator('#chat-sub', { hasText: 'bob' }).waitFor(WAIT);
+    await send(a, 'Hello team, who is in for Saturday?');
+    await ticks(a, 'Hello team', 'accepted');
+    const group = b.locator('.conv', { hasText: 'Weekend trip' });
+    await group.waitFor(WAIT);
+    await group.click();
+    await b.locator('.msg:not(.mine)', { hasText: 'Hello team' }).locator('.from', { hasText: 'alice' }).waitFor(WAIT);
+    await send(b, 'Count me in!');
+    await received(a, 'Count me in!');
+
+    // Bob closes his tab; Alice writes; it stays accepted while he is away.
+    await b.close();
+    await a.click('.conv[data-key="direct:bob"]');
+    await send(a, 'See you at 9 at the station');
+    await ticks(a, 'See you at 9', 'accepted');
+    await a.waitForTimeout(1500);
+    expect(await a.locator('.msg.mine', { hasText: 'See you at 9' }).locator('.ticks').getAttribute('data-status')).toBe('accepted');
+
+    // Bob comes back in a new tab: his history is there, he catches up (GET /v1/messages) and acks.
+    const syncCall = bob.waitForEvent('response', { predicate: (r) => r.url().includes('/v1/messages'), ...WAIT });
+    b = await signIn(bob, 'bob');
+    expect((await syncCall).status()).toBe(200);
+    await b.locator('.conv[data-key="direct:alice"] .badge', { hasText: '1' }).waitFor(WAIT);
+    await ticks(a, 'See you at 9', 'delivered');
+    await b.click('.conv[data-key="direct:alice"]');
+    await received(b, 'Hi Bob! Are you around?'); // from local storage
+    await received(b, 'See you at 9 at the station'); // caught up
+    await ticks(a, 'See you at 9', 'read');
+    expect(await b.locator('.msg').count()).toBe(3); // each message once (dedup by mid)
+
+    if (process.env.PARLEY_SCREENSHOT) {
+      const file = path.resolve(ROOT, process.env.PARLEY_SCREENSHOT);
+      mkdirSync(path.dirname(file), { recursive: true });
+      await a.locator('#chat-sub[data-online="true"]').waitFor(WAIT);
+      await b.fill('#composer-input', 'Great, I will bring the map'); // a typing indicator in the picture
+      await a.locator('#typing', { hasText: 'bob is typing' }).waitFor(WAIT);
+      await a.setViewportSize({ width: 1000, height: 520 });
+      await a.screenshot({ path: file });
+    }
+  }, 60_000);
+});
