@@ -1,1 +1,6 @@
-module.exports = { ...require('../../jest.preset.js'), displayName: 'web-client', rootDir: __dirname, testTimeout: 90000 };
+module.exports = {
+  ...require('../../jest.preset.js'),
+  displayName: 'web-client',
+  rootDir: __dirname,
+  testTimeout: 90000,
+};

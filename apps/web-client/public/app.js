@@ -91,7 +91,12 @@ function raise(msg, status) {
 function onMessage(frame) {
   const mine = frame.from === state.me;
   const key = frame.chat === 'group' ? groupKey(frame.to) : directKey(mine ? frame.to : frame.from);
-  const conv = conversation(key, frame.chat === 'group' ? { chat: 'group', id: frame.to, name: frame.to } : { chat: 'direct', id: key.slice(7), name: key.slice(7) });
+  const conv = conversation(
+    key,
+    frame.chat === 'group'
+      ? { chat: 'group', id: frame.to, name: frame.to }
+      : { chat: 'direct', id: key.slice(7), name: key.slice(7) },
+  );
   if (conv.chat === 'group' && !conv.members) void refreshGroup(conv.id);
   const added = addMessage(key, {
     mid: frame.mid,
@@ -119,7 +124,8 @@ function onReceipt(frame) {
     if (frame.status === 'read') msg.deliveredBy = [...new Set([...(msg.deliveredBy ?? []), frame.by])];
     // 1:1: one peer. Groups: every other member (as far as we know them).
     const conv = state.store.convs[key];
-    const others = conv.chat === 'group' && conv.members ? conv.members.filter((m) => m !== state.me) : [frame.by];
+    const others =
+      conv.chat === 'group' && conv.members ? conv.members.filter((m) => m !== state.me) : [frame.by];
     if (others.every((m) => (msg.deliveredBy ?? []).includes(m))) raise(msg, 'delivered');
     if (others.every((m) => (msg.readBy ?? []).includes(m))) raise(msg, 'read');
   }
@@ -139,16 +145,21 @@ function onAccepted({ id, mid }) {
 }
 
 async function onGroup(frame) {
-  const conv = conversation(groupKey(frame.group), { chat: 'group', id: frame.group, name: frame.name ?? frame.group });
+  const conv = conversation(groupKey(frame.group), {
+    chat: 'group',
+    id: frame.group,
+    name: frame.name ?? frame.group,
+  });
   if (frame.name) conv.name = frame.name;
   const who = frame.by === state.me ? 'You' : frame.by;
-  const what = {
-    create: `${who} created “${frame.name ?? frame.group}”`,
-    add: `${who} added ${(frame.members ?? []).join(', ')}`,
-    remove: `${who} removed ${(frame.members ?? []).join(', ')}`,
-    leave: `${who} left`,
-    rename: `${who} renamed the group to “${frame.name}”`,
-  }[frame.op] ?? `${who}: ${frame.op}`;
+  const what =
+    {
+      create: `${who} created “${frame.name ?? frame.group}”`,
+      add: `${who} added ${(frame.members ?? []).join(', ')}`,
+      remove: `${who} removed ${(frame.members ?? []).join(', ')}`,
+      leave: `${who} left`,
+      rename: `${who} renamed the group to “${frame.name}”`,
+    }[frame.op] ?? `${who}: ${frame.op}`;
   addMessage(conv.key, { mid: frame.mid, system: true, text: what, sentAt: frame.at ?? Date.now() });
   changed();
   await refreshGroup(frame.group);
@@ -189,7 +200,8 @@ function onRejected(frame) {
 
 async function signIn(user) {
   const config = await (await fetch('config.json')).json();
-  const deviceId = sessionStorage.getItem('parley:device') ?? `web-${Math.random().toString(36).slice(2, 10)}`;
+  const deviceId =
+    sessionStorage.getItem('parley:device') ?? `web-${Math.random().toString(36).slice(2, 10)}`;
   sessionStorage.setItem('parley:device', deviceId);
   const token = await devToken('', user); // fails early on a bad name or outside dev mode
   let first = token;
@@ -222,10 +234,17 @@ async function signIn(user) {
   $('app').hidden = false;
   $('me').textContent = user;
   paintAvatar($('me-avatar'), user);
-  client.groups().then((groups) => {
-    for (const g of groups) Object.assign(conversation(groupKey(g.id), { chat: 'group', id: g.id }), { name: g.name, members: g.members });
-    changed();
-  }, () => undefined);
+  client.groups().then(
+    (groups) => {
+      for (const g of groups)
+        Object.assign(conversation(groupKey(g.id), { chat: 'group', id: g.id }), {
+          name: g.name,
+          members: g.members,
+        });
+      changed();
+    },
+    () => undefined,
+  );
   state.presenceTimer = setInterval(pollPresence, PRESENCE_EVERY_MS);
   void pollPresence();
   changed();
@@ -253,7 +272,16 @@ function sendText(text) {
   const conv = state.store.convs[state.open];
   if (!conv || !text.trim()) return;
   const { id, mid } = state.client.send(conv.id, { text }, conv.chat);
-  addMessage(conv.key, { id, mid, from: state.me, text, sentAt: Date.now(), mine: true, status: 'pending', readSent: true });
+  addMessage(conv.key, {
+    id,
+    mid,
+    from: state.me,
+    text,
+    sentAt: Date.now(),
+    mine: true,
+    status: 'pending',
+    readSent: true,
+  });
   changed();
 }
 
@@ -277,7 +305,8 @@ async function pollPresence() {
   const open = state.store.convs[state.open];
   if (open?.chat === 'group') for (const m of open.members ?? []) if (m !== state.me) users.add(m);
   try {
-    for (const p of await state.client.presence([...users].slice(0, 100))) state.presence.set(p.user, p.online);
+    for (const p of await state.client.presence([...users].slice(0, 100)))
+      state.presence.set(p.user, p.online);
     changed();
   } catch {
     /* next time */
@@ -317,16 +346,36 @@ function renderConversations() {
       const messages = state.store.messages[conv.key];
       const last = messages[messages.length - 1];
       const typing = state.typing.get(conv.key);
-      const avatar = paintAvatar(el('span', { className: 'avatar' }), conv.name ?? conv.id, conv.chat === 'group');
+      const avatar = paintAvatar(
+        el('span', { className: 'avatar' }),
+        conv.name ?? conv.id,
+        conv.chat === 'group',
+      );
       if (conv.chat === 'direct') avatar.append(presenceDot(conv.id));
-      const preview = typing && typing.until > Date.now()
-        ? el('div', { className: 'conv-last typing-now', textContent: 'typing…' })
-        : el('div', { className: 'conv-last', textContent: last ? `${last.mine ? 'You: ' : conv.chat === 'group' && last.from ? `${last.from}: ` : ''}${last.text}` : conv.chat === 'group' ? `${(conv.members ?? []).length} members` : '' });
+      const preview =
+        typing && typing.until > Date.now()
+          ? el('div', { className: 'conv-last typing-now', textContent: 'typing…' })
+          : el('div', {
+              className: 'conv-last',
+              textContent: last
+                ? `${last.mine ? 'You: ' : conv.chat === 'group' && last.from ? `${last.from}: ` : ''}${last.text}`
+                : conv.chat === 'group'
+                  ? `${(conv.members ?? []).length} members`
+                  : '',
+            });
       const item = el(
         'li',
-        { className: `conv${conv.key === state.open ? ' active' : ''}`, onclick: () => openConversation(conv.key) },
+        {
+          className: `conv${conv.key === state.open ? ' active' : ''}`,
+          onclick: () => openConversation(conv.key),
+        },
         avatar,
-        el('div', { className: 'conv-main' }, el('div', { className: 'conv-name', textContent: conv.name ?? conv.id }), preview),
+        el(
+          'div',
+          { className: 'conv-main' },
+          el('div', { className: 'conv-name', textContent: conv.name ?? conv.id }),
+          preview,
+        ),
         conv.unread > 0 ? el('span', { className: 'badge', textContent: String(conv.unread) }) : null,
       );
       item.dataset.key = conv.key;
@@ -350,7 +399,11 @@ function renderChat() {
     sub.replaceChildren(state.presence.get(conv.id) ? 'online' : 'offline');
     sub.dataset.online = String(state.presence.get(conv.id) === true);
   } else {
-    sub.replaceChildren(conv.left ? 'you are not a member' : (conv.members ?? []).map((m) => (m === state.me ? 'you' : m)).join(', '));
+    sub.replaceChildren(
+      conv.left
+        ? 'you are not a member'
+        : (conv.members ?? []).map((m) => (m === state.me ? 'you' : m)).join(', '),
+    );
     delete sub.dataset.online;
   }
   const typing = state.typing.get(conv.key);
@@ -387,7 +440,8 @@ function renderMessage(conv, msg) {
 function renderStatus({ state: s, retryInMs }) {
   const node = $('conn-status');
   node.dataset.state = s;
-  node.textContent = s === 'offline' && retryInMs !== undefined ? `offline, retry in ${Math.ceil(retryInMs / 1000)}s` : s;
+  node.textContent =
+    s === 'offline' && retryInMs !== undefined ? `offline, retry in ${Math.ceil(retryInMs / 1000)}s` : s;
   if (s === 'online') changed(); // read receipts held while offline
 }
 
@@ -433,10 +487,15 @@ $('new-chat-form').addEventListener('submit', (event) => {
 $('new-group-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const name = $('group-name').value.trim();
-  const members = $('group-members').value.split(/[\s,]+/).filter(Boolean);
+  const members = $('group-members')
+    .value.split(/[\s,]+/)
+    .filter(Boolean);
   try {
     const group = await state.client.createGroup(name, members);
-    Object.assign(conversation(groupKey(group.id), { chat: 'group', id: group.id }), { name: group.name, members: group.members });
+    Object.assign(conversation(groupKey(group.id), { chat: 'group', id: group.id }), {
+      name: group.name,
+      members: group.members,
+    });
     $('group-name').value = '';
     $('group-members').value = '';
     $('new-group').open = false;

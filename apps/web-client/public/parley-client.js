@@ -56,7 +56,11 @@ export class ParleyError extends Error {
 
   static async from(response) {
     const body = await response.json().catch(() => ({}));
-    return new ParleyError(response.status, body.error?.code ?? 'http_error', body.error?.message ?? response.statusText);
+    return new ParleyError(
+      response.status,
+      body.error?.code ?? 'http_error',
+      body.error?.message ?? response.statusText,
+    );
   }
 }
 
@@ -160,7 +164,9 @@ export class ParleyClient extends EventTarget {
     this.#startPing();
     this.#flushOutbox();
     // Catch up on what arrived while we were away. The socket redelivers too; dedup covers it.
-    this.sync().catch((err) => this.#emit('rejected', { code: err.code ?? 'sync_failed', message: String(err.message ?? err) }));
+    this.sync().catch((err) =>
+      this.#emit('rejected', { code: err.code ?? 'sync_failed', message: String(err.message ?? err) }),
+    );
   }
 
   #startPing() {
@@ -224,7 +230,8 @@ export class ParleyClient extends EventTarget {
 
   #onError(frame) {
     // A refused frame is final: resending the same frame would be refused again.
-    if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited') this.outbox.delete(frame.id);
+    if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited')
+      this.outbox.delete(frame.id);
     this.#emit('rejected', frame);
   }
 
@@ -260,7 +267,8 @@ export class ParleyClient extends EventTarget {
         mids.push(frame.mid);
       }
       // Ack what we stored. Over the socket when it is up; otherwise over REST.
-      if (mids.length > 0 && !this.#sendRaw({ type: 'ack', mids })) await this.rest('POST', '/v1/send', { type: 'ack', mids });
+      if (mids.length > 0 && !this.#sendRaw({ type: 'ack', mids }))
+        await this.rest('POST', '/v1/send', { type: 'ack', mids });
       for (const mid of mids) this.pendingAcks.delete(mid);
       if (!next) break;
       after = next;
@@ -296,7 +304,14 @@ export class ParleyClient extends EventTarget {
 
   /** An asynchronous group operation over the socket (`create`, `add`, `remove`, `leave`, `rename`). */
   groupOp(op, group, { name, members } = {}, id = newId()) {
-    const frame = { type: 'group', id, op, group, ...(name !== undefined && { name }), ...(members && { members }) };
+    const frame = {
+      type: 'group',
+      id,
+      op,
+      group,
+      ...(name !== undefined && { name }),
+      ...(members && { members }),
+    };
     this.outbox.set(id, frame);
     this.#sendRaw(frame);
     return id;
@@ -322,7 +337,10 @@ export class ParleyClient extends EventTarget {
     if (!this.token) this.token = await this.getToken();
     const response = await fetch(`${this.restUrl}${path}`, {
       method,
-      headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body !== undefined && { 'content-type': 'application/json' }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (!response.ok) throw await ParleyError.from(response);

@@ -15,7 +15,16 @@ import { startFleet, Fleet } from '../../launcher/src/fleet';
 const CHROMIUM = process.env.PARLEY_CHROMIUM ?? '/usr/bin/chromium';
 const SKIP = process.env.PARLEY_SKIP_BROWSER === '1';
 const ROOT = path.join(__dirname, '..', '..', '..');
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const WAIT = { timeout: 15_000 };
 
 (SKIP ? describe.skip : describe)('web client in headless Chromium', () => {
@@ -27,11 +36,19 @@ const WAIT = { timeout: 15_000 };
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium), set PARLEY_CHROMIUM, or set PARLEY_SKIP_BROWSER=1 to skip this suite`);
+      throw new Error(
+        `Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium), set PARLEY_CHROMIUM, or set PARLEY_SKIP_BROWSER=1 to skip this suite`,
+      );
     }
     const { chromium } = await import('playwright-core');
     [fleet, browser] = await Promise.all([
-      startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 1000, maxAttempts: 2, fastConsumers: true }),
+      startFleet({
+        ports: 'random',
+        logLevel: 'warn',
+        ackTimeoutMs: 1000,
+        maxAttempts: 2,
+        fastConsumers: true,
+      }),
       chromium.launch({ executablePath: CHROMIUM, args: ARGS }),
     ]);
     alice = await browser.newContext({ viewport: { width: 1100, height: 680 } });
@@ -62,12 +79,15 @@ const WAIT = { timeout: 15_000 };
 
   const ticks = (page: Page, text: string, status: string) =>
     page.locator('.msg.mine', { hasText: text }).locator(`.ticks[data-status="${status}"]`).waitFor(WAIT);
-  const received = (page: Page, text: string) => page.locator('.msg:not(.mine)', { hasText: text }).waitFor(WAIT);
+  const received = (page: Page, text: string) =>
+    page.locator('.msg:not(.mine)', { hasText: text }).waitFor(WAIT);
 
   it('sends and receives 1:1 with ticks, typing and presence, a group message, and catches up after being offline', async () => {
     // Alice writes to Bob before Bob ever signed in: accepted (✓), stored for him.
     const a = await signIn(alice, 'alice');
-    expect(await a.evaluate(() => fetch('config.json').then((r) => r.json()))).toEqual({ wsUrl: fleet.urls.ws });
+    expect(await a.evaluate(() => fetch('config.json').then((r) => r.json()))).toEqual({
+      wsUrl: fleet.urls.ws,
+    });
     await a.fill('#new-chat-user', 'bob');
     await a.press('#new-chat-user', 'Enter');
     await send(a, 'Hi Bob! Are you around?');
@@ -93,7 +113,11 @@ const WAIT = { timeout: 15_000 };
     await ticks(b, 'Just got here', 'read');
 
     // The socket drops: the client reconnects with backoff and goes on.
-    await a.evaluate(() => (window as unknown as { parley: { client: { socket: { close(code: number): void } } } }).parley.client.socket.close(4000));
+    await a.evaluate(() =>
+      (
+        globalThis as unknown as { parley: { client: { socket: { close(code: number): void } } } }
+      ).parley.client.socket.close(4000),
+    );
     await a.locator('#conn-status[data-state="online"]').waitFor(WAIT);
 
     // A group: Alice creates it (REST), Bob sees it appear and gets the message.
@@ -107,7 +131,10 @@ const WAIT = { timeout: 15_000 };
     const group = b.locator('.conv', { hasText: 'Weekend trip' });
     await group.waitFor(WAIT);
     await group.click();
-    await b.locator('.msg:not(.mine)', { hasText: 'Hello team' }).locator('.from', { hasText: 'alice' }).waitFor(WAIT);
+    await b
+      .locator('.msg:not(.mine)', { hasText: 'Hello team' })
+      .locator('.from', { hasText: 'alice' })
+      .waitFor(WAIT);
     await send(b, 'Count me in!');
     await received(a, 'Count me in!');
 
@@ -117,10 +144,15 @@ const WAIT = { timeout: 15_000 };
     await send(a, 'See you at 9 at the station');
     await ticks(a, 'See you at 9', 'accepted');
     await a.waitForTimeout(1500);
-    expect(await a.locator('.msg.mine', { hasText: 'See you at 9' }).locator('.ticks').getAttribute('data-status')).toBe('accepted');
+    expect(
+      await a.locator('.msg.mine', { hasText: 'See you at 9' }).locator('.ticks').getAttribute('data-status'),
+    ).toBe('accepted');
 
     // Bob comes back in a new tab: his history is there, he catches up (GET /v1/messages) and acks.
-    const syncCall = bob.waitForEvent('response', { predicate: (r) => r.url().includes('/v1/messages'), ...WAIT });
+    const syncCall = bob.waitForEvent('response', {
+      predicate: (r) => r.url().includes('/v1/messages'),
+      ...WAIT,
+    });
     b = await signIn(bob, 'bob');
     expect((await syncCall).status()).toBe(200);
     await b.locator('.conv[data-key="direct:alice"] .badge', { hasText: '1' }).waitFor(WAIT);

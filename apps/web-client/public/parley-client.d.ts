@@ -1,0 +1,53 @@
+// Types for parley-client.js (for TypeScript users of the reference client, and the repo's tests).
+
+export declare function devToken(restUrl: string, user: string): Promise<string>;
+export declare function newId(): string;
+
+export declare class ParleyError extends Error {
+  status: number;
+  code: string;
+  constructor(status: number, code: string, message: string);
+  static from(response: Response): Promise<ParleyError>;
+}
+
+export interface ParleyClientOptions {
+  /** The rest-gateway origin ('' = the page's own). */
+  restUrl?: string;
+  /** The ws-gateway URL, e.g. `ws://localhost:8080/v1/ws`. */
+  wsUrl: string;
+  /** A JWT whose `sub` is the user; called on every connect. */
+  getToken: () => Promise<string>;
+  deviceId?: string;
+  /** A WebSocket implementation (Node: the `ws` package). */
+  WebSocket?: unknown;
+}
+
+export type ConnectionState = 'connecting' | 'online' | 'offline';
+type Json = Record<string, unknown>;
+
+export declare class ParleyClient extends EventTarget {
+  constructor(options: ParleyClientOptions);
+  readonly user: string | null;
+  readonly state: ConnectionState;
+  /** The open socket, if any (tests close it to simulate a drop). */
+  readonly socket: { close(code?: number, reason?: string): void; readyState: number } | null;
+  /** Frames sent but not yet accepted, by client id. */
+  readonly outbox: Map<string, Json>;
+  start(): void;
+  close(): void;
+  sync(): Promise<number>;
+  send(to: string, body: unknown, chat?: 'direct' | 'group', id?: string): { id: string; mid: string | null };
+  read(to: string, mids: string[]): void;
+  typing(to: string, chat?: 'direct' | 'group'): void;
+  groupOp(
+    op: 'create' | 'add' | 'remove' | 'leave' | 'rename',
+    group: string,
+    args?: { name?: string; members?: string[] },
+    id?: string,
+  ): string;
+  rest<T = Json>(method: string, path: string, body?: unknown): Promise<T>;
+  createGroup(name: string, members: string[], id?: string): Promise<Json>;
+  groups(): Promise<Json[]>;
+  group(id: string): Promise<Json>;
+  presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen?: number }>>;
+}
