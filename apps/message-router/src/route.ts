@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import {
   DeliveryTopicEvent,
   GroupTopicEvent,
   InboundEvent,
-  serverMid,
+  receiptMid,
   userMid,
 } from '@parley/contracts';
 
@@ -41,7 +40,7 @@ export function route(inbound: InboundEvent, into: Routed = { delivery: [], grou
         v: 1,
         kind: 'deliver',
         to: frame.to,
-        frame: { type: 'receipt', mid: readReceiptMid(from, frame.mids), status: 'read', mids: frame.mids, by: from, at: sentAt },
+        frame: { type: 'receipt', mid: receiptMid('read', from, frame.mids), status: 'read', mids: frame.mids, by: from, at: sentAt },
       });
       break;
     case 'typing':
@@ -56,9 +55,4 @@ export function route(inbound: InboundEvent, into: Routed = { delivery: [], grou
       break;
   }
   return into;
-}
-
-/** Deterministic, so a replayed read frame is the same receipt (and deduplicated as such). */
-export function readReceiptMid(by: string, mids: string[]): string {
-  return serverMid('read', by, createHash('sha256').update(mids.join('\n')).digest('base64url').slice(0, 22));
 }

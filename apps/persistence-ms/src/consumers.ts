@@ -35,7 +35,7 @@ export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics)
 /** A device connected: hand its user's stored deliverables back to delivery, oldest first. */
 export function connectionHandler(store: OfflineStore, bus: EventBus, metrics: PersistenceMetrics, replayMax: number) {
   return async (batch: Envelope<ConnectionTopicEvent>[]): Promise<void> => {
-    const users = new Set(batch.filter(({ event }) => event.kind === 'connection-up').map(({ event }) => event.user));
+    const users = new Set(batch.flatMap(({ event }) => (event.kind === 'connection-up' ? [event.user] : [])));
     for (const user of users) {
       metrics.replayed.inc(await replayPending(store, bus, user, replayMax));
     }

@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import { connectKafkaBus } from '@parley/kafka';
 import { openDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
@@ -6,8 +5,6 @@ import { createPersistenceService, DAY_MS, PersistenceConfig } from './app';
 import { createSqlOfflineStore } from './sql-store';
 
 void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {
-  // PGlite creates its data directory but not the parents (.data/pglite/<service>).
-  if (!config.DATABASE_URL) mkdirSync(config.PGLITE_DATA_DIR, { recursive: true });
   const db = await openDatabase(config);
   runtime.closer.add('database', () => db.close());
   runtime.readiness.register('database', () => db.ping());

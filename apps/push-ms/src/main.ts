@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import { connectKafkaBus } from '@parley/kafka';
 import { openDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
@@ -8,8 +7,6 @@ import { createFcmProvider, fcmOptionsFromServiceAccount } from './fcm-provider'
 import { createLogPushProvider } from './log-provider';
 
 void runMain('push-ms', PushConfig, async (config, runtime) => {
-  // PGlite creates its data directory but not the parents (.data/pglite/<service>).
-  if (!config.DATABASE_URL) mkdirSync(config.PGLITE_DATA_DIR, { recursive: true });
   const db = await openDatabase(config);
   runtime.closer.add('database', () => db.close());
   runtime.readiness.register('database', () => db.ping());

@@ -75,10 +75,21 @@ const ConnectionProps = {
 };
 export const ConnectionUpEvent = event('connection-up', ConnectionProps, 'A device connected to a gateway');
 export const ConnectionDownEvent = event('connection-down', ConnectionProps, 'A device disconnected');
-export const ConnectionTopicEvent = Type.Union([ConnectionUpEvent, ConnectionDownEvent]);
+export const GatewayHeartbeatEvent = event(
+  'gateway-heartbeat',
+  {
+    gateway: Type.String(),
+    gatewayUrl: Type.String(),
+    connections: Type.Integer({ minimum: 0 }),
+    at: Timestamp,
+  },
+  'A gateway instance is alive; connections of a gateway that stops beating expire',
+);
+export const ConnectionTopicEvent = Type.Union([ConnectionUpEvent, ConnectionDownEvent, GatewayHeartbeatEvent]);
 export type ConnectionUpEvent = Static<typeof ConnectionUpEvent>;
 export type ConnectionDownEvent = Static<typeof ConnectionDownEvent>;
-export type ConnectionTopicEvent = ConnectionUpEvent | ConnectionDownEvent;
+export type GatewayHeartbeatEvent = Static<typeof GatewayHeartbeatEvent>;
+export type ConnectionTopicEvent = ConnectionUpEvent | ConnectionDownEvent | GatewayHeartbeatEvent;
 
 export const GroupMessageEvent = event(
   'group-message',

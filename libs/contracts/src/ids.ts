@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 
 export const USER_ID_PATTERN = '^[A-Za-z0-9_.-]{1,64}$';
@@ -28,4 +29,17 @@ export function userMid(from: string, id: string): string {
  */
 export function serverMid(kind: string, ...parts: string[]): string {
   return `~${kind}:${parts.join(':')}`;
+}
+
+/** The mid of a `delivered` or `read` receipt: deterministic, so a replayed ack or read is one receipt. */
+export function receiptMid(status: 'delivered' | 'read', by: string, mids: string[]): string {
+  const digest = createHash('sha256').update(mids.join('\n')).digest('base64url').slice(0, 22);
+  return serverMid(status === 'read' ? 'read' : 'dlv', by, digest);
+}
+
+/** The sender of a user mid (`<from>:<id>`); undefined for server-originated mids. */
+export function senderOfMid(mid: string): string | undefined {
+  if (mid.startsWith('~')) return undefined;
+  const colon = mid.indexOf(':');
+  return colon > 0 ? mid.slice(0, colon) : undefined;
 }

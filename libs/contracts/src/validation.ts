@@ -27,7 +27,7 @@ export interface Validator<T> {
 
 /** Compile a schema into a validator whose errors read `field: reason`. */
 export function compile<S extends TSchema>(schema: S, ajv: Ajv = defaultAjv): Validator<Static<S>> {
-  const check: ValidateFunction = ajv.compile(stripIds(schema));
+  const check: ValidateFunction = ajv.compile(withoutIds(schema));
   return (input) =>
     check(input) ? { ok: true, value: input as Static<S> } : { ok: false, errors: formatErrors(check.errors ?? []) };
 }
@@ -35,8 +35,11 @@ export function compile<S extends TSchema>(schema: S, ajv: Ajv = defaultAjv): Va
 // Holds compiled code only; validators are pure functions, so sharing the compiler is safe.
 const defaultAjv = createAjv();
 
-/** Nested `$id`s would register schemas globally in Ajv; compile each schema self-contained instead. */
-function stripIds<S extends TSchema>(schema: S): S {
+/**
+ * The schema without `$id`s: nested ids would register schemas globally in an Ajv instance (and
+ * clash when compiled twice), so every consumer compiles self-contained copies.
+ */
+export function withoutIds<S extends TSchema>(schema: S): S {
   return JSON.parse(JSON.stringify(schema), (key, value) => (key === '$id' ? undefined : value));
 }
 

@@ -6,3 +6,4 @@ export * from './memory-bus';
 export * from './retry';
 export * from './topics';
 export * from './wire';
+export * from './broker';

@@ -49,6 +49,8 @@ function logKafka(logger: Logger, { level, log }: LogEntry) {
   const fields = { kafka: extra };
   // kafkajs reports an ordinary rebalance (REBALANCE_IN_PROGRESS) at ERROR; it is not one.
   if (level === logLevel.ERROR && /rebalanc/i.test(JSON.stringify(extra))) return logger.info(fields, message);
+  // Bounded producer retries are deliberate: a gateway must answer `unavailable`, not hang.
+  if (/Limiting retries for the idempotent producer/.test(message)) return logger.debug(fields, message);
   if (level === logLevel.ERROR) return logger.error(fields, message);
   if (level === logLevel.WARN) return logger.warn(fields, message);
   return logger.debug(fields, message);

@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { Type, TProperties } from '@sinclair/typebox';
 import { SqlDatabase } from './database';
 import { createPgDatabase } from './pg-database';
@@ -20,5 +21,7 @@ export function openDatabase(settings: DatabaseSettings): Promise<SqlDatabase> {
   if (settings.DATABASE_URL) {
     return Promise.resolve(createPgDatabase({ connectionString: settings.DATABASE_URL, max: settings.DATABASE_POOL_SIZE }));
   }
-  return createPgliteDatabase(settings.PGLITE_DATA_DIR);
+  // PGlite creates its data directory but not the parents.
+  if (settings.PGLITE_DATA_DIR) mkdirSync(settings.PGLITE_DATA_DIR, { recursive: true });
+  return createPgliteDatabase(settings.PGLITE_DATA_DIR || undefined);
 }

@@ -44,7 +44,7 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     trustProxy: options.trustProxy ?? false,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false, strict: false } },
     schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
     forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
@@ -110,8 +110,10 @@ function describeFastifyError(error: FastifyError): string {
 }
 
 function observeRequests(app: HttpServer, registry: Registry) {
-  const duration = new Histogram({
-    name: 'parley_http_request_duration_seconds',
+  const name = 'parley_http_request_duration_seconds';
+  // A service with two servers (public and internal) shares one histogram.
+  const duration = (registry.getSingleMetric(name) as Histogram | undefined) ?? new Histogram({
+    name,
     help: 'HTTP request duration by route and status',
     labelNames: ['method', 'route', 'status'],
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],

@@ -1,0 +1,125 @@
+import { randomUUID } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
+import { Counter } from 'prom-client';
+import { DeliverEvent, GroupChangedEvent, GroupCommandEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
+import { DatabaseConfig } from '@parley/postgres';
+import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service } from '@parley/service-kit';
+import { BatchPublisher } from './batch-publisher';
+import { fanOutMessage, fanOutTyping, notMemberError } from './fanout';
+import { Membership, MembershipReader } from './membership';
+import { MembershipCache } from './membership-cache';
+
+export const GroupMessageRouterConfig = Type.Object({
+  ...CommonConfig,
+  ...KafkaSettingsSchema,
+  ...DatabaseConfig,
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9102, description: 'Probes and metrics' }),
+  MEMBERSHIP_CACHE_TTL_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'How long a cached member list is trusted without a change event' }),
+  MEMBERSHIP_CACHE_MAX_GROUPS: Type.Integer({ minimum: 1, default: 10_000, description: 'Groups kept in the membership cache' }),
+  DELIVERY_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 2000, default: 500, description: 'Deliverables per publish call during fan-out' }),
+});
+
+export interface GroupMessageRouterDeps extends Omit<Runtime, 'closer'> {
+  bus: EventBus;
+  /** Read-only membership (group-ms's tables); cached here. */
+  membership: MembershipReader;
+  port: number;
+  host?: string;
+  cacheTtlMs?: number;
+  cacheMaxGroups?: number;
+  deliveryBatchSize?: number;
+  /** Consumer group for the group topic; `group-message-router` by default. */
+  groupId?: string;
+  /** Consumer group for change events: one per instance, since every instance's cache needs them all. */
+  changesGroupId?: string;
+}
+
+export interface GroupMessageRouter extends Service {
+  http: HttpServer;
+  cache: MembershipCache;
+}
+
+/**
+ * Consumes the group topic: group messages are checked against membership and fanned out as one
+ * deliverable per member except the sender; group typing goes to the other members as ephemeral
+ * notices; group commands are forwarded unchanged to group-ms. At-least-once; the fan-out is
+ * deterministic (mid `<from>:<id>`), so a replay repeats the same deliverables.
+ */
+export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMessageRouter {
+  const http = buildHttpServer(deps);
+  const cache = new MembershipCache(deps.membership, { ttlMs: deps.cacheTtlMs ?? 30_000, maxGroups: deps.cacheMaxGroups ?? 10_000 });
+  const counters = createCounters(deps);
+  const route = createRoute(deps, cache, counters);
+
+  const groupTopic = deps.bus.subscribe({ groupId: deps.groupId ?? 'group-message-router', topic: TOPICS.group, handle: route });
+  const changes = deps.bus.subscribe({
+    groupId: deps.changesGroupId ?? `group-message-router-cache-${randomUUID()}`,
+    topic: TOPICS.groupChanges,
+    handle: async (batch: Envelope<GroupChangedEvent>[]) => {
+      for (const { event } of batch) cache.invalidate(event.group);
+    },
+  });
+
+  return {
+    http,
+    cache,
+    async start() {
+      await changes.start();
+      await groupTopic.start();
+      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
+    },
+    async stop() {
+      deps.readiness.markDraining();
+      await http.close();
+      await groupTopic.stop();
+      await changes.stop();
+    },
+  };
+}
+
+type Counters = ReturnType<typeof createCounters>;
+
+function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, counters: Counters) {
+  return async (batch: Envelope<GroupTopicEvent>[]) => {
+    const memberships = await lookUpGroups(cache, batch.map((e) => e.event));
+    const deliveries = new BatchPublisher<DeliverEvent>(deps.bus, TOPICS.delivery, deps.deliveryBatchSize ?? 500);
+    const commands: GroupCommandEvent[] = [];
+    for (const { event } of batch) {
+      if (event.kind === 'group-command') {
+        commands.push(event);
+      } else {
+        await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, counters));
+      }
+      counters.events.inc({ kind: event.kind });
+    }
+    await Promise.all([deliveries.flush(), deps.bus.publish(TOPICS.groupCommands, commands)]);
+  };
+}
+
+function routeToMembers(event: Exclude<GroupTopicEvent, GroupCommandEvent>, membership: Membership, counters: Counters): DeliverEvent[] {
+  if (event.kind === 'group-typing') return membership.has(event.from) ? fanOutTyping(event, membership) : [];
+  if (!membership.has(event.from)) {
+    counters.refused.inc();
+    return [notMemberError(event)];
+  }
+  const fanned = fanOutMessage(event, membership);
+  counters.fannedOut.inc(fanned.length);
+  return fanned;
+}
+
+/** Membership of every group the batch messages or types to, read concurrently (once per group). */
+async function lookUpGroups(reader: MembershipReader, events: GroupTopicEvent[]): Promise<Map<string, Membership>> {
+  const groups = [...new Set(events.filter((e) => e.kind !== 'group-command').map((e) => e.frame.to))];
+  const found = await Promise.all(groups.map((group) => reader.membersOf(group)));
+  return new Map(groups.map((group, i) => [group, found[i]]));
+}
+
+function createCounters(deps: Pick<Runtime, 'metrics'>) {
+  const registers = [deps.metrics];
+  return {
+    events: new Counter({ name: 'parley_group_router_events_total', help: 'Group topic events, by kind', labelNames: ['kind'], registers }),
+    fannedOut: new Counter({ name: 'parley_group_router_deliveries_total', help: 'Group message deliverables fanned out', registers }),
+    refused: new Counter({ name: 'parley_group_router_not_member_total', help: 'Group messages refused: sender not a member', registers }),
+  };
+}

@@ -1,0 +1,42 @@
+import { TopicSpec } from '@parley/contracts';
+import { EventBus } from '@parley/kafka';
+
+/**
+ * Publishes events in batches of `batchSize` as they accumulate, with at most `maxInFlight` batches
+ * unconfirmed at once (bounded memory for large fan-outs). `flush` resolves when all are written
+ * and rejects if any failed.
+ */
+export class BatchPublisher<T> {
+  private buffer: T[] = [];
+  private inFlight: Promise<void>[] = [];
+
+  constructor(
+    private readonly bus: EventBus,
+    private readonly topic: TopicSpec<T>,
+    private readonly batchSize: number,
+    private readonly maxInFlight = 4,
+  ) {}
+
+  async add(events: T[]): Promise<void> {
+    for (const event of events) {
+      this.buffer.push(event);
+      if (this.buffer.length >= this.batchSize) await this.send();
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.buffer.length > 0) await this.send();
+    const pending = this.inFlight;
+    this.inFlight = [];
+    await Promise.all(pending);
+  }
+
+  private async send(): Promise<void> {
+    const batch = this.buffer;
+    this.buffer = [];
+    const sending = this.bus.publish(this.topic, batch);
+    sending.catch(() => undefined); // observed in flush
+    this.inFlight.push(sending);
+    if (this.inFlight.length >= this.maxInFlight) await this.inFlight.shift();
+  }
+}

@@ -1,0 +1,22 @@
+import { connectKafkaBus } from '@parley/kafka';
+import { openDatabase } from '@parley/postgres';
+import { runMain } from '@parley/service-kit';
+import { createGroupMessageRouter, GroupMessageRouterConfig } from './app';
+import { createSqlMembershipReader } from './sql-membership';
+
+void runMain('group-message-router', GroupMessageRouterConfig, async (config, runtime) => {
+  const db = await openDatabase(config);
+  runtime.closer.add('postgres', () => db.close());
+  runtime.readiness.register('postgres', () => db.ping());
+  const bus = await connectKafkaBus('group-message-router', config, runtime);
+  return createGroupMessageRouter({
+    ...runtime,
+    bus,
+    membership: createSqlMembershipReader(db),
+    port: config.PORT,
+    host: config.HOST,
+    cacheTtlMs: config.MEMBERSHIP_CACHE_TTL_MS,
+    cacheMaxGroups: config.MEMBERSHIP_CACHE_MAX_GROUPS,
+    deliveryBatchSize: config.DELIVERY_BATCH_SIZE,
+  });
+});

@@ -1,0 +1,73 @@
+import { Membership, MembershipReader } from './membership';
+
+export interface MembershipCacheOptions {
+  ttlMs: number;
+  maxGroups: number;
+  clock?: () => number;
+}
+
+interface Entry {
+  membership: Membership;
+  expiresAt: number;
+}
+
+/**
+ * A membership cache in front of a reader: entries live `ttlMs`, `invalidate` drops one at once
+ * (on a change event), concurrent misses for one group share one read, and a read that started
+ * before an invalidation is not cached (it may predate the change). Oldest entries go first when full.
+ */
+export class MembershipCache implements MembershipReader {
+  private readonly entries = new Map<string, Entry>();
+  private readonly loading = new Map<string, Promise<Membership>>();
+  private readonly clock: () => number;
+
+  constructor(
+    private readonly reader: MembershipReader,
+    private readonly options: MembershipCacheOptions,
+  ) {
+    this.clock = options.clock ?? Date.now;
+  }
+
+  membersOf(group: string): Promise<Membership> {
+    const entry = this.entries.get(group);
+    if (entry && entry.expiresAt > this.clock()) return Promise.resolve(entry.membership);
+    return this.loading.get(group) ?? this.load(group);
+  }
+
+  invalidate(group: string): void {
+    this.entries.delete(group);
+    this.loading.delete(group); // a read in flight may predate the change: it will not be cached
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private load(group: string): Promise<Membership> {
+    const read: Promise<Membership> = this.reader.membersOf(group).then(
+      (membership) => {
+        if (this.loading.get(group) !== read) return membership; // invalidated meanwhile
+        this.loading.delete(group);
+        this.remember(group, membership);
+        return membership;
+      },
+      (err: unknown) => {
+        if (this.loading.get(group) === read) this.loading.delete(group);
+        throw err;
+      },
+    );
+    this.loading.set(group, read);
+    return read;
+  }
+
+  private remember(group: string, membership: Membership): void {
+    this.entries.delete(group);
+    this.entries.set(group, { membership, expiresAt: this.clock() + this.options.ttlMs });
+    while (this.entries.size > this.options.maxGroups) this.evictOldest();
+  }
+
+  private evictOldest(): void {
+    const oldest = this.entries.keys().next().value as string;
+    this.entries.delete(oldest);
+  }
+}

@@ -1,0 +1,118 @@
+import { DeliverEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
+import { membershipOf, MembershipReader } from '../src/membership';
+
+const waitFor = async (check: () => boolean, timeoutMs = 3000) => {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+/** Membership the test changes directly, counting reads (stands in for group-ms's tables). */
+class MapMembership implements MembershipReader {
+  groups = new Map<string, string[]>();
+  reads = 0;
+  async membersOf(group: string) {
+    this.reads++;
+    return membershipOf(this.groups.get(group) ?? []);
+  }
+}
+
+const message = (from: string, id: string, group: string, body: unknown = 'hi'): GroupTopicEvent => ({
+  v: 1, kind: 'group-message', from, sentAt: 1000, deviceId: 'phone', frame: { type: 'message', id, to: group, chat: 'group', body },
+});
+
+describe('group-message-router service', () => {
+  let bus: MemoryBus;
+  let membership: MapMembership;
+  let router: GroupMessageRouter;
+  beforeEach(async () => {
+    bus = new MemoryBus();
+    membership = new MapMembership();
+    membership.groups.set('g1', ['alice', 'bob', 'carol', 'dave']);
+    router = createGroupMessageRouter({
+      bus,
+      membership,
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
+      readiness: new Readiness(),
+      port: 0,
+      host: '127.0.0.1',
+      cacheTtlMs: 60_000,
+      deliveryBatchSize: 2,
+    });
+    await router.start();
+  });
+  afterEach(() => router.stop());
+
+  const deliveries = () => bus.events(TOPICS.delivery) as DeliverEvent[];
+
+  it('fans a group message out to every member once, not to the sender, keyed by member', async () => {
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1', { text: 'hello' })]);
+    await waitFor(() => deliveries().length === 3);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(deliveries().map((d) => d.to).sort()).toEqual(['bob', 'carol', 'dave']);
+    for (const d of deliveries()) {
+      expect(d).toEqual({
+        v: 1, kind: 'deliver', to: d.to,
+        frame: { type: 'message', mid: 'alice:m1', id: 'm1', from: 'alice', to: 'g1', chat: 'group', body: { text: 'hello' }, sentAt: 1000 },
+      });
+      expect(TOPICS.delivery.key(d)).toBe(d.to);
+    }
+    expect((await router.http.inject('/metrics')).body).toContain('parley_group_router_deliveries_total{service="group-message-router"} 3');
+  });
+
+  it("refuses a non-member's message: nothing reaches the group, the sender gets not_member", async () => {
+    await bus.publish(TOPICS.group, [message('mallory', 'x1', 'g1'), message('mallory', 'x2', 'no-such-group')]);
+    await waitFor(() => deliveries().length === 2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(deliveries()).toEqual([
+      { v: 1, kind: 'deliver', to: 'mallory', frame: { type: 'error', mid: '~err:mallory:x1', id: 'x1', code: 'not_member', message: expect.any(String) } },
+      { v: 1, kind: 'deliver', to: 'mallory', frame: { type: 'error', mid: '~err:mallory:x2', id: 'x2', code: 'not_member', message: expect.any(String) } },
+    ]);
+  });
+
+  it('stops delivering to a removed member once the change event arrives (cache invalidation)', async () => {
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1')]);
+    await waitFor(() => deliveries().length === 3);
+    membership.groups.set('g1', ['alice', 'bob', 'carol']);
+    await bus.publish(TOPICS.groupChanges, [{ v: 1, kind: 'group-changed', group: 'g1', members: ['alice', 'bob', 'carol'], at: 2 }]);
+    await waitFor(() => router.cache.size === 0);
+    await bus.publish(TOPICS.group, [message('alice', 'm2', 'g1'), message('dave', 'm3', 'g1')]);
+    await waitFor(() => deliveries().length === 6);
+    const ofM2 = deliveries().filter((d) => 'mid' in d.frame && d.frame.mid === 'alice:m2').map((d) => d.to);
+    expect(ofM2.sort()).toEqual(['bob', 'carol']);
+    expect(deliveries()[5]).toMatchObject({ to: 'dave', frame: { code: 'not_member' } });
+  });
+
+  it('reads membership once per group while cached', async () => {
+    await bus.publish(TOPICS.group, [message('alice', 'a', 'g1'), message('bob', 'b', 'g1')]);
+    await bus.publish(TOPICS.group, [message('carol', 'c', 'g1')]);
+    await waitFor(() => deliveries().length === 9);
+    expect(membership.reads).toBe(1);
+  });
+
+  it('sends group typing as ephemeral notices to the other members, and drops a non-member’s', async () => {
+    const typing = (from: string): GroupTopicEvent => ({ v: 1, kind: 'group-typing', from, sentAt: 1, frame: { type: 'typing', to: 'g1', chat: 'group' } });
+    await bus.publish(TOPICS.group, [typing('mallory'), typing('bob')]);
+    await waitFor(() => deliveries().length === 3);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(deliveries().map((d) => d.to).sort()).toEqual(['alice', 'carol', 'dave']);
+    expect(deliveries()[0]).toMatchObject({ ephemeral: true, frame: { type: 'typing', from: 'bob', to: 'g1', chat: 'group' } });
+  });
+
+  it('forwards group commands unchanged to group-ms', async () => {
+    const command: GroupTopicEvent = {
+      v: 1, kind: 'group-command', from: 'alice', sentAt: 5, connId: 'c1', gateway: 'gw1',
+      frame: { type: 'group', id: 'op1', op: 'rename', group: 'g1', name: 'New' },
+    };
+    await bus.publish(TOPICS.group, [command]);
+    await waitFor(() => bus.events(TOPICS.groupCommands).length === 1);
+    expect(bus.events(TOPICS.groupCommands)[0]).toEqual(command);
+    expect(deliveries()).toEqual([]);
+  });
+});

@@ -1,0 +1,30 @@
+import { DeliverEvent, TOPICS } from '@parley/contracts';
+import { EventBus, MemoryBus } from '@parley/kafka';
+import { BatchPublisher } from '../src/batch-publisher';
+
+const deliver = (to: string): DeliverEvent => ({ v: 1, kind: 'deliver', to, ephemeral: true, frame: { type: 'typing', from: 'a', to: 'g', chat: 'group' } });
+
+describe('BatchPublisher', () => {
+  it('publishes in batches of the configured size, in order, and the rest on flush', async () => {
+    const bus = new MemoryBus();
+    const sizes: number[] = [];
+    const publish = bus.publish.bind(bus);
+    bus.publish = async (topic, events) => {
+      sizes.push(events.length);
+      return publish(topic, events);
+    };
+    const publisher = new BatchPublisher(bus, TOPICS.delivery, 3);
+    await publisher.add(['u1', 'u2', 'u3', 'u4'].map(deliver));
+    await publisher.add(['u5', 'u6', 'u7'].map(deliver));
+    await publisher.flush();
+    expect(sizes).toEqual([3, 3, 1]);
+    expect(bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' ? e.to : ''))).toEqual(['u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7']);
+  });
+
+  it('rejects flush when a batch could not be written', async () => {
+    const failing = { publish: jest.fn().mockRejectedValue(new Error('broker down')) } as unknown as EventBus;
+    const publisher = new BatchPublisher(failing, TOPICS.delivery, 2);
+    await publisher.add([deliver('u1'), deliver('u2')]);
+    await expect(publisher.flush()).rejects.toThrow('broker down');
+  });
+});

@@ -1,0 +1,86 @@
+import { membershipOf, Membership, MembershipReader } from '../src/membership';
+import { MembershipCache } from '../src/membership-cache';
+
+/** A reader whose answers the test controls, counting reads; `hold` keeps reads pending until released. */
+class ScriptedReader implements MembershipReader {
+  groups = new Map<string, string[]>();
+  reads = 0;
+  private held: Array<() => void> | undefined;
+
+  async membersOf(group: string): Promise<Membership> {
+    this.reads++;
+    const members = [...(this.groups.get(group) ?? [])];
+    if (this.held) await new Promise<void>((resolve) => this.held!.push(resolve));
+    return membershipOf(members);
+  }
+  hold() {
+    this.held = [];
+  }
+  release() {
+    const held = this.held ?? [];
+    this.held = undefined;
+    held.forEach((resolve) => resolve());
+  }
+}
+
+describe('MembershipCache', () => {
+  let now = 0;
+  let reader: ScriptedReader;
+  let cache: MembershipCache;
+  beforeEach(() => {
+    now = 0;
+    reader = new ScriptedReader();
+    reader.groups.set('g1', ['alice', 'bob']);
+    cache = new MembershipCache(reader, { ttlMs: 1000, maxGroups: 2, clock: () => now });
+  });
+
+  it('serves repeated lookups from memory until the TTL passes', async () => {
+    expect((await cache.membersOf('g1')).members).toEqual(['alice', 'bob']);
+    reader.groups.set('g1', ['alice']);
+    expect((await cache.membersOf('g1')).has('bob')).toBe(true);
+    expect(reader.reads).toBe(1);
+    now = 1001;
+    expect((await cache.membersOf('g1')).has('bob')).toBe(false);
+    expect(reader.reads).toBe(2);
+  });
+
+  it('drops a group on invalidate', async () => {
+    await cache.membersOf('g1');
+    reader.groups.set('g1', ['alice']);
+    cache.invalidate('g1');
+    expect((await cache.membersOf('g1')).members).toEqual(['alice']);
+  });
+
+  it('shares one read between concurrent misses', async () => {
+    const [a, b] = await Promise.all([cache.membersOf('g1'), cache.membersOf('g1')]);
+    expect(a).toBe(b);
+    expect(reader.reads).toBe(1);
+  });
+
+  it('does not cache a read that was in flight when the group was invalidated', async () => {
+    reader.hold();
+    const stale = cache.membersOf('g1');
+    reader.groups.set('g1', ['alice']);
+    cache.invalidate('g1');
+    reader.release();
+    expect((await stale).has('bob')).toBe(true);
+    expect((await cache.membersOf('g1')).has('bob')).toBe(false);
+    expect(reader.reads).toBe(2);
+  });
+
+  it('keeps at most maxGroups, evicting the oldest', async () => {
+    await cache.membersOf('g1');
+    await cache.membersOf('g2');
+    await cache.membersOf('g3');
+    expect(cache.size).toBe(2);
+    await cache.membersOf('g1');
+    expect(reader.reads).toBe(4);
+  });
+
+  it('does not cache failures', async () => {
+    const failing: MembershipReader = { membersOf: jest.fn().mockRejectedValueOnce(new Error('db down')).mockResolvedValue(membershipOf(['x'])) };
+    const c = new MembershipCache(failing, { ttlMs: 1000, maxGroups: 10 });
+    await expect(c.membersOf('g')).rejects.toThrow('db down');
+    expect((await c.membersOf('g')).members).toEqual(['x']);
+  });
+});

@@ -1,0 +1,27 @@
+import { migrate, SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
+import { createSqlMembershipReader } from '../src/sql-membership';
+// The router reads group-ms's tables: test against group-ms's own schema and store, not a copy.
+import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
+import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
+import { GroupService } from '../../group-ms/src/group-service';
+
+describe.each(testDatabases())('SQL membership reader on $name', (target) => {
+  let db: SqlDatabase;
+  beforeAll(async () => {
+    db = await target.open();
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+  });
+  afterAll(() => target.dispose());
+
+  it('reads the members group-ms wrote, in join order, and nothing for unknown groups', async () => {
+    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 });
+    await groups.change({ group: 'g1', by: 'alice', at: 1, operation: { op: 'create', name: 'T', members: ['carol', 'bob'] } }, { opMid: 'm1', noticeMid: 'm1' });
+    await groups.change({ group: 'g1', by: 'alice', at: 2, operation: { op: 'remove', members: ['carol'] } }, { opMid: 'm2', noticeMid: 'm2' });
+    const reader = createSqlMembershipReader(db);
+    const g1 = await reader.membersOf('g1');
+    expect(g1.members).toEqual(['alice', 'bob']);
+    expect([g1.has('bob'), g1.has('carol')]).toEqual([true, false]);
+    expect((await reader.membersOf('nope')).members).toEqual([]);
+  });
+});

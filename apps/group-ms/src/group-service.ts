@@ -1,0 +1,119 @@
+import {
+  DeliverEvent,
+  GroupChangedEvent,
+  GroupChangeFrame,
+  GroupCommandEvent,
+  GroupFrame,
+  ParleyError,
+  serverMid,
+  userMid,
+} from '@parley/contracts';
+import { Change, ChangeRequest, decideChange, GroupOperation, GroupRules, GroupState } from './group';
+import { GroupNotice, GroupStore } from './group-store';
+
+/** What has to be published after a change. */
+export interface GroupEffects {
+  deliveries: DeliverEvent[];
+  changes: GroupChangedEvent[];
+}
+
+export interface ChangeOutcome {
+  /** The group after the request (before it, when nothing changed); undefined if it does not exist. */
+  state: GroupState | undefined;
+  effects: GroupEffects;
+}
+
+/** The ids of one change: `opMid` makes it idempotent, `noticeMid` is the mid of its `group` deliverable. */
+export interface ChangeIds {
+  opMid: string;
+  noticeMid: string;
+}
+
+export const noEffects = (): GroupEffects => ({ deliveries: [], changes: [] });
+
+/** Applies group changes through the store under the rules, and says what to publish. */
+export class GroupService {
+  constructor(
+    private readonly store: GroupStore,
+    private readonly rules: GroupRules,
+  ) {}
+
+  find(id: string): Promise<GroupState | undefined> {
+    return this.store.find(id);
+  }
+
+  listForMember(user: string): Promise<GroupState[]> {
+    return this.store.listForMember(user);
+  }
+
+  async change(request: ChangeRequest, ids: ChangeIds): Promise<ChangeOutcome> {
+    const result = await this.store.apply(request.group, ids.opMid, (current) => {
+      const change = decideChange(current, request, this.rules);
+      return change && { next: change.next, notice: noticeOf(change, request, ids.noticeMid) };
+    });
+    switch (result.kind) {
+      case 'applied':
+        return { state: result.next, effects: effectsOf(result.notice) };
+      case 'replayed':
+        return { state: await this.store.find(request.group), effects: effectsOf(result.notice) };
+      case 'unchanged':
+        return { state: result.current, effects: noEffects() };
+    }
+  }
+
+  /**
+   * A group op from the pipe: idempotent by `<from>:<id>`; a refused op becomes an `error`
+   * deliverable to the sender. Other failures (the database) throw, so the record is retried.
+   */
+  async applyCommand(event: GroupCommandEvent): Promise<GroupEffects> {
+    const { from, frame } = event;
+    const request: ChangeRequest = { group: frame.group, by: from, at: event.sentAt, operation: operationOf(frame) };
+    try {
+      const outcome = await this.change(request, { opMid: userMid(from, frame.id), noticeMid: serverMid('group', from, frame.id) });
+      return outcome.effects;
+    } catch (err) {
+      if (!(err instanceof ParleyError)) throw err;
+      return { deliveries: [refusal(event, err)], changes: [] };
+    }
+  }
+}
+
+export function operationOf(frame: GroupFrame): GroupOperation {
+  switch (frame.op) {
+    case 'create':
+      return { op: 'create', name: frame.name, members: frame.members ?? [] };
+    case 'add':
+      return { op: 'add', members: frame.members };
+    case 'remove':
+      return { op: 'remove', members: frame.members };
+    case 'leave':
+      return { op: 'leave' };
+    case 'rename':
+      return { op: 'rename', name: frame.name };
+  }
+}
+
+function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNotice {
+  const frame: GroupChangeFrame = { type: 'group', mid, op: change.op, group: request.group, by: request.by, at: request.at };
+  if (change.op === 'create' || change.op === 'rename') frame.name = change.next.name;
+  if (change.affected.length > 0) frame.members = change.affected;
+  const members = change.next.members.map((m) => m.user);
+  return { frame, members, recipients: [...members, ...change.removed] };
+}
+
+function effectsOf(notice: GroupNotice): GroupEffects {
+  return {
+    deliveries: notice.recipients.map((to): DeliverEvent => ({ v: 1, kind: 'deliver', to, frame: notice.frame })),
+    changes: [{ v: 1, kind: 'group-changed', group: notice.frame.group, members: notice.members, at: notice.frame.at }],
+  };
+}
+
+function refusal(event: GroupCommandEvent, err: ParleyError): DeliverEvent {
+  const { from, frame } = event;
+  return {
+    v: 1,
+    kind: 'deliver',
+    to: from,
+    frame: { type: 'error', mid: serverMid('err', from, frame.id), id: frame.id, code: err.code, message: err.message },
+  };
+}

@@ -1,0 +1,34 @@
+import { GroupChangeFrame } from '@parley/contracts';
+import { GroupState } from './group';
+
+/** What a change tells the world: the `group` frame, who receives it, and the members after it. */
+export interface GroupNotice {
+  frame: GroupChangeFrame;
+  /** Members after the change, plus those it removed. */
+  recipients: string[];
+  /** Members after the change. */
+  members: string[];
+}
+
+export interface StoredChange {
+  next: GroupState;
+  notice: GroupNotice;
+}
+
+export type ApplyResult =
+  | { kind: 'applied'; next: GroupState; notice: GroupNotice }
+  | { kind: 'unchanged'; current: GroupState | undefined }
+  /** `opMid` was applied before: nothing changed now; here is what that change told. */
+  | { kind: 'replayed'; notice: GroupNotice };
+
+/**
+ * The group store port, owned by group-ms. `apply` runs in one transaction, serialized per group:
+ * if `opMid` was applied already it changes nothing; otherwise it hands the current state to
+ * `decide`, persists the state it returns together with `opMid` and the notice, and commits.
+ * A throw from `decide` rolls everything back.
+ */
+export interface GroupStore {
+  find(id: string): Promise<GroupState | undefined>;
+  listForMember(user: string): Promise<GroupState[]>;
+  apply(group: string, opMid: string, decide: (current: GroupState | undefined) => StoredChange | null): Promise<ApplyResult>;
+}

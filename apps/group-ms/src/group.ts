@@ -1,0 +1,159 @@
+import { Group, GroupOp, ParleyError } from '@parley/contracts';
+
+/** A group as group-ms keeps it. Members are in the order they joined. */
+export type Role = 'admin' | 'member';
+
+export interface Member {
+  user: string;
+  role: Role;
+}
+
+export interface GroupState {
+  id: string;
+  name: string;
+  createdBy: string;
+  createdAt: number;
+  updatedAt: number;
+  members: Member[];
+}
+
+export type GroupOperation =
+  | { op: 'create'; name: string; members: string[] }
+  | { op: 'add'; members: string[] }
+  | { op: 'remove'; members: string[] }
+  | { op: 'leave' }
+  | { op: 'rename'; name: string };
+
+/** One requested change: who asks, when, and what. */
+export interface ChangeRequest {
+  group: string;
+  by: string;
+  at: number;
+  operation: GroupOperation;
+}
+
+/** What a change did: the new state, the op it reads as, and the users it affected. */
+export interface Change {
+  op: GroupOp;
+  next: GroupState;
+  /** For create: every member; add: those added; remove/leave: those removed; rename: none. */
+  affected: string[];
+  /** Members that are no longer members: they are told too. */
+  removed: string[];
+}
+
+export interface GroupRules {
+  maxMembers: number;
+}
+
+/**
+ * The rules of PROTOCOL.md as a pure decision: the change a request makes to the current state,
+ * `null` when it changes nothing (an idempotent repeat), or a ParleyError when it is refused.
+ * The creator is a member and admin; any member may add; a member may leave; only admins remove
+ * others; non-members see the group as missing.
+ */
+export function decideChange(current: GroupState | undefined, request: ChangeRequest, rules: GroupRules): Change | null {
+  const { operation } = request;
+  if (operation.op === 'create') return decideCreate(current, request, operation, rules);
+  const group = visibleTo(current, request.by, request.group);
+  switch (operation.op) {
+    case 'add':
+      return decideAdd(group, request, operation.members, rules);
+    case 'remove':
+      return decideRemove(group, request, operation.members);
+    case 'leave':
+      return decideRemove(group, request, [request.by]);
+    case 'rename':
+      return decideRename(group, request, operation.name);
+  }
+}
+
+export function isMember(group: GroupState, user: string): boolean {
+  return group.members.some((m) => m.user === user);
+}
+
+export function isAdmin(group: GroupState, user: string): boolean {
+  return group.members.some((m) => m.user === user && m.role === 'admin');
+}
+
+/** The group as the protocol shows it, or not_found when `user` may not see it. */
+export function visibleTo(group: GroupState | undefined, user: string, id: string): GroupState {
+  if (!group || !isMember(group, user)) throw new ParleyError('not_found', `group ${id}: no such group`);
+  return group;
+}
+
+export function toGroup(state: GroupState): Group {
+  return {
+    id: state.id,
+    name: state.name,
+    members: state.members.map((m) => m.user),
+    admins: state.members.filter((m) => m.role === 'admin').map((m) => m.user),
+    createdAt: state.createdAt,
+  };
+}
+
+function decideCreate(
+  current: GroupState | undefined,
+  request: ChangeRequest,
+  operation: { name: string; members: string[] },
+  rules: GroupRules,
+): Change | null {
+  if (current) {
+    if (current.createdBy === request.by && isMember(current, request.by)) return null;
+    throw new ParleyError('conflict', `group ${request.group}: already exists`);
+  }
+  const users = unique([request.by, ...operation.members]);
+  checkSize(users.length, rules, request.group);
+  const members: Member[] = users.map((user) => ({ user, role: user === request.by ? 'admin' : 'member' }));
+  const next: GroupState = {
+    id: request.group,
+    name: operation.name,
+    createdBy: request.by,
+    createdAt: request.at,
+    updatedAt: request.at,
+    members,
+  };
+  return { op: 'create', next, affected: users, removed: [] };
+}
+
+function decideAdd(group: GroupState, request: ChangeRequest, users: string[], rules: GroupRules): Change | null {
+  const added = unique(users).filter((user) => !isMember(group, user));
+  if (added.length === 0) return null;
+  checkSize(group.members.length + added.length, rules, group.id);
+  const members = [...group.members, ...added.map((user): Member => ({ user, role: 'member' }))];
+  return { op: 'add', next: { ...group, members, updatedAt: request.at }, affected: added, removed: [] };
+}
+
+function decideRemove(group: GroupState, request: ChangeRequest, users: string[]): Change | null {
+  const others = users.filter((user) => user !== request.by);
+  if (others.length > 0 && !isAdmin(group, request.by)) {
+    throw new ParleyError('forbidden', `group ${group.id}: only admins remove other members`);
+  }
+  const removed = unique(users).filter((user) => isMember(group, user));
+  if (removed.length === 0) return null;
+  const remaining = group.members.filter((m) => !removed.includes(m.user));
+  const op: GroupOp = removed.length === 1 && removed[0] === request.by ? 'leave' : 'remove';
+  const next = { ...group, members: keepAnAdmin(remaining), updatedAt: request.at };
+  return { op, next, affected: removed, removed };
+}
+
+function decideRename(group: GroupState, request: ChangeRequest, name: string): Change | null {
+  if (group.name === name) return null;
+  return { op: 'rename', next: { ...group, name, updatedAt: request.at }, affected: [], removed: [] };
+}
+
+/** When the last admin leaves, the longest-standing member becomes admin, so the group stays manageable. */
+function keepAnAdmin(members: Member[]): Member[] {
+  if (members.length === 0 || members.some((m) => m.role === 'admin')) return members;
+  return [{ ...members[0], role: 'admin' }, ...members.slice(1)];
+}
+
+function checkSize(size: number, rules: GroupRules, id: string): void {
+  if (size > rules.maxMembers) {
+    throw new ParleyError('group_full', `group ${id}: at most ${rules.maxMembers} members`);
+  }
+}
+
+function unique(users: string[]): string[] {
+  return [...new Set(users)];
+}

@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { AddMembersBody, CreateGroupBody, Group, GroupList, GroupMemberParams, GroupParams, serverMid } from '@parley/contracts';
+import { actingUser, HttpServer } from '@parley/service-kit';
+import { ChangeRequest, GroupOperation, toGroup, visibleTo } from './group';
+import { GroupEffects, GroupService } from './group-service';
+
+export interface GroupRoutesDeps {
+  groups: GroupService;
+  publish: (effects: GroupEffects) => Promise<void>;
+  clock: () => number;
+  newId: () => string;
+}
+
+/** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
+const restNoticeMid = (by: string, newId: () => string) => serverMid('group-rest', by, newId());
+
+/** The internal API behind the rest-gateway's `/v1/groups…` (the caller checks the internal secret). */
+export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): void {
+  const change = async (group: string, by: string, operation: GroupOperation) => {
+    const request: ChangeRequest = { group, by, at: deps.clock(), operation };
+    const mid = restNoticeMid(by, deps.newId);
+    const outcome = await deps.groups.change(request, { opMid: mid, noticeMid: mid });
+    await deps.publish(outcome.effects);
+    return outcome.state!;
+  };
+
+  app.post('/internal/groups', { schema: { body: CreateGroupBody, response: { 201: Group } } }, async (request, reply) => {
+    const by = actingUser(request);
+    const { id = randomUUID(), name, members } = request.body;
+    const state = await change(id, by, { op: 'create', name, members });
+    return reply.code(201).send(toGroup(state));
+  });
+
+  app.get('/internal/groups', { schema: { response: { 200: GroupList } } }, async (request) => {
+    const groups = await deps.groups.listForMember(actingUser(request));
+    return { groups: groups.map(toGroup) };
+  });
+
+  app.get('/internal/groups/:id', { schema: { params: GroupParams, response: { 200: Group } } }, async (request) => {
+    const user = actingUser(request);
+    return toGroup(visibleTo(await deps.groups.find(request.params.id), user, request.params.id));
+  });
+
+  app.post(
+    '/internal/groups/:id/members',
+    { schema: { params: GroupParams, body: AddMembersBody, response: { 200: Group } } },
+    async (request) => toGroup(await change(request.params.id, actingUser(request), { op: 'add', members: request.body.members })),
+  );
+
+  app.delete(
+    '/internal/groups/:id/members/:user',
+    { schema: { params: GroupMemberParams, response: { 200: Group } } },
+    async (request) => {
+      const by = actingUser(request);
+      const { id, user } = request.params;
+      const operation: GroupOperation = user === by ? { op: 'leave' } : { op: 'remove', members: [user] };
+      return toGroup(await change(id, by, operation));
+    },
+  );
+}
+

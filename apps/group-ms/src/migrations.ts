@@ -1,0 +1,40 @@
+import { Migration } from '@parley/postgres';
+
+/**
+ * group-ms owns these tables; group-message-router reads `group_members` (read-only).
+ * One statement per migration: PGlite runs each as a prepared statement.
+ */
+export const GROUP_MIGRATIONS: Migration[] = [
+  {
+    id: '001_groups',
+    sql: `CREATE TABLE groups (
+      id text PRIMARY KEY,
+      name text NOT NULL,
+      created_by text NOT NULL,
+      created_at bigint NOT NULL,
+      updated_at bigint NOT NULL
+    )`,
+  },
+  {
+    id: '002_group_members',
+    sql: `CREATE TABLE group_members (
+      group_id text NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+      user_id text NOT NULL,
+      role text NOT NULL CHECK (role IN ('admin', 'member')),
+      joined_at bigint NOT NULL,
+      seq bigint GENERATED ALWAYS AS IDENTITY,
+      PRIMARY KEY (group_id, user_id)
+    )`,
+  },
+  { id: '003_group_members_by_user', sql: 'CREATE INDEX group_members_by_user ON group_members (user_id)' },
+  {
+    id: '004_group_ops',
+    sql: `CREATE TABLE group_ops (
+      mid text PRIMARY KEY,
+      group_id text NOT NULL,
+      applied_at bigint NOT NULL,
+      notice jsonb NOT NULL
+    )`,
+  },
+  { id: '005_group_ops_by_applied_at', sql: 'CREATE INDEX group_ops_by_applied_at ON group_ops (applied_at)' },
+];

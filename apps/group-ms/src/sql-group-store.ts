@@ -1,0 +1,110 @@
+import { SqlDatabase, SqlExecutor } from '@parley/postgres';
+import { GroupState, Member, Role } from './group';
+import { ApplyResult, GroupNotice, GroupStore, StoredChange } from './group-store';
+
+interface GroupRow {
+  id: string;
+  name: string;
+  created_by: string;
+  created_at: string | number;
+  updated_at: string | number;
+}
+
+interface MemberRow {
+  group_id: string;
+  user_id: string;
+  role: Role;
+}
+
+/** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
+const GROUP_LOCK_NAMESPACE = 7104;
+
+/** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
+export function createSqlGroupStore(db: SqlDatabase): GroupStore {
+  return {
+    find: (id) => findGroup(db, id),
+    async listForMember(user) {
+      const groups = await db.query<GroupRow>(
+        `SELECT g.* FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.created_at, g.id`,
+        [user],
+      );
+      return withMembers(db, groups.rows);
+    },
+    apply: (group, opMid, decide) => db.transaction((tx) => applyInTransaction(tx, group, opMid, decide)),
+  };
+}
+
+async function applyInTransaction(
+  tx: SqlExecutor,
+  group: string,
+  opMid: string,
+  decide: (current: GroupState | undefined) => StoredChange | null,
+): Promise<ApplyResult> {
+  await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [GROUP_LOCK_NAMESPACE, group]);
+  const applied = await tx.query<{ notice: GroupNotice }>('SELECT notice FROM group_ops WHERE mid = $1', [opMid]);
+  if (applied.rows.length > 0) return { kind: 'replayed', notice: applied.rows[0].notice };
+  const current = await findGroup(tx, group);
+  const change = decide(current);
+  if (!change) return { kind: 'unchanged', current };
+  await writeGroup(tx, current, change.next);
+  await tx.query('INSERT INTO group_ops (mid, group_id, applied_at, notice) VALUES ($1, $2, $3, $4)', [
+    opMid,
+    group,
+    change.next.updatedAt,
+    JSON.stringify(change.notice),
+  ]);
+  return { kind: 'applied', next: change.next, notice: change.notice };
+}
+
+async function findGroup(db: SqlExecutor, id: string): Promise<GroupState | undefined> {
+  const rows = await db.query<GroupRow>('SELECT * FROM groups WHERE id = $1', [id]);
+  const [group] = await withMembers(db, rows.rows);
+  return group;
+}
+
+async function withMembers(db: SqlExecutor, groups: GroupRow[]): Promise<GroupState[]> {
+  if (groups.length === 0) return [];
+  const members = await db.query<MemberRow>(
+    'SELECT group_id, user_id, role FROM group_members WHERE group_id = ANY($1::text[]) ORDER BY seq',
+    [groups.map((g) => g.id)],
+  );
+  const byGroup = new Map<string, Member[]>(groups.map((g) => [g.id, []]));
+  for (const row of members.rows) byGroup.get(row.group_id)!.push({ user: row.user_id, role: row.role });
+  return groups.map((row) => ({
+    id: row.id,
+    name: row.name,
+    createdBy: row.created_by,
+    createdAt: Number(row.created_at),
+    updatedAt: Number(row.updated_at),
+    members: byGroup.get(row.id)!,
+  }));
+}
+
+/** Writes only the difference between `current` and `next`. */
+async function writeGroup(tx: SqlExecutor, current: GroupState | undefined, next: GroupState): Promise<void> {
+  await tx.query(
+    `INSERT INTO groups (id, name, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at`,
+    [next.id, next.name, next.createdBy, next.createdAt, next.updatedAt],
+  );
+  const before = new Map((current?.members ?? []).map((m) => [m.user, m.role]));
+  const after = new Set(next.members.map((m) => m.user));
+  const removed = [...before.keys()].filter((user) => !after.has(user));
+  const added = next.members.filter((m) => !before.has(m.user));
+  const promoted = next.members.filter((m) => before.has(m.user) && before.get(m.user) !== m.role);
+  if (removed.length > 0) {
+    await tx.query('DELETE FROM group_members WHERE group_id = $1 AND user_id = ANY($2::text[])', [next.id, removed]);
+  }
+  if (added.length > 0) await insertMembers(tx, next.id, added, next.updatedAt);
+  for (const member of promoted) {
+    await tx.query('UPDATE group_members SET role = $3 WHERE group_id = $1 AND user_id = $2', [next.id, member.user, member.role]);
+  }
+}
+
+function insertMembers(tx: SqlExecutor, group: string, members: Member[], joinedAt: number) {
+  return tx.query(
+    `INSERT INTO group_members (group_id, user_id, role, joined_at)
+     SELECT $1, t.user_id, t.role, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(user_id, role, n) ORDER BY t.n`,
+    [group, members.map((m) => m.user), members.map((m) => m.role), joinedAt],
+  );
+}

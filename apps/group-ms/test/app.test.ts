@@ -1,0 +1,115 @@
+import { DeliverEvent, GroupCommandEvent, GroupFrame, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createPgliteDatabase, migrate, SqlDatabase } from '@parley/postgres';
+import { createMetricsRegistry, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
+import { createGroupMs, GroupMs } from '../src/app';
+import { GROUP_MIGRATIONS } from '../src/migrations';
+import { createSqlGroupStore } from '../src/sql-group-store';
+
+const SECRET = 'test-internal-secret-0123';
+
+const waitFor = async (check: () => boolean, timeoutMs = 3000) => {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe('group-ms service', () => {
+  let db: SqlDatabase;
+  let bus: MemoryBus;
+  let service: GroupMs;
+  let ids = 0;
+
+  beforeAll(async () => {
+    db = await createPgliteDatabase();
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+  });
+  afterAll(() => db.close());
+
+  beforeEach(async () => {
+    bus = new MemoryBus();
+    const readiness = new Readiness();
+    service = createGroupMs({
+      bus,
+      store: createSqlGroupStore(db),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
+      readiness,
+      port: 0,
+      host: '127.0.0.1',
+      internalSecret: SECRET,
+      maxMembers: 3,
+      newId: () => `id${++ids}`,
+    });
+    await service.start();
+  });
+  afterEach(() => service.stop());
+
+  const call = (method: 'GET' | 'POST' | 'DELETE', url: string, user: string, payload?: object) =>
+    service.http.inject({ method, url, headers: internalHeaders(SECRET, user), payload });
+  const deliveredTo = (predicate: (d: DeliverEvent) => boolean) =>
+    bus.events(TOPICS.delivery).filter((e): e is DeliverEvent => e.kind === 'deliver' && predicate(e)).map((e) => e.to).sort();
+
+  it('serves the group API with the protocol rules and error bodies', async () => {
+    const created = await call('POST', '/internal/groups', 'alice', { id: 'team', name: 'Team', members: ['bob'] });
+    expect(created.statusCode).toBe(201);
+    expect(created.json()).toEqual({ id: 'team', name: 'Team', members: ['alice', 'bob'], admins: ['alice'], createdAt: expect.any(Number) });
+    expect((await call('POST', '/internal/groups', 'alice', { id: 'team', name: 'Team', members: ['bob'] })).statusCode).toBe(201);
+    const conflict = await call('POST', '/internal/groups', 'bob', { id: 'team', name: 'Mine', members: [] });
+    expect([conflict.statusCode, conflict.json().error.code]).toEqual([409, 'conflict']);
+
+    expect((await call('GET', '/internal/groups/team', 'bob')).json().members).toEqual(['alice', 'bob']);
+    const hidden = await call('GET', '/internal/groups/team', 'mallory');
+    expect([hidden.statusCode, hidden.json().error.code]).toEqual([404, 'not_found']);
+    expect((await call('GET', '/internal/groups', 'bob')).json().groups.map((g: { id: string }) => g.id)).toEqual(['team']);
+
+    expect((await call('POST', '/internal/groups/team/members', 'bob', { members: ['carol'] })).json().members).toEqual(['alice', 'bob', 'carol']);
+    const full = await call('POST', '/internal/groups/team/members', 'bob', { members: ['dave'] });
+    expect([full.statusCode, full.json().error.code]).toEqual([409, 'group_full']);
+    const forbidden = await call('DELETE', '/internal/groups/team/members/carol', 'bob');
+    expect([forbidden.statusCode, forbidden.json().error.code]).toEqual([403, 'forbidden']);
+    expect((await call('DELETE', '/internal/groups/team/members/carol', 'alice')).json().members).toEqual(['alice', 'bob']);
+    expect((await call('DELETE', '/internal/groups/team/members/bob', 'bob')).statusCode).toBe(200);
+    expect((await call('GET', '/internal/groups/team', 'alice')).json().members).toEqual(['alice']);
+    expect((await call('POST', '/internal/groups', 'alice', { name: 'No id', members: [] })).json().id).toMatch(/^[A-Za-z0-9_.-]+$/);
+  });
+
+  it('refuses internal calls without the secret, and bad input with the field named', async () => {
+    const noSecret = await service.http.inject({ method: 'GET', url: '/internal/groups', headers: { 'x-parley-user': 'alice' } });
+    expect(noSecret.statusCode).toBe(403);
+    const bad = await call('POST', '/internal/groups', 'alice', { name: '', members: [] });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.message).toContain('name');
+  });
+
+  it('publishes a group deliverable per member (and removed member) with unique mids, and a change event, for REST changes', async () => {
+    await call('POST', '/internal/groups', 'alice', { id: 'rest', name: 'R', members: ['bob', 'carol'] });
+    await call('DELETE', '/internal/groups/rest/members/carol', 'alice');
+    await waitFor(() => bus.events(TOPICS.groupChanges).length === 2);
+    const groupFrames = (op: string) => (d: DeliverEvent) => d.frame.type === 'group' && d.frame.group === 'rest' && d.frame.op === op;
+    expect(deliveredTo(groupFrames('create'))).toEqual(['alice', 'bob', 'carol']);
+    expect(deliveredTo(groupFrames('remove'))).toEqual(['alice', 'bob', 'carol']);
+    const mids = new Set(bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')));
+    expect(mids.size).toBe(2);
+    expect(bus.events(TOPICS.groupChanges).map((e) => e.members)).toEqual([['alice', 'bob', 'carol'], ['alice', 'bob']]);
+  });
+
+  it('applies group commands from the pipe once, tells members incl. removed ones, and refuses invalid ones', async () => {
+    const command = (from: string, frame: GroupFrame): GroupCommandEvent => ({ v: 1, kind: 'group-command', from, sentAt: 7000, frame });
+    const create = command('alice', { type: 'group', id: 'p1', op: 'create', group: 'pipe', name: 'P', members: ['bob', 'carol'] });
+    const remove = command('alice', { type: 'group', id: 'p2', op: 'remove', group: 'pipe', members: ['bob'] });
+    const refused = command('carol', { type: 'group', id: 'p3', op: 'remove', group: 'pipe', members: ['alice'] });
+    await bus.publish(TOPICS.groupCommands, [create, remove, remove, refused]);
+    await waitFor(() => deliveredTo((d) => d.frame.type === 'error').length === 1);
+
+    const byMid = (mid: string) => (d: DeliverEvent) => 'mid' in d.frame && d.frame.mid === mid;
+    expect(deliveredTo(byMid('~group:alice:p1'))).toEqual(['alice', 'bob', 'carol']);
+    // the replayed remove is delivered again under the same mid (clients dedup); the group changed once
+    expect(deliveredTo(byMid('~group:alice:p2'))).toEqual(['alice', 'alice', 'bob', 'bob', 'carol', 'carol']);
+    expect(deliveredTo(byMid('~err:carol:p3'))).toEqual(['carol']);
+    expect((await call('GET', '/internal/groups/pipe', 'alice')).json()).toMatchObject({ members: ['alice', 'carol'], admins: ['alice'] });
+    expect((await service.http.inject('/metrics')).body).toContain('parley_group_commands_total{op="remove",service="group-ms"} 3');
+  });
+});

@@ -1,0 +1,223 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { connectKafkaBus, startBroker, type Broker } from '@parley/kafka';
+import { migrate, openDatabase, type SqlDatabase } from '@parley/postgres';
+import { Closer, createRuntime, createTokenVerifier, DEV_JWT_SECRET, type Runtime, type Service } from '@parley/service-kit';
+import { createWsGateway } from '../../ws-gateway/src/app';
+import { createRestGateway } from '../../rest-gateway/src/app';
+import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
+import { createMessageRouter } from '../../message-router/src/app';
+import { createSessionService } from '../../session-ms/src/app';
+import { createHttpGatewayClient } from '../../session-ms/src/gateway-client';
+import { MemorySessionStore } from '../../session-ms/src/store/memory-store';
+import { RedisSessionStore } from '../../session-ms/src/store/redis-store';
+import { createGroupMs } from '../../group-ms/src/app';
+import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
+import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
+import { createGroupMessageRouter } from '../../group-message-router/src/app';
+import { createSqlMembershipReader } from '../../group-message-router/src/sql-membership';
+import { createPersistenceService } from '../../persistence-ms/src/app';
+import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
+import { createPushService } from '../../push-ms/src/app';
+import { createSqlDeviceStore } from '../../push-ms/src/device-store';
+import { createLogPushProvider } from '../../push-ms/src/log-provider';
+import { freePort } from './ports';
+
+export const DEFAULT_PORTS = {
+  wsGateway: 8080,
+  restGateway: 8081,
+  wsGatewayInternal: 9080,
+  broker: 9092,
+  messageRouter: 9101,
+  groupMessageRouter: 9102,
+  sessionMs: 9103,
+  groupMs: 9104,
+  persistenceMs: 9105,
+  pushMs: 9106,
+};
+export type FleetPorts = typeof DEFAULT_PORTS;
+
+export interface FleetOptions {
+  /** Where the broker log and PGlite live; in memory when unset (tests). */
+  dataDir?: string;
+  /** A real Kafka instead of the embedded broker. */
+  kafkaBrokers?: string;
+  redisUrl?: string;
+  databaseUrl?: string;
+  /** `DEFAULT_PORTS`, or `'random'` for free ports (tests). */
+  ports?: FleetPorts | 'random';
+  host?: string;
+  logLevel?: string;
+  jwtSecret?: string;
+  internalSecret?: string;
+  /** Delivery timing; tests shorten it. */
+  ackTimeoutMs?: number;
+  maxAttempts?: number;
+  /** Faster consumer-group reactions for tests. */
+  fastConsumers?: boolean;
+  /** Services to leave out (a test runs them as separate processes). */
+  without?: string[];
+}
+
+export interface Fleet {
+  ports: FleetPorts;
+  urls: { ws: string; rest: string; docs: string; kafka: string };
+  services: Record<string, Service>;
+  jwtSecret: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Every Parley service in this process, wired to the embedded broker (or `kafkaBrokers`), PGlite
+ * (or `databaseUrl`) and an in-process session store (or `redisUrl`): what `npm start` runs, and
+ * what the fleet tests drive. Each service gets its own runtime and Kafka clients, as in production.
+ */
+export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
+  const host = options.host ?? '127.0.0.1';
+  const ports = options.ports === 'random' ? await randomPorts() : (options.ports ?? DEFAULT_PORTS);
+  const jwtSecret = options.jwtSecret ?? DEV_JWT_SECRET;
+  const internalSecret = options.internalSecret ?? 'parley-dev-internal-secret';
+  const logLevel = options.logLevel ?? 'info';
+  const closer = new Closer();
+  const started: Array<[string, Service]> = [];
+
+  try {
+    let kafkaBrokers = options.kafkaBrokers;
+    if (!kafkaBrokers) {
+      const broker: Broker = await startBroker({
+        port: ports.broker,
+        host,
+        dataDir: options.dataDir ? ensureDir(path.join(options.dataDir, 'kafka')) : undefined,
+        logger: createRuntime('kafka-broker', logLevel).logger,
+      });
+      closer.add('broker', () => broker.stop());
+      kafkaBrokers = broker.address;
+    }
+    const db = await openDatabase({
+      DATABASE_URL: options.databaseUrl,
+      DATABASE_POOL_SIZE: 10,
+      PGLITE_DATA_DIR: options.dataDir ? path.join(options.dataDir, 'pglite') : '', // '' keeps PGlite in memory
+    });
+    closer.add('database', () => db.close());
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+
+    const kafkaSettings = { KAFKA_BROKERS: kafkaBrokers, KAFKA_SSL: false, KAFKA_REPLICATION_FACTOR: 1, KAFKA_TOPIC_PARTITIONS: options.kafkaBrokers ? undefined : 4 };
+    const consumer = options.fastConsumers ? { heartbeatInterval: 200, maxWaitTimeInMs: 100, sessionTimeout: 6000, rebalanceTimeout: 3000 } : undefined;
+    const runtimeFor = async (name: string, withDb = false): Promise<Runtime & { bus: Awaited<ReturnType<typeof connectKafkaBus>> }> => {
+      const runtime = createRuntime(name, logLevel);
+      closer.add(name, () => runtime.closer.closeAll());
+      if (withDb) runtime.readiness.register('database', () => db.ping());
+      const bus = await connectKafkaBus(name, kafkaSettings, runtime, { consumer });
+      return { ...runtime, bus };
+    };
+    const skip = new Set(options.without ?? []);
+    const add = async (name: string, create: () => Promise<Service>) => {
+      if (skip.has(name)) return;
+      const service = await create();
+      await service.start();
+      started.push([name, service]);
+    };
+    const verifyToken = createTokenVerifier({ JWT_SECRET: jwtSecret });
+
+    await add('message-router', async () => createMessageRouter({ ...(await runtimeFor('message-router')), port: ports.messageRouter, host }));
+
+    const sessionStore = options.redisUrl ? RedisSessionStore.connect(options.redisUrl) : new MemorySessionStore();
+    closer.add('session-store', () => sessionStore.close());
+    await add('session-ms', async () => createSessionService({
+        ...(await runtimeFor('session-ms')),
+        store: sessionStore,
+        gateways: createHttpGatewayClient(internalSecret),
+        internalSecret,
+        port: ports.sessionMs,
+        host,
+        settings: {
+          ackTimeoutMs: options.ackTimeoutMs ?? 5000,
+          maxAttempts: options.maxAttempts ?? 3,
+          rememberAckedMs: 24 * 3600 * 1000,
+          gatewayTtlMs: 30_000,
+          retryTickMs: Math.min(200, options.ackTimeoutMs ?? 200),
+        },
+      }),
+    );
+
+    await add('group-ms', async () => createGroupMs({ ...(await runtimeFor('group-ms', true)), store: createSqlGroupStore(db), port: ports.groupMs, host, internalSecret, maxMembers: 1024 }));
+    await add('group-message-router', async () => createGroupMessageRouter({ ...(await runtimeFor('group-message-router', true)), membership: createSqlMembershipReader(db), port: ports.groupMessageRouter, host }));
+    await add('persistence-ms', async () => createPersistenceService({ ...(await runtimeFor('persistence-ms', true)), store: createSqlOfflineStore(db), port: ports.persistenceMs, host, internalSecret }));
+    await add('push-ms', async () => {
+      const runtime = await runtimeFor('push-ms', true);
+      return createPushService({ ...runtime, devices: createSqlDeviceStore(db), provider: createLogPushProvider(runtime.logger), port: ports.pushMs, host, internalSecret });
+    });
+
+    await add('ws-gateway', async () => createWsGateway({
+        ...(await runtimeFor('ws-gateway')),
+        verifyToken,
+        internalSecret,
+        port: ports.wsGateway,
+        internalPort: ports.wsGatewayInternal,
+        host,
+        settings: {
+          gatewayId: `embedded-${process.pid}`,
+          internalUrl: `http://${host}:${ports.wsGatewayInternal}`,
+          maxFrameBytes: 64 * 1024,
+          ratePerSecond: 200,
+          rateBurst: 400,
+          rateCloseAfter: 50,
+          maxUnsentBytes: 4 * 1024 * 1024,
+          maxConnections: 200_000,
+          pingIntervalMs: 30_000,
+          heartbeatIntervalMs: 10_000,
+          allowedOrigins: [],
+        },
+      }),
+    );
+
+    const base = (port: number) => `http://${host}:${port}`;
+    await add('rest-gateway', async () => createRestGateway({
+        ...(await runtimeFor('rest-gateway')),
+        upstreams: createHttpUpstreams(
+          { 'persistence-ms': base(ports.persistenceMs), 'group-ms': base(ports.groupMs), 'push-ms': base(ports.pushMs), 'session-ms': base(ports.sessionMs) },
+          internalSecret,
+        ),
+        verifyToken,
+        port: ports.restGateway,
+        host,
+        settings: { devMode: true, devTokenSecret: jwtSecret, corsOrigins: [], rateLimitPerMinute: 6000, maxFrameBytes: 64 * 1024 },
+      }),
+    );
+  } catch (err) {
+    await stopAll(started, closer);
+    throw err;
+  }
+
+  return {
+    ports,
+    jwtSecret,
+    services: Object.fromEntries(started),
+    urls: {
+      ws: `ws://${host}:${ports.wsGateway}/v1/ws`,
+      rest: `http://${host}:${ports.restGateway}`,
+      docs: `http://${host}:${ports.restGateway}/docs`,
+      kafka: options.kafkaBrokers ?? `${host}:${ports.broker}`,
+    },
+    stop: () => stopAll(started, closer),
+  };
+}
+
+/** Edges first (stop taking traffic), then the consumers, then the infrastructure. */
+async function stopAll(started: Array<[string, Service]>, closer: Closer) {
+  for (const [, service] of [...started].reverse()) await service.stop().catch(() => undefined);
+  started.length = 0;
+  await closer.closeAll();
+}
+
+async function randomPorts(): Promise<FleetPorts> {
+  const entries = await Promise.all(Object.keys(DEFAULT_PORTS).map(async (key) => [key, await freePort()] as const));
+  return Object.fromEntries(entries) as FleetPorts;
+}
+
+function ensureDir(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+export type { SqlDatabase };

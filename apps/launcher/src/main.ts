@@ -1,0 +1,68 @@
+import { Type } from '@sinclair/typebox';
+import { ConfigError, createLogger, loadConfig } from '@parley/service-kit';
+import { startFleet } from './fleet';
+
+const LauncherConfig = Type.Object({
+  PARLEY_DATA_DIR: Type.String({ default: '.data', description: 'Broker log and PGlite data' }),
+  KAFKA_BROKERS: Type.Optional(Type.String({ description: 'Use this Kafka instead of the embedded broker' })),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  HOST: Type.String({ default: '127.0.0.1' }),
+  LOG_LEVEL: Type.String({ default: 'warn' }),
+});
+
+/** `npm start`: the whole fleet in this process on embedded defaults; Ctrl-C stops it cleanly. */
+async function main() {
+  let config;
+  try {
+    config = loadConfig('parley', LauncherConfig);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger('launcher', { level: 'info' });
+  const fleet = await startFleet({
+    dataDir: config.PARLEY_DATA_DIR,
+    kafkaBrokers: config.KAFKA_BROKERS,
+    redisUrl: config.REDIS_URL,
+    databaseUrl: config.DATABASE_URL,
+    host: config.HOST,
+    logLevel: config.LOG_LEVEL,
+  });
+  const { urls } = fleet;
+  process.stdout.write(
+    [
+      '',
+      'Parley is running (embedded defaults: dev JWT secret, in-process session store, push log).',
+      `  WebSocket      ${urls.ws}?token=<jwt>`,
+      `  REST           ${urls.rest}/v1   (dev tokens: POST ${urls.rest}/v1/dev/token {"user":"alice"})`,
+      `  Web client     ${urls.rest}/`,
+      `  API docs       ${urls.docs}`,
+      `  Kafka          ${urls.kafka}`,
+      `  Data           ${config.PARLEY_DATA_DIR}`,
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n'),
+  );
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping the fleet');
+    const deadline = setTimeout(() => process.exit(1), 30_000);
+    deadline.unref();
+    await fleet.stop();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+}
+
+main().catch((err) => {
+  process.stderr.write(`parley failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

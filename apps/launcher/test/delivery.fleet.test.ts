@@ -1,0 +1,88 @@
+import { waitFor } from '@parley/test-kit';
+import { startFleet, Fleet } from '../src/fleet';
+import { clientsOf } from './helpers';
+
+describe('fleet: 1:1 delivery end to end', () => {
+  let fleet: Fleet;
+  let clients: ReturnType<typeof clientsOf>;
+
+  beforeAll(async () => {
+    fleet = await startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 400, maxAttempts: 3, fastConsumers: true });
+    clients = clientsOf(fleet);
+  });
+  afterEach(() => clients.closeAll());
+  afterAll(() => fleet.stop());
+
+  it('delivers a message, then a delivered receipt on ack and a read receipt on read', async () => {
+    const alice = await clients.connect('alice1');
+    const bob = await clients.connect('bob1');
+    alice.send({ type: 'message', id: 'c1', to: 'bob1', body: { text: 'hi' }, from: 'mallory' });
+    expect(await alice.next((f) => f.type === 'accepted')).toEqual({ type: 'accepted', id: 'c1', mid: 'alice1:c1' });
+    const message = await bob.next((f) => f.type === 'message');
+    expect(message).toEqual({ type: 'message', mid: 'alice1:c1', id: 'c1', from: 'alice1', to: 'bob1', chat: 'direct', body: { text: 'hi' }, sentAt: expect.any(Number) });
+    bob.send({ type: 'ack', mids: ['alice1:c1'] });
+    const delivered = await alice.next((f) => f.type === 'receipt' && f.status === 'delivered');
+    expect(delivered).toMatchObject({ mids: ['alice1:c1'], by: 'bob1' });
+    bob.send({ type: 'read', to: 'alice1', mids: ['alice1:c1'] });
+    expect(await alice.next((f) => f.type === 'receipt' && f.status === 'read')).toMatchObject({ mids: ['alice1:c1'], by: 'bob1' });
+  });
+
+  it('redelivers an unacked message with the same mid', async () => {
+    const alice = await clients.connect('alice2', { autoAck: true });
+    const bob = await clients.connect('bob2');
+    alice.send({ type: 'message', id: 'r1', to: 'bob2', body: 1 });
+    await bob.until(() => bob.ofType('message').length >= 2, 5000);
+    expect(new Set(bob.ofType('message').map((f) => f.mid))).toEqual(new Set(['alice2:r1']));
+    bob.send({ type: 'ack', mids: ['alice2:r1'] });
+  });
+
+  it('delivers to both devices of a user; one ack completes delivery', async () => {
+    const alice = await clients.connect('alice3', { autoAck: true });
+    const phone = await clients.connect('bob3', { deviceId: 'phone' });
+    const laptop = await clients.connect('bob3', { deviceId: 'laptop' });
+    alice.send({ type: 'message', id: 'd1', to: 'bob3', body: 'both' });
+    await phone.next((f) => f.mid === 'alice3:d1');
+    await laptop.next((f) => f.mid === 'alice3:d1');
+    phone.send({ type: 'ack', mids: ['alice3:d1'] });
+    await alice.next((f) => f.type === 'receipt');
+    const seen = laptop.ofType('message').length;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(laptop.ofType('message').length).toBe(seen);
+  });
+
+  it('stores a message for a disconnected user: in sync, gone after the ack, and delivered on connect', async () => {
+    const alice = await clients.connect('alice4', { autoAck: true });
+    alice.send({ type: 'message', id: 'o1', to: 'bob4', body: 'while away' });
+    alice.send({ type: 'message', id: 'o2', to: 'bob4', body: 'still away' });
+    await alice.until(() => alice.ofType('accepted').length === 2);
+    let sync: { status: number; body: { messages: Array<{ mid: string }>; next: string | null } } = { status: 0, body: { messages: [], next: null } };
+    await waitFor(async () => {
+      sync = await clients.rest('bob4', 'GET', '/v1/messages?limit=10');
+      return sync.body.messages.length === 2;
+    }, 10_000, 'the offline messages in sync');
+    expect(sync.body.messages.map((m) => m.mid)).toEqual(['alice4:o1', 'alice4:o2']);
+    expect((await clients.rest('mallory', 'GET', '/v1/messages')).body.messages).toEqual([]);
+    expect((await clients.rest('bob4', 'POST', '/v1/send', { type: 'ack', mids: ['alice4:o1'] })).body.results[0].status).toBe('accepted');
+    await waitFor(async () => (await clients.rest('bob4', 'GET', '/v1/messages')).body.messages.length === 1, 10_000, 'the acked message to be dropped');
+    const bob = await clients.connect('bob4');
+    expect(await bob.next((f) => f.mid === 'alice4:o2', 10_000)).toMatchObject({ body: 'still away' });
+  });
+
+  it('answers limits and bad frames with their errors', async () => {
+    const alice = await clients.connect('alice5');
+    alice.send({ type: 'message', id: 'x', to: 'not valid', body: 1 });
+    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'x', code: 'invalid_frame', message: expect.stringContaining('to: must match') });
+    alice.send({ type: 'message', id: 'y', to: 'bob', body: 'x'.repeat(70 * 1024) });
+    expect(await alice.closed()).toBe(1009);
+  });
+
+  it('shows presence', async () => {
+    await clients.connect('carol6');
+    await waitFor(async () => (await clients.rest('dave6', 'GET', '/v1/presence?users=carol6,nobody6')).body.presence[0].online === true, 5000, 'presence');
+    const { body } = await clients.rest('dave6', 'GET', '/v1/presence?users=carol6,nobody6');
+    expect(body.presence).toEqual([
+      { user: 'carol6', online: true, lastSeen: expect.any(Number) },
+      { user: 'nobody6', online: false, lastSeen: null },
+    ]);
+  });
+});

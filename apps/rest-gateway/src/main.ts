@@ -1,0 +1,27 @@
+import { connectKafkaBus } from '@parley/kafka';
+import { createTokenVerifier, runMain } from '@parley/service-kit';
+import { createRestGateway, RestGatewayConfig } from './app';
+import { createHttpUpstreams } from './upstream';
+
+void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
+  const bus = await connectKafkaBus('rest-gateway', config, runtime);
+  const upstreams = createHttpUpstreams(
+    { 'persistence-ms': config.PERSISTENCE_URL, 'group-ms': config.GROUP_URL, 'push-ms': config.PUSH_URL, 'session-ms': config.SESSION_URL },
+    config.INTERNAL_SECRET,
+  );
+  return createRestGateway({
+    ...runtime,
+    bus,
+    upstreams,
+    verifyToken: createTokenVerifier(config),
+    port: config.PORT,
+    host: config.HOST,
+    settings: {
+      devMode: config.DEV_MODE,
+      devTokenSecret: config.DEV_MODE ? config.JWT_SECRET : undefined,
+      corsOrigins: config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+      rateLimitPerMinute: config.RATE_LIMIT_PER_MINUTE,
+      maxFrameBytes: config.MAX_FRAME_BYTES,
+    },
+  });
+});

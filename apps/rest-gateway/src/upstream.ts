@@ -1,0 +1,55 @@
+import { ErrorBody, ERROR_CODES, ErrorCode, INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, ParleyError } from '@parley/contracts';
+
+export type UpstreamName = 'persistence-ms' | 'group-ms' | 'push-ms' | 'session-ms';
+
+export interface UpstreamResponse {
+  status: number;
+  body: unknown;
+}
+
+/** The services behind the REST edge, reached on their internal APIs on behalf of a user. */
+export interface Upstreams {
+  call(service: UpstreamName, request: { method: string; path: string; user: string; body?: unknown }): Promise<UpstreamResponse>;
+}
+
+/**
+ * HTTP with keep-alive. An upstream's protocol error passes through as it is; an unreachable one is
+ * a 503 that names it (nothing was done).
+ */
+export function createHttpUpstreams(urls: Record<UpstreamName, string>, internalSecret: string, timeoutMs = 10_000): Upstreams {
+  return {
+    async call(service, { method, path, user, body }) {
+      let response: Response;
+      try {
+        response = await fetch(`${urls[service]}${path}`, {
+          method,
+          headers: {
+            [INTERNAL_SECRET_HEADER]: internalSecret,
+            [INTERNAL_USER_HEADER]: user,
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      } catch (err) {
+        throw new ParleyError('unavailable', `${service} is unreachable: ${(err as Error).message}`);
+      }
+      const text = await response.text();
+      const parsed: unknown = text ? JSON.parse(text) : undefined;
+      if (response.status >= 500 && !isErrorBody(parsed)) {
+        throw new ParleyError('unavailable', `${service} answered ${response.status}`);
+      }
+      if (response.status >= 400 && isErrorBody(parsed)) {
+        throw new ParleyError(parsed.error.code, parsed.error.message);
+      }
+      return { status: response.status, body: parsed };
+    },
+  };
+}
+
+function isErrorBody(value: unknown): value is ErrorBody {
+  const code = (value as ErrorBody | undefined)?.error?.code;
+  return typeof code === 'string' && code in ERROR_CODES && typeof (value as ErrorBody).error.message === 'string';
+}
+
+export type { ErrorCode };

@@ -1,0 +1,191 @@
+import { createServer, IncomingMessage, Server } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createMetricsRegistry, createTokenVerifier, DEV_JWT_SECRET, issueToken, Readiness, silentLogger } from '@parley/service-kit';
+import { createRestGateway, RestGateway } from '../src/app';
+import { createHttpUpstreams } from '../src/upstream';
+
+/** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
+async function startUpstream(answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown }) {
+  const seen: Array<{ method?: string; url?: string; user?: string; secret?: string; body: string }> = [];
+  const server: Server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      seen.push({ method: req.method, url: req.url, user: req.headers[INTERNAL_USER_HEADER] as string, secret: req.headers[INTERNAL_SECRET_HEADER] as string, body });
+      const out = answer(req, body);
+      res.writeHead(out.status, { 'content-type': 'application/json' }).end(out.body === undefined ? '' : JSON.stringify(out.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, close: () => new Promise((r) => server.close(r)) };
+}
+
+function build(options: { devMode?: boolean; rateLimitPerMinute?: number; upstreamUrl?: string; bus?: MemoryBus } = {}) {
+  const bus = options.bus ?? new MemoryBus();
+  const url = options.upstreamUrl ?? 'http://127.0.0.1:1';
+  const gateway = createRestGateway({
+    bus,
+    logger: silentLogger(),
+    metrics: createMetricsRegistry('rest-gateway', { collectDefaults: false }),
+    readiness: new Readiness(),
+    verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+    upstreams: createHttpUpstreams({ 'persistence-ms': url, 'group-ms': url, 'push-ms': url, 'session-ms': url }, 'secret-for-internal-calls', 2000),
+    port: 0,
+    settings: { devMode: options.devMode ?? false, devTokenSecret: DEV_JWT_SECRET, corsOrigins: [], rateLimitPerMinute: options.rateLimitPerMinute ?? 1000, maxFrameBytes: 1024 },
+  });
+  return { bus, gateway };
+}
+
+const auth = async (user = 'alice') => ({ authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, user)}` });
+
+describe('rest-gateway', () => {
+  let gateway: RestGateway;
+  afterEach(() => gateway?.http.close());
+
+  it('refuses a missing or bad token with 401 and the protocol error body', async () => {
+    ({ gateway } = build());
+    for (const headers of [{}, { authorization: 'Bearer nope' }, await auth('a b').catch(() => ({ authorization: 'Bearer x' }))]) {
+      const res = await gateway.http.inject({ method: 'POST', url: '/v1/send', payload: { type: 'ack', mids: ['x:1'] }, headers });
+      expect(res.statusCode).toBe(401);
+      expect(res.json()).toEqual({ error: { code: 'unauthorized', message: expect.any(String) } });
+    }
+  });
+
+  it('accepts a frame once Kafka has it, stamping the authenticated sender; a resend gets the same mid', async () => {
+    let bus: MemoryBus;
+    ({ gateway, bus } = build());
+    const frame = { type: 'message', id: 'c1', to: 'bob', body: { text: 'hi' }, from: 'mallory' };
+    const first = await gateway.http.inject({ method: 'POST', url: '/v1/send', payload: frame, headers: await auth() });
+    const again = await gateway.http.inject({ method: 'POST', url: '/v1/send', payload: [frame], headers: await auth() });
+    expect(first.json()).toEqual({ results: [{ index: 0, status: 'accepted', id: 'c1', mid: 'alice:c1' }] });
+    expect(again.json()).toEqual(first.json());
+    const events = bus.events(TOPICS.inbound);
+    expect(events.map((e) => [e.from, e.frame.type])).toEqual([['alice', 'message'], ['alice', 'message']]);
+  });
+
+  it('answers a mixed batch per frame, in order', async () => {
+    ({ gateway } = build());
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: await auth(),
+      payload: [
+        { type: 'message', id: 'ok1', to: 'bob', body: 1 },
+        { type: 'message', id: 'bad', to: 'b b', body: 1 },
+        { type: 'typing', to: 'bob' },
+        { type: 'ack', mids: ['bob:1'] },
+        { type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) },
+      ],
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().results).toEqual([
+      { index: 0, status: 'accepted', id: 'ok1', mid: 'alice:ok1' },
+      { index: 1, status: 'rejected', id: 'bad', code: 'invalid_frame', message: 'to: must match ^[A-Za-z0-9_.-]{1,64}$' },
+      { index: 2, status: 'rejected', code: 'invalid_frame', message: 'type: must be one of message, ack, read, group' },
+      { index: 3, status: 'accepted' },
+      { index: 4, status: 'rejected', id: 'big', code: 'too_large', message: expect.stringContaining('at most 1024 bytes') },
+    ]);
+  });
+
+  it('answers every error status with its body', async () => {
+    ({ gateway } = build());
+    const headers = await auth();
+    const tooMany = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: Array.from({ length: 101 }, () => ({ type: 'ack', mids: ['a:1'] })) });
+    expect(tooMany.statusCode).toBe(400);
+    expect(tooMany.json().error).toEqual({ code: 'invalid_request', message: expect.stringContaining('100') });
+    const badJson = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...headers, 'content-type': 'application/json' }, payload: '{"type":' });
+    expect(badJson.statusCode).toBe(400);
+    const huge = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: { type: 'message', id: 'x', to: 'bob', body: 'x'.repeat(1_100_000) } });
+    expect(huge.statusCode).toBe(413);
+    expect(huge.json().error.code).toBe('too_large');
+    const badQuery = await gateway.http.inject({ method: 'GET', url: '/v1/messages?limit=5000', headers });
+    expect(badQuery.statusCode).toBe(400);
+    expect(badQuery.json().error.message).toBe('query limit: must be <= 500');
+    const unknown = await gateway.http.inject({ method: 'GET', url: '/v1/nothing', headers });
+    expect(unknown.statusCode).toBe(404);
+  });
+
+  it('answers 503 and accepts nothing when Kafka is down', async () => {
+    let bus: MemoryBus;
+    ({ gateway, bus } = build());
+    await bus.close();
+    const res = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: await auth(), payload: { type: 'message', id: 'c1', to: 'bob', body: 1 } });
+    expect(res.statusCode).toBe(503);
+    expect(res.json().error.code).toBe('unavailable');
+  });
+
+  it('answers 503 naming the service when an upstream is unreachable', async () => {
+    ({ gateway } = build({ upstreamUrl: 'http://127.0.0.1:1' }));
+    const res = await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers: await auth() });
+    expect(res.statusCode).toBe(503);
+    expect(res.json().error.message).toContain('group-ms is unreachable');
+  });
+
+  it('calls upstreams as the authenticated user with the internal secret, and passes their errors through', async () => {
+    const upstream = await startUpstream((req) =>
+      req.url?.startsWith('/internal/groups/secret') ? { status: 404, body: { error: { code: 'not_found', message: 'no such group' } } } : { status: 200, body: { messages: [], next: null } },
+    );
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    const sync = await gateway.http.inject({ method: 'GET', url: '/v1/messages?limit=10&after=abc', headers: await auth('bob') });
+    expect(sync.json()).toEqual({ messages: [], next: null });
+    const hidden = await gateway.http.inject({ method: 'GET', url: '/v1/groups/secret', headers: await auth('bob') });
+    expect(hidden.statusCode).toBe(404);
+    expect(hidden.json()).toEqual({ error: { code: 'not_found', message: 'no such group' } });
+    expect(upstream.seen[0]).toMatchObject({ method: 'GET', url: '/internal/messages?limit=10&after=abc', user: 'bob', secret: 'secret-for-internal-calls' });
+    await upstream.close();
+  });
+
+  it('rate-limits per user with 429 and Retry-After', async () => {
+    ({ gateway } = build({ rateLimitPerMinute: 2 }));
+    const alice = await auth('alice');
+    const send = (headers: Record<string, string>) => gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: { type: 'ack', mids: ['a:1'] } });
+    expect((await send(alice)).statusCode).toBe(200);
+    expect((await send(alice)).statusCode).toBe(200);
+    const limited = await send(alice);
+    expect(limited.statusCode).toBe(429);
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    expect(limited.json().error.code).toBe('rate_limited');
+    expect((await send(await auth('bob'))).statusCode).toBe(200);
+  });
+
+  it('serves POST /v1/dev/token only in dev mode', async () => {
+    ({ gateway } = build({ devMode: false }));
+    expect((await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } })).statusCode).toBe(404);
+    await gateway.http.close();
+    ({ gateway } = build({ devMode: true }));
+    const res = await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } });
+    const verify = createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET });
+    await expect(verify(res.json().token)).resolves.toMatchObject({ user: 'alice' });
+    expect((await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'a b' } })).statusCode).toBe(400);
+  });
+
+  it('documents every PROTOCOL.md route with its schemas at /docs/json', async () => {
+    ({ gateway } = build({ devMode: true }));
+    await gateway.http.ready();
+    const doc = (await gateway.http.inject('/docs/json')).json();
+    const routes: Array<[string, string]> = [
+      ['post', '/v1/send'],
+      ['get', '/v1/messages'],
+      ['post', '/v1/groups'],
+      ['get', '/v1/groups'],
+      ['get', '/v1/groups/{id}'],
+      ['post', '/v1/groups/{id}/members'],
+      ['delete', '/v1/groups/{id}/members/{user}'],
+      ['put', '/v1/devices/{deviceId}'],
+      ['delete', '/v1/devices/{deviceId}'],
+      ['get', '/v1/presence'],
+      ['post', '/v1/dev/token'],
+    ];
+    for (const [method, path] of routes) {
+      const op = doc.paths[path]?.[method];
+      expect(op).toBeDefined();
+      expect(op.responses).toBeDefined();
+    }
+    expect(doc.paths['/v1/send'].post.requestBody).toBeDefined();
+    expect(doc.paths['/v1/messages'].get.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['after', 'limit']));
+    expect(doc.paths['/healthz']).toBeUndefined();
+    expect((await gateway.http.inject('/docs')).statusCode).toBeLessThan(400);
+  });
+});

@@ -1,0 +1,109 @@
+import { Type } from '@sinclair/typebox';
+import { MAX_PRESENCE_USERS, ParleyError, PresenceQuery, PresenceResponse, TOPICS, USER_ID_PATTERN } from '@parley/contracts';
+import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
+import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service } from '@parley/service-kit';
+import { Delivery, DeliverySettings } from './delivery';
+import { GatewayClient } from './gateway-client';
+import { SessionStore } from './store/session-store';
+
+export const SessionConfig = Type.Object({
+  ...CommonConfig,
+  ...KafkaSettingsSchema,
+  ...InternalConfig,
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9103, description: 'Internal API, probes, metrics' }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis; in-process store when unset (one replica only)' })),
+  ACK_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait for an ack before pushing again' }),
+  MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 3, description: 'Pushes before a deliverable goes offline' }),
+  ACKED_TTL_MS: Type.Integer({ minimum: 1000, default: 24 * 3600 * 1000, description: 'How long acked mids are remembered for dedup' }),
+  GATEWAY_TTL_MS: Type.Integer({ minimum: 1000, default: 30_000, description: 'A gateway silent this long is gone' }),
+  RETRY_TICK_MS: Type.Integer({ minimum: 10, default: 200, description: 'How often due retries are looked for' }),
+});
+
+export interface SessionDeps extends Omit<Runtime, 'closer'> {
+  bus: EventBus;
+  store: SessionStore;
+  gateways: GatewayClient;
+  settings: DeliverySettings & { retryTickMs: number };
+  internalSecret: string;
+  port: number;
+  host?: string;
+}
+
+export interface SessionService extends Service {
+  http: HttpServer;
+  delivery: Delivery;
+}
+
+export function createSessionService(deps: SessionDeps): SessionService {
+  const { bus, store, logger } = deps;
+  const delivery = new Delivery(store, deps.gateways, bus, deps.settings, logger, deps.metrics);
+  const http = buildHttpServer(deps);
+  requireInternalSecret(http, deps.internalSecret);
+  deps.readiness.register('store', () => store.ping());
+
+  http.get('/internal/presence', { schema: { querystring: PresenceQuery, response: { 200: PresenceResponse } } }, async (request) => {
+    return { presence: await store.presence(parseUserList(request.query.users)) };
+  });
+
+  const deliveries = bus.subscribe({ groupId: 'session-ms', topic: TOPICS.delivery, handle: (batch) => delivery.handle(batch.map((e) => e.event)) });
+  const connections = bus.subscribe({
+    groupId: 'session-ms-connections',
+    topic: TOPICS.connections,
+    handle: (batch) => delivery.handleConnections(batch.map((e) => e.event)),
+  });
+  const retries = retryLoop(delivery, deps.settings.retryTickMs, logger);
+
+  return {
+    http,
+    delivery,
+    async start() {
+      await connections.start();
+      await deliveries.start();
+      retries.start();
+      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
+    },
+    async stop() {
+      deps.readiness.markDraining();
+      await retries.stop();
+      await http.close();
+      await deliveries.stop();
+      await connections.stop();
+    },
+  };
+}
+
+/** Looks for due retries every tick; a slow round delays the next instead of overlapping it. */
+function retryLoop(delivery: Delivery, tickMs: number, logger: Runtime['logger']) {
+  let timer: NodeJS.Timeout | undefined;
+  let round: Promise<void> | undefined;
+  let running = false;
+  const tick = async () => {
+    try {
+      while (running && (await delivery.retryDue()) >= 500);
+    } catch (err) {
+      logger.warn({ err }, 'retry round failed');
+    }
+    if (running) timer = setTimeout(() => (round = tick()), tickMs);
+  };
+  return {
+    start() {
+      running = true;
+      timer = setTimeout(() => (round = tick()), tickMs);
+    },
+    async stop() {
+      running = false;
+      clearTimeout(timer);
+      await round;
+    },
+  };
+}
+
+const userIdPattern = new RegExp(USER_ID_PATTERN);
+
+export function parseUserList(users: string): string[] {
+  const list = [...new Set(users.split(',').map((u) => u.trim()).filter(Boolean))];
+  if (list.length > MAX_PRESENCE_USERS) throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
+  const bad = list.find((u) => !userIdPattern.test(u));
+  if (bad !== undefined) throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
+  return list;
+}

@@ -1,0 +1,179 @@
+import {
+  AckEvent,
+  ConnectionTopicEvent,
+  Deliverable,
+  DeliverEvent,
+  DeliveryTopicEvent,
+  GatewayDelivery,
+  OfflineTopicEvent,
+  PushedFrame,
+  receiptMid,
+  senderOfMid,
+  TOPICS,
+} from '@parley/contracts';
+import { EventBus } from '@parley/kafka';
+import type { Logger } from 'pino';
+import { Counter, Registry } from 'prom-client';
+import { GatewayClient } from './gateway-client';
+import { Connection, Pending, SessionStore } from './store/session-store';
+
+export interface DeliverySettings {
+  /** How long to wait for an ack before pushing again. */
+  ackTimeoutMs: number;
+  /** Pushes before a deliverable goes offline. */
+  maxAttempts: number;
+  /** How long an acked mid is remembered, so a duplicate is not delivered again. */
+  rememberAckedMs: number;
+  /** A gateway that has not beaten for this long is considered gone. */
+  gatewayTtlMs: number;
+}
+
+interface Push {
+  user: string;
+  frame: PushedFrame;
+}
+
+/**
+ * Delivery: push deliverables through the gateways holding the user's devices, wait for the ack,
+ * push again on timeout, then hand over to the offline topic. State lives in the SessionStore, so
+ * another replica (or this one restarted) resumes where this one stopped.
+ */
+export class Delivery {
+  private readonly metrics;
+
+  constructor(
+    private readonly store: SessionStore,
+    private readonly gateways: GatewayClient,
+    private readonly bus: EventBus,
+    private readonly settings: DeliverySettings,
+    private readonly logger: Logger,
+    registry: Registry,
+  ) {
+    const counter = (name: string, help: string, labelNames: string[] = []) =>
+      new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });
+    this.metrics = {
+      pushed: counter('pushed_total', 'Deliverables pushed to gateways (each attempt)'),
+      offline: counter('offline_total', 'Deliverables handed to the offline topic'),
+      acked: counter('acked_total', 'Mids acked by clients'),
+      duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
+      pushFailures: counter('push_failures_total', 'Failed calls to a gateway', ['reason']),
+    };
+  }
+
+  /** Records of the delivery topic, in partition order. */
+  async handle(events: DeliveryTopicEvent[]): Promise<void> {
+    const delivers = events.filter((e): e is DeliverEvent => e.kind === 'deliver');
+    const acks = events.filter((e): e is AckEvent => e.kind === 'ack');
+    const now = Date.now();
+    const durable = delivers.filter((d) => !d.ephemeral);
+    const tracked = await Promise.all(
+      durable.map((d) => {
+        const pending: Pending = { user: d.to, mid: (d.frame as Deliverable).mid, frame: d.frame as Deliverable, attempts: 1, stored: d.replay === true };
+        return this.store.track(pending, now + this.settings.ackTimeoutMs).then((fresh) => (fresh ? pending : undefined));
+      }),
+    );
+    const fresh = tracked.filter((p): p is Pending => p !== undefined);
+    this.metrics.duplicates.inc(durable.length - fresh.length);
+    const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
+    await this.pushOrOffline(fresh, ephemeral);
+    if (acks.length > 0) await this.handleAcks(acks);
+  }
+
+  /** Records of the connections topic. */
+  async handleConnections(events: ConnectionTopicEvent[]): Promise<void> {
+    for (const event of events) {
+      if (event.kind === 'gateway-heartbeat') {
+        await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs);
+      } else if (event.kind === 'connection-up') {
+        await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs);
+        await this.store.addConnection(event);
+      } else {
+        await this.store.removeConnection(event.user, event.connId, event.at);
+      }
+    }
+  }
+
+  /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
+  async retryDue(limit = 500): Promise<number> {
+    const due = await this.store.claimDue(Date.now(), this.settings.ackTimeoutMs, limit);
+    const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
+    const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
+    await this.goOffline(exhausted);
+    await this.pushOrOffline(retry, []);
+    return due.length;
+  }
+
+  private async pushOrOffline(durable: Pending[], ephemeral: Push[]): Promise<void> {
+    if (durable.length === 0 && ephemeral.length === 0) return;
+    const users = [...new Set([...durable.map((p) => p.user), ...ephemeral.map((p) => p.user)])];
+    const connections = await this.store.connectionsOf(users);
+    const unreachable = durable.filter((p) => !connections.has(p.user));
+    const pushes = [...durable.filter((p) => connections.has(p.user)), ...ephemeral.filter((p) => connections.has(p.user))];
+    await Promise.all([this.goOffline(unreachable), this.push(pushes, connections)]);
+  }
+
+  /** One batched call per gateway; a failed call is retried by the retry loop (durable ones). */
+  private async push(pushes: Push[], connections: Map<string, Connection[]>): Promise<void> {
+    const byGateway = new Map<string, GatewayDelivery[]>();
+    for (const { user, frame } of pushes) {
+      const perGateway = new Map<string, string[]>();
+      for (const c of connections.get(user) ?? []) perGateway.set(c.gatewayUrl, [...(perGateway.get(c.gatewayUrl) ?? []), c.connId]);
+      for (const [url, connIds] of perGateway) {
+        const list = byGateway.get(url) ?? [];
+        list.push({ to: user, connIds, frame });
+        byGateway.set(url, list);
+      }
+    }
+    await Promise.all(
+      [...byGateway].map(async ([url, deliveries]) => {
+        try {
+          await this.gateways.send(url, deliveries);
+          this.metrics.pushed.inc(deliveries.length);
+        } catch (err) {
+          this.metrics.pushFailures.inc({ reason: (err as Error).name });
+          this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
+        }
+      }),
+    );
+  }
+
+  private async goOffline(pendings: Pending[]): Promise<void> {
+    if (pendings.length === 0) return;
+    const at = Date.now();
+    // A replayed deliverable is stored already: going offline again must not store or push it twice.
+    const events: OfflineTopicEvent[] = pendings
+      .filter((p) => !p.stored)
+      .map((p) => ({ v: 1, kind: 'offline', to: p.user, frame: p.frame, at }));
+    await this.bus.publish(TOPICS.offline, events);
+    for (const [user, mids] of groupBy(pendings, (p) => p.user)) await this.store.drop(user, mids.map((p) => p.mid));
+    this.metrics.offline.inc(events.length);
+  }
+
+  private async handleAcks(acks: AckEvent[]): Promise<void> {
+    const receipts: DeliverEvent[] = [];
+    const offlineAcks: OfflineTopicEvent[] = [];
+    for (const ack of acks) {
+      const found = await this.store.complete(ack.user, ack.mids, this.settings.rememberAckedMs);
+      this.metrics.acked.inc(ack.mids.length);
+      const toStorage = ack.mids.filter((_, i) => found[i] === undefined || found[i]!.stored);
+      if (toStorage.length > 0) offlineAcks.push({ v: 1, kind: 'offline-ack', user: ack.user, mids: toStorage, at: ack.at });
+      for (const [sender, mids] of groupBy(ack.mids, (mid) => senderOfMid(mid))) {
+        if (!sender || sender === ack.user) continue;
+        const frame = { type: 'receipt' as const, mid: receiptMid('delivered', ack.user, mids), status: 'delivered' as const, mids, by: ack.user, at: ack.at };
+        receipts.push({ v: 1, kind: 'deliver', to: sender, frame });
+      }
+    }
+    await Promise.all([this.bus.publish(TOPICS.delivery, receipts), this.bus.publish(TOPICS.offline, offlineAcks)]);
+  }
+}
+
+function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {
+  const groups = new Map<K, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const list = groups.get(key);
+    if (list) list.push(item);
+    else groups.set(key, [item]);
+  }
+  return groups;
+}

@@ -1,0 +1,28 @@
+import { connectKafkaBus } from '@parley/kafka';
+import { runMain } from '@parley/service-kit';
+import { createSessionService, SessionConfig } from './app';
+import { createHttpGatewayClient } from './gateway-client';
+import { MemorySessionStore } from './store/memory-store';
+import { RedisSessionStore } from './store/redis-store';
+
+void runMain('session-ms', SessionConfig, async (config, runtime) => {
+  const store = config.REDIS_URL ? RedisSessionStore.connect(config.REDIS_URL) : new MemorySessionStore();
+  runtime.closer.add('store', () => store.close());
+  const bus = await connectKafkaBus('session-ms', config, runtime);
+  return createSessionService({
+    ...runtime,
+    bus,
+    store,
+    gateways: createHttpGatewayClient(config.INTERNAL_SECRET),
+    internalSecret: config.INTERNAL_SECRET,
+    port: config.PORT,
+    host: config.HOST,
+    settings: {
+      ackTimeoutMs: config.ACK_TIMEOUT_MS,
+      maxAttempts: config.MAX_ATTEMPTS,
+      rememberAckedMs: config.ACKED_TTL_MS,
+      gatewayTtlMs: config.GATEWAY_TTL_MS,
+      retryTickMs: config.RETRY_TICK_MS,
+    },
+  });
+});

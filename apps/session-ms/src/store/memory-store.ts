@@ -1,0 +1,105 @@
+import { Connection, Pending, SessionStore } from './session-store';
+
+/** The embedded default: one session-ms replica, state in this process. Same semantics as Redis. */
+export class MemorySessionStore implements SessionStore {
+  private readonly connections = new Map<string, Map<string, Connection>>();
+  private readonly lastSeen = new Map<string, number>();
+  private readonly gateways = new Map<string, number>();
+  private readonly pending = new Map<string, Pending>();
+  private readonly due = new Map<string, number>();
+  private readonly acked = new Map<string, number>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async addConnection(connection: Connection): Promise<void> {
+    const byConn = this.connections.get(connection.user) ?? new Map<string, Connection>();
+    byConn.set(connection.connId, connection);
+    this.connections.set(connection.user, byConn);
+    this.lastSeen.set(connection.user, connection.at);
+  }
+
+  async removeConnection(user: string, connId: string, at: number): Promise<void> {
+    const byConn = this.connections.get(user);
+    byConn?.delete(connId);
+    if (byConn?.size === 0) this.connections.delete(user);
+    this.lastSeen.set(user, Math.max(at, this.lastSeen.get(user) ?? 0));
+  }
+
+  async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
+    this.gateways.set(gateway, this.now() + ttlMs);
+  }
+
+  async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
+    const result = new Map<string, Connection[]>();
+    const now = this.now();
+    for (const user of users) {
+      const live = [...(this.connections.get(user)?.values() ?? [])].filter((c) => (this.gateways.get(c.gateway) ?? 0) > now);
+      if (live.length > 0) result.set(user, live);
+    }
+    return result;
+  }
+
+  async presence(users: string[]) {
+    const live = await this.connectionsOf(users);
+    return users.map((user) => ({ user, online: live.has(user), lastSeen: this.lastSeen.get(user) ?? null }));
+  }
+
+  async track(pending: Pending, dueAt: number): Promise<boolean> {
+    const key = keyOf(pending.user, pending.mid);
+    if (this.pending.has(key) || this.isAcked(key)) return false;
+    this.pending.set(key, { ...pending });
+    this.due.set(key, dueAt);
+    return true;
+  }
+
+  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
+    const expires = this.now() + rememberMs;
+    this.sweepAcked();
+    return mids.map((mid) => {
+      const key = keyOf(user, mid);
+      const found = this.pending.get(key);
+      this.pending.delete(key);
+      this.due.delete(key);
+      this.acked.set(key, expires);
+      return found;
+    });
+  }
+
+  async drop(user: string, mids: string[]): Promise<void> {
+    for (const mid of mids) {
+      this.pending.delete(keyOf(user, mid));
+      this.due.delete(keyOf(user, mid));
+    }
+  }
+
+  async claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]> {
+    const claimed: Pending[] = [];
+    for (const [key, dueAt] of [...this.due].sort((a, b) => a[1] - b[1])) {
+      if (dueAt > now || claimed.length >= limit) break;
+      const entry = this.pending.get(key)!;
+      entry.attempts += 1;
+      this.due.set(key, now + leaseMs);
+      claimed.push({ ...entry });
+    }
+    return claimed;
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  private isAcked(key: string): boolean {
+    const expires = this.acked.get(key);
+    return expires !== undefined && expires > this.now();
+  }
+
+  private sweepAcked(): void {
+    if (this.acked.size < 10_000) return;
+    const now = this.now();
+    for (const [key, expires] of this.acked) if (expires <= now) this.acked.delete(key);
+  }
+}
+
+function keyOf(user: string, mid: string): string {
+  return `${user}\n${mid}`;
+}

@@ -1,0 +1,167 @@
+import Redis from 'ioredis';
+import { Connection, Pending, SessionStore } from './session-store';
+
+/*
+ * Keys (all under the client's keyPrefix):
+ *   conn:<user>   hash connId -> Connection JSON      seen:<user>  last seen (ms)
+ *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
+ *   pend:<user>   hash mid -> {frame, stored} JSON     att:<user>   hash mid -> attempts
+ *   ack:<user>:<mid>  acked marker with a TTL
+ * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
+ * (or one hash slot), not a cluster.
+ */
+
+const TRACK = `
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+return 1`;
+
+const COMPLETE = `
+local out = {}
+for i = 4, #KEYS do
+  local mid = ARGV[i - 1]
+  local raw = redis.call('HGET', KEYS[1], mid)
+  local attempts = redis.call('HGET', KEYS[2], mid)
+  redis.call('HDEL', KEYS[1], mid)
+  redis.call('HDEL', KEYS[2], mid)
+  redis.call('ZREM', KEYS[3], ARGV[2] .. '\\n' .. mid)
+  redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])
+  out[#out + 1] = raw or ''
+  out[#out + 1] = attempts or '0'
+end
+return out`;
+
+const CLAIM = `
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, member in ipairs(members) do
+  local sep = string.find(member, '\\n', 1, true)
+  local user = string.sub(member, 1, sep - 1)
+  local mid = string.sub(member, sep + 1)
+  local raw = redis.call('HGET', ARGV[4] .. 'pend:' .. user, mid)
+  if raw then
+    local attempts = redis.call('HINCRBY', ARGV[4] .. 'att:' .. user, mid, 1)
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), member)
+    out[#out + 1] = user
+    out[#out + 1] = mid
+    out[#out + 1] = raw
+    out[#out + 1] = tostring(attempts)
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out`;
+
+interface StoredPending {
+  frame: Pending['frame'];
+  stored: boolean;
+}
+
+export class RedisSessionStore implements SessionStore {
+  private readonly prefix: string;
+
+  constructor(private readonly redis: Redis) {
+    this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
+  }
+
+  static connect(url: string, keyPrefix = 'parley:session:'): RedisSessionStore {
+    return new RedisSessionStore(new Redis(url, { keyPrefix, maxRetriesPerRequest: 3, enableAutoPipelining: true }));
+  }
+
+  async addConnection(c: Connection): Promise<void> {
+    await this.redis
+      .multi()
+      .hset(`conn:${c.user}`, c.connId, JSON.stringify(c))
+      .set(`seen:${c.user}`, String(c.at))
+      .exec();
+  }
+
+  async removeConnection(user: string, connId: string, at: number): Promise<void> {
+    await this.redis.multi().hdel(`conn:${user}`, connId).set(`seen:${user}`, String(at)).exec();
+  }
+
+  async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
+    await this.redis.set(`gw:${gateway}`, '1', 'PX', ttlMs);
+  }
+
+  async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
+    const result = new Map<string, Connection[]>();
+    if (users.length === 0) return result;
+    const hashes = await Promise.all(users.map((u) => this.redis.hgetall(`conn:${u}`)));
+    const all = hashes.flatMap((h) => Object.values(h).map((raw) => JSON.parse(raw) as Connection));
+    const gateways = [...new Set(all.map((c) => c.gateway))];
+    if (gateways.length === 0) return result;
+    const alive = await this.redis.mget(gateways.map((g) => `gw:${g}`));
+    const live = new Set(gateways.filter((_, i) => alive[i] !== null));
+    for (const c of all) {
+      if (!live.has(c.gateway)) continue;
+      const list = result.get(c.user) ?? [];
+      list.push(c);
+      result.set(c.user, list);
+    }
+    return result;
+  }
+
+  async presence(users: string[]) {
+    if (users.length === 0) return [];
+    const [live, seen] = await Promise.all([this.connectionsOf(users), this.redis.mget(users.map((u) => `seen:${u}`))]);
+    return users.map((user, i) => ({ user, online: live.has(user), lastSeen: seen[i] === null ? null : Number(seen[i]) }));
+  }
+
+  async track(p: Pending, dueAt: number): Promise<boolean> {
+    const stored: StoredPending = { frame: p.frame, stored: p.stored };
+    const added = await this.redis.eval(
+      TRACK,
+      4,
+      `pend:${p.user}`,
+      `att:${p.user}`,
+      `ack:${p.user}:${p.mid}`,
+      'due',
+      p.mid,
+      JSON.stringify(stored),
+      String(p.attempts),
+      String(dueAt),
+      `${p.user}\n${p.mid}`,
+    );
+    return added === 1;
+  }
+
+  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
+    if (mids.length === 0) return [];
+    const keys = [`pend:${user}`, `att:${user}`, 'due', ...mids.map((mid) => `ack:${user}:${mid}`)];
+    const out = (await this.redis.eval(COMPLETE, keys.length, ...keys, String(rememberMs), user, ...mids)) as string[];
+    return mids.map((mid, i) => (out[2 * i] ? this.toPending(user, mid, out[2 * i], out[2 * i + 1]) : undefined));
+  }
+
+  async drop(user: string, mids: string[]): Promise<void> {
+    if (mids.length === 0) return;
+    await this.redis
+      .multi()
+      .hdel(`pend:${user}`, ...mids)
+      .hdel(`att:${user}`, ...mids)
+      .zrem('due', ...mids.map((mid) => `${user}\n${mid}`))
+      .exec();
+  }
+
+  async claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]> {
+    const out = (await this.redis.eval(CLAIM, 1, 'due', String(now), String(leaseMs), String(limit), this.prefix)) as string[];
+    const claimed: Pending[] = [];
+    for (let i = 0; i < out.length; i += 4) claimed.push(this.toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
+    return claimed;
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+
+  private toPending(user: string, mid: string, raw: string, attempts: string): Pending {
+    const stored = JSON.parse(raw) as StoredPending;
+    return { user, mid, frame: stored.frame, stored: stored.stored, attempts: Number(attempts) };
+  }
+}

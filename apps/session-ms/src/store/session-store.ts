@@ -1,0 +1,53 @@
+import type { Deliverable } from '@parley/contracts';
+
+/** A device's socket on a gateway instance. */
+export interface Connection {
+  user: string;
+  connId: string;
+  deviceId?: string;
+  gateway: string;
+  gatewayUrl: string;
+  at: number;
+}
+
+/** A deliverable waiting for the user's ack. */
+export interface Pending {
+  user: string;
+  mid: string;
+  frame: Deliverable;
+  /** Pushes made so far. */
+  attempts: number;
+  /** It was stored offline before (a replay on connect): an ack must also reach storage. */
+  stored: boolean;
+}
+
+/**
+ * Session state: who is connected where, presence, and deliveries awaiting acks. Redis in
+ * production (shared by session-ms replicas, survives restarts); in memory for the embedded default.
+ */
+export interface SessionStore {
+  addConnection(connection: Connection): Promise<void>;
+  removeConnection(user: string, connId: string, at: number): Promise<void>;
+  /** Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored. */
+  gatewayAlive(gateway: string, ttlMs: number): Promise<void>;
+  /** Live connections of each user (users without any are absent). */
+  connectionsOf(users: string[]): Promise<Map<string, Connection[]>>;
+  presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
+
+  /**
+   * Starts tracking a deliverable, due for a retry at `dueAt`. Returns false (and changes nothing)
+   * when the user already acked this mid or it is already pending: a duplicate.
+   */
+  track(pending: Pending, dueAt: number): Promise<boolean>;
+  /** Acks: removes what was pending and remembers the mids as acked for `rememberMs`. */
+  complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>>;
+  /** Stops tracking without marking acked (it went offline). */
+  drop(user: string, mids: string[]): Promise<void>;
+  /**
+   * Claims up to `limit` pendings due by `now`: each is pushed back to `now + leaseMs` and its
+   * attempts incremented atomically, so replicas never claim the same one twice.
+   */
+  claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,135 @@
+import { DeliverEvent, GatewayDelivery, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createMetricsRegistry, silentLogger } from '@parley/service-kit';
+import { Delivery } from '../src/delivery';
+import { GatewayClient } from '../src/gateway-client';
+import { MemorySessionStore } from '../src/store/memory-store';
+
+/** A gateway stand-in that records what reached each of its sockets. */
+class RecordingGateways implements GatewayClient {
+  readonly received: Array<{ url: string } & GatewayDelivery> = [];
+  down = new Set<string>();
+  async send(url: string, deliveries: GatewayDelivery[]) {
+    if (this.down.has(url)) throw new Error('ECONNREFUSED');
+    this.received.push(...deliveries.map((d) => ({ url, ...d })));
+    return deliveries.map((d) => d.connIds?.length ?? 0);
+  }
+  mids(user: string) {
+    return this.received.filter((d) => d.to === user).map((d) => ('mid' in d.frame ? d.frame.mid : d.frame.type));
+  }
+}
+
+const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
+  v: 1,
+  kind: 'deliver',
+  to,
+  frame: { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text: id }, sentAt: 1 },
+});
+
+function setup() {
+  const store = new MemorySessionStore();
+  const gateways = new RecordingGateways();
+  const bus = new MemoryBus();
+  const settings = { ackTimeoutMs: 20, maxAttempts: 3, rememberAckedMs: 60_000, gatewayTtlMs: 60_000 };
+  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), createMetricsRegistry('s', { collectDefaults: false }));
+  const connect = (user: string, connId: string, gateway = 'gw-1') =>
+    delivery.handleConnections([{ v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() }]);
+  const retryUntilQuiet = async () => {
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      await delivery.retryDue();
+    }
+  };
+  return { store, gateways, bus, delivery, connect, retryUntilQuiet };
+}
+
+describe('Delivery', () => {
+  it('pushes to every connected device of the recipient, once per gateway call', async () => {
+    const { delivery, gateways, connect } = setup();
+    await connect('bob', 'phone', 'gw-1');
+    await connect('bob', 'laptop', 'gw-2');
+    await delivery.handle([message('m1')]);
+    expect(gateways.received.map((d) => [d.url, d.connIds])).toEqual([['http://gw-1', ['phone']], ['http://gw-2', ['laptop']]]);
+  });
+
+  it('hands a deliverable for a user with no connection to the offline topic at once', async () => {
+    const { delivery, gateways, bus } = setup();
+    await delivery.handle([message('m1', 'carol')]);
+    expect(gateways.received).toEqual([]);
+    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline', to: 'carol', frame: expect.objectContaining({ mid: 'alice:m1' }) })]);
+  });
+
+  it('redelivers an unacked deliverable with the same mid, then sends it offline after the last attempt', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1', 'alice:m1']);
+    expect(bus.events(TOPICS.offline).map((e) => e.kind)).toEqual(['offline']);
+  });
+
+  it('completes on ack: no redelivery, a delivered receipt to the sender, nothing for storage', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 5 }]);
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+    const receipts = bus.events(TOPICS.delivery);
+    expect(receipts).toEqual([expect.objectContaining({ to: 'alice', frame: expect.objectContaining({ type: 'receipt', status: 'delivered', mids: ['alice:m1'], by: 'bob', at: 5 }) })]);
+  });
+
+  it('does not deliver a mid again once acked (idempotent send)', async () => {
+    const { delivery, gateways, connect } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 5 }]);
+    await delivery.handle([message('m1'), message('m1')]);
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+  });
+
+  it('tells storage about an ack that arrives after the deliverable went offline', async () => {
+    const { delivery, bus } = setup();
+    await delivery.handle([message('m1', 'carol')]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'carol', mids: ['alice:m1'], at: 9 }]);
+    expect(bus.events(TOPICS.offline).map((e) => e.kind)).toEqual(['offline', 'offline-ack']);
+  });
+
+  it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {
+    const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([{ ...message('m1'), replay: true }]);
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+    await retryUntilQuiet();
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+    await delivery.handle([{ ...message('m2'), replay: true }]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m2'], at: 9 }]);
+    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline-ack', mids: ['alice:m2'] })]);
+  });
+
+  it('delivers typing only to connected users and never retries it', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    const typing = (to: string): DeliverEvent => ({ v: 1, kind: 'deliver', to, ephemeral: true, frame: { type: 'typing', from: 'alice', to, chat: 'direct' } });
+    await delivery.handle([typing('bob'), typing('carol')]);
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toEqual(['typing']);
+    expect(gateways.received).toHaveLength(1);
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+  });
+
+  it('retries when a gateway cannot be reached, and stops pushing to a disconnected device', async () => {
+    const { delivery, gateways, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone', 'gw-1');
+    gateways.down.add('http://gw-1');
+    await delivery.handle([message('m1')]);
+    gateways.down.clear();
+    await new Promise((r) => setTimeout(r, 25));
+    await delivery.retryDue();
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+    await delivery.handleConnections([{ v: 1, kind: 'connection-down', user: 'bob', connId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw-1', at: Date.now() }]);
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+  });
+});

@@ -1,0 +1,107 @@
+import Redis from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { Deliverable } from '@parley/contracts';
+import { MemorySessionStore } from '../src/store/memory-store';
+import { RedisSessionStore } from '../src/store/redis-store';
+import { Pending, SessionStore } from '../src/store/session-store';
+
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+interface Target {
+  name: string;
+  open(): SessionStore;
+  dispose(): Promise<void>;
+}
+
+function redisTarget(): Target {
+  const prefix = `test:${randomUUID()}:`;
+  const clients: Redis[] = [];
+  return {
+    name: 'redis',
+    open() {
+      const client = new Redis(REDIS_URL, { keyPrefix: prefix });
+      clients.push(client);
+      return new RedisSessionStore(client);
+    },
+    async dispose() {
+      const admin = new Redis(REDIS_URL);
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length) await admin.del(...keys);
+      await admin.quit();
+      await Promise.all(clients.map((c) => c.quit()));
+    },
+  };
+}
+
+function memoryTarget(): Target {
+  return { name: 'memory', open: () => new MemorySessionStore(), dispose: async () => undefined };
+}
+
+const frame = (mid: string): Deliverable => ({ type: 'message', mid, id: mid.split(':')[1], from: 'alice', to: 'bob', chat: 'direct', body: { list: [], map: {} }, sentAt: 1 });
+const pending = (mid: string, user = 'bob'): Pending => ({ user, mid, frame: frame(mid), attempts: 1, stored: false });
+
+describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target) => {
+  let store: SessionStore;
+  beforeEach(() => {
+    store = target.open();
+  });
+  afterAll(() => target.dispose());
+
+  it('tracks connections per device and ignores gateways that stopped beating', async () => {
+    await store.gatewayAlive('gw-1', 60_000);
+    await store.addConnection({ user: 'u1', connId: 'a', deviceId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 10 });
+    await store.addConnection({ user: 'u1', connId: 'b', gateway: 'gw-dead', gatewayUrl: 'http://gw2', at: 11 });
+    await store.addConnection({ user: 'u2', connId: 'c', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 12 });
+    const live = await store.connectionsOf(['u1', 'u2', 'u3']);
+    expect(live.get('u1')?.map((c) => c.connId)).toEqual(['a']);
+    expect(live.get('u2')?.map((c) => c.connId)).toEqual(['c']);
+    expect(live.has('u3')).toBe(false);
+    await store.removeConnection('u2', 'c', 20);
+    expect(await store.presence(['u1', 'u2', 'u3'])).toEqual([
+      { user: 'u1', online: true, lastSeen: 11 },
+      { user: 'u2', online: false, lastSeen: 20 },
+      { user: 'u3', online: false, lastSeen: null },
+    ]);
+  });
+
+  it('tracks a deliverable once and refuses a duplicate while pending or after the ack', async () => {
+    expect(await store.track(pending('alice:t1'), 1000)).toBe(true);
+    expect(await store.track(pending('alice:t1'), 1000)).toBe(false);
+    const [done] = await store.complete('bob', ['alice:t1'], 60_000);
+    expect(done).toEqual(pending('alice:t1'));
+    expect(await store.track(pending('alice:t1'), 1000)).toBe(false);
+    expect(await store.track(pending('alice:t1', 'carol'), 1000)).toBe(true);
+  });
+
+  it('reports an ack of something not pending as undefined, and still remembers it', async () => {
+    expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
+    expect(await store.track(pending('alice:never'), 1000)).toBe(false);
+  });
+
+  it('claims due entries once, incrementing attempts and leasing them', async () => {
+    await store.track(pending('alice:d1', 'dave'), 100);
+    await store.track(pending('alice:d2', 'dave'), 200);
+    await store.track(pending('alice:d3', 'dave'), 10_000);
+    const first = await store.claimDue(250, 5000, 10);
+    const mine = first.filter((p) => p.user === 'dave');
+    expect(mine.map((p) => [p.mid, p.attempts])).toEqual([['alice:d1', 2], ['alice:d2', 2]]);
+    expect(mine[0].frame).toEqual(frame('alice:d1'));
+    expect((await store.claimDue(300, 5000, 10)).filter((p) => p.user === 'dave')).toEqual([]);
+    const again = (await store.claimDue(5300, 5000, 10)).filter((p) => p.user === 'dave');
+    expect(again.map((p) => [p.mid, p.attempts])).toEqual([['alice:d1', 3], ['alice:d2', 3]]);
+  });
+
+  it('drops pendings without marking them acked', async () => {
+    await store.track(pending('alice:x1', 'erin'), 100);
+    await store.drop('erin', ['alice:x1']);
+    expect((await store.claimDue(1e12, 1, 100)).filter((p) => p.user === 'erin')).toEqual([]);
+    expect(await store.track(pending('alice:x1', 'erin'), 100)).toBe(true);
+  });
+
+  it('keeps pending state across a new client (a restarted session-ms resumes)', async () => {
+    await store.track({ ...pending('alice:r1', 'frank'), stored: true }, 100);
+    const reopened = target.name === 'redis' ? target.open() : store;
+    const claimed = (await reopened.claimDue(1e12, 1000, 100)).filter((p) => p.user === 'frank');
+    expect(claimed).toEqual([{ ...pending('alice:r1', 'frank'), stored: true, attempts: 2 }]);
+  });
+});

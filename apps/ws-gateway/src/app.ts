@@ -1,0 +1,310 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Type } from '@sinclair/typebox';
+import WebSocket, { WebSocketServer } from 'ws';
+import { Counter, Gauge } from 'prom-client';
+import {
+  ClientFrame,
+  ConnectionTopicEvent,
+  DEFAULT_MAX_FRAME_BYTES,
+  ErrorCode,
+  GatewaySendRequest,
+  GatewaySendResponse,
+  InboundEvent,
+  ParleyError,
+  parseClientFrame,
+  ServerFrame,
+  statusOf,
+  TOPICS,
+  USER_ID_PATTERN,
+  userMid,
+} from '@parley/contracts';
+import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
+import {
+  AuthConfig,
+  bearerToken,
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  Identity,
+  InternalConfig,
+  requireInternalSecret,
+  Runtime,
+  Service,
+  TokenVerifier,
+} from '@parley/service-kit';
+import {
+  ClientConnection,
+  CLOSE_GOING_AWAY,
+  CLOSE_POLICY,
+  CLOSE_RATE_LIMITED,
+  ConnectionRegistry,
+} from './connections';
+import { TokenBucket } from './token-bucket';
+
+export const WsGatewayConfig = Type.Object({
+  ...CommonConfig,
+  ...KafkaSettingsSchema,
+  ...InternalConfig,
+  ...AuthConfig,
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'Public WebSocket port' }),
+  INTERNAL_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9080, description: 'Internal /send, probes, metrics' }),
+  GATEWAY_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,100}$', description: 'Instance id; random when unset' })),
+  GATEWAY_INTERNAL_URL: Type.Optional(Type.String({ description: 'How session-ms reaches this instance; from POD_IP when unset' })),
+  POD_IP: Type.Optional(Type.String()),
+  MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
+  RATE_LIMIT_PER_SECOND: Type.Number({ minimum: 0.1, default: 20, description: 'Frames per second per connection' }),
+  RATE_LIMIT_BURST: Type.Integer({ minimum: 1, default: 50 }),
+  RATE_LIMIT_CLOSE_AFTER: Type.Integer({ minimum: 1, default: 20, description: 'Refusals in a row before close 4029' }),
+  MAX_UNSENT_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024, description: 'Per socket; a slower reader is cut off' }),
+  MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 200_000 }),
+  PING_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30_000 }),
+  HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 100, default: 10_000, description: 'Gateway heartbeat to session-ms' }),
+  ALLOWED_ORIGINS: Type.String({ default: '', description: 'Comma-separated Origin allowlist; empty allows any' }),
+});
+
+export interface WsGatewaySettings {
+  gatewayId: string;
+  internalUrl: string;
+  maxFrameBytes: number;
+  ratePerSecond: number;
+  rateBurst: number;
+  rateCloseAfter: number;
+  maxUnsentBytes: number;
+  maxConnections: number;
+  pingIntervalMs: number;
+  heartbeatIntervalMs: number;
+  allowedOrigins: string[];
+}
+
+export interface WsGatewayDeps extends Omit<Runtime, 'closer'> {
+  bus: EventBus;
+  verifyToken: TokenVerifier;
+  internalSecret: string;
+  settings: WsGatewaySettings;
+  port: number;
+  internalPort: number;
+  host?: string;
+}
+
+export interface WsGateway extends Service {
+  /** Public: the WebSocket upgrade on /v1/ws and the probes. */
+  http: HttpServer;
+  /** Internal: POST /send, probes, metrics. */
+  internal: HttpServer;
+  connections: ConnectionRegistry;
+}
+
+const ID_FRAMES = new Set(['message', 'group']);
+const deviceIdPattern = new RegExp(USER_ID_PATTERN);
+
+export function createWsGateway(deps: WsGatewayDeps): WsGateway {
+  const { bus, settings, logger } = deps;
+  const registry = new ConnectionRegistry();
+  const http = buildHttpServer(deps);
+  const internal = buildHttpServer(deps);
+  requireInternalSecret(internal, deps.internalSecret, '/send');
+  const wss = new WebSocketServer({ noServer: true, maxPayload: settings.maxFrameBytes, perMessageDeflate: false });
+  const metrics = gatewayMetrics(deps, registry);
+  const inFlight = new Set<Promise<unknown>>();
+  let draining = false;
+
+  const track = <T>(promise: Promise<T>) => {
+    inFlight.add(promise);
+    void promise.finally(() => inFlight.delete(promise)).catch(() => undefined);
+    return promise;
+  };
+
+  const publishConnection = (kind: 'connection-up' | 'connection-down', conn: ClientConnection) => {
+    const event: ConnectionTopicEvent = {
+      v: 1,
+      kind,
+      user: conn.user,
+      connId: conn.id,
+      deviceId: conn.deviceId,
+      gateway: settings.gatewayId,
+      gatewayUrl: settings.internalUrl,
+      at: Date.now(),
+    };
+    return track(bus.publish(TOPICS.connections, [event])).catch((err) => logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed'));
+  };
+
+  const publishHeartbeat = () =>
+    track(
+      bus.publish(TOPICS.connections, [
+        { v: 1, kind: 'gateway-heartbeat', gateway: settings.gatewayId, gatewayUrl: settings.internalUrl, connections: registry.size, at: Date.now() },
+      ]),
+    ).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
+
+  const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
+  const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
+    metrics.refused.inc({ code });
+    send(conn, id === undefined ? { type: 'error', code, message } : { type: 'error', id, code, message });
+  };
+
+  const onFrame = async (conn: ClientConnection, data: WebSocket.RawData, isBinary: boolean) => {
+    conn.alive = true;
+    if (isBinary) return refuse(conn, 'invalid_frame', 'frame: must be a text frame holding one JSON object');
+    const parsed = parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
+    if (!parsed.ok) return refuse(conn, parsed.code, parsed.message, parsed.id);
+    const frame = parsed.frame;
+    if (!conn.bucket.take()) {
+      conn.rateViolations += 1;
+      const retryAfter = conn.bucket.retryAfterSeconds().toFixed(2);
+      refuse(conn, 'rate_limited', `too many frames: retry after ${retryAfter} s`, 'id' in frame ? frame.id : undefined);
+      if (conn.rateViolations >= settings.rateCloseAfter) conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
+      return;
+    }
+    conn.rateViolations = 0;
+    metrics.frames.inc({ type: frame.type });
+    if (frame.type === 'ping') return void send(conn, { type: 'pong' });
+    await publishFrame(conn, frame);
+  };
+
+  const publishFrame = async (conn: ClientConnection, frame: Exclude<ClientFrame, { type: 'ping' }>) => {
+    const event: InboundEvent = { v: 1, kind: 'inbound', from: conn.user, deviceId: conn.deviceId, connId: conn.id, gateway: settings.gatewayId, sentAt: Date.now(), frame };
+    const id = 'id' in frame ? frame.id : undefined;
+    try {
+      await track(bus.publish(TOPICS.inbound, [event]));
+    } catch (err) {
+      logger.warn({ err }, 'publishing an inbound frame failed');
+      return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id);
+    }
+    if (id !== undefined && ID_FRAMES.has(frame.type)) send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
+  };
+
+  const onConnection = (socket: WebSocket, identity: Identity, deviceId: string | undefined) => {
+    const bucket = new TokenBucket(settings.ratePerSecond, settings.rateBurst);
+    const conn = new ClientConnection(randomUUID(), identity.user, deviceId, socket, bucket, identity.expiresAt, settings.maxUnsentBytes);
+    registry.add(conn);
+    socket.on('message', (data, isBinary) => void onFrame(conn, data, isBinary));
+    socket.on('pong', () => (conn.alive = true));
+    socket.on('error', (err) => logger.debug({ err, user: conn.user }, 'socket error'));
+    socket.on('close', () => {
+      registry.remove(conn);
+      void publishConnection('connection-down', conn);
+    });
+    send(conn, deviceId ? { type: 'hello', user: conn.user, connId: conn.id, deviceId } : { type: 'hello', user: conn.user, connId: conn.id });
+    void publishConnection('connection-up', conn);
+  };
+
+  const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => undefined);
+    try {
+      const url = new URL(request.url ?? '/', 'http://gateway');
+      if (url.pathname !== '/v1/ws') throw new ParleyError('not_found', `no WebSocket endpoint at ${url.pathname}; use /v1/ws`);
+      if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
+      const origin = request.headers.origin;
+      if (origin && settings.allowedOrigins.length > 0 && !settings.allowedOrigins.includes(origin)) {
+        throw new ParleyError('forbidden', `origin ${origin} is not allowed`);
+      }
+      const deviceId = url.searchParams.get('deviceId') ?? undefined;
+      if (deviceId !== undefined && !deviceIdPattern.test(deviceId)) {
+        throw new ParleyError('invalid_request', `deviceId: must match ${USER_ID_PATTERN}`);
+      }
+      const identity = await deps.verifyToken(bearerToken(request.headers.authorization, url.searchParams.get('token')));
+      if (registry.size >= settings.maxConnections) throw new ParleyError('unavailable', 'this gateway is full; try another');
+      wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, identity, deviceId));
+    } catch (err) {
+      const error = err instanceof ParleyError ? err : new ParleyError('internal', 'upgrade failed');
+      if (!(err instanceof ParleyError)) logger.error({ err }, 'upgrade failed');
+      rejectUpgrade(socket, error);
+    }
+  };
+  http.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => void onUpgrade(request, socket, head));
+
+  internal.post('/send', { schema: { body: GatewaySendRequest } }, async (request): Promise<GatewaySendResponse> => {
+    const { deliveries } = request.body as GatewaySendRequest;
+    const results = deliveries.map((delivery) => {
+      const text = JSON.stringify(delivery.frame);
+      let written = 0;
+      for (const conn of registry.of(delivery.to, delivery.connIds)) if (conn.send(text)) written++;
+      return { written };
+    });
+    metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
+    return { results };
+  });
+
+  const timers = startTimers(settings, registry, publishHeartbeat);
+
+  return {
+    http,
+    internal,
+    connections: registry,
+    async start() {
+      await publishHeartbeat();
+      await internal.listen({ port: deps.internalPort, host: deps.host ?? '0.0.0.0' });
+      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
+      timers.start();
+      logger.info({ gateway: settings.gatewayId, internalUrl: settings.internalUrl }, 'ws-gateway listening');
+    },
+    async stop() {
+      draining = true;
+      deps.readiness.markDraining();
+      timers.stop();
+      // Upgraded sockets still count as server connections: close them before the server.
+      await closeAll(registry);
+      await http.close();
+      await Promise.allSettled([...inFlight]);
+      await internal.close();
+      wss.close();
+    },
+  };
+}
+
+/** A refused upgrade gets an HTTP answer with the protocol's error body, before any WebSocket exists. */
+function rejectUpgrade(socket: Duplex, error: ParleyError) {
+  const body = JSON.stringify({ error: { code: error.code, message: error.message } });
+  const status = statusOf(error.code);
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Refused'}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** Close every socket with 1001 (reconnect elsewhere), cutting those that do not finish in time. */
+async function closeAll(registry: ConnectionRegistry, graceMs = 2000) {
+  for (const conn of registry.all()) conn.close(CLOSE_GOING_AWAY, 'server shutting down');
+  const deadline = Date.now() + graceMs;
+  while (registry.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  for (const conn of registry.all()) conn.socket.terminate();
+  while (registry.size > 0) await new Promise((r) => setTimeout(r, 5));
+}
+
+/** WebSocket ping/pong (a socket that missed the last ping is dead), token expiry, gateway heartbeat. */
+function startTimers(settings: WsGatewaySettings, registry: ConnectionRegistry, heartbeat: () => unknown) {
+  let ping: NodeJS.Timeout | undefined;
+  let beat: NodeJS.Timeout | undefined;
+  const sweep = () => {
+    const now = Date.now();
+    for (const conn of registry.all()) {
+      if (conn.expiresAt !== undefined && conn.expiresAt <= now) conn.close(CLOSE_POLICY, 'auth expired');
+      else if (!conn.alive) conn.socket.terminate();
+      else {
+        conn.alive = false;
+        conn.socket.ping();
+      }
+    }
+  };
+  return {
+    start() {
+      ping = setInterval(sweep, settings.pingIntervalMs);
+      beat = setInterval(heartbeat, settings.heartbeatIntervalMs);
+    },
+    stop() {
+      clearInterval(ping);
+      clearInterval(beat);
+    },
+  };
+}
+
+function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
+  const registers = [deps.metrics];
+  new Gauge({ name: 'parley_ws_connections', help: 'Open WebSocket connections', registers, collect() { this.set(registry.size); } });
+  return {
+    frames: new Counter({ name: 'parley_ws_frames_total', help: 'Client frames accepted for processing', labelNames: ['type'], registers }),
+    refused: new Counter({ name: 'parley_ws_refused_total', help: 'Client frames refused', labelNames: ['code'], registers }),
+    delivered: new Counter({ name: 'parley_ws_delivered_total', help: 'Frames written to sockets from /send', registers }),
+  };
+}

@@ -1,0 +1,78 @@
+import type WebSocket from 'ws';
+import { TokenBucket } from './token-bucket';
+
+export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_POLICY = 1008;
+export const CLOSE_TOO_LARGE = 1009;
+export const CLOSE_RATE_LIMITED = 4029;
+
+/** One authenticated socket. Counts its own unsent bytes (ws's bufferedAmount stays 0 until the kernel buffer fills). */
+export class ClientConnection {
+  alive = true;
+  unsentBytes = 0;
+  rateViolations = 0;
+
+  constructor(
+    readonly id: string,
+    readonly user: string,
+    readonly deviceId: string | undefined,
+    readonly socket: WebSocket,
+    readonly bucket: TokenBucket,
+    readonly expiresAt: number | undefined,
+    private readonly maxUnsentBytes: number,
+  ) {}
+
+  /** Writes a text frame; false (and the socket is cut) when the reader is too slow. */
+  send(text: string): boolean {
+    if (this.socket.readyState !== this.socket.OPEN) return false;
+    const size = Buffer.byteLength(text);
+    if (this.unsentBytes + size > this.maxUnsentBytes) {
+      this.socket.terminate();
+      return false;
+    }
+    this.unsentBytes += size;
+    this.socket.send(text, () => {
+      this.unsentBytes -= size;
+    });
+    return true;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.close(code, reason);
+  }
+}
+
+/** Which sockets this gateway holds, by user and by connection id. */
+export class ConnectionRegistry {
+  private readonly byUser = new Map<string, Map<string, ClientConnection>>();
+
+  get size(): number {
+    let n = 0;
+    for (const conns of this.byUser.values()) n += conns.size;
+    return n;
+  }
+
+  add(conn: ClientConnection): void {
+    const conns = this.byUser.get(conn.user) ?? new Map<string, ClientConnection>();
+    conns.set(conn.id, conn);
+    this.byUser.set(conn.user, conns);
+  }
+
+  remove(conn: ClientConnection): void {
+    const conns = this.byUser.get(conn.user);
+    conns?.delete(conn.id);
+    if (conns?.size === 0) this.byUser.delete(conn.user);
+  }
+
+  /** The user's sockets, or only those among `connIds`. */
+  of(user: string, connIds?: string[]): ClientConnection[] {
+    const conns = this.byUser.get(user);
+    if (!conns) return [];
+    if (!connIds) return [...conns.values()];
+    return connIds.map((id) => conns.get(id)).filter((c): c is ClientConnection => c !== undefined);
+  }
+
+  *all(): IterableIterator<ClientConnection> {
+    for (const conns of this.byUser.values()) yield* conns.values();
+  }
+}

@@ -1,0 +1,33 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { connectKafkaBus } from '@parley/kafka';
+import { createTokenVerifier, runMain } from '@parley/service-kit';
+import { createWsGateway, WsGatewayConfig } from './app';
+
+void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
+  const bus = await connectKafkaBus('ws-gateway', config, runtime);
+  const gatewayId = config.GATEWAY_ID ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const internalUrl = config.GATEWAY_INTERNAL_URL ?? `http://${config.POD_IP ?? '127.0.0.1'}:${config.INTERNAL_PORT}`;
+  return createWsGateway({
+    ...runtime,
+    bus,
+    verifyToken: createTokenVerifier(config),
+    internalSecret: config.INTERNAL_SECRET,
+    port: config.PORT,
+    internalPort: config.INTERNAL_PORT,
+    host: config.HOST,
+    settings: {
+      gatewayId,
+      internalUrl,
+      maxFrameBytes: config.MAX_FRAME_BYTES,
+      ratePerSecond: config.RATE_LIMIT_PER_SECOND,
+      rateBurst: config.RATE_LIMIT_BURST,
+      rateCloseAfter: config.RATE_LIMIT_CLOSE_AFTER,
+      maxUnsentBytes: config.MAX_UNSENT_BYTES,
+      maxConnections: config.MAX_CONNECTIONS,
+      pingIntervalMs: config.PING_INTERVAL_MS,
+      heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+      allowedOrigins: config.ALLOWED_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+    },
+  });
+});

@@ -1,0 +1,163 @@
+import { AddressInfo } from 'node:net';
+import { INTERNAL_SECRET_HEADER, TOPICS } from '@parley/contracts';
+import { MemoryBus } from '@parley/kafka';
+import { createMetricsRegistry, createTokenVerifier, DEV_JWT_SECRET, issueToken, Readiness, silentLogger } from '@parley/service-kit';
+import { waitFor, WsTestClient } from '@parley/test-kit';
+import { createWsGateway, WsGateway, WsGatewaySettings } from '../src/app';
+
+const SECRET = 'internal-secret-for-tests';
+
+async function startGateway(overrides: Partial<WsGatewaySettings> = {}) {
+  const bus = new MemoryBus();
+  const gateway = createWsGateway({
+    bus,
+    logger: silentLogger(),
+    metrics: createMetricsRegistry('ws-gateway', { collectDefaults: false }),
+    readiness: new Readiness(),
+    verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+    internalSecret: SECRET,
+    port: 0,
+    internalPort: 0,
+    host: '127.0.0.1',
+    settings: {
+      gatewayId: 'gw-test',
+      internalUrl: 'http://unused',
+      maxFrameBytes: 4096,
+      ratePerSecond: 1000,
+      rateBurst: 1000,
+      rateCloseAfter: 3,
+      maxUnsentBytes: 1024 * 1024,
+      maxConnections: 100,
+      pingIntervalMs: 60_000,
+      heartbeatIntervalMs: 60_000,
+      allowedOrigins: [],
+      ...overrides,
+    },
+  });
+  await gateway.start();
+  const port = (gateway.http.server.address() as AddressInfo).port;
+  const url = (user: string, query = '') => issueToken(DEV_JWT_SECRET, user).then((token) => `ws://127.0.0.1:${port}/v1/ws?token=${token}${query}`);
+  return { bus, gateway, port, url };
+}
+
+describe('ws-gateway', () => {
+  let env: Awaited<ReturnType<typeof startGateway>>;
+  const clients: WsTestClient[] = [];
+  const connect = async (user: string, query = '') => {
+    const client = await WsTestClient.connect(await env.url(user, query));
+    clients.push(client);
+    return client;
+  };
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    await env?.gateway.stop();
+  });
+
+  it('greets with hello, publishes the frame stamped with the authenticated sender, then answers accepted', async () => {
+    env = await startGateway();
+    const alice = await connect('alice', '&deviceId=phone');
+    expect(alice.frames[0]).toMatchObject({ type: 'hello', user: 'alice', deviceId: 'phone' });
+    alice.send({ type: 'message', id: 'c1', to: 'bob', body: { text: 'hi' }, from: 'mallory', sentAt: 1 });
+    expect(await alice.next((f) => f.type === 'accepted')).toEqual({ type: 'accepted', id: 'c1', mid: 'alice:c1' });
+    const [event] = env.bus.events(TOPICS.inbound);
+    expect(event).toMatchObject({ from: 'alice', deviceId: 'phone', gateway: 'gw-test', frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct' } });
+    expect(event.frame).not.toHaveProperty('from');
+    expect(event.sentAt).toBeGreaterThan(1);
+    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
+  });
+
+  it('refuses a bad, expired or missing token with 401 before the upgrade', async () => {
+    env = await startGateway();
+    const base = `ws://127.0.0.1:${env.port}/v1/ws`;
+    const wrongKey = await issueToken('another-secret-of-sufficient-length!', 'alice');
+    const expired = await issueToken(DEV_JWT_SECRET, 'alice', -60);
+    for (const url of [base, `${base}?token=${wrongKey}`, `${base}?token=${expired}`, `${base}?token=garbage`]) {
+      const refusal = await WsTestClient.refusal(url);
+      expect(refusal.status).toBe(401);
+      expect(JSON.parse(refusal.body)).toMatchObject({ error: { code: 'unauthorized' } });
+    }
+    const header = await WsTestClient.connect(base, { headers: { authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, 'bob')}` } });
+    clients.push(header);
+    expect(header.frames[0]).toMatchObject({ type: 'hello', user: 'bob' });
+  });
+
+  it('refuses other paths, bad device ids and origins not on the allowlist', async () => {
+    env = await startGateway({ allowedOrigins: ['https://app.example'] });
+    const token = await issueToken(DEV_JWT_SECRET, 'alice');
+    expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/other?token=${token}`)).status).toBe(404);
+    expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}&deviceId=a%20b`)).status).toBe(400);
+    expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, { origin: 'https://evil.example' })).status).toBe(403);
+  });
+
+  it('answers invalid frames with error frames naming the field, and ping with pong', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    alice.send('{"type":');
+    alice.send({ type: 'message', id: 'c2', to: 'b b', body: 1 });
+    alice.send({ type: 'ping' });
+    await alice.until(() => alice.ofType('error').length === 2 && alice.ofType('pong').length === 1);
+    expect(alice.ofType('error')).toEqual([
+      { type: 'error', code: 'invalid_frame', message: expect.stringContaining('frame: is not valid JSON') },
+      { type: 'error', id: 'c2', code: 'invalid_frame', message: 'to: must match ^[A-Za-z0-9_.-]{1,64}$' },
+    ]);
+    expect(env.bus.events(TOPICS.inbound)).toEqual([]);
+  });
+
+  it('closes with 1009 on a frame over the size limit', async () => {
+    env = await startGateway({ maxFrameBytes: 1024 });
+    const alice = await connect('alice');
+    alice.send({ type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) });
+    expect(await alice.closed()).toBe(1009);
+  });
+
+  it('rate-limits with rate_limited errors and closes with 4029 when it goes on', async () => {
+    env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
+    const alice = await connect('alice');
+    for (let i = 0; i < 6; i++) alice.send({ type: 'message', id: `r${i}`, to: 'bob', body: i });
+    expect(await alice.closed()).toBe(4029);
+    expect(alice.ofType('error').map((f) => f.code)).toEqual(['rate_limited', 'rate_limited', 'rate_limited']);
+    await waitFor(() => env.bus.events(TOPICS.inbound).length === 2, 2000, 'the two frames within the burst');
+  });
+
+  it('answers unavailable and claims nothing when Kafka cannot take the frame', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    await env.bus.close();
+    alice.send({ type: 'message', id: 'c9', to: 'bob', body: 1 });
+    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'c9', code: 'unavailable' });
+    expect(alice.ofType('accepted')).toEqual([]);
+  });
+
+  it('writes /send deliveries to every socket of the user, and requires the internal secret', async () => {
+    env = await startGateway();
+    const phone = await connect('bob', '&deviceId=phone');
+    const laptop = await connect('bob', '&deviceId=laptop');
+    const frame = { type: 'message', mid: 'alice:c1', id: 'c1', from: 'alice', to: 'bob', chat: 'direct', body: 'hi', sentAt: 1 };
+    const payload = { deliveries: [{ to: 'bob', frame }, { to: 'nobody', frame }] };
+    const refused = await env.gateway.internal.inject({ method: 'POST', url: '/send', payload });
+    expect(refused.statusCode).toBe(403);
+    const res = await env.gateway.internal.inject({ method: 'POST', url: '/send', payload, headers: { [INTERNAL_SECRET_HEADER]: SECRET } });
+    expect(res.json()).toEqual({ results: [{ written: 2 }, { written: 0 }] });
+    for (const device of [phone, laptop]) expect(await device.next((f) => f.type === 'message')).toEqual(frame);
+  });
+
+  it('cuts off a reader whose unsent bytes pass the cap', async () => {
+    env = await startGateway({ maxUnsentBytes: 2048 });
+    const bob = await connect('bob');
+    const conn = [...env.gateway.connections.all()][0];
+    conn.unsentBytes = 2000; // as if the kernel buffer were full and sends had not completed
+    const frame = { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' };
+    const res = await env.gateway.internal.inject({ method: 'POST', url: '/send', payload: { deliveries: [{ to: 'bob', frame: { ...frame, pad: 'x'.repeat(100) } }] }, headers: { [INTERNAL_SECRET_HEADER]: SECRET } });
+    expect(res.json()).toEqual({ results: [{ written: 0 }] });
+    expect(await bob.closed()).toBe(1006);
+  });
+
+  it('closes sockets with 1001 on shutdown and publishes the disconnects', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    await env.gateway.stop();
+    expect(await alice.closed()).toBe(1001);
+    expect(env.bus.events(TOPICS.connections).map((e) => e.kind)).toEqual(['gateway-heartbeat', 'connection-up', 'connection-down']);
+    env = await startGateway(); // afterEach stops this one
+  });
+});

@@ -1,0 +1,198 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { createLogger } from '@parley/service-kit';
+import type { Logger } from 'pino';
+import type { BrokerContext } from './context';
+import { GroupCoordinator } from './group/coordinator';
+import { OffsetStore } from './log/offset-store';
+import type { FsyncPolicy } from './log/partition-log';
+import { TopicStore } from './log/topic-store';
+import { Connection } from './server';
+
+export interface BrokerOptions {
+  /** 0 (the default) picks a free port. */
+  port?: number;
+  host?: string;
+  /** Host put in Metadata/FindCoordinator answers; defaults to `host` (127.0.0.1 for a wildcard). */
+  advertisedHost?: string;
+  /** Where the log and committed offsets live; without one everything stays in memory. */
+  dataDir?: string;
+  /** `never`: leave it to the OS; `interval`: every fsyncIntervalMs; `always`: before acknowledging. */
+  fsync?: FsyncPolicy;
+  fsyncIntervalMs?: number;
+  /** Default retention; topics override with `retention.ms` / `retention.bytes`. -1 keeps forever. */
+  retentionMs?: number;
+  retentionBytes?: number;
+  retentionCheckIntervalMs?: number;
+  segmentBytes?: number;
+  segmentMs?: number;
+  maxMessageBytes?: number;
+  maxRequestBytes?: number;
+  verifyCrc?: boolean;
+  autoCreateTopics?: boolean;
+  /** Partitions of auto-created topics and of CreateTopics asking for -1. */
+  defaultPartitions?: number;
+  minSessionTimeoutMs?: number;
+  maxSessionTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface Broker {
+  port: number;
+  host: string;
+  /** "host:port", for KAFKA_BROKERS. */
+  address: string;
+  stop(): Promise<void>;
+}
+
+const DAY = 24 * 3600 * 1000;
+
+/** Starts the embedded single-node broker that speaks the Kafka protocol (for kafkajs 2.x). */
+export async function startBroker(options: BrokerOptions = {}): Promise<Broker> {
+  const logger = options.logger ?? createLogger('kafka-broker');
+  const host = options.host ?? '127.0.0.1';
+  const dataDir = options.dataDir ? path.resolve(options.dataDir) : null;
+  const fsyncPolicy = options.fsync ?? 'interval';
+  const releaseLock = dataDir ? lockDataDir(dataDir) : () => undefined;
+  let topics: TopicStore;
+  let offsets: OffsetStore;
+  try {
+    topics = new TopicStore(
+      dataDir,
+      {
+        segmentBytes: options.segmentBytes ?? 64 * 1024 * 1024,
+        segmentMs: options.segmentMs ?? DAY,
+        retentionMs: options.retentionMs ?? 7 * DAY,
+        retentionBytes: options.retentionBytes ?? -1,
+        maxMessageBytes: options.maxMessageBytes ?? 8 * 1024 * 1024,
+        verifyCrc: options.verifyCrc ?? true,
+      },
+      fsyncPolicy,
+      logger,
+    );
+    offsets = new OffsetStore(dataDir, logger);
+  } catch (err) {
+    releaseLock();
+    throw err;
+  }
+  const groups = new GroupCoordinator(
+    { minSessionTimeoutMs: options.minSessionTimeoutMs ?? 100, maxSessionTimeoutMs: options.maxSessionTimeoutMs ?? 30 * 60 * 1000 },
+    logger,
+  );
+  let producerIds = Date.now() * 16;
+  const context: BrokerContext = {
+    nodeId: 0,
+    advertisedHost: options.advertisedHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host),
+    port: 0,
+    clusterId: 'parley-embedded',
+    topics,
+    offsets,
+    groups,
+    logger,
+    autoCreateTopics: options.autoCreateTopics ?? true,
+    defaultPartitions: options.defaultPartitions ?? 1,
+    nextProducerId: () => producerIds++,
+    pendingFetches: new Set(),
+    stopping: false,
+  };
+
+  const connections = new Set<Connection>();
+  const maxRequestBytes = options.maxRequestBytes ?? 100 * 1024 * 1024;
+  const server = net.createServer((socket) => {
+    const conn = new Connection(socket, context, maxRequestBytes, logger);
+    connections.add(conn);
+    socket.on('close', () => connections.delete(conn));
+  });
+  server.on('error', (err) => logger.error({ err }, 'broker server error'));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port ?? 0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    topics.close();
+    offsets.close();
+    releaseLock();
+    throw err;
+  }
+  const port = (server.address() as net.AddressInfo).port;
+  context.port = port;
+
+  const timers: NodeJS.Timeout[] = [];
+  timers.push(setInterval(() => topics.applyRetention(), options.retentionCheckIntervalMs ?? 60_000));
+  let syncing: Promise<void> = Promise.resolve();
+  if (dataDir && fsyncPolicy === 'interval') {
+    timers.push(
+      setInterval(() => {
+        syncing = Promise.all([topics.sync(), offsets.sync()]).then(
+          () => undefined,
+          (err) => logger.error({ err }, 'fsync failed'),
+        );
+      }, options.fsyncIntervalMs ?? 1000),
+    );
+  }
+  topics.applyRetention();
+  logger.info({ address: `${context.advertisedHost}:${port}`, dataDir, fsync: fsyncPolicy }, 'kafka broker listening');
+
+  let stopped: Promise<void> | undefined;
+  return {
+    port,
+    host: context.advertisedHost,
+    address: `${context.advertisedHost}:${port}`,
+    stop: () =>
+      (stopped ??= (async () => {
+        context.stopping = true;
+        for (const t of timers) clearInterval(t);
+        for (const cancel of [...context.pendingFetches]) cancel();
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        for (const conn of connections) conn.destroy();
+        await closed;
+        groups.close();
+        await syncing;
+        if (dataDir && fsyncPolicy !== 'never') await Promise.all([topics.sync(), offsets.sync()]);
+        topics.close();
+        offsets.close();
+        releaseLock();
+        logger.info('kafka broker stopped');
+      })()),
+  };
+}
+
+/** One broker per data directory: a lock file with the owner's pid (a dead owner's lock is taken over). */
+function lockDataDir(dir: string): () => void {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, '.lock');
+  const token = `${process.pid}:${Date.now()}:${Math.random()}`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, token, { flag: 'wx' });
+      return () => {
+        try {
+          if (fs.readFileSync(file, 'utf8') === token) fs.rmSync(file);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(fs.readFileSync(file, 'utf8').split(':')[0]);
+      if (owner && owner !== process.pid && isAlive(owner)) throw new Error(`data directory ${dir} is in use by process ${owner}`);
+      if (owner === process.pid) throw new Error(`data directory ${dir} is in use by another broker in this process`);
+      fs.rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`could not lock ${dir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

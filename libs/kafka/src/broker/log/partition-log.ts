@@ -1,0 +1,266 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { ErrorCode } from '../protocol/errors';
+import { BatchError, batchInfo, crcValid } from './record-batch';
+import { Segment } from './segment';
+
+export type FsyncPolicy = 'never' | 'interval' | 'always';
+
+export interface LogConfig {
+  /** Roll to a new segment past this many bytes. */
+  segmentBytes: number;
+  /** Roll a segment older than this, so that time-based retention can delete it. */
+  segmentMs: number;
+  /** Delete whole segments whose newest record is older than this; -1 keeps forever. */
+  retentionMs: number;
+  /** Delete the oldest segments while the partition is larger than this; -1 for no limit. */
+  retentionBytes: number;
+  /** Largest record batch accepted. */
+  maxMessageBytes: number;
+  /** Check CRC-32C of produced batches. */
+  verifyCrc: boolean;
+}
+
+interface ProducerState {
+  epoch: number;
+  lastSeq: number;
+  /** The last few batches, to recognise a retried duplicate and answer with its offset. */
+  recent: { firstSeq: number; lastSeq: number; base: number }[];
+}
+
+export interface AppendResult {
+  errorCode: number;
+  baseOffset: number;
+  /** False for a duplicate that was answered without writing. */
+  written: boolean;
+}
+
+export interface ReadResult {
+  errorCode: number;
+  chunks: Buffer[];
+  bytes: number;
+}
+
+const HOT_SEGMENTS = 2;
+
+/** One partition's log: segments, offsets, idempotent-producer state and fetch waiters. */
+export class PartitionLog {
+  private segments: Segment[] = [];
+  private readonly producers = new Map<number, ProducerState>();
+  /** Woken on every append (long-polling fetches). */
+  readonly waiters = new Set<() => void>();
+  dirty = false;
+
+  private constructor(
+    readonly topic: string,
+    readonly partition: number,
+    private readonly dir: string | null,
+    public config: LogConfig,
+    private readonly logger: Logger,
+  ) {}
+
+  static create(topic: string, partition: number, dir: string | null, config: LogConfig, logger: Logger): PartitionLog {
+    const log = new PartitionLog(topic, partition, dir, config, logger);
+    if (dir) {
+      fs.mkdirSync(dir, { recursive: true });
+      const bases = fs
+        .readdirSync(dir)
+        .filter((f) => /^\d{20}\.log$/.test(f))
+        .map((f) => Number(f.slice(0, 20)))
+        .sort((a, b) => a - b);
+      bases.forEach((base, i) => {
+        const hot = i >= bases.length - HOT_SEGMENTS;
+        log.segments.push(
+          Segment.recover(dir, base, hot, (bytes) => logger.warn({ topic, partition, segment: base, bytes }, 'truncated a torn write at the end of a segment')),
+        );
+      });
+      if (log.segments.length === 0) log.segments.push(Segment.create(dir, 0));
+      log.rebuildProducers();
+    } else {
+      log.segments.push(Segment.memory(0));
+    }
+    return log;
+  }
+
+  get logStartOffset(): number {
+    const first = this.segments[0];
+    return first.batches.length ? first.batches[0].base : first.base;
+  }
+
+  get nextOffset(): number {
+    return this.active.next;
+  }
+
+  get sizeBytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    return n;
+  }
+
+  private get active(): Segment {
+    return this.segments[this.segments.length - 1];
+  }
+
+  /** Appends the batches of one Produce request partition; answers the first batch's base offset. */
+  append(batches: Buffer[], now = Date.now()): AppendResult {
+    let first = -1;
+    let written = false;
+    for (const batch of batches) {
+      if (batch.length > this.config.maxMessageBytes) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `batch of ${batch.length} bytes`);
+      if (this.config.verifyCrc && !crcValid(batch)) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, 'CRC mismatch');
+      const info = batchInfo(batch);
+      if (info.lastOffsetDelta < 0) throw new BatchError(ErrorCode.INVALID_RECORD, 'negative lastOffsetDelta');
+      if (info.producerId >= 0) {
+        const check = this.checkSequence(info.producerId, info.producerEpoch, info.baseSequence, info.lastOffsetDelta);
+        if (check.errorCode !== ErrorCode.NONE) return { errorCode: check.errorCode, baseOffset: -1, written };
+        if (check.duplicateOf !== undefined) {
+          if (first < 0) first = check.duplicateOf;
+          continue;
+        }
+      }
+      this.maybeRoll(batch.length, now);
+      const base = this.nextOffset;
+      this.active.append(batch, base, info.lastOffsetDelta, info.maxTimestamp);
+      if (info.producerId >= 0) this.recordSequence(info.producerId, info.producerEpoch, info.baseSequence, info.lastOffsetDelta, base);
+      if (first < 0) first = base;
+      written = true;
+    }
+    if (written) {
+      this.dirty = true;
+      for (const wake of this.waiters) wake();
+    }
+    return { errorCode: ErrorCode.NONE, baseOffset: first, written };
+  }
+
+  private checkSequence(pid: number, epoch: number, seq: number, lastDelta: number): { errorCode: number; duplicateOf?: number } {
+    const state = this.producers.get(pid);
+    if (!state || epoch > state.epoch) return { errorCode: ErrorCode.NONE };
+    if (epoch < state.epoch) return { errorCode: ErrorCode.INVALID_PRODUCER_EPOCH };
+    if (seq === ((state.lastSeq + 1) | 0) || (state.lastSeq === 2147483647 && seq === 0)) return { errorCode: ErrorCode.NONE };
+    const dup = state.recent.find((r) => r.firstSeq === seq && r.lastSeq === seq + lastDelta);
+    if (dup) return { errorCode: ErrorCode.NONE, duplicateOf: dup.base };
+    return { errorCode: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
+  }
+
+  private recordSequence(pid: number, epoch: number, seq: number, lastDelta: number, base: number): void {
+    let state = this.producers.get(pid);
+    if (!state || epoch !== state.epoch) this.producers.set(pid, (state = { epoch, lastSeq: -1, recent: [] }));
+    state.lastSeq = seq + lastDelta;
+    state.recent.push({ firstSeq: seq, lastSeq: seq + lastDelta, base });
+    if (state.recent.length > 5) state.recent.shift();
+  }
+
+  private rebuildProducers(): void {
+    for (const seg of this.segments.slice(-HOT_SEGMENTS)) {
+      for (const ref of seg.batches) {
+        if (!ref.data) continue;
+        const info = batchInfo(ref.data);
+        if (info.producerId >= 0) this.recordSequence(info.producerId, info.producerEpoch, info.baseSequence, info.lastOffsetDelta, ref.base);
+      }
+    }
+  }
+
+  private maybeRoll(incoming: number, now: number): void {
+    const active = this.active;
+    if (active.batches.length === 0) return;
+    if (active.size + incoming <= this.config.segmentBytes && now - active.createdAt < this.config.segmentMs) return;
+    const next = active.next;
+    this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
+    const cold = this.segments.length - 1 - HOT_SEGMENTS;
+    if (cold >= 0) this.segments[cold].cool();
+  }
+
+  /**
+   * Batches from `offset` on, up to `maxBytes` (at least one whole batch when `atLeastOne`, so a
+   * batch larger than the limit still gets through). May start before `offset`: clients skip.
+   */
+  read(offset: number, maxBytes: number, atLeastOne: boolean): ReadResult | Promise<ReadResult> {
+    if (offset < this.logStartOffset || offset > this.nextOffset) return { errorCode: ErrorCode.OFFSET_OUT_OF_RANGE, chunks: [], bytes: 0 };
+    if (offset === this.nextOffset) return { errorCode: ErrorCode.NONE, chunks: [], bytes: 0 };
+    let s = this.findSegment(offset);
+    let i = this.segments[s].find(offset);
+    const parts: (Buffer[] | Promise<Buffer[]>)[] = [];
+    let bytes = 0;
+    while (s < this.segments.length) {
+      const seg = this.segments[s];
+      const from = i;
+      while (i < seg.batches.length) {
+        const size = seg.batches[i].size;
+        if (bytes + size > maxBytes && !(atLeastOne && bytes === 0)) break;
+        bytes += size;
+        i++;
+      }
+      if (i > from) parts.push(seg.read(from, i));
+      if (i < seg.batches.length) break;
+      s++;
+      i = 0;
+    }
+    if (parts.every(Array.isArray)) return { errorCode: ErrorCode.NONE, chunks: (parts as Buffer[][]).flat(), bytes };
+    return Promise.all(parts).then((all) => ({ errorCode: ErrorCode.NONE, chunks: all.flat(), bytes }));
+  }
+
+  private findSegment(offset: number): number {
+    let lo = 0;
+    let hi = this.segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.segments[mid].base <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** The first offset whose batch's newest timestamp is >= ts (ListOffsets by time); -1 when none. */
+  offsetForTimestamp(ts: number): number {
+    for (const seg of this.segments) {
+      for (const ref of seg.batches) if (ref.maxTs >= ts) return Math.max(ref.base, this.logStartOffset);
+    }
+    return -1;
+  }
+
+  /** Deletes whole old segments by age and size; never the active one. */
+  applyRetention(now = Date.now()): number {
+    let deleted = 0;
+    const { retentionMs, retentionBytes } = this.config;
+    let size = this.sizeBytes;
+    while (this.segments.length > 1) {
+      const oldest = this.segments[0];
+      const expired = retentionMs >= 0 && oldest.maxTimestamp >= 0 && oldest.maxTimestamp < now - retentionMs;
+      const tooBig = retentionBytes >= 0 && size - oldest.size >= retentionBytes;
+      if (!expired && !tooBig) break;
+      this.segments.shift();
+      oldest.destroy();
+      size -= oldest.size;
+      deleted++;
+    }
+    // Roll an idle active segment that has expired as a whole, so the next pass can delete it.
+    if (retentionMs >= 0 && this.active.batches.length > 0 && this.active.maxTimestamp < now - retentionMs) {
+      const next = this.active.next;
+      this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
+      deleted += this.applyRetention(now);
+    }
+    return deleted;
+  }
+
+  async sync(): Promise<void> {
+    if (!this.dirty) return;
+    this.dirty = false;
+    await Promise.all(this.segments.slice(-HOT_SEGMENTS).map((s) => s.sync()));
+  }
+
+  close(): void {
+    for (const wake of this.waiters) wake();
+    for (const seg of this.segments) seg.close();
+  }
+
+  destroy(): void {
+    for (const wake of this.waiters) wake();
+    for (const seg of this.segments) seg.destroy();
+    if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  static dirFor(root: string, topic: string, partition: number): string {
+    return path.join(root, topic, String(partition));
+  }
+}

@@ -1,0 +1,200 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { BATCH, crcValid, readInt64, writeInt64 } from './record-batch';
+
+/** One stored batch: where it lives in its segment file, and its bytes while the segment is hot. */
+export interface BatchRef {
+  base: number;
+  last: number;
+  pos: number;
+  size: number;
+  maxTs: number;
+  data: Buffer | null;
+}
+
+const INDEX_ENTRY = 24; // relBase int32, lastDelta int32, pos int32, size int32, maxTimestamp int64
+
+export const segmentName = (base: number) => String(base).padStart(20, '0');
+
+/**
+ * A segment: `<base>.log` holds record batches exactly as served (Kafka's own on-disk format) and
+ * `<base>.index` one entry per batch. Without a directory the segment lives in memory only.
+ */
+export class Segment {
+  readonly batches: BatchRef[] = [];
+  size = 0;
+  readonly createdAt: number;
+
+  private constructor(
+    readonly base: number,
+    private readonly logFd: number | null,
+    private readonly indexFd: number | null,
+    private readonly files: string[],
+  ) {
+    this.createdAt = Date.now();
+  }
+
+  static memory(base: number): Segment {
+    return new Segment(base, null, null, []);
+  }
+
+  static create(dir: string, base: number): Segment {
+    const log = path.join(dir, `${segmentName(base)}.log`);
+    const index = path.join(dir, `${segmentName(base)}.index`);
+    return new Segment(base, fs.openSync(log, 'w+'), fs.openSync(index, 'w+'), [log, index]);
+  }
+
+  /**
+   * Opens an existing segment: trusts the index as far as it agrees with the log file, scans the
+   * rest of the log (checking CRCs) and truncates a torn or corrupt tail. `hot` loads its bytes.
+   */
+  static recover(dir: string, base: number, hot: boolean, onTruncate: (bytes: number) => void): Segment {
+    const log = path.join(dir, `${segmentName(base)}.log`);
+    const index = path.join(dir, `${segmentName(base)}.index`);
+    const seg = new Segment(base, fs.openSync(log, 'r+'), fs.openSync(index, fs.existsSync(index) ? 'r+' : 'w+'), [log, index]);
+    const logFd = seg.logFd!;
+    const fileSize = fs.fstatSync(logFd).size;
+    const indexBuf = fs.readFileSync(index);
+    let pos = 0;
+    let trusted = 0;
+    for (let at = 0; at + INDEX_ENTRY <= indexBuf.length; at += INDEX_ENTRY) {
+      const ref: BatchRef = {
+        base: base + indexBuf.readInt32BE(at),
+        last: 0,
+        pos: indexBuf.readInt32BE(at + 8),
+        size: indexBuf.readInt32BE(at + 12),
+        maxTs: readInt64(indexBuf, at + 16),
+        data: null,
+      };
+      ref.last = ref.base + indexBuf.readInt32BE(at + 4);
+      if (ref.pos !== pos || ref.size < BATCH.HEADER_SIZE || pos + ref.size > fileSize) break;
+      seg.batches.push(ref);
+      pos += ref.size;
+      trusted++;
+    }
+    let rewriteIndex = trusted * INDEX_ENTRY !== indexBuf.length;
+    // Scan what the index does not cover.
+    const header = Buffer.allocUnsafe(BATCH.HEADER_SIZE);
+    while (pos < fileSize) {
+      const got = fs.readSync(logFd, header, 0, BATCH.HEADER_SIZE, pos);
+      let size = -1;
+      try {
+        size = got === BATCH.HEADER_SIZE ? BATCH.LOG_OVERHEAD + header.readInt32BE(BATCH.LENGTH) : -1;
+        if (header.readInt8(BATCH.MAGIC) !== 2 || size < BATCH.HEADER_SIZE) size = -1;
+      } catch {
+        size = -1;
+      }
+      if (size < 0 || pos + size > fileSize) break;
+      const batch = Buffer.allocUnsafe(size);
+      fs.readSync(logFd, batch, 0, size, pos);
+      if (!crcValid(batch)) break;
+      const b = readInt64(batch, BATCH.BASE_OFFSET);
+      seg.batches.push({ base: b, last: b + batch.readInt32BE(BATCH.LAST_OFFSET_DELTA), pos, size, maxTs: readInt64(batch, BATCH.MAX_TIMESTAMP), data: null });
+      pos += size;
+      rewriteIndex = true;
+    }
+    if (pos < fileSize) {
+      onTruncate(fileSize - pos);
+      fs.ftruncateSync(logFd, pos);
+    }
+    seg.size = pos;
+    if (rewriteIndex) {
+      const buf = Buffer.allocUnsafe(seg.batches.length * INDEX_ENTRY);
+      seg.batches.forEach((ref, i) => encodeIndexEntry(buf, i * INDEX_ENTRY, base, ref));
+      fs.ftruncateSync(seg.indexFd!, 0);
+      fs.writeSync(seg.indexFd!, buf, 0, buf.length, 0);
+    }
+    if (hot) seg.load();
+    return seg;
+  }
+
+  /** Reads the whole segment into memory and points every batch at its bytes. */
+  load(): void {
+    if (this.logFd === null || this.size === 0) return;
+    const all = Buffer.allocUnsafe(this.size);
+    fs.readSync(this.logFd, all, 0, this.size, 0);
+    for (const ref of this.batches) ref.data = all.subarray(ref.pos, ref.pos + ref.size);
+  }
+
+  /** Drops the cached bytes; reads then go to the file. In-memory segments keep theirs. */
+  cool(): void {
+    if (this.logFd === null) return;
+    for (const ref of this.batches) ref.data = null;
+  }
+
+  get next(): number {
+    return this.batches.length ? this.batches[this.batches.length - 1].last + 1 : this.base;
+  }
+
+  get maxTimestamp(): number {
+    let max = -1;
+    for (const ref of this.batches) if (ref.maxTs > max) max = ref.maxTs;
+    return max;
+  }
+
+  get persistent(): boolean {
+    return this.logFd !== null;
+  }
+
+  /** Appends one batch at `base`, rewriting its baseOffset in place. */
+  append(batch: Buffer, base: number, lastOffsetDelta: number, maxTs: number): BatchRef {
+    writeInt64(batch, BATCH.BASE_OFFSET, base);
+    const ref: BatchRef = { base, last: base + lastOffsetDelta, pos: this.size, size: batch.length, maxTs, data: batch };
+    if (this.logFd !== null) {
+      fs.writeSync(this.logFd, batch, 0, batch.length, this.size);
+      const entry = Buffer.allocUnsafe(INDEX_ENTRY);
+      encodeIndexEntry(entry, 0, this.base, ref);
+      fs.writeSync(this.indexFd!, entry, 0, INDEX_ENTRY, this.batches.length * INDEX_ENTRY);
+    }
+    this.batches.push(ref);
+    this.size += batch.length;
+    return ref;
+  }
+
+  /** Index of the first batch whose last offset is >= offset (batches.length when none). */
+  find(offset: number): number {
+    let lo = 0;
+    let hi = this.batches.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.batches[mid].last < offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The bytes of batches [from, to), from memory or with one file read. */
+  read(from: number, to: number): Buffer[] | Promise<Buffer[]> {
+    const refs = this.batches.slice(from, to);
+    if (refs.every((r) => r.data)) return refs.map((r) => r.data!);
+    const start = refs[0].pos;
+    const end = refs[refs.length - 1].pos + refs[refs.length - 1].size;
+    const buf = Buffer.allocUnsafe(end - start);
+    return new Promise((resolve, reject) =>
+      fs.read(this.logFd!, buf, 0, buf.length, start, (err, n) => (err ? reject(err) : resolve([buf.subarray(0, n)]))),
+    );
+  }
+
+  sync(): Promise<void> {
+    if (this.logFd === null) return Promise.resolve();
+    return new Promise((resolve, reject) => fs.fdatasync(this.logFd!, (err) => (err ? reject(err) : resolve())));
+  }
+
+  close(): void {
+    for (const fd of [this.logFd, this.indexFd]) if (fd !== null) fs.closeSync(fd);
+  }
+
+  destroy(): void {
+    this.close();
+    for (const file of this.files) fs.rmSync(file, { force: true });
+  }
+}
+
+function encodeIndexEntry(buf: Buffer, at: number, segBase: number, ref: BatchRef): void {
+  buf.writeInt32BE(ref.base - segBase, at);
+  buf.writeInt32BE(ref.last - ref.base, at + 4);
+  buf.writeInt32BE(ref.pos, at + 8);
+  buf.writeInt32BE(ref.size, at + 12);
+  writeInt64(buf, at + 16, ref.maxTs);
+}
+

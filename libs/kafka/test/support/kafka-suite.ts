@@ -1,0 +1,426 @@
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { Type, Static } from '@sinclair/typebox';
+import { Admin, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
+import pino from 'pino';
+import { dlqTopic, TopicSpec } from '@parley/contracts';
+import { createKafkaBus, Envelope, EventBus, provisionTopics } from '../../src';
+import { RawClient } from './raw-client';
+import type { KafkaTarget } from './targets';
+
+// Builders from kafkajs's own protocol code, to send hand-made requests in the duplicate-batch test.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const ProduceV3 = require('kafkajs/src/protocol/requests/produce/v3/request');
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const Long = require('kafkajs/src/utils/long');
+
+/** Consumer settings that keep group rebalances in the tens of milliseconds. */
+export const FAST_CONSUMER = { heartbeatInterval: 200, maxWaitTimeInMs: 250, sessionTimeout: 3000, rebalanceTimeout: 3000 };
+
+const Ping = Type.Object({ kind: Type.Literal('test.ping'), v: Type.Literal(1), id: Type.String(), n: Type.Integer() });
+type Ping = Static<typeof Ping>;
+const pingTopic = (name: string, partitions = 1): TopicSpec<Ping> => ({
+  name,
+  schema: Ping,
+  key: (e) => e.id,
+  description: 'test topic',
+  partitions,
+  retentionMs: 24 * 3600 * 1000,
+});
+const ping = (n: number): Ping => ({ kind: 'test.ping', v: 1, id: `id-${n}`, n });
+
+let counter = 0;
+const unique = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
+
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/**
+ * The libs/kafka suite: plain kafkajs and the EventBus adapter against one Kafka target. The same
+ * function runs against the embedded broker and, when a Docker engine is present, a real Kafka.
+ */
+export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): void {
+  describe(label, () => {
+    let target: KafkaTarget;
+    const cleanups: (() => Promise<unknown>)[] = [];
+    const kafka = (clientId = 'suite') =>
+      new Kafka({ clientId, brokers: target.brokers, logLevel: logLevel.NOTHING, retry: { initialRetryTime: 50, retries: 10 } });
+    const later = <T extends { disconnect(): Promise<void> }>(client: T): T => {
+      cleanups.push(() => client.disconnect().catch(() => undefined));
+      return client;
+    };
+    const admin = async (): Promise<Admin> => {
+      const a = later(kafka('suite-admin').admin());
+      await a.connect();
+      return a;
+    };
+    const producer = async (k = kafka(), idempotent = false): Promise<Producer> => {
+      const p = later(k.producer({ createPartitioner: Partitioners.DefaultPartitioner, idempotent, allowAutoTopicCreation: true }));
+      await p.connect();
+      return p;
+    };
+    const consumer = (groupId: string, extra: Partial<typeof FAST_CONSUMER> = {}): Consumer =>
+      later(kafka('suite-consumer').consumer({ groupId, ...FAST_CONSUMER, ...extra }));
+    const createTopic = async (topic: string, numPartitions = 1, configEntries: { name: string; value: string }[] = []) => {
+      const a = await admin();
+      await a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions, configEntries }] });
+      await a.disconnect();
+    };
+    /** Collects every message of `topic` seen by a fresh group until `count` arrived. */
+    const consumeAll = async (topic: string, count: number, groupId = unique('reader')) => {
+      const c = consumer(groupId);
+      const seen: { partition: number; offset: string; key: string | null; value: Buffer | null; headers: Record<string, string> }[] = [];
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({
+        eachMessage: async ({ partition, message }) => {
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+          seen.push({ partition, offset: message.offset, key: message.key?.toString() ?? null, value: message.value, headers });
+        },
+      });
+      await waitFor(() => seen.length >= count, 15_000, `${count} messages on ${topic}`);
+      await c.disconnect();
+      return seen;
+    };
+
+    beforeAll(async () => {
+      target = await start();
+    }, 180_000);
+    afterEach(async () => {
+      await Promise.all(cleanups.splice(0).map((c) => c()));
+    });
+    afterAll(async () => {
+      await target?.stop();
+    });
+
+    test('keys and headers round-trip', async () => {
+      const topic = unique('roundtrip');
+      await createTopic(topic, 3);
+      const p = await producer();
+      const messages = Array.from({ length: 30 }, (_, i) => ({
+        key: `key-${i}`,
+        value: `value-${i}`,
+        headers: { 'trace-id': `t-${i}`, kind: 'test' },
+      }));
+      await p.send({ topic, acks: -1, messages });
+      const seen = await consumeAll(topic, 30);
+      expect(seen).toHaveLength(30);
+      for (const m of seen) {
+        const i = Number(m.key!.slice(4));
+        expect(m.value!.toString()).toBe(`value-${i}`);
+        expect(m.headers).toEqual({ 'trace-id': `t-${i}`, kind: 'test' });
+      }
+      // Same key, same partition.
+      const byKey = new Map(seen.map((m) => [m.key, m.partition]));
+      await p.send({ topic, messages: [{ key: 'key-7', value: 'again' }] });
+      const again = await consumeAll(topic, 31);
+      expect(again.find((m) => m.value!.toString() === 'again')!.partition).toBe(byKey.get('key-7'));
+    });
+
+    test('many concurrent producers', async () => {
+      const topic = unique('concurrent');
+      await createTopic(topic, 4);
+      const producers = await Promise.all(Array.from({ length: 10 }, () => producer(kafka('many'))));
+      await Promise.all(
+        producers.map((p, i) => p.send({ topic, messages: Array.from({ length: 20 }, (_, j) => ({ key: `${i}-${j}`, value: `${i}-${j}` })) })),
+      );
+      const seen = await consumeAll(topic, 200);
+      expect(new Set(seen.map((m) => m.value!.toString())).size).toBe(200);
+    });
+
+    test('a two-member group splits partitions and rebalances when a member leaves', async () => {
+      const topic = unique('group');
+      const groupId = unique('g');
+      await createTopic(topic, 4);
+      const assignments = new Map<string, number[]>();
+      const join = (name: string, c: Consumer) =>
+        c.on(c.events.GROUP_JOIN, (e) => assignments.set(name, [...(e.payload.memberAssignment[topic] ?? [])].sort()));
+      const a = consumer(groupId);
+      const b = consumer(groupId);
+      join('a', a);
+      join('b', b);
+      const received = new Map<string, number>();
+      for (const [name, c] of [['a', a], ['b', b]] as const) {
+        await c.connect();
+        await c.subscribe({ topic, fromBeginning: true });
+        await c.run({ eachMessage: async () => void received.set(name, (received.get(name) ?? 0) + 1) });
+      }
+      await waitFor(() => (assignments.get('a')?.length ?? 0) + (assignments.get('b')?.length ?? 0) === 4 && assignments.get('a')!.length === 2, 15_000, 'a split');
+      expect([...assignments.get('a')!, ...assignments.get('b')!].sort()).toEqual([0, 1, 2, 3]);
+      const p = await producer();
+      await p.send({ topic, messages: Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value: String(i) })) });
+      await waitFor(() => (received.get('a') ?? 0) + (received.get('b') ?? 0) === 40, 15_000, '40 messages');
+      expect(received.get('a')).toBeGreaterThan(0);
+      expect(received.get('b')).toBeGreaterThan(0);
+
+      await b.disconnect(); // LeaveGroup
+      await waitFor(() => assignments.get('a')!.length === 4, 15_000, 'a takes every partition');
+      await p.send({ topic, messages: Array.from({ length: 20 }, (_, i) => ({ key: `late${i}`, value: String(i) })) });
+      await waitFor(() => received.get('a')! + received.get('b')! === 60, 15_000, 'a consumes the rest');
+    });
+
+    test('a member that dies is evicted after its session timeout', async () => {
+      const topic = unique('dies');
+      const groupId = unique('g');
+      await createTopic(topic, 2);
+      const a = consumer(groupId);
+      let assigned: number[] = [];
+      a.on(a.events.GROUP_JOIN, (e) => (assigned = e.payload.memberAssignment[topic] ?? []));
+      await a.connect();
+      await a.subscribe({ topic, fromBeginning: true });
+      await a.run({ eachMessage: async () => undefined });
+      await waitFor(() => assigned.length === 2, 15_000, 'a owns both partitions');
+
+      // Another member in a child process, killed with SIGKILL: no LeaveGroup, its heartbeats just stop.
+      const child = spawn(process.execPath, ['-e', CHILD_CONSUMER], {
+        env: { ...process.env, KAFKAJS: require.resolve('kafkajs'), BROKERS: target.brokers.join(','), TOPIC: topic, GROUP: groupId },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      cleanups.push(async () => void child.kill('SIGKILL'));
+      let childOutput = '';
+      child.stdout.on('data', (d) => (childOutput += d));
+      await waitFor(() => /JOIN \[\d/.test(childOutput), 20_000, 'the child member gets a partition');
+      await waitFor(() => assigned.length === 1, 15_000, 'a gives one partition up');
+      const killedAt = Date.now();
+      child.kill('SIGKILL');
+      await waitFor(() => assigned.length === 2, 15_000, 'a owns both partitions again');
+      // Evicted by the session timeout (1500 ms in the child), not at once by the closed socket.
+      expect(Date.now() - killedAt).toBeGreaterThanOrEqual(1000);
+    }, 45_000);
+
+    test('committed offsets resume', async () => {
+      const topic = unique('resume');
+      const groupId = unique('g');
+      await createTopic(topic, 1);
+      const p = await producer();
+      await p.send({ topic, messages: Array.from({ length: 5 }, (_, i) => ({ value: `first-${i}` })) });
+      const first = await consumeAll(topic, 5, groupId);
+      expect(first.map((m) => m.offset)).toEqual(['0', '1', '2', '3', '4']);
+      const a = await admin();
+      expect((await a.fetchOffsets({ groupId, topics: [topic] }))[0].partitions[0].offset).toBe('5');
+      await p.send({ topic, messages: Array.from({ length: 3 }, (_, i) => ({ value: `second-${i}` })) });
+      const second = await consumeAll(topic, 3, groupId);
+      expect(second.map((m) => m.value!.toString())).toEqual(['second-0', 'second-1', 'second-2']);
+      expect(second[0].offset).toBe('5');
+    });
+
+    test('a 1 MiB message', async () => {
+      const topic = unique('large');
+      await createTopic(topic, 1, [{ name: 'max.message.bytes', value: String(4 * 1024 * 1024) }]);
+      const big = randomBytes(1024 * 1024);
+      const p = await producer();
+      await p.send({ topic, messages: [{ key: 'big', value: big }, { key: 'small', value: 'after' }] });
+      const seen = await consumeAll(topic, 2);
+      const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      expect(seen[0].value!.length).toBe(big.length);
+      expect(digest(seen[0].value!)).toBe(digest(big));
+      expect(seen[1].value!.toString()).toBe('after');
+    });
+
+    test('garbage bytes on a socket do not disturb other clients', async () => {
+      const topic = unique('garbage');
+      await createTopic(topic, 1);
+      const p = await producer();
+      await p.send({ topic, messages: [{ value: 'before' }] });
+
+      const oversized = await RawClient.connect(target.brokers[0]);
+      oversized.write(Buffer.from([0x7f, 0xff, 0xff, 0xff, 1, 2, 3, 4]));
+      const unknownApi = await RawClient.connect(target.brokers[0]);
+      const frame = Buffer.alloc(4 + 20, 0xab);
+      frame.writeInt32BE(20, 0);
+      unknownApi.write(frame);
+      const truncated = await RawClient.connect(target.brokers[0]);
+      // Metadata v1 whose topic array claims 1000 entries and carries none.
+      void truncated.request(3, 1, Buffer.from([0, 0, 0x03, 0xe8])).catch(() => undefined);
+      const noise = await RawClient.connect(target.brokers[0]);
+      noise.write(randomBytes(4096));
+
+      const closed = async (c: RawClient) => {
+        let timer: NodeJS.Timeout | undefined;
+        const result = await Promise.race([c.closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
+        clearTimeout(timer);
+        return result;
+      };
+      expect(await closed(oversized)).toBe(true);
+      expect(await closed(unknownApi)).toBe(true);
+      expect(await closed(truncated)).toBe(true);
+      noise.close();
+
+      // An unsupported ApiVersions version is answered with UNSUPPORTED_VERSION, not a dropped socket.
+      const polite = await RawClient.connect(target.brokers[0]);
+      const answer = await polite.request(18, 99, Buffer.alloc(0));
+      expect(answer.readInt16BE(0)).toBe(35);
+      polite.close();
+
+      await p.send({ topic, messages: [{ value: 'after' }] });
+      const seen = await consumeAll(topic, 2);
+      expect(seen.map((m) => m.value!.toString())).toEqual(['before', 'after']);
+    });
+
+    test('the idempotent producer: a retried batch is stored once', async () => {
+      const topic = unique('idempotent');
+      await createTopic(topic, 1);
+      const client = await RawClient.connect(target.brokers[0]);
+      cleanups.push(async () => client.close());
+      // InitProducerId v0: null transactional id, timeout.
+      const init = await client.request(22, 0, Buffer.from([0xff, 0xff, 0, 0, 0x75, 0x30]));
+      expect(init.readInt16BE(4)).toBe(0);
+      const producerId = init.readBigInt64BE(6);
+      const batch = async (firstSequence: number, values: string[]) => {
+        const request = ProduceV3({
+          acks: -1,
+          timeout: 5000,
+          producerId: Long.fromString(producerId.toString()),
+          producerEpoch: 0,
+          topicData: [{ topic, partitions: [{ partition: 0, firstSequence, messages: values.map((value) => ({ value })) }] }],
+        });
+        return ((await request.encode()) as { buffer: Buffer }).buffer;
+      };
+      const baseOffset = (res: Buffer) => {
+        // [topics: name, [partition, error, baseOffset, logAppendTime]], throttle
+        const nameLen = res.readInt16BE(4);
+        const at = 6 + nameLen + 4;
+        return { error: res.readInt16BE(at + 4), offset: Number(res.readBigInt64BE(at + 6)) };
+      };
+      const first = await batch(0, ['a', 'b', 'c']);
+      expect(baseOffset(await client.request(0, 3, first))).toEqual({ error: 0, offset: 0 });
+      // The same batch again (a retry after a lost answer): acknowledged with the same offset, not stored.
+      expect(baseOffset(await client.request(0, 3, first))).toEqual({ error: 0, offset: 0 });
+      expect(baseOffset(await client.request(0, 3, await batch(3, ['d'])))).toEqual({ error: 0, offset: 3 });
+      const a = await admin();
+      const offsets = await a.fetchTopicOffsets(topic);
+      expect(offsets[0].high).toBe('4');
+      const seen = await consumeAll(topic, 4);
+      expect(seen.map((m) => m.value!.toString())).toEqual(['a', 'b', 'c', 'd']);
+    });
+
+    test('a broker restart keeps data and committed offsets', async () => {
+      if (!target.restart) return; // only the embedded broker can be restarted from here
+      const topic = unique('restart');
+      const groupId = unique('g');
+      await createTopic(topic, 2);
+      const p = await producer();
+      await p.send({ topic, messages: Array.from({ length: 10 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) });
+      await consumeAll(topic, 10, groupId);
+      await p.disconnect();
+
+      await target.restart();
+
+      const a = await admin();
+      const committed = await a.fetchOffsets({ groupId, topics: [topic] });
+      const high = await a.fetchTopicOffsets(topic);
+      const total = (xs: { offset?: string; high?: string }[], key: 'offset' | 'high') => xs.reduce((n, x) => n + Number(x[key]), 0);
+      expect(total(committed[0].partitions, 'offset')).toBe(10);
+      expect(total(high, 'high')).toBe(10);
+      const p2 = await producer();
+      await p2.send({ topic, messages: Array.from({ length: 4 }, (_, i) => ({ key: `n${i}`, value: `new${i}` })) });
+      const resumed = await consumeAll(topic, 4, groupId);
+      expect(resumed.map((m) => m.value!.toString()).sort()).toEqual(['new0', 'new1', 'new2', 'new3']);
+      const everything = await consumeAll(topic, 14);
+      expect(everything).toHaveLength(14);
+    }, 45_000);
+
+    describe('createKafkaBus', () => {
+      const logger = pino({ level: 'silent' });
+      const bus = (k: Kafka): EventBus => {
+        const b = createKafkaBus({ kafka: k, logger, maxAttempts: 3, consumer: FAST_CONSUMER });
+        cleanups.push(() => b.close());
+        return b;
+      };
+
+      test('publish/subscribe round trip with schema validation and trace id', async () => {
+        const spec = pingTopic(unique('bus'), 2);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        const got: Envelope<Ping>[] = [];
+        const sub = b.subscribe({ groupId: unique('g'), topic: spec, handle: async (batch) => void got.push(...batch) });
+        await sub.start();
+        await b.publish(spec, [ping(1), ping(2), ping(3)], { traceId: 'trace-1' });
+        await waitFor(() => got.length === 3, 15_000, 'three events');
+        expect(got.map((e) => e.event.n).sort()).toEqual([1, 2, 3]);
+        expect(got.every((e) => e.traceId === 'trace-1' && e.key === e.event.id)).toBe(true);
+        await b.ping();
+      });
+
+      test('a handler that throws is retried and its offset is committed only after it succeeds', async () => {
+        const spec = pingTopic(unique('retry'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const a = await admin();
+        const committed = async () => (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset;
+        const b = bus(kafka('bus'));
+        await b.publish(spec, [ping(1), ping(2)]);
+        let calls = 0;
+        const whileFailing: string[] = [];
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            calls++;
+            if (calls <= 2) {
+              whileFailing.push(await committed());
+              throw new Error('downstream unavailable');
+            }
+            handled.push(...batch.map((e) => e.event.n));
+          },
+        });
+        await sub.start();
+        await waitFor(() => handled.length === 2, 15_000, 'the handler to succeed');
+        expect(whileFailing).toEqual(['-1', '-1']);
+        expect(handled).toEqual([1, 2]);
+        await waitFor(async () => (await committed()) === '2', 10_000, 'the commit');
+      });
+
+      test('a poison record (undecodable bytes) lands on the .dlq topic', async () => {
+        const spec = pingTopic(unique('poison'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        await b.publish(spec, [ping(1)]);
+        const raw = await producer();
+        await raw.send({ topic: spec.name, messages: [{ key: 'bad', value: 'not json {' }] });
+        await b.publish(spec, [ping(2)]);
+        const handled: number[] = [];
+        const sub = b.subscribe({ groupId: unique('g'), topic: spec, handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)) });
+        await sub.start();
+        await waitFor(() => handled.length === 2, 15_000, 'the good events');
+        expect(handled).toEqual([1, 2]);
+        const parked = await consumeAll(dlqTopic(spec.name), 1);
+        expect(parked[0].value!.toString()).toBe('not json {');
+        expect(parked[0].key).toBe('bad');
+        expect(parked[0].headers['parley-error']).toMatch(/not JSON/);
+        expect(parked[0].headers['parley-source']).toBe(`${spec.name}/0/1`);
+      });
+
+      test('provisionTopics creates topics and their DLQs, idempotently', async () => {
+        const specs = [pingTopic(unique('prov-a'), 3), pingTopic(unique('prov-b'), 2)] as TopicSpec<never>[];
+        const created = await provisionTopics(kafka(), { topics: specs });
+        expect(created.sort()).toEqual([specs[0].name, dlqTopic(specs[0].name), specs[1].name, dlqTopic(specs[1].name)].sort());
+        expect(await provisionTopics(kafka(), { topics: specs })).toEqual([]);
+        const a = await admin();
+        const meta = await a.fetchTopicMetadata({ topics: [specs[0].name, dlqTopic(specs[0].name), specs[1].name] });
+        const partitions = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
+        expect([specs[0].name, dlqTopic(specs[0].name), specs[1].name].map((n) => partitions.get(n))).toEqual([3, 1, 2]);
+      });
+    });
+  });
+}
+
+/** A kafkajs consumer in a child process, for the test that kills a member. */
+const CHILD_CONSUMER = `
+const { Kafka, logLevel } = require(process.env.KAFKAJS);
+const kafka = new Kafka({ clientId: 'doomed', brokers: process.env.BROKERS.split(','), logLevel: logLevel.NOTHING });
+const c = kafka.consumer({ groupId: process.env.GROUP, heartbeatInterval: 200, sessionTimeout: 1500, rebalanceTimeout: 3000, maxWaitTimeInMs: 250 });
+c.on(c.events.GROUP_JOIN, (e) => console.log('JOIN ' + JSON.stringify(e.payload.memberAssignment[process.env.TOPIC] || [])));
+(async () => {
+  await c.connect();
+  await c.subscribe({ topic: process.env.TOPIC, fromBeginning: true });
+  await c.run({ eachMessage: async () => {} });
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
