@@ -125,6 +125,11 @@ describe('push-ms service against a fake FCM server', () => {
       expect(request.message.data).toEqual({ kind: 'parley.messages', count: '3', from: 'alice', mid: frames[2].mid });
     }
     expect(JSON.stringify(fcm.requests)).not.toContain('top secret');
+
+    // the same messages again (a redelivered record, a replay that went offline again): no new push
+    await bus.publish(TOPICS.offline, frames.map(offline));
+    await sleep(WINDOW_MS * 2);
+    expect(fcm.requests).toHaveLength(2);
     expect(await metricsOf(service)).toContain('parley_push_notifications_total{result="sent",service="push-ms"} 1');
   });
 
