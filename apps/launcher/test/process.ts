@@ -18,7 +18,8 @@ export class ServiceProcess {
 
   async start(): Promise<void> {
     const log = openSync(this.logFile, 'a');
-    this.child = spawn(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), `apps/${this.app}/src/main.ts`], {
+    // `--import tsx` keeps the service in this one process (the tsx CLI would fork a child that a kill misses).
+    this.child = spawn(process.execPath, ['--import', 'tsx', `apps/${this.app}/src/main.ts`], {
       cwd: ROOT,
       env: { ...process.env, NODE_OPTIONS: '', LOG_LEVEL: 'warn', ...this.env },
       stdio: ['ignore', log, log],
