@@ -12,6 +12,7 @@ import {
   GatewaySendRequest,
   GatewaySendResponse,
   InboundEvent,
+  MAX_GATEWAY_BATCH,
   ParleyError,
   parseClientFrame,
   ServerFrame,
@@ -104,7 +105,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const { bus, settings, logger } = deps;
   const registry = new ConnectionRegistry();
   const http = buildHttpServer(deps);
-  const internal = buildHttpServer(deps);
+  // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each.
+  const internal = buildHttpServer({ ...deps, bodyLimit: MAX_GATEWAY_BATCH * settings.maxFrameBytes });
   requireInternalSecret(internal, deps.internalSecret, '/send');
   const wss = new WebSocketServer({ noServer: true, maxPayload: settings.maxFrameBytes, perMessageDeflate: false });
   const metrics = gatewayMetrics(deps, registry);

@@ -79,9 +79,9 @@ describe('security', () => {
     expect((await post('x'.repeat(1_100_000))).status).toBe(413);
     const malformed = await post('{"type":"message",');
     expect(malformed.status).toBe(400);
-    expect((await malformed.json()).error.message).toContain('not valid JSON');
+    expect(((await malformed.json()) as { error: { message: string } }).error.message).toContain('not valid JSON');
     const deep = await post(JSON.stringify({ type: 'message', id: 'deep', to: 'bob', body: JSON.parse('['.repeat(100) + ']'.repeat(100)) }));
-    expect((await deep.json()).results[0]).toMatchObject({ status: 'rejected', code: 'invalid_frame', message: expect.stringContaining('nested deeper') });
+    expect(((await deep.json()) as { results: unknown[] }).results[0]).toMatchObject({ status: 'rejected', code: 'invalid_frame', message: expect.stringContaining('nested deeper') });
 
     const carol = await clients.connect('sec-carol');
     carol.send('{"type":"message",' + '['.repeat(5000));
