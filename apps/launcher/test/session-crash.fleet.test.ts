@@ -61,10 +61,12 @@ describe('fleet: session-ms killed with 2,000 messages in flight', () => {
     const accepted = senders.flatMap((s) => s.ofType('accepted').map((f) => f.mid as string));
     expect(senders.flatMap((s) => s.ofType('error'))).toEqual([]);
     expect(accepted).toHaveLength(MESSAGES);
+    const restartedAt = Date.now();
     await session.start();
 
     const received = () => new Set(bob.ofType('message').map((f) => f.mid as string));
     await waitFor(() => received().size === MESSAGES, 60_000, 'every message at bob').catch(() => undefined);
+    console.log(`session-ms crash: ${received().size}/${MESSAGES} delivered, ${Date.now() - restartedAt} ms from restart to the last one`);
     const missing = [...expected].filter((mid) => !received().has(mid));
     expect({ received: received().size, missing: missing.slice(0, 5), bobClosed: bob.closeCode }).toEqual({ received: MESSAGES, missing: [], bobClosed: undefined });
     expect(received()).toEqual(expected);
