@@ -12,7 +12,7 @@ const SENDERS = 4;
 /** Each victim runs as its own OS process next to the in-process fleet, so it can be SIGKILLed. */
 const victims: Array<{ app: string; env: Record<string, string> }> = [
   {
-    app: 'victim-ms',
+    app: 'session-ms',
     env: {
       REDIS_URL,
       REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
