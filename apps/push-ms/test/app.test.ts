@@ -6,17 +6,11 @@ import { createPushService, PushService } from '../src/app';
 import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
 import { createFcmProvider } from '../src/fcm-provider';
 import { FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
+import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret';
 const WINDOW_MS = 150;
 
-const waitFor = async (check: () => boolean | Promise<boolean>, timeoutMs = 3000) => {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let seq = 0;

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { MAX_PRESENCE_USERS, ParleyError, PresenceQuery, PresenceResponse, TOPICS, USER_ID_PATTERN } from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service } from '@parley/service-kit';
+import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { Delivery, DeliverySettings } from './delivery';
 import { GatewayClient } from './gateway-client';
 import { SessionStore } from './store/session-store';
@@ -57,19 +57,7 @@ export function createSessionService(deps: SessionDeps): SessionService {
   return {
     http,
     delivery,
-    async start() {
-      await connections.start();
-      await deliveries.start();
-      retries.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await retries.stop();
-      await http.close();
-      await deliveries.stop();
-      await connections.stop();
-    },
+    ...serviceLifecycle(http, deps, deps.readiness, [connections, deliveries, retries]),
   };
 }
 
