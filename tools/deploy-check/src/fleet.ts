@@ -7,6 +7,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { TObject, TSchema } from '@sinclair/typebox';
+import { ConfigError, loadConfig } from '@parley/service-kit';
 
 export const ROOT = path.resolve(__dirname, '../../..');
 
@@ -150,4 +151,25 @@ export function upstreamOf(app: AppSpec, variable: string): AppSpec | undefined 
   const match = /^http:\/\/(127\.0\.0\.1|localhost):(\d+)/.exec(value);
   if (!match) return undefined;
   return fleet().find((other) => other.port === Number(match[2]));
+}
+
+/**
+ * The problems the app's own loadConfig finds with `env` (empty when it would start). ajv's
+ * "unknown format ... ignored" console warnings (the apps' loader has no ajv-formats) are muted.
+ */
+export function validateConfig(app: AppSpec, env: Record<string, string>): string[] {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].startsWith('unknown format')) return;
+    warn(...args);
+  };
+  try {
+    loadConfig(app.name, app.schema, env);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  } finally {
+    console.warn = warn;
+  }
 }
