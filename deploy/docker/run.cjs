@@ -8,7 +8,10 @@ const { existsSync, readdirSync } = require('node:fs');
 const path = require('node:path');
 
 const dist = path.resolve(process.env.PARLEY_DIST || path.join(__dirname, 'dist'));
-const apps = readdirSync(dist).filter((f) => f.endsWith('.js')).map((f) => f.slice(0, -3)).sort();
+const apps = readdirSync(dist)
+  .filter((f) => f.endsWith('.js'))
+  .map((f) => f.slice(0, -3))
+  .sort();
 const app = process.argv[2] || process.env.PARLEY_APP;
 
 if (!app || !apps.includes(app) || !existsSync(path.join(dist, `${app}.js`))) {

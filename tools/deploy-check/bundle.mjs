@@ -48,5 +48,7 @@ export async function bundleApps(outdir = path.join(root, 'dist/apps')) {
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const outdir = process.argv[2] ? path.resolve(process.argv[2]) : undefined;
   const { apps, outdir: out } = await bundleApps(outdir);
-  process.stdout.write(`bundled ${apps.length} apps into ${path.relative(process.cwd(), out) || '.'}: ${apps.join(', ')}\n`);
+  process.stdout.write(
+    `bundled ${apps.length} apps into ${path.relative(process.cwd(), out) || '.'}: ${apps.join(', ')}\n`,
+  );
 }

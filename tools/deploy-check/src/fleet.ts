@@ -98,7 +98,12 @@ export function deployableApps(): string[] {
 }
 
 function isObjectSchema(value: unknown): value is TObject {
-  return typeof value === 'object' && value !== null && (value as TSchema).type === 'object' && 'properties' in value;
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as TSchema).type === 'object' &&
+    'properties' in value
+  );
 }
 
 export function defaultOf(schema: TObject, key: string): unknown {
@@ -106,11 +111,14 @@ export function defaultOf(schema: TObject, key: string): unknown {
 }
 
 export function loadApp(name: string): AppSpec {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require(path.join(ROOT, 'apps', name, 'src/app.ts')) as Record<string, unknown>;
-  const schemas = Object.entries(mod).filter(([key, value]) => key.endsWith('Config') && isObjectSchema(value));
+  const schemas = Object.entries(mod).filter(
+    ([key, value]) => key.endsWith('Config') && isObjectSchema(value),
+  );
   if (schemas.length !== 1) {
-    throw new Error(`apps/${name}/src/app.ts must export exactly one *Config object schema (found ${schemas.map(([k]) => k).join(', ') || 'none'})`);
+    throw new Error(
+      `apps/${name}/src/app.ts must export exactly one *Config object schema (found ${schemas.map(([k]) => k).join(', ') || 'none'})`,
+    );
   }
   const [schemaName, schema] = schemas[0] as [string, TObject];
   const vars = Object.keys(schema.properties).sort();

@@ -20,8 +20,18 @@ export interface TopicPlan {
 /** Every topic the code uses, with the partitions and retention it is provisioned with. */
 export function plannedTopics(): TopicPlan[] {
   return Object.values(TOPICS).flatMap((spec) => [
-    { name: spec.name, partitions: spec.partitions, retentionMs: spec.retentionMs, description: spec.description },
-    { name: dlqTopic(spec.name), partitions: DLQ_PARTITIONS, retentionMs: DLQ_RETENTION_MS, description: `Dead letters of ${spec.name}` },
+    {
+      name: spec.name,
+      partitions: spec.partitions,
+      retentionMs: spec.retentionMs,
+      description: spec.description,
+    },
+    {
+      name: dlqTopic(spec.name),
+      partitions: DLQ_PARTITIONS,
+      retentionMs: DLQ_RETENTION_MS,
+      description: `Dead letters of ${spec.name}`,
+    },
   ]);
 }
 

@@ -10,7 +10,12 @@ import { ROOT } from './fleet';
 
 // Rendered manifests are plain JSON-like trees; `any` keeps the checks readable.
 /* eslint-disable @typescript-eslint/no-explicit-any */
-export type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [key: string]: any };
+export type K8sObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [key: string]: any;
+};
 
 export const OVERLAYS = ['dev', 'prod'] as const;
 export type Overlay = (typeof OVERLAYS)[number];
@@ -18,7 +23,8 @@ export type Overlay = (typeof OVERLAYS)[number];
 /** Why kubectl cannot render here, or undefined when it can. */
 export function kubectlMissing(): string | undefined {
   const probe = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' });
-  if (probe.error) return `kubectl not found (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message})`;
+  if (probe.error)
+    return `kubectl not found (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message})`;
   if (probe.status !== 0) return `kubectl version --client failed: ${probe.stderr.trim()}`;
   return undefined;
 }
@@ -63,7 +69,8 @@ export class Manifests {
     const secret = this.find('Secret', name);
     if (!secret) return undefined;
     const data: Record<string, string> = { ...(secret.stringData ?? {}) };
-    for (const [key, value] of Object.entries<string>(secret.data ?? {})) data[key] = Buffer.from(value, 'base64').toString('utf8');
+    for (const [key, value] of Object.entries<string>(secret.data ?? {}))
+      data[key] = Buffer.from(value, 'base64').toString('utf8');
     return data;
   }
 }
@@ -100,15 +107,22 @@ export interface EnvSource {
  * with `$(VAR)` expanded from earlier entries as the kubelet does. Secret values come from the
  * rendered Secret when there is one, else from SECRET_STAND_INS (keyed by the variable's name).
  */
-export function containerEnv(manifests: Manifests, container: any, fields: Record<string, string>): Map<string, EnvSource> {
+export function containerEnv(
+  manifests: Manifests,
+  container: any,
+  fields: Record<string, string>,
+): Map<string, EnvSource> {
   const env = new Map<string, EnvSource>();
   for (const source of container.envFrom ?? []) {
     if (source.configMapRef) {
       const cm = manifests.find('ConfigMap', source.configMapRef.name);
-      if (!cm && !source.configMapRef.optional) throw new Error(`ConfigMap ${source.configMapRef.name} is not rendered`);
-      for (const [key, value] of Object.entries<string>(cm?.data ?? {})) env.set(key, { value, from: 'configMap' });
+      if (!cm && !source.configMapRef.optional)
+        throw new Error(`ConfigMap ${source.configMapRef.name} is not rendered`);
+      for (const [key, value] of Object.entries<string>(cm?.data ?? {}))
+        env.set(key, { value, from: 'configMap' });
     }
-    if (source.secretRef) throw new Error('secrets are referenced key by key (secretKeyRef), not with envFrom');
+    if (source.secretRef)
+      throw new Error('secrets are referenced key by key (secretKeyRef), not with envFrom');
   }
   const expand = (text: string) =>
     text.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name: string) => env.get(name)?.value ?? whole);
@@ -117,11 +131,22 @@ export function containerEnv(manifests: Manifests, container: any, fields: Recor
     else if (entry.valueFrom?.secretKeyRef) {
       const ref = entry.valueFrom.secretKeyRef;
       const rendered = manifests.secretData(ref.name);
-      const value = rendered ? rendered[ref.key] : ref.optional && !(entry.name in SECRET_STAND_INS) ? undefined : SECRET_STAND_INS[entry.name];
-      env.set(entry.name, { value, from: 'secret', secret: { name: ref.name, key: ref.key, optional: !!ref.optional } });
+      const value = rendered
+        ? rendered[ref.key]
+        : ref.optional && !(entry.name in SECRET_STAND_INS)
+          ? undefined
+          : SECRET_STAND_INS[entry.name];
+      env.set(entry.name, {
+        value,
+        from: 'secret',
+        secret: { name: ref.name, key: ref.key, optional: !!ref.optional },
+      });
     } else if (entry.valueFrom?.configMapKeyRef) {
       const ref = entry.valueFrom.configMapKeyRef;
-      env.set(entry.name, { value: manifests.find('ConfigMap', ref.name)?.data?.[ref.key], from: 'configMap' });
+      env.set(entry.name, {
+        value: manifests.find('ConfigMap', ref.name)?.data?.[ref.key],
+        from: 'configMap',
+      });
     } else if (entry.valueFrom?.fieldRef) {
       const field = entry.valueFrom.fieldRef.fieldPath;
       if (!(field in fields)) throw new Error(`no stand-in for fieldRef ${field}`);
@@ -140,7 +165,8 @@ export function plainEnv(env: Map<string, EnvSource>): Record<string, string> {
 
 /** A container port number from a probe/Service port that may be a name. */
 export function resolvePort(container: any, port: number | string): number | undefined {
-  if (typeof port === 'number') return (container.ports ?? []).some((p: any) => p.containerPort === port) ? port : undefined;
+  if (typeof port === 'number')
+    return (container.ports ?? []).some((p: any) => p.containerPort === port) ? port : undefined;
   if (/^\d+$/.test(port)) return resolvePort(container, Number(port));
   return (container.ports ?? []).find((p: any) => p.name === port)?.containerPort;
 }

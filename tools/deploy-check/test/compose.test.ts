@@ -4,7 +4,14 @@
  * published, health checks on /readyz and start order on healthy dependencies.
  */
 import { fleet, PUBLIC_APPS, upstreamOf, validateConfig } from '../src/fleet';
-import { dependencies, durationSeconds, interpolate, loadCompose, publishedPorts, serviceEnv } from '../src/compose';
+import {
+  dependencies,
+  durationSeconds,
+  interpolate,
+  loadCompose,
+  publishedPorts,
+  serviceEnv,
+} from '../src/compose';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 const compose = loadCompose();
@@ -25,7 +32,9 @@ describe('compose variable interpolation (as docker compose does it)', () => {
 
 describe('docker-compose.yml', () => {
   it('runs every app exactly once, all from the one image', () => {
-    const runners = Object.values(services).filter((s) => Array.isArray(s.command) && APPS.some((a) => a.name === s.command[0]));
+    const runners = Object.values(services).filter(
+      (s) => Array.isArray(s.command) && APPS.some((a) => a.name === s.command[0]),
+    );
     expect(runners.map((s) => s.command[0]).sort()).toEqual(APPS.map((a) => a.name).sort());
     expect(new Set(runners.map((s) => s.image)).size).toBe(1);
     for (const s of runners) expect(s.build).toBeDefined();
@@ -44,8 +53,14 @@ describe('docker-compose.yml', () => {
   });
 
   it('publishes only the public ports (8080, 8081), nothing internal', () => {
-    const published = Object.entries(services).flatMap(([name, s]) => publishedPorts(s).map((p) => ({ name, ...p })));
-    const expected = APPS.filter((a) => a.public).map((a) => ({ name: serviceFor(a.name)[0], host: a.port, container: a.port }));
+    const published = Object.entries(services).flatMap(([name, s]) =>
+      publishedPorts(s).map((p) => ({ name, ...p })),
+    );
+    const expected = APPS.filter((a) => a.public).map((a) => ({
+      name: serviceFor(a.name)[0],
+      host: a.port,
+      container: a.port,
+    }));
     const byHost = (a: { host: number }, b: { host: number }) => a.host - b.host;
     expect(published.sort(byHost)).toEqual(expected.sort(byHost));
     expect(published.map((p) => p.host).sort()).toEqual([8080, 8081]);
@@ -71,7 +86,9 @@ describe('docker-compose.yml', () => {
     it('listens on the default ports, exposes the internal one, publishes only if public', () => {
       expect(Number(env.PORT)).toBe(app.port);
       if (app.internalPort !== undefined) expect(Number(env.INTERNAL_PORT)).toBe(app.internalPort);
-      const internal = [app.public ? undefined : app.port, app.internalPort].filter((p) => p !== undefined).map(String);
+      const internal = [app.public ? undefined : app.port, app.internalPort]
+        .filter((p) => p !== undefined)
+        .map(String);
       expect((service.expose ?? []).map(String).sort()).toEqual(internal.sort());
       expect(publishedPorts(service).length > 0).toBe(PUBLIC_APPS.includes(app.name));
     });
@@ -105,13 +122,20 @@ describe('docker-compose.yml', () => {
         const upstream = upstreamOf(app, variable);
         if (!upstream) continue;
         const url = new URL(env[variable]);
-        expect([variable, url.hostname, Number(url.port)]).toEqual([variable, serviceFor(upstream.name)[0], upstream.port]);
+        expect([variable, url.hostname, Number(url.port)]).toEqual([
+          variable,
+          serviceFor(upstream.name)[0],
+          upstream.port,
+        ]);
       }
-      if (env.GATEWAY_INTERNAL_URL) expect(new URL(env.GATEWAY_INTERNAL_URL).hostname).toBe(service.hostname ?? serviceName);
+      if (env.GATEWAY_INTERNAL_URL)
+        expect(new URL(env.GATEWAY_INTERNAL_URL).hostname).toBe(service.hostname ?? serviceName);
     });
 
     it('gets time to drain on stop (stop_grace_period > SHUTDOWN_TIMEOUT_MS)', () => {
-      expect(durationSeconds(service.stop_grace_period)).toBeGreaterThan(Number(env.SHUTDOWN_TIMEOUT_MS) / 1000);
+      expect(durationSeconds(service.stop_grace_period)).toBeGreaterThan(
+        Number(env.SHUTDOWN_TIMEOUT_MS) / 1000,
+      );
     });
   });
 });

@@ -15,14 +15,19 @@ describe('docs/operations.md', () => {
 
   it('lists every topic with its partition count', () => {
     for (const topic of plannedTopics().filter((t) => !t.name.endsWith('.dlq'))) {
-      expect(doc).toMatch(new RegExp(`\\| \`${topic.name.replace(/\./g, '\\.')}\` \\| ${topic.partitions} \\|`));
+      expect(doc).toMatch(
+        new RegExp(`\\| \`${topic.name.replace(/\./g, '\\.')}\` \\| ${topic.partitions} \\|`),
+      );
     }
   });
 
   it('documents every key of the operator-made Secret and every app', () => {
-    const example = parse(readFileSync(path.join(ROOT, 'deploy/k8s/overlays/prod/parley-secrets.example.yaml'), 'utf8'));
+    const example = parse(
+      readFileSync(path.join(ROOT, 'deploy/k8s/overlays/prod/parley-secrets.example.yaml'), 'utf8'),
+    );
     for (const key of Object.keys(example.stringData)) expect(doc).toContain(`| \`${key}\` |`);
-    for (const key of SECRET_VARS.filter((k) => k !== 'KAFKA_SASL_PASSWORD')) expect(Object.keys(example.stringData)).toContain(key);
+    for (const key of SECRET_VARS.filter((k) => k !== 'KAFKA_SASL_PASSWORD'))
+      expect(Object.keys(example.stringData)).toContain(key);
     for (const app of fleet()) expect(doc).toContain(`| ${app.name} |`);
   });
 });

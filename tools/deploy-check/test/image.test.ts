@@ -17,7 +17,12 @@ const outdir = mkdtempSync(path.join(dist, 'deploy-check-'));
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 const node = (args: string[], env: Record<string, string> = {}) =>
-  spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', timeout: 60_000, env: { PATH: process.env.PATH ?? '', ...env } });
+  spawnSync(process.execPath, args, {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { PATH: process.env.PATH ?? '', ...env },
+  });
 
 describe('bundling (the Dockerfile build stage)', () => {
   let bundled: ReturnType<typeof node>;
@@ -28,15 +33,19 @@ describe('bundling (the Dockerfile build stage)', () => {
   it('bundles every deployable app', () => {
     expect(bundled.stderr).toBe('');
     expect(bundled.status).toBe(0);
-    for (const app of deployableApps()) expect([app, existsSync(path.join(outdir, `${app}.js`))]).toEqual([app, true]);
+    for (const app of deployableApps())
+      expect([app, existsSync(path.join(outdir, `${app}.js`))]).toEqual([app, true]);
   });
 
-  it.each(fleet().map((a) => a.name))('%s: the bundle loads through the entrypoint and validates its config', (app) => {
-    // A bad LOG_LEVEL: the app must get as far as its config check (all modules resolved) and exit 2.
-    const run = node(['deploy/docker/run.cjs', app], { PARLEY_DIST: outdir, LOG_LEVEL: 'not-a-level' });
-    expect(run.stderr).toContain(`${app}: invalid configuration`);
-    expect(run.status).toBe(2);
-  });
+  it.each(fleet().map((a) => a.name))(
+    '%s: the bundle loads through the entrypoint and validates its config',
+    (app) => {
+      // A bad LOG_LEVEL: the app must get as far as its config check (all modules resolved) and exit 2.
+      const run = node(['deploy/docker/run.cjs', app], { PARLEY_DIST: outdir, LOG_LEVEL: 'not-a-level' });
+      expect(run.stderr).toContain(`${app}: invalid configuration`);
+      expect(run.status).toBe(2);
+    },
+  );
 
   it('requires only production dependencies (the image installs with --omit=dev)', () => {
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -80,8 +89,15 @@ describe('Dockerfile', () => {
     expect(user).toBeDefined();
     expect(user).not.toMatch(/^USER\s+(root|0)(:|$)/);
     expect(runtime.join('\n')).toMatch(/ENTRYPOINT \["node", "\/app\/run.cjs"\]/);
-    const exposed = runtime.filter((l) => l.startsWith('EXPOSE')).join(' ').split(/\s+/).slice(1).map(Number);
-    const ports = fleet().flatMap((a) => [a.port, a.internalPort]).filter((p): p is number => p !== undefined);
+    const exposed = runtime
+      .filter((l) => l.startsWith('EXPOSE'))
+      .join(' ')
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    const ports = fleet()
+      .flatMap((a) => [a.port, a.internalPort])
+      .filter((p): p is number => p !== undefined);
     expect(exposed.sort()).toEqual([...new Set(ports)].sort());
   });
 

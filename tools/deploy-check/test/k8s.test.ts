@@ -6,7 +6,17 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
-import { AUTOSCALED, fleet, MANDATORY_SECRETS, ROOT, RUNTIME_VARS, SECRET_VARS, upstreamOf, validateConfig, type AppSpec } from '../src/fleet';
+import {
+  AUTOSCALED,
+  fleet,
+  MANDATORY_SECRETS,
+  ROOT,
+  RUNTIME_VARS,
+  SECRET_VARS,
+  upstreamOf,
+  validateConfig,
+  type AppSpec,
+} from '../src/fleet';
 import { kafkaTopicsYaml, plannedTopics } from '../src/kafka-topics';
 import { TOPICS } from '@parley/contracts';
 import {
@@ -30,7 +40,12 @@ const missing = kubectlMissing();
 if (missing) console.warn(`deploy-check: skipping the Kubernetes manifest checks: ${missing}`);
 const describeK8s = missing ? describe.skip : describe;
 
-const FIELDS = { 'metadata.name': 'stand-in-pod-7d9f8', 'status.podIP': '10.1.2.3', 'metadata.namespace': 'parley', 'spec.nodeName': 'node-1' };
+const FIELDS = {
+  'metadata.name': 'stand-in-pod-7d9f8',
+  'status.podIP': '10.1.2.3',
+  'metadata.namespace': 'parley',
+  'spec.nodeName': 'node-1',
+};
 const APPS = fleet();
 
 describe('the committed KafkaTopics', () => {
@@ -56,7 +71,12 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
   it('renders a namespace for everything namespaced', () => {
     const namespaces = m.all('Namespace').map((n) => n.metadata.name);
     expect(namespaces).toHaveLength(1);
-    for (const o of m.objects.filter((o) => o.kind !== 'Namespace')) expect([o.kind, o.metadata.name, (o.metadata as any).namespace]).toEqual([o.kind, o.metadata.name, namespaces[0]]);
+    for (const o of m.objects.filter((o) => o.kind !== 'Namespace'))
+      expect([o.kind, o.metadata.name, (o.metadata as any).namespace]).toEqual([
+        o.kind,
+        o.metadata.name,
+        namespaces[0],
+      ]);
   });
 
   describe.each(APPS.map((a) => [a.name, a] as const))('%s', (_name, app) => {
@@ -65,7 +85,8 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(images.size).toBe(1);
       const c = appContainer(deployment(app));
       expect(c.args).toEqual([app.name]);
-      if (overlay === 'prod') expect(c.image).toMatch(/^[\w.-]+(\/[\w.-]+)+(:(?!latest$|dev$)[\w.-]+)?(@sha256:[a-f0-9]{64})?$/);
+      if (overlay === 'prod')
+        expect(c.image).toMatch(/^[\w.-]+(\/[\w.-]+)+(:(?!latest$|dev$)[\w.-]+)?(@sha256:[a-f0-9]{64})?$/);
       expect(c.image).not.toMatch(/:latest$/);
     });
 
@@ -83,7 +104,8 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(c.readinessProbe?.httpGet?.path).toBe('/readyz');
       expect(c.livenessProbe?.httpGet?.path).toBe('/healthz');
       expect(c.startupProbe?.httpGet?.path).toBe('/healthz');
-      for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe]) expect(resolvePort(c, probe.httpGet.port)).toBe(app.probePort);
+      for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe])
+        expect(resolvePort(c, probe.httpGet.port)).toBe(app.probePort);
     });
 
     it('has CPU and memory requests and a memory limit, and a heap below the limit', () => {
@@ -92,7 +114,9 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(resources?.requests?.memory).toBeDefined();
       expect(resources?.limits?.memory).toBeDefined();
       const limitMi = mebibytes(resources.limits.memory);
-      const heap = /--max-old-space-size=(\d+)/.exec(env.find((e: any) => e.name === 'NODE_OPTIONS')?.value ?? '');
+      const heap = /--max-old-space-size=(\d+)/.exec(
+        env.find((e: any) => e.name === 'NODE_OPTIONS')?.value ?? '',
+      );
       if (heap) expect(Number(heap[1])).toBeLessThanOrEqual(limitMi * 0.8);
     });
 
@@ -113,7 +137,9 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
 
     it('sets no variable outside its schema on the container itself (typos)', () => {
       const names: string[] = (appContainer(deployment(app)).env ?? []).map((e: any) => e.name);
-      expect(names.filter((n) => !app.vars.includes(n) && !RUNTIME_VARS.includes(n) && n !== 'POD_IP')).toEqual([]);
+      expect(
+        names.filter((n) => !app.vars.includes(n) && !RUNTIME_VARS.includes(n) && n !== 'POD_IP'),
+      ).toEqual([]);
     });
 
     it('takes every secret from a Secret (secretKeyRef), mandatory ones not optional', () => {
@@ -147,7 +173,12 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       const services = m.servicesFor(d);
       const main = services.find((s) => s.metadata.name === app.name);
       expect(main?.spec.ports.map((p: any) => p.port)).toEqual([app.port]);
-      for (const s of services) for (const p of s.spec.ports) expect([s.metadata.name, resolvePort(c, p.targetPort ?? p.port)]).toEqual([s.metadata.name, p.port]);
+      for (const s of services)
+        for (const p of s.spec.ports)
+          expect([s.metadata.name, resolvePort(c, p.targetPort ?? p.port)]).toEqual([
+            s.metadata.name,
+            p.port,
+          ]);
     });
 
     it('is scraped by Prometheus on its probe port', () => {
@@ -160,9 +191,13 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     it('drains: preStop sleep, then SHUTDOWN_TIMEOUT_MS, within terminationGracePeriodSeconds', () => {
       const d = deployment(app);
       const sleep = preStopSleepSeconds(appContainer(d));
-      const shutdownMs = Number(plainEnv(envOf(app)).SHUTDOWN_TIMEOUT_MS ?? app.schema.properties.SHUTDOWN_TIMEOUT_MS.default);
+      const shutdownMs = Number(
+        plainEnv(envOf(app)).SHUTDOWN_TIMEOUT_MS ?? app.schema.properties.SHUTDOWN_TIMEOUT_MS.default,
+      );
       expect(sleep).toBeGreaterThanOrEqual(5);
-      expect(d.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(sleep + shutdownMs / 1000 + 5);
+      expect(d.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(
+        sleep + shutdownMs / 1000 + 5,
+      );
     });
 
     it('has a PodDisruptionBudget', () => {
@@ -173,13 +208,19 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
 
     it('autoscales if it is a gateway or router (leaving replicas to the HPA), else has fixed replicas', () => {
       const d = deployment(app);
-      const hpa = m.all('HorizontalPodAutoscaler').find((h) => h.spec.scaleTargetRef.kind === 'Deployment' && h.spec.scaleTargetRef.name === d.metadata.name);
+      const hpa = m
+        .all('HorizontalPodAutoscaler')
+        .find(
+          (h) =>
+            h.spec.scaleTargetRef.kind === 'Deployment' && h.spec.scaleTargetRef.name === d.metadata.name,
+        );
       if (app.name in AUTOSCALED) {
         expect(hpa).toBeDefined();
         expect(d.spec.replicas).toBeUndefined();
         expect(hpa!.spec.minReplicas).toBeLessThanOrEqual(hpa!.spec.maxReplicas);
         // A consumer group cannot use more members than partitions.
-        for (const topic of AUTOSCALED[app.name]) expect(hpa!.spec.maxReplicas).toBeLessThanOrEqual(TOPICS[topic as keyof typeof TOPICS].partitions);
+        for (const topic of AUTOSCALED[app.name])
+          expect(hpa!.spec.maxReplicas).toBeLessThanOrEqual(TOPICS[topic as keyof typeof TOPICS].partitions);
       } else {
         expect(hpa).toBeUndefined();
         expect(d.spec.replicas).toBeGreaterThanOrEqual(1);
@@ -189,20 +230,35 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     it('is reachable on internal ports only from the fleet, on public ports from anywhere', () => {
       const d = deployment(app);
       const podLabels = d.spec.template.metadata.labels;
-      const policies = m.all('NetworkPolicy').filter((p) => selects(p.spec.podSelector.matchLabels ?? {}, podLabels) && (p.spec.policyTypes ?? ['Ingress']).includes('Ingress'));
+      const policies = m
+        .all('NetworkPolicy')
+        .filter(
+          (p) =>
+            selects(p.spec.podSelector.matchLabels ?? {}, podLabels) &&
+            (p.spec.policyTypes ?? ['Ingress']).includes('Ingress'),
+        );
       expect(policies.length).toBeGreaterThan(0); // selected, so isolated: only the rules below admit
       const rules = policies.flatMap((p) => p.spec.ingress ?? []);
       const c = appContainer(d);
-      const onPort = (port: number) => rules.filter((r: any) => !r.ports || r.ports.some((p: any) => resolvePort(c, p.port) === port));
+      const onPort = (port: number) =>
+        rules.filter((r: any) => !r.ports || r.ports.some((p: any) => resolvePort(c, p.port) === port));
       const fromAnywhere = (rule: any) => !rule.from || rule.from.length === 0;
       const fleetPeer = { ...podLabels, 'app.kubernetes.io/name': 'some-other-parley-app' };
-      const fromFleet = (rule: any) => (rule.from ?? []).some((peer: any) => peer.podSelector && !peer.namespaceSelector && !peer.ipBlock && selects(peer.podSelector.matchLabels ?? {}, fleetPeer));
+      const fromFleet = (rule: any) =>
+        (rule.from ?? []).some(
+          (peer: any) =>
+            peer.podSelector &&
+            !peer.namespaceSelector &&
+            !peer.ipBlock &&
+            selects(peer.podSelector.matchLabels ?? {}, fleetPeer),
+        );
       if (app.public) expect(onPort(app.port).some(fromAnywhere)).toBe(true);
       const internal = app.public ? app.internalPort : app.port;
       if (internal !== undefined) {
         expect(onPort(internal).some(fromAnywhere)).toBe(false);
         expect(onPort(internal).some(fromFleet)).toBe(true);
-        for (const rule of onPort(internal)) for (const peer of rule.from) expect(peer.ipBlock).toBeUndefined();
+        for (const rule of onPort(internal))
+          for (const peer of rule.from) expect(peer.ipBlock).toBeUndefined();
       }
     });
   });
@@ -216,12 +272,18 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     const env = envOf(gateway);
     expect(env.get('POD_IP')?.from).toBe('field');
     expect(env.get('GATEWAY_ID')?.from).toBe('field');
-    expect(env.get('GATEWAY_INTERNAL_URL')?.value).toBe(`http://${FIELDS['status.podIP']}:${gateway.internalPort}`);
+    expect(env.get('GATEWAY_INTERNAL_URL')?.value).toBe(
+      `http://${FIELDS['status.podIP']}:${gateway.internalPort}`,
+    );
   });
 
   it('has exactly the fleet: one Deployment per app, nothing else running the image', () => {
     const image = appContainer(m.deploymentFor(APPS[0].name)!).image;
-    const runners = m.all('Deployment').filter((d) => appContainer(d).image === image).map((d) => appContainer(d).args[0]).sort();
+    const runners = m
+      .all('Deployment')
+      .filter((d) => appContainer(d).image === image)
+      .map((d) => appContainer(d).args[0])
+      .sort();
     expect(runners).toEqual(APPS.map((a) => a.name).sort());
   });
 
@@ -237,7 +299,9 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       const k = kafka();
       expect(k.metadata.annotations?.['strimzi.io/kraft']).toBe('enabled');
       expect(k.metadata.annotations?.['strimzi.io/node-pools']).toBe('enabled');
-      const pools = m.all('KafkaNodePool').filter((p) => p.metadata.labels?.['strimzi.io/cluster'] === k.metadata.name);
+      const pools = m
+        .all('KafkaNodePool')
+        .filter((p) => p.metadata.labels?.['strimzi.io/cluster'] === k.metadata.name);
       expect(pools.flatMap((p) => p.spec.roles).sort()).toEqual(['broker', 'controller']);
     });
 
@@ -245,8 +309,16 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       const k = kafka();
       const topics = m.all('KafkaTopic');
       for (const t of topics) expect(t.metadata.labels?.['strimzi.io/cluster']).toBe(k.metadata.name);
-      const actual = topics.map((t) => ({ name: t.spec.topicName ?? t.metadata.name, partitions: t.spec.partitions, retentionMs: Number(t.spec.config?.['retention.ms']) }));
-      const wanted = plannedTopics().map(({ name, partitions, retentionMs }) => ({ name, partitions, retentionMs }));
+      const actual = topics.map((t) => ({
+        name: t.spec.topicName ?? t.metadata.name,
+        partitions: t.spec.partitions,
+        retentionMs: Number(t.spec.config?.['retention.ms']),
+      }));
+      const wanted = plannedTopics().map(({ name, partitions, retentionMs }) => ({
+        name,
+        partitions,
+        retentionMs,
+      }));
       const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
       expect(actual.sort(byName)).toEqual(wanted.sort(byName));
     });
@@ -254,7 +326,10 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     it('replicates topics as KAFKA_REPLICATION_FACTOR says, within the brokers it has', () => {
       const k = kafka();
       const rf = Number(config().KAFKA_REPLICATION_FACTOR);
-      const brokers = m.all('KafkaNodePool').filter((p) => p.spec.roles.includes('broker')).reduce((n, p) => n + p.spec.replicas, 0);
+      const brokers = m
+        .all('KafkaNodePool')
+        .filter((p) => p.spec.roles.includes('broker'))
+        .reduce((n, p) => n + p.spec.replicas, 0);
       expect(rf).toBeLessThanOrEqual(brokers);
       expect(Number(k.spec.kafka.config['default.replication.factor'])).toBe(rf);
       expect(Number(k.spec.kafka.config['min.insync.replicas'])).toBeLessThanOrEqual(Math.max(1, rf - 1));
@@ -270,11 +345,14 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(listener).toBeDefined();
       expect(cfg.KAFKA_SSL).toBe(String(!!listener.tls));
       const auth = listener.authentication?.type;
-      expect(cfg.KAFKA_SASL_MECHANISM || undefined).toBe(auth === 'scram-sha-512' ? 'scram-sha-512' : undefined);
+      expect(cfg.KAFKA_SASL_MECHANISM || undefined).toBe(
+        auth === 'scram-sha-512' ? 'scram-sha-512' : undefined,
+      );
       if (auth) {
         const user = m.find('KafkaUser', cfg.KAFKA_SASL_USERNAME);
         expect(user?.spec.authentication.type).toBe(auth);
-        for (const app of APPS) expect(envOf(app).get('KAFKA_SASL_PASSWORD')?.secret?.name).toBe(cfg.KAFKA_SASL_USERNAME);
+        for (const app of APPS)
+          expect(envOf(app).get('KAFKA_SASL_PASSWORD')?.secret?.name).toBe(cfg.KAFKA_SASL_USERNAME);
       }
       if (listener.tls) expect(cfg.NODE_EXTRA_CA_CERTS).toBeDefined();
       // Only the fleet may reach the listeners.
@@ -286,7 +364,9 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     it('prod: no development switches, secrets only by reference to the operator-made Secret', () => {
       for (const app of APPS) expect(plainEnv(envOf(app)).DEV_MODE ?? 'false').toBe('false');
       expect(m.all('Secret')).toEqual([]);
-      const example = parse(readFileSync(path.join(overlayDir('prod'), 'parley-secrets.example.yaml'), 'utf8'));
+      const example = parse(
+        readFileSync(path.join(overlayDir('prod'), 'parley-secrets.example.yaml'), 'utf8'),
+      );
       const keys = Object.keys(example.stringData);
       for (const app of APPS) {
         for (const [, source] of envOf(app)) {
@@ -300,8 +380,13 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     it('prod: every app runs at least two replicas', () => {
       for (const app of APPS) {
         const d = deployment(app);
-        const hpa = m.all('HorizontalPodAutoscaler').find((h) => h.spec.scaleTargetRef.name === d.metadata.name);
-        expect([app.name, hpa ? hpa.spec.minReplicas : d.spec.replicas]).toEqual([app.name, expect.any(Number)]);
+        const hpa = m
+          .all('HorizontalPodAutoscaler')
+          .find((h) => h.spec.scaleTargetRef.name === d.metadata.name);
+        expect([app.name, hpa ? hpa.spec.minReplicas : d.spec.replicas]).toEqual([
+          app.name,
+          expect.any(Number),
+        ]);
         expect(hpa ? hpa.spec.minReplicas : d.spec.replicas).toBeGreaterThanOrEqual(2);
       }
     });
@@ -310,7 +395,10 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       for (const app of APPS) {
         for (const [name, source] of envOf(app)) {
           if (source.from !== 'secret' || source.secret!.optional) continue;
-          expect([name, m.secretData(source.secret!.name)?.[source.secret!.key]]).toEqual([name, expect.any(String)]);
+          expect([name, m.secretData(source.secret!.name)?.[source.secret!.key]]).toEqual([
+            name,
+            expect.any(String),
+          ]);
         }
       }
     });
