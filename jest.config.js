@@ -7,4 +7,5 @@ const projects = ['apps', 'libs', 'tools']
   .filter((dir) => existsSync(path.join(dir, 'jest.config.js')))
   .map((dir) => `<rootDir>/${dir}`);
 
-module.exports = { projects };
+// Global options (testTimeout is not read from project configs in a multi-project run).
+module.exports = { projects, testTimeout: 30000 };

@@ -58,3 +58,10 @@ if ! redis_up; then
     --logfile /tmp/redis/ci.log
 fi
 wait_for redis redis_up
+
+# --- Chromium, for the web client's end-to-end test (Debian's package; no browser download)
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium"
+  apt_install chromium
+fi
+echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"

@@ -4,7 +4,7 @@ import { Counter } from 'prom-client';
 import { DeliverEvent, GroupChangedEvent, GroupCommandEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service } from '@parley/service-kit';
+import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { BatchPublisher } from './batch-publisher';
 import { fanOutMessage, fanOutTyping, notMemberError } from './fanout';
 import { Membership, MembershipReader } from './membership';
@@ -64,17 +64,7 @@ export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMes
   return {
     http,
     cache,
-    async start() {
-      await changes.start();
-      await groupTopic.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await http.close();
-      await groupTopic.stop();
-      await changes.stop();
-    },
+    ...serviceLifecycle(http, deps, deps.readiness, [changes, groupTopic]),
   };
 }
 

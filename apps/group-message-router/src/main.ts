@@ -1,13 +1,11 @@
 import { connectKafkaBus } from '@parley/kafka';
-import { openDatabase } from '@parley/postgres';
+import { connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouterConfig } from './app';
 import { createSqlMembershipReader } from './sql-membership';
 
 void runMain('group-message-router', GroupMessageRouterConfig, async (config, runtime) => {
-  const db = await openDatabase(config);
-  runtime.closer.add('postgres', () => db.close());
-  runtime.readiness.register('postgres', () => db.ping());
+  const db = await connectDatabase(config, runtime);
   const bus = await connectKafkaBus('group-message-router', config, runtime);
   return createGroupMessageRouter({
     ...runtime,

@@ -3,14 +3,8 @@ import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
 import { membershipOf, MembershipReader } from '../src/membership';
+import { waitFor } from '@parley/test-kit';
 
-const waitFor = async (check: () => boolean, timeoutMs = 3000) => {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 /** Membership the test changes directly, counting reads (stands in for group-ms's tables). */
 class MapMembership implements MembershipReader {

@@ -8,14 +8,8 @@ import { createSqlMembershipReader } from '../src/sql-membership';
 import { createGroupMs, GroupMs } from '../../group-ms/src/app';
 import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
 import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
+import { waitFor } from '@parley/test-kit';
 
-const waitFor = async (check: () => boolean, timeoutMs = 5000) => {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 describe('group pipeline: router + group-ms on one bus and database', () => {
   let db: SqlDatabase;

@@ -4,7 +4,7 @@ import { Counter } from 'prom-client';
 import { GroupCommandEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service } from '@parley/service-kit';
+import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { GroupStore } from './group-store';
 import { GroupEffects, GroupService, noEffects } from './group-service';
 import { registerGroupRoutes } from './http-routes';
@@ -66,18 +66,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
   };
   const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'group-ms', topic: TOPICS.groupCommands, handle });
 
-  return {
-    http,
-    async start() {
-      await subscription.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await http.close();
-      await subscription.stop();
-    },
-  };
+  return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
 }
 
 async function publishEffects(bus: EventBus, effects: GroupEffects): Promise<void> {

@@ -1,14 +1,12 @@
 import { connectKafkaBus } from '@parley/kafka';
-import { migrate, openDatabase } from '@parley/postgres';
+import { migrate, connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
 import { createGroupMs, GroupMsConfig } from './app';
 import { GROUP_MIGRATIONS } from './migrations';
 import { createSqlGroupStore } from './sql-group-store';
 
 void runMain('group-ms', GroupMsConfig, async (config, runtime) => {
-  const db = await openDatabase(config);
-  runtime.closer.add('postgres', () => db.close());
-  runtime.readiness.register('postgres', () => db.ping());
+  const db = await connectDatabase(config, runtime);
   await migrate(db, 'group-ms', GROUP_MIGRATIONS);
   const bus = await connectKafkaBus('group-ms', config, runtime);
   return createGroupMs({

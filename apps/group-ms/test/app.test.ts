@@ -5,16 +5,10 @@ import { createMetricsRegistry, internalHeaders, Readiness, silentLogger } from 
 import { createGroupMs, GroupMs } from '../src/app';
 import { GROUP_MIGRATIONS } from '../src/migrations';
 import { createSqlGroupStore } from '../src/sql-group-store';
+import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret-0123';
 
-const waitFor = async (check: () => boolean, timeoutMs = 3000) => {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 describe('group-ms service', () => {
   let db: SqlDatabase;

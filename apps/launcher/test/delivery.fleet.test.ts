@@ -9,9 +9,9 @@ describe('fleet: 1:1 delivery end to end', () => {
   beforeAll(async () => {
     fleet = await startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 400, maxAttempts: 3, fastConsumers: true });
     clients = clientsOf(fleet);
-  });
+  }, 60_000);
   afterEach(() => clients.closeAll());
-  afterAll(() => fleet.stop());
+  afterAll(() => fleet.stop(), 30_000);
 
   it('delivers a message, then a delivered receipt on ack and a read receipt on read', async () => {
     const alice = await clients.connect('alice1');

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
 import { InboundEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service } from '@parley/service-kit';
+import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { route, Routed } from './route';
 
 export const MessageRouterConfig = Type.Object({
@@ -45,16 +45,5 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
   };
   const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'message-router', topic: TOPICS.inbound, handle });
 
-  return {
-    http,
-    async start() {
-      await subscription.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await http.close();
-      await subscription.stop();
-    },
-  };
+  return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
 }

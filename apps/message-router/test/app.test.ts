@@ -2,14 +2,8 @@ import { TOPICS, InboundEvent } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createMessageRouter } from '../src/app';
+import { waitFor } from '@parley/test-kit';
 
-const waitFor = async (check: () => boolean, timeoutMs = 3000) => {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 describe('message-router service', () => {
   it('consumes inbound frames and publishes the routed events, serving its probes', async () => {

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { TOPICS } from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, Runtime, Service } from '@parley/service-kit';
+import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { connectionHandler, offlineHandler } from './consumers';
 import { createPersistenceMetrics } from './metrics';
 import { createRetentionJob } from './retention';
@@ -78,17 +78,6 @@ export function createPersistenceService(deps: PersistenceDeps): PersistenceServ
   return {
     http,
     purgeNow: () => retention.runOnce(),
-    async start() {
-      await deps.store.init();
-      await offline.start();
-      await connections.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-      retention.start();
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await http.close();
-      await Promise.all([offline.stop(), connections.stop(), retention.stop()]);
-    },
+    ...serviceLifecycle(http, deps, deps.readiness, [{ start: () => deps.store.init() }, offline, connections, retention]),
   };
 }

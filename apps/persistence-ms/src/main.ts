@@ -1,13 +1,11 @@
 import { connectKafkaBus } from '@parley/kafka';
-import { openDatabase } from '@parley/postgres';
+import { connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
 import { createPersistenceService, DAY_MS, PersistenceConfig } from './app';
 import { createSqlOfflineStore } from './sql-store';
 
 void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {
-  const db = await openDatabase(config);
-  runtime.closer.add('database', () => db.close());
-  runtime.readiness.register('database', () => db.ping());
+  const db = await connectDatabase(config, runtime);
   const bus = await connectKafkaBus('persistence-ms', config, runtime);
   return createPersistenceService({
     ...runtime,

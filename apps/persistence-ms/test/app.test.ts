@@ -4,16 +4,10 @@ import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createPersistenceService, DAY_MS, PersistenceService } from '../src/app';
 import { createSqlOfflineStore } from '../src/sql-store';
+import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret';
 
-const waitFor = async (check: () => boolean | Promise<boolean>, timeoutMs = 3000) => {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 const message = (id: string, to = 'bob'): DeliveredMessage => ({ type: 'message', mid: `alice:${id}`, id, from: 'alice', to, chat: 'direct', body: { text: id }, sentAt: 1 });
 const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({ v: 1, kind: 'offline', to: frame.to, frame, at: 1 });

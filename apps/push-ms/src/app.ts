@@ -8,6 +8,7 @@ import type { DeviceStore } from './device-store';
 import { createDispatcher } from './dispatcher';
 import { buildNotification, summarize } from './notification';
 import type { PushProvider } from './provider';
+import { createRecentSet, RecentSet } from './recent-set';
 import { registerDeviceRoutes } from './routes';
 
 export const PushConfig = Type.Object({
@@ -22,6 +23,11 @@ export const PushConfig = Type.Object({
   ),
   PUSH_WINDOW_MS: Type.Integer({ minimum: 0, default: 2000, description: 'Messages to one user within this window make one notification' }),
   PUSH_INCLUDE_BODY: Type.Boolean({ default: false, description: 'Put the latest message text in the notification' }),
+  PUSH_DEDUP_MS: Type.Integer({
+    minimum: 0,
+    default: 600_000,
+    description: 'A message announced once is not announced again within this time (redelivery, replays on reconnect)',
+  }),
   PUSH_MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 4, description: 'Tries per device for transient FCM failures' }),
   PUSH_RETRY_BASE_MS: Type.Integer({ minimum: 1, default: 500, description: 'First retry backoff, doubled per retry' }),
 });
@@ -35,6 +41,7 @@ export interface PushDeps extends Omit<Runtime, 'closer'> {
   internalSecret: string;
   windowMs?: number;
   includeBody?: boolean;
+  dedupMs?: number;
   maxAttempts?: number;
   retryBaseMs?: number;
   groupId?: string;
@@ -60,11 +67,15 @@ export function createPushService(deps: PushDeps): PushService {
     maxAttempts: deps.maxAttempts ?? 4,
     retryBaseMs: deps.retryBaseMs ?? 500,
   });
-  const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => dispatcher.dispatch(user, buildNotification(messages)));
+  const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
+  const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => {
+    for (const m of messages) announced.add(`${user}\n${m.mid}`);
+    dispatcher.dispatch(user, buildNotification(messages));
+  });
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'push-ms',
     topic: TOPICS.offline,
-    handle: offlineHandler(coalescer, deps.includeBody ?? false),
+    handle: offlineHandler(coalescer, announced, deps.includeBody ?? false),
   });
 
   return {
@@ -85,11 +96,17 @@ export function createPushService(deps: PushDeps): PushService {
   };
 }
 
-function offlineHandler(coalescer: Coalescer, includeBody: boolean) {
+/**
+ * Messages join their recipient's push window, unless already announced (a redelivered record, or
+ * a deliverable replayed on connect that went offline again); an ack takes them out of it.
+ */
+function offlineHandler(coalescer: Coalescer, announced: RecentSet, includeBody: boolean) {
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
     for (const { event } of batch) {
       if (event.kind === 'offline-ack') coalescer.drop(event.user, event.mids);
-      else if (event.frame.type === 'message') coalescer.add(event.to, summarize(event.frame, includeBody));
+      else if (event.frame.type === 'message' && !announced.has(`${event.to}\n${event.frame.mid}`)) {
+        coalescer.add(event.to, summarize(event.frame, includeBody));
+      }
     }
   };
 }

@@ -1,5 +1,5 @@
 import { connectKafkaBus } from '@parley/kafka';
-import { openDatabase } from '@parley/postgres';
+import { connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
 import { createPushService, PushConfig } from './app';
 import { createSqlDeviceStore } from './device-store';
@@ -7,9 +7,7 @@ import { createFcmProvider, fcmOptionsFromServiceAccount } from './fcm-provider'
 import { createLogPushProvider } from './log-provider';
 
 void runMain('push-ms', PushConfig, async (config, runtime) => {
-  const db = await openDatabase(config);
-  runtime.closer.add('database', () => db.close());
-  runtime.readiness.register('database', () => db.ping());
+  const db = await connectDatabase(config, runtime);
   const provider = config.FCM_SERVICE_ACCOUNT
     ? createFcmProvider(fcmOptionsFromServiceAccount(config.FCM_SERVICE_ACCOUNT))
     : createLogPushProvider(runtime.logger);
@@ -25,6 +23,7 @@ void runMain('push-ms', PushConfig, async (config, runtime) => {
     internalSecret: config.INTERNAL_SECRET,
     windowMs: config.PUSH_WINDOW_MS,
     includeBody: config.PUSH_INCLUDE_BODY,
+    dedupMs: config.PUSH_DEDUP_MS,
     maxAttempts: config.PUSH_MAX_ATTEMPTS,
     retryBaseMs: config.PUSH_RETRY_BASE_MS,
   });

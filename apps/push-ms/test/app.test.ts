@@ -6,17 +6,11 @@ import { createPushService, PushService } from '../src/app';
 import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
 import { createFcmProvider } from '../src/fcm-provider';
 import { FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
+import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret';
 const WINDOW_MS = 150;
 
-const waitFor = async (check: () => boolean | Promise<boolean>, timeoutMs = 3000) => {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let seq = 0;
@@ -125,6 +119,11 @@ describe('push-ms service against a fake FCM server', () => {
       expect(request.message.data).toEqual({ kind: 'parley.messages', count: '3', from: 'alice', mid: frames[2].mid });
     }
     expect(JSON.stringify(fcm.requests)).not.toContain('top secret');
+
+    // the same messages again (a redelivered record, a replay that went offline again): no new push
+    await bus.publish(TOPICS.offline, frames.map(offline));
+    await sleep(WINDOW_MS * 2);
+    expect(fcm.requests).toHaveLength(2);
     expect(await metricsOf(service)).toContain('parley_push_notifications_total{result="sent",service="push-ms"} 1');
   });
 

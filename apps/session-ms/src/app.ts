@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { MAX_PRESENCE_USERS, ParleyError, PresenceQuery, PresenceResponse, TOPICS, USER_ID_PATTERN } from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service } from '@parley/service-kit';
+import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { Delivery, DeliverySettings } from './delivery';
 import { GatewayClient } from './gateway-client';
 import { SessionStore } from './store/session-store';
@@ -12,6 +12,7 @@ export const SessionConfig = Type.Object({
   ...InternalConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9103, description: 'Internal API, probes, metrics' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis; in-process store when unset (one replica only)' })),
+  REDIS_KEY_PREFIX: Type.String({ default: 'parley:session:', description: 'Prefix of every key session-ms writes' }),
   ACK_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait for an ack before pushing again' }),
   MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 3, description: 'Pushes before a deliverable goes offline' }),
   ACKED_TTL_MS: Type.Integer({ minimum: 1000, default: 24 * 3600 * 1000, description: 'How long acked mids are remembered for dedup' }),
@@ -56,19 +57,7 @@ export function createSessionService(deps: SessionDeps): SessionService {
   return {
     http,
     delivery,
-    async start() {
-      await connections.start();
-      await deliveries.start();
-      retries.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await retries.stop();
-      await http.close();
-      await deliveries.stop();
-      await connections.stop();
-    },
+    ...serviceLifecycle(http, deps, deps.readiness, [connections, deliveries, retries]),
   };
 }
 

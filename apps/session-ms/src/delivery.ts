@@ -5,6 +5,7 @@ import {
   DeliverEvent,
   DeliveryTopicEvent,
   GatewayDelivery,
+  MAX_GATEWAY_BATCH,
   OfflineTopicEvent,
   PushedFrame,
   receiptMid,
@@ -124,8 +125,9 @@ export class Delivery {
         byGateway.set(url, list);
       }
     }
+    const calls = [...byGateway].flatMap(([url, deliveries]) => chunk(deliveries, MAX_GATEWAY_BATCH).map((part) => [url, part] as const));
     await Promise.all(
-      [...byGateway].map(async ([url, deliveries]) => {
+      calls.map(async ([url, deliveries]) => {
         try {
           await this.gateways.send(url, deliveries);
           this.metrics.pushed.inc(deliveries.length);
@@ -176,4 +178,10 @@ function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {
     else groups.set(key, [item]);
   }
   return groups;
+}
+
+function chunk<T>(items: T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
+  return chunks;
 }

@@ -12,6 +12,7 @@ import {
   GatewaySendRequest,
   GatewaySendResponse,
   InboundEvent,
+  MAX_GATEWAY_BATCH,
   ParleyError,
   parseClientFrame,
   ServerFrame,
@@ -97,13 +98,15 @@ export interface WsGateway extends Service {
 }
 
 const ID_FRAMES = new Set(['message', 'group']);
+const ACK_RATE_FACTOR = 10;
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 
 export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const { bus, settings, logger } = deps;
   const registry = new ConnectionRegistry();
   const http = buildHttpServer(deps);
-  const internal = buildHttpServer(deps);
+  // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each.
+  const internal = buildHttpServer({ ...deps, bodyLimit: MAX_GATEWAY_BATCH * settings.maxFrameBytes });
   requireInternalSecret(internal, deps.internalSecret, '/send');
   const wss = new WebSocketServer({ noServer: true, maxPayload: settings.maxFrameBytes, perMessageDeflate: false });
   const metrics = gatewayMetrics(deps, registry);
@@ -149,9 +152,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     const parsed = parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
     if (!parsed.ok) return refuse(conn, parsed.code, parsed.message, parsed.id);
     const frame = parsed.frame;
-    if (!conn.bucket.take()) {
+    const bucket = frame.type === 'ack' ? conn.ackBucket : conn.bucket;
+    if (!bucket.take()) {
       conn.rateViolations += 1;
-      const retryAfter = conn.bucket.retryAfterSeconds().toFixed(2);
+      const retryAfter = bucket.retryAfterSeconds().toFixed(2);
       refuse(conn, 'rate_limited', `too many frames: retry after ${retryAfter} s`, 'id' in frame ? frame.id : undefined);
       if (conn.rateViolations >= settings.rateCloseAfter) conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
       return;
@@ -176,7 +180,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
 
   const onConnection = (socket: WebSocket, identity: Identity, deviceId: string | undefined) => {
     const bucket = new TokenBucket(settings.ratePerSecond, settings.rateBurst);
-    const conn = new ClientConnection(randomUUID(), identity.user, deviceId, socket, bucket, identity.expiresAt, settings.maxUnsentBytes);
+    const ackBucket = new TokenBucket(settings.ratePerSecond * ACK_RATE_FACTOR, settings.rateBurst * ACK_RATE_FACTOR);
+    const conn = new ClientConnection(randomUUID(), identity.user, deviceId, socket, bucket, ackBucket, identity.expiresAt, settings.maxUnsentBytes);
     registry.add(conn);
     socket.on('message', (data, isBinary) => void onFrame(conn, data, isBinary));
     socket.on('pong', () => (conn.alive = true));

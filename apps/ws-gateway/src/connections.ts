@@ -18,6 +18,8 @@ export class ClientConnection {
     readonly deviceId: string | undefined,
     readonly socket: WebSocket,
     readonly bucket: TokenBucket,
+    /** Acks have their own, larger budget: throttling them would only cause redeliveries. */
+    readonly ackBucket: TokenBucket,
     readonly expiresAt: number | undefined,
     private readonly maxUnsentBytes: number,
   ) {}

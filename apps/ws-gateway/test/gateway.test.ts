@@ -3,7 +3,7 @@ import { INTERNAL_SECRET_HEADER, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, createTokenVerifier, DEV_JWT_SECRET, issueToken, Readiness, silentLogger } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
-import { createWsGateway, WsGateway, WsGatewaySettings } from '../src/app';
+import { createWsGateway, WsGatewaySettings } from '../src/app';
 
 const SECRET = 'internal-secret-for-tests';
 

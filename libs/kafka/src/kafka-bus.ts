@@ -32,7 +32,7 @@ const MAX_RECORDS_PER_REQUEST = 2000;
  * a request is in flight, and consumers that commit only after the work is done.
  */
 export function createKafkaBus(options: KafkaBusOptions): EventBus {
-  const { kafka, logger } = options;
+  const { kafka } = options;
   const codecs = new Map<string, TopicCodec<unknown>>();
   const codecFor = <T>(topic: TopicSpec<T>) => {
     let codec = codecs.get(topic.name);

@@ -12,6 +12,8 @@ export const KafkaSettingsSchema = {
   KAFKA_SASL_PASSWORD: Type.Optional(Type.String()),
   KAFKA_TOPIC_PARTITIONS: Type.Optional(Type.Integer({ minimum: 1, description: 'Overrides every topic’s default' })),
   KAFKA_REPLICATION_FACTOR: Type.Integer({ minimum: 1, default: 1 }),
+  KAFKA_SESSION_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 10_000, description: 'Consumer session timeout: how soon a dead consumer’s partitions move' }),
+  KAFKA_HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
 } satisfies TProperties;
 
 export interface KafkaSettings {
@@ -22,6 +24,8 @@ export interface KafkaSettings {
   KAFKA_SASL_PASSWORD?: string;
   KAFKA_TOPIC_PARTITIONS?: number;
   KAFKA_REPLICATION_FACTOR: number;
+  KAFKA_SESSION_TIMEOUT_MS?: number;
+  KAFKA_HEARTBEAT_INTERVAL_MS?: number;
 }
 
 /** A kafkajs client from the environment's settings, logging through pino. */

@@ -19,7 +19,18 @@ export async function connectKafkaBus(
     partitions: settings.KAFKA_TOPIC_PARTITIONS,
     replicationFactor: settings.KAFKA_REPLICATION_FACTOR,
   });
-  const bus = createKafkaBus({ kafka, logger: runtime.logger, metrics: runtime.metrics, ...options });
+  const consumer = {
+    sessionTimeout: settings.KAFKA_SESSION_TIMEOUT_MS,
+    rebalanceTimeout: settings.KAFKA_SESSION_TIMEOUT_MS,
+    heartbeatInterval: settings.KAFKA_HEARTBEAT_INTERVAL_MS,
+  };
+  const bus = createKafkaBus({
+    kafka,
+    logger: runtime.logger,
+    metrics: runtime.metrics,
+    ...options,
+    consumer: { ...consumer, ...options.consumer },
+  });
   runtime.readiness.register('kafka', () => bus.ping());
   runtime.closer.add('kafka', () => bus.close());
   return bus;

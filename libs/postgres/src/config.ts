@@ -25,3 +25,14 @@ export function openDatabase(settings: DatabaseSettings): Promise<SqlDatabase> {
   if (settings.PGLITE_DATA_DIR) mkdirSync(settings.PGLITE_DATA_DIR, { recursive: true });
   return createPgliteDatabase(settings.PGLITE_DATA_DIR || undefined);
 }
+
+/** For `main.ts`: the database from the settings, with a readiness check and closing on shutdown. */
+export async function connectDatabase(
+  settings: DatabaseSettings,
+  runtime: { readiness: { register(name: string, check: () => Promise<unknown>): void }; closer: { add(name: string, close: () => Promise<unknown>): void } },
+): Promise<SqlDatabase> {
+  const db = await openDatabase(settings);
+  runtime.closer.add('database', () => db.close());
+  runtime.readiness.register('database', () => db.ping());
+  return db;
+}

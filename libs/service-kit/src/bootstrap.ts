@@ -1,7 +1,7 @@
 import { Static, TObject } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { CommonConfig, ConfigError, loadConfig } from './config';
+import { ConfigError, loadConfig } from './config';
 import { Closer, runService, Service } from './lifecycle';
 import { createLogger } from './logger';
 import { createMetricsRegistry } from './metrics';

@@ -1,4 +1,5 @@
 import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import { Static, TObject, TProperties, Type } from '@sinclair/typebox';
 import { formatError } from '@parley/contracts';
 
@@ -23,6 +24,7 @@ export function loadConfig<T extends TObject>(
   env: NodeJS.ProcessEnv = process.env,
 ): Static<T> {
   const ajv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true, strict: false });
+  addFormats(ajv);
   const validate = ajv.compile(schema);
   const candidate: Record<string, unknown> = {};
   for (const key of Object.keys(schema.properties)) {

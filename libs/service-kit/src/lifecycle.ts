@@ -81,3 +81,37 @@ export async function runService(service: Service, options: RunOptions): Promise
     exit(1);
   }
 }
+
+/** Something a service runs besides its HTTP server: a consumer, a timer loop, a store to prepare. */
+export interface Worker {
+  start?(): Promise<unknown> | unknown;
+  stop?(): Promise<unknown> | unknown;
+}
+
+export interface Listener {
+  listen(options: { port: number; host: string }): Promise<unknown>;
+  close(): Promise<unknown>;
+}
+
+/**
+ * The life every service shares: workers start in order, then the server listens; on stop the
+ * service reports not-ready, the server closes, then the workers stop in reverse order.
+ */
+export function serviceLifecycle(
+  server: Listener,
+  address: { port: number; host?: string },
+  readiness: { markDraining(): void },
+  workers: Worker[],
+): Service {
+  return {
+    async start() {
+      for (const worker of workers) await worker.start?.();
+      await server.listen({ port: address.port, host: address.host ?? '0.0.0.0' });
+    },
+    async stop() {
+      readiness.markDraining();
+      await server.close();
+      for (const worker of [...workers].reverse()) await worker.stop?.();
+    },
+  };
+}

@@ -10,6 +10,7 @@ export class WsTestClient {
   readonly frames: Frame[] = [];
   closeCode?: number;
   private waiters: Array<() => void> = [];
+  private unacked: string[] = [];
 
   private constructor(
     readonly socket: WebSocket,
@@ -18,7 +19,7 @@ export class WsTestClient {
     socket.on('message', (data) => {
       const frame = JSON.parse(data.toString()) as Frame;
       this.frames.push(frame);
-      if (this.autoAck && typeof frame.mid === 'string') this.send({ type: 'ack', mids: [frame.mid] });
+      if (this.autoAck && typeof frame.mid === 'string') this.ackSoon(frame.mid);
       this.notify();
     });
     socket.on('close', (code) => {
@@ -50,6 +51,16 @@ export class WsTestClient {
         res.on('data', (chunk: Buffer) => (body += chunk.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       });
+    });
+  }
+
+  /** Acks are batched, as a real client does: one frame for whatever arrived in the same tick. */
+  private ackSoon(mid: string) {
+    if (this.unacked.push(mid) > 1) return;
+    setImmediate(() => {
+      const mids = this.unacked.splice(0, 500);
+      if (this.socket.readyState === WebSocket.OPEN) this.send({ type: 'ack', mids });
+      if (this.unacked.length > 0) this.ackSoon(this.unacked.pop()!);
     });
   }
 

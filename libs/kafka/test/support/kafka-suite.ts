@@ -9,9 +9,9 @@ import { RawClient } from './raw-client';
 import type { KafkaTarget } from './targets';
 
 // Builders from kafkajs's own protocol code, to send hand-made requests in the duplicate-batch test.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+ 
 const ProduceV3 = require('kafkajs/src/protocol/requests/produce/v3/request');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+ 
 const Long = require('kafkajs/src/utils/long');
 
 /** Consumer settings that keep group rebalances in the tens of milliseconds. */

@@ -1,0 +1,1 @@
+module.exports = { ...require('../../jest.preset.js'), displayName: 'deploy-check', rootDir: __dirname, testTimeout: 120000 };
