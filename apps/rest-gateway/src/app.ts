@@ -63,6 +63,7 @@ export const RestGatewayConfig = Type.Object({
   MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
   WEB_CLIENT: Type.Boolean({ default: true, description: 'Serves the browser demo client at / (static files, public protocol only)' }),
   PUBLIC_WS_URL: Type.String({ default: '', description: 'WebSocket URL the web client connects to; empty: port 8080 on the host the page came from' }),
+  WEB_CLIENT_DIR: Type.String({ default: '', description: 'Folder of the web client files; empty: found next to the code (apps/web-client/public)' }),
 });
 
 export interface RestGatewayDeps extends Omit<Runtime, 'closer'> {

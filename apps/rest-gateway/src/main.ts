@@ -24,6 +24,7 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
       rateLimitPerMinute: config.RATE_LIMIT_PER_MINUTE,
       maxFrameBytes: config.MAX_FRAME_BYTES,
     },
-    plugins: config.WEB_CLIENT ? [webClientPlugin({ publicWsUrl: config.PUBLIC_WS_URL || undefined })] : [],
+    // The browser demo client at `/` (static files; it uses only the public protocol).
+    plugins: config.WEB_CLIENT ? [webClientPlugin({ publicWsUrl: config.PUBLIC_WS_URL || undefined, root: config.WEB_CLIENT_DIR || undefined })] : [],
   });
 });

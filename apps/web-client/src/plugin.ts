@@ -1,9 +1,22 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 
-/** The browser client's static files (plain HTML, CSS and ES modules; no build step). */
+/** The browser client's static files (plain HTML, CSS and ES modules; no build step), from the sources. */
 export const WEB_CLIENT_ROOT = path.join(__dirname, '..', 'public');
+
+/**
+ * Where the files are: `dir` when configured (`WEB_CLIENT_DIR`); else next to the sources (tsx,
+ * tests), or `web-client/` beside an esbuild bundle, or `apps/web-client/public` under the working
+ * directory. Null when none has an index.html.
+ */
+export function findWebClientRoot(dir?: string): string | null {
+  const candidates = dir
+    ? [dir]
+    : [WEB_CLIENT_ROOT, path.join(__dirname, 'web-client'), path.resolve('apps/web-client/public')];
+  return candidates.find((candidate) => existsSync(path.join(candidate, 'index.html'))) ?? null;
+}
 
 export interface WebClientOptions {
   /** The WebSocket URL browsers connect to, e.g. `wss://chat.example.com/v1/ws` (env `PUBLIC_WS_URL`). */
@@ -13,6 +26,8 @@ export interface WebClientOptions {
    * (so `http://my-laptop:8081/` talks to `ws://my-laptop:8080/v1/ws`). Default 8080.
    */
   wsPort?: number;
+  /** The static files' folder (env `WEB_CLIENT_DIR`); found by `findWebClientRoot` when unset. */
+  root?: string;
 }
 
 /**
@@ -22,11 +37,16 @@ export interface WebClientOptions {
  */
 export function webClientPlugin(options: WebClientOptions = {}) {
   return async (app: FastifyInstance) => {
+    const root = findWebClientRoot(options.root);
+    if (!root) {
+      app.log.warn({ root: options.root }, 'web client files not found; not serving the web client');
+      return;
+    }
     app.get('/config.json', { schema: { hide: true } }, async (request, reply) => {
       void reply.header('cache-control', 'no-store');
       return { wsUrl: options.publicWsUrl || wsUrlFor(request, options.wsPort ?? 8080) };
     });
-    await app.register(fastifyStatic, { root: WEB_CLIENT_ROOT, prefix: '/', index: 'index.html', maxAge: 0 });
+    await app.register(fastifyStatic, { root, prefix: '/', index: 'index.html', maxAge: 0 });
   };
 }
 
