@@ -50,6 +50,7 @@ WORKDIR /app
 COPY --from=deps /src/node_modules ./node_modules
 COPY --from=deps /src/package.json ./package.json
 COPY --from=build /src/dist/apps ./dist
+COPY --from=build /src/apps/web-client/public ./dist/web-client
 COPY deploy/docker/run.cjs ./run.cjs
 # The `node` user (uid/gid 1000) ships with the official image.
 USER 1000:1000
