@@ -28,15 +28,29 @@ async function main() {
   // The broker runs in its own process by default (as in the fleet); BENCH_BROKER=inproc shares this one.
   const mode = external ? 'external' : process.env.BENCH_BROKER === 'inproc' ? 'inproc' : 'process';
   const broker =
-    mode === 'inproc' ? await startBroker({ dataDir, logger: pino({ level: 'warn' }), fsync: 'interval' }) : mode === 'process' ? await spawnBroker(dataDir) : undefined;
+    mode === 'inproc'
+      ? await startBroker({ dataDir, logger: pino({ level: 'warn' }), fsync: 'interval' })
+      : mode === 'process'
+        ? await spawnBroker(dataDir)
+        : undefined;
   const brokers = external ? external.split(',') : [broker!.address];
   const kafka = new Kafka({ clientId: 'bench', brokers, logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   await admin.connect();
   const topic = `bench-${Date.now()}`;
   const latencyTopic = `${topic}-latency`;
-  await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: PARTITIONS }, { topic: latencyTopic, numPartitions: PARTITIONS }] });
-  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, idempotent: false, maxInFlightRequests: IN_FLIGHT });
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: [
+      { topic, numPartitions: PARTITIONS },
+      { topic: latencyTopic, numPartitions: PARTITIONS },
+    ],
+  });
+  const producer = kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner,
+    idempotent: false,
+    maxInFlightRequests: IN_FLIGHT,
+  });
   await producer.connect();
 
   // The consumer group member runs on its own thread (its own event loop, as a separate service would).
@@ -161,7 +175,11 @@ function startConsumer(brokers: string[], topics: string[], latencyTopic: string
         const onMessage = (m: { latencies?: number[] }) => {
           if (!m.latencies) return;
           worker.off('message', onMessage);
-          const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+          const h = hdr.build({
+            lowestDiscernibleValue: 1,
+            highestTrackableValue: 60_000_000,
+            numberOfSignificantValueDigits: 3,
+          });
           for (const us of m.latencies) h.recordValue(Math.max(1, Math.round(us)));
           resolve(h);
         };
@@ -178,10 +196,14 @@ function startConsumer(brokers: string[], topics: string[], latencyTopic: string
 
 /** The broker CLI in a child process; resolves once it prints its address. */
 function spawnBroker(dataDir: string): Promise<{ address: string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../src/broker/cli.ts'), '--port', '0', '--data', dataDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, LOG_LEVEL: 'warn' },
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(__dirname, '../src/broker/cli.ts'), '--port', '0', '--data', dataDir],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, LOG_LEVEL: 'warn' },
+    },
+  );
   process.once('exit', () => child.kill('SIGKILL')); // never leave the broker behind
   return new Promise((resolve, reject) => {
     let out = '';
@@ -193,10 +215,11 @@ function spawnBroker(dataDir: string): Promise<{ address: string; stop(): Promis
         child.removeAllListeners('exit');
         resolve({
           address: m[1],
-          stop: () => new Promise<void>((done) => {
-            child.once('exit', () => done());
-            child.kill('SIGTERM');
-          }),
+          stop: () =>
+            new Promise<void>((done) => {
+              child.once('exit', () => done());
+              child.kill('SIGTERM');
+            }),
         });
       }
     });

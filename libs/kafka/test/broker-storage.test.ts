@@ -9,7 +9,14 @@ import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
 import { RawClient } from './support/raw-client';
 
 const logger = pino({ level: 'silent' });
-const config: LogConfig = { segmentBytes: 64 * 1024, segmentMs: 3_600_000, retentionMs: -1, retentionBytes: -1, maxMessageBytes: 1 << 20, verifyCrc: true };
+const config: LogConfig = {
+  segmentBytes: 64 * 1024,
+  segmentMs: 3_600_000,
+  retentionMs: -1,
+  retentionBytes: -1,
+  maxMessageBytes: 1 << 20,
+  verifyCrc: true,
+};
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'parley-broker-unit-'));
 
 /** Real record batches, written by kafkajs against an in-memory broker and fetched back raw. */
@@ -18,7 +25,8 @@ async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
   const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
   await producer.connect();
-  for (let i = 0; i < count; i++) await producer.send({ topic: 'src', messages: [{ value: Buffer.alloc(size, i % 256) }] });
+  for (let i = 0; i < count; i++)
+    await producer.send({ topic: 'src', messages: [{ value: Buffer.alloc(size, i % 256) }] });
   await producer.disconnect();
   const client = await RawClient.connect(broker.address);
   const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + 3 + 4 + 4 + 8 + 4);
@@ -42,7 +50,7 @@ async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
   const recordsAt = 4 + 4 + 2 + 3 + 4 + 4 + 2 + 8 + 8 + 4;
   const records = res.subarray(recordsAt + 4, recordsAt + 4 + res.readInt32BE(recordsAt));
   const out: Buffer[] = [];
-  for (let p = 0; p < records.length; ) {
+  for (let p = 0; p < records.length;) {
     const size = 12 + records.readInt32BE(p + 8);
     out.push(Buffer.from(records.subarray(p, p + size)));
     p += size;
@@ -117,7 +125,10 @@ describe('broker storage', () => {
   test('committed offsets survive a restart and a torn last line', () => {
     const dir = tmp();
     const store = new OffsetStore(dir, logger);
-    store.commit('g', [['t', 0, 5, null], ['t', 1, 7, 'meta']]);
+    store.commit('g', [
+      ['t', 0, 5, null],
+      ['t', 1, 7, 'meta'],
+    ]);
     store.commit('g', [['t', 0, 6, null]]);
     store.close();
     fs.appendFileSync(path.join(dir, 'offsets.log'), '{"g":"g","c":[["t",0,99');
@@ -134,7 +145,12 @@ describe('broker storage', () => {
     const admin = kafka.admin();
     await admin.connect();
     await admin.createTopics({ topics: [{ topic: 'poll' }] });
-    const consumer = kafka.consumer({ groupId: 'poll', maxWaitTimeInMs: 5000, heartbeatInterval: 200, sessionTimeout: 3000 });
+    const consumer = kafka.consumer({
+      groupId: 'poll',
+      maxWaitTimeInMs: 5000,
+      heartbeatInterval: 200,
+      sessionTimeout: 3000,
+    });
     const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
     await Promise.all([consumer.connect(), producer.connect()]);
     await consumer.subscribe({ topic: 'poll', fromBeginning: true });
