@@ -10,12 +10,20 @@ function containerRuntime(): { ok: true } | { ok: false; reason: string } {
   try {
     execFileSync(
       process.execPath,
-      ['-e', "require('testcontainers').getContainerRuntimeClient().then(() => process.exit(0), (e) => { process.stderr.write(String(e && e.message || e)); process.exit(1); })"],
+      [
+        '-e',
+        "require('testcontainers').getContainerRuntimeClient().then(() => process.exit(0), (e) => { process.stderr.write(String(e && e.message || e)); process.exit(1); })",
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000, env: { ...process.env, DEBUG: '' } },
     );
     return { ok: true };
   } catch (err) {
-    return { ok: false, reason: String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim() || 'no container runtime' };
+    return {
+      ok: false,
+      reason:
+        String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim() ||
+        'no container runtime',
+    };
   }
 }
 

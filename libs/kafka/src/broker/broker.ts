@@ -77,7 +77,10 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
     throw err;
   }
   const groups = new GroupCoordinator(
-    { minSessionTimeoutMs: options.minSessionTimeoutMs ?? 100, maxSessionTimeoutMs: options.maxSessionTimeoutMs ?? 30 * 60 * 1000 },
+    {
+      minSessionTimeoutMs: options.minSessionTimeoutMs ?? 100,
+      maxSessionTimeoutMs: options.maxSessionTimeoutMs ?? 30 * 60 * 1000,
+    },
     logger,
   );
   let producerIds = Date.now() * 16;
@@ -136,7 +139,10 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
     );
   }
   topics.applyRetention();
-  logger.info({ address: `${context.advertisedHost}:${port}`, dataDir, fsync: fsyncPolicy }, 'kafka broker listening');
+  logger.info(
+    { address: `${context.advertisedHost}:${port}`, dataDir, fsync: fsyncPolicy },
+    'kafka broker listening',
+  );
 
   let stopped: Promise<void> | undefined;
   return {
@@ -180,8 +186,10 @@ function lockDataDir(dir: string): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const owner = Number(fs.readFileSync(file, 'utf8').split(':')[0]);
-      if (owner && owner !== process.pid && isAlive(owner)) throw new Error(`data directory ${dir} is in use by process ${owner}`);
-      if (owner === process.pid) throw new Error(`data directory ${dir} is in use by another broker in this process`);
+      if (owner && owner !== process.pid && isAlive(owner))
+        throw new Error(`data directory ${dir} is in use by process ${owner}`);
+      if (owner === process.pid)
+        throw new Error(`data directory ${dir} is in use by another broker in this process`);
       fs.rmSync(file, { force: true });
     }
   }

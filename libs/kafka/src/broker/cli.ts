@@ -21,7 +21,8 @@ async function main() {
     },
   });
   const logger = createLogger('kafka-broker', { level: process.env.LOG_LEVEL ?? 'info' });
-  if (!['never', 'interval', 'always'].includes(values.fsync!)) throw new Error(`--fsync must be never, interval or always`);
+  if (!['never', 'interval', 'always'].includes(values.fsync!))
+    throw new Error(`--fsync must be never, interval or always`);
   const broker = await startBroker({
     port: Number(values.port),
     host: values.host,

@@ -33,4 +33,8 @@ export interface RequestHeader {
 }
 
 /** A handler answers with a response body, or null for no response (Produce with acks=0). */
-export type Handler = (header: RequestHeader, body: Reader, broker: BrokerContext) => Writer | null | Promise<Writer | null>;
+export type Handler = (
+  header: RequestHeader,
+  body: Reader,
+  broker: BrokerContext,
+) => Writer | null | Promise<Writer | null>;

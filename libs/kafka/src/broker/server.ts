@@ -86,7 +86,13 @@ export class Connection {
     let header: RequestHeader;
     const r = new Reader(frame);
     try {
-      header = { apiKey: r.int16(), apiVersion: r.int16(), correlationId: r.int32(), clientId: r.nullableString(), clientHost: this.clientHost };
+      header = {
+        apiKey: r.int16(),
+        apiVersion: r.int16(),
+        correlationId: r.int32(),
+        clientId: r.nullableString(),
+        clientHost: this.clientHost,
+      };
     } catch (err) {
       return this.fail('malformed request header', err);
     }
@@ -103,7 +109,8 @@ export class Connection {
       this.flush();
     };
     const failed = (err: unknown) => {
-      if (err instanceof ProtocolError) this.fail(`malformed ${header.apiKey} v${header.apiVersion} request`, err);
+      if (err instanceof ProtocolError)
+        this.fail(`malformed ${header.apiKey} v${header.apiVersion} request`, err);
       else {
         this.logger.error({ err, apiKey: header.apiKey }, 'request handler failed');
         this.destroy();
@@ -142,7 +149,12 @@ export class Connection {
   }
 
   private maybeResume(): void {
-    if (!this.closed && this.socket.isPaused() && this.queue.length <= MAX_IN_FLIGHT / 2 && this.socket.writableLength <= MAX_UNSENT_BYTES) {
+    if (
+      !this.closed &&
+      this.socket.isPaused() &&
+      this.queue.length <= MAX_IN_FLIGHT / 2 &&
+      this.socket.writableLength <= MAX_UNSENT_BYTES
+    ) {
       this.socket.resume();
     }
   }

@@ -9,15 +9,23 @@ import { RawClient } from './raw-client';
 import type { KafkaTarget } from './targets';
 
 // Builders from kafkajs's own protocol code, to send hand-made requests in the duplicate-batch test.
- 
 const ProduceV3 = require('kafkajs/src/protocol/requests/produce/v3/request');
- 
 const Long = require('kafkajs/src/utils/long');
 
 /** Consumer settings that keep group rebalances in the tens of milliseconds. */
-export const FAST_CONSUMER = { heartbeatInterval: 200, maxWaitTimeInMs: 250, sessionTimeout: 3000, rebalanceTimeout: 3000 };
+export const FAST_CONSUMER = {
+  heartbeatInterval: 200,
+  maxWaitTimeInMs: 250,
+  sessionTimeout: 3000,
+  rebalanceTimeout: 3000,
+};
 
-const Ping = Type.Object({ kind: Type.Literal('test.ping'), v: Type.Literal(1), id: Type.String(), n: Type.Integer() });
+const Ping = Type.Object({
+  kind: Type.Literal('test.ping'),
+  v: Type.Literal(1),
+  id: Type.String(),
+  n: Type.Integer(),
+});
 type Ping = Static<typeof Ping>;
 const pingTopic = (name: string, partitions = 1): TopicSpec<Ping> => ({
   name,
@@ -32,7 +40,11 @@ const ping = (n: number): Ping => ({ kind: 'test.ping', v: 1, id: `id-${n}`, n }
 let counter = 0;
 const unique = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
 
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 15_000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -49,7 +61,12 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
     let target: KafkaTarget;
     const cleanups: (() => Promise<unknown>)[] = [];
     const kafka = (clientId = 'suite') =>
-      new Kafka({ clientId, brokers: target.brokers, logLevel: logLevel.NOTHING, retry: { initialRetryTime: 50, retries: 10 } });
+      new Kafka({
+        clientId,
+        brokers: target.brokers,
+        logLevel: logLevel.NOTHING,
+        retry: { initialRetryTime: 50, retries: 10 },
+      });
     const later = <T extends { disconnect(): Promise<void> }>(client: T): T => {
       cleanups.push(() => client.disconnect().catch(() => undefined));
       return client;
@@ -60,13 +77,23 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       return a;
     };
     const producer = async (k = kafka(), idempotent = false): Promise<Producer> => {
-      const p = later(k.producer({ createPartitioner: Partitioners.DefaultPartitioner, idempotent, allowAutoTopicCreation: true }));
+      const p = later(
+        k.producer({
+          createPartitioner: Partitioners.DefaultPartitioner,
+          idempotent,
+          allowAutoTopicCreation: true,
+        }),
+      );
       await p.connect();
       return p;
     };
     const consumer = (groupId: string, extra: Partial<typeof FAST_CONSUMER> = {}): Consumer =>
       later(kafka('suite-consumer').consumer({ groupId, ...FAST_CONSUMER, ...extra }));
-    const createTopic = async (topic: string, numPartitions = 1, configEntries: { name: string; value: string }[] = []) => {
+    const createTopic = async (
+      topic: string,
+      numPartitions = 1,
+      configEntries: { name: string; value: string }[] = [],
+    ) => {
       const a = await admin();
       await a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions, configEntries }] });
       await a.disconnect();
@@ -74,14 +101,26 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
     /** Collects every message of `topic` seen by a fresh group until `count` arrived. */
     const consumeAll = async (topic: string, count: number, groupId = unique('reader')) => {
       const c = consumer(groupId);
-      const seen: { partition: number; offset: string; key: string | null; value: Buffer | null; headers: Record<string, string> }[] = [];
+      const seen: {
+        partition: number;
+        offset: string;
+        key: string | null;
+        value: Buffer | null;
+        headers: Record<string, string>;
+      }[] = [];
       await c.connect();
       await c.subscribe({ topic, fromBeginning: true });
       await c.run({
         eachMessage: async ({ partition, message }) => {
           const headers: Record<string, string> = {};
           for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-          seen.push({ partition, offset: message.offset, key: message.key?.toString() ?? null, value: message.value, headers });
+          seen.push({
+            partition,
+            offset: message.offset,
+            key: message.key?.toString() ?? null,
+            value: message.value,
+            headers,
+          });
         },
       });
       await waitFor(() => seen.length >= count, 15_000, `${count} messages on ${topic}`);
@@ -128,7 +167,12 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       await createTopic(topic, 4);
       const producers = await Promise.all(Array.from({ length: 10 }, () => producer(kafka('many'))));
       await Promise.all(
-        producers.map((p, i) => p.send({ topic, messages: Array.from({ length: 20 }, (_, j) => ({ key: `${i}-${j}`, value: `${i}-${j}` })) })),
+        producers.map((p, i) =>
+          p.send({
+            topic,
+            messages: Array.from({ length: 20 }, (_, j) => ({ key: `${i}-${j}`, value: `${i}-${j}` })),
+          }),
+        ),
       );
       const seen = await consumeAll(topic, 200);
       expect(new Set(seen.map((m) => m.value!.toString())).size).toBe(200);
@@ -140,28 +184,45 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       await createTopic(topic, 4);
       const assignments = new Map<string, number[]>();
       const join = (name: string, c: Consumer) =>
-        c.on(c.events.GROUP_JOIN, (e) => assignments.set(name, [...(e.payload.memberAssignment[topic] ?? [])].sort()));
+        c.on(c.events.GROUP_JOIN, (e) =>
+          assignments.set(name, [...(e.payload.memberAssignment[topic] ?? [])].sort()),
+        );
       const a = consumer(groupId);
       const b = consumer(groupId);
       join('a', a);
       join('b', b);
       const received = new Map<string, number>();
-      for (const [name, c] of [['a', a], ['b', b]] as const) {
+      for (const [name, c] of [
+        ['a', a],
+        ['b', b],
+      ] as const) {
         await c.connect();
         await c.subscribe({ topic, fromBeginning: true });
         await c.run({ eachMessage: async () => void received.set(name, (received.get(name) ?? 0) + 1) });
       }
-      await waitFor(() => (assignments.get('a')?.length ?? 0) + (assignments.get('b')?.length ?? 0) === 4 && assignments.get('a')!.length === 2, 15_000, 'a split');
+      await waitFor(
+        () =>
+          (assignments.get('a')?.length ?? 0) + (assignments.get('b')?.length ?? 0) === 4 &&
+          assignments.get('a')!.length === 2,
+        15_000,
+        'a split',
+      );
       expect([...assignments.get('a')!, ...assignments.get('b')!].sort()).toEqual([0, 1, 2, 3]);
       const p = await producer();
-      await p.send({ topic, messages: Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value: String(i) })) });
+      await p.send({
+        topic,
+        messages: Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value: String(i) })),
+      });
       await waitFor(() => (received.get('a') ?? 0) + (received.get('b') ?? 0) === 40, 15_000, '40 messages');
       expect(received.get('a')).toBeGreaterThan(0);
       expect(received.get('b')).toBeGreaterThan(0);
 
       await b.disconnect(); // LeaveGroup
       await waitFor(() => assignments.get('a')!.length === 4, 15_000, 'a takes every partition');
-      await p.send({ topic, messages: Array.from({ length: 20 }, (_, i) => ({ key: `late${i}`, value: String(i) })) });
+      await p.send({
+        topic,
+        messages: Array.from({ length: 20 }, (_, i) => ({ key: `late${i}`, value: String(i) })),
+      });
       await waitFor(() => received.get('a')! + received.get('b')! === 60, 15_000, 'a consumes the rest');
     });
 
@@ -179,7 +240,13 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
 
       // Another member in a child process, killed with SIGKILL: no LeaveGroup, its heartbeats just stop.
       const child = spawn(process.execPath, ['-e', CHILD_CONSUMER], {
-        env: { ...process.env, KAFKAJS: require.resolve('kafkajs'), BROKERS: target.brokers.join(','), TOPIC: topic, GROUP: groupId },
+        env: {
+          ...process.env,
+          KAFKAJS: require.resolve('kafkajs'),
+          BROKERS: target.brokers.join(','),
+          TOPIC: topic,
+          GROUP: groupId,
+        },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       cleanups.push(async () => void child.kill('SIGKILL'));
@@ -215,7 +282,13 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       await createTopic(topic, 1, [{ name: 'max.message.bytes', value: String(4 * 1024 * 1024) }]);
       const big = randomBytes(1024 * 1024);
       const p = await producer();
-      await p.send({ topic, messages: [{ key: 'big', value: big }, { key: 'small', value: 'after' }] });
+      await p.send({
+        topic,
+        messages: [
+          { key: 'big', value: big },
+          { key: 'small', value: 'after' },
+        ],
+      });
       const seen = await consumeAll(topic, 2);
       const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
       expect(seen[0].value!.length).toBe(big.length);
@@ -243,7 +316,10 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
 
       const closed = async (c: RawClient) => {
         let timer: NodeJS.Timeout | undefined;
-        const result = await Promise.race([c.closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
+        const result = await Promise.race([
+          c.closed.then(() => true),
+          new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000))),
+        ]);
         clearTimeout(timer);
         return result;
       };
@@ -278,7 +354,12 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
           timeout: 5000,
           producerId: Long.fromString(producerId.toString()),
           producerEpoch: 0,
-          topicData: [{ topic, partitions: [{ partition: 0, firstSequence, messages: values.map((value) => ({ value })) }] }],
+          topicData: [
+            {
+              topic,
+              partitions: [{ partition: 0, firstSequence, messages: values.map((value) => ({ value })) }],
+            },
+          ],
         });
         return ((await request.encode()) as { buffer: Buffer }).buffer;
       };
@@ -306,7 +387,10 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       const groupId = unique('g');
       await createTopic(topic, 2);
       const p = await producer();
-      await p.send({ topic, messages: Array.from({ length: 10 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })) });
+      await p.send({
+        topic,
+        messages: Array.from({ length: 10 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })),
+      });
       await consumeAll(topic, 10, groupId);
       await p.disconnect();
 
@@ -315,11 +399,15 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       const a = await admin();
       const committed = await a.fetchOffsets({ groupId, topics: [topic] });
       const high = await a.fetchTopicOffsets(topic);
-      const total = (xs: { offset?: string; high?: string }[], key: 'offset' | 'high') => xs.reduce((n, x) => n + Number(x[key]), 0);
+      const total = (xs: { offset?: string; high?: string }[], key: 'offset' | 'high') =>
+        xs.reduce((n, x) => n + Number(x[key]), 0);
       expect(total(committed[0].partitions, 'offset')).toBe(10);
       expect(total(high, 'high')).toBe(10);
       const p2 = await producer();
-      await p2.send({ topic, messages: Array.from({ length: 4 }, (_, i) => ({ key: `n${i}`, value: `new${i}` })) });
+      await p2.send({
+        topic,
+        messages: Array.from({ length: 4 }, (_, i) => ({ key: `n${i}`, value: `new${i}` })),
+      });
       const resumed = await consumeAll(topic, 4, groupId);
       expect(resumed.map((m) => m.value!.toString()).sort()).toEqual(['new0', 'new1', 'new2', 'new3']);
       const everything = await consumeAll(topic, 14);
@@ -339,7 +427,11 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'));
         const got: Envelope<Ping>[] = [];
-        const sub = b.subscribe({ groupId: unique('g'), topic: spec, handle: async (batch) => void got.push(...batch) });
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void got.push(...batch),
+        });
         await sub.start();
         await b.publish(spec, [ping(1), ping(2), ping(3)], { traceId: 'trace-1' });
         await waitFor(() => got.length === 3, 15_000, 'three events');
@@ -353,7 +445,8 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const groupId = unique('g');
         const a = await admin();
-        const committed = async () => (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset;
+        const committed = async () =>
+          (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset;
         const b = bus(kafka('bus'));
         await b.publish(spec, [ping(1), ping(2)]);
         let calls = 0;
@@ -387,7 +480,11 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
         await raw.send({ topic: spec.name, messages: [{ key: 'bad', value: 'not json {' }] });
         await b.publish(spec, [ping(2)]);
         const handled: number[] = [];
-        const sub = b.subscribe({ groupId: unique('g'), topic: spec, handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)) });
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+        });
         await sub.start();
         await waitFor(() => handled.length === 2, 15_000, 'the good events');
         expect(handled).toEqual([1, 2]);
@@ -401,12 +498,18 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       test('provisionTopics creates topics and their DLQs, idempotently', async () => {
         const specs = [pingTopic(unique('prov-a'), 3), pingTopic(unique('prov-b'), 2)] as TopicSpec<never>[];
         const created = await provisionTopics(kafka(), { topics: specs });
-        expect(created.sort()).toEqual([specs[0].name, dlqTopic(specs[0].name), specs[1].name, dlqTopic(specs[1].name)].sort());
+        expect(created.sort()).toEqual(
+          [specs[0].name, dlqTopic(specs[0].name), specs[1].name, dlqTopic(specs[1].name)].sort(),
+        );
         expect(await provisionTopics(kafka(), { topics: specs })).toEqual([]);
         const a = await admin();
-        const meta = await a.fetchTopicMetadata({ topics: [specs[0].name, dlqTopic(specs[0].name), specs[1].name] });
+        const meta = await a.fetchTopicMetadata({
+          topics: [specs[0].name, dlqTopic(specs[0].name), specs[1].name],
+        });
         const partitions = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
-        expect([specs[0].name, dlqTopic(specs[0].name), specs[1].name].map((n) => partitions.get(n))).toEqual([3, 1, 2]);
+        expect([specs[0].name, dlqTopic(specs[0].name), specs[1].name].map((n) => partitions.get(n))).toEqual(
+          [3, 1, 2],
+        );
       });
     });
   });

@@ -37,7 +37,11 @@ export async function containerTarget(): Promise<KafkaTarget> {
   const container = await new KafkaContainer('confluentinc/cp-kafka:7.7.1')
     .withKraft()
     // The suite uses short session timeouts and wants a second member to join without delay.
-    .withEnvironment({ KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS: '100', KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: '0', KAFKA_MESSAGE_MAX_BYTES: '8388608' })
+    .withEnvironment({
+      KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS: '100',
+      KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: '0',
+      KAFKA_MESSAGE_MAX_BYTES: '8388608',
+    })
     .start();
   return {
     name: 'Kafka (testcontainers)',

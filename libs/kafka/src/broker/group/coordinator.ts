@@ -77,26 +77,56 @@ export class GroupCoordinator {
   private group(id: string): Group {
     let g = this.groups.get(id);
     if (!g) {
-      g = { id, state: 'Empty', generation: 0, protocolType: null, protocol: null, leader: null, members: new Map() };
+      g = {
+        id,
+        state: 'Empty',
+        generation: 0,
+        protocolType: null,
+        protocol: null,
+        leader: null,
+        members: new Map(),
+      };
       this.groups.set(id, g);
     }
     return g;
   }
 
   join(req: JoinRequest): Promise<JoinResult> {
-    const fail = (errorCode: number) => Promise.resolve({ errorCode, generationId: -1, protocol: null, leaderId: '', memberId: req.memberId, members: [] });
+    const fail = (errorCode: number) =>
+      Promise.resolve({
+        errorCode,
+        generationId: -1,
+        protocol: null,
+        leaderId: '',
+        memberId: req.memberId,
+        members: [],
+      });
     if (!req.groupId) return fail(ErrorCode.INVALID_GROUP_ID);
-    if (req.sessionTimeout < this.options.minSessionTimeoutMs || req.sessionTimeout > this.options.maxSessionTimeoutMs) return fail(ErrorCode.INVALID_SESSION_TIMEOUT);
+    if (
+      req.sessionTimeout < this.options.minSessionTimeoutMs ||
+      req.sessionTimeout > this.options.maxSessionTimeoutMs
+    )
+      return fail(ErrorCode.INVALID_SESSION_TIMEOUT);
     if (!req.protocolType || req.protocols.length === 0) return fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL);
     const g = this.group(req.groupId);
-    if (g.members.size > 0 && g.protocolType !== req.protocolType) return fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL);
-    if (g.members.size > 0 && !this.commonProtocol(g, req.protocols)) return fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL);
+    if (g.members.size > 0 && g.protocolType !== req.protocolType)
+      return fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL);
+    if (g.members.size > 0 && !this.commonProtocol(g, req.protocols))
+      return fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL);
     let member: Member | undefined;
     if (req.memberId) {
       member = g.members.get(req.memberId);
       if (!member) return fail(ErrorCode.UNKNOWN_MEMBER_ID);
     } else {
-      member = { id: `${req.clientId || 'member'}-${randomUUID()}`, clientId: req.clientId, clientHost: req.clientHost, sessionTimeout: 0, rebalanceTimeout: 0, protocols: [], assignment: EMPTY };
+      member = {
+        id: `${req.clientId || 'member'}-${randomUUID()}`,
+        clientId: req.clientId,
+        clientHost: req.clientHost,
+        sessionTimeout: 0,
+        rebalanceTimeout: 0,
+        protocols: [],
+        assignment: EMPTY,
+      };
       g.members.set(member.id, member);
     }
     const m = member;
@@ -109,7 +139,14 @@ export class GroupCoordinator {
     m.protocols = req.protocols;
     g.protocolType = req.protocolType;
     // A rejoin that replaces an earlier, still pending one: answer the old one.
-    m.pendingJoin?.({ errorCode: ErrorCode.UNKNOWN_MEMBER_ID, generationId: -1, protocol: null, leaderId: '', memberId: m.id, members: [] });
+    m.pendingJoin?.({
+      errorCode: ErrorCode.UNKNOWN_MEMBER_ID,
+      generationId: -1,
+      protocol: null,
+      leaderId: '',
+      memberId: m.id,
+      members: [],
+    });
     const result = new Promise<JoinResult>((resolve) => (m.pendingJoin = resolve));
     this.touch(g, m);
     if (g.state !== 'PreparingRebalance') this.prepareRebalance(g, `member ${m.id} joined`);
@@ -164,18 +201,33 @@ export class GroupCoordinator {
     g.protocol = this.commonProtocol(g);
     if (!g.leader || !g.members.has(g.leader)) g.leader = g.members.keys().next().value!;
     g.state = 'CompletingRebalance';
-    const all = [...g.members.values()].map((m) => ({ memberId: m.id, metadata: m.protocols.find((p) => p.name === g.protocol)?.metadata ?? EMPTY }));
+    const all = [...g.members.values()].map((m) => ({
+      memberId: m.id,
+      metadata: m.protocols.find((p) => p.name === g.protocol)?.metadata ?? EMPTY,
+    }));
     this.logger.info({ group: g.id, generation: g.generation, members: g.members.size }, 'group rebalanced');
     for (const m of g.members.values()) {
       const resolve = m.pendingJoin!;
       m.pendingJoin = undefined;
       m.assignment = EMPTY;
       this.touch(g, m);
-      resolve({ errorCode: ErrorCode.NONE, generationId: g.generation, protocol: g.protocol, leaderId: g.leader, memberId: m.id, members: m.id === g.leader ? all : [] });
+      resolve({
+        errorCode: ErrorCode.NONE,
+        generationId: g.generation,
+        protocol: g.protocol,
+        leaderId: g.leader,
+        memberId: m.id,
+        members: m.id === g.leader ? all : [],
+      });
     }
   }
 
-  sync(groupId: string, generation: number, memberId: string, assignments: { memberId: string; assignment: Buffer }[]): Promise<SyncResult> {
+  sync(
+    groupId: string,
+    generation: number,
+    memberId: string,
+    assignments: { memberId: string; assignment: Buffer }[],
+  ): Promise<SyncResult> {
     const answer = (errorCode: number, assignment = EMPTY) => Promise.resolve({ errorCode, assignment });
     const g = this.groups.get(groupId);
     const m = g?.members.get(memberId);
@@ -266,7 +318,14 @@ export class GroupCoordinator {
     m.session = undefined;
     g.members.delete(m.id);
     this.logger.info({ group: g.id, member: m.id, reason }, 'member removed');
-    m.pendingJoin?.({ errorCode: ErrorCode.UNKNOWN_MEMBER_ID, generationId: -1, protocol: null, leaderId: '', memberId: m.id, members: [] });
+    m.pendingJoin?.({
+      errorCode: ErrorCode.UNKNOWN_MEMBER_ID,
+      generationId: -1,
+      protocol: null,
+      leaderId: '',
+      memberId: m.id,
+      members: [],
+    });
     m.pendingJoin = undefined;
     m.pendingSync?.({ errorCode: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
     m.pendingSync = undefined;

@@ -30,9 +30,19 @@ export const metadata: Handler = ({ apiVersion }, r, broker) => {
     if (!topic && requested && allowAutoCreate && broker.autoCreateTopics && isLegalTopicName(name)) {
       topic = broker.topics.create(name, broker.defaultPartitions);
     }
-    if (!topic) error = isLegalTopicName(name) ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.INVALID_TOPIC_EXCEPTION;
+    if (!topic)
+      error = isLegalTopicName(name)
+        ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        : ErrorCode.INVALID_TOPIC_EXCEPTION;
     w.int16(error).string(name).bool(false);
-    w.array(topic?.partitions ?? [], (w, log) => w.int16(ErrorCode.NONE).int32(log.partition).int32(broker.nodeId).array([broker.nodeId], (w, n) => w.int32(n)).array([broker.nodeId], (w, n) => w.int32(n)));
+    w.array(topic?.partitions ?? [], (w, log) =>
+      w
+        .int16(ErrorCode.NONE)
+        .int32(log.partition)
+        .int32(broker.nodeId)
+        .array([broker.nodeId], (w, n) => w.int32(n))
+        .array([broker.nodeId], (w, n) => w.int32(n)),
+    );
   });
   return w;
 };
@@ -51,10 +61,18 @@ export const createTopics: Handler = ({ apiVersion }, r, broker) => {
   const results = topics.map((t) => {
     const fail = (code: number, message: string) => ({ name: t.name, code, message });
     if (!isLegalTopicName(t.name)) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, 'illegal topic name');
-    if (broker.topics.get(t.name)) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `topic ${t.name} already exists`);
-    const partitions = t.assignments.length > 0 ? t.assignments.length : t.partitions === -1 ? broker.defaultPartitions : t.partitions;
-    if (partitions < 1 || partitions > 10_000) return fail(ErrorCode.INVALID_PARTITIONS, `invalid partition count ${partitions}`);
-    if (t.replication > 1) return fail(ErrorCode.INVALID_REPLICATION_FACTOR, 'a single-node broker keeps one replica');
+    if (broker.topics.get(t.name))
+      return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `topic ${t.name} already exists`);
+    const partitions =
+      t.assignments.length > 0
+        ? t.assignments.length
+        : t.partitions === -1
+          ? broker.defaultPartitions
+          : t.partitions;
+    if (partitions < 1 || partitions > 10_000)
+      return fail(ErrorCode.INVALID_PARTITIONS, `invalid partition count ${partitions}`);
+    if (t.replication > 1)
+      return fail(ErrorCode.INVALID_REPLICATION_FACTOR, 'a single-node broker keeps one replica');
     if (!validateOnly) {
       const configs: Record<string, string> = {};
       for (const c of t.configs) if (c.value !== null) configs[c.name] = c.value;

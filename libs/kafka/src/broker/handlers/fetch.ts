@@ -33,7 +33,12 @@ export const fetch: Handler = async (_header, r, broker) => {
       name,
       partitions: r.array((r): PartitionFetch => {
         const partition = r.int32();
-        return { partition, offset: r.int64(), maxBytes: r.int32(), log: broker.topics.partition(name, partition) };
+        return {
+          partition,
+          offset: r.int64(),
+          maxBytes: r.int32(),
+          log: broker.topics.partition(name, partition),
+        };
       }),
     };
   });
@@ -45,7 +50,10 @@ export const fetch: Handler = async (_header, r, broker) => {
   return encode(collected);
 };
 
-async function collect(topics: { name: string; partitions: PartitionFetch[] }[], maxBytes: number): Promise<Collected> {
+async function collect(
+  topics: { name: string; partitions: PartitionFetch[] }[],
+  maxBytes: number,
+): Promise<Collected> {
   let bytes = 0;
   let error = false;
   const out: Collected['topics'] = [];
@@ -56,7 +64,10 @@ async function collect(topics: { name: string; partitions: PartitionFetch[] }[],
       if (!p.log) result = { errorCode: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, chunks: [], bytes: 0 };
       else {
         const limit = Math.min(p.maxBytes, maxBytes - bytes);
-        result = limit <= 0 && bytes > 0 ? { errorCode: ErrorCode.NONE, chunks: [], bytes: 0 } : await p.log.read(p.offset, Math.max(0, limit), bytes === 0);
+        result =
+          limit <= 0 && bytes > 0
+            ? { errorCode: ErrorCode.NONE, chunks: [], bytes: 0 }
+            : await p.log.read(p.offset, Math.max(0, limit), bytes === 0);
       }
       if (result.errorCode !== ErrorCode.NONE) error = true;
       bytes += result.bytes;
@@ -76,7 +87,9 @@ function waitForData(
   initial: Collected,
 ): Promise<Collected> {
   return new Promise((resolve) => {
-    const logs = new Set(topics.flatMap((t) => t.partitions.map((p) => p.log)).filter((l): l is PartitionLog => !!l));
+    const logs = new Set(
+      topics.flatMap((t) => t.partitions.map((p) => p.log)).filter((l): l is PartitionLog => !!l),
+    );
     let done = false;
     let checking = false;
     let again = false;
@@ -133,15 +146,27 @@ function encode(collected: Collected): Writer {
 export const listOffsets: Handler = ({ apiVersion }, r, broker) => {
   r.int32(); // replica id
   if (apiVersion >= 2) r.int8(); // isolation level
-  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ partition: r.int32(), timestamp: r.int64() })) }));
+  const topics = r.array((r) => ({
+    name: r.string(),
+    partitions: r.array((r) => ({ partition: r.int32(), timestamp: r.int64() })),
+  }));
   const w = new Writer();
   if (apiVersion >= 2) w.int32(0);
   w.array(topics, (w, t) => {
     w.string(t.name).array(t.partitions, (w, p) => {
       const log = broker.topics.partition(t.name, p.partition);
-      if (!log) return void w.int32(p.partition).int16(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION).int64(-1).int64(-1);
-      const offset = p.timestamp === -2 ? log.logStartOffset : p.timestamp === -1 ? log.nextOffset : log.offsetForTimestamp(p.timestamp);
-      w.int32(p.partition).int16(ErrorCode.NONE).int64(p.timestamp < 0 ? -1 : offset < 0 ? -1 : p.timestamp).int64(offset);
+      if (!log)
+        return void w.int32(p.partition).int16(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION).int64(-1).int64(-1);
+      const offset =
+        p.timestamp === -2
+          ? log.logStartOffset
+          : p.timestamp === -1
+            ? log.nextOffset
+            : log.offsetForTimestamp(p.timestamp);
+      w.int32(p.partition)
+        .int16(ErrorCode.NONE)
+        .int64(p.timestamp < 0 ? -1 : offset < 0 ? -1 : p.timestamp)
+        .int64(offset);
     });
   });
   return w;

@@ -20,7 +20,10 @@ export const joinGroup: Handler = async (header, r, broker) => {
   const rebalanceTimeout = header.apiVersion >= 1 ? r.int32() : sessionTimeout;
   const memberId = r.string();
   const protocolType = r.string();
-  const protocols = r.array((r) => ({ name: r.string(), metadata: Buffer.from(r.bytes() ?? Buffer.alloc(0)) }));
+  const protocols = r.array((r) => ({
+    name: r.string(),
+    metadata: Buffer.from(r.bytes() ?? Buffer.alloc(0)),
+  }));
   const res = await broker.groups.join({
     groupId,
     memberId,
@@ -32,7 +35,11 @@ export const joinGroup: Handler = async (header, r, broker) => {
     protocols,
   });
   const w = throttle(new Writer(), header.apiVersion, 2);
-  w.int16(res.errorCode).int32(res.generationId).string(res.protocol ?? '').string(res.leaderId).string(res.memberId);
+  w.int16(res.errorCode)
+    .int32(res.generationId)
+    .string(res.protocol ?? '')
+    .string(res.leaderId)
+    .string(res.memberId);
   return w.array(res.members, (w, m) => w.string(m.memberId).bytes(m.metadata));
 };
 
@@ -68,7 +75,9 @@ export const describeGroups: Handler = ({ apiVersion }, r, broker) => {
   return w.array(ids, (w, id) => {
     const g = broker.groups.describe(id);
     w.int16(ErrorCode.NONE).string(id).string(g.state).string(g.protocolType).string(g.protocol);
-    w.array(g.members, (w, m) => w.string(m.memberId).string(m.clientId).string(m.clientHost).bytes(m.metadata).bytes(m.assignment));
+    w.array(g.members, (w, m) =>
+      w.string(m.memberId).string(m.clientId).string(m.clientHost).bytes(m.metadata).bytes(m.assignment),
+    );
   });
 };
 
@@ -82,13 +91,16 @@ export const offsetCommit: Handler = ({ apiVersion }, r, broker) => {
     name: r.string(),
     partitions: r.array((r) => ({ partition: r.int32(), offset: r.int64(), metadata: r.nullableString() })),
   }));
-  const groupError = groupId ? broker.groups.checkCommit(groupId, generation, memberId) : ErrorCode.INVALID_GROUP_ID;
+  const groupError = groupId
+    ? broker.groups.checkCommit(groupId, generation, memberId)
+    : ErrorCode.INVALID_GROUP_ID;
   const commits: [string, number, number, string | null][] = [];
   const w = throttle(new Writer(), apiVersion, 3);
   w.array(topics, (w, t) => {
     w.string(t.name).array(t.partitions, (w, p) => {
       let code = groupError;
-      if (code === ErrorCode.NONE && !broker.topics.partition(t.name, p.partition)) code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+      if (code === ErrorCode.NONE && !broker.topics.partition(t.name, p.partition))
+        code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       if (code === ErrorCode.NONE) commits.push([t.name, p.partition, p.offset, p.metadata]);
       w.int32(p.partition).int16(code);
     });
@@ -105,14 +117,18 @@ export const offsetFetch: Handler = ({ apiVersion }, r, broker) => {
   if (requested) topics = requested;
   else {
     const byTopic = new Map<string, number[]>();
-    for (const c of broker.offsets.list(groupId)) byTopic.set(c.topic, [...(byTopic.get(c.topic) ?? []), c.partition]);
+    for (const c of broker.offsets.list(groupId))
+      byTopic.set(c.topic, [...(byTopic.get(c.topic) ?? []), c.partition]);
     topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
   }
   const w = throttle(new Writer(), apiVersion, 3);
   w.array(topics, (w, t) => {
     w.string(t.name).array(t.partitions, (w, partition) => {
       const committed = broker.offsets.get(groupId, t.name, partition);
-      w.int32(partition).int64(committed?.offset ?? -1).string(committed?.metadata ?? '').int16(ErrorCode.NONE);
+      w.int32(partition)
+        .int64(committed?.offset ?? -1)
+        .string(committed?.metadata ?? '')
+        .int16(ErrorCode.NONE);
     });
   });
   if (apiVersion >= 2) w.int16(ErrorCode.NONE);

@@ -2,7 +2,16 @@ import type { Handler } from '../context';
 import { ApiKey } from '../protocol/api';
 import { apiVersions, createTopics, deleteTopics, initProducerId, metadata } from './admin';
 import { fetch, listOffsets } from './fetch';
-import { describeGroups, findCoordinator, heartbeat, joinGroup, leaveGroup, offsetCommit, offsetFetch, syncGroup } from './groups';
+import {
+  describeGroups,
+  findCoordinator,
+  heartbeat,
+  joinGroup,
+  leaveGroup,
+  offsetCommit,
+  offsetFetch,
+  syncGroup,
+} from './groups';
 import { produce } from './produce';
 
 export const HANDLERS: ReadonlyMap<number, Handler> = new Map<number, Handler>([

@@ -43,7 +43,9 @@ export const produce: Handler = async (_header, r, broker) => {
   if (broker.topics.fsync === 'always' && touched.size > 0) await broker.topics.sync(touched);
   const w = new Writer();
   w.array(results, (w, t) => {
-    w.string(t.name).array(t.partitions, (w, p) => w.int32(p.partition).int16(p.errorCode).int64(p.baseOffset).int64(-1));
+    w.string(t.name).array(t.partitions, (w, p) =>
+      w.int32(p.partition).int16(p.errorCode).int64(p.baseOffset).int64(-1),
+    );
   });
   return w.int32(0);
 };

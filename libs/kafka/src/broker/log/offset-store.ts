@@ -48,19 +48,24 @@ export class OffsetStore {
     }
     const goodBytes = Buffer.byteLength(text.slice(0, good));
     if (goodBytes < Buffer.byteLength(text)) {
-      this.logger.warn({ file, dropped: Buffer.byteLength(text) - goodBytes }, 'truncated a torn write at the end of the offsets log');
+      this.logger.warn(
+        { file, dropped: Buffer.byteLength(text) - goodBytes },
+        'truncated a torn write at the end of the offsets log',
+      );
       fs.truncateSync(file, goodBytes);
     }
   }
 
   private apply(line: Line): void {
     if ('dt' in line) {
-      for (const offsets of this.groups.values()) for (const key of [...offsets.keys()]) if (key.startsWith(`${line.dt}\0`)) offsets.delete(key);
+      for (const offsets of this.groups.values())
+        for (const key of [...offsets.keys()]) if (key.startsWith(`${line.dt}\0`)) offsets.delete(key);
       return;
     }
     let offsets = this.groups.get(line.g);
     if (!offsets) this.groups.set(line.g, (offsets = new Map()));
-    for (const [topic, partition, offset, metadata] of line.c) offsets.set(`${topic}\0${partition}`, { offset, metadata });
+    for (const [topic, partition, offset, metadata] of line.c)
+      offsets.set(`${topic}\0${partition}`, { offset, metadata });
   }
 
   private write(line: Line): void {
@@ -71,7 +76,10 @@ export class OffsetStore {
     if (++this.lines > 10_000 && this.lines > 4 * this.liveCount()) this.compact();
   }
 
-  commit(group: string, commits: [topic: string, partition: number, offset: number, metadata: string | null][]): void {
+  commit(
+    group: string,
+    commits: [topic: string, partition: number, offset: number, metadata: string | null][],
+  ): void {
     if (commits.length) this.write({ g: group, c: commits });
   }
 

@@ -60,7 +60,13 @@ export class PartitionLog {
     private readonly logger: Logger,
   ) {}
 
-  static create(topic: string, partition: number, dir: string | null, config: LogConfig, logger: Logger): PartitionLog {
+  static create(
+    topic: string,
+    partition: number,
+    dir: string | null,
+    config: LogConfig,
+    logger: Logger,
+  ): PartitionLog {
     const log = new PartitionLog(topic, partition, dir, config, logger);
     if (dir) {
       fs.mkdirSync(dir, { recursive: true });
@@ -72,7 +78,12 @@ export class PartitionLog {
       bases.forEach((base, i) => {
         const hot = i >= bases.length - HOT_SEGMENTS;
         log.segments.push(
-          Segment.recover(dir, base, hot, (bytes) => logger.warn({ topic, partition, segment: base, bytes }, 'truncated a torn write at the end of a segment')),
+          Segment.recover(dir, base, hot, (bytes) =>
+            logger.warn(
+              { topic, partition, segment: base, bytes },
+              'truncated a torn write at the end of a segment',
+            ),
+          ),
         );
       });
       if (log.segments.length === 0) log.segments.push(Segment.create(dir, 0));
@@ -107,13 +118,22 @@ export class PartitionLog {
     let first = -1;
     let written = false;
     for (const batch of batches) {
-      if (batch.length > this.config.maxMessageBytes) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `batch of ${batch.length} bytes`);
-      if (this.config.verifyCrc && !crcValid(batch)) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, 'CRC mismatch');
+      if (batch.length > this.config.maxMessageBytes)
+        throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `batch of ${batch.length} bytes`);
+      if (this.config.verifyCrc && !crcValid(batch))
+        throw new BatchError(ErrorCode.CORRUPT_MESSAGE, 'CRC mismatch');
       const info = batchInfo(batch);
-      if (info.lastOffsetDelta < 0) throw new BatchError(ErrorCode.INVALID_RECORD, 'negative lastOffsetDelta');
+      if (info.lastOffsetDelta < 0)
+        throw new BatchError(ErrorCode.INVALID_RECORD, 'negative lastOffsetDelta');
       if (info.producerId >= 0) {
-        const check = this.checkSequence(info.producerId, info.producerEpoch, info.baseSequence, info.lastOffsetDelta);
-        if (check.errorCode !== ErrorCode.NONE) return { errorCode: check.errorCode, baseOffset: -1, written };
+        const check = this.checkSequence(
+          info.producerId,
+          info.producerEpoch,
+          info.baseSequence,
+          info.lastOffsetDelta,
+        );
+        if (check.errorCode !== ErrorCode.NONE)
+          return { errorCode: check.errorCode, baseOffset: -1, written };
         if (check.duplicateOf !== undefined) {
           if (first < 0) first = check.duplicateOf;
           continue;
@@ -122,7 +142,14 @@ export class PartitionLog {
       this.maybeRoll(batch.length, now);
       const base = this.nextOffset;
       this.active.append(batch, base, info.lastOffsetDelta, info.maxTimestamp);
-      if (info.producerId >= 0) this.recordSequence(info.producerId, info.producerEpoch, info.baseSequence, info.lastOffsetDelta, base);
+      if (info.producerId >= 0)
+        this.recordSequence(
+          info.producerId,
+          info.producerEpoch,
+          info.baseSequence,
+          info.lastOffsetDelta,
+          base,
+        );
       if (first < 0) first = base;
       written = true;
     }
@@ -133,11 +160,17 @@ export class PartitionLog {
     return { errorCode: ErrorCode.NONE, baseOffset: first, written };
   }
 
-  private checkSequence(pid: number, epoch: number, seq: number, lastDelta: number): { errorCode: number; duplicateOf?: number } {
+  private checkSequence(
+    pid: number,
+    epoch: number,
+    seq: number,
+    lastDelta: number,
+  ): { errorCode: number; duplicateOf?: number } {
     const state = this.producers.get(pid);
     if (!state || epoch > state.epoch) return { errorCode: ErrorCode.NONE };
     if (epoch < state.epoch) return { errorCode: ErrorCode.INVALID_PRODUCER_EPOCH };
-    if (seq === ((state.lastSeq + 1) | 0) || (state.lastSeq === 2147483647 && seq === 0)) return { errorCode: ErrorCode.NONE };
+    if (seq === ((state.lastSeq + 1) | 0) || (state.lastSeq === 2147483647 && seq === 0))
+      return { errorCode: ErrorCode.NONE };
     const dup = state.recent.find((r) => r.firstSeq === seq && r.lastSeq === seq + lastDelta);
     if (dup) return { errorCode: ErrorCode.NONE, duplicateOf: dup.base };
     return { errorCode: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
@@ -145,7 +178,8 @@ export class PartitionLog {
 
   private recordSequence(pid: number, epoch: number, seq: number, lastDelta: number, base: number): void {
     let state = this.producers.get(pid);
-    if (!state || epoch !== state.epoch) this.producers.set(pid, (state = { epoch, lastSeq: -1, recent: [] }));
+    if (!state || epoch !== state.epoch)
+      this.producers.set(pid, (state = { epoch, lastSeq: -1, recent: [] }));
     state.lastSeq = seq + lastDelta;
     state.recent.push({ firstSeq: seq, lastSeq: seq + lastDelta, base });
     if (state.recent.length > 5) state.recent.shift();
@@ -156,7 +190,14 @@ export class PartitionLog {
       for (const ref of seg.batches) {
         if (!ref.data) continue;
         const info = batchInfo(ref.data);
-        if (info.producerId >= 0) this.recordSequence(info.producerId, info.producerEpoch, info.baseSequence, info.lastOffsetDelta, ref.base);
+        if (info.producerId >= 0)
+          this.recordSequence(
+            info.producerId,
+            info.producerEpoch,
+            info.baseSequence,
+            info.lastOffsetDelta,
+            ref.base,
+          );
       }
     }
   }
@@ -164,7 +205,8 @@ export class PartitionLog {
   private maybeRoll(incoming: number, now: number): void {
     const active = this.active;
     if (active.batches.length === 0) return;
-    if (active.size + incoming <= this.config.segmentBytes && now - active.createdAt < this.config.segmentMs) return;
+    if (active.size + incoming <= this.config.segmentBytes && now - active.createdAt < this.config.segmentMs)
+      return;
     const next = active.next;
     this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
     const cold = this.segments.length - 1 - HOT_SEGMENTS;
@@ -176,7 +218,8 @@ export class PartitionLog {
    * batch larger than the limit still gets through). May start before `offset`: clients skip.
    */
   read(offset: number, maxBytes: number, atLeastOne: boolean): ReadResult | Promise<ReadResult> {
-    if (offset < this.logStartOffset || offset > this.nextOffset) return { errorCode: ErrorCode.OFFSET_OUT_OF_RANGE, chunks: [], bytes: 0 };
+    if (offset < this.logStartOffset || offset > this.nextOffset)
+      return { errorCode: ErrorCode.OFFSET_OUT_OF_RANGE, chunks: [], bytes: 0 };
     if (offset === this.nextOffset) return { errorCode: ErrorCode.NONE, chunks: [], bytes: 0 };
     let s = this.findSegment(offset);
     let i = this.segments[s].find(offset);
@@ -196,7 +239,8 @@ export class PartitionLog {
       s++;
       i = 0;
     }
-    if (parts.every(Array.isArray)) return { errorCode: ErrorCode.NONE, chunks: (parts as Buffer[][]).flat(), bytes };
+    if (parts.every(Array.isArray))
+      return { errorCode: ErrorCode.NONE, chunks: (parts as Buffer[][]).flat(), bytes };
     return Promise.all(parts).then((all) => ({ errorCode: ErrorCode.NONE, chunks: all.flat(), bytes }));
   }
 

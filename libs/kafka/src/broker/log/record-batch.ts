@@ -60,7 +60,8 @@ export class BatchError extends Error {
 export function batchSizeAt(buf: Buffer, at: number, end = buf.length): number {
   if (end - at < BATCH.HEADER_SIZE) return -1;
   const length = buf.readInt32BE(at + BATCH.LENGTH);
-  if (buf.readInt8(at + BATCH.MAGIC) !== 2) throw new BatchError(2, `unsupported magic ${buf.readInt8(at + BATCH.MAGIC)}`);
+  if (buf.readInt8(at + BATCH.MAGIC) !== 2)
+    throw new BatchError(2, `unsupported magic ${buf.readInt8(at + BATCH.MAGIC)}`);
   if (length < BATCH.HEADER_SIZE - BATCH.LOG_OVERHEAD) throw new BatchError(2, `bad batch length ${length}`);
   const size = BATCH.LOG_OVERHEAD + length;
   return at + size <= end ? size : -1;

@@ -51,7 +51,12 @@ export class Segment {
   static recover(dir: string, base: number, hot: boolean, onTruncate: (bytes: number) => void): Segment {
     const log = path.join(dir, `${segmentName(base)}.log`);
     const index = path.join(dir, `${segmentName(base)}.index`);
-    const seg = new Segment(base, fs.openSync(log, 'r+'), fs.openSync(index, fs.existsSync(index) ? 'r+' : 'w+'), [log, index]);
+    const seg = new Segment(
+      base,
+      fs.openSync(log, 'r+'),
+      fs.openSync(index, fs.existsSync(index) ? 'r+' : 'w+'),
+      [log, index],
+    );
     const logFd = seg.logFd!;
     const fileSize = fs.fstatSync(logFd).size;
     const indexBuf = fs.readFileSync(index);
@@ -89,7 +94,14 @@ export class Segment {
       fs.readSync(logFd, batch, 0, size, pos);
       if (!crcValid(batch)) break;
       const b = readInt64(batch, BATCH.BASE_OFFSET);
-      seg.batches.push({ base: b, last: b + batch.readInt32BE(BATCH.LAST_OFFSET_DELTA), pos, size, maxTs: readInt64(batch, BATCH.MAX_TIMESTAMP), data: null });
+      seg.batches.push({
+        base: b,
+        last: b + batch.readInt32BE(BATCH.LAST_OFFSET_DELTA),
+        pos,
+        size,
+        maxTs: readInt64(batch, BATCH.MAX_TIMESTAMP),
+        data: null,
+      });
       pos += size;
       rewriteIndex = true;
     }
@@ -139,7 +151,14 @@ export class Segment {
   /** Appends one batch at `base`, rewriting its baseOffset in place. */
   append(batch: Buffer, base: number, lastOffsetDelta: number, maxTs: number): BatchRef {
     writeInt64(batch, BATCH.BASE_OFFSET, base);
-    const ref: BatchRef = { base, last: base + lastOffsetDelta, pos: this.size, size: batch.length, maxTs, data: batch };
+    const ref: BatchRef = {
+      base,
+      last: base + lastOffsetDelta,
+      pos: this.size,
+      size: batch.length,
+      maxTs,
+      data: batch,
+    };
     if (this.logFd !== null) {
       fs.writeSync(this.logFd, batch, 0, batch.length, this.size);
       const entry = Buffer.allocUnsafe(INDEX_ENTRY);
@@ -171,13 +190,17 @@ export class Segment {
     const end = refs[refs.length - 1].pos + refs[refs.length - 1].size;
     const buf = Buffer.allocUnsafe(end - start);
     return new Promise((resolve, reject) =>
-      fs.read(this.logFd!, buf, 0, buf.length, start, (err, n) => (err ? reject(err) : resolve([buf.subarray(0, n)]))),
+      fs.read(this.logFd!, buf, 0, buf.length, start, (err, n) =>
+        err ? reject(err) : resolve([buf.subarray(0, n)]),
+      ),
     );
   }
 
   sync(): Promise<void> {
     if (this.logFd === null) return Promise.resolve();
-    return new Promise((resolve, reject) => fs.fdatasync(this.logFd!, (err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) =>
+      fs.fdatasync(this.logFd!, (err) => (err ? reject(err) : resolve())),
+    );
   }
 
   close(): void {
@@ -197,4 +220,3 @@ function encodeIndexEntry(buf: Buffer, at: number, segBase: number, ref: BatchRe
   buf.writeInt32BE(ref.size, at + 12);
   writeInt64(buf, at + 16, ref.maxTs);
 }
-

@@ -31,13 +31,18 @@ export class TopicStore {
     fs.mkdirSync(this.logRoot!, { recursive: true });
     const file = path.join(dataDir, 'topics.json');
     if (!fs.existsSync(file)) return;
-    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as { name: string; partitions: number; configs: Record<string, string> }[];
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+      name: string;
+      partitions: number;
+      configs: Record<string, string>;
+    }[];
     for (const t of saved) this.open(t.name, t.partitions, t.configs);
     logger.info({ topics: saved.length }, 'recovered topics');
   }
 
   private configFor(configs: Record<string, string>): LogConfig {
-    const num = (key: string, fallback: number) => (configs[key] !== undefined && Number.isFinite(Number(configs[key])) ? Number(configs[key]) : fallback);
+    const num = (key: string, fallback: number) =>
+      configs[key] !== undefined && Number.isFinite(Number(configs[key])) ? Number(configs[key]) : fallback;
     return {
       ...this.defaults,
       retentionMs: num('retention.ms', this.defaults.retentionMs),
@@ -51,7 +56,13 @@ export class TopicStore {
   private open(name: string, partitions: number, configs: Record<string, string>): TopicInfo {
     const config = this.configFor(configs);
     const logs = Array.from({ length: partitions }, (_, p) =>
-      PartitionLog.create(name, p, this.logRoot ? PartitionLog.dirFor(this.logRoot, name, p) : null, config, this.logger),
+      PartitionLog.create(
+        name,
+        p,
+        this.logRoot ? PartitionLog.dirFor(this.logRoot, name, p) : null,
+        config,
+        this.logger,
+      ),
     );
     const info = { name, partitions: logs, configs };
     this.topics.set(name, info);
@@ -61,7 +72,13 @@ export class TopicStore {
   private save(): void {
     if (!this.dataDir) return;
     const file = path.join(this.dataDir, 'topics.json');
-    const body = JSON.stringify([...this.topics.values()].map((t) => ({ name: t.name, partitions: t.partitions.length, configs: t.configs })));
+    const body = JSON.stringify(
+      [...this.topics.values()].map((t) => ({
+        name: t.name,
+        partitions: t.partitions.length,
+        configs: t.configs,
+      })),
+    );
     fs.writeFileSync(`${file}.tmp`, body);
     const fd = fs.openSync(`${file}.tmp`, 'r');
     fs.fsyncSync(fd);
@@ -104,7 +121,11 @@ export class TopicStore {
       for (const log of t.partitions) {
         try {
           const n = log.applyRetention(now);
-          if (n) this.logger.debug({ topic: t.name, partition: log.partition, segments: n }, 'retention deleted segments');
+          if (n)
+            this.logger.debug(
+              { topic: t.name, partition: log.partition, segments: n },
+              'retention deleted segments',
+            );
         } catch (err) {
           this.logger.error({ err, topic: t.name }, 'retention failed');
         }

@@ -1,0 +1,170 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import pino from 'pino';
+import { startBroker } from '../src/broker';
+import { OffsetStore } from '../src/broker/log/offset-store';
+import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
+import { RawClient } from './support/raw-client';
+
+const logger = pino({ level: 'silent' });
+const config: LogConfig = {
+  segmentBytes: 64 * 1024,
+  segmentMs: 3_600_000,
+  retentionMs: -1,
+  retentionBytes: -1,
+  maxMessageBytes: 1 << 20,
+  verifyCrc: true,
+};
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'parley-broker-unit-'));
+
+/** Real record batches, written by kafkajs against an in-memory broker and fetched back raw. */
+async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
+  const broker = await startBroker({ logger });
+  const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  for (let i = 0; i < count; i++)
+    await producer.send({ topic: 'src', messages: [{ value: Buffer.alloc(size, i % 256) }] });
+  await producer.disconnect();
+  const client = await RawClient.connect(broker.address);
+  const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + 3 + 4 + 4 + 8 + 4);
+  let at = 0;
+  at = body.writeInt32BE(-1, at); // replica
+  at = body.writeInt32BE(0, at); // max wait
+  at = body.writeInt32BE(0, at); // min bytes
+  at = body.writeInt32BE(64 << 20, at); // max bytes
+  at = body.writeInt8(0, at);
+  at = body.writeInt32BE(1, at);
+  at = body.writeInt16BE(3, at);
+  at += body.write('src', at);
+  at = body.writeInt32BE(1, at);
+  at = body.writeInt32BE(0, at);
+  body.writeBigInt64BE(0n, at);
+  body.writeInt32BE(64 << 20, at + 8);
+  const res = await client.request(1, 4, body);
+  client.close();
+  await broker.stop();
+  // throttle, [topic, [partition, error, hw, lso, aborted[], records]]
+  const recordsAt = 4 + 4 + 2 + 3 + 4 + 4 + 2 + 8 + 8 + 4;
+  const records = res.subarray(recordsAt + 4, recordsAt + 4 + res.readInt32BE(recordsAt));
+  const out: Buffer[] = [];
+  for (let p = 0; p < records.length;) {
+    const size = 12 + records.readInt32BE(p + 8);
+    out.push(Buffer.from(records.subarray(p, p + size)));
+    p += size;
+  }
+  return out;
+}
+
+describe('broker storage', () => {
+  let batches: Buffer[];
+  beforeAll(async () => {
+    batches = await makeBatches(200);
+  });
+  const fresh = () => batches.map((b) => Buffer.from(b));
+
+  test('segments roll, recover after a restart, and a torn tail is truncated', async () => {
+    const dir = tmp();
+    const log = PartitionLog.create('t', 0, dir, config, logger);
+    for (const b of fresh()) log.append([b]);
+    expect(log.nextOffset).toBe(200);
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.log'));
+    expect(files.length).toBeGreaterThan(2);
+    log.close();
+
+    // Tear the last write: half a batch at the end of the active segment, and garbage in its index.
+    const last = path.join(dir, files.sort()[files.length - 1]);
+    fs.appendFileSync(last, batches[0].subarray(0, 500));
+    fs.appendFileSync(last.replace(/\.log$/, '.index'), Buffer.from([1, 2, 3]));
+    const sizeBefore = fs.statSync(last).size;
+    const recovered = PartitionLog.create('t', 0, dir, config, logger);
+    expect(recovered.nextOffset).toBe(200);
+    expect(fs.statSync(last).size).toBe(sizeBefore - 500);
+    const read = await recovered.read(0, 1 << 30, true);
+    expect(read.chunks.reduce((n, c) => n + c.length, 0)).toBe(batches.reduce((n, b) => n + b.length, 0));
+    // Appends continue after the recovered tail; a lost index is rebuilt from the log.
+    recovered.append([Buffer.from(batches[0])]);
+    expect(recovered.nextOffset).toBe(201);
+    recovered.close();
+    for (const f of fs.readdirSync(dir).filter((f) => f.endsWith('.index'))) fs.rmSync(path.join(dir, f));
+    const again = PartitionLog.create('t', 0, dir, config, logger);
+    expect(again.nextOffset).toBe(201);
+    expect((await again.read(150, 1 << 30, true)).chunks.length).toBeGreaterThan(0);
+    again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('retention deletes whole old segments by size and by age', () => {
+    const dir = tmp();
+    const log = PartitionLog.create('t', 0, dir, { ...config, retentionBytes: 100 * 1024 }, logger);
+    for (const b of fresh()) log.append([b]);
+    const before = log.sizeBytes;
+    log.applyRetention();
+    expect(log.sizeBytes).toBeLessThan(before);
+    expect(log.sizeBytes).toBeGreaterThanOrEqual(100 * 1024 - 64 * 1024);
+    expect(log.logStartOffset).toBeGreaterThan(0);
+    expect(log.read(0, 1000, true)).toMatchObject({ errorCode: 1 }); // OFFSET_OUT_OF_RANGE
+    log.config = { ...log.config, retentionBytes: -1, retentionMs: 1000 };
+    log.applyRetention(Date.now() + 3_600_000);
+    expect(log.logStartOffset).toBe(200);
+    expect(log.nextOffset).toBe(200);
+    log.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a corrupted batch is refused with CORRUPT_MESSAGE', () => {
+    const log = PartitionLog.create('t', 0, null, config, logger);
+    const bad = Buffer.from(batches[0]);
+    bad[bad.length - 1] ^= 0xff;
+    expect(() => log.append([bad])).toThrow(expect.objectContaining({ code: 2 }));
+    expect(log.nextOffset).toBe(0);
+  });
+
+  test('committed offsets survive a restart and a torn last line', () => {
+    const dir = tmp();
+    const store = new OffsetStore(dir, logger);
+    store.commit('g', [
+      ['t', 0, 5, null],
+      ['t', 1, 7, 'meta'],
+    ]);
+    store.commit('g', [['t', 0, 6, null]]);
+    store.close();
+    fs.appendFileSync(path.join(dir, 'offsets.log'), '{"g":"g","c":[["t",0,99');
+    const again = new OffsetStore(dir, logger);
+    expect(again.get('g', 't', 0)).toEqual({ offset: 6, metadata: null });
+    expect(again.get('g', 't', 1)).toEqual({ offset: 7, metadata: 'meta' });
+    again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a waiting fetch wakes as soon as data arrives', async () => {
+    const broker = await startBroker({ logger });
+    const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: 'poll' }] });
+    const consumer = kafka.consumer({
+      groupId: 'poll',
+      maxWaitTimeInMs: 5000,
+      heartbeatInterval: 200,
+      sessionTimeout: 3000,
+    });
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await Promise.all([consumer.connect(), producer.connect()]);
+    await consumer.subscribe({ topic: 'poll', fromBeginning: true });
+    let receivedAt = 0;
+    let joined = false;
+    consumer.on(consumer.events.GROUP_JOIN, () => (joined = true));
+    await consumer.run({ eachMessage: async () => void (receivedAt = Date.now()) });
+    while (!joined) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300)); // the consumer is now parked in a 5 s long poll
+    const sentAt = Date.now();
+    await producer.send({ topic: 'poll', messages: [{ value: 'x' }] });
+    while (!receivedAt) await new Promise((r) => setTimeout(r, 5));
+    expect(receivedAt - sentAt).toBeLessThan(1000); // well before maxWait
+    await Promise.all([consumer.disconnect(), producer.disconnect(), admin.disconnect()]);
+    await broker.stop();
+  });
+});
