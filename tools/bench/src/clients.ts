@@ -60,7 +60,7 @@ export class ClientPool {
 
   constructor(
     readonly target: Target,
-    private readonly options: { bodyBytes: number; ackEveryMs: number },
+    private readonly options: { bodyBytes: number; ackEveryMs: number; ackAccepted?: boolean },
   ) {
     this.pad = 'x'.repeat(Math.max(0, options.bodyBytes));
   }
@@ -88,7 +88,9 @@ export class ClientPool {
     const c = this.c;
     const f = scanFrame(text);
     c.lastFrameAt = performance.now();
-    if (f.mid !== undefined) {
+    // Deliverables (message, receipt, group) are acked; `accepted` also carries the message's mid but
+    // answers the sender's own frame, so it is acked only with --ack-accepted (see the report's notes).
+    if (f.mid !== undefined && (f.type !== 'accepted' || this.options.ackAccepted)) {
       client.pending.push(f.mid);
       if (client.pending.length >= 500) this.flushClient(client);
     }

@@ -6,7 +6,7 @@ import { issueToken } from '@parley/service-kit';
 import { ClientPool, type Target } from './clients';
 import { openFilesLimit, ProcSampler, spawnTs, type Child } from './proc';
 import { html, table, targetsOf, type BenchReport } from './report';
-import { drain, formatStep, maxSustainable, ramp, runFanout, runIdle, runStep, scrape } from './scenarios';
+import { counterDeltas, drain, formatStep, maxSustainable, ramp, runFanout, runIdle, runStep, scrape, scrapeCounters } from './scenarios';
 import { DEFAULT_CRITERIA, type StepCriteria } from './stats';
 
 const HELP = `npm run bench -- [options]
@@ -24,7 +24,10 @@ bench/results/bench-<run>.{html,json}.
   --body-bytes N       padding in each message body (default 64)
   --step-ms N          duration of a ramp step (default 3000 quick, 8000 full)
   --p99-ms N           sustainable bound on p99 (default ${DEFAULT_CRITERIA.maxP99Ms})
+  --rates LIST         explicit fleet 1:1 rates instead of the ladder (e.g. 50,200,1000), all run
+  --relay-rates LIST   the same for the relay
   --only LIST          comma list of: ramp,half,fanout,idle,relay (default all)
+  --ack-accepted       also ack "accepted" frames (they carry a mid; the protocol's literal reading)
   --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
   --out DIR            results directory (default bench/results)
 `;
@@ -43,7 +46,10 @@ async function main() {
       'step-ms': { type: 'string' },
       'p99-ms': { type: 'string' },
       only: { type: 'string' },
+      rates: { type: 'string' },
+      'relay-rates': { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
+      'ack-accepted': { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -67,6 +73,7 @@ async function main() {
     graceMs: quick ? 2000 : 4000,
     refine: quick ? 1 : 3,
     ackEveryMs: 50,
+    ackAccepted: values['ack-accepted']!,
     fleetStart: 1000,
     relayStart: quick ? 5000 : 2000,
     maxRate: 300_000,
@@ -95,6 +102,7 @@ async function main() {
   let fleetTarget: Target;
   let gatewayMetricsUrl: string | undefined;
   let restUrl: string;
+  let metricsUrls: string[] = [];
   const profileDir = path.join(outDir, 'profiles');
   try {
     if (values.ws) {
@@ -115,6 +123,9 @@ async function main() {
       sampler = new ProcSampler(fleetChild.pid);
       restUrl = ready.urls.rest;
       gatewayMetricsUrl = `http://127.0.0.1:${ready.ports.wsGatewayInternal}/metrics`;
+      metricsUrls = Object.entries(ready.ports as Record<string, number>)
+        .filter(([name]) => name !== 'broker' && name !== 'wsGateway')
+        .map(([, port]) => `http://127.0.0.1:${port}/metrics`);
       fleetTarget = { name: 'fleet', wsUrl: ready.urls.ws, token: (u) => issueToken(ready.jwtSecret, u) };
       report.fleet.startMs = ready.startMs;
       report.fleet.where =
@@ -122,7 +133,7 @@ async function main() {
       log(`fleet up in ${ready.startMs} ms (pid ${fleetChild.pid}), ${ready.urls.ws}`);
     }
 
-    const pool = new ClientPool(fleetTarget, { bodyBytes: settings.bodyBytes, ackEveryMs: settings.ackEveryMs });
+    const pool = new ClientPool(fleetTarget, { bodyBytes: settings.bodyBytes, ackEveryMs: settings.ackEveryMs, ackAccepted: settings.ackAccepted });
     log(`connecting ${conns} client sockets to the fleet...`);
     const tc = Date.now();
     await pool.connect(pairs(`b${tag}f`, conns));
@@ -133,9 +144,16 @@ async function main() {
 
     if (only.has('ramp')) {
       log('fleet 1:1 ramp:');
-      report.fleet.steps = await ramp(pool, { start: settings.fleetStart, max: settings.maxRate, durationMs: settings.stepMs, graceMs: settings.graceMs, refine: settings.refine, criteria: settings.criteria, sampler, log });
+      const before = await scrapeCounters(metricsUrls);
+      report.fleet.steps = await ramp(pool, { start: settings.fleetStart, max: settings.maxRate, durationMs: settings.stepMs, graceMs: settings.graceMs, refine: settings.refine, criteria: settings.criteria, sampler, log, rates: listOf(values.rates) });
       report.fleet.max = maxSustainable(report.fleet.steps);
       log(`  fleet max sustainable: ${report.fleet.max.delivered} msg/s`);
+      if (metricsUrls.length > 0) {
+        const sent = report.fleet.steps.reduce((n, s) => n + s.sent, 0);
+        report.fleet.counters = counterDeltas(before, await scrapeCounters(metricsUrls)).map(([name, delta]) => ({ name, delta, perMessage: Math.round((delta / Math.max(1, sent)) * 100) / 100 }));
+        log(`  service counters during the ramp (per message sent):`);
+        for (const c of report.fleet.counters.slice(0, 25)) log(`    ${c.perMessage.toFixed(2).padStart(7)}  ${c.delta.toString().padStart(9)}  ${c.name}`);
+      }
     }
     if (only.has('half') && report.fleet.max.delivered > 0) {
       const rate = Math.max(100, Math.round(report.fleet.max.delivered / 2 / 100) * 100);
@@ -195,13 +213,13 @@ async function main() {
     try {
       const relaySampler = new ProcSampler(relay.pid);
       const target: Target = { name: 'relay', wsUrl: relay.ready.url as string, token: (u) => issueToken('relay-does-not-verify-tokens-0123456789', u) };
-      const pool = new ClientPool(target, { bodyBytes: settings.bodyBytes, ackEveryMs: settings.ackEveryMs });
+      const pool = new ClientPool(target, { bodyBytes: settings.bodyBytes, ackEveryMs: settings.ackEveryMs, ackAccepted: settings.ackAccepted });
       await pool.connect(pairs(`b${tag}r`, conns));
       await runStep(pool, { scenario: 'warm-up', rate: 2000, durationMs: 1000, graceMs: 2000, criteria: settings.criteria });
       await drain(pool, 300, 3000);
       log('relay 1:1 ramp:');
       const steps = only.has('ramp')
-        ? await ramp(pool, { start: settings.relayStart, max: settings.maxRate, durationMs: settings.stepMs, graceMs: settings.graceMs, refine: settings.refine, criteria: settings.criteria, sampler: relaySampler, log })
+        ? await ramp(pool, { start: settings.relayStart, max: settings.maxRate, durationMs: settings.stepMs, graceMs: settings.graceMs, refine: settings.refine, criteria: settings.criteria, sampler: relaySampler, log, rates: listOf(values['relay-rates']) })
         : [];
       report.relay = { steps, max: maxSustainable(steps) };
       log(`  relay max sustainable: ${report.relay.max.delivered} msg/s`);
@@ -242,6 +260,10 @@ async function main() {
   log(table(report));
   log('');
   log(`report: ${path.relative(process.cwd(), `${base}.html`)} (+ .json), ${report.durationS} s`);
+}
+
+function listOf(text: string | undefined): number[] | undefined {
+  return text ? text.split(',').map(Number).filter((n) => n > 0) : undefined;
 }
 
 async function devToken(restUrl: string, user: string): Promise<string> {

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { ClientPool, closeSockets, openClient, type Target } from './clients';
 import { ProcSampler } from './proc';
-import { metricValue, percentileCurve, rateLadder, sourceAddress, summarize, verdict, maxSustainable, type LatencySummary, type StepCriteria, type StepResult } from './stats';
+import { counterDeltas, parseCounters, metricValue, percentileCurve, rateLadder, sourceAddress, summarize, verdict, maxSustainable, type LatencySummary, type StepCriteria, type StepResult } from './stats';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -58,7 +58,7 @@ export async function drain(pool: ClientPool, quietMs: number, maxMs: number) {
  */
 export async function ramp(
   pool: ClientPool,
-  opts: { start: number; max: number; durationMs: number; graceMs: number; refine: number; criteria: StepCriteria; sampler?: ProcSampler; log: Progress },
+  opts: { start: number; max: number; durationMs: number; graceMs: number; refine: number; criteria: StepCriteria; sampler?: ProcSampler; log: Progress; rates?: number[] },
 ): Promise<StepResult[]> {
   const steps: StepResult[] = [];
   const run = async (rate: number) => {
@@ -68,6 +68,11 @@ export async function ramp(
     if (!step.sustainable) await drain(pool, 2000, 30_000);
     return step;
   };
+  if (opts.rates) {
+    // Explicit rates: run them all, no stopping, no refinement.
+    for (const rate of opts.rates) await run(rate);
+    return steps;
+  }
   let pass = 0;
   let fail = 0;
   for (const rate of rateLadder(opts.start, opts.max)) {
@@ -254,3 +259,19 @@ export async function scrape(url: string, name: string): Promise<number | undefi
     return undefined;
   }
 }
+
+/** Every service's `parley_*_total` counters, summed over `urls` (each service's /metrics). */
+export async function scrapeCounters(urls: string[]): Promise<Map<string, number>> {
+  const all = new Map<string, number>();
+  for (const url of urls) {
+    try {
+      const text = await (await fetch(url)).text();
+      for (const [k, v] of parseCounters(text)) all.set(k, (all.get(k) ?? 0) + v);
+    } catch {
+      // a service without metrics: skipped
+    }
+  }
+  return all;
+}
+
+export { counterDeltas };

@@ -165,3 +165,27 @@ export function scanFrame(text: string): { type: string; mid?: string; t?: numbe
   }
   return { type, mid, t, s };
 }
+
+/** `parley_*_total` counters of a Prometheus text page (process/runtime/http series left out). */
+export function parseCounters(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('parley_') || line.startsWith('parley_process_') || line.startsWith('parley_nodejs_') || line.startsWith('parley_http_')) continue;
+    const space = line.lastIndexOf(' ');
+    const name = line.slice(0, space);
+    if (!/_total(\{|$)/.test(name)) continue;
+    const value = Number(line.slice(space + 1));
+    if (Number.isFinite(value)) out.set(name, (out.get(name) ?? 0) + value);
+  }
+  return out;
+}
+
+/** after − before, non-zero entries, largest first. */
+export function counterDeltas(before: Map<string, number>, after: Map<string, number>): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  for (const [name, value] of after) {
+    const d = value - (before.get(name) ?? 0);
+    if (d !== 0) out.push([name, d]);
+  }
+  return out.sort((a, b) => b[1] - a[1]);
+}
