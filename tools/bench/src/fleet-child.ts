@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startFleet } from '../../../apps/launcher/src/fleet';
+import { applyWhatIfs } from './what-if';
 
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
@@ -9,10 +10,11 @@ import { startFleet } from '../../../apps/launcher/src/fleet';
  * services in this one process) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
  */
 async function main() {
+  const whatIfs = applyWhatIfs((process.env.BENCH_WHAT_IF ?? '').split(','));
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-'));
   const started = Date.now();
   const fleet = await startFleet({ ports: 'random', logLevel: process.env.LOG_LEVEL ?? 'warn', dataDir, host: process.env.HOST ?? '127.0.0.1' });
-  const ready = { urls: fleet.urls, ports: fleet.ports, jwtSecret: fleet.jwtSecret, pid: process.pid, startMs: Date.now() - started, dataDir };
+  const ready = { urls: fleet.urls, ports: fleet.ports, jwtSecret: fleet.jwtSecret, pid: process.pid, startMs: Date.now() - started, dataDir, whatIfs };
   process.stdout.write(`FLEET_READY ${JSON.stringify(ready)}\n`);
   let stopping = false;
   const stop = async () => {

@@ -28,6 +28,7 @@ bench/results/bench-<run>.{html,json}.
   --relay-rates LIST   the same for the relay
   --only LIST          comma list of: ramp,half,fanout,idle,relay (default all)
   --ack-accepted       also ack "accepted" frames (they carry a mid; the protocol's literal reading)
+  --what-if LIST       patch the bench's own fleet process with proposed fixes (tools/bench/src/what-if.ts)
   --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
   --out DIR            results directory (default bench/results)
 `;
@@ -50,6 +51,7 @@ async function main() {
       'relay-rates': { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
       'ack-accepted': { type: 'boolean', default: false },
+      'what-if': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -118,8 +120,10 @@ async function main() {
       fleetChild = await spawnTs('tools/bench/src/fleet-child.ts', 'FLEET_READY', {
         nodeArgs: values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
         timeoutMs: 90_000,
+        env: { BENCH_WHAT_IF: values['what-if'] ?? '' },
       });
-      const ready = fleetChild.ready as { urls: { ws: string; rest: string }; ports: { wsGatewayInternal: number }; jwtSecret: string; startMs: number };
+      const ready = fleetChild.ready as { urls: { ws: string; rest: string }; ports: { wsGatewayInternal: number }; jwtSecret: string; startMs: number; whatIfs: string[] };
+      for (const w of ready.whatIfs) notes.push(`WHAT-IF applied to the fleet process (not the shipped code): ${w}`);
       sampler = new ProcSampler(fleetChild.pid);
       restUrl = ready.urls.rest;
       gatewayMetricsUrl = `http://127.0.0.1:${ready.ports.wsGatewayInternal}/metrics`;
@@ -202,6 +206,13 @@ async function main() {
     if (fleetChild) {
       log('stopping the fleet...');
       await fleetChild.stop();
+      const stderr = fleetChild.stderrTail();
+      if (stderr.trim()) {
+        const file = path.join(outDir, `fleet-stderr-${runId}.log`);
+        writeFileSync(file, stderr);
+        notes.push(`the fleet wrote to stderr (warnings/errors, last 20 kB): ${path.relative(root, file)}`);
+        log(`  fleet stderr (tail) saved to ${path.relative(root, file)}`);
+      }
       if (values['cpu-prof']) notes.push(`fleet CPU profile written to ${profileDir}`);
     }
   }

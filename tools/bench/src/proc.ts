@@ -62,7 +62,7 @@ export function spawnTs(entry: string, marker: string, options: { nodeArgs?: str
   });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
+    stderr = (stderr + d.toString()).slice(-20_000);
   });
   const stderrTail = () => stderr;
   return new Promise((resolve, reject) => {

@@ -96,7 +96,7 @@ export function formatStep(s: StepResult): string {
   const cpu = s.cpu ? ` cpu ${s.cpu.cores.toFixed(2)} rss ${s.cpu.rssMiB}MiB` : '';
   return (
     `  [${s.target}] ${s.scenario} offered ${s.offered}/s: delivered ${s.deliveredPerS}/s ` +
-    `(${s.deliveredInWindow}/${s.sent} in window, ${s.deliveredTotal} total, ${s.duplicates} dup) ` +
+    `(${s.deliveredInWindow}/${s.sent} in window, ${s.deliveredTotal} total, ${s.accepted} accepted, ${s.duplicates} dup, ${s.errors} err) ` +
     `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${cpu} gen-cpu ${s.generatorCpu} ` +
     `${s.sustainable ? 'OK' : `FAIL: ${s.reason}`}`
   );

@@ -62,7 +62,7 @@ export interface StepCriteria {
   maxP99Ms: number;
 }
 
-export const DEFAULT_CRITERIA: StepCriteria = { minDeliveredRatio: 0.95, maxP99Ms: 100 };
+export const DEFAULT_CRITERIA: StepCriteria = { minDeliveredRatio: 0.95, maxP99Ms: 250 };
 
 export interface StepResult {
   target: string;
