@@ -180,6 +180,7 @@ async function main() {
         gatewayFrames: gatewayMetricsUrl ? () => scrape(gatewayMetricsUrl!, 'parley_ws_delivered_total') : undefined,
         sampler,
         log,
+        maxWaitMs: quick ? 30_000 : 120_000,
       });
     }
     if (only.has('idle') && sampler) {
@@ -210,8 +211,8 @@ async function main() {
       if (stderr.trim()) {
         const file = path.join(outDir, `fleet-stderr-${runId}.log`);
         writeFileSync(file, stderr);
-        notes.push(`the fleet wrote to stderr (warnings/errors, last 20 kB): ${path.relative(root, file)}`);
-        log(`  fleet stderr (tail) saved to ${path.relative(root, file)}`);
+        notes.push(`the fleet's log output (warn level and up, last 20 kB): ${path.relative(root, file)}`);
+        log(`  fleet log tail saved to ${path.relative(root, file)}`);
       }
       if (values['cpu-prof']) notes.push(`fleet CPU profile written to ${profileDir}`);
     }
@@ -248,6 +249,7 @@ async function main() {
           },
           sampler: relaySampler,
           log,
+          maxWaitMs: 30_000,
         });
       }
       await pool.close();

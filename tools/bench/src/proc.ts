@@ -66,7 +66,7 @@ export function spawnTs(entry: string, marker: string, options: { nodeArgs?: str
   });
   const stderrTail = () => stderr;
   return new Promise((resolve, reject) => {
-    let out = '';
+    let out: string | null = '';
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
       reject(new Error(`${entry} did not start within ${options.timeoutMs ?? 60_000} ms\n${stderr}`));
@@ -76,7 +76,10 @@ export function spawnTs(entry: string, marker: string, options: { nodeArgs?: str
       reject(new Error(`${entry} exited with ${code}\n${stderr}`));
     });
     proc.stdout!.on('data', (d: Buffer) => {
+      // Logs (pino writes to stdout) are kept with stderr: the tail is saved with the results.
+      stderr = (stderr + d.toString()).slice(-20_000);
       out += d.toString();
+      if (out === null) return;
       const at = out.indexOf(`${marker} `);
       if (at < 0) return;
       const end = out.indexOf('\n', at);
@@ -84,6 +87,7 @@ export function spawnTs(entry: string, marker: string, options: { nodeArgs?: str
       clearTimeout(timer);
       proc.removeAllListeners('exit');
       const ready = JSON.parse(out.slice(at + marker.length + 1, end)) as Record<string, unknown>;
+      out = null;
       resolve({
         proc,
         pid: proc.pid!,
@@ -93,8 +97,10 @@ export function spawnTs(entry: string, marker: string, options: { nodeArgs?: str
           new Promise<void>((done) => {
             if (proc.exitCode !== null) return done();
             const kill = setTimeout(() => proc.kill('SIGKILL'), 25_000);
+            const giveUp = setTimeout(done, 30_000); // never hang the run on a child that will not die
             proc.once('exit', () => {
               clearTimeout(kill);
+              clearTimeout(giveUp);
               done();
             });
             proc.kill('SIGTERM');
