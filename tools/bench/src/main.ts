@@ -167,6 +167,7 @@ async function main() {
     }
     if (only.has('fanout')) {
       log(`fleet group fan-out (${settings.fanout.members} members):`);
+      const before = await scrapeCounters(metricsUrls);
       report.fleet.fanout = await runFanout(pool, {
         ...settings.fanout,
         createGroup: async (group, owner, others) => {
@@ -182,6 +183,12 @@ async function main() {
         log,
         maxWaitMs: quick ? 30_000 : 120_000,
       });
+      if (metricsUrls.length > 0) {
+        const messages = report.fleet.fanout.messages;
+        report.fleet.fanoutCounters = counterDeltas(before, await scrapeCounters(metricsUrls)).map(([name, delta]) => ({ name, delta, perMessage: Math.round((delta / Math.max(1, messages)) * 100) / 100 }));
+        log(`  service counters during the fan-out (per group message):`);
+        for (const c of report.fleet.fanoutCounters.slice(0, 20)) log(`    ${c.perMessage.toFixed(2).padStart(9)}  ${c.delta.toString().padStart(9)}  ${c.name}`);
+      }
     }
     if (only.has('idle') && sampler) {
       const limit = Math.min(openFilesLimit('self'), fleetChild ? openFilesLimit(fleetChild.pid) : Infinity);

@@ -19,6 +19,7 @@ export interface BenchReport {
     idle?: IdleResult;
     /** Every service's `parley_*_total` counters over the 1:1 ramp: what each message costs in events. */
     counters?: Array<{ name: string; delta: number; perMessage: number }>;
+    fanoutCounters?: Array<{ name: string; delta: number; perMessage: number }>;
   };
   relay?: {
     steps: StepResult[];
@@ -247,6 +248,8 @@ ${i ? `<table><tr><th>target</th><th>requested</th><th>connected</th><th>failed<
 <tr><td>${i.target}</td><td>${i.requested}</td><td>${i.connected}</td><td>${i.failed}</td><td>${i.connectMs}</td><td>${i.rssBeforeMiB}</td><td>${i.rssAfterMiB}</td><td>${i.bytesPerConnection}</td><td>${i.projected100kMiB}</td><td>${i.gatewayConnections ?? '-'}</td></tr></table><p>${esc(i.note)}</p>` : '<p>not run</p>'}
 <h2>Service counters over the fleet's 1:1 ramp</h2>
 ${r.fleet.counters ? `<table><tr><th>counter</th><th>delta</th><th>per message sent</th></tr>${r.fleet.counters.map((c) => `<tr><td>${esc(c.name)}</td><td>${c.delta}</td><td>${c.perMessage}</td></tr>`).join('')}</table>` : '<p>not collected</p>'}
+<h2>Service counters over the fleet's fan-out</h2>
+${r.fleet.fanoutCounters ? `<table><tr><th>counter</th><th>delta</th><th>per group message</th></tr>${r.fleet.fanoutCounters.map((c) => `<tr><td>${esc(c.name)}</td><td>${c.delta}</td><td>${c.perMessage}</td></tr>`).join('')}</table>` : '<p>not collected</p>'}
 <h2>Notes</h2><ul>${r.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>
 <h2>Settings</h2><pre>${esc(JSON.stringify(r.settings, null, 2))}</pre>
 </body></html>
