@@ -41,7 +41,20 @@ export interface StepCounters {
 }
 
 function freshCounters(step: number): StepCounters {
-  return { step, sent: 0, accepted: 0, received: 0, duplicates: 0, stale: 0, errors: 0, receipts: 0, groupFrames: 0, lastErrors: [], hist: newHistogram(), lastFrameAt: performance.now() };
+  return {
+    step,
+    sent: 0,
+    accepted: 0,
+    received: 0,
+    duplicates: 0,
+    stale: 0,
+    errors: 0,
+    receipts: 0,
+    groupFrames: 0,
+    lastErrors: [],
+    hist: newHistogram(),
+    lastFrameAt: performance.now(),
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -70,13 +83,23 @@ export class ClientPool {
   }
 
   /** Connects `users` (each with a partner for 1:1) with bounded concurrency; resolves when every socket got its `hello`. */
-  async connect(users: Array<{ user: string; partner: string }>, concurrency = 200, startIndex = 0): Promise<void> {
+  async connect(
+    users: Array<{ user: string; partner: string }>,
+    concurrency = 200,
+    startIndex = 0,
+  ): Promise<void> {
     let next = 0;
     const worker = async () => {
       while (next < users.length) {
         const i = next++;
         const { user, partner } = users[i]!;
-        const client = await openClient(this.target, user, partner, sourceAddress(startIndex + i), (client, text) => this.onFrame(client, text));
+        const client = await openClient(
+          this.target,
+          user,
+          partner,
+          sourceAddress(startIndex + i),
+          (client, text) => this.onFrame(client, text),
+        );
         this.clients.push(client);
       }
     };
@@ -125,7 +148,8 @@ export class ClientPool {
   private flushClient(client: BenchClient) {
     while (client.pending.length > 0) {
       const mids = client.pending.splice(0, 500);
-      if (client.socket.readyState === WebSocket.OPEN) client.socket.send(`{"type":"ack","mids":${JSON.stringify(mids)}}`);
+      if (client.socket.readyState === WebSocket.OPEN)
+        client.socket.send(`{"type":"ack","mids":${JSON.stringify(mids)}}`);
     }
   }
 
@@ -146,7 +170,9 @@ export class ClientPool {
     const t = nowUs();
     if (this.firstSendAt === 0) this.firstSendAt = t / 1000;
     const chatPart = chat === 'group' ? ',"chat":"group"' : '';
-    client.socket.send(`{"type":"message","id":"m${this.seq++}","to":"${to}"${chatPart},"body":{"t":${t},"s":${this.c.step},"p":"${this.pad}"}}`);
+    client.socket.send(
+      `{"type":"message","id":"m${this.seq++}","to":"${to}"${chatPart},"body":{"t":${t},"s":${this.c.step},"p":"${this.pad}"}}`,
+    );
     this.c.sent++;
   }
 
@@ -154,7 +180,11 @@ export class ClientPool {
    * Open-loop 1:1 load: `rate` messages per second for `durationMs`, spread round-robin over the
    * senders (each sends to its partner). Returns the counters at the end of the window.
    */
-  async runRate(rate: number, durationMs: number, senders: BenchClient[] = this.clients): Promise<{ sentInWindow: number; receivedInWindow: number; windowMs: number; cpuUs: number }> {
+  async runRate(
+    rate: number,
+    durationMs: number,
+    senders: BenchClient[] = this.clients,
+  ): Promise<{ sentInWindow: number; receivedInWindow: number; windowMs: number; cpuUs: number }> {
     const cpu0 = process.cpuUsage();
     const start = performance.now();
     let rr = 0;
@@ -181,7 +211,12 @@ export class ClientPool {
   }
 
   /** Group burst: each sender sends `perSender` messages to `group` at `ratePerSender`/s. */
-  async runGroupBurst(group: string, senders: BenchClient[], perSender: number, ratePerSender: number): Promise<void> {
+  async runGroupBurst(
+    group: string,
+    senders: BenchClient[],
+    perSender: number,
+    ratePerSender: number,
+  ): Promise<void> {
     const start = performance.now();
     let sent = 0;
     const total = senders.length * perSender;
@@ -237,7 +272,11 @@ export async function openClient(
   timeoutMs = 15_000,
 ): Promise<BenchClient> {
   const token = await target.token(user);
-  const socket = new WebSocket(`${target.wsUrl}?token=${token}`, { localAddress, perMessageDeflate: false, maxPayload: 1024 * 1024 });
+  const socket = new WebSocket(`${target.wsUrl}?token=${token}`, {
+    localAddress,
+    perMessageDeflate: false,
+    maxPayload: 1024 * 1024,
+  });
   const client = new BenchClient(user, socket, partner);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {

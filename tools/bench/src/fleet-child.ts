@@ -13,8 +13,21 @@ async function main() {
   const whatIfs = applyWhatIfs((process.env.BENCH_WHAT_IF ?? '').split(','));
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-'));
   const started = Date.now();
-  const fleet = await startFleet({ ports: 'random', logLevel: process.env.LOG_LEVEL ?? 'warn', dataDir, host: process.env.HOST ?? '127.0.0.1' });
-  const ready = { urls: fleet.urls, ports: fleet.ports, jwtSecret: fleet.jwtSecret, pid: process.pid, startMs: Date.now() - started, dataDir, whatIfs };
+  const fleet = await startFleet({
+    ports: 'random',
+    logLevel: process.env.LOG_LEVEL ?? 'warn',
+    dataDir,
+    host: process.env.HOST ?? '127.0.0.1',
+  });
+  const ready = {
+    urls: fleet.urls,
+    ports: fleet.ports,
+    jwtSecret: fleet.jwtSecret,
+    pid: process.pid,
+    startMs: Date.now() - started,
+    dataDir,
+    whatIfs,
+  };
   process.stdout.write(`FLEET_READY ${JSON.stringify(ready)}\n`);
   let stopping = false;
   const stop = async () => {
@@ -27,6 +40,14 @@ async function main() {
     // Let --cpu-prof write its profile: exit normally.
     process.exit(0);
   };
+  // The benchmark asks for a full GC before it reads RSS (idle-connection memory): SIGUSR2.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  process.on('SIGUSR2', () => {
+    if (gc) {
+      gc();
+      gc();
+    }
+  });
   process.once('SIGTERM', () => void stop());
   process.once('SIGINT', () => void stop());
 }

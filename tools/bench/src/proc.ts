@@ -31,7 +31,10 @@ export class ProcSampler {
     return {
       end: () => {
         const wall = (Date.now() - t0) / 1000;
-        return { cores: round2((this.cpuSeconds() - cpu0) / wall), rssMiB: Math.round(this.rssBytes() / 1048576) };
+        return {
+          cores: round2((this.cpuSeconds() - cpu0) / wall),
+          rssMiB: Math.round(this.rssBytes() / 1048576),
+        };
       },
     };
   }
@@ -52,14 +55,22 @@ export interface Child {
  * soft limit raised to the hard limit (`ulimit -n`), and waits for its `<MARKER> {json}` line.
  * `exec` keeps the pid: it is the Node process itself, which the sampler then reads.
  */
-export function spawnTs(entry: string, marker: string, options: { nodeArgs?: string[]; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Child> {
+export function spawnTs(
+  entry: string,
+  marker: string,
+  options: { nodeArgs?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<Child> {
   const root = path.resolve(__dirname, '../../..');
   const args = [...(options.nodeArgs ?? []), '--import', 'tsx', entry];
-  const proc = spawn('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...args], {
-    cwd: root,
-    env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    'sh',
+    ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...args],
+    {
+      cwd: root,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-20_000);

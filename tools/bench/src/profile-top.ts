@@ -14,7 +14,12 @@ interface Node {
   children?: number[];
 }
 
-export function summarizeProfile(profile: { nodes: Node[]; samples: number[]; timeDeltas: number[] }, top = 30, fromS = 0, toS = Infinity) {
+export function summarizeProfile(
+  profile: { nodes: Node[]; samples: number[]; timeDeltas: number[] },
+  top = 30,
+  fromS = 0,
+  toS = Infinity,
+) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   let at = 0;
@@ -24,7 +29,8 @@ export function summarizeProfile(profile: { nodes: Node[]; samples: number[]; ti
     selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
   });
   const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
-  const label = (n: Node) => `${n.callFrame.functionName || '(anonymous)'} ${shortUrl(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+  const label = (n: Node) =>
+    `${n.callFrame.functionName || '(anonymous)'} ${shortUrl(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
   const fn = new Map<string, number>();
   const file = new Map<string, number>();
   for (const [id, us] of selfUs) {
@@ -46,8 +52,17 @@ export function summarizeProfile(profile: { nodes: Node[]; samples: number[]; ti
       incl.set(l, (incl.get(l) ?? 0) + us);
     }
   }
-  const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => ({ name: k, ms: Math.round(v / 1000), pct: Math.round((v / total) * 1000) / 10 }));
-  return { totalMs: Math.round(total / 1000), selfByFunction: sorted(fn), selfByFile: sorted(file), inclusive: sorted(incl) };
+  const sorted = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, v]) => ({ name: k, ms: Math.round(v / 1000), pct: Math.round((v / total) * 1000) / 10 }));
+  return {
+    totalMs: Math.round(total / 1000),
+    selfByFunction: sorted(fn),
+    selfByFile: sorted(file),
+    inclusive: sorted(incl),
+  };
 }
 
 function shortUrl(url: string): string {
@@ -71,10 +86,16 @@ if (require.main === module) {
     process.stderr.write('usage: tsx tools/bench/src/profile-top.ts <file.cpuprofile> [top]\n');
     process.exit(2);
   }
-  const s = summarizeProfile(JSON.parse(readFileSync(file, 'utf8')), Number(top ?? 30), Number(from ?? 0), to ? Number(to) : Infinity);
+  const s = summarizeProfile(
+    JSON.parse(readFileSync(file, 'utf8')),
+    Number(top ?? 30),
+    Number(from ?? 0),
+    to ? Number(to) : Infinity,
+  );
   const print = (title: string, rows: Array<{ name: string; ms: number; pct: number }>) => {
     process.stdout.write(`\n${title}\n`);
-    for (const r of rows) process.stdout.write(`${String(r.pct).padStart(6)}% ${String(r.ms).padStart(8)} ms  ${r.name}\n`);
+    for (const r of rows)
+      process.stdout.write(`${String(r.pct).padStart(6)}% ${String(r.ms).padStart(8)} ms  ${r.name}\n`);
   };
   process.stdout.write(`total sampled: ${s.totalMs} ms\n`);
   print('self time by package/file', s.selfByFile);

@@ -26,12 +26,20 @@ interface Frame {
 export function startRelay(port = 0, host = '127.0.0.1'): Promise<{ url: string; close(): Promise<void> }> {
   const users = new Map<string, Set<WebSocket>>();
   const groups = new Map<string, string[]>();
-  const wss = new WebSocketServer({ port, host, maxPayload: 64 * 1024, perMessageDeflate: false, clientTracking: false });
+  const wss = new WebSocketServer({
+    port,
+    host,
+    maxPayload: 64 * 1024,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
 
   const userOf = (url: string | undefined): string => {
     const token = new URL(url ?? '/', 'http://relay').searchParams.get('token') ?? '';
     try {
-      const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sub?: string };
+      const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as {
+        sub?: string;
+      };
       return payload.sub ?? 'anonymous';
     } catch {
       return 'anonymous';
@@ -62,13 +70,30 @@ export function startRelay(port = 0, host = '127.0.0.1'): Promise<{ url: string;
       }
       if (frame.type === 'message' && typeof frame.to === 'string' && typeof frame.id === 'string') {
         const chat = frame.chat === 'group' ? 'group' : 'direct';
-        const text = JSON.stringify({ type: 'message', mid: `${user}:${frame.id}`, id: frame.id, from: user, to: frame.to, chat, body: frame.body, sentAt: Date.now() });
+        const text = JSON.stringify({
+          type: 'message',
+          mid: `${user}:${frame.id}`,
+          id: frame.id,
+          from: user,
+          to: frame.to,
+          chat,
+          body: frame.body,
+          sentAt: Date.now(),
+        });
         if (chat === 'direct') sendTo(frame.to, text);
         else for (const member of groups.get(frame.to) ?? []) if (member !== user) sendTo(member, text);
       } else if (frame.type === 'group' && frame.op === 'create' && typeof frame.group === 'string') {
         const members = [...new Set([user, ...(frame.members ?? [])])];
         groups.set(frame.group, members);
-        const text = JSON.stringify({ type: 'group', mid: `${user}:${frame.id}`, op: 'create', group: frame.group, members, by: user, at: Date.now() });
+        const text = JSON.stringify({
+          type: 'group',
+          mid: `${user}:${frame.id}`,
+          op: 'create',
+          group: frame.group,
+          members,
+          by: user,
+          at: Date.now(),
+        });
         for (const member of members) sendTo(member, text);
       } else if (frame.type === 'ping') {
         ws.send('{"type":"pong"}');

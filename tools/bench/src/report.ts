@@ -34,16 +34,33 @@ export interface BenchReport {
 
 export function targetsOf(r: BenchReport): BenchReport['targets'] {
   const out: BenchReport['targets'] = [];
-  out.push({ name: 'ratio fleet/relay 1:1 max throughput', target: '>= 0.30', measured: r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3), met: r.ratio === undefined ? undefined : r.ratio >= 0.3 });
+  out.push({
+    name: 'ratio fleet/relay 1:1 max throughput',
+    target: '>= 0.30',
+    measured: r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3),
+    met: r.ratio === undefined ? undefined : r.ratio >= 0.3,
+  });
   const h = r.fleet.half;
-  out.push({ name: 'p99 send-to-receive at half max', target: '< 50 ms', measured: h ? `${h.latency.p99} ms at ${h.offered}/s` : 'n/a', met: h ? h.latency.p99 < 50 : undefined });
+  out.push({
+    name: 'p99 send-to-receive at half max',
+    target: '< 50 ms',
+    measured: h ? `${h.latency.p99} ms at ${h.offered}/s` : 'n/a',
+    met: h ? h.latency.p99 < 50 : undefined,
+  });
   const f = r.fleet.fanout;
-  out.push({ name: 'group fan-out (1,000 members)', target: '>= 50,000 deliveries/s', measured: f ? `${f.deliveriesPerS}/s` : 'n/a', met: f ? f.deliveriesPerS >= 50_000 : undefined });
+  out.push({
+    name: 'group fan-out (1,000 members)',
+    target: '>= 50,000 deliveries/s',
+    measured: f ? `${f.deliveriesPerS}/s` : 'n/a',
+    met: f ? f.deliveriesPerS >= 50_000 : undefined,
+  });
   const i = r.fleet.idle;
   out.push({
     name: '100k idle connections, one gateway process',
     target: '< 1024 MiB RSS',
-    measured: i ? `${i.projected100kMiB} MiB projected from ${i.connected} (${(i.bytesPerConnection / 1024).toFixed(1)} KiB each)` : 'n/a',
+    measured: i
+      ? `${i.projected100kMiB} MiB projected from ${i.connected} (${(i.bytesPerConnection / 1024).toFixed(1)} KiB each)`
+      : 'n/a',
     met: i ? i.projected100kMiB < 1024 : undefined,
   });
   return out;
@@ -54,7 +71,20 @@ const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.len
 
 export function table(r: BenchReport): string {
   const lines: string[] = [];
-  const head = ['target', 'scenario', 'offered/s', 'deliv/s', 'in-win%', 'p50 ms', 'p99 ms', 'p99.9 ms', 'cpu', 'rss MiB', 'gen cpu', 'ok'];
+  const head = [
+    'target',
+    'scenario',
+    'offered/s',
+    'deliv/s',
+    'in-win%',
+    'p50 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'cpu',
+    'rss MiB',
+    'gen cpu',
+    'ok',
+  ];
   const widths = [7, 12, 10, 9, 8, 8, 8, 9, 6, 8, 8, 4];
   lines.push(head.map((h, i) => (i < 2 ? pad(h, widths[i]!) : lpad(h, widths[i]!))).join(' '));
   const row = (s: StepResult) =>
@@ -77,17 +107,31 @@ export function table(r: BenchReport): string {
   for (const s of r.relay?.steps ?? []) lines.push(row(s));
   if (r.relay?.half) lines.push(row(r.relay.half));
   lines.push('');
-  lines.push(`fleet max sustainable 1:1: ${r.fleet.max.delivered} msg/s (offered ${r.fleet.max.offered}/s); ${r.fleet.where}`);
-  if (r.relay) lines.push(`relay max sustainable 1:1: ${r.relay.max.delivered} msg/s (offered ${r.relay.max.offered}/s)`);
+  lines.push(
+    `fleet max sustainable 1:1: ${r.fleet.max.delivered} msg/s (offered ${r.fleet.max.offered}/s); ${r.fleet.where}`,
+  );
+  if (r.relay)
+    lines.push(
+      `relay max sustainable 1:1: ${r.relay.max.delivered} msg/s (offered ${r.relay.max.offered}/s)`,
+    );
   for (const f of [r.fleet.fanout, r.relay?.fanout]) {
-    if (f) lines.push(`fan-out [${f.target}]: ${f.delivered}/${f.expected} deliveries in ${f.durationMs} ms = ${f.deliveriesPerS}/s, p50 ${f.latency.p50} ms, p99 ${f.latency.p99} ms, p99.9 ${f.latency.p999} ms${f.cpu ? `, cpu ${f.cpu.cores}, rss ${f.cpu.rssMiB} MiB` : ''}${f.gatewayFramesWritten !== undefined ? `, gateway frames written ${f.gatewayFramesWritten}` : ''}`);
+    if (f)
+      lines.push(
+        `fan-out [${f.target}]: ${f.delivered}/${f.expected} deliveries in ${f.durationMs} ms = ${f.deliveriesPerS}/s, p50 ${f.latency.p50} ms, p99 ${f.latency.p99} ms, p99.9 ${f.latency.p999} ms${f.cpu ? `, cpu ${f.cpu.cores}, rss ${f.cpu.rssMiB} MiB` : ''}${f.gatewayFramesWritten !== undefined ? `, gateway frames written ${f.gatewayFramesWritten}` : ''}`,
+      );
   }
   const i = r.fleet.idle;
-  if (i) lines.push(`idle [fleet]: ${i.connected}/${i.requested} sockets in ${i.connectMs} ms; RSS ${i.rssBeforeMiB} -> ${i.rssAfterMiB} MiB = ${(i.bytesPerConnection / 1024).toFixed(1)} KiB/connection; 100k projected ${i.projected100kMiB} MiB`);
+  if (i)
+    lines.push(
+      `idle [fleet]: ${i.connected}/${i.requested} sockets in ${i.connectMs} ms; RSS ${i.rssBeforeMiB} -> ${i.rssAfterMiB} MiB = ${(i.bytesPerConnection / 1024).toFixed(1)} KiB/connection; 100k projected ${i.projected100kMiB} MiB`,
+    );
   lines.push(`ratio: ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3)}`);
   lines.push('');
   lines.push('targets:');
-  for (const t of r.targets) lines.push(`  ${t.met === undefined ? '?   ' : t.met ? 'MET ' : 'MISS'} ${pad(t.name, 44)} ${pad(t.target, 24)} ${t.measured}`);
+  for (const t of r.targets)
+    lines.push(
+      `  ${t.met === undefined ? '?   ' : t.met ? 'MET ' : 'MISS'} ${pad(t.name, 44)} ${pad(t.target, 24)} ${t.measured}`,
+    );
   for (const n of r.notes) lines.push(`note: ${n}`);
   return lines.join('\n');
 }
@@ -102,7 +146,8 @@ interface Series {
   marks?: boolean[];
 }
 
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const esc = (s: string) =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 function niceTicks(min: number, max: number, count = 5): number[] {
   if (!(max > min)) return [min];
@@ -110,7 +155,8 @@ function niceTicks(min: number, max: number, count = 5): number[] {
   const mag = 10 ** Math.floor(Math.log10(step0));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= step0) ?? step0;
   const ticks: number[] = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + 1e-9; v += step) ticks.push(Math.round(v * 1e6) / 1e6);
+  for (let v = Math.ceil(min / step) * step; v <= max + 1e-9; v += step)
+    ticks.push(Math.round(v * 1e6) / 1e6);
   return ticks;
 }
 
@@ -121,11 +167,20 @@ function fmt(v: number): string {
 }
 
 /** An inline SVG line chart; `logY` plots log10 of y (latencies). */
-export function lineChart(opts: { title: string; xLabel: string; yLabel: string; series: Series[]; logY?: boolean; xCategorical?: string[] }): string {
+export function lineChart(opts: {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: Series[];
+  logY?: boolean;
+  xCategorical?: string[];
+}): string {
   const W = 640;
   const H = 320;
   const m = { l: 64, r: 16, t: 32, b: 48 };
-  const all = opts.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const all = opts.series
+    .flatMap((s) => s.points)
+    .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   if (all.length === 0) return `<p>${esc(opts.title)}: no data</p>`;
   const ty = (y: number) => (opts.logY ? Math.log10(Math.max(y, 0.01)) : y);
   const xs = all.map(([x]) => x);
@@ -137,14 +192,20 @@ export function lineChart(opts: { title: string; xLabel: string; yLabel: string;
   const sx = (x: number) => m.l + ((x - xMin) / (xMax - xMin || 1)) * (W - m.l - m.r);
   const sy = (y: number) => H - m.b - ((ty(y) - yMin) / (yMax - yMin || 1)) * (H - m.t - m.b);
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`);
-  parts.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">${esc(opts.title)}</text>`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+  );
+  parts.push(
+    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">${esc(opts.title)}</text>`,
+  );
   // axes and grid
   const yTicks = opts.logY ? Array.from({ length: yMax - yMin + 1 }, (_, i) => yMin + i) : niceTicks(0, yMax);
   for (const t of yTicks) {
     const y = opts.logY ? H - m.b - ((t - yMin) / (yMax - yMin || 1)) * (H - m.t - m.b) : sy(t);
     parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${y}" y2="${y}" stroke="#ddd"/>`);
-    parts.push(`<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${opts.logY ? fmt(10 ** t) : fmt(t)}</text>`);
+    parts.push(
+      `<text x="${m.l - 6}" y="${y + 4}" text-anchor="end">${opts.logY ? fmt(10 ** t) : fmt(t)}</text>`,
+    );
   }
   for (const t of niceTicks(xMin, xMax)) {
     const x = sx(t);
@@ -154,18 +215,26 @@ export function lineChart(opts: { title: string; xLabel: string; yLabel: string;
   parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/>`);
   parts.push(`<line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" stroke="#333"/>`);
   parts.push(`<text x="${(W + m.l) / 2}" y="${H - 10}" text-anchor="middle">${esc(opts.xLabel)}</text>`);
-  parts.push(`<text transform="translate(14,${(H + m.t - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(opts.yLabel)}${opts.logY ? ' (log)' : ''}</text>`);
+  parts.push(
+    `<text transform="translate(14,${(H + m.t - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(opts.yLabel)}${opts.logY ? ' (log)' : ''}</text>`,
+  );
   // series
   opts.series.forEach((s, si) => {
     const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (pts.length === 0) return;
-    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,4"' : ''} points="${pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`);
+    parts.push(
+      `<polyline fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,4"' : ''} points="${pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`,
+    );
     pts.forEach(([x, y], i) => {
       const bad = s.marks && s.marks[i] === false;
-      parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="${bad ? 4 : 3}" fill="${bad ? '#fff' : s.color}" stroke="${s.color}"><title>${esc(s.name)}: ${fmt(x)}, ${fmt(y)}</title></circle>`);
+      parts.push(
+        `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="${bad ? 4 : 3}" fill="${bad ? '#fff' : s.color}" stroke="${s.color}"><title>${esc(s.name)}: ${fmt(x)}, ${fmt(y)}</title></circle>`,
+      );
     });
     const ly = m.t + 4 + si * 15;
-    parts.push(`<rect x="${m.l + 10}" y="${ly}" width="12" height="3" fill="${s.color}"/><text x="${m.l + 26}" y="${ly + 5}">${esc(s.name)}</text>`);
+    parts.push(
+      `<rect x="${m.l + 10}" y="${ly}" width="12" height="3" fill="${s.color}"/><text x="${m.l + 26}" y="${ly + 5}">${esc(s.name)}</text>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('');
@@ -193,25 +262,88 @@ export function html(r: BenchReport): string {
     xLabel: 'offered messages/s',
     yLabel: 'delivered messages/s',
     series: [
-      ...ramps.map((g) => ({ name: g.name, color: color(g.name), points: g.steps.map((s) => [s.offered, s.deliveredPerS] as [number, number]), marks: g.steps.map((s) => s.sustainable) })),
-      { name: 'offered = delivered', color: '#999', dashed: true, points: [[0, 0], [Math.max(...ramps.flatMap((g) => g.steps.map((s) => s.offered)), 1), Math.max(...ramps.flatMap((g) => g.steps.map((s) => s.offered)), 1)]] as Array<[number, number]> },
+      ...ramps.map((g) => ({
+        name: g.name,
+        color: color(g.name),
+        points: g.steps.map((s) => [s.offered, s.deliveredPerS] as [number, number]),
+        marks: g.steps.map((s) => s.sustainable),
+      })),
+      {
+        name: 'offered = delivered',
+        color: '#999',
+        dashed: true,
+        points: [
+          [0, 0],
+          [
+            Math.max(...ramps.flatMap((g) => g.steps.map((s) => s.offered)), 1),
+            Math.max(...ramps.flatMap((g) => g.steps.map((s) => s.offered)), 1),
+          ],
+        ] as Array<[number, number]>,
+      },
     ],
   });
   const latencySeries: Series[] = [];
   for (const g of ramps) {
-    for (const [key, dash] of [['p50', false], ['p99', true]] as const) {
-      latencySeries.push({ name: `${g.name} ${key}`, color: color(g.name), dashed: dash, points: g.steps.map((s) => [s.offered, s.latency[key]] as [number, number]), marks: g.steps.map((s) => s.sustainable) });
+    for (const [key, dash] of [
+      ['p50', false],
+      ['p99', true],
+    ] as const) {
+      latencySeries.push({
+        name: `${g.name} ${key}`,
+        color: color(g.name),
+        dashed: dash,
+        points: g.steps.map((s) => [s.offered, s.latency[key]] as [number, number]),
+        marks: g.steps.map((s) => s.sustainable),
+      });
     }
   }
-  const latency = lineChart({ title: '1:1 send-to-receive latency vs offered rate', xLabel: 'offered messages/s', yLabel: 'ms', series: latencySeries, logY: true });
+  const latency = lineChart({
+    title: '1:1 send-to-receive latency vs offered rate',
+    xLabel: 'offered messages/s',
+    yLabel: 'ms',
+    series: latencySeries,
+    logY: true,
+  });
   const curves: Series[] = [];
-  if (r.fleet.half) curves.push({ name: `fleet at ${r.fleet.half.offered}/s`, color: COLORS.fleet, points: r.fleet.half.curve.map(([p, v]) => [nines(p), v] as [number, number]) });
-  if (r.relay?.half) curves.push({ name: `relay at ${r.relay.half.offered}/s`, color: COLORS.relay, points: r.relay.half.curve.map(([p, v]) => [nines(p), v] as [number, number]) });
-  if (r.fleet.fanout) curves.push({ name: 'fleet fan-out', color: '#2ca02c', dashed: true, points: r.fleet.fanout.curve.map(([p, v]) => [nines(p), v] as [number, number]) });
-  if (r.relay?.fanout) curves.push({ name: 'relay fan-out', color: '#ff7f0e', dashed: true, points: r.relay.fanout.curve.map(([p, v]) => [nines(p), v] as [number, number]) });
-  const percentile = lineChart({ title: 'Latency by percentile (x: 0=p0, 1=p90, 2=p99, 3=p99.9, 4=p99.99)', xLabel: 'nines', yLabel: 'ms', series: curves, logY: true });
+  if (r.fleet.half)
+    curves.push({
+      name: `fleet at ${r.fleet.half.offered}/s`,
+      color: COLORS.fleet,
+      points: r.fleet.half.curve.map(([p, v]) => [nines(p), v] as [number, number]),
+    });
+  if (r.relay?.half)
+    curves.push({
+      name: `relay at ${r.relay.half.offered}/s`,
+      color: COLORS.relay,
+      points: r.relay.half.curve.map(([p, v]) => [nines(p), v] as [number, number]),
+    });
+  if (r.fleet.fanout)
+    curves.push({
+      name: 'fleet fan-out',
+      color: '#2ca02c',
+      dashed: true,
+      points: r.fleet.fanout.curve.map(([p, v]) => [nines(p), v] as [number, number]),
+    });
+  if (r.relay?.fanout)
+    curves.push({
+      name: 'relay fan-out',
+      color: '#ff7f0e',
+      dashed: true,
+      points: r.relay.fanout.curve.map(([p, v]) => [nines(p), v] as [number, number]),
+    });
+  const percentile = lineChart({
+    title: 'Latency by percentile (x: 0=p0, 1=p90, 2=p99, 3=p99.9, 4=p99.99)',
+    xLabel: 'nines',
+    yLabel: 'ms',
+    series: curves,
+    logY: true,
+  });
   const fanouts = [r.fleet.fanout, r.relay?.fanout].filter((f): f is FanoutResult => !!f);
-  const fanoutBars = barChart('Group fan-out: deliveries/s', fanouts.map((f) => ({ label: f.target, value: f.deliveriesPerS, color: color(f.target) })), 50_000);
+  const fanoutBars = barChart(
+    'Group fan-out: deliveries/s',
+    fanouts.map((f) => ({ label: f.target, value: f.deliveriesPerS, color: color(f.target) })),
+    50_000,
+  );
   const i = r.fleet.idle;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Parley bench ${esc(r.runId)}</title>
@@ -244,8 +376,12 @@ ${fanouts.map((f) => `<tr><td>${f.target}</td><td>${f.members} (${f.connectedMem
 </table>
 ${fanouts.map((f) => `<p>${esc(f.target)}: ${esc(f.note)}</p>`).join('')}
 <h2>Idle connections</h2>
-${i ? `<table><tr><th>target</th><th>requested</th><th>connected</th><th>failed</th><th>connect ms</th><th>RSS before MiB</th><th>RSS after MiB</th><th>bytes/connection</th><th>100k projected MiB</th><th>gateway gauge</th></tr>
-<tr><td>${i.target}</td><td>${i.requested}</td><td>${i.connected}</td><td>${i.failed}</td><td>${i.connectMs}</td><td>${i.rssBeforeMiB}</td><td>${i.rssAfterMiB}</td><td>${i.bytesPerConnection}</td><td>${i.projected100kMiB}</td><td>${i.gatewayConnections ?? '-'}</td></tr></table><p>${esc(i.note)}</p>` : '<p>not run</p>'}
+${
+  i
+    ? `<table><tr><th>target</th><th>requested</th><th>connected</th><th>failed</th><th>connect ms</th><th>RSS before MiB</th><th>RSS after MiB</th><th>bytes/connection</th><th>100k projected MiB</th><th>gateway gauge</th></tr>
+<tr><td>${i.target}</td><td>${i.requested}</td><td>${i.connected}</td><td>${i.failed}</td><td>${i.connectMs}</td><td>${i.rssBeforeMiB}</td><td>${i.rssAfterMiB}</td><td>${i.bytesPerConnection}</td><td>${i.projected100kMiB}</td><td>${i.gatewayConnections ?? '-'}</td></tr></table><p>${esc(i.note)}</p>`
+    : '<p>not run</p>'
+}
 <h2>Service counters over the fleet's 1:1 ramp</h2>
 ${r.fleet.counters ? `<table><tr><th>counter</th><th>delta</th><th>per message sent</th></tr>${r.fleet.counters.map((c) => `<tr><td>${esc(c.name)}</td><td>${c.delta}</td><td>${c.perMessage}</td></tr>`).join('')}</table>` : '<p>not collected</p>'}
 <h2>Service counters over the fleet's fan-out</h2>
@@ -261,7 +397,11 @@ export function nines(p: number): number {
   return p >= 100 ? 6 : -Math.log10(1 - p / 100);
 }
 
-function barChart(title: string, bars: Array<{ label: string; value: number; color: string }>, targetLine?: number): string {
+function barChart(
+  title: string,
+  bars: Array<{ label: string; value: number; color: string }>,
+  targetLine?: number,
+): string {
   if (bars.length === 0) return '';
   const W = 360;
   const H = 320;
@@ -269,16 +409,30 @@ function barChart(title: string, bars: Array<{ label: string; value: number; col
   const max = Math.max(...bars.map((b) => b.value), targetLine ?? 0) * 1.1 || 1;
   const bw = (W - m.l - m.r) / bars.length;
   const sy = (v: number) => H - m.b - (v / max) * (H - m.t - m.b);
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`];
-  parts.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">${esc(title)}</text>`);
-  for (const t of niceTicks(0, max)) parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${sy(t)}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.l - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t)}</text>`);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+  ];
+  parts.push(
+    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">${esc(title)}</text>`,
+  );
+  for (const t of niceTicks(0, max))
+    parts.push(
+      `<line x1="${m.l}" x2="${W - m.r}" y1="${sy(t)}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.l - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t)}</text>`,
+    );
   bars.forEach((b, i) => {
     const x = m.l + i * bw + bw * 0.2;
-    parts.push(`<rect x="${x}" y="${sy(b.value)}" width="${bw * 0.6}" height="${H - m.b - sy(b.value)}" fill="${b.color}"><title>${b.value}</title></rect>`);
+    parts.push(
+      `<rect x="${x}" y="${sy(b.value)}" width="${bw * 0.6}" height="${H - m.b - sy(b.value)}" fill="${b.color}"><title>${b.value}</title></rect>`,
+    );
     parts.push(`<text x="${x + bw * 0.3}" y="${H - m.b + 16}" text-anchor="middle">${esc(b.label)}</text>`);
-    parts.push(`<text x="${x + bw * 0.3}" y="${sy(b.value) - 4}" text-anchor="middle">${fmt(b.value)}</text>`);
+    parts.push(
+      `<text x="${x + bw * 0.3}" y="${sy(b.value) - 4}" text-anchor="middle">${fmt(b.value)}</text>`,
+    );
   });
-  if (targetLine) parts.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${sy(targetLine)}" y2="${sy(targetLine)}" stroke="#080" stroke-dasharray="4,3"/><text x="${W - m.r}" y="${sy(targetLine) - 4}" text-anchor="end" fill="#080">target ${fmt(targetLine)}</text>`);
+  if (targetLine)
+    parts.push(
+      `<line x1="${m.l}" x2="${W - m.r}" y1="${sy(targetLine)}" y2="${sy(targetLine)}" stroke="#080" stroke-dasharray="4,3"/><text x="${W - m.r}" y="${sy(targetLine) - 4}" text-anchor="end" fill="#080">target ${fmt(targetLine)}</text>`,
+    );
   parts.push('</svg>');
   return parts.join('');
 }

@@ -2,7 +2,20 @@ import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { ClientPool, closeSockets, openClient, type Target } from './clients';
 import { ProcSampler } from './proc';
-import { counterDeltas, parseCounters, metricValue, percentileCurve, rateLadder, sourceAddress, summarize, verdict, maxSustainable, type LatencySummary, type StepCriteria, type StepResult } from './stats';
+import {
+  counterDeltas,
+  parseCounters,
+  metricValue,
+  percentileCurve,
+  rateLadder,
+  sourceAddress,
+  summarize,
+  verdict,
+  maxSustainable,
+  type LatencySummary,
+  type StepCriteria,
+  type StepResult,
+} from './stats';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -15,7 +28,14 @@ let stepSeq = 0;
 /** One open-loop 1:1 step at `rate`/s for `durationMs`, then a grace period for stragglers. */
 export async function runStep(
   pool: ClientPool,
-  opts: { scenario: string; rate: number; durationMs: number; graceMs: number; criteria: StepCriteria; sampler?: ProcSampler },
+  opts: {
+    scenario: string;
+    rate: number;
+    durationMs: number;
+    graceMs: number;
+    criteria: StepCriteria;
+    sampler?: ProcSampler;
+  },
 ): Promise<StepResult> {
   const c = pool.beginStep(++stepSeq);
   const win = opts.sampler?.window();
@@ -58,11 +78,28 @@ export async function drain(pool: ClientPool, quietMs: number, maxMs: number) {
  */
 export async function ramp(
   pool: ClientPool,
-  opts: { start: number; max: number; durationMs: number; graceMs: number; refine: number; criteria: StepCriteria; sampler?: ProcSampler; log: Progress; rates?: number[] },
+  opts: {
+    start: number;
+    max: number;
+    durationMs: number;
+    graceMs: number;
+    refine: number;
+    criteria: StepCriteria;
+    sampler?: ProcSampler;
+    log: Progress;
+    rates?: number[];
+  },
 ): Promise<StepResult[]> {
   const steps: StepResult[] = [];
   const run = async (rate: number) => {
-    const step = await runStep(pool, { scenario: '1:1 ramp', rate, durationMs: opts.durationMs, graceMs: opts.graceMs, criteria: opts.criteria, sampler: opts.sampler });
+    const step = await runStep(pool, {
+      scenario: '1:1 ramp',
+      rate,
+      durationMs: opts.durationMs,
+      graceMs: opts.graceMs,
+      criteria: opts.criteria,
+      sampler: opts.sampler,
+    });
     steps.push(step);
     opts.log(formatStep(step));
     if (!step.sustainable) await drain(pool, 2000, 30_000);
@@ -145,10 +182,16 @@ export async function runFanout(
   const group = `bench-g-${Date.now().toString(36)}`;
   const sync = pool.beginStep(++stepSeq);
   const tJoin = performance.now();
-  await opts.createGroup(group, members[0]!.user, members.slice(1).map((m) => m.user));
+  await opts.createGroup(
+    group,
+    members[0]!.user,
+    members.slice(1).map((m) => m.user),
+  );
   const joined = await pool.settle(() => sync.groupFrames >= members.length, opts.maxWaitMs, opts.maxWaitMs);
   const joinMs = Math.round(performance.now() - tJoin);
-  opts.log(`  [${pool.target.name}] fan-out: ${sync.groupFrames}/${members.length} members saw the group's creation in ${joinMs} ms${joined ? '' : ' (gave up waiting; going on)'}`);
+  opts.log(
+    `  [${pool.target.name}] fan-out: ${sync.groupFrames}/${members.length} members saw the group's creation in ${joinMs} ms${joined ? '' : ' (gave up waiting; going on)'}`,
+  );
   await sleep(500);
   const c = pool.beginStep(++stepSeq);
   const frames0 = await opts.gatewayFrames?.();
@@ -205,10 +248,29 @@ export interface IdleResult {
  */
 export async function runIdle(
   target: Target,
-  opts: { n: number; startIndex: number; runId: string; sampler: ProcSampler; gatewayConnections?: () => Promise<number | undefined>; settleMs: number; note: string; log: Progress },
+  opts: {
+    n: number;
+    startIndex: number;
+    runId: string;
+    sampler: ProcSampler;
+    gatewayConnections?: () => Promise<number | undefined>;
+    settleMs: number;
+    note: string;
+    log: Progress;
+    gc?: () => void;
+  },
 ): Promise<IdleResult> {
-  await sleep(opts.settleMs);
-  const rss0 = opts.sampler.rssBytes();
+  // RSS after a full GC in the target (when it can be asked), the smallest of a few samples.
+  const settledRss = async () => {
+    let min = Infinity;
+    for (let i = 0; i < 3; i++) {
+      opts.gc?.();
+      await sleep(opts.settleMs / 2);
+      min = Math.min(min, opts.sampler.rssBytes());
+    }
+    return min;
+  };
+  const rss0 = await settledRss();
   const sockets: WebSocket[] = [];
   let failed = 0;
   let firstError = '';
@@ -218,7 +280,12 @@ export async function runIdle(
     while (next < opts.n) {
       const i = next++;
       try {
-        const client = await openClient(target, `idle-${opts.runId}-${i}`, '', sourceAddress(opts.startIndex + i));
+        const client = await openClient(
+          target,
+          `idle-${opts.runId}-${i}`,
+          '',
+          sourceAddress(opts.startIndex + i),
+        );
         sockets.push(client.socket);
       } catch (err) {
         failed++;
@@ -229,8 +296,7 @@ export async function runIdle(
   };
   await Promise.all(Array.from({ length: 100 }, worker));
   const connectMs = Math.round(performance.now() - t0);
-  await sleep(opts.settleMs);
-  const rss1 = opts.sampler.rssBytes();
+  const rss1 = await settledRss();
   const gw = await opts.gatewayConnections?.();
   const per = sockets.length > 0 ? (rss1 - rss0) / sockets.length : NaN;
   const result: IdleResult = {

@@ -6,7 +6,12 @@ export type Histogram = hdr.Histogram;
 
 /** Latencies are recorded in microseconds, 1 µs to 2 min, 3 significant digits. */
 export function newHistogram(): Histogram {
-  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3, bitBucketSize: 'packed' });
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+    bitBucketSize: 'packed',
+  });
 }
 
 export interface LatencySummary {
@@ -38,7 +43,8 @@ export function summarize(h: Histogram): LatencySummary {
 export function percentileCurve(h: Histogram): Array<[number, number]> {
   if (h.totalCount === 0) return [];
   const points: Array<[number, number]> = [];
-  for (const p of [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999]) points.push([p, h.getValueAtPercentile(p) / 1000]);
+  for (const p of [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999])
+    points.push([p, h.getValueAtPercentile(p) / 1000]);
   return points;
 }
 
@@ -97,19 +103,32 @@ export interface CpuSample {
 }
 
 /** A step is sustainable when the clients received ≥ 95% of what they sent during the window and the p99 stayed under the bound. */
-export function verdict(step: Pick<StepResult, 'sent' | 'deliveredInWindow' | 'latency' | 'errors'>, criteria: StepCriteria = DEFAULT_CRITERIA): { ok: boolean; reason?: string } {
+export function verdict(
+  step: Pick<StepResult, 'sent' | 'deliveredInWindow' | 'latency' | 'errors'>,
+  criteria: StepCriteria = DEFAULT_CRITERIA,
+): { ok: boolean; reason?: string } {
   if (step.sent === 0) return { ok: false, reason: 'nothing sent' };
   const ratio = step.deliveredInWindow / step.sent;
-  if (ratio < criteria.minDeliveredRatio) return { ok: false, reason: `delivered ${(ratio * 100).toFixed(1)}% < ${criteria.minDeliveredRatio * 100}%` };
-  if (!(step.latency.p99 <= criteria.maxP99Ms)) return { ok: false, reason: `p99 ${step.latency.p99} ms > ${criteria.maxP99Ms} ms` };
+  if (ratio < criteria.minDeliveredRatio)
+    return {
+      ok: false,
+      reason: `delivered ${(ratio * 100).toFixed(1)}% < ${criteria.minDeliveredRatio * 100}%`,
+    };
+  if (!(step.latency.p99 <= criteria.maxP99Ms))
+    return { ok: false, reason: `p99 ${step.latency.p99} ms > ${criteria.maxP99Ms} ms` };
   if (step.errors > step.sent * 0.01) return { ok: false, reason: `${step.errors} error frames` };
   return { ok: true };
 }
 
 /** The highest sustainable delivered rate among the steps (0 when none passed). */
-export function maxSustainable(steps: Array<Pick<StepResult, 'sustainable' | 'deliveredPerS' | 'offered'>>): { offered: number; delivered: number } {
+export function maxSustainable(steps: Array<Pick<StepResult, 'sustainable' | 'deliveredPerS' | 'offered'>>): {
+  offered: number;
+  delivered: number;
+} {
   let best = { offered: 0, delivered: 0 };
-  for (const s of steps) if (s.sustainable && s.deliveredPerS > best.delivered) best = { offered: s.offered, delivered: s.deliveredPerS };
+  for (const s of steps)
+    if (s.sustainable && s.deliveredPerS > best.delivered)
+      best = { offered: s.offered, delivered: s.deliveredPerS };
   return best;
 }
 
@@ -170,7 +189,13 @@ export function scanFrame(text: string): { type: string; mid?: string; t?: numbe
 export function parseCounters(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
-    if (!line.startsWith('parley_') || line.startsWith('parley_process_') || line.startsWith('parley_nodejs_') || line.startsWith('parley_http_')) continue;
+    if (
+      !line.startsWith('parley_') ||
+      line.startsWith('parley_process_') ||
+      line.startsWith('parley_nodejs_') ||
+      line.startsWith('parley_http_')
+    )
+      continue;
     const space = line.lastIndexOf(' ');
     const name = line.slice(0, space);
     if (!/_total(\{|$)/.test(name)) continue;
@@ -181,7 +206,10 @@ export function parseCounters(text: string): Map<string, number> {
 }
 
 /** after − before, non-zero entries, largest first. */
-export function counterDeltas(before: Map<string, number>, after: Map<string, number>): Array<[string, number]> {
+export function counterDeltas(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): Array<[string, number]> {
   const out: Array<[string, number]> = [];
   for (const [name, value] of after) {
     const d = value - (before.get(name) ?? 0);

@@ -11,7 +11,12 @@ export const WHAT_IFS: Record<string, { describe: string; apply(): void }> = {
       'apps/session-ms/src/store/memory-store.ts MemorySessionStore.sweepAcked: stop at the first unexpired entry ' +
       '(entries are in expiry order when complete() deletes before it sets), instead of scanning the whole acked map on every complete() once it holds 10,000',
     apply() {
-      type Internals = { acked: Map<string, number>; now: () => number; pending: Map<string, unknown>; due: Map<string, number> };
+      type Internals = {
+        acked: Map<string, number>;
+        now: () => number;
+        pending: Map<string, unknown>;
+        due: Map<string, number>;
+      };
       const proto = MemorySessionStore.prototype as unknown as Record<string, unknown>;
       proto.sweepAcked = function (this: Internals) {
         const now = this.now();
@@ -20,7 +25,12 @@ export const WHAT_IFS: Record<string, { describe: string; apply(): void }> = {
           this.acked.delete(key);
         }
       };
-      proto.complete = async function (this: Internals & { sweepAcked(): void }, user: string, mids: string[], rememberMs: number) {
+      proto.complete = async function (
+        this: Internals & { sweepAcked(): void },
+        user: string,
+        mids: string[],
+        rememberMs: number,
+      ) {
         const expires = this.now() + rememberMs;
         this.sweepAcked();
         return mids.map((mid) => {
@@ -47,7 +57,8 @@ const chunkSend = {
     const LIMIT = 512 * 1024;
     globalThis.fetch = (async (input: string | URL | Request, init?: RequestInit) => {
       const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-      if (!url.endsWith('/send') || typeof init?.body !== 'string' || init.body.length <= LIMIT) return original(input, init);
+      if (!url.endsWith('/send') || typeof init?.body !== 'string' || init.body.length <= LIMIT)
+        return original(input, init);
       const { deliveries } = JSON.parse(init.body) as { deliveries: unknown[] };
       const chunks: unknown[][] = [];
       let chunk: unknown[] = [];
@@ -69,7 +80,10 @@ const chunkSend = {
         if (!response.ok) return response;
         results.push(...((await response.json()) as { results: unknown[] }).results);
       }
-      return new Response(JSON.stringify({ results }), { status: 200, headers: { 'content-type': 'application/json' } });
+      return new Response(JSON.stringify({ results }), {
+        status: 200,
+        headers: { 'content-type': 'application/json' },
+      });
     }) as typeof fetch;
   },
 };
