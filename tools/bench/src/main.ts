@@ -88,7 +88,7 @@ async function main() {
     ackEveryMs: 50,
     ackAccepted: values['ack-accepted']!,
     fleetStart: 1000,
-    relayStart: quick ? 5000 : 2000,
+    relayStart: quick ? 8000 : 2000,
     maxRate: 300_000,
     fanout: { members: Math.min(1000, conns), senders: 10, perSender: quick ? 10 : 40, ratePerSender: 100 },
     criteria: {
@@ -282,7 +282,7 @@ async function main() {
           : undefined,
         sampler,
         log,
-        maxWaitMs: quick ? 30_000 : 120_000,
+        maxWaitMs: quick ? 20_000 : 120_000,
       });
       if (metricsUrls.length > 0) {
         const messages = report.fleet.fanout.messages;
@@ -383,7 +383,7 @@ async function main() {
           },
           sampler: relaySampler,
           log,
-          maxWaitMs: 30_000,
+          maxWaitMs: quick ? 20_000 : 60_000,
         });
       }
       await pool.close();
