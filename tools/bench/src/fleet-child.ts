@@ -1,0 +1,58 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startFleet } from '../../../apps/launcher/src/fleet';
+import { applyWhatIfs } from './what-if';
+
+/**
+ * The fleet under test, in its own process (the load generator never shares it): `startFleet`
+ * on embedded defaults (embedded broker and PGlite persisting to a temporary data directory, all
+ * services in this one process) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
+ */
+async function main() {
+  const whatIfs = applyWhatIfs((process.env.BENCH_WHAT_IF ?? '').split(','));
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-'));
+  const started = Date.now();
+  const fleet = await startFleet({
+    ports: 'random',
+    logLevel: process.env.LOG_LEVEL ?? 'warn',
+    dataDir,
+    host: process.env.HOST ?? '127.0.0.1',
+  });
+  const ready = {
+    urls: fleet.urls,
+    ports: fleet.ports,
+    jwtSecret: fleet.jwtSecret,
+    pid: process.pid,
+    startMs: Date.now() - started,
+    dataDir,
+    whatIfs,
+  };
+  process.stdout.write(`FLEET_READY ${JSON.stringify(ready)}\n`);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    const deadline = setTimeout(() => process.exit(1), 20_000);
+    deadline.unref();
+    await fleet.stop().catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
+    // Let --cpu-prof write its profile: exit normally.
+    process.exit(0);
+  };
+  // The benchmark asks for a full GC before it reads RSS (idle-connection memory): SIGUSR2.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  process.on('SIGUSR2', () => {
+    if (gc) {
+      gc();
+      gc();
+    }
+  });
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+}
+
+main().catch((err) => {
+  process.stderr.write(`fleet failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

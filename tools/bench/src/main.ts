@@ -1,0 +1,451 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { issueToken } from '@parley/service-kit';
+import { ClientPool, type Target } from './clients';
+import { openFilesLimit, ProcSampler, spawnTs, type Child } from './proc';
+import { html, table, targetsOf, type BenchReport } from './report';
+import {
+  counterDeltas,
+  drain,
+  formatStep,
+  maxSustainable,
+  ramp,
+  runFanout,
+  runIdle,
+  runStep,
+  scrape,
+  scrapeCounters,
+} from './scenarios';
+import { DEFAULT_CRITERIA, type StepCriteria } from './stats';
+
+const HELP = `npm run bench -- [options]
+
+Starts the fleet (embedded defaults, its own process) and a raw-ws relay (its own process), drives
+both from this process with the same WebSocket clients, prints a table and writes
+bench/results/bench-<run>.{html,json}.
+
+  --quick              short run (< 3 min): 3 s steps, 5,000 idle sockets, 100 fan-out messages
+  --ws URL --rest URL  target a running fleet instead (tokens: --jwt-secret, else POST /v1/dev/token)
+  --pid N              sample CPU/RSS of this process (with --ws/--rest)
+  --jwt-secret S       HS256 secret for tokens
+  --conns N            1:1 client sockets, in pairs (default 1000; also the fan-out group)
+  --idle N             idle sockets for the memory scenario (default 5000 quick, 15000 full; capped by ulimit -n)
+  --body-bytes N       padding in each message body (default 64)
+  --step-ms N          duration of a ramp step (default 3000 quick, 8000 full)
+  --p99-ms N           sustainable bound on p99 (default ${DEFAULT_CRITERIA.maxP99Ms})
+  --rates LIST         explicit fleet 1:1 rates instead of the ladder (e.g. 50,200,1000), all run
+  --relay-rates LIST   the same for the relay
+  --only LIST          comma list of: ramp,half,fanout,idle,relay (default all)
+  --ack-accepted       also ack "accepted" frames (they carry a mid; the protocol's literal reading)
+  --what-if LIST       patch the bench's own fleet process with proposed fixes (tools/bench/src/what-if.ts)
+  --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
+  --out DIR            results directory (default bench/results)
+`;
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      ws: { type: 'string' },
+      rest: { type: 'string' },
+      pid: { type: 'string' },
+      'jwt-secret': { type: 'string' },
+      conns: { type: 'string' },
+      idle: { type: 'string' },
+      'body-bytes': { type: 'string' },
+      'step-ms': { type: 'string' },
+      'p99-ms': { type: 'string' },
+      only: { type: 'string' },
+      rates: { type: 'string' },
+      'relay-rates': { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      'ack-accepted': { type: 'boolean', default: false },
+      'what-if': { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  const t0 = Date.now();
+  const quick = values.quick!;
+  const root = path.resolve(__dirname, '../../..');
+  const outDir = path.resolve(values.out ?? path.join(root, 'bench/results'));
+  mkdirSync(outDir, { recursive: true });
+  const runId = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
+  const tag = Date.now().toString(36);
+  const only = new Set((values.only ?? 'ramp,half,fanout,idle,relay').split(','));
+  const conns = Math.max(2, Number(values.conns ?? 1000) & ~1);
+  const settings = {
+    conns,
+    idle: Number(values.idle ?? (quick ? 5000 : 15000)),
+    bodyBytes: Number(values['body-bytes'] ?? 64),
+    stepMs: Number(values['step-ms'] ?? (quick ? 3000 : 8000)),
+    halfMs: quick ? 5000 : 20_000,
+    graceMs: quick ? 2000 : 4000,
+    refine: quick ? 1 : 3,
+    ackEveryMs: 50,
+    ackAccepted: values['ack-accepted']!,
+    fleetStart: 1000,
+    relayStart: quick ? 8000 : 2000,
+    maxRate: 300_000,
+    fanout: { members: Math.min(1000, conns), senders: 10, perSender: quick ? 10 : 40, ratePerSender: 100 },
+    criteria: {
+      ...DEFAULT_CRITERIA,
+      maxP99Ms: Number(values['p99-ms'] ?? DEFAULT_CRITERIA.maxP99Ms),
+    } as StepCriteria,
+  };
+  const log = (line: string) => process.stdout.write(`${line}\n`);
+  const notes: string[] = [];
+  const load0 = os.loadavg()[0]!;
+  const report: BenchReport = {
+    runId,
+    startedAt: new Date().toISOString(),
+    mode: quick ? 'quick' : 'full',
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? '?',
+      node: process.version,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+    },
+    settings,
+    notes,
+    fleet: { where: '', steps: [], max: { offered: 0, delivered: 0 } },
+    targets: [],
+    durationS: 0,
+  };
+  const pairs = (prefix: string, n: number) =>
+    Array.from({ length: n }, (_, i) => ({ user: `${prefix}${i}`, partner: `${prefix}${i ^ 1}` }));
+
+  // ---------------- the fleet ----------------
+  let fleetChild: Child | undefined;
+  let sampler: ProcSampler | undefined;
+  let fleetTarget: Target;
+  let gatewayMetricsUrl: string | undefined;
+  let restUrl: string;
+  let metricsUrls: string[] = [];
+  const profileDir = path.join(outDir, 'profiles');
+  try {
+    if (values.ws) {
+      if (!values.rest) throw new Error('--ws needs --rest (groups are created through REST)');
+      restUrl = values.rest.replace(/\/$/, '');
+      const secret = values['jwt-secret'];
+      fleetTarget = {
+        name: 'fleet',
+        wsUrl: values.ws,
+        token: secret ? (u) => issueToken(secret, u) : (u) => devToken(restUrl, u),
+      };
+      if (values.pid) sampler = new ProcSampler(Number(values.pid));
+      report.fleet.where = `external fleet at ${values.ws}${values.pid ? `, sampling pid ${values.pid}` : ', no process sampled (give --pid)'}`;
+    } else {
+      log(
+        'starting the fleet (embedded broker + PGlite in a temporary data directory, all services in one child process)...',
+      );
+      if (values['cpu-prof']) mkdirSync(profileDir, { recursive: true });
+      fleetChild = await spawnTs('tools/bench/src/fleet-child.ts', 'FLEET_READY', {
+        nodeArgs: [
+          '--expose-gc',
+          ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+        ],
+        timeoutMs: 90_000,
+        env: { BENCH_WHAT_IF: values['what-if'] ?? '' },
+      });
+      const ready = fleetChild.ready as {
+        urls: { ws: string; rest: string };
+        ports: { wsGatewayInternal: number };
+        jwtSecret: string;
+        startMs: number;
+        whatIfs: string[];
+      };
+      for (const w of ready.whatIfs)
+        notes.push(`WHAT-IF applied to the fleet process (not the shipped code): ${w}`);
+      sampler = new ProcSampler(fleetChild.pid);
+      restUrl = ready.urls.rest;
+      gatewayMetricsUrl = `http://127.0.0.1:${ready.ports.wsGatewayInternal}/metrics`;
+      metricsUrls = Object.entries(ready.ports as Record<string, number>)
+        .filter(([name]) => name !== 'broker' && name !== 'wsGateway')
+        .map(([, port]) => `http://127.0.0.1:${port}/metrics`);
+      fleetTarget = { name: 'fleet', wsUrl: ready.urls.ws, token: (u) => issueToken(ready.jwtSecret, u) };
+      report.fleet.startMs = ready.startMs;
+      report.fleet.where =
+        "all services, the embedded Kafka-protocol broker and PGlite run in ONE child process (startFleet): CPU and RSS are that process's, not per service";
+      log(`fleet up in ${ready.startMs} ms (pid ${fleetChild.pid}), ${ready.urls.ws}`);
+    }
+
+    const pool = new ClientPool(fleetTarget, {
+      bodyBytes: settings.bodyBytes,
+      ackEveryMs: settings.ackEveryMs,
+      ackAccepted: settings.ackAccepted,
+    });
+    log(`connecting ${conns} client sockets to the fleet...`);
+    const tc = Date.now();
+    await pool.connect(pairs(`b${tag}f`, conns));
+    log(`  connected in ${Date.now() - tc} ms`);
+    // Warm-up (JIT, consumer groups, session registry): not recorded.
+    await runStep(pool, {
+      scenario: 'warm-up',
+      rate: 500,
+      durationMs: 2000,
+      graceMs: 3000,
+      criteria: settings.criteria,
+    });
+    await drain(pool, 500, 5000);
+
+    if (only.has('ramp')) {
+      log('fleet 1:1 ramp:');
+      const before = await scrapeCounters(metricsUrls);
+      report.fleet.steps = await ramp(pool, {
+        start: settings.fleetStart,
+        max: settings.maxRate,
+        durationMs: settings.stepMs,
+        graceMs: settings.graceMs,
+        refine: settings.refine,
+        criteria: settings.criteria,
+        sampler,
+        log,
+        rates: listOf(values.rates),
+      });
+      report.fleet.max = maxSustainable(report.fleet.steps);
+      log(`  fleet max sustainable: ${report.fleet.max.delivered} msg/s`);
+      if (metricsUrls.length > 0) {
+        const sent = report.fleet.steps.reduce((n, s) => n + s.sent, 0);
+        report.fleet.counters = counterDeltas(before, await scrapeCounters(metricsUrls)).map(
+          ([name, delta]) => ({
+            name,
+            delta,
+            perMessage: Math.round((delta / Math.max(1, sent)) * 100) / 100,
+          }),
+        );
+        log(`  service counters during the ramp (per message sent):`);
+        for (const c of report.fleet.counters.slice(0, 25))
+          log(`    ${c.perMessage.toFixed(2).padStart(7)}  ${c.delta.toString().padStart(9)}  ${c.name}`);
+      }
+    }
+    if (only.has('half') && report.fleet.max.delivered > 0) {
+      const rate = Math.max(100, Math.round(report.fleet.max.delivered / 2 / 100) * 100);
+      report.fleet.half = await runStep(pool, {
+        scenario: 'half max',
+        rate,
+        durationMs: settings.halfMs,
+        graceMs: settings.graceMs,
+        criteria: settings.criteria,
+        sampler,
+      });
+      log(formatStep(report.fleet.half));
+      await drain(pool, 1000, 10_000);
+    }
+    if (only.has('idle') && sampler) {
+      const limit = Math.min(openFilesLimit('self'), fleetChild ? openFilesLimit(fleetChild.pid) : Infinity);
+      const n = Math.min(settings.idle, limit - conns - 1000);
+      const note =
+        `${n} idle authenticated sockets from 127.0.0.2-9; RSS of the whole fleet process (gateway + session registry + everything else in it), after a settle. ` +
+        `100k is projected linearly from this (RSS before + 100,000 × per connection), not measured` +
+        (n < settings.idle
+          ? `; capped from ${settings.idle} by the open-files limit (ulimit -n = ${limit}, hard limit not raisable here)`
+          : '');
+      log(`fleet idle connections (${n}):`);
+      report.fleet.idle = await runIdle(fleetTarget, {
+        n,
+        startIndex: conns,
+        runId: tag,
+        sampler,
+        gatewayConnections: gatewayMetricsUrl
+          ? () => scrape(gatewayMetricsUrl!, 'parley_ws_connections')
+          : undefined,
+        settleMs: quick ? 2000 : 4000,
+        gc: fleetChild ? () => void fleetChild!.proc.kill('SIGUSR2') : undefined,
+        note,
+        log,
+      });
+    } else if (only.has('idle'))
+      notes.push('idle scenario skipped: no process to sample (give --pid with --ws/--rest)');
+    if (only.has('fanout')) {
+      log(`fleet group fan-out (${settings.fanout.members} members):`);
+      const before = await scrapeCounters(metricsUrls);
+      report.fleet.fanout = await runFanout(pool, {
+        ...settings.fanout,
+        createGroup: async (group, owner, others) => {
+          const response = await fetch(`${restUrl}/v1/groups`, {
+            method: 'POST',
+            headers: {
+              authorization: `Bearer ${await fleetTarget.token(owner)}`,
+              'content-type': 'application/json',
+            },
+            body: JSON.stringify({ id: group, name: 'bench fan-out', members: others }),
+          });
+          if (response.status !== 201)
+            throw new Error(`POST /v1/groups: ${response.status} ${await response.text()}`);
+        },
+        gatewayFrames: gatewayMetricsUrl
+          ? () => scrape(gatewayMetricsUrl!, 'parley_ws_delivered_total')
+          : undefined,
+        sampler,
+        log,
+        maxWaitMs: quick ? 20_000 : 120_000,
+      });
+      if (metricsUrls.length > 0) {
+        const messages = report.fleet.fanout.messages;
+        report.fleet.fanoutCounters = counterDeltas(before, await scrapeCounters(metricsUrls)).map(
+          ([name, delta]) => ({
+            name,
+            delta,
+            perMessage: Math.round((delta / Math.max(1, messages)) * 100) / 100,
+          }),
+        );
+        log(`  service counters during the fan-out (per group message):`);
+        for (const c of report.fleet.fanoutCounters.slice(0, 20))
+          log(`    ${c.perMessage.toFixed(2).padStart(9)}  ${c.delta.toString().padStart(9)}  ${c.name}`);
+      }
+    }
+    await pool.close();
+  } finally {
+    if (fleetChild) {
+      log('stopping the fleet...');
+      await fleetChild.stop();
+      const stderr = fleetChild.stderrTail();
+      if (stderr.trim()) {
+        const file = path.join(outDir, `fleet-stderr-${runId}.log`);
+        writeFileSync(file, stderr);
+        notes.push(`the fleet's log output (warn level and up, last 20 kB): ${path.relative(root, file)}`);
+        log(`  fleet log tail saved to ${path.relative(root, file)}`);
+      }
+      if (values['cpu-prof']) notes.push(`fleet CPU profile written to ${profileDir}`);
+    }
+  }
+
+  // ---------------- the relay ----------------
+  if (only.has('relay')) {
+    log('starting the raw ws relay (its own process)...');
+    const relay = await spawnTs('tools/bench/src/relay.ts', 'RELAY_READY', { timeoutMs: 30_000 });
+    try {
+      const relaySampler = new ProcSampler(relay.pid);
+      const target: Target = {
+        name: 'relay',
+        wsUrl: relay.ready.url as string,
+        token: (u) => issueToken('relay-does-not-verify-tokens-0123456789', u),
+      };
+      const pool = new ClientPool(target, {
+        bodyBytes: settings.bodyBytes,
+        ackEveryMs: settings.ackEveryMs,
+        ackAccepted: settings.ackAccepted,
+      });
+      await pool.connect(pairs(`b${tag}r`, conns));
+      await runStep(pool, {
+        scenario: 'warm-up',
+        rate: 2000,
+        durationMs: 1000,
+        graceMs: 2000,
+        criteria: settings.criteria,
+      });
+      await drain(pool, 300, 3000);
+      log('relay 1:1 ramp:');
+      const steps = only.has('ramp')
+        ? await ramp(pool, {
+            start: settings.relayStart,
+            max: settings.maxRate,
+            durationMs: settings.stepMs,
+            graceMs: settings.graceMs,
+            refine: settings.refine,
+            criteria: settings.criteria,
+            sampler: relaySampler,
+            log,
+            rates: listOf(values['relay-rates']),
+          })
+        : [];
+      report.relay = { steps, max: maxSustainable(steps) };
+      log(`  relay max sustainable: ${report.relay.max.delivered} msg/s`);
+      if (report.fleet.half) {
+        // The relay at the fleet's half-max rate: the latency floor of these clients on this box.
+        report.relay.half = await runStep(pool, {
+          scenario: 'fleet half',
+          rate: report.fleet.half.offered,
+          durationMs: Math.min(settings.halfMs, 5000),
+          graceMs: settings.graceMs,
+          criteria: settings.criteria,
+          sampler: relaySampler,
+        });
+        log(formatStep(report.relay.half));
+      }
+      if (only.has('fanout')) {
+        report.relay.fanout = await runFanout(pool, {
+          ...settings.fanout,
+          createGroup: async (group, owner, others) => {
+            const client = pool.clients.find((c) => c.user === owner)!;
+            pool.sendRaw(client, {
+              type: 'group',
+              id: `create-${group}`,
+              op: 'create',
+              group,
+              name: 'bench',
+              members: others,
+            });
+          },
+          sampler: relaySampler,
+          log,
+          maxWaitMs: quick ? 20_000 : 60_000,
+        });
+      }
+      await pool.close();
+    } finally {
+      await relay.stop();
+    }
+  }
+
+  if (report.relay && report.relay.max.delivered > 0 && report.fleet.max.delivered > 0)
+    report.ratio = report.fleet.max.delivered / report.relay.max.delivered;
+  const genBound = [...report.fleet.steps, ...(report.relay?.steps ?? [])].filter(
+    (s) => !s.sustainable && (s.generatorCpu ?? 0) > 0.9,
+  );
+  if (genBound.length > 0)
+    notes.push(
+      `load generator near one full core (${genBound.map((s) => `${s.target}@${s.offered}: ${s.generatorCpu}`).join(', ')}): the 2-core box is shared by the service and the clients, so the failing step may be client-bound, which understates the ceiling (mostly the relay's)`,
+    );
+  notes.push(
+    `sustainable = delivered within the step's window >= ${settings.criteria.minDeliveredRatio * 100}% of sent and p99 <= ${settings.criteria.maxP99Ms} ms; delivered/s counts message frames (not receipts, not duplicates) received during the window`,
+  );
+  notes.push(
+    `clients ack every deliverable, batched every ${settings.ackEveryMs} ms per socket; the fleet's per-connection rate limit (200/s, burst 400 in startFleet) is respected by spreading load over ${conns} sockets (${conns / 2} pairs, each user sends to its partner)`,
+  );
+  notes.push(
+    `machine load average (1 min) at start ${load0.toFixed(2)}, at end ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work on this box skews every figure`,
+  );
+  report.targets = targetsOf(report);
+  report.durationS = Math.round((Date.now() - t0) / 1000);
+
+  const base = path.join(outDir, `bench-${runId}`);
+  writeFileSync(`${base}.json`, JSON.stringify(report, null, 2));
+  writeFileSync(`${base}.html`, html(report));
+  log('');
+  log(table(report));
+  log('');
+  log(`report: ${path.relative(process.cwd(), `${base}.html`)} (+ .json), ${report.durationS} s`);
+}
+
+function listOf(text: string | undefined): number[] | undefined {
+  return text
+    ? text
+        .split(',')
+        .map(Number)
+        .filter((n) => n > 0)
+    : undefined;
+}
+
+async function devToken(restUrl: string, user: string): Promise<string> {
+  const response = await fetch(`${restUrl}/v1/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  if (!response.ok)
+    throw new Error(`POST /v1/dev/token: ${response.status} (give --jwt-secret outside dev mode)`);
+  return ((await response.json()) as { token: string }).token;
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,132 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseProcStat, parseRss } from './stats';
+
+/** CPU and RSS of a process through /proc (Linux). */
+export class ProcSampler {
+  private readonly hz = 100; // USER_HZ on Linux
+  constructor(readonly pid: number) {}
+
+  cpuSeconds(): number {
+    try {
+      return parseProcStat(readFileSync(`/proc/${this.pid}/stat`, 'utf8')).ticks / this.hz;
+    } catch {
+      return NaN;
+    }
+  }
+
+  rssBytes(): number {
+    try {
+      return parseRss(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+    } catch {
+      return NaN;
+    }
+  }
+
+  /** Starts a window; `end()` returns cores used (CPU seconds / wall seconds) and RSS at the end. */
+  window(): { end(): { cores: number; rssMiB: number } } {
+    const cpu0 = this.cpuSeconds();
+    const t0 = Date.now();
+    return {
+      end: () => {
+        const wall = (Date.now() - t0) / 1000;
+        return {
+          cores: round2((this.cpuSeconds() - cpu0) / wall),
+          rssMiB: Math.round(this.rssBytes() / 1048576),
+        };
+      },
+    };
+  }
+}
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
+export interface Child {
+  proc: ChildProcess;
+  pid: number;
+  ready: Record<string, unknown>;
+  stderrTail(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns a TypeScript entry point under Node + tsx in its own process, with the file-descriptor
+ * soft limit raised to the hard limit (`ulimit -n`), and waits for its `<MARKER> {json}` line.
+ * `exec` keeps the pid: it is the Node process itself, which the sampler then reads.
+ */
+export function spawnTs(
+  entry: string,
+  marker: string,
+  options: { nodeArgs?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<Child> {
+  const root = path.resolve(__dirname, '../../..');
+  const args = [...(options.nodeArgs ?? []), '--import', 'tsx', entry];
+  const proc = spawn(
+    'sh',
+    ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...args],
+    {
+      cwd: root,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-20_000);
+  });
+  const stderrTail = () => stderr;
+  return new Promise((resolve, reject) => {
+    let out: string | null = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${entry} did not start within ${options.timeoutMs ?? 60_000} ms\n${stderr}`));
+    }, options.timeoutMs ?? 60_000);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${entry} exited with ${code}\n${stderr}`));
+    });
+    proc.stdout!.on('data', (d: Buffer) => {
+      // Logs (pino writes to stdout) are kept with stderr: the tail is saved with the results.
+      stderr = (stderr + d.toString()).slice(-20_000);
+      out += d.toString();
+      if (out === null) return;
+      const at = out.indexOf(`${marker} `);
+      if (at < 0) return;
+      const end = out.indexOf('\n', at);
+      if (end < 0) return;
+      clearTimeout(timer);
+      proc.removeAllListeners('exit');
+      const ready = JSON.parse(out.slice(at + marker.length + 1, end)) as Record<string, unknown>;
+      out = null;
+      resolve({
+        proc,
+        pid: proc.pid!,
+        ready,
+        stderrTail,
+        stop: () =>
+          new Promise<void>((done) => {
+            if (proc.exitCode !== null) return done();
+            const kill = setTimeout(() => proc.kill('SIGKILL'), 25_000);
+            const giveUp = setTimeout(done, 30_000); // never hang the run on a child that will not die
+            proc.once('exit', () => {
+              clearTimeout(kill);
+              clearTimeout(giveUp);
+              done();
+            });
+            proc.kill('SIGTERM');
+          }),
+      });
+    });
+  });
+}
+
+/** The soft file-descriptor limit of this process (from /proc/self/limits). */
+export function openFilesLimit(pid: number | 'self' = 'self'): number {
+  try {
+    const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    return m && m[1] !== 'unlimited' ? Number(m[1]) : Infinity;
+  } catch {
+    return Infinity;
+  }
+}

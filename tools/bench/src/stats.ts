@@ -1,0 +1,219 @@
+import * as hdr from 'hdr-histogram-js';
+
+/** Pure helpers of the benchmark: rate ladders, step verdicts, histogram summaries. */
+
+export type Histogram = hdr.Histogram;
+
+/** Latencies are recorded in microseconds, 1 µs to 2 min, 3 significant digits. */
+export function newHistogram(): Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+    bitBucketSize: 'packed',
+  });
+}
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+/** Milliseconds, from a histogram of microseconds. */
+export function summarize(h: Histogram): LatencySummary {
+  const ms = (us: number) => Math.round(us) / 1000;
+  if (h.totalCount === 0) return { count: 0, p50: NaN, p90: NaN, p99: NaN, p999: NaN, max: NaN, mean: NaN };
+  return {
+    count: h.totalCount,
+    p50: ms(h.getValueAtPercentile(50)),
+    p90: ms(h.getValueAtPercentile(90)),
+    p99: ms(h.getValueAtPercentile(99)),
+    p999: ms(h.getValueAtPercentile(99.9)),
+    max: ms(h.maxValue),
+    mean: ms(h.mean),
+  };
+}
+
+/** Percentile curve points (percentile, ms) for the HTML chart: 0..99.999 on a log-ish scale. */
+export function percentileCurve(h: Histogram): Array<[number, number]> {
+  if (h.totalCount === 0) return [];
+  const points: Array<[number, number]> = [];
+  for (const p of [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999])
+    points.push([p, h.getValueAtPercentile(p) / 1000]);
+  return points;
+}
+
+/** 1, 1.5, 2, 3, 4, 5, 6, 8 times powers of ten, from `start` up to `max` inclusive. */
+export function rateLadder(start: number, max: number): number[] {
+  const mantissas = [1, 1.5, 2, 3, 4, 5, 6, 8];
+  const rates: number[] = [];
+  for (let exp = 0; exp < 10; exp++) {
+    for (const m of mantissas) {
+      const rate = Math.round(m * 10 ** exp);
+      if (rate >= start && rate <= max) rates.push(rate);
+    }
+  }
+  return rates;
+}
+
+export interface StepCriteria {
+  /** Delivered within the step's window over sent, at least. */
+  minDeliveredRatio: number;
+  /** p99 send-to-receive latency in ms, at most. */
+  maxP99Ms: number;
+}
+
+export const DEFAULT_CRITERIA: StepCriteria = { minDeliveredRatio: 0.95, maxP99Ms: 250 };
+
+export interface StepResult {
+  target: string;
+  scenario: string;
+  /** Offered rate, messages per second. */
+  offered: number;
+  durationS: number;
+  sent: number;
+  /** Accepted by the server (fleet: `accepted` frames); equals sent for the relay. */
+  accepted: number;
+  /** Received by a client during the send window (the step's own messages). */
+  deliveredInWindow: number;
+  /** Received by the end of the grace period after the window. */
+  deliveredTotal: number;
+  /** Frames received again with a mid already seen (redeliveries). */
+  duplicates: number;
+  errors: number;
+  /** Messages per second delivered during the window. */
+  deliveredPerS: number;
+  latency: LatencySummary;
+  curve: Array<[number, number]>;
+  cpu?: CpuSample;
+  generatorCpu?: number;
+  sustainable: boolean;
+  reason?: string;
+}
+
+export interface CpuSample {
+  /** Cores used by the service process over the window (1.0 = one core fully busy). */
+  cores: number;
+  rssMiB: number;
+}
+
+/** A step is sustainable when the clients received ≥ 95% of what they sent during the window and the p99 stayed under the bound. */
+export function verdict(
+  step: Pick<StepResult, 'sent' | 'deliveredInWindow' | 'latency' | 'errors'>,
+  criteria: StepCriteria = DEFAULT_CRITERIA,
+): { ok: boolean; reason?: string } {
+  if (step.sent === 0) return { ok: false, reason: 'nothing sent' };
+  const ratio = step.deliveredInWindow / step.sent;
+  if (ratio < criteria.minDeliveredRatio)
+    return {
+      ok: false,
+      reason: `delivered ${(ratio * 100).toFixed(1)}% < ${criteria.minDeliveredRatio * 100}%`,
+    };
+  if (!(step.latency.p99 <= criteria.maxP99Ms))
+    return { ok: false, reason: `p99 ${step.latency.p99} ms > ${criteria.maxP99Ms} ms` };
+  if (step.errors > step.sent * 0.01) return { ok: false, reason: `${step.errors} error frames` };
+  return { ok: true };
+}
+
+/** The highest sustainable delivered rate among the steps (0 when none passed). */
+export function maxSustainable(steps: Array<Pick<StepResult, 'sustainable' | 'deliveredPerS' | 'offered'>>): {
+  offered: number;
+  delivered: number;
+} {
+  let best = { offered: 0, delivered: 0 };
+  for (const s of steps)
+    if (s.sustainable && s.deliveredPerS > best.delivered)
+      best = { offered: s.offered, delivered: s.deliveredPerS };
+  return best;
+}
+
+/** How many messages are due by `elapsedMs` at `rate` per second, minus those already sent. */
+export function due(rate: number, elapsedMs: number, sent: number): number {
+  return Math.max(0, Math.floor((rate * elapsedMs) / 1000) - sent);
+}
+
+/** Loopback source address for the i-th connection: 127.0.0.2 .. 127.0.0.(1+spread). */
+export function sourceAddress(i: number, spread = 8): string {
+  return `127.0.0.${2 + (i % spread)}`;
+}
+
+/** Parses `/proc/<pid>/stat`: user+system CPU ticks (fields 14 and 15; the command may hold spaces). */
+export function parseProcStat(text: string): { ticks: number } {
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state): utime is field 14 -> rest[11], stime field 15 -> rest[12].
+  return { ticks: Number(rest[11]) + Number(rest[12]) };
+}
+
+/** Parses `VmRSS` (kB) from `/proc/<pid>/status` into bytes. */
+export function parseRss(text: string): number {
+  const m = /VmRSS:\s+(\d+)\s+kB/.exec(text);
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** A Prometheus text-format sample value (first series whose name and labels start with `prefix`). */
+export function metricValue(text: string, prefix: string): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(prefix) && (line[prefix.length] === ' ' || line[prefix.length] === '{')) {
+      const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+      if (!Number.isNaN(value)) return value;
+    }
+  }
+  return undefined;
+}
+
+/** Extracts `"mid":"..."`, the body's `"t":` and `"s":` without a full JSON parse (hot path of the clients). */
+export function scanFrame(text: string): { type: string; mid?: string; t?: number; s?: number } {
+  const typeAt = text.indexOf('"type":"');
+  const type = typeAt < 0 ? '' : text.slice(typeAt + 8, text.indexOf('"', typeAt + 8));
+  const midAt = text.indexOf('"mid":"');
+  const mid = midAt < 0 ? undefined : text.slice(midAt + 7, text.indexOf('"', midAt + 7));
+  let t: number | undefined;
+  let s: number | undefined;
+  const bodyAt = text.indexOf('"body":{"t":');
+  if (bodyAt >= 0) {
+    const tStart = bodyAt + 12;
+    const tEnd = text.indexOf(',', tStart);
+    t = Number(text.slice(tStart, tEnd));
+    const sAt = text.indexOf('"s":', tEnd);
+    if (sAt >= 0) s = parseInt(text.slice(sAt + 4, sAt + 16), 10);
+  }
+  return { type, mid, t, s };
+}
+
+/** `parley_*_total` counters of a Prometheus text page (process/runtime/http series left out). */
+export function parseCounters(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (
+      !line.startsWith('parley_') ||
+      line.startsWith('parley_process_') ||
+      line.startsWith('parley_nodejs_') ||
+      line.startsWith('parley_http_')
+    )
+      continue;
+    const space = line.lastIndexOf(' ');
+    const name = line.slice(0, space);
+    if (!/_total(\{|$)/.test(name)) continue;
+    const value = Number(line.slice(space + 1));
+    if (Number.isFinite(value)) out.set(name, (out.get(name) ?? 0) + value);
+  }
+  return out;
+}
+
+/** after − before, non-zero entries, largest first. */
+export function counterDeltas(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  for (const [name, value] of after) {
+    const d = value - (before.get(name) ?? 0);
+    if (d !== 0) out.push([name, d]);
+  }
+  return out.sort((a, b) => b[1] - a[1]);
+}

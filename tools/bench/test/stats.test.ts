@@ -1,0 +1,138 @@
+import {
+  counterDeltas,
+  due,
+  maxSustainable,
+  metricValue,
+  newHistogram,
+  parseCounters,
+  parseProcStat,
+  parseRss,
+  rateLadder,
+  scanFrame,
+  sourceAddress,
+  summarize,
+  verdict,
+} from '../src/stats';
+import { html, lineChart, nines, table, targetsOf, type BenchReport } from '../src/report';
+
+describe('bench helpers', () => {
+  it('builds a 1-1.5-2-3-4-5-6-8 rate ladder within bounds', () => {
+    expect(rateLadder(1000, 5000)).toEqual([1000, 1500, 2000, 3000, 4000, 5000]);
+    expect(rateLadder(700, 1000)).toEqual([800, 1000]);
+  });
+
+  it('says how many messages are due', () => {
+    expect(due(1000, 10, 0)).toBe(10);
+    expect(due(1000, 10, 8)).toBe(2);
+    expect(due(1000, 10, 12)).toBe(0);
+  });
+
+  it('judges a step: delivered ratio, p99 bound, errors', () => {
+    const latency = { count: 1, p50: 1, p90: 1, p99: 10, p999: 20, max: 30, mean: 2 };
+    expect(verdict({ sent: 100, deliveredInWindow: 96, latency, errors: 0 })).toEqual({ ok: true });
+    expect(verdict({ sent: 100, deliveredInWindow: 90, latency, errors: 0 }).ok).toBe(false);
+    expect(
+      verdict({ sent: 100, deliveredInWindow: 100, latency: { ...latency, p99: 500 }, errors: 0 }).reason,
+    ).toMatch(/p99/);
+    expect(
+      verdict({ sent: 100, deliveredInWindow: 100, latency: { ...latency, p99: NaN }, errors: 0 }).ok,
+    ).toBe(false);
+    expect(verdict({ sent: 100, deliveredInWindow: 100, latency, errors: 5 }).ok).toBe(false);
+    expect(
+      maxSustainable([
+        { sustainable: true, deliveredPerS: 10, offered: 10 },
+        { sustainable: false, deliveredPerS: 50, offered: 60 },
+        { sustainable: true, deliveredPerS: 20, offered: 20 },
+      ]),
+    ).toEqual({ offered: 20, delivered: 20 });
+  });
+
+  it('summarizes a histogram of microseconds in milliseconds', () => {
+    const h = newHistogram();
+    for (let i = 1; i <= 1000; i++) h.recordValue(i * 1000);
+    const s = summarize(h);
+    expect(s.count).toBe(1000);
+    expect(s.p50).toBeCloseTo(500, -1);
+    expect(s.p99).toBeCloseTo(990, -1);
+    expect(Number.isNaN(summarize(newHistogram()).p99)).toBe(true);
+  });
+
+  it('scans server frames without parsing them', () => {
+    const f = scanFrame(
+      '{"type":"message","mid":"a:m1","id":"m1","from":"a","to":"b","chat":"direct","body":{"t":123456,"s":7,"p":"xx"},"sentAt":1}',
+    );
+    expect(f).toEqual({ type: 'message', mid: 'a:m1', t: 123456, s: 7 });
+    expect(scanFrame('{"type":"receipt","mid":"~r:x","status":"delivered","mids":["a:m1"]}')).toEqual({
+      type: 'receipt',
+      mid: '~r:x',
+      t: undefined,
+      s: undefined,
+    });
+    expect(scanFrame('{"type":"hello","user":"a"}').mid).toBeUndefined();
+  });
+
+  it('reads /proc and Prometheus text', () => {
+    const stat = '1234 (node with spaces) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0';
+    expect(parseProcStat(stat).ticks).toBe(200);
+    expect(parseRss('Name:\tnode\nVmRSS:\t  2048 kB\n')).toBe(2048 * 1024);
+    const text =
+      '# HELP x\nparley_ws_connections{service="ws-gateway"} 42\nparley_ws_delivered_total{service="ws-gateway"} 7\nparley_process_cpu_seconds_total 3\n';
+    expect(metricValue(text, 'parley_ws_connections')).toBe(42);
+    const counters = parseCounters(text);
+    expect([...counters.keys()]).toEqual(['parley_ws_delivered_total{service="ws-gateway"}']);
+    expect(
+      counterDeltas(
+        new Map([['a', 1]]),
+        new Map([
+          ['a', 5],
+          ['b', 0],
+        ]),
+      ),
+    ).toEqual([['a', 4]]);
+  });
+
+  it('spreads source addresses over 127.0.0.2-9', () => {
+    expect([0, 1, 7, 8].map((i) => sourceAddress(i))).toEqual([
+      '127.0.0.2',
+      '127.0.0.3',
+      '127.0.0.9',
+      '127.0.0.2',
+    ]);
+  });
+
+  it('renders a self-contained report', () => {
+    expect(nines(99)).toBeCloseTo(2);
+    const svg = lineChart({
+      title: 't',
+      xLabel: 'x',
+      yLabel: 'y',
+      series: [
+        {
+          name: 's',
+          color: '#000',
+          points: [
+            [1, 1],
+            [2, 4],
+          ],
+        },
+      ],
+    });
+    expect(svg).toContain('<svg');
+    const report: BenchReport = {
+      runId: 'r',
+      startedAt: 'now',
+      mode: 'quick',
+      machine: { cpus: 2, cpuModel: 'cpu', node: 'v20', memGiB: 1 },
+      settings: {},
+      notes: ['n'],
+      fleet: { where: 'here', steps: [], max: { offered: 0, delivered: 0 } },
+      targets: [],
+      durationS: 1,
+    };
+    report.targets = targetsOf(report);
+    expect(table(report)).toContain('ratio: n/a');
+    const page = html(report);
+    expect(page).toContain('<!doctype html>');
+    expect(page).not.toMatch(/<script[^>]+src=|https?:\/\/(?!www\.w3\.org)/);
+  });
+});
