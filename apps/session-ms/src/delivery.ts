@@ -157,7 +157,8 @@ export class Delivery {
     for (const ack of acks) {
       const found = await this.store.complete(ack.user, ack.mids, this.settings.rememberAckedMs);
       this.metrics.acked.inc(ack.mids.length);
-      const toStorage = ack.mids.filter((_, i) => found[i] === undefined || found[i]!.stored);
+      // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable.
+      const toStorage = ack.mids.filter((mid, i) => (found[i] === undefined || found[i]!.stored) && senderOfMid(mid) !== ack.user);
       if (toStorage.length > 0) offlineAcks.push({ v: 1, kind: 'offline-ack', user: ack.user, mids: toStorage, at: ack.at });
       for (const [sender, mids] of groupBy(ack.mids, (mid) => senderOfMid(mid))) {
         if (!sender || sender === ack.user) continue;

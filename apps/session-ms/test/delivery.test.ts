@@ -96,6 +96,12 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline).map((e) => e.kind)).toEqual(['offline', 'offline-ack']);
   });
 
+  it('sends nothing to storage when a user acks the mid of their own send (the accepted frame)', async () => {
+    const { delivery, bus } = setup();
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:m1', 'bob:m9'], at: 9 }]);
+    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline-ack', user: 'alice', mids: ['bob:m9'] })]);
+  });
+
   it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {
     const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
     await connect('bob', 'phone');

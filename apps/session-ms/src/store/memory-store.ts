@@ -60,6 +60,8 @@ export class MemorySessionStore implements SessionStore {
       const found = this.pending.get(key);
       this.pending.delete(key);
       this.due.delete(key);
+      // Re-inserted so the map stays in expiry order and the sweep can stop at the first live entry.
+      this.acked.delete(key);
       this.acked.set(key, expires);
       return found;
     });
@@ -96,7 +98,10 @@ export class MemorySessionStore implements SessionStore {
   private sweepAcked(): void {
     if (this.acked.size < 10_000) return;
     const now = this.now();
-    for (const [key, expires] of this.acked) if (expires <= now) this.acked.delete(key);
+    for (const [key, expires] of this.acked) {
+      if (expires > now) break;
+      this.acked.delete(key);
+    }
   }
 }
 
