@@ -26,6 +26,11 @@ export const PersistenceConfig = Type.Object({
   }),
   PURGE_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 3_600_000, description: 'How often the retention purge runs' }),
   REPLAY_MAX: Type.Integer({ minimum: 1, default: 1000, description: 'Most stored deliverables handed back to delivery per connecting device' }),
+  CONNECT_RACE_MS: Type.Integer({
+    minimum: 0,
+    default: 30_000,
+    description: 'A deliverable stored this soon after its user connected is handed back to delivery (it raced the connect)',
+  }),
 });
 
 export interface PersistenceDeps extends Omit<Runtime, 'closer'> {
@@ -38,6 +43,7 @@ export interface PersistenceDeps extends Omit<Runtime, 'closer'> {
   tombstoneMs?: number;
   purgeIntervalMs?: number;
   replayMax?: number;
+  connectRaceMs?: number;
   /** Consumer group of the offline topic; the connections topic uses `<groupId>.connections`. */
   groupId?: string;
   now?: () => number;
@@ -59,11 +65,15 @@ export function createPersistenceService(deps: PersistenceDeps): PersistenceServ
   registerSyncRoutes(http, deps.store, metrics, deps.internalSecret);
 
   const groupId = deps.groupId ?? 'persistence-ms';
-  const offline = deps.bus.subscribe({ groupId, topic: TOPICS.offline, handle: offlineHandler(deps.store, metrics) });
+  const offline = deps.bus.subscribe({
+    groupId,
+    topic: TOPICS.offline,
+    handle: offlineHandler(deps.store, metrics, { bus: deps.bus, windowMs: deps.connectRaceMs ?? 30_000, now: deps.now }),
+  });
   const connections = deps.bus.subscribe({
     groupId: `${groupId}.connections`,
     topic: TOPICS.connections,
-    handle: connectionHandler(deps.store, deps.bus, metrics, deps.replayMax ?? 1000),
+    handle: connectionHandler(deps.store, deps.bus, metrics, deps.replayMax ?? 1000, deps.now),
   });
   const retention = createRetentionJob({
     store: deps.store,

@@ -18,5 +18,6 @@ void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {
     tombstoneMs: config.ACK_TOMBSTONE_DAYS * DAY_MS,
     purgeIntervalMs: config.PURGE_INTERVAL_MS,
     replayMax: config.REPLAY_MAX,
+    connectRaceMs: config.CONNECT_RACE_MS,
   });
 });

@@ -39,4 +39,12 @@ export const MIGRATIONS: Migration[] = [
     )`,
   },
   { id: '006_offline_acks_acked_at', sql: 'CREATE INDEX offline_acks_acked_at ON offline_acks (acked_at)' },
+  // When each user last connected: a deliverable stored just after a connect raced it (see consumers.ts).
+  {
+    id: '007_offline_connects',
+    sql: `CREATE TABLE offline_connects (
+      recipient text PRIMARY KEY,
+      connected_at bigint NOT NULL
+    )`,
+  },
 ];

@@ -20,13 +20,15 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
     },
     async store(items) {
       const byRecipient = groupByRecipient(items);
-      if (byRecipient.size === 0) return 0;
+      if (byRecipient.size === 0) return [];
       const storedAt = now();
       return db.transaction(async (tx) => {
-        let stored = 0;
+        const stored: PendingDeliverable[] = [];
         // Sorted, so two transactions lock recipients in the same order and cannot deadlock.
         for (const recipient of [...byRecipient.keys()].sort()) {
-          stored += await storeForRecipient(tx, recipient, byRecipient.get(recipient)!, storedAt);
+          const frames = byRecipient.get(recipient)!;
+          const inserted = await storeForRecipient(tx, recipient, frames, storedAt);
+          stored.push(...frames.filter((frame) => inserted.has(frame.mid)).map((frame) => ({ to: recipient, frame })));
         }
         return stored;
       });
@@ -58,7 +60,25 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       );
       return toPage(result.rows, afterSeq, limit);
     },
+    async markConnected(users, at) {
+      if (users.length === 0) return;
+      await db.query(
+        `INSERT INTO offline_connects (recipient, connected_at)
+         SELECT recipient, $2 FROM jsonb_array_elements_text($1::text::jsonb) AS recipient
+         ON CONFLICT (recipient) DO UPDATE SET connected_at = GREATEST(offline_connects.connected_at, EXCLUDED.connected_at)`,
+        [JSON.stringify([...new Set(users)].sort()), at],
+      );
+    },
+    async connectedSince(users, since) {
+      if (users.length === 0) return new Set();
+      const result = await db.query<{ recipient: string }>(
+        'SELECT recipient FROM offline_connects WHERE recipient IN (SELECT jsonb_array_elements_text($1::text::jsonb)) AND connected_at >= $2',
+        [JSON.stringify([...new Set(users)]), since],
+      );
+      return new Set(result.rows.map((row) => row.recipient));
+    },
     async purge({ messagesBefore, tombstonesBefore }): Promise<PurgeResult> {
+      await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
       return {
         messages: await deleteInBatches(db, 'offline_messages', 'stored_at', messagesBefore, purgeBatch),
         tombstones: await deleteInBatches(db, 'offline_acks', 'acked_at', tombstonesBefore, purgeBatch),
@@ -92,19 +112,21 @@ async function lockRecipient(tx: SqlExecutor, recipient: string, reserve = 0): P
   return Number(result.rows[0].last_seq);
 }
 
-async function storeForRecipient(tx: SqlExecutor, recipient: string, frames: Deliverable[], storedAt: number): Promise<number> {
+/** Returns the mids it inserted. */
+async function storeForRecipient(tx: SqlExecutor, recipient: string, frames: Deliverable[], storedAt: number): Promise<Set<string>> {
   const lastSeq = await lockRecipient(tx, recipient, frames.length);
   const firstSeq = lastSeq - frames.length + 1;
   const rows = frames.map((frame, i) => ({ mid: frame.mid, seq: firstSeq + i, frame: JSON.stringify(frame) }));
-  const inserted = await tx.query(
+  const inserted = await tx.query<{ mid: string }>(
     `INSERT INTO offline_messages (recipient, mid, seq, frame, stored_at)
      SELECT $1, m.mid, m.seq, m.frame, $3
      FROM jsonb_to_recordset($2::text::jsonb) AS m(mid text, seq bigint, frame text)
      WHERE NOT EXISTS (SELECT 1 FROM offline_acks a WHERE a.recipient = $1 AND a.mid = m.mid)
-     ON CONFLICT (recipient, mid) DO NOTHING`,
+     ON CONFLICT (recipient, mid) DO NOTHING
+     RETURNING mid`,
     [recipient, JSON.stringify(rows), storedAt],
   );
-  return inserted.rowCount;
+  return new Set(inserted.rows.map((row) => row.mid));
 }
 
 function toPage(rows: { position: string; frame: string }[], afterSeq: number, limit: number): PendingPage {

@@ -88,6 +88,21 @@ describe('persistence-ms service', () => {
     ]);
   });
 
+  it('hands a deliverable stored just after its user connected straight back to delivery (the connect race)', async () => {
+    const before = bus.events(TOPICS.delivery).length;
+    await bus.publish(TOPICS.offline, [offline(message('raced')), offline(message('away', 'dora'))]);
+    await waitFor(async () => (await pendingMids('dora')).includes('alice:away'));
+    await waitFor(() => bus.events(TOPICS.delivery).length === before + 1);
+    // bob connected just now; dora did not: hers waits for her next connect or sync
+    expect(bus.events(TOPICS.delivery).slice(before)).toEqual([{ v: 1, kind: 'deliver', to: 'bob', frame: message('raced'), replay: true }]);
+    expect(await pendingMids()).toContain('alice:raced'); // stored until acked all the same
+
+    clock += 31_000; // past CONNECT_RACE_MS (30 s by default)
+    await bus.publish(TOPICS.offline, [offline(message('later'))]);
+    await waitFor(async () => (await pendingMids()).includes('alice:later'));
+    expect(bus.events(TOPICS.delivery)).toHaveLength(before + 1);
+  });
+
   it('refuses internal calls without the secret (403) and names the bad field (400)', async () => {
     const forbidden = await get('/internal/messages', 'bob', 'wrong-secret-value');
     expect(forbidden.statusCode).toBe(403);
@@ -109,15 +124,15 @@ describe('persistence-ms service', () => {
   it('purges past retention and counts what it stored, acked and purged', async () => {
     clock += 31 * DAY_MS;
     const purged = await service.purgeNow();
-    expect(purged.messages).toBe(2);
+    expect(purged.messages).toBe(5); // m3, m4 and the connect-race test's three
     expect(await pendingMids()).toEqual([]);
     const metrics = (await service.http.inject('/metrics')).body;
-    expect(metrics).toContain('parley_persistence_stored_total{service="persistence-ms"} 4');
+    expect(metrics).toContain('parley_persistence_stored_total{service="persistence-ms"} 7');
     expect(metrics).toContain('parley_persistence_skipped_total{service="persistence-ms"} 1');
     expect(metrics).toContain('parley_persistence_acked_total{source="offline-topic",service="persistence-ms"} 1');
     expect(metrics).toContain('parley_persistence_acked_total{source="api",service="persistence-ms"} 1');
-    expect(metrics).toContain('parley_persistence_purged_total{kind="messages",service="persistence-ms"} 2');
-    expect(metrics).toContain('parley_persistence_replayed_total{service="persistence-ms"} 2');
+    expect(metrics).toContain('parley_persistence_purged_total{kind="messages",service="persistence-ms"} 5');
+    expect(metrics).toContain('parley_persistence_replayed_total{service="persistence-ms"} 3');
     expect((await service.http.inject('/readyz')).statusCode).toBe(200);
   });
 });

@@ -42,7 +42,7 @@ describe.each(testDatabases())('offline store on $name', (target) => {
 
   it('stores deliverables per recipient and returns them oldest first', async () => {
     const frames = ['m1', 'm2', 'm3'].map((id) => message('alice', id, 'bob'));
-    expect(await store.store(frames.map((frame) => ({ to: 'bob', frame })))).toBe(3);
+    expect(await store.store(frames.map((frame) => ({ to: 'bob', frame })))).toHaveLength(3);
     const page = await store.page('bob', 0, 10);
     expect(page.messages).toEqual(frames);
     expect(page.hasMore).toBe(false);
@@ -50,8 +50,8 @@ describe.each(testDatabases())('offline store on $name', (target) => {
 
   it('is idempotent by (recipient, mid): a re-store, also within one batch, adds nothing', async () => {
     const frame = message('alice', 'dup', 'carol');
-    expect(await store.store([{ to: 'carol', frame }, { to: 'carol', frame }])).toBe(1);
-    expect(await store.store([{ to: 'carol', frame: { ...frame, body: 'changed' } }])).toBe(0);
+    expect(await store.store([{ to: 'carol', frame }, { to: 'carol', frame }])).toHaveLength(1);
+    expect(await store.store([{ to: 'carol', frame: { ...frame, body: 'changed' } }])).toHaveLength(0);
     expect((await store.page('carol', 0, 10)).messages).toEqual([frame]);
   });
 
@@ -61,9 +61,9 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
 
     expect(await store.ack('dave', ['alice:early'])).toBe(0);
-    expect(await store.store([{ to: 'dave', frame: message('alice', 'early', 'dave') }])).toBe(0);
+    expect(await store.store([{ to: 'dave', frame: message('alice', 'early', 'dave') }])).toHaveLength(0);
     // and a re-delivered deliverable that was acked after being stored stays gone
-    expect(await store.store([{ to: 'dave', frame: message('alice', 'a1', 'dave') }])).toBe(0);
+    expect(await store.store([{ to: 'dave', frame: message('alice', 'a1', 'dave') }])).toHaveLength(0);
     expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
   });
 
@@ -159,6 +159,17 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     }
   });
 
+  it('remembers when users last connected, never moving back, and purges old entries', async () => {
+    await store.markConnected(['kim', 'lee', 'kim'], 1000);
+    await store.markConnected(['kim'], 500); // a late, older event
+    expect(await store.connectedSince(['kim', 'lee', 'max'], 1000)).toEqual(new Set(['kim', 'lee']));
+    await store.markConnected(['kim'], 2000);
+    expect(await store.connectedSince(['kim', 'lee'], 1500)).toEqual(new Set(['kim']));
+    expect(await store.connectedSince([], 0)).toEqual(new Set());
+    await store.purge({ messagesBefore: 0, tombstonesBefore: 1500 });
+    expect(await store.connectedSince(['kim', 'lee'], 0)).toEqual(new Set(['kim']));
+  });
+
   it('purges deliverables past retention and expired ack tombstones, in batches', async () => {
     clock = 5_000_000;
     await store.store(['old1', 'old2', 'old3'].map((id) => ({ to: 'jack', frame: message('alice', id, 'jack') })));
@@ -171,8 +182,8 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(result.messages).toBeGreaterThanOrEqual(2); // jack's two old ones, and older rows of earlier tests
     expect(mids((await store.page('jack', 0, 10)).messages)).toEqual(['alice:new']);
     // the tombstone of 'later' survives and still blocks it; the expired one of old1 is gone
-    expect(await store.store([{ to: 'jack', frame: message('alice', 'later', 'jack') }])).toBe(0);
-    expect(await store.store([{ to: 'jack', frame: message('alice', 'old1', 'jack') }])).toBe(1);
+    expect(await store.store([{ to: 'jack', frame: message('alice', 'later', 'jack') }])).toHaveLength(0);
+    expect(await store.store([{ to: 'jack', frame: message('alice', 'old1', 'jack') }])).toHaveLength(1);
     expect(await store.purge({ messagesBefore: 0, tombstonesBefore: 0 })).toEqual({ messages: 0, tombstones: 0 });
   });
 });
