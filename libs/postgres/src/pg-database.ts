@@ -14,6 +14,11 @@ export function createPgDatabase(config: PoolConfig & { connectionString: string
     query,
     async transaction(work) {
       const client = await pool.connect();
+      // A connection lost while checked out is reported on the client, not the pool: without a
+      // listener that 'error' event kills the process. Such a client is destroyed, never reused.
+      let broken: Error | undefined;
+      const onError = (err: Error) => (broken = err);
+      client.on('error', onError);
       const tx: SqlExecutor = {
         query: async <R>(sql: string, params?: unknown[]) => {
           const result = await client.query(sql, params);
@@ -26,10 +31,11 @@ export function createPgDatabase(config: PoolConfig & { connectionString: string
         await client.query('COMMIT');
         return value;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        await client.query('ROLLBACK').catch((rollbackFailed: Error) => (broken ??= rollbackFailed));
         throw err;
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(broken);
       }
     },
     async ping() {

@@ -1,5 +1,6 @@
-import { migrate, SqlDatabase } from '@parley/postgres';
-import { testDatabases } from '@parley/postgres/testing';
+import { createPgDatabase, migrate, SqlDatabase } from '@parley/postgres';
+import { TEST_DATABASE_URL, testDatabases } from '@parley/postgres/testing';
+import { TcpFaultProxy } from '@parley/test-kit';
 
 describe.each(testDatabases())('SqlDatabase on $name', (target) => {
   let db: SqlDatabase;
@@ -38,6 +39,34 @@ describe.each(testDatabases())('SqlDatabase on $name', (target) => {
   });
 
   it('answers ping', async () => {
+    await expect(db.ping()).resolves.toBeUndefined();
+  });
+});
+
+describe('a Postgres connection lost mid-transaction', () => {
+  let proxy: TcpFaultProxy;
+  let db: SqlDatabase;
+  beforeAll(async () => {
+    const target = new URL(TEST_DATABASE_URL);
+    proxy = await TcpFaultProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+    db = createPgDatabase({ connectionString: Object.assign(target, { port: String(proxy.port) }).toString(), max: 2 });
+  });
+  afterAll(async () => {
+    await db.close();
+    await proxy.close();
+  });
+
+  it('fails that transaction, keeps the process alive, and works again once Postgres is back', async () => {
+    const inTransaction = db.transaction(async (tx) => {
+      await tx.query('SELECT 1');
+      proxy.cut();
+      await new Promise((r) => setTimeout(r, 50));
+      await tx.query('SELECT 2');
+    });
+    await expect(inTransaction).rejects.toThrow();
+    await expect(db.ping()).rejects.toThrow();
+    proxy.restore();
+    await expect(db.transaction(async (tx) => (await tx.query<{ n: number }>('SELECT 3 AS n')).rows[0].n)).resolves.toBe(3);
     await expect(db.ping()).resolves.toBeUndefined();
   });
 });

@@ -1,1 +1,2 @@
 export * from './ws-client';
+export * from './tcp-fault-proxy';

@@ -1,0 +1,67 @@
+import { createConnection, createServer, Server, Socket } from 'node:net';
+
+/**
+ * A TCP proxy in front of a dependency that a test can cut: every open connection is reset and
+ * new ones are refused until `restore()`. From the clients' side this is the dependency going down,
+ * without stopping a server that other test suites share.
+ */
+export class TcpFaultProxy {
+  private readonly open = new Set<Socket>();
+  private down = false;
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static start(target: { host: string; port: number }): Promise<TcpFaultProxy> {
+    const server = createServer();
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const proxy = new TcpFaultProxy(server, (server.address() as { port: number }).port);
+        server.on('connection', (client) => proxy.pipe(client, target));
+        resolve(proxy);
+      });
+    });
+  }
+
+  get isDown(): boolean {
+    return this.down;
+  }
+
+  cut(): void {
+    this.down = true;
+    for (const socket of this.open) socket.resetAndDestroy();
+    this.open.clear();
+  }
+
+  restore(): void {
+    this.down = false;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private pipe(client: Socket, target: { host: string; port: number }) {
+    if (this.down) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = createConnection(target);
+    for (const [socket, other] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      this.open.add(socket);
+      socket.pipe(other);
+      socket.on('error', () => other.destroy());
+      socket.on('close', () => {
+        this.open.delete(socket);
+        other.destroy();
+      });
+    }
+  }
+}
