@@ -50,6 +50,25 @@ describe('fleet: 1:1 delivery end to end', () => {
     expect(laptop.ofType('message').length).toBe(seen);
   });
 
+  it('delivers a message resent through POST /v1/send once: same mid, no copy after the ack', async () => {
+    const alice = await clients.connect('alice8', { autoAck: true });
+    const bob = await clients.connect('bob8', { autoAck: true });
+    const frame = { type: 'message', id: 'once', to: 'bob8', body: 'only once' };
+    const first = await clients.rest('alice8', 'POST', '/v1/send', frame);
+    expect(first.body.results).toEqual([{ index: 0, status: 'accepted', id: 'once', mid: 'alice8:once' }]);
+    await bob.next((f) => f.mid === 'alice8:once');
+    await alice.next((f) => f.type === 'receipt' && f.status === 'delivered'); // bob's ack went through
+
+    const again = await clients.rest('alice8', 'POST', '/v1/send', [frame]);
+    expect(again.body.results).toEqual(first.body.results);
+    // Everything for bob is delivered in order: once this arrives, the resend was handled before it.
+    expect((await clients.rest('alice8', 'POST', '/v1/send', { type: 'message', id: 'after', to: 'bob8', body: 'next' })).status).toBe(200);
+    await bob.next((f) => f.mid === 'alice8:after');
+    await new Promise((r) => setTimeout(r, 1500)); // past several ack timeouts: no redelivery either
+    const copies = bob.ofType('message').filter((f) => f.id === 'once' || f.body === 'only once');
+    expect(copies.map((f) => f.mid)).toEqual(['alice8:once']);
+  });
+
   it('stores a message for a disconnected user: in sync, gone after the ack, and delivered on connect', async () => {
     const alice = await clients.connect('alice4', { autoAck: true });
     alice.send({ type: 'message', id: 'o1', to: 'bob4', body: 'while away' });

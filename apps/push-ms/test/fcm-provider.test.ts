@@ -1,5 +1,9 @@
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createFcmProvider, fcmOptionsFromServiceAccount } from '../src/fcm-provider';
 import { PushProvider } from '../src/provider';
 import { FAKE_ACCESS_TOKEN, FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
@@ -56,7 +60,36 @@ describe('FCM provider against a fake FCM server', () => {
     }
   });
 
-  it('reads the service account from JSON or from a file path', () => {
+  it('reads a valid service account from JSON and from a file path', () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const account = {
+      type: 'service_account',
+      project_id: 'parley-prod',
+      private_key_id: 'key-1',
+      private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      client_email: 'push@parley-prod.iam.gserviceaccount.com',
+      client_id: '1234567890',
+      token_uri: 'https://oauth2.googleapis.com/token',
+    };
+    const dir = mkdtempSync(path.join(tmpdir(), 'parley-fcm-'));
+    try {
+      const file = path.join(dir, 'service-account.json');
+      writeFileSync(file, JSON.stringify(account, null, 2));
+      for (const value of [JSON.stringify(account), `  ${JSON.stringify(account)}\n`, file]) {
+        const options = fcmOptionsFromServiceAccount(value);
+        expect(options.projectId).toBe('parley-prod');
+        const credential = options.credential as unknown as { projectId: string; clientEmail: string; privateKey: string };
+        expect(credential).toMatchObject({ projectId: 'parley-prod', clientEmail: account.client_email });
+        // The credential holds the very key of the account: what it signs, the account's public key verifies.
+        const signature = sign('sha256', Buffer.from('parley'), credential.privateKey);
+        expect(verify('sha256', Buffer.from('parley'), publicKey, signature)).toBe(true);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a service account without a valid key or project, or a missing file', () => {
     const account = { type: 'service_account', project_id: 'p1', client_email: 'x@p1.iam.gserviceaccount.com', private_key: 'not-a-key' };
     expect(() => fcmOptionsFromServiceAccount(JSON.stringify(account))).toThrow(/private key/i);
     expect(() => fcmOptionsFromServiceAccount('/nonexistent/service-account.json')).toThrow(/ENOENT/);

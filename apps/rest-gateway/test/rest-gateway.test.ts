@@ -4,7 +4,7 @@ import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/co
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, createTokenVerifier, DEV_JWT_SECRET, issueToken, Readiness, silentLogger } from '@parley/service-kit';
 import { createRestGateway, RestGateway } from '../src/app';
-import { createHttpUpstreams } from '../src/upstream';
+import { createHttpUpstreams, UpstreamName } from '../src/upstream';
 
 /** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
 async function startUpstream(answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown }) {
@@ -22,18 +22,36 @@ async function startUpstream(answer: (req: IncomingMessage, body: string) => { s
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, close: () => new Promise((r) => server.close(r)) };
 }
 
-function build(options: { devMode?: boolean; rateLimitPerMinute?: number; upstreamUrl?: string; bus?: MemoryBus } = {}) {
+interface BuildOptions {
+  devMode?: boolean;
+  rateLimitPerMinute?: number;
+  /** Every upstream at this URL (default: nothing listens). */
+  upstreamUrl?: string;
+  /** Some upstreams elsewhere. */
+  upstreamUrls?: Partial<Record<UpstreamName, string>>;
+  corsOrigins?: string[];
+  bus?: MemoryBus;
+}
+
+function build(options: BuildOptions = {}) {
   const bus = options.bus ?? new MemoryBus();
   const url = options.upstreamUrl ?? 'http://127.0.0.1:1';
+  const urls = { 'persistence-ms': url, 'group-ms': url, 'push-ms': url, 'session-ms': url, ...options.upstreamUrls };
   const gateway = createRestGateway({
     bus,
     logger: silentLogger(),
     metrics: createMetricsRegistry('rest-gateway', { collectDefaults: false }),
     readiness: new Readiness(),
     verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
-    upstreams: createHttpUpstreams({ 'persistence-ms': url, 'group-ms': url, 'push-ms': url, 'session-ms': url }, 'secret-for-internal-calls', 2000),
+    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', 2000),
     port: 0,
-    settings: { devMode: options.devMode ?? false, devTokenSecret: DEV_JWT_SECRET, corsOrigins: [], rateLimitPerMinute: options.rateLimitPerMinute ?? 1000, maxFrameBytes: 1024 },
+    settings: {
+      devMode: options.devMode ?? false,
+      devTokenSecret: DEV_JWT_SECRET,
+      corsOrigins: options.corsOrigins ?? [],
+      rateLimitPerMinute: options.rateLimitPerMinute ?? 1000,
+      maxFrameBytes: 1024,
+    },
   });
   return { bus, gateway };
 }
@@ -94,17 +112,22 @@ describe('rest-gateway', () => {
     const headers = await auth();
     const tooMany = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: Array.from({ length: 101 }, () => ({ type: 'ack', mids: ['a:1'] })) });
     expect(tooMany.statusCode).toBe(400);
-    expect(tooMany.json().error).toEqual({ code: 'invalid_request', message: expect.stringContaining('100') });
+    expect(tooMany.json().error).toEqual({ code: 'invalid_request', message: 'body: must NOT have more than 100 items' });
     const badJson = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...headers, 'content-type': 'application/json' }, payload: '{"type":' });
     expect(badJson.statusCode).toBe(400);
+    expect(badJson.json()).toEqual({ error: { code: 'invalid_request', message: expect.stringMatching(/^body: is not valid JSON/) } });
     const huge = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: { type: 'message', id: 'x', to: 'bob', body: 'x'.repeat(1_100_000) } });
     expect(huge.statusCode).toBe(413);
-    expect(huge.json().error.code).toBe('too_large');
+    expect(huge.json()).toEqual({ error: { code: 'too_large', message: 'body: is larger than allowed' } });
     const badQuery = await gateway.http.inject({ method: 'GET', url: '/v1/messages?limit=5000', headers });
     expect(badQuery.statusCode).toBe(400);
-    expect(badQuery.json().error.message).toBe('query limit: must be <= 500');
-    const unknown = await gateway.http.inject({ method: 'GET', url: '/v1/nothing', headers });
+    expect(badQuery.json()).toEqual({ error: { code: 'invalid_request', message: 'query limit: must be <= 500' } });
+    const badDevice = await gateway.http.inject({ method: 'PUT', url: '/v1/devices/phone', headers, payload: { token: 't', platform: 'symbian' } });
+    expect(badDevice.statusCode).toBe(400);
+    expect(badDevice.json()).toEqual({ error: { code: 'invalid_request', message: 'platform: must be one of "android", "ios", "web"' } });
+    const unknown = await gateway.http.inject({ method: 'GET', url: '/v1/nothing?x=1', headers });
     expect(unknown.statusCode).toBe(404);
+    expect(unknown.json()).toEqual({ error: { code: 'not_found', message: 'no route GET /v1/nothing' } });
   });
 
   it('answers 503 and accepts nothing when Kafka is down', async () => {
@@ -124,17 +147,65 @@ describe('rest-gateway', () => {
   });
 
   it('calls upstreams as the authenticated user with the internal secret, and passes their errors through', async () => {
-    const upstream = await startUpstream((req) =>
-      req.url?.startsWith('/internal/groups/secret') ? { status: 404, body: { error: { code: 'not_found', message: 'no such group' } } } : { status: 200, body: { messages: [], next: null } },
-    );
+    const upstream = await startUpstream((req) => {
+      if (req.url?.startsWith('/internal/groups/secret')) return { status: 404, body: { error: { code: 'not_found', message: 'no such group' } } };
+      if (req.method === 'DELETE') return { status: 403, body: { error: { code: 'forbidden', message: 'only admins remove others' } } };
+      return { status: 200, body: { messages: [], next: null } };
+    });
     ({ gateway } = build({ upstreamUrl: upstream.url }));
     const sync = await gateway.http.inject({ method: 'GET', url: '/v1/messages?limit=10&after=abc', headers: await auth('bob') });
     expect(sync.json()).toEqual({ messages: [], next: null });
     const hidden = await gateway.http.inject({ method: 'GET', url: '/v1/groups/secret', headers: await auth('bob') });
     expect(hidden.statusCode).toBe(404);
     expect(hidden.json()).toEqual({ error: { code: 'not_found', message: 'no such group' } });
+    const removal = await gateway.http.inject({ method: 'DELETE', url: '/v1/groups/g1/members/carol', headers: await auth('bob') });
+    expect(removal.statusCode).toBe(403);
+    expect(removal.json()).toEqual({ error: { code: 'forbidden', message: 'only admins remove others' } });
     expect(upstream.seen[0]).toMatchObject({ method: 'GET', url: '/internal/messages?limit=10&after=abc', user: 'bob', secret: 'secret-for-internal-calls' });
+    expect(upstream.seen[2]).toMatchObject({ method: 'DELETE', url: '/internal/groups/g1/members/carol', user: 'bob', secret: 'secret-for-internal-calls' });
     await upstream.close();
+  });
+
+  it('registers and unregisters devices on push-ms as the authenticated user with the internal secret', async () => {
+    const push = await startUpstream(() => ({ status: 204 }));
+    ({ gateway } = build({ upstreamUrls: { 'push-ms': push.url } }));
+    const registration = { token: 'fcm-token-1', platform: 'android' };
+    const put = await gateway.http.inject({ method: 'PUT', url: '/v1/devices/phone1', headers: await auth('bob'), payload: registration });
+    expect(put.statusCode).toBe(204);
+    expect(put.body).toBe('');
+    const del = await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/phone1', headers: await auth('bob') });
+    expect(del.statusCode).toBe(204);
+    expect(push.seen).toEqual([
+      { method: 'PUT', url: '/internal/devices/phone1', user: 'bob', secret: 'secret-for-internal-calls', body: JSON.stringify(registration) },
+      { method: 'DELETE', url: '/internal/devices/phone1', user: 'bob', secret: 'secret-for-internal-calls', body: '' },
+    ]);
+    await push.close();
+  });
+
+  it('answers CORS preflights for the configured origins only', async () => {
+    ({ gateway } = build({ corsOrigins: ['https://app.example'] }));
+    const preflight = (origin: string) =>
+      gateway.http.inject({ method: 'OPTIONS', url: '/v1/send', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' } });
+    const allowed = await preflight('https://app.example');
+    expect(allowed.statusCode).toBe(204);
+    expect(allowed.headers).toMatchObject({ 'access-control-allow-origin': 'https://app.example', 'access-control-max-age': '600' });
+    expect(String(allowed.headers['access-control-allow-methods'])).toContain('POST');
+    expect(String(allowed.headers['access-control-allow-headers'])).toContain('authorization');
+    const other = await preflight('https://evil.example');
+    expect(other.headers['access-control-allow-origin']).toBeUndefined();
+    const send = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...(await auth()), origin: 'https://app.example' }, payload: { type: 'ack', mids: ['a:1'] } });
+    expect(send.statusCode).toBe(200);
+    expect(send.headers['access-control-allow-origin']).toBe('https://app.example');
+  });
+
+  it('sends no CORS headers when no origin is configured', async () => {
+    ({ gateway } = build());
+    const preflight = await gateway.http.inject({ method: 'OPTIONS', url: '/v1/send', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+    expect(preflight.headers['access-control-allow-origin']).toBeUndefined();
+    expect(preflight.statusCode).toBe(404);
+    const send = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...(await auth()), origin: 'https://app.example' }, payload: { type: 'ack', mids: ['a:1'] } });
+    expect(send.statusCode).toBe(200);
+    expect(send.headers['access-control-allow-origin']).toBeUndefined();
   });
 
   it('rate-limits per user with 429 and Retry-After', async () => {
@@ -152,7 +223,9 @@ describe('rest-gateway', () => {
 
   it('serves POST /v1/dev/token only in dev mode', async () => {
     ({ gateway } = build({ devMode: false }));
-    expect((await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } })).statusCode).toBe(404);
+    const hidden = await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } });
+    expect(hidden.statusCode).toBe(404);
+    expect(hidden.json()).toEqual({ error: { code: 'not_found', message: 'no route POST /v1/dev/token' } });
     await gateway.http.close();
     ({ gateway } = build({ devMode: true }));
     const res = await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } });

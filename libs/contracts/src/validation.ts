@@ -44,26 +44,101 @@ export function withoutIds<S extends TSchema>(schema: S): S {
 }
 
 export function formatErrors(errors: ErrorObject[]): string[] {
-  return errors.map(formatError);
+  return simplifyErrors(errors).map((error) => formatError(error));
 }
 
+/** One error as `field: reason`. */
 export function formatError(error: ErrorObject): string {
-  const params = error.params as Record<string, unknown>;
+  return `${errorField(error) || '(root)'}: ${errorReason(error)}`;
+}
+
+/** The REST part an input came from, as fastify names it. */
+export type InputPart = 'body' | 'querystring' | 'params' | 'headers';
+
+/**
+ * The message of a refused REST input: `name: …` and `body: …` for the body, `query limit: …` for
+ * the query string, `params id: …` for the path.
+ */
+export function describeInputErrors(errors: ErrorObject[], part: InputPart | string): string {
+  const where = part === 'querystring' ? 'query' : part;
+  const name = (field: string) => (part === 'body' ? field || 'body' : field ? `${where} ${field}` : where);
+  return simplifyErrors(errors)
+    .map((error) => `${name(errorField(error))}: ${errorReason(error)}`)
+    .join('; ');
+}
+
+/** The field an error is about (`members[1]`, `body.a`); empty for the value itself. */
+export function errorField(error: ErrorObject): string {
   const base = fieldPath(error.instancePath);
+  const params = error.params as Record<string, unknown>;
+  if (error.keyword === 'required') return join(base, String(params.missingProperty));
+  if (error.keyword === 'additionalProperties') return join(base, String(params.additionalProperty));
+  return base;
+}
+
+function errorReason(error: ErrorObject): string {
+  const params = error.params as Record<string, unknown>;
   switch (error.keyword) {
     case 'required':
-      return `${join(base, String(params.missingProperty))}: is required`;
+      return 'is required';
     case 'additionalProperties':
-      return `${join(base, String(params.additionalProperty))}: is not allowed`;
+      return 'is not allowed';
     case 'pattern':
-      return `${base || '(root)'}: must match ${String(params.pattern)}`;
+      return `must match ${String(params.pattern)}`;
     case 'const':
-      return `${base || '(root)'}: must be ${JSON.stringify(params.allowedValue)}`;
+      return `must be ${JSON.stringify(params.allowedValue)}`;
     case 'enum':
-      return `${base || '(root)'}: must be one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+      return `must be one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     default:
-      return `${base || '(root)'}: ${error.message ?? 'is invalid'}`;
+      return error.message ?? 'is invalid';
   }
+}
+
+const UNION_KEYWORDS = new Set(['anyOf', 'oneOf']);
+
+/**
+ * A union reports every branch's failure and then "must match a schema in anyOf". Keep what helps:
+ * drop the summary, drop a branch's type mismatch where another branch of the right type said what
+ * is wrong at that field, and merge literal alternatives into one `must be one of`.
+ */
+export function simplifyErrors(errors: ErrorObject[]): ErrorObject[] {
+  const specific = errors.filter((error) => !UNION_KEYWORDS.has(error.keyword));
+  if (specific.length === 0) return errors;
+  const kept = specific.filter((error) => error.keyword !== 'type' || !specific.some((other) => explains(other, error.instancePath)));
+  return mergeAlternatives(kept);
+}
+
+/** An error below `path`, or other than a type mismatch at it: its branch had the right type there. */
+function explains(error: ErrorObject, path: string): boolean {
+  return error.instancePath.startsWith(`${path}/`) || (error.instancePath === path && error.keyword !== 'type');
+}
+
+/** Errors of the same kind at one field, one per union branch, become one error. */
+function mergeAlternatives(errors: ErrorObject[]): ErrorObject[] {
+  const byField = new Map<string, ErrorObject[]>();
+  const groups: ErrorObject[][] = [];
+  for (const error of errors) {
+    const mergeable = error.keyword === 'const' || error.keyword === 'type';
+    const key = `${error.keyword} ${error.instancePath}`;
+    const group = mergeable ? byField.get(key) : undefined;
+    if (group) {
+      group.push(error);
+      continue;
+    }
+    groups.push([error]);
+    if (mergeable) byField.set(key, groups[groups.length - 1]);
+  }
+  return groups.map(mergeGroup);
+}
+
+function mergeGroup(group: ErrorObject[]): ErrorObject {
+  const [first] = group;
+  if (group.length === 1) return first;
+  const param = first.keyword === 'const' ? 'allowedValue' : 'type';
+  const allowed = group.map((error) => (error.params as Record<string, unknown>)[param]);
+  return first.keyword === 'const'
+    ? { ...first, keyword: 'enum', params: { allowedValues: allowed } }
+    : { ...first, message: `must be ${allowed.join(' or ')}` };
 }
 
 /** `/members/2` -> `members[2]`, `/body/a` -> `body.a`. */

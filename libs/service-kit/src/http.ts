@@ -11,7 +11,7 @@ import Fastify, {
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Histogram, Registry } from 'prom-client';
-import { ErrorCode, ParleyError, formatError, statusOf } from '@parley/contracts';
+import { describeInputErrors, ErrorCode, ParleyError, statusOf } from '@parley/contracts';
 import type { ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
 import { Readiness } from './readiness';
@@ -76,9 +76,7 @@ export function sendError(reply: FastifyReply, code: ErrorCode, message: string,
 }
 
 function validationError(errors: ErrorObject[], context: string): Error {
-  const where = context === 'body' ? '' : `${context === 'querystring' ? 'query' : context} `;
-  const message = errors.map((e) => `${where}${formatError(e)}`).join('; ');
-  return new ParleyError('invalid_request', message);
+  return new ParleyError('invalid_request', describeInputErrors(errors, context));
 }
 
 const FASTIFY_CODES: Record<string, ErrorCode> = {

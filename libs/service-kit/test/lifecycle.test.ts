@@ -1,0 +1,132 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { waitFor } from '@parley/test-kit';
+import { buildHttpServer, Closer, createMetricsRegistry, Readiness, serviceLifecycle, silentLogger } from '@parley/service-kit';
+
+/** Sockets and servers this process holds open (what `stop()` must release). */
+const openNetwork = () => process.getActiveResourcesInfo().filter((kind) => kind === 'TCPSocketWrap' || kind === 'TCPServerWrap').length;
+
+describe('a service started through serviceLifecycle, over real HTTP', () => {
+  it('answers the probes while running and leaves nothing open once stopped', async () => {
+    const before = openNetwork();
+    const readiness = new Readiness(500);
+    let brokerUp = false;
+    readiness.register('kafka', () => {
+      if (!brokerUp) throw new Error('broker unreachable');
+    });
+    const events: string[] = [];
+    const http = buildHttpServer({ logger: silentLogger(), metrics: createMetricsRegistry('probe-test'), readiness });
+    const worker = { start: () => events.push('worker started'), stop: () => events.push(`worker stopped, server listening: ${http.server.listening}`) };
+    const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [worker]);
+
+    await service.start();
+    expect(openNetwork()).toBeGreaterThan(before);
+    const base = `http://127.0.0.1:${(http.server.address() as AddressInfo).port}`;
+    const get = async (route: string) => {
+      const response = await fetch(`${base}${route}`);
+      return { status: response.status, type: response.headers.get('content-type'), text: await response.text() };
+    };
+
+    expect(await get('/healthz')).toMatchObject({ status: 200, text: JSON.stringify({ status: 'ok' }) });
+    const down = await get('/readyz');
+    expect(down.status).toBe(503);
+    expect(JSON.parse(down.text)).toEqual({ status: 'not ready', checks: { kafka: 'broker unreachable' } });
+    brokerUp = true;
+    const ready = await get('/readyz');
+    expect(ready.status).toBe(200);
+    expect(JSON.parse(ready.text)).toEqual({ status: 'ready', checks: { kafka: 'ok' } });
+    const metrics = await get('/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.type).toContain('text/plain');
+    expect(metrics.text).toMatch(/^# HELP parley_process_cpu_user_seconds_total /m);
+    expect(metrics.text).toMatch(/^parley_process_cpu_user_seconds_total\{service="probe-test"\} \d/m);
+
+    await service.stop();
+    expect(events).toEqual(['worker started', 'worker stopped, server listening: false']);
+    expect((await readiness.report()).checks.shutdown).toBe('draining');
+    await expect(fetch(`${base}/healthz`)).rejects.toThrow();
+    await waitFor(() => openNetwork() <= before, 2000, 'the sockets to close');
+  });
+
+  it('starts the workers in order and stops them in reverse order', async () => {
+    const order: string[] = [];
+    const readiness = new Readiness();
+    const http = buildHttpServer({ logger: silentLogger(), metrics: createMetricsRegistry('order-test', { collectDefaults: false }), readiness });
+    const worker = (name: string) => ({ start: () => order.push(`start ${name}`), stop: () => order.push(`stop ${name}`) });
+    const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [worker('consumer'), worker('timer')]);
+    await service.start();
+    await service.stop();
+    expect(order).toEqual(['start consumer', 'start timer', 'stop timer', 'stop consumer']);
+  });
+
+  it('closes resources in reverse order and keeps closing past a failure', async () => {
+    const closed: string[] = [];
+    const closer = new Closer(silentLogger());
+    closer.add('db', () => closed.push('db'));
+    closer.add('bus', () => {
+      throw new Error('already closed');
+    });
+    closer.add('cache', async () => closed.push('cache'));
+    await closer.closeAll();
+    expect(closed).toEqual(['cache', 'db']);
+  });
+});
+
+const fixture = path.join(__dirname, 'fixtures', 'signal-service.ts');
+
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+/** Runs the fixture service in its own process; `port()` waits until it logs its port. */
+function startChild(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const lines: Array<Record<string, unknown>> = [];
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let partial = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    const text = partial + chunk.toString();
+    const complete = text.split('\n');
+    partial = complete.pop()!;
+    lines.push(...complete.filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>));
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const port = async () => {
+    await waitFor(() => lines.some((l) => l.msg === 'listening') || child.exitCode !== null, 20_000, 'the child to listen');
+    const listening = lines.find((l) => l.msg === 'listening');
+    if (!listening) throw new Error(`the child exited before listening: ${stderr}`);
+    return listening.port as number;
+  };
+  return { child, lines, exited, port };
+}
+
+describe('runService on SIGTERM, in its own process', () => {
+  it('stops cleanly with exit 0, well within the deadline', async () => {
+    const run = startChild({ SHUTDOWN_TIMEOUT_MS: '10000' });
+    const port = await run.port();
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    const signalled = Date.now();
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(5000);
+    expect(run.lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['shutting down', 'stopped']));
+    expect(run.lines.find((l) => l.msg === 'shutting down')).toMatchObject({ signal: 'SIGTERM' });
+  }, 30_000);
+
+  it('exits 1 at the deadline when stopping hangs', async () => {
+    const run = startChild({ SHUTDOWN_TIMEOUT_MS: '700', HANG_ON_STOP: '1' });
+    await run.port();
+    const signalled = Date.now();
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(1);
+    const elapsed = Date.now() - signalled;
+    expect(elapsed).toBeGreaterThanOrEqual(650);
+    expect(elapsed).toBeLessThan(5000);
+    expect(run.lines.find((l) => l.msg === 'shutdown deadline passed, exiting')).toMatchObject({ timeoutMs: 700 });
+    expect(run.lines.map((l) => l.msg)).not.toContain('stopped');
+  }, 30_000);
+});
