@@ -4,7 +4,7 @@ import { Type, Static } from '@sinclair/typebox';
 import { Admin, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
 import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
-import { createKafkaBus, Envelope, EventBus, provisionTopics } from '../../src';
+import { createKafkaBus, Envelope, EventBus, provisionTopics, sleep } from '../../src';
 import { RawClient } from './raw-client';
 import type { KafkaTarget, KafkaTargetKind } from './targets';
 
@@ -50,6 +50,18 @@ export async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** Records every consumer `k` creates, so a test can watch a bus's consumer through kafkajs's events. */
+function watchConsumers(k: Kafka): Consumer[] {
+  const created: Consumer[] = [];
+  const create = k.consumer.bind(k);
+  k.consumer = (config) => {
+    const c = create(config);
+    created.push(c);
+    return c;
+  };
+  return created;
 }
 
 /**
@@ -498,6 +510,131 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(parked[0].key).toBe('bad');
         expect(parked[0].headers['parley-error']).toMatch(/not JSON/);
         expect(parked[0].headers['parley-source']).toBe(`${spec.name}/0/1`);
+      });
+
+      test('a record its handler keeps failing on is parked on the .dlq topic; its neighbours and later records are handled', async () => {
+        const spec = pingTopic(unique('failing'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const b = bus(kafka('bus'));
+        await b.publish(spec, [ping(1), ping(2), ping(3)]);
+        const handled: number[] = [];
+        let failures = 0;
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            if (batch.some((e) => e.event.n === 2)) {
+              failures++;
+              throw new Error('ping 2 breaks an invariant'); // not transient: no connection error
+            }
+            handled.push(...batch.map((e) => e.event.n));
+          },
+        });
+        await sub.start();
+
+        const parked = await consumeAll(dlqTopic(spec.name), 1);
+        expect(parked).toHaveLength(1);
+        expect(JSON.parse(parked[0].value!.toString())).toEqual(ping(2));
+        expect(parked[0].key).toBe('id-2');
+        expect(parked[0].headers).toMatchObject({
+          'parley-error': 'ping 2 breaks an invariant',
+          'parley-source': `${spec.name}/0/1`,
+          'parley-group': groupId,
+        });
+        // maxAttempts (3) for the batch holding it, then 3 more for the record alone: bounded.
+        expect(failures).toBe(6);
+        await waitFor(() => handled.length === 2, 10_000, 'the neighbours');
+        expect(handled).toEqual([1, 3]);
+
+        // The offset moved past the parked record: a later record is handled and everything committed.
+        await b.publish(spec, [ping(4)]);
+        await waitFor(() => handled.includes(4), 15_000, 'a later record');
+        expect(handled).toEqual([1, 3, 4]);
+        const a = await admin();
+        await waitFor(
+          async () =>
+            (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset === '4',
+          10_000,
+          'the commit past every record',
+        );
+      });
+
+      test('a slow handler holds fetching back: one batch per partition at a time, nothing fetched ahead', async () => {
+        const spec = pingTopic(unique('slow'), 2);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const k = kafka('bus');
+        const consumers = watchConsumers(k);
+        const b = bus(k);
+        await b.publish(
+          spec,
+          Array.from({ length: 20 }, (_, i) => ping(i)),
+        );
+        let release!: () => void;
+        const released = new Promise<void>((resolve) => (release = resolve));
+        const inFlight = new Map<number, number>();
+        let mostInFlight = 0;
+        const offsets = new Map<number, number[]>();
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => {
+            const { partition } = batch[0];
+            inFlight.set(partition, (inFlight.get(partition) ?? 0) + 1);
+            mostInFlight = Math.max(mostInFlight, inFlight.get(partition)!);
+            await released;
+            await sleep(5);
+            offsets.set(partition, [
+              ...(offsets.get(partition) ?? []),
+              ...batch.map((e) => Number(e.offset)),
+            ]);
+            inFlight.set(partition, inFlight.get(partition)! - 1);
+          },
+        });
+        let fetches = 0;
+        consumers[0].on(consumers[0].events.FETCH_START, () => fetches++);
+        await sub.start();
+        await waitFor(() => inFlight.size > 0, 15_000, 'the handler to hold a batch');
+
+        const fetchesWhileHeld = fetches;
+        await b.publish(
+          spec,
+          Array.from({ length: 10 }, (_, i) => ping(20 + i)),
+        );
+        // Four fetch waits (maxWaitTimeInMs 250): a runner that fetched ahead would have by now.
+        await sleep(1000);
+        expect(fetches).toBe(fetchesWhileHeld);
+
+        release();
+        const count = () => [...offsets.values()].reduce((n, list) => n + list.length, 0);
+        await waitFor(() => count() === 30, 15_000, 'every record');
+        expect(mostInFlight).toBe(1);
+        for (const list of offsets.values()) expect(list).toEqual(list.map((_, i) => i)); // in order, once
+        expect(fetches).toBeGreaterThan(fetchesWhileHeld);
+      });
+
+      test('pause() stops deliveries and resume() starts them again', async () => {
+        const spec = pingTopic(unique('pause'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+        });
+        await sub.start();
+        await b.publish(spec, [ping(1)]);
+        await waitFor(() => handled.length === 1, 15_000, 'the first event');
+
+        sub.pause();
+        await b.publish(spec, [ping(2), ping(3)]);
+        await sleep(1000); // four fetch waits
+        expect(handled).toEqual([1]);
+
+        sub.resume();
+        await waitFor(() => handled.length === 3, 15_000, 'the events published while paused');
+        expect(handled).toEqual([1, 2, 3]);
       });
 
       test('provisionTopics creates topics and their DLQs, idempotently', async () => {
