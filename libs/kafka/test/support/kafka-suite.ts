@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Type, Static } from '@sinclair/typebox';
-import { Admin, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
+import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
 import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import { createKafkaBus, Envelope, EventBus, provisionTopics, sleep } from '../../src';
@@ -393,6 +393,62 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       expect(offsets[0].high).toBe('4');
       const seen = await consumeAll(topic, 4);
       expect(seen.map((m) => m.value!.toString())).toEqual(['a', 'b', 'c', 'd']);
+    });
+
+    test('admin.deleteTopics removes a topic and its records', async () => {
+      const gone = unique('deleted');
+      const kept = unique('kept');
+      await createTopic(gone, 2);
+      await createTopic(kept, 1);
+      const p = await producer();
+      await p.send({ topic: gone, messages: [{ key: 'k', value: 'old' }] });
+      await p.disconnect(); // so that no metadata refresh of the producer creates the topic again
+      const a = await admin();
+      await a.deleteTopics({ topics: [gone] });
+      // Real Kafka may list a deleted topic for a moment longer; the embedded broker never does.
+      await waitFor(async () => !(await a.listTopics()).includes(gone), 10_000, 'the topic to go');
+      expect(await a.listTopics()).toContain(kept);
+      // Created again under the same name, it starts empty with its new partition count.
+      await createTopic(gone, 1);
+      expect(await a.fetchTopicOffsets(gone)).toEqual([
+        expect.objectContaining({ partition: 0, low: '0', high: '0' }),
+      ]);
+    });
+
+    test('admin.describeGroups shows a running group, its member and assignment, then an empty group', async () => {
+      const topic = unique('described');
+      const groupId = unique('g');
+      await createTopic(topic, 2);
+      const c = consumer(groupId);
+      let memberId = '';
+      c.on(c.events.GROUP_JOIN, (e) => (memberId = e.payload.memberId));
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({ eachMessage: async () => undefined });
+      await waitFor(() => memberId !== '', 15_000, 'the group to form');
+
+      const a = await admin();
+      const [group] = (await a.describeGroups([groupId])).groups;
+      expect(group).toMatchObject({
+        groupId,
+        errorCode: 0,
+        state: 'Stable',
+        protocolType: 'consumer',
+        protocol: 'RoundRobinAssigner',
+      });
+      expect(group.members.map((m) => [m.memberId, m.clientId])).toEqual([[memberId, 'suite-consumer']]);
+      const metadata = AssignerProtocol.MemberMetadata.decode(group.members[0].memberMetadata);
+      expect(metadata?.topics).toEqual([topic]);
+      const assignment = AssignerProtocol.MemberAssignment.decode(group.members[0].memberAssignment);
+      expect([...(assignment?.assignment[topic] ?? [])].sort()).toEqual([0, 1]);
+
+      await c.disconnect(); // LeaveGroup: the group outlives its last member, empty
+      await waitFor(
+        async () => (await a.describeGroups([groupId])).groups[0].state === 'Empty',
+        10_000,
+        'the group to be empty',
+      );
+      expect((await a.describeGroups([groupId])).groups[0].members).toEqual([]);
     });
 
     restartTest(
