@@ -17,7 +17,8 @@ export interface SubscribeOptions<T> {
   /**
    * Handles records of one partition, in order. Offsets are committed only after it resolves
    * (at-least-once), so it must be idempotent. A throw retries; past the retry limit each record is
-   * tried alone and those still failing are parked on `<topic>.dlq`.
+   * tried alone and those still failing are parked on `<topic>.dlq`. Nothing more is fetched while
+   * it runs (kafkajs awaits it), so a slow handler slows consumption instead of piling records up.
    */
   handle(batch: Envelope<T>[]): Promise<void>;
 }
@@ -25,7 +26,7 @@ export interface SubscribeOptions<T> {
 export interface Subscription {
   start(): Promise<void>;
   stop(): Promise<void>;
-  /** Stop fetching (backpressure) and start again. */
+  /** Backpressure: stop fetching until `resume()`; a batch already handed to the handler completes. */
   pause(): void;
   resume(): void;
 }

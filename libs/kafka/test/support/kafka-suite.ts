@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Type, Static } from '@sinclair/typebox';
-import { Admin, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
+import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
 import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
-import { createKafkaBus, Envelope, EventBus, provisionTopics } from '../../src';
+import { createKafkaBus, Envelope, EventBus, provisionTopics, sleep } from '../../src';
 import { RawClient } from './raw-client';
-import type { KafkaTarget } from './targets';
+import type { KafkaTarget, KafkaTargetKind } from './targets';
 
 // Builders from kafkajs's own protocol code, to send hand-made requests in the duplicate-batch test.
 const ProduceV3 = require('kafkajs/src/protocol/requests/produce/v3/request');
@@ -52,11 +52,25 @@ export async function waitFor(
   }
 }
 
+/** Records every consumer `k` creates, so a test can watch a bus's consumer through kafkajs's events. */
+function watchConsumers(k: Kafka): Consumer[] {
+  const created: Consumer[] = [];
+  const create = k.consumer.bind(k);
+  k.consumer = (config) => {
+    const c = create(config);
+    created.push(c);
+    return c;
+  };
+  return created;
+}
+
 /**
  * The libs/kafka suite: plain kafkajs and the EventBus adapter against one Kafka target. The same
  * function runs against the embedded broker and, when a Docker engine is present, a real Kafka.
  */
-export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): void {
+export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
+  /** A test that needs `target.restart`: reported as skipped where the target cannot restart. */
+  const restartTest = kind.canRestart ? test : test.skip;
   describe(label, () => {
     let target: KafkaTarget;
     const cleanups: (() => Promise<unknown>)[] = [];
@@ -129,7 +143,7 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
     };
 
     beforeAll(async () => {
-      target = await start();
+      target = await kind.start();
     }, 180_000);
     afterEach(async () => {
       await Promise.all(cleanups.splice(0).map((c) => c()));
@@ -381,38 +395,97 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
       expect(seen.map((m) => m.value!.toString())).toEqual(['a', 'b', 'c', 'd']);
     });
 
-    test('a broker restart keeps data and committed offsets', async () => {
-      if (!target.restart) return; // only the embedded broker can be restarted from here
-      const topic = unique('restart');
+    test('admin.deleteTopics removes a topic and its records', async () => {
+      const gone = unique('deleted');
+      const kept = unique('kept');
+      await createTopic(gone, 2);
+      await createTopic(kept, 1);
+      const p = await producer();
+      await p.send({ topic: gone, messages: [{ key: 'k', value: 'old' }] });
+      await p.disconnect(); // so that no metadata refresh of the producer creates the topic again
+      const a = await admin();
+      await a.deleteTopics({ topics: [gone] });
+      // Real Kafka may list a deleted topic for a moment longer; the embedded broker never does.
+      await waitFor(async () => !(await a.listTopics()).includes(gone), 10_000, 'the topic to go');
+      expect(await a.listTopics()).toContain(kept);
+      // Created again under the same name, it starts empty with its new partition count.
+      await createTopic(gone, 1);
+      expect(await a.fetchTopicOffsets(gone)).toEqual([
+        expect.objectContaining({ partition: 0, low: '0', high: '0' }),
+      ]);
+    });
+
+    test('admin.describeGroups shows a running group, its member and assignment, then an empty group', async () => {
+      const topic = unique('described');
       const groupId = unique('g');
       await createTopic(topic, 2);
-      const p = await producer();
-      await p.send({
-        topic,
-        messages: Array.from({ length: 10 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })),
-      });
-      await consumeAll(topic, 10, groupId);
-      await p.disconnect();
-
-      await target.restart();
+      const c = consumer(groupId);
+      let memberId = '';
+      c.on(c.events.GROUP_JOIN, (e) => (memberId = e.payload.memberId));
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({ eachMessage: async () => undefined });
+      await waitFor(() => memberId !== '', 15_000, 'the group to form');
 
       const a = await admin();
-      const committed = await a.fetchOffsets({ groupId, topics: [topic] });
-      const high = await a.fetchTopicOffsets(topic);
-      const total = (xs: { offset?: string; high?: string }[], key: 'offset' | 'high') =>
-        xs.reduce((n, x) => n + Number(x[key]), 0);
-      expect(total(committed[0].partitions, 'offset')).toBe(10);
-      expect(total(high, 'high')).toBe(10);
-      const p2 = await producer();
-      await p2.send({
-        topic,
-        messages: Array.from({ length: 4 }, (_, i) => ({ key: `n${i}`, value: `new${i}` })),
+      const [group] = (await a.describeGroups([groupId])).groups;
+      expect(group).toMatchObject({
+        groupId,
+        errorCode: 0,
+        state: 'Stable',
+        protocolType: 'consumer',
+        protocol: 'RoundRobinAssigner',
       });
-      const resumed = await consumeAll(topic, 4, groupId);
-      expect(resumed.map((m) => m.value!.toString()).sort()).toEqual(['new0', 'new1', 'new2', 'new3']);
-      const everything = await consumeAll(topic, 14);
-      expect(everything).toHaveLength(14);
-    }, 45_000);
+      expect(group.members.map((m) => [m.memberId, m.clientId])).toEqual([[memberId, 'suite-consumer']]);
+      const metadata = AssignerProtocol.MemberMetadata.decode(group.members[0].memberMetadata);
+      expect(metadata?.topics).toEqual([topic]);
+      const assignment = AssignerProtocol.MemberAssignment.decode(group.members[0].memberAssignment);
+      expect([...(assignment?.assignment[topic] ?? [])].sort()).toEqual([0, 1]);
+
+      await c.disconnect(); // LeaveGroup: the group outlives its last member, empty
+      await waitFor(
+        async () => (await a.describeGroups([groupId])).groups[0].state === 'Empty',
+        10_000,
+        'the group to be empty',
+      );
+      expect((await a.describeGroups([groupId])).groups[0].members).toEqual([]);
+    });
+
+    restartTest(
+      'a broker restart keeps data and committed offsets',
+      async () => {
+        const topic = unique('restart');
+        const groupId = unique('g');
+        await createTopic(topic, 2);
+        const p = await producer();
+        await p.send({
+          topic,
+          messages: Array.from({ length: 10 }, (_, i) => ({ key: `k${i}`, value: `v${i}` })),
+        });
+        await consumeAll(topic, 10, groupId);
+        await p.disconnect();
+
+        await target.restart!();
+
+        const a = await admin();
+        const committed = await a.fetchOffsets({ groupId, topics: [topic] });
+        const high = await a.fetchTopicOffsets(topic);
+        const total = (xs: { offset?: string; high?: string }[], key: 'offset' | 'high') =>
+          xs.reduce((n, x) => n + Number(x[key]), 0);
+        expect(total(committed[0].partitions, 'offset')).toBe(10);
+        expect(total(high, 'high')).toBe(10);
+        const p2 = await producer();
+        await p2.send({
+          topic,
+          messages: Array.from({ length: 4 }, (_, i) => ({ key: `n${i}`, value: `new${i}` })),
+        });
+        const resumed = await consumeAll(topic, 4, groupId);
+        expect(resumed.map((m) => m.value!.toString()).sort()).toEqual(['new0', 'new1', 'new2', 'new3']);
+        const everything = await consumeAll(topic, 14);
+        expect(everything).toHaveLength(14);
+      },
+      45_000,
+    );
 
     describe('createKafkaBus', () => {
       const logger = pino({ level: 'silent' });
@@ -493,6 +566,131 @@ export function kafkaSuite(label: string, start: () => Promise<KafkaTarget>): vo
         expect(parked[0].key).toBe('bad');
         expect(parked[0].headers['parley-error']).toMatch(/not JSON/);
         expect(parked[0].headers['parley-source']).toBe(`${spec.name}/0/1`);
+      });
+
+      test('a record its handler keeps failing on is parked on the .dlq topic; its neighbours and later records are handled', async () => {
+        const spec = pingTopic(unique('failing'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const b = bus(kafka('bus'));
+        await b.publish(spec, [ping(1), ping(2), ping(3)]);
+        const handled: number[] = [];
+        let failures = 0;
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            if (batch.some((e) => e.event.n === 2)) {
+              failures++;
+              throw new Error('ping 2 breaks an invariant'); // not transient: no connection error
+            }
+            handled.push(...batch.map((e) => e.event.n));
+          },
+        });
+        await sub.start();
+
+        const parked = await consumeAll(dlqTopic(spec.name), 1);
+        expect(parked).toHaveLength(1);
+        expect(JSON.parse(parked[0].value!.toString())).toEqual(ping(2));
+        expect(parked[0].key).toBe('id-2');
+        expect(parked[0].headers).toMatchObject({
+          'parley-error': 'ping 2 breaks an invariant',
+          'parley-source': `${spec.name}/0/1`,
+          'parley-group': groupId,
+        });
+        // maxAttempts (3) for the batch holding it, then 3 more for the record alone: bounded.
+        expect(failures).toBe(6);
+        await waitFor(() => handled.length === 2, 10_000, 'the neighbours');
+        expect(handled).toEqual([1, 3]);
+
+        // The offset moved past the parked record: a later record is handled and everything committed.
+        await b.publish(spec, [ping(4)]);
+        await waitFor(() => handled.includes(4), 15_000, 'a later record');
+        expect(handled).toEqual([1, 3, 4]);
+        const a = await admin();
+        await waitFor(
+          async () =>
+            (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset === '4',
+          10_000,
+          'the commit past every record',
+        );
+      });
+
+      test('a slow handler holds fetching back: one batch per partition at a time, nothing fetched ahead', async () => {
+        const spec = pingTopic(unique('slow'), 2);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const k = kafka('bus');
+        const consumers = watchConsumers(k);
+        const b = bus(k);
+        await b.publish(
+          spec,
+          Array.from({ length: 20 }, (_, i) => ping(i)),
+        );
+        let release!: () => void;
+        const released = new Promise<void>((resolve) => (release = resolve));
+        const inFlight = new Map<number, number>();
+        let mostInFlight = 0;
+        const offsets = new Map<number, number[]>();
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => {
+            const { partition } = batch[0];
+            inFlight.set(partition, (inFlight.get(partition) ?? 0) + 1);
+            mostInFlight = Math.max(mostInFlight, inFlight.get(partition)!);
+            await released;
+            await sleep(5);
+            offsets.set(partition, [
+              ...(offsets.get(partition) ?? []),
+              ...batch.map((e) => Number(e.offset)),
+            ]);
+            inFlight.set(partition, inFlight.get(partition)! - 1);
+          },
+        });
+        let fetches = 0;
+        consumers[0].on(consumers[0].events.FETCH_START, () => fetches++);
+        await sub.start();
+        await waitFor(() => inFlight.size > 0, 15_000, 'the handler to hold a batch');
+
+        const fetchesWhileHeld = fetches;
+        await b.publish(
+          spec,
+          Array.from({ length: 10 }, (_, i) => ping(20 + i)),
+        );
+        // Four fetch waits (maxWaitTimeInMs 250): a runner that fetched ahead would have by now.
+        await sleep(1000);
+        expect(fetches).toBe(fetchesWhileHeld);
+
+        release();
+        const count = () => [...offsets.values()].reduce((n, list) => n + list.length, 0);
+        await waitFor(() => count() === 30, 15_000, 'every record');
+        expect(mostInFlight).toBe(1);
+        for (const list of offsets.values()) expect(list).toEqual(list.map((_, i) => i)); // in order, once
+        expect(fetches).toBeGreaterThan(fetchesWhileHeld);
+      });
+
+      test('pause() stops deliveries and resume() starts them again', async () => {
+        const spec = pingTopic(unique('pause'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+        });
+        await sub.start();
+        await b.publish(spec, [ping(1)]);
+        await waitFor(() => handled.length === 1, 15_000, 'the first event');
+
+        sub.pause();
+        await b.publish(spec, [ping(2), ping(3)]);
+        await sleep(1000); // four fetch waits
+        expect(handled).toEqual([1]);
+
+        sub.resume();
+        await waitFor(() => handled.length === 3, 15_000, 'the events published while paused');
+        expect(handled).toEqual([1, 2, 3]);
       });
 
       test('provisionTopics creates topics and their DLQs, idempotently', async () => {

@@ -13,7 +13,17 @@ export interface KafkaTarget {
   stop(): Promise<void>;
 }
 
-export async function embeddedTarget(): Promise<KafkaTarget> {
+/** How to start a target, and what it can do: known before it starts, so the suite can skip tests. */
+export interface KafkaTargetKind {
+  start(): Promise<KafkaTarget>;
+  /** Whether the started target has `restart`. */
+  canRestart: boolean;
+}
+
+export const embeddedTarget: KafkaTargetKind = { start: startEmbedded, canRestart: true };
+export const containerTarget: KafkaTargetKind = { start: startContainer, canRestart: false };
+
+async function startEmbedded(): Promise<KafkaTarget> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-broker-test-'));
   const logger = pino({ level: process.env.BROKER_LOG_LEVEL ?? 'silent' });
   let broker: Broker = await startBroker({ dataDir, logger, fsync: 'interval', fsyncIntervalMs: 200 });
@@ -32,7 +42,7 @@ export async function embeddedTarget(): Promise<KafkaTarget> {
   };
 }
 
-export async function containerTarget(): Promise<KafkaTarget> {
+async function startContainer(): Promise<KafkaTarget> {
   const { KafkaContainer } = await import('@testcontainers/kafka');
   const container = await new KafkaContainer('confluentinc/cp-kafka:7.7.1')
     .withKraft()
