@@ -1,9 +1,9 @@
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { InboundEvent, TOPICS } from '@parley/contracts';
+import { TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
-import { route, Routed } from './route';
+import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './route';
 
 export const MessageRouterConfig = Type.Object({
   ...CommonConfig,
@@ -22,7 +22,10 @@ export interface MessageRouter extends Service {
   http: HttpServer;
 }
 
-/** Consumes inbound frames and routes them; at-least-once, and idempotent because routing is pure. */
+/**
+ * Consumes inbound frames and routes them; at-least-once, and idempotent because routing is pure.
+ * A frame it cannot route goes back to its sender as an `error` deliverable.
+ */
 export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
   const http = buildHttpServer(deps);
   const routed = new Counter({
@@ -31,19 +34,30 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     labelNames: ['type'],
     registers: [deps.metrics],
   });
+  const refused = new Counter({
+    name: 'parley_router_refused_total',
+    help: 'Inbound frames the router cannot route, sent back to their sender as errors',
+    registers: [deps.metrics],
+  });
 
-  const handle = async (batch: Envelope<InboundEvent>[]) => {
+  const handle = async (batch: Envelope<InboundRecord>[]) => {
     const out: Routed = { delivery: [], group: [] };
-    for (const { event } of batch) {
-      route(event, out);
-      routed.inc({ type: event.frame.type });
+    for (const { event: record } of batch) {
+      const checked = checkInbound(record);
+      if (checked.ok) {
+        route(checked.inbound, out);
+        routed.inc({ type: checked.inbound.frame.type });
+      } else {
+        out.delivery.push(checked.refusal);
+        refused.inc();
+      }
     }
     await Promise.all([
       deps.bus.publish(TOPICS.delivery, out.delivery),
       deps.bus.publish(TOPICS.group, out.group),
     ]);
   };
-  const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'message-router', topic: TOPICS.inbound, handle });
+  const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'message-router', topic: INBOUND_RECORDS, handle });
 
   return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
 }

@@ -1,14 +1,61 @@
+import { createHash } from 'node:crypto';
+import { Static, Type } from '@sinclair/typebox';
 import {
+  CLIENT_ID_PATTERN,
+  DeliverEvent,
   DeliveryTopicEvent,
+  ErrorFrame,
+  FrameResult,
   GroupTopicEvent,
   InboundEvent,
   receiptMid,
+  serverMid,
+  TopicSpec,
+  TOPICS,
   userMid,
+  validateClientFrame,
 } from '@parley/contracts';
 
 export interface Routed {
   delivery: DeliveryTopicEvent[];
   group: GroupTopicEvent[];
+}
+
+/**
+ * An inbound record as the router reads it: the origin the gateway stamped, and a frame the router
+ * checks itself. A gateway can accept what this router cannot route (a frame type, group op or field
+ * added by a newer release, mid-rollout); such a frame must reach its sender as an error, not the DLQ.
+ */
+export const InboundRecord = Type.Object({ ...InboundEvent.properties, frame: Type.Unknown() });
+export type InboundRecord = Static<typeof InboundRecord>;
+
+/** The inbound topic read as `InboundRecord`s: only a record with no readable sender or an unknown version fails to decode (DLQ). */
+export const INBOUND_RECORDS: TopicSpec<InboundRecord> = { ...TOPICS.inbound, schema: InboundRecord, key: (e) => e.from };
+
+const ROUTABLE_TYPES: InboundEvent['frame']['type'][] = ['message', 'ack', 'read', 'group', 'typing'];
+const clientId = new RegExp(CLIENT_ID_PATTERN);
+
+/** An `error` deliverable to the sender of a frame the router cannot route. */
+export type Refusal = DeliverEvent & { frame: ErrorFrame & { mid: string } };
+export type Checked = { ok: true; inbound: InboundEvent } | { ok: false; refusal: Refusal };
+
+/** The record's frame checked against what `route` handles; otherwise an `error` deliverable to its sender. */
+export function checkInbound(record: InboundRecord): Checked {
+  const checked = validateClientFrame(record.frame, { types: ROUTABLE_TYPES }) as FrameResult<InboundEvent['frame']>;
+  if (checked.ok) return { ok: true, inbound: { ...record, frame: checked.frame } };
+  const { code, id } = checked;
+  const frame = { type: 'error', mid: refusalMid(record, id), ...(id === undefined ? {} : { id }), code, message: `cannot route this frame: ${checked.message}` } as const;
+  return { ok: false, refusal: { v: 1, kind: 'deliver', to: record.from, frame } };
+}
+
+/**
+ * Deterministic, so a replayed record is refused under the same mid: `~err:<from>:<id>` as the other
+ * services' refusals, or the frame's content and time when it has no usable id.
+ */
+function refusalMid(record: InboundRecord, id: string | undefined): string {
+  if (id !== undefined && clientId.test(id)) return serverMid('err', record.from, id);
+  const digest = createHash('sha256').update(JSON.stringify(record.frame)).digest('base64url').slice(0, 22);
+  return serverMid('err', record.from, String(record.sentAt), digest);
 }
 
 /**

@@ -1,7 +1,16 @@
 import { InboundEvent, compile, TOPICS } from '@parley/contracts';
-import { route } from '../src/route';
+import { DecodeError, TopicCodec } from '@parley/kafka';
+import { checkInbound, INBOUND_RECORDS, InboundRecord, route } from '../src/route';
 
-const inbound = (frame: InboundEvent['frame']): InboundEvent => ({ v: 1, kind: 'inbound', from: 'alice', deviceId: 'phone', connId: 'c-1', gateway: 'gw-1', sentAt: 1000, frame });
+const origin = { v: 1, kind: 'inbound', from: 'alice', deviceId: 'phone', connId: 'c-1', gateway: 'gw-1', sentAt: 1000 } satisfies Omit<InboundRecord, 'frame'>;
+const inbound = (frame: InboundEvent['frame']): InboundEvent => ({ ...origin, frame });
+/** A record as a gateway may write it: its frame need not be one this router knows. */
+const record = (frame: unknown, sentAt = origin.sentAt): InboundRecord => ({ ...origin, sentAt, frame });
+const refusalOf = (frame: unknown, sentAt?: number) => {
+  const checked = checkInbound(record(frame, sentAt));
+  if (checked.ok) throw new Error(`routable: ${JSON.stringify(frame)}`);
+  return checked.refusal;
+};
 
 describe('route', () => {
   it('sends a 1:1 message to the recipient with mid <from>:<id>', () => {
@@ -59,5 +68,60 @@ describe('route', () => {
       for (const e of out.delivery) expect(delivery(e)).toMatchObject({ ok: true });
       for (const e of out.group) expect(group(e)).toMatchObject({ ok: true });
     }
+  });
+});
+
+describe('checkInbound', () => {
+  it('passes a frame it can route on to route, with its documented defaults filled in', () => {
+    const checked = checkInbound(record({ type: 'message', id: 'c1', to: 'bob', body: 'hi' }));
+    expect(checked).toEqual({ ok: true, inbound: inbound({ type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' }) });
+  });
+
+  it('sends a frame type it does not know back to the sender as an error deliverable naming the type', () => {
+    const refusal = refusalOf({ type: 'reaction', id: 'r1', to: 'bob', emoji: '+1' });
+    expect(refusal).toEqual({
+      v: 1,
+      kind: 'deliver',
+      to: 'alice',
+      frame: { type: 'error', mid: '~err:alice:r1', id: 'r1', code: 'invalid_frame', message: 'cannot route this frame: type: must be one of message, ack, read, group, typing' },
+    });
+    expect(TOPICS.delivery.key(refusal)).toBe('alice');
+  });
+
+  it('refuses a group op, a chat kind or a frame shape it cannot handle, naming the field', () => {
+    expect(refusalOf({ type: 'group', id: 'c4', op: 'archive', group: 'g1' }).frame).toMatchObject({
+      id: 'c4',
+      code: 'invalid_frame',
+      message: 'cannot route this frame: op: must be one of create, add, remove, leave, rename',
+    });
+    expect(refusalOf({ type: 'message', id: 'c5', to: 'g1', chat: 'channel', body: 1 }).frame).toMatchObject({ id: 'c5', message: expect.stringMatching(/^cannot route this frame: chat: must be/) });
+    expect(refusalOf({ type: 'ping' }).frame).toMatchObject({ message: expect.stringContaining('type: must be one of') });
+    expect(refusalOf('hello').frame).toMatchObject({ message: 'cannot route this frame: frame: must be a JSON object' });
+  });
+
+  it('gives a refusal without a usable id a mid that is deterministic in the frame and its time', () => {
+    const emptyAck = { type: 'ack', mids: [] };
+    const refusal = refusalOf(emptyAck);
+    expect(refusal.frame).not.toHaveProperty('id');
+    expect(refusal.frame).toMatchObject({ mid: expect.stringMatching(/^~err:alice:1000:/), message: expect.stringContaining('mids:') });
+    expect(refusalOf(emptyAck).frame.mid).toBe(refusal.frame.mid);
+    expect(refusalOf(emptyAck, 1001).frame.mid).not.toBe(refusal.frame.mid);
+    expect(refusalOf({ type: 'ack', mids: [1] }).frame.mid).not.toBe(refusal.frame.mid);
+    expect(refusalOf({ type: 'poke', id: 'no:colons here' }).frame).toMatchObject({ id: 'no:colons here', mid: expect.stringMatching(/^~err:alice:1000:/) });
+  });
+
+  it('only ever produces refusals that validate against the delivery topic schema', () => {
+    const delivery = compile(TOPICS.delivery.schema);
+    const frames = [{ type: 'reaction', id: 'r1' }, { type: 'group', id: 'c4', op: 'archive' }, { type: 'ack', mids: [] }, { type: 'x', id: 'i'.repeat(500) }, null, []];
+    for (const frame of frames) expect(delivery(refusalOf(frame))).toMatchObject({ ok: true });
+  });
+
+  it('leaves a record with no readable sender, or a version it does not know, undecodable: the bus parks it on the DLQ', () => {
+    const codec = new TopicCodec(INBOUND_RECORDS);
+    const decode = (value: unknown) => () => codec.decode(Buffer.from(JSON.stringify(value)));
+    expect(decode(record({ type: 'reaction' }))).not.toThrow();
+    expect(decode({ ...record({ type: 'reaction' }), from: undefined })).toThrow(DecodeError);
+    expect(decode({ ...record({ type: 'message' }), v: 2 })).toThrow(DecodeError);
+    expect(decode({ v: 1, kind: 'inbound', from: 'alice', sentAt: 1000 })).toThrow(DecodeError);
   });
 });

@@ -43,8 +43,8 @@ async function startGateway(overrides: Partial<WsGatewaySettings> = {}) {
 describe('ws-gateway', () => {
   let env: Awaited<ReturnType<typeof startGateway>>;
   const clients: WsTestClient[] = [];
-  const connect = async (user: string, query = '') => {
-    const client = await WsTestClient.connect(await env.url(user, query));
+  const connect = async (user: string, query = '', options: { autoPong?: boolean } = {}) => {
+    const client = await WsTestClient.connect(await env.url(user, query), options);
     clients.push(client);
     return client;
   };
@@ -153,11 +153,41 @@ describe('ws-gateway', () => {
   });
 
   it('closes sockets with 1001 on shutdown and publishes the disconnects', async () => {
-    env = await startGateway();
-    const alice = await connect('alice');
+    const gateway = { gateway: 'gw-7', gatewayUrl: 'http://10.0.0.7:9080' };
+    env = await startGateway({ gatewayId: gateway.gateway, internalUrl: gateway.gatewayUrl });
+    const alice = await connect('alice', '&deviceId=phone');
+    const { connId } = alice.frames[0];
     await env.gateway.stop();
     expect(await alice.closed()).toBe(1001);
-    expect(env.bus.events(TOPICS.connections).map((e) => e.kind)).toEqual(['gateway-heartbeat', 'connection-up', 'connection-down']);
+    const connection = { v: 1, user: 'alice', connId, deviceId: 'phone', ...gateway, at: expect.any(Number) };
+    expect(connId).toEqual(expect.any(String));
+    expect(env.bus.events(TOPICS.connections)).toEqual([
+      { v: 1, kind: 'gateway-heartbeat', ...gateway, connections: 0, at: expect.any(Number) },
+      { kind: 'connection-up', ...connection },
+      { kind: 'connection-down', ...connection },
+    ]);
     env = await startGateway(); // afterEach stops this one
+  });
+
+  it('keeps a client that answers pings connected across several ping intervals', async () => {
+    env = await startGateway({ pingIntervalMs: 200 });
+    const alice = await connect('alice');
+    let pings = 0;
+    alice.socket.on('ping', () => pings++);
+    await waitFor(() => pings >= 4 || alice.closeCode !== undefined, 5000, 'four pings');
+    expect(alice.closeCode).toBeUndefined();
+    expect(env.gateway.connections.of('alice')).toHaveLength(1);
+  });
+
+  it('terminates a client that does not answer a ping by the next one, and publishes its disconnect', async () => {
+    env = await startGateway({ pingIntervalMs: 200 });
+    const dead = await connect('alice', '&deviceId=phone', { autoPong: false });
+    let pings = 0;
+    dead.socket.on('ping', () => pings++);
+    expect(await dead.closed()).toBe(1006); // terminated: no close frame
+    expect(pings).toBe(1);
+    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'), 2000, 'the disconnect');
+    expect(env.gateway.connections.size).toBe(0);
+    expect(env.bus.events(TOPICS.connections).find((e) => e.kind === 'connection-down')).toMatchObject({ user: 'alice', deviceId: 'phone', connId: dead.frames[0].connId });
   });
 });

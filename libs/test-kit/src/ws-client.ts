@@ -28,8 +28,9 @@ export class WsTestClient {
     });
   }
 
-  static async connect(url: string, options: { autoAck?: boolean; headers?: Record<string, string> } = {}): Promise<WsTestClient> {
-    const socket = new WebSocket(url, { headers: options.headers });
+  /** `autoPong: false` leaves the server's pings unanswered, as a dead peer would. */
+  static async connect(url: string, options: { autoAck?: boolean; autoPong?: boolean; headers?: Record<string, string> } = {}): Promise<WsTestClient> {
+    const socket = new WebSocket(url, { headers: options.headers, autoPong: options.autoPong ?? true });
     const client = new WsTestClient(socket, options.autoAck ?? false);
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
