@@ -33,10 +33,12 @@ const MAX_RECORDS_PER_REQUEST = 2000;
  */
 export function createKafkaBus(options: KafkaBusOptions): EventBus {
   const { kafka } = options;
-  const codecs = new Map<string, TopicCodec<unknown>>();
+  // By spec, not by name: a service may read a topic through a looser schema than its writers use.
+  const codecs = new WeakMap<TopicSpec<unknown>, TopicCodec<unknown>>();
   const codecFor = <T>(topic: TopicSpec<T>) => {
-    let codec = codecs.get(topic.name);
-    if (!codec) codecs.set(topic.name, (codec = new TopicCodec(topic as TopicSpec<unknown>)));
+    const spec = topic as TopicSpec<unknown>;
+    let codec = codecs.get(spec);
+    if (!codec) codecs.set(spec, (codec = new TopicCodec(spec)));
     return codec as TopicCodec<T>;
   };
   const counters = createCounters(options.metrics);
