@@ -494,6 +494,16 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         cleanups.push(() => b.close());
         return b;
       };
+      /** A subscription that records the `n` of every ping it handles. */
+      const collecting = (b: EventBus, spec: ReturnType<typeof pingTopic>) => {
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+        });
+        return { sub, handled };
+      };
 
       test('publish/subscribe round trip with schema validation and trace id', async () => {
         const spec = pingTopic(unique('bus'), 2);
@@ -552,12 +562,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const raw = await producer();
         await raw.send({ topic: spec.name, messages: [{ key: 'bad', value: 'not json {' }] });
         await b.publish(spec, [ping(2)]);
-        const handled: number[] = [];
-        const sub = b.subscribe({
-          groupId: unique('g'),
-          topic: spec,
-          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-        });
+        const { sub, handled } = collecting(b, spec);
         await sub.start();
         await waitFor(() => handled.length === 2, 15_000, 'the good events');
         expect(handled).toEqual([1, 2]);
@@ -673,12 +678,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('pause'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'));
-        const handled: number[] = [];
-        const sub = b.subscribe({
-          groupId: unique('g'),
-          topic: spec,
-          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-        });
+        const { sub, handled } = collecting(b, spec);
         await sub.start();
         await b.publish(spec, [ping(1)]);
         await waitFor(() => handled.length === 1, 15_000, 'the first event');
