@@ -87,10 +87,21 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     return batch;
   };
 
+  // The first record waits for the end of this turn of the event loop, so that what the same turn
+  // publishes (a consumer batch's output, frames from one socket read) shares one produce request.
+  let scheduled = false;
+  const scheduleFlush = () => {
+    if (scheduled || flushing) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      void flush();
+    });
+  };
   const sendRaw = (topic: string, messages: PendingSend['messages']) =>
     new Promise<void>((resolve, reject) => {
       queue.push({ topic, messages, resolve, reject });
-      void flush();
+      scheduleFlush();
     });
 
   const bus: EventBus = {
