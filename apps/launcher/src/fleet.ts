@@ -124,10 +124,12 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
 
     const sessionStore = options.redisUrl ? RedisSessionStore.connect(options.redisUrl) : new MemorySessionStore();
     closer.add('session-store', () => sessionStore.close());
+    const gateways = createHttpGatewayClient(internalSecret);
+    closer.add('gateway connections', () => gateways.close?.());
     await add('session-ms', async () => createSessionService({
         ...(await runtimeFor('session-ms')),
         store: sessionStore,
-        gateways: createHttpGatewayClient(internalSecret),
+        gateways,
         internalSecret,
         port: ports.sessionMs,
         host,

@@ -9,11 +9,13 @@ void runMain('session-ms', SessionConfig, async (config, runtime) => {
   const store = config.REDIS_URL ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX) : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());
   const bus = await connectKafkaBus('session-ms', config, runtime);
+  const gateways = createHttpGatewayClient(config.INTERNAL_SECRET);
+  runtime.closer.add('gateway connections', () => gateways.close?.());
   return createSessionService({
     ...runtime,
     bus,
     store,
-    gateways: createHttpGatewayClient(config.INTERNAL_SECRET),
+    gateways,
     internalSecret: config.INTERNAL_SECRET,
     port: config.PORT,
     host: config.HOST,

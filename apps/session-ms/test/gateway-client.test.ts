@@ -1,0 +1,55 @@
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { GatewayDelivery, INTERNAL_SECRET_HEADER } from '@parley/contracts';
+import { createHttpGatewayClient } from '../src/gateway-client';
+
+const SECRET = 'test-internal-secret';
+const delivery = (to: string): GatewayDelivery => ({ to, frame: { type: 'message', mid: `alice:${to}`, id: to, from: 'alice', to, chat: 'direct', body: 'hi', sentAt: 1 } });
+
+describe('the HTTP gateway client', () => {
+  let server: Server;
+  let url: string;
+  let answer: (req: IncomingMessage, body: string, res: ServerResponse) => void;
+  const seen: Array<{ path?: string; secret?: string; body: unknown; socket: unknown }> = [];
+
+  beforeAll(async () => {
+    server = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks).toString();
+      seen.push({ path: req.url, secret: req.headers[INTERNAL_SECRET_HEADER] as string, body: JSON.parse(body), socket: req.socket });
+      answer(req, body, res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise((resolve) => server.close(resolve)));
+  beforeEach(() => (seen.length = 0));
+
+  it('posts the batch with the internal secret and returns sockets written per delivery, over one kept-alive connection', async () => {
+    answer = (_req, body, res) => {
+      const { deliveries } = JSON.parse(body) as { deliveries: GatewayDelivery[] };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ results: deliveries.map((d) => ({ written: d.to === 'bob' ? 2 : 0 })) }));
+    };
+    const client = createHttpGatewayClient(SECRET);
+    expect(await client.send(url, [delivery('bob'), delivery('carol')])).toEqual([2, 0]);
+    expect(await client.send(url, [delivery('bob')])).toEqual([2]);
+    expect(seen.map(({ path, secret }) => ({ path, secret }))).toEqual([
+      { path: '/send', secret: SECRET },
+      { path: '/send', secret: SECRET },
+    ]);
+    expect(seen[0].body).toEqual({ deliveries: [delivery('bob'), delivery('carol')] });
+    expect(seen[1].socket).toBe(seen[0].socket);
+    client.close?.();
+  });
+
+  it('rejects on an error status, a silent gateway and an unreachable one', async () => {
+    const client = createHttpGatewayClient(SECRET, 200);
+    answer = (_req, _body, res) => void res.writeHead(403).end('{}');
+    await expect(client.send(url, [delivery('bob')])).rejects.toThrow(`gateway ${url} answered 403`);
+    answer = () => undefined; // never answers
+    await expect(client.send(url, [delivery('bob')])).rejects.toThrow('did not answer within 200 ms');
+    await expect(client.send('http://127.0.0.1:1', [delivery('bob')])).rejects.toThrow(/ECONNREFUSED/);
+    client.close?.();
+  });
+});
