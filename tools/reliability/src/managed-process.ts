@@ -24,6 +24,10 @@ export class ManagedProcess {
     return this.spec.name;
   }
 
+  get pid(): number | undefined {
+    return this.running ? this.child?.pid : undefined;
+  }
+
   get running(): boolean {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
