@@ -27,6 +27,8 @@ both from this process with the same WebSocket clients, prints a table and write
 bench/results/bench-<run>.{html,json}.
 
   --quick              short run (< 3 min): 3 s steps, 5,000 idle sockets, 100 fan-out messages
+  --processes          run the fleet as separate processes, as in production (one per service, the
+                       broker, a Redis; needs Postgres and redis-server) and sample each of them
   --ws URL --rest URL  target a running fleet instead (tokens: --jwt-secret, else POST /v1/dev/token)
   --pid N              sample CPU/RSS of this process (with --ws/--rest)
   --jwt-secret S       HS256 secret for tokens
@@ -48,6 +50,7 @@ async function main() {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
+      processes: { type: 'boolean', default: false },
       ws: { type: 'string' },
       rest: { type: 'string' },
       pid: { type: 'string' },
@@ -121,6 +124,9 @@ async function main() {
   // ---------------- the fleet ----------------
   let fleetChild: Child | undefined;
   let sampler: ProcSampler | undefined;
+  let gatewaySampler: ProcSampler | undefined; // the idle scenario's: the process holding the sockets
+  let perProcess: Array<{ name: string; sampler: ProcSampler }> = [];
+  let requestGc: (() => void) | undefined;
   let fleetTarget: Target;
   let gatewayMetricsUrl: string | undefined;
   let restUrl: string;
@@ -138,6 +144,19 @@ async function main() {
       };
       if (values.pid) sampler = new ProcSampler(Number(values.pid));
       report.fleet.where = `external fleet at ${values.ws}${values.pid ? `, sampling pid ${values.pid}` : ', no process sampled (give --pid)'}`;
+    } else if (values.processes) {
+      log('starting the fleet as separate processes (broker, Redis, one per service; Postgres for the SQL services)...');
+      fleetChild = await spawnTs('tools/reliability/src/start-process-fleet.ts', 'PROCESS_FLEET', { timeoutMs: 180_000 });
+      const ready = fleetChild.ready as { ws: string; rest: string; wsInternal: string; pids: Record<string, number> };
+      perProcess = Object.entries(ready.pids).map(([name, pid]) => ({ name, sampler: new ProcSampler(pid) }));
+      sampler = new ProcSampler(Object.values(ready.pids));
+      gatewaySampler = new ProcSampler(ready.pids['ws-gateway']);
+      restUrl = ready.rest;
+      gatewayMetricsUrl = `${ready.wsInternal}/metrics`;
+      fleetTarget = { name: 'fleet', wsUrl: ready.ws, token: (u) => devToken(restUrl, u) };
+      report.fleet.where =
+        'one process per service, the broker and Redis (start-process-fleet), Postgres for the SQL services: CPU and RSS are their sum; the idle scenario samples the ws-gateway process alone';
+      log(`fleet up: ${ready.ws}, pids ${JSON.stringify(ready.pids)}`);
     } else {
       log(
         'starting the fleet (embedded broker + PGlite in a temporary data directory, all services in one child process)...',
@@ -161,6 +180,8 @@ async function main() {
       for (const w of ready.whatIfs)
         notes.push(`WHAT-IF applied to the fleet process (not the shipped code): ${w}`);
       sampler = new ProcSampler(fleetChild.pid);
+      const child = fleetChild;
+      requestGc = () => void child.proc.kill('SIGUSR2'); // fleet-child runs a full GC on it
       restUrl = ready.urls.rest;
       gatewayMetricsUrl = `http://127.0.0.1:${ready.ports.wsGatewayInternal}/metrics`;
       metricsUrls = Object.entries(ready.ports as Record<string, number>)
@@ -195,6 +216,7 @@ async function main() {
     if (only.has('ramp')) {
       log('fleet 1:1 ramp:');
       const before = await scrapeCounters(metricsUrls);
+      const processWindows = perProcess.map(({ name, sampler: s }) => ({ name, window: s.window() }));
       report.fleet.steps = await ramp(pool, {
         start: settings.fleetStart,
         max: settings.maxRate,
@@ -208,6 +230,11 @@ async function main() {
       });
       report.fleet.max = maxSustainable(report.fleet.steps);
       log(`  fleet max sustainable: ${report.fleet.max.delivered} msg/s`);
+      if (processWindows.length > 0) {
+        report.fleet.processes = processWindows.map(({ name, window }) => ({ name, ...window.end() }));
+        log('  each process over the ramp (cores, RSS):');
+        for (const p of report.fleet.processes) log(`    ${p.name.padEnd(22)} ${p.cores.toFixed(2)}  ${p.rssMiB} MiB`);
+      }
       if (metricsUrls.length > 0) {
         const sent = report.fleet.steps.reduce((n, s) => n + s.sent, 0);
         report.fleet.counters = counterDeltas(before, await scrapeCounters(metricsUrls)).map(
@@ -235,11 +262,12 @@ async function main() {
       log(formatStep(report.fleet.half));
       await drain(pool, 1000, 10_000);
     }
-    if (only.has('idle') && sampler) {
-      const limit = Math.min(openFilesLimit('self'), fleetChild ? openFilesLimit(fleetChild.pid) : Infinity);
+    const idleSampler = gatewaySampler ?? sampler;
+    if (only.has('idle') && idleSampler) {
+      const limit = Math.min(openFilesLimit('self'), openFilesLimit(idleSampler.pids[0]));
       const n = Math.min(settings.idle, limit - conns - 1000);
       const note =
-        `${n} idle authenticated sockets from 127.0.0.2-9; RSS of the whole fleet process (gateway + session registry + everything else in it), after a settle. ` +
+        `${n} idle authenticated sockets from 127.0.0.2-9; RSS of ${gatewaySampler ? 'the ws-gateway process' : 'the whole fleet process (gateway + session registry + everything else in it)'}, after a settle. ` +
         `100k is projected linearly from this (RSS before + 100,000 × per connection), not measured` +
         (n < settings.idle
           ? `; capped from ${settings.idle} by the open-files limit (ulimit -n = ${limit}, hard limit not raisable here)`
@@ -249,12 +277,12 @@ async function main() {
         n,
         startIndex: conns,
         runId: tag,
-        sampler,
+        sampler: idleSampler,
         gatewayConnections: gatewayMetricsUrl
           ? () => scrape(gatewayMetricsUrl!, 'parley_ws_connections')
           : undefined,
         settleMs: quick ? 2000 : 4000,
-        gc: fleetChild ? () => void fleetChild!.proc.kill('SIGUSR2') : undefined,
+        gc: requestGc,
         note,
         log,
       });

@@ -3,22 +3,25 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseProcStat, parseRss } from './stats';
 
-/** CPU and RSS of a process through /proc (Linux). */
+/** CPU and RSS of a process, or the sum over several, through /proc (Linux). */
 export class ProcSampler {
   private readonly hz = 100; // USER_HZ on Linux
-  constructor(readonly pid: number) {}
+  readonly pids: number[];
+  constructor(pids: number | number[]) {
+    this.pids = Array.isArray(pids) ? pids : [pids];
+  }
 
   cpuSeconds(): number {
-    try {
-      return parseProcStat(readFileSync(`/proc/${this.pid}/stat`, 'utf8')).ticks / this.hz;
-    } catch {
-      return NaN;
-    }
+    return this.sum((pid) => parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).ticks / this.hz);
   }
 
   rssBytes(): number {
+    return this.sum((pid) => parseRss(readFileSync(`/proc/${pid}/status`, 'utf8')));
+  }
+
+  private sum(read: (pid: number) => number): number {
     try {
-      return parseRss(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+      return this.pids.reduce((total, pid) => total + read(pid), 0);
     } catch {
       return NaN;
     }

@@ -20,6 +20,8 @@ export interface BenchReport {
     /** Every service's `parley_*_total` counters over the 1:1 ramp: what each message costs in events. */
     counters?: Array<{ name: string; delta: number; perMessage: number }>;
     fanoutCounters?: Array<{ name: string; delta: number; perMessage: number }>;
+    /** With --processes: each process's CPU (cores) and RSS over the 1:1 ramp. */
+    processes?: Array<{ name: string; cores: number; rssMiB: number }>;
   };
   relay?: {
     steps: StepResult[];

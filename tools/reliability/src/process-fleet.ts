@@ -43,7 +43,7 @@ export class ProcessFleet {
   private constructor(
     readonly parts: Record<Part, ManagedProcess>,
     readonly postgres: TcpFaultProxy,
-    readonly urls: { ws: string; rest: string },
+    readonly urls: { ws: string; rest: string; wsInternal: string },
     private readonly cleanup: () => Promise<void>,
   ) {}
 
@@ -178,7 +178,7 @@ export class ProcessFleet {
     const fleet = new ProcessFleet(
       parts,
       postgres,
-      { ws: `ws://127.0.0.1:${port['ws-gateway']}/v1/ws`, rest: base('rest-gateway') },
+      { ws: `ws://127.0.0.1:${port['ws-gateway']}/v1/ws`, rest: base('rest-gateway'), wsInternal: `http://127.0.0.1:${port.wsInternal}` },
       async () => {
         await postgres.close();
         await adminQuery(options.postgresUrl, `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(
