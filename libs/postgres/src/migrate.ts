@@ -9,13 +9,14 @@ export interface Migration {
 
 /**
  * Applies the migrations a service has not applied yet, in id order, in one transaction under an
- * advisory lock: replicas starting together wait for each other instead of racing.
- * Returns the ids applied now.
+ * advisory lock: replicas starting together wait for each other instead of racing. The lock is
+ * one for every service, since they share the bookkeeping table: two services creating it at once
+ * on a fresh database would collide in the catalog. Returns the ids applied now.
  */
 export async function migrate(db: SqlDatabase, service: string, migrations: Migration[]): Promise<string[]> {
   const ordered = [...migrations].sort((a, b) => a.id.localeCompare(b.id));
   return db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [lockKey(service)]);
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATIONS_LOCK]);
     await tx.query(`CREATE TABLE IF NOT EXISTS parley_migrations (
       service text NOT NULL,
       id text NOT NULL,
@@ -33,7 +34,5 @@ export async function migrate(db: SqlDatabase, service: string, migrations: Migr
   });
 }
 
-function lockKey(service: string): string {
-  // A stable 63-bit key per service, as a decimal string for bigint.
-  return BigInt.asIntN(64, BigInt('0x' + createHash('sha256').update(`parley:${service}`).digest('hex').slice(0, 16))).toString();
-}
+/** A stable 64-bit advisory-lock key, as a decimal string for bigint. */
+const MIGRATIONS_LOCK = BigInt.asIntN(64, BigInt('0x' + createHash('sha256').update('parley:migrations').digest('hex').slice(0, 16))).toString();

@@ -70,3 +70,27 @@ describe('a Postgres connection lost mid-transaction', () => {
     await expect(db.ping()).resolves.toBeUndefined();
   });
 });
+
+describe('migrations when replicas and services start together (real Postgres)', () => {
+  const target = testDatabases().find((t) => t.name === 'postgres')!;
+  afterAll(() => target.dispose());
+
+  it('applies each migration once while replicas of two services migrate one fresh database at the same time', async () => {
+    const replicas = [await target.open()]; // creates the suite's schema
+    replicas.push(...(await Promise.all(Array.from({ length: 5 }, () => target.open()))));
+    const migrationsOf = (service: string) => [
+      { id: '001_table', sql: `CREATE TABLE ${service}_items (id text PRIMARY KEY)` },
+      { id: '002_column', sql: `ALTER TABLE ${service}_items ADD COLUMN n int` },
+    ];
+    const applied = await Promise.all(replicas.map((db, i) => migrate(db, i % 2 ? 'svc_a' : 'svc_b', migrationsOf(i % 2 ? 'svc_a' : 'svc_b'))));
+    expect(applied.filter((ids, i) => i % 2 === 1 && ids.length > 0)).toEqual([['001_table', '002_column']]);
+    expect(applied.filter((ids, i) => i % 2 === 0 && ids.length > 0)).toEqual([['001_table', '002_column']]);
+    const rows = await replicas[0].query<{ service: string; id: string }>('SELECT service, id FROM parley_migrations ORDER BY service, id');
+    expect(rows.rows).toEqual([
+      { service: 'svc_a', id: '001_table' },
+      { service: 'svc_a', id: '002_column' },
+      { service: 'svc_b', id: '001_table' },
+      { service: 'svc_b', id: '002_column' },
+    ]);
+  });
+});
