@@ -93,6 +93,17 @@ describe('fleet: 1:1 delivery end to end', () => {
     expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'x', code: 'invalid_frame', message: expect.stringContaining('to: must match') });
     alice.send({ type: 'message', id: 'y', to: 'bob', body: 'x'.repeat(70 * 1024) });
     expect(await alice.closed()).toBe(1009);
+
+    // The launcher's gateway allows 200 frames/s with a burst of 400: 600 frames at once overrun it.
+    // (After 50 refusals in a row it also closes the socket with 4029, if the gateway reads that fast.)
+    const eager = await clients.connect('eager5', { autoAck: true });
+    for (let n = 0; n < 600; n++) eager.send({ type: 'message', id: `r${n}`, to: 'bob5', body: n });
+    const answered = () => eager.ofType('accepted').length + eager.ofType('error').length;
+    await eager.until(() => answered() === 600 || eager.closeCode !== undefined, 15_000);
+    const refused = eager.ofType('error');
+    expect(refused.length).toBeGreaterThan(0);
+    for (const frame of refused) expect(frame).toMatchObject({ code: 'rate_limited', id: expect.stringMatching(/^r\d+$/), message: expect.stringMatching(/^too many frames: retry after [\d.]+ s$/) });
+    expect([undefined, 4029]).toContain(eager.closeCode);
   });
 
   it('shows presence', async () => {
