@@ -1,6 +1,7 @@
 import { DeliverEvent, GroupFrame, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
-import { createPgliteDatabase, migrate, SqlDatabase } from '@parley/postgres';
+import { migrate, SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
 import { createSqlMembershipReader } from '../src/sql-membership';
@@ -11,14 +12,14 @@ import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
 import { waitFor } from '@parley/test-kit';
 
 
-describe('group pipeline: router + group-ms on one bus and database', () => {
+describe.each(testDatabases())('group pipeline on $name: router + group-ms on one bus and database', (target) => {
   let db: SqlDatabase;
   let bus: MemoryBus;
   let router: GroupMessageRouter;
   let groupMs: GroupMs;
 
   beforeAll(async () => {
-    db = await createPgliteDatabase();
+    db = await target.open();
     await migrate(db, 'group-ms', GROUP_MIGRATIONS);
     bus = new MemoryBus();
     const runtime = (name: string) => ({ logger: silentLogger(), metrics: createMetricsRegistry(name, { collectDefaults: false }), readiness: new Readiness(), port: 0, host: '127.0.0.1' });
@@ -30,7 +31,7 @@ describe('group pipeline: router + group-ms on one bus and database', () => {
   afterAll(async () => {
     await router.stop();
     await groupMs.stop();
-    await db.close();
+    await target.dispose();
   });
 
   const delivered = () => bus.events(TOPICS.delivery) as DeliverEvent[];

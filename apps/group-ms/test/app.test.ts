@@ -1,6 +1,7 @@
 import { DeliverEvent, GroupCommandEvent, GroupFrame, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
-import { createPgliteDatabase, migrate, SqlDatabase } from '@parley/postgres';
+import { migrate, SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
 import { createMetricsRegistry, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMs, GroupMs } from '../src/app';
 import { GROUP_MIGRATIONS } from '../src/migrations';
@@ -10,17 +11,17 @@ import { waitFor } from '@parley/test-kit';
 const SECRET = 'test-internal-secret-0123';
 
 
-describe('group-ms service', () => {
+describe.each(testDatabases())('group-ms service on $name', (target) => {
   let db: SqlDatabase;
   let bus: MemoryBus;
   let service: GroupMs;
   let ids = 0;
 
   beforeAll(async () => {
-    db = await createPgliteDatabase();
+    db = await target.open();
     await migrate(db, 'group-ms', GROUP_MIGRATIONS);
   });
-  afterAll(() => db.close());
+  afterAll(() => target.dispose());
 
   beforeEach(async () => {
     bus = new MemoryBus();
