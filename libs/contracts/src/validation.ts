@@ -68,7 +68,7 @@ export function describeInputErrors(errors: ErrorObject[], part: InputPart | str
 }
 
 /** The field an error is about (`members[1]`, `body.a`); empty for the value itself. */
-export function errorField(error: ErrorObject): string {
+function errorField(error: ErrorObject): string {
   const base = fieldPath(error.instancePath);
   const params = error.params as Record<string, unknown>;
   if (error.keyword === 'required') return join(base, String(params.missingProperty));
@@ -101,7 +101,7 @@ const UNION_KEYWORDS = new Set(['anyOf', 'oneOf']);
  * drop the summary, drop a branch's type mismatch where another branch of the right type said what
  * is wrong at that field, and merge literal alternatives into one `must be one of`.
  */
-export function simplifyErrors(errors: ErrorObject[]): ErrorObject[] {
+function simplifyErrors(errors: ErrorObject[]): ErrorObject[] {
   const specific = errors.filter((error) => !UNION_KEYWORDS.has(error.keyword));
   if (specific.length === 0) return errors;
   const kept = specific.filter((error) => error.keyword !== 'type' || !specific.some((other) => explains(other, error.instancePath)));

@@ -131,7 +131,7 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     },
     async close() {
       await Promise.all([...subscriptions].map((s) => s.stop()));
-      while (flushing) await sleep(5);
+      while (scheduled || flushing) await sleep(5); // what was published before close() goes out
       await Promise.allSettled([producer.disconnect(), admin.disconnect()]);
     },
   };

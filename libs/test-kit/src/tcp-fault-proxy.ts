@@ -26,10 +26,6 @@ export class TcpFaultProxy {
     });
   }
 
-  get isDown(): boolean {
-    return this.down;
-  }
-
   cut(): void {
     this.down = true;
     for (const socket of this.open) socket.resetAndDestroy();

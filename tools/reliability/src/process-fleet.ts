@@ -202,14 +202,6 @@ export class ProcessFleet {
     return issueToken(JWT_SECRET, user);
   }
 
-  /** SIGKILLs a part, waits `downMs`, starts it again; resolves with the time it was back up. */
-  async killAndRestart(part: Part, downMs = 500): Promise<number> {
-    await this.parts[part].kill();
-    await new Promise((r) => setTimeout(r, downMs));
-    await this.parts[part].start();
-    return Date.now();
-  }
-
   async stop(): Promise<void> {
     // Edges first, infrastructure last, as in a rolling shutdown.
     for (const app of [...APPS].reverse()) await this.parts[app].stop();
