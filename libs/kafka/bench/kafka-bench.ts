@@ -20,6 +20,8 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 1000);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 8);
 const PARTITIONS = Number(process.env.BENCH_PARTITIONS ?? 4);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 5000); // msg/s in the latency phase
+// The idempotent producer is what libs/kafka uses; BENCH_IDEMPOTENT=0 measures the plain one.
+const IDEMPOTENT = process.env.BENCH_IDEMPOTENT !== '0';
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 5);
 
 async function main() {
@@ -48,7 +50,7 @@ async function main() {
   });
   const producer = kafka.producer({
     createPartitioner: Partitioners.DefaultPartitioner,
-    idempotent: false,
+    idempotent: IDEMPOTENT,
     maxInFlightRequests: IN_FLIGHT,
   });
   await producer.connect();
@@ -111,7 +113,7 @@ async function main() {
   const ms = (us: number) => (us / 1000).toFixed(2);
   const lines = [
     `kafka bench (${external ? `brokers ${external}` : `embedded broker (${mode === 'process' ? 'own process, npm run broker' : 'in this process'}), fsync=interval, data on disk`}; kafkajs 2.2.4; ${os.cpus().length} CPUs)`,
-    `  throughput: ${MESSAGES} x ${SIZE} B, batches of ${BATCH}, ${IN_FLIGHT} in flight, ${PARTITIONS} partitions, acks=all`,
+    `  throughput: ${MESSAGES} x ${SIZE} B, batches of ${BATCH}, ${IN_FLIGHT} in flight, ${PARTITIONS} partitions, acks=all, ${IDEMPOTENT ? 'idempotent' : 'plain'} producer`,
     `    produce:              ${Math.round(produceRate).toLocaleString('en-US')} msg/s (${((produceRate * SIZE) / 1048576).toFixed(1)} MiB/s)`,
     `    produce+consume:      ${Math.round(endToEndRate).toLocaleString('en-US')} msg/s (first consumed after ${firstConsumed - started} ms, last ${lastConsumed - started} ms)`,
     `  latency: ${latencySent} x ${SIZE} B at ${LATENCY_RATE} msg/s, produce-to-consume`,
