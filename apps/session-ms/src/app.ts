@@ -37,7 +37,8 @@ export interface SessionService extends Service {
 
 export function createSessionService(deps: SessionDeps): SessionService {
   const { bus, store, logger } = deps;
-  const delivery = new Delivery(store, deps.gateways, bus, deps.settings, logger, deps.metrics);
+  const acksReadUpTo = (): number => deliveries.handledUpTo();
+  const delivery = new Delivery(store, deps.gateways, bus, deps.settings, logger, deps.metrics, acksReadUpTo);
   const http = buildHttpServer(deps);
   requireInternalSecret(http, deps.internalSecret);
   deps.readiness.register('store', () => store.ping());

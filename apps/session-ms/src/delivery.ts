@@ -49,6 +49,12 @@ export class Delivery {
     private readonly settings: DeliverySettings,
     private readonly logger: Logger,
     registry: Registry,
+    /**
+     * The time up to which acks have been read (the delivery subscription's `handledUpTo`). Ack
+     * timeouts are measured against it, so an ack still queued behind a backlog is not taken for
+     * a silent client: under a burst, retries would only add to the backlog.
+     */
+    private readonly ackClock: () => number = Date.now,
   ) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });
@@ -96,7 +102,7 @@ export class Delivery {
 
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
-    const due = await this.store.claimDue(Date.now(), this.settings.ackTimeoutMs, limit);
+    const due = await this.store.claimDue(Math.min(Date.now(), this.ackClock()), this.settings.ackTimeoutMs, limit);
     const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
     const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
     await this.goOffline(exhausted);

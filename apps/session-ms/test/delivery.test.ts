@@ -26,12 +26,12 @@ const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
   frame: { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text: id }, sentAt: 1 },
 });
 
-function setup() {
+function setup(ackClock: () => number = Date.now) {
   const store = new MemorySessionStore();
   const gateways = new RecordingGateways();
   const bus = new MemoryBus();
   const settings = { ackTimeoutMs: 20, maxAttempts: 3, rememberAckedMs: 60_000, gatewayTtlMs: 60_000 };
-  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), createMetricsRegistry('s', { collectDefaults: false }));
+  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), createMetricsRegistry('s', { collectDefaults: false }), ackClock);
   const connect = (user: string, connId: string, gateway = 'gw-1') =>
     delivery.handleConnections([{ v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() }]);
   const retryUntilQuiet = async () => {
@@ -137,5 +137,20 @@ describe('Delivery', () => {
     await delivery.handleConnections([{ v: 1, kind: 'connection-down', user: 'bob', connId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw-1', at: Date.now() }]);
     await retryUntilQuiet();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
+  });
+
+  it('measures the ack timeout against the time acks have been read up to: a backlog does not trigger retries', async () => {
+    let acksReadUpTo = Date.now();
+    const { delivery, gateways, bus, connect } = setup(() => acksReadUpTo);
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await new Promise((r) => setTimeout(r, 60)); // three ack timeouts of wall time
+    for (let i = 0; i < 5; i++) await delivery.retryDue();
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+
+    acksReadUpTo = Date.now(); // the backlog is read, and no ack for m1 was in it
+    await delivery.retryDue();
+    expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
   });
 });

@@ -29,6 +29,12 @@ export interface Subscription {
   /** Backpressure: stop fetching until `resume()`; a batch already handed to the handler completes. */
   pause(): void;
   resume(): void;
+  /**
+   * A time such that every record appended to the topic before it has been handled, as far as this
+   * consumer knows (its last fetch); the current time when it is caught up. Timeouts that wait for
+   * something on this topic (an ack) measure against it, so a backlog is not taken for silence.
+   */
+  handledUpTo(): number;
 }
 
 /**

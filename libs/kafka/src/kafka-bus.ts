@@ -178,6 +178,9 @@ function createSubscription<T>(
     allowAutoTopicCreation: true,
   });
   let running = false;
+  // Partitions known to hold unhandled records, with the time of the last record handled there.
+  const behind = new Map<number, number>();
+  consumer.on(consumer.events.GROUP_JOIN, () => behind.clear()); // the assignment may have changed
 
   const deadLetter = async (envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[], err: unknown) => {
     options.counters.deadLettered.inc(labels, envelopes.length);
@@ -215,6 +218,7 @@ function createSubscription<T>(
 
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
+    if (batch.messages.length > 0 && !behind.has(batch.partition)) behind.set(batch.partition, Number(batch.messages[0].timestamp) - 1);
     for (let start = 0; start < batch.messages.length; start += maxBatchSize) {
       if (!payload.isRunning() || payload.isStale()) return;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
@@ -244,7 +248,10 @@ function createSubscription<T>(
         if (failure) await isolate(good, payload);
       }
       options.counters.consumed.inc(labels, chunk.length);
-      payload.resolveOffset(chunk[chunk.length - 1].offset);
+      const last = chunk[chunk.length - 1];
+      if (Number(last.offset) + 1 < Number(batch.highWatermark)) behind.set(batch.partition, Number(last.timestamp));
+      else behind.delete(batch.partition);
+      payload.resolveOffset(last.offset);
       await payload.commitOffsetsIfNecessary();
       await payload.heartbeat();
     }
@@ -282,5 +289,6 @@ function createSubscription<T>(
     },
     pause: () => consumer.pause([{ topic: topic.name }]),
     resume: () => consumer.resume([{ topic: topic.name }]),
+    handledUpTo: () => (behind.size === 0 ? Date.now() : Math.min(...behind.values())),
   };
 }

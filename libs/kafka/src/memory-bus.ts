@@ -32,11 +32,9 @@ export class MemoryBus implements EventBus {
     const codec = new TopicCodec(topic);
     const log = this.logs.get(topic.name) ?? [];
     this.logs.set(topic.name, log);
-    for (const event of events) {
-      const encoded = codec.encode(event, options?.traceId);
-      codec.decode(encoded.value); // a publisher must never write what consumers would refuse
-      log.push({ key: encoded.key, value: encoded.value, offset: log.length, timestamp: Date.now(), traceId: options?.traceId });
-    }
+    const encoded = events.map((event) => codec.encode(event, options?.traceId));
+    for (const record of encoded) codec.decode(record.value); // a publisher must never write what consumers would refuse; all or nothing
+    for (const record of encoded) log.push({ key: record.key, value: record.value, offset: log.length, timestamp: Date.now(), traceId: options?.traceId });
     for (const wake of this.wakeups) wake();
   }
 
@@ -95,6 +93,10 @@ export class MemoryBus implements EventBus {
       },
       resume: () => {
         paused = false;
+      },
+      handledUpTo: () => {
+        const unhandled = (this.logs.get(topic.name) ?? [])[this.committed.get(position) ?? 0];
+        return unhandled ? unhandled.timestamp - 1 : Date.now();
       },
     };
   }

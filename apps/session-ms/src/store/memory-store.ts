@@ -76,8 +76,11 @@ export class MemorySessionStore implements SessionStore {
 
   async claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]> {
     const claimed: Pending[] = [];
-    for (const [key, dueAt] of [...this.due].sort((a, b) => a[1] - b[1])) {
-      if (dueAt > now || claimed.length >= limit) break;
+    // Sort only what is due: the whole map holds every deliverable awaiting an ack.
+    const due: Array<[string, number]> = [];
+    for (const entry of this.due) if (entry[1] <= now) due.push(entry);
+    due.sort((a, b) => a[1] - b[1]);
+    for (const [key] of due.slice(0, limit)) {
       const entry = this.pending.get(key)!;
       entry.attempts += 1;
       this.due.set(key, now + leaseMs);

@@ -5,6 +5,7 @@ import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Produ
 import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import { createKafkaBus, Envelope, EventBus, provisionTopics, sleep } from '../../src';
+import { busContract, noteTopic } from './bus-contract';
 import { RawClient } from './raw-client';
 import type { KafkaTarget, KafkaTargetKind } from './targets';
 
@@ -486,6 +487,19 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       },
       45_000,
     );
+
+    busContract('createKafkaBus', async () => {
+      const b = createKafkaBus({ kafka: kafka('contract'), logger: pino({ level: 'silent' }), maxAttempts: 3, consumer: FAST_CONSUMER });
+      return {
+        bus: b,
+        groupId: () => unique('g'),
+        topic: async () => {
+          const spec = noteTopic(unique('contract'));
+          await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+          return spec;
+        },
+      };
+    });
 
     describe('createKafkaBus', () => {
       const logger = pino({ level: 'silent' });

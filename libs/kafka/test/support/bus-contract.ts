@@ -1,0 +1,102 @@
+import { Static, Type } from '@sinclair/typebox';
+import { TopicSpec } from '@parley/contracts';
+import { Envelope, EventBus, sleep } from '../../src';
+
+const Note = Type.Object({ kind: Type.Literal('test.note'), v: Type.Literal(1), id: Type.String(), n: Type.Integer() });
+export type Note = Static<typeof Note>;
+export const note = (n: number): Note => ({ kind: 'test.note', v: 1, id: `note-${n}`, n });
+
+export interface BusUnderTest {
+  bus: EventBus;
+  /** A fresh topic, created (with one partition) where the adapter needs that. */
+  topic(): Promise<TopicSpec<Note>>;
+  /** A consumer group id no other test uses. */
+  groupId(): string;
+}
+
+export function noteTopic(name: string): TopicSpec<Note> {
+  return { name, schema: Note, key: (e) => e.id, description: 'bus contract test topic', partitions: 1, retentionMs: 3600_000 };
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/**
+ * The EventBus port's contract, run against every adapter (MemoryBus, and the Kafka adapter on the
+ * embedded broker and on a real Kafka): what the services rely on, whichever bus they are given.
+ */
+export function busContract(label: string, open: () => Promise<BusUnderTest>) {
+  describe(`EventBus contract: ${label}`, () => {
+    let under: BusUnderTest;
+    const stops: Array<() => Promise<void>> = [];
+    beforeAll(async () => {
+      under = await open();
+    });
+    afterEach(async () => {
+      for (const stop of stops.splice(0)) await stop();
+    });
+    afterAll(() => under.bus.close());
+
+    const subscribe = (topic: TopicSpec<Note>, handle: (batch: Envelope<Note>[]) => Promise<void>) => {
+      const subscription = under.bus.subscribe({ groupId: under.groupId(), topic, handle });
+      stops.push(() => subscription.stop());
+      return subscription;
+    };
+
+    test('publishes and hands over events in order, decoded, with their keys', async () => {
+      const topic = await under.topic();
+      const got: Envelope<Note>[] = [];
+      await subscribe(topic, async (batch) => void got.push(...batch)).start();
+      await under.bus.publish(topic, [note(1), note(2), note(3)]);
+      await until(() => got.length === 3, 'three events');
+      expect(got.map((e) => [e.event.n, e.key])).toEqual([
+        [1, 'note-1'],
+        [2, 'note-2'],
+        [3, 'note-3'],
+      ]);
+    });
+
+    test('a batch whose handler throws is handed over again (at-least-once)', async () => {
+      const topic = await under.topic();
+      let calls = 0;
+      const handled: number[] = [];
+      await subscribe(topic, async (batch) => {
+        if (++calls === 1) throw new Error('downstream unavailable');
+        handled.push(...batch.map((e) => e.event.n));
+      }).start();
+      await under.bus.publish(topic, [note(1)]);
+      await until(() => handled.length === 1, 'the retried event');
+      expect(handled).toEqual([1]);
+      expect(calls).toBe(2);
+    });
+
+    test('handledUpTo stays before an unhandled record and reaches the present once all are handled', async () => {
+      const topic = await under.topic();
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let entered = false;
+      let handled = 0;
+      const subscription = subscribe(topic, async (batch) => {
+        entered = true;
+        await held;
+        handled += batch.length;
+      });
+      await subscription.start();
+      const beforePublish = Date.now();
+      await under.bus.publish(topic, [note(1), note(2)]);
+      await until(() => entered, 'the handler to hold the batch');
+      await sleep(100);
+      expect(subscription.handledUpTo()).toBeLessThan(beforePublish + 50);
+
+      release();
+      await until(() => handled === 2, 'both events');
+      const afterHandled = Date.now();
+      expect(subscription.handledUpTo()).toBeGreaterThanOrEqual(afterHandled);
+    });
+  });
+}
