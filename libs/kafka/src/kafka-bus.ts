@@ -169,11 +169,12 @@ function createSubscription<T>(
   const maxAttempts = options.maxAttempts ?? 5;
   const maxBatchSize = options.maxBatchSize ?? 500;
   const labels = { topic: topic.name, group: groupId };
+  const heartbeatInterval = options.consumer?.heartbeatInterval ?? 1_000;
   const consumer: Consumer = options.kafka.consumer({
     groupId,
     sessionTimeout: options.consumer?.sessionTimeout ?? 10_000,
     rebalanceTimeout: options.consumer?.rebalanceTimeout ?? 10_000,
-    heartbeatInterval: options.consumer?.heartbeatInterval ?? 1_000,
+    heartbeatInterval,
     maxWaitTimeInMs: options.consumer?.maxWaitTimeInMs ?? 250,
     allowAutoTopicCreation: true,
   });
@@ -244,8 +245,8 @@ function createSubscription<T>(
       }
       if (poison.length > 0) await deadLetter(poison, decodeError);
       if (good.length > 0) {
-        const failure = await withRetries(() => handle(good), maxAttempts, payload);
-        if (failure) await isolate(good, payload);
+        const failure = await whileBeating(payload, () => withRetries(() => handle(good), maxAttempts, payload));
+        if (failure) await whileBeating(payload, () => isolate(good, payload));
       }
       options.counters.consumed.inc(labels, chunk.length);
       const last = chunk[chunk.length - 1];
@@ -254,6 +255,20 @@ function createSubscription<T>(
       payload.resolveOffset(last.offset);
       await payload.commitOffsetsIfNecessary();
       await payload.heartbeat();
+    }
+  };
+
+  /**
+   * kafkajs heartbeats only between batches; a handler that outlasts the session timeout (a large
+   * fan-out under load) would be expelled from the group and its uncommitted records handled again
+   * by the next member. So the member keeps beating while the handler runs.
+   */
+  const whileBeating = async <R>(payload: EachBatchPayload, work: () => Promise<R>): Promise<R> => {
+    const beat = setInterval(() => void payload.heartbeat().catch(() => undefined), heartbeatInterval);
+    try {
+      return await work();
+    } finally {
+      clearInterval(beat);
     }
   };
 

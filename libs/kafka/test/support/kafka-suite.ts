@@ -688,6 +688,33 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(fetches).toBeGreaterThan(fetchesWhileHeld);
       });
 
+      test('a handler that outlasts the session timeout keeps its membership: nothing is handled twice', async () => {
+        const spec = pingTopic(unique('long'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const k = kafka('bus');
+        const consumers = watchConsumers(k);
+        const b = bus(k);
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => {
+            if (handled.length === 0) await sleep(FAST_CONSUMER.sessionTimeout + 1500);
+            handled.push(...batch.map((e) => e.event.n));
+          },
+        });
+        let joins = 0;
+        consumers[0].on(consumers[0].events.GROUP_JOIN, () => joins++);
+        await sub.start();
+        await b.publish(spec, [ping(1), ping(2)]);
+        await waitFor(() => handled.length >= 2, 20_000, 'the slow batch');
+        await b.publish(spec, [ping(3)]);
+        await waitFor(() => handled.includes(3), 15_000, 'a later record');
+        await sleep(500);
+        expect(handled).toEqual([1, 2, 3]);
+        expect(joins).toBe(1);
+      }, 30_000);
+
       test('pause() stops deliveries and resume() starts them again', async () => {
         const spec = pingTopic(unique('pause'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
