@@ -1,4 +1,4 @@
-import { DeliverEvent, GroupMessageEvent, GroupTypingEvent, serverMid, userMid } from '@parley/contracts';
+import { DeliverEvent, errorDeliverable, GroupMessageEvent, GroupTypingEvent, userMid } from '@parley/contracts';
 import { Membership } from './membership';
 
 /** One deliverable per member except the sender, all sharing one frame (mid `<from>:<id>`). */
@@ -24,10 +24,5 @@ export function fanOutTyping(event: GroupTypingEvent, membership: Membership, in
 /** The sender is not a member: an `error` deliverable to the sender, and nothing to the group. */
 export function notMemberError(event: GroupMessageEvent): DeliverEvent {
   const { from, frame } = event;
-  return {
-    v: 1,
-    kind: 'deliver',
-    to: from,
-    frame: { type: 'error', mid: serverMid('err', from, frame.id), id: frame.id, code: 'not_member', message: `not a member of group ${frame.to}` },
-  };
+  return errorDeliverable(from, { id: frame.id, code: 'not_member', message: `not a member of group ${frame.to}` });
 }

@@ -1,5 +1,6 @@
 import {
   DeliverEvent,
+  errorDeliverable,
   GroupChangedEvent,
   GroupChangeFrame,
   GroupCommandEvent,
@@ -109,11 +110,5 @@ function effectsOf(notice: GroupNotice): GroupEffects {
 }
 
 function refusal(event: GroupCommandEvent, err: ParleyError): DeliverEvent {
-  const { from, frame } = event;
-  return {
-    v: 1,
-    kind: 'deliver',
-    to: from,
-    frame: { type: 'error', mid: serverMid('err', from, frame.id), id: frame.id, code: err.code, message: err.message },
-  };
+  return errorDeliverable(event.from, { id: event.frame.id, code: err.code, message: err.message });
 }

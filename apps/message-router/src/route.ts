@@ -3,6 +3,7 @@ import { Static, Type } from '@sinclair/typebox';
 import {
   CLIENT_ID_PATTERN,
   DeliverEvent,
+  errorDeliverable,
   DeliveryTopicEvent,
   ErrorFrame,
   FrameResult,
@@ -44,8 +45,7 @@ export function checkInbound(record: InboundRecord): Checked {
   const checked = validateClientFrame(record.frame, { types: ROUTABLE_TYPES }) as FrameResult<InboundEvent['frame']>;
   if (checked.ok) return { ok: true, inbound: { ...record, frame: checked.frame } };
   const { code, id } = checked;
-  const frame = { type: 'error', mid: refusalMid(record, id), ...(id === undefined ? {} : { id }), code, message: `cannot route this frame: ${checked.message}` } as const;
-  return { ok: false, refusal: { v: 1, kind: 'deliver', to: record.from, frame } };
+  return { ok: false, refusal: errorDeliverable(record.from, { id, code, message: `cannot route this frame: ${checked.message}`, mid: refusalMid(record, id) }) };
 }
 
 /**

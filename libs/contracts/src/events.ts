@@ -1,7 +1,8 @@
 import { Static, TSchema, Type } from '@sinclair/typebox';
-import { DeviceId, Mid, Timestamp, UserId } from './ids';
+import { DeviceId, Mid, serverMid, Timestamp, UserId } from './ids';
+import type { ErrorCode } from './errors';
 import { AckFrame, GroupFrame, MessageFrame, ReadFrame, TypingFrame } from './client-frames';
-import { Deliverable, PushedFrame } from './server-frames';
+import { Deliverable, ErrorFrame, PushedFrame } from './server-frames';
 
 /**
  * Internal events between services. Each carries `v` (schema version) and `kind`;
@@ -37,6 +38,16 @@ export const DeliverEvent = event(
   'Something for session-ms to deliver to a user',
 );
 export type DeliverEvent = Omit<Static<typeof DeliverEvent>, 'frame'> & { frame: PushedFrame };
+
+/**
+ * A refusal that reaches its sender asynchronously (the frame was accepted, then refused further
+ * on): an `error` deliverable. Its mid `~err:<to>:<id>` is deterministic, so a replay is one error.
+ */
+export function errorDeliverable(to: string, error: { code: ErrorCode; message: string; id?: string; mid?: string }): DeliverEvent & { frame: ErrorFrame & { mid: string } } {
+  const { code, message, id } = error;
+  const mid = error.mid ?? serverMid('err', to, id ?? '');
+  return { v: 1, kind: 'deliver', to, frame: { type: 'error', mid, ...(id === undefined ? {} : { id }), code, message } };
+}
 
 export const AckEvent = event(
   'ack',

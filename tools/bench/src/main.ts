@@ -286,6 +286,7 @@ async function main() {
         note,
         log,
       });
+      report.fleet.idle.sampled = gatewaySampler || values.pid ? 'gateway' : 'fleet';
     } else if (only.has('idle'))
       notes.push('idle scenario skipped: no process to sample (give --pid with --ws/--rest)');
     if (only.has('fanout')) {

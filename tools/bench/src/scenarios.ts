@@ -238,6 +238,8 @@ export interface IdleResult {
   bytesPerConnection: number;
   projected100kMiB: number;
   gatewayConnections?: number;
+  /** What RSS was sampled: the ws-gateway process alone (the target's subject), or the whole one-process fleet. */
+  sampled?: 'gateway' | 'fleet';
   note: string;
 }
 
