@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { MAX_PRESENCE_USERS, ParleyError, PresenceQuery, PresenceResponse, TOPICS, USER_ID_PATTERN } from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
@@ -37,8 +38,8 @@ export interface SessionService extends Service {
 
 export function createSessionService(deps: SessionDeps): SessionService {
   const { bus, store, logger } = deps;
-  const acksReadUpTo = (): number => deliveries.handledUpTo();
-  const delivery = new Delivery(store, deps.gateways, bus, deps.settings, logger, deps.metrics, acksReadUpTo);
+  const reader = { replica: randomUUID(), readUpTo: (): number => deliveries.handledUpTo() };
+  const delivery = new Delivery(store, deps.gateways, bus, deps.settings, logger, deps.metrics, reader);
   const http = buildHttpServer(deps);
   requireInternalSecret(http, deps.internalSecret);
   deps.readiness.register('store', () => store.ping());

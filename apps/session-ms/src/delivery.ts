@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   AckEvent,
   ConnectionTopicEvent,
@@ -29,6 +30,9 @@ export interface DeliverySettings {
   gatewayTtlMs: number;
 }
 
+/** How long a replica's read position counts without a new report (about a consumer session timeout). */
+const READ_POSITION_TTL_MS = 10_000;
+
 interface Push {
   user: string;
   frame: PushedFrame;
@@ -50,11 +54,12 @@ export class Delivery {
     private readonly logger: Logger,
     registry: Registry,
     /**
-     * The time up to which acks have been read (the delivery subscription's `handledUpTo`). Ack
-     * timeouts are measured against it, so an ack still queued behind a backlog is not taken for
-     * a silent client: under a burst, retries would only add to the backlog.
+     * This replica, and the time up to which it has read acks (its delivery subscription's
+     * `handledUpTo`). Ack timeouts run on the slowest live replica's read position, so an ack still
+     * queued behind a backlog is not taken for a silent client: under a burst, retries would only
+     * add to the backlog.
      */
-    private readonly ackClock: () => number = Date.now,
+    private readonly reader: { replica: string; readUpTo: () => number } = { replica: randomUUID(), readUpTo: Date.now },
   ) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });
@@ -102,7 +107,10 @@ export class Delivery {
 
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
-    const due = await this.store.claimDue(Math.min(Date.now(), this.ackClock()), this.settings.ackTimeoutMs, limit);
+    const now = Date.now();
+    await this.store.reportReadUpTo(this.reader.replica, Math.min(now, this.reader.readUpTo()), READ_POSITION_TTL_MS);
+    const clock = Math.min(now, (await this.store.readUpTo(now)) ?? now);
+    const due = await this.store.claimDue(clock, this.settings.ackTimeoutMs, limit);
     const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
     const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
     await this.goOffline(exhausted);

@@ -26,12 +26,12 @@ const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
   frame: { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text: id }, sentAt: 1 },
 });
 
-function setup(ackClock: () => number = Date.now) {
-  const store = new MemorySessionStore();
+/** A Delivery on an in-memory store; a second replica passes the first one's store. */
+function setup({ readUpTo = Date.now, store = new MemorySessionStore(), replica = 'r1' } = {}) {
   const gateways = new RecordingGateways();
   const bus = new MemoryBus();
   const settings = { ackTimeoutMs: 20, maxAttempts: 3, rememberAckedMs: 60_000, gatewayTtlMs: 60_000 };
-  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), createMetricsRegistry('s', { collectDefaults: false }), ackClock);
+  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), createMetricsRegistry('s', { collectDefaults: false }), { replica, readUpTo });
   const connect = (user: string, connId: string, gateway = 'gw-1') =>
     delivery.handleConnections([{ v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() }]);
   const retryUntilQuiet = async () => {
@@ -141,7 +141,7 @@ describe('Delivery', () => {
 
   it('measures the ack timeout against the time acks have been read up to: a backlog does not trigger retries', async () => {
     let acksReadUpTo = Date.now();
-    const { delivery, gateways, bus, connect } = setup(() => acksReadUpTo);
+    const { delivery, gateways, bus, connect } = setup({ readUpTo: () => acksReadUpTo });
     await connect('bob', 'phone');
     await delivery.handle([message('m1')]);
     await new Promise((r) => setTimeout(r, 60)); // three ack timeouts of wall time
@@ -152,5 +152,22 @@ describe('Delivery', () => {
     acksReadUpTo = Date.now(); // the backlog is read, and no ack for m1 was in it
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
+  });
+
+  it('holds retries while another replica sharing the store is behind on its partitions', async () => {
+    let laggingUpTo = Date.now();
+    const caughtUp = setup({ replica: 'r1' });
+    const lagging = setup({ replica: 'r2', store: caughtUp.store, readUpTo: () => laggingUpTo });
+    await caughtUp.connect('bob', 'phone');
+    await caughtUp.delivery.handle([message('m1')]);
+    await lagging.delivery.retryDue(); // r2 reports its read position: before m1's deadline
+    await new Promise((r) => setTimeout(r, 60));
+    await caughtUp.delivery.retryDue();
+    expect(caughtUp.gateways.mids('bob')).toEqual(['alice:m1']);
+
+    laggingUpTo = Date.now(); // r2 has read its backlog, and no ack for m1 was in it
+    await lagging.delivery.retryDue(); // either replica may push it again: the first to claim it
+    await caughtUp.delivery.retryDue();
+    expect([...caughtUp.gateways.mids('bob'), ...lagging.gateways.mids('bob')]).toEqual(['alice:m1', 'alice:m1']);
   });
 });

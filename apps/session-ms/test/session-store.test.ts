@@ -73,6 +73,19 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.track(pending('alice:t1', 'carol'), 1000)).toBe(true);
   });
 
+  it('reads the earliest position among live replicas; an expired report stops counting', async () => {
+    const now = () => Date.now();
+    expect(await store.readUpTo(now())).toBeUndefined();
+    await store.reportReadUpTo('r1', 5000, 60_000);
+    await store.reportReadUpTo('r2', 3000, 60_000);
+    expect(await store.readUpTo(now())).toBe(3000);
+    await store.reportReadUpTo('r2', 7000, 60_000);
+    expect(await store.readUpTo(now())).toBe(5000);
+    await store.reportReadUpTo('r3', 1000, 1);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(await store.readUpTo(now())).toBe(5000);
+  });
+
   it('reports an ack of something not pending as undefined, and still remembers it', async () => {
     expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
     expect(await store.track(pending('alice:never'), 1000)).toBe(false);

@@ -8,6 +8,7 @@ export class MemorySessionStore implements SessionStore {
   private readonly pending = new Map<string, Pending>();
   private readonly due = new Map<string, number>();
   private readonly acked = new Map<string, number>();
+  private readonly readPositions = new Map<string, { at: number; expires: number }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -87,6 +88,19 @@ export class MemorySessionStore implements SessionStore {
       claimed.push({ ...entry });
     }
     return claimed;
+  }
+
+  async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
+    this.readPositions.set(replica, { at, expires: this.now() + ttlMs });
+  }
+
+  async readUpTo(now: number): Promise<number | undefined> {
+    let earliest: number | undefined;
+    for (const [replica, { at, expires }] of this.readPositions) {
+      if (expires <= now) this.readPositions.delete(replica);
+      else earliest = Math.min(earliest ?? at, at);
+    }
+    return earliest;
   }
 
   async ping(): Promise<void> {}

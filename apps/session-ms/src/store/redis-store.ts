@@ -7,6 +7,7 @@ import { Connection, Pending, SessionStore } from './session-store';
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   pend:<user>   hash mid -> {frame, stored} JSON     att:<user>   hash mid -> attempts
  *   ack:<user>:<mid>  acked marker with a TTL
+ *   readpos       zset replica -> read position (ms)   readalive    zset replica -> expiry (ms)
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
@@ -53,6 +54,15 @@ for _, member in ipairs(members) do
   end
 end
 return out`;
+
+const READ_UP_TO = `
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, replica in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], replica)
+  redis.call('ZREM', KEYS[2], replica)
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return first[2]`;
 
 interface StoredPending {
   frame: Pending['frame'];
@@ -150,6 +160,19 @@ export class RedisSessionStore implements SessionStore {
     const claimed: Pending[] = [];
     for (let i = 0; i < out.length; i += 4) claimed.push(this.toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
     return claimed;
+  }
+
+  async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
+    await this.redis
+      .multi()
+      .zadd('readpos', at, replica)
+      .zadd('readalive', Date.now() + ttlMs, replica)
+      .exec();
+  }
+
+  async readUpTo(now: number): Promise<number | undefined> {
+    const earliest = (await this.redis.eval(READ_UP_TO, 2, 'readpos', 'readalive', String(now))) as string | null;
+    return earliest === null ? undefined : Number(earliest);
   }
 
   async ping(): Promise<void> {

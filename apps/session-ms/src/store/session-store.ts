@@ -48,6 +48,13 @@ export interface SessionStore {
    * attempts incremented atomically, so replicas never claim the same one twice.
    */
   claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]>;
+  /**
+   * Records the time up to which `replica` has read the delivery topic, for `ttlMs`: a replica that
+   * stops reporting (it died, its partitions moved) stops counting once it expires.
+   */
+  reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void>;
+  /** The earliest read position among replicas alive at `now`; undefined when none reported. */
+  readUpTo(now: number): Promise<number | undefined>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
