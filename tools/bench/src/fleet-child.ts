@@ -2,7 +2,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startFleet } from '../../../apps/launcher/src/fleet';
-import { applyWhatIfs } from './what-if';
 
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
@@ -10,7 +9,6 @@ import { applyWhatIfs } from './what-if';
  * services in this one process) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
  */
 async function main() {
-  const whatIfs = applyWhatIfs((process.env.BENCH_WHAT_IF ?? '').split(','));
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-'));
   const started = Date.now();
   const fleet = await startFleet({
@@ -26,7 +24,6 @@ async function main() {
     pid: process.pid,
     startMs: Date.now() - started,
     dataDir,
-    whatIfs,
   };
   process.stdout.write(`FLEET_READY ${JSON.stringify(ready)}\n`);
   let stopping = false;

@@ -41,7 +41,6 @@ bench/results/bench-<run>.{html,json}.
   --relay-rates LIST   the same for the relay
   --only LIST          comma list of: ramp,half,fanout,idle,relay (default all)
   --ack-accepted       also ack "accepted" frames (they carry a mid; the protocol's literal reading)
-  --what-if LIST       patch the bench's own fleet process with proposed fixes (tools/bench/src/what-if.ts)
   --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
   --out DIR            results directory (default bench/results)
 `;
@@ -65,7 +64,6 @@ async function main() {
       'relay-rates': { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
       'ack-accepted': { type: 'boolean', default: false },
-      'what-if': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -168,17 +166,13 @@ async function main() {
           ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
         ],
         timeoutMs: 90_000,
-        env: { BENCH_WHAT_IF: values['what-if'] ?? '' },
       });
       const ready = fleetChild.ready as {
         urls: { ws: string; rest: string };
         ports: { wsGatewayInternal: number };
         jwtSecret: string;
         startMs: number;
-        whatIfs: string[];
       };
-      for (const w of ready.whatIfs)
-        notes.push(`WHAT-IF applied to the fleet process (not the shipped code): ${w}`);
       sampler = new ProcSampler(fleetChild.pid);
       const child = fleetChild;
       requestGc = () => void child.proc.kill('SIGUSR2'); // fleet-child runs a full GC on it
