@@ -14,7 +14,7 @@ export const SessionConfig = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9103, description: 'Internal API, probes, metrics' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis; in-process store when unset (one replica only)' })),
   REDIS_KEY_PREFIX: Type.String({ default: 'parley:session:', description: 'Prefix of every key session-ms writes' }),
-  ACK_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait for an ack before pushing again' }),
+  ACK_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait for an ack before pushing again, counted on how far acks have been read (a backlog does not trigger retries)' }),
   MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 3, description: 'Pushes before a deliverable goes offline' }),
   ACKED_TTL_MS: Type.Integer({ minimum: 1000, default: 24 * 3600 * 1000, description: 'How long acked mids are remembered for dedup' }),
   GATEWAY_TTL_MS: Type.Integer({ minimum: 1000, default: 30_000, description: 'A gateway silent this long is gone' }),

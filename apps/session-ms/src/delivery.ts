@@ -15,7 +15,7 @@ import {
 } from '@parley/contracts';
 import { EventBus } from '@parley/kafka';
 import type { Logger } from 'pino';
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { GatewayClient } from './gateway-client';
 import { Connection, Pending, SessionStore } from './store/session-store';
 
@@ -28,10 +28,14 @@ export interface DeliverySettings {
   rememberAckedMs: number;
   /** A gateway that has not beaten for this long is considered gone. */
   gatewayTtlMs: number;
+  /** How often `retryDue` runs (the read-position reports expire after a few ticks). */
+  retryTickMs?: number;
 }
 
-/** How long a replica's read position counts without a new report (about a consumer session timeout). */
-const READ_POSITION_TTL_MS = 10_000;
+/** How long a replica's read position counts without a new report: about a consumer session timeout, and several retry ticks. */
+const readReportTtlMs = (retryTickMs = 200) => Math.max(10_000, 3 * retryTickMs);
+/** A reader stalled this far behind no longer holds retries and the offline hand-over back. */
+const MAX_ACK_READ_LAG_MS = 60_000;
 
 interface Push {
   user: string;
@@ -69,6 +73,11 @@ export class Delivery {
       acked: counter('acked_total', 'Mids acked by clients'),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
       pushFailures: counter('push_failures_total', 'Failed calls to a gateway', ['reason']),
+      ackReadLag: new Gauge({
+        name: 'parley_session_ack_read_lag_seconds',
+        help: 'How far behind the wall clock the slowest replica has read acks; retries wait for it (up to 60 s)',
+        registers: [registry],
+      }),
     };
   }
 
@@ -108,9 +117,11 @@ export class Delivery {
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
     const now = Date.now();
-    await this.store.reportReadUpTo(this.reader.replica, Math.min(now, this.reader.readUpTo()), READ_POSITION_TTL_MS);
-    const clock = Math.min(now, (await this.store.readUpTo(now)) ?? now);
-    const due = await this.store.claimDue(clock, this.settings.ackTimeoutMs, limit);
+    await this.store.reportReadUpTo(this.reader.replica, Math.min(now, this.reader.readUpTo()), readReportTtlMs(this.settings.retryTickMs));
+    const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
+    const dueBy = Math.max(readUpTo, now - MAX_ACK_READ_LAG_MS);
+    this.metrics.ackReadLag.set((now - readUpTo) / 1000);
+    const due = await this.store.claimDue(dueBy, now, this.settings.ackTimeoutMs, limit);
     const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
     const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
     await this.goOffline(exhausted);

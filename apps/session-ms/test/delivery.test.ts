@@ -154,6 +154,26 @@ describe('Delivery', () => {
     expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
   });
 
+  it('times each push again from when it is sent: a lagging reader does not turn one retry into a burst', async () => {
+    const lagMs = 100;
+    const { delivery, gateways, bus, connect } = setup({ readUpTo: () => Date.now() - lagMs });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]); // lost: no ack comes
+    while (gateways.mids('bob').length < 2) {
+      await new Promise((r) => setTimeout(r, 5));
+      await delivery.retryDue();
+    }
+    // The client acks the second push at once; the reader gets to that ack lagMs later.
+    const readAt = Date.now() + lagMs;
+    while (Date.now() < readAt) {
+      await new Promise((r) => setTimeout(r, 5));
+      await delivery.retryDue();
+    }
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: Date.now() }]);
+    expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+  });
+
   it('holds retries while another replica sharing the store is behind on its partitions', async () => {
     let laggingUpTo = Date.now();
     const caughtUp = setup({ replica: 'r1' });

@@ -74,16 +74,15 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
 
   it('reads the earliest position among live replicas; an expired report stops counting', async () => {
-    const now = () => Date.now();
-    expect(await store.readUpTo(now())).toBeUndefined();
+    expect(await store.readUpTo()).toBeUndefined();
     await store.reportReadUpTo('r1', 5000, 60_000);
     await store.reportReadUpTo('r2', 3000, 60_000);
-    expect(await store.readUpTo(now())).toBe(3000);
+    expect(await store.readUpTo()).toBe(3000);
     await store.reportReadUpTo('r2', 7000, 60_000);
-    expect(await store.readUpTo(now())).toBe(5000);
+    expect(await store.readUpTo()).toBe(5000);
     await store.reportReadUpTo('r3', 1000, 1);
     await new Promise((r) => setTimeout(r, 10));
-    expect(await store.readUpTo(now())).toBe(5000);
+    expect(await store.readUpTo()).toBe(5000);
   });
 
   it('reports an ack of something not pending as undefined, and still remembers it', async () => {
@@ -95,26 +94,34 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     await store.track(pending('alice:d1', 'dave'), 100);
     await store.track(pending('alice:d2', 'dave'), 200);
     await store.track(pending('alice:d3', 'dave'), 10_000);
-    const first = await store.claimDue(250, 5000, 10);
+    const first = await store.claimDue(250, 250, 5000, 10);
     const mine = first.filter((p) => p.user === 'dave');
     expect(mine.map((p) => [p.mid, p.attempts])).toEqual([['alice:d1', 2], ['alice:d2', 2]]);
     expect(mine[0].frame).toEqual(frame('alice:d1'));
-    expect((await store.claimDue(300, 5000, 10)).filter((p) => p.user === 'dave')).toEqual([]);
-    const again = (await store.claimDue(5300, 5000, 10)).filter((p) => p.user === 'dave');
+    expect((await store.claimDue(300, 300, 5000, 10)).filter((p) => p.user === 'dave')).toEqual([]);
+    const again = (await store.claimDue(5300, 5300, 5000, 10)).filter((p) => p.user === 'dave');
     expect(again.map((p) => [p.mid, p.attempts])).toEqual([['alice:d1', 3], ['alice:d2', 3]]);
+  });
+
+  it('claims by the ack clock but leases from now: a retry pushed now waits a whole lease', async () => {
+    await store.track(pending('alice:l1', 'lena'), 100);
+    const claimed = (await store.claimDue(150, 10_000, 50, 10)).filter((p) => p.user === 'lena');
+    expect(claimed.map((p) => p.mid)).toEqual(['alice:l1']);
+    expect((await store.claimDue(10_049, 10_049, 50, 10)).filter((p) => p.user === 'lena')).toEqual([]);
+    expect((await store.claimDue(10_050, 10_050, 50, 10)).filter((p) => p.user === 'lena').map((p) => p.attempts)).toEqual([3]);
   });
 
   it('drops pendings without marking them acked', async () => {
     await store.track(pending('alice:x1', 'erin'), 100);
     await store.drop('erin', ['alice:x1']);
-    expect((await store.claimDue(1e12, 1, 100)).filter((p) => p.user === 'erin')).toEqual([]);
+    expect((await store.claimDue(1e12, 1e12, 1, 100)).filter((p) => p.user === 'erin')).toEqual([]);
     expect(await store.track(pending('alice:x1', 'erin'), 100)).toBe(true);
   });
 
   it('keeps pending state across a new client (a restarted session-ms resumes)', async () => {
     await store.track({ ...pending('alice:r1', 'frank'), stored: true }, 100);
     const reopened = target.name === 'redis' ? target.open() : store;
-    const claimed = (await reopened.claimDue(1e12, 1000, 100)).filter((p) => p.user === 'frank');
+    const claimed = (await reopened.claimDue(1e12, 1e12, 1000, 100)).filter((p) => p.user === 'frank');
     expect(claimed).toEqual([{ ...pending('alice:r1', 'frank'), stored: true, attempts: 2 }]);
   });
 });

@@ -41,11 +41,15 @@ export type DeliverEvent = Omit<Static<typeof DeliverEvent>, 'frame'> & { frame:
 
 /**
  * A refusal that reaches its sender asynchronously (the frame was accepted, then refused further
- * on): an `error` deliverable. Its mid `~err:<to>:<id>` is deterministic, so a replay is one error.
+ * on): an `error` deliverable. Its mid is `~err:<to>:<id>` for a frame with a valid client id, so a
+ * replay is one error; a frame without one needs a mid of the caller's (deterministic) choosing.
  */
-export function errorDeliverable(to: string, error: { code: ErrorCode; message: string; id?: string; mid?: string }): DeliverEvent & { frame: ErrorFrame & { mid: string } } {
+export function errorDeliverable(
+  to: string,
+  error: { code: ErrorCode; message: string } & ({ id: string; mid?: string } | { id?: undefined; mid: string }),
+): DeliverEvent & { frame: ErrorFrame & { mid: string } } {
   const { code, message, id } = error;
-  const mid = error.mid ?? serverMid('err', to, id ?? '');
+  const mid = error.mid ?? serverMid('err', to, error.id!);
   return { v: 1, kind: 'deliver', to, frame: { type: 'error', mid, ...(id === undefined ? {} : { id }), code, message } };
 }
 

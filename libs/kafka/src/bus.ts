@@ -30,9 +30,11 @@ export interface Subscription {
   pause(): void;
   resume(): void;
   /**
-   * A time such that every record appended to the topic before it has been handled, as far as this
-   * consumer knows (its last fetch); the current time when it is caught up. Timeouts that wait for
-   * something on this topic (an ack) measure against it, so a backlog is not taken for silence.
+   * A time T such that every record written (record timestamps: the producers' clocks) to the
+   * partitions this member reads before T has been handled: shortly behind the current time when
+   * it is caught up, further behind during a backlog, and never ahead of what was really read.
+   * Timeouts that wait for something on this topic (an ack) measure against it, so a backlog is
+   * not taken for silence.
    */
   handledUpTo(): number;
 }

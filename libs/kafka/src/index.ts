@@ -3,6 +3,7 @@ export * from './codec';
 export * from './kafka-client';
 export * from './kafka-bus';
 export * from './memory-bus';
+export * from './read-position';
 export * from './retry';
 export * from './topics';
 export * from './wire';

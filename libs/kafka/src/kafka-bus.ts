@@ -4,6 +4,7 @@ import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
 import { DecodeError, HEADER_TRACE, TopicCodec } from './codec';
+import { ReadPosition } from './read-position';
 import { backoffMs, isTransient, sleep } from './retry';
 
 export interface KafkaBusOptions {
@@ -15,6 +16,8 @@ export interface KafkaBusOptions {
   /** Records handed to a handler at once. */
   maxBatchSize?: number;
   partitionsConsumedConcurrently?: number;
+  /** How long a handler may run while the member keeps its partitions (default 5 min). */
+  maxHandlerMs?: number;
   consumer?: { sessionTimeout?: number; heartbeatInterval?: number; maxWaitTimeInMs?: number; rebalanceTimeout?: number };
 }
 
@@ -170,6 +173,7 @@ function createSubscription<T>(
   const maxBatchSize = options.maxBatchSize ?? 500;
   const labels = { topic: topic.name, group: groupId };
   const heartbeatInterval = options.consumer?.heartbeatInterval ?? 1_000;
+  const maxHandlerMs = options.maxHandlerMs ?? 5 * 60_000;
   const consumer: Consumer = options.kafka.consumer({
     groupId,
     sessionTimeout: options.consumer?.sessionTimeout ?? 10_000,
@@ -179,9 +183,9 @@ function createSubscription<T>(
     allowAutoTopicCreation: true,
   });
   let running = false;
-  // Partitions known to hold unhandled records, with the time of the last record handled there.
-  const behind = new Map<number, number>();
-  consumer.on(consumer.events.GROUP_JOIN, () => behind.clear()); // the assignment may have changed
+  const position = new ReadPosition();
+  consumer.on(consumer.events.GROUP_JOIN, () => position.joined());
+  consumer.on(consumer.events.FETCH_START, ({ payload }) => position.fetchStarted(payload.nodeId));
 
   const deadLetter = async (envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[], err: unknown) => {
     options.counters.deadLettered.inc(labels, envelopes.length);
@@ -219,7 +223,7 @@ function createSubscription<T>(
 
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
-    if (batch.messages.length > 0 && !behind.has(batch.partition)) behind.set(batch.partition, Number(batch.messages[0].timestamp) - 1);
+    if (batch.messages.length > 0) position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
     for (let start = 0; start < batch.messages.length; start += maxBatchSize) {
       if (!payload.isRunning() || payload.isStale()) return;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
@@ -250,8 +254,9 @@ function createSubscription<T>(
       }
       options.counters.consumed.inc(labels, chunk.length);
       const last = chunk[chunk.length - 1];
-      if (Number(last.offset) + 1 < Number(batch.highWatermark)) behind.set(batch.partition, Number(last.timestamp));
-      else behind.delete(batch.partition);
+      const next = batch.messages[start + chunk.length];
+      const moreInPartition = Number(last.offset) + 1 < Number(batch.highWatermark);
+      position.chunkHandled(batch.partition, Number(last.timestamp), next === undefined ? undefined : Number(next.timestamp), moreInPartition);
       payload.resolveOffset(last.offset);
       await payload.commitOffsetsIfNecessary();
       await payload.heartbeat();
@@ -261,10 +266,16 @@ function createSubscription<T>(
   /**
    * kafkajs heartbeats only between batches; a handler that outlasts the session timeout (a large
    * fan-out under load) would be expelled from the group and its uncommitted records handled again
-   * by the next member. So the member keeps beating while the handler runs.
+   * by the next member. So the member keeps beating while the handler runs, up to `maxHandlerMs`
+   * (as Kafka's max.poll.interval.ms): a handler hung past that lets its partitions move.
    */
   const whileBeating = async <R>(payload: EachBatchPayload, work: () => Promise<R>): Promise<R> => {
-    const beat = setInterval(() => void payload.heartbeat().catch(() => undefined), heartbeatInterval);
+    const giveUpAt = Date.now() + maxHandlerMs;
+    const beat = setInterval(() => {
+      if (Date.now() < giveUpAt) return void payload.heartbeat().catch(() => undefined);
+      clearInterval(beat);
+      logger.error({ maxHandlerMs }, 'handler still running: no longer heartbeating, its partitions will move');
+    }, heartbeatInterval);
     try {
       return await work();
     } finally {
@@ -302,8 +313,14 @@ function createSubscription<T>(
       running = false;
       await consumer.disconnect();
     },
-    pause: () => consumer.pause([{ topic: topic.name }]),
-    resume: () => consumer.resume([{ topic: topic.name }]),
-    handledUpTo: () => (behind.size === 0 ? Date.now() : Math.min(...behind.values())),
+    pause: () => {
+      position.paused();
+      consumer.pause([{ topic: topic.name }]);
+    },
+    resume: () => {
+      position.resumed();
+      consumer.resume([{ topic: topic.name }]);
+    },
+    handledUpTo: () => position.upTo(),
   };
 }

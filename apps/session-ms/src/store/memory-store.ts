@@ -75,11 +75,11 @@ export class MemorySessionStore implements SessionStore {
     }
   }
 
-  async claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]> {
+  async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
     const claimed: Pending[] = [];
     // Sort only what is due: the whole map holds every deliverable awaiting an ack.
     const due: Array<[string, number]> = [];
-    for (const entry of this.due) if (entry[1] <= now) due.push(entry);
+    for (const entry of this.due) if (entry[1] <= dueBy) due.push(entry);
     due.sort((a, b) => a[1] - b[1]);
     for (const [key] of due.slice(0, limit)) {
       const entry = this.pending.get(key)!;
@@ -94,7 +94,8 @@ export class MemorySessionStore implements SessionStore {
     this.readPositions.set(replica, { at, expires: this.now() + ttlMs });
   }
 
-  async readUpTo(now: number): Promise<number | undefined> {
+  async readUpTo(): Promise<number | undefined> {
+    const now = this.now();
     let earliest: number | undefined;
     for (const [replica, { at, expires }] of this.readPositions) {
       if (expires <= now) this.readPositions.delete(replica);

@@ -7,7 +7,7 @@ import { Connection, Pending, SessionStore } from './session-store';
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   pend:<user>   hash mid -> {frame, stored} JSON     att:<user>   hash mid -> attempts
  *   ack:<user>:<mid>  acked marker with a TTL
- *   readpos       zset replica -> read position (ms)   readalive    zset replica -> expiry (ms)
+ *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
@@ -36,6 +36,7 @@ return out`;
 
 const CLAIM = `
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local leasedUntil = tonumber(ARGV[5]) + tonumber(ARGV[2])
 local out = {}
 for _, member in ipairs(members) do
   local sep = string.find(member, '\\n', 1, true)
@@ -44,7 +45,7 @@ for _, member in ipairs(members) do
   local raw = redis.call('HGET', ARGV[4] .. 'pend:' .. user, mid)
   if raw then
     local attempts = redis.call('HINCRBY', ARGV[4] .. 'att:' .. user, mid, 1)
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), member)
+    redis.call('ZADD', KEYS[1], leasedUntil, member)
     out[#out + 1] = user
     out[#out + 1] = mid
     out[#out + 1] = raw
@@ -56,13 +57,16 @@ end
 return out`;
 
 const READ_UP_TO = `
-local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-for _, replica in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], replica)
-  redis.call('ZREM', KEYS[2], replica)
+local earliest = false
+for _, replica in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local at = redis.call('GET', ARGV[1] .. 'read:' .. replica)
+  if not at then
+    redis.call('SREM', KEYS[1], replica)
+  elseif not earliest or tonumber(at) < tonumber(earliest) then
+    earliest = at
+  end
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return first[2]`;
+return earliest`;
 
 interface StoredPending {
   frame: Pending['frame'];
@@ -155,23 +159,19 @@ export class RedisSessionStore implements SessionStore {
       .exec();
   }
 
-  async claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]> {
-    const out = (await this.redis.eval(CLAIM, 1, 'due', String(now), String(leaseMs), String(limit), this.prefix)) as string[];
+  async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
+    const out = (await this.redis.eval(CLAIM, 1, 'due', String(dueBy), String(leaseMs), String(limit), this.prefix, String(now))) as string[];
     const claimed: Pending[] = [];
     for (let i = 0; i < out.length; i += 4) claimed.push(this.toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
     return claimed;
   }
 
   async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
-    await this.redis
-      .multi()
-      .zadd('readpos', at, replica)
-      .zadd('readalive', Date.now() + ttlMs, replica)
-      .exec();
+    await this.redis.multi().set(`read:${replica}`, String(at), 'PX', ttlMs).sadd('readers', replica).exec();
   }
 
-  async readUpTo(now: number): Promise<number | undefined> {
-    const earliest = (await this.redis.eval(READ_UP_TO, 2, 'readpos', 'readalive', String(now))) as string | null;
+  async readUpTo(): Promise<number | undefined> {
+    const earliest = (await this.redis.eval(READ_UP_TO, 1, 'readers', this.prefix)) as string | null;
     return earliest === null ? undefined : Number(earliest);
   }
 

@@ -44,17 +44,18 @@ export interface SessionStore {
   /** Stops tracking without marking acked (it went offline). */
   drop(user: string, mids: string[]): Promise<void>;
   /**
-   * Claims up to `limit` pendings due by `now`: each is pushed back to `now + leaseMs` and its
-   * attempts incremented atomically, so replicas never claim the same one twice.
+   * Claims up to `limit` pendings due by `dueBy` (the ack clock, which may lag the wall clock):
+   * each is leased until `now + leaseMs`, since the push it is claimed for happens now, and its
+   * attempts are incremented atomically, so replicas never claim the same one twice.
    */
-  claimDue(now: number, leaseMs: number, limit: number): Promise<Pending[]>;
+  claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]>;
   /**
-   * Records the time up to which `replica` has read the delivery topic, for `ttlMs`: a replica that
-   * stops reporting (it died, its partitions moved) stops counting once it expires.
+   * Records the time up to which `replica` has read the delivery topic, for `ttlMs` by the store's
+   * own clock: a replica that stops reporting (it died, its partitions moved) stops counting.
    */
   reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void>;
-  /** The earliest read position among replicas alive at `now`; undefined when none reported. */
-  readUpTo(now: number): Promise<number | undefined>;
+  /** The earliest read position among replicas whose report is live; undefined when none is. */
+  readUpTo(): Promise<number | undefined>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
