@@ -1,1 +1,6 @@
-module.exports = { ...require('../../jest.preset.js'), displayName: 'launcher', rootDir: __dirname, testTimeout: 60000 };
+module.exports = {
+  ...require('../../jest.preset.js'),
+  displayName: 'launcher',
+  rootDir: __dirname,
+  testTimeout: 60000,
+};

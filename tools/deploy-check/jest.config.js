@@ -1,1 +1,6 @@
-module.exports = { ...require('../../jest.preset.js'), displayName: 'deploy-check', rootDir: __dirname, testTimeout: 120000 };
+module.exports = {
+  ...require('../../jest.preset.js'),
+  displayName: 'deploy-check',
+  rootDir: __dirname,
+  testTimeout: 120000,
+};

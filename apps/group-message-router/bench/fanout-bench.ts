@@ -103,9 +103,13 @@ async function main() {
   await benchService(20, 'encoded');
   const encoded = await benchService(MESSAGES, 'encoded');
   const viaMemoryBus = await benchService(Math.max(20, Math.floor(MESSAGES / 4)), 'memorybus');
-  console.log(`group fan-out, ${MEMBERS} members (${MEMBERS - 1} deliveries per message), node ${process.version}`);
+  console.log(
+    `group fan-out, ${MEMBERS} members (${MEMBERS - 1} deliveries per message), node ${process.version}`,
+  );
   console.log(`  fan-out only (build DeliverEvents):                 ${fmt(fanOut)} deliveries/s`);
-  console.log(`  service path, encoded as for Kafka (no broker):     ${fmt(encoded)} deliveries/s  (${fmt(encoded / (MEMBERS - 1))} messages/s)`);
+  console.log(
+    `  service path, encoded as for Kafka (no broker):     ${fmt(encoded)} deliveries/s  (${fmt(encoded / (MEMBERS - 1))} messages/s)`,
+  );
   console.log(`  service path into MemoryBus (validates each event): ${fmt(viaMemoryBus)} deliveries/s`);
 }
 

@@ -1,10 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { DeliverEvent, GroupChangedEvent, GroupCommandEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import {
+  DeliverEvent,
+  GroupChangedEvent,
+  GroupCommandEvent,
+  GroupTopicEvent,
+  TOPICS,
+} from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  Runtime,
+  Service,
+  serviceLifecycle,
+} from '@parley/service-kit';
 import { BatchPublisher } from './batch-publisher';
 import { fanOutMessage, fanOutTyping, notMemberError } from './fanout';
 import { Membership, MembershipReader } from './membership';
@@ -15,9 +28,22 @@ export const GroupMessageRouterConfig = Type.Object({
   ...KafkaSettingsSchema,
   ...DatabaseConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9102, description: 'Probes and metrics' }),
-  MEMBERSHIP_CACHE_TTL_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'How long a cached member list is trusted without a change event' }),
-  MEMBERSHIP_CACHE_MAX_GROUPS: Type.Integer({ minimum: 1, default: 10_000, description: 'Groups kept in the membership cache' }),
-  DELIVERY_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 2000, default: 500, description: 'Deliverables per publish call during fan-out' }),
+  MEMBERSHIP_CACHE_TTL_MS: Type.Integer({
+    minimum: 0,
+    default: 30_000,
+    description: 'How long a cached member list is trusted without a change event',
+  }),
+  MEMBERSHIP_CACHE_MAX_GROUPS: Type.Integer({
+    minimum: 1,
+    default: 10_000,
+    description: 'Groups kept in the membership cache',
+  }),
+  DELIVERY_BATCH_SIZE: Type.Integer({
+    minimum: 1,
+    maximum: 2000,
+    default: 500,
+    description: 'Deliverables per publish call during fan-out',
+  }),
 });
 
 export interface GroupMessageRouterDeps extends Omit<Runtime, 'closer'> {
@@ -48,11 +74,18 @@ export interface GroupMessageRouter extends Service {
  */
 export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMessageRouter {
   const http = buildHttpServer(deps);
-  const cache = new MembershipCache(deps.membership, { ttlMs: deps.cacheTtlMs ?? 30_000, maxGroups: deps.cacheMaxGroups ?? 10_000 });
+  const cache = new MembershipCache(deps.membership, {
+    ttlMs: deps.cacheTtlMs ?? 30_000,
+    maxGroups: deps.cacheMaxGroups ?? 10_000,
+  });
   const counters = createCounters(deps);
   const route = createRoute(deps, cache, counters);
 
-  const groupTopic = deps.bus.subscribe({ groupId: deps.groupId ?? 'group-message-router', topic: TOPICS.group, handle: route });
+  const groupTopic = deps.bus.subscribe({
+    groupId: deps.groupId ?? 'group-message-router',
+    topic: TOPICS.group,
+    handle: route,
+  });
   const changes = deps.bus.subscribe({
     groupId: deps.changesGroupId ?? `group-message-router-cache-${randomUUID()}`,
     topic: TOPICS.groupChanges,
@@ -72,8 +105,15 @@ type Counters = ReturnType<typeof createCounters>;
 
 function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, counters: Counters) {
   return async (batch: Envelope<GroupTopicEvent>[]) => {
-    const memberships = await lookUpGroups(cache, batch.map((e) => e.event));
-    const deliveries = new BatchPublisher<DeliverEvent>(deps.bus, TOPICS.delivery, deps.deliveryBatchSize ?? 500);
+    const memberships = await lookUpGroups(
+      cache,
+      batch.map((e) => e.event),
+    );
+    const deliveries = new BatchPublisher<DeliverEvent>(
+      deps.bus,
+      TOPICS.delivery,
+      deps.deliveryBatchSize ?? 500,
+    );
     const commands: GroupCommandEvent[] = [];
     for (const { event } of batch) {
       if (event.kind === 'group-command') {
@@ -87,7 +127,11 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, coun
   };
 }
 
-function routeToMembers(event: Exclude<GroupTopicEvent, GroupCommandEvent>, membership: Membership, counters: Counters): DeliverEvent[] {
+function routeToMembers(
+  event: Exclude<GroupTopicEvent, GroupCommandEvent>,
+  membership: Membership,
+  counters: Counters,
+): DeliverEvent[] {
   if (event.kind === 'group-typing') return membership.has(event.from) ? fanOutTyping(event, membership) : [];
   if (!membership.has(event.from)) {
     counters.refused.inc();
@@ -99,7 +143,10 @@ function routeToMembers(event: Exclude<GroupTopicEvent, GroupCommandEvent>, memb
 }
 
 /** Membership of every group the batch messages or types to, read concurrently (once per group). */
-async function lookUpGroups(reader: MembershipReader, events: GroupTopicEvent[]): Promise<Map<string, Membership>> {
+async function lookUpGroups(
+  reader: MembershipReader,
+  events: GroupTopicEvent[],
+): Promise<Map<string, Membership>> {
   const groups = [...new Set(events.filter((e) => e.kind !== 'group-command').map((e) => e.frame.to))];
   const found = await Promise.all(groups.map((group) => reader.membersOf(group)));
   return new Map(groups.map((group, i) => [group, found[i]]));
@@ -108,8 +155,21 @@ async function lookUpGroups(reader: MembershipReader, events: GroupTopicEvent[])
 function createCounters(deps: Pick<Runtime, 'metrics'>) {
   const registers = [deps.metrics];
   return {
-    events: new Counter({ name: 'parley_group_router_events_total', help: 'Group topic events, by kind', labelNames: ['kind'], registers }),
-    fannedOut: new Counter({ name: 'parley_group_router_deliveries_total', help: 'Group message deliverables fanned out', registers }),
-    refused: new Counter({ name: 'parley_group_router_not_member_total', help: 'Group messages refused: sender not a member', registers }),
+    events: new Counter({
+      name: 'parley_group_router_events_total',
+      help: 'Group topic events, by kind',
+      labelNames: ['kind'],
+      registers,
+    }),
+    fannedOut: new Counter({
+      name: 'parley_group_router_deliveries_total',
+      help: 'Group message deliverables fanned out',
+      registers,
+    }),
+    refused: new Counter({
+      name: 'parley_group_router_not_member_total',
+      help: 'Group messages refused: sender not a member',
+      registers,
+    }),
   };
 }

@@ -5,7 +5,6 @@ import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
 import { membershipOf, MembershipReader } from '../src/membership';
 import { waitFor } from '@parley/test-kit';
 
-
 /** Membership the test changes directly, counting reads (stands in for group-ms's tables). */
 class MapMembership implements MembershipReader {
   groups = new Map<string, string[]>();
@@ -17,7 +16,12 @@ class MapMembership implements MembershipReader {
 }
 
 const message = (from: string, id: string, group: string, body: unknown = 'hi'): GroupTopicEvent => ({
-  v: 1, kind: 'group-message', from, sentAt: 1000, deviceId: 'phone', frame: { type: 'message', id, to: group, chat: 'group', body },
+  v: 1,
+  kind: 'group-message',
+  from,
+  sentAt: 1000,
+  deviceId: 'phone',
+  frame: { type: 'message', id, to: group, chat: 'group', body },
 });
 
 describe('group-message-router service', () => {
@@ -49,24 +53,66 @@ describe('group-message-router service', () => {
     await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1', { text: 'hello' })]);
     await waitFor(() => deliveries().length === 3);
     await new Promise((r) => setTimeout(r, 100));
-    expect(deliveries().map((d) => d.to).sort()).toEqual(['bob', 'carol', 'dave']);
+    expect(
+      deliveries()
+        .map((d) => d.to)
+        .sort(),
+    ).toEqual(['bob', 'carol', 'dave']);
     for (const d of deliveries()) {
       expect(d).toEqual({
-        v: 1, kind: 'deliver', to: d.to,
-        frame: { type: 'message', mid: 'alice:m1', id: 'm1', from: 'alice', to: 'g1', chat: 'group', body: { text: 'hello' }, sentAt: 1000 },
+        v: 1,
+        kind: 'deliver',
+        to: d.to,
+        frame: {
+          type: 'message',
+          mid: 'alice:m1',
+          id: 'm1',
+          from: 'alice',
+          to: 'g1',
+          chat: 'group',
+          body: { text: 'hello' },
+          sentAt: 1000,
+        },
       });
       expect(TOPICS.delivery.key(d)).toBe(d.to);
     }
-    expect((await router.http.inject('/metrics')).body).toContain('parley_group_router_deliveries_total{service="group-message-router"} 3');
+    expect((await router.http.inject('/metrics')).body).toContain(
+      'parley_group_router_deliveries_total{service="group-message-router"} 3',
+    );
   });
 
   it("refuses a non-member's message: nothing reaches the group, the sender gets not_member", async () => {
-    await bus.publish(TOPICS.group, [message('mallory', 'x1', 'g1'), message('mallory', 'x2', 'no-such-group')]);
+    await bus.publish(TOPICS.group, [
+      message('mallory', 'x1', 'g1'),
+      message('mallory', 'x2', 'no-such-group'),
+    ]);
     await waitFor(() => deliveries().length === 2);
     await new Promise((r) => setTimeout(r, 100));
     expect(deliveries()).toEqual([
-      { v: 1, kind: 'deliver', to: 'mallory', frame: { type: 'error', mid: '~err:mallory:x1', id: 'x1', code: 'not_member', message: expect.any(String) } },
-      { v: 1, kind: 'deliver', to: 'mallory', frame: { type: 'error', mid: '~err:mallory:x2', id: 'x2', code: 'not_member', message: expect.any(String) } },
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'mallory',
+        frame: {
+          type: 'error',
+          mid: '~err:mallory:x1',
+          id: 'x1',
+          code: 'not_member',
+          message: expect.any(String),
+        },
+      },
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'mallory',
+        frame: {
+          type: 'error',
+          mid: '~err:mallory:x2',
+          id: 'x2',
+          code: 'not_member',
+          message: expect.any(String),
+        },
+      },
     ]);
   });
 
@@ -74,11 +120,15 @@ describe('group-message-router service', () => {
     await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1')]);
     await waitFor(() => deliveries().length === 3);
     membership.groups.set('g1', ['alice', 'bob', 'carol']);
-    await bus.publish(TOPICS.groupChanges, [{ v: 1, kind: 'group-changed', group: 'g1', members: ['alice', 'bob', 'carol'], at: 2 }]);
+    await bus.publish(TOPICS.groupChanges, [
+      { v: 1, kind: 'group-changed', group: 'g1', members: ['alice', 'bob', 'carol'], at: 2 },
+    ]);
     await waitFor(() => router.cache.size === 0);
     await bus.publish(TOPICS.group, [message('alice', 'm2', 'g1'), message('dave', 'm3', 'g1')]);
     await waitFor(() => deliveries().length === 6);
-    const ofM2 = deliveries().filter((d) => 'mid' in d.frame && d.frame.mid === 'alice:m2').map((d) => d.to);
+    const ofM2 = deliveries()
+      .filter((d) => 'mid' in d.frame && d.frame.mid === 'alice:m2')
+      .map((d) => d.to);
     expect(ofM2.sort()).toEqual(['bob', 'carol']);
     expect(deliveries()[5]).toMatchObject({ to: 'dave', frame: { code: 'not_member' } });
   });
@@ -91,17 +141,35 @@ describe('group-message-router service', () => {
   });
 
   it('sends group typing as ephemeral notices to the other members, and drops a non-member’s', async () => {
-    const typing = (from: string): GroupTopicEvent => ({ v: 1, kind: 'group-typing', from, sentAt: 1, frame: { type: 'typing', to: 'g1', chat: 'group' } });
+    const typing = (from: string): GroupTopicEvent => ({
+      v: 1,
+      kind: 'group-typing',
+      from,
+      sentAt: 1,
+      frame: { type: 'typing', to: 'g1', chat: 'group' },
+    });
     await bus.publish(TOPICS.group, [typing('mallory'), typing('bob')]);
     await waitFor(() => deliveries().length === 3);
     await new Promise((r) => setTimeout(r, 100));
-    expect(deliveries().map((d) => d.to).sort()).toEqual(['alice', 'carol', 'dave']);
-    expect(deliveries()[0]).toMatchObject({ ephemeral: true, frame: { type: 'typing', from: 'bob', to: 'g1', chat: 'group' } });
+    expect(
+      deliveries()
+        .map((d) => d.to)
+        .sort(),
+    ).toEqual(['alice', 'carol', 'dave']);
+    expect(deliveries()[0]).toMatchObject({
+      ephemeral: true,
+      frame: { type: 'typing', from: 'bob', to: 'g1', chat: 'group' },
+    });
   });
 
   it('forwards group commands unchanged to group-ms', async () => {
     const command: GroupTopicEvent = {
-      v: 1, kind: 'group-command', from: 'alice', sentAt: 5, connId: 'c1', gateway: 'gw1',
+      v: 1,
+      kind: 'group-command',
+      from: 'alice',
+      sentAt: 5,
+      connId: 'c1',
+      gateway: 'gw1',
       frame: { type: 'group', id: 'op1', op: 'rename', group: 'g1', name: 'New' },
     };
     await bus.publish(TOPICS.group, [command]);

@@ -2,7 +2,13 @@ import { DeliverEvent, TOPICS } from '@parley/contracts';
 import { EventBus, MemoryBus } from '@parley/kafka';
 import { BatchPublisher } from '../src/batch-publisher';
 
-const deliver = (to: string): DeliverEvent => ({ v: 1, kind: 'deliver', to, ephemeral: true, frame: { type: 'typing', from: 'a', to: 'g', chat: 'group' } });
+const deliver = (to: string): DeliverEvent => ({
+  v: 1,
+  kind: 'deliver',
+  to,
+  ephemeral: true,
+  frame: { type: 'typing', from: 'a', to: 'g', chat: 'group' },
+});
 
 describe('BatchPublisher', () => {
   it('publishes in batches of the configured size, in order, and the rest on flush', async () => {
@@ -18,7 +24,15 @@ describe('BatchPublisher', () => {
     await publisher.add(['u5', 'u6', 'u7'].map(deliver));
     await publisher.flush();
     expect(sizes).toEqual([3, 3, 1]);
-    expect(bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' ? e.to : ''))).toEqual(['u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7']);
+    expect(bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' ? e.to : ''))).toEqual([
+      'u1',
+      'u2',
+      'u3',
+      'u4',
+      'u5',
+      'u6',
+      'u7',
+    ]);
   });
 
   it('rejects flush when a batch could not be written', async () => {

@@ -78,7 +78,12 @@ describe('MembershipCache', () => {
   });
 
   it('does not cache failures', async () => {
-    const failing: MembershipReader = { membersOf: jest.fn().mockRejectedValueOnce(new Error('db down')).mockResolvedValue(membershipOf(['x'])) };
+    const failing: MembershipReader = {
+      membersOf: jest
+        .fn()
+        .mockRejectedValueOnce(new Error('db down'))
+        .mockResolvedValue(membershipOf(['x'])),
+    };
     const c = new MembershipCache(failing, { ttlMs: 1000, maxGroups: 10 });
     await expect(c.membersOf('g')).rejects.toThrow('db down');
     expect((await c.membersOf('g')).members).toEqual(['x']);

@@ -11,52 +11,98 @@ import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
 import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
 import { waitFor } from '@parley/test-kit';
 
+describe.each(testDatabases())(
+  'group pipeline on $name: router + group-ms on one bus and database',
+  (target) => {
+    let db: SqlDatabase;
+    let bus: MemoryBus;
+    let router: GroupMessageRouter;
+    let groupMs: GroupMs;
 
-describe.each(testDatabases())('group pipeline on $name: router + group-ms on one bus and database', (target) => {
-  let db: SqlDatabase;
-  let bus: MemoryBus;
-  let router: GroupMessageRouter;
-  let groupMs: GroupMs;
+    beforeAll(async () => {
+      db = await target.open();
+      await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+      bus = new MemoryBus();
+      const runtime = (name: string) => ({
+        logger: silentLogger(),
+        metrics: createMetricsRegistry(name, { collectDefaults: false }),
+        readiness: new Readiness(),
+        port: 0,
+        host: '127.0.0.1',
+      });
+      groupMs = createGroupMs({
+        ...runtime('group-ms'),
+        bus,
+        store: createSqlGroupStore(db),
+        internalSecret: 'test-internal-secret-0123',
+        maxMembers: 1024,
+      });
+      router = createGroupMessageRouter({
+        ...runtime('group-message-router'),
+        bus,
+        membership: createSqlMembershipReader(db),
+        cacheTtlMs: 600_000,
+      });
+      await groupMs.start();
+      await router.start();
+    });
+    afterAll(async () => {
+      await router.stop();
+      await groupMs.stop();
+      await target.dispose();
+    });
 
-  beforeAll(async () => {
-    db = await target.open();
-    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
-    bus = new MemoryBus();
-    const runtime = (name: string) => ({ logger: silentLogger(), metrics: createMetricsRegistry(name, { collectDefaults: false }), readiness: new Readiness(), port: 0, host: '127.0.0.1' });
-    groupMs = createGroupMs({ ...runtime('group-ms'), bus, store: createSqlGroupStore(db), internalSecret: 'test-internal-secret-0123', maxMembers: 1024 });
-    router = createGroupMessageRouter({ ...runtime('group-message-router'), bus, membership: createSqlMembershipReader(db), cacheTtlMs: 600_000 });
-    await groupMs.start();
-    await router.start();
-  });
-  afterAll(async () => {
-    await router.stop();
-    await groupMs.stop();
-    await target.dispose();
-  });
+    const delivered = () => bus.events(TOPICS.delivery) as DeliverEvent[];
+    const recipientsOf = (mid: string) =>
+      delivered()
+        .filter((d) => 'mid' in d.frame && d.frame.mid === mid)
+        .map((d) => d.to)
+        .sort();
+    const op = (from: string, frame: GroupFrame): GroupTopicEvent => ({
+      v: 1,
+      kind: 'group-command',
+      from,
+      sentAt: Date.now(),
+      frame,
+    });
+    const say = (from: string, id: string): GroupTopicEvent => ({
+      v: 1,
+      kind: 'group-message',
+      from,
+      sentAt: Date.now(),
+      frame: { type: 'message', id, to: 'crew', chat: 'group', body: id },
+    });
 
-  const delivered = () => bus.events(TOPICS.delivery) as DeliverEvent[];
-  const recipientsOf = (mid: string) => delivered().filter((d) => 'mid' in d.frame && d.frame.mid === mid).map((d) => d.to).sort();
-  const op = (from: string, frame: GroupFrame): GroupTopicEvent => ({ v: 1, kind: 'group-command', from, sentAt: Date.now(), frame });
-  const say = (from: string, id: string): GroupTopicEvent => ({ v: 1, kind: 'group-message', from, sentAt: Date.now(), frame: { type: 'message', id, to: 'crew', chat: 'group', body: id } });
+    it('group ops through the pipe reach group-ms and every member (incl. removed ones); messages follow membership', async () => {
+      await bus.publish(TOPICS.group, [
+        op('alice', {
+          type: 'group',
+          id: 'o1',
+          op: 'create',
+          group: 'crew',
+          name: 'Crew',
+          members: ['bob', 'carol'],
+        }),
+      ]);
+      await waitFor(() => recipientsOf('~group:alice:o1').length === 3);
+      expect(recipientsOf('~group:alice:o1')).toEqual(['alice', 'bob', 'carol']);
 
-  it('group ops through the pipe reach group-ms and every member (incl. removed ones); messages follow membership', async () => {
-    await bus.publish(TOPICS.group, [op('alice', { type: 'group', id: 'o1', op: 'create', group: 'crew', name: 'Crew', members: ['bob', 'carol'] })]);
-    await waitFor(() => recipientsOf('~group:alice:o1').length === 3);
-    expect(recipientsOf('~group:alice:o1')).toEqual(['alice', 'bob', 'carol']);
+      await bus.publish(TOPICS.group, [say('alice', 'm1')]);
+      await waitFor(() => recipientsOf('alice:m1').length === 2);
+      expect(recipientsOf('alice:m1')).toEqual(['bob', 'carol']);
 
-    await bus.publish(TOPICS.group, [say('alice', 'm1')]);
-    await waitFor(() => recipientsOf('alice:m1').length === 2);
-    expect(recipientsOf('alice:m1')).toEqual(['bob', 'carol']);
+      await bus.publish(TOPICS.group, [
+        op('alice', { type: 'group', id: 'o2', op: 'remove', group: 'crew', members: ['carol'] }),
+      ]);
+      await waitFor(() => recipientsOf('~group:alice:o2').length === 3);
+      expect(recipientsOf('~group:alice:o2')).toEqual(['alice', 'bob', 'carol']);
+      await waitFor(() => router.cache.size === 0); // the change event dropped the cached member list
 
-    await bus.publish(TOPICS.group, [op('alice', { type: 'group', id: 'o2', op: 'remove', group: 'crew', members: ['carol'] })]);
-    await waitFor(() => recipientsOf('~group:alice:o2').length === 3);
-    expect(recipientsOf('~group:alice:o2')).toEqual(['alice', 'bob', 'carol']);
-    await waitFor(() => router.cache.size === 0); // the change event dropped the cached member list
-
-    await bus.publish(TOPICS.group, [say('alice', 'm2'), say('carol', 'm3')]);
-    await waitFor(() => recipientsOf('~err:carol:m3').length === 1);
-    await waitFor(() => recipientsOf('alice:m2').length === 1);
-    expect(recipientsOf('alice:m2')).toEqual(['bob']);
-    expect(recipientsOf('carol:m3')).toEqual([]);
-  });
-});
+      await bus.publish(TOPICS.group, [say('alice', 'm2'), say('carol', 'm3')]);
+      await waitFor(() => recipientsOf('~err:carol:m3').length === 1);
+      await waitFor(() => recipientsOf('alice:m2').length === 1);
+      expect(recipientsOf('alice:m2')).toEqual(['bob']);
+      expect(recipientsOf('carol:m3')).toEqual([]);
+    });
+  },
+);

@@ -16,8 +16,14 @@ describe.each(testDatabases())('SQL membership reader on $name', (target) => {
 
   it('reads the members group-ms wrote, in join order, and nothing for unknown groups', async () => {
     const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 });
-    await groups.change({ group: 'g1', by: 'alice', at: 1, operation: { op: 'create', name: 'T', members: ['carol', 'bob'] } }, { opMid: 'm1', noticeMid: 'm1' });
-    await groups.change({ group: 'g1', by: 'alice', at: 2, operation: { op: 'remove', members: ['carol'] } }, { opMid: 'm2', noticeMid: 'm2' });
+    await groups.change(
+      { group: 'g1', by: 'alice', at: 1, operation: { op: 'create', name: 'T', members: ['carol', 'bob'] } },
+      { opMid: 'm1', noticeMid: 'm1' },
+    );
+    await groups.change(
+      { group: 'g1', by: 'alice', at: 2, operation: { op: 'remove', members: ['carol'] } },
+      { opMid: 'm2', noticeMid: 'm2' },
+    );
     const reader = createSqlMembershipReader(db);
     const g1 = await reader.membersOf('g1');
     expect(g1.members).toEqual(['alice', 'bob']);

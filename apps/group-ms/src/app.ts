@@ -4,7 +4,16 @@ import { Counter } from 'prom-client';
 import { GroupCommandEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  InternalConfig,
+  requireInternalSecret,
+  Runtime,
+  Service,
+  serviceLifecycle,
+} from '@parley/service-kit';
 import { GroupStore } from './group-store';
 import { GroupEffects, GroupService, noEffects } from './group-service';
 import { registerGroupRoutes } from './http-routes';
@@ -14,8 +23,17 @@ export const GroupMsConfig = Type.Object({
   ...KafkaSettingsSchema,
   ...DatabaseConfig,
   ...InternalConfig,
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9104, description: 'Internal group API, probes and metrics' }),
-  GROUP_MAX_MEMBERS: Type.Integer({ minimum: 1, default: 1024, description: 'Most members a group may have' }),
+  PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9104,
+    description: 'Internal group API, probes and metrics',
+  }),
+  GROUP_MAX_MEMBERS: Type.Integer({
+    minimum: 1,
+    default: 1024,
+    description: 'Most members a group may have',
+  }),
 });
 
 export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
@@ -52,7 +70,12 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
 
   const http = buildHttpServer(deps);
   requireInternalSecret(http, deps.internalSecret);
-  registerGroupRoutes(http, { groups, publish, clock: deps.clock ?? Date.now, newId: deps.newId ?? randomUUID });
+  registerGroupRoutes(http, {
+    groups,
+    publish,
+    clock: deps.clock ?? Date.now,
+    newId: deps.newId ?? randomUUID,
+  });
 
   const handle = async (batch: Envelope<GroupCommandEvent>[]) => {
     const effects = noEffects();
@@ -64,11 +87,18 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     }
     await publish(effects);
   };
-  const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'group-ms', topic: TOPICS.groupCommands, handle });
+  const subscription = deps.bus.subscribe({
+    groupId: deps.groupId ?? 'group-ms',
+    topic: TOPICS.groupCommands,
+    handle,
+  });
 
   return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
 }
 
 async function publishEffects(bus: EventBus, effects: GroupEffects): Promise<void> {
-  await Promise.all([bus.publish(TOPICS.delivery, effects.deliveries), bus.publish(TOPICS.groupChanges, effects.changes)]);
+  await Promise.all([
+    bus.publish(TOPICS.delivery, effects.deliveries),
+    bus.publish(TOPICS.groupChanges, effects.changes),
+  ]);
 }

@@ -68,9 +68,17 @@ export class GroupService {
    */
   async applyCommand(event: GroupCommandEvent): Promise<GroupEffects> {
     const { from, frame } = event;
-    const request: ChangeRequest = { group: frame.group, by: from, at: event.sentAt, operation: operationOf(frame) };
+    const request: ChangeRequest = {
+      group: frame.group,
+      by: from,
+      at: event.sentAt,
+      operation: operationOf(frame),
+    };
     try {
-      const outcome = await this.change(request, { opMid: userMid(from, frame.id), noticeMid: serverMid('group', from, frame.id) });
+      const outcome = await this.change(request, {
+        opMid: userMid(from, frame.id),
+        noticeMid: serverMid('group', from, frame.id),
+      });
       return outcome.effects;
     } catch (err) {
       if (!(err instanceof ParleyError)) throw err;
@@ -95,7 +103,14 @@ export function operationOf(frame: GroupFrame): GroupOperation {
 }
 
 function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNotice {
-  const frame: GroupChangeFrame = { type: 'group', mid, op: change.op, group: request.group, by: request.by, at: request.at };
+  const frame: GroupChangeFrame = {
+    type: 'group',
+    mid,
+    op: change.op,
+    group: request.group,
+    by: request.by,
+    at: request.at,
+  };
   if (change.op === 'create' || change.op === 'rename') frame.name = change.next.name;
   if (change.affected.length > 0) frame.members = change.affected;
   const members = change.next.members.map((m) => m.user);
@@ -104,8 +119,21 @@ function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNot
 
 function effectsOf(notice: GroupNotice): GroupEffects {
   return {
-    deliveries: notice.recipients.map((to): DeliverEvent => ({ v: 1, kind: 'deliver', to, frame: notice.frame })),
-    changes: [{ v: 1, kind: 'group-changed', group: notice.frame.group, members: notice.members, at: notice.frame.at }],
+    deliveries: notice.recipients.map((to): DeliverEvent => ({
+      v: 1,
+      kind: 'deliver',
+      to,
+      frame: notice.frame,
+    })),
+    changes: [
+      {
+        v: 1,
+        kind: 'group-changed',
+        group: notice.frame.group,
+        members: notice.members,
+        at: notice.frame.at,
+      },
+    ],
   };
 }
 

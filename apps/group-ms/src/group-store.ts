@@ -30,5 +30,9 @@ export type ApplyResult =
 export interface GroupStore {
   find(id: string): Promise<GroupState | undefined>;
   listForMember(user: string): Promise<GroupState[]>;
-  apply(group: string, opMid: string, decide: (current: GroupState | undefined) => StoredChange | null): Promise<ApplyResult>;
+  apply(
+    group: string,
+    opMid: string,
+    decide: (current: GroupState | undefined) => StoredChange | null,
+  ): Promise<ApplyResult>;
 }

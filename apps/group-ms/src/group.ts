@@ -52,7 +52,11 @@ export interface GroupRules {
  * The creator is a member and admin; any member may add; a member may leave; only admins remove
  * others; non-members see the group as missing.
  */
-export function decideChange(current: GroupState | undefined, request: ChangeRequest, rules: GroupRules): Change | null {
+export function decideChange(
+  current: GroupState | undefined,
+  request: ChangeRequest,
+  rules: GroupRules,
+): Change | null {
   const { operation } = request;
   if (operation.op === 'create') return decideCreate(current, request, operation, rules);
   const group = visibleTo(current, request.by, request.group);
@@ -116,7 +120,12 @@ function decideCreate(
   return { op: 'create', next, affected: users, removed: [] };
 }
 
-function decideAdd(group: GroupState, request: ChangeRequest, users: string[], rules: GroupRules): Change | null {
+function decideAdd(
+  group: GroupState,
+  request: ChangeRequest,
+  users: string[],
+  rules: GroupRules,
+): Change | null {
   const added = unique(users).filter((user) => !isMember(group, user));
   if (added.length === 0) return null;
   checkSize(group.members.length + added.length, rules, group.id);

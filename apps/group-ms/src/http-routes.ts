@@ -1,5 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { AddMembersBody, CreateGroupBody, Group, GroupList, GroupMemberParams, GroupParams, serverMid } from '@parley/contracts';
+import {
+  AddMembersBody,
+  CreateGroupBody,
+  Group,
+  GroupList,
+  GroupMemberParams,
+  GroupParams,
+  serverMid,
+} from '@parley/contracts';
 import { actingUser, HttpServer } from '@parley/service-kit';
 import { ChangeRequest, GroupOperation, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
@@ -24,27 +32,38 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     return outcome.state!;
   };
 
-  app.post('/internal/groups', { schema: { body: CreateGroupBody, response: { 201: Group } } }, async (request, reply) => {
-    const by = actingUser(request);
-    const { id = randomUUID(), name, members } = request.body;
-    const state = await change(id, by, { op: 'create', name, members });
-    return reply.code(201).send(toGroup(state));
-  });
+  app.post(
+    '/internal/groups',
+    { schema: { body: CreateGroupBody, response: { 201: Group } } },
+    async (request, reply) => {
+      const by = actingUser(request);
+      const { id = randomUUID(), name, members } = request.body;
+      const state = await change(id, by, { op: 'create', name, members });
+      return reply.code(201).send(toGroup(state));
+    },
+  );
 
   app.get('/internal/groups', { schema: { response: { 200: GroupList } } }, async (request) => {
     const groups = await deps.groups.listForMember(actingUser(request));
     return { groups: groups.map(toGroup) };
   });
 
-  app.get('/internal/groups/:id', { schema: { params: GroupParams, response: { 200: Group } } }, async (request) => {
-    const user = actingUser(request);
-    return toGroup(visibleTo(await deps.groups.find(request.params.id), user, request.params.id));
-  });
+  app.get(
+    '/internal/groups/:id',
+    { schema: { params: GroupParams, response: { 200: Group } } },
+    async (request) => {
+      const user = actingUser(request);
+      return toGroup(visibleTo(await deps.groups.find(request.params.id), user, request.params.id));
+    },
+  );
 
   app.post(
     '/internal/groups/:id/members',
     { schema: { params: GroupParams, body: AddMembersBody, response: { 200: Group } } },
-    async (request) => toGroup(await change(request.params.id, actingUser(request), { op: 'add', members: request.body.members })),
+    async (request) =>
+      toGroup(
+        await change(request.params.id, actingUser(request), { op: 'add', members: request.body.members }),
+      ),
   );
 
   app.delete(
@@ -58,4 +77,3 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     },
   );
 }
-

@@ -36,5 +36,8 @@ export const GROUP_MIGRATIONS: Migration[] = [
       notice jsonb NOT NULL
     )`,
   },
-  { id: '005_group_ops_by_applied_at', sql: 'CREATE INDEX group_ops_by_applied_at ON group_ops (applied_at)' },
+  {
+    id: '005_group_ops_by_applied_at',
+    sql: 'CREATE INDEX group_ops_by_applied_at ON group_ops (applied_at)',
+  },
 ];

@@ -41,7 +41,9 @@ async function applyInTransaction(
   decide: (current: GroupState | undefined) => StoredChange | null,
 ): Promise<ApplyResult> {
   await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [GROUP_LOCK_NAMESPACE, group]);
-  const applied = await tx.query<{ notice: GroupNotice }>('SELECT notice FROM group_ops WHERE mid = $1', [opMid]);
+  const applied = await tx.query<{ notice: GroupNotice }>('SELECT notice FROM group_ops WHERE mid = $1', [
+    opMid,
+  ]);
   if (applied.rows.length > 0) return { kind: 'replayed', notice: applied.rows[0].notice };
   const current = await findGroup(tx, group);
   const change = decide(current);
@@ -93,11 +95,18 @@ async function writeGroup(tx: SqlExecutor, current: GroupState | undefined, next
   const added = next.members.filter((m) => !before.has(m.user));
   const promoted = next.members.filter((m) => before.has(m.user) && before.get(m.user) !== m.role);
   if (removed.length > 0) {
-    await tx.query('DELETE FROM group_members WHERE group_id = $1 AND user_id = ANY($2::text[])', [next.id, removed]);
+    await tx.query('DELETE FROM group_members WHERE group_id = $1 AND user_id = ANY($2::text[])', [
+      next.id,
+      removed,
+    ]);
   }
   if (added.length > 0) await insertMembers(tx, next.id, added, next.updatedAt);
   for (const member of promoted) {
-    await tx.query('UPDATE group_members SET role = $3 WHERE group_id = $1 AND user_id = $2', [next.id, member.user, member.role]);
+    await tx.query('UPDATE group_members SET role = $3 WHERE group_id = $1 AND user_id = $2', [
+      next.id,
+      member.user,
+      member.role,
+    ]);
   }
 }
 

@@ -10,7 +10,6 @@ import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret-0123';
 
-
 describe.each(testDatabases())('group-ms service on $name', (target) => {
   let db: SqlDatabase;
   let bus: MemoryBus;
@@ -45,34 +44,64 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
   const call = (method: 'GET' | 'POST' | 'DELETE', url: string, user: string, payload?: object) =>
     service.http.inject({ method, url, headers: internalHeaders(SECRET, user), payload });
   const deliveredTo = (predicate: (d: DeliverEvent) => boolean) =>
-    bus.events(TOPICS.delivery).filter((e): e is DeliverEvent => e.kind === 'deliver' && predicate(e)).map((e) => e.to).sort();
+    bus
+      .events(TOPICS.delivery)
+      .filter((e): e is DeliverEvent => e.kind === 'deliver' && predicate(e))
+      .map((e) => e.to)
+      .sort();
 
   it('serves the group API with the protocol rules and error bodies', async () => {
-    const created = await call('POST', '/internal/groups', 'alice', { id: 'team', name: 'Team', members: ['bob'] });
+    const created = await call('POST', '/internal/groups', 'alice', {
+      id: 'team',
+      name: 'Team',
+      members: ['bob'],
+    });
     expect(created.statusCode).toBe(201);
-    expect(created.json()).toEqual({ id: 'team', name: 'Team', members: ['alice', 'bob'], admins: ['alice'], createdAt: expect.any(Number) });
-    expect((await call('POST', '/internal/groups', 'alice', { id: 'team', name: 'Team', members: ['bob'] })).statusCode).toBe(201);
+    expect(created.json()).toEqual({
+      id: 'team',
+      name: 'Team',
+      members: ['alice', 'bob'],
+      admins: ['alice'],
+      createdAt: expect.any(Number),
+    });
+    expect(
+      (await call('POST', '/internal/groups', 'alice', { id: 'team', name: 'Team', members: ['bob'] }))
+        .statusCode,
+    ).toBe(201);
     const conflict = await call('POST', '/internal/groups', 'bob', { id: 'team', name: 'Mine', members: [] });
     expect([conflict.statusCode, conflict.json().error.code]).toEqual([409, 'conflict']);
 
     expect((await call('GET', '/internal/groups/team', 'bob')).json().members).toEqual(['alice', 'bob']);
     const hidden = await call('GET', '/internal/groups/team', 'mallory');
     expect([hidden.statusCode, hidden.json().error.code]).toEqual([404, 'not_found']);
-    expect((await call('GET', '/internal/groups', 'bob')).json().groups.map((g: { id: string }) => g.id)).toEqual(['team']);
+    expect(
+      (await call('GET', '/internal/groups', 'bob')).json().groups.map((g: { id: string }) => g.id),
+    ).toEqual(['team']);
 
-    expect((await call('POST', '/internal/groups/team/members', 'bob', { members: ['carol'] })).json().members).toEqual(['alice', 'bob', 'carol']);
+    expect(
+      (await call('POST', '/internal/groups/team/members', 'bob', { members: ['carol'] })).json().members,
+    ).toEqual(['alice', 'bob', 'carol']);
     const full = await call('POST', '/internal/groups/team/members', 'bob', { members: ['dave'] });
     expect([full.statusCode, full.json().error.code]).toEqual([409, 'group_full']);
     const forbidden = await call('DELETE', '/internal/groups/team/members/carol', 'bob');
     expect([forbidden.statusCode, forbidden.json().error.code]).toEqual([403, 'forbidden']);
-    expect((await call('DELETE', '/internal/groups/team/members/carol', 'alice')).json().members).toEqual(['alice', 'bob']);
+    expect((await call('DELETE', '/internal/groups/team/members/carol', 'alice')).json().members).toEqual([
+      'alice',
+      'bob',
+    ]);
     expect((await call('DELETE', '/internal/groups/team/members/bob', 'bob')).statusCode).toBe(200);
     expect((await call('GET', '/internal/groups/team', 'alice')).json().members).toEqual(['alice']);
-    expect((await call('POST', '/internal/groups', 'alice', { name: 'No id', members: [] })).json().id).toMatch(/^[A-Za-z0-9_.-]+$/);
+    expect(
+      (await call('POST', '/internal/groups', 'alice', { name: 'No id', members: [] })).json().id,
+    ).toMatch(/^[A-Za-z0-9_.-]+$/);
   });
 
   it('refuses internal calls without the secret, and bad input with the field named', async () => {
-    const noSecret = await service.http.inject({ method: 'GET', url: '/internal/groups', headers: { 'x-parley-user': 'alice' } });
+    const noSecret = await service.http.inject({
+      method: 'GET',
+      url: '/internal/groups',
+      headers: { 'x-parley-user': 'alice' },
+    });
     expect(noSecret.statusCode).toBe(403);
     const bad = await call('POST', '/internal/groups', 'alice', { name: '', members: [] });
     expect(bad.statusCode).toBe(400);
@@ -83,19 +112,50 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     await call('POST', '/internal/groups', 'alice', { id: 'rest', name: 'R', members: ['bob', 'carol'] });
     await call('DELETE', '/internal/groups/rest/members/carol', 'alice');
     await waitFor(() => bus.events(TOPICS.groupChanges).length === 2);
-    const groupFrames = (op: string) => (d: DeliverEvent) => d.frame.type === 'group' && d.frame.group === 'rest' && d.frame.op === op;
+    const groupFrames = (op: string) => (d: DeliverEvent) =>
+      d.frame.type === 'group' && d.frame.group === 'rest' && d.frame.op === op;
     expect(deliveredTo(groupFrames('create'))).toEqual(['alice', 'bob', 'carol']);
     expect(deliveredTo(groupFrames('remove'))).toEqual(['alice', 'bob', 'carol']);
-    const mids = new Set(bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')));
+    const mids = new Set(
+      bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')),
+    );
     expect(mids.size).toBe(2);
-    expect(bus.events(TOPICS.groupChanges).map((e) => e.members)).toEqual([['alice', 'bob', 'carol'], ['alice', 'bob']]);
+    expect(bus.events(TOPICS.groupChanges).map((e) => e.members)).toEqual([
+      ['alice', 'bob', 'carol'],
+      ['alice', 'bob'],
+    ]);
   });
 
   it('applies group commands from the pipe once, tells members incl. removed ones, and refuses invalid ones', async () => {
-    const command = (from: string, frame: GroupFrame): GroupCommandEvent => ({ v: 1, kind: 'group-command', from, sentAt: 7000, frame });
-    const create = command('alice', { type: 'group', id: 'p1', op: 'create', group: 'pipe', name: 'P', members: ['bob', 'carol'] });
-    const remove = command('alice', { type: 'group', id: 'p2', op: 'remove', group: 'pipe', members: ['bob'] });
-    const refused = command('carol', { type: 'group', id: 'p3', op: 'remove', group: 'pipe', members: ['alice'] });
+    const command = (from: string, frame: GroupFrame): GroupCommandEvent => ({
+      v: 1,
+      kind: 'group-command',
+      from,
+      sentAt: 7000,
+      frame,
+    });
+    const create = command('alice', {
+      type: 'group',
+      id: 'p1',
+      op: 'create',
+      group: 'pipe',
+      name: 'P',
+      members: ['bob', 'carol'],
+    });
+    const remove = command('alice', {
+      type: 'group',
+      id: 'p2',
+      op: 'remove',
+      group: 'pipe',
+      members: ['bob'],
+    });
+    const refused = command('carol', {
+      type: 'group',
+      id: 'p3',
+      op: 'remove',
+      group: 'pipe',
+      members: ['alice'],
+    });
     await bus.publish(TOPICS.groupCommands, [create, remove, remove, refused]);
     await waitFor(() => deliveredTo((d) => d.frame.type === 'error').length === 1);
 
@@ -104,7 +164,12 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     // the replayed remove is delivered again under the same mid (clients dedup); the group changed once
     expect(deliveredTo(byMid('~group:alice:p2'))).toEqual(['alice', 'alice', 'bob', 'bob', 'carol', 'carol']);
     expect(deliveredTo(byMid('~err:carol:p3'))).toEqual(['carol']);
-    expect((await call('GET', '/internal/groups/pipe', 'alice')).json()).toMatchObject({ members: ['alice', 'carol'], admins: ['alice'] });
-    expect((await service.http.inject('/metrics')).body).toContain('parley_group_commands_total{op="remove",service="group-ms"} 3');
+    expect((await call('GET', '/internal/groups/pipe', 'alice')).json()).toMatchObject({
+      members: ['alice', 'carol'],
+      admins: ['alice'],
+    });
+    expect((await service.http.inject('/metrics')).body).toContain(
+      'parley_group_commands_total{op="remove",service="group-ms"} 3',
+    );
   });
 });

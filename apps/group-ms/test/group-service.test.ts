@@ -23,19 +23,53 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     return groups.change(request, { opMid: mid, noticeMid: mid });
   };
   const refusedWith = async (promise: Promise<unknown>) => {
-    const err = await promise.then(() => undefined, (e: unknown) => e);
+    const err = await promise.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ParleyError);
     return (err as ParleyError).code;
   };
-  const command = (from: string, frame: GroupFrame, sentAt = 5000): GroupCommandEvent => ({ v: 1, kind: 'group-command', from, sentAt, frame });
+  const command = (from: string, frame: GroupFrame, sentAt = 5000): GroupCommandEvent => ({
+    v: 1,
+    kind: 'group-command',
+    from,
+    sentAt,
+    frame,
+  });
 
   it('creates a group with the creator as member and admin, and tells every member', async () => {
-    const { state, effects } = await change('g-create', 'alice', { op: 'create', name: 'Team', members: ['bob', 'carol', 'bob'] });
-    expect(toGroup(state!)).toEqual({ id: 'g-create', name: 'Team', members: ['alice', 'bob', 'carol'], admins: ['alice'], createdAt: state!.createdAt });
+    const { state, effects } = await change('g-create', 'alice', {
+      op: 'create',
+      name: 'Team',
+      members: ['bob', 'carol', 'bob'],
+    });
+    expect(toGroup(state!)).toEqual({
+      id: 'g-create',
+      name: 'Team',
+      members: ['alice', 'bob', 'carol'],
+      admins: ['alice'],
+      createdAt: state!.createdAt,
+    });
     expect(toGroup((await groups.find('g-create'))!)).toEqual(toGroup(state!));
     expect(effects.deliveries.map((d) => d.to)).toEqual(['alice', 'bob', 'carol']);
-    expect(effects.deliveries[0].frame).toMatchObject({ type: 'group', op: 'create', group: 'g-create', name: 'Team', members: ['alice', 'bob', 'carol'], by: 'alice' });
-    expect(effects.changes).toEqual([{ v: 1, kind: 'group-changed', group: 'g-create', members: ['alice', 'bob', 'carol'], at: state!.updatedAt }]);
+    expect(effects.deliveries[0].frame).toMatchObject({
+      type: 'group',
+      op: 'create',
+      group: 'g-create',
+      name: 'Team',
+      members: ['alice', 'bob', 'carol'],
+      by: 'alice',
+    });
+    expect(effects.changes).toEqual([
+      {
+        v: 1,
+        kind: 'group-changed',
+        group: 'g-create',
+        members: ['alice', 'bob', 'carol'],
+        at: state!.updatedAt,
+      },
+    ]);
   });
 
   it('treats the same create by the same creator as a repeat, and by another user as a conflict', async () => {
@@ -43,7 +77,9 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     const again = await change('g-idem', 'alice', { op: 'create', name: 'Other', members: [] });
     expect(toGroup(again.state!)).toMatchObject({ name: 'Team', members: ['alice', 'bob'] });
     expect(again.effects.deliveries).toEqual([]);
-    expect(await refusedWith(change('g-idem', 'bob', { op: 'create', name: 'Mine', members: [] }))).toBe('conflict');
+    expect(await refusedWith(change('g-idem', 'bob', { op: 'create', name: 'Mine', members: [] }))).toBe(
+      'conflict',
+    );
   });
 
   it('lets any member add members, and tells old and new members', async () => {
@@ -65,7 +101,9 @@ describe.each(testDatabases())('group rules on $name', (target) => {
 
   it('refuses a non-admin removing someone else (forbidden) and changes nothing', async () => {
     await change('g-forbid', 'alice', { op: 'create', name: 'T', members: ['bob', 'carol'] });
-    expect(await refusedWith(change('g-forbid', 'bob', { op: 'remove', members: ['carol'] }))).toBe('forbidden');
+    expect(await refusedWith(change('g-forbid', 'bob', { op: 'remove', members: ['carol'] }))).toBe(
+      'forbidden',
+    );
     expect(toGroup((await groups.find('g-forbid'))!).members).toEqual(['alice', 'bob', 'carol']);
   });
 
@@ -89,40 +127,88 @@ describe.each(testDatabases())('group rules on $name', (target) => {
 
   it('shows non-members nothing: every op on a group they are not in is not_found', async () => {
     await change('g-private', 'alice', { op: 'create', name: 'T', members: ['bob'] });
-    for (const operation of [{ op: 'add', members: ['mallory'] }, { op: 'rename', name: 'x' }, { op: 'leave' }, { op: 'remove', members: ['bob'] }] as GroupOperation[]) {
+    for (const operation of [
+      { op: 'add', members: ['mallory'] },
+      { op: 'rename', name: 'x' },
+      { op: 'leave' },
+      { op: 'remove', members: ['bob'] },
+    ] as GroupOperation[]) {
       expect(await refusedWith(change('g-private', 'mallory', operation))).toBe('not_found');
     }
-    expect(await refusedWith(change('g-missing', 'alice', { op: 'add', members: ['bob'] }))).toBe('not_found');
+    expect(await refusedWith(change('g-missing', 'alice', { op: 'add', members: ['bob'] }))).toBe(
+      'not_found',
+    );
     expect((await groups.listForMember('mallory')).map((g) => g.id)).toEqual([]);
     expect((await groups.listForMember('bob')).map((g) => g.id)).toContain('g-private');
   });
 
   it('enforces the size limit on create and add', async () => {
-    expect(await refusedWith(change('g-big', 'alice', { op: 'create', name: 'T', members: ['b', 'c', 'd', 'e'] }))).toBe('group_full');
+    expect(
+      await refusedWith(change('g-big', 'alice', { op: 'create', name: 'T', members: ['b', 'c', 'd', 'e'] })),
+    ).toBe('group_full');
     expect(await groups.find('g-big')).toBeUndefined();
     await change('g-full', 'alice', { op: 'create', name: 'T', members: ['b', 'c'] });
-    expect(await refusedWith(change('g-full', 'alice', { op: 'add', members: ['d', 'e'] }))).toBe('group_full');
+    expect(await refusedWith(change('g-full', 'alice', { op: 'add', members: ['d', 'e'] }))).toBe(
+      'group_full',
+    );
     expect((await change('g-full', 'alice', { op: 'add', members: ['d'] })).state!.members).toHaveLength(4);
   });
 
   it('applies a pipe op once: a replay changes nothing and repeats the same notice', async () => {
-    await groups.applyCommand(command('alice', { type: 'group', id: 'c1', op: 'create', group: 'g-pipe', name: 'T', members: ['bob'] }));
+    await groups.applyCommand(
+      command('alice', {
+        type: 'group',
+        id: 'c1',
+        op: 'create',
+        group: 'g-pipe',
+        name: 'T',
+        members: ['bob'],
+      }),
+    );
     const add = command('alice', { type: 'group', id: 'c2', op: 'add', group: 'g-pipe', members: ['carol'] });
     const first = await groups.applyCommand(add);
     await change('g-pipe', 'alice', { op: 'remove', members: ['carol'] });
     const replay = await groups.applyCommand(add);
     expect(toGroup((await groups.find('g-pipe'))!).members).toEqual(['alice', 'bob']);
     expect(replay).toEqual(first);
-    expect(first.deliveries[0].frame).toMatchObject({ mid: '~group:alice:c2', op: 'add', members: ['carol'] });
+    expect(first.deliveries[0].frame).toMatchObject({
+      mid: '~group:alice:c2',
+      op: 'add',
+      members: ['carol'],
+    });
     const ops = await db.query<{ n: string }>("SELECT count(*) AS n FROM group_ops WHERE mid = 'alice:c2'");
     expect(Number(ops.rows[0].n)).toBe(1);
   });
 
   it('refuses an invalid pipe op with an error deliverable to the sender only', async () => {
-    await groups.applyCommand(command('alice', { type: 'group', id: 'c3', op: 'create', group: 'g-pipe-err', name: 'T', members: ['bob'] }));
-    const refused = await groups.applyCommand(command('bob', { type: 'group', id: 'c4', op: 'remove', group: 'g-pipe-err', members: ['alice'] }));
+    await groups.applyCommand(
+      command('alice', {
+        type: 'group',
+        id: 'c3',
+        op: 'create',
+        group: 'g-pipe-err',
+        name: 'T',
+        members: ['bob'],
+      }),
+    );
+    const refused = await groups.applyCommand(
+      command('bob', { type: 'group', id: 'c4', op: 'remove', group: 'g-pipe-err', members: ['alice'] }),
+    );
     expect(refused).toEqual({
-      deliveries: [{ v: 1, kind: 'deliver', to: 'bob', frame: { type: 'error', mid: '~err:bob:c4', id: 'c4', code: 'forbidden', message: expect.any(String) } }],
+      deliveries: [
+        {
+          v: 1,
+          kind: 'deliver',
+          to: 'bob',
+          frame: {
+            type: 'error',
+            mid: '~err:bob:c4',
+            id: 'c4',
+            code: 'forbidden',
+            message: expect.any(String),
+          },
+        },
+      ],
       changes: [],
     });
   });
@@ -133,5 +219,4 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     await Promise.all(adds);
     expect(toGroup((await groups.find('g-race'))!).members.sort()).toEqual(['alice', 'b', 'c', 'd']);
   });
-
 });

@@ -2,7 +2,14 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { connectKafkaBus, startBroker, type Broker } from '@parley/kafka';
 import { migrate, openDatabase, type SqlDatabase } from '@parley/postgres';
-import { Closer, createRuntime, createTokenVerifier, DEV_JWT_SECRET, type Runtime, type Service } from '@parley/service-kit';
+import {
+  Closer,
+  createRuntime,
+  createTokenVerifier,
+  DEV_JWT_SECRET,
+  type Runtime,
+  type Service,
+} from '@parley/service-kit';
 import { createWsGateway } from '../../ws-gateway/src/app';
 import { createRestGateway } from '../../rest-gateway/src/app';
 import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
@@ -102,9 +109,19 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     closer.add('database', () => db.close());
     await migrate(db, 'group-ms', GROUP_MIGRATIONS);
 
-    const kafkaSettings = { KAFKA_BROKERS: kafkaBrokers, KAFKA_SSL: false, KAFKA_REPLICATION_FACTOR: 1, KAFKA_TOPIC_PARTITIONS: options.kafkaBrokers ? undefined : 4 };
-    const consumer = options.fastConsumers ? { heartbeatInterval: 200, maxWaitTimeInMs: 100, sessionTimeout: 6000, rebalanceTimeout: 3000 } : undefined;
-    const runtimeFor = async (name: string, withDb = false): Promise<Runtime & { bus: Awaited<ReturnType<typeof connectKafkaBus>> }> => {
+    const kafkaSettings = {
+      KAFKA_BROKERS: kafkaBrokers,
+      KAFKA_SSL: false,
+      KAFKA_REPLICATION_FACTOR: 1,
+      KAFKA_TOPIC_PARTITIONS: options.kafkaBrokers ? undefined : 4,
+    };
+    const consumer = options.fastConsumers
+      ? { heartbeatInterval: 200, maxWaitTimeInMs: 100, sessionTimeout: 6000, rebalanceTimeout: 3000 }
+      : undefined;
+    const runtimeFor = async (
+      name: string,
+      withDb = false,
+    ): Promise<Runtime & { bus: Awaited<ReturnType<typeof connectKafkaBus>> }> => {
       const runtime = createRuntime(name, logLevel);
       closer.add(name, () => runtime.closer.closeAll());
       if (withDb) runtime.readiness.register('database', () => db.ping());
@@ -120,13 +137,18 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     };
     const verifyToken = createTokenVerifier({ JWT_SECRET: jwtSecret });
 
-    await add('message-router', async () => createMessageRouter({ ...(await runtimeFor('message-router')), port: ports.messageRouter, host }));
+    await add('message-router', async () =>
+      createMessageRouter({ ...(await runtimeFor('message-router')), port: ports.messageRouter, host }),
+    );
 
-    const sessionStore = options.redisUrl ? RedisSessionStore.connect(options.redisUrl) : new MemorySessionStore();
+    const sessionStore = options.redisUrl
+      ? RedisSessionStore.connect(options.redisUrl)
+      : new MemorySessionStore();
     closer.add('session-store', () => sessionStore.close());
     const gateways = createHttpGatewayClient(internalSecret);
     closer.add('gateway connections', () => gateways.close?.());
-    await add('session-ms', async () => createSessionService({
+    await add('session-ms', async () =>
+      createSessionService({
         ...(await runtimeFor('session-ms')),
         store: sessionStore,
         gateways,
@@ -143,15 +165,47 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       }),
     );
 
-    await add('group-ms', async () => createGroupMs({ ...(await runtimeFor('group-ms', true)), store: createSqlGroupStore(db), port: ports.groupMs, host, internalSecret, maxMembers: 1024 }));
-    await add('group-message-router', async () => createGroupMessageRouter({ ...(await runtimeFor('group-message-router', true)), membership: createSqlMembershipReader(db), port: ports.groupMessageRouter, host }));
-    await add('persistence-ms', async () => createPersistenceService({ ...(await runtimeFor('persistence-ms', true)), store: createSqlOfflineStore(db), port: ports.persistenceMs, host, internalSecret }));
+    await add('group-ms', async () =>
+      createGroupMs({
+        ...(await runtimeFor('group-ms', true)),
+        store: createSqlGroupStore(db),
+        port: ports.groupMs,
+        host,
+        internalSecret,
+        maxMembers: 1024,
+      }),
+    );
+    await add('group-message-router', async () =>
+      createGroupMessageRouter({
+        ...(await runtimeFor('group-message-router', true)),
+        membership: createSqlMembershipReader(db),
+        port: ports.groupMessageRouter,
+        host,
+      }),
+    );
+    await add('persistence-ms', async () =>
+      createPersistenceService({
+        ...(await runtimeFor('persistence-ms', true)),
+        store: createSqlOfflineStore(db),
+        port: ports.persistenceMs,
+        host,
+        internalSecret,
+      }),
+    );
     await add('push-ms', async () => {
       const runtime = await runtimeFor('push-ms', true);
-      return createPushService({ ...runtime, devices: createSqlDeviceStore(db), provider: createLogPushProvider(runtime.logger), port: ports.pushMs, host, internalSecret });
+      return createPushService({
+        ...runtime,
+        devices: createSqlDeviceStore(db),
+        provider: createLogPushProvider(runtime.logger),
+        port: ports.pushMs,
+        host,
+        internalSecret,
+      });
     });
 
-    await add('ws-gateway', async () => createWsGateway({
+    await add('ws-gateway', async () =>
+      createWsGateway({
         ...(await runtimeFor('ws-gateway')),
         verifyToken,
         internalSecret,
@@ -175,16 +229,28 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     );
 
     const base = (port: number) => `http://${host}:${port}`;
-    await add('rest-gateway', async () => createRestGateway({
+    await add('rest-gateway', async () =>
+      createRestGateway({
         ...(await runtimeFor('rest-gateway')),
         upstreams: createHttpUpstreams(
-          { 'persistence-ms': base(ports.persistenceMs), 'group-ms': base(ports.groupMs), 'push-ms': base(ports.pushMs), 'session-ms': base(ports.sessionMs) },
+          {
+            'persistence-ms': base(ports.persistenceMs),
+            'group-ms': base(ports.groupMs),
+            'push-ms': base(ports.pushMs),
+            'session-ms': base(ports.sessionMs),
+          },
           internalSecret,
         ),
         verifyToken,
         port: ports.restGateway,
         host,
-        settings: { devMode: true, devTokenSecret: jwtSecret, corsOrigins: [], rateLimitPerMinute: 6000, maxFrameBytes: 64 * 1024 },
+        settings: {
+          devMode: true,
+          devTokenSecret: jwtSecret,
+          corsOrigins: [],
+          rateLimitPerMinute: 6000,
+          maxFrameBytes: 64 * 1024,
+        },
         // The browser demo client at `/`; it reaches the ws-gateway on the host the page came from.
         plugins: [webClientPlugin({ wsPort: ports.wsGateway })],
       }),
@@ -216,7 +282,9 @@ async function stopAll(started: Array<[string, Service]>, closer: Closer) {
 }
 
 async function randomPorts(): Promise<FleetPorts> {
-  const entries = await Promise.all(Object.keys(DEFAULT_PORTS).map(async (key) => [key, await freePort()] as const));
+  const entries = await Promise.all(
+    Object.keys(DEFAULT_PORTS).map(async (key) => [key, await freePort()] as const),
+  );
   return Object.fromEntries(entries) as FleetPorts;
 }
 

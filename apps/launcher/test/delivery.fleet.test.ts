@@ -7,7 +7,13 @@ describe('fleet: 1:1 delivery end to end', () => {
   let clients: ReturnType<typeof clientsOf>;
 
   beforeAll(async () => {
-    fleet = await startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 400, maxAttempts: 3, fastConsumers: true });
+    fleet = await startFleet({
+      ports: 'random',
+      logLevel: 'warn',
+      ackTimeoutMs: 400,
+      maxAttempts: 3,
+      fastConsumers: true,
+    });
     clients = clientsOf(fleet);
   }, 60_000);
   afterEach(() => clients.closeAll());
@@ -17,14 +23,30 @@ describe('fleet: 1:1 delivery end to end', () => {
     const alice = await clients.connect('alice1');
     const bob = await clients.connect('bob1');
     alice.send({ type: 'message', id: 'c1', to: 'bob1', body: { text: 'hi' }, from: 'mallory' });
-    expect(await alice.next((f) => f.type === 'accepted')).toEqual({ type: 'accepted', id: 'c1', mid: 'alice1:c1' });
+    expect(await alice.next((f) => f.type === 'accepted')).toEqual({
+      type: 'accepted',
+      id: 'c1',
+      mid: 'alice1:c1',
+    });
     const message = await bob.next((f) => f.type === 'message');
-    expect(message).toEqual({ type: 'message', mid: 'alice1:c1', id: 'c1', from: 'alice1', to: 'bob1', chat: 'direct', body: { text: 'hi' }, sentAt: expect.any(Number) });
+    expect(message).toEqual({
+      type: 'message',
+      mid: 'alice1:c1',
+      id: 'c1',
+      from: 'alice1',
+      to: 'bob1',
+      chat: 'direct',
+      body: { text: 'hi' },
+      sentAt: expect.any(Number),
+    });
     bob.send({ type: 'ack', mids: ['alice1:c1'] });
     const delivered = await alice.next((f) => f.type === 'receipt' && f.status === 'delivered');
     expect(delivered).toMatchObject({ mids: ['alice1:c1'], by: 'bob1' });
     bob.send({ type: 'read', to: 'alice1', mids: ['alice1:c1'] });
-    expect(await alice.next((f) => f.type === 'receipt' && f.status === 'read')).toMatchObject({ mids: ['alice1:c1'], by: 'bob1' });
+    expect(await alice.next((f) => f.type === 'receipt' && f.status === 'read')).toMatchObject({
+      mids: ['alice1:c1'],
+      by: 'bob1',
+    });
   });
 
   it('redelivers an unacked message with the same mid', async () => {
@@ -62,7 +84,16 @@ describe('fleet: 1:1 delivery end to end', () => {
     const again = await clients.rest('alice8', 'POST', '/v1/send', [frame]);
     expect(again.body.results).toEqual(first.body.results);
     // Everything for bob is delivered in order: once this arrives, the resend was handled before it.
-    expect((await clients.rest('alice8', 'POST', '/v1/send', { type: 'message', id: 'after', to: 'bob8', body: 'next' })).status).toBe(200);
+    expect(
+      (
+        await clients.rest('alice8', 'POST', '/v1/send', {
+          type: 'message',
+          id: 'after',
+          to: 'bob8',
+          body: 'next',
+        })
+      ).status,
+    ).toBe(200);
     await bob.next((f) => f.mid === 'alice8:after');
     await new Promise((r) => setTimeout(r, 1500)); // past several ack timeouts: no redelivery either
     const copies = bob.ofType('message').filter((f) => f.id === 'once' || f.body === 'only once');
@@ -74,15 +105,29 @@ describe('fleet: 1:1 delivery end to end', () => {
     alice.send({ type: 'message', id: 'o1', to: 'bob4', body: 'while away' });
     alice.send({ type: 'message', id: 'o2', to: 'bob4', body: 'still away' });
     await alice.until(() => alice.ofType('accepted').length === 2);
-    let sync: { status: number; body: { messages: Array<{ mid: string }>; next: string | null } } = { status: 0, body: { messages: [], next: null } };
-    await waitFor(async () => {
-      sync = await clients.rest('bob4', 'GET', '/v1/messages?limit=10');
-      return sync.body.messages.length === 2;
-    }, 10_000, 'the offline messages in sync');
+    let sync: { status: number; body: { messages: Array<{ mid: string }>; next: string | null } } = {
+      status: 0,
+      body: { messages: [], next: null },
+    };
+    await waitFor(
+      async () => {
+        sync = await clients.rest('bob4', 'GET', '/v1/messages?limit=10');
+        return sync.body.messages.length === 2;
+      },
+      10_000,
+      'the offline messages in sync',
+    );
     expect(sync.body.messages.map((m) => m.mid)).toEqual(['alice4:o1', 'alice4:o2']);
     expect((await clients.rest('mallory', 'GET', '/v1/messages')).body.messages).toEqual([]);
-    expect((await clients.rest('bob4', 'POST', '/v1/send', { type: 'ack', mids: ['alice4:o1'] })).body.results[0].status).toBe('accepted');
-    await waitFor(async () => (await clients.rest('bob4', 'GET', '/v1/messages')).body.messages.length === 1, 10_000, 'the acked message to be dropped');
+    expect(
+      (await clients.rest('bob4', 'POST', '/v1/send', { type: 'ack', mids: ['alice4:o1'] })).body.results[0]
+        .status,
+    ).toBe('accepted');
+    await waitFor(
+      async () => (await clients.rest('bob4', 'GET', '/v1/messages')).body.messages.length === 1,
+      10_000,
+      'the acked message to be dropped',
+    );
     const bob = await clients.connect('bob4');
     expect(await bob.next((f) => f.mid === 'alice4:o2', 10_000)).toMatchObject({ body: 'still away' });
   });
@@ -90,7 +135,11 @@ describe('fleet: 1:1 delivery end to end', () => {
   it('answers limits and bad frames with their errors', async () => {
     const alice = await clients.connect('alice5');
     alice.send({ type: 'message', id: 'x', to: 'not valid', body: 1 });
-    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'x', code: 'invalid_frame', message: expect.stringContaining('to: must match') });
+    expect(await alice.next((f) => f.type === 'error')).toMatchObject({
+      id: 'x',
+      code: 'invalid_frame',
+      message: expect.stringContaining('to: must match'),
+    });
     alice.send({ type: 'message', id: 'y', to: 'bob', body: 'x'.repeat(70 * 1024) });
     expect(await alice.closed()).toBe(1009);
 
@@ -102,13 +151,24 @@ describe('fleet: 1:1 delivery end to end', () => {
     await eager.until(() => answered() === 600 || eager.closeCode !== undefined, 15_000);
     const refused = eager.ofType('error');
     expect(refused.length).toBeGreaterThan(0);
-    for (const frame of refused) expect(frame).toMatchObject({ code: 'rate_limited', id: expect.stringMatching(/^r\d+$/), message: expect.stringMatching(/^too many frames: retry after [\d.]+ s$/) });
+    for (const frame of refused)
+      expect(frame).toMatchObject({
+        code: 'rate_limited',
+        id: expect.stringMatching(/^r\d+$/),
+        message: expect.stringMatching(/^too many frames: retry after [\d.]+ s$/),
+      });
     expect([undefined, 4029]).toContain(eager.closeCode);
   });
 
   it('shows presence', async () => {
     await clients.connect('carol6');
-    await waitFor(async () => (await clients.rest('dave6', 'GET', '/v1/presence?users=carol6,nobody6')).body.presence[0].online === true, 5000, 'presence');
+    await waitFor(
+      async () =>
+        (await clients.rest('dave6', 'GET', '/v1/presence?users=carol6,nobody6')).body.presence[0].online ===
+        true,
+      5000,
+      'presence',
+    );
     const { body } = await clients.rest('dave6', 'GET', '/v1/presence?users=carol6,nobody6');
     expect(body.presence).toEqual([
       { user: 'carol6', online: true, lastSeen: expect.any(Number) },

@@ -2,7 +2,14 @@ import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
 import { TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import { buildHttpServer, CommonConfig, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  Runtime,
+  Service,
+  serviceLifecycle,
+} from '@parley/service-kit';
 import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './route';
 
 export const MessageRouterConfig = Type.Object({
@@ -57,7 +64,11 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
       deps.bus.publish(TOPICS.group, out.group),
     ]);
   };
-  const subscription = deps.bus.subscribe({ groupId: deps.groupId ?? 'message-router', topic: INBOUND_RECORDS, handle });
+  const subscription = deps.bus.subscribe({
+    groupId: deps.groupId ?? 'message-router',
+    topic: INBOUND_RECORDS,
+    handle,
+  });
 
   return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
 }

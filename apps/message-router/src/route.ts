@@ -31,7 +31,11 @@ export const InboundRecord = Type.Object({ ...InboundEvent.properties, frame: Ty
 export type InboundRecord = Static<typeof InboundRecord>;
 
 /** The inbound topic read as `InboundRecord`s: only a record with no readable sender or an unknown version fails to decode (DLQ). */
-export const INBOUND_RECORDS: TopicSpec<InboundRecord> = { ...TOPICS.inbound, schema: InboundRecord, key: (e) => e.from };
+export const INBOUND_RECORDS: TopicSpec<InboundRecord> = {
+  ...TOPICS.inbound,
+  schema: InboundRecord,
+  key: (e) => e.from,
+};
 
 const ROUTABLE_TYPES: InboundEvent['frame']['type'][] = ['message', 'ack', 'read', 'group', 'typing'];
 const clientId = new RegExp(CLIENT_ID_PATTERN);
@@ -42,10 +46,20 @@ export type Checked = { ok: true; inbound: InboundEvent } | { ok: false; refusal
 
 /** The record's frame checked against what `route` handles; otherwise an `error` deliverable to its sender. */
 export function checkInbound(record: InboundRecord): Checked {
-  const checked = validateClientFrame(record.frame, { types: ROUTABLE_TYPES }) as FrameResult<InboundEvent['frame']>;
+  const checked = validateClientFrame(record.frame, { types: ROUTABLE_TYPES }) as FrameResult<
+    InboundEvent['frame']
+  >;
   if (checked.ok) return { ok: true, inbound: { ...record, frame: checked.frame } };
   const { code, id } = checked;
-  return { ok: false, refusal: errorDeliverable(record.from, { id, code, message: `cannot route this frame: ${checked.message}`, mid: refusalMid(record, id) }) };
+  return {
+    ok: false,
+    refusal: errorDeliverable(record.from, {
+      id,
+      code,
+      message: `cannot route this frame: ${checked.message}`,
+      mid: refusalMid(record, id),
+    }),
+  };
 }
 
 /**
@@ -65,7 +79,13 @@ function refusalMid(record: InboundRecord, id: string | undefined): string {
  */
 export function route(inbound: InboundEvent, into: Routed = { delivery: [], group: [] }): Routed {
   const { frame, from, sentAt } = inbound;
-  const origin = { from, deviceId: inbound.deviceId, connId: inbound.connId, gateway: inbound.gateway, sentAt };
+  const origin = {
+    from,
+    deviceId: inbound.deviceId,
+    connId: inbound.connId,
+    gateway: inbound.gateway,
+    sentAt,
+  };
   switch (frame.type) {
     case 'message':
       if (frame.chat === 'group') {
@@ -75,26 +95,55 @@ export function route(inbound: InboundEvent, into: Routed = { delivery: [], grou
           v: 1,
           kind: 'deliver',
           to: frame.to,
-          frame: { type: 'message', mid: userMid(from, frame.id), id: frame.id, from, to: frame.to, chat: 'direct', body: frame.body, sentAt },
+          frame: {
+            type: 'message',
+            mid: userMid(from, frame.id),
+            id: frame.id,
+            from,
+            to: frame.to,
+            chat: 'direct',
+            body: frame.body,
+            sentAt,
+          },
         });
       }
       break;
     case 'ack':
-      into.delivery.push({ v: 1, kind: 'ack', user: from, mids: frame.mids, deviceId: inbound.deviceId, at: sentAt });
+      into.delivery.push({
+        v: 1,
+        kind: 'ack',
+        user: from,
+        mids: frame.mids,
+        deviceId: inbound.deviceId,
+        at: sentAt,
+      });
       break;
     case 'read':
       into.delivery.push({
         v: 1,
         kind: 'deliver',
         to: frame.to,
-        frame: { type: 'receipt', mid: receiptMid('read', from, frame.mids), status: 'read', mids: frame.mids, by: from, at: sentAt },
+        frame: {
+          type: 'receipt',
+          mid: receiptMid('read', from, frame.mids),
+          status: 'read',
+          mids: frame.mids,
+          by: from,
+          at: sentAt,
+        },
       });
       break;
     case 'typing':
       if (frame.chat === 'group') {
         into.group.push({ v: 1, kind: 'group-typing', ...origin, frame });
       } else {
-        into.delivery.push({ v: 1, kind: 'deliver', to: frame.to, ephemeral: true, frame: { type: 'typing', from, to: frame.to, chat: 'direct' } });
+        into.delivery.push({
+          v: 1,
+          kind: 'deliver',
+          to: frame.to,
+          ephemeral: true,
+          frame: { type: 'typing', from, to: frame.to, chat: 'direct' },
+        });
       }
       break;
     case 'group':

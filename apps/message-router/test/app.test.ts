@@ -12,7 +12,14 @@ async function startRouter() {
   const bus = new MemoryBus();
   const readiness = new Readiness();
   readiness.register('kafka', () => bus.ping());
-  const router = createMessageRouter({ bus, logger: silentLogger(), metrics: createMetricsRegistry('message-router', { collectDefaults: false }), readiness, port: 0, host: '127.0.0.1' });
+  const router = createMessageRouter({
+    bus,
+    logger: silentLogger(),
+    metrics: createMetricsRegistry('message-router', { collectDefaults: false }),
+    readiness,
+    port: 0,
+    host: '127.0.0.1',
+  });
   await router.start();
   started.push(router);
   return { bus, readiness, router };
@@ -21,12 +28,23 @@ async function startRouter() {
 describe('message-router service', () => {
   it('consumes inbound frames and publishes the routed events, serving its probes', async () => {
     const { bus, readiness, router } = await startRouter();
-    const inbound: InboundEvent = { v: 1, kind: 'inbound', from: 'alice', sentAt: 1, frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' } };
-    await bus.publish(TOPICS.inbound, [inbound, { ...inbound, frame: { type: 'group', id: 'c2', op: 'leave', group: 'g1' } }]);
+    const inbound: InboundEvent = {
+      v: 1,
+      kind: 'inbound',
+      from: 'alice',
+      sentAt: 1,
+      frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' },
+    };
+    await bus.publish(TOPICS.inbound, [
+      inbound,
+      { ...inbound, frame: { type: 'group', id: 'c2', op: 'leave', group: 'g1' } },
+    ]);
     await waitFor(() => bus.events(TOPICS.delivery).length === 1 && bus.events(TOPICS.group).length === 1);
     expect(bus.events(TOPICS.delivery)[0]).toMatchObject({ to: 'bob', frame: { mid: 'alice:c1' } });
     expect((await router.http.inject('/readyz')).statusCode).toBe(200);
-    expect((await router.http.inject('/metrics')).body).toContain('parley_router_frames_total{type="message",service="message-router"} 1');
+    expect((await router.http.inject('/metrics')).body).toContain(
+      'parley_router_frames_total{type="message",service="message-router"} 1',
+    );
     await router.stop();
     expect((await readiness.report()).ready).toBe(false);
   });
@@ -42,8 +60,30 @@ describe('message-router service', () => {
     ]);
     await waitFor(() => bus.events(TOPICS.delivery).length === 3);
     expect(bus.events(TOPICS.delivery)).toEqual([
-      { v: 1, kind: 'deliver', to: 'alice', frame: { type: 'error', mid: '~err:alice:r1', id: 'r1', code: 'invalid_frame', message: 'cannot route this frame: type: must be one of message, ack, read, group, typing' } },
-      { v: 1, kind: 'deliver', to: 'alice', frame: { type: 'error', mid: '~err:alice:c2', id: 'c2', code: 'invalid_frame', message: 'cannot route this frame: op: must be one of create, add, remove, leave, rename' } },
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'alice',
+        frame: {
+          type: 'error',
+          mid: '~err:alice:r1',
+          id: 'r1',
+          code: 'invalid_frame',
+          message: 'cannot route this frame: type: must be one of message, ack, read, group, typing',
+        },
+      },
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'alice',
+        frame: {
+          type: 'error',
+          mid: '~err:alice:c2',
+          id: 'c2',
+          code: 'invalid_frame',
+          message: 'cannot route this frame: op: must be one of create, add, remove, leave, rename',
+        },
+      },
       expect.objectContaining({ to: 'bob', frame: expect.objectContaining({ mid: 'alice:c3' }) }),
     ]);
     expect(bus.events(TOPICS.group)).toEqual([]);

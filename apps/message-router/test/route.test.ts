@@ -2,7 +2,15 @@ import { InboundEvent, compile, TOPICS } from '@parley/contracts';
 import { DecodeError, TopicCodec } from '@parley/kafka';
 import { checkInbound, INBOUND_RECORDS, InboundRecord, route } from '../src/route';
 
-const origin = { v: 1, kind: 'inbound', from: 'alice', deviceId: 'phone', connId: 'c-1', gateway: 'gw-1', sentAt: 1000 } satisfies Omit<InboundRecord, 'frame'>;
+const origin = {
+  v: 1,
+  kind: 'inbound',
+  from: 'alice',
+  deviceId: 'phone',
+  connId: 'c-1',
+  gateway: 'gw-1',
+  sentAt: 1000,
+} satisfies Omit<InboundRecord, 'frame'>;
 const inbound = (frame: InboundEvent['frame']): InboundEvent => ({ ...origin, frame });
 /** A record as a gateway may write it: its frame need not be one this router knows. */
 const record = (frame: unknown, sentAt = origin.sentAt): InboundRecord => ({ ...origin, sentAt, frame });
@@ -14,10 +22,26 @@ const refusalOf = (frame: unknown, sentAt?: number) => {
 
 describe('route', () => {
   it('sends a 1:1 message to the recipient with mid <from>:<id>', () => {
-    const out = route(inbound({ type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: { text: 'hi' } }));
+    const out = route(
+      inbound({ type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: { text: 'hi' } }),
+    );
     expect(out.group).toEqual([]);
     expect(out.delivery).toEqual([
-      { v: 1, kind: 'deliver', to: 'bob', frame: { type: 'message', mid: 'alice:c1', id: 'c1', from: 'alice', to: 'bob', chat: 'direct', body: { text: 'hi' }, sentAt: 1000 } },
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'bob',
+        frame: {
+          type: 'message',
+          mid: 'alice:c1',
+          id: 'c1',
+          from: 'alice',
+          to: 'bob',
+          chat: 'direct',
+          body: { text: 'hi' },
+          sentAt: 1000,
+        },
+      },
     ]);
     expect(TOPICS.delivery.key(out.delivery[0])).toBe('bob');
   });
@@ -31,24 +55,37 @@ describe('route', () => {
 
   it('turns an ack into an ack event keyed by the acking user', () => {
     const out = route(inbound({ type: 'ack', mids: ['bob:m1'] }));
-    expect(out.delivery).toEqual([{ v: 1, kind: 'ack', user: 'alice', mids: ['bob:m1'], deviceId: 'phone', at: 1000 }]);
+    expect(out.delivery).toEqual([
+      { v: 1, kind: 'ack', user: 'alice', mids: ['bob:m1'], deviceId: 'phone', at: 1000 },
+    ]);
   });
 
   it('turns a read frame into a read receipt for the original sender with a deterministic mid', () => {
     const a = route(inbound({ type: 'read', to: 'bob', mids: ['bob:m1', 'bob:m2'] }));
     const b = route(inbound({ type: 'read', to: 'bob', mids: ['bob:m1', 'bob:m2'] }));
     expect(a).toEqual(b);
-    expect(a.delivery[0]).toMatchObject({ kind: 'deliver', to: 'bob', frame: { type: 'receipt', status: 'read', by: 'alice', mids: ['bob:m1', 'bob:m2'] } });
+    expect(a.delivery[0]).toMatchObject({
+      kind: 'deliver',
+      to: 'bob',
+      frame: { type: 'receipt', status: 'read', by: 'alice', mids: ['bob:m1', 'bob:m2'] },
+    });
     expect(a.delivery[0]).toMatchObject({ frame: { mid: expect.stringMatching(/^~read:alice:/) } });
   });
 
   it('marks direct typing ephemeral and sends group typing to the group topic', () => {
-    expect(route(inbound({ type: 'typing', to: 'bob', chat: 'direct' })).delivery[0]).toMatchObject({ ephemeral: true, frame: { type: 'typing', from: 'alice', to: 'bob' } });
-    expect(route(inbound({ type: 'typing', to: 'g1', chat: 'group' })).group[0]).toMatchObject({ kind: 'group-typing' });
+    expect(route(inbound({ type: 'typing', to: 'bob', chat: 'direct' })).delivery[0]).toMatchObject({
+      ephemeral: true,
+      frame: { type: 'typing', from: 'alice', to: 'bob' },
+    });
+    expect(route(inbound({ type: 'typing', to: 'g1', chat: 'group' })).group[0]).toMatchObject({
+      kind: 'group-typing',
+    });
   });
 
   it('forwards group operations as group commands', () => {
-    const out = route(inbound({ type: 'group', id: 'c3', op: 'create', group: 'g1', name: 'Team', members: ['bob'] }));
+    const out = route(
+      inbound({ type: 'group', id: 'c3', op: 'create', group: 'g1', name: 'Team', members: ['bob'] }),
+    );
     expect(out.group[0]).toMatchObject({ kind: 'group-command', frame: { op: 'create', group: 'g1' } });
   });
 
@@ -74,7 +111,10 @@ describe('route', () => {
 describe('checkInbound', () => {
   it('passes a frame it can route on to route, with its documented defaults filled in', () => {
     const checked = checkInbound(record({ type: 'message', id: 'c1', to: 'bob', body: 'hi' }));
-    expect(checked).toEqual({ ok: true, inbound: inbound({ type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' }) });
+    expect(checked).toEqual({
+      ok: true,
+      inbound: inbound({ type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' }),
+    });
   });
 
   it('sends a frame type it does not know back to the sender as an error deliverable naming the type', () => {
@@ -83,7 +123,13 @@ describe('checkInbound', () => {
       v: 1,
       kind: 'deliver',
       to: 'alice',
-      frame: { type: 'error', mid: '~err:alice:r1', id: 'r1', code: 'invalid_frame', message: 'cannot route this frame: type: must be one of message, ack, read, group, typing' },
+      frame: {
+        type: 'error',
+        mid: '~err:alice:r1',
+        id: 'r1',
+        code: 'invalid_frame',
+        message: 'cannot route this frame: type: must be one of message, ack, read, group, typing',
+      },
     });
     expect(TOPICS.delivery.key(refusal)).toBe('alice');
   });
@@ -94,25 +140,45 @@ describe('checkInbound', () => {
       code: 'invalid_frame',
       message: 'cannot route this frame: op: must be one of create, add, remove, leave, rename',
     });
-    expect(refusalOf({ type: 'message', id: 'c5', to: 'g1', chat: 'channel', body: 1 }).frame).toMatchObject({ id: 'c5', message: expect.stringMatching(/^cannot route this frame: chat: must be/) });
-    expect(refusalOf({ type: 'ping' }).frame).toMatchObject({ message: expect.stringContaining('type: must be one of') });
-    expect(refusalOf('hello').frame).toMatchObject({ message: 'cannot route this frame: frame: must be a JSON object' });
+    expect(refusalOf({ type: 'message', id: 'c5', to: 'g1', chat: 'channel', body: 1 }).frame).toMatchObject({
+      id: 'c5',
+      message: expect.stringMatching(/^cannot route this frame: chat: must be/),
+    });
+    expect(refusalOf({ type: 'ping' }).frame).toMatchObject({
+      message: expect.stringContaining('type: must be one of'),
+    });
+    expect(refusalOf('hello').frame).toMatchObject({
+      message: 'cannot route this frame: frame: must be a JSON object',
+    });
   });
 
   it('gives a refusal without a usable id a mid that is deterministic in the frame and its time', () => {
     const emptyAck = { type: 'ack', mids: [] };
     const refusal = refusalOf(emptyAck);
     expect(refusal.frame).not.toHaveProperty('id');
-    expect(refusal.frame).toMatchObject({ mid: expect.stringMatching(/^~err:alice:1000:/), message: expect.stringContaining('mids:') });
+    expect(refusal.frame).toMatchObject({
+      mid: expect.stringMatching(/^~err:alice:1000:/),
+      message: expect.stringContaining('mids:'),
+    });
     expect(refusalOf(emptyAck).frame.mid).toBe(refusal.frame.mid);
     expect(refusalOf(emptyAck, 1001).frame.mid).not.toBe(refusal.frame.mid);
     expect(refusalOf({ type: 'ack', mids: [1] }).frame.mid).not.toBe(refusal.frame.mid);
-    expect(refusalOf({ type: 'poke', id: 'no:colons here' }).frame).toMatchObject({ id: 'no:colons here', mid: expect.stringMatching(/^~err:alice:1000:/) });
+    expect(refusalOf({ type: 'poke', id: 'no:colons here' }).frame).toMatchObject({
+      id: 'no:colons here',
+      mid: expect.stringMatching(/^~err:alice:1000:/),
+    });
   });
 
   it('only ever produces refusals that validate against the delivery topic schema', () => {
     const delivery = compile(TOPICS.delivery.schema);
-    const frames = [{ type: 'reaction', id: 'r1' }, { type: 'group', id: 'c4', op: 'archive' }, { type: 'ack', mids: [] }, { type: 'x', id: 'i'.repeat(500) }, null, []];
+    const frames = [
+      { type: 'reaction', id: 'r1' },
+      { type: 'group', id: 'c4', op: 'archive' },
+      { type: 'ack', mids: [] },
+      { type: 'x', id: 'i'.repeat(500) },
+      null,
+      [],
+    ];
     for (const frame of frames) expect(delivery(refusalOf(frame))).toMatchObject({ ok: true });
   });
 

@@ -2,7 +2,15 @@ import { Type } from '@sinclair/typebox';
 import { TOPICS } from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  InternalConfig,
+  Runtime,
+  Service,
+  serviceLifecycle,
+} from '@parley/service-kit';
 import { connectionHandler, offlineHandler } from './consumers';
 import { createPersistenceMetrics } from './metrics';
 import { createRetentionJob } from './retention';
@@ -16,20 +24,42 @@ export const PersistenceConfig = Type.Object({
   ...KafkaSettingsSchema,
   ...DatabaseConfig,
   ...InternalConfig,
-  PGLITE_DATA_DIR: Type.String({ default: '.data/pglite/persistence-ms', description: 'Embedded PGlite data directory' }),
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9105, description: 'Internal API, probes and metrics' }),
-  RETENTION_DAYS: Type.Number({ exclusiveMinimum: 0, default: 30, description: 'Undelivered deliverables older than this are purged' }),
+  PGLITE_DATA_DIR: Type.String({
+    default: '.data/pglite/persistence-ms',
+    description: 'Embedded PGlite data directory',
+  }),
+  PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9105,
+    description: 'Internal API, probes and metrics',
+  }),
+  RETENTION_DAYS: Type.Number({
+    exclusiveMinimum: 0,
+    default: 30,
+    description: 'Undelivered deliverables older than this are purged',
+  }),
   ACK_TOMBSTONE_DAYS: Type.Number({
     exclusiveMinimum: 0,
     default: 8,
-    description: 'How long an acked mid is remembered, so a late copy is not stored again (keep above the offline topic retention)',
+    description:
+      'How long an acked mid is remembered, so a late copy is not stored again (keep above the offline topic retention)',
   }),
-  PURGE_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 3_600_000, description: 'How often the retention purge runs' }),
-  REPLAY_MAX: Type.Integer({ minimum: 1, default: 1000, description: 'Most stored deliverables handed back to delivery per connecting device' }),
+  PURGE_INTERVAL_MS: Type.Integer({
+    minimum: 1000,
+    default: 3_600_000,
+    description: 'How often the retention purge runs',
+  }),
+  REPLAY_MAX: Type.Integer({
+    minimum: 1,
+    default: 1000,
+    description: 'Most stored deliverables handed back to delivery per connecting device',
+  }),
   CONNECT_RACE_MS: Type.Integer({
     minimum: 0,
     default: 30_000,
-    description: 'A deliverable stored this soon after its user connected is handed back to delivery (it raced the connect)',
+    description:
+      'A deliverable stored this soon after its user connected is handed back to delivery (it raced the connect)',
   }),
 });
 
@@ -68,7 +98,11 @@ export function createPersistenceService(deps: PersistenceDeps): PersistenceServ
   const offline = deps.bus.subscribe({
     groupId,
     topic: TOPICS.offline,
-    handle: offlineHandler(deps.store, metrics, { bus: deps.bus, windowMs: deps.connectRaceMs ?? 30_000, now: deps.now }),
+    handle: offlineHandler(deps.store, metrics, {
+      bus: deps.bus,
+      windowMs: deps.connectRaceMs ?? 30_000,
+      now: deps.now,
+    }),
   });
   const connections = deps.bus.subscribe({
     groupId: `${groupId}.connections`,
@@ -88,6 +122,11 @@ export function createPersistenceService(deps: PersistenceDeps): PersistenceServ
   return {
     http,
     purgeNow: () => retention.runOnce(),
-    ...serviceLifecycle(http, deps, deps.readiness, [{ start: () => deps.store.init() }, offline, connections, retention]),
+    ...serviceLifecycle(http, deps, deps.readiness, [
+      { start: () => deps.store.init() },
+      offline,
+      connections,
+      retention,
+    ]),
   };
 }

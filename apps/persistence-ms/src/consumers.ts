@@ -1,4 +1,10 @@
-import { ConnectionTopicEvent, DeliverEvent, OfflineDeliverableEvent, OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import {
+  ConnectionTopicEvent,
+  DeliverEvent,
+  OfflineDeliverableEvent,
+  OfflineTopicEvent,
+  TOPICS,
+} from '@parley/contracts';
 import type { Envelope, EventBus } from '@parley/kafka';
 import type { PersistenceMetrics } from './metrics';
 import type { OfflineStore } from './store';
@@ -33,9 +39,15 @@ export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics,
       metrics.stored.inc(stored.length);
       metrics.skipped.inc(run.length - stored.length);
       run = [];
-      const connected = await store.connectedSince([...new Set(stored.map((s) => s.to))], now() - race.windowMs);
+      const connected = await store.connectedSince(
+        [...new Set(stored.map((s) => s.to))],
+        now() - race.windowMs,
+      );
       const raced = stored.filter((s) => connected.has(s.to));
-      await race.bus.publish(TOPICS.delivery, raced.map(({ to, frame }): DeliverEvent => ({ v: 1, kind: 'deliver', to, frame, replay: true })));
+      await race.bus.publish(
+        TOPICS.delivery,
+        raced.map(({ to, frame }): DeliverEvent => ({ v: 1, kind: 'deliver', to, frame, replay: true })),
+      );
       metrics.replayed.inc(raced.length);
     };
     for (const { event } of batch) {
@@ -55,7 +67,13 @@ export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics,
  * connect is noted first, so a deliverable stored concurrently is either read here or sees the
  * note and is handed back by offlineHandler.
  */
-export function connectionHandler(store: OfflineStore, bus: EventBus, metrics: PersistenceMetrics, replayMax: number, now = Date.now) {
+export function connectionHandler(
+  store: OfflineStore,
+  bus: EventBus,
+  metrics: PersistenceMetrics,
+  replayMax: number,
+  now = Date.now,
+) {
   return async (batch: Envelope<ConnectionTopicEvent>[]): Promise<void> => {
     const users = new Set(batch.flatMap(({ event }) => (event.kind === 'connection-up' ? [event.user] : [])));
     await store.markConnected([...users], now());
@@ -66,11 +84,22 @@ export function connectionHandler(store: OfflineStore, bus: EventBus, metrics: P
 }
 
 /** Publishes up to `max` of the user's stored deliverables on the delivery topic (`replay: true`). */
-export async function replayPending(store: OfflineStore, bus: EventBus, user: string, max: number): Promise<number> {
+export async function replayPending(
+  store: OfflineStore,
+  bus: EventBus,
+  user: string,
+  max: number,
+): Promise<number> {
   let published = 0;
-  for (let after = 0; published < max; ) {
+  for (let after = 0; published < max;) {
     const page = await store.page(user, after, Math.min(REPLAY_PAGE, max - published));
-    const events: DeliverEvent[] = page.messages.map((frame) => ({ v: 1, kind: 'deliver', to: user, frame, replay: true }));
+    const events: DeliverEvent[] = page.messages.map((frame) => ({
+      v: 1,
+      kind: 'deliver',
+      to: user,
+      frame,
+      replay: true,
+    }));
     await bus.publish(TOPICS.delivery, events);
     published += events.length;
     after = page.lastSeq;

@@ -5,7 +5,11 @@ export type PersistenceMetrics = ReturnType<typeof createPersistenceMetrics>;
 export function createPersistenceMetrics(registry: Registry) {
   const registers = [registry];
   return {
-    stored: new Counter({ name: 'parley_persistence_stored_total', help: 'Deliverables newly stored', registers }),
+    stored: new Counter({
+      name: 'parley_persistence_stored_total',
+      help: 'Deliverables newly stored',
+      registers,
+    }),
     skipped: new Counter({
       name: 'parley_persistence_skipped_total',
       help: 'Offline deliverables not stored: already stored or already acked',

@@ -26,8 +26,14 @@ export const MIGRATIONS: Migration[] = [
       PRIMARY KEY (recipient, mid)
     )`,
   },
-  { id: '003_offline_messages_seq', sql: 'CREATE UNIQUE INDEX offline_messages_seq ON offline_messages (recipient, seq)' },
-  { id: '004_offline_messages_stored_at', sql: 'CREATE INDEX offline_messages_stored_at ON offline_messages (stored_at)' },
+  {
+    id: '003_offline_messages_seq',
+    sql: 'CREATE UNIQUE INDEX offline_messages_seq ON offline_messages (recipient, seq)',
+  },
+  {
+    id: '004_offline_messages_stored_at',
+    sql: 'CREATE INDEX offline_messages_stored_at ON offline_messages (stored_at)',
+  },
   // Acked mids, kept for a while so a deliverable arriving after its ack is not stored again.
   {
     id: '005_offline_acks',

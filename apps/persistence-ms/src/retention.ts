@@ -32,7 +32,10 @@ export function createRetentionJob(options: RetentionOptions): RetentionJob {
 
   const runOnce = async (): Promise<PurgeResult> => {
     const at = now();
-    const result = await options.store.purge({ messagesBefore: at - options.retentionMs, tombstonesBefore: at - options.tombstoneMs });
+    const result = await options.store.purge({
+      messagesBefore: at - options.retentionMs,
+      tombstonesBefore: at - options.tombstoneMs,
+    });
     options.metrics.purged.inc({ kind: 'messages' }, result.messages);
     options.metrics.purged.inc({ kind: 'tombstones' }, result.tombstones);
     if (result.messages + result.tombstones > 0) options.logger.info(result, 'retention purge');

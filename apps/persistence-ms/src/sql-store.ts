@@ -28,7 +28,9 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
         for (const recipient of [...byRecipient.keys()].sort()) {
           const frames = byRecipient.get(recipient)!;
           const inserted = await storeForRecipient(tx, recipient, frames, storedAt);
-          stored.push(...frames.filter((frame) => inserted.has(frame.mid)).map((frame) => ({ to: recipient, frame })));
+          stored.push(
+            ...frames.filter((frame) => inserted.has(frame.mid)).map((frame) => ({ to: recipient, frame })),
+          );
         }
         return stored;
       });
@@ -113,10 +115,19 @@ async function lockRecipient(tx: SqlExecutor, recipient: string, reserve = 0): P
 }
 
 /** Returns the mids it inserted. */
-async function storeForRecipient(tx: SqlExecutor, recipient: string, frames: Deliverable[], storedAt: number): Promise<Set<string>> {
+async function storeForRecipient(
+  tx: SqlExecutor,
+  recipient: string,
+  frames: Deliverable[],
+  storedAt: number,
+): Promise<Set<string>> {
   const lastSeq = await lockRecipient(tx, recipient, frames.length);
   const firstSeq = lastSeq - frames.length + 1;
-  const rows = frames.map((frame, i) => ({ mid: frame.mid, seq: firstSeq + i, frame: JSON.stringify(frame) }));
+  const rows = frames.map((frame, i) => ({
+    mid: frame.mid,
+    seq: firstSeq + i,
+    frame: JSON.stringify(frame),
+  }));
   const inserted = await tx.query<{ mid: string }>(
     `INSERT INTO offline_messages (recipient, mid, seq, frame, stored_at)
      SELECT $1, m.mid, m.seq, m.frame, $3
@@ -138,7 +149,13 @@ function toPage(rows: { position: string; frame: string }[], afterSeq: number, l
   };
 }
 
-async function deleteInBatches(db: SqlDatabase, table: string, column: string, before: number, batch: number): Promise<number> {
+async function deleteInBatches(
+  db: SqlDatabase,
+  table: string,
+  column: string,
+  before: number,
+  batch: number,
+): Promise<number> {
   let total = 0;
   for (;;) {
     const result = await db.query(

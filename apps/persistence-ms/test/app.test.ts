@@ -1,4 +1,10 @@
-import { DeliveredMessage, INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import {
+  DeliveredMessage,
+  INTERNAL_SECRET_HEADER,
+  INTERNAL_USER_HEADER,
+  OfflineTopicEvent,
+  TOPICS,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
@@ -8,10 +14,33 @@ import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret';
 
-
-const message = (id: string, to = 'bob'): DeliveredMessage => ({ type: 'message', mid: `alice:${id}`, id, from: 'alice', to, chat: 'direct', body: { text: id }, sentAt: 1 });
-const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({ v: 1, kind: 'offline', to: frame.to, frame, at: 1 });
-const connectionUp = (user: string) => ({ v: 1 as const, kind: 'connection-up' as const, user, connId: 'c1', deviceId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw-1:9100', at: 2 });
+const message = (id: string, to = 'bob'): DeliveredMessage => ({
+  type: 'message',
+  mid: `alice:${id}`,
+  id,
+  from: 'alice',
+  to,
+  chat: 'direct',
+  body: { text: id },
+  sentAt: 1,
+});
+const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({
+  v: 1,
+  kind: 'offline',
+  to: frame.to,
+  frame,
+  at: 1,
+});
+const connectionUp = (user: string) => ({
+  v: 1 as const,
+  kind: 'connection-up' as const,
+  user,
+  connId: 'c1',
+  deviceId: 'phone',
+  gateway: 'gw-1',
+  gatewayUrl: 'http://gw-1:9100',
+  at: 2,
+});
 
 describe('persistence-ms service', () => {
   let db: SqlDatabase;
@@ -20,10 +49,20 @@ describe('persistence-ms service', () => {
   let clock = 100 * DAY_MS;
 
   const get = (url: string, user = 'bob', secret = SECRET) =>
-    service.http.inject({ method: 'GET', url, headers: { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user } });
+    service.http.inject({
+      method: 'GET',
+      url,
+      headers: { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user },
+    });
   const ack = (mids: unknown, user = 'bob') =>
-    service.http.inject({ method: 'POST', url: '/internal/ack', headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: user }, payload: { mids } });
-  const pendingMids = async (user = 'bob') => (await get('/internal/messages', user)).json().messages.map((m: { mid: string }) => m.mid);
+    service.http.inject({
+      method: 'POST',
+      url: '/internal/ack',
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: user },
+      payload: { mids },
+    });
+  const pendingMids = async (user = 'bob') =>
+    (await get('/internal/messages', user)).json().messages.map((m: { mid: string }) => m.mid);
 
   beforeAll(async () => {
     db = await createPgliteDatabase();
@@ -50,7 +89,10 @@ describe('persistence-ms service', () => {
   });
 
   it('stores offline deliverables and serves them oldest first with a cursor', async () => {
-    await bus.publish(TOPICS.offline, ['m1', 'm2', 'm3'].map((id) => offline(message(id))));
+    await bus.publish(
+      TOPICS.offline,
+      ['m1', 'm2', 'm3'].map((id) => offline(message(id))),
+    );
     await waitFor(async () => (await pendingMids()).length === 3);
     const first = await get('/internal/messages?limit=2');
     expect(first.statusCode).toBe(200);
@@ -80,7 +122,10 @@ describe('persistence-ms service', () => {
   });
 
   it('hands stored deliverables back to delivery when a device connects', async () => {
-    await bus.publish(TOPICS.connections, [connectionUp('bob'), { ...connectionUp('dora'), kind: 'connection-down' }]);
+    await bus.publish(TOPICS.connections, [
+      connectionUp('bob'),
+      { ...connectionUp('dora'), kind: 'connection-down' },
+    ]);
     await waitFor(() => bus.events(TOPICS.delivery).length === 2);
     expect(bus.events(TOPICS.delivery)).toEqual([
       { v: 1, kind: 'deliver', to: 'bob', frame: message('m3'), replay: true },
@@ -94,7 +139,9 @@ describe('persistence-ms service', () => {
     await waitFor(async () => (await pendingMids('dora')).includes('alice:away'));
     await waitFor(() => bus.events(TOPICS.delivery).length === before + 1);
     // bob connected just now; dora did not: hers waits for her next connect or sync
-    expect(bus.events(TOPICS.delivery).slice(before)).toEqual([{ v: 1, kind: 'deliver', to: 'bob', frame: message('raced'), replay: true }]);
+    expect(bus.events(TOPICS.delivery).slice(before)).toEqual([
+      { v: 1, kind: 'deliver', to: 'bob', frame: message('raced'), replay: true },
+    ]);
     expect(await pendingMids()).toContain('alice:raced'); // stored until acked all the same
 
     clock += 31_000; // past CONNECT_RACE_MS (30 s by default)
@@ -107,18 +154,30 @@ describe('persistence-ms service', () => {
     const forbidden = await get('/internal/messages', 'bob', 'wrong-secret-value');
     expect(forbidden.statusCode).toBe(403);
     expect(forbidden.json().error.code).toBe('forbidden');
-    const noSecret = await service.http.inject({ method: 'POST', url: '/internal/ack', payload: { mids: ['x'] } });
+    const noSecret = await service.http.inject({
+      method: 'POST',
+      url: '/internal/ack',
+      payload: { mids: ['x'] },
+    });
     expect(noSecret.statusCode).toBe(403);
 
     const badLimit = await get('/internal/messages?limit=501');
     expect(badLimit.statusCode).toBe(400);
-    expect(badLimit.json()).toEqual({ error: { code: 'invalid_request', message: 'query limit: must be <= 500' } });
-    expect((await get('/internal/messages?limit=abc')).json().error.message).toBe('query limit: must be integer');
+    expect(badLimit.json()).toEqual({
+      error: { code: 'invalid_request', message: 'query limit: must be <= 500' },
+    });
+    expect((await get('/internal/messages?limit=abc')).json().error.message).toBe(
+      'query limit: must be integer',
+    );
     expect((await get('/internal/messages?after=bogus')).json()).toEqual({
       error: { code: 'invalid_request', message: 'query after: is not a cursor returned by this API' },
     });
-    expect((await get('/internal/messages', 'not a user')).json().error.message).toMatch(/^x-parley-user: must match/);
-    expect((await ack([])).json()).toEqual({ error: { code: 'invalid_request', message: 'mids: must NOT have fewer than 1 items' } });
+    expect((await get('/internal/messages', 'not a user')).json().error.message).toMatch(
+      /^x-parley-user: must match/,
+    );
+    expect((await ack([])).json()).toEqual({
+      error: { code: 'invalid_request', message: 'mids: must NOT have fewer than 1 items' },
+    });
   });
 
   it('purges past retention and counts what it stored, acked and purged', async () => {
@@ -129,7 +188,9 @@ describe('persistence-ms service', () => {
     const metrics = (await service.http.inject('/metrics')).body;
     expect(metrics).toContain('parley_persistence_stored_total{service="persistence-ms"} 7');
     expect(metrics).toContain('parley_persistence_skipped_total{service="persistence-ms"} 1');
-    expect(metrics).toContain('parley_persistence_acked_total{source="offline-topic",service="persistence-ms"} 1');
+    expect(metrics).toContain(
+      'parley_persistence_acked_total{source="offline-topic",service="persistence-ms"} 1',
+    );
     expect(metrics).toContain('parley_persistence_acked_total{source="api",service="persistence-ms"} 1');
     expect(metrics).toContain('parley_persistence_purged_total{kind="messages",service="persistence-ms"} 5');
     expect(metrics).toContain('parley_persistence_replayed_total{service="persistence-ms"} 3');

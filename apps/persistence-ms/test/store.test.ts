@@ -20,7 +20,7 @@ const mids = (frames: { mid: string }[]) => frames.map((f) => f.mid);
 /** Reads every page of `user` from the start. */
 async function readAll(store: OfflineStore, user: string, limit = 100): Promise<string[]> {
   const seen: string[] = [];
-  for (let after = 0; ; ) {
+  for (let after = 0; ;) {
     const page = await store.page(user, after, limit);
     seen.push(...mids(page.messages));
     after = page.lastSeq;
@@ -50,13 +50,21 @@ describe.each(testDatabases())('offline store on $name', (target) => {
 
   it('is idempotent by (recipient, mid): a re-store, also within one batch, adds nothing', async () => {
     const frame = message('alice', 'dup', 'carol');
-    expect(await store.store([{ to: 'carol', frame }, { to: 'carol', frame }])).toHaveLength(1);
+    expect(
+      await store.store([
+        { to: 'carol', frame },
+        { to: 'carol', frame },
+      ]),
+    ).toHaveLength(1);
     expect(await store.store([{ to: 'carol', frame: { ...frame, body: 'changed' } }])).toHaveLength(0);
     expect((await store.page('carol', 0, 10)).messages).toEqual([frame]);
   });
 
   it('deletes on ack, and an ack that arrives first keeps the deliverable from being stored', async () => {
-    await store.store([{ to: 'dave', frame: message('alice', 'a1', 'dave') }, { to: 'dave', frame: message('alice', 'a2', 'dave') }]);
+    await store.store([
+      { to: 'dave', frame: message('alice', 'a1', 'dave') },
+      { to: 'dave', frame: message('alice', 'a2', 'dave') },
+    ]);
     expect(await store.ack('dave', ['alice:a1', 'alice:unknown'])).toBe(1);
     expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
 
@@ -130,7 +138,9 @@ describe.each(testDatabases())('offline store on $name', (target) => {
   it('returns every deliverable exactly once to a reader paging during concurrent inserts', async () => {
     const writers = 8;
     const perWriter = 25;
-    const written = Array.from({ length: writers }, (_, w) => Array.from({ length: perWriter }, (_, i) => message(`w${w}`, `m${i}`, 'ivy')));
+    const written = Array.from({ length: writers }, (_, w) =>
+      Array.from({ length: perWriter }, (_, i) => message(`w${w}`, `m${i}`, 'ivy')),
+    );
     let writing = true;
     const writes = Promise.all(
       written.map(async (frames) => {
@@ -141,7 +151,7 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     ).finally(() => (writing = false));
     const seen: string[] = [];
     let after = 0;
-    for (let done = false; !done; ) {
+    for (let done = false; !done;) {
       done = !writing; // one more full read after the writers finished
       for (;;) {
         const page = await store.page('ivy', after, 7);
@@ -152,7 +162,12 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     }
     await writes;
     expect(new Set(seen).size).toBe(seen.length);
-    expect([...seen].sort()).toEqual(written.flat().map((f) => f.mid).sort());
+    expect([...seen].sort()).toEqual(
+      written
+        .flat()
+        .map((f) => f.mid)
+        .sort(),
+    );
     // each writer's own order is kept
     for (let w = 0; w < writers; w++) {
       expect(seen.filter((mid) => mid.startsWith(`w${w}:`))).toEqual(written[w].map((f) => f.mid));
@@ -172,7 +187,9 @@ describe.each(testDatabases())('offline store on $name', (target) => {
 
   it('purges deliverables past retention and expired ack tombstones, in batches', async () => {
     clock = 5_000_000;
-    await store.store(['old1', 'old2', 'old3'].map((id) => ({ to: 'jack', frame: message('alice', id, 'jack') })));
+    await store.store(
+      ['old1', 'old2', 'old3'].map((id) => ({ to: 'jack', frame: message('alice', id, 'jack') })),
+    );
     await store.ack('jack', ['alice:old1']);
     clock = 6_000_000;
     await store.store([{ to: 'jack', frame: message('alice', 'new', 'jack') }]);
@@ -184,6 +201,9 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     // the tombstone of 'later' survives and still blocks it; the expired one of old1 is gone
     expect(await store.store([{ to: 'jack', frame: message('alice', 'later', 'jack') }])).toHaveLength(0);
     expect(await store.store([{ to: 'jack', frame: message('alice', 'old1', 'jack') }])).toHaveLength(1);
-    expect(await store.purge({ messagesBefore: 0, tombstonesBefore: 0 })).toEqual({ messages: 0, tombstones: 0 });
+    expect(await store.purge({ messagesBefore: 0, tombstonesBefore: 0 })).toEqual({
+      messages: 0,
+      tombstones: 0,
+    });
   });
 });

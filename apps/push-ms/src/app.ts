@@ -2,7 +2,14 @@ import { Type } from '@sinclair/typebox';
 import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, Runtime, Service } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  InternalConfig,
+  Runtime,
+  Service,
+} from '@parley/service-kit';
 import { Coalescer, createCoalescer } from './coalescer';
 import type { DeviceStore } from './device-store';
 import { createDispatcher } from './dispatcher';
@@ -16,20 +23,48 @@ export const PushConfig = Type.Object({
   ...KafkaSettingsSchema,
   ...DatabaseConfig,
   ...InternalConfig,
-  PGLITE_DATA_DIR: Type.String({ default: '.data/pglite/push-ms', description: 'Embedded PGlite data directory' }),
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9106, description: 'Internal API, probes and metrics' }),
+  PGLITE_DATA_DIR: Type.String({
+    default: '.data/pglite/push-ms',
+    description: 'Embedded PGlite data directory',
+  }),
+  PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9106,
+    description: 'Internal API, probes and metrics',
+  }),
   FCM_SERVICE_ACCOUNT: Type.Optional(
-    Type.String({ minLength: 1, description: 'Firebase service-account JSON, or the path of a file holding it; the log provider when unset' }),
+    Type.String({
+      minLength: 1,
+      description:
+        'Firebase service-account JSON, or the path of a file holding it; the log provider when unset',
+    }),
   ),
-  PUSH_WINDOW_MS: Type.Integer({ minimum: 0, default: 2000, description: 'Messages to one user within this window make one notification' }),
-  PUSH_INCLUDE_BODY: Type.Boolean({ default: false, description: 'Put the latest message text in the notification' }),
+  PUSH_WINDOW_MS: Type.Integer({
+    minimum: 0,
+    default: 2000,
+    description: 'Messages to one user within this window make one notification',
+  }),
+  PUSH_INCLUDE_BODY: Type.Boolean({
+    default: false,
+    description: 'Put the latest message text in the notification',
+  }),
   PUSH_DEDUP_MS: Type.Integer({
     minimum: 0,
     default: 600_000,
-    description: 'A message announced once is not announced again within this time (redelivery, replays on reconnect)',
+    description:
+      'A message announced once is not announced again within this time (redelivery, replays on reconnect)',
   }),
-  PUSH_MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 4, description: 'Tries per device for transient FCM failures' }),
-  PUSH_RETRY_BASE_MS: Type.Integer({ minimum: 1, default: 500, description: 'First retry backoff, doubled per retry' }),
+  PUSH_MAX_ATTEMPTS: Type.Integer({
+    minimum: 1,
+    default: 4,
+    description: 'Tries per device for transient FCM failures',
+  }),
+  PUSH_RETRY_BASE_MS: Type.Integer({
+    minimum: 1,
+    default: 500,
+    description: 'First retry backoff, doubled per retry',
+  }),
 });
 
 export interface PushDeps extends Omit<Runtime, 'closer'> {

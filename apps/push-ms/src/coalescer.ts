@@ -19,7 +19,10 @@ export interface Coalescer {
  * One push per user per window: the first message opens the window, later ones join it (the same
  * mid once), and when it closes `flush` gets them all, oldest first.
  */
-export function createCoalescer(windowMs: number, flush: (user: string, messages: MessageSummary[]) => void): Coalescer {
+export function createCoalescer(
+  windowMs: number,
+  flush: (user: string, messages: MessageSummary[]) => void,
+): Coalescer {
   const windows = new Map<string, Window>();
   const close = (user: string) => {
     const window = windows.get(user);

@@ -44,7 +44,10 @@ export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.n
     async register(user, deviceId, token, platform) {
       await db.transaction(async (tx) => {
         // A phone that signs in as someone else keeps its token: the previous owner must stop getting pushes.
-        await tx.query('DELETE FROM push_devices WHERE token = $1 AND NOT (user_id = $2 AND device_id = $3)', [token, user, deviceId]);
+        await tx.query(
+          'DELETE FROM push_devices WHERE token = $1 AND NOT (user_id = $2 AND device_id = $3)',
+          [token, user, deviceId],
+        );
         await tx.query(
           `INSERT INTO push_devices (user_id, device_id, token, platform, updated_at) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (user_id, device_id) DO UPDATE SET token = EXCLUDED.token, platform = EXCLUDED.platform, updated_at = EXCLUDED.updated_at`,
@@ -60,7 +63,11 @@ export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.n
         'SELECT device_id, token, platform FROM push_devices WHERE user_id = $1 ORDER BY device_id',
         [user],
       );
-      return result.rows.map((row) => ({ deviceId: row.device_id, token: row.token, platform: row.platform }));
+      return result.rows.map((row) => ({
+        deviceId: row.device_id,
+        token: row.token,
+        platform: row.platform,
+      }));
     },
     async removeTokens(user, tokens) {
       if (tokens.length === 0) return 0;

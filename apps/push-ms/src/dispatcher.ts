@@ -50,7 +50,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     metrics.tokens.inc({ result: 'sent' }, sent);
     metrics.tokens.inc({ result: 'failed' }, failed);
     metrics.notifications.inc({ result: sent > 0 ? 'sent' : 'failed' });
-    if (failed > 0) options.logger.warn({ user, failedDevices: failed, sentDevices: sent }, 'push failed for some devices');
+    if (failed > 0)
+      options.logger.warn({ user, failedDevices: failed, sentDevices: sent }, 'push failed for some devices');
   };
 
   const forgetInvalid = async (user: string, tokens: string[]) => {
@@ -93,8 +94,16 @@ function createPushMetrics(registry: Registry) {
       labelNames: ['result'],
       registers,
     }),
-    retries: new Counter({ name: 'parley_push_retries_total', help: 'Per-device retries after transient failures', registers }),
-    tokensRemoved: new Counter({ name: 'parley_push_tokens_removed_total', help: 'Device tokens forgotten as invalid', registers }),
+    retries: new Counter({
+      name: 'parley_push_retries_total',
+      help: 'Per-device retries after transient failures',
+      registers,
+    }),
+    tokensRemoved: new Counter({
+      name: 'parley_push_tokens_removed_total',
+      help: 'Device tokens forgotten as invalid',
+      registers,
+    }),
   };
 }
 

@@ -18,7 +18,10 @@ export interface FcmProviderOptions {
 const MAX_TOKENS = 500;
 
 /** Tokens FCM says will never work again. */
-const INVALID_TOKEN_CODES = new Set(['messaging/registration-token-not-registered', 'messaging/invalid-registration-token']);
+const INVALID_TOKEN_CODES = new Set([
+  'messaging/registration-token-not-registered',
+  'messaging/invalid-registration-token',
+]);
 /** Failures worth retrying later. */
 const TRANSIENT_CODES = new Set([
   'messaging/server-unavailable',
@@ -51,7 +54,11 @@ export function createFcmProvider(options: FcmProviderOptions): PushProvider {
   };
 }
 
-async function sendChunk(messaging: Messaging, tokens: string[], notification: PushNotification): Promise<TokenOutcome[]> {
+async function sendChunk(
+  messaging: Messaging,
+  tokens: string[],
+  notification: PushNotification,
+): Promise<TokenOutcome[]> {
   const message: MulticastMessage = {
     tokens,
     notification: { title: notification.title, body: notification.body },

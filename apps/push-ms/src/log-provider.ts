@@ -21,7 +21,17 @@ export function createLogPushProvider(logger: Logger, keep = 100): LogPushProvid
     async send(tokens, notification) {
       recorded.push({ tokens, notification, at: Date.now() });
       if (recorded.length > keep) recorded.splice(0, recorded.length - keep);
-      logger.info({ push: { devices: tokens.length, title: notification.title, body: notification.body, data: notification.data } }, 'push (log provider)');
+      logger.info(
+        {
+          push: {
+            devices: tokens.length,
+            title: notification.title,
+            body: notification.body,
+            data: notification.data,
+          },
+        },
+        'push (log provider)',
+      );
       return tokens.map(() => 'sent' as const);
     },
     async close() {},

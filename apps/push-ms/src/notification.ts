@@ -14,7 +14,12 @@ export interface MessageSummary {
 const PREVIEW_CHARS = 200;
 
 export function summarize(frame: DeliveredMessage, includeBody: boolean): MessageSummary {
-  const summary: MessageSummary = { mid: frame.mid, from: frame.from, chat: frame.chat ?? 'direct', to: frame.to };
+  const summary: MessageSummary = {
+    mid: frame.mid,
+    from: frame.from,
+    chat: frame.chat ?? 'direct',
+    to: frame.to,
+  };
   const preview = includeBody ? previewOf(frame.body) : undefined;
   if (preview) summary.preview = preview;
   return summary;
@@ -41,7 +46,12 @@ export function buildNotification(messages: MessageSummary[]): PushNotification 
   return {
     title,
     body,
-    data: { kind: 'parley.messages', count: String(messages.length), from: senders.join(','), mid: latest.mid },
+    data: {
+      kind: 'parley.messages',
+      count: String(messages.length),
+      from: senders.join(','),
+      mid: latest.mid,
+    },
   };
 }
 

@@ -9,10 +9,19 @@ import type { DeviceStore } from './device-store';
 export function registerDeviceRoutes(http: HttpServer, devices: DeviceStore, internalSecret: string): void {
   requireInternalSecret(http, internalSecret);
 
-  http.put('/internal/devices/:deviceId', { schema: { params: DeviceParams, body: RegisterDeviceBody } }, async (request, reply) => {
-    await devices.register(actingUser(request), request.params.deviceId, request.body.token, request.body.platform);
-    return reply.code(204).send();
-  });
+  http.put(
+    '/internal/devices/:deviceId',
+    { schema: { params: DeviceParams, body: RegisterDeviceBody } },
+    async (request, reply) => {
+      await devices.register(
+        actingUser(request),
+        request.params.deviceId,
+        request.body.token,
+        request.body.platform,
+      );
+      return reply.code(204).send();
+    },
+  );
 
   http.delete('/internal/devices/:deviceId', { schema: { params: DeviceParams } }, async (request, reply) => {
     await devices.remove(actingUser(request), request.params.deviceId);

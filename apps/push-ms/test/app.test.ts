@@ -1,4 +1,10 @@
-import { DeliveredMessage, INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import {
+  DeliveredMessage,
+  INTERNAL_SECRET_HEADER,
+  INTERNAL_USER_HEADER,
+  OfflineTopicEvent,
+  TOPICS,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
@@ -18,7 +24,13 @@ const message = (to: string, text = 'top secret', from = 'alice'): DeliveredMess
   const id = `m${++seq}`;
   return { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text }, sentAt: 1 };
 };
-const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({ v: 1, kind: 'offline', to: frame.to, frame, at: 1 });
+const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({
+  v: 1,
+  kind: 'offline',
+  to: frame.to,
+  frame,
+  at: 1,
+});
 
 describe('push-ms service against a fake FCM server', () => {
   const fcm = new FakeFcm();
@@ -31,7 +43,12 @@ describe('push-ms service against a fake FCM server', () => {
     const service = createPushService({
       bus,
       devices,
-      provider: createFcmProvider({ credential: fakeCredential, projectId: FAKE_PROJECT, httpAgent: fcm.agent(), legacyHttpTransport: true }),
+      provider: createFcmProvider({
+        credential: fakeCredential,
+        projectId: FAKE_PROJECT,
+        httpAgent: fcm.agent(),
+        legacyHttpTransport: true,
+      }),
       logger: silentLogger(),
       metrics: createMetricsRegistry('push-ms', { collectDefaults: false }),
       readiness: new Readiness(),
@@ -107,7 +124,13 @@ describe('push-ms service against a fake FCM server', () => {
     await bus.publish(TOPICS.offline, [
       offline(frames[0]),
       offline(frames[1]),
-      { v: 1, kind: 'offline', to: 'bob', at: 1, frame: { type: 'receipt', mid: '~read:carol:x', status: 'read', mids: ['bob:1'], by: 'carol', at: 1 } },
+      {
+        v: 1,
+        kind: 'offline',
+        to: 'bob',
+        at: 1,
+        frame: { type: 'receipt', mid: '~read:carol:x', status: 'read', mids: ['bob:1'], by: 'carol', at: 1 },
+      },
     ]);
     await sleep(WINDOW_MS / 3);
     await bus.publish(TOPICS.offline, [offline(frames[2])]);
@@ -116,7 +139,12 @@ describe('push-ms service against a fake FCM server', () => {
     expect(fcm.tokensSentTo().sort()).toEqual(['bob-phone', 'bob-tablet']);
     for (const request of fcm.requests) {
       expect(request.message.notification).toEqual({ title: 'alice', body: '3 new messages from alice' });
-      expect(request.message.data).toEqual({ kind: 'parley.messages', count: '3', from: 'alice', mid: frames[2].mid });
+      expect(request.message.data).toEqual({
+        kind: 'parley.messages',
+        count: '3',
+        from: 'alice',
+        mid: frames[2].mid,
+      });
     }
     expect(JSON.stringify(fcm.requests)).not.toContain('top secret');
 
@@ -124,7 +152,9 @@ describe('push-ms service against a fake FCM server', () => {
     await bus.publish(TOPICS.offline, frames.map(offline));
     await sleep(WINDOW_MS * 2);
     expect(fcm.requests).toHaveLength(2);
-    expect(await metricsOf(service)).toContain('parley_push_notifications_total{result="sent",service="push-ms"} 1');
+    expect(await metricsOf(service)).toContain(
+      'parley_push_notifications_total{result="sent",service="push-ms"} 1',
+    );
   });
 
   it('includes the message text when configured to', async () => {
@@ -132,19 +162,25 @@ describe('push-ms service against a fake FCM server', () => {
     await register(service, 'carol', 'phone', 'carol-phone');
     await bus.publish(TOPICS.offline, [offline(message('carol', 'see you at 8'))]);
     await waitFor(() => fcm.requests.length === 1);
-    expect(fcm.requests[0].message).toMatchObject({ token: 'carol-phone', notification: { title: 'alice', body: 'see you at 8' } });
+    expect(fcm.requests[0].message).toMatchObject({
+      token: 'carol-phone',
+      notification: { title: 'alice', body: 'see you at 8' },
+    });
   });
 
   it('forgets tokens FCM reports unregistered and still reaches the other devices', async () => {
     const { service, bus } = await startService();
     await register(service, 'dave', 'phone', 'dave-phone');
     await register(service, 'dave', 'gone', 'dave-gone');
-    fcm.answer = (request) => (request.message.token === 'dave-gone' ? FCM_ERRORS.unregistered : { status: 200, body: {} });
+    fcm.answer = (request) =>
+      request.message.token === 'dave-gone' ? FCM_ERRORS.unregistered : { status: 200, body: {} };
     await bus.publish(TOPICS.offline, [offline(message('dave'))]);
     await waitFor(async () => (await devices.devices('dave')).length === 1);
     expect((await devices.devices('dave')).map((d) => d.token)).toEqual(['dave-phone']);
     expect(fcm.tokensSentTo().sort()).toEqual(['dave-gone', 'dave-phone']);
-    await waitFor(async () => (await metricsOf(service)).includes('parley_push_tokens_removed_total{service="push-ms"} 1'));
+    await waitFor(async () =>
+      (await metricsOf(service)).includes('parley_push_tokens_removed_total{service="push-ms"} 1'),
+    );
   });
 
   it('retries a transient FCM error with backoff, and counts a push that keeps failing without holding up others', async () => {

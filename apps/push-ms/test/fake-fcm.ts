@@ -30,7 +30,9 @@ const fcmError = (status: number, grpcStatus: string, message: string, errorCode
       code: status,
       message,
       status: grpcStatus,
-      details: errorCode ? [{ '@type': 'type.googleapis.com/google.firebase.fcm.v1.FcmError', errorCode }] : [],
+      details: errorCode
+        ? [{ '@type': 'type.googleapis.com/google.firebase.fcm.v1.FcmError', errorCode }]
+        : [],
     },
   },
 });
@@ -38,7 +40,12 @@ const fcmError = (status: number, grpcStatus: string, message: string, errorCode
 /** FCM v1 error answers as Google sends them. */
 export const FCM_ERRORS = {
   unregistered: fcmError(404, 'NOT_FOUND', 'Requested entity was not found.', 'UNREGISTERED'),
-  invalidToken: fcmError(400, 'INVALID_ARGUMENT', 'The registration token is not a valid FCM registration token', 'INVALID_ARGUMENT'),
+  invalidToken: fcmError(
+    400,
+    'INVALID_ARGUMENT',
+    'The registration token is not a valid FCM registration token',
+    'INVALID_ARGUMENT',
+  ),
   internal: fcmError(500, 'INTERNAL', 'Internal error encountered.', 'INTERNAL'),
   senderMismatch: fcmError(403, 'PERMISSION_DENIED', 'SenderId mismatch', 'SENDER_ID_MISMATCH'),
 };
@@ -68,7 +75,11 @@ export class FakeFcm {
         const n = this.requests.filter((r) => r.message.token === request.message.token).length;
         this.requests.push(request);
         let answer = this.answer(request, n);
-        if (answer.status === 200) answer = { status: 200, body: { name: `projects/${FAKE_PROJECT}/messages/${this.requests.length}` } };
+        if (answer.status === 200)
+          answer = {
+            status: 200,
+            body: { name: `projects/${FAKE_PROJECT}/messages/${this.requests.length}` },
+          };
         const reply = () => {
           res.writeHead(answer.status, { 'content-type': 'application/json' });
           res.end(JSON.stringify(answer.body));
@@ -105,6 +116,11 @@ export class FakeFcm {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    return { method: req.method ?? '', path: req.url ?? '', authorization: req.headers.authorization, message: body.message };
+    return {
+      method: req.method ?? '',
+      path: req.url ?? '',
+      authorization: req.headers.authorization,
+      message: body.message,
+    };
   }
 }

@@ -13,7 +13,12 @@ describe('FCM provider against a fake FCM server', () => {
   let provider: PushProvider;
   beforeAll(async () => {
     await fcm.start();
-    provider = createFcmProvider({ credential: fakeCredential, projectId: FAKE_PROJECT, httpAgent: fcm.agent(), legacyHttpTransport: true });
+    provider = createFcmProvider({
+      credential: fakeCredential,
+      projectId: FAKE_PROJECT,
+      httpAgent: fcm.agent(),
+      legacyHttpTransport: true,
+    });
   });
   afterAll(async () => {
     await provider.close();
@@ -24,7 +29,11 @@ describe('FCM provider against a fake FCM server', () => {
     fcm.answer = () => ({ status: 200, body: {} });
   });
 
-  const notification = { title: 'alice', body: '2 new messages from alice', data: { kind: 'parley.messages', count: '2' } };
+  const notification = {
+    title: 'alice',
+    body: '2 new messages from alice',
+    data: { kind: 'parley.messages', count: '2' },
+  };
 
   it('sends one FCM v1 request per token with the notification, authorised with the access token', async () => {
     expect(await provider.send(['tok-a', 'tok-b'], notification)).toEqual(['sent', 'sent']);
@@ -48,11 +57,22 @@ describe('FCM provider against a fake FCM server', () => {
       other: FCM_ERRORS.senderMismatch,
     };
     fcm.answer = (request) => answers[request.message.token] ?? { status: 200, body: {} };
-    expect(await provider.send(['ok', 'gone', 'bad', 'flaky', 'other'], notification)).toEqual(['sent', 'invalid', 'invalid', 'retry', 'failed']);
+    expect(await provider.send(['ok', 'gone', 'bad', 'flaky', 'other'], notification)).toEqual([
+      'sent',
+      'invalid',
+      'invalid',
+      'retry',
+      'failed',
+    ]);
   });
 
   it('reports every token as retryable when FCM cannot be reached', async () => {
-    const unreachable = createFcmProvider({ credential: fakeCredential, projectId: FAKE_PROJECT, httpAgent: deadAgent(), legacyHttpTransport: true });
+    const unreachable = createFcmProvider({
+      credential: fakeCredential,
+      projectId: FAKE_PROJECT,
+      httpAgent: deadAgent(),
+      legacyHttpTransport: true,
+    });
     try {
       expect(await unreachable.send(['a', 'b'], notification)).toEqual(['retry', 'retry']);
     } finally {
@@ -78,7 +98,11 @@ describe('FCM provider against a fake FCM server', () => {
       for (const value of [JSON.stringify(account), `  ${JSON.stringify(account)}\n`, file]) {
         const options = fcmOptionsFromServiceAccount(value);
         expect(options.projectId).toBe('parley-prod');
-        const credential = options.credential as unknown as { projectId: string; clientEmail: string; privateKey: string };
+        const credential = options.credential as unknown as {
+          projectId: string;
+          clientEmail: string;
+          privateKey: string;
+        };
         expect(credential).toMatchObject({ projectId: 'parley-prod', clientEmail: account.client_email });
         // The credential holds the very key of the account: what it signs, the account's public key verifies.
         const signature = sign('sha256', Buffer.from('parley'), credential.privateKey);
@@ -90,10 +114,17 @@ describe('FCM provider against a fake FCM server', () => {
   });
 
   it('refuses a service account without a valid key or project, or a missing file', () => {
-    const account = { type: 'service_account', project_id: 'p1', client_email: 'x@p1.iam.gserviceaccount.com', private_key: 'not-a-key' };
+    const account = {
+      type: 'service_account',
+      project_id: 'p1',
+      client_email: 'x@p1.iam.gserviceaccount.com',
+      private_key: 'not-a-key',
+    };
     expect(() => fcmOptionsFromServiceAccount(JSON.stringify(account))).toThrow(/private key/i);
     expect(() => fcmOptionsFromServiceAccount('/nonexistent/service-account.json')).toThrow(/ENOENT/);
-    expect(() => fcmOptionsFromServiceAccount(JSON.stringify({ ...account, project_id: undefined }))).toThrow(/project_id/);
+    expect(() => fcmOptionsFromServiceAccount(JSON.stringify({ ...account, project_id: undefined }))).toThrow(
+      /project_id/,
+    );
   });
 });
 

@@ -7,14 +7,24 @@ function capturedLogger() {
   const lines: Array<Record<string, unknown>> = [];
   const stream = new Writable({
     write(chunk: Buffer, _encoding, done) {
-      lines.push(...chunk.toString().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>));
+      lines.push(
+        ...chunk
+          .toString()
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as Record<string, unknown>),
+      );
       done();
     },
   });
   return { logger: pino({ level: 'info' }, stream), lines };
 }
 
-const notification = (n: number) => ({ title: 'alice', body: `${n} new messages from alice`, data: { kind: 'parley.messages', count: String(n) } });
+const notification = (n: number) => ({
+  title: 'alice',
+  body: `${n} new messages from alice`,
+  data: { kind: 'parley.messages', count: String(n) },
+});
 
 describe('the log push provider', () => {
   it('records and logs what it would send, and reports every token as sent', async () => {
@@ -22,10 +32,16 @@ describe('the log push provider', () => {
     const provider = createLogPushProvider(logger);
     const before = Date.now();
     expect(await provider.send(['tok-a', 'tok-b'], notification(2))).toEqual(['sent', 'sent']);
-    expect(provider.recorded).toEqual([{ tokens: ['tok-a', 'tok-b'], notification: notification(2), at: expect.any(Number) }]);
+    expect(provider.recorded).toEqual([
+      { tokens: ['tok-a', 'tok-b'], notification: notification(2), at: expect.any(Number) },
+    ]);
     expect(provider.recorded[0].at).toBeGreaterThanOrEqual(before);
     expect(lines).toEqual([
-      expect.objectContaining({ level: 30, msg: 'push (log provider)', push: { devices: 2, title: 'alice', body: '2 new messages from alice', data: notification(2).data } }),
+      expect.objectContaining({
+        level: 30,
+        msg: 'push (log provider)',
+        push: { devices: 2, title: 'alice', body: '2 new messages from alice', data: notification(2).data },
+      }),
     ]);
     await provider.close();
   });
@@ -42,6 +58,10 @@ describe('the log push provider', () => {
     const provider = createLogPushProvider(logger, 2);
     for (const n of [1, 2, 3]) await provider.send([`tok-${n}`], notification(n));
     expect(provider.recorded.map((r) => r.tokens)).toEqual([['tok-2'], ['tok-3']]);
-    expect(lines.map((l) => (l.push as { body: string }).body)).toEqual(['1 new messages from alice', '2 new messages from alice', '3 new messages from alice']);
+    expect(lines.map((l) => (l.push as { body: string }).body)).toEqual([
+      '1 new messages from alice',
+      '2 new messages from alice',
+      '3 new messages from alice',
+    ]);
   });
 });

@@ -3,8 +3,21 @@ import { createCoalescer } from '../src/coalescer';
 import { buildNotification, MessageSummary, summarize } from '../src/notification';
 import { createRecentSet } from '../src/recent-set';
 
-const msg = (from: string, id: string, body: unknown = { text: `hello ${id}` }, chat: 'direct' | 'group' = 'direct', to = 'bob'): DeliveredMessage => ({
-  type: 'message', mid: `${from}:${id}`, id, from, to, chat, body, sentAt: 1,
+const msg = (
+  from: string,
+  id: string,
+  body: unknown = { text: `hello ${id}` },
+  chat: 'direct' | 'group' = 'direct',
+  to = 'bob',
+): DeliveredMessage => ({
+  type: 'message',
+  mid: `${from}:${id}`,
+  id,
+  from,
+  to,
+  chat,
+  body,
+  sentAt: 1,
 });
 
 describe('notification text', () => {
@@ -17,10 +30,19 @@ describe('notification text', () => {
       body: 'New message from alice',
       data: { kind: 'parley.messages', count: '1', from: 'alice', mid: 'alice:1' },
     });
-    expect(hidden(msg('alice', '1'), msg('alice', '2'), msg('alice', '3')).body).toBe('3 new messages from alice');
-    expect(hidden(msg('alice', '1'), msg('bob', '2'))).toMatchObject({ title: 'Parley', body: '2 new messages from alice and bob' });
-    expect(hidden(msg('a', '1'), msg('b', '2'), msg('c', '3')).body).toBe('3 new messages from a and 2 others');
-    expect(hidden(msg('alice', '1', 'x', 'group', 'team'), msg('bob', '2', 'y', 'group', 'team')).body).toBe('2 new messages from alice and bob in team');
+    expect(hidden(msg('alice', '1'), msg('alice', '2'), msg('alice', '3')).body).toBe(
+      '3 new messages from alice',
+    );
+    expect(hidden(msg('alice', '1'), msg('bob', '2'))).toMatchObject({
+      title: 'Parley',
+      body: '2 new messages from alice and bob',
+    });
+    expect(hidden(msg('a', '1'), msg('b', '2'), msg('c', '3')).body).toBe(
+      '3 new messages from a and 2 others',
+    );
+    expect(hidden(msg('alice', '1', 'x', 'group', 'team'), msg('bob', '2', 'y', 'group', 'team')).body).toBe(
+      '2 new messages from alice and bob in team',
+    );
     expect(JSON.stringify(hidden(msg('alice', '1', { text: 'secret' })))).not.toContain('secret');
   });
 
@@ -35,11 +57,18 @@ describe('notification text', () => {
 describe('coalescer', () => {
   beforeEach(() => jest.useFakeTimers());
   afterEach(() => jest.useRealTimers());
-  const summary = (from: string, id: string): MessageSummary => ({ mid: `${from}:${id}`, from, chat: 'direct', to: 'bob' });
+  const summary = (from: string, id: string): MessageSummary => ({
+    mid: `${from}:${id}`,
+    from,
+    chat: 'direct',
+    to: 'bob',
+  });
 
   it('makes one flush per user per window, each mid once, oldest first', () => {
     const flushed: [string, string[]][] = [];
-    const coalescer = createCoalescer(2000, (user, messages) => flushed.push([user, messages.map((m) => m.mid)]));
+    const coalescer = createCoalescer(2000, (user, messages) =>
+      flushed.push([user, messages.map((m) => m.mid)]),
+    );
     coalescer.add('bob', summary('alice', '1'));
     jest.advanceTimersByTime(1000);
     coalescer.add('bob', summary('alice', '2'));
@@ -49,7 +78,10 @@ describe('coalescer', () => {
     jest.advanceTimersByTime(1000);
     expect(flushed).toEqual([['bob', ['alice:1', 'alice:2']]]);
     jest.advanceTimersByTime(1000);
-    expect(flushed).toEqual([['bob', ['alice:1', 'alice:2']], ['carol', ['alice:3']]]);
+    expect(flushed).toEqual([
+      ['bob', ['alice:1', 'alice:2']],
+      ['carol', ['alice:3']],
+    ]);
     expect(coalescer.openWindows).toBe(0);
   });
 

@@ -58,12 +58,28 @@ export const RestGatewayConfig = Type.Object({
   GROUP_URL: Type.String({ default: 'http://127.0.0.1:9104' }),
   PUSH_URL: Type.String({ default: 'http://127.0.0.1:9106' }),
   SESSION_URL: Type.String({ default: 'http://127.0.0.1:9103' }),
-  CORS_ORIGINS: Type.String({ default: '', description: 'Comma-separated allowed origins; empty disables CORS' }),
-  RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 600, description: 'Requests per user per minute' }),
+  CORS_ORIGINS: Type.String({
+    default: '',
+    description: 'Comma-separated allowed origins; empty disables CORS',
+  }),
+  RATE_LIMIT_PER_MINUTE: Type.Integer({
+    minimum: 1,
+    default: 600,
+    description: 'Requests per user per minute',
+  }),
   MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
-  WEB_CLIENT: Type.Boolean({ default: true, description: 'Serves the browser demo client at / (static files, public protocol only)' }),
-  PUBLIC_WS_URL: Type.String({ default: '', description: 'WebSocket URL the web client connects to; empty: port 8080 on the host the page came from' }),
-  WEB_CLIENT_DIR: Type.String({ default: '', description: 'Folder of the web client files; empty: found next to the code (apps/web-client/public)' }),
+  WEB_CLIENT: Type.Boolean({
+    default: true,
+    description: 'Serves the browser demo client at / (static files, public protocol only)',
+  }),
+  PUBLIC_WS_URL: Type.String({
+    default: '',
+    description: 'WebSocket URL the web client connects to; empty: port 8080 on the host the page came from',
+  }),
+  WEB_CLIENT_DIR: Type.String({
+    default: '',
+    description: 'Folder of the web client files; empty: found next to the code (apps/web-client/public)',
+  }),
 });
 
 export interface RestGatewayDeps extends Omit<Runtime, 'closer'> {
@@ -95,7 +111,14 @@ declare module 'fastify' {
 }
 
 const s = <T extends TSchema>(schema: T): T => withoutIds(schema);
-const errors = { 400: s(ErrorBody), 401: s(ErrorBody), 403: s(ErrorBody), 404: s(ErrorBody), 429: s(ErrorBody), 503: s(ErrorBody) };
+const errors = {
+  400: s(ErrorBody),
+  401: s(ErrorBody),
+  403: s(ErrorBody),
+  404: s(ErrorBody),
+  429: s(ErrorBody),
+  503: s(ErrorBody),
+};
 const secured = [{ bearer: [] as string[] }];
 
 export function createRestGateway(deps: RestGatewayDeps): RestGateway {
@@ -105,12 +128,17 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
 
   void http.register(swagger, {
     openapi: {
-      info: { title: 'Parley REST API', version: '1', description: 'The public REST edge of Parley (see docs/protocol.md).' },
+      info: {
+        title: 'Parley REST API',
+        version: '1',
+        description: 'The public REST edge of Parley (see docs/protocol.md).',
+      },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
     },
   });
   void http.register(swaggerUi, { routePrefix: '/docs' });
-  if (settings.corsOrigins.length > 0) void http.register(cors, { origin: settings.corsOrigins, maxAge: 600 });
+  if (settings.corsOrigins.length > 0)
+    void http.register(cors, { origin: settings.corsOrigins, maxAge: 600 });
 
   void http.register(async (api) => {
     api.addHook('onRequest', async (request: FastifyRequest) => {
@@ -122,9 +150,13 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
       hook: 'preHandler',
       keyGenerator: (request) => request.user,
       errorResponseBuilder: (_request, context) =>
-        new ParleyError('rate_limited', `rate limit of ${context.max} requests per ${context.after} reached`, {
-          retryAfterSeconds: context.ttl / 1000,
-        }),
+        new ParleyError(
+          'rate_limited',
+          `rate limit of ${context.max} requests per ${context.after} reached`,
+          {
+            retryAfterSeconds: context.ttl / 1000,
+          },
+        ),
     });
     sendRoute(api, deps);
     proxyRoutes(api, deps.upstreams);
@@ -136,7 +168,14 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
     void http.register(async (dev) => {
       dev.post(
         '/v1/dev/token',
-        { schema: { tags: ['dev'], description: 'Dev mode only: a token for any user', body: s(DevTokenBody), response: { 200: s(DevTokenResponse), 400: s(ErrorBody) } } },
+        {
+          schema: {
+            tags: ['dev'],
+            description: 'Dev mode only: a token for any user',
+            body: s(DevTokenBody),
+            response: { 200: s(DevTokenResponse), 400: s(ErrorBody) },
+          },
+        },
         async (request) => ({ token: await issueToken(secret, (request.body as { user: string }).user) }),
       );
     });
@@ -162,7 +201,8 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
     {
       schema: {
         tags: ['messages'],
-        description: 'Send one client frame (`message`, `ack`, `read`, `group`) or an array of up to 100. Each is accepted once Kafka has it, or rejected with a code.',
+        description:
+          'Send one client frame (`message`, `ack`, `read`, `group`) or an array of up to 100. Each is accepted once Kafka has it, or rejected with a code.',
         security: secured,
         body: s(SendRequest),
         response: { 200: s(SendResponse), 413: s(ErrorBody), ...errors },
@@ -175,28 +215,49 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
       const sentAt = Date.now();
       items.forEach((item, index) => {
         const size = Buffer.byteLength(JSON.stringify(item));
-        const id = typeof (item as { id?: unknown })?.id === 'string' ? (item as { id: string }).id : undefined;
+        const id =
+          typeof (item as { id?: unknown })?.id === 'string' ? (item as { id: string }).id : undefined;
         if (size > deps.settings.maxFrameBytes) {
-          results.push({ index, status: 'rejected', ...(id ? { id } : {}), code: 'too_large', message: `frame: must be at most ${deps.settings.maxFrameBytes} bytes (got ${size})` });
+          results.push({
+            index,
+            status: 'rejected',
+            ...(id ? { id } : {}),
+            code: 'too_large',
+            message: `frame: must be at most ${deps.settings.maxFrameBytes} bytes (got ${size})`,
+          });
           return;
         }
         const parsed = validateSendableFrame(item);
         if (!parsed.ok) {
-          results.push({ index, status: 'rejected', ...(parsed.id ? { id: parsed.id } : {}), code: parsed.code, message: parsed.message });
+          results.push({
+            index,
+            status: 'rejected',
+            ...(parsed.id ? { id: parsed.id } : {}),
+            code: parsed.code,
+            message: parsed.message,
+          });
           return;
         }
         const frame = parsed.frame;
         const result: SendResult & { status: 'accepted' } =
-          'id' in frame ? { index, status: 'accepted', id: frame.id, mid: userMid(request.user, frame.id) } : { index, status: 'accepted' };
+          'id' in frame
+            ? { index, status: 'accepted', id: frame.id, mid: userMid(request.user, frame.id) }
+            : { index, status: 'accepted' };
         accepted.push({ result, event: { v: 1, kind: 'inbound', from: request.user, sentAt, frame } });
         results.push(result);
       });
       if (accepted.length > 0) {
         try {
-          await deps.bus.publish(TOPICS.inbound, accepted.map((a) => a.event));
+          await deps.bus.publish(
+            TOPICS.inbound,
+            accepted.map((a) => a.event),
+          );
         } catch (err) {
           request.log.warn({ err }, 'publishing frames failed');
-          throw new ParleyError('unavailable', 'the frames could not be stored; nothing was accepted, send them again');
+          throw new ParleyError(
+            'unavailable',
+            'the frames could not be stored; nothing was accepted, send them again',
+          );
         }
       }
       return { results };
@@ -206,37 +267,134 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
 
 /** The routes another service owns: authenticate here, then call its internal API as the user. */
 function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
-  const forward = (service: UpstreamName, method: string, path: (request: FastifyRequest) => string, withBody = false) =>
+  const forward =
+    (service: UpstreamName, method: string, path: (request: FastifyRequest) => string, withBody = false) =>
     async (request: FastifyRequest, reply: import('fastify').FastifyReply) => {
-      const upstream = await upstreams.call(service, { method, path: path(request), user: request.user, body: withBody ? request.body : undefined });
+      const upstream = await upstreams.call(service, {
+        method,
+        path: path(request),
+        user: request.user,
+        body: withBody ? request.body : undefined,
+      });
       return reply.code(upstream.status).send(upstream.body);
     };
   type P = { id: string; user: string; deviceId: string };
   const params = (request: FastifyRequest) => request.params as P;
-  const query = (request: FastifyRequest) => new URLSearchParams(request.query as Record<string, string>).toString();
+  const query = (request: FastifyRequest) =>
+    new URLSearchParams(request.query as Record<string, string>).toString();
 
-  api.get('/v1/messages', {
-    schema: { tags: ['messages'], description: 'What the user has not acked yet, oldest first', security: secured, querystring: s(SyncQuery), response: { 200: s(SyncResponse), ...errors } },
-  }, forward('persistence-ms', 'GET', (r) => `/internal/messages?${query(r)}`));
+  api.get(
+    '/v1/messages',
+    {
+      schema: {
+        tags: ['messages'],
+        description: 'What the user has not acked yet, oldest first',
+        security: secured,
+        querystring: s(SyncQuery),
+        response: { 200: s(SyncResponse), ...errors },
+      },
+    },
+    forward('persistence-ms', 'GET', (r) => `/internal/messages?${query(r)}`),
+  );
 
   const groupSchema = { tags: ['groups'], security: secured };
-  api.post('/v1/groups', { schema: { ...groupSchema, description: 'Create a group; the creator is a member and admin', body: s(CreateGroupBody), response: { 201: s(Group), 409: s(ErrorBody), ...errors } } },
-    forward('group-ms', 'POST', () => '/internal/groups', true));
-  api.get('/v1/groups', { schema: { ...groupSchema, description: 'Groups the user belongs to', response: { 200: s(GroupList), ...errors } } },
-    forward('group-ms', 'GET', () => '/internal/groups'));
-  api.get('/v1/groups/:id', { schema: { ...groupSchema, description: 'A group the user is a member of', params: s(GroupParams), response: { 200: s(Group), ...errors } } },
-    forward('group-ms', 'GET', (r) => `/internal/groups/${params(r).id}`));
-  api.post('/v1/groups/:id/members', { schema: { ...groupSchema, description: 'Add members (any member may add)', params: s(GroupParams), body: s(AddMembersBody), response: { 200: s(Group), 409: s(ErrorBody), ...errors } } },
-    forward('group-ms', 'POST', (r) => `/internal/groups/${params(r).id}/members`, true));
-  api.delete('/v1/groups/:id/members/:user', { schema: { ...groupSchema, description: 'Leave (self) or remove a member (admins only)', params: s(GroupMemberParams), response: { 200: s(Group), ...errors } } },
-    forward('group-ms', 'DELETE', (r) => `/internal/groups/${params(r).id}/members/${params(r).user}`));
+  api.post(
+    '/v1/groups',
+    {
+      schema: {
+        ...groupSchema,
+        description: 'Create a group; the creator is a member and admin',
+        body: s(CreateGroupBody),
+        response: { 201: s(Group), 409: s(ErrorBody), ...errors },
+      },
+    },
+    forward('group-ms', 'POST', () => '/internal/groups', true),
+  );
+  api.get(
+    '/v1/groups',
+    {
+      schema: {
+        ...groupSchema,
+        description: 'Groups the user belongs to',
+        response: { 200: s(GroupList), ...errors },
+      },
+    },
+    forward('group-ms', 'GET', () => '/internal/groups'),
+  );
+  api.get(
+    '/v1/groups/:id',
+    {
+      schema: {
+        ...groupSchema,
+        description: 'A group the user is a member of',
+        params: s(GroupParams),
+        response: { 200: s(Group), ...errors },
+      },
+    },
+    forward('group-ms', 'GET', (r) => `/internal/groups/${params(r).id}`),
+  );
+  api.post(
+    '/v1/groups/:id/members',
+    {
+      schema: {
+        ...groupSchema,
+        description: 'Add members (any member may add)',
+        params: s(GroupParams),
+        body: s(AddMembersBody),
+        response: { 200: s(Group), 409: s(ErrorBody), ...errors },
+      },
+    },
+    forward('group-ms', 'POST', (r) => `/internal/groups/${params(r).id}/members`, true),
+  );
+  api.delete(
+    '/v1/groups/:id/members/:user',
+    {
+      schema: {
+        ...groupSchema,
+        description: 'Leave (self) or remove a member (admins only)',
+        params: s(GroupMemberParams),
+        response: { 200: s(Group), ...errors },
+      },
+    },
+    forward('group-ms', 'DELETE', (r) => `/internal/groups/${params(r).id}/members/${params(r).user}`),
+  );
 
   const deviceSchema = { tags: ['devices'], security: secured, params: s(DeviceParams) };
-  api.put('/v1/devices/:deviceId', { schema: { ...deviceSchema, description: 'Register the device for push', body: s(RegisterDeviceBody), response: { 204: Type.Null(), ...errors } } },
-    forward('push-ms', 'PUT', (r) => `/internal/devices/${params(r).deviceId}`, true));
-  api.delete('/v1/devices/:deviceId', { schema: { ...deviceSchema, description: 'Unregister the device', response: { 204: Type.Null(), ...errors } } },
-    forward('push-ms', 'DELETE', (r) => `/internal/devices/${params(r).deviceId}`));
+  api.put(
+    '/v1/devices/:deviceId',
+    {
+      schema: {
+        ...deviceSchema,
+        description: 'Register the device for push',
+        body: s(RegisterDeviceBody),
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    forward('push-ms', 'PUT', (r) => `/internal/devices/${params(r).deviceId}`, true),
+  );
+  api.delete(
+    '/v1/devices/:deviceId',
+    {
+      schema: {
+        ...deviceSchema,
+        description: 'Unregister the device',
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    forward('push-ms', 'DELETE', (r) => `/internal/devices/${params(r).deviceId}`),
+  );
 
-  api.get('/v1/presence', { schema: { tags: ['presence'], description: 'Online state and last seen', security: secured, querystring: s(PresenceQuery), response: { 200: s(PresenceResponse), ...errors } } },
-    forward('session-ms', 'GET', (r) => `/internal/presence?${query(r)}`));
+  api.get(
+    '/v1/presence',
+    {
+      schema: {
+        tags: ['presence'],
+        description: 'Online state and last seen',
+        security: secured,
+        querystring: s(PresenceQuery),
+        response: { 200: s(PresenceResponse), ...errors },
+      },
+    },
+    forward('session-ms', 'GET', (r) => `/internal/presence?${query(r)}`),
+  );
 }

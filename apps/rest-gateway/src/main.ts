@@ -7,7 +7,12 @@ import { webClientPlugin } from '../../web-client/src/plugin';
 void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('rest-gateway', config, runtime);
   const upstreams = createHttpUpstreams(
-    { 'persistence-ms': config.PERSISTENCE_URL, 'group-ms': config.GROUP_URL, 'push-ms': config.PUSH_URL, 'session-ms': config.SESSION_URL },
+    {
+      'persistence-ms': config.PERSISTENCE_URL,
+      'group-ms': config.GROUP_URL,
+      'push-ms': config.PUSH_URL,
+      'session-ms': config.SESSION_URL,
+    },
     config.INTERNAL_SECRET,
   );
   return createRestGateway({
@@ -20,11 +25,20 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
     settings: {
       devMode: config.DEV_MODE,
       devTokenSecret: config.DEV_MODE ? config.JWT_SECRET : undefined,
-      corsOrigins: config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+      corsOrigins: config.CORS_ORIGINS.split(',')
+        .map((o) => o.trim())
+        .filter(Boolean),
       rateLimitPerMinute: config.RATE_LIMIT_PER_MINUTE,
       maxFrameBytes: config.MAX_FRAME_BYTES,
     },
     // The browser demo client at `/` (static files; it uses only the public protocol).
-    plugins: config.WEB_CLIENT ? [webClientPlugin({ publicWsUrl: config.PUBLIC_WS_URL || undefined, root: config.WEB_CLIENT_DIR || undefined })] : [],
+    plugins: config.WEB_CLIENT
+      ? [
+          webClientPlugin({
+            publicWsUrl: config.PUBLIC_WS_URL || undefined,
+            root: config.WEB_CLIENT_DIR || undefined,
+          }),
+        ]
+      : [],
   });
 });

@@ -1,4 +1,11 @@
-import { ErrorBody, ERROR_CODES, ErrorCode, INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, ParleyError } from '@parley/contracts';
+import {
+  ErrorBody,
+  ERROR_CODES,
+  ErrorCode,
+  INTERNAL_SECRET_HEADER,
+  INTERNAL_USER_HEADER,
+  ParleyError,
+} from '@parley/contracts';
 
 export type UpstreamName = 'persistence-ms' | 'group-ms' | 'push-ms' | 'session-ms';
 
@@ -9,14 +16,21 @@ export interface UpstreamResponse {
 
 /** The services behind the REST edge, reached on their internal APIs on behalf of a user. */
 export interface Upstreams {
-  call(service: UpstreamName, request: { method: string; path: string; user: string; body?: unknown }): Promise<UpstreamResponse>;
+  call(
+    service: UpstreamName,
+    request: { method: string; path: string; user: string; body?: unknown },
+  ): Promise<UpstreamResponse>;
 }
 
 /**
  * HTTP with keep-alive. An upstream's protocol error passes through as it is; an unreachable one is
  * a 503 that names it (nothing was done).
  */
-export function createHttpUpstreams(urls: Record<UpstreamName, string>, internalSecret: string, timeoutMs = 10_000): Upstreams {
+export function createHttpUpstreams(
+  urls: Record<UpstreamName, string>,
+  internalSecret: string,
+  timeoutMs = 10_000,
+): Upstreams {
   return {
     async call(service, { method, path, user, body }) {
       let response: Response;
@@ -49,7 +63,9 @@ export function createHttpUpstreams(urls: Record<UpstreamName, string>, internal
 
 function isErrorBody(value: unknown): value is ErrorBody {
   const code = (value as ErrorBody | undefined)?.error?.code;
-  return typeof code === 'string' && code in ERROR_CODES && typeof (value as ErrorBody).error.message === 'string';
+  return (
+    typeof code === 'string' && code in ERROR_CODES && typeof (value as ErrorBody).error.message === 'string'
+  );
 }
 
 export type { ErrorCode };

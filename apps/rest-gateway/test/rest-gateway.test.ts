@@ -2,24 +2,45 @@ import { createServer, IncomingMessage, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
-import { createMetricsRegistry, createTokenVerifier, DEV_JWT_SECRET, issueToken, Readiness, silentLogger } from '@parley/service-kit';
+import {
+  createMetricsRegistry,
+  createTokenVerifier,
+  DEV_JWT_SECRET,
+  issueToken,
+  Readiness,
+  silentLogger,
+} from '@parley/service-kit';
 import { createRestGateway, RestGateway } from '../src/app';
 import { createHttpUpstreams, UpstreamName } from '../src/upstream';
 
 /** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
-async function startUpstream(answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown }) {
+async function startUpstream(
+  answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown },
+) {
   const seen: Array<{ method?: string; url?: string; user?: string; secret?: string; body: string }> = [];
   const server: Server = createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
-      seen.push({ method: req.method, url: req.url, user: req.headers[INTERNAL_USER_HEADER] as string, secret: req.headers[INTERNAL_SECRET_HEADER] as string, body });
+      seen.push({
+        method: req.method,
+        url: req.url,
+        user: req.headers[INTERNAL_USER_HEADER] as string,
+        secret: req.headers[INTERNAL_SECRET_HEADER] as string,
+        body,
+      });
       const out = answer(req, body);
-      res.writeHead(out.status, { 'content-type': 'application/json' }).end(out.body === undefined ? '' : JSON.stringify(out.body));
+      res
+        .writeHead(out.status, { 'content-type': 'application/json' })
+        .end(out.body === undefined ? '' : JSON.stringify(out.body));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, close: () => new Promise((r) => server.close(r)) };
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    close: () => new Promise((r) => server.close(r)),
+  };
 }
 
 interface BuildOptions {
@@ -36,7 +57,13 @@ interface BuildOptions {
 function build(options: BuildOptions = {}) {
   const bus = options.bus ?? new MemoryBus();
   const url = options.upstreamUrl ?? 'http://127.0.0.1:1';
-  const urls = { 'persistence-ms': url, 'group-ms': url, 'push-ms': url, 'session-ms': url, ...options.upstreamUrls };
+  const urls = {
+    'persistence-ms': url,
+    'group-ms': url,
+    'push-ms': url,
+    'session-ms': url,
+    ...options.upstreamUrls,
+  };
   const gateway = createRestGateway({
     bus,
     logger: silentLogger(),
@@ -56,7 +83,9 @@ function build(options: BuildOptions = {}) {
   return { bus, gateway };
 }
 
-const auth = async (user = 'alice') => ({ authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, user)}` });
+const auth = async (user = 'alice') => ({
+  authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, user)}`,
+});
 
 describe('rest-gateway', () => {
   let gateway: RestGateway;
@@ -64,8 +93,17 @@ describe('rest-gateway', () => {
 
   it('refuses a missing or bad token with 401 and the protocol error body', async () => {
     ({ gateway } = build());
-    for (const headers of [{}, { authorization: 'Bearer nope' }, await auth('a b').catch(() => ({ authorization: 'Bearer x' }))]) {
-      const res = await gateway.http.inject({ method: 'POST', url: '/v1/send', payload: { type: 'ack', mids: ['x:1'] }, headers });
+    for (const headers of [
+      {},
+      { authorization: 'Bearer nope' },
+      await auth('a b').catch(() => ({ authorization: 'Bearer x' })),
+    ]) {
+      const res = await gateway.http.inject({
+        method: 'POST',
+        url: '/v1/send',
+        payload: { type: 'ack', mids: ['x:1'] },
+        headers,
+      });
       expect(res.statusCode).toBe(401);
       expect(res.json()).toEqual({ error: { code: 'unauthorized', message: expect.any(String) } });
     }
@@ -75,12 +113,25 @@ describe('rest-gateway', () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
     const frame = { type: 'message', id: 'c1', to: 'bob', body: { text: 'hi' }, from: 'mallory' };
-    const first = await gateway.http.inject({ method: 'POST', url: '/v1/send', payload: frame, headers: await auth() });
-    const again = await gateway.http.inject({ method: 'POST', url: '/v1/send', payload: [frame], headers: await auth() });
+    const first = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      payload: frame,
+      headers: await auth(),
+    });
+    const again = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      payload: [frame],
+      headers: await auth(),
+    });
     expect(first.json()).toEqual({ results: [{ index: 0, status: 'accepted', id: 'c1', mid: 'alice:c1' }] });
     expect(again.json()).toEqual(first.json());
     const events = bus.events(TOPICS.inbound);
-    expect(events.map((e) => [e.from, e.frame.type])).toEqual([['alice', 'message'], ['alice', 'message']]);
+    expect(events.map((e) => [e.from, e.frame.type])).toEqual([
+      ['alice', 'message'],
+      ['alice', 'message'],
+    ]);
   });
 
   it('answers a mixed batch per frame, in order', async () => {
@@ -100,31 +151,77 @@ describe('rest-gateway', () => {
     expect(res.statusCode).toBe(200);
     expect(res.json().results).toEqual([
       { index: 0, status: 'accepted', id: 'ok1', mid: 'alice:ok1' },
-      { index: 1, status: 'rejected', id: 'bad', code: 'invalid_frame', message: 'to: must match ^[A-Za-z0-9_.-]{1,64}$' },
-      { index: 2, status: 'rejected', code: 'invalid_frame', message: 'type: must be one of message, ack, read, group' },
+      {
+        index: 1,
+        status: 'rejected',
+        id: 'bad',
+        code: 'invalid_frame',
+        message: 'to: must match ^[A-Za-z0-9_.-]{1,64}$',
+      },
+      {
+        index: 2,
+        status: 'rejected',
+        code: 'invalid_frame',
+        message: 'type: must be one of message, ack, read, group',
+      },
       { index: 3, status: 'accepted' },
-      { index: 4, status: 'rejected', id: 'big', code: 'too_large', message: expect.stringContaining('at most 1024 bytes') },
+      {
+        index: 4,
+        status: 'rejected',
+        id: 'big',
+        code: 'too_large',
+        message: expect.stringContaining('at most 1024 bytes'),
+      },
     ]);
   });
 
   it('answers every error status with its body', async () => {
     ({ gateway } = build());
     const headers = await auth();
-    const tooMany = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: Array.from({ length: 101 }, () => ({ type: 'ack', mids: ['a:1'] })) });
+    const tooMany = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers,
+      payload: Array.from({ length: 101 }, () => ({ type: 'ack', mids: ['a:1'] })),
+    });
     expect(tooMany.statusCode).toBe(400);
-    expect(tooMany.json().error).toEqual({ code: 'invalid_request', message: 'body: must NOT have more than 100 items' });
-    const badJson = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...headers, 'content-type': 'application/json' }, payload: '{"type":' });
+    expect(tooMany.json().error).toEqual({
+      code: 'invalid_request',
+      message: 'body: must NOT have more than 100 items',
+    });
+    const badJson = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...headers, 'content-type': 'application/json' },
+      payload: '{"type":',
+    });
     expect(badJson.statusCode).toBe(400);
-    expect(badJson.json()).toEqual({ error: { code: 'invalid_request', message: expect.stringMatching(/^body: is not valid JSON/) } });
-    const huge = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: { type: 'message', id: 'x', to: 'bob', body: 'x'.repeat(1_100_000) } });
+    expect(badJson.json()).toEqual({
+      error: { code: 'invalid_request', message: expect.stringMatching(/^body: is not valid JSON/) },
+    });
+    const huge = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers,
+      payload: { type: 'message', id: 'x', to: 'bob', body: 'x'.repeat(1_100_000) },
+    });
     expect(huge.statusCode).toBe(413);
     expect(huge.json()).toEqual({ error: { code: 'too_large', message: 'body: is larger than allowed' } });
     const badQuery = await gateway.http.inject({ method: 'GET', url: '/v1/messages?limit=5000', headers });
     expect(badQuery.statusCode).toBe(400);
-    expect(badQuery.json()).toEqual({ error: { code: 'invalid_request', message: 'query limit: must be <= 500' } });
-    const badDevice = await gateway.http.inject({ method: 'PUT', url: '/v1/devices/phone', headers, payload: { token: 't', platform: 'symbian' } });
+    expect(badQuery.json()).toEqual({
+      error: { code: 'invalid_request', message: 'query limit: must be <= 500' },
+    });
+    const badDevice = await gateway.http.inject({
+      method: 'PUT',
+      url: '/v1/devices/phone',
+      headers,
+      payload: { token: 't', platform: 'symbian' },
+    });
     expect(badDevice.statusCode).toBe(400);
-    expect(badDevice.json()).toEqual({ error: { code: 'invalid_request', message: 'platform: must be one of "android", "ios", "web"' } });
+    expect(badDevice.json()).toEqual({
+      error: { code: 'invalid_request', message: 'platform: must be one of "android", "ios", "web"' },
+    });
     const unknown = await gateway.http.inject({ method: 'GET', url: '/v1/nothing?x=1', headers });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json()).toEqual({ error: { code: 'not_found', message: 'no route GET /v1/nothing' } });
@@ -134,7 +231,12 @@ describe('rest-gateway', () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
     await bus.close();
-    const res = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: await auth(), payload: { type: 'message', id: 'c1', to: 'bob', body: 1 } });
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: await auth(),
+      payload: { type: 'message', id: 'c1', to: 'bob', body: 1 },
+    });
     expect(res.statusCode).toBe(503);
     expect(res.json().error.code).toBe('unavailable');
   });
@@ -148,21 +250,45 @@ describe('rest-gateway', () => {
 
   it('calls upstreams as the authenticated user with the internal secret, and passes their errors through', async () => {
     const upstream = await startUpstream((req) => {
-      if (req.url?.startsWith('/internal/groups/secret')) return { status: 404, body: { error: { code: 'not_found', message: 'no such group' } } };
-      if (req.method === 'DELETE') return { status: 403, body: { error: { code: 'forbidden', message: 'only admins remove others' } } };
+      if (req.url?.startsWith('/internal/groups/secret'))
+        return { status: 404, body: { error: { code: 'not_found', message: 'no such group' } } };
+      if (req.method === 'DELETE')
+        return { status: 403, body: { error: { code: 'forbidden', message: 'only admins remove others' } } };
       return { status: 200, body: { messages: [], next: null } };
     });
     ({ gateway } = build({ upstreamUrl: upstream.url }));
-    const sync = await gateway.http.inject({ method: 'GET', url: '/v1/messages?limit=10&after=abc', headers: await auth('bob') });
+    const sync = await gateway.http.inject({
+      method: 'GET',
+      url: '/v1/messages?limit=10&after=abc',
+      headers: await auth('bob'),
+    });
     expect(sync.json()).toEqual({ messages: [], next: null });
-    const hidden = await gateway.http.inject({ method: 'GET', url: '/v1/groups/secret', headers: await auth('bob') });
+    const hidden = await gateway.http.inject({
+      method: 'GET',
+      url: '/v1/groups/secret',
+      headers: await auth('bob'),
+    });
     expect(hidden.statusCode).toBe(404);
     expect(hidden.json()).toEqual({ error: { code: 'not_found', message: 'no such group' } });
-    const removal = await gateway.http.inject({ method: 'DELETE', url: '/v1/groups/g1/members/carol', headers: await auth('bob') });
+    const removal = await gateway.http.inject({
+      method: 'DELETE',
+      url: '/v1/groups/g1/members/carol',
+      headers: await auth('bob'),
+    });
     expect(removal.statusCode).toBe(403);
     expect(removal.json()).toEqual({ error: { code: 'forbidden', message: 'only admins remove others' } });
-    expect(upstream.seen[0]).toMatchObject({ method: 'GET', url: '/internal/messages?limit=10&after=abc', user: 'bob', secret: 'secret-for-internal-calls' });
-    expect(upstream.seen[2]).toMatchObject({ method: 'DELETE', url: '/internal/groups/g1/members/carol', user: 'bob', secret: 'secret-for-internal-calls' });
+    expect(upstream.seen[0]).toMatchObject({
+      method: 'GET',
+      url: '/internal/messages?limit=10&after=abc',
+      user: 'bob',
+      secret: 'secret-for-internal-calls',
+    });
+    expect(upstream.seen[2]).toMatchObject({
+      method: 'DELETE',
+      url: '/internal/groups/g1/members/carol',
+      user: 'bob',
+      secret: 'secret-for-internal-calls',
+    });
     await upstream.close();
   });
 
@@ -170,14 +296,35 @@ describe('rest-gateway', () => {
     const push = await startUpstream(() => ({ status: 204 }));
     ({ gateway } = build({ upstreamUrls: { 'push-ms': push.url } }));
     const registration = { token: 'fcm-token-1', platform: 'android' };
-    const put = await gateway.http.inject({ method: 'PUT', url: '/v1/devices/phone1', headers: await auth('bob'), payload: registration });
+    const put = await gateway.http.inject({
+      method: 'PUT',
+      url: '/v1/devices/phone1',
+      headers: await auth('bob'),
+      payload: registration,
+    });
     expect(put.statusCode).toBe(204);
     expect(put.body).toBe('');
-    const del = await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/phone1', headers: await auth('bob') });
+    const del = await gateway.http.inject({
+      method: 'DELETE',
+      url: '/v1/devices/phone1',
+      headers: await auth('bob'),
+    });
     expect(del.statusCode).toBe(204);
     expect(push.seen).toEqual([
-      { method: 'PUT', url: '/internal/devices/phone1', user: 'bob', secret: 'secret-for-internal-calls', body: JSON.stringify(registration) },
-      { method: 'DELETE', url: '/internal/devices/phone1', user: 'bob', secret: 'secret-for-internal-calls', body: '' },
+      {
+        method: 'PUT',
+        url: '/internal/devices/phone1',
+        user: 'bob',
+        secret: 'secret-for-internal-calls',
+        body: JSON.stringify(registration),
+      },
+      {
+        method: 'DELETE',
+        url: '/internal/devices/phone1',
+        user: 'bob',
+        secret: 'secret-for-internal-calls',
+        body: '',
+      },
     ]);
     await push.close();
   });
@@ -185,25 +332,50 @@ describe('rest-gateway', () => {
   it('answers CORS preflights for the configured origins only', async () => {
     ({ gateway } = build({ corsOrigins: ['https://app.example'] }));
     const preflight = (origin: string) =>
-      gateway.http.inject({ method: 'OPTIONS', url: '/v1/send', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' } });
+      gateway.http.inject({
+        method: 'OPTIONS',
+        url: '/v1/send',
+        headers: {
+          origin,
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'authorization,content-type',
+        },
+      });
     const allowed = await preflight('https://app.example');
     expect(allowed.statusCode).toBe(204);
-    expect(allowed.headers).toMatchObject({ 'access-control-allow-origin': 'https://app.example', 'access-control-max-age': '600' });
+    expect(allowed.headers).toMatchObject({
+      'access-control-allow-origin': 'https://app.example',
+      'access-control-max-age': '600',
+    });
     expect(String(allowed.headers['access-control-allow-methods'])).toContain('POST');
     expect(String(allowed.headers['access-control-allow-headers'])).toContain('authorization');
     const other = await preflight('https://evil.example');
     expect(other.headers['access-control-allow-origin']).toBeUndefined();
-    const send = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...(await auth()), origin: 'https://app.example' }, payload: { type: 'ack', mids: ['a:1'] } });
+    const send = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...(await auth()), origin: 'https://app.example' },
+      payload: { type: 'ack', mids: ['a:1'] },
+    });
     expect(send.statusCode).toBe(200);
     expect(send.headers['access-control-allow-origin']).toBe('https://app.example');
   });
 
   it('sends no CORS headers when no origin is configured', async () => {
     ({ gateway } = build());
-    const preflight = await gateway.http.inject({ method: 'OPTIONS', url: '/v1/send', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+    const preflight = await gateway.http.inject({
+      method: 'OPTIONS',
+      url: '/v1/send',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' },
+    });
     expect(preflight.headers['access-control-allow-origin']).toBeUndefined();
     expect(preflight.statusCode).toBe(404);
-    const send = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers: { ...(await auth()), origin: 'https://app.example' }, payload: { type: 'ack', mids: ['a:1'] } });
+    const send = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...(await auth()), origin: 'https://app.example' },
+      payload: { type: 'ack', mids: ['a:1'] },
+    });
     expect(send.statusCode).toBe(200);
     expect(send.headers['access-control-allow-origin']).toBeUndefined();
   });
@@ -211,7 +383,13 @@ describe('rest-gateway', () => {
   it('rate-limits per user with 429 and Retry-After', async () => {
     ({ gateway } = build({ rateLimitPerMinute: 2 }));
     const alice = await auth('alice');
-    const send = (headers: Record<string, string>) => gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload: { type: 'ack', mids: ['a:1'] } });
+    const send = (headers: Record<string, string>) =>
+      gateway.http.inject({
+        method: 'POST',
+        url: '/v1/send',
+        headers,
+        payload: { type: 'ack', mids: ['a:1'] },
+      });
     expect((await send(alice)).statusCode).toBe(200);
     expect((await send(alice)).statusCode).toBe(200);
     const limited = await send(alice);
@@ -223,15 +401,26 @@ describe('rest-gateway', () => {
 
   it('serves POST /v1/dev/token only in dev mode', async () => {
     ({ gateway } = build({ devMode: false }));
-    const hidden = await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } });
+    const hidden = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/dev/token',
+      payload: { user: 'alice' },
+    });
     expect(hidden.statusCode).toBe(404);
     expect(hidden.json()).toEqual({ error: { code: 'not_found', message: 'no route POST /v1/dev/token' } });
     await gateway.http.close();
     ({ gateway } = build({ devMode: true }));
-    const res = await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'alice' } });
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/dev/token',
+      payload: { user: 'alice' },
+    });
     const verify = createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET });
     await expect(verify(res.json().token)).resolves.toMatchObject({ user: 'alice' });
-    expect((await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'a b' } })).statusCode).toBe(400);
+    expect(
+      (await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'a b' } }))
+        .statusCode,
+    ).toBe(400);
   });
 
   it('documents every PROTOCOL.md route with its schemas at /docs/json', async () => {
@@ -257,7 +446,9 @@ describe('rest-gateway', () => {
       expect(op.responses).toBeDefined();
     }
     expect(doc.paths['/v1/send'].post.requestBody).toBeDefined();
-    expect(doc.paths['/v1/messages'].get.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['after', 'limit']));
+    expect(doc.paths['/v1/messages'].get.parameters.map((p: { name: string }) => p.name)).toEqual(
+      expect.arrayContaining(['after', 'limit']),
+    );
     expect(doc.paths['/healthz']).toBeUndefined();
     expect((await gateway.http.inject('/docs')).statusCode).toBeLessThan(400);
   });

@@ -1,8 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
-import { MAX_PRESENCE_USERS, ParleyError, PresenceQuery, PresenceResponse, TOPICS, USER_ID_PATTERN } from '@parley/contracts';
+import {
+  MAX_PRESENCE_USERS,
+  ParleyError,
+  PresenceQuery,
+  PresenceResponse,
+  TOPICS,
+  USER_ID_PATTERN,
+} from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import { buildHttpServer, CommonConfig, HttpServer, InternalConfig, requireInternalSecret, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  CommonConfig,
+  HttpServer,
+  InternalConfig,
+  requireInternalSecret,
+  Runtime,
+  Service,
+  serviceLifecycle,
+} from '@parley/service-kit';
 import { Delivery, DeliverySettings } from './delivery';
 import { GatewayClient } from './gateway-client';
 import { SessionStore } from './store/session-store';
@@ -11,14 +27,48 @@ export const SessionConfig = Type.Object({
   ...CommonConfig,
   ...KafkaSettingsSchema,
   ...InternalConfig,
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9103, description: 'Internal API, probes, metrics' }),
-  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis; in-process store when unset (one replica only)' })),
-  REDIS_KEY_PREFIX: Type.String({ default: 'parley:session:', description: 'Prefix of every key session-ms writes' }),
-  ACK_TIMEOUT_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait for an ack before pushing again, counted on how far acks have been read (a backlog does not trigger retries)' }),
-  MAX_ATTEMPTS: Type.Integer({ minimum: 1, default: 3, description: 'Pushes before a deliverable goes offline' }),
-  ACKED_TTL_MS: Type.Integer({ minimum: 1000, default: 24 * 3600 * 1000, description: 'How long acked mids are remembered for dedup' }),
-  GATEWAY_TTL_MS: Type.Integer({ minimum: 1000, default: 30_000, description: 'A gateway silent this long is gone' }),
-  RETRY_TICK_MS: Type.Integer({ minimum: 10, default: 200, description: 'How often due retries are looked for' }),
+  PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9103,
+    description: 'Internal API, probes, metrics',
+  }),
+  REDIS_URL: Type.Optional(
+    Type.String({
+      pattern: '^rediss?://',
+      description: 'Redis; in-process store when unset (one replica only)',
+    }),
+  ),
+  REDIS_KEY_PREFIX: Type.String({
+    default: 'parley:session:',
+    description: 'Prefix of every key session-ms writes',
+  }),
+  ACK_TIMEOUT_MS: Type.Integer({
+    minimum: 10,
+    default: 5000,
+    description:
+      'Wait for an ack before pushing again, counted on how far acks have been read (a backlog does not trigger retries)',
+  }),
+  MAX_ATTEMPTS: Type.Integer({
+    minimum: 1,
+    default: 3,
+    description: 'Pushes before a deliverable goes offline',
+  }),
+  ACKED_TTL_MS: Type.Integer({
+    minimum: 1000,
+    default: 24 * 3600 * 1000,
+    description: 'How long acked mids are remembered for dedup',
+  }),
+  GATEWAY_TTL_MS: Type.Integer({
+    minimum: 1000,
+    default: 30_000,
+    description: 'A gateway silent this long is gone',
+  }),
+  RETRY_TICK_MS: Type.Integer({
+    minimum: 10,
+    default: 200,
+    description: 'How often due retries are looked for',
+  }),
 });
 
 export interface SessionDeps extends Omit<Runtime, 'closer'> {
@@ -44,11 +94,19 @@ export function createSessionService(deps: SessionDeps): SessionService {
   requireInternalSecret(http, deps.internalSecret);
   deps.readiness.register('store', () => store.ping());
 
-  http.get('/internal/presence', { schema: { querystring: PresenceQuery, response: { 200: PresenceResponse } } }, async (request) => {
-    return { presence: await store.presence(parseUserList(request.query.users)) };
-  });
+  http.get(
+    '/internal/presence',
+    { schema: { querystring: PresenceQuery, response: { 200: PresenceResponse } } },
+    async (request) => {
+      return { presence: await store.presence(parseUserList(request.query.users)) };
+    },
+  );
 
-  const deliveries = bus.subscribe({ groupId: 'session-ms', topic: TOPICS.delivery, handle: (batch) => delivery.handle(batch.map((e) => e.event)) });
+  const deliveries = bus.subscribe({
+    groupId: 'session-ms',
+    topic: TOPICS.delivery,
+    handle: (batch) => delivery.handle(batch.map((e) => e.event)),
+  });
   const connections = bus.subscribe({
     groupId: 'session-ms-connections',
     topic: TOPICS.connections,
@@ -92,9 +150,18 @@ function retryLoop(delivery: Delivery, tickMs: number, logger: Runtime['logger']
 const userIdPattern = new RegExp(USER_ID_PATTERN);
 
 export function parseUserList(users: string): string[] {
-  const list = [...new Set(users.split(',').map((u) => u.trim()).filter(Boolean))];
-  if (list.length > MAX_PRESENCE_USERS) throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
+  const list = [
+    ...new Set(
+      users
+        .split(',')
+        .map((u) => u.trim())
+        .filter(Boolean),
+    ),
+  ];
+  if (list.length > MAX_PRESENCE_USERS)
+    throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
   const bad = list.find((u) => !userIdPattern.test(u));
-  if (bad !== undefined) throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
+  if (bad !== undefined)
+    throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
   return list;
 }

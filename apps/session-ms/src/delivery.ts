@@ -63,7 +63,10 @@ export class Delivery {
      * queued behind a backlog is not taken for a silent client: under a burst, retries would only
      * add to the backlog.
      */
-    private readonly reader: { replica: string; readUpTo: () => number } = { replica: randomUUID(), readUpTo: Date.now },
+    private readonly reader: { replica: string; readUpTo: () => number } = {
+      replica: randomUUID(),
+      readUpTo: Date.now,
+    },
   ) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });
@@ -89,8 +92,16 @@ export class Delivery {
     const durable = delivers.filter((d) => !d.ephemeral);
     const tracked = await Promise.all(
       durable.map((d) => {
-        const pending: Pending = { user: d.to, mid: (d.frame as Deliverable).mid, frame: d.frame as Deliverable, attempts: 1, stored: d.replay === true };
-        return this.store.track(pending, now + this.settings.ackTimeoutMs).then((fresh) => (fresh ? pending : undefined));
+        const pending: Pending = {
+          user: d.to,
+          mid: (d.frame as Deliverable).mid,
+          frame: d.frame as Deliverable,
+          attempts: 1,
+          stored: d.replay === true,
+        };
+        return this.store
+          .track(pending, now + this.settings.ackTimeoutMs)
+          .then((fresh) => (fresh ? pending : undefined));
       }),
     );
     const fresh = tracked.filter((p): p is Pending => p !== undefined);
@@ -117,7 +128,11 @@ export class Delivery {
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
     const now = Date.now();
-    await this.store.reportReadUpTo(this.reader.replica, Math.min(now, this.reader.readUpTo()), readReportTtlMs(this.settings.retryTickMs));
+    await this.store.reportReadUpTo(
+      this.reader.replica,
+      Math.min(now, this.reader.readUpTo()),
+      readReportTtlMs(this.settings.retryTickMs),
+    );
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
     const dueBy = Math.max(readUpTo, now - MAX_ACK_READ_LAG_MS);
     this.metrics.ackReadLag.set((now - readUpTo) / 1000);
@@ -134,7 +149,10 @@ export class Delivery {
     const users = [...new Set([...durable.map((p) => p.user), ...ephemeral.map((p) => p.user)])];
     const connections = await this.store.connectionsOf(users);
     const unreachable = durable.filter((p) => !connections.has(p.user));
-    const pushes = [...durable.filter((p) => connections.has(p.user)), ...ephemeral.filter((p) => connections.has(p.user))];
+    const pushes = [
+      ...durable.filter((p) => connections.has(p.user)),
+      ...ephemeral.filter((p) => connections.has(p.user)),
+    ];
     await Promise.all([this.goOffline(unreachable), this.push(pushes, connections)]);
   }
 
@@ -143,14 +161,17 @@ export class Delivery {
     const byGateway = new Map<string, GatewayDelivery[]>();
     for (const { user, frame } of pushes) {
       const perGateway = new Map<string, string[]>();
-      for (const c of connections.get(user) ?? []) perGateway.set(c.gatewayUrl, [...(perGateway.get(c.gatewayUrl) ?? []), c.connId]);
+      for (const c of connections.get(user) ?? [])
+        perGateway.set(c.gatewayUrl, [...(perGateway.get(c.gatewayUrl) ?? []), c.connId]);
       for (const [url, connIds] of perGateway) {
         const list = byGateway.get(url) ?? [];
         list.push({ to: user, connIds, frame });
         byGateway.set(url, list);
       }
     }
-    const calls = [...byGateway].flatMap(([url, deliveries]) => chunk(deliveries, MAX_GATEWAY_BATCH).map((part) => [url, part] as const));
+    const calls = [...byGateway].flatMap(([url, deliveries]) =>
+      chunk(deliveries, MAX_GATEWAY_BATCH).map((part) => [url, part] as const),
+    );
     await Promise.all(
       calls.map(async ([url, deliveries]) => {
         try {
@@ -172,7 +193,11 @@ export class Delivery {
       .filter((p) => !p.stored)
       .map((p) => ({ v: 1, kind: 'offline', to: p.user, frame: p.frame, at }));
     await this.bus.publish(TOPICS.offline, events);
-    for (const [user, mids] of groupBy(pendings, (p) => p.user)) await this.store.drop(user, mids.map((p) => p.mid));
+    for (const [user, mids] of groupBy(pendings, (p) => p.user))
+      await this.store.drop(
+        user,
+        mids.map((p) => p.mid),
+      );
     this.metrics.offline.inc(events.length);
   }
 
@@ -183,15 +208,28 @@ export class Delivery {
       const found = await this.store.complete(ack.user, ack.mids, this.settings.rememberAckedMs);
       this.metrics.acked.inc(ack.mids.length);
       // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable.
-      const toStorage = ack.mids.filter((mid, i) => (found[i] === undefined || found[i]!.stored) && senderOfMid(mid) !== ack.user);
-      if (toStorage.length > 0) offlineAcks.push({ v: 1, kind: 'offline-ack', user: ack.user, mids: toStorage, at: ack.at });
+      const toStorage = ack.mids.filter(
+        (mid, i) => (found[i] === undefined || found[i]!.stored) && senderOfMid(mid) !== ack.user,
+      );
+      if (toStorage.length > 0)
+        offlineAcks.push({ v: 1, kind: 'offline-ack', user: ack.user, mids: toStorage, at: ack.at });
       for (const [sender, mids] of groupBy(ack.mids, (mid) => senderOfMid(mid))) {
         if (!sender || sender === ack.user) continue;
-        const frame = { type: 'receipt' as const, mid: receiptMid('delivered', ack.user, mids), status: 'delivered' as const, mids, by: ack.user, at: ack.at };
+        const frame = {
+          type: 'receipt' as const,
+          mid: receiptMid('delivered', ack.user, mids),
+          status: 'delivered' as const,
+          mids,
+          by: ack.user,
+          at: ack.at,
+        };
         receipts.push({ v: 1, kind: 'deliver', to: sender, frame });
       }
     }
-    await Promise.all([this.bus.publish(TOPICS.delivery, receipts), this.bus.publish(TOPICS.offline, offlineAcks)]);
+    await Promise.all([
+      this.bus.publish(TOPICS.delivery, receipts),
+      this.bus.publish(TOPICS.offline, offlineAcks),
+    ]);
   }
 }
 

@@ -26,15 +26,22 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
           method: 'POST',
           agent: secure ? agents.https : agents.http,
           timeout: timeoutMs,
-          headers: { 'content-type': 'application/json', 'content-length': body.length, [INTERNAL_SECRET_HEADER]: internalSecret },
+          headers: {
+            'content-type': 'application/json',
+            'content-length': body.length,
+            [INTERNAL_SECRET_HEADER]: internalSecret,
+          },
         });
         call.once('response', resolve);
         call.once('error', reject);
-        call.once('timeout', () => call.destroy(new Error(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`)));
+        call.once('timeout', () =>
+          call.destroy(new Error(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`)),
+        );
         call.end(body);
       });
       const text = await readBody(response);
-      if (response.statusCode !== 200) throw new Error(`gateway ${gatewayUrl} answered ${response.statusCode}`);
+      if (response.statusCode !== 200)
+        throw new Error(`gateway ${gatewayUrl} answered ${response.statusCode}`);
       return (JSON.parse(text) as GatewaySendResponse).results.map((r) => r.written);
     },
     close() {

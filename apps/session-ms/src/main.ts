@@ -6,7 +6,9 @@ import { MemorySessionStore } from './store/memory-store';
 import { RedisSessionStore } from './store/redis-store';
 
 void runMain('session-ms', SessionConfig, async (config, runtime) => {
-  const store = config.REDIS_URL ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX) : new MemorySessionStore();
+  const store = config.REDIS_URL
+    ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX)
+    : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());
   const bus = await connectKafkaBus('session-ms', config, runtime);
   const gateways = createHttpGatewayClient(config.INTERNAL_SECRET);

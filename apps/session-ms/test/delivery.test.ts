@@ -15,7 +15,9 @@ class RecordingGateways implements GatewayClient {
     return deliveries.map((d) => d.connIds?.length ?? 0);
   }
   mids(user: string) {
-    return this.received.filter((d) => d.to === user).map((d) => ('mid' in d.frame ? d.frame.mid : d.frame.type));
+    return this.received
+      .filter((d) => d.to === user)
+      .map((d) => ('mid' in d.frame ? d.frame.mid : d.frame.type));
   }
 }
 
@@ -23,7 +25,16 @@ const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
   v: 1,
   kind: 'deliver',
   to,
-  frame: { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text: id }, sentAt: 1 },
+  frame: {
+    type: 'message',
+    mid: `${from}:${id}`,
+    id,
+    from,
+    to,
+    chat: 'direct',
+    body: { text: id },
+    sentAt: 1,
+  },
 });
 
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
@@ -31,9 +42,19 @@ function setup({ readUpTo = Date.now, store = new MemorySessionStore(), replica 
   const gateways = new RecordingGateways();
   const bus = new MemoryBus();
   const settings = { ackTimeoutMs: 20, maxAttempts: 3, rememberAckedMs: 60_000, gatewayTtlMs: 60_000 };
-  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), createMetricsRegistry('s', { collectDefaults: false }), { replica, readUpTo });
+  const delivery = new Delivery(
+    store,
+    gateways,
+    bus,
+    settings,
+    silentLogger(),
+    createMetricsRegistry('s', { collectDefaults: false }),
+    { replica, readUpTo },
+  );
   const connect = (user: string, connId: string, gateway = 'gw-1') =>
-    delivery.handleConnections([{ v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() }]);
+    delivery.handleConnections([
+      { v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() },
+    ]);
   const retryUntilQuiet = async () => {
     for (let i = 0; i < 20; i++) {
       await new Promise((r) => setTimeout(r, 25));
@@ -49,14 +70,23 @@ describe('Delivery', () => {
     await connect('bob', 'phone', 'gw-1');
     await connect('bob', 'laptop', 'gw-2');
     await delivery.handle([message('m1')]);
-    expect(gateways.received.map((d) => [d.url, d.connIds])).toEqual([['http://gw-1', ['phone']], ['http://gw-2', ['laptop']]]);
+    expect(gateways.received.map((d) => [d.url, d.connIds])).toEqual([
+      ['http://gw-1', ['phone']],
+      ['http://gw-2', ['laptop']],
+    ]);
   });
 
   it('hands a deliverable for a user with no connection to the offline topic at once', async () => {
     const { delivery, gateways, bus } = setup();
     await delivery.handle([message('m1', 'carol')]);
     expect(gateways.received).toEqual([]);
-    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline', to: 'carol', frame: expect.objectContaining({ mid: 'alice:m1' }) })]);
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({
+        kind: 'offline',
+        to: 'carol',
+        frame: expect.objectContaining({ mid: 'alice:m1' }),
+      }),
+    ]);
   });
 
   it('redelivers an unacked deliverable with the same mid, then sends it offline after the last attempt', async () => {
@@ -77,7 +107,18 @@ describe('Delivery', () => {
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
     expect(bus.events(TOPICS.offline)).toEqual([]);
     const receipts = bus.events(TOPICS.delivery);
-    expect(receipts).toEqual([expect.objectContaining({ to: 'alice', frame: expect.objectContaining({ type: 'receipt', status: 'delivered', mids: ['alice:m1'], by: 'bob', at: 5 }) })]);
+    expect(receipts).toEqual([
+      expect.objectContaining({
+        to: 'alice',
+        frame: expect.objectContaining({
+          type: 'receipt',
+          status: 'delivered',
+          mids: ['alice:m1'],
+          by: 'bob',
+          at: 5,
+        }),
+      }),
+    ]);
   });
 
   it('does not deliver a mid again once acked (idempotent send)', async () => {
@@ -99,7 +140,9 @@ describe('Delivery', () => {
   it('sends nothing to storage when a user acks the mid of their own send (the accepted frame)', async () => {
     const { delivery, bus } = setup();
     await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:m1', 'bob:m9'], at: 9 }]);
-    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline-ack', user: 'alice', mids: ['bob:m9'] })]);
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({ kind: 'offline-ack', user: 'alice', mids: ['bob:m9'] }),
+    ]);
   });
 
   it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {
@@ -111,13 +154,21 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([]);
     await delivery.handle([{ ...message('m2'), replay: true }]);
     await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m2'], at: 9 }]);
-    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline-ack', mids: ['alice:m2'] })]);
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({ kind: 'offline-ack', mids: ['alice:m2'] }),
+    ]);
   });
 
   it('delivers typing only to connected users and never retries it', async () => {
     const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');
-    const typing = (to: string): DeliverEvent => ({ v: 1, kind: 'deliver', to, ephemeral: true, frame: { type: 'typing', from: 'alice', to, chat: 'direct' } });
+    const typing = (to: string): DeliverEvent => ({
+      v: 1,
+      kind: 'deliver',
+      to,
+      ephemeral: true,
+      frame: { type: 'typing', from: 'alice', to, chat: 'direct' },
+    });
     await delivery.handle([typing('bob'), typing('carol')]);
     await retryUntilQuiet();
     expect(gateways.mids('bob')).toEqual(['typing']);
@@ -134,7 +185,17 @@ describe('Delivery', () => {
     await new Promise((r) => setTimeout(r, 25));
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
-    await delivery.handleConnections([{ v: 1, kind: 'connection-down', user: 'bob', connId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw-1', at: Date.now() }]);
+    await delivery.handleConnections([
+      {
+        v: 1,
+        kind: 'connection-down',
+        user: 'bob',
+        connId: 'phone',
+        gateway: 'gw-1',
+        gatewayUrl: 'http://gw-1',
+        at: Date.now(),
+      },
+    ]);
     await retryUntilQuiet();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
   });
@@ -188,6 +249,9 @@ describe('Delivery', () => {
     laggingUpTo = Date.now(); // r2 has read its backlog, and no ack for m1 was in it
     await lagging.delivery.retryDue(); // either replica may push it again: the first to claim it
     await caughtUp.delivery.retryDue();
-    expect([...caughtUp.gateways.mids('bob'), ...lagging.gateways.mids('bob')]).toEqual(['alice:m1', 'alice:m1']);
+    expect([...caughtUp.gateways.mids('bob'), ...lagging.gateways.mids('bob')]).toEqual([
+      'alice:m1',
+      'alice:m1',
+    ]);
   });
 });

@@ -4,7 +4,19 @@ import { GatewayDelivery, INTERNAL_SECRET_HEADER } from '@parley/contracts';
 import { createHttpGatewayClient } from '../src/gateway-client';
 
 const SECRET = 'test-internal-secret';
-const delivery = (to: string): GatewayDelivery => ({ to, frame: { type: 'message', mid: `alice:${to}`, id: to, from: 'alice', to, chat: 'direct', body: 'hi', sentAt: 1 } });
+const delivery = (to: string): GatewayDelivery => ({
+  to,
+  frame: {
+    type: 'message',
+    mid: `alice:${to}`,
+    id: to,
+    from: 'alice',
+    to,
+    chat: 'direct',
+    body: 'hi',
+    sentAt: 1,
+  },
+});
 
 describe('the HTTP gateway client', () => {
   let server: Server;
@@ -17,7 +29,12 @@ describe('the HTTP gateway client', () => {
       const chunks: Buffer[] = [];
       for await (const chunk of req) chunks.push(chunk as Buffer);
       const body = Buffer.concat(chunks).toString();
-      seen.push({ path: req.url, secret: req.headers[INTERNAL_SECRET_HEADER] as string, body: JSON.parse(body), socket: req.socket });
+      seen.push({
+        path: req.url,
+        secret: req.headers[INTERNAL_SECRET_HEADER] as string,
+        body: JSON.parse(body),
+        socket: req.socket,
+      });
       answer(req, body, res);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -29,7 +46,9 @@ describe('the HTTP gateway client', () => {
   it('posts the batch with the internal secret and returns sockets written per delivery, over one kept-alive connection', async () => {
     answer = (_req, body, res) => {
       const { deliveries } = JSON.parse(body) as { deliveries: GatewayDelivery[] };
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ results: deliveries.map((d) => ({ written: d.to === 'bob' ? 2 : 0 })) }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ results: deliveries.map((d) => ({ written: d.to === 'bob' ? 2 : 0 })) }));
     };
     const client = createHttpGatewayClient(SECRET);
     expect(await client.send(url, [delivery('bob'), delivery('carol')])).toEqual([2, 0]);

@@ -10,7 +10,9 @@ describe('the users of GET /v1/presence', () => {
   });
 
   it('refuses too many users, naming the field', () => {
-    expect(() => parseUserList(many(MAX_PRESENCE_USERS + 1))).toThrow(new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`));
+    expect(() => parseUserList(many(MAX_PRESENCE_USERS + 1))).toThrow(
+      new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`),
+    );
   });
 
   it('refuses a bad user id, naming the field and the id', () => {

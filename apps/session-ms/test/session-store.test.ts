@@ -37,8 +37,23 @@ function memoryTarget(): Target {
   return { name: 'memory', open: () => new MemorySessionStore(), dispose: async () => undefined };
 }
 
-const frame = (mid: string): Deliverable => ({ type: 'message', mid, id: mid.split(':')[1], from: 'alice', to: 'bob', chat: 'direct', body: { list: [], map: {} }, sentAt: 1 });
-const pending = (mid: string, user = 'bob'): Pending => ({ user, mid, frame: frame(mid), attempts: 1, stored: false });
+const frame = (mid: string): Deliverable => ({
+  type: 'message',
+  mid,
+  id: mid.split(':')[1],
+  from: 'alice',
+  to: 'bob',
+  chat: 'direct',
+  body: { list: [], map: {} },
+  sentAt: 1,
+});
+const pending = (mid: string, user = 'bob'): Pending => ({
+  user,
+  mid,
+  frame: frame(mid),
+  attempts: 1,
+  stored: false,
+});
 
 describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target) => {
   let store: SessionStore;
@@ -49,8 +64,21 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 
   it('tracks connections per device and ignores gateways that stopped beating', async () => {
     await store.gatewayAlive('gw-1', 60_000);
-    await store.addConnection({ user: 'u1', connId: 'a', deviceId: 'phone', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 10 });
-    await store.addConnection({ user: 'u1', connId: 'b', gateway: 'gw-dead', gatewayUrl: 'http://gw2', at: 11 });
+    await store.addConnection({
+      user: 'u1',
+      connId: 'a',
+      deviceId: 'phone',
+      gateway: 'gw-1',
+      gatewayUrl: 'http://gw1',
+      at: 10,
+    });
+    await store.addConnection({
+      user: 'u1',
+      connId: 'b',
+      gateway: 'gw-dead',
+      gatewayUrl: 'http://gw2',
+      at: 11,
+    });
     await store.addConnection({ user: 'u2', connId: 'c', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 12 });
     const live = await store.connectionsOf(['u1', 'u2', 'u3']);
     expect(live.get('u1')?.map((c) => c.connId)).toEqual(['a']);
@@ -96,11 +124,17 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     await store.track(pending('alice:d3', 'dave'), 10_000);
     const first = await store.claimDue(250, 250, 5000, 10);
     const mine = first.filter((p) => p.user === 'dave');
-    expect(mine.map((p) => [p.mid, p.attempts])).toEqual([['alice:d1', 2], ['alice:d2', 2]]);
+    expect(mine.map((p) => [p.mid, p.attempts])).toEqual([
+      ['alice:d1', 2],
+      ['alice:d2', 2],
+    ]);
     expect(mine[0].frame).toEqual(frame('alice:d1'));
     expect((await store.claimDue(300, 300, 5000, 10)).filter((p) => p.user === 'dave')).toEqual([]);
     const again = (await store.claimDue(5300, 5300, 5000, 10)).filter((p) => p.user === 'dave');
-    expect(again.map((p) => [p.mid, p.attempts])).toEqual([['alice:d1', 3], ['alice:d2', 3]]);
+    expect(again.map((p) => [p.mid, p.attempts])).toEqual([
+      ['alice:d1', 3],
+      ['alice:d2', 3],
+    ]);
   });
 
   it('claims by the ack clock but leases from now: a retry pushed now waits a whole lease', async () => {
@@ -108,7 +142,9 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     const claimed = (await store.claimDue(150, 10_000, 50, 10)).filter((p) => p.user === 'lena');
     expect(claimed.map((p) => p.mid)).toEqual(['alice:l1']);
     expect((await store.claimDue(10_049, 10_049, 50, 10)).filter((p) => p.user === 'lena')).toEqual([]);
-    expect((await store.claimDue(10_050, 10_050, 50, 10)).filter((p) => p.user === 'lena').map((p) => p.attempts)).toEqual([3]);
+    expect(
+      (await store.claimDue(10_050, 10_050, 50, 10)).filter((p) => p.user === 'lena').map((p) => p.attempts),
+    ).toEqual([3]);
   });
 
   it('drops pendings without marking them acked', async () => {

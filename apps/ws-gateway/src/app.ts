@@ -50,19 +50,47 @@ export const WsGatewayConfig = Type.Object({
   ...InternalConfig,
   ...AuthConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'Public WebSocket port' }),
-  INTERNAL_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9080, description: 'Internal /send, probes, metrics' }),
-  GATEWAY_ID: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,100}$', description: 'Instance id; random when unset' })),
-  GATEWAY_INTERNAL_URL: Type.Optional(Type.String({ description: 'How session-ms reaches this instance; from POD_IP when unset' })),
+  INTERNAL_PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9080,
+    description: 'Internal /send, probes, metrics',
+  }),
+  GATEWAY_ID: Type.Optional(
+    Type.String({ pattern: '^[A-Za-z0-9_.-]{1,100}$', description: 'Instance id; random when unset' }),
+  ),
+  GATEWAY_INTERNAL_URL: Type.Optional(
+    Type.String({ description: 'How session-ms reaches this instance; from POD_IP when unset' }),
+  ),
   POD_IP: Type.Optional(Type.String()),
   MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
-  RATE_LIMIT_PER_SECOND: Type.Number({ minimum: 0.1, default: 20, description: 'Frames per second per connection' }),
+  RATE_LIMIT_PER_SECOND: Type.Number({
+    minimum: 0.1,
+    default: 20,
+    description: 'Frames per second per connection',
+  }),
   RATE_LIMIT_BURST: Type.Integer({ minimum: 1, default: 50 }),
-  RATE_LIMIT_CLOSE_AFTER: Type.Integer({ minimum: 1, default: 20, description: 'Refusals in a row before close 4029' }),
-  MAX_UNSENT_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024, description: 'Per socket; a slower reader is cut off' }),
+  RATE_LIMIT_CLOSE_AFTER: Type.Integer({
+    minimum: 1,
+    default: 20,
+    description: 'Refusals in a row before close 4029',
+  }),
+  MAX_UNSENT_BYTES: Type.Integer({
+    minimum: 1024,
+    default: 1024 * 1024,
+    description: 'Per socket; a slower reader is cut off',
+  }),
   MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 200_000 }),
   PING_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30_000 }),
-  HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 100, default: 10_000, description: 'Gateway heartbeat to session-ms' }),
-  ALLOWED_ORIGINS: Type.String({ default: '', description: 'Comma-separated Origin allowlist; empty allows any' }),
+  HEARTBEAT_INTERVAL_MS: Type.Integer({
+    minimum: 100,
+    default: 10_000,
+    description: 'Gateway heartbeat to session-ms',
+  }),
+  ALLOWED_ORIGINS: Type.String({
+    default: '',
+    description: 'Comma-separated Origin allowlist; empty allows any',
+  }),
 });
 
 export interface WsGatewaySettings {
@@ -108,7 +136,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each.
   const internal = buildHttpServer({ ...deps, bodyLimit: MAX_GATEWAY_BATCH * settings.maxFrameBytes });
   requireInternalSecret(internal, deps.internalSecret, '/send');
-  const wss = new WebSocketServer({ noServer: true, maxPayload: settings.maxFrameBytes, perMessageDeflate: false });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: settings.maxFrameBytes,
+    perMessageDeflate: false,
+  });
   const metrics = gatewayMetrics(deps, registry);
   const inFlight = new Set<Promise<unknown>>();
   let draining = false;
@@ -130,13 +162,22 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       gatewayUrl: settings.internalUrl,
       at: Date.now(),
     };
-    return track(bus.publish(TOPICS.connections, [event])).catch((err) => logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed'));
+    return track(bus.publish(TOPICS.connections, [event])).catch((err) =>
+      logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed'),
+    );
   };
 
   const publishHeartbeat = () =>
     track(
       bus.publish(TOPICS.connections, [
-        { v: 1, kind: 'gateway-heartbeat', gateway: settings.gatewayId, gatewayUrl: settings.internalUrl, connections: registry.size, at: Date.now() },
+        {
+          v: 1,
+          kind: 'gateway-heartbeat',
+          gateway: settings.gatewayId,
+          gatewayUrl: settings.internalUrl,
+          connections: registry.size,
+          at: Date.now(),
+        },
       ]),
     ).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
 
@@ -156,8 +197,14 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     if (!bucket.take()) {
       conn.rateViolations += 1;
       const retryAfter = bucket.retryAfterSeconds().toFixed(2);
-      refuse(conn, 'rate_limited', `too many frames: retry after ${retryAfter} s`, 'id' in frame ? frame.id : undefined);
-      if (conn.rateViolations >= settings.rateCloseAfter) conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
+      refuse(
+        conn,
+        'rate_limited',
+        `too many frames: retry after ${retryAfter} s`,
+        'id' in frame ? frame.id : undefined,
+      );
+      if (conn.rateViolations >= settings.rateCloseAfter)
+        conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
       return;
     }
     conn.rateViolations = 0;
@@ -167,7 +214,16 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   };
 
   const publishFrame = async (conn: ClientConnection, frame: Exclude<ClientFrame, { type: 'ping' }>) => {
-    const event: InboundEvent = { v: 1, kind: 'inbound', from: conn.user, deviceId: conn.deviceId, connId: conn.id, gateway: settings.gatewayId, sentAt: Date.now(), frame };
+    const event: InboundEvent = {
+      v: 1,
+      kind: 'inbound',
+      from: conn.user,
+      deviceId: conn.deviceId,
+      connId: conn.id,
+      gateway: settings.gatewayId,
+      sentAt: Date.now(),
+      frame,
+    };
     const id = 'id' in frame ? frame.id : undefined;
     try {
       await track(bus.publish(TOPICS.inbound, [event]));
@@ -175,13 +231,26 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       logger.warn({ err }, 'publishing an inbound frame failed');
       return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id);
     }
-    if (id !== undefined && ID_FRAMES.has(frame.type)) send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
+    if (id !== undefined && ID_FRAMES.has(frame.type))
+      send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
   };
 
   const onConnection = (socket: WebSocket, identity: Identity, deviceId: string | undefined) => {
     const bucket = new TokenBucket(settings.ratePerSecond, settings.rateBurst);
-    const ackBucket = new TokenBucket(settings.ratePerSecond * ACK_RATE_FACTOR, settings.rateBurst * ACK_RATE_FACTOR);
-    const conn = new ClientConnection(randomUUID(), identity.user, deviceId, socket, bucket, ackBucket, identity.expiresAt, settings.maxUnsentBytes);
+    const ackBucket = new TokenBucket(
+      settings.ratePerSecond * ACK_RATE_FACTOR,
+      settings.rateBurst * ACK_RATE_FACTOR,
+    );
+    const conn = new ClientConnection(
+      randomUUID(),
+      identity.user,
+      deviceId,
+      socket,
+      bucket,
+      ackBucket,
+      identity.expiresAt,
+      settings.maxUnsentBytes,
+    );
     registry.add(conn);
     socket.on('message', (data, isBinary) => void onFrame(conn, data, isBinary));
     socket.on('pong', () => (conn.alive = true));
@@ -190,7 +259,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       registry.remove(conn);
       void publishConnection('connection-down', conn);
     });
-    send(conn, deviceId ? { type: 'hello', user: conn.user, connId: conn.id, deviceId } : { type: 'hello', user: conn.user, connId: conn.id });
+    send(
+      conn,
+      deviceId
+        ? { type: 'hello', user: conn.user, connId: conn.id, deviceId }
+        : { type: 'hello', user: conn.user, connId: conn.id },
+    );
     void publishConnection('connection-up', conn);
   };
 
@@ -198,7 +272,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     socket.on('error', () => undefined);
     try {
       const url = new URL(request.url ?? '/', 'http://gateway');
-      if (url.pathname !== '/v1/ws') throw new ParleyError('not_found', `no WebSocket endpoint at ${url.pathname}; use /v1/ws`);
+      if (url.pathname !== '/v1/ws')
+        throw new ParleyError('not_found', `no WebSocket endpoint at ${url.pathname}; use /v1/ws`);
       if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
       const origin = request.headers.origin;
       if (origin && settings.allowedOrigins.length > 0 && !settings.allowedOrigins.includes(origin)) {
@@ -208,8 +283,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       if (deviceId !== undefined && !deviceIdPattern.test(deviceId)) {
         throw new ParleyError('invalid_request', `deviceId: must match ${USER_ID_PATTERN}`);
       }
-      const identity = await deps.verifyToken(bearerToken(request.headers.authorization, url.searchParams.get('token')));
-      if (registry.size >= settings.maxConnections) throw new ParleyError('unavailable', 'this gateway is full; try another');
+      const identity = await deps.verifyToken(
+        bearerToken(request.headers.authorization, url.searchParams.get('token')),
+      );
+      if (registry.size >= settings.maxConnections)
+        throw new ParleyError('unavailable', 'this gateway is full; try another');
       wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, identity, deviceId));
     } catch (err) {
       const error = err instanceof ParleyError ? err : new ParleyError('internal', 'upgrade failed');
@@ -217,19 +295,26 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       rejectUpgrade(socket, error);
     }
   };
-  http.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => void onUpgrade(request, socket, head));
+  http.server.on(
+    'upgrade',
+    (request: IncomingMessage, socket: Duplex, head: Buffer) => void onUpgrade(request, socket, head),
+  );
 
-  internal.post('/send', { schema: { body: GatewaySendRequest } }, async (request): Promise<GatewaySendResponse> => {
-    const { deliveries } = request.body as GatewaySendRequest;
-    const results = deliveries.map((delivery) => {
-      const text = JSON.stringify(delivery.frame);
-      let written = 0;
-      for (const conn of registry.of(delivery.to, delivery.connIds)) if (conn.send(text)) written++;
-      return { written };
-    });
-    metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
-    return { results };
-  });
+  internal.post(
+    '/send',
+    { schema: { body: GatewaySendRequest } },
+    async (request): Promise<GatewaySendResponse> => {
+      const { deliveries } = request.body as GatewaySendRequest;
+      const results = deliveries.map((delivery) => {
+        const text = JSON.stringify(delivery.frame);
+        let written = 0;
+        for (const conn of registry.of(delivery.to, delivery.connIds)) if (conn.send(text)) written++;
+        return { written };
+      });
+      metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
+      return { results };
+    },
+  );
 
   const timers = startTimers(settings, registry, publishHeartbeat);
 
@@ -306,10 +391,31 @@ function startTimers(settings: WsGatewaySettings, registry: ConnectionRegistry, 
 
 function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
   const registers = [deps.metrics];
-  new Gauge({ name: 'parley_ws_connections', help: 'Open WebSocket connections', registers, collect() { this.set(registry.size); } });
+  new Gauge({
+    name: 'parley_ws_connections',
+    help: 'Open WebSocket connections',
+    registers,
+    collect() {
+      this.set(registry.size);
+    },
+  });
   return {
-    frames: new Counter({ name: 'parley_ws_frames_total', help: 'Client frames accepted for processing', labelNames: ['type'], registers }),
-    refused: new Counter({ name: 'parley_ws_refused_total', help: 'Client frames refused', labelNames: ['code'], registers }),
-    delivered: new Counter({ name: 'parley_ws_delivered_total', help: 'Frames written to sockets from /send', registers }),
+    frames: new Counter({
+      name: 'parley_ws_frames_total',
+      help: 'Client frames accepted for processing',
+      labelNames: ['type'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'parley_ws_refused_total',
+      help: 'Client frames refused',
+      labelNames: ['code'],
+      registers,
+    }),
+    delivered: new Counter({
+      name: 'parley_ws_delivered_total',
+      help: 'Frames written to sockets from /send',
+      registers,
+    }),
   };
 }

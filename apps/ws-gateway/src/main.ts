@@ -7,7 +7,8 @@ import { createWsGateway, WsGatewayConfig } from './app';
 void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('ws-gateway', config, runtime);
   const gatewayId = config.GATEWAY_ID ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
-  const internalUrl = config.GATEWAY_INTERNAL_URL ?? `http://${config.POD_IP ?? '127.0.0.1'}:${config.INTERNAL_PORT}`;
+  const internalUrl =
+    config.GATEWAY_INTERNAL_URL ?? `http://${config.POD_IP ?? '127.0.0.1'}:${config.INTERNAL_PORT}`;
   return createWsGateway({
     ...runtime,
     bus,
@@ -27,7 +28,9 @@ void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
       maxConnections: config.MAX_CONNECTIONS,
       pingIntervalMs: config.PING_INTERVAL_MS,
       heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
-      allowedOrigins: config.ALLOWED_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+      allowedOrigins: config.ALLOWED_ORIGINS.split(',')
+        .map((o) => o.trim())
+        .filter(Boolean),
     },
   });
 });

@@ -1,7 +1,14 @@
 import { AddressInfo } from 'node:net';
 import { INTERNAL_SECRET_HEADER, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
-import { createMetricsRegistry, createTokenVerifier, DEV_JWT_SECRET, issueToken, Readiness, silentLogger } from '@parley/service-kit';
+import {
+  createMetricsRegistry,
+  createTokenVerifier,
+  DEV_JWT_SECRET,
+  issueToken,
+  Readiness,
+  silentLogger,
+} from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
 import { createWsGateway, WsGatewaySettings } from '../src/app';
 
@@ -36,7 +43,8 @@ async function startGateway(overrides: Partial<WsGatewaySettings> = {}) {
   });
   await gateway.start();
   const port = (gateway.http.server.address() as AddressInfo).port;
-  const url = (user: string, query = '') => issueToken(DEV_JWT_SECRET, user).then((token) => `ws://127.0.0.1:${port}/v1/ws?token=${token}${query}`);
+  const url = (user: string, query = '') =>
+    issueToken(DEV_JWT_SECRET, user).then((token) => `ws://127.0.0.1:${port}/v1/ws?token=${token}${query}`);
   return { bus, gateway, port, url };
 }
 
@@ -58,9 +66,18 @@ describe('ws-gateway', () => {
     const alice = await connect('alice', '&deviceId=phone');
     expect(alice.frames[0]).toMatchObject({ type: 'hello', user: 'alice', deviceId: 'phone' });
     alice.send({ type: 'message', id: 'c1', to: 'bob', body: { text: 'hi' }, from: 'mallory', sentAt: 1 });
-    expect(await alice.next((f) => f.type === 'accepted')).toEqual({ type: 'accepted', id: 'c1', mid: 'alice:c1' });
+    expect(await alice.next((f) => f.type === 'accepted')).toEqual({
+      type: 'accepted',
+      id: 'c1',
+      mid: 'alice:c1',
+    });
     const [event] = env.bus.events(TOPICS.inbound);
-    expect(event).toMatchObject({ from: 'alice', deviceId: 'phone', gateway: 'gw-test', frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct' } });
+    expect(event).toMatchObject({
+      from: 'alice',
+      deviceId: 'phone',
+      gateway: 'gw-test',
+      frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct' },
+    });
     expect(event.frame).not.toHaveProperty('from');
     expect(event.sentAt).toBeGreaterThan(1);
     await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
@@ -71,12 +88,19 @@ describe('ws-gateway', () => {
     const base = `ws://127.0.0.1:${env.port}/v1/ws`;
     const wrongKey = await issueToken('another-secret-of-sufficient-length!', 'alice');
     const expired = await issueToken(DEV_JWT_SECRET, 'alice', -60);
-    for (const url of [base, `${base}?token=${wrongKey}`, `${base}?token=${expired}`, `${base}?token=garbage`]) {
+    for (const url of [
+      base,
+      `${base}?token=${wrongKey}`,
+      `${base}?token=${expired}`,
+      `${base}?token=garbage`,
+    ]) {
       const refusal = await WsTestClient.refusal(url);
       expect(refusal.status).toBe(401);
       expect(JSON.parse(refusal.body)).toMatchObject({ error: { code: 'unauthorized' } });
     }
-    const header = await WsTestClient.connect(base, { headers: { authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, 'bob')}` } });
+    const header = await WsTestClient.connect(base, {
+      headers: { authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, 'bob')}` },
+    });
     clients.push(header);
     expect(header.frames[0]).toMatchObject({ type: 'hello', user: 'bob' });
   });
@@ -85,8 +109,16 @@ describe('ws-gateway', () => {
     env = await startGateway({ allowedOrigins: ['https://app.example'] });
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
     expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/other?token=${token}`)).status).toBe(404);
-    expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}&deviceId=a%20b`)).status).toBe(400);
-    expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, { origin: 'https://evil.example' })).status).toBe(403);
+    expect(
+      (await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}&deviceId=a%20b`)).status,
+    ).toBe(400);
+    expect(
+      (
+        await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
+          origin: 'https://evil.example',
+        })
+      ).status,
+    ).toBe(403);
   });
 
   it('answers invalid frames with error frames naming the field, and ping with pong', async () => {
@@ -115,7 +147,11 @@ describe('ws-gateway', () => {
     const alice = await connect('alice');
     for (let i = 0; i < 6; i++) alice.send({ type: 'message', id: `r${i}`, to: 'bob', body: i });
     expect(await alice.closed()).toBe(4029);
-    expect(alice.ofType('error').map((f) => f.code)).toEqual(['rate_limited', 'rate_limited', 'rate_limited']);
+    expect(alice.ofType('error').map((f) => f.code)).toEqual([
+      'rate_limited',
+      'rate_limited',
+      'rate_limited',
+    ]);
     await waitFor(() => env.bus.events(TOPICS.inbound).length === 2, 2000, 'the two frames within the burst');
   });
 
@@ -132,13 +168,33 @@ describe('ws-gateway', () => {
     env = await startGateway();
     const phone = await connect('bob', '&deviceId=phone');
     const laptop = await connect('bob', '&deviceId=laptop');
-    const frame = { type: 'message', mid: 'alice:c1', id: 'c1', from: 'alice', to: 'bob', chat: 'direct', body: 'hi', sentAt: 1 };
-    const payload = { deliveries: [{ to: 'bob', frame }, { to: 'nobody', frame }] };
+    const frame = {
+      type: 'message',
+      mid: 'alice:c1',
+      id: 'c1',
+      from: 'alice',
+      to: 'bob',
+      chat: 'direct',
+      body: 'hi',
+      sentAt: 1,
+    };
+    const payload = {
+      deliveries: [
+        { to: 'bob', frame },
+        { to: 'nobody', frame },
+      ],
+    };
     const refused = await env.gateway.internal.inject({ method: 'POST', url: '/send', payload });
     expect(refused.statusCode).toBe(403);
-    const res = await env.gateway.internal.inject({ method: 'POST', url: '/send', payload, headers: { [INTERNAL_SECRET_HEADER]: SECRET } });
+    const res = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/send',
+      payload,
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
     expect(res.json()).toEqual({ results: [{ written: 2 }, { written: 0 }] });
-    for (const device of [phone, laptop]) expect(await device.next((f) => f.type === 'message')).toEqual(frame);
+    for (const device of [phone, laptop])
+      expect(await device.next((f) => f.type === 'message')).toEqual(frame);
   });
 
   it('cuts off a reader whose unsent bytes pass the cap', async () => {
@@ -147,7 +203,12 @@ describe('ws-gateway', () => {
     const conn = [...env.gateway.connections.all()][0];
     conn.unsentBytes = 2000; // as if the kernel buffer were full and sends had not completed
     const frame = { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' };
-    const res = await env.gateway.internal.inject({ method: 'POST', url: '/send', payload: { deliveries: [{ to: 'bob', frame: { ...frame, pad: 'x'.repeat(100) } }] }, headers: { [INTERNAL_SECRET_HEADER]: SECRET } });
+    const res = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/send',
+      payload: { deliveries: [{ to: 'bob', frame: { ...frame, pad: 'x'.repeat(100) } }] },
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
     expect(res.json()).toEqual({ results: [{ written: 0 }] });
     expect(await bob.closed()).toBe(1006);
   });
@@ -186,8 +247,16 @@ describe('ws-gateway', () => {
     dead.socket.on('ping', () => pings++);
     expect(await dead.closed()).toBe(1006); // terminated: no close frame
     expect(pings).toBe(1);
-    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'), 2000, 'the disconnect');
+    await waitFor(
+      () => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'),
+      2000,
+      'the disconnect',
+    );
     expect(env.gateway.connections.size).toBe(0);
-    expect(env.bus.events(TOPICS.connections).find((e) => e.kind === 'connection-down')).toMatchObject({ user: 'alice', deviceId: 'phone', connId: dead.frames[0].connId });
+    expect(env.bus.events(TOPICS.connections).find((e) => e.kind === 'connection-down')).toMatchObject({
+      user: 'alice',
+      deviceId: 'phone',
+      connId: dead.frames[0].connId,
+    });
   });
 });

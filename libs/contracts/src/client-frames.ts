@@ -37,11 +37,21 @@ const Members = Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP });
 const GroupName = Type.String({ minLength: 1, maxLength: 200 });
 
 const groupOp = <Op extends string, P extends TProperties>(op: Op, props: P) =>
-  Type.Object({ type: Type.Literal('group'), id: ClientMessageId, op: Type.Literal(op), group: GroupId, ...props });
+  Type.Object({
+    type: Type.Literal('group'),
+    id: ClientMessageId,
+    op: Type.Literal(op),
+    group: GroupId,
+    ...props,
+  });
 
 export const GroupCreateFrame = groupOp('create', { name: GroupName, members: Type.Optional(Members) });
-export const GroupAddFrame = groupOp('add', { members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }) });
-export const GroupRemoveFrame = groupOp('remove', { members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }) });
+export const GroupAddFrame = groupOp('add', {
+  members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }),
+});
+export const GroupRemoveFrame = groupOp('remove', {
+  members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }),
+});
 export const GroupLeaveFrame = groupOp('leave', {});
 export const GroupRenameFrame = groupOp('rename', { name: GroupName });
 
@@ -63,7 +73,14 @@ export type TypingFrame = Static<typeof TypingFrame>;
 export const PingFrame = Type.Object({ type: Type.Literal('ping') }, { $id: 'PingFrame' });
 export type PingFrame = Static<typeof PingFrame>;
 
-export const ClientFrame = Type.Union([MessageFrame, AckFrame, ReadFrame, GroupFrame, TypingFrame, PingFrame]);
+export const ClientFrame = Type.Union([
+  MessageFrame,
+  AckFrame,
+  ReadFrame,
+  GroupFrame,
+  TypingFrame,
+  PingFrame,
+]);
 export type ClientFrame = Static<typeof ClientFrame>;
 
 /** Frames accepted by `POST /v1/send` (no typing or ping there). */

@@ -9,7 +9,10 @@ import { Deliverable, ErrorFrame, PushedFrame } from './server-frames';
  * consumers refuse versions they do not know (the record goes to the topic's DLQ).
  */
 const event = <K extends string, P extends Record<string, TSchema>>(kind: K, props: P, description: string) =>
-  Type.Object({ v: Type.Literal(1), kind: Type.Literal(kind), ...props }, { $id: `${kind}Event`, description });
+  Type.Object(
+    { v: Type.Literal(1), kind: Type.Literal(kind), ...props },
+    { $id: `${kind}Event`, description },
+  );
 
 /** Who sent a frame and through which connection: stamped by the gateway, never taken from the client. */
 const Origin = {
@@ -46,11 +49,18 @@ export type DeliverEvent = Omit<Static<typeof DeliverEvent>, 'frame'> & { frame:
  */
 export function errorDeliverable(
   to: string,
-  error: { code: ErrorCode; message: string } & ({ id: string; mid?: string } | { id?: undefined; mid: string }),
+  error: { code: ErrorCode; message: string } & (
+    { id: string; mid?: string } | { id?: undefined; mid: string }
+  ),
 ): DeliverEvent & { frame: ErrorFrame & { mid: string } } {
   const { code, message, id } = error;
   const mid = error.mid ?? serverMid('err', to, error.id!);
-  return { v: 1, kind: 'deliver', to, frame: { type: 'error', mid, ...(id === undefined ? {} : { id }), code, message } };
+  return {
+    v: 1,
+    kind: 'deliver',
+    to,
+    frame: { type: 'error', mid, ...(id === undefined ? {} : { id }), code, message },
+  };
 }
 
 export const AckEvent = event(
@@ -68,7 +78,9 @@ export const OfflineDeliverableEvent = event(
   { to: UserId, frame: Deliverable, at: Timestamp },
   'A deliverable that could not be delivered: store it until acked, push-notify',
 );
-export type OfflineDeliverableEvent = Omit<Static<typeof OfflineDeliverableEvent>, 'frame'> & { frame: Deliverable };
+export type OfflineDeliverableEvent = Omit<Static<typeof OfflineDeliverableEvent>, 'frame'> & {
+  frame: Deliverable;
+};
 
 export const OfflineAckEvent = event(
   'offline-ack',
@@ -100,7 +112,11 @@ export const GatewayHeartbeatEvent = event(
   },
   'A gateway instance is alive; connections of a gateway that stops beating expire',
 );
-export const ConnectionTopicEvent = Type.Union([ConnectionUpEvent, ConnectionDownEvent, GatewayHeartbeatEvent]);
+export const ConnectionTopicEvent = Type.Union([
+  ConnectionUpEvent,
+  ConnectionDownEvent,
+  GatewayHeartbeatEvent,
+]);
 export type ConnectionUpEvent = Static<typeof ConnectionUpEvent>;
 export type ConnectionDownEvent = Static<typeof ConnectionDownEvent>;
 export type GatewayHeartbeatEvent = Static<typeof GatewayHeartbeatEvent>;
@@ -132,7 +148,12 @@ export type GroupTopicEvent = GroupMessageEvent | GroupCommandEvent | GroupTypin
 
 export const GroupChangedEvent = event(
   'group-changed',
-  { group: UserId, members: Type.Optional(Type.Array(UserId)), deleted: Type.Optional(Type.Boolean()), at: Timestamp },
+  {
+    group: UserId,
+    members: Type.Optional(Type.Array(UserId)),
+    deleted: Type.Optional(Type.Boolean()),
+    at: Timestamp,
+  },
   'Membership of a group changed: caches drop it',
 );
 export type GroupChangedEvent = Static<typeof GroupChangedEvent>;

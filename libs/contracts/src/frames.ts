@@ -17,7 +17,8 @@ import { ErrorCode } from './errors';
 import { DEFAULT_MAX_FRAME_BYTES, MAX_BODY_DEPTH } from './limits';
 import { compile, jsonDepth, Validator } from './validation';
 
-export type FrameResult<T> = { ok: true; frame: T } | { ok: false; code: ErrorCode; message: string; id?: string };
+export type FrameResult<T> =
+  { ok: true; frame: T } | { ok: false; code: ErrorCode; message: string; id?: string };
 
 const byType: Record<string, Validator<ClientFrame>> = {
   message: compile(MessageFrame),
@@ -69,7 +70,8 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
     return refuse('invalid_frame', `type: must be one of ${types.join(', ')}`, id);
   }
   const validator = candidate.type === 'group' ? groupValidator(candidate.op) : byType[candidate.type];
-  if (!validator) return refuse('invalid_frame', `op: must be one of ${Object.keys(groupByOp).join(', ')}`, id);
+  if (!validator)
+    return refuse('invalid_frame', `op: must be one of ${Object.keys(groupByOp).join(', ')}`, id);
   const result = validator(stripUntrusted(candidate));
   if (!result.ok) return refuse('invalid_frame', result.errors.join('; '), id);
   const maxDepth = limits.maxBodyDepth ?? MAX_BODY_DEPTH;
@@ -81,7 +83,10 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
 }
 
 /** The REST edge: the frame types `POST /v1/send` takes. */
-export function validateSendableFrame(value: unknown, limits: Omit<FrameLimits, 'types'> = {}): FrameResult<SendableFrame> {
+export function validateSendableFrame(
+  value: unknown,
+  limits: Omit<FrameLimits, 'types'> = {},
+): FrameResult<SendableFrame> {
   return validateClientFrame(value, { ...limits, types: SENDABLE_TYPES }) as FrameResult<SendableFrame>;
 }
 

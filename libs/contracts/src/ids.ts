@@ -5,8 +5,14 @@ export const USER_ID_PATTERN = '^[A-Za-z0-9_.-]{1,64}$';
 export const CLIENT_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
 
 export const UserId = Type.String({ pattern: USER_ID_PATTERN, description: 'A user id' });
-export const GroupId = Type.String({ pattern: USER_ID_PATTERN, description: 'A group id (same alphabet as user ids)' });
-export const DeviceId = Type.String({ pattern: USER_ID_PATTERN, description: 'A device id chosen by the client' });
+export const GroupId = Type.String({
+  pattern: USER_ID_PATTERN,
+  description: 'A group id (same alphabet as user ids)',
+});
+export const DeviceId = Type.String({
+  pattern: USER_ID_PATTERN,
+  description: 'A device id chosen by the client',
+});
 export const ClientMessageId = Type.String({
   pattern: CLIENT_ID_PATTERN,
   description: 'Client message id, unique per sender',

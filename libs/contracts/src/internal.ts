@@ -12,7 +12,9 @@ export const MAX_GATEWAY_BATCH = 1000;
 
 export const GatewayDelivery = Type.Object({
   to: UserId,
-  connIds: Type.Optional(Type.Array(Type.String(), { description: 'Only these connections; all of the user’s otherwise' })),
+  connIds: Type.Optional(
+    Type.Array(Type.String(), { description: 'Only these connections; all of the user’s otherwise' }),
+  ),
   frame: PushedFrame,
 });
 export type GatewayDelivery = Omit<Static<typeof GatewayDelivery>, 'frame'> & { frame: PushedFrame };
@@ -24,10 +26,17 @@ export const GatewaySendRequest = Type.Object(
 export type GatewaySendRequest = { deliveries: GatewayDelivery[] };
 
 export const GatewaySendResponse = Type.Object(
-  { results: Type.Array(Type.Object({ written: Type.Integer({ minimum: 0, description: 'Sockets written to' }) })) },
+  {
+    results: Type.Array(
+      Type.Object({ written: Type.Integer({ minimum: 0, description: 'Sockets written to' }) }),
+    ),
+  },
   { $id: 'GatewaySendResponse' },
 );
 export type GatewaySendResponse = Static<typeof GatewaySendResponse>;
 
-export const BulkAckBody = Type.Object({ mids: Type.Array(Mid, { minItems: 1, maxItems: 500 }) }, { $id: 'BulkAckBody' });
+export const BulkAckBody = Type.Object(
+  { mids: Type.Array(Mid, { minItems: 1, maxItems: 500 }) },
+  { $id: 'BulkAckBody' },
+);
 export type BulkAckBody = Static<typeof BulkAckBody>;

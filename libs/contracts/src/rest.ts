@@ -12,12 +12,20 @@ export const ErrorBody = Type.Object(
 );
 export type ErrorBody = Static<typeof ErrorBody>;
 
-export const SendableFrameSchema = Type.Union([MessageFrame, AckFrame, ReadFrame, GroupFrame], { $id: 'SendableFrame' });
+export const SendableFrameSchema = Type.Union([MessageFrame, AckFrame, ReadFrame, GroupFrame], {
+  $id: 'SendableFrame',
+});
 
 /** One frame, or an array of up to 100. Each element is validated on its own (see `validateSendBatch`). */
 export const SendRequest = Type.Union(
-  [Type.Object({}, { additionalProperties: true }), Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_SEND_BATCH })],
-  { $id: 'SendRequest', description: 'One client frame (`message`, `ack`, `read`, `group`) or an array of up to 100' },
+  [
+    Type.Object({}, { additionalProperties: true }),
+    Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_SEND_BATCH }),
+  ],
+  {
+    $id: 'SendRequest',
+    description: 'One client frame (`message`, `ack`, `read`, `group`) or an array of up to 100',
+  },
 );
 
 export const SendResult = Type.Union([
@@ -42,7 +50,9 @@ export type SendResponse = Static<typeof SendResponse>;
 
 export const SyncQuery = Type.Object(
   {
-    after: Type.Optional(Type.String({ maxLength: 200, description: 'Opaque cursor from a previous `next`' })),
+    after: Type.Optional(
+      Type.String({ maxLength: 200, description: 'Opaque cursor from a previous `next`' }),
+    ),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: SYNC_MAX_LIMIT, default: 100 })),
   },
   { $id: 'SyncQuery' },
@@ -96,10 +106,20 @@ export const RegisterDeviceBody = Type.Object(
 export type RegisterDeviceBody = Static<typeof RegisterDeviceBody>;
 
 export const PresenceQuery = Type.Object(
-  { users: Type.String({ minLength: 1, maxLength: 65 * MAX_PRESENCE_USERS, description: 'Comma-separated user ids' }) },
+  {
+    users: Type.String({
+      minLength: 1,
+      maxLength: 65 * MAX_PRESENCE_USERS,
+      description: 'Comma-separated user ids',
+    }),
+  },
   { $id: 'PresenceQuery' },
 );
-export const Presence = Type.Object({ user: UserId, online: Type.Boolean(), lastSeen: Type.Union([Timestamp, Type.Null()]) });
+export const Presence = Type.Object({
+  user: UserId,
+  online: Type.Boolean(),
+  lastSeen: Type.Union([Timestamp, Type.Null()]),
+});
 export type Presence = Static<typeof Presence>;
 export const PresenceResponse = Type.Object({ presence: Type.Array(Presence) }, { $id: 'PresenceResponse' });
 export type PresenceResponse = Static<typeof PresenceResponse>;
@@ -107,4 +127,7 @@ export type PresenceResponse = Static<typeof PresenceResponse>;
 export const DevTokenBody = Type.Object({ user: UserId }, { $id: 'DevTokenBody' });
 export const DevTokenResponse = Type.Object({ token: Type.String() }, { $id: 'DevTokenResponse' });
 
-export const HealthResponse = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
+export const HealthResponse = Type.Object({
+  status: Type.String(),
+  checks: Type.Optional(Type.Record(Type.String(), Type.String())),
+});

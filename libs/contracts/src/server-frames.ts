@@ -6,7 +6,12 @@ import { ERROR_CODE_LIST } from './errors';
 /** Frames the server sends. Every frame with a `mid` is a deliverable and must be acked. */
 
 export const HelloFrame = Type.Object(
-  { type: Type.Literal('hello'), user: UserId, connId: Type.String(), deviceId: Type.Optional(Type.String()) },
+  {
+    type: Type.Literal('hello'),
+    user: UserId,
+    connId: Type.String(),
+    deviceId: Type.Optional(Type.String()),
+  },
   { $id: 'HelloFrame' },
 );
 export type HelloFrame = Static<typeof HelloFrame>;
@@ -29,7 +34,8 @@ export const ErrorFrame = Type.Object(
   },
   {
     $id: 'ErrorFrame',
-    description: 'A refused frame. With a `mid` it is a deliverable (an asynchronous refusal) and must be acked.',
+    description:
+      'A refused frame. With a `mid` it is a deliverable (an asynchronous refusal) and must be acked.',
   },
 );
 export type ErrorFrame = Static<typeof ErrorFrame>;

@@ -89,7 +89,8 @@ export const TOPICS = {
     name: 'parley.connections.v1',
     schema: ConnectionTopicEvent,
     key: (e: ConnectionEvent) => (e.kind === 'gateway-heartbeat' ? e.gateway : e.user),
-    description: 'Devices connecting and disconnecting (keyed by user), gateway heartbeats (keyed by gateway)',
+    description:
+      'Devices connecting and disconnecting (keyed by user), gateway heartbeats (keyed by gateway)',
     partitions: 12,
     retentionMs: 1 * DAY,
   } satisfies TopicSpec<ConnectionEvent>,

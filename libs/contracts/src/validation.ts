@@ -29,7 +29,9 @@ export interface Validator<T> {
 export function compile<S extends TSchema>(schema: S, ajv: Ajv = defaultAjv): Validator<Static<S>> {
   const check: ValidateFunction = ajv.compile(withoutIds(schema));
   return (input) =>
-    check(input) ? { ok: true, value: input as Static<S> } : { ok: false, errors: formatErrors(check.errors ?? []) };
+    check(input)
+      ? { ok: true, value: input as Static<S> }
+      : { ok: false, errors: formatErrors(check.errors ?? []) };
 }
 
 // Holds compiled code only; validators are pure functions, so sharing the compiler is safe.
@@ -104,13 +106,17 @@ const UNION_KEYWORDS = new Set(['anyOf', 'oneOf']);
 function simplifyErrors(errors: ErrorObject[]): ErrorObject[] {
   const specific = errors.filter((error) => !UNION_KEYWORDS.has(error.keyword));
   if (specific.length === 0) return errors;
-  const kept = specific.filter((error) => error.keyword !== 'type' || !specific.some((other) => explains(other, error.instancePath)));
+  const kept = specific.filter(
+    (error) => error.keyword !== 'type' || !specific.some((other) => explains(other, error.instancePath)),
+  );
   return mergeAlternatives(kept);
 }
 
 /** An error below `path`, or other than a type mismatch at it: its branch had the right type there. */
 function explains(error: ErrorObject, path: string): boolean {
-  return error.instancePath.startsWith(`${path}/`) || (error.instancePath === path && error.keyword !== 'type');
+  return (
+    error.instancePath.startsWith(`${path}/`) || (error.instancePath === path && error.keyword !== 'type')
+  );
 }
 
 /** Errors of the same kind at one field, one per union branch, become one error. */

@@ -1,10 +1,21 @@
-import { TOPICS, dlqTopic, compile, userMid, serverMid, USER_ID_PATTERN, ERROR_CODES, statusOf } from '@parley/contracts';
+import {
+  TOPICS,
+  dlqTopic,
+  compile,
+  userMid,
+  serverMid,
+  USER_ID_PATTERN,
+  ERROR_CODES,
+  statusOf,
+} from '@parley/contracts';
 
 describe('topics and keys', () => {
   const message = { type: 'message' as const, id: 'c1', to: 'bob', chat: 'direct' as const, body: {} };
 
   it('keys inbound frames by sender', () => {
-    expect(TOPICS.inbound.key({ v: 1, kind: 'inbound', from: 'alice', sentAt: 1, frame: message })).toBe('alice');
+    expect(TOPICS.inbound.key({ v: 1, kind: 'inbound', from: 'alice', sentAt: 1, frame: message })).toBe(
+      'alice',
+    );
   });
 
   it('keys delivery traffic by the user who must act on it', () => {
@@ -14,11 +25,19 @@ describe('topics and keys', () => {
   });
 
   it('keys group traffic by group id', () => {
-    const groupMessage = { v: 1 as const, kind: 'group-message' as const, from: 'alice', sentAt: 1, frame: { ...message, to: 'g1', chat: 'group' as const } };
+    const groupMessage = {
+      v: 1 as const,
+      kind: 'group-message' as const,
+      from: 'alice',
+      sentAt: 1,
+      frame: { ...message, to: 'g1', chat: 'group' as const },
+    };
     const op = { type: 'group' as const, id: 'c3', op: 'leave' as const, group: 'g2' };
     expect(TOPICS.group.key(groupMessage)).toBe('g1');
     expect(TOPICS.group.key({ v: 1, kind: 'group-command', from: 'alice', sentAt: 1, frame: op })).toBe('g2');
-    expect(TOPICS.groupCommands.key({ v: 1, kind: 'group-command', from: 'alice', sentAt: 1, frame: op })).toBe('g2');
+    expect(
+      TOPICS.groupCommands.key({ v: 1, kind: 'group-command', from: 'alice', sentAt: 1, frame: op }),
+    ).toBe('g2');
   });
 
   it('keys offline traffic by recipient', () => {

@@ -18,7 +18,12 @@ export interface KafkaBusOptions {
   partitionsConsumedConcurrently?: number;
   /** How long a handler may run while the member keeps its partitions (default 5 min). */
   maxHandlerMs?: number;
-  consumer?: { sessionTimeout?: number; heartbeatInterval?: number; maxWaitTimeInMs?: number; rebalanceTimeout?: number };
+  consumer?: {
+    sessionTimeout?: number;
+    heartbeatInterval?: number;
+    maxWaitTimeInMs?: number;
+    rebalanceTimeout?: number;
+  };
 }
 
 interface PendingSend {
@@ -54,7 +59,8 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
   const admin: Admin = kafka.admin();
   const subscriptions = new Set<Subscription>();
   let connected: Promise<void> | undefined;
-  const connect = () => (connected ??= Promise.all([producer.connect(), admin.connect()]).then(() => undefined));
+  const connect = () =>
+    (connected ??= Promise.all([producer.connect(), admin.connect()]).then(() => undefined));
 
   let queue: PendingSend[] = [];
   let flushing = false;
@@ -111,7 +117,10 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     async publish(topic, events, publishOptions) {
       if (events.length === 0) return;
       const codec = codecFor(topic);
-      await sendRaw(topic.name, events.map((e) => codec.encode(e, publishOptions?.traceId)));
+      await sendRaw(
+        topic.name,
+        events.map((e) => codec.encode(e, publishOptions?.traceId)),
+      );
     },
     subscribe<T>(subscribeOptions: SubscribeOptions<T>): Subscription {
       const subscription = createSubscription(subscribeOptions, codecFor(subscribeOptions.topic), {
@@ -154,10 +163,30 @@ function groupByTopic(sends: PendingSend[]) {
 function createCounters(registry?: Registry) {
   const registers = registry ? [registry] : [];
   return {
-    published: new Counter({ name: 'parley_kafka_published_total', help: 'Records published', labelNames: ['topic'], registers }),
-    consumed: new Counter({ name: 'parley_kafka_consumed_total', help: 'Records handled', labelNames: ['topic', 'group'], registers }),
-    retried: new Counter({ name: 'parley_kafka_retries_total', help: 'Handler retries', labelNames: ['topic', 'group'], registers }),
-    deadLettered: new Counter({ name: 'parley_kafka_dead_lettered_total', help: 'Records parked on the DLQ', labelNames: ['topic', 'group'], registers }),
+    published: new Counter({
+      name: 'parley_kafka_published_total',
+      help: 'Records published',
+      labelNames: ['topic'],
+      registers,
+    }),
+    consumed: new Counter({
+      name: 'parley_kafka_consumed_total',
+      help: 'Records handled',
+      labelNames: ['topic', 'group'],
+      registers,
+    }),
+    retried: new Counter({
+      name: 'parley_kafka_retries_total',
+      help: 'Handler retries',
+      labelNames: ['topic', 'group'],
+      registers,
+    }),
+    deadLettered: new Counter({
+      name: 'parley_kafka_dead_lettered_total',
+      help: 'Records parked on the DLQ',
+      labelNames: ['topic', 'group'],
+      registers,
+    }),
   };
 }
 
@@ -166,7 +195,10 @@ type Counters = ReturnType<typeof createCounters>;
 function createSubscription<T>(
   { groupId, topic, handle }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
-  options: KafkaBusOptions & { counters: Counters; sendRaw: (topic: string, messages: PendingSend['messages']) => Promise<void> },
+  options: KafkaBusOptions & {
+    counters: Counters;
+    sendRaw: (topic: string, messages: PendingSend['messages']) => Promise<void>;
+  },
 ): Subscription {
   const logger = options.logger.child({ topic: topic.name, group: groupId });
   const maxAttempts = options.maxAttempts ?? 5;
@@ -187,9 +219,15 @@ function createSubscription<T>(
   consumer.on(consumer.events.GROUP_JOIN, () => position.joined());
   consumer.on(consumer.events.FETCH_START, ({ payload }) => position.fetchStarted(payload.nodeId));
 
-  const deadLetter = async (envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[], err: unknown) => {
+  const deadLetter = async (
+    envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[],
+    err: unknown,
+  ) => {
     options.counters.deadLettered.inc(labels, envelopes.length);
-    logger.error({ err, offsets: envelopes.map((e) => `${e.partition}:${e.offset}`) }, 'parking records on the DLQ');
+    logger.error(
+      { err, offsets: envelopes.map((e) => `${e.partition}:${e.offset}`) },
+      'parking records on the DLQ',
+    );
     await options.sendRaw(
       dlqTopic(topic.name),
       envelopes.map((e) => ({
@@ -223,7 +261,8 @@ function createSubscription<T>(
 
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
-    if (batch.messages.length > 0) position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
+    if (batch.messages.length > 0)
+      position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
     for (let start = 0; start < batch.messages.length; start += maxBatchSize) {
       if (!payload.isRunning() || payload.isStale()) return;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
@@ -249,14 +288,21 @@ function createSubscription<T>(
       }
       if (poison.length > 0) await deadLetter(poison, decodeError);
       if (good.length > 0) {
-        const failure = await whileBeating(payload, () => withRetries(() => handle(good), maxAttempts, payload));
+        const failure = await whileBeating(payload, () =>
+          withRetries(() => handle(good), maxAttempts, payload),
+        );
         if (failure) await whileBeating(payload, () => isolate(good, payload));
       }
       options.counters.consumed.inc(labels, chunk.length);
       const last = chunk[chunk.length - 1];
       const next = batch.messages[start + chunk.length];
       const moreInPartition = Number(last.offset) + 1 < Number(batch.highWatermark);
-      position.chunkHandled(batch.partition, Number(last.timestamp), next === undefined ? undefined : Number(next.timestamp), moreInPartition);
+      position.chunkHandled(
+        batch.partition,
+        Number(last.timestamp),
+        next === undefined ? undefined : Number(next.timestamp),
+        moreInPartition,
+      );
       payload.resolveOffset(last.offset);
       await payload.commitOffsetsIfNecessary();
       await payload.heartbeat();
@@ -274,7 +320,10 @@ function createSubscription<T>(
     const beat = setInterval(() => {
       if (Date.now() < giveUpAt) return void payload.heartbeat().catch(() => undefined);
       clearInterval(beat);
-      logger.error({ maxHandlerMs }, 'handler still running: no longer heartbeating, its partitions will move');
+      logger.error(
+        { maxHandlerMs },
+        'handler still running: no longer heartbeating, its partitions will move',
+      );
     }, heartbeatInterval);
     try {
       return await work();
@@ -288,7 +337,17 @@ function createSubscription<T>(
     for (const envelope of envelopes) {
       const failure = await withRetries(() => handle([envelope]), maxAttempts, payload);
       if (failure) {
-        await deadLetter([{ value: Buffer.from(JSON.stringify(envelope.event)), key: envelope.key, partition: envelope.partition, offset: envelope.offset }], failure);
+        await deadLetter(
+          [
+            {
+              value: Buffer.from(JSON.stringify(envelope.event)),
+              key: envelope.key,
+              partition: envelope.partition,
+              offset: envelope.offset,
+            },
+          ],
+          failure,
+        );
       }
     }
   };

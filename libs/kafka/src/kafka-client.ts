@@ -10,9 +10,15 @@ export const KafkaSettingsSchema = {
   ),
   KAFKA_SASL_USERNAME: Type.Optional(Type.String()),
   KAFKA_SASL_PASSWORD: Type.Optional(Type.String()),
-  KAFKA_TOPIC_PARTITIONS: Type.Optional(Type.Integer({ minimum: 1, description: 'Overrides every topic’s default' })),
+  KAFKA_TOPIC_PARTITIONS: Type.Optional(
+    Type.Integer({ minimum: 1, description: 'Overrides every topic’s default' }),
+  ),
   KAFKA_REPLICATION_FACTOR: Type.Integer({ minimum: 1, default: 1 }),
-  KAFKA_SESSION_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 10_000, description: 'Consumer session timeout: how soon a dead consumer’s partitions move' }),
+  KAFKA_SESSION_TIMEOUT_MS: Type.Integer({
+    minimum: 1000,
+    default: 10_000,
+    description: 'Consumer session timeout: how soon a dead consumer’s partitions move',
+  }),
   KAFKA_HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
 } satisfies TProperties;
 
@@ -32,7 +38,9 @@ export interface KafkaSettings {
 export function createKafkaClient(clientId: string, settings: KafkaSettings, logger: Logger): Kafka {
   const config: KafkaConfig = {
     clientId,
-    brokers: settings.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean),
+    brokers: settings.KAFKA_BROKERS.split(',')
+      .map((b) => b.trim())
+      .filter(Boolean),
     ssl: settings.KAFKA_SSL,
     logLevel: logLevel.WARN,
     logCreator: () => (entry: LogEntry) => logKafka(logger, entry),
@@ -52,7 +60,8 @@ function logKafka(logger: Logger, { level, log }: LogEntry) {
   const { message, ...extra } = log;
   const fields = { kafka: extra };
   // kafkajs reports an ordinary rebalance (REBALANCE_IN_PROGRESS) at ERROR; it is not one.
-  if (level === logLevel.ERROR && /rebalanc/i.test(JSON.stringify(extra))) return logger.info(fields, message);
+  if (level === logLevel.ERROR && /rebalanc/i.test(JSON.stringify(extra)))
+    return logger.info(fields, message);
   // Bounded producer retries are deliberate: a gateway must answer `unavailable`, not hang.
   if (/Limiting retries for the idempotent producer/.test(message)) return logger.debug(fields, message);
   if (level === logLevel.ERROR) return logger.error(fields, message);

@@ -34,7 +34,14 @@ export class MemoryBus implements EventBus {
     this.logs.set(topic.name, log);
     const encoded = events.map((event) => codec.encode(event, options?.traceId));
     for (const record of encoded) codec.decode(record.value); // a publisher must never write what consumers would refuse; all or nothing
-    for (const record of encoded) log.push({ key: record.key, value: record.value, offset: log.length, timestamp: Date.now(), traceId: options?.traceId });
+    for (const record of encoded)
+      log.push({
+        key: record.key,
+        value: record.value,
+        offset: log.length,
+        timestamp: Date.now(),
+        traceId: options?.traceId,
+      });
     for (const wake of this.wakeups) wake();
   }
 

@@ -37,7 +37,12 @@ export class ReadPosition {
    * A chunk of a batch is handled. `next` is the timestamp of the batch's next record, if the batch
    * holds more; `moreInPartition` says whether the partition held records beyond the batch.
    */
-  chunkHandled(partition: number, lastTimestamp: number, next: number | undefined, moreInPartition: boolean): void {
+  chunkHandled(
+    partition: number,
+    lastTimestamp: number,
+    next: number | undefined,
+    moreInPartition: boolean,
+  ): void {
     if (next !== undefined) this.behind.set(partition, next - 1);
     else if (moreInPartition) this.behind.set(partition, lastTimestamp);
     else this.behind.delete(partition);

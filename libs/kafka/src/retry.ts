@@ -29,10 +29,16 @@ export function isTransient(err: unknown): boolean {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return true;
     const message = (e as { message?: unknown }).message;
-    if (typeof message === 'string' && /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect/i.test(message)) {
+    if (
+      typeof message === 'string' &&
+      /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect/i.test(
+        message,
+      )
+    ) {
       return true;
     }
-    if (Array.isArray((e as { errors?: unknown }).errors)) return (e as AggregateError).errors.some(isTransient);
+    if (Array.isArray((e as { errors?: unknown }).errors))
+      return (e as AggregateError).errors.some(isTransient);
   }
   return false;
 }

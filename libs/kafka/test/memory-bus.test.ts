@@ -13,7 +13,9 @@ describe('MemoryBus as a test double', () => {
   test('refuses a publish that breaks the topic schema and writes nothing of it', async () => {
     const bus = new MemoryBus();
     const topic = noteTopic('strict');
-    await expect(bus.publish(topic, [note(1), { ...note(2), n: 'two' } as unknown as Note])).rejects.toThrow('strict: n: must be integer');
+    await expect(bus.publish(topic, [note(1), { ...note(2), n: 'two' } as unknown as Note])).rejects.toThrow(
+      'strict: n: must be integer',
+    );
     expect(bus.events(topic)).toEqual([]);
   });
 });

@@ -5,7 +5,9 @@ import { createPgDatabase } from './pg-database';
 import { createPgliteDatabase } from './pglite-database';
 
 export const DatabaseConfig = {
-  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres; PGlite when unset' })),
+  DATABASE_URL: Type.Optional(
+    Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres; PGlite when unset' }),
+  ),
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, default: 10 }),
   PGLITE_DATA_DIR: Type.String({ default: '.data/pglite', description: 'Embedded PGlite data directory' }),
 } satisfies TProperties;
@@ -19,7 +21,9 @@ export interface DatabaseSettings {
 /** Postgres when `DATABASE_URL` is set, else PGlite in its data directory. */
 export function openDatabase(settings: DatabaseSettings): Promise<SqlDatabase> {
   if (settings.DATABASE_URL) {
-    return Promise.resolve(createPgDatabase({ connectionString: settings.DATABASE_URL, max: settings.DATABASE_POOL_SIZE }));
+    return Promise.resolve(
+      createPgDatabase({ connectionString: settings.DATABASE_URL, max: settings.DATABASE_POOL_SIZE }),
+    );
   }
   // PGlite creates its data directory but not the parents.
   if (settings.PGLITE_DATA_DIR) mkdirSync(settings.PGLITE_DATA_DIR, { recursive: true });
@@ -29,7 +33,10 @@ export function openDatabase(settings: DatabaseSettings): Promise<SqlDatabase> {
 /** For `main.ts`: the database from the settings, with a readiness check and closing on shutdown. */
 export async function connectDatabase(
   settings: DatabaseSettings,
-  runtime: { readiness: { register(name: string, check: () => Promise<unknown>): void }; closer: { add(name: string, close: () => Promise<unknown>): void } },
+  runtime: {
+    readiness: { register(name: string, check: () => Promise<unknown>): void };
+    closer: { add(name: string, close: () => Promise<unknown>): void };
+  },
 ): Promise<SqlDatabase> {
   const db = await openDatabase(settings);
   runtime.closer.add('database', () => db.close());

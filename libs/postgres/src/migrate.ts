@@ -23,7 +23,9 @@ export async function migrate(db: SqlDatabase, service: string, migrations: Migr
       applied_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (service, id)
     )`);
-    const done = await tx.query<{ id: string }>('SELECT id FROM parley_migrations WHERE service = $1', [service]);
+    const done = await tx.query<{ id: string }>('SELECT id FROM parley_migrations WHERE service = $1', [
+      service,
+    ]);
     const applied = new Set(done.rows.map((row) => row.id));
     const pending = ordered.filter((m) => !applied.has(m.id));
     for (const migration of pending) {
@@ -35,4 +37,7 @@ export async function migrate(db: SqlDatabase, service: string, migrations: Migr
 }
 
 /** A stable 64-bit advisory-lock key, as a decimal string for bigint. */
-const MIGRATIONS_LOCK = BigInt.asIntN(64, BigInt('0x' + createHash('sha256').update('parley:migrations').digest('hex').slice(0, 16))).toString();
+const MIGRATIONS_LOCK = BigInt.asIntN(
+  64,
+  BigInt('0x' + createHash('sha256').update('parley:migrations').digest('hex').slice(0, 16)),
+).toString();

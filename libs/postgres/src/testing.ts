@@ -32,7 +32,10 @@ function postgresTestDatabase(): TestDatabase {
       await admin.connect();
       await admin.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
       await admin.end();
-      const db = createPgDatabase({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+      const db = createPgDatabase({
+        connectionString: TEST_DATABASE_URL,
+        options: `-c search_path=${schema}`,
+      });
       opened.push(db);
       return db;
     },

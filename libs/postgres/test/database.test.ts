@@ -49,7 +49,10 @@ describe('a Postgres connection lost mid-transaction', () => {
   beforeAll(async () => {
     const target = new URL(TEST_DATABASE_URL);
     proxy = await TcpFaultProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
-    db = createPgDatabase({ connectionString: Object.assign(target, { port: String(proxy.port) }).toString(), max: 2 });
+    db = createPgDatabase({
+      connectionString: Object.assign(target, { port: String(proxy.port) }).toString(),
+      max: 2,
+    });
   });
   afterAll(async () => {
     await db.close();
@@ -66,7 +69,9 @@ describe('a Postgres connection lost mid-transaction', () => {
     await expect(inTransaction).rejects.toThrow();
     await expect(db.ping()).rejects.toThrow();
     proxy.restore();
-    await expect(db.transaction(async (tx) => (await tx.query<{ n: number }>('SELECT 3 AS n')).rows[0].n)).resolves.toBe(3);
+    await expect(
+      db.transaction(async (tx) => (await tx.query<{ n: number }>('SELECT 3 AS n')).rows[0].n),
+    ).resolves.toBe(3);
     await expect(db.ping()).resolves.toBeUndefined();
   });
 });
@@ -82,10 +87,16 @@ describe('migrations when replicas and services start together (real Postgres)',
       { id: '001_table', sql: `CREATE TABLE ${service}_items (id text PRIMARY KEY)` },
       { id: '002_column', sql: `ALTER TABLE ${service}_items ADD COLUMN n int` },
     ];
-    const applied = await Promise.all(replicas.map((db, i) => migrate(db, i % 2 ? 'svc_a' : 'svc_b', migrationsOf(i % 2 ? 'svc_a' : 'svc_b'))));
+    const applied = await Promise.all(
+      replicas.map((db, i) =>
+        migrate(db, i % 2 ? 'svc_a' : 'svc_b', migrationsOf(i % 2 ? 'svc_a' : 'svc_b')),
+      ),
+    );
     expect(applied.filter((ids, i) => i % 2 === 1 && ids.length > 0)).toEqual([['001_table', '002_column']]);
     expect(applied.filter((ids, i) => i % 2 === 0 && ids.length > 0)).toEqual([['001_table', '002_column']]);
-    const rows = await replicas[0].query<{ service: string; id: string }>('SELECT service, id FROM parley_migrations ORDER BY service, id');
+    const rows = await replicas[0].query<{ service: string; id: string }>(
+      'SELECT service, id FROM parley_migrations ORDER BY service, id',
+    );
     expect(rows.rows).toEqual([
       { service: 'svc_a', id: '001_table' },
       { service: 'svc_a', id: '002_column' },

@@ -6,7 +6,9 @@ export const DEV_JWT_SECRET = 'parley-dev-secret-change-me-0123456789';
 
 export const AuthConfig = {
   JWT_SECRET: Type.String({ minLength: 32, default: DEV_JWT_SECRET, description: 'HS256 secret' }),
-  JWT_JWKS_URL: Type.Optional(Type.String({ format: 'uri', description: 'Verify RS256/ES256 tokens from this JWKS' })),
+  JWT_JWKS_URL: Type.Optional(
+    Type.String({ format: 'uri', description: 'Verify RS256/ES256 tokens from this JWKS' }),
+  ),
   JWT_ISSUER: Type.Optional(Type.String()),
   JWT_AUDIENCE: Type.Optional(Type.String()),
 } satisfies TProperties;
@@ -67,7 +69,10 @@ export async function issueToken(secret: string, user: string, ttlSeconds = 24 *
 }
 
 /** `Authorization: Bearer <jwt>`, or `?token=<jwt>` where headers cannot be set (browsers' WebSocket). */
-export function bearerToken(authorization: string | undefined, queryToken?: string | null): string | undefined {
+export function bearerToken(
+  authorization: string | undefined,
+  queryToken?: string | null,
+): string | undefined {
   const match = authorization ? /^Bearer\s+(.+)$/i.exec(authorization) : null;
   return match?.[1] ?? queryToken ?? undefined;
 }

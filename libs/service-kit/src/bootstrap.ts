@@ -18,7 +18,12 @@ export interface Runtime {
 
 export function createRuntime(service: string, logLevel = 'info'): Runtime {
   const logger = createLogger(service, { level: logLevel });
-  return { logger, metrics: createMetricsRegistry(service), readiness: new Readiness(), closer: new Closer(logger) };
+  return {
+    logger,
+    metrics: createMetricsRegistry(service),
+    readiness: new Readiness(),
+    closer: new Closer(logger),
+  };
 }
 
 type WithCommon<T extends TObject> = Static<T> & { LOG_LEVEL: string; SHUTDOWN_TIMEOUT_MS: number };
@@ -65,5 +70,3 @@ export async function runMain<T extends TObject>(
     shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
   });
 }
-
-

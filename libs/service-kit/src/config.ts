@@ -48,7 +48,11 @@ export const CommonConfig = {
     { default: 'info' },
   ),
   HOST: Type.String({ default: '0.0.0.0', description: 'Interface the HTTP servers listen on' }),
-  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 25_000, description: 'Graceful shutdown deadline' }),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({
+    minimum: 100,
+    default: 25_000,
+    description: 'Graceful shutdown deadline',
+  }),
 } satisfies TProperties;
 
 export const InternalConfig = {

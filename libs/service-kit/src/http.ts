@@ -44,7 +44,15 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     trustProxy: options.trustProxy ?? false,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false, strict: false } },
+    ajv: {
+      customOptions: {
+        removeAdditional: false,
+        coerceTypes: 'array',
+        useDefaults: true,
+        allErrors: false,
+        strict: false,
+      },
+    },
     schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
     forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
@@ -71,7 +79,8 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
 
 /** Answer with the protocol's error body: `{"error":{"code","message"}}`. */
 export function sendError(reply: FastifyReply, code: ErrorCode, message: string, retryAfterSeconds?: number) {
-  if (retryAfterSeconds !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfterSeconds))));
+  if (retryAfterSeconds !== undefined)
+    reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfterSeconds))));
   return reply.code(statusOf(code)).send({ error: { code, message } });
 }
 
@@ -87,7 +96,12 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
 };
 
-function errorHandler(this: unknown, error: FastifyError | ParleyError, request: FastifyRequest, reply: FastifyReply) {
+function errorHandler(
+  this: unknown,
+  error: FastifyError | ParleyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
   if (error instanceof ParleyError) {
     return sendError(reply, error.code, error.message, error.details?.retryAfterSeconds);
   }
@@ -110,13 +124,15 @@ function describeFastifyError(error: FastifyError): string {
 function observeRequests(app: HttpServer, registry: Registry) {
   const name = 'parley_http_request_duration_seconds';
   // A service with two servers (public and internal) shares one histogram.
-  const duration = (registry.getSingleMetric(name) as Histogram | undefined) ?? new Histogram({
-    name,
-    help: 'HTTP request duration by route and status',
-    labelNames: ['method', 'route', 'status'],
-    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-    registers: [registry],
-  });
+  const duration =
+    (registry.getSingleMetric(name) as Histogram | undefined) ??
+    new Histogram({
+      name,
+      help: 'HTTP request duration by route and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unknown';
     if (route === '/metrics' || route === '/healthz' || route === '/readyz') return;

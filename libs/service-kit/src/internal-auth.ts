@@ -1,5 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
-import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, ParleyError, USER_ID_PATTERN } from '@parley/contracts';
+import {
+  INTERNAL_SECRET_HEADER,
+  INTERNAL_USER_HEADER,
+  ParleyError,
+  USER_ID_PATTERN,
+} from '@parley/contracts';
 import type { FastifyRequest } from 'fastify';
 import type { HttpServer } from './http';
 
@@ -32,5 +37,7 @@ export function actingUser(request: FastifyRequest): string {
 }
 
 export function internalHeaders(secret: string, user?: string): Record<string, string> {
-  return user ? { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user } : { [INTERNAL_SECRET_HEADER]: secret };
+  return user
+    ? { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user }
+    : { [INTERNAL_SECRET_HEADER]: secret };
 }

@@ -37,7 +37,12 @@ export class Readiness {
       timer = setTimeout(() => resolve(`timed out after ${this.timeoutMs} ms`), this.timeoutMs);
     });
     try {
-      return await Promise.race([Promise.resolve().then(check).then(() => 'ok'), timeout]);
+      return await Promise.race([
+        Promise.resolve()
+          .then(check)
+          .then(() => 'ok'),
+        timeout,
+      ]);
     } catch (err) {
       return (err as Error).message || String(err);
     } finally {

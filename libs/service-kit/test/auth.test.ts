@@ -14,14 +14,35 @@ describe('token verification (HS256)', () => {
 
   it.each([
     ['missing', async () => undefined, 'missing bearer token'],
-    ['signed with another key', async () => issueToken('another-secret-that-is-long-enough!!', 'alice'), 'invalid token'],
-    ['expired', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime(Math.floor(Date.now() / 1000) - 60).sign(key(secret)), 'invalid token'],
+    [
+      'signed with another key',
+      async () => issueToken('another-secret-that-is-long-enough!!', 'alice'),
+      'invalid token',
+    ],
+    [
+      'expired',
+      async () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'HS256' })
+          .setSubject('alice')
+          .setExpirationTime(Math.floor(Date.now() / 1000) - 60)
+          .sign(key(secret)),
+      'invalid token',
+    ],
     ['alg none', async () => new UnsecuredJWT({ sub: 'alice' }).encode(), 'invalid token'],
-    ['without sub', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(key(secret)), 'sub must match'],
+    [
+      'without sub',
+      async () =>
+        new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(key(secret)),
+      'sub must match',
+    ],
     ['with an invalid sub', async () => issueToken(secret, 'a b'), 'sub must match'],
     ['garbage', async () => 'not.a.jwt', 'invalid token'],
   ])('refuses a token %s', async (_name, make, message) => {
-    await expect(verify(await make())).rejects.toMatchObject({ code: 'unauthorized', message: expect.stringContaining(message) });
+    await expect(verify(await make())).rejects.toMatchObject({
+      code: 'unauthorized',
+      message: expect.stringContaining(message),
+    });
   });
 });
 
@@ -34,7 +55,9 @@ describe('token verification (JWKS)', () => {
     const pair = await generateKeyPair('ES256');
     privateKey = pair.privateKey as KeyLike;
     const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' };
-    server = createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [jwk] })));
+    server = createServer((_req, res) =>
+      res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [jwk] })),
+    );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
   });
@@ -42,7 +65,11 @@ describe('token verification (JWKS)', () => {
 
   it('accepts an ES256 token signed by a key in the JWKS and refuses an HS256 one', async () => {
     const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: url });
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setSubject('bob').setExpirationTime('1h').sign(privateKey);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setSubject('bob')
+      .setExpirationTime('1h')
+      .sign(privateKey);
     await expect(verifyJwks(token)).resolves.toMatchObject({ user: 'bob' });
     await expect(verifyJwks(await issueToken(secret, 'bob'))).rejects.toMatchObject({ code: 'unauthorized' });
   });

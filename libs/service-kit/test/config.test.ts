@@ -12,7 +12,13 @@ const schema = Type.Object({
 describe('loadConfig', () => {
   it('coerces values and fills defaults', () => {
     const config = loadConfig('svc', schema, { PORT: '9000', REDIS_URL: 'redis://x', DEV_MODE: 'true' });
-    expect(config).toMatchObject({ PORT: 9000, REDIS_URL: 'redis://x', RETRIES: 3, DEV_MODE: true, LOG_LEVEL: 'info' });
+    expect(config).toMatchObject({
+      PORT: 9000,
+      REDIS_URL: 'redis://x',
+      RETRIES: 3,
+      DEV_MODE: true,
+      LOG_LEVEL: 'info',
+    });
   });
 
   it('reports every problem at once, naming each variable and what it got', () => {

@@ -3,8 +3,21 @@ import { ParleyError } from '@parley/contracts';
 import { buildHttpServer, createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 
 function build(readiness = new Readiness(200)) {
-  const app = buildHttpServer({ logger: silentLogger(), metrics: createMetricsRegistry('test', { collectDefaults: false }), readiness, bodyLimit: 100 });
-  app.post('/echo', { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }), n: Type.Optional(Type.Integer()) }) } }, async (req) => req.body);
+  const app = buildHttpServer({
+    logger: silentLogger(),
+    metrics: createMetricsRegistry('test', { collectDefaults: false }),
+    readiness,
+    bodyLimit: 100,
+  });
+  app.post(
+    '/echo',
+    {
+      schema: {
+        body: Type.Object({ name: Type.String({ minLength: 1 }), n: Type.Optional(Type.Integer()) }),
+      },
+    },
+    async (req) => req.body,
+  );
   app.get('/teapot', async () => {
     throw new ParleyError('rate_limited', 'slow down', { retryAfterSeconds: 3 });
   });
@@ -57,7 +70,9 @@ describe('buildHttpServer', () => {
     const res = await app.inject('/metrics');
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toContain('text/plain');
-    expect(res.body).toContain('parley_http_request_duration_seconds_count{service="test",method="POST",route="/echo",status="200"} 1');
+    expect(res.body).toContain(
+      'parley_http_request_duration_seconds_count{service="test",method="POST",route="/echo",status="200"} 1',
+    );
     await app.close();
   });
 
@@ -80,7 +95,12 @@ describe('buildHttpServer', () => {
     expect(limited.json()).toEqual({ error: { code: 'rate_limited', message: 'slow down' } });
     const missing = await app.inject('/nope?x=1');
     expect(missing.json()).toEqual({ error: { code: 'not_found', message: 'no route GET /nope' } });
-    const badJson = await app.inject({ method: 'POST', url: '/echo', payload: '{"name":', headers: { 'content-type': 'application/json' } });
+    const badJson = await app.inject({
+      method: 'POST',
+      url: '/echo',
+      payload: '{"name":',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(badJson.statusCode).toBe(400);
     expect(badJson.json().error.message).toContain('body: is not valid JSON');
     const boom = await app.inject('/boom');

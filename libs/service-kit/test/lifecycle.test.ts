@@ -2,10 +2,19 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { waitFor } from '@parley/test-kit';
-import { buildHttpServer, Closer, createMetricsRegistry, Readiness, serviceLifecycle, silentLogger } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  Closer,
+  createMetricsRegistry,
+  Readiness,
+  serviceLifecycle,
+  silentLogger,
+} from '@parley/service-kit';
 
 /** Sockets and servers this process holds open (what `stop()` must release). */
-const openNetwork = () => process.getActiveResourcesInfo().filter((kind) => kind === 'TCPSocketWrap' || kind === 'TCPServerWrap').length;
+const openNetwork = () =>
+  process.getActiveResourcesInfo().filter((kind) => kind === 'TCPSocketWrap' || kind === 'TCPServerWrap')
+    .length;
 
 describe('a service started through serviceLifecycle, over real HTTP', () => {
   it('answers the probes while running and leaves nothing open once stopped', async () => {
@@ -16,8 +25,15 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
       if (!brokerUp) throw new Error('broker unreachable');
     });
     const events: string[] = [];
-    const http = buildHttpServer({ logger: silentLogger(), metrics: createMetricsRegistry('probe-test'), readiness });
-    const worker = { start: () => events.push('worker started'), stop: () => events.push(`worker stopped, server listening: ${http.server.listening}`) };
+    const http = buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('probe-test'),
+      readiness,
+    });
+    const worker = {
+      start: () => events.push('worker started'),
+      stop: () => events.push(`worker stopped, server listening: ${http.server.listening}`),
+    };
     const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [worker]);
 
     await service.start();
@@ -25,7 +41,11 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
     const base = `http://127.0.0.1:${(http.server.address() as AddressInfo).port}`;
     const get = async (route: string) => {
       const response = await fetch(`${base}${route}`);
-      return { status: response.status, type: response.headers.get('content-type'), text: await response.text() };
+      return {
+        status: response.status,
+        type: response.headers.get('content-type'),
+        text: await response.text(),
+      };
     };
 
     expect(await get('/healthz')).toMatchObject({ status: 200, text: JSON.stringify({ status: 'ok' }) });
@@ -52,9 +72,19 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
   it('starts the workers in order and stops them in reverse order', async () => {
     const order: string[] = [];
     const readiness = new Readiness();
-    const http = buildHttpServer({ logger: silentLogger(), metrics: createMetricsRegistry('order-test', { collectDefaults: false }), readiness });
-    const worker = (name: string) => ({ start: () => order.push(`start ${name}`), stop: () => order.push(`stop ${name}`) });
-    const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [worker('consumer'), worker('timer')]);
+    const http = buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('order-test', { collectDefaults: false }),
+      readiness,
+    });
+    const worker = (name: string) => ({
+      start: () => order.push(`start ${name}`),
+      stop: () => order.push(`stop ${name}`),
+    });
+    const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [
+      worker('consumer'),
+      worker('timer'),
+    ]);
     await service.start();
     await service.stop();
     expect(order).toEqual(['start consumer', 'start timer', 'stop timer', 'stop consumer']);
@@ -77,12 +107,16 @@ const fixture = path.join(__dirname, 'fixtures', 'signal-service.ts');
 
 const children: ChildProcess[] = [];
 afterEach(() => {
-  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const child of children.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
 /** Runs the fixture service in its own process; `port()` waits until it logs its port. */
 function startChild(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   const lines: Array<Record<string, unknown>> = [];
   let stderr = '';
@@ -96,7 +130,11 @@ function startChild(env: Record<string, string>) {
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const port = async () => {
-    await waitFor(() => lines.some((l) => l.msg === 'listening') || child.exitCode !== null, 20_000, 'the child to listen');
+    await waitFor(
+      () => lines.some((l) => l.msg === 'listening') || child.exitCode !== null,
+      20_000,
+      'the child to listen',
+    );
     const listening = lines.find((l) => l.msg === 'listening');
     if (!listening) throw new Error(`the child exited before listening: ${stderr}`);
     return listening.port as number;
@@ -126,7 +164,9 @@ describe('runService on SIGTERM, in its own process', () => {
     const elapsed = Date.now() - signalled;
     expect(elapsed).toBeGreaterThanOrEqual(650);
     expect(elapsed).toBeLessThan(5000);
-    expect(run.lines.find((l) => l.msg === 'shutdown deadline passed, exiting')).toMatchObject({ timeoutMs: 700 });
+    expect(run.lines.find((l) => l.msg === 'shutdown deadline passed, exiting')).toMatchObject({
+      timeoutMs: 700,
+    });
     expect(run.lines.map((l) => l.msg)).not.toContain('stopped');
   }, 30_000);
 });

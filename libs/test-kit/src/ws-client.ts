@@ -29,13 +29,18 @@ export class WsTestClient {
   }
 
   /** `autoPong: false` leaves the server's pings unanswered, as a dead peer would. */
-  static async connect(url: string, options: { autoAck?: boolean; autoPong?: boolean; headers?: Record<string, string> } = {}): Promise<WsTestClient> {
+  static async connect(
+    url: string,
+    options: { autoAck?: boolean; autoPong?: boolean; headers?: Record<string, string> } = {},
+  ): Promise<WsTestClient> {
     const socket = new WebSocket(url, { headers: options.headers, autoPong: options.autoPong ?? true });
     const client = new WsTestClient(socket, options.autoAck ?? false);
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
       socket.once('error', reject);
-      socket.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+      socket.once('unexpected-response', (_req, res) =>
+        reject(new Error(`upgrade refused: ${res.statusCode}`)),
+      );
     });
     await client.next((f) => f.type === 'hello');
     return client;
@@ -84,7 +89,8 @@ export class WsTestClient {
   async until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!condition()) {
-      if (Date.now() > deadline) throw new Error(`timed out; frames so far: ${JSON.stringify(this.frames.slice(-10))}`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out; frames so far: ${JSON.stringify(this.frames.slice(-10))}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(100, Math.max(1, deadline - Date.now())));
         this.waiters.push(() => {
@@ -114,7 +120,11 @@ export class WsTestClient {
 }
 
 /** Polls `check` until it returns true. */
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

@@ -143,9 +143,18 @@ async function main() {
       if (values.pid) sampler = new ProcSampler(Number(values.pid));
       report.fleet.where = `external fleet at ${values.ws}${values.pid ? `, sampling pid ${values.pid}` : ', no process sampled (give --pid)'}`;
     } else if (values.processes) {
-      log('starting the fleet as separate processes (broker, Redis, one per service; Postgres for the SQL services)...');
-      fleetChild = await spawnTs('tools/reliability/src/start-process-fleet.ts', 'PROCESS_FLEET', { timeoutMs: 180_000 });
-      const ready = fleetChild.ready as { ws: string; rest: string; wsInternal: string; pids: Record<string, number> };
+      log(
+        'starting the fleet as separate processes (broker, Redis, one per service; Postgres for the SQL services)...',
+      );
+      fleetChild = await spawnTs('tools/reliability/src/start-process-fleet.ts', 'PROCESS_FLEET', {
+        timeoutMs: 180_000,
+      });
+      const ready = fleetChild.ready as {
+        ws: string;
+        rest: string;
+        wsInternal: string;
+        pids: Record<string, number>;
+      };
       perProcess = Object.entries(ready.pids).map(([name, pid]) => ({ name, sampler: new ProcSampler(pid) }));
       sampler = new ProcSampler(Object.values(ready.pids));
       gatewaySampler = new ProcSampler(ready.pids['ws-gateway']);
@@ -227,7 +236,8 @@ async function main() {
       if (processWindows.length > 0) {
         report.fleet.processes = processWindows.map(({ name, window }) => ({ name, ...window.end() }));
         log('  each process over the ramp (cores, RSS):');
-        for (const p of report.fleet.processes) log(`    ${p.name.padEnd(22)} ${p.cores.toFixed(2)}  ${p.rssMiB} MiB`);
+        for (const p of report.fleet.processes)
+          log(`    ${p.name.padEnd(22)} ${p.cores.toFixed(2)}  ${p.rssMiB} MiB`);
       }
       if (metricsUrls.length > 0) {
         const sent = report.fleet.steps.reduce((n, s) => n + s.sent, 0);

@@ -62,7 +62,9 @@ export function targetsOf(r: BenchReport): BenchReport['targets'] {
     target: '< 1024 MiB RSS',
     measured: i
       ? `${i.projected100kMiB} MiB projected from ${i.connected} (${(i.bytesPerConnection / 1024).toFixed(1)} KiB each)` +
-        (i.sampled === 'fleet' ? ' in the whole one-process fleet; --processes measures the gateway alone' : '')
+        (i.sampled === 'fleet'
+          ? ' in the whole one-process fleet; --processes measures the gateway alone'
+          : '')
       : 'n/a',
     // The one-process fleet's RSS holds every service: no verdict on a target about the gateway alone.
     met: i && i.sampled !== 'fleet' ? i.projected100kMiB < 1024 : undefined,

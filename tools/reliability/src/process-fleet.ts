@@ -179,7 +179,11 @@ export class ProcessFleet {
     const fleet = new ProcessFleet(
       parts,
       postgres,
-      { ws: `ws://127.0.0.1:${port['ws-gateway']}/v1/ws`, rest: base('rest-gateway'), wsInternal: `http://127.0.0.1:${port.wsInternal}` },
+      {
+        ws: `ws://127.0.0.1:${port['ws-gateway']}/v1/ws`,
+        rest: base('rest-gateway'),
+        wsInternal: `http://127.0.0.1:${port.wsInternal}`,
+      },
       async () => {
         await postgres.close();
         await adminQuery(options.postgresUrl, `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(

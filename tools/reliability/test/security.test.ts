@@ -20,16 +20,28 @@ describe('security', () => {
 
   const badTokens = async (): Promise<Array<[string, string]>> => [
     ['a wrong key', await issueToken('a-different-secret-that-is-long-enough', 'alice')],
-    ['an expired token', await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime(Math.floor(Date.now() / 1000) - 10).sign(key())],
+    [
+      'an expired token',
+      await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setExpirationTime(Math.floor(Date.now() / 1000) - 10)
+        .sign(key()),
+    ],
     ['alg none', new UnsecuredJWT({ sub: 'alice' }).setExpirationTime('1h').encode()],
-    ['no sub', await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(key())],
+    [
+      'no sub',
+      await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(key()),
+    ],
   ];
 
   it('refuses bad tokens on both edges', async () => {
     for (const [what, token] of await badTokens()) {
       const ws = await WsTestClient.refusal(`${fleet.urls.ws}?token=${token}`);
       expect({ what, status: ws.status }).toEqual({ what, status: 401 });
-      const rest = await fetch(`${fleet.urls.rest}/v1/messages`, { headers: { authorization: `Bearer ${token}` } });
+      const rest = await fetch(`${fleet.urls.rest}/v1/messages`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
       expect({ what, status: rest.status }).toEqual({ what, status: 401 });
     }
   });
@@ -37,26 +49,48 @@ describe('security', () => {
   it("never lets a user read or ack another user's deliverables", async () => {
     const alice = await clients.connect('sec-alice', { autoAck: true });
     alice.send({ type: 'message', id: 's1', to: 'sec-bob', body: 'for bob only' });
-    await waitFor(async () => (await clients.rest('sec-bob', 'GET', '/v1/messages')).body.messages.length === 1, 10_000, 'stored for bob');
+    await waitFor(
+      async () => (await clients.rest('sec-bob', 'GET', '/v1/messages')).body.messages.length === 1,
+      10_000,
+      'stored for bob',
+    );
     expect((await clients.rest('sec-mallory', 'GET', '/v1/messages')).body.messages).toEqual([]);
     await clients.rest('sec-mallory', 'POST', '/v1/send', { type: 'ack', mids: ['sec-alice:s1'] });
     await new Promise((r) => setTimeout(r, 1000));
-    expect((await clients.rest('sec-bob', 'GET', '/v1/messages')).body.messages.map((m: { mid: string }) => m.mid)).toEqual(['sec-alice:s1']);
+    expect(
+      (await clients.rest('sec-bob', 'GET', '/v1/messages')).body.messages.map((m: { mid: string }) => m.mid),
+    ).toEqual(['sec-alice:s1']);
   });
 
   it("keeps non-members out of a group's messages and details", async () => {
-    await clients.rest('sec-owner', 'POST', '/v1/groups', { id: 'sec-group', name: 'Private', members: ['sec-friend'] });
+    await clients.rest('sec-owner', 'POST', '/v1/groups', {
+      id: 'sec-group',
+      name: 'Private',
+      members: ['sec-friend'],
+    });
     expect((await clients.rest('sec-outsider', 'GET', '/v1/groups/sec-group')).status).toBe(404);
-    expect((await clients.rest('sec-outsider', 'POST', '/v1/groups/sec-group/members', { members: ['sec-outsider'] })).status).toBe(404);
+    expect(
+      (
+        await clients.rest('sec-outsider', 'POST', '/v1/groups/sec-group/members', {
+          members: ['sec-outsider'],
+        })
+      ).status,
+    ).toBe(404);
     const outsider = await clients.connect('sec-outsider', { autoAck: true });
     outsider.send({ type: 'message', id: 'x1', to: 'sec-group', chat: 'group', body: 'hi' });
-    expect(await outsider.next((f) => f.type === 'error' && f.id === 'x1', 10_000)).toMatchObject({ code: 'not_member' });
+    expect(await outsider.next((f) => f.type === 'error' && f.id === 'x1', 10_000)).toMatchObject({
+      code: 'not_member',
+    });
   });
 
   it('refuses internal endpoints without the internal secret', async () => {
     const { ports } = fleet;
     const calls: Array<[string, string, unknown?]> = [
-      [`http://127.0.0.1:${ports.wsGatewayInternal}/send`, 'POST', { deliveries: [{ to: 'x', frame: { type: 'typing', from: 'a', to: 'x', chat: 'direct' } }] }],
+      [
+        `http://127.0.0.1:${ports.wsGatewayInternal}/send`,
+        'POST',
+        { deliveries: [{ to: 'x', frame: { type: 'typing', from: 'a', to: 'x', chat: 'direct' } }] },
+      ],
       [`http://127.0.0.1:${ports.persistenceMs}/internal/messages`, 'GET'],
       [`http://127.0.0.1:${ports.groupMs}/internal/groups`, 'GET'],
       [`http://127.0.0.1:${ports.pushMs}/internal/devices/d1`, 'DELETE'],
@@ -74,18 +108,41 @@ describe('security', () => {
   });
 
   it('answers oversized, malformed and deeply nested input with clear errors', async () => {
-    const headers = { authorization: `Bearer ${await clients.token('sec-carol')}`, 'content-type': 'application/json' };
+    const headers = {
+      authorization: `Bearer ${await clients.token('sec-carol')}`,
+      'content-type': 'application/json',
+    };
     const post = (body: string) => fetch(`${fleet.urls.rest}/v1/send`, { method: 'POST', headers, body });
     expect((await post('x'.repeat(1_100_000))).status).toBe(413);
     const malformed = await post('{"type":"message",');
     expect(malformed.status).toBe(400);
-    expect(((await malformed.json()) as { error: { message: string } }).error.message).toContain('not valid JSON');
-    const deep = await post(JSON.stringify({ type: 'message', id: 'deep', to: 'bob', body: JSON.parse('['.repeat(100) + ']'.repeat(100)) }));
-    expect(((await deep.json()) as { results: unknown[] }).results[0]).toMatchObject({ status: 'rejected', code: 'invalid_frame', message: expect.stringContaining('nested deeper') });
+    expect(((await malformed.json()) as { error: { message: string } }).error.message).toContain(
+      'not valid JSON',
+    );
+    const deep = await post(
+      JSON.stringify({
+        type: 'message',
+        id: 'deep',
+        to: 'bob',
+        body: JSON.parse('['.repeat(100) + ']'.repeat(100)),
+      }),
+    );
+    expect(((await deep.json()) as { results: unknown[] }).results[0]).toMatchObject({
+      status: 'rejected',
+      code: 'invalid_frame',
+      message: expect.stringContaining('nested deeper'),
+    });
 
     const carol = await clients.connect('sec-carol');
     carol.send('{"type":"message",' + '['.repeat(5000));
-    carol.send(JSON.stringify({ type: 'message', id: 'deep2', to: 'bob', body: JSON.parse('{"a":'.repeat(60) + '1' + '}'.repeat(60)) }));
+    carol.send(
+      JSON.stringify({
+        type: 'message',
+        id: 'deep2',
+        to: 'bob',
+        body: JSON.parse('{"a":'.repeat(60) + '1' + '}'.repeat(60)),
+      }),
+    );
     await carol.until(() => carol.ofType('error').length === 2);
     expect(carol.ofType('error').map((e) => e.code)).toEqual(['invalid_frame', 'invalid_frame']);
   });
@@ -93,7 +150,28 @@ describe('security', () => {
   it('survives 10,000 fuzzed frames, answering every bad one, and stays up', async () => {
     const fuzzer = await clients.connect('sec-fuzzer');
     const random = seeded(42);
-    const pieces = ['{', '}', '[', ']', '"type"', ':', '"message"', '"ack"', '"group"', ',', '"to"', '"id"', '"mids"', 'null', '1e999', '"\\u0000"', 'true', '"op"', '"create"', '"x"'];
+    const pieces = [
+      '{',
+      '}',
+      '[',
+      ']',
+      '"type"',
+      ':',
+      '"message"',
+      '"ack"',
+      '"group"',
+      ',',
+      '"to"',
+      '"id"',
+      '"mids"',
+      'null',
+      '1e999',
+      '"\\u0000"',
+      'true',
+      '"op"',
+      '"create"',
+      '"x"',
+    ];
     let sent = 0;
     for (let i = 0; i < 10_000; i++) {
       const length = 1 + Math.floor(random() * 12);
@@ -112,5 +190,5 @@ describe('security', () => {
 
 function seeded(seed: number): () => number {
   let state = seed;
-  return () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  return () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 }

@@ -29,7 +29,9 @@ describe('slow reader', () => {
   };
 
   it('cuts off a socket that stops reading once its unsent bytes pass the cap', async () => {
-    const stuck = await WsTestClient.connect(`${fleet.urls.ws}?token=${await issueToken(fleet.jwtSecret, 'slow-reader')}`);
+    const stuck = await WsTestClient.connect(
+      `${fleet.urls.ws}?token=${await issueToken(fleet.jwtSecret, 'slow-reader')}`,
+    );
     const sender = await clients.connect('slow-sender', { autoAck: true });
     expect(await openConnections()).toBe(2);
     (stuck.socket as unknown as { _socket: { pause(): void } })._socket.pause(); // never read again

@@ -34,7 +34,9 @@ export class MemorySessionStore implements SessionStore {
     const result = new Map<string, Connection[]>();
     const now = this.now();
     for (const user of users) {
-      const live = [...(this.connections.get(user)?.values() ?? [])].filter((c) => (this.gateways.get(c.gateway) ?? 0) > now);
+      const live = [...(this.connections.get(user)?.values() ?? [])].filter(
+        (c) => (this.gateways.get(c.gateway) ?? 0) > now,
+      );
       if (live.length > 0) result.set(user, live);
     }
     return result;

@@ -81,7 +81,9 @@ export class RedisSessionStore implements SessionStore {
   }
 
   static connect(url: string, keyPrefix = 'parley:session:'): RedisSessionStore {
-    return new RedisSessionStore(new Redis(url, { keyPrefix, maxRetriesPerRequest: 3, enableAutoPipelining: true }));
+    return new RedisSessionStore(
+      new Redis(url, { keyPrefix, maxRetriesPerRequest: 3, enableAutoPipelining: true }),
+    );
   }
 
   async addConnection(c: Connection): Promise<void> {
@@ -120,8 +122,15 @@ export class RedisSessionStore implements SessionStore {
 
   async presence(users: string[]) {
     if (users.length === 0) return [];
-    const [live, seen] = await Promise.all([this.connectionsOf(users), this.redis.mget(users.map((u) => `seen:${u}`))]);
-    return users.map((user, i) => ({ user, online: live.has(user), lastSeen: seen[i] === null ? null : Number(seen[i]) }));
+    const [live, seen] = await Promise.all([
+      this.connectionsOf(users),
+      this.redis.mget(users.map((u) => `seen:${u}`)),
+    ]);
+    return users.map((user, i) => ({
+      user,
+      online: live.has(user),
+      lastSeen: seen[i] === null ? null : Number(seen[i]),
+    }));
   }
 
   async track(p: Pending, dueAt: number): Promise<boolean> {
@@ -145,8 +154,17 @@ export class RedisSessionStore implements SessionStore {
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
     if (mids.length === 0) return [];
     const keys = [`pend:${user}`, `att:${user}`, 'due', ...mids.map((mid) => `ack:${user}:${mid}`)];
-    const out = (await this.redis.eval(COMPLETE, keys.length, ...keys, String(rememberMs), user, ...mids)) as string[];
-    return mids.map((mid, i) => (out[2 * i] ? this.toPending(user, mid, out[2 * i], out[2 * i + 1]) : undefined));
+    const out = (await this.redis.eval(
+      COMPLETE,
+      keys.length,
+      ...keys,
+      String(rememberMs),
+      user,
+      ...mids,
+    )) as string[];
+    return mids.map((mid, i) =>
+      out[2 * i] ? this.toPending(user, mid, out[2 * i], out[2 * i + 1]) : undefined,
+    );
   }
 
   async drop(user: string, mids: string[]): Promise<void> {
@@ -160,9 +178,19 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
-    const out = (await this.redis.eval(CLAIM, 1, 'due', String(dueBy), String(leaseMs), String(limit), this.prefix, String(now))) as string[];
+    const out = (await this.redis.eval(
+      CLAIM,
+      1,
+      'due',
+      String(dueBy),
+      String(leaseMs),
+      String(limit),
+      this.prefix,
+      String(now),
+    )) as string[];
     const claimed: Pending[] = [];
-    for (let i = 0; i < out.length; i += 4) claimed.push(this.toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
+    for (let i = 0; i < out.length; i += 4)
+      claimed.push(this.toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
     return claimed;
   }
 

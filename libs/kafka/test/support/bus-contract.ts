@@ -2,7 +2,12 @@ import { Static, Type } from '@sinclair/typebox';
 import { TopicSpec } from '@parley/contracts';
 import { Envelope, EventBus, sleep } from '../../src';
 
-const Note = Type.Object({ kind: Type.Literal('test.note'), v: Type.Literal(1), id: Type.String(), n: Type.Integer() });
+const Note = Type.Object({
+  kind: Type.Literal('test.note'),
+  v: Type.Literal(1),
+  id: Type.String(),
+  n: Type.Integer(),
+});
 export type Note = Static<typeof Note>;
 export const note = (n: number): Note => ({ kind: 'test.note', v: 1, id: `note-${n}`, n });
 
@@ -15,7 +20,14 @@ export interface BusUnderTest {
 }
 
 export function noteTopic(name: string): TopicSpec<Note> {
-  return { name, schema: Note, key: (e) => e.id, description: 'bus contract test topic', partitions: 1, retentionMs: 3600_000 };
+  return {
+    name,
+    schema: Note,
+    key: (e) => e.id,
+    description: 'bus contract test topic',
+    partitions: 1,
+    retentionMs: 3600_000,
+  };
 }
 
 async function until(check: () => boolean, what: string, timeoutMs = 15_000) {

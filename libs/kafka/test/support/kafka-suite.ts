@@ -489,7 +489,12 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
     );
 
     busContract('createKafkaBus', async () => {
-      const b = createKafkaBus({ kafka: kafka('contract'), logger: pino({ level: 'silent' }), maxAttempts: 3, consumer: FAST_CONSUMER });
+      const b = createKafkaBus({
+        kafka: kafka('contract'),
+        logger: pino({ level: 'silent' }),
+        maxAttempts: 3,
+        consumer: FAST_CONSUMER,
+      });
       return {
         bus: b,
         groupId: () => unique('g'),
