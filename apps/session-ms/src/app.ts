@@ -143,6 +143,7 @@ function retryLoop(delivery: Delivery, tickMs: number, logger: Runtime['logger']
       running = false;
       clearTimeout(timer);
       await round;
+      await delivery.leave().catch((err) => logger.warn({ err }, 'could not withdraw the read position'));
     },
   };
 }

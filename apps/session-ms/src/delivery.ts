@@ -144,6 +144,11 @@ export class Delivery {
     return due.length;
   }
 
+  /** This replica stops retrying: the others no longer wait for its read position. */
+  async leave(): Promise<void> {
+    await this.store.forgetReadUpTo(this.reader.replica);
+  }
+
   private async pushOrOffline(durable: Pending[], ephemeral: Push[]): Promise<void> {
     if (durable.length === 0 && ephemeral.length === 0) return;
     const users = [...new Set([...durable.map((p) => p.user), ...ephemeral.map((p) => p.user)])];

@@ -111,6 +111,10 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     await store.reportReadUpTo('r3', 1000, 1);
     await new Promise((r) => setTimeout(r, 10));
     expect(await store.readUpTo()).toBe(5000);
+    await store.forgetReadUpTo('r1');
+    expect(await store.readUpTo()).toBe(7000);
+    await store.forgetReadUpTo('r2');
+    expect(await store.readUpTo()).toBeUndefined();
   });
 
   it('reports an ack of something not pending as undefined, and still remembers it', async () => {

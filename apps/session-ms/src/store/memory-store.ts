@@ -96,6 +96,10 @@ export class MemorySessionStore implements SessionStore {
     this.readPositions.set(replica, { at, expires: this.now() + ttlMs });
   }
 
+  async forgetReadUpTo(replica: string): Promise<void> {
+    this.readPositions.delete(replica);
+  }
+
   async readUpTo(): Promise<number | undefined> {
     const now = this.now();
     let earliest: number | undefined;

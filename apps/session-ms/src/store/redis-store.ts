@@ -198,6 +198,10 @@ export class RedisSessionStore implements SessionStore {
     await this.redis.multi().set(`read:${replica}`, String(at), 'PX', ttlMs).sadd('readers', replica).exec();
   }
 
+  async forgetReadUpTo(replica: string): Promise<void> {
+    await this.redis.multi().del(`read:${replica}`).srem('readers', replica).exec();
+  }
+
   async readUpTo(): Promise<number | undefined> {
     const earliest = (await this.redis.eval(READ_UP_TO, 1, 'readers', this.prefix)) as string | null;
     return earliest === null ? undefined : Number(earliest);

@@ -54,6 +54,8 @@ export interface SessionStore {
    * own clock: a replica that stops reporting (it died, its partitions moved) stops counting.
    */
   reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void>;
+  /** A replica that stops takes its report back, so the others need not wait for it to expire. */
+  forgetReadUpTo(replica: string): Promise<void>;
   /** The earliest read position among replicas whose report is live; undefined when none is. */
   readUpTo(): Promise<number | undefined>;
   ping(): Promise<void>;
