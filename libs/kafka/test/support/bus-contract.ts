@@ -1,5 +1,6 @@
 import { Static, Type } from '@sinclair/typebox';
 import { TopicSpec } from '@parley/contracts';
+import { waitFor } from '@parley/test-kit';
 import { Envelope, EventBus, sleep } from '../../src';
 
 const Note = Type.Object({
@@ -30,14 +31,6 @@ export function noteTopic(name: string): TopicSpec<Note> {
   };
 }
 
-async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 /**
  * The EventBus port's contract, run against every adapter (MemoryBus, and the Kafka adapter on the
  * embedded broker and on a real Kafka): what the services rely on, whichever bus they are given.
@@ -65,7 +58,7 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       const got: Envelope<Note>[] = [];
       await subscribe(topic, async (batch) => void got.push(...batch)).start();
       await under.bus.publish(topic, [note(1), note(2), note(3)]);
-      await until(() => got.length === 3, 'three events');
+      await waitFor(() => got.length === 3, 15_000, 'three events');
       expect(got.map((e) => [e.event.n, e.key])).toEqual([
         [1, 'note-1'],
         [2, 'note-2'],
@@ -82,7 +75,7 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
         handled.push(...batch.map((e) => e.event.n));
       }).start();
       await under.bus.publish(topic, [note(1)]);
-      await until(() => handled.length === 1, 'the retried event');
+      await waitFor(() => handled.length === 1, 15_000, 'the retried event');
       expect(handled).toEqual([1]);
       expect(calls).toBe(2);
     });
@@ -100,14 +93,14 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       });
       await subscription.start();
       await under.bus.publish(topic, [note(1), note(2)]);
-      await until(() => firstWrittenAt !== undefined, 'the handler to hold the batch');
+      await waitFor(() => firstWrittenAt !== undefined, 15_000, 'the handler to hold the batch');
       await sleep(300);
       expect(subscription.handledUpTo()).toBeLessThan(firstWrittenAt!);
 
       release();
-      await until(() => handled === 2, 'both events');
+      await waitFor(() => handled === 2, 15_000, 'both events');
       const afterHandled = Date.now();
-      await until(() => subscription.handledUpTo() >= afterHandled, 'the read position to catch up', 5000);
+      await waitFor(() => subscription.handledUpTo() >= afterHandled, 5000, 'the read position to catch up');
     });
   });
 }

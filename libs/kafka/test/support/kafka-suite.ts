@@ -6,6 +6,7 @@ import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import { createKafkaBus, Envelope, EventBus, provisionTopics, sleep } from '../../src';
 import { busContract, noteTopic } from './bus-contract';
+import { waitFor } from '@parley/test-kit';
 import { RawClient } from './raw-client';
 import type { KafkaTarget, KafkaTargetKind } from './targets';
 
@@ -40,18 +41,6 @@ const ping = (n: number): Ping => ({ kind: 'test.ping', v: 1, id: `id-${n}`, n }
 
 let counter = 0;
 const unique = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
-
-export async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 15_000,
-  what = 'condition',
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** Records every consumer `k` creates, so a test can watch a bus's consumer through kafkajs's events. */
 function watchConsumers(k: Kafka): Consumer[] {

@@ -139,14 +139,7 @@ export class GroupCoordinator {
     m.protocols = req.protocols;
     g.protocolType = req.protocolType;
     // A rejoin that replaces an earlier, still pending one: answer the old one.
-    m.pendingJoin?.({
-      errorCode: ErrorCode.UNKNOWN_MEMBER_ID,
-      generationId: -1,
-      protocol: null,
-      leaderId: '',
-      memberId: m.id,
-      members: [],
-    });
+    answerJoinAsUnknown(m);
     const result = new Promise<JoinResult>((resolve) => (m.pendingJoin = resolve));
     this.touch(g, m);
     if (g.state !== 'PreparingRebalance') this.prepareRebalance(g, `member ${m.id} joined`);
@@ -318,14 +311,7 @@ export class GroupCoordinator {
     m.session = undefined;
     g.members.delete(m.id);
     this.logger.info({ group: g.id, member: m.id, reason }, 'member removed');
-    m.pendingJoin?.({
-      errorCode: ErrorCode.UNKNOWN_MEMBER_ID,
-      generationId: -1,
-      protocol: null,
-      leaderId: '',
-      memberId: m.id,
-      members: [],
-    });
+    answerJoinAsUnknown(m);
     m.pendingJoin = undefined;
     m.pendingSync?.({ errorCode: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
     m.pendingSync = undefined;
@@ -351,4 +337,16 @@ export class GroupCoordinator {
     }
     this.groups.clear();
   }
+}
+
+/** A member's pending JoinGroup, if any, is answered UNKNOWN_MEMBER_ID: it was replaced or removed. */
+function answerJoinAsUnknown(m: Member): void {
+  m.pendingJoin?.({
+    errorCode: ErrorCode.UNKNOWN_MEMBER_ID,
+    generationId: -1,
+    protocol: null,
+    leaderId: '',
+    memberId: m.id,
+    members: [],
+  });
 }
