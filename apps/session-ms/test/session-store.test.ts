@@ -165,3 +165,15 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(claimed).toEqual([{ ...pending('alice:r1', 'frank'), stored: true, attempts: 2 }]);
   });
 });
+
+describe('MemorySessionStore', () => {
+  it('remembers at most maxAcked acked mids, forgetting the oldest first', async () => {
+    const store = new MemorySessionStore(Date.now, 3);
+    await store.complete('bob', ['alice:a1', 'alice:a2'], 60_000);
+    await store.complete('bob', ['alice:a3', 'alice:a4', 'alice:a5'], 60_000);
+    expect(await store.track(pending('alice:a1'), 1000)).toBe(true);
+    expect(await store.track(pending('alice:a2'), 1000)).toBe(true);
+    for (const mid of ['alice:a3', 'alice:a4', 'alice:a5'])
+      expect(await store.track(pending(mid), 1000)).toBe(false);
+  });
+});

@@ -1,6 +1,13 @@
 import { Connection, Pending, SessionStore } from './session-store';
 
-/** The embedded default: one session-ms replica, state in this process. Same semantics as Redis. */
+/** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
+export const DEFAULT_MAX_ACKED = 1_000_000;
+
+/**
+ * The embedded default: one session-ms replica, state in this process. Same semantics as Redis,
+ * except that it remembers at most `maxAcked` acked mids (the oldest go first): at a sustained
+ * 1,000 msg/s a day of them would not fit in memory, so the dedup window shrinks under load instead.
+ */
 export class MemorySessionStore implements SessionStore {
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
@@ -10,7 +17,10 @@ export class MemorySessionStore implements SessionStore {
   private readonly acked = new Map<string, number>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly maxAcked = DEFAULT_MAX_ACKED,
+  ) {}
 
   async addConnection(connection: Connection): Promise<void> {
     const byConn = this.connections.get(connection.user) ?? new Map<string, Connection>();
@@ -57,17 +67,18 @@ export class MemorySessionStore implements SessionStore {
 
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
     const expires = this.now() + rememberMs;
-    this.sweepAcked();
-    return mids.map((mid) => {
+    const found = mids.map((mid) => {
       const key = keyOf(user, mid);
-      const found = this.pending.get(key);
+      const pending = this.pending.get(key);
       this.pending.delete(key);
       this.due.delete(key);
       // Re-inserted so the map stays in expiry order and the sweep can stop at the first live entry.
       this.acked.delete(key);
       this.acked.set(key, expires);
-      return found;
+      return pending;
     });
+    this.sweepAcked();
+    return found;
   }
 
   async drop(user: string, mids: string[]): Promise<void> {
@@ -119,11 +130,12 @@ export class MemorySessionStore implements SessionStore {
     return expires !== undefined && expires > this.now();
   }
 
+  /** Drops the expired and, past `maxAcked`, the oldest: the map is in expiry order. */
   private sweepAcked(): void {
-    if (this.acked.size < 10_000) return;
+    if (this.acked.size < 10_000 && this.acked.size <= this.maxAcked) return;
     const now = this.now();
     for (const [key, expires] of this.acked) {
-      if (expires > now) break;
+      if (expires > now && this.acked.size <= this.maxAcked) break;
       this.acked.delete(key);
     }
   }
