@@ -30,12 +30,16 @@ export interface DeliverySettings {
   gatewayTtlMs: number;
   /** How often `retryDue` runs (the read-position reports expire after a few ticks). */
   retryTickMs?: number;
+  /** A reader stalled this far behind no longer holds retries back (default 60 s). */
+  maxAckReadLagMs?: number;
 }
 
 /** How long a replica's read position counts without a new report: about a consumer session timeout, and several retry ticks. */
 const readReportTtlMs = (retryTickMs = 200) => Math.max(10_000, 3 * retryTickMs);
 /** A reader stalled this far behind no longer holds retries and the offline hand-over back. */
 const MAX_ACK_READ_LAG_MS = 60_000;
+/** A stopping replica this close to the present withdraws its read position; a lagging one lets it expire. */
+const CAUGHT_UP_MS = 1000;
 
 interface Push {
   user: string;
@@ -134,8 +138,8 @@ export class Delivery {
       readReportTtlMs(this.settings.retryTickMs),
     );
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
-    const dueBy = Math.max(readUpTo, now - MAX_ACK_READ_LAG_MS);
-    this.metrics.ackReadLag.set((now - readUpTo) / 1000);
+    const dueBy = Math.max(readUpTo, now - (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS));
+    this.metrics.ackReadLag.set((now - dueBy) / 1000);
     const due = await this.store.claimDue(dueBy, now, this.settings.ackTimeoutMs, limit);
     const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
     const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
@@ -144,8 +148,11 @@ export class Delivery {
     return due.length;
   }
 
-  /** This replica stops retrying: the others no longer wait for its read position. */
+  /** This replica stops retrying: if it is caught up, the others no longer wait for its read position. */
   async leave(): Promise<void> {
+    // A lagging replica's report must outlive it: until the partitions' next owner has fetched,
+    // its unread acks would otherwise be taken for silence by every other replica.
+    if (Date.now() - this.reader.readUpTo() > CAUGHT_UP_MS) return;
     await this.store.forgetReadUpTo(this.reader.replica);
   }
 

@@ -1,5 +1,6 @@
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import { waitFor } from '@parley/test-kit';
 import { createSessionService } from '../src/app';
 import { MemorySessionStore } from '../src/store/memory-store';
 
@@ -26,10 +27,9 @@ describe('createSessionService', () => {
     });
     await service.start();
     try {
-      const deadline = Date.now() + 5000;
-      while ((await store.readUpTo()) === undefined && Date.now() < deadline)
-        await new Promise((r) => setTimeout(r, 10));
-      expect(await store.readUpTo()).toBeGreaterThan(Date.now() - 5000);
+      let reported: number | undefined;
+      await waitFor(async () => (reported = await store.readUpTo()) !== undefined, 5000, 'a read position');
+      expect(reported).toBeGreaterThan(Date.now() - 5000);
     } finally {
       await service.stop();
     }

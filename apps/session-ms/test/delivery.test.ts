@@ -38,10 +38,22 @@ const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
 });
 
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
-function setup({ readUpTo = Date.now, store = new MemorySessionStore(), replica = 'r1' } = {}) {
+function setup({
+  readUpTo = Date.now,
+  store = new MemorySessionStore(),
+  replica = 'r1',
+  ackTimeoutMs = 20,
+  maxAckReadLagMs = 60_000,
+} = {}) {
   const gateways = new RecordingGateways();
   const bus = new MemoryBus();
-  const settings = { ackTimeoutMs: 20, maxAttempts: 3, rememberAckedMs: 60_000, gatewayTtlMs: 60_000 };
+  const settings = {
+    ackTimeoutMs,
+    maxAttempts: 3,
+    rememberAckedMs: 60_000,
+    gatewayTtlMs: 60_000,
+    maxAckReadLagMs,
+  };
   const delivery = new Delivery(
     store,
     gateways,
@@ -217,7 +229,10 @@ describe('Delivery', () => {
 
   it('times each push again from when it is sent: a lagging reader does not turn one retry into a burst', async () => {
     const lagMs = 100;
-    const { delivery, gateways, bus, connect } = setup({ readUpTo: () => Date.now() - lagMs });
+    const { delivery, gateways, bus, connect } = setup({
+      readUpTo: () => Date.now() - lagMs,
+      ackTimeoutMs: 80,
+    });
     await connect('bob', 'phone');
     await delivery.handle([message('m1')]); // lost: no ack comes
     while (gateways.mids('bob').length < 2) {
@@ -253,5 +268,28 @@ describe('Delivery', () => {
       'alice:m1',
       'alice:m1',
     ]);
+  });
+
+  it('stops holding retries back for a reader stalled past maxAckReadLagMs', async () => {
+    const { delivery, gateways, connect } = setup({ readUpTo: () => 0, maxAckReadLagMs: 50 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await new Promise((r) => setTimeout(r, 30)); // past the ack timeout, within the lag allowed
+    await delivery.retryDue();
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+    await new Promise((r) => setTimeout(r, 60));
+    await delivery.retryDue();
+    expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
+  });
+
+  it('a replica that leaves while behind keeps its read position until it expires', async () => {
+    const lagging = setup({ readUpTo: () => Date.now() - 5000 });
+    await lagging.delivery.retryDue();
+    await lagging.delivery.leave();
+    expect(await lagging.store.readUpTo()).toBeLessThan(Date.now() - 4000);
+    const caughtUp = setup({ store: lagging.store, replica: 'r2' });
+    await caughtUp.delivery.retryDue();
+    await caughtUp.delivery.leave();
+    expect(await lagging.store.readUpTo()).toBeLessThan(Date.now() - 4000);
   });
 });

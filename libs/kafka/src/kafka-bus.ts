@@ -212,11 +212,17 @@ function createSubscription<T>(
     rebalanceTimeout: options.consumer?.rebalanceTimeout ?? 10_000,
     heartbeatInterval,
     maxWaitTimeInMs: options.consumer?.maxWaitTimeInMs ?? 250,
+    // Never cut partitions off a fetch (the default caps it at 10 MiB): a partition left out of a
+    // full fetch would count as read (ReadPosition). Each partition stays capped at 1 MiB.
+    maxBytes: 2 ** 31 - 1,
+    maxBytesPerPartition: 1024 * 1024,
     allowAutoTopicCreation: true,
   });
   let running = false;
   const position = new ReadPosition();
-  consumer.on(consumer.events.GROUP_JOIN, () => position.joined());
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) =>
+    position.joined(payload.memberAssignment[topic.name] ?? []),
+  );
   consumer.on(consumer.events.FETCH_START, ({ payload }) => position.fetchStarted(payload.nodeId));
 
   const deadLetter = async (
@@ -261,8 +267,17 @@ function createSubscription<T>(
 
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
-    if (batch.messages.length > 0)
-      position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
+    if (batch.messages.length === 0) return;
+    position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
+    try {
+      await handleBatch(payload);
+    } finally {
+      position.batchEnded(batch.partition);
+    }
+  };
+
+  const handleBatch = async (payload: EachBatchPayload) => {
+    const { batch } = payload;
     for (let start = 0; start < batch.messages.length; start += maxBatchSize) {
       if (!payload.isRunning() || payload.isStale()) return;
       const chunk = batch.messages.slice(start, start + maxBatchSize);

@@ -1,35 +1,56 @@
-/** A fetcher that has not started a fetch for this long is taken for gone (its broker lost leadership). */
+/** A fetcher that has not started a fetch for this long, with no batch in progress, is taken for gone. */
 export const STALE_FETCHER_MS = 30_000;
+
+interface FetchCycle {
+  /** When the previous fetch started: what it vouches for once the next one starts. */
+  previous: number;
+  /** When the current fetch started. */
+  current: number;
+  /** The current fetch vouches for nothing (it may predate a rebalance or span a pause). */
+  tainted: boolean;
+}
 
 /**
  * How far one consumer group member has read its partitions, as a time T such that every record
  * written before T has been handled. kafkajs fetches from a broker again only once every batch of
  * the previous fetch is handled, so when fetch N+1 starts, everything written before fetch N
- * started is handled, except on partitions known to hold more (a batch cut short by maxBytes, or
- * one still being handled): those count with the time of their first unhandled record.
- * Conservative by design: unknown means "not read yet".
+ * started is handled, except on partitions known to hold more (a batch cut short, one still being
+ * handled): those count with the time of their first unhandled record. A fetch must be able to
+ * return every assigned partition (the consumer's maxBytes must not cut partitions off).
+ * Conservative by design: what is not known is "not read yet".
  */
 export class ReadPosition {
   /** Partitions with unhandled records: just before the first of them. */
   private readonly behind = new Map<number, number>();
-  /** Per broker: when its previous and its current fetch started. */
-  private readonly fetches = new Map<number, { previous: number; current: number }>();
+  /** Partitions whose batch a handler is working on. */
+  private readonly inProgress = new Set<number>();
+  private readonly fetches = new Map<number, FetchCycle>();
+  private assigned: Set<number> | undefined;
   private pausedAt: number | undefined;
+  private last: number | undefined;
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** The assignment may have changed: nothing is known about the new partitions yet. */
-  joined(): void {
-    this.behind.clear();
-    this.fetches.clear();
+  /**
+   * The group was (re)joined, possibly while batches of the old assignment still run: fetches
+   * started before now vouch for nothing, and partitions no longer assigned stop counting.
+   */
+  joined(assigned?: number[]): void {
+    this.assigned = assigned && new Set(assigned);
+    for (const partition of this.behind.keys()) {
+      if (!this.isAssigned(partition) || !this.inProgress.has(partition)) this.behind.delete(partition);
+    }
+    for (const cycle of this.fetches.values()) cycle.tainted = true;
   }
 
   fetchStarted(nodeId: number): void {
-    const previous = this.fetches.get(nodeId)?.current ?? 0; // the first fetch vouches for nothing
-    this.fetches.set(nodeId, { previous, current: this.now() });
+    const cycle = this.fetches.get(nodeId);
+    const previous = cycle && !cycle.tainted ? cycle.current : 0; // a first fetch vouches for nothing
+    this.fetches.set(nodeId, { previous, current: this.now(), tainted: this.pausedAt !== undefined });
   }
 
   batchStarted(partition: number, firstTimestamp: number): void {
+    this.inProgress.add(partition);
     if (!this.behind.has(partition)) this.behind.set(partition, firstTimestamp - 1);
   }
 
@@ -43,14 +64,20 @@ export class ReadPosition {
     next: number | undefined,
     moreInPartition: boolean,
   ): void {
-    if (next !== undefined) this.behind.set(partition, next - 1);
+    if (!this.isAssigned(partition)) this.behind.delete(partition);
+    else if (next !== undefined) this.behind.set(partition, next - 1);
     else if (moreInPartition) this.behind.set(partition, lastTimestamp);
     else this.behind.delete(partition);
   }
 
-  /** Paused partitions are not read: the position stays where it was until resumed. */
+  batchEnded(partition: number): void {
+    this.inProgress.delete(partition);
+  }
+
+  /** Paused partitions are not read: fetches during the pause vouch for nothing. */
   paused(): void {
-    this.pausedAt ??= this.upTo();
+    this.pausedAt ??= this.now();
+    for (const cycle of this.fetches.values()) cycle.tainted = true;
   }
 
   resumed(): void {
@@ -60,10 +87,21 @@ export class ReadPosition {
   upTo(): number {
     const now = this.now();
     let upTo = Math.min(now, this.pausedAt ?? now);
-    for (const before of this.behind.values()) upTo = Math.min(upTo, before);
+    for (const [partition, before] of this.behind)
+      if (this.isAssigned(partition)) upTo = Math.min(upTo, before);
+    let live = 0;
     for (const { previous, current } of this.fetches.values()) {
-      if (current > now - STALE_FETCHER_MS) upTo = Math.min(upTo, previous);
+      if (current <= now - STALE_FETCHER_MS && this.inProgress.size === 0) continue;
+      live++;
+      upTo = Math.min(upTo, previous);
     }
+    // Every fetcher has gone quiet (the consumer crashed or stopped): hold what was last known.
+    if (this.fetches.size > 0 && live === 0) upTo = Math.min(upTo, this.last ?? 0);
+    this.last = upTo;
     return upTo;
+  }
+
+  private isAssigned(partition: number): boolean {
+    return this.assigned === undefined || this.assigned.has(partition);
   }
 }

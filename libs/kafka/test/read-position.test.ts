@@ -6,6 +6,14 @@ describe('ReadPosition', () => {
   beforeEach(() => {
     now = 1_000_000;
   });
+  /** A position whose broker 1 has completed one fetch cycle that started at 1_000_000. */
+  const afterOneCycle = () => {
+    const position = new ReadPosition(clock);
+    position.fetchStarted(1);
+    now += 10;
+    position.fetchStarted(1);
+    return position;
+  };
 
   test('a member that has not fetched yet has read nothing it can vouch for; one that fetches nothing is current', () => {
     const position = new ReadPosition(clock);
@@ -19,15 +27,13 @@ describe('ReadPosition', () => {
   });
 
   test('a fetch vouches for what was written before it started only once its batches are handled', () => {
-    const position = new ReadPosition(clock);
-    position.fetchStarted(1);
-    now += 10;
-    position.fetchStarted(1); // fetch 2 starts at 1_000_010 ...
+    const position = afterOneCycle(); // fetch 2 starts at 1_000_010 ...
     now += 5;
     position.batchStarted(0, 1_000_012); // ... and returns a record written at 1_000_012
     now += 5000; // a long handler
     expect(position.upTo()).toBe(1_000_000);
-    position.chunkHandled(0, 1_000_012, undefined, false); // the batch ended at the watermark seen by fetch 2
+    position.chunkHandled(0, 1_000_012, undefined, false); // the batch ended at the watermark fetch 2 saw
+    position.batchEnded(0);
     // Records written while it ran are not vouched for until the next fetch starts.
     expect(position.upTo()).toBe(1_000_000);
     position.fetchStarted(1);
@@ -35,46 +41,76 @@ describe('ReadPosition', () => {
   });
 
   test('a partition with more to read holds the position at its first unhandled record', () => {
-    const position = new ReadPosition(clock);
-    position.fetchStarted(1);
-    now += 10;
-    position.fetchStarted(1);
+    const position = afterOneCycle();
     position.batchStarted(3, 500);
     position.chunkHandled(3, 600, 700, true); // the batch's next record was written at 700
     now += 10;
     position.fetchStarted(1);
     expect(position.upTo()).toBe(699);
     position.chunkHandled(3, 900, undefined, true); // the batch ended, the partition holds more
+    position.batchEnded(3);
     expect(position.upTo()).toBe(900);
     position.batchStarted(3, 950);
     position.chunkHandled(3, 990, undefined, false);
+    position.batchEnded(3);
     expect(position.upTo()).toBe(1_000_010);
   });
 
-  test('a rebalance forgets everything; pausing holds the position until resumed', () => {
-    const position = new ReadPosition(clock);
+  test('a rebalance: fetches from before it vouch for nothing; a running batch of a kept partition still counts, a lost partition stops counting', () => {
+    const position = afterOneCycle();
+    position.batchStarted(0, 500); // still running through the rebalance
+    position.batchStarted(1, 600); // still running, but partition 1 moves to another member
+    now += 10;
+    position.joined([0, 2]);
+    expect(position.upTo()).toBe(500 - 1);
+    position.chunkHandled(1, 650, undefined, true); // the old batch finishes after the rebalance
+    position.batchEnded(1);
+    position.chunkHandled(0, 550, undefined, false);
+    position.batchEnded(0);
+    expect(position.upTo()).toBe(1_000_000); // the cycle before the rebalance still stands...
+    now += 10;
+    position.fetchStarted(1); // ...but the fetch that was running at the rebalance vouches for nothing
+    expect(position.upTo()).toBe(0);
+    now += 10;
     position.fetchStarted(1);
-    position.fetchStarted(1);
-    position.batchStarted(0, 10);
-    position.joined();
-    expect(position.upTo()).toBe(now);
-    position.paused();
-    now += 1000;
-    expect(position.upTo()).toBe(1_000_000);
-    position.resumed();
-    expect(position.upTo()).toBe(1_001_000);
+    expect(position.upTo()).toBe(1_000_030);
   });
 
-  test('a fetcher that stopped fetching (its broker lost leadership) stops counting', () => {
-    const position = new ReadPosition(clock);
+  test('a pause holds the position, and fetches made while paused vouch for nothing after it', () => {
+    const position = afterOneCycle();
+    now += 10;
+    position.paused();
+    now += 1000;
+    position.fetchStarted(1); // empty: nothing is requested while paused
+    expect(position.upTo()).toBeLessThanOrEqual(1_000_020);
+    now += 1000;
+    position.resumed();
+    position.fetchStarted(1); // the first fetch after the pause
+    expect(position.upTo()).toBe(0);
+    now += 10;
     position.fetchStarted(1);
-    position.fetchStarted(1);
+    expect(position.upTo()).toBe(1_002_020);
+  });
+
+  test('a fetcher that went quiet stops counting; when all have, the last position is held', () => {
+    const position = afterOneCycle();
     position.fetchStarted(2);
-    now += STALE_FETCHER_MS - 1;
+    now += 10;
     position.fetchStarted(2);
+    expect(position.upTo()).toBe(1_000_000); // the slower broker sets the pace
+    now += STALE_FETCHER_MS - 20;
+    position.fetchStarted(2);
+    expect(position.upTo()).toBe(1_000_000); // broker 1 is still live
+    now += 30;
+    expect(position.upTo()).toBe(1_000_020); // broker 1 went quiet: broker 2 alone
+    now += STALE_FETCHER_MS;
+    expect(position.upTo()).toBe(1_000_020); // both quiet (the consumer stopped): held
+  });
+
+  test('a fetcher is not taken for gone while a batch is still being handled', () => {
+    const position = afterOneCycle();
+    position.batchStarted(0, 1_000_005);
+    now += STALE_FETCHER_MS * 2;
     expect(position.upTo()).toBe(1_000_000);
-    now += 2;
-    position.fetchStarted(2);
-    expect(position.upTo()).toBe(now - 2);
   });
 });
