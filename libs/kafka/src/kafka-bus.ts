@@ -224,6 +224,9 @@ function createSubscription<T>(
     position.joined(payload.memberAssignment[topic.name] ?? []),
   );
   consumer.on(consumer.events.FETCH_START, ({ payload }) => position.fetchStarted(payload.nodeId));
+  consumer.on(consumer.events.REQUEST, ({ payload }) => {
+    if (payload.apiName === 'Fetch') position.fetchAnswered();
+  });
 
   const deadLetter = async (
     envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[],

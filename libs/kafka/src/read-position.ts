@@ -8,6 +8,8 @@ interface FetchCycle {
   current: number;
   /** The current fetch vouches for nothing (it may predate a rebalance or span a pause). */
   tainted: boolean;
+  /** Fetch answers seen when it started: none since means it failed (the broker is unreachable). */
+  answersAtStart: number;
 }
 
 /**
@@ -28,6 +30,7 @@ export class ReadPosition {
   private assigned: Set<number> | undefined;
   private pausedAt: number | undefined;
   private last: number | undefined;
+  private answers = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -45,8 +48,21 @@ export class ReadPosition {
 
   fetchStarted(nodeId: number): void {
     const cycle = this.fetches.get(nodeId);
-    const previous = cycle && !cycle.tainted ? cycle.current : 0; // a first fetch vouches for nothing
-    this.fetches.set(nodeId, { previous, current: this.now(), tainted: this.pausedAt !== undefined });
+    let previous = 0; // a first fetch vouches for nothing
+    if (cycle && this.answers === cycle.answersAtStart)
+      previous = cycle.previous; // it failed: no progress
+    else if (cycle && !cycle.tainted) previous = cycle.current;
+    this.fetches.set(nodeId, {
+      previous,
+      current: this.now(),
+      tainted: this.pausedAt !== undefined,
+      answersAtStart: this.answers,
+    });
+  }
+
+  /** A Fetch response came back (kafkajs reports a failed fetch as an empty one). */
+  fetchAnswered(): void {
+    this.answers++;
   }
 
   batchStarted(partition: number, firstTimestamp: number): void {

@@ -7,21 +7,26 @@ describe('ReadPosition', () => {
     now = 1_000_000;
   });
   /** A position whose broker 1 has completed one fetch cycle that started at 1_000_000. */
+  /** A fetch from broker `node` that gets its answer. */
+  const fetched = (position: ReadPosition, node = 1) => {
+    position.fetchStarted(node);
+    position.fetchAnswered();
+  };
   const afterOneCycle = () => {
     const position = new ReadPosition(clock);
-    position.fetchStarted(1);
+    fetched(position);
     now += 10;
-    position.fetchStarted(1);
+    fetched(position);
     return position;
   };
 
   test('a member that has not fetched yet has read nothing it can vouch for; one that fetches nothing is current', () => {
     const position = new ReadPosition(clock);
     expect(position.upTo()).toBe(now); // no partitions, no fetcher
-    position.fetchStarted(1);
+    fetched(position);
     expect(position.upTo()).toBe(0);
     now += 100;
-    position.fetchStarted(1); // the first fetch returned nothing to handle
+    fetched(position); // the first fetch returned nothing to handle
     now += 100;
     expect(position.upTo()).toBe(1_000_000);
   });
@@ -36,7 +41,7 @@ describe('ReadPosition', () => {
     position.batchEnded(0);
     // Records written while it ran are not vouched for until the next fetch starts.
     expect(position.upTo()).toBe(1_000_000);
-    position.fetchStarted(1);
+    fetched(position);
     expect(position.upTo()).toBe(1_000_010);
   });
 
@@ -45,7 +50,7 @@ describe('ReadPosition', () => {
     position.batchStarted(3, 500);
     position.chunkHandled(3, 600, 700, true); // the batch's next record was written at 700
     now += 10;
-    position.fetchStarted(1);
+    fetched(position);
     expect(position.upTo()).toBe(699);
     position.chunkHandled(3, 900, undefined, true); // the batch ended, the partition holds more
     position.batchEnded(3);
@@ -69,10 +74,10 @@ describe('ReadPosition', () => {
     position.batchEnded(0);
     expect(position.upTo()).toBe(1_000_000); // the cycle before the rebalance still stands...
     now += 10;
-    position.fetchStarted(1); // ...but the fetch that was running at the rebalance vouches for nothing
+    fetched(position); // ...but the fetch that was running at the rebalance vouches for nothing
     expect(position.upTo()).toBe(0);
     now += 10;
-    position.fetchStarted(1);
+    fetched(position);
     expect(position.upTo()).toBe(1_000_030);
   });
 
@@ -81,25 +86,25 @@ describe('ReadPosition', () => {
     now += 10;
     position.paused();
     now += 1000;
-    position.fetchStarted(1); // empty: nothing is requested while paused
+    fetched(position); // empty: nothing is requested while paused
     expect(position.upTo()).toBeLessThanOrEqual(1_000_020);
     now += 1000;
     position.resumed();
-    position.fetchStarted(1); // the first fetch after the pause
+    fetched(position); // the first fetch after the pause
     expect(position.upTo()).toBe(0);
     now += 10;
-    position.fetchStarted(1);
+    fetched(position);
     expect(position.upTo()).toBe(1_002_020);
   });
 
   test('a fetcher that went quiet stops counting; when all have, the last position is held', () => {
     const position = afterOneCycle();
-    position.fetchStarted(2);
+    fetched(position, 2);
     now += 10;
-    position.fetchStarted(2);
+    fetched(position, 2);
     expect(position.upTo()).toBe(1_000_000); // the slower broker sets the pace
     now += STALE_FETCHER_MS - 20;
-    position.fetchStarted(2);
+    fetched(position, 2);
     expect(position.upTo()).toBe(1_000_000); // broker 1 is still live
     now += 30;
     expect(position.upTo()).toBe(1_000_020); // broker 1 went quiet: broker 2 alone
@@ -112,5 +117,20 @@ describe('ReadPosition', () => {
     position.batchStarted(0, 1_000_005);
     now += STALE_FETCHER_MS * 2;
     expect(position.upTo()).toBe(1_000_000);
+  });
+
+  test('a fetch that got no answer (the broker is unreachable) vouches for nothing', () => {
+    const position = afterOneCycle();
+    now += 10;
+    position.fetchStarted(1); // fails: kafkajs reports it as empty
+    now += 10;
+    position.fetchStarted(1); // fails again
+    now += 10;
+    position.fetchStarted(1);
+    expect(position.upTo()).toBe(1_000_010); // still what the last answered fetch vouched for
+    position.fetchAnswered();
+    now += 10;
+    fetched(position);
+    expect(position.upTo()).toBe(1_000_040);
   });
 });
