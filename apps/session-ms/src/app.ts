@@ -75,7 +75,7 @@ export interface SessionDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
   store: SessionStore;
   gateways: GatewayClient;
-  settings: DeliverySettings & { retryTickMs: number };
+  settings: DeliverySettings;
   internalSecret: string;
   port: number;
   host?: string;

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import {
   AckEvent,
   ConnectionTopicEvent,
@@ -29,13 +28,13 @@ export interface DeliverySettings {
   /** A gateway that has not beaten for this long is considered gone. */
   gatewayTtlMs: number;
   /** How often `retryDue` runs (the read-position reports expire after a few ticks). */
-  retryTickMs?: number;
+  retryTickMs: number;
   /** A reader stalled this far behind no longer holds retries back (default 60 s). */
   maxAckReadLagMs?: number;
 }
 
 /** How long a replica's read position counts without a new report: about a consumer session timeout, and several retry ticks. */
-const readReportTtlMs = (retryTickMs = 200) => Math.max(10_000, 3 * retryTickMs);
+const readReportTtlMs = (retryTickMs: number) => Math.max(10_000, 3 * retryTickMs);
 /** A reader stalled this far behind no longer holds retries and the offline hand-over back. */
 const MAX_ACK_READ_LAG_MS = 60_000;
 /** A stopping replica this close to the present withdraws its read position; a lagging one lets it expire. */
@@ -67,10 +66,7 @@ export class Delivery {
      * queued behind a backlog is not taken for a silent client: under a burst, retries would only
      * add to the backlog.
      */
-    private readonly reader: { replica: string; readUpTo: () => number } = {
-      replica: randomUUID(),
-      readUpTo: Date.now,
-    },
+    private readonly reader: { replica: string; readUpTo: () => number },
   ) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });

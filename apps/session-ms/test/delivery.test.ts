@@ -52,6 +52,7 @@ function setup({
     maxAttempts: 3,
     rememberAckedMs: 60_000,
     gatewayTtlMs: 60_000,
+    retryTickMs: 25,
     maxAckReadLagMs,
   };
   const delivery = new Delivery(
