@@ -2,10 +2,8 @@ import { createHash } from 'node:crypto';
 import { Static, Type } from '@sinclair/typebox';
 import {
   CLIENT_ID_PATTERN,
-  DeliverEvent,
   errorDeliverable,
   DeliveryTopicEvent,
-  ErrorFrame,
   FrameResult,
   GroupTopicEvent,
   InboundEvent,
@@ -41,7 +39,7 @@ const ROUTABLE_TYPES: InboundEvent['frame']['type'][] = ['message', 'ack', 'read
 const clientId = new RegExp(CLIENT_ID_PATTERN);
 
 /** An `error` deliverable to the sender of a frame the router cannot route. */
-export type Refusal = DeliverEvent & { frame: ErrorFrame & { mid: string } };
+export type Refusal = ReturnType<typeof errorDeliverable>;
 export type Checked = { ok: true; inbound: InboundEvent } | { ok: false; refusal: Refusal };
 
 /** The record's frame checked against what `route` handles; otherwise an `error` deliverable to its sender. */
