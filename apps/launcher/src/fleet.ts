@@ -50,6 +50,8 @@ export interface FleetOptions {
   dataDir?: string;
   /** A real Kafka instead of the embedded broker. */
   kafkaBrokers?: string;
+  /** KAFKA_PACK_EVENTS (default true): pack each flush's events per partition into one record. */
+  packEvents?: boolean;
   redisUrl?: string;
   databaseUrl?: string;
   /** `DEFAULT_PORTS`, or `'random'` for free ports (tests). */
@@ -114,6 +116,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       KAFKA_SSL: false,
       KAFKA_REPLICATION_FACTOR: 1,
       KAFKA_TOPIC_PARTITIONS: options.kafkaBrokers ? undefined : 4,
+      KAFKA_PACK_EVENTS: options.packEvents,
     };
     const consumer = options.fastConsumers
       ? { heartbeatInterval: 200, maxWaitTimeInMs: 100, sessionTimeout: 6000, rebalanceTimeout: 3000 }

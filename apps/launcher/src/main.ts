@@ -5,6 +5,7 @@ import { startFleet } from './fleet';
 const LauncherConfig = Type.Object({
   PARLEY_DATA_DIR: Type.String({ default: '.data', description: 'Broker log and PGlite data' }),
   KAFKA_BROKERS: Type.Optional(Type.String({ description: 'Use this Kafka instead of the embedded broker' })),
+  KAFKA_PACK_EVENTS: Type.Boolean({ default: true, description: 'One record per partition and flush' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   HOST: Type.String({ default: '127.0.0.1' }),
@@ -27,6 +28,7 @@ async function main() {
   const fleet = await startFleet({
     dataDir: config.PARLEY_DATA_DIR,
     kafkaBrokers: config.KAFKA_BROKERS,
+    packEvents: config.KAFKA_PACK_EVENTS,
     redisUrl: config.REDIS_URL,
     databaseUrl: config.DATABASE_URL,
     host: config.HOST,

@@ -3,7 +3,8 @@ import { Counter, Registry } from 'prom-client';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
-import { DecodeError, HEADER_TRACE, TopicCodec } from './codec';
+import { DecodeError, EncodedRecord, HEADER_PACK, HEADER_TRACE, TopicCodec } from './codec';
+import { createPartitionCounts, packByPartition } from './packing';
 import { ReadPosition } from './read-position';
 import { backoffMs, isTransient, sleep } from './retry';
 
@@ -13,8 +14,14 @@ export interface KafkaBusOptions {
   metrics?: Registry;
   /** Attempts for a failing batch, then for each of its records alone, before the DLQ. */
   maxAttempts?: number;
-  /** Records handed to a handler at once. */
+  /** Records handed to a handler at once (a pack counts as one record). */
   maxBatchSize?: number;
+  /**
+   * Pack the events a flush sends to one partition into one record (default true): far fewer
+   * records for kafkajs to encode and decode. Readers of this bus accept both forms; turn it off
+   * only for foreign consumers that expect one event per record.
+   */
+  packEvents?: boolean;
   partitionsConsumedConcurrently?: number;
   /** How long a handler may run while the member keeps its partitions (default 5 min). */
   maxHandlerMs?: number;
@@ -28,7 +35,7 @@ export interface KafkaBusOptions {
 
 interface PendingSend {
   topic: string;
-  messages: { key: string; value: Buffer; headers: Record<string, string> }[];
+  messages: EncodedRecord[];
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -57,6 +64,16 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     allowAutoTopicCreation: true,
   });
   const admin: Admin = kafka.admin();
+  const packEvents = options.packEvents ?? true;
+  const partitionCounts = createPartitionCounts(async (topic) => {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    return topics[0].partitions.length;
+  });
+  const packed = async (topic: string, messages: EncodedRecord[]) => {
+    if (!packEvents || messages.length < 2) return messages;
+    const count = await partitionCounts.get(topic);
+    return count === undefined ? messages : packByPartition(topic, messages, count);
+  };
   const subscriptions = new Set<Subscription>();
   let connected: Promise<void> | undefined;
   const connect = () =>
@@ -72,11 +89,19 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
         const sending = takeBatch();
         try {
           await connect();
-          await producer.sendBatch({ acks: -1, topicMessages: groupByTopic(sending) });
+          const topicMessages = await Promise.all(
+            groupByTopic(sending).map(async ({ topic, messages }) => ({
+              topic,
+              messages: await packed(topic, messages),
+            })),
+          );
+          await producer.sendBatch({ acks: -1, topicMessages });
           for (const send of sending) send.resolve();
           for (const send of sending) counters.published.inc({ topic: send.topic }, send.messages.length);
+          for (const { topic, messages } of topicMessages) counters.records.inc({ topic }, messages.length);
         } catch (err) {
           connected = undefined;
+          partitionCounts.forget(); // a topic may have gained partitions
           for (const send of sending) send.reject(err);
         }
       }
@@ -165,13 +190,19 @@ function createCounters(registry?: Registry) {
   return {
     published: new Counter({
       name: 'parley_kafka_published_total',
-      help: 'Records published',
+      help: 'Events published',
+      labelNames: ['topic'],
+      registers,
+    }),
+    records: new Counter({
+      name: 'parley_kafka_records_produced_total',
+      help: 'Kafka records written; fewer than events published where events are packed',
       labelNames: ['topic'],
       registers,
     }),
     consumed: new Counter({
       name: 'parley_kafka_consumed_total',
-      help: 'Records handled',
+      help: 'Events handled',
       labelNames: ['topic', 'group'],
       registers,
     }),
@@ -286,22 +317,30 @@ function createSubscription<T>(
       const chunk = batch.messages.slice(start, start + maxBatchSize);
       const good: Envelope<T>[] = [];
       const poison: { value: Buffer | null; key: string; partition: number; offset: string }[] = [];
-      let decodeError: unknown;
+      let decodeError: DecodeError | undefined;
       for (const message of chunk) {
-        const key = message.key?.toString() ?? '';
-        try {
+        const recordKey = message.key?.toString() ?? '';
+        const isPack = message.headers?.[HEADER_PACK] !== undefined;
+        for (const decoded of codec.decodeRecord(message.value, message.headers)) {
+          if (!decoded.ok) {
+            decodeError = decoded.error;
+            poison.push({
+              value: decoded.value,
+              key: recordKey,
+              partition: batch.partition,
+              offset: message.offset,
+            });
+            continue;
+          }
           good.push({
-            event: codec.decode(message.value),
-            key,
+            event: decoded.event,
+            // A pack is keyed by its first event; each event's own key is its topic's key of it.
+            key: isPack ? topic.key(decoded.event) : recordKey,
             partition: batch.partition,
             offset: message.offset,
             timestamp: Number(message.timestamp),
             traceId: message.headers?.[HEADER_TRACE]?.toString(),
           });
-        } catch (err) {
-          if (!(err instanceof DecodeError)) throw err;
-          decodeError = err;
-          poison.push({ value: message.value, key, partition: batch.partition, offset: message.offset });
         }
       }
       if (poison.length > 0) await deadLetter(poison, decodeError);
@@ -311,7 +350,7 @@ function createSubscription<T>(
         );
         if (failure) await whileBeating(payload, () => isolate(good, payload));
       }
-      options.counters.consumed.inc(labels, chunk.length);
+      options.counters.consumed.inc(labels, good.length + poison.length);
       const last = chunk[chunk.length - 1];
       const next = batch.messages[start + chunk.length];
       const moreInPartition = Number(last.offset) + 1 < Number(batch.highWatermark);

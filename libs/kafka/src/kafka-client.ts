@@ -20,6 +20,11 @@ export const KafkaSettingsSchema = {
     description: 'Consumer session timeout: how soon a dead consumer’s partitions move',
   }),
   KAFKA_HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
+  KAFKA_PACK_EVENTS: Type.Boolean({
+    default: true,
+    description:
+      'Pack the events one flush sends to a partition into one record (a JSON array); readers accept both. Off: one event per record, for foreign consumers',
+  }),
 } satisfies TProperties;
 
 export interface KafkaSettings {
@@ -32,6 +37,7 @@ export interface KafkaSettings {
   KAFKA_REPLICATION_FACTOR: number;
   KAFKA_SESSION_TIMEOUT_MS?: number;
   KAFKA_HEARTBEAT_INTERVAL_MS?: number;
+  KAFKA_PACK_EVENTS?: boolean;
 }
 
 /** A kafkajs client from the environment's settings, logging through pino. */

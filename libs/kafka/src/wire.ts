@@ -28,6 +28,7 @@ export async function connectKafkaBus(
     kafka,
     logger: runtime.logger,
     metrics: runtime.metrics,
+    packEvents: settings.KAFKA_PACK_EVENTS,
     ...options,
     consumer: { ...consumer, ...options.consumer },
   });

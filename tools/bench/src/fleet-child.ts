@@ -16,6 +16,7 @@ async function main() {
     logLevel: process.env.LOG_LEVEL ?? 'warn',
     dataDir,
     host: process.env.HOST ?? '127.0.0.1',
+    packEvents: process.env.KAFKA_PACK_EVENTS !== 'false', // KAFKA_PACK_EVENTS=false: the before figure
   });
   const ready = {
     urls: fleet.urls,

@@ -497,8 +497,9 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
 
     describe('createKafkaBus', () => {
       const logger = pino({ level: 'silent' });
-      const bus = (k: Kafka): EventBus => {
-        const b = createKafkaBus({ kafka: k, logger, maxAttempts: 3, consumer: FAST_CONSUMER });
+      /** `packEvents: false` where a test counts offsets: one event per record. */
+      const bus = (k: Kafka, options: { packEvents?: boolean } = {}): EventBus => {
+        const b = createKafkaBus({ kafka: k, logger, maxAttempts: 3, consumer: FAST_CONSUMER, ...options });
         cleanups.push(() => b.close());
         return b;
       };
@@ -531,6 +532,80 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         await b.ping();
       });
 
+      test('events published together travel as one record per partition, in order, each under its own key', async () => {
+        const spec = pingTopic(unique('pack'), 3);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        const events = Array.from({ length: 60 }, (_, i) => ping(i % 6)).map((e, i) => ({ ...e, n: i }));
+        await b.publish(spec, events);
+
+        const written = await (await admin()).fetchTopicOffsets(spec.name);
+        const recordCount = written.reduce((sum, p) => sum + Number(p.high), 0);
+        expect(recordCount).toBe(written.filter((p) => p.high !== '0').length); // one record per partition used
+        const records = await consumeAll(spec.name, recordCount);
+        expect(records.map((r) => Number(r.headers['parley-pack'] ?? 1)).reduce((sum, c) => sum + c, 0)).toBe(
+          60,
+        );
+        expect(records.some((r) => r.headers['parley-pack'] !== undefined)).toBe(true);
+
+        const got: Envelope<Ping>[] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void got.push(...batch),
+        });
+        await sub.start();
+        await waitFor(() => got.length === 60, 15_000, 'every event');
+        expect(got.every((e) => e.key === e.event.id)).toBe(true);
+        for (let k = 0; k < 6; k++) {
+          const ofKey = got.filter((e) => e.event.id === `id-${k}`);
+          expect(ofKey.map((e) => e.event.n)).toEqual(
+            events.filter((e) => e.id === `id-${k}`).map((e) => e.n),
+          );
+          expect(new Set(ofKey.map((e) => e.partition)).size).toBe(1);
+        }
+      });
+
+      test('a key lands on the same partition packed or not', async () => {
+        const spec = pingTopic(unique('partition'), 4);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const events = Array.from({ length: 16 }, (_, i) => ping(i));
+        await bus(kafka('bus'), { packEvents: false }).publish(spec, events);
+        await bus(kafka('bus')).publish(spec, events);
+        const records = await consumeAll(spec.name, 16 + 4);
+        const unpacked = records.filter((r) => r.headers['parley-pack'] === undefined);
+        expect(unpacked).toHaveLength(16);
+        const partitionOf = new Map(unpacked.map((r) => [r.key, r.partition]));
+        for (const pack of records.filter((r) => r.headers['parley-pack'] !== undefined)) {
+          const ids = (JSON.parse(pack.value!.toString()) as Ping[]).map((e) => e.id);
+          for (const id of ids) expect(partitionOf.get(id)).toBe(pack.partition);
+        }
+      });
+
+      test('an invalid event in a pack is parked alone; the rest of the pack is handled', async () => {
+        const spec = pingTopic(unique('pack-poison'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const raw = await producer();
+        const bad = { kind: 'test.ping', v: 1, id: 'id-2', n: 'two' };
+        await raw.send({
+          topic: spec.name,
+          messages: [
+            {
+              key: 'id-1',
+              value: JSON.stringify([ping(1), bad, ping(3)]),
+              headers: { 'parley-pack': '3' },
+            },
+          ],
+        });
+        const { sub, handled } = collecting(bus(kafka('bus')), spec);
+        await sub.start();
+        await waitFor(() => handled.length === 2, 15_000, 'the good events');
+        expect(handled).toEqual([1, 3]);
+        const parked = await consumeAll(dlqTopic(spec.name), 1);
+        expect(JSON.parse(parked[0].value!.toString())).toEqual(bad);
+        expect(parked[0].headers['parley-error']).toMatch(/n/);
+      });
+
       test('a handler that throws is retried and its offset is committed only after it succeeds', async () => {
         const spec = pingTopic(unique('retry'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
@@ -538,7 +613,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const a = await admin();
         const committed = async () =>
           (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset;
-        const b = bus(kafka('bus'));
+        const b = bus(kafka('bus'), { packEvents: false });
         await b.publish(spec, [ping(1), ping(2)]);
         let calls = 0;
         const whileFailing: string[] = [];
@@ -585,7 +660,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('failing'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const groupId = unique('g');
-        const b = bus(kafka('bus'));
+        const b = bus(kafka('bus'), { packEvents: false });
         await b.publish(spec, [ping(1), ping(2), ping(3)]);
         const handled: number[] = [];
         let failures = 0;
@@ -634,7 +709,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const k = kafka('bus');
         const consumers = watchConsumers(k);
-        const b = bus(k);
+        const b = bus(k, { packEvents: false });
         await b.publish(
           spec,
           Array.from({ length: 20 }, (_, i) => ping(i)),
