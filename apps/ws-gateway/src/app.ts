@@ -235,7 +235,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
   };
 
-  const onConnection = (socket: WebSocket, identity: Identity, deviceId: string | undefined) => {
+  const onConnection = (
+    socket: WebSocket,
+    transport: Duplex,
+    identity: Identity,
+    deviceId: string | undefined,
+  ) => {
     const bucket = new TokenBucket(settings.ratePerSecond, settings.rateBurst);
     const ackBucket = new TokenBucket(
       settings.ratePerSecond * ACK_RATE_FACTOR,
@@ -250,6 +255,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       ackBucket,
       identity.expiresAt,
       settings.maxUnsentBytes,
+      transport,
     );
     registry.add(conn);
     socket.on('message', (data, isBinary) => void onFrame(conn, data, isBinary));
@@ -288,7 +294,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       );
       if (registry.size >= settings.maxConnections)
         throw new ParleyError('unavailable', 'this gateway is full; try another');
-      wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, identity, deviceId));
+      wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, socket, identity, deviceId));
     } catch (err) {
       const error = err instanceof ParleyError ? err : new ParleyError('internal', 'upgrade failed');
       if (!(err instanceof ParleyError)) logger.error({ err }, 'upgrade failed');
@@ -305,12 +311,22 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     { schema: { body: GatewaySendRequest } },
     async (request): Promise<GatewaySendResponse> => {
       const { deliveries } = request.body as GatewaySendRequest;
+      // A batch often holds several frames for one socket (a group's receipts to its sender):
+      // corked, they leave in one write instead of one each.
+      const corked = new Set<ClientConnection>();
       const results = deliveries.map((delivery) => {
         const text = JSON.stringify(delivery.frame);
         let written = 0;
-        for (const conn of registry.of(delivery.to, delivery.connIds)) if (conn.send(text)) written++;
+        for (const conn of registry.of(delivery.to, delivery.connIds)) {
+          if (!corked.has(conn)) {
+            conn.cork();
+            corked.add(conn);
+          }
+          if (conn.send(text)) written++;
+        }
         return { written };
       });
+      for (const conn of corked) conn.uncork();
       metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
       return { results };
     },

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import { TokenBucket } from './token-bucket';
 
@@ -22,7 +23,18 @@ export class ClientConnection {
     readonly ackBucket: TokenBucket,
     readonly expiresAt: number | undefined,
     private readonly maxUnsentBytes: number,
+    /** The upgraded TCP socket under `socket`. */
+    private readonly transport: Pick<Duplex, 'cork' | 'uncork'>,
   ) {}
+
+  /** Holds this socket's writes until `uncork()`, so several frames leave in one system call. */
+  cork(): void {
+    this.transport.cork();
+  }
+
+  uncork(): void {
+    this.transport.uncork();
+  }
 
   /** Writes a text frame; false (and the socket is cut) when the reader is too slow. */
   send(text: string): boolean {
@@ -47,22 +59,23 @@ export class ClientConnection {
 /** Which sockets this gateway holds, by user and by connection id. */
 export class ConnectionRegistry {
   private readonly byUser = new Map<string, Map<string, ClientConnection>>();
+  private count = 0;
 
+  /** Read on every upgrade (the connection limit): kept, not counted. */
   get size(): number {
-    let n = 0;
-    for (const conns of this.byUser.values()) n += conns.size;
-    return n;
+    return this.count;
   }
 
   add(conn: ClientConnection): void {
     const conns = this.byUser.get(conn.user) ?? new Map<string, ClientConnection>();
+    if (!conns.has(conn.id)) this.count++;
     conns.set(conn.id, conn);
     this.byUser.set(conn.user, conns);
   }
 
   remove(conn: ClientConnection): void {
     const conns = this.byUser.get(conn.user);
-    conns?.delete(conn.id);
+    if (conns?.delete(conn.id)) this.count--;
     if (conns?.size === 0) this.byUser.delete(conn.user);
   }
 

@@ -197,6 +197,44 @@ describe('ws-gateway', () => {
       expect(await device.next((f) => f.type === 'message')).toEqual(frame);
   });
 
+  it('writes the frames of one /send batch to a socket in order, and every socket still gets its own', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    const bob = await connect('bob');
+    const receipt = (n: number, to: string) => ({
+      to,
+      frame: { type: 'receipt', mid: `r${n}`, status: 'delivered', mids: [`m${n}`], by: `u${n}`, at: n },
+    });
+    const deliveries = Array.from({ length: 50 }, (_, n) => receipt(n, n % 5 === 0 ? 'bob' : 'alice'));
+    const res = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/send',
+      payload: { deliveries },
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
+    expect(res.json().results.every((r: { written: number }) => r.written === 1)).toBe(true);
+    const mids = (client: WsTestClient, to: string) =>
+      client
+        .until(() => client.ofType('receipt').length === deliveries.filter((d) => d.to === to).length)
+        .then(() => client.ofType('receipt').map((f) => f.mid));
+    expect(await mids(alice, 'alice')).toEqual(
+      deliveries.filter((d) => d.to === 'alice').map((d) => d.frame.mid),
+    );
+    expect(await mids(bob, 'bob')).toEqual(deliveries.filter((d) => d.to === 'bob').map((d) => d.frame.mid));
+  });
+
+  it('refuses upgrades past maxConnections and admits again once a socket closes', async () => {
+    env = await startGateway({ maxConnections: 2 });
+    await connect('alice');
+    const bob = await connect('bob');
+    await expect(connect('carol')).rejects.toThrow(/503/);
+    expect(env.gateway.connections.size).toBe(2);
+    await bob.close();
+    await waitFor(() => env.gateway.connections.size === 1, 5000, 'the close');
+    await connect('carol');
+    expect(env.gateway.connections.size).toBe(2);
+  });
+
   it('cuts off a reader whose unsent bytes pass the cap', async () => {
     env = await startGateway({ maxUnsentBytes: 2048 });
     const bob = await connect('bob');

@@ -4,7 +4,7 @@ import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
 import { DecodeError, EncodedRecord, HEADER_PACK, HEADER_TRACE, TopicCodec } from './codec';
-import { createPartitionCounts, packByPartition } from './packing';
+import { createKeyPartitioner, createPartitionCounts, packByPartition } from './packing';
 import { ReadPosition } from './read-position';
 import { backoffMs, isTransient, sleep } from './retry';
 
@@ -69,10 +69,11 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
     return topics[0].partitions.length;
   });
+  const partitionOf = createKeyPartitioner();
   const packed = async (topic: string, messages: EncodedRecord[]) => {
     if (!packEvents || messages.length < 2) return messages;
     const count = await partitionCounts.get(topic);
-    return count === undefined ? messages : packByPartition(topic, messages, count);
+    return count === undefined ? messages : packByPartition(topic, messages, count, partitionOf);
   };
   const subscriptions = new Set<Subscription>();
   let connected: Promise<void> | undefined;

@@ -19,14 +19,13 @@ export function packByPartition(
   topic: string,
   records: EncodedRecord[],
   partitionCount: number,
+  partitionOf: KeyPartitioner = createKeyPartitioner(),
   maxBytes = MAX_PACK_BYTES,
 ): OutgoingRecord[] {
-  const partitionMetadata = metadataOf(partitionCount);
-  const choose = Partitioners.DefaultPartitioner();
   const groups = new Map<string, { partition: number; records: EncodedRecord[]; bytes: number }[]>();
   let alone = 0;
   for (const record of records) {
-    const partition = choose({ topic, partitionMetadata, message: { key: record.key, value: record.value } });
+    const partition = partitionOf(topic, record.key, partitionCount);
     const group = packable(record)
       ? `${partition}/${record.headers[HEADER_TRACE] ?? ''}`
       : `alone ${alone++}`;
@@ -48,6 +47,31 @@ export function packByPartition(
 
 const PACKED_HEADERS = new Set([HEADER_KIND, HEADER_VERSION, HEADER_TRACE]);
 const packable = (record: EncodedRecord) => Object.keys(record.headers).every((h) => PACKED_HEADERS.has(h));
+
+export type KeyPartitioner = (topic: string, key: string, partitionCount: number) => number;
+
+/**
+ * kafkajs's default partitioner for keyed records, remembering the answers: its murmur2 is costly
+ * next to a map lookup, and a chat's keys (user ids) recur. Forgets everything past `maxKeys`.
+ */
+export function createKeyPartitioner(maxKeys = 100_000): KeyPartitioner {
+  const choose = Partitioners.DefaultPartitioner();
+  const known = new Map<string, number>();
+  return (topic, key, partitionCount) => {
+    const cacheKey = `${partitionCount}/${key}`;
+    let partition = known.get(cacheKey);
+    if (partition === undefined) {
+      if (known.size >= maxKeys) known.clear();
+      partition = choose({
+        topic,
+        partitionMetadata: metadataOf(partitionCount),
+        message: { key, value: null },
+      });
+      known.set(cacheKey, partition);
+    }
+    return partition;
+  };
+}
 
 /** The shape the partitioner reads: only the count matters for keyed records. */
 function metadataOf(count: number): PartitionMetadata[] {

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { Partitioners } from 'kafkajs';
 import type { TopicSpec } from '@parley/contracts';
 import { HEADER_PACK, packRecords, TopicCodec } from '../src/codec';
-import { createPartitionCounts, packByPartition } from '../src/packing';
+import { createKeyPartitioner, createPartitionCounts, packByPartition } from '../src/packing';
 
 const Note = Type.Object({
   kind: Type.Literal('note'),
@@ -65,7 +65,7 @@ describe('packByPartition', () => {
   test('a pack stops at maxBytes; the next one goes on, in order', () => {
     const notes = Array.from({ length: 30 }, (_, n) => note('same-user', n));
     const encoded = notes.map((e) => codec.encode(e));
-    const packed = packByPartition(topic.name, encoded, 4, encoded[0].value.length * 10);
+    const packed = packByPartition(topic.name, encoded, 4, undefined, encoded[0].value.length * 10);
     expect(packed.length).toBeGreaterThanOrEqual(3);
     expect(new Set(packed.map((r) => r.partition)).size).toBe(1);
     expect(packed.every((r) => r.value.length <= encoded[0].value.length * 10 + 2)).toBe(true);
@@ -88,6 +88,28 @@ describe('packByPartition', () => {
       ['t1', undefined],
       ['t2', '2'],
     ]);
+  });
+});
+
+describe('createKeyPartitioner', () => {
+  test('answers as kafkajs does for every key and count, also once it has forgotten', () => {
+    const partitionOf = createKeyPartitioner(10);
+    const choose = Partitioners.DefaultPartitioner();
+    for (const count of [1, 4, 12])
+      for (let round = 0; round < 2; round++)
+        for (let i = 0; i < 50; i++) {
+          const key = `user-${i}`;
+          const metadata = Array.from({ length: count }, (_, partitionId) => ({
+            partitionId,
+            leader: 0,
+            replicas: [],
+            isr: [],
+            partitionErrorCode: 0,
+          }));
+          expect(partitionOf('t', key, count)).toBe(
+            choose({ topic: 't', partitionMetadata: metadata, message: { key, value: null } }),
+          );
+        }
   });
 });
 
