@@ -16,6 +16,7 @@ const config: LogConfig = {
   retentionBytes: -1,
   maxMessageBytes: 1 << 20,
   verifyCrc: true,
+  cacheBytes: 1 << 20,
 };
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'parley-broker-unit-'));
 
@@ -93,6 +94,31 @@ describe('broker storage', () => {
     expect(again.nextOffset).toBe(201);
     expect((await again.read(150, 1 << 30, true)).chunks.length).toBeGreaterThan(0);
     again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('only the newest cacheBytes stay in memory; older batches are read back from the file, byte for byte', async () => {
+    const dir = tmp();
+    const batchBytes = batches[0].length;
+    const log = PartitionLog.create('t', 0, dir, { ...config, cacheBytes: 10 * batchBytes }, logger);
+    const appended = fresh();
+    for (const b of appended) log.append([b]);
+    const bytesOf = (chunks: Buffer[]) => Buffer.concat(chunks);
+
+    const newest = log.read(195, 1 << 30, true);
+    expect(Array.isArray((newest as { chunks: Buffer[] }).chunks)).toBe(true); // answered from memory
+    expect(bytesOf((newest as { chunks: Buffer[] }).chunks)).toEqual(Buffer.concat(appended.slice(195)));
+
+    const oldest = log.read(0, 1 << 30, true);
+    expect(oldest).toBeInstanceOf(Promise); // from the segment files
+    expect(bytesOf((await oldest).chunks)).toEqual(Buffer.concat(appended));
+    log.close();
+
+    // After a restart the newest bytes are cached again, within the same bound.
+    const recovered = PartitionLog.create('t', 0, dir, { ...config, cacheBytes: 10 * batchBytes }, logger);
+    expect(recovered.read(195, 1 << 30, true)).not.toBeInstanceOf(Promise);
+    expect(recovered.read(100, 1 << 30, true)).toBeInstanceOf(Promise);
+    recovered.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

@@ -27,6 +27,8 @@ export interface BrokerOptions {
   retentionCheckIntervalMs?: number;
   segmentBytes?: number;
   segmentMs?: number;
+  /** Bytes of each partition's newest batches kept in memory (default 4 MiB); older ones are read from disk. */
+  cacheBytesPerPartition?: number;
   maxMessageBytes?: number;
   maxRequestBytes?: number;
   verifyCrc?: boolean;
@@ -67,6 +69,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
         retentionBytes: options.retentionBytes ?? -1,
         maxMessageBytes: options.maxMessageBytes ?? 8 * 1024 * 1024,
         verifyCrc: options.verifyCrc ?? true,
+        cacheBytes: options.cacheBytesPerPartition ?? 4 * 1024 * 1024,
       },
       fsyncPolicy,
       logger,

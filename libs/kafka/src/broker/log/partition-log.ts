@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../protocol/errors';
 import { BatchError, batchInfo, crcValid } from './record-batch';
-import { Segment } from './segment';
+import { BatchRef, Segment } from './segment';
 
 export type FsyncPolicy = 'never' | 'interval' | 'always';
 
@@ -20,6 +20,12 @@ export interface LogConfig {
   maxMessageBytes: number;
   /** Check CRC-32C of produced batches. */
   verifyCrc: boolean;
+  /**
+   * Bytes of the newest batches kept in memory for fetches (persistent logs). Older batches are
+   * read from the segment file, usually from the page cache: a long-running broker's memory does
+   * not grow with its log.
+   */
+  cacheBytes: number;
 }
 
 interface ProducerState {
@@ -42,11 +48,16 @@ export interface ReadResult {
   bytes: number;
 }
 
+/** Segments read in full on recovery (the idempotent producers' state comes from them). */
 const HOT_SEGMENTS = 2;
 
 /** One partition's log: segments, offsets, idempotent-producer state and fetch waiters. */
 export class PartitionLog {
   private segments: Segment[] = [];
+  /** Batches whose bytes are in memory, oldest first from `cachedFrom`, and their total size. */
+  private cached: BatchRef[] = [];
+  private cachedFrom = 0;
+  private cachedBytes = 0;
   private readonly producers = new Map<number, ProducerState>();
   /** Woken on every append (long-polling fetches). */
   readonly waiters = new Set<() => void>();
@@ -88,6 +99,7 @@ export class PartitionLog {
       });
       if (log.segments.length === 0) log.segments.push(Segment.create(dir, 0));
       log.rebuildProducers();
+      for (const ref of log.segments.flatMap((seg) => seg.batches)) if (ref.data) log.cache(ref);
     } else {
       log.segments.push(Segment.memory(0));
     }
@@ -141,7 +153,8 @@ export class PartitionLog {
       }
       this.maybeRoll(batch.length, now);
       const base = this.nextOffset;
-      this.active.append(batch, base, info.lastOffsetDelta, info.maxTimestamp);
+      const ref = this.active.append(batch, base, info.lastOffsetDelta, info.maxTimestamp);
+      if (this.dir) this.cache(ref);
       if (info.producerId >= 0)
         this.recordSequence(
           info.producerId,
@@ -158,6 +171,21 @@ export class PartitionLog {
       for (const wake of this.waiters) wake();
     }
     return { errorCode: ErrorCode.NONE, baseOffset: first, written };
+  }
+
+  /** Keeps `ref`'s bytes in memory and lets the oldest cached batches past `cacheBytes` go to the file. */
+  private cache(ref: BatchRef): void {
+    this.cached.push(ref);
+    this.cachedBytes += ref.size;
+    while (this.cachedBytes > this.config.cacheBytes && this.cachedFrom < this.cached.length - 1) {
+      const old = this.cached[this.cachedFrom++];
+      old.data = null;
+      this.cachedBytes -= old.size;
+    }
+    if (this.cachedFrom > 1024 && this.cachedFrom * 2 > this.cached.length) {
+      this.cached = this.cached.slice(this.cachedFrom);
+      this.cachedFrom = 0;
+    }
   }
 
   private checkSequence(
@@ -209,8 +237,6 @@ export class PartitionLog {
       return;
     const next = active.next;
     this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
-    const cold = this.segments.length - 1 - HOT_SEGMENTS;
-    if (cold >= 0) this.segments[cold].cool();
   }
 
   /**

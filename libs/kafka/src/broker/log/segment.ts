@@ -128,12 +128,6 @@ export class Segment {
     for (const ref of this.batches) ref.data = all.subarray(ref.pos, ref.pos + ref.size);
   }
 
-  /** Drops the cached bytes; reads then go to the file. In-memory segments keep theirs. */
-  cool(): void {
-    if (this.logFd === null) return;
-    for (const ref of this.batches) ref.data = null;
-  }
-
   get next(): number {
     return this.batches.length ? this.batches[this.batches.length - 1].last + 1 : this.base;
   }
