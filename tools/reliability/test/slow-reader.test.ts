@@ -44,9 +44,10 @@ describe('slow reader', () => {
     }
     await waitFor(async () => (await openConnections()) === 1, 30_000, 'the stuck socket to be cut off');
     const heapGrowthMiB = (heapAfterGc() - heapBefore) / 1024 / 1024;
-    // 600 x 60 KiB = 36 MiB were sent at the reader; the gateway holds at most its 4 MiB cap of them
-    // (a gateway that buffered them all would grow by more than 36 MiB).
-    expect(heapGrowthMiB).toBeLessThan(16);
+    // 600 x 60 KiB = 36 MiB were sent at the reader; the gateway holds at most its 4 MiB cap of them.
+    // The whole in-process fleet shares this heap: measured 9-17 MiB of growth with the cap, and
+    // 80-84 MiB with the cap raised to 1 GiB (the gateway buffering everything).
+    expect(heapGrowthMiB).toBeLessThan(40);
     sender.send({ type: 'ping' });
     expect(await sender.next((f) => f.type === 'pong')).toEqual({ type: 'pong' });
   }, 60_000);
