@@ -503,6 +503,16 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         cleanups.push(() => b.close());
         return b;
       };
+      /** A subscription that keeps every envelope it handles. */
+      const receiving = (b: EventBus, spec: ReturnType<typeof pingTopic>) => {
+        const got: Envelope<Ping>[] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void got.push(...batch),
+        });
+        return { sub, got };
+      };
       /** A subscription that records the `n` of every ping it handles. */
       const collecting = (b: EventBus, spec: ReturnType<typeof pingTopic>) => {
         const handled: number[] = [];
@@ -518,12 +528,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('bus'), 2);
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'));
-        const got: Envelope<Ping>[] = [];
-        const sub = b.subscribe({
-          groupId: unique('g'),
-          topic: spec,
-          handle: async (batch) => void got.push(...batch),
-        });
+        const { sub, got } = receiving(b, spec);
         await sub.start();
         await b.publish(spec, [ping(1), ping(2), ping(3)], { traceId: 'trace-1' });
         await waitFor(() => got.length === 3, 15_000, 'three events');
@@ -548,12 +553,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         );
         expect(records.some((r) => r.headers['parley-pack'] !== undefined)).toBe(true);
 
-        const got: Envelope<Ping>[] = [];
-        const sub = b.subscribe({
-          groupId: unique('g'),
-          topic: spec,
-          handle: async (batch) => void got.push(...batch),
-        });
+        const { sub, got } = receiving(b, spec);
         await sub.start();
         await waitFor(() => got.length === 60, 15_000, 'every event');
         expect(got.every((e) => e.key === e.event.id)).toBe(true);
