@@ -314,19 +314,23 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       // A batch often holds several frames for one socket (a group's receipts to its sender):
       // corked, they leave in one write instead of one each.
       const corked = new Set<ClientConnection>();
-      const results = deliveries.map((delivery) => {
-        const text = JSON.stringify(delivery.frame);
-        let written = 0;
-        for (const conn of registry.of(delivery.to, delivery.connIds)) {
-          if (!corked.has(conn)) {
-            conn.cork();
-            corked.add(conn);
+      let results: { written: number }[];
+      try {
+        results = deliveries.map((delivery) => {
+          const text = JSON.stringify(delivery.frame);
+          let written = 0;
+          for (const conn of registry.of(delivery.to, delivery.connIds)) {
+            if (!corked.has(conn)) {
+              conn.cork();
+              corked.add(conn);
+            }
+            if (conn.send(text)) written++;
           }
-          if (conn.send(text)) written++;
-        }
-        return { written };
-      });
-      for (const conn of corked) conn.uncork();
+          return { written };
+        });
+      } finally {
+        for (const conn of corked) conn.uncork();
+      }
       metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
       return { results };
     },

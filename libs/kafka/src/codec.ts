@@ -13,7 +13,10 @@ export interface EncodedRecord {
 }
 
 /** One event of a consumed record: decoded, or refused with the bytes to park on the DLQ. */
-export type DecodedEvent<T> = { ok: true; event: T } | { ok: false; error: DecodeError; value: Buffer };
+export type DecodedEvent<T> =
+  | { ok: true; event: T }
+  /** `packed`: the refused event's place in its pack, and its own key where the topic's key function could read one. */
+  | { ok: false; error: DecodeError; value: Buffer; packed?: { index: number; key?: string } };
 
 /** Why a record could not be decoded; such records go straight to the DLQ (retrying cannot help). */
 export class DecodeError extends Error {
@@ -68,14 +71,25 @@ export class TopicCodec<T> {
       if (!(err instanceof DecodeError)) throw err;
       return [{ ok: false, error: err, value: value ?? Buffer.alloc(0) }];
     }
-    return events.map((parsed): DecodedEvent<T> => {
+    return events.map((parsed, index): DecodedEvent<T> => {
       try {
         return { ok: true, event: this.check(parsed) };
       } catch (err) {
         if (!(err instanceof DecodeError)) throw err;
-        return { ok: false, error: err, value: Buffer.from(JSON.stringify(parsed)) };
+        const value = Buffer.from(JSON.stringify(parsed));
+        return { ok: false, error: err, value, packed: { index, key: this.keyOf(parsed) } };
       }
     });
+  }
+
+  /** The key of something that failed its schema, if the topic's key function can read one. */
+  private keyOf(parsed: unknown): string | undefined {
+    try {
+      const key: unknown = this.topic.key(parsed as T);
+      return typeof key === 'string' ? key : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   private parse(value: Buffer | null): unknown {

@@ -4,7 +4,12 @@ import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
 import { DecodeError, EncodedRecord, HEADER_PACK, HEADER_TRACE, TopicCodec } from './codec';
-import { createKeyPartitioner, createPartitionCounts, packByPartition } from './packing';
+import {
+  createKeyPartitioner,
+  createPartitionCounts,
+  packByPartition,
+  PARTITION_COUNT_TTL_MS,
+} from './packing';
 import { ReadPosition } from './read-position';
 import { backoffMs, isTransient, sleep } from './retry';
 
@@ -62,6 +67,7 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     maxInFlightRequests: 1,
     createPartitioner: Partitioners.DefaultPartitioner,
     allowAutoTopicCreation: true,
+    metadataMaxAge: PARTITION_COUNT_TTL_MS, // packing groups by the partition count it reads itself
   });
   const admin: Admin = kafka.admin();
   const packEvents = options.packEvents ?? true;
@@ -224,6 +230,18 @@ function createCounters(registry?: Registry) {
 
 type Counters = ReturnType<typeof createCounters>;
 
+/** On a DLQ record of an event refused inside a pack: its place in the pack at `parley-source`. */
+export const HEADER_PACK_INDEX = 'parley-pack-index';
+
+/** A record (or an event of a pack) bound for the DLQ, and where it came from. */
+interface Parked {
+  value: Buffer | null;
+  key: string;
+  partition: number;
+  offset: string;
+  packIndex?: number;
+}
+
 function createSubscription<T>(
   { groupId, topic, handle }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
@@ -260,10 +278,7 @@ function createSubscription<T>(
     if (payload.apiName === 'Fetch') position.fetchAnswered();
   });
 
-  const deadLetter = async (
-    envelopes: { value: Buffer | null; key: string; partition: number; offset: string }[],
-    err: unknown,
-  ) => {
+  const deadLetter = async (envelopes: Parked[], err: unknown) => {
     options.counters.deadLettered.inc(labels, envelopes.length);
     logger.error(
       { err, offsets: envelopes.map((e) => `${e.partition}:${e.offset}`) },
@@ -278,6 +293,7 @@ function createSubscription<T>(
           'parley-error': String((err as Error)?.message ?? err).slice(0, 1000),
           'parley-source': `${topic.name}/${e.partition}/${e.offset}`,
           'parley-group': groupId,
+          ...(e.packIndex === undefined ? {} : { [HEADER_PACK_INDEX]: String(e.packIndex) }),
         },
       })),
     );
@@ -317,7 +333,7 @@ function createSubscription<T>(
       if (!payload.isRunning() || payload.isStale()) return;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
       const good: Envelope<T>[] = [];
-      const poison: { value: Buffer | null; key: string; partition: number; offset: string }[] = [];
+      const poison: Parked[] = [];
       let decodeError: DecodeError | undefined;
       for (const message of chunk) {
         const recordKey = message.key?.toString() ?? '';
@@ -327,9 +343,10 @@ function createSubscription<T>(
             decodeError = decoded.error;
             poison.push({
               value: decoded.value,
-              key: recordKey,
+              key: decoded.packed?.key ?? recordKey,
               partition: batch.partition,
               offset: message.offset,
+              packIndex: decoded.packed?.index,
             });
             continue;
           }

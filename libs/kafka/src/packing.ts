@@ -1,19 +1,22 @@
 import { PartitionMetadata, Partitioners } from 'kafkajs';
 import { EncodedRecord, HEADER_KIND, HEADER_TRACE, HEADER_VERSION, packRecords } from './codec';
 
-export interface OutgoingRecord extends EncodedRecord {
-  partition?: number;
-}
-
 /** A pack stays well under Kafka's default 1 MiB `message.max.bytes`. */
 export const MAX_PACK_BYTES = 256 * 1024;
 
+/** How long a topic's partition count is trusted; the bus's producer refreshes its metadata as often. */
+export const PARTITION_COUNT_TTL_MS = 60_000;
+
 /**
- * Packs the records bound for one topic: those of one partition (and trace) become one record
- * (`packRecords`), in their order, up to `maxBytes` each. The partition is the one kafkajs's
- * default partitioner picks for the key (murmur2 over the partition count), so a key lands where it
- * did before packing and where an unpacked record of another producer lands. A record with headers
- * of its own (a DLQ record's error and source) is sent alone, as a pack keeps only the trace.
+ * Packs the records bound for one topic: consecutive records of one partition with the same trace
+ * become one record (`packRecords`), up to `maxBytes` each, in their order. The partition of a key
+ * is the one kafkajs's default partitioner picks (murmur2 over `partitionCount`). A pack is keyed
+ * by its first record's key and partitioned by kafkajs like any record, so it lands where each of
+ * its records would have landed alone, as long as `partitionCount` is the count the producer
+ * knows. Just after partitions are added the two can differ for up to a minute: some events then
+ * land on a partition other than their key's new one (keys re-map anyway when partitions are
+ * added), and nothing is lost. A record with headers of its own (a DLQ record's error and source)
+ * is sent alone, as a pack keeps only the trace.
  */
 export function packByPartition(
   topic: string,
@@ -21,28 +24,28 @@ export function packByPartition(
   partitionCount: number,
   partitionOf: KeyPartitioner = createKeyPartitioner(),
   maxBytes = MAX_PACK_BYTES,
-): OutgoingRecord[] {
-  const groups = new Map<string, { partition: number; records: EncodedRecord[]; bytes: number }[]>();
-  let alone = 0;
+): EncodedRecord[] {
+  const packs: EncodedRecord[][] = [];
+  const open = new Map<number, { records: EncodedRecord[]; bytes: number; trace?: string }>();
   for (const record of records) {
     const partition = partitionOf(topic, record.key, partitionCount);
-    const group = packable(record)
-      ? `${partition}/${record.headers[HEADER_TRACE] ?? ''}`
-      : `alone ${alone++}`;
-    const packs = groups.get(group) ?? [];
-    if (packs.length === 0) groups.set(group, packs);
-    let current = packs[packs.length - 1];
-    if (!current || (current.bytes + record.value.length > maxBytes && current.records.length > 0)) {
-      current = { partition, records: [], bytes: 0 };
-      packs.push(current);
+    const trace = record.headers[HEADER_TRACE];
+    let current = open.get(partition);
+    if (
+      !current ||
+      !packable(record) ||
+      current.trace !== trace ||
+      current.bytes + record.value.length > maxBytes
+    ) {
+      current = { records: [], bytes: 0, trace };
+      packs.push(current.records);
+      if (packable(record)) open.set(partition, current);
+      else open.delete(partition);
     }
     current.records.push(record);
     current.bytes += record.value.length + 1;
   }
-  return [...groups.values()].flat().map(({ partition, records: packed }) => ({
-    ...packRecords(packed),
-    partition,
-  }));
+  return packs.map(packRecords);
 }
 
 const PACKED_HEADERS = new Set([HEADER_KIND, HEADER_VERSION, HEADER_TRACE]);
@@ -85,13 +88,13 @@ function metadataOf(count: number): PartitionMetadata[] {
 }
 
 /**
- * Each topic's partition count, fetched on first use and kept for `ttlMs` (as kafkajs keeps its
- * metadata), so partitions added to a topic are picked up. A topic whose count cannot be read
+ * Each topic's partition count, fetched on first use and kept for `ttlMs` (as long as the bus's
+ * producer keeps its metadata), so partitions added to a topic are picked up. A topic whose count cannot be read
  * (it does not exist yet) is sent unpacked, leaving kafkajs to partition it, and asked again later.
  */
 export function createPartitionCounts(
   fetchCount: (topic: string) => Promise<number>,
-  ttlMs = 5 * 60_000,
+  ttlMs = PARTITION_COUNT_TTL_MS,
   retryMs = 5_000,
 ) {
   const cache = new Map<string, { count: Promise<number | undefined>; until: number }>();

@@ -114,12 +114,29 @@ describe('broker storage', () => {
     expect(bytesOf((await oldest).chunks)).toEqual(Buffer.concat(appended));
     log.close();
 
-    // After a restart the newest bytes are cached again, within the same bound.
+    // After a restart the newest bytes are cached again, within the same bound, each in a buffer of
+    // its own rather than a slice of the whole recovered segment.
     const recovered = PartitionLog.create('t', 0, dir, { ...config, cacheBytes: 10 * batchBytes }, logger);
-    expect(recovered.read(195, 1 << 30, true)).not.toBeInstanceOf(Promise);
+    const cachedAgain = recovered.read(195, 1 << 30, true) as { chunks: Buffer[] };
+    expect(cachedAgain).not.toBeInstanceOf(Promise);
+    expect(cachedAgain.chunks.every((c) => c.buffer.byteLength === c.length)).toBe(true);
     expect(recovered.read(100, 1 << 30, true)).toBeInstanceOf(Promise);
     recovered.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a cached batch does not keep the produce request it came in alive', () => {
+    const request = Buffer.concat(fresh().slice(0, 5)); // five batches in one request buffer
+    const log = PartitionLog.create('t', 0, tmp(), config, logger);
+    let at = 0;
+    for (const b of batches.slice(0, 5)) {
+      log.append([request.subarray(at, at + b.length)]);
+      at += b.length;
+    }
+    const { chunks } = log.read(0, 1 << 30, true) as { chunks: Buffer[] };
+    expect(chunks).toHaveLength(5);
+    expect(chunks.every((c) => c.buffer.byteLength === c.length)).toBe(true);
+    log.destroy();
   });
 
   test('retention deletes whole old segments by size and by age', () => {

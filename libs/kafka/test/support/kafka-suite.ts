@@ -603,7 +603,12 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(handled).toEqual([1, 3]);
         const parked = await consumeAll(dlqTopic(spec.name), 1);
         expect(JSON.parse(parked[0].value!.toString())).toEqual(bad);
-        expect(parked[0].headers['parley-error']).toMatch(/n/);
+        expect(parked[0].key).toBe('id-2'); // its own key, not the pack's
+        expect(parked[0].headers).toMatchObject({
+          'parley-source': `${spec.name}/0/0`,
+          'parley-pack-index': '1',
+        });
+        expect(parked[0].headers['parley-error']).toMatch(/n: must be integer/);
       });
 
       test('a handler that throws is retried and its offset is committed only after it succeeds', async () => {

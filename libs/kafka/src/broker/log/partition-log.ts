@@ -99,7 +99,7 @@ export class PartitionLog {
       });
       if (log.segments.length === 0) log.segments.push(Segment.create(dir, 0));
       log.rebuildProducers();
-      for (const ref of log.segments.flatMap((seg) => seg.batches)) if (ref.data) log.cache(ref);
+      log.cacheNewest();
     } else {
       log.segments.push(Segment.memory(0));
     }
@@ -173,8 +173,17 @@ export class PartitionLog {
     return { errorCode: ErrorCode.NONE, baseOffset: first, written };
   }
 
-  /** Keeps `ref`'s bytes in memory and lets the oldest cached batches past `cacheBytes` go to the file. */
+  /**
+   * Keeps `ref`'s bytes in memory and lets the oldest cached batches past `cacheBytes` go to the
+   * file. The bytes are copied out of a buffer much larger than the batch (a produce request, a
+   * recovered segment), which a cached slice would otherwise keep alive whole.
+   */
   private cache(ref: BatchRef): void {
+    const data = ref.data!;
+    if (data.buffer.byteLength > 2 * data.length) {
+      ref.data = Buffer.allocUnsafeSlow(data.length);
+      data.copy(ref.data);
+    }
     this.cached.push(ref);
     this.cachedBytes += ref.size;
     while (this.cachedBytes > this.config.cacheBytes && this.cachedFrom < this.cached.length - 1) {
@@ -186,6 +195,17 @@ export class PartitionLog {
       this.cached = this.cached.slice(this.cachedFrom);
       this.cachedFrom = 0;
     }
+  }
+
+  /** After recovery: the newest batches within `cacheBytes` stay in memory, the rest go to the file. */
+  private cacheNewest(): void {
+    const refs = this.segments.flatMap((seg) => seg.batches);
+    let from = refs.length;
+    let bytes = 0;
+    while (from > 0 && refs[from - 1].data && bytes + refs[from - 1].size <= this.config.cacheBytes)
+      bytes += refs[--from].size;
+    for (let i = 0; i < from; i++) refs[i].data = null;
+    for (let i = from; i < refs.length; i++) this.cache(refs[i]);
   }
 
   private checkSequence(
