@@ -5,6 +5,8 @@ export const HEADER_VERSION = 'parley-v';
 export const HEADER_TRACE = 'parley-trace';
 /** On a record that packs several events of one partition: how many (its value is a JSON array). */
 export const HEADER_PACK = 'parley-pack';
+/** On a DLQ record of an event refused inside a pack: its place in the pack at `parley-source`. */
+export const HEADER_PACK_INDEX = 'parley-pack-index';
 
 export interface EncodedRecord {
   key: string;
@@ -15,7 +17,7 @@ export interface EncodedRecord {
 /** One event of a consumed record: decoded, or refused with the bytes to park on the DLQ. */
 export type DecodedEvent<T> =
   | { ok: true; event: T }
-  /** `packed`: the refused event's place in its pack, and its own key where the topic's key function could read one. */
+  /** `packed`: the refused event's place in its pack, and its own key where the key function could read one. */
   | { ok: false; error: DecodeError; value: Buffer; packed?: { index: number; key?: string } };
 
 /** Why a record could not be decoded; such records go straight to the DLQ (retrying cannot help). */

@@ -3,7 +3,14 @@ import { Counter, Registry } from 'prom-client';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
-import { DecodeError, EncodedRecord, HEADER_PACK, HEADER_TRACE, TopicCodec } from './codec';
+import {
+  DecodeError,
+  EncodedRecord,
+  HEADER_PACK,
+  HEADER_PACK_INDEX,
+  HEADER_TRACE,
+  TopicCodec,
+} from './codec';
 import {
   createKeyPartitioner,
   createPartitionCounts,
@@ -229,9 +236,6 @@ function createCounters(registry?: Registry) {
 }
 
 type Counters = ReturnType<typeof createCounters>;
-
-/** On a DLQ record of an event refused inside a pack: its place in the pack at `parley-source`. */
-export const HEADER_PACK_INDEX = 'parley-pack-index';
 
 /** A record (or an event of a pack) bound for the DLQ, and where it came from. */
 interface Parked {

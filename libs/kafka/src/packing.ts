@@ -89,8 +89,9 @@ function metadataOf(count: number): PartitionMetadata[] {
 
 /**
  * Each topic's partition count, fetched on first use and kept for `ttlMs` (as long as the bus's
- * producer keeps its metadata), so partitions added to a topic are picked up. A topic whose count cannot be read
- * (it does not exist yet) is sent unpacked, leaving kafkajs to partition it, and asked again later.
+ * producer keeps its metadata), so partitions added to a topic are picked up. A topic whose count
+ * cannot be read (it does not exist yet) is sent unpacked, leaving kafkajs to partition it, and
+ * asked again after `retryMs`.
  */
 export function createPartitionCounts(
   fetchCount: (topic: string) => Promise<number>,
