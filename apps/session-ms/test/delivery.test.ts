@@ -134,6 +134,42 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('completes the acks of one batch in one round of store calls, with receipts as if in turn', async () => {
+    /** A store whose `complete` answers only once every ack of the batch has asked: a Redis round trip each. */
+    class RoundTripStore extends MemorySessionStore {
+      waiting: Array<() => void> = [];
+      expected = 0;
+      override async complete(user: string, mids: string[], rememberMs: number) {
+        await new Promise<void>((resolve) => {
+          this.waiting.push(resolve);
+          if (this.waiting.length === this.expected) this.waiting.splice(0).forEach((go) => go());
+        });
+        return super.complete(user, mids, rememberMs);
+      }
+    }
+    const store = new RoundTripStore();
+    const { delivery, bus, connect } = setup({ store });
+    await connect('bob', 'phone');
+    await connect('carol', 'laptop');
+    await delivery.handle([message('m1'), message('m2', 'carol'), message('m3')]);
+    store.expected = 3;
+    const acks = [
+      { v: 1 as const, kind: 'ack' as const, user: 'bob', mids: ['alice:m1'], at: 5 },
+      { v: 1 as const, kind: 'ack' as const, user: 'carol', mids: ['alice:m2'], at: 6 },
+      { v: 1 as const, kind: 'ack' as const, user: 'bob', mids: ['alice:m1', 'alice:m3'], at: 7 },
+    ];
+    await delivery.handle(acks); // one call at a time would wait forever for the other two
+    expect(bus.events(TOPICS.delivery).map((r) => r.kind === 'deliver' && r.frame)).toEqual([
+      expect.objectContaining({ type: 'receipt', mids: ['alice:m1'], by: 'bob', at: 5 }),
+      expect.objectContaining({ type: 'receipt', mids: ['alice:m2'], by: 'carol', at: 6 }),
+      expect.objectContaining({ type: 'receipt', mids: ['alice:m1', 'alice:m3'], by: 'bob', at: 7 }),
+    ]);
+    // The second ack of alice:m1 found it completed already, as it would have in turn: to storage.
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({ kind: 'offline-ack', user: 'bob', mids: ['alice:m1'] }),
+    ]);
+  });
+
   it('does not deliver a mid again once acked (idempotent send)', async () => {
     const { delivery, gateways, connect } = setup();
     await connect('bob', 'phone');
