@@ -57,31 +57,21 @@ export class TopicCodec<T> {
    * all is refused whole.
    */
   decodeRecord(value: Buffer | null, headers?: Record<string, unknown>): DecodedEvent<T>[] {
-    if (headers?.[HEADER_PACK] === undefined) {
-      try {
-        return [{ ok: true, event: this.decode(value) }];
-      } catch (err) {
-        if (!(err instanceof DecodeError)) throw err;
-        return [{ ok: false, error: err, value: value ?? Buffer.alloc(0) }];
-      }
-    }
-    let events: unknown;
-    try {
-      events = this.parse(value);
+    const whole = () => value ?? Buffer.alloc(0);
+    if (headers?.[HEADER_PACK] === undefined) return [refusedOr(() => this.decode(value), whole)];
+    const pack = refusedOr(() => {
+      const events = this.parse(value);
       if (!Array.isArray(events)) throw new DecodeError(`${this.topic.name}: a pack that is not an array`);
-    } catch (err) {
-      if (!(err instanceof DecodeError)) throw err;
-      return [{ ok: false, error: err, value: value ?? Buffer.alloc(0) }];
-    }
-    return events.map((parsed, index): DecodedEvent<T> => {
-      try {
-        return { ok: true, event: this.check(parsed) };
-      } catch (err) {
-        if (!(err instanceof DecodeError)) throw err;
-        const value = Buffer.from(JSON.stringify(parsed));
-        return { ok: false, error: err, value, packed: { index, key: this.keyOf(parsed) } };
-      }
-    });
+      return events as unknown[];
+    }, whole);
+    if (!pack.ok) return [pack];
+    return pack.event.map((parsed, index) =>
+      refusedOr(
+        () => this.check(parsed),
+        () => Buffer.from(JSON.stringify(parsed)),
+        () => ({ index, key: this.keyOf(parsed) }),
+      ),
+    );
   }
 
   /** The key of something that failed its schema, if the topic's key function can read one. */
@@ -110,13 +100,30 @@ export class TopicCodec<T> {
   }
 }
 
+/**
+ * `decode()`'s result, or a refusal (only a DecodeError is one) with the bytes to park and, for an
+ * event of a pack, where it was; those are worked out only for a refusal.
+ */
+function refusedOr<R>(
+  decode: () => R,
+  refusedValue: () => Buffer,
+  packed?: () => { index: number; key?: string },
+): { ok: true; event: R } | Extract<DecodedEvent<never>, { ok: false }> {
+  try {
+    return { ok: true, event: decode() };
+  } catch (err) {
+    if (!(err instanceof DecodeError)) throw err;
+    return { ok: false, error: err, value: refusedValue(), ...(packed && { packed: packed() }) };
+  }
+}
+
 const OPEN = Buffer.from('[');
 const COMMA = Buffer.from(',');
 const CLOSE = Buffer.from(']');
 
 /**
  * Several encoded events of one partition as one record: a JSON array of their values, keyed by the
- * first one's key (the partition is assigned explicitly, so the key only names it). The per-record
+ * first one's key (which puts the pack on that partition: `packByPartition`). The per-record
  * cost of kafkajs (encoding, CRC, decoding, a Buffer per key, value and header) is then paid once per
  * pack instead of once per event; order within the partition is kept. One event stays as it is.
  */

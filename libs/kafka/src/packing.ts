@@ -30,16 +30,12 @@ export function packByPartition(
   for (const record of records) {
     const partition = partitionOf(topic, record.key, partitionCount);
     const trace = record.headers[HEADER_TRACE];
+    const joinable = packable(record);
     let current = open.get(partition);
-    if (
-      !current ||
-      !packable(record) ||
-      current.trace !== trace ||
-      current.bytes + record.value.length > maxBytes
-    ) {
+    if (!current || !joinable || current.trace !== trace || current.bytes + record.value.length > maxBytes) {
       current = { records: [], bytes: 0, trace };
       packs.push(current.records);
-      if (packable(record)) open.set(partition, current);
+      if (joinable) open.set(partition, current);
       else open.delete(partition);
     }
     current.records.push(record);
