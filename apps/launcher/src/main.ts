@@ -1,11 +1,12 @@
 import { Type } from '@sinclair/typebox';
+import { KafkaSettingsSchema } from '@parley/kafka';
 import { ConfigError, createLogger, loadConfig } from '@parley/service-kit';
 import { startFleet } from './fleet';
 
 const LauncherConfig = Type.Object({
   PARLEY_DATA_DIR: Type.String({ default: '.data', description: 'Broker log and PGlite data' }),
   KAFKA_BROKERS: Type.Optional(Type.String({ description: 'Use this Kafka instead of the embedded broker' })),
-  KAFKA_PACK_EVENTS: Type.Boolean({ default: true, description: 'One record per partition and flush' }),
+  KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS,
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   HOST: Type.String({ default: '127.0.0.1' }),
