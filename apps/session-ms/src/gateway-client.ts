@@ -1,6 +1,12 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { GatewayDelivery, GatewaySendResponse, INTERNAL_SECRET_HEADER } from '@parley/contracts';
+import {
+  GatewayDelivery,
+  GatewaySendRequest,
+  GatewaySendResponse,
+  INTERNAL_SECRET_HEADER,
+  PushedFrame,
+} from '@parley/contracts';
 
 /** How session-ms reaches a ws-gateway instance's internal `/send`. */
 export interface GatewayClient {
@@ -18,7 +24,7 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
   const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
   return {
     async send(gatewayUrl, deliveries) {
-      const body = Buffer.from(JSON.stringify({ deliveries }));
+      const body = Buffer.from(JSON.stringify(sharingFrames(deliveries)));
       const url = new URL('/send', gatewayUrl);
       const secure = url.protocol === 'https:';
       const response = await new Promise<IncomingMessage>((resolve, reject) => {
@@ -49,6 +55,26 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
       agents.https.destroy();
     },
   };
+}
+
+/**
+ * The request body, each distinct frame written once: a group message pushed to 1,000 members is
+ * one frame and 1,000 short deliveries, not 1,000 copies to serialize, parse and validate.
+ * Deliverables are the same frame when their `mid` is (a mid names one deliverable).
+ */
+export function sharingFrames(deliveries: GatewayDelivery[]): GatewaySendRequest {
+  const frames: PushedFrame[] = [];
+  const indexOf = new Map<unknown, number>();
+  const refs = deliveries.map(({ frame, ...rest }) => {
+    const key = 'mid' in frame ? frame.mid : frame;
+    let index = indexOf.get(key);
+    if (index === undefined) {
+      index = frames.push(frame) - 1;
+      indexOf.set(key, index);
+    }
+    return { ...rest, frame: index };
+  });
+  return { frames, deliveries: refs };
 }
 
 async function readBody(response: IncomingMessage): Promise<string> {

@@ -1,7 +1,7 @@
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GatewayDelivery, INTERNAL_SECRET_HEADER } from '@parley/contracts';
-import { createHttpGatewayClient } from '../src/gateway-client';
+import { createHttpGatewayClient, sharingFrames } from '../src/gateway-client';
 
 const SECRET = 'test-internal-secret';
 const delivery = (to: string): GatewayDelivery => ({
@@ -57,9 +57,49 @@ describe('the HTTP gateway client', () => {
       { path: '/send', secret: SECRET },
       { path: '/send', secret: SECRET },
     ]);
-    expect(seen[0].body).toEqual({ deliveries: [delivery('bob'), delivery('carol')] });
+    expect(seen[0].body).toEqual({
+      frames: [delivery('bob').frame, delivery('carol').frame],
+      deliveries: [
+        { to: 'bob', frame: 0 },
+        { to: 'carol', frame: 1 },
+      ],
+    });
     expect(seen[1].socket).toBe(seen[0].socket);
     client.close?.();
+  });
+
+  it('sends a frame pushed to several users once, whatever the frame objects', () => {
+    const groupMessage = (to: string): GatewayDelivery => ({
+      to,
+      connIds: [`c-${to}`],
+      frame: {
+        type: 'message',
+        mid: 'alice:g',
+        id: 'g',
+        from: 'alice',
+        to: 'g1',
+        chat: 'group',
+        body: 1,
+        sentAt: 1,
+      },
+    });
+    const typing = (to: string): GatewayDelivery => ({
+      to,
+      frame: { type: 'typing', from: 'alice', to, chat: 'direct' },
+    });
+    const request = sharingFrames([
+      groupMessage('bob'),
+      typing('bob'),
+      groupMessage('carol'),
+      typing('carol'),
+    ]);
+    expect(request.frames).toEqual([groupMessage('bob').frame, typing('bob').frame, typing('carol').frame]);
+    expect(request.deliveries).toEqual([
+      { to: 'bob', connIds: ['c-bob'], frame: 0 },
+      { to: 'bob', frame: 1 },
+      { to: 'carol', connIds: ['c-carol'], frame: 0 },
+      { to: 'carol', frame: 2 },
+    ]);
   });
 
   it('rejects on an error status, a silent gateway and an unreachable one', async () => {

@@ -15,6 +15,7 @@ import {
   MAX_GATEWAY_BATCH,
   ParleyError,
   parseClientFrame,
+  PushedFrame,
   ServerFrame,
   statusOf,
   TOPICS,
@@ -133,8 +134,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const { bus, settings, logger } = deps;
   const registry = new ConnectionRegistry();
   const http = buildHttpServer(deps);
-  // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each.
-  const internal = buildHttpServer({ ...deps, bodyLimit: MAX_GATEWAY_BATCH * settings.maxFrameBytes });
+  // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each, plus what the
+  // server stamps on them and each delivery's addressing.
+  const internal = buildHttpServer({
+    ...deps,
+    bodyLimit: MAX_GATEWAY_BATCH * (settings.maxFrameBytes + 1024),
+  });
   requireInternalSecret(internal, deps.internalSecret, '/send');
   const wss = new WebSocketServer({
     noServer: true,
@@ -310,14 +315,15 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     '/send',
     { schema: { body: GatewaySendRequest } },
     async (request): Promise<GatewaySendResponse> => {
-      const { deliveries } = request.body as GatewaySendRequest;
+      const { deliveries, frames = [] } = request.body as GatewaySendRequest;
+      const texts = frameTexts(deliveries, frames);
       // A batch often holds several frames for one socket (a group's receipts to its sender):
       // corked, they leave in one write instead of one each.
       const corked = new Set<ClientConnection>();
       let results: { written: number }[];
       try {
-        results = deliveries.map((delivery) => {
-          const text = JSON.stringify(delivery.frame);
+        results = deliveries.map((delivery, i) => {
+          const text = texts[i]!;
           let written = 0;
           for (const conn of registry.of(delivery.to, delivery.connIds)) {
             if (!corked.has(conn)) {
@@ -364,6 +370,20 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
 }
 
 /** A refused upgrade gets an HTTP answer with the protocol's error body, before any WebSocket exists. */
+/** Each delivery's frame as text; a frame shared by index is serialized once. */
+function frameTexts(deliveries: GatewaySendRequest['deliveries'], frames: PushedFrame[]): string[] {
+  const shared: string[] = [];
+  return deliveries.map(({ frame }, i) => {
+    if (typeof frame !== 'number') return JSON.stringify(frame);
+    if (frame >= frames.length)
+      throw new ParleyError(
+        'invalid_request',
+        `deliveries[${i}].frame: no frame ${frame}; the request has ${frames.length} frames`,
+      );
+    return (shared[frame] ??= JSON.stringify(frames[frame]));
+  });
+}
+
 function rejectUpgrade(socket: Duplex, error: ParleyError) {
   const body = JSON.stringify({ error: { code: error.code, message: error.message } });
   const status = statusOf(error.code);

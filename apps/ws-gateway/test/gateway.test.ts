@@ -223,6 +223,52 @@ describe('ws-gateway', () => {
     expect(await mids(bob, 'bob')).toEqual(deliveries.filter((d) => d.to === 'bob').map((d) => d.frame.mid));
   });
 
+  it('writes a frame shared by index to each delivery naming it, and refuses an index past frames', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    const bob = await connect('bob');
+    const group = {
+      type: 'message',
+      mid: 'carol:g',
+      id: 'g',
+      from: 'carol',
+      to: 'g1',
+      chat: 'group',
+      body: 1,
+      sentAt: 1,
+    };
+    const inline = { type: 'typing', from: 'carol', to: 'bob', chat: 'direct' };
+    const send = (payload: object) =>
+      env.gateway.internal.inject({
+        method: 'POST',
+        url: '/send',
+        payload,
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+      });
+    const bad = await send({
+      frames: [group],
+      deliveries: [
+        { to: 'alice', frame: 0 },
+        { to: 'bob', frame: 1 },
+      ],
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.message).toBe('deliveries[1].frame: no frame 1; the request has 1 frames');
+    const res = await send({
+      frames: [group],
+      deliveries: [
+        { to: 'alice', frame: 0 },
+        { to: 'bob', frame: inline },
+        { to: 'bob', frame: 0 },
+      ],
+    });
+    expect(res.json()).toEqual({ results: [{ written: 1 }, { written: 1 }, { written: 1 }] });
+    expect(await alice.next((f) => f.type === 'message')).toEqual(group);
+    await bob.until(() => bob.frames.length >= 3);
+    expect(bob.frames.slice(1)).toEqual([inline, group]); // after hello; nothing from the refused call
+    expect(alice.frames.slice(1)).toEqual([group]);
+  });
+
   it('refuses upgrades past maxConnections and admits again once a socket closes', async () => {
     env = await startGateway({ maxConnections: 2 });
     await connect('alice');

@@ -10,20 +10,37 @@ export const INTERNAL_SECRET_HEADER = 'x-parley-internal-secret';
 export const INTERNAL_USER_HEADER = 'x-parley-user';
 export const MAX_GATEWAY_BATCH = 1000;
 
-export const GatewayDelivery = Type.Object({
+/** A pushed frame, written once per request under `$defs` (its schemas carry `$id`s). */
+const SharedFrame = Type.Unsafe<PushedFrame>({ $ref: '#/$defs/frame' });
+
+const GatewayDeliverySchema = Type.Object({
   to: UserId,
   connIds: Type.Optional(
     Type.Array(Type.String(), { description: 'Only these connections; all of the user’s otherwise' }),
   ),
-  frame: PushedFrame,
+  frame: Type.Union([
+    Type.Integer({ minimum: 0, maximum: MAX_GATEWAY_BATCH - 1, description: 'Index into `frames`' }),
+    SharedFrame,
+  ]),
 });
-export type GatewayDelivery = Omit<Static<typeof GatewayDelivery>, 'frame'> & { frame: PushedFrame };
+/** What session-ms hands its gateway client: one delivery, its frame in full. */
+export type GatewayDelivery = Omit<Static<typeof GatewayDeliverySchema>, 'frame'> & { frame: PushedFrame };
 
+/**
+ * One call's deliveries. A frame written to many users (a group message's members) travels once,
+ * in `frames`, and each delivery names it by index; a delivery may also carry its frame inline.
+ */
 export const GatewaySendRequest = Type.Object(
-  { deliveries: Type.Array(GatewayDelivery, { minItems: 1, maxItems: MAX_GATEWAY_BATCH }) },
-  { $id: 'GatewaySendRequest' },
+  {
+    frames: Type.Optional(Type.Array(SharedFrame, { maxItems: MAX_GATEWAY_BATCH })),
+    deliveries: Type.Array(GatewayDeliverySchema, { minItems: 1, maxItems: MAX_GATEWAY_BATCH }),
+  },
+  { $id: 'GatewaySendRequest', $defs: { frame: PushedFrame } },
 );
-export type GatewaySendRequest = { deliveries: GatewayDelivery[] };
+export type GatewaySendRequest = {
+  frames?: PushedFrame[];
+  deliveries: Array<Omit<GatewayDelivery, 'frame'> & { frame: PushedFrame | number }>;
+};
 
 export const GatewaySendResponse = Type.Object(
   {
