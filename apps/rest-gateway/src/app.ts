@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import {
   AddMembersBody,
   CreateGroupBody,
-  DEFAULT_MAX_FRAME_BYTES,
+  MaxFrameBytesSetting,
   DeviceParams,
   DevTokenBody,
   DevTokenResponse,
@@ -67,7 +67,7 @@ export const RestGatewayConfig = Type.Object({
     default: 600,
     description: 'Requests per user per minute',
   }),
-  MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
+  MAX_FRAME_BYTES: MaxFrameBytesSetting,
   WEB_CLIENT: Type.Boolean({
     default: true,
     description: 'Serves the browser demo client at / (static files, public protocol only)',

@@ -7,7 +7,7 @@ import { Counter, Gauge } from 'prom-client';
 import {
   ClientFrame,
   ConnectionTopicEvent,
-  DEFAULT_MAX_FRAME_BYTES,
+  MaxFrameBytesSetting,
   ErrorCode,
   GatewaySendRequest,
   GatewaySendResponse,
@@ -64,7 +64,7 @@ export const WsGatewayConfig = Type.Object({
     Type.String({ description: 'How session-ms reaches this instance; from POD_IP when unset' }),
   ),
   POD_IP: Type.Optional(Type.String()),
-  MAX_FRAME_BYTES: Type.Integer({ minimum: 256, default: DEFAULT_MAX_FRAME_BYTES }),
+  MAX_FRAME_BYTES: MaxFrameBytesSetting,
   RATE_LIMIT_PER_SECOND: Type.Number({
     minimum: 0.1,
     default: 20,

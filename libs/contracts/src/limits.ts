@@ -1,3 +1,5 @@
+import { Type } from '@sinclair/typebox';
+
 /** Protocol defaults; services may configure their own within these meanings. */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 export const MAX_SEND_BATCH = 100;
@@ -8,3 +10,14 @@ export const MAX_GROUP_MEMBERS_PER_OP = 1024;
 export const SYNC_DEFAULT_LIMIT = 100;
 export const SYNC_MAX_LIMIT = 500;
 export const MAX_PRESENCE_USERS = 200;
+
+/**
+ * A gateway's MAX_FRAME_BYTES setting. A frame travels as one Kafka record (with its envelope), so
+ * it must stay well under a broker's `message.max.bytes` (1 MiB by default).
+ */
+export const MaxFrameBytesSetting = Type.Integer({
+  minimum: 256,
+  maximum: 512 * 1024,
+  default: DEFAULT_MAX_FRAME_BYTES,
+  description: 'Largest client frame; a frame is one Kafka record, under message.max.bytes',
+});

@@ -48,11 +48,45 @@ export interface KafkaBusOptions {
 interface PendingSend {
   topic: string;
   messages: EncodedRecord[];
+  /** `recordBytes` of the messages. */
+  bytes: number;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
 
 const MAX_RECORDS_PER_REQUEST = 2000;
+/**
+ * Kafka refuses a partition's batch over `message.max.bytes` (1,048,588 by default) with
+ * MESSAGE_TOO_LARGE, which kafkajs does not retry: a consumer publishing such a burst would fail
+ * the same way on every redelivery. A request stays under it in all, so every batch in it does.
+ */
+export const MAX_REQUEST_BYTES = 1_000_000;
+/** Record framing (lengths, deltas, attributes) on top of key, value and headers; generous. */
+const RECORD_OVERHEAD_BYTES = 32;
+
+export function recordBytes(record: EncodedRecord): number {
+  let bytes = RECORD_OVERHEAD_BYTES + record.value.length + Buffer.byteLength(record.key);
+  for (const name in record.headers) bytes += name.length + record.headers[name]!.length;
+  return bytes;
+}
+
+/** Consecutive runs of `records`, each within one request's limits (a record over them alone). */
+export function requestSized(records: EncodedRecord[]): { records: EncodedRecord[]; bytes: number }[] {
+  const parts: { records: EncodedRecord[]; bytes: number }[] = [];
+  let part = { records: [] as EncodedRecord[], bytes: 0 };
+  for (const record of records) {
+    const size = recordBytes(record);
+    const full = part.records.length >= MAX_RECORDS_PER_REQUEST || part.bytes + size > MAX_REQUEST_BYTES;
+    if (part.records.length > 0 && full) {
+      parts.push(part);
+      part = { records: [], bytes: 0 };
+    }
+    part.records.push(record);
+    part.bytes += size;
+  }
+  if (part.records.length > 0) parts.push(part);
+  return parts;
+}
 
 /**
  * The event bus on kafkajs: an idempotent producer (acks=all) that batches whatever is queued while
@@ -116,7 +150,11 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
         } catch (err) {
           connected = undefined;
           partitionCounts.forget(); // a topic may have gained partitions
-          for (const send of sending) send.reject(err);
+          // What is queued behind fails too: written ahead of the failed part's retry, it would
+          // overtake events of the same key (the rest of a publish split over requests, say).
+          const failed = [...sending, ...queue];
+          queue = [];
+          for (const send of failed) send.reject(err);
         }
       }
     } finally {
@@ -125,9 +163,16 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
   };
   const takeBatch = () => {
     let count = 0;
+    let bytes = 0;
     let n = 0;
-    while (n < queue.length && (n === 0 || count + queue[n].messages.length <= MAX_RECORDS_PER_REQUEST)) {
+    while (
+      n < queue.length &&
+      (n === 0 ||
+        (count + queue[n].messages.length <= MAX_RECORDS_PER_REQUEST &&
+          bytes + queue[n].bytes <= MAX_REQUEST_BYTES))
+    ) {
       count += queue[n].messages.length;
+      bytes += queue[n].bytes;
       n++;
     }
     const batch = queue.slice(0, n);
@@ -146,11 +191,17 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
       void flush();
     });
   };
-  const sendRaw = (topic: string, messages: PendingSend['messages']) =>
-    new Promise<void>((resolve, reject) => {
-      queue.push({ topic, messages, resolve, reject });
-      scheduleFlush();
-    });
+  // A publish larger than one request goes out in several, in order: requests leave one at a time.
+  const sendRaw = async (topic: string, messages: PendingSend['messages']) => {
+    const parts = requestSized(messages).map(
+      ({ records, bytes }) =>
+        new Promise<void>((resolve, reject) =>
+          queue.push({ topic, messages: records, bytes, resolve, reject }),
+        ),
+    );
+    scheduleFlush();
+    await Promise.all(parts);
+  };
 
   const bus: EventBus = {
     async publish(topic, events, publishOptions) {

@@ -10,6 +10,9 @@ import type { FsyncPolicy } from './log/partition-log';
 import { TopicStore } from './log/topic-store';
 import { Connection } from './server';
 
+/** Kafka's own default `message.max.bytes`. */
+export const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
+
 export interface BrokerOptions {
   /** 0 (the default) picks a free port. */
   port?: number;
@@ -29,6 +32,7 @@ export interface BrokerOptions {
   segmentMs?: number;
   /** Bytes of each partition's newest batches kept in memory (default 4 MiB); older ones are read from disk. */
   cacheBytesPerPartition?: number;
+  /** A batch's limit, as Kafka's `message.max.bytes` (and its default, 1,048,588); `max.message.bytes` per topic. */
   maxMessageBytes?: number;
   maxRequestBytes?: number;
   verifyCrc?: boolean;
@@ -67,7 +71,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
         segmentMs: options.segmentMs ?? DAY,
         retentionMs: options.retentionMs ?? 7 * DAY,
         retentionBytes: options.retentionBytes ?? -1,
-        maxMessageBytes: options.maxMessageBytes ?? 8 * 1024 * 1024,
+        maxMessageBytes: options.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
         verifyCrc: options.verifyCrc ?? true,
         cacheBytes: options.cacheBytesPerPartition ?? 4 * 1024 * 1024,
       },

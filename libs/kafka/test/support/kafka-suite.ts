@@ -582,6 +582,37 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         }
       });
 
+      test.each([true, false])(
+        'a publish past message.max.bytes for one partition goes out in several requests, in order (packed: %s)',
+        async (packEvents) => {
+          const spec = pingTopic(unique('burst'));
+          await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] }); // Kafka's default limit, 1 MiB
+          const b = bus(kafka('bus'), { packEvents });
+          const pad = 'x'.repeat(60 * 1024);
+          const events = Array.from({ length: 40 }, (_, n) => ({ ...ping(n), id: 'one-key', pad })); // 2.4 MB
+          await b.publish(spec, events);
+          const { sub, handled } = collecting(b, spec);
+          await sub.start();
+          await waitFor(() => handled.length >= 40, 15_000, 'every event');
+          expect(handled).toEqual(events.map((e) => e.n));
+        },
+      );
+
+      test('a refused request fails what was queued behind it, so nothing overtakes it', async () => {
+        const spec = pingTopic(unique('refused'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        await b.publish(spec, [ping(0)]);
+        const tooLarge = { ...ping(1), pad: 'x'.repeat(1100 * 1024) };
+        const outcomes = await Promise.allSettled([b.publish(spec, [tooLarge]), b.publish(spec, [ping(2)])]);
+        expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected']);
+        await b.publish(spec, [ping(3)]);
+        const { sub, handled } = collecting(b, spec);
+        await sub.start();
+        await waitFor(() => handled.length >= 2, 15_000, 'the accepted events');
+        expect(handled).toEqual([0, 3]);
+      });
+
       test('an invalid event in a pack is parked alone; the rest of the pack is handled', async () => {
         const spec = pingTopic(unique('pack-poison'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
