@@ -23,23 +23,25 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       if (byRecipient.size === 0) return [];
       const storedAt = now();
       return db.transaction(async (tx) => {
-        const stored: PendingDeliverable[] = [];
-        // Sorted, so two transactions lock recipients in the same order and cannot deadlock.
-        for (const recipient of [...byRecipient.keys()].sort()) {
-          const frames = byRecipient.get(recipient)!;
-          const inserted = await storeForRecipient(tx, recipient, frames, storedAt);
-          stored.push(
-            ...frames.filter((frame) => inserted.has(frame.mid)).map((frame) => ({ to: recipient, frame })),
-          );
-        }
-        return stored;
+        const lastSeqs = await reserveSequences(
+          tx,
+          [...byRecipient].map(([recipient, frames]) => ({ recipient, n: frames.length })),
+        );
+        const rows = [...byRecipient].flatMap(([recipient, frames]) => {
+          const firstSeq = lastSeqs.get(recipient)! - frames.length + 1;
+          return frames.map((frame, i) => ({ recipient, mid: frame.mid, seq: firstSeq + i, frame }));
+        });
+        const inserted = await insertMessages(tx, rows, storedAt);
+        return rows
+          .filter((row) => inserted.has(keyOf(row.recipient, row.mid)))
+          .map(({ recipient, frame }) => ({ to: recipient, frame }));
       });
     },
     async ack(user, mids) {
       const unique = [...new Set(mids)];
       if (unique.length === 0) return 0;
       return db.transaction(async (tx) => {
-        await lockRecipient(tx, user);
+        await reserveSequences(tx, [{ recipient: user, n: 0 }]);
         const deleted = await tx.query(
           'DELETE FROM offline_messages WHERE recipient = $1 AND mid IN (SELECT jsonb_array_elements_text($2::text::jsonb))',
           [user, JSON.stringify(unique)],
@@ -100,45 +102,46 @@ function groupByRecipient(items: PendingDeliverable[]): Map<string, Deliverable[
 }
 
 /**
- * Takes the recipient's sequence row lock (held until commit): stores and acks of one recipient
- * run one after the other, so an ack and a concurrent store of the same mid cannot both miss
- * each other, and positions are handed out in commit order.
+ * Takes the sequence row lock of each recipient (held until commit) and reserves `n` positions for
+ * it, in one statement; returns each recipient's last reserved position. Stores and acks of one
+ * recipient thus run one after the other, so an ack and a concurrent store of the same mid cannot
+ * both miss each other, and positions are handed out in commit order. Rows are locked in sorted
+ * order, so two transactions cannot deadlock.
  */
-async function lockRecipient(tx: SqlExecutor, recipient: string, reserve = 0): Promise<number> {
-  const result = await tx.query<{ last_seq: string }>(
-    `INSERT INTO offline_sequences (recipient, last_seq) VALUES ($1, $2)
+async function reserveSequences(
+  tx: SqlExecutor,
+  reservations: { recipient: string; n: number }[],
+): Promise<Map<string, number>> {
+  const result = await tx.query<{ recipient: string; last_seq: string }>(
+    `INSERT INTO offline_sequences (recipient, last_seq)
+     SELECT r.recipient, r.n FROM jsonb_to_recordset($1::text::jsonb) AS r(recipient text, n bigint)
+     ORDER BY r.recipient
      ON CONFLICT (recipient) DO UPDATE SET last_seq = offline_sequences.last_seq + EXCLUDED.last_seq
-     RETURNING last_seq::text AS last_seq`,
-    [recipient, reserve],
+     RETURNING recipient, last_seq::text AS last_seq`,
+    [JSON.stringify(reservations)],
   );
-  return Number(result.rows[0].last_seq);
+  return new Map(result.rows.map((row) => [row.recipient, Number(row.last_seq)]));
 }
 
-/** Returns the mids it inserted. */
-async function storeForRecipient(
+/** Inserts what is neither stored nor acked yet, in one statement; returns the `keyOf`s it inserted. */
+async function insertMessages(
   tx: SqlExecutor,
-  recipient: string,
-  frames: Deliverable[],
+  rows: { recipient: string; mid: string; seq: number; frame: Deliverable }[],
   storedAt: number,
 ): Promise<Set<string>> {
-  const lastSeq = await lockRecipient(tx, recipient, frames.length);
-  const firstSeq = lastSeq - frames.length + 1;
-  const rows = frames.map((frame, i) => ({
-    mid: frame.mid,
-    seq: firstSeq + i,
-    frame: JSON.stringify(frame),
-  }));
-  const inserted = await tx.query<{ mid: string }>(
+  const inserted = await tx.query<{ recipient: string; mid: string }>(
     `INSERT INTO offline_messages (recipient, mid, seq, frame, stored_at)
-     SELECT $1, m.mid, m.seq, m.frame, $3
-     FROM jsonb_to_recordset($2::text::jsonb) AS m(mid text, seq bigint, frame text)
-     WHERE NOT EXISTS (SELECT 1 FROM offline_acks a WHERE a.recipient = $1 AND a.mid = m.mid)
+     SELECT m.recipient, m.mid, m.seq, m.frame, $2
+     FROM jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text, seq bigint, frame text)
+     WHERE NOT EXISTS (SELECT 1 FROM offline_acks a WHERE a.recipient = m.recipient AND a.mid = m.mid)
      ON CONFLICT (recipient, mid) DO NOTHING
-     RETURNING mid`,
-    [recipient, JSON.stringify(rows), storedAt],
+     RETURNING recipient, mid`,
+    [JSON.stringify(rows.map((row) => ({ ...row, frame: JSON.stringify(row.frame) }))), storedAt],
   );
-  return new Set(inserted.rows.map((row) => row.mid));
+  return new Set(inserted.rows.map((row) => keyOf(row.recipient, row.mid)));
 }
+
+const keyOf = (recipient: string, mid: string) => `${recipient}\n${mid}`;
 
 function toPage(rows: { position: string; frame: string }[], afterSeq: number, limit: number): PendingPage {
   const page = rows.slice(0, limit);

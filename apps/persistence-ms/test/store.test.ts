@@ -75,6 +75,33 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
   });
 
+  it('stores a batch for 1,000 recipients with two statements, acked ones left out, positions per recipient', async () => {
+    let statements = 0;
+    const counted: SqlDatabase = {
+      kind: db.kind,
+      ping: () => db.ping(),
+      close: () => db.close(),
+      query: (sql, params) => (statements++, db.query(sql, params)),
+      transaction: (work) =>
+        db.transaction((tx) => work({ query: (sql, params) => (statements++, tx.query(sql, params)) })),
+    };
+    const group = { ...message('alice', 'g1', 'team'), chat: 'group' as const };
+    const members = Array.from({ length: 1000 }, (_, i) => `member-${i}`);
+    await store.ack('member-7', [group.mid]);
+    const items = [
+      ...members.map((to) => ({ to, frame: group })),
+      { to: 'member-0', frame: message('bob', 'direct', 'member-0') },
+    ];
+    statements = 0;
+    const stored = await createSqlOfflineStore(counted, { now: () => clock }).store(items);
+    expect(statements).toBe(2);
+    expect(stored).toHaveLength(1000);
+    expect(stored.some((s) => s.to === 'member-7')).toBe(false);
+    expect(await readAll(store, 'member-0')).toEqual(['alice:g1', 'bob:direct']);
+    expect(await readAll(store, 'member-999')).toEqual(['alice:g1']);
+    expect(await readAll(store, 'member-7')).toEqual([]);
+  });
+
   it('keeps users apart: nobody sees or acks another user’s deliverables', async () => {
     await store.store([
       { to: 'erin', frame: message('alice', 'x', 'erin') },
