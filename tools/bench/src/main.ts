@@ -13,6 +13,7 @@ import {
   maxSustainable,
   ramp,
   runFanout,
+  runOfflineFanout,
   runIdle,
   runStep,
   scrape,
@@ -26,7 +27,8 @@ Starts the fleet (embedded defaults, its own process) and a raw-ws relay (its ow
 both from this process with the same WebSocket clients, prints a table and writes
 bench/results/bench-<run>.{html,json}.
 
-  --quick              short run (< 3 min): 3 s steps, 5,000 idle sockets, 100 fan-out messages
+  --quick              short run (< 3 min): 3 s steps, 5,000 idle sockets, 100 fan-out messages,
+                       10 messages to 999 offline members
   --processes          run the fleet as separate processes, as in production (one per service, the
                        broker, a Redis; needs Postgres and redis-server) and sample each of them
   --ws URL --rest URL  target a running fleet instead (tokens: --jwt-secret, else POST /v1/dev/token)
@@ -39,7 +41,7 @@ bench/results/bench-<run>.{html,json}.
   --p99-ms N           sustainable bound on p99 (default ${DEFAULT_CRITERIA.maxP99Ms})
   --rates LIST         explicit fleet 1:1 rates instead of the ladder (e.g. 50,200,1000), all run
   --relay-rates LIST   the same for the relay
-  --only LIST          comma list of: ramp,half,fanout,idle,relay (default all)
+  --only LIST          comma list of: ramp,half,fanout,offline,idle,relay (default all)
   --ack-accepted       also ack "accepted" frames (they carry a mid; the protocol's literal reading)
   --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
   --out DIR            results directory (default bench/results)
@@ -76,7 +78,7 @@ async function main() {
   mkdirSync(outDir, { recursive: true });
   const runId = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const tag = Date.now().toString(36);
-  const only = new Set((values.only ?? 'ramp,half,fanout,idle,relay').split(','));
+  const only = new Set((values.only ?? 'ramp,half,fanout,offline,idle,relay').split(','));
   const conns = Math.max(2, Number(values.conns ?? 1000) & ~1);
   const settings = {
     conns,
@@ -92,6 +94,7 @@ async function main() {
     relayStart: quick ? 8000 : 2000,
     maxRate: 300_000,
     fanout: { members: Math.min(1000, conns), senders: 10, perSender: quick ? 10 : 40, ratePerSender: 100 },
+    offlineFanout: { members: 1000, messages: quick ? 10 : 40, ratePerSender: 100 },
     criteria: {
       ...DEFAULT_CRITERIA,
       maxP99Ms: Number(values['p99-ms'] ?? DEFAULT_CRITERIA.maxP99Ms),
@@ -129,6 +132,7 @@ async function main() {
   let gatewayMetricsUrl: string | undefined;
   let restUrl: string;
   let metricsUrls: string[] = [];
+  let persistenceMetricsUrl: string | undefined;
   const profileDir = path.join(outDir, 'profiles');
   try {
     if (values.ws) {
@@ -187,6 +191,7 @@ async function main() {
       requestGc = () => void child.proc.kill('SIGUSR2'); // fleet-child runs a full GC on it
       restUrl = ready.urls.rest;
       gatewayMetricsUrl = `http://127.0.0.1:${ready.ports.wsGatewayInternal}/metrics`;
+      persistenceMetricsUrl = `http://127.0.0.1:${(ready.ports as Record<string, number>).persistenceMs}/metrics`;
       metricsUrls = Object.entries(ready.ports as Record<string, number>)
         .filter(([name]) => name !== 'broker' && name !== 'wsGateway')
         .map(([, port]) => `http://127.0.0.1:${port}/metrics`);
@@ -293,23 +298,24 @@ async function main() {
       report.fleet.idle.sampled = gatewaySampler || values.pid ? 'gateway' : 'fleet';
     } else if (only.has('idle'))
       notes.push('idle scenario skipped: no process to sample (give --pid with --ws/--rest)');
+    const createGroup = async (group: string, owner: string, others: string[]) => {
+      const response = await fetch(`${restUrl}/v1/groups`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${await fleetTarget.token(owner)}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ id: group, name: 'bench fan-out', members: others }),
+      });
+      if (response.status !== 201)
+        throw new Error(`POST /v1/groups: ${response.status} ${await response.text()}`);
+    };
     if (only.has('fanout')) {
       log(`fleet group fan-out (${settings.fanout.members} members):`);
       const before = await scrapeCounters(metricsUrls);
       report.fleet.fanout = await runFanout(pool, {
         ...settings.fanout,
-        createGroup: async (group, owner, others) => {
-          const response = await fetch(`${restUrl}/v1/groups`, {
-            method: 'POST',
-            headers: {
-              authorization: `Bearer ${await fleetTarget.token(owner)}`,
-              'content-type': 'application/json',
-            },
-            body: JSON.stringify({ id: group, name: 'bench fan-out', members: others }),
-          });
-          if (response.status !== 201)
-            throw new Error(`POST /v1/groups: ${response.status} ${await response.text()}`);
-        },
+        createGroup,
         gatewayFrames: gatewayMetricsUrl
           ? () => scrape(gatewayMetricsUrl!, 'parley_ws_delivered_total')
           : undefined,
@@ -331,6 +337,22 @@ async function main() {
           log(`    ${c.perMessage.toFixed(2).padStart(9)}  ${c.delta.toString().padStart(9)}  ${c.name}`);
       }
     }
+    if (only.has('offline') && persistenceMetricsUrl) {
+      log(`fleet group fan-out to ${settings.offlineFanout.members - 1} members who are offline:`);
+      const url = persistenceMetricsUrl;
+      report.fleet.offlineFanout = await runOfflineFanout(pool, {
+        ...settings.offlineFanout,
+        runId: tag,
+        createGroup,
+        storedCount: () => scrape(url, 'parley_persistence_stored_total'),
+        sampler,
+        log,
+        maxWaitMs: quick ? 30_000 : 120_000,
+      });
+    } else if (only.has('offline'))
+      notes.push(
+        'offline fan-out skipped: it reads persistence-ms metrics, known only in the one-process fleet',
+      );
     await pool.close();
   } finally {
     if (fleetChild) {

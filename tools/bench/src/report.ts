@@ -1,4 +1,4 @@
-import type { FanoutResult, IdleResult } from './scenarios';
+import type { FanoutResult, IdleResult, OfflineFanoutResult } from './scenarios';
 import type { StepResult } from './stats';
 
 /** The run's results: printed as a table, saved as JSON and as a self-contained HTML report. */
@@ -16,6 +16,7 @@ export interface BenchReport {
     max: { offered: number; delivered: number };
     half?: StepResult;
     fanout?: FanoutResult;
+    offlineFanout?: OfflineFanoutResult;
     idle?: IdleResult;
     /** Every service's `parley_*_total` counters over the 1:1 ramp: what each message costs in events. */
     counters?: Array<{ name: string; delta: number; perMessage: number }>;
@@ -126,6 +127,8 @@ export function table(r: BenchReport): string {
         `fan-out [${f.target}]: ${f.delivered}/${f.expected} deliveries in ${f.durationMs} ms = ${f.deliveriesPerS}/s, p50 ${f.latency.p50} ms, p99 ${f.latency.p99} ms, p99.9 ${f.latency.p999} ms${f.cpu ? `, cpu ${f.cpu.cores}, rss ${f.cpu.rssMiB} MiB` : ''}${f.gatewayFramesWritten !== undefined ? `, gateway frames written ${f.gatewayFramesWritten}` : ''}`,
       );
   }
+  const o = r.fleet.offlineFanout;
+  if (o) lines.push(`offline fan-out [fleet]: ${offlineSummary(o)}`);
   const i = r.fleet.idle;
   if (i)
     lines.push(
@@ -381,6 +384,8 @@ ${stepRows([...r.fleet.steps, ...(r.fleet.half ? [r.fleet.half] : []), ...(r.rel
 ${fanouts.map((f) => `<tr><td>${f.target}</td><td>${f.members} (${f.connectedMembers})</td><td>${f.messages}</td><td>${f.expected}</td><td>${f.delivered}</td><td>${f.durationMs}</td><td>${f.deliveriesPerS}</td><td>${f.latency.p50}</td><td>${f.latency.p99}</td><td>${f.latency.p999}</td><td>${f.cpu?.cores ?? '-'}</td><td>${f.cpu?.rssMiB ?? '-'}</td><td>${f.gatewayFramesWritten ?? '-'}</td></tr>`).join('\n')}
 </table>
 ${fanouts.map((f) => `<p>${esc(f.target)}: ${esc(f.note)}</p>`).join('')}
+<h2>Group fan-out to offline members (stored by persistence-ms)</h2>
+${r.fleet.offlineFanout ? `<p>${esc(offlineSummary(r.fleet.offlineFanout))}</p><p>${esc(r.fleet.offlineFanout.note)}</p>` : '<p>not run</p>'}
 <h2>Idle connections</h2>
 ${
   i
@@ -396,6 +401,10 @@ ${r.fleet.fanoutCounters ? `<table><tr><th>counter</th><th>delta</th><th>per gro
 <h2>Settings</h2><pre>${esc(JSON.stringify(r.settings, null, 2))}</pre>
 </body></html>
 `;
+}
+
+function offlineSummary(o: OfflineFanoutResult): string {
+  return `${o.stored}/${o.expected} rows stored in ${o.durationMs} ms = ${o.storedPerS}/s${o.cpu ? `, cpu ${o.cpu.cores}, rss ${o.cpu.rssMiB} MiB` : ''}`;
 }
 
 /** Percentile to "nines" (90 -> 1, 99 -> 2, 99.9 -> 3), the x axis of percentile curves. */

@@ -227,6 +227,81 @@ export async function runFanout(
   return result;
 }
 
+export interface OfflineFanoutResult {
+  members: number;
+  messages: number;
+  expected: number;
+  stored: number;
+  durationMs: number;
+  storedPerS: number;
+  cpu?: { cores: number; rssMiB: number };
+  note: string;
+}
+
+/**
+ * Group fan-out to members who never connect: session-ms hands each deliverable to the offline
+ * topic at once, and persistence-ms stores it (PGlite in the one-process fleet, Postgres in
+ * production). One connected sender; `members − 1` offline members. Counted: rows stored
+ * (`storedCount`, persistence-ms's `parley_persistence_stored_total`), from the first send until
+ * all are stored.
+ */
+export async function runOfflineFanout(
+  pool: ClientPool,
+  opts: {
+    members: number;
+    messages: number;
+    ratePerSender: number;
+    runId: string;
+    createGroup: (group: string, owner: string, others: string[]) => Promise<void>;
+    storedCount: () => Promise<number | undefined>;
+    sampler?: ProcSampler;
+    log: Progress;
+    maxWaitMs: number;
+  },
+): Promise<OfflineFanoutResult> {
+  const sender = pool.clients[0]!;
+  const offline = Array.from({ length: opts.members - 1 }, (_, i) => `off${opts.runId}-${i}`);
+  const stored = async () => (await opts.storedCount()) ?? 0;
+  /** Polls until `target` rows are stored; returns when the last of them was seen. */
+  const storedUpTo = async (target: number) => {
+    const start = performance.now();
+    while (performance.now() - start < opts.maxWaitMs) {
+      if ((await stored()) >= target) return performance.now();
+      await sleep(25);
+    }
+    return undefined;
+  };
+  const group = `bench-og-${opts.runId}`;
+  const before = await stored();
+  await opts.createGroup(group, sender.user, offline);
+  // The creation is a `group` deliverable to each offline member: stored first, not counted.
+  await storedUpTo(before + offline.length);
+  const base = await stored();
+  const win = opts.sampler?.window();
+  const expected = opts.messages * offline.length;
+  const t0 = performance.now();
+  await pool.runGroupBurst(group, [sender], opts.messages, opts.ratePerSender);
+  const doneAt = await storedUpTo(base + expected);
+  const cpu = win?.end();
+  const count = (await stored()) - base;
+  const durationMs = Math.max(1, (doneAt ?? performance.now()) - t0);
+  const result: OfflineFanoutResult = {
+    members: opts.members,
+    messages: opts.messages,
+    expected,
+    stored: count,
+    durationMs: Math.round(durationMs),
+    storedPerS: Math.round(count / (durationMs / 1000)),
+    cpu,
+    note: `${doneAt === undefined ? `INCOMPLETE: stopped waiting after ${opts.maxWaitMs} ms; ` : ''}${opts.messages} group messages from one connected sender to ${offline.length} members who never connected; counted: rows persistence-ms stored, first send to the last row (polled every 25 ms)`,
+  };
+  opts.log(
+    `  [fleet] offline fan-out: ${count}/${expected} stored in ${result.durationMs} ms = ${result.storedPerS}/s` +
+      (cpu ? ` cpu ${cpu.cores} rss ${cpu.rssMiB}MiB` : ''),
+  );
+  return result;
+}
+
 export interface IdleResult {
   target: string;
   requested: number;
