@@ -4,11 +4,13 @@ import { EventBus } from '@parley/kafka';
 /**
  * Publishes events in batches of `batchSize` as they accumulate, with at most `maxInFlight` batches
  * unconfirmed at once (bounded memory for large fan-outs). `flush` resolves when all are written
- * and rejects if any failed.
+ * and rejects if any failed; after a failure `add` rejects too and sends nothing more.
  */
 export class BatchPublisher<T> {
   private buffer: T[] = [];
   private inFlight: Promise<void>[] = [];
+  /** Set once a batch failed: nothing more is sent, or it could be written ahead of that batch's retry. */
+  private failure?: { error: unknown };
 
   constructor(
     private readonly bus: EventBus,
@@ -32,10 +34,11 @@ export class BatchPublisher<T> {
   }
 
   private async send(): Promise<void> {
+    if (this.failure) throw this.failure.error;
     const batch = this.buffer;
     this.buffer = [];
     const sending = this.bus.publish(this.topic, batch);
-    sending.catch(() => undefined); // observed in flush
+    sending.catch((error) => void (this.failure ??= { error })); // also observed in flush
     this.inFlight.push(sending);
     if (this.inFlight.length >= this.maxInFlight) await this.inFlight.shift();
   }

@@ -41,4 +41,20 @@ describe('BatchPublisher', () => {
     await publisher.add([deliver('u1'), deliver('u2')]);
     await expect(publisher.flush()).rejects.toThrow('broker down');
   });
+
+  it('sends nothing more once a batch failed, so no later batch is written ahead of its retry', async () => {
+    const bus = new MemoryBus();
+    const publish = bus.publish.bind(bus);
+    let calls = 0;
+    bus.publish = async (topic, events) => {
+      if (++calls === 1) throw new Error('refused');
+      return publish(topic, events);
+    };
+    const publisher = new BatchPublisher(bus, TOPICS.delivery, 2);
+    await publisher.add([deliver('u1'), deliver('u2')]); // in flight, then refused
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(publisher.add([deliver('u3'), deliver('u4')])).rejects.toThrow('refused');
+    await expect(publisher.flush()).rejects.toThrow('refused');
+    expect(bus.events(TOPICS.delivery)).toEqual([]);
+  });
 });

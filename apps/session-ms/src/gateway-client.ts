@@ -1,5 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { isDeepStrictEqual } from 'node:util';
 import {
   GatewayDelivery,
   GatewaySendRequest,
@@ -59,22 +60,24 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
 
 /**
  * The request body, each distinct frame written once: a group message pushed to 1,000 members is
- * one frame and 1,000 short deliveries, not 1,000 copies to serialize, parse and validate.
- * Deliverables are the same frame when their `mid` is (a mid names one deliverable).
+ * one frame and 1,000 short deliveries, not 1,000 copies to serialize, parse and validate. Frames
+ * with the same `mid` are compared, not assumed equal: a client reusing a message id for two
+ * recipients gives two direct messages one mid.
  */
 export function sharingFrames(deliveries: GatewayDelivery[]): GatewaySendRequest {
   const frames: PushedFrame[] = [];
-  const indexOf = new Map<unknown, number>();
-  const refs = deliveries.map(({ frame, ...rest }) => {
-    const key = 'mid' in frame ? frame.mid : frame;
-    let index = indexOf.get(key);
-    if (index === undefined) {
-      index = frames.push(frame) - 1;
-      indexOf.set(key, index);
-    }
-    return { ...rest, frame: index };
-  });
-  return { frames, deliveries: refs };
+  const byMid = new Map<string, number[]>();
+  const indexOf = (frame: PushedFrame) => {
+    if (!('mid' in frame)) return frames.push(frame) - 1;
+    const candidates = byMid.get(frame.mid);
+    const same = candidates?.find((i) => isDeepStrictEqual(frames[i], frame));
+    if (same !== undefined) return same;
+    const index = frames.push(frame) - 1;
+    if (candidates) candidates.push(index);
+    else byMid.set(frame.mid, [index]);
+    return index;
+  };
+  return { frames, deliveries: deliveries.map(({ frame, ...rest }) => ({ ...rest, frame: indexOf(frame) })) };
 }
 
 async function readBody(response: IncomingMessage): Promise<string> {

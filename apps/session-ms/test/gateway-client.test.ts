@@ -68,7 +68,7 @@ describe('the HTTP gateway client', () => {
     client.close?.();
   });
 
-  it('sends a frame pushed to several users once, whatever the frame objects', () => {
+  it('sends a frame pushed to several users once, and a different frame under the same mid apart', () => {
     const groupMessage = (to: string): GatewayDelivery => ({
       to,
       connIds: [`c-${to}`],
@@ -87,18 +87,39 @@ describe('the HTTP gateway client', () => {
       to,
       frame: { type: 'typing', from: 'alice', to, chat: 'direct' },
     });
+    // alice reused the id of her group message for a direct message to dave: same mid, another frame
+    const reused: GatewayDelivery = {
+      to: 'dave',
+      frame: {
+        type: 'message',
+        mid: 'alice:g',
+        id: 'g',
+        from: 'alice',
+        to: 'dave',
+        chat: 'direct',
+        body: 2,
+        sentAt: 2,
+      },
+    };
     const request = sharingFrames([
       groupMessage('bob'),
       typing('bob'),
+      reused,
       groupMessage('carol'),
       typing('carol'),
     ]);
-    expect(request.frames).toEqual([groupMessage('bob').frame, typing('bob').frame, typing('carol').frame]);
+    expect(request.frames).toEqual([
+      groupMessage('bob').frame,
+      typing('bob').frame,
+      reused.frame,
+      typing('carol').frame,
+    ]);
     expect(request.deliveries).toEqual([
       { to: 'bob', connIds: ['c-bob'], frame: 0 },
       { to: 'bob', frame: 1 },
+      { to: 'dave', frame: 2 },
       { to: 'carol', connIds: ['c-carol'], frame: 0 },
-      { to: 'carol', frame: 2 },
+      { to: 'carol', frame: 3 },
     ]);
   });
 

@@ -18,7 +18,7 @@ import {
   PARTITION_COUNT_TTL_MS,
 } from './packing';
 import { ReadPosition } from './read-position';
-import { backoffMs, isTransient, sleep } from './retry';
+import { backoffMs, isTransient, sleep, TransientError } from './retry';
 
 export interface KafkaBusOptions {
   kafka: Kafka;
@@ -66,7 +66,8 @@ const RECORD_OVERHEAD_BYTES = 32;
 
 export function recordBytes(record: EncodedRecord): number {
   let bytes = RECORD_OVERHEAD_BYTES + record.value.length + Buffer.byteLength(record.key);
-  for (const name in record.headers) bytes += name.length + record.headers[name]!.length;
+  for (const name in record.headers)
+    bytes += Buffer.byteLength(name) + Buffer.byteLength(record.headers[name]!);
   return bytes;
 }
 
@@ -150,11 +151,15 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
         } catch (err) {
           connected = undefined;
           partitionCounts.forget(); // a topic may have gained partitions
+          for (const send of sending) send.reject(err);
           // What is queued behind fails too: written ahead of the failed part's retry, it would
-          // overtake events of the same key (the rest of a publish split over requests, say).
-          const failed = [...sending, ...queue];
+          // overtake events of the same key (the rest of a publish split over requests, say). It was
+          // not refused itself, so its publishers may retry it as they would a lost connection.
+          const behind = new TransientError('an earlier produce request failed; publish again', {
+            cause: err,
+          });
+          for (const send of queue) send.reject(behind);
           queue = [];
-          for (const send of failed) send.reject(err);
         }
       }
     } finally {

@@ -4,7 +4,7 @@ import { Type, Static } from '@sinclair/typebox';
 import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
 import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
-import { createKafkaBus, Envelope, EventBus, provisionTopics, sleep } from '../../src';
+import { createKafkaBus, Envelope, EventBus, isTransient, provisionTopics, sleep } from '../../src';
 import { busContract, noteTopic } from './bus-contract';
 import { waitFor } from '@parley/test-kit';
 import { RawClient } from './raw-client';
@@ -598,7 +598,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         },
       );
 
-      test('a refused request fails what was queued behind it, so nothing overtakes it', async () => {
+      test('a refused request fails what was queued behind it, as transient, so nothing overtakes it', async () => {
         const spec = pingTopic(unique('refused'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'));
@@ -606,6 +606,9 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const tooLarge = { ...ping(1), pad: 'x'.repeat(1100 * 1024) };
         const outcomes = await Promise.allSettled([b.publish(spec, [tooLarge]), b.publish(spec, [ping(2)])]);
         expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected']);
+        const [refused, behind] = outcomes.map((o) => (o as PromiseRejectedResult).reason);
+        expect(isTransient(refused)).toBe(false); // the record itself is at fault: parked if a consumer's
+        expect(isTransient(behind)).toBe(true); // not at fault: its publisher retries it
         await b.publish(spec, [ping(3)]);
         const { sub, handled } = collecting(b, spec);
         await sub.start();
