@@ -105,8 +105,9 @@ function groupByRecipient(items: PendingDeliverable[]): Map<string, Deliverable[
  * Takes the sequence row lock of each recipient (held until commit) and reserves `n` positions for
  * it, in one statement; returns each recipient's last reserved position. Stores and acks of one
  * recipient thus run one after the other, so an ack and a concurrent store of the same mid cannot
- * both miss each other, and positions are handed out in commit order. Rows are locked in sorted
- * order, so two transactions cannot deadlock.
+ * both miss each other, and positions are handed out in commit order. Rows are locked in byte
+ * order (COLLATE "C", whatever the database's collation, as the release before sorted them), so
+ * two transactions cannot deadlock.
  */
 async function reserveSequences(
   tx: SqlExecutor,
@@ -115,7 +116,7 @@ async function reserveSequences(
   const result = await tx.query<{ recipient: string; last_seq: string }>(
     `INSERT INTO offline_sequences (recipient, last_seq)
      SELECT r.recipient, r.n FROM jsonb_to_recordset($1::text::jsonb) AS r(recipient text, n bigint)
-     ORDER BY r.recipient
+     ORDER BY r.recipient COLLATE "C"
      ON CONFLICT (recipient) DO UPDATE SET last_seq = offline_sequences.last_seq + EXCLUDED.last_seq
      RETURNING recipient, last_seq::text AS last_seq`,
     [JSON.stringify(reservations)],
