@@ -7,7 +7,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import {
   AddMembersBody,
   CreateGroupBody,
-  MaxFrameBytesSetting,
   DeviceParams,
   DevTokenBody,
   DevTokenResponse,
@@ -18,6 +17,7 @@ import {
   GroupParams,
   InboundEvent,
   MAX_REST_BODY_BYTES,
+  MaxFrameBytesSetting,
   ParleyError,
   PresenceQuery,
   PresenceResponse,

@@ -7,12 +7,12 @@ import { Counter, Gauge } from 'prom-client';
 import {
   ClientFrame,
   ConnectionTopicEvent,
-  MaxFrameBytesSetting,
   ErrorCode,
   GatewaySendRequest,
   GatewaySendResponse,
   InboundEvent,
   MAX_GATEWAY_BATCH,
+  MaxFrameBytesSetting,
   ParleyError,
   parseClientFrame,
   PushedFrame,
@@ -369,7 +369,6 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   };
 }
 
-/** A refused upgrade gets an HTTP answer with the protocol's error body, before any WebSocket exists. */
 /** Each delivery's frame as text; a frame shared by index is serialized once. */
 function frameTexts(deliveries: GatewaySendRequest['deliveries'], frames: PushedFrame[]): string[] {
   const shared: string[] = [];
@@ -384,6 +383,7 @@ function frameTexts(deliveries: GatewaySendRequest['deliveries'], frames: Pushed
   });
 }
 
+/** A refused upgrade gets an HTTP answer with the protocol's error body, before any WebSocket exists. */
 function rejectUpgrade(socket: Duplex, error: ParleyError) {
   const body = JSON.stringify({ error: { code: error.code, message: error.message } });
   const status = statusOf(error.code);
