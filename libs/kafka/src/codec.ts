@@ -16,7 +16,8 @@ export interface EncodedRecord {
 
 /** One event of a consumed record: decoded, or refused with the bytes to park on the DLQ. */
 export type DecodedEvent<T> =
-  | { ok: true; event: T }
+  /** `key`: an event of a pack, its own key (the pack is keyed by its first event). */
+  | { ok: true; event: T; key?: string }
   /** `packed`: the refused event's place in its pack, and its own key where the key function could read one. */
   | { ok: false; error: DecodeError; value: Buffer; packed?: { index: number; key?: string } };
 
@@ -65,13 +66,14 @@ export class TopicCodec<T> {
       return events as unknown[];
     }, whole);
     if (!pack.ok) return [pack];
-    return pack.event.map((parsed, index) =>
-      refusedOr(
+    return pack.event.map((parsed, index) => {
+      const decoded = refusedOr(
         () => this.check(parsed),
         () => Buffer.from(JSON.stringify(parsed)),
         () => ({ index, key: this.keyOf(parsed) }),
-      ),
-    );
+      );
+      return decoded.ok ? { ...decoded, key: this.topic.key(decoded.event) } : decoded;
+    });
   }
 
   /** The key of something that failed its schema, if the topic's key function can read one. */

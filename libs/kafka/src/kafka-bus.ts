@@ -3,14 +3,7 @@ import { Counter, Registry } from 'prom-client';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
-import {
-  DecodeError,
-  EncodedRecord,
-  HEADER_PACK,
-  HEADER_PACK_INDEX,
-  HEADER_TRACE,
-  TopicCodec,
-} from './codec';
+import { DecodeError, EncodedRecord, HEADER_PACK_INDEX, HEADER_TRACE, TopicCodec } from './codec';
 import {
   createKeyPartitioner,
   createPartitionCounts,
@@ -397,7 +390,6 @@ function createSubscription<T>(
       let decodeError: DecodeError | undefined;
       for (const message of chunk) {
         const recordKey = message.key?.toString() ?? '';
-        const isPack = message.headers?.[HEADER_PACK] !== undefined;
         for (const decoded of codec.decodeRecord(message.value, message.headers)) {
           if (!decoded.ok) {
             decodeError = decoded.error;
@@ -412,8 +404,7 @@ function createSubscription<T>(
           }
           good.push({
             event: decoded.event,
-            // A pack is keyed by its first event; each event's own key is its topic's key of it.
-            key: isPack ? topic.key(decoded.event) : recordKey,
+            key: decoded.key ?? recordKey,
             partition: batch.partition,
             offset: message.offset,
             timestamp: Number(message.timestamp),

@@ -1,7 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Type } from '@sinclair/typebox';
+import { KafkaSettingsSchema } from '@parley/kafka';
+import { loadConfig } from '@parley/service-kit';
 import { startFleet } from '../../../apps/launcher/src/fleet';
+
+/** What the bench passes through the environment: KAFKA_PACK_EVENTS=false gives the before figure. */
+const FleetChildConfig = Type.Object({ KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS });
 
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
@@ -9,6 +15,7 @@ import { startFleet } from '../../../apps/launcher/src/fleet';
  * services in this one process) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
  */
 async function main() {
+  const config = loadConfig('bench-fleet', FleetChildConfig);
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-'));
   const started = Date.now();
   const fleet = await startFleet({
@@ -16,7 +23,7 @@ async function main() {
     logLevel: process.env.LOG_LEVEL ?? 'warn',
     dataDir,
     host: process.env.HOST ?? '127.0.0.1',
-    packEvents: process.env.KAFKA_PACK_EVENTS !== 'false', // KAFKA_PACK_EVENTS=false: the before figure
+    packEvents: config.KAFKA_PACK_EVENTS,
   });
   const ready = {
     urls: fleet.urls,
