@@ -5,8 +5,10 @@ import { DatabaseConfig } from '@parley/postgres';
 import {
   buildHttpServer,
   CommonConfig,
+  createRecentSet,
   HttpServer,
   InternalConfig,
+  RecentSet,
   Runtime,
   Service,
 } from '@parley/service-kit';
@@ -15,7 +17,6 @@ import type { DeviceStore } from './device-store';
 import { createDispatcher } from './dispatcher';
 import { buildNotification, summarize } from './notification';
 import type { PushProvider } from './provider';
-import { createRecentSet, RecentSet } from './recent-set';
 import { registerDeviceRoutes } from './routes';
 
 export const PushConfig = Type.Object({

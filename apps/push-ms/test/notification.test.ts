@@ -1,7 +1,6 @@
 import type { DeliveredMessage } from '@parley/contracts';
 import { createCoalescer } from '../src/coalescer';
 import { buildNotification, MessageSummary, summarize } from '../src/notification';
-import { createRecentSet } from '../src/recent-set';
 
 const msg = (
   from: string,
@@ -97,23 +96,5 @@ describe('coalescer', () => {
     expect(flushed).toEqual([['alice:3']]);
     jest.advanceTimersByTime(5000);
     expect(flushed).toHaveLength(1);
-  });
-});
-
-describe('recent set', () => {
-  it('forgets keys after the ttl and beyond its size, oldest first', () => {
-    let clock = 0;
-    const recent = createRecentSet(1000, 2, () => clock);
-    recent.add('a');
-    clock = 500;
-    recent.add('b');
-    expect(recent.has('a') && recent.has('b')).toBe(true);
-    clock = 1000;
-    expect(recent.has('a')).toBe(false);
-    expect(recent.has('b')).toBe(true);
-    recent.add('c');
-    recent.add('d');
-    expect([recent.has('b'), recent.has('c'), recent.has('d')]).toEqual([false, true, true]);
-    expect(recent.size).toBe(2);
   });
 });

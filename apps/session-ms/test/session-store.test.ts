@@ -101,6 +101,13 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.track(pending('alice:t1', 'carol'), 1000)).toBe(true);
   });
 
+  it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
+    await store.complete('bob', ['alice:e1'], 20);
+    expect(await store.track(pending('alice:e1'), 1000)).toBe(false);
+    await new Promise((r) => setTimeout(r, 40));
+    expect(await store.track(pending('alice:e1'), 1000)).toBe(true);
+  });
+
   it('reads the earliest position among live replicas; an expired report stops counting', async () => {
     expect(await store.readUpTo()).toBeUndefined();
     await store.reportReadUpTo('r1', 5000, 60_000);
@@ -175,5 +182,17 @@ describe('MemorySessionStore', () => {
     expect(await store.track(pending('alice:a2'), 1000)).toBe(true);
     for (const mid of ['alice:a3', 'alice:a4', 'alice:a5'])
       expect(await store.track(pending(mid), 1000)).toBe(false);
+  });
+
+  it('forgets the oldest acked mids in bulk past maxAcked and keeps the newest seven eighths', async () => {
+    const store = new MemorySessionStore(Date.now, 800);
+    const mids = Array.from({ length: 2000 }, (_, i) => `alice:b${i}`);
+    for (const mid of mids) await store.complete('bob', [mid], 60_000);
+    const remembered = [];
+    for (const mid of mids) if (!(await store.track(pending(mid), 1000))) remembered.push(mid);
+    // Generations of 100: the newest 700 to 800 acks are remembered, all of them the newest ones.
+    expect(remembered.length).toBeGreaterThanOrEqual(700);
+    expect(remembered.length).toBeLessThanOrEqual(800);
+    expect(remembered).toEqual(mids.slice(mids.length - remembered.length));
   });
 });

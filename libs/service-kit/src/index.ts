@@ -7,3 +7,4 @@ export * from './lifecycle';
 export * from './auth';
 export * from './internal-auth';
 export * from './bootstrap';
+export * from './recent-set';

@@ -1,3 +1,4 @@
+import { createRecentSet, RecentSet } from '@parley/service-kit';
 import { Connection, Pending, SessionStore } from './session-store';
 
 /** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
@@ -12,15 +13,17 @@ export class MemorySessionStore implements SessionStore {
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
   private readonly gateways = new Map<string, number>();
-  private readonly pending = new Map<string, Pending>();
-  private readonly due = new Map<string, number>();
-  private readonly acked = new Map<string, number>();
+  /** What awaits an ack, with the time it is due for a retry. */
+  private readonly pending = new Map<string, { pending: Pending; dueAt: number }>();
+  private readonly acked: RecentSet;
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
 
   constructor(
     private readonly now: () => number = Date.now,
-    private readonly maxAcked = DEFAULT_MAX_ACKED,
-  ) {}
+    maxAcked = DEFAULT_MAX_ACKED,
+  ) {
+    this.acked = createRecentSet(24 * 3600_000, maxAcked, now);
+  }
 
   async addConnection(connection: Connection): Promise<void> {
     const byConn = this.connections.get(connection.user) ?? new Map<string, Connection>();
@@ -59,48 +62,35 @@ export class MemorySessionStore implements SessionStore {
 
   async track(pending: Pending, dueAt: number): Promise<boolean> {
     const key = keyOf(pending.user, pending.mid);
-    if (this.pending.has(key) || this.isAcked(key)) return false;
-    this.pending.set(key, { ...pending });
-    this.due.set(key, dueAt);
+    if (this.pending.has(key) || this.acked.has(key)) return false;
+    this.pending.set(key, { pending: { ...pending }, dueAt });
     return true;
   }
 
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
-    const expires = this.now() + rememberMs;
-    const found = mids.map((mid) => {
+    return mids.map((mid) => {
       const key = keyOf(user, mid);
-      const pending = this.pending.get(key);
+      const entry = this.pending.get(key);
       this.pending.delete(key);
-      this.due.delete(key);
-      // Re-inserted so the map stays in expiry order and the sweep can stop at the first live entry.
-      this.acked.delete(key);
-      this.acked.set(key, expires);
-      return pending;
+      this.acked.add(key, rememberMs);
+      return entry?.pending;
     });
-    this.sweepAcked();
-    return found;
   }
 
   async drop(user: string, mids: string[]): Promise<void> {
-    for (const mid of mids) {
-      this.pending.delete(keyOf(user, mid));
-      this.due.delete(keyOf(user, mid));
-    }
+    for (const mid of mids) this.pending.delete(keyOf(user, mid));
   }
 
   async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
-    const claimed: Pending[] = [];
-    // Sort only what is due: the whole map holds every deliverable awaiting an ack.
-    const due: Array<[string, number]> = [];
-    for (const entry of this.due) if (entry[1] <= dueBy) due.push(entry);
-    due.sort((a, b) => a[1] - b[1]);
-    for (const [key] of due.slice(0, limit)) {
-      const entry = this.pending.get(key)!;
-      entry.attempts += 1;
-      this.due.set(key, now + leaseMs);
-      claimed.push({ ...entry });
-    }
-    return claimed;
+    // Sort only what is due: the map holds every deliverable awaiting an ack.
+    const due: Array<{ pending: Pending; dueAt: number }> = [];
+    for (const entry of this.pending.values()) if (entry.dueAt <= dueBy) due.push(entry);
+    due.sort((a, b) => a.dueAt - b.dueAt);
+    return due.slice(0, limit).map((entry) => {
+      entry.pending.attempts += 1;
+      entry.dueAt = now + leaseMs;
+      return { ...entry.pending };
+    });
   }
 
   async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
@@ -124,21 +114,6 @@ export class MemorySessionStore implements SessionStore {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
-
-  private isAcked(key: string): boolean {
-    const expires = this.acked.get(key);
-    return expires !== undefined && expires > this.now();
-  }
-
-  /** Drops the expired and, past `maxAcked`, the oldest: the map is in expiry order. */
-  private sweepAcked(): void {
-    if (this.acked.size < 10_000 && this.acked.size <= this.maxAcked) return;
-    const now = this.now();
-    for (const [key, expires] of this.acked) {
-      if (expires > now && this.acked.size <= this.maxAcked) break;
-      this.acked.delete(key);
-    }
-  }
 }
 
 function keyOf(user: string, mid: string): string {
