@@ -77,6 +77,17 @@ describe('MembershipCache', () => {
     expect(reader.reads).toBe(4);
   });
 
+  it('when full, evicts the oldest eighth at once', async () => {
+    const big = new MembershipCache(reader, { ttlMs: 1000, maxGroups: 16, clock: () => now });
+    for (let i = 1; i <= 17; i++) await big.membersOf(`g${i}`);
+    expect(big.size).toBe(15);
+    const reads = reader.reads;
+    await big.membersOf('g3');
+    expect(reader.reads).toBe(reads);
+    await big.membersOf('g2');
+    expect(reader.reads).toBe(reads + 1);
+  });
+
   it('does not cache failures', async () => {
     const failing: MembershipReader = {
       membersOf: jest

@@ -76,6 +76,11 @@ export function isMember(group: GroupState, user: string): boolean {
   return group.members.some((m) => m.user === user);
 }
 
+/** For checks of many users at once: one pass over the members instead of one per user. */
+function memberSet(group: GroupState): Set<string> {
+  return new Set(group.members.map((m) => m.user));
+}
+
 export function isAdmin(group: GroupState, user: string): boolean {
   return group.members.some((m) => m.user === user && m.role === 'admin');
 }
@@ -126,7 +131,8 @@ function decideAdd(
   users: string[],
   rules: GroupRules,
 ): Change | null {
-  const added = unique(users).filter((user) => !isMember(group, user));
+  const current = memberSet(group);
+  const added = unique(users).filter((user) => !current.has(user));
   if (added.length === 0) return null;
   checkSize(group.members.length + added.length, rules, group.id);
   const members = [...group.members, ...added.map((user): Member => ({ user, role: 'member' }))];
@@ -138,9 +144,11 @@ function decideRemove(group: GroupState, request: ChangeRequest, users: string[]
   if (others.length > 0 && !isAdmin(group, request.by)) {
     throw new ParleyError('forbidden', `group ${group.id}: only admins remove other members`);
   }
-  const removed = unique(users).filter((user) => isMember(group, user));
+  const current = memberSet(group);
+  const removed = unique(users).filter((user) => current.has(user));
   if (removed.length === 0) return null;
-  const remaining = group.members.filter((m) => !removed.includes(m.user));
+  const leaving = new Set(removed);
+  const remaining = group.members.filter((m) => !leaving.has(m.user));
   const op: GroupOp = removed.length === 1 && removed[0] === request.by ? 'leave' : 'remove';
   const next = { ...group, members: keepAnAdmin(remaining), updatedAt: request.at };
   return { op, next, affected: removed, removed };

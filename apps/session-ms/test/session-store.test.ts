@@ -148,6 +148,21 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     ]);
   });
 
+  it('claims the earliest due first, up to the limit, skipping what was acked or dropped', async () => {
+    await store.track(pending('alice:g3', 'gina'), 3);
+    await store.track(pending('alice:g1', 'gina'), 1);
+    await store.track(pending('alice:g5', 'gina'), 5);
+    await store.track(pending('alice:g2', 'gina'), 2);
+    await store.track(pending('alice:g4', 'gina'), 4);
+    await store.complete('gina', ['alice:g2'], 60_000);
+    await store.drop('gina', ['alice:g3']);
+    const first = await store.claimDue(4.5, 1000, 1000, 2);
+    expect(first.map((p) => p.mid)).toEqual(['alice:g1', 'alice:g4']);
+    const rest = await store.claimDue(4.5, 1000, 1000, 2);
+    expect(rest.map((p) => p.mid)).toEqual([]);
+    expect((await store.claimDue(5, 1000, 1000, 10)).map((p) => p.mid)).toEqual(['alice:g5']);
+  });
+
   it('claims by the ack clock but leases from now: a retry pushed now waits a whole lease', async () => {
     await store.track(pending('alice:l1', 'lena'), 100);
     const claimed = (await store.claimDue(150, 10_000, 50, 10)).filter((p) => p.user === 'lena');

@@ -121,13 +121,15 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
   const connect = () =>
     (connected ??= Promise.all([producer.connect(), admin.connect()]).then(() => undefined));
 
+  // A FIFO read from `head`: slicing the rest off per request copied a whole backlog each time.
   let queue: PendingSend[] = [];
+  let head = 0;
   let flushing = false;
   const flush = async () => {
     if (flushing) return;
     flushing = true;
     try {
-      while (queue.length > 0) {
+      while (head < queue.length) {
         const sending = takeBatch();
         try {
           await connect();
@@ -151,8 +153,9 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
           const behind = new TransientError('an earlier produce request failed; publish again', {
             cause: err,
           });
-          for (const send of queue) send.reject(behind);
+          for (let i = head; i < queue.length; i++) queue[i].reject(behind);
           queue = [];
+          head = 0;
         }
       }
     } finally {
@@ -162,19 +165,26 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
   const takeBatch = () => {
     let count = 0;
     let bytes = 0;
-    let n = 0;
+    let end = head;
     while (
-      n < queue.length &&
-      (n === 0 ||
-        (count + queue[n].messages.length <= MAX_RECORDS_PER_REQUEST &&
-          bytes + queue[n].bytes <= MAX_REQUEST_BYTES))
+      end < queue.length &&
+      (end === head ||
+        (count + queue[end].messages.length <= MAX_RECORDS_PER_REQUEST &&
+          bytes + queue[end].bytes <= MAX_REQUEST_BYTES))
     ) {
-      count += queue[n].messages.length;
-      bytes += queue[n].bytes;
-      n++;
+      count += queue[end].messages.length;
+      bytes += queue[end].bytes;
+      end++;
     }
-    const batch = queue.slice(0, n);
-    queue = queue.slice(n);
+    const batch = queue.slice(head, end);
+    head = end;
+    if (head === queue.length) {
+      queue = [];
+      head = 0;
+    } else if (head > 1024 && head * 2 > queue.length) {
+      queue = queue.slice(head); // what was taken is dropped once the rest is the smaller part
+      head = 0;
+    }
     return batch;
   };
 

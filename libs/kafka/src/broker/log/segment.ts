@@ -23,6 +23,8 @@ export const segmentName = (base: number) => String(base).padStart(20, '0');
 export class Segment {
   readonly batches: BatchRef[] = [];
   size = 0;
+  /** The largest batch timestamp so far (-1 when empty): batches are only ever appended. */
+  private maxTs = -1;
   readonly createdAt: number;
 
   private constructor(
@@ -73,7 +75,7 @@ export class Segment {
       };
       ref.last = ref.base + indexBuf.readInt32BE(at + 4);
       if (ref.pos !== pos || ref.size < BATCH.HEADER_SIZE || pos + ref.size > fileSize) break;
-      seg.batches.push(ref);
+      seg.track(ref);
       pos += ref.size;
       trusted++;
     }
@@ -94,7 +96,7 @@ export class Segment {
       fs.readSync(logFd, batch, 0, size, pos);
       if (!crcValid(batch)) break;
       const b = readInt64(batch, BATCH.BASE_OFFSET);
-      seg.batches.push({
+      seg.track({
         base: b,
         last: b + batch.readInt32BE(BATCH.LAST_OFFSET_DELTA),
         pos,
@@ -132,10 +134,9 @@ export class Segment {
     return this.batches.length ? this.batches[this.batches.length - 1].last + 1 : this.base;
   }
 
+  /** Read by the retention check every minute for every partition: kept, not scanned. */
   get maxTimestamp(): number {
-    let max = -1;
-    for (const ref of this.batches) if (ref.maxTs > max) max = ref.maxTs;
-    return max;
+    return this.maxTs;
   }
 
   get persistent(): boolean {
@@ -159,9 +160,14 @@ export class Segment {
       encodeIndexEntry(entry, 0, this.base, ref);
       fs.writeSync(this.indexFd!, entry, 0, INDEX_ENTRY, this.batches.length * INDEX_ENTRY);
     }
-    this.batches.push(ref);
+    this.track(ref);
     this.size += batch.length;
     return ref;
+  }
+
+  private track(ref: BatchRef): void {
+    this.batches.push(ref);
+    if (ref.maxTs > this.maxTs) this.maxTs = ref.maxTs;
   }
 
   /** Index of the first batch whose last offset is >= offset (batches.length when none). */
