@@ -57,7 +57,8 @@ export const SessionConfig = Type.Object({
   ACKED_TTL_MS: Type.Integer({
     minimum: 1000,
     default: 24 * 3600 * 1000,
-    description: 'How long acked mids are remembered for dedup (without Redis: the last 875,000 to 1,000,000 at most)',
+    description:
+      'How long acked mids are remembered for dedup (without Redis: the last 875,000 to 1,000,000 at most)',
   }),
   GATEWAY_TTL_MS: Type.Integer({
     minimum: 1000,
