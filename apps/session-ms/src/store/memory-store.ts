@@ -30,7 +30,7 @@ export class MemorySessionStore implements SessionStore {
     private readonly now: () => number = Date.now,
     maxAcked = DEFAULT_MAX_ACKED,
   ) {
-    this.acked = createRecentSet(24 * 3600_000, maxAcked, now);
+    this.acked = createRecentSet(24 * 3600_000, maxAcked, now); // complete() passes its own ttl
   }
 
   async addConnection(connection: Connection): Promise<void> {
