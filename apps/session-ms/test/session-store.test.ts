@@ -9,7 +9,7 @@ const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 interface Target {
   name: string;
-  open(): SessionStore;
+  open(forgetGatewayAfterMs?: number): SessionStore;
   dispose(): Promise<void>;
 }
 
@@ -18,10 +18,10 @@ function redisTarget(): Target {
   const clients: Redis[] = [];
   return {
     name: 'redis',
-    open() {
+    open(forgetGatewayAfterMs) {
       const client = new Redis(REDIS_URL, { keyPrefix: prefix });
       clients.push(client);
-      return new RedisSessionStore(client);
+      return new RedisSessionStore(client, forgetGatewayAfterMs);
     },
     async dispose() {
       const admin = new Redis(REDIS_URL);
@@ -34,7 +34,11 @@ function redisTarget(): Target {
 }
 
 function memoryTarget(): Target {
-  return { name: 'memory', open: () => new MemorySessionStore(), dispose: async () => undefined };
+  return {
+    name: 'memory',
+    open: (forgetGatewayAfterMs) => new MemorySessionStore(Date.now, undefined, forgetGatewayAfterMs),
+    dispose: async () => undefined,
+  };
 }
 
 const frame = (mid: string): Deliverable => ({
@@ -90,6 +94,24 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
       { user: 'u2', online: false, lastSeen: 20 },
       { user: 'u3', online: false, lastSeen: null },
     ]);
+  });
+
+  it('keeps the connections of a gateway back from a short silence, forgets those of one gone', async () => {
+    const forgetful = target.open(400);
+    const on = (gateway: string, connId: string) =>
+      forgetful.addConnection({ user: 'walt', connId, gateway, gatewayUrl: `http://${gateway}`, at: 1 });
+    await forgetful.gatewayAlive('gw-paused', 20);
+    await forgetful.gatewayAlive('gw-crashed', 20);
+    await on('gw-paused', 'p');
+    await on('gw-crashed', 'c');
+    await new Promise((r) => setTimeout(r, 60));
+    expect((await forgetful.connectionsOf(['walt'])).has('walt')).toBe(false); // both silent
+    await forgetful.gatewayAlive('gw-paused', 60_000);
+    expect((await forgetful.connectionsOf(['walt'])).get('walt')?.map((c) => c.connId)).toEqual(['p']);
+    await new Promise((r) => setTimeout(r, 400));
+    expect((await forgetful.connectionsOf(['walt'])).get('walt')?.map((c) => c.connId)).toEqual(['p']);
+    await forgetful.gatewayAlive('gw-crashed', 60_000); // an id is never reused; had it been, its old sockets are gone
+    expect((await forgetful.connectionsOf(['walt'])).get('walt')?.map((c) => c.connId)).toEqual(['p']);
   });
 
   it('tracks a deliverable once and refuses a duplicate while pending or after the ack', async () => {

@@ -1,5 +1,5 @@
 import { createRecentSet, RecentSet } from '@parley/service-kit';
-import { Connection, Pending, SessionStore } from './session-store';
+import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './session-store';
 
 /** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
 export const DEFAULT_MAX_ACKED = 1_000_000;
@@ -12,7 +12,8 @@ export const DEFAULT_MAX_ACKED = 1_000_000;
 export class MemorySessionStore implements SessionStore {
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
-  private readonly gateways = new Map<string, number>();
+  /** Each gateway's liveness: alive until, and when it last beat. */
+  private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
   /** What awaits an ack, with the time it is due for a retry. */
   private readonly pending = new Map<string, PendingEntry>();
   /**
@@ -29,6 +30,7 @@ export class MemorySessionStore implements SessionStore {
   constructor(
     private readonly now: () => number = Date.now,
     maxAcked = DEFAULT_MAX_ACKED,
+    private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
   ) {
     this.acked = createRecentSet(24 * 3600_000, maxAcked, now); // complete() passes its own ttl
   }
@@ -48,16 +50,23 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
-    this.gateways.set(gateway, this.now() + ttlMs);
+    const now = this.now();
+    this.gateways.set(gateway, { aliveUntil: now + ttlMs, seenAt: now });
   }
 
   async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
     const result = new Map<string, Connection[]>();
     const now = this.now();
     for (const user of users) {
-      const live = [...(this.connections.get(user)?.values() ?? [])].filter(
-        (c) => (this.gateways.get(c.gateway) ?? 0) > now,
-      );
+      const byConn = this.connections.get(user);
+      if (!byConn) continue;
+      const live: Connection[] = [];
+      for (const c of byConn.values()) {
+        const gateway = this.gateways.get(c.gateway);
+        if (gateway && gateway.aliveUntil > now) live.push(c);
+        else if (!gateway || now - gateway.seenAt > this.forgetGatewayAfterMs) byConn.delete(c.connId);
+      }
+      if (byConn.size === 0) this.connections.delete(user);
       if (live.length > 0) result.set(user, live);
     }
     return result;

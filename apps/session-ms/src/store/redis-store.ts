@@ -1,10 +1,11 @@
 import Redis from 'ioredis';
-import { Connection, Pending, SessionStore } from './session-store';
+import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './session-store';
 
 /*
  * Keys (all under the client's keyPrefix):
  *   conn:<user>   hash connId -> Connection JSON      seen:<user>  last seen (ms)
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
+ *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
  *   pend:<user>   hash mid -> {frame, stored} JSON     att:<user>   hash mid -> attempts
  *   ack:<user>:<mid>  acked marker with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
@@ -76,7 +77,10 @@ interface StoredPending {
 export class RedisSessionStore implements SessionStore {
   private readonly prefix: string;
 
-  constructor(private readonly redis: Redis) {
+  constructor(
+    private readonly redis: Redis,
+    private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
+  ) {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
   }
 
@@ -99,7 +103,11 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
-    await this.redis.set(`gw:${gateway}`, '1', 'PX', ttlMs);
+    await this.redis
+      .multi()
+      .set(`gw:${gateway}`, '1', 'PX', ttlMs)
+      .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
+      .exec();
   }
 
   async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
@@ -109,8 +117,16 @@ export class RedisSessionStore implements SessionStore {
     const all = hashes.flatMap((h) => Object.values(h).map((raw) => JSON.parse(raw) as Connection));
     const gateways = [...new Set(all.map((c) => c.gateway))];
     if (gateways.length === 0) return result;
-    const alive = await this.redis.mget(gateways.map((g) => `gw:${g}`));
-    const live = new Set(gateways.filter((_, i) => alive[i] !== null));
+    const marks = await this.redis.mget(gateways.flatMap((g) => [`gw:${g}`, `gwseen:${g}`]));
+    const live = new Set(gateways.filter((_, i) => marks[2 * i] !== null));
+    // Neither mark: the gateway has not beaten for forgetGatewayAfterMs (or ever), so it is gone.
+    const gone = new Set(gateways.filter((_, i) => marks[2 * i] === null && marks[2 * i + 1] === null));
+    const stale = all.filter((c) => gone.has(c.gateway));
+    if (stale.length > 0) {
+      const removing = this.redis.multi();
+      for (const c of stale) removing.hdel(`conn:${c.user}`, c.connId);
+      await removing.exec();
+    }
     for (const c of all) {
       if (!live.has(c.gateway)) continue;
       const list = result.get(c.user) ?? [];

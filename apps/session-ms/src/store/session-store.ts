@@ -1,5 +1,12 @@
 import type { Deliverable } from '@parley/contracts';
 
+/**
+ * A gateway that has not beaten for this long is gone for good (gateway ids are new per process):
+ * its connections are forgotten. Much longer than a heartbeat gap, so a gateway that only lost
+ * Kafka for a while keeps its connections when it comes back.
+ */
+export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
+
 /** A device's socket on a gateway instance. */
 export interface Connection {
   user: string;
@@ -30,7 +37,10 @@ export interface SessionStore {
   removeConnection(user: string, connId: string, at: number): Promise<void>;
   /** Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored. */
   gatewayAlive(gateway: string, ttlMs: number): Promise<void>;
-  /** Live connections of each user (users without any are absent). */
+  /**
+   * Live connections of each user (users without any are absent). The connections of a gateway
+   * unseen for `forgetGatewayAfterMs` (it died without saying so) are removed as they are read.
+   */
   connectionsOf(users: string[]): Promise<Map<string, Connection[]>>;
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
 
