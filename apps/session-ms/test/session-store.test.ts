@@ -19,7 +19,9 @@ function redisTarget(): Target {
   return {
     name: 'redis',
     open(forgetGatewayAfterMs) {
-      const client = new Redis(REDIS_URL, { keyPrefix: prefix });
+      // A store with its own forget horizon gets keys of its own: gwbeat and gwsince are store-wide.
+      const keyPrefix = forgetGatewayAfterMs === undefined ? prefix : `${prefix}${randomUUID()}:`;
+      const client = new Redis(REDIS_URL, { keyPrefix });
       clients.push(client);
       return new RedisSessionStore(client, forgetGatewayAfterMs);
     },
@@ -112,6 +114,35 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect((await forgetful.connectionsOf(['walt'])).get('walt')?.map((c) => c.connId)).toEqual(['p']);
     await forgetful.gatewayAlive('gw-crashed', 60_000); // an id is never reused; had it been, its old sockets are gone
     expect((await forgetful.connectionsOf(['walt'])).get('walt')?.map((c) => c.connId)).toEqual(['p']);
+  });
+
+  it('forgets nothing while no heartbeat is processed, nor in the first horizon after the first one', async () => {
+    const stalled = target.open(100);
+    await stalled.gatewayAlive('gw-a', 20);
+    await stalled.addConnection({
+      user: 'xena',
+      connId: 'x',
+      gateway: 'gw-a',
+      gatewayUrl: 'http://a',
+      at: 1,
+    });
+    await new Promise((r) => setTimeout(r, 250)); // past the horizon, but no gateway beats meanwhile
+    expect((await stalled.connectionsOf(['xena'])).has('xena')).toBe(false);
+    await stalled.gatewayAlive('gw-a', 60_000);
+    expect((await stalled.connectionsOf(['xena'])).get('xena')?.map((c) => c.connId)).toEqual(['x']);
+
+    const upgraded = target.open(60_000);
+    await upgraded.addConnection({
+      user: 'yves',
+      connId: 'y',
+      gateway: 'gw-old',
+      gatewayUrl: 'http://o',
+      at: 1,
+    });
+    await upgraded.gatewayAlive('gw-other', 60_000); // the first heartbeat this store records
+    expect((await upgraded.connectionsOf(['yves'])).has('yves')).toBe(false);
+    await upgraded.gatewayAlive('gw-old', 60_000);
+    expect((await upgraded.connectionsOf(['yves'])).get('yves')?.map((c) => c.connId)).toEqual(['y']);
   });
 
   it('tracks a deliverable once and refuses a duplicate while pending or after the ack', async () => {

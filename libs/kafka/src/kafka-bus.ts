@@ -122,7 +122,8 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     (connected ??= Promise.all([producer.connect(), admin.connect()]).then(() => undefined));
 
   // A FIFO read from `head`: slicing the rest off per request copied a whole backlog each time.
-  let queue: PendingSend[] = [];
+  // Taken slots are cleared, so what was sent does not stay in memory until the queue compacts.
+  let queue: Array<PendingSend | undefined> = [];
   let head = 0;
   let flushing = false;
   const flush = async () => {
@@ -153,7 +154,7 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
           const behind = new TransientError('an earlier produce request failed; publish again', {
             cause: err,
           });
-          for (let i = head; i < queue.length; i++) queue[i].reject(behind);
+          for (let i = head; i < queue.length; i++) queue[i]!.reject(behind);
           queue = [];
           head = 0;
         }
@@ -163,26 +164,24 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     }
   };
   const takeBatch = () => {
+    const batch: PendingSend[] = [];
     let count = 0;
     let bytes = 0;
-    let end = head;
-    while (
-      end < queue.length &&
-      (end === head ||
-        (count + queue[end].messages.length <= MAX_RECORDS_PER_REQUEST &&
-          bytes + queue[end].bytes <= MAX_REQUEST_BYTES))
-    ) {
-      count += queue[end].messages.length;
-      bytes += queue[end].bytes;
-      end++;
+    while (head < queue.length) {
+      const next = queue[head]!;
+      const fits =
+        count + next.messages.length <= MAX_RECORDS_PER_REQUEST && bytes + next.bytes <= MAX_REQUEST_BYTES;
+      if (batch.length > 0 && !fits) break;
+      batch.push(next);
+      count += next.messages.length;
+      bytes += next.bytes;
+      queue[head++] = undefined;
     }
-    const batch = queue.slice(head, end);
-    head = end;
     if (head === queue.length) {
       queue = [];
       head = 0;
     } else if (head > 1024 && head * 2 > queue.length) {
-      queue = queue.slice(head); // what was taken is dropped once the rest is the smaller part
+      queue = queue.slice(head); // once the cleared part is the larger one
       head = 0;
     }
     return batch;

@@ -14,6 +14,8 @@ export class MemorySessionStore implements SessionStore {
   private readonly lastSeen = new Map<string, number>();
   /** Each gateway's liveness: alive until, and when it last beat. */
   private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
+  /** When this store first processed a gateway heartbeat, and until when the last one counts. */
+  private heartbeats?: { firstAt: number; flowingUntil: number };
   /** What awaits an ack, with the time it is due for a retry. */
   private readonly pending = new Map<string, PendingEntry>();
   /**
@@ -24,16 +26,15 @@ export class MemorySessionStore implements SessionStore {
   private readonly dueOrder = new MinHeap<{ dueAt: number; key: string; entry: PendingEntry }>(
     (a, b) => a.dueAt - b.dueAt,
   );
-  private readonly acked: RecentSet;
+  /** Acked mids, a set per `rememberMs` (there is one in practice: the setting's). */
+  private readonly acked = new Map<number, RecentSet>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
 
   constructor(
     private readonly now: () => number = Date.now,
-    maxAcked = DEFAULT_MAX_ACKED,
+    private readonly maxAcked = DEFAULT_MAX_ACKED,
     private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
-  ) {
-    this.acked = createRecentSet(24 * 3600_000, maxAcked, now); // complete() passes its own ttl
-  }
+  ) {}
 
   async addConnection(connection: Connection): Promise<void> {
     const byConn = this.connections.get(connection.user) ?? new Map<string, Connection>();
@@ -52,11 +53,19 @@ export class MemorySessionStore implements SessionStore {
   async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
     const now = this.now();
     this.gateways.set(gateway, { aliveUntil: now + ttlMs, seenAt: now });
+    this.heartbeats = { firstAt: this.heartbeats?.firstAt ?? now, flowingUntil: now + ttlMs };
+  }
+
+  /** Whether a silent gateway can be told from a stalled heartbeat pipeline (FORGET_GATEWAY_AFTER_MS). */
+  private mayForget(now: number): boolean {
+    const beats = this.heartbeats;
+    return !!beats && beats.flowingUntil > now && now - beats.firstAt > this.forgetGatewayAfterMs;
   }
 
   async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
     const result = new Map<string, Connection[]>();
     const now = this.now();
+    const mayForget = this.mayForget(now);
     for (const user of users) {
       const byConn = this.connections.get(user);
       if (!byConn) continue;
@@ -64,7 +73,8 @@ export class MemorySessionStore implements SessionStore {
       for (const c of byConn.values()) {
         const gateway = this.gateways.get(c.gateway);
         if (gateway && gateway.aliveUntil > now) live.push(c);
-        else if (!gateway || now - gateway.seenAt > this.forgetGatewayAfterMs) byConn.delete(c.connId);
+        else if (mayForget && (!gateway || now - gateway.seenAt > this.forgetGatewayAfterMs))
+          byConn.delete(c.connId);
       }
       if (byConn.size === 0) this.connections.delete(user);
       if (live.length > 0) result.set(user, live);
@@ -79,7 +89,7 @@ export class MemorySessionStore implements SessionStore {
 
   async track(pending: Pending, dueAt: number): Promise<boolean> {
     const key = keyOf(pending.user, pending.mid);
-    if (this.pending.has(key) || this.acked.has(key)) return false;
+    if (this.pending.has(key) || this.isAcked(key)) return false;
     const entry = { pending: { ...pending }, dueAt };
     this.pending.set(key, entry);
     this.dueOrder.push({ dueAt, key, entry });
@@ -87,11 +97,13 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
+    let acked = this.acked.get(rememberMs);
+    if (!acked) this.acked.set(rememberMs, (acked = createRecentSet(rememberMs, this.maxAcked, this.now)));
     return mids.map((mid) => {
       const key = keyOf(user, mid);
       const entry = this.pending.get(key);
       this.pending.delete(key);
-      this.acked.add(key, rememberMs);
+      acked.add(key);
       return entry?.pending;
     });
   }
@@ -101,19 +113,22 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
-    const claimed: Pending[] = [];
+    const claimed: Array<{ key: string; entry: PendingEntry }> = [];
     while (claimed.length < limit) {
       const next = this.dueOrder.peek();
       if (!next || next.dueAt > dueBy) break;
       this.dueOrder.pop();
-      const { entry } = next;
-      if (this.pending.get(next.key) !== entry || entry.dueAt !== next.dueAt) continue; // gone or leased again
+      // Acked, dropped or leased again since it was queued: a newer item stands for it, or none.
+      if (this.pending.get(next.key) !== next.entry || next.entry.dueAt !== next.dueAt) continue;
+      claimed.push(next);
+    }
+    // Leased after the loop, so a lease that ends by `dueBy` cannot be claimed twice in one call.
+    return claimed.map(({ key, entry }) => {
       entry.pending.attempts += 1;
       entry.dueAt = now + leaseMs;
-      this.dueOrder.push({ dueAt: entry.dueAt, key: next.key, entry });
-      claimed.push({ ...entry.pending });
-    }
-    return claimed;
+      this.dueOrder.push({ dueAt: entry.dueAt, key, entry });
+      return { ...entry.pending };
+    });
   }
 
   async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
@@ -135,6 +150,11 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async ping(): Promise<void> {}
+
+  private isAcked(key: string): boolean {
+    for (const acked of this.acked.values()) if (acked.has(key)) return true;
+    return false;
+  }
 
   async close(): Promise<void> {}
 }

@@ -6,6 +6,7 @@ import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './se
  *   conn:<user>   hash connId -> Connection JSON      seen:<user>  last seen (ms)
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
+ *   gwbeat        a heartbeat was processed lately (TTL)  gwsince  when the first one was (ms)
  *   pend:<user>   hash mid -> {frame, stored} JSON     att:<user>   hash mid -> attempts
  *   ack:<user>:<mid>  acked marker with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
@@ -107,6 +108,8 @@ export class RedisSessionStore implements SessionStore {
       .multi()
       .set(`gw:${gateway}`, '1', 'PX', ttlMs)
       .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
+      .set('gwbeat', '1', 'PX', ttlMs)
+      .set('gwsince', String(Date.now()), 'NX')
       .exec();
   }
 
@@ -117,10 +120,19 @@ export class RedisSessionStore implements SessionStore {
     const all = hashes.flatMap((h) => Object.values(h).map((raw) => JSON.parse(raw) as Connection));
     const gateways = [...new Set(all.map((c) => c.gateway))];
     if (gateways.length === 0) return result;
-    const marks = await this.redis.mget(gateways.flatMap((g) => [`gw:${g}`, `gwseen:${g}`]));
+    const marks = await this.redis.mget(
+      ...gateways.flatMap((g) => [`gw:${g}`, `gwseen:${g}`]),
+      'gwbeat',
+      'gwsince',
+    );
     const live = new Set(gateways.filter((_, i) => marks[2 * i] !== null));
+    const [beat, since] = marks.slice(-2);
+    const mayForget =
+      beat !== null && since !== null && Date.now() - Number(since) > this.forgetGatewayAfterMs;
     // Neither mark: the gateway has not beaten for forgetGatewayAfterMs (or ever), so it is gone.
-    const gone = new Set(gateways.filter((_, i) => marks[2 * i] === null && marks[2 * i + 1] === null));
+    const gone = new Set(
+      gateways.filter((_, i) => mayForget && marks[2 * i] === null && marks[2 * i + 1] === null),
+    );
     const stale = all.filter((c) => gone.has(c.gateway));
     if (stale.length > 0) {
       const removing = this.redis.multi();

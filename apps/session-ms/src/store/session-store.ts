@@ -1,9 +1,12 @@
 import type { Deliverable } from '@parley/contracts';
 
 /**
- * A gateway that has not beaten for this long is gone for good (gateway ids are new per process):
- * its connections are forgotten. Much longer than a heartbeat gap, so a gateway that only lost
- * Kafka for a while keeps its connections when it comes back.
+ * A gateway that has not beaten for this long is gone for good (its id is random per process
+ * unless GATEWAY_ID pins it): its connections are forgotten. Much longer than a heartbeat gap, so
+ * a gateway that only lost Kafka for a while keeps its connections when it comes back. Nothing is
+ * forgotten while no heartbeat at all is being processed (Kafka down, the consumer stalled), nor
+ * in the first such period after the store first saw one (an upgrade from a version that did not
+ * record when gateways beat).
  */
 export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
 
@@ -39,7 +42,7 @@ export interface SessionStore {
   gatewayAlive(gateway: string, ttlMs: number): Promise<void>;
   /**
    * Live connections of each user (users without any are absent). The connections of a gateway
-   * unseen for `forgetGatewayAfterMs` (it died without saying so) are removed as they are read.
+   * unseen for `FORGET_GATEWAY_AFTER_MS` (it died without saying so) are removed as they are read.
    */
   connectionsOf(users: string[]): Promise<Map<string, Connection[]>>;
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;

@@ -598,6 +598,20 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         },
       );
 
+      test('thousands of publishes queued in one turn go out over several requests, in order', async () => {
+        const spec = pingTopic(unique('backlog'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'));
+        const count = 5000; // requests of at most 2,000 records: the queue is read across three
+        await Promise.all(
+          Array.from({ length: count }, (_, n) => b.publish(spec, [{ ...ping(n), id: 'one-key' }])),
+        );
+        const { sub, handled } = collecting(b, spec);
+        await sub.start();
+        await waitFor(() => handled.length >= count, 20_000, 'every event');
+        expect(handled).toEqual(Array.from({ length: count }, (_, n) => n));
+      });
+
       test('a refused request fails what was queued behind it, as transient, so nothing overtakes it', async () => {
         const spec = pingTopic(unique('refused'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
