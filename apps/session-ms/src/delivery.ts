@@ -5,6 +5,7 @@ import {
   DeliverEvent,
   DeliveryTopicEvent,
   GatewayDelivery,
+  GatewaySendResult,
   MAX_GATEWAY_BATCH,
   OfflineTopicEvent,
   PushedFrame,
@@ -76,6 +77,10 @@ export class Delivery {
       acked: counter('acked_total', 'Mids acked by clients'),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
       pushFailures: counter('push_failures_total', 'Failed calls to a gateway', ['reason']),
+      staleConnections: counter(
+        'stale_connections_total',
+        'Connections a gateway said it does not hold (a lost connection-down), removed',
+      ),
       ackReadLag: new Gauge({
         name: 'parley_session_ack_read_lag_seconds',
         help: 'How far behind the wall clock the slowest replica has read acks; retries wait for it (up to 60 s)',
@@ -183,12 +188,33 @@ export class Delivery {
     await Promise.all(
       calls.map(async ([url, deliveries]) => {
         try {
-          await this.gateways.send(url, deliveries);
+          const results = await this.gateways.send(url, deliveries);
           this.metrics.pushed.inc(deliveries.length);
+          await this.forgetMissing(deliveries, results);
         } catch (err) {
           this.metrics.pushFailures.inc({ reason: (err as Error).name });
           this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
         }
+      }),
+    );
+  }
+
+  /**
+   * Connections the gateway does not hold any more: their connection-down was lost (a crash, or a
+   * restart under a pinned GATEWAY_ID). Removed, so presence and later pushes stop counting them.
+   */
+  private async forgetMissing(deliveries: GatewayDelivery[], results: GatewaySendResult[]): Promise<void> {
+    const at = Date.now();
+    const stale = new Set<string>();
+    results.forEach((result, i) => {
+      for (const connId of result.missing ?? []) stale.add(`${deliveries[i].to}\n${connId}`);
+    });
+    if (stale.size === 0) return;
+    this.metrics.staleConnections.inc(stale.size);
+    await Promise.all(
+      [...stale].map((key) => {
+        const [user, connId] = key.split('\n');
+        return this.store.removeConnection(user, connId, at);
       }),
     );
   }

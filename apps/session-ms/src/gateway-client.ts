@@ -5,14 +5,18 @@ import {
   GatewayDelivery,
   GatewaySendRequest,
   GatewaySendResponse,
+  GatewaySendResult,
   INTERNAL_SECRET_HEADER,
   PushedFrame,
 } from '@parley/contracts';
 
 /** How session-ms reaches a ws-gateway instance's internal `/send`. */
 export interface GatewayClient {
-  /** Sockets written per delivery, in order. Rejects when the gateway cannot be reached. */
-  send(gatewayUrl: string, deliveries: GatewayDelivery[]): Promise<number[]>;
+  /**
+   * Per delivery, in order: the sockets written, and the connections asked for that the gateway
+   * does not hold. Rejects when the gateway cannot be reached.
+   */
+  send(gatewayUrl: string, deliveries: GatewayDelivery[]): Promise<GatewaySendResult[]>;
   /** Closes kept-alive connections. */
   close?(): void;
 }
@@ -49,7 +53,7 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
       const text = await readBody(response);
       if (response.statusCode !== 200)
         throw new Error(`gateway ${gatewayUrl} answered ${response.statusCode}`);
-      return (JSON.parse(text) as GatewaySendResponse).results.map((r) => r.written);
+      return (JSON.parse(text) as GatewaySendResponse).results;
     },
     close() {
       agents.http.destroy();

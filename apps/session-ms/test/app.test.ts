@@ -10,7 +10,7 @@ describe('createSessionService', () => {
     const service = createSessionService({
       bus: new MemoryBus(),
       store,
-      gateways: { send: async (_url, deliveries) => deliveries.map(() => 1) },
+      gateways: { send: async (_url, deliveries) => deliveries.map(() => ({ written: 1 })) },
       settings: {
         ackTimeoutMs: 1000,
         maxAttempts: 3,

@@ -9,10 +9,15 @@ import { MemorySessionStore } from '../src/store/memory-store';
 class RecordingGateways implements GatewayClient {
   readonly received: Array<{ url: string } & GatewayDelivery> = [];
   down = new Set<string>();
+  /** Connections the gateways no longer hold (their connection-down was lost). */
+  gone = new Set<string>();
   async send(url: string, deliveries: GatewayDelivery[]) {
     if (this.down.has(url)) throw new Error('ECONNREFUSED');
     this.received.push(...deliveries.map((d) => ({ url, ...d })));
-    return deliveries.map((d) => d.connIds?.length ?? 0);
+    return deliveries.map((d) => {
+      const missing = (d.connIds ?? []).filter((id) => this.gone.has(id));
+      return { written: (d.connIds?.length ?? 0) - missing.length, ...(missing.length > 0 && { missing }) };
+    });
   }
   mids(user: string) {
     return this.received
@@ -87,6 +92,19 @@ describe('Delivery', () => {
       ['http://gw-1', ['phone']],
       ['http://gw-2', ['laptop']],
     ]);
+  });
+
+  it('forgets a connection its gateway says it does not hold (a lost connection-down)', async () => {
+    const { delivery, gateways, connect, store, retryUntilQuiet, bus } = setup();
+    await connect('bob', 'phone', 'gw-1');
+    await connect('bob', 'ghost', 'gw-1');
+    gateways.gone.add('ghost');
+    await delivery.handle([message('m1')]);
+    expect((await store.connectionsOf(['bob'])).get('bob')?.map((c) => c.connId)).toEqual(['phone']);
+    gateways.gone.add('phone');
+    await retryUntilQuiet(); // the retry finds no connection left: offline at once
+    expect((await store.presence(['bob']))[0].online).toBe(false);
+    expect(bus.events(TOPICS.offline).map((e) => e.kind)).toEqual(['offline']);
   });
 
   it('hands a deliverable for a user with no connection to the offline topic at once', async () => {

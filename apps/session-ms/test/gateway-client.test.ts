@@ -43,16 +43,21 @@ describe('the HTTP gateway client', () => {
   afterAll(() => new Promise((resolve) => server.close(resolve)));
   beforeEach(() => (seen.length = 0));
 
-  it('posts the batch with the internal secret and returns sockets written per delivery, over one kept-alive connection', async () => {
+  it('posts the batch with the internal secret and returns each delivery’s result, over one kept-alive connection', async () => {
     answer = (_req, body, res) => {
       const { deliveries } = JSON.parse(body) as { deliveries: GatewayDelivery[] };
+      const result = (d: GatewayDelivery) =>
+        d.to === 'bob' ? { written: 2 } : { written: 0, missing: ['c9'] };
       res
         .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ results: deliveries.map((d) => ({ written: d.to === 'bob' ? 2 : 0 })) }));
+        .end(JSON.stringify({ results: deliveries.map(result) }));
     };
     const client = createHttpGatewayClient(SECRET);
-    expect(await client.send(url, [delivery('bob'), delivery('carol')])).toEqual([2, 0]);
-    expect(await client.send(url, [delivery('bob')])).toEqual([2]);
+    expect(await client.send(url, [delivery('bob'), delivery('carol')])).toEqual([
+      { written: 2 },
+      { written: 0, missing: ['c9'] },
+    ]);
+    expect(await client.send(url, [delivery('bob')])).toEqual([{ written: 2 }]);
     expect(seen.map(({ path, secret }) => ({ path, secret }))).toEqual([
       { path: '/send', secret: SECRET },
       { path: '/send', secret: SECRET },

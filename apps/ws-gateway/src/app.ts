@@ -10,6 +10,7 @@ import {
   ErrorCode,
   GatewaySendRequest,
   GatewaySendResponse,
+  GatewaySendResult,
   InboundEvent,
   MAX_GATEWAY_BATCH,
   MaxFrameBytesSetting,
@@ -320,19 +321,22 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       // A batch often holds several frames for one socket (a group's receipts to its sender):
       // corked, they leave in one write instead of one each.
       const corked = new Set<ClientConnection>();
-      let results: { written: number }[];
+      let results: GatewaySendResult[];
       try {
         results = deliveries.map((delivery, i) => {
           const text = texts[i]!;
           let written = 0;
-          for (const conn of registry.of(delivery.to, delivery.connIds)) {
+          const conns = registry.of(delivery.to, delivery.connIds);
+          for (const conn of conns) {
             if (!corked.has(conn)) {
               conn.cork();
               corked.add(conn);
             }
             if (conn.send(text)) written++;
           }
-          return { written };
+          if (!delivery.connIds || conns.length === delivery.connIds.length) return { written };
+          const held = new Set(conns.map((conn) => conn.id));
+          return { written, missing: delivery.connIds.filter((id) => !held.has(id)) };
         });
       } finally {
         for (const conn of corked) conn.uncork();

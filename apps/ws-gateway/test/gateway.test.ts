@@ -197,6 +197,29 @@ describe('ws-gateway', () => {
       expect(await device.next((f) => f.type === 'message')).toEqual(frame);
   });
 
+  it('names the connections asked for that it does not hold', async () => {
+    env = await startGateway();
+    const phone = await connect('bob', '&deviceId=phone');
+    const frame = { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' };
+    const res = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/send',
+      payload: {
+        deliveries: [
+          { to: 'bob', connIds: [phone.frames[0].connId, 'lost-1'], frame },
+          { to: 'nobody', connIds: ['lost-2'], frame },
+        ],
+      },
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
+    expect(res.json()).toEqual({
+      results: [
+        { written: 1, missing: ['lost-1'] },
+        { written: 0, missing: ['lost-2'] },
+      ],
+    });
+  });
+
   it('writes the frames of one /send batch to a socket in order, and every socket still gets its own', async () => {
     env = await startGateway();
     const alice = await connect('alice');

@@ -45,12 +45,21 @@ export type GatewaySendRequest = {
 export const GatewaySendResponse = Type.Object(
   {
     results: Type.Array(
-      Type.Object({ written: Type.Integer({ minimum: 0, description: 'Sockets written to' }) }),
+      Type.Object({
+        written: Type.Integer({ minimum: 0, description: 'Sockets written to' }),
+        missing: Type.Optional(
+          Type.Array(Type.String(), {
+            description:
+              'Of the `connIds` asked for, those this gateway does not hold (closed, or lost in a crash)',
+          }),
+        ),
+      }),
     ),
   },
   { $id: 'GatewaySendResponse' },
 );
 export type GatewaySendResponse = Static<typeof GatewaySendResponse>;
+export type GatewaySendResult = GatewaySendResponse['results'][number];
 
 export const BulkAckBody = Type.Object(
   { mids: Type.Array(Mid, { minItems: 1, maxItems: 500 }) },
