@@ -1,7 +1,7 @@
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import { Static, TObject, TProperties, Type } from '@sinclair/typebox';
-import { formatError } from '@parley/contracts';
+import { formatErrors } from '@parley/contracts';
 
 /** A configuration problem: every bad or missing variable, listed in one message. */
 export class ConfigError extends Error {
@@ -32,8 +32,8 @@ export function loadConfig<T extends TObject>(
     if (raw !== undefined && raw !== '') candidate[key] = raw;
   }
   if (validate(candidate)) return candidate as Static<T>;
-  const problems = (validate.errors ?? []).map((error) => {
-    const text = formatError(error);
+  // Simplified as for requests: an enum's alternatives read as one `must be one of`.
+  const problems = formatErrors(validate.errors ?? []).map((text) => {
     const name = text.slice(0, text.indexOf(':'));
     const got = name in candidate ? ` (got ${JSON.stringify(candidate[name])})` : '';
     return `${text}${got}`;

@@ -3,11 +3,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { Type } from '@sinclair/typebox';
 import { KafkaSettingsSchema } from '@parley/kafka';
-import { loadConfig } from '@parley/service-kit';
+import { CommonConfig, loadConfig } from '@parley/service-kit';
 import { startFleet } from '../../../apps/launcher/src/fleet';
 
 /** What the bench passes through the environment: KAFKA_PACK_EVENTS=false gives the before figure. */
-const FleetChildConfig = Type.Object({ KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS });
+const FleetChildConfig = Type.Object({
+  KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS,
+  LOG_LEVEL: Type.Union(CommonConfig.LOG_LEVEL.anyOf, { default: 'warn' }),
+  HOST: Type.String({ default: '127.0.0.1' }),
+});
 
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
@@ -20,9 +24,9 @@ async function main() {
   const started = Date.now();
   const fleet = await startFleet({
     ports: 'random',
-    logLevel: process.env.LOG_LEVEL ?? 'warn',
+    logLevel: config.LOG_LEVEL,
     dataDir,
-    host: process.env.HOST ?? '127.0.0.1',
+    host: config.HOST,
     packEvents: config.KAFKA_PACK_EVENTS,
   });
   const ready = {
