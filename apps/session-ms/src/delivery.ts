@@ -205,18 +205,13 @@ export class Delivery {
    */
   private async forgetMissing(deliveries: GatewayDelivery[], results: GatewaySendResult[]): Promise<void> {
     const at = Date.now();
-    const stale = new Set<string>();
+    const stale = new Map<string, string>(); // connId -> user; a user's deliveries may name it twice
     results.forEach((result, i) => {
-      for (const connId of result.missing ?? []) stale.add(`${deliveries[i].to}\n${connId}`);
+      for (const connId of result.missing ?? []) stale.set(connId, deliveries[i].to);
     });
     if (stale.size === 0) return;
     this.metrics.staleConnections.inc(stale.size);
-    await Promise.all(
-      [...stale].map((key) => {
-        const [user, connId] = key.split('\n');
-        return this.store.removeConnection(user, connId, at);
-      }),
-    );
+    await Promise.all([...stale].map(([connId, user]) => this.store.removeConnection(user, connId, at)));
   }
 
   private async goOffline(pendings: Pending[]): Promise<void> {
