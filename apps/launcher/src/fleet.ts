@@ -10,7 +10,6 @@ import {
   type Runtime,
   type Service,
 } from '@parley/service-kit';
-import { createWsGateway } from '../../ws-gateway/src/app';
 import { createRestGateway } from '../../rest-gateway/src/app';
 import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
@@ -29,6 +28,7 @@ import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
 import { createPushService } from '../../push-ms/src/app';
 import { createSqlDeviceStore } from '../../push-ms/src/device-store';
 import { createLogPushProvider } from '../../push-ms/src/log-provider';
+import { embeddedGatewayOnThread } from './embedded-gateway';
 import { freePort } from './ports';
 
 export const DEFAULT_PORTS = {
@@ -80,7 +80,8 @@ export interface Fleet {
 /**
  * Every Parley service in this process, wired to the embedded broker (or `kafkaBrokers`), PGlite
  * (or `databaseUrl`) and an in-process session store (or `redisUrl`): what `npm start` runs, and
- * what the fleet tests drive. Each service gets its own runtime and Kafka clients, as in production.
+ * what the fleet tests drive. Each service gets its own runtime and Kafka clients, as in production;
+ * the ws-gateway runs on a worker thread of its own, the rest on the main thread.
  */
 export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const host = options.host ?? '127.0.0.1';
@@ -208,26 +209,15 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     });
 
     await add('ws-gateway', async () =>
-      createWsGateway({
-        ...(await runtimeFor('ws-gateway')),
-        verifyToken,
-        internalSecret,
+      embeddedGatewayOnThread({
+        host,
         port: ports.wsGateway,
         internalPort: ports.wsGatewayInternal,
-        host,
-        settings: {
-          gatewayId: `embedded-${process.pid}`,
-          internalUrl: `http://${host}:${ports.wsGatewayInternal}`,
-          maxFrameBytes: 64 * 1024,
-          ratePerSecond: 200,
-          rateBurst: 400,
-          rateCloseAfter: 50,
-          maxUnsentBytes: 4 * 1024 * 1024,
-          maxConnections: 200_000,
-          pingIntervalMs: 30_000,
-          heartbeatIntervalMs: 10_000,
-          allowedOrigins: [],
-        },
+        kafka: kafkaSettings,
+        consumer,
+        jwtSecret,
+        internalSecret,
+        logLevel,
       }),
     );
 

@@ -16,7 +16,7 @@ const FleetChildConfig = Type.Object({
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
  * on embedded defaults (embedded broker and PGlite persisting to a temporary data directory, all
- * services in this one process) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
+ * services in this one process, the ws-gateway on a thread of its own) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
  */
 async function main() {
   const config = loadConfig('bench-fleet', FleetChildConfig);

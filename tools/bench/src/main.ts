@@ -170,7 +170,7 @@ async function main() {
       log(`fleet up: ${ready.ws}, pids ${JSON.stringify(ready.pids)}`);
     } else {
       log(
-        'starting the fleet (embedded broker + PGlite in a temporary data directory, all services in one child process)...',
+        'starting the fleet (embedded broker + PGlite in a temporary data directory, all services in one child process, the ws-gateway on its own thread)...',
       );
       if (values['cpu-prof']) mkdirSync(profileDir, { recursive: true });
       fleetChild = await spawnTs('tools/bench/src/fleet-child.ts', 'FLEET_READY', {
@@ -198,7 +198,7 @@ async function main() {
       fleetTarget = { name: 'fleet', wsUrl: ready.urls.ws, token: (u) => issueToken(ready.jwtSecret, u) };
       report.fleet.startMs = ready.startMs;
       report.fleet.where =
-        "all services, the embedded Kafka-protocol broker and PGlite run in ONE child process (startFleet): CPU and RSS are that process's, not per service";
+        "all services, the embedded Kafka-protocol broker and PGlite run in ONE child process (startFleet), the ws-gateway on a worker thread of its own: CPU and RSS are that process's (all its threads), not per service";
       log(`fleet up in ${ready.startMs} ms (pid ${fleetChild.pid}), ${ready.urls.ws}`);
     }
 

@@ -1,0 +1,5 @@
+import { buildEmbeddedGateway } from './embedded-gateway';
+import { serveOnThisThread } from './service-thread';
+
+// The entry of the ws-gateway's thread (embeddedGatewayOnThread).
+serveOnThisThread(buildEmbeddedGateway);

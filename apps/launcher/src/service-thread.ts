@@ -1,0 +1,121 @@
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import type { Service } from '@parley/service-kit';
+
+type ToThread = { type: 'stop' };
+type FromThread =
+  { type: 'started' } | { type: 'stopped' } | { type: 'failed'; message: string; stack?: string };
+
+export interface ThreadServiceOptions {
+  /** Called when the thread fails or exits after it started; by default the error is thrown here. */
+  onCrash?: (err: Error) => void;
+}
+
+/**
+ * A service that runs on a worker thread of its own, so that a fleet in one process can use a
+ * second core. `entry` is a TypeScript module that calls `serveOnThisThread`; `data` (anything
+ * structured-cloneable) is what it builds the service from. `start()` resolves once the service
+ * has started there, and `stop()` stops it as the service itself stops, then ends the thread.
+ *
+ * After the start, a thread that fails takes the process down with it by default (`onCrash`), as
+ * the same error would have if the service had run on the main thread.
+ */
+export function threadService(
+  name: string,
+  entry: string,
+  data: unknown,
+  options: ThreadServiceOptions = {},
+): Service {
+  const crash =
+    options.onCrash ??
+    ((err: Error) => {
+      throw err;
+    });
+  // The entry is TypeScript: the thread registers tsx itself, so this works under Jest as well.
+  const boot = `require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(entry)});`;
+  let worker: Worker | undefined;
+  let stopping = false;
+
+  return {
+    async start() {
+      const thread = new Worker(boot, { eval: true, workerData: data, name });
+      worker = thread;
+      await new Promise<void>((resolve, reject) => {
+        const settle = (err?: Error) => {
+          thread.off('message', onMessage).off('error', settle).off('exit', onExit);
+          if (err) reject(err);
+          else resolve();
+        };
+        const onMessage = (message: FromThread) => {
+          if (message.type === 'started') settle();
+          else if (message.type === 'failed') settle(threadError(name, message));
+        };
+        const onExit = (code: number) =>
+          settle(new Error(`${name} thread exited with ${code} before it started`));
+        thread.on('message', onMessage).on('error', settle).on('exit', onExit);
+      }).catch(async (err) => {
+        worker = undefined;
+        await thread.terminate();
+        throw err;
+      });
+      thread.on('error', (err) => {
+        if (!stopping) crash(err);
+      });
+      thread.on('exit', (code) => {
+        if (!stopping) crash(new Error(`${name} thread exited with ${code}`));
+      });
+    },
+    async stop() {
+      const thread = worker;
+      if (!thread) return;
+      stopping = true;
+      worker = undefined;
+      const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+      const stopped = new Promise<void>((resolve) =>
+        thread.on('message', (message: FromThread) => {
+          if (message.type !== 'started') resolve();
+        }),
+      );
+      thread.postMessage({ type: 'stop' } satisfies ToThread);
+      await Promise.race([stopped, exited]);
+      await thread.terminate();
+    },
+  };
+}
+
+/**
+ * The thread side of `threadService`: builds the service from the thread's data, starts it, and
+ * stops it when asked. Call it at the top level of the entry module.
+ */
+export function serveOnThisThread<T>(build: (data: T) => Promise<Service>): void {
+  const port = parentPort;
+  if (isMainThread || !port) throw new Error('serveOnThisThread runs on a worker thread');
+  const post = (message: FromThread) => port.postMessage(message);
+  const failed = (err: unknown): FromThread => ({
+    type: 'failed',
+    message: err instanceof Error ? err.message : String(err),
+    stack: err instanceof Error ? err.stack : undefined,
+  });
+  const service = build(workerData as T).then(async (built) => {
+    await built.start();
+    return built;
+  });
+  service.then(
+    () => post({ type: 'started' }),
+    (err) => post(failed(err)),
+  );
+  port.on('message', (message: ToThread) => {
+    if (message.type !== 'stop') return;
+    service
+      .then((built) => built.stop())
+      .then(
+        () => post({ type: 'stopped' }),
+        (err) => post(failed(err)),
+      );
+  });
+}
+
+function threadError(name: string, message: { message: string; stack?: string }): Error {
+  const err = new Error(`${name} thread: ${message.message}`);
+  if (message.stack) err.stack = `${err.message}\n(on the thread) ${message.stack}`;
+  return err;
+}
