@@ -250,13 +250,19 @@ export class PartitionLog {
     }
   }
 
+  /** Rolls to a new active segment at `next`; the one before it is complete, index included. */
+  private startSegment(next: number): void {
+    this.active.flushIndex();
+    this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
+  }
+
   private maybeRoll(incoming: number, now: number): void {
     const active = this.active;
     if (active.batches.length === 0) return;
     if (active.size + incoming <= this.config.segmentBytes && now - active.createdAt < this.config.segmentMs)
       return;
     const next = active.next;
-    this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
+    this.startSegment(next);
   }
 
   /**
@@ -327,7 +333,7 @@ export class PartitionLog {
     // Roll an idle active segment that has expired as a whole, so the next pass can delete it.
     if (retentionMs >= 0 && this.active.batches.length > 0 && this.active.maxTimestamp < now - retentionMs) {
       const next = this.active.next;
-      this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
+      this.startSegment(next);
       deleted += this.applyRetention(now);
     }
     return deleted;

@@ -13,6 +13,8 @@ export interface BatchRef {
 }
 
 const INDEX_ENTRY = 24; // relBase int32, lastDelta int32, pos int32, size int32, maxTimestamp int64
+/** Index entries waiting to be written before an append writes them all at once. */
+const INDEX_FLUSH_ENTRIES = 256;
 
 export const segmentName = (base: number) => String(base).padStart(20, '0');
 
@@ -25,6 +27,8 @@ export class Segment {
   size = 0;
   /** The largest batch timestamp so far (-1 when empty): batches are only ever appended. */
   private maxTs = -1;
+  /** Batches whose index entry is written. */
+  private indexed = 0;
   readonly createdAt: number;
 
   private constructor(
@@ -113,11 +117,9 @@ export class Segment {
     }
     seg.size = pos;
     if (rewriteIndex) {
-      const buf = Buffer.allocUnsafe(seg.batches.length * INDEX_ENTRY);
-      seg.batches.forEach((ref, i) => encodeIndexEntry(buf, i * INDEX_ENTRY, base, ref));
       fs.ftruncateSync(seg.indexFd!, 0);
-      fs.writeSync(seg.indexFd!, buf, 0, buf.length, 0);
-    }
+      seg.flushIndex();
+    } else seg.indexed = seg.batches.length;
     if (hot) seg.load();
     return seg;
   }
@@ -143,7 +145,11 @@ export class Segment {
     return this.logFd !== null;
   }
 
-  /** Appends one batch at `base`, rewriting its baseOffset in place. */
+  /**
+   * Appends one batch at `base`, rewriting its baseOffset in place. The batch is written at once (a
+   * produce is answered after this); its index entry waits for `flushIndex`, since recovery scans
+   * the log past the end of the index anyway.
+   */
   append(batch: Buffer, base: number, lastOffsetDelta: number, maxTs: number): BatchRef {
     writeInt64(batch, BATCH.BASE_OFFSET, base);
     const ref: BatchRef = {
@@ -154,15 +160,24 @@ export class Segment {
       maxTs,
       data: batch,
     };
-    if (this.logFd !== null) {
-      fs.writeSync(this.logFd, batch, 0, batch.length, this.size);
-      const entry = Buffer.allocUnsafe(INDEX_ENTRY);
-      encodeIndexEntry(entry, 0, this.base, ref);
-      fs.writeSync(this.indexFd!, entry, 0, INDEX_ENTRY, this.batches.length * INDEX_ENTRY);
-    }
+    if (this.logFd !== null) fs.writeSync(this.logFd, batch, 0, batch.length, this.size);
     this.track(ref);
     this.size += batch.length;
+    if (this.batches.length - this.indexed >= INDEX_FLUSH_ENTRIES) this.flushIndex();
     return ref;
+  }
+
+  /** Writes the index entries of the batches appended since the last call, in one write. */
+  flushIndex(): void {
+    const from = this.indexed;
+    const count = this.batches.length - from;
+    if (this.indexFd !== null && count > 0) {
+      const buf = Buffer.allocUnsafe(count * INDEX_ENTRY);
+      for (let i = 0; i < count; i++)
+        encodeIndexEntry(buf, i * INDEX_ENTRY, this.base, this.batches[from + i]);
+      fs.writeSync(this.indexFd, buf, 0, buf.length, from * INDEX_ENTRY);
+    }
+    this.indexed = this.batches.length;
   }
 
   private track(ref: BatchRef): void {
@@ -198,12 +213,14 @@ export class Segment {
 
   sync(): Promise<void> {
     if (this.logFd === null) return Promise.resolve();
+    this.flushIndex();
     return new Promise((resolve, reject) =>
       fs.fdatasync(this.logFd!, (err) => (err ? reject(err) : resolve())),
     );
   }
 
   close(): void {
+    this.flushIndex();
     for (const fd of [this.logFd, this.indexFd]) if (fd !== null) fs.closeSync(fd);
   }
 
