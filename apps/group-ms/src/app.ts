@@ -7,6 +7,8 @@ import { DatabaseConfig } from '@parley/postgres';
 import {
   buildHttpServer,
   CommonConfig,
+  createPeriodicJob,
+  DAY_MS,
   HttpServer,
   InternalConfig,
   requireInternalSecret,
@@ -34,6 +36,17 @@ export const GroupMsConfig = Type.Object({
     default: 1024,
     description: 'Most members a group may have',
   }),
+  GROUP_OPS_KEEP_DAYS: Type.Number({
+    exclusiveMinimum: 0,
+    default: 8,
+    description:
+      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention)',
+  }),
+  PURGE_INTERVAL_MS: Type.Integer({
+    minimum: 1000,
+    default: 3_600_000,
+    description: 'How often the retention purge runs',
+  }),
 });
 
 export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
@@ -47,10 +60,16 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   groupId?: string;
   clock?: () => number;
   newId?: () => string;
+  /** How long applied ops are remembered (default 8 days). */
+  opsRetentionMs?: number;
+  /** How often old ops are purged (default hourly). */
+  purgeIntervalMs?: number;
 }
 
 export interface GroupMs extends Service {
   http: HttpServer;
+  /** Purges the ops past retention now (it also runs periodically); returns how many went. */
+  purgeNow(): Promise<number>;
 }
 
 /**
@@ -93,7 +112,29 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     handle,
   });
 
-  return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
+  const clock = deps.clock ?? Date.now;
+  const purged = new Counter({
+    name: 'parley_group_ops_purged_total',
+    help: 'Applied group ops forgotten past their retention',
+    registers: [deps.metrics],
+  });
+  const purge = createPeriodicJob({
+    name: 'group ops purge',
+    intervalMs: deps.purgeIntervalMs ?? 3_600_000,
+    logger: deps.logger,
+    run: async () => {
+      const count = await deps.store.forgetOpsBefore(clock() - (deps.opsRetentionMs ?? 8 * DAY_MS));
+      purged.inc(count);
+      if (count > 0) deps.logger.info({ count }, 'purged old group ops');
+      return count;
+    },
+  });
+
+  return {
+    http,
+    purgeNow: () => purge.runOnce(),
+    ...serviceLifecycle(http, deps, deps.readiness, [subscription, purge]),
+  };
 }
 
 async function publishEffects(bus: EventBus, effects: GroupEffects): Promise<void> {

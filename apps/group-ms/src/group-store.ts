@@ -35,4 +35,9 @@ export interface GroupStore {
     opMid: string,
     decide: (current: GroupState | undefined) => StoredChange | null,
   ): Promise<ApplyResult>;
+  /**
+   * Forgets the ops applied before `appliedBefore` (returns how many): a replay of one of them is
+   * applied again, so keep them for longer than anything can redeliver them.
+   */
+  forgetOpsBefore(appliedBefore: number): Promise<number>;
 }

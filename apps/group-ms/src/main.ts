@@ -1,6 +1,6 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { migrate, connectDatabase } from '@parley/postgres';
-import { runMain } from '@parley/service-kit';
+import { DAY_MS, runMain } from '@parley/service-kit';
 import { createGroupMs, GroupMsConfig } from './app';
 import { GROUP_MIGRATIONS } from './migrations';
 import { createSqlGroupStore } from './sql-group-store';
@@ -17,5 +17,7 @@ void runMain('group-ms', GroupMsConfig, async (config, runtime) => {
     host: config.HOST,
     internalSecret: config.INTERNAL_SECRET,
     maxMembers: config.GROUP_MAX_MEMBERS,
+    opsRetentionMs: config.GROUP_OPS_KEEP_DAYS * DAY_MS,
+    purgeIntervalMs: config.PURGE_INTERVAL_MS,
   });
 });

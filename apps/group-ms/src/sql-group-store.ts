@@ -1,4 +1,4 @@
-import { SqlDatabase, SqlExecutor } from '@parley/postgres';
+import { deleteOlderThan, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
 import { ApplyResult, GroupNotice, GroupStore, StoredChange } from './group-store';
 
@@ -31,6 +31,8 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       return withMembers(db, groups.rows);
     },
     apply: (group, opMid, decide) => db.transaction((tx) => applyInTransaction(tx, group, opMid, decide)),
+    forgetOpsBefore: (appliedBefore) =>
+      deleteOlderThan(db, { table: 'group_ops', key: ['mid'], column: 'applied_at', before: appliedBefore }),
   };
 }
 

@@ -2,7 +2,7 @@ import { DeliverEvent, GroupCommandEvent, GroupFrame, TOPICS } from '@parley/con
 import { MemoryBus } from '@parley/kafka';
 import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
-import { createMetricsRegistry, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
+import { createMetricsRegistry, DAY_MS, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMs, GroupMs } from '../src/app';
 import { GROUP_MIGRATIONS } from '../src/migrations';
 import { createSqlGroupStore } from '../src/sql-group-store';
@@ -171,5 +171,48 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     expect((await service.http.inject('/metrics')).body).toContain(
       'parley_group_commands_total{op="remove",service="group-ms"} 3',
     );
+  });
+  it('forgets applied ops past their retention, and counts them', async () => {
+    let now = Date.now() - 100 * DAY_MS; // older than every op the other tests applied
+    const purging = createGroupMs({
+      bus,
+      store: createSqlGroupStore(db),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
+      readiness: new Readiness(),
+      port: 0,
+      host: '127.0.0.1',
+      internalSecret: SECRET,
+      maxMembers: 3,
+      clock: () => now,
+      opsRetentionMs: 8 * DAY_MS,
+    });
+    await purging.start();
+    try {
+      const create = (id: string) =>
+        purging.http.inject({
+          method: 'POST',
+          url: '/internal/groups',
+          headers: internalHeaders(SECRET, 'alice'),
+          payload: { id, name: id, members: ['bob'] },
+        });
+      const opsOf = async () =>
+        (
+          await db.query<{ group_id: string }>(
+            "SELECT group_id FROM group_ops WHERE group_id IN ('aged', 'recent') ORDER BY group_id",
+          )
+        ).rows.map((r) => r.group_id);
+      expect((await create('aged')).statusCode).toBe(201);
+      now += 9 * DAY_MS;
+      expect((await create('recent')).statusCode).toBe(201);
+      expect(await opsOf()).toEqual(['aged', 'recent']);
+
+      expect(await purging.purgeNow()).toBe(1);
+      expect(await opsOf()).toEqual(['recent']);
+      const metrics = (await purging.http.inject('/metrics')).body;
+      expect(metrics).toContain('parley_group_ops_purged_total{service="group-ms"} 1');
+    } finally {
+      await purging.stop();
+    }
   });
 });

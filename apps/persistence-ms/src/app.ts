@@ -5,6 +5,7 @@ import { DatabaseConfig } from '@parley/postgres';
 import {
   buildHttpServer,
   CommonConfig,
+  DAY_MS,
   HttpServer,
   InternalConfig,
   Runtime,
@@ -16,8 +17,6 @@ import { createPersistenceMetrics } from './metrics';
 import { createRetentionJob } from './retention';
 import { registerSyncRoutes } from './routes';
 import type { OfflineStore, PurgeResult } from './store';
-
-export const DAY_MS = 24 * 60 * 60 * 1000;
 
 export const PersistenceConfig = Type.Object({
   ...CommonConfig,

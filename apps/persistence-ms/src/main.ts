@@ -1,7 +1,7 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { connectDatabase } from '@parley/postgres';
-import { runMain } from '@parley/service-kit';
-import { createPersistenceService, DAY_MS, PersistenceConfig } from './app';
+import { DAY_MS, runMain } from '@parley/service-kit';
+import { createPersistenceService, PersistenceConfig } from './app';
 import { createSqlOfflineStore } from './sql-store';
 
 void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { createPeriodicJob, type PeriodicJob } from '@parley/service-kit';
 import type { PersistenceMetrics } from './metrics';
 import type { OfflineStore, PurgeResult } from './store';
 
@@ -14,50 +15,26 @@ export interface RetentionOptions {
   now?: () => number;
 }
 
-export interface RetentionJob {
-  start(): void;
-  stop(): Promise<void>;
-  runOnce(): Promise<PurgeResult>;
-}
-
 /**
- * The periodic purge. Runs once at start and then every `intervalMs`, never overlapping itself;
- * with several replicas each purges, which is harmless (deletes of the same old rows).
+ * The periodic purge (see createPeriodicJob). With several replicas each purges, which is harmless
+ * (deletes of the same old rows).
  */
-export function createRetentionJob(options: RetentionOptions): RetentionJob {
+export function createRetentionJob(options: RetentionOptions): PeriodicJob<PurgeResult> {
   const now = options.now ?? Date.now;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<unknown> = Promise.resolve();
-  let stopped = true;
-
-  const runOnce = async (): Promise<PurgeResult> => {
-    const at = now();
-    const result = await options.store.purge({
-      messagesBefore: at - options.retentionMs,
-      tombstonesBefore: at - options.tombstoneMs,
-    });
-    options.metrics.purged.inc({ kind: 'messages' }, result.messages);
-    options.metrics.purged.inc({ kind: 'tombstones' }, result.tombstones);
-    if (result.messages + result.tombstones > 0) options.logger.info(result, 'retention purge');
-    return result;
-  };
-  const tick = () => {
-    running = runOnce()
-      .catch((err) => options.logger.warn({ err }, 'retention purge failed; retrying next interval'))
-      .finally(() => {
-        if (!stopped) timer = setTimeout(tick, options.intervalMs);
+  return createPeriodicJob({
+    name: 'retention purge',
+    intervalMs: options.intervalMs,
+    logger: options.logger,
+    run: async () => {
+      const at = now();
+      const result = await options.store.purge({
+        messagesBefore: at - options.retentionMs,
+        tombstonesBefore: at - options.tombstoneMs,
       });
-  };
-  return {
-    start() {
-      stopped = false;
-      tick();
+      options.metrics.purged.inc({ kind: 'messages' }, result.messages);
+      options.metrics.purged.inc({ kind: 'tombstones' }, result.tombstones);
+      if (result.messages + result.tombstones > 0) options.logger.info(result, 'retention purge');
+      return result;
     },
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
-    },
-    runOnce,
-  };
+  });
 }

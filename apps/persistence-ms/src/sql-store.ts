@@ -1,4 +1,4 @@
-import { migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
+import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import type { Deliverable } from '@parley/contracts';
 import { MIGRATIONS } from './migrations';
 import { OfflineStore, PendingDeliverable, PendingPage, PurgeResult } from './store';
@@ -13,7 +13,7 @@ export interface SqlOfflineStoreOptions {
 /** The offline store on Postgres or PGlite (same SQL). */
 export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreOptions = {}): OfflineStore {
   const now = options.now ?? Date.now;
-  const purgeBatch = options.purgeBatch ?? 5000;
+  const byMessage = { key: ['recipient', 'mid'], batch: options.purgeBatch };
   return {
     async init() {
       await migrate(db, 'persistence-ms', MIGRATIONS);
@@ -84,8 +84,18 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
     async purge({ messagesBefore, tombstonesBefore }): Promise<PurgeResult> {
       await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
       return {
-        messages: await deleteInBatches(db, 'offline_messages', 'stored_at', messagesBefore, purgeBatch),
-        tombstones: await deleteInBatches(db, 'offline_acks', 'acked_at', tombstonesBefore, purgeBatch),
+        messages: await deleteOlderThan(db, {
+          ...byMessage,
+          table: 'offline_messages',
+          column: 'stored_at',
+          before: messagesBefore,
+        }),
+        tombstones: await deleteOlderThan(db, {
+          ...byMessage,
+          table: 'offline_acks',
+          column: 'acked_at',
+          before: tombstonesBefore,
+        }),
       };
     },
   };
@@ -151,22 +161,4 @@ function toPage(rows: { position: string; frame: string }[], afterSeq: number, l
     lastSeq: page.length > 0 ? Number(page[page.length - 1].position) : afterSeq,
     hasMore: rows.length > limit,
   };
-}
-
-async function deleteInBatches(
-  db: SqlDatabase,
-  table: string,
-  column: string,
-  before: number,
-  batch: number,
-): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const result = await db.query(
-      `DELETE FROM ${table} WHERE (recipient, mid) IN (SELECT recipient, mid FROM ${table} WHERE ${column} < $1 LIMIT $2)`,
-      [before, batch],
-    );
-    total += result.rowCount;
-    if (result.rowCount < batch) return total;
-  }
 }

@@ -8,7 +8,8 @@ import {
 import { MemoryBus } from '@parley/kafka';
 import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
-import { createPersistenceService, DAY_MS, PersistenceService } from '../src/app';
+import { DAY_MS } from '@parley/service-kit';
+import { createPersistenceService, PersistenceService } from '../src/app';
 import { createSqlOfflineStore } from '../src/sql-store';
 import { waitFor } from '@parley/test-kit';
 

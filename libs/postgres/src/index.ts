@@ -3,3 +3,4 @@ export * from './pg-database';
 export * from './pglite-database';
 export * from './migrate';
 export * from './config';
+export * from './purge';

@@ -3,6 +3,9 @@ import addFormats from 'ajv-formats';
 import { Static, TObject, TProperties, Type } from '@sinclair/typebox';
 import { formatErrors } from '@parley/contracts';
 
+/** Milliseconds in a day, for settings given in days. */
+export const DAY_MS = 24 * 60 * 60 * 1000;
+
 /** A configuration problem: every bad or missing variable, listed in one message. */
 export class ConfigError extends Error {
   constructor(

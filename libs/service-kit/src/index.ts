@@ -8,3 +8,4 @@ export * from './auth';
 export * from './internal-auth';
 export * from './bootstrap';
 export * from './recent-set';
+export * from './periodic-job';

@@ -1,0 +1,28 @@
+import type { SqlExecutor } from './database';
+
+export interface DeleteOlderThan {
+  table: string;
+  /** The columns that identify a row. */
+  key: string[];
+  /** A time column, compared with `before`. */
+  column: string;
+  before: number;
+  /** Rows per statement (default 5,000), so that a large purge never holds long locks. */
+  batch?: number;
+}
+
+/** Deletes the rows whose `column` is below `before`, a batch per statement; returns how many went. */
+export async function deleteOlderThan(db: SqlExecutor, options: DeleteOlderThan): Promise<number> {
+  const { table, column, before } = options;
+  const batch = options.batch ?? 5000;
+  const key = options.key.join(', ');
+  let total = 0;
+  for (;;) {
+    const result = await db.query(
+      `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${column} < $1 LIMIT $2)`,
+      [before, batch],
+    );
+    total += result.rowCount;
+    if (result.rowCount < batch) return total;
+  }
+}

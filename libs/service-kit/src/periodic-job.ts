@@ -1,0 +1,50 @@
+import type { Logger } from 'pino';
+
+export interface PeriodicJob<R> {
+  start(): void;
+  /** Stops the schedule and waits for a run in progress. */
+  stop(): Promise<void>;
+  /** Runs the job now (as the schedule does), and returns its result. */
+  runOnce(): Promise<R>;
+}
+
+export interface PeriodicJobOptions<R> {
+  /** Named in the log line of a failed run. */
+  name: string;
+  intervalMs: number;
+  logger: Logger;
+  run: () => Promise<R>;
+}
+
+/**
+ * Runs `run` once at start and then `intervalMs` after each run ends, so runs never overlap. A
+ * failed run is logged and tried again at the next interval.
+ */
+export function createPeriodicJob<R>(options: PeriodicJobOptions<R>): PeriodicJob<R> {
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<unknown> = Promise.resolve();
+  let stopped = true;
+
+  const tick = () => {
+    running = options
+      .run()
+      .catch((err) =>
+        options.logger.warn({ err, job: options.name }, 'periodic job failed; retrying next interval'),
+      )
+      .finally(() => {
+        if (!stopped) timer = setTimeout(tick, options.intervalMs);
+      });
+  };
+  return {
+    start() {
+      stopped = false;
+      tick();
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+    runOnce: options.run,
+  };
+}

@@ -1,0 +1,74 @@
+import { createPeriodicJob } from '../src/periodic-job';
+import { silentLogger } from '../src/logger';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('createPeriodicJob', () => {
+  it('runs at start, then an interval after each run ends, never two at once', async () => {
+    let runs = 0;
+    let active = 0;
+    let mostAtOnce = 0;
+    const job = createPeriodicJob({
+      name: 'test',
+      intervalMs: 10,
+      logger: silentLogger(),
+      run: async () => {
+        runs++;
+        active++;
+        mostAtOnce = Math.max(mostAtOnce, active);
+        await sleep(30); // longer than the interval
+        active--;
+        return runs;
+      },
+    });
+    job.start();
+    expect(runs).toBe(1);
+    await sleep(200);
+    await job.stop();
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(mostAtOnce).toBe(1);
+    const after = runs;
+    await sleep(60);
+    expect(runs).toBe(after); // stopped: no more runs
+  });
+
+  it('logs a failed run and tries again at the next interval', async () => {
+    const warnings: unknown[] = [];
+    const logger = silentLogger();
+    logger.warn = ((fields: unknown) => void warnings.push(fields)) as typeof logger.warn;
+    let runs = 0;
+    const job = createPeriodicJob({
+      name: 'flaky',
+      intervalMs: 5,
+      logger,
+      run: async () => {
+        runs++;
+        if (runs === 1) throw new Error('database away');
+        return runs;
+      },
+    });
+    job.start();
+    await sleep(40);
+    await job.stop();
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(warnings).toEqual([expect.objectContaining({ job: 'flaky', err: expect.any(Error) })]);
+  });
+
+  it('stop waits for the run in progress; runOnce returns the result', async () => {
+    let finished = false;
+    const job = createPeriodicJob({
+      name: 'slow',
+      intervalMs: 1000,
+      logger: silentLogger(),
+      run: async () => {
+        await sleep(30);
+        finished = true;
+        return 'done';
+      },
+    });
+    job.start();
+    await job.stop();
+    expect(finished).toBe(true);
+    expect(await job.runOnce()).toBe('done');
+  });
+});
