@@ -2,7 +2,7 @@ import path from 'node:path';
 import { connectKafkaBus, type KafkaBusOptions, type KafkaSettings } from '@parley/kafka';
 import { createRuntime, createTokenVerifier, type Service } from '@parley/service-kit';
 import { createWsGateway } from '../../ws-gateway/src/app';
-import { threadService } from './service-thread';
+import { threadService, type ThreadService } from './service-thread';
 
 /** What the embedded fleet's ws-gateway is built from: plain data, so that it can cross to a thread. */
 export interface EmbeddedGatewayData {
@@ -56,6 +56,6 @@ export async function buildEmbeddedGateway(data: EmbeddedGatewayData): Promise<S
  * fleet's work per message (frames in and out, `/send`), so the fleet in one process then uses a
  * second core: see docs/benchmarks.md.
  */
-export function embeddedGatewayOnThread(data: EmbeddedGatewayData): Service {
+export function embeddedGatewayOnThread(data: EmbeddedGatewayData): ThreadService {
   return threadService('ws-gateway', path.join(__dirname, 'embedded-gateway.thread.ts'), data);
 }

@@ -1,13 +1,18 @@
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { Service } from '@parley/service-kit';
 
-type ToThread = { type: 'stop' };
+type ToThread = { type: 'stop' } | { type: 'gc' };
 type FromThread =
   { type: 'started' } | { type: 'stopped' } | { type: 'failed'; message: string; stack?: string };
 
 export interface ThreadServiceOptions {
-  /** Called when the thread fails or exits after it started; by default the error is thrown here. */
+  /** Called once when the thread fails or exits after it started; by default the error is thrown here. */
   onCrash?: (err: Error) => void;
+}
+
+export interface ThreadService extends Service {
+  /** Asks the thread for a full GC, where the process runs with --expose-gc (memory benchmarks). */
+  collectGarbage(): void;
 }
 
 /**
@@ -24,7 +29,7 @@ export function threadService(
   entry: string,
   data: unknown,
   options: ThreadServiceOptions = {},
-): Service {
+): ThreadService {
   const crash =
     options.onCrash ??
     ((err: Error) => {
@@ -33,12 +38,45 @@ export function threadService(
   // The entry is TypeScript: the thread registers tsx itself, so this works under Jest as well.
   const boot = `require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(entry)});`;
   let worker: Worker | undefined;
-  let stopping = false;
+  let exited = false;
+  let stopping: Promise<void> | undefined;
+
+  const watch = (thread: Worker) => {
+    let crashed = false;
+    const report = (err: Error) => {
+      if (crashed || stopping) return;
+      crashed = true;
+      crash(err);
+    };
+    thread.on('error', (err) => report(new Error(`${name} thread failed: ${err.message}`, { cause: err })));
+    thread.on('exit', (code) => {
+      exited = true;
+      report(new Error(`${name} thread exited with ${code}`));
+    });
+  };
+
+  const stopThread = async (thread: Worker) => {
+    if (!exited) {
+      const replied = new Promise<FromThread | undefined>((resolve) => {
+        thread.on('message', (message: FromThread) => {
+          if (message.type !== 'started') resolve(message);
+        });
+        thread.once('exit', () => resolve(undefined));
+      });
+      thread.postMessage({ type: 'stop' } satisfies ToThread);
+      const reply = await replied;
+      await thread.terminate();
+      if (!reply) throw new Error(`${name} thread exited while it was stopping`);
+      if (reply.type === 'failed') throw threadError(name, reply);
+    }
+  };
 
   return {
     async start() {
       const thread = new Worker(boot, { eval: true, workerData: data, name });
       worker = thread;
+      exited = false;
+      stopping = undefined;
       await new Promise<void>((resolve, reject) => {
         const settle = (err?: Error) => {
           thread.off('message', onMessage).off('error', settle).off('exit', onExit);
@@ -57,27 +95,17 @@ export function threadService(
         await thread.terminate();
         throw err;
       });
-      thread.on('error', (err) => {
-        if (!stopping) crash(err);
-      });
-      thread.on('exit', (code) => {
-        if (!stopping) crash(new Error(`${name} thread exited with ${code}`));
-      });
+      watch(thread);
     },
-    async stop() {
+    stop() {
       const thread = worker;
-      if (!thread) return;
-      stopping = true;
+      if (!thread) return stopping ?? Promise.resolve();
       worker = undefined;
-      const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
-      const stopped = new Promise<void>((resolve) =>
-        thread.on('message', (message: FromThread) => {
-          if (message.type !== 'started') resolve();
-        }),
-      );
-      thread.postMessage({ type: 'stop' } satisfies ToThread);
-      await Promise.race([stopped, exited]);
-      await thread.terminate();
+      stopping = stopThread(thread);
+      return stopping;
+    },
+    collectGarbage() {
+      worker?.postMessage({ type: 'gc' } satisfies ToThread);
     },
   };
 }
@@ -96,7 +124,12 @@ export function serveOnThisThread<T>(build: (data: T) => Promise<Service>): void
     stack: err instanceof Error ? err.stack : undefined,
   });
   const service = build(workerData as T).then(async (built) => {
-    await built.start();
+    try {
+      await built.start();
+    } catch (err) {
+      await built.stop().catch(() => undefined); // release what it opened before it failed
+      throw err;
+    }
     return built;
   });
   service.then(
@@ -104,7 +137,7 @@ export function serveOnThisThread<T>(build: (data: T) => Promise<Service>): void
     (err) => post(failed(err)),
   );
   port.on('message', (message: ToThread) => {
-    if (message.type !== 'stop') return;
+    if (message.type === 'gc') return (globalThis as { gc?: () => void }).gc?.();
     service
       .then((built) => built.stop())
       .then(

@@ -1,38 +1,56 @@
+import { existsSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { freePort } from '../src/ports';
-import { threadService } from '../src/service-thread';
+import { threadService, ThreadServiceOptions } from '../src/service-thread';
 import type { HttpThreadData } from './fixtures/http-thread';
 
 const entry = path.join(__dirname, 'fixtures/http-thread.ts');
 const get = async (port: number) => (await fetch(`http://127.0.0.1:${port}/`)).text();
+const stoppedFile = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'parley-thread-')), 'stopped');
+const serve = (data: Omit<HttpThreadData, 'port'> = {}, options?: ThreadServiceOptions) =>
+  freePort().then((port) => ({ port, service: threadService('http', entry, { port, ...data }, options) }));
 
 describe('threadService', () => {
-  it('serves from another thread once started, and not after stop', async () => {
-    const port = await freePort();
-    const service = threadService('http', entry, { port } satisfies HttpThreadData);
+  it('serves from another thread once started; stop runs the service’s own stop', async () => {
+    const file = stoppedFile();
+    const { port, service } = await serve({ stoppedFile: file });
     await service.start();
-    const servedBy = Number(await get(port));
-    expect(servedBy).not.toBe(threadId);
+    expect(Number(await get(port))).not.toBe(threadId);
     await service.stop();
+    expect(existsSync(file)).toBe(true);
     await expect(get(port)).rejects.toThrow();
   });
 
+  it('gives every caller of stop the same wait', async () => {
+    const file = stoppedFile();
+    const { service } = await serve({ stoppedFile: file });
+    await service.start();
+    const first = service.stop();
+    await service.stop(); // resolves only once the first has finished
+    expect(existsSync(file)).toBe(true);
+    await first;
+  });
+
   it('rejects start with the error the thread met while building', async () => {
-    const port = await freePort();
-    const service = threadService('http', entry, { port, failBuild: true } satisfies HttpThreadData);
+    const { service } = await serve({ failBuild: true });
     await expect(service.start()).rejects.toThrow('http thread: no port configured');
     await service.stop(); // nothing left to stop
   });
 
-  it('reports a thread that fails after the start', async () => {
-    const port = await freePort();
-    const crashed = new Promise<Error>((resolve) => {
-      const service = threadService('http', entry, { port, crashAfterMs: 50 } satisfies HttpThreadData, {
-        onCrash: resolve,
-      });
-      void service.start();
-    });
-    expect((await crashed).message).toBe('crashed on the thread');
+  it('rejects stop when the service’s own stop fails', async () => {
+    const { service } = await serve({ failStop: true });
+    await service.start();
+    await expect(service.stop()).rejects.toThrow('http thread: could not flush');
+  });
+
+  it('reports a thread that fails after the start once, and can still be stopped', async () => {
+    const crashes: Error[] = [];
+    const { service } = await serve({ crashAfterMs: 20 }, { onCrash: (err) => crashes.push(err) });
+    await service.start();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(crashes.map((err) => err.message)).toEqual(['http thread failed: crashed on the thread']);
+    await service.stop();
   });
 });

@@ -6,6 +6,7 @@ import pino from 'pino';
 import { startBroker } from '../src/broker';
 import { OffsetStore } from '../src/broker/log/offset-store';
 import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
+import { BATCH } from '../src/broker/log/record-batch';
 import { RawClient } from './support/raw-client';
 
 const logger = pino({ level: 'silent' });
@@ -56,6 +57,38 @@ async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
     out.push(Buffer.from(records.subarray(p, p + size)));
     p += size;
   }
+  return out;
+}
+
+/** What a segment's `.log` holds, batch by batch: base offset, last offset delta, position, size. */
+function batchesIn(logFile: string): number[][] {
+  const bytes = fs.readFileSync(logFile);
+  const out: number[][] = [];
+  for (let pos = 0; pos < bytes.length;) {
+    const size = BATCH.LOG_OVERHEAD + bytes.readInt32BE(pos + BATCH.LENGTH);
+    out.push([
+      Number(bytes.readBigInt64BE(pos)),
+      bytes.readInt32BE(pos + BATCH.LAST_OFFSET_DELTA),
+      pos,
+      size,
+    ]);
+    pos += size;
+  }
+  return out;
+}
+
+/** The same four figures as the segment's `.index` records them. */
+function indexEntries(logFile: string): number[][] {
+  const base = Number(path.basename(logFile, '.log'));
+  const bytes = fs.readFileSync(logFile.replace(/\.log$/, '.index'));
+  const out: number[][] = [];
+  for (let at = 0; at + 24 <= bytes.length; at += 24)
+    out.push([
+      base + bytes.readInt32BE(at),
+      bytes.readInt32BE(at + 4),
+      bytes.readInt32BE(at + 8),
+      bytes.readInt32BE(at + 12),
+    ]);
   return out;
 }
 
@@ -112,6 +145,35 @@ describe('broker storage', () => {
     expect(Buffer.concat(read.chunks)).toEqual(Buffer.concat(appended));
     recovered.close();
     expect(fs.statSync(path.join(dir, index)).size).toBe(20 * 24); // rebuilt by the recovery
+    log.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the index files match the logs: written at 256 pending entries, at a roll and at a sync', async () => {
+    const dir = tmp();
+    const batchBytes = batches[0].length;
+    const log = PartitionLog.create('t', 0, dir, { ...config, segmentBytes: 300 * batchBytes }, logger);
+    const append = (from: number, to: number) => {
+      for (let i = from; i < to; i++) log.append([Buffer.from(batches[i % batches.length])]);
+    };
+    append(0, 260);
+    const onlyLog = path.join(
+      dir,
+      fs.readdirSync(dir).find((f) => f.endsWith('.log'))!,
+    );
+    expect(indexEntries(onlyLog)).toEqual(batchesIn(onlyLog).slice(0, 256));
+    append(260, 400);
+    const [first, second] = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.log'))
+      .sort()
+      .map((f) => path.join(dir, f));
+    expect(indexEntries(first)).toEqual(batchesIn(first)); // the roll wrote the first segment's last entries
+    expect(batchesIn(first).length).toBeGreaterThan(256);
+    expect(indexEntries(second)).toEqual([]); // fewer than 256 pending since the roll
+    await log.sync();
+    expect(indexEntries(second)).toEqual(batchesIn(second));
+    expect(indexEntries(second).length).toBe(400 - batchesIn(first).length);
     log.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });

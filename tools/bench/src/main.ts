@@ -365,7 +365,10 @@ async function main() {
         notes.push(`the fleet's log output (warn level and up, last 20 kB): ${path.relative(root, file)}`);
         log(`  fleet log tail saved to ${path.relative(root, file)}`);
       }
-      if (values['cpu-prof']) notes.push(`fleet CPU profile written to ${profileDir}`);
+      if (values['cpu-prof'])
+        notes.push(
+          `fleet CPU profiles written to ${profileDir}: one per thread (main, and the ws-gateway's)`,
+        );
     }
   }
 

@@ -163,8 +163,21 @@ export class Segment {
     if (this.logFd !== null) fs.writeSync(this.logFd, batch, 0, batch.length, this.size);
     this.track(ref);
     this.size += batch.length;
-    if (this.batches.length - this.indexed >= INDEX_FLUSH_ENTRIES) this.flushIndex();
+    // The batch is stored: a failed index write must not fail its produce (the retry would store it twice).
+    if (this.batches.length - this.indexed >= INDEX_FLUSH_ENTRIES) this.flushIndexIfPossible();
     return ref;
+  }
+
+  /**
+   * `flushIndex`, where a failure (a full disk) can wait: the entries stay pending for the next
+   * flush, and recovery rebuilds whatever the index lacks from the log.
+   */
+  private flushIndexIfPossible(): void {
+    try {
+      this.flushIndex();
+    } catch {
+      /* written at the next flush, or rebuilt by recovery */
+    }
   }
 
   /** Writes the index entries of the batches appended since the last call, in one write. */
@@ -220,7 +233,7 @@ export class Segment {
   }
 
   close(): void {
-    this.flushIndex();
+    this.flushIndexIfPossible();
     for (const fd of [this.logFd, this.indexFd]) if (fd !== null) fs.closeSync(fd);
   }
 
