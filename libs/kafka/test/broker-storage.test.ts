@@ -60,6 +60,13 @@ async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
   return out;
 }
 
+const logFilesIn = (dir: string) =>
+  fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.log'))
+    .sort()
+    .map((f) => path.join(dir, f));
+
 /** What a segment's `.log` holds, batch by batch: base offset, last offset delta, position, size. */
 function batchesIn(logFile: string): number[][] {
   const bytes = fs.readFileSync(logFile);
@@ -157,17 +164,10 @@ describe('broker storage', () => {
       for (let i = from; i < to; i++) log.append([Buffer.from(batches[i % batches.length])]);
     };
     append(0, 260);
-    const onlyLog = path.join(
-      dir,
-      fs.readdirSync(dir).find((f) => f.endsWith('.log'))!,
-    );
+    const [onlyLog] = logFilesIn(dir);
     expect(indexEntries(onlyLog)).toEqual(batchesIn(onlyLog).slice(0, 256));
     append(260, 400);
-    const [first, second] = fs
-      .readdirSync(dir)
-      .filter((f) => f.endsWith('.log'))
-      .sort()
-      .map((f) => path.join(dir, f));
+    const [first, second] = logFilesIn(dir);
     expect(indexEntries(first)).toEqual(batchesIn(first)); // the roll wrote the first segment's last entries
     expect(batchesIn(first).length).toBeGreaterThan(256);
     expect(indexEntries(second)).toEqual([]); // fewer than 256 pending since the roll
