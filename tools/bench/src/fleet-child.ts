@@ -16,7 +16,8 @@ const FleetChildConfig = Type.Object({
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
  * on embedded defaults (embedded broker and PGlite persisting to a temporary data directory, all
- * services in this one process, the ws-gateway on a thread of its own) on free ports. Prints `FLEET_READY {...}` and runs until SIGTERM.
+ * services in this one process, the ws-gateway on a thread of its own) on free ports. Prints
+ * `FLEET_READY {...}` and runs until SIGTERM.
  */
 async function main() {
   const config = loadConfig('bench-fleet', FleetChildConfig);
@@ -49,7 +50,8 @@ async function main() {
     // Let --cpu-prof write its profile: exit normally.
     process.exit(0);
   };
-  // The benchmark asks for a full GC, on every thread, before it reads RSS (idle-connection memory): SIGUSR2.
+  // The benchmark asks for a full GC on every thread before it reads RSS (idle-connection memory):
+  // SIGUSR2.
   process.on('SIGUSR2', () => {
     fleet.collectGarbage();
     fleet.collectGarbage();

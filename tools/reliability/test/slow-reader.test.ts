@@ -2,6 +2,7 @@ import { issueToken } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
 import { startFleet, Fleet } from '../../../apps/launcher/src/fleet';
 import { clientsOf } from '../../../apps/launcher/test/helpers';
+import { metricValue } from '../../bench/src/stats';
 
 /** A reader that never reads must be cut off, and the gateway's memory must stay bounded. */
 describe('slow reader', () => {
@@ -19,7 +20,7 @@ describe('slow reader', () => {
 
   const gatewayMetric = async (name: string) => {
     const text = await (await fetch(`http://127.0.0.1:${fleet.ports.wsGatewayInternal}/metrics`)).text();
-    return Number(new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, 'm').exec(text)?.[1]);
+    return metricValue(text, name) ?? NaN;
   };
   const openConnections = () => gatewayMetric('parley_ws_connections');
   /**

@@ -250,10 +250,11 @@ export class PartitionLog {
     }
   }
 
-  /** Rolls to a new active segment at `next`; the one before it is complete, index included. */
-  private startSegment(next: number): void {
-    this.active.flushIndex();
-    this.segments.push(this.dir ? Segment.create(this.dir, next) : Segment.memory(next));
+  /** Rolls to a new active segment after the current one, which is complete, index included. */
+  private roll(): void {
+    const active = this.active;
+    active.flushIndex();
+    this.segments.push(this.dir ? Segment.create(this.dir, active.next) : Segment.memory(active.next));
   }
 
   private maybeRoll(incoming: number, now: number): void {
@@ -261,8 +262,7 @@ export class PartitionLog {
     if (active.batches.length === 0) return;
     if (active.size + incoming <= this.config.segmentBytes && now - active.createdAt < this.config.segmentMs)
       return;
-    const next = active.next;
-    this.startSegment(next);
+    this.roll();
   }
 
   /**
@@ -332,8 +332,7 @@ export class PartitionLog {
     }
     // Roll an idle active segment that has expired as a whole, so the next pass can delete it.
     if (retentionMs >= 0 && this.active.batches.length > 0 && this.active.maxTimestamp < now - retentionMs) {
-      const next = this.active.next;
-      this.startSegment(next);
+      this.roll();
       deleted += this.applyRetention(now);
     }
     return deleted;
