@@ -4,7 +4,8 @@
  *   npx tsx apps/group-message-router/bench/fanout-bench.ts [messages=200] [members=1000]
  *
  * Three measurements, each after a warm-up:
- *  1. fan-out only: `fanOutMessage` building the DeliverEvents (the routing cost).
+ *  1. fan-out only: `fanOutMessage` building the deliver-many events, over the delivery topic's 12
+ *     default partitions (the routing cost).
  *  2. service path, encoded: the router service consuming group messages from a MemoryBus, the
  *     membership check (cache hit), fan-out, batched publish, and each deliverable encoded as the
  *     Kafka adapter does (TopicCodec: key + JSON); the delivery topic stops there (no broker).
@@ -13,8 +14,15 @@
  * No Kafka broker and no database are involved: membership comes from an in-memory reader.
  */
 import { performance } from 'node:perf_hooks';
-import { DeliverEvent, GroupMessageEvent, TopicSpec, TOPICS } from '@parley/contracts';
-import { EventBus, MemoryBus, SubscribeOptions, Subscription, TopicCodec } from '@parley/kafka';
+import { DeliveryTopicEvent, deliveriesIn, GroupMessageEvent, TopicSpec, TOPICS } from '@parley/contracts';
+import {
+  createKeyPartitioner,
+  EventBus,
+  MemoryBus,
+  SubscribeOptions,
+  Subscription,
+  TopicCodec,
+} from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter } from '../src/app';
 import { fanOutMessage } from '../src/fanout';
@@ -26,6 +34,10 @@ const GROUP = 'bench-group';
 const members = Array.from({ length: MEMBERS }, (_, i) => `user-${i}`);
 const membership = membershipOf(members);
 const reader: MembershipReader = { membersOf: async () => membership };
+const keyPartitioner = createKeyPartitioner();
+const partitionOf = (key: string) => keyPartitioner(TOPICS.delivery.name, key, TOPICS.delivery.partitions);
+const deliveryCount = (events: unknown[]) =>
+  (events as DeliveryTopicEvent[]).reduce((sum, e) => sum + deliveriesIn(e).length, 0);
 
 const message = (i: number): GroupMessageEvent => ({
   v: 1,
@@ -42,12 +54,13 @@ class CountingDeliveryBus implements EventBus {
   constructor(private readonly inner: MemoryBus) {}
   async publish<T>(topic: TopicSpec<T>, events: T[]): Promise<void> {
     if (topic.name !== TOPICS.delivery.name) return this.inner.publish(topic, events);
-    for (const event of events) this.codec.encode(event as DeliverEvent);
-    this.delivered += events.length;
+    for (const event of events) this.codec.encode(event as DeliveryTopicEvent);
+    this.delivered += deliveryCount(events);
   }
   subscribe<T>(options: SubscribeOptions<T>): Subscription {
     return this.inner.subscribe(options);
   }
+  partitioner = async () => partitionOf;
   ping = () => this.inner.ping();
   close = () => this.inner.close();
 }
@@ -55,7 +68,8 @@ class CountingDeliveryBus implements EventBus {
 function benchFanOutOnly(messages: number): number {
   const start = performance.now();
   let count = 0;
-  for (let i = 0; i < messages; i++) count += fanOutMessage(message(i), membership).length;
+  for (let i = 0; i < messages; i++)
+    count += deliveryCount(fanOutMessage(message(i), membership, partitionOf));
   return count / ((performance.now() - start) / 1000);
 }
 
@@ -79,7 +93,7 @@ async function benchService(messages: number, mode: 'encoded' | 'memorybus'): Pr
     const publish = memory.publish.bind(memory);
     memory.publish = async (topic, events) => {
       await publish(topic, events);
-      if (topic.name === TOPICS.delivery.name) memoryCount += events.length;
+      if (topic.name === TOPICS.delivery.name) memoryCount += deliveryCount(events);
     };
   }
   await router.start();
@@ -106,7 +120,7 @@ async function main() {
   console.log(
     `group fan-out, ${MEMBERS} members (${MEMBERS - 1} deliveries per message), node ${process.version}`,
   );
-  console.log(`  fan-out only (build DeliverEvents):                 ${fmt(fanOut)} deliveries/s`);
+  console.log(`  fan-out only (build deliver-many events):           ${fmt(fanOut)} deliveries/s`);
   console.log(
     `  service path, encoded as for Kafka (no broker):     ${fmt(encoded)} deliveries/s  (${fmt(encoded / (MEMBERS - 1))} messages/s)`,
   );

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
 import {
-  DeliverEvent,
+  DeliveryTopicEvent,
   GroupChangedEvent,
   GroupCommandEvent,
   GroupTopicEvent,
@@ -19,7 +19,7 @@ import {
   serviceLifecycle,
 } from '@parley/service-kit';
 import { BatchPublisher } from './batch-publisher';
-import { fanOutMessage, fanOutTyping, notMemberError } from './fanout';
+import { fanOutMessage, fanOutTyping, notMemberError, PartitionOf } from './fanout';
 import { Membership, MembershipReader } from './membership';
 import { MembershipCache } from './membership-cache';
 
@@ -42,7 +42,7 @@ export const GroupMessageRouterConfig = Type.Object({
     minimum: 1,
     maximum: 2000,
     default: 500,
-    description: 'Deliverables per publish call during fan-out',
+    description: 'Deliveries (recipients) per publish call during fan-out',
   }),
 });
 
@@ -67,10 +67,11 @@ export interface GroupMessageRouter extends Service {
 }
 
 /**
- * Consumes the group topic: group messages are checked against membership and fanned out as one
- * deliverable per member except the sender; group typing goes to the other members as ephemeral
- * notices; group commands are forwarded unchanged to group-ms. At-least-once; the fan-out is
- * deterministic (mid `<from>:<id>`), so a replay repeats the same deliverables.
+ * Consumes the group topic: group messages are checked against membership and fanned out to every
+ * member except the sender, one `deliver-many` event per delivery partition; group typing goes to
+ * the other members as ephemeral notices; group commands are forwarded unchanged to group-ms.
+ * At-least-once; the fan-out is deterministic (mid `<from>:<id>`), so a replay repeats the same
+ * deliverables.
  */
 export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMessageRouter {
   const http = buildHttpServer(deps);
@@ -109,17 +110,17 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, coun
       cache,
       batch.map((e) => e.event),
     );
-    const deliveries = new BatchPublisher<DeliverEvent>(
-      deps.bus,
-      TOPICS.delivery,
-      deps.deliveryBatchSize ?? 500,
-    );
+    const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
+    const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
+      batchSize: deps.deliveryBatchSize ?? 500,
+      weigh: (e) => (e.kind === 'deliver-many' ? e.to.length : 1),
+    });
     const commands: GroupCommandEvent[] = [];
     for (const { event } of batch) {
       if (event.kind === 'group-command') {
         commands.push(event);
       } else {
-        await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, counters));
+        await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, partitionOf, counters));
       }
       counters.events.inc({ kind: event.kind });
     }
@@ -130,15 +131,17 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, coun
 function routeToMembers(
   event: Exclude<GroupTopicEvent, GroupCommandEvent>,
   membership: Membership,
+  partitionOf: PartitionOf,
   counters: Counters,
-): DeliverEvent[] {
-  if (event.kind === 'group-typing') return membership.has(event.from) ? fanOutTyping(event, membership) : [];
+): DeliveryTopicEvent[] {
+  if (event.kind === 'group-typing')
+    return membership.has(event.from) ? fanOutTyping(event, membership, partitionOf) : [];
   if (!membership.has(event.from)) {
     counters.refused.inc();
     return [notMemberError(event)];
   }
-  const fanned = fanOutMessage(event, membership);
-  counters.fannedOut.inc(fanned.length);
+  const fanned = fanOutMessage(event, membership, partitionOf);
+  counters.fannedOut.inc(fanned.reduce((sum, e) => sum + e.to.length, 0));
   return fanned;
 }
 

@@ -1,5 +1,7 @@
 import {
   DeliverEvent,
+  DeliverManyEvent,
+  deliverToMany,
   errorDeliverable,
   GroupMessageEvent,
   GroupTypingEvent,
@@ -7,12 +9,18 @@ import {
 } from '@parley/contracts';
 import { Membership } from './membership';
 
-/** One deliverable per member except the sender, all sharing one frame (mid `<from>:<id>`). */
+/** Where the delivery topic puts a user: the publishing bus's partitioner. */
+export type PartitionOf = (user: string) => number;
+
+/**
+ * One frame (mid `<from>:<id>`) for every member except the sender, as `deliver-many` events of one
+ * delivery partition each: the frame is written once per partition, not once per member.
+ */
 export function fanOutMessage(
   event: GroupMessageEvent,
   membership: Membership,
-  into: DeliverEvent[] = [],
-): DeliverEvent[] {
+  partitionOf: PartitionOf,
+): DeliverManyEvent[] {
   const { from, frame, sentAt } = event;
   const message = {
     type: 'message',
@@ -24,24 +32,18 @@ export function fanOutMessage(
     body: frame.body,
     sentAt,
   } as const;
-  for (const to of membership.members) {
-    if (to !== from) into.push({ v: 1, kind: 'deliver', to, frame: message });
-  }
-  return into;
+  return deliverToMany(othersThan(from, membership), message, partitionOf);
 }
 
 /** Ephemeral typing notices for the other members; session-ms drops those for offline users. */
 export function fanOutTyping(
   event: GroupTypingEvent,
   membership: Membership,
-  into: DeliverEvent[] = [],
-): DeliverEvent[] {
+  partitionOf: PartitionOf,
+): DeliverManyEvent[] {
   const { from, frame } = event;
   const typing = { type: 'typing', from, to: frame.to, chat: 'group' } as const;
-  for (const to of membership.members) {
-    if (to !== from) into.push({ v: 1, kind: 'deliver', to, ephemeral: true, frame: typing });
-  }
-  return into;
+  return deliverToMany(othersThan(from, membership), typing, partitionOf, { ephemeral: true });
 }
 
 /** The sender is not a member: an `error` deliverable to the sender, and nothing to the group. */
@@ -52,4 +54,8 @@ export function notMemberError(event: GroupMessageEvent): DeliverEvent {
     code: 'not_member',
     message: `not a member of group ${frame.to}`,
   });
+}
+
+function othersThan(sender: string, membership: Membership): string[] {
+  return membership.members.filter((member) => member !== sender);
 }

@@ -1,4 +1,4 @@
-import { DeliverEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import { deliveriesIn, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
@@ -47,22 +47,19 @@ describe('group-message-router service', () => {
   });
   afterEach(() => router.stop());
 
-  const deliveries = () => bus.events(TOPICS.delivery) as DeliverEvent[];
+  /** One `deliver` per recipient, whichever event carried it. */
+  const deliveries = () => bus.events(TOPICS.delivery).flatMap(deliveriesIn);
 
-  it('fans a group message out to every member once, not to the sender, keyed by member', async () => {
+  it('fans a group message out to every member once, not to the sender, in one event per partition', async () => {
     await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1', { text: 'hello' })]);
     await waitFor(() => deliveries().length === 3);
     await new Promise((r) => setTimeout(r, 100));
-    expect(
-      deliveries()
-        .map((d) => d.to)
-        .sort(),
-    ).toEqual(['bob', 'carol', 'dave']);
-    for (const d of deliveries()) {
-      expect(d).toEqual({
+    // MemoryBus has one partition: one event names them all.
+    expect(bus.events(TOPICS.delivery)).toEqual([
+      {
         v: 1,
-        kind: 'deliver',
-        to: d.to,
+        kind: 'deliver-many',
+        to: ['bob', 'carol', 'dave'],
         frame: {
           type: 'message',
           mid: 'alice:m1',
@@ -73,12 +70,24 @@ describe('group-message-router service', () => {
           body: { text: 'hello' },
           sentAt: 1000,
         },
-      });
-      expect(TOPICS.delivery.key(d)).toBe(d.to);
-    }
+      },
+    ]);
     expect((await router.http.inject('/metrics')).body).toContain(
       'parley_group_router_deliveries_total{service="group-message-router"} 3',
     );
+  });
+
+  it("puts each member in the event of its partition, by the bus's partitioner", async () => {
+    const partitionOf = (user: string) => (user < 'c' ? 0 : 1);
+    bus.partitioner = async () => partitionOf;
+    await bus.publish(TOPICS.group, [message('dave', 'm1', 'g1')]);
+    await waitFor(() => deliveries().length === 3);
+    const events = bus.events(TOPICS.delivery);
+    expect(events.map((e) => e.kind === 'deliver-many' && e.to)).toEqual([['alice', 'bob'], ['carol']]);
+    for (const event of events)
+      expect(
+        deliveriesIn(event).every((d) => partitionOf(d.to) === partitionOf(TOPICS.delivery.key(event))),
+      ).toBe(true);
   });
 
   it("refuses a non-member's message: nothing reaches the group, the sender gets not_member", async () => {

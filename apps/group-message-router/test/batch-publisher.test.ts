@@ -19,7 +19,7 @@ describe('BatchPublisher', () => {
       sizes.push(events.length);
       return publish(topic, events);
     };
-    const publisher = new BatchPublisher(bus, TOPICS.delivery, 3);
+    const publisher = new BatchPublisher(bus, TOPICS.delivery, { batchSize: 3 });
     await publisher.add(['u1', 'u2', 'u3', 'u4'].map(deliver));
     await publisher.add(['u5', 'u6', 'u7'].map(deliver));
     await publisher.flush();
@@ -35,9 +35,32 @@ describe('BatchPublisher', () => {
     ]);
   });
 
+  it('counts each event for its weight: a batch goes once the weights reach the size', async () => {
+    const bus = new MemoryBus();
+    const sizes: number[] = [];
+    const publish = bus.publish.bind(bus);
+    bus.publish = async (topic, events) => {
+      sizes.push(events.length);
+      return publish(topic, events);
+    };
+    const weights = new Map([
+      ['u1', 3],
+      ['u2', 1],
+      ['u3', 1],
+      ['u4', 5],
+    ]);
+    const publisher = new BatchPublisher(bus, TOPICS.delivery, {
+      batchSize: 4,
+      weigh: (e) => (e.kind === 'deliver' ? weights.get(e.to)! : 1),
+    });
+    await publisher.add(['u1', 'u2', 'u3', 'u4'].map(deliver));
+    await publisher.flush();
+    expect(sizes).toEqual([2, 2]);
+  });
+
   it('rejects flush when a batch could not be written', async () => {
     const failing = { publish: jest.fn().mockRejectedValue(new Error('broker down')) } as unknown as EventBus;
-    const publisher = new BatchPublisher(failing, TOPICS.delivery, 2);
+    const publisher = new BatchPublisher(failing, TOPICS.delivery, { batchSize: 2 });
     await publisher.add([deliver('u1'), deliver('u2')]);
     await expect(publisher.flush()).rejects.toThrow('broker down');
   });
@@ -50,7 +73,7 @@ describe('BatchPublisher', () => {
       if (++calls === 1) throw new Error('refused');
       return publish(topic, events);
     };
-    const publisher = new BatchPublisher(bus, TOPICS.delivery, 2);
+    const publisher = new BatchPublisher(bus, TOPICS.delivery, { batchSize: 2 });
     await publisher.add([deliver('u1'), deliver('u2')]); // in flight, then refused
     await new Promise((resolve) => setImmediate(resolve));
     await expect(publisher.add([deliver('u3'), deliver('u4')])).rejects.toThrow('refused');

@@ -1,4 +1,4 @@
-import { DeliverEvent, GroupFrame, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import { deliveriesIn, GroupFrame, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
@@ -52,7 +52,7 @@ describe.each(testDatabases())(
       await target.dispose();
     });
 
-    const delivered = () => bus.events(TOPICS.delivery) as DeliverEvent[];
+    const delivered = () => bus.events(TOPICS.delivery).flatMap(deliveriesIn);
     const recipientsOf = (mid: string) =>
       delivered()
         .filter((d) => 'mid' in d.frame && d.frame.mid === mid)

@@ -3,6 +3,7 @@ import {
   ConnectionTopicEvent,
   Deliverable,
   DeliverEvent,
+  deliveriesIn,
   DeliveryTopicEvent,
   GatewayDelivery,
   GatewaySendResult,
@@ -91,7 +92,7 @@ export class Delivery {
 
   /** Records of the delivery topic, in partition order. */
   async handle(events: DeliveryTopicEvent[]): Promise<void> {
-    const delivers = events.filter((e): e is DeliverEvent => e.kind === 'deliver');
+    const delivers = events.flatMap(deliveriesIn);
     const acks = events.filter((e): e is AckEvent => e.kind === 'ack');
     const now = Date.now();
     const durable = delivers.filter((d) => !d.ephemeral);

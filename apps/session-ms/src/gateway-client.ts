@@ -66,7 +66,8 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
  * The request body, each distinct frame written once: a group message pushed to 1,000 members is
  * one frame and 1,000 short deliveries, not 1,000 copies to serialize, parse and validate. Frames
  * with the same `mid` are compared, not assumed equal: a client reusing a message id for two
- * recipients gives two direct messages one mid.
+ * recipients gives two direct messages one mid. The recipients of one `deliver-many` share one
+ * frame object, which needs no comparing.
  */
 export function sharingFrames(deliveries: GatewayDelivery[]): GatewaySendRequest {
   const frames: PushedFrame[] = [];
@@ -74,7 +75,7 @@ export function sharingFrames(deliveries: GatewayDelivery[]): GatewaySendRequest
   const indexOf = (frame: PushedFrame) => {
     if (!('mid' in frame)) return frames.push(frame) - 1;
     const candidates = byMid.get(frame.mid);
-    const same = candidates?.find((i) => isDeepStrictEqual(frames[i], frame));
+    const same = candidates?.find((i) => frames[i] === frame || isDeepStrictEqual(frames[i], frame));
     if (same !== undefined) return same;
     const index = frames.push(frame) - 1;
     if (candidates) candidates.push(index);

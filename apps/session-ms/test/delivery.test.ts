@@ -94,6 +94,34 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('delivers a deliver-many to each recipient as one deliver each: pushed, offline, acked, deduplicated', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    await connect('carol', 'laptop');
+    const frame = { ...message('g1').frame, to: 'crew', chat: 'group' as const };
+    const many = { v: 1 as const, kind: 'deliver-many' as const, to: ['bob', 'carol', 'dave'], frame };
+    await delivery.handle([many, message('d1', 'bob')]);
+    expect(gateways.received.map((d) => [d.to, d.connIds, d.frame])).toEqual([
+      ['bob', ['phone'], frame],
+      ['carol', ['laptop'], frame],
+      ['bob', ['phone'], message('d1', 'bob').frame],
+    ]);
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({ kind: 'offline', to: 'dave', frame }),
+    ]);
+
+    await delivery.handle([
+      { v: 1, kind: 'ack', user: 'bob', mids: ['alice:g1', 'alice:d1'], at: 2 },
+      { v: 1, kind: 'ack', user: 'carol', mids: ['alice:g1'], at: 2 },
+      many, // replayed after the acks: nothing is pushed again
+    ]);
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toEqual(['alice:g1', 'alice:d1']);
+    expect(gateways.mids('carol')).toEqual(['alice:g1']);
+    // Only dave's goes offline, again on the replay (storage keeps one per mid).
+    expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.to)).toEqual(['dave', 'dave']);
+  });
+
   it('forgets a connection its gateway says it does not hold (a lost connection-down)', async () => {
     const { delivery, gateways, connect, store, retryUntilQuiet, bus } = setup();
     await connect('bob', 'phone', 'gw-1');

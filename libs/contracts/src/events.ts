@@ -1,6 +1,7 @@
 import { Static, TSchema, Type } from '@sinclair/typebox';
 import { DeviceId, Mid, serverMid, Timestamp, UserId } from './ids';
 import type { ErrorCode } from './errors';
+import { MAX_RECIPIENTS_PER_EVENT } from './limits';
 import { AckFrame, GroupFrame, MessageFrame, ReadFrame, TypingFrame } from './client-frames';
 import { Deliverable, ErrorFrame, PushedFrame } from './server-frames';
 
@@ -63,6 +64,52 @@ export function errorDeliverable(
   };
 }
 
+export const DeliverManyEvent = event(
+  'deliver-many',
+  {
+    to: Type.Array(UserId, { minItems: 1, maxItems: MAX_RECIPIENTS_PER_EVENT }),
+    frame: PushedFrame,
+    ephemeral: Type.Optional(Type.Boolean({ description: 'Only if online; never stored or retried' })),
+  },
+  'One frame for several users, all keyed to one partition (the first names the key): a fan-out without a copy of the frame per recipient. Means one `deliver` per user.',
+);
+export type DeliverManyEvent = Omit<Static<typeof DeliverManyEvent>, 'frame'> & { frame: PushedFrame };
+
+/**
+ * `frame` for each of `recipients`, as `deliver-many` events that each hold the recipients of one
+ * partition (`partitionOf`, the publishing bus's), at most `MAX_RECIPIENTS_PER_EVENT` each: every
+ * recipient stays on its own partition, so its deliverables and acks keep one consumer and one order.
+ */
+export function deliverToMany(
+  recipients: string[],
+  frame: PushedFrame,
+  partitionOf: (key: string) => number,
+  options: { ephemeral?: boolean; maxPerEvent?: number } = {},
+): DeliverManyEvent[] {
+  const maxPerEvent = Math.min(options.maxPerEvent ?? MAX_RECIPIENTS_PER_EVENT, MAX_RECIPIENTS_PER_EVENT);
+  const events: DeliverManyEvent[] = [];
+  const open = new Map<number, DeliverManyEvent>();
+  for (const to of recipients) {
+    const partition = partitionOf(to);
+    let current = open.get(partition);
+    if (!current || current.to.length >= maxPerEvent) {
+      current = { v: 1, kind: 'deliver-many', to: [], frame, ...(options.ephemeral && { ephemeral: true }) };
+      events.push(current);
+      open.set(partition, current);
+    }
+    current.to.push(to);
+  }
+  return events;
+}
+
+/** The `deliver` events a delivery-topic event stands for: itself, one per recipient of a `deliver-many`, none for an ack. */
+export function deliveriesIn(event: DeliveryTopicEvent): DeliverEvent[] {
+  if (event.kind === 'deliver') return [event];
+  if (event.kind === 'ack') return [];
+  const { frame, ephemeral } = event;
+  return event.to.map((to) => ({ v: 1, kind: 'deliver', to, frame, ...(ephemeral && { ephemeral }) }));
+}
+
 export const AckEvent = event(
   'ack',
   { user: UserId, mids: Type.Array(Mid, { minItems: 1 }), deviceId: Type.Optional(DeviceId), at: Timestamp },
@@ -70,8 +117,8 @@ export const AckEvent = event(
 );
 export type AckEvent = Static<typeof AckEvent>;
 
-export const DeliveryTopicEvent = Type.Union([DeliverEvent, AckEvent]);
-export type DeliveryTopicEvent = DeliverEvent | AckEvent;
+export const DeliveryTopicEvent = Type.Union([DeliverEvent, DeliverManyEvent, AckEvent]);
+export type DeliveryTopicEvent = DeliverEvent | DeliverManyEvent | AckEvent;
 
 export const OfflineDeliverableEvent = event(
   'offline',

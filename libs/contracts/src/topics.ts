@@ -48,7 +48,7 @@ export const TOPICS = {
   delivery: {
     name: 'parley.delivery.v1',
     schema: DeliveryTopicEvent,
-    key: (e: DeliveryEvent) => (e.kind === 'ack' ? e.user : e.to),
+    key: deliveryKey,
     description: 'Deliverables and acks for session-ms, keyed by the user who must act on them',
     partitions: 12,
     retentionMs: 7 * DAY,
@@ -95,6 +95,11 @@ export const TOPICS = {
     retentionMs: 1 * DAY,
   } satisfies TopicSpec<ConnectionEvent>,
 } as const;
+
+function deliveryKey(e: DeliveryEvent): string {
+  if (e.kind === 'ack') return e.user;
+  return e.kind === 'deliver-many' ? e.to[0] : e.to;
+}
 
 function groupKey(e: GroupEvent): string {
   return e.kind === 'group-command' ? e.frame.group : e.frame.to;

@@ -1,4 +1,7 @@
 import {
+  deliveriesIn,
+  deliverToMany,
+  MAX_RECIPIENTS_PER_EVENT,
   TOPICS,
   dlqTopic,
   compile,
@@ -22,6 +25,18 @@ describe('topics and keys', () => {
     const deliverable = { ...message, mid: 'alice:c1', from: 'alice', sentAt: 1 };
     expect(TOPICS.delivery.key({ v: 1, kind: 'deliver', to: 'bob', frame: deliverable })).toBe('bob');
     expect(TOPICS.delivery.key({ v: 1, kind: 'ack', user: 'bob', mids: ['alice:c1'], at: 1 })).toBe('bob');
+  });
+
+  it('keys a deliver-many by its first recipient, and accepts 1 to MAX_RECIPIENTS_PER_EVENT of them', () => {
+    const frame = { type: 'typing' as const, from: 'alice', to: 'g1', chat: 'group' as const };
+    const many = (to: string[]) => ({ v: 1 as const, kind: 'deliver-many' as const, to, frame });
+    expect(TOPICS.delivery.key(many(['bob', 'carol']))).toBe('bob');
+    const validate = compile(TOPICS.delivery.schema);
+    expect(validate(many(['bob'])).ok).toBe(true);
+    expect(validate(many([])).ok).toBe(false);
+    const users = Array.from({ length: MAX_RECIPIENTS_PER_EVENT + 1 }, (_, i) => `u${i}`);
+    expect(validate(many(users.slice(1))).ok).toBe(true);
+    expect(validate(many(users)).ok).toBe(false);
   });
 
   it('keys group traffic by group id', () => {
@@ -54,6 +69,43 @@ describe('topics and keys', () => {
     const validate = compile(TOPICS.delivery.schema);
     expect(validate({ v: 1, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 }).ok).toBe(true);
     expect(validate({ v: 2, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 }).ok).toBe(false);
+  });
+});
+
+describe('deliverToMany and deliveriesIn', () => {
+  const frame = { type: 'typing' as const, from: 'alice', to: 'g1', chat: 'group' as const };
+  const users = Array.from({ length: 10 }, (_, i) => `u${i}`);
+  const partitionOf = (user: string) => Number(user.slice(1)) % 3;
+
+  it('puts each recipient once, in the event of its partition, keyed on that partition', () => {
+    const events = deliverToMany(users, frame, partitionOf);
+    expect(events.map((e) => e.to)).toEqual([
+      ['u0', 'u3', 'u6', 'u9'],
+      ['u1', 'u4', 'u7'],
+      ['u2', 'u5', 'u8'],
+    ]);
+    for (const event of events) {
+      expect(event.to.every((to) => partitionOf(to) === partitionOf(TOPICS.delivery.key(event)))).toBe(true);
+      expect(event.frame).toBe(frame);
+      expect(event).not.toHaveProperty('ephemeral');
+    }
+  });
+
+  it('splits a partition past maxPerEvent, and marks ephemeral ones', () => {
+    const events = deliverToMany(users, frame, () => 0, { maxPerEvent: 4, ephemeral: true });
+    expect(events.map((e) => e.to.length)).toEqual([4, 4, 2]);
+    expect(events.every((e) => e.ephemeral === true)).toBe(true);
+  });
+
+  it('expands a deliver-many into one deliver per recipient, sharing the frame; an ack into none', () => {
+    const [event] = deliverToMany(['bob', 'carol'], frame, () => 0, { ephemeral: true });
+    expect(deliveriesIn(event)).toEqual([
+      { v: 1, kind: 'deliver', to: 'bob', frame, ephemeral: true },
+      { v: 1, kind: 'deliver', to: 'carol', frame, ephemeral: true },
+    ]);
+    const single = { v: 1 as const, kind: 'deliver' as const, to: 'bob', frame };
+    expect(deliveriesIn(single)).toEqual([single]);
+    expect(deliveriesIn({ v: 1, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 })).toEqual([]);
   });
 });
 

@@ -47,6 +47,12 @@ export interface EventBus {
   /** Resolves once every event is durably written (acks=all); rejects if it could not be. */
   publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void>;
   subscribe<T>(options: SubscribeOptions<T>): Subscription;
+  /**
+   * The partition this bus writes each key of the topic to, for now: for a publisher that gathers
+   * one partition's events into one (`deliverToMany`). After partitions are added it may lag for up
+   * to a minute; events then land off their key's new partition, and nothing is lost.
+   */
+  partitioner<T>(topic: TopicSpec<T>): Promise<(key: string) => number>;
   /** Resolves when the bus answers; for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -45,6 +45,11 @@ export class MemoryBus implements EventBus {
     for (const wake of this.wakeups) wake();
   }
 
+  /** One partition per topic. */
+  async partitioner(): Promise<(key: string) => number> {
+    return () => 0;
+  }
+
   subscribe<T>({ groupId, topic, handle }: SubscribeOptions<T>): Subscription {
     const codec = new TopicCodec(topic);
     const position = `${groupId}/${topic.name}`;

@@ -14,19 +14,19 @@ export const note = (n: number): Note => ({ kind: 'test.note', v: 1, id: `note-$
 
 export interface BusUnderTest {
   bus: EventBus;
-  /** A fresh topic, created (with one partition) where the adapter needs that. */
-  topic(): Promise<TopicSpec<Note>>;
+  /** A fresh topic, created (with one partition unless told) where the adapter needs that. */
+  topic(partitions?: number): Promise<TopicSpec<Note>>;
   /** A consumer group id no other test uses. */
   groupId(): string;
 }
 
-export function noteTopic(name: string): TopicSpec<Note> {
+export function noteTopic(name: string, partitions = 1): TopicSpec<Note> {
   return {
     name,
     schema: Note,
     key: (e) => e.id,
     description: 'bus contract test topic',
-    partitions: 1,
+    partitions,
     retentionMs: 3600_000,
   };
 }
@@ -64,6 +64,18 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
         [2, 'note-2'],
         [3, 'note-3'],
       ]);
+    });
+
+    test('partitioner tells the partition each key is written to', async () => {
+      const topic = await under.topic(4);
+      const got: Envelope<Note>[] = [];
+      await subscribe(topic, async (batch) => void got.push(...batch)).start();
+      const partitionOf = await under.bus.partitioner(topic);
+      const notes = Array.from({ length: 24 }, (_, i) => note(i));
+      await under.bus.publish(topic, notes);
+      await waitFor(() => got.length === notes.length, 15_000, 'every event');
+      for (const envelope of got)
+        expect([envelope.key, envelope.partition]).toEqual([envelope.key, partitionOf(envelope.key)]);
     });
 
     test('a batch whose handler throws is handed over again (at-least-once)', async () => {

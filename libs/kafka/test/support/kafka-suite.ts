@@ -487,8 +487,8 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       return {
         bus: b,
         groupId: () => unique('g'),
-        topic: async () => {
-          const spec = noteTopic(unique('contract'));
+        topic: async (partitions) => {
+          const spec = noteTopic(unique('contract'), partitions);
           await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
           return spec;
         },
