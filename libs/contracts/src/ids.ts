@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 
 export const USER_ID_PATTERN = '^[A-Za-z0-9_.-]{1,64}$';
@@ -39,7 +39,8 @@ export function serverMid(kind: string, ...parts: string[]): string {
 
 /** The mid of a `delivered` or `read` receipt: deterministic, so a replayed ack or read is one receipt. */
 export function receiptMid(status: 'delivered' | 'read', by: string, mids: string[]): string {
-  const digest = createHash('sha256').update(mids.join('\n')).digest('base64url').slice(0, 22);
+  // crypto.hash: one call, about a third of createHash's cost; the same digest.
+  const digest = hash('sha256', mids.join('\n'), 'base64url').slice(0, 22);
   return serverMid(status === 'read' ? 'read' : 'dlv', by, digest);
 }
 

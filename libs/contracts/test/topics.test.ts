@@ -7,6 +7,7 @@ import {
   compile,
   userMid,
   serverMid,
+  receiptMid,
   USER_ID_PATTERN,
   ERROR_CODES,
   statusOf,
@@ -111,6 +112,11 @@ describe('deliverToMany and deliveriesIn', () => {
 
 describe('message ids', () => {
   it('derives a user mid deterministically', () => expect(userMid('alice', 'c1')).toBe('alice:c1'));
+
+  it('derives a receipt mid from its mids, the same in every release (a replayed ack is one receipt)', () => {
+    expect(receiptMid('delivered', 'bob', ['alice:c1', 'alice:c2'])).toBe('~dlv:bob:dOz0PiSL9jquHt_1Dd7leb');
+    expect(receiptMid('read', 'bob', ['alice:c1'])).toMatch(/^~read:bob:[\w-]{22}$/);
+  });
 
   it('server mids can never look like <user>:<id>', () => {
     const mid = serverMid('dlv', 'bob', 'alice:c1');
