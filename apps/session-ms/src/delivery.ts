@@ -95,22 +95,18 @@ export class Delivery {
     const delivers = events.flatMap(deliveriesIn);
     const acks = events.filter((e): e is AckEvent => e.kind === 'ack');
     const now = Date.now();
-    const durable = delivers.filter((d) => !d.ephemeral);
-    const tracked = await Promise.all(
-      durable.map((d) => {
-        const pending: Pending = {
-          user: d.to,
-          mid: (d.frame as Deliverable).mid,
-          frame: d.frame as Deliverable,
-          attempts: 1,
-          stored: d.replay === true,
-        };
-        return this.store
-          .track(pending, now + this.settings.ackTimeoutMs)
-          .then((fresh) => (fresh ? pending : undefined));
-      }),
-    );
-    const fresh = tracked.filter((p): p is Pending => p !== undefined);
+    const durable: Pending[] = delivers
+      .filter((d) => !d.ephemeral)
+      .map((d) => ({
+        user: d.to,
+        mid: (d.frame as Deliverable).mid,
+        frame: d.frame as Deliverable,
+        attempts: 1,
+        stored: d.replay === true,
+      }));
+    const dueAt = now + this.settings.ackTimeoutMs;
+    const isFresh = await Promise.all(durable.map((pending) => this.store.track(pending, dueAt)));
+    const fresh = durable.filter((_, i) => isFresh[i]);
     this.metrics.duplicates.inc(durable.length - fresh.length);
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
     await this.pushOrOffline(fresh, ephemeral);
@@ -173,15 +169,19 @@ export class Delivery {
   /** One batched call per gateway; a failed call is retried by the retry loop (durable ones). */
   private async push(pushes: Push[], connections: Map<string, Connection[]>): Promise<void> {
     const byGateway = new Map<string, GatewayDelivery[]>();
+    const add = (url: string, delivery: GatewayDelivery) => {
+      const list = byGateway.get(url);
+      if (list) list.push(delivery);
+      else byGateway.set(url, [delivery]);
+    };
     for (const { user, frame } of pushes) {
-      const perGateway = new Map<string, string[]>();
-      for (const c of connections.get(user) ?? [])
-        perGateway.set(c.gatewayUrl, [...(perGateway.get(c.gatewayUrl) ?? []), c.connId]);
-      for (const [url, connIds] of perGateway) {
-        const list = byGateway.get(url) ?? [];
-        list.push({ to: user, connIds, frame });
-        byGateway.set(url, list);
+      const devices = connections.get(user) ?? [];
+      if (devices.length === 1) {
+        add(devices[0]!.gatewayUrl, { to: user, connIds: [devices[0]!.connId], frame });
+        continue;
       }
+      for (const [url, ofUser] of groupBy(devices, (c) => c.gatewayUrl))
+        add(url, { to: user, connIds: ofUser.map((c) => c.connId), frame });
     }
     const calls = [...byGateway].flatMap(([url, deliveries]) =>
       chunk(deliveries, MAX_GATEWAY_BATCH).map((part) => [url, part] as const),
