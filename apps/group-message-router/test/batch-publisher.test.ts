@@ -10,15 +10,21 @@ const deliver = (to: string): DeliverEvent => ({
   frame: { type: 'typing', from: 'a', to: 'g', chat: 'group' },
 });
 
+/** A MemoryBus that records the size of each publish call. */
+function recordingBus() {
+  const bus = new MemoryBus();
+  const sizes: number[] = [];
+  const publish = bus.publish.bind(bus);
+  bus.publish = async (topic, events) => {
+    sizes.push(events.length);
+    return publish(topic, events);
+  };
+  return { bus, sizes };
+}
+
 describe('BatchPublisher', () => {
   it('publishes in batches of the configured size, in order, and the rest on flush', async () => {
-    const bus = new MemoryBus();
-    const sizes: number[] = [];
-    const publish = bus.publish.bind(bus);
-    bus.publish = async (topic, events) => {
-      sizes.push(events.length);
-      return publish(topic, events);
-    };
+    const { bus, sizes } = recordingBus();
     const publisher = new BatchPublisher(bus, TOPICS.delivery, { batchSize: 3 });
     await publisher.add(['u1', 'u2', 'u3', 'u4'].map(deliver));
     await publisher.add(['u5', 'u6', 'u7'].map(deliver));
@@ -36,13 +42,7 @@ describe('BatchPublisher', () => {
   });
 
   it('counts each event for its weight: a batch goes once the weights reach the size', async () => {
-    const bus = new MemoryBus();
-    const sizes: number[] = [];
-    const publish = bus.publish.bind(bus);
-    bus.publish = async (topic, events) => {
-      sizes.push(events.length);
-      return publish(topic, events);
-    };
+    const { bus, sizes } = recordingBus();
     const weights = new Map([
       ['u1', 3],
       ['u2', 1],
