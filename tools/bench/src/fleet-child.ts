@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import os from 'node:os';
 import path from 'node:path';
 import { Type } from '@sinclair/typebox';
@@ -11,7 +12,34 @@ const FleetChildConfig = Type.Object({
   KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS,
   LOG_LEVEL: Type.Union(CommonConfig.LOG_LEVEL.anyOf, { default: 'warn' }),
   HOST: Type.String({ default: '127.0.0.1' }),
+  BENCH_ALLOC_PROFILE: Type.Optional(
+    Type.String({ description: 'Write a sampled allocation profile of the main thread here on exit' }),
+  ),
 });
+
+/**
+ * Samples what the main thread allocates, collected objects included (`--heap-prof` keeps only
+ * what is alive at exit, which says nothing about garbage). Returns a stop that writes the profile.
+ */
+async function startAllocationSampling(file: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  const post = <R>(method: string, params?: object) =>
+    new Promise<R>((resolve, reject) =>
+      session.post(method, params, (err, result) => (err ? reject(err) : resolve(result as R))),
+    );
+  await post('HeapProfiler.enable');
+  await post('HeapProfiler.startSampling', {
+    samplingInterval: 32 * 1024,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  return async () => {
+    const { profile } = await post<{ profile: unknown }>('HeapProfiler.stopSampling');
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+  };
+}
 
 /**
  * The fleet under test, in its own process (the load generator never shares it): `startFleet`
@@ -38,6 +66,9 @@ async function main() {
     startMs: Date.now() - started,
     dataDir,
   };
+  const stopSampling = config.BENCH_ALLOC_PROFILE
+    ? await startAllocationSampling(config.BENCH_ALLOC_PROFILE)
+    : undefined;
   process.stdout.write(`FLEET_READY ${JSON.stringify(ready)}\n`);
   let stopping = false;
   const stop = async () => {
@@ -45,6 +76,7 @@ async function main() {
     stopping = true;
     const deadline = setTimeout(() => process.exit(1), 20_000);
     deadline.unref();
+    await stopSampling?.().catch(() => undefined);
     await fleet.stop().catch(() => undefined);
     rmSync(dataDir, { recursive: true, force: true });
     // Let --cpu-prof write its profile: exit normally.

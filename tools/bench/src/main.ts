@@ -44,6 +44,8 @@ bench/results/bench-<run>.{html,json}.
   --only LIST          comma list of: ramp,half,fanout,offline,idle,relay (default all)
   --ack-accepted       also ack "accepted" frames (they carry a mid; the protocol's literal reading)
   --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
+  --alloc-prof         sample what the fleet's main thread allocates, garbage included
+                       (bench/results/profiles/alloc-<run>.heapprofile; summarize with alloc-top.ts)
   --out DIR            results directory (default bench/results)
 `;
 
@@ -65,6 +67,7 @@ async function main() {
       rates: { type: 'string' },
       'relay-rates': { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
+      'alloc-prof': { type: 'boolean', default: false },
       'ack-accepted': { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -172,14 +175,17 @@ async function main() {
       log(
         'starting the fleet (embedded broker + PGlite in a temporary data directory, all services in one child process, the ws-gateway on its own thread)...',
       );
-      if (values['cpu-prof']) mkdirSync(profileDir, { recursive: true });
+      if (values['cpu-prof'] || values['alloc-prof']) mkdirSync(profileDir, { recursive: true });
+      const allocProfile = path.join(profileDir, `alloc-${runId}.heapprofile`);
       fleetChild = await spawnTs('tools/bench/src/fleet-child.ts', 'FLEET_READY', {
         nodeArgs: [
           '--expose-gc',
           ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
         ],
+        env: values['alloc-prof'] ? { BENCH_ALLOC_PROFILE: allocProfile } : {},
         timeoutMs: 90_000,
       });
+      if (values['alloc-prof']) notes.push(`fleet allocation profile (main thread): ${allocProfile}`);
       const ready = fleetChild.ready as {
         urls: { ws: string; rest: string };
         ports: { wsGatewayInternal: number };
