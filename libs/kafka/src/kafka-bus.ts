@@ -405,6 +405,8 @@ function createSubscription<T>(
       let decodeError: DecodeError | undefined;
       for (const message of chunk) {
         const recordKey = message.key?.toString() ?? '';
+        const timestamp = Number(message.timestamp);
+        const traceId = message.headers?.[HEADER_TRACE]?.toString();
         for (const decoded of codec.decodeRecord(message.value, message.headers)) {
           if (!decoded.ok) {
             decodeError = decoded.error;
@@ -422,8 +424,8 @@ function createSubscription<T>(
             key: decoded.key ?? recordKey,
             partition: batch.partition,
             offset: message.offset,
-            timestamp: Number(message.timestamp),
-            traceId: message.headers?.[HEADER_TRACE]?.toString(),
+            timestamp,
+            traceId,
           });
         }
       }
