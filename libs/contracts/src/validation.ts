@@ -14,6 +14,7 @@ export function createAjv(): Ajv {
     useDefaults: true,
     removeAdditional: false,
     coerceTypes: false,
+    discriminator: true,
   });
   addFormats(ajv);
   return ajv;
@@ -27,11 +28,75 @@ export interface Validator<T> {
 
 /** Compile a schema into a validator whose errors read `field: reason`. */
 export function compile<S extends TSchema>(schema: S, ajv: Ajv = defaultAjv): Validator<Static<S>> {
-  const check: ValidateFunction = ajv.compile(withoutIds(schema));
+  const compiled = withDiscriminators(withoutIds(schema)) as S;
+  const check: ValidateFunction = ajv.compile(compiled);
   return (input) =>
     check(input)
       ? { ok: true, value: input as Static<S> }
-      : { ok: false, errors: formatErrors(check.errors ?? []) };
+      : { ok: false, errors: formatErrors(check.errors ?? [], compiled) };
+}
+
+/** Tags a union's branches may be told apart by, in the order tried. */
+const TAGS = ['kind', 'type', 'op'];
+
+/**
+ * Unions whose branches are objects told apart by one literal property (`kind` of an event,
+ * `type` of a frame) become Ajv discriminators: only the branch the tag names is checked. A plain
+ * `anyOf` tries each branch in turn, and each failed one leaves error objects behind (garbage on
+ * every event) and in the message.
+ */
+function withDiscriminators(node: unknown): unknown {
+  if (Array.isArray(node)) return node.map(withDiscriminators);
+  if (node === null || typeof node !== 'object') return node;
+  const source = node as Record<string, unknown>;
+  const flat = Array.isArray(source.anyOf) ? { ...source, anyOf: flattenUnion(source.anyOf) } : source;
+  const copy: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(flat)) copy[key] = withDiscriminators(value);
+  if (!Array.isArray(copy.anyOf)) return copy;
+  const branches = copy.anyOf as ObjectSchema[];
+  for (const tag of TAGS) {
+    const literals = literalsOf(branches, tag);
+    if (!literals) continue;
+    const { anyOf: _anyOf, ...rest } = copy;
+    // Ajv reads the tag from each branch's own `properties`: an intersection gets it spelled there.
+    const tagged = branches.map((branch, i) =>
+      branch.allOf ? { ...branch, required: [tag], properties: { [tag]: { const: literals[i] } } } : branch,
+    );
+    return { ...rest, type: 'object', oneOf: tagged, discriminator: { propertyName: tag } };
+  }
+  return copy;
+}
+
+/** A union's branches, with nested unions (a union of unions) spread into it. */
+function flattenUnion(branches: unknown[]): unknown[] {
+  return branches.flatMap((branch) => {
+    const b = branch as Record<string, unknown>;
+    const onlyUnion =
+      Array.isArray(b.anyOf) && Object.keys(b).every((k) => k === 'anyOf' || k === 'description');
+    return onlyUnion ? flattenUnion(b.anyOf as unknown[]) : [branch];
+  });
+}
+
+interface ObjectSchema {
+  type?: string;
+  required?: string[];
+  properties?: Record<string, { const?: unknown }>;
+  allOf?: ObjectSchema[];
+}
+
+/** Each branch's literal value of `tag`, if every branch requires a distinct one. */
+function literalsOf(branches: ObjectSchema[], tag: string): string[] | undefined {
+  const values = branches.map((branch) => literalOf(branch, tag));
+  if (values.some((v) => v === undefined) || new Set(values).size !== values.length) return undefined;
+  return values as string[];
+}
+
+/** The literal an object schema (or a part of an intersection) requires `tag` to be. */
+function literalOf(schema: ObjectSchema, tag: string): string | undefined {
+  if (schema.allOf) return schema.allOf.map((part) => literalOf(part, tag)).find((v) => v !== undefined);
+  const value = schema.properties?.[tag]?.const;
+  const required = schema.type === 'object' && schema.required?.includes(tag);
+  return required && typeof value === 'string' ? value : undefined;
 }
 
 // Holds compiled code only; validators are pure functions, so sharing the compiler is safe.
@@ -45,13 +110,14 @@ export function withoutIds<S extends TSchema>(schema: S): S {
   return JSON.parse(JSON.stringify(schema), (key, value) => (key === '$id' ? undefined : value));
 }
 
-export function formatErrors(errors: ErrorObject[]): string[] {
-  return simplifyErrors(errors).map((error) => formatError(error));
+/** `schema`: what was compiled, where a discriminator's error finds the tags it knows. */
+export function formatErrors(errors: ErrorObject[], schema?: unknown): string[] {
+  return simplifyErrors(errors).map((error) => formatError(error, schema));
 }
 
 /** One error as `field: reason`. */
-export function formatError(error: ErrorObject): string {
-  return `${errorField(error) || '(root)'}: ${errorReason(error)}`;
+export function formatError(error: ErrorObject, schema?: unknown): string {
+  return `${errorField(error) || '(root)'}: ${errorReason(error, schema)}`;
 }
 
 /** The REST part an input came from, as fastify names it. */
@@ -75,12 +141,23 @@ function errorField(error: ErrorObject): string {
   const params = error.params as Record<string, unknown>;
   if (error.keyword === 'required') return join(base, String(params.missingProperty));
   if (error.keyword === 'additionalProperties') return join(base, String(params.additionalProperty));
+  if (error.keyword === 'discriminator') return join(base, String(params.tag));
   return base;
 }
 
-function errorReason(error: ErrorObject): string {
+function errorReason(error: ErrorObject, schema?: unknown): string {
   const params = error.params as Record<string, unknown>;
   switch (error.keyword) {
+    case 'discriminator': {
+      if (params.error === 'tag') return 'must be a string';
+      const union = schemaAt(schema, error.schemaPath.replace(/\/discriminator$/, '')) as {
+        oneOf?: ObjectSchema[];
+      };
+      const allowed = (union?.oneOf ?? []).map((branch) => branch.properties?.[String(params.tag)]?.const);
+      return allowed.length > 0
+        ? `must be one of ${allowed.map((v) => JSON.stringify(v)).join(', ')}`
+        : 'is not known';
+    }
     case 'required':
       return 'is required';
     case 'additionalProperties':
@@ -145,6 +222,15 @@ function mergeGroup(group: ErrorObject[]): ErrorObject {
   return first.keyword === 'const'
     ? { ...first, keyword: 'enum', params: { allowedValues: allowed } }
     : { ...first, message: `must be ${allowed.join(' or ')}` };
+}
+
+/** The node at a JSON pointer such as Ajv's `schemaPath` (`#/properties/frame`). */
+function schemaAt(schema: unknown, pointer: string): unknown {
+  return pointer
+    .replace(/^#\/?/, '')
+    .split('/')
+    .filter(Boolean)
+    .reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], schema);
 }
 
 /** `/members/2` -> `members[2]`, `/body/a` -> `body.a`. */

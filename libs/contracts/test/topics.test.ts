@@ -66,6 +66,26 @@ describe('topics and keys', () => {
     expect(dlqTopic(TOPICS.inbound.name)).toBe('parley.inbound.v1.dlq');
   });
 
+  it('tells a union apart by its tag: checks the branch it names, and names the tags it knows', () => {
+    const validate = compile(TOPICS.delivery.schema);
+    const deliver = (frame: object) => validate({ v: 1, kind: 'deliver', to: 'bob', frame });
+    expect(deliver({ type: 'typing', from: 'alice', to: 'bob', chat: 'direct' }).ok).toBe(true);
+    expect(deliver({ type: 'error', mid: '~err:bob:c1', code: 'not_member', message: 'no' }).ok).toBe(true);
+    expect(deliver({ type: 'error', code: 'not_member', message: 'no' })).toEqual({
+      ok: false,
+      errors: ['frame.mid: is required'], // an error deliverable needs its mid (an intersection's part)
+    });
+    expect(deliver({ type: 'nope' })).toEqual({
+      ok: false,
+      errors: ['frame.type: must be one of "message", "receipt", "group", "error", "typing"'],
+    });
+    expect(validate({ v: 1, kind: 'nope', user: 'bob' })).toEqual({
+      ok: false,
+      errors: ['kind: must be one of "deliver", "deliver-many", "ack"'],
+    });
+    expect(validate({ v: 1, user: 'bob' })).toEqual({ ok: false, errors: ['kind: must be a string'] });
+  });
+
   it('refuses an event of an unknown version', () => {
     const validate = compile(TOPICS.delivery.schema);
     expect(validate({ v: 1, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 }).ok).toBe(true);

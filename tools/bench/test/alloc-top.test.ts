@@ -1,11 +1,12 @@
 import { summarizeAllocations } from '../src/alloc-top';
 
-const node = (
-  functionName: string,
-  url: string,
-  selfSize: number,
-  children: ReturnType<typeof node>[] = [],
-) => ({
+interface Sample {
+  callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number };
+  selfSize: number;
+  children: Sample[];
+}
+
+const node = (functionName: string, url: string, selfSize: number, children: Sample[] = []): Sample => ({
   callFrame: { functionName, url, lineNumber: 0, columnNumber: 9 },
   selfSize,
   children,
