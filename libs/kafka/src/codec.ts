@@ -110,19 +110,18 @@ export class TopicCodec<T> {
 }
 
 /**
- * `decode()`'s result, or a refusal (only a DecodeError is one) with the bytes to park and, for an
- * event of a pack, where it was; those are worked out only for a refusal.
+ * `decode()`'s result, or a refusal (only a DecodeError is one) with the bytes to park, worked out
+ * only for a refusal.
  */
 function refusedOr<R>(
   decode: () => R,
   refusedValue: () => Buffer,
-  packed?: () => { index: number; key?: string },
 ): { ok: true; event: R } | Extract<DecodedEvent<never>, { ok: false }> {
   try {
     return { ok: true, event: decode() };
   } catch (err) {
     if (!(err instanceof DecodeError)) throw err;
-    return { ok: false, error: err, value: refusedValue(), ...(packed && { packed: packed() }) };
+    return { ok: false, error: err, value: refusedValue() };
   }
 }
 
