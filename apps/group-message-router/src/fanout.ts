@@ -9,8 +9,8 @@ import {
 } from '@parley/contracts';
 import { Membership } from './membership';
 
-/** Where the delivery topic puts a user: the publishing bus's partitioner. */
-export type PartitionOf = (user: string) => number;
+/** Where the delivery topic puts a user: the publishing bus's partitioner, if it can tell. */
+export type PartitionOf = ((user: string) => number) | undefined;
 
 /**
  * One frame (mid `<from>:<id>`) for every member except the sender, as `deliver-many` events of one

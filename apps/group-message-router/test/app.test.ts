@@ -90,6 +90,17 @@ describe('group-message-router service', () => {
       ).toBe(true);
   });
 
+  it('sends each member an event of its own while the bus cannot tell the partitions', async () => {
+    bus.partitioner = async () => undefined;
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1')]);
+    await waitFor(() => deliveries().length === 3);
+    expect(bus.events(TOPICS.delivery).map((e) => e.kind === 'deliver-many' && e.to)).toEqual([
+      ['bob'],
+      ['carol'],
+      ['dave'],
+    ]);
+  });
+
   it("refuses a non-member's message: nothing reaches the group, the sender gets not_member", async () => {
     await bus.publish(TOPICS.group, [
       message('mallory', 'x1', 'g1'),

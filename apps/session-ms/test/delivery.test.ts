@@ -122,6 +122,16 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.to)).toEqual(['dave', 'dave']);
   });
 
+  it('pushes an ephemeral deliver-many to the online recipients only, and tracks nothing', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    const frame = { type: 'typing' as const, from: 'alice', to: 'crew', chat: 'group' as const };
+    await delivery.handle([{ v: 1, kind: 'deliver-many', to: ['bob', 'carol'], frame, ephemeral: true }]);
+    await retryUntilQuiet();
+    expect(gateways.received.map((d) => [d.to, d.frame])).toEqual([['bob', frame]]);
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+  });
+
   it('forgets a connection its gateway says it does not hold (a lost connection-down)', async () => {
     const { delivery, gateways, connect, store, retryUntilQuiet, bus } = setup();
     await connect('bob', 'phone', 'gw-1');

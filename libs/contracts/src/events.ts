@@ -79,18 +79,21 @@ export type DeliverManyEvent = Omit<Static<typeof DeliverManyEvent>, 'frame'> & 
  * `frame` for each of `recipients`, as `deliver-many` events that each hold the recipients of one
  * partition (`partitionOf`, the publishing bus's), at most `MAX_RECIPIENTS_PER_EVENT` each: every
  * recipient stays on its own partition, so its deliverables and acks keep one consumer and one order.
+ * Without a `partitionOf` (the bus cannot tell yet) each recipient gets an event of its own.
  */
 export function deliverToMany(
   recipients: string[],
   frame: PushedFrame,
-  partitionOf: (key: string) => number,
+  partitionOf: ((key: string) => number) | undefined,
   options: { ephemeral?: boolean; maxPerEvent?: number } = {},
 ): DeliverManyEvent[] {
-  const maxPerEvent = Math.min(options.maxPerEvent ?? MAX_RECIPIENTS_PER_EVENT, MAX_RECIPIENTS_PER_EVENT);
+  const maxPerEvent = partitionOf
+    ? Math.min(options.maxPerEvent ?? MAX_RECIPIENTS_PER_EVENT, MAX_RECIPIENTS_PER_EVENT)
+    : 1;
   const events: DeliverManyEvent[] = [];
   const open = new Map<number, DeliverManyEvent>();
   for (const to of recipients) {
-    const partition = partitionOf(to);
+    const partition = partitionOf?.(to) ?? 0;
     let current = open.get(partition);
     if (!current || current.to.length >= maxPerEvent) {
       current = { v: 1, kind: 'deliver-many', to: [], frame, ...(options.ephemeral && { ephemeral: true }) };

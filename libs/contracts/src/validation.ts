@@ -59,13 +59,31 @@ function withDiscriminators(node: unknown): unknown {
     if (!literals) continue;
     const { anyOf: _anyOf, ...rest } = copy;
     // Ajv reads the tag from each branch's own `properties`: an intersection gets it spelled there.
+    // Ajv ignored defaults under anyOf but fills them in a discriminator's branch: dropped, so a
+    // missing field (a deliverable's `chat`) is still refused rather than defaulted.
     const tagged = branches.map((branch, i) =>
-      branch.allOf ? { ...branch, required: [tag], properties: { [tag]: { const: literals[i] } } } : branch,
+      withoutDefaults(
+        branch.allOf ? { ...branch, required: [tag], properties: { [tag]: { const: literals[i] } } } : branch,
+      ),
     );
     return { ...rest, type: 'object', oneOf: tagged, discriminator: { propertyName: tag } };
   }
   return copy;
 }
+
+/** A schema without `default` keywords (a property named `default` stays). */
+function withoutDefaults(node: unknown, isPropertyMap = false): unknown {
+  if (Array.isArray(node)) return node.map((item) => withoutDefaults(item));
+  if (node === null || typeof node !== 'object') return node;
+  const copy: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (key === 'default' && !isPropertyMap) continue;
+    copy[key] = withoutDefaults(value, !isPropertyMap && PROPERTY_MAPS.has(key));
+  }
+  return copy;
+}
+
+const PROPERTY_MAPS = new Set(['properties', 'patternProperties', '$defs', 'definitions']);
 
 /** A union's branches, with nested unions (a union of unions) spread into it. */
 function flattenUnion(branches: unknown[]): unknown[] {
@@ -149,7 +167,7 @@ function errorReason(error: ErrorObject, schema?: unknown): string {
   const params = error.params as Record<string, unknown>;
   switch (error.keyword) {
     case 'discriminator': {
-      if (params.error === 'tag') return 'must be a string';
+      if (params.error === 'tag') return params.tagValue === undefined ? 'is required' : 'must be a string';
       const union = schemaAt(schema, error.schemaPath.replace(/\/discriminator$/, '')) as {
         oneOf?: ObjectSchema[];
       };
@@ -230,6 +248,7 @@ function schemaAt(schema: unknown, pointer: string): unknown {
     .replace(/^#\/?/, '')
     .split('/')
     .filter(Boolean)
+    .map((part) => decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~'))
     .reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], schema);
 }
 

@@ -83,7 +83,27 @@ describe('topics and keys', () => {
       ok: false,
       errors: ['kind: must be one of "deliver", "deliver-many", "ack"'],
     });
-    expect(validate({ v: 1, user: 'bob' })).toEqual({ ok: false, errors: ['kind: must be a string'] });
+    expect(validate({ v: 1, user: 'bob' })).toEqual({ ok: false, errors: ['kind: is required'] });
+    expect(validate({ v: 1, kind: 7, user: 'bob' })).toEqual({
+      ok: false,
+      errors: ['kind: must be a string'],
+    });
+  });
+
+  it('fills no defaults in a union: a deliverable without its chat is refused, not made direct', () => {
+    const validate = compile(TOPICS.delivery.schema);
+    const frame = {
+      type: 'message',
+      mid: 'alice:c1',
+      id: 'c1',
+      from: 'alice',
+      to: 'g1',
+      body: 'hi',
+      sentAt: 1,
+    };
+    const event = { v: 1, kind: 'deliver', to: 'bob', frame };
+    expect(validate(event)).toEqual({ ok: false, errors: ['frame.chat: is required'] });
+    expect(frame).not.toHaveProperty('chat');
   });
 
   it('refuses an event of an unknown version', () => {
@@ -110,6 +130,15 @@ describe('deliverToMany and deliveriesIn', () => {
       expect(event.frame).toBe(frame);
       expect(event).not.toHaveProperty('ephemeral');
     }
+  });
+
+  it('gives each recipient an event of its own where the partitions are not known', () => {
+    const events = deliverToMany(['u1', 'u2', 'u3'], frame, undefined, { maxPerEvent: 500 });
+    expect(events.map((e) => [TOPICS.delivery.key(e), e.to])).toEqual([
+      ['u1', ['u1']],
+      ['u2', ['u2']],
+      ['u3', ['u3']],
+    ]);
   });
 
   it('splits a partition past maxPerEvent, and marks ephemeral ones', () => {

@@ -49,10 +49,12 @@ export interface EventBus {
   subscribe<T>(options: SubscribeOptions<T>): Subscription;
   /**
    * The partition this bus writes each key of the topic to, for now: for a publisher that gathers
-   * one partition's events into one (`deliverToMany`). After partitions are added it may lag for up
-   * to a minute; events then land off their key's new partition, and nothing is lost.
+   * one partition's events into one (`deliverToMany`). Undefined while the bus cannot tell (the
+   * topic's partition count could not be read): such a publisher then sends one event per key.
+   * After partitions are added it may lag for up to a minute; events then land off their key's
+   * new partition, and nothing is lost.
    */
-  partitioner<T>(topic: TopicSpec<T>): Promise<(key: string) => number>;
+  partitioner<T>(topic: TopicSpec<T>): Promise<((key: string) => number) | undefined>;
   /** Resolves when the bus answers; for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -237,8 +237,7 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     async partitioner(topic) {
       await connect();
       const count = await partitionCounts.get(topic.name);
-      // Unknown (the topic is not there yet): one partition's worth, which kafkajs places by the first key.
-      return count === undefined ? () => 0 : (key) => partitionOf(topic.name, key, count);
+      return count === undefined ? undefined : (key) => partitionOf(topic.name, key, count);
     },
     async ping() {
       await connect();

@@ -46,7 +46,7 @@ export class MemoryBus implements EventBus {
   }
 
   /** One partition per topic. */
-  async partitioner(): Promise<(key: string) => number> {
+  async partitioner(): Promise<((key: string) => number) | undefined> {
     return () => 0;
   }
 

@@ -71,6 +71,7 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       const got: Envelope<Note>[] = [];
       await subscribe(topic, async (batch) => void got.push(...batch)).start();
       const partitionOf = await under.bus.partitioner(topic);
+      if (!partitionOf) throw new Error('the topic exists: its partitions are known');
       const notes = Array.from({ length: 24 }, (_, i) => note(i));
       await under.bus.publish(topic, notes);
       await waitFor(() => got.length === notes.length, 15_000, 'every event');
