@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { GroupCommandEvent, TOPICS } from '@parley/contracts';
+import { deliverToMany, GroupCommandEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import {
@@ -99,8 +99,9 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
   const handle = async (batch: Envelope<GroupCommandEvent>[]) => {
     const effects = noEffects();
     for (const { event } of batch) {
-      const { deliveries, changes } = await groups.applyCommand(event);
+      const { deliveries, notices, changes } = await groups.applyCommand(event);
       effects.deliveries.push(...deliveries);
+      effects.notices.push(...notices);
       effects.changes.push(...changes);
       applied.inc({ op: event.frame.op });
     }
@@ -137,9 +138,12 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
   };
 }
 
+/** A notice goes out as one `deliver-many` per delivery partition, as group messages do. */
 async function publishEffects(bus: EventBus, effects: GroupEffects): Promise<void> {
+  const partitionOf = effects.notices.length > 0 ? await bus.partitioner(TOPICS.delivery) : undefined;
+  const notices = effects.notices.flatMap((n) => deliverToMany(n.recipients, n.frame, partitionOf));
   await Promise.all([
-    bus.publish(TOPICS.delivery, effects.deliveries),
+    bus.publish(TOPICS.delivery, [...effects.deliveries, ...notices]),
     bus.publish(TOPICS.groupChanges, effects.changes),
   ]);
 }

@@ -14,7 +14,10 @@ import { GroupNotice, GroupStore } from './group-store';
 
 /** What has to be published after a change. */
 export interface GroupEffects {
+  /** Deliverables to one user each (a refusal to its sender). */
   deliveries: DeliverEvent[];
+  /** A change's `group` frame, for every member and every removed one. */
+  notices: Array<{ frame: GroupChangeFrame; recipients: string[] }>;
   changes: GroupChangedEvent[];
 }
 
@@ -30,7 +33,7 @@ export interface ChangeIds {
   noticeMid: string;
 }
 
-export const noEffects = (): GroupEffects => ({ deliveries: [], changes: [] });
+export const noEffects = (): GroupEffects => ({ deliveries: [], notices: [], changes: [] });
 
 /** Applies group changes through the store under the rules, and says what to publish. */
 export class GroupService {
@@ -82,7 +85,7 @@ export class GroupService {
       return outcome.effects;
     } catch (err) {
       if (!(err instanceof ParleyError)) throw err;
-      return { deliveries: [refusal(event, err)], changes: [] };
+      return { ...noEffects(), deliveries: [refusal(event, err)] };
     }
   }
 }
@@ -119,12 +122,8 @@ function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNot
 
 function effectsOf(notice: GroupNotice): GroupEffects {
   return {
-    deliveries: notice.recipients.map((to): DeliverEvent => ({
-      v: 1,
-      kind: 'deliver',
-      to,
-      frame: notice.frame,
-    })),
+    deliveries: [],
+    notices: [{ frame: notice.frame, recipients: notice.recipients }],
     changes: [
       {
         v: 1,

@@ -52,8 +52,8 @@ describe.each(testDatabases())('group rules on $name', (target) => {
       createdAt: state!.createdAt,
     });
     expect(toGroup((await groups.find('g-create'))!)).toEqual(toGroup(state!));
-    expect(effects.deliveries.map((d) => d.to)).toEqual(['alice', 'bob', 'carol']);
-    expect(effects.deliveries[0].frame).toMatchObject({
+    expect(effects.notices[0].recipients).toEqual(['alice', 'bob', 'carol']);
+    expect(effects.notices[0].frame).toMatchObject({
       type: 'group',
       op: 'create',
       group: 'g-create',
@@ -76,7 +76,7 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     await change('g-idem', 'alice', { op: 'create', name: 'Team', members: ['bob'] });
     const again = await change('g-idem', 'alice', { op: 'create', name: 'Other', members: [] });
     expect(toGroup(again.state!)).toMatchObject({ name: 'Team', members: ['alice', 'bob'] });
-    expect(again.effects.deliveries).toEqual([]);
+    expect(again.effects).toEqual({ deliveries: [], notices: [], changes: [] });
     expect(await refusedWith(change('g-idem', 'bob', { op: 'create', name: 'Mine', members: [] }))).toBe(
       'conflict',
     );
@@ -86,16 +86,16 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     await change('g-add', 'alice', { op: 'create', name: 'T', members: ['bob'] });
     const { state, effects } = await change('g-add', 'bob', { op: 'add', members: ['carol', 'alice'] });
     expect(toGroup(state!).members).toEqual(['alice', 'bob', 'carol']);
-    expect(effects.deliveries.map((d) => d.to)).toEqual(['alice', 'bob', 'carol']);
-    expect(effects.deliveries[0].frame).toMatchObject({ op: 'add', members: ['carol'], by: 'bob' });
+    expect(effects.notices[0].recipients).toEqual(['alice', 'bob', 'carol']);
+    expect(effects.notices[0].frame).toMatchObject({ op: 'add', members: ['carol'], by: 'bob' });
   });
 
   it('lets an admin remove others and tells the removed member too', async () => {
     await change('g-rm', 'alice', { op: 'create', name: 'T', members: ['bob', 'carol'] });
     const { state, effects } = await change('g-rm', 'alice', { op: 'remove', members: ['bob'] });
     expect(toGroup(state!).members).toEqual(['alice', 'carol']);
-    expect(effects.deliveries.map((d) => d.to).sort()).toEqual(['alice', 'bob', 'carol']);
-    expect(effects.deliveries[0].frame).toMatchObject({ op: 'remove', members: ['bob'], by: 'alice' });
+    expect(effects.notices[0].recipients.sort()).toEqual(['alice', 'bob', 'carol']);
+    expect(effects.notices[0].frame).toMatchObject({ op: 'remove', members: ['bob'], by: 'alice' });
     expect(effects.changes[0].members).toEqual(['alice', 'carol']);
   });
 
@@ -110,8 +110,8 @@ describe.each(testDatabases())('group rules on $name', (target) => {
   it('lets a member leave; the last admin leaving hands admin to the longest-standing member', async () => {
     await change('g-leave', 'alice', { op: 'create', name: 'T', members: ['bob', 'carol'] });
     const bobLeft = await change('g-leave', 'bob', { op: 'leave' });
-    expect(bobLeft.effects.deliveries[0].frame).toMatchObject({ op: 'leave', members: ['bob'], by: 'bob' });
-    expect(bobLeft.effects.deliveries.map((d) => d.to).sort()).toEqual(['alice', 'bob', 'carol']);
+    expect(bobLeft.effects.notices[0].frame).toMatchObject({ op: 'leave', members: ['bob'], by: 'bob' });
+    expect(bobLeft.effects.notices[0].recipients.sort()).toEqual(['alice', 'bob', 'carol']);
     const aliceLeft = await change('g-leave', 'alice', { op: 'leave' });
     expect(toGroup(aliceLeft.state!)).toMatchObject({ members: ['carol'], admins: ['carol'] });
   });
@@ -121,8 +121,8 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     const { state, effects } = await change('g-rename', 'bob', { op: 'rename', name: 'New' });
     expect(state!.name).toBe('New');
     expect(state!.updatedAt).toBeGreaterThan(state!.createdAt);
-    expect(effects.deliveries[0].frame).toMatchObject({ op: 'rename', name: 'New', by: 'bob' });
-    expect(effects.deliveries[0].frame).not.toHaveProperty('members');
+    expect(effects.notices[0].frame).toMatchObject({ op: 'rename', name: 'New', by: 'bob' });
+    expect(effects.notices[0].frame).not.toHaveProperty('members');
   });
 
   it('shows non-members nothing: every op on a group they are not in is not_found', async () => {
@@ -171,7 +171,7 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     const replay = await groups.applyCommand(add);
     expect(toGroup((await groups.find('g-pipe'))!).members).toEqual(['alice', 'bob']);
     expect(replay).toEqual(first);
-    expect(first.deliveries[0].frame).toMatchObject({
+    expect(first.notices[0].frame).toMatchObject({
       mid: '~group:alice:c2',
       op: 'add',
       members: ['carol'],
@@ -209,6 +209,7 @@ describe.each(testDatabases())('group rules on $name', (target) => {
           },
         },
       ],
+      notices: [],
       changes: [],
     });
   });
