@@ -49,21 +49,27 @@ function withDiscriminators(node: unknown): unknown {
   if (Array.isArray(node)) return node.map(withDiscriminators);
   if (node === null || typeof node !== 'object') return node;
   const source = node as Record<string, unknown>;
+  // A union of unions is spread into one where that keeps the tags distinct; otherwise (the group
+  // ops inside a client frame union all say `type: "group"`) the inner union stays one branch.
   const flat = Array.isArray(source.anyOf) ? { ...source, anyOf: flattenUnion(source.anyOf) } : source;
+  const spread = flat !== source && TAGS.some((tag) => literalsOf(flat.anyOf as ObjectSchema[], tag));
   const copy: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(flat)) copy[key] = withDiscriminators(value);
+  for (const [key, value] of Object.entries(spread ? flat : source)) copy[key] = withDiscriminators(value);
   if (!Array.isArray(copy.anyOf)) return copy;
   const branches = copy.anyOf as ObjectSchema[];
   for (const tag of TAGS) {
     const literals = literalsOf(branches, tag);
     if (!literals) continue;
     const { anyOf: _anyOf, ...rest } = copy;
-    // Ajv reads the tag from each branch's own `properties`: an intersection gets it spelled there.
+    // Ajv reads the tag from each branch's own `properties`: an intersection or a nested union
+    // gets it spelled there.
     // Ajv ignored defaults under anyOf but fills them in a discriminator's branch: dropped, so a
     // missing field (a deliverable's `chat`) is still refused rather than defaulted.
     const tagged = branches.map((branch, i) =>
       withoutDefaults(
-        branch.allOf ? { ...branch, required: [tag], properties: { [tag]: { const: literals[i] } } } : branch,
+        branch.properties?.[tag]
+          ? branch
+          : { ...branch, required: [tag], properties: { [tag]: { const: literals[i] } } },
       ),
     );
     return { ...rest, type: 'object', oneOf: tagged, discriminator: { propertyName: tag } };
@@ -100,6 +106,8 @@ interface ObjectSchema {
   required?: string[];
   properties?: Record<string, { const?: unknown }>;
   allOf?: ObjectSchema[];
+  anyOf?: ObjectSchema[];
+  oneOf?: ObjectSchema[];
 }
 
 /** Each branch's literal value of `tag`, if every branch requires a distinct one. */
@@ -112,6 +120,12 @@ function literalsOf(branches: ObjectSchema[], tag: string): string[] | undefined
 /** The literal an object schema (or a part of an intersection) requires `tag` to be. */
 function literalOf(schema: ObjectSchema, tag: string): string | undefined {
   if (schema.allOf) return schema.allOf.map((part) => literalOf(part, tag)).find((v) => v !== undefined);
+  const parts = schema.anyOf ?? schema.oneOf;
+  if (parts) {
+    const values = new Set(parts.map((part) => literalOf(part, tag)));
+    const [only] = values;
+    return values.size === 1 ? only : undefined; // a union whose branches all say the same
+  }
   const value = schema.properties?.[tag]?.const;
   const required = schema.type === 'object' && schema.required?.includes(tag);
   return required && typeof value === 'string' ? value : undefined;

@@ -90,6 +90,21 @@ describe('topics and keys', () => {
     });
   });
 
+  it('tells apart a union nested under one tag (the group ops of an inbound frame) by its own tag', () => {
+    const validate = compile(TOPICS.inbound.schema);
+    const inbound = (frame: object) => validate({ v: 1, kind: 'inbound', from: 'alice', sentAt: 1, frame });
+    expect(inbound({ type: 'group', id: 'g1', op: 'leave', group: 'crew' }).ok).toBe(true);
+    expect(inbound({ type: 'typing', to: 'bob', chat: 'direct' }).ok).toBe(true);
+    expect(inbound({ type: 'group', id: 'g1', op: 'explode', group: 'crew' })).toEqual({
+      ok: false,
+      errors: ['frame.op: must be one of "create", "add", "remove", "leave", "rename"'],
+    });
+    expect(inbound({ type: 'nope' })).toEqual({
+      ok: false,
+      errors: ['frame.type: must be one of "message", "ack", "read", "group", "typing"'],
+    });
+  });
+
   it('fills no defaults in a union: a deliverable without its chat is refused, not made direct', () => {
     const validate = compile(TOPICS.delivery.schema);
     const frame = {
