@@ -14,9 +14,9 @@
  * No Kafka broker and no database are involved: membership comes from an in-memory reader.
  */
 import { performance } from 'node:perf_hooks';
-import { DeliveryTopicEvent, deliveriesIn, GroupMessageEvent, TopicSpec, TOPICS } from '@parley/contracts';
+import { DeliveryTopicEvent, GroupMessageEvent, recipientCount, TopicSpec, TOPICS } from '@parley/contracts';
 import {
-  createKeyPartitioner,
+  provisionedPartitioner,
   EventBus,
   MemoryBus,
   SubscribeOptions,
@@ -34,10 +34,9 @@ const GROUP = 'bench-group';
 const members = Array.from({ length: MEMBERS }, (_, i) => `user-${i}`);
 const membership = membershipOf(members);
 const reader: MembershipReader = { membersOf: async () => membership };
-const keyPartitioner = createKeyPartitioner();
-const partitionOf = (key: string) => keyPartitioner(TOPICS.delivery.name, key, TOPICS.delivery.partitions);
+const partitionOf = provisionedPartitioner(TOPICS.delivery);
 const deliveryCount = (events: unknown[]) =>
-  (events as DeliveryTopicEvent[]).reduce((sum, e) => sum + deliveriesIn(e).length, 0);
+  (events as DeliveryTopicEvent[]).reduce((sum, e) => sum + recipientCount(e), 0);
 
 const message = (i: number): GroupMessageEvent => ({
   v: 1,

@@ -6,6 +6,7 @@ import {
   GroupChangedEvent,
   GroupCommandEvent,
   GroupTopicEvent,
+  recipientCount,
   TOPICS,
 } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
@@ -113,7 +114,7 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, coun
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
       batchSize: deps.deliveryBatchSize ?? 500,
-      weigh: (e) => (e.kind === 'deliver-many' ? e.to.length : 1),
+      weigh: recipientCount,
     });
     const commands: GroupCommandEvent[] = [];
     for (const { event } of batch) {
@@ -141,7 +142,7 @@ function routeToMembers(
     return [notMemberError(event)];
   }
   const fanned = fanOutMessage(event, membership, partitionOf);
-  counters.fannedOut.inc(fanned.reduce((sum, e) => sum + e.to.length, 0));
+  counters.fannedOut.inc(fanned.reduce((sum, e) => sum + recipientCount(e), 0));
   return fanned;
 }
 

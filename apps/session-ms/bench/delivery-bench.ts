@@ -20,7 +20,7 @@ import {
   TopicSpec,
   TOPICS,
 } from '@parley/contracts';
-import { createKeyPartitioner, EventBus, MemoryBus, TopicCodec } from '@parley/kafka';
+import { EventBus, MemoryBus, provisionedPartitioner, TopicCodec } from '@parley/kafka';
 import { createMetricsRegistry, silentLogger } from '@parley/service-kit';
 import { Delivery } from '../src/delivery';
 import { GatewayClient, sharingFrames } from '../src/gateway-client';
@@ -57,8 +57,7 @@ function encodingBus(): EventBus {
   };
 }
 
-const keyPartitioner = createKeyPartitioner();
-const partitionOf = (key: string) => keyPartitioner(TOPICS.delivery.name, key, TOPICS.delivery.partitions);
+const partitionOf = provisionedPartitioner(TOPICS.delivery);
 
 function groupMessage(i: number): DeliveryTopicEvent[] {
   const from = SENDERS[i % SENDERS.length]!;

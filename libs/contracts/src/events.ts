@@ -113,6 +113,12 @@ export function deliveriesIn(event: DeliveryTopicEvent): DeliverEvent[] {
   return event.to.map((to) => ({ v: 1, kind: 'deliver', to, frame, ...(ephemeral && { ephemeral }) }));
 }
 
+/** How many users a delivery-topic event delivers to: what `deliveriesIn` would return, uncounted. */
+export function recipientCount(event: DeliveryTopicEvent): number {
+  if (event.kind === 'deliver-many') return event.to.length;
+  return event.kind === 'deliver' ? 1 : 0;
+}
+
 export const AckEvent = event(
   'ack',
   { user: UserId, mids: Type.Array(Mid, { minItems: 1 }), deviceId: Type.Optional(DeviceId), at: Timestamp },

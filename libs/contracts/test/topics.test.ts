@@ -2,6 +2,7 @@ import {
   deliveriesIn,
   deliverToMany,
   MAX_RECIPIENTS_PER_EVENT,
+  recipientCount,
   TOPICS,
   dlqTopic,
   compile,
@@ -171,6 +172,8 @@ describe('deliverToMany and deliveriesIn', () => {
     const single = { v: 1 as const, kind: 'deliver' as const, to: 'bob', frame };
     expect(deliveriesIn(single)).toEqual([single]);
     expect(deliveriesIn({ v: 1, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 })).toEqual([]);
+    expect([event, single].map(recipientCount)).toEqual([2, 1]);
+    expect(recipientCount({ v: 1, kind: 'ack', user: 'bob', mids: ['a:1'], at: 1 })).toBe(0);
   });
 });
 

@@ -8,4 +8,4 @@ export * from './retry';
 export * from './topics';
 export * from './wire';
 export * from './broker';
-export { createKeyPartitioner, type KeyPartitioner } from './packing';
+export { provisionedPartitioner } from './packing';

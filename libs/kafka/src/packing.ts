@@ -1,5 +1,6 @@
 import { PartitionMetadata, Partitioners } from 'kafkajs';
 import { EncodedRecord, HEADER_KIND, HEADER_TRACE, HEADER_VERSION, packRecords } from './codec';
+import type { TopicSpec } from '@parley/contracts';
 
 /** A pack stays well under Kafka's default 1 MiB `message.max.bytes`. */
 export const MAX_PACK_BYTES = 256 * 1024;
@@ -48,6 +49,15 @@ const PACKED_HEADERS = new Set([HEADER_KIND, HEADER_VERSION, HEADER_TRACE]);
 const packable = (record: EncodedRecord) => Object.keys(record.headers).every((h) => PACKED_HEADERS.has(h));
 
 export type KeyPartitioner = (topic: string, key: string, partitionCount: number) => number;
+
+/**
+ * Where a key lands when the topic has the partition count the project provisions it with: what
+ * `EventBus.partitioner` answers on such a topic, for code that runs without a broker (benches).
+ */
+export function provisionedPartitioner<T>(topic: TopicSpec<T>): (key: string) => number {
+  const partitionOf = createKeyPartitioner();
+  return (key) => partitionOf(topic.name, key, topic.partitions);
+}
 
 /**
  * kafkajs's default partitioner for keyed records, remembering the answers: its murmur2 is costly
