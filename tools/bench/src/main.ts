@@ -33,6 +33,7 @@ bench/results/bench-<run>.{html,json}.
                        broker, a Redis; needs Postgres and redis-server) and sample each of them
   --ws URL --rest URL  target a running fleet instead (tokens: --jwt-secret, else POST /v1/dev/token)
   --pid N              sample CPU/RSS of this process (with --ws/--rest)
+  --gateway-metrics URL  the targeted ws-gateway's /metrics (with --ws): its own connection count
   --jwt-secret S       HS256 secret for tokens
   --conns N            1:1 client sockets, in pairs (default 1000; also the fan-out group)
   --idle N             idle sockets for the memory scenario (default 5000 quick, 15000 full; capped by ulimit -n)
@@ -57,6 +58,7 @@ async function main() {
       ws: { type: 'string' },
       rest: { type: 'string' },
       pid: { type: 'string' },
+      'gateway-metrics': { type: 'string' },
       'jwt-secret': { type: 'string' },
       conns: { type: 'string' },
       idle: { type: 'string' },
@@ -139,15 +141,17 @@ async function main() {
   const profileDir = path.join(outDir, 'profiles');
   try {
     if (values.ws) {
-      if (!values.rest) throw new Error('--ws needs --rest (groups are created through REST)');
-      restUrl = values.rest.replace(/\/$/, '');
       const secret = values['jwt-secret'];
+      if (!values.rest && (!secret || only.has('fanout') || only.has('offline')))
+        throw new Error('--ws needs --rest (tokens without --jwt-secret, and groups, come through REST)');
+      restUrl = (values.rest ?? '').replace(/\/$/, '');
       fleetTarget = {
         name: 'fleet',
         wsUrl: values.ws,
         token: secret ? (u) => issueToken(secret, u) : (u) => devToken(restUrl, u),
       };
       if (values.pid) sampler = new ProcSampler(Number(values.pid));
+      gatewayMetricsUrl = values['gateway-metrics'];
       report.fleet.where = `external fleet at ${values.ws}${values.pid ? `, sampling pid ${values.pid}` : ', no process sampled (give --pid)'}`;
     } else if (values.processes) {
       log(
@@ -213,19 +217,23 @@ async function main() {
       ackEveryMs: settings.ackEveryMs,
       ackAccepted: settings.ackAccepted,
     });
-    log(`connecting ${conns} client sockets to the fleet...`);
-    const tc = Date.now();
-    await pool.connect(pairs(`b${tag}f`, conns));
-    log(`  connected in ${Date.now() - tc} ms`);
-    // Warm-up (JIT, consumer groups, session registry): not recorded.
-    await runStep(pool, {
-      scenario: 'warm-up',
-      rate: 500,
-      durationMs: 2000,
-      graceMs: 3000,
-      criteria: settings.criteria,
-    });
-    await drain(pool, 500, 5000);
+    // The idle scenario opens sockets of its own: alone, it needs neither the pool nor a warm-up
+    // (nor a fleet that delivers: a lone ws-gateway and a broker will do).
+    if (['ramp', 'half', 'fanout', 'offline'].some((scenario) => only.has(scenario))) {
+      log(`connecting ${conns} client sockets to the fleet...`);
+      const tc = Date.now();
+      await pool.connect(pairs(`b${tag}f`, conns));
+      log(`  connected in ${Date.now() - tc} ms`);
+      // Warm-up (JIT, consumer groups, session registry): not recorded.
+      await runStep(pool, {
+        scenario: 'warm-up',
+        rate: 500,
+        durationMs: 2000,
+        graceMs: 3000,
+        criteria: settings.criteria,
+      });
+      await drain(pool, 500, 5000);
+    }
 
     if (only.has('ramp')) {
       log('fleet 1:1 ramp:');
@@ -282,8 +290,10 @@ async function main() {
       const limit = Math.min(openFilesLimit('self'), openFilesLimit(idleSampler.pids[0]));
       const n = Math.min(settings.idle, limit - conns - 1000);
       const note =
-        `${n} idle authenticated sockets from 127.0.0.2-9; RSS of ${gatewaySampler ? 'the ws-gateway process' : 'the whole fleet process (gateway + session registry + everything else in it)'}, after a settle. ` +
-        `100k is projected linearly from this (RSS before + 100,000 × per connection), not measured` +
+        `${n} idle authenticated sockets from 127.0.0.2-9; RSS of ${gatewaySampler || values.pid ? 'the ws-gateway process' : 'the whole fleet process (gateway + session registry + everything else in it)'}, after a settle. ` +
+        (n >= 100_000
+          ? '100k measured'
+          : '100k is projected linearly from this (RSS before + 100,000 × per connection), not measured') +
         (n < settings.idle
           ? `; capped from ${settings.idle} by the open-files limit (ulimit -n = ${limit}, hard limit not raisable here)`
           : '');

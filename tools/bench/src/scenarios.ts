@@ -402,11 +402,12 @@ export async function runIdle(
     bytesPerConnection: Math.round(per),
     projected100kMiB: Math.round((rss0 + 100_000 * per) / 1048576),
     gatewayConnections: gw,
-    note: opts.note + (firstError ? ` First connect error: ${firstError}` : ''),
+    note: opts.note + (firstError ? `. ${failed} failed to connect, the first with: ${firstError}` : ''),
   };
   opts.log(
     `  [${target.name}] idle: ${result.connected}/${opts.n} connected in ${connectMs} ms, RSS ${result.rssBeforeMiB} -> ${result.rssAfterMiB} MiB, ` +
-      `${(per / 1024).toFixed(1)} KiB/connection, projected 100k: ${result.projected100kMiB} MiB`,
+      `${(per / 1024).toFixed(1)} KiB/connection, projected 100k: ${result.projected100kMiB} MiB` +
+      (firstError ? `; ${failed} failed, the first with: ${firstError}` : ''),
   );
   await closeSockets(sockets);
   return result;

@@ -1,0 +1,58 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from '../../../apps/launcher/src/ports';
+import { bundleBench } from '../src/bundle';
+
+/**
+ * The idle-connection run for a machine with Node alone: the bundles are built into a folder
+ * outside the repository (no node_modules to fall back on), and the device script drives them end
+ * to end with a few hundred sockets: broker, one ws-gateway process, the bench's idle scenario.
+ */
+describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-bundle-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('measures the memory of idle sockets on one ws-gateway process, from the bundles alone', async () => {
+    const bundles = await bundleBench(path.join(dir, 'bundle'));
+    expect(bundles.map((file) => path.basename(file))).toEqual(['bench.js', 'broker.js', 'ws-gateway.js']);
+
+    const out = path.join(dir, 'out');
+    const run = spawnSync(
+      'bash',
+      [
+        path.resolve(__dirname, '../device/idle-gateway.sh'),
+        process.execPath,
+        path.join(dir, 'bundle'),
+        out,
+        '300',
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 120_000,
+        env: {
+          ...process.env,
+          BROKER_PORT: String(await freePort()),
+          WS_PORT: String(await freePort()),
+          INTERNAL_PORT: String(await freePort()),
+        },
+      },
+    );
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    const reportFile = readdirSync(out).find((name) => name.endsWith('.json'));
+    const report = JSON.parse(readFileSync(path.join(out, reportFile!), 'utf8'));
+    expect(report.fleet.idle).toMatchObject({
+      requested: 300,
+      connected: 300,
+      failed: 0,
+      gatewayConnections: 300,
+      sampled: 'gateway',
+    });
+    // The sampled pid is the gateway's Node process itself, not a shell that started it.
+    expect(report.fleet.idle.rssBeforeMiB).toBeGreaterThan(30);
+    expect(Number.isFinite(report.fleet.idle.bytesPerConnection)).toBe(true);
+    expect(report.fleet.where).toContain('sampling pid');
+  }, 150_000);
+});
