@@ -57,5 +57,7 @@ export async function buildEmbeddedGateway(data: EmbeddedGatewayData): Promise<S
  * second core: see docs/benchmarks.md.
  */
 export function embeddedGatewayOnThread(data: EmbeddedGatewayData): ThreadService {
-  return threadService('ws-gateway', path.join(__dirname, 'embedded-gateway.thread.ts'), data);
+  // Beside this module: the .ts source, or, in a bundle, the thread's own bundle.
+  const entry = path.join(__dirname, `embedded-gateway.thread${path.extname(__filename)}`);
+  return threadService('ws-gateway', entry, data);
 }

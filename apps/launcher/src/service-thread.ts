@@ -17,7 +17,7 @@ export interface ThreadService extends Service {
 
 /**
  * A service that runs on a worker thread of its own, so that a fleet in one process can use a
- * second core. `entry` is a TypeScript module that calls `serveOnThisThread`; `data` (anything
+ * second core. `entry` is a module (TypeScript, or a bundle's JavaScript) that calls `serveOnThisThread`; `data` (anything
  * structured-cloneable) is what it builds the service from. `start()` resolves once the service
  * has started there, and `stop()` stops it as the service itself stops, then ends the thread.
  *
@@ -35,8 +35,11 @@ export function threadService(
     ((err: Error) => {
       throw err;
     });
-  // The entry is TypeScript: the thread registers tsx itself, so this works under Jest as well.
-  const boot = `require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(entry)});`;
+  // A TypeScript entry: the thread registers tsx itself, so this works under Jest as well. A
+  // JavaScript one is a bundle (tools/bench/src/bundle.ts), loaded as it is.
+  const boot = entry.endsWith('.ts')
+    ? `require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(entry)});`
+    : `require(${JSON.stringify(entry)});`;
   let worker: Worker | undefined;
   let exited = false;
   let stopping: Promise<void> | undefined;

@@ -1,3 +1,4 @@
+import { copyFileSync, cpSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { build } from 'esbuild';
 
@@ -11,9 +12,23 @@ import { build } from 'esbuild';
  */
 export const BENCH_BUNDLES = {
   bench: 'tools/bench/src/main.ts',
+  // What the bench spawns (proc.ts runs a bundle's siblings) and what they start.
+  'fleet-child': 'tools/bench/src/fleet-child.ts',
+  'embedded-gateway.thread': 'apps/launcher/src/embedded-gateway.thread.ts',
+  relay: 'tools/bench/src/relay.ts',
   broker: 'libs/kafka/src/broker/cli.ts',
   'ws-gateway': 'apps/ws-gateway/src/main.ts',
 };
+
+/** PGlite reads its .wasm and .data beside its own module: it stays a package, with just these files. */
+const PGLITE = '@electric-sql/pglite';
+const PGLITE_FILES = [
+  'package.json',
+  'dist/index.cjs',
+  'dist/pglite.wasm',
+  'dist/pglite.data',
+  'dist/initdb.wasm',
+];
 
 export async function bundleBench(outdir: string): Promise<string[]> {
   const root = path.resolve(__dirname, '../../..');
@@ -25,11 +40,21 @@ export async function bundleBench(outdir: string): Promise<string[]> {
     target: 'node20',
     format: 'cjs',
     // ws's optional native helpers: it falls back to JavaScript when they are missing.
-    external: ['bufferutil', 'utf-8-validate'],
+    // tsx: only the TypeScript path of the launcher's service threads asks for it.
+    external: ['bufferutil', 'utf-8-validate', 'tsx', PGLITE],
     tsconfig: 'tsconfig.base.json',
     outdir,
     logLevel: 'warning',
   });
+  const pglite = path.resolve(path.dirname(require.resolve(PGLITE)), '..');
+  for (const file of PGLITE_FILES) {
+    const target = path.join(outdir, 'node_modules', PGLITE, file);
+    mkdirSync(path.dirname(target), { recursive: true });
+    copyFileSync(path.join(pglite, file), target);
+  }
+  // @fastify/swagger-ui, inlined, reads its static folder beside the module it became part of.
+  const swaggerUi = path.dirname(require.resolve('@fastify/swagger-ui'));
+  cpSync(path.join(swaggerUi, 'static'), path.join(outdir, 'static'), { recursive: true });
   return Object.keys(BENCH_BUNDLES).map((name) => path.join(outdir, `${name}.js`));
 }
 

@@ -47,6 +47,8 @@ bench/results/bench-<run>.{html,json}.
   --cpu-prof           run the fleet under node --cpu-prof (profiles in bench/results/profiles)
   --alloc-prof         sample what the fleet's main thread allocates, garbage included
                        (bench/results/profiles/alloc-<run>.heapprofile; summarize with alloc-top.ts)
+  --service-cpus LIST  run the fleet and the relay on these cores only (taskset -c, e.g. 0,1: a
+                       2-core service on a bigger machine; run the bench itself on the others)
   --out DIR            results directory (default bench/results)
 `;
 
@@ -71,6 +73,7 @@ async function main() {
       'cpu-prof': { type: 'boolean', default: false },
       'alloc-prof': { type: 'boolean', default: false },
       'ack-accepted': { type: 'boolean', default: false },
+      'service-cpus': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -159,6 +162,7 @@ async function main() {
       );
       fleetChild = await spawnTs('tools/reliability/src/start-process-fleet.ts', 'PROCESS_FLEET', {
         timeoutMs: 180_000,
+        cpus: values['service-cpus'],
       });
       const ready = fleetChild.ready as {
         ws: string;
@@ -188,6 +192,7 @@ async function main() {
         ],
         env: values['alloc-prof'] ? { BENCH_ALLOC_PROFILE: allocProfile } : {},
         timeoutMs: 90_000,
+        cpus: values['service-cpus'],
       });
       if (values['alloc-prof']) notes.push(`fleet allocation profile (main thread): ${allocProfile}`);
       const ready = fleetChild.ready as {
@@ -391,7 +396,10 @@ async function main() {
   // ---------------- the relay ----------------
   if (only.has('relay')) {
     log('starting the raw ws relay (its own process)...');
-    const relay = await spawnTs('tools/bench/src/relay.ts', 'RELAY_READY', { timeoutMs: 30_000 });
+    const relay = await spawnTs('tools/bench/src/relay.ts', 'RELAY_READY', {
+      timeoutMs: 30_000,
+      cpus: values['service-cpus'],
+    });
     try {
       const relaySampler = new ProcSampler(relay.pid);
       const target: Target = {
@@ -473,7 +481,7 @@ async function main() {
   );
   if (genBound.length > 0)
     notes.push(
-      `load generator near one full core (${genBound.map((s) => `${s.target}@${s.offered}: ${s.generatorCpu}`).join(', ')}): the 2-core box is shared by the service and the clients, so the failing step may be client-bound, which understates the ceiling (mostly the relay's)`,
+      `load generator near one full core (${genBound.map((s) => `${s.target}@${s.offered}: ${s.generatorCpu}`).join(', ')}): ${values['service-cpus'] ? 'its one thread' : 'the 2-core box is shared by the service and the clients, so the failing step'} may be client-bound, which understates the ceiling (mostly the relay's)`,
     );
   notes.push(
     `sustainable = delivered within the step's window >= ${settings.criteria.minDeliveredRatio * 100}% of sent and p99 <= ${settings.criteria.maxP99Ms} ms; delivered/s counts message frames (not receipts, not duplicates) received during the window`,
@@ -481,6 +489,10 @@ async function main() {
   notes.push(
     `clients ack every deliverable, batched every ${settings.ackEveryMs} ms per socket; the fleet's per-connection rate limit (200/s, burst 400 in startFleet) is respected by spreading load over ${conns} sockets (${conns / 2} pairs, each user sends to its partner)`,
   );
+  if (values['service-cpus'])
+    notes.push(
+      `the fleet and the relay ran on cores ${values['service-cpus']} alone (taskset); the load generator on the cores it was given`,
+    );
   notes.push(
     `machine load average (1 min) at start ${load0.toFixed(2)}, at end ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work on this box skews every figure`,
   );

@@ -56,18 +56,30 @@ export interface Child {
 /**
  * Spawns a TypeScript entry point under Node + tsx in its own process, with the file-descriptor
  * soft limit raised to the hard limit (`ulimit -n`), and waits for its `<MARKER> {json}` line.
- * `exec` keeps the pid: it is the Node process itself, which the sampler then reads.
+ * `exec` keeps the pid: it is the Node process itself, which the sampler then reads. Where this
+ * module runs from a bundle (tools/bench/src/bundle.ts), the entry's own bundle beside it runs
+ * instead, under Node alone.
  */
 export function spawnTs(
   entry: string,
   marker: string,
-  options: { nodeArgs?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+  options: {
+    nodeArgs?: string[];
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    /** Run it on these cores only (`taskset -c`), e.g. "0,1": a 2-core service on a bigger machine. */
+    cpus?: string;
+  } = {},
 ): Promise<Child> {
-  const root = path.resolve(__dirname, '../../..');
-  const args = [...(options.nodeArgs ?? []), '--import', 'tsx', entry];
+  const bundled = !__filename.endsWith('.ts');
+  const root = bundled ? __dirname : path.resolve(__dirname, '../../..');
+  const args = bundled
+    ? [...(options.nodeArgs ?? []), path.join(__dirname, `${path.basename(entry, '.ts')}.js`)]
+    : [...(options.nodeArgs ?? []), '--import', 'tsx', entry];
+  const command = options.cpus ? ['taskset', '-c', options.cpus, process.execPath] : [process.execPath];
   const proc = spawn(
     'sh',
-    ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...args],
+    ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', ...command, ...args],
     {
       cwd: root,
       env: { ...process.env, ...options.env },
