@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +16,14 @@ describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
 
   it('measures the memory of idle sockets on one ws-gateway process, from the bundles alone', async () => {
     const bundles = await bundleBench(path.join(dir, 'bundle'));
-    expect(bundles.map((file) => path.basename(file))).toEqual(['bench.js', 'broker.js', 'ws-gateway.js']);
+    expect(bundles.map((file) => path.basename(file)).sort()).toEqual([
+      'bench.js',
+      'broker.js',
+      'embedded-gateway.thread.js',
+      'fleet-child.js',
+      'relay.js',
+      'ws-gateway.js',
+    ]);
 
     const out = path.join(dir, 'out');
     const run = spawnSync(
@@ -55,4 +62,32 @@ describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
     expect(Number.isFinite(report.fleet.idle.bytesPerConnection)).toBe(true);
     expect(report.fleet.where).toContain('sampling pid');
   }, 150_000);
+
+  // Runs after the first test, which built the bundles.
+  it('starts the one-process fleet from its bundle: PGlite from its copied files, the gateway on its thread', async () => {
+    const child = spawn(process.execPath, [path.join(dir, 'bundle', 'fleet-child.js')], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const ready = await new Promise<{ urls: { ws: string; rest: string } }>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const line = /^FLEET_READY (.*)$/m.exec(out);
+        if (line) resolve(JSON.parse(line[1]!));
+      });
+      child.once('exit', (code) => reject(new Error(`fleet-child exited with ${code}: ${stderr}`)));
+    });
+    try {
+      const response = await fetch(`${ready.urls.rest}/readyz`);
+      expect(response.status).toBe(200);
+      expect(ready.urls.ws).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/v1\/ws$/);
+    } finally {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+  }, 60_000);
 });
