@@ -43,6 +43,7 @@ import {
   CLOSE_POLICY,
   CLOSE_RATE_LIMITED,
   ConnectionRegistry,
+  GatewaySocket,
 } from './connections';
 import { TokenBucket } from './token-bucket';
 
@@ -143,6 +144,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   });
   requireInternalSecret(internal, deps.internalSecret, '/send');
   const wss = new WebSocketServer({
+    WebSocket: GatewaySocket,
     noServer: true,
     maxPayload: settings.maxFrameBytes,
     perMessageDeflate: false,
@@ -241,8 +243,23 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
   };
 
+  // The listeners of every socket: `this` is the socket, carrying its connection (GatewaySocket).
+  function onSocketMessage(this: GatewaySocket, data: WebSocket.RawData, isBinary: boolean) {
+    void onFrame(this.connection!, data, isBinary);
+  }
+  function onSocketPong(this: GatewaySocket) {
+    this.connection!.alive = true;
+  }
+  function onSocketError(this: GatewaySocket, err: Error) {
+    logger.debug({ err, user: this.connection!.user }, 'socket error');
+  }
+  function onSocketClose(this: GatewaySocket) {
+    registry.remove(this.connection!);
+    void publishConnection('connection-down', this.connection!);
+  }
+
   const onConnection = (
-    socket: WebSocket,
+    socket: GatewaySocket,
     transport: Duplex,
     identity: Identity,
     deviceId: string | undefined,
@@ -264,13 +281,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       transport,
     );
     registry.add(conn);
-    socket.on('message', (data, isBinary) => void onFrame(conn, data, isBinary));
-    socket.on('pong', () => (conn.alive = true));
-    socket.on('error', (err) => logger.debug({ err, user: conn.user }, 'socket error'));
-    socket.on('close', () => {
-      registry.remove(conn);
-      void publishConnection('connection-down', conn);
-    });
+    socket.connection = conn;
+    socket.on('message', onSocketMessage);
+    socket.on('pong', onSocketPong);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
     send(
       conn,
       deviceId
@@ -281,7 +296,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   };
 
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => undefined);
+    socket.on('error', ignore);
     try {
       const url = new URL(request.url ?? '/', 'http://gateway');
       if (url.pathname !== '/v1/ws')
@@ -336,7 +351,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
           }
           if (!delivery.connIds || conns.length === delivery.connIds.length) return { written };
           const held = new Set(conns.map((conn) => conn.id));
-          return { written, missing: delivery.connIds.filter((id) => !held.has(id)) };
+          const missing = delivery.connIds.filter((id) => !held.has(id));
+          return missing.length > 0 ? { written, missing } : { written };
         });
       } finally {
         for (const conn of corked) conn.uncork();
@@ -463,3 +479,6 @@ function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
     }),
   };
 }
+
+/** Errors of a socket not (yet) a WebSocket: the upgrade's own handling answers or drops it. */
+function ignore(): void {}

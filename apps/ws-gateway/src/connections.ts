@@ -1,11 +1,19 @@
 import type { Duplex } from 'node:stream';
-import type WebSocket from 'ws';
+import WebSocket from 'ws';
 import { TokenBucket } from './token-bucket';
 
 export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_POLICY = 1008;
 export const CLOSE_TOO_LARGE = 1009;
 export const CLOSE_RATE_LIMITED = 4029;
+
+/**
+ * ws's WebSocket carrying its connection, so that one set of listeners, reading it from `this`,
+ * serves every socket: listeners closed over each connection cost an idle socket about 250 bytes.
+ */
+export class GatewaySocket extends WebSocket {
+  connection?: ClientConnection;
+}
 
 /** One authenticated socket. Counts its own unsent bytes (ws's bufferedAmount stays 0 until the kernel buffer fills). */
 export class ClientConnection {
@@ -56,9 +64,13 @@ export class ClientConnection {
   }
 }
 
-/** Which sockets this gateway holds, by user and by connection id. */
+/**
+ * Which sockets this gateway holds, by user and by connection id. Most users hold one socket, so a
+ * user maps to that connection itself, and to an array only while they hold several: a Map per
+ * user would cost about 260 bytes of every idle socket.
+ */
 export class ConnectionRegistry {
-  private readonly byUser = new Map<string, Map<string, ClientConnection>>();
+  private readonly byUser = new Map<string, ClientConnection | ClientConnection[]>();
   private count = 0;
 
   /** Read on every upgrade (the connection limit): kept, not counted. */
@@ -67,27 +79,35 @@ export class ConnectionRegistry {
   }
 
   add(conn: ClientConnection): void {
-    const conns = this.byUser.get(conn.user) ?? new Map<string, ClientConnection>();
-    if (!conns.has(conn.id)) this.count++;
-    conns.set(conn.id, conn);
-    this.byUser.set(conn.user, conns);
+    const held = this.byUser.get(conn.user);
+    const others = listOf(held).filter((c) => c.id !== conn.id);
+    if (others.length === listOf(held).length) this.count++;
+    this.byUser.set(conn.user, others.length === 0 ? conn : [...others, conn]);
   }
 
   remove(conn: ClientConnection): void {
-    const conns = this.byUser.get(conn.user);
-    if (conns?.delete(conn.id)) this.count--;
-    if (conns?.size === 0) this.byUser.delete(conn.user);
+    const held = listOf(this.byUser.get(conn.user));
+    const rest = held.filter((c) => c.id !== conn.id);
+    if (rest.length === held.length) return;
+    this.count--;
+    if (rest.length === 0) this.byUser.delete(conn.user);
+    else this.byUser.set(conn.user, rest.length === 1 ? rest[0]! : rest);
   }
 
   /** The user's sockets, or only those among `connIds`. */
   of(user: string, connIds?: string[]): ClientConnection[] {
-    const conns = this.byUser.get(user);
-    if (!conns) return [];
-    if (!connIds) return [...conns.values()];
-    return connIds.map((id) => conns.get(id)).filter((c): c is ClientConnection => c !== undefined);
+    const held = listOf(this.byUser.get(user));
+    if (!connIds) return held;
+    return held.filter((c) => connIds.includes(c.id));
   }
 
   *all(): IterableIterator<ClientConnection> {
-    for (const conns of this.byUser.values()) yield* conns.values();
+    for (const held of this.byUser.values()) yield* listOf(held);
   }
+}
+
+/** A fresh array: callers may keep it while the registry changes. */
+function listOf(held: ClientConnection | ClientConnection[] | undefined): ClientConnection[] {
+  if (held === undefined) return [];
+  return Array.isArray(held) ? [...held] : [held];
 }
