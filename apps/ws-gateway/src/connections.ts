@@ -79,9 +79,9 @@ export class ConnectionRegistry {
   }
 
   add(conn: ClientConnection): void {
-    const held = this.byUser.get(conn.user);
-    const others = listOf(held).filter((c) => c.id !== conn.id);
-    if (others.length === listOf(held).length) this.count++;
+    const held = listOf(this.byUser.get(conn.user));
+    const others = held.filter((c) => c.id !== conn.id);
+    if (others.length === held.length) this.count++;
     this.byUser.set(conn.user, others.length === 0 ? conn : [...others, conn]);
   }
 
