@@ -58,17 +58,19 @@ export function targetsOf(r: BenchReport): BenchReport['targets'] {
     met: f ? f.deliveriesPerS >= 50_000 : undefined,
   });
   const i = r.fleet.idle;
+  // Held open, 100,000 sockets are measured; fewer (the open-files limit) are projected.
+  const idleMiB = i && i.connected >= 100_000 ? i.rssAfterMiB : i?.projected100kMiB;
   out.push({
     name: '100k idle connections, one gateway process',
     target: '< 1024 MiB RSS',
     measured: i
-      ? `${i.projected100kMiB} MiB projected from ${i.connected} (${(i.bytesPerConnection / 1024).toFixed(1)} KiB each)` +
+      ? `${idleMiB} MiB ${i.connected >= 100_000 ? 'measured with' : 'projected from'} ${i.connected} (${(i.bytesPerConnection / 1024).toFixed(1)} KiB each)` +
         (i.sampled === 'fleet'
-          ? ' in the whole one-process fleet; --processes measures the gateway alone'
+          ? ' in the whole one-process fleet; --processes or tools/bench/device/idle-gateway.sh measure the gateway alone'
           : '')
       : 'n/a',
     // The one-process fleet's RSS holds every service: no verdict on a target about the gateway alone.
-    met: i && i.sampled !== 'fleet' ? i.projected100kMiB < 1024 : undefined,
+    met: i && i.sampled !== 'fleet' ? idleMiB! < 1024 : undefined,
   });
   return out;
 }
