@@ -24,9 +24,10 @@ secret=bench-idle-secret-0123456789abcdef0123
 # Runs "$@" on the given cores; exec keeps the pid of a background job that of the Node process.
 pin() { if command -v taskset >/dev/null && [ "$(nproc)" -gt 2 ]; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 pids=()
+# The jobs are disowned as they start, so the shell never reports them killed; this waits itself.
 cleanup() {
   kill -9 "${pids[@]}" 2>/dev/null || true # nothing here is worth a graceful stop
-  wait 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -49,12 +50,14 @@ done
 
 (pin 0,1 "$node" "$bundle/broker.js" --port $broker_port --data "$work/kafka" --fsync never >"$out/broker.log" 2>&1) &
 pids+=($!)
+disown
 for _ in $(seq 60); do grep -q 'kafka broker ready' "$out/broker.log" && break; sleep 0.5; done
 
 (pin 0,1 env JWT_SECRET=$secret KAFKA_BROKERS=127.0.0.1:$broker_port HOST=127.0.0.1 PORT=$ws_port INTERNAL_PORT=$internal_port \
   MAX_CONNECTIONS=$((n + 10000)) LOG_LEVEL=warn "$node" "$bundle/ws-gateway.js" >"$out/ws-gateway.log" 2>&1) &
 gateway=$!
 pids+=("$gateway")
+disown
 wait_ready http://127.0.0.1:$internal_port/readyz "$gateway" ws-gateway
 
 clients=$([ "$(nproc)" -gt 2 ] && echo "2-$(($(nproc) - 1))" || echo 0-1)

@@ -1,6 +1,7 @@
 import { copyFileSync, cpSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { build } from 'esbuild';
+import { BENCH_BUNDLES } from './bundles';
 
 /**
  * `npx tsx tools/bench/src/bundle.ts [outdir]` (default dist/bench): the benchmark client, the
@@ -10,15 +11,6 @@ import { build } from 'esbuild';
  * a developer box has. Unlike the image's bundles (tools/deploy-check/bundle.mjs), nothing stays
  * external: none of these three entry points loads an npm package that reads files beside itself.
  */
-export const BENCH_BUNDLES = {
-  bench: 'tools/bench/src/main.ts',
-  // What the bench spawns (proc.ts runs a bundle's siblings) and what they start.
-  'fleet-child': 'tools/bench/src/fleet-child.ts',
-  'embedded-gateway.thread': 'apps/launcher/src/embedded-gateway.thread.ts',
-  relay: 'tools/bench/src/relay.ts',
-  broker: 'libs/kafka/src/broker/cli.ts',
-  'ws-gateway': 'apps/ws-gateway/src/main.ts',
-};
 
 /** PGlite reads its .wasm and .data beside its own module: it stays a package, with just these files. */
 const PGLITE = '@electric-sql/pglite';

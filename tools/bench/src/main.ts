@@ -4,8 +4,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { issueToken } from '@parley/service-kit';
 import { ClientPool, type Target } from './clients';
-import { openFilesLimit, ProcSampler, spawnTs, type Child } from './proc';
+import { openFilesLimit, ProcSampler, RUNS_FROM_BUNDLE, spawnTs, type Child } from './proc';
 import { html, table, targetsOf, type BenchReport } from './report';
+import { startStandaloneGateway } from './standalone-gateway';
 import {
   counterDeltas,
   drain,
@@ -36,7 +37,8 @@ bench/results/bench-<run>.{html,json}.
   --gateway-metrics URL  the targeted ws-gateway's /metrics (with --ws): its own connection count
   --jwt-secret S       HS256 secret for tokens
   --conns N            1:1 client sockets, in pairs (default 1000; also the fan-out group)
-  --idle N             idle sockets for the memory scenario (default 5000 quick, 15000 full; capped by ulimit -n)
+  --idle N             idle sockets for the memory scenario (default 5000 quick, 15000 full; capped by ulimit -n),
+                       held by a ws-gateway process of its own that joins the fleet's broker
   --body-bytes N       padding in each message body (default 64)
   --step-ms N          duration of a ramp step (default 3000 quick, 8000 full)
   --p99-ms N           sustainable bound on p99 (default ${DEFAULT_CRITERIA.maxP99Ms})
@@ -141,6 +143,8 @@ async function main() {
   let restUrl: string;
   let metricsUrls: string[] = [];
   let persistenceMetricsUrl: string | undefined;
+  /** In the default mode: the broker and token secret a standalone ws-gateway joins. */
+  let oneProcessFleet: { kafka: string; jwtSecret: string } | undefined;
   const profileDir = path.join(outDir, 'profiles');
   try {
     if (values.ws) {
@@ -196,7 +200,7 @@ async function main() {
       });
       if (values['alloc-prof']) notes.push(`fleet allocation profile (main thread): ${allocProfile}`);
       const ready = fleetChild.ready as {
-        urls: { ws: string; rest: string };
+        urls: { ws: string; rest: string; kafka: string };
         ports: { wsGatewayInternal: number };
         jwtSecret: string;
         startMs: number;
@@ -211,6 +215,7 @@ async function main() {
         .filter(([name]) => name !== 'broker' && name !== 'wsGateway')
         .map(([, port]) => `http://127.0.0.1:${port}/metrics`);
       fleetTarget = { name: 'fleet', wsUrl: ready.urls.ws, token: (u) => issueToken(ready.jwtSecret, u) };
+      oneProcessFleet = { kafka: ready.urls.kafka, jwtSecret: ready.jwtSecret };
       report.fleet.startMs = ready.startMs;
       report.fleet.where =
         "all services, the embedded Kafka-protocol broker and PGlite run in ONE child process (startFleet), the ws-gateway on a worker thread of its own: CPU and RSS are that process's (all its threads), not per service";
@@ -290,35 +295,62 @@ async function main() {
       log(formatStep(report.fleet.half));
       await drain(pool, 1000, 10_000);
     }
-    const idleSampler = gatewaySampler ?? sampler;
-    if (only.has('idle') && idleSampler) {
-      const limit = Math.min(openFilesLimit('self'), openFilesLimit(idleSampler.pids[0]));
-      const n = Math.min(settings.idle, limit - conns - 1000);
-      const note =
-        `${n} idle authenticated sockets from 127.0.0.2-9; RSS of ${gatewaySampler || values.pid ? 'the ws-gateway process' : 'the whole fleet process (gateway + session registry + everything else in it)'}, after a settle. ` +
-        (n >= 100_000
-          ? '100k measured'
-          : '100k is projected linearly from this (RSS before + 100,000 × per connection), not measured') +
-        (n < settings.idle
-          ? `; capped from ${settings.idle} by the open-files limit (ulimit -n = ${limit}, hard limit not raisable here)`
-          : '');
-      log(`fleet idle connections (${n}):`);
-      report.fleet.idle = await runIdle(fleetTarget, {
-        n,
-        startIndex: conns,
-        runId: tag,
-        sampler: idleSampler,
-        gatewayConnections: gatewayMetricsUrl
-          ? () => scrape(gatewayMetricsUrl!, 'parley_ws_connections')
-          : undefined,
-        settleMs: quick ? 2000 : 4000,
-        gc: requestGc,
-        note,
-        log,
-      });
-      report.fleet.idle.sampled = gatewaySampler || values.pid ? 'gateway' : 'fleet';
-    } else if (only.has('idle'))
-      notes.push('idle scenario skipped: no process to sample (give --pid with --ws/--rest)');
+    if (only.has('idle')) {
+      // The target's subject is one gateway process, and the one-process fleet's RSS holds every
+      // service: there, a ws-gateway process of its own joins the fleet's broker for this scenario.
+      const standalone = oneProcessFleet
+        ? await startStandaloneGateway({
+            ...oneProcessFleet,
+            maxConnections: settings.idle + 10_000,
+            cpus: values['service-cpus'],
+          }).catch((err: Error) => {
+            notes.push(
+              `no standalone ws-gateway for the idle scenario (${err.message.split('\n')[0]}): the whole fleet was sampled`,
+            );
+            return undefined;
+          })
+        : undefined;
+      try {
+        const idleSampler = standalone ? new ProcSampler(standalone.child.pid) : (gatewaySampler ?? sampler);
+        const onGateway = Boolean(standalone || gatewaySampler || values.pid);
+        const subject = standalone
+          ? `a ws-gateway process of its own (apps/ws-gateway/src/main.ts) on the fleet's broker${RUNS_FROM_BUNDLE ? '' : ', under tsx (its RSS starts about 25 MiB above a bundle’s)'}`
+          : onGateway
+            ? 'the ws-gateway process'
+            : 'the whole fleet process (gateway + session registry + everything else in it)';
+        if (idleSampler) {
+          const limit = Math.min(openFilesLimit('self'), openFilesLimit(idleSampler.pids[0]));
+          const n = Math.min(settings.idle, limit - conns - 1000);
+          const note =
+            `${n} idle authenticated sockets from 127.0.0.2-9; RSS of ${subject}, after a settle. ` +
+            (n >= 100_000
+              ? '100k measured'
+              : '100k is projected linearly from this (RSS before + 100,000 × per connection), not measured') +
+            (n < settings.idle
+              ? `; capped from ${settings.idle} by the open-files limit (ulimit -n = ${limit}, hard limit not raisable here)`
+              : '');
+          log(`fleet idle connections (${n}):`);
+          const metricsUrl = standalone?.metricsUrl ?? gatewayMetricsUrl;
+          report.fleet.idle = await runIdle(
+            standalone ? { ...fleetTarget, wsUrl: standalone.wsUrl } : fleetTarget,
+            {
+              n,
+              startIndex: conns,
+              runId: tag,
+              sampler: idleSampler,
+              gatewayConnections: metricsUrl ? () => scrape(metricsUrl, 'parley_ws_connections') : undefined,
+              settleMs: quick ? 2000 : 4000,
+              gc: standalone ? undefined : requestGc,
+              note,
+              log,
+            },
+          );
+          report.fleet.idle.sampled = onGateway ? 'gateway' : 'fleet';
+        } else notes.push('idle scenario skipped: no process to sample (give --pid with --ws/--rest)');
+      } finally {
+        await standalone?.child.stop();
+      }
+    }
     const createGroup = async (group: string, owner: string, others: string[]) => {
       const response = await fetch(`${restUrl}/v1/groups`, {
         method: 'POST',

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { bundleOf } from './bundles';
 import { parseProcStat, parseRss } from './stats';
 
 /** CPU and RSS of a process, or the sum over several, through /proc (Linux). */
@@ -45,6 +46,9 @@ export class ProcSampler {
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
 
+/** Whether the bench runs from its bundles (tools/bench/src/bundle.ts), not under tsx. */
+export const RUNS_FROM_BUNDLE = !__filename.endsWith('.ts');
+
 export interface Child {
   proc: ChildProcess;
   pid: number;
@@ -55,14 +59,15 @@ export interface Child {
 
 /**
  * Spawns a TypeScript entry point under Node + tsx in its own process, with the file-descriptor
- * soft limit raised to the hard limit (`ulimit -n`), and waits for its `<MARKER> {json}` line.
- * `exec` keeps the pid: it is the Node process itself, which the sampler then reads. Where this
- * module runs from a bundle (tools/bench/src/bundle.ts), the entry's own bundle beside it runs
- * instead, under Node alone.
+ * soft limit raised to the hard limit (`ulimit -n`), and waits until it is ready: a
+ * `<MARKER> {json}` line on its stdout, or the first line `ready` turns into a value. `exec` keeps
+ * the pid: it is the Node process itself, which the sampler then reads. Where this module runs
+ * from a bundle (tools/bench/src/bundle.ts), the entry's own bundle beside it runs instead, under
+ * Node alone.
  */
 export function spawnTs(
   entry: string,
-  marker: string,
+  ready: string | ((line: string) => Record<string, unknown> | undefined),
   options: {
     nodeArgs?: string[];
     env?: Record<string, string>;
@@ -71,10 +76,10 @@ export function spawnTs(
     cpus?: string;
   } = {},
 ): Promise<Child> {
-  const bundled = !__filename.endsWith('.ts');
+  const bundled = RUNS_FROM_BUNDLE;
   const root = bundled ? __dirname : path.resolve(__dirname, '../../..');
   const args = bundled
-    ? [...(options.nodeArgs ?? []), path.join(__dirname, `${path.basename(entry, '.ts')}.js`)]
+    ? [...(options.nodeArgs ?? []), path.join(__dirname, bundleOf(entry))]
     : [...(options.nodeArgs ?? []), '--import', 'tsx', entry];
   const command = options.cpus ? ['taskset', '-c', options.cpus, process.execPath] : [process.execPath];
   const proc = spawn(
@@ -91,8 +96,8 @@ export function spawnTs(
     stderr = (stderr + d.toString()).slice(-20_000);
   });
   const stderrTail = () => stderr;
+  const readyOf = typeof ready === 'string' ? markerLine(ready) : ready;
   return new Promise((resolve, reject) => {
-    let out: string | null = '';
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
       reject(new Error(`${entry} did not start within ${options.timeoutMs ?? 60_000} ms\n${stderr}`));
@@ -101,23 +106,23 @@ export function spawnTs(
       clearTimeout(timer);
       reject(new Error(`${entry} exited with ${code}\n${stderr}`));
     });
+    let partial = '';
+    let found: Record<string, unknown> | undefined;
     proc.stdout!.on('data', (d: Buffer) => {
       // Logs (pino writes to stdout) are kept with stderr: the tail is saved with the results.
-      stderr = (stderr + d.toString()).slice(-20_000);
-      out += d.toString();
-      if (out === null) return;
-      const at = out.indexOf(`${marker} `);
-      if (at < 0) return;
-      const end = out.indexOf('\n', at);
-      if (end < 0) return;
+      const text = d.toString();
+      stderr = (stderr + text).slice(-20_000);
+      if (found) return;
+      const lines = (partial + text).split('\n');
+      partial = lines.pop()!;
+      found = lines.map(readyOf).find((value) => value !== undefined);
+      if (!found) return;
       clearTimeout(timer);
       proc.removeAllListeners('exit');
-      const ready = JSON.parse(out.slice(at + marker.length + 1, end)) as Record<string, unknown>;
-      out = null;
       resolve({
         proc,
         pid: proc.pid!,
-        ready,
+        ready: found,
         stderrTail,
         stop: () =>
           new Promise<void>((done) => {
@@ -134,6 +139,14 @@ export function spawnTs(
       });
     });
   });
+}
+
+/** A `<MARKER> {json}` line's JSON. */
+function markerLine(marker: string): (line: string) => Record<string, unknown> | undefined {
+  return (line) => {
+    const at = line.indexOf(`${marker} `);
+    return at < 0 ? undefined : (JSON.parse(line.slice(at + marker.length + 1)) as Record<string, unknown>);
+  };
 }
 
 /** The soft file-descriptor limit of this process (from /proc/self/limits). */

@@ -63,7 +63,29 @@ describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
     expect(report.fleet.where).toContain('sampling pid');
   }, 150_000);
 
-  // Runs after the first test, which built the bundles.
+  // These run after the first test, which built the bundles.
+  it('measures idle sockets on a ws-gateway process of its own beside the one-process fleet', () => {
+    const out = path.join(dir, 'out-fleet');
+    const run = spawnSync(
+      process.execPath,
+      [path.join(dir, 'bundle', 'bench.js'), '--quick', '--only', 'idle', '--idle', '300', '--out', out],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    const reportFile = readdirSync(out).find((name) => name.endsWith('.json'));
+    const report = JSON.parse(readFileSync(path.join(out, reportFile!), 'utf8'));
+    expect(report.fleet.idle).toMatchObject({
+      connected: 300,
+      failed: 0,
+      gatewayConnections: 300,
+      sampled: 'gateway',
+    });
+    expect(report.fleet.idle.note).toContain('a ws-gateway process of its own');
+    // A gateway alone, not the fleet's process with every service in it (several hundred MiB).
+    expect(report.fleet.idle.rssBeforeMiB).toBeLessThan(250);
+  }, 150_000);
+
   it('starts the one-process fleet from its bundle: PGlite from its copied files, the gateway on its thread', async () => {
     const child = spawn(process.execPath, [path.join(dir, 'bundle', 'fleet-child.js')], {
       cwd: dir,
