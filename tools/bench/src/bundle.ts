@@ -4,12 +4,12 @@ import { build } from 'esbuild';
 import { BENCH_BUNDLES } from './bundles';
 
 /**
- * `npx tsx tools/bench/src/bundle.ts [outdir]` (default dist/bench): the benchmark client, the
- * Kafka-protocol broker and the ws-gateway as self-contained CommonJS files, npm packages inlined,
- * for a machine that has a Node binary and nothing else (no checkout, no node_modules): the
- * 100,000-socket idle run in tools/bench/device/idle-gateway.sh needs more open files and cores than
- * a developer box has. Unlike the image's bundles (tools/deploy-check/bundle.mjs), nothing stays
- * external: none of these three entry points loads an npm package that reads files beside itself.
+ * `npx tsx tools/bench/src/bundle.ts [outdir]` (default dist/bench): the bench and everything it
+ * starts (bundles.ts) as CommonJS files with their npm packages inlined, for a machine that has a
+ * Node binary and nothing else (no checkout, no node_modules), such as a bigger machine borrowed
+ * for tools/bench/device/idle-gateway.sh or `node bench.js --service-cpus 0,1`. Two packages read
+ * files beside their own modules at run time: PGlite stays a package with only the files it needs,
+ * and swagger-ui's static folder is copied beside the bundles.
  */
 
 /** PGlite reads its .wasm and .data beside its own module: it stays a package, with just these files. */

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +10,23 @@ import { bundleBench } from '../src/bundle';
  * outside the repository (no node_modules to fall back on), and the device script drives them end
  * to end with a few hundred sockets: broker, one ws-gateway process, the bench's idle scenario.
  */
+/** The report of a bench run that held 300 idle sockets on one gateway, the one it wrote into `out`. */
+function succeededWith300Idle(run: SpawnSyncReturns<string>, out: string) {
+  expect(run.stderr).toBe('');
+  expect(run.status).toBe(0);
+  const [file, ...more] = readdirSync(out).filter((name) => name.endsWith('.json'));
+  expect(more).toEqual([]);
+  const report = JSON.parse(readFileSync(path.join(out, file!), 'utf8'));
+  expect(report.fleet.idle).toMatchObject({
+    requested: 300,
+    connected: 300,
+    failed: 0,
+    gatewayConnections: 300,
+    sampled: 'gateway',
+  });
+  return report;
+}
+
 describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'parley-bench-bundle-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -46,17 +63,7 @@ describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
         },
       },
     );
-    expect(run.stderr).toBe('');
-    expect(run.status).toBe(0);
-    const reportFile = readdirSync(out).find((name) => name.endsWith('.json'));
-    const report = JSON.parse(readFileSync(path.join(out, reportFile!), 'utf8'));
-    expect(report.fleet.idle).toMatchObject({
-      requested: 300,
-      connected: 300,
-      failed: 0,
-      gatewayConnections: 300,
-      sampled: 'gateway',
-    });
+    const report = succeededWith300Idle(run, out);
     // The sampled pid is the gateway's Node process itself, not a shell that started it.
     expect(report.fleet.idle.rssBeforeMiB).toBeGreaterThan(30);
     expect(Number.isFinite(report.fleet.idle.bytesPerConnection)).toBe(true);
@@ -71,16 +78,7 @@ describe('bench bundles and tools/bench/device/idle-gateway.sh', () => {
       [path.join(dir, 'bundle', 'bench.js'), '--quick', '--only', 'idle', '--idle', '300', '--out', out],
       { encoding: 'utf8', timeout: 120_000 },
     );
-    expect(run.stderr).toBe('');
-    expect(run.status).toBe(0);
-    const reportFile = readdirSync(out).find((name) => name.endsWith('.json'));
-    const report = JSON.parse(readFileSync(path.join(out, reportFile!), 'utf8'));
-    expect(report.fleet.idle).toMatchObject({
-      connected: 300,
-      failed: 0,
-      gatewayConnections: 300,
-      sampled: 'gateway',
-    });
+    const report = succeededWith300Idle(run, out);
     expect(report.fleet.idle.note).toContain('a ws-gateway process of its own');
     // A gateway alone, not the fleet's process with every service in it (several hundred MiB).
     expect(report.fleet.idle.rssBeforeMiB).toBeLessThan(250);
