@@ -21,7 +21,7 @@ ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "$(date +%T) open-files limit $(ulimit -n), $(nproc) cores, $(awk '/MemTotal/ {print int($2/1048576)}' /proc/meminfo) GiB"
 work=$(mktemp -d)
 secret=bench-idle-secret-0123456789abcdef0123
-# Runs "$@" on the given cores; exec keeps the pid of a background job that of the Node process.
+# Runs "$@" on the given cores. exec keeps the background job's pid: it becomes the Node process.
 pin() { if command -v taskset >/dev/null && [ "$(nproc)" -gt 2 ]; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 pids=()
 # The jobs are disowned as they start, so the shell never reports them killed; this waits itself.
