@@ -18,8 +18,9 @@ export interface ThreadService extends Service {
 /**
  * A service that runs on a worker thread of its own, so that a fleet in one process can use a
  * second core. `entry` is a module (TypeScript, or a bundle's JavaScript) that calls
- * `serveOnThisThread`; `data` (anything structured-cloneable) is what it builds the service from. `start()` resolves once the service
- * has started there, and `stop()` stops it as the service itself stops, then ends the thread.
+ * `serveOnThisThread`; `data` (anything structured-cloneable) is what it builds the service from.
+ * `start()` resolves once the service has started there, and `stop()` stops it as the service
+ * itself stops, then ends the thread.
  *
  * After the start, a thread that fails takes the process down with it by default (`onCrash`), as
  * the same error would have if the service had run on the main thread.

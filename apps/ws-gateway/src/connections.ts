@@ -67,10 +67,11 @@ export class ClientConnection {
 /**
  * Which sockets this gateway holds, by user and by connection id. Most users hold one socket, so a
  * user maps to that connection itself, and to an array only while they hold several: a Map per
- * user would cost about 260 bytes of every idle socket.
+ * user would cost about 260 bytes of every idle socket. The arrays are replaced, never changed in
+ * place, so the lists handed out stay as they were.
  */
 export class ConnectionRegistry {
-  private readonly byUser = new Map<string, ClientConnection | ClientConnection[]>();
+  private readonly byUser = new Map<string, ClientConnection | readonly ClientConnection[]>();
   private count = 0;
 
   /** Read on every upgrade (the connection limit): kept, not counted. */
@@ -95,10 +96,9 @@ export class ConnectionRegistry {
   }
 
   /** The user's sockets, or only those among `connIds`. */
-  of(user: string, connIds?: string[]): ClientConnection[] {
+  of(user: string, connIds?: string[]): readonly ClientConnection[] {
     const held = listOf(this.byUser.get(user));
-    if (!connIds) return held;
-    return held.filter((c) => connIds.includes(c.id));
+    return connIds ? held.filter((c) => connIds.includes(c.id)) : held;
   }
 
   *all(): IterableIterator<ClientConnection> {
@@ -106,8 +106,9 @@ export class ConnectionRegistry {
   }
 }
 
-/** A fresh array: callers may keep it while the registry changes. */
-function listOf(held: ClientConnection | ClientConnection[] | undefined): ClientConnection[] {
+function listOf(
+  held: ClientConnection | readonly ClientConnection[] | undefined,
+): readonly ClientConnection[] {
   if (held === undefined) return [];
-  return Array.isArray(held) ? [...held] : [held];
+  return Array.isArray(held) ? held : [held as ClientConnection];
 }

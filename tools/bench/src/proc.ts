@@ -76,9 +76,8 @@ export function spawnTs(
     cpus?: string;
   } = {},
 ): Promise<Child> {
-  const bundled = RUNS_FROM_BUNDLE;
-  const root = bundled ? __dirname : path.resolve(__dirname, '../../..');
-  const args = bundled
+  const root = RUNS_FROM_BUNDLE ? __dirname : path.resolve(__dirname, '../../..');
+  const args = RUNS_FROM_BUNDLE
     ? [...(options.nodeArgs ?? []), path.join(__dirname, bundleOf(entry))]
     : [...(options.nodeArgs ?? []), '--import', 'tsx', entry];
   const command = options.cpus ? ['taskset', '-c', options.cpus, process.execPath] : [process.execPath];
