@@ -20,7 +20,7 @@ import {
   serviceLifecycle,
 } from '@parley/service-kit';
 import { Delivery, DeliverySettings } from './delivery';
-import { GatewayClient } from './gateway-client';
+import { coalescingSends, GatewayClient } from './gateway-client';
 import { SessionStore } from './store/session-store';
 
 export const SessionConfig = Type.Object({
@@ -90,7 +90,15 @@ export interface SessionService extends Service {
 export function createSessionService(deps: SessionDeps): SessionService {
   const { bus, store, logger } = deps;
   const reader = { replica: randomUUID(), readUpTo: (): number => deliveries.handledUpTo() };
-  const delivery = new Delivery(store, deps.gateways, bus, deps.settings, logger, deps.metrics, reader);
+  const delivery = new Delivery(
+    store,
+    coalescingSends(deps.gateways),
+    bus,
+    deps.settings,
+    logger,
+    deps.metrics,
+    reader,
+  );
   const http = buildHttpServer(deps);
   requireInternalSecret(http, deps.internalSecret);
   deps.readiness.register('store', () => store.ping());

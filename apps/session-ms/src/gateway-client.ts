@@ -7,6 +7,7 @@ import {
   GatewaySendResponse,
   GatewaySendResult,
   INTERNAL_SECRET_HEADER,
+  MAX_GATEWAY_BATCH,
   PushedFrame,
 } from '@parley/contracts';
 
@@ -60,6 +61,72 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
       agents.https.destroy();
     },
   };
+}
+
+interface WaitingSend {
+  deliveries: GatewayDelivery[];
+  resolve: (results: GatewaySendResult[]) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Sends to one gateway made in the same turn of the event loop go out as one call (up to
+ * `maxBatch` deliveries), each caller getting its own deliveries' results. Each partition batch
+ * and each batch's receipts made a call of their own: at 1,000 msg/s, 850 requests a second of two
+ * or three deliveries each, as much work for both ends as what they carried.
+ */
+export function coalescingSends(client: GatewayClient, maxBatch = MAX_GATEWAY_BATCH): GatewayClient {
+  let waiting = new Map<string, WaitingSend[]>();
+  const sendTogether = async (gatewayUrl: string, sends: WaitingSend[]) => {
+    try {
+      const all = sends.length === 1 ? sends[0].deliveries : sends.flatMap((w) => w.deliveries);
+      const results = await client.send(gatewayUrl, all);
+      if (results.length !== all.length)
+        throw new Error(
+          `gateway ${gatewayUrl} answered ${results.length} results for ${all.length} deliveries`,
+        );
+      let at = 0;
+      for (const send of sends) send.resolve(results.slice(at, (at += send.deliveries.length)));
+    } catch (err) {
+      for (const send of sends) send.reject(err);
+    }
+  };
+  const flush = () => {
+    const due = waiting;
+    waiting = new Map();
+    for (const [gatewayUrl, sends] of due)
+      for (const part of fillRequests(sends, maxBatch)) void sendTogether(gatewayUrl, part);
+  };
+  return {
+    send(gatewayUrl, deliveries) {
+      return new Promise((resolve, reject) => {
+        if (waiting.size === 0) setImmediate(flush);
+        const sends = waiting.get(gatewayUrl);
+        const send = { deliveries, resolve, reject };
+        if (sends) sends.push(send);
+        else waiting.set(gatewayUrl, [send]);
+      });
+    },
+    close: () => client.close?.(),
+  };
+}
+
+/** Consecutive runs of `sends` of at most `maxBatch` deliveries in all (a larger send alone). */
+function fillRequests(sends: WaitingSend[], maxBatch: number): WaitingSend[][] {
+  const parts: WaitingSend[][] = [];
+  let part: WaitingSend[] = [];
+  let count = 0;
+  for (const send of sends) {
+    if (part.length > 0 && count + send.deliveries.length > maxBatch) {
+      parts.push(part);
+      part = [];
+      count = 0;
+    }
+    part.push(send);
+    count += send.deliveries.length;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
 }
 
 /**

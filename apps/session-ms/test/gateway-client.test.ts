@@ -1,7 +1,12 @@
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GatewayDelivery, INTERNAL_SECRET_HEADER } from '@parley/contracts';
-import { createHttpGatewayClient, sharingFrames } from '../src/gateway-client';
+import {
+  coalescingSends,
+  createHttpGatewayClient,
+  GatewayClient,
+  sharingFrames,
+} from '../src/gateway-client';
 
 const SECRET = 'test-internal-secret';
 const delivery = (to: string): GatewayDelivery => ({
@@ -136,5 +141,83 @@ describe('the HTTP gateway client', () => {
     await expect(client.send(url, [delivery('bob')])).rejects.toThrow('did not answer within 200 ms');
     await expect(client.send('http://127.0.0.1:1', [delivery('bob')])).rejects.toThrow(/ECONNREFUSED/);
     client.close?.();
+  });
+});
+
+describe('coalescingSends', () => {
+  const G1 = 'http://gateway-1:8080';
+  const G2 = 'http://gateway-2:8080';
+  /** A gateway client that answers `written: 1` for each delivery and remembers every call. */
+  const recording = (fail?: (url: string) => Error | undefined) => {
+    const calls: Array<{ url: string; to: string[] }> = [];
+    const client: GatewayClient = {
+      async send(url, deliveries) {
+        calls.push({ url, to: deliveries.map((d) => d.to) });
+        const err = fail?.(url);
+        if (err) throw err;
+        return deliveries.map((d) => ({ written: d.to.length }));
+      },
+    };
+    return { calls, client };
+  };
+  const results = (...tos: string[]) => tos.map((to) => ({ written: to.length }));
+
+  it('sends to one gateway in the same turn as one call, each caller getting its own results', async () => {
+    const { calls, client } = recording();
+    const gateways = coalescingSends(client);
+    const [a, b, c] = await Promise.all([
+      gateways.send(G1, [delivery('bob'), delivery('carol')]),
+      gateways.send(G1, [delivery('dave')]),
+      gateways.send(G1, [delivery('erin'), delivery('fay')]),
+    ]);
+    expect(calls).toEqual([{ url: G1, to: ['bob', 'carol', 'dave', 'erin', 'fay'] }]);
+    expect([a, b, c]).toEqual([results('bob', 'carol'), results('dave'), results('erin', 'fay')]);
+  });
+
+  it('keeps gateways, and turns, apart', async () => {
+    const { calls, client } = recording();
+    const gateways = coalescingSends(client);
+    await Promise.all([gateways.send(G1, [delivery('bob')]), gateways.send(G2, [delivery('carol')])]);
+    await gateways.send(G1, [delivery('dave')]);
+    expect(calls).toEqual([
+      { url: G1, to: ['bob'] },
+      { url: G2, to: ['carol'] },
+      { url: G1, to: ['dave'] },
+    ]);
+  });
+
+  it('never puts more than the batch limit in one call', async () => {
+    const { calls, client } = recording();
+    const gateways = coalescingSends(client, 3);
+    const sent = await Promise.all([
+      gateways.send(G1, [delivery('a1'), delivery('a2')]),
+      gateways.send(G1, [delivery('b1')]),
+      gateways.send(G1, [delivery('c1'), delivery('c2')]),
+      gateways.send(G1, [delivery('d1')]),
+    ]);
+    expect(calls.map((c) => c.to)).toEqual([
+      ['a1', 'a2', 'b1'],
+      ['c1', 'c2', 'd1'],
+    ]);
+    expect(sent).toEqual([results('a1', 'a2'), results('b1'), results('c1', 'c2'), results('d1')]);
+  });
+
+  it('fails the sends of a failed call, and only those', async () => {
+    const { client } = recording((url) => (url === G2 ? new Error('gateway-2 is down') : undefined));
+    const gateways = coalescingSends(client);
+    const sent = await Promise.allSettled([
+      gateways.send(G1, [delivery('bob')]),
+      gateways.send(G2, [delivery('carol')]),
+      gateways.send(G2, [delivery('dave')]),
+    ]);
+    expect(sent.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+    expect((sent[1] as PromiseRejectedResult).reason.message).toBe('gateway-2 is down');
+  });
+
+  it('refuses an answer that does not hold one result per delivery', async () => {
+    const gateways = coalescingSends({ send: async () => [{ written: 1 }] });
+    await expect(
+      Promise.all([gateways.send(G1, [delivery('bob')]), gateways.send(G1, [delivery('carol')])]),
+    ).rejects.toThrow(`gateway ${G1} answered 1 results for 2 deliveries`);
   });
 });

@@ -498,7 +498,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
     describe('createKafkaBus', () => {
       const logger = pino({ level: 'silent' });
       /** `packEvents: false` where a test counts offsets: one event per record. */
-      const bus = (k: Kafka, options: { packEvents?: boolean } = {}): EventBus => {
+      const bus = (k: Kafka, options: { packEvents?: boolean; commitIntervalMs?: number } = {}): EventBus => {
         const b = createKafkaBus({ kafka: k, logger, maxAttempts: 3, consumer: FAST_CONSUMER, ...options });
         cleanups.push(() => b.close());
         return b;
@@ -688,6 +688,62 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(whileFailing).toEqual(['-1', '-1']);
         expect(handled).toEqual([1, 2]);
         await waitFor(async () => (await committed()) === '2', 10_000, 'the commit');
+      });
+
+      /** What `groupId` has committed on `topic`, summed over its partitions (-1 counts as 0). */
+      const committedCount = async (groupId: string, topic: string) => {
+        const a = await admin();
+        const [{ partitions }] = await a.fetchOffsets({ groupId, topics: [topic] });
+        return partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
+      };
+
+      test('handled offsets are committed every interval, not after each batch', async () => {
+        const spec = pingTopic(unique('interval'), 4);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const k = kafka('bus');
+        const consumers = watchConsumers(k);
+        const b = bus(k, { packEvents: false, commitIntervalMs: 500 });
+        const groupId = unique('g');
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+        });
+        await sub.start();
+        let commits = 0;
+        consumers[0].on(consumers[0].events.COMMIT_OFFSETS, () => commits++);
+        const started = Date.now();
+        for (let n = 1; n <= 30; n++) {
+          await b.publish(spec, [ping(n)]);
+          await waitFor(() => handled.includes(n), 10_000, `ping ${n}`); // each its own batch
+        }
+        const elapsed = Date.now() - started;
+        expect(commits).toBeLessThanOrEqual(Math.ceil(elapsed / 500) + 1);
+        await waitFor(
+          async () => (await committedCount(groupId, spec.name)) === 30,
+          10_000,
+          'the last commit',
+        );
+      });
+
+      test('stop() commits what was handled since the last interval', async () => {
+        const spec = pingTopic(unique('stop-commit'), 2);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'), { packEvents: false, commitIntervalMs: 600_000 });
+        const groupId = unique('g');
+        const handled: number[] = [];
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+        });
+        await sub.start();
+        await b.publish(spec, [1, 2, 3, 4, 5].map(ping));
+        await waitFor(() => handled.length === 5, 10_000, 'five pings');
+        expect(await committedCount(groupId, spec.name)).toBe(0); // the interval has not come round
+        await sub.stop();
+        expect(await committedCount(groupId, spec.name)).toBe(5);
       });
 
       test('a poison record (undecodable bytes) lands on the .dlq topic', async () => {
