@@ -30,7 +30,7 @@ export interface KafkaBusOptions {
   partitionsConsumedConcurrently?: number;
   /** How long a handler may run while the member keeps its partitions (default 5 min). */
   maxHandlerMs?: number;
-  /** How often handled offsets are committed (default 500 ms); see `createCommitter`. */
+  /** How often handled offsets are committed (KAFKA_COMMIT_INTERVAL_MS, default 500 ms); see `createCommitter`. */
   commitIntervalMs?: number;
   consumer?: {
     sessionTimeout?: number;

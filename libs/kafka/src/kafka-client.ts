@@ -20,6 +20,12 @@ export const KafkaSettingsSchema = {
     description: 'Consumer session timeout: how soon a dead consumer’s partitions move',
   }),
   KAFKA_HEARTBEAT_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
+  KAFKA_COMMIT_INTERVAL_MS: Type.Integer({
+    minimum: 10,
+    default: 500,
+    description:
+      'How often consumers commit the offsets they handled (also at a rebalance and at shutdown): at most what a crash replays',
+  }),
   KAFKA_PACK_EVENTS: Type.Boolean({
     default: true,
     description:
@@ -37,6 +43,7 @@ export interface KafkaSettings {
   KAFKA_REPLICATION_FACTOR: number;
   KAFKA_SESSION_TIMEOUT_MS?: number;
   KAFKA_HEARTBEAT_INTERVAL_MS?: number;
+  KAFKA_COMMIT_INTERVAL_MS?: number;
   KAFKA_PACK_EVENTS?: boolean;
 }
 

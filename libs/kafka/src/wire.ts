@@ -29,6 +29,7 @@ export async function connectKafkaBus(
     logger: runtime.logger,
     metrics: runtime.metrics,
     packEvents: settings.KAFKA_PACK_EVENTS,
+    commitIntervalMs: settings.KAFKA_COMMIT_INTERVAL_MS,
     ...options,
     consumer: { ...consumer, ...options.consumer },
   });

@@ -516,12 +516,13 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       /** A subscription that records the `n` of every ping it handles. */
       const collecting = (b: EventBus, spec: ReturnType<typeof pingTopic>) => {
         const handled: number[] = [];
+        const groupId = unique('g');
         const sub = b.subscribe({
-          groupId: unique('g'),
+          groupId,
           topic: spec,
           handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
         });
-        return { sub, handled };
+        return { sub, handled, groupId };
       };
 
       test('publish/subscribe round trip with schema validation and trace id', async () => {
@@ -703,13 +704,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const k = kafka('bus');
         const consumers = watchConsumers(k);
         const b = bus(k, { packEvents: false, commitIntervalMs: 500 });
-        const groupId = unique('g');
-        const handled: number[] = [];
-        const sub = b.subscribe({
-          groupId,
-          topic: spec,
-          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-        });
+        const { sub, handled, groupId } = collecting(b, spec);
         await sub.start();
         let commits = 0;
         consumers[0].on(consumers[0].events.COMMIT_OFFSETS, () => commits++);
@@ -731,13 +726,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('stop-commit'), 2);
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'), { packEvents: false, commitIntervalMs: 600_000 });
-        const groupId = unique('g');
-        const handled: number[] = [];
-        const sub = b.subscribe({
-          groupId,
-          topic: spec,
-          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-        });
+        const { sub, handled, groupId } = collecting(b, spec);
         await sub.start();
         await b.publish(spec, [1, 2, 3, 4, 5].map(ping));
         await waitFor(() => handled.length === 5, 10_000, 'five pings');
