@@ -582,7 +582,9 @@ function createSubscription<T>(
       }
       running = false;
       await inFlight.settled();
-      await committer.commit();
+      await committer
+        .commit()
+        .catch((err) => logger.warn({ err }, 'last commit failed: the next owner replays the last interval'));
       await consumer.disconnect();
     },
     pause: () => {
