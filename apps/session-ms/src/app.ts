@@ -90,15 +90,8 @@ export interface SessionService extends Service {
 export function createSessionService(deps: SessionDeps): SessionService {
   const { bus, store, logger } = deps;
   const reader = { replica: randomUUID(), readUpTo: (): number => deliveries.handledUpTo() };
-  const delivery = new Delivery(
-    store,
-    coalescingSends(deps.gateways),
-    bus,
-    deps.settings,
-    logger,
-    deps.metrics,
-    reader,
-  );
+  const gateways = coalescingSends(deps.gateways);
+  const delivery = new Delivery(store, gateways, bus, deps.settings, logger, deps.metrics, reader);
   const http = buildHttpServer(deps);
   requireInternalSecret(http, deps.internalSecret);
   deps.readiness.register('store', () => store.ping());

@@ -692,8 +692,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       });
 
       /** What `groupId` has committed on `topic`, summed over its partitions (-1 counts as 0). */
-      const committedCount = async (groupId: string, topic: string) => {
-        const a = await admin();
+      const committedCount = async (a: Admin, groupId: string, topic: string) => {
         const [{ partitions }] = await a.fetchOffsets({ groupId, topics: [topic] });
         return partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
       };
@@ -715,8 +714,9 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         }
         const elapsed = Date.now() - started;
         expect(commits).toBeLessThanOrEqual(Math.ceil(elapsed / 500) + 1);
+        const a = await admin();
         await waitFor(
-          async () => (await committedCount(groupId, spec.name)) === 30,
+          async () => (await committedCount(a, groupId, spec.name)) === 30,
           10_000,
           'the last commit',
         );
@@ -730,9 +730,10 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         await sub.start();
         await b.publish(spec, [1, 2, 3, 4, 5].map(ping));
         await waitFor(() => handled.length === 5, 10_000, 'five pings');
-        expect(await committedCount(groupId, spec.name)).toBe(0); // the interval has not come round
+        const a = await admin();
+        expect(await committedCount(a, groupId, spec.name)).toBe(0); // the interval has not come round
         await sub.stop();
-        expect(await committedCount(groupId, spec.name)).toBe(5);
+        expect(await committedCount(a, groupId, spec.name)).toBe(5);
       });
 
       test('a poison record (undecodable bytes) lands on the .dlq topic', async () => {
