@@ -1,6 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { due, newHistogram, scanFrame, sourceAddress, summarize, type Histogram } from './stats';
+import {
+  due,
+  LatencyTimeline,
+  newHistogram,
+  scanFrame,
+  sourceAddress,
+  summarize,
+  type Histogram,
+} from './stats';
 
 /**
  * The load generator's WebSocket clients: the same code drives the fleet and the relay.
@@ -37,6 +45,7 @@ export interface StepCounters {
   groupFrames: number;
   lastErrors: string[];
   hist: Histogram;
+  timeline: LatencyTimeline;
   lastFrameAt: number;
 }
 
@@ -53,6 +62,7 @@ function freshCounters(step: number): StepCounters {
     groupFrames: 0,
     lastErrors: [],
     hist: newHistogram(),
+    timeline: new LatencyTimeline(),
     lastFrameAt: performance.now(),
   };
 }
@@ -125,7 +135,9 @@ export class ClientPool {
           this.seen.add(`${client.user}>${f.mid}`);
           c.received++;
           const now = nowUs();
-          c.hist.recordValue(Math.max(1, now - (f.t ?? now)));
+          const sentUs = f.t ?? now;
+          c.hist.recordValue(Math.max(1, now - sentUs));
+          c.timeline.record(sentUs / 1000, Math.max(1, now - sentUs));
           this.lastReceiveAt = now / 1000;
         }
         break;

@@ -349,6 +349,19 @@ export function html(r: BenchReport): string {
     series: curves,
     logY: true,
   });
+  const halfTimeline = r.fleet.half?.timeline ?? [];
+  const overTime = lineChart({
+    title: `Fleet at half max (${r.fleet.half?.offered ?? '-'}/s): latency over the step, by send time`,
+    xLabel: 'seconds into the step (250 ms windows)',
+    yLabel: 'ms',
+    series: (['p50', 'p99', 'max'] as const).map((key, i) => ({
+      name: key,
+      color: ['#1f77b4', '#d62728', '#999'][i]!,
+      dashed: key === 'max',
+      points: halfTimeline.map((w) => [w.atS, w[key]] as [number, number]),
+    })),
+    logY: true,
+  });
   const fanouts = [r.fleet.fanout, r.relay?.fanout].filter((f): f is FanoutResult => !!f);
   const fanoutBars = barChart(
     'Group fan-out: deliveries/s',
@@ -376,7 +389,7 @@ code{background:#f4f4f4;padding:1px 4px}
 ${r.targets.map((t) => `<tr><td>${esc(t.name)}</td><td>${esc(t.target)}</td><td>${esc(t.measured)}</td><td class="${t.met ? 'met' : 'miss'}">${t.met === undefined ? '?' : t.met ? 'met' : 'missed'}</td></tr>`).join('\n')}
 </table>
 <p><b>ratio: ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3)}</b> (fleet max sustainable 1:1 ${r.fleet.max.delivered} msg/s / relay ${r.relay?.max.delivered ?? 'n/a'} msg/s). Fleet: ${esc(r.fleet.where)}${r.fleet.startMs ? `, started in ${r.fleet.startMs} ms` : ''}.</p>
-<div class="charts">${throughput}${latency}${percentile}${fanoutBars}</div>
+<div class="charts">${throughput}${latency}${percentile}${overTime}${fanoutBars}</div>
 <h2>1:1 steps</h2>
 <table><tr><th>target</th><th>scenario</th><th>offered/s</th><th>delivered/s (window)</th><th>sent</th><th>delivered in window</th><th>delivered total</th><th>dup</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>service cpu (cores)</th><th>service RSS MiB</th><th>generator cpu</th><th>sustainable</th></tr>
 ${stepRows([...r.fleet.steps, ...(r.fleet.half ? [r.fleet.half] : []), ...(r.relay?.steps ?? []), ...(r.relay?.half ? [r.relay.half] : [])])}

@@ -25,6 +25,9 @@ export interface Progress {
 
 let stepSeq = 0;
 
+/** The steps' latency timelines: windows of send time this long. */
+export const TIMELINE_WINDOW_MS = 250;
+
 /** One open-loop 1:1 step at `rate`/s for `durationMs`, then a grace period for stragglers. */
 export async function runStep(
   pool: ClientPool,
@@ -60,6 +63,7 @@ export async function runStep(
     deliveredPerS,
     latency,
     curve: percentileCurve(c.hist),
+    timeline: c.timeline.windows(TIMELINE_WINDOW_MS),
     cpu,
     generatorCpu: Math.round((r.cpuUs / 1000 / r.windowMs) * 100) / 100,
     sustainable: v.ok,
@@ -129,12 +133,19 @@ export async function ramp(
   return steps;
 }
 
+/** The window of the step's timeline with the highest p99, e.g. ` (worst 250 ms: p99 80 ms at 3.25 s)`. */
+function worstWindow(s: StepResult): string {
+  if (!s.timeline?.length) return '';
+  const worst = s.timeline.reduce((a, b) => (b.p99 > a.p99 ? b : a));
+  return ` (worst ${TIMELINE_WINDOW_MS} ms: p99 ${worst.p99} ms at ${worst.atS} s)`;
+}
+
 export function formatStep(s: StepResult): string {
   const cpu = s.cpu ? ` cpu ${s.cpu.cores.toFixed(2)} rss ${s.cpu.rssMiB}MiB` : '';
   return (
     `  [${s.target}] ${s.scenario} offered ${s.offered}/s: delivered ${s.deliveredPerS}/s ` +
     `(${s.deliveredInWindow}/${s.sent} in window, ${s.deliveredTotal} total, ${s.accepted} accepted, ${s.duplicates} dup, ${s.errors} err) ` +
-    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${cpu} gen-cpu ${s.generatorCpu} ` +
+    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} ` +
     `${s.sustainable ? 'OK' : `FAIL: ${s.reason}`}`
   );
 }

@@ -48,6 +48,50 @@ export function percentileCurve(h: Histogram): Array<[number, number]> {
   return points;
 }
 
+/** Latency of one window of send times: where in a step the tail came from. */
+export interface TimelinePoint {
+  /** Start of the window, seconds after the step's first send. */
+  atS: number;
+  count: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Send-to-receive latencies by send time, summarized per window of `windowMs`. */
+export class LatencyTimeline {
+  private readonly sentMs: number[] = [];
+  private readonly latencyUs: number[] = [];
+
+  record(sentMs: number, latencyUs: number): void {
+    this.sentMs.push(sentMs);
+    this.latencyUs.push(latencyUs);
+  }
+
+  windows(windowMs: number): TimelinePoint[] {
+    if (this.sentMs.length === 0) return [];
+    const origin = this.sentMs.reduce((a, b) => Math.min(a, b));
+    const buckets: number[][] = [];
+    this.sentMs.forEach((sent, i) => {
+      const w = Math.floor((sent - origin) / windowMs);
+      (buckets[w] ??= []).push(this.latencyUs[i]!);
+    });
+    const points: TimelinePoint[] = [];
+    buckets.forEach((bucket, w) => {
+      const sorted = Float64Array.from(bucket).sort();
+      const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]! / 1000;
+      points.push({
+        atS: (w * windowMs) / 1000,
+        count: sorted.length,
+        p50: at(0.5),
+        p99: at(0.99),
+        max: at(1),
+      });
+    });
+    return points;
+  }
+}
+
 /** 1, 1.5, 2, 3, 4, 5, 6, 8 times powers of ten, from `start` up to `max` inclusive. */
 export function rateLadder(start: number, max: number): number[] {
   const mantissas = [1, 1.5, 2, 3, 4, 5, 6, 8];
@@ -90,6 +134,8 @@ export interface StepResult {
   deliveredPerS: number;
   latency: LatencySummary;
   curve: Array<[number, number]>;
+  /** Latency per 250 ms of send time. */
+  timeline?: TimelinePoint[];
   cpu?: CpuSample;
   generatorCpu?: number;
   sustainable: boolean;

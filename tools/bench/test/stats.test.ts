@@ -1,6 +1,7 @@
 import {
   counterDeltas,
   due,
+  LatencyTimeline,
   maxSustainable,
   metricValue,
   newHistogram,
@@ -100,6 +101,18 @@ describe('bench helpers', () => {
     ]);
   });
 
+  it('summarizes latency per window of send time', () => {
+    const timeline = new LatencyTimeline();
+    // Window 0 (sent 1000-1249 ms): 100 messages of 1-100 ms; window 2: one of 300 ms; window 1 empty.
+    for (let i = 1; i <= 100; i++) timeline.record(1000 + i, i * 1000);
+    timeline.record(1600, 300_000);
+    expect(timeline.windows(250)).toEqual([
+      { atS: 0, count: 100, p50: 50, p99: 99, max: 100 },
+      { atS: 0.5, count: 1, p50: 300, p99: 300, max: 300 },
+    ]);
+    expect(new LatencyTimeline().windows(250)).toEqual([]);
+  });
+
   it('renders a self-contained report', () => {
     expect(nines(99)).toBeCloseTo(2);
     const svg = lineChart({
@@ -133,6 +146,20 @@ describe('bench helpers', () => {
     expect(table(report)).toContain('ratio: n/a');
     const page = html(report);
     expect(page).toContain('<!doctype html>');
+    expect(page).toContain('latency over the step, by send time: no data');
+    const latency = { count: 2, p50: 5, p90: 9, p99: 9, p999: 9, max: 9, mean: 7 };
+    report.fleet.half = {
+      ...{ target: 'fleet', scenario: 'half max', offered: 100, durationS: 1, sent: 2, accepted: 2 },
+      ...{ deliveredInWindow: 2, deliveredTotal: 2, duplicates: 0, errors: 0, deliveredPerS: 2 },
+      ...{ latency, curve: [], sustainable: true },
+      timeline: [
+        { atS: 0, count: 1, p50: 5, p99: 5, max: 5 },
+        { atS: 0.25, count: 1, p50: 9, p99: 9, max: 9 },
+      ],
+    };
+    expect(html(report)).toMatch(
+      /Fleet at half max \(100\/s\): latency over the step, by send time<\/text>.*<polyline/,
+    );
     expect(page).not.toMatch(/<script[^>]+src=|https?:\/\/(?!www\.w3\.org)/);
   });
 });
