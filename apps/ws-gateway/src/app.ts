@@ -189,33 +189,50 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       ]),
     ).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
 
+  const BINARY_FRAME_REFUSED = {
+    ok: false,
+    code: 'invalid_frame',
+    message: 'frame: must be a text frame holding one JSON object',
+  } as const;
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
   const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
     metrics.refused.inc({ code });
     send(conn, id === undefined ? { type: 'error', code, message } : { type: 'error', id, code, message });
   };
 
+  /** Takes a token for a frame; without one, refuses it and closes after repeated violations. */
+  const admit = (conn: ClientConnection, bucket: TokenBucket, id: string | undefined): boolean => {
+    if (bucket.take()) {
+      conn.rateViolations = 0;
+      return true;
+    }
+    conn.rateViolations += 1;
+    refuse(
+      conn,
+      'rate_limited',
+      `too many frames: retry after ${bucket.retryAfterSeconds().toFixed(2)} s`,
+      id,
+    );
+    if (conn.rateViolations >= settings.rateCloseAfter)
+      conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
+    return false;
+  };
+
   const onFrame = async (conn: ClientConnection, data: WebSocket.RawData, isBinary: boolean) => {
     conn.alive = true;
-    if (isBinary) return refuse(conn, 'invalid_frame', 'frame: must be a text frame holding one JSON object');
-    const parsed = parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
-    if (!parsed.ok) return refuse(conn, parsed.code, parsed.message, parsed.id);
-    const frame = parsed.frame;
-    const bucket = frame.type === 'ack' ? conn.ackBucket : conn.bucket;
-    if (!bucket.take()) {
-      conn.rateViolations += 1;
-      const retryAfter = bucket.retryAfterSeconds().toFixed(2);
-      refuse(
-        conn,
-        'rate_limited',
-        `too many frames: retry after ${retryAfter} s`,
-        'id' in frame ? frame.id : undefined,
-      );
-      if (conn.rateViolations >= settings.rateCloseAfter)
-        conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
+    const parsed = isBinary
+      ? BINARY_FRAME_REFUSED
+      : parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
+    // A frame refused as invalid still spends a token, so a stream of them ends in 4029 as well.
+    if (!parsed.ok) {
+      if (admit(conn, conn.bucket, parsed.id)) refuse(conn, parsed.code, parsed.message, parsed.id);
       return;
     }
-    conn.rateViolations = 0;
+    const frame = parsed.frame;
+    if (
+      !admit(conn, frame.type === 'ack' ? conn.ackBucket : conn.bucket, 'id' in frame ? frame.id : undefined)
+    )
+      return;
     metrics.frames.inc({ type: frame.type });
     if (frame.type === 'ping') return void send(conn, { type: 'pong' });
     await publishFrame(conn, frame);

@@ -155,6 +155,20 @@ describe('ws-gateway', () => {
     await waitFor(() => env.bus.events(TOPICS.inbound).length === 2, 2000, 'the two frames within the burst');
   });
 
+  it('counts invalid frames against the rate limit too', async () => {
+    env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
+    const alice = await connect('alice');
+    for (let i = 0; i < 6; i++) alice.send(i % 2 ? '{"type":"nope"}' : 'not json');
+    expect(await alice.closed()).toBe(4029);
+    expect(alice.ofType('error').map((f) => f.code)).toEqual([
+      'invalid_frame',
+      'invalid_frame',
+      'rate_limited',
+      'rate_limited',
+      'rate_limited',
+    ]);
+  });
+
   it('answers unavailable and claims nothing when Kafka cannot take the frame', async () => {
     env = await startGateway();
     const alice = await connect('alice');

@@ -54,10 +54,12 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
       },
     },
     schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
-    forceCloseConnections: true,
+    // close() ends idle keep-alive connections at once and lets running requests finish (drain).
+    forceCloseConnections: 'idle',
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
 
   observeRequests(app, options.metrics);
+  closeConnectionsWhenClosing(app);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => {
     sendError(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
@@ -75,6 +77,20 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     return options.metrics.metrics();
   });
   return app;
+}
+
+/**
+ * Once close() has begun, a request still running is answered with `Connection: close`, so its
+ * keep-alive connection ends with it and close() need not wait for the keep-alive timeout.
+ */
+function closeConnectionsWhenClosing(app: HttpServer): void {
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
 }
 
 /** Answer with the protocol's error body: `{"error":{"code","message"}}`. */

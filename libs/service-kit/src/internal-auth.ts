@@ -16,11 +16,15 @@ function secretMatches(expected: Buffer, given: unknown): boolean {
   return candidate.length === expected.length && timingSafeEqual(candidate, expected);
 }
 
-/** Refuse every request under `prefix` that lacks the internal shared secret (403). */
+/**
+ * Refuse every request to a route under `prefix` that lacks the internal shared secret (403).
+ * The route's own path decides, not the raw URL: the router decodes the path (`/%69nternal/x`
+ * reaches `/internal/x`), so a check on the raw URL could be walked around.
+ */
 export function requireInternalSecret(app: HttpServer, secret: string, prefix = '/internal'): void {
   const expected = Buffer.from(secret);
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith(prefix)) return;
+    if (!request.routeOptions.url?.startsWith(prefix)) return;
     if (!secretMatches(expected, request.headers[INTERNAL_SECRET_HEADER])) {
       throw new ParleyError('forbidden', 'internal endpoint: missing or wrong internal secret');
     }

@@ -1,6 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import { ParleyError } from '@parley/contracts';
-import { buildHttpServer, createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import {
+  buildHttpServer,
+  createMetricsRegistry,
+  internalHeaders,
+  Readiness,
+  requireInternalSecret,
+  silentLogger,
+} from '@parley/service-kit';
 
 function build(readiness = new Readiness(200)) {
   const app = buildHttpServer({
@@ -107,5 +114,55 @@ describe('buildHttpServer', () => {
     expect(boom.statusCode).toBe(500);
     expect(boom.body).not.toContain('secret internals');
     await app.close();
+  });
+
+  it('refuses an internal route without the secret however its path is spelled', async () => {
+    const app = build();
+    requireInternalSecret(app, 'internal-secret-for-tests');
+    app.get('/internal/groups', async () => ({ ok: true }));
+    for (const url of [
+      '/internal/groups',
+      '/%69nternal/groups',
+      '/internal/%67roups',
+      '/internal/groups?x=1',
+    ]) {
+      const refused = await app.inject(url);
+      expect([url, refused.statusCode, refused.json().error?.code]).toEqual([url, 403, 'forbidden']);
+    }
+    const allowed = await app.inject({
+      url: '/%69nternal/groups',
+      headers: internalHeaders('internal-secret-for-tests'),
+    });
+    expect(allowed.json()).toEqual({ ok: true });
+    expect((await app.inject('/teapot')).statusCode).toBe(429); // other routes need no secret
+    await app.close();
+  });
+
+  it('lets a running request finish when the server closes, and closes idle connections', async () => {
+    const app = build();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    app.get('/slow', async () => {
+      started();
+      await released;
+      return { done: true };
+    });
+    const address = await app.listen({ port: 0, host: '127.0.0.1' });
+    await fetch(`${address}/healthz`); // leaves an idle keep-alive connection behind
+    const slow = fetch(`${address}/slow`).then(async (res) => ({
+      status: res.status,
+      body: await res.json(),
+    }));
+    await running;
+    let closed = false;
+    const closing = app.close().then(() => (closed = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(closed).toBe(false);
+    release();
+    expect(await slow).toEqual({ status: 200, body: { done: true } });
+    await closing;
+    expect(closed).toBe(true);
   });
 });
