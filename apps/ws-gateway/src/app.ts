@@ -8,6 +8,7 @@ import {
   ClientFrame,
   ConnectionTopicEvent,
   ErrorCode,
+  FrameResult,
   GatewaySendRequest,
   GatewaySendResponse,
   GatewaySendResult,
@@ -189,11 +190,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       ]),
     ).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
 
-  const BINARY_FRAME_REFUSED = {
+  const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
     ok: false,
     code: 'invalid_frame',
     message: 'frame: must be a text frame holding one JSON object',
-  } as const;
+  };
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
   const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
     metrics.refused.inc({ code });
