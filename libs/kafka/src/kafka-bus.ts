@@ -434,7 +434,8 @@ function createSubscription<T>(
         await work();
         return undefined;
       } catch (err) {
-        if (!payload.isRunning() || payload.isStale()) throw err;
+        // Stopping: leave the batch unhandled (the next owner replays it) rather than hold stop() up.
+        if (!running || !payload.isRunning() || payload.isStale()) throw err;
         if (attempt + 1 >= attempts && !isTransient(err)) return err;
         options.counters.retried.inc(labels);
         logger.warn({ err, attempt }, 'handler failed, retrying');

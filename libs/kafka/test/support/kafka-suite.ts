@@ -4,7 +4,15 @@ import { Type, Static } from '@sinclair/typebox';
 import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
 import pino from 'pino';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
-import { createKafkaBus, Envelope, EventBus, isTransient, provisionTopics, sleep } from '../../src';
+import {
+  createKafkaBus,
+  Envelope,
+  EventBus,
+  isTransient,
+  provisionTopics,
+  sleep,
+  TransientError,
+} from '../../src';
 import { busContract, noteTopic } from './bus-contract';
 import { waitFor } from '@parley/test-kit';
 import { RawClient } from './raw-client';
@@ -689,6 +697,29 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(whileFailing).toEqual(['-1', '-1']);
         expect(handled).toEqual([1, 2]);
         await waitFor(async () => (await committed()) === '2', 10_000, 'the commit');
+      });
+
+      test('stop() does not wait out a handler that keeps failing on a dependency', async () => {
+        const spec = pingTopic(unique('stop-retrying'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const b = bus(kafka('bus'), { packEvents: false });
+        await b.publish(spec, [ping(1)]);
+        let calls = 0;
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async () => {
+            calls++;
+            throw new TransientError('the database is down');
+          },
+        });
+        await sub.start();
+        await waitFor(() => calls >= 3, 15_000, 'a few retries');
+        const started = Date.now();
+        await sub.stop();
+        expect(Date.now() - started).toBeLessThan(10_000); // one backoff at most, not the outage
+        expect(await committedCount(await admin(), groupId, spec.name)).toBe(0); // replayed by the next owner
       });
 
       /** What `groupId` has committed on `topic`, summed over its partitions (-1 counts as 0). */

@@ -1,0 +1,55 @@
+import { DatabaseError } from 'pg';
+import { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs';
+import { isTransient, TransientError } from '../src';
+
+// ioredis does not export it from its index.
+const MaxRetriesPerRequestError = require('ioredis/built/errors/MaxRetriesPerRequestError').default;
+
+const sqlError = (code: string) => Object.assign(new DatabaseError('db says no', 0, 'error'), { code });
+
+describe('isTransient', () => {
+  it('takes a dependency that is down for transient', () => {
+    // What ioredis rejects a command with once Redis has been away for maxRetriesPerRequest reconnections.
+    const redisDown = new MaxRetriesPerRequestError(20);
+    const kafkaClosed = new KafkaJSConnectionError('Connection timeout', { broker: 'kafka-0:9092' });
+    const cases: Array<[string, unknown]> = [
+      ['redis away', redisDown],
+      ['kafka connection lost', kafkaClosed],
+      [
+        'kafka retries exhausted',
+        new KafkaJSNumberOfRetriesExceeded(kafkaClosed, { retryCount: 5, retryTime: 1 }),
+      ],
+      ['postgres too many connections', sqlError('53300')],
+      ['postgres shutting down', sqlError('57P01')],
+      ['postgres connection failure', sqlError('08006')],
+      ['postgres deadlock', sqlError('40P01')],
+      ['redis loading', new Error('LOADING Redis is loading the dataset in memory')],
+      [
+        'wrapped',
+        new Error('handler failed', { cause: Object.assign(new Error('x'), { code: 'ECONNRESET' }) }),
+      ],
+      ['marked', new TransientError('gateway busy')],
+      ['any of several', new AggregateError([new TypeError('x'), sqlError('08001')])],
+    ];
+    expect(cases.filter(([, err]) => !isTransient(err)).map(([name]) => name)).toEqual([]);
+  });
+
+  it('takes a fault of the record itself for poison', () => {
+    // What kafkajs raises for an error code the broker returns: retriable as the code says.
+    const tooLarge = new KafkaJSProtocolError(
+      Object.assign(new Error('The request included a message larger than the max message size'), {
+        type: 'MESSAGE_TOO_LARGE',
+        code: 10,
+        retriable: false,
+      }),
+    );
+    const cases: Array<[string, unknown]> = [
+      ['bug', new TypeError("Cannot read properties of undefined (reading 'user')")],
+      ['unique violation', sqlError('23505')],
+      ['bad input to the database', sqlError('22P02')],
+      ['record too large for kafka', tooLarge],
+      ['nothing', undefined],
+    ];
+    expect(cases.filter(([, err]) => isTransient(err)).map(([name]) => name)).toEqual([]);
+  });
+});
