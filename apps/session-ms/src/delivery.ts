@@ -245,9 +245,10 @@ export class Delivery {
     for (const [i, ack] of acks.entries()) {
       const found = completed[i];
       this.metrics.acked.inc(ack.mids.length);
-      // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable.
+      // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable,
+      // unless it is a message to oneself that was stored.
       const toStorage = ack.mids.filter(
-        (mid, i) => (found[i] === undefined || found[i]!.stored) && senderOfMid(mid) !== ack.user,
+        (mid, i) => found[i]?.stored || (found[i] === undefined && senderOfMid(mid) !== ack.user),
       );
       if (toStorage.length > 0)
         offlineAcks.push({ v: 1, kind: 'offline-ack', user: ack.user, mids: toStorage, at: ack.at });

@@ -250,6 +250,16 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('tells storage when a user acks a stored message to themselves, replayed on connect', async () => {
+    const { delivery, bus, connect } = setup();
+    await connect('alice', 'tablet');
+    await delivery.handle([{ ...message('m1', 'alice'), replay: true }]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:m1'], at: 9 }]);
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({ kind: 'offline-ack', user: 'alice', mids: ['alice:m1'] }),
+    ]);
+  });
+
   it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {
     const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
     await connect('bob', 'phone');
