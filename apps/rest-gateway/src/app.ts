@@ -279,7 +279,12 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
       return reply.code(upstream.status).send(upstream.body);
     };
   type P = { id: string; user: string; deviceId: string };
-  const params = (request: FastifyRequest) => request.params as P;
+  /** The path parameters, each fit to be one segment of the upstream's path. */
+  const params = (request: FastifyRequest) => {
+    const values = request.params as P;
+    for (const [name, value] of Object.entries(values)) assertPathSegment(name, value);
+    return values;
+  };
   const query = (request: FastifyRequest) =>
     new URLSearchParams(request.query as Record<string, string>).toString();
 
@@ -397,4 +402,13 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
     },
     forward('session-ms', 'GET', (r) => `/internal/presence?${query(r)}`),
   );
+}
+
+/**
+ * Ids may be `.` or `..` (PROTOCOL.md's pattern allows them), but a URL resolves those as the
+ * current or parent directory, however they are encoded: the call would reach another route.
+ */
+function assertPathSegment(name: string, value: string): void {
+  if (value === '.' || value === '..')
+    throw new ParleyError('invalid_request', `${name}: "${value}" cannot be addressed in a URL path`);
 }

@@ -1,4 +1,4 @@
-import { createServer, IncomingMessage, Server } from 'node:http';
+import { createServer, IncomingMessage, request, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
@@ -289,6 +289,38 @@ describe('rest-gateway', () => {
       user: 'bob',
       secret: 'secret-for-internal-calls',
     });
+    await upstream.close();
+  });
+
+  it('refuses the ids . and .. in a path, which a URL would resolve to another route', async () => {
+    const upstream = await startUpstream(() => ({
+      status: 404,
+      body: { error: { code: 'not_found', message: 'no such group' } },
+    }));
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    const address = await gateway.http.listen({ port: 0, host: '127.0.0.1' });
+    const headers = await auth('bob');
+    // node:http sends the path as it is (fetch and inject would resolve the dots first).
+    const call = (method: string, path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const { hostname, port } = new URL(address);
+        const req = request({ hostname, port, path, method, headers, agent: false }, (res) => {
+          let body = '';
+          res.on('data', (chunk) => (body += chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const dot = await call('GET', '/v1/groups/.');
+    expect(dot.status).toBe(400);
+    expect(JSON.parse(dot.body).error).toEqual({
+      code: 'invalid_request',
+      message: 'id: "." cannot be addressed in a URL path',
+    });
+    expect((await call('DELETE', '/v1/groups/g1/members/..')).status).toBe(400);
+    expect((await call('DELETE', '/v1/groups/..a/members/b.c')).status).toBe(404); // reached group-ms
+    expect(upstream.seen.map((seen) => seen.url)).toEqual(['/internal/groups/..a/members/b.c']);
     await upstream.close();
   });
 
