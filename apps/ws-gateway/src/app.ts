@@ -322,7 +322,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
       const origin = request.headers.origin;
       if (origin && settings.allowedOrigins.length > 0 && !settings.allowedOrigins.includes(origin)) {
-        throw new ParleyError('forbidden', `origin ${origin} is not allowed`);
+        // PROTOCOL.md: close 1008. A browser cannot read a refused upgrade's status, only a close.
+        metrics.refused.inc({ code: 'forbidden' });
+        const reason = `origin ${origin} is not allowed`.slice(0, 120);
+        return wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, reason));
       }
       const deviceId = url.searchParams.get('deviceId') ?? undefined;
       if (deviceId !== undefined && !deviceIdPattern.test(deviceId)) {

@@ -1,4 +1,5 @@
 import { AddressInfo } from 'node:net';
+import WebSocket from 'ws';
 import { INTERNAL_SECRET_HEADER, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
@@ -105,20 +106,35 @@ describe('ws-gateway', () => {
     expect(header.frames[0]).toMatchObject({ type: 'hello', user: 'bob' });
   });
 
-  it('refuses other paths, bad device ids and origins not on the allowlist', async () => {
+  it('refuses other paths and bad device ids', async () => {
     env = await startGateway({ allowedOrigins: ['https://app.example'] });
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
     expect((await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/other?token=${token}`)).status).toBe(404);
     expect(
       (await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}&deviceId=a%20b`)).status,
     ).toBe(400);
-    expect(
-      (
-        await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
-          origin: 'https://evil.example',
-        })
-      ).status,
-    ).toBe(403);
+  });
+
+  it('closes a socket from an origin not on the allowlist with 1008, as a browser can see', async () => {
+    env = await startGateway({ allowedOrigins: ['https://app.example'] });
+    const token = await issueToken(DEV_JWT_SECRET, 'alice');
+    const socket = new WebSocket(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
+      headers: { origin: 'https://evil.example' },
+    });
+    const frames: string[] = [];
+    socket.on('message', (data) => frames.push(data.toString()));
+    const [code, reason] = await new Promise<[number, string]>((resolve) =>
+      socket.once('close', (closeCode, closeReason) => resolve([closeCode, closeReason.toString()])),
+    );
+    expect({ code, reason, frames }).toEqual({
+      code: 1008,
+      reason: 'origin https://evil.example is not allowed',
+      frames: [],
+    });
+    const allowed = await WsTestClient.connect(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
+      headers: { origin: 'https://app.example' },
+    });
+    await allowed.close();
   });
 
   it('answers invalid frames with error frames naming the field, and ping with pong', async () => {
