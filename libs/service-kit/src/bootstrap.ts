@@ -1,7 +1,8 @@
 import { Static, TObject } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { ConfigError, loadConfig } from './config';
+import { DEV_JWT_SECRET } from './auth';
+import { ConfigError, DEV_INTERNAL_SECRET, loadConfig } from './config';
 import { Closer, runService, Service } from './lifecycle';
 import { createLogger } from './logger';
 import { createMetricsRegistry } from './metrics';
@@ -46,6 +47,12 @@ export async function runMain<T extends TObject>(
     process.exit(2);
   }
   const runtime = createRuntime(service, config.LOG_LEVEL);
+  const devSecrets = publicDevSecretsIn(config);
+  if (devSecrets.length > 0)
+    runtime.logger.warn(
+      { settings: devSecrets },
+      `${devSecrets.join(' and ')} still hold the public development value: anyone can sign tokens or call internal endpoints; set them outside development`,
+    );
   const fail = async (err: unknown) => {
     runtime.logger.fatal({ err }, 'failed to start');
     await runtime.closer.closeAll();
@@ -69,4 +76,12 @@ export async function runMain<T extends TObject>(
     logger: runtime.logger,
     shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
   });
+}
+
+/** Settings left on the public development secrets (JWT_SECRET counts only without a JWKS). */
+export function publicDevSecretsIn(config: Record<string, unknown>): string[] {
+  const found: string[] = [];
+  if (config.JWT_SECRET === DEV_JWT_SECRET && !config.JWT_JWKS_URL) found.push('JWT_SECRET');
+  if (config.INTERNAL_SECRET === DEV_INTERNAL_SECRET) found.push('INTERNAL_SECRET');
+  return found;
 }

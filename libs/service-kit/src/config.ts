@@ -58,10 +58,13 @@ export const CommonConfig = {
   }),
 } satisfies TProperties;
 
+/** The built-in internal secret: public, so only for development. */
+export const DEV_INTERNAL_SECRET = 'parley-dev-internal-secret';
+
 export const InternalConfig = {
   INTERNAL_SECRET: Type.String({
     minLength: 16,
-    default: 'parley-dev-internal-secret',
+    default: DEV_INTERNAL_SECRET,
     description: 'Shared secret for internal HTTP calls between services',
   }),
 } satisfies TProperties;

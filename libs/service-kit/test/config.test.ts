@@ -1,5 +1,12 @@
 import { Type } from '@sinclair/typebox';
-import { CommonConfig, ConfigError, loadConfig } from '@parley/service-kit';
+import {
+  AuthConfig,
+  CommonConfig,
+  ConfigError,
+  InternalConfig,
+  loadConfig,
+  publicDevSecretsIn,
+} from '@parley/service-kit';
 
 const schema = Type.Object({
   ...CommonConfig,
@@ -44,5 +51,14 @@ describe('loadConfig', () => {
 
   it('treats an empty variable as unset', () => {
     expect(loadConfig('svc', schema, { REDIS_URL: 'redis://x', PORT: '' }).PORT).toBe(8080);
+  });
+
+  it('names the secrets left on their public development values', () => {
+    const secrets = Type.Object({ ...AuthConfig, ...InternalConfig });
+    expect(publicDevSecretsIn(loadConfig('t', secrets, {}))).toEqual(['JWT_SECRET', 'INTERNAL_SECRET']);
+    const jwks = { JWT_JWKS_URL: 'https://idp.example/jwks.json', INTERNAL_SECRET: 'a-real-internal-secret' };
+    expect(publicDevSecretsIn(loadConfig('t', secrets, jwks))).toEqual([]);
+    const own = { JWT_SECRET: 'x'.repeat(40) };
+    expect(publicDevSecretsIn(loadConfig('t', secrets, own))).toEqual(['INTERNAL_SECRET']);
   });
 });
