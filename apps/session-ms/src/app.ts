@@ -115,11 +115,18 @@ export function createSessionService(deps: SessionDeps): SessionService {
     handle: (batch) => delivery.handleConnections(batch.map((e) => e.event)),
   });
   const retries = retryLoop(delivery, deps.settings.retryTickMs, logger);
+  // Stopped after the consumers (workers stop in reverse order): nothing new is tracked by then.
+  const handOff = {
+    stop: async () => {
+      const handed = await delivery.handOffPending();
+      if (handed > 0) logger.info({ handed }, 'deliverables awaiting an ack handed to storage');
+    },
+  };
 
   return {
     http,
     delivery,
-    ...serviceLifecycle(http, deps, deps.readiness, [connections, deliveries, retries]),
+    ...serviceLifecycle(http, deps, deps.readiness, [handOff, connections, deliveries, retries]),
   };
 }
 

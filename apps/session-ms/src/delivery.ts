@@ -146,6 +146,22 @@ export class Delivery {
     return due.length;
   }
 
+  /**
+   * With a store that dies with this process, what still awaits an ack goes to storage before the
+   * process ends: its deliver events were committed, so nothing else would deliver it. Call it once
+   * nothing new is tracked (the delivery consumer has stopped). Returns how many went.
+   */
+  async handOffPending(): Promise<number> {
+    if (this.store.outlivesProcess) return 0;
+    let handed = 0;
+    for (;;) {
+      const pending = await this.store.claimDue(Number.MAX_SAFE_INTEGER, Date.now(), 0, 500);
+      if (pending.length === 0) return handed;
+      await this.goOffline(pending); // drops them from the store
+      handed += pending.length;
+    }
+  }
+
   /** This replica stops retrying: if it is caught up, the others no longer wait for its read position. */
   async leave(): Promise<void> {
     // A lagging replica's report must outlive it: until the partitions' next owner has fetched,

@@ -10,6 +10,7 @@ export const DEFAULT_MAX_ACKED = 1_000_000;
  * 1,000 msg/s a day of them would not fit in memory, so the dedup window shrinks under load instead.
  */
 export class MemorySessionStore implements SessionStore {
+  readonly outlivesProcess = false;
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
   /** Each gateway's liveness: alive until, and when it last beat. */

@@ -76,6 +76,7 @@ interface StoredPending {
 }
 
 export class RedisSessionStore implements SessionStore {
+  readonly outlivesProcess = true;
   private readonly prefix: string;
 
   constructor(

@@ -36,6 +36,8 @@ export interface Pending {
  * production (shared by session-ms replicas, survives restarts); in memory for the embedded default.
  */
 export interface SessionStore {
+  /** Whether what it holds outlives this process (Redis) or dies with it (memory). */
+  readonly outlivesProcess: boolean;
   addConnection(connection: Connection): Promise<void>;
   removeConnection(user: string, connId: string, at: number): Promise<void>;
   /** Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored. */
