@@ -18,6 +18,8 @@ import {
   InboundEvent,
   MAX_REST_BODY_BYTES,
   MaxFrameBytesSetting,
+  jsonDepth,
+  MAX_BODY_DEPTH,
   ParleyError,
   PresenceQuery,
   PresenceResponse,
@@ -214,7 +216,9 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
       const accepted: Array<{ result: SendResult & { status: 'accepted' }; event: InboundEvent }> = [];
       const sentAt = Date.now();
       items.forEach((item, index) => {
-        const size = Buffer.byteLength(JSON.stringify(item));
+        // Serializing a body nested thousands deep would overflow the stack: validation refuses it below.
+        const tooDeep = jsonDepth(item, MAX_BODY_DEPTH + 2) > MAX_BODY_DEPTH + 1; // the frame's level + its body's
+        const size = tooDeep ? 0 : Buffer.byteLength(JSON.stringify(item));
         const id =
           typeof (item as { id?: unknown })?.id === 'string' ? (item as { id: string }).id : undefined;
         if (size > deps.settings.maxFrameBytes) {

@@ -49,7 +49,12 @@ export function createHttpUpstreams(
         throw new ParleyError('unavailable', `${service} is unreachable: ${(err as Error).message}`);
       }
       const text = await response.text();
-      const parsed: unknown = text ? JSON.parse(text) : undefined;
+      const parsed = parseBody(text);
+      if (parsed === NOT_JSON)
+        throw new ParleyError(
+          'unavailable',
+          `${service} answered ${response.status} with a body that is not JSON`,
+        );
       if (response.status >= 500 && !isErrorBody(parsed)) {
         throw new ParleyError('unavailable', `${service} answered ${response.status}`);
       }
@@ -69,3 +74,15 @@ function isErrorBody(value: unknown): value is ErrorBody {
 }
 
 export type { ErrorCode };
+
+const NOT_JSON = Symbol('not JSON');
+
+/** An upstream's body: JSON, nothing, or (a proxy's HTML error page, say) NOT_JSON. */
+function parseBody(text: string): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return NOT_JSON;
+  }
+}

@@ -15,7 +15,7 @@ import { createHttpUpstreams, UpstreamName } from '../src/upstream';
 
 /** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
 async function startUpstream(
-  answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown },
+  answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown; raw?: string },
 ) {
   const seen: Array<{ method?: string; url?: string; user?: string; secret?: string; body: string }> = [];
   const server: Server = createServer((req, res) => {
@@ -32,7 +32,7 @@ async function startUpstream(
       const out = answer(req, body);
       res
         .writeHead(out.status, { 'content-type': 'application/json' })
-        .end(out.body === undefined ? '' : JSON.stringify(out.body));
+        .end(out.raw ?? (out.body === undefined ? '' : JSON.stringify(out.body)));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -175,6 +175,27 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('refuses a frame nested far too deep as invalid, without overflowing the stack', async () => {
+    ({ gateway } = build());
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...(await auth()), 'content-type': 'application/json' },
+      payload:
+        '{"type":"message","id":"d1","to":"bob","body":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}',
+    });
+    expect([res.statusCode, res.json().results?.[0]]).toEqual([
+      200,
+      {
+        index: 0,
+        id: 'd1',
+        status: 'rejected',
+        code: 'invalid_frame',
+        message: expect.stringContaining('nested deeper'),
+      },
+    ]);
+  });
+
   it('answers every error status with its body', async () => {
     ({ gateway } = build());
     const headers = await auth();
@@ -246,6 +267,17 @@ describe('rest-gateway', () => {
     const res = await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers: await auth() });
     expect(res.statusCode).toBe(503);
     expect(res.json().error.message).toContain('group-ms is unreachable');
+  });
+
+  it('answers 503 when an upstream answers with something other than JSON (a proxy error page)', async () => {
+    const upstream = await startUpstream(() => ({ status: 502, raw: '<html>Bad Gateway</html>' }));
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    const res = await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers: await auth() });
+    expect([res.statusCode, res.json().error]).toEqual([
+      503,
+      { code: 'unavailable', message: 'group-ms answered 502 with a body that is not JSON' },
+    ]);
+    await upstream.close();
   });
 
   it('calls upstreams as the authenticated user with the internal secret, and passes their errors through', async () => {

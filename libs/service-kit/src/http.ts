@@ -15,6 +15,7 @@ import { describeInputErrors, ErrorCode, ParleyError, statusOf } from '@parley/c
 import type { ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
 import { Readiness } from './readiness';
+import { isTransient } from './transient';
 
 export interface HttpServerOptions {
   logger: Logger;
@@ -126,6 +127,10 @@ function errorHandler(
   if (error.statusCode === 429) return sendError(reply, 'rate_limited', error.message);
   if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
     return sendError(reply, 'invalid_request', error.message);
+  }
+  if (isTransient(error)) {
+    request.log.warn({ err: error, url: request.url }, 'a dependency is unavailable');
+    return sendError(reply, 'unavailable', 'a dependency is unavailable; try again');
   }
   request.log.error({ err: error, url: request.url }, 'request failed');
   return sendError(reply, 'internal', 'internal error');

@@ -9,3 +9,4 @@ export * from './internal-auth';
 export * from './bootstrap';
 export * from './recent-set';
 export * from './periodic-job';
+export * from './transient';

@@ -31,6 +31,9 @@ function build(readiness = new Readiness(200)) {
   app.get('/boom', async () => {
     throw new Error('secret internals');
   });
+  app.get('/db-down', async () => {
+    throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' });
+  });
   return app;
 }
 
@@ -91,7 +94,7 @@ describe('buildHttpServer', () => {
     await app.close();
   });
 
-  it('maps errors to the protocol body: 413, 429 with Retry-After, 404, 400 bad JSON, 500 without internals', async () => {
+  it('maps errors to the protocol body: 413, 429 with Retry-After, 404, 400 bad JSON, 503 for a dependency down, 500 without internals', async () => {
     const app = build();
     const big = await app.inject({ method: 'POST', url: '/echo', payload: { name: 'x'.repeat(200) } });
     expect(big.statusCode).toBe(413);
@@ -113,6 +116,11 @@ describe('buildHttpServer', () => {
     const boom = await app.inject('/boom');
     expect(boom.statusCode).toBe(500);
     expect(boom.body).not.toContain('secret internals');
+    const down = await app.inject('/db-down');
+    expect([down.statusCode, down.json()]).toEqual([
+      503,
+      { error: { code: 'unavailable', message: 'a dependency is unavailable; try again' } },
+    ]);
     await app.close();
   });
 

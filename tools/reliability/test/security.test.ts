@@ -139,6 +139,15 @@ describe('security', () => {
       code: 'invalid_frame',
       message: expect.stringContaining('nested deeper'),
     });
+    const deeper = await post(
+      '{"type":"message","id":"deeper","to":"bob","body":' + '['.repeat(200_000) + ']'.repeat(200_000) + '}',
+    );
+    expect(deeper.status).toBe(200); // not a stack overflow answered with 500
+    expect(((await deeper.json()) as { results: unknown[] }).results[0]).toMatchObject({
+      status: 'rejected',
+      code: 'invalid_frame',
+      message: expect.stringContaining('nested deeper'),
+    });
 
     const carol = await clients.connect('sec-carol');
     carol.send('{"type":"message",' + '['.repeat(5000));

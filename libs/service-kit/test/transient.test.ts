@@ -1,6 +1,6 @@
 import { DatabaseError } from 'pg';
 import { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs';
-import { isTransient, TransientError } from '../src';
+import { isTransient, TransientError } from '@parley/service-kit';
 
 // ioredis does not export it from its index.
 const MaxRetriesPerRequestError = require('ioredis/built/errors/MaxRetriesPerRequestError').default;

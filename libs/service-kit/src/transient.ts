@@ -1,0 +1,53 @@
+/** A failure worth waiting out (a dependency is down), as opposed to a poison record. */
+export class TransientError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TransientError';
+  }
+}
+
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  '40001', // Postgres serialization failure
+  '40P01', // Postgres deadlock
+]);
+
+/** SQLSTATE classes of a database that is unreachable, overloaded or shutting down. */
+const TRANSIENT_SQLSTATE = /^(08|53|57P)[0-9A-Z]{2,3}$/;
+
+/** Errors that say a dependency is down, by name (ioredis gives up on a command while Redis is away). */
+const TRANSIENT_NAMES = new Set(['MaxRetriesPerRequestError']);
+
+const TRANSIENT_MESSAGE =
+  /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN) /i;
+
+/**
+ * Failures of a dependency (Kafka, Redis, Postgres, the network) are transient: retrying them
+ * forever keeps order and loses nothing. Anything else is the record's fault (a poison record).
+ * kafkajs marks its own errors `retriable`; a "retries exceeded" error carries the last one as its cause.
+ */
+export function isTransient(err: unknown): boolean {
+  for (let e: unknown = err; e && typeof e === 'object'; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof TransientError) return true;
+    const { code, message, name, retriable } = e as {
+      code?: unknown;
+      message?: unknown;
+      name?: unknown;
+      retriable?: unknown;
+    };
+    if (retriable === true) return true;
+    if (typeof name === 'string' && TRANSIENT_NAMES.has(name)) return true;
+    if (typeof code === 'string' && (TRANSIENT_CODES.has(code) || TRANSIENT_SQLSTATE.test(code))) return true;
+    if (typeof message === 'string' && TRANSIENT_MESSAGE.test(message)) return true;
+    if (Array.isArray((e as { errors?: unknown }).errors))
+      return (e as AggregateError).errors.some(isTransient);
+  }
+  return false;
+}
