@@ -174,7 +174,9 @@ export class Delivery {
     if (durable.length === 0 && ephemeral.length === 0) return;
     const users = [...new Set([...durable.map((p) => p.user), ...ephemeral.map((p) => p.user)])];
     const connections = await this.store.connectionsOf(users);
-    const unreachable = durable.filter((p) => !connections.has(p.user));
+    // A replayed deliverable is stored already. Its user not seen connected means, as often as not,
+    // that the replay outran this service's record of the connect: it stays for its retries.
+    const unreachable = durable.filter((p) => !connections.has(p.user) && !p.stored);
     const pushes = [
       ...durable.filter((p) => connections.has(p.user)),
       ...ephemeral.filter((p) => connections.has(p.user)),

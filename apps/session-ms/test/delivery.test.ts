@@ -260,6 +260,16 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('keeps a replay that outran the record of its connect, and pushes it once the connect is known', async () => {
+    const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
+    await delivery.handle([{ ...message('m1'), replay: true }]); // bob's connect not yet recorded
+    expect(gateways.mids('bob')).toEqual([]);
+    await connect('bob', 'phone');
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toContain('alice:m1');
+    expect(bus.events(TOPICS.offline)).toEqual([]); // stored already: never stored again
+  });
+
   it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {
     const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
     await connect('bob', 'phone');
