@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { deliverToMany, GroupCommandEvent, TOPICS } from '@parley/contracts';
+import { deliverToMany, GroupCommandEvent, TOPICS, userMid } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import {
@@ -64,12 +64,18 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   opsRetentionMs?: number;
   /** How often old ops are purged (default hourly). */
   purgeIntervalMs?: number;
+  /** How often the outbox looks for notices a failed publish left behind (default 5 s). */
+  outboxIntervalMs?: number;
+  /** How old an op must be before the outbox takes over its notice (default 5 s). */
+  outboxGraceMs?: number;
 }
 
 export interface GroupMs extends Service {
   http: HttpServer;
   /** Purges the ops past retention now (it also runs periodically); returns how many went. */
   purgeNow(): Promise<number>;
+  /** Publishes the notices a failed publish left behind now (it also runs periodically). */
+  publishOutboxNow(): Promise<number>;
 }
 
 /**
@@ -98,6 +104,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
 
   const handle = async (batch: Envelope<GroupCommandEvent>[]) => {
     const effects = noEffects();
+    const opMids = batch.map(({ event }) => userMid(event.from, event.frame.id));
     for (const { event } of batch) {
       const { deliveries, notices, changes } = await groups.applyCommand(event);
       effects.deliveries.push(...deliveries);
@@ -106,6 +113,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
       applied.inc({ op: event.frame.op });
     }
     await publish(effects);
+    await groups.published(opMids);
   };
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'group-ms',
@@ -131,10 +139,25 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     },
   });
 
+  const outbox = createPeriodicJob({
+    name: 'group notice outbox',
+    intervalMs: deps.outboxIntervalMs ?? 5000,
+    logger: deps.logger,
+    run: async () => {
+      const { opMids, effects } = await groups.unpublished(clock() - (deps.outboxGraceMs ?? 5000), 500);
+      if (opMids.length === 0) return 0;
+      await publish(effects);
+      await groups.published(opMids);
+      deps.logger.warn({ count: opMids.length }, 'published group notices that a failed publish left behind');
+      return opMids.length;
+    },
+  });
+
   return {
     http,
     purgeNow: () => purge.runOnce(),
-    ...serviceLifecycle(http, deps, deps.readiness, [subscription, purge]),
+    publishOutboxNow: () => outbox.runOnce(),
+    ...serviceLifecycle(http, deps, deps.readiness, [subscription, purge, outbox]),
   };
 }
 

@@ -65,6 +65,26 @@ export class GroupService {
     }
   }
 
+  /** Marks the notices of these ops as out: Kafka has them. */
+  published(opMids: string[]): Promise<void> {
+    return this.store.markPublished(opMids);
+  }
+
+  /** The outbox: what ops applied before `appliedBefore` still have to tell, with their op mids. */
+  async unpublished(
+    appliedBefore: number,
+    limit: number,
+  ): Promise<{ opMids: string[]; effects: GroupEffects }> {
+    const pending = await this.store.unpublished(appliedBefore, limit);
+    const effects = noEffects();
+    for (const { notice } of pending) {
+      const { notices, changes } = effectsOf(notice);
+      effects.notices.push(...notices);
+      effects.changes.push(...changes);
+    }
+    return { opMids: pending.map((p) => p.opMid), effects };
+  }
+
   /**
    * A group op from the pipe: idempotent by `<from>:<id>`; a refused op becomes an `error`
    * deliverable to the sender. Other failures (the database) throw, so the record is retried.

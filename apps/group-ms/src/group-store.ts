@@ -40,4 +40,7 @@ export interface GroupStore {
    * applied again, so keep them for longer than anything can redeliver them.
    */
   forgetOpsBefore(appliedBefore: number): Promise<number>;
+  /** The outbox: notices of ops applied before `appliedBefore` not yet marked published, oldest first. */
+  unpublished(appliedBefore: number, limit: number): Promise<Array<{ opMid: string; notice: GroupNotice }>>;
+  markPublished(opMids: string[]): Promise<void>;
 }

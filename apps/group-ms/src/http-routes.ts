@@ -28,7 +28,9 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     const request: ChangeRequest = { group, by, at: deps.clock(), operation };
     const mid = restNoticeMid(by, deps.newId);
     const outcome = await deps.groups.change(request, { opMid: mid, noticeMid: mid });
+    // Committed before it is published: if this publish fails, the outbox publishes it later.
     await deps.publish(outcome.effects);
+    await deps.groups.published([mid]);
     return outcome.state!;
   };
 

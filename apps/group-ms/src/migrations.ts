@@ -40,4 +40,13 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '005_group_ops_by_applied_at',
     sql: 'CREATE INDEX group_ops_by_applied_at ON group_ops (applied_at)',
   },
+  // The outbox: an op's notice is marked published once Kafka took it (ops before this: published).
+  {
+    id: '006_group_ops_published',
+    sql: 'ALTER TABLE group_ops ADD COLUMN published boolean NOT NULL DEFAULT true',
+  },
+  {
+    id: '007_group_ops_unpublished',
+    sql: 'CREATE INDEX group_ops_unpublished ON group_ops (applied_at) WHERE NOT published',
+  },
 ];

@@ -33,6 +33,20 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
     apply: (group, opMid, decide) => db.transaction((tx) => applyInTransaction(tx, group, opMid, decide)),
     forgetOpsBefore: (appliedBefore) =>
       deleteOlderThan(db, { table: 'group_ops', key: ['mid'], column: 'applied_at', before: appliedBefore }),
+    async unpublished(appliedBefore, limit) {
+      const rows = await db.query<{ mid: string; notice: GroupNotice }>(
+        'SELECT mid, notice FROM group_ops WHERE NOT published AND applied_at < $1 ORDER BY applied_at LIMIT $2',
+        [appliedBefore, limit],
+      );
+      return rows.rows.map((row) => ({ opMid: row.mid, notice: row.notice }));
+    },
+    async markPublished(opMids) {
+      if (opMids.length === 0) return;
+      await db.query(
+        'UPDATE group_ops SET published = true WHERE mid IN (SELECT jsonb_array_elements_text($1::text::jsonb))',
+        [JSON.stringify(opMids)],
+      );
+    },
   };
 }
 
@@ -51,12 +65,10 @@ async function applyInTransaction(
   const change = decide(current);
   if (!change) return { kind: 'unchanged', current };
   await writeGroup(tx, current, change.next);
-  await tx.query('INSERT INTO group_ops (mid, group_id, applied_at, notice) VALUES ($1, $2, $3, $4)', [
-    opMid,
-    group,
-    change.next.updatedAt,
-    JSON.stringify(change.notice),
-  ]);
+  await tx.query(
+    'INSERT INTO group_ops (mid, group_id, applied_at, notice, published) VALUES ($1, $2, $3, $4, false)',
+    [opMid, group, change.next.updatedAt, JSON.stringify(change.notice)],
+  );
   return { kind: 'applied', next: change.next, notice: change.notice };
 }
 

@@ -1,14 +1,37 @@
-import { DeliverEvent, deliveriesIn, GroupCommandEvent, GroupFrame, TOPICS } from '@parley/contracts';
+import {
+  DeliverEvent,
+  deliveriesIn,
+  GroupCommandEvent,
+  GroupFrame,
+  TOPICS,
+  TopicSpec,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
-import { createMetricsRegistry, DAY_MS, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
+import {
+  createMetricsRegistry,
+  DAY_MS,
+  internalHeaders,
+  Readiness,
+  silentLogger,
+  TransientError,
+} from '@parley/service-kit';
 import { createGroupMs, GroupMs } from '../src/app';
 import { GROUP_MIGRATIONS } from '../src/migrations';
 import { createSqlGroupStore } from '../src/sql-group-store';
 import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret-0123';
+
+/** A bus Kafka is away from while `failing`. */
+class FlakyBus extends MemoryBus {
+  failing = false;
+  override async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void> {
+    if (this.failing) throw new TransientError('kafka is unreachable');
+    return super.publish(topic, events, options);
+  }
+}
 
 describe.each(testDatabases())('group-ms service on $name', (target) => {
   let db: SqlDatabase;
@@ -219,6 +242,49 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       expect(metrics).toContain('parley_group_ops_purged_total{service="group-ms"} 1');
     } finally {
       await purging.stop();
+    }
+  });
+
+  it('publishes the notice of a REST change whose publish failed from the outbox, once', async () => {
+    const flaky = new FlakyBus();
+    const outboxed = createGroupMs({
+      bus: flaky,
+      store: createSqlGroupStore(db),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
+      readiness: new Readiness(),
+      port: 0,
+      host: '127.0.0.1',
+      internalSecret: SECRET,
+      maxMembers: 3,
+      outboxGraceMs: 0,
+      outboxIntervalMs: 3_600_000, // the test runs it
+    });
+    await outboxed.start();
+    try {
+      flaky.failing = true;
+      const created = await outboxed.http.inject({
+        method: 'POST',
+        url: '/internal/groups',
+        headers: internalHeaders(SECRET, 'alice'),
+        payload: { id: 'outboxed', name: 'Outboxed', members: ['bob'] },
+      });
+      expect(created.statusCode).toBe(503); // committed, not told: the outbox tells it
+      flaky.failing = false;
+      expect(await outboxed.publishOutboxNow()).toBe(1);
+      const told = flaky
+        .events(TOPICS.delivery)
+        .flatMap(deliveriesIn)
+        .filter((d) => d.frame.type === 'group' && d.frame.group === 'outboxed')
+        .map((d) => d.to)
+        .sort();
+      expect(told).toEqual(['alice', 'bob']);
+      expect(flaky.events(TOPICS.groupChanges)).toEqual([
+        expect.objectContaining({ group: 'outboxed', members: ['alice', 'bob'] }),
+      ]);
+      expect(await outboxed.publishOutboxNow()).toBe(0);
+    } finally {
+      await outboxed.stop();
     }
   });
 });
