@@ -17,7 +17,7 @@ import {
   silentLogger,
   TransientError,
 } from '@parley/service-kit';
-import { createGroupMs, GroupMs } from '../src/app';
+import { createGroupMs, GroupMs, GroupMsDeps } from '../src/app';
 import { GROUP_MIGRATIONS } from '../src/migrations';
 import { createSqlGroupStore } from '../src/sql-group-store';
 import { waitFor } from '@parley/test-kit';
@@ -45,21 +45,24 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
   });
   afterAll(() => target.dispose());
 
-  beforeEach(async () => {
-    bus = new MemoryBus();
-    const readiness = new Readiness();
-    service = createGroupMs({
+  /** A group-ms on the test database; `overrides` replace its defaults. */
+  const groupMs = (overrides: Partial<GroupMsDeps> = {}) =>
+    createGroupMs({
       bus,
       store: createSqlGroupStore(db),
       logger: silentLogger(),
       metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
-      readiness,
+      readiness: new Readiness(),
       port: 0,
       host: '127.0.0.1',
       internalSecret: SECRET,
       maxMembers: 3,
-      newId: () => `id${++ids}`,
+      ...overrides,
     });
+
+  beforeEach(async () => {
+    bus = new MemoryBus();
+    service = groupMs({ newId: () => `id${++ids}` });
     await service.start();
   });
   afterEach(() => service.stop());
@@ -203,19 +206,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
   });
   it('forgets applied ops past their retention, and counts them', async () => {
     let now = Date.now() - 100 * DAY_MS; // older than every op the other tests applied
-    const purging = createGroupMs({
-      bus,
-      store: createSqlGroupStore(db),
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
-      readiness: new Readiness(),
-      port: 0,
-      host: '127.0.0.1',
-      internalSecret: SECRET,
-      maxMembers: 3,
-      clock: () => now,
-      opsRetentionMs: 8 * DAY_MS,
-    });
+    const purging = groupMs({ clock: () => now, opsRetentionMs: 8 * DAY_MS });
     await purging.start();
     try {
       const create = (id: string) =>
@@ -247,16 +238,8 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
 
   it('publishes the notice of a REST change whose publish failed from the outbox, once', async () => {
     const flaky = new FlakyBus();
-    const outboxed = createGroupMs({
+    const outboxed = groupMs({
       bus: flaky,
-      store: createSqlGroupStore(db),
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
-      readiness: new Readiness(),
-      port: 0,
-      host: '127.0.0.1',
-      internalSecret: SECRET,
-      maxMembers: 3,
       outboxGraceMs: 0,
       outboxIntervalMs: 3_600_000, // the test runs it
     });
