@@ -32,6 +32,14 @@ export interface KafkaBusOptions {
   maxHandlerMs?: number;
   /** How often handled offsets are committed (KAFKA_COMMIT_INTERVAL_MS, default 500 ms); see `createCommitter`. */
   commitIntervalMs?: number;
+  /**
+   * A consumer fetches again no sooner than this after it began its previous batch
+   * (KAFKA_CONSUMER_MIN_CYCLE_MS, default 5 ms). Otherwise a busy consumer fetches as soon as each
+   * small batch is handled, and the per-fetch cost takes the CPU that latency needs: at
+   * 1,000 msg/s, 5 ms cut the one-process fleet's CPU by 12-17 % and its p99 with it (docs/benchmarks.md).
+   * What arrives meanwhile waits at most that long; a message to an idle consumer does not wait.
+   */
+  minCycleMs?: number;
   consumer?: {
     sessionTimeout?: number;
     heartbeatInterval?: number;
@@ -445,9 +453,11 @@ function createSubscription<T>(
     }
   };
 
+  const minCycleMs = options.minCycleMs ?? 5;
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
     if (batch.messages.length === 0 || !running) return;
+    const startedAt = Date.now();
     position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
     inFlight.enter();
     try {
@@ -456,6 +466,9 @@ function createSubscription<T>(
       inFlight.leave();
       position.batchEnded(batch.partition);
     }
+    // kafkajs fetches again once every batch of the fetch is handled: holding this one paces it.
+    const rest = startedAt + minCycleMs - Date.now();
+    if (rest > 0 && running) await sleep(rest);
   };
 
   const handleBatch = async (payload: EachBatchPayload) => {

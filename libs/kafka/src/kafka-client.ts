@@ -26,6 +26,13 @@ export const KafkaSettingsSchema = {
     description:
       'How often consumers commit the offsets they handled (also at a rebalance and at shutdown): at most what a crash replays',
   }),
+  KAFKA_CONSUMER_MIN_CYCLE_MS: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 5,
+    description:
+      'A consumer fetches again no sooner than this after it began its previous batch: under load, fewer and larger fetches (0: at once)',
+  }),
   KAFKA_PACK_EVENTS: Type.Boolean({
     default: true,
     description:
@@ -44,6 +51,7 @@ export interface KafkaSettings {
   KAFKA_SESSION_TIMEOUT_MS?: number;
   KAFKA_HEARTBEAT_INTERVAL_MS?: number;
   KAFKA_COMMIT_INTERVAL_MS?: number;
+  KAFKA_CONSUMER_MIN_CYCLE_MS?: number;
   KAFKA_PACK_EVENTS?: boolean;
 }
 

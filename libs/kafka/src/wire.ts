@@ -30,6 +30,7 @@ export async function connectKafkaBus(
     metrics: runtime.metrics,
     packEvents: settings.KAFKA_PACK_EVENTS,
     commitIntervalMs: settings.KAFKA_COMMIT_INTERVAL_MS,
+    minCycleMs: settings.KAFKA_CONSUMER_MIN_CYCLE_MS,
     ...options,
     consumer: { ...consumer, ...options.consumer },
   });

@@ -506,7 +506,10 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
     describe('createKafkaBus', () => {
       const logger = pino({ level: 'silent' });
       /** `packEvents: false` where a test counts offsets: one event per record. */
-      const bus = (k: Kafka, options: { packEvents?: boolean; commitIntervalMs?: number } = {}): EventBus => {
+      const bus = (
+        k: Kafka,
+        options: { packEvents?: boolean; commitIntervalMs?: number; minCycleMs?: number } = {},
+      ): EventBus => {
         const b = createKafkaBus({ kafka: k, logger, maxAttempts: 3, consumer: FAST_CONSUMER, ...options });
         cleanups.push(() => b.close());
         return b;
@@ -697,6 +700,27 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(whileFailing).toEqual(['-1', '-1']);
         expect(handled).toEqual([1, 2]);
         await waitFor(async () => (await committed()) === '2', 10_000, 'the commit');
+      });
+
+      test('a consumer fetches again no sooner than its minimum cycle: what arrives meanwhile comes as one batch', async () => {
+        const spec = pingTopic(unique('cycle'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'), { packEvents: false, minCycleMs: 1500 });
+        const batches: number[][] = [];
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async (batch) => void batches.push(batch.map((e) => e.event.n)),
+        });
+        await sub.start();
+        await b.publish(spec, [ping(0)]);
+        await waitFor(() => batches.length === 1, 15_000, 'the first batch');
+        for (let n = 1; n <= 5; n++) {
+          await b.publish(spec, [ping(n)]); // five requests, well inside the cycle
+          await sleep(20);
+        }
+        await waitFor(() => batches.flat().length === 6, 15_000, 'every event');
+        expect(batches).toEqual([[0], [1, 2, 3, 4, 5]]);
       });
 
       test('stop() does not wait out a handler that keeps failing on a dependency', async () => {
