@@ -53,6 +53,8 @@ export interface FleetOptions {
   kafkaBrokers?: string;
   /** KAFKA_PACK_EVENTS (default true): pack each flush's events per partition into one record. */
   packEvents?: boolean;
+  /** KAFKA_CONSUMER_MIN_CYCLE_MS (default 5): the least time between a consumer's fetches. */
+  consumerMinCycleMs?: number;
   redisUrl?: string;
   databaseUrl?: string;
   /** `DEFAULT_PORTS`, or `'random'` for free ports (tests). */
@@ -122,6 +124,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       KAFKA_REPLICATION_FACTOR: 1,
       KAFKA_TOPIC_PARTITIONS: options.kafkaBrokers ? undefined : 4,
       KAFKA_PACK_EVENTS: options.packEvents,
+      KAFKA_CONSUMER_MIN_CYCLE_MS: options.consumerMinCycleMs,
     };
     const consumer = options.fastConsumers
       ? { heartbeatInterval: 200, maxWaitTimeInMs: 100, sessionTimeout: 6000, rebalanceTimeout: 3000 }

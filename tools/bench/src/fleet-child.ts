@@ -7,9 +7,13 @@ import { KafkaSettingsSchema } from '@parley/kafka';
 import { CommonConfig, loadConfig } from '@parley/service-kit';
 import { startFleet } from '../../../apps/launcher/src/fleet';
 
-/** What the bench passes through the environment: KAFKA_PACK_EVENTS=false gives the before figure. */
+/**
+ * What the bench passes through the environment: KAFKA_PACK_EVENTS=false and
+ * KAFKA_CONSUMER_MIN_CYCLE_MS=0 give the figures before those changes.
+ */
 const FleetChildConfig = Type.Object({
   KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS,
+  KAFKA_CONSUMER_MIN_CYCLE_MS: KafkaSettingsSchema.KAFKA_CONSUMER_MIN_CYCLE_MS,
   LOG_LEVEL: Type.Union(CommonConfig.LOG_LEVEL.anyOf, { default: 'warn' }),
   HOST: Type.String({ default: '127.0.0.1' }),
   BENCH_ALLOC_PROFILE: Type.Optional(
@@ -57,6 +61,7 @@ async function main() {
     dataDir,
     host: config.HOST,
     packEvents: config.KAFKA_PACK_EVENTS,
+    consumerMinCycleMs: config.KAFKA_CONSUMER_MIN_CYCLE_MS,
   });
   const ready = {
     urls: fleet.urls,
