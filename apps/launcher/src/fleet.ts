@@ -53,7 +53,7 @@ export interface FleetOptions {
   kafkaBrokers?: string;
   /** KAFKA_PACK_EVENTS (default true): pack each flush's events per partition into one record. */
   packEvents?: boolean;
-  /** KAFKA_CONSUMER_MIN_CYCLE_MS (default 5): the least time between a consumer's fetches. */
+  /** KAFKA_CONSUMER_MIN_CYCLE_MS (default 0): the least time between a consumer's fetches. */
   consumerMinCycleMs?: number;
   redisUrl?: string;
   databaseUrl?: string;

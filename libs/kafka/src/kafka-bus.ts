@@ -34,10 +34,11 @@ export interface KafkaBusOptions {
   commitIntervalMs?: number;
   /**
    * A consumer fetches again no sooner than this after it began its previous batch
-   * (KAFKA_CONSUMER_MIN_CYCLE_MS, default 5 ms). Otherwise a busy consumer fetches as soon as each
-   * small batch is handled, and the per-fetch cost takes the CPU that latency needs: at
-   * 1,000 msg/s, 5 ms cut the one-process fleet's CPU by 12-17 % and its p99 with it (docs/benchmarks.md).
-   * What arrives meanwhile waits at most that long; a message to an idle consumer does not wait.
+   * (KAFKA_CONSUMER_MIN_CYCLE_MS, default 0: at once). A busy consumer otherwise fetches as soon as
+   * each small batch is handled, and pays the per-fetch cost each time. What arrives meanwhile
+   * waits at most this long; a message to an idle consumer does not wait. At 5 ms the one-process
+   * fleet used 12-17 % less CPU at 1,000 msg/s, but full bench runs gave no better p99 and a higher
+   * p50 at half max, so it is off by default (docs/benchmarks.md, tenth session).
    */
   minCycleMs?: number;
   consumer?: {
@@ -453,7 +454,7 @@ function createSubscription<T>(
     }
   };
 
-  const minCycleMs = options.minCycleMs ?? 5;
+  const minCycleMs = options.minCycleMs ?? 0;
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
     if (batch.messages.length === 0 || !running) return;

@@ -29,9 +29,9 @@ export const KafkaSettingsSchema = {
   KAFKA_CONSUMER_MIN_CYCLE_MS: Type.Integer({
     minimum: 0,
     maximum: 1000,
-    default: 5,
+    default: 0,
     description:
-      'A consumer fetches again no sooner than this after it began its previous batch: under load, fewer and larger fetches (0: at once)',
+      'A consumer fetches again no sooner than this after it began its previous batch: fewer, larger fetches and less CPU, for up to this much latency per hop (0: at once)',
   }),
   KAFKA_PACK_EVENTS: Type.Boolean({
     default: true,
