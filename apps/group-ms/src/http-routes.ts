@@ -30,7 +30,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     const outcome = await deps.groups.change(request, { opMid: mid, noticeMid: mid });
     // Committed before it is published: if this publish fails, the outbox publishes it later.
     await deps.publish(outcome.effects);
-    await deps.groups.published([mid]);
+    if (outcome.effects.notices.length > 0) await deps.groups.published([mid]);
     return outcome.state!;
   };
 

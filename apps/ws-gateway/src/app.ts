@@ -132,6 +132,11 @@ export interface WsGateway extends Service {
 const ID_FRAMES = new Set(['message', 'group']);
 const ACK_RATE_FACTOR = 10;
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
+const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
+  ok: false,
+  code: 'invalid_frame',
+  message: 'frame: must be a text frame holding one JSON object',
+};
 
 export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const { bus, settings, logger } = deps;
@@ -190,11 +195,6 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       ]),
     ).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
 
-  const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
-    ok: false,
-    code: 'invalid_frame',
-    message: 'frame: must be a text frame holding one JSON object',
-  };
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
   const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
     metrics.refused.inc({ code });

@@ -136,8 +136,9 @@ export class ClientPool {
           c.received++;
           const now = nowUs();
           const sentUs = f.t ?? now;
-          c.hist.recordValue(Math.max(1, now - sentUs));
-          c.timeline.record(sentUs / 1000, Math.max(1, now - sentUs));
+          const latencyUs = Math.max(1, now - sentUs);
+          c.hist.recordValue(latencyUs);
+          c.timeline.record(sentUs / 1000, latencyUs);
           this.lastReceiveAt = now / 1000;
         }
         break;

@@ -8,8 +8,8 @@ import { CommonConfig, loadConfig } from '@parley/service-kit';
 import { startFleet } from '../../../apps/launcher/src/fleet';
 
 /**
- * What the bench passes through the environment: KAFKA_PACK_EVENTS=false and
- * KAFKA_CONSUMER_MIN_CYCLE_MS=0 give the figures before those changes.
+ * What the bench passes through the environment: KAFKA_PACK_EVENTS=false gives the figure before
+ * packing; KAFKA_CONSUMER_MIN_CYCLE_MS (off by default) paces the consumers' fetches.
  */
 const FleetChildConfig = Type.Object({
   KAFKA_PACK_EVENTS: KafkaSettingsSchema.KAFKA_PACK_EVENTS,

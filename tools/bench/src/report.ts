@@ -1,4 +1,9 @@
-import type { FanoutResult, IdleResult, OfflineFanoutResult } from './scenarios';
+import {
+  TIMELINE_WINDOW_MS,
+  type FanoutResult,
+  type IdleResult,
+  type OfflineFanoutResult,
+} from './scenarios';
 import type { StepResult } from './stats';
 
 /** The run's results: printed as a table, saved as JSON and as a self-contained HTML report. */
@@ -352,7 +357,7 @@ export function html(r: BenchReport): string {
   const halfTimeline = r.fleet.half?.timeline ?? [];
   const overTime = lineChart({
     title: `Fleet at half max (${r.fleet.half?.offered ?? '-'}/s): latency over the step, by send time`,
-    xLabel: 'seconds into the step (250 ms windows)',
+    xLabel: `seconds into the step (${TIMELINE_WINDOW_MS} ms windows)`,
     yLabel: 'ms',
     series: (['p50', 'p99', 'max'] as const).map((key, i) => ({
       name: key,
