@@ -132,6 +132,32 @@ describe('fleet: 1:1 delivery end to end', () => {
     expect(await bob.next((f) => f.mid === 'alice4:o2', 10_000)).toMatchObject({ body: 'still away' });
   });
 
+  it('keeps a message left unacked by a user who went away before the newer ones in sync', async () => {
+    const alice = await clients.connect('alice9', { autoAck: true });
+    const bob = await clients.connect('bob9');
+    alice.send({ type: 'message', id: 'u1', to: 'bob9', body: 'seen, not acked' });
+    await bob.next((f) => f.mid === 'alice9:u1');
+    await bob.close();
+    await waitFor(
+      async () => !(await clients.rest('alice9', 'GET', '/v1/presence?users=bob9')).body.presence[0].online,
+      10_000,
+      'bob9 to be offline',
+    );
+    alice.send({ type: 'message', id: 'u2', to: 'bob9', body: 'while away' });
+    let mids: string[] = [];
+    await waitFor(
+      async () => {
+        mids = (await clients.rest('bob9', 'GET', '/v1/messages')).body.messages.map(
+          (m: { mid: string }) => m.mid,
+        );
+        return mids.length === 2;
+      },
+      10_000,
+      'both messages in sync',
+    );
+    expect(mids).toEqual(['alice9:u1', 'alice9:u2']);
+  });
+
   it('answers limits and bad frames with their errors', async () => {
     const alice = await clients.connect('alice5');
     alice.send({ type: 'message', id: 'x', to: 'not valid', body: 1 });

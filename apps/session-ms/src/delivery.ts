@@ -155,10 +155,13 @@ export class Delivery {
     if (this.store.outlivesProcess) return 0;
     let handed = 0;
     for (;;) {
-      const pending = await this.store.claimDue(Number.MAX_SAFE_INTEGER, Date.now(), 0, 500);
-      if (pending.length === 0) return handed;
-      await this.goOffline(pending); // drops them from the store
-      handed += pending.length;
+      const claimed = await this.store.claimDue(Number.MAX_SAFE_INTEGER, Date.now(), 0, 500);
+      if (claimed.length === 0) return handed;
+      // Each user's in the order it was tracked, as storage will serve it.
+      const held = await this.store.pendingOf([...new Set(claimed.map((p) => p.user))]);
+      const all = [...held.values()].flat();
+      await this.goOffline(all); // drops them from the store
+      handed += all.length;
     }
   }
 
@@ -176,12 +179,26 @@ export class Delivery {
     const connections = await this.store.connectionsOf(users);
     // A replayed deliverable is stored already. Its user not seen connected means, as often as not,
     // that the replay outran this service's record of the connect: it stays for its retries.
-    const unreachable = durable.filter((p) => !connections.has(p.user) && !p.stored);
+    const unreachable = new Set(
+      durable.filter((p) => !connections.has(p.user) && !p.stored).map((p) => p.user),
+    );
     const pushes = [
       ...durable.filter((p) => connections.has(p.user)),
       ...ephemeral.filter((p) => connections.has(p.user)),
     ];
-    await Promise.all([this.goOffline(unreachable), this.push(pushes, connections)]);
+    await Promise.all([this.allOffline([...unreachable]), this.push(pushes, connections)]);
+  }
+
+  /**
+   * Users found unreachable: everything they have pending and not stored goes offline, in the
+   * order it was tracked, so storage serves it oldest first. One at a time, a new deliverable
+   * would be stored at once and an older one, pushed before the user left, only once its
+   * retries ran out.
+   */
+  private async allOffline(users: string[]): Promise<void> {
+    if (users.length === 0) return;
+    const held = await this.store.pendingOf(users);
+    await this.goOffline([...held.values()].flat().filter((p) => !p.stored));
   }
 
   /** One batched call per gateway; a failed call is retried by the retry loop (durable ones). */
@@ -241,14 +258,25 @@ export class Delivery {
       .filter((p) => !p.stored)
       .map((p) => ({ v: 1, kind: 'offline', to: p.user, frame: p.frame, at }));
     await this.bus.publish(TOPICS.offline, events);
-    await Promise.all(
-      [...groupBy(pendings, (p) => p.user)].map(([user, mids]) =>
+    const byUser = [...groupBy(pendings, (p) => p.user)];
+    const ackedMeanwhile = await Promise.all(
+      byUser.map(([user, ofUser]) =>
         this.store.drop(
           user,
-          mids.map((p) => p.mid),
+          ofUser.map((p) => p.mid),
         ),
       ),
     );
+    // An ack that completed one of these after it was read here found it pending and not stored,
+    // so it told storage nothing: storage hears of it now. (A stored one's ack told storage itself;
+    // one's own mid is the ambiguous ack of an `accepted` frame, see handleAcks.)
+    const lateAcks: OfflineTopicEvent[] = byUser.flatMap(([user, ofUser], i) => {
+      const mids = ackedMeanwhile[i].filter(
+        (mid) => senderOfMid(mid) !== user && !ofUser.find((p) => p.mid === mid)?.stored,
+      );
+      return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at: Date.now() }] : [];
+    });
+    await this.bus.publish(TOPICS.offline, lateAcks);
     this.metrics.offline.inc(events.length);
   }
 

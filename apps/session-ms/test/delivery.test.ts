@@ -73,13 +73,25 @@ function setup({
     delivery.handleConnections([
       { v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() },
     ]);
+  const disconnect = (user: string, connId: string, gateway = 'gw-1') =>
+    delivery.handleConnections([
+      {
+        v: 1,
+        kind: 'connection-down',
+        user,
+        connId,
+        gateway,
+        gatewayUrl: `http://${gateway}`,
+        at: Date.now(),
+      },
+    ]);
   const retryUntilQuiet = async () => {
     for (let i = 0; i < 20; i++) {
       await new Promise((r) => setTimeout(r, 25));
       await delivery.retryDue();
     }
   };
-  return { store, gateways, bus, delivery, connect, retryUntilQuiet };
+  return { store, gateways, bus, delivery, connect, disconnect, retryUntilQuiet };
 }
 
 describe('Delivery', () => {
@@ -155,6 +167,65 @@ describe('Delivery', () => {
         to: 'carol',
         frame: expect.objectContaining({ mid: 'alice:m1' }),
       }),
+    ]);
+  });
+
+  it('sends what a user left unacked offline before a new deliverable once the user is gone, oldest first', async () => {
+    const { delivery, gateways, bus, connect, disconnect, retryUntilQuiet } = setup({ ackTimeoutMs: 1000 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1'), message('m2')]); // pushed, not acked
+    await disconnect('bob', 'phone');
+    await delivery.handle([message('m3'), message('c1', 'carol')]);
+    const offline = () => bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && [e.to, e.frame.mid]);
+    expect(offline()).toEqual([
+      ['bob', 'alice:m1'],
+      ['bob', 'alice:m2'],
+      ['bob', 'alice:m3'],
+      ['carol', 'alice:c1'],
+    ]);
+    await new Promise((r) => setTimeout(r, 1000));
+    await retryUntilQuiet(); // nothing is left to retry or to store again
+    expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m2']);
+    expect(offline()).toHaveLength(4);
+  });
+
+  it('hands what is pending to storage on stop in the order it was tracked, not the order it is due', async () => {
+    const { delivery, bus, connect } = setup({ ackTimeoutMs: 200 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await new Promise((r) => setTimeout(r, 100));
+    await delivery.handle([message('m2')]);
+    await new Promise((r) => setTimeout(r, 120));
+    await delivery.retryDue(); // m1 pushed again: now due after m2
+    expect(await delivery.handOffPending()).toBe(2);
+    expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.frame.mid)).toEqual([
+      'alice:m1',
+      'alice:m2',
+    ]);
+  });
+
+  it('tells storage of an ack that lands while a deliverable it is handing over is on its way there', async () => {
+    /** The ack arrives after the deliverable was read for the hand-over, before it is dropped. */
+    class AckBeforeDropStore extends MemorySessionStore {
+      beforeDrop?: () => Promise<void>;
+      override async drop(user: string, mids: string[]) {
+        const ack = this.beforeDrop;
+        this.beforeDrop = undefined;
+        await ack?.();
+        return super.drop(user, mids);
+      }
+    }
+    const store = new AckBeforeDropStore();
+    const { delivery, bus, connect, disconnect } = setup({ store, ackTimeoutMs: 1000 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await disconnect('bob', 'phone');
+    store.beforeDrop = () => delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 7 }]);
+    await delivery.handle([message('m2')]);
+    expect(bus.events(TOPICS.offline).map((e) => (e.kind === 'offline' ? e.frame.mid : e.mids))).toEqual([
+      'alice:m1',
+      'alice:m2',
+      ['alice:m1'], // the ack: storage deletes the copy it was just given
     ]);
   });
 
@@ -302,7 +373,7 @@ describe('Delivery', () => {
   });
 
   it('retries when a gateway cannot be reached, and stops pushing to a disconnected device', async () => {
-    const { delivery, gateways, connect, retryUntilQuiet } = setup();
+    const { delivery, gateways, connect, disconnect, retryUntilQuiet } = setup();
     await connect('bob', 'phone', 'gw-1');
     gateways.down.add('http://gw-1');
     await delivery.handle([message('m1')]);
@@ -310,17 +381,7 @@ describe('Delivery', () => {
     await new Promise((r) => setTimeout(r, 25));
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
-    await delivery.handleConnections([
-      {
-        v: 1,
-        kind: 'connection-down',
-        user: 'bob',
-        connId: 'phone',
-        gateway: 'gw-1',
-        gatewayUrl: 'http://gw-1',
-        at: Date.now(),
-      },
-    ]);
+    await disconnect('bob', 'phone');
     await retryUntilQuiet();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
   });

@@ -224,9 +224,35 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     ).toEqual([3]);
   });
 
+  it('lists what each user has pending in the order it was tracked, with its attempts', async () => {
+    await store.track(pending('alice:o3', 'olga'), 300);
+    await store.track(pending('alice:o1', 'olga'), 100);
+    await store.track({ ...pending('alice:o2', 'olga'), stored: true }, 200);
+    await store.track(pending('alice:p1', 'pete'), 100);
+    await store.track(pending('alice:o4', 'olga'), 50);
+    await store.complete('olga', ['alice:o4'], 60_000);
+    await store.claimDue(150, 150, 10_000, 1000); // o1 (and p1) leased: due after the others now
+    const held = await store.pendingOf(['olga', 'nobody']);
+    expect([...held.keys()]).toEqual(['olga']);
+    expect(held.get('olga')).toEqual([
+      pending('alice:o3', 'olga'),
+      { ...pending('alice:o1', 'olga'), attempts: 2 },
+      { ...pending('alice:o2', 'olga'), stored: true },
+    ]);
+    await store.drop('olga', ['alice:o3', 'alice:o1', 'alice:o2']);
+    expect(await store.pendingOf(['olga'])).toEqual(new Map());
+  });
+
+  it('says which of the mids it drops were acked meanwhile', async () => {
+    await store.track(pending('alice:q1', 'quinn'), 100);
+    await store.track(pending('alice:q2', 'quinn'), 100);
+    await store.complete('quinn', ['alice:q2'], 60_000);
+    expect(await store.drop('quinn', ['alice:q1', 'alice:q2'])).toEqual(['alice:q2']);
+  });
+
   it('drops pendings without marking them acked', async () => {
     await store.track(pending('alice:x1', 'erin'), 100);
-    await store.drop('erin', ['alice:x1']);
+    expect(await store.drop('erin', ['alice:x1'])).toEqual([]);
     expect((await store.claimDue(1e12, 1e12, 1, 100)).filter((p) => p.user === 'erin')).toEqual([]);
     expect(await store.track(pending('alice:x1', 'erin'), 100)).toBe(true);
   });

@@ -17,14 +17,14 @@ export class MemorySessionStore implements SessionStore {
   private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
   /** When this store first processed a gateway heartbeat, and until when the last one counts. */
   private heartbeats?: { firstAt: number; flowingUntil: number };
-  /** What awaits an ack, with the time it is due for a retry. */
-  private readonly pending = new Map<string, PendingEntry>();
+  /** What awaits an ack, per user and in the order it was tracked, with the time it is due for a retry. */
+  private readonly pending = new Map<string, Map<string, PendingEntry>>();
   /**
    * The same entries by due time, so a claim takes the earliest without scanning and sorting all
    * that is pending (half a second per claim at a million). An entry acked, dropped or leased
    * again stays behind until it comes up, and is skipped then.
    */
-  private readonly dueOrder = new MinHeap<{ dueAt: number; key: string; entry: PendingEntry }>(
+  private readonly dueOrder = new MinHeap<{ dueAt: number; entry: PendingEntry }>(
     (a, b) => a.dueAt - b.dueAt,
   );
   /** Acked mids, a set per `rememberMs` (there is one in practice: the setting's). */
@@ -89,11 +89,13 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async track(pending: Pending, dueAt: number): Promise<boolean> {
-    const key = keyOf(pending.user, pending.mid);
-    if (this.pending.has(key) || this.isAcked(key)) return false;
+    const { user, mid } = pending;
+    const ofUser = this.pending.get(user);
+    if (ofUser?.has(mid) || this.isAcked(keyOf(user, mid))) return false;
     const entry = { pending: { ...pending }, dueAt };
-    this.pending.set(key, entry);
-    this.dueOrder.push({ dueAt, key, entry });
+    if (ofUser) ofUser.set(mid, entry);
+    else this.pending.set(user, new Map([[mid, entry]]));
+    this.dueOrder.push({ dueAt, entry });
     return true;
   }
 
@@ -101,33 +103,46 @@ export class MemorySessionStore implements SessionStore {
     let acked = this.acked.get(rememberMs);
     if (!acked) this.acked.set(rememberMs, (acked = createRecentSet(rememberMs, this.maxAcked, this.now)));
     return mids.map((mid) => {
-      const key = keyOf(user, mid);
-      const entry = this.pending.get(key);
-      this.pending.delete(key);
-      acked.add(key);
+      const entry = this.remove(user, mid);
+      acked.add(keyOf(user, mid));
       return entry?.pending;
     });
   }
 
-  async drop(user: string, mids: string[]): Promise<void> {
-    for (const mid of mids) this.pending.delete(keyOf(user, mid));
+  async drop(user: string, mids: string[]): Promise<string[]> {
+    for (const mid of mids) this.remove(user, mid);
+    return mids.filter((mid) => this.isAcked(keyOf(user, mid)));
+  }
+
+  async pendingOf(users: string[]): Promise<Map<string, Pending[]>> {
+    const result = new Map<string, Pending[]>();
+    for (const user of users) {
+      const ofUser = this.pending.get(user);
+      if (ofUser)
+        result.set(
+          user,
+          [...ofUser.values()].map((entry) => ({ ...entry.pending })),
+        );
+    }
+    return result;
   }
 
   async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
-    const claimed: Array<{ key: string; entry: PendingEntry }> = [];
+    const claimed: PendingEntry[] = [];
     while (claimed.length < limit) {
       const next = this.dueOrder.peek();
       if (!next || next.dueAt > dueBy) break;
       this.dueOrder.pop();
       // Acked, dropped or leased again since it was queued: a newer item stands for it, or none.
-      if (this.pending.get(next.key) !== next.entry || next.entry.dueAt !== next.dueAt) continue;
-      claimed.push(next);
+      const { user, mid } = next.entry.pending;
+      if (this.pending.get(user)?.get(mid) !== next.entry || next.entry.dueAt !== next.dueAt) continue;
+      claimed.push(next.entry);
     }
     // Leased after the loop, so a lease that ends by `dueBy` cannot be claimed twice in one call.
-    return claimed.map(({ key, entry }) => {
+    return claimed.map((entry) => {
       entry.pending.attempts += 1;
       entry.dueAt = now + leaseMs;
-      this.dueOrder.push({ dueAt: entry.dueAt, key, entry });
+      this.dueOrder.push({ dueAt: entry.dueAt, entry });
       return { ...entry.pending };
     });
   }
@@ -151,6 +166,15 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async ping(): Promise<void> {}
+
+  private remove(user: string, mid: string): PendingEntry | undefined {
+    const ofUser = this.pending.get(user);
+    const entry = ofUser?.get(mid);
+    if (!entry) return undefined;
+    ofUser!.delete(mid);
+    if (ofUser!.size === 0) this.pending.delete(user);
+    return entry;
+  }
 
   private isAcked(key: string): boolean {
     for (const acked of this.acked.values()) if (acked.has(key)) return true;

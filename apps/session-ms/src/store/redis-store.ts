@@ -7,16 +7,20 @@ import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './se
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
  *   gwbeat        a heartbeat was processed lately (TTL)  gwsince  when the first one was (ms)
- *   pend:<user>   hash mid -> {frame, stored} JSON     att:<user>   hash mid -> attempts
+ *   pend:<user>   hash mid -> {seq, frame, stored} JSON  att:<user>   hash mid -> attempts
+ *   trackseq      counter that orders a user's pendings (seq)
  *   ack:<user>:<mid>  acked marker with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
 
+// ARGV[2] is a JSON object: the order in which it was tracked goes in front of its other keys.
 const TRACK = `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local seq = redis.call('INCR', KEYS[5])
+redis.call('HSET', KEYS[1], ARGV[1], '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 return 1`;
@@ -71,6 +75,8 @@ end
 return earliest`;
 
 interface StoredPending {
+  /** Absent in what an earlier version tracked. */
+  seq?: number;
   frame: Pending['frame'];
   stored: boolean;
 }
@@ -166,11 +172,12 @@ export class RedisSessionStore implements SessionStore {
     const stored: StoredPending = { frame: p.frame, stored: p.stored };
     const added = await this.redis.eval(
       TRACK,
-      4,
+      5,
       `pend:${p.user}`,
       `att:${p.user}`,
       `ack:${p.user}:${p.mid}`,
       'due',
+      'trackseq',
       p.mid,
       JSON.stringify(stored),
       String(p.attempts),
@@ -191,19 +198,40 @@ export class RedisSessionStore implements SessionStore {
       user,
       ...mids,
     )) as string[];
-    return mids.map((mid, i) =>
-      out[2 * i] ? this.toPending(user, mid, out[2 * i], out[2 * i + 1]) : undefined,
-    );
+    return mids.map((mid, i) => (out[2 * i] ? toPending(user, mid, out[2 * i], out[2 * i + 1]) : undefined));
   }
 
-  async drop(user: string, mids: string[]): Promise<void> {
-    if (mids.length === 0) return;
-    await this.redis
+  async drop(user: string, mids: string[]): Promise<string[]> {
+    if (mids.length === 0) return [];
+    const dropping = this.redis
       .multi()
       .hdel(`pend:${user}`, ...mids)
       .hdel(`att:${user}`, ...mids)
-      .zrem('due', ...mids.map((mid) => `${user}\n${mid}`))
-      .exec();
+      .zrem('due', ...mids.map((mid) => `${user}\n${mid}`));
+    for (const mid of mids) dropping.exists(`ack:${user}:${mid}`);
+    const replies = (await dropping.exec()) ?? [];
+    return mids.filter((_, i) => replies[3 + i]?.[1] === 1);
+  }
+
+  async pendingOf(users: string[]): Promise<Map<string, Pending[]>> {
+    const held = await Promise.all(
+      users.map((user) =>
+        Promise.all([this.redis.hgetall(`pend:${user}`), this.redis.hgetall(`att:${user}`)]),
+      ),
+    );
+    const result = new Map<string, Pending[]>();
+    users.forEach((user, i) => {
+      const [raws, attempts] = held[i];
+      const ordered = Object.entries(raws)
+        .map(([mid, raw]) => ({ mid, held: JSON.parse(raw) as StoredPending }))
+        .sort((a, b) => (a.held.seq ?? 0) - (b.held.seq ?? 0));
+      if (ordered.length > 0)
+        result.set(
+          user,
+          ordered.map(({ mid, held }) => pendingFrom(user, mid, held, attempts[mid] ?? '0')),
+        );
+    });
+    return result;
   }
 
   async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
@@ -219,7 +247,7 @@ export class RedisSessionStore implements SessionStore {
     )) as string[];
     const claimed: Pending[] = [];
     for (let i = 0; i < out.length; i += 4)
-      claimed.push(this.toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
+      claimed.push(toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
     return claimed;
   }
 
@@ -243,9 +271,12 @@ export class RedisSessionStore implements SessionStore {
   async close(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
+}
 
-  private toPending(user: string, mid: string, raw: string, attempts: string): Pending {
-    const stored = JSON.parse(raw) as StoredPending;
-    return { user, mid, frame: stored.frame, stored: stored.stored, attempts: Number(attempts) };
-  }
+function toPending(user: string, mid: string, raw: string, attempts: string): Pending {
+  return pendingFrom(user, mid, JSON.parse(raw) as StoredPending, attempts);
+}
+
+function pendingFrom(user: string, mid: string, held: StoredPending, attempts: string): Pending {
+  return { user, mid, frame: held.frame, stored: held.stored, attempts: Number(attempts) };
 }

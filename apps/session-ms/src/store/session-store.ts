@@ -56,8 +56,13 @@ export interface SessionStore {
   track(pending: Pending, dueAt: number): Promise<boolean>;
   /** Acks: removes what was pending and remembers the mids as acked for `rememberMs`. */
   complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>>;
-  /** Stops tracking without marking acked (it went offline). */
-  drop(user: string, mids: string[]): Promise<void>;
+  /**
+   * Stops tracking without marking acked (it went offline). Returns those of `mids` that are
+   * remembered as acked: an ack that completed one after it was read here, and before this drop.
+   */
+  drop(user: string, mids: string[]): Promise<string[]>;
+  /** What each of these users has pending (users without any are absent), in the order it was tracked. */
+  pendingOf(users: string[]): Promise<Map<string, Pending[]>>;
   /**
    * Claims up to `limit` pendings due by `dueBy` (the ack clock, which may lag the wall clock):
    * each is leased until `now + leaseMs`, since the push it is claimed for happens now, and its
