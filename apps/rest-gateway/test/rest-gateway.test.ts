@@ -146,6 +146,7 @@ describe('rest-gateway', () => {
         { type: 'typing', to: 'bob' },
         { type: 'ack', mids: ['bob:1'] },
         { type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) },
+        { type: 'group', id: 'proto', op: 'toString', group: 'g1' },
       ],
     });
     expect(res.statusCode).toBe(200);
@@ -171,6 +172,13 @@ describe('rest-gateway', () => {
         id: 'big',
         code: 'too_large',
         message: expect.stringContaining('at most 1024 bytes'),
+      },
+      {
+        index: 5,
+        status: 'rejected',
+        id: 'proto',
+        code: 'invalid_frame',
+        message: expect.stringContaining('op: must be one of'),
       },
     ]);
   });

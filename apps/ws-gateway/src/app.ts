@@ -176,8 +176,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       gatewayUrl: settings.internalUrl,
       at: Date.now(),
     };
-    return track(bus.publish(TOPICS.connections, [event])).catch((err) =>
-      logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed'),
+    return track(bus.publish(TOPICS.connections, [event])).then(
+      () => true,
+      (err: unknown) => {
+        logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed');
+        return false;
+      },
     );
   };
 
@@ -201,26 +205,26 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     send(conn, id === undefined ? { type: 'error', code, message } : { type: 'error', id, code, message });
   };
 
-  /** Takes a token for a frame; without one, refuses it and closes after repeated violations. */
+  /**
+   * Takes a token for a frame; without one, refuses it and closes after repeated violations. Counted
+   * per bucket: acks, with a budget of their own, do not wipe out a run of refused messages.
+   */
   const admit = (conn: ClientConnection, bucket: TokenBucket, id: string | undefined): boolean => {
-    if (bucket.take()) {
-      conn.rateViolations = 0;
-      return true;
-    }
-    conn.rateViolations += 1;
+    if (bucket.take()) return true;
     refuse(
       conn,
       'rate_limited',
       `too many frames: retry after ${bucket.retryAfterSeconds().toFixed(2)} s`,
       id,
     );
-    if (conn.rateViolations >= settings.rateCloseAfter)
+    if (bucket.refusedInARow >= settings.rateCloseAfter)
       conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
     return false;
   };
 
   const onFrame = async (conn: ClientConnection, data: WebSocket.RawData, isBinary: boolean) => {
     conn.alive = true;
+    if (isExpired(conn, Date.now())) return conn.close(CLOSE_POLICY, 'auth expired');
     const parsed = isBinary
       ? BINARY_FRAME_REFUSED
       : parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
@@ -263,7 +267,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
 
   // The listeners of every socket: `this` is the socket, carrying its connection (GatewaySocket).
   function onSocketMessage(this: GatewaySocket, data: WebSocket.RawData, isBinary: boolean) {
-    void onFrame(this.connection!, data, isBinary);
+    const conn = this.connection!;
+    onFrame(conn, data, isBinary).catch((err: unknown) => {
+      // A defect, not the client's doing: answered, so the client is not left waiting.
+      logger.error({ err, user: conn.user }, 'handling a frame failed');
+      refuse(conn, 'internal', 'the frame could not be handled');
+    });
   }
   function onSocketPong(this: GatewaySocket) {
     this.connection!.alive = true;
@@ -310,7 +319,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
         ? { type: 'hello', user: conn.user, connId: conn.id, deviceId }
         : { type: 'hello', user: conn.user, connId: conn.id },
     );
-    void publishConnection('connection-up', conn);
+    void publishConnection('connection-up', conn).then((published) => {
+      // Unregistered, the socket would look healthy and get nothing: the client is to come back.
+      if (!published) conn.close(CLOSE_GOING_AWAY, 'could not register the connection; reconnect');
+    });
   };
 
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -450,7 +462,7 @@ function startTimers(settings: WsGatewaySettings, registry: ConnectionRegistry, 
   const sweep = () => {
     const now = Date.now();
     for (const conn of registry.all()) {
-      if (conn.expiresAt !== undefined && conn.expiresAt <= now) conn.close(CLOSE_POLICY, 'auth expired');
+      if (isExpired(conn, now)) conn.close(CLOSE_POLICY, 'auth expired');
       else if (!conn.alive) conn.socket.terminate();
       else {
         conn.alive = false;
@@ -503,3 +515,7 @@ function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
 
 /** Errors of a socket not (yet) a WebSocket: the upgrade's own handling answers or drops it. */
 function ignore(): void {}
+
+function isExpired(conn: ClientConnection, now: number): boolean {
+  return conn.expiresAt !== undefined && conn.expiresAt <= now;
+}

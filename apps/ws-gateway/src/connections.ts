@@ -19,7 +19,6 @@ export class GatewaySocket extends WebSocket {
 export class ClientConnection {
   alive = true;
   unsentBytes = 0;
-  rateViolations = 0;
 
   constructor(
     readonly id: string,

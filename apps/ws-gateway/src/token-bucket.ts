@@ -2,6 +2,8 @@
 export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
+  /** Takes refused since this bucket last gave a token. */
+  refusedInARow = 0;
 
   constructor(
     private readonly ratePerSecond: number,
@@ -16,8 +18,12 @@ export class TokenBucket {
     const now = this.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.updatedAt) / 1000) * this.ratePerSecond);
     this.updatedAt = now;
-    if (this.tokens < 1) return false;
+    if (this.tokens < 1) {
+      this.refusedInARow += 1;
+      return false;
+    }
     this.tokens -= 1;
+    this.refusedInARow = 0;
     return true;
   }
 

@@ -171,6 +171,44 @@ describe('ws-gateway', () => {
     await waitFor(() => env.bus.events(TOPICS.inbound).length === 2, 2000, 'the two frames within the burst');
   });
 
+  it('closes with 4029 on refused messages in a row even when acks, with a budget of their own, get through', async () => {
+    env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
+    const alice = await connect('alice');
+    for (let i = 0; i < 6; i++) {
+      alice.send({ type: 'message', id: `r${i}`, to: 'bob', body: i });
+      alice.send({ type: 'ack', mids: [`bob:x${i}`] });
+    }
+    expect(await alice.closed()).toBe(4029);
+    expect(alice.ofType('error').map((f) => f.id)).toEqual(['r2', 'r3', 'r4']);
+  });
+
+  it('answers a group frame whose op is a name every object inherits as invalid_frame', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    for (const op of ['constructor', 'toString', '__proto__'])
+      alice.send({ type: 'group', id: op, op, group: 'g1', ok: true, value: { type: 'group', op, id: 'x' } });
+    await alice.until(() => alice.ofType('error').length === 3);
+    expect(alice.ofType('error').map((f) => [f.id, f.code])).toEqual([
+      ['constructor', 'invalid_frame'],
+      ['toString', 'invalid_frame'],
+      ['__proto__', 'invalid_frame'],
+    ]);
+    expect(alice.ofType('accepted')).toEqual([]);
+    expect(env.bus.events(TOPICS.inbound)).toEqual([]);
+  });
+
+  it('closes with 1008 at the first frame after the token expired, and takes nothing from it', async () => {
+    env = await startGateway();
+    const token = await issueToken(DEV_JWT_SECRET, 'alice', 1);
+    const alice = await WsTestClient.connect(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`);
+    clients.push(alice);
+    await new Promise((r) => setTimeout(r, 2100));
+    alice.send({ type: 'message', id: 'late', to: 'bob', body: 1 });
+    expect(await alice.closed()).toBe(1008);
+    expect(alice.ofType('accepted')).toEqual([]);
+    expect(env.bus.events(TOPICS.inbound)).toEqual([]);
+  });
+
   it('counts invalid frames against the rate limit too', async () => {
     env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
     const alice = await connect('alice');
@@ -183,6 +221,13 @@ describe('ws-gateway', () => {
       'rate_limited',
       'rate_limited',
     ]);
+  });
+
+  it('closes with 1001 (reconnect) a socket whose connect could not be published: delivery would not know it', async () => {
+    env = await startGateway();
+    await env.bus.close();
+    const alice = await connect('alice');
+    expect(await alice.closed()).toBe(1001);
   });
 
   it('answers unavailable and claims nothing when Kafka cannot take the frame', async () => {

@@ -91,7 +91,8 @@ export function validateSendableFrame(
 }
 
 function groupValidator(op: unknown): Validator<ClientFrame> | undefined {
-  return typeof op === 'string' ? groupByOp[op] : undefined;
+  // Own keys only: `constructor` or `toString` would find what every object inherits.
+  return typeof op === 'string' && Object.hasOwn(groupByOp, op) ? groupByOp[op] : undefined;
 }
 
 /** The sender is whoever authenticated: a client-supplied `from` or `sentAt` is dropped, never trusted. */

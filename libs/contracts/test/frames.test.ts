@@ -157,6 +157,18 @@ const malformed: Array<[string, unknown, string, string]> = [
   ['no type', { id: 'c1' }, 'invalid_frame', 'type: must be one of'],
   ['unknown type', { type: 'shout' }, 'invalid_frame', 'type: must be one of'],
   ['numeric type', { type: 1 }, 'invalid_frame', 'type: must be one of'],
+  [
+    'a group op every object inherits',
+    { type: 'group', id: 'c1', op: 'constructor' },
+    'invalid_frame',
+    'op: must be one of',
+  ],
+  [
+    'a group op naming the prototype',
+    { type: 'group', id: 'c1', op: '__proto__', ok: true, value: { type: 'group' } },
+    'invalid_frame',
+    'op: must be one of',
+  ],
   ['message without id', { type: 'message', to: 'bob', body: 1 }, 'invalid_frame', 'id: is required'],
   ['message without to', { type: 'message', id: 'c1', body: 1 }, 'invalid_frame', 'to: is required'],
   ['message without body', { type: 'message', id: 'c1', to: 'bob' }, 'invalid_frame', 'body: is required'],

@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, jwtVerify, SignJWT, JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, errors, jwtVerify, SignJWT, JWTVerifyGetKey } from 'jose';
 import { Type, TProperties } from '@sinclair/typebox';
 import { ParleyError, USER_ID_PATTERN } from '@parley/contracts';
 
@@ -49,6 +49,12 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
     try {
       ({ payload } = jwks ? await jwtVerify(token, jwks, options) : await jwtVerify(token, secret, options));
     } catch (err) {
+      // A JWKS that cannot be fetched says nothing about the token: 401 would send apps to log in again.
+      if (jwks && isJwksUnreachable(err))
+        throw new ParleyError(
+          'unavailable',
+          `the token's keys could not be fetched: ${(err as Error).message}`,
+        );
       throw new ParleyError('unauthorized', `invalid token: ${(err as Error).message}`);
     }
     if (typeof payload.sub !== 'string' || !userIdPattern.test(payload.sub)) {
@@ -56,6 +62,18 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
     }
     return { user: payload.sub, expiresAt: payload.exp ? payload.exp * 1000 : undefined };
   };
+}
+
+/**
+ * jose's faults of the JWKS endpoint (a timeout, an answer other than 200 or not a key set) and
+ * the network's (fetch's own errors), as opposed to the token's faults, which all have codes of
+ * their own (JWT_*, JWS_*, an algorithm not allowed, no key with the token's kid).
+ */
+function isJwksUnreachable(err: unknown): boolean {
+  if (!(err instanceof errors.JOSEError)) return true;
+  return (
+    err.code === 'ERR_JWKS_TIMEOUT' || err.code === 'ERR_JWKS_INVALID' || err.code === 'ERR_JOSE_GENERIC'
+  );
 }
 
 /** A token for `POST /v1/dev/token` (dev mode only) and for tests. */

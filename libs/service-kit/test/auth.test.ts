@@ -72,6 +72,29 @@ describe('token verification (JWKS)', () => {
       .sign(privateKey);
     await expect(verifyJwks(token)).resolves.toMatchObject({ user: 'bob' });
     await expect(verifyJwks(await issueToken(secret, 'bob'))).rejects.toMatchObject({ code: 'unauthorized' });
+    await expect(verifyJwks('not.a.jwt')).rejects.toMatchObject({ code: 'unauthorized' });
+  });
+
+  it('answers unavailable, not unauthorized, when the JWKS cannot be fetched or is not a key set', async () => {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setSubject('bob')
+      .setExpirationTime('1h')
+      .sign(privateKey);
+    const broken = createServer((_req, res) => res.writeHead(502).end('bad gateway'));
+    await new Promise<void>((resolve) => broken.listen(0, '127.0.0.1', resolve));
+    const closedPort = (broken.address() as AddressInfo).port + 1; // most likely nothing listens there
+    try {
+      for (const jwksUrl of [
+        `http://127.0.0.1:${(broken.address() as AddressInfo).port}/jwks.json`,
+        `http://127.0.0.1:${closedPort}/jwks.json`,
+      ]) {
+        const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: jwksUrl });
+        await expect(verifyJwks(token)).rejects.toMatchObject({ code: 'unavailable' });
+      }
+    } finally {
+      await new Promise((resolve) => broken.close(resolve));
+    }
   });
 });
 
