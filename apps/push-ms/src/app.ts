@@ -1,4 +1,5 @@
 import { Type } from '@sinclair/typebox';
+import { Counter } from 'prom-client';
 import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
@@ -56,6 +57,12 @@ export const PushConfig = Type.Object({
     description:
       'A message announced once is not announced again within this time (redelivery, replays on reconnect)',
   }),
+  PUSH_MAX_AGE_MS: Type.Integer({
+    minimum: 1,
+    default: 600_000,
+    description:
+      'A message that went offline longer ago than this is not announced (a backlog read after an outage, or by a new consumer group)',
+  }),
   PUSH_MAX_ATTEMPTS: Type.Integer({
     minimum: 1,
     default: 4,
@@ -78,6 +85,7 @@ export interface PushDeps extends Omit<Runtime, 'closer'> {
   windowMs?: number;
   includeBody?: boolean;
   dedupMs?: number;
+  maxAgeMs?: number;
   maxAttempts?: number;
   retryBaseMs?: number;
   groupId?: string;
@@ -111,7 +119,15 @@ export function createPushService(deps: PushDeps): PushService {
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'push-ms',
     topic: TOPICS.offline,
-    handle: offlineHandler(coalescer, announced, deps.includeBody ?? false),
+    handle: offlineHandler(coalescer, announced, {
+      includeBody: deps.includeBody ?? false,
+      maxAgeMs: deps.maxAgeMs ?? 600_000,
+      stale: new Counter({
+        name: 'parley_push_stale_total',
+        help: 'Offline messages not announced: they went offline longer ago than PUSH_MAX_AGE_MS',
+        registers: [deps.metrics],
+      }),
+    }),
   });
 
   return {
@@ -134,15 +150,24 @@ export function createPushService(deps: PushDeps): PushService {
 
 /**
  * Messages join their recipient's push window, unless already announced (a redelivered record, or
- * a deliverable replayed on connect that went offline again); an ack takes them out of it.
+ * a deliverable replayed on connect that went offline again) or old news (a backlog: announcing
+ * a week of messages after an outage would be a storm); an ack takes them out of it.
  */
-function offlineHandler(coalescer: Coalescer, announced: RecentSet, includeBody: boolean) {
+function offlineHandler(
+  coalescer: Coalescer,
+  announced: RecentSet,
+  options: { includeBody: boolean; maxAgeMs: number; stale: Counter },
+) {
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
+    const oldest = Date.now() - options.maxAgeMs;
     for (const { event } of batch) {
-      if (event.kind === 'offline-ack') coalescer.drop(event.user, event.mids);
-      else if (event.frame.type === 'message' && !announced.has(`${event.to}\n${event.frame.mid}`)) {
-        coalescer.add(event.to, summarize(event.frame, includeBody));
+      if (event.kind === 'offline-ack') {
+        coalescer.drop(event.user, event.mids);
+        continue;
       }
+      if (event.frame.type !== 'message' || announced.has(`${event.to}\n${event.frame.mid}`)) continue;
+      if (event.at < oldest) options.stale.inc();
+      else coalescer.add(event.to, summarize(event.frame, options.includeBody));
     }
   };
 }

@@ -31,6 +31,9 @@ const TRANSIENT_CODES = new Set([
   'messaging/unknown-error',
   'app/network-error',
   'app/network-timeout',
+  // The HTTP/2 transport (the default) rejects the whole multicast with these when its session fails.
+  'messaging/app/network-error',
+  'messaging/app/network-timeout',
 ]);
 
 /** FCM through firebase-admin: one multicast per notification to every token of the user. */

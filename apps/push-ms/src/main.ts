@@ -24,6 +24,7 @@ void runMain('push-ms', PushConfig, async (config, runtime) => {
     windowMs: config.PUSH_WINDOW_MS,
     includeBody: config.PUSH_INCLUDE_BODY,
     dedupMs: config.PUSH_DEDUP_MS,
+    maxAgeMs: config.PUSH_MAX_AGE_MS,
     maxAttempts: config.PUSH_MAX_ATTEMPTS,
     retryBaseMs: config.PUSH_RETRY_BASE_MS,
   });

@@ -12,6 +12,8 @@ export interface MessageSummary {
 }
 
 const PREVIEW_CHARS = 200;
+/** Senders named in the data payload: 20 ids of up to 64 characters keep it within FCM's 4 KiB. */
+export const MAX_SENDERS_IN_DATA = 20;
 
 export function summarize(frame: DeliveredMessage, includeBody: boolean): MessageSummary {
   const summary: MessageSummary = {
@@ -49,7 +51,7 @@ export function buildNotification(messages: MessageSummary[]): PushNotification 
     data: {
       kind: 'parley.messages',
       count: String(messages.length),
-      from: senders.join(','),
+      from: senders.slice(0, MAX_SENDERS_IN_DATA).join(','),
       mid: latest.mid,
     },
   };

@@ -24,12 +24,12 @@ const message = (to: string, text = 'top secret', from = 'alice'): DeliveredMess
   const id = `m${++seq}`;
   return { type: 'message', mid: `${from}:${id}`, id, from, to, chat: 'direct', body: { text }, sentAt: 1 };
 };
-const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({
+const offline = (frame: DeliveredMessage, at = Date.now()): OfflineTopicEvent => ({
   v: 1,
   kind: 'offline',
   to: frame.to,
   frame,
-  at: 1,
+  at,
 });
 
 describe('push-ms service against a fake FCM server', () => {
@@ -149,12 +149,30 @@ describe('push-ms service against a fake FCM server', () => {
     expect(JSON.stringify(fcm.requests)).not.toContain('top secret');
 
     // the same messages again (a redelivered record, a replay that went offline again): no new push
-    await bus.publish(TOPICS.offline, frames.map(offline));
+    await bus.publish(
+      TOPICS.offline,
+      frames.map((frame) => offline(frame)),
+    );
     await sleep(WINDOW_MS * 2);
     expect(fcm.requests).toHaveLength(2);
     expect(await metricsOf(service)).toContain(
       'parley_push_notifications_total{result="sent",service="push-ms"} 1',
     );
+  });
+
+  it('does not announce a message that went offline longer ago than the maximum age (a backlog)', async () => {
+    const { service, bus } = await startService(true);
+    await register(service, 'erin', 'phone', 'erin-phone');
+    await bus.publish(TOPICS.offline, [
+      offline(message('erin', 'last week'), Date.now() - 7 * 24 * 3600_000),
+      offline(message('erin', 'just now')),
+    ]);
+    await waitFor(() => fcm.requests.length === 1);
+    await sleep(WINDOW_MS * 2);
+    expect(fcm.requests.map((r) => [r.message.token, r.message.notification])).toEqual([
+      ['erin-phone', { title: 'alice', body: 'just now' }],
+    ]);
+    expect(await metricsOf(service)).toContain('parley_push_stale_total{service="push-ms"} 1');
   });
 
   it('includes the message text when configured to', async () => {

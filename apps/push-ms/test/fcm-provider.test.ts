@@ -4,7 +4,7 @@ import { Agent } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createFcmProvider, fcmOptionsFromServiceAccount } from '../src/fcm-provider';
+import { classify, createFcmProvider, fcmOptionsFromServiceAccount } from '../src/fcm-provider';
 import { PushProvider } from '../src/provider';
 import { FAKE_ACCESS_TOKEN, FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
 
@@ -78,6 +78,18 @@ describe('FCM provider against a fake FCM server', () => {
     } finally {
       await unreachable.close();
     }
+  });
+
+  it('takes a failed HTTP/2 session (the default transport) as retryable, as firebase-admin names it', () => {
+    // What sendEachForMulticast rejects with when fcm.googleapis.com cannot be reached over HTTP/2
+    // (seen with firebase-admin 13 and no DNS); that transport cannot be pointed at the fake server.
+    const sessionError = {
+      code: 'messaging/app/network-error',
+      message: 'Session error while making requests',
+    };
+    expect(classify(sessionError)).toBe('retry');
+    expect(classify({ code: 'messaging/app/network-timeout', message: 'timed out' })).toBe('retry');
+    expect(classify({ code: 'messaging/invalid-argument', message: 'bad payload' })).toBe('failed');
   });
 
   it('reads a valid service account from JSON and from a file path', () => {

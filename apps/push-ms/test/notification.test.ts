@@ -45,6 +45,14 @@ describe('notification text', () => {
     expect(JSON.stringify(hidden(msg('alice', '1', { text: 'secret' })))).not.toContain('secret');
   });
 
+  it("names at most 20 senders in the data payload, so a busy window stays within FCM's 4 KiB", () => {
+    const senders = Array.from({ length: 100 }, (_, i) => `${'s'.repeat(60)}${String(i).padStart(4, '0')}`);
+    const notification = hidden(...senders.map((from) => msg(from, '1')));
+    expect(notification.data.from.split(',')).toEqual(senders.slice(0, 20));
+    expect(notification.data.count).toBe('100');
+    expect(Buffer.byteLength(JSON.stringify(notification))).toBeLessThan(4096);
+  });
+
   it('shows the latest text only when bodies may be included', () => {
     expect(shown(msg('alice', '1', 'hi there')).body).toBe('hi there');
     expect(shown(msg('alice', '1'), msg('alice', '2')).body).toBe('2 new messages from alice: hello 2');
