@@ -58,7 +58,7 @@ export const PersistenceConfig = Type.Object({
     minimum: 0,
     default: 30_000,
     description:
-      'A deliverable stored this soon after its user connected is handed back to delivery (it raced the connect)',
+      "A deliverable that went offline this soon after its user connected (by the events' times) is handed back to delivery: it raced the connect",
   }),
 });
 
@@ -100,13 +100,12 @@ export function createPersistenceService(deps: PersistenceDeps): PersistenceServ
     handle: offlineHandler(deps.store, metrics, {
       bus: deps.bus,
       windowMs: deps.connectRaceMs ?? 30_000,
-      now: deps.now,
     }),
   });
   const connections = deps.bus.subscribe({
     groupId: `${groupId}.connections`,
     topic: TOPICS.connections,
-    handle: connectionHandler(deps.store, deps.bus, metrics, deps.replayMax ?? 1000, deps.now),
+    handle: connectionHandler(deps.store, deps.bus, metrics, deps.replayMax ?? 1000),
   });
   const retention = createRetentionJob({
     store: deps.store,

@@ -13,9 +13,11 @@ const REPLAY_PAGE = 500;
 
 export interface ConnectRace {
   bus: EventBus;
-  /** A deliverable stored this soon after its user connected is handed straight back to delivery. */
+  /**
+   * A deliverable that went offline this soon after its user connected, by the events' own times
+   * (so a consumer running behind does not shrink the window), is handed straight back to delivery.
+   */
   windowMs: number;
-  now?: () => number;
 }
 
 /**
@@ -30,20 +32,23 @@ export interface ConnectRace {
  * too; session-ms drops a replay it cannot deliver (it is stored), so this cannot loop.
  */
 export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics, race: ConnectRace) {
-  const now = race.now ?? Date.now;
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
     let run: OfflineDeliverableEvent[] = [];
     const flush = async () => {
       if (run.length === 0) return;
-      const stored = await store.store(run.map(({ to, frame }) => ({ to, frame })));
-      metrics.stored.inc(stored.length);
-      metrics.skipped.inc(run.length - stored.length);
+      const items = run.map(({ to, frame }) => ({ to, frame }));
+      const wentOfflineFrom = Math.min(...run.map((event) => event.at));
       run = [];
+      const stored = await store.store(items);
+      metrics.stored.inc(stored.length);
+      metrics.skipped.inc(items.length - stored.length);
       const connected = await store.connectedSince(
-        [...new Set(stored.map((s) => s.to))],
-        now() - race.windowMs,
+        [...new Set(items.map((item) => item.to))],
+        wentOfflineFrom - race.windowMs,
       );
-      const raced = stored.filter((s) => connected.has(s.to));
+      // All that is stored, not only what this attempt stored: if an earlier attempt stored it and
+      // failed before handing it back (Kafka away, a crash), this one is the hand-back.
+      const raced = await store.held(items.filter((item) => connected.has(item.to)));
       await race.bus.publish(
         TOPICS.delivery,
         raced.map(({ to, frame }): DeliverEvent => ({ v: 1, kind: 'deliver', to, frame, replay: true })),
@@ -72,12 +77,13 @@ export function connectionHandler(
   bus: EventBus,
   metrics: PersistenceMetrics,
   replayMax: number,
-  now = Date.now,
 ) {
   return async (batch: Envelope<ConnectionTopicEvent>[]): Promise<void> => {
-    const users = new Set(batch.flatMap(({ event }) => (event.kind === 'connection-up' ? [event.user] : [])));
-    await store.markConnected([...users], now());
-    for (const user of users) {
+    const connects = batch.flatMap(({ event }) =>
+      event.kind === 'connection-up' ? [{ user: event.user, at: event.at }] : [],
+    );
+    await store.markConnected(connects);
+    for (const user of new Set(connects.map((c) => c.user))) {
       metrics.replayed.inc(await replayPending(store, bus, user, replayMax));
     }
   };

@@ -37,6 +37,16 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
           .map(({ recipient, frame }) => ({ to: recipient, frame }));
       });
     },
+    async held(items) {
+      if (items.length === 0) return [];
+      const found = await db.query<{ recipient: string; mid: string }>(
+        `SELECT o.recipient, o.mid FROM jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
+         JOIN offline_messages o ON o.recipient = m.recipient AND o.mid = m.mid`,
+        [JSON.stringify(items.map(({ to, frame }) => ({ recipient: to, mid: frame.mid })))],
+      );
+      const stored = new Set(found.rows.map((row) => keyOf(row.recipient, row.mid)));
+      return items.filter(({ to, frame }) => stored.has(keyOf(to, frame.mid)));
+    },
     async ack(user, mids) {
       const unique = [...new Set(mids)];
       if (unique.length === 0) return 0;
@@ -64,13 +74,14 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       );
       return toPage(result.rows, afterSeq, limit);
     },
-    async markConnected(users, at) {
-      if (users.length === 0) return;
+    async markConnected(connects) {
+      if (connects.length === 0) return;
       await db.query(
         `INSERT INTO offline_connects (recipient, connected_at)
-         SELECT recipient, $2 FROM jsonb_array_elements_text($1::text::jsonb) AS recipient
+         SELECT c.recipient, max(c.at) FROM jsonb_to_recordset($1::text::jsonb) AS c(recipient text, at bigint)
+         GROUP BY c.recipient ORDER BY c.recipient COLLATE "C"
          ON CONFLICT (recipient) DO UPDATE SET connected_at = GREATEST(offline_connects.connected_at, EXCLUDED.connected_at)`,
-        [JSON.stringify([...new Set(users)].sort()), at],
+        [JSON.stringify(connects.map(({ user, at }) => ({ recipient: user, at })))],
       );
     },
     async connectedSince(users, since) {

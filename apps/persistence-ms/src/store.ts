@@ -31,12 +31,14 @@ export interface OfflineStore {
   init(): Promise<void>;
   /** Stores what is neither stored nor acked yet; returns what was newly stored. */
   store(items: PendingDeliverable[]): Promise<PendingDeliverable[]>;
+  /** Those of `items` that are stored right now: stored before or just now, and not acked since. */
+  held(items: PendingDeliverable[]): Promise<PendingDeliverable[]>;
   /** Deletes the user's deliverables with these mids and remembers the ack; returns how many were deleted. */
   ack(user: string, mids: string[]): Promise<number>;
   /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */
   page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
-  /** Notes that these users connected at `at` (the connect race, see `connectedSince`). */
-  markConnected(users: string[], at: number): Promise<void>;
+  /** Notes when these users connected, by the connect events' own times (the connect race, see `connectedSince`). */
+  markConnected(connects: Array<{ user: string; at: number }>): Promise<void>;
   /** Which of these users connected at or after `since`. */
   connectedSince(users: string[], since: number): Promise<Set<string>>;
   /** Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore` (ms). */

@@ -25,12 +25,12 @@ const message = (id: string, to = 'bob'): DeliveredMessage => ({
   body: { text: id },
   sentAt: 1,
 });
-const offline = (frame: DeliveredMessage): OfflineTopicEvent => ({
+const offline = (frame: DeliveredMessage, at = 1): OfflineTopicEvent => ({
   v: 1,
   kind: 'offline',
   to: frame.to,
   frame,
-  at: 1,
+  at,
 });
 const connectionUp = (user: string) => ({
   v: 1 as const,
@@ -145,8 +145,9 @@ describe('persistence-ms service', () => {
     ]);
     expect(await pendingMids()).toContain('alice:raced'); // stored until acked all the same
 
-    clock += 31_000; // past CONNECT_RACE_MS (30 s by default)
-    await bus.publish(TOPICS.offline, [offline(message('later'))]);
+    // Gone offline past CONNECT_RACE_MS (30 s by default) after bob's connect, by the events' times:
+    // however late this service reads it, it is not a race.
+    await bus.publish(TOPICS.offline, [offline(message('later'), connectionUp('bob').at + 31_000)]);
     await waitFor(async () => (await pendingMids()).includes('alice:later'));
     expect(bus.events(TOPICS.delivery)).toHaveLength(before + 1);
   });

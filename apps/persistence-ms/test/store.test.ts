@@ -60,6 +60,18 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect((await store.page('carol', 0, 10)).messages).toEqual([frame]);
   });
 
+  it('says which deliverables it holds: stored before or just now, and not acked since', async () => {
+    const [kept, acked, never] = ['h1', 'h2', 'h3'].map((id) => ({
+      to: 'hana',
+      frame: message('alice', id, 'hana'),
+    }));
+    await store.store([kept, acked]);
+    await store.ack('hana', [acked.frame.mid]);
+    const elsewhere = { to: 'ivan', frame: kept.frame }; // the same mid, another recipient
+    expect(await store.held([kept, acked, never, elsewhere])).toEqual([kept]);
+    expect(await store.held([])).toEqual([]);
+  });
+
   it('deletes on ack, and an ack that arrives first keeps the deliverable from being stored', async () => {
     await store.store([
       { to: 'dave', frame: message('alice', 'a1', 'dave') },
@@ -202,10 +214,14 @@ describe.each(testDatabases())('offline store on $name', (target) => {
   });
 
   it('remembers when users last connected, never moving back, and purges old entries', async () => {
-    await store.markConnected(['kim', 'lee', 'kim'], 1000);
-    await store.markConnected(['kim'], 500); // a late, older event
+    await store.markConnected([
+      { user: 'kim', at: 900 },
+      { user: 'lee', at: 1000 },
+      { user: 'kim', at: 1000 },
+    ]);
+    await store.markConnected([{ user: 'kim', at: 500 }]); // a late, older event
     expect(await store.connectedSince(['kim', 'lee', 'max'], 1000)).toEqual(new Set(['kim', 'lee']));
-    await store.markConnected(['kim'], 2000);
+    await store.markConnected([{ user: 'kim', at: 2000 }]);
     expect(await store.connectedSince(['kim', 'lee'], 1500)).toEqual(new Set(['kim']));
     expect(await store.connectedSince([], 0)).toEqual(new Set());
     await store.purge({ messagesBefore: 0, tombstonesBefore: 1500 });
