@@ -79,6 +79,9 @@ async function benchService(messages: number, mode: 'encoded' | 'memorybus'): Pr
   const router = createGroupMessageRouter({
     bus,
     membership: reader,
+    groupCommands: {
+      apply: () => Promise.reject(new Error('the fan-out bench sends no group ops')),
+    },
     logger: silentLogger(),
     metrics: createMetricsRegistry('bench', { collectDefaults: false }),
     readiness: new Readiness(),

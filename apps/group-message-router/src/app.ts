@@ -15,12 +15,14 @@ import {
   buildHttpServer,
   CommonConfig,
   HttpServer,
+  InternalConfig,
   Runtime,
   Service,
   serviceLifecycle,
 } from '@parley/service-kit';
 import { BatchPublisher } from './batch-publisher';
 import { fanOutMessage, fanOutTyping, notMemberError, PartitionOf } from './fanout';
+import { GroupCommandApplier } from './group-commands';
 import { Membership, MembershipReader } from './membership';
 import { MembershipCache } from './membership-cache';
 
@@ -28,7 +30,12 @@ export const GroupMessageRouterConfig = Type.Object({
   ...CommonConfig,
   ...KafkaSettingsSchema,
   ...DatabaseConfig,
+  ...InternalConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9102, description: 'Probes and metrics' }),
+  GROUP_URL: Type.String({
+    default: 'http://127.0.0.1:9104',
+    description: "group-ms's internal API",
+  }),
   MEMBERSHIP_CACHE_TTL_MS: Type.Integer({
     minimum: 0,
     default: 30_000,
@@ -51,6 +58,8 @@ export interface GroupMessageRouterDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
   /** Read-only membership (group-ms's tables); cached here. */
   membership: MembershipReader;
+  /** group-ms, which applies the group ops met in the group topic. */
+  groupCommands: GroupCommandApplier;
   port: number;
   host?: string;
   cacheTtlMs?: number;
@@ -70,7 +79,7 @@ export interface GroupMessageRouter extends Service {
 /**
  * Consumes the group topic: group messages are checked against membership and fanned out to every
  * member except the sender, one `deliver-many` event per delivery partition; group typing goes to
- * the other members as ephemeral notices; group commands are forwarded unchanged to group-ms.
+ * the other members as ephemeral notices; group commands are applied by group-ms, in line.
  * At-least-once; the fan-out is deterministic (mid `<from>:<id>`), so a replay repeats the same
  * deliverables.
  */
@@ -105,32 +114,53 @@ export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMes
 
 type Counters = ReturnType<typeof createCounters>;
 
-function createRoute(deps: GroupMessageRouterDeps, cache: MembershipReader, counters: Counters) {
+/**
+ * Routes a batch in its order: a run of group ops is applied by group-ms before anything behind it
+ * is routed, and the groups it touched are read again, so a message sent after an op (a group
+ * created offline and then written to, a member removed) meets the membership that op made.
+ */
+function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, counters: Counters) {
   return async (batch: Envelope<GroupTopicEvent>[]) => {
-    const memberships = await lookUpGroups(
-      cache,
-      batch.map((e) => e.event),
-    );
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
       batchSize: deps.deliveryBatchSize ?? 500,
       weigh: recipientCount,
     });
-    const commands: GroupCommandEvent[] = [];
-    for (const { event } of batch) {
-      if (event.kind === 'group-command') {
-        commands.push(event);
-      } else {
-        await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, partitionOf, counters));
+    for (const run of runsOf(batch.map((e) => e.event))) {
+      if (run.commands) {
+        await deliveries.flush(); // what was sent before the ops goes out before their notices
+        await deps.groupCommands.apply(run.commands);
+        for (const command of run.commands) cache.invalidate(command.frame.group);
+        continue;
       }
-      counters.events.inc({ kind: event.kind });
+      const memberships = await lookUpGroups(cache, run.routed);
+      for (const event of run.routed)
+        await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, partitionOf, counters));
     }
-    await Promise.all([deliveries.flush(), deps.bus.publish(TOPICS.groupCommands, commands)]);
+    await deliveries.flush();
+    for (const { event } of batch) counters.events.inc({ kind: event.kind });
   };
 }
 
+type Routed = Exclude<GroupTopicEvent, GroupCommandEvent>;
+type Run = { commands: GroupCommandEvent[]; routed?: never } | { commands?: never; routed: Routed[] };
+
+/** The batch cut into runs of consecutive group ops and runs of consecutive messages and typing. */
+function runsOf(events: GroupTopicEvent[]): Run[] {
+  const runs: Run[] = [];
+  for (const event of events) {
+    const last = runs[runs.length - 1];
+    if (event.kind === 'group-command') {
+      if (last?.commands) last.commands.push(event);
+      else runs.push({ commands: [event] });
+    } else if (last?.routed) last.routed.push(event);
+    else runs.push({ routed: [event] });
+  }
+  return runs;
+}
+
 function routeToMembers(
-  event: Exclude<GroupTopicEvent, GroupCommandEvent>,
+  event: Routed,
   membership: Membership,
   partitionOf: PartitionOf,
   counters: Counters,
@@ -146,12 +176,9 @@ function routeToMembers(
   return fanned;
 }
 
-/** Membership of every group the batch messages or types to, read concurrently (once per group). */
-async function lookUpGroups(
-  reader: MembershipReader,
-  events: GroupTopicEvent[],
-): Promise<Map<string, Membership>> {
-  const groups = [...new Set(events.filter((e) => e.kind !== 'group-command').map((e) => e.frame.to))];
+/** Membership of every group these events message or type to, read concurrently (once per group). */
+async function lookUpGroups(reader: MembershipReader, events: Routed[]): Promise<Map<string, Membership>> {
+  const groups = [...new Set(events.map((e) => e.frame.to))];
   const found = await Promise.all(groups.map((group) => reader.membersOf(group)));
   return new Map(groups.map((group, i) => [group, found[i]]));
 }

@@ -2,6 +2,7 @@ import { connectKafkaBus } from '@parley/kafka';
 import { connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouterConfig } from './app';
+import { createHttpGroupCommandApplier } from './group-commands';
 import { createSqlMembershipReader } from './sql-membership';
 
 void runMain('group-message-router', GroupMessageRouterConfig, async (config, runtime) => {
@@ -11,6 +12,7 @@ void runMain('group-message-router', GroupMessageRouterConfig, async (config, ru
     ...runtime,
     bus,
     membership: createSqlMembershipReader(db),
+    groupCommands: createHttpGroupCommandApplier(config.GROUP_URL, config.INTERNAL_SECRET),
     port: config.PORT,
     host: config.HOST,
     cacheTtlMs: config.MEMBERSHIP_CACHE_TTL_MS,

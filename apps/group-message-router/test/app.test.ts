@@ -1,7 +1,8 @@
-import { deliveriesIn, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import { deliveriesIn, GroupCommandEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
+import { GroupCommandApplier } from '../src/group-commands';
 import { membershipOf, MembershipReader } from '../src/membership';
 import { waitFor } from '@parley/test-kit';
 
@@ -12,6 +13,28 @@ class MapMembership implements MembershipReader {
   async membersOf(group: string) {
     this.reads++;
     return membershipOf(this.groups.get(group) ?? []);
+  }
+}
+
+/** Applies the ops it is given to the MapMembership, as group-ms would to its tables, and records them. */
+class MapGroupCommands implements GroupCommandApplier {
+  applied: GroupCommandEvent[] = [];
+  constructor(private readonly membership: MapMembership) {}
+  async apply(commands: GroupCommandEvent[]) {
+    for (const command of commands) {
+      const { frame, from } = command;
+      const members = this.membership.groups.get(frame.group) ?? [];
+      if (frame.op === 'create') this.membership.groups.set(frame.group, [from, ...(frame.members ?? [])]);
+      if (frame.op === 'add') this.membership.groups.set(frame.group, [...members, ...(frame.members ?? [])]);
+      if (frame.op === 'remove' || frame.op === 'leave') {
+        const gone = new Set(frame.op === 'leave' ? [from] : frame.members);
+        this.membership.groups.set(
+          frame.group,
+          members.filter((m) => !gone.has(m)),
+        );
+      }
+      this.applied.push(command);
+    }
   }
 }
 
@@ -27,14 +50,17 @@ const message = (from: string, id: string, group: string, body: unknown = 'hi'):
 describe('group-message-router service', () => {
   let bus: MemoryBus;
   let membership: MapMembership;
+  let groupCommands: MapGroupCommands;
   let router: GroupMessageRouter;
   beforeEach(async () => {
     bus = new MemoryBus();
     membership = new MapMembership();
     membership.groups.set('g1', ['alice', 'bob', 'carol', 'dave']);
+    groupCommands = new MapGroupCommands(membership);
     router = createGroupMessageRouter({
       bus,
       membership,
+      groupCommands,
       logger: silentLogger(),
       metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
       readiness: new Readiness(),
@@ -182,7 +208,7 @@ describe('group-message-router service', () => {
     });
   });
 
-  it('forwards group commands unchanged to group-ms', async () => {
+  it('has group-ms apply group commands as they are, and routes nothing for them itself', async () => {
     const command: GroupTopicEvent = {
       v: 1,
       kind: 'group-command',
@@ -193,8 +219,36 @@ describe('group-message-router service', () => {
       frame: { type: 'group', id: 'op1', op: 'rename', group: 'g1', name: 'New' },
     };
     await bus.publish(TOPICS.group, [command]);
-    await waitFor(() => bus.events(TOPICS.groupCommands).length === 1);
-    expect(bus.events(TOPICS.groupCommands)[0]).toEqual(command);
+    await waitFor(() => groupCommands.applied.length === 1);
+    expect(groupCommands.applied).toEqual([command]);
     expect(deliveries()).toEqual([]);
+  });
+
+  it('routes each message by the membership of its place in the batch: before an op, and after it', async () => {
+    await bus.publish(TOPICS.group, [message('alice', 'warm', 'g1')]); // g1's membership is cached now
+    await waitFor(() => deliveries().length === 3);
+    const op = (id: string, frame: Record<string, unknown>): GroupTopicEvent => ({
+      v: 1,
+      kind: 'group-command',
+      from: 'alice',
+      sentAt: 5,
+      frame: { type: 'group', id, ...frame } as GroupCommandEvent['frame'],
+    });
+    await bus.publish(TOPICS.group, [
+      message('alice', 'before', 'g1'),
+      op('o1', { op: 'remove', group: 'g1', members: ['carol'] }),
+      message('alice', 'after', 'g1'),
+      op('o2', { op: 'create', group: 'fresh', name: 'Fresh', members: ['bob'] }), // made offline, then used
+      message('alice', 'first', 'fresh'),
+    ]);
+    await waitFor(() => deliveries().some((d) => 'mid' in d.frame && d.frame.mid === 'alice:first'));
+    const recipientsOf = (mid: string) =>
+      deliveries()
+        .filter((d) => 'mid' in d.frame && d.frame.mid === mid)
+        .map((d) => d.to);
+    expect(recipientsOf('alice:before')).toEqual(['bob', 'carol', 'dave']);
+    expect(recipientsOf('alice:after')).toEqual(['bob', 'dave']);
+    expect(recipientsOf('alice:first')).toEqual(['bob']);
+    expect(deliveries().filter((d) => d.frame.type === 'error')).toEqual([]);
   });
 });

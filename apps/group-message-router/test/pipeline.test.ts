@@ -1,9 +1,11 @@
+import { AddressInfo } from 'node:net';
 import { deliveriesIn, GroupFrame, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
+import { createHttpGroupCommandApplier } from '../src/group-commands';
 import { createSqlMembershipReader } from '../src/sql-membership';
 // Both halves of the group flow on one bus and one database, as in the fleet.
 import { createGroupMs, GroupMs } from '../../group-ms/src/app';
@@ -37,13 +39,16 @@ describe.each(testDatabases())(
         internalSecret: 'test-internal-secret-0123',
         maxMembers: 1024,
       });
+      await groupMs.start();
+      // The real path: group-ms's internal API over HTTP.
+      const groupUrl = `http://127.0.0.1:${(groupMs.http.server.address() as AddressInfo).port}`;
       router = createGroupMessageRouter({
         ...runtime('group-message-router'),
         bus,
         membership: createSqlMembershipReader(db),
+        groupCommands: createHttpGroupCommandApplier(groupUrl, 'test-internal-secret-0123'),
         cacheTtlMs: 600_000,
       });
-      await groupMs.start();
       await router.start();
     });
     afterAll(async () => {
@@ -65,12 +70,12 @@ describe.each(testDatabases())(
       sentAt: Date.now(),
       frame,
     });
-    const say = (from: string, id: string): GroupTopicEvent => ({
+    const say = (from: string, id: string, group = 'crew'): GroupTopicEvent => ({
       v: 1,
       kind: 'group-message',
       from,
       sentAt: Date.now(),
-      frame: { type: 'message', id, to: 'crew', chat: 'group', body: id },
+      frame: { type: 'message', id, to: group, chat: 'group', body: id },
     });
 
     it('group ops through the pipe reach group-ms and every member (incl. removed ones); messages follow membership', async () => {
@@ -103,6 +108,31 @@ describe.each(testDatabases())(
       await waitFor(() => recipientsOf('alice:m2').length === 1);
       expect(recipientsOf('alice:m2')).toEqual(['bob']);
       expect(recipientsOf('carol:m3')).toEqual([]);
+    });
+
+    it('a message right behind an op meets the membership the op made: a group created offline, a member removed', async () => {
+      await bus.publish(TOPICS.group, [
+        op('alice', {
+          type: 'group',
+          id: 'n1',
+          op: 'create',
+          group: 'newly',
+          name: 'N',
+          members: ['bob', 'carol'],
+        }),
+        say('alice', 'hello', 'newly'),
+      ]);
+      await waitFor(() => recipientsOf('alice:hello').length === 2);
+      expect(recipientsOf('~err:alice:hello')).toEqual([]);
+      expect(recipientsOf('alice:hello')).toEqual(['bob', 'carol']);
+
+      await bus.publish(TOPICS.group, [
+        op('alice', { type: 'group', id: 'n2', op: 'remove', group: 'newly', members: ['carol'] }),
+        say('alice', 'secret', 'newly'),
+      ]);
+      await waitFor(() => recipientsOf('alice:secret').length >= 1);
+      await waitFor(() => recipientsOf('~group:alice:n2').length === 3);
+      expect(recipientsOf('alice:secret')).toEqual(['bob']);
     });
   },
 );

@@ -93,32 +93,37 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
   });
   const publish = (effects: GroupEffects) => publishEffects(deps.bus, effects);
 
+  /** Applies group ops from the pipe in order; idempotent by each op's mid. */
+  const applyCommands = async (commands: GroupCommandEvent[]) => {
+    const effects = noEffects();
+    for (const command of commands) {
+      const { deliveries, notices, changes } = await groups.applyCommand(command);
+      effects.deliveries.push(...deliveries);
+      effects.notices.push(...notices);
+      effects.changes.push(...changes);
+      applied.inc({ op: command.frame.op });
+    }
+    await publish(effects);
+    await groups.published(commands.map((command) => userMid(command.from, command.frame.id)));
+  };
+
   const http = buildHttpServer(deps);
   requireInternalSecret(http, deps.internalSecret);
   registerGroupRoutes(http, {
     groups,
     publish,
+    applyCommands,
     clock: deps.clock ?? Date.now,
     newId: deps.newId ?? randomUUID,
+    logger: deps.logger,
   });
 
-  const handle = async (batch: Envelope<GroupCommandEvent>[]) => {
-    const effects = noEffects();
-    const opMids = batch.map(({ event }) => userMid(event.from, event.frame.id));
-    for (const { event } of batch) {
-      const { deliveries, notices, changes } = await groups.applyCommand(event);
-      effects.deliveries.push(...deliveries);
-      effects.notices.push(...notices);
-      effects.changes.push(...changes);
-      applied.inc({ op: event.frame.op });
-    }
-    await publish(effects);
-    await groups.published(opMids);
-  };
+  // Routers apply ops through the internal API; this drains what a router of an earlier release
+  // forwarded to the group-commands topic instead.
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'group-ms',
     topic: TOPICS.groupCommands,
-    handle,
+    handle: (batch: Envelope<GroupCommandEvent>[]) => applyCommands(batch.map(({ event }) => event)),
   });
 
   const clock = deps.clock ?? Date.now;

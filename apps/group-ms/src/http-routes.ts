@@ -4,10 +4,14 @@ import {
   CreateGroupBody,
   Group,
   GroupList,
+  GroupCommandEvent,
+  GroupCommandsRequest,
+  GroupCommandsResponse,
   GroupMemberParams,
   GroupParams,
   serverMid,
 } from '@parley/contracts';
+import type { Logger } from 'pino';
 import { actingUser, HttpServer } from '@parley/service-kit';
 import { ChangeRequest, GroupOperation, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
@@ -15,8 +19,11 @@ import { GroupEffects, GroupService } from './group-service';
 export interface GroupRoutesDeps {
   groups: GroupService;
   publish: (effects: GroupEffects) => Promise<void>;
+  /** Applies ops from the pipe in order, and publishes what they tell. */
+  applyCommands: (commands: GroupCommandEvent[]) => Promise<void>;
   clock: () => number;
   newId: () => string;
+  logger: Logger;
 }
 
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
@@ -28,11 +35,27 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     const request: ChangeRequest = { group, by, at: deps.clock(), operation };
     const mid = restNoticeMid(by, deps.newId);
     const outcome = await deps.groups.change(request, { opMid: mid, noticeMid: mid });
-    // Committed before it is published: if this publish fails, the outbox publishes it later.
-    await deps.publish(outcome.effects);
-    if (outcome.effects.notices.length > 0) await deps.groups.published([mid]);
+    // Committed before it is published: if this publish fails, the outbox publishes it later. The
+    // caller hears what was done; a 503 would say nothing was, and its retry would find it done.
+    try {
+      await deps.publish(outcome.effects);
+      if (outcome.effects.notices.length > 0) await deps.groups.published([mid]);
+    } catch (err) {
+      deps.logger.warn({ err, group, mid }, 'group change committed; its notice is left to the outbox');
+    }
     return outcome.state!;
   };
+
+  // group-message-router, on meeting ops in the group topic: applied before it routes the messages
+  // behind them, so a message sent after an op finds the membership that op made.
+  app.post(
+    '/internal/group-commands',
+    { schema: { body: GroupCommandsRequest, response: { 200: GroupCommandsResponse } } },
+    async (request) => {
+      await deps.applyCommands(request.body.commands);
+      return { applied: request.body.commands.length };
+    },
+  );
 
   app.post(
     '/internal/groups',

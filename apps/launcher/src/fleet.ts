@@ -22,6 +22,7 @@ import { createGroupMs } from '../../group-ms/src/app';
 import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
 import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
 import { createGroupMessageRouter } from '../../group-message-router/src/app';
+import { createHttpGroupCommandApplier } from '../../group-message-router/src/group-commands';
 import { createSqlMembershipReader } from '../../group-message-router/src/sql-membership';
 import { createPersistenceService } from '../../persistence-ms/src/app';
 import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
@@ -190,6 +191,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       createGroupMessageRouter({
         ...(await runtimeFor('group-message-router', true)),
         membership: createSqlMembershipReader(db),
+        groupCommands: createHttpGroupCommandApplier(`http://${host}:${ports.groupMs}`, internalSecret),
         port: ports.groupMessageRouter,
         host,
       }),

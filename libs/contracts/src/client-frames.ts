@@ -34,7 +34,13 @@ export const ReadFrame = Type.Object(
 export type ReadFrame = Static<typeof ReadFrame>;
 
 const Members = Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP });
-const GroupName = Type.String({ minLength: 1, maxLength: 200 });
+/** Any text but control characters (Postgres cannot store U+0000, and a name is one line). */
+export const GroupName = Type.String({
+  minLength: 1,
+  maxLength: 200,
+  pattern: '^[^\\u0000-\\u001F\\u007F]+$',
+  description: 'A group name: 1-200 characters, no control characters',
+});
 
 const groupOp = <Op extends string, P extends TProperties>(op: Op, props: P) =>
   Type.Object({

@@ -1,5 +1,6 @@
 import { Static, Type } from '@sinclair/typebox';
 import { Mid, UserId } from './ids';
+import { GroupCommandEvent } from './events';
 import { PushedFrame } from './server-frames';
 
 /**
@@ -66,3 +67,16 @@ export const BulkAckBody = Type.Object(
   { $id: 'BulkAckBody' },
 );
 export type BulkAckBody = Static<typeof BulkAckBody>;
+
+/** Group ops a router met in the group topic, for group-ms to apply in this order before it routes on. */
+export const MAX_GROUP_COMMANDS = 500;
+export const GroupCommandsRequest = Type.Object(
+  { commands: Type.Array(GroupCommandEvent, { minItems: 1, maxItems: MAX_GROUP_COMMANDS }) },
+  { $id: 'GroupCommandsRequest' },
+);
+export type GroupCommandsRequest = Static<typeof GroupCommandsRequest>;
+
+export const GroupCommandsResponse = Type.Object(
+  { applied: Type.Integer({ minimum: 0, description: 'Commands applied, refused or found applied before' }) },
+  { $id: 'GroupCommandsResponse' },
+);

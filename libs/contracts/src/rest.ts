@@ -1,6 +1,6 @@
 import { Static, Type } from '@sinclair/typebox';
 import { DeviceId, GroupId, Mid, Timestamp, UserId } from './ids';
-import { AckFrame, GroupFrame, MessageFrame, ReadFrame } from './client-frames';
+import { AckFrame, GroupFrame, GroupName, MessageFrame, ReadFrame } from './client-frames';
 import { Deliverable, ErrorCodeSchema } from './server-frames';
 import { MAX_PRESENCE_USERS, MAX_SEND_BATCH, SYNC_MAX_LIMIT } from './limits';
 
@@ -80,7 +80,7 @@ export type Group = Static<typeof Group>;
 export const CreateGroupBody = Type.Object(
   {
     id: Type.Optional(GroupId),
-    name: Type.String({ minLength: 1, maxLength: 200 }),
+    name: GroupName,
     members: Type.Array(UserId, { maxItems: 1024 }),
   },
   { $id: 'CreateGroupBody' },
@@ -100,7 +100,15 @@ export const Platform = Type.Union([Type.Literal('android'), Type.Literal('ios')
 export type Platform = Static<typeof Platform>;
 export const DeviceParams = Type.Object({ deviceId: DeviceId });
 export const RegisterDeviceBody = Type.Object(
-  { token: Type.String({ minLength: 1, maxLength: 4096 }), platform: Platform },
+  {
+    token: Type.String({
+      minLength: 1,
+      maxLength: 4096,
+      pattern: '^[!-~]+$',
+      description: 'The FCM registration token: printable ASCII, no spaces',
+    }),
+    platform: Platform,
+  },
   { $id: 'RegisterDeviceBody' },
 );
 export type RegisterDeviceBody = Static<typeof RegisterDeviceBody>;

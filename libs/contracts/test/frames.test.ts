@@ -268,6 +268,12 @@ const malformed: Array<[string, unknown, string, string]> = [
     'members: must NOT have fewer than 1 items',
   ],
   [
+    'group rename to a name with a line break',
+    { type: 'group', id: 'c3', op: 'rename', group: 'g1', name: 'two\nlines' },
+    'invalid_frame',
+    'name: must match',
+  ],
+  [
     'group rename without name',
     { type: 'group', id: 'c3', op: 'rename', group: 'g1' },
     'invalid_frame',
@@ -353,6 +359,13 @@ const malformedRest: Array<[string, Parameters<typeof compile>[0], InputPart, un
     'body',
     { name: '', members: [] },
     'name: must NOT have fewer than 1 characters',
+  ],
+  [
+    'POST /v1/groups: a name with a NUL character (Postgres refuses it)',
+    CreateGroupBody,
+    'body',
+    { name: 'a\u0000b', members: [] },
+    'name: must match ^[^\\u0000-\\u001F\\u007F]+$',
   ],
   [
     'POST /v1/groups: a name over 200 characters',
@@ -449,6 +462,13 @@ const malformedRest: Array<[string, Parameters<typeof compile>[0], InputPart, un
     'platform: must be one of "android", "ios", "web"',
   ],
   ['PUT /v1/devices: no platform', RegisterDeviceBody, 'body', { token: 't' }, 'platform: is required'],
+  [
+    'PUT /v1/devices: a token with a space or a NUL character',
+    RegisterDeviceBody,
+    'body',
+    { token: 'a b\u0000', platform: 'web' },
+    'token: must match ^[!-~]+$',
+  ],
   ['GET /v1/messages: limit 0', SyncQuery, 'querystring', { limit: 0 }, 'query limit: must be >= 1'],
   [
     'GET /v1/messages: limit over 500',

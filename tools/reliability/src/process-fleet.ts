@@ -83,7 +83,7 @@ export class ProcessFleet {
       'group-ms': sql,
       'persistence-ms': sql,
       'push-ms': sql,
-      'group-message-router': sql,
+      'group-message-router': { ...sql, GROUP_URL: base('group-ms') },
       'message-router': {},
       'session-ms': {
         REDIS_URL: `redis://127.0.0.1:${port.redis}`,
