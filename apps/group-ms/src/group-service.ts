@@ -31,6 +31,8 @@ export interface ChangeOutcome {
 export interface ChangeIds {
   opMid: string;
   noticeMid: string;
+  /** It may come again (the pipe): a no-op or a refusal is remembered too, so a replay repeats it. */
+  replayable?: boolean;
 }
 
 export const noEffects = (): GroupEffects => ({ deliveries: [], notices: [], changes: [] });
@@ -51,15 +53,24 @@ export class GroupService {
   }
 
   async change(request: ChangeRequest, ids: ChangeIds): Promise<ChangeOutcome> {
-    const result = await this.store.apply(request.group, ids.opMid, (current) => {
-      const change = decideChange(current, request, this.rules);
-      return change && { next: change.next, notice: noticeOf(change, request, ids.noticeMid) };
-    });
+    const result = await this.store.apply(
+      request.group,
+      ids.opMid,
+      (current) => {
+        const change = decideChange(current, request, this.rules);
+        return change && { next: change.next, notice: noticeOf(change, request, ids.noticeMid) };
+      },
+      ids.replayable ? { at: request.at } : undefined,
+    );
     switch (result.kind) {
       case 'applied':
         return { state: result.next, effects: effectsOf(result.notice) };
       case 'replayed':
-        return { state: await this.store.find(request.group), effects: effectsOf(result.notice) };
+        if (result.refusal) throw new ParleyError(result.refusal.code, result.refusal.message);
+        return {
+          state: await this.store.find(request.group),
+          effects: result.notice ? effectsOf(result.notice) : noEffects(),
+        };
       case 'unchanged':
         return { state: result.current, effects: noEffects() };
     }
@@ -101,6 +112,7 @@ export class GroupService {
       const outcome = await this.change(request, {
         opMid: userMid(from, frame.id),
         noticeMid: serverMid('group', from, frame.id),
+        replayable: true,
       });
       return outcome.effects;
     } catch (err) {

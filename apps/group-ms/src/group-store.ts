@@ -1,4 +1,4 @@
-import { GroupChangeFrame } from '@parley/contracts';
+import { ErrorCode, GroupChangeFrame } from '@parley/contracts';
 import { GroupState } from './group';
 
 /** What a change tells the world: the `group` frame, who receives it, and the members after it. */
@@ -15,17 +15,23 @@ export interface StoredChange {
   notice: GroupNotice;
 }
 
+/** Why an op was refused (a ParleyError's code and message), remembered so a replay is refused alike. */
+export interface OpRefusal {
+  code: ErrorCode;
+  message: string;
+}
+
 export type ApplyResult =
   | { kind: 'applied'; next: GroupState; notice: GroupNotice }
   | { kind: 'unchanged'; current: GroupState | undefined }
-  /** `opMid` was applied before: nothing changed now; here is what that change told. */
-  | { kind: 'replayed'; notice: GroupNotice };
+  /** `opMid` was decided before: nothing changed now; here is what that change told, or why it was refused. */
+  | { kind: 'replayed'; notice: GroupNotice | null; refusal: OpRefusal | null };
 
 /**
  * The group store port, owned by group-ms. `apply` runs in one transaction, serialized per group:
- * if `opMid` was applied already it changes nothing; otherwise it hands the current state to
+ * if `opMid` was decided already it changes nothing; otherwise it hands the current state to
  * `decide`, persists the state it returns together with `opMid` and the notice, and commits.
- * A throw from `decide` rolls everything back.
+ * A throw from `decide` rolls everything back (for a replayable op, a refusal is remembered first).
  */
 export interface GroupStore {
   find(id: string): Promise<GroupState | undefined>;
@@ -34,6 +40,12 @@ export interface GroupStore {
     group: string,
     opMid: string,
     decide: (current: GroupState | undefined) => StoredChange | null,
+    /**
+     * An op that can come again (from the pipe, at least once): one that changes nothing or is
+     * refused (a ParleyError from `decide`) is remembered as well, at `at`, so that a replay after a
+     * later change is not applied then; the refusal is thrown once it is committed.
+     */
+    replayable?: { at: number },
   ): Promise<ApplyResult>;
   /**
    * Forgets the ops applied before `appliedBefore` (returns how many): a replay of one of them is

@@ -49,4 +49,7 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '007_group_ops_unpublished',
     sql: 'CREATE INDEX group_ops_unpublished ON group_ops (applied_at) WHERE NOT published',
   },
+  // Ops from the pipe that changed nothing, or were refused, are remembered too (no notice).
+  { id: '008_group_ops_notice_optional', sql: 'ALTER TABLE group_ops ALTER COLUMN notice DROP NOT NULL' },
+  { id: '009_group_ops_refusal', sql: 'ALTER TABLE group_ops ADD COLUMN refusal jsonb' },
 ];

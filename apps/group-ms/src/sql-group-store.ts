@@ -1,6 +1,7 @@
 import { deleteOlderThan, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
-import { ApplyResult, GroupNotice, GroupStore, StoredChange } from './group-store';
+import { ParleyError } from '@parley/contracts';
+import { ApplyResult, GroupNotice, GroupStore, OpRefusal, StoredChange } from './group-store';
 
 interface GroupRow {
   id: string;
@@ -30,7 +31,24 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       );
       return withMembers(db, groups.rows);
     },
-    apply: (group, opMid, decide) => db.transaction((tx) => applyInTransaction(tx, group, opMid, decide)),
+    async apply(group, opMid, decide, replayable) {
+      const result = await db.transaction(async (tx) => {
+        try {
+          return await applyInTransaction(tx, group, opMid, decide, replayable);
+        } catch (err) {
+          if (!replayable || !(err instanceof ParleyError)) throw err;
+          await recordOp(tx, {
+            opMid,
+            group,
+            at: replayable.at,
+            refusal: { code: err.code, message: err.message },
+          });
+          return err;
+        }
+      });
+      if (result instanceof ParleyError) throw result; // after the commit that remembers it
+      return result;
+    },
     forgetOpsBefore: (appliedBefore) =>
       deleteOlderThan(db, { table: 'group_ops', key: ['mid'], column: 'applied_at', before: appliedBefore }),
     async unpublished(appliedBefore, limit) {
@@ -55,21 +73,41 @@ async function applyInTransaction(
   group: string,
   opMid: string,
   decide: (current: GroupState | undefined) => StoredChange | null,
+  replayable: { at: number } | undefined,
 ): Promise<ApplyResult> {
   await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [GROUP_LOCK_NAMESPACE, group]);
-  const applied = await tx.query<{ notice: GroupNotice }>('SELECT notice FROM group_ops WHERE mid = $1', [
-    opMid,
-  ]);
-  if (applied.rows.length > 0) return { kind: 'replayed', notice: applied.rows[0].notice };
+  const decided = await tx.query<{ notice: GroupNotice | null; refusal: OpRefusal | null }>(
+    'SELECT notice, refusal FROM group_ops WHERE mid = $1',
+    [opMid],
+  );
+  if (decided.rows.length > 0) return { kind: 'replayed', ...decided.rows[0] };
   const current = await findGroup(tx, group);
   const change = decide(current);
-  if (!change) return { kind: 'unchanged', current };
+  if (!change) {
+    if (replayable) await recordOp(tx, { opMid, group, at: replayable.at });
+    return { kind: 'unchanged', current };
+  }
   await writeGroup(tx, current, change.next);
-  await tx.query(
-    'INSERT INTO group_ops (mid, group_id, applied_at, notice, published) VALUES ($1, $2, $3, $4, false)',
-    [opMid, group, change.next.updatedAt, JSON.stringify(change.notice)],
-  );
+  await recordOp(tx, { opMid, group, at: change.next.updatedAt, notice: change.notice });
   return { kind: 'applied', next: change.next, notice: change.notice };
+}
+
+/** Remembers a decided op: with its notice (to publish: the outbox watches it), or without (nothing to tell). */
+async function recordOp(
+  tx: SqlExecutor,
+  op: { opMid: string; group: string; at: number; notice?: GroupNotice; refusal?: OpRefusal },
+): Promise<void> {
+  await tx.query(
+    'INSERT INTO group_ops (mid, group_id, applied_at, notice, refusal, published) VALUES ($1, $2, $3, $4, $5, $6)',
+    [
+      op.opMid,
+      op.group,
+      op.at,
+      op.notice ? JSON.stringify(op.notice) : null,
+      op.refusal ? JSON.stringify(op.refusal) : null,
+      !op.notice,
+    ],
+  );
 }
 
 async function findGroup(db: SqlExecutor, id: string): Promise<GroupState | undefined> {

@@ -220,6 +220,63 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     },
   );
 
+  it('remembers an op from the pipe that changed nothing or was refused: its replay after a later change repeats that', async () => {
+    const command = (from: string, frame: GroupFrame): GroupCommandEvent => ({
+      v: 1,
+      kind: 'group-command',
+      from,
+      sentAt: 8000,
+      frame,
+    });
+    const apply = async (...commands: GroupCommandEvent[]) =>
+      expect(
+        (
+          await service.http.inject({
+            method: 'POST',
+            url: '/internal/group-commands',
+            headers: internalHeaders(SECRET),
+            payload: { commands },
+          })
+        ).statusCode,
+      ).toBe(200);
+    const members = async () => (await call('GET', '/internal/groups/replays', 'alice')).json().members;
+    const create = command('alice', {
+      type: 'group',
+      id: 'r1',
+      op: 'create',
+      group: 'replays',
+      name: 'R',
+      members: ['bob', 'carol'],
+    });
+    const addAgain = command('bob', {
+      type: 'group',
+      id: 'r2',
+      op: 'add',
+      group: 'replays',
+      members: ['carol'],
+    });
+    const overfull = command('bob', {
+      type: 'group',
+      id: 'r3',
+      op: 'add',
+      group: 'replays',
+      members: ['dave'],
+    });
+    await apply(create, addAgain, overfull); // carol is a member already; a fourth exceeds maxMembers 3
+    expect(deliveredTo((d) => d.frame.type === 'error')).toEqual(['bob']);
+
+    await call('DELETE', '/internal/groups/replays/members/carol', 'alice');
+    await apply(addAgain, overfull); // redelivered, say after a crash: room for dave now, carol gone
+    expect(await members()).toEqual(['alice', 'bob']);
+    const errors = bus
+      .events(TOPICS.delivery)
+      .flatMap(deliveriesIn)
+      .filter((d) => d.frame.type === 'error')
+      .map((d) => d.frame);
+    expect(errors).toEqual([errors[0], errors[0]]); // the same refusal, under the same mid
+    expect(errors[0]).toMatchObject({ mid: '~err:bob:r3', code: 'group_full' });
+  });
+
   it('takes group commands over the internal API only with the secret, and names a bad field', async () => {
     const post = (headers: Record<string, string>, payload: object) =>
       service.http.inject({ method: 'POST', url: '/internal/group-commands', headers, payload });
