@@ -48,6 +48,8 @@ import {
 } from './connections';
 import { TokenBucket } from './token-bucket';
 
+const DEFAULT_MAX_PENDING_PUBLISH_BYTES = 64 * 1024 * 1024;
+
 export const WsGatewayConfig = Type.Object({
   ...CommonConfig,
   ...KafkaSettingsSchema,
@@ -85,6 +87,12 @@ export const WsGatewayConfig = Type.Object({
     description: 'Per socket; a slower reader is cut off',
   }),
   MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 200_000 }),
+  MAX_PENDING_PUBLISH_BYTES: Type.Integer({
+    minimum: 65_536,
+    default: DEFAULT_MAX_PENDING_PUBLISH_BYTES,
+    description:
+      'Frames waiting for Kafka, in bytes, across the gateway; past it a frame is refused unavailable (a slow or absent Kafka does not grow memory without end)',
+  }),
   PING_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30_000 }),
   HEARTBEAT_INTERVAL_MS: Type.Integer({
     minimum: 100,
@@ -109,6 +117,8 @@ export interface WsGatewaySettings {
   pingIntervalMs: number;
   heartbeatIntervalMs: number;
   allowedOrigins: string[];
+  /** Bytes of client frames waiting for Kafka at once; default 64 MiB. */
+  maxPendingPublishBytes?: number;
 }
 
 export interface WsGatewayDeps extends Omit<Runtime, 'closer'> {
@@ -155,7 +165,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     maxPayload: settings.maxFrameBytes,
     perMessageDeflate: false,
   });
-  const metrics = gatewayMetrics(deps, registry);
+  /** Bytes of frames handed to Kafka and not yet confirmed. */
+  let pendingPublishBytes = 0;
+  const maxPendingPublishBytes = settings.maxPendingPublishBytes ?? DEFAULT_MAX_PENDING_PUBLISH_BYTES;
+
+  const metrics = gatewayMetrics(deps, registry, () => pendingPublishBytes);
   const inFlight = new Set<Promise<unknown>>();
   let draining = false;
 
@@ -240,10 +254,14 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       return;
     metrics.frames.inc({ type: frame.type });
     if (frame.type === 'ping') return void send(conn, { type: 'pong' });
-    await publishFrame(conn, frame);
+    await publishFrame(conn, frame, (data as Buffer).length);
   };
 
-  const publishFrame = async (conn: ClientConnection, frame: Exclude<ClientFrame, { type: 'ping' }>) => {
+  const publishFrame = async (
+    conn: ClientConnection,
+    frame: Exclude<ClientFrame, { type: 'ping' }>,
+    size: number,
+  ) => {
     const event: InboundEvent = {
       v: 1,
       kind: 'inbound',
@@ -255,11 +273,16 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       frame,
     };
     const id = 'id' in frame ? frame.id : undefined;
+    if (pendingPublishBytes + size > maxPendingPublishBytes)
+      return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);
+    pendingPublishBytes += size;
     try {
       await track(bus.publish(TOPICS.inbound, [event]));
     } catch (err) {
       logger.warn({ err }, 'publishing an inbound frame failed');
       return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id);
+    } finally {
+      pendingPublishBytes -= size;
     }
     if (id !== undefined && ID_FRAMES.has(frame.type))
       send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
@@ -482,7 +505,11 @@ function startTimers(settings: WsGatewaySettings, registry: ConnectionRegistry, 
   };
 }
 
-function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
+function gatewayMetrics(
+  deps: WsGatewayDeps,
+  registry: ConnectionRegistry,
+  pendingPublishBytes: () => number,
+) {
   const registers = [deps.metrics];
   new Gauge({
     name: 'parley_ws_connections',
@@ -490,6 +517,14 @@ function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
     registers,
     collect() {
       this.set(registry.size);
+    },
+  });
+  new Gauge({
+    name: 'parley_ws_pending_publish_bytes',
+    help: 'Bytes of client frames waiting for Kafka (MAX_PENDING_PUBLISH_BYTES caps it)',
+    registers,
+    collect() {
+      this.set(pendingPublishBytes());
     },
   });
   return {

@@ -25,6 +25,7 @@ void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
       rateBurst: config.RATE_LIMIT_BURST,
       rateCloseAfter: config.RATE_LIMIT_CLOSE_AFTER,
       maxUnsentBytes: config.MAX_UNSENT_BYTES,
+      maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
       maxConnections: config.MAX_CONNECTIONS,
       pingIntervalMs: config.PING_INTERVAL_MS,
       heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,

@@ -30,7 +30,7 @@ async function startGateway(overrides: Partial<WsGatewaySettings> = {}) {
     settings: {
       gatewayId: 'gw-test',
       internalUrl: 'http://unused',
-      maxFrameBytes: 4096,
+      maxFrameBytes: 64 * 1024,
       ratePerSecond: 1000,
       rateBurst: 1000,
       rateCloseAfter: 3,
@@ -228,6 +228,29 @@ describe('ws-gateway', () => {
     await env.bus.close();
     const alice = await connect('alice');
     expect(await alice.closed()).toBe(1001);
+  });
+
+  it('refuses frames with unavailable while those waiting for Kafka pass the cap, and takes them again after', async () => {
+    env = await startGateway({ maxPendingPublishBytes: 65_536 });
+    let release = () => {};
+    const publish = env.bus.publish.bind(env.bus);
+    env.bus.publish = async (...args: Parameters<typeof publish>) => {
+      if (args[0].name === TOPICS.inbound.name) await new Promise<void>((resolve) => (release = resolve));
+      return publish(...args);
+    };
+    const alice = await connect('alice');
+    const big = 'x'.repeat(40_000);
+    alice.send({ type: 'message', id: 'first', to: 'bob', body: big }); // waits for Kafka
+    alice.send({ type: 'message', id: 'second', to: 'bob', body: big }); // past 64 KiB waiting
+    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'second', code: 'unavailable' });
+    expect(await env.gateway.internal.inject('/metrics').then((r) => r.body)).toMatch(
+      /parley_ws_pending_publish_bytes\{[^}]*\} 4\d{4}/,
+    );
+    env.bus.publish = publish;
+    release();
+    expect(await alice.next((f) => f.type === 'accepted')).toMatchObject({ id: 'first' });
+    alice.send({ type: 'message', id: 'third', to: 'bob', body: big });
+    expect(await alice.next((f) => f.type === 'accepted' && f.id === 'third')).toMatchObject({ id: 'third' });
   });
 
   it('answers unavailable and claims nothing when Kafka cannot take the frame', async () => {
