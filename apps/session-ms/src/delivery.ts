@@ -105,11 +105,18 @@ export class Delivery {
         stored: d.replay === true,
       }));
     const dueAt = now + this.settings.ackTimeoutMs;
-    const isFresh = await Promise.all(durable.map((pending) => this.store.track(pending, dueAt)));
-    const fresh = durable.filter((_, i) => isFresh[i]);
+    const outcomes = await Promise.all(durable.map((pending) => this.store.track(pending, dueAt)));
+    const fresh = durable.filter((_, i) => outcomes[i] === 'tracked');
     this.metrics.duplicates.inc(durable.length - fresh.length);
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
-    await this.pushOrOffline(fresh, ephemeral);
+    // What this batch acks further on is not handed to storage here: it is completed right after.
+    const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => `${ack.user}\n${mid}`)));
+    await Promise.all([
+      this.pushOrOffline(fresh, ephemeral, ackedHere),
+      // A stored copy replayed after its mid was acked: that ack met a copy pushed as new and told
+      // storage nothing (one's own mids aside, see handleAcks), so storage hears of it now.
+      this.tellStorageAcked(durable.filter((p, i) => outcomes[i] === 'acked' && p.stored)),
+    ]);
     if (acks.length > 0) await this.handleAcks(acks);
   }
 
@@ -142,7 +149,7 @@ export class Delivery {
     const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
     const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
     await this.goOffline(exhausted);
-    await this.pushOrOffline(retry, []);
+    await this.pushOrOffline(retry, [], new Set());
     return due.length;
   }
 
@@ -173,7 +180,7 @@ export class Delivery {
     await this.store.forgetReadUpTo(this.reader.replica);
   }
 
-  private async pushOrOffline(durable: Pending[], ephemeral: Push[]): Promise<void> {
+  private async pushOrOffline(durable: Pending[], ephemeral: Push[], ackedHere: Set<string>): Promise<void> {
     if (durable.length === 0 && ephemeral.length === 0) return;
     const users = [...new Set([...durable.map((p) => p.user), ...ephemeral.map((p) => p.user)])];
     const connections = await this.store.connectionsOf(users);
@@ -186,7 +193,7 @@ export class Delivery {
       ...durable.filter((p) => connections.has(p.user)),
       ...ephemeral.filter((p) => connections.has(p.user)),
     ];
-    await Promise.all([this.allOffline([...unreachable]), this.push(pushes, connections)]);
+    await Promise.all([this.allOffline([...unreachable], ackedHere), this.push(pushes, connections)]);
   }
 
   /**
@@ -195,10 +202,20 @@ export class Delivery {
    * would be stored at once and an older one, pushed before the user left, only once its
    * retries ran out.
    */
-  private async allOffline(users: string[]): Promise<void> {
+  private async allOffline(users: string[], ackedHere: Set<string>): Promise<void> {
     if (users.length === 0) return;
     const held = await this.store.pendingOf(users);
-    await this.goOffline([...held.values()].flat().filter((p) => !p.stored));
+    await this.goOffline(
+      [...held.values()].flat().filter((p) => !p.stored && !ackedHere.has(`${p.user}\n${p.mid}`)),
+    );
+  }
+
+  private async tellStorageAcked(replays: Pending[]): Promise<void> {
+    const events: OfflineTopicEvent[] = [...groupBy(replays, (p) => p.user)].flatMap(([user, ofUser]) => {
+      const mids = ofUser.map((p) => p.mid).filter((mid) => senderOfMid(mid) !== user);
+      return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at: Date.now() }] : [];
+    });
+    await this.bus.publish(TOPICS.offline, events);
   }
 
   /** One batched call per gateway; a failed call is retried by the retry loop (durable ones). */
@@ -268,12 +285,9 @@ export class Delivery {
       ),
     );
     // An ack that completed one of these after it was read here found it pending and not stored,
-    // so it told storage nothing: storage hears of it now. (A stored one's ack told storage itself;
-    // one's own mid is the ambiguous ack of an `accepted` frame, see handleAcks.)
+    // so it told storage nothing: storage hears of it now. (A stored one's ack told storage itself.)
     const lateAcks: OfflineTopicEvent[] = byUser.flatMap(([user, ofUser], i) => {
-      const mids = ackedMeanwhile[i].filter(
-        (mid) => senderOfMid(mid) !== user && !ofUser.find((p) => p.mid === mid)?.stored,
-      );
+      const mids = ackedMeanwhile[i].filter((mid) => !ofUser.find((p) => p.mid === mid)?.stored);
       return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at: Date.now() }] : [];
     });
     await this.bus.publish(TOPICS.offline, lateAcks);

@@ -42,6 +42,17 @@ const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
   },
 });
 
+/** A store where an ack arrives after a deliverable was read for the hand-over, before it is dropped. */
+class AckBeforeDropStore extends MemorySessionStore {
+  beforeDrop?: () => Promise<void>;
+  override async drop(user: string, mids: string[]) {
+    const ack = this.beforeDrop;
+    this.beforeDrop = undefined;
+    await ack?.();
+    return super.drop(user, mids);
+  }
+}
+
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
 function setup({
   readUpTo = Date.now,
@@ -205,16 +216,6 @@ describe('Delivery', () => {
   });
 
   it('tells storage of an ack that lands while a deliverable it is handing over is on its way there', async () => {
-    /** The ack arrives after the deliverable was read for the hand-over, before it is dropped. */
-    class AckBeforeDropStore extends MemorySessionStore {
-      beforeDrop?: () => Promise<void>;
-      override async drop(user: string, mids: string[]) {
-        const ack = this.beforeDrop;
-        this.beforeDrop = undefined;
-        await ack?.();
-        return super.drop(user, mids);
-      }
-    }
     const store = new AckBeforeDropStore();
     const { delivery, bus, connect, disconnect } = setup({ store, ackTimeoutMs: 1000 });
     await connect('bob', 'phone');
@@ -227,6 +228,50 @@ describe('Delivery', () => {
       'alice:m2',
       ['alice:m1'], // the ack: storage deletes the copy it was just given
     ]);
+  });
+
+  it('tells storage of a late ack of a message to oneself too: what is handed over is no accepted frame', async () => {
+    const store = new AckBeforeDropStore();
+    const { delivery, bus, connect, disconnect } = setup({ store, ackTimeoutMs: 1000 });
+    await connect('alice', 'tablet');
+    await delivery.handle([message('n1', 'alice')]);
+    await disconnect('alice', 'tablet');
+    store.beforeDrop = () =>
+      delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:n1'], at: 7 }]);
+    await delivery.handle([message('n2', 'alice')]);
+    expect(bus.events(TOPICS.offline).map((e) => (e.kind === 'offline' ? e.frame.mid : e.mids))).toEqual([
+      'alice:n1',
+      'alice:n2',
+      ['alice:n1'],
+    ]);
+  });
+
+  it('does not hand storage what the same batch acks further on when the user turns out gone', async () => {
+    const { delivery, bus, connect, disconnect } = setup({ ackTimeoutMs: 1000 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await disconnect('bob', 'phone');
+    await delivery.handle([message('m2'), { v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 9 }]);
+    expect(bus.events(TOPICS.offline).map((e) => (e.kind === 'offline' ? e.frame.mid : e.mids))).toEqual([
+      'alice:m2',
+    ]);
+  });
+
+  it('tells storage of an ack that met a copy pushed as new while the stored copy was being replayed', async () => {
+    const { delivery, bus, connect } = setup({ ackTimeoutMs: 1000 });
+    const storage = () =>
+      bus.events(TOPICS.offline).map((e) => (e.kind === 'offline' ? e.frame.mid : e.mids));
+    await delivery.handle([message('m1')]); // bob away: stored
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]); // alice resent it (or a batch was read again): pushed as new
+    await delivery.handle([{ ...message('m1'), replay: true }]); // storage's replay meets it pending
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 9 }]);
+    expect(storage()).toEqual(['alice:m1', ['alice:m1']]);
+
+    await delivery.handle([message('m2')]); // pushed, and acked before storage's copy comes back
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m2'], at: 9 }]);
+    await delivery.handle([{ ...message('m2'), replay: true }]);
+    expect(storage()).toEqual(['alice:m1', ['alice:m1'], ['alice:m2']]);
   });
 
   it('redelivers an unacked deliverable with the same mid, then sends it offline after the last attempt', async () => {

@@ -144,19 +144,30 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
 
   it('tracks a deliverable once and refuses a duplicate while pending or after the ack', async () => {
-    expect(await store.track(pending('alice:t1'), 1000)).toBe(true);
-    expect(await store.track(pending('alice:t1'), 1000)).toBe(false);
+    expect(await store.track(pending('alice:t1'), 1000)).toBe('tracked');
+    expect(await store.track(pending('alice:t1'), 1000)).toBe('pending');
     const [done] = await store.complete('bob', ['alice:t1'], 60_000);
     expect(done).toEqual(pending('alice:t1'));
-    expect(await store.track(pending('alice:t1'), 1000)).toBe(false);
-    expect(await store.track(pending('alice:t1', 'carol'), 1000)).toBe(true);
+    expect(await store.track(pending('alice:t1'), 1000)).toBe('acked');
+    expect(await store.track(pending('alice:t1', 'carol'), 1000)).toBe('tracked');
+  });
+
+  it('marks a pending deliverable stored when its stored copy is replayed, and keeps it pending', async () => {
+    expect(await store.track(pending('alice:s1', 'sam'), 1000)).toBe('tracked');
+    expect(await store.track({ ...pending('alice:s1', 'sam'), stored: true }, 2000)).toBe('pending');
+    expect(await store.track(pending('alice:s1', 'sam'), 3000)).toBe('pending'); // never unmarked
+    expect((await store.pendingOf(['sam'])).get('sam')).toEqual([
+      { ...pending('alice:s1', 'sam'), stored: true },
+    ]);
+    const [done] = await store.complete('sam', ['alice:s1'], 60_000);
+    expect(done?.stored).toBe(true);
   });
 
   it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
     await store.complete('bob', ['alice:e1'], 20);
-    expect(await store.track(pending('alice:e1'), 1000)).toBe(false);
+    expect(await store.track(pending('alice:e1'), 1000)).toBe('acked');
     await sleep(40);
-    expect(await store.track(pending('alice:e1'), 1000)).toBe(true);
+    expect(await store.track(pending('alice:e1'), 1000)).toBe('tracked');
   });
 
   it('reads the earliest position among live replicas; an expired report stops counting', async () => {
@@ -177,7 +188,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 
   it('reports an ack of something not pending as undefined, and still remembers it', async () => {
     expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
-    expect(await store.track(pending('alice:never'), 1000)).toBe(false);
+    expect(await store.track(pending('alice:never'), 1000)).toBe('acked');
   });
 
   it('claims due entries once, incrementing attempts and leasing them', async () => {
@@ -254,7 +265,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     await store.track(pending('alice:x1', 'erin'), 100);
     expect(await store.drop('erin', ['alice:x1'])).toEqual([]);
     expect((await store.claimDue(1e12, 1e12, 1, 100)).filter((p) => p.user === 'erin')).toEqual([]);
-    expect(await store.track(pending('alice:x1', 'erin'), 100)).toBe(true);
+    expect(await store.track(pending('alice:x1', 'erin'), 100)).toBe('tracked');
   });
 
   it('keeps pending state across a new client (a restarted session-ms resumes)', async () => {
@@ -270,10 +281,10 @@ describe('MemorySessionStore', () => {
     const store = new MemorySessionStore(Date.now, 3);
     await store.complete('bob', ['alice:a1', 'alice:a2'], 60_000);
     await store.complete('bob', ['alice:a3', 'alice:a4', 'alice:a5'], 60_000);
-    expect(await store.track(pending('alice:a1'), 1000)).toBe(true);
-    expect(await store.track(pending('alice:a2'), 1000)).toBe(true);
+    expect(await store.track(pending('alice:a1'), 1000)).toBe('tracked');
+    expect(await store.track(pending('alice:a2'), 1000)).toBe('tracked');
     for (const mid of ['alice:a3', 'alice:a4', 'alice:a5'])
-      expect(await store.track(pending(mid), 1000)).toBe(false);
+      expect(await store.track(pending(mid), 1000)).toBe('acked');
   });
 
   it('forgets the oldest acked mids in bulk past maxAcked and keeps the newest seven eighths', async () => {
@@ -281,7 +292,7 @@ describe('MemorySessionStore', () => {
     const mids = Array.from({ length: 2000 }, (_, i) => `alice:b${i}`);
     for (const mid of mids) await store.complete('bob', [mid], 60_000);
     const remembered = [];
-    for (const mid of mids) if (!(await store.track(pending(mid), 1000))) remembered.push(mid);
+    for (const mid of mids) if ((await store.track(pending(mid), 1000)) === 'acked') remembered.push(mid);
     // Generations of 100: the newest 700 to 800 acks are remembered, all of them the newest ones.
     expect(remembered.length).toBeGreaterThanOrEqual(700);
     expect(remembered.length).toBeLessThanOrEqual(800);

@@ -1,5 +1,5 @@
 import { createRecentSet, RecentSet } from '@parley/service-kit';
-import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './session-store';
+import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore, TrackOutcome } from './session-store';
 
 /** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
 export const DEFAULT_MAX_ACKED = 1_000_000;
@@ -88,15 +88,20 @@ export class MemorySessionStore implements SessionStore {
     return users.map((user) => ({ user, online: live.has(user), lastSeen: this.lastSeen.get(user) ?? null }));
   }
 
-  async track(pending: Pending, dueAt: number): Promise<boolean> {
+  async track(pending: Pending, dueAt: number): Promise<TrackOutcome> {
     const { user, mid } = pending;
+    if (this.isAcked(keyOf(user, mid))) return 'acked';
     const ofUser = this.pending.get(user);
-    if (ofUser?.has(mid) || this.isAcked(keyOf(user, mid))) return false;
+    const held = ofUser?.get(mid);
+    if (held) {
+      if (pending.stored) held.pending.stored = true;
+      return 'pending';
+    }
     const entry = { pending: { ...pending }, dueAt };
     if (ofUser) ofUser.set(mid, entry);
     else this.pending.set(user, new Map([[mid, entry]]));
     this.dueOrder.push({ dueAt, entry });
-    return true;
+    return 'tracked';
   }
 
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {

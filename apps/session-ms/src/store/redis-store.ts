@@ -1,5 +1,5 @@
 import Redis from 'ioredis';
-import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './session-store';
+import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore, TrackOutcome } from './session-store';
 
 /*
  * Keys (all under the client's keyPrefix):
@@ -15,10 +15,17 @@ import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore } from './se
  * (or one hash slot), not a cluster.
  */
 
-// ARGV[2] is a JSON object: the order in which it was tracked goes in front of its other keys.
+// ARGV[2] is a JSON object: the order in which it was tracked goes in front of its other keys. A
+// replay (ARGV[6]) of a pending one marks it stored: its JSON ends with the "stored" key.
 const TRACK = `
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then
+  if ARGV[6] == '1' and string.sub(held, -15) == '"stored":false}' then
+    redis.call('HSET', KEYS[1], ARGV[1], string.sub(held, 1, -16) .. '"stored":true}')
+  end
+  return 0
+end
 local seq = redis.call('INCR', KEYS[5])
 redis.call('HSET', KEYS[1], ARGV[1], '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
@@ -74,6 +81,9 @@ for _, replica in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return earliest`;
 
+const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
+
+/** The JSON of a pending one: `stored` stays its last key (TRACK rewrites it in place). */
 interface StoredPending {
   /** Absent in what an earlier version tracked. */
   seq?: number;
@@ -168,9 +178,9 @@ export class RedisSessionStore implements SessionStore {
     }));
   }
 
-  async track(p: Pending, dueAt: number): Promise<boolean> {
+  async track(p: Pending, dueAt: number): Promise<TrackOutcome> {
     const stored: StoredPending = { frame: p.frame, stored: p.stored };
-    const added = await this.redis.eval(
+    const outcome = await this.redis.eval(
       TRACK,
       5,
       `pend:${p.user}`,
@@ -183,8 +193,9 @@ export class RedisSessionStore implements SessionStore {
       String(p.attempts),
       String(dueAt),
       `${p.user}\n${p.mid}`,
+      p.stored ? '1' : '0',
     );
-    return added === 1;
+    return TRACK_OUTCOMES[outcome as 0 | 1 | 2];
   }
 
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {

@@ -20,6 +20,8 @@ export interface Connection {
   at: number;
 }
 
+export type TrackOutcome = 'tracked' | 'pending' | 'acked';
+
 /** A deliverable waiting for the user's ack. */
 export interface Pending {
   user: string;
@@ -50,10 +52,11 @@ export interface SessionStore {
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
 
   /**
-   * Starts tracking a deliverable, due for a retry at `dueAt`. Returns false (and changes nothing)
-   * when the user already acked this mid or it is already pending: a duplicate.
+   * Starts tracking a deliverable, due for a retry at `dueAt`: `tracked`. A duplicate changes
+   * nothing: `acked` when the user acked this mid already, `pending` when it is pending, except
+   * that a stored copy (a replay) marks the pending one stored, so its ack reaches storage.
    */
-  track(pending: Pending, dueAt: number): Promise<boolean>;
+  track(pending: Pending, dueAt: number): Promise<TrackOutcome>;
   /** Acks: removes what was pending and remembers the mids as acked for `rememberMs`. */
   complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>>;
   /**
