@@ -377,6 +377,9 @@ class InFlight {
   }
 }
 
+/** Heartbeat errors that mean the group is rebalancing or no longer counts this member. */
+const GROUP_MOVING = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
+
 function createSubscription<T>(
   { groupId, topic, handle }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
@@ -394,7 +397,9 @@ function createSubscription<T>(
   const consumer: Consumer = options.kafka.consumer({
     groupId,
     sessionTimeout: options.consumer?.sessionTimeout ?? 10_000,
-    rebalanceTimeout: options.consumer?.rebalanceTimeout ?? 10_000,
+    // A member rejoins only once its batch is handled: a shorter rebalance timeout would expel a
+    // member busy with a long batch and hand that batch to another while it is still being handled.
+    rebalanceTimeout: options.consumer?.rebalanceTimeout ?? maxHandlerMs,
     heartbeatInterval,
     maxWaitTimeInMs: options.consumer?.maxWaitTimeInMs ?? 250,
     // Never cut partitions off a fetch (the default caps it at 10 MiB): a partition left out of a
@@ -407,9 +412,32 @@ function createSubscription<T>(
   const position = new ReadPosition();
   const committer = createCommitter(options.commitIntervalMs ?? 500, logger);
   const inFlight = new InFlight();
-  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) =>
-    position.joined(payload.memberAssignment[topic.name] ?? []),
-  );
+  /** Set when a heartbeat learns the group is moving on without this member; cleared at the next join. */
+  let groupMoved: Error | undefined;
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    groupMoved = undefined;
+    position.joined(payload.memberAssignment[topic.name] ?? []);
+  });
+
+  /**
+   * Heartbeats while a batch is being handled. When the group is rebalancing (or has dropped this
+   * member), commits what was handled and remembers it: the batch is then left for the partition's
+   * next owner, since this member rejoins only once its batch returns. A beat that fails otherwise
+   * (the broker away) is tried again at the next one.
+   */
+  const heartbeat = async (payload: EachBatchPayload) => {
+    try {
+      await payload.heartbeat();
+    } catch (err) {
+      const type = (err as { type?: string }).type;
+      if (!type || !GROUP_MOVING.has(type)) return;
+      if (!groupMoved && type === 'REBALANCE_IN_PROGRESS') await committer.commit().catch(() => undefined);
+      groupMoved ??= err as Error;
+    }
+  };
+  // kafkajs's own heartbeats (between batches, after an empty fetch) may be the ones to learn of a
+  // rebalance: what was handled is committed before the partitions move, whichever beat saw it.
+  consumer.on(consumer.events.REBALANCING, () => void committer.commit().catch(() => undefined));
   consumer.on(consumer.events.FETCH_START, ({ payload }) => position.fetchStarted(payload.nodeId));
   consumer.on(consumer.events.REQUEST, ({ payload }) => {
     if (payload.apiName === 'Fetch') position.fetchAnswered();
@@ -443,13 +471,16 @@ function createSubscription<T>(
         await work();
         return undefined;
       } catch (err) {
-        // Stopping: leave the batch unhandled (the next owner replays it) rather than hold stop() up.
+        // Stopping, or the group moving on: leave the batch unhandled (the partition's next owner
+        // replays it) rather than hold stop() or the rebalance up, or handle it beside that owner.
         if (!running || !payload.isRunning() || payload.isStale()) throw err;
+        if (groupMoved) throw groupMoved;
         if (attempt + 1 >= attempts && !isTransient(err)) return err;
         options.counters.retried.inc(labels);
         logger.warn({ err, attempt }, 'handler failed, retrying');
         await sleep(backoffMs(attempt));
-        await payload.heartbeat().catch(() => undefined);
+        await heartbeat(payload);
+        if (groupMoved) throw groupMoved;
       }
     }
   };
@@ -525,11 +556,13 @@ function createSubscription<T>(
       );
       payload.resolveOffset(last.offset);
       committer.handledIn(payload);
-      await payload.heartbeat().catch(async (err: unknown) => {
-        const rebalancing = (err as { type?: string }).type === 'REBALANCE_IN_PROGRESS';
-        if (rebalancing) await committer.commit().catch(() => undefined); // before the partitions move
-        throw err;
-      });
+      await heartbeat(payload); // commits what was handled if the partitions are about to move
+      if (groupMoved) {
+        // This chunk was handled after that commit; the old generation's commit still counts
+        // while the group is preparing the rebalance.
+        await committer.commit().catch(() => undefined);
+        throw groupMoved;
+      }
     }
   };
 
@@ -542,7 +575,7 @@ function createSubscription<T>(
   const whileBeating = async <R>(payload: EachBatchPayload, work: () => Promise<R>): Promise<R> => {
     const giveUpAt = Date.now() + maxHandlerMs;
     const beat = setInterval(() => {
-      if (Date.now() < giveUpAt) return void payload.heartbeat().catch(() => undefined);
+      if (Date.now() < giveUpAt) return void heartbeat(payload);
       clearInterval(beat);
       logger.error(
         { maxHandlerMs },

@@ -1,6 +1,9 @@
 import { TopicSpec } from '@parley/contracts';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
 import { TopicCodec } from './codec';
+import { isTransient, sleep } from './retry';
+
+const STOPPED = Symbol('stopped');
 
 interface StoredRecord {
   key: string;
@@ -12,11 +15,17 @@ interface StoredRecord {
 
 /**
  * An in-memory bus for unit tests: a real log per topic (events are encoded, validated and
- * stored), consumer groups with committed offsets, and redelivery of a batch whose handler threw.
- * One partition per topic, so order is total. Not for production: nothing survives the process.
+ * stored), consumer groups with committed offsets, and the Kafka adapter's failure handling: a
+ * batch whose handler throws is handed over again, a dependency's failure (isTransient) without
+ * end, any other up to `maxAttempts` times; then each record alone, and one that still fails is
+ * set aside on the topic's DLQ (`deadLetters`). One partition per topic, so order is total. Not
+ * for production: nothing survives the process.
  */
 export class MemoryBus implements EventBus {
+  constructor(private readonly options: { maxAttempts?: number; retryDelayMs?: number } = {}) {}
+
   private readonly logs = new Map<string, StoredRecord[]>();
+  private readonly parked = new Map<string, Array<{ value: Buffer; error: string }>>();
   private readonly committed = new Map<string, number>();
   private readonly wakeups = new Set<() => void>();
   private closed = false;
@@ -43,6 +52,15 @@ export class MemoryBus implements EventBus {
         traceId: options?.traceId,
       });
     for (const wake of this.wakeups) wake();
+  }
+
+  /** What consumers of `topic` set aside, with the error of its last attempt. */
+  deadLetters<T>(topic: TopicSpec<T>): Array<{ event: T; error: string }> {
+    const codec = new TopicCodec(topic);
+    return (this.parked.get(topic.name) ?? []).map(({ value, error }) => ({
+      event: codec.decode(value),
+      error,
+    }));
   }
 
   /** One partition per topic. */
@@ -82,11 +100,29 @@ export class MemoryBus implements EventBus {
           timestamp: r.timestamp,
           traceId: r.traceId,
         }));
+        const failure = await attempt(() => handle(batch));
+        if (failure === STOPPED) continue;
+        if (failure) {
+          for (const [i, envelope] of batch.entries()) {
+            const alone = await attempt(() => handle([envelope]));
+            if (alone === STOPPED) break;
+            if (alone) this.park(topic.name, records[i].value, alone);
+          }
+          if (!running) continue; // stopped while isolating: the batch is handed over again
+        }
+        this.committed.set(position, records[records.length - 1].offset + 1);
+      }
+    };
+    /** Runs `work` until it succeeds (undefined), a non-transient failure outlasts maxAttempts (that error), or the subscription stops. */
+    const attempt = async (work: () => Promise<void>): Promise<unknown> => {
+      for (let tries = 1; ; tries++) {
         try {
-          await handle(batch);
-          this.committed.set(position, records[records.length - 1].offset + 1);
-        } catch {
-          await new Promise((resolve) => setTimeout(resolve, 20)); // redelivered: at-least-once
+          await work();
+          return undefined;
+        } catch (err) {
+          if (!running) return STOPPED;
+          if (tries >= (this.options.maxAttempts ?? 5) && !isTransient(err)) return err;
+          await sleep(this.options.retryDelayMs ?? 20);
         }
       }
     };
@@ -111,6 +147,12 @@ export class MemoryBus implements EventBus {
         return unhandled ? unhandled.timestamp - 1 : Date.now();
       },
     };
+  }
+
+  private park(topic: string, value: Buffer, err: unknown): void {
+    const parked = this.parked.get(topic) ?? [];
+    this.parked.set(topic, parked);
+    parked.push({ value, error: String((err as Error)?.message ?? err) });
   }
 
   async ping(): Promise<void> {

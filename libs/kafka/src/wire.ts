@@ -19,9 +19,9 @@ export async function connectKafkaBus(
     partitions: settings.KAFKA_TOPIC_PARTITIONS,
     replicationFactor: settings.KAFKA_REPLICATION_FACTOR,
   });
+  // The rebalance timeout is the bus's default: as long as a handler may run (maxHandlerMs).
   const consumer = {
     sessionTimeout: settings.KAFKA_SESSION_TIMEOUT_MS,
-    rebalanceTimeout: settings.KAFKA_SESSION_TIMEOUT_MS,
     heartbeatInterval: settings.KAFKA_HEARTBEAT_INTERVAL_MS,
   };
   const bus = createKafkaBus({

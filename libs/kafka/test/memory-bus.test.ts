@@ -1,4 +1,5 @@
 import { MemoryBus } from '../src';
+import { waitFor } from '@parley/test-kit';
 import { busContract, note, Note, noteTopic } from './support/bus-contract';
 
 let n = 0;
@@ -8,6 +9,27 @@ busContract('MemoryBus', async () => {
 });
 
 describe('MemoryBus as a test double', () => {
+  test('sets a record its handler keeps failing on aside on the DLQ, with the error, after maxAttempts', async () => {
+    const bus = new MemoryBus({ maxAttempts: 3 });
+    const topic = noteTopic('poison');
+    let failures = 0;
+    const sub = bus.subscribe({
+      groupId: 'g',
+      topic,
+      handle: async (batch) => {
+        if (!batch.some((e) => e.event.n === 2)) return;
+        failures++;
+        throw new Error('note 2 breaks an invariant');
+      },
+    });
+    await sub.start();
+    await bus.publish(topic, [note(1), note(2), note(3)]);
+    await waitFor(() => bus.deadLetters(topic).length === 1, 5000, 'the parked record');
+    await sub.stop();
+    expect(bus.deadLetters(topic)).toEqual([{ event: note(2), error: 'note 2 breaks an invariant' }]);
+    expect(failures).toBe(6); // 3 for the batch, 3 for the record alone
+  });
+
   // Stricter than the Kafka adapter, which leaves the check to consumers (a DLQ there): a unit test
   // learns at the publish call that a service wrote what its consumers would refuse.
   test('refuses a publish that breaks the topic schema and writes nothing of it', async () => {

@@ -1,7 +1,7 @@
 import { Static, Type } from '@sinclair/typebox';
 import { TopicSpec } from '@parley/contracts';
 import { waitFor } from '@parley/test-kit';
-import { Envelope, EventBus, sleep } from '../../src';
+import { Envelope, EventBus, sleep, TransientError } from '../../src';
 
 const Note = Type.Object({
   kind: Type.Literal('test.note'),
@@ -92,6 +92,36 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       expect(handled).toEqual([1]);
       expect(calls).toBe(2);
     });
+
+    test('a record its handler keeps failing on is set aside: its neighbours and later records are handled', async () => {
+      const topic = await under.topic();
+      const handled: number[] = [];
+      await subscribe(topic, async (batch) => {
+        if (batch.some((e) => e.event.n === 2)) throw new Error('note 2 breaks an invariant');
+        handled.push(...batch.map((e) => e.event.n));
+      }).start();
+      await under.bus.publish(topic, [note(1), note(2), note(3)]);
+      await waitFor(() => handled.length === 2, 20_000, 'the neighbours');
+      await under.bus.publish(topic, [note(4)]);
+      await waitFor(() => handled.includes(4), 15_000, 'a later record');
+      expect(handled).toEqual([1, 3, 4]);
+    }, 45_000);
+
+    test('a failure of a dependency (transient) is retried past any attempt limit, and nothing is set aside', async () => {
+      const topic = await under.topic();
+      let failures = 0;
+      const handled: number[] = [];
+      await subscribe(topic, async (batch) => {
+        if (failures < 6) {
+          failures++;
+          throw new TransientError('the database is unreachable');
+        }
+        handled.push(...batch.map((e) => e.event.n));
+      }).start();
+      await under.bus.publish(topic, [note(1), note(2)]);
+      await waitFor(() => handled.length === 2, 30_000, 'both events');
+      expect(handled).toEqual([1, 2]);
+    }, 45_000);
 
     test('handledUpTo stays before an unhandled record and catches up once all are handled', async () => {
       const topic = await under.topic();

@@ -938,6 +938,93 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(joins).toBe(1);
       }, 30_000);
 
+      test('a member retrying a failing dependency leaves its batch at a rebalance: the next owner handles the key in order', async () => {
+        const spec = pingTopic(unique('rejoin'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const a = bus(kafka('a'), { packEvents: false });
+        const b = bus(kafka('b'), { packEvents: false });
+        const groupId = unique('g');
+        const handled: string[] = [];
+        let aDependencyUp = false; // A's database is away; B's is fine
+        const subA = a.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            if (!aDependencyUp) throw new TransientError('A: database unreachable');
+            handled.push(...batch.map((e) => `A:${e.event.n}`));
+          },
+        });
+        const subB = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => `B:${e.event.n}`)),
+        });
+        cleanups.push(
+          () => subA.stop(),
+          () => subB.stop(),
+        );
+        await subA.start();
+        await a.publish(spec, [{ ...ping(1), id: 'k' }]);
+        await sleep(1500); // A is retrying record 1
+        await subB.start(); // a second replica joins: a rebalance
+        await sleep(FAST_CONSUMER.rebalanceTimeout + 2000);
+        await a.publish(spec, [{ ...ping(2), id: 'k' }]);
+        await sleep(2000); // whoever owns the partition now has record 2
+        aDependencyUp = true;
+        await waitFor(() => handled.some((h) => h.endsWith(':2')), 20_000, 'record 2');
+        await sleep(3000);
+        // Record 1 before record 2, and never again after it (A retrying beside the new owner did).
+        const second = handled.findIndex((h) => h.endsWith(':2'));
+        expect(handled.slice(0, second).some((h) => h.endsWith(':1'))).toBe(true);
+        expect(handled.slice(second).filter((h) => h.endsWith(':1'))).toEqual([]);
+      }, 60_000);
+
+      test('a batch that outlasts the session timeout while a member joins is handled once: the rebalance waits for it', async () => {
+        const spec = pingTopic(unique('longjoin'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const { rebalanceTimeout: _default, ...consumer } = FAST_CONSUMER; // the bus's: maxHandlerMs
+        const make = (id: string) => {
+          const made = createKafkaBus({
+            kafka: kafka(id),
+            logger,
+            consumer,
+            maxHandlerMs: 30_000,
+            packEvents: false,
+          });
+          cleanups.push(() => made.close());
+          return made;
+        };
+        const a = make('a');
+        const b = make('b');
+        const groupId = unique('g');
+        const log: string[] = [];
+        const subA = a.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            log.push(`A start ${batch.map((e) => e.event.n)}`);
+            await sleep(11_000); // a large fan-out: past the session timeout and the old 10 s rebalance timeout
+            log.push(`A done ${batch.map((e) => e.event.n)}`);
+          },
+        });
+        const subB = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void log.push(`B done ${batch.map((e) => e.event.n)}`),
+        });
+        cleanups.push(
+          () => subA.stop(),
+          () => subB.stop(),
+        );
+        await subA.start();
+        await a.publish(spec, [ping(1)]);
+        await waitFor(() => log.length > 0, 10_000, 'A starts');
+        await subB.start();
+        await waitFor(() => log.includes('A done 1'), 25_000, 'A finishes');
+        await sleep(3000);
+        expect(log.filter((line) => line.endsWith('done 1'))).toEqual(['A done 1']);
+      }, 60_000);
+
       test('pause() stops deliveries and resume() starts them again', async () => {
         const spec = pingTopic(unique('pause'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
