@@ -18,6 +18,21 @@ export class ConfigError extends Error {
 }
 
 /**
+ * Secrets refused when set but empty, instead of taken as unset: a Secret key that exists but is
+ * empty (made from an unset shell variable) would otherwise fall back to a public development
+ * secret, or to an in-process store where the fleet needs a shared one.
+ */
+export const NON_EMPTY_SECRETS = ['INTERNAL_SECRET', 'JWT_SECRET', 'DATABASE_URL', 'REDIS_URL'];
+
+/** Variables holding secrets (or credentials inside URLs): their values never appear in a message. */
+export const SECRET_VARS = [
+  ...NON_EMPTY_SECRETS,
+  'JWT_JWKS_URL',
+  'FCM_SERVICE_ACCOUNT',
+  'KAFKA_SASL_PASSWORD',
+];
+
+/**
  * Typed configuration from the environment. The schema's keys are the variable names; values are
  * coerced to the declared types and defaults filled in. Every problem is reported at once.
  */
@@ -30,17 +45,20 @@ export function loadConfig<T extends TObject>(
   addFormats(ajv);
   const validate = ajv.compile(schema);
   const candidate: Record<string, unknown> = {};
+  const problems: string[] = [];
   for (const key of Object.keys(schema.properties)) {
     const raw = env[key];
+    if (raw === '' && NON_EMPTY_SECRETS.includes(key))
+      problems.push(`${key}: is set but empty; give it a value, or unset it for the development default`);
     if (raw !== undefined && raw !== '') candidate[key] = raw;
   }
-  if (validate(candidate)) return candidate as Static<T>;
+  if (validate(candidate) && problems.length === 0) return candidate as Static<T>;
   // Simplified as for requests: an enum's alternatives read as one `must be one of`.
-  const problems = formatErrors(validate.errors ?? []).map((text) => {
+  for (const text of formatErrors(validate.errors ?? [])) {
     const name = text.slice(0, text.indexOf(':'));
-    const got = name in candidate ? ` (got ${JSON.stringify(candidate[name])})` : '';
-    return `${text}${got}`;
-  });
+    const shown = SECRET_VARS.includes(name) ? '(value withheld: a secret)' : JSON.stringify(candidate[name]);
+    problems.push(name in candidate ? `${text} (got ${shown})` : text);
+  }
   throw new ConfigError(service, problems);
 }
 

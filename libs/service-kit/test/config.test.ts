@@ -53,6 +53,45 @@ describe('loadConfig', () => {
     expect(loadConfig('svc', schema, { REDIS_URL: 'redis://x', PORT: '' }).PORT).toBe(8080);
   });
 
+  it('refuses a secret set but empty, which would fall back to a public development secret', () => {
+    const secrets = Type.Object({ ...AuthConfig, ...InternalConfig });
+    let error: unknown;
+    try {
+      loadConfig('t', secrets, { JWT_SECRET: '', INTERNAL_SECRET: '' }); // from unset shell variables
+    } catch (err) {
+      error = err;
+    }
+    expect((error as ConfigError).problems).toEqual([
+      'JWT_SECRET: is set but empty; give it a value, or unset it for the development default',
+      'INTERNAL_SECRET: is set but empty; give it a value, or unset it for the development default',
+    ]);
+    expect(loadConfig('t', secrets, { JWT_JWKS_URL: '' }).JWT_JWKS_URL).toBeUndefined(); // "off" stays allowed
+  });
+
+  it('never echoes a secret in an error, where it would reach the logs', () => {
+    const secrets = Type.Object({
+      ...InternalConfig,
+      DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://' }),
+    });
+    let error: unknown;
+    try {
+      loadConfig('t', secrets, {
+        INTERNAL_SECRET: 'hunter2-short',
+        DATABASE_URL: 'postgresql+psycopg://app:S3cretPw@db/parley',
+      });
+    } catch (err) {
+      error = err;
+    }
+    const { message, problems } = error as ConfigError;
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^INTERNAL_SECRET: must NOT have fewer than 16 characters \(got \(value withheld: a secret\)\)$/,
+      ),
+      expect.stringMatching(/^DATABASE_URL: must match .* \(got \(value withheld: a secret\)\)$/),
+    ]);
+    expect(message).not.toMatch(/hunter2|S3cretPw/);
+  });
+
   it('names the secrets left on their public development values', () => {
     const secrets = Type.Object({ ...AuthConfig, ...InternalConfig });
     expect(publicDevSecretsIn(loadConfig('t', secrets, {}))).toEqual(['JWT_SECRET', 'INTERNAL_SECRET']);

@@ -7,7 +7,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { TObject, TSchema } from '@sinclair/typebox';
-import { ConfigError, loadConfig } from '@parley/service-kit';
+import { ConfigError, loadConfig, NON_EMPTY_SECRETS, SECRET_VARS } from '@parley/service-kit';
 
 export const ROOT = path.resolve(__dirname, '../../..');
 
@@ -58,18 +58,10 @@ export const IMPORTANT_VARS = [
 ];
 
 /** Variables that hold secrets: in Kubernetes they must come from a Secret (secretKeyRef). */
-export const SECRET_VARS = [
-  'INTERNAL_SECRET',
-  'JWT_SECRET',
-  'JWT_JWKS_URL',
-  'DATABASE_URL',
-  'REDIS_URL',
-  'FCM_SERVICE_ACCOUNT',
-  'KAFKA_SASL_PASSWORD',
-];
+export { SECRET_VARS };
 
-/** Secret variables that must be present (not `optional`) wherever an app reads them. */
-export const MANDATORY_SECRETS = ['INTERNAL_SECRET', 'JWT_SECRET', 'DATABASE_URL', 'REDIS_URL'];
+/** Secret variables that must be present (not `optional`) wherever an app reads them (and are refused empty). */
+export const MANDATORY_SECRETS = NON_EMPTY_SECRETS;
 
 /** Variables set on a container that are for Node, not for the app's schema. */
 export const RUNTIME_VARS = ['NODE_OPTIONS', 'NODE_EXTRA_CA_CERTS'];
