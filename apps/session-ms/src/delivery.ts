@@ -106,7 +106,11 @@ export class Delivery {
       }));
     const dueAt = now + this.settings.ackTimeoutMs;
     const outcomes = await Promise.all(durable.map((pending) => this.store.track(pending, dueAt)));
-    const fresh = durable.filter((_, i) => outcomes[i] === 'tracked');
+    // A replay means a device just connected: one still pending (pushed to a device that left) goes
+    // now, in storage's order, not at its retry, after what was stored behind it.
+    const fresh = durable.filter(
+      (p, i) => outcomes[i] === 'tracked' || (outcomes[i] === 'pending' && p.stored),
+    );
     this.metrics.duplicates.inc(durable.length - fresh.length);
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
     // What this batch acks further on is not handed to storage here: it is completed right after.

@@ -376,6 +376,18 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('pushes a replay at once, in storage order, also one still pending from a connect that went away', async () => {
+    const { delivery, gateways, connect, disconnect } = setup({ ackTimeoutMs: 5000 });
+    const replay = (id: string) => ({ ...message(id), replay: true });
+    await connect('bob', 'phone');
+    await delivery.handle([replay('w1'), replay('w2')]); // stored while bob was away: pushed, not acked
+    await disconnect('bob', 'phone');
+    await delivery.handle([message('w3')]); // bob away: stored behind w1 and w2
+    await connect('bob', 'phone');
+    await delivery.handle([replay('w1'), replay('w2'), replay('w3')]); // storage's replay on this connect
+    expect(gateways.mids('bob')).toEqual(['alice:w1', 'alice:w2', 'alice:w1', 'alice:w2', 'alice:w3']);
+  });
+
   it('keeps a replay that outran the record of its connect, and pushes it once the connect is known', async () => {
     const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
     await delivery.handle([{ ...message('m1'), replay: true }]); // bob's connect not yet recorded
