@@ -15,8 +15,9 @@ export interface GroupCommandApplier {
 }
 
 /**
- * group-ms's internal API. Unreachable, timed out or a 5xx: a TransientError, so the batch is
- * retried in order until group-ms is back. A 4xx means the ops themselves were refused.
+ * group-ms's internal API. Unreachable, timed out, a 5xx or a refused secret: a TransientError,
+ * so the batch is retried in order until group-ms takes it. Another 4xx means the ops themselves
+ * were refused.
  */
 export function createHttpGroupCommandApplier(
   groupMsUrl: string,
@@ -37,7 +38,9 @@ export function createHttpGroupCommandApplier(
       throw new TransientError(`group-ms is unreachable: ${(err as Error).message}`);
     }
     const text = await response.text();
-    if (response.status >= 500) throw new TransientError(`group-ms answered ${response.status}: ${text}`);
+    // 401/403: the internal secrets disagree (a rotation rolling out), not the ops' fault: retried.
+    if (response.status >= 500 || response.status === 401 || response.status === 403)
+      throw new TransientError(`group-ms answered ${response.status}: ${text}`);
     if (response.status !== 200)
       throw new Error(`group-ms refused the group ops (${response.status}): ${text}`);
   };

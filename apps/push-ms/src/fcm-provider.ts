@@ -88,9 +88,20 @@ export function classify(err: unknown): TokenOutcome {
 
 /** `FCM_SERVICE_ACCOUNT`: the service-account JSON itself, or the path of a file holding it. */
 export function fcmOptionsFromServiceAccount(value: string): FcmProviderOptions {
-  const text = value.trim().startsWith('{') ? value : readFileSync(value, 'utf8');
+  const text = value.trim().startsWith('{') ? value : readServiceAccountFile(value);
   const account = JSON.parse(text) as ServiceAccount & { project_id?: string };
   const projectId = account.projectId ?? account.project_id;
   if (!projectId) throw new Error('FCM_SERVICE_ACCOUNT: project_id is required');
   return { credential: cert(account), projectId };
+}
+
+/** The file's text. Its error never quotes `value`: a key pasted in another form (base64) would reach the logs. */
+function readServiceAccountFile(value: string): string {
+  try {
+    return readFileSync(value, 'utf8');
+  } catch (err) {
+    throw new Error(
+      `FCM_SERVICE_ACCOUNT: neither service-account JSON (it must start with "{") nor a readable file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`,
+    );
+  }
 }

@@ -134,6 +134,18 @@ describe('FCM provider against a fake FCM server', () => {
     };
     expect(() => fcmOptionsFromServiceAccount(JSON.stringify(account))).toThrow(/private key/i);
     expect(() => fcmOptionsFromServiceAccount('/nonexistent/service-account.json')).toThrow(/ENOENT/);
+    // A key pasted base64-encoded is taken for a path: the error must not carry it to the logs.
+    const pasted = Buffer.from(JSON.stringify(account)).toString('base64');
+    let error: unknown;
+    try {
+      fcmOptionsFromServiceAccount(pasted);
+    } catch (err) {
+      error = err;
+    }
+    expect((error as Error).message).toMatch(/neither service-account JSON .* nor a readable file/);
+    expect(JSON.stringify(error) + (error as Error).message + (error as Error).stack).not.toContain(
+      pasted.slice(0, 20),
+    );
     expect(() => fcmOptionsFromServiceAccount(JSON.stringify({ ...account, project_id: undefined }))).toThrow(
       /project_id/,
     );

@@ -19,3 +19,11 @@ export interface SqlDatabase extends SqlExecutor {
   close(): Promise<void>;
   readonly kind: 'postgres' | 'pglite';
 }
+
+/** A transaction whose work caught a failed statement: Postgres rolled it back at COMMIT. */
+export class RolledBackError extends Error {
+  constructor() {
+    super('the transaction was rolled back: a statement in it failed and the failure was caught');
+    this.name = 'RolledBackError';
+  }
+}

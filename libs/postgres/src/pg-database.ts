@@ -1,8 +1,15 @@
 import { Pool, PoolConfig } from 'pg';
-import { QueryResult, SqlDatabase, SqlExecutor } from './database';
+import { QueryResult, RolledBackError, SqlDatabase, SqlExecutor } from './database';
 
 export function createPgDatabase(config: PoolConfig & { connectionString: string }): SqlDatabase {
-  const pool = new Pool({ max: 10, connectionTimeoutMillis: 5000, ...config });
+  // Keepalive: a connection left half-open by a failover is found dead in seconds, not at the TCP timeout.
+  const pool = new Pool({
+    max: 10,
+    connectionTimeoutMillis: 5000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    ...config,
+  });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
   const query = async <R>(sql: string, params?: unknown[]): Promise<QueryResult<R>> => {
@@ -28,7 +35,8 @@ export function createPgDatabase(config: PoolConfig & { connectionString: string
       try {
         await client.query('BEGIN');
         const value = await work(tx);
-        await client.query('COMMIT');
+        // After a failed statement that `work` caught, Postgres answers COMMIT by rolling back.
+        if ((await client.query('COMMIT')).command === 'ROLLBACK') throw new RolledBackError();
         return value;
       } catch (err) {
         await client.query('ROLLBACK').catch((rollbackFailed: Error) => (broken ??= rollbackFailed));

@@ -1,5 +1,5 @@
 import { PGlite } from '@electric-sql/pglite';
-import { QueryResult, SqlDatabase, SqlExecutor } from './database';
+import { QueryResult, RolledBackError, SqlDatabase, SqlExecutor } from './database';
 
 /**
  * PGlite (Postgres compiled to WASM) in this process, persisted to `dataDir` (in memory without one).
@@ -17,7 +17,21 @@ export async function createPgliteDatabase(dataDir?: string): Promise<SqlDatabas
   return {
     kind: 'pglite',
     query: executor.query,
-    transaction: (work) => db.transaction((tx) => work(wrap(tx))),
+    // PGlite's COMMIT after a failed statement that `work` caught rolls back without saying so.
+    transaction: (work) =>
+      db.transaction(async (tx) => {
+        let failed = false;
+        const inner = wrap(tx);
+        const value = await work({
+          query: <R>(sql: string, params?: unknown[]) =>
+            inner.query<R>(sql, params).catch((err: unknown) => {
+              failed = true;
+              throw err;
+            }),
+        });
+        if (failed) throw new RolledBackError();
+        return value;
+      }),
     async ping() {
       await db.query('SELECT 1');
     },

@@ -1,4 +1,4 @@
-import { createPgDatabase, migrate, SqlDatabase } from '@parley/postgres';
+import { createPgDatabase, migrate, RolledBackError, SqlDatabase } from '@parley/postgres';
 import { TEST_DATABASE_URL, testDatabases } from '@parley/postgres/testing';
 import { TcpFaultProxy } from '@parley/test-kit';
 
@@ -29,6 +29,17 @@ describe.each(testDatabases())('SqlDatabase on $name', (target) => {
         throw new Error('abort');
       }),
     ).rejects.toThrow('abort');
+    const ids = (await db.query<{ id: string }>('SELECT id FROM items ORDER BY id')).rows.map((r) => r.id);
+    expect(ids).toEqual(['a', 'b']);
+  });
+
+  it('rejects a transaction whose work caught a failed statement: Postgres rolled it back at commit', async () => {
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.query("INSERT INTO items (id, n) VALUES ('d', 4)");
+        await tx.query("INSERT INTO items (id, n) VALUES ('d', 5)").catch(() => undefined); // duplicate key
+      }),
+    ).rejects.toThrow(RolledBackError);
     const ids = (await db.query<{ id: string }>('SELECT id FROM items ORDER BY id')).rows.map((r) => r.id);
     expect(ids).toEqual(['a', 'b']);
   });

@@ -1,0 +1,66 @@
+import { createServer, Server } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { GroupCommandEvent, INTERNAL_SECRET_HEADER } from '@parley/contracts';
+import { isTransient } from '@parley/service-kit';
+import { createHttpGroupCommandApplier } from '../src/group-commands';
+
+const command: GroupCommandEvent = {
+  v: 1,
+  kind: 'group-command',
+  from: 'alice',
+  sentAt: 1,
+  frame: { type: 'group', id: 'c1', op: 'rename', group: 'g1', name: 'New' },
+};
+
+describe('group-ms applier over HTTP', () => {
+  let server: Server;
+  let url: string;
+  let status = 200;
+  const received: Array<{ secret: unknown; body: unknown }> = [];
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => {
+        received.push({ secret: req.headers[INTERNAL_SECRET_HEADER], body: JSON.parse(body) });
+        res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise((resolve) => server.close(resolve)));
+
+  const applying = () => createHttpGroupCommandApplier(url, 'the-internal-secret').apply([command]);
+  const failureOf = (promise: Promise<void>) =>
+    promise.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+
+  it('posts the commands with the internal secret', async () => {
+    status = 200;
+    await applying();
+    expect(received.at(-1)).toEqual({ secret: 'the-internal-secret', body: { commands: [command] } });
+  });
+
+  it.each([503, 500, 403, 401])(
+    'takes a %i (group-ms down, or secrets not yet agreed) as transient: retried',
+    async (code) => {
+      status = code;
+      expect(isTransient(await failureOf(applying()))).toBe(true);
+    },
+  );
+
+  it('takes another 4xx as the ops refused: not transient, so the records are set aside', async () => {
+    status = 400;
+    const failure = await failureOf(applying());
+    expect(failure).toBeInstanceOf(Error);
+    expect(isTransient(failure)).toBe(false);
+  });
+
+  it('takes group-ms unreachable as transient', async () => {
+    const unreachable = createHttpGroupCommandApplier('http://127.0.0.1:1', 'the-internal-secret', 1000);
+    expect(isTransient(await failureOf(unreachable.apply([command])))).toBe(true);
+  });
+});
