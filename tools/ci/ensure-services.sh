@@ -21,6 +21,19 @@ wait_for() { # name, command
 }
 
 postgres_up() { pg_isready -h 127.0.0.1 -p 5432 -q; }
+test_db_answers() { psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; }
+# As the postgres OS user (peer authentication on the local socket): runuser as root, sudo otherwise.
+as_postgres() { if [ "$(id -u)" = "0" ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+
+# Trust local TCP connections for the test database (CI only runs on a throwaway machine).
+trust_local_connections() { # conf dir
+  if $SUDO grep -q "parley-ci" "$1/pg_hba.conf"; then return 0; fi
+  { printf '# parley-ci\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\nlocal all all trust\n'
+    $SUDO cat "$1/pg_hba.conf"; } | $SUDO tee "$1/pg_hba.conf.new" >/dev/null
+  $SUDO chown --reference="$1/pg_hba.conf" "$1/pg_hba.conf.new"
+  $SUDO chmod --reference="$1/pg_hba.conf" "$1/pg_hba.conf.new"
+  $SUDO mv "$1/pg_hba.conf.new" "$1/pg_hba.conf"
+}
 redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
 
 # --- Postgres
@@ -28,23 +41,21 @@ if ! command -v pg_isready >/dev/null || ! ls /etc/postgresql/*/main >/dev/null 
   echo "== installing postgresql"
   apt_install postgresql
 fi
+version=$(ls /etc/postgresql | sort -V | tail -1)
+conf=/etc/postgresql/$version/main
 if ! postgres_up; then
-  version=$(ls /etc/postgresql | sort -V | tail -1)
-  conf=/etc/postgresql/$version/main
-  # Trust local TCP connections for the test database (CI only runs on a throwaway machine).
-  if ! grep -q "parley-ci" "$conf/pg_hba.conf"; then
-    printf '# parley-ci\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\nlocal all all trust\n' |
-      cat - "$conf/pg_hba.conf" | $SUDO tee "$conf/pg_hba.conf.new" >/dev/null
-    $SUDO mv "$conf/pg_hba.conf.new" "$conf/pg_hba.conf"
-  fi
+  trust_local_connections "$conf"
   echo "== starting postgresql $version"
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
 fi
 wait_for postgres postgres_up
-if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
-  psql -h 127.0.0.1 -U postgres -c 'create database test' >/dev/null 2>&1 ||
-    $SUDO -u postgres psql -c 'create database test' >/dev/null
+if ! test_db_answers; then
+  # Running already, but with password authentication, or without the test database.
+  trust_local_connections "$conf"
+  as_postgres psql -q -c 'select pg_reload_conf()' >/dev/null
+  if ! test_db_answers; then as_postgres psql -q -c 'create database test' >/dev/null; fi
 fi
+test_db_answers || { echo "!! postgres: database test does not answer on 127.0.0.1:5432" >&2; exit 1; }
 
 # --- Redis
 if ! command -v redis-server >/dev/null; then
