@@ -68,6 +68,16 @@ async function main() {
 }
 
 main().catch((err) => {
-  process.stderr.write(`parley failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.stderr.write(`parley failed to start: ${startFailure(err)}\n`);
   process.exit(1);
 });
+
+/** What to tell someone whose `npm start` failed: the usual causes in plain words, the stack otherwise. */
+function startFailure(err: unknown): string {
+  const { code, address, port, message } = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (code === 'EADDRINUSE')
+    return `port ${port} on ${address} is taken: another npm start, or another program, is using it; stop it first`;
+  if (typeof message === 'string' && /data directory .* is in use by process/.test(message))
+    return `${message}: another npm start is running on it; stop it, or give this one PARLEY_DATA_DIR=<another directory>`;
+  return err instanceof Error ? (err.stack ?? err.message) : String(err);
+}

@@ -138,6 +138,8 @@ function errorHandler(
 
 function describeFastifyError(error: FastifyError): string {
   if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return 'body: is larger than allowed';
+  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return 'content-type: must be application/json (send the header content-type: application/json)';
   if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return `body: is not valid JSON (${error.message})`;
   return error.message;
 }

@@ -113,6 +113,16 @@ describe('buildHttpServer', () => {
     });
     expect(badJson.statusCode).toBe(400);
     expect(badJson.json().error.message).toContain('body: is not valid JSON');
+    const untyped = await app.inject({
+      method: 'POST',
+      url: '/echo',
+      payload: 'name=x',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    expect([untyped.statusCode, untyped.json().error]).toEqual([
+      400,
+      { code: 'invalid_request', message: expect.stringContaining('content-type: must be application/json') },
+    ]);
     const boom = await app.inject('/boom');
     expect(boom.statusCode).toBe(500);
     expect(boom.body).not.toContain('secret internals');
