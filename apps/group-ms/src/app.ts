@@ -136,8 +136,8 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     name: 'group ops purge',
     intervalMs: deps.purgeIntervalMs ?? 3_600_000,
     logger: deps.logger,
-    run: async () => {
-      const count = await deps.store.forgetOpsBefore(clock() - (deps.opsRetentionMs ?? 8 * DAY_MS));
+    run: async (signal) => {
+      const count = await deps.store.forgetOpsBefore(clock() - (deps.opsRetentionMs ?? 8 * DAY_MS), signal);
       purged.inc(count);
       if (count > 0) deps.logger.info({ count }, 'purged old group ops');
       return count;

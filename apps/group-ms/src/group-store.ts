@@ -51,7 +51,7 @@ export interface GroupStore {
    * Forgets the ops applied before `appliedBefore` (returns how many): a replay of one of them is
    * applied again, so keep them for longer than anything can redeliver them.
    */
-  forgetOpsBefore(appliedBefore: number): Promise<number>;
+  forgetOpsBefore(appliedBefore: number, signal?: AbortSignal): Promise<number>;
   /** The outbox: notices of ops applied before `appliedBefore` not yet marked published, oldest first. */
   unpublished(appliedBefore: number, limit: number): Promise<Array<{ opMid: string; notice: GroupNotice }>>;
   markPublished(opMids: string[]): Promise<void>;

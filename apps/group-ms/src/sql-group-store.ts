@@ -49,8 +49,14 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       if (result instanceof ParleyError) throw result; // after the commit that remembers it
       return result;
     },
-    forgetOpsBefore: (appliedBefore) =>
-      deleteOlderThan(db, { table: 'group_ops', key: ['mid'], column: 'applied_at', before: appliedBefore }),
+    forgetOpsBefore: (appliedBefore, signal) =>
+      deleteOlderThan(db, {
+        table: 'group_ops',
+        key: ['mid'],
+        column: 'applied_at',
+        before: appliedBefore,
+        signal,
+      }),
     async unpublished(appliedBefore, limit) {
       const rows = await db.query<{ mid: string; notice: GroupNotice }>(
         'SELECT mid, notice FROM group_ops WHERE NOT published AND applied_at < $1 ORDER BY applied_at LIMIT $2',

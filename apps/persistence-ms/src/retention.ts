@@ -25,12 +25,12 @@ export function createRetentionJob(options: RetentionOptions): PeriodicJob<Purge
     name: 'retention purge',
     intervalMs: options.intervalMs,
     logger: options.logger,
-    run: async () => {
+    run: async (signal) => {
       const at = now();
-      const result = await options.store.purge({
-        messagesBefore: at - options.retentionMs,
-        tombstonesBefore: at - options.tombstoneMs,
-      });
+      const result = await options.store.purge(
+        { messagesBefore: at - options.retentionMs, tombstonesBefore: at - options.tombstoneMs },
+        signal,
+      );
       options.metrics.purged.inc({ kind: 'messages' }, result.messages);
       options.metrics.purged.inc({ kind: 'tombstones' }, result.tombstones);
       if (result.messages + result.tombstones > 0) options.logger.info(result, 'retention purge');

@@ -92,7 +92,7 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       );
       return new Set(result.rows.map((row) => row.recipient));
     },
-    async purge({ messagesBefore, tombstonesBefore }): Promise<PurgeResult> {
+    async purge({ messagesBefore, tombstonesBefore }, signal): Promise<PurgeResult> {
       await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
       return {
         messages: await deleteOlderThan(db, {
@@ -100,12 +100,14 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
           table: 'offline_messages',
           column: 'stored_at',
           before: messagesBefore,
+          signal,
         }),
         tombstones: await deleteOlderThan(db, {
           ...byMessage,
           table: 'offline_acks',
           column: 'acked_at',
           before: tombstonesBefore,
+          signal,
         }),
       };
     },

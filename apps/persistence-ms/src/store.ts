@@ -41,6 +41,12 @@ export interface OfflineStore {
   markConnected(connects: Array<{ user: string; at: number }>): Promise<void>;
   /** Which of these users connected at or after `since`. */
   connectedSince(users: string[], since: number): Promise<Set<string>>;
-  /** Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore` (ms). */
-  purge(cutoff: { messagesBefore: number; tombstonesBefore: number }): Promise<PurgeResult>;
+  /**
+   * Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore`
+   * (ms), in batches; stops between batches once `signal` aborts.
+   */
+  purge(
+    cutoff: { messagesBefore: number; tombstonesBefore: number },
+    signal?: AbortSignal,
+  ): Promise<PurgeResult>;
 }

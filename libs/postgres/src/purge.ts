@@ -9,6 +9,8 @@ export interface DeleteOlderThan {
   before: number;
   /** Rows per statement (default 5,000), so that a large purge never holds long locks. */
   batch?: number;
+  /** Stops between statements once aborted (a service shutting down); the rest goes next time. */
+  signal?: AbortSignal;
 }
 
 /** Deletes the rows whose `column` is below `before`, a batch per statement; returns how many went. */
@@ -18,6 +20,7 @@ export async function deleteOlderThan(db: SqlExecutor, options: DeleteOlderThan)
   const key = options.key.join(', ');
   let total = 0;
   for (;;) {
+    if (options.signal?.aborted) return total;
     const result = await db.query(
       `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${column} < $1 LIMIT $2)`,
       [before, batch],

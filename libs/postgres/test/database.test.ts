@@ -1,4 +1,4 @@
-import { createPgDatabase, migrate, RolledBackError, SqlDatabase } from '@parley/postgres';
+import { createPgDatabase, deleteOlderThan, migrate, RolledBackError, SqlDatabase } from '@parley/postgres';
 import { TEST_DATABASE_URL, testDatabases } from '@parley/postgres/testing';
 import { TcpFaultProxy } from '@parley/test-kit';
 
@@ -42,6 +42,25 @@ describe.each(testDatabases())('SqlDatabase on $name', (target) => {
     ).rejects.toThrow(RolledBackError);
     const ids = (await db.query<{ id: string }>('SELECT id FROM items ORDER BY id')).rows.map((r) => r.id);
     expect(ids).toEqual(['a', 'b']);
+  });
+
+  it('purges old rows a batch per statement, and stops between batches once its signal aborts', async () => {
+    await db.query('CREATE TABLE aged (id int PRIMARY KEY, at bigint NOT NULL)');
+    await db.query('INSERT INTO aged SELECT n, n FROM generate_series(1, 10) AS n');
+    const stop = new AbortController();
+    let statements = 0;
+    const counting = {
+      query: async <R>(sql: string, params?: unknown[]) => {
+        if (++statements === 2) stop.abort(); // shutting down during the second batch
+        return db.query<R>(sql, params);
+      },
+    };
+    const options = { table: 'aged', key: ['id'], column: 'at', before: 9, batch: 3, signal: stop.signal };
+    expect(await deleteOlderThan(counting, options)).toBe(6);
+    expect(await deleteOlderThan(db, { ...options, signal: undefined })).toBe(2); // the rest, next time
+    expect((await db.query<{ id: number }>('SELECT id FROM aged ORDER BY id')).rows.map((r) => r.id)).toEqual(
+      [9, 10],
+    );
   });
 
   it('reports affected rows', async () => {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 
 export interface PeriodicJob<R> {
   start(): void;
-  /** Stops the schedule and waits for a run in progress. */
+  /** Stops the schedule, asks a run in progress to stop (its signal aborts), and waits for it. */
   stop(): Promise<void>;
   /** Runs the job now (as the schedule does), and returns its result. */
   runOnce(): Promise<R>;
@@ -13,7 +13,8 @@ export interface PeriodicJobOptions<R> {
   name: string;
   intervalMs: number;
   logger: Logger;
-  run: () => Promise<R>;
+  /** `signal` aborts when the job is stopped: a long run (a large purge) should end early then. */
+  run: (signal: AbortSignal) => Promise<R>;
 }
 
 /**
@@ -24,10 +25,11 @@ export function createPeriodicJob<R>(options: PeriodicJobOptions<R>): PeriodicJo
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();
   let stopped = true;
+  let stopping = new AbortController();
 
   const tick = () => {
     running = options
-      .run()
+      .run(stopping.signal)
       .catch((err) =>
         options.logger.warn({ err, job: options.name }, 'periodic job failed; retrying next interval'),
       )
@@ -38,13 +40,15 @@ export function createPeriodicJob<R>(options: PeriodicJobOptions<R>): PeriodicJo
   return {
     start() {
       stopped = false;
+      stopping = new AbortController();
       tick();
     },
     async stop() {
       stopped = true;
       clearTimeout(timer);
+      stopping.abort();
       await running;
     },
-    runOnce: options.run,
+    runOnce: () => options.run(new AbortController().signal),
   };
 }

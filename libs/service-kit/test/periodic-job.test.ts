@@ -71,4 +71,27 @@ describe('createPeriodicJob', () => {
     expect(finished).toBe(true);
     expect(await job.runOnce()).toBe('done');
   });
+
+  it('stop asks a long run to end early through its signal, instead of waiting it out', async () => {
+    let batches = 0;
+    const job = createPeriodicJob({
+      name: 'purge',
+      intervalMs: 1000,
+      logger: silentLogger(),
+      run: async (signal) => {
+        while (!signal.aborted && batches < 1000) {
+          batches++;
+          await sleep(5); // a batch of deletes
+        }
+        return batches;
+      },
+    });
+    job.start();
+    await sleep(30);
+    const stoppedAt = Date.now();
+    await job.stop();
+    expect(Date.now() - stoppedAt).toBeLessThan(200);
+    expect(batches).toBeLessThan(100);
+    expect(await job.runOnce()).toBe(1000); // a run asked for now is not a stopped one
+  });
 });
