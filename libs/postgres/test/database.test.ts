@@ -73,6 +73,24 @@ describe.each(testDatabases())('SqlDatabase on $name', (target) => {
   });
 });
 
+describe('a Postgres pool busy with a backlog', () => {
+  it('answers ping at once while every client is busy with work that succeeds', async () => {
+    const db = createPgDatabase({ connectionString: TEST_DATABASE_URL, max: 1 });
+    try {
+      await db.query('SELECT 1');
+      const busy = db.transaction(async (tx) => void (await tx.query('SELECT pg_sleep(2)')));
+      const queued = db.query('SELECT 1'); // waits for the one client
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = Date.now();
+      await db.ping();
+      expect(Date.now() - started).toBeLessThan(1000); // not queued behind the two seconds of work
+      await Promise.all([busy, queued]);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
 describe('a Postgres connection lost mid-transaction', () => {
   let proxy: TcpFaultProxy;
   let db: SqlDatabase;
