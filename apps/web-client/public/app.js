@@ -47,7 +47,20 @@ function loadStore(user) {
 let saveTimer = null;
 function save() {
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(() => localStorage.setItem(storeKey(state.me), JSON.stringify(state.store)), 100);
+  saveTimer = setTimeout(saveNow, 100);
+}
+
+/**
+ * Stores at once: a deliverable's handler calls it, and the client acks only after the handler
+ * returns, so nothing is acked that is not stored.
+ */
+function saveNow() {
+  clearTimeout(saveTimer);
+  try {
+    localStorage.setItem(storeKey(state.me), JSON.stringify(state.store));
+  } catch (err) {
+    toast(`could not store the conversation (${err.name}): older messages may be lost`);
+  }
 }
 
 const directKey = (user) => `direct:${user}`;
@@ -111,6 +124,7 @@ function onMessage(frame) {
   if (!added) return;
   state.typing.delete(key);
   if (!mine && key !== state.open) conv.unread += 1;
+  saveNow();
   changed();
 }
 
@@ -161,6 +175,7 @@ async function onGroup(frame) {
       rename: `${who} renamed the group to “${frame.name}”`,
     }[frame.op] ?? `${who}: ${frame.op}`;
   addMessage(conv.key, { mid: frame.mid, system: true, text: what, sentAt: frame.at ?? Date.now() });
+  saveNow();
   changed();
   await refreshGroup(frame.group);
 }
@@ -186,7 +201,8 @@ function onTyping(frame) {
 }
 
 function onRejected(frame) {
-  if (frame.id) {
+  // `unavailable` and `rate_limited`: the client sends it again by itself.
+  if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited') {
     for (const list of Object.values(state.store.messages)) {
       const msg = list.find((m) => m.mine && m.id === frame.id);
       if (msg) msg.status = 'failed';
@@ -227,6 +243,12 @@ async function signIn(user) {
   client.addEventListener('typing', ({ detail }) => onTyping(detail));
   client.addEventListener('accepted', ({ detail }) => onAccepted(detail));
   client.addEventListener('rejected', ({ detail }) => onRejected(detail));
+  // What was sent and never accepted before the page went away goes out again, under its own id.
+  for (const [key, list] of Object.entries(state.store.messages)) {
+    const conv = state.store.convs[key];
+    for (const msg of list)
+      if (msg.mine && msg.status === 'pending') client.send(conv.id, { text: msg.text }, conv.chat, msg.id);
+  }
   client.start();
   window.parley = { client, state }; // for the console (and the tests)
 
@@ -271,7 +293,14 @@ function openConversation(key) {
 function sendText(text) {
   const conv = state.store.convs[state.open];
   if (!conv || !text.trim()) return;
-  const { id, mid } = state.client.send(conv.id, { text }, conv.chat);
+  let sent;
+  try {
+    sent = state.client.send(conv.id, { text }, conv.chat);
+  } catch (err) {
+    toast(err.message); // over the frame limit
+    return;
+  }
+  const { id, mid } = sent;
   addMessage(conv.key, {
     id,
     mid,

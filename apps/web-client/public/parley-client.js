@@ -1,4 +1,4 @@
-/* global fetch, setTimeout, clearTimeout, setInterval, clearInterval, EventTarget, CustomEvent, URL, URLSearchParams */
+/* global fetch, setTimeout, clearTimeout, setInterval, clearInterval, EventTarget, CustomEvent, URL, URLSearchParams, TextEncoder */
 /**
  * parley-client.js: a reference client for the Parley protocol v1, with no UI and no dependencies.
  *
@@ -15,8 +15,12 @@
  *      each `mid` once (`#onDeliverable`, `#queueAck`).
  *   3. On every (re)connect, catch up through `GET /v1/messages` and ack what it returned
  *      (`sync`). The socket also redelivers unacked frames on connect; dedup by `mid` makes that safe.
- *   4. Reconnect with exponential backoff and jitter (0.5 s doubling to 30 s), at once after close
- *      1001 (server shutting down); an application-level ping detects dead connections.
+ *   4. Reconnect with exponential backoff and jitter (0.5 s doubling to 30 s; it starts over only
+ *      once a connection has held for 10 s), soon after close 1001 (server shutting down) the first
+ *      time; an application-level ping detects dead connections.
+ *   5. Send each outbox frame once per connection, under the server's rate limit, and again a
+ *      little later when it was refused `unavailable` or `rate_limited` (nothing was accepted);
+ *      refuse a frame over the 64 KiB limit at once, which the server would answer by closing.
  *
  * Events (a CustomEvent with the frame or details in `event.detail`):
  *   `status`    {state: 'connecting'|'online'|'offline', attempt?, retryInMs?}
@@ -34,6 +38,17 @@ const PING_EVERY_MS = 20_000;
 const PONG_TIMEOUT_MS = 10_000;
 const ACK_BATCH_MS = 30;
 const SEEN_LIMIT = 5000;
+/** A connection that held this long was a success: backoff starts over. */
+const STABLE_AFTER_MS = 10_000;
+/** PROTOCOL.md's frame limit (the server's default). */
+const MAX_FRAME_BYTES = 64 * 1024;
+/**
+ * The outbox goes out at most this fast: under the server's default rate limit (20 frames a
+ * second, a burst of 50), which closes a socket that keeps going past it (4029).
+ */
+const SEND_BURST = 40;
+const SENDS_PER_SECOND = 15;
+const OUTBOX_RETRY_MS = 1500;
 
 /** Fetches a dev token (embedded/dev mode only: `POST /v1/dev/token`). */
 export async function devToken(restUrl, user) {
@@ -89,7 +104,12 @@ export class ParleyClient extends EventTarget {
     this.state = 'offline';
     this.socket = null;
     this.token = null;
-    this.outbox = new Map(); // id -> frame, until `accepted` (or a final `error`)
+    /** id -> {frame, sentOn: the socket it went out on}, until `accepted` (or a final `error`). */
+    this.outbox = new Map();
+    this.outboxTimer = null;
+    this.sendTokens = SEND_BURST;
+    this.tokensAt = Date.now();
+    this.stableTimer = null;
     this.pendingReads = []; // read receipts made while offline
     this.seen = new Set(); // mids already handed to the app (dedup)
     this.pendingAcks = new Set();
@@ -113,6 +133,8 @@ export class ParleyClient extends EventTarget {
   close() {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.outboxTimer);
+    clearTimeout(this.stableTimer);
     this.#stopPing();
     this.#flushAcks();
     this.socket?.close(1000, 'bye');
@@ -126,6 +148,7 @@ export class ParleyClient extends EventTarget {
     let socket;
     try {
       this.token = await this.getToken();
+      if (this.stopped) return; // closed while the token was on its way
       const url = new URL(this.wsUrl);
       url.searchParams.set('token', this.token);
       if (this.deviceId) url.searchParams.set('deviceId', this.deviceId);
@@ -135,13 +158,20 @@ export class ParleyClient extends EventTarget {
       return;
     }
     this.socket = socket;
-    socket.onmessage = (event) => this.#onFrame(event.data);
+    socket.onmessage = (event) => {
+      if (this.socket === socket) this.#onFrame(event.data);
+    };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
       this.#stopPing();
-      // 1001: the server is shutting down; another instance answers at once.
-      this.#scheduleReconnect(null, event.code === 1001 ? 0 : undefined);
+      clearTimeout(this.stableTimer);
+      // 1001: the server is shutting down, and another instance answers: soon, with jitter so that
+      // its clients do not all arrive at once. Not again if that did not hold (the next one fails too).
+      this.#scheduleReconnect(
+        null,
+        event.code === 1001 && this.attempt === 0 ? Math.random() * 1000 : undefined,
+      );
     };
     // Errors are always followed by `close`; nothing to do here.
     socket.onerror = () => undefined;
@@ -159,7 +189,10 @@ export class ParleyClient extends EventTarget {
 
   #onOpen(hello) {
     this.user = hello.user;
-    this.attempt = 0;
+    // Backoff starts over once this connection holds: a server that says hello and then closes
+    // (it could not register the connection) must not be called again at once, forever.
+    clearTimeout(this.stableTimer);
+    this.stableTimer = setTimeout(() => (this.attempt = 0), STABLE_AFTER_MS);
     this.#setState('online', { user: hello.user, connId: hello.connId });
     this.#startPing();
     this.#flushOutbox();
@@ -174,9 +207,20 @@ export class ParleyClient extends EventTarget {
     this.pingTimer = setInterval(() => {
       if (!this.#sendRaw({ type: 'ping' })) return;
       clearTimeout(this.pongTimer);
-      // No pong: the connection is dead without a close (sleep, network change). Start over.
-      this.pongTimer = setTimeout(() => this.socket?.close(4000, 'no pong'), PONG_TIMEOUT_MS);
+      // No pong: the connection is dead without a close (sleep, network change). Start over now:
+      // a close handshake on a dead connection only ends at its own timeout.
+      this.pongTimer = setTimeout(() => this.#abandonSocket('no pong'), PONG_TIMEOUT_MS);
     }, PING_EVERY_MS);
+  }
+
+  #abandonSocket(reason) {
+    const socket = this.socket;
+    if (!socket) return;
+    this.socket = null; // its close event, whenever it comes, is ignored
+    this.#stopPing();
+    clearTimeout(this.stableTimer);
+    socket.close(4000, reason);
+    this.#scheduleReconnect();
   }
 
   #stopPing() {
@@ -229,9 +273,17 @@ export class ParleyClient extends EventTarget {
   }
 
   #onError(frame) {
-    // A refused frame is final: resending the same frame would be refused again.
-    if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited')
-      this.outbox.delete(frame.id);
+    const queued = frame.id && this.outbox.get(frame.id);
+    if (queued && (frame.code === 'unavailable' || frame.code === 'rate_limited')) {
+      // Nothing was accepted: the same frame goes again a little later, on this connection, and
+      // nothing else goes before then.
+      queued.sentOn = null;
+      this.sendTokens = Math.min(this.sendTokens, 0);
+      this.tokensAt = Date.now();
+      this.#flushOutboxLater();
+    } else if (queued) {
+      this.outbox.delete(frame.id); // refused for good: the same frame would be refused again
+    }
     this.#emit('rejected', frame);
   }
 
@@ -283,9 +335,7 @@ export class ParleyClient extends EventTarget {
    * a reconnect) until the server accepts it. `chat` is `direct` (to a user) or `group` (to a group).
    */
   send(to, body, chat = 'direct', id = newId()) {
-    const frame = { type: 'message', id, to, chat, body };
-    this.outbox.set(id, frame);
-    this.#sendRaw(frame);
+    this.#queue({ type: 'message', id, to, chat, body });
     return { id, mid: this.user ? `${this.user}:${id}` : null };
   }
 
@@ -304,22 +354,50 @@ export class ParleyClient extends EventTarget {
 
   /** An asynchronous group operation over the socket (`create`, `add`, `remove`, `leave`, `rename`). */
   groupOp(op, group, { name, members } = {}, id = newId()) {
-    const frame = {
+    this.#queue({
       type: 'group',
       id,
       op,
       group,
       ...(name !== undefined && { name }),
       ...(members && { members }),
-    };
-    this.outbox.set(id, frame);
-    this.#sendRaw(frame);
+    });
     return id;
   }
 
+  /** Into the outbox, and out now if the socket is up. Throws a RangeError for a frame over the limit. */
+  #queue(frame) {
+    const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
+    if (bytes > MAX_FRAME_BYTES)
+      throw new RangeError(`frame ${frame.id}: ${bytes} bytes, over the ${MAX_FRAME_BYTES}-byte limit`);
+    this.outbox.set(frame.id, { frame, sentOn: null });
+    this.#flushOutbox();
+  }
+
+  /** Sends what this connection has not carried yet, as fast as the send budget allows. */
   #flushOutbox() {
-    for (const frame of this.outbox.values()) if (!this.#sendRaw(frame)) return;
+    this.sendTokens = Math.min(
+      SEND_BURST,
+      this.sendTokens + ((Date.now() - this.tokensAt) / 1000) * SENDS_PER_SECOND,
+    );
+    this.tokensAt = Date.now();
+    for (const entry of this.outbox.values()) {
+      if (entry.sentOn === this.socket) continue;
+      if (this.sendTokens < 1)
+        return this.#flushOutboxLater(((1 - this.sendTokens) / SENDS_PER_SECOND) * 1000);
+      if (!this.#sendRaw(entry.frame)) return;
+      entry.sentOn = this.socket;
+      this.sendTokens -= 1;
+    }
     while (this.pendingReads.length > 0 && this.#sendRaw(this.pendingReads[0])) this.pendingReads.shift();
+  }
+
+  #flushOutboxLater(delayMs = OUTBOX_RETRY_MS / 2 + Math.random() * OUTBOX_RETRY_MS) {
+    if (this.outboxTimer) return;
+    this.outboxTimer = setTimeout(() => {
+      this.outboxTimer = null;
+      this.#flushOutbox();
+    }, delayMs);
   }
 
   #sendRaw(frame) {
@@ -334,15 +412,22 @@ export class ParleyClient extends EventTarget {
 
   /** A REST call as this user; throws a `ParleyError` on an error status. */
   async rest(method, path, body) {
-    if (!this.token) this.token = await this.getToken();
-    const response = await fetch(`${this.restUrl}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.token}`,
-        ...(body !== undefined && { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const call = () =>
+      fetch(`${this.restUrl}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    const hadToken = Boolean(this.token);
+    if (!hadToken) this.token = await this.getToken();
+    let response = await call();
+    if (response.status === 401 && hadToken) {
+      this.token = await this.getToken(); // it expired: once more with a fresh one
+      response = await call();
+    }
     if (!response.ok) throw await ParleyError.from(response);
     return response.status === 204 ? undefined : response.json();
   }

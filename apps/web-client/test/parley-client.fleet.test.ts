@@ -1,4 +1,4 @@
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { waitFor } from '@parley/test-kit';
 import { startFleet, Fleet } from '../../launcher/src/fleet';
 // The browser module itself, run in Node with the `ws` WebSocket: no browser needed for these.
@@ -41,6 +41,96 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     clients.push(c);
     return { c, seen, of: (type: string) => seen.filter((f) => f.event === type) };
   }
+
+  /** A stand-in gateway on loopback: `onFrame` answers each frame a client sends. */
+  async function fakeGateway(onConnection: (socket: WebSocket, n: number) => void) {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    let connections = 0;
+    wss.on('connection', (socket) => onConnection(socket, ++connections));
+    await new Promise((resolve) => wss.once('listening', resolve));
+    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}/v1/ws`;
+    return { url, connections: () => connections, close: () => new Promise((resolve) => wss.close(resolve)) };
+  }
+  function clientOf(wsUrl: string) {
+    const c = new ParleyClient({
+      restUrl: fleet.urls.rest,
+      wsUrl,
+      deviceId: 'node-fake',
+      getToken: async () => 'a-token',
+      WebSocket,
+    });
+    clients.push(c);
+    return c;
+  }
+  const hello = (socket: WebSocket, n: number) =>
+    socket.send(JSON.stringify({ type: 'hello', user: 'pc-fake', connId: `c${n}` }));
+
+  it('backs off from a server that says hello and then closes 1001 (it could not register the connection)', async () => {
+    const gateway = await fakeGateway((socket, n) => {
+      hello(socket, n);
+      socket.close(1001, 'could not register the connection; reconnect');
+    });
+    const c = clientOf(gateway.url);
+    c.start();
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    c.close();
+    await gateway.close();
+    expect(gateway.connections()).toBeLessThan(6); // 0.5 s doubling, not at once forever
+  });
+
+  it('sends a frame refused rate_limited or unavailable again on the same connection', async () => {
+    const got: string[] = [];
+    const gateway = await fakeGateway((socket, n) => {
+      hello(socket, n);
+      socket.on('message', (data) => {
+        const frame = JSON.parse(String(data));
+        if (frame.type !== 'message') return;
+        got.push(frame.id);
+        const answer =
+          got.length === 1
+            ? {
+                type: 'error',
+                id: frame.id,
+                code: 'rate_limited',
+                message: 'too many frames: retry after 0.05 s',
+              }
+            : got.length === 2
+              ? { type: 'error', id: frame.id, code: 'unavailable', message: 'send it again' }
+              : { type: 'accepted', id: frame.id, mid: `pc-fake:${frame.id}` };
+        socket.send(JSON.stringify(answer));
+      });
+    });
+    const c = clientOf(gateway.url);
+    c.start();
+    c.send('pc-peer', { text: 'hi' }, 'direct', 'r1');
+    await waitFor(() => c.outbox.size === 0, 10_000, 'accepted on the third try');
+    expect(got).toEqual(['r1', 'r1', 'r1']);
+    expect(gateway.connections()).toBe(1);
+    c.close();
+    await gateway.close();
+  });
+
+  it('refuses a frame over 64 KiB at once, leaving the outbox to the others', async () => {
+    const c = clientOf('ws://127.0.0.1:1/v1/ws');
+    expect(() => c.send('pc-peer', { text: 'x'.repeat(70_000) }, 'direct', 'big')).toThrow(RangeError);
+    c.send('pc-peer', { text: 'small' }, 'direct', 'small');
+    expect([...c.outbox.keys()]).toEqual(['small']);
+  });
+
+  it('does not connect after close(), even when close() came while the token was on its way', async () => {
+    const gateway = await fakeGateway(hello);
+    const c = new ParleyClient({
+      restUrl: fleet.urls.rest,
+      wsUrl: gateway.url,
+      getToken: () => new Promise((resolve) => setTimeout(() => resolve('a-token'), 200)),
+      WebSocket,
+    });
+    c.start();
+    c.close(); // signing out while connecting
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect([c.state, gateway.connections()]).toEqual(['offline', 0]);
+    await gateway.close();
+  });
 
   it('keeps a message sent while offline in the outbox and sends it once connected', async () => {
     const alice = client('pc-alice1');
