@@ -265,6 +265,36 @@ describe('broker storage', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  test('a committed offset past the end of its log after a restart (a power loss) is moved back to the end', async () => {
+    const dir = tmp();
+    const first = await startBroker({ logger, dataDir: dir });
+    const kafka = (address: string) => new Kafka({ brokers: [address], logLevel: logLevel.NOTHING });
+    const producer = kafka(first.address).producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    await producer.send({ topic: 'kept', messages: [{ value: 'a' }, { value: 'b' }, { value: 'c' }] });
+    await producer.disconnect();
+    await first.stop();
+    // The offsets file came through the loss with more than the log did.
+    const offsets = new OffsetStore(dir, logger);
+    offsets.commit('g', [
+      ['kept', 0, 10, null],
+      ['gone', 0, 4, null],
+    ]);
+    offsets.close();
+
+    const again = await startBroker({ logger, dataDir: dir });
+    const admin = kafka(again.address).admin();
+    await admin.connect();
+    try {
+      const [kept] = await admin.fetchOffsets({ groupId: 'g', topics: ['kept'] });
+      expect(kept.partitions).toEqual([expect.objectContaining({ partition: 0, offset: '3' })]);
+    } finally {
+      await admin.disconnect();
+      await again.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a waiting fetch wakes as soon as data arrives', async () => {
     const broker = await startBroker({ logger });
     const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });

@@ -79,6 +79,12 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
       logger,
     );
     offsets = new OffsetStore(dataDir, logger);
+    const moved = offsets.clampTo((topic, partition) => topics.partition(topic, partition)?.nextOffset);
+    if (moved > 0)
+      logger.warn(
+        { moved },
+        'committed offsets past the end of their logs (a power loss?) moved back to the end',
+      );
   } catch (err) {
     releaseLock();
     throw err;

@@ -95,6 +95,28 @@ export class OffsetStore {
     });
   }
 
+  /**
+   * Brings back every committed offset past its partition's end (`endOf`; undefined: no such
+   * partition, left alone) to that end, and returns how many moved. After a power loss the log may
+   * have kept less than this file: a consumer resuming past the end would be answered
+   * OFFSET_OUT_OF_RANGE and start over from the earliest record, replaying the whole retention.
+   */
+  clampTo(endOf: (topic: string, partition: number) => number | undefined): number {
+    let moved = 0;
+    for (const [group, offsets] of [...this.groups]) {
+      const commits: [string, number, number, string | null][] = [];
+      for (const [key, committed] of offsets) {
+        const [topic, partition] = key.split('\0');
+        const end = endOf(topic, Number(partition));
+        if (end !== undefined && committed.offset > end)
+          commits.push([topic, Number(partition), end, committed.metadata]);
+      }
+      this.commit(group, commits);
+      moved += commits.length;
+    }
+    return moved;
+  }
+
   deleteTopic(topic: string): void {
     this.write({ dt: topic });
   }
