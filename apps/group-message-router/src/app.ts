@@ -120,43 +120,66 @@ type Counters = ReturnType<typeof createCounters>;
  * created offline and then written to, a member removed) meets the membership that op made.
  */
 function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, counters: Counters) {
+  /**
+   * Per partition, the last offset whose run is done (fanned out and written, or applied). A batch
+   * retried because a later run failed (group-ms away) skips what is done, instead of fanning out
+   * the messages ahead of the ops again on every attempt.
+   */
+  const doneUpTo = new Map<number, number>();
   return async (batch: Envelope<GroupTopicEvent>[]) => {
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
       batchSize: deps.deliveryBatchSize ?? 500,
       weigh: recipientCount,
     });
-    for (const run of runsOf(batch.map((e) => e.event))) {
+    const todo = batch.filter((e) => Number(e.offset) > (doneUpTo.get(e.partition) ?? -1));
+    for (const run of runsOf(todo)) {
       if (run.commands) {
         await deliveries.flush(); // what was sent before the ops goes out before their notices
-        await deps.groupCommands.apply(run.commands);
-        for (const command of run.commands) cache.invalidate(command.frame.group);
+        await deps.groupCommands.apply(run.commands.map((e) => e.event));
+        for (const { event } of run.commands) cache.invalidate(event.frame.group);
+        markDone(doneUpTo, run.commands);
         continue;
       }
-      const memberships = await lookUpGroups(cache, run.routed);
-      for (const event of run.routed)
+      const memberships = await lookUpGroups(
+        cache,
+        run.routed.map((e) => e.event),
+      );
+      for (const { event } of run.routed)
         await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, partitionOf, counters));
+      await deliveries.flush();
+      markDone(doneUpTo, run.routed);
     }
-    await deliveries.flush();
-    for (const { event } of batch) counters.events.inc({ kind: event.kind });
+    for (const { event } of todo) counters.events.inc({ kind: event.kind });
   };
 }
 
+function markDone(doneUpTo: Map<number, number>, envelopes: Envelope<GroupTopicEvent>[]): void {
+  for (const { partition, offset } of envelopes)
+    doneUpTo.set(partition, Math.max(doneUpTo.get(partition) ?? -1, Number(offset)));
+}
+
 type Routed = Exclude<GroupTopicEvent, GroupCommandEvent>;
-type Run = { commands: GroupCommandEvent[]; routed?: never } | { commands?: never; routed: Routed[] };
+type Run =
+  | { commands: Envelope<GroupCommandEvent>[]; routed?: never }
+  | { commands?: never; routed: Envelope<Routed>[] };
 
 /** The batch cut into runs of consecutive group ops and runs of consecutive messages and typing. */
-function runsOf(events: GroupTopicEvent[]): Run[] {
+function runsOf(envelopes: Envelope<GroupTopicEvent>[]): Run[] {
   const runs: Run[] = [];
-  for (const event of events) {
+  for (const envelope of envelopes) {
     const last = runs[runs.length - 1];
-    if (event.kind === 'group-command') {
-      if (last?.commands) last.commands.push(event);
-      else runs.push({ commands: [event] });
-    } else if (last?.routed) last.routed.push(event);
-    else runs.push({ routed: [event] });
+    if (isCommand(envelope)) {
+      if (last?.commands) last.commands.push(envelope);
+      else runs.push({ commands: [envelope] });
+    } else if (last?.routed) last.routed.push(envelope as Envelope<Routed>);
+    else runs.push({ routed: [envelope as Envelope<Routed>] });
   }
   return runs;
+}
+
+function isCommand(envelope: Envelope<GroupTopicEvent>): envelope is Envelope<GroupCommandEvent> {
+  return envelope.event.kind === 'group-command';
 }
 
 function routeToMembers(

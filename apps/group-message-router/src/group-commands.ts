@@ -15,9 +15,9 @@ export interface GroupCommandApplier {
 }
 
 /**
- * group-ms's internal API. Unreachable, timed out, a 5xx or a refused secret: a TransientError,
- * so the batch is retried in order until group-ms takes it. Another 4xx means the ops themselves
- * were refused.
+ * group-ms's internal API. Unreachable, timed out, a 5xx, a refused secret, a missing route or a
+ * body too large: a TransientError, so the batch is retried in order until group-ms takes it.
+ * Another 4xx means the ops themselves were refused.
  */
 export function createHttpGroupCommandApplier(
   groupMsUrl: string,
@@ -38,16 +38,39 @@ export function createHttpGroupCommandApplier(
       throw new TransientError(`group-ms is unreachable: ${(err as Error).message}`);
     }
     const text = await response.text();
-    // 401/403: the internal secrets disagree (a rotation rolling out), not the ops' fault: retried.
-    if (response.status >= 500 || response.status === 401 || response.status === 403)
+    // Not the ops' fault, so retried: the secrets disagree (a rotation rolling out), or the route is
+    // missing (a group-ms of an earlier release, a wrong GROUP_URL) or refused the body's size.
+    if (response.status >= 500 || RETRIED_STATUSES.has(response.status))
       throw new TransientError(`group-ms answered ${response.status}: ${text}`);
     if (response.status !== 200)
       throw new Error(`group-ms refused the group ops (${response.status}): ${text}`);
   };
   return {
     async apply(commands) {
-      for (let i = 0; i < commands.length; i += MAX_GROUP_COMMANDS)
-        await post(commands.slice(i, i + MAX_GROUP_COMMANDS));
+      for (const part of partsOf(commands)) await post(part);
     },
   };
+}
+
+const RETRIED_STATUSES = new Set([401, 403, 404, 413]);
+/** Well under group-ms's body limit (1 MiB): a run of large ops goes in several calls. */
+const MAX_CALL_BYTES = 512 * 1024;
+
+/** The commands in order, in calls of at most MAX_GROUP_COMMANDS and about MAX_CALL_BYTES. */
+function partsOf(commands: GroupCommandEvent[]): GroupCommandEvent[][] {
+  const parts: GroupCommandEvent[][] = [];
+  let part: GroupCommandEvent[] = [];
+  let bytes = 0;
+  for (const command of commands) {
+    const size = Buffer.byteLength(JSON.stringify(command));
+    if (part.length > 0 && (part.length === MAX_GROUP_COMMANDS || bytes + size > MAX_CALL_BYTES)) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(command);
+    bytes += size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
 }

@@ -1,6 +1,6 @@
 import { deliveriesIn, GroupCommandEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
-import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
 import { GroupCommandApplier } from '../src/group-commands';
 import { membershipOf, MembershipReader } from '../src/membership';
@@ -222,6 +222,32 @@ describe('group-message-router service', () => {
     await waitFor(() => groupCommands.applied.length === 1);
     expect(groupCommands.applied).toEqual([command]);
     expect(deliveries()).toEqual([]);
+  });
+
+  it('fans out what came before an op once, however often the batch is retried while group-ms is away', async () => {
+    let failures = 4;
+    const apply = groupCommands.apply.bind(groupCommands);
+    groupCommands.apply = async (commands) => {
+      if (failures-- > 0) throw new TransientError('group-ms is unreachable');
+      return apply(commands);
+    };
+    await bus.publish(TOPICS.group, [
+      message('alice', 'before-op', 'g1'),
+      {
+        v: 1,
+        kind: 'group-command',
+        from: 'alice',
+        sentAt: 5,
+        frame: { type: 'group', id: 'o9', op: 'rename', group: 'g1', name: 'N' },
+      },
+      message('alice', 'after-op', 'g1'),
+    ]);
+    await waitFor(() => deliveries().some((d) => 'mid' in d.frame && d.frame.mid === 'alice:after-op'));
+    const copies = (mid: string) =>
+      deliveries().filter((d) => 'mid' in d.frame && d.frame.mid === mid).length;
+    expect([copies('alice:before-op'), groupCommands.applied.length, copies('alice:after-op')]).toEqual([
+      3, 1, 3,
+    ]);
   });
 
   it('routes each message by the membership of its place in the batch: before an op, and after it', async () => {

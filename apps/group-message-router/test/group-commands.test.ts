@@ -44,8 +44,8 @@ describe('group-ms applier over HTTP', () => {
     expect(received.at(-1)).toEqual({ secret: 'the-internal-secret', body: { commands: [command] } });
   });
 
-  it.each([503, 500, 403, 401])(
-    'takes a %i (group-ms down, or secrets not yet agreed) as transient: retried',
+  it.each([503, 500, 403, 401, 404, 413])(
+    'takes a %i (group-ms down or of an earlier release, secrets not yet agreed) as transient: retried',
     async (code) => {
       status = code;
       expect(isTransient(await failureOf(applying()))).toBe(true);
@@ -57,6 +57,25 @@ describe('group-ms applier over HTTP', () => {
     const failure = await failureOf(applying());
     expect(failure).toBeInstanceOf(Error);
     expect(isTransient(failure)).toBe(false);
+  });
+
+  it("splits a run of large ops into calls well under group-ms's 1 MiB body limit, in order", async () => {
+    status = 200;
+    received.length = 0;
+    const members = Array.from(
+      { length: 900 },
+      (_, i) => `user-${String(i).padStart(4, '0')}-${'x'.repeat(50)}`,
+    );
+    const creates: GroupCommandEvent[] = Array.from({ length: 20 }, (_, i) => ({
+      ...command,
+      frame: { type: 'group', id: `big${i}`, op: 'create', group: `g${i}`, name: 'Big', members },
+    }));
+    await createHttpGroupCommandApplier(url, 'the-internal-secret').apply(creates);
+    const calls = received.map((r) => (r.body as { commands: GroupCommandEvent[] }).commands);
+    expect(calls.length).toBeGreaterThan(1);
+    for (const call of calls)
+      expect(Buffer.byteLength(JSON.stringify({ commands: call }))).toBeLessThan(1024 * 1024);
+    expect(calls.flat().map((c) => c.frame.id)).toEqual(creates.map((c) => c.frame.id));
   });
 
   it('takes group-ms unreachable as transient', async () => {
