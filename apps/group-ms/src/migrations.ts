@@ -52,4 +52,9 @@ export const GROUP_MIGRATIONS: Migration[] = [
   // Ops from the pipe that changed nothing, or were refused, are remembered too (no notice).
   { id: '008_group_ops_notice_optional', sql: 'ALTER TABLE group_ops ALTER COLUMN notice DROP NOT NULL' },
   { id: '009_group_ops_refusal', sql: 'ALTER TABLE group_ops ADD COLUMN refusal jsonb' },
+  // The order ops were applied in, for the outbox: two in one millisecond keep theirs.
+  {
+    id: '010_group_ops_seq',
+    sql: 'ALTER TABLE group_ops ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY',
+  },
 ];

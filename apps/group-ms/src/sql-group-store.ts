@@ -59,7 +59,7 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       }),
     async unpublished(appliedBefore, limit) {
       const rows = await db.query<{ mid: string; notice: GroupNotice }>(
-        'SELECT mid, notice FROM group_ops WHERE NOT published AND applied_at < $1 ORDER BY applied_at LIMIT $2',
+        'SELECT mid, notice FROM group_ops WHERE NOT published AND applied_at < $1 ORDER BY applied_at, seq LIMIT $2',
         [appliedBefore, limit],
       );
       return rows.rows.map((row) => ({ opMid: row.mid, notice: row.notice }));
