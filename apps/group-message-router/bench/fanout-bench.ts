@@ -32,8 +32,11 @@ const MESSAGES = Number(process.argv[2] ?? 200);
 const MEMBERS = Number(process.argv[3] ?? 1000);
 const GROUP = 'bench-group';
 const members = Array.from({ length: MEMBERS }, (_, i) => `user-${i}`);
-const membership = membershipOf(members);
-const reader: MembershipReader = { membersOf: async () => membership };
+const membership = membershipOf(members, 0);
+const reader: MembershipReader = {
+  membersOf: async () => membership,
+  versionsOf: async (groups) => new Map(groups.map((group) => [group, 0])),
+};
 const partitionOf = provisionedPartitioner(TOPICS.delivery);
 const deliveryCount = (events: unknown[]) =>
   (events as DeliveryTopicEvent[]).reduce((sum, e) => sum + recipientCount(e), 0);

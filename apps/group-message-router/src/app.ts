@@ -199,10 +199,14 @@ function routeToMembers(
   return fanned;
 }
 
-/** Membership of every group these events message or type to, read concurrently (once per group). */
-async function lookUpGroups(reader: MembershipReader, events: Routed[]): Promise<Map<string, Membership>> {
+/**
+ * Membership of every group these events message or type to, read concurrently (once per group),
+ * after one check that what the cache holds is still current.
+ */
+async function lookUpGroups(cache: MembershipCache, events: Routed[]): Promise<Map<string, Membership>> {
   const groups = [...new Set(events.map((e) => e.frame.to))];
-  const found = await Promise.all(groups.map((group) => reader.membersOf(group)));
+  await cache.refresh(groups);
+  const found = await Promise.all(groups.map((group) => cache.membersOf(group)));
   return new Map(groups.map((group, i) => [group, found[i]]));
 }
 

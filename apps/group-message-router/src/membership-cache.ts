@@ -34,6 +34,25 @@ export class MembershipCache implements MembershipReader {
     return this.loading.get(group) ?? this.load(group);
   }
 
+  versionsOf(groups: string[]): Promise<Map<string, number>> {
+    return this.reader.versionsOf(groups);
+  }
+
+  /**
+   * Drops the cached groups among these whose version moved since they were read: a change made
+   * through group-ms's REST API, say, whose change event this router has not consumed yet. One
+   * read of the versions for all of them.
+   */
+  async refresh(groups: string[]): Promise<void> {
+    const cached = groups.filter((group) => this.entries.has(group));
+    if (cached.length === 0) return;
+    const versions = await this.reader.versionsOf(cached);
+    for (const group of cached) {
+      const entry = this.entries.get(group);
+      if (entry && entry.membership.version !== versions.get(group)) this.invalidate(group);
+    }
+  }
+
   invalidate(group: string): void {
     this.entries.delete(group);
     this.loading.delete(group); // a read in flight may predate the change: it will not be cached

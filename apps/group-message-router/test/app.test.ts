@@ -9,10 +9,21 @@ import { waitFor } from '@parley/test-kit';
 /** Membership the test changes directly, counting reads (stands in for group-ms's tables). */
 class MapMembership implements MembershipReader {
   groups = new Map<string, string[]>();
+  versions = new Map<string, number>();
   reads = 0;
   async membersOf(group: string) {
     this.reads++;
-    return membershipOf(this.groups.get(group) ?? []);
+    return membershipOf(this.groups.get(group) ?? [], this.versions.get(group));
+  }
+  async versionsOf(groups: string[]) {
+    return new Map(
+      groups.flatMap((g) => (this.versions.has(g) ? [[g, this.versions.get(g)!] as const] : [])),
+    );
+  }
+  /** A change made elsewhere (group-ms's REST API) whose change event has not come yet. */
+  change(group: string, members: string[]) {
+    this.groups.set(group, members);
+    this.versions.set(group, (this.versions.get(group) ?? 0) + 1);
   }
 }
 
@@ -248,6 +259,20 @@ describe('group-message-router service', () => {
     expect([copies('alice:before-op'), groupCommands.applied.length, copies('alice:after-op')]).toEqual([
       3, 1, 3,
     ]);
+  });
+
+  it('routes by a change made elsewhere (REST) before its change event arrives: the version moved', async () => {
+    membership.versions.set('g1', 1);
+    await bus.publish(TOPICS.group, [message('alice', 'cached', 'g1')]);
+    await waitFor(() => deliveries().length === 3);
+    membership.change('g1', ['alice', 'bob']); // carol and dave removed through group-ms's REST API
+    await bus.publish(TOPICS.group, [message('alice', 'right-after', 'g1')]);
+    await waitFor(() => deliveries().some((d) => 'mid' in d.frame && d.frame.mid === 'alice:right-after'));
+    await new Promise((r) => setTimeout(r, 50));
+    const recipients = deliveries()
+      .filter((d) => 'mid' in d.frame && d.frame.mid === 'alice:right-after')
+      .map((d) => d.to);
+    expect(recipients).toEqual(['bob']);
   });
 
   it('routes each message by the membership of its place in the batch: before an op, and after it', async () => {

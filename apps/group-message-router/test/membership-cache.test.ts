@@ -7,11 +7,19 @@ class ScriptedReader implements MembershipReader {
   reads = 0;
   private held: Array<() => void> | undefined;
 
+  versions = new Map<string, number>();
+
   async membersOf(group: string): Promise<Membership> {
     this.reads++;
     const members = [...(this.groups.get(group) ?? [])];
+    const version = this.versions.get(group);
     if (this.held) await new Promise<void>((resolve) => this.held!.push(resolve));
-    return membershipOf(members);
+    return membershipOf(members, version);
+  }
+  async versionsOf(groups: string[]) {
+    return new Map(
+      groups.flatMap((g) => (this.versions.has(g) ? [[g, this.versions.get(g)!] as const] : [])),
+    );
   }
   hold() {
     this.held = [];
@@ -88,12 +96,30 @@ describe('MembershipCache', () => {
     expect(reader.reads).toBe(reads + 1);
   });
 
+  it('refresh drops the groups whose version moved since they were read, with one read of versions', async () => {
+    reader.versions.set('g1', 1);
+    reader.groups.set('g2', ['carol']);
+    reader.versions.set('g2', 4);
+    await cache.membersOf('g1');
+    await cache.membersOf('g2');
+    reader.groups.set('g1', ['alice']); // changed elsewhere; no change event yet
+    reader.versions.set('g1', 2);
+    const versionsOf = jest.spyOn(reader, 'versionsOf');
+    await cache.refresh(['g1', 'g2', 'never-read']);
+    expect(versionsOf.mock.calls).toEqual([[['g1', 'g2']]]);
+    const reads = reader.reads;
+    expect((await cache.membersOf('g1')).members).toEqual(['alice']);
+    expect((await cache.membersOf('g2')).members).toEqual(['carol']);
+    expect(reader.reads).toBe(reads + 1); // g1 read again, g2 still cached
+  });
+
   it('does not cache failures', async () => {
     const failing: MembershipReader = {
       membersOf: jest
         .fn()
         .mockRejectedValueOnce(new Error('db down'))
         .mockResolvedValue(membershipOf(['x'])),
+      versionsOf: async () => new Map(),
     };
     const c = new MembershipCache(failing, { ttlMs: 1000, maxGroups: 10 });
     await expect(c.membersOf('g')).rejects.toThrow('db down');

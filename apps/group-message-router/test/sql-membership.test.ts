@@ -30,4 +30,26 @@ describe.each(testDatabases())('SQL membership reader on $name', (target) => {
     expect([g1.has('bob'), g1.has('carol')]).toEqual([true, false]);
     expect((await reader.membersOf('nope')).members).toEqual([]);
   });
+
+  it('reads a version with the members that grows with every change, and versions in one read', async () => {
+    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 });
+    const reader = createSqlMembershipReader(db);
+    await groups.change(
+      { group: 'v1', by: 'alice', at: 1, operation: { op: 'create', name: 'V', members: ['bob'] } },
+      { opMid: 'v-m1', noticeMid: 'v-m1' },
+    );
+    const before = await reader.membersOf('v1');
+    await groups.change(
+      { group: 'v1', by: 'alice', at: 2, operation: { op: 'add', members: ['carol'] } },
+      { opMid: 'v-m2', noticeMid: 'v-m2' },
+    );
+    const versions = await reader.versionsOf(['v1', 'nope']);
+    expect([...versions.keys()]).toEqual(['v1']);
+    expect(versions.get('v1')).toBeGreaterThan(before.version!);
+    expect(await reader.membersOf('v1')).toMatchObject({
+      members: ['alice', 'bob', 'carol'],
+      version: versions.get('v1'),
+    });
+    expect((await reader.membersOf('nope')).version).toBeUndefined();
+  });
 });

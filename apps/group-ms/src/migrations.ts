@@ -1,7 +1,7 @@
 import { Migration } from '@parley/postgres';
 
 /**
- * group-ms owns these tables; group-message-router reads `group_members` (read-only).
+ * group-ms owns these tables; group-message-router reads `groups` and `group_members` (read-only).
  * One statement per migration: PGlite runs each as a prepared statement.
  */
 export const GROUP_MIGRATIONS: Migration[] = [
@@ -57,4 +57,6 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '010_group_ops_seq',
     sql: 'ALTER TABLE group_ops ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY',
   },
+  // Grows with every change: group-message-router checks its cached member lists against it.
+  { id: '011_groups_version', sql: 'ALTER TABLE groups ADD COLUMN version bigint NOT NULL DEFAULT 0' },
 ];

@@ -144,7 +144,8 @@ async function withMembers(db: SqlExecutor, groups: GroupRow[]): Promise<GroupSt
 async function writeGroup(tx: SqlExecutor, current: GroupState | undefined, next: GroupState): Promise<void> {
   await tx.query(
     `INSERT INTO groups (id, name, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at`,
+     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at,
+       version = groups.version + 1`,
     [next.id, next.name, next.createdBy, next.createdAt, next.updatedAt],
   );
   const before = new Map((current?.members ?? []).map((m) => [m.user, m.role]));

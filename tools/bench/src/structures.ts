@@ -87,7 +87,7 @@ const measures: Measure[] = [
     async run(size) {
       const membership = { members: ['a', 'b'], has: (user: string) => user === 'a' || user === 'b' };
       const cache = new MembershipCache(
-        { membersOf: async () => membership },
+        { membersOf: async () => membership, versionsOf: async () => new Map() },
         { ttlMs: 3_600_000, maxGroups: size },
       );
       for (let i = 0; i < size; i++) await cache.membersOf(`fill${i}`);
