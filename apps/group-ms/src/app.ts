@@ -17,7 +17,7 @@ import {
   serviceLifecycle,
 } from '@parley/service-kit';
 import { GroupStore } from './group-store';
-import { GroupEffects, GroupService, noEffects } from './group-service';
+import { addEffects, GroupEffects, GroupService, noEffects } from './group-service';
 import { registerGroupRoutes } from './http-routes';
 
 export const GroupMsConfig = Type.Object({
@@ -97,10 +97,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
   const applyCommands = async (commands: GroupCommandEvent[]) => {
     const effects = noEffects();
     for (const command of commands) {
-      const { deliveries, notices, changes } = await groups.applyCommand(command);
-      effects.deliveries.push(...deliveries);
-      effects.notices.push(...notices);
-      effects.changes.push(...changes);
+      addEffects(effects, await groups.applyCommand(command));
       applied.inc({ op: command.frame.op });
     }
     await publish(effects);

@@ -37,6 +37,13 @@ export interface ChangeIds {
 
 export const noEffects = (): GroupEffects => ({ deliveries: [], notices: [], changes: [] });
 
+/** Adds `more` to what `effects` will publish. */
+export function addEffects(effects: GroupEffects, more: GroupEffects): void {
+  effects.deliveries.push(...more.deliveries);
+  effects.notices.push(...more.notices);
+  effects.changes.push(...more.changes);
+}
+
 /** Applies group changes through the store under the rules, and says what to publish. */
 export class GroupService {
   constructor(
@@ -88,11 +95,7 @@ export class GroupService {
   ): Promise<{ opMids: string[]; effects: GroupEffects }> {
     const pending = await this.store.unpublished(appliedBefore, limit);
     const effects = noEffects();
-    for (const { notice } of pending) {
-      const { notices, changes } = effectsOf(notice);
-      effects.notices.push(...notices);
-      effects.changes.push(...changes);
-    }
+    for (const { notice } of pending) addEffects(effects, effectsOf(notice));
     return { opMids: pending.map((p) => p.opMid), effects };
   }
 

@@ -216,8 +216,11 @@ export class Delivery {
 
   private async tellStorageAcked(replays: Pending[]): Promise<void> {
     const events: OfflineTopicEvent[] = [...groupBy(replays, (p) => p.user)].flatMap(([user, ofUser]) => {
-      const mids = ofUser.map((p) => p.mid).filter((mid) => senderOfMid(mid) !== user);
-      return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at: Date.now() }] : [];
+      return offlineAck(
+        user,
+        ofUser.map((p) => p.mid).filter((mid) => senderOfMid(mid) !== user),
+        Date.now(),
+      );
     });
     await this.bus.publish(TOPICS.offline, events);
   }
@@ -292,7 +295,7 @@ export class Delivery {
     // so it told storage nothing: storage hears of it now. (A stored one's ack told storage itself.)
     const lateAcks: OfflineTopicEvent[] = byUser.flatMap(([user, ofUser], i) => {
       const mids = ackedMeanwhile[i].filter((mid) => !ofUser.find((p) => p.mid === mid)?.stored);
-      return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at: Date.now() }] : [];
+      return offlineAck(user, mids, Date.now());
     });
     await this.bus.publish(TOPICS.offline, lateAcks);
     this.metrics.offline.inc(events.length);
@@ -314,8 +317,7 @@ export class Delivery {
       const toStorage = ack.mids.filter(
         (mid, i) => found[i]?.stored || (found[i] === undefined && senderOfMid(mid) !== ack.user),
       );
-      if (toStorage.length > 0)
-        offlineAcks.push({ v: 1, kind: 'offline-ack', user: ack.user, mids: toStorage, at: ack.at });
+      offlineAcks.push(...offlineAck(ack.user, toStorage, ack.at));
       for (const [sender, mids] of groupBy(ack.mids, (mid) => senderOfMid(mid))) {
         if (!sender || sender === ack.user) continue;
         const frame = {
@@ -334,6 +336,11 @@ export class Delivery {
       this.bus.publish(TOPICS.offline, offlineAcks),
     ]);
   }
+}
+
+/** The event telling storage that `user` acked these mids; none when there are none. */
+function offlineAck(user: string, mids: string[], at: number): OfflineTopicEvent[] {
+  return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at }] : [];
 }
 
 function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {
