@@ -9,12 +9,19 @@ export const DatabaseConfig = {
     Type.String({ pattern: '^postgres(ql)?://', description: 'Postgres; PGlite when unset' }),
   ),
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, default: 10 }),
+  DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({
+    minimum: 0,
+    default: 30_000,
+    description:
+      'Postgres cancels a statement (lock waits included) that runs longer, so a stuck query fails and is retried instead of holding a consumer; 0: no limit. Migrations are exempt',
+  }),
   PGLITE_DATA_DIR: Type.String({ default: '.data/pglite', description: 'Embedded PGlite data directory' }),
 } satisfies TProperties;
 
 export interface DatabaseSettings {
   DATABASE_URL?: string;
   DATABASE_POOL_SIZE: number;
+  DATABASE_STATEMENT_TIMEOUT_MS?: number;
   PGLITE_DATA_DIR: string;
 }
 
@@ -22,7 +29,11 @@ export interface DatabaseSettings {
 export function openDatabase(settings: DatabaseSettings): Promise<SqlDatabase> {
   if (settings.DATABASE_URL) {
     return Promise.resolve(
-      createPgDatabase({ connectionString: settings.DATABASE_URL, max: settings.DATABASE_POOL_SIZE }),
+      createPgDatabase({
+        connectionString: settings.DATABASE_URL,
+        max: settings.DATABASE_POOL_SIZE,
+        statementTimeoutMs: settings.DATABASE_STATEMENT_TIMEOUT_MS ?? 30_000,
+      }),
     );
   }
   // PGlite creates its data directory but not the parents.

@@ -11,11 +11,14 @@ export interface Migration {
  * Applies the migrations a service has not applied yet, in id order, in one transaction under an
  * advisory lock: replicas starting together wait for each other instead of racing. The lock is
  * one for every service, since they share the bookkeeping table: two services creating it at once
- * on a fresh database would collide in the catalog. Returns the ids applied now.
+ * on a fresh database would collide in the catalog. No statement timeout applies. Returns the ids
+ * applied now.
  */
 export async function migrate(db: SqlDatabase, service: string, migrations: Migration[]): Promise<string[]> {
   const ordered = [...migrations].sort((a, b) => a.id.localeCompare(b.id));
   return db.transaction(async (tx) => {
+    // Waiting for another replica's migrations, or a long one (an index on a big table), is no stuck query.
+    await tx.query('SET LOCAL statement_timeout = 0');
     await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATIONS_LOCK]);
     await tx.query(`CREATE TABLE IF NOT EXISTS parley_migrations (
       service text NOT NULL,

@@ -3,13 +3,20 @@ import { QueryResult, RolledBackError, SqlDatabase, SqlExecutor } from './databa
 
 const BUSY_IS_HEALTHY_MS = 5000;
 
-export function createPgDatabase(config: PoolConfig & { connectionString: string }): SqlDatabase {
+export interface PgDatabaseConfig extends PoolConfig {
+  connectionString: string;
+  /** Postgres's `statement_timeout` for every connection; 0 or unset: none. */
+  statementTimeoutMs?: number;
+}
+
+export function createPgDatabase({ statementTimeoutMs, ...config }: PgDatabaseConfig): SqlDatabase {
   // Keepalive: a connection left half-open by a failover is found dead in seconds, not at the TCP timeout.
   const pool = new Pool({
     max: 10,
     connectionTimeoutMillis: 5000,
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
+    ...(statementTimeoutMs ? { statement_timeout: statementTimeoutMs } : {}),
     ...config,
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.

@@ -9,7 +9,8 @@ export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://po
 
 export interface TestDatabase {
   name: string;
-  open(): Promise<SqlDatabase>;
+  /** Options apply to Postgres only (PGlite has no statement timeout of its own). */
+  open(options?: { statementTimeoutMs?: number }): Promise<SqlDatabase>;
   /** Drops what `open` created. */
   dispose(): Promise<void>;
 }
@@ -27,7 +28,7 @@ function postgresTestDatabase(): TestDatabase {
   const opened: SqlDatabase[] = [];
   return {
     name: 'postgres',
-    async open() {
+    async open(options) {
       const admin = new Client({ connectionString: TEST_DATABASE_URL });
       await admin.connect();
       await admin.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
@@ -35,6 +36,7 @@ function postgresTestDatabase(): TestDatabase {
       const db = createPgDatabase({
         connectionString: TEST_DATABASE_URL,
         options: `-c search_path=${schema}`,
+        ...options,
       });
       opened.push(db);
       return db;

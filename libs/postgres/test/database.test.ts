@@ -1,5 +1,6 @@
 import { createPgDatabase, deleteOlderThan, migrate, RolledBackError, SqlDatabase } from '@parley/postgres';
 import { TEST_DATABASE_URL, testDatabases } from '@parley/postgres/testing';
+import { isTransient } from '@parley/service-kit';
 import { TcpFaultProxy } from '@parley/test-kit';
 
 describe.each(testDatabases())('SqlDatabase on $name', (target) => {
@@ -151,5 +152,18 @@ describe('migrations when replicas and services start together (real Postgres)',
       { service: 'svc_b', id: '001_table' },
       { service: 'svc_b', id: '002_column' },
     ]);
+  });
+
+  it('cancels a statement that outlasts the statement timeout as a transient failure, but never a migration', async () => {
+    const db = await target.open({ statementTimeoutMs: 200 });
+    const stuck = db.query('SELECT pg_sleep(2)');
+    await expect(stuck).rejects.toMatchObject({
+      code: '57014',
+      message: expect.stringMatching(/statement timeout/),
+    });
+    expect(isTransient(await stuck.catch((err: unknown) => err))).toBe(true);
+    const slowMigration = { id: '001_slow', sql: 'SELECT pg_sleep(0.5)' };
+    await expect(migrate(db, 'svc_slow', [slowMigration])).resolves.toEqual(['001_slow']);
+    await expect(db.query('SELECT 1 AS n')).resolves.toMatchObject({ rows: [{ n: 1 }] });
   });
 });

@@ -17,6 +17,8 @@ const TRANSIENT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
   '40001', // Postgres serialization failure
   '40P01', // Postgres deadlock
+  '57014', // Postgres cancelled the statement: statement_timeout (a database too slow or locked), or an operator
+  '55P03', // Postgres lock_timeout
 ]);
 
 /** SQLSTATE classes of a database that is unreachable, overloaded or shutting down. */
