@@ -97,9 +97,11 @@ export function createPersistenceService(deps: PersistenceDeps): PersistenceServ
   const offline = deps.bus.subscribe({
     groupId,
     topic: TOPICS.offline,
-    handle: offlineHandler(deps.store, metrics, {
+    handle: offlineHandler({
+      store: deps.store,
       bus: deps.bus,
-      windowMs: deps.connectRaceMs ?? 30_000,
+      metrics,
+      connectRaceMs: deps.connectRaceMs ?? 30_000,
     }),
   });
   const connections = deps.bus.subscribe({

@@ -1,5 +1,6 @@
 import {
   ConnectionTopicEvent,
+  deliveredReceipts,
   DeliverEvent,
   OfflineDeliverableEvent,
   OfflineTopicEvent,
@@ -11,19 +12,23 @@ import type { OfflineStore } from './store';
 
 const REPLAY_PAGE = 500;
 
-export interface ConnectRace {
+export interface OfflineHandlerDeps {
+  store: OfflineStore;
   bus: EventBus;
+  metrics: PersistenceMetrics;
   /**
    * A deliverable that went offline this soon after its user connected, by the events' own times
    * (so a consumer running behind does not shrink the window), is handed straight back to delivery.
    */
-  windowMs: number;
+  connectRaceMs: number;
 }
 
 /**
  * Applies offline-topic events in their order: consecutive deliverables are stored in one
  * transaction, each ack is applied where it stands, so "stored then acked" and "acked then
- * stored" within one batch both end with nothing stored.
+ * stored" within one batch both end with nothing stored. An ack of stored deliverables sends
+ * their senders `delivered` receipts before it deletes them (a retry sends them again rather than
+ * never): what was stored for the user proves it was theirs to ack.
  *
  * The connect race: session-ms may send a deliverable offline just before it learns that its user
  * connected, and this service may hand the user's stored deliverables back (connectionHandler)
@@ -31,7 +36,7 @@ export interface ConnectRace {
  * connect. So what is stored for a user who connected within `windowMs` goes back to delivery
  * too; session-ms drops a replay it cannot deliver (it is stored), so this cannot loop.
  */
-export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics, race: ConnectRace) {
+export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHandlerDeps) {
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
     let run: OfflineDeliverableEvent[] = [];
     const flush = async () => {
@@ -44,12 +49,14 @@ export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics,
       metrics.skipped.inc(items.length - stored.length);
       const connected = await store.connectedSince(
         [...new Set(items.map((item) => item.to))],
-        wentOfflineFrom - race.windowMs,
+        wentOfflineFrom - connectRaceMs,
       );
       // All that is stored, not only what this attempt stored: if an earlier attempt stored it and
       // failed before handing it back (Kafka away, a crash), this one is the hand-back.
-      const raced = await store.held(items.filter((item) => connected.has(item.to)));
-      await race.bus.publish(
+      const raced = await store.held(
+        items.filter((item) => connected.has(item.to)).map((item) => ({ ...item, mid: item.frame.mid })),
+      );
+      await bus.publish(
         TOPICS.delivery,
         raced.map(({ to, frame }): DeliverEvent => ({ v: 1, kind: 'deliver', to, frame, replay: true })),
       );
@@ -61,6 +68,15 @@ export function offlineHandler(store: OfflineStore, metrics: PersistenceMetrics,
         continue;
       }
       await flush();
+      const held = await store.held(event.mids.map((mid) => ({ to: event.user, mid })));
+      await bus.publish(
+        TOPICS.delivery,
+        deliveredReceipts(
+          event.user,
+          held.map(({ mid }) => mid),
+          event.at,
+        ),
+      );
       metrics.acked.inc({ source: 'offline-topic' }, await store.ack(event.user, event.mids));
     }
     await flush();

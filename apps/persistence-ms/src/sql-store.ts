@@ -42,10 +42,10 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       const found = await db.query<{ recipient: string; mid: string }>(
         `SELECT o.recipient, o.mid FROM jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
          JOIN offline_messages o ON o.recipient = m.recipient AND o.mid = m.mid`,
-        [JSON.stringify(items.map(({ to, frame }) => ({ recipient: to, mid: frame.mid })))],
+        [JSON.stringify(items.map(({ to, mid }) => ({ recipient: to, mid })))],
       );
       const stored = new Set(found.rows.map((row) => keyOf(row.recipient, row.mid)));
-      return items.filter(({ to, frame }) => stored.has(keyOf(to, frame.mid)));
+      return items.filter(({ to, mid }) => stored.has(keyOf(to, mid)));
     },
     async ack(user, mids) {
       const unique = [...new Set(mids)];

@@ -6,6 +6,12 @@ export interface PendingDeliverable {
   frame: Deliverable;
 }
 
+/** Which stored deliverable: its recipient and mid. */
+export interface StoredKey {
+  to: string;
+  mid: string;
+}
+
 export interface PendingPage {
   /** Oldest first. */
   messages: Deliverable[];
@@ -31,8 +37,8 @@ export interface OfflineStore {
   init(): Promise<void>;
   /** Stores what is neither stored nor acked yet; returns what was newly stored. */
   store(items: PendingDeliverable[]): Promise<PendingDeliverable[]>;
-  /** Those of `items` that are stored right now: stored before or just now, and not acked since. */
-  held(items: PendingDeliverable[]): Promise<PendingDeliverable[]>;
+  /** Those of `items` (recipient and mid) that are stored right now: stored before or just now, and not acked since. */
+  held<T extends StoredKey>(items: T[]): Promise<T[]>;
   /** Deletes the user's deliverables with these mids and remembers the ack; returns how many were deleted. */
   ack(user: string, mids: string[]): Promise<number>;
   /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */

@@ -5,6 +5,7 @@ import { createMetricsRegistry, TransientError } from '@parley/service-kit';
 import { offlineHandler } from '../src/consumers';
 import { createPersistenceMetrics } from '../src/metrics';
 import { createSqlOfflineStore } from '../src/sql-store';
+import type { OfflineStore } from '../src/store';
 
 const NOW = 1_000_000;
 const frame: DeliveredMessage = {
@@ -38,6 +39,14 @@ class DeliveryFailsOnce extends MemoryBus {
   }
 }
 
+const handlerOn = (store: OfflineStore, bus: MemoryBus) =>
+  offlineHandler({
+    store,
+    bus,
+    metrics: createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false })),
+    connectRaceMs: 30_000,
+  });
+
 describe('offline consumer: the connect race under redelivery', () => {
   let db: SqlDatabase;
   afterAll(() => db.close());
@@ -48,11 +57,7 @@ describe('offline consumer: the connect race under redelivery', () => {
     await store.init();
     await store.markConnected([{ user: 'bob', at: NOW }]);
     const bus = new DeliveryFailsOnce();
-    const handle = offlineHandler(
-      store,
-      createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false })),
-      { bus, windowMs: 30_000 },
-    );
+    const handle = handlerOn(store, bus);
     const batch = [envelope({ v: 1, kind: 'offline', to: 'bob', frame, at: NOW + 5 })];
     await expect(handle(batch)).rejects.toThrow('broker away');
     await handle(batch); // the redelivery: stored already, so this attempt stores nothing new
@@ -61,5 +66,45 @@ describe('offline consumer: the connect race under redelivery', () => {
     await store.ack('bob', [frame.mid]);
     await handle(batch); // once acked, a late redelivery hands nothing back
     expect(bus.events(TOPICS.delivery)).toHaveLength(1);
+  });
+});
+
+describe('offline consumer: delivered receipts for what the user acks', () => {
+  let db: SqlDatabase;
+  afterAll(() => db.close());
+
+  it('sends the sender a receipt for a stored deliverable the user acks, again on a retry, and none for a mid it never held', async () => {
+    db = await createPgliteDatabase();
+    const store = createSqlOfflineStore(db, { now: () => NOW });
+    await store.init();
+    const bus = new DeliveryFailsOnce();
+    const handle = handlerOn(store, bus);
+    const fromCarol: DeliveredMessage = { ...frame, mid: 'carol:c1', id: 'c1', from: 'carol' };
+    await store.store([
+      { to: 'bob', frame },
+      { to: 'bob', frame: fromCarol },
+      { to: 'dave', frame: { ...frame, mid: 'alice:d1', id: 'd1', to: 'dave' } },
+    ]);
+    const ack = (mids: string[]) => envelope({ v: 1, kind: 'offline-ack', user: 'bob', mids, at: NOW + 7 });
+    // alice:d1 is dave's, alice:x1 nobody's: bob acking them proves nothing
+    const batch = [ack(['alice:r1', 'carol:c1', 'alice:d1', 'alice:x1'])];
+    await expect(handle(batch)).rejects.toThrow('broker away');
+    await handle(batch);
+    const receipts = bus.events(TOPICS.delivery).map((e) => e.kind === 'deliver' && [e.to, e.frame]);
+    expect(receipts).toEqual([
+      [
+        'alice',
+        expect.objectContaining({ type: 'receipt', status: 'delivered', mids: ['alice:r1'], by: 'bob' }),
+      ],
+      [
+        'carol',
+        expect.objectContaining({ type: 'receipt', status: 'delivered', mids: ['carol:c1'], by: 'bob' }),
+      ],
+    ]);
+    expect((await store.page('bob', 0, 10)).messages).toEqual([]);
+    expect((await store.page('dave', 0, 10)).messages).toHaveLength(1);
+
+    await handle(batch); // a redelivery once the ack is applied: nothing is held, so no receipt again
+    expect(bus.events(TOPICS.delivery)).toHaveLength(2);
   });
 });

@@ -2,6 +2,7 @@ import {
   AckEvent,
   ConnectionTopicEvent,
   Deliverable,
+  deliveredReceipts,
   DeliverEvent,
   deliveriesIn,
   DeliveryTopicEvent,
@@ -10,7 +11,6 @@ import {
   MAX_GATEWAY_BATCH,
   OfflineTopicEvent,
   PushedFrame,
-  receiptMid,
   senderOfMid,
   TOPICS,
 } from '@parley/contracts';
@@ -318,18 +318,10 @@ export class Delivery {
         (mid, i) => found[i]?.stored || (found[i] === undefined && senderOfMid(mid) !== ack.user),
       );
       offlineAcks.push(...offlineAck(ack.user, toStorage, ack.at));
-      for (const [sender, mids] of groupBy(ack.mids, (mid) => senderOfMid(mid))) {
-        if (!sender || sender === ack.user) continue;
-        const frame = {
-          type: 'receipt' as const,
-          mid: receiptMid('delivered', ack.user, mids),
-          status: 'delivered' as const,
-          mids,
-          by: ack.user,
-          at: ack.at,
-        };
-        receipts.push({ v: 1, kind: 'deliver', to: sender, frame });
-      }
+      // A receipt only for what was pushed to this user and is in no storage: storage sends those of
+      // what it held (a mid that is neither is no proof of delivery: anyone can ack any mid).
+      const pushedOnly = ack.mids.filter((_, i) => found[i] !== undefined && !found[i]!.stored);
+      receipts.push(...deliveredReceipts(ack.user, pushedOnly, ack.at));
     }
     await Promise.all([
       this.bus.publish(TOPICS.delivery, receipts),

@@ -1,5 +1,5 @@
 import { Static, TSchema, Type } from '@sinclair/typebox';
-import { DeviceId, Mid, serverMid, Timestamp, UserId } from './ids';
+import { DeviceId, Mid, receiptMid, senderOfMid, serverMid, Timestamp, UserId } from './ids';
 import type { ErrorCode } from './errors';
 import { MAX_RECIPIENTS_PER_EVENT } from './limits';
 import { AckFrame, GroupFrame, MessageFrame, ReadFrame, TypingFrame } from './client-frames';
@@ -103,6 +103,35 @@ export function deliverToMany(
     current.to.push(to);
   }
   return events;
+}
+
+/**
+ * The `delivered` receipts for mids that `by` acked, one per sender (oldest mid first), each to its
+ * sender; none for `by`'s own mids or server mids. Only for mids `by` is known to have been sent
+ * (pending for them, or stored for them): anyone can ack any mid.
+ */
+export function deliveredReceipts(by: string, mids: string[], at: number): DeliverEvent[] {
+  const bySender = new Map<string, string[]>();
+  for (const mid of mids) {
+    const sender = senderOfMid(mid);
+    if (!sender || sender === by) continue;
+    const list = bySender.get(sender);
+    if (list) list.push(mid);
+    else bySender.set(sender, [mid]);
+  }
+  return [...bySender].map(([sender, ofSender]) => ({
+    v: 1,
+    kind: 'deliver',
+    to: sender,
+    frame: {
+      type: 'receipt',
+      mid: receiptMid('delivered', by, ofSender),
+      status: 'delivered',
+      mids: ofSender,
+      by,
+      at,
+    },
+  }));
 }
 
 /** The `deliver` events a delivery-topic event stands for: itself, one per recipient of a `deliver-many`, none for an ack. */
