@@ -200,6 +200,17 @@ describe('Delivery', () => {
     expect(offline()).toHaveLength(4);
   });
 
+  it('lets go of stored replays still pending once the user is gone: storage has them, and they are not read again per message', async () => {
+    const { delivery, bus, store, connect, disconnect } = setup({ ackTimeoutMs: 1000 });
+    await connect('bob', 'phone');
+    await delivery.handle([{ ...message('r1'), replay: true }, message('m1')]);
+    await disconnect('bob', 'phone');
+    await delivery.handle([message('m2')]);
+    const offline = () => bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.frame.mid);
+    expect(offline()).toEqual(['alice:m1', 'alice:m2']);
+    expect(await store.pendingOf(['bob'])).toEqual(new Map());
+  });
+
   it('hands what is pending to storage on stop in the order it was tracked, not the order it is due', async () => {
     const { delivery, bus, connect } = setup({ ackTimeoutMs: 200 });
     await connect('bob', 'phone');
