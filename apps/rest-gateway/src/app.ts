@@ -209,6 +209,16 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
         body: s(SendRequest),
         response: { 200: s(SendResponse), 413: s(ErrorBody), ...errors },
       },
+      // Before validation, whose type coercion would make a lone string or null a batch of one.
+      preValidation: async (request) => {
+        const body = request.body;
+        if (body !== null && typeof body === 'object') return;
+        const got = body === undefined ? 'no body' : body === null ? 'null' : `a ${typeof body}`;
+        throw new ParleyError(
+          'invalid_request',
+          `body: must be a frame (a JSON object) or an array of frames (got ${got})`,
+        );
+      },
     },
     async (request) => {
       const items = Array.isArray(request.body) ? (request.body as unknown[]) : [request.body];
@@ -216,7 +226,7 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
       const accepted: Array<{ result: SendResult & { status: 'accepted' }; event: InboundEvent }> = [];
       const sentAt = Date.now();
       items.forEach((item, index) => {
-        // Serializing a body nested thousands deep would overflow the stack: validation refuses it below.
+        // Serializing a frame nested thousands deep would overflow the stack: validation refuses it below.
         const tooDeep = jsonDepth(item, MAX_BODY_DEPTH + 2) > MAX_BODY_DEPTH + 1; // the frame's level + its body's
         const size = tooDeep ? 0 : Buffer.byteLength(JSON.stringify(item));
         const id =

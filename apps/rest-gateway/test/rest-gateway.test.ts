@@ -134,6 +134,24 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('takes any JSON in a message body, __proto__ and constructor keys too, as data (as the WebSocket does)', async () => {
+    const { gateway: built, bus } = build();
+    gateway = built;
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...(await auth()), 'content-type': 'application/json' },
+      payload:
+        '{"type":"message","id":"p1","to":"bob","body":{"__proto__":{"a":1},"constructor":{"prototype":{"b":2}}}}',
+    });
+    expect([res.statusCode, res.json().results[0].status]).toEqual([200, 'accepted']);
+    const [event] = bus.events(TOPICS.inbound);
+    expect(JSON.stringify(event.frame.type === 'message' && event.frame.body)).toBe(
+      '{"__proto__":{"a":1},"constructor":{"prototype":{"b":2}}}',
+    );
+    expect(({} as Record<string, unknown>).a).toBeUndefined();
+  });
+
   it('answers a mixed batch per frame, in order', async () => {
     ({ gateway } = build());
     const res = await gateway.http.inject({
@@ -204,6 +222,36 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('refuses a frame with any field nested too deep, and never lets nesting skip the size limit', async () => {
+    ({ gateway } = build());
+    const nested = (depth: number, inner: string) => '['.repeat(depth) + inner + ']'.repeat(depth);
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...(await auth()), 'content-type': 'application/json' },
+      payload: `[{"type":"message","id":"ok1","to":"bob","body":"fine"},
+        {"type":"ack","mids":["a:1"],"x":${nested(6000, '')}},
+        {"type":"message","id":"big","to":"bob","body":"hi","meta":${nested(40, JSON.stringify('x'.repeat(200_000)))}}]`,
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().results).toEqual([
+      { index: 0, status: 'accepted', id: 'ok1', mid: 'alice:ok1' },
+      {
+        index: 1,
+        status: 'rejected',
+        code: 'invalid_frame',
+        message: 'x: must not be nested deeper than 32 levels',
+      },
+      {
+        index: 2,
+        status: 'rejected',
+        id: 'big',
+        code: 'invalid_frame',
+        message: 'meta: must not be nested deeper than 32 levels',
+      },
+    ]);
+  });
+
   it('answers every error status with its body', async () => {
     ({ gateway } = build());
     const headers = await auth();
@@ -251,6 +299,36 @@ describe('rest-gateway', () => {
     expect(badDevice.json()).toEqual({
       error: { code: 'invalid_request', message: 'platform: must be one of "android", "ios", "web"' },
     });
+    // fetch() sends a string body as text/plain unless told otherwise
+    const plain = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...headers, 'content-type': 'text/plain;charset=UTF-8' },
+      payload: '{"type":"ack","mids":["a:1"]}',
+    });
+    expect([plain.statusCode, plain.json().error.message]).toEqual([
+      400,
+      'content-type: must be application/json (send the header content-type: application/json)',
+    ]);
+    for (const [payload, got] of [
+      ['null', 'null'],
+      ['"x"', 'a string'],
+      ['', 'no body'],
+    ]) {
+      const scalar = await gateway.http.inject({
+        method: 'POST',
+        url: '/v1/send',
+        headers: { ...headers, 'content-type': 'application/json' },
+        payload,
+      });
+      expect([scalar.statusCode, scalar.json().error]).toEqual([
+        400,
+        {
+          code: 'invalid_request',
+          message: `body: must be a frame (a JSON object) or an array of frames (got ${got})`,
+        },
+      ]);
+    }
     const unknown = await gateway.http.inject({ method: 'GET', url: '/v1/nothing?x=1', headers });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json()).toEqual({ error: { code: 'not_found', message: 'no route GET /v1/nothing' } });
@@ -379,7 +457,8 @@ describe('rest-gateway', () => {
     const del = await gateway.http.inject({
       method: 'DELETE',
       url: '/v1/devices/phone1',
-      headers: await auth('bob'),
+      // as app HTTP wrappers send on every request: an empty body is no body
+      headers: { ...(await auth('bob')), 'content-type': 'application/json' },
     });
     expect(del.statusCode).toBe(204);
     expect(push.seen).toEqual([

@@ -159,6 +159,20 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     bodyLimit: MAX_GATEWAY_BATCH * (settings.maxFrameBytes + 1024),
   });
   requireInternalSecret(internal, deps.internalSecret, '/send');
+  // Reached only without an upgrade: a proxy in between that drops Upgrade/Connection is a classic
+  // deployment mistake, and "no route" would send the app developer looking for a wrong URL.
+  http.get('/v1/ws', { schema: { hide: true } }, async (_request, reply) =>
+    reply
+      .code(426)
+      .header('upgrade', 'websocket')
+      .send({
+        error: {
+          code: 'invalid_request',
+          message:
+            'this endpoint needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade); a proxy in between may have dropped those headers',
+        },
+      }),
+  );
   const wss = new WebSocketServer({
     WebSocket: GatewaySocket,
     noServer: true,

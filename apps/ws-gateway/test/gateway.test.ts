@@ -115,6 +115,19 @@ describe('ws-gateway', () => {
     ).toBe(400);
   });
 
+  it('answers a plain GET of /v1/ws (its Upgrade header lost on the way) with 426 and what is missing', async () => {
+    env = await startGateway();
+    const token = await issueToken(DEV_JWT_SECRET, 'alice');
+    const res = await fetch(`http://127.0.0.1:${env.port}/v1/ws?token=${token}`);
+    expect(res.status).toBe(426);
+    expect(await res.json()).toEqual({
+      error: {
+        code: 'invalid_request',
+        message: expect.stringMatching(/^this endpoint needs a WebSocket upgrade/),
+      },
+    });
+  });
+
   it('closes a socket from an origin not on the allowlist with 1008, as a browser can see', async () => {
     env = await startGateway({ allowedOrigins: ['https://app.example'] });
     const token = await issueToken(DEV_JWT_SECRET, 'alice');

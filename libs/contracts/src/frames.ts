@@ -39,7 +39,7 @@ const CLIENT_TYPES = [...Object.keys(byType), 'group'];
 
 export interface FrameLimits {
   maxBytes?: number;
-  maxBodyDepth?: number;
+  maxDepth?: number;
   /** Frame types allowed on this edge (REST accepts no `typing` or `ping`). */
   types?: readonly string[];
 }
@@ -65,6 +65,12 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
   }
   const candidate = value as Record<string, unknown>;
   const id = typeof candidate.id === 'string' ? candidate.id : undefined;
+  // Every field, not only the body: one nested thousands deep, even one no schema names, would
+  // overflow the stack when the event is serialized, and the sender would be told to try again.
+  const maxDepth = limits.maxDepth ?? MAX_BODY_DEPTH;
+  const tooDeep = Object.keys(candidate).find((key) => jsonDepth(candidate[key], maxDepth + 1) > maxDepth);
+  if (tooDeep !== undefined)
+    return refuse('invalid_frame', `${tooDeep}: must not be nested deeper than ${maxDepth} levels`, id);
   const types = limits.types ?? CLIENT_TYPES;
   if (typeof candidate.type !== 'string' || !types.includes(candidate.type)) {
     return refuse('invalid_frame', `type: must be one of ${types.join(', ')}`, id);
@@ -74,12 +80,7 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
     return refuse('invalid_frame', `op: must be one of ${Object.keys(groupByOp).join(', ')}`, id);
   const result = validator(stripUntrusted(candidate));
   if (!result.ok) return refuse('invalid_frame', result.errors.join('; '), id);
-  const maxDepth = limits.maxBodyDepth ?? MAX_BODY_DEPTH;
-  const frame = result.value;
-  if (frame.type === 'message' && jsonDepth(frame.body, maxDepth + 1) > maxDepth) {
-    return refuse('invalid_frame', `body: must not be nested deeper than ${maxDepth} levels`, id);
-  }
-  return { ok: true, frame };
+  return { ok: true, frame: result.value };
 }
 
 /** The REST edge: the frame types `POST /v1/send` takes. */

@@ -209,6 +209,12 @@ const malformed: Array<[string, unknown, string, string]> = [
     'invalid_frame',
     'body: must not be nested deeper than 32 levels',
   ],
+  [
+    'a field no schema names nested too deep (it would overflow serializing the event)',
+    { type: 'ack', mids: ['alice:c1'], meta: deep(40) },
+    'invalid_frame',
+    'meta: must not be nested deeper than 32 levels',
+  ],
   ['ack without mids', { type: 'ack' }, 'invalid_frame', 'mids: is required'],
   [
     'ack with empty mids',
