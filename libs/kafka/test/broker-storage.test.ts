@@ -265,6 +265,33 @@ describe('broker storage', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  test("locks its data directory: refuses a live owner's, takes over one left by a process that is gone", async () => {
+    const dir = tmp();
+    const lock = path.join(dir, '.lock');
+    const startsOn = async (token: string) => {
+      fs.writeFileSync(lock, token);
+      const broker = await startBroker({ logger, dataDir: dir });
+      await broker.stop();
+      return fs.existsSync(lock); // released on stop
+    };
+    // killed, and restarted under the same pid (a container's): written before this process began
+    expect(await startsOn(`${process.pid}:${performance.timeOrigin - 60_000}:0.5`)).toBe(false);
+    // its pid now another process's (a reboot): that process started after the lock was written
+    expect(await startsOn(`1:1000:0.5`)).toBe(false);
+    expect(await startsOn(`99999999:${Date.now()}:0.5`)).toBe(false); // no such process
+    fs.writeFileSync(lock, `${process.ppid}:${Date.now()}:0.5`); // alive, and older than its lock
+    await expect(startBroker({ logger, dataDir: dir })).rejects.toThrow(
+      `data directory ${dir} is in use by process ${process.ppid}`,
+    );
+    fs.rmSync(lock);
+    const first = await startBroker({ logger, dataDir: dir });
+    await expect(startBroker({ logger, dataDir: dir })).rejects.toThrow(
+      `data directory ${dir} is in use by another broker in this process`,
+    );
+    await first.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   test('a committed offset past the end of its log after a restart (a power loss) is moved back to the end', async () => {
     const dir = tmp();
     const first = await startBroker({ logger, dataDir: dir });
@@ -291,6 +318,72 @@ describe('broker storage', () => {
     } finally {
       await admin.disconnect();
       await again.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a waiting fetch is answered at maxWait even when the wait runs out during a slow read from disk', async () => {
+    const dir = tmp();
+    const broker = await startBroker({ logger, dataDir: dir, cacheBytesPerPartition: 0 });
+    const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    for (const value of ['on disk', 'on disk too', 'the newest stays in memory'])
+      await producer.send({ topic: 'cold', messages: [{ value }] });
+    const read = fs.read;
+    const slowRead = jest
+      .spyOn(fs, 'read')
+      .mockImplementation(((...args: Parameters<typeof fs.read>) =>
+        setTimeout(() => (read as (...a: unknown[]) => void)(...args), 200)) as unknown as typeof fs.read);
+    const client = await RawClient.connect(broker.address);
+    try {
+      const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + 4 + 4 + 4 + 8 + 4);
+      let at = body.writeInt32BE(-1, 0); // replica
+      at = body.writeInt32BE(300, at); // max wait
+      at = body.writeInt32BE(10 << 20, at); // min bytes: more than will ever come
+      at = body.writeInt32BE(64 << 20, at); // max bytes
+      at = body.writeInt8(0, at);
+      at = body.writeInt32BE(1, at);
+      at = body.writeInt16BE(4, at);
+      at += body.write('cold', at);
+      at = body.writeInt32BE(1, at);
+      at = body.writeInt32BE(0, at);
+      body.writeBigInt64BE(0n, at);
+      body.writeInt32BE(64 << 20, at + 8);
+      const started = Date.now();
+      const answered = client.request(1, 4, body).then(() => Date.now() - started);
+      // Lands while the fetch waits, so its re-check (another slow read) is running when maxWait ends.
+      setTimeout(() => void producer.send({ topic: 'cold', messages: [{ value: 'wakes it' }] }), 350);
+      const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('not answered'), 3000));
+      expect(await Promise.race([answered, timeout])).toBeLessThan(1500);
+      expect(slowRead).toHaveBeenCalled();
+    } finally {
+      slowRead.mockRestore();
+      client.close();
+      await producer.disconnect();
+      await broker.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("under fsync 'always' a committed offset is on disk before the commit is answered", async () => {
+    const dir = tmp();
+    const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
+    const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    const admin = kafka.admin();
+    await Promise.all([producer.connect(), admin.connect()]);
+    const syncs = jest.spyOn(fs, 'fdatasync');
+    try {
+      await producer.send({ topic: 'durable', messages: [{ value: 'a' }] });
+      const afterProduce = syncs.mock.calls.length;
+      expect(afterProduce).toBeGreaterThan(0);
+      await admin.setOffsets({ groupId: 'g', topic: 'durable', partitions: [{ partition: 0, offset: '1' }] });
+      expect(syncs.mock.calls.length).toBeGreaterThan(afterProduce);
+    } finally {
+      syncs.mockRestore();
+      await Promise.all([producer.disconnect(), admin.disconnect()]);
+      await broker.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

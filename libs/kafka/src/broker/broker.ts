@@ -198,22 +198,47 @@ function lockDataDir(dir: string): () => void {
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const owner = Number(fs.readFileSync(file, 'utf8').split(':')[0]);
-      if (owner && owner !== process.pid && isAlive(owner))
-        throw new Error(`data directory ${dir} is in use by process ${owner}`);
-      if (owner === process.pid)
+      const [pid, at] = fs.readFileSync(file, 'utf8').split(':').map(Number);
+      if (pid === process.pid && !(at < performance.timeOrigin - CLOCK_SLACK_MS))
         throw new Error(`data directory ${dir} is in use by another broker in this process`);
-      fs.rmSync(file, { force: true });
+      if (pid && pid !== process.pid && holdsLockWrittenAt(pid, at))
+        throw new Error(`data directory ${dir} is in use by process ${pid}`);
+      fs.rmSync(file, { force: true }); // left by a process that is gone (killed, a power loss)
     }
   }
   throw new Error(`could not lock ${dir}`);
 }
 
-function isAlive(pid: number): boolean {
+/** Clock steps and the granularity of process start times. */
+const CLOCK_SLACK_MS = 2000;
+
+/**
+ * Whether process `pid` can be the one that wrote a lock at time `at`: it is alive, and (where
+ * Linux tells) it started before then. A pid is reused: after a kill -9 in a container the next
+ * run often gets the same pid (then it is this process's own, started after the lock was written),
+ * and after a reboot an unrelated process may have it.
+ */
+function holdsLockWrittenAt(pid: number, at: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const startedAt = linuxProcessStart(pid);
+  return startedAt === undefined || !(startedAt > at + CLOCK_SLACK_MS);
+}
+
+/** A process's start time (epoch ms) from /proc; undefined where there is none. */
+function linuxProcessStart(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22, starttime, in clock ticks since boot; the command name (field 2) may hold spaces.
+    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
+    const TICKS_PER_SECOND = 100; // USER_HZ: 100 on every mainstream Linux architecture
+    const startedAt = bootSeconds * 1000 + (startTicks * 1000) / TICKS_PER_SECOND;
+    return Number.isFinite(startedAt) && startedAt > 0 ? startedAt : undefined;
+  } catch {
+    return undefined;
   }
 }

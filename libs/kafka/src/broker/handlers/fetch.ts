@@ -93,6 +93,8 @@ function waitForData(
     let done = false;
     let checking = false;
     let again = false;
+    /** maxWait is up: the next check answers whatever it finds (the timer may fire mid-check). */
+    let expired = false;
     const finish = (result: Collected) => {
       if (done) return;
       done = true;
@@ -102,6 +104,7 @@ function waitForData(
       resolve(result);
     };
     const recheck = async (final: boolean) => {
+      expired ||= final;
       if (checking) {
         again = true;
         return;
@@ -111,7 +114,7 @@ function waitForData(
         do {
           again = false;
           const result = await collect(topics, maxBytes);
-          if (final || result.error || result.bytes >= minBytes) return finish(result);
+          if (expired || result.error || result.bytes >= minBytes) return finish(result);
         } while (again && !done);
       } catch (err) {
         broker.logger.error({ err }, 'fetch failed');

@@ -82,7 +82,7 @@ export const describeGroups: Handler = ({ apiVersion }, r, broker) => {
 };
 
 /** OffsetCommit v2-3: checked against the group's generation, then stored durably. */
-export const offsetCommit: Handler = ({ apiVersion }, r, broker) => {
+export const offsetCommit: Handler = async ({ apiVersion }, r, broker) => {
   const groupId = r.string();
   const generation = r.int32();
   const memberId = r.string();
@@ -106,6 +106,8 @@ export const offsetCommit: Handler = ({ apiVersion }, r, broker) => {
     });
   });
   broker.offsets.commit(groupId, commits);
+  // As a produce under `fsync: always`: on disk before it is acknowledged.
+  if (broker.topics.fsync === 'always' && commits.length > 0) await broker.offsets.sync();
   return w;
 };
 
