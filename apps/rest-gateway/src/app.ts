@@ -67,7 +67,8 @@ export const RestGatewayConfig = Type.Object({
   RATE_LIMIT_PER_MINUTE: Type.Integer({
     minimum: 1,
     default: 600,
-    description: 'Requests per user per minute',
+    description:
+      'Requests per user per minute, counted by each replica on its own (behind a load balancer a user gets up to this times the replicas)',
   }),
   MAX_FRAME_BYTES: MaxFrameBytesSetting,
   WEB_CLIENT: Type.Boolean({

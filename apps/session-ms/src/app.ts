@@ -39,6 +39,13 @@ export const SessionConfig = Type.Object({
       description: 'Redis; in-process store when unset (one replica only)',
     }),
   ),
+  REDIS_TLS_CA_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "PEM file of the CA that signed Redis's TLS certificate, where Node does not trust it by itself (Memorystore); implies TLS",
+    }),
+  ),
   REDIS_KEY_PREFIX: Type.String({
     default: 'parley:session:',
     description: 'Prefix of every key session-ms writes',

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { connectKafkaBus } from '@parley/kafka';
 import { runMain } from '@parley/service-kit';
 import { createSessionService, SessionConfig } from './app';
@@ -7,7 +8,9 @@ import { RedisSessionStore } from './store/redis-store';
 
 void runMain('session-ms', SessionConfig, async (config, runtime) => {
   const store = config.REDIS_URL
-    ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX)
+    ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX, {
+        tlsCa: config.REDIS_TLS_CA_FILE ? readFileSync(config.REDIS_TLS_CA_FILE) : undefined,
+      })
     : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());
   const bus = await connectKafkaBus('session-ms', config, runtime);

@@ -66,7 +66,10 @@ export const WsGatewayConfig = Type.Object({
     Type.String({ pattern: '^[A-Za-z0-9_.-]{1,100}$', description: 'Instance id; random when unset' }),
   ),
   GATEWAY_INTERNAL_URL: Type.Optional(
-    Type.String({ description: 'How session-ms reaches this instance; from POD_IP when unset' }),
+    Type.String({
+      description:
+        "How session-ms reaches this instance; when unset, http://<POD_IP, else this host's first non-loopback IPv4>:INTERNAL_PORT",
+    }),
   ),
   POD_IP: Type.Optional(Type.String()),
   MAX_FRAME_BYTES: MaxFrameBytesSetting,
@@ -401,6 +404,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     '/send',
     { schema: { body: GatewaySendRequest } },
     async (request): Promise<GatewaySendResponse> => {
+      // Its sockets are closing or closed: session-ms pushes again later, to wherever they reconnect.
+      if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down');
       const { deliveries, frames = [] } = request.body as GatewaySendRequest;
       const texts = frameTexts(deliveries, frames);
       // A batch often holds several frames for one socket (a group's receipts to its sender):

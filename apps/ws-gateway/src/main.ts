@@ -1,4 +1,4 @@
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { connectKafkaBus } from '@parley/kafka';
 import { createTokenVerifier, runMain } from '@parley/service-kit';
@@ -7,8 +7,9 @@ import { createWsGateway, WsGatewayConfig } from './app';
 void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('ws-gateway', config, runtime);
   const gatewayId = config.GATEWAY_ID ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+  // Each replica advertises an address of its own: loopback would send session-ms to itself.
   const internalUrl =
-    config.GATEWAY_INTERNAL_URL ?? `http://${config.POD_IP ?? '127.0.0.1'}:${config.INTERNAL_PORT}`;
+    config.GATEWAY_INTERNAL_URL ?? `http://${config.POD_IP ?? ownAddress()}:${config.INTERNAL_PORT}`;
   return createWsGateway({
     ...runtime,
     bus,
@@ -35,3 +36,9 @@ void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
     },
   });
 });
+
+/** This host's first non-loopback IPv4 address (a container's own, in compose); loopback if none. */
+function ownAddress(): string {
+  const addresses = Object.values(networkInterfaces()).flat();
+  return addresses.find((a) => a && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
+}

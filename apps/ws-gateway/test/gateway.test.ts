@@ -436,7 +436,28 @@ describe('ws-gateway', () => {
     env = await startGateway({ gatewayId: gateway.gateway, internalUrl: gateway.gatewayUrl });
     const alice = await connect('alice', '&deviceId=phone');
     const { connId } = alice.frames[0];
-    await env.gateway.stop();
+    const stopped = env.gateway.stop();
+    // Pushes meanwhile are refused (session-ms pushes again later, wherever the device reconnects),
+    // not answered as written to nobody, with every connection named missing.
+    const push = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/send',
+      payload: {
+        deliveries: [
+          {
+            to: 'alice',
+            connIds: [connId],
+            frame: { type: 'typing', from: 'bob', to: 'alice', chat: 'direct' },
+          },
+        ],
+      },
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
+    expect([push.statusCode, push.json().error]).toEqual([
+      503,
+      { code: 'unavailable', message: 'this gateway is shutting down' },
+    ]);
+    await stopped;
     expect(await alice.closed()).toBe(1001);
     const connection = { v: 1, user: 'alice', connId, deviceId: 'phone', ...gateway, at: expect.any(Number) };
     expect(connId).toEqual(expect.any(String));

@@ -102,9 +102,18 @@ export class RedisSessionStore implements SessionStore {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
   }
 
-  static connect(url: string, keyPrefix = 'parley:session:'): RedisSessionStore {
+  static connect(
+    url: string,
+    keyPrefix = 'parley:session:',
+    options: { tlsCa?: Buffer } = {},
+  ): RedisSessionStore {
     return new RedisSessionStore(
-      new Redis(url, { keyPrefix, maxRetriesPerRequest: 3, enableAutoPipelining: true }),
+      new Redis(url, {
+        keyPrefix,
+        maxRetriesPerRequest: 3,
+        enableAutoPipelining: true,
+        ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
+      }),
     );
   }
 
