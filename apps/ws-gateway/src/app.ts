@@ -49,6 +49,7 @@ import {
 import { TokenBucket } from './token-bucket';
 
 const DEFAULT_MAX_PENDING_PUBLISH_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
 
 export const WsGatewayConfig = Type.Object({
   ...CommonConfig,
@@ -90,6 +91,12 @@ export const WsGatewayConfig = Type.Object({
     description: 'Per socket; a slower reader is cut off',
   }),
   MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 200_000 }),
+  MAX_CONNECTIONS_PER_USER: Type.Integer({
+    minimum: 1,
+    default: DEFAULT_MAX_CONNECTIONS_PER_USER,
+    description:
+      "A user's sockets on one gateway at once (a device each, plus a reconnect racing its old socket's timeout); past it the new socket is closed with 1008",
+  }),
   MAX_PENDING_PUBLISH_BYTES: Type.Integer({
     minimum: 65_536,
     default: DEFAULT_MAX_PENDING_PUBLISH_BYTES,
@@ -117,6 +124,8 @@ export interface WsGatewaySettings {
   rateCloseAfter: number;
   maxUnsentBytes: number;
   maxConnections: number;
+  /** A user's sockets on this gateway at once; default 16. */
+  maxConnectionsPerUser?: number;
   pingIntervalMs: number;
   heartbeatIntervalMs: number;
   allowedOrigins: string[];
@@ -388,6 +397,13 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       );
       if (registry.size >= settings.maxConnections)
         throw new ParleyError('unavailable', 'this gateway is full; try another');
+      const perUser = settings.maxConnectionsPerUser ?? DEFAULT_MAX_CONNECTIONS_PER_USER;
+      if (registry.of(identity.user).length >= perUser) {
+        // One user must not take a gateway's sockets; a close (not an HTTP status) a browser can read.
+        metrics.refused.inc({ code: 'too_many_connections' });
+        const reason = `too many connections for this user (at most ${perUser})`;
+        return wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, reason));
+      }
       wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, socket, identity, deviceId));
     } catch (err) {
       const error = err instanceof ParleyError ? err : new ParleyError('internal', 'upgrade failed');

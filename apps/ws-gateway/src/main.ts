@@ -28,6 +28,7 @@ void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
       maxUnsentBytes: config.MAX_UNSENT_BYTES,
       maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
       maxConnections: config.MAX_CONNECTIONS,
+      maxConnectionsPerUser: config.MAX_CONNECTIONS_PER_USER,
       pingIntervalMs: config.PING_INTERVAL_MS,
       heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
       allowedOrigins: config.ALLOWED_ORIGINS.split(',')

@@ -415,6 +415,22 @@ describe('ws-gateway', () => {
     expect(env.gateway.connections.size).toBe(2);
   });
 
+  it("closes a user's socket past maxConnectionsPerUser with 1008 and the reason; others still connect", async () => {
+    env = await startGateway({ maxConnectionsPerUser: 2 });
+    await connect('alice', '&deviceId=phone');
+    const laptop = await connect('alice', '&deviceId=laptop');
+    const third = new WebSocket(await env.url('alice', '&deviceId=tablet'));
+    const closed = await new Promise<[number, string]>((resolve) =>
+      third.once('close', (code, reason) => resolve([code, reason.toString()])),
+    );
+    expect(closed).toEqual([1008, 'too many connections for this user (at most 2)']);
+    await connect('bob');
+    expect(env.gateway.connections.of('alice')).toHaveLength(2);
+    await laptop.close();
+    await waitFor(() => env.gateway.connections.of('alice').length === 1, 5000, 'the close');
+    await connect('alice', '&deviceId=tablet');
+  });
+
   it('cuts off a reader whose unsent bytes pass the cap', async () => {
     env = await startGateway({ maxUnsentBytes: 2048 });
     const bob = await connect('bob');
