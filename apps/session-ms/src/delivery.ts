@@ -201,16 +201,17 @@ export class Delivery {
   }
 
   /**
-   * Users found unreachable: everything they have pending goes offline, in the order it was
-   * tracked, so storage serves it oldest first. One at a time, a new deliverable would be stored
-   * at once and an older one, pushed before the user left, only once its retries ran out. Stored
-   * replays are let go too (storage has them), so the next message to the user does not read
-   * them all again.
+   * Users found unreachable: everything they have pending and not stored goes offline, in the
+   * order it was tracked, so storage serves it oldest first. One at a time, a new deliverable
+   * would be stored at once and an older one, pushed before the user left, only once its
+   * retries ran out.
    */
   private async allOffline(users: string[], ackedHere: Set<string>): Promise<void> {
     if (users.length === 0) return;
     const held = await this.store.pendingOf(users);
-    await this.goOffline([...held.values()].flat().filter((p) => !ackedHere.has(`${p.user}\n${p.mid}`)));
+    await this.goOffline(
+      [...held.values()].flat().filter((p) => !p.stored && !ackedHere.has(`${p.user}\n${p.mid}`)),
+    );
   }
 
   private async tellStorageAcked(replays: Pending[]): Promise<void> {

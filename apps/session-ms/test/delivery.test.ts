@@ -200,15 +200,25 @@ describe('Delivery', () => {
     expect(offline()).toHaveLength(4);
   });
 
-  it('lets go of stored replays still pending once the user is gone: storage has them, and they are not read again per message', async () => {
-    const { delivery, bus, store, connect, disconnect } = setup({ ackTimeoutMs: 1000 });
+  it('keeps a stored replay that outran its connect pending when a new message finds the user not yet connected', async () => {
+    const { delivery, gateways, connect, retryUntilQuiet } = setup();
+    await delivery.handle([{ ...message('r1'), replay: true }]); // before session-ms read the connection-up
+    await delivery.handle([message('m1')]); // so bob looks gone
     await connect('bob', 'phone');
-    await delivery.handle([{ ...message('r1'), replay: true }, message('m1')]);
-    await disconnect('bob', 'phone');
-    await delivery.handle([message('m2')]);
-    const offline = () => bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.frame.mid);
-    expect(offline()).toEqual(['alice:m1', 'alice:m2']);
-    expect(await store.pendingOf(['bob'])).toEqual(new Map());
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toContain('alice:r1');
+  });
+
+  it('tells storage of a late ack of a stored note to oneself after the user was found gone', async () => {
+    const { delivery, bus, connect, disconnect } = setup({ ackTimeoutMs: 5000 });
+    await connect('alice', 'tablet');
+    await delivery.handle([{ ...message('note', 'alice', 'alice'), replay: true }]);
+    await disconnect('alice', 'tablet'); // acked and closed the app; the ack is on its way
+    await delivery.handle([message('m1', 'alice', 'bob')]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:note'], at: 9 }]);
+    expect(bus.events(TOPICS.offline).filter((e) => e.kind === 'offline-ack')).toEqual([
+      expect.objectContaining({ user: 'alice', mids: ['alice:note'] }),
+    ]);
   });
 
   it('hands what is pending to storage on stop in the order it was tracked, not the order it is due', async () => {
