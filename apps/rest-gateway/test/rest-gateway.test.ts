@@ -134,7 +134,7 @@ describe('rest-gateway', () => {
     ]);
   });
 
-  it('takes any JSON in a message body, __proto__ and constructor keys too, as data (as the WebSocket does)', async () => {
+  it('takes any JSON in a message body, __proto__ and constructor keys too, as data (as the WebSocket does), after a byte-order mark too', async () => {
     const { gateway: built, bus } = build();
     gateway = built;
     const res = await gateway.http.inject({
@@ -150,6 +150,13 @@ describe('rest-gateway', () => {
       '{"__proto__":{"a":1},"constructor":{"prototype":{"b":2}}}',
     );
     expect(({} as Record<string, unknown>).a).toBeUndefined();
+    const withBom = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: { ...(await auth()), 'content-type': 'application/json; charset=utf-8' },
+      payload: '\uFEFF{"type":"ack","mids":["bob:1"]}',
+    });
+    expect([withBom.statusCode, withBom.json().results]).toEqual([200, [{ index: 0, status: 'accepted' }]]);
   });
 
   it('answers a mixed batch per frame, in order', async () => {

@@ -94,7 +94,9 @@ function acceptJsonOnly(app: HttpServer): void {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     if (body === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(body as string));
+      // A byte-order mark is no JSON, but some clients send one (fastify's own parser strips it).
+      const text = (body as string).charCodeAt(0) === 0xfeff ? (body as string).slice(1) : (body as string);
+      done(null, JSON.parse(text));
     } catch (err) {
       done(
         new ParleyError('invalid_request', `body: is not valid JSON (${(err as Error).message})`),
