@@ -159,7 +159,12 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     http,
     purgeNow: () => purge.runOnce(),
     publishOutboxNow: () => outbox.runOnce(),
-    ...serviceLifecycle(http, deps, deps.readiness, [subscription, purge, outbox]),
+    ...serviceLifecycle(http, deps, deps.readiness, [
+      { start: () => deps.store.init() },
+      subscription,
+      purge,
+      outbox,
+    ]),
   };
 }
 

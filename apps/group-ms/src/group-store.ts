@@ -34,6 +34,8 @@ export type ApplyResult =
  * A throw from `decide` rolls everything back (for a replayable op, a refusal is remembered first).
  */
 export interface GroupStore {
+  /** Prepares the storage (migrations) before the service consumes or serves. */
+  init(): Promise<void>;
   find(id: string): Promise<GroupState | undefined>;
   listForMember(user: string): Promise<GroupState[]>;
   apply(

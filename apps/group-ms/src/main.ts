@@ -1,13 +1,11 @@
 import { connectKafkaBus } from '@parley/kafka';
-import { migrate, connectDatabase } from '@parley/postgres';
+import { connectDatabase } from '@parley/postgres';
 import { DAY_MS, runMain } from '@parley/service-kit';
 import { createGroupMs, GroupMsConfig } from './app';
-import { GROUP_MIGRATIONS } from './migrations';
 import { createSqlGroupStore } from './sql-group-store';
 
 void runMain('group-ms', GroupMsConfig, async (config, runtime) => {
   const db = await connectDatabase(config, runtime);
-  await migrate(db, 'group-ms', GROUP_MIGRATIONS);
   const bus = await connectKafkaBus('group-ms', config, runtime);
   return createGroupMs({
     ...runtime,

@@ -1,7 +1,8 @@
-import { deleteOlderThan, SqlDatabase, SqlExecutor } from '@parley/postgres';
+import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
 import { ParleyError } from '@parley/contracts';
 import { ApplyResult, GroupNotice, GroupStore, OpRefusal, StoredChange } from './group-store';
+import { GROUP_MIGRATIONS } from './migrations';
 
 interface GroupRow {
   id: string;
@@ -23,6 +24,9 @@ const GROUP_LOCK_NAMESPACE = 7104;
 /** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
 export function createSqlGroupStore(db: SqlDatabase): GroupStore {
   return {
+    async init() {
+      await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+    },
     find: (id) => findGroup(db, id),
     async listForMember(user) {
       const groups = await db.query<GroupRow>(

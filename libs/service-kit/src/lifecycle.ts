@@ -94,19 +94,27 @@ export interface Listener {
 }
 
 /**
- * The life every service shares: workers start in order, then the server listens; on stop the
- * service reports not-ready, the server closes, then the workers stop in reverse order.
+ * The life every service shares: the server listens, then workers start in order, the service
+ * reporting not-ready (check `startup`) until they have; on stop the service reports not-ready,
+ * the server closes, then the workers stop in reverse order. Listening first answers `/healthz`
+ * through a long start (a migration, another replica's migration lock): a liveness or startup
+ * probe must not kill a process that is working, or a long migration would never finish.
  */
 export function serviceLifecycle(
   server: Listener,
   address: { port: number; host?: string },
-  readiness: { markDraining(): void },
+  readiness: { markDraining(): void; register(name: string, check: () => unknown): void },
   workers: Worker[],
 ): Service {
+  let started = false;
+  readiness.register('startup', () => {
+    if (!started) throw new Error('starting: preparing storage and consumers');
+  });
   return {
     async start() {
-      for (const worker of workers) await worker.start?.();
       await server.listen({ port: address.port, host: address.host ?? '0.0.0.0' });
+      for (const worker of workers) await worker.start?.();
+      started = true;
     },
     async stop() {
       readiness.markDraining();

@@ -51,11 +51,14 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
     expect(await get('/healthz')).toMatchObject({ status: 200, text: JSON.stringify({ status: 'ok' }) });
     const down = await get('/readyz');
     expect(down.status).toBe(503);
-    expect(JSON.parse(down.text)).toEqual({ status: 'not ready', checks: { kafka: 'broker unreachable' } });
+    expect(JSON.parse(down.text)).toEqual({
+      status: 'not ready',
+      checks: { startup: 'ok', kafka: 'broker unreachable' },
+    });
     brokerUp = true;
     const ready = await get('/readyz');
     expect(ready.status).toBe(200);
-    expect(JSON.parse(ready.text)).toEqual({ status: 'ready', checks: { kafka: 'ok' } });
+    expect(JSON.parse(ready.text)).toEqual({ status: 'ready', checks: { startup: 'ok', kafka: 'ok' } });
     const metrics = await get('/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.type).toContain('text/plain');
@@ -67,6 +70,33 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
     expect((await readiness.report()).checks.shutdown).toBe('draining');
     await expect(fetch(`${base}/healthz`)).rejects.toThrow();
     await waitFor(() => openNetwork() <= before, 2000, 'the sockets to close');
+  });
+
+  it('answers /healthz while a worker is still starting (a long migration), and is ready once all have', async () => {
+    const readiness = new Readiness(500);
+    const http = buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('slow-start', { collectDefaults: false }),
+      readiness,
+    });
+    let finishMigrating!: () => void;
+    const migrating = new Promise<void>((resolve) => (finishMigrating = resolve));
+    const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [
+      { start: () => migrating },
+    ]);
+    const started = service.start();
+    await waitFor(() => http.server.listening, 2000, 'the server to listen');
+    const base = `http://127.0.0.1:${(http.server.address() as AddressInfo).port}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const starting = await fetch(`${base}/readyz`);
+    expect([starting.status, ((await starting.json()) as { checks: unknown }).checks]).toEqual([
+      503,
+      { startup: 'starting: preparing storage and consumers' },
+    ]);
+    finishMigrating();
+    await started;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    await service.stop();
   });
 
   it('starts the workers in order and stops them in reverse order', async () => {
