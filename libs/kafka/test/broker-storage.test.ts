@@ -21,6 +21,28 @@ const config: LogConfig = {
 };
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'parley-broker-unit-'));
 
+/** A Fetch v4 body for partition 0 of `topic` from offset 0, up to 64 MiB. */
+function fetchRequest(
+  topic: string,
+  { maxWaitMs, minBytes }: { maxWaitMs: number; minBytes: number },
+): Buffer {
+  const name = Buffer.from(topic);
+  const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + name.length + 4 + 4 + 8 + 4);
+  let at = body.writeInt32BE(-1, 0); // replica
+  at = body.writeInt32BE(maxWaitMs, at);
+  at = body.writeInt32BE(minBytes, at);
+  at = body.writeInt32BE(64 << 20, at); // max bytes
+  at = body.writeInt8(0, at); // isolation level
+  at = body.writeInt32BE(1, at); // one topic
+  at = body.writeInt16BE(name.length, at);
+  at += name.copy(body, at);
+  at = body.writeInt32BE(1, at); // one partition
+  at = body.writeInt32BE(0, at);
+  body.writeBigInt64BE(0n, at);
+  body.writeInt32BE(64 << 20, at + 8);
+  return body;
+}
+
 /** Real record batches, written by kafkajs against an in-memory broker and fetched back raw. */
 async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
   const broker = await startBroker({ logger });
@@ -31,21 +53,7 @@ async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
     await producer.send({ topic: 'src', messages: [{ value: Buffer.alloc(size, i % 256) }] });
   await producer.disconnect();
   const client = await RawClient.connect(broker.address);
-  const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + 3 + 4 + 4 + 8 + 4);
-  let at = 0;
-  at = body.writeInt32BE(-1, at); // replica
-  at = body.writeInt32BE(0, at); // max wait
-  at = body.writeInt32BE(0, at); // min bytes
-  at = body.writeInt32BE(64 << 20, at); // max bytes
-  at = body.writeInt8(0, at);
-  at = body.writeInt32BE(1, at);
-  at = body.writeInt16BE(3, at);
-  at += body.write('src', at);
-  at = body.writeInt32BE(1, at);
-  at = body.writeInt32BE(0, at);
-  body.writeBigInt64BE(0n, at);
-  body.writeInt32BE(64 << 20, at + 8);
-  const res = await client.request(1, 4, body);
+  const res = await client.request(1, 4, fetchRequest('src', { maxWaitMs: 0, minBytes: 0 }));
   client.close();
   await broker.stop();
   // throttle, [topic, [partition, error, hw, lso, aborted[], records]]
@@ -337,19 +345,8 @@ describe('broker storage', () => {
         setTimeout(() => (read as (...a: unknown[]) => void)(...args), 200)) as unknown as typeof fs.read);
     const client = await RawClient.connect(broker.address);
     try {
-      const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + 4 + 4 + 4 + 8 + 4);
-      let at = body.writeInt32BE(-1, 0); // replica
-      at = body.writeInt32BE(300, at); // max wait
-      at = body.writeInt32BE(10 << 20, at); // min bytes: more than will ever come
-      at = body.writeInt32BE(64 << 20, at); // max bytes
-      at = body.writeInt8(0, at);
-      at = body.writeInt32BE(1, at);
-      at = body.writeInt16BE(4, at);
-      at += body.write('cold', at);
-      at = body.writeInt32BE(1, at);
-      at = body.writeInt32BE(0, at);
-      body.writeBigInt64BE(0n, at);
-      body.writeInt32BE(64 << 20, at + 8);
+      // min bytes: more than will ever come
+      const body = fetchRequest('cold', { maxWaitMs: 300, minBytes: 10 << 20 });
       const started = Date.now();
       const answered = client.request(1, 4, body).then(() => Date.now() - started);
       // Lands while the fetch waits, so its re-check (another slow read) is running when maxWait ends.
