@@ -84,7 +84,8 @@ export interface GroupMs extends Service {
  * removed members) and a change event for membership caches.
  */
 export function createGroupMs(deps: GroupMsDeps): GroupMs {
-  const groups = new GroupService(deps.store, { maxMembers: deps.maxMembers });
+  const clock = deps.clock ?? Date.now;
+  const groups = new GroupService(deps.store, { maxMembers: deps.maxMembers }, clock);
   const applied = new Counter({
     name: 'parley_group_commands_total',
     help: 'Group commands from the pipe, by op',
@@ -110,7 +111,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     groups,
     publish,
     applyCommands,
-    clock: deps.clock ?? Date.now,
+    clock,
     newId: deps.newId ?? randomUUID,
     logger: deps.logger,
   });
@@ -123,7 +124,6 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     handle: (batch: Envelope<GroupCommandEvent>[]) => applyCommands(batch.map(({ event }) => event)),
   });
 
-  const clock = deps.clock ?? Date.now;
   const purged = new Counter({
     name: 'parley_group_ops_purged_total',
     help: 'Applied group ops forgotten past their retention',

@@ -49,6 +49,8 @@ export class GroupService {
   constructor(
     private readonly store: GroupStore,
     private readonly rules: GroupRules,
+    /** When a change is applied: its notice's `at`, and what the outbox measures its grace from. */
+    private readonly clock: () => number = Date.now,
   ) {}
 
   find(id: string): Promise<GroupState | undefined> {
@@ -102,13 +104,16 @@ export class GroupService {
   /**
    * A group op from the pipe: idempotent by `<from>:<id>`; a refused op becomes an `error`
    * deliverable to the sender. Other failures (the database) throw, so the record is retried.
+   * Stamped when applied, as a REST change is, not when sent: notices' times then follow the order
+   * changes took effect, and the outbox does not take an op sent long ago (a backlog) for one
+   * whose publish failed.
    */
   async applyCommand(event: GroupCommandEvent): Promise<GroupEffects> {
     const { from, frame } = event;
     const request: ChangeRequest = {
       group: frame.group,
       by: from,
-      at: event.sentAt,
+      at: this.clock(),
       operation: operationOf(frame),
     };
     try {

@@ -107,11 +107,20 @@ function decideCreate(
   operation: { name: string; members: string[] },
   rules: GroupRules,
 ): Change | null {
-  if (current) {
-    if (current.createdBy === request.by && isMember(current, request.by)) return null;
-    throw new ParleyError('conflict', `group ${request.group}: already exists`);
-  }
   const users = unique([request.by, ...operation.members]);
+  // A group its last member left is gone: its id may be used again.
+  if (current && current.members.length > 0) {
+    if (
+      isMember(current, request.by) &&
+      current.createdBy === request.by &&
+      sameGroup(current, operation.name, users)
+    )
+      return null; // the same create again (a retry)
+    throw new ParleyError(
+      'conflict',
+      `group ${request.group}: already exists${isMember(current, request.by) ? ' with another name or other members' : ''}`,
+    );
+  }
   checkSize(users.length, rules, request.group);
   const members: Member[] = users.map((user) => ({ user, role: user === request.by ? 'admin' : 'member' }));
   const next: GroupState = {
@@ -157,6 +166,11 @@ function decideRemove(group: GroupState, request: ChangeRequest, users: string[]
 function decideRename(group: GroupState, request: ChangeRequest, name: string): Change | null {
   if (group.name === name) return null;
   return { op: 'rename', next: { ...group, name, updatedAt: request.at }, affected: [], removed: [] };
+}
+
+function sameGroup(group: GroupState, name: string, users: string[]): boolean {
+  const members = memberSet(group);
+  return group.name === name && users.length === members.size && users.every((user) => members.has(user));
 }
 
 /** When the last admin leaves, the longest-standing member becomes admin, so the group stays manageable. */

@@ -149,7 +149,7 @@ async function writeGroup(tx: SqlExecutor, current: GroupState | undefined, next
   await tx.query(
     `INSERT INTO groups (id, name, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at,
-       version = groups.version + 1`,
+       created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at, version = groups.version + 1`,
     [next.id, next.name, next.createdBy, next.createdAt, next.updatedAt],
   );
   const before = new Map((current?.members ?? []).map((m) => [m.user, m.role]));

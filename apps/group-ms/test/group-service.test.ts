@@ -72,14 +72,27 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     ]);
   });
 
-  it('treats the same create by the same creator as a repeat, and by another user as a conflict', async () => {
+  it('treats the same create by the same creator as a repeat; another content, or another user, as a conflict', async () => {
     await change('g-idem', 'alice', { op: 'create', name: 'Team', members: ['bob'] });
-    const again = await change('g-idem', 'alice', { op: 'create', name: 'Other', members: [] });
+    const again = await change('g-idem', 'alice', { op: 'create', name: 'Team', members: ['bob', 'alice'] });
     expect(toGroup(again.state!)).toMatchObject({ name: 'Team', members: ['alice', 'bob'] });
     expect(again.effects).toEqual({ deliveries: [], notices: [], changes: [] });
+    // not silently the old group: the new name and members would never be applied
+    await expect(change('g-idem', 'alice', { op: 'create', name: 'Other', members: [] })).rejects.toThrow(
+      'group g-idem: already exists with another name or other members',
+    );
     expect(await refusedWith(change('g-idem', 'bob', { op: 'create', name: 'Mine', members: [] }))).toBe(
       'conflict',
     );
+  });
+
+  it('lets a group id its last member left be created again, by anyone', async () => {
+    await change('g-gone', 'zed', { op: 'create', name: 'Z', members: [] });
+    await change('g-gone', 'zed', { op: 'remove', members: ['zed'] });
+    const again = await change('g-gone', 'amy', { op: 'create', name: 'New', members: ['bo'] });
+    expect(toGroup(again.state!)).toMatchObject({ name: 'New', members: ['amy', 'bo'], admins: ['amy'] });
+    expect(again.effects.notices[0].frame).toMatchObject({ op: 'create', by: 'amy' });
+    expect(toGroup((await groups.find('g-gone'))!)).toMatchObject({ name: 'New', members: ['amy', 'bo'] });
   });
 
   it('lets any member add members, and tells old and new members', async () => {
@@ -178,6 +191,20 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     });
     const ops = await db.query<{ n: string }>("SELECT count(*) AS n FROM group_ops WHERE mid = 'alice:c2'");
     expect(Number(ops.rows[0].n)).toBe(1);
+  });
+
+  it('stamps a pipe op when it is applied, not when it was sent: an op from a backlog is no stale outbox entry', async () => {
+    const at = Date.now();
+    const clocked = new GroupService(createSqlGroupStore(db), { maxMembers: 4 }, () => at);
+    const sentLongAgo = command(
+      'alice',
+      { type: 'group', id: 'c9', op: 'create', group: 'g-stamp', name: 'T', members: [] },
+      at - 60_000,
+    );
+    const applied = await clocked.applyCommand(sentLongAgo);
+    expect(applied.notices[0].frame).toMatchObject({ mid: '~group:alice:c9', at });
+    // what the outbox would republish as not published within its grace: not this one, just applied
+    expect((await clocked.unpublished(at - 5000, 100)).opMids).not.toContain('alice:c9');
   });
 
   it('refuses an invalid pipe op with an error deliverable to the sender only', async () => {

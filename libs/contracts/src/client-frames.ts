@@ -38,7 +38,7 @@ const Members = Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP });
 export const GroupName = Type.String({
   minLength: 1,
   maxLength: 200,
-  pattern: '^[^\\u0000-\\u001F\\u007F]+$',
+  pattern: '^[^\\u0000-\\u001F\\u007F-\\u009F]+$', // C0, DEL and C1 (U+0085 is a line break)
   description: 'A group name: 1-200 characters, no control characters',
 });
 

@@ -371,7 +371,14 @@ const malformedRest: Array<[string, Parameters<typeof compile>[0], InputPart, un
     CreateGroupBody,
     'body',
     { name: 'a\u0000b', members: [] },
-    'name: must match ^[^\\u0000-\\u001F\\u007F]+$',
+    'name: must match ^[^\\u0000-\\u001F\\u007F-\\u009F]+$',
+  ],
+  [
+    'POST /v1/groups: a name with a C1 line break (U+0085: a name is one line)',
+    CreateGroupBody,
+    'body',
+    { name: 'line1\u0085line2', members: [] },
+    'name: must match ^[^\\u0000-\\u001F\\u007F-\\u009F]+$',
   ],
   [
     'POST /v1/groups: a name over 200 characters',
