@@ -336,6 +336,14 @@ describe('rest-gateway', () => {
         },
       ]);
     }
+    // a JSON body is taken as sent, as over the WebSocket: no number made a name, no name a list
+    for (const [payload, message] of [
+      [{ name: 12345, members: [] }, 'name: must be string'],
+      [{ name: 'Team', members: 'bob' }, 'members: must be array'],
+    ] as const) {
+      const coerced = await gateway.http.inject({ method: 'POST', url: '/v1/groups', headers, payload });
+      expect([coerced.statusCode, coerced.json().error]).toEqual([400, { code: 'invalid_request', message }]);
+    }
     const unknown = await gateway.http.inject({ method: 'GET', url: '/v1/nothing?x=1', headers });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json()).toEqual({ error: { code: 'not_found', message: 'no route GET /v1/nothing' } });

@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Histogram, Registry } from 'prom-client';
 import { describeInputErrors, ErrorCode, ParleyError, statusOf } from '@parley/contracts';
-import type { ErrorObject } from 'ajv';
+import Ajv, { type ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
 import { Readiness } from './readiness';
 import { isTransient } from './transient';
@@ -45,20 +45,12 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     trustProxy: options.trustProxy ?? false,
-    ajv: {
-      customOptions: {
-        removeAdditional: false,
-        coerceTypes: 'array',
-        useDefaults: true,
-        allErrors: false,
-        strict: false,
-      },
-    },
     schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
     // close() ends idle keep-alive connections at once and lets running requests finish (drain).
     forceCloseConnections: 'idle',
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
 
+  app.setValidatorCompiler(validatorCompiler());
   acceptJsonOnly(app);
   observeRequests(app, options.metrics);
   closeConnectionsWhenClosing(app);
@@ -79,6 +71,20 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     return options.metrics.metrics();
   });
   return app;
+}
+
+/**
+ * Query strings, params and headers are text, so their numbers and lists are coerced from it
+ * (`?limit=5`, one `users` given once); a JSON body says what it means, so it is validated as
+ * sent: `"name": 12345` or `"members": "bob"` is refused naming the field, as over the WebSocket,
+ * not quietly turned into a string or a list.
+ */
+function validatorCompiler() {
+  const options = { removeAdditional: false, useDefaults: true, allErrors: false, strict: false } as const;
+  const fromText = new Ajv({ ...options, coerceTypes: 'array' });
+  const asSent = new Ajv({ ...options, coerceTypes: false });
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
+    (httpPart === 'body' ? asSent : fromText).compile(schema);
 }
 
 /**
