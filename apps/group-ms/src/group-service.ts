@@ -156,6 +156,7 @@ function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNot
   };
   if (change.op === 'create' || change.op === 'rename') frame.name = change.next.name;
   if (change.affected.length > 0) frame.members = change.affected;
+  if (change.admins) frame.admins = change.admins;
   const members = change.next.members.map((m) => m.user);
   return { frame, members, recipients: [...members, ...change.removed] };
 }

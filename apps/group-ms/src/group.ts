@@ -40,6 +40,8 @@ export interface Change {
   affected: string[];
   /** Members that are no longer members: they are told too. */
   removed: string[];
+  /** Set when the change made someone admin (the last admin left): the admins after it. */
+  admins?: string[];
 }
 
 export interface GroupRules {
@@ -96,7 +98,7 @@ export function toGroup(state: GroupState): Group {
     id: state.id,
     name: state.name,
     members: state.members.map((m) => m.user),
-    admins: state.members.filter((m) => m.role === 'admin').map((m) => m.user),
+    admins: adminsOf(state.members),
     createdAt: state.createdAt,
   };
 }
@@ -159,13 +161,19 @@ function decideRemove(group: GroupState, request: ChangeRequest, users: string[]
   const leaving = new Set(removed);
   const remaining = group.members.filter((m) => !leaving.has(m.user));
   const op: GroupOp = removed.length === 1 && removed[0] === request.by ? 'leave' : 'remove';
-  const next = { ...group, members: keepAnAdmin(remaining), updatedAt: request.at };
-  return { op, next, affected: removed, removed };
+  const members = keepAnAdmin(remaining);
+  const next = { ...group, members, updatedAt: request.at };
+  const promoted = members.length > 0 && members[0].role !== remaining[0].role;
+  return { op, next, affected: removed, removed, ...(promoted && { admins: adminsOf(members) }) };
 }
 
 function decideRename(group: GroupState, request: ChangeRequest, name: string): Change | null {
   if (group.name === name) return null;
   return { op: 'rename', next: { ...group, name, updatedAt: request.at }, affected: [], removed: [] };
+}
+
+function adminsOf(members: Member[]): string[] {
+  return members.filter((m) => m.role === 'admin').map((m) => m.user);
 }
 
 function sameGroup(group: GroupState, name: string, users: string[]): boolean {

@@ -125,8 +125,15 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     const bobLeft = await change('g-leave', 'bob', { op: 'leave' });
     expect(bobLeft.effects.notices[0].frame).toMatchObject({ op: 'leave', members: ['bob'], by: 'bob' });
     expect(bobLeft.effects.notices[0].recipients.sort()).toEqual(['alice', 'bob', 'carol']);
+    expect(bobLeft.effects.notices[0].frame).not.toHaveProperty('admins'); // alice is still admin
     const aliceLeft = await change('g-leave', 'alice', { op: 'leave' });
     expect(toGroup(aliceLeft.state!)).toMatchObject({ members: ['carol'], admins: ['carol'] });
+    // the members hear who is admin now, without asking
+    expect(aliceLeft.effects.notices[0].frame).toMatchObject({
+      op: 'leave',
+      members: ['alice'],
+      admins: ['carol'],
+    });
   });
 
   it('lets a member rename the group', async () => {

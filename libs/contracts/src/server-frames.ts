@@ -78,6 +78,11 @@ export const GroupChangeFrame = Type.Object(
     group: GroupId,
     name: Type.Optional(Type.String()),
     members: Type.Optional(Type.Array(UserId)),
+    admins: Type.Optional(
+      Type.Array(UserId, {
+        description: 'The admins after this change, when it made someone admin (the last admin left)',
+      }),
+    ),
     by: UserId,
     at: Timestamp,
   },
