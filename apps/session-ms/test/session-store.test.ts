@@ -1,4 +1,6 @@
 import Redis from 'ioredis';
+import { ChildProcess, spawn } from 'node:child_process';
+import { TcpFaultProxy } from '@parley/test-kit';
 import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
 import { MemorySessionStore } from '../src/store/memory-store';
@@ -298,4 +300,46 @@ describe('MemorySessionStore', () => {
     expect(remembered.length).toBeLessThanOrEqual(800);
     expect(remembered).toEqual(mids.slice(mids.length - remembered.length));
   });
+});
+
+describe('RedisSessionStore through a failover (the old primary demoted, the name moved to the new one)', () => {
+  const servers: ChildProcess[] = [];
+  afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));
+
+  /** A redis-server of this test's own: the shared one is never demoted. */
+  const ownRedis = async (): Promise<number> => {
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    servers.push(
+      spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
+        stdio: 'ignore',
+      }),
+    );
+    const probe = new Redis({
+      port,
+      lazyConnect: true,
+      retryStrategy: () => 100,
+      maxRetriesPerRequest: null,
+    });
+    await probe.connect().catch(() => undefined);
+    await probe.ping();
+    probe.disconnect();
+    return port;
+  };
+
+  it('reconnects on READONLY and writes to the new primary, instead of failing every write for good', async () => {
+    const [oldPrimary, newPrimary] = [await ownRedis(), await ownRedis()];
+    const proxy = await TcpFaultProxy.start({ host: '127.0.0.1', port: oldPrimary });
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${proxy.port}`, 'failover:');
+    try {
+      expect(await store.track(pending('alice:f1'), 1000)).toBe('tracked');
+      proxy.retarget({ host: '127.0.0.1', port: newPrimary });
+      const admin = new Redis({ port: oldPrimary });
+      await admin.replicaof('127.0.0.1', String(newPrimary));
+      admin.disconnect();
+      expect(await store.track(pending('alice:f2'), 1000)).toBe('tracked');
+    } finally {
+      await store.close();
+      await proxy.close();
+    }
+  }, 15_000);
 });

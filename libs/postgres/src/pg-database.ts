@@ -2,6 +2,7 @@ import { Pool, PoolConfig } from 'pg';
 import { QueryResult, RolledBackError, SqlDatabase, SqlExecutor } from './database';
 
 const BUSY_IS_HEALTHY_MS = 5000;
+const READ_ONLY_TRANSACTION = '25006';
 
 export interface PgDatabaseConfig extends PoolConfig {
   connectionString: string;
@@ -53,6 +54,8 @@ export function createPgDatabase({ statementTimeoutMs, ...config }: PgDatabaseCo
         return value;
       } catch (err) {
         await client.query('ROLLBACK').catch((rollbackFailed: Error) => (broken ??= rollbackFailed));
+        // On a server a failover made read-only: let the pool connect anew, to the new primary.
+        if ((err as { code?: string }).code === READ_ONLY_TRANSACTION) broken ??= err as Error;
         throw err;
       } finally {
         client.off('error', onError);

@@ -92,6 +92,31 @@ describe('a Postgres pool busy with a backlog', () => {
   });
 });
 
+describe('a Postgres made read-only under the pool (a failover)', () => {
+  it('fails the transaction as transient and drops that connection, so the next one may reach the new primary', async () => {
+    const db = createPgDatabase({
+      connectionString: TEST_DATABASE_URL,
+      max: 1,
+      options: '-c default_transaction_read_only=on',
+    });
+    try {
+      let firstPid = 0;
+      const write = db.transaction(async (tx) => {
+        firstPid = (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+        await tx.query('CREATE TABLE never_made (id int)');
+      });
+      await expect(write).rejects.toMatchObject({ code: '25006' });
+      expect(isTransient(await write.catch((err: unknown) => err))).toBe(true);
+      const next = await db.transaction(
+        async (tx) => (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid,
+      );
+      expect(next).not.toBe(firstPid);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
 describe('a Postgres connection lost mid-transaction', () => {
   let proxy: TcpFaultProxy;
   let db: SqlDatabase;

@@ -19,6 +19,7 @@ const TRANSIENT_CODES = new Set([
   '40P01', // Postgres deadlock
   '57014', // Postgres cancelled the statement: statement_timeout (a database too slow or locked), or an operator
   '55P03', // Postgres lock_timeout
+  '25006', // Postgres read-only transaction: a failover demoted the primary this connection is on
 ]);
 
 /** SQLSTATE classes of a database that is unreachable, overloaded or shutting down. */
@@ -27,8 +28,10 @@ const TRANSIENT_SQLSTATE = /^(08|53|57P)[0-9A-Z]{2,3}$/;
 /** Errors that say a dependency is down, by name (ioredis gives up on a command while Redis is away). */
 const TRANSIENT_NAMES = new Set(['MaxRetriesPerRequestError']);
 
+// Redis: loading, a replica or failover, out of memory (maxmemory with noeviction), a failed
+// snapshot (MISCONF), a busy script, too few replicas: all pass once Redis recovers.
 const TRANSIENT_MESSAGE =
-  /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN) /i;
+  /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|OOM|MISCONF|BUSY|NOREPLICAS) /i;
 
 /**
  * Failures of a dependency (Kafka, Redis, Postgres, the network) are transient: retrying them

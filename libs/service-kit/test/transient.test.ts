@@ -24,6 +24,11 @@ describe('isTransient', () => {
       ['postgres connection failure', sqlError('08006')],
       ['postgres deadlock', sqlError('40P01')],
       ['redis loading', new Error('LOADING Redis is loading the dataset in memory')],
+      ['redis full', new Error("OOM command not allowed when used memory > 'maxmemory'. script: 299e00")],
+      ['redis snapshot failing', new Error('MISCONF Redis is configured to save RDB snapshots, but ...')],
+      ['redis a replica now', new Error("READONLY You can't write against a read only replica.")],
+      ['postgres read-only after a failover', sqlError('25006')],
+      ['postgres statement timeout', sqlError('57014')],
       [
         'wrapped',
         new Error('handler failed', { cause: Object.assign(new Error('x'), { code: 'ECONNRESET' }) }),

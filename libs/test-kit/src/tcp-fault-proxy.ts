@@ -3,7 +3,8 @@ import { createConnection, createServer, Server, Socket } from 'node:net';
 /**
  * A TCP proxy in front of a dependency that a test can cut: every open connection is reset and
  * new ones are refused until `restore()`. From the clients' side this is the dependency going down,
- * without stopping a server that other test suites share.
+ * without stopping a server that other test suites share. `retarget()` moves where new connections
+ * go, as a failover moves a service's name to another server.
  */
 export class TcpFaultProxy {
   private readonly open = new Set<Socket>();
@@ -12,6 +13,7 @@ export class TcpFaultProxy {
   private constructor(
     private readonly server: Server,
     readonly port: number,
+    private target: { host: string; port: number },
   ) {}
 
   static start(target: { host: string; port: number }): Promise<TcpFaultProxy> {
@@ -19,11 +21,16 @@ export class TcpFaultProxy {
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => {
-        const proxy = new TcpFaultProxy(server, (server.address() as { port: number }).port);
-        server.on('connection', (client) => proxy.pipe(client, target));
+        const proxy = new TcpFaultProxy(server, (server.address() as { port: number }).port, target);
+        server.on('connection', (client) => proxy.pipe(client, proxy.target));
         resolve(proxy);
       });
     });
+  }
+
+  /** Connections from now on go to `target`; open ones stay where they are. */
+  retarget(target: { host: string; port: number }): void {
+    this.target = target;
   }
 
   cut(): void {

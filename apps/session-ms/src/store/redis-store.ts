@@ -112,6 +112,9 @@ export class RedisSessionStore implements SessionStore {
         keyPrefix,
         maxRetriesPerRequest: 3,
         enableAutoPipelining: true,
+        // After a failover the old primary answers as a replica: reconnect (the endpoint now names
+        // the new primary) and resend, instead of failing every write with READONLY for good.
+        reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
         ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
       }),
     );
