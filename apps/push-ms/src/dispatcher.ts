@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
+import { isTransient } from '@parley/service-kit';
 import type { DeviceStore } from './device-store';
 import type { PushNotification, PushProvider, TokenOutcome } from './provider';
 
@@ -30,8 +31,21 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const inFlight = new Set<Promise<void>>();
   const stopping = new AbortController();
 
+  /** The user's devices; a database blip (a restart, a failover) is waited out like an FCM one. */
+  const devicesOf = async (user: string) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await options.devices.devices(user);
+      } catch (err) {
+        if (!isTransient(err) || attempt >= options.maxAttempts || stopping.signal.aborted) throw err;
+        metrics.retries.inc();
+        await sleep(options.retryBaseMs * 2 ** (attempt - 1), stopping.signal);
+      }
+    }
+  };
+
   const sendToDevices = async (user: string, notification: PushNotification) => {
-    let tokens = (await options.devices.devices(user)).map((d) => d.token);
+    let tokens = (await devicesOf(user)).map((d) => d.token);
     if (tokens.length === 0) return metrics.notifications.inc({ result: 'no_devices' });
     let sent = 0;
     let failed = 0;

@@ -7,7 +7,7 @@ import {
 } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
-import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
+import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createPushService, PushService } from '../src/app';
 import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
 import { createFcmProvider } from '../src/fcm-provider';
@@ -184,6 +184,23 @@ describe('push-ms service against a fake FCM server', () => {
       token: 'carol-phone',
       notification: { title: 'alice', body: 'see you at 8' },
     });
+  });
+
+  it('waits out a database blip while looking up the devices, as it does an FCM one', async () => {
+    const { service, bus } = await startService();
+    await register(service, 'ivy', 'phone', 'ivy-phone');
+    const lookup = devices.devices.bind(devices);
+    let blips = 1;
+    const spy = jest.spyOn(devices, 'devices').mockImplementation(async (user) => {
+      if (blips-- > 0) throw new TransientError('Postgres restarting');
+      return lookup(user);
+    });
+    try {
+      await bus.publish(TOPICS.offline, [offline(message('ivy'))]);
+      await waitFor(() => fcm.tokensSentTo().includes('ivy-phone'));
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('forgets tokens FCM reports unregistered and still reaches the other devices', async () => {
