@@ -315,12 +315,12 @@ export class Delivery {
       // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable,
       // unless it is a message to oneself that was stored.
       const toStorage = ack.mids.filter(
-        (mid, i) => found[i]?.stored || (found[i] === undefined && senderOfMid(mid) !== ack.user),
+        (mid, i) => found[i] === 'stored' || (found[i] === undefined && senderOfMid(mid) !== ack.user),
       );
       offlineAcks.push(...offlineAck(ack.user, toStorage, ack.at));
       // A receipt only for what was pushed to this user and is in no storage: storage sends those of
       // what it held (a mid that is neither is no proof of delivery: anyone can ack any mid).
-      const pushedOnly = ack.mids.filter((_, i) => found[i] !== undefined && !found[i]!.stored);
+      const pushedOnly = ack.mids.filter((_, i) => found[i] === 'pushed');
       receipts.push(...deliveredReceipts(ack.user, pushedOnly, ack.at));
     }
     await Promise.all([

@@ -149,7 +149,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.track(pending('alice:t1'), 1000)).toBe('tracked');
     expect(await store.track(pending('alice:t1'), 1000)).toBe('pending');
     const [done] = await store.complete('bob', ['alice:t1'], 60_000);
-    expect(done).toEqual(pending('alice:t1'));
+    expect(done).toBe('pushed');
     expect(await store.track(pending('alice:t1'), 1000)).toBe('acked');
     expect(await store.track(pending('alice:t1', 'carol'), 1000)).toBe('tracked');
   });
@@ -162,7 +162,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
       { ...pending('alice:s1', 'sam'), stored: true },
     ]);
     const [done] = await store.complete('sam', ['alice:s1'], 60_000);
-    expect(done?.stored).toBe(true);
+    expect(done).toBe('stored');
   });
 
   it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
@@ -191,6 +191,20 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   it('reports an ack of something not pending as undefined, and still remembers it', async () => {
     expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
     expect(await store.track(pending('alice:never'), 1000)).toBe('acked');
+    expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
+  });
+
+  it('answers a completion again with what it completed (a batch retried after its receipts failed to go out)', async () => {
+    await store.track(pending('alice:r1', 'rita'), 1000);
+    await store.track({ ...pending('alice:r2', 'rita'), stored: true }, 1000);
+    const first = await store.complete('rita', ['alice:r1', 'alice:r2', 'alice:r3'], 60_000);
+    expect(first).toEqual(['pushed', 'stored', undefined]);
+    expect(await store.complete('rita', ['alice:r3', 'alice:r2', 'alice:r1'], 60_000)).toEqual([
+      undefined,
+      'stored',
+      'pushed',
+    ]);
+    expect(await store.complete('ruth', ['alice:r1'], 60_000)).toEqual([undefined]); // another user's ack: nothing
   });
 
   it('claims due entries once, incrementing attempts and leasing them', async () => {

@@ -1,5 +1,15 @@
-import { createRecentSet, RecentSet } from '@parley/service-kit';
-import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore, TrackOutcome } from './session-store';
+import { createRecentMap, RecentMap } from '@parley/service-kit';
+import {
+  Completed,
+  Connection,
+  FORGET_GATEWAY_AFTER_MS,
+  Pending,
+  SessionStore,
+  TrackOutcome,
+} from './session-store';
+
+/** Acked, completing nothing (a mid never pending here, or an ack of one's own send). */
+const NOTHING = 'acked';
 
 /** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
 export const DEFAULT_MAX_ACKED = 1_000_000;
@@ -28,7 +38,8 @@ export class MemorySessionStore implements SessionStore {
     (a, b) => a.dueAt - b.dueAt,
   );
   /** Acked mids, a set per `rememberMs` (there is one in practice: the setting's). */
-  private readonly acked = new Map<number, RecentSet>();
+  /** Acked mids (by rememberMs), with what the ack completed. */
+  private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
 
   constructor(
@@ -104,13 +115,19 @@ export class MemorySessionStore implements SessionStore {
     return 'tracked';
   }
 
-  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
+  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>> {
     let acked = this.acked.get(rememberMs);
-    if (!acked) this.acked.set(rememberMs, (acked = createRecentSet(rememberMs, this.maxAcked, this.now)));
+    if (!acked) this.acked.set(rememberMs, (acked = createRecentMap(rememberMs, this.maxAcked, this.now)));
     return mids.map((mid) => {
+      const key = keyOf(user, mid);
       const entry = this.remove(user, mid);
-      acked.add(keyOf(user, mid));
-      return entry?.pending;
+      const completed: Completed | undefined = entry
+        ? entry.pending.stored
+          ? 'stored'
+          : 'pushed'
+        : this.completedBefore(key);
+      acked.set(key, completed ?? NOTHING);
+      return completed;
     });
   }
 
@@ -184,6 +201,14 @@ export class MemorySessionStore implements SessionStore {
   private isAcked(key: string): boolean {
     for (const acked of this.acked.values()) if (acked.has(key)) return true;
     return false;
+  }
+
+  private completedBefore(key: string): Completed | undefined {
+    for (const acked of this.acked.values()) {
+      const before = acked.get(key);
+      if (before !== undefined && before !== NOTHING) return before;
+    }
+    return undefined;
   }
 
   async close(): Promise<void> {}

@@ -1,5 +1,12 @@
 import Redis from 'ioredis';
-import { Connection, FORGET_GATEWAY_AFTER_MS, Pending, SessionStore, TrackOutcome } from './session-store';
+import {
+  Completed,
+  Connection,
+  FORGET_GATEWAY_AFTER_MS,
+  Pending,
+  SessionStore,
+  TrackOutcome,
+} from './session-store';
 
 /*
  * Keys (all under the client's keyPrefix):
@@ -32,18 +39,25 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 return 1`;
 
+// The ack marker holds what the ack completed: p(ushed), s(tored), or 1 (nothing); a mid completed
+// before answers that again. The pending JSON ends with its "stored" key (TRACK keeps it last).
 const COMPLETE = `
 local out = {}
 for i = 4, #KEYS do
   local mid = ARGV[i - 1]
   local raw = redis.call('HGET', KEYS[1], mid)
-  local attempts = redis.call('HGET', KEYS[2], mid)
-  redis.call('HDEL', KEYS[1], mid)
-  redis.call('HDEL', KEYS[2], mid)
-  redis.call('ZREM', KEYS[3], ARGV[2] .. '\\n' .. mid)
-  redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])
-  out[#out + 1] = raw or ''
-  out[#out + 1] = attempts or '0'
+  local completed
+  if raw then
+    completed = (string.sub(raw, -14) == '"stored":true}') and 's' or 'p'
+    redis.call('HDEL', KEYS[1], mid)
+    redis.call('HDEL', KEYS[2], mid)
+    redis.call('ZREM', KEYS[3], ARGV[2] .. '\\n' .. mid)
+  else
+    completed = redis.call('GET', KEYS[i])
+    if completed ~= 'p' and completed ~= 's' then completed = '1' end
+  end
+  redis.call('SET', KEYS[i], completed, 'PX', ARGV[1])
+  out[#out + 1] = completed
 end
 return out`;
 
@@ -82,6 +96,7 @@ end
 return earliest`;
 
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
+const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
 /** The JSON of a pending one: `stored` stays its last key (TRACK rewrites it in place). */
 interface StoredPending {
@@ -210,7 +225,7 @@ export class RedisSessionStore implements SessionStore {
     return TRACK_OUTCOMES[outcome as 0 | 1 | 2];
   }
 
-  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>> {
+  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>> {
     if (mids.length === 0) return [];
     const keys = [`pend:${user}`, `att:${user}`, 'due', ...mids.map((mid) => `ack:${user}:${mid}`)];
     const out = (await this.redis.eval(
@@ -221,7 +236,7 @@ export class RedisSessionStore implements SessionStore {
       user,
       ...mids,
     )) as string[];
-    return mids.map((mid, i) => (out[2 * i] ? toPending(user, mid, out[2 * i], out[2 * i + 1]) : undefined));
+    return out.map((completed) => COMPLETED[completed]);
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {

@@ -33,6 +33,9 @@ export interface Pending {
   stored: boolean;
 }
 
+/** What an ack completed: a deliverable pushed and in no storage, or one stored offline before. */
+export type Completed = 'pushed' | 'stored';
+
 /**
  * Session state: who is connected where, presence, and deliveries awaiting acks. Redis in
  * production (shared by session-ms replicas, survives restarts); in memory for the embedded default.
@@ -57,8 +60,13 @@ export interface SessionStore {
    * that a stored copy (a replay) marks the pending one stored, so its ack reaches storage.
    */
   track(pending: Pending, dueAt: number): Promise<TrackOutcome>;
-  /** Acks: removes what was pending and remembers the mids as acked for `rememberMs`. */
-  complete(user: string, mids: string[], rememberMs: number): Promise<Array<Pending | undefined>>;
+  /**
+   * Acks: removes what was pending and remembers the mids as acked for `rememberMs`, with what each
+   * ack completed: `pushed` (pending, not stored), `stored` (a stored copy was pending), or
+   * nothing (undefined). A mid completed before answers the same again: a batch retried after its
+   * receipts failed to publish, or a script whose reply was lost and resent, still sends them.
+   */
+  complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>>;
   /**
    * Stops tracking without marking acked (it went offline). Returns those of `mids` that are
    * remembered as acked: an ack that completed one after it was read here, and before this drop.
