@@ -42,7 +42,11 @@ export function createRecentSet(ttlMs: number, maxEntries: number, now: () => nu
   };
 }
 
-export function createRecentMap<V>(ttlMs: number, maxEntries: number, now: () => number = Date.now): RecentMap<V> {
+export function createRecentMap<V>(
+  ttlMs: number,
+  maxEntries: number,
+  now: () => number = Date.now,
+): RecentMap<V> {
   const generationSize = Math.max(1, Math.floor(maxEntries / 8));
   const generations: Generation<V>[] = [];
   let size = 0;
