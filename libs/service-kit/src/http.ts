@@ -80,7 +80,14 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
  * not quietly turned into a string or a list.
  */
 function validatorCompiler() {
-  const options = { removeAdditional: false, useDefaults: true, allErrors: false, strict: false } as const;
+  // addUsedSchema off (as fastify's own compiler): two routes may share a schema that has an $id.
+  const options = {
+    removeAdditional: false,
+    useDefaults: true,
+    allErrors: false,
+    strict: false,
+    addUsedSchema: false,
+  } as const;
   const fromText = new Ajv({ ...options, coerceTypes: 'array' });
   const asSent = new Ajv({ ...options, coerceTypes: false });
   return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
