@@ -35,7 +35,12 @@ export class TcpFaultProxy {
 
   cut(): void {
     this.down = true;
-    for (const socket of this.open) socket.resetAndDestroy();
+    for (const socket of this.open) {
+      // A socket already closing (its peer ended it) is destroyed, not reset: resetting one
+      // mid-close left its handle unclosable, and Node spun at exit (CI, 2026-12-05).
+      if (socket.readableEnded || socket.writableEnded) socket.destroy();
+      else socket.resetAndDestroy();
+    }
     this.open.clear();
   }
 
