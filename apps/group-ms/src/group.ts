@@ -112,16 +112,10 @@ function decideCreate(
   const users = unique([request.by, ...operation.members]);
   // A group its last member left is gone: its id may be used again.
   if (current && current.members.length > 0) {
-    if (
-      isMember(current, request.by) &&
-      current.createdBy === request.by &&
-      sameGroup(current, operation.name, users)
-    )
-      return null; // the same create again (a retry)
-    throw new ParleyError(
-      'conflict',
-      `group ${request.group}: already exists${isMember(current, request.by) ? ' with another name or other members' : ''}`,
-    );
+    const member = isMember(current, request.by);
+    if (member && current.createdBy === request.by && sameGroup(current, operation.name, users)) return null; // the same create again (a retry)
+    const differs = member ? ' with another name or other members' : '';
+    throw new ParleyError('conflict', `group ${request.group}: already exists${differs}`);
   }
   checkSize(users.length, rules, request.group);
   const members: Member[] = users.map((user) => ({ user, role: user === request.by ? 'admin' : 'member' }));

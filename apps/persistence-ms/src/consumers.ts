@@ -33,7 +33,7 @@ export interface OfflineHandlerDeps {
  * The connect race: session-ms may send a deliverable offline just before it learns that its user
  * connected, and this service may hand the user's stored deliverables back (connectionHandler)
  * just before that deliverable is stored. Nothing would bring it over the socket until the next
- * connect. So what is stored for a user who connected within `windowMs` goes back to delivery
+ * connect. So what is stored for a user who connected within `connectRaceMs` goes back to delivery
  * too; session-ms drops a replay it cannot deliver (it is stored), so this cannot loop.
  */
 export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHandlerDeps) {

@@ -374,6 +374,19 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     });
   };
 
+  /** Refuses with a close 1008 after the upgrade: a browser can read a close, not a refused upgrade's status. */
+  const closeOnUpgrade = (
+    request: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    code: string,
+    reason: string,
+  ) => {
+    metrics.refused.inc({ code });
+    // A close reason is at most 123 bytes.
+    wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, reason.slice(0, 120)));
+  };
+
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', ignore);
     try {
@@ -383,10 +396,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
       const origin = request.headers.origin;
       if (origin && settings.allowedOrigins.length > 0 && !settings.allowedOrigins.includes(origin)) {
-        // PROTOCOL.md: close 1008. A browser cannot read a refused upgrade's status, only a close.
-        metrics.refused.inc({ code: 'forbidden' });
-        const reason = `origin ${origin} is not allowed`.slice(0, 120);
-        return wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, reason));
+        // PROTOCOL.md: close 1008.
+        return closeOnUpgrade(request, socket, head, 'forbidden', `origin ${origin} is not allowed`);
       }
       const deviceId = url.searchParams.get('deviceId') ?? undefined;
       if (deviceId !== undefined && !deviceIdPattern.test(deviceId)) {
@@ -399,10 +410,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
         throw new ParleyError('unavailable', 'this gateway is full; try another');
       const perUser = settings.maxConnectionsPerUser ?? DEFAULT_MAX_CONNECTIONS_PER_USER;
       if (registry.of(identity.user).length >= perUser) {
-        // One user must not take a gateway's sockets; a close (not an HTTP status) a browser can read.
-        metrics.refused.inc({ code: 'too_many_connections' });
+        // One user must not take a gateway's sockets.
         const reason = `too many connections for this user (at most ${perUser})`;
-        return wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, reason));
+        return closeOnUpgrade(request, socket, head, 'too_many_connections', reason);
       }
       wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, socket, identity, deviceId));
     } catch (err) {

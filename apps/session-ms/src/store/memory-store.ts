@@ -37,8 +37,7 @@ export class MemorySessionStore implements SessionStore {
   private readonly dueOrder = new MinHeap<{ dueAt: number; entry: PendingEntry }>(
     (a, b) => a.dueAt - b.dueAt,
   );
-  /** Acked mids, a set per `rememberMs` (there is one in practice: the setting's). */
-  /** Acked mids (by rememberMs), with what the ack completed. */
+  /** Acked mids with what each ack completed, a map per `rememberMs` (one in practice: the setting's). */
   private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
 
