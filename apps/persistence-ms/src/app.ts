@@ -91,7 +91,7 @@ export interface PersistenceService extends Service {
 export function createPersistenceService(deps: PersistenceDeps): PersistenceService {
   const http = buildHttpServer(deps);
   const metrics = createPersistenceMetrics(deps.metrics);
-  registerSyncRoutes(http, deps.store, metrics, deps.internalSecret);
+  registerSyncRoutes(http, deps.store, deps.internalSecret);
 
   const groupId = deps.groupId ?? 'persistence-ms';
   const offline = deps.bus.subscribe({

@@ -1,17 +1,17 @@
-import { BulkAckBody, SYNC_DEFAULT_LIMIT, SyncQuery, SyncResponse } from '@parley/contracts';
+import { SYNC_DEFAULT_LIMIT, SyncQuery, SyncResponse } from '@parley/contracts';
 import { actingUser, HttpServer, requireInternalSecret } from '@parley/service-kit';
 import { decodeCursor, encodeCursor } from './cursor';
-import type { PersistenceMetrics } from './metrics';
 import type { OfflineStore } from './store';
 
 /**
- * The internal API behind the rest-gateway's `GET /v1/messages` and bulk ack. Every call carries
- * the internal secret and the acting user (`x-parley-user`); a user only reads and acks their own.
+ * The internal API behind the rest-gateway's `GET /v1/messages`. Every call carries the internal
+ * secret and the acting user (`x-parley-user`); a user only reads their own. Acks do not come this
+ * way: a client's ack goes through Kafka (session-ms, then the offline topic), so that the
+ * sender's `delivered` receipt is published before the stored copy is dropped.
  */
 export function registerSyncRoutes(
   http: HttpServer,
   store: OfflineStore,
-  metrics: PersistenceMetrics,
   internalSecret: string,
 ): void {
   requireInternalSecret(http, internalSecret);
@@ -27,9 +27,4 @@ export function registerSyncRoutes(
     },
   );
 
-  http.post('/internal/ack', { schema: { body: BulkAckBody } }, async (request, reply) => {
-    const user = actingUser(request);
-    metrics.acked.inc({ source: 'api' }, await store.ack(user, request.body.mids));
-    return reply.code(204).send();
-  });
 }

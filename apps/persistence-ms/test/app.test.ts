@@ -55,13 +55,6 @@ describe('persistence-ms service', () => {
       url,
       headers: { [INTERNAL_SECRET_HEADER]: secret, [INTERNAL_USER_HEADER]: user },
     });
-  const ack = (mids: unknown, user = 'bob') =>
-    service.http.inject({
-      method: 'POST',
-      url: '/internal/ack',
-      headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: user },
-      payload: { mids },
-    });
   const pendingMids = async (user = 'bob') =>
     (await get('/internal/messages', user)).json().messages.map((m: { mid: string }) => m.mid);
 
@@ -130,11 +123,29 @@ describe('persistence-ms service', () => {
     ]);
   });
 
-  it('acks through the internal API for the acting user only', async () => {
-    expect((await ack(['alice:m2'], 'carol')).statusCode).toBe(204);
-    expect(await pendingMids()).toEqual(['alice:m2', 'alice:m3', 'alice:m4']);
-    expect((await ack(['alice:m2'])).statusCode).toBe(204);
+  it('drops on an offline-ack only what the acking user holds, and offers no ack route of its own', async () => {
+    const before = bus.events(TOPICS.delivery).length;
+    // One partition in the memory bus: once bob's ack is handled, carol's before it was too.
+    await bus.publish(TOPICS.offline, [
+      { v: 1, kind: 'offline-ack', user: 'carol', mids: ['alice:m3'], at: 4 },
+      { v: 1, kind: 'offline-ack', user: 'bob', mids: ['alice:m2'], at: 4 },
+    ]);
+    await waitFor(async () => !(await pendingMids()).includes('alice:m2'));
     expect(await pendingMids()).toEqual(['alice:m3', 'alice:m4']);
+    expect(bus.events(TOPICS.delivery).slice(before)).toEqual([
+      expect.objectContaining({
+        to: 'alice',
+        frame: expect.objectContaining({ mids: ['alice:m2'], by: 'bob' }),
+      }),
+    ]);
+    // An ack that skipped session-ms and the offline topic would drop the copy without a receipt.
+    const route = await service.http.inject({
+      method: 'POST',
+      url: '/internal/ack',
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'bob' },
+      payload: { mids: ['alice:m3'] },
+    });
+    expect(route.statusCode).toBe(404);
   });
 
   it('hands stored deliverables back to delivery when a device connects', async () => {
@@ -172,11 +183,7 @@ describe('persistence-ms service', () => {
     const forbidden = await get('/internal/messages', 'bob', 'wrong-secret-value');
     expect(forbidden.statusCode).toBe(403);
     expect(forbidden.json().error.code).toBe('forbidden');
-    const noSecret = await service.http.inject({
-      method: 'POST',
-      url: '/internal/ack',
-      payload: { mids: ['x'] },
-    });
+    const noSecret = await service.http.inject({ method: 'GET', url: '/internal/messages' });
     expect(noSecret.statusCode).toBe(403);
 
     const badLimit = await get('/internal/messages?limit=501');
@@ -193,9 +200,6 @@ describe('persistence-ms service', () => {
     expect((await get('/internal/messages', 'not a user')).json().error.message).toMatch(
       /^x-parley-user: must match/,
     );
-    expect((await ack([])).json()).toEqual({
-      error: { code: 'invalid_request', message: 'mids: must NOT have fewer than 1 items' },
-    });
   });
 
   it('purges past retention and counts what it stored, acked and purged', async () => {
@@ -207,9 +211,8 @@ describe('persistence-ms service', () => {
     expect(metrics).toContain('parley_persistence_stored_total{service="persistence-ms"} 7');
     expect(metrics).toContain('parley_persistence_skipped_total{service="persistence-ms"} 1');
     expect(metrics).toContain(
-      'parley_persistence_acked_total{source="offline-topic",service="persistence-ms"} 1',
+      'parley_persistence_acked_total{source="offline-topic",service="persistence-ms"} 2',
     );
-    expect(metrics).toContain('parley_persistence_acked_total{source="api",service="persistence-ms"} 1');
     expect(metrics).toContain('parley_persistence_purged_total{kind="messages",service="persistence-ms"} 5');
     expect(metrics).toContain('parley_persistence_replayed_total{service="persistence-ms"} 3');
     expect((await service.http.inject('/readyz')).statusCode).toBe(200);

@@ -62,12 +62,6 @@ export const GatewaySendResponse = Type.Object(
 export type GatewaySendResponse = Static<typeof GatewaySendResponse>;
 export type GatewaySendResult = GatewaySendResponse['results'][number];
 
-export const BulkAckBody = Type.Object(
-  { mids: Type.Array(Mid, { minItems: 1, maxItems: 500 }) },
-  { $id: 'BulkAckBody' },
-);
-export type BulkAckBody = Static<typeof BulkAckBody>;
-
 /** Group ops a router met in the group topic, for group-ms to apply in this order before it routes on. */
 export const MAX_GROUP_COMMANDS = 500;
 export const GroupCommandsRequest = Type.Object(
