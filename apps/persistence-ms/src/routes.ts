@@ -9,11 +9,7 @@ import type { OfflineStore } from './store';
  * way: a client's ack goes through Kafka (session-ms, then the offline topic), so that the
  * sender's `delivered` receipt is published before the stored copy is dropped.
  */
-export function registerSyncRoutes(
-  http: HttpServer,
-  store: OfflineStore,
-  internalSecret: string,
-): void {
+export function registerSyncRoutes(http: HttpServer, store: OfflineStore, internalSecret: string): void {
   requireInternalSecret(http, internalSecret);
 
   http.get(
@@ -26,5 +22,4 @@ export function registerSyncRoutes(
       return { messages: page.messages, next: page.hasMore ? encodeCursor(page.lastSeq) : null };
     },
   );
-
 }

@@ -1,5 +1,5 @@
 import { Static, Type } from '@sinclair/typebox';
-import { Mid, UserId } from './ids';
+import { UserId } from './ids';
 import { GroupCommandEvent } from './events';
 import { PushedFrame } from './server-frames';
 
