@@ -136,6 +136,10 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     // Postgres cannot store U+0000: refused as input, not a 500 from the database.
     const nul = await call('POST', '/internal/groups', 'alice', { id: 'nul', name: 'a\u0000b', members: [] });
     expect([nul.statusCode, nul.json().error.code]).toEqual([400, 'invalid_request']);
+    // Nor a lone surrogate, which JSON can carry and jsonb cannot: a 500 here would make the pipe
+    // (group-message-router) retry the op for good.
+    const half = await call('POST', '/internal/groups', 'alice', { id: 'sur', name: 'x\ud800', members: [] });
+    expect([half.statusCode, half.json().error.message]).toEqual([400, expect.stringMatching(/^name: /)]);
   });
 
   it('publishes a group deliverable per member (and removed member) with unique mids, and a change event, for REST changes', async () => {

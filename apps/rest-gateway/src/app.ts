@@ -17,6 +17,7 @@ import {
   GroupParams,
   InboundEvent,
   MAX_REST_BODY_BYTES,
+  fieldNestedTooDeep,
   MaxFrameBytesSetting,
   jsonDepth,
   MAX_BODY_DEPTH,
@@ -122,6 +123,8 @@ const errors = {
   429: s(ErrorBody),
   503: s(ErrorBody),
 };
+/** A route that takes a body also answers 413 (over the body limit). */
+const bodyErrors = { ...errors, 413: s(ErrorBody) };
 const secured = [{ bearer: [] as string[] }];
 
 export function createRestGateway(deps: RestGatewayDeps): RestGateway {
@@ -208,7 +211,7 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
           'Send one client frame (`message`, `ack`, `read`, `group`) or an array of up to 100. Each is accepted once Kafka has it, or rejected with a code.',
         security: secured,
         body: s(SendRequest),
-        response: { 200: s(SendResponse), 413: s(ErrorBody), ...errors },
+        response: { 200: s(SendResponse), ...bodyErrors },
       },
       // Before validation, whose type coercion would make a lone string or null a batch of one.
       preValidation: async (request) => {
@@ -285,6 +288,7 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
   const forward =
     (service: UpstreamName, method: string, path: (request: FastifyRequest) => string, withBody = false) =>
     async (request: FastifyRequest, reply: import('fastify').FastifyReply) => {
+      if (withBody) assertShallow(request.body);
       const upstream = await upstreams.call(service, {
         method,
         path: path(request),
@@ -325,7 +329,7 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
         ...groupSchema,
         description: 'Create a group; the creator is a member and admin',
         body: s(CreateGroupBody),
-        response: { 201: s(Group), 409: s(ErrorBody), ...errors },
+        response: { 201: s(Group), 409: s(ErrorBody), ...bodyErrors },
       },
     },
     forward('group-ms', 'POST', () => '/internal/groups', true),
@@ -361,7 +365,7 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
         description: 'Add members (any member may add)',
         params: s(GroupParams),
         body: s(AddMembersBody),
-        response: { 200: s(Group), 409: s(ErrorBody), ...errors },
+        response: { 200: s(Group), 409: s(ErrorBody), ...bodyErrors },
       },
     },
     forward('group-ms', 'POST', (r) => `/internal/groups/${params(r).id}/members`, true),
@@ -387,7 +391,7 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
         ...deviceSchema,
         description: 'Register the device for push',
         body: s(RegisterDeviceBody),
-        response: { 204: Type.Null(), ...errors },
+        response: { 204: Type.Null(), ...bodyErrors },
       },
     },
     forward('push-ms', 'PUT', (r) => `/internal/devices/${params(r).deviceId}`, true),
@@ -417,6 +421,17 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
     },
     forward('session-ms', 'GET', (r) => `/internal/presence?${query(r)}`),
   );
+}
+
+/** As for frames: a body field nested too deep is refused, naming it (serializing it for the call would overflow the stack). */
+function assertShallow(body: unknown): void {
+  if (body === null || typeof body !== 'object') return;
+  const tooDeep = fieldNestedTooDeep(body);
+  if (tooDeep !== undefined)
+    throw new ParleyError(
+      'invalid_request',
+      `${tooDeep}: must not be nested deeper than ${MAX_BODY_DEPTH} levels`,
+    );
 }
 
 /**

@@ -34,6 +34,8 @@ export function createHttpUpstreams(
   return {
     async call(service, { method, path, user, body }) {
       let response: Response;
+      // Serialized before the call: a failure here is the request's, not an unreachable service.
+      const payload = body === undefined ? undefined : JSON.stringify(body);
       try {
         response = await fetch(`${urls[service]}${path}`, {
           method,
@@ -42,7 +44,7 @@ export function createHttpUpstreams(
             [INTERNAL_USER_HEADER]: user,
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
           },
-          body: body === undefined ? undefined : JSON.stringify(body),
+          body: payload,
           signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (err) {

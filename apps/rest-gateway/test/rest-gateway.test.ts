@@ -259,6 +259,52 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('refuses a group or device body with a field nested too deep as 400 naming it, without calling upstream', async () => {
+    const upstream = await startUpstream(() => ({ status: 500 }));
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    try {
+      const deep = '['.repeat(20_000) + ']'.repeat(20_000); // 40 KB: well under the body limit
+      const headers = { ...(await auth()), 'content-type': 'application/json' };
+      for (const [method, url, payload] of [
+        ['POST', '/v1/groups', `{"name":"Team","members":["bob"],"meta":${deep}}`],
+        ['POST', '/v1/groups/g1/members', `{"members":["carol"],"meta":${deep}}`],
+        ['PUT', '/v1/devices/phone1', `{"token":"fcm-1","platform":"ios","meta":${deep}}`],
+      ] as const) {
+        const res = await gateway.http.inject({ method, url, headers, payload });
+        expect([url, res.statusCode, res.json()]).toEqual([
+          url,
+          400,
+          { error: { code: 'invalid_request', message: 'meta: must not be nested deeper than 32 levels' } },
+        ]);
+      }
+      expect(upstream.seen).toEqual([]);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it('answers a path it cannot decode, or a segment far past any id, with the protocol error body', async () => {
+    ({ gateway } = build());
+    const headers = await auth();
+    const get = async (url: string) => {
+      const res = await gateway.http.inject({ method: 'GET', url, headers });
+      return [res.statusCode, res.json()];
+    };
+    expect(await get('/v1/groups/%E0%A4%A')).toEqual([
+      400,
+      { error: { code: 'invalid_request', message: 'path: is not a valid URL (a malformed %-escape)' } },
+    ]);
+    expect(await get(`/v1/groups/${'a'.repeat(101)}`)).toEqual([
+      400,
+      {
+        error: {
+          code: 'invalid_request',
+          message: 'params id: must match ^[A-Za-z0-9_.-]{1,64}$',
+        },
+      },
+    ]);
+  });
+
   it('answers every error status with its body', async () => {
     ({ gateway } = build());
     const headers = await auth();
@@ -615,6 +661,14 @@ describe('rest-gateway', () => {
     expect(doc.paths['/v1/messages'].get.parameters.map((p: { name: string }) => p.name)).toEqual(
       expect.arrayContaining(['after', 'limit']),
     );
+    // 413 (over the body limit) where a body is taken, and only there.
+    const answers413 = routes.filter(([method, path]) => doc.paths[path][method].responses['413']);
+    expect(answers413).toEqual([
+      ['post', '/v1/send'],
+      ['post', '/v1/groups'],
+      ['post', '/v1/groups/{id}/members'],
+      ['put', '/v1/devices/{deviceId}'],
+    ]);
     expect(doc.paths['/healthz']).toBeUndefined();
     expect((await gateway.http.inject('/docs')).statusCode).toBeLessThan(400);
   });

@@ -383,8 +383,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     reason: string,
   ) => {
     metrics.refused.inc({ code });
-    // A close reason is at most 123 bytes.
-    wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, reason.slice(0, 120)));
+    // A close reason is at most 123 bytes (of UTF-8: an origin may hold non-ASCII text).
+    let short = reason.slice(0, 123);
+    while (Buffer.byteLength(short) > 123) short = short.slice(0, -1);
+    wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, short));
   };
 
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -131,19 +131,35 @@ describe('ws-gateway', () => {
   it('closes a socket from an origin not on the allowlist with 1008, as a browser can see', async () => {
     env = await startGateway({ allowedOrigins: ['https://app.example'] });
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
-    const socket = new WebSocket(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
-      headers: { origin: 'https://evil.example' },
-    });
-    const frames: string[] = [];
-    socket.on('message', (data) => frames.push(data.toString()));
-    const [code, reason] = await new Promise<[number, string]>((resolve) =>
-      socket.once('close', (closeCode, closeReason) => resolve([closeCode, closeReason.toString()])),
-    );
-    expect({ code, reason, frames }).toEqual({
+    const closeFrom = async (origin: string) => {
+      const socket = new WebSocket(`ws://127.0.0.1:${env!.port}/v1/ws?token=${token}`, {
+        headers: { origin },
+      });
+      const frames: string[] = [];
+      const errors: string[] = [];
+      socket.on('message', (data) => frames.push(data.toString()));
+      socket.on('error', (err) => errors.push(err.message));
+      const [code, reason] = await new Promise<[number, string]>((resolve) =>
+        socket.once('close', (closeCode, closeReason) => resolve([closeCode, closeReason.toString()])),
+      );
+      return { code, reason, frames, errors };
+    };
+    expect(await closeFrom('https://evil.example')).toEqual({
       code: 1008,
       reason: 'origin https://evil.example is not allowed',
       frames: [],
+      errors: [],
     });
+    // A close reason is at most 123 bytes: cut by bytes, not characters (Node reads such a header as
+    // latin1, so 60 'é' are 120 bytes of UTF-8 in the reason).
+    const long = await closeFrom(`https://${'é'.repeat(60)}`);
+    expect(long).toEqual({
+      code: 1008,
+      reason: expect.stringMatching(/^origin https:\/\/é+$/),
+      frames: [],
+      errors: [],
+    });
+    expect(Buffer.byteLength(long.reason)).toBeLessThanOrEqual(123);
     const allowed = await WsTestClient.connect(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
       headers: { origin: 'https://app.example' },
     });

@@ -38,7 +38,9 @@ const Members = Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP });
 export const GroupName = Type.String({
   minLength: 1,
   maxLength: 200,
-  pattern: '^[^\\u0000-\\u001F\\u007F-\\u009F]+$', // C0, DEL and C1 (U+0085 is a line break)
+  // C0, DEL and C1 (U+0085 is a line break); and lone UTF-16 surrogates (matched as code points
+  // under Ajv's `u` flag, so a proper pair, an emoji, still passes), which no UTF-8 store can hold.
+  pattern: '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$',
   description: 'A group name: 1-200 characters, no control characters',
 });
 

@@ -15,7 +15,7 @@ import {
 } from './client-frames';
 import { ErrorCode } from './errors';
 import { DEFAULT_MAX_FRAME_BYTES, MAX_BODY_DEPTH } from './limits';
-import { compile, jsonDepth, Validator } from './validation';
+import { compile, fieldNestedTooDeep, Validator } from './validation';
 
 export type FrameResult<T> =
   { ok: true; frame: T } | { ok: false; code: ErrorCode; message: string; id?: string };
@@ -65,10 +65,9 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
   }
   const candidate = value as Record<string, unknown>;
   const id = typeof candidate.id === 'string' ? candidate.id : undefined;
-  // Every field, not only the body: one nested thousands deep, even one no schema names, would
-  // overflow the stack when the event is serialized, and the sender would be told to try again.
+  // Every field, not only the body: the event is serialized, and the sender would be told to try again.
   const maxDepth = limits.maxDepth ?? MAX_BODY_DEPTH;
-  const tooDeep = Object.keys(candidate).find((key) => jsonDepth(candidate[key], maxDepth + 1) > maxDepth);
+  const tooDeep = fieldNestedTooDeep(candidate, maxDepth);
   if (tooDeep !== undefined)
     return refuse('invalid_frame', `${tooDeep}: must not be nested deeper than ${maxDepth} levels`, id);
   const types = limits.types ?? CLIENT_TYPES;

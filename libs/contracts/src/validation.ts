@@ -279,6 +279,15 @@ function join(base: string, prop: string): string {
   return base ? `${base}.${prop}` : prop;
 }
 
+/**
+ * The first field of `record` nested deeper than `maxDepth`, a field no schema names included:
+ * one nested thousands deep would overflow the stack wherever it is serialized or walked.
+ */
+export function fieldNestedTooDeep(record: object, maxDepth = MAX_BODY_DEPTH): string | undefined {
+  const fields = record as Record<string, unknown>;
+  return Object.keys(fields).find((key) => jsonDepth(fields[key], maxDepth + 1) > maxDepth);
+}
+
 /** Depth of a JSON value (a scalar is 0). Stops counting past `limit`, so huge values cost little. */
 export function jsonDepth(value: unknown, limit = MAX_BODY_DEPTH + 1): number {
   if (value === null || typeof value !== 'object' || limit <= 0) return 0;

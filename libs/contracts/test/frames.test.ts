@@ -371,14 +371,21 @@ const malformedRest: Array<[string, Parameters<typeof compile>[0], InputPart, un
     CreateGroupBody,
     'body',
     { name: 'a\u0000b', members: [] },
-    'name: must match ^[^\\u0000-\\u001F\\u007F-\\u009F]+$',
+    'name: must match ^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$',
   ],
   [
     'POST /v1/groups: a name with a C1 line break (U+0085: a name is one line)',
     CreateGroupBody,
     'body',
     { name: 'line1\u0085line2', members: [] },
-    'name: must match ^[^\\u0000-\\u001F\\u007F-\\u009F]+$',
+    'name: must match ^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$',
+  ],
+  [
+    'POST /v1/groups: a name with half of a surrogate pair (no UTF-8 store can hold it)',
+    CreateGroupBody,
+    'body',
+    { name: 'Team \ud83d', members: [] },
+    'name: must match',
   ],
   [
     'POST /v1/groups: a name over 200 characters',
@@ -550,6 +557,17 @@ describe('malformed REST bodies, queries and params', () => {
     const message = refusal(schema, part, input);
     expect(message).toContain(text);
     expect(message).not.toMatch(/instancePath|schemaPath|#\/|\(root\)|anyOf/);
+  });
+
+  it('takes a group name of any printable text, emoji included, over REST and WebSocket alike', () => {
+    expect(refusal(CreateGroupBody, 'body', { name: 'Team 😀 ünïcode', members: [] })).toBeUndefined();
+    const create = { type: 'group', id: 'c1', op: 'create', group: 'g1', members: [] };
+    expect(validateClientFrame({ ...create, name: 'Team 😀' })).toMatchObject({ ok: true });
+    expect(validateClientFrame({ ...create, name: '\udfff' })).toMatchObject({
+      ok: false,
+      code: 'invalid_frame',
+      message: expect.stringMatching(/^name: must match/),
+    });
   });
 
   it('accepts the largest batch and the most users the limits allow', () => {

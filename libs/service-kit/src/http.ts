@@ -48,6 +48,17 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
     // close() ends idle keep-alive connections at once and lets running requests finish (drain).
     forceCloseConnections: 'idle',
+    // A path segment past the ids' 64 characters reaches the schema (400 naming the param), not a 414.
+    routerOptions: { maxParamLength: 1000 },
+    // A path fastify cannot decode, before any route: the protocol's error body, not fastify's own.
+    frameworkErrors: (error, _request, reply) =>
+      sendError(
+        reply,
+        'invalid_request',
+        error.code === 'FST_ERR_BAD_URL'
+          ? 'path: is not a valid URL (a malformed %-escape)'
+          : `path: ${error.message}`,
+      ),
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
 
   app.setValidatorCompiler(validatorCompiler());
