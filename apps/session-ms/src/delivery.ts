@@ -15,6 +15,7 @@ import {
   TOPICS,
 } from '@parley/contracts';
 import { EventBus } from '@parley/kafka';
+import { DAY_MS } from '@parley/service-kit';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { GatewayClient } from './gateway-client';
@@ -41,6 +42,12 @@ const readReportTtlMs = (retryTickMs: number) => Math.max(10_000, 3 * retryTickM
 const MAX_ACK_READ_LAG_MS = 60_000;
 /** A stopping replica this close to the present withdraws its read position; a lagging one lets it expire. */
 const CAUGHT_UP_MS = 1000;
+/**
+ * How long a note to oneself handed to storage is remembered as stored (`SessionStore.markStored`),
+ * so that its ack, which looks like the ack of an `accepted` frame, reaches storage: a little longer
+ * than storage keeps it by default (persistence-ms's RETENTION_DAYS, 30).
+ */
+const STORED_NOTE_MEMORY_MS = 31 * DAY_MS;
 
 interface Push {
   user: string;
@@ -283,6 +290,12 @@ export class Delivery {
       .map((p) => ({ v: 1, kind: 'offline', to: p.user, frame: p.frame, at }));
     await this.bus.publish(TOPICS.offline, events);
     const byUser = [...groupBy(pendings, (p) => p.user)];
+    await Promise.all(
+      byUser.map(([user, ofUser]) => {
+        const notes = ofUser.filter((p) => senderOfMid(p.mid) === user).map((p) => p.mid);
+        return notes.length > 0 ? this.store.markStored(user, notes, STORED_NOTE_MEMORY_MS) : undefined;
+      }),
+    );
     const ackedMeanwhile = await Promise.all(
       byUser.map(([user, ofUser]) =>
         this.store.drop(
@@ -313,7 +326,7 @@ export class Delivery {
       const found = completed[i];
       this.metrics.acked.inc(ack.mids.length);
       // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable,
-      // unless it is a message to oneself that was stored.
+      // unless it is a message to oneself that was stored: then it completed `stored`.
       const toStorage = ack.mids.filter(
         (mid, i) => found[i] === 'stored' || (found[i] === undefined && senderOfMid(mid) !== ack.user),
       );

@@ -416,6 +416,19 @@ describe('Delivery', () => {
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
   });
 
+  it('sends what runs out of attempts to storage in the order it was sent, so sync serves it oldest first', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone'); // connected, but never acks (a half-open socket)
+    const ids = ['k8', 'k9', 'k10', 'k11', 'k12', 'k13', 'k14'];
+    await delivery.handle(ids.map((id) => message(id)));
+    await retryUntilQuiet();
+    const sent = ids.map((id) => `alice:${id}`);
+    expect(gateways.mids('bob')).toEqual([...sent, ...sent, ...sent]);
+    expect(bus.events(TOPICS.offline).map((e) => (e.kind === 'offline' ? e.frame.mid : e.kind))).toEqual(
+      sent,
+    );
+  });
+
   it('tells storage about an ack that arrives after the deliverable went offline', async () => {
     const { delivery, bus } = setup();
     await delivery.handle([message('m1', 'carol')]);
@@ -428,6 +441,25 @@ describe('Delivery', () => {
     await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:m1', 'bob:m9'], at: 9 }]);
     expect(bus.events(TOPICS.offline)).toEqual([
       expect.objectContaining({ kind: 'offline-ack', user: 'alice', mids: ['bob:m9'] }),
+    ]);
+  });
+
+  it('tells storage when a user acks a stored note to themselves that nothing tracks any more (read through sync)', async () => {
+    const { delivery, bus, connect, retryUntilQuiet } = setup();
+    const storageAcks = () => bus.events(TOPICS.offline).filter((e) => e.kind === 'offline-ack');
+    // Sent with no device connected: stored at once; acked after GET /v1/messages.
+    await delivery.handle([message('n1', 'alice', 'alice')]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:n1'], at: 9 }]);
+    expect(storageAcks()).toEqual([expect.objectContaining({ user: 'alice', mids: ['alice:n1'] })]);
+    // Replayed on connect, not acked over the socket: its retries run out, and the ack comes later.
+    await connect('alice', 'tablet');
+    await delivery.handle([{ ...message('n2', 'alice', 'alice'), replay: true }]);
+    await retryUntilQuiet();
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:n2', 'alice:sent1'], at: 10 }]);
+    // alice:sent1 is only the mid of something she sent (its accepted frame): nothing for storage.
+    expect(storageAcks()).toEqual([
+      expect.objectContaining({ user: 'alice', mids: ['alice:n1'] }),
+      expect.objectContaining({ user: 'alice', mids: ['alice:n2'] }),
     ]);
   });
 

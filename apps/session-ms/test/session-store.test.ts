@@ -207,6 +207,18 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.complete('ruth', ['alice:r1'], 60_000)).toEqual([undefined]); // another user's ack: nothing
   });
 
+  it('answers `stored` for an untracked mid marked stored (a note to oneself in storage), and the same again', async () => {
+    await store.markStored('nina', ['nina:n1', 'nina:n2'], 60_000);
+    await store.track(pending('nina:n2', 'nina'), 1000); // replayed and pushed again: pending wins
+    expect(await store.complete('nina', ['nina:n1', 'nina:n2', 'nina:n3'], 60_000)).toEqual([
+      'stored',
+      'pushed',
+      undefined,
+    ]);
+    expect(await store.complete('nina', ['nina:n1'], 60_000)).toEqual(['stored']);
+    expect(await store.complete('otto', ['nina:n1'], 60_000)).toEqual([undefined]); // another user's
+  });
+
   it('claims due entries once, incrementing attempts and leasing them', async () => {
     await store.track(pending('alice:d1', 'dave'), 100);
     await store.track(pending('alice:d2', 'dave'), 200);
@@ -239,6 +251,22 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     const rest = await store.claimDue(4.5, 1000, 1000, 2);
     expect(rest.map((p) => p.mid)).toEqual([]);
     expect((await store.claimDue(5, 1000, 1000, 10)).map((p) => p.mid)).toEqual(['alice:g5']);
+  });
+
+  it('returns what one claim takes in the order it was tracked, not by mid (what runs out of attempts is stored in that order)', async () => {
+    for (const id of ['m8', 'm9', 'm10', 'm11']) await store.track(pending(`alice:${id}`, 'sam'), 100);
+    await store.track(pending('alice:m12', 'sam'), 90); // due first, tracked last
+    const claimed = (await store.claimDue(100, 100, 1000, 10)).filter((p) => p.user === 'sam');
+    expect(claimed.map((p) => p.mid)).toEqual([
+      'alice:m8',
+      'alice:m9',
+      'alice:m10',
+      'alice:m11',
+      'alice:m12',
+    ]);
+    // One lease made them all due together: the next claim keeps that order too.
+    const again = (await store.claimDue(1100, 1100, 1000, 10)).filter((p) => p.user === 'sam');
+    expect(again.map((p) => p.mid)).toEqual(claimed.map((p) => p.mid));
   });
 
   it('claims by the ack clock but leases from now: a retry pushed now waits a whole lease', async () => {

@@ -1,4 +1,4 @@
-import { createRecentMap, RecentMap } from '@parley/service-kit';
+import { createRecentMap, createRecentSet, RecentMap, RecentSet } from '@parley/service-kit';
 import {
   Completed,
   Connection,
@@ -40,6 +40,9 @@ export class MemorySessionStore implements SessionStore {
   /** Acked mids with what each ack completed, a map per `rememberMs` (one in practice: the setting's). */
   private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
+  private tracked = 0;
+  /** What `markStored` named (one ttl in practice: session-ms's constant). */
+  private stored?: RecentSet;
 
   constructor(
     private readonly now: () => number = Date.now,
@@ -107,7 +110,7 @@ export class MemorySessionStore implements SessionStore {
       if (pending.stored) held.pending.stored = true;
       return 'pending';
     }
-    const entry = { pending: { ...pending }, dueAt };
+    const entry = { pending: { ...pending }, dueAt, seq: ++this.tracked };
     if (ofUser) ofUser.set(mid, entry);
     else this.pending.set(user, new Map([[mid, entry]]));
     this.dueOrder.push({ dueAt, entry });
@@ -124,10 +127,15 @@ export class MemorySessionStore implements SessionStore {
         ? entry.pending.stored
           ? 'stored'
           : 'pushed'
-        : this.completedBefore(key);
+        : (this.completedBefore(key) ?? (this.stored?.has(key) ? 'stored' : undefined));
       acked.set(key, completed ?? NOTHING);
       return completed;
     });
+  }
+
+  async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
+    this.stored ??= createRecentSet(ttlMs, this.maxAcked, this.now);
+    for (const mid of mids) this.stored.add(keyOf(user, mid));
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {
@@ -160,12 +168,14 @@ export class MemorySessionStore implements SessionStore {
       claimed.push(next.entry);
     }
     // Leased after the loop, so a lease that ends by `dueBy` cannot be claimed twice in one call.
-    return claimed.map((entry) => {
-      entry.pending.attempts += 1;
-      entry.dueAt = now + leaseMs;
-      this.dueOrder.push({ dueAt: entry.dueAt, entry });
-      return { ...entry.pending };
-    });
+    return claimed
+      .sort((a, b) => a.seq - b.seq)
+      .map((entry) => {
+        entry.pending.attempts += 1;
+        entry.dueAt = now + leaseMs;
+        this.dueOrder.push({ dueAt: entry.dueAt, entry });
+        return { ...entry.pending };
+      });
   }
 
   async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
@@ -220,6 +230,8 @@ function keyOf(user: string, mid: string): string {
 interface PendingEntry {
   pending: Pending;
   dueAt: number;
+  /** The order in which it was tracked, among all users'. */
+  seq: number;
 }
 
 /** A binary min-heap under `compare`. */

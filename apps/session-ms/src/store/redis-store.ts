@@ -17,6 +17,7 @@ import {
  *   pend:<user>   hash mid -> {seq, frame, stored} JSON  att:<user>   hash mid -> attempts
  *   trackseq      counter that orders a user's pendings (seq)
  *   ack:<user>:<mid>  acked marker with a TTL
+ *   stored:<user>:<mid>  in storage though untracked (markStored), with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
@@ -41,10 +42,13 @@ return 1`;
 
 // The ack marker holds what the ack completed: p(ushed), s(tored), or 1 (nothing); a mid completed
 // before answers that again. The pending JSON ends with its "stored" key (TRACK keeps it last).
+// KEYS: pend, att, due, then each mid's ack marker, then each mid's stored mark (markStored).
 const COMPLETE = `
+local n = (#KEYS - 3) / 2
 local out = {}
-for i = 4, #KEYS do
-  local mid = ARGV[i - 1]
+for j = 1, n do
+  local mid = ARGV[j + 2]
+  local marker = KEYS[3 + j]
   local raw = redis.call('HGET', KEYS[1], mid)
   local completed
   if raw then
@@ -53,10 +57,12 @@ for i = 4, #KEYS do
     redis.call('HDEL', KEYS[2], mid)
     redis.call('ZREM', KEYS[3], ARGV[2] .. '\\n' .. mid)
   else
-    completed = redis.call('GET', KEYS[i])
-    if completed ~= 'p' and completed ~= 's' then completed = '1' end
+    completed = redis.call('GET', marker)
+    if completed ~= 'p' and completed ~= 's' then
+      completed = (redis.call('DEL', KEYS[3 + n + j]) == 1) and 's' or '1'
+    end
   end
-  redis.call('SET', KEYS[i], completed, 'PX', ARGV[1])
+  redis.call('SET', marker, completed, 'PX', ARGV[1])
   out[#out + 1] = completed
 end
 return out`;
@@ -227,7 +233,13 @@ export class RedisSessionStore implements SessionStore {
 
   async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>> {
     if (mids.length === 0) return [];
-    const keys = [`pend:${user}`, `att:${user}`, 'due', ...mids.map((mid) => `ack:${user}:${mid}`)];
+    const keys = [
+      `pend:${user}`,
+      `att:${user}`,
+      'due',
+      ...mids.map((mid) => `ack:${user}:${mid}`),
+      ...mids.map((mid) => `stored:${user}:${mid}`),
+    ];
     const out = (await this.redis.eval(
       COMPLETE,
       keys.length,
@@ -237,6 +249,13 @@ export class RedisSessionStore implements SessionStore {
       ...mids,
     )) as string[];
     return out.map((completed) => COMPLETED[completed]);
+  }
+
+  async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
+    if (mids.length === 0) return;
+    const marking = this.redis.multi();
+    for (const mid of mids) marking.set(`stored:${user}:${mid}`, '1', 'PX', ttlMs);
+    await marking.exec();
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {
@@ -283,10 +302,13 @@ export class RedisSessionStore implements SessionStore {
       this.prefix,
       String(now),
     )) as string[];
-    const claimed: Pending[] = [];
-    for (let i = 0; i < out.length; i += 4)
-      claimed.push(toPending(out[i], out[i + 1], out[i + 2], out[i + 3]));
-    return claimed;
+    const claimed: Array<{ seq: number; pending: Pending }> = [];
+    for (let i = 0; i < out.length; i += 4) {
+      const held = JSON.parse(out[i + 2]) as StoredPending;
+      claimed.push({ seq: held.seq ?? 0, pending: pendingFrom(out[i], out[i + 1], held, out[i + 3]) });
+    }
+    // The script returns ties of due time by member (user, then mid): back in the order tracked.
+    return claimed.sort((a, b) => a.seq - b.seq).map(({ pending }) => pending);
   }
 
   async reportReadUpTo(replica: string, at: number, ttlMs: number): Promise<void> {
@@ -309,10 +331,6 @@ export class RedisSessionStore implements SessionStore {
   async close(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
-}
-
-function toPending(user: string, mid: string, raw: string, attempts: string): Pending {
-  return pendingFrom(user, mid, JSON.parse(raw) as StoredPending, attempts);
 }
 
 function pendingFrom(user: string, mid: string, held: StoredPending, attempts: string): Pending {

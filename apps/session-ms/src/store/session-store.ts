@@ -68,6 +68,12 @@ export interface SessionStore {
    */
   complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>>;
   /**
+   * Remembers for `ttlMs` that these deliverables of `user` are in storage though nothing tracks
+   * them: `complete` then answers `stored` for them, where it would answer nothing. For notes to
+   * oneself, whose ack would otherwise pass for the ack of an `accepted` frame and never reach storage.
+   */
+  markStored(user: string, mids: string[], ttlMs: number): Promise<void>;
+  /**
    * Stops tracking without marking acked (it went offline). Returns those of `mids` that are
    * remembered as acked: an ack that completed one after it was read here, and before this drop.
    */
@@ -77,7 +83,8 @@ export interface SessionStore {
   /**
    * Claims up to `limit` pendings due by `dueBy` (the ack clock, which may lag the wall clock):
    * each is leased until `now + leaseMs`, since the push it is claimed for happens now, and its
-   * attempts are incremented atomically, so replicas never claim the same one twice.
+   * attempts are incremented atomically, so replicas never claim the same one twice. What it
+   * claims comes in the order it was tracked (what one lease made due together comes due together).
    */
   claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]>;
   /**
