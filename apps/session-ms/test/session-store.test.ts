@@ -321,6 +321,14 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 });
 
 describe('MemorySessionStore', () => {
+  it('takes ties of due time in the order tracked across a claim limit too', async () => {
+    const store = new MemorySessionStore();
+    for (const id of ['t8', 't9', 't10', 't11']) await store.track(pending(`alice:${id}`, 'tess'), 50);
+    const first = await store.claimDue(50, 50, 1000, 2);
+    const rest = await store.claimDue(50, 50, 1000, 10);
+    expect([...first, ...rest].map((p) => p.mid)).toEqual(['alice:t8', 'alice:t9', 'alice:t10', 'alice:t11']);
+  });
+
   it('remembers at most maxAcked acked mids, forgetting the oldest first', async () => {
     const store = new MemorySessionStore(Date.now, 3);
     await store.complete('bob', ['alice:a1', 'alice:a2'], 60_000);

@@ -32,10 +32,11 @@ export class MemorySessionStore implements SessionStore {
   /**
    * The same entries by due time, so a claim takes the earliest without scanning and sorting all
    * that is pending (half a second per claim at a million). An entry acked, dropped or leased
-   * again stays behind until it comes up, and is skipped then.
+   * again stays behind until it comes up, and is skipped then. Ties in the order tracked, so a
+   * claim's limit does not split them at random.
    */
   private readonly dueOrder = new MinHeap<{ dueAt: number; entry: PendingEntry }>(
-    (a, b) => a.dueAt - b.dueAt,
+    (a, b) => a.dueAt - b.dueAt || a.entry.seq - b.entry.seq,
   );
   /** Acked mids with what each ack completed, a map per `rememberMs` (one in practice: the setting's). */
   private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();

@@ -85,6 +85,8 @@ export interface SessionStore {
    * each is leased until `now + leaseMs`, since the push it is claimed for happens now, and its
    * attempts are incremented atomically, so replicas never claim the same one twice. What it
    * claims comes in the order it was tracked (what one lease made due together comes due together).
+   * Where more than `limit` are due at the same instant, Redis picks which by member (user, then
+   * mid), so the rest, claimed a tick later, may be older.
    */
   claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]>;
   /**
