@@ -109,6 +109,16 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
       { user: 'u2', online: false, lastSeen: 20 },
       { user: 'u3', online: false, lastSeen: null },
     ]);
+    // A connection-down or connect that arrives late, from another gateway, names an older time.
+    await store.removeConnection('u2', 'old', 15);
+    await store.addConnection({
+      user: 'u2',
+      connId: 'd',
+      gateway: 'gw-dead',
+      gatewayUrl: 'http://gw2',
+      at: 14,
+    });
+    expect((await store.presence(['u2']))[0].lastSeen).toBe(20);
   });
 
   it('keeps the connections of a gateway back from a short silence, forgets those of one gone', async () => {

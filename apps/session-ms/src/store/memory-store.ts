@@ -55,13 +55,18 @@ export class MemorySessionStore implements SessionStore {
     const byConn = this.connections.get(connection.user) ?? new Map<string, Connection>();
     byConn.set(connection.connId, connection);
     this.connections.set(connection.user, byConn);
-    this.lastSeen.set(connection.user, connection.at);
+    this.seenAt(connection.user, connection.at);
   }
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
     const byConn = this.connections.get(user);
     byConn?.delete(connId);
     if (byConn?.size === 0) this.connections.delete(user);
+    this.seenAt(user, at);
+  }
+
+  /** Last seen only moves forward: a late connection-down from another gateway names an older time. */
+  private seenAt(user: string, at: number): void {
     this.lastSeen.set(user, Math.max(at, this.lastSeen.get(user) ?? 0));
   }
 

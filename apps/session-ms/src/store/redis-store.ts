@@ -101,6 +101,11 @@ for _, replica in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return earliest`;
 
+// Last seen only moves forward: a late connection-down from another gateway names an older time.
+const SEEN_AT = `
+local seen = redis.call('GET', KEYS[1])
+if not seen or tonumber(seen) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end`;
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -145,12 +150,12 @@ export class RedisSessionStore implements SessionStore {
     await this.redis
       .multi()
       .hset(`conn:${c.user}`, c.connId, JSON.stringify(c))
-      .set(`seen:${c.user}`, String(c.at))
+      .eval(SEEN_AT, 1, `seen:${c.user}`, String(c.at))
       .exec();
   }
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
-    await this.redis.multi().hdel(`conn:${user}`, connId).set(`seen:${user}`, String(at)).exec();
+    await this.redis.multi().hdel(`conn:${user}`, connId).eval(SEEN_AT, 1, `seen:${user}`, String(at)).exec();
   }
 
   async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
