@@ -447,6 +447,24 @@ describe('ws-gateway', () => {
     await connect('alice', '&deviceId=tablet');
   });
 
+  it('holds to maxConnectionsPerUser when one user opens many sockets at once', async () => {
+    env = await startGateway({ maxConnectionsPerUser: 3 });
+    const url = await env.url('carol');
+    const sockets = Array.from({ length: 10 }, () => new WebSocket(url));
+    const outcomes = await Promise.all(
+      sockets.map(
+        (socket) =>
+          new Promise<string>((resolve) => {
+            socket.once('message', () => resolve('hello'));
+            socket.once('close', (code) => resolve(String(code)));
+          }),
+      ),
+    );
+    for (const socket of sockets) socket.terminate();
+    expect(outcomes.filter((o) => o === 'hello')).toHaveLength(3);
+    expect(outcomes.filter((o) => o === '1008')).toHaveLength(7);
+  });
+
   it('cuts off a reader whose unsent bytes pass the cap', async () => {
     env = await startGateway({ maxUnsentBytes: 2048 });
     const bob = await connect('bob');
