@@ -2,7 +2,11 @@ import { Static, TProperties, Type } from '@sinclair/typebox';
 import { ClientMessageId, GroupId, Mid, UserId } from './ids';
 import { MAX_GROUP_MEMBERS_PER_OP, MAX_MIDS_PER_FRAME } from './limits';
 
-/** Frames a client sends, over WebSocket or in `POST /v1/send`. Unknown properties (a `from`) are dropped. */
+/**
+ * Frames a client sends, over WebSocket or in `POST /v1/send`. A `from` or `sentAt` is dropped
+ * (the sender is whoever authenticated); other unknown properties are kept, and the routers, which
+ * build what they deliver field by field, ignore them.
+ */
 
 export const ChatKind = Type.Union([Type.Literal('direct'), Type.Literal('group')], { default: 'direct' });
 export type ChatKind = Static<typeof ChatKind>;

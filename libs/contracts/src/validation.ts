@@ -4,8 +4,9 @@ import { TSchema, Static } from '@sinclair/typebox';
 import { MAX_BODY_DEPTH } from './limits';
 
 /**
- * One Ajv for the contracts. `removeAdditional` drops unknown properties of closed objects (a client's
- * `from` is ignored, never trusted); `useDefaults` fills documented defaults such as `chat: direct`.
+ * One Ajv for the contracts. Unknown properties are kept (`removeAdditional: false`): a newer
+ * client's fields pass through, and what is delivered is built field by field. `useDefaults`
+ * fills documented defaults such as `chat: direct`.
  */
 export function createAjv(): Ajv {
   const ajv = new Ajv({
