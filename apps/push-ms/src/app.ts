@@ -15,7 +15,7 @@ import {
 } from '@parley/service-kit';
 import { Coalescer, createCoalescer } from './coalescer';
 import type { DeviceStore } from './device-store';
-import { createDispatcher } from './dispatcher';
+import { createDispatcher, Dispatcher } from './dispatcher';
 import { buildNotification, summarize } from './notification';
 import type { PushProvider } from './provider';
 import { registerDeviceRoutes } from './routes';
@@ -66,7 +66,8 @@ export const PushConfig = Type.Object({
   PUSH_MAX_ATTEMPTS: Type.Integer({
     minimum: 1,
     default: 4,
-    description: 'Tries per device for transient FCM failures',
+    description:
+      'Tries per device for transient FCM failures (a 503 counts once: firebase-admin retries it itself; after a 429 every push waits a minute)',
   }),
   PUSH_RETRY_BASE_MS: Type.Integer({
     minimum: 1,
@@ -88,6 +89,8 @@ export interface PushDeps extends Omit<Runtime, 'closer'> {
   maxAgeMs?: number;
   maxAttempts?: number;
   retryBaseMs?: number;
+  /** How long every push waits after FCM answers 429 (default a minute, as FCM asks). */
+  throttleMs?: number;
   groupId?: string;
 }
 
@@ -110,16 +113,21 @@ export function createPushService(deps: PushDeps): PushService {
     metrics: deps.metrics,
     maxAttempts: deps.maxAttempts ?? 4,
     retryBaseMs: deps.retryBaseMs ?? 500,
+    throttleMs: deps.throttleMs,
   });
   const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
   const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => {
     for (const m of messages) announced.add(`${user}\n${m.mid}`);
-    dispatcher.dispatch(user, buildNotification(messages));
+    dispatcher.dispatch(
+      user,
+      buildNotification(messages),
+      messages.map((m) => m.mid),
+    );
   });
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'push-ms',
     topic: TOPICS.offline,
-    handle: offlineHandler(coalescer, announced, {
+    handle: offlineHandler(coalescer, dispatcher, announced, {
       includeBody: deps.includeBody ?? false,
       maxAgeMs: deps.maxAgeMs ?? 600_000,
       stale: new Counter({
@@ -155,6 +163,7 @@ export function createPushService(deps: PushDeps): PushService {
  */
 function offlineHandler(
   coalescer: Coalescer,
+  dispatcher: Dispatcher,
   announced: RecentSet,
   options: { includeBody: boolean; maxAgeMs: number; stale: Counter },
 ) {
@@ -163,6 +172,7 @@ function offlineHandler(
     for (const { event } of batch) {
       if (event.kind === 'offline-ack') {
         coalescer.drop(event.user, event.mids);
+        dispatcher.acked(event.user, event.mids);
         continue;
       }
       if (event.frame.type !== 'message' || announced.has(`${event.to}\n${event.frame.mid}`)) continue;

@@ -13,11 +13,18 @@ export interface DispatcherOptions {
   maxAttempts: number;
   /** First backoff; doubled per retry. */
   retryBaseMs: number;
+  /** How long every send waits after FCM answers 429 (it asks for a minute at least). */
+  throttleMs?: number;
 }
 
 export interface Dispatcher {
-  /** Sends in the background; failures are logged and counted, never thrown. */
-  dispatch(user: string, notification: PushNotification): void;
+  /**
+   * Sends in the background; failures are logged and counted, never thrown. `mids`: the messages it
+   * announces; once the user has acked them all (`acked`), it is not sent, nor sent again.
+   */
+  dispatch(user: string, notification: PushNotification, mids: string[]): void;
+  /** The user acked these mids: pushes still under way for nothing else stop. */
+  acked(user: string, mids: string[]): void;
   /** Waits for pushes under way; backoff waits are cut short and what is left counts as failed. */
   drain(): Promise<void>;
 }
@@ -30,6 +37,15 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const metrics = createPushMetrics(options.metrics);
   const inFlight = new Set<Promise<void>>();
   const stopping = new AbortController();
+  /** Per user, the mids not yet acked of each push under way. */
+  const unacked = new Map<string, Set<Set<string>>>();
+  /** FCM answered 429: nothing is sent before this time. */
+  let pausedUntil = 0;
+  const throttleMs = options.throttleMs ?? 60_000;
+  const untilUnpaused = async () => {
+    while (Date.now() < pausedUntil && !stopping.signal.aborted)
+      await sleep(pausedUntil - Date.now(), stopping.signal);
+  };
 
   /** The user's devices; a database blip (a restart, a failover) is waited out like an FCM one. */
   const devicesOf = async (user: string) => {
@@ -44,26 +60,30 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     }
   };
 
-  const sendToDevices = async (user: string, notification: PushNotification) => {
+  const sendToDevices = async (user: string, notification: PushNotification, pending: Set<string>) => {
     let tokens = (await devicesOf(user)).map((d) => d.token);
     if (tokens.length === 0) return metrics.notifications.inc({ result: 'no_devices' });
     let sent = 0;
     let failed = 0;
+    const readMeanwhile = () => pending.size === 0;
     for (let attempt = 1; tokens.length > 0; attempt++) {
+      await untilUnpaused();
+      if (readMeanwhile()) break; // what is left is not worth a notification any more
       const outcomes = await options.provider.send(tokens, notification);
       const by = (wanted: TokenOutcome) => tokens.filter((_, i) => outcomes[i] === wanted);
       sent += by('sent').length;
       failed += by('failed').length;
       await forgetInvalid(user, by('invalid'));
-      tokens = by('retry');
+      if (by('throttled').length > 0) pausedUntil = Math.max(pausedUntil, Date.now() + throttleMs);
+      tokens = [...by('retry'), ...by('throttled')];
       if (tokens.length === 0 || attempt >= options.maxAttempts || stopping.signal.aborted) break;
       metrics.retries.inc(tokens.length);
       await sleep(options.retryBaseMs * 2 ** (attempt - 1), stopping.signal);
     }
-    failed += tokens.length;
+    if (!readMeanwhile()) failed += tokens.length;
     metrics.tokens.inc({ result: 'sent' }, sent);
     metrics.tokens.inc({ result: 'failed' }, failed);
-    metrics.notifications.inc({ result: sent > 0 ? 'sent' : 'failed' });
+    metrics.notifications.inc({ result: sent > 0 ? 'sent' : readMeanwhile() ? 'acked' : 'failed' });
     if (failed > 0)
       options.logger.warn({ user, failedDevices: failed, sentDevices: sent }, 'push failed for some devices');
   };
@@ -77,14 +97,24 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   };
 
   return {
-    dispatch(user, notification) {
-      const push = sendToDevices(user, notification)
+    dispatch(user, notification, mids) {
+      const pending = new Set(mids);
+      const ofUser = unacked.get(user) ?? new Set<Set<string>>();
+      unacked.set(user, ofUser.add(pending));
+      const push = sendToDevices(user, notification, pending)
         .catch((err) => {
           metrics.notifications.inc({ result: 'failed' });
           options.logger.error({ err, user }, 'push failed');
         })
-        .finally(() => inFlight.delete(push));
+        .finally(() => {
+          inFlight.delete(push);
+          ofUser.delete(pending);
+          if (ofUser.size === 0 && unacked.get(user) === ofUser) unacked.delete(user);
+        });
       inFlight.add(push);
+    },
+    acked(user, mids) {
+      for (const pending of unacked.get(user) ?? []) for (const mid of mids) pending.delete(mid);
     },
     async drain() {
       stopping.abort();
@@ -98,7 +128,7 @@ function createPushMetrics(registry: Registry) {
   return {
     notifications: new Counter({
       name: 'parley_push_notifications_total',
-      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices',
+      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices, acked (read before it went out)',
       labelNames: ['result'],
       registers,
     }),

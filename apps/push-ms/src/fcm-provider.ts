@@ -23,11 +23,10 @@ const INVALID_TOKEN_CODES = new Set([
   'messaging/invalid-registration-token',
 ]);
 /** Failures worth retrying later. */
+// Not 'messaging/server-unavailable': that is FCM's 503, which firebase-admin has already retried
+// four times (with backoff, honouring Retry-After) before it reports it.
 const TRANSIENT_CODES = new Set([
-  'messaging/server-unavailable',
   'messaging/internal-error',
-  'messaging/message-rate-exceeded',
-  'messaging/device-message-rate-exceeded',
   'messaging/unknown-error',
   'app/network-error',
   'app/network-timeout',
@@ -81,6 +80,9 @@ export function classify(err: unknown): TokenOutcome {
   const { code, message } = (err ?? {}) as { code?: string; message?: string };
   if (!code) return 'retry'; // no FCM answer at all (a socket error): worth another try
   if (INVALID_TOKEN_CODES.has(code)) return 'invalid';
+  // FCM's 429 (QUOTA_EXCEEDED, RESOURCE_EXHAUSTED): firebase-admin drops its Retry-After header.
+  if (code === 'messaging/message-rate-exceeded' || code === 'messaging/device-message-rate-exceeded')
+    return 'throttled';
   // INVALID_ARGUMENT is also FCM's answer for a malformed token; only then is the token at fault.
   if (code === 'messaging/invalid-argument' && /registration token/i.test(message ?? '')) return 'invalid';
   return TRANSIENT_CODES.has(code) ? 'retry' : 'failed';

@@ -8,9 +8,10 @@ export interface PushNotification {
 
 /**
  * The result for one token: `sent`; `invalid` (the provider says it will never work again: forget
- * it); `retry` (a transient failure: try again later); `failed` (neither: give up on this push).
+ * it); `retry` (a transient failure: try again later); `throttled` (FCM's 429: the project or the
+ * device is over its quota, back off for a minute); `failed` (neither: give up on this push).
  */
-export type TokenOutcome = 'sent' | 'invalid' | 'retry' | 'failed';
+export type TokenOutcome = 'sent' | 'invalid' | 'retry' | 'throttled' | 'failed';
 
 /** The push port of push-ms. Adapters: FCM (firebase-admin) and a log provider. */
 export interface PushProvider {

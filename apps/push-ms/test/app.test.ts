@@ -8,7 +8,7 @@ import {
 import { MemoryBus } from '@parley/kafka';
 import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
-import { createPushService, PushService } from '../src/app';
+import { createPushService, PushDeps, PushService } from '../src/app';
 import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
 import { createFcmProvider } from '../src/fcm-provider';
 import { FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
@@ -38,7 +38,7 @@ describe('push-ms service against a fake FCM server', () => {
   let devices: DeviceStore;
   const running: { service: PushService; bus: MemoryBus }[] = [];
 
-  const startService = async (includeBody = false) => {
+  const startService = async (options: Partial<PushDeps> = {}) => {
     const bus = new MemoryBus();
     const service = createPushService({
       bus,
@@ -56,9 +56,9 @@ describe('push-ms service against a fake FCM server', () => {
       host: '127.0.0.1',
       internalSecret: SECRET,
       windowMs: WINDOW_MS,
-      includeBody,
       maxAttempts: 3,
       retryBaseMs: 10,
+      ...options,
     });
     await service.start();
     running.push({ service, bus });
@@ -161,7 +161,7 @@ describe('push-ms service against a fake FCM server', () => {
   });
 
   it('does not announce a message that went offline longer ago than the maximum age (a backlog)', async () => {
-    const { service, bus } = await startService(true);
+    const { service, bus } = await startService({ includeBody: true });
     await register(service, 'erin', 'phone', 'erin-phone');
     await bus.publish(TOPICS.offline, [
       offline(message('erin', 'last week'), Date.now() - 7 * 24 * 3600_000),
@@ -176,7 +176,7 @@ describe('push-ms service against a fake FCM server', () => {
   });
 
   it('includes the message text when configured to', async () => {
-    const { service, bus } = await startService(true);
+    const { service, bus } = await startService({ includeBody: true });
     await register(service, 'carol', 'phone', 'carol-phone');
     await bus.publish(TOPICS.offline, [offline(message('carol', 'see you at 8'))]);
     await waitFor(() => fcm.requests.length === 1);
@@ -247,5 +247,48 @@ describe('push-ms service against a fake FCM server', () => {
     expect(metrics).toContain('parley_push_retries_total{service="push-ms"} 3');
     expect(metrics).toContain('parley_push_device_sends_total{result="failed",service="push-ms"} 1');
     expect((await devices.devices('frank')).length).toBe(1); // a failing push is no reason to forget a token
+  });
+
+  it('does not push a message the user acked while its push waited for a retry', async () => {
+    const { service, bus } = await startService({ retryBaseMs: 400 });
+    await register(service, 'hugo', 'phone', 'hugo-phone');
+    fcm.answer = (_request, n) => (n === 0 ? FCM_ERRORS.internal : { status: 200, body: {} });
+    const frame = message('hugo');
+    await bus.publish(TOPICS.offline, [offline(frame)]);
+    await waitFor(() => fcm.requests.length === 1); // failed once: the retry waits 400 ms
+    await bus.publish(TOPICS.offline, [
+      { v: 1, kind: 'offline-ack', user: 'hugo', mids: [frame.mid], at: Date.now() },
+    ]);
+    await waitFor(async () =>
+      (await metricsOf(service)).includes(
+        'parley_push_notifications_total{result="acked",service="push-ms"} 1',
+      ),
+    );
+    expect(fcm.requests).toHaveLength(1); // hugo has read it: no notification
+  });
+
+  it('holds every push for the throttle time after FCM answers 429, then sends them', async () => {
+    const { service, bus } = await startService({ throttleMs: 1000 });
+    await register(service, 'ida', 'phone', 'ida-phone');
+    await register(service, 'jon', 'phone', 'jon-phone');
+    fcm.answer = (request, n) =>
+      request.message.token === 'ida-phone' && n === 0 ? FCM_ERRORS.quotaExceeded : { status: 200, body: {} };
+    await bus.publish(TOPICS.offline, [offline(message('ida'))]);
+    await waitFor(() => fcm.requests.length === 1);
+    const throttledAt = Date.now();
+    await bus.publish(TOPICS.offline, [offline(message('jon'))]); // its window closes during the pause
+    await waitFor(
+      () => fcm.tokensSentTo().includes('ida-phone') && fcm.tokensSentTo().includes('jon-phone'),
+      5000,
+    );
+    expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(900);
+    expect(fcm.requests.map((r) => r.message.token)).toEqual([
+      'ida-phone',
+      expect.any(String),
+      expect.any(String),
+    ]);
+    expect(await metricsOf(service)).toContain(
+      'parley_push_notifications_total{result="sent",service="push-ms"} 2',
+    );
   });
 });

@@ -21,6 +21,8 @@ export interface FcmAnswer {
   body: unknown;
   /** Answer this much later (a slow FCM). */
   delayMs?: number;
+  /** Extra response headers (a Retry-After). */
+  headers?: Record<string, string>;
 }
 
 const fcmError = (status: number, grpcStatus: string, message: string, errorCode?: string): FcmAnswer => ({
@@ -48,6 +50,16 @@ export const FCM_ERRORS = {
   ),
   internal: fcmError(500, 'INTERNAL', 'Internal error encountered.', 'INTERNAL'),
   senderMismatch: fcmError(403, 'PERMISSION_DENIED', 'SenderId mismatch', 'SENDER_ID_MISMATCH'),
+  /** The project is over its quota: FCM asks for a pause (its Retry-After), a minute at least. */
+  quotaExceeded: {
+    ...fcmError(429, 'RESOURCE_EXHAUSTED', 'Quota exceeded for quota metric', 'QUOTA_EXCEEDED'),
+    headers: { 'retry-after': '60' },
+  },
+  /** FCM overloaded; its Retry-After is short here to keep firebase-admin's own retries quick. */
+  unavailable: {
+    ...fcmError(503, 'UNAVAILABLE', 'The service is currently unavailable.', 'UNAVAILABLE'),
+    headers: { 'retry-after': '1' },
+  },
 };
 
 export const FAKE_PROJECT = 'parley-test';
@@ -81,7 +93,7 @@ export class FakeFcm {
             body: { name: `projects/${FAKE_PROJECT}/messages/${this.requests.length}` },
           };
         const reply = () => {
-          res.writeHead(answer.status, { 'content-type': 'application/json' });
+          res.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers });
           res.end(JSON.stringify(answer.body));
         };
         if (answer.delayMs) setTimeout(reply, answer.delayMs);

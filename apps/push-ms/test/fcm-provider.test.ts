@@ -66,6 +66,18 @@ describe('FCM provider against a fake FCM server', () => {
     ]);
   });
 
+  it('reports a 429 as throttled at once, and a 503 as failed after firebase-admin retried it four times itself', async () => {
+    fcm.answer = (request) =>
+      request.message.token === 'busy' ? FCM_ERRORS.quotaExceeded : FCM_ERRORS.unavailable;
+    expect(await provider.send(['busy'], notification)).toEqual(['throttled']);
+    expect(fcm.requests).toHaveLength(1); // firebase-admin does not retry a 429
+    fcm.requests.length = 0;
+    // 503: firebase-admin's own RetryConfig (4 retries, backoff, Retry-After); retrying it again on
+    // top would multiply the load on an FCM that is already overloaded.
+    expect(await provider.send(['down'], notification)).toEqual(['failed']);
+    expect(fcm.requests).toHaveLength(5);
+  }, 20_000);
+
   it('reports every token as retryable when FCM cannot be reached', async () => {
     const unreachable = createFcmProvider({
       credential: fakeCredential,
