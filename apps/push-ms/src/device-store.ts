@@ -35,6 +35,9 @@ export const MIGRATIONS: Migration[] = [
   { id: '002_push_devices_token', sql: 'CREATE INDEX push_devices_token ON push_devices (token)' },
 ];
 
+/** The first key of push-ms's advisory locks (group-ms uses its own). */
+const TOKEN_LOCK_NAMESPACE = 0x70757368; // "push"
+
 /** The device store on Postgres or PGlite (same SQL). */
 export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.now): DeviceStore {
   return {
@@ -43,6 +46,9 @@ export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.n
     },
     async register(user, deviceId, token, platform) {
       await db.transaction(async (tx) => {
+        // One registration of a token at a time: two at once would each delete the other's row
+        // before either committed, and the token would reach both accounts.
+        await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_NAMESPACE, token]);
         // A phone that signs in as someone else keeps its token: the previous owner must stop getting pushes.
         await tx.query(
           'DELETE FROM push_devices WHERE token = $1 AND NOT (user_id = $2 AND device_id = $3)',

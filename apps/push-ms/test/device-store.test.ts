@@ -33,6 +33,17 @@ describe.each(testDatabases())('device store on $name', (target) => {
     expect(await store.devices('dave')).toEqual([{ deviceId: 'mine', token: 'tok-shared', platform: 'web' }]);
   });
 
+  it('keeps a token with one owner when two accounts register it at the same moment', async () => {
+    for (let round = 0; round < 10; round++) {
+      const token = `tok-race-${round}`;
+      await Promise.all(
+        ['gus', 'hal', 'ivy', 'joy'].map((user) => store.register(user, `dev-${round}`, token, 'android')),
+      );
+      const owners = await Promise.all(['gus', 'hal', 'ivy', 'joy'].map((user) => store.devices(user)));
+      expect(owners.flat().filter((d) => d.token === token)).toHaveLength(1);
+    }
+  });
+
   it('forgets invalid tokens of that user only', async () => {
     await store.register('erin', 'a', 'tok-e1', 'android');
     await store.register('erin', 'b', 'tok-e2', 'android');
