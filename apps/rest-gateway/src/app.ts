@@ -257,9 +257,10 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
           return;
         }
         const frame = parsed.frame;
+        const frameId = 'id' in frame ? frame.id : undefined; // optional on a read
         const result: SendResult & { status: 'accepted' } =
-          'id' in frame
-            ? { index, status: 'accepted', id: frame.id, mid: userMid(request.user, frame.id) }
+          frameId !== undefined
+            ? { index, status: 'accepted', id: frameId, mid: userMid(request.user, frameId) }
             : { index, status: 'accepted' };
         accepted.push({ result, event: { v: 1, kind: 'inbound', from: request.user, sentAt, frame } });
         results.push(result);

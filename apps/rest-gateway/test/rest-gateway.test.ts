@@ -172,6 +172,8 @@ describe('rest-gateway', () => {
         { type: 'ack', mids: ['bob:1'] },
         { type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) },
         { type: 'group', id: 'proto', op: 'toString', group: 'g1' },
+        { type: 'read', to: 'bob', mids: ['bob:1'] },
+        { type: 'read', id: 'r1', to: 'bob', mids: ['bob:1'] },
       ],
     });
     expect(res.statusCode).toBe(200);
@@ -205,6 +207,8 @@ describe('rest-gateway', () => {
         code: 'invalid_frame',
         message: expect.stringContaining('op: must be one of'),
       },
+      { index: 6, status: 'accepted' },
+      { index: 7, status: 'accepted', id: 'r1', mid: 'alice:r1' },
     ]);
   });
 

@@ -10,7 +10,8 @@
  * What a well-behaved Parley client does, and where it happens here:
  *   1. Send with its own `id`, keep the frame in an outbox until `accepted` arrives, and send it
  *      again after a reconnect: the server's `mid` is `<user>:<id>`, so a resend is the same message
- *      (`send`, `#flushOutbox`).
+ *      (`send`, `#flushOutbox`). Read receipts too: a `read` with an `id` is answered `accepted`
+ *      (`read`), and is otherwise lost without a word when a socket drops or a limit refuses it.
  *   2. Ack every deliverable (every server frame with a `mid`), including duplicates, and show
  *      each `mid` once (`#onDeliverable`, `#queueAck`).
  *   3. On every (re)connect, catch up through `GET /v1/messages` and ack what it returned
@@ -46,6 +47,8 @@ const MAX_FRAME_BYTES = 64 * 1024;
  * The outbox goes out at most this fast: under the server's default rate limit (20 frames a
  * second, a burst of 50), which closes a socket that keeps going past it (4029).
  */
+/** The most mids an `ack` or `read` frame may name. */
+const MAX_MIDS_PER_FRAME = 500;
 const SEND_BURST = 40;
 const SENDS_PER_SECOND = 15;
 const OUTBOX_RETRY_MS = 1500;
@@ -84,6 +87,13 @@ export function newId() {
   return `w${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
 }
 
+/** `items` in runs of at most `size`. */
+function chunks(items, size) {
+  const runs = [];
+  for (let i = 0; i < items.length; i += size) runs.push(items.slice(i, i + size));
+  return runs;
+}
+
 export class ParleyClient extends EventTarget {
   /**
    * @param {object} options
@@ -110,7 +120,6 @@ export class ParleyClient extends EventTarget {
     this.sendTokens = SEND_BURST;
     this.tokensAt = Date.now();
     this.stableTimer = null;
-    this.pendingReads = []; // read receipts made while offline
     this.seen = new Set(); // mids already handed to the app (dedup)
     this.pendingAcks = new Set();
     this.ackTimer = null;
@@ -125,6 +134,7 @@ export class ParleyClient extends EventTarget {
 
   /** Connects, and keeps reconnecting until `close()`. */
   start() {
+    if (!this.stopped) return; // running already: a second socket would be left behind, never closed
     this.stopped = false;
     void this.#connect();
   }
@@ -296,9 +306,11 @@ export class ParleyClient extends EventTarget {
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
     if (this.pendingAcks.size === 0) return;
-    const mids = [...this.pendingAcks];
     // Unsent acks stay pending; the frames come again on the next connect and are acked then.
-    if (this.#sendRaw({ type: 'ack', mids })) this.pendingAcks.clear();
+    for (const mids of chunks([...this.pendingAcks], MAX_MIDS_PER_FRAME)) {
+      if (!this.#sendRaw({ type: 'ack', mids })) return;
+      for (const mid of mids) this.pendingAcks.delete(mid);
+    }
   }
 
   /**
@@ -339,12 +351,17 @@ export class ParleyClient extends EventTarget {
     return { id, mid: this.user ? `${this.user}:${id}` : null };
   }
 
-  /** Tells `to` (the sender) that this user read these messages. Held until the socket is up. */
+  /**
+   * Tells `to` (the sender) that this user read these messages. Like a message, it stays in the
+   * outbox until `accepted` (a read with an `id` is answered so), in frames of at most 500 mids.
+   * Returns the ids.
+   */
   read(to, mids) {
-    if (mids.length === 0) return;
-    const frame = { type: 'read', to, mids };
-    // `read` has no `id` and is not answered with `accepted`: send it when we can, once.
-    if (!this.#sendRaw(frame)) this.pendingReads.push(frame);
+    return chunks(mids, MAX_MIDS_PER_FRAME).map((part) => {
+      const id = newId();
+      this.#queue({ type: 'read', id, to, mids: part });
+      return id;
+    });
   }
 
   /** Ephemeral: delivered only if the peer is online right now; never stored or retried. */
@@ -389,7 +406,6 @@ export class ParleyClient extends EventTarget {
       entry.sentOn = this.socket;
       this.sendTokens -= 1;
     }
-    while (this.pendingReads.length > 0 && this.#sendRaw(this.pendingReads[0])) this.pendingReads.shift();
   }
 
   #flushOutboxLater(delayMs = OUTBOX_RETRY_MS / 2 + Math.random() * OUTBOX_RETRY_MS) {

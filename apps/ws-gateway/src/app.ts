@@ -151,7 +151,7 @@ export interface WsGateway extends Service {
   connections: ConnectionRegistry;
 }
 
-const ID_FRAMES = new Set(['message', 'group']);
+const ID_FRAMES = new Set(['message', 'group', 'read']);
 const ACK_RATE_FACTOR = 10;
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {

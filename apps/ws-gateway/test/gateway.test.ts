@@ -84,6 +84,23 @@ describe('ws-gateway', () => {
     await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
   });
 
+  it('answers a read receipt that carries an id with accepted once stored, and one without an id with nothing', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    alice.send({ type: 'read', to: 'bob', mids: ['bob:m1'] });
+    alice.send({ type: 'read', id: 'r1', to: 'bob', mids: ['bob:m2'] });
+    expect(await alice.next((f) => f.type === 'accepted')).toEqual({
+      type: 'accepted',
+      id: 'r1',
+      mid: 'alice:r1',
+    });
+    expect(alice.ofType('accepted')).toHaveLength(1);
+    expect(env.bus.events(TOPICS.inbound).map((e) => e.frame)).toEqual([
+      { type: 'read', to: 'bob', mids: ['bob:m1'] },
+      { type: 'read', id: 'r1', to: 'bob', mids: ['bob:m2'] },
+    ]);
+  });
+
   it('refuses a bad, expired or missing token with 401 before the upgrade', async () => {
     env = await startGateway();
     const base = `ws://127.0.0.1:${env.port}/v1/ws`;

@@ -32,8 +32,17 @@ export const AckFrame = Type.Object(
 export type AckFrame = Static<typeof AckFrame>;
 
 export const ReadFrame = Type.Object(
-  { type: Type.Literal('read'), to: UserId, mids: Mids },
-  { $id: 'ReadFrame', description: 'Read receipt, forwarded to `to`' },
+  {
+    type: Type.Literal('read'),
+    /** Optional (an addition to PROTOCOL.md): with it the read is answered `accepted`, as a message is. */
+    id: Type.Optional(ClientMessageId),
+    to: UserId,
+    mids: Mids,
+  },
+  {
+    $id: 'ReadFrame',
+    description: 'Read receipt, forwarded to `to`; with an `id`, answered `accepted` once stored',
+  },
 );
 export type ReadFrame = Static<typeof ReadFrame>;
 
