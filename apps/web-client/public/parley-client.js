@@ -168,6 +168,9 @@ export class ParleyClient extends EventTarget {
       return;
     }
     this.socket = socket;
+    // A connection that never says hello (a proxy that took the upgrade and hangs) is dropped as a
+    // dead one is; the ping takes over after hello (#onOpen stops this timer).
+    this.pongTimer = setTimeout(() => this.#abandonSocket('no hello'), PONG_TIMEOUT_MS);
     socket.onmessage = (event) => {
       if (this.socket === socket) this.#onFrame(event.data);
     };

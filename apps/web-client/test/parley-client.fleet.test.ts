@@ -78,6 +78,18 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     expect(gateway.connections()).toBeLessThan(6); // 0.5 s doubling, not at once forever
   });
 
+  it('drops a connection that never says hello and connects again (a proxy took the upgrade and hangs)', async () => {
+    const gateway = await fakeGateway((socket, n) => {
+      if (n > 1) hello(socket, n);
+    });
+    const c = clientOf(gateway.url);
+    c.start();
+    await waitFor(() => c.state === 'online', 20_000, 'online on the second connection');
+    expect(gateway.connections()).toBe(2);
+    c.close();
+    await gateway.close();
+  });
+
   it('sends a frame refused rate_limited or unavailable again on the same connection', async () => {
     const got: string[] = [];
     const gateway = await fakeGateway((socket, n) => {
