@@ -287,8 +287,11 @@ describe('push-ms service against a fake FCM server', () => {
       expect.any(String),
       expect.any(String),
     ]);
-    expect(await metricsOf(service)).toContain(
-      'parley_push_notifications_total{result="sent",service="push-ms"} 2',
+    // Counted once FCM has answered, a little after it saw the request.
+    await waitFor(async () =>
+      (await metricsOf(service)).includes(
+        'parley_push_notifications_total{result="sent",service="push-ms"} 2',
+      ),
     );
   });
 });
