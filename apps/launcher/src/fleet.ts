@@ -260,7 +260,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       }),
     );
   } catch (err) {
-    await stopAll(started, closer);
+    await stopAll(started, closer).catch(() => undefined); // the start's error is the one to report
     throw err;
   }
 
@@ -284,9 +284,17 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
 
 /** Edges first (stop taking traffic), then the consumers, then the infrastructure. */
 async function stopAll(started: Array<[string, Service]>, closer: Closer) {
-  for (const [, service] of [...started].reverse()) await service.stop().catch(() => undefined);
+  // Every service stops even when one fails, and the failures are reported: npm start exits 1.
+  const failures: Error[] = [];
+  for (const [name, service] of [...started].reverse())
+    await service.stop().catch((err: unknown) => {
+      failures.push(
+        new Error(`${name} did not stop cleanly: ${(err as Error)?.message ?? err}`, { cause: err }),
+      );
+    });
   started.length = 0;
   await closer.closeAll();
+  if (failures.length > 0) throw new AggregateError(failures, failures.map((f) => f.message).join('; '));
 }
 
 async function randomPorts(): Promise<FleetPorts> {

@@ -59,7 +59,12 @@ async function main() {
     logger.info({ signal }, 'stopping the fleet');
     const deadline = setTimeout(() => process.exit(1), 30_000);
     deadline.unref();
-    await fleet.stop();
+    try {
+      await fleet.stop();
+    } catch (err) {
+      logger.error({ err }, 'the fleet did not stop cleanly');
+      process.exit(1);
+    }
     logger.info('stopped');
     process.exit(0);
   };

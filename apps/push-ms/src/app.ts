@@ -12,6 +12,7 @@ import {
   RecentSet,
   Runtime,
   Service,
+  serviceLifecycle,
 } from '@parley/service-kit';
 import { Coalescer, createCoalescer } from './coalescer';
 import type { DeviceStore } from './device-store';
@@ -138,21 +139,22 @@ export function createPushService(deps: PushDeps): PushService {
     }),
   });
 
-  return {
-    http,
-    async start() {
-      await deps.devices.init();
-      await subscription.start();
-      await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
-    },
-    async stop() {
-      deps.readiness.markDraining();
-      await http.close();
-      await subscription.stop();
+  // Stopped after the consumer (workers stop in reverse order): nothing joins a window by then.
+  const pushes = {
+    stop: async () => {
       coalescer.flushAll();
       await dispatcher.drain();
       await deps.provider.close();
     },
+  };
+  // Listening first, as every service: /healthz answers while the migrations wait for their lock.
+  return {
+    http,
+    ...serviceLifecycle(http, deps, deps.readiness, [
+      { start: () => deps.devices.init() },
+      pushes,
+      subscription,
+    ]),
   };
 }
 

@@ -38,7 +38,8 @@ describe('push-ms service against a fake FCM server', () => {
   let devices: DeviceStore;
   const running: { service: PushService; bus: MemoryBus }[] = [];
 
-  const startService = async (options: Partial<PushDeps> = {}) => {
+  /** A push-ms on the fake FCM, not started yet; `options` replace its defaults. */
+  const buildService = (options: Partial<PushDeps> = {}) => {
     const bus = new MemoryBus();
     const service = createPushService({
       bus,
@@ -60,9 +61,13 @@ describe('push-ms service against a fake FCM server', () => {
       retryBaseMs: 10,
       ...options,
     });
-    await service.start();
     running.push({ service, bus });
     return { service, bus };
+  };
+  const startService = async (options: Partial<PushDeps> = {}) => {
+    const built = buildService(options);
+    await built.service.start();
+    return built;
   };
   const register = (service: PushService, user: string, deviceId: string, token: string, secret = SECRET) =>
     service.http.inject({
@@ -86,6 +91,23 @@ describe('push-ms service against a fake FCM server', () => {
   beforeEach(() => {
     fcm.requests.length = 0;
     fcm.answer = () => ({ status: 200, body: {} });
+  });
+
+  it('answers /healthz while its migrations wait for their lock, and /readyz only once they are done', async () => {
+    let finishMigrating!: () => void;
+    const migrating = new Promise<void>((resolve) => (finishMigrating = resolve));
+    // The migrations lock is shared by every service: another one may hold it for a while.
+    const { service } = buildService({
+      devices: { ...devices, init: () => migrating },
+      readiness: new Readiness(500),
+    });
+    const started = service.start();
+    await waitFor(() => service.http.server.listening, 2000, 'push-ms to listen while migrating');
+    expect((await service.http.inject('/healthz')).statusCode).toBe(200);
+    expect((await service.http.inject('/readyz')).statusCode).toBe(503);
+    finishMigrating();
+    await started;
+    expect((await service.http.inject('/readyz')).statusCode).toBe(200);
   });
 
   it('registers and removes devices through the internal API', async () => {

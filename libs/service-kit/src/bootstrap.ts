@@ -55,6 +55,8 @@ export async function runMain<T extends TObject>(
     );
   const fail = async (err: unknown) => {
     runtime.logger.fatal({ err }, 'failed to start');
+    // What was opened is closed within the shutdown deadline, however a dependency behaves.
+    setTimeout(() => process.exit(1), config.SHUTDOWN_TIMEOUT_MS);
     await runtime.closer.closeAll();
     process.exit(1);
   };

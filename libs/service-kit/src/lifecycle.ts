@@ -48,25 +48,32 @@ export async function runService(service: Service, options: RunOptions): Promise
   const exit = options.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
 
+  /** Stops the service, exiting 1 at the deadline if that hangs; resolves whether it stopped cleanly. */
+  const stopWithinDeadline = async (): Promise<boolean> => {
+    // Not unref'd: a stop() stuck on a promise nothing will settle must not end in a quiet exit 0.
+    const deadline = setTimeout(() => {
+      logger.error({ timeoutMs: options.shutdownTimeoutMs }, 'shutdown deadline passed, exiting');
+      exit(1);
+    }, options.shutdownTimeoutMs);
+    try {
+      await service.stop();
+      return true;
+    } catch (err) {
+      logger.error({ err }, 'shutdown failed');
+      return false;
+    } finally {
+      clearTimeout(deadline);
+    }
+  };
+
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
     options.onShutdownStarted?.();
-    const deadline = setTimeout(() => {
-      logger.error({ timeoutMs: options.shutdownTimeoutMs }, 'shutdown deadline passed, exiting');
-      exit(1);
-    }, options.shutdownTimeoutMs);
-    deadline.unref();
-    try {
-      await service.stop();
-      clearTimeout(deadline);
-      logger.info('stopped');
-      exit(0);
-    } catch (err) {
-      logger.error({ err }, 'shutdown failed');
-      exit(1);
-    }
+    const clean = await stopWithinDeadline();
+    if (clean) logger.info('stopped');
+    exit(clean ? 0 : 1);
   };
 
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
@@ -76,8 +83,10 @@ export async function runService(service: Service, options: RunOptions): Promise
   try {
     await service.start();
   } catch (err) {
+    if (stopping) return; // a signal is stopping it already, with its own deadline
+    stopping = true;
     logger.fatal({ err }, 'start failed');
-    await service.stop().catch(() => undefined);
+    await stopWithinDeadline();
     exit(1);
   }
 }
@@ -107,16 +116,23 @@ export function serviceLifecycle(
   workers: Worker[],
 ): Service {
   let started = false;
+  let stopped = false;
   readiness.register('startup', () => {
     if (!started) throw new Error('starting: preparing storage and consumers');
   });
   return {
     async start() {
       await server.listen({ port: address.port, host: address.host ?? '0.0.0.0' });
-      for (const worker of workers) await worker.start?.();
+      for (const worker of workers) {
+        if (stopped) return; // stopped during the start: start nothing more
+        await worker.start?.();
+        // stop() ran while this worker was starting (its stop came before its start ended): again.
+        if (stopped) return void (await worker.stop?.());
+      }
       started = true;
     },
     async stop() {
+      stopped = true;
       readiness.markDraining();
       await server.close();
       for (const worker of [...workers].reverse()) await worker.stop?.();

@@ -120,6 +120,30 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
     expect(order).toEqual(['start consumer', 'start timer', 'stop timer', 'stop consumer']);
   });
 
+  it('starts no worker after stop() when stopped during the start (SIGTERM during a migration)', async () => {
+    const readiness = new Readiness(500);
+    const http = buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('stop-during-start', { collectDefaults: false }),
+      readiness,
+    });
+    let finishMigrating!: () => void;
+    const migrating = new Promise<void>((resolve) => (finishMigrating = resolve));
+    const running = new Set<string>();
+    const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [
+      { start: () => migrating }, // a migration waiting for the shared lock
+      { start: () => void running.add('consumer'), stop: () => void running.delete('consumer') },
+    ]);
+    const started = service.start();
+    await waitFor(() => http.server.listening, 2000, 'the server to listen');
+    const port = (http.server.address() as AddressInfo).port;
+    await service.stop();
+    finishMigrating();
+    await started;
+    expect(running).toEqual(new Set()); // the consumer was started after stop() and never stopped
+    await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+  });
+
   it('closes resources in reverse order and keeps closing past a failure', async () => {
     const closed: string[] = [];
     const closer = new Closer(silentLogger());
@@ -183,6 +207,14 @@ describe('runService on SIGTERM, in its own process', () => {
     expect(Date.now() - signalled).toBeLessThan(5000);
     expect(run.lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['shutting down', 'stopped']));
     expect(run.lines.find((l) => l.msg === 'shutting down')).toMatchObject({ signal: 'SIGTERM' });
+  }, 30_000);
+
+  it('exits 1 by the deadline when the start fails and releasing what started hangs', async () => {
+    const run = startChild({ SHUTDOWN_TIMEOUT_MS: '700', FAIL_START: '1', HANG_ON_STOP: '1' });
+    expect(await run.exited).toBe(1);
+    expect(run.lines.map((l) => l.msg)).toEqual(
+      expect.arrayContaining(['start failed', 'shutdown deadline passed, exiting']),
+    );
   }, 30_000);
 
   it('exits 1 at the deadline when stopping hangs', async () => {
