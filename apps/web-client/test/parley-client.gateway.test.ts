@@ -7,16 +7,17 @@ import {
   createTokenVerifier,
   DEV_JWT_SECRET,
   issueToken,
+  loadConfig,
   Readiness,
   silentLogger,
 } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
-import { createWsGateway } from '../../ws-gateway/src/app';
+import { createWsGateway, gatewaySettings, WsGatewayConfig } from '../../ws-gateway/src/app';
 import { ParleyClient } from '../public/parley-client.js';
 
 jest.setTimeout(30_000);
 
-/** The real ws-gateway with its production defaults (RATE_LIMIT_PER_SECOND 20, _BURST 50, _CLOSE_AFTER 20). */
+/** The real ws-gateway with its production defaults, on an in-memory bus. */
 async function productionGateway() {
   const bus = new MemoryBus();
   const gateway = createWsGateway({
@@ -29,19 +30,11 @@ async function productionGateway() {
     port: 0,
     internalPort: 0,
     host: '127.0.0.1',
-    settings: {
+    // What a deployment gets when it sets nothing (RATE_LIMIT_PER_SECOND 20, _BURST 50, _CLOSE_AFTER 20).
+    settings: gatewaySettings(loadConfig('ws-gateway', WsGatewayConfig, {}), {
       gatewayId: 'gw-client-test',
       internalUrl: 'http://unused',
-      maxFrameBytes: 64 * 1024,
-      ratePerSecond: 20,
-      rateBurst: 50,
-      rateCloseAfter: 20,
-      maxUnsentBytes: 1024 * 1024,
-      maxConnections: 200_000,
-      pingIntervalMs: 30_000,
-      heartbeatIntervalMs: 60_000,
-      allowedOrigins: [],
-    },
+    }),
   });
   await gateway.start();
   const port = (gateway.http.server.address() as AddressInfo).port;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Type } from '@sinclair/typebox';
+import { Static, Type } from '@sinclair/typebox';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Counter, Gauge } from 'prom-client';
 import {
@@ -131,6 +131,29 @@ export interface WsGatewaySettings {
   allowedOrigins: string[];
   /** Bytes of client frames waiting for Kafka at once; default 64 MiB. */
   maxPendingPublishBytes?: number;
+}
+
+/** The settings a configuration gives (main.ts; tests that want the production defaults). */
+export function gatewaySettings(
+  config: Static<typeof WsGatewayConfig>,
+  where: { gatewayId: string; internalUrl: string },
+): WsGatewaySettings {
+  return {
+    ...where,
+    maxFrameBytes: config.MAX_FRAME_BYTES,
+    ratePerSecond: config.RATE_LIMIT_PER_SECOND,
+    rateBurst: config.RATE_LIMIT_BURST,
+    rateCloseAfter: config.RATE_LIMIT_CLOSE_AFTER,
+    maxUnsentBytes: config.MAX_UNSENT_BYTES,
+    maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
+    maxConnections: config.MAX_CONNECTIONS,
+    maxConnectionsPerUser: config.MAX_CONNECTIONS_PER_USER,
+    pingIntervalMs: config.PING_INTERVAL_MS,
+    heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+    allowedOrigins: config.ALLOWED_ORIGINS.split(',')
+      .map((o) => o.trim())
+      .filter(Boolean),
+  };
 }
 
 export interface WsGatewayDeps extends Omit<Runtime, 'closer'> {

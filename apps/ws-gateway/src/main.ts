@@ -2,7 +2,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { connectKafkaBus } from '@parley/kafka';
 import { createTokenVerifier, runMain } from '@parley/service-kit';
-import { createWsGateway, WsGatewayConfig } from './app';
+import { createWsGateway, gatewaySettings, WsGatewayConfig } from './app';
 
 void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('ws-gateway', config, runtime);
@@ -19,23 +19,7 @@ void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
     port: config.PORT,
     internalPort: config.INTERNAL_PORT,
     host: config.HOST,
-    settings: {
-      gatewayId,
-      internalUrl,
-      maxFrameBytes: config.MAX_FRAME_BYTES,
-      ratePerSecond: config.RATE_LIMIT_PER_SECOND,
-      rateBurst: config.RATE_LIMIT_BURST,
-      rateCloseAfter: config.RATE_LIMIT_CLOSE_AFTER,
-      maxUnsentBytes: config.MAX_UNSENT_BYTES,
-      maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
-      maxConnections: config.MAX_CONNECTIONS,
-      maxConnectionsPerUser: config.MAX_CONNECTIONS_PER_USER,
-      pingIntervalMs: config.PING_INTERVAL_MS,
-      heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
-      allowedOrigins: config.ALLOWED_ORIGINS.split(',')
-        .map((o) => o.trim())
-        .filter(Boolean),
-    },
+    settings: gatewaySettings(config, { gatewayId, internalUrl }),
   });
 });
 
