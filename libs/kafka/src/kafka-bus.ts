@@ -108,13 +108,18 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
     return codec as TopicCodec<T>;
   };
   const counters = createCounters(options.metrics);
-  const producer: Producer = kafka.producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-    createPartitioner: Partitioners.DefaultPartitioner,
-    allowAutoTopicCreation: true,
-    metadataMaxAge: PARTITION_COUNT_TTL_MS, // packing groups by the partition count it reads itself
-  });
+  // A fresh producer (a new producer id) after a failed request: kafkajs rolls its sequence numbers
+  // back when a request fails, also for partitions the broker wrote, so the next, different batch
+  // would reuse them and be taken for a duplicate (answered, not written) or refused for good.
+  const newProducer = (): Producer =>
+    kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      allowAutoTopicCreation: true,
+      metadataMaxAge: PARTITION_COUNT_TTL_MS, // packing groups by the partition count it reads itself
+    });
+  let producer: Producer = newProducer();
   const admin: Admin = kafka.admin();
   const packEvents = options.packEvents ?? true;
   const partitionCounts = createPartitionCounts(async (topic) => {
@@ -157,6 +162,9 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
           for (const { topic, messages } of topicMessages) counters.records.inc({ topic }, messages.length);
         } catch (err) {
           connected = undefined;
+          const failed = producer;
+          producer = newProducer();
+          void failed.disconnect().catch(() => undefined);
           partitionCounts.forget(); // a topic may have gained partitions
           for (const send of sending) send.reject(err);
           // What is queued behind fails too: written ahead of the failed part's retry, it would

@@ -642,6 +642,33 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(handled).toEqual([0, 3]);
       });
 
+      test.each([true, false])(
+        'a request refused for one partition does not make a later publish to another vanish (packed: %s)',
+        async (packEvents) => {
+          const ok = pingTopic(unique('ok'));
+          const small = pingTopic(unique('small'));
+          await provisionTopics(kafka(), { topics: [ok as TopicSpec<never>] });
+          const a = await admin();
+          await a.createTopics({
+            topics: [{ topic: small.name, configEntries: [{ name: 'max.message.bytes', value: '1024' }] }],
+          });
+          const b = bus(kafka('bus'), { packEvents });
+          await b.publish(ok, [ping(0)]);
+          // One turn, one produce request: `ok` is written, `small` refused, and kafkajs takes back
+          // the sequence numbers of both. A later batch under the same numbers would pass for a
+          // duplicate of the written one: answered, never stored.
+          await Promise.allSettled([
+            b.publish(ok, [ping(1)]),
+            b.publish(small, [{ ...ping(99), pad: 'x'.repeat(4000) } as Ping]),
+          ]);
+          await b.publish(ok, [ping(2)]);
+          const { sub, handled } = collecting(b, ok);
+          await sub.start();
+          await waitFor(() => handled.includes(2), 15_000, 'the later event');
+          expect(handled).toEqual([0, 1, 2]);
+        },
+      );
+
       test('an invalid event in a pack is parked alone; the rest of the pack is handled', async () => {
         const spec = pingTopic(unique('pack-poison'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
