@@ -8,6 +8,17 @@ import { OffsetStore } from '../src/broker/log/offset-store';
 import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
 import { BATCH } from '../src/broker/log/record-batch';
 import { RawClient } from './support/raw-client';
+import { Static, Type } from '@sinclair/typebox';
+import { TopicSpec } from '@parley/contracts';
+import { createKafkaBus, provisionTopics } from '../src';
+
+const Ping = Type.Object({
+  kind: Type.Literal('test.ping'),
+  v: Type.Literal(1),
+  id: Type.String(),
+  n: Type.Integer(),
+});
+type Ping = Static<typeof Ping>;
 
 const logger = pino({ level: 'silent' });
 const config: LogConfig = {
@@ -413,4 +424,50 @@ describe('broker storage', () => {
     await Promise.all([consumer.disconnect(), producer.disconnect(), admin.disconnect()]);
     await broker.stop();
   });
+
+  test('the bus publishes again after a restart that lost its last acked batch (a torn tail under fsync interval)', async () => {
+    const dataDir = tmp();
+    let broker = await startBroker({ dataDir, logger, fsync: 'interval' });
+    const port = broker.port;
+    const kafka = new Kafka({
+      clientId: 'torn',
+      brokers: [broker.address],
+      logLevel: logLevel.NOTHING,
+      retry: { initialRetryTime: 50, retries: 3 },
+    });
+    const topic: TopicSpec<Ping> = {
+      name: 'torn',
+      schema: Ping,
+      key: (e) => e.id,
+      description: 'a test topic',
+      partitions: 1,
+      retentionMs: 86_400_000,
+    };
+    await provisionTopics(kafka, { topics: [topic as TopicSpec<never>] });
+    const bus = createKafkaBus({ kafka, logger, maxAttempts: 3 });
+    try {
+      for (const n of [0, 1]) await bus.publish(topic, [{ kind: 'test.ping', v: 1, id: 'k', n }]);
+      await broker.stop();
+      // A power loss: the last acknowledged batch never reached the disk.
+      const partitionDir = path.join(dataDir, 'log', 'torn', '0');
+      const [segment] = fs.readdirSync(partitionDir).filter((f) => f.endsWith('.log'));
+      const file = path.join(partitionDir, segment);
+      fs.truncateSync(file, fs.statSync(file).size - 10);
+      fs.rmSync(file.replace(/\.log$/, '.index'), { force: true });
+      broker = await startBroker({ dataDir, port, logger, fsync: 'interval' });
+      const outcomes: string[] = [];
+      for (let n = 2; n < 6; n++) {
+        const [outcome] = await Promise.allSettled([
+          bus.publish(topic, [{ kind: 'test.ping', v: 1, id: 'k', n }]),
+        ]);
+        outcomes.push(outcome.status);
+      }
+      // The producer's sequence no longer matches the log: refused once, then a fresh producer.
+      expect(outcomes).toEqual(['rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    } finally {
+      await bus.close();
+      await broker.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
