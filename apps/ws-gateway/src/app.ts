@@ -243,24 +243,31 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       () => true,
       (err: unknown) => {
         logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed');
+        // Lost, session-ms would count the device connected for as long as this gateway beats.
+        if (event.kind === 'connection-down') unpublishedDowns.set(conn.id, event);
         return false;
       },
     );
   };
-
+  /** Disconnects Kafka did not take: sent again with each heartbeat, and at stop, until it does. */
+  const unpublishedDowns = new Map<string, Extract<ConnectionTopicEvent, { kind: 'connection-down' }>>();
+  const publishWithLostDowns = (events: ConnectionTopicEvent[]) => {
+    const downs = [...unpublishedDowns.values()];
+    return track(bus.publish(TOPICS.connections, [...downs, ...events])).then(() => {
+      for (const down of downs) unpublishedDowns.delete(down.connId);
+    });
+  };
   const publishHeartbeat = () =>
-    track(
-      bus.publish(TOPICS.connections, [
-        {
-          v: 1,
-          kind: 'gateway-heartbeat',
-          gateway: settings.gatewayId,
-          gatewayUrl: settings.internalUrl,
-          connections: registry.size,
-          at: Date.now(),
-        },
-      ]),
-    ).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
+    publishWithLostDowns([
+      {
+        v: 1,
+        kind: 'gateway-heartbeat',
+        gateway: settings.gatewayId,
+        gatewayUrl: settings.internalUrl,
+        connections: registry.size,
+        at: Date.now(),
+      },
+    ]).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
 
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
   const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
@@ -431,6 +438,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       const identity = await deps.verifyToken(
         bearerToken(request.headers.authorization, url.searchParams.get('token')),
       );
+      // The check may take a while (a JWKS fetch): stop may have begun meanwhile.
+      if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
       if (registry.size >= settings.maxConnections)
         throw new ParleyError('unavailable', 'this gateway is full; try another');
       const perUser = settings.maxConnectionsPerUser ?? DEFAULT_MAX_CONNECTIONS_PER_USER;
@@ -507,6 +516,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       timers.stop();
       // Upgraded sockets still count as server connections: close them before the server.
       await closeAll(registry);
+      if (unpublishedDowns.size > 0)
+        await publishWithLostDowns([]).catch((err) =>
+          logger.error({ err, count: unpublishedDowns.size }, 'disconnects could not be published'),
+        );
       await http.close();
       await Promise.allSettled([...inFlight]);
       await internal.close();

@@ -19,6 +19,8 @@ export class GatewaySocket extends WebSocket {
 export class ClientConnection {
   alive = true;
   unsentBytes = 0;
+  /** Bytes still unsent from earlier writes when the current corked batch began. */
+  private backlogAtCork?: number;
 
   constructor(
     readonly id: string,
@@ -37,9 +39,11 @@ export class ClientConnection {
   /** Holds this socket's writes until `uncork()`, so several frames leave in one system call. */
   cork(): void {
     this.transport.cork();
+    this.backlogAtCork = this.unsentBytes;
   }
 
   uncork(): void {
+    this.backlogAtCork = undefined;
     this.transport.uncork();
   }
 
@@ -47,7 +51,10 @@ export class ClientConnection {
   send(text: string): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
     const size = Buffer.byteLength(text);
-    if (this.unsentBytes + size > this.maxUnsentBytes) {
+    // A slow reader is one whose earlier writes have not drained: what this batch writes has had no
+    // chance to, so it is not held against the reader (a replay on connect is one large batch).
+    const backlog = this.backlogAtCork ?? this.unsentBytes;
+    if (backlog > 0 && backlog + size > this.maxUnsentBytes) {
       this.socket.terminate();
       return false;
     }

@@ -1,6 +1,6 @@
 import { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
-import { INTERNAL_SECRET_HEADER, TOPICS } from '@parley/contracts';
+import { INTERNAL_SECRET_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
   createMetricsRegistry,
@@ -9,20 +9,35 @@ import {
   issueToken,
   Readiness,
   silentLogger,
+  TokenVerifier,
+  TransientError,
 } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
 import { createWsGateway, WsGatewaySettings } from '../src/app';
 
 const SECRET = 'internal-secret-for-tests';
 
-async function startGateway(overrides: Partial<WsGatewaySettings> = {}) {
-  const bus = new MemoryBus();
+/** A bus Kafka is away from for connection-downs while `refusingDowns` (a blip). */
+class FlakyBus extends MemoryBus {
+  refusingDowns = false;
+  override async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void> {
+    const down = events.some((e) => (e as { kind?: string }).kind === 'connection-down');
+    if (this.refusingDowns && down) throw new TransientError('kafka is unreachable');
+    return super.publish(topic, events, options);
+  }
+}
+
+async function startGateway(
+  overrides: Partial<WsGatewaySettings> = {},
+  verifyToken: TokenVerifier = createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+) {
+  const bus = new FlakyBus();
   const gateway = createWsGateway({
     bus,
     logger: silentLogger(),
     metrics: createMetricsRegistry('ws-gateway', { collectDefaults: false }),
     readiness: new Readiness(),
-    verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+    verifyToken,
     internalSecret: SECRET,
     port: 0,
     internalPort: 0,
@@ -480,6 +495,82 @@ describe('ws-gateway', () => {
     for (const socket of sockets) socket.terminate();
     expect(outcomes.filter((o) => o === 'hello')).toHaveLength(3);
     expect(outcomes.filter((o) => o === '1008')).toHaveLength(7);
+  });
+
+  it('does not cut off a reader that keeps up when one /send batch (a replay on connect) holds more than maxUnsentBytes for it', async () => {
+    env = await startGateway(); // maxUnsentBytes 1 MiB; 40 messages of 30 KB in one call
+    const bob = await connect('bob');
+    const connId = bob.frames[0].connId as string;
+    const frames = Array.from({ length: 40 }, (_, n) => ({
+      type: 'message',
+      mid: `alice:m${n}`,
+      id: `m${n}`,
+      from: 'alice',
+      to: 'bob',
+      chat: 'direct',
+      body: { text: 'x'.repeat(30_000) },
+      sentAt: n,
+    }));
+    const res = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/send',
+      payload: { deliveries: frames.map((frame) => ({ to: 'bob', connIds: [connId], frame })) },
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
+    const written = res.json().results.filter((r: { written: number }) => r.written === 1).length;
+    await bob.until(() => bob.ofType('message').length === 40 || bob.closeCode !== undefined);
+    expect({ written, received: bob.ofType('message').length, closeCode: bob.closeCode }).toEqual({
+      written: 40,
+      received: 40,
+      closeCode: undefined,
+    });
+  });
+
+  it('publishes a connection-down that Kafka refused (a blip) with the next heartbeat', async () => {
+    env = await startGateway({ heartbeatIntervalMs: 100 });
+    const alice = await connect('alice');
+    const connId = alice.frames[0].connId as string;
+    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
+    env.bus.refusingDowns = true;
+    await alice.close();
+    await waitFor(() => env.gateway.connections.size === 0, 2000, 'the close');
+    env.bus.refusingDowns = false;
+    // Lost, session-ms would count alice's phone connected for as long as this gateway beats.
+    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'));
+    expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toEqual([
+      expect.objectContaining({ user: 'alice', connId }),
+    ]);
+  });
+
+  it('does not admit a socket whose token was still being checked when stop began', async () => {
+    const verify = createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET });
+    let slow = false;
+    let checking: (() => void) | undefined;
+    // A JWKS verifier fetching a rotated key, say: the check takes a while.
+    env = await startGateway({}, async (token) => {
+      if (slow) await new Promise<void>((resolve) => (checking = resolve));
+      return verify(token);
+    });
+    const alice = await connect('alice');
+    slow = true;
+    const late = new WebSocket(await env.url('bob'));
+    const outcome = new Promise<string>((resolve) => {
+      late.once('open', () => resolve('open'));
+      late.once('unexpected-response', (_req, res) => resolve(`refused ${res.statusCode}`));
+      late.once('error', (err) => resolve(`error: ${err.message}`));
+    });
+    await waitFor(() => checking !== undefined, 2000, 'the token check');
+    const stopping = env.gateway.stop();
+    await alice.closed();
+    checking!();
+    expect(await outcome).toBe('refused 503');
+    await stopping;
+    const kinds = env.bus
+      .events(TOPICS.connections)
+      .filter((e) => e.kind !== 'gateway-heartbeat')
+      .map((e) => `${e.kind} ${(e as { user: string }).user}`);
+    expect(kinds).toEqual(['connection-up alice', 'connection-down alice']); // nothing of bob's
+    late.terminate();
   });
 
   it('cuts off a reader whose unsent bytes pass the cap', async () => {
