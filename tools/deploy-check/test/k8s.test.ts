@@ -277,6 +277,15 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     );
   });
 
+  it('runs the image its own kustomization names (images[].newName/newTag/digest)', () => {
+    const kustomization = parse(readFileSync(path.join(overlayDir(overlay), 'kustomization.yaml'), 'utf8'));
+    const entry = (kustomization.images ?? []).find((i: any) => i.name === 'parley');
+    expect(entry).toBeDefined();
+    const wanted = `${entry.newName ?? 'parley'}${entry.newTag ? `:${entry.newTag}` : ''}${entry.digest ? `@${entry.digest}` : ''}`;
+    for (const app of APPS)
+      expect([app.name, appContainer(deployment(app)).image]).toEqual([app.name, wanted]);
+  });
+
   it('has exactly the fleet: one Deployment per app, nothing else running the image', () => {
     const image = appContainer(m.deploymentFor(APPS[0].name)!).image;
     const runners = m
