@@ -39,7 +39,13 @@ export class ReadPosition {
    * started before now vouch for nothing, and partitions no longer assigned stop counting.
    */
   joined(assigned?: number[]): void {
+    const before = this.assigned;
     this.assigned = assigned && new Set(assigned);
+    // A partition gained here was read by its previous owner: no fetch of this member vouches for
+    // it until one started after now (kafkajs fetches again soon after the join, but a retry tick
+    // may come first).
+    const gained = !before || !assigned || assigned.some((partition) => !before.has(partition));
+    if (gained) for (const cycle of this.fetches.values()) cycle.previous = 0;
     for (const partition of this.behind.keys()) {
       if (!this.isAssigned(partition) || !this.inProgress.has(partition)) this.behind.delete(partition);
     }
@@ -103,6 +109,9 @@ export class ReadPosition {
   upTo(): number {
     const now = this.now();
     let upTo = Math.min(now, this.pausedAt ?? now);
+    // Assigned nothing, and no batch of an earlier assignment running: there is nothing to read.
+    // (kafkajs sends no Fetch then, so its fetch cycles would never count as answered.)
+    if (this.assigned?.size === 0 && this.inProgress.size === 0) return (this.last = upTo);
     for (const [partition, before] of this.behind)
       if (this.isAssigned(partition)) upTo = Math.min(upTo, before);
     let live = 0;

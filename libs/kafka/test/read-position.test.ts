@@ -62,11 +62,15 @@ describe('ReadPosition', () => {
   });
 
   test('a rebalance: fetches from before it vouch for nothing; a running batch of a kept partition still counts, a lost partition stops counting', () => {
-    const position = afterOneCycle();
+    const position = new ReadPosition(clock);
+    position.joined([0, 1, 2]);
+    fetched(position);
+    now += 10;
+    fetched(position);
     position.batchStarted(0, 500); // still running through the rebalance
     position.batchStarted(1, 600); // still running, but partition 1 moves to another member
     now += 10;
-    position.joined([0, 2]);
+    position.joined([0, 2]); // nothing gained: what the cycle before vouched for still stands
     expect(position.upTo()).toBe(500 - 1);
     position.chunkHandled(1, 650, undefined, true); // the old batch finishes after the rebalance
     position.batchEnded(1);
@@ -132,5 +136,32 @@ describe('ReadPosition', () => {
     now += 10;
     fetched(position);
     expect(position.upTo()).toBe(1_000_040);
+  });
+
+  test('a member assigned no partition is current, though kafkajs never sends it a Fetch answer', () => {
+    const position = new ReadPosition(clock);
+    position.joined([]); // more members than partitions, or a surge pod in a rollout
+    position.fetchStarted(1); // kafkajs starts fetch cycles, finds nothing to request, and sleeps
+    now += 250;
+    position.fetchStarted(1);
+    expect(position.upTo()).toBe(now);
+    position.joined([0]); // given a partition: conservative again until a fetch vouches for it
+    expect(position.upTo()).toBe(0);
+  });
+
+  test('a partition gained in a rebalance is not vouched for by fetches from before it', () => {
+    const position = new ReadPosition(clock);
+    position.joined([0]);
+    fetched(position);
+    now += 10;
+    fetched(position);
+    expect(position.upTo()).toBe(1_000_000);
+    now += 10;
+    position.joined([0, 1]); // partition 1 comes from a member that was behind on it
+    expect(position.upTo()).toBe(0);
+    fetched(position);
+    now += 10;
+    fetched(position);
+    expect(position.upTo()).toBe(1_000_020);
   });
 });

@@ -669,6 +669,37 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         },
       );
 
+      test('a member assigned no partition reads as current (session-ms holds every retry to the slowest replica)', async () => {
+        const spec = pingTopic(unique('idle'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const member = (b: EventBus) => b.subscribe({ groupId, topic: spec, handle: async () => undefined });
+        const first = member(bus(kafka('a')));
+        await first.start();
+        const second = member(bus(kafka('b')));
+        await second.start();
+        cleanups.push(
+          () => first.stop(),
+          () => second.stop(),
+        );
+        const a = await admin();
+        await waitFor(
+          async () => {
+            const [group] = (await a.describeGroups([groupId])).groups;
+            return group.state === 'Stable' && group.members.length === 2;
+          },
+          15_000,
+          'both members in the group',
+        );
+        await sleep(1000); // a few fetch cycles of both
+        // One partition, two members: one of them is assigned nothing and never gets a Fetch answer.
+        await waitFor(
+          () => Math.min(first.handledUpTo(), second.handledUpTo()) > Date.now() - 2000,
+          15_000,
+          'both members to read as current',
+        );
+      });
+
       test('an invalid event in a pack is parked alone; the rest of the pack is handled', async () => {
         const spec = pingTopic(unique('pack-poison'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
