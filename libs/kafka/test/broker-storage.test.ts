@@ -8,17 +8,9 @@ import { OffsetStore } from '../src/broker/log/offset-store';
 import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
 import { BATCH } from '../src/broker/log/record-batch';
 import { RawClient } from './support/raw-client';
-import { Static, Type } from '@sinclair/typebox';
 import { TopicSpec } from '@parley/contracts';
 import { createKafkaBus, provisionTopics } from '../src';
-
-const Ping = Type.Object({
-  kind: Type.Literal('test.ping'),
-  v: Type.Literal(1),
-  id: Type.String(),
-  n: Type.Integer(),
-});
-type Ping = Static<typeof Ping>;
+import { pingTopic } from './support/kafka-suite';
 
 const logger = pino({ level: 'silent' });
 const config: LogConfig = {
@@ -435,14 +427,7 @@ describe('broker storage', () => {
       logLevel: logLevel.NOTHING,
       retry: { initialRetryTime: 50, retries: 3 },
     });
-    const topic: TopicSpec<Ping> = {
-      name: 'torn',
-      schema: Ping,
-      key: (e) => e.id,
-      description: 'a test topic',
-      partitions: 1,
-      retentionMs: 86_400_000,
-    };
+    const topic = pingTopic('torn');
     await provisionTopics(kafka, { topics: [topic as TopicSpec<never>] });
     const bus = createKafkaBus({ kafka, logger, maxAttempts: 3 });
     try {

@@ -30,14 +30,14 @@ export const FAST_CONSUMER = {
   rebalanceTimeout: 3000,
 };
 
-const Ping = Type.Object({
+export const Ping = Type.Object({
   kind: Type.Literal('test.ping'),
   v: Type.Literal(1),
   id: Type.String(),
   n: Type.Integer(),
 });
-type Ping = Static<typeof Ping>;
-const pingTopic = (name: string, partitions = 1): TopicSpec<Ping> => ({
+export type Ping = Static<typeof Ping>;
+export const pingTopic = (name: string, partitions = 1): TopicSpec<Ping> => ({
   name,
   schema: Ping,
   key: (e) => e.id,
