@@ -70,7 +70,8 @@ export const SessionConfig = Type.Object({
   GATEWAY_TTL_MS: Type.Integer({
     minimum: 1000,
     default: 30_000,
-    description: 'A gateway silent this long is gone',
+    description:
+      'A gateway silent this long, while other heartbeats are read, is gone (while none are read, none is judged)',
   }),
   RETRY_TICK_MS: Type.Integer({
     minimum: 10,

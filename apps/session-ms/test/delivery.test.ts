@@ -429,6 +429,20 @@ describe('Delivery', () => {
     );
   });
 
+  it('still pushes to a connected user right after a Kafka outage longer than the gateway ttl, before the next heartbeat is read', async () => {
+    let clock = 1_700_000_000_000;
+    const { delivery, gateways, bus } = setup({ store: new MemorySessionStore(() => clock) });
+    const gw = { gateway: 'gw-1', gatewayUrl: 'http://gw-1' };
+    await delivery.handleConnections([
+      { v: 1, kind: 'gateway-heartbeat', ...gw, connections: 0, at: clock },
+      { v: 1, kind: 'connection-up', user: 'bob', connId: 'phone', ...gw, at: clock },
+    ]);
+    clock += 120_000; // the brokers away for two minutes; on return the delivery consumer reads first
+    await delivery.handle([message('m1')]);
+    expect(gateways.received.map((d) => d.connIds)).toEqual([['phone']]);
+    expect(bus.events(TOPICS.offline)).toEqual([]);
+  });
+
   it('tells storage about an ack that arrives after the deliverable went offline', async () => {
     const { delivery, bus } = setup();
     await delivery.handle([message('m1', 'carol')]);

@@ -121,21 +121,36 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect((await store.presence(['u2']))[0].lastSeen).toBe(20);
   });
 
-  it('keeps the connections of a gateway back from a short silence, forgets those of one gone', async () => {
+  it('judges a silent gateway gone once heartbeats have been read for a ttl, and forgets it past the horizon', async () => {
     const forgetful = target.open(400);
-    await forgetful.gatewayAlive('gw-paused', 20);
-    await forgetful.gatewayAlive('gw-crashed', 20);
+    /** Heartbeats of these gateways every 10 ms for `ms` (ttl 50 ms). */
+    const beat = async (ms: number, ...gateways: string[]) => {
+      for (const end = Date.now() + ms; Date.now() < end;) {
+        for (const gateway of gateways) await forgetful.gatewayAlive(gateway, 50);
+        await sleep(10);
+      }
+    };
+    await beat(80, 'gw-paused', 'gw-crashed');
     await forgetful.addConnection(connection('walt', 'p', 'gw-paused'));
     await forgetful.addConnection(connection('walt', 'c', 'gw-crashed'));
-    await sleep(60);
-    expect(await connIdsOf(forgetful, 'walt')).toEqual([]); // both silent
-    await forgetful.gatewayAlive('gw-paused', 60_000);
+    expect((await connIdsOf(forgetful, 'walt')).sort()).toEqual(['c', 'p']);
+    await beat(100, 'gw-paused'); // gw-crashed silent while the other beats
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']);
-    await sleep(400);
-    expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']);
+    await beat(400, 'gw-paused'); // past the forget horizon
+    expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']); // and 'c' forgotten here
     // Were the id reused (GATEWAY_ID pinned), the crashed process's sockets are gone anyway.
-    await forgetful.gatewayAlive('gw-crashed', 60_000);
+    await forgetful.gatewayAlive('gw-crashed', 50);
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']);
+  });
+
+  it('counts the connections of a gateway seen lately while no heartbeat is read, and for a ttl after they come again (a Kafka outage)', async () => {
+    const outage = target.open(60_000);
+    await outage.gatewayAlive('gw-1', 50);
+    await outage.addConnection(connection('bob', 'phone', 'gw-1'));
+    await sleep(120); // no heartbeat read for over a ttl: every gateway is equally silent
+    expect(await connIdsOf(outage, 'bob')).toEqual(['phone']);
+    await outage.gatewayAlive('gw-2', 50); // heartbeats come again; gw-1's is not read yet
+    expect(await connIdsOf(outage, 'bob')).toEqual(['phone']);
   });
 
   it('forgets nothing while no heartbeat is processed, nor in the first horizon after the first one', async () => {

@@ -25,8 +25,11 @@ export class MemorySessionStore implements SessionStore {
   private readonly lastSeen = new Map<string, number>();
   /** Each gateway's liveness: alive until, and when it last beat. */
   private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
-  /** When this store first processed a gateway heartbeat, and until when the last one counts. */
-  private heartbeats?: { firstAt: number; flowingUntil: number };
+  /**
+   * When this store first processed a gateway heartbeat, until when the last one counts, and since
+   * when they have been coming without a gap (one ttl long).
+   */
+  private heartbeats?: { firstAt: number; flowingUntil: number; flowingSince: number; ttlMs: number };
   /** What awaits an ack, per user and in the order it was tracked, with the time it is due for a retry. */
   private readonly pending = new Map<string, Map<string, PendingEntry>>();
   /**
@@ -73,7 +76,23 @@ export class MemorySessionStore implements SessionStore {
   async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
     const now = this.now();
     this.gateways.set(gateway, { aliveUntil: now + ttlMs, seenAt: now });
-    this.heartbeats = { firstAt: this.heartbeats?.firstAt ?? now, flowingUntil: now + ttlMs };
+    const flowing = this.heartbeats !== undefined && this.heartbeats.flowingUntil > now;
+    this.heartbeats = {
+      firstAt: this.heartbeats?.firstAt ?? now,
+      flowingUntil: now + ttlMs,
+      flowingSince: flowing ? this.heartbeats!.flowingSince : now,
+      ttlMs,
+    };
+  }
+
+  /**
+   * Whether a gateway's silence says it is gone: only once heartbeats have been read for a whole
+   * ttl. While none are (Kafka away, this consumer stalled) and for a ttl after they resume, every
+   * gateway had the same chance to beat, and the connections of one seen lately still count.
+   */
+  private judgesSilence(now: number): boolean {
+    const beats = this.heartbeats;
+    return !!beats && beats.flowingUntil > now && now - beats.flowingSince >= beats.ttlMs;
   }
 
   /** Whether a silent gateway can be told from a stalled heartbeat pipeline (FORGET_GATEWAY_AFTER_MS). */
@@ -86,13 +105,15 @@ export class MemorySessionStore implements SessionStore {
     const result = new Map<string, Connection[]>();
     const now = this.now();
     const mayForget = this.mayForget(now);
+    const judging = this.judgesSilence(now);
     for (const user of users) {
       const byConn = this.connections.get(user);
       if (!byConn) continue;
       const live: Connection[] = [];
       for (const c of byConn.values()) {
         const gateway = this.gateways.get(c.gateway);
-        if (gateway && gateway.aliveUntil > now) live.push(c);
+        const seenLately = gateway && now - gateway.seenAt <= this.forgetGatewayAfterMs;
+        if (gateway && (gateway.aliveUntil > now || (!judging && seenLately))) live.push(c);
         else if (mayForget && (!gateway || now - gateway.seenAt > this.forgetGatewayAfterMs))
           byConn.delete(c.connId);
       }

@@ -14,6 +14,7 @@ import {
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
  *   gwbeat        a heartbeat was processed lately (TTL)  gwsince  when the first one was (ms)
+ *   gwflow        "<since> <ttl>": heartbeats processed without a gap since then (TTL)
  *   pend:<user>   hash mid -> {seq, frame, stored} JSON  att:<user>   hash mid -> attempts
  *   trackseq      counter that orders a user's pendings (seq)
  *   ack:<user>:<mid>  acked marker with a TTL
@@ -165,6 +166,9 @@ export class RedisSessionStore implements SessionStore {
       .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
       .set('gwbeat', '1', 'PX', ttlMs)
       .set('gwsince', String(Date.now()), 'NX')
+      // Since when heartbeats have come without a gap of a ttl: a new flow after such a gap.
+      .set('gwflow', `${Date.now()} ${ttlMs}`, 'PX', ttlMs, 'NX')
+      .pexpire('gwflow', ttlMs)
       .exec();
   }
 
@@ -179,9 +183,16 @@ export class RedisSessionStore implements SessionStore {
       ...gateways.flatMap((g) => [`gw:${g}`, `gwseen:${g}`]),
       'gwbeat',
       'gwsince',
+      'gwflow',
     );
-    const live = new Set(gateways.filter((_, i) => marks[2 * i] !== null));
-    const [beat, since] = marks.slice(-2);
+    const [beat, since, flow] = marks.slice(-3);
+    // A gateway's silence says it is gone only once heartbeats have been read for a whole ttl: while
+    // none are (Kafka away, this consumer stalled) every gateway had the same chance to beat.
+    const [flowingSince, flowTtl] = (flow ?? '').split(' ').map(Number);
+    const judging = flow !== null && Date.now() - flowingSince >= flowTtl;
+    const live = new Set(
+      gateways.filter((_, i) => marks[2 * i] !== null || (!judging && marks[2 * i + 1] !== null)),
+    );
     const mayForget =
       beat !== null && since !== null && Date.now() - Number(since) > this.forgetGatewayAfterMs;
     // Neither mark: the gateway has not beaten for forgetGatewayAfterMs (or ever), so it is gone.
