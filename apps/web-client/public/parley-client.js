@@ -43,12 +43,12 @@ const SEEN_LIMIT = 5000;
 const STABLE_AFTER_MS = 10_000;
 /** PROTOCOL.md's frame limit (the server's default). */
 const MAX_FRAME_BYTES = 64 * 1024;
+/** The most mids an `ack` or `read` frame may name. */
+const MAX_MIDS_PER_FRAME = 500;
 /**
  * The outbox goes out at most this fast: under the server's default rate limit (20 frames a
  * second, a burst of 50), which closes a socket that keeps going past it (4029).
  */
-/** The most mids an `ack` or `read` frame may name. */
-const MAX_MIDS_PER_FRAME = 500;
 const SEND_BURST = 40;
 const SENDS_PER_SECOND = 15;
 const OUTBOX_RETRY_MS = 1500;
@@ -87,11 +87,24 @@ export function newId() {
   return `w${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
 }
 
-/** `items` in runs of at most `size`. */
-function chunks(items, size) {
-  const runs = [];
-  for (let i = 0; i < items.length; i += size) runs.push(items.slice(i, i + size));
-  return runs;
+/**
+ * `build(part)` for runs of `mids`, each frame naming at most 500 of them and within the frame limit
+ * (500 mids of the longest ids would not be).
+ */
+function midFrames(mids, build) {
+  const frames = [];
+  for (let at = 0; at < mids.length;) {
+    let count = Math.min(MAX_MIDS_PER_FRAME, mids.length - at);
+    while (count > 1 && bytesOf(build(mids.slice(at, at + count))) > MAX_FRAME_BYTES)
+      count = Math.ceil(count / 2);
+    frames.push(build(mids.slice(at, at + count)));
+    at += count;
+  }
+  return frames;
+}
+
+function bytesOf(frame) {
+  return new TextEncoder().encode(JSON.stringify(frame)).length;
 }
 
 export class ParleyClient extends EventTarget {
@@ -310,9 +323,9 @@ export class ParleyClient extends EventTarget {
     this.ackTimer = null;
     if (this.pendingAcks.size === 0) return;
     // Unsent acks stay pending; the frames come again on the next connect and are acked then.
-    for (const mids of chunks([...this.pendingAcks], MAX_MIDS_PER_FRAME)) {
-      if (!this.#sendRaw({ type: 'ack', mids })) return;
-      for (const mid of mids) this.pendingAcks.delete(mid);
+    for (const frame of midFrames([...this.pendingAcks], (mids) => ({ type: 'ack', mids }))) {
+      if (!this.#sendRaw(frame)) return;
+      for (const mid of frame.mids) this.pendingAcks.delete(mid);
     }
   }
 
@@ -360,11 +373,9 @@ export class ParleyClient extends EventTarget {
    * Returns the ids.
    */
   read(to, mids) {
-    return chunks(mids, MAX_MIDS_PER_FRAME).map((part) => {
-      const id = newId();
-      this.#queue({ type: 'read', id, to, mids: part });
-      return id;
-    });
+    const frames = midFrames(mids, (part) => ({ type: 'read', id: newId(), to, mids: part }));
+    for (const frame of frames) this.#queue(frame);
+    return frames.map((frame) => frame.id);
   }
 
   /** Ephemeral: delivered only if the peer is online right now; never stored or retried. */
@@ -387,7 +398,7 @@ export class ParleyClient extends EventTarget {
 
   /** Into the outbox, and out now if the socket is up. Throws a RangeError for a frame over the limit. */
   #queue(frame) {
-    const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
+    const bytes = bytesOf(frame);
     if (bytes > MAX_FRAME_BYTES)
       throw new RangeError(`frame ${frame.id}: ${bytes} bytes, over the ${MAX_FRAME_BYTES}-byte limit`);
     this.outbox.set(frame.id, { frame, sentOn: null });

@@ -109,6 +109,20 @@ describe('parley-client.js against a ws-gateway on its production rate limits (n
     }).toEqual({ readMids: 600, rejected: [] });
   });
 
+  it('splits a read of 500 mids of the longest ids into frames under the 64 KiB limit', async () => {
+    env = await productionGateway();
+    const { c, events } = client('alice');
+    c.start();
+    await waitFor(() => c.state === 'online', 10_000, 'online');
+    const sender = 'b'.repeat(64);
+    const mids = Array.from({ length: 500 }, (_, i) => `${sender}:${String(i).padStart(64, 'm')}`);
+    expect(c.read(sender, mids).length).toBeGreaterThan(1);
+    await waitFor(() => c.outbox.size === 0, 10_000, 'every read accepted');
+    const readMids = inbound('read').flatMap((e) => (e as { frame: { mids: string[] } }).frame.mids);
+    expect(readMids).toEqual(mids);
+    expect(events.filter((e) => e.event === 'rejected' && e.code !== 'sync_failed')).toEqual([]);
+  });
+
   it('does not lose a read receipt made just after the token expired (close 1008, then reconnect)', async () => {
     env = await productionGateway();
     const c = new ParleyClient({
