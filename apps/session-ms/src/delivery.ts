@@ -89,6 +89,10 @@ export class Delivery {
         'stale_connections_total',
         'Connections a gateway said it does not hold (a lost connection-down), removed',
       ),
+      storeLost: counter(
+        'store_lost_total',
+        'Times the session store was found empty after holding state (Redis restarted without its data)',
+      ),
       ackReadLag: new Gauge({
         name: 'parley_session_ack_read_lag_seconds',
         help: 'How far behind the wall clock the slowest replica has read acks; retries wait for it (up to 60 s)',
@@ -148,11 +152,20 @@ export class Delivery {
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
     const now = Date.now();
-    await this.store.reportReadUpTo(
-      this.reader.replica,
-      Math.min(now, this.reader.readUpTo()),
-      readReportTtlMs(this.settings.retryTickMs),
-    );
+    const [, lost] = await Promise.all([
+      this.store.reportReadUpTo(
+        this.reader.replica,
+        Math.min(now, this.reader.readUpTo()),
+        readReportTtlMs(this.settings.retryTickMs),
+      ),
+      this.store.lostState(),
+    ]);
+    if (lost) {
+      this.metrics.storeLost.inc();
+      this.logger.error(
+        'the session store lost its state (Redis restarted empty?): pending deliveries and the connections of open sockets are gone; restart the ws-gateways so that clients register again',
+      );
+    }
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
     const dueBy = Math.max(readUpTo, now - (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS));
     this.metrics.ackReadLag.set((now - dueBy) / 1000);

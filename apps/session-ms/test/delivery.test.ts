@@ -4,6 +4,10 @@ import { createMetricsRegistry, silentLogger, TransientError } from '@parley/ser
 import { Delivery } from '../src/delivery';
 import { GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
+import { RedisSessionStore } from '../src/store/redis-store';
+import type { SessionStore } from '../src/store/session-store';
+import Redis from 'ioredis';
+import { randomUUID } from 'node:crypto';
 
 /** A gateway stand-in that records what reached each of its sockets. */
 class RecordingGateways implements GatewayClient {
@@ -56,7 +60,7 @@ class AckBeforeDropStore extends MemorySessionStore {
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
 function setup({
   readUpTo = Date.now,
-  store = new MemorySessionStore(),
+  store = new MemorySessionStore() as SessionStore,
   bus = new MemoryBus(),
   replica = 'r1',
   ackTimeoutMs = 20,
@@ -71,15 +75,11 @@ function setup({
     retryTickMs: 25,
     maxAckReadLagMs,
   };
-  const delivery = new Delivery(
-    store,
-    gateways,
-    bus,
-    settings,
-    silentLogger(),
-    createMetricsRegistry('s', { collectDefaults: false }),
-    { replica, readUpTo },
-  );
+  const registry = createMetricsRegistry('s', { collectDefaults: false });
+  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), registry, {
+    replica,
+    readUpTo,
+  });
   const connect = (user: string, connId: string, gateway = 'gw-1') =>
     delivery.handleConnections([
       { v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() },
@@ -102,7 +102,7 @@ function setup({
       await delivery.retryDue();
     }
   };
-  return { store, gateways, bus, delivery, connect, disconnect, retryUntilQuiet };
+  return { store, gateways, bus, delivery, registry, connect, disconnect, retryUntilQuiet };
 }
 
 describe('Delivery', () => {
@@ -441,6 +441,31 @@ describe('Delivery', () => {
     await delivery.handle([message('m1')]);
     expect(gateways.received.map((d) => d.connIds)).toEqual([['phone']]);
     expect(bus.events(TOPICS.offline)).toEqual([]);
+  });
+
+  it('counts a session store found empty after it held state (Redis restarted without its data)', async () => {
+    const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+    const prefix = `test:${randomUUID()}:`;
+    const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
+    const wipe = async () => {
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length > 0) await admin.del(...keys);
+    };
+    try {
+      const { delivery, registry } = setup({ store: new RedisSessionStore(client) });
+      const lost = async () =>
+        (await registry.getSingleMetricAsString('parley_session_store_lost_total')).split('\n').pop();
+      await delivery.retryDue();
+      await delivery.retryDue();
+      expect(await lost()).toMatch(/ 0$/);
+      await wipe(); // Redis restarts empty
+      await delivery.retryDue();
+      await delivery.retryDue();
+      expect(await lost()).toMatch(/ 1$/);
+    } finally {
+      await wipe();
+      await Promise.all([client.quit(), admin.quit()]);
+    }
   });
 
   it('tells storage about an ack that arrives after the deliverable went offline', async () => {

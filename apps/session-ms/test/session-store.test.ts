@@ -377,6 +377,38 @@ describe('MemorySessionStore', () => {
   });
 });
 
+describe('the session store losing its state', () => {
+  it('is never lost in memory (it dies with the process)', async () => {
+    const store = new MemorySessionStore();
+    expect([await store.lostState(), await store.lostState()]).toEqual([false, false]);
+  });
+
+  it('on Redis: found empty after it held state (a restart without its data), said once, by one replica', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const [a, b] = [new Redis(REDIS_URL, { keyPrefix: prefix }), new Redis(REDIS_URL, { keyPrefix: prefix })];
+    const admin = new Redis(REDIS_URL);
+    try {
+      const [one, two] = [new RedisSessionStore(a), new RedisSessionStore(b)];
+      // A fresh Redis (the first start) is not a loss; nor a replica that starts after another.
+      expect([await one.lostState(), await two.lostState(), await one.lostState()]).toEqual([
+        false,
+        false,
+        false,
+      ]);
+      await admin.del(...(await admin.keys(`${prefix}*`))); // Redis restarts empty
+      expect([await two.lostState(), await one.lostState(), await two.lostState()]).toEqual([
+        true,
+        false,
+        false,
+      ]);
+    } finally {
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length) await admin.del(...keys);
+      await Promise.all([a.quit(), b.quit(), admin.quit()]);
+    }
+  });
+});
+
 describe('RedisSessionStore through a failover (the old primary demoted, the name moved to the new one)', () => {
   const servers: ChildProcess[] = [];
   afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));

@@ -37,7 +37,8 @@ export declare class ParleyClient extends EventTarget {
   close(): void;
   sync(): Promise<number>;
   send(to: string, body: unknown, chat?: 'direct' | 'group', id?: string): { id: string; mid: string | null };
-  read(to: string, mids: string[]): void;
+  /** Read receipts for these mids, kept in the outbox until accepted; returns the frames' ids. */
+  read(to: string, mids: string[]): string[];
   typing(to: string, chat?: 'direct' | 'group'): void;
   groupOp(
     op: 'create' | 'add' | 'remove' | 'leave' | 'rename',

@@ -223,6 +223,10 @@ export class MemorySessionStore implements SessionStore {
     return earliest;
   }
 
+  async lostState(): Promise<boolean> {
+    return false;
+  }
+
   async ping(): Promise<void> {}
 
   private remove(user: string, mid: string): PendingEntry | undefined {

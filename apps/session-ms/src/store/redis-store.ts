@@ -20,6 +20,7 @@ import {
  *   ack:<user>:<mid>  acked marker with a TTL
  *   stored:<user>:<mid>  in storage though untracked (markStored), with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
+ *   epoch         written once, no TTL: its absence later means Redis lost its data (lostState)
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
@@ -121,6 +122,8 @@ interface StoredPending {
 export class RedisSessionStore implements SessionStore {
   readonly outlivesProcess = true;
   private readonly prefix: string;
+  /** This client has seen (or written) the `epoch` marker. */
+  private marked = false;
 
   constructor(
     private readonly redis: Redis,
@@ -338,6 +341,13 @@ export class RedisSessionStore implements SessionStore {
   async readUpTo(): Promise<number | undefined> {
     const earliest = (await this.redis.eval(READ_UP_TO, 1, 'readers', this.prefix)) as string | null;
     return earliest === null ? undefined : Number(earliest);
+  }
+
+  async lostState(): Promise<boolean> {
+    const created = (await this.redis.set('epoch', String(Date.now()), 'NX')) === 'OK';
+    const lost = created && this.marked;
+    this.marked = true;
+    return lost;
   }
 
   async ping(): Promise<void> {

@@ -98,6 +98,12 @@ export interface SessionStore {
   forgetReadUpTo(replica: string): Promise<void>;
   /** The earliest read position among replicas whose report is live; undefined when none is. */
   readUpTo(): Promise<number | undefined>;
+  /**
+   * Whether the store was found empty since the last call although it had held state: a Redis that
+   * restarted without its data, taking pending deliveries and the connections of open sockets with
+   * it. The first call marks the store. Never true for a store that dies with its process.
+   */
+  lostState(): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
