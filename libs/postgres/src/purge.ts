@@ -21,8 +21,10 @@ export async function deleteOlderThan(db: SqlExecutor, options: DeleteOlderThan)
   let total = 0;
   for (;;) {
     if (options.signal?.aborted) return total;
+    // The time condition again on the deleted row: one updated after the subquery's snapshot (an ack
+    // refreshing its tombstone) is checked on its new version, not deleted by its key alone.
     const result = await db.query(
-      `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${column} < $1 LIMIT $2)`,
+      `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${column} < $1 LIMIT $2) AND ${column} < $1`,
       [before, batch],
     );
     total += result.rowCount;

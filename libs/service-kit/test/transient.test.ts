@@ -19,6 +19,12 @@ describe('isTransient', () => {
         'kafka retries exhausted',
         new KafkaJSNumberOfRetriesExceeded(kafkaClosed, { retryCount: 5, retryTime: 1 }),
       ],
+      // What connect() fails with when the database's address stops answering (a failed-over IP).
+      [
+        'host unreachable',
+        Object.assign(new Error('connect EHOSTUNREACH 10.0.0.7:5432'), { code: 'EHOSTUNREACH' }),
+      ],
+      ['network unreachable', Object.assign(new Error('connect ENETUNREACH'), { code: 'ENETUNREACH' })],
       ['postgres too many connections', sqlError('53300')],
       ['postgres shutting down', sqlError('57P01')],
       ['postgres connection failure', sqlError('08006')],
