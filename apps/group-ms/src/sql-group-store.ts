@@ -59,6 +59,7 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
         key: ['mid'],
         column: 'applied_at',
         before: appliedBefore,
+        only: 'published', // a notice the outbox has yet to publish stays, however old
         signal,
       }),
     async unpublished(appliedBefore, limit) {

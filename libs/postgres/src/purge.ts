@@ -7,6 +7,8 @@ export interface DeleteOlderThan {
   /** A time column, compared with `before`. */
   column: string;
   before: number;
+  /** A further condition a row must meet to go (SQL, from code, never from input). */
+  only?: string;
   /** Rows per statement (default 5,000), so that a large purge never holds long locks. */
   batch?: number;
   /** Stops between statements once aborted (a service shutting down); the rest goes next time. */
@@ -18,13 +20,14 @@ export async function deleteOlderThan(db: SqlExecutor, options: DeleteOlderThan)
   const { table, column, before } = options;
   const batch = options.batch ?? 5000;
   const key = options.key.join(', ');
+  const old = options.only ? `${column} < $1 AND (${options.only})` : `${column} < $1`;
   let total = 0;
   for (;;) {
     if (options.signal?.aborted) return total;
     // The time condition again on the deleted row: one updated after the subquery's snapshot (an ack
     // refreshing its tombstone) is checked on its new version, not deleted by its key alone.
     const result = await db.query(
-      `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${column} < $1 LIMIT $2) AND ${column} < $1`,
+      `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${old} LIMIT $2) AND ${old}`,
       [before, batch],
     );
     total += result.rowCount;
