@@ -17,7 +17,7 @@ import {
   GroupParams,
   InboundEvent,
   MAX_REST_BODY_BYTES,
-  fieldNestedTooDeep,
+  nestingRefusal,
   MaxFrameBytesSetting,
   jsonDepth,
   MAX_BODY_DEPTH,
@@ -427,12 +427,8 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
 /** As for frames: a body field nested too deep is refused, naming it (serializing it for the call would overflow the stack). */
 function assertShallow(body: unknown): void {
   if (body === null || typeof body !== 'object') return;
-  const tooDeep = fieldNestedTooDeep(body);
-  if (tooDeep !== undefined)
-    throw new ParleyError(
-      'invalid_request',
-      `${tooDeep}: must not be nested deeper than ${MAX_BODY_DEPTH} levels`,
-    );
+  const tooDeep = nestingRefusal(body);
+  if (tooDeep !== undefined) throw new ParleyError('invalid_request', tooDeep);
 }
 
 /**

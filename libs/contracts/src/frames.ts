@@ -15,7 +15,7 @@ import {
 } from './client-frames';
 import { ErrorCode } from './errors';
 import { DEFAULT_MAX_FRAME_BYTES, MAX_BODY_DEPTH } from './limits';
-import { compile, fieldNestedTooDeep, Validator } from './validation';
+import { compile, nestingRefusal, Validator } from './validation';
 
 export type FrameResult<T> =
   { ok: true; frame: T } | { ok: false; code: ErrorCode; message: string; id?: string };
@@ -67,9 +67,8 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
   const id = typeof candidate.id === 'string' ? candidate.id : undefined;
   // Every field, not only the body: the event is serialized, and the sender would be told to try again.
   const maxDepth = limits.maxDepth ?? MAX_BODY_DEPTH;
-  const tooDeep = fieldNestedTooDeep(candidate, maxDepth);
-  if (tooDeep !== undefined)
-    return refuse('invalid_frame', `${tooDeep}: must not be nested deeper than ${maxDepth} levels`, id);
+  const tooDeep = nestingRefusal(candidate, maxDepth);
+  if (tooDeep !== undefined) return refuse('invalid_frame', tooDeep, id);
   const types = limits.types ?? CLIENT_TYPES;
   if (typeof candidate.type !== 'string' || !types.includes(candidate.type)) {
     return refuse('invalid_frame', `type: must be one of ${types.join(', ')}`, id);

@@ -281,12 +281,14 @@ function join(base: string, prop: string): string {
 }
 
 /**
- * The first field of `record` nested deeper than `maxDepth`, a field no schema names included:
- * one nested thousands deep would overflow the stack wherever it is serialized or walked.
+ * Why `record` is refused for nesting, naming its first field nested deeper than `maxDepth` (a
+ * field no schema names included: one nested thousands deep would overflow the stack wherever it
+ * is serialized or walked); undefined when none is.
  */
-export function fieldNestedTooDeep(record: object, maxDepth = MAX_BODY_DEPTH): string | undefined {
+export function nestingRefusal(record: object, maxDepth = MAX_BODY_DEPTH): string | undefined {
   const fields = record as Record<string, unknown>;
-  return Object.keys(fields).find((key) => jsonDepth(fields[key], maxDepth + 1) > maxDepth);
+  const field = Object.keys(fields).find((key) => jsonDepth(fields[key], maxDepth + 1) > maxDepth);
+  return field === undefined ? undefined : `${field}: must not be nested deeper than ${maxDepth} levels`;
 }
 
 /** Depth of a JSON value (a scalar is 0). Stops counting past `limit`, so huge values cost little. */

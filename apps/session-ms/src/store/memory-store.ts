@@ -112,10 +112,9 @@ export class MemorySessionStore implements SessionStore {
       const live: Connection[] = [];
       for (const c of byConn.values()) {
         const gateway = this.gateways.get(c.gateway);
-        const seenLately = gateway && now - gateway.seenAt <= this.forgetGatewayAfterMs;
+        const seenLately = gateway !== undefined && now - gateway.seenAt <= this.forgetGatewayAfterMs;
         if (gateway && (gateway.aliveUntil > now || (!judging && seenLately))) live.push(c);
-        else if (mayForget && (!gateway || now - gateway.seenAt > this.forgetGatewayAfterMs))
-          byConn.delete(c.connId);
+        else if (mayForget && !seenLately) byConn.delete(c.connId);
       }
       if (byConn.size === 0) this.connections.delete(user);
       if (live.length > 0) result.set(user, live);
