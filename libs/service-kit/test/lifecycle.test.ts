@@ -17,6 +17,14 @@ const openNetwork = () =>
     .length;
 
 describe('a service started through serviceLifecycle, over real HTTP', () => {
+  /** An HTTP server for a test service, without Node's default metrics. */
+  const quietServer = (name: string, readiness: Readiness) =>
+    buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry(name, { collectDefaults: false }),
+      readiness,
+    });
+
   it('answers the probes while running and leaves nothing open once stopped', async () => {
     const before = openNetwork();
     const readiness = new Readiness(500);
@@ -74,11 +82,7 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
 
   it('answers /healthz while a worker is still starting (a long migration), and is ready once all have', async () => {
     const readiness = new Readiness(500);
-    const http = buildHttpServer({
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('slow-start', { collectDefaults: false }),
-      readiness,
-    });
+    const http = quietServer('slow-start', readiness);
     let finishMigrating!: () => void;
     const migrating = new Promise<void>((resolve) => (finishMigrating = resolve));
     const service = serviceLifecycle(http, { port: 0, host: '127.0.0.1' }, readiness, [
@@ -102,11 +106,7 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
   it('starts the workers in order and stops them in reverse order', async () => {
     const order: string[] = [];
     const readiness = new Readiness();
-    const http = buildHttpServer({
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('order-test', { collectDefaults: false }),
-      readiness,
-    });
+    const http = quietServer('order-test', readiness);
     const worker = (name: string) => ({
       start: () => order.push(`start ${name}`),
       stop: () => order.push(`stop ${name}`),
@@ -122,11 +122,7 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
 
   it('starts no worker after stop() when stopped during the start (SIGTERM during a migration)', async () => {
     const readiness = new Readiness(500);
-    const http = buildHttpServer({
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('stop-during-start', { collectDefaults: false }),
-      readiness,
-    });
+    const http = quietServer('stop-during-start', readiness);
     let finishMigrating!: () => void;
     const migrating = new Promise<void>((resolve) => (finishMigrating = resolve));
     const running = new Set<string>();
