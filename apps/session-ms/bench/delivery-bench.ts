@@ -38,6 +38,7 @@ const gateways: GatewayClient = {
     Buffer.from(JSON.stringify(sharingFrames(deliveries)));
     return deliveries.map((d) => ({ written: d.connIds?.length ?? 0 }));
   },
+  announce: async () => undefined,
 };
 
 /** Encodes what is published, as the Kafka bus does, and keeps nothing. */

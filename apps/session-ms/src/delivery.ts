@@ -40,6 +40,7 @@ export interface DeliverySettings {
 const readReportTtlMs = (retryTickMs: number) => Math.max(10_000, 3 * retryTickMs);
 /** A reader stalled this far behind no longer holds retries and the offline hand-over back. */
 const MAX_ACK_READ_LAG_MS = 60_000;
+const GATEWAY_SWEEP_INTERVAL_MS = 60_000;
 /** A stopping replica this close to the present withdraws its read position; a lagging one lets it expire. */
 const CAUGHT_UP_MS = 1000;
 /**
@@ -88,6 +89,10 @@ export class Delivery {
       staleConnections: counter(
         'stale_connections_total',
         'Connections a gateway said it does not hold (a lost connection-down), removed',
+      ),
+      announcements: counter(
+        'announcements_total',
+        'Gateways asked to announce their open connections again (new to the store, or the store lost its state)',
       ),
       storeLost: counter(
         'store_lost_total',
@@ -138,15 +143,48 @@ export class Delivery {
   /** Records of the connections topic. */
   async handleConnections(events: ConnectionTopicEvent[]): Promise<void> {
     for (const event of events) {
-      if (event.kind === 'gateway-heartbeat') {
-        await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs);
-      } else if (event.kind === 'connection-up') {
-        await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs);
-        await this.store.addConnection(event);
-      } else {
+      if (event.kind === 'connection-down') {
         await this.store.removeConnection(event.user, event.connId, event.at);
+        continue;
       }
+      const unknown = await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs);
+      if (unknown || this.announcementsOwed.has(event.gateway)) this.askToAnnounce(event);
+      if (event.kind === 'connection-up') await this.store.addConnection(event);
     }
+  }
+
+  /**
+   * Gateways asked to announce their connections whose answer has not come: asked again with
+   * their next heartbeat.
+   */
+  private readonly announcementsOwed = new Set<string>();
+
+  /**
+   * A gateway the store did not know (it lost its state, or forgot the gateway after a long
+   * silence) may hold sockets it has no record of, which would count as offline: their messages
+   * would go to storage and push instead of the open socket. The gateway announces them again.
+   * Not awaited: the connections consumer does not wait on a gateway.
+   */
+  private askToAnnounce({ gateway, gatewayUrl }: { gateway: string; gatewayUrl: string }): void {
+    this.announcementsOwed.add(gateway);
+    this.gateways.announce(gatewayUrl).then(
+      () => {
+        this.announcementsOwed.delete(gateway);
+        this.metrics.announcements.inc();
+      },
+      (err: unknown) =>
+        this.logger.warn({ err, gateway }, 'could not ask a gateway to announce its connections'),
+    );
+  }
+
+  private nextGatewaySweepAt = 0;
+
+  /** Once a minute: connections of gateways gone for good, also of users nobody looks up. */
+  private async forgetGoneGateways(now: number): Promise<void> {
+    if (now < this.nextGatewaySweepAt) return;
+    this.nextGatewaySweepAt = now + GATEWAY_SWEEP_INTERVAL_MS;
+    const forgotten = await this.store.forgetGoneGateways();
+    if (forgotten > 0) this.logger.info({ forgotten }, 'forgot the connections of gateways gone for an hour');
   }
 
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
@@ -159,11 +197,12 @@ export class Delivery {
         readReportTtlMs(this.settings.retryTickMs),
       ),
       this.store.lostState(),
+      this.forgetGoneGateways(now),
     ]);
     if (lost) {
       this.metrics.storeLost.inc();
       this.logger.error(
-        'the session store lost its state (Redis restarted empty?): pending deliveries and the connections of open sockets are gone; restart the ws-gateways so that clients register again',
+        'the session store lost its state (Redis restarted empty?): deliveries awaiting an ack are gone; the ws-gateways are asked to announce their open connections with their next heartbeat',
       );
     }
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);

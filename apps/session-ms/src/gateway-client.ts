@@ -18,6 +18,11 @@ export interface GatewayClient {
    * does not hold. Rejects when the gateway cannot be reached.
    */
   send(gatewayUrl: string, deliveries: GatewayDelivery[]): Promise<GatewaySendResult[]>;
+  /**
+   * Asks the gateway to publish a connection-up for each of its open connections again (it answers
+   * at once and publishes in the background). Rejects when it cannot be reached or refuses.
+   */
+  announce(gatewayUrl: string): Promise<void>;
   /** Closes kept-alive connections. */
   close?(): void;
 }
@@ -28,33 +33,40 @@ export interface GatewayClient {
  */
 export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000): GatewayClient {
   const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+  /** POSTs `body` to the gateway's `path`; the answer's text, or a throw unless its status is `expected`. */
+  const post = async (gatewayUrl: string, path: string, body: Buffer, expected: number) => {
+    const url = new URL(path, gatewayUrl);
+    const secure = url.protocol === 'https:';
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      const call = (secure ? httpsRequest : httpRequest)(url, {
+        method: 'POST',
+        agent: secure ? agents.https : agents.http,
+        timeout: timeoutMs,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': body.length,
+          [INTERNAL_SECRET_HEADER]: internalSecret,
+        },
+      });
+      call.once('response', resolve);
+      call.once('error', reject);
+      call.once('timeout', () =>
+        call.destroy(new Error(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`)),
+      );
+      call.end(body);
+    });
+    const text = await readBody(response);
+    if (response.statusCode !== expected)
+      throw new Error(`gateway ${gatewayUrl} answered ${response.statusCode}`);
+    return text;
+  };
   return {
     async send(gatewayUrl, deliveries) {
       const body = Buffer.from(JSON.stringify(sharingFrames(deliveries)));
-      const url = new URL('/send', gatewayUrl);
-      const secure = url.protocol === 'https:';
-      const response = await new Promise<IncomingMessage>((resolve, reject) => {
-        const call = (secure ? httpsRequest : httpRequest)(url, {
-          method: 'POST',
-          agent: secure ? agents.https : agents.http,
-          timeout: timeoutMs,
-          headers: {
-            'content-type': 'application/json',
-            'content-length': body.length,
-            [INTERNAL_SECRET_HEADER]: internalSecret,
-          },
-        });
-        call.once('response', resolve);
-        call.once('error', reject);
-        call.once('timeout', () =>
-          call.destroy(new Error(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`)),
-        );
-        call.end(body);
-      });
-      const text = await readBody(response);
-      if (response.statusCode !== 200)
-        throw new Error(`gateway ${gatewayUrl} answered ${response.statusCode}`);
-      return (JSON.parse(text) as GatewaySendResponse).results;
+      return (JSON.parse(await post(gatewayUrl, '/send', body, 200)) as GatewaySendResponse).results;
+    },
+    async announce(gatewayUrl) {
+      await post(gatewayUrl, '/announce', Buffer.from('{}'), 202);
     },
     close() {
       agents.http.destroy();
@@ -107,6 +119,7 @@ export function coalescingSends(client: GatewayClient, maxBatch = MAX_GATEWAY_BA
         else waiting.set(gatewayUrl, [send]);
       });
     },
+    announce: (gatewayUrl) => client.announce(gatewayUrl),
     close: () => client.close?.(),
   };
 }

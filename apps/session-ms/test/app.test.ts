@@ -14,6 +14,7 @@ function build(store: MemorySessionStore, bus = new MemoryBus(), pushed: string[
         pushed.push(...deliveries.map((d) => d.to));
         return deliveries.map(() => ({ written: 1 }));
       },
+      announce: async () => undefined,
     },
     settings: {
       ackTimeoutMs: 60_000,

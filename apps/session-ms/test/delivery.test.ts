@@ -23,6 +23,12 @@ class RecordingGateways implements GatewayClient {
       return { written: (d.connIds?.length ?? 0) - missing.length, ...(missing.length > 0 && { missing }) };
     });
   }
+  /** Gateways asked to announce their connections again. */
+  readonly announced: string[] = [];
+  async announce(url: string) {
+    if (this.down.has(url)) throw new Error('ECONNREFUSED');
+    this.announced.push(url);
+  }
   mids(user: string) {
     return this.received
       .filter((d) => d.to === user)
@@ -96,13 +102,24 @@ function setup({
         at: Date.now(),
       },
     ]);
+  const heartbeat = (gateway = 'gw-1') =>
+    delivery.handleConnections([
+      {
+        v: 1,
+        kind: 'gateway-heartbeat',
+        gateway,
+        gatewayUrl: `http://${gateway}`,
+        connections: 1,
+        at: Date.now(),
+      },
+    ]);
   const retryUntilQuiet = async () => {
     for (let i = 0; i < 20; i++) {
       await new Promise((r) => setTimeout(r, 25));
       await delivery.retryDue();
     }
   };
-  return { store, gateways, bus, delivery, registry, connect, disconnect, retryUntilQuiet };
+  return { store, gateways, bus, delivery, registry, connect, disconnect, heartbeat, retryUntilQuiet };
 }
 
 describe('Delivery', () => {
@@ -443,7 +460,26 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([]);
   });
 
-  it('counts a session store found empty after it held state (Redis restarted without its data)', async () => {
+  it('asks a gateway the store does not know to announce its connections, and again with each heartbeat while the ask fails', async () => {
+    const { gateways, heartbeat } = setup();
+    const settled = () => new Promise((resolve) => setImmediate(resolve));
+    await heartbeat('gw-1');
+    await heartbeat('gw-1');
+    gateways.down.add('http://gw-2');
+    await heartbeat('gw-2');
+    await settled();
+    await heartbeat('gw-2');
+    await settled();
+    expect(gateways.announced).toEqual(['http://gw-1']);
+    gateways.down.clear();
+    await heartbeat('gw-2');
+    await settled();
+    await heartbeat('gw-2');
+    await settled();
+    expect(gateways.announced).toEqual(['http://gw-1', 'http://gw-2']);
+  });
+
+  it('counts a session store found empty after it held state (Redis restarted without its data), and has the gateways announce their connections again', async () => {
     const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
     const prefix = `test:${randomUUID()}:`;
     const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
@@ -452,16 +488,23 @@ describe('Delivery', () => {
       if (keys.length > 0) await admin.del(...keys);
     };
     try {
-      const { delivery, registry } = setup({ store: new RedisSessionStore(client) });
+      const { delivery, registry, gateways, heartbeat, connect } = setup({
+        store: new RedisSessionStore(client),
+      });
       const lost = async () =>
         (await registry.getSingleMetricAsString('parley_session_store_lost_total')).split('\n').pop();
       await delivery.retryDue();
+      await heartbeat();
+      await connect('bob', 'phone');
       await delivery.retryDue();
       expect(await lost()).toMatch(/ 0$/);
       await wipe(); // Redis restarts empty
       await delivery.retryDue();
       await delivery.retryDue();
       expect(await lost()).toMatch(/ 1$/);
+      await heartbeat(); // its gateway is new to the emptied store: it announces bob's phone again
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(gateways.announced).toEqual(['http://gw-1', 'http://gw-1']);
     } finally {
       await wipe();
       await Promise.all([client.quit(), admin.quit()]);

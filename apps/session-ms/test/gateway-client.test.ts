@@ -157,6 +157,7 @@ describe('coalescingSends', () => {
         if (err) throw err;
         return deliveries.map((d) => ({ written: d.to.length }));
       },
+      announce: async () => undefined,
     };
     return { calls, client };
   };
@@ -215,7 +216,10 @@ describe('coalescingSends', () => {
   });
 
   it('refuses an answer that does not hold one result per delivery', async () => {
-    const gateways = coalescingSends({ send: async () => [{ written: 1 }] });
+    const gateways = coalescingSends({
+      send: async () => [{ written: 1 }],
+      announce: async () => undefined,
+    });
     await expect(
       Promise.all([gateways.send(G1, [delivery('bob')]), gateways.send(G1, [delivery('carol')])]),
     ).rejects.toThrow(`gateway ${G1} answered 1 results for 2 deliveries`);

@@ -143,6 +143,38 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']);
   });
 
+  it('forgets the connections of a gateway gone past the horizon though nobody looks them up', async () => {
+    const forgetful = target.open(400);
+    const beat = async (ms: number, ...gateways: string[]) => {
+      for (const end = Date.now() + ms; Date.now() < end;) {
+        for (const gateway of gateways) await forgetful.gatewayAlive(gateway, 50);
+        await sleep(10);
+      }
+    };
+    await beat(80, 'gw-paused', 'gw-crashed');
+    await forgetful.addConnection(connection('una', 'u1', 'gw-crashed'));
+    await forgetful.addConnection(connection('una', 'u2', 'gw-crashed'));
+    await forgetful.addConnection(connection('una', 'gone', 'gw-crashed'));
+    await forgetful.removeConnection('una', 'gone', 2);
+    await forgetful.addConnection(connection('vic', 'v', 'gw-paused'));
+    expect(await forgetful.forgetGoneGateways()).toBe(0); // seen lately
+    await beat(500, 'gw-paused'); // gw-crashed silent past the horizon
+    expect(await forgetful.forgetGoneGateways()).toBe(2); // u1 and u2; 'gone' left before
+    expect(await forgetful.forgetGoneGateways()).toBe(0);
+    // Were the id reused (GATEWAY_ID pinned), the crashed process's sockets stay forgotten.
+    await forgetful.gatewayAlive('gw-crashed', 50);
+    expect(await connIdsOf(forgetful, 'una')).toEqual([]);
+    expect(await connIdsOf(forgetful, 'vic')).toEqual(['v']);
+  });
+
+  it('says a gateway is new when it has not seen it beat within the horizon (its connections may be unknown)', async () => {
+    const forgetful = target.open(200);
+    expect(await forgetful.gatewayAlive('gw-new', 50)).toBe(true);
+    expect(await forgetful.gatewayAlive('gw-new', 50)).toBe(false);
+    await sleep(250);
+    expect(await forgetful.gatewayAlive('gw-new', 50)).toBe(true);
+  });
+
   it('counts the connections of a gateway seen lately while no heartbeat is read, and for a ttl after they come again (a Kafka outage)', async () => {
     const outage = target.open(60_000);
     await outage.gatewayAlive('gw-1', 50);

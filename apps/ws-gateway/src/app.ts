@@ -9,6 +9,7 @@ import {
   ConnectionTopicEvent,
   ErrorCode,
   FrameResult,
+  GatewayAnnounceResponse,
   GatewaySendRequest,
   GatewaySendResponse,
   GatewaySendResult,
@@ -50,6 +51,8 @@ import { TokenBucket } from './token-bucket';
 
 const DEFAULT_MAX_PENDING_PUBLISH_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
+/** Connection-ups per publish when announcing every open connection again. */
+const ANNOUNCE_CHUNK = 1000;
 
 export const WsGatewayConfig = Type.Object({
   ...CommonConfig,
@@ -193,7 +196,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     ...deps,
     bodyLimit: MAX_GATEWAY_BATCH * (settings.maxFrameBytes + 1024),
   });
-  requireInternalSecret(internal, deps.internalSecret, '/send');
+  requireInternalSecret(internal, deps.internalSecret, ['/send', '/announce']);
   // Reached only without an upgrade: a proxy in between that drops Upgrade/Connection is a classic
   // deployment mistake, and "no route" would send the app developer looking for a wrong URL.
   http.get('/v1/ws', { schema: { hide: true } }, async (_request, reply) =>
@@ -228,17 +231,21 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     return promise;
   };
 
+  const connectionEvent = (
+    kind: 'connection-up' | 'connection-down',
+    conn: ClientConnection,
+  ): ConnectionTopicEvent => ({
+    v: 1,
+    kind,
+    user: conn.user,
+    connId: conn.id,
+    deviceId: conn.deviceId,
+    gateway: settings.gatewayId,
+    gatewayUrl: settings.internalUrl,
+    at: Date.now(),
+  });
   const publishConnection = (kind: 'connection-up' | 'connection-down', conn: ClientConnection) => {
-    const event: ConnectionTopicEvent = {
-      v: 1,
-      kind,
-      user: conn.user,
-      connId: conn.id,
-      deviceId: conn.deviceId,
-      gateway: settings.gatewayId,
-      gatewayUrl: settings.internalUrl,
-      at: Date.now(),
-    };
+    const event = connectionEvent(kind, conn);
     return track(bus.publish(TOPICS.connections, [event])).then(
       () => true,
       (err: unknown) => {
@@ -257,8 +264,43 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       for (const down of downs) unpublishedDowns.delete(down.connId);
     });
   };
-  const publishHeartbeat = () =>
-    publishWithLostDowns([
+
+  /**
+   * Every open connection goes out again as a connection-up: session-ms asked (POST /announce), as
+   * it did not know this gateway (its store lost its state, or it had forgotten a gateway silent for
+   * an hour). What Kafka refuses is tried again with the next heartbeat.
+   */
+  let announcing: Promise<void> | undefined;
+  let announceOwed = false;
+  const announceConnections = async () => {
+    announceOwed = false;
+    const open = [...registry.all()];
+    try {
+      for (let i = 0; i < open.length; i += ANNOUNCE_CHUNK) {
+        const chunk = open.slice(i, i + ANNOUNCE_CHUNK);
+        await track(
+          bus.publish(
+            TOPICS.connections,
+            chunk.map((conn) => connectionEvent('connection-up', conn)),
+          ),
+        );
+        // One that closed meanwhile may have had its connection-down written before this up: again.
+        for (const conn of chunk)
+          if (registry.of(conn.user, [conn.id]).length === 0) void publishConnection('connection-down', conn);
+      }
+      logger.info({ connections: open.length }, 'open connections announced again to session-ms');
+    } catch (err) {
+      announceOwed = true;
+      logger.warn({ err }, 'announcing the open connections failed; trying again with the next heartbeat');
+    }
+  };
+  const announce = () => {
+    announcing ??= announceConnections().finally(() => (announcing = undefined));
+  };
+
+  const publishHeartbeat = () => {
+    if (announceOwed) announce();
+    return publishWithLostDowns([
       {
         v: 1,
         kind: 'gateway-heartbeat',
@@ -268,6 +310,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
         at: Date.now(),
       },
     ]).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
+  };
 
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
   const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
@@ -494,6 +537,16 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       }
       metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
       return { results };
+    },
+  );
+
+  internal.post(
+    '/announce',
+    { schema: { response: { 202: GatewayAnnounceResponse } } },
+    async (_request, reply) => {
+      if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down');
+      announce();
+      return reply.code(202).send({ connections: registry.size });
     },
   );
 

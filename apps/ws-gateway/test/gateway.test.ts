@@ -1,4 +1,5 @@
 import { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { INTERNAL_SECRET_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
@@ -17,12 +18,12 @@ import { createWsGateway, WsGatewaySettings } from '../src/app';
 
 const SECRET = 'internal-secret-for-tests';
 
-/** A bus Kafka is away from for connection-downs while `refusingDowns` (a blip). */
+/** A bus Kafka is away from (a blip) for publishes that hold an event of a kind in `refusing`. */
 class FlakyBus extends MemoryBus {
-  refusingDowns = false;
+  readonly refusing = new Set<string>();
   override async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void> {
-    const down = events.some((e) => (e as { kind?: string }).kind === 'connection-down');
-    if (this.refusingDowns && down) throw new TransientError('kafka is unreachable');
+    if (events.some((e) => this.refusing.has((e as { kind?: string }).kind ?? '')))
+      throw new TransientError('kafka is unreachable');
     return super.publish(topic, events, options);
   }
 }
@@ -531,15 +532,40 @@ describe('ws-gateway', () => {
     const alice = await connect('alice');
     const connId = alice.frames[0].connId as string;
     await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
-    env.bus.refusingDowns = true;
+    env.bus.refusing.add('connection-down');
     await alice.close();
     await waitFor(() => env.gateway.connections.size === 0, 2000, 'the close');
-    env.bus.refusingDowns = false;
+    env.bus.refusing.clear();
     // Lost, session-ms would count alice's phone connected for as long as this gateway beats.
     await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'));
     expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toEqual([
       expect.objectContaining({ user: 'alice', connId }),
     ]);
+  });
+
+  it('announces every open connection again when asked (session-ms lost them), retrying with the heartbeat', async () => {
+    env = await startGateway({ heartbeatIntervalMs: 100 });
+    const sockets = [await connect('alice'), await connect('alice'), await connect('bob')];
+    const connIds = sockets.map((s) => s.frames[0].connId as string).sort();
+    const ups = () =>
+      env.bus
+        .events(TOPICS.connections)
+        .filter((e) => e.kind === 'connection-up')
+        .map((e) => (e as { connId: string }).connId);
+    await waitFor(() => ups().length === 3);
+    const announce = (headers: Record<string, string>) =>
+      env.gateway.internal.inject({ method: 'POST', url: '/announce', payload: {}, headers });
+    expect((await announce({})).statusCode).toBe(403);
+    env.bus.refusing.add('connection-up'); // the first try meets a Kafka blip
+    const asked = await announce({ [INTERNAL_SECRET_HEADER]: SECRET });
+    expect([asked.statusCode, asked.json()]).toEqual([202, { connections: 3 }]);
+    await sleep(50);
+    expect(ups()).toHaveLength(3);
+    env.bus.refusing.clear();
+    await waitFor(() => ups().length === 6, 2000, 'the announcement with a heartbeat');
+    expect(ups().slice(3).sort()).toEqual(connIds);
+    await sleep(250); // announced once, not with every heartbeat
+    expect(ups()).toHaveLength(6);
   });
 
   it('does not admit a socket whose token was still being checked when stop began', async () => {

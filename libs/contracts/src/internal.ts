@@ -62,6 +62,17 @@ export const GatewaySendResponse = Type.Object(
 export type GatewaySendResponse = Static<typeof GatewaySendResponse>;
 export type GatewaySendResult = GatewaySendResponse['results'][number];
 
+/**
+ * POST /announce: the gateway publishes a connection-up for each of its open connections again, in
+ * the background (session-ms did not know it: its store lost its state, or forgot it after a long
+ * silence). 202 with how many it holds.
+ */
+export const GatewayAnnounceResponse = Type.Object(
+  { connections: Type.Integer({ minimum: 0, description: 'Open connections being announced' }) },
+  { $id: 'GatewayAnnounceResponse' },
+);
+export type GatewayAnnounceResponse = Static<typeof GatewayAnnounceResponse>;
+
 /** Group ops a router met in the group topic, for group-ms to apply in this order before it routes on. */
 export const MAX_GROUP_COMMANDS = 500;
 export const GroupCommandsRequest = Type.Object(

@@ -17,14 +17,20 @@ function secretMatches(expected: Buffer, given: unknown): boolean {
 }
 
 /**
- * Refuse every request to a route under `prefix` that lacks the internal shared secret (403).
+ * Refuse every request to a route under one of `prefixes` that lacks the internal shared secret (403).
  * The route's own path decides, not the raw URL: the router decodes the path (`/%69nternal/x`
  * reaches `/internal/x`), so a check on the raw URL could be walked around.
  */
-export function requireInternalSecret(app: HttpServer, secret: string, prefix = '/internal'): void {
+export function requireInternalSecret(
+  app: HttpServer,
+  secret: string,
+  prefixes: string | string[] = '/internal',
+): void {
   const expected = Buffer.from(secret);
+  const guarded = [prefixes].flat();
   app.addHook('onRequest', async (request) => {
-    if (!request.routeOptions.url?.startsWith(prefix)) return;
+    const route = request.routeOptions.url;
+    if (route === undefined || !guarded.some((prefix) => route.startsWith(prefix))) return;
     if (!secretMatches(expected, request.headers[INTERNAL_SECRET_HEADER])) {
       throw new ParleyError('forbidden', 'internal endpoint: missing or wrong internal secret');
     }

@@ -43,7 +43,7 @@ export class ProcessFleet {
   private constructor(
     readonly parts: Record<Part, ManagedProcess>,
     readonly postgres: TcpFaultProxy,
-    readonly urls: { ws: string; rest: string; wsInternal: string },
+    readonly urls: { ws: string; rest: string; wsInternal: string; redis: string },
     private readonly cleanup: () => Promise<void>,
   ) {}
 
@@ -183,6 +183,7 @@ export class ProcessFleet {
         ws: `ws://127.0.0.1:${port['ws-gateway']}/v1/ws`,
         rest: base('rest-gateway'),
         wsInternal: `http://127.0.0.1:${port.wsInternal}`,
+        redis: `redis://127.0.0.1:${port.redis}`,
       },
       async () => {
         await postgres.close();

@@ -1,3 +1,4 @@
+import Redis from 'ioredis';
 import { waitFor } from '@parley/test-kit';
 import { ProcessFleet, type Part } from '../src/process-fleet';
 import { ResilientClient } from '../src/resilient-client';
@@ -162,6 +163,40 @@ describe('faults: the fleet as separate processes', () => {
     },
     240_000,
   );
+
+  it('Redis emptied (restarted without its data): open sockets are announced again and get new messages over the socket', async () => {
+    const [alice, bob] = [await client('e-alice'), await client('e-bob')];
+    const redis = new Redis(fleet.urls.redis);
+    try {
+      const sent: string[] = [];
+      const send = (id: string) => {
+        alice.send({ type: 'message', id, to: 'e-bob', body: { text: id } });
+        sent.push(`e-alice:${id}`);
+      };
+      send('before');
+      await waitFor(() => bob.messages.has('e-alice:before'), 15_000, 'the first message');
+      await redis.flushall();
+      // Until session-ms reads the gateway's next heartbeat and the gateway announces bob's socket
+      // again, messages to him go to storage (and push): the app would see them only through sync.
+      const overSocket = () => sent.slice(1).some((mid) => bob.messages.has(mid));
+      for (let n = 0; n < 80 && !overSocket(); n++) {
+        send(`after-${n}`);
+        await sleep(250);
+      }
+      expect(overSocket()).toBe(true);
+      await waitFor(() => alice.pending === 0, 10_000, 'every send accepted');
+      await waitFor(
+        async () => {
+          await bob.sync();
+          return sent.every((mid) => bob.messages.has(mid));
+        },
+        20_000,
+        'every message, over the socket or from sync',
+      );
+    } finally {
+      await redis.quit();
+    }
+  }, 60_000);
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

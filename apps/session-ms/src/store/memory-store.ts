@@ -73,8 +73,9 @@ export class MemorySessionStore implements SessionStore {
     this.lastSeen.set(user, Math.max(at, this.lastSeen.get(user) ?? 0));
   }
 
-  async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
+  async gatewayAlive(gateway: string, ttlMs: number): Promise<boolean> {
     const now = this.now();
+    const known = this.seenLately(gateway, now);
     this.gateways.set(gateway, { aliveUntil: now + ttlMs, seenAt: now });
     const flowing = this.heartbeats !== undefined && this.heartbeats.flowingUntil > now;
     this.heartbeats = {
@@ -83,6 +84,12 @@ export class MemorySessionStore implements SessionStore {
       flowingSince: flowing ? this.heartbeats!.flowingSince : now,
       ttlMs,
     };
+    return !known;
+  }
+
+  private seenLately(gateway: string, now: number): boolean {
+    const seenAt = this.gateways.get(gateway)?.seenAt;
+    return seenAt !== undefined && now - seenAt <= this.forgetGatewayAfterMs;
   }
 
   /**
@@ -111,15 +118,31 @@ export class MemorySessionStore implements SessionStore {
       if (!byConn) continue;
       const live: Connection[] = [];
       for (const c of byConn.values()) {
-        const gateway = this.gateways.get(c.gateway);
-        const seenLately = gateway !== undefined && now - gateway.seenAt <= this.forgetGatewayAfterMs;
-        if (gateway && (gateway.aliveUntil > now || (!judging && seenLately))) live.push(c);
+        const seenLately = this.seenLately(c.gateway, now);
+        if ((this.gateways.get(c.gateway)?.aliveUntil ?? 0) > now || (!judging && seenLately)) live.push(c);
         else if (mayForget && !seenLately) byConn.delete(c.connId);
       }
       if (byConn.size === 0) this.connections.delete(user);
       if (live.length > 0) result.set(user, live);
     }
     return result;
+  }
+
+  async forgetGoneGateways(): Promise<number> {
+    const now = this.now();
+    if (!this.mayForget(now)) return 0;
+    let forgotten = 0;
+    for (const [user, byConn] of this.connections) {
+      for (const c of byConn.values()) {
+        if (this.seenLately(c.gateway, now)) continue;
+        byConn.delete(c.connId);
+        forgotten++;
+      }
+      if (byConn.size === 0) this.connections.delete(user);
+    }
+    for (const gateway of this.gateways.keys())
+      if (!this.seenLately(gateway, now)) this.gateways.delete(gateway);
+    return forgotten;
   }
 
   async presence(users: string[]) {

@@ -13,6 +13,7 @@ import {
  *   conn:<user>   hash connId -> Connection JSON      seen:<user>  last seen (ms)
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
+ *   gwconns:<gateway>  set "<user>\n<connId>" of its connections   gateways  set of gateway ids
  *   gwbeat        a heartbeat was processed lately (TTL)  gwsince  when the first one was (ms)
  *   gwflow        "<since> <ttl>": heartbeats processed without a gap since then (TTL)
  *   pend:<user>   hash mid -> {seq, frame, stored} JSON  att:<user>   hash mid -> attempts
@@ -108,6 +109,28 @@ const SEEN_AT = `
 local seen = redis.call('GET', KEYS[1])
 if not seen or tonumber(seen) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end`;
 
+// Removes a connection from its user's hash and from its gateway's set (the gateway is in its JSON).
+// KEYS: seen:<user>, conn:<user>. ARGV: at, connId, key prefix, "<user>\n<connId>".
+const REMOVE_CONNECTION = `${SEEN_AT}
+local raw = redis.call('HGET', KEYS[2], ARGV[2])
+if raw then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('SREM', ARGV[3] .. 'gwconns:' .. cjson.decode(raw).gateway, ARGV[4])
+end`;
+
+// Forgets up to ARGV[2] connections of a gateway unseen past the horizon (re-checked here, so a
+// gateway that beats again meanwhile keeps the rest): 0 once none are left and the gateway is
+// forgotten, -1 when it is seen again. KEYS: gw, gwseen, gwconns of the gateway, gateways.
+const FORGET_GATEWAY = `
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local members = redis.call('SPOP', KEYS[3], tonumber(ARGV[2]))
+for _, member in ipairs(members) do
+  local sep = string.find(member, '\\n', 1, true)
+  redis.call('HDEL', ARGV[3] .. 'conn:' .. string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+end
+if #members == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
+return #members`;
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -154,17 +177,30 @@ export class RedisSessionStore implements SessionStore {
     await this.redis
       .multi()
       .hset(`conn:${c.user}`, c.connId, JSON.stringify(c))
+      .sadd(`gwconns:${c.gateway}`, `${c.user}\n${c.connId}`)
+      .sadd('gateways', c.gateway)
       .eval(SEEN_AT, 1, `seen:${c.user}`, String(c.at))
       .exec();
   }
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
-    await this.redis.multi().hdel(`conn:${user}`, connId).eval(SEEN_AT, 1, `seen:${user}`, String(at)).exec();
+    await this.redis.eval(
+      REMOVE_CONNECTION,
+      2,
+      `seen:${user}`,
+      `conn:${user}`,
+      String(at),
+      connId,
+      this.prefix,
+      `${user}\n${connId}`,
+    );
   }
 
-  async gatewayAlive(gateway: string, ttlMs: number): Promise<void> {
-    await this.redis
+  async gatewayAlive(gateway: string, ttlMs: number): Promise<boolean> {
+    const replies = await this.redis
       .multi()
+      .exists(`gwseen:${gateway}`)
+      .sadd('gateways', gateway)
       .set(`gw:${gateway}`, '1', 'PX', ttlMs)
       .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
       .set('gwbeat', '1', 'PX', ttlMs)
@@ -173,6 +209,27 @@ export class RedisSessionStore implements SessionStore {
       .set('gwflow', `${Date.now()} ${ttlMs}`, 'PX', ttlMs, 'NX')
       .pexpire('gwflow', ttlMs)
       .exec();
+    return replies?.[0]?.[1] === 0;
+  }
+
+  async forgetGoneGateways(): Promise<number> {
+    const [beat, since] = await this.redis.mget('gwbeat', 'gwsince');
+    if (!this.mayForget(beat, since)) return 0;
+    let forgotten = 0;
+    for (const gateway of await this.redis.smembers('gateways')) {
+      for (;;) {
+        const keys = [`gw:${gateway}`, `gwseen:${gateway}`, `gwconns:${gateway}`, 'gateways'];
+        const n = (await this.redis.eval(FORGET_GATEWAY, 4, ...keys, gateway, 1000, this.prefix)) as number;
+        if (n <= 0) break;
+        forgotten += n;
+      }
+    }
+    return forgotten;
+  }
+
+  /** Whether a silent gateway can be told from a stalled heartbeat pipeline (FORGET_GATEWAY_AFTER_MS). */
+  private mayForget(beat: string | null, since: string | null): boolean {
+    return beat !== null && since !== null && Date.now() - Number(since) > this.forgetGatewayAfterMs;
   }
 
   async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
@@ -196,8 +253,7 @@ export class RedisSessionStore implements SessionStore {
     const live = new Set(
       gateways.filter((_, i) => marks[2 * i] !== null || (!judging && marks[2 * i + 1] !== null)),
     );
-    const mayForget =
-      beat !== null && since !== null && Date.now() - Number(since) > this.forgetGatewayAfterMs;
+    const mayForget = this.mayForget(beat, since);
     // Neither mark: the gateway has not beaten for forgetGatewayAfterMs (or ever), so it is gone.
     const gone = new Set(
       gateways.filter((_, i) => mayForget && marks[2 * i] === null && marks[2 * i + 1] === null),
@@ -205,7 +261,8 @@ export class RedisSessionStore implements SessionStore {
     const stale = all.filter((c) => gone.has(c.gateway));
     if (stale.length > 0) {
       const removing = this.redis.multi();
-      for (const c of stale) removing.hdel(`conn:${c.user}`, c.connId);
+      for (const c of stale)
+        removing.hdel(`conn:${c.user}`, c.connId).srem(`gwconns:${c.gateway}`, `${c.user}\n${c.connId}`);
       await removing.exec();
     }
     for (const c of all) {

@@ -45,13 +45,23 @@ export interface SessionStore {
   readonly outlivesProcess: boolean;
   addConnection(connection: Connection): Promise<void>;
   removeConnection(user: string, connId: string, at: number): Promise<void>;
-  /** Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored. */
-  gatewayAlive(gateway: string, ttlMs: number): Promise<void>;
+  /**
+   * Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored.
+   * True when the store had not seen it beat within `FORGET_GATEWAY_AFTER_MS`: a new gateway, one
+   * back after a long silence, or a store that lost its state (a Redis restarted empty, a restarted
+   * in-memory store). Connections it holds may then be unknown here: ask it to announce them again.
+   */
+  gatewayAlive(gateway: string, ttlMs: number): Promise<boolean>;
   /**
    * Live connections of each user (users without any are absent). The connections of a gateway
    * unseen for `FORGET_GATEWAY_AFTER_MS` (it died without saying so) are removed as they are read.
    */
   connectionsOf(users: string[]): Promise<Map<string, Connection[]>>;
+  /**
+   * Removes every connection of the gateways unseen for `FORGET_GATEWAY_AFTER_MS`, also those of
+   * users nobody looks up again (under the same rule as `connectionsOf`). Returns how many.
+   */
+  forgetGoneGateways(): Promise<number>;
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
 
   /**
