@@ -212,6 +212,37 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('rejects an ack naming a mid with a NUL or a lone surrogate (storage cannot hold it), accepting the rest', async () => {
+    let bus: MemoryBus;
+    ({ gateway, bus } = build());
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      payload: [
+        { type: 'ack', mids: ['bob:c1\u0000'] },
+        { type: 'ack', mids: ['bob:\udc00'] },
+        { type: 'ack', mids: ['bob:c1'] },
+      ],
+      headers: await auth(),
+    });
+    expect(res.json().results).toEqual([
+      {
+        index: 0,
+        status: 'rejected',
+        code: 'invalid_frame',
+        message: expect.stringMatching(/^mids\[0\]: must match/),
+      },
+      {
+        index: 1,
+        status: 'rejected',
+        code: 'invalid_frame',
+        message: expect.stringMatching(/^mids\[0\]: must match/),
+      },
+      { index: 2, status: 'accepted' },
+    ]);
+    expect(bus.events(TOPICS.inbound).map((e) => e.frame)).toEqual([{ type: 'ack', mids: ['bob:c1'] }]);
+  });
+
   it('refuses a frame nested far too deep as invalid, without overflowing the stack', async () => {
     ({ gateway } = build());
     const res = await gateway.http.inject({

@@ -213,6 +213,27 @@ describe('ws-gateway', () => {
     expect(env.bus.events(TOPICS.inbound)).toEqual([]);
   });
 
+  it('refuses an ack or read naming a mid with a NUL, a control character or a lone surrogate, which storage cannot hold', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    // Such a mid reaches persistence-ms (an ack of a mid not pending is told to storage), whose
+    // Postgres refuses it: the record is retried, holding the partition, then parked on the DLQ.
+    alice.send({ type: 'ack', mids: ['bob:c1\u0000'] });
+    alice.send({ type: 'ack', mids: ['bob:\ud800'] });
+    alice.send({ type: 'read', id: 'r1', to: 'bob', mids: ['bob:c1\n'] });
+    alice.send({ type: 'ack', mids: ['bob:c1', '~dlv:bob:AbC-_'] });
+    await alice.until(() => alice.ofType('error').length === 3);
+    expect(alice.ofType('error').map((f) => [f.id, f.code, f.message])).toEqual([
+      [undefined, 'invalid_frame', expect.stringMatching(/^mids\[0\]: must match/)],
+      [undefined, 'invalid_frame', expect.stringMatching(/^mids\[0\]: must match/)],
+      ['r1', 'invalid_frame', expect.stringMatching(/^mids\[0\]: must match/)],
+    ]);
+    await waitFor(() => env.bus.events(TOPICS.inbound).length === 1);
+    expect(env.bus.events(TOPICS.inbound).map((e) => e.frame)).toEqual([
+      { type: 'ack', mids: ['bob:c1', '~dlv:bob:AbC-_'] },
+    ]);
+  });
+
   it('closes with 1009 on a frame over the size limit', async () => {
     env = await startGateway({ maxFrameBytes: 1024 });
     const alice = await connect('alice');

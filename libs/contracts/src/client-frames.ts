@@ -23,7 +23,20 @@ export const MessageFrame = Type.Object(
 );
 export type MessageFrame = Static<typeof MessageFrame>;
 
-const Mids = Type.Array(Mid, { minItems: 1, maxItems: MAX_MIDS_PER_FRAME });
+/**
+ * A mid a client names (ack, read): no deliverable's mid holds a control character or a lone UTF-16
+ * surrogate (user ids, client ids and server mids are plain ASCII), and Postgres cannot take a NUL
+ * or a lone surrogate in JSON: an ack naming one would fail persistence-ms on every retry and be
+ * parked on the DLQ, holding up that partition's deliverables meanwhile. Refused at the edge.
+ */
+const ClientMid = Type.String({
+  minLength: Mid.minLength,
+  maxLength: Mid.maxLength,
+  description: Mid.description,
+  // Matched as code points under Ajv's `u` flag, as GroupName's: a proper surrogate pair passes.
+  pattern: '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$',
+});
+const Mids = Type.Array(ClientMid, { minItems: 1, maxItems: MAX_MIDS_PER_FRAME });
 
 export const AckFrame = Type.Object(
   { type: Type.Literal('ack'), mids: Mids },
