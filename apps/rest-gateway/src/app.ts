@@ -153,7 +153,9 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
     await api.register(rateLimit, {
       max: settings.rateLimitPerMinute,
       timeWindow: 60_000,
-      hook: 'preHandler',
+      // Before the body is read (after the onRequest hook above named the user): a request refused
+      // as invalid still cost a parse of up to 1 MiB, and counted at preHandler it never counted.
+      hook: 'preParsing',
       keyGenerator: (request) => request.user,
       errorResponseBuilder: (_request, context) =>
         new ParleyError(

@@ -646,6 +646,31 @@ describe('rest-gateway', () => {
     expect((await send(await auth('bob'))).statusCode).toBe(200);
   });
 
+  it('counts requests refused as invalid against the rate limit, before reading their body', async () => {
+    ({ gateway } = build({ rateLimitPerMinute: 2 }));
+    const alice = await auth('alice');
+    // Each is a full body to parse and validate: uncounted, a client could send them without end.
+    const invalid = [
+      { method: 'POST' as const, url: '/v1/send', payload: '{"type":' },
+      {
+        method: 'POST' as const,
+        url: '/v1/groups',
+        payload: { name: 'x', members: 'bob', pad: 'x'.repeat(1000) },
+      },
+      { method: 'GET' as const, url: '/v1/messages?limit=0' },
+      { method: 'POST' as const, url: '/v1/send', payload: '{"type":' },
+    ];
+    const codes: number[] = [];
+    for (const req of invalid) {
+      const res = await gateway.http.inject({
+        ...req,
+        headers: { ...alice, 'content-type': 'application/json' },
+      });
+      codes.push(res.statusCode);
+    }
+    expect(codes).toEqual([400, 400, 429, 429]);
+  });
+
   it('serves POST /v1/dev/token only in dev mode', async () => {
     ({ gateway } = build({ devMode: false }));
     const hidden = await gateway.http.inject({
