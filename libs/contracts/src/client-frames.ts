@@ -24,6 +24,13 @@ export const MessageFrame = Type.Object(
 export type MessageFrame = Static<typeof MessageFrame>;
 
 /**
+ * No C0, DEL or C1 control character (U+0085 is a line break), and no lone UTF-16 surrogate
+ * (matched as code points under Ajv's `u` flag, so a proper pair, an emoji, still passes), which no
+ * UTF-8 store can hold.
+ */
+const STORABLE_TEXT_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$';
+
+/**
  * A mid a client names (ack, read): no deliverable's mid holds a control character or a lone UTF-16
  * surrogate (user ids, client ids and server mids are plain ASCII), and Postgres cannot take a NUL
  * or a lone surrogate in JSON: an ack naming one would fail persistence-ms on every retry and be
@@ -33,8 +40,7 @@ const ClientMid = Type.String({
   minLength: Mid.minLength,
   maxLength: Mid.maxLength,
   description: Mid.description,
-  // Matched as code points under Ajv's `u` flag, as GroupName's: a proper surrogate pair passes.
-  pattern: '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$',
+  pattern: STORABLE_TEXT_PATTERN,
 });
 const Mids = Type.Array(ClientMid, { minItems: 1, maxItems: MAX_MIDS_PER_FRAME });
 
@@ -64,9 +70,7 @@ const Members = Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP });
 export const GroupName = Type.String({
   minLength: 1,
   maxLength: 200,
-  // C0, DEL and C1 (U+0085 is a line break); and lone UTF-16 surrogates (matched as code points
-  // under Ajv's `u` flag, so a proper pair, an emoji, still passes), which no UTF-8 store can hold.
-  pattern: '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$',
+  pattern: STORABLE_TEXT_PATTERN,
   description: 'A group name: 1-200 characters, no control characters',
 });
 
