@@ -85,8 +85,10 @@ export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHa
 
 /**
  * A device connected: hand its user's stored deliverables back to delivery, oldest first. The
- * connect is noted first, so a deliverable stored concurrently is either read here or sees the
- * note and is handed back by offlineHandler.
+ * connect is noted first, with its replay under way; once the replay is over (noted), what was
+ * stored behind the pages it read is read and handed back too. offlineHandler hands back only what
+ * it stores for a user whose replay is over, so a deliverable stored concurrently is either handed
+ * back here or by offlineHandler after this replay: never ahead of older ones this replay sends.
  */
 export function connectionHandler(
   store: OfflineStore,
@@ -100,7 +102,14 @@ export function connectionHandler(
     );
     await store.markConnected(connects);
     for (const user of new Set(connects.map((c) => c.user))) {
-      metrics.replayed.inc(await replayPending(store, bus, user, replayMax));
+      const replay = await replayFrom(store, bus, user, 0, replayMax);
+      await store.replayed(user);
+      // Stored while the pages were read, and so left to this replay by offlineHandler (past
+      // replayMax, what is stored waits for sync, as the rest of the backlog does).
+      const behind = replay.complete
+        ? await replayFrom(store, bus, user, replay.lastSeq, replayMax)
+        : undefined;
+      metrics.replayed.inc(replay.published + (behind?.published ?? 0));
     }
   };
 }
@@ -112,8 +121,24 @@ export async function replayPending(
   user: string,
   max: number,
 ): Promise<number> {
+  return (await replayFrom(store, bus, user, 0, max)).published;
+}
+
+/**
+ * Publishes up to `max` of the user's stored deliverables after position `from`; returns how many,
+ * the last position read, and whether that was all there was.
+ */
+async function replayFrom(
+  store: OfflineStore,
+  bus: EventBus,
+  user: string,
+  from: number,
+  max: number,
+): Promise<{ published: number; lastSeq: number; complete: boolean }> {
   let published = 0;
-  for (let after = 0; published < max;) {
+  let after = from;
+  let complete = false;
+  while (published < max) {
     const page = await store.page(user, after, Math.min(REPLAY_PAGE, max - published));
     const events: DeliverEvent[] = page.messages.map((frame) => ({
       v: 1,
@@ -125,7 +150,10 @@ export async function replayPending(
     await bus.publish(TOPICS.delivery, events);
     published += events.length;
     after = page.lastSeq;
-    if (!page.hasMore) break;
+    if (!page.hasMore) {
+      complete = true;
+      break;
+    }
   }
-  return published;
+  return { published, lastSeq: after, complete };
 }

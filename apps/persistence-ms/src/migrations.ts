@@ -53,4 +53,10 @@ export const MIGRATIONS: Migration[] = [
       connected_at bigint NOT NULL
     )`,
   },
+  // Whether the replay of the user's latest connect is under way: until it is over, what is stored for
+  // them is left to that replay (it reads again once over), so nothing overtakes what it hands back.
+  {
+    id: '008_offline_connects_replaying',
+    sql: 'ALTER TABLE offline_connects ADD COLUMN replaying boolean NOT NULL DEFAULT false',
+  },
 ];

@@ -77,17 +77,21 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
     async markConnected(connects) {
       if (connects.length === 0) return;
       await db.query(
-        `INSERT INTO offline_connects (recipient, connected_at)
-         SELECT c.recipient, max(c.at) FROM jsonb_to_recordset($1::text::jsonb) AS c(recipient text, at bigint)
+        `INSERT INTO offline_connects (recipient, connected_at, replaying)
+         SELECT c.recipient, max(c.at), true FROM jsonb_to_recordset($1::text::jsonb) AS c(recipient text, at bigint)
          GROUP BY c.recipient ORDER BY c.recipient COLLATE "C"
-         ON CONFLICT (recipient) DO UPDATE SET connected_at = GREATEST(offline_connects.connected_at, EXCLUDED.connected_at)`,
+         ON CONFLICT (recipient) DO UPDATE SET
+           connected_at = GREATEST(offline_connects.connected_at, EXCLUDED.connected_at), replaying = true`,
         [JSON.stringify(connects.map(({ user, at }) => ({ recipient: user, at })))],
       );
+    },
+    async replayed(user) {
+      await db.query('UPDATE offline_connects SET replaying = false WHERE recipient = $1', [user]);
     },
     async connectedSince(users, since) {
       if (users.length === 0) return new Set();
       const result = await db.query<{ recipient: string }>(
-        'SELECT recipient FROM offline_connects WHERE recipient IN (SELECT jsonb_array_elements_text($1::text::jsonb)) AND connected_at >= $2',
+        'SELECT recipient FROM offline_connects WHERE recipient IN (SELECT jsonb_array_elements_text($1::text::jsonb)) AND connected_at >= $2 AND NOT replaying',
         [JSON.stringify([...new Set(users)]), since],
       );
       return new Set(result.rows.map((row) => row.recipient));

@@ -43,9 +43,14 @@ export interface OfflineStore {
   ack(user: string, mids: string[]): Promise<number>;
   /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */
   page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
-  /** Notes when these users connected, by the connect events' own times (the connect race, see `connectedSince`). */
+  /**
+   * Notes when these users connected, by the connect events' own times (the connect race, see
+   * `connectedSince`), and that the replay of their stored deliverables is under way (until `replayed`).
+   */
   markConnected(connects: Array<{ user: string; at: number }>): Promise<void>;
-  /** Which of these users connected at or after `since`. */
+  /** The replay of the user's stored deliverables for their latest connect is over. */
+  replayed(user: string): Promise<void>;
+  /** Which of these users connected at or after `since`, and are not in the middle of that connect's replay. */
   connectedSince(users: string[], since: number): Promise<Set<string>>;
   /**
    * Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore`

@@ -2,7 +2,7 @@ import { DeliveredMessage, OfflineTopicEvent, TopicSpec, TOPICS } from '@parley/
 import { Envelope, MemoryBus } from '@parley/kafka';
 import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, TransientError } from '@parley/service-kit';
-import { offlineHandler } from '../src/consumers';
+import { connectionHandler, offlineHandler } from '../src/consumers';
 import { createPersistenceMetrics } from '../src/metrics';
 import { createSqlOfflineStore } from '../src/sql-store';
 import type { OfflineStore } from '../src/store';
@@ -56,6 +56,7 @@ describe('offline consumer: the connect race under redelivery', () => {
     const store = createSqlOfflineStore(db, { now: () => NOW });
     await store.init();
     await store.markConnected([{ user: 'bob', at: NOW }]);
+    await store.replayed('bob'); // the connect's replay is over (it found nothing stored)
     const bus = new DeliveryFailsOnce();
     const handle = handlerOn(store, bus);
     const batch = [envelope({ v: 1, kind: 'offline', to: 'bob', frame, at: NOW + 5 })];
@@ -106,5 +107,73 @@ describe('offline consumer: delivered receipts for what the user acks', () => {
 
     await handle(batch); // a redelivery once the ack is applied: nothing is held, so no receipt again
     expect(bus.events(TOPICS.delivery)).toHaveLength(2);
+  });
+});
+
+describe('offline consumer and connect replay: the order a raced user gets stored deliverables in', () => {
+  let db: SqlDatabase;
+  afterAll(() => db.close());
+
+  it('hands a deliverable stored during a connect replay back after the older stored ones, not ahead of them', async () => {
+    db = await createPgliteDatabase();
+    const store = createSqlOfflineStore(db, { now: () => NOW });
+    await store.init();
+    const fromAlice = (id: string): DeliveredMessage => ({ ...frame, mid: `alice:${id}`, id });
+    // m1 and m2 went offline while bob was away.
+    await store.store(['m1', 'm2'].map((id) => ({ to: 'bob', frame: fromAlice(id) })));
+    // bob connects; the connections consumer has noted the connect and is about to read his pages
+    // when the offline consumer stores m3 (it went offline just as he connected).
+    let reading!: () => void;
+    const atPage = new Promise<void>((resolve) => (reading = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slowReader: OfflineStore = {
+      ...store,
+      page: async (...args) => {
+        reading();
+        await gate;
+        return store.page(...args);
+      },
+    };
+    const bus = new MemoryBus();
+    const metrics = createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false }));
+    const connected = connectionHandler(
+      slowReader,
+      bus,
+      metrics,
+      1000,
+    )([
+      {
+        event: {
+          v: 1,
+          kind: 'connection-up',
+          user: 'bob',
+          connId: 'c1',
+          deviceId: 'phone',
+          gateway: 'gw-1',
+          gatewayUrl: 'http://gw-1:9100',
+          at: NOW,
+        },
+        key: 'bob',
+        partition: 0,
+        offset: '0',
+        timestamp: 1,
+      },
+    ]);
+    await atPage;
+    await handlerOn(
+      store,
+      bus,
+    )([envelope({ v: 1, kind: 'offline', to: 'bob', frame: fromAlice('m3'), at: NOW + 5 })]);
+    release();
+    await connected;
+    // session-ms pushes each mid when it first meets it (later copies are duplicates): bob's app
+    // must meet them in the order they were sent.
+    const firstSeen = [
+      ...new Set(
+        bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')),
+      ),
+    ];
+    expect(firstSeen).toEqual(['alice:m1', 'alice:m2', 'alice:m3']);
   });
 });

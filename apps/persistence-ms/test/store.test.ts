@@ -215,15 +215,21 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     }
   });
 
-  it('remembers when users last connected, never moving back, and purges old entries', async () => {
+  it('remembers when users last connected, never moving back, whether the replay is over, and purges old entries', async () => {
     await store.markConnected([
       { user: 'kim', at: 900 },
       { user: 'lee', at: 1000 },
       { user: 'kim', at: 1000 },
     ]);
     await store.markConnected([{ user: 'kim', at: 500 }]); // a late, older event
+    // While a connect's replay is under way, what is stored is left to that replay.
+    expect(await store.connectedSince(['kim', 'lee', 'max'], 0)).toEqual(new Set());
+    await store.replayed('kim');
+    await store.replayed('lee');
     expect(await store.connectedSince(['kim', 'lee', 'max'], 1000)).toEqual(new Set(['kim', 'lee']));
     await store.markConnected([{ user: 'kim', at: 2000 }]);
+    expect(await store.connectedSince(['kim', 'lee'], 1500)).toEqual(new Set());
+    await store.replayed('kim');
     expect(await store.connectedSince(['kim', 'lee'], 1500)).toEqual(new Set(['kim']));
     expect(await store.connectedSince([], 0)).toEqual(new Set());
     await store.purge({ messagesBefore: 0, tombstonesBefore: 1500 });
