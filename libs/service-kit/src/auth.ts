@@ -9,8 +9,15 @@ export const AuthConfig = {
   JWT_JWKS_URL: Type.Optional(
     Type.String({ format: 'uri', description: 'Verify RS256/ES256 tokens from this JWKS' }),
   ),
-  JWT_ISSUER: Type.Optional(Type.String()),
-  JWT_AUDIENCE: Type.Optional(Type.String()),
+  JWT_ISSUER: Type.Optional(
+    Type.String({ description: "The tokens' `iss` must be this (checked when set)" }),
+  ),
+  JWT_AUDIENCE: Type.Optional(
+    Type.String({
+      description:
+        "The tokens' `aud` must hold this; required with JWT_JWKS_URL (an identity provider signs for every application with one key set)",
+    }),
+  ),
 } satisfies TProperties;
 
 export interface AuthSettings {
@@ -34,6 +41,10 @@ const userIdPattern = new RegExp(USER_ID_PATTERN);
  * `alg: none` and any algorithm outside that list are refused by jose.
  */
 export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
+  if (settings.JWT_JWKS_URL && !settings.JWT_AUDIENCE)
+    throw new Error(
+      "JWT_JWKS_URL needs JWT_AUDIENCE (the audience your identity provider puts in Parley's tokens): it signs tokens for every application with the same keys, so without it a token minted for another application would log its subject in to Parley",
+    );
   const jwks: JWTVerifyGetKey | undefined = settings.JWT_JWKS_URL
     ? createRemoteJWKSet(new URL(settings.JWT_JWKS_URL))
     : undefined;

@@ -64,15 +64,37 @@ describe('token verification (JWKS)', () => {
   afterAll(() => new Promise((resolve) => server.close(resolve)));
 
   it('accepts an ES256 token signed by a key in the JWKS and refuses an HS256 one', async () => {
-    const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: url });
+    const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: url, JWT_AUDIENCE: 'parley' });
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
       .setSubject('bob')
+      .setAudience('parley')
       .setExpirationTime('1h')
       .sign(privateKey);
     await expect(verifyJwks(token)).resolves.toMatchObject({ user: 'bob' });
     await expect(verifyJwks(await issueToken(secret, 'bob'))).rejects.toMatchObject({ code: 'unauthorized' });
     await expect(verifyJwks('not.a.jwt')).rejects.toMatchObject({ code: 'unauthorized' });
+  });
+
+  // A JWKS is usually an identity provider's, shared by every application it signs for: without an
+  // audience, a token the provider minted for any other application (same key set) is a Parley login.
+  it('takes no token minted by the JWKS for another application: a JWKS without JWT_AUDIENCE is refused', async () => {
+    expect(() => createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: url })).toThrow(
+      /JWT_JWKS_URL needs JWT_AUDIENCE/,
+    );
+    const tokenFor = (audience: string) =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setSubject('bob')
+        .setAudience(audience)
+        .setExpirationTime('1h')
+        .sign(privateKey);
+    const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: url, JWT_AUDIENCE: 'parley' });
+    await expect(verifyJwks(await tokenFor('some-other-app'))).rejects.toMatchObject({
+      code: 'unauthorized',
+      message: expect.stringMatching(/aud/),
+    });
+    await expect(verifyJwks(await tokenFor('parley'))).resolves.toMatchObject({ user: 'bob' });
   });
 
   it('answers unavailable, not unauthorized, when the JWKS cannot be fetched or is not a key set', async () => {
@@ -89,7 +111,11 @@ describe('token verification (JWKS)', () => {
         `http://127.0.0.1:${(broken.address() as AddressInfo).port}/jwks.json`,
         `http://127.0.0.1:${closedPort}/jwks.json`,
       ]) {
-        const verifyJwks = createTokenVerifier({ JWT_SECRET: secret, JWT_JWKS_URL: jwksUrl });
+        const verifyJwks = createTokenVerifier({
+          JWT_SECRET: secret,
+          JWT_JWKS_URL: jwksUrl,
+          JWT_AUDIENCE: 'parley',
+        });
         await expect(verifyJwks(token)).rejects.toMatchObject({ code: 'unavailable' });
       }
     } finally {

@@ -90,6 +90,8 @@ export const SECRET_STAND_INS: Record<string, string> = {
   INTERNAL_SECRET: 'stand-in-internal-secret-0123456789',
   JWT_SECRET: 'stand-in-jwt-secret-0123456789-0123456789',
   JWT_JWKS_URL: 'https://idp.example.com/.well-known/jwks.json',
+  JWT_AUDIENCE: 'parley',
+  JWT_ISSUER: 'https://idp.example.com/',
   DATABASE_URL: 'postgres://parley:secret@postgres.example.internal:5432/parley',
   REDIS_URL: 'rediss://:secret@redis.example.internal:6379',
   FCM_SERVICE_ACCOUNT: '{"type":"service_account"}',
