@@ -46,6 +46,7 @@ export declare class ParleyClient extends EventTarget {
     args?: { name?: string; members?: string[] },
     id?: string,
   ): string;
+  /** Throws a ParleyError on an error status; a 429 or 503 is tried again (Retry-After, else a backoff), 4 tries in all. */
   rest<T = Json>(method: string, path: string, body?: unknown): Promise<T>;
   createGroup(name: string, members: string[], id?: string): Promise<Json>;
   groups(): Promise<Json[]>;

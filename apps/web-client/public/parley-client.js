@@ -52,6 +52,9 @@ const MAX_MIDS_PER_FRAME = 500;
 const SEND_BURST = 40;
 const SENDS_PER_SECOND = 15;
 const OUTBOX_RETRY_MS = 1500;
+/** REST answers that accepted nothing and ask to come back: 429 (after Retry-After) and 503. */
+const REST_RETRY_STATUSES = new Set([429, 503]);
+const REST_ATTEMPTS = 4;
 
 /** Fetches a dev token (embedded/dev mode only: `POST /v1/dev/token`). */
 export async function devToken(restUrl, user) {
@@ -80,6 +83,14 @@ export class ParleyError extends Error {
       body.error?.message ?? response.statusText,
     );
   }
+}
+
+/** The server's Retry-After in seconds, or a backoff with jitter; at most BACKOFF_MAX_MS. */
+function restRetryDelayMs(response, attempt) {
+  const seconds = Number(response.headers.get('retry-after'));
+  const backoff = BACKOFF_MIN_MS * 2 ** (attempt - 1);
+  const wait = seconds > 0 ? seconds * 1000 : backoff / 2 + (Math.random() * backoff) / 2;
+  return Math.min(BACKOFF_MAX_MS, wait);
 }
 
 /** A fresh client message id: unique per sender, `^[A-Za-z0-9_-]{1,64}$`. */
@@ -440,7 +451,11 @@ export class ParleyClient extends EventTarget {
 
   // ---------------------------------------------------------------- REST
 
-  /** A REST call as this user; throws a `ParleyError` on an error status. */
+  /**
+   * A REST call as this user; throws a `ParleyError` on an error status. A 429 or 503 accepted
+   * nothing: the call goes again after the server's Retry-After (or a backoff), up to
+   * REST_ATTEMPTS tries in all.
+   */
   async rest(method, path, body) {
     const call = () =>
       fetch(`${this.restUrl}${path}`, {
@@ -456,6 +471,10 @@ export class ParleyClient extends EventTarget {
     let response = await call();
     if (response.status === 401 && hadToken) {
       this.token = await this.getToken(); // it expired: once more with a fresh one
+      response = await call();
+    }
+    for (let attempt = 1; REST_RETRY_STATUSES.has(response.status) && attempt < REST_ATTEMPTS; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, restRetryDelayMs(response, attempt)));
       response = await call();
     }
     if (!response.ok) throw await ParleyError.from(response);
