@@ -53,6 +53,8 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
     algorithms: jwks ? ['RS256', 'ES256'] : ['HS256'],
     issuer: settings.JWT_ISSUER,
     audience: settings.JWT_AUDIENCE,
+    // A token without an expiry would be a password that never changes: stolen once, good for good.
+    requiredClaims: ['exp'],
   };
   return async (token) => {
     if (!token) throw new ParleyError('unauthorized', 'missing bearer token');

@@ -48,6 +48,9 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     schemaErrorFormatter: (errors, context) => validationError(errors as ErrorObject[], context),
     // close() ends idle keep-alive connections at once and lets running requests finish (drain).
     forceCloseConnections: 'idle',
+    // fastify's default is none: a client trickling a body could hold a socket for good. Node checks
+    // every 30 s, so a request still incomplete after 30-60 s is answered 408 and closed.
+    requestTimeout: 30_000,
     // A path segment past the ids' 64 characters reaches the schema (400 naming the param), not a 414.
     routerOptions: { maxParamLength: 1000 },
     // A path fastify cannot decode, before any route: the protocol's error body, not fastify's own.

@@ -37,6 +37,11 @@ describe('token verification (HS256)', () => {
       'sub must match',
     ],
     ['with an invalid sub', async () => issueToken(secret, 'a b'), 'sub must match'],
+    [
+      'without an expiry (stolen once, it would be good for good)',
+      async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').sign(key(secret)),
+      'missing required "exp" claim',
+    ],
     ['garbage', async () => 'not.a.jwt', 'invalid token'],
   ])('refuses a token %s', async (_name, make, message) => {
     await expect(verify(await make())).rejects.toMatchObject({
