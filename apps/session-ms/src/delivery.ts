@@ -62,6 +62,9 @@ interface Push {
  */
 export class Delivery {
   private readonly metrics;
+  /** Gateways asked to announce their connections that did not answer: asked again with their next heartbeat. */
+  private readonly announcementsOwed = new Set<string>();
+  private nextGatewaySweepAt = 0;
 
   constructor(
     private readonly store: SessionStore,
@@ -154,12 +157,6 @@ export class Delivery {
   }
 
   /**
-   * Gateways asked to announce their connections whose answer has not come: asked again with
-   * their next heartbeat.
-   */
-  private readonly announcementsOwed = new Set<string>();
-
-  /**
    * A gateway the store did not know (it lost its state, or forgot the gateway after a long
    * silence) may hold sockets it has no record of, which would count as offline: their messages
    * would go to storage and push instead of the open socket. The gateway announces them again.
@@ -176,8 +173,6 @@ export class Delivery {
         this.logger.warn({ err, gateway }, 'could not ask a gateway to announce its connections'),
     );
   }
-
-  private nextGatewaySweepAt = 0;
 
   /** Once a minute: connections of gateways gone for good, also of users nobody looks up. */
   private async forgetGoneGateways(now: number): Promise<void> {
