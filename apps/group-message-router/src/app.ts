@@ -7,6 +7,7 @@ import {
   GroupCommandEvent,
   GroupTopicEvent,
   recipientCount,
+  TopicPosition,
   TOPICS,
 } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
@@ -23,7 +24,7 @@ import {
 import { BatchPublisher } from './batch-publisher';
 import { fanOutMessage, fanOutTyping, notMemberError, PartitionOf } from './fanout';
 import { GroupCommandApplier } from './group-commands';
-import { Membership, MembershipReader } from './membership';
+import { comparePlaces, Membership, MembershipReader } from './membership';
 import { MembershipCache } from './membership-cache';
 
 export const GroupMessageRouterConfig = Type.Object({
@@ -118,25 +119,38 @@ type Counters = ReturnType<typeof createCounters>;
  * Routes a batch in its order: a run of group ops is applied by group-ms before anything behind it
  * is routed, and the groups it touched are read again, so a message sent after an op (a group
  * created offline and then written to, a member removed) meets the membership that op made.
+ *
+ * A batch handled again (a crash or a rebalance before the offsets were committed) may hold events
+ * placed before an op that group-ms has applied already: they were routed before it was applied
+ * (ops are applied only once everything before them is routed and written), against the membership
+ * of their place. Routed again, they would meet the one that later ops made (a member added after
+ * a message would get it; a sender who left after it would be told not_member), so they are
+ * skipped. group-ms keeps each group's last op from the topic (its place, from this router).
  */
 function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, counters: Counters) {
   /**
-   * Per partition, the last offset whose run is done (fanned out and written, or applied). A batch
-   * retried because a later run failed (group-ms away) skips what is done, instead of fanning out
-   * the messages ahead of the ops again on every attempt.
+   * Per partition, the place of the last event whose run is done (fanned out and written, or
+   * applied). A batch retried because a later run failed (group-ms away) skips what is done,
+   * instead of fanning out the messages ahead of the ops again on every attempt.
    */
-  const doneUpTo = new Map<number, number>();
+  const doneUpTo = new Map<number, TopicPosition>();
   return async (batch: Envelope<GroupTopicEvent>[]) => {
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
       batchSize: deps.deliveryBatchSize ?? 500,
       weigh: recipientCount,
     });
-    const todo = batch.filter((e) => Number(e.offset) > (doneUpTo.get(e.partition) ?? -1));
+    const todo = batch.filter((e) => {
+      const done = doneUpTo.get(e.partition);
+      return !done || comparePlaces(placeOf(e), done) > 0;
+    });
     for (const run of runsOf(todo)) {
       if (run.commands) {
         await deliveries.flush(); // what was sent before the ops goes out before their notices
-        await deps.groupCommands.apply(run.commands.map((e) => e.event));
+        await deps.groupCommands.apply(
+          run.commands.map((e) => e.event),
+          run.commands.map(placeOf),
+        );
         for (const { event } of run.commands) cache.invalidate(event.frame.group);
         markDone(doneUpTo, run.commands);
         continue;
@@ -145,8 +159,14 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
         cache,
         run.routed.map((e) => e.event),
       );
-      for (const { event } of run.routed)
-        await deliveries.add(routeToMembers(event, memberships.get(event.frame.to)!, partitionOf, counters));
+      for (const envelope of run.routed) {
+        const membership = memberships.get(envelope.event.frame.to)!;
+        if (routedBefore(envelope, membership)) {
+          counters.replayed.inc();
+          continue;
+        }
+        await deliveries.add(routeToMembers(envelope.event, membership, partitionOf, counters));
+      }
       await deliveries.flush();
       markDone(doneUpTo, run.routed);
     }
@@ -154,9 +174,36 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
   };
 }
 
-function markDone(doneUpTo: Map<number, number>, envelopes: Envelope<GroupTopicEvent>[]): void {
-  for (const { partition, offset } of envelopes)
-    doneUpTo.set(partition, Math.max(doneUpTo.get(partition) ?? -1, Number(offset)));
+/** An event's place in the group topic. */
+function placeOf(envelope: Envelope<unknown>): TopicPosition {
+  return { partition: envelope.partition, offset: Number(envelope.offset), index: envelope.index ?? 0 };
+}
+
+/**
+ * How far a group topic event's record time may lie after the time its group's last piped op was
+ * applied, and the event still be taken for one placed before that op: the clocks of the hosts that
+ * wrote them may differ. An event written later than that is routed, whatever its place (offsets
+ * that started again: a topic deleted and made again).
+ */
+const CLOCK_SKEW_MS = 60_000;
+
+/**
+ * Whether this event was routed before: its group's last op from the topic lies after it (same
+ * partition) and was applied after it was written. Such an op is applied only once everything before
+ * it in the partition has been routed and its deliveries written.
+ */
+function routedBefore(envelope: Envelope<Routed>, membership: Membership): boolean {
+  const { lastOp } = membership;
+  if (!lastOp || lastOp.partition !== envelope.partition) return false;
+  return comparePlaces(lastOp, placeOf(envelope)) > 0 && envelope.timestamp <= lastOp.at + CLOCK_SKEW_MS;
+}
+
+function markDone(doneUpTo: Map<number, TopicPosition>, envelopes: Envelope<GroupTopicEvent>[]): void {
+  for (const envelope of envelopes) {
+    const place = placeOf(envelope);
+    const done = doneUpTo.get(place.partition);
+    if (!done || comparePlaces(place, done) > 0) doneUpTo.set(place.partition, place);
+  }
 }
 
 type Routed = Exclude<GroupTopicEvent, GroupCommandEvent>;
@@ -222,6 +269,11 @@ function createCounters(deps: Pick<Runtime, 'metrics'>) {
     fannedOut: new Counter({
       name: 'parley_group_router_deliveries_total',
       help: 'Group message deliverables fanned out',
+      registers,
+    }),
+    replayed: new Counter({
+      name: 'parley_group_router_replayed_total',
+      help: 'Group events handled again (a replay) and skipped: an op placed after them was applied, so they were routed before',
       registers,
     }),
     refused: new Counter({

@@ -3,6 +3,7 @@ import {
   GroupCommandsRequest,
   INTERNAL_SECRET_HEADER,
   MAX_GROUP_COMMANDS,
+  TopicPosition,
 } from '@parley/contracts';
 import { TransientError } from '@parley/service-kit';
 
@@ -11,7 +12,11 @@ import { TransientError } from '@parley/service-kit';
  * it routes what follows them in the group topic.
  */
 export interface GroupCommandApplier {
-  apply(commands: GroupCommandEvent[]): Promise<void>;
+  /**
+   * `positions`: each command's place in the group topic, which group-ms records with the version
+   * the op made, so that a message handled again meets the membership of its place.
+   */
+  apply(commands: GroupCommandEvent[], positions?: TopicPosition[]): Promise<void>;
 }
 
 /**
@@ -25,13 +30,13 @@ export function createHttpGroupCommandApplier(
   timeoutMs = 10_000,
 ): GroupCommandApplier {
   const url = new URL('/internal/group-commands', groupMsUrl);
-  const post = async (commands: GroupCommandEvent[]) => {
+  const post = async (commands: GroupCommandEvent[], positions: TopicPosition[] | undefined) => {
     let response: Response;
     try {
       response = await fetch(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', [INTERNAL_SECRET_HEADER]: internalSecret },
-        body: JSON.stringify({ commands } satisfies GroupCommandsRequest),
+        body: JSON.stringify({ commands, positions } satisfies GroupCommandsRequest),
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
@@ -46,8 +51,13 @@ export function createHttpGroupCommandApplier(
       throw new Error(`group-ms refused the group ops (${response.status}): ${text}`);
   };
   return {
-    async apply(commands) {
-      for (const part of partsOf(commands)) await post(part);
+    async apply(commands, positions) {
+      const placed = positions?.length === commands.length ? positions : undefined;
+      let start = 0;
+      for (const part of partsOf(commands)) {
+        await post(part, placed?.slice(start, start + part.length));
+        start += part.length;
+      }
     },
   };
 }

@@ -1,19 +1,23 @@
-import { deliveriesIn, GroupCommandEvent, GroupTopicEvent, TOPICS } from '@parley/contracts';
+import { deliveriesIn, GroupCommandEvent, GroupTopicEvent, TopicPosition, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
 import { GroupCommandApplier } from '../src/group-commands';
-import { membershipOf, MembershipReader } from '../src/membership';
+import { membershipOf, MembershipReader, PipedOp } from '../src/membership';
 import { waitFor } from '@parley/test-kit';
 
-/** Membership the test changes directly, counting reads (stands in for group-ms's tables). */
+/**
+ * Membership the test changes directly, counting reads (stands in for group-ms's tables), with the
+ * group's last op from the group topic that changed it (its place, and when it was applied).
+ */
 class MapMembership implements MembershipReader {
   groups = new Map<string, string[]>();
   versions = new Map<string, number>();
+  lastOps = new Map<string, PipedOp>();
   reads = 0;
   async membersOf(group: string) {
     this.reads++;
-    return membershipOf(this.groups.get(group) ?? [], this.versions.get(group));
+    return membershipOf(this.groups.get(group) ?? [], this.versions.get(group), this.lastOps.get(group));
   }
   async versionsOf(groups: string[]) {
     return new Map(
@@ -25,26 +29,37 @@ class MapMembership implements MembershipReader {
     this.groups.set(group, members);
     this.versions.set(group, (this.versions.get(group) ?? 0) + 1);
   }
+  /** A change an op from the group topic made, at its place there. */
+  changeByOp(group: string, members: string[], place: TopicPosition | undefined) {
+    this.change(group, members);
+    if (place) this.lastOps.set(group, { ...place, at: Date.now() });
+  }
 }
 
-/** Applies the ops it is given to the MapMembership, as group-ms would to its tables, and records them. */
+/**
+ * Applies the ops it is given to the MapMembership, as group-ms would to its tables (once per op
+ * mid, recording the place of a change), and records them.
+ */
 class MapGroupCommands implements GroupCommandApplier {
   applied: GroupCommandEvent[] = [];
+  private readonly decided = new Set<string>();
   constructor(private readonly membership: MapMembership) {}
-  async apply(commands: GroupCommandEvent[]) {
-    for (const command of commands) {
+  async apply(commands: GroupCommandEvent[], positions?: TopicPosition[]) {
+    for (const [i, command] of commands.entries()) {
+      this.applied.push(command);
       const { frame, from } = command;
+      if (this.decided.has(`${from}:${frame.id}`)) continue; // applied before: changes nothing
+      this.decided.add(`${from}:${frame.id}`);
       const members = this.membership.groups.get(frame.group) ?? [];
-      if (frame.op === 'create') this.membership.groups.set(frame.group, [from, ...(frame.members ?? [])]);
-      if (frame.op === 'add') this.membership.groups.set(frame.group, [...members, ...(frame.members ?? [])]);
+      let next: string[] | undefined;
+      if (frame.op === 'create') next = [from, ...(frame.members ?? [])];
+      if (frame.op === 'add')
+        next = [...members, ...(frame.members ?? []).filter((m) => !members.includes(m))]; // idempotent, as group-ms
       if (frame.op === 'remove' || frame.op === 'leave') {
         const gone = new Set(frame.op === 'leave' ? [from] : frame.members);
-        this.membership.groups.set(
-          frame.group,
-          members.filter((m) => !gone.has(m)),
-        );
+        next = members.filter((m) => !gone.has(m));
       }
-      this.applied.push(command);
+      if (next) this.membership.changeByOp(frame.group, next, positions?.[i]);
     }
   }
 }
@@ -300,6 +315,82 @@ describe('group-message-router service', () => {
     expect(recipientsOf('alice:before')).toEqual(['bob', 'carol', 'dave']);
     expect(recipientsOf('alice:after')).toEqual(['bob', 'dave']);
     expect(recipientsOf('alice:first')).toEqual(['bob']);
+    expect(deliveries().filter((d) => d.frame.type === 'error')).toEqual([]);
+  });
+});
+
+describe('group-message-router: a batch handled again after a crash or a rebalance', () => {
+  const op = (from: string, id: string, frame: Record<string, unknown>): GroupTopicEvent => ({
+    v: 1,
+    kind: 'group-command',
+    from,
+    sentAt: 5,
+    frame: { type: 'group', id, ...frame } as GroupCommandEvent['frame'],
+  });
+  let bus: MemoryBus;
+  let membership: MapMembership;
+  let groupCommands: MapGroupCommands;
+  let router: GroupMessageRouter | undefined;
+  const start = async (groupId: string) => {
+    router = createGroupMessageRouter({
+      bus,
+      membership,
+      groupCommands,
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
+      readiness: new Readiness(),
+      port: 0,
+      host: '127.0.0.1',
+      groupId,
+      changesGroupId: `${groupId}-changes`,
+    });
+    await router.start();
+  };
+  beforeEach(() => {
+    bus = new MemoryBus();
+    membership = new MapMembership();
+    membership.groups.set('g1', ['alice', 'bob', 'carol']);
+    groupCommands = new MapGroupCommands(membership);
+  });
+  afterEach(() => router?.stop());
+  const deliveries = () => bus.events(TOPICS.delivery).flatMap(deliveriesIn);
+  const recipientsOf = (mid: string) =>
+    deliveries()
+      .filter((d) => 'mid' in d.frame && d.frame.mid === mid)
+      .map((d) => d.to);
+
+  /**
+   * Routes [message, op] once, then again as the partition's next owner would after a crash before
+   * the offsets were committed (a fresh consumer group reads the same records; group-ms's tables
+   * already hold the op's effect, and group-ms applies the op again as a no-op).
+   */
+  const routeTwice = async (records: GroupTopicEvent[]) => {
+    await bus.publish(TOPICS.group, records);
+    await start('first-owner');
+    await waitFor(() => groupCommands.applied.length === 1 && deliveries().length > 0);
+    await router!.stop();
+    await start('next-owner');
+    await waitFor(() => groupCommands.applied.length === 2);
+    await new Promise((r) => setTimeout(r, 100));
+  };
+
+  it('never gives a member added by a later op a message sent before the add, when the message is routed again', async () => {
+    await routeTwice([
+      message('alice', 'before-add', 'g1'),
+      op('alice', 'o1', { op: 'add', group: 'g1', members: ['erin'] }),
+    ]);
+    // First pass: bob and carol. The replay meets the membership the later op made, and erin gets
+    // a message that was sent before she was in the group.
+    expect([...new Set(recipientsOf('alice:before-add'))].sort()).toEqual(['bob', 'carol']);
+  });
+
+  it('never refuses as not_member a message already fanned out, when the sender left by a later op', async () => {
+    await routeTwice([
+      message('alice', 'before-leave', 'g1'),
+      op('alice', 'o2', { op: 'leave', group: 'g1' }),
+    ]);
+    expect(recipientsOf('alice:before-leave').sort()).toEqual(['bob', 'carol']);
+    // The replay tells alice her delivered message was refused.
     expect(deliveries().filter((d) => d.frame.type === 'error')).toEqual([]);
   });
 });

@@ -1,3 +1,4 @@
+import { GroupCommandEvent } from '@parley/contracts';
 import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
 import { createSqlMembershipReader } from '../src/sql-membership';
@@ -51,5 +52,28 @@ describe.each(testDatabases())('SQL membership reader on $name', (target) => {
       version: versions.get('v1'),
     });
     expect((await reader.membersOf('nope')).version).toBeUndefined();
+  });
+
+  it("reads the group's last op from the group topic with the members: its place, and when it was applied", async () => {
+    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 }, () => 5000);
+    const reader = createSqlMembershipReader(db);
+    const op = (id: string, frame: Record<string, unknown>) => ({
+      v: 1 as const,
+      kind: 'group-command' as const,
+      from: 'alice',
+      sentAt: 1,
+      frame: { type: 'group', id, group: 'p1', ...frame } as GroupCommandEvent['frame'],
+    });
+    await groups.applyCommand(op('c', { op: 'create', name: 'P', members: ['bob'] }));
+    expect((await reader.membersOf('p1')).lastOp).toBeUndefined(); // applied with no place
+    await groups.applyCommand(op('a', { op: 'add', members: ['carol'] }), {
+      partition: 2,
+      offset: 7,
+      index: 1,
+    });
+    expect(await reader.membersOf('p1')).toMatchObject({
+      members: ['alice', 'bob', 'carol'],
+      lastOp: { partition: 2, offset: 7, index: 1, at: 5000 },
+    });
   });
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { deliverToMany, GroupCommandEvent, TOPICS, userMid } from '@parley/contracts';
+import { deliverToMany, GroupCommandEvent, TopicPosition, TOPICS, userMid } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import {
@@ -94,11 +94,20 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
   });
   const publish = (effects: GroupEffects) => publishEffects(deps.bus, effects);
 
-  /** Applies group ops from the pipe in order; idempotent by each op's mid. */
-  const applyCommands = async (commands: GroupCommandEvent[]) => {
+  /**
+   * Applies group ops from the pipe in order; idempotent by each op's mid. `positions` (one per
+   * command, from a router of this release) are the ops' places in the group topic.
+   */
+  const applyCommands = async (commands: GroupCommandEvent[], positions?: TopicPosition[]) => {
+    const placed = positions?.length === commands.length ? positions : undefined;
+    if (positions && !placed)
+      deps.logger.warn(
+        { commands: commands.length, positions: positions.length },
+        'group op positions ignored: not one per op',
+      );
     const effects = noEffects();
-    for (const command of commands) {
-      addEffects(effects, await groups.applyCommand(command));
+    for (const [i, command] of commands.entries()) {
+      addEffects(effects, await groups.applyCommand(command, placed?.[i]));
       applied.inc({ op: command.frame.op });
     }
     await publish(effects);

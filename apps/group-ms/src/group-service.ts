@@ -7,6 +7,7 @@ import {
   GroupFrame,
   ParleyError,
   serverMid,
+  TopicPosition,
   userMid,
 } from '@parley/contracts';
 import { Change, ChangeRequest, decideChange, GroupOperation, GroupRules, GroupState } from './group';
@@ -33,6 +34,8 @@ export interface ChangeIds {
   noticeMid: string;
   /** It may come again (the pipe): a no-op or a refusal is remembered too, so a replay repeats it. */
   replayable?: boolean;
+  /** A replayable op's place in the group topic: a change records it as the group's last piped op. */
+  position?: TopicPosition;
 }
 
 export const noEffects = (): GroupEffects => ({ deliveries: [], notices: [], changes: [] });
@@ -69,7 +72,7 @@ export class GroupService {
         const change = decideChange(current, request, this.rules);
         return change && { next: change.next, notice: noticeOf(change, request, ids.noticeMid) };
       },
-      ids.replayable ? { at: request.at } : undefined,
+      ids.replayable ? { at: request.at, position: ids.position } : undefined,
     );
     switch (result.kind) {
       case 'applied':
@@ -106,9 +109,11 @@ export class GroupService {
    * deliverable to the sender. Other failures (the database) throw, so the record is retried.
    * Stamped when applied, as a REST change is, not when sent: notices' times then follow the order
    * changes took effect, and the outbox does not take an op sent long ago (a backlog) for one
-   * whose publish failed.
+   * whose publish failed. `position`, the op's place in the group topic (from a router that tells
+   * it), is recorded with a change it makes: the router skips what lies before it when it handles a
+   * batch again.
    */
-  async applyCommand(event: GroupCommandEvent): Promise<GroupEffects> {
+  async applyCommand(event: GroupCommandEvent, position?: TopicPosition): Promise<GroupEffects> {
     const { from, frame } = event;
     const request: ChangeRequest = {
       group: frame.group,
@@ -121,6 +126,7 @@ export class GroupService {
         opMid: userMid(from, frame.id),
         noticeMid: serverMid('group', from, frame.id),
         replayable: true,
+        position,
       });
       return outcome.effects;
     } catch (err) {

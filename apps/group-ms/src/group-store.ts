@@ -1,4 +1,4 @@
-import { ErrorCode, GroupChangeFrame } from '@parley/contracts';
+import { ErrorCode, GroupChangeFrame, TopicPosition } from '@parley/contracts';
 import { GroupState } from './group';
 
 /** What a change tells the world: the `group` frame, who receives it, and the members after it. */
@@ -45,9 +45,11 @@ export interface GroupStore {
     /**
      * An op that can come again (from the pipe, at least once): one that changes nothing or is
      * refused (a ParleyError from `decide`) is remembered as well, at `at`, so that a replay after a
-     * later change is not applied then; the refusal is thrown once it is committed.
+     * later change is not applied then; the refusal is thrown once it is committed. `position`: the
+     * op's place in the group topic (from a router); a change records it, with `at`, as the group's
+     * last piped op (`groups.pipe_*`), which group-message-router reads with the members.
      */
-    replayable?: { at: number },
+    replayable?: { at: number; position?: TopicPosition },
   ): Promise<ApplyResult>;
   /**
    * Forgets the ops applied before `appliedBefore` (returns how many): a replay of one of them is

@@ -10,6 +10,7 @@ import {
   GroupMemberParams,
   GroupParams,
   serverMid,
+  TopicPosition,
 } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { actingUser, HttpServer } from '@parley/service-kit';
@@ -19,8 +20,8 @@ import { GroupEffects, GroupService } from './group-service';
 export interface GroupRoutesDeps {
   groups: GroupService;
   publish: (effects: GroupEffects) => Promise<void>;
-  /** Applies ops from the pipe in order, and publishes what they tell. */
-  applyCommands: (commands: GroupCommandEvent[]) => Promise<void>;
+  /** Applies ops from the pipe in order (at these places in the group topic), and publishes what they tell. */
+  applyCommands: (commands: GroupCommandEvent[], positions?: TopicPosition[]) => Promise<void>;
   clock: () => number;
   newId: () => string;
   logger: Logger;
@@ -52,7 +53,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     '/internal/group-commands',
     { schema: { body: GroupCommandsRequest, response: { 200: GroupCommandsResponse } } },
     async (request) => {
-      await deps.applyCommands(request.body.commands);
+      await deps.applyCommands(request.body.commands, request.body.positions);
       return { applied: request.body.commands.length };
     },
   );

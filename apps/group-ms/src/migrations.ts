@@ -59,4 +59,13 @@ export const GROUP_MIGRATIONS: Migration[] = [
   },
   // Grows with every change: group-message-router checks its cached member lists against it.
   { id: '011_groups_version', sql: 'ALTER TABLE groups ADD COLUMN version bigint NOT NULL DEFAULT 0' },
+  // The last op from the group topic that changed the group: its place there (partition, offset,
+  // place in a packed record) and when it was applied. A router handling a batch again (a crash or
+  // a rebalance before its offsets were committed) skips the group's events placed before it: they
+  // were routed before that op was applied, against the membership of their place.
+  {
+    id: '012_groups_last_piped_op',
+    sql: `ALTER TABLE groups ADD COLUMN pipe_partition integer, ADD COLUMN pipe_offset bigint,
+      ADD COLUMN pipe_index integer, ADD COLUMN pipe_at bigint`,
+  },
 ];

@@ -1,6 +1,6 @@
 import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
-import { ParleyError } from '@parley/contracts';
+import { ParleyError, TopicPosition } from '@parley/contracts';
 import { ApplyResult, GroupNotice, GroupStore, OpRefusal, StoredChange } from './group-store';
 import { GROUP_MIGRATIONS } from './migrations';
 
@@ -84,7 +84,7 @@ async function applyInTransaction(
   group: string,
   opMid: string,
   decide: (current: GroupState | undefined) => StoredChange | null,
-  replayable: { at: number } | undefined,
+  replayable: { at: number; position?: TopicPosition } | undefined,
 ): Promise<ApplyResult> {
   await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [GROUP_LOCK_NAMESPACE, group]);
   const decided = await tx.query<{ notice: GroupNotice | null; refusal: OpRefusal | null }>(
@@ -98,7 +98,7 @@ async function applyInTransaction(
     if (replayable) await recordOp(tx, { opMid, group, at: replayable.at });
     return { kind: 'unchanged', current };
   }
-  await writeGroup(tx, current, change.next);
+  await writeGroup(tx, current, change.next, replayable?.position);
   await recordOp(tx, { opMid, group, at: change.next.updatedAt, notice: change.notice });
   return { kind: 'applied', next: change.next, notice: change.notice };
 }
@@ -145,13 +145,36 @@ async function withMembers(db: SqlExecutor, groups: GroupRow[]): Promise<GroupSt
   }));
 }
 
-/** Writes only the difference between `current` and `next`. */
-async function writeGroup(tx: SqlExecutor, current: GroupState | undefined, next: GroupState): Promise<void> {
+/**
+ * Writes only the difference between `current` and `next`. A change by an op from the group topic
+ * (`position`) becomes the group's last piped op; any other keeps the one before.
+ */
+async function writeGroup(
+  tx: SqlExecutor,
+  current: GroupState | undefined,
+  next: GroupState,
+  position: TopicPosition | undefined,
+): Promise<void> {
   await tx.query(
-    `INSERT INTO groups (id, name, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+    `INSERT INTO groups (id, name, created_by, created_at, updated_at, pipe_partition, pipe_offset, pipe_index, pipe_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
      ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at,
-       created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at, version = groups.version + 1`,
-    [next.id, next.name, next.createdBy, next.createdAt, next.updatedAt],
+       created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at, version = groups.version + 1,
+       pipe_partition = COALESCE(EXCLUDED.pipe_partition, groups.pipe_partition),
+       pipe_offset = COALESCE(EXCLUDED.pipe_offset, groups.pipe_offset),
+       pipe_index = COALESCE(EXCLUDED.pipe_index, groups.pipe_index),
+       pipe_at = COALESCE(EXCLUDED.pipe_at, groups.pipe_at)`,
+    [
+      next.id,
+      next.name,
+      next.createdBy,
+      next.createdAt,
+      next.updatedAt,
+      position?.partition ?? null,
+      position?.offset ?? null,
+      position?.index ?? null,
+      position ? next.updatedAt : null,
+    ],
   );
   const before = new Map((current?.members ?? []).map((m) => [m.user, m.role]));
   const after = new Set(next.members.map((m) => m.user));

@@ -200,6 +200,71 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect(Number(ops.rows[0].n)).toBe(1);
   });
 
+  it('records a placed pipe op that changes the group as its last piped op; a replay, a no-op, a refusal or a REST change keep it', async () => {
+    const lastPiped = async (group: string) =>
+      (
+        await db.query<Record<string, unknown>>(
+          'SELECT pipe_partition, pipe_offset, pipe_index, pipe_at FROM groups WHERE id = $1',
+          [group],
+        )
+      ).rows.map((row) => ({
+        partition: row.pipe_partition,
+        offset: row.pipe_offset === null ? null : Number(row.pipe_offset),
+        index: row.pipe_index,
+        placed: row.pipe_at !== null,
+      }))[0];
+    const create = command('alice', {
+      type: 'group',
+      id: 'p1',
+      op: 'create',
+      group: 'g-placed',
+      name: 'P',
+      members: ['bob'],
+    });
+    await groups.applyCommand(create); // a router of an earlier release: no place
+    expect(await lastPiped('g-placed')).toEqual({
+      partition: null,
+      offset: null,
+      index: null,
+      placed: false,
+    });
+
+    const add = command('alice', {
+      type: 'group',
+      id: 'p2',
+      op: 'add',
+      group: 'g-placed',
+      members: ['carol'],
+    });
+    await groups.applyCommand(add, { partition: 3, offset: 41, index: 2 });
+    const recorded = { partition: 3, offset: 41, index: 2, placed: true };
+    expect(await lastPiped('g-placed')).toEqual(recorded);
+
+    // Found applied before: its replay at another place (a rebalance) moves nothing.
+    await groups.applyCommand(add, { partition: 3, offset: 90, index: 0 });
+    // A repeat that changes nothing, and a refused op, are no change either.
+    await groups.applyCommand(
+      command('alice', { type: 'group', id: 'p3', op: 'add', group: 'g-placed', members: ['carol'] }),
+      { partition: 3, offset: 42, index: 0 },
+    );
+    const refused = await groups.applyCommand(
+      command('mallory', { type: 'group', id: 'p4', op: 'rename', group: 'g-placed', name: 'X' }),
+      { partition: 3, offset: 43, index: 0 },
+    );
+    expect(refused.deliveries[0].frame).toMatchObject({ type: 'error' });
+    // A REST change has no place in the topic: the group's last piped op stays.
+    await change('g-placed', 'alice', { op: 'rename', name: 'Q' });
+    expect(await lastPiped('g-placed')).toEqual(recorded);
+
+    await groups.applyCommand(command('bob', { type: 'group', id: 'p5', op: 'leave', group: 'g-placed' }), {
+      partition: 3,
+      offset: 44,
+      index: 0,
+    });
+    expect(await lastPiped('g-placed')).toEqual({ partition: 3, offset: 44, index: 0, placed: true });
+    expect(toGroup((await groups.find('g-placed'))!).members).toEqual(['alice', 'carol']);
+  });
+
   it('stamps a pipe op when it is applied, not when it was sent: an op from a backlog is no stale outbox entry', async () => {
     const at = Date.now();
     const clocked = new GroupService(createSqlGroupStore(db), { maxMembers: 4 }, () => at);

@@ -75,8 +75,26 @@ export type GatewayAnnounceResponse = Static<typeof GatewayAnnounceResponse>;
 
 /** Group ops a router met in the group topic, for group-ms to apply in this order before it routes on. */
 export const MAX_GROUP_COMMANDS = 500;
+/** An event's place in the group topic: partition, record offset, and place in a packed record. */
+export const TopicPosition = Type.Object({
+  partition: Type.Integer({ minimum: 0 }),
+  offset: Type.Integer({ minimum: 0 }),
+  index: Type.Integer({ minimum: 0 }),
+});
+export type TopicPosition = Static<typeof TopicPosition>;
+
 export const GroupCommandsRequest = Type.Object(
-  { commands: Type.Array(GroupCommandEvent, { minItems: 1, maxItems: MAX_GROUP_COMMANDS }) },
+  {
+    commands: Type.Array(GroupCommandEvent, { minItems: 1, maxItems: MAX_GROUP_COMMANDS }),
+    /**
+     * Each command's place in the group topic (same length and order as `commands`). group-ms
+     * records the place of an op that changes a group as the group's last piped op: a router that
+     * handles a batch again (offsets not committed before a crash or a rebalance) skips the group's
+     * events placed before it, which were routed before it was applied. Optional: routers of earlier
+     * releases do not send it, and group-ms of earlier releases ignores it.
+     */
+    positions: Type.Optional(Type.Array(TopicPosition, { minItems: 1, maxItems: MAX_GROUP_COMMANDS })),
+  },
   { $id: 'GroupCommandsRequest' },
 );
 export type GroupCommandsRequest = Static<typeof GroupCommandsRequest>;

@@ -6,6 +6,11 @@ export interface Envelope<T> {
   key: string;
   partition: number;
   offset: string;
+  /**
+   * The event's place in its record: events packed into one record share its offset (absent: 0,
+   * a record of one event). (partition, offset, index) is the event's place in the topic.
+   */
+  index?: number;
   timestamp: number;
   traceId?: string;
 }

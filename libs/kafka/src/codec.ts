@@ -16,8 +16,8 @@ export interface EncodedRecord {
 
 /** One event of a consumed record: decoded, or refused with the bytes to park on the DLQ. */
 export type DecodedEvent<T> =
-  /** `key`: an event of a pack, its own key (the pack is keyed by its first event). */
-  | { ok: true; event: T; key?: string }
+  /** `key`, `index`: an event of a pack, its own key (the pack is keyed by its first event) and its place in the pack. */
+  | { ok: true; event: T; key?: string; index?: number }
   /** `packed`: the refused event's place in its pack, and its own key where the key function could read one. */
   | { ok: false; error: DecodeError; value: Buffer; packed?: { index: number; key?: string } };
 
@@ -69,7 +69,7 @@ export class TopicCodec<T> {
     // One object per event, no closures: a pack holds hundreds, and this runs for every one.
     return pack.event.map((parsed, index): DecodedEvent<T> => {
       const result = this.validate(parsed);
-      if (result.ok) return { ok: true, event: result.value, key: this.topic.key(result.value) };
+      if (result.ok) return { ok: true, event: result.value, key: this.topic.key(result.value), index };
       return {
         ok: false,
         error: this.invalid(result.errors),

@@ -540,6 +540,7 @@ function createSubscription<T>(
             key: decoded.key ?? recordKey,
             partition: batch.partition,
             offset: message.offset,
+            index: decoded.index,
             timestamp,
             traceId,
           });

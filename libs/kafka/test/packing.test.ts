@@ -121,7 +121,7 @@ describe('TopicCodec.decodeRecord', () => {
     );
     const decoded = codec.decodeRecord(value, { [HEADER_PACK]: '3' });
     expect(decoded.map((d) => d.ok)).toEqual([true, false, true]);
-    expect(decoded[2]).toEqual({ ok: true, event: note('c', 3), key: 'c' }); // its own key, not the pack's
+    expect(decoded[2]).toEqual({ ok: true, event: note('c', 3), key: 'c', index: 2 }); // its own key, not the pack's
     const bad = decoded[1] as Extract<(typeof decoded)[number], { ok: false }>;
     expect(bad.error.message).toMatch(/notes: .*n/);
     expect(JSON.parse(bad.value.toString())).toEqual({ kind: 'note', v: 1, to: 'b', n: 'x' });
