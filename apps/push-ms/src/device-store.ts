@@ -11,7 +11,10 @@ export interface Device {
 export interface DeviceStore {
   /** Creates or upgrades the schema; safe when several replicas start together. */
   init(): Promise<void>;
-  /** Registers or replaces the device's token. A token moves: no other user or device keeps it. */
+  /**
+   * Registers or replaces the device's token. A token moves: no other user or device keeps it. A
+   * user keeps the MAX_DEVICES_PER_USER devices registered last: one more drops the oldest.
+   */
   register(user: string, deviceId: string, token: string, platform: Platform): Promise<void>;
   remove(user: string, deviceId: string): Promise<void>;
   devices(user: string): Promise<Device[]>;
@@ -34,6 +37,13 @@ export const MIGRATIONS: Migration[] = [
   },
   { id: '002_push_devices_token', sql: 'CREATE INDEX push_devices_token ON push_devices (token)' },
 ];
+
+/**
+ * Each push goes to every device of the user: without a cap, one account registering device after
+ * device would turn each notification into as many FCM calls. Apps register on every start, so the
+ * devices dropped are those not seen for longest (an old phone).
+ */
+export const MAX_DEVICES_PER_USER = 20;
 
 /** The first key of push-ms's advisory locks (group-ms uses its own). */
 const TOKEN_LOCK_NAMESPACE = 0x70757368; // "push"
@@ -58,6 +68,12 @@ export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.n
           `INSERT INTO push_devices (user_id, device_id, token, platform, updated_at) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (user_id, device_id) DO UPDATE SET token = EXCLUDED.token, platform = EXCLUDED.platform, updated_at = EXCLUDED.updated_at`,
           [user, deviceId, token, platform, now()],
+        );
+        await tx.query(
+          `DELETE FROM push_devices WHERE user_id = $1 AND device_id IN (
+             SELECT device_id FROM push_devices WHERE user_id = $1 AND device_id <> $2
+             ORDER BY updated_at DESC, device_id DESC OFFSET $3)`,
+          [user, deviceId, MAX_DEVICES_PER_USER - 1],
         );
       });
     },

@@ -1,6 +1,6 @@
 import type { SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
-import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
+import { createSqlDeviceStore, DeviceStore, MAX_DEVICES_PER_USER } from '../src/device-store';
 
 describe.each(testDatabases())('device store on $name', (target) => {
   let db: SqlDatabase;
@@ -42,6 +42,21 @@ describe.each(testDatabases())('device store on $name', (target) => {
       const owners = await Promise.all(['gus', 'hal', 'ivy', 'joy'].map((user) => store.devices(user)));
       expect(owners.flat().filter((d) => d.token === token)).toHaveLength(1);
     }
+  });
+
+  it('keeps the MAX_DEVICES_PER_USER devices registered last: one more drops the one not seen for longest', async () => {
+    let clock = 1_000;
+    const clocked = createSqlDeviceStore(db, () => clock++);
+    const ids = Array.from({ length: MAX_DEVICES_PER_USER + 1 }, (_, i) => `d${String(i).padStart(2, '0')}`);
+    for (const id of ids) await clocked.register('kim', id, `tok-kim-${id}`, 'android');
+    expect((await clocked.devices('kim')).map((d) => d.deviceId)).toEqual(ids.slice(1));
+    await clocked.register('kim', 'd01', 'tok-kim-d01', 'android'); // the app on d01 started again
+    await clocked.register('kim', 'new', 'tok-kim-new', 'ios');
+    const kept = (await clocked.devices('kim')).map((d) => d.deviceId);
+    expect(kept).toHaveLength(MAX_DEVICES_PER_USER);
+    expect(kept).toContain('d01');
+    expect(kept).toContain('new');
+    expect(kept).not.toContain('d02');
   });
 
   it('forgets invalid tokens of that user only', async () => {
