@@ -102,14 +102,18 @@ export function connectionHandler(
     );
     await store.markConnected(connects);
     for (const user of new Set(connects.map((c) => c.user))) {
-      const replay = await replayFrom(store, bus, user, 0, replayMax);
-      await store.replayed(user);
-      // Stored while the pages were read, and so left to this replay by offlineHandler (past
-      // replayMax, what is stored waits for sync, as the rest of the backlog does).
-      const behind = replay.complete
-        ? await replayFrom(store, bus, user, replay.lastSeq, replayMax)
-        : undefined;
-      metrics.replayed.inc(replay.published + (behind?.published ?? 0));
+      let replay = await replayFrom(store, bus, user, 0, replayMax);
+      let published = replay.published;
+      // What was stored while the pages were read was left to this replay by offlineHandler: the
+      // replay is noted over only once nothing is stored behind what it sent (else it reads on), so
+      // a deliverable handed back by offlineHandler once it is over cannot overtake one it sends.
+      // Past replayMax, what is stored waits for sync, as the rest of the backlog does.
+      while (replay.complete && !(await store.replayed(user, replay.lastSeq))) {
+        replay = await replayFrom(store, bus, user, replay.lastSeq, replayMax - published);
+        published += replay.published;
+      }
+      if (!replay.complete) await store.replayed(user);
+      metrics.replayed.inc(published);
     }
   };
 }

@@ -85,8 +85,21 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
         [JSON.stringify(connects.map(({ user, at }) => ({ recipient: user, at })))],
       );
     },
-    async replayed(user) {
-      await db.query('UPDATE offline_connects SET replaying = false WHERE recipient = $1', [user]);
+    async replayed(user, afterSeq) {
+      return db.transaction(async (tx) => {
+        // The user's sequence row lock: a store for the user either committed before this reads
+        // (and is seen behind `afterSeq`) or waits, and meets the replay over once this commits.
+        await reserveSequences(tx, [{ recipient: user, n: 0 }]);
+        if (afterSeq !== undefined) {
+          const behind = await tx.query(
+            'SELECT 1 FROM offline_messages WHERE recipient = $1 AND seq > $2 LIMIT 1',
+            [user, afterSeq],
+          );
+          if (behind.rows.length > 0) return false;
+        }
+        await tx.query('UPDATE offline_connects SET replaying = false WHERE recipient = $1', [user]);
+        return true;
+      });
     },
     async connectedSince(users, since) {
       if (users.length === 0) return new Set();

@@ -48,8 +48,13 @@ export interface OfflineStore {
    * `connectedSince`), and that the replay of their stored deliverables is under way (until `replayed`).
    */
   markConnected(connects: Array<{ user: string; at: number }>): Promise<void>;
-  /** The replay of the user's stored deliverables for their latest connect is over. */
-  replayed(user: string): Promise<void>;
+  /**
+   * Notes the replay of the user's stored deliverables for their latest connect over, and returns
+   * true; but with `afterSeq` (the last position the replay sent), only if nothing is stored behind
+   * it, else returns false (the replay reads on first). Serialized with `store` for the user, so what
+   * a store after it commits is handed back by the offline consumer after all this replay sent.
+   */
+  replayed(user: string, afterSeq?: number): Promise<boolean>;
   /** Which of these users connected at or after `since`, and are not in the middle of that connect's replay. */
   connectedSince(users: string[], since: number): Promise<Set<string>>;
   /**

@@ -177,3 +177,84 @@ describe('offline consumer and connect replay: the order a raced user gets store
     expect(firstSeen).toEqual(['alice:m1', 'alice:m2', 'alice:m3']);
   });
 });
+
+describe('offline consumer and connect replay: a deliverable stored as the replay ends', () => {
+  let db: SqlDatabase;
+  afterAll(() => db.close());
+
+  it('does not hand a deliverable stored after the replay is noted over ahead of one the replay left behind its pages', async () => {
+    db = await createPgliteDatabase();
+    const store = createSqlOfflineStore(db, { now: () => NOW });
+    await store.init();
+    const fromAlice = (id: string): DeliveredMessage => ({ ...frame, mid: `alice:${id}`, id });
+    await store.store(['m1', 'm2'].map((id) => ({ to: 'bob', frame: fromAlice(id) })));
+    // The first page, once read, is held while the offline consumer stores m3 (left to the replay);
+    // the read behind the pages, once the replay is noted over, is held while it stores m4.
+    const gates: Array<{
+      reached: Promise<void>;
+      reach: () => void;
+      open: Promise<void>;
+      release: () => void;
+    }> = [];
+    for (let i = 0; i < 2; i++) {
+      let reach!: () => void;
+      let release!: () => void;
+      const reached = new Promise<void>((resolve) => (reach = resolve));
+      const open = new Promise<void>((resolve) => (release = resolve));
+      gates.push({ reached, reach, open, release });
+    }
+    let pages = 0;
+    const slowReader: OfflineStore = {
+      ...store,
+      page: async (...args) => {
+        const gate = gates[pages++];
+        // The first page is held once read, the read behind the pages before it reads.
+        const read = gate === gates[0] ? await store.page(...args) : undefined;
+        if (gate) {
+          gate.reach();
+          await gate.open;
+        }
+        return read ?? store.page(...args);
+      },
+    };
+    const bus = new MemoryBus();
+    const metrics = createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false }));
+    const connected = connectionHandler(
+      slowReader,
+      bus,
+      metrics,
+      1000,
+    )([
+      {
+        event: {
+          v: 1,
+          kind: 'connection-up',
+          user: 'bob',
+          connId: 'c1',
+          deviceId: 'phone',
+          gateway: 'gw-1',
+          gatewayUrl: 'http://gw-1:9100',
+          at: NOW,
+        },
+        key: 'bob',
+        partition: 0,
+        offset: '0',
+        timestamp: 1,
+      },
+    ]);
+    const offline = handlerOn(store, bus);
+    await gates[0].reached;
+    await offline([envelope({ v: 1, kind: 'offline', to: 'bob', frame: fromAlice('m3'), at: NOW + 5 })]);
+    gates[0].release();
+    await gates[1].reached; // the replay is noted over; it is about to read what is behind its pages
+    await offline([envelope({ v: 1, kind: 'offline', to: 'bob', frame: fromAlice('m4'), at: NOW + 6 })]);
+    gates[1].release();
+    await connected;
+    const firstSeen = [
+      ...new Set(
+        bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')),
+      ),
+    ];
+    expect(firstSeen).toEqual(['alice:m1', 'alice:m2', 'alice:m3', 'alice:m4']);
+  });
+});

@@ -236,6 +236,19 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(await store.connectedSince(['kim', 'lee'], 0)).toEqual(new Set(['kim']));
   });
 
+  it('notes a replay over only once nothing is stored behind what it sent', async () => {
+    await store.markConnected([{ user: 'ned', at: 1000 }]);
+    await store.store([{ to: 'ned', frame: message('alice', 'n1', 'ned') }]);
+    const sent = await store.page('ned', 0, 10);
+    await store.store([{ to: 'ned', frame: message('alice', 'n2', 'ned') }]); // stored behind the page
+    expect(await store.replayed('ned', sent.lastSeq)).toBe(false);
+    expect(await store.connectedSince(['ned'], 0)).toEqual(new Set());
+    const behind = await store.page('ned', sent.lastSeq, 10);
+    expect(behind.messages.map((f) => f.mid)).toEqual(['alice:n2']);
+    expect(await store.replayed('ned', behind.lastSeq)).toBe(true);
+    expect(await store.connectedSince(['ned'], 0)).toEqual(new Set(['ned']));
+  });
+
   it('purges deliverables past retention and expired ack tombstones, in batches', async () => {
     clock = 5_000_000;
     await store.store(
