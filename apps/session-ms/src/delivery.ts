@@ -62,8 +62,8 @@ interface Push {
  */
 export class Delivery {
   private readonly metrics;
-  /** Gateways asked to announce their connections that did not answer: asked again with their next heartbeat. */
-  private readonly announcementsOwed = new Set<string>();
+  /** Gateways this replica is asking to announce their connections (the ask in flight). */
+  private readonly announcing = new Set<string>();
   private nextGatewaySweepAt = 0;
 
   constructor(
@@ -150,8 +150,8 @@ export class Delivery {
         await this.store.removeConnection(event.user, event.connId, event.at);
         continue;
       }
-      const unknown = await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs);
-      if (unknown || this.announcementsOwed.has(event.gateway)) this.askToAnnounce(event);
+      if (await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs))
+        await this.askToAnnounce(event);
       if (event.kind === 'connection-up') await this.store.addConnection(event);
     }
   }
@@ -160,18 +160,35 @@ export class Delivery {
    * A gateway the store did not know (it lost its state, or forgot the gateway after a long
    * silence) may hold sockets it has no record of, which would count as offline: their messages
    * would go to storage and push instead of the open socket. The gateway announces them again.
-   * Not awaited: the connections consumer does not wait on a gateway.
+   * The ask is owed in the store until the gateway takes it, so that whichever replica reads the
+   * gateway's next event asks again. The call is not awaited: the connections consumer does not
+   * wait on a gateway.
    */
-  private askToAnnounce({ gateway, gatewayUrl }: { gateway: string; gatewayUrl: string }): void {
-    this.announcementsOwed.add(gateway);
-    this.gateways.announce(gatewayUrl).then(
-      () => {
-        this.announcementsOwed.delete(gateway);
+  private async askToAnnounce({
+    gateway,
+    gatewayUrl,
+  }: {
+    gateway: string;
+    gatewayUrl: string;
+  }): Promise<void> {
+    if (this.announcing.has(gateway)) return;
+    this.announcing.add(gateway);
+    try {
+      await this.store.oweAnnouncement(gateway);
+    } catch (err) {
+      this.announcing.delete(gateway);
+      throw err;
+    }
+    this.gateways
+      .announce(gatewayUrl)
+      .then(async () => {
         this.metrics.announcements.inc();
-      },
-      (err: unknown) =>
+        await this.store.announced(gateway);
+      })
+      .catch((err: unknown) =>
         this.logger.warn({ err, gateway }, 'could not ask a gateway to announce its connections'),
-    );
+      )
+      .finally(() => this.announcing.delete(gateway));
   }
 
   /** Once a minute: connections of gateways gone for good, also of users nobody looks up. */

@@ -479,6 +479,22 @@ describe('Delivery', () => {
     expect(gateways.announced).toEqual(['http://gw-1', 'http://gw-2']);
   });
 
+  it('asks again, with the next heartbeat, a gateway whose announce another replica asked for and failed', async () => {
+    // Two replicas on one store: a connection-up (keyed by user) reaches one, the gateway's
+    // heartbeats (keyed by gateway) the other.
+    const a = setup({ replica: 'r1' });
+    const b = setup({ replica: 'r2', store: a.store });
+    const settled = () => new Promise((resolve) => setImmediate(resolve));
+    b.gateways.down.add('http://gw-1');
+    await b.connect('bob', 'phone', 'gw-1'); // the store does not know gw-1; the ask fails
+    await settled();
+    await a.heartbeat('gw-1');
+    await settled();
+    await a.heartbeat('gw-1');
+    await settled();
+    expect([...a.gateways.announced, ...b.gateways.announced]).toEqual(['http://gw-1']);
+  });
+
   it('counts a session store found empty after it held state (Redis restarted without its data), and has the gateways announce their connections again', async () => {
     const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
     const prefix = `test:${randomUUID()}:`;

@@ -175,6 +175,16 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await forgetful.gatewayAlive('gw-new', 50)).toBe(true);
   });
 
+  it('says a gateway is to be asked to announce while an ask is owed, whichever replica owes it', async () => {
+    const store = target.open(60_000);
+    expect(await store.gatewayAlive('gw-owed', 50)).toBe(true);
+    await store.oweAnnouncement('gw-owed'); // the ask failed
+    expect(await store.gatewayAlive('gw-owed', 50)).toBe(true);
+    expect(await store.gatewayAlive('gw-owed', 50)).toBe(true);
+    await store.announced('gw-owed');
+    expect(await store.gatewayAlive('gw-owed', 50)).toBe(false);
+  });
+
   it('counts the connections of a gateway seen lately while no heartbeat is read, and for a ttl after they come again (a Kafka outage)', async () => {
     const outage = target.open(60_000);
     await outage.gatewayAlive('gw-1', 50);

@@ -84,7 +84,18 @@ export class MemorySessionStore implements SessionStore {
       flowingSince: flowing ? this.heartbeats!.flowingSince : now,
       ttlMs,
     };
-    return !known;
+    return !known || this.announcementsOwed.has(gateway);
+  }
+
+  /** Gateways to be asked to announce their connections (see `oweAnnouncement`). */
+  private readonly announcementsOwed = new Set<string>();
+
+  async oweAnnouncement(gateway: string): Promise<void> {
+    this.announcementsOwed.add(gateway);
+  }
+
+  async announced(gateway: string): Promise<void> {
+    this.announcementsOwed.delete(gateway);
   }
 
   private seenLately(gateway: string, now: number): boolean {
@@ -141,7 +152,10 @@ export class MemorySessionStore implements SessionStore {
       if (byConn.size === 0) this.connections.delete(user);
     }
     for (const gateway of this.gateways.keys())
-      if (!this.seenLately(gateway, now)) this.gateways.delete(gateway);
+      if (!this.seenLately(gateway, now)) {
+        this.gateways.delete(gateway);
+        this.announcementsOwed.delete(gateway);
+      }
     return forgotten;
   }
 

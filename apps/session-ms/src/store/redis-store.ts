@@ -14,6 +14,7 @@ import {
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
  *   gwconns:<gateway>  set "<user>\n<connId>" of its connections   gateways  set of gateway ids
+ *   gwowe:<gateway>  to be asked to announce its connections (TTL FORGET_GATEWAY_AFTER_MS)
  *   gwbeat        a heartbeat was processed lately (TTL)  gwsince  when the first one was (ms)
  *   gwflow        "<since> <ttl>": heartbeats processed without a gap since then (TTL)
  *   pend:<user>   hash mid -> {seq, frame, stored} JSON  att:<user>   hash mid -> attempts
@@ -200,6 +201,7 @@ export class RedisSessionStore implements SessionStore {
     const replies = await this.redis
       .multi()
       .exists(`gwseen:${gateway}`)
+      .exists(`gwowe:${gateway}`)
       .sadd('gateways', gateway)
       .set(`gw:${gateway}`, '1', 'PX', ttlMs)
       .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
@@ -209,7 +211,15 @@ export class RedisSessionStore implements SessionStore {
       .set('gwflow', `${Date.now()} ${ttlMs}`, 'PX', ttlMs, 'NX')
       .pexpire('gwflow', ttlMs)
       .exec();
-    return replies?.[0]?.[1] === 0;
+    return replies?.[0]?.[1] === 0 || replies?.[1]?.[1] === 1;
+  }
+
+  async oweAnnouncement(gateway: string): Promise<void> {
+    await this.redis.set(`gwowe:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs);
+  }
+
+  async announced(gateway: string): Promise<void> {
+    await this.redis.del(`gwowe:${gateway}`);
   }
 
   async forgetGoneGateways(): Promise<number> {

@@ -50,8 +50,17 @@ export interface SessionStore {
    * True when the store had not seen it beat within `FORGET_GATEWAY_AFTER_MS`: a new gateway, one
    * back after a long silence, or a store that lost its state (a Redis restarted empty, a restarted
    * in-memory store). Connections it holds may then be unknown here: ask it to announce them again.
+   * True as well while such an ask is owed (`oweAnnouncement`), whichever replica owes it.
    */
   gatewayAlive(gateway: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Notes that the gateway is to be asked to announce its connections, until `announced`: an ask
+   * that fails is made again with the gateway's next event, by whichever replica reads it (its
+   * heartbeats are keyed by gateway, its connection-ups by user, so they reach different replicas).
+   */
+  oweAnnouncement(gateway: string): Promise<void>;
+  /** The gateway took the ask to announce its connections. */
+  announced(gateway: string): Promise<void>;
   /**
    * Live connections of each user (users without any are absent). The connections of a gateway
    * unseen for `FORGET_GATEWAY_AFTER_MS` (it died without saying so) are removed as they are read.
