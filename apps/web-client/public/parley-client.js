@@ -93,6 +93,11 @@ function restRetryDelayMs(response, attempt) {
   return Math.min(BACKOFF_MAX_MS, wait);
 }
 
+/** A fresh group id (`^[A-Za-z0-9_.-]{1,64}$`), unique across users: a UUID where the platform has one. */
+function newGroupId() {
+  return globalThis.crypto?.randomUUID?.() ?? `g${newId()}${Math.random().toString(36).slice(2, 12)}`;
+}
+
 /** A fresh client message id: unique per sender, `^[A-Za-z0-9_-]{1,64}$`. */
 export function newId() {
   return `w${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
@@ -481,9 +486,13 @@ export class ParleyClient extends EventTarget {
     return response.status === 204 ? undefined : response.json();
   }
 
-  /** `POST /v1/groups`: creates a group now (the creator is member and admin); returns it. */
-  createGroup(name, members, id) {
-    return this.rest('POST', '/v1/groups', { ...(id && { id }), name, members });
+  /**
+   * `POST /v1/groups`: creates a group now (the creator is member and admin); returns it. The id is
+   * chosen here when the app names none: a 503 (the gateway gave up waiting on group-ms, which may
+   * have created the group) is tried again, and only a create naming the same id is the same create.
+   */
+  createGroup(name, members, id = newGroupId()) {
+    return this.rest('POST', '/v1/groups', { id, name, members });
   }
 
   async groups() {

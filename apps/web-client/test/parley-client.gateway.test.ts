@@ -184,3 +184,43 @@ describe('parley-client.js against a ws-gateway on its production rate limits (n
     });
   });
 });
+
+describe('parley-client.js REST retries', () => {
+  it('creates one group when a create answered 503 is tried again (the gateway timed out on a group-ms that did create it)', async () => {
+    const { createServer } = await import('node:http');
+    const groups = new Set<string>();
+    let calls = 0;
+    // rest-gateway answers 503 (group-ms "unreachable") when its call times out, though group-ms
+    // may have created the group: as group-ms does, a create without an id gets a fresh one, and a
+    // create naming an existing group by its creator is the same create again.
+    const server = createServer((request, response) => {
+      let raw = '';
+      request.on('data', (chunk) => (raw += chunk));
+      request.on('end', () => {
+        const body = JSON.parse(raw) as { id?: string; name: string };
+        const id = body.id ?? `g${groups.size + 1}-${Math.random().toString(36).slice(2)}`;
+        groups.add(id);
+        const status = calls++ === 0 ? 503 : 201;
+        const answer =
+          status === 503
+            ? { error: { code: 'unavailable', message: 'group-ms is unreachable: timeout' } }
+            : { id, name: body.name };
+        response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const c = new ParleyClient({
+        restUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        wsUrl: 'ws://127.0.0.1:9/v1/ws',
+        getToken: async () => 'a-token',
+        WebSocket,
+      });
+      const created = await c.createGroup('trip', ['bob']);
+      expect(calls).toBe(2);
+      expect([...groups]).toEqual([created.id]);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
