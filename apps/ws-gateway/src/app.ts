@@ -247,17 +247,31 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const publishConnection = (kind: 'connection-up' | 'connection-down', conn: ClientConnection) => {
     const event = connectionEvent(kind, conn);
     return track(bus.publish(TOPICS.connections, [event])).then(
-      () => true,
+      () => {
+        if (kind === 'connection-up') conn.announced = true;
+        return true;
+      },
       (err: unknown) => {
         logger.error({ err, kind, user: conn.user }, 'publishing a connection event failed');
-        // Lost, session-ms would count the device connected for as long as this gateway beats.
-        if (event.kind === 'connection-down') unpublishedDowns.set(conn.id, event);
+        // Lost, session-ms would count the device connected for as long as this gateway beats. A
+        // connect Kafka never took needs none: while Kafka is away every reconnect is such a one,
+        // and keeping a disconnect for each grew the gateway for as long as the outage lasted.
+        if (event.kind === 'connection-down' && conn.announced) keepLostDown(event);
         return false;
       },
     );
   };
   /** Disconnects Kafka did not take: sent again with each heartbeat, and at stop, until it does. */
   const unpublishedDowns = new Map<string, Extract<ConnectionTopicEvent, { kind: 'connection-down' }>>();
+  /**
+   * At most one per socket the gateway may hold; past that the oldest goes (session-ms still drops
+   * such a connection when this gateway's /send answer names it missing).
+   */
+  const keepLostDown = (event: Extract<ConnectionTopicEvent, { kind: 'connection-down' }>) => {
+    if (unpublishedDowns.size >= settings.maxConnections && !unpublishedDowns.has(event.connId))
+      unpublishedDowns.delete(unpublishedDowns.keys().next().value!);
+    unpublishedDowns.set(event.connId, event);
+  };
   const publishWithLostDowns = (events: ConnectionTopicEvent[]) => {
     const downs = [...unpublishedDowns.values()];
     return track(bus.publish(TOPICS.connections, [...downs, ...events])).then(() => {
@@ -284,6 +298,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
             chunk.map((conn) => connectionEvent('connection-up', conn)),
           ),
         );
+        for (const conn of chunk) conn.announced = true;
         // One that closed meanwhile may have had its connection-down written before this up: again.
         for (const conn of chunk)
           if (registry.of(conn.user, [conn.id]).length === 0) void publishConnection('connection-down', conn);

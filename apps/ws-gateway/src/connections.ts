@@ -19,6 +19,8 @@ export class GatewaySocket extends WebSocket {
 export class ClientConnection {
   alive = true;
   unsentBytes = 0;
+  /** Kafka took a connection-up of it: session-ms may count it, so its disconnect must reach it. */
+  announced = false;
   /** Bytes still unsent from earlier writes when the current corked batch began. */
   private backlogAtCork?: number;
 

@@ -564,6 +564,24 @@ describe('ws-gateway', () => {
     ]);
   });
 
+  it('keeps no disconnect to publish again for a connect Kafka never took: reconnects through a Kafka outage do not pile up', async () => {
+    env = await startGateway({ heartbeatIntervalMs: 100 });
+    // Kafka away: every connect is refused registration (closed 1001) and the client comes back.
+    for (const kind of ['connection-up', 'connection-down', 'gateway-heartbeat']) env.bus.refusing.add(kind);
+    const reconnects = 40;
+    for (let i = 0; i < reconnects; i++) expect(await (await connect(`user${i % 4}`)).closed()).toBe(1001);
+    await waitFor(() => env.gateway.connections.size === 0, 2000, 'the closes');
+    const beats = () =>
+      env.bus.events(TOPICS.connections).filter((e) => e.kind === 'gateway-heartbeat').length;
+    const before = beats();
+    env.bus.refusing.clear();
+    // What the gateway held for the outage goes out with the first heartbeat after it.
+    await waitFor(() => beats() > before, 2000, 'a heartbeat after the outage');
+    // session-ms never heard of these connections: a disconnect for each was one entry per
+    // reconnect held for the whole outage (an hour of a 200,000-socket pod's reconnects).
+    expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toHaveLength(0);
+  });
+
   it('announces every open connection again when asked (session-ms lost them), retrying with the heartbeat', async () => {
     env = await startGateway({ heartbeatIntervalMs: 100 });
     const sockets = [await connect('alice'), await connect('alice'), await connect('bob')];
