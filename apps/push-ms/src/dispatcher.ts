@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { isTransient } from '@parley/service-kit';
@@ -15,7 +16,15 @@ export interface DispatcherOptions {
   retryBaseMs: number;
   /** How long every send waits after FCM answers 429 (it asks for a minute at least). */
   throttleMs?: number;
+  /**
+   * Pushes under way at most (default 10,000); past it a push is dropped and counted (`dropped`):
+   * the message is stored and reaches the app by sync. While FCM throttles (429) or hangs, every
+   * push waits, and without a cap an hour of them was held in memory and then sent in one storm.
+   */
+  maxInFlight?: number;
 }
+
+export const DEFAULT_MAX_PUSHES_IN_FLIGHT = 10_000;
 
 export interface Dispatcher {
   /**
@@ -42,6 +51,10 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   /** FCM answered 429: nothing is sent before this time. */
   let pausedUntil = 0;
   const throttleMs = options.throttleMs ?? 60_000;
+  const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_PUSHES_IN_FLIGHT;
+  let full = false;
+  // Every push waiting out a backoff or a 429 listens for the stop: many at once is no leak.
+  setMaxListeners(maxInFlight + 1, stopping.signal);
   const untilUnpaused = async () => {
     while (Date.now() < pausedUntil && !stopping.signal.aborted)
       await sleep(pausedUntil - Date.now(), stopping.signal);
@@ -98,6 +111,17 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
 
   return {
     dispatch(user, notification, mids) {
+      if (inFlight.size >= maxInFlight) {
+        metrics.notifications.inc({ result: 'dropped' });
+        if (!full)
+          options.logger.warn(
+            { inFlight: inFlight.size },
+            'too many pushes under way (FCM throttling or slow): dropping new ones until they drain',
+          );
+        full = true;
+        return;
+      }
+      full = false;
       const pending = new Set(mids);
       const ofUser = unacked.get(user) ?? new Set<Set<string>>();
       unacked.set(user, ofUser.add(pending));
@@ -128,7 +152,7 @@ function createPushMetrics(registry: Registry) {
   return {
     notifications: new Counter({
       name: 'parley_push_notifications_total',
-      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices, acked (read before it went out)',
+      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices, acked (read before it went out), dropped (too many pushes under way)',
       labelNames: ['result'],
       registers,
     }),

@@ -1,0 +1,60 @@
+import { createMetricsRegistry, silentLogger } from '@parley/service-kit';
+import { waitFor } from '@parley/test-kit';
+import type { DeviceStore } from '../src/device-store';
+import { createDispatcher } from '../src/dispatcher';
+import type { PushNotification, PushProvider, TokenOutcome } from '../src/provider';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const notification: PushNotification = { title: 'alice', body: 'New message', data: {} };
+
+describe('push dispatcher', () => {
+  it('holds at most maxInFlight pushes while FCM throttles, and counts the ones it drops', async () => {
+    const lookedUp: string[] = [];
+    const devices: DeviceStore = {
+      init: async () => undefined,
+      register: async () => undefined,
+      remove: async () => undefined,
+      devices: async (user) => {
+        lookedUp.push(user);
+        return [{ deviceId: 'phone', token: `${user}-phone`, platform: 'android' }];
+      },
+      removeTokens: async () => 0,
+    };
+    const sent: string[][] = [];
+    // FCM answers 429 (over quota): every push waits a minute, and then another after the next 429.
+    const provider: PushProvider = {
+      name: 'throttled',
+      send: async (tokens) => {
+        sent.push(tokens);
+        return tokens.map((): TokenOutcome => 'throttled');
+      },
+      close: async () => undefined,
+    };
+    const metrics = createMetricsRegistry('push-ms', { collectDefaults: false });
+    const dispatcher = createDispatcher({
+      provider,
+      devices,
+      logger: silentLogger(),
+      metrics,
+      maxAttempts: 4,
+      retryBaseMs: 10,
+      throttleMs: 60_000,
+      maxInFlight: 100,
+    });
+    try {
+      dispatcher.dispatch('u0', notification, ['alice:m0']);
+      await waitFor(() => sent.length === 1, 2000, 'the first push and its 429');
+      // Offline messages keep coming: a window per user, each closing into a push that must wait.
+      for (let i = 1; i <= 5000; i++) dispatcher.dispatch(`u${i}`, notification, [`alice:m${i}`]);
+      await sleep(50);
+      // Each push under way holds its notification, its mids and its user's tokens until the pause
+      // ends: an hour of 429s held every push of the hour, and then sent them in one storm.
+      expect(lookedUp.length).toBeLessThanOrEqual(100);
+      expect(await metrics.getSingleMetricAsString('parley_push_notifications_total')).toContain(
+        'parley_push_notifications_total{result="dropped",service="push-ms"} 4901',
+      );
+    } finally {
+      await dispatcher.drain(); // cuts the pause short
+    }
+  });
+});
