@@ -1,7 +1,7 @@
 import { deliveriesIn, GroupCommandEvent, GroupTopicEvent, TopicPosition, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
-import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
+import { createGroupMessageRouter, GroupMessageRouter, GroupMessageRouterDeps } from '../src/app';
 import { GroupCommandApplier } from '../src/group-commands';
 import { membershipOf, MembershipReader, PipedOp } from '../src/membership';
 import { waitFor } from '@parley/test-kit';
@@ -64,6 +64,19 @@ class MapGroupCommands implements GroupCommandApplier {
   }
 }
 
+/** A router on test doubles, with quiet logs and its own metrics. */
+const routerOn = (
+  deps: Omit<GroupMessageRouterDeps, 'logger' | 'metrics' | 'readiness' | 'port' | 'host'>,
+): GroupMessageRouter =>
+  createGroupMessageRouter({
+    ...deps,
+    logger: silentLogger(),
+    metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
+    readiness: new Readiness(),
+    port: 0,
+    host: '127.0.0.1',
+  });
+
 const message = (from: string, id: string, group: string, body: unknown = 'hi'): GroupTopicEvent => ({
   v: 1,
   kind: 'group-message',
@@ -83,18 +96,7 @@ describe('group-message-router service', () => {
     membership = new MapMembership();
     membership.groups.set('g1', ['alice', 'bob', 'carol', 'dave']);
     groupCommands = new MapGroupCommands(membership);
-    router = createGroupMessageRouter({
-      bus,
-      membership,
-      groupCommands,
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
-      readiness: new Readiness(),
-      port: 0,
-      host: '127.0.0.1',
-      cacheTtlMs: 60_000,
-      deliveryBatchSize: 2,
-    });
+    router = routerOn({ bus, membership, groupCommands, cacheTtlMs: 60_000, deliveryBatchSize: 2 });
     await router.start();
   });
   afterEach(() => router.stop());
@@ -332,18 +334,7 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
   let groupCommands: MapGroupCommands;
   let router: GroupMessageRouter | undefined;
   const start = async (groupId: string) => {
-    router = createGroupMessageRouter({
-      bus,
-      membership,
-      groupCommands,
-      logger: silentLogger(),
-      metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
-      readiness: new Readiness(),
-      port: 0,
-      host: '127.0.0.1',
-      groupId,
-      changesGroupId: `${groupId}-changes`,
-    });
+    router = routerOn({ bus, membership, groupCommands, groupId, changesGroupId: `${groupId}-changes` });
     await router.start();
   };
   beforeEach(() => {

@@ -47,6 +47,39 @@ const handlerOn = (store: OfflineStore, bus: MemoryBus) =>
     connectRaceMs: 30_000,
   });
 
+/** bob's phone connects: the connections consumer replays what is stored for him. */
+const bobConnects = (store: OfflineStore, bus: MemoryBus) =>
+  connectionHandler(
+    store,
+    bus,
+    createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false })),
+    1000,
+  )([
+    {
+      event: {
+        v: 1,
+        kind: 'connection-up',
+        user: 'bob',
+        connId: 'c1',
+        deviceId: 'phone',
+        gateway: 'gw-1',
+        gatewayUrl: 'http://gw-1:9100',
+        at: NOW,
+      },
+      key: 'bob',
+      partition: 0,
+      offset: '0',
+      timestamp: 1,
+    },
+  ]);
+
+/** The mids handed to delivery, each where it first appears: session-ms pushes a mid when it first meets it. */
+const firstSeenMids = (bus: MemoryBus) => [
+  ...new Set(
+    bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')),
+  ),
+];
+
 describe('offline consumer: the connect race under redelivery', () => {
   let db: SqlDatabase;
   afterAll(() => db.close());
@@ -136,30 +169,7 @@ describe('offline consumer and connect replay: the order a raced user gets store
       },
     };
     const bus = new MemoryBus();
-    const metrics = createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false }));
-    const connected = connectionHandler(
-      slowReader,
-      bus,
-      metrics,
-      1000,
-    )([
-      {
-        event: {
-          v: 1,
-          kind: 'connection-up',
-          user: 'bob',
-          connId: 'c1',
-          deviceId: 'phone',
-          gateway: 'gw-1',
-          gatewayUrl: 'http://gw-1:9100',
-          at: NOW,
-        },
-        key: 'bob',
-        partition: 0,
-        offset: '0',
-        timestamp: 1,
-      },
-    ]);
+    const connected = bobConnects(slowReader, bus);
     await atPage;
     await handlerOn(
       store,
@@ -169,12 +179,7 @@ describe('offline consumer and connect replay: the order a raced user gets store
     await connected;
     // session-ms pushes each mid when it first meets it (later copies are duplicates): bob's app
     // must meet them in the order they were sent.
-    const firstSeen = [
-      ...new Set(
-        bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')),
-      ),
-    ];
-    expect(firstSeen).toEqual(['alice:m1', 'alice:m2', 'alice:m3']);
+    expect(firstSeenMids(bus)).toEqual(['alice:m1', 'alice:m2', 'alice:m3']);
   });
 });
 
@@ -218,30 +223,7 @@ describe('offline consumer and connect replay: a deliverable stored as the repla
       },
     };
     const bus = new MemoryBus();
-    const metrics = createPersistenceMetrics(createMetricsRegistry('t', { collectDefaults: false }));
-    const connected = connectionHandler(
-      slowReader,
-      bus,
-      metrics,
-      1000,
-    )([
-      {
-        event: {
-          v: 1,
-          kind: 'connection-up',
-          user: 'bob',
-          connId: 'c1',
-          deviceId: 'phone',
-          gateway: 'gw-1',
-          gatewayUrl: 'http://gw-1:9100',
-          at: NOW,
-        },
-        key: 'bob',
-        partition: 0,
-        offset: '0',
-        timestamp: 1,
-      },
-    ]);
+    const connected = bobConnects(slowReader, bus);
     const offline = handlerOn(store, bus);
     await gates[0].reached;
     await offline([envelope({ v: 1, kind: 'offline', to: 'bob', frame: fromAlice('m3'), at: NOW + 5 })]);
@@ -250,11 +232,6 @@ describe('offline consumer and connect replay: a deliverable stored as the repla
     await offline([envelope({ v: 1, kind: 'offline', to: 'bob', frame: fromAlice('m4'), at: NOW + 6 })]);
     gates[1].release();
     await connected;
-    const firstSeen = [
-      ...new Set(
-        bus.events(TOPICS.delivery).map((e) => (e.kind === 'deliver' && 'mid' in e.frame ? e.frame.mid : '')),
-      ),
-    ];
-    expect(firstSeen).toEqual(['alice:m1', 'alice:m2', 'alice:m3', 'alice:m4']);
+    expect(firstSeenMids(bus)).toEqual(['alice:m1', 'alice:m2', 'alice:m3', 'alice:m4']);
   });
 });

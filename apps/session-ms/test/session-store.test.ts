@@ -73,6 +73,15 @@ const connection = (user: string, connId: string, gateway: string): Connection =
 const connIdsOf = async (store: SessionStore, user: string) =>
   ((await store.connectionsOf([user])).get(user) ?? []).map((c) => c.connId);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Heartbeats of these gateways every 10 ms for `ms` (ttl 50 ms). */
+const beating =
+  (store: SessionStore) =>
+  async (ms: number, ...gateways: string[]) => {
+    for (const end = Date.now() + ms; Date.now() < end;) {
+      for (const gateway of gateways) await store.gatewayAlive(gateway, 50);
+      await sleep(10);
+    }
+  };
 
 describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target) => {
   let store: SessionStore;
@@ -123,13 +132,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 
   it('judges a silent gateway gone once heartbeats have been read for a ttl, and forgets it past the horizon', async () => {
     const forgetful = target.open(400);
-    /** Heartbeats of these gateways every 10 ms for `ms` (ttl 50 ms). */
-    const beat = async (ms: number, ...gateways: string[]) => {
-      for (const end = Date.now() + ms; Date.now() < end;) {
-        for (const gateway of gateways) await forgetful.gatewayAlive(gateway, 50);
-        await sleep(10);
-      }
-    };
+    const beat = beating(forgetful);
     await beat(80, 'gw-paused', 'gw-crashed');
     await forgetful.addConnection(connection('walt', 'p', 'gw-paused'));
     await forgetful.addConnection(connection('walt', 'c', 'gw-crashed'));
@@ -145,12 +148,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 
   it('forgets the connections of a gateway gone past the horizon though nobody looks them up', async () => {
     const forgetful = target.open(400);
-    const beat = async (ms: number, ...gateways: string[]) => {
-      for (const end = Date.now() + ms; Date.now() < end;) {
-        for (const gateway of gateways) await forgetful.gatewayAlive(gateway, 50);
-        await sleep(10);
-      }
-    };
+    const beat = beating(forgetful);
     await beat(80, 'gw-paused', 'gw-crashed');
     await forgetful.addConnection(connection('una', 'u1', 'gw-crashed'));
     await forgetful.addConnection(connection('una', 'u2', 'gw-crashed'));

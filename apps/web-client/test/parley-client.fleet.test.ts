@@ -1,5 +1,3 @@
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { waitFor } from '@parley/test-kit';
 import { startFleet, Fleet } from '../../launcher/src/fleet';
@@ -122,44 +120,6 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     expect(gateway.connections()).toBe(1);
     c.close();
     await gateway.close();
-  });
-
-  it('calls REST again after a 429 (waiting its Retry-After) and a 503, and gives up after four tries', async () => {
-    const answers: Array<[number, Record<string, string>]> = [
-      [429, { 'retry-after': '1' }],
-      [503, {}],
-      [200, {}],
-      [503, {}],
-      [503, {}],
-      [503, {}],
-      [503, {}],
-    ];
-    const calls: number[] = [];
-    const server = createServer((request, response) => {
-      calls.push(Date.now());
-      const [status, headers] = answers.shift()!;
-      const body =
-        status === 200 ? { groups: [] } : { error: { code: 'unavailable', message: `a ${status}` } };
-      response
-        .writeHead(status, { 'content-type': 'application/json', ...headers })
-        .end(JSON.stringify(body));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const c = new ParleyClient({
-        restUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-        wsUrl: 'ws://127.0.0.1:9/v1/ws',
-        getToken: async () => 'a-token',
-        WebSocket,
-      });
-      expect(await c.rest('GET', '/v1/groups')).toEqual({ groups: [] });
-      expect(calls).toHaveLength(3);
-      expect(calls[1] - calls[0]).toBeGreaterThanOrEqual(990); // the Retry-After, 1 s
-      await expect(c.rest('GET', '/v1/groups')).rejects.toMatchObject({ status: 503, code: 'unavailable' });
-      expect(calls).toHaveLength(7);
-    } finally {
-      await new Promise((resolve) => server.close(resolve));
-    }
   });
 
   it('refuses a frame over 64 KiB at once, leaving the outbox to the others', async () => {

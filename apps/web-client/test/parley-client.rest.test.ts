@@ -1,0 +1,88 @@
+import { createServer, IncomingMessage, ServerResponse } from 'node:http';
+import { AddressInfo } from 'node:net';
+import WebSocket from 'ws';
+import { ParleyClient } from '../public/parley-client.js';
+
+/** A client whose REST calls reach `answer`, a stand-in for rest-gateway; closed after `use`. */
+async function withRestStandIn(
+  answer: (request: IncomingMessage, body: string, response: ServerResponse) => void,
+  use: (client: ParleyClient) => Promise<void>,
+) {
+  const server = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => answer(request, body, response));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await use(
+      new ParleyClient({
+        restUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        wsUrl: 'ws://127.0.0.1:9/v1/ws',
+        getToken: async () => 'a-token',
+        WebSocket,
+      }),
+    );
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+const json = (response: ServerResponse, status: number, body: unknown, headers = {}) =>
+  response.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
+
+describe('parley-client.js REST retries', () => {
+  it('calls REST again after a 429 (waiting its Retry-After) and a 503, and gives up after four tries', async () => {
+    const answers: Array<[number, Record<string, string>]> = [
+      [429, { 'retry-after': '1' }],
+      [503, {}],
+      [200, {}],
+      [503, {}],
+      [503, {}],
+      [503, {}],
+      [503, {}],
+    ];
+    const calls: number[] = [];
+    await withRestStandIn(
+      (_request, _body, response) => {
+        calls.push(Date.now());
+        const [status, headers] = answers.shift()!;
+        const body =
+          status === 200 ? { groups: [] } : { error: { code: 'unavailable', message: `a ${status}` } };
+        json(response, status, body, headers);
+      },
+      async (c) => {
+        expect(await c.rest('GET', '/v1/groups')).toEqual({ groups: [] });
+        expect(calls).toHaveLength(3);
+        expect(calls[1] - calls[0]).toBeGreaterThanOrEqual(990); // the Retry-After, 1 s
+        await expect(c.rest('GET', '/v1/groups')).rejects.toMatchObject({ status: 503, code: 'unavailable' });
+        expect(calls).toHaveLength(7);
+      },
+    );
+  });
+
+  it('creates one group when a create answered 503 is tried again (the gateway timed out on a group-ms that did create it)', async () => {
+    const groups = new Set<string>();
+    let calls = 0;
+    // rest-gateway answers 503 (group-ms "unreachable") when its call times out, though group-ms
+    // may have created the group: as group-ms does, a create without an id gets a fresh one, and a
+    // create naming an existing group by its creator is the same create again.
+    await withRestStandIn(
+      (_request, raw, response) => {
+        const body = JSON.parse(raw) as { id?: string; name: string };
+        const id = body.id ?? `g${groups.size + 1}-${Math.random().toString(36).slice(2)}`;
+        groups.add(id);
+        if (calls++ === 0)
+          json(response, 503, {
+            error: { code: 'unavailable', message: 'group-ms is unreachable: timeout' },
+          });
+        else json(response, 201, { id, name: body.name });
+      },
+      async (c) => {
+        const created = await c.createGroup('trip', ['bob']);
+        expect(calls).toBe(2);
+        expect([...groups]).toEqual([created.id]);
+      },
+    );
+  });
+});
