@@ -572,8 +572,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     internal,
     connections: registry,
     async start() {
-      await publishHeartbeat();
+      // Listening before the first heartbeat advertises it: session-ms asks a new gateway at once
+      // to announce its connections (POST /announce).
       await internal.listen({ port: deps.internalPort, host: deps.host ?? '0.0.0.0' });
+      await publishHeartbeat();
       await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
       timers.start();
       logger.info({ gateway: settings.gatewayId, internalUrl: settings.internalUrl }, 'ws-gateway listening');
