@@ -85,7 +85,7 @@ export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHa
 
 /**
  * A device connected: hand its user's stored deliverables back to delivery, oldest first. The
- * connect is noted first, with its replay under way; once the replay is over (noted), what was
+ * connect is noted first, with its replay under way where something is stored; once the replay is over (noted), what was
  * stored behind the pages it read is read and handed back too. offlineHandler hands back only what
  * it stores for a user whose replay is over, so a deliverable stored concurrently is either handed
  * back here or by offlineHandler after this replay: never ahead of older ones this replay sends.
@@ -100,8 +100,8 @@ export function connectionHandler(
     const connects = batch.flatMap(({ event }) =>
       event.kind === 'connection-up' ? [{ user: event.user, at: event.at }] : [],
     );
-    await store.markConnected(connects);
-    for (const user of new Set(connects.map((c) => c.user))) {
+    // Most connecting users have nothing stored: they need no replay, nor the reads of one.
+    for (const user of await store.markConnected(connects)) {
       let replay = await replayFrom(store, bus, user, 0, replayMax);
       let published = replay.published;
       // What was stored while the pages were read was left to this replay by offlineHandler: the

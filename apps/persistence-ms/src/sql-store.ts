@@ -75,15 +75,27 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       return toPage(result.rows, afterSeq, limit);
     },
     async markConnected(connects) {
-      if (connects.length === 0) return;
-      await db.query(
-        `INSERT INTO offline_connects (recipient, connected_at, replaying)
-         SELECT c.recipient, max(c.at), true FROM jsonb_to_recordset($1::text::jsonb) AS c(recipient text, at bigint)
-         GROUP BY c.recipient ORDER BY c.recipient COLLATE "C"
-         ON CONFLICT (recipient) DO UPDATE SET
-           connected_at = GREATEST(offline_connects.connected_at, EXCLUDED.connected_at), replaying = true`,
-        [JSON.stringify(connects.map(({ user, at }) => ({ recipient: user, at })))],
-      );
+      if (connects.length === 0) return new Set();
+      return db.transaction(async (tx) => {
+        // The users' sequence row locks: a store for one of them either committed before this looks
+        // for stored rows (and is seen), or waits, and meets the connect noted once this commits.
+        await reserveSequences(
+          tx,
+          [...new Set(connects.map((c) => c.user))].map((recipient) => ({ recipient, n: 0 })),
+        );
+        const result = await tx.query<{ recipient: string; replaying: boolean }>(
+          `INSERT INTO offline_connects (recipient, connected_at, replaying)
+           SELECT c.recipient, max(c.at), EXISTS (SELECT 1 FROM offline_messages m WHERE m.recipient = c.recipient)
+           FROM jsonb_to_recordset($1::text::jsonb) AS c(recipient text, at bigint)
+           GROUP BY c.recipient ORDER BY c.recipient COLLATE "C"
+           ON CONFLICT (recipient) DO UPDATE SET
+             connected_at = GREATEST(offline_connects.connected_at, EXCLUDED.connected_at),
+             replaying = EXCLUDED.replaying
+           RETURNING recipient, replaying`,
+          [JSON.stringify(connects.map(({ user, at }) => ({ recipient: user, at })))],
+        );
+        return new Set(result.rows.filter((row) => row.replaying).map((row) => row.recipient));
+      });
     },
     async replayed(user, afterSeq) {
       return db.transaction(async (tx) => {

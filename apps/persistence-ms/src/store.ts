@@ -45,9 +45,11 @@ export interface OfflineStore {
   page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
   /**
    * Notes when these users connected, by the connect events' own times (the connect race, see
-   * `connectedSince`), and that the replay of their stored deliverables is under way (until `replayed`).
+   * `connectedSince`), and returns those with deliverables stored: their replay is under way until
+   * `replayed`. The others need none: what is stored for them from now on is handed back by the
+   * offline consumer. Serialized with `store` for each user, so nothing stored meanwhile is missed.
    */
-  markConnected(connects: Array<{ user: string; at: number }>): Promise<void>;
+  markConnected(connects: Array<{ user: string; at: number }>): Promise<Set<string>>;
   /**
    * Notes the replay of the user's stored deliverables for their latest connect over, and returns
    * true; but with `afterSeq` (the last position the replay sent), only if nothing is stored behind

@@ -183,6 +183,28 @@ describe('offline consumer and connect replay: the order a raced user gets store
   });
 });
 
+describe('connect of a user with nothing stored', () => {
+  let db: SqlDatabase;
+  afterAll(() => db.close());
+
+  it('reads no replay for a user with nothing stored, and hands back what is stored for them right after', async () => {
+    db = await createPgliteDatabase();
+    const store = createSqlOfflineStore(db, { now: () => NOW });
+    await store.init();
+    const reads: string[] = [];
+    const counting: OfflineStore = {
+      ...store,
+      page: (...args) => (reads.push('page'), store.page(...args)),
+      replayed: (...args) => (reads.push('replayed'), store.replayed(...args)),
+    };
+    const bus = new MemoryBus();
+    await bobConnects(counting, bus);
+    expect(reads).toEqual([]); // most connects: one transaction, no replay
+    await handlerOn(store, bus)([envelope({ v: 1, kind: 'offline', to: 'bob', frame, at: NOW + 5 })]);
+    expect(firstSeenMids(bus)).toEqual([frame.mid]);
+  });
+});
+
 describe('offline consumer and connect replay: a deliverable stored as the replay ends', () => {
   let db: SqlDatabase;
   afterAll(() => db.close());

@@ -216,20 +216,24 @@ describe.each(testDatabases())('offline store on $name', (target) => {
   });
 
   it('remembers when users last connected, never moving back, whether the replay is over, and purges old entries', async () => {
-    await store.markConnected([
-      { user: 'kim', at: 900 },
-      { user: 'lee', at: 1000 },
-      { user: 'kim', at: 1000 },
-    ]);
-    await store.markConnected([{ user: 'kim', at: 500 }]); // a late, older event
+    await store.store([{ to: 'kim', frame: message('alice', 'k1', 'kim') }]);
+    // kim has something stored, so a replay: under way until noted over; lee has nothing, so none.
+    expect(
+      await store.markConnected([
+        { user: 'kim', at: 900 },
+        { user: 'lee', at: 1000 },
+        { user: 'kim', at: 1000 },
+      ]),
+    ).toEqual(new Set(['kim']));
+    expect(await store.markConnected([{ user: 'kim', at: 500 }])).toEqual(new Set(['kim'])); // a late, older event
     // While a connect's replay is under way, what is stored is left to that replay.
-    expect(await store.connectedSince(['kim', 'lee', 'max'], 0)).toEqual(new Set());
+    expect(await store.connectedSince(['kim', 'lee', 'max'], 0)).toEqual(new Set(['lee']));
     await store.replayed('kim');
-    await store.replayed('lee');
     expect(await store.connectedSince(['kim', 'lee', 'max'], 1000)).toEqual(new Set(['kim', 'lee']));
-    await store.markConnected([{ user: 'kim', at: 2000 }]);
+    expect(await store.markConnected([{ user: 'kim', at: 2000 }])).toEqual(new Set(['kim']));
     expect(await store.connectedSince(['kim', 'lee'], 1500)).toEqual(new Set());
-    await store.replayed('kim');
+    await store.ack('kim', ['alice:k1']);
+    expect(await store.markConnected([{ user: 'kim', at: 2000 }])).toEqual(new Set()); // nothing left to replay
     expect(await store.connectedSince(['kim', 'lee'], 1500)).toEqual(new Set(['kim']));
     expect(await store.connectedSince([], 0)).toEqual(new Set());
     await store.purge({ messagesBefore: 0, tombstonesBefore: 1500 });
@@ -237,8 +241,8 @@ describe.each(testDatabases())('offline store on $name', (target) => {
   });
 
   it('notes a replay over only once nothing is stored behind what it sent', async () => {
-    await store.markConnected([{ user: 'ned', at: 1000 }]);
     await store.store([{ to: 'ned', frame: message('alice', 'n1', 'ned') }]);
+    expect(await store.markConnected([{ user: 'ned', at: 1000 }])).toEqual(new Set(['ned']));
     const sent = await store.page('ned', 0, 10);
     await store.store([{ to: 'ned', frame: message('alice', 'n2', 'ned') }]); // stored behind the page
     expect(await store.replayed('ned', sent.lastSeq)).toBe(false);
