@@ -41,9 +41,12 @@ import {
   bearerToken,
   buildHttpServer,
   CommonConfig,
+  DEFAULT_MAX_PENDING_PUBLISH_BYTES,
   HttpServer,
   InternalConfig,
   issueToken,
+  PublishBudget,
+  PublishBudgetConfig,
   Runtime,
   Service,
   TokenVerifier,
@@ -55,6 +58,7 @@ export const RestGatewayConfig = Type.Object({
   ...KafkaSettingsSchema,
   ...InternalConfig,
   ...AuthConfig,
+  ...PublishBudgetConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8081 }),
   DEV_MODE: Type.Boolean({ default: false, description: 'Serves POST /v1/dev/token (never in production)' }),
   PERSISTENCE_URL: Type.String({ default: 'http://127.0.0.1:9105' }),
@@ -97,6 +101,8 @@ export interface RestGatewayDeps extends Omit<Runtime, 'closer'> {
     corsOrigins: string[];
     rateLimitPerMinute: number;
     maxFrameBytes: number;
+    /** Bytes of client frames waiting for Kafka at once; default 64 MiB. */
+    maxPendingPublishBytes?: number;
   };
   port: number;
   host?: string;
@@ -166,7 +172,15 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
           },
         ),
     });
-    sendRoute(api, deps);
+    sendRoute(
+      api,
+      deps,
+      new PublishBudget(
+        settings.maxPendingPublishBytes ?? DEFAULT_MAX_PENDING_PUBLISH_BYTES,
+        deps.metrics,
+        'parley_rest',
+      ),
+    );
     proxyRoutes(api, deps.upstreams);
   });
 
@@ -203,7 +217,7 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
 }
 
 /** `POST /v1/send`: the WebSocket's semantics over HTTP, one frame or up to 100. */
-function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
+function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: PublishBudget) {
   api.post(
     '/v1/send',
     {
@@ -268,10 +282,11 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
         results.push(result);
       });
       if (accepted.length > 0) {
+        const events = accepted.map((a) => a.event);
+        let held: boolean;
         try {
-          await deps.bus.publish(
-            TOPICS.inbound,
-            accepted.map((a) => a.event),
+          held = await publishBudget.hold(Buffer.byteLength(JSON.stringify(events)), () =>
+            deps.bus.publish(TOPICS.inbound, events),
           );
         } catch (err) {
           request.log.warn({ err }, 'publishing frames failed');
@@ -280,6 +295,11 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps) {
             'the frames could not be stored; nothing was accepted, send them again',
           );
         }
+        if (!held)
+          throw new ParleyError(
+            'unavailable',
+            'the gateway is waiting on storage; nothing was accepted, send them again later',
+          );
       }
       return { results };
     },

@@ -30,6 +30,7 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
         .filter(Boolean),
       rateLimitPerMinute: config.RATE_LIMIT_PER_MINUTE,
       maxFrameBytes: config.MAX_FRAME_BYTES,
+      maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
     },
     // The browser demo client at `/` (static files; it uses only the public protocol).
     plugins: config.WEB_CLIENT

@@ -1,6 +1,6 @@
 import { createServer, IncomingMessage, request, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
-import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/contracts';
+import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
   createMetricsRegistry,
@@ -52,6 +52,7 @@ interface BuildOptions {
   upstreamUrls?: Partial<Record<UpstreamName, string>>;
   corsOrigins?: string[];
   bus?: MemoryBus;
+  maxPendingPublishBytes?: number;
 }
 
 function build(options: BuildOptions = {}) {
@@ -78,6 +79,7 @@ function build(options: BuildOptions = {}) {
       corsOrigins: options.corsOrigins ?? [],
       rateLimitPerMinute: options.rateLimitPerMinute ?? 1000,
       maxFrameBytes: 1024,
+      maxPendingPublishBytes: options.maxPendingPublishBytes,
     },
   });
   return { bus, gateway };
@@ -442,6 +444,35 @@ describe('rest-gateway', () => {
     });
     expect(res.statusCode).toBe(503);
     expect(res.json().error.code).toBe('unavailable');
+  });
+
+  it('refuses frames with 503 while those waiting for a slow Kafka fill MAX_PENDING_PUBLISH_BYTES, and takes them again after', async () => {
+    let release!: () => void;
+    const kafkaSlow = new Promise<void>((resolve) => (release = resolve));
+    class SlowBus extends MemoryBus {
+      override async publish<T>(topic: TopicSpec<T>, events: T[]) {
+        await kafkaSlow;
+        return super.publish(topic, events);
+      }
+    }
+    ({ gateway } = build({ bus: new SlowBus(), maxPendingPublishBytes: 300 }));
+    const headers = await auth();
+    const send = (id: string) =>
+      gateway.http.inject({
+        method: 'POST',
+        url: '/v1/send',
+        headers,
+        payload: { type: 'message', id, to: 'bob', body: 'x'.repeat(100) },
+      });
+    const waiting = send('c1'); // held while Kafka is slow: about 200 bytes of the 300
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const refused = await send('c2');
+    expect([refused.statusCode, refused.json().error.code]).toEqual([503, 'unavailable']);
+    release();
+    expect((await waiting).json().results).toEqual([
+      { index: 0, status: 'accepted', id: 'c1', mid: 'alice:c1' },
+    ]);
+    expect((await send('c3')).statusCode).toBe(200);
   });
 
   it('answers 503 naming the service when an upstream is unreachable', async () => {

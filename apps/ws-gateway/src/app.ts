@@ -31,9 +31,12 @@ import {
   bearerToken,
   buildHttpServer,
   CommonConfig,
+  DEFAULT_MAX_PENDING_PUBLISH_BYTES,
   HttpServer,
   Identity,
   InternalConfig,
+  PublishBudget,
+  PublishBudgetConfig,
   requireInternalSecret,
   Runtime,
   Service,
@@ -49,7 +52,6 @@ import {
 } from './connections';
 import { TokenBucket } from './token-bucket';
 
-const DEFAULT_MAX_PENDING_PUBLISH_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
 /** Connection-ups per publish when announcing every open connection again. */
 const ANNOUNCE_CHUNK = 1000;
@@ -100,12 +102,7 @@ export const WsGatewayConfig = Type.Object({
     description:
       "A user's sockets on one gateway at once (a device each, plus a reconnect racing its old socket's timeout); past it the new socket is closed with 1008",
   }),
-  MAX_PENDING_PUBLISH_BYTES: Type.Integer({
-    minimum: 65_536,
-    default: DEFAULT_MAX_PENDING_PUBLISH_BYTES,
-    description:
-      'Frames waiting for Kafka, in bytes, across the gateway; past it a frame is refused unavailable (a slow or absent Kafka does not grow memory without end)',
-  }),
+  ...PublishBudgetConfig,
   PING_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30_000 }),
   HEARTBEAT_INTERVAL_MS: Type.Integer({
     minimum: 100,
@@ -217,11 +214,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     maxPayload: settings.maxFrameBytes,
     perMessageDeflate: false,
   });
-  /** Bytes of frames handed to Kafka and not yet confirmed. */
-  let pendingPublishBytes = 0;
-  const maxPendingPublishBytes = settings.maxPendingPublishBytes ?? DEFAULT_MAX_PENDING_PUBLISH_BYTES;
-
-  const metrics = gatewayMetrics(deps, registry, () => pendingPublishBytes);
+  const publishBudget = new PublishBudget(
+    settings.maxPendingPublishBytes ?? DEFAULT_MAX_PENDING_PUBLISH_BYTES,
+    deps.metrics,
+    'parley_ws',
+  );
+  const metrics = gatewayMetrics(deps, registry);
   const inFlight = new Set<Promise<unknown>>();
   let draining = false;
 
@@ -387,16 +385,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       frame,
     };
     const id = 'id' in frame ? frame.id : undefined;
-    if (pendingPublishBytes + size > maxPendingPublishBytes)
-      return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);
-    pendingPublishBytes += size;
     try {
-      await track(bus.publish(TOPICS.inbound, [event]));
+      if (!(await publishBudget.hold(size, () => track(bus.publish(TOPICS.inbound, [event])))))
+        return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);
     } catch (err) {
       logger.warn({ err }, 'publishing an inbound frame failed');
       return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id);
-    } finally {
-      pendingPublishBytes -= size;
     }
     if (id !== undefined && ID_FRAMES.has(frame.type))
       send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
@@ -658,11 +652,7 @@ function startTimers(settings: WsGatewaySettings, registry: ConnectionRegistry, 
   };
 }
 
-function gatewayMetrics(
-  deps: WsGatewayDeps,
-  registry: ConnectionRegistry,
-  pendingPublishBytes: () => number,
-) {
+function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
   const registers = [deps.metrics];
   new Gauge({
     name: 'parley_ws_connections',
@@ -670,14 +660,6 @@ function gatewayMetrics(
     registers,
     collect() {
       this.set(registry.size);
-    },
-  });
-  new Gauge({
-    name: 'parley_ws_pending_publish_bytes',
-    help: 'Bytes of client frames waiting for Kafka (MAX_PENDING_PUBLISH_BYTES caps it)',
-    registers,
-    collect() {
-      this.set(pendingPublishBytes());
     },
   });
   return {

@@ -10,3 +10,4 @@ export * from './bootstrap';
 export * from './recent-set';
 export * from './periodic-job';
 export * from './transient';
+export * from './publish-budget';
