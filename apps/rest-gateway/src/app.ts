@@ -163,14 +163,15 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
       // as invalid still cost a parse of up to 1 MiB, and counted at preHandler it never counted.
       hook: 'preParsing',
       keyGenerator: (request) => request.user,
-      errorResponseBuilder: (_request, context) =>
-        new ParleyError(
+      errorResponseBuilder: (_request, context) => {
+        // context.after is the time left in the window, not the window (a minute).
+        const seconds = Math.max(1, Math.ceil(context.ttl / 1000));
+        return new ParleyError(
           'rate_limited',
-          `rate limit of ${context.max} requests per ${context.after} reached`,
-          {
-            retryAfterSeconds: context.ttl / 1000,
-          },
-        ),
+          `rate limit of ${context.max} requests a minute reached; retry after ${seconds} second${seconds === 1 ? '' : 's'}`,
+          { retryAfterSeconds: context.ttl / 1000 },
+        );
+      },
     });
     sendRoute(
       api,

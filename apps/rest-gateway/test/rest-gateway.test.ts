@@ -674,6 +674,10 @@ describe('rest-gateway', () => {
     expect(limited.statusCode).toBe(429);
     expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
     expect(limited.json().error.code).toBe('rate_limited');
+    // The window is a minute; the message once named the time left in it as the window.
+    expect(limited.json().error.message).toMatch(
+      /^rate limit of 2 requests a minute reached; retry after \d+ seconds?$/,
+    );
     expect((await send(await auth('bob'))).statusCode).toBe(200);
   });
 
