@@ -33,6 +33,18 @@ export const SECRET_VARS = [
 ];
 
 /**
+ * Variables another one needs, where a schema has both: JWT_JWKS_URL without JWT_AUDIENCE would let
+ * a token the identity provider minted for another application in (createTokenVerifier refuses it
+ * too, but only once main.ts reaches it, after Kafka connected).
+ */
+const REQUIRED_WITH: Record<string, { needs: string; why: string }> = {
+  JWT_JWKS_URL: {
+    needs: 'JWT_AUDIENCE',
+    why: "the audience your identity provider puts in Parley's tokens",
+  },
+};
+
+/**
  * Typed configuration from the environment. The schema's keys are the variable names; values are
  * coerced to the declared types and defaults filled in. Every problem is reported at once.
  */
@@ -52,14 +64,18 @@ export function loadConfig<T extends TObject>(
       problems.push(`${key}: is set but empty; give it a value, or unset it for the development default`);
     if (raw !== undefined && raw !== '') candidate[key] = raw;
   }
-  if (validate(candidate) && problems.length === 0) return candidate as Static<T>;
+  const dependent: string[] = [];
+  for (const [key, { needs, why }] of Object.entries(REQUIRED_WITH))
+    if (needs in schema.properties && candidate[key] !== undefined && candidate[needs] === undefined)
+      dependent.push(`${needs}: is required with ${key} (${why})`);
+  if (validate(candidate) && problems.length === 0 && dependent.length === 0) return candidate as Static<T>;
   // Simplified as for requests: an enum's alternatives read as one `must be one of`.
   for (const text of formatErrors(validate.errors ?? [])) {
     const name = text.slice(0, text.indexOf(':'));
     const shown = SECRET_VARS.includes(name) ? '(value withheld: a secret)' : JSON.stringify(candidate[name]);
     problems.push(name in candidate ? `${text} (got ${shown})` : text);
   }
-  throw new ConfigError(service, problems);
+  throw new ConfigError(service, [...problems, ...dependent]);
 }
 
 /** Variables every service reads. */

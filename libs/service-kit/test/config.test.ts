@@ -68,6 +68,26 @@ describe('loadConfig', () => {
     expect(loadConfig('t', secrets, { JWT_JWKS_URL: '' }).JWT_JWKS_URL).toBeUndefined(); // "off" stays allowed
   });
 
+  // operations.md: an invalid configuration stops the app at start, exit 2, every problem listed. A
+  // JWKS without an audience was refused only when main.ts built the token verifier, after Kafka
+  // connected: exit 1 ("failed to start"), after the other problems had been reported alone.
+  it('refuses JWT_JWKS_URL without JWT_AUDIENCE among the configuration problems', () => {
+    const auth = Type.Object({ ...AuthConfig, PORT: Type.Integer({ minimum: 1 }) });
+    let error: unknown;
+    try {
+      loadConfig('gw', auth, { JWT_JWKS_URL: 'https://idp.example/jwks', PORT: 'x' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      expect.stringMatching(/^PORT: must be integer/),
+      expect.stringMatching(/^JWT_AUDIENCE: is required with JWT_JWKS_URL/),
+    ]);
+    const withAudience = { JWT_JWKS_URL: 'https://idp.example/jwks', JWT_AUDIENCE: 'parley', PORT: '1' };
+    expect(loadConfig('gw', auth, withAudience).JWT_AUDIENCE).toBe('parley');
+  });
+
   it('never echoes a secret in an error, where it would reach the logs', () => {
     const secrets = Type.Object({
       ...InternalConfig,
@@ -95,7 +115,11 @@ describe('loadConfig', () => {
   it('names the secrets left on their public development values', () => {
     const secrets = Type.Object({ ...AuthConfig, ...InternalConfig });
     expect(publicDevSecretsIn(loadConfig('t', secrets, {}))).toEqual(['JWT_SECRET', 'INTERNAL_SECRET']);
-    const jwks = { JWT_JWKS_URL: 'https://idp.example/jwks.json', INTERNAL_SECRET: 'a-real-internal-secret' };
+    const jwks = {
+      JWT_JWKS_URL: 'https://idp.example/jwks.json',
+      JWT_AUDIENCE: 'parley',
+      INTERNAL_SECRET: 'a-real-internal-secret',
+    };
     expect(publicDevSecretsIn(loadConfig('t', secrets, jwks))).toEqual([]);
     const own = { JWT_SECRET: 'x'.repeat(40) };
     expect(publicDevSecretsIn(loadConfig('t', secrets, own))).toEqual(['INTERNAL_SECRET']);
