@@ -27,7 +27,14 @@ export interface BrokerOptions {
   /** Default retention; topics override with `retention.ms` / `retention.bytes`. -1 keeps forever. */
   retentionMs?: number;
   retentionBytes?: number;
+  /** How often topic retention and offsets retention are applied (default a minute). */
   retentionCheckIntervalMs?: number;
+  /**
+   * Kafka's `offsets.retention.minutes` (default 7 days; -1 keeps forever): a consumer group that
+   * has had no members this long (and committed nothing since) loses its committed offsets and is
+   * forgotten. A group with members keeps them.
+   */
+  offsetsRetentionMs?: number;
   segmentBytes?: number;
   segmentMs?: number;
   /** Bytes of each partition's newest batches kept in memory (default 4 MiB); older ones are read from disk. */
@@ -61,6 +68,14 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
   const dataDir = options.dataDir ? path.resolve(options.dataDir) : null;
   const fsyncPolicy = options.fsync ?? 'interval';
   const releaseLock = dataDir ? lockDataDir(dataDir) : () => undefined;
+  const offsetsRetentionMs = options.offsetsRetentionMs ?? 7 * DAY;
+  const logExpired = (expired: string[]) => {
+    if (expired.length > 0)
+      logger.info(
+        { groups: expired.length, examples: expired.slice(0, 5) },
+        'consumer groups empty past the offsets retention forgotten with their offsets',
+      );
+  };
   let topics: TopicStore;
   let offsets: OffsetStore;
   try {
@@ -85,6 +100,8 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
         { moved },
         'committed offsets past the end of their logs (a power loss?) moved back to the end',
       );
+    // Those left empty past the retention while the broker was down (no group has members yet).
+    logExpired(offsets.expire(offsetsRetentionMs, () => false));
   } catch (err) {
     releaseLock();
     throw err;
@@ -93,9 +110,14 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
     {
       minSessionTimeoutMs: options.minSessionTimeoutMs ?? 100,
       maxSessionTimeoutMs: options.maxSessionTimeoutMs ?? 30 * 60 * 1000,
+      onEmptyChange: (groupId, empty) => offsets.setEmpty(groupId, empty),
     },
     logger,
   );
+  const expireGroups = () => {
+    logExpired(offsets.expire(offsetsRetentionMs, (id) => groups.hasMembers(id)));
+    groups.forgetEmpty((id) => offsets.list(id).length > 0);
+  };
   let producerIds = Date.now() * 16;
   const context: BrokerContext = {
     nodeId: 0,
@@ -139,7 +161,12 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
   context.port = port;
 
   const timers: NodeJS.Timeout[] = [];
-  timers.push(setInterval(() => topics.applyRetention(), options.retentionCheckIntervalMs ?? 60_000));
+  timers.push(
+    setInterval(() => {
+      topics.applyRetention();
+      expireGroups();
+    }, options.retentionCheckIntervalMs ?? 60_000),
+  );
   let syncing: Promise<void> = Promise.resolve();
   if (dataDir && fsyncPolicy === 'interval') {
     timers.push(

@@ -4,7 +4,8 @@ import type { FsyncPolicy } from './log/partition-log';
 import { startBroker } from './broker';
 
 /**
- * `npm run broker -- --port 9092 --data ./data/kafka [--host 0.0.0.0] [--fsync interval]`: prints
+ * `npm run broker -- --port 9092 --data ./data/kafka [--host 0.0.0.0] [--fsync interval]
+ * [--retention-ms N] [--retention-bytes N] [--offsets-retention-ms N]`: prints
  * "kafka broker ready <host:port>" on stdout once it accepts connections; SIGTERM/SIGINT stop it.
  */
 async function main() {
@@ -18,6 +19,7 @@ async function main() {
       partitions: { type: 'string', default: '1' },
       'retention-ms': { type: 'string' },
       'retention-bytes': { type: 'string' },
+      'offsets-retention-ms': { type: 'string' },
     },
   });
   const logger = createLogger('kafka-broker', { level: process.env.LOG_LEVEL ?? 'info' });
@@ -32,6 +34,7 @@ async function main() {
     defaultPartitions: Number(values.partitions),
     retentionMs: values['retention-ms'] ? Number(values['retention-ms']) : undefined,
     retentionBytes: values['retention-bytes'] ? Number(values['retention-bytes']) : undefined,
+    offsetsRetentionMs: values['offsets-retention-ms'] ? Number(values['offsets-retention-ms']) : undefined,
     logger,
   });
   process.stdout.write(`kafka broker ready ${broker.address}\n`);

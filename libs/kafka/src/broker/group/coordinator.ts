@@ -56,6 +56,8 @@ interface Group {
 export interface CoordinatorOptions {
   minSessionTimeoutMs: number;
   maxSessionTimeoutMs: number;
+  /** A group lost its last member (`empty`) or has its first again: where its offsets' retention clock starts. */
+  onEmptyChange?(groupId: string, empty: boolean): void;
 }
 
 const EMPTY: Buffer = Buffer.alloc(0);
@@ -128,6 +130,7 @@ export class GroupCoordinator {
         assignment: EMPTY,
       };
       g.members.set(member.id, member);
+      if (g.members.size === 1) this.options.onEmptyChange?.(g.id, false);
     }
     const m = member;
     if (m.session && m.sessionTimeout !== req.sessionTimeout) {
@@ -294,6 +297,30 @@ export class GroupCoordinator {
     };
   }
 
+  hasMembers(groupId: string): boolean {
+    return (this.groups.get(groupId)?.members.size ?? 0) > 0;
+  }
+
+  /** Every group the coordinator knows, with its protocol type ('' before any member joined). */
+  list(): { groupId: string; protocolType: string }[] {
+    return [...this.groups.values()].map((g) => ({ groupId: g.id, protocolType: g.protocolType ?? '' }));
+  }
+
+  /**
+   * Forgets the empty groups (no members, no rebalance under way) that `keep` does not claim (in
+   * Kafka: those without offsets left, which become Dead); returns how many.
+   */
+  forgetEmpty(keep: (groupId: string) => boolean): number {
+    let forgotten = 0;
+    for (const g of [...this.groups.values()]) {
+      if (g.state !== 'Empty' || g.members.size > 0 || keep(g.id)) continue;
+      clearTimeout(g.rebalanceTimer);
+      this.groups.delete(g.id);
+      forgotten++;
+    }
+    return forgotten;
+  }
+
   private touch(g: Group, m: Member): void {
     if (m.session) m.session.refresh();
     else m.session = setTimeout(() => this.expire(g, m), m.sessionTimeout);
@@ -311,6 +338,7 @@ export class GroupCoordinator {
     m.session = undefined;
     g.members.delete(m.id);
     this.logger.info({ group: g.id, member: m.id, reason }, 'member removed');
+    if (g.members.size === 0) this.options.onEmptyChange?.(g.id, true);
     answerJoinAsUnknown(m);
     m.pendingJoin = undefined;
     m.pendingSync?.({ errorCode: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });

@@ -74,11 +74,21 @@ export const describeGroups: Handler = ({ apiVersion }, r, broker) => {
   const w = throttle(new Writer(), apiVersion, 1);
   return w.array(ids, (w, id) => {
     const g = broker.groups.describe(id);
-    w.int16(ErrorCode.NONE).string(id).string(g.state).string(g.protocolType).string(g.protocol);
+    // Known by its offsets alone (committed standalone, or before a restart): Empty, as in Kafka.
+    const state = g.state === 'Dead' && broker.offsets.list(id).length > 0 ? 'Empty' : g.state;
+    w.int16(ErrorCode.NONE).string(id).string(state).string(g.protocolType).string(g.protocol);
     w.array(g.members, (w, m) =>
       w.string(m.memberId).string(m.clientId).string(m.clientHost).bytes(m.metadata).bytes(m.assignment),
     );
   });
+};
+
+/** ListGroups v0-2: the groups with members or committed offsets (those alone: protocol type ''). */
+export const listGroups: Handler = ({ apiVersion }, _r, broker) => {
+  const listed = new Map(broker.groups.list().map((g) => [g.groupId, g.protocolType]));
+  for (const id of broker.offsets.groupIds()) if (!listed.has(id)) listed.set(id, '');
+  const w = throttle(new Writer(), apiVersion, 1).int16(ErrorCode.NONE);
+  return w.array([...listed], (w, [id, protocolType]) => w.string(id).string(protocolType));
 };
 
 /** OffsetCommit v2-3: checked against the group's generation, then stored durably. */

@@ -7,15 +7,34 @@ export interface CommittedOffset {
   metadata: string | null;
 }
 
-type Line = { g: string; c: [string, number, number, string | null][] } | { dt: string };
+type Commit = [topic: string, partition: number, offset: number, metadata: string | null];
+
+/**
+ * A line of `offsets.log`. Every group line carries `c` (possibly empty), so an older broker reading
+ * a newer file skips what it does not know instead of truncating there as at a torn write. `t`
+ * (absent in files written before offset retention): when `c` was committed; `e`: when the group
+ * became empty (null: it has members again); `gone`: the group expired and is forgotten.
+ */
+type GroupLine = { g: string; c: Commit[]; t?: number; e?: number | null; gone?: true };
+type Line = GroupLine | { dt: string };
+
+interface StoredGroup {
+  offsets: Map<string, CommittedOffset>;
+  /** The newest commit's time; 0 where the file predates offset retention. */
+  committedAt: number;
+  /** Since when the group has had no members; null while it has (or for a standalone committer). */
+  emptySince: number | null;
+}
 
 /**
  * Committed consumer-group offsets: a map in memory, an append-only JSON-lines file on disk
  * (`offsets.log`), compacted into a fresh file by rename when it has grown well past the live set.
- * A torn last line is dropped on recovery.
+ * A torn last line is dropped on recovery. A group that has had no members for the offsets retention
+ * (Kafka's `offsets.retention.minutes`, KIP-211: counted from when it became empty, or from its last
+ * commit if later) loses its offsets and is forgotten: see `expire`.
  */
 export class OffsetStore {
-  private readonly groups = new Map<string, Map<string, CommittedOffset>>();
+  private readonly groups = new Map<string, StoredGroup>();
   private fd: number | null = null;
   private lines = 0;
   private dirty = false;
@@ -28,6 +47,12 @@ export class OffsetStore {
     const file = path.join(dir, 'offsets.log');
     if (fs.existsSync(file)) this.recover(file);
     this.fd = fs.openSync(file, 'a');
+    // No group has members yet: those that had some when the broker stopped (or that predate
+    // offset retention) are empty from now on, as Kafka's groups are once their loaded members
+    // time out. Written, so that a later restart does not move their clock again.
+    const now = Date.now();
+    for (const [g, group] of [...this.groups])
+      if (group.emptySince === null && group.offsets.size > 0) this.write({ g, c: [], e: now });
   }
 
   private recover(file: string): void {
@@ -58,14 +83,20 @@ export class OffsetStore {
 
   private apply(line: Line): void {
     if ('dt' in line) {
-      for (const offsets of this.groups.values())
+      for (const { offsets } of this.groups.values())
         for (const key of [...offsets.keys()]) if (key.startsWith(`${line.dt}\0`)) offsets.delete(key);
       return;
     }
-    let offsets = this.groups.get(line.g);
-    if (!offsets) this.groups.set(line.g, (offsets = new Map()));
+    if (line.gone) {
+      this.groups.delete(line.g);
+      return;
+    }
+    let group = this.groups.get(line.g);
+    if (!group) this.groups.set(line.g, (group = { offsets: new Map(), committedAt: 0, emptySince: null }));
     for (const [topic, partition, offset, metadata] of line.c)
-      offsets.set(`${topic}\0${partition}`, { offset, metadata });
+      group.offsets.set(`${topic}\0${partition}`, { offset, metadata });
+    if (line.c.length && line.t !== undefined) group.committedAt = Math.max(group.committedAt, line.t);
+    if (line.e !== undefined) group.emptySince = line.e;
   }
 
   private write(line: Line): void {
@@ -76,20 +107,22 @@ export class OffsetStore {
     if (++this.lines > 10_000 && this.lines > 4 * this.liveCount()) this.compact();
   }
 
-  commit(
-    group: string,
-    commits: [topic: string, partition: number, offset: number, metadata: string | null][],
-  ): void {
-    if (commits.length) this.write({ g: group, c: commits });
+  commit(group: string, commits: Commit[], at = Date.now()): void {
+    if (commits.length) this.write({ g: group, c: commits, t: at });
   }
 
   get(group: string, topic: string, partition: number): CommittedOffset | undefined {
-    return this.groups.get(group)?.get(`${topic}\0${partition}`);
+    return this.groups.get(group)?.offsets.get(`${topic}\0${partition}`);
+  }
+
+  /** Every group with committed offsets. */
+  groupIds(): string[] {
+    return [...this.groups.keys()];
   }
 
   /** Every committed (topic, partition) of a group. */
   list(group: string): { topic: string; partition: number; committed: CommittedOffset }[] {
-    return [...(this.groups.get(group) ?? [])].map(([key, committed]) => {
+    return [...(this.groups.get(group)?.offsets ?? [])].map(([key, committed]) => {
       const [topic, partition] = key.split('\0');
       return { topic, partition: Number(partition), committed };
     });
@@ -103,15 +136,15 @@ export class OffsetStore {
    */
   clampTo(endOf: (topic: string, partition: number) => number | undefined): number {
     let moved = 0;
-    for (const [group, offsets] of [...this.groups]) {
-      const commits: [string, number, number, string | null][] = [];
+    for (const [group, { offsets, committedAt }] of [...this.groups]) {
+      const commits: Commit[] = [];
       for (const [key, committed] of offsets) {
         const [topic, partition] = key.split('\0');
         const end = endOf(topic, Number(partition));
         if (end !== undefined && committed.offset > end)
           commits.push([topic, Number(partition), end, committed.metadata]);
       }
-      this.commit(group, commits);
+      this.commit(group, commits, committedAt); // a correction, not a commit: the clock stays
       moved += commits.length;
     }
     return moved;
@@ -121,9 +154,38 @@ export class OffsetStore {
     this.write({ dt: topic });
   }
 
+  /**
+   * The group's members are gone (`empty`, at `at`) or it has some again: the start of its
+   * retention clock, kept on disk so that it survives a restart. Nothing to keep for a group
+   * without offsets.
+   */
+  setEmpty(group: string, empty: boolean, at = Date.now()): void {
+    const stored = this.groups.get(group);
+    if (!stored || (stored.emptySince !== null) === empty) return;
+    this.write({ g: group, c: [], e: empty ? at : null });
+  }
+
+  /**
+   * Forgets every group without members (`hasMembers`) whose offsets are older than `retentionMs`
+   * (-1: never): last committed, and empty, at least that long ago. A group whose offsets all went
+   * with their topics goes at once. Returns the ids of the groups forgotten.
+   */
+  expire(retentionMs: number, hasMembers: (group: string) => boolean, now = Date.now()): string[] {
+    if (retentionMs < 0) return [];
+    const expired: string[] = [];
+    for (const [g, group] of [...this.groups]) {
+      if (hasMembers(g)) continue;
+      const since = Math.max(group.committedAt, group.emptySince ?? 0);
+      if (group.offsets.size > 0 && now - since < retentionMs) continue;
+      this.write({ g, c: [], gone: true });
+      expired.push(g);
+    }
+    return expired;
+  }
+
   private liveCount(): number {
     let n = 0;
-    for (const offsets of this.groups.values()) n += offsets.size;
+    for (const { offsets } of this.groups.values()) n += offsets.size;
     return n;
   }
 
@@ -131,12 +193,14 @@ export class OffsetStore {
     const file = path.join(this.dir!, 'offsets.log');
     const tmp = `${file}.tmp`;
     const out: string[] = [];
-    for (const [g, offsets] of this.groups) {
-      const c = [...offsets].map(([key, v]) => {
+    for (const [g, { offsets, committedAt, emptySince }] of this.groups) {
+      const c = [...offsets].map(([key, v]): Commit => {
         const [topic, partition] = key.split('\0');
-        return [topic, Number(partition), v.offset, v.metadata] as [string, number, number, string | null];
+        return [topic, Number(partition), v.offset, v.metadata];
       });
-      if (c.length) out.push(JSON.stringify({ g, c }) + '\n');
+      const line: GroupLine = { g, c, t: committedAt };
+      if (emptySince !== null) line.e = emptySince;
+      if (c.length) out.push(JSON.stringify(line) + '\n');
     }
     fs.writeFileSync(tmp, out.join(''));
     const fd = fs.openSync(tmp, 'r');
