@@ -96,6 +96,10 @@ export class OffsetStore {
     for (const [topic, partition, offset, metadata] of line.c)
       group.offsets.set(`${topic}\0${partition}`, { offset, metadata });
     if (line.c.length && line.t !== undefined) group.committedAt = Math.max(group.committedAt, line.t);
+    // A commit without `t` was written by a broker from before offset retention (a file from before
+    // it, or appended to after a rollback): when, and whether the group was empty since, is unknown,
+    // so its clock starts again at this load (the constructor writes it), not at an older `e`.
+    else if (line.c.length) group.emptySince = null;
     if (line.e !== undefined) group.emptySince = line.e;
   }
 
