@@ -475,6 +475,26 @@ describe('rest-gateway', () => {
     expect((await send('c3')).statusCode).toBe(200);
   });
 
+  // A request whose frames alone exceed MAX_PENDING_PUBLISH_BYTES (65,536 at least; a body may hold
+  // 1 MiB) never fits: "send them again later" on an idle gateway would be answered so forever.
+  it('takes a request larger than MAX_PENDING_PUBLISH_BYTES when nothing else is waiting for Kafka', async () => {
+    ({ gateway } = build({ maxPendingPublishBytes: 65_536 }));
+    const frames = Array.from({ length: 100 }, (_, i) => ({
+      type: 'message',
+      id: `big${i}`,
+      to: 'bob',
+      body: 'x'.repeat(900), // under the test's MAX_FRAME_BYTES (1024); 100 of them about 100 KB
+    }));
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: await auth(),
+      payload: frames,
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().results.filter((r: { status: string }) => r.status === 'accepted')).toHaveLength(100);
+  });
+
   it('answers 503 naming the service when an upstream is unreachable', async () => {
     ({ gateway } = build({ upstreamUrl: 'http://127.0.0.1:1' }));
     const res = await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers: await auth() });

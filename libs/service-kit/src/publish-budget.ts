@@ -36,9 +36,14 @@ export class PublishBudget {
     });
   }
 
-  /** Runs `publish` holding `bytes` of the budget; false, without running it, when they do not fit. */
+  /**
+   * Runs `publish` holding `bytes` of the budget; false, without running it, when they do not fit.
+   * With nothing else pending they are held whatever their size: a request larger than the budget
+   * (a REST body may hold 1 MiB, the budget can be 64 KiB) would otherwise be refused "send again
+   * later" forever; the memory held stays under the budget plus one request.
+   */
   async hold(bytes: number, publish: () => Promise<unknown>): Promise<boolean> {
-    if (this.pending + bytes > this.maxBytes) return false;
+    if (this.pending > 0 && this.pending + bytes > this.maxBytes) return false;
     this.pending += bytes;
     try {
       await publish();
