@@ -118,16 +118,6 @@ export function connectionHandler(
   };
 }
 
-/** Publishes up to `max` of the user's stored deliverables on the delivery topic (`replay: true`). */
-export async function replayPending(
-  store: OfflineStore,
-  bus: EventBus,
-  user: string,
-  max: number,
-): Promise<number> {
-  return (await replayFrom(store, bus, user, 0, max)).published;
-}
-
 /**
  * Publishes up to `max` of the user's stored deliverables after position `from`; returns how many,
  * the last position read, and whether that was all there was.

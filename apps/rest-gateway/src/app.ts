@@ -41,7 +41,6 @@ import {
   bearerToken,
   buildHttpServer,
   CommonConfig,
-  DEFAULT_MAX_PENDING_PUBLISH_BYTES,
   HttpServer,
   InternalConfig,
   issueToken,
@@ -173,15 +172,7 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
         );
       },
     });
-    sendRoute(
-      api,
-      deps,
-      new PublishBudget(
-        settings.maxPendingPublishBytes ?? DEFAULT_MAX_PENDING_PUBLISH_BYTES,
-        deps.metrics,
-        'parley_rest',
-      ),
-    );
+    sendRoute(api, deps, new PublishBudget(deps.metrics, 'parley_rest', settings.maxPendingPublishBytes));
     proxyRoutes(api, deps.upstreams);
   });
 

@@ -31,7 +31,6 @@ import {
   bearerToken,
   buildHttpServer,
   CommonConfig,
-  DEFAULT_MAX_PENDING_PUBLISH_BYTES,
   HttpServer,
   Identity,
   InternalConfig,
@@ -53,6 +52,7 @@ import {
 import { TokenBucket } from './token-bucket';
 
 const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
+type ConnectionDown = Extract<ConnectionTopicEvent, { kind: 'connection-down' }>;
 /** Connection-ups per publish when announcing every open connection again. */
 const ANNOUNCE_CHUNK = 1000;
 
@@ -214,11 +214,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     maxPayload: settings.maxFrameBytes,
     perMessageDeflate: false,
   });
-  const publishBudget = new PublishBudget(
-    settings.maxPendingPublishBytes ?? DEFAULT_MAX_PENDING_PUBLISH_BYTES,
-    deps.metrics,
-    'parley_ws',
-  );
+  const publishBudget = new PublishBudget(deps.metrics, 'parley_ws', settings.maxPendingPublishBytes);
   const metrics = gatewayMetrics(deps, registry);
   const inFlight = new Set<Promise<unknown>>();
   let draining = false;
@@ -260,12 +256,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     );
   };
   /** Disconnects Kafka did not take: sent again with each heartbeat, and at stop, until it does. */
-  const unpublishedDowns = new Map<string, Extract<ConnectionTopicEvent, { kind: 'connection-down' }>>();
+  const unpublishedDowns = new Map<string, ConnectionDown>();
   /**
    * At most one per socket the gateway may hold; past that the oldest goes (session-ms still drops
    * such a connection when this gateway's /send answer names it missing).
    */
-  const keepLostDown = (event: Extract<ConnectionTopicEvent, { kind: 'connection-down' }>) => {
+  const keepLostDown = (event: ConnectionDown) => {
     if (unpublishedDowns.size >= settings.maxConnections && !unpublishedDowns.has(event.connId))
       unpublishedDowns.delete(unpublishedDowns.keys().next().value!);
     unpublishedDowns.set(event.connId, event);
@@ -296,10 +292,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
             chunk.map((conn) => connectionEvent('connection-up', conn)),
           ),
         );
-        for (const conn of chunk) conn.announced = true;
-        // One that closed meanwhile may have had its connection-down written before this up: again.
-        for (const conn of chunk)
+        for (const conn of chunk) {
+          conn.announced = true;
+          // One that closed meanwhile may have had its connection-down written before this up: again.
           if (registry.of(conn.user, [conn.id]).length === 0) void publishConnection('connection-down', conn);
+        }
       }
       logger.info({ connections: open.length }, 'open connections announced again to session-ms');
     } catch (err) {

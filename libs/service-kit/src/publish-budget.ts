@@ -21,9 +21,9 @@ export class PublishBudget {
   private pending = 0;
 
   constructor(
-    private readonly maxBytes: number,
     metrics: Registry,
     metricPrefix: string,
+    private readonly maxBytes = DEFAULT_MAX_PENDING_PUBLISH_BYTES,
   ) {
     const pending = () => this.pending;
     new Gauge({

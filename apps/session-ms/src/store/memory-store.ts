@@ -25,6 +25,8 @@ export class MemorySessionStore implements SessionStore {
   private readonly lastSeen = new Map<string, number>();
   /** Each gateway's liveness: alive until, and when it last beat. */
   private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
+  /** Gateways to be asked to announce their connections (see `oweAnnouncement`). */
+  private readonly announcementsOwed = new Set<string>();
   /**
    * When this store first processed a gateway heartbeat, until when the last one counts, and since
    * when they have been coming without a gap (one ttl long).
@@ -86,9 +88,6 @@ export class MemorySessionStore implements SessionStore {
     };
     return !known || this.announcementsOwed.has(gateway);
   }
-
-  /** Gateways to be asked to announce their connections (see `oweAnnouncement`). */
-  private readonly announcementsOwed = new Set<string>();
 
   async oweAnnouncement(gateway: string): Promise<void> {
     this.announcementsOwed.add(gateway);

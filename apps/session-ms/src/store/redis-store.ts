@@ -178,7 +178,7 @@ export class RedisSessionStore implements SessionStore {
     await this.redis
       .multi()
       .hset(`conn:${c.user}`, c.connId, JSON.stringify(c))
-      .sadd(`gwconns:${c.gateway}`, `${c.user}\n${c.connId}`)
+      .sadd(`gwconns:${c.gateway}`, memberOf(c.user, c.connId))
       .sadd('gateways', c.gateway)
       .eval(SEEN_AT, 1, `seen:${c.user}`, String(c.at))
       .exec();
@@ -193,7 +193,7 @@ export class RedisSessionStore implements SessionStore {
       String(at),
       connId,
       this.prefix,
-      `${user}\n${connId}`,
+      memberOf(user, connId),
     );
   }
 
@@ -272,7 +272,7 @@ export class RedisSessionStore implements SessionStore {
     if (stale.length > 0) {
       const removing = this.redis.multi();
       for (const c of stale)
-        removing.hdel(`conn:${c.user}`, c.connId).srem(`gwconns:${c.gateway}`, `${c.user}\n${c.connId}`);
+        removing.hdel(`conn:${c.user}`, c.connId).srem(`gwconns:${c.gateway}`, memberOf(c.user, c.connId));
       await removing.exec();
     }
     for (const c of all) {
@@ -311,7 +311,7 @@ export class RedisSessionStore implements SessionStore {
       JSON.stringify(stored),
       String(p.attempts),
       String(dueAt),
-      `${p.user}\n${p.mid}`,
+      memberOf(p.user, p.mid),
       p.stored ? '1' : '0',
     );
     return TRACK_OUTCOMES[outcome as 0 | 1 | 2];
@@ -350,7 +350,7 @@ export class RedisSessionStore implements SessionStore {
       .multi()
       .hdel(`pend:${user}`, ...mids)
       .hdel(`att:${user}`, ...mids)
-      .zrem('due', ...mids.map((mid) => `${user}\n${mid}`));
+      .zrem('due', ...mids.map((mid) => memberOf(user, mid)));
     for (const mid of mids) dropping.exists(`ack:${user}:${mid}`);
     const replies = (await dropping.exec()) ?? [];
     return mids.filter((_, i) => replies[3 + i]?.[1] === 1);
@@ -424,6 +424,14 @@ export class RedisSessionStore implements SessionStore {
   async close(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
+}
+
+/**
+ * A set or zset member naming one of a user's mids (due) or connections (gwconns): the scripts split
+ * it at the first newline, which no user id holds.
+ */
+function memberOf(user: string, id: string): string {
+  return `${user}\n${id}`;
 }
 
 function pendingFrom(user: string, mid: string, held: StoredPending, attempts: string): Pending {
