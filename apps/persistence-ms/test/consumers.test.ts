@@ -27,6 +27,19 @@ const envelope = (event: OfflineTopicEvent) =>
     timestamp: 1,
   }) as Envelope<OfflineTopicEvent>;
 
+const fromAlice = (id: string): DeliveredMessage => ({ ...frame, mid: `alice:${id}`, id });
+
+const opened: SqlDatabase[] = [];
+afterAll(() => Promise.all(opened.map((db) => db.close())));
+/** persistence-ms's SQL store on a fresh PGlite database, its clock at NOW. */
+async function freshStore() {
+  const db = await createPgliteDatabase();
+  opened.push(db);
+  const store = createSqlOfflineStore(db, { now: () => NOW });
+  await store.init();
+  return store;
+}
+
 /** A bus whose next publish to the delivery topic fails, as Kafka away would make it. */
 class DeliveryFailsOnce extends MemoryBus {
   failNext = true;
@@ -81,13 +94,8 @@ const firstSeenMids = (bus: MemoryBus) => [
 ];
 
 describe('offline consumer: the connect race under redelivery', () => {
-  let db: SqlDatabase;
-  afterAll(() => db.close());
-
   it('hands a raced deliverable back on the retry of a batch whose first attempt stored it and then failed', async () => {
-    db = await createPgliteDatabase();
-    const store = createSqlOfflineStore(db, { now: () => NOW });
-    await store.init();
+    const store = await freshStore();
     await store.markConnected([{ user: 'bob', at: NOW }]);
     await store.replayed('bob'); // the connect's replay is over (it found nothing stored)
     const bus = new DeliveryFailsOnce();
@@ -104,13 +112,8 @@ describe('offline consumer: the connect race under redelivery', () => {
 });
 
 describe('offline consumer: delivered receipts for what the user acks', () => {
-  let db: SqlDatabase;
-  afterAll(() => db.close());
-
   it('sends the sender a receipt for a stored deliverable the user acks, again on a retry, and none for a mid it never held', async () => {
-    db = await createPgliteDatabase();
-    const store = createSqlOfflineStore(db, { now: () => NOW });
-    await store.init();
+    const store = await freshStore();
     const bus = new DeliveryFailsOnce();
     const handle = handlerOn(store, bus);
     const fromCarol: DeliveredMessage = { ...frame, mid: 'carol:c1', id: 'c1', from: 'carol' };
@@ -144,14 +147,8 @@ describe('offline consumer: delivered receipts for what the user acks', () => {
 });
 
 describe('offline consumer and connect replay: the order a raced user gets stored deliverables in', () => {
-  let db: SqlDatabase;
-  afterAll(() => db.close());
-
   it('hands a deliverable stored during a connect replay back after the older stored ones, not ahead of them', async () => {
-    db = await createPgliteDatabase();
-    const store = createSqlOfflineStore(db, { now: () => NOW });
-    await store.init();
-    const fromAlice = (id: string): DeliveredMessage => ({ ...frame, mid: `alice:${id}`, id });
+    const store = await freshStore();
     // m1 and m2 went offline while bob was away.
     await store.store(['m1', 'm2'].map((id) => ({ to: 'bob', frame: fromAlice(id) })));
     // bob connects; the connections consumer has noted the connect and is about to read his pages
@@ -184,13 +181,8 @@ describe('offline consumer and connect replay: the order a raced user gets store
 });
 
 describe('connect of a user with nothing stored', () => {
-  let db: SqlDatabase;
-  afterAll(() => db.close());
-
   it('reads no replay for a user with nothing stored, and hands back what is stored for them right after', async () => {
-    db = await createPgliteDatabase();
-    const store = createSqlOfflineStore(db, { now: () => NOW });
-    await store.init();
+    const store = await freshStore();
     const reads: string[] = [];
     const counting: OfflineStore = {
       ...store,
@@ -206,14 +198,8 @@ describe('connect of a user with nothing stored', () => {
 });
 
 describe('offline consumer and connect replay: a deliverable stored as the replay ends', () => {
-  let db: SqlDatabase;
-  afterAll(() => db.close());
-
   it('does not hand a deliverable stored after the replay is noted over ahead of one the replay left behind its pages', async () => {
-    db = await createPgliteDatabase();
-    const store = createSqlOfflineStore(db, { now: () => NOW });
-    await store.init();
-    const fromAlice = (id: string): DeliveredMessage => ({ ...frame, mid: `alice:${id}`, id });
+    const store = await freshStore();
     await store.store(['m1', 'm2'].map((id) => ({ to: 'bob', frame: fromAlice(id) })));
     // The first page, once read, is held while the offline consumer stores m3 (left to the replay);
     // the read behind the pages, once the replay is noted over, is held while it stores m4.

@@ -67,6 +67,15 @@ async function committed(admin: Admin, groupId: string, topic: string): Promise<
   return partitions.find((p) => p.partition === 0)!.offset;
 }
 
+/** On `broker`, group `groupId` reads the three records of `topic` and commits them; its member stays. */
+async function readAndCommitted(broker: Broker, groupId: string, topic: string) {
+  await produce(broker, topic, ['a', 'b', 'c']);
+  const { consumer } = await consume(broker, groupId, topic, 3);
+  const admin = await adminOf(broker);
+  await waitFor(async () => (await committed(admin, groupId, topic)) === '3', 5000, 'the commit');
+  return { consumer, admin };
+}
+
 async function groupState(admin: Admin, groupId: string) {
   const listed = (await admin.listGroups()).groups.some((g) => g.groupId === groupId);
   const { groups } = await admin.describeGroups([groupId]);
@@ -83,10 +92,7 @@ describe('offset retention in the embedded broker', () => {
   test('an empty group loses its offsets after the retention; a new member starts from its reset position', async () => {
     const retention = 1000;
     const broker = await start({ offsetsRetentionMs: retention });
-    await produce(broker, 'idle-topic', ['a', 'b', 'c']);
-    const { consumer } = await consume(broker, 'idle', 'idle-topic', 3);
-    const admin = await adminOf(broker);
-    await waitFor(async () => (await committed(admin, 'idle', 'idle-topic')) === '3', 5000, 'the commit');
+    const { consumer, admin } = await readAndCommitted(broker, 'idle', 'idle-topic');
     const emptyAt = Date.now(); // at the latest: the member leaves during disconnect
     await consumer.disconnect();
     expect(await groupState(admin, 'idle')).toEqual({ listed: true, state: 'Empty' });
@@ -111,14 +117,9 @@ describe('offset retention in the embedded broker', () => {
     const dataDir = tmp();
     const retention = 2500;
     let broker = await start({ dataDir, offsetsRetentionMs: retention });
-    await produce(broker, 'kept-topic', ['a', 'b', 'c']);
-    const { consumer } = await consume(broker, 'restarted', 'kept-topic', 3);
-    let admin = await adminOf(broker);
-    await waitFor(
-      async () => (await committed(admin, 'restarted', 'kept-topic')) === '3',
-      5000,
-      'the commit',
-    );
+    const started = await readAndCommitted(broker, 'restarted', 'kept-topic');
+    const { consumer } = started;
+    let { admin } = started;
     const emptyAt = Date.now(); // at the latest: the member leaves during disconnect
     await consumer.disconnect();
     await stop(broker);
@@ -165,10 +166,7 @@ describe('offset retention in the embedded broker', () => {
   test('a group with a live member keeps its offsets past the retention; the clock starts when it empties', async () => {
     const retention = 1000;
     const broker = await start({ offsetsRetentionMs: retention });
-    await produce(broker, 'live-topic', ['a', 'b', 'c']);
-    const { consumer } = await consume(broker, 'live', 'live-topic', 3);
-    const admin = await adminOf(broker);
-    await waitFor(async () => (await committed(admin, 'live', 'live-topic')) === '3', 5000, 'the commit');
+    const { consumer, admin } = await readAndCommitted(broker, 'live', 'live-topic');
 
     await sleep(retention * 3); // nothing committed since, but the member heartbeats
     expect(await committed(admin, 'live', 'live-topic')).toBe('3');
