@@ -19,7 +19,7 @@ import {
   Service,
   serviceLifecycle,
 } from '@parley/service-kit';
-import { Delivery, DeliverySettings } from './delivery';
+import { Delivery, DeliveryReader, DeliverySettings, withoutStaleNotices } from './delivery';
 import { coalescingSends, GatewayClient } from './gateway-client';
 import { SessionStore } from './store/session-store';
 
@@ -97,7 +97,11 @@ export interface SessionService extends Service {
 
 export function createSessionService(deps: SessionDeps): SessionService {
   const { bus, store, logger } = deps;
-  const reader = { replica: randomUUID(), readUpTo: (): number => deliveries.handledUpTo() };
+  const reader: DeliveryReader = {
+    replica: randomUUID(),
+    readUpTo: () => deliveries.handledUpTo(),
+    rereadFrom: (time) => deliveries.rereadFrom(time),
+  };
   const gateways = coalescingSends(deps.gateways);
   const delivery = new Delivery(store, gateways, bus, deps.settings, logger, deps.metrics, reader);
   const http = buildHttpServer(deps);
@@ -115,7 +119,7 @@ export function createSessionService(deps: SessionDeps): SessionService {
   const deliveries = bus.subscribe({
     groupId: 'session-ms',
     topic: TOPICS.delivery,
-    handle: (batch) => delivery.handle(batch.map((e) => e.event)),
+    handle: (batch) => delivery.handle(withoutStaleNotices(batch)),
   });
   const connections = bus.subscribe({
     groupId: 'session-ms-connections',

@@ -14,7 +14,7 @@ import {
   senderOfMid,
   TOPICS,
 } from '@parley/contracts';
-import { EventBus } from '@parley/kafka';
+import { Envelope, EventBus } from '@parley/kafka';
 import { DAY_MS } from '@parley/service-kit';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
@@ -50,9 +50,42 @@ const CAUGHT_UP_MS = 1000;
  */
 const STORED_NOTE_MEMORY_MS = 31 * DAY_MS;
 
+/**
+ * Records written this long before the store was found empty are read again: longer than a
+ * deliverable stays pending (its attempts' ack timeouts, on an ack clock up to MAX_ACK_READ_LAG_MS
+ * behind), with room for retry ticks and gateway calls.
+ */
+const REREAD_SLACK_MS = 60_000;
+/** A typing notice older than this (a backlog, a re-read) is not pushed: it is about the moment. */
+export const TYPING_NOTICE_MAX_AGE_MS = 30_000;
+
 interface Push {
   user: string;
   frame: PushedFrame;
+}
+
+/** The events of a delivery-topic batch, less typing notices written too long ago to matter. */
+export function withoutStaleNotices(
+  batch: Envelope<DeliveryTopicEvent>[],
+  now = Date.now(),
+): DeliveryTopicEvent[] {
+  const staleBefore = now - TYPING_NOTICE_MAX_AGE_MS;
+  return batch
+    .filter(({ event, timestamp }) => !(event.kind !== 'ack' && event.ephemeral && timestamp < staleBefore))
+    .map((e) => e.event);
+}
+
+/** This replica's reading of the delivery topic (its subscription there). */
+export interface DeliveryReader {
+  replica: string;
+  /**
+   * The time up to which it has read acks (`handledUpTo`). Ack timeouts run on the slowest live
+   * replica's read position, so an ack still queued behind a backlog is not taken for a silent
+   * client: under a burst, retries would only add to the backlog.
+   */
+  readUpTo(): number;
+  /** Reads its partitions again from that time on (`rereadFrom`), to rebuild a lost store. */
+  rereadFrom(time: number): Promise<void>;
 }
 
 /**
@@ -65,6 +98,8 @@ export class Delivery {
   /** Gateways this replica is asking to announce their connections (the ask in flight). */
   private readonly announcing = new Set<string>();
   private nextGatewaySweepAt = 0;
+  /** Where the delivery topic is to be read again from, until the re-read is set. */
+  private rereadOwed: number | undefined;
 
   constructor(
     private readonly store: SessionStore,
@@ -73,13 +108,7 @@ export class Delivery {
     private readonly settings: DeliverySettings,
     private readonly logger: Logger,
     registry: Registry,
-    /**
-     * This replica, and the time up to which it has read acks (its delivery subscription's
-     * `handledUpTo`). Ack timeouts run on the slowest live replica's read position, so an ack still
-     * queued behind a backlog is not taken for a silent client: under a burst, retries would only
-     * add to the backlog.
-     */
-    private readonly reader: { replica: string; readUpTo: () => number },
+    private readonly reader: DeliveryReader,
   ) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });
@@ -132,10 +161,12 @@ export class Delivery {
     );
     this.metrics.duplicates.inc(durable.length - fresh.length);
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
-    // What this batch acks further on is not handed to storage here: it is completed right after.
+    // What this batch acks further on (a batch read again) is neither pushed nor handed to storage
+    // here: it is completed right after.
     const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => `${ack.user}\n${mid}`)));
+    const unacked = fresh.filter((p) => !ackedHere.has(`${p.user}\n${p.mid}`));
     await Promise.all([
-      this.pushOrOffline(fresh, ephemeral, ackedHere),
+      this.pushOrOffline(unacked, ephemeral, ackedHere),
       // A stored copy replayed after its mid was acked: that ack met a copy pushed as new and told
       // storage nothing (one's own mids aside, see handleAcks), so storage hears of it now.
       this.tellStorageAcked(durable.filter((p, i) => outcomes[i] === 'acked' && p.stored)),
@@ -191,6 +222,31 @@ export class Delivery {
       .finally(() => this.announcing.delete(gateway));
   }
 
+  /**
+   * The store lost what was pending (pushed, not acked): its deliver events were committed, so
+   * this replica reads its partitions of the delivery topic again from before anything pending
+   * then was written. Delivers and acks replayed in order track again what was not acked; what was
+   * acked meanwhile may be pushed twice (apps dedup by mid). Connections come back as the gateways
+   * announce them (askToAnnounce).
+   */
+  private storeFoundEmpty(lostAt: number): void {
+    this.metrics.storeLost.inc();
+    const pendingAtMostMs =
+      this.settings.maxAttempts * this.settings.ackTimeoutMs +
+      (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS) +
+      REREAD_SLACK_MS;
+    this.rereadOwed = Math.min(lostAt, this.reader.readUpTo()) - pendingAtMostMs;
+    this.logger.error(
+      { rereadFrom: new Date(this.rereadOwed).toISOString() },
+      'the session store lost its state (Redis restarted empty?): the delivery topic is read again to track what awaited an ack, and the ws-gateways are asked to announce their open connections with their next heartbeat',
+    );
+  }
+
+  private async rereadLost(from: number): Promise<void> {
+    await this.reader.rereadFrom(from);
+    if (this.rereadOwed === from) this.rereadOwed = undefined;
+  }
+
   /** Once a minute: connections of gateways gone for good, also of users nobody looks up. */
   private async forgetGoneGateways(now: number): Promise<void> {
     if (now < this.nextGatewaySweepAt) return;
@@ -202,21 +258,17 @@ export class Delivery {
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
     const now = Date.now();
-    const [, lost] = await Promise.all([
+    const [, lostAt] = await Promise.all([
       this.store.reportReadUpTo(
         this.reader.replica,
         Math.min(now, this.reader.readUpTo()),
         readReportTtlMs(this.settings.retryTickMs),
       ),
-      this.store.lostState(),
+      this.store.lostAt(),
       this.forgetGoneGateways(now),
     ]);
-    if (lost) {
-      this.metrics.storeLost.inc();
-      this.logger.error(
-        'the session store lost its state (Redis restarted empty?): deliveries awaiting an ack are gone; the ws-gateways are asked to announce their open connections with their next heartbeat',
-      );
-    }
+    if (lostAt !== undefined) this.storeFoundEmpty(lostAt);
+    if (this.rereadOwed !== undefined) await this.rereadLost(this.rereadOwed);
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
     const dueBy = Math.max(readUpTo, now - (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS));
     this.metrics.ackReadLag.set((now - dueBy) / 1000);

@@ -1,7 +1,8 @@
-import { DeliverEvent, GatewayDelivery, TOPICS, TopicSpec } from '@parley/contracts';
-import { MemoryBus } from '@parley/kafka';
+import { DeliverEvent, DeliveryTopicEvent, GatewayDelivery, TOPICS, TopicSpec } from '@parley/contracts';
+import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
+import { waitFor } from '@parley/test-kit';
 import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
-import { Delivery } from '../src/delivery';
+import { Delivery, TYPING_NOTICE_MAX_AGE_MS, withoutStaleNotices } from '../src/delivery';
 import { GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { RedisSessionStore } from '../src/store/redis-store';
@@ -66,6 +67,7 @@ class AckBeforeDropStore extends MemorySessionStore {
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
 function setup({
   readUpTo = Date.now,
+  rereadFrom = async (_time: number): Promise<void> => undefined,
   store = new MemorySessionStore() as SessionStore,
   bus = new MemoryBus(),
   replica = 'r1',
@@ -85,6 +87,7 @@ function setup({
   const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), registry, {
     replica,
     readUpTo,
+    rereadFrom,
   });
   const connect = (user: string, connId: string, gateway = 'gw-1') =>
     delivery.handleConnections([
@@ -495,7 +498,7 @@ describe('Delivery', () => {
     expect([...a.gateways.announced, ...b.gateways.announced]).toEqual(['http://gw-1']);
   });
 
-  it('counts a session store found empty after it held state (Redis restarted without its data), and has the gateways announce their connections again', async () => {
+  it('after the session store is found empty (Redis restarted without its data), reads the delivery topic again: what awaited an ack is delivered again, what was acked is not', async () => {
     const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
     const prefix = `test:${randomUUID()}:`;
     const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
@@ -503,28 +506,110 @@ describe('Delivery', () => {
       const keys = await admin.keys(`${prefix}*`);
       if (keys.length > 0) await admin.del(...keys);
     };
+    const bus = new MemoryBus();
+    let deliveries: Subscription | undefined;
     try {
       const { delivery, registry, gateways, heartbeat, connect } = setup({
         store: new RedisSessionStore(client),
+        bus,
+        ackTimeoutMs: 60_000,
+        readUpTo: () => deliveries!.handledUpTo(),
+        rereadFrom: (time) => deliveries!.rereadFrom(time),
       });
+      deliveries = bus.subscribe({
+        groupId: 'session-ms',
+        topic: TOPICS.delivery,
+        handle: (batch) => delivery.handle(withoutStaleNotices(batch)),
+      });
+      await deliveries.start();
       const lost = async () =>
         (await registry.getSingleMetricAsString('parley_session_store_lost_total')).split('\n').pop();
       await delivery.retryDue();
       await heartbeat();
       await connect('bob', 'phone');
-      await delivery.retryDue();
+      await bus.publish(TOPICS.delivery, [message('m1'), message('m2')]);
+      await waitFor(() => gateways.mids('bob').length === 2, 5000, 'both pushed');
+      await bus.publish(TOPICS.delivery, [
+        { v: 1, kind: 'ack', user: 'bob', mids: ['alice:m2'], at: Date.now() },
+      ]);
+      await waitFor(
+        async () => (await delivery.retryDue()) === 0 && deliveries!.handledUpTo() > Date.now() - 100,
+        5000,
+        'the ack read',
+      );
       expect(await lost()).toMatch(/ 0$/);
-      await wipe(); // Redis restarts empty
+
+      await wipe(); // Redis restarts empty: bob's phone and alice:m1, pushed and not acked, are gone
       await delivery.retryDue();
-      await delivery.retryDue();
+      // Read again: m1 is tracked again; bob counts as offline until his gateway announces his phone
+      // again, so it goes to storage. m2 and its ack are read together: nothing happens to m2.
+      await waitFor(
+        () => bus.events(TOPICS.offline).some((e) => e.kind === 'offline' && e.to === 'bob'),
+        5000,
+        'm1 handed to storage',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // (alice's delivered receipts for m2, the first and the one its ack read again makes, go too)
+      expect(bus.events(TOPICS.offline).filter((e) => e.kind === 'offline' && e.to === 'bob')).toEqual([
+        expect.objectContaining({ kind: 'offline', to: 'bob', frame: message('m1').frame }),
+      ]);
+      expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m2']);
       expect(await lost()).toMatch(/ 1$/);
       await heartbeat(); // its gateway is new to the emptied store: it announces bob's phone again
       await new Promise((resolve) => setImmediate(resolve));
       expect(gateways.announced).toEqual(['http://gw-1', 'http://gw-1']);
     } finally {
+      await deliveries?.stop();
       await wipe();
       await Promise.all([client.quit(), admin.quit()]);
     }
+  });
+
+  it('pushes nothing that the same batch acks further on (a batch read again)', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([
+      message('m1'),
+      message('m2'),
+      { v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 2 },
+    ]);
+    expect(gateways.mids('bob')).toEqual(['alice:m2']);
+    await retryUntilQuiet(); // m2 is pushed again until it goes offline; m1 never
+    expect(gateways.mids('bob')).not.toContain('alice:m1');
+    expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.frame)).toEqual([
+      message('m2').frame,
+    ]);
+  });
+
+  it('drops typing notices written too long ago to matter (a backlog, a topic read again), and nothing else', () => {
+    const now = Date.now();
+    const typing: DeliveryTopicEvent = {
+      v: 1,
+      kind: 'deliver',
+      to: 'bob',
+      frame: { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' },
+      ephemeral: true,
+    };
+    const old = now - TYPING_NOTICE_MAX_AGE_MS - 1;
+    const envelope = (event: DeliveryTopicEvent, timestamp: number): Envelope<DeliveryTopicEvent> => ({
+      event,
+      key: 'bob',
+      partition: 0,
+      offset: '0',
+      timestamp,
+    });
+    const ack: DeliveryTopicEvent = { v: 1, kind: 'ack', user: 'bob', mids: ['alice:m0'], at: old };
+    expect(
+      withoutStaleNotices(
+        [
+          envelope(typing, old),
+          envelope(message('m1'), old),
+          envelope(ack, old),
+          envelope(typing, now - 1000),
+        ],
+        now,
+      ),
+    ).toEqual([message('m1'), ack, typing]);
   });
 
   it('tells storage about an ack that arrives after the deliverable went offline', async () => {

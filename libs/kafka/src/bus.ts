@@ -42,6 +42,14 @@ export interface Subscription {
    * not taken for silence.
    */
   handledUpTo(): number;
+  /**
+   * Reads again, from the first record written at or after `time` (record timestamps), the
+   * partitions this member holds now: for a consumer whose own state was lost (session-ms when
+   * Redis comes back empty) and can be rebuilt from what it read. Never moves a partition forward,
+   * so nothing unhandled is skipped. The records come again with the next fetch; offsets committed
+   * from then on are the rewound ones, so a crash during the re-read starts it over.
+   */
+  rereadFrom(time: number): Promise<void>;
 }
 
 /**

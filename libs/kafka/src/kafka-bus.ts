@@ -243,6 +243,10 @@ export function createKafkaBus(options: KafkaBusOptions): EventBus {
         ...options,
         counters,
         sendRaw,
+        admin: async () => {
+          await connect();
+          return admin;
+        },
       });
       subscriptions.add(subscription);
       return {
@@ -394,6 +398,7 @@ function createSubscription<T>(
   options: KafkaBusOptions & {
     counters: Counters;
     sendRaw: (topic: string, messages: PendingSend['messages']) => Promise<void>;
+    admin: () => Promise<Admin>;
   },
 ): Subscription {
   const logger = options.logger.child({ topic: topic.name, group: groupId });
@@ -422,9 +427,14 @@ function createSubscription<T>(
   const inFlight = new InFlight();
   /** Set when a heartbeat learns the group is moving on without this member; cleared at the next join. */
   let groupMoved: Error | undefined;
+  let assigned: number[] = [];
+  /** The next offset to read in each partition handled since the member joined (for rereadFrom). */
+  const handledTo = new Map<number, number>();
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     groupMoved = undefined;
-    position.joined(payload.memberAssignment[topic.name] ?? []);
+    assigned = payload.memberAssignment[topic.name] ?? [];
+    handledTo.clear();
+    position.joined(assigned);
   });
 
   /**
@@ -564,6 +574,7 @@ function createSubscription<T>(
         moreInPartition,
       );
       payload.resolveOffset(last.offset);
+      if (!payload.isStale()) handledTo.set(batch.partition, Number(last.offset) + 1);
       committer.handledIn(payload);
       await heartbeat(payload); // commits what was handled if the partitions are about to move
       if (groupMoved) {
@@ -653,5 +664,27 @@ function createSubscription<T>(
       consumer.resume([{ topic: topic.name }]);
     },
     handledUpTo: () => position.upTo(),
+    async rereadFrom(time) {
+      const held = [...assigned];
+      if (!running || held.length === 0) return;
+      const admin = await options.admin();
+      const [fromTime, [committed]] = await Promise.all([
+        admin.fetchTopicOffsetsByTimestamp(topic.name, time),
+        admin.fetchOffsets({ groupId, topics: [topic.name] }),
+      ]);
+      const offsetIn = (list: Array<{ partition: number; offset: string }> | undefined, partition: number) =>
+        Number(list?.find((p) => p.partition === partition)?.offset ?? -1);
+      const rewound: Array<{ partition: number; from: number; to: number }> = [];
+      for (const partition of held) {
+        if (!assigned.includes(partition)) continue; // moved meanwhile: its next owner decides
+        const target = offsetIn(fromTime, partition);
+        const current = handledTo.get(partition) ?? offsetIn(committed?.partitions, partition);
+        if (target < 0 || current < 0 || target >= current) continue;
+        consumer.seek({ topic: topic.name, partition, offset: String(target) });
+        handledTo.set(partition, target);
+        rewound.push({ partition, from: current, to: target });
+      }
+      if (rewound.length > 0) logger.warn({ rewound, since: new Date(time).toISOString() }, 'reading again');
+    },
   };
 }

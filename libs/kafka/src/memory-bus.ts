@@ -75,6 +75,8 @@ export class MemoryBus implements EventBus {
     let paused = false;
     let loop: Promise<void> | undefined;
     let wake: (() => void) | undefined;
+    /** Where a rereadFrom asked to start again: applied between batches, so a batch under way cannot undo it. */
+    let rewindTo: number | undefined;
 
     const next = () => {
       const log = this.logs.get(topic.name) ?? [];
@@ -82,6 +84,10 @@ export class MemoryBus implements EventBus {
     };
     const run = async () => {
       while (running) {
+        if (rewindTo !== undefined) {
+          this.committed.set(position, rewindTo);
+          rewindTo = undefined;
+        }
         const records = paused ? [] : next();
         if (records.length === 0) {
           await new Promise<void>((resolve) => {
@@ -110,7 +116,7 @@ export class MemoryBus implements EventBus {
           }
           if (!running) continue; // stopped while isolating: the batch is handed over again
         }
-        this.committed.set(position, records[records.length - 1].offset + 1);
+        if (rewindTo === undefined) this.committed.set(position, records[records.length - 1].offset + 1);
       }
     };
     /** Runs `work` until it succeeds (undefined), a non-transient failure outlasts maxAttempts (that error), or the subscription stops. */
@@ -145,6 +151,14 @@ export class MemoryBus implements EventBus {
       handledUpTo: () => {
         const unhandled = (this.logs.get(topic.name) ?? [])[this.committed.get(position) ?? 0];
         return unhandled ? unhandled.timestamp - 1 : Date.now();
+      },
+      rereadFrom: async (time) => {
+        const log = this.logs.get(topic.name) ?? [];
+        const first = log.findIndex((r) => r.timestamp >= time);
+        const target = first === -1 ? log.length : first;
+        if (target >= (this.committed.get(position) ?? 0)) return;
+        rewindTo = Math.min(rewindTo ?? target, target);
+        wake?.();
       },
     };
   }

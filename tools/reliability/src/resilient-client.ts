@@ -11,6 +11,8 @@ export interface ResilientClientOptions {
   /** A frame not `accepted` after this long is sent again (same `id`, so the same `mid`). */
   resendAfterMs?: number;
   reconnectMs?: number;
+  /** False: a device that receives and never acks, over the socket or after a sync (an app killed first). */
+  acks?: boolean;
 }
 
 /**
@@ -65,7 +67,8 @@ export class ResilientClient {
       const page = (await this.rest('GET', `/v1/messages?${query}`)) as { messages: Frame[]; next?: string };
       for (const frame of page.messages) if (this.keep(frame)) this.stats.viaSync++;
       const mids = page.messages.map((f) => f.mid as string);
-      if (mids.length > 0) await this.rest('POST', '/v1/send', { type: 'ack', mids });
+      if (mids.length > 0 && this.options.acks !== false)
+        await this.rest('POST', '/v1/send', { type: 'ack', mids });
       if (!page.next) return;
       after = page.next;
     }
@@ -117,7 +120,7 @@ export class ResilientClient {
     }
     if (typeof frame.mid === 'string') {
       this.keep(frame);
-      this.ack(frame.mid);
+      if (this.options.acks !== false) this.ack(frame.mid);
     }
   }
 

@@ -67,11 +67,12 @@ describe('faults: the fleet as separate processes', () => {
     await fleet?.stop();
   }, 60_000);
 
-  const client = async (user: string, connect = true) => {
+  const client = async (user: string, connect = true, acks = true) => {
     const c = new ResilientClient({
       wsUrl: fleet.urls.ws,
       restUrl: fleet.urls.rest,
       token: await fleet.token(user),
+      acks,
     });
     clients.push(c);
     if (connect) await c.start();
@@ -192,6 +193,31 @@ describe('faults: the fleet as separate processes', () => {
         },
         20_000,
         'every message, over the socket or from sync',
+      );
+    } finally {
+      await redis.quit();
+    }
+  }, 60_000);
+
+  it('Redis emptied while a message awaited its ack: session-ms reads it again, and it reaches the device that connects next', async () => {
+    const alice = await client('l-alice');
+    const dying = await client('l-bob', true, false); // receives, and is gone before it acks
+    const redis = new Redis(fleet.urls.redis);
+    try {
+      alice.send({ type: 'message', id: 'unacked', to: 'l-bob', body: { text: 'unacked' } });
+      await waitFor(() => dying.messages.has('l-alice:unacked'), 15_000, 'the message on the socket');
+      await redis.flushall(); // what session-ms tracked for it is gone
+      dying.close();
+      // Nothing tracked it any more: unless session-ms reads the delivery topic again, it reaches
+      // neither a socket nor storage.
+      const next = await client('l-bob');
+      await waitFor(
+        async () => {
+          await next.sync();
+          return next.messages.has('l-alice:unacked');
+        },
+        40_000,
+        'the message, over the socket or from sync',
       );
     } finally {
       await redis.quit();

@@ -258,8 +258,8 @@ export class MemorySessionStore implements SessionStore {
     return earliest;
   }
 
-  async lostState(): Promise<boolean> {
-    return false;
+  async lostAt(): Promise<number | undefined> {
+    return undefined;
   }
 
   async ping(): Promise<void> {}

@@ -22,7 +22,7 @@ import {
  *   ack:<user>:<mid>  acked marker with a TTL
  *   stored:<user>:<mid>  in storage though untracked (markStored), with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
- *   epoch         written once, no TTL: its absence later means Redis lost its data (lostState)
+ *   epoch         written once (the time), no TTL: a new one later means Redis lost its data (lostAt)
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
@@ -146,8 +146,8 @@ interface StoredPending {
 export class RedisSessionStore implements SessionStore {
   readonly outlivesProcess = true;
   private readonly prefix: string;
-  /** This client has seen (or written) the `epoch` marker. */
-  private marked = false;
+  /** The `epoch` marker as this client last read it. */
+  private knownEpoch: string | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -410,11 +410,12 @@ export class RedisSessionStore implements SessionStore {
     return earliest === null ? undefined : Number(earliest);
   }
 
-  async lostState(): Promise<boolean> {
-    const created = (await this.redis.set('epoch', String(Date.now()), 'NX')) === 'OK';
-    const lost = created && this.marked;
-    this.marked = true;
-    return lost;
+  async lostAt(): Promise<number | undefined> {
+    const [, read] = (await this.redis.multi().set('epoch', String(Date.now()), 'NX').get('epoch').exec())!;
+    const epoch = read![1] as string;
+    const known = this.knownEpoch;
+    this.knownEpoch = epoch;
+    return known !== undefined && epoch !== known ? Number(epoch) : undefined;
   }
 
   async ping(): Promise<void> {

@@ -118,11 +118,13 @@ export interface SessionStore {
   /** The earliest read position among replicas whose report is live; undefined when none is. */
   readUpTo(): Promise<number | undefined>;
   /**
-   * Whether the store was found empty since the last call although it had held state: a Redis that
-   * restarted without its data, taking pending deliveries and the connections of open sockets with
-   * it. The first call marks the store. Never true for a store that dies with its process.
+   * When the store was found empty although it had held state (a Redis that restarted without its
+   * data, taking pending deliveries and the connections of open sockets with it), if that happened
+   * since this replica last asked: every replica that asks hears of a loss once, with the same
+   * time (when the store was marked again). A replica's first call only learns the mark. Never for
+   * a store that dies with its process.
    */
-  lostState(): Promise<boolean>;
+  lostAt(): Promise<number | undefined>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

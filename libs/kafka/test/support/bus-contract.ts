@@ -145,5 +145,40 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       const afterHandled = Date.now();
       await waitFor(() => subscription.handledUpTo() >= afterHandled, 5000, 'the read position to catch up');
     });
+
+    test('rereadFrom hands over again what was written from a time on, and only that', async () => {
+      const topic = await under.topic();
+      const got: number[] = [];
+      const subscription = subscribe(topic, async (batch) => void got.push(...batch.map((e) => e.event.n)));
+      await subscription.start();
+      await under.bus.publish(topic, [note(1), note(2)]);
+      await waitFor(() => got.length === 2, 15_000, 'the first two');
+      await sleep(20);
+      const from = Date.now();
+      await sleep(20);
+      await under.bus.publish(topic, [note(3), note(4)]);
+      await waitFor(() => got.length === 4, 15_000, 'the next two');
+      await subscription.rereadFrom(from);
+      await waitFor(() => got.length === 6, 15_000, 'what was written since, again');
+      await under.bus.publish(topic, [note(5)]);
+      await waitFor(() => got.length === 7, 15_000, 'a later record');
+      expect(got).toEqual([1, 2, 3, 4, 3, 4, 5]);
+    });
+
+    test('rereadFrom never moves past what is not handled yet', async () => {
+      const topic = await under.topic();
+      const got: number[] = [];
+      const subscription = subscribe(topic, async (batch) => void got.push(...batch.map((e) => e.event.n)));
+      await subscription.start();
+      await under.bus.publish(topic, [note(1)]);
+      await waitFor(() => got.length === 1, 15_000, 'the first');
+      subscription.pause();
+      await under.bus.publish(topic, [note(2), note(3)]);
+      await sleep(300);
+      await subscription.rereadFrom(Date.now() + 60_000); // after every record: nothing to read again
+      subscription.resume();
+      await waitFor(() => got.length === 3, 15_000, 'the records written while paused');
+      expect(got).toEqual([1, 2, 3]);
+    });
   });
 }
