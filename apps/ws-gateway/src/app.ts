@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { NetworkInterfaceInfo, networkInterfaces } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { Static, Type } from '@sinclair/typebox';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -74,7 +75,7 @@ export const WsGatewayConfig = Type.Object({
   GATEWAY_INTERNAL_URL: Type.Optional(
     Type.String({
       description:
-        "How session-ms reaches this instance; when unset, http://<POD_IP, else this host's first non-loopback IPv4>:INTERNAL_PORT",
+        "How session-ms reaches this instance; when unset, http://<POD_IP (an IPv6 one in brackets), else HOST when it names one address, else this host's first non-loopback IPv4>:INTERNAL_PORT",
     }),
   ),
   POD_IP: Type.Optional(Type.String()),
@@ -131,6 +132,30 @@ export interface WsGatewaySettings {
   allowedOrigins: string[];
   /** Bytes of client frames waiting for Kafka at once; default 64 MiB. */
   maxPendingPublishBytes?: number;
+}
+
+/**
+ * How session-ms reaches this replica: GATEWAY_INTERNAL_URL, else the pod's address, else the
+ * address the internal server listens on when that is one, else this host's first non-loopback
+ * IPv4 (a container's own, in compose), else loopback. Each replica advertises an address of its
+ * own: loopback would send session-ms to itself.
+ */
+export function advertisedInternalUrl(
+  config: Pick<Static<typeof WsGatewayConfig>, 'GATEWAY_INTERNAL_URL' | 'POD_IP' | 'HOST' | 'INTERNAL_PORT'>,
+  interfaces: NodeJS.Dict<NetworkInterfaceInfo[]> = networkInterfaces(),
+): string {
+  if (config.GATEWAY_INTERNAL_URL) return config.GATEWAY_INTERNAL_URL;
+  const listening =
+    config.HOST && config.HOST !== '0.0.0.0' && config.HOST !== '::' ? config.HOST : undefined;
+  const address =
+    config.POD_IP ??
+    listening ??
+    Object.values(interfaces)
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address ??
+    '127.0.0.1';
+  // An IPv6 address (an IPv6-only cluster's pod IP) goes in brackets in a URL.
+  return `http://${address.includes(':') ? `[${address}]` : address}:${config.INTERNAL_PORT}`;
 }
 
 /** The settings a configuration gives (main.ts; tests that want the production defaults). */

@@ -14,7 +14,7 @@ import {
   TransientError,
 } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
-import { createWsGateway, WsGatewaySettings } from '../src/app';
+import { advertisedInternalUrl, createWsGateway, WsGatewaySettings } from '../src/app';
 
 const SECRET = 'internal-secret-for-tests';
 
@@ -720,5 +720,34 @@ describe('ws-gateway', () => {
       deviceId: 'phone',
       connId: dead.frames[0].connId,
     });
+  });
+});
+
+describe('the internal URL a gateway advertises', () => {
+  const base = { HOST: '0.0.0.0', INTERNAL_PORT: 9080 };
+  const interfaces = {
+    lo: [{ address: '127.0.0.1', family: 'IPv4', internal: true }],
+    eth0: [
+      { address: 'fe80::1', family: 'IPv6', internal: false },
+      { address: '10.1.2.3', family: 'IPv4', internal: false },
+    ],
+  } as unknown as Parameters<typeof advertisedInternalUrl>[1];
+
+  it('is GATEWAY_INTERNAL_URL when set', () => {
+    const config = { ...base, GATEWAY_INTERNAL_URL: 'http://gw-0.gw:9080', POD_IP: '10.0.0.9' };
+    expect(advertisedInternalUrl(config, interfaces)).toBe('http://gw-0.gw:9080');
+  });
+
+  it("is the pod's IP, an IPv6 one in brackets (an IPv6-only cluster)", () => {
+    expect(advertisedInternalUrl({ ...base, POD_IP: '10.0.0.9' }, interfaces)).toBe('http://10.0.0.9:9080');
+    expect(advertisedInternalUrl({ ...base, POD_IP: 'fd00:10:244::5' }, interfaces)).toBe(
+      'http://[fd00:10:244::5]:9080',
+    );
+  });
+
+  it('is the address the internal server listens on when it is one, else the first non-loopback IPv4', () => {
+    expect(advertisedInternalUrl({ ...base, HOST: '::1' }, interfaces)).toBe('http://[::1]:9080');
+    expect(advertisedInternalUrl(base, interfaces)).toBe('http://10.1.2.3:9080');
+    expect(advertisedInternalUrl({ ...base, HOST: '::' }, {})).toBe('http://127.0.0.1:9080');
   });
 });
