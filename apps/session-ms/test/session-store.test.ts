@@ -231,6 +231,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
 
   it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
+    await store.track(pending('alice:e1'), 1000);
     await store.complete('bob', ['alice:e1'], 20);
     expect(await store.track(pending('alice:e1'), 1000)).toBe('acked');
     await sleep(40);
@@ -253,10 +254,12 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.readUpTo()).toBeUndefined();
   });
 
-  it('reports an ack of something not pending as undefined, and still remembers it', async () => {
+  it('reports an ack of something not pending as undefined, and keeps nothing for it (made-up mids cost no memory)', async () => {
     expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
+    expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
+    expect(await store.track(pending('alice:never'), 1000)).toBe('tracked');
+    expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual(['pushed']);
     expect(await store.track(pending('alice:never'), 1000)).toBe('acked');
-    expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
   });
 
   it('answers a completion again with what it completed (a batch retried after its receipts failed to go out)', async () => {
@@ -396,8 +399,12 @@ describe('MemorySessionStore', () => {
 
   it('remembers at most maxAcked acked mids, forgetting the oldest first', async () => {
     const store = new MemorySessionStore(Date.now, 3);
-    await store.complete('bob', ['alice:a1', 'alice:a2'], 60_000);
-    await store.complete('bob', ['alice:a3', 'alice:a4', 'alice:a5'], 60_000);
+    const ack = async (mids: string[]) => {
+      for (const mid of mids) await store.track(pending(mid), 1000);
+      await store.complete('bob', mids, 60_000);
+    };
+    await ack(['alice:a1', 'alice:a2']);
+    await ack(['alice:a3', 'alice:a4', 'alice:a5']);
     expect(await store.track(pending('alice:a1'), 1000)).toBe('tracked');
     expect(await store.track(pending('alice:a2'), 1000)).toBe('tracked');
     for (const mid of ['alice:a3', 'alice:a4', 'alice:a5'])
@@ -407,7 +414,10 @@ describe('MemorySessionStore', () => {
   it('forgets the oldest acked mids in bulk past maxAcked and keeps the newest seven eighths', async () => {
     const store = new MemorySessionStore(Date.now, 800);
     const mids = Array.from({ length: 2000 }, (_, i) => `alice:b${i}`);
-    for (const mid of mids) await store.complete('bob', [mid], 60_000);
+    for (const mid of mids) {
+      await store.track(pending(mid), 1000);
+      await store.complete('bob', [mid], 60_000);
+    }
     const remembered = [];
     for (const mid of mids) if ((await store.track(pending(mid), 1000)) === 'acked') remembered.push(mid);
     // Generations of 100: the newest 700 to 800 acks are remembered, all of them the newest ones.

@@ -8,9 +8,6 @@ import {
   TrackOutcome,
 } from './session-store';
 
-/** Acked, completing nothing (a mid never pending here, or an ack of one's own send). */
-const NOTHING = 'acked';
-
 /** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
 export const DEFAULT_MAX_ACKED = 1_000_000;
 
@@ -44,7 +41,7 @@ export class MemorySessionStore implements SessionStore {
     (a, b) => a.dueAt - b.dueAt || a.entry.seq - b.entry.seq,
   );
   /** Acked mids with what each ack completed, a map per `rememberMs` (one in practice: the setting's). */
-  private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();
+  private readonly acked = new Map<number, RecentMap<Completed>>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
   private tracked = 0;
   /** What `markStored` named (one ttl in practice: session-ms's constant). */
@@ -190,7 +187,7 @@ export class MemorySessionStore implements SessionStore {
           ? 'stored'
           : 'pushed'
         : (this.completedBefore(key) ?? (this.stored?.has(key) ? 'stored' : undefined));
-      acked.set(key, completed ?? NOTHING);
+      if (completed) acked.set(key, completed);
       return completed;
     });
   }
@@ -281,7 +278,7 @@ export class MemorySessionStore implements SessionStore {
   private completedBefore(key: string): Completed | undefined {
     for (const acked of this.acked.values()) {
       const before = acked.get(key);
-      if (before !== undefined && before !== NOTHING) return before;
+      if (before !== undefined) return before;
     }
     return undefined;
   }

@@ -75,15 +75,19 @@ export interface SessionStore {
 
   /**
    * Starts tracking a deliverable, due for a retry at `dueAt`: `tracked`. A duplicate changes
-   * nothing: `acked` when the user acked this mid already, `pending` when it is pending, except
+   * nothing: `acked` when an ack of the user completed this mid already, `pending` when it is pending, except
    * that a stored copy (a replay) marks the pending one stored, so its ack reaches storage.
    */
   track(pending: Pending, dueAt: number): Promise<TrackOutcome>;
   /**
-   * Acks: removes what was pending and remembers the mids as acked for `rememberMs`, with what each
-   * ack completed: `pushed` (pending, not stored), `stored` (a stored copy was pending), or
-   * nothing (undefined). A mid completed before answers the same again: a batch retried after its
-   * receipts failed to publish, or a script whose reply was lost and resent, still sends them.
+   * Acks: removes what was pending and tells what each ack completed: `pushed` (pending, not
+   * stored), `stored` (a stored copy was pending), or nothing (undefined). What it completed is
+   * remembered for `rememberMs`: a mid completed before answers the same again (a batch retried
+   * after its receipts failed to publish, or a script whose reply was lost and resent, still sends
+   * them), and `track` takes a later copy of it for a duplicate. An ack that completed nothing
+   * leaves nothing behind: most are a sender's ack of its own `accepted` frame (one per message
+   * sent) or a sync's ack of what storage held, and any client may ack made-up mids at will;
+   * remembering them would only spare a duplicate push of a copy replayed later (apps dedup by mid).
    */
   complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>>;
   /**
