@@ -45,7 +45,8 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 return 1`;
 
 // The ack marker holds what the ack completed: p(ushed) or s(tored); a mid completed before answers
-// that again. An ack that completed nothing (1) leaves no marker (SessionStore.complete). The pending JSON ends with its "stored" key (TRACK keeps it last).
+// that again. An ack that completed nothing (1) leaves no marker (SessionStore.complete). The
+// pending JSON ends with its "stored" key (TRACK keeps it last).
 // KEYS: pend, att, due, then each mid's ack marker, then each mid's stored mark (markStored).
 const COMPLETE = `
 local n = (#KEYS - 3) / 2

@@ -75,8 +75,9 @@ export interface SessionStore {
 
   /**
    * Starts tracking a deliverable, due for a retry at `dueAt`: `tracked`. A duplicate changes
-   * nothing: `acked` when an ack of the user completed this mid already, `pending` when it is pending, except
-   * that a stored copy (a replay) marks the pending one stored, so its ack reaches storage.
+   * nothing: `acked` when an ack of the user completed this mid already, `pending` when it is
+   * pending, except that a stored copy (a replay) marks the pending one stored, so its ack reaches
+   * storage.
    */
   track(pending: Pending, dueAt: number): Promise<TrackOutcome>;
   /**
