@@ -164,7 +164,11 @@ export class Delivery {
     // What this batch acks further on (a batch read again) is neither pushed nor handed to storage
     // here: it is completed right after.
     const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => `${ack.user}\n${mid}`)));
-    const unacked = fresh.filter((p) => !ackedHere.has(`${p.user}\n${p.mid}`));
+    // Except that one's own mid acked is usually the ack of its `accepted` frame: a note to oneself
+    // still goes to the user's other devices.
+    const unacked = fresh.filter(
+      (p) => senderOfMid(p.mid) === p.user || !ackedHere.has(`${p.user}\n${p.mid}`),
+    );
     await Promise.all([
       this.pushOrOffline(unacked, ephemeral, ackedHere),
       // A stored copy replayed after its mid was acked: that ack met a copy pushed as new and told

@@ -581,6 +581,19 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('pushes a note to oneself whose `accepted` frame the sending device acked in the same batch', async () => {
+    // alice writes to herself from her phone; the phone acks the `accepted` frame (it carries the
+    // mid) before session-ms reads the deliver: both land in one batch. That ack is no proof that
+    // her tablet got the note, so the note is still pushed.
+    const { delivery, gateways, connect } = setup({ ackTimeoutMs: 1000 });
+    await connect('alice', 'tablet');
+    await delivery.handle([
+      message('n1', 'alice', 'alice'),
+      { v: 1, kind: 'ack', user: 'alice', mids: ['alice:n1'], at: 2 },
+    ]);
+    expect(gateways.mids('alice')).toEqual(['alice:n1']);
+  });
+
   it('drops typing notices written too long ago to matter (a backlog, a topic read again), and nothing else', () => {
     const now = Date.now();
     const typing: DeliveryTopicEvent = {
