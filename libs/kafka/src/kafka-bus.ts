@@ -1,4 +1,12 @@
-import { Admin, Consumer, EachBatchPayload, Kafka, Partitioners, Producer } from 'kafkajs';
+import {
+  Admin,
+  Consumer,
+  EachBatchPayload,
+  Kafka,
+  OffsetsByTopicPartition,
+  Partitioners,
+  Producer,
+} from 'kafkajs';
 import { Counter, Registry } from 'prom-client';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import type { Logger } from 'pino';
@@ -338,13 +346,17 @@ interface Parked {
  * 1,000 msg/s half of all the fleet's Kafka requests. A crash replays at most the last interval,
  * which consumers idempotent by mid absorb.
  */
-function createCommitter(intervalMs: number, logger: Logger) {
+function createCommitter(
+  intervalMs: number,
+  logger: Logger,
+  adjust: (offsets: OffsetsByTopicPartition) => OffsetsByTopicPartition = (offsets) => offsets,
+) {
   // The latest batch's payload: its closures reach the member's current offsets, whatever batch.
   let member: Pick<EachBatchPayload, 'uncommittedOffsets' | 'commitOffsetsIfNecessary'> | undefined;
   let committing: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
   const commitNow = async () => {
-    const offsets = member?.uncommittedOffsets();
+    const offsets = member && adjust(member.uncommittedOffsets());
     if (offsets && offsets.topics.length > 0) await member!.commitOffsetsIfNecessary(offsets);
   };
   /** Waits for a commit under way, then commits what was handled since it read the offsets. */
@@ -423,7 +435,21 @@ function createSubscription<T>(
   });
   let running = false;
   const position = new ReadPosition();
-  const committer = createCommitter(options.commitIntervalMs ?? 500, logger);
+  /**
+   * Partitions rereadFrom moved back, and where to, until kafkajs applies the seek (at its next
+   * fetch, after any batch under way): commits carry the rewound offset meanwhile, so a stop or a
+   * rebalance before then does not commit past the re-read.
+   */
+  const rewinding = new Map<number, number>();
+  const committer = createCommitter(options.commitIntervalMs ?? 500, logger, (offsets) => {
+    if (rewinding.size === 0) return offsets;
+    const others = offsets.topics.filter((t) => t.topic !== topic.name);
+    const mine = (offsets.topics.find((t) => t.topic === topic.name)?.partitions ?? []).filter(
+      (p) => !rewinding.has(Number(p.partition)),
+    );
+    const rewound = [...rewinding].map(([partition, offset]) => ({ partition, offset: String(offset) }));
+    return { topics: [...others, { topic: topic.name, partitions: [...mine, ...rewound] }] };
+  });
   const inFlight = new InFlight();
   /** Set when a heartbeat learns the group is moving on without this member; cleared at the next join. */
   let groupMoved: Error | undefined;
@@ -434,6 +460,8 @@ function createSubscription<T>(
     groupMoved = undefined;
     assigned = payload.memberAssignment[topic.name] ?? [];
     handledTo.clear();
+    // One moved away was committed rewound before it went (the commit at REBALANCING).
+    for (const partition of rewinding.keys()) if (!assigned.includes(partition)) rewinding.delete(partition);
     position.joined(assigned);
   });
 
@@ -574,7 +602,10 @@ function createSubscription<T>(
         moreInPartition,
       );
       payload.resolveOffset(last.offset);
-      if (!payload.isStale()) handledTo.set(batch.partition, Number(last.offset) + 1);
+      if (!payload.isStale()) {
+        handledTo.set(batch.partition, Number(last.offset) + 1);
+        rewinding.delete(batch.partition); // read from the seek on: its offsets are the re-read's
+      }
       committer.handledIn(payload);
       await heartbeat(payload); // commits what was handled if the partitions are about to move
       if (groupMoved) {
@@ -682,6 +713,7 @@ function createSubscription<T>(
         if (target < 0 || current < 0 || target >= current) continue;
         consumer.seek({ topic: topic.name, partition, offset: String(target) });
         handledTo.set(partition, target);
+        rewinding.set(partition, target);
         rewound.push({ partition, from: current, to: target });
       }
       if (rewound.length > 0) logger.warn({ rewound, since: new Date(time).toISOString() }, 'reading again');

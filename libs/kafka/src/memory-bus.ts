@@ -141,6 +141,9 @@ export class MemoryBus implements EventBus {
         running = false;
         wake?.();
         await loop;
+        // A rewind asked while the last batch was under way: the group's next reader starts there.
+        if (rewindTo !== undefined) this.committed.set(position, rewindTo);
+        rewindTo = undefined;
       },
       pause: () => {
         paused = true;

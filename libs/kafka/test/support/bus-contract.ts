@@ -165,6 +165,39 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       expect(got).toEqual([1, 2, 3, 4, 3, 4, 5]);
     });
 
+    test('rereadFrom asked while a batch is under way holds when the member stops: the group reads again', async () => {
+      const topic = await under.topic();
+      const groupId = under.groupId();
+      const got: number[] = [];
+      let release = () => undefined as void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const member = () =>
+        under.bus.subscribe({
+          groupId,
+          topic,
+          handle: async (batch) => {
+            got.push(...batch.map((e) => e.event.n));
+            if (batch.some((e) => e.event.n === 3)) await held; // a long push to the gateways
+          },
+        });
+      const from = Date.now() - 1;
+      const first = member();
+      stops.push(() => first.stop());
+      await first.start();
+      await under.bus.publish(topic, [note(1), note(2)]);
+      await waitFor(() => got.length === 2, 15_000, 'the first two');
+      await under.bus.publish(topic, [note(3)]);
+      await waitFor(() => got.length === 3, 15_000, 'the third, under way');
+      await first.rereadFrom(from);
+      release();
+      await first.stop(); // a deploy, or a rebalance, before the records came again
+      const next = member();
+      stops.push(() => next.stop());
+      await next.start();
+      await waitFor(() => got.length === 6, 15_000, 'what was written since, again');
+      expect(got).toEqual([1, 2, 3, 1, 2, 3]);
+    });
+
     test('rereadFrom never moves past what is not handled yet', async () => {
       const topic = await under.topic();
       const got: number[] = [];
