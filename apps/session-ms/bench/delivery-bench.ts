@@ -126,7 +126,7 @@ async function main() {
     },
     silentLogger(),
     createMetricsRegistry('bench', { collectDefaults: false }),
-    { replica: 'bench', readUpTo: Date.now, rereadFrom: async () => undefined },
+    { replica: 'bench', readUpTo: Date.now, rereadFrom: async () => true },
   );
   for (const user of members)
     await delivery.handleConnections([

@@ -56,6 +56,8 @@ const STORED_NOTE_MEMORY_MS = 31 * DAY_MS;
  * behind), with room for retry ticks and gateway calls.
  */
 const REREAD_SLACK_MS = 60_000;
+/** How long a replica that holds no partition when the store is found empty keeps asking to re-read. */
+const REREAD_WITHOUT_PARTITIONS_MS = 60_000;
 /** A typing notice older than this (a backlog, a re-read) is not pushed: it is about the moment. */
 export const TYPING_NOTICE_MAX_AGE_MS = 30_000;
 
@@ -84,8 +86,11 @@ export interface DeliveryReader {
    * client: under a burst, retries would only add to the backlog.
    */
   readUpTo(): number;
-  /** Reads its partitions again from that time on (`rereadFrom`), to rebuild a lost store. */
-  rereadFrom(time: number): Promise<void>;
+  /**
+   * Reads its partitions again from that time on (`rereadFrom`), to rebuild a lost store; false
+   * when it holds none now (joining, a rebalance under way).
+   */
+  rereadFrom(time: number): Promise<boolean>;
 }
 
 /**
@@ -98,8 +103,11 @@ export class Delivery {
   /** Gateways this replica is asking to announce their connections (the ask in flight). */
   private readonly announcing = new Set<string>();
   private nextGatewaySweepAt = 0;
-  /** Where the delivery topic is to be read again from, until the re-read is set. */
-  private rereadOwed: number | undefined;
+  /**
+   * Where the delivery topic is to be read again from, until the re-read is set (while this
+   * replica holds no partition, until `until`: it may hold none for good).
+   */
+  private rereadOwed: { from: number; until: number } | undefined;
 
   constructor(
     private readonly store: SessionStore,
@@ -239,16 +247,23 @@ export class Delivery {
       this.settings.maxAttempts * this.settings.ackTimeoutMs +
       (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS) +
       REREAD_SLACK_MS;
-    this.rereadOwed = Math.min(lostAt, this.reader.readUpTo()) - pendingAtMostMs;
+    const from = Math.min(lostAt, this.reader.readUpTo()) - pendingAtMostMs;
+    this.rereadOwed = { from, until: Date.now() + REREAD_WITHOUT_PARTITIONS_MS };
     this.logger.error(
-      { rereadFrom: new Date(this.rereadOwed).toISOString() },
+      { rereadFrom: new Date(from).toISOString() },
       'the session store lost its state (Redis restarted empty?): the delivery topic is read again to track what awaited an ack, and the ws-gateways are asked to announce their open connections with their next heartbeat',
     );
   }
 
-  private async rereadLost(from: number): Promise<void> {
-    await this.reader.rereadFrom(from);
-    if (this.rereadOwed === from) this.rereadOwed = undefined;
+  /** A failure is tried again at the next tick; retries meanwhile go on. */
+  private async rereadLost(): Promise<void> {
+    const owed = this.rereadOwed!;
+    try {
+      const held = await this.reader.rereadFrom(owed.from);
+      if (this.rereadOwed === owed && (held || Date.now() > owed.until)) this.rereadOwed = undefined;
+    } catch (err) {
+      this.logger.warn({ err }, 'could not read the delivery topic again; trying again');
+    }
   }
 
   /** Once a minute: connections of gateways gone for good, also of users nobody looks up. */
@@ -272,7 +287,7 @@ export class Delivery {
       this.forgetGoneGateways(now),
     ]);
     if (lostAt !== undefined) this.storeFoundEmpty(lostAt);
-    if (this.rereadOwed !== undefined) await this.rereadLost(this.rereadOwed);
+    if (this.rereadOwed) await this.rereadLost();
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
     const dueBy = Math.max(readUpTo, now - (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS));
     this.metrics.ackReadLag.set((now - dueBy) / 1000);

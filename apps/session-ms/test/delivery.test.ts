@@ -64,10 +64,26 @@ class AckBeforeDropStore extends MemorySessionStore {
   }
 }
 
+/** A Redis store under a prefix of its own, and a way to empty it as a Redis restarted without its data. */
+function redisStore() {
+  const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const prefix = `test:${randomUUID()}:`;
+  const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
+  const wipe = async () => {
+    const keys = await admin.keys(`${prefix}*`);
+    if (keys.length > 0) await admin.del(...keys);
+  };
+  const close = async () => {
+    await wipe();
+    await Promise.all([client.quit(), admin.quit()]);
+  };
+  return { store: new RedisSessionStore(client), wipe, close };
+}
+
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
 function setup({
   readUpTo = Date.now,
-  rereadFrom = async (_time: number): Promise<void> => undefined,
+  rereadFrom = async (_time: number): Promise<boolean> => true,
   store = new MemorySessionStore() as SessionStore,
   bus = new MemoryBus(),
   replica = 'r1',
@@ -499,18 +515,12 @@ describe('Delivery', () => {
   });
 
   it('after the session store is found empty (Redis restarted without its data), reads the delivery topic again: what awaited an ack is delivered again, what was acked is not', async () => {
-    const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-    const prefix = `test:${randomUUID()}:`;
-    const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
-    const wipe = async () => {
-      const keys = await admin.keys(`${prefix}*`);
-      if (keys.length > 0) await admin.del(...keys);
-    };
+    const { store, wipe, close } = redisStore();
     const bus = new MemoryBus();
     let deliveries: Subscription | undefined;
     try {
       const { delivery, registry, gateways, heartbeat, connect } = setup({
-        store: new RedisSessionStore(client),
+        store,
         bus,
         ackTimeoutMs: 60_000,
         readUpTo: () => deliveries!.handledUpTo(),
@@ -560,8 +570,37 @@ describe('Delivery', () => {
       expect(gateways.announced).toEqual(['http://gw-1', 'http://gw-1']);
     } finally {
       await deliveries?.stop();
+      await close();
+    }
+  });
+
+  it('asks again to read the delivery topic while its replica holds no partition or the ask fails; retries go on meanwhile', async () => {
+    const { store, wipe, close } = redisStore();
+    try {
+      const answers: Array<boolean | Error> = [false, new Error('the broker is away'), true];
+      const asked: number[] = [];
+      const { delivery, gateways, connect } = setup({
+        store,
+        rereadFrom: async (time) => {
+          asked.push(time);
+          const answer = answers.shift()!;
+          if (answer instanceof Error) throw answer;
+          return answer;
+        },
+      });
+      await delivery.retryDue();
       await wipe();
-      await Promise.all([client.quit(), admin.quit()]);
+      await connect('bob', 'phone');
+      await delivery.handle([message('m1')]);
+      for (let round = 0; round < 5; round++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        await delivery.retryDue();
+      }
+      expect(asked).toHaveLength(3); // joining, then failing, then done
+      expect(new Set(asked).size).toBe(1);
+      expect(gateways.mids('bob').length).toBeGreaterThan(1); // m1 pushed again on its ack timeouts
+    } finally {
+      await close();
     }
   });
 

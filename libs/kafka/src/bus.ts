@@ -47,9 +47,10 @@ export interface Subscription {
    * partitions this member holds now: for a consumer whose own state was lost (session-ms when
    * Redis comes back empty) and can be rebuilt from what it read. Never moves a partition forward,
    * so nothing unhandled is skipped. The records come again with the next fetch; offsets committed
-   * from then on are the rewound ones, so a crash during the re-read starts it over.
+   * from then on are the rewound ones, so a crash during the re-read starts it over. Resolves false
+   * when the member holds no partition now (not started, joining, or a rebalance under way).
    */
-  rereadFrom(time: number): Promise<void>;
+  rereadFrom(time: number): Promise<boolean>;
 }
 
 /**

@@ -697,7 +697,7 @@ function createSubscription<T>(
     handledUpTo: () => position.upTo(),
     async rereadFrom(time) {
       const held = [...assigned];
-      if (!running || held.length === 0) return;
+      if (!running || held.length === 0) return false;
       const admin = await options.admin();
       const [fromTime, [committed]] = await Promise.all([
         admin.fetchTopicOffsetsByTimestamp(topic.name, time),
@@ -717,6 +717,7 @@ function createSubscription<T>(
         rewound.push({ partition, from: current, to: target });
       }
       if (rewound.length > 0) logger.warn({ rewound, since: new Date(time).toISOString() }, 'reading again');
+      return true;
     },
   };
 }

@@ -156,12 +156,14 @@ export class MemoryBus implements EventBus {
         return unhandled ? unhandled.timestamp - 1 : Date.now();
       },
       rereadFrom: async (time) => {
+        if (!running) return false;
         const log = this.logs.get(topic.name) ?? [];
         const first = log.findIndex((r) => r.timestamp >= time);
         const target = first === -1 ? log.length : first;
-        if (target >= (this.committed.get(position) ?? 0)) return;
+        if (target >= (this.committed.get(position) ?? 0)) return true;
         rewindTo = Math.min(rewindTo ?? target, target);
         wake?.();
+        return true;
       },
     };
   }

@@ -150,6 +150,7 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       const topic = await under.topic();
       const got: number[] = [];
       const subscription = subscribe(topic, async (batch) => void got.push(...batch.map((e) => e.event.n)));
+      expect(await subscription.rereadFrom(0)).toBe(false); // not started: it holds no partition
       await subscription.start();
       await under.bus.publish(topic, [note(1), note(2)]);
       await waitFor(() => got.length === 2, 15_000, 'the first two');
@@ -158,7 +159,7 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       await sleep(20);
       await under.bus.publish(topic, [note(3), note(4)]);
       await waitFor(() => got.length === 4, 15_000, 'the next two');
-      await subscription.rereadFrom(from);
+      expect(await subscription.rereadFrom(from)).toBe(true);
       await waitFor(() => got.length === 6, 15_000, 'what was written since, again');
       await under.bus.publish(topic, [note(5)]);
       await waitFor(() => got.length === 7, 15_000, 'a later record');
