@@ -604,6 +604,14 @@ describe('Delivery', () => {
     }
   });
 
+  it('does not deliver again a message the user acked from storage (sync) when its sender sends it again', async () => {
+    const { delivery, gateways, connect } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:s1'], at: 1 }]); // synced, acked
+    await delivery.handle([message('s1')]); // alice's app sends it again (same id, same mid)
+    expect(gateways.mids('bob')).toEqual([]);
+  });
+
   it('pushes nothing that the same batch acks further on (a batch read again)', async () => {
     const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');

@@ -1,4 +1,5 @@
 import { createRecentMap, createRecentSet, RecentMap, RecentSet } from '@parley/service-kit';
+import { senderOfMid } from '@parley/contracts';
 import {
   Completed,
   Connection,
@@ -7,6 +8,9 @@ import {
   SessionStore,
   TrackOutcome,
 } from './session-store';
+
+/** Acked, completing nothing (a mid never pending here). */
+const NOTHING = 'acked';
 
 /** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
 export const DEFAULT_MAX_ACKED = 1_000_000;
@@ -41,7 +45,7 @@ export class MemorySessionStore implements SessionStore {
     (a, b) => a.dueAt - b.dueAt || a.entry.seq - b.entry.seq,
   );
   /** Acked mids with what each ack completed, a map per `rememberMs` (one in practice: the setting's). */
-  private readonly acked = new Map<number, RecentMap<Completed>>();
+  private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
   private tracked = 0;
   /** What `markStored` named (one ttl in practice: session-ms's constant). */
@@ -187,7 +191,7 @@ export class MemorySessionStore implements SessionStore {
           ? 'stored'
           : 'pushed'
         : (this.completedBefore(key) ?? (this.stored?.has(key) ? 'stored' : undefined));
-      if (completed) acked.set(key, completed);
+      if (completed || senderOfMid(mid) !== user) acked.set(key, completed ?? NOTHING);
       return completed;
     });
   }
@@ -278,7 +282,7 @@ export class MemorySessionStore implements SessionStore {
   private completedBefore(key: string): Completed | undefined {
     for (const acked of this.acked.values()) {
       const before = acked.get(key);
-      if (before !== undefined) return before;
+      if (before !== undefined && before !== NOTHING) return before;
     }
     return undefined;
   }

@@ -45,8 +45,9 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 return 1`;
 
 // The ack marker holds what the ack completed: p(ushed) or s(tored); a mid completed before answers
-// that again. An ack that completed nothing (1) leaves no marker (SessionStore.complete). The
-// pending JSON ends with its "stored" key (TRACK keeps it last).
+// that again; 1: it completed nothing, and a copy that comes later is a duplicate. An ack of one's
+// own mid that completed nothing leaves no marker (SessionStore.complete). The pending JSON ends
+// with its "stored" key (TRACK keeps it last).
 // KEYS: pend, att, due, then each mid's ack marker, then each mid's stored mark (markStored).
 const COMPLETE = `
 local n = (#KEYS - 3) / 2
@@ -67,7 +68,9 @@ for j = 1, n do
       completed = (redis.call('DEL', KEYS[3 + n + j]) == 1) and 's' or '1'
     end
   end
-  if completed ~= '1' then redis.call('SET', marker, completed, 'PX', ARGV[1]) end
+  if completed ~= '1' or string.sub(mid, 1, #ARGV[2] + 1) ~= ARGV[2] .. ':' then
+    redis.call('SET', marker, completed, 'PX', ARGV[1])
+  end
   out[#out + 1] = completed
 end
 return out`;

@@ -85,10 +85,11 @@ export interface SessionStore {
    * stored), `stored` (a stored copy was pending), or nothing (undefined). What it completed is
    * remembered for `rememberMs`: a mid completed before answers the same again (a batch retried
    * after its receipts failed to publish, or a script whose reply was lost and resent, still sends
-   * them), and `track` takes a later copy of it for a duplicate. An ack that completed nothing
-   * leaves nothing behind: most are a sender's ack of its own `accepted` frame (one per message
-   * sent) or a sync's ack of what storage held, and any client may ack made-up mids at will;
-   * remembering them would only spare a duplicate push of a copy replayed later (apps dedup by mid).
+   * them), and `track` takes a later copy of it for a duplicate, also where the ack completed
+   * nothing (a mid synced from storage: the same message sent again must not reach the user
+   * again). Except an ack of one's own mid that completed nothing: it is a sender's ack of its
+   * own `accepted` frame, one for every message sent, and nothing tracks that mid for the sender
+   * later but a note to oneself, which the ack would have completed had it been pending.
    */
   complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>>;
   /**
