@@ -36,7 +36,8 @@ export const SessionConfig = Type.Object({
   REDIS_URL: Type.Optional(
     Type.String({
       pattern: '^rediss?://',
-      description: 'Redis; in-process store when unset (one replica only)',
+      description:
+        'Redis; in-process store when unset (one replica only; a stop hands what awaits an ack to storage, a crash loses it)',
     }),
   ),
   REDIS_TLS_CA_FILE: Type.Optional(
