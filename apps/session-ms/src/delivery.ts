@@ -128,7 +128,7 @@ export class Delivery {
       pushFailures: counter('push_failures_total', 'Failed calls to a gateway', ['reason']),
       staleConnections: counter(
         'stale_connections_total',
-        'Connections a gateway said it does not hold (a lost connection-down), removed',
+        'Connections found gone without their connection-down (the gateway said it does not hold them, or restarted), removed',
       ),
       announcements: counter(
         'announcements_total',
@@ -193,10 +193,20 @@ export class Delivery {
         await this.store.removeConnection(event.user, event.connId, event.at);
         continue;
       }
+      if (event.kind === 'gateway-heartbeat' && event.startedAt !== undefined)
+        await this.gatewayStarted(event.gateway, event.startedAt);
       if (await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs))
         await this.askToAnnounce(event);
       if (event.kind === 'connection-up') await this.store.addConnection(event);
     }
+  }
+
+  /** A gateway restarted under the same id: the sockets of its earlier process are gone. */
+  private async gatewayStarted(gateway: string, startedAt: number): Promise<void> {
+    const forgotten = await this.store.gatewayStarted(gateway, startedAt);
+    if (forgotten === 0) return;
+    this.metrics.staleConnections.inc(forgotten);
+    this.logger.info({ gateway, forgotten }, 'forgot the connections of a gateway that restarted');
   }
 
   /**

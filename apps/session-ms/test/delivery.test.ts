@@ -612,6 +612,38 @@ describe('Delivery', () => {
     expect(gateways.mids('bob')).toEqual([]);
   });
 
+  it('forgets the connections of a gateway restarted under the same id: a message goes to storage, not to a dead socket', async () => {
+    const { delivery, gateways, bus } = setup();
+    const beat = (startedAt: number) =>
+      delivery.handleConnections([
+        {
+          v: 1,
+          kind: 'gateway-heartbeat',
+          gateway: 'gw-1',
+          gatewayUrl: 'http://gw-1',
+          connections: 1,
+          at: Date.now(),
+          startedAt,
+        },
+      ]);
+    await beat(Date.now() - 120_000);
+    await delivery.handleConnections([
+      {
+        v: 1,
+        kind: 'connection-up',
+        user: 'bob',
+        connId: 'phone',
+        gateway: 'gw-1',
+        gatewayUrl: 'http://gw-1',
+        at: Date.now() - 60_000,
+      },
+    ]);
+    await beat(Date.now()); // its process restarted: bob's socket died with the old one, unannounced
+    await delivery.handle([message('m1')]);
+    expect(gateways.received).toEqual([]);
+    expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline', to: 'bob' })]);
+  });
+
   it('pushes nothing that the same batch acks further on (a batch read again)', async () => {
     const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');

@@ -90,6 +90,23 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
   afterAll(() => target.dispose());
 
+  it('forgets, at a start of a gateway not noted before (a restart under its id), the connections it registered before it', async () => {
+    await store.gatewayAlive('gw-r1', 60_000);
+    await store.gatewayAlive('gw-r2', 60_000);
+    const add = (user: string, connId: string, gateway: string, at: number) =>
+      store.addConnection({ ...connection(user, connId, gateway), at });
+    await add('ra', 'old', 'gw-r1', 5_000);
+    await add('ra', 'other', 'gw-r2', 5_000);
+    await add('rb', 'old2', 'gw-r1', 8_000);
+    expect(await store.gatewayStarted('gw-r1', 10_000)).toBe(2);
+    await add('rb', 'new', 'gw-r1', 9_500); // a clock stepped back after the start: still a live socket
+    expect(await store.gatewayStarted('gw-r1', 10_000)).toBe(0); // the same start again: nothing
+    expect(await connIdsOf(store, 'ra')).toEqual(['other']);
+    expect(await connIdsOf(store, 'rb')).toEqual(['new']);
+    expect(await store.gatewayStarted('gw-r1', 20_000)).toBe(1); // restarted again
+    expect(await connIdsOf(store, 'rb')).toEqual([]);
+  });
+
   it('tracks connections per device and ignores gateways that stopped beating', async () => {
     await store.gatewayAlive('gw-1', 60_000);
     await store.addConnection({

@@ -210,6 +210,8 @@ const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
 
 export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const { bus, settings, logger } = deps;
+  // Before any socket: session-ms forgets what this gateway's id registered earlier (a restart).
+  const startedAt = Date.now();
   const registry = new ConnectionRegistry();
   const http = buildHttpServer(deps);
   // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each, plus what the
@@ -343,6 +345,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
         gatewayUrl: settings.internalUrl,
         connections: registry.size,
         at: Date.now(),
+        startedAt,
       },
     ]).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
   };

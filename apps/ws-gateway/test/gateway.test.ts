@@ -548,6 +548,21 @@ describe('ws-gateway', () => {
     });
   });
 
+  it("beats with its process's start, earlier than any of its connections (session-ms forgets those of an earlier process under its id)", async () => {
+    env = await startGateway({ heartbeatIntervalMs: 100 });
+    await connect('alice');
+    const events = () => env.bus.events(TOPICS.connections);
+    await waitFor(() => events().some((e) => e.kind === 'connection-up'), 2000, 'the connection-up');
+    await waitFor(() => events().some((e) => e.kind === 'gateway-heartbeat'), 2000, 'a heartbeat');
+    const up = events().find((e) => e.kind === 'connection-up')!;
+    const beats = events().filter((e) => e.kind === 'gateway-heartbeat');
+    expect(new Set(beats.map((e) => e.kind === 'gateway-heartbeat' && e.startedAt)).size).toBe(1);
+    const [beat] = beats;
+    if (beat.kind !== 'gateway-heartbeat' || beat.startedAt === undefined)
+      throw new Error('no start in the heartbeat');
+    expect(beat.startedAt).toBeLessThanOrEqual(up.at);
+  });
+
   it('publishes a connection-down that Kafka refused (a blip) with the next heartbeat', async () => {
     env = await startGateway({ heartbeatIntervalMs: 100 });
     const alice = await connect('alice');
@@ -685,7 +700,14 @@ describe('ws-gateway', () => {
     const connection = { v: 1, user: 'alice', connId, deviceId: 'phone', ...gateway, at: expect.any(Number) };
     expect(connId).toEqual(expect.any(String));
     expect(env.bus.events(TOPICS.connections)).toEqual([
-      { v: 1, kind: 'gateway-heartbeat', ...gateway, connections: 0, at: expect.any(Number) },
+      {
+        v: 1,
+        kind: 'gateway-heartbeat',
+        ...gateway,
+        connections: 0,
+        at: expect.any(Number),
+        startedAt: expect.any(Number),
+      },
       { kind: 'connection-up', ...connection },
       { kind: 'connection-down', ...connection },
     ]);

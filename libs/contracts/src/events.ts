@@ -194,6 +194,11 @@ export const GatewayHeartbeatEvent = event(
     gatewayUrl: Type.String(),
     connections: Type.Integer({ minimum: 0 }),
     at: Timestamp,
+    startedAt: Type.Optional({
+      ...Timestamp,
+      description:
+        "When the gateway's process started: connections it registered before then died with an earlier process under the same id",
+    }),
   },
   'A gateway instance is alive; connections of a gateway that stops beating expire',
 );

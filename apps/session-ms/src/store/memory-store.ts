@@ -4,6 +4,7 @@ import {
   Completed,
   Connection,
   FORGET_GATEWAY_AFTER_MS,
+  RESTART_CLOCK_MARGIN_MS,
   Pending,
   SessionStore,
   TrackOutcome,
@@ -26,6 +27,8 @@ export class MemorySessionStore implements SessionStore {
   private readonly lastSeen = new Map<string, number>();
   /** Each gateway's liveness: alive until, and when it last beat. */
   private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
+  /** When each gateway's process started, as its heartbeats say (`gatewayStarted`). */
+  private readonly gatewayStarts = new Map<string, number>();
   /** Gateways to be asked to announce their connections (see `oweAnnouncement`). */
   private readonly announcementsOwed = new Set<string>();
   /**
@@ -139,6 +142,22 @@ export class MemorySessionStore implements SessionStore {
     return result;
   }
 
+  async gatewayStarted(gateway: string, startedAt: number): Promise<number> {
+    const previous = this.gatewayStarts.get(gateway);
+    this.gatewayStarts.set(gateway, startedAt);
+    if (previous === startedAt) return 0;
+    let forgotten = 0;
+    for (const [user, byConn] of this.connections) {
+      for (const c of byConn.values()) {
+        if (c.gateway !== gateway || c.at >= startedAt - RESTART_CLOCK_MARGIN_MS) continue;
+        byConn.delete(c.connId);
+        forgotten++;
+      }
+      if (byConn.size === 0) this.connections.delete(user);
+    }
+    return forgotten;
+  }
+
   async forgetGoneGateways(): Promise<number> {
     const now = this.now();
     if (!this.mayForget(now)) return 0;
@@ -154,6 +173,7 @@ export class MemorySessionStore implements SessionStore {
     for (const gateway of this.gateways.keys())
       if (!this.seenLately(gateway, now)) {
         this.gateways.delete(gateway);
+        this.gatewayStarts.delete(gateway);
         this.announcementsOwed.delete(gateway);
       }
     return forgotten;

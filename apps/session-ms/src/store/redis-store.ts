@@ -3,6 +3,7 @@ import {
   Completed,
   Connection,
   FORGET_GATEWAY_AFTER_MS,
+  RESTART_CLOCK_MARGIN_MS,
   Pending,
   SessionStore,
   TrackOutcome,
@@ -136,6 +137,27 @@ end
 if #members == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
 return #members`;
 
+// Forgets, of the gwconns members in ARGV[4..], the connections of gateway ARGV[1] registered
+// before ARGV[2]; members whose connection is gone leave the set too.
+const FORGET_STARTED_BEFORE = `
+local n = 0
+for i = 4, #ARGV do
+  local member = ARGV[i]
+  local sep = string.find(member, '\\n', 1, true)
+  local key = ARGV[3] .. 'conn:' .. string.sub(member, 1, sep - 1)
+  local connId = string.sub(member, sep + 1)
+  local raw = redis.call('HGET', key, connId)
+  local c = raw and cjson.decode(raw)
+  if not c or (c.gateway == ARGV[1] and tonumber(c.at) < tonumber(ARGV[2])) then
+    if c then
+      redis.call('HDEL', key, connId)
+      n = n + 1
+    end
+    redis.call('SREM', KEYS[1], member)
+  end
+end
+return n`;
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -238,6 +260,34 @@ export class RedisSessionStore implements SessionStore {
         forgotten += n;
       }
     }
+    return forgotten;
+  }
+
+  async gatewayStarted(gateway: string, startedAt: number): Promise<number> {
+    const started = String(startedAt);
+    const [[, previous]] = (await this.redis
+      .multi()
+      .get(`gwstart:${gateway}`)
+      .set(`gwstart:${gateway}`, started, 'PX', this.forgetGatewayAfterMs)
+      .exec())!;
+    if (previous === started) return 0;
+    const before = String(startedAt - RESTART_CLOCK_MARGIN_MS);
+    let forgotten = 0;
+    let cursor = '0';
+    do {
+      const [next, members] = await this.redis.sscan(`gwconns:${gateway}`, cursor, 'COUNT', 1000);
+      cursor = next;
+      if (members.length > 0)
+        forgotten += (await this.redis.eval(
+          FORGET_STARTED_BEFORE,
+          1,
+          `gwconns:${gateway}`,
+          gateway,
+          before,
+          this.prefix,
+          ...members,
+        )) as number;
+    } while (cursor !== '0');
     return forgotten;
   }
 

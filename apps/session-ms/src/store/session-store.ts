@@ -10,6 +10,13 @@ import type { Deliverable } from '@parley/contracts';
  */
 export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
 
+/**
+ * A gateway's restart forgets the connections it registered before its start, less this much: a
+ * clock stepped back just after the start must not put a new socket among the dead ones (a restart
+ * takes longer than this, so no dead one is kept).
+ */
+export const RESTART_CLOCK_MARGIN_MS = 1000;
+
 /** A device's socket on a gateway instance. */
 export interface Connection {
   user: string;
@@ -53,6 +60,13 @@ export interface SessionStore {
    * True as well while such an ask is owed (`oweAnnouncement`), whichever replica owes it.
    */
   gatewayAlive(gateway: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Notes when the gateway's process started (its heartbeat says). On a start not noted before (a
+   * restart under the same id: GATEWAY_ID pinned, a pod's container restarted), forgets the
+   * connections the gateway registered before it (`RESTART_CLOCK_MARGIN_MS`): those sockets died
+   * with the process, and their connection-downs with them. Returns how many were forgotten.
+   */
+  gatewayStarted(gateway: string, startedAt: number): Promise<number>;
   /**
    * Notes that the gateway is to be asked to announce its connections, until `announced`: an ask
    * that fails is made again with the gateway's next event, by whichever replica reads it (its
