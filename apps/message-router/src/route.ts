@@ -7,6 +7,7 @@ import {
   FrameResult,
   GroupTopicEvent,
   InboundEvent,
+  jsonDepth,
   receiptMid,
   serverMid,
   TopicSpec,
@@ -66,8 +67,28 @@ export function checkInbound(record: InboundRecord): Checked {
  */
 function refusalMid(record: InboundRecord, id: string | undefined): string {
   if (id !== undefined && clientId.test(id)) return serverMid('err', record.from, id);
-  const digest = createHash('sha256').update(JSON.stringify(record.frame)).digest('base64url').slice(0, 22);
+  const digest = createHash('sha256').update(frameText(record.frame)).digest('base64url').slice(0, 22);
   return serverMid('err', record.from, String(record.sentAt), digest);
+}
+
+/** Deeper than this a frame's text is cut short for its digest. */
+const DIGEST_DEPTH = 256;
+
+/**
+ * The frame as JSON, for a digest: JSON.stringify, unless it is nested deeper than `DIGEST_DEPTH`
+ * (JSON.parse reads any depth; JSON.stringify overflows the stack a few thousand levels down, and
+ * the record would fail every attempt): then what lies below that depth is left out.
+ */
+function frameText(frame: unknown): string {
+  if (jsonDepth(frame, DIGEST_DEPTH + 1) <= DIGEST_DEPTH) return JSON.stringify(frame);
+  const cut = (value: unknown, depth: number): string => {
+    if (value === null || typeof value !== 'object') return JSON.stringify(value);
+    if (depth === 0) return '"..."';
+    if (Array.isArray(value)) return `[${value.map((v) => cut(v, depth - 1)).join(',')}]`;
+    const fields = Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}:${cut(v, depth - 1)}`);
+    return `{${fields.join(',')}}`;
+  };
+  return cut(frame, DIGEST_DEPTH);
 }
 
 /**

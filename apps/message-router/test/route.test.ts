@@ -169,6 +169,23 @@ describe('checkInbound', () => {
     });
   });
 
+  it('refuses a frame nested thousands deep without an id, instead of overflowing the stack on its mid', () => {
+    // JSON.parse reads any depth, JSON.stringify overflows a few thousand levels down: such a record
+    // (not one a Parley gateway writes, it refuses the frame) made every attempt throw, and the Kafka
+    // bus serializes the event again to park it on the DLQ, so the record stalled its partition.
+    let deep: unknown = 'x';
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    const frame = { type: 'ack', mids: deep };
+    const refusal = refusalOf(frame);
+    expect(refusal.frame).toMatchObject({
+      mid: expect.stringMatching(/^~err:alice:1000:/),
+      message: 'cannot route this frame: mids: must not be nested deeper than 32 levels',
+    });
+    expect(refusalOf(frame).frame.mid).toBe(refusal.frame.mid);
+    expect(refusalOf({ ...frame, id: 'not an id' }).frame).toMatchObject({ id: 'not an id' });
+    expect(refusalOf({ ...frame, note: 1 }).frame.mid).not.toBe(refusal.frame.mid);
+  });
+
   it('only ever produces refusals that validate against the delivery topic schema', () => {
     const delivery = compile(TOPICS.delivery.schema);
     const frames = [
