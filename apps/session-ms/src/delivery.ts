@@ -148,8 +148,24 @@ export class Delivery {
 
   /** Records of the delivery topic, in partition order. */
   async handle(events: DeliveryTopicEvent[]): Promise<void> {
-    const delivers = events.flatMap(deliveriesIn);
     const acks = events.filter((e): e is AckEvent => e.kind === 'ack');
+    // A copy of a mid that the same batch acked before it (a user who acked a stored copy, and its
+    // sender sending it again) is a duplicate, as when read in turn: the ack, completed below,
+    // tells storage. Tracked, it would be completed by that ack as pushed, storage unaware.
+    const ackedBefore = new Set<string>();
+    let duplicates = 0;
+    const delivers = events.flatMap((event) => {
+      if (event.kind === 'ack')
+        for (const mid of event.mids)
+          if (senderOfMid(mid) !== event.user) ackedBefore.add(`${event.user}\n${mid}`);
+      if (ackedBefore.size === 0) return deliveriesIn(event);
+      return deliveriesIn(event).filter((d) => {
+        const acked =
+          !d.ephemeral && !d.replay && ackedBefore.has(`${d.to}\n${(d.frame as Deliverable).mid}`);
+        if (acked) duplicates++;
+        return !acked;
+      });
+    });
     const now = Date.now();
     const durable: Pending[] = delivers
       .filter((d) => !d.ephemeral)
@@ -167,7 +183,7 @@ export class Delivery {
     const fresh = durable.filter(
       (p, i) => outcomes[i] === 'tracked' || (outcomes[i] === 'pending' && p.stored),
     );
-    this.metrics.duplicates.inc(durable.length - fresh.length);
+    this.metrics.duplicates.inc(duplicates + durable.length - fresh.length);
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
     // What this batch acks further on (a batch read again) is neither pushed nor handed to storage
     // here: it is completed right after.

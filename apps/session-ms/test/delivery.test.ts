@@ -644,6 +644,23 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([expect.objectContaining({ kind: 'offline', to: 'bob' })]);
   });
 
+  it('tells storage of an ack read before a copy of its mid in the same batch (acked from storage, then sent again), as when read in turn', async () => {
+    const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([
+      { v: 1, kind: 'ack', user: 'bob', mids: ['alice:s1'], at: 1 }, // synced, acked
+      message('s1'), // alice's app sends it again (same id, same mid)
+    ]);
+    await retryUntilQuiet();
+    expect(gateways.mids('bob')).toEqual([]);
+    // Storage still holds the copy bob acked: it must hear of the ack, or sync serves it again.
+    expect(bus.events(TOPICS.offline)).toEqual([
+      expect.objectContaining({ kind: 'offline-ack', user: 'bob', mids: ['alice:s1'] }),
+    ]);
+    // Nothing was pushed to bob here: session-ms has no receipt to send (storage sends its own).
+    expect(bus.events(TOPICS.delivery)).toEqual([]);
+  });
+
   it('pushes nothing that the same batch acks further on (a batch read again)', async () => {
     const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');
