@@ -51,9 +51,9 @@ const CAUGHT_UP_MS = 1000;
 const STORED_NOTE_MEMORY_MS = 31 * DAY_MS;
 
 /**
- * Records written this long before the store was found empty are read again: longer than a
- * deliverable stays pending (its attempts' ack timeouts, on an ack clock up to MAX_ACK_READ_LAG_MS
- * behind), with room for retry ticks and gateway calls.
+ * Records written this much longer than a deliverable stays pending (its attempts' ack timeouts,
+ * each on an ack clock up to MAX_ACK_READ_LAG_MS behind) before the store was found empty are read
+ * again: room for retry ticks and gateway calls.
  */
 const REREAD_SLACK_MS = 60_000;
 /** How long a replica that holds no partition when the store is found empty keeps asking to re-read. */
@@ -269,9 +269,11 @@ export class Delivery {
    */
   private storeFoundEmpty(lostAt: number): void {
     this.metrics.storeLost.inc();
+    // Each attempt's ack timeout runs on the ack clock, which may lag the wall clock by up to
+    // MAX_ACK_READ_LAG_MS at every attempt (each push is timed again from when it is sent).
     const pendingAtMostMs =
-      this.settings.maxAttempts * this.settings.ackTimeoutMs +
-      (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS) +
+      this.settings.maxAttempts *
+        (this.settings.ackTimeoutMs + (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS)) +
       REREAD_SLACK_MS;
     const from = Math.min(lostAt, this.reader.readUpTo()) - pendingAtMostMs;
     this.rereadOwed = { from, until: Date.now() + REREAD_WITHOUT_PARTITIONS_MS };

@@ -574,6 +574,49 @@ describe('Delivery', () => {
     }
   });
 
+  it('reads again from before anything still pending when the store is lost, also one whose retries a lagging replica held back at every attempt', async () => {
+    let now = 1_700_000_000_000;
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const store = new (class extends MemorySessionStore {
+        lost: number | undefined;
+        override async lostAt() {
+          const at = this.lost;
+          this.lost = undefined;
+          return at;
+        }
+      })();
+      const asked: number[] = [];
+      const { delivery, bus, heartbeat, connect } = setup({
+        store,
+        ackTimeoutMs: 5000,
+        rereadFrom: async (time) => {
+          asked.push(time);
+          return true;
+        },
+      });
+      await heartbeat();
+      await connect('bob', 'phone');
+      const written = now;
+      await delivery.handle([message('m1')]);
+      // Another replica reads 59 s behind: each of m1's attempts waits for its ack that much longer.
+      for (let s = 1; s <= 190; s++) {
+        now += 1000;
+        if (s % 10 === 0) await heartbeat();
+        await store.reportReadUpTo('r2', now - 59_000, 10_000);
+        await delivery.retryDue();
+      }
+      expect(bus.events(TOPICS.offline)).toEqual([]);
+      expect((await store.pendingOf(['bob'])).get('bob')?.map((p) => p.mid)).toEqual(['alice:m1']);
+      store.lost = now; // Redis restarts empty: m1, pushed three times and not acked, is gone
+      await delivery.retryDue();
+      expect(asked).toHaveLength(1);
+      expect(asked[0]).toBeLessThanOrEqual(written); // m1's deliver event is read again
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   it('asks again to read the delivery topic while its replica holds no partition or the ask fails; retries go on meanwhile', async () => {
     const { store, wipe, close } = redisStore();
     try {
