@@ -108,6 +108,7 @@ export class Delivery {
    * replica holds no partition, until `until`: it may hold none for good).
    */
   private rereadOwed: { from: number; until: number } | undefined;
+  private rereading: Promise<void> | undefined;
 
   constructor(
     private readonly store: SessionStore,
@@ -275,7 +276,11 @@ export class Delivery {
       this.settings.maxAttempts *
         (this.settings.ackTimeoutMs + (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS)) +
       REREAD_SLACK_MS;
-    const from = Math.min(lostAt, this.reader.readUpTo()) - pendingAtMostMs;
+    // A loss seen again before the first re-read was set keeps the earlier start.
+    const from = Math.min(
+      Math.min(lostAt, this.reader.readUpTo()) - pendingAtMostMs,
+      this.rereadOwed?.from ?? Infinity,
+    );
     this.rereadOwed = { from, until: Date.now() + REREAD_WITHOUT_PARTITIONS_MS };
     this.logger.error(
       { rereadFrom: new Date(from).toISOString() },
@@ -283,7 +288,10 @@ export class Delivery {
     );
   }
 
-  /** A failure is tried again at the next tick; retries meanwhile go on. */
+  /**
+   * Not awaited by the retry round: retries go on while the bus answers slowly. A failure is tried
+   * again at the next tick.
+   */
   private async rereadLost(): Promise<void> {
     const owed = this.rereadOwed!;
     try {
@@ -315,7 +323,8 @@ export class Delivery {
       this.forgetGoneGateways(now),
     ]);
     if (lostAt !== undefined) this.storeFoundEmpty(lostAt);
-    if (this.rereadOwed) await this.rereadLost();
+    if (this.rereadOwed && !this.rereading)
+      this.rereading = this.rereadLost().finally(() => (this.rereading = undefined));
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);
     const dueBy = Math.max(readUpTo, now - (this.settings.maxAckReadLagMs ?? MAX_ACK_READ_LAG_MS));
     this.metrics.ackReadLag.set((now - dueBy) / 1000);

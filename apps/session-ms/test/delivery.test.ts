@@ -64,6 +64,16 @@ class AckBeforeDropStore extends MemorySessionStore {
   }
 }
 
+/** A store that reports a loss of its state (as Redis restarted empty) when the test sets `lost`. */
+class LosingStore extends MemorySessionStore {
+  lost: number | undefined;
+  override async lostAt() {
+    const at = this.lost;
+    this.lost = undefined;
+    return at;
+  }
+}
+
 /** A Redis store under a prefix of its own, and a way to empty it as a Redis restarted without its data. */
 function redisStore() {
   const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -578,14 +588,7 @@ describe('Delivery', () => {
     let now = 1_700_000_000_000;
     const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
     try {
-      const store = new (class extends MemorySessionStore {
-        lost: number | undefined;
-        override async lostAt() {
-          const at = this.lost;
-          this.lost = undefined;
-          return at;
-        }
-      })();
+      const store = new LosingStore();
       const asked: number[] = [];
       const { delivery, bus, heartbeat, connect } = setup({
         store,
@@ -615,6 +618,39 @@ describe('Delivery', () => {
     } finally {
       clock.mockRestore();
     }
+  });
+
+  it('retries while a re-read hangs, and a loss seen again before the re-read is set keeps the earlier start', async () => {
+    const store = new LosingStore();
+    const asked: number[] = [];
+    const answers: Array<(held: boolean) => void> = [];
+    const { delivery, gateways, connect, heartbeat } = setup({
+      store,
+      rereadFrom: (time) => {
+        asked.push(time);
+        return new Promise((resolve) => answers.push(resolve));
+      },
+    });
+    const rounds = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        await delivery.retryDue();
+      }
+    };
+    await heartbeat();
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    store.lost = Date.now();
+    await rounds(5); // the ask hangs (the broker slow to answer)
+    expect(gateways.mids('bob').length).toBeGreaterThan(1); // m1 pushed again on its ack timeouts
+    expect(asked).toHaveLength(1); // one ask at a time
+    store.lost = Date.now() + 5000; // found lost again, later, before the first re-read was set
+    await rounds(1);
+    answers[0](true); // the first ask was for the earlier loss: the later one is still owed
+    await rounds(2);
+    expect(asked).toHaveLength(2);
+    expect(asked[1]).toBe(asked[0]);
+    answers[1](true);
   });
 
   it('asks again to read the delivery topic while its replica holds no partition or the ask fails; retries go on meanwhile', async () => {
