@@ -518,3 +518,27 @@ describe('RedisSessionStore through a failover (the old primary demoted, the nam
     }
   }, 15_000);
 });
+
+describe('RedisSessionStore noting a gateway restart', () => {
+  it('forgets the connections of the earlier process when the heartbeat is handled again after a failure part way (the batch retried)', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const client = new Redis(REDIS_URL, { keyPrefix: prefix });
+    const admin = new Redis(REDIS_URL);
+    try {
+      const store = new RedisSessionStore(client);
+      await store.gatewayAlive('gw-f', 60_000);
+      await store.addConnection({ ...connection('fa', 'old', 'gw-f'), at: 5_000 });
+      // Redis fails the forgetting (a timeout, a failover): handleConnections throws, and the
+      // consumer hands the same heartbeat again.
+      const failing = jest.spyOn(client, 'eval').mockRejectedValueOnce(new Error('Command timed out'));
+      await expect(store.gatewayStarted('gw-f', 10_000)).rejects.toThrow('Command timed out');
+      failing.mockRestore();
+      expect(await store.gatewayStarted('gw-f', 10_000)).toBe(1);
+      expect(await connIdsOf(store, 'fa')).toEqual([]);
+    } finally {
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length) await admin.del(...keys);
+      await Promise.all([client.quit(), admin.quit()]);
+    }
+  });
+});

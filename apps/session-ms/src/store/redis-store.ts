@@ -268,7 +268,7 @@ export class RedisSessionStore implements SessionStore {
     const [[, previous]] = (await this.redis
       .multi()
       .get(`gwstart:${gateway}`)
-      .set(`gwstart:${gateway}`, started, 'PX', this.forgetGatewayAfterMs)
+      .pexpire(`gwstart:${gateway}`, this.forgetGatewayAfterMs)
       .exec())!;
     if (previous === started) return 0;
     const before = String(startedAt - RESTART_CLOCK_MARGIN_MS);
@@ -288,6 +288,8 @@ export class RedisSessionStore implements SessionStore {
           ...members,
         )) as number;
     } while (cursor !== '0');
+    // Noted once they are forgotten: a failure part way leaves the start new to the batch retried.
+    await this.redis.set(`gwstart:${gateway}`, started, 'PX', this.forgetGatewayAfterMs);
     return forgotten;
   }
 
