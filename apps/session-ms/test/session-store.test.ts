@@ -107,6 +107,17 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await connIdsOf(store, 'rb')).toEqual([]);
   });
 
+  it("ignores a connection-up of a gateway's earlier process read after its restart was noted (the user's partition read behind the gateway's)", async () => {
+    await store.gatewayAlive('gw-l1', 60_000);
+    await store.gatewayStarted('gw-l1', 1_000);
+    expect(await store.gatewayStarted('gw-l1', 10_000)).toBe(0); // restarted, nothing registered yet
+    await store.addConnection({ ...connection('la', 'dead', 'gw-l1'), at: 5_000 }); // of the earlier process
+    await store.addConnection({ ...connection('lb', 'live', 'gw-l1'), at: 9_500 }); // within the margin
+    await store.addConnection({ ...connection('lb', 'new', 'gw-l1'), at: 12_000 });
+    expect(await connIdsOf(store, 'la')).toEqual([]);
+    expect((await connIdsOf(store, 'lb')).sort()).toEqual(['live', 'new']);
+  });
+
   it('tracks connections per device and ignores gateways that stopped beating', async () => {
     await store.gatewayAlive('gw-1', 60_000);
     await store.addConnection({

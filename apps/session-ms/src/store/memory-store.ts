@@ -61,6 +61,10 @@ export class MemorySessionStore implements SessionStore {
   ) {}
 
   async addConnection(connection: Connection): Promise<void> {
+    const started = this.gatewayStarts.get(connection.gateway);
+    // Of the gateway's earlier process, read after its restart was noted: that socket is gone.
+    if (started !== undefined && connection.at < started - RESTART_CLOCK_MARGIN_MS)
+      return this.seenAt(connection.user, connection.at);
     const byConn = this.connections.get(connection.user) ?? new Map<string, Connection>();
     byConn.set(connection.connId, connection);
     this.connections.set(connection.user, byConn);

@@ -16,6 +16,7 @@ import {
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
  *   gwconns:<gateway>  set "<user>\n<connId>" of its connections   gateways  set of gateway ids
  *   gwowe:<gateway>  to be asked to announce its connections (TTL FORGET_GATEWAY_AFTER_MS)
+ *   gwstart:<gateway>  its process's start, as its heartbeats say (TTL FORGET_GATEWAY_AFTER_MS)
  *   gwbeat        a heartbeat was processed lately (TTL)  gwsince  when the first one was (ms)
  *   gwflow        "<since> <ttl>": heartbeats processed without a gap since then (TTL)
  *   pend:<user>   hash mid -> {seq, frame, stored} JSON  att:<user>   hash mid -> attempts
@@ -115,6 +116,18 @@ const SEEN_AT = `
 local seen = redis.call('GET', KEYS[1])
 if not seen or tonumber(seen) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end`;
 
+// Adds a connection, unless it was registered before its gateway's noted start (gwstart) less
+// ARGV[3]: one of an earlier process read after the restart was noted, a socket gone.
+// KEYS: seen:<user>, conn:<user>, gwconns:<gateway>, gateways, gwstart:<gateway>.
+// ARGV: at, connId, margin, Connection JSON, "<user>\n<connId>", gateway.
+const ADD_CONNECTION = `${SEEN_AT}
+local started = redis.call('GET', KEYS[5])
+if started and tonumber(ARGV[1]) < tonumber(started) - tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[6])
+return 1`;
+
 // Removes a connection from its user's hash and from its gateway's set (the gateway is in its JSON).
 // KEYS: seen:<user>, conn:<user>. ARGV: at, connId, key prefix, "<user>\n<connId>".
 const REMOVE_CONNECTION = `${SEEN_AT}
@@ -201,13 +214,21 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async addConnection(c: Connection): Promise<void> {
-    await this.redis
-      .multi()
-      .hset(`conn:${c.user}`, c.connId, JSON.stringify(c))
-      .sadd(`gwconns:${c.gateway}`, memberOf(c.user, c.connId))
-      .sadd('gateways', c.gateway)
-      .eval(SEEN_AT, 1, `seen:${c.user}`, String(c.at))
-      .exec();
+    await this.redis.eval(
+      ADD_CONNECTION,
+      5,
+      `seen:${c.user}`,
+      `conn:${c.user}`,
+      `gwconns:${c.gateway}`,
+      'gateways',
+      `gwstart:${c.gateway}`,
+      String(c.at),
+      c.connId,
+      String(RESTART_CLOCK_MARGIN_MS),
+      JSON.stringify(c),
+      memberOf(c.user, c.connId),
+      c.gateway,
+    );
   }
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
