@@ -357,6 +357,9 @@ export class Delivery {
 
   /** This replica stops retrying: if it is caught up, the others no longer wait for its read position. */
   async leave(): Promise<void> {
+    // A re-read being asked for ends first: the delivery consumer stops after this, and its last
+    // commit carries the rewind only once the re-read is set (later, it would find none to rewind).
+    await this.rereading;
     // A lagging replica's report must outlive it: until the partitions' next owner has fetched,
     // its unread acks would otherwise be taken for silence by every other replica.
     if (Date.now() - this.reader.readUpTo() > CAUGHT_UP_MS) return;

@@ -1,11 +1,15 @@
 import { TOPICS } from '@parley/contracts';
-import { MemoryBus } from '@parley/kafka';
+import { MemoryBus, SubscribeOptions } from '@parley/kafka';
+import Redis from 'ioredis';
+import { randomUUID } from 'node:crypto';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import { createSessionService } from '../src/app';
 import { MemorySessionStore } from '../src/store/memory-store';
+import { RedisSessionStore } from '../src/store/redis-store';
+import { SessionStore } from '../src/store/session-store';
 
-function build(store: MemorySessionStore, bus = new MemoryBus(), pushed: string[] = []) {
+function build(store: SessionStore, bus = new MemoryBus(), pushed: string[] = []) {
   return createSessionService({
     bus,
     store,
@@ -85,5 +89,80 @@ describe('createSessionService', () => {
         frame: expect.objectContaining({ mid: 'alice:m1' }),
       }),
     ]);
+  });
+
+  it('lets a re-read being asked for finish before its consumer stops: the next reader of the partitions reads again what awaited an ack', async () => {
+    const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+    const prefix = `test:${randomUUID()}:`;
+    const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
+    const wipe = async () => {
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length > 0) await admin.del(...keys);
+    };
+    // The delivery subscription's re-read answers once the test lets it (a broker slow to answer).
+    const bus = new MemoryBus();
+    const subscribe = bus.subscribe.bind(bus);
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    let asked = false;
+    bus.subscribe = <T>(options: SubscribeOptions<T>) => {
+      const subscription = subscribe(options);
+      if (options.topic !== TOPICS.delivery) return subscription;
+      return {
+        ...subscription,
+        rereadFrom: async (time: number) => {
+          asked = true;
+          await answered;
+          return subscription.rereadFrom(time);
+        },
+      };
+    };
+    const store = new RedisSessionStore(client);
+    const pushed: string[] = [];
+    const first = build(store, bus, pushed);
+    let second: ReturnType<typeof build> | undefined;
+    try {
+      await first.start();
+      await waitFor(async () => (await admin.exists(`${prefix}epoch`)) === 1, 5000, 'a retry round');
+      const at = Date.now();
+      await bus.publish(TOPICS.connections, [
+        {
+          v: 1,
+          kind: 'connection-up',
+          user: 'bob',
+          connId: 'c1',
+          gateway: 'gw',
+          gatewayUrl: 'http://gw',
+          at,
+        },
+      ]);
+      await waitFor(async () => (await store.connectionsOf(['bob'])).has('bob'), 5000, "bob's phone");
+      const frame = { type: 'message' as const, mid: 'alice:m1', id: 'm1', from: 'alice', to: 'bob' };
+      await bus.publish(TOPICS.delivery, [
+        { v: 1, kind: 'deliver', to: 'bob', frame: { ...frame, chat: 'direct', body: 'm1', sentAt: at } },
+      ]);
+      await waitFor(() => pushed.length === 1, 5000, 'm1 pushed');
+      await new Promise((resolve) => setTimeout(resolve, 100)); // m1's deliver event committed
+      await wipe(); // Redis restarts empty: m1, pushed and not acked, is gone
+      await waitFor(() => asked, 5000, 'the re-read asked');
+      const stopping = first.stop(); // a rollout stops the replica while the ask is under way
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      answer();
+      await stopping;
+      second = build(store, bus, pushed);
+      await second.start();
+      // The store lost bob's phone too (his gateway has not announced it): m1 goes to storage.
+      await waitFor(
+        () => bus.events(TOPICS.offline).some((e) => e.kind === 'offline' && e.to === 'bob'),
+        5000,
+        'm1 read again by the next reader',
+      );
+    } finally {
+      answer();
+      await first.stop();
+      await second?.stop();
+      await wipe();
+      await Promise.all([client.quit(), admin.quit()]);
+    }
   });
 });
