@@ -158,11 +158,11 @@ export class Delivery {
     const delivers = events.flatMap((event) => {
       if (event.kind === 'ack')
         for (const mid of event.mids)
-          if (senderOfMid(mid) !== event.user) ackedBefore.add(`${event.user}\n${mid}`);
+          if (senderOfMid(mid) !== event.user) ackedBefore.add(userMid(event.user, mid));
       if (ackedBefore.size === 0) return deliveriesIn(event);
       return deliveriesIn(event).filter((d) => {
         const acked =
-          !d.ephemeral && !d.replay && ackedBefore.has(`${d.to}\n${(d.frame as Deliverable).mid}`);
+          !d.ephemeral && !d.replay && ackedBefore.has(userMid(d.to, (d.frame as Deliverable).mid));
         if (acked) duplicates++;
         return !acked;
       });
@@ -188,11 +188,11 @@ export class Delivery {
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
     // What this batch acks further on (a batch read again) is neither pushed nor handed to storage
     // here: it is completed right after.
-    const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => `${ack.user}\n${mid}`)));
+    const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => userMid(ack.user, mid))));
     // Except that one's own mid acked is usually the ack of its `accepted` frame: a note to oneself
     // still goes to the user's other devices.
     const unacked = fresh.filter(
-      (p) => senderOfMid(p.mid) === p.user || !ackedHere.has(`${p.user}\n${p.mid}`),
+      (p) => senderOfMid(p.mid) === p.user || !ackedHere.has(userMid(p.user, p.mid)),
     );
     await Promise.all([
       this.pushOrOffline(unacked, ephemeral, ackedHere),
@@ -392,7 +392,7 @@ export class Delivery {
     if (users.length === 0) return;
     const held = await this.store.pendingOf(users);
     await this.goOffline(
-      [...held.values()].flat().filter((p) => !p.stored && !ackedHere.has(`${p.user}\n${p.mid}`)),
+      [...held.values()].flat().filter((p) => !p.stored && !ackedHere.has(userMid(p.user, p.mid))),
     );
   }
 
@@ -521,6 +521,11 @@ export class Delivery {
 /** The event telling storage that `user` acked these mids; none when there are none. */
 function offlineAck(user: string, mids: string[], at: number): OfflineTopicEvent[] {
   return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at }] : [];
+}
+
+/** One user's mid as a set key (no user id holds a newline). */
+function userMid(user: string, mid: string): string {
+  return `${user}\n${mid}`;
 }
 
 function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {

@@ -82,12 +82,13 @@ export class MemoryBus implements EventBus {
       const log = this.logs.get(topic.name) ?? [];
       return log.slice(this.committed.get(position) ?? 0, (this.committed.get(position) ?? 0) + 500);
     };
+    const applyRewind = () => {
+      if (rewindTo !== undefined) this.committed.set(position, rewindTo);
+      rewindTo = undefined;
+    };
     const run = async () => {
       while (running) {
-        if (rewindTo !== undefined) {
-          this.committed.set(position, rewindTo);
-          rewindTo = undefined;
-        }
+        applyRewind();
         const records = paused ? [] : next();
         if (records.length === 0) {
           await new Promise<void>((resolve) => {
@@ -141,9 +142,7 @@ export class MemoryBus implements EventBus {
         running = false;
         wake?.();
         await loop;
-        // A rewind asked while the last batch was under way: the group's next reader starts there.
-        if (rewindTo !== undefined) this.committed.set(position, rewindTo);
-        rewindTo = undefined;
+        applyRewind(); // asked while the last batch was under way: the group's next reader starts there
       },
       pause: () => {
         paused = true;
