@@ -265,7 +265,8 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: P
           return;
         }
         const frame = parsed.frame;
-        const frameId = 'id' in frame ? frame.id : undefined; // optional on a read
+        // As the WebSocket answers `accepted`: an ack has no id (one it carries is an unchecked extra field).
+        const frameId = frame.type !== 'ack' ? frame.id : undefined; // optional on a read
         const result: SendResult & { status: 'accepted' } =
           frameId !== undefined
             ? { index, status: 'accepted', id: frameId, mid: userMid(request.user, frameId) }

@@ -214,6 +214,32 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('answers an ack carrying an id (an ack has none) accepted with no mid, as the WebSocket answers it nothing', async () => {
+    let bus: MemoryBus;
+    ({ gateway, bus } = build());
+    const res = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/send',
+      headers: await auth(),
+      payload: [
+        { type: 'message', id: 'm1', to: 'bob', body: 1 },
+        { type: 'ack', id: 'a1', mids: ['bob:1'] },
+        { type: 'ack', id: 5, mids: ['bob:2'] },
+        { type: 'ack', id: { n: 1 }, mids: ['bob:3'] },
+      ],
+    });
+    expect([res.statusCode, res.json().results]).toEqual([
+      200,
+      [
+        { index: 0, status: 'accepted', id: 'm1', mid: 'alice:m1' },
+        { index: 1, status: 'accepted' },
+        { index: 2, status: 'accepted' },
+        { index: 3, status: 'accepted' },
+      ],
+    ]);
+    expect(bus.events(TOPICS.inbound)).toHaveLength(4);
+  });
+
   it('rejects an ack naming a mid with a NUL or a lone surrogate (storage cannot hold it), accepting the rest', async () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
