@@ -149,7 +149,13 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
   });
   void http.register(swaggerUi, { routePrefix: '/docs' });
   if (settings.corsOrigins.length > 0)
-    void http.register(cors, { origin: settings.corsOrigins, maxAge: 600 });
+    void http.register(cors, {
+      origin: settings.corsOrigins,
+      // @fastify/cors allows only GET, HEAD and POST by default: a browser would be refused the
+      // device routes (PUT, DELETE) and leaving a group (DELETE).
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE'],
+      maxAge: 600,
+    });
 
   void http.register(async (api) => {
     api.addHook('onRequest', async (request: FastifyRequest) => {

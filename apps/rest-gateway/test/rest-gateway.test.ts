@@ -685,6 +685,34 @@ describe('rest-gateway', () => {
     expect(send.headers['access-control-allow-origin']).toBe('https://app.example');
   });
 
+  it('allows in a CORS preflight every method the API has: PUT and DELETE too (devices, leaving a group)', async () => {
+    ({ gateway } = build({ corsOrigins: ['https://app.example'] }));
+    for (const [method, url] of [
+      ['PUT', '/v1/devices/phone1'],
+      ['DELETE', '/v1/devices/phone1'],
+      ['DELETE', '/v1/groups/g1/members/alice'],
+      ['GET', '/v1/messages'],
+      ['POST', '/v1/send'],
+    ]) {
+      const preflight = await gateway.http.inject({
+        method: 'OPTIONS',
+        url,
+        headers: {
+          origin: 'https://app.example',
+          'access-control-request-method': method,
+          'access-control-request-headers': 'authorization,content-type',
+        },
+      });
+      const allowed = String(preflight.headers['access-control-allow-methods']).split(/\s*,\s*/);
+      expect([method, url, preflight.statusCode, allowed]).toEqual([
+        method,
+        url,
+        204,
+        expect.arrayContaining([method]),
+      ]);
+    }
+  });
+
   it('sends no CORS headers when no origin is configured', async () => {
     ({ gateway } = build());
     const preflight = await gateway.http.inject({
