@@ -154,6 +154,8 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
       // @fastify/cors allows only GET, HEAD and POST by default: a browser would be refused the
       // device routes (PUT, DELETE) and leaving a group (DELETE).
       methods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE'],
+      // Not a CORS-safelisted response header: unexposed, a script could not read a 429's wait.
+      exposedHeaders: ['Retry-After'],
       maxAge: 600,
     });
 

@@ -713,6 +713,26 @@ describe('rest-gateway', () => {
     }
   });
 
+  it("exposes a 429's Retry-After to a script of an allowed origin (not a CORS-safelisted header)", async () => {
+    ({ gateway } = build({ corsOrigins: ['https://app.example'], rateLimitPerMinute: 1 }));
+    const send = async () =>
+      gateway.http.inject({
+        method: 'POST',
+        url: '/v1/send',
+        headers: { ...(await auth()), origin: 'https://app.example' },
+        payload: { type: 'ack', mids: ['a:1'] },
+      });
+    expect((await send()).statusCode).toBe(200);
+    const limited = await send();
+    expect(limited.statusCode).toBe(429);
+    expect(limited.headers['access-control-allow-origin']).toBe('https://app.example');
+    expect(
+      String(limited.headers['access-control-expose-headers'])
+        .toLowerCase()
+        .split(/\s*,\s*/),
+    ).toContain('retry-after');
+  });
+
   it('sends no CORS headers when no origin is configured', async () => {
     ({ gateway } = build());
     const preflight = await gateway.http.inject({
