@@ -200,6 +200,11 @@ export interface WsGateway extends Service {
 }
 
 const ID_FRAMES = new Set(['message', 'group', 'read']);
+
+/** The client's id of a frame that has one; an `id` on another (an ack) is an unchecked extra field. */
+function idOf(frame: ClientFrame): string | undefined {
+  return ID_FRAMES.has(frame.type) && 'id' in frame ? frame.id : undefined;
+}
 const ACK_RATE_FACTOR = 10;
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
@@ -385,10 +390,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       return;
     }
     const frame = parsed.frame;
-    if (
-      !admit(conn, frame.type === 'ack' ? conn.ackBucket : conn.bucket, 'id' in frame ? frame.id : undefined)
-    )
-      return;
+    if (!admit(conn, frame.type === 'ack' ? conn.ackBucket : conn.bucket, idOf(frame))) return;
     metrics.frames.inc({ type: frame.type });
     if (frame.type === 'ping') return void send(conn, { type: 'pong' });
     await publishFrame(conn, frame, (data as Buffer).length);
@@ -409,7 +411,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       sentAt: Date.now(),
       frame,
     };
-    const id = 'id' in frame ? frame.id : undefined;
+    const id = idOf(frame);
     try {
       if (!(await publishBudget.hold(size, () => track(bus.publish(TOPICS.inbound, [event])))))
         return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);
@@ -417,8 +419,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       logger.warn({ err }, 'publishing an inbound frame failed');
       return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id);
     }
-    if (id !== undefined && ID_FRAMES.has(frame.type))
-      send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
+    if (id !== undefined) send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
   };
 
   // The listeners of every socket: `this` is the socket, carrying its connection (GatewaySocket).

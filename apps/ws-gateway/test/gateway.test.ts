@@ -563,6 +563,19 @@ describe('ws-gateway', () => {
     expect(beat.startedAt).toBeLessThanOrEqual(up.at);
   });
 
+  it('echoes no id for a frame that has none (an ack with an unchecked extra `id`) when refusing it', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    env.bus.refusing.add('inbound'); // Kafka away: the frame is refused `unavailable`
+    alice.send({ type: 'ack', id: { n: 1 }, mids: ['bob:m1'] });
+    alice.send({ type: 'message', id: 'c1', to: 'bob', body: { text: 'hi' } });
+    const refused = await alice.next((f) => f.type === 'error' && f.code === 'unavailable');
+    expect(refused).not.toHaveProperty('id');
+    expect(await alice.next((f) => f.type === 'error' && f.id === 'c1')).toMatchObject({
+      code: 'unavailable',
+    });
+  });
+
   it('publishes a connection-down that Kafka refused (a blip) with the next heartbeat', async () => {
     env = await startGateway({ heartbeatIntervalMs: 100 });
     const alice = await connect('alice');
