@@ -1,13 +1,11 @@
 import { TOPICS } from '@parley/contracts';
 import { MemoryBus, SubscribeOptions } from '@parley/kafka';
-import Redis from 'ioredis';
-import { randomUUID } from 'node:crypto';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import { createSessionService } from '../src/app';
 import { MemorySessionStore } from '../src/store/memory-store';
-import { RedisSessionStore } from '../src/store/redis-store';
 import { SessionStore } from '../src/store/session-store';
+import { redisStore } from './support/redis-store';
 
 function build(store: SessionStore, bus = new MemoryBus(), pushed: string[] = []) {
   return createSessionService({
@@ -92,13 +90,7 @@ describe('createSessionService', () => {
   });
 
   it('lets a re-read being asked for finish before its consumer stops: the next reader of the partitions reads again what awaited an ack', async () => {
-    const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-    const prefix = `test:${randomUUID()}:`;
-    const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
-    const wipe = async () => {
-      const keys = await admin.keys(`${prefix}*`);
-      if (keys.length > 0) await admin.del(...keys);
-    };
+    const { store, wipe, has, close } = redisStore();
     // The delivery subscription's re-read answers once the test lets it (a broker slow to answer).
     const bus = new MemoryBus();
     const subscribe = bus.subscribe.bind(bus);
@@ -117,13 +109,12 @@ describe('createSessionService', () => {
         },
       };
     };
-    const store = new RedisSessionStore(client);
     const pushed: string[] = [];
     const first = build(store, bus, pushed);
     let second: ReturnType<typeof build> | undefined;
     try {
       await first.start();
-      await waitFor(async () => (await admin.exists(`${prefix}epoch`)) === 1, 5000, 'a retry round');
+      await waitFor(() => has('epoch'), 5000, 'a retry round');
       const at = Date.now();
       await bus.publish(TOPICS.connections, [
         {
@@ -161,8 +152,7 @@ describe('createSessionService', () => {
       answer();
       await first.stop();
       await second?.stop();
-      await wipe();
-      await Promise.all([client.quit(), admin.quit()]);
+      await close();
     }
   });
 });

@@ -5,10 +5,8 @@ import { createMetricsRegistry, silentLogger, TransientError } from '@parley/ser
 import { Delivery, TYPING_NOTICE_MAX_AGE_MS, withoutStaleNotices } from '../src/delivery';
 import { GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
-import { RedisSessionStore } from '../src/store/redis-store';
 import type { SessionStore } from '../src/store/session-store';
-import Redis from 'ioredis';
-import { randomUUID } from 'node:crypto';
+import { redisStore } from './support/redis-store';
 
 /** A gateway stand-in that records what reached each of its sockets. */
 class RecordingGateways implements GatewayClient {
@@ -72,22 +70,6 @@ class LosingStore extends MemorySessionStore {
     this.lost = undefined;
     return at;
   }
-}
-
-/** A Redis store under a prefix of its own, and a way to empty it as a Redis restarted without its data. */
-function redisStore() {
-  const url = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-  const prefix = `test:${randomUUID()}:`;
-  const [client, admin] = [new Redis(url, { keyPrefix: prefix }), new Redis(url)];
-  const wipe = async () => {
-    const keys = await admin.keys(`${prefix}*`);
-    if (keys.length > 0) await admin.del(...keys);
-  };
-  const close = async () => {
-    await wipe();
-    await Promise.all([client.quit(), admin.quit()]);
-  };
-  return { store: new RedisSessionStore(client), wipe, close };
 }
 
 /** A Delivery on an in-memory store; a second replica passes the first one's store. */
