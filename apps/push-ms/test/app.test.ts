@@ -299,10 +299,8 @@ describe('push-ms service against a fake FCM server', () => {
     await waitFor(() => fcm.requests.length === 1);
     const throttledAt = Date.now();
     await bus.publish(TOPICS.offline, [offline(message('jon'))]); // its window closes during the pause
-    await waitFor(
-      () => fcm.tokensSentTo().includes('ida-phone') && fcm.tokensSentTo().includes('jon-phone'),
-      5000,
-    );
+    // ida's again and jon's, in either order (ida's first try, refused, already counts as sent to).
+    await waitFor(() => fcm.requests.length >= 3, 5000, "ida's retry and jon's push");
     expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(900);
     expect(fcm.requests.map((r) => r.message.token)).toEqual([
       'ida-phone',
