@@ -2,6 +2,7 @@ import {
   ErrorBody,
   ERROR_CODES,
   ErrorCode,
+  INTERNAL_REFUSED_HEADER,
   INTERNAL_SECRET_HEADER,
   INTERNAL_USER_HEADER,
   ParleyError,
@@ -51,6 +52,11 @@ export function createHttpUpstreams(
         throw new ParleyError('unavailable', `${service} is unreachable: ${(err as Error).message}`);
       }
       const text = await response.text();
+      // The fleet's misconfiguration, not the user's `forbidden`: logged, answered 500.
+      if (response.headers.has(INTERNAL_REFUSED_HEADER))
+        throw new Error(
+          `${service} refused rest-gateway's internal secret: INTERNAL_SECRET differs between them`,
+        );
       const parsed = parseBody(text);
       if (parsed === NOT_JSON)
         throw new ParleyError(

@@ -3,11 +3,13 @@ import { AddressInfo } from 'node:net';
 import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
+  buildHttpServer,
   createMetricsRegistry,
   createTokenVerifier,
   DEV_JWT_SECRET,
   issueToken,
   Readiness,
+  requireInternalSecret,
   silentLogger,
 } from '@parley/service-kit';
 import { createRestGateway, RestGateway } from '../src/app';
@@ -537,6 +539,31 @@ describe('rest-gateway', () => {
       { code: 'unavailable', message: 'group-ms answered 502 with a body that is not JSON' },
     ]);
     await upstream.close();
+  });
+
+  it("answers 500 (logged as the fleet's misconfiguration), not the user's 403, when an upstream refuses the internal secret", async () => {
+    const upstream = buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('upstream', { collectDefaults: false }),
+      readiness: new Readiness(),
+    });
+    requireInternalSecret(upstream, 'another-secret'); // INTERNAL_SECRET differs between them
+    upstream.get('/internal/messages', async () => ({ messages: [], next: null }));
+    await upstream.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      ({ gateway } = build({
+        upstreamUrl: `http://127.0.0.1:${(upstream.server.address() as AddressInfo).port}`,
+      }));
+      const sync = await gateway.http.inject({
+        method: 'GET',
+        url: '/v1/messages',
+        headers: await auth('bob'),
+      });
+      expect([sync.statusCode, sync.json().error.code]).toEqual([500, 'internal']);
+      // Before, the upstream's refusal reached the app as its own 403 forbidden.
+    } finally {
+      await upstream.close();
+    }
   });
 
   it('calls upstreams as the authenticated user with the internal secret, and passes their errors through', async () => {

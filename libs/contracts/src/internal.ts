@@ -9,6 +9,11 @@ import { PushedFrame } from './server-frames';
  */
 export const INTERNAL_SECRET_HEADER = 'x-parley-internal-secret';
 export const INTERNAL_USER_HEADER = 'x-parley-user';
+/**
+ * On a refusal for a missing or wrong internal secret: the calling service is misconfigured (its
+ * INTERNAL_SECRET differs), which an edge must not pass on to its user as that user's `forbidden`.
+ */
+export const INTERNAL_REFUSED_HEADER = 'x-parley-internal-refused';
 export const MAX_GATEWAY_BATCH = 1000;
 
 /** A pushed frame, written once per request under `$defs` (its schemas carry `$id`s). */

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import {
+  INTERNAL_REFUSED_HEADER,
   INTERNAL_SECRET_HEADER,
   INTERNAL_USER_HEADER,
   ParleyError,
@@ -28,10 +29,11 @@ export function requireInternalSecret(
 ): void {
   const expected = Buffer.from(secret);
   const guarded = [prefixes].flat();
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     const route = request.routeOptions.url;
     if (route === undefined || !guarded.some((prefix) => route.startsWith(prefix))) return;
     if (!secretMatches(expected, request.headers[INTERNAL_SECRET_HEADER])) {
+      reply.header(INTERNAL_REFUSED_HEADER, 'secret');
       throw new ParleyError('forbidden', 'internal endpoint: missing or wrong internal secret');
     }
   });
