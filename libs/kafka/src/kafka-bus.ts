@@ -401,6 +401,19 @@ class InFlight {
   }
 }
 
+/**
+ * An event as the DLQ keeps it. JSON.parse reads any depth but JSON.stringify overflows the stack a
+ * few thousand levels down: such an event (only a foreign producer writes one) is parked as a note,
+ * its headers naming where the original lies, rather than failing the batch for good.
+ */
+function parkedValue(event: unknown): Buffer {
+  try {
+    return Buffer.from(JSON.stringify(event));
+  } catch (err) {
+    return Buffer.from(JSON.stringify({ unserializable: String((err as Error)?.message ?? err) }));
+  }
+}
+
 /** Heartbeat errors that mean the group is rebalancing or no longer counts this member. */
 const GROUP_MOVING = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
 
@@ -648,10 +661,11 @@ function createSubscription<T>(
         await deadLetter(
           [
             {
-              value: Buffer.from(JSON.stringify(envelope.event)),
+              value: parkedValue(envelope.event),
               key: envelope.key,
               partition: envelope.partition,
               offset: envelope.offset,
+              packIndex: envelope.index,
             },
           ],
           failure,

@@ -868,6 +868,36 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(parked[0].headers['parley-source']).toBe(`${spec.name}/0/1`);
       });
 
+      test('an event nested too deep to serialize again is still parked (a note, its source named), not retried for good', async () => {
+        const spec = pingTopic(unique('deep'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        // Written by a foreign producer: JSON.parse reads it, JSON.stringify overflows on it.
+        const producer = kafka('foreign').producer();
+        await producer.connect();
+        const deep = '['.repeat(20_000) + ']'.repeat(20_000);
+        await producer.send({
+          topic: spec.name,
+          messages: [{ key: 'id-1', value: `{"kind":"test.ping","v":1,"id":"id-1","n":1,"deep":${deep}}` }],
+        });
+        await producer.disconnect();
+        const b = bus(kafka('bus'));
+        const sub = b.subscribe({
+          groupId: unique('g'),
+          topic: spec,
+          handle: async () => {
+            throw new Error('refused');
+          },
+        });
+        await sub.start();
+        const [parked] = await consumeAll(dlqTopic(spec.name), 1);
+        expect(JSON.parse(parked.value!.toString())).toEqual({ unserializable: expect.any(String) });
+        expect(parked.headers).toMatchObject({
+          'parley-error': 'refused',
+          'parley-source': `${spec.name}/0/0`,
+        });
+        await sub.stop();
+      }, 60_000);
+
       test('a record its handler keeps failing on is parked on the .dlq topic; its neighbours and later records are handled', async () => {
         const spec = pingTopic(unique('failing'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
