@@ -32,6 +32,7 @@ import {
   SyncResponse,
   TOPICS,
   userMid,
+  clientIdOf,
   validateSendableFrame,
   withoutIds,
 } from '@parley/contracts';
@@ -273,8 +274,7 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: P
           return;
         }
         const frame = parsed.frame;
-        // As the WebSocket answers `accepted`: an ack has no id (one it carries is an unchecked extra field).
-        const frameId = frame.type !== 'ack' ? frame.id : undefined; // optional on a read
+        const frameId = clientIdOf(frame);
         const result: SendResult & { status: 'accepted' } =
           frameId !== undefined
             ? { index, status: 'accepted', id: frameId, mid: userMid(request.user, frameId) }

@@ -7,6 +7,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { Counter, Gauge } from 'prom-client';
 import {
   ClientFrame,
+  clientIdOf,
   ConnectionTopicEvent,
   ErrorCode,
   FrameResult,
@@ -199,12 +200,6 @@ export interface WsGateway extends Service {
   connections: ConnectionRegistry;
 }
 
-const ID_FRAMES = new Set(['message', 'group', 'read']);
-
-/** The client's id of a frame that has one; an `id` on another (an ack) is an unchecked extra field. */
-function idOf(frame: ClientFrame): string | undefined {
-  return ID_FRAMES.has(frame.type) && 'id' in frame ? frame.id : undefined;
-}
 const ACK_RATE_FACTOR = 10;
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
@@ -390,7 +385,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       return;
     }
     const frame = parsed.frame;
-    if (!admit(conn, frame.type === 'ack' ? conn.ackBucket : conn.bucket, idOf(frame))) return;
+    if (!admit(conn, frame.type === 'ack' ? conn.ackBucket : conn.bucket, clientIdOf(frame))) return;
     metrics.frames.inc({ type: frame.type });
     if (frame.type === 'ping') return void send(conn, { type: 'pong' });
     await publishFrame(conn, frame, (data as Buffer).length);
@@ -411,7 +406,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       sentAt: Date.now(),
       frame,
     };
-    const id = idOf(frame);
+    const id = clientIdOf(frame);
     try {
       if (!(await publishBudget.hold(size, () => track(bus.publish(TOPICS.inbound, [event])))))
         return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);

@@ -121,6 +121,15 @@ export const ClientFrame = Type.Union([
 ]);
 export type ClientFrame = Static<typeof ClientFrame>;
 
+/**
+ * The client's id of a frame that has one (message, group, read when given): the frame is answered
+ * `accepted` with it and its mid, on either edge. An `id` on any other frame (an ack) is an
+ * unchecked extra field.
+ */
+export function clientIdOf(frame: ClientFrame): string | undefined {
+  return frame.type === 'message' || frame.type === 'group' || frame.type === 'read' ? frame.id : undefined;
+}
+
 /** Frames accepted by `POST /v1/send` (no typing or ping there). */
 export const SENDABLE_TYPES = ['message', 'ack', 'read', 'group'] as const;
 export type SendableFrame = MessageFrame | AckFrame | ReadFrame | GroupFrame;
