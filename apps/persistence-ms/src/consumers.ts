@@ -85,10 +85,11 @@ export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHa
 
 /**
  * A device connected: hand its user's stored deliverables back to delivery, oldest first. The
- * connect is noted first, with its replay under way where something is stored; once the replay is over (noted), what was
- * stored behind the pages it read is read and handed back too. offlineHandler hands back only what
- * it stores for a user whose replay is over, so a deliverable stored concurrently is either handed
- * back here or by offlineHandler after this replay: never ahead of older ones this replay sends.
+ * connect is noted first, with its replay under way where something is stored; once the replay is
+ * over (noted), what was stored behind the pages it read is read and handed back too.
+ * offlineHandler hands back only what it stores for a user whose replay is over, so a deliverable
+ * stored concurrently is either handed back here or by offlineHandler after this replay: never
+ * ahead of older ones this replay sends.
  */
 export function connectionHandler(
   store: OfflineStore,

@@ -150,10 +150,15 @@ export class MemorySessionStore implements SessionStore {
     const previous = this.gatewayStarts.get(gateway);
     this.gatewayStarts.set(gateway, startedAt);
     if (previous === startedAt) return 0;
+    return this.forgetConnections((c) => c.gateway === gateway && c.at < startedAt - RESTART_CLOCK_MARGIN_MS);
+  }
+
+  /** Removes every connection `gone` says is gone; returns how many. */
+  private forgetConnections(gone: (c: Connection) => boolean): number {
     let forgotten = 0;
     for (const [user, byConn] of this.connections) {
       for (const c of byConn.values()) {
-        if (c.gateway !== gateway || c.at >= startedAt - RESTART_CLOCK_MARGIN_MS) continue;
+        if (!gone(c)) continue;
         byConn.delete(c.connId);
         forgotten++;
       }
@@ -165,15 +170,7 @@ export class MemorySessionStore implements SessionStore {
   async forgetGoneGateways(): Promise<number> {
     const now = this.now();
     if (!this.mayForget(now)) return 0;
-    let forgotten = 0;
-    for (const [user, byConn] of this.connections) {
-      for (const c of byConn.values()) {
-        if (this.seenLately(c.gateway, now)) continue;
-        byConn.delete(c.connId);
-        forgotten++;
-      }
-      if (byConn.size === 0) this.connections.delete(user);
-    }
+    const forgotten = this.forgetConnections((c) => !this.seenLately(c.gateway, now));
     for (const gateway of this.gateways.keys())
       if (!this.seenLately(gateway, now)) {
         this.gateways.delete(gateway);
