@@ -93,6 +93,9 @@ const auth = async (user = 'alice') => ({
 
 describe('rest-gateway', () => {
   let gateway: RestGateway;
+  /** `POST /v1/send` with `payload` (a frame, or an array of them), as `user`. */
+  const send = async (payload: object, user?: string) =>
+    gateway.http.inject({ method: 'POST', url: '/v1/send', headers: await auth(user), payload });
   afterEach(() => gateway?.http.close());
 
   it('refuses a missing or bad token with 401 and the protocol error body', async () => {
@@ -117,18 +120,8 @@ describe('rest-gateway', () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
     const frame = { type: 'message', id: 'c1', to: 'bob', body: { text: 'hi' }, from: 'mallory' };
-    const first = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      payload: frame,
-      headers: await auth(),
-    });
-    const again = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      payload: [frame],
-      headers: await auth(),
-    });
+    const first = await send(frame);
+    const again = await send([frame]);
     expect(first.json()).toEqual({ results: [{ index: 0, status: 'accepted', id: 'c1', mid: 'alice:c1' }] });
     expect(again.json()).toEqual(first.json());
     const events = bus.events(TOPICS.inbound);
@@ -165,21 +158,16 @@ describe('rest-gateway', () => {
 
   it('answers a mixed batch per frame, in order', async () => {
     ({ gateway } = build());
-    const res = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      headers: await auth(),
-      payload: [
-        { type: 'message', id: 'ok1', to: 'bob', body: 1 },
-        { type: 'message', id: 'bad', to: 'b b', body: 1 },
-        { type: 'typing', to: 'bob' },
-        { type: 'ack', mids: ['bob:1'] },
-        { type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) },
-        { type: 'group', id: 'proto', op: 'toString', group: 'g1' },
-        { type: 'read', to: 'bob', mids: ['bob:1'] },
-        { type: 'read', id: 'r1', to: 'bob', mids: ['bob:1'] },
-      ],
-    });
+    const res = await send([
+      { type: 'message', id: 'ok1', to: 'bob', body: 1 },
+      { type: 'message', id: 'bad', to: 'b b', body: 1 },
+      { type: 'typing', to: 'bob' },
+      { type: 'ack', mids: ['bob:1'] },
+      { type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) },
+      { type: 'group', id: 'proto', op: 'toString', group: 'g1' },
+      { type: 'read', to: 'bob', mids: ['bob:1'] },
+      { type: 'read', id: 'r1', to: 'bob', mids: ['bob:1'] },
+    ]);
     expect(res.statusCode).toBe(200);
     expect(res.json().results).toEqual([
       { index: 0, status: 'accepted', id: 'ok1', mid: 'alice:ok1' },
@@ -219,17 +207,12 @@ describe('rest-gateway', () => {
   it('answers an ack carrying an id (an ack has none) accepted with no mid, as the WebSocket answers it nothing', async () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
-    const res = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      headers: await auth(),
-      payload: [
-        { type: 'message', id: 'm1', to: 'bob', body: 1 },
-        { type: 'ack', id: 'a1', mids: ['bob:1'] },
-        { type: 'ack', id: 5, mids: ['bob:2'] },
-        { type: 'ack', id: { n: 1 }, mids: ['bob:3'] },
-      ],
-    });
+    const res = await send([
+      { type: 'message', id: 'm1', to: 'bob', body: 1 },
+      { type: 'ack', id: 'a1', mids: ['bob:1'] },
+      { type: 'ack', id: 5, mids: ['bob:2'] },
+      { type: 'ack', id: { n: 1 }, mids: ['bob:3'] },
+    ]);
     expect([res.statusCode, res.json().results]).toEqual([
       200,
       [
@@ -245,16 +228,11 @@ describe('rest-gateway', () => {
   it('rejects an ack naming a mid with a NUL or a lone surrogate (storage cannot hold it), accepting the rest', async () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
-    const res = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      payload: [
-        { type: 'ack', mids: ['bob:c1\u0000'] },
-        { type: 'ack', mids: ['bob:\udc00'] },
-        { type: 'ack', mids: ['bob:c1'] },
-      ],
-      headers: await auth(),
-    });
+    const res = await send([
+      { type: 'ack', mids: ['bob:c1\u0000'] },
+      { type: 'ack', mids: ['bob:\udc00'] },
+      { type: 'ack', mids: ['bob:c1'] },
+    ]);
     expect(res.json().results).toEqual([
       {
         index: 0,
@@ -464,12 +442,7 @@ describe('rest-gateway', () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
     await bus.close();
-    const res = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      headers: await auth(),
-      payload: { type: 'message', id: 'c1', to: 'bob', body: 1 },
-    });
+    const res = await send({ type: 'message', id: 'c1', to: 'bob', body: 1 });
     expect(res.statusCode).toBe(503);
     expect(res.json().error.code).toBe('unavailable');
   });
@@ -513,12 +486,7 @@ describe('rest-gateway', () => {
       to: 'bob',
       body: 'x'.repeat(900), // under the test's MAX_FRAME_BYTES (1024); 100 of them about 100 KB
     }));
-    const res = await gateway.http.inject({
-      method: 'POST',
-      url: '/v1/send',
-      headers: await auth(),
-      payload: frames,
-    });
+    const res = await send(frames);
     expect(res.statusCode).toBe(200);
     expect(res.json().results.filter((r: { status: string }) => r.status === 'accepted')).toHaveLength(100);
   });
