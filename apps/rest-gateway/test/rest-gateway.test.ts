@@ -823,30 +823,43 @@ describe('rest-gateway', () => {
     ({ gateway } = build({ devMode: true }));
     await gateway.http.ready();
     const doc = (await gateway.http.inject('/docs/json')).json();
-    const routes: Array<[string, string]> = [
-      ['post', '/v1/send'],
-      ['get', '/v1/messages'],
-      ['post', '/v1/groups'],
-      ['get', '/v1/groups'],
-      ['get', '/v1/groups/{id}'],
-      ['post', '/v1/groups/{id}/members'],
-      ['delete', '/v1/groups/{id}/members/{user}'],
-      ['put', '/v1/devices/{deviceId}'],
-      ['delete', '/v1/devices/{deviceId}'],
-      ['get', '/v1/presence'],
-      ['post', '/v1/dev/token'],
+    // Each with the status of its success answer.
+    const routes: Array<[string, string, string]> = [
+      ['post', '/v1/send', '200'],
+      ['get', '/v1/messages', '200'],
+      ['post', '/v1/groups', '201'],
+      ['get', '/v1/groups', '200'],
+      ['get', '/v1/groups/{id}', '200'],
+      ['post', '/v1/groups/{id}/members', '200'],
+      ['delete', '/v1/groups/{id}/members/{user}', '200'],
+      ['put', '/v1/devices/{deviceId}', '204'],
+      ['delete', '/v1/devices/{deviceId}', '204'],
+      ['get', '/v1/presence', '200'],
+      ['post', '/v1/dev/token', '200'],
     ];
-    for (const [method, path] of routes) {
-      const op = doc.paths[path]?.[method];
-      expect(op).toBeDefined();
-      expect(op.responses).toBeDefined();
-    }
+    // The body schema of each success answer (fastify-swagger lists a bare 200 for a route that has
+    // none, so a defined `responses` proves nothing), and no body for a 204.
+    const successOf = (method: string, path: string) =>
+      Object.entries(
+        (doc.paths[path]?.[method]?.responses ?? {}) as Record<
+          string,
+          { content?: Record<string, { schema?: unknown }> }
+        >,
+      )
+        .filter(([status]) => status.startsWith('2'))
+        .map(([status, answer]) => [status, answer.content?.['application/json']?.schema ?? null]);
+    const body = expect.objectContaining({ type: 'object', properties: expect.any(Object) });
+    expect(routes.map(([method, path]) => [method, path, successOf(method, path)])).toEqual(
+      routes.map(([method, path, status]) => [method, path, [[status, status === '204' ? null : body]]]),
+    );
     expect(doc.paths['/v1/send'].post.requestBody).toBeDefined();
     expect(doc.paths['/v1/messages'].get.parameters.map((p: { name: string }) => p.name)).toEqual(
       expect.arrayContaining(['after', 'limit']),
     );
     // 413 (over the body limit) where a body is taken, and only there.
-    const answers413 = routes.filter(([method, path]) => doc.paths[path][method].responses['413']);
+    const answers413 = routes
+      .filter(([method, path]) => doc.paths[path][method].responses['413'])
+      .map(([method, path]) => [method, path]);
     expect(answers413).toEqual([
       ['post', '/v1/send'],
       ['post', '/v1/groups'],
