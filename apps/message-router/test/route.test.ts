@@ -102,6 +102,8 @@ describe('route', () => {
     const group = compile(TOPICS.group.schema);
     for (const frame of frames) {
       const out = route(inbound(frame));
+      // Each frame routes to one event: a frame routed to nothing would leave the checks below empty.
+      expect([out.delivery.length, out.group.length].sort()).toEqual([0, 1]);
       for (const e of out.delivery) expect(delivery(e)).toMatchObject({ ok: true });
       for (const e of out.group) expect(group(e)).toMatchObject({ ok: true });
     }
