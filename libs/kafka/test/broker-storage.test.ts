@@ -373,15 +373,54 @@ describe('broker storage', () => {
     const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
     const admin = kafka.admin();
     await Promise.all([producer.connect(), admin.connect()]);
-    const syncs = jest.spyOn(fs, 'fdatasync');
+    const client = await RawClient.connect(broker.address);
+    // A slow disk: each sync ends 100 ms after it is asked for. An answer sent before its sync ended
+    // (a sync started and not awaited) finds fewer syncs finished than started.
+    const fdatasync = fs.fdatasync;
+    let finished = 0;
+    const syncs = jest.spyOn(fs, 'fdatasync').mockImplementation(((
+      fd: number,
+      callback: (err: NodeJS.ErrnoException | null) => void,
+    ) =>
+      fdatasync(fd, (err) =>
+        setTimeout(() => {
+          finished++;
+          callback(err);
+        }, 100),
+      )) as typeof fs.fdatasync);
     try {
       await producer.send({ topic: 'durable', messages: [{ value: 'a' }] });
       const afterProduce = syncs.mock.calls.length;
       expect(afterProduce).toBeGreaterThan(0);
-      await admin.setOffsets({ groupId: 'g', topic: 'durable', partitions: [{ partition: 0, offset: '1' }] });
+      expect(finished).toBe(afterProduce);
+      // OffsetCommit v2, standalone (generation -1, no member), offset 1 for durable/0; sent raw, as
+      // admin.setOffsets runs a consumer after its commit and would outwait any sync.
+      const group = Buffer.from('g');
+      const topic = Buffer.from('durable');
+      const body = Buffer.alloc(2 + group.length + 4 + 2 + 8 + 4 + 2 + topic.length + 4 + 4 + 8 + 2);
+      let at = body.writeInt16BE(group.length, 0);
+      at += group.copy(body, at);
+      at = body.writeInt32BE(-1, at); // generation
+      at = body.writeInt16BE(0, at); // member id ''
+      body.writeBigInt64BE(-1n, at); // retention time: the broker's
+      at = body.writeInt32BE(1, at + 8); // one topic
+      at = body.writeInt16BE(topic.length, at);
+      at += topic.copy(body, at);
+      at = body.writeInt32BE(1, at); // one partition
+      at = body.writeInt32BE(0, at);
+      body.writeBigInt64BE(1n, at);
+      body.writeInt16BE(-1, at + 8); // null metadata
+      const answer = await client.request(8, 2, body);
+      const answeredAfter = finished;
+      // [topics: name, [partition, error]]
+      expect(answer.readInt16BE(4 + 2 + topic.length + 4 + 4)).toBe(0);
       expect(syncs.mock.calls.length).toBeGreaterThan(afterProduce);
+      expect(answeredAfter).toBe(syncs.mock.calls.length);
+      const [committed] = await admin.fetchOffsets({ groupId: 'g', topics: ['durable'] });
+      expect(committed.partitions).toEqual([expect.objectContaining({ partition: 0, offset: '1' })]);
     } finally {
       syncs.mockRestore();
+      client.close();
       await Promise.all([producer.disconnect(), admin.disconnect()]);
       await broker.stop();
       fs.rmSync(dir, { recursive: true, force: true });
