@@ -318,5 +318,16 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     const adds = ['b', 'c', 'd'].map((user) => change('g-race', 'alice', { op: 'add', members: [user] }));
     await Promise.all(adds);
     expect(toGroup((await groups.find('g-race'))!).members.sort()).toEqual(['alice', 'b', 'c', 'd']);
+
+    // Each add fits the size limit (4) alone, not both: the one decided second sees the first's members.
+    await change('g-race-full', 'alice', { op: 'create', name: 'T', members: [] });
+    const outcomes = await Promise.allSettled([
+      change('g-race-full', 'alice', { op: 'add', members: ['b', 'c'] }),
+      change('g-race-full', 'alice', { op: 'add', members: ['d', 'e'] }),
+    ]);
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const refused = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult;
+    expect(refused.reason).toMatchObject({ code: 'group_full' });
+    expect(toGroup((await groups.find('g-race-full'))!).members).toHaveLength(3);
   });
 });
