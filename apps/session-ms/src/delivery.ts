@@ -424,21 +424,23 @@ export class Delivery {
       for (const [url, ofUser] of groupBy(devices, (c) => c.gatewayUrl))
         add(url, { to: user, connIds: ofUser.map((c) => c.connId), frame });
     }
-    const calls = [...byGateway].flatMap(([url, deliveries]) =>
-      chunk(deliveries, MAX_GATEWAY_BATCH).map((part) => [url, part] as const),
-    );
     await Promise.all(
-      calls.map(async ([url, deliveries]) => {
-        try {
-          const results = await this.gateways.send(url, deliveries);
-          this.metrics.pushed.inc(deliveries.length);
-          await this.forgetMissing(deliveries, results);
-        } catch (err) {
-          this.metrics.pushFailures.inc({ reason: (err as Error).name });
-          this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
-        }
+      [...byGateway].map(async ([url, deliveries]) => {
+        for (const calls of callRounds(deliveries, MAX_GATEWAY_BATCH))
+          await Promise.all(calls.map((call) => this.pushToGateway(url, call)));
       }),
     );
+  }
+
+  private async pushToGateway(url: string, deliveries: GatewayDelivery[]): Promise<void> {
+    try {
+      const results = await this.gateways.send(url, deliveries);
+      this.metrics.pushed.inc(deliveries.length);
+      await this.forgetMissing(deliveries, results);
+    } catch (err) {
+      this.metrics.pushFailures.inc({ reason: (err as Error).name });
+      this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
+    }
   }
 
   /**
@@ -537,6 +539,24 @@ function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {
     else groups.set(key, [item]);
   }
   return groups;
+}
+
+/**
+ * One gateway's deliveries as calls of at most `max`, in rounds: the calls of a round go at once,
+ * and a round waits for the one before. Two calls in flight to one gateway may reach its sockets in
+ * either order (the smaller is parsed first), so a user's deliveries stay in one call, in order; only
+ * a user with more than `max` of them spreads over rounds. Cutting by user rather than by frame keeps
+ * a group's fan-out in parallel calls: cut by frame, its next message would go to the same members.
+ */
+function callRounds(deliveries: GatewayDelivery[], max: number): GatewayDelivery[][][] {
+  const rounds: GatewayDelivery[][][] = [];
+  for (const ofUser of groupBy(deliveries, (delivery) => delivery.to).values())
+    chunk(ofUser, max).forEach((part, round) => {
+      const calls = (rounds[round] ??= [[]]);
+      if (calls[calls.length - 1]!.length + part.length > max) calls.push([]);
+      calls[calls.length - 1]!.push(...part);
+    });
+  return rounds;
 }
 
 function chunk<T>(items: T[], size: number): T[][] {

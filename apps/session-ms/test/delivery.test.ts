@@ -1,4 +1,11 @@
-import { DeliverEvent, DeliveryTopicEvent, GatewayDelivery, TOPICS, TopicSpec } from '@parley/contracts';
+import {
+  DeliverEvent,
+  DeliveryTopicEvent,
+  GatewayDelivery,
+  MAX_GATEWAY_BATCH,
+  TOPICS,
+  TopicSpec,
+} from '@parley/contracts';
 import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
 import { waitFor } from '@parley/test-kit';
 import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
@@ -32,6 +39,21 @@ class RecordingGateways implements GatewayClient {
     return this.received
       .filter((d) => d.to === user)
       .map((d) => ('mid' in d.frame ? d.frame.mid : d.frame.type));
+  }
+}
+
+/**
+ * As a real gateway: a call's frames reach the sockets once its body has arrived and been parsed,
+ * so of two calls in flight (on two kept-alive connections) the smaller lands first.
+ */
+class ParsingGateways extends RecordingGateways {
+  private inFlight = 0;
+  mostInFlight = 0;
+  override async send(url: string, deliveries: GatewayDelivery[]) {
+    this.mostInFlight = Math.max(this.mostInFlight, ++this.inFlight);
+    await new Promise((resolve) => setTimeout(resolve, deliveries.length / 20));
+    this.inFlight -= 1;
+    return super.send(url, deliveries);
   }
 }
 
@@ -81,8 +103,8 @@ function setup({
   replica = 'r1',
   ackTimeoutMs = 20,
   maxAckReadLagMs = 60_000,
+  gateways = new RecordingGateways(),
 } = {}) {
-  const gateways = new RecordingGateways();
   const settings = {
     ackTimeoutMs,
     maxAttempts: 3,
@@ -152,11 +174,14 @@ describe('Delivery', () => {
     const frame = { ...message('g1').frame, to: 'crew', chat: 'group' as const };
     const many = { v: 1 as const, kind: 'deliver-many' as const, to: ['bob', 'carol', 'dave'], frame };
     await delivery.handle([many, message('d1', 'bob')]);
-    expect(gateways.received.map((d) => [d.to, d.connIds, d.frame])).toEqual([
-      ['bob', ['phone'], frame],
-      ['carol', ['laptop'], frame],
-      ['bob', ['phone'], message('d1', 'bob').frame],
+    const pushedTo = (user: string) =>
+      gateways.received.filter((d) => d.to === user).map((d) => [d.connIds, d.frame]);
+    expect(pushedTo('bob')).toEqual([
+      [['phone'], frame],
+      [['phone'], message('d1', 'bob').frame],
     ]);
+    expect(pushedTo('carol')).toEqual([[['laptop'], frame]]);
+    expect(gateways.received).toHaveLength(3);
     expect(bus.events(TOPICS.offline)).toEqual([
       expect.objectContaining({ kind: 'offline', to: 'dave', frame }),
     ]);
@@ -171,6 +196,52 @@ describe('Delivery', () => {
     expect(gateways.mids('carol')).toEqual(['alice:g1']);
     // Only dave's goes offline, again on the replay (storage keeps one per mid).
     expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.to)).toEqual(['dave', 'dave']);
+  });
+
+  describe('a batch over MAX_GATEWAY_BATCH deliveries to one gateway', () => {
+    const users = (n: number) => Array.from({ length: n }, (_, i) => `u${i}`);
+    const connectAll = async (connect: (user: string, connId: string) => Promise<void>, all: string[]) => {
+      for (const user of all) await connect(user, `c-${user}`);
+    };
+
+    it("keeps each user's deliveries in order across its calls", async () => {
+      const gateways = new ParsingGateways();
+      const { delivery, connect } = setup({ gateways });
+      const others = users(MAX_GATEWAY_BATCH - 1);
+      await connectAll(connect, ['bob', ...others]);
+      await delivery.handle([
+        message('m1'),
+        ...others.map((user) => message(`x-${user}`, user)),
+        message('m2'),
+      ]);
+      expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m2']);
+    });
+
+    it("fans a group's messages out in calls at once, each member's in order", async () => {
+      const gateways = new ParsingGateways();
+      const { delivery, connect } = setup({ gateways });
+      const members = users(1500);
+      await connectAll(connect, members);
+      const groupMessage = (id: string): DeliveryTopicEvent => ({
+        v: 1,
+        kind: 'deliver-many',
+        to: members,
+        frame: { ...message(id).frame, to: 'crew', chat: 'group' },
+      });
+      await delivery.handle([groupMessage('g1'), groupMessage('g2'), groupMessage('g3')]);
+      for (const member of members)
+        expect(gateways.mids(member)).toEqual(['alice:g1', 'alice:g2', 'alice:g3']);
+      expect(gateways.mostInFlight).toBeGreaterThan(1);
+    });
+
+    it('sends the deliveries of a user with more than fit one call in order, call after call', async () => {
+      const gateways = new ParsingGateways();
+      const { delivery, connect } = setup({ gateways });
+      await connect('bob', 'phone');
+      const ids = Array.from({ length: MAX_GATEWAY_BATCH + 10 }, (_, i) => `m${i}`);
+      await delivery.handle(ids.map((id) => message(id)));
+      expect(gateways.mids('bob')).toEqual(ids.map((id) => `alice:${id}`));
+    });
   });
 
   it('pushes an ephemeral deliver-many to the online recipients only, and tracks nothing', async () => {
