@@ -222,11 +222,11 @@ describe('Delivery', () => {
       const { delivery, connect } = setup({ gateways });
       const members = users(1500);
       await connectAll(connect, members);
-      const groupMessage = (id: string): DeliveryTopicEvent => ({
-        v: 1,
-        kind: 'deliver-many',
+      const groupMessage = (id: string) => ({
+        v: 1 as const,
+        kind: 'deliver-many' as const,
         to: members,
-        frame: { ...message(id).frame, to: 'crew', chat: 'group' },
+        frame: { ...message(id).frame, to: 'crew', chat: 'group' as const },
       });
       await delivery.handle([groupMessage('g1'), groupMessage('g2'), groupMessage('g3')]);
       for (const member of members)
