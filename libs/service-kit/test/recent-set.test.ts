@@ -1,4 +1,4 @@
-import { createRecentSet } from '../src/recent-set';
+import { createRecentMap, createRecentSet, MAX_RECENT_MAP_VALUES } from '../src/recent-set';
 
 describe('createRecentSet', () => {
   it('forgets keys after the ttl and beyond its size, oldest first', () => {
@@ -48,5 +48,44 @@ describe('createRecentSet', () => {
     clock = 895;
     expect(recent.has('first')).toBe(false);
     expect(recent.has('k100')).toBe(true);
+  });
+});
+
+describe('createRecentMap', () => {
+  it('tells every key it holds by its exact text, with its last value', () => {
+    const recent = createRecentMap<string>(60_000, 800_000, () => 0);
+    const keys = Array.from({ length: 10_000 }, (_, i) => `bob\nalice:c${i}`);
+    keys.forEach((key, i) => recent.set(key, i % 3 === 0 ? 'stored' : 'pushed'));
+    recent.set(keys[1], 'stored');
+    expect(keys.map((key) => recent.get(key))).toEqual(
+      keys.map((_, i) => (i % 3 === 0 || i === 1 ? 'stored' : 'pushed')),
+    );
+    expect(recent.size).toBe(10_000);
+    // Prefixes, extensions and near misses of held keys are not held.
+    for (const absent of ['', 'bob', 'bob\nalice:c', 'bob\nalice:c10000', 'bob\nalice:c1 ', 'Bob\nalice:c1'])
+      expect([absent, recent.has(absent)]).toEqual([absent, false]);
+  });
+
+  it('keeps apart keys that UTF-8 would write alike (lone surrogates) and long keys', () => {
+    const recent = createRecentMap<number>(60_000, 800, () => 0);
+    const keys = [
+      'a\uD800',
+      'a\uD801',
+      'a\uFFFD',
+      '\uD83D\uDE00',
+      '\uDE00\uD83D',
+      'x'.repeat(5000),
+      'x'.repeat(5001),
+    ];
+    keys.forEach((key, i) => recent.set(key, i));
+    expect(keys.map((key) => recent.get(key))).toEqual(keys.map((_, i) => i));
+    expect(recent.get('a\uD802')).toBeUndefined();
+  });
+
+  it(`refuses more than ${MAX_RECENT_MAP_VALUES} distinct values`, () => {
+    const recent = createRecentMap<number>(60_000, 1000, () => 0);
+    for (let i = 0; i < MAX_RECENT_MAP_VALUES; i++) recent.set(`k${i}`, i);
+    expect(() => recent.set('one more', MAX_RECENT_MAP_VALUES)).toThrow(RangeError);
+    expect(recent.get(`k${MAX_RECENT_MAP_VALUES - 1}`)).toBe(MAX_RECENT_MAP_VALUES - 1);
   });
 });

@@ -1,4 +1,6 @@
-import { createRecentSet } from '@parley/service-kit';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { createRecentMap, createRecentSet } from '@parley/service-kit';
 import { MemorySessionStore } from '../../../apps/session-ms/src/store/memory-store';
 import type { Pending } from '../../../apps/session-ms/src/store/session-store';
 import { MembershipCache } from '../../../apps/group-message-router/src/membership-cache';
@@ -106,6 +108,29 @@ const measures: Measure[] = [
   },
 ];
 
+/**
+ * What a RecentMap of session-ms's acked mids holds when full (the embedded store keeps a million),
+ * and what a full GC costs with it: the keys stay out of the heap the GC walks (recent-set.ts).
+ */
+function recentMapFootprint(size: number): string {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  gc();
+  const before = process.memoryUsage();
+  const acked = createRecentMap<string>(86_400_000, size);
+  for (let i = 0; i < size; i++) acked.set(`u${i % 5000}\ns${i % 97}:m${i}`, i % 2 ? 'pushed' : 'stored');
+  gc();
+  const after = process.memoryUsage();
+  const t0 = performance.now();
+  gc();
+  const gcMs = performance.now() - t0;
+  return (
+    `recent map, ${acked.size} keys: heap ${mib(after.heapUsed - before.heapUsed)}, ` +
+    `array buffers ${mib(after.arrayBuffers - before.arrayBuffers)}, a full GC ${gcMs.toFixed(1)} ms`
+  );
+}
+
 function summary(times: number[]) {
   const sorted = [...times].sort((a, b) => a - b);
   return { median: sorted[Math.floor(sorted.length / 2)]!, worst: sorted[sorted.length - 1]! };
@@ -123,6 +148,7 @@ async function main() {
         `${measure.large}: ${us(large.median)} (${us(large.worst)}) | ${growth.toFixed(1)}x${growth > 4 ? '  GROWS' : ''}`,
     );
   }
+  console.log(recentMapFootprint(1_000_000));
 }
 
 main().catch((err) => {

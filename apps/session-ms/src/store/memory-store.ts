@@ -13,7 +13,10 @@ import {
 /** Acked, completing nothing (a mid never pending here). */
 const NOTHING = 'acked';
 
-/** Acked mids remembered for dedup at most, by default: about 100 MiB of keys. */
+/**
+ * Acked mids remembered for dedup at most, by default: some 35-50 MiB of keys, in array buffers the
+ * GC does not walk (a RecentMap).
+ */
 export const DEFAULT_MAX_ACKED = 1_000_000;
 
 /**
