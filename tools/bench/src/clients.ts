@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import {
   due,
+  intendedAtMs,
   LatencyTimeline,
   newHistogram,
   scanFrame,
@@ -14,8 +15,9 @@ import {
  * The load generator's WebSocket clients: the same code drives the fleet and the relay.
  * Every client acks every deliverable (a frame with a `mid`), batched every `ackEveryMs` per
  * socket (≤ 500 mids a frame), as the protocol asks; frames are scanned, not JSON-parsed, to keep
- * the generator cheap. Latency = receive time − the sender's own send time (`body.t`, µs of this
- * process's monotonic clock: senders and receivers share one clock).
+ * the generator cheap. Latency = receive time − the message's intended send time on the open-loop
+ * schedule (`body.t`, µs of this process's monotonic clock: senders and receivers share one clock),
+ * so a generator that falls behind its schedule shows as latency (and as `maxLagMs`), not less.
  */
 
 export interface Target {
@@ -179,8 +181,9 @@ export class ClientPool {
     return this.c;
   }
 
-  private sendMessage(client: BenchClient, to: string, chat: 'direct' | 'group') {
-    const t = nowUs();
+  /** `dueMs`: when the message was due on the schedule (performance.now() ms); its `t`. */
+  private sendMessage(client: BenchClient, to: string, chat: 'direct' | 'group', dueMs: number) {
+    const t = Math.round(dueMs * 1000);
     if (this.firstSendAt === 0) this.firstSendAt = t / 1000;
     const chatPart = chat === 'group' ? ',"chat":"group"' : '';
     client.socket.send(
@@ -191,24 +194,34 @@ export class ClientPool {
 
   /**
    * Open-loop 1:1 load: `rate` messages per second for `durationMs`, spread round-robin over the
-   * senders (each sends to its partner). Returns the counters at the end of the window.
+   * senders (each sends to its partner). Returns the counters at the end of the window, and how late
+   * the generator sent its latest message against the schedule (`maxLagMs`).
    */
   async runRate(
     rate: number,
     durationMs: number,
     senders: BenchClient[] = this.clients,
-  ): Promise<{ sentInWindow: number; receivedInWindow: number; windowMs: number; cpuUs: number }> {
+  ): Promise<{
+    sentInWindow: number;
+    receivedInWindow: number;
+    windowMs: number;
+    cpuUs: number;
+    maxLagMs: number;
+  }> {
     const cpu0 = process.cpuUsage();
     const start = performance.now();
     let rr = 0;
     let sent = 0;
+    let maxLagMs = 0;
     await new Promise<void>((resolve) => {
       const tick = () => {
-        const elapsed = performance.now() - start;
+        const now = performance.now();
+        const elapsed = now - start;
         const n = due(rate, Math.min(elapsed, durationMs), sent);
+        if (n > 0) maxLagMs = Math.max(maxLagMs, now - intendedAtMs(start, rate, sent));
         for (let k = 0; k < n; k++) {
           const client = senders[rr++ % senders.length]!;
-          this.sendMessage(client, client.partner, 'direct');
+          this.sendMessage(client, client.partner, 'direct', intendedAtMs(start, rate, sent + k));
         }
         sent += n;
         if (elapsed >= durationMs) {
@@ -220,24 +233,42 @@ export class ClientPool {
     });
     const windowMs = performance.now() - start;
     const cpu = process.cpuUsage(cpu0);
-    return { sentInWindow: sent, receivedInWindow: this.c.received, windowMs, cpuUs: cpu.user + cpu.system };
+    return {
+      sentInWindow: sent,
+      receivedInWindow: this.c.received,
+      windowMs,
+      cpuUs: cpu.user + cpu.system,
+      maxLagMs: Math.round(maxLagMs * 10) / 10,
+    };
   }
 
-  /** Group burst: each sender sends `perSender` messages to `group` at `ratePerSender`/s. */
+  /**
+   * Group burst: each sender sends `perSender` messages to `group` at `ratePerSender`/s. Returns how
+   * late the generator sent its latest message against the schedule.
+   */
   async runGroupBurst(
     group: string,
     senders: BenchClient[],
     perSender: number,
     ratePerSender: number,
-  ): Promise<void> {
+  ): Promise<{ maxLagMs: number }> {
     const start = performance.now();
     let sent = 0;
+    let maxLagMs = 0;
     const total = senders.length * perSender;
     const rate = senders.length * ratePerSender;
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
-        const n = Math.min(total - sent, due(rate, performance.now() - start, sent));
-        for (let k = 0; k < n; k++) this.sendMessage(senders[(sent + k) % senders.length]!, group, 'group');
+        const now = performance.now();
+        const n = Math.min(total - sent, due(rate, now - start, sent));
+        if (n > 0) maxLagMs = Math.max(maxLagMs, now - intendedAtMs(start, rate, sent));
+        for (let k = 0; k < n; k++)
+          this.sendMessage(
+            senders[(sent + k) % senders.length]!,
+            group,
+            'group',
+            intendedAtMs(start, rate, sent + k),
+          );
         sent += n;
         if (sent >= total) {
           clearInterval(timer);
@@ -245,6 +276,7 @@ export class ClientPool {
         }
       }, 2);
     });
+    return { maxLagMs: Math.round(maxLagMs * 10) / 10 };
   }
 
   /** Waits until `done()` or until no frame arrived for `quietMs`, at most `maxMs`. */

@@ -515,6 +515,15 @@ async function main() {
     notes.push(
       `load generator near one full core (${genBound.map((s) => `${s.target}@${s.offered}: ${s.generatorCpu}`).join(', ')}): ${values['service-cpus'] ? 'its one thread' : 'the 2-core box is shared by the service and the clients, so the failing step'} may be client-bound, which understates the ceiling (mostly the relay's)`,
     );
+  const lagging = [...report.fleet.steps, ...(report.relay?.steps ?? [])].filter(
+    (s) => (s.sendLagMs ?? 0) > 10,
+  );
+  notes.push(
+    `latency is measured from each message's intended send time on the open-loop schedule (no coordinated omission): when the generator ran late, its lateness is in the latency` +
+      (lagging.length > 0
+        ? `; it ran more than 10 ms late in ${lagging.map((s) => `${s.target}@${s.offered} (${s.sendLagMs} ms)`).join(', ')}`
+        : ''),
+  );
   notes.push(
     `sustainable = delivered within the step's window >= ${settings.criteria.minDeliveredRatio * 100}% of sent and p99 <= ${settings.criteria.maxP99Ms} ms; delivered/s counts message frames (not receipts, not duplicates) received during the window`,
   );

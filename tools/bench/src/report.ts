@@ -262,7 +262,7 @@ function stepRows(steps: StepResult[]): string {
   return steps
     .map(
       (s) =>
-        `<tr class="${s.sustainable ? '' : 'bad'}"><td>${esc(s.target)}</td><td>${esc(s.scenario)}</td><td>${s.offered}</td><td>${s.deliveredPerS}</td><td>${s.sent}</td><td>${s.deliveredInWindow}</td><td>${s.deliveredTotal}</td><td>${s.duplicates}</td><td>${s.latency.p50}</td><td>${s.latency.p99}</td><td>${s.latency.p999}</td><td>${s.latency.max}</td><td>${s.cpu ? s.cpu.cores : '-'}</td><td>${s.cpu ? s.cpu.rssMiB : '-'}</td><td>${s.generatorCpu ?? '-'}</td><td>${s.sustainable ? 'yes' : esc(s.reason ?? 'no')}</td></tr>`,
+        `<tr class="${s.sustainable ? '' : 'bad'}"><td>${esc(s.target)}</td><td>${esc(s.scenario)}</td><td>${s.offered}</td><td>${s.deliveredPerS}</td><td>${s.sent}</td><td>${s.deliveredInWindow}</td><td>${s.deliveredTotal}</td><td>${s.duplicates}</td><td>${s.latency.p50}</td><td>${s.latency.p99}</td><td>${s.latency.p999}</td><td>${s.latency.max}</td><td>${s.cpu ? s.cpu.cores : '-'}</td><td>${s.cpu ? s.cpu.rssMiB : '-'}</td><td>${s.generatorCpu ?? '-'}</td><td>${s.sendLagMs ?? '-'}</td><td>${s.sustainable ? 'yes' : esc(s.reason ?? 'no')}</td></tr>`,
     )
     .join('\n');
 }
@@ -396,7 +396,7 @@ ${r.targets.map((t) => `<tr><td>${esc(t.name)}</td><td>${esc(t.target)}</td><td>
 <p><b>ratio: ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3)}</b> (fleet max sustainable 1:1 ${r.fleet.max.delivered} msg/s / relay ${r.relay?.max.delivered ?? 'n/a'} msg/s). Fleet: ${esc(r.fleet.where)}${r.fleet.startMs ? `, started in ${r.fleet.startMs} ms` : ''}.</p>
 <div class="charts">${throughput}${latency}${percentile}${overTime}${fanoutBars}</div>
 <h2>1:1 steps</h2>
-<table><tr><th>target</th><th>scenario</th><th>offered/s</th><th>delivered/s (window)</th><th>sent</th><th>delivered in window</th><th>delivered total</th><th>dup</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>service cpu (cores)</th><th>service RSS MiB</th><th>generator cpu</th><th>sustainable</th></tr>
+<table><tr><th>target</th><th>scenario</th><th>offered/s</th><th>delivered/s (window)</th><th>sent</th><th>delivered in window</th><th>delivered total</th><th>dup</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>service cpu (cores)</th><th>service RSS MiB</th><th>generator cpu</th><th>generator max lag ms</th><th>sustainable</th></tr>
 ${stepRows([...r.fleet.steps, ...(r.fleet.half ? [r.fleet.half] : []), ...(r.relay?.steps ?? []), ...(r.relay?.half ? [r.relay.half] : [])])}
 </table>
 <h2>Group fan-out</h2>

@@ -66,6 +66,7 @@ export async function runStep(
     timeline: c.timeline.windows(TIMELINE_WINDOW_MS),
     cpu,
     generatorCpu: Math.round((r.cpuUs / 1000 / r.windowMs) * 100) / 100,
+    sendLagMs: r.maxLagMs,
     sustainable: v.ok,
     reason: v.ok ? undefined : v.reason + (c.lastErrors.length ? ` (first error: ${c.lastErrors[0]})` : ''),
   };
@@ -145,7 +146,7 @@ export function formatStep(s: StepResult): string {
   return (
     `  [${s.target}] ${s.scenario} offered ${s.offered}/s: delivered ${s.deliveredPerS}/s ` +
     `(${s.deliveredInWindow}/${s.sent} in window, ${s.deliveredTotal} total, ${s.accepted} accepted, ${s.duplicates} dup, ${s.errors} err) ` +
-    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} ` +
+    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} gen-lag ${s.sendLagMs ?? '-'} ms ` +
     `${s.sustainable ? 'OK' : `FAIL: ${s.reason}`}`
   );
 }
@@ -165,6 +166,8 @@ export interface FanoutResult {
   curve: Array<[number, number]>;
   gatewayFramesWritten?: number;
   cpu?: { cores: number; rssMiB: number };
+  /** How late the generator sent its latest group message against the schedule (ms; in latency). */
+  sendLagMs?: number;
   note: string;
 }
 
@@ -210,7 +213,12 @@ export async function runFanout(
   const messages = opts.senders * opts.perSender;
   const expected = messages * (members.length - 1);
   const t0 = performance.now();
-  await pool.runGroupBurst(group, members.slice(0, opts.senders), opts.perSender, opts.ratePerSender);
+  const burst = await pool.runGroupBurst(
+    group,
+    members.slice(0, opts.senders),
+    opts.perSender,
+    opts.ratePerSender,
+  );
   const complete = await pool.settle(() => c.received >= expected, 5000, opts.maxWaitMs);
   const cpu = win?.end();
   const frames1 = await opts.gatewayFrames?.();
@@ -228,11 +236,12 @@ export async function runFanout(
     curve: percentileCurve(c.hist),
     gatewayFramesWritten: frames0 !== undefined && frames1 !== undefined ? frames1 - frames0 : undefined,
     cpu,
+    sendLagMs: burst.maxLagMs,
     note: `${complete ? '' : `INCOMPLETE: stopped waiting after ${opts.maxWaitMs} ms; `}group created and seen by all members in ${joinMs} ms; ${messages} group messages from ${opts.senders} senders to ${members.length} connected members; counted: message frames received by member sockets (sender excluded), first send to last delivery`,
   };
   opts.log(
     `  [${result.target}] fan-out: ${result.delivered}/${expected} deliveries in ${result.durationMs} ms = ${result.deliveriesPerS}/s, ` +
-      `p50 ${result.latency.p50} p99 ${result.latency.p99} ms${cpu ? ` cpu ${cpu.cores} rss ${cpu.rssMiB}MiB` : ''}`,
+      `p50 ${result.latency.p50} p99 ${result.latency.p99} ms${cpu ? ` cpu ${cpu.cores} rss ${cpu.rssMiB}MiB` : ''} gen-lag ${result.sendLagMs} ms`,
   );
   await drain(pool, 1500, 20_000);
   return result;

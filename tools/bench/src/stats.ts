@@ -138,6 +138,8 @@ export interface StepResult {
   timeline?: TimelinePoint[];
   cpu?: CpuSample;
   generatorCpu?: number;
+  /** How late the generator sent its latest message against the schedule (ms; included in latency). */
+  sendLagMs?: number;
   sustainable: boolean;
   reason?: string;
 }
@@ -181,6 +183,15 @@ export function maxSustainable(steps: Array<Pick<StepResult, 'sustainable' | 'de
 /** How many messages are due by `elapsedMs` at `rate` per second, minus those already sent. */
 export function due(rate: number, elapsedMs: number, sent: number): number {
   return Math.max(0, Math.floor((rate * elapsedMs) / 1000) - sent);
+}
+
+/**
+ * When the `i`-th message (0-based) of an open-loop schedule at `rate`/s begun at `startMs` is due:
+ * the time its latency is measured from, so that a generator running late (its own event loop
+ * busy) adds its lateness to the latency instead of hiding it (coordinated omission).
+ */
+export function intendedAtMs(startMs: number, rate: number, i: number): number {
+  return startMs + ((i + 1) * 1000) / rate;
 }
 
 /** Loopback source address for the i-th connection: 127.0.0.2 .. 127.0.0.(1+spread). */

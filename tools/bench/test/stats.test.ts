@@ -1,6 +1,7 @@
 import {
   counterDeltas,
   due,
+  intendedAtMs,
   LatencyTimeline,
   maxSustainable,
   metricValue,
@@ -26,6 +27,13 @@ describe('bench helpers', () => {
     expect(due(1000, 10, 0)).toBe(10);
     expect(due(1000, 10, 8)).toBe(2);
     expect(due(1000, 10, 12)).toBe(0);
+  });
+
+  it('puts each message of an open-loop schedule at its own due time', () => {
+    // 1,000/s from t=100 ms: message 0 is due at 101 ms, message 9 at 110 ms, whenever it is sent.
+    expect(intendedAtMs(100, 1000, 0)).toBe(101);
+    expect(intendedAtMs(100, 1000, 9)).toBe(110);
+    for (let i = 0; i < 50; i++) expect(due(1000, intendedAtMs(0, 1000, i), i)).toBe(1);
   });
 
   it('judges a step: delivered ratio, p99 bound, errors', () => {
