@@ -20,7 +20,7 @@ import {
   scrape,
   scrapeCounters,
 } from './scenarios';
-import { DEFAULT_CRITERIA, type StepCriteria } from './stats';
+import { DEFAULT_CRITERIA, relayCeilingCaveat, type StepCriteria } from './stats';
 
 const HELP = `npm run bench -- [options]
 
@@ -506,8 +506,11 @@ async function main() {
     }
   }
 
-  if (report.relay && report.relay.max.delivered > 0 && report.fleet.max.delivered > 0)
+  if (report.relay && report.relay.max.delivered > 0 && report.fleet.max.delivered > 0) {
     report.ratio = report.fleet.max.delivered / report.relay.max.delivered;
+    if (only.has('ramp'))
+      report.ratioCaveat = relayCeilingCaveat(report.relay.steps, report.relay.max, os.cpus().length);
+  }
   const genBound = [...report.fleet.steps, ...(report.relay?.steps ?? [])].filter(
     (s) => !s.sustainable && (s.generatorCpu ?? 0) > 0.9,
   );

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { bundleOf } from './bundles';
-import { parseProcStat, parseRss } from './stats';
+import { parseMachineStat, parseProcStat, parseRss } from './stats';
 
 /** CPU and RSS of a process, or the sum over several, through /proc (Linux). */
 export class ProcSampler {
@@ -45,6 +46,24 @@ export class ProcSampler {
 }
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
+
+/** Starts a window over the whole machine's CPU (`/proc/stat`); `end()` gives the cores busy, NaN off Linux. */
+export function machineCpuWindow(): { end(): number } {
+  const read = () => {
+    try {
+      return parseMachineStat(readFileSync('/proc/stat', 'utf8'));
+    } catch {
+      return { busy: NaN, total: NaN };
+    }
+  };
+  const a = read();
+  return {
+    end: () => {
+      const b = read();
+      return round2(((b.busy - a.busy) / (b.total - a.total || NaN)) * os.cpus().length);
+    },
+  };
+}
 
 /** Whether the bench runs from its bundles (tools/bench/src/bundle.ts), not under tsx. */
 export const RUNS_FROM_BUNDLE = !__filename.endsWith('.ts');

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { ClientPool, closeSockets, openClient, type Target } from './clients';
-import { ProcSampler } from './proc';
+import { machineCpuWindow, ProcSampler } from './proc';
 import {
   counterDeltas,
   parseCounters,
@@ -42,8 +42,10 @@ export async function runStep(
 ): Promise<StepResult> {
   const c = pool.beginStep(++stepSeq);
   const win = opts.sampler?.window();
+  const box = machineCpuWindow();
   const r = await pool.runRate(opts.rate, opts.durationMs);
   const cpu = win?.end();
+  const boxCpu = box.end();
   await pool.settle(() => c.received >= c.sent, 1000, opts.graceMs);
   const latency = pool.latency();
   const deliveredPerS = Math.round(r.receivedInWindow / (r.windowMs / 1000));
@@ -66,6 +68,7 @@ export async function runStep(
     timeline: c.timeline.windows(TIMELINE_WINDOW_MS),
     cpu,
     generatorCpu: Math.round((r.cpuUs / 1000 / r.windowMs) * 100) / 100,
+    boxCpu: Number.isFinite(boxCpu) ? boxCpu : undefined,
     sendLagMs: r.maxLagMs,
     sustainable: v.ok,
     reason: v.ok ? undefined : v.reason + (c.lastErrors.length ? ` (first error: ${c.lastErrors[0]})` : ''),
@@ -146,7 +149,7 @@ export function formatStep(s: StepResult): string {
   return (
     `  [${s.target}] ${s.scenario} offered ${s.offered}/s: delivered ${s.deliveredPerS}/s ` +
     `(${s.deliveredInWindow}/${s.sent} in window, ${s.deliveredTotal} total, ${s.accepted} accepted, ${s.duplicates} dup, ${s.errors} err) ` +
-    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} gen-lag ${s.sendLagMs ?? '-'} ms ` +
+    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} box-cpu ${s.boxCpu ?? '-'} gen-lag ${s.sendLagMs ?? '-'} ms ` +
     `${s.sustainable ? 'OK' : `FAIL: ${s.reason}`}`
   );
 }

@@ -138,6 +138,8 @@ export interface StepResult {
   timeline?: TimelinePoint[];
   cpu?: CpuSample;
   generatorCpu?: number;
+  /** Cores busy on the whole machine over the window (service, generator and anything else). */
+  boxCpu?: number;
   /** How late the generator sent its latest message against the schedule (ms; included in latency). */
   sendLagMs?: number;
   sustainable: boolean;
@@ -204,6 +206,44 @@ export function parseProcStat(text: string): { ticks: number } {
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
   // rest[0] is field 3 (state): utime is field 14 -> rest[11], stime field 15 -> rest[12].
   return { ticks: Number(rest[11]) + Number(rest[12]) };
+}
+
+/**
+ * Parses the first line of `/proc/stat` (the whole machine): busy and total ticks (user nice system
+ * idle iowait irq softirq steal; guest time is already in user). Busy leaves out idle and iowait.
+ */
+export function parseMachineStat(text: string): { busy: number; total: number } {
+  const fields = text
+    .slice(0, text.indexOf('\n') >>> 0)
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  const total = fields.reduce((a, b) => a + (b || 0), 0);
+  return { busy: total - (fields[3] || 0) - (fields[4] || 0), total };
+}
+
+/**
+ * Why the relay's measured 1:1 ceiling may not be the relay's own, or undefined when it is. The
+ * relay has one thread: at its ceiling it uses about one core. When the step that stopped the ramp
+ * (the slowest failing one above the max) found it well under that, what failed was the load
+ * generator or the machine (other work), and the ratio fleet/relay is biased in the fleet's favour.
+ */
+export function relayCeilingCaveat(
+  steps: Array<Pick<StepResult, 'offered' | 'sustainable' | 'cpu' | 'generatorCpu' | 'boxCpu'>>,
+  max: { offered: number },
+  cpus: number,
+): string | undefined {
+  const failing = steps
+    .filter((s) => !s.sustainable && s.offered > max.offered)
+    .sort((a, b) => a.offered - b.offered)[0];
+  if (!failing)
+    return 'no relay step failed: its ceiling is above the highest rate tried, so the ratio is an upper bound';
+  if (!failing.cpu || failing.cpu.cores >= 0.85) return undefined;
+  return (
+    `the relay's ceiling was not the relay's: at ${failing.offered}/s, the step that stopped its ramp, it used ${failing.cpu.cores} of its one core ` +
+    `(generator ${failing.generatorCpu ?? '?'}, whole machine ${failing.boxCpu ?? '?'} of ${cpus} cores), so the ratio is an upper bound`
+  );
 }
 
 /** Parses `VmRSS` (kB) from `/proc/<pid>/status` into bytes. */

@@ -7,9 +7,11 @@ import {
   metricValue,
   newHistogram,
   parseCounters,
+  parseMachineStat,
   parseProcStat,
   parseRss,
   rateLadder,
+  relayCeilingCaveat,
   scanFrame,
   sourceAddress,
   summarize,
@@ -34,6 +36,32 @@ describe('bench helpers', () => {
     expect(intendedAtMs(100, 1000, 0)).toBe(101);
     expect(intendedAtMs(100, 1000, 9)).toBe(110);
     for (let i = 0; i < 50; i++) expect(due(1000, intendedAtMs(0, 1000, i), i)).toBe(1);
+  });
+
+  it("reads the whole machine's CPU from /proc/stat", () => {
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    expect(parseMachineStat('cpu  100 5 50 800 20 3 7 15 40 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n')).toEqual({
+      busy: 180,
+      total: 1000,
+    });
+  });
+
+  it("says when the relay's ceiling was not the relay's (the ratio is then an upper bound)", () => {
+    const step = (offered: number, sustainable: boolean, cores: number) => ({
+      offered,
+      sustainable,
+      cpu: { cores, rssMiB: 100 },
+      generatorCpu: 0.7,
+      boxCpu: 1.9,
+    });
+    // The run of 2026-12-06 05:12: relay at 0.53 and 0.58 cores at its failing steps, generator 0.71.
+    const notBound = [step(15000, true, 0.58), step(20000, false, 0.53), step(17500, false, 0.58)];
+    expect(relayCeilingCaveat(notBound, { offered: 15000 }, 2)).toMatch(
+      /17500\/s.*0\.58 of its one core.*upper bound/,
+    );
+    const bound = [step(40000, true, 0.8), step(50000, false, 0.97)];
+    expect(relayCeilingCaveat(bound, { offered: 40000 }, 2)).toBeUndefined();
+    expect(relayCeilingCaveat([step(300000, true, 1)], { offered: 300000 }, 2)).toMatch(/upper bound/);
   });
 
   it('judges a step: delivered ratio, p99 bound, errors', () => {
