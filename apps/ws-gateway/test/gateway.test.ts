@@ -213,6 +213,17 @@ describe('ws-gateway', () => {
     expect(env.bus.events(TOPICS.inbound)).toEqual([]);
   });
 
+  it('takes a frame that starts with a byte-order mark, as POST /v1/send takes it', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    alice.send('\uFEFF{"type":"message","id":"bom1","to":"bob","body":1}');
+    expect(await alice.next((f) => f.type === 'accepted' || f.type === 'error')).toEqual({
+      type: 'accepted',
+      id: 'bom1',
+      mid: 'alice:bom1',
+    });
+  });
+
   it('refuses an ack or read naming a mid with a NUL, a control character or a lone surrogate, which storage cannot hold', async () => {
     env = await startGateway();
     const alice = await connect('alice');

@@ -51,11 +51,19 @@ export function parseClientFrame(raw: string | Buffer, limits: FrameLimits = {})
   if (size > maxBytes) return refuse('too_large', `frame: must be at most ${maxBytes} bytes (got ${size})`);
   let value: unknown;
   try {
-    value = JSON.parse(raw.toString());
+    value = JSON.parse(withoutByteOrderMark(raw.toString()));
   } catch (err) {
     return refuse('invalid_frame', `frame: is not valid JSON (${(err as Error).message})`);
   }
   return validateClientFrame(value, limits);
+}
+
+/**
+ * JSON text without a leading byte-order mark: a BOM is no JSON, but some clients send one. Both
+ * edges read a frame through it (the WebSocket's text frames, REST bodies), so it is taken on each.
+ */
+export function withoutByteOrderMark(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
 /** Validate an already-parsed client frame: type first, then the schema of that type. */

@@ -11,7 +11,13 @@ import Fastify, {
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Histogram, Registry } from 'prom-client';
-import { describeInputErrors, ErrorCode, ParleyError, statusOf } from '@parley/contracts';
+import {
+  describeInputErrors,
+  ErrorCode,
+  ParleyError,
+  statusOf,
+  withoutByteOrderMark,
+} from '@parley/contracts';
 import Ajv, { type ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
 import { Readiness } from './readiness';
@@ -122,8 +128,7 @@ function acceptJsonOnly(app: HttpServer): void {
     if (body === '') return done(null, undefined);
     try {
       // A byte-order mark is no JSON, but some clients send one (fastify's own parser strips it).
-      const text = (body as string).charCodeAt(0) === 0xfeff ? (body as string).slice(1) : (body as string);
-      done(null, JSON.parse(text));
+      done(null, JSON.parse(withoutByteOrderMark(body as string)));
     } catch (err) {
       done(
         new ParleyError('invalid_request', `body: is not valid JSON (${(err as Error).message})`),
