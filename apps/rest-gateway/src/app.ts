@@ -256,7 +256,7 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: P
           results.push({
             index,
             status: 'rejected',
-            ...(id ? { id } : {}),
+            ...(id !== undefined ? { id } : {}),
             code: 'too_large',
             message: `frame: must be at most ${deps.settings.maxFrameBytes} bytes (got ${size})`,
           });
@@ -267,7 +267,7 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: P
           results.push({
             index,
             status: 'rejected',
-            ...(parsed.id ? { id: parsed.id } : {}),
+            ...(parsed.id !== undefined ? { id: parsed.id } : {}),
             code: parsed.code,
             message: parsed.message,
           });

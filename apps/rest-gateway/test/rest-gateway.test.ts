@@ -204,6 +204,30 @@ describe('rest-gateway', () => {
     ]);
   });
 
+  it('names in a rejected result the id the frame had, an empty one too, as the WebSocket error frame does', async () => {
+    ({ gateway } = build());
+    const res = await send([
+      { type: 'message', id: '', to: 'bob', body: 1 },
+      { type: 'message', id: '', to: 'bob', body: 'x'.repeat(2000) },
+    ]);
+    expect(res.json().results).toEqual([
+      {
+        index: 0,
+        status: 'rejected',
+        id: '',
+        code: 'invalid_frame',
+        message: 'id: must match ^[A-Za-z0-9_-]{1,64}$',
+      },
+      {
+        index: 1,
+        status: 'rejected',
+        id: '',
+        code: 'too_large',
+        message: expect.stringContaining('at most 1024 bytes'),
+      },
+    ]);
+  });
+
   it('answers an ack carrying an id (an ack has none) accepted with no mid, as the WebSocket answers it nothing', async () => {
     let bus: MemoryBus;
     ({ gateway, bus } = build());
