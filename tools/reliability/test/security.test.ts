@@ -47,19 +47,22 @@ describe('security', () => {
   });
 
   it("never lets a user read or ack another user's deliverables", async () => {
+    const syncOf = async (user: string) =>
+      (await clients.rest(user, 'GET', '/v1/messages')).body.messages.map((m: { mid: string }) => m.mid);
     const alice = await clients.connect('sec-alice', { autoAck: true });
     alice.send({ type: 'message', id: 's1', to: 'sec-bob', body: 'for bob only' });
-    await waitFor(
-      async () => (await clients.rest('sec-bob', 'GET', '/v1/messages')).body.messages.length === 1,
-      10_000,
-      'stored for bob',
-    );
-    expect((await clients.rest('sec-mallory', 'GET', '/v1/messages')).body.messages).toEqual([]);
-    await clients.rest('sec-mallory', 'POST', '/v1/send', { type: 'ack', mids: ['sec-alice:s1'] });
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(
-      (await clients.rest('sec-bob', 'GET', '/v1/messages')).body.messages.map((m: { mid: string }) => m.mid),
-    ).toEqual(['sec-alice:s1']);
+    await waitFor(async () => (await syncOf('sec-bob')).length === 1, 10_000, 'stored for bob');
+    // Mallory has a stored message of her own: her ack names it beside bob's, and once it is gone from
+    // her sync the ack has gone all the way through (session-ms, then persistence-ms).
+    alice.send({ type: 'message', id: 's2', to: 'sec-mallory', body: 'for mallory' });
+    await waitFor(async () => (await syncOf('sec-mallory')).length === 1, 10_000, 'stored for mallory');
+    expect(await syncOf('sec-mallory')).toEqual(['sec-alice:s2']);
+    await clients.rest('sec-mallory', 'POST', '/v1/send', {
+      type: 'ack',
+      mids: ['sec-alice:s1', 'sec-alice:s2'],
+    });
+    await waitFor(async () => (await syncOf('sec-mallory')).length === 0, 10_000, "mallory's ack handled");
+    expect(await syncOf('sec-bob')).toEqual(['sec-alice:s1']);
   });
 
   it("keeps non-members out of a group's messages and details", async () => {
