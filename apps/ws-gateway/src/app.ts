@@ -10,6 +10,7 @@ import {
   clientIdOf,
   ConnectionTopicEvent,
   ErrorCode,
+  ErrorFrame,
   FrameResult,
   GatewayAnnounceResponse,
   GatewaySendRequest,
@@ -351,9 +352,15 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   };
 
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
-  const refuse = (conn: ClientConnection, code: ErrorCode, message: string, id?: string) => {
+  const refuse = (
+    conn: ClientConnection,
+    code: ErrorCode,
+    message: string,
+    id?: string,
+    extra?: Pick<ErrorFrame, 'retryAfterMs'>,
+  ) => {
     metrics.refused.inc({ code });
-    send(conn, id === undefined ? { type: 'error', code, message } : { type: 'error', id, code, message });
+    send(conn, { type: 'error', ...(id !== undefined && { id }), code, message, ...extra });
   };
 
   /**
@@ -362,12 +369,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
    */
   const admit = (conn: ClientConnection, bucket: TokenBucket, id: string | undefined): boolean => {
     if (bucket.take()) return true;
-    refuse(
-      conn,
-      'rate_limited',
-      `too many frames: retry after ${bucket.retryAfterSeconds().toFixed(2)} s`,
-      id,
-    );
+    const retryAfterSeconds = bucket.retryAfterSeconds();
+    refuse(conn, 'rate_limited', `too many frames: retry after ${retryAfterSeconds.toFixed(2)} s`, id, {
+      retryAfterMs: Math.ceil(retryAfterSeconds * 1000),
+    });
     if (bucket.refusedInARow >= settings.rateCloseAfter)
       conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
     return false;

@@ -1,7 +1,7 @@
 import { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
-import { INTERNAL_SECRET_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
+import { ErrorFrame, INTERNAL_SECRET_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
   createMetricsRegistry,
@@ -257,11 +257,15 @@ describe('ws-gateway', () => {
     const alice = await connect('alice');
     for (let i = 0; i < 6; i++) alice.send({ type: 'message', id: `r${i}`, to: 'bob', body: i });
     expect(await alice.closed()).toBe(4029);
-    expect(alice.ofType('error').map((f) => f.code)).toEqual([
-      'rate_limited',
-      'rate_limited',
-      'rate_limited',
-    ]);
+    const refused = alice.ofType('error') as unknown as Array<Required<ErrorFrame>>;
+    expect(refused.map((f) => f.code)).toEqual(['rate_limited', 'rate_limited', 'rate_limited']);
+    // At 0.1 frames/s the next token is up to 10 s away: the frame says so in ms, as its message in s.
+    for (const frame of refused) {
+      expect(frame.retryAfterMs).toBeGreaterThan(9000);
+      expect(frame.retryAfterMs).toBeLessThanOrEqual(10_000);
+      const seconds = Number(/^too many frames: retry after ([\d.]+) s$/.exec(frame.message)?.[1]);
+      expect(Math.abs(seconds * 1000 - frame.retryAfterMs)).toBeLessThanOrEqual(10);
+    }
     await waitFor(() => env.bus.events(TOPICS.inbound).length === 2, 2000, 'the two frames within the burst');
   });
 

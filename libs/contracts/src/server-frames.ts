@@ -31,6 +31,10 @@ export const ErrorFrame = Type.Object(
     code: ErrorCodeSchema,
     message: Type.String(),
     mid: Type.Optional(Mid),
+    /** An addition to PROTOCOL.md: on `rate_limited`, when the next frame would be taken. */
+    retryAfterMs: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'On rate_limited: milliseconds until a frame is taken again' }),
+    ),
   },
   {
     $id: 'ErrorFrame',
