@@ -317,12 +317,13 @@ export class ParleyClient extends EventTarget {
   #onError(frame) {
     const queued = frame.id && this.outbox.get(frame.id);
     if (queued && (frame.code === 'unavailable' || frame.code === 'rate_limited')) {
-      // Nothing was accepted: the same frame goes again a little later, on this connection, and
-      // nothing else goes before then.
+      // Nothing was accepted: the same frame goes again later, on this connection, and nothing else
+      // goes before then: after the wait a rate_limited refusal names, else a little later.
       queued.sentOn = null;
-      this.sendTokens = Math.min(this.sendTokens, 0);
+      const waitMs = frame.retryAfterMs;
+      this.sendTokens = Math.min(this.sendTokens, 0, 1 - ((waitMs ?? 0) / 1000) * SENDS_PER_SECOND);
       this.tokensAt = Date.now();
-      this.#flushOutboxLater();
+      this.#flushOutboxLater(waitMs);
     } else if (queued) {
       this.outbox.delete(frame.id); // refused for good: the same frame would be refused again
     }

@@ -122,6 +122,41 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     await gateway.close();
   });
 
+  it('waits the retryAfterMs a rate_limited refusal names before sending the frame again', async () => {
+    const arrivals: number[] = [];
+    const gateway = await fakeGateway((socket, n) => {
+      hello(socket, n);
+      socket.on('message', (data) => {
+        const frame = JSON.parse(String(data));
+        if (frame.type !== 'message') return;
+        arrivals.push(Date.now());
+        const answer =
+          arrivals.length === 1
+            ? {
+                type: 'error',
+                id: frame.id,
+                code: 'rate_limited',
+                message: 'retry after 2.6 s',
+                retryAfterMs: 2600,
+              }
+            : { type: 'accepted', id: frame.id, mid: `pc-fake:${frame.id}` };
+        socket.send(JSON.stringify(answer));
+      });
+    });
+    const c = clientOf(gateway.url);
+    try {
+      c.start();
+      c.send('pc-peer', { text: 'hi' }, 'direct', 'w1');
+      await waitFor(() => arrivals.length === 2, 10_000, 'the second try');
+      // Without the hint the client tries again 0.75-2.25 s later.
+      expect(arrivals[1]! - arrivals[0]!).toBeGreaterThanOrEqual(2600);
+      await waitFor(() => c.outbox.size === 0, 10_000, 'accepted on the second try');
+    } finally {
+      c.close();
+      await gateway.close();
+    }
+  });
+
   it('refuses a frame over 64 KiB at once, leaving the outbox to the others', async () => {
     const c = clientOf('ws://127.0.0.1:1/v1/ws');
     expect(() => c.send('pc-peer', { text: 'x'.repeat(70_000) }, 'direct', 'big')).toThrow(RangeError);
