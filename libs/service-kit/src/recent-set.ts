@@ -91,10 +91,12 @@ export function createRecentMap<V>(
       return index >= 0 ? values.valueAt(index) : undefined;
     },
     set(key, value) {
+      // First, so that a value refused (past MAX_RECENT_MAP_VALUES) opens no generation and evicts nothing.
+      const index = values.indexOf(value);
       const at = now();
       let newest = generations[generations.length - 1];
       if (!newest || newest.keys.size >= generationSize || at >= newest.closesAt) newest = openGeneration(at);
-      if (newest.keys.set(encoder.encode(key), values.indexOf(value))) size += 1;
+      if (newest.keys.set(encoder.encode(key), index)) size += 1;
       newest.expires = at + ttlMs;
     },
     get size() {

@@ -88,4 +88,15 @@ describe('createRecentMap', () => {
     expect(() => recent.set('one more', MAX_RECENT_MAP_VALUES)).toThrow(RangeError);
     expect(recent.get(`k${MAX_RECENT_MAP_VALUES - 1}`)).toBe(MAX_RECENT_MAP_VALUES - 1);
   });
+
+  it('a value refused leaves the map as it was: nothing evicted, no generation opened', () => {
+    const recent = createRecentMap<number>(60_000, 16, () => 0);
+    const keys = Array.from({ length: MAX_RECENT_MAP_VALUES }, (_, i) => `k${i}`);
+    keys.forEach((key, i) => recent.set(key, i));
+    const held = keys.filter((key) => recent.has(key));
+    const size = recent.size;
+    expect(() => recent.set('one more', MAX_RECENT_MAP_VALUES)).toThrow(RangeError);
+    expect(keys.filter((key) => recent.has(key))).toEqual(held);
+    expect(recent.size).toBe(size);
+  });
 });
