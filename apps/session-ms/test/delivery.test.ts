@@ -10,10 +10,12 @@ import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
 import { waitFor } from '@parley/test-kit';
 import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
 import { Delivery, TYPING_NOTICE_MAX_AGE_MS, withoutStaleNotices } from '../src/delivery';
-import { GatewayClient } from '../src/gateway-client';
+import { coalescingSends, GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
 import type { SessionStore } from '../src/store/session-store';
 import { redisStore } from './support/redis-store';
+
+type MessageFrame = Extract<DeliverEvent['frame'], { type: 'message' }>;
 
 /** A gateway stand-in that records what reached each of its sockets. */
 class RecordingGateways implements GatewayClient {
@@ -241,6 +243,86 @@ describe('Delivery', () => {
       const ids = Array.from({ length: MAX_GATEWAY_BATCH + 10 }, (_, i) => `m${i}`);
       await delivery.handle(ids.map((id) => message(id)));
       expect(gateways.mids('bob')).toEqual(ids.map((id) => `alice:${id}`));
+    });
+
+    it('through coalescingSends, with devices on several gateways: each delivery once, in order, no user in two requests at once', async () => {
+      const inner = new ParsingGateways();
+      const biggest: number[] = [];
+      const inFlight = new Map<string, number>(); // url + user -> requests in flight naming the user
+      let overlaps = 0;
+      const checking: GatewayClient = {
+        async send(url, deliveries) {
+          biggest.push(deliveries.length);
+          const keys = [...new Set(deliveries.map((d) => `${url} ${d.to}`))];
+          for (const key of keys) {
+            if (inFlight.get(key)) overlaps++;
+            inFlight.set(key, (inFlight.get(key) ?? 0) + 1);
+          }
+          try {
+            return await inner.send(url, deliveries);
+          } finally {
+            for (const key of keys) inFlight.set(key, inFlight.get(key)! - 1);
+          }
+        },
+        announce: (url) => inner.announce(url),
+      };
+      // As app.ts wires it; `setup` types its gateways as the recording stand-in, unused here.
+      const { delivery, connect } = setup({
+        gateways: coalescingSends(checking) as unknown as RecordingGateways,
+      });
+      // bob: two devices on gw-1, one on gw-2; carol on gw-2; others spread over both.
+      await connect('bob', 'phone', 'gw-1');
+      await connect('bob', 'tablet', 'gw-1');
+      await connect('bob', 'laptop', 'gw-2');
+      await connect('carol', 'phone', 'gw-2');
+      const others = users(700);
+      for (const [i, user] of others.entries())
+        await connect(user, `c-${user}`, i % 3 === 0 ? 'gw-2' : 'gw-1');
+      let state = 7;
+      const next = (n: number) => ((state = (state * 1103515245 + 12345) % 2 ** 31), state % n);
+      const groupMessage = (id: string): DeliveryTopicEvent => ({
+        v: 1,
+        kind: 'deliver-many',
+        to: ['bob', ...others.slice(0, 100)],
+        frame: { ...(message(id).frame as MessageFrame), to: 'crew', chat: 'group' },
+      });
+      const events: DeliveryTopicEvent[] = [];
+      for (let i = 0; i < 2 * MAX_GATEWAY_BATCH + 300; i++) {
+        const pick = next(20);
+        if (pick < 10) events.push(message(`b${i}`, 'bob'));
+        else if (pick < 12) events.push(message(`c${i}`, 'carol'));
+        else if (pick < 13) events.push(groupMessage(`g${i}`));
+        else events.push(message(`o${i}`, others[next(others.length)]));
+      }
+      await delivery.handle(events);
+      const expected = new Map<string, string[]>(); // url user -> mids, as the events had them
+      const expect_ = (url: string, user: string, mid: string) => {
+        const key = `${url} ${user}`;
+        expected.set(key, [...(expected.get(key) ?? []), mid]);
+      };
+      for (const event of events) {
+        if (event.kind !== 'deliver' && event.kind !== 'deliver-many') continue;
+        const mid = (event.frame as { mid: string }).mid;
+        for (const user of typeof event.to === 'string' ? [event.to] : event.to)
+          for (const url of user === 'bob'
+            ? ['http://gw-1', 'http://gw-2']
+            : user === 'carol' || others.indexOf(user) % 3 === 0
+              ? ['http://gw-2']
+              : ['http://gw-1'])
+            expect_(url, user, mid);
+      }
+      const received = new Map<string, string[]>();
+      for (const d of inner.received) {
+        const key = `${d.url} ${d.to}`;
+        received.set(key, [...(received.get(key) ?? []), (d.frame as { mid: string }).mid]);
+      }
+      expect(received).toEqual(expected);
+      expect(inner.received.filter((d) => d.to === 'bob' && d.url === 'http://gw-1')[0]?.connIds).toEqual([
+        'phone',
+        'tablet',
+      ]);
+      expect(Math.max(...biggest)).toBeLessThanOrEqual(MAX_GATEWAY_BATCH);
+      expect(overlaps).toBe(0);
     });
   });
 
