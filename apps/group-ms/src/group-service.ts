@@ -69,8 +69,12 @@ export class GroupService {
       request.group,
       ids.opMid,
       (current) => {
-        const change = decideChange(current, request, this.rules);
-        return change && { next: change.next, notice: noticeOf(change, request, ids.noticeMid) };
+        // Stamped before it waited for the group's lock, a change may be applied after one stamped
+        // later: its time goes past the group's last change, so notices' times follow the order
+        // changes took effect (clients place them by `at`), also across hosts whose clocks differ.
+        const stamped = current ? { ...request, at: Math.max(request.at, current.updatedAt + 1) } : request;
+        const change = decideChange(current, stamped, this.rules);
+        return change && { next: change.next, notice: noticeOf(change, stamped, ids.noticeMid) };
       },
       ids.replayable ? { at: request.at, position: ids.position } : undefined,
     );

@@ -279,6 +279,22 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect((await clocked.unpublished(at - 5000, 100)).opMids).not.toContain('alice:c9');
   });
 
+  it("gives a change's notice a time after the group's previous change, even when it was stamped before waiting for the group", async () => {
+    // Two changes race for the group's lock: the one stamped first (at 3000, then slowed on its
+    // way to the lock) is applied second. Its notice must not read as the earlier change: clients
+    // place notices by `at`, and would show the group renamed to "Second" last.
+    const stamped = (at: number, operation: GroupOperation) => {
+      const mid = `~test:${++seq}`;
+      return groups.change({ group: 'g-at', by: 'alice', at, operation }, { opMid: mid, noticeMid: mid });
+    };
+    await stamped(2000, { op: 'create', name: 'T', members: ['bob'] });
+    const applied1st = await stamped(3001, { op: 'rename', name: 'First' });
+    const applied2nd = await stamped(3000, { op: 'rename', name: 'Second' });
+    const [first, second] = [applied1st, applied2nd].map((o) => o.effects.notices[0].frame.at);
+    expect(second).toBeGreaterThan(first);
+    expect((await groups.find('g-at'))!.updatedAt).toBe(second);
+  });
+
   it('refuses an invalid pipe op with an error deliverable to the sender only', async () => {
     await groups.applyCommand(
       command('alice', {
