@@ -134,5 +134,53 @@ describe.each(testDatabases())(
       await waitFor(() => recipientsOf('~group:alice:n2').length === 3);
       expect(recipientsOf('alice:secret')).toEqual(['bob']);
     });
+
+    it('around a change each member gets, in order, the messages before it, its notice, then only what its membership allows; a group made again is new', async () => {
+      const g = (id: string, frame: Record<string, unknown>) =>
+        op(id.startsWith('e') ? 'erin' : 'alice', {
+          type: 'group',
+          id,
+          group: 'again',
+          ...frame,
+        } as GroupFrame);
+      await bus.publish(TOPICS.group, [
+        g('a1', { op: 'create', name: 'A', members: ['bob', 'carol'] }),
+        say('bob', 'before', 'again'),
+        g('a2', { op: 'add', members: ['dave'] }),
+        g('a3', { op: 'remove', members: ['carol'] }),
+        say('bob', 'after', 'again'),
+        say('carol', 'gone', 'again'),
+      ]);
+      await waitFor(() => recipientsOf('~err:carol:gone').length === 1);
+      const seen = (user: string) =>
+        delivered()
+          .filter((d) => d.to === user && 'mid' in d.frame)
+          .map((d) => (d.frame as { mid: string }).mid)
+          .filter((mid) => /a[1-3]|before|after|gone|e1|new/.test(mid));
+      expect(seen('dave')).toEqual(['~group:alice:a2', '~group:alice:a3', 'bob:after']);
+      expect(seen('carol')).toEqual([
+        '~group:alice:a1',
+        'bob:before',
+        '~group:alice:a2',
+        '~group:alice:a3',
+        '~err:carol:gone',
+      ]);
+      expect(recipientsOf('carol:gone')).toEqual([]);
+
+      // Everyone leaves: the group is gone; erin makes it again with frank. Its old members are
+      // strangers to it (cached member lists included), both ways.
+      await bus.publish(TOPICS.group, [
+        op('bob', { type: 'group', id: 'l1', op: 'leave', group: 'again' }),
+        op('dave', { type: 'group', id: 'l2', op: 'leave', group: 'again' }),
+        op('alice', { type: 'group', id: 'l3', op: 'leave', group: 'again' }),
+        g('e1', { op: 'create', name: 'B', members: ['frank'] }),
+        say('erin', 'new', 'again'),
+        say('bob', 'old', 'again'),
+      ]);
+      await waitFor(() => recipientsOf('~err:bob:old').length === 1);
+      expect(recipientsOf('erin:new')).toEqual(['frank']);
+      expect(recipientsOf('bob:old')).toEqual([]);
+      expect(recipientsOf('~group:erin:e1')).toEqual(['erin', 'frank']);
+    });
   },
 );
