@@ -586,6 +586,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   );
 
   const timers = startTimers(settings, registry, publishHeartbeat);
+  // The probes are on the internal port, which listens first: not ready until the public one does.
+  let started = false;
+  deps.readiness.register('startup', () => {
+    if (!started) throw new Error('starting: the WebSocket port is not listening yet');
+  });
 
   return {
     http,
@@ -598,6 +603,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       await publishHeartbeat();
       await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });
       timers.start();
+      started = true;
       logger.info({ gateway: settings.gatewayId, internalUrl: settings.internalUrl }, 'ws-gateway listening');
     },
     async stop() {

@@ -742,6 +742,58 @@ describe('ws-gateway', () => {
     env = await startGateway(); // afterEach stops this one
   });
 
+  it('reports not ready on its probe port until its public port listens', async () => {
+    // The probes are on the internal port, which listens first: ready before the WebSocket port
+    // listens, a pod would get clients it refuses (the first heartbeat waits for Kafka meanwhile).
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    class HeldBus extends MemoryBus {
+      override async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }) {
+        if (events.some((e) => (e as { kind?: string }).kind === 'gateway-heartbeat')) await held;
+        return super.publish(topic, events, options);
+      }
+    }
+    const readiness = new Readiness();
+    const gateway = createWsGateway({
+      bus: new HeldBus(),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('ws-gateway', { collectDefaults: false }),
+      readiness,
+      verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+      internalSecret: SECRET,
+      port: 0,
+      internalPort: 0,
+      host: '127.0.0.1',
+      settings: {
+        gatewayId: 'gw-ready',
+        internalUrl: 'http://unused',
+        maxFrameBytes: 64 * 1024,
+        ratePerSecond: 1000,
+        rateBurst: 1000,
+        rateCloseAfter: 3,
+        maxUnsentBytes: 1024 * 1024,
+        maxConnections: 100,
+        pingIntervalMs: 60_000,
+        heartbeatIntervalMs: 60_000,
+        allowedOrigins: [],
+      },
+    });
+    const starting = gateway.start();
+    try {
+      await waitFor(() => gateway.internal.server.listening, 2000, 'the internal port');
+      expect(gateway.http.server.listening).toBe(false);
+      const early = await gateway.internal.inject('/readyz');
+      expect([early.statusCode, early.json().checks.startup]).toEqual([503, expect.any(String)]);
+      release();
+      await starting;
+      expect((await gateway.internal.inject('/readyz')).statusCode).toBe(200);
+    } finally {
+      release();
+      await starting.catch(() => undefined);
+      await gateway.stop();
+    }
+  });
+
   it('keeps a client that answers pings connected across several ping intervals', async () => {
     env = await startGateway({ pingIntervalMs: 200 });
     const alice = await connect('alice');
