@@ -380,7 +380,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
 
   const onFrame = async (conn: ClientConnection, data: WebSocket.RawData, isBinary: boolean) => {
     conn.alive = true;
-    if (isExpired(conn, Date.now())) return conn.close(CLOSE_POLICY, 'auth expired');
+    if (isExpired(conn, Date.now())) {
+      metrics.refused.inc({ code: 'unauthorized' });
+      return conn.close(CLOSE_POLICY, 'auth expired');
+    }
     const parsed = isBinary
       ? BINARY_FRAME_REFUSED
       : parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
@@ -435,6 +438,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     this.connection!.alive = true;
   }
   function onSocketError(this: GatewaySocket, err: Error) {
+    // A frame over maxFrameBytes: ws closes the socket with 1009 itself.
+    if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
+      metrics.refused.inc({ code: 'too_large' });
     logger.debug({ err, user: this.connection!.user }, 'socket error');
   }
   function onSocketClose(this: GatewaySocket) {
@@ -530,6 +536,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     } catch (err) {
       const error = err instanceof ParleyError ? err : new ParleyError('internal', 'upgrade failed');
       if (!(err instanceof ParleyError)) logger.error({ err }, 'upgrade failed');
+      metrics.refused.inc({ code: error.code });
       rejectUpgrade(socket, error);
     }
   };
@@ -703,7 +710,7 @@ function gatewayMetrics(deps: WsGatewayDeps, registry: ConnectionRegistry) {
     }),
     refused: new Counter({
       name: 'parley_ws_refused_total',
-      help: 'Client frames refused',
+      help: 'Client frames and connections refused, by error code (upgrades refused before or after the handshake included)',
       labelNames: ['code'],
       registers,
     }),

@@ -139,6 +139,25 @@ describe('ws-gateway', () => {
     expect(header.frames[0]).toMatchObject({ type: 'hello', user: 'bob' });
   });
 
+  it('counts refused connections and oversized frames in parley_ws_refused_total by code', async () => {
+    env = await startGateway({ maxFrameBytes: 1024 });
+    const refused = async () => {
+      const text = (await env.gateway.internal.inject('/metrics')).body;
+      const counts: Record<string, number> = {};
+      for (const [, code, n] of text.matchAll(/^parley_ws_refused_total\{code="([^"]+)"[^}]*\} (\d+)$/gm))
+        counts[code] = Number(n);
+      return counts;
+    };
+    const base = `ws://127.0.0.1:${env.port}/v1/ws`;
+    const wrongKey = await issueToken('another-secret-of-sufficient-length!', 'alice');
+    expect((await WsTestClient.refusal(`${base}?token=${wrongKey}`)).status).toBe(401);
+    expect((await WsTestClient.refusal(base)).status).toBe(401);
+    const alice = await connect('alice');
+    alice.send({ type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) });
+    expect(await alice.closed()).toBe(1009);
+    expect(await refused()).toEqual({ unauthorized: 2, too_large: 1 });
+  });
+
   it('refuses other paths and bad device ids', async () => {
     env = await startGateway({ allowedOrigins: ['https://app.example'] });
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
