@@ -18,7 +18,7 @@ import { Envelope, EventBus } from '@parley/kafka';
 import { DAY_MS } from '@parley/service-kit';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { GatewayClient } from './gateway-client';
+import { GatewayCallError, GatewayClient } from './gateway-client';
 import { Connection, Pending, SessionStore } from './store/session-store';
 
 export interface DeliverySettings {
@@ -126,7 +126,11 @@ export class Delivery {
       offline: counter('offline_total', 'Deliverables handed to the offline topic'),
       acked: counter('acked_total', 'Mids acked by clients'),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
-      pushFailures: counter('push_failures_total', 'Failed calls to a gateway', ['reason']),
+      pushFailures: counter(
+        'push_failures_total',
+        'Failed calls to a gateway, by reason: unreachable, timeout, http_<status> (503: the gateway is shutting down), bad_answer, other',
+        ['reason'],
+      ),
       staleConnections: counter(
         'stale_connections_total',
         'Connections found gone without their connection-down (the gateway said it does not hold them, or restarted), removed',
@@ -438,7 +442,7 @@ export class Delivery {
       this.metrics.pushed.inc(deliveries.length);
       await this.forgetMissing(deliveries, results);
     } catch (err) {
-      this.metrics.pushFailures.inc({ reason: (err as Error).name });
+      this.metrics.pushFailures.inc({ reason: err instanceof GatewayCallError ? err.reason : 'other' });
       this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
     }
   }

@@ -11,6 +11,21 @@ import {
   PushedFrame,
 } from '@parley/contracts';
 
+/** Why a call to a gateway failed: the label of `parley_session_push_failures_total{reason}`. */
+export type GatewayFailure = 'unreachable' | 'timeout' | `http_${number}` | 'bad_answer';
+
+/** A failed call to a gateway, with a reason from a short list (a metric label, not a message). */
+export class GatewayCallError extends Error {
+  constructor(
+    message: string,
+    readonly reason: GatewayFailure,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'GatewayCallError';
+  }
+}
+
 /** How session-ms reaches a ws-gateway instance's internal `/send`. */
 export interface GatewayClient {
   /**
@@ -49,21 +64,37 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
         },
       });
       call.once('response', resolve);
-      call.once('error', reject);
+      call.once('error', (err) => reject(unreachable(gatewayUrl, err)));
       call.once('timeout', () =>
-        call.destroy(new Error(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`)),
+        call.destroy(
+          new GatewayCallError(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`, 'timeout'),
+        ),
       );
       call.end(body);
     });
-    const text = await readBody(response);
+    const text = await readBody(response).catch((err: unknown) => {
+      throw unreachable(gatewayUrl, err);
+    });
     if (response.statusCode !== expected)
-      throw new Error(`gateway ${gatewayUrl} answered ${response.statusCode}`);
+      throw new GatewayCallError(
+        `gateway ${gatewayUrl} answered ${response.statusCode}`,
+        `http_${response.statusCode ?? 0}`,
+      );
     return text;
   };
   return {
     async send(gatewayUrl, deliveries) {
       const body = Buffer.from(JSON.stringify(sharingFrames(deliveries)));
-      return (JSON.parse(await post(gatewayUrl, '/send', body, 200)) as GatewaySendResponse).results;
+      const text = await post(gatewayUrl, '/send', body, 200);
+      let results: unknown;
+      try {
+        results = (JSON.parse(text) as GatewaySendResponse).results;
+      } catch (err) {
+        throw new GatewayCallError(`gateway ${gatewayUrl} answered no JSON`, 'bad_answer', { cause: err });
+      }
+      if (!Array.isArray(results))
+        throw new GatewayCallError(`gateway ${gatewayUrl} answered no results`, 'bad_answer');
+      return results as GatewaySendResult[];
     },
     async announce(gatewayUrl) {
       await post(gatewayUrl, '/announce', Buffer.from('{}'), 202);
@@ -94,8 +125,9 @@ export function coalescingSends(client: GatewayClient, maxBatch = MAX_GATEWAY_BA
       const all = sends.length === 1 ? sends[0].deliveries : sends.flatMap((w) => w.deliveries);
       const results = await client.send(gatewayUrl, all);
       if (results.length !== all.length)
-        throw new Error(
+        throw new GatewayCallError(
           `gateway ${gatewayUrl} answered ${results.length} results for ${all.length} deliveries`,
+          'bad_answer',
         );
       let at = 0;
       for (const send of sends) send.resolve(results.slice(at, (at += send.deliveries.length)));
@@ -167,6 +199,18 @@ export function sharingFrames(deliveries: GatewayDelivery[]): GatewaySendRequest
     connIds === undefined ? { to, frame: indexOf(frame) } : { to, connIds, frame: indexOf(frame) },
   );
   return { frames, deliveries: indexed };
+}
+
+/** A call's own error (a timeout) as it is; a socket's (refused, reset) as `unreachable`. */
+function unreachable(gatewayUrl: string, err: unknown): GatewayCallError {
+  if (err instanceof GatewayCallError) return err;
+  return new GatewayCallError(
+    `gateway ${gatewayUrl} is unreachable: ${(err as Error).message}`,
+    'unreachable',
+    {
+      cause: err,
+    },
+  );
 }
 
 async function readBody(response: IncomingMessage): Promise<string> {

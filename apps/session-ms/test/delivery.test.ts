@@ -10,7 +10,7 @@ import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
 import { waitFor } from '@parley/test-kit';
 import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
 import { Delivery, TYPING_NOTICE_MAX_AGE_MS, withoutStaleNotices } from '../src/delivery';
-import { coalescingSends, GatewayClient } from '../src/gateway-client';
+import { coalescingSends, createHttpGatewayClient, GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
 import type { SessionStore } from '../src/store/session-store';
 import { redisStore } from './support/redis-store';
@@ -158,6 +158,20 @@ function setup({
 }
 
 describe('Delivery', () => {
+  it('counts a failed push by why it failed in parley_session_push_failures_total{reason}', async () => {
+    const gateways = createHttpGatewayClient('test-internal-secret', 200);
+    // The real HTTP client (its errors name their reason); setup's other helpers are not used.
+    const { delivery, registry, connect } = setup({ gateways: gateways as RecordingGateways });
+    try {
+      await connect('bob', 'phone', '127.0.0.1:1'); // a gateway that refuses connections
+      await delivery.handle([message('m1')]);
+      const text = await registry.getSingleMetricAsString('parley_session_push_failures_total');
+      expect(text).toContain('parley_session_push_failures_total{reason="unreachable",service="s"} 1');
+    } finally {
+      gateways.close?.();
+    }
+  });
+
   it('pushes to every connected device of the recipient, once per gateway call', async () => {
     const { delivery, gateways, connect } = setup();
     await connect('bob', 'phone', 'gw-1');

@@ -140,6 +140,16 @@ describe('the HTTP gateway client', () => {
     answer = () => undefined; // never answers
     await expect(client.send(url, [delivery('bob')])).rejects.toThrow('did not answer within 200 ms');
     await expect(client.send('http://127.0.0.1:1', [delivery('bob')])).rejects.toThrow(/ECONNREFUSED/);
+    // Each with a reason from a short list (a metric's label), not the error's class name.
+    answer = (_req, _body, res) => void res.writeHead(503).end('{}');
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'http_503' });
+    answer = () => undefined;
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'timeout' });
+    await expect(client.send('http://127.0.0.1:1', [delivery('bob')])).rejects.toMatchObject({
+      reason: 'unreachable',
+    });
+    answer = (_req, _body, res) => void res.writeHead(200).end('not json');
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'bad_answer' });
     client.close?.();
   });
 });
