@@ -317,6 +317,16 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(pools.flatMap((p) => p.spec.roles).sort()).toEqual(['broker', 'controller']);
     });
 
+    it('runs the Kafka Exporter with the prometheus.io annotations that get kafka_consumergroup_lag scraped', () => {
+      const exporter = kafka().spec.kafkaExporter;
+      expect(exporter).toBeDefined();
+      expect(exporter.template?.pod?.metadata?.annotations).toEqual({
+        'prometheus.io/scrape': 'true',
+        'prometheus.io/port': '9404',
+        'prometheus.io/path': '/metrics',
+      });
+    });
+
     it('has a KafkaTopic with the right partitions and retention for every topic the code uses, and no other', () => {
       const k = kafka();
       const topics = m.all('KafkaTopic');
