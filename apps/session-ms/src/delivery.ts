@@ -430,20 +430,26 @@ export class Delivery {
     }
     await Promise.all(
       [...byGateway].map(async ([url, deliveries]) => {
-        for (const calls of callRounds(deliveries, MAX_GATEWAY_BATCH))
-          await Promise.all(calls.map((call) => this.pushToGateway(url, call)));
+        for (const calls of callRounds(deliveries, MAX_GATEWAY_BATCH)) {
+          const sent = await Promise.all(calls.map((call) => this.pushToGateway(url, call)));
+          // The next round must not overtake what a failed call carried (retries push that again).
+          if (sent.includes(false)) break;
+        }
       }),
     );
   }
 
-  private async pushToGateway(url: string, deliveries: GatewayDelivery[]): Promise<void> {
+  /** One call to a gateway; false when it failed. */
+  private async pushToGateway(url: string, deliveries: GatewayDelivery[]): Promise<boolean> {
     try {
       const results = await this.gateways.send(url, deliveries);
       this.metrics.pushed.inc(deliveries.length);
       await this.forgetMissing(deliveries, results);
+      return true;
     } catch (err) {
       this.metrics.pushFailures.inc({ reason: err instanceof GatewayCallError ? err.reason : 'other' });
       this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
+      return false;
     }
   }
 

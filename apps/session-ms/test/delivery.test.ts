@@ -250,6 +250,21 @@ describe('Delivery', () => {
       expect(gateways.mostInFlight).toBeGreaterThan(1);
     });
 
+    it('sends no later round to a gateway after a call of a round failed, so nothing overtakes it', async () => {
+      const gateways = new ParsingGateways();
+      const record = gateways.send.bind(gateways);
+      let calls = 0;
+      gateways.send = async (url, deliveries) => {
+        if (++calls === 1) throw new Error('ECONNRESET');
+        return record(url, deliveries);
+      };
+      const { delivery, connect } = setup({ gateways });
+      await connect('bob', 'phone');
+      await delivery.handle(Array.from({ length: MAX_GATEWAY_BATCH + 10 }, (_, i) => message(`m${i}`)));
+      expect(calls).toBe(1);
+      expect(gateways.mids('bob')).toEqual([]);
+    });
+
     it('sends the deliveries of a user with more than fit one call in order, call after call', async () => {
       const gateways = new ParsingGateways();
       const { delivery, connect } = setup({ gateways });
