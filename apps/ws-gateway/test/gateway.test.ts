@@ -28,6 +28,20 @@ class FlakyBus extends MemoryBus {
   }
 }
 
+const TEST_SETTINGS: WsGatewaySettings = {
+  gatewayId: 'gw-test',
+  internalUrl: 'http://unused',
+  maxFrameBytes: 64 * 1024,
+  ratePerSecond: 1000,
+  rateBurst: 1000,
+  rateCloseAfter: 3,
+  maxUnsentBytes: 1024 * 1024,
+  maxConnections: 100,
+  pingIntervalMs: 60_000,
+  heartbeatIntervalMs: 60_000,
+  allowedOrigins: [],
+};
+
 async function startGateway(
   overrides: Partial<WsGatewaySettings> = {},
   verifyToken: TokenVerifier = createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
@@ -43,20 +57,7 @@ async function startGateway(
     port: 0,
     internalPort: 0,
     host: '127.0.0.1',
-    settings: {
-      gatewayId: 'gw-test',
-      internalUrl: 'http://unused',
-      maxFrameBytes: 64 * 1024,
-      ratePerSecond: 1000,
-      rateBurst: 1000,
-      rateCloseAfter: 3,
-      maxUnsentBytes: 1024 * 1024,
-      maxConnections: 100,
-      pingIntervalMs: 60_000,
-      heartbeatIntervalMs: 60_000,
-      allowedOrigins: [],
-      ...overrides,
-    },
+    settings: { ...TEST_SETTINGS, ...overrides },
   });
   await gateway.start();
   const port = (gateway.http.server.address() as AddressInfo).port;
@@ -783,19 +784,7 @@ describe('ws-gateway', () => {
       port: 0,
       internalPort: 0,
       host: '127.0.0.1',
-      settings: {
-        gatewayId: 'gw-ready',
-        internalUrl: 'http://unused',
-        maxFrameBytes: 64 * 1024,
-        ratePerSecond: 1000,
-        rateBurst: 1000,
-        rateCloseAfter: 3,
-        maxUnsentBytes: 1024 * 1024,
-        maxConnections: 100,
-        pingIntervalMs: 60_000,
-        heartbeatIntervalMs: 60_000,
-        allowedOrigins: [],
-      },
+      settings: { ...TEST_SETTINGS, gatewayId: 'gw-ready' },
     });
     const starting = gateway.start();
     try {
