@@ -441,16 +441,21 @@ export class Delivery {
 
   /** One call to a gateway; false when it failed. */
   private async pushToGateway(url: string, deliveries: GatewayDelivery[]): Promise<boolean> {
+    let results: GatewaySendResult[];
     try {
-      const results = await this.gateways.send(url, deliveries);
-      this.metrics.pushed.inc(deliveries.length);
-      await this.forgetMissing(deliveries, results);
-      return true;
+      results = await this.gateways.send(url, deliveries);
     } catch (err) {
       this.metrics.pushFailures.inc({ reason: err instanceof GatewayCallError ? err.reason : 'other' });
       this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
       return false;
     }
+    this.metrics.pushed.inc(deliveries.length);
+    // The push went out: a store that cannot forget the connections it named as gone now is no
+    // failed push (they are found missing again on the next one).
+    await this.forgetMissing(deliveries, results).catch((err: unknown) =>
+      this.logger.warn({ err, gateway: url }, 'could not forget the connections a gateway no longer holds'),
+    );
+    return true;
   }
 
   /**

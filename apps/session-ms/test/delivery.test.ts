@@ -172,6 +172,23 @@ describe('Delivery', () => {
     }
   });
 
+  it('counts a push whose gone connections the store could not forget as pushed, not failed', async () => {
+    class ForgetfulStore extends MemorySessionStore {
+      override async removeConnection(): Promise<void> {
+        throw new Error('store unreachable');
+      }
+    }
+    const { delivery, gateways, registry, connect } = setup({ store: new ForgetfulStore() });
+    await connect('bob', 'phone');
+    gateways.gone.add('phone');
+    await delivery.handle([message('m1')]);
+    expect(gateways.mids('bob')).toEqual(['alice:m1']);
+    expect(await registry.getSingleMetricAsString('parley_session_pushed_total')).toMatch(/ 1$/m);
+    expect(await registry.getSingleMetricAsString('parley_session_push_failures_total')).not.toMatch(
+      / \d+$/m,
+    );
+  });
+
   it('pushes to every connected device of the recipient, once per gateway call', async () => {
     const { delivery, gateways, connect } = setup();
     await connect('bob', 'phone', 'gw-1');
