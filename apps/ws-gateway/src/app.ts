@@ -369,9 +369,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
    */
   const admit = (conn: ClientConnection, bucket: TokenBucket, id: string | undefined): boolean => {
     if (bucket.take()) return true;
-    const retryAfterSeconds = bucket.retryAfterSeconds();
-    refuse(conn, 'rate_limited', `too many frames: retry after ${retryAfterSeconds.toFixed(2)} s`, id, {
-      retryAfterMs: Math.ceil(retryAfterSeconds * 1000),
+    const retryAfterMs = Math.ceil(bucket.retryAfterSeconds() * 1000);
+    refuse(conn, 'rate_limited', `too many frames: retry after ${(retryAfterMs / 1000).toFixed(3)} s`, id, {
+      retryAfterMs,
     });
     if (bucket.refusedInARow >= settings.rateCloseAfter)
       conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
