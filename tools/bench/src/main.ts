@@ -519,20 +519,19 @@ async function main() {
       `load generator near one full core (${genBound.map((s) => `${s.target}@${s.offered}: ${s.generatorCpu}`).join(', ')}): ${values['service-cpus'] ? 'its one thread' : 'the 2-core box is shared by the service and the clients, so the failing step'} may be client-bound, which understates the ceiling (mostly the relay's)`,
     );
   // The machine's busy cores beyond the service's and the generator's: other work on the box.
-  const crowded = [
+  const everyStep = [
     ...report.fleet.steps,
     ...(report.fleet.half ? [report.fleet.half] : []),
     ...(report.relay?.steps ?? []),
-  ]
+  ];
+  const crowded = everyStep
     .map((s) => ({ s, other: (s.boxCpu ?? 0) - (s.cpu?.cores ?? Infinity) - (s.generatorCpu ?? 0) }))
     .filter(({ other }) => other > 0.3);
   if (crowded.length > 0)
     notes.push(
       `other work on this machine took cores from the run (machine CPU minus the service's and the generator's): ${crowded.map(({ s, other }) => `${s.target}@${s.offered} ${other.toFixed(2)}`).join(', ')}; those steps' figures are skewed`,
     );
-  const lagging = [...report.fleet.steps, ...(report.relay?.steps ?? [])].filter(
-    (s) => (s.sendLagMs ?? 0) > 10,
-  );
+  const lagging = everyStep.filter((s) => (s.sendLagMs ?? 0) > 10);
   notes.push(
     `latency is measured from each message's intended send time on the open-loop schedule (no coordinated omission): when the generator ran late, its lateness is in the latency` +
       (lagging.length > 0
