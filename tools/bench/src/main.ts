@@ -181,7 +181,7 @@ async function main() {
       gatewayMetricsUrl = `${ready.wsInternal}/metrics`;
       fleetTarget = { name: 'fleet', wsUrl: ready.ws, token: (u) => devToken(restUrl, u) };
       report.fleet.where =
-        'one process per service, the broker and Redis (start-process-fleet), Postgres for the SQL services: CPU and RSS are their sum; the idle scenario samples the ws-gateway process alone';
+        'one process per service, the broker and Redis (start-process-fleet), Postgres for the SQL services: CPU and RSS are the sum of those processes, the external Postgres not included; the idle scenario samples the ws-gateway process alone';
       log(`fleet up: ${ready.ws}, pids ${JSON.stringify(ready.pids)}`);
     } else {
       log(
