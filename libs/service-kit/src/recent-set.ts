@@ -190,12 +190,7 @@ class KeyTable {
 
   /** The entry holding `key`, or -1. */
   find(key: EncodedKey): number {
-    const mask = this.slots.length - 1;
-    for (let slot = key.hash & mask; ; slot = (slot + 1) & mask) {
-      const entry = this.slots[slot];
-      if (entry < 0) return -1;
-      if (this.hashes[entry] === key.hash && this.holds(entry, key)) return entry;
-    }
+    return this.slots[this.slotOf(key)];
   }
 
   valueAt(entry: number): number {
@@ -204,14 +199,11 @@ class KeyTable {
 
   /** Sets the key's value; true when the key is new here. The caller keeps `size` under the capacity. */
   set(key: EncodedKey, value: number): boolean {
-    const mask = this.slots.length - 1;
-    let slot = key.hash & mask;
-    for (; this.slots[slot] >= 0; slot = (slot + 1) & mask) {
-      const entry = this.slots[slot];
-      if (this.hashes[entry] === key.hash && this.holds(entry, key)) {
-        this.values[entry] = value;
-        return false;
-      }
+    const slot = this.slotOf(key);
+    const held = this.slots[slot];
+    if (held >= 0) {
+      this.values[held] = value;
+      return false;
     }
     const entry = this.size++;
     this.slots[slot] = entry;
@@ -219,6 +211,17 @@ class KeyTable {
     this.values[entry] = value;
     this.append(key);
     return true;
+  }
+
+  /** The slot holding `key`'s entry, else the empty slot where it would go. */
+  private slotOf(key: EncodedKey): number {
+    const mask = this.slots.length - 1;
+    let slot = key.hash & mask;
+    for (let entry = this.slots[slot]; entry >= 0; entry = this.slots[slot]) {
+      if (this.hashes[entry] === key.hash && this.holds(entry, key)) return slot;
+      slot = (slot + 1) & mask;
+    }
+    return slot;
   }
 
   private holds(entry: number, key: EncodedKey): boolean {
