@@ -19,7 +19,7 @@ import { DAY_MS } from '@parley/service-kit';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { GatewayCallError, GatewayClient } from './gateway-client';
-import { Connection, Pending, SessionStore } from './store/session-store';
+import { Connection, Pending, SessionStore, userKey } from './store/session-store';
 
 export interface DeliverySettings {
   /** How long to wait for an ack before pushing again. */
@@ -162,11 +162,11 @@ export class Delivery {
     const delivers = events.flatMap((event) => {
       if (event.kind === 'ack')
         for (const mid of event.mids)
-          if (senderOfMid(mid) !== event.user) ackedBefore.add(userMid(event.user, mid));
+          if (senderOfMid(mid) !== event.user) ackedBefore.add(userKey(event.user, mid));
       if (ackedBefore.size === 0) return deliveriesIn(event);
       return deliveriesIn(event).filter((d) => {
         const acked =
-          !d.ephemeral && !d.replay && ackedBefore.has(userMid(d.to, (d.frame as Deliverable).mid));
+          !d.ephemeral && !d.replay && ackedBefore.has(userKey(d.to, (d.frame as Deliverable).mid));
         if (acked) duplicates++;
         return !acked;
       });
@@ -192,11 +192,11 @@ export class Delivery {
     const ephemeral = delivers.filter((d) => d.ephemeral).map((d) => ({ user: d.to, frame: d.frame }));
     // What this batch acks further on (a batch read again) is neither pushed nor handed to storage
     // here: it is completed right after.
-    const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => userMid(ack.user, mid))));
+    const ackedHere = new Set(acks.flatMap((ack) => ack.mids.map((mid) => userKey(ack.user, mid))));
     // Except that one's own mid acked is usually the ack of its `accepted` frame: a note to oneself
     // still goes to the user's other devices.
     const unacked = fresh.filter(
-      (p) => senderOfMid(p.mid) === p.user || !ackedHere.has(userMid(p.user, p.mid)),
+      (p) => senderOfMid(p.mid) === p.user || !ackedHere.has(userKey(p.user, p.mid)),
     );
     await Promise.all([
       this.pushOrOffline(unacked, ephemeral, ackedHere),
@@ -396,7 +396,7 @@ export class Delivery {
     if (users.length === 0) return;
     const held = await this.store.pendingOf(users);
     await this.goOffline(
-      [...held.values()].flat().filter((p) => !p.stored && !ackedHere.has(userMid(p.user, p.mid))),
+      [...held.values()].flat().filter((p) => !p.stored && !ackedHere.has(userKey(p.user, p.mid))),
     );
   }
 
@@ -538,11 +538,6 @@ export class Delivery {
 /** The event telling storage that `user` acked these mids; none when there are none. */
 function offlineAck(user: string, mids: string[], at: number): OfflineTopicEvent[] {
   return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at }] : [];
-}
-
-/** One user's mid as a set key (no user id holds a newline). */
-function userMid(user: string, mid: string): string {
-  return `${user}\n${mid}`;
 }
 
 function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {

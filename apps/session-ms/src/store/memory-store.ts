@@ -8,6 +8,7 @@ import {
   Pending,
   SessionStore,
   TrackOutcome,
+  userKey,
 } from './session-store';
 
 /** Acked, completing nothing (a mid never pending here). */
@@ -190,7 +191,7 @@ export class MemorySessionStore implements SessionStore {
 
   async track(pending: Pending, dueAt: number): Promise<TrackOutcome> {
     const { user, mid } = pending;
-    if (this.isAcked(keyOf(user, mid))) return 'acked';
+    if (this.isAcked(userKey(user, mid))) return 'acked';
     const ofUser = this.pending.get(user);
     const held = ofUser?.get(mid);
     if (held) {
@@ -208,7 +209,7 @@ export class MemorySessionStore implements SessionStore {
     let acked = this.acked.get(rememberMs);
     if (!acked) this.acked.set(rememberMs, (acked = createRecentMap(rememberMs, this.maxAcked, this.now)));
     return mids.map((mid) => {
-      const key = keyOf(user, mid);
+      const key = userKey(user, mid);
       const entry = this.remove(user, mid);
       const completed: Completed | undefined = entry
         ? entry.pending.stored
@@ -222,12 +223,12 @@ export class MemorySessionStore implements SessionStore {
 
   async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
     this.stored ??= createRecentSet(ttlMs, this.maxAcked, this.now);
-    for (const mid of mids) this.stored.add(keyOf(user, mid));
+    for (const mid of mids) this.stored.add(userKey(user, mid));
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {
     for (const mid of mids) this.remove(user, mid);
-    return mids.filter((mid) => this.isAcked(keyOf(user, mid)));
+    return mids.filter((mid) => this.isAcked(userKey(user, mid)));
   }
 
   async pendingOf(users: string[]): Promise<Map<string, Pending[]>> {
@@ -312,10 +313,6 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async close(): Promise<void> {}
-}
-
-function keyOf(user: string, mid: string): string {
-  return `${user}\n${mid}`;
 }
 
 interface PendingEntry {

@@ -7,6 +7,7 @@ import {
   Pending,
   SessionStore,
   TrackOutcome,
+  userKey,
 } from './session-store';
 
 /*
@@ -226,7 +227,7 @@ export class RedisSessionStore implements SessionStore {
       c.connId,
       String(RESTART_CLOCK_MARGIN_MS),
       JSON.stringify(c),
-      memberOf(c.user, c.connId),
+      userKey(c.user, c.connId),
       c.gateway,
     );
   }
@@ -240,7 +241,7 @@ export class RedisSessionStore implements SessionStore {
       String(at),
       connId,
       this.prefix,
-      memberOf(user, connId),
+      userKey(user, connId),
     );
   }
 
@@ -349,7 +350,7 @@ export class RedisSessionStore implements SessionStore {
     if (stale.length > 0) {
       const removing = this.redis.multi();
       for (const c of stale)
-        removing.hdel(`conn:${c.user}`, c.connId).srem(`gwconns:${c.gateway}`, memberOf(c.user, c.connId));
+        removing.hdel(`conn:${c.user}`, c.connId).srem(`gwconns:${c.gateway}`, userKey(c.user, c.connId));
       await removing.exec();
     }
     for (const c of all) {
@@ -388,7 +389,7 @@ export class RedisSessionStore implements SessionStore {
       JSON.stringify(stored),
       String(p.attempts),
       String(dueAt),
-      memberOf(p.user, p.mid),
+      userKey(p.user, p.mid),
       p.stored ? '1' : '0',
     );
     return TRACK_OUTCOMES[outcome as 0 | 1 | 2];
@@ -427,7 +428,7 @@ export class RedisSessionStore implements SessionStore {
       .multi()
       .hdel(`pend:${user}`, ...mids)
       .hdel(`att:${user}`, ...mids)
-      .zrem('due', ...mids.map((mid) => memberOf(user, mid)));
+      .zrem('due', ...mids.map((mid) => userKey(user, mid)));
     for (const mid of mids) dropping.exists(`ack:${user}:${mid}`);
     const replies = (await dropping.exec()) ?? [];
     return mids.filter((_, i) => replies[3 + i]?.[1] === 1);
@@ -502,14 +503,6 @@ export class RedisSessionStore implements SessionStore {
   async close(): Promise<void> {
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
-}
-
-/**
- * A set or zset member naming one of a user's mids (due) or connections (gwconns): the scripts split
- * it at the first newline, which no user id holds.
- */
-function memberOf(user: string, id: string): string {
-  return `${user}\n${id}`;
 }
 
 function pendingFrom(user: string, mid: string, held: StoredPending, attempts: string): Pending {

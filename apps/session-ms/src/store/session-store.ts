@@ -17,6 +17,14 @@ export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
  */
 export const RESTART_CLOCK_MARGIN_MS = 1000;
 
+/**
+ * One of a user's mids or connection ids as one string: a key in session-ms's sets, a member in
+ * Redis's (whose scripts split it at the first newline, which no user id holds).
+ */
+export function userKey(user: string, id: string): string {
+  return `${user}\n${id}`;
+}
+
 /** A device's socket on a gateway instance. */
 export interface Connection {
   user: string;
