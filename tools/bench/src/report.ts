@@ -42,15 +42,15 @@ export interface BenchReport {
   durationS: number;
 }
 
+/** The fleet/relay ratio as printed: three decimals, or n/a without both maxima. */
+const ratioText = (r: BenchReport) => (r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3));
+
 export function targetsOf(r: BenchReport): BenchReport['targets'] {
   const out: BenchReport['targets'] = [];
   out.push({
     name: 'ratio fleet/relay 1:1 max throughput',
     target: '>= 0.30',
-    measured:
-      r.ratio === undefined
-        ? 'n/a'
-        : `${r.ratio.toFixed(3)}${r.ratioCaveat ? ' (upper bound: see ratio)' : ''}`,
+    measured: `${ratioText(r)}${r.ratio !== undefined && r.ratioCaveat ? ' (upper bound: see ratio)' : ''}`,
     met: r.ratio === undefined ? undefined : r.ratio >= 0.3,
   });
   const h = r.fleet.half;
@@ -146,9 +146,7 @@ export function table(r: BenchReport): string {
     lines.push(
       `idle [fleet]: ${i.connected}/${i.requested} sockets in ${i.connectMs} ms; RSS ${i.rssBeforeMiB} -> ${i.rssAfterMiB} MiB = ${(i.bytesPerConnection / 1024).toFixed(1)} KiB/connection; 100k projected ${i.projected100kMiB} MiB`,
     );
-  lines.push(
-    `ratio: ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3)}${r.ratioCaveat ? ` (${r.ratioCaveat})` : ''}`,
-  );
+  lines.push(`ratio: ${ratioText(r)}${r.ratioCaveat ? ` (${r.ratioCaveat})` : ''}`);
   lines.push('');
   lines.push('targets:');
   for (const t of r.targets)
@@ -400,7 +398,7 @@ code{background:#f4f4f4;padding:1px 4px}
 <table><tr><th>what</th><th>target</th><th>measured</th><th></th></tr>
 ${r.targets.map((t) => `<tr><td>${esc(t.name)}</td><td>${esc(t.target)}</td><td>${esc(t.measured)}</td><td class="${t.met ? 'met' : 'miss'}">${t.met === undefined ? '?' : t.met ? 'met' : 'missed'}</td></tr>`).join('\n')}
 </table>
-<p><b>ratio: ${r.ratio === undefined ? 'n/a' : r.ratio.toFixed(3)}</b> (fleet max sustainable 1:1 ${r.fleet.max.delivered} msg/s / relay ${r.relay?.max.delivered ?? 'n/a'} msg/s)${r.ratioCaveat ? `: <b>${esc(r.ratioCaveat)}</b>` : ''}. Fleet: ${esc(r.fleet.where)}${r.fleet.startMs ? `, started in ${r.fleet.startMs} ms` : ''}.</p>
+<p><b>ratio: ${ratioText(r)}</b> (fleet max sustainable 1:1 ${r.fleet.max.delivered} msg/s / relay ${r.relay?.max.delivered ?? 'n/a'} msg/s)${r.ratioCaveat ? `: <b>${esc(r.ratioCaveat)}</b>` : ''}. Fleet: ${esc(r.fleet.where)}${r.fleet.startMs ? `, started in ${r.fleet.startMs} ms` : ''}.</p>
 <div class="charts">${throughput}${latency}${percentile}${overTime}${fanoutBars}</div>
 <h2>1:1 steps</h2>
 <table><tr><th>target</th><th>scenario</th><th>offered/s</th><th>delivered/s (window)</th><th>sent</th><th>delivered in window</th><th>delivered total</th><th>dup</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>service cpu (cores)</th><th>service RSS MiB</th><th>generator cpu</th><th>machine cpu</th><th>generator max lag ms</th><th>sustainable</th></tr>
