@@ -44,11 +44,13 @@ const GATEWAY_SWEEP_INTERVAL_MS = 60_000;
 /** A stopping replica this close to the present withdraws its read position; a lagging one lets it expire. */
 const CAUGHT_UP_MS = 1000;
 /**
- * How long a note to oneself handed to storage is remembered as stored (`SessionStore.markStored`),
- * so that its ack, which looks like the ack of an `accepted` frame, reaches storage: a little longer
- * than storage keeps it by default (persistence-ms's RETENTION_DAYS, 30).
+ * How long a deliverable handed to storage is remembered as stored (`SessionStore.markStored`), so
+ * that its ack reaches storage: the ack of a note to oneself, which looks like the ack of an
+ * `accepted` frame, and the ack of a later copy of its mid pushed as new (a group message resent
+ * after a membership change). A little longer than storage keeps it by default (persistence-ms's
+ * RETENTION_DAYS, 30); the ack removes the mark.
  */
-const STORED_NOTE_MEMORY_MS = 31 * DAY_MS;
+const STORED_MEMORY_MS = 31 * DAY_MS;
 
 /**
  * Records written this much longer than a deliverable stays pending (its attempts' ack timeouts,
@@ -483,10 +485,13 @@ export class Delivery {
     await this.bus.publish(TOPICS.offline, events);
     const byUser = [...groupBy(pendings, (p) => p.user)];
     await Promise.all(
-      byUser.map(([user, ofUser]) => {
-        const notes = ofUser.filter((p) => senderOfMid(p.mid) === user).map((p) => p.mid);
-        return notes.length > 0 ? this.store.markStored(user, notes, STORED_NOTE_MEMORY_MS) : undefined;
-      }),
+      byUser.map(([user, ofUser]) =>
+        this.store.markStored(
+          user,
+          ofUser.map((p) => p.mid),
+          STORED_MEMORY_MS,
+        ),
+      ),
     );
     const ackedMeanwhile = await Promise.all(
       byUser.map(([user, ofUser]) =>
@@ -496,12 +501,11 @@ export class Delivery {
         ),
       ),
     );
-    // An ack that completed one of these after it was read here found it pending and not stored,
-    // so it told storage nothing: storage hears of it now. (A stored one's ack told storage itself.)
-    const lateAcks: OfflineTopicEvent[] = byUser.flatMap(([user, ofUser], i) => {
-      const mids = ackedMeanwhile[i].filter((mid) => !ofUser.find((p) => p.mid === mid)?.stored);
-      return offlineAck(user, mids, Date.now());
-    });
+    // An ack that completed one of these after it was read here, before it was marked stored, told
+    // storage nothing: storage hears of it now.
+    const lateAcks: OfflineTopicEvent[] = byUser.flatMap(([user], i) =>
+      offlineAck(user, ackedMeanwhile[i], Date.now()),
+    );
     await this.bus.publish(TOPICS.offline, lateAcks);
     this.metrics.offline.inc(events.length);
   }

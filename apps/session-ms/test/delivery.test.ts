@@ -522,6 +522,21 @@ describe('Delivery', () => {
     expect(storage()).toEqual(['alice:m1', ['alice:m1'], ['alice:m2']]);
   });
 
+  it('tells storage of an ack of a copy pushed as new after an earlier copy of its mid went to storage, and leaves the receipt to storage', async () => {
+    const { delivery, bus, connect } = setup({ ackTimeoutMs: 1000 });
+    const storage = () =>
+      bus.events(TOPICS.offline).map((e) => (e.kind === 'offline' ? e.frame.mid : e.mids));
+    const receipts = () => bus.events(TOPICS.delivery).filter((e) => e.kind === 'deliver');
+    await delivery.handle([message('m1')]); // bob away: stored
+    await connect('bob', 'phone');
+    // A second copy (a group message resent after a membership change): nothing tracks the mid now.
+    await delivery.handle([message('m1')]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'bob', mids: ['alice:m1'], at: 9 }]);
+    // Storage must drop its copy, or sync serves it again; it sends the receipt for what it held.
+    expect(storage()).toEqual(['alice:m1', ['alice:m1']]);
+    expect(receipts()).toEqual([]);
+  });
+
   it('redelivers an unacked deliverable with the same mid, then sends it offline after the last attempt', async () => {
     const { delivery, gateways, bus, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');

@@ -211,11 +211,12 @@ export class MemorySessionStore implements SessionStore {
     return mids.map((mid) => {
       const key = userKey(user, mid);
       const entry = this.remove(user, mid);
+      const storedBefore = this.stored?.has(key) === true;
       const completed: Completed | undefined = entry
-        ? entry.pending.stored
+        ? entry.pending.stored || storedBefore
           ? 'stored'
           : 'pushed'
-        : (this.completedBefore(key) ?? (this.stored?.has(key) ? 'stored' : undefined));
+        : (this.completedBefore(key) ?? (storedBefore ? 'stored' : undefined));
       if (completed || senderOfMid(mid) !== user) acked.set(key, completed ?? NOTHING);
       return completed;
     });
@@ -228,7 +229,7 @@ export class MemorySessionStore implements SessionStore {
 
   async drop(user: string, mids: string[]): Promise<string[]> {
     for (const mid of mids) this.remove(user, mid);
-    return mids.filter((mid) => this.isAcked(userKey(user, mid)));
+    return mids.filter((mid) => this.completedBefore(userKey(user, mid)) === 'pushed');
   }
 
   async pendingOf(users: string[]): Promise<Map<string, Pending[]>> {

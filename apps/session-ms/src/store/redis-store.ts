@@ -59,16 +59,17 @@ for j = 1, n do
   local mid = ARGV[j + 2]
   local marker = KEYS[3 + j]
   local raw = redis.call('HGET', KEYS[1], mid)
+  local markedStored = redis.call('DEL', KEYS[3 + n + j]) == 1
   local completed
   if raw then
-    completed = (string.sub(raw, -14) == '"stored":true}') and 's' or 'p'
+    completed = (markedStored or string.sub(raw, -14) == '"stored":true}') and 's' or 'p'
     redis.call('HDEL', KEYS[1], mid)
     redis.call('HDEL', KEYS[2], mid)
     redis.call('ZREM', KEYS[3], ARGV[2] .. '\\n' .. mid)
   else
     completed = redis.call('GET', marker)
     if completed ~= 'p' and completed ~= 's' then
-      completed = (redis.call('DEL', KEYS[3 + n + j]) == 1) and 's' or '1'
+      completed = markedStored and 's' or '1'
     end
   end
   if completed ~= '1' or string.sub(mid, 1, #ARGV[2] + 1) ~= ARGV[2] .. ':' then
@@ -429,9 +430,9 @@ export class RedisSessionStore implements SessionStore {
       .hdel(`pend:${user}`, ...mids)
       .hdel(`att:${user}`, ...mids)
       .zrem('due', ...mids.map((mid) => userKey(user, mid)));
-    for (const mid of mids) dropping.exists(`ack:${user}:${mid}`);
+    for (const mid of mids) dropping.get(`ack:${user}:${mid}`);
     const replies = (await dropping.exec()) ?? [];
-    return mids.filter((_, i) => replies[3 + i]?.[1] === 1);
+    return mids.filter((_, i) => replies[3 + i]?.[1] === 'p');
   }
 
   async pendingOf(users: string[]): Promise<Map<string, Pending[]>> {

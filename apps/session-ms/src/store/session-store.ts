@@ -104,7 +104,8 @@ export interface SessionStore {
   track(pending: Pending, dueAt: number): Promise<TrackOutcome>;
   /**
    * Acks: removes what was pending and tells what each ack completed: `pushed` (pending, not
-   * stored), `stored` (a stored copy was pending), or nothing (undefined). What it completed is
+   * stored), `stored` (a stored copy was pending, or the mid was marked stored: `markStored`), or
+   * nothing (undefined). What it completed is
    * remembered for `rememberMs`: a mid completed before answers the same again (a batch retried
    * after its receipts failed to publish, or a script whose reply was lost and resent, still sends
    * them), and `track` takes a later copy of it for a duplicate, also where the ack completed
@@ -115,14 +116,17 @@ export interface SessionStore {
    */
   complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>>;
   /**
-   * Remembers for `ttlMs` that these deliverables of `user` are in storage though nothing tracks
-   * them: `complete` then answers `stored` for them, where it would answer nothing. For notes to
-   * oneself, whose ack would otherwise pass for the ack of an `accepted` frame and never reach storage.
+   * Remembers for `ttlMs` that these deliverables of `user` went to storage: `complete` then answers
+   * `stored` for them, also where a later copy of the mid is pending as pushed (a group message
+   * resent after a membership change), and forgets the mark. Without it, the ack of a note to oneself
+   * that nothing tracks would pass for the ack of an `accepted` frame, and the ack of such a later
+   * copy would complete `pushed`: neither would reach storage, and sync would serve the stored copy.
    */
   markStored(user: string, mids: string[], ttlMs: number): Promise<void>;
   /**
-   * Stops tracking without marking acked (it went offline). Returns those of `mids` that are
-   * remembered as acked: an ack that completed one after it was read here, and before this drop.
+   * Stops tracking without marking acked (it went offline). Returns those of `mids` that an ack
+   * completed as `pushed` after they were read here and before this drop: those acks told storage
+   * nothing. (One that completed `stored` told storage itself.)
    */
   drop(user: string, mids: string[]): Promise<string[]>;
   /** What each of these users has pending (users without any are absent), in the order it was tracked. */
