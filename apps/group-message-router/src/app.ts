@@ -100,6 +100,7 @@ export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMes
   });
   const changes = deps.bus.subscribe({
     groupId: deps.changesGroupId ?? `group-message-router-cache-${randomUUID()}`,
+    metricsGroup: 'group-message-router-cache',
     topic: TOPICS.groupChanges,
     handle: async (batch: Envelope<GroupChangedEvent>[]) => {
       for (const { event } of batch) cache.invalidate(event.group);

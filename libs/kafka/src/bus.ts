@@ -18,6 +18,11 @@ export interface Envelope<T> {
 export interface SubscribeOptions<T> {
   /** Consumer group: every group gets every record; members of one group split the partitions. */
   groupId: string;
+  /**
+   * The group's name in metric labels, where `groupId` is made unique per process (a consumer that
+   * reads every partition itself): one series across restarts. `groupId` by default.
+   */
+  metricsGroup?: string;
   topic: TopicSpec<T>;
   /**
    * Handles records of one partition, in order. Offsets are committed only after it resolves

@@ -418,7 +418,7 @@ function parkedValue(event: unknown): Buffer {
 const GROUP_MOVING = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
 
 function createSubscription<T>(
-  { groupId, topic, handle }: SubscribeOptions<T>,
+  { groupId, metricsGroup, topic, handle }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
   options: KafkaBusOptions & {
     counters: Counters;
@@ -429,7 +429,7 @@ function createSubscription<T>(
   const logger = options.logger.child({ topic: topic.name, group: groupId });
   const maxAttempts = options.maxAttempts ?? 5;
   const maxBatchSize = options.maxBatchSize ?? 500;
-  const labels = { topic: topic.name, group: groupId };
+  const labels = { topic: topic.name, group: metricsGroup ?? groupId };
   const heartbeatInterval = options.consumer?.heartbeatInterval ?? 1_000;
   const maxHandlerMs = options.maxHandlerMs ?? 5 * 60_000;
   const consumer: Consumer = options.kafka.consumer({

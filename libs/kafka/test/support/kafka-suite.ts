@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Type, Static } from '@sinclair/typebox';
 import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
 import pino from 'pino';
+import { Registry } from 'prom-client';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
 import {
   createKafkaBus,
@@ -547,6 +548,26 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(got.map((e) => e.event.n).sort()).toEqual([1, 2, 3]);
         expect(got.every((e) => e.traceId === 'trace-1' && e.key === e.event.id)).toBe(true);
         await b.ping();
+      });
+
+      test('counts what a per-process group handles under its metricsGroup: one series across restarts', async () => {
+        const spec = pingTopic(unique('labels'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const metrics = new Registry();
+        const b = createKafkaBus({ kafka: kafka('bus'), logger, consumer: FAST_CONSUMER, metrics });
+        cleanups.push(() => b.close());
+        let handled = 0;
+        const sub = b.subscribe({
+          groupId: unique('cache'),
+          metricsGroup: 'cache',
+          topic: spec,
+          handle: async (batch) => void (handled += batch.length),
+        });
+        await sub.start();
+        await b.publish(spec, [ping(1), ping(2)]);
+        await waitFor(() => handled === 2, 15_000, 'two events handled');
+        const consumed = (await metrics.getSingleMetric('parley_kafka_consumed_total')!.get()).values;
+        expect(consumed).toEqual([{ value: 2, labels: { topic: spec.name, group: 'cache' } }]);
       });
 
       test('events published together travel as one record per partition, in order, each under its own key', async () => {
