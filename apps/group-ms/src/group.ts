@@ -113,9 +113,12 @@ function decideCreate(
   // A group its last member left is gone: its id may be used again.
   if (current && current.members.length > 0) {
     const member = isMember(current, request.by);
-    if (member && current.createdBy === request.by && sameGroup(current, operation.name, users)) return null; // the same create again (a retry)
-    const differs = member ? ' with another name or other members' : '';
-    throw new ParleyError('conflict', `group ${request.group}: already exists${differs}`);
+    const creator = member && current.createdBy === request.by;
+    if (creator && sameGroup(current, operation.name, users)) return null; // the same create again (a retry)
+    throw new ParleyError(
+      'conflict',
+      `group ${request.group}: already exists${conflictReason(member, creator)}`,
+    );
   }
   checkSize(users.length, rules, request.group);
   const members: Member[] = users.map((user) => ({ user, role: user === request.by ? 'admin' : 'member' }));
@@ -179,6 +182,12 @@ function sameGroup(group: GroupState, name: string, users: string[]): boolean {
 function keepAnAdmin(members: Member[]): Member[] {
   if (members.length === 0 || members.some((m) => m.role === 'admin')) return members;
   return [{ ...members[0], role: 'admin' }, ...members.slice(1)];
+}
+
+/** Why a create of an existing group is refused, told only to its members (others learn no more than that it exists). */
+function conflictReason(member: boolean, creator: boolean): string {
+  if (!member) return '';
+  return creator ? ' with another name or other members' : ', created by another user';
 }
 
 function checkSize(size: number, rules: GroupRules, id: string): void {

@@ -86,6 +86,15 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     );
   });
 
+  it("says why a member's create of an existing group conflicts: not its creator, though its name and members are the same", async () => {
+    await change('g-not-mine', 'alice', { op: 'create', name: 'Team', members: ['bob'] });
+    const same = change('g-not-mine', 'bob', { op: 'create', name: 'Team', members: ['alice'] });
+    await expect(same).rejects.toMatchObject({
+      code: 'conflict',
+      message: 'group g-not-mine: already exists, created by another user',
+    });
+  });
+
   it('lets a group id its last member left be created again, by anyone', async () => {
     await change('g-gone', 'zed', { op: 'create', name: 'Z', members: [] });
     await change('g-gone', 'zed', { op: 'remove', members: ['zed'] });
