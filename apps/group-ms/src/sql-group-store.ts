@@ -12,12 +12,6 @@ interface GroupRow {
   updated_at: string | number;
 }
 
-interface MemberRow {
-  group_id: string;
-  user_id: string;
-  role: Role;
-}
-
 /** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
 const GROUP_LOCK_NAMESPACE = 7104;
 
@@ -28,13 +22,13 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       await migrate(db, 'group-ms', GROUP_MIGRATIONS);
     },
     find: (id) => findGroup(db, id),
-    async listForMember(user) {
-      const groups = await db.query<GroupRow>(
-        `SELECT g.* FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.created_at, g.id`,
+    listForMember: (user) =>
+      readGroups(
+        db,
+        'WHERE g.id IN (SELECT group_id FROM group_members WHERE user_id = $1)',
         [user],
-      );
-      return withMembers(db, groups.rows);
-    },
+        'g.created_at, g.id',
+      ),
     async apply(group, opMid, decide, replayable) {
       const result = await db.transaction(async (tx) => {
         try {
@@ -122,27 +116,45 @@ async function recordOp(
 }
 
 async function findGroup(db: SqlExecutor, id: string): Promise<GroupState | undefined> {
-  const rows = await db.query<GroupRow>('SELECT * FROM groups WHERE id = $1', [id]);
-  const [group] = await withMembers(db, rows.rows);
+  const [group] = await readGroups(db, 'WHERE g.id = $1', [id], 'g.id');
   return group;
 }
 
-async function withMembers(db: SqlExecutor, groups: GroupRow[]): Promise<GroupState[]> {
-  if (groups.length === 0) return [];
-  const members = await db.query<MemberRow>(
-    'SELECT group_id, user_id, role FROM group_members WHERE group_id = ANY($1::text[]) ORDER BY seq',
-    [groups.map((g) => g.id)],
+/**
+ * Groups with their members, in one statement: outside a transaction, a second statement for the
+ * members could see a change committed after the first (a name before a rename with the members
+ * after an add; a group listed for a user already removed from it).
+ */
+async function readGroups(
+  db: SqlExecutor,
+  where: string,
+  params: unknown[],
+  orderBy: string,
+): Promise<GroupState[]> {
+  const rows = await db.query<GroupRow & { user_id: string | null; role: Role | null }>(
+    `SELECT g.id, g.name, g.created_by, g.created_at, g.updated_at, m.user_id, m.role
+     FROM groups g LEFT JOIN group_members m ON m.group_id = g.id ${where}
+     ORDER BY ${orderBy}, m.seq`,
+    params,
   );
-  const byGroup = new Map<string, Member[]>(groups.map((g) => [g.id, []]));
-  for (const row of members.rows) byGroup.get(row.group_id)!.push({ user: row.user_id, role: row.role });
-  return groups.map((row) => ({
+  const groups = new Map<string, GroupState>();
+  for (const row of rows.rows) {
+    let group = groups.get(row.id);
+    if (!group) groups.set(row.id, (group = stateOf(row)));
+    if (row.user_id !== null) group.members.push({ user: row.user_id, role: row.role! });
+  }
+  return [...groups.values()];
+}
+
+function stateOf(row: GroupRow): GroupState {
+  return {
     id: row.id,
     name: row.name,
     createdBy: row.created_by,
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at),
-    members: byGroup.get(row.id)!,
-  }));
+    members: [],
+  };
 }
 
 /**

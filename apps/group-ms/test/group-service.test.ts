@@ -338,6 +338,42 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     });
   });
 
+  it('reads a group, and the groups of a member, as of one moment: a change committed meanwhile is not half seen', async () => {
+    /** The test database, which commits `meanwhile` once, just after the first read of `groups` outside a transaction. */
+    const interleaved = (meanwhile: () => Promise<unknown>): SqlDatabase => {
+      let pending: (() => Promise<unknown>) | undefined = meanwhile;
+      return {
+        ...db,
+        transaction: (work) => db.transaction(work),
+        async query<R>(sql: string, params?: unknown[]) {
+          const result = await db.query<R>(sql, params);
+          const now = pending;
+          pending = undefined;
+          if (now && /\bFROM groups\b/.test(sql)) await now();
+          else pending = now;
+          return result;
+        },
+      };
+    };
+    const readerOf = (meanwhile: () => Promise<unknown>) =>
+      new GroupService(createSqlGroupStore(interleaved(meanwhile)), { maxMembers: 4 });
+
+    await change('g-moment', 'alice', { op: 'create', name: 'Before', members: ['bob'] });
+    const renamedAndGrown = async () => {
+      await change('g-moment', 'alice', { op: 'rename', name: 'After' });
+      await change('g-moment', 'alice', { op: 'add', members: ['carol'] });
+    };
+    const found = toGroup((await readerOf(renamedAndGrown).find('g-moment'))!);
+    expect([found.name, found.members]).toEqual(['Before', ['alice', 'bob']]); // not 'Before' with carol
+
+    const bobRemoved = () => change('g-moment', 'alice', { op: 'remove', members: ['bob'] });
+    const listed = (await readerOf(bobRemoved).listForMember('bob')).map(toGroup);
+    // Listed as bob's group while he was in it, with him in it: never a group he is not in.
+    expect(listed.filter((g) => g.id === 'g-moment').map((g) => g.members)).toEqual([
+      ['alice', 'bob', 'carol'],
+    ]);
+  });
+
   it('serializes concurrent changes to one group', async () => {
     await change('g-race', 'alice', { op: 'create', name: 'T', members: [] });
     const adds = ['b', 'c', 'd'].map((user) => change('g-race', 'alice', { op: 'add', members: [user] }));
