@@ -2,7 +2,7 @@ import { Static, Type } from '@sinclair/typebox';
 import { DeviceId, GroupId, Mid, Timestamp, UserId } from './ids';
 import { AckFrame, GroupFrame, GroupName, MessageFrame, ReadFrame } from './client-frames';
 import { Deliverable, ErrorCodeSchema } from './server-frames';
-import { MAX_PRESENCE_USERS, MAX_SEND_BATCH, SYNC_MAX_LIMIT } from './limits';
+import { MAX_GROUP_MEMBERS_PER_OP, MAX_PRESENCE_USERS, MAX_SEND_BATCH, SYNC_MAX_LIMIT } from './limits';
 
 /** REST bodies of the rest-gateway (`/v1`). */
 
@@ -81,7 +81,7 @@ export const CreateGroupBody = Type.Object(
   {
     id: Type.Optional(GroupId),
     name: GroupName,
-    members: Type.Array(UserId, { maxItems: 1024 }),
+    members: Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP }),
   },
   { $id: 'CreateGroupBody' },
 );
@@ -91,7 +91,7 @@ export const GroupList = Type.Object({ groups: Type.Array(Group) }, { $id: 'Grou
 export const GroupParams = Type.Object({ id: GroupId });
 export const GroupMemberParams = Type.Object({ id: GroupId, user: UserId });
 export const AddMembersBody = Type.Object(
-  { members: Type.Array(UserId, { minItems: 1, maxItems: 1024 }) },
+  { members: Type.Array(UserId, { minItems: 1, maxItems: MAX_GROUP_MEMBERS_PER_OP }) },
   { $id: 'AddMembersBody' },
 );
 export type AddMembersBody = Static<typeof AddMembersBody>;
