@@ -53,8 +53,10 @@ import {
   GatewaySocket,
 } from './connections';
 import { TokenBucket } from './token-bucket';
+import { Budgets, UserBudgets } from './user-budgets';
 
 const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
+const DEFAULT_USER_RATE_FACTOR = 4;
 type ConnectionDown = Extract<ConnectionTopicEvent, { kind: 'connection-down' }>;
 /** Connection-ups per publish when announcing every open connection again. */
 const ANNOUNCE_CHUNK = 1000;
@@ -88,6 +90,12 @@ export const WsGatewayConfig = Type.Object({
     description: 'Frames per second per connection',
   }),
   RATE_LIMIT_BURST: Type.Integer({ minimum: 1, default: 50 }),
+  RATE_LIMIT_USER_FACTOR: Type.Number({
+    minimum: 1,
+    default: DEFAULT_USER_RATE_FACTOR,
+    description:
+      "A user's sockets on one gateway together get this many sockets' frame and ack budgets (rate and burst), on top of each socket's own",
+  }),
   RATE_LIMIT_CLOSE_AFTER: Type.Integer({
     minimum: 1,
     default: 20,
@@ -124,6 +132,8 @@ export interface WsGatewaySettings {
   maxFrameBytes: number;
   ratePerSecond: number;
   rateBurst: number;
+  /** A user's sockets on this gateway together: this many sockets' budgets; default 4. */
+  userRateFactor?: number;
   rateCloseAfter: number;
   maxUnsentBytes: number;
   maxConnections: number;
@@ -170,6 +180,7 @@ export function gatewaySettings(
     maxFrameBytes: config.MAX_FRAME_BYTES,
     ratePerSecond: config.RATE_LIMIT_PER_SECOND,
     rateBurst: config.RATE_LIMIT_BURST,
+    userRateFactor: config.RATE_LIMIT_USER_FACTOR,
     rateCloseAfter: config.RATE_LIMIT_CLOSE_AFTER,
     maxUnsentBytes: config.MAX_UNSENT_BYTES,
     maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
@@ -202,6 +213,15 @@ export interface WsGateway extends Service {
 }
 
 const ACK_RATE_FACTOR = 10;
+
+/** A socket's frame budgets, or (`factor`) those of that many sockets. Acks get ACK_RATE_FACTOR times as much. */
+function frameBudgets(settings: WsGatewaySettings, factor = 1): Budgets {
+  const [rate, burst] = [settings.ratePerSecond * factor, settings.rateBurst * factor];
+  return {
+    frames: new TokenBucket(rate, burst),
+    acks: new TokenBucket(rate * ACK_RATE_FACTOR, burst * ACK_RATE_FACTOR),
+  };
+}
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
   ok: false,
@@ -363,12 +383,23 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     send(conn, { type: 'error', ...(id !== undefined && { id }), code, message, ...extra });
   };
 
+  const userBudgets = new UserBudgets(() =>
+    frameBudgets(settings, settings.userRateFactor ?? DEFAULT_USER_RATE_FACTOR),
+  );
+  /** The socket's own bucket for the frame, then its user's where the user holds several sockets here. */
+  const bucketsFor = (conn: ClientConnection, isAck: boolean): TokenBucket[] => {
+    const own = isAck ? conn.ackBucket : conn.bucket;
+    const shared = userBudgets.of(conn.user);
+    return shared ? [own, isAck ? shared.acks : shared.frames] : [own];
+  };
+
   /**
    * Takes a token for a frame; without one, refuses it and closes after repeated violations. Counted
    * per bucket: acks, with a budget of their own, do not wipe out a run of refused messages.
    */
-  const admit = (conn: ClientConnection, bucket: TokenBucket, id: string | undefined): boolean => {
-    if (bucket.take()) return true;
+  const admit = (conn: ClientConnection, isAck: boolean, id: string | undefined): boolean => {
+    const bucket = bucketsFor(conn, isAck).find((b) => !b.take());
+    if (!bucket) return true;
     const retryAfterMs = Math.ceil(bucket.retryAfterSeconds() * 1000);
     refuse(conn, 'rate_limited', `too many frames: retry after ${(retryAfterMs / 1000).toFixed(3)} s`, id, {
       retryAfterMs,
@@ -389,11 +420,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       : parseClientFrame(data as Buffer, { maxBytes: settings.maxFrameBytes });
     // A frame refused as invalid still spends a token, so a stream of them ends in 4029 as well.
     if (!parsed.ok) {
-      if (admit(conn, conn.bucket, parsed.id)) refuse(conn, parsed.code, parsed.message, parsed.id);
+      if (admit(conn, false, parsed.id)) refuse(conn, parsed.code, parsed.message, parsed.id);
       return;
     }
     const frame = parsed.frame;
-    if (!admit(conn, frame.type === 'ack' ? conn.ackBucket : conn.bucket, clientIdOf(frame))) return;
+    if (!admit(conn, frame.type === 'ack', clientIdOf(frame))) return;
     metrics.frames.inc({ type: frame.type });
     if (frame.type === 'ping') return void send(conn, { type: 'pong' });
     await publishFrame(conn, frame, (data as Buffer).length);
@@ -445,6 +476,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   }
   function onSocketClose(this: GatewaySocket) {
     registry.remove(this.connection!);
+    userBudgets.update(this.connection!.user, registry.of(this.connection!.user).length);
     void publishConnection('connection-down', this.connection!);
   }
 
@@ -454,23 +486,20 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     identity: Identity,
     deviceId: string | undefined,
   ) => {
-    const bucket = new TokenBucket(settings.ratePerSecond, settings.rateBurst);
-    const ackBucket = new TokenBucket(
-      settings.ratePerSecond * ACK_RATE_FACTOR,
-      settings.rateBurst * ACK_RATE_FACTOR,
-    );
+    const own = frameBudgets(settings);
     const conn = new ClientConnection(
       randomUUID(),
       identity.user,
       deviceId,
       socket,
-      bucket,
-      ackBucket,
+      own.frames,
+      own.acks,
       identity.expiresAt,
       settings.maxUnsentBytes,
       transport,
     );
     registry.add(conn);
+    userBudgets.update(conn.user, registry.of(conn.user).length);
     socket.connection = conn;
     socket.on('message', onSocketMessage);
     socket.on('pong', onSocketPong);

@@ -289,6 +289,38 @@ describe('ws-gateway', () => {
     await waitFor(() => env.bus.events(TOPICS.inbound).length === 2, 2000, 'the two frames within the burst');
   });
 
+  it("holds a user's sockets together to userRateFactor sockets' budget, and frees the rest when one is left", async () => {
+    env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, userRateFactor: 2, rateCloseAfter: 100 });
+    const devices = [await connect('alice'), await connect('alice'), await connect('alice')];
+    const bob = await connect('bob');
+    const send = async (client: WsTestClient, id: string) => {
+      client.send({ type: 'message', id, to: 'carol', body: id });
+      await client.next((f) => f.id === id);
+    };
+    // Each socket alone could send 2 (its burst); the three together may send 4 (two sockets' worth).
+    for (const [i, device] of devices.entries()) for (const n of [1, 2]) await send(device, `a${i}-${n}`);
+    const outcome = (client: WsTestClient) =>
+      client.frames
+        .filter((f) => f.type !== 'hello')
+        .map((f) => f.type)
+        .join(',');
+    expect(devices.map(outcome)).toEqual(['accepted,accepted', 'accepted,accepted', 'error,error']);
+    expect(devices[2].ofType('error').map((f) => f.code)).toEqual(['rate_limited', 'rate_limited']);
+    for (const n of [1, 2]) await send(bob, `b${n}`); // another user's budget is his own
+    expect(outcome(bob)).toEqual('accepted,accepted');
+
+    // With one socket left, only its own budget counts: a new socket has its full burst.
+    await devices[0].close();
+    await devices[1].close();
+    await waitFor(() => env.gateway.connections.of('alice').length === 1, 2000, 'one socket of alice left');
+    const phone = await connect('alice');
+    await waitFor(() => env.gateway.connections.of('alice').length === 2, 2000, 'the phone registered');
+    await devices[2].close();
+    await waitFor(() => env.gateway.connections.of('alice').length === 1, 2000, 'only the phone left');
+    for (const n of [1, 2]) await send(phone, `p${n}`);
+    expect(outcome(phone)).toEqual('accepted,accepted');
+  });
+
   it('closes with 4029 on refused messages in a row even when acks, with a budget of their own, get through', async () => {
     env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
     const alice = await connect('alice');
