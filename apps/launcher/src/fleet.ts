@@ -253,6 +253,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
           devTokenSecret: jwtSecret,
           corsOrigins: [],
           rateLimitPerMinute: 6000,
+          sendFramesPerSecond: 200,
+          sendFramesBurst: 2000,
           maxFrameBytes: 64 * 1024,
         },
         // The browser demo client at `/`; it reaches the ws-gateway on the host the page came from.

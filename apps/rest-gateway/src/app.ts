@@ -42,16 +42,23 @@ import {
   bearerToken,
   buildHttpServer,
   CommonConfig,
+  frameBudgets,
   HttpServer,
   InternalConfig,
   issueToken,
+  KeyedFrameBudgets,
   PublishBudget,
   PublishBudgetConfig,
+  rateLimitedRefusal,
   Runtime,
   Service,
+  TokenBucket,
   TokenVerifier,
 } from '@parley/service-kit';
 import { UpstreamName, Upstreams } from './upstream';
+
+const DEFAULT_SEND_FRAMES_PER_SECOND = 20;
+const DEFAULT_SEND_FRAMES_BURST = 200;
 
 export const RestGatewayConfig = Type.Object({
   ...CommonConfig,
@@ -75,6 +82,13 @@ export const RestGatewayConfig = Type.Object({
     description:
       'Requests per user per minute, counted by each replica on its own (behind a load balancer a user gets up to this times the replicas)',
   }),
+  SEND_FRAMES_PER_SECOND: Type.Number({
+    minimum: 0.1,
+    default: DEFAULT_SEND_FRAMES_PER_SECOND,
+    description:
+      'Frames a user may send through POST /v1/send per second, counted by each replica on its own (acks ten times that); past it a frame is rejected rate_limited',
+  }),
+  SEND_FRAMES_BURST: Type.Integer({ minimum: 1, default: DEFAULT_SEND_FRAMES_BURST }),
   MAX_FRAME_BYTES: MaxFrameBytesSetting,
   WEB_CLIENT: Type.Boolean({
     default: true,
@@ -100,6 +114,9 @@ export interface RestGatewayDeps extends Omit<Runtime, 'closer'> {
     devTokenSecret?: string;
     corsOrigins: string[];
     rateLimitPerMinute: number;
+    /** Frames a user may send through /v1/send per second (acks ten times that); default 20, burst 200. */
+    sendFramesPerSecond?: number;
+    sendFramesBurst?: number;
     maxFrameBytes: number;
     /** Bytes of client frames waiting for Kafka at once; default 64 MiB. */
     maxPendingPublishBytes?: number;
@@ -181,7 +198,14 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
         );
       },
     });
-    sendRoute(api, deps, new PublishBudget(deps.metrics, 'parley_rest', settings.maxPendingPublishBytes));
+    const sendBudgets = new KeyedFrameBudgets(() =>
+      frameBudgets(
+        settings.sendFramesPerSecond ?? DEFAULT_SEND_FRAMES_PER_SECOND,
+        settings.sendFramesBurst ?? DEFAULT_SEND_FRAMES_BURST,
+      ),
+    );
+    const publishBudget = new PublishBudget(deps.metrics, 'parley_rest', settings.maxPendingPublishBytes);
+    sendRoute(api, deps, publishBudget, sendBudgets);
     proxyRoutes(api, deps.upstreams);
   });
 
@@ -218,7 +242,12 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
 }
 
 /** `POST /v1/send`: the WebSocket's semantics over HTTP, one frame or up to 100. */
-function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: PublishBudget) {
+function sendRoute(
+  api: FastifyInstance,
+  deps: RestGatewayDeps,
+  publishBudget: PublishBudget,
+  sendBudgets: KeyedFrameBudgets,
+) {
   api.post(
     '/v1/send',
     {
@@ -246,6 +275,8 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: P
       const results: SendResult[] = [];
       const accepted: Array<{ result: SendResult & { status: 'accepted' }; event: InboundEvent }> = [];
       const sentAt = Date.now();
+      const budgets = sendBudgets.of(request.user);
+      const spent = new Set<TokenBucket>();
       items.forEach((item, index) => {
         // Serializing a frame nested thousands deep would overflow the stack: validation refuses it below.
         const tooDeep = jsonDepth(item, MAX_BODY_DEPTH + 2) > MAX_BODY_DEPTH + 1; // the frame's level + its body's
@@ -275,6 +306,21 @@ function sendRoute(api: FastifyInstance, deps: RestGatewayDeps, publishBudget: P
         }
         const frame = parsed.frame;
         const frameId = clientIdOf(frame);
+        const bucket = frame.type === 'ack' ? budgets.acks : budgets.frames;
+        // Once a frame is refused, so is every later one of its budget in this request, even if a
+        // token came meanwhile: a resend of the refused ones then keeps the sender's order.
+        if (spent.has(bucket) || !bucket.take()) {
+          spent.add(bucket);
+          const id = frameId !== undefined ? { id: frameId } : {};
+          results.push({
+            index,
+            status: 'rejected',
+            ...id,
+            code: 'rate_limited',
+            ...rateLimitedRefusal(bucket),
+          });
+          return;
+        }
         const result: SendResult & { status: 'accepted' } =
           frameId !== undefined
             ? { index, status: 'accepted', id: frameId, mid: userMid(request.user, frameId) }

@@ -29,6 +29,8 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
         .map((o) => o.trim())
         .filter(Boolean),
       rateLimitPerMinute: config.RATE_LIMIT_PER_MINUTE,
+      sendFramesPerSecond: config.SEND_FRAMES_PER_SECOND,
+      sendFramesBurst: config.SEND_FRAMES_BURST,
       maxFrameBytes: config.MAX_FRAME_BYTES,
       maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
     },

@@ -1,6 +1,12 @@
 import { createServer, IncomingMessage, request, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
-import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
+import {
+  INTERNAL_SECRET_HEADER,
+  INTERNAL_USER_HEADER,
+  SendResult,
+  TOPICS,
+  TopicSpec,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
   buildHttpServer,
@@ -55,6 +61,8 @@ interface BuildOptions {
   corsOrigins?: string[];
   bus?: MemoryBus;
   maxPendingPublishBytes?: number;
+  sendFramesPerSecond?: number;
+  sendFramesBurst?: number;
 }
 
 function build(options: BuildOptions = {}) {
@@ -82,6 +90,8 @@ function build(options: BuildOptions = {}) {
       rateLimitPerMinute: options.rateLimitPerMinute ?? 1000,
       maxFrameBytes: 1024,
       maxPendingPublishBytes: options.maxPendingPublishBytes,
+      sendFramesPerSecond: options.sendFramesPerSecond,
+      sendFramesBurst: options.sendFramesBurst,
     },
   });
   return { bus, gateway };
@@ -792,6 +802,54 @@ describe('rest-gateway', () => {
       /^rate limit of 2 requests a minute reached; retry after \d+ seconds?$/,
     );
     expect((await send(await auth('bob'))).statusCode).toBe(200);
+  });
+
+  it('takes frames per user up to a budget, then rejects the rest rate_limited with retryAfterMs; acks have a larger one', async () => {
+    ({ gateway } = build({ sendFramesPerSecond: 0.1, sendFramesBurst: 3 }));
+    const messages = (ids: string[]) => ids.map((id) => ({ type: 'message', id, to: 'bob', body: id }));
+    const first = (await send(messages(['m1', 'm2']), 'alice')).json().results;
+    const second = (
+      await send([...messages(['m3', 'm4', 'm5']), { type: 'ack', mids: ['bob:1'] }], 'alice')
+    ).json().results;
+    expect([...first, ...second].map((r: SendResult) => r.status)).toEqual([
+      'accepted',
+      'accepted',
+      'accepted',
+      'rejected',
+      'rejected',
+      'accepted', // the ack, from its own budget
+    ]);
+    for (const refused of second.slice(1, 3)) {
+      expect(refused).toMatchObject({ code: 'rate_limited', id: expect.stringMatching(/^m[45]$/) });
+      // At 0.1 frames a second the next is up to 10 s away: in ms, and in the message in s.
+      expect(refused.retryAfterMs).toBeGreaterThan(9000);
+      expect(refused.retryAfterMs).toBeLessThanOrEqual(10_000);
+      expect(refused.message).toBe(
+        `too many frames: retry after ${(refused.retryAfterMs / 1000).toFixed(3)} s`,
+      );
+    }
+    const published = (await send(messages(['b1', 'b2', 'b3']), 'bob')).json().results;
+    expect(published.map((r: SendResult) => r.status)).toEqual(['accepted', 'accepted', 'accepted']); // his own
+  });
+
+  it('refuses every later frame of a request once one was refused, even when a token came meanwhile: a resend keeps the order', async () => {
+    ({ gateway } = build({ sendFramesPerSecond: 100, sendFramesBurst: 2 }));
+    const headers = await auth('alice');
+    let now = Date.now();
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => (now += 1)); // a token every 10 reads
+    try {
+      const payload = Array.from({ length: 40 }, (_, i) => ({
+        type: 'message',
+        id: `m${i}`,
+        to: 'bob',
+        body: i,
+      }));
+      const res = await gateway.http.inject({ method: 'POST', url: '/v1/send', headers, payload });
+      const statuses = res.json().results.map((r: SendResult) => r.status);
+      expect(statuses).toEqual([...Array(2).fill('accepted'), ...Array(38).fill('rejected')]);
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it('counts requests refused as invalid against the rate limit, before reading their body', async () => {

@@ -34,14 +34,17 @@ import {
   bearerToken,
   buildHttpServer,
   CommonConfig,
+  frameBudgets,
   HttpServer,
   Identity,
   InternalConfig,
   PublishBudget,
   PublishBudgetConfig,
+  rateLimitedRefusal,
   requireInternalSecret,
   Runtime,
   Service,
+  TokenBucket,
   TokenVerifier,
 } from '@parley/service-kit';
 import {
@@ -52,8 +55,7 @@ import {
   ConnectionRegistry,
   GatewaySocket,
 } from './connections';
-import { TokenBucket } from './token-bucket';
-import { Budgets, UserBudgets } from './user-budgets';
+import { UserBudgets } from './user-budgets';
 
 const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
 const DEFAULT_USER_RATE_FACTOR = 4;
@@ -212,16 +214,9 @@ export interface WsGateway extends Service {
   connections: ConnectionRegistry;
 }
 
-const ACK_RATE_FACTOR = 10;
-
-/** A socket's frame budgets, or (`factor`) those of that many sockets. Acks get ACK_RATE_FACTOR times as much. */
-function frameBudgets(settings: WsGatewaySettings, factor = 1): Budgets {
-  const [rate, burst] = [settings.ratePerSecond * factor, settings.rateBurst * factor];
-  return {
-    frames: new TokenBucket(rate, burst),
-    acks: new TokenBucket(rate * ACK_RATE_FACTOR, burst * ACK_RATE_FACTOR),
-  };
-}
+/** A socket's frame budgets, or (`factor`) those of that many sockets. */
+const socketBudgets = (settings: WsGatewaySettings, factor = 1) =>
+  frameBudgets(settings.ratePerSecond * factor, settings.rateBurst * factor);
 const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 const BINARY_FRAME_REFUSED: FrameResult<ClientFrame> = {
   ok: false,
@@ -384,7 +379,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   };
 
   const userBudgets = new UserBudgets(() =>
-    frameBudgets(settings, settings.userRateFactor ?? DEFAULT_USER_RATE_FACTOR),
+    socketBudgets(settings, settings.userRateFactor ?? DEFAULT_USER_RATE_FACTOR),
   );
   /** The socket's own bucket for the frame, then its user's where the user holds several sockets here. */
   const bucketsFor = (conn: ClientConnection, isAck: boolean): TokenBucket[] => {
@@ -400,10 +395,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const admit = (conn: ClientConnection, isAck: boolean, id: string | undefined): boolean => {
     const bucket = bucketsFor(conn, isAck).find((b) => !b.take());
     if (!bucket) return true;
-    const retryAfterMs = Math.ceil(bucket.retryAfterSeconds() * 1000);
-    refuse(conn, 'rate_limited', `too many frames: retry after ${(retryAfterMs / 1000).toFixed(3)} s`, id, {
-      retryAfterMs,
-    });
+    const { message, retryAfterMs } = rateLimitedRefusal(bucket);
+    refuse(conn, 'rate_limited', message, id, { retryAfterMs });
     if (bucket.refusedInARow >= settings.rateCloseAfter)
       conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
     return false;
@@ -486,7 +479,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     identity: Identity,
     deviceId: string | undefined,
   ) => {
-    const own = frameBudgets(settings);
+    const own = socketBudgets(settings);
     const conn = new ClientConnection(
       randomUUID(),
       identity.user,

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import WebSocket from 'ws';
-import { TokenBucket } from './token-bucket';
+import type { TokenBucket } from '@parley/service-kit';
 
 export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_POLICY = 1008;

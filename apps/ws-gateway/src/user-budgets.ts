@@ -1,10 +1,4 @@
-import { TokenBucket } from './token-bucket';
-
-/** A frame budget and a larger one for acks. */
-export interface Budgets {
-  frames: TokenBucket;
-  acks: TokenBucket;
-}
+import type { FrameBudgets } from '@parley/service-kit';
 
 /**
  * The budgets a user's sockets on this gateway share, on top of each socket's own: without them, a
@@ -12,9 +6,9 @@ export interface Budgets {
  * rate. Kept only while the user holds two sockets or more: with one, its own budget is the smaller.
  */
 export class UserBudgets {
-  private readonly byUser = new Map<string, Budgets>();
+  private readonly byUser = new Map<string, FrameBudgets>();
 
-  constructor(private readonly create: () => Budgets) {}
+  constructor(private readonly create: () => FrameBudgets) {}
 
   /** After one of the user's sockets opened or closed: `sockets` is how many the user holds now. */
   update(user: string, sockets: number): void {
@@ -22,7 +16,7 @@ export class UserBudgets {
     else if (!this.byUser.has(user)) this.byUser.set(user, this.create());
   }
 
-  of(user: string): Budgets | undefined {
+  of(user: string): FrameBudgets | undefined {
     return this.byUser.get(user);
   }
 }

@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
 import { ClientConnection, ConnectionRegistry } from '../src/connections';
-import { TokenBucket } from '../src/token-bucket';
+import { TokenBucket } from '@parley/service-kit';
 
 const connection = (user: string, id: string) =>
   new ClientConnection(

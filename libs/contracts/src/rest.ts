@@ -41,6 +41,9 @@ export const SendResult = Type.Union([
     id: Type.Optional(Type.String()),
     code: ErrorCodeSchema,
     message: Type.String(),
+    retryAfterMs: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'With rate_limited: when the frame would be taken again' }),
+    ),
   }),
 ]);
 export type SendResult = Static<typeof SendResult>;

@@ -11,3 +11,4 @@ export * from './recent-set';
 export * from './periodic-job';
 export * from './transient';
 export * from './publish-budget';
+export * from './token-bucket';

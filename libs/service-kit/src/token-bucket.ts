@@ -1,0 +1,98 @@
+/** A token bucket: `ratePerSecond` sustained, bursts up to `burst`. */
+export class TokenBucket {
+  private tokens: number;
+  private updatedAt: number;
+  /** Takes refused since this bucket last gave a token. */
+  refusedInARow = 0;
+
+  constructor(
+    private readonly ratePerSecond: number,
+    private readonly burst: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.tokens = burst;
+    this.updatedAt = now();
+  }
+
+  take(): boolean {
+    this.refill();
+    if (this.tokens < 1) {
+      this.refusedInARow += 1;
+      return false;
+    }
+    this.tokens -= 1;
+    this.refusedInARow = 0;
+    return true;
+  }
+
+  /** Seconds until the next token. */
+  retryAfterSeconds(): number {
+    return Math.max(0, (1 - this.tokens) / this.ratePerSecond);
+  }
+
+  /** Refilled to its burst: as good as a new one. */
+  isFull(): boolean {
+    this.refill();
+    return this.tokens >= this.burst;
+  }
+
+  private refill(): void {
+    const now = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.updatedAt) / 1000) * this.ratePerSecond);
+    this.updatedAt = now;
+  }
+}
+
+/** What a frame refused for want of a token says: when a token comes, in ms, and in its message in s. */
+export function rateLimitedRefusal(bucket: TokenBucket): { message: string; retryAfterMs: number } {
+  const retryAfterMs = Math.ceil(bucket.retryAfterSeconds() * 1000);
+  return { message: `too many frames: retry after ${(retryAfterMs / 1000).toFixed(3)} s`, retryAfterMs };
+}
+
+/** Acks get this many times the frame budget: throttling them would only cause redeliveries. */
+export const ACK_BUDGET_FACTOR = 10;
+
+/** A frame budget and a larger one for acks. */
+export interface FrameBudgets {
+  frames: TokenBucket;
+  acks: TokenBucket;
+}
+
+export function frameBudgets(ratePerSecond: number, burst: number): FrameBudgets {
+  return {
+    frames: new TokenBucket(ratePerSecond, burst),
+    acks: new TokenBucket(ratePerSecond * ACK_BUDGET_FACTOR, burst * ACK_BUDGET_FACTOR),
+  };
+}
+
+const MIN_SWEEP_SIZE = 1024;
+
+/**
+ * Frame budgets per key (a user), made on first use. Those refilled to their burst are as good as
+ * new and are dropped, in a sweep each time the map has doubled since the last, so the map holds
+ * about the keys active lately.
+ */
+export class KeyedFrameBudgets {
+  private readonly byKey = new Map<string, FrameBudgets>();
+  private sweepAt = MIN_SWEEP_SIZE;
+
+  constructor(private readonly create: () => FrameBudgets) {}
+
+  of(key: string): FrameBudgets {
+    let budgets = this.byKey.get(key);
+    if (budgets) return budgets;
+    if (this.byKey.size >= this.sweepAt) this.sweep();
+    this.byKey.set(key, (budgets = this.create()));
+    return budgets;
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  private sweep(): void {
+    for (const [key, budgets] of this.byKey)
+      if (budgets.frames.isFull() && budgets.acks.isFull()) this.byKey.delete(key);
+    this.sweepAt = Math.max(MIN_SWEEP_SIZE, 2 * this.byKey.size);
+  }
+}

@@ -1,0 +1,38 @@
+import { KeyedFrameBudgets, TokenBucket } from '../src/token-bucket';
+
+describe('TokenBucket', () => {
+  it('gives its burst at once, then tokens at its rate, and says when the next comes', () => {
+    let now = 0;
+    const bucket = new TokenBucket(2, 3, () => now);
+    expect([bucket.take(), bucket.take(), bucket.take(), bucket.take()]).toEqual([true, true, true, false]);
+    expect(bucket.refusedInARow).toBe(1);
+    expect(bucket.retryAfterSeconds()).toBeCloseTo(0.5);
+    now = 500;
+    expect(bucket.take()).toBe(true);
+    expect(bucket.refusedInARow).toBe(0);
+    expect(bucket.isFull()).toBe(false);
+    now = 2000;
+    expect(bucket.isFull()).toBe(true);
+  });
+});
+
+describe('KeyedFrameBudgets', () => {
+  it('keeps one budget per key, and drops those refilled to their burst once the map has doubled', () => {
+    let now = 0;
+    const budgets = new KeyedFrameBudgets(() => ({
+      frames: new TokenBucket(1, 2, () => now),
+      acks: new TokenBucket(10, 20, () => now),
+    }));
+    const busy = budgets.of('busy');
+    busy.frames.take();
+    expect(budgets.of('busy')).toBe(busy);
+    for (let i = 0; i < 1023; i++) budgets.of(`idle-${i}`);
+    expect(budgets.size).toBe(1024);
+    budgets.of('new'); // the map is full: a sweep drops every budget that is as good as new
+    expect(budgets.size).toBe(2);
+    expect(budgets.of('busy')).toBe(busy); // its spent token is still spent
+    expect(busy.frames.isFull()).toBe(false);
+    now = 10_000;
+    expect(busy.frames.isFull()).toBe(true);
+  });
+});
