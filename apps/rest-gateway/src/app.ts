@@ -4,6 +4,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Type, TSchema } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Counter, Registry } from 'prom-client';
 import {
   AddMembersBody,
   CreateGroupBody,
@@ -205,7 +206,7 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
       ),
     );
     const publishBudget = new PublishBudget(deps.metrics, 'parley_rest', settings.maxPendingPublishBytes);
-    sendRoute(api, deps, publishBudget, sendBudgets);
+    sendRoute(api, deps, { publishBudget, sendBudgets, counters: sendCounters(deps.metrics) });
     proxyRoutes(api, deps.upstreams);
   });
 
@@ -242,11 +243,36 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
 }
 
 /** `POST /v1/send`: the WebSocket's semantics over HTTP, one frame or up to 100. */
+/** What POST /v1/send answered, frame by frame: as the ws-gateway's frames and refusals. */
+function sendCounters(metrics: Registry) {
+  return {
+    accepted: new Counter({
+      name: 'parley_rest_frames_total',
+      help: 'Frames of POST /v1/send accepted (Kafka has them), by type',
+      labelNames: ['type'],
+      registers: [metrics],
+    }),
+    rejected: new Counter({
+      name: 'parley_rest_rejected_total',
+      help: 'Frames of POST /v1/send rejected, by error code',
+      labelNames: ['code'],
+      registers: [metrics],
+    }),
+  };
+}
+
 function sendRoute(
   api: FastifyInstance,
   deps: RestGatewayDeps,
-  publishBudget: PublishBudget,
-  sendBudgets: KeyedFrameBudgets,
+  {
+    publishBudget,
+    sendBudgets,
+    counters,
+  }: {
+    publishBudget: PublishBudget;
+    sendBudgets: KeyedFrameBudgets;
+    counters: ReturnType<typeof sendCounters>;
+  },
 ) {
   api.post(
     '/v1/send',
@@ -348,6 +374,9 @@ function sendRoute(
             'the gateway is waiting on storage; nothing was accepted, send them again later',
           );
       }
+      for (const { event } of accepted) counters.accepted.inc({ type: event.frame.type });
+      for (const result of results)
+        if (result.status === 'rejected') counters.rejected.inc({ code: result.code });
       return { results };
     },
   );

@@ -75,10 +75,11 @@ function build(options: BuildOptions = {}) {
     'session-ms': url,
     ...options.upstreamUrls,
   };
+  const metrics = createMetricsRegistry('rest-gateway', { collectDefaults: false });
   const gateway = createRestGateway({
     bus,
     logger: silentLogger(),
-    metrics: createMetricsRegistry('rest-gateway', { collectDefaults: false }),
+    metrics,
     readiness: new Readiness(),
     verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
     upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', 2000),
@@ -94,7 +95,7 @@ function build(options: BuildOptions = {}) {
       sendFramesBurst: options.sendFramesBurst,
     },
   });
-  return { bus, gateway };
+  return { bus, gateway, metrics };
 }
 
 const auth = async (user = 'alice') => ({
@@ -805,7 +806,8 @@ describe('rest-gateway', () => {
   });
 
   it('takes frames per user up to a budget, then rejects the rest rate_limited with retryAfterMs; acks have a larger one', async () => {
-    ({ gateway } = build({ sendFramesPerSecond: 0.1, sendFramesBurst: 3 }));
+    const built = build({ sendFramesPerSecond: 0.1, sendFramesBurst: 3 });
+    gateway = built.gateway;
     const messages = (ids: string[]) => ids.map((id) => ({ type: 'message', id, to: 'bob', body: id }));
     const first = (await send(messages(['m1', 'm2']), 'alice')).json().results;
     const second = (
@@ -830,6 +832,13 @@ describe('rest-gateway', () => {
     }
     const published = (await send(messages(['b1', 'b2', 'b3']), 'bob')).json().results;
     expect(published.map((r: SendResult) => r.status)).toEqual(['accepted', 'accepted', 'accepted']); // his own
+    const counted = async (name: string) =>
+      (await built.metrics.getSingleMetric(name)!.get()).values.map((v) => [v.labels, v.value]);
+    expect(await counted('parley_rest_frames_total')).toEqual([
+      [{ type: 'message' }, 6],
+      [{ type: 'ack' }, 1],
+    ]);
+    expect(await counted('parley_rest_rejected_total')).toEqual([[{ code: 'rate_limited' }, 2]]);
   });
 
   it('refuses every later frame of a request once one was refused, even when a token came meanwhile: a resend keeps the order', async () => {
