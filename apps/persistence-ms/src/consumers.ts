@@ -2,6 +2,7 @@ import {
   ConnectionTopicEvent,
   deliveredReceipts,
   DeliverEvent,
+  OfflineAckEvent,
   OfflineDeliverableEvent,
   OfflineTopicEvent,
   TOPICS,
@@ -39,6 +40,7 @@ export interface OfflineHandlerDeps {
 export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHandlerDeps) {
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
     let run: OfflineDeliverableEvent[] = [];
+    let acks: OfflineAckEvent[] = [];
     const flush = async () => {
       if (run.length === 0) return;
       const items = run.map(({ to, frame }) => ({ to, frame }));
@@ -62,24 +64,35 @@ export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHa
       );
       metrics.replayed.inc(raced.length);
     };
+    // Consecutive acks together: one read of what is held, one publish of the receipts, one
+    // transaction (acks of one batch commute; stores around them are flushed first).
+    const flushAcks = async () => {
+      if (acks.length === 0) return;
+      const events = acks;
+      acks = [];
+      const held = await store.held(
+        events.flatMap((event) => event.mids.map((mid) => ({ to: event.user, mid }))),
+      );
+      const unsent = new Set(held.map(({ to, mid }) => `${to}\n${mid}`));
+      const receipts = events.flatMap((event) => {
+        // A mid acked twice in the run gets one receipt, as one ack after the other would.
+        const mids = [...new Set(event.mids)].filter((mid) => unsent.delete(`${event.user}\n${mid}`));
+        return deliveredReceipts(event.user, mids, event.at);
+      });
+      await bus.publish(TOPICS.delivery, receipts);
+      metrics.acked.inc({ source: 'offline-topic' }, await store.ackAll(events));
+    };
     for (const { event } of batch) {
       if (event.kind === 'offline') {
+        await flushAcks();
         run.push(event);
         continue;
       }
       await flush();
-      const held = await store.held(event.mids.map((mid) => ({ to: event.user, mid })));
-      await bus.publish(
-        TOPICS.delivery,
-        deliveredReceipts(
-          event.user,
-          held.map(({ mid }) => mid),
-          event.at,
-        ),
-      );
-      metrics.acked.inc({ source: 'offline-topic' }, await store.ack(event.user, event.mids));
+      acks.push(event);
     }
     await flush();
+    await flushAcks();
   };
 }
 

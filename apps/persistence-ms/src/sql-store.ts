@@ -14,6 +14,35 @@ export interface SqlOfflineStoreOptions {
 export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreOptions = {}): OfflineStore {
   const now = options.now ?? Date.now;
   const byMessage = { key: ['recipient', 'mid'], batch: options.purgeBatch };
+  /** Deletes what these acks name and remembers them, in one transaction for the lot (see `ack`). */
+  const ackAll: OfflineStore['ackAll'] = async (acks) => {
+    const pairs = new Map<string, { recipient: string; mid: string }>();
+    for (const { user, mids } of acks)
+      for (const mid of mids) pairs.set(keyOf(user, mid), { recipient: user, mid });
+    if (pairs.size === 0) return 0;
+    const json = JSON.stringify([...pairs.values()]);
+    return db.transaction(async (tx) => {
+      await reserveSequences(
+        tx,
+        [...new Set([...pairs.values()].map((pair) => pair.recipient))].map((recipient) => ({
+          recipient,
+          n: 0,
+        })),
+      );
+      const deleted = await tx.query(
+        `DELETE FROM offline_messages o USING jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
+         WHERE o.recipient = m.recipient AND o.mid = m.mid`,
+        [json],
+      );
+      await tx.query(
+        `INSERT INTO offline_acks (recipient, mid, acked_at)
+         SELECT m.recipient, m.mid, $2 FROM jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
+         ON CONFLICT (recipient, mid) DO UPDATE SET acked_at = EXCLUDED.acked_at`,
+        [json, now()],
+      );
+      return deleted.rowCount;
+    });
+  };
   return {
     async init() {
       await migrate(db, 'persistence-ms', MIGRATIONS);
@@ -47,24 +76,8 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       const stored = new Set(found.rows.map((row) => keyOf(row.recipient, row.mid)));
       return items.filter(({ to, mid }) => stored.has(keyOf(to, mid)));
     },
-    async ack(user, mids) {
-      const unique = [...new Set(mids)];
-      if (unique.length === 0) return 0;
-      return db.transaction(async (tx) => {
-        await reserveSequences(tx, [{ recipient: user, n: 0 }]);
-        const deleted = await tx.query(
-          'DELETE FROM offline_messages WHERE recipient = $1 AND mid IN (SELECT jsonb_array_elements_text($2::text::jsonb))',
-          [user, JSON.stringify(unique)],
-        );
-        await tx.query(
-          `INSERT INTO offline_acks (recipient, mid, acked_at)
-           SELECT $1, mid, $3 FROM jsonb_array_elements_text($2::text::jsonb) AS mid
-           ON CONFLICT (recipient, mid) DO UPDATE SET acked_at = EXCLUDED.acked_at`,
-          [user, JSON.stringify(unique), now()],
-        );
-        return deleted.rowCount;
-      });
-    },
+    ack: (user, mids) => ackAll([{ user, mids }]),
+    ackAll,
     async page(user, afterSeq, limit) {
       // The position is read as text (pg returns bigint as a string, PGlite as a number) under another
       // name: `ORDER BY seq` would otherwise sort by the text alias.

@@ -41,6 +41,8 @@ export interface OfflineStore {
   held<T extends StoredKey>(items: T[]): Promise<T[]>;
   /** Deletes the user's deliverables with these mids and remembers the ack; returns how many were deleted. */
   ack(user: string, mids: string[]): Promise<number>;
+  /** `ack` for several users at once, in one transaction; returns how many were deleted. */
+  ackAll(acks: Array<{ user: string; mids: string[] }>): Promise<number>;
   /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */
   page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
   /**

@@ -144,6 +144,42 @@ describe('offline consumer: delivered receipts for what the user acks', () => {
     await handle(batch); // a redelivery once the ack is applied: nothing is held, so no receipt again
     expect(bus.events(TOPICS.delivery)).toHaveLength(2);
   });
+
+  it('applies consecutive acks together, one receipt per held mid, in their place among the stores', async () => {
+    const store = await freshStore();
+    const bus = new MemoryBus();
+    const handle = handlerOn(store, bus);
+    const ackAll = jest.spyOn(store, 'ackAll');
+    await store.store([
+      { to: 'bob', frame },
+      { to: 'dave', frame: { ...frame, mid: 'alice:d1', id: 'd1', to: 'dave' } },
+    ]);
+    const ack = (user: string, mids: string[]) =>
+      envelope({ v: 1, kind: 'offline-ack', user, mids, at: NOW + 7 });
+    const offline = (to: string, id: string) =>
+      envelope({ v: 1, kind: 'offline', to, frame: { ...fromAlice(id), to }, at: NOW + 5 });
+    await handle([
+      ack('bob', ['alice:r1']),
+      ack('bob', ['alice:r1']),
+      ack('dave', ['alice:d1', 'alice:late']),
+      offline('bob', 'r2'),
+      offline('dave', 'late'), // acked before it came: not stored
+      ack('bob', ['alice:r2']),
+    ]);
+    expect(ackAll).toHaveBeenCalledTimes(2);
+    const receipts = bus
+      .events(TOPICS.delivery)
+      .flatMap((e) =>
+        e.kind === 'deliver' && e.frame.type === 'receipt' ? [[e.frame.by, e.frame.mids]] : [],
+      );
+    expect(receipts).toEqual([
+      ['bob', ['alice:r1']],
+      ['dave', ['alice:d1']],
+      ['bob', ['alice:r2']],
+    ]);
+    expect((await store.page('bob', 0, 10)).messages).toEqual([]);
+    expect((await store.page('dave', 0, 10)).messages).toEqual([]);
+  });
 });
 
 describe('offline consumer and connect replay: the order a raced user gets stored deliverables in', () => {

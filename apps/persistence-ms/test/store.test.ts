@@ -89,6 +89,25 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(mids((await store.page('dave', 0, 10)).messages)).toEqual(['alice:a2']);
   });
 
+  it('applies the acks of several users in one go, a mid named twice counted once', async () => {
+    await store.store([
+      { to: 'ulla', frame: message('alice', 'i1', 'ulla') },
+      { to: 'ulla', frame: message('alice', 'i2', 'ulla') },
+      { to: 'vic', frame: message('alice', 'i1', 'vic') },
+    ]);
+    const acks = [
+      { user: 'ulla', mids: ['alice:i1', 'alice:i1'] },
+      { user: 'vic', mids: ['alice:i1', 'alice:j-early'] },
+      { user: 'ulla', mids: ['alice:i1'] },
+      { user: 'nobody', mids: [] },
+    ];
+    expect(await store.ackAll(acks)).toBe(2);
+    expect(mids((await store.page('ulla', 0, 10)).messages)).toEqual(['alice:i2']);
+    expect((await store.page('vic', 0, 10)).messages).toEqual([]);
+    expect(await store.store([{ to: 'vic', frame: message('alice', 'j-early', 'vic') }])).toHaveLength(0);
+    expect(await store.ackAll([])).toBe(0);
+  });
+
   it('stores a batch for 1,000 recipients with two statements, acked ones left out, positions per recipient', async () => {
     let statements = 0;
     const counted: SqlDatabase = {
