@@ -135,8 +135,7 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       return new Set(result.rows.map((row) => row.recipient));
     },
     async purge({ messagesBefore, tombstonesBefore }, signal): Promise<PurgeResult> {
-      await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
-      return {
+      const purged = {
         messages: await deleteOlderThan(db, {
           ...byMessage,
           table: 'offline_messages',
@@ -152,6 +151,11 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
           signal,
         }),
       };
+      // Last: one unindexed statement (an index would cost every connect's upsert its HOT update),
+      // which at tens of millions of rows could pass the statement timeout; it must not keep the
+      // messages and tombstones above from being purged.
+      await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
+      return purged;
     },
   };
 }

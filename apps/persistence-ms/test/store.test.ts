@@ -293,6 +293,24 @@ describe.each(testDatabases())('offline store on $name', (target) => {
       tombstones: 0,
     });
   });
+
+  it('purges old deliverables and tombstones even when forgetting old connects fails (a statement timeout)', async () => {
+    const timingOut: SqlDatabase = Object.assign(Object.create(db) as SqlDatabase, {
+      query: (sql: string, params?: unknown[]) =>
+        sql.startsWith('DELETE FROM offline_connects')
+          ? Promise.reject(
+              Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }),
+            )
+          : db.query(sql, params),
+    });
+    const purging = createSqlOfflineStore(timingOut, { now: () => clock, purgeBatch: 2 });
+    clock = 7_000_000;
+    await store.store([{ to: 'kim', frame: message('alice', 'stale', 'kim') }]);
+    await expect(purging.purge({ messagesBefore: 7_500_000, tombstonesBefore: 0 })).rejects.toThrow(
+      /timeout/,
+    );
+    expect(mids((await store.page('kim', 0, 10)).messages)).toEqual([]);
+  });
 });
 
 describe('retention purge racing an ack that refreshes a tombstone (real Postgres)', () => {
