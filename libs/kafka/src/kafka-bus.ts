@@ -417,6 +417,27 @@ function parkedValue(event: unknown): Buffer {
 /** Heartbeat errors that mean the group is rebalancing or no longer counts this member. */
 const GROUP_MOVING = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION']);
 
+/**
+ * What a batch throws, as kafkajs must take it. The group moving on stays as it is: kafkajs rejoins.
+ * Anything else (a DLQ refusing a record, a handler's error while stopping) becomes retriable:
+ * kafkajs stops a consumer for good on an error it takes for non-retriable, every partition it
+ * held with it, where a retriable one has it fetch the batch again from the last handled offset
+ * and, past its retries, restart the consumer.
+ */
+function asKafkajsShouldTakeIt(err: unknown): unknown {
+  const type = (err as { type?: string } | undefined)?.type;
+  return type && GROUP_MOVING.has(type) ? err : new BatchFailed(err);
+}
+
+class BatchFailed extends Error {
+  readonly retriable = true;
+
+  constructor(cause: unknown) {
+    super(`batch failed: ${String((cause as Error)?.message ?? cause)}`, { cause });
+    this.name = 'BatchFailed';
+  }
+}
+
 function createSubscription<T>(
   { groupId, metricsGroup, topic, handle }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
@@ -553,6 +574,8 @@ function createSubscription<T>(
     inFlight.enter();
     try {
       await handleBatch(payload);
+    } catch (err) {
+      throw asKafkajsShouldTakeIt(err);
     } finally {
       inFlight.leave();
       position.batchEnded(batch.partition);

@@ -889,6 +889,40 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(parked[0].headers['parley-source']).toBe(`${spec.name}/0/1`);
       });
 
+      test('a DLQ that refuses a poison record for good holds its partition back, not the consumer: other partitions are still handled', async () => {
+        const spec = pingTopic(unique('dlq-refuses'), 2);
+        const a = await admin();
+        // A DLQ with a smaller record limit than its topic: parking the poison fails with
+        // MESSAGE_TOO_LARGE, an error kafkajs itself does not retry.
+        await a.createTopics({
+          waitForLeaders: true,
+          topics: [
+            { topic: dlqTopic(spec.name), configEntries: [{ name: 'max.message.bytes', value: '1024' }] },
+          ],
+        });
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const k = kafka('bus');
+        const consumers = watchConsumers(k);
+        const b = bus(k, { packEvents: false });
+        const partitionOf = (await b.partitioner(spec))!;
+        const keyOn = (partition: number) =>
+          Array.from({ length: 50 }, (_, i) => `id-${i}`).find((id) => partitionOf(id) === partition)!;
+        const raw = await producer();
+        await raw.send({
+          topic: spec.name,
+          messages: [{ key: keyOn(0), value: `not json ${'x'.repeat(4000)}` }],
+        });
+        const { sub, handled } = collecting(b, spec);
+        let joined = false;
+        consumers[0].on(consumers[0].events.GROUP_JOIN, () => (joined = true));
+        await sub.start();
+        await waitFor(() => joined, 15_000, 'the member joins');
+        await sleep(2000); // the poison fetched and its parking refused
+        await b.publish(spec, [{ ...ping(1), id: keyOn(1) }]);
+        await waitFor(() => handled.includes(1), 15_000, 'a record of the other partition');
+        expect(handled).toEqual([1]);
+      }, 45_000);
+
       test('an event nested too deep to serialize again is still parked (a note, its source named), not retried for good', async () => {
         const spec = pingTopic(unique('deep'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
