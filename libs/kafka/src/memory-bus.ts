@@ -28,6 +28,7 @@ export class MemoryBus implements EventBus {
   private readonly parked = new Map<string, Array<{ value: Buffer; error: string }>>();
   private readonly committed = new Map<string, number>();
   private readonly wakeups = new Set<() => void>();
+  private readonly subscriptions = new Set<Subscription>();
   private closed = false;
 
   /** Every event published on a topic, decoded: for assertions. */
@@ -133,12 +134,13 @@ export class MemoryBus implements EventBus {
         }
       }
     };
-    return {
+    const subscription: Subscription = {
       start: async () => {
         running = true;
         loop = run();
       },
       stop: async () => {
+        this.subscriptions.delete(subscription);
         running = false;
         wake?.();
         await loop;
@@ -165,6 +167,8 @@ export class MemoryBus implements EventBus {
         return true;
       },
     };
+    this.subscriptions.add(subscription);
+    return subscription;
   }
 
   private park(topic: string, value: Buffer, err: unknown): void {
@@ -177,7 +181,9 @@ export class MemoryBus implements EventBus {
     if (this.closed) throw new Error('bus closed');
   }
 
+  /** As the Kafka adapter: stops the subscriptions (a batch under way finishes and may publish), then refuses publishes. */
   async close(): Promise<void> {
+    await Promise.all([...this.subscriptions].map((s) => s.stop()));
     this.closed = true;
   }
 }
