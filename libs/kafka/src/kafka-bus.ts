@@ -424,7 +424,7 @@ const GROUP_MOVING = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILL
  * held with it, where a retriable one has it fetch the batch again from the last handled offset
  * and, past its retries, restart the consumer.
  */
-function asKafkajsShouldTakeIt(err: unknown): unknown {
+function retriableForKafkajs(err: unknown): unknown {
   const type = (err as { type?: string } | undefined)?.type;
   return type && GROUP_MOVING.has(type) ? err : new BatchFailed(err);
 }
@@ -575,7 +575,7 @@ function createSubscription<T>(
     try {
       await handleBatch(payload);
     } catch (err) {
-      throw asKafkajsShouldTakeIt(err);
+      throw retriableForKafkajs(err);
     } finally {
       inFlight.leave();
       position.batchEnded(batch.partition);
