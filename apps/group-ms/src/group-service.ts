@@ -11,6 +11,7 @@ import {
   userMid,
 } from '@parley/contracts';
 import { Change, ChangeRequest, decideChange, GroupOperation, GroupRules, GroupState } from './group';
+import type { GroupPosition } from './cursor';
 import { GroupNotice, GroupStore } from './group-store';
 
 /** What has to be published after a change. */
@@ -60,8 +61,8 @@ export class GroupService {
     return this.store.find(id);
   }
 
-  listForMember(user: string): Promise<GroupState[]> {
-    return this.store.listForMember(user);
+  listForMember(user: string, page?: { after?: GroupPosition; limit: number }): Promise<GroupState[]> {
+    return this.store.listForMember(user, page);
   }
 
   async change(request: ChangeRequest, ids: ChangeIds): Promise<ChangeOutcome> {

@@ -1,4 +1,5 @@
 import { ErrorCode, GroupChangeFrame, TopicPosition } from '@parley/contracts';
+import type { GroupPosition } from './cursor';
 import { GroupState } from './group';
 
 /** What a change tells the world: the `group` frame, who receives it, and the members after it. */
@@ -37,7 +38,11 @@ export interface GroupStore {
   /** Prepares the storage (migrations) before the service consumes or serves. */
   init(): Promise<void>;
   find(id: string): Promise<GroupState | undefined>;
-  listForMember(user: string): Promise<GroupState[]>;
+  /**
+   * The user's groups, oldest first (by creation, then id); with `page`, at most `limit` of them
+   * after `after`.
+   */
+  listForMember(user: string, page?: { after?: GroupPosition; limit: number }): Promise<GroupState[]>;
   apply(
     group: string,
     opMid: string,

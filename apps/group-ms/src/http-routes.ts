@@ -3,7 +3,9 @@ import {
   AddMembersBody,
   CreateGroupBody,
   Group,
+  GROUP_LIST_DEFAULT_LIMIT,
   GroupList,
+  GroupListQuery,
   GroupCommandEvent,
   GroupCommandsRequest,
   GroupCommandsResponse,
@@ -14,6 +16,7 @@ import {
 } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { actingUser, HttpServer } from '@parley/service-kit';
+import { groupCursor } from './cursor';
 import { ChangeRequest, GroupOperation, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
 
@@ -69,10 +72,31 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     },
   );
 
-  app.get('/internal/groups', { schema: { response: { 200: GroupList } } }, async (request) => {
-    const groups = await deps.groups.listForMember(actingUser(request));
-    return { groups: groups.map(toGroup) };
-  });
+  app.get(
+    '/internal/groups',
+    { schema: { querystring: GroupListQuery, response: { 200: GroupList } } },
+    async (request): Promise<GroupList> => {
+      const user = actingUser(request);
+      const { after, limit } = request.query;
+      if (limit === undefined && after === undefined)
+        return { groups: (await deps.groups.listForMember(user)).map(toGroup) };
+      const size = limit ?? GROUP_LIST_DEFAULT_LIMIT;
+      // One more than the page: whether there is a next one.
+      const groups = await deps.groups.listForMember(user, {
+        after: groupCursor.decode(after),
+        limit: size + 1,
+      });
+      const page = groups.slice(0, size);
+      const last = page.at(-1);
+      return {
+        groups: page.map(toGroup),
+        next:
+          groups.length > size && last
+            ? groupCursor.encode({ createdAt: last.createdAt, id: last.id })
+            : null,
+      };
+    },
+  );
 
   app.get(
     '/internal/groups/:id',

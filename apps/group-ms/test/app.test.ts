@@ -123,6 +123,38 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     ).toMatch(/^[A-Za-z0-9_.-]+$/);
   });
 
+  it("pages a member's groups oldest first with limit and the next cursor; without either, all at once", async () => {
+    for (const id of ['pg-5', 'pg-1', 'pg-4', 'pg-2', 'pg-3'])
+      // created in the same millisecond or not
+      await call('POST', '/internal/groups', 'pia', { id, name: id, members: ['quin'] });
+    await call('POST', '/internal/groups', 'rex', { id: 'pg-other', name: 'not hers', members: [] });
+    const list = async (user: string, query: string) =>
+      (await call('GET', `/internal/groups${query}`, user)).json();
+    const all = await list('quin', '');
+    expect(all).toEqual({ groups: expect.any(Array) }); // no `next` without paging
+    const ids = all.groups.map((g: { id: string }) => g.id);
+    expect([...ids].sort()).toEqual(['pg-1', 'pg-2', 'pg-3', 'pg-4', 'pg-5']);
+
+    const pages: string[][] = [];
+    for (let after: string | null = '', n = 0; after !== null && n < 10; n++) {
+      const page = await list('quin', `?limit=2${after ? `&after=${after}` : ''}`);
+      pages.push(page.groups.map((g: { id: string }) => g.id));
+      after = page.next;
+    }
+    expect(pages.map((p) => p.length)).toEqual([2, 2, 1]);
+    expect(pages.flat()).toEqual(ids); // the same order, each group once
+    const rest = await list('quin', `?after=${(await list('quin', '?limit=1')).next}`);
+    expect([rest.groups.length, rest.next]).toEqual([4, null]);
+
+    const forged = await call('GET', '/internal/groups?after=bm9wZQ', 'quin');
+    expect([forged.statusCode, forged.json().error]).toEqual([
+      400,
+      { code: 'invalid_request', message: 'query after: is not a cursor returned by this API' },
+    ]);
+    const tooMany = await call('GET', '/internal/groups?limit=201', 'quin');
+    expect([tooMany.statusCode, tooMany.json().error.code]).toEqual([400, 'invalid_request']);
+  });
+
   it('refuses internal calls without the secret, and bad input with the field named', async () => {
     const noSecret = await service.http.inject({
       method: 'GET',

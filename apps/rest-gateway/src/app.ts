@@ -14,6 +14,7 @@ import {
   ErrorBody,
   Group,
   GroupList,
+  GroupListQuery,
   GroupMemberParams,
   GroupParams,
   InboundEvent,
@@ -438,11 +439,13 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
     {
       schema: {
         ...groupSchema,
-        description: 'Groups the user belongs to',
+        description:
+          'Groups the user belongs to, oldest first; with `limit` (or `after`) a page of them and the `next` cursor',
+        querystring: s(GroupListQuery),
         response: { 200: s(GroupList), ...errors },
       },
     },
-    forward('group-ms', 'GET', () => '/internal/groups'),
+    forward('group-ms', 'GET', (r) => `/internal/groups?${query(r)}`),
   );
   api.get(
     '/v1/groups/:id',

@@ -575,6 +575,7 @@ describe('rest-gateway', () => {
         return { status: 404, body: { error: { code: 'not_found', message: 'no such group' } } };
       if (req.method === 'DELETE')
         return { status: 403, body: { error: { code: 'forbidden', message: 'only admins remove others' } } };
+      if (req.url?.startsWith('/internal/groups?')) return { status: 200, body: { groups: [], next: null } };
       return { status: 200, body: { messages: [], next: null } };
     });
     ({ gateway } = build({ upstreamUrl: upstream.url }));
@@ -610,6 +611,13 @@ describe('rest-gateway', () => {
       user: 'bob',
       secret: 'secret-for-internal-calls',
     });
+    const groupsPage = await gateway.http.inject({
+      method: 'GET',
+      url: '/v1/groups?limit=2&after=Zw',
+      headers: await auth('bob'),
+    });
+    expect(groupsPage.json()).toEqual({ groups: [], next: null });
+    expect(upstream.seen[3]).toMatchObject({ method: 'GET', url: '/internal/groups?limit=2&after=Zw' });
     await upstream.close();
   });
 

@@ -14,6 +14,9 @@ export const MAX_GROUP_MEMBERS_PER_OP = 1024;
 export const MAX_RECIPIENTS_PER_EVENT = 500;
 export const SYNC_DEFAULT_LIMIT = 100;
 export const SYNC_MAX_LIMIT = 500;
+/** Groups in one page of `GET /v1/groups?after=` without a `limit`, and the most a `limit` may ask. */
+export const GROUP_LIST_DEFAULT_LIMIT = 100;
+export const GROUP_LIST_MAX_LIMIT = 200;
 export const MAX_PRESENCE_USERS = 200;
 
 /**

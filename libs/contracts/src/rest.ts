@@ -2,7 +2,13 @@ import { Static, Type } from '@sinclair/typebox';
 import { DeviceId, GroupId, Mid, Timestamp, UserId } from './ids';
 import { AckFrame, GroupFrame, GroupName, MessageFrame, ReadFrame } from './client-frames';
 import { Deliverable, ErrorCodeSchema } from './server-frames';
-import { MAX_GROUP_MEMBERS_PER_OP, MAX_PRESENCE_USERS, MAX_SEND_BATCH, SYNC_MAX_LIMIT } from './limits';
+import {
+  GROUP_LIST_MAX_LIMIT,
+  MAX_GROUP_MEMBERS_PER_OP,
+  MAX_PRESENCE_USERS,
+  MAX_SEND_BATCH,
+  SYNC_MAX_LIMIT,
+} from './limits';
 
 /** REST bodies of the rest-gateway (`/v1`). */
 
@@ -90,7 +96,35 @@ export const CreateGroupBody = Type.Object(
 );
 export type CreateGroupBody = Static<typeof CreateGroupBody>;
 
-export const GroupList = Type.Object({ groups: Type.Array(Group) }, { $id: 'GroupList' });
+export const GroupList = Type.Object(
+  {
+    groups: Type.Array(Group),
+    next: Type.Optional(
+      Type.Union([Type.String(), Type.Null()], {
+        description: 'With `limit`: the cursor of the next page (`after`), null on the last',
+      }),
+    ),
+  },
+  { $id: 'GroupList', description: 'The groups the user belongs to, oldest first' },
+);
+export type GroupList = Static<typeof GroupList>;
+export const GroupListQuery = Type.Object(
+  {
+    after: Type.Optional(
+      Type.String({ maxLength: 400, description: 'Opaque cursor from a previous `next`' }),
+    ),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: GROUP_LIST_MAX_LIMIT,
+        description:
+          'Groups per page (100 when only `after` is given); with neither, every group comes at once, with no `next`',
+      }),
+    ),
+  },
+  { $id: 'GroupListQuery' },
+);
+export type GroupListQuery = Static<typeof GroupListQuery>;
 export const GroupParams = Type.Object({ id: GroupId });
 export const GroupMemberParams = Type.Object({ id: GroupId, user: UserId });
 export const AddMembersBody = Type.Object(

@@ -12,3 +12,4 @@ export * from './periodic-job';
 export * from './transient';
 export * from './publish-budget';
 export * from './token-bucket';
+export * from './cursor';
