@@ -319,6 +319,17 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.complete('otto', ['nina:n1'], 60_000)).toEqual([undefined]); // another user's
   });
 
+  it('forgets a stored mark with the ack: a copy tracked once the ack is forgotten completes `pushed`', async () => {
+    await store.markStored('nora', ['alice:s1'], 60_000);
+    await store.track(pending('alice:s1', 'nora'), 1000);
+    expect(await store.complete('nora', ['alice:s1'], 50)).toEqual(['stored']);
+    await sleep(80); // the ack is forgotten; storage dropped its copy with it
+    // A later copy (a group message resent after a membership change), pushed as new: its ack is
+    // the only one told of it, so it must complete `pushed` (session-ms sends the receipt).
+    expect(await store.track(pending('alice:s1', 'nora'), 1000)).toBe('tracked');
+    expect(await store.complete('nora', ['alice:s1'], 50)).toEqual(['pushed']);
+  });
+
   it('claims due entries once, incrementing attempts and leasing them', async () => {
     await store.track(pending('alice:d1', 'dave'), 100);
     await store.track(pending('alice:d2', 'dave'), 200);

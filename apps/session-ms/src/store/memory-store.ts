@@ -1,4 +1,4 @@
-import { createRecentMap, createRecentSet, RecentMap, RecentSet } from '@parley/service-kit';
+import { createRecentMap, RecentMap } from '@parley/service-kit';
 import { senderOfMid } from '@parley/contracts';
 import {
   Completed,
@@ -55,8 +55,11 @@ export class MemorySessionStore implements SessionStore {
   private readonly acked = new Map<number, RecentMap<Completed | typeof NOTHING>>();
   private readonly readPositions = new Map<string, { at: number; expires: number }>();
   private tracked = 0;
-  /** What `markStored` named (one ttl in practice: session-ms's constant). */
-  private stored?: RecentSet;
+  /**
+   * What `markStored` named (one ttl in practice: session-ms's constant): true while marked, false
+   * once an ack removed the mark (the newest value wins; a RecentMap cannot delete).
+   */
+  private stored?: RecentMap<boolean>;
 
   constructor(
     private readonly now: () => number = Date.now,
@@ -211,7 +214,8 @@ export class MemorySessionStore implements SessionStore {
     return mids.map((mid) => {
       const key = userKey(user, mid);
       const entry = this.remove(user, mid);
-      const storedBefore = this.stored?.has(key) === true;
+      const storedBefore = this.stored?.get(key) === true;
+      if (storedBefore) this.stored!.set(key, false); // the ack removes the mark, as on Redis
       const completed: Completed | undefined = entry
         ? entry.pending.stored || storedBefore
           ? 'stored'
@@ -223,8 +227,8 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
-    this.stored ??= createRecentSet(ttlMs, this.maxAcked, this.now);
-    for (const mid of mids) this.stored.add(userKey(user, mid));
+    this.stored ??= createRecentMap(ttlMs, this.maxAcked, this.now);
+    for (const mid of mids) this.stored.set(userKey(user, mid), true);
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {
