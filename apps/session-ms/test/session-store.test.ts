@@ -330,6 +330,16 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.complete('nora', ['alice:s1'], 50)).toEqual(['pushed']);
   });
 
+  it("marks nothing an ack completed before (an ack between the offline hand-over's read and its mark): no mark outlives it", async () => {
+    await store.track(pending('alice:s2', 'nell'), 1000);
+    expect(await store.complete('nell', ['alice:s2'], 50)).toEqual(['pushed']); // acked meanwhile
+    await store.markStored('nell', ['alice:s2'], 60_000);
+    expect(await store.drop('nell', ['alice:s2'])).toEqual(['alice:s2']); // storage told by the drop
+    await sleep(80); // the ack is forgotten, storage dropped its copy
+    expect(await store.track(pending('alice:s2', 'nell'), 1000)).toBe('tracked'); // a later copy
+    expect(await store.complete('nell', ['alice:s2'], 50)).toEqual(['pushed']);
+  });
+
   it('claims due entries once, incrementing attempts and leasing them', async () => {
     await store.track(pending('alice:d1', 'dave'), 100);
     await store.track(pending('alice:d2', 'dave'), 200);

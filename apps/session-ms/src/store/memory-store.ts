@@ -228,7 +228,12 @@ export class MemorySessionStore implements SessionStore {
 
   async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
     this.stored ??= createRecentMap(ttlMs, this.maxAcked, this.now);
-    for (const mid of mids) this.stored.set(userKey(user, mid), true);
+    for (const mid of mids) {
+      const key = userKey(user, mid);
+      // An ack completed it before the mark: that ack (or the drop after it) told storage, and a
+      // mark left behind would take the ack of a later copy for one of the stored copy.
+      if (this.completedBefore(key) === undefined) this.stored.set(key, true);
+    }
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {

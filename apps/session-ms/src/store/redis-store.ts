@@ -173,6 +173,16 @@ for i = 4, #ARGV do
 end
 return n`;
 
+// Marks mids stored (markStored), except one an ack completed before: that ack, or the drop after
+// it, told storage, and a mark left behind would take the ack of a later copy for one of the stored
+// copy. KEYS: each mid's ack marker, then its stored mark. ARGV: ttl.
+const MARK_STORED = `
+local n = #KEYS / 2
+for j = 1, n do
+  local completed = redis.call('GET', KEYS[j])
+  if completed ~= 'p' and completed ~= 's' then redis.call('SET', KEYS[n + j], '1', 'PX', ARGV[1]) end
+end`;
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -418,9 +428,8 @@ export class RedisSessionStore implements SessionStore {
 
   async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
     if (mids.length === 0) return;
-    const marking = this.redis.multi();
-    for (const mid of mids) marking.set(`stored:${user}:${mid}`, '1', 'PX', ttlMs);
-    await marking.exec();
+    const keys = [...mids.map((mid) => `ack:${user}:${mid}`), ...mids.map((mid) => `stored:${user}:${mid}`)];
+    await this.redis.eval(MARK_STORED, keys.length, ...keys, String(ttlMs));
   }
 
   async drop(user: string, mids: string[]): Promise<string[]> {

@@ -121,6 +121,8 @@ export interface SessionStore {
    * resent after a membership change), and forgets the mark. Without it, the ack of a note to oneself
    * that nothing tracks would pass for the ack of an `accepted` frame, and the ack of such a later
    * copy would complete `pushed`: neither would reach storage, and sync would serve the stored copy.
+   * A mid an ack completed before (between the hand-over's read and this call) is not marked: that
+   * ack, or the `drop` after it, tells storage, and a mark left behind would outlive it.
    */
   markStored(user: string, mids: string[], ttlMs: number): Promise<void>;
   /**
