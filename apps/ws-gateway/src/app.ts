@@ -390,14 +390,19 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
 
   /**
    * Takes a token for a frame; without one, refuses it and closes after repeated violations. Counted
-   * per bucket: acks, with a budget of their own, do not wipe out a run of refused messages.
+   * per socket and kind: acks, with a budget of their own, do not wipe out a run of refused messages.
    */
   const admit = (conn: ClientConnection, isAck: boolean, id: string | undefined): boolean => {
+    const kind = isAck ? 'acks' : 'frames';
     const bucket = bucketsFor(conn, isAck).find((b) => !b.take());
-    if (!bucket) return true;
+    if (!bucket) {
+      conn.refusedInARow[kind] = 0;
+      return true;
+    }
     const { message, retryAfterMs } = rateLimitedRefusal(bucket);
     refuse(conn, 'rate_limited', message, id, { retryAfterMs });
-    if (bucket.refusedInARow >= settings.rateCloseAfter)
+    // Counted on the socket, not the bucket: a shared bucket's run is that of all the user's sockets.
+    if (++conn.refusedInARow[kind] >= settings.rateCloseAfter)
       conn.close(CLOSE_RATE_LIMITED, 'rate limited repeatedly');
     return false;
   };

@@ -21,6 +21,11 @@ export class ClientConnection {
   unsentBytes = 0;
   /** Kafka took a connection-up of it: session-ms may count it, so its disconnect must reach it. */
   announced = false;
+  /**
+   * Frames and acks refused in a row on this socket, by its own budget or its user's shared one: the
+   * socket closes for its own run, not for refusals its user's other sockets met on the shared budget.
+   */
+  readonly refusedInARow = { frames: 0, acks: 0 };
   /** Bytes still unsent from earlier writes when the current corked batch began. */
   private backlogAtCork?: number;
 

@@ -321,6 +321,28 @@ describe('ws-gateway', () => {
     expect(outcome(phone)).toEqual('accepted,accepted');
   });
 
+  it("closes a socket for its own refusals in a row, not for those of its user's other sockets on the shared budget", async () => {
+    env = await startGateway({ ratePerSecond: 0.001, rateBurst: 2, userRateFactor: 1, rateCloseAfter: 3 });
+    const [a, b, c] = [await connect('alice'), await connect('alice'), await connect('alice')];
+    await waitFor(() => env.gateway.connections.of('alice').length === 3, 2000, "alice's three sockets");
+    const send = async (client: WsTestClient, id: string) => {
+      client.send({ type: 'message', id, to: 'carol', body: id });
+      return client.next((f) => f.id === id);
+    };
+    // The shared budget (one socket's worth: 2) is spent by b and c; each keeps a token of its own.
+    expect((await send(b, 'b1')).type).toBe('accepted');
+    expect((await send(c, 'c1')).type).toBe('accepted');
+    expect((await send(b, 'b2')).code).toBe('rate_limited');
+    expect((await send(c, 'c2')).code).toBe('rate_limited');
+    // a's first frame is refused too (the user is over its budget), but a has not kept going past it.
+    expect((await send(a, 'a1')).code).toBe('rate_limited');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(env.gateway.connections.of('alice').length).toBe(3);
+    // Each socket's own run still ends in 4029.
+    for (const id of ['a2', 'a3']) a.send({ type: 'message', id, to: 'carol', body: id });
+    expect(await a.closed()).toBe(4029);
+  });
+
   it('closes with 4029 on refused messages in a row even when acks, with a budget of their own, get through', async () => {
     env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
     const alice = await connect('alice');
