@@ -357,6 +357,10 @@ function sendRoute(
       });
       if (accepted.length > 0) {
         const events = accepted.map((a) => a.event);
+        // Nothing is accepted after all: the client is told to send them again, at no cost.
+        const giveBack = () => {
+          for (const event of events) (event.frame.type === 'ack' ? budgets.acks : budgets.frames).giveBack();
+        };
         let held: boolean;
         try {
           held = await publishBudget.hold(Buffer.byteLength(JSON.stringify(events)), () =>
@@ -364,16 +368,19 @@ function sendRoute(
           );
         } catch (err) {
           request.log.warn({ err }, 'publishing frames failed');
+          giveBack();
           throw new ParleyError(
             'unavailable',
             'the frames could not be stored; nothing was accepted, send them again',
           );
         }
-        if (!held)
+        if (!held) {
+          giveBack();
           throw new ParleyError(
             'unavailable',
             'the gateway is waiting on storage; nothing was accepted, send them again later',
           );
+        }
       }
       for (const { event } of accepted) counters.accepted.inc({ type: event.frame.type });
       for (const result of results)

@@ -25,6 +25,12 @@ export class TokenBucket {
     return true;
   }
 
+  /** Returns tokens taken for what was not done after all (up to the burst). */
+  giveBack(tokens = 1): void {
+    this.refill();
+    this.tokens = Math.min(this.burst, this.tokens + tokens);
+  }
+
   /** Seconds until the next token. */
   retryAfterSeconds(): number {
     return Math.max(0, (1 - this.tokens) / this.ratePerSecond);

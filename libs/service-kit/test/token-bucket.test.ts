@@ -14,6 +14,17 @@ describe('TokenBucket', () => {
     now = 2000;
     expect(bucket.isFull()).toBe(true);
   });
+
+  it('takes back tokens given back, up to its burst', () => {
+    const now = 0;
+    const bucket = new TokenBucket(1, 2, () => now);
+    expect([bucket.take(), bucket.take(), bucket.take()]).toEqual([true, true, false]);
+    bucket.giveBack();
+    expect([bucket.take(), bucket.take()]).toEqual([true, false]);
+    bucket.giveBack(5);
+    expect(bucket.isFull()).toBe(true);
+    expect([bucket.take(), bucket.take(), bucket.take()]).toEqual([true, true, false]);
+  });
 });
 
 describe('KeyedFrameBudgets', () => {
