@@ -2,8 +2,6 @@
 export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
-  /** Takes refused since this bucket last gave a token. */
-  refusedInARow = 0;
 
   constructor(
     private readonly ratePerSecond: number,
@@ -16,12 +14,8 @@ export class TokenBucket {
 
   take(): boolean {
     this.refill();
-    if (this.tokens < 1) {
-      this.refusedInARow += 1;
-      return false;
-    }
+    if (this.tokens < 1) return false;
     this.tokens -= 1;
-    this.refusedInARow = 0;
     return true;
   }
 

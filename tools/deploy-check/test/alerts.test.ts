@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parser } from '@prometheus-io/lezer-promql';
 import type { SyntaxNode } from '@lezer/common';
 import { parse } from 'yaml';
+import { dlqTopic, TOPICS } from '@parley/contracts';
 import { DEFAULT_MAX_PENDING_PUBLISH_BYTES, issueToken } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
 import { startFleet, type Fleet } from '../../../apps/launcher/src/fleet';
@@ -184,6 +185,13 @@ describe('the PrometheusRule parley-alerts', () => {
     expect(syntaxErrors('rat(x[5m]) > 0')).not.toEqual([]);
     expect(syntaxErrors('sum(rate(x[5m])) >')).not.toEqual([]);
     for (const rule of RULES) expect([rule.alert, syntaxErrors(rule.expr)]).toEqual([rule.alert, []]);
+  });
+
+  it('leaves the DLQ topics out of "published and nobody consumes": nothing consumes a DLQ by design', () => {
+    const rule = RULES.find((r) => r.alert === 'ParleyPublishedNotConsumed')!;
+    const published = /parley_kafka_published_total\{([^}]*)\}/.exec(rule.expr)?.[1];
+    expect(published).toBe('topic!~".*[.]dlq"');
+    expect(new RegExp(`^(?:.*[.]dlq)$`).test(dlqTopic(TOPICS.delivery.name))).toBe(true);
   });
 
   it('uses only Parley metrics and the known exporters, with labels those exporters give', () => {
