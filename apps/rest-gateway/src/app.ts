@@ -243,7 +243,6 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
   };
 }
 
-/** `POST /v1/send`: the WebSocket's semantics over HTTP, one frame or up to 100. */
 /** What POST /v1/send answered, frame by frame: as the ws-gateway's frames and refusals. */
 function sendCounters(metrics: Registry) {
   return {
@@ -262,6 +261,7 @@ function sendCounters(metrics: Registry) {
   };
 }
 
+/** `POST /v1/send`: the WebSocket's semantics over HTTP, one frame or up to 100. */
 function sendRoute(
   api: FastifyInstance,
   deps: RestGatewayDeps,
