@@ -9,7 +9,7 @@ import {
 } from '@parley/contracts';
 import type { Envelope, EventBus } from '@parley/kafka';
 import type { PersistenceMetrics } from './metrics';
-import type { OfflineStore } from './store';
+import { keyOf, type OfflineStore } from './store';
 
 const REPLAY_PAGE = 500;
 
@@ -73,10 +73,10 @@ export function offlineHandler({ store, bus, metrics, connectRaceMs }: OfflineHa
       const held = await store.held(
         events.flatMap((event) => event.mids.map((mid) => ({ to: event.user, mid }))),
       );
-      const unsent = new Set(held.map(({ to, mid }) => `${to}\n${mid}`));
+      const unsent = new Set(held.map(({ to, mid }) => keyOf(to, mid)));
       const receipts = events.flatMap((event) => {
         // A mid acked twice in the run gets one receipt, as one ack after the other would.
-        const mids = [...new Set(event.mids)].filter((mid) => unsent.delete(`${event.user}\n${mid}`));
+        const mids = [...new Set(event.mids)].filter((mid) => unsent.delete(keyOf(event.user, mid)));
         return deliveredReceipts(event.user, mids, event.at);
       });
       await bus.publish(TOPICS.delivery, receipts);

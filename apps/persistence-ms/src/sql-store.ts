@@ -1,7 +1,7 @@
 import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import type { Deliverable } from '@parley/contracts';
 import { MIGRATIONS } from './migrations';
-import { OfflineStore, PendingDeliverable, PendingPage, PurgeResult } from './store';
+import { keyOf, OfflineStore, PendingDeliverable, PendingPage, PurgeResult } from './store';
 
 export interface SqlOfflineStoreOptions {
   /** Milliseconds since the epoch; injectable so retention can be tested. */
@@ -210,8 +210,6 @@ async function insertMessages(
   );
   return new Set(inserted.rows.map((row) => keyOf(row.recipient, row.mid)));
 }
-
-const keyOf = (recipient: string, mid: string) => `${recipient}\n${mid}`;
 
 function toPage(rows: { position: string; frame: string }[], afterSeq: number, limit: number): PendingPage {
   const page = rows.slice(0, limit);

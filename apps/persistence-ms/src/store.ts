@@ -7,6 +7,9 @@ export interface PendingDeliverable {
 }
 
 /** Which stored deliverable: its recipient and mid. */
+/** A recipient's mid as one string, for sets and maps (no user id holds a newline). */
+export const keyOf = (recipient: string, mid: string) => `${recipient}\n${mid}`;
+
 export interface StoredKey {
   to: string;
   mid: string;
