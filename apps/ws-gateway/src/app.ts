@@ -381,11 +381,16 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const userBudgets = new UserBudgets(() =>
     socketBudgets(settings, settings.userRateFactor ?? DEFAULT_USER_RATE_FACTOR),
   );
-  /** The socket's own bucket for the frame, then its user's where the user holds several sockets here. */
-  const bucketsFor = (conn: ClientConnection, isAck: boolean): TokenBucket[] => {
+  /**
+   * The bucket that refuses the frame, if one does: the socket's own first, then its user's where the
+   * user holds several sockets here (no array per frame: this runs for every frame).
+   */
+  const refusingBucket = (conn: ClientConnection, isAck: boolean): TokenBucket | undefined => {
     const own = isAck ? conn.ackBucket : conn.bucket;
+    if (!own.take()) return own;
     const shared = userBudgets.of(conn.user);
-    return shared ? [own, isAck ? shared.acks : shared.frames] : [own];
+    const userBucket = shared && (isAck ? shared.acks : shared.frames);
+    return userBucket && !userBucket.take() ? userBucket : undefined;
   };
 
   /**
@@ -394,7 +399,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
    */
   const admit = (conn: ClientConnection, isAck: boolean, id: string | undefined): boolean => {
     const kind = isAck ? 'acks' : 'frames';
-    const bucket = bucketsFor(conn, isAck).find((b) => !b.take());
+    const bucket = refusingBucket(conn, isAck);
     if (!bucket) {
       conn.refusedInARow[kind] = 0;
       return true;
