@@ -53,11 +53,16 @@ describe('slow reader', () => {
       if (i % 100 === 99) await new Promise((r) => setTimeout(r, 550));
     }
     await waitFor(async () => (await openConnections()) === 1, 30_000, 'the stuck socket to be cut off');
-    const growthMiB = ((await gatewayMemoryAfterGc()) - memoryBefore) / 1024 / 1024;
     // 600 x 60 KiB = 36 MiB were sent at the reader; the gateway holds at most its 4 MiB cap of them.
-    // Measured 0.75 MiB of growth with the cap.
-    expect(growthMiB).toBeLessThan(16);
+    // Measured 0.75-1.2 MiB of growth with the cap, but 46 MiB once in a full run beside two other
+    // test runs, likely the records behind the cut-off still passing through the gateway. So the
+    // growth is read again until it settles; a socket's bytes kept after its close never would.
+    const growthMiB = async () => ((await gatewayMemoryAfterGc()) - memoryBefore) / 1024 / 1024;
+    let growth = await growthMiB();
+    for (const deadline = Date.now() + 20_000; growth >= 16 && Date.now() < deadline;)
+      growth = await growthMiB();
+    expect(growth).toBeLessThan(16);
     sender.send({ type: 'ping' });
     expect(await sender.next((f) => f.type === 'pong')).toEqual({ type: 'pong' });
-  }, 60_000);
+  }, 90_000);
 });
