@@ -319,16 +319,18 @@ export class Delivery {
   /** Pushes again what is due; what ran out of attempts goes offline. Returns how many were due. */
   async retryDue(limit = 500): Promise<number> {
     const now = Date.now();
-    const [, lostAt] = await Promise.all([
+    await Promise.all([
       this.store.reportReadUpTo(
         this.reader.replica,
         Math.min(now, this.reader.readUpTo()),
         readReportTtlMs(this.settings.retryTickMs),
       ),
-      this.store.lostAt(),
+      // A loss is told once: it is noted even when another of these calls fails the round.
+      this.store.lostAt().then((lostAt) => {
+        if (lostAt !== undefined) this.storeFoundEmpty(lostAt);
+      }),
       this.forgetGoneGateways(now),
     ]);
-    if (lostAt !== undefined) this.storeFoundEmpty(lostAt);
     if (this.rereadOwed && !this.rereading)
       this.rereading = this.rereadLost().finally(() => (this.rereading = undefined));
     const readUpTo = Math.min(now, (await this.store.readUpTo()) ?? now);

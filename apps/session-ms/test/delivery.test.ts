@@ -849,6 +849,35 @@ describe('Delivery', () => {
     answers[1](true);
   });
 
+  it('still reads the delivery topic again after a store loss reported in a retry round that failed on another store call', async () => {
+    class FlakyLosingStore extends LosingStore {
+      failReport = false;
+      override async reportReadUpTo(replica: string, at: number, ttlMs: number) {
+        if (this.failReport) throw new Error('Connection is closed.');
+        return super.reportReadUpTo(replica, at, ttlMs);
+      }
+    }
+    const store = new FlakyLosingStore();
+    const asked: number[] = [];
+    const { delivery, registry } = setup({
+      store,
+      rereadFrom: async (time) => {
+        asked.push(time);
+        return true;
+      },
+    });
+    await delivery.retryDue();
+    // Redis restarted empty; in the round that hears of it, another of its calls fails.
+    store.lost = Date.now();
+    store.failReport = true;
+    await expect(delivery.retryDue()).rejects.toThrow('Connection is closed.');
+    store.failReport = false;
+    await delivery.retryDue(); // the next round
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(asked).toHaveLength(1);
+    expect(await registry.getSingleMetricAsString('parley_session_store_lost_total')).toMatch(/ 1$/m);
+  });
+
   it('asks again to read the delivery topic while its replica holds no partition or the ask fails; retries go on meanwhile', async () => {
     const { store, wipe, close } = redisStore();
     try {
