@@ -453,7 +453,8 @@ export class Delivery {
       this.logger.warn({ err, gateway: url, count: deliveries.length }, 'push to gateway failed');
       return false;
     }
-    this.metrics.pushed.inc(deliveries.length);
+    // Deliverables only: a typing notice is never acked, and the ack/push ratio is watched.
+    this.metrics.pushed.inc(deliveries.filter((d) => 'mid' in d.frame).length);
     // The push went out: a store that cannot forget the connections it named as gone now is no
     // failed push (they are found missing again on the next one).
     await this.forgetMissing(deliveries, results).catch((err: unknown) =>

@@ -1122,6 +1122,23 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([]);
   });
 
+  it('counts only deliverables in parley_session_pushed_total, not typing notices (nobody acks those)', async () => {
+    const { delivery, gateways, registry, connect } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([
+      message('m1'),
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'bob',
+        ephemeral: true,
+        frame: { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' },
+      },
+    ]);
+    expect(gateways.mids('bob')).toEqual(['alice:m1', 'typing']);
+    expect(await registry.getSingleMetricAsString('parley_session_pushed_total')).toMatch(/ 1$/m);
+  });
+
   it('retries when a gateway cannot be reached, and stops pushing to a disconnected device', async () => {
     const { delivery, gateways, connect, disconnect, retryUntilQuiet } = setup();
     await connect('bob', 'phone', 'gw-1');
