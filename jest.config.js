@@ -1,5 +1,6 @@
 // `npm test` runs every project's suite in one Jest process.
 const { readdirSync, existsSync } = require('node:fs');
+const { availableParallelism } = require('node:os');
 const path = require('node:path');
 
 const projects = ['apps', 'libs', 'tools']
@@ -8,4 +9,9 @@ const projects = ['apps', 'libs', 'tools']
   .map((dir) => `<rootDir>/${dir}`);
 
 // Global options (testTimeout is not read from project configs in a multi-project run).
-module.exports = { projects, testTimeout: 30000 };
+// Two workers at least: most suites wait on sockets and timers more than they compute, so on a
+// 2-core box (CI's) Jest's default of one worker left a core idle. Measured: 264 s with two
+// workers (1.3 cores busy on average) against 484-686 s with one in the runs before.
+const maxWorkers = Math.max(2, availableParallelism() - 1);
+
+module.exports = { projects, testTimeout: 30000, maxWorkers };
