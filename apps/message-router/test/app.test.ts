@@ -1,4 +1,5 @@
-import { TOPICS, InboundEvent } from '@parley/contracts';
+import { Type } from '@sinclair/typebox';
+import { TOPICS, InboundEvent, TopicSpec } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createMessageRouter, MessageRouter } from '../src/app';
@@ -90,5 +91,28 @@ describe('message-router service', () => {
     const metrics = (await router.http.inject('/metrics')).body;
     expect(metrics).toContain('parley_router_refused_total{service="message-router"} 2');
     expect(metrics).toContain('parley_router_frames_total{type="message",service="message-router"} 1');
+  });
+
+  it('parks a record of a newer contract version on the DLQ with the reason, and routes what follows it', async () => {
+    const { bus, router } = await startRouter();
+    // As a gateway of a later release writes it: an envelope version this router does not know.
+    const anyRecord: TopicSpec<unknown> = { ...INBOUND_RECORDS, schema: Type.Unknown(), key: () => 'alice' };
+    const newer = { v: 2, kind: 'inbound', from: 'alice', sentAt: 1, frame: { type: 'message', id: 'n1' } };
+    await bus.publish(anyRecord, [newer]);
+    await bus.publish(TOPICS.inbound, [
+      {
+        v: 1,
+        kind: 'inbound',
+        from: 'alice',
+        sentAt: 2,
+        frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' },
+      },
+    ]);
+    await waitFor(() => bus.events(TOPICS.delivery).length === 1, 5000, 'the record behind it routed');
+    expect(bus.events(TOPICS.delivery)[0]).toMatchObject({ to: 'bob', frame: { mid: 'alice:c1' } });
+    expect(bus.deadLetters(anyRecord)).toEqual([
+      { event: newer, error: expect.stringMatching(/^parley\.inbound\.v1: v: must be 1/) },
+    ]);
+    await router.stop(); // the consumer is still running, not broken
   });
 });

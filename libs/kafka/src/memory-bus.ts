@@ -1,6 +1,6 @@
 import { TopicSpec } from '@parley/contracts';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
-import { TopicCodec } from './codec';
+import { DecodeError, TopicCodec } from './codec';
 import { isTransient, sleep } from './retry';
 
 const STOPPED = Symbol('stopped');
@@ -18,8 +18,9 @@ interface StoredRecord {
  * stored), consumer groups with committed offsets, and the Kafka adapter's failure handling: a
  * batch whose handler throws is handed over again, a dependency's failure (isTransient) without
  * end, any other up to `maxAttempts` times; then each record alone, and one that still fails is
- * set aside on the topic's DLQ (`deadLetters`). One partition per topic, so order is total. Not
- * for production: nothing survives the process.
+ * set aside on the topic's DLQ (`deadLetters`), as is at once a record the subscriber's schema
+ * refuses. One partition per topic, so order is total. Not for production: nothing survives the
+ * process.
  */
 export class MemoryBus implements EventBus {
   constructor(private readonly options: { maxAttempts?: number; retryDelayMs?: number } = {}) {}
@@ -55,7 +56,10 @@ export class MemoryBus implements EventBus {
     for (const wake of this.wakeups) wake();
   }
 
-  /** What consumers of `topic` set aside, with the error of its last attempt. */
+  /**
+   * What consumers of `topic` set aside, with the error of its last attempt, decoded with `topic`'s
+   * schema (a record set aside as undecodable reads back through a looser one).
+   */
   deadLetters<T>(topic: TopicSpec<T>): Array<{ event: T; error: string }> {
     const codec = new TopicCodec(topic);
     return (this.parked.get(topic.name) ?? []).map(({ value, error }) => ({
@@ -100,21 +104,30 @@ export class MemoryBus implements EventBus {
           if (wake) this.wakeups.delete(wake);
           continue;
         }
-        const batch: Envelope<T>[] = records.map((r) => ({
-          event: codec.decode(r.value),
-          key: r.key,
-          partition: 0,
-          offset: String(r.offset),
-          timestamp: r.timestamp,
-          traceId: r.traceId,
-        }));
-        const failure = await attempt(() => handle(batch));
+        // As the Kafka adapter: a record this reader cannot decode (a newer version, a broken
+        // schema) goes to the DLQ with the error at once, and the rest are handled.
+        const batch: Envelope<T>[] = [];
+        const values: Buffer[] = [];
+        for (const r of records) {
+          let event: T;
+          try {
+            event = codec.decode(r.value);
+          } catch (err) {
+            if (!(err instanceof DecodeError)) throw err;
+            this.park(topic.name, r.value, err);
+            continue;
+          }
+          const { key, timestamp, traceId } = r;
+          batch.push({ event, key, partition: 0, offset: String(r.offset), timestamp, traceId });
+          values.push(r.value);
+        }
+        const failure = batch.length === 0 ? undefined : await attempt(() => handle(batch));
         if (failure === STOPPED) continue;
         if (failure) {
           for (const [i, envelope] of batch.entries()) {
             const alone = await attempt(() => handle([envelope]));
             if (alone === STOPPED) break;
-            if (alone) this.park(topic.name, records[i].value, alone);
+            if (alone) this.park(topic.name, values[i], alone);
           }
           if (!running) continue; // stopped while isolating: the batch is handed over again
         }
