@@ -47,6 +47,12 @@ export const GroupMessageRouterConfig = Type.Object({
     default: 10_000,
     description: 'Groups kept in the membership cache',
   }),
+  MEMBERSHIP_CACHE_MAX_MEMBERS: Type.Integer({
+    minimum: 1,
+    default: 1_000_000,
+    description:
+      'Members of all groups in the membership cache together (about 150 bytes each: the default holds about 150 MB)',
+  }),
   DELIVERY_BATCH_SIZE: Type.Integer({
     minimum: 1,
     maximum: 2000,
@@ -65,6 +71,7 @@ export interface GroupMessageRouterDeps extends Omit<Runtime, 'closer'> {
   host?: string;
   cacheTtlMs?: number;
   cacheMaxGroups?: number;
+  cacheMaxMembers?: number;
   deliveryBatchSize?: number;
   /** Consumer group for the group topic; `group-message-router` by default. */
   groupId?: string;
@@ -89,6 +96,7 @@ export function createGroupMessageRouter(deps: GroupMessageRouterDeps): GroupMes
   const cache = new MembershipCache(deps.membership, {
     ttlMs: deps.cacheTtlMs ?? 30_000,
     maxGroups: deps.cacheMaxGroups ?? 10_000,
+    maxMembers: deps.cacheMaxMembers ?? 1_000_000,
   });
   const counters = createCounters(deps);
   const route = createRoute(deps, cache, counters);

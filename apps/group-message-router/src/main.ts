@@ -17,6 +17,7 @@ void runMain('group-message-router', GroupMessageRouterConfig, async (config, ru
     host: config.HOST,
     cacheTtlMs: config.MEMBERSHIP_CACHE_TTL_MS,
     cacheMaxGroups: config.MEMBERSHIP_CACHE_MAX_GROUPS,
+    cacheMaxMembers: config.MEMBERSHIP_CACHE_MAX_MEMBERS,
     deliveryBatchSize: config.DELIVERY_BATCH_SIZE,
   });
 });

@@ -3,6 +3,8 @@ import { Membership, MembershipReader } from './membership';
 export interface MembershipCacheOptions {
   ttlMs: number;
   maxGroups: number;
+  /** Members of all cached groups together: what bounds the cache's memory (about 150 bytes each). */
+  maxMembers: number;
   clock?: () => number;
 }
 
@@ -14,12 +16,14 @@ interface Entry {
 /**
  * A membership cache in front of a reader: entries live `ttlMs`, `invalidate` drops one at once
  * (on a change event), concurrent misses for one group share one read, and a read that started
- * before an invalidation is not cached (it may predate the change). Oldest entries go first when full.
+ * before an invalidation is not cached (it may predate the change). Oldest entries go first when it
+ * holds more than `maxGroups` groups or `maxMembers` members.
  */
 export class MembershipCache implements MembershipReader {
   private readonly entries = new Map<string, Entry>();
   private readonly loading = new Map<string, Promise<Membership>>();
   private readonly clock: () => number;
+  private members = 0;
 
   constructor(
     private readonly reader: MembershipReader,
@@ -54,12 +58,17 @@ export class MembershipCache implements MembershipReader {
   }
 
   invalidate(group: string): void {
-    this.entries.delete(group);
+    this.forget(group);
     this.loading.delete(group); // a read in flight may predate the change: it will not be cached
   }
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Members of the cached groups, all together. */
+  get memberCount(): number {
+    return this.members;
   }
 
   private load(group: string): Promise<Membership> {
@@ -80,21 +89,34 @@ export class MembershipCache implements MembershipReader {
   }
 
   private remember(group: string, membership: Membership): void {
-    this.entries.delete(group);
+    this.forget(group);
     this.entries.set(group, { membership, expiresAt: this.clock() + this.options.ttlMs });
-    if (this.entries.size > this.options.maxGroups) this.evictOldest();
+    this.members += membership.members.length;
+    if (this.entries.size > this.options.maxGroups || this.members > this.options.maxMembers)
+      this.evictOldest();
+  }
+
+  private forget(group: string): void {
+    const entry = this.entries.get(group);
+    if (!entry) return;
+    this.entries.delete(group);
+    this.members -= entry.membership.members.length;
   }
 
   /**
-   * Drops the oldest eighth of `maxGroups` at once: one at a time, each eviction would walk again
-   * the deleted slots V8 leaves at the front of the map (24 us per miss at 100,000 groups, not 2).
+   * Drops the oldest entries until an eighth of each limit is free: one at a time, each eviction
+   * would walk again the deleted slots V8 leaves at the front of the map (24 us per miss at 100,000
+   * groups, not 2). The newest entry stays, even a group larger than the room for members.
    */
   private evictOldest(): void {
-    const batch = Math.max(1, Math.floor(this.options.maxGroups / 8));
-    let excess = this.entries.size - (this.options.maxGroups - batch + 1);
-    for (const group of this.entries.keys()) {
-      if (excess-- <= 0) break;
+    const { maxGroups, maxMembers } = this.options;
+    const groupsAfter = maxGroups - Math.max(1, Math.floor(maxGroups / 8)) + 1;
+    const membersAfter = maxMembers - Math.floor(maxMembers / 8);
+    for (const [group, entry] of this.entries) {
+      if (this.entries.size <= 1) break;
+      if (this.entries.size <= groupsAfter && this.members <= membersAfter) break;
       this.entries.delete(group);
+      this.members -= entry.membership.members.length;
     }
   }
 }

@@ -39,7 +39,7 @@ describe('MembershipCache', () => {
     now = 0;
     reader = new ScriptedReader();
     reader.groups.set('g1', ['alice', 'bob']);
-    cache = new MembershipCache(reader, { ttlMs: 1000, maxGroups: 2, clock: () => now });
+    cache = new MembershipCache(reader, { ttlMs: 1000, maxGroups: 2, maxMembers: 1000, clock: () => now });
   });
 
   it('serves repeated lookups from memory until the TTL passes', async () => {
@@ -86,7 +86,12 @@ describe('MembershipCache', () => {
   });
 
   it('when full, evicts the oldest eighth at once', async () => {
-    const big = new MembershipCache(reader, { ttlMs: 1000, maxGroups: 16, clock: () => now });
+    const big = new MembershipCache(reader, {
+      ttlMs: 1000,
+      maxGroups: 16,
+      maxMembers: 1000,
+      clock: () => now,
+    });
     for (let i = 1; i <= 17; i++) await big.membersOf(`g${i}`);
     expect(big.size).toBe(15);
     const reads = reader.reads;
@@ -94,6 +99,57 @@ describe('MembershipCache', () => {
     expect(reader.reads).toBe(reads);
     await big.membersOf('g2');
     expect(reader.reads).toBe(reads + 1);
+  });
+
+  it('keeps at most maxMembers members across its groups, evicting the oldest groups until an eighth is free', async () => {
+    const members = (n: number, group: string) => Array.from({ length: n }, (_, i) => `${group}-u${i}`);
+    const byMembers = new MembershipCache(reader, {
+      ttlMs: 1000,
+      maxGroups: 100,
+      maxMembers: 80,
+      clock: () => now,
+    });
+    for (const [group, n] of [
+      ['a', 30],
+      ['b', 30],
+      ['c', 10],
+      ['d', 20],
+    ] as const) {
+      reader.groups.set(group, members(n, group));
+      await byMembers.membersOf(group);
+    }
+    // 90 > 80: the oldest go until at most 70 (80 less an eighth) are left: a goes, b, c and d stay.
+    expect(byMembers.memberCount).toBe(60);
+    expect(byMembers.size).toBe(3);
+    const reads = reader.reads;
+    for (const group of ['b', 'c', 'd']) await byMembers.membersOf(group);
+    expect(reader.reads).toBe(reads);
+    await byMembers.membersOf('a'); // read again; b, now the oldest, makes room
+    expect(reader.reads).toBe(reads + 1);
+    expect(byMembers.memberCount).toBe(60);
+    await byMembers.membersOf('c');
+    expect(reader.reads).toBe(reads + 1);
+    await byMembers.membersOf('b');
+    expect(reader.reads).toBe(reads + 2);
+  });
+
+  it('keeps a group larger than maxMembers until the next one, and counts members out on invalidation', async () => {
+    const small = new MembershipCache(reader, {
+      ttlMs: 1000,
+      maxGroups: 100,
+      maxMembers: 4,
+      clock: () => now,
+    });
+    reader.groups.set('huge', ['a', 'b', 'c', 'd', 'e', 'f']);
+    await small.membersOf('g1');
+    await small.membersOf('huge');
+    expect(small.size).toBe(1);
+    expect(small.memberCount).toBe(6);
+    small.invalidate('huge');
+    expect(small.memberCount).toBe(0);
+    await small.membersOf('g1');
+    await small.membersOf('g1');
+    expect(small.memberCount).toBe(2);
   });
 
   it('refresh drops the groups whose version moved since they were read, with one read of versions', async () => {
@@ -121,7 +177,7 @@ describe('MembershipCache', () => {
         .mockResolvedValue(membershipOf(['x'])),
       versionsOf: async () => new Map(),
     };
-    const c = new MembershipCache(failing, { ttlMs: 1000, maxGroups: 10 });
+    const c = new MembershipCache(failing, { ttlMs: 1000, maxGroups: 10, maxMembers: 1000 });
     await expect(c.membersOf('g')).rejects.toThrow('db down');
     expect((await c.membersOf('g')).members).toEqual(['x']);
   });

@@ -90,7 +90,7 @@ const measures: Measure[] = [
       const membership = { members: ['a', 'b'], has: (user: string) => user === 'a' || user === 'b' };
       const cache = new MembershipCache(
         { membersOf: async () => membership, versionsOf: async () => new Map() },
-        { ttlMs: 3_600_000, maxGroups: size },
+        { ttlMs: 3_600_000, maxGroups: size, maxMembers: 2 * size },
       );
       for (let i = 0; i < size; i++) await cache.membersOf(`fill${i}`);
       return timed(OPS, (i) => cache.membersOf(`g${i}`));
