@@ -666,7 +666,8 @@ function createSubscription<T>(
       clearInterval(beat);
       logger.error(
         { maxHandlerMs },
-        'handler still running: no longer heartbeating, its partitions will move',
+        // A handler retrying a failure (a dependency down) still beats between its tries.
+        'handler still running: heartbeats now come only between its retries; if it is stuck in one call, its partitions will move',
       );
     }, heartbeatInterval);
     try {
