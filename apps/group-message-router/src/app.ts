@@ -20,6 +20,7 @@ import {
   Runtime,
   Service,
   serviceLifecycle,
+  serviceUrl,
 } from '@parley/service-kit';
 import { BatchPublisher } from './batch-publisher';
 import { fanOutMessage, fanOutTyping, notMemberError, PartitionOf } from './fanout';
@@ -33,7 +34,7 @@ export const GroupMessageRouterConfig = Type.Object({
   ...DatabaseConfig,
   ...InternalConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9102, description: 'Probes and metrics' }),
-  GROUP_URL: Type.String({
+  GROUP_URL: serviceUrl({
     default: 'http://127.0.0.1:9104',
     description: "group-ms's internal API",
   }),

@@ -56,6 +56,7 @@ import {
   Service,
   TokenBucket,
   TokenVerifier,
+  serviceUrl,
 } from '@parley/service-kit';
 import { UpstreamName, Upstreams } from './upstream';
 
@@ -70,10 +71,10 @@ export const RestGatewayConfig = Type.Object({
   ...PublishBudgetConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8081 }),
   DEV_MODE: Type.Boolean({ default: false, description: 'Serves POST /v1/dev/token (never in production)' }),
-  PERSISTENCE_URL: Type.String({ default: 'http://127.0.0.1:9105' }),
-  GROUP_URL: Type.String({ default: 'http://127.0.0.1:9104' }),
-  PUSH_URL: Type.String({ default: 'http://127.0.0.1:9106' }),
-  SESSION_URL: Type.String({ default: 'http://127.0.0.1:9103' }),
+  PERSISTENCE_URL: serviceUrl({ default: 'http://127.0.0.1:9105' }),
+  GROUP_URL: serviceUrl({ default: 'http://127.0.0.1:9104' }),
+  PUSH_URL: serviceUrl({ default: 'http://127.0.0.1:9106' }),
+  SESSION_URL: serviceUrl({ default: 'http://127.0.0.1:9103' }),
   CORS_ORIGINS: Type.String({
     default: '',
     description: 'Comma-separated allowed origins; empty disables CORS',

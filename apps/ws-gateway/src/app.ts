@@ -46,6 +46,7 @@ import {
   Service,
   TokenBucket,
   TokenVerifier,
+  serviceUrl,
 } from '@parley/service-kit';
 import {
   ClientConnection,
@@ -79,7 +80,7 @@ export const WsGatewayConfig = Type.Object({
     Type.String({ pattern: '^[A-Za-z0-9_.-]{1,100}$', description: 'Instance id; random when unset' }),
   ),
   GATEWAY_INTERNAL_URL: Type.Optional(
-    Type.String({
+    serviceUrl({
       description:
         "How session-ms reaches this instance; when unset, http://<POD_IP (an IPv6 one in brackets), else HOST when it names one address, else this host's first non-loopback IPv4>:INTERNAL_PORT",
     }),

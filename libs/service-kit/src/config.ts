@@ -1,6 +1,6 @@
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
-import { Static, TObject, TProperties, Type } from '@sinclair/typebox';
+import { Static, StringOptions, TObject, TProperties, TString, Type } from '@sinclair/typebox';
 import { formatErrors } from '@parley/contracts';
 
 /** Milliseconds in a day, for settings given in days. */
@@ -91,6 +91,14 @@ export const CommonConfig = {
     description: 'Graceful shutdown deadline',
   }),
 } satisfies TProperties;
+
+/**
+ * Where one service reaches another over HTTP: `http(s)://host:port` and nothing after it (the
+ * callers add their paths). Anything else is refused at start, not found at the first call.
+ */
+export function serviceUrl(options: StringOptions): TString {
+  return Type.String({ pattern: '^https?://[^/?#\\s]+$', ...options });
+}
 
 /** The built-in internal secret: public, so only for development. */
 export const DEV_INTERNAL_SECRET = 'parley-dev-internal-secret';
