@@ -91,10 +91,21 @@ export function classify(err: unknown): TokenOutcome {
 /** `FCM_SERVICE_ACCOUNT`: the service-account JSON itself, or the path of a file holding it. */
 export function fcmOptionsFromServiceAccount(value: string): FcmProviderOptions {
   const text = value.trim().startsWith('{') ? value : readServiceAccountFile(value);
-  const account = JSON.parse(text) as ServiceAccount & { project_id?: string };
+  let account: ServiceAccount & { project_id?: string };
+  try {
+    account = JSON.parse(text);
+  } catch (err) {
+    // Only where: JSON.parse's own message may quote the text around the fault, a key's included.
+    const at = /at position \d+/.exec((err as Error).message)?.[0] ?? 'somewhere';
+    throw new Error(`FCM_SERVICE_ACCOUNT: not valid JSON (${at})`);
+  }
   const projectId = account.projectId ?? account.project_id;
   if (!projectId) throw new Error('FCM_SERVICE_ACCOUNT: project_id is required');
-  return { credential: cert(account), projectId };
+  try {
+    return { credential: cert(account), projectId };
+  } catch (err) {
+    throw new Error(`FCM_SERVICE_ACCOUNT: ${(err as Error).message}`);
+  }
 }
 
 /** The file's text. Its error never quotes `value`: a key pasted in another form (base64) would reach the logs. */

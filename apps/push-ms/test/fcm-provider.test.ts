@@ -162,6 +162,34 @@ describe('FCM provider against a fake FCM server', () => {
       /project_id/,
     );
   });
+
+  // push-ms logged a bare `SyntaxError: Unterminated string in JSON at position 46` and exited 1:
+  // nothing said which setting, and JSON.parse's message can quote the text around the fault.
+  it('names FCM_SERVICE_ACCOUNT, quoting none of it, when its JSON or key is broken', () => {
+    const key = 'MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj';
+    const dir = mkdtempSync(path.join(tmpdir(), 'parley-fcm-'));
+    try {
+      const file = path.join(dir, 'service-account.json');
+      writeFileSync(file, `{"project_id":"p1","private_key":"-----BEGIN PRIVATE KEY-----\n${key}`);
+      for (const value of [
+        `{"project_id":"p1","private_key":${key}}`,
+        `{"project_id":"p1","private_key":"${key}`,
+        file,
+        JSON.stringify({ project_id: 'p1' }),
+      ]) {
+        let error: unknown;
+        try {
+          fcmOptionsFromServiceAccount(value);
+        } catch (err) {
+          error = err;
+        }
+        expect((error as Error).message).toMatch(/^FCM_SERVICE_ACCOUNT: /);
+        expect((error as Error).message).not.toContain(key.slice(4, 10));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 /** An agent whose connections are refused at once (nothing listens on port 1). */
