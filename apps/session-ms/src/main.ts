@@ -10,6 +10,7 @@ void runMain('session-ms', SessionConfig, async (config, runtime) => {
   const store = config.REDIS_URL
     ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX, {
         tlsCa: config.REDIS_TLS_CA_FILE ? readFileSync(config.REDIS_TLS_CA_FILE) : undefined,
+        onError: (err) => runtime.logger.warn({ err }, 'redis connection failed; retrying'),
       })
     : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());

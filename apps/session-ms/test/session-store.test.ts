@@ -576,3 +576,23 @@ describe('RedisSessionStore noting a gateway restart', () => {
     }
   });
 });
+
+// With Redis down at start, ioredis printed "[ioredis] Unhandled error event" to stderr about
+// twice a second, and /readyz said only "store: timed out after 2000 ms".
+describe('RedisSessionStore while Redis refuses connections', () => {
+  it('reports each new connection error once, and readiness says why at once', async () => {
+    const errors: string[] = [];
+    const store = RedisSessionStore.connect('redis://127.0.0.1:1', 'down:', {
+      onError: (err) => errors.push(err.message),
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // a few reconnects
+      expect(errors).toEqual([expect.stringMatching(/ECONNREFUSED 127\.0\.0\.1:1$/)]);
+      const began = Date.now();
+      await expect(store.ping()).rejects.toThrow(/^redis (connecting|reconnecting): .*ECONNREFUSED/);
+      expect(Date.now() - began).toBeLessThan(100);
+    } finally {
+      await store.close();
+    }
+  });
+});

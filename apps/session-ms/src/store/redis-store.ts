@@ -199,18 +199,28 @@ export class RedisSessionStore implements SessionStore {
   private readonly prefix: string;
   /** The `epoch` marker as this client last read it. */
   private knownEpoch: string | undefined;
+  /** Why the connection last failed, for readiness while it is down. */
+  private lastError: Error | undefined;
 
   constructor(
     private readonly redis: Redis,
     private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
+    /** Told of each connection error, once until it changes or the connection is ready again. */
+    onError?: (err: Error) => void,
   ) {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
+    // Without a listener ioredis prints "[ioredis] Unhandled error event" to stderr on every retry.
+    redis.on('error', (err: Error) => {
+      if (err.message !== this.lastError?.message) onError?.(err);
+      this.lastError = err;
+    });
+    redis.on('ready', () => (this.lastError = undefined));
   }
 
   static connect(
     url: string,
     keyPrefix = 'parley:session:',
-    options: { tlsCa?: Buffer } = {},
+    options: { tlsCa?: Buffer; onError?: (err: Error) => void } = {},
   ): RedisSessionStore {
     return new RedisSessionStore(
       new Redis(url, {
@@ -222,6 +232,8 @@ export class RedisSessionStore implements SessionStore {
         reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
         ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
       }),
+      FORGET_GATEWAY_AFTER_MS,
+      options.onError,
     );
   }
 
@@ -507,6 +519,9 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async ping(): Promise<void> {
+    // Not connected: say why at once, instead of a probe timing out behind the reconnects.
+    if (this.redis.status !== 'ready' && this.lastError)
+      throw new Error(`redis ${this.redis.status}: ${this.lastError.message}`);
     await this.redis.ping();
   }
 
