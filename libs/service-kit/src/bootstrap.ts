@@ -7,6 +7,7 @@ import { Closer, runService, Service } from './lifecycle';
 import { createLogger } from './logger';
 import { createMetricsRegistry } from './metrics';
 import { Readiness } from './readiness';
+import { isTransient } from './transient';
 
 /** What every service gets from its bootstrap: logs, metrics, readiness checks, things to close. */
 export interface Runtime {
@@ -27,7 +28,11 @@ export function createRuntime(service: string, logLevel = 'info'): Runtime {
   };
 }
 
-type WithCommon<T extends TObject> = Static<T> & { LOG_LEVEL: string; SHUTDOWN_TIMEOUT_MS: number };
+type WithCommon<T extends TObject> = Static<T> & {
+  LOG_LEVEL: string;
+  SHUTDOWN_TIMEOUT_MS: number;
+  STARTUP_RETRY_MS: number;
+};
 
 /**
  * The whole of an app's `main.ts`: read config (exit 2 listing every problem), build the runtime,
@@ -53,31 +58,81 @@ export async function runMain<T extends TObject>(
       { settings: devSecrets },
       `${devSecrets.join(' and ')} still hold the public development value: anyone can sign tokens or call internal endpoints; set them outside development`,
     );
-  const fail = async (err: unknown) => {
-    runtime.logger.fatal({ err }, 'failed to start');
-    // What was opened is closed within the shutdown deadline, however a dependency behaves.
-    setTimeout(() => process.exit(1), config.SHUTDOWN_TIMEOUT_MS);
-    await runtime.closer.closeAll();
-    process.exit(1);
-  };
-  let app: Service;
-  try {
-    app = await wire(config, runtime);
-  } catch (err) {
-    return fail(err);
-  }
-  const service_: Service = {
-    start: () => app.start(),
-    stop: async () => {
-      runtime.readiness.markDraining();
-      await app.stop();
-      await runtime.closer.closeAll();
-    },
-  };
-  await runService(service_, {
+  await runService(startingAgainOnDependencyFailures(service, config, runtime, wire), {
     logger: runtime.logger,
     shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
   });
+}
+
+/**
+ * The service `wire` builds, started; when the start fails on a dependency (Kafka, Postgres or
+ * Redis unreachable), what it opened is closed and it is wired and started again, with backoff,
+ * for up to STARTUP_RETRY_MS. A process that exited at once would be restarted by its orchestrator
+ * with a backoff that grows to minutes, long after the dependency came back.
+ */
+function startingAgainOnDependencyFailures<T extends TObject>(
+  service: string,
+  config: WithCommon<T>,
+  firstRuntime: Runtime,
+  wire: (config: WithCommon<T>, runtime: Runtime) => Promise<Service>,
+): Service {
+  const { logger } = firstRuntime;
+  let current: Service | undefined;
+  let stopped = false;
+  let wakeUp: (() => void) | undefined;
+  /** Closing what a failed attempt opened, however a dependency behaves, within the shutdown deadline. */
+  const close = (closing: () => Promise<void>) =>
+    Promise.race([
+      closing().catch((err: unknown) => logger.warn({ err }, 'closing failed')),
+      new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_TIMEOUT_MS).unref()),
+    ]);
+  const attempt = async (runtime: Runtime) => {
+    let app: Service;
+    try {
+      app = await wire(config, runtime);
+    } catch (err) {
+      await close(() => runtime.closer.closeAll());
+      throw err;
+    }
+    current = {
+      start: () => app.start(),
+      stop: async () => {
+        runtime.readiness.markDraining();
+        await app.stop();
+        await runtime.closer.closeAll();
+      },
+    };
+    await current.start();
+  };
+  return {
+    async start() {
+      const giveUpAt = Date.now() + config.STARTUP_RETRY_MS;
+      let runtime = firstRuntime;
+      for (let tries = 1; !stopped; tries++) {
+        try {
+          return await attempt(runtime);
+        } catch (err) {
+          if (stopped) throw err;
+          const failed = current;
+          current = undefined;
+          if (failed) await close(() => failed.stop());
+          const waitMs = Math.min(1000 * 2 ** (tries - 1), 15_000);
+          if (!isTransient(err) || Date.now() + waitMs > giveUpAt) throw err;
+          logger.warn({ err, tries, retryInMs: waitMs }, 'a dependency is not available: starting again');
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, waitMs);
+            wakeUp = () => (clearTimeout(timer), resolve());
+          });
+          runtime = createRuntime(service, config.LOG_LEVEL); // the failed one's metrics stay registered there
+        }
+      }
+    },
+    async stop() {
+      stopped = true;
+      wakeUp?.();
+      await current?.stop();
+    },
+  };
 }
 
 /** Settings left on the public development secrets (JWT_SECRET counts only without a JWKS). */

@@ -90,6 +90,12 @@ export const CommonConfig = {
     default: 25_000,
     description: 'Graceful shutdown deadline',
   }),
+  STARTUP_RETRY_MS: Type.Integer({
+    minimum: 0,
+    default: 120_000,
+    description:
+      'How long a start that fails on a dependency (Kafka, Postgres, Redis unreachable) is tried again before the process exits 1; 0: exit at the first failure',
+  }),
 } satisfies TProperties;
 
 /**

@@ -153,7 +153,7 @@ describe('a service started through serviceLifecycle, over real HTTP', () => {
   });
 });
 
-const fixture = path.join(__dirname, 'fixtures', 'signal-service.ts');
+const fixture = (name: string) => path.join(__dirname, 'fixtures', `${name}.ts`);
 
 const children: ChildProcess[] = [];
 afterEach(() => {
@@ -161,9 +161,9 @@ afterEach(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-/** Runs the fixture service in its own process; `port()` waits until it logs its port. */
-function startChild(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
+/** Runs a fixture service in its own process; `port()` waits until it logs its port. */
+function startChild(env: Record<string, string>, service = 'signal-service') {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture(service)], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -226,5 +226,63 @@ describe('runService on SIGTERM, in its own process', () => {
       timeoutMs: 700,
     });
     expect(run.lines.map((l) => l.msg)).not.toContain('stopped');
+  }, 30_000);
+});
+
+describe('runMain when a dependency is away at start, in its own process', () => {
+  const retried = (lines: Array<Record<string, unknown>>) =>
+    lines.filter((l) => l.msg === 'a dependency is not available: starting again');
+  const start = (env: Record<string, string>) =>
+    startChild({ SHUTDOWN_TIMEOUT_MS: '2000', ...env }, 'dependency-service');
+
+  it('wires and starts again, with backoff, until the dependency answers; then serves', async () => {
+    const run = start({ FAIL_TIMES: '2', FAIL_IN: 'wire' });
+    const port = await run.port();
+    expect(retried(run.lines).map((l) => [l.tries, l.retryInMs])).toEqual([
+      [1, 1000],
+      [2, 2000],
+    ]);
+    expect(retried(run.lines)[0]!.err).toMatchObject({ code: 'ECONNREFUSED' });
+    // What each failed attempt had opened was closed before the next.
+    expect(run.lines.filter((l) => l.msg === 'closed resource')).toHaveLength(2);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+  }, 30_000);
+
+  it('starts again after a worker failed on a dependency once the server listened, closing that server', async () => {
+    const run = start({ FAIL_TIMES: '1', FAIL_IN: 'start' });
+    const port = await run.port();
+    expect(retried(run.lines)).toHaveLength(1);
+    expect(run.lines.filter((l) => l.msg === 'closed resource')).toHaveLength(1);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+  }, 30_000);
+
+  it('exits 1 at once on a failure that is not a dependency being away', async () => {
+    const run = start({ FAIL_TIMES: '1', FAIL_KIND: 'other' });
+    expect(await run.exited).toBe(1);
+    expect(retried(run.lines)).toHaveLength(0);
+    expect(run.lines.find((l) => l.msg === 'start failed')).toMatchObject({
+      err: { message: 'a bug, not a dependency' },
+    });
+  }, 30_000);
+
+  it('exits 1 once the next try would come after STARTUP_RETRY_MS', async () => {
+    const run = start({ FAIL_TIMES: '100', STARTUP_RETRY_MS: '1500' });
+    expect(await run.exited).toBe(1);
+    // Tried at once and after 1 s; the next wait (2 s) would end past 1.5 s.
+    expect(retried(run.lines)).toHaveLength(1);
+    expect(run.lines.map((l) => l.msg)).toContain('start failed');
+  }, 30_000);
+
+  it('exits 0 at once on SIGTERM while waiting to start again', async () => {
+    const run = start({ FAIL_TIMES: '100' });
+    await waitFor(() => retried(run.lines).length > 0, 20_000, 'a first failed start');
+    const signalled = Date.now();
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(900); // before the 1 s wait would have ended
   }, 30_000);
 });
