@@ -35,14 +35,18 @@ export const SECRET_VARS = [
 /**
  * Variables another one needs, where a schema has both: JWT_JWKS_URL without JWT_AUDIENCE would let
  * a token the identity provider minted for another application in (createTokenVerifier refuses it
- * too, but only once main.ts reaches it, after Kafka connected).
+ * too, but only once main.ts reaches it, after Kafka connected); a SASL mechanism without its
+ * credentials would log in to Kafka with empty ones.
  */
-const REQUIRED_WITH: Record<string, { needs: string; why: string }> = {
-  JWT_JWKS_URL: {
+const REQUIRED_WITH: Array<{ key: string; needs: string; why: string }> = [
+  {
+    key: 'JWT_JWKS_URL',
     needs: 'JWT_AUDIENCE',
     why: "the audience your identity provider puts in Parley's tokens",
   },
-};
+  { key: 'KAFKA_SASL_MECHANISM', needs: 'KAFKA_SASL_USERNAME', why: 'the Kafka user to log in as' },
+  { key: 'KAFKA_SASL_MECHANISM', needs: 'KAFKA_SASL_PASSWORD', why: "that user's password" },
+];
 
 /**
  * Typed configuration from the environment. The schema's keys are the variable names; values are
@@ -65,7 +69,7 @@ export function loadConfig<T extends TObject>(
     if (raw !== undefined && raw !== '') candidate[key] = raw;
   }
   const dependent: string[] = [];
-  for (const [key, { needs, why }] of Object.entries(REQUIRED_WITH))
+  for (const { key, needs, why } of REQUIRED_WITH)
     if (needs in schema.properties && candidate[key] !== undefined && candidate[needs] === undefined)
       dependent.push(`${needs}: is required with ${key} (${why})`);
   if (validate(candidate) && problems.length === 0 && dependent.length === 0) return candidate as Static<T>;

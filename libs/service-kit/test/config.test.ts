@@ -88,6 +88,29 @@ describe('loadConfig', () => {
     expect(loadConfig('gw', auth, withAudience).JWT_AUDIENCE).toBe('parley');
   });
 
+  it('refuses KAFKA_SASL_MECHANISM without the user and password to log in with', () => {
+    const kafka = Type.Object({
+      KAFKA_SASL_MECHANISM: Type.Optional(Type.Literal('plain')),
+      KAFKA_SASL_USERNAME: Type.Optional(Type.String()),
+      KAFKA_SASL_PASSWORD: Type.Optional(Type.String()),
+    });
+    expect(() => loadConfig('mr', kafka, { KAFKA_SASL_MECHANISM: 'plain' })).toThrow(
+      expect.objectContaining({
+        problems: [
+          expect.stringMatching(/^KAFKA_SASL_USERNAME: is required with KAFKA_SASL_MECHANISM/),
+          expect.stringMatching(/^KAFKA_SASL_PASSWORD: is required with KAFKA_SASL_MECHANISM/),
+        ],
+      }),
+    );
+    const credentials = {
+      KAFKA_SASL_MECHANISM: 'plain',
+      KAFKA_SASL_USERNAME: 'parley',
+      KAFKA_SASL_PASSWORD: 'pw',
+    };
+    expect(loadConfig('mr', kafka, credentials).KAFKA_SASL_USERNAME).toBe('parley');
+    expect(loadConfig('mr', kafka, {}).KAFKA_SASL_MECHANISM).toBeUndefined();
+  });
+
   it('never echoes a secret in an error, where it would reach the logs', () => {
     const secrets = Type.Object({
       ...InternalConfig,
