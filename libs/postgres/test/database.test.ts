@@ -179,6 +179,37 @@ describe('migrations when replicas and services start together (real Postgres)',
     ]);
   });
 
+  it('a migration waiting for a table lock gives way to the traffic queued behind it, and applies once the lock is free', async () => {
+    // A rolling upgrade: an old replica's transaction (or an operator's open psql session) holds
+    // the table; an ALTER waiting for its exclusive lock queues every later statement on the table.
+    const db = await target.open();
+    await migrate(db, 'svc_busy', [
+      { id: '001_table', sql: 'CREATE TABLE busy_items (id text PRIMARY KEY)' },
+    ]);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let holding!: () => void;
+    const holds = new Promise<void>((resolve) => (holding = resolve));
+    const holder = db.transaction(async (tx) => {
+      await tx.query('SELECT * FROM busy_items');
+      holding();
+      await held;
+    });
+    await holds;
+    const migrating = migrate(db, 'svc_busy', [
+      { id: '001_table', sql: 'CREATE TABLE busy_items (id text PRIMARY KEY)' },
+      { id: '002_column', sql: 'ALTER TABLE busy_items ADD COLUMN n int' },
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the ALTER is waiting
+    const reader = await target.open({ statementTimeoutMs: 4000 });
+    const read = reader.query<{ count: string }>('SELECT count(*) FROM busy_items');
+    const releasing = new Promise((resolve) => setTimeout(resolve, 6000)).then(release);
+    await expect(read).resolves.toMatchObject({ rows: [{ count: '0' }] }); // not cancelled at 4 s
+    await releasing;
+    await holder;
+    await expect(migrating).resolves.toEqual(['002_column']);
+  }, 20_000);
+
   it('cancels a statement that outlasts the statement timeout as a transient failure, but never a migration', async () => {
     const db = await target.open({ statementTimeoutMs: 200 });
     const stuck = db.query('SELECT pg_sleep(2)');
