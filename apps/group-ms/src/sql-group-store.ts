@@ -59,7 +59,6 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
     forgetOpsBefore: (appliedBefore, signal) =>
       deleteOlderThan(db, {
         table: 'group_ops',
-        key: ['mid'],
         column: 'applied_at',
         before: appliedBefore,
         only: 'published', // a notice the outbox has yet to publish stays, however old

@@ -13,7 +13,7 @@ export interface SqlOfflineStoreOptions {
 /** The offline store on Postgres or PGlite (same SQL). */
 export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreOptions = {}): OfflineStore {
   const now = options.now ?? Date.now;
-  const byMessage = { key: ['recipient', 'mid'], batch: options.purgeBatch };
+  const byMessage = { batch: options.purgeBatch };
   /** Deletes what these acks name and remembers them, in one transaction for the lot (see `ack`). */
   const ackAll: OfflineStore['ackAll'] = async (acks) => {
     const pairs = new Map<string, { recipient: string; mid: string }>();

@@ -2,8 +2,6 @@ import type { SqlExecutor } from './database';
 
 export interface DeleteOlderThan {
   table: string;
-  /** The columns that identify a row. */
-  key: string[];
   /** A time column, compared with `before`. */
   column: string;
   before: number;
@@ -19,15 +17,17 @@ export interface DeleteOlderThan {
 export async function deleteOlderThan(db: SqlExecutor, options: DeleteOlderThan): Promise<number> {
   const { table, column, before } = options;
   const batch = options.batch ?? 5000;
-  const key = options.key.join(', ');
   const old = options.only ? `${column} < $1 AND (${options.only})` : `${column} < $1`;
   let total = 0;
   for (;;) {
     if (options.signal?.aborted) return total;
-    // The time condition again on the deleted row: one updated after the subquery's snapshot (an ack
-    // refreshing its tombstone) is checked on its new version, not deleted by its key alone.
+    // The rows found are deleted by their physical address (a TID scan): joined by key, the
+    // planner read every old row again through the time index for each batch (a hash semi join),
+    // so a large purge grew with the square of its rows. The time condition again on the deleted
+    // row: one updated after the subquery's snapshot (an ack refreshing its tombstone) is checked
+    // on its new version, not deleted by its address alone.
     const result = await db.query(
-      `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} WHERE ${old} LIMIT $2) AND ${old}`,
+      `DELETE FROM ${table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ${table} WHERE ${old} LIMIT $2)) AND ${old}`,
       [before, batch],
     );
     total += result.rowCount;

@@ -56,7 +56,7 @@ describe.each(testDatabases())('SqlDatabase on $name', (target) => {
         return db.query<R>(sql, params);
       },
     };
-    const options = { table: 'aged', key: ['id'], column: 'at', before: 9, batch: 3, signal: stop.signal };
+    const options = { table: 'aged', column: 'at', before: 9, batch: 3, signal: stop.signal };
     expect(await deleteOlderThan(counting, options)).toBe(6);
     expect(await deleteOlderThan(db, { ...options, signal: undefined })).toBe(2); // the rest, next time
     expect((await db.query<{ id: number }>('SELECT id FROM aged ORDER BY id')).rows.map((r) => r.id)).toEqual(
@@ -147,6 +147,51 @@ describe('a Postgres connection lost mid-transaction', () => {
       db.transaction(async (tx) => (await tx.query<{ n: number }>('SELECT 3 AS n')).rows[0].n),
     ).resolves.toBe(3);
     await expect(db.ping()).resolves.toBeUndefined();
+  });
+});
+
+describe('a retention purge of many old rows (real Postgres)', () => {
+  const target = testDatabases().find((t) => t.name === 'postgres')!;
+  afterAll(() => target.dispose());
+
+  interface PlanNode {
+    'Relation Name'?: string;
+    'Actual Rows': number;
+    'Actual Loops': number;
+    Plans?: PlanNode[];
+  }
+  const rowsRead = (node: PlanNode, table: string): number =>
+    (node['Relation Name'] === table ? node['Actual Rows'] * node['Actual Loops'] : 0) +
+    (node.Plans ?? []).reduce((sum, child) => sum + rowsRead(child, table), 0);
+
+  it('reads about a batch of rows per statement, not every old row (a purge after downtime would grow with the square of the backlog)', async () => {
+    const db = await target.open();
+    await db.query('CREATE TABLE aged_many (id int PRIMARY KEY, at bigint NOT NULL)');
+    await db.query('CREATE INDEX aged_many_at ON aged_many (at)');
+    await db.query('INSERT INTO aged_many SELECT n, n FROM generate_series(1, 50000) AS n');
+    await db.query('ANALYZE aged_many');
+    const statements: { sql: string; params?: unknown[] }[] = [];
+    const recording = {
+      query: async <R>(sql: string, params?: unknown[]) => {
+        statements.push({ sql, params });
+        return { rows: [] as R[], rowCount: 0 };
+      },
+    };
+    const batch = 500;
+    await deleteOlderThan(recording, {
+      table: 'aged_many',
+      column: 'at',
+      before: 40_000,
+      batch,
+    });
+    const [{ sql, params }] = statements;
+    const explained = await db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`,
+      params,
+    );
+    const plan = explained.rows[0]['QUERY PLAN'][0].Plan;
+    expect((await db.query<{ n: string }>('SELECT count(*) AS n FROM aged_many')).rows[0].n).toBe('49500');
+    expect(rowsRead(plan, 'aged_many')).toBeLessThanOrEqual(2 * batch); // the batch found, then deleted
   });
 });
 
