@@ -12,8 +12,11 @@ export interface SqlExecutor {
 }
 
 export interface SqlDatabase extends SqlExecutor {
-  /** Runs `work` in one transaction: committed if it resolves, rolled back if it throws. */
-  transaction<T>(work: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` in one transaction: committed if it resolves, rolled back if it throws. `noTimeout`:
+   * the client waits for each answer without limit (work that lifts the statement timeout itself).
+   */
+  transaction<T>(work: (tx: SqlExecutor) => Promise<T>, options?: { noTimeout?: boolean }): Promise<T>;
   /** Resolves when the database answers; for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -37,29 +37,35 @@ const MIGRATION_LOCK_RETRY_MS = 1000;
 
 async function migrateOnce(db: SqlDatabase, service: string, migrations: Migration[]): Promise<string[]> {
   const ordered = [...migrations].sort((a, b) => a.id.localeCompare(b.id));
-  return db.transaction(async (tx) => {
-    // Waiting for another replica's migrations, or a long one (an index on a big table), is no stuck query.
-    await tx.query('SET LOCAL statement_timeout = 0');
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATIONS_LOCK]);
-    // After the advisory lock: waiting for another replica's migrations holds up no traffic.
-    await tx.query(`SET LOCAL lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
-    await tx.query(`CREATE TABLE IF NOT EXISTS parley_migrations (
+  return db.transaction(
+    async (tx) => {
+      // Waiting for another replica's migrations, or a long one (an index on a big table), is no stuck query.
+      await tx.query('SET LOCAL statement_timeout = 0');
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATIONS_LOCK]);
+      // After the advisory lock: waiting for another replica's migrations holds up no traffic.
+      await tx.query(`SET LOCAL lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
+      await tx.query(`CREATE TABLE IF NOT EXISTS parley_migrations (
       service text NOT NULL,
       id text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (service, id)
     )`);
-    const done = await tx.query<{ id: string }>('SELECT id FROM parley_migrations WHERE service = $1', [
-      service,
-    ]);
-    const applied = new Set(done.rows.map((row) => row.id));
-    const pending = ordered.filter((m) => !applied.has(m.id));
-    for (const migration of pending) {
-      await tx.query(migration.sql);
-      await tx.query('INSERT INTO parley_migrations (service, id) VALUES ($1, $2)', [service, migration.id]);
-    }
-    return pending.map((m) => m.id);
-  });
+      const done = await tx.query<{ id: string }>('SELECT id FROM parley_migrations WHERE service = $1', [
+        service,
+      ]);
+      const applied = new Set(done.rows.map((row) => row.id));
+      const pending = ordered.filter((m) => !applied.has(m.id));
+      for (const migration of pending) {
+        await tx.query(migration.sql);
+        await tx.query('INSERT INTO parley_migrations (service, id) VALUES ($1, $2)', [
+          service,
+          migration.id,
+        ]);
+      }
+      return pending.map((m) => m.id);
+    },
+    { noTimeout: true },
+  );
 }
 
 /** A stable 64-bit advisory-lock key, as a decimal string for bigint. */

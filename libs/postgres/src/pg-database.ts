@@ -1,8 +1,14 @@
-import { Pool, PoolConfig } from 'pg';
+import { Pool, PoolConfig, QueryConfig } from 'pg';
 import { QueryResult, RolledBackError, SqlDatabase, SqlExecutor } from './database';
 
 const BUSY_IS_HEALTHY_MS = 5000;
 const READ_ONLY_TRANSACTION = '25006';
+/** How much longer than the statement timeout the client waits for an answer (the network, a large result). */
+const READ_TIMEOUT_MARGIN_MS = 5000;
+/** pg's error when `query_timeout` passed. */
+const READ_TIMEOUT = 'Query read timeout';
+/** The longest a Node timer waits: for a transaction without timeouts (migrations). */
+const NO_READ_TIMEOUT = 2 ** 31 - 1;
 
 export interface PgDatabaseConfig extends PoolConfig {
   connectionString: string;
@@ -17,7 +23,12 @@ export function createPgDatabase({ statementTimeoutMs, ...config }: PgDatabaseCo
     connectionTimeoutMillis: 5000,
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
-    ...(statementTimeoutMs ? { statement_timeout: statementTimeoutMs } : {}),
+    // The statement timeout is the server's: a server that stopped answering (its host gone without
+    // a reset) never applies it, and the query would wait for TCP to give up (about 15 minutes with a
+    // request unanswered), holding its client. The client gives up a little later than the server.
+    ...(statementTimeoutMs
+      ? { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + READ_TIMEOUT_MARGIN_MS }
+      : {}),
     ...config,
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.
@@ -32,7 +43,7 @@ export function createPgDatabase({ statementTimeoutMs, ...config }: PgDatabaseCo
   return {
     kind: 'postgres',
     query,
-    async transaction(work) {
+    async transaction(work, options) {
       const client = await pool.connect();
       // A connection lost while checked out is reported on the client, not the pool: without a
       // listener that 'error' event kills the process. Such a client is destroyed, never reused.
@@ -41,7 +52,11 @@ export function createPgDatabase({ statementTimeoutMs, ...config }: PgDatabaseCo
       client.on('error', onError);
       const tx: SqlExecutor = {
         query: async <R>(sql: string, params?: unknown[]) => {
-          const result = await client.query(sql, params);
+          // pg reads a query's own query_timeout, but its types do not name it.
+          const config: QueryConfig = options?.noTimeout
+            ? ({ text: sql, values: params, query_timeout: NO_READ_TIMEOUT } as QueryConfig)
+            : { text: sql, values: params };
+          const result = await client.query(config);
           answeredAt = Date.now();
           return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
         },
@@ -53,7 +68,9 @@ export function createPgDatabase({ statementTimeoutMs, ...config }: PgDatabaseCo
         if ((await client.query('COMMIT')).command === 'ROLLBACK') throw new RolledBackError();
         return value;
       } catch (err) {
-        await client.query('ROLLBACK').catch((rollbackFailed: Error) => (broken ??= rollbackFailed));
+        // A server that stopped answering would not answer the ROLLBACK either: the connection goes.
+        if ((err as Error).message === READ_TIMEOUT) broken ??= err as Error;
+        else await client.query('ROLLBACK').catch((rollbackFailed: Error) => (broken ??= rollbackFailed));
         // On a server a failover made read-only: let the pool connect anew, to the new primary.
         if ((err as { code?: string }).code === READ_ONLY_TRANSACTION) broken ??= err as Error;
         throw err;

@@ -150,6 +150,56 @@ describe('a Postgres connection lost mid-transaction', () => {
   });
 });
 
+describe('a Postgres that stops answering mid-query (its host gone without a reset)', () => {
+  let proxy: TcpFaultProxy;
+  let db: SqlDatabase;
+  beforeAll(async () => {
+    const target = new URL(TEST_DATABASE_URL);
+    proxy = await TcpFaultProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+    db = createPgDatabase({
+      connectionString: Object.assign(target, { port: String(proxy.port) }).toString(),
+      max: 1,
+      statementTimeoutMs: 500,
+    });
+  });
+  afterAll(async () => {
+    await proxy.close();
+    await db.close();
+  });
+
+  const failsSoon = async (work: Promise<unknown>) => {
+    const started = Date.now();
+    const err = await work.then(
+      () => new Error('answered'),
+      (e: unknown) => e,
+    );
+    expect(isTransient(err)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(8000); // the statement timeout, which the server never applied, and a margin
+  };
+
+  it('fails a query as transient soon after the statement timeout, and the pool works again once Postgres answers', async () => {
+    await db.query('SELECT 1');
+    proxy.stall();
+    await failsSoon(db.query('SELECT 2'));
+    proxy.restore();
+    await expect(db.query<{ n: number }>('SELECT 3 AS n')).resolves.toMatchObject({ rows: [{ n: 3 }] });
+  }, 20_000);
+
+  it('fails a transaction the same way, and drops its connection', async () => {
+    await failsSoon(
+      db.transaction(async (tx) => {
+        await tx.query('SELECT 1');
+        proxy.stall();
+        await tx.query('SELECT 2');
+      }),
+    );
+    proxy.restore();
+    await expect(
+      db.transaction(async (tx) => (await tx.query<{ n: number }>('SELECT 3 AS n')).rows[0].n),
+    ).resolves.toBe(3);
+  }, 20_000);
+});
+
 describe('a retention purge of many old rows (real Postgres)', () => {
   const target = testDatabases().find((t) => t.name === 'postgres')!;
   afterAll(() => target.dispose());
@@ -263,8 +313,9 @@ describe('migrations when replicas and services start together (real Postgres)',
       message: expect.stringMatching(/statement timeout/),
     });
     expect(isTransient(await stuck.catch((err: unknown) => err))).toBe(true);
-    const slowMigration = { id: '001_slow', sql: 'SELECT pg_sleep(0.5)' };
+    // Longer than the client's read timeout too (the statement timeout and 5 s).
+    const slowMigration = { id: '001_slow', sql: 'SELECT pg_sleep(5.5)' };
     await expect(migrate(db, 'svc_slow', [slowMigration])).resolves.toEqual(['001_slow']);
     await expect(db.query('SELECT 1 AS n')).resolves.toMatchObject({ rows: [{ n: 1 }] });
-  });
+  }, 15_000);
 });

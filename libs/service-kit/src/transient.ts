@@ -36,7 +36,7 @@ const TRANSIENT_NAMES = new Set(['MaxRetriesPerRequestError']);
 // Redis: loading, a replica or failover, out of memory (maxmemory with noeviction), a failed
 // snapshot (MISCONF), a busy script, too few replicas: all pass once Redis recovers.
 const TRANSIENT_MESSAGE =
-  /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|OOM|MISCONF|BUSY|NOREPLICAS) /i;
+  /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect|Query read timeout|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|OOM|MISCONF|BUSY|NOREPLICAS) /i;
 
 /**
  * Failures of a dependency (Kafka, Redis, Postgres, the network) are transient: retrying them

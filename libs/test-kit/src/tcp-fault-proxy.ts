@@ -9,6 +9,7 @@ import { createConnection, createServer, Server, Socket } from 'node:net';
 export class TcpFaultProxy {
   private readonly open = new Set<Socket>();
   private down = false;
+  private stalled = false;
 
   private constructor(
     private readonly server: Server,
@@ -44,8 +45,21 @@ export class TcpFaultProxy {
     this.open.clear();
   }
 
+  /**
+   * Stops forwarding, without closing anything: a server host gone without a reset (its packets
+   * dropped). Connections open now stay silent for good; new ones until `restore()`.
+   */
+  stall(): void {
+    this.stalled = true;
+    for (const socket of this.open) {
+      socket.unpipe();
+      socket.pause();
+    }
+  }
+
   restore(): void {
     this.down = false;
+    this.stalled = false;
   }
 
   async close(): Promise<void> {
@@ -56,6 +70,13 @@ export class TcpFaultProxy {
   private pipe(client: Socket, target: { host: string; port: number }) {
     if (this.down) {
       client.resetAndDestroy();
+      return;
+    }
+    if (this.stalled) {
+      client.pause();
+      this.open.add(client);
+      client.on('error', () => undefined);
+      client.on('close', () => this.open.delete(client));
       return;
     }
     const upstream = createConnection(target);
