@@ -533,7 +533,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     // A close reason is at most 123 bytes (of UTF-8: an origin may hold non-ASCII text).
     let short = reason.slice(0, 123);
     while (Buffer.byteLength(short) > 123) short = short.slice(0, -1);
-    wss.handleUpgrade(request, socket, head, (ws) => ws.close(CLOSE_POLICY, short));
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      // Its reader still runs until the close completes: an error there (a frame past maxPayload)
+      // emitted with no listener would throw out of the socket's data handler and end the process.
+      ws.on('error', ignore);
+      ws.close(CLOSE_POLICY, short);
+    });
   };
 
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {

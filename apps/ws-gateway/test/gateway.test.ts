@@ -219,6 +219,30 @@ describe('ws-gateway', () => {
     await allowed.close();
   });
 
+  it('survives a frame past the size limit on a socket it closes 1008 at the upgrade (origin, too many sockets)', async () => {
+    env = await startGateway({ allowedOrigins: ['https://app.example'], maxFrameBytes: 1024 });
+    const token = await issueToken(DEV_JWT_SECRET, 'alice');
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      // The client writes before it reads the server's close: the server's reader meets the frame.
+      const socket = new WebSocket(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`, {
+        headers: { origin: 'https://evil.example' },
+      });
+      socket.on('error', () => undefined);
+      socket.once('open', () => socket.send('x'.repeat(2000)));
+      const code = await new Promise<number>((resolve) => socket.once('close', resolve));
+      expect([1008, 1009]).toContain(code);
+      await sleep(50);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    const allowed = await connect('alice', '', {});
+    expect(allowed.frames[0]).toMatchObject({ type: 'hello' });
+  });
+
   it('answers invalid frames with error frames naming the field, and ping with pong', async () => {
     env = await startGateway();
     const alice = await connect('alice');
