@@ -657,6 +657,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       timers.stop();
       // Upgraded sockets still count as server connections: close them before the server.
       await closeAll(registry);
+      // Their disconnects are still on their way: one Kafka refuses is then among those sent again.
+      await Promise.allSettled([...inFlight]);
       if (unpublishedDowns.size > 0)
         await publishWithLostDowns([]).catch((err) =>
           logger.error({ err, count: unpublishedDowns.size }, 'disconnects could not be published'),

@@ -840,6 +840,31 @@ describe('ws-gateway', () => {
     env = await startGateway(); // afterEach stops this one
   });
 
+  it('publishes again at stop a disconnect of its own closes that Kafka refused after a while (a blip)', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    const connId = alice.frames[0].connId as string;
+    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
+    // The first produce of the disconnect times out (a partition leader moving, say); the next works.
+    const publish = env.bus.publish.bind(env.bus);
+    let failed = false;
+    env.bus.publish = async (...args: Parameters<typeof publish>) => {
+      if (!failed && args[1].some((e) => (e as { kind?: string }).kind === 'connection-down')) {
+        failed = true;
+        await sleep(200);
+        throw new TransientError('request timed out');
+      }
+      return publish(...args);
+    };
+    await env.gateway.stop();
+    expect(failed).toBe(true);
+    // Lost, session-ms would count alice's socket connected until it forgets this gateway.
+    expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toEqual([
+      expect.objectContaining({ user: 'alice', connId }),
+    ]);
+    env = await startGateway(); // afterEach stops this one
+  });
+
   it('reports not ready on its probe port until its public port listens', async () => {
     // The probes are on the internal port, which listens first: ready before the WebSocket port
     // listens, a pod would get clients it refuses (the first heartbeat waits for Kafka meanwhile).
