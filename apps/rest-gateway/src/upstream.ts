@@ -51,7 +51,16 @@ export function createHttpUpstreams(
       } catch (err) {
         throw new ParleyError('unavailable', `${service} is unreachable: ${(err as Error).message}`);
       }
-      const text = await response.text();
+      let text: string;
+      try {
+        text = await response.text();
+      } catch (err) {
+        // Cut off mid-body (a reset, or the timeout while the rest never came): as unreachable, not a 500.
+        throw new ParleyError(
+          'unavailable',
+          `${service} answered ${response.status} but its body could not be read: ${(err as Error).message}`,
+        );
+      }
       // The fleet's misconfiguration, not the user's `forbidden`: logged, answered 500.
       if (response.headers.has(INTERNAL_REFUSED_HEADER))
         throw new Error(

@@ -1,5 +1,5 @@
 import { createServer, IncomingMessage, request, Server } from 'node:http';
-import { AddressInfo } from 'node:net';
+import { AddressInfo, Socket } from 'node:net';
 import {
   INTERNAL_SECRET_HEADER,
   INTERNAL_USER_HEADER,
@@ -542,6 +542,35 @@ describe('rest-gateway', () => {
       { code: 'unavailable', message: 'group-ms answered 502 with a body that is not JSON' },
     ]);
     await upstream.close();
+  });
+
+  it('answers 503 naming the service when an upstream stops in the middle of its answer (stalls past the timeout, or resets)', async () => {
+    const sockets = new Set<Socket>();
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+      res.write('{"groups":[');
+      // /v1/groups: the rest never comes (the gateway's 2 s timeout ends it); /v1/messages: reset.
+      if (req.url?.startsWith('/internal/messages')) setTimeout(() => res.socket?.destroy(), 50);
+    });
+    server.on('connection', (socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      ({ gateway } = build({ upstreamUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
+      const headers = await auth();
+      const stalled = await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers });
+      expect([stalled.statusCode, stalled.json().error]).toEqual([
+        503,
+        { code: 'unavailable', message: expect.stringMatching(/^group-ms answered 200 but its body/) },
+      ]);
+      const reset = await gateway.http.inject({ method: 'GET', url: '/v1/messages', headers });
+      expect([reset.statusCode, reset.json().error]).toEqual([
+        503,
+        { code: 'unavailable', message: expect.stringMatching(/^persistence-ms answered 200 but its body/) },
+      ]);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it("answers 500 (logged as the fleet's misconfiguration), not the user's 403, when an upstream refuses the internal secret", async () => {
