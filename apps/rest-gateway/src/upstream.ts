@@ -72,7 +72,9 @@ export function createHttpUpstreams(
           'unavailable',
           `${service} answered ${response.status} with a body that is not JSON`,
         );
-      if (response.status >= 500 && !isErrorBody(parsed)) {
+      // A 4xx without the protocol's error body too: passed on, it failed the error schema (500) or,
+      // empty, reached the app with no error body.
+      if (response.status >= 400 && !isErrorBody(parsed)) {
         throw new ParleyError('unavailable', `${service} answered ${response.status}`);
       }
       if (response.status >= 400 && isErrorBody(parsed)) {

@@ -573,6 +573,30 @@ describe('rest-gateway', () => {
     }
   });
 
+  it('answers 503 naming the service, not 500 or a bare status, when an upstream answers 4xx without the error body', async () => {
+    const upstream = await startUpstream((req) =>
+      req.method === 'DELETE' ? { status: 404 } : { status: 404, body: { message: 'Not Found' } },
+    );
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    try {
+      const headers = await auth();
+      // A JSON body that is no error body (a 500 before: it failed the error schema), and none at all
+      // (passed on before as a 404 with an empty body).
+      const group = await gateway.http.inject({ method: 'GET', url: '/v1/groups/g1', headers });
+      const device = await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/phone1', headers });
+      expect([group.statusCode, group.json()]).toEqual([
+        503,
+        { error: { code: 'unavailable', message: 'group-ms answered 404' } },
+      ]);
+      expect([device.statusCode, device.json()]).toEqual([
+        503,
+        { error: { code: 'unavailable', message: 'push-ms answered 404' } },
+      ]);
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it("answers 500 (logged as the fleet's misconfiguration), not the user's 403, when an upstream refuses the internal secret", async () => {
     const upstream = buildHttpServer({
       logger: silentLogger(),
