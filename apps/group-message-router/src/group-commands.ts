@@ -38,6 +38,8 @@ export function createHttpGroupCommandApplier(
         headers: { 'content-type': 'application/json', [INTERNAL_SECRET_HEADER]: internalSecret },
         body: JSON.stringify({ commands, positions } satisfies GroupCommandsRequest),
         signal: AbortSignal.timeout(timeoutMs),
+        // A redirect would carry the internal secret to wherever it points.
+        redirect: 'error',
       });
     } catch (err) {
       throw new TransientError(`group-ms is unreachable: ${(err as Error).message}`);

@@ -52,6 +52,24 @@ describe('group-ms applier over HTTP', () => {
     },
   );
 
+  it('follows no redirect, so the internal secret goes nowhere else: a transient failure', async () => {
+    const redirecting = createServer((req, res) =>
+      res.writeHead(307, { location: `${url}/elsewhere` }).end(),
+    );
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    received.length = 0;
+    try {
+      const port = (redirecting.address() as AddressInfo).port;
+      const failure = await failureOf(
+        createHttpGroupCommandApplier(`http://127.0.0.1:${port}`, 'the-internal-secret').apply([command]),
+      );
+      expect(isTransient(failure)).toBe(true);
+      expect(received).toEqual([]);
+    } finally {
+      await new Promise((resolve) => redirecting.close(resolve));
+    }
+  });
+
   it('takes another 4xx as the ops refused: not transient, so the records are set aside', async () => {
     status = 400;
     const failure = await failureOf(applying());

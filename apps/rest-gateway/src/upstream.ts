@@ -47,6 +47,8 @@ export function createHttpUpstreams(
           },
           body: payload,
           signal: AbortSignal.timeout(timeoutMs),
+          // A redirect would carry the internal secret to wherever it points.
+          redirect: 'error',
         });
       } catch (err) {
         throw new ParleyError('unavailable', `${service} is unreachable: ${(err as Error).message}`);

@@ -597,6 +597,28 @@ describe('rest-gateway', () => {
     }
   });
 
+  it('follows no redirect from an upstream, so the internal secret goes nowhere else (503 naming the service)', async () => {
+    const elsewhere = await startUpstream(() => ({ status: 200, body: { groups: [] } }));
+    const redirecting = createServer((req, res) =>
+      res.writeHead(307, { location: `${elsewhere.url}${req.url}` }).end(),
+    );
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    try {
+      ({ gateway } = build({
+        upstreamUrl: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`,
+      }));
+      const answer = await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers: await auth() });
+      expect([answer.statusCode, answer.json().error]).toEqual([
+        503,
+        { code: 'unavailable', message: expect.stringMatching(/^group-ms is unreachable/) },
+      ]);
+      expect(elsewhere.seen).toEqual([]);
+    } finally {
+      await new Promise((resolve) => redirecting.close(resolve));
+      await elsewhere.close();
+    }
+  });
+
   it("answers 500 (logged as the fleet's misconfiguration), not the user's 403, when an upstream refuses the internal secret", async () => {
     const upstream = buildHttpServer({
       logger: silentLogger(),
