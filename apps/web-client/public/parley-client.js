@@ -173,6 +173,7 @@ export class ParleyClient extends EventTarget {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.outboxTimer);
+    this.outboxTimer = null; // else #flushOutboxLater takes it for a retry still to come, after start()
     clearTimeout(this.stableTimer);
     this.#stopPing();
     this.#flushAcks();

@@ -157,6 +157,45 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     }
   });
 
+  it('sends the outbox again after close() and start() (an app resuming) while a refusal was waiting its retryAfterMs', async () => {
+    const got: Array<[number, string]> = [];
+    const gateway = await fakeGateway((socket, n) => {
+      hello(socket, n);
+      socket.on('message', (data) => {
+        const frame = JSON.parse(String(data));
+        if (frame.type !== 'message') return;
+        got.push([n, frame.id]);
+        const answer =
+          n === 1
+            ? {
+                type: 'error',
+                id: frame.id,
+                code: 'rate_limited',
+                message: 'retry after 1 s',
+                retryAfterMs: 1000,
+              }
+            : { type: 'accepted', id: frame.id, mid: `pc-fake:${frame.id}` };
+        socket.send(JSON.stringify(answer));
+      });
+    });
+    const c = clientOf(gateway.url);
+    try {
+      c.start();
+      c.send('pc-peer', { text: 'hi' }, 'direct', 'z1');
+      await waitFor(() => got.length === 1, 10_000, 'the first try, refused');
+      c.close(); // the app goes to the background while the retry waits
+      c.start(); // and comes back
+      await waitFor(() => c.outbox.size === 0, 10_000, 'accepted on the second connection');
+      expect(got).toEqual([
+        [1, 'z1'],
+        [2, 'z1'],
+      ]);
+    } finally {
+      c.close();
+      await gateway.close();
+    }
+  });
+
   it('refuses a frame over 64 KiB at once, leaving the outbox to the others', async () => {
     const c = clientOf('ws://127.0.0.1:1/v1/ws');
     expect(() => c.send('pc-peer', { text: 'x'.repeat(70_000) }, 'direct', 'big')).toThrow(RangeError);
