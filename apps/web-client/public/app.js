@@ -205,7 +205,9 @@ function onRejected(frame) {
   if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited') {
     for (const list of Object.values(state.store.messages)) {
       const msg = list.find((m) => m.mine && m.id === frame.id);
-      if (msg) msg.status = 'failed';
+      // A repeat of the same id may be refused (not_member, once the sender left the group) after
+      // the first went out: what a receipt showed delivered or read stays so.
+      if (msg && STATUS_ORDER.indexOf(msg.status) < STATUS_ORDER.indexOf('delivered')) msg.status = 'failed';
     }
   }
   toast(`${frame.code}: ${frame.message}`);

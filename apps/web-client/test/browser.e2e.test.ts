@@ -173,4 +173,56 @@ const WAIT = { timeout: 15_000 };
       await a.screenshot({ path: file });
     }
   }, 60_000);
+
+  type PageState = {
+    parley: {
+      client: {
+        outbox: Map<string, unknown>;
+        socket: { send(data: string): void };
+        send(to: string, body: unknown, chat: string, id: string): unknown;
+        rest(method: string, path: string): Promise<unknown>;
+      };
+      state: { open: string; store: { messages: Record<string, Array<{ id?: string; text: string }>> } };
+    };
+  };
+
+  it('keeps a group message read although a repeat of it (the same id) is refused not_member after the sender left', async () => {
+    const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
+    try {
+      const e = await signIn(erinContext, 'erin4');
+      const f = await signIn(frankContext, 'frank4');
+      await e.click('#new-group summary');
+      await e.fill('#group-name', 'Book club');
+      await e.fill('#group-members', 'frank4');
+      await e.click('#new-group-form button');
+      await e.locator('#chat-sub', { hasText: 'frank4' }).waitFor(WAIT);
+      await send(e, 'Chapter one tonight');
+      await ticks(e, 'Chapter one', 'accepted');
+      const group = f.locator('.conv', { hasText: 'Book club' });
+      await group.waitFor(WAIT);
+      await group.click();
+      await received(f, 'Chapter one tonight');
+      await ticks(e, 'Chapter one', 'read');
+      // Erin leaves; then the same message goes again (its accepted was lost, so the outbox sends it
+      // once more): the repeat is refused not_member, although the first went out and was read.
+      await e.evaluate(async () => {
+        const { client, state } = (globalThis as unknown as PageState).parley;
+        const groupId = state.open.slice('group:'.length);
+        await client.rest('DELETE', `/v1/groups/${groupId}/members/erin4`);
+        const msg = state.store.messages[state.open]!.find((m) => m.text === 'Chapter one tonight')!;
+        client.send(groupId, { text: msg.text }, 'group', msg.id!);
+      });
+      await e.locator('#toast', { hasText: 'not_member' }).waitFor(WAIT);
+      await e.waitForTimeout(300);
+      expect(
+        await e
+          .locator('.msg.mine', { hasText: 'Chapter one' })
+          .locator('.ticks')
+          .getAttribute('data-status'),
+      ).toBe('read');
+    } finally {
+      await erinContext.close();
+      await frankContext.close();
+    }
+  }, 60_000);
 });
