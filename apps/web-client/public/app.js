@@ -21,7 +21,7 @@ const el = (tag, props = {}, ...children) => {
 const state = {
   me: null,
   client: null,
-  store: null, // { convs: {key: conv}, messages: {key: [msg]} } persisted per user
+  store: null, // { convs: {key: conv}, messages: {key: [msg]}, reads: [{to, mids, ids}] } persisted per user
   open: null, // key of the open conversation
   presence: new Map(), // user -> online
   typing: new Map(), // conversation key -> { from, until }
@@ -37,11 +37,11 @@ const storeKey = (user) => `parley:v1:${user}`;
 function loadStore(user) {
   try {
     const saved = JSON.parse(localStorage.getItem(storeKey(user)) ?? 'null');
-    if (saved && saved.convs && saved.messages) return saved;
+    if (saved && saved.convs && saved.messages) return { reads: [], ...saved };
   } catch {
     /* a broken store starts over */
   }
-  return { convs: {}, messages: {} };
+  return { convs: {}, messages: {}, reads: [] };
 }
 
 let saveTimer = null;
@@ -146,7 +146,16 @@ function onReceipt(frame) {
   changed();
 }
 
+/** A read frame answered (accepted, or refused for good): a read is forgotten once all its frames are. */
+function settleRead(id) {
+  const before = state.store.reads.length;
+  for (const read of state.store.reads) read.ids = read.ids.filter((readId) => readId !== id);
+  state.store.reads = state.store.reads.filter((read) => read.ids.length > 0);
+  return state.store.reads.length < before;
+}
+
 function onAccepted({ id, mid }) {
+  if (settleRead(id)) return save();
   for (const list of Object.values(state.store.messages)) {
     const msg = list.find((m) => m.mine && m.id === id);
     if (msg) {
@@ -203,6 +212,7 @@ function onTyping(frame) {
 function onRejected(frame) {
   // `unavailable` and `rate_limited`: the client sends it again by itself.
   if (frame.id && frame.code !== 'unavailable' && frame.code !== 'rate_limited') {
+    settleRead(frame.id);
     for (const list of Object.values(state.store.messages)) {
       const msg = list.find((m) => m.mine && m.id === frame.id);
       // A repeat of the same id may be refused (not_member, once the sender left the group) after
@@ -251,6 +261,8 @@ async function signIn(user) {
     for (const msg of list)
       if (msg.mine && msg.status === 'pending') client.send(conv.id, { text: msg.text }, conv.chat, msg.id);
   }
+  // So do the read receipts (docs/protocol.md: a read stays in the outbox until accepted).
+  for (const read of state.store.reads) read.ids = client.read(read.to, read.mids);
   client.start();
   window.parley = { client, state }; // for the console (and the tests)
 
@@ -325,7 +337,9 @@ function markRead() {
     bySender.set(msg.from, [...(bySender.get(msg.from) ?? []), msg.mid]);
     msg.readSent = true;
   }
-  for (const [from, mids] of bySender) state.client.read(from, mids);
+  // Stored until accepted, as a message is: a page closed before then sends them again when opened.
+  for (const [from, mids] of bySender)
+    state.store.reads.push({ to: from, mids, ids: state.client.read(from, mids) });
   if (unread.length > 0) save();
 }
 

@@ -186,6 +186,33 @@ const WAIT = { timeout: 15_000 };
     };
   };
 
+  it('keeps a read receipt the socket never carried and sends it after the page is opened again', async () => {
+    const [carolContext, daveContext] = [await browser.newContext(), await browser.newContext()];
+    try {
+      const c = await signIn(carolContext, 'carol3');
+      let d = await signIn(daveContext, 'dave3');
+      await c.fill('#new-chat-user', 'dave3');
+      await c.press('#new-chat-user', 'Enter');
+      await send(c, 'Read me, please');
+      await ticks(c, 'Read me', 'delivered');
+      // Dave's connection dies without a close (a network gone): what the page sends goes nowhere,
+      // and the client does not know yet (the ping finds out only later).
+      await d.evaluate(() => {
+        (globalThis as unknown as PageState).parley.client.socket.send = () => undefined;
+      });
+      await d.click('.conv[data-key="direct:carol3"]');
+      await received(d, 'Read me, please');
+      await d.waitForFunction(() => (globalThis as unknown as PageState).parley.client.outbox.size === 1);
+      // Dave closes the tab before the read was accepted, and opens Parley again later.
+      await d.close();
+      d = await signIn(daveContext, 'dave3');
+      await ticks(c, 'Read me', 'read');
+    } finally {
+      await carolContext.close();
+      await daveContext.close();
+    }
+  }, 60_000);
+
   it('keeps a group message read although a repeat of it (the same id) is refused not_member after the sender left', async () => {
     const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
     try {
