@@ -428,7 +428,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       return;
     }
     const frame = parsed.frame;
-    if (!admit(conn, frame.type === 'ack', clientIdOf(frame))) return;
+    // A ping goes on the acks' larger budget: a keepalive refused because the user's other devices
+    // spent the frames' budget would make the app drop a healthy socket.
+    if (!admit(conn, frame.type === 'ack' || frame.type === 'ping', clientIdOf(frame))) return;
     metrics.frames.inc({ type: frame.type });
     if (frame.type === 'ping') return void send(conn, { type: 'pong' });
     await publishFrame(conn, frame, (data as Buffer).length);

@@ -367,6 +367,17 @@ describe('ws-gateway', () => {
     expect(await a.closed()).toBe(4029);
   });
 
+  it("answers a ping while its user's frame budget is spent by another device (pings go on the acks' budget)", async () => {
+    env = await startGateway({ ratePerSecond: 0.001, rateBurst: 2, userRateFactor: 1, rateCloseAfter: 100 });
+    const [laptop, phone] = [await connect('alice'), await connect('alice')];
+    await waitFor(() => env.gateway.connections.of('alice').length === 2, 2000, "alice's two sockets");
+    for (const id of ['l1', 'l2', 'l3']) laptop.send({ type: 'message', id, to: 'carol', body: id });
+    await laptop.next((f) => f.id === 'l3' && f.type === 'error');
+    // The phone's keepalive is not refused: a client that misses its pong drops a healthy socket.
+    phone.send({ type: 'ping' });
+    expect(await phone.next((f) => f.type === 'pong' || f.type === 'error')).toEqual({ type: 'pong' });
+  });
+
   it('closes with 4029 on refused messages in a row even when acks, with a budget of their own, get through', async () => {
     env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
     const alice = await connect('alice');
