@@ -1,4 +1,4 @@
-import { AddressInfo } from 'node:net';
+import net, { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { ErrorFrame, INTERNAL_SECRET_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
@@ -166,6 +166,34 @@ describe('ws-gateway', () => {
     expect(
       (await WsTestClient.refusal(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}&deviceId=a%20b`)).status,
     ).toBe(400);
+  });
+
+  it('lets go of the socket of a refused upgrade once its client closes, even one that wrote past its request', async () => {
+    env = await startGateway();
+    const open = () =>
+      new Promise<number>((resolve, reject) =>
+        env.gateway.http.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      );
+    // A client that sends a first frame with its request, as some do, before it reads the answer.
+    for (const after of ['', 'x'.repeat(70_000)]) {
+      const socket = net.connect(env.port, '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      socket.on('error', () => undefined);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(
+        'GET /v1/ws?token=garbage HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n${after}`,
+      );
+      await waitFor(() => answer.includes('"unauthorized"'), 5000, 'the 401');
+      expect(answer).toMatch(/^HTTP\/1\.1 401 /);
+      socket.end();
+      await closed;
+      // Before, the server read no more from it: it never saw the client's end, and held it for good
+      // (a descriptor each, and stop() waited on it without end).
+      await waitFor(async () => (await open()) === 0, 5000, 'the server to let go of the socket');
+    }
   });
 
   it('answers a plain GET of /v1/ws (its Upgrade header lost on the way) with 426 and what is missing', async () => {
