@@ -546,7 +546,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', ignore);
     try {
-      const url = new URL(request.url ?? '/', 'http://gateway');
+      const url = upgradeUrl(request);
       if (url.pathname !== '/v1/ws')
         throw new ParleyError('not_found', `no WebSocket endpoint at ${url.pathname}; use /v1/ws`);
       if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
@@ -685,6 +685,15 @@ function frameTexts(deliveries: GatewaySendRequest['deliveries'], frames: Pushed
       );
     return (shared[frame] ??= JSON.stringify(frames[frame]));
   });
+}
+
+/** The upgrade's URL; one that cannot be read is the client's error, as the HTTP routes answer it. */
+function upgradeUrl(request: IncomingMessage): URL {
+  try {
+    return new URL(request.url ?? '/', 'http://gateway');
+  } catch {
+    throw new ParleyError('invalid_request', 'path: is not a valid URL');
+  }
 }
 
 /** A refused upgrade gets an HTTP answer with the protocol's error body, before any WebSocket exists. */

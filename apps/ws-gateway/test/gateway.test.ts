@@ -196,6 +196,28 @@ describe('ws-gateway', () => {
     }
   });
 
+  it('refuses an upgrade whose path is no valid URL with 400 naming it, not 500 internal', async () => {
+    env = await startGateway();
+    for (const target of ['//%%/v1/ws', 'http://[::1/v1/ws']) {
+      const socket = net.connect(env.port, '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      socket.on('error', () => undefined);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(
+        `GET ${target} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      );
+      await closed;
+      const [head, body] = answer.split('\r\n\r\n');
+      expect({ target, status: head!.split(' ')[1] }).toEqual({ target, status: '400' });
+      expect(JSON.parse(body!)).toEqual({
+        error: { code: 'invalid_request', message: expect.stringMatching(/^path: is not a valid URL/) },
+      });
+    }
+  });
+
   it('answers a plain GET of /v1/ws (its Upgrade header lost on the way) with 426 and what is missing', async () => {
     env = await startGateway();
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
