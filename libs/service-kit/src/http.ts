@@ -8,7 +8,8 @@ import Fastify, {
   FastifySchema,
   RawServerDefault,
 } from 'fastify';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Histogram, Registry } from 'prom-client';
 import {
@@ -68,6 +69,7 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
           ? 'path: is not a valid URL (a malformed %-escape)'
           : `path: ${error.message}`,
       ),
+    clientErrorHandler,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpServer;
 
   app.setValidatorCompiler(validatorCompiler());
@@ -150,6 +152,33 @@ function closeConnectionsWhenClosing(app: HttpServer): void {
   app.addHook('onSend', async (_request, reply) => {
     if (closing) reply.header('connection', 'close');
   });
+}
+
+/**
+ * A request Node's HTTP parser refuses (Content-Length with Transfer-Encoding, a bad chunk size,
+ * headers past the limit), or one not complete in time, never reaches a route: it gets the
+ * protocol's error body naming what was wrong too, not fastify's `{"error":"Bad Request","message":"Client Error"}`.
+ */
+function clientErrorHandler(
+  this: FastifyInstance,
+  err: Error & { code?: string; reason?: string },
+  socket: Duplex,
+): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return; // nobody left to answer
+  const [status, code, message]: [number, ErrorCode, string] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'too_large', 'headers: are larger than allowed']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'invalid_request', 'request: did not arrive in full in time']
+        : [400, 'invalid_request', `request: is not valid HTTP/1.1 (${err.reason ?? err.message})`];
+  this.log.debug({ err }, 'refused a malformed request');
+  const body = JSON.stringify({ error: { code, message } });
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy(err);
 }
 
 /** Answer with the protocol's error body: `{"error":{"code","message"}}`. */

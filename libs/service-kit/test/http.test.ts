@@ -1,3 +1,4 @@
+import net, { AddressInfo } from 'node:net';
 import { Type } from '@sinclair/typebox';
 import { ParleyError } from '@parley/contracts';
 import {
@@ -38,6 +39,9 @@ function build(readiness = new Readiness(200)) {
 }
 
 describe('buildHttpServer', () => {
+  const afterClose: Array<() => Promise<unknown>> = [];
+  afterEach(() => Promise.all(afterClose.splice(0).map((close) => close())));
+
   it('answers /healthz', async () => {
     const app = build();
     const res = await app.inject('/healthz');
@@ -154,6 +158,49 @@ describe('buildHttpServer', () => {
     expect(allowed.json()).toEqual({ ok: true });
     expect((await app.inject('/teapot')).statusCode).toBe(429); // other routes need no secret
     await app.close();
+  });
+
+  it("answers a request Node's HTTP parser refuses with the protocol body naming what was wrong", async () => {
+    const app = build();
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    afterClose.push(() => app.close());
+    const { port } = app.server.address() as AddressInfo;
+    const answer = (request: string) =>
+      new Promise<{ status: number; body: unknown }>((resolve) => {
+        let text = '';
+        const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          const [head, body] = text.split('\r\n\r\n');
+          resolve({ status: Number(head!.split(' ')[1]), body: JSON.parse(body!) });
+        });
+      });
+    const post = 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n';
+    expect(
+      await answer(`${post}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n`),
+    ).toEqual({
+      status: 400,
+      body: {
+        error: {
+          code: 'invalid_request',
+          message: "request: is not valid HTTP/1.1 (Transfer-Encoding can't be present with Content-Length)",
+        },
+      },
+    });
+    expect(await answer(`${post}Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`)).toEqual({
+      status: 400,
+      body: {
+        error: {
+          code: 'invalid_request',
+          message: 'request: is not valid HTTP/1.1 (Invalid character in chunk size)',
+        },
+      },
+    });
+    expect(await answer(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toEqual({
+      status: 431,
+      body: { error: { code: 'too_large', message: 'headers: are larger than allowed' } },
+    });
   });
 
   it('lets a running request finish when the server closes, and closes idle connections', async () => {
