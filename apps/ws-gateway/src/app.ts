@@ -46,6 +46,7 @@ import {
   Service,
   TokenBucket,
   TokenVerifier,
+  rawErrorResponse,
   serviceUrl,
 } from '@parley/service-kit';
 import {
@@ -698,17 +699,12 @@ function upgradeUrl(request: IncomingMessage): URL {
 
 /** A refused upgrade gets an HTTP answer with the protocol's error body, before any WebSocket exists. */
 function rejectUpgrade(socket: Duplex, error: ParleyError) {
-  const body = JSON.stringify({ error: { code: error.code, message: error.message } });
-  const status = statusOf(error.code);
   // The upgrade took the socket from the HTTP parser and nothing reads it: a client that wrote past
   // its request (a first frame) was never seen to close, and its socket was held for good (stop()
   // waited on it). Read on, discarding, and let go once the answer is written, as ws does.
   socket.resume();
   socket.once('finish', () => socket.destroy());
-  socket.end(
-    `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Refused'}\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
+  socket.end(rawErrorResponse(statusOf(error.code), error.code, error.message));
 }
 
 /** Close every socket with 1001 (reconnect elsewhere), cutting those that do not finish in time. */

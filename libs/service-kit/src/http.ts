@@ -172,13 +172,20 @@ function clientErrorHandler(
         ? [408, 'invalid_request', 'request: did not arrive in full in time']
         : [400, 'invalid_request', `request: is not valid HTTP/1.1 (${err.reason ?? err.message})`];
   this.log.debug({ err }, 'refused a malformed request');
-  const body = JSON.stringify({ error: { code, message } });
-  if (socket.writable)
-    socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
+  if (socket.writable) socket.write(rawErrorResponse(status, code, message));
   socket.destroy(err);
+}
+
+/**
+ * An HTTP/1.1 answer with the protocol's error body, for writing straight to a socket where there
+ * is no fastify reply (a request the parser refused, a refused WebSocket upgrade).
+ */
+export function rawErrorResponse(status: number, code: ErrorCode, message: string): string {
+  const body = JSON.stringify({ error: { code, message } });
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
 }
 
 /** Answer with the protocol's error body: `{"error":{"code","message"}}`. */
