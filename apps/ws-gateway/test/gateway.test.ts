@@ -176,18 +176,9 @@ describe('ws-gateway', () => {
       );
     // A client that sends a first frame with its request, as some do, before it reads the answer.
     for (const after of ['', 'x'.repeat(70_000)]) {
-      const socket = net.connect(env.port, '127.0.0.1');
-      let answer = '';
-      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
-      socket.on('error', () => undefined);
-      const closed = new Promise((resolve) => socket.once('close', resolve));
-      await new Promise((resolve) => socket.once('connect', resolve));
-      socket.write(
-        'GET /v1/ws?token=garbage HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n${after}`,
-      );
-      await waitFor(() => answer.includes('"unauthorized"'), 5000, 'the 401');
-      expect(answer).toMatch(/^HTTP\/1\.1 401 /);
+      const { socket, answer, closed } = await rawUpgrade(env.port, '/v1/ws?token=garbage', after);
+      await waitFor(() => answer().includes('"unauthorized"'), 5000, 'the 401');
+      expect(answer()).toMatch(/^HTTP\/1\.1 401 /);
       socket.end();
       await closed;
       // Before, the server read no more from it: it never saw the client's end, and held it for good
@@ -199,18 +190,9 @@ describe('ws-gateway', () => {
   it('refuses an upgrade whose path is no valid URL with 400 naming it, not 500 internal', async () => {
     env = await startGateway();
     for (const target of ['//%%/v1/ws', 'http://[::1/v1/ws']) {
-      const socket = net.connect(env.port, '127.0.0.1');
-      let answer = '';
-      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
-      socket.on('error', () => undefined);
-      const closed = new Promise((resolve) => socket.once('close', resolve));
-      await new Promise((resolve) => socket.once('connect', resolve));
-      socket.write(
-        `GET ${target} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-      );
+      const { answer, closed } = await rawUpgrade(env.port, target);
       await closed;
-      const [head, body] = answer.split('\r\n\r\n');
+      const [head, body] = answer().split('\r\n\r\n');
       expect({ target, status: head!.split(' ')[1] }).toEqual({ target, status: '400' });
       expect(JSON.parse(body!)).toEqual({
         error: { code: 'invalid_request', message: expect.stringMatching(/^path: is not a valid URL/) },
@@ -1025,3 +1007,18 @@ describe('the internal URL a gateway advertises', () => {
     expect(advertisedInternalUrl({ ...base, HOST: '::' }, {})).toBe('http://127.0.0.1:9080');
   });
 });
+
+/** An upgrade request written by hand on a raw socket (then `after`, as a first frame sent with it). */
+async function rawUpgrade(port: number, target: string, after = '') {
+  const socket = net.connect(port, '127.0.0.1');
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+  socket.on('error', () => undefined);
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write(
+    `GET ${target} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n${after}`,
+  );
+  return { socket, answer: () => answer, closed };
+}

@@ -117,17 +117,18 @@ describe('a Postgres made read-only under the pool (a failover)', () => {
   });
 });
 
+/** The test database reached through a proxy that can cut or stall the connection. */
+async function throughProxy(options: { max: number; statementTimeoutMs?: number }) {
+  const target = new URL(TEST_DATABASE_URL);
+  const proxy = await TcpFaultProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+  const connectionString = Object.assign(target, { port: String(proxy.port) }).toString();
+  return { proxy, db: createPgDatabase({ connectionString, ...options }) };
+}
+
 describe('a Postgres connection lost mid-transaction', () => {
   let proxy: TcpFaultProxy;
   let db: SqlDatabase;
-  beforeAll(async () => {
-    const target = new URL(TEST_DATABASE_URL);
-    proxy = await TcpFaultProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
-    db = createPgDatabase({
-      connectionString: Object.assign(target, { port: String(proxy.port) }).toString(),
-      max: 2,
-    });
-  });
+  beforeAll(async () => ({ proxy, db } = await throughProxy({ max: 2 })));
   afterAll(async () => {
     await db.close();
     await proxy.close();
@@ -153,15 +154,7 @@ describe('a Postgres connection lost mid-transaction', () => {
 describe('a Postgres that stops answering mid-query (its host gone without a reset)', () => {
   let proxy: TcpFaultProxy;
   let db: SqlDatabase;
-  beforeAll(async () => {
-    const target = new URL(TEST_DATABASE_URL);
-    proxy = await TcpFaultProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
-    db = createPgDatabase({
-      connectionString: Object.assign(target, { port: String(proxy.port) }).toString(),
-      max: 1,
-      statementTimeoutMs: 500,
-    });
-  });
+  beforeAll(async () => ({ proxy, db } = await throughProxy({ max: 1, statementTimeoutMs: 500 })));
   afterAll(async () => {
     await proxy.close();
     await db.close();
