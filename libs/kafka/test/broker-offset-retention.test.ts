@@ -5,6 +5,7 @@ import { Kafka, logLevel, Partitioners, type Admin } from 'kafkajs';
 import pino from 'pino';
 import { waitFor } from '@parley/test-kit';
 import { startBroker, type Broker, type BrokerOptions } from '../src/broker';
+import { RawClient } from './support/raw-client';
 
 // Offset retention (Kafka's offsets.retention.minutes, KIP-211): a group without members loses its
 // committed offsets once it has been empty that long, and is forgotten, in memory and on disk.
@@ -226,5 +227,80 @@ describe('offset retention in the embedded broker', () => {
       retention * 3,
       'the resumed group to expire',
     );
+  }, 20_000);
+});
+
+describe('offset retention when the disk fails a write', () => {
+  /** Every fs.writeSync fails as on a full disk until the returned spy is restored. */
+  const diskFull = () =>
+    jest.spyOn(fs, 'writeSync').mockImplementation(() => {
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    });
+
+  /** JoinGroup v0 of a new member of `groupId` (session timeout `sessionMs`); resolves with its error code. */
+  const joinGroup = async (client: RawClient, groupId: string, sessionMs: number) => {
+    const str = (s: string) => {
+      const b = Buffer.alloc(2 + Buffer.byteLength(s));
+      b.writeInt16BE(Buffer.byteLength(s), 0);
+      b.write(s, 2);
+      return b;
+    };
+    const int32 = (n: number) => {
+      const b = Buffer.alloc(4);
+      b.writeInt32BE(n, 0);
+      return b;
+    };
+    const body = Buffer.concat([
+      str(groupId),
+      int32(sessionMs),
+      str(''), // member id: a new member
+      str('consumer'),
+      int32(1), // one protocol
+      str('RoundRobinAssigner'),
+      int32(0), // empty metadata
+    ]);
+    return (await client.request(11, 0, body)).readInt16BE(0);
+  };
+
+  test('a failed write as an empty group expires (the retention timer) is logged; the broker runs on', async () => {
+    const broker = await start({ dataDir: tmp(), offsetsRetentionMs: 300 });
+    const { consumer, admin } = await readAndCommitted(broker, 'full-disk', 'full-disk-topic');
+    await consumer.disconnect();
+    const failing = diskFull();
+    try {
+      // Forgotten in memory all the same (not on disk: it comes back after a restart, to expire again).
+      await waitFor(
+        async () => (await committed(admin, 'full-disk', 'full-disk-topic')) === '-1',
+        3000,
+        'the offsets to expire',
+      );
+      expect(failing).toHaveBeenCalled();
+      await sleep(200); // more retention passes
+      expect((await admin.listTopics()).includes('full-disk-topic')).toBe(true);
+    } finally {
+      failing.mockRestore();
+    }
+  }, 20_000);
+
+  test("a failed write as a vanished member's session runs out is logged; the member is removed all the same", async () => {
+    const broker = await start({ dataDir: tmp() });
+    const { consumer, admin } = await readAndCommitted(broker, 'vanished', 'vanished-topic');
+    await consumer.disconnect();
+    // A member that joins and is never heard from again (its process killed): its session runs out.
+    const client = await RawClient.connect(broker.address);
+    expect(await joinGroup(client, 'vanished', 200)).toBe(0);
+    client.close();
+    const failing = diskFull();
+    try {
+      await waitFor(
+        async () => (await groupState(admin, 'vanished')).state === 'Empty',
+        3000,
+        'the member to be removed',
+      );
+      expect(failing).toHaveBeenCalled();
+      expect(await committed(admin, 'vanished', 'vanished-topic')).toBe('3');
+    } finally {
+      failing.mockRestore();
+    }
   }, 20_000);
 });

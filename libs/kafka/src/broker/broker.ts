@@ -110,12 +110,25 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
     {
       minSessionTimeoutMs: options.minSessionTimeoutMs ?? 100,
       maxSessionTimeoutMs: options.maxSessionTimeoutMs ?? 30 * 60 * 1000,
-      onEmptyChange: (groupId, empty) => offsets.setEmpty(groupId, empty),
+      // Called from the coordinator's timers too (a session running out): a write that fails there
+      // (a full disk) would throw out of the timer and end the process. Applied in memory all the same.
+      onEmptyChange: (groupId, empty) => {
+        try {
+          offsets.setEmpty(groupId, empty);
+        } catch (err) {
+          logger.error({ err, groupId }, 'could not record that a consumer group emptied or filled');
+        }
+      },
     },
     logger,
   );
   const expireGroups = () => {
-    logExpired(offsets.expire(offsetsRetentionMs, (id) => groups.hasMembers(id)));
+    try {
+      logExpired(offsets.expire(offsetsRetentionMs, (id) => groups.hasMembers(id)));
+    } catch (err) {
+      // Run by the retention timer: a failed write (a full disk) thrown from there ends the process.
+      logger.error({ err }, 'offsets retention failed');
+    }
     groups.forgetEmpty((id) => offsets.list(id).length > 0);
   };
   let producerIds = Date.now() * 16;
