@@ -151,6 +151,13 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       400,
       { code: 'invalid_request', message: 'query after: is not a cursor returned by this API' },
     ]);
+    // Well formed but naming no group id (a NUL in it, which Postgres cannot take): a forged cursor, not a 500.
+    const nul = Buffer.from('g1:5:pg\u00001').toString('base64url');
+    const forgedId = await call('GET', `/internal/groups?after=${nul}`, 'quin');
+    expect([forgedId.statusCode, forgedId.json().error]).toEqual([
+      400,
+      { code: 'invalid_request', message: 'query after: is not a cursor returned by this API' },
+    ]);
     const tooMany = await call('GET', '/internal/groups?limit=201', 'quin');
     expect([tooMany.statusCode, tooMany.json().error.code]).toEqual([400, 'invalid_request']);
   });
