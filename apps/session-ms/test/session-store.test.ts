@@ -74,8 +74,13 @@ const connIdsOf = async (store: SessionStore, user: string) =>
   ((await store.connectionsOf([user])).get(user) ?? []).map((c) => c.connId);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Heartbeats of these gateways every 10 ms for `ms` (ttl 50 ms). */
+/**
+ * Heartbeats every 10 ms, each counted as read for 200 ms: with 50, a pause of the test process on a
+ * loaded box (a full CI run with two workers beside the browser test) let them lapse before the
+ * store was asked, and it judged no gateway (a flake seen twice, in these two tests).
+ */
 const beating =
-  (store: SessionStore, ttlMs = 50) =>
+  (store: SessionStore, ttlMs = 200) =>
   async (ms: number, ...gateways: string[]) => {
     for (const end = Date.now() + ms; Date.now() < end;) {
       for (const gateway of gateways) await store.gatewayAlive(gateway, ttlMs);
@@ -165,7 +170,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     await forgetful.addConnection(connection('walt', 'p', 'gw-paused'));
     await forgetful.addConnection(connection('walt', 'c', 'gw-crashed'));
     expect((await connIdsOf(forgetful, 'walt')).sort()).toEqual(['c', 'p']);
-    await beat(100, 'gw-paused'); // gw-crashed silent while the other beats
+    await beat(300, 'gw-paused'); // gw-crashed silent for longer than a ttl while the other beats
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']);
     await beat(400, 'gw-paused'); // past the forget horizon
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']); // and 'c' forgotten here
@@ -176,10 +181,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 
   it('forgets the connections of a gateway gone past the horizon though nobody looks them up', async () => {
     const forgetful = target.open(400);
-    // Heartbeats count as being read for 200 ms after the last. With 50 it once forgot nothing, in a
-    // full CI run beside the browser test: likely a pause of over 50 ms between the last beat and the
-    // sweep, which then found no heartbeat being read (not reproduced alone under three busy loops).
-    const beat = beating(forgetful, 200);
+    const beat = beating(forgetful);
     await beat(80, 'gw-paused', 'gw-crashed');
     await forgetful.addConnection(connection('una', 'u1', 'gw-crashed'));
     await forgetful.addConnection(connection('una', 'u2', 'gw-crashed'));
@@ -593,7 +595,7 @@ describe('RedisSessionStore while Redis refuses connections', () => {
       expect(errors).toEqual([expect.stringMatching(/ECONNREFUSED 127\.0\.0\.1:1$/)]);
       const began = Date.now();
       await expect(store.ping()).rejects.toThrow(/^redis (connecting|reconnecting): .*ECONNREFUSED/);
-      expect(Date.now() - began).toBeLessThan(100);
+      expect(Date.now() - began).toBeLessThan(1000); // not the probe's 2 s timeout behind the reconnects
     } finally {
       await store.close();
     }
