@@ -1,6 +1,6 @@
 import {
+  compile,
   ErrorBody,
-  ERROR_CODES,
   ErrorCode,
   INTERNAL_REFUSED_HEADER,
   INTERNAL_SECRET_HEADER,
@@ -87,11 +87,11 @@ export function createHttpUpstreams(
   };
 }
 
+const validateErrorBody = compile(ErrorBody);
+
+/** The protocol's error body: its code one of ERROR_CODES' own (not `toString`, which `in` finds). */
 function isErrorBody(value: unknown): value is ErrorBody {
-  const code = (value as ErrorBody | undefined)?.error?.code;
-  return (
-    typeof code === 'string' && code in ERROR_CODES && typeof (value as ErrorBody).error.message === 'string'
-  );
+  return validateErrorBody(value).ok;
 }
 
 export type { ErrorCode };
