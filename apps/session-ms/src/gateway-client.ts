@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { isDeepStrictEqual } from 'node:util';
 import {
+  compile,
   GatewayDelivery,
   GatewaySendRequest,
   GatewaySendResponse,
@@ -41,6 +42,8 @@ export interface GatewayClient {
   /** Closes kept-alive connections. */
   close?(): void;
 }
+
+const validateSendResponse = compile(GatewaySendResponse);
 
 /**
  * HTTP with kept-alive connections per gateway. `node:http` rather than `fetch`: on the delivery
@@ -86,15 +89,19 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
     async send(gatewayUrl, deliveries) {
       const body = Buffer.from(JSON.stringify(sharingFrames(deliveries)));
       const text = await post(gatewayUrl, '/send', body, 200);
-      let results: unknown;
+      let answer: unknown;
       try {
-        results = (JSON.parse(text) as GatewaySendResponse).results;
+        answer = JSON.parse(text);
       } catch (err) {
         throw new GatewayCallError(`gateway ${gatewayUrl} answered no JSON`, 'bad_answer', { cause: err });
       }
-      if (!Array.isArray(results))
-        throw new GatewayCallError(`gateway ${gatewayUrl} answered no results`, 'bad_answer');
-      return results as GatewaySendResult[];
+      const checked = validateSendResponse(answer);
+      if (!checked.ok)
+        throw new GatewayCallError(
+          `gateway ${gatewayUrl} answered no results (${checked.errors.join('; ')})`,
+          'bad_answer',
+        );
+      return checked.value.results;
     },
     async announce(gatewayUrl) {
       await post(gatewayUrl, '/announce', Buffer.from('{}'), 202);

@@ -152,6 +152,17 @@ describe('the HTTP gateway client', () => {
     await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'bad_answer' });
     client.close?.();
   });
+
+  it('refuses as bad_answer results that are not GatewaySendResponse’s, rather than handing them on', async () => {
+    const client = createHttpGatewayClient(SECRET);
+    // Each passed before as a GatewaySendResult: `missing` as a string made delivery forget the
+    // connections named by its characters, and a null threw where delivery read its `missing`.
+    for (const results of [[null], [{ written: 1, missing: 'c-bob' }], [{ written: '1' }], [{}]]) {
+      answer = (_req, _body, res) => void res.writeHead(200).end(JSON.stringify({ results }));
+      await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'bad_answer' });
+    }
+    client.close?.();
+  });
 });
 
 describe('coalescingSends', () => {
