@@ -51,5 +51,6 @@ export declare class ParleyClient extends EventTarget {
   createGroup(name: string, members: string[], id?: string): Promise<Json>;
   groups(): Promise<Json[]>;
   group(id: string): Promise<Json>;
-  presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen?: number }>>;
+  /** `lastSeen`: the last connect or disconnect; null if never seen. */
+  presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
 }

@@ -1,6 +1,7 @@
 import { createServer, IncomingMessage, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
+import type { Presence } from '@parley/contracts';
 import { ParleyClient } from '../public/parley-client.js';
 
 /** A client whose REST calls reach `answer`, a stand-in for rest-gateway; closed after `use`. */
@@ -82,6 +83,18 @@ describe('parley-client.js REST retries', () => {
         const created = await c.createGroup('trip', ['bob']);
         expect(calls).toBe(2);
         expect([...groups]).toEqual([created.id]);
+      },
+    );
+  });
+
+  it('gives presence as GET /v1/presence answers it: lastSeen null for a user never seen', async () => {
+    await withRestStandIn(
+      (_request, _body, response) =>
+        json(response, 200, { presence: [{ user: 'bob', online: false, lastSeen: null }] }),
+      async (c) => {
+        // Typed as the contracts' Presence (tsc checks it): the client's types said `lastSeen?: number`.
+        const presence: Presence[] = await c.presence(['bob']);
+        expect(presence).toEqual([{ user: 'bob', online: false, lastSeen: null }]);
       },
     );
   });
