@@ -47,6 +47,8 @@ export const MAX_DEVICES_PER_USER = 20;
 
 /** The first key of push-ms's advisory locks (group-ms uses its own). */
 const TOKEN_LOCK_NAMESPACE = 0x70757368; // "push"
+/** The first key of the lock on a user's devices (always taken after the token's: no deadlock). */
+const USER_LOCK_NAMESPACE = 0x70757375; // "pusu"
 
 /** The device store on Postgres or PGlite (same SQL). */
 export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.now): DeviceStore {
@@ -59,6 +61,9 @@ export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.n
         // One registration of a token at a time: two at once would each delete the other's row
         // before either committed, and the token would reach both accounts.
         await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_NAMESPACE, token]);
+        // One registration per user at a time: two at once would each trim the others to the cap
+        // without seeing the other's new row, and the user would keep more than the cap.
+        await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [USER_LOCK_NAMESPACE, user]);
         // A phone that signs in as someone else keeps its token: the previous owner must stop getting pushes.
         await tx.query(
           'DELETE FROM push_devices WHERE token = $1 AND NOT (user_id = $2 AND device_id = $3)',

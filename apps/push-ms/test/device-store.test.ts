@@ -59,6 +59,20 @@ describe.each(testDatabases())('device store on $name', (target) => {
     expect(kept).not.toContain('d02');
   });
 
+  it('keeps at most MAX_DEVICES_PER_USER devices when the user registers several at the same moment', async () => {
+    for (let i = 0; i < MAX_DEVICES_PER_USER; i++)
+      await store.register('lea', `old-${i}`, `tok-lea-old-${i}`, 'android');
+    // Each registration trims the others to the cap; at once, none saw the others' new rows.
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          store.register('lea', `new-${round}-${i}`, `tok-lea-new-${round}-${i}`, 'android'),
+        ),
+      );
+      expect(await store.devices('lea')).toHaveLength(MAX_DEVICES_PER_USER);
+    }
+  });
+
   it('forgets invalid tokens of that user only', async () => {
     await store.register('erin', 'a', 'tok-e1', 'android');
     await store.register('erin', 'b', 'tok-e2', 'android');
