@@ -104,7 +104,14 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const forgetInvalid = async (user: string, tokens: string[]) => {
     if (tokens.length === 0) return;
     metrics.tokens.inc({ result: 'invalid' }, tokens.length);
-    const removed = await options.devices.removeTokens(user, tokens);
+    let removed: number;
+    try {
+      removed = await options.devices.removeTokens(user, tokens);
+    } catch (err) {
+      // Not the push's failure: its other devices are still retried. FCM reports them again next time.
+      options.logger.warn({ err, user }, 'could not forget device tokens the push provider reported invalid');
+      return;
+    }
     metrics.tokensRemoved.inc(removed);
     options.logger.info({ user, removed }, 'forgot device tokens the push provider reported invalid');
   };

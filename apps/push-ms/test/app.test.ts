@@ -240,6 +240,35 @@ describe('push-ms service against a fake FCM server', () => {
     );
   });
 
+  it('still retries the other devices, and counts the push sent, when forgetting an invalid token fails (a database blip)', async () => {
+    const { service, bus } = await startService();
+    await register(service, 'kai', 'phone', 'kai-phone');
+    await register(service, 'kai', 'gone', 'kai-gone');
+    fcm.answer = (request, n) => {
+      if (request.message.token === 'kai-gone') return FCM_ERRORS.unregistered;
+      return n === 0 ? FCM_ERRORS.internal : { status: 200, body: {} };
+    };
+    const spy = jest
+      .spyOn(devices, 'removeTokens')
+      .mockRejectedValueOnce(new TransientError('Postgres restarting'));
+    try {
+      await bus.publish(TOPICS.offline, [offline(message('kai'))]);
+      await waitFor(
+        () => fcm.tokensSentTo().filter((t) => t === 'kai-phone').length === 2,
+        2000,
+        "kai-phone's retry",
+      );
+      await waitFor(async () =>
+        (await metricsOf(service)).includes(
+          'parley_push_notifications_total{result="sent",service="push-ms"} 1',
+        ),
+      );
+      expect(await metricsOf(service)).not.toContain('parley_push_notifications_total{result="failed"');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('retries a transient FCM error with backoff, and counts a push that keeps failing without holding up others', async () => {
     const { service, bus } = await startService();
     await register(service, 'erin', 'phone', 'erin-phone');
