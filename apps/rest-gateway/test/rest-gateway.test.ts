@@ -573,54 +573,44 @@ describe('rest-gateway', () => {
     }
   });
 
-  it('answers 503 naming the service, not 500 or a bare status, when an upstream answers 4xx without the error body', async () => {
-    const upstream = await startUpstream((req) =>
-      req.method === 'DELETE' ? { status: 404 } : { status: 404, body: { message: 'Not Found' } },
-    );
-    ({ gateway } = build({ upstreamUrl: upstream.url }));
-    try {
-      const headers = await auth();
-      // A JSON body that is no error body (a 500 before: it failed the error schema), and none at all
-      // (passed on before as a 404 with an empty body).
-      const group = await gateway.http.inject({ method: 'GET', url: '/v1/groups/g1', headers });
-      const device = await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/phone1', headers });
-      expect([group.statusCode, group.json()]).toEqual([
-        503,
-        { error: { code: 'unavailable', message: 'group-ms answered 404' } },
-      ]);
-      expect([device.statusCode, device.json()]).toEqual([
-        503,
-        { error: { code: 'unavailable', message: 'push-ms answered 404' } },
-      ]);
-    } finally {
-      await upstream.close();
-    }
-  });
-
-  it('answers 503 naming the service when an upstream error body names a code the protocol lacks (an inherited property name)', async () => {
+  it.each<[string, Parameters<typeof startUpstream>[0]]>([
+    // A JSON body that is no error body (a 500 before: it failed the error schema), and none at all
+    // (passed on before as a 404 with an empty body).
+    [
+      'no error body',
+      (req) => (req.method === 'DELETE' ? { status: 404 } : { status: 404, body: { message: 'Not Found' } }),
+    ],
     // `'toString' in ERROR_CODES` holds (the prototype's): the code reached statusOf, and the edge
     // answered 500 with fastify's own body (FST_ERR_BAD_STATUS_CODE), not the protocol's.
-    const upstream = await startUpstream((req) => ({
-      status: 404,
-      body: { error: { code: req.method === 'DELETE' ? '__proto__' : 'toString', message: 'gone' } },
-    }));
-    ({ gateway } = build({ upstreamUrl: upstream.url }));
-    try {
-      const headers = await auth();
-      const group = await gateway.http.inject({ method: 'GET', url: '/v1/groups/g1', headers });
-      const device = await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/phone1', headers });
-      expect([group.statusCode, group.json()]).toEqual([
-        503,
-        { error: { code: 'unavailable', message: 'group-ms answered 404' } },
-      ]);
-      expect([device.statusCode, device.json()]).toEqual([
-        503,
-        { error: { code: 'unavailable', message: 'push-ms answered 404' } },
-      ]);
-    } finally {
-      await upstream.close();
-    }
-  });
+    [
+      'an error body whose code the protocol lacks (an inherited property name)',
+      (req) => ({
+        status: 404,
+        body: { error: { code: req.method === 'DELETE' ? '__proto__' : 'toString', message: 'gone' } },
+      }),
+    ],
+  ])(
+    'answers 503 naming the service, not 500 or a bare status, when an upstream answers 4xx with %s',
+    async (_, answer) => {
+      const upstream = await startUpstream(answer);
+      ({ gateway } = build({ upstreamUrl: upstream.url }));
+      try {
+        const headers = await auth();
+        const group = await gateway.http.inject({ method: 'GET', url: '/v1/groups/g1', headers });
+        const device = await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/phone1', headers });
+        expect([group.statusCode, group.json()]).toEqual([
+          503,
+          { error: { code: 'unavailable', message: 'group-ms answered 404' } },
+        ]);
+        expect([device.statusCode, device.json()]).toEqual([
+          503,
+          { error: { code: 'unavailable', message: 'push-ms answered 404' } },
+        ]);
+      } finally {
+        await upstream.close();
+      }
+    },
+  );
 
   it('follows no redirect from an upstream, so the internal secret goes nowhere else (503 naming the service)', async () => {
     const elsewhere = await startUpstream(() => ({ status: 200, body: { groups: [] } }));
