@@ -6,10 +6,10 @@ export interface PendingDeliverable {
   frame: Deliverable;
 }
 
-/** Which stored deliverable: its recipient and mid. */
 /** A recipient's mid as one string, for sets and maps (no user id holds a newline). */
 export const keyOf = (recipient: string, mid: string) => `${recipient}\n${mid}`;
 
+/** Which stored deliverable: its recipient and mid. */
 export interface StoredKey {
   to: string;
   mid: string;

@@ -387,11 +387,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
    * The bucket that refuses the frame, if one does: the socket's own first, then its user's where the
    * user holds several sockets here (no array per frame: this runs for every frame).
    */
-  const refusingBucket = (conn: ClientConnection, isAck: boolean): TokenBucket | undefined => {
-    const own = isAck ? conn.ackBucket : conn.bucket;
+  const refusingBucket = (conn: ClientConnection, onAckBudget: boolean): TokenBucket | undefined => {
+    const own = onAckBudget ? conn.ackBucket : conn.bucket;
     if (!own.take()) return own;
     const shared = userBudgets.of(conn.user);
-    const userBucket = shared && (isAck ? shared.acks : shared.frames);
+    const userBucket = shared && (onAckBudget ? shared.acks : shared.frames);
     return userBucket && !userBucket.take() ? userBucket : undefined;
   };
 
@@ -399,9 +399,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
    * Takes a token for a frame; without one, refuses it and closes after repeated violations. Counted
    * per socket and kind: acks, with a budget of their own, do not wipe out a run of refused messages.
    */
-  const admit = (conn: ClientConnection, isAck: boolean, id: string | undefined): boolean => {
-    const kind = isAck ? 'acks' : 'frames';
-    const bucket = refusingBucket(conn, isAck);
+  const admit = (conn: ClientConnection, onAckBudget: boolean, id: string | undefined): boolean => {
+    const kind = onAckBudget ? 'acks' : 'frames';
+    const bucket = refusingBucket(conn, onAckBudget);
     if (!bucket) {
       conn.refusedInARow[kind] = 0;
       return true;
