@@ -49,6 +49,13 @@ export interface KafkaBusOptions {
    * p50 at half max, so it is off by default (docs/benchmarks.md, tenth session).
    */
   minCycleMs?: number;
+  /**
+   * A consumer kafkajs stopped and will not restart (a non-retriable error: the group held by
+   * clients of another protocol, an authorization refused). Nothing more is read by it; the process
+   * should be restarted (`connectKafkaBus` marks it broken). A failure during `start()` also
+   * rejects the start.
+   */
+  onConsumerStopped?: (err: Error, consumer: { topic: string; groupId: string }) => void;
   consumer?: {
     sessionTimeout?: number;
     heartbeatInterval?: number;
@@ -519,6 +526,17 @@ function createSubscription<T>(
   // rebalance: what was handled is committed before the partitions move, whichever beat saw it.
   consumer.on(consumer.events.REBALANCING, () => void committer.commit().catch(() => undefined));
   consumer.on(consumer.events.FETCH_START, ({ payload }) => position.fetchStarted(payload.nodeId));
+  /** Set when kafkajs stopped this consumer for good (a crash it does not restart from). */
+  let stoppedForGood: Error | undefined;
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    if (payload.restart || !running) return;
+    stoppedForGood = new Error(
+      `the consumer of ${topic.name} (group ${groupId}) stopped for good: ${payload.error.message}`,
+      { cause: payload.error },
+    );
+    logger.fatal({ err: payload.error }, 'consumer stopped for good: nothing more is read until a restart');
+    options.onConsumerStopped?.(stoppedForGood, { topic: topic.name, groupId });
+  });
   consumer.on(consumer.events.REQUEST, ({ payload }) => {
     if (payload.apiName === 'Fetch') position.fetchAnswered();
   });
@@ -710,6 +728,8 @@ function createSubscription<T>(
         partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 4,
         eachBatch,
       });
+      // kafkajs's run() resolves even when joining the group failed for good: fail the start.
+      if (stoppedForGood) throw stoppedForGood;
     },
     async stop() {
       committer.stop();

@@ -31,6 +31,7 @@ export async function connectKafkaBus(
     packEvents: settings.KAFKA_PACK_EVENTS,
     commitIntervalMs: settings.KAFKA_COMMIT_INTERVAL_MS,
     minCycleMs: settings.KAFKA_CONSUMER_MIN_CYCLE_MS,
+    onConsumerStopped: (err) => runtime.readiness.markBroken(err.message),
     ...options,
     consumer: { ...consumer, ...options.consumer },
   });

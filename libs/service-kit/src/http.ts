@@ -82,7 +82,12 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
   });
 
   const probe = { schema: { hide: true } as FastifySchema }; // kept out of the OpenAPI document
-  app.get('/healthz', probe, async () => ({ status: 'ok' }));
+  app.get('/healthz', probe, async (_request, reply) => {
+    const broken = options.readiness.broken();
+    if (!broken) return { status: 'ok' };
+    reply.code(503);
+    return { status: 'broken', reason: broken };
+  });
   app.get('/readyz', probe, async (_request, reply) => {
     const report = await options.readiness.report();
     reply.code(report.ready ? 200 : 503);

@@ -9,6 +9,7 @@ export interface CheckReport {
 export class Readiness {
   private readonly checks = new Map<string, Check>();
   private draining = false;
+  private brokenBy: string | undefined;
 
   constructor(private readonly timeoutMs = 2000) {}
 
@@ -21,13 +22,28 @@ export class Readiness {
     this.draining = true;
   }
 
+  /**
+   * Something the process cannot recover from by itself (a Kafka consumer stopped for good): it
+   * reports not-ready and fails `/healthz` too, so the orchestrator restarts it. The first reason
+   * stands.
+   */
+  markBroken(reason: string): void {
+    this.brokenBy ??= reason;
+  }
+
+  /** Why the process must be restarted, if it must. */
+  broken(): string | undefined {
+    return this.brokenBy;
+  }
+
   async report(): Promise<CheckReport> {
     const entries = await Promise.all(
       [...this.checks].map(async ([name, check]) => [name, await this.run(check)] as const),
     );
     const checks = Object.fromEntries(entries);
     if (this.draining) checks.shutdown = 'draining';
-    const ready = !this.draining && entries.every(([, result]) => result === 'ok');
+    if (this.brokenBy) checks.broken = this.brokenBy;
+    const ready = !this.draining && !this.brokenBy && entries.every(([, result]) => result === 'ok');
     return { ready, checks };
   }
 

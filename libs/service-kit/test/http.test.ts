@@ -69,6 +69,27 @@ describe('buildHttpServer', () => {
     await app.close();
   });
 
+  it('fails /healthz and /readyz with the reason once the process is marked broken (the first reason stands)', async () => {
+    const readiness = new Readiness(100);
+    readiness.register('kafka', () => undefined);
+    const app = build(readiness);
+    readiness.markBroken('the consumer of t (group g) stopped for good: protocols incompatible');
+    readiness.markBroken('a later reason');
+    const health = await app.inject('/healthz');
+    expect(health.statusCode).toBe(503);
+    expect(health.json()).toEqual({
+      status: 'broken',
+      reason: 'the consumer of t (group g) stopped for good: protocols incompatible',
+    });
+    const ready = await app.inject('/readyz');
+    expect(ready.statusCode).toBe(503);
+    expect(ready.json()).toEqual({
+      status: 'not ready',
+      checks: { kafka: 'ok', broken: 'the consumer of t (group g) stopped for good: protocols incompatible' },
+    });
+    await app.close();
+  });
+
   it('reports a hanging check as timed out', async () => {
     const readiness = new Readiness(50);
     readiness.register('hang', () => new Promise(() => undefined));

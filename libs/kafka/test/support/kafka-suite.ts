@@ -63,6 +63,30 @@ function watchConsumers(k: Kafka): Consumer[] {
   return created;
 }
 
+/** A partition assignor kafkajs's own consumers do not offer: a group can share no protocol with it. */
+function assignorNamed(name: string) {
+  return () => ({
+    name,
+    version: 1,
+    async assign({ members }: { members: { memberId: string }[] }) {
+      return members.map(({ memberId }) => ({
+        memberId,
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({
+          version: 1,
+          assignment: {},
+          userData: Buffer.alloc(0),
+        }),
+      }));
+    },
+    protocol({ topics }: { topics: string[] }) {
+      return {
+        name,
+        metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.alloc(0) }),
+      };
+    },
+  });
+}
+
 /**
  * The libs/kafka suite: plain kafkajs and the EventBus adapter against one Kafka target. The same
  * function runs against the embedded broker and, when a Docker engine is present, a real Kafka.
@@ -800,6 +824,40 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         }
         await waitFor(() => batches.flat().length === 6, 15_000, 'every event');
         expect(batches).toEqual([[0], [1, 2, 3, 4, 5]]);
+      });
+
+      test('a consumer kafkajs stops for good (its group held by clients of another assignor) fails its start and is reported', async () => {
+        const spec = pingTopic(unique('stopped'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const otherApp = later(
+          kafka('other-app').consumer({
+            groupId,
+            ...FAST_CONSUMER,
+            partitionAssigners: [assignorNamed('other')],
+          }),
+        );
+        await otherApp.connect();
+        await otherApp.subscribe({ topic: spec.name, fromBeginning: true });
+        let otherJoined = false;
+        otherApp.on(otherApp.events.GROUP_JOIN, () => void (otherJoined = true));
+        await otherApp.run({ eachMessage: async () => undefined });
+        await waitFor(() => otherJoined, 15_000, 'the other app to join the group');
+
+        const reported: Array<{ message: string; consumer: { topic: string; groupId: string } }> = [];
+        const b = createKafkaBus({
+          kafka: kafka('bus'),
+          logger,
+          consumer: FAST_CONSUMER,
+          onConsumerStopped: (err, consumer) => reported.push({ message: err.message, consumer }),
+        });
+        cleanups.push(() => b.close());
+        const sub = b.subscribe({ groupId, topic: spec, handle: async () => undefined });
+        const expected = `the consumer of ${spec.name} (group ${groupId}) stopped for good: The group member's supported protocols are incompatible`;
+        await expect(sub.start()).rejects.toThrow(expected);
+        expect(reported).toEqual([
+          { message: expect.stringContaining(expected), consumer: { topic: spec.name, groupId } },
+        ]);
       });
 
       test('stop() does not wait out a handler that keeps failing on a dependency', async () => {
