@@ -2,4 +2,4 @@ import { buildEmbeddedGateway } from './embedded-gateway';
 import { serveOnThisThread } from './service-thread';
 
 // The entry of the ws-gateway's thread (embeddedGatewayOnThread).
-serveOnThisThread(buildEmbeddedGateway);
+serveOnThisThread('ws-gateway', buildEmbeddedGateway);

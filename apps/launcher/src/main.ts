@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { KafkaSettingsSchema } from '@parley/kafka';
-import { ConfigError, createLogger, loadConfig } from '@parley/service-kit';
+import { ConfigError, createLogger, loadConfig, logUnhandledRejections } from '@parley/service-kit';
 import { startFleet } from './fleet';
 
 const LauncherConfig = Type.Object({
@@ -27,6 +27,7 @@ async function main() {
     throw err;
   }
   const logger = createLogger('launcher', { level: 'info' });
+  logUnhandledRejections(logger);
   const fleet = await startFleet({
     dataDir: config.PARLEY_DATA_DIR,
     kafkaBrokers: config.KAFKA_BROKERS,

@@ -1,5 +1,5 @@
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import type { Service } from '@parley/service-kit';
+import { createLogger, logUnhandledRejections, type Service } from '@parley/service-kit';
 
 type ToThread = { type: 'stop' } | { type: 'gc' };
 type FromThread =
@@ -116,11 +116,13 @@ export function threadService(
 
 /**
  * The thread side of `threadService`: builds the service from the thread's data, starts it, and
- * stops it when asked. Call it at the top level of the entry module.
+ * stops it when asked; `name` names its logs. Call it at the top level of the entry module.
  */
-export function serveOnThisThread<T>(build: (data: T) => Promise<Service>): void {
+export function serveOnThisThread<T>(name: string, build: (data: T) => Promise<Service>): void {
   const port = parentPort;
   if (isMainThread || !port) throw new Error('serveOnThisThread runs on a worker thread');
+  // A thread has its own process events: without this, one such rejection would end the fleet.
+  logUnhandledRejections(createLogger(name));
   const post = (message: FromThread) => port.postMessage(message);
   const failed = (err: unknown): FromThread => ({
     type: 'failed',

@@ -53,4 +53,14 @@ describe('threadService', () => {
     expect(crashes.map((err) => err.message)).toEqual(['http thread failed: crashed on the thread']);
     await service.stop();
   });
+
+  it('logs a rejection nothing handled on the thread and goes on serving, as a service process does', async () => {
+    const crashes: Error[] = [];
+    const { port, service } = await serve({ rejectAfterMs: 20 }, { onCrash: (err) => crashes.push(err) });
+    await service.start();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(crashes).toEqual([]);
+    expect(Number(await get(port))).not.toBe(threadId);
+    await service.stop();
+  });
 });

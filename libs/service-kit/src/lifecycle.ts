@@ -78,7 +78,7 @@ export async function runService(service: Service, options: RunOptions): Promise
 
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
-  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
+  logUnhandledRejections(logger);
 
   try {
     await service.start();
@@ -89,6 +89,14 @@ export async function runService(service: Service, options: RunOptions): Promise
     await stopWithinDeadline();
     exit(1);
   }
+}
+
+/**
+ * A rejection nothing handled is logged, not fatal: Node's default would end the process (in a
+ * one-process fleet, every service with it) for a promise some code path forgot to await.
+ */
+export function logUnhandledRejections(logger: Logger): void {
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
 }
 
 /** Something a service runs besides its HTTP server: a consumer, a timer loop, a store to prepare. */
