@@ -544,6 +544,13 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     });
   };
 
+  // The handshake checks ws makes itself (method, key, version): the protocol's error body, not ws's text/html.
+  wss.on('wsClientError', (err: Error, socket: Duplex) => {
+    metrics.refused.inc({ code: 'invalid_request' });
+    const message = `not a valid WebSocket upgrade: ${err.message} (a GET with Upgrade: websocket, a Sec-WebSocket-Key and Sec-WebSocket-Version: 13)`;
+    rejectUpgrade(socket, new ParleyError('invalid_request', message));
+  });
+
   const onUpgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', ignore);
     try {

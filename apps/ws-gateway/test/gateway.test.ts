@@ -200,6 +200,39 @@ describe('ws-gateway', () => {
     }
   });
 
+  it('answers an upgrade that ws itself refuses (bad key, unknown version, not a GET) with 400 and the error body', async () => {
+    env = await startGateway();
+    const token = await issueToken(DEV_JWT_SECRET, 'alice');
+    const key = Buffer.alloc(16, 1).toString('base64');
+    const upgrade = (method: string, headers: string) =>
+      `${method} /v1/ws?token=${token} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\n${headers}Content-Length: 0\r\n\r\n`;
+    const cases = [
+      {
+        request: upgrade('GET', 'Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n'),
+        names: /Sec-WebSocket-Key/,
+      },
+      {
+        request: upgrade('GET', `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 7\r\n`),
+        names: /Sec-WebSocket-Version/,
+      },
+      {
+        request: upgrade('POST', `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n`),
+        names: /HTTP method/,
+      },
+    ];
+    for (const { request, names } of cases) {
+      const { answer, closed } = await rawRequest(env.port, request);
+      await closed;
+      const [head, body] = answer().split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 400 /);
+      expect(head).toMatch(/content-type: application\/json/i);
+      expect(JSON.parse(body!)).toEqual({
+        error: { code: 'invalid_request', message: expect.stringMatching(names) },
+      });
+    }
+  });
+
   it('answers a plain GET of /v1/ws (its Upgrade header lost on the way) with 426 and what is missing', async () => {
     env = await startGateway();
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
@@ -1010,15 +1043,21 @@ describe('the internal URL a gateway advertises', () => {
 
 /** An upgrade request written by hand on a raw socket (then `after`, as a first frame sent with it). */
 async function rawUpgrade(port: number, target: string, after = '') {
+  return rawRequest(
+    port,
+    `GET ${target} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n${after}`,
+  );
+}
+
+/** Writes `request` as it is on a fresh connection; `answer()` is what came back so far. */
+async function rawRequest(port: number, request: string) {
   const socket = net.connect(port, '127.0.0.1');
   let answer = '';
   socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
   socket.on('error', () => undefined);
   const closed = new Promise((resolve) => socket.once('close', resolve));
   await new Promise((resolve) => socket.once('connect', resolve));
-  socket.write(
-    `GET ${target} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n${after}`,
-  );
+  socket.write(request);
   return { socket, answer: () => answer, closed };
 }
