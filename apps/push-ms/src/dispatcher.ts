@@ -96,7 +96,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     if (!readMeanwhile()) failed += tokens.length;
     metrics.tokens.inc({ result: 'sent' }, sent);
     metrics.tokens.inc({ result: 'failed' }, failed);
-    metrics.notifications.inc({ result: sent > 0 ? 'sent' : readMeanwhile() ? 'acked' : 'failed' });
+    metrics.notifications.inc({ result: notificationResult(sent, failed, readMeanwhile()) });
     if (failed > 0)
       options.logger.warn({ user, failedDevices: failed, sentDevices: sent }, 'push failed for some devices');
   };
@@ -154,12 +154,19 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   };
 }
 
+/** One push's result: every device token invalid (the app uninstalled everywhere) is no_devices. */
+function notificationResult(sent: number, failed: number, readMeanwhile: boolean) {
+  if (sent > 0) return 'sent';
+  if (readMeanwhile) return 'acked';
+  return failed > 0 ? 'failed' : 'no_devices';
+}
+
 function createPushMetrics(registry: Registry) {
   const registers = [registry];
   return {
     notifications: new Counter({
       name: 'parley_push_notifications_total',
-      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices, acked (read before it went out), dropped (too many pushes under way)',
+      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices (none registered, or every token invalid and forgotten), acked (read before it went out), dropped (too many pushes under way)',
       labelNames: ['result'],
       registers,
     }),
@@ -171,7 +178,7 @@ function createPushMetrics(registry: Registry) {
     }),
     retries: new Counter({
       name: 'parley_push_retries_total',
-      help: 'Per-device retries after transient failures',
+      help: "Retries after transient failures: per device of a send, and per lookup of a user's devices",
       registers,
     }),
     tokensRemoved: new Counter({

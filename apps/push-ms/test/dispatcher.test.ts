@@ -57,4 +57,45 @@ describe('push dispatcher', () => {
       await dispatcher.drain(); // cuts the pause short
     }
   });
+
+  it('counts a push whose every device token was invalid (forgotten) as no_devices, not failed', async () => {
+    const tokens = new Map([['bob', ['bob-old-phone', 'bob-old-tablet']]]);
+    const devices: DeviceStore = {
+      init: async () => undefined,
+      register: async () => undefined,
+      remove: async () => undefined,
+      devices: async (user) =>
+        (tokens.get(user) ?? []).map((token) => ({ deviceId: token, token, platform: 'android' as const })),
+      removeTokens: async (user, gone) => {
+        const kept = (tokens.get(user) ?? []).filter((token) => !gone.includes(token));
+        const removed = (tokens.get(user)?.length ?? 0) - kept.length;
+        tokens.set(user, kept);
+        return removed;
+      },
+    };
+    // The app was uninstalled on both devices: FCM answers every token as unregistered.
+    const provider: PushProvider = {
+      name: 'unregistered',
+      send: async (sent) => sent.map((): TokenOutcome => 'invalid'),
+      close: async () => undefined,
+    };
+    const metrics = createMetricsRegistry('push-ms', { collectDefaults: false });
+    const dispatcher = createDispatcher({
+      provider,
+      devices,
+      logger: silentLogger(),
+      metrics,
+      maxAttempts: 3,
+      retryBaseMs: 10,
+      throttleMs: 1000,
+      maxInFlight: 10,
+    });
+    dispatcher.dispatch('bob', notification, ['alice:m1']);
+    await dispatcher.drain();
+    expect(tokens.get('bob')).toEqual([]);
+    const counted = await metrics.getSingleMetricAsString('parley_push_notifications_total');
+    // ParleyPushSendsFailing reads result="failed" as FCM failing: an uninstalled app is not that.
+    expect(counted).toContain('parley_push_notifications_total{result="no_devices",service="push-ms"} 1');
+    expect(counted).not.toContain('result="failed"');
+  });
 });
