@@ -276,6 +276,28 @@ describe('broker storage', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  test('a commit whose write failed partway (a full disk) loses only itself: the commits after it survive a restart', () => {
+    const dir = tmp();
+    const store = new OffsetStore(dir, logger);
+    store.commit('g', [['t', 0, 5, null]]);
+    const writeSync = fs.writeSync;
+    const full = jest.spyOn(fs, 'writeSync').mockImplementationOnce((fd: number, text: unknown) => {
+      writeSync(fd, String(text).slice(0, 12));
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    });
+    expect(() => store.commit('g', [['t', 0, 6, null]])).toThrow('ENOSPC');
+    full.mockRestore();
+    store.commit('g', [['t', 1, 8, null]]);
+    store.commit('h', [['t', 0, 3, null]]);
+    store.close();
+    const again = new OffsetStore(dir, logger);
+    expect(again.get('g', 't', 0)).toEqual({ offset: 5, metadata: null }); // replayed: at-least-once
+    expect(again.get('g', 't', 1)).toEqual({ offset: 8, metadata: null });
+    expect(again.get('h', 't', 0)).toEqual({ offset: 3, metadata: null });
+    again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   test("locks its data directory: refuses a live owner's, takes over one left by a process that is gone", async () => {
     const dir = tmp();
     const lock = path.join(dir, '.lock');

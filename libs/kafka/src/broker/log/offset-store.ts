@@ -29,7 +29,7 @@ interface StoredGroup {
 /**
  * Committed consumer-group offsets: a map in memory, an append-only JSON-lines file on disk
  * (`offsets.log`), compacted into a fresh file by rename when it has grown well past the live set.
- * A torn last line is dropped on recovery. A group that has had no members for the offsets retention
+ * A torn last line is dropped on recovery, and a line a failed write left torn inside the file is skipped. A group that has had no members for the offsets retention
  * (Kafka's `offsets.retention.minutes`, KIP-211: counted from when it became empty, or from its last
  * commit if later) loses its offsets and is forgotten: see `expire`.
  */
@@ -38,6 +38,8 @@ export class OffsetStore {
   private fd: number | null = null;
   private lines = 0;
   private dirty = false;
+  /** The last write may have left part of a line without its newline. */
+  private torn = false;
 
   constructor(
     private readonly dir: string | null,
@@ -57,21 +59,18 @@ export class OffsetStore {
 
   private recover(file: string): void {
     const text = fs.readFileSync(file, 'utf8');
-    let good = 0;
     let at = 0;
-    while (at < text.length) {
-      const nl = text.indexOf('\n', at);
-      if (nl < 0) break;
+    let skipped = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; at = nl + 1, nl = text.indexOf('\n', at)) {
       try {
         this.apply(JSON.parse(text.slice(at, nl)) as Line);
         this.lines++;
       } catch {
-        break;
+        skipped++; // the fragment of a write that failed partway, ended by the next write
       }
-      at = nl + 1;
-      good = at;
     }
-    const goodBytes = Buffer.byteLength(text.slice(0, good));
+    if (skipped > 0) this.logger.warn({ file, skipped }, 'skipped unreadable lines in the offsets log');
+    const goodBytes = Buffer.byteLength(text.slice(0, at));
     if (goodBytes < Buffer.byteLength(text)) {
       this.logger.warn(
         { file, dropped: Buffer.byteLength(text) - goodBytes },
@@ -106,7 +105,11 @@ export class OffsetStore {
   private write(line: Line): void {
     this.apply(line);
     if (this.fd === null) return;
-    fs.writeSync(this.fd, JSON.stringify(line) + '\n');
+    // After a write that failed partway (a full disk), a newline first ends its fragment: a line of
+    // its own, skipped on recovery, rather than the start of this one, which recovery could not read.
+    const text = `${this.torn ? '\n' : ''}${JSON.stringify(line)}\n`;
+    this.torn = true;
+    this.torn = fs.writeSync(this.fd, text) < Buffer.byteLength(text);
     this.dirty = true;
     if (++this.lines > 10_000 && this.lines > 4 * this.liveCount()) this.compact();
   }
