@@ -339,8 +339,13 @@ export class Delivery {
     const due = await this.store.claimDue(dueBy, now, this.settings.ackTimeoutMs, limit);
     const exhausted = due.filter((p) => p.attempts > this.settings.maxAttempts);
     const retry = due.filter((p) => p.attempts <= this.settings.maxAttempts);
-    await this.goOffline(exhausted);
+    // Their attempts are counted already: a failed hand-off (Kafka away) must not cost these a push.
+    const handOff = await this.goOffline(exhausted).then(
+      () => undefined,
+      (err: unknown) => ({ err }),
+    );
     await this.pushOrOffline(retry, [], new Set());
+    if (handOff) throw handOff.err;
     return due.length;
   }
 

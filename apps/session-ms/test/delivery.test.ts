@@ -878,6 +878,35 @@ describe('Delivery', () => {
     expect(await registry.getSingleMetricAsString('parley_session_store_lost_total')).toMatch(/ 1$/m);
   });
 
+  it("still pushes a round's retries when handing what ran out of attempts to storage fails", async () => {
+    class OfflineRefusingBus extends MemoryBus {
+      refuseOffline = false;
+      override async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }) {
+        if (this.refuseOffline && topic.name === TOPICS.offline.name) throw new TransientError('broker away');
+        return super.publish(topic, events, options);
+      }
+    }
+    const bus = new OfflineRefusingBus();
+    const { delivery, gateways, connect } = setup({ bus });
+    const pushesOf = (mid: string) => gateways.mids('bob').filter((m) => m === mid).length;
+    const tick = () => new Promise((resolve) => setTimeout(resolve, 30));
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    while (pushesOf('alice:m1') < 3) {
+      await tick();
+      await delivery.retryDue();
+    }
+    await delivery.handle([message('m2')]);
+    await tick(); // m1 has run out of attempts, m2 is due for its second
+    bus.refuseOffline = true;
+    await expect(delivery.retryDue()).rejects.toThrow('broker away');
+    expect(pushesOf('alice:m2')).toBe(2);
+    bus.refuseOffline = false;
+    await tick();
+    await delivery.retryDue();
+    expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.frame.mid)).toContain('alice:m1');
+  });
+
   it('asks again to read the delivery topic while its replica holds no partition or the ask fails; retries go on meanwhile', async () => {
     const { store, wipe, close } = redisStore();
     try {
