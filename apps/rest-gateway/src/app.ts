@@ -226,7 +226,7 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
             response: { 200: s(DevTokenResponse), 400: s(ErrorBody) },
           },
         },
-        async (request) => ({ token: await issueToken(secret, (request.body as { user: string }).user) }),
+        async (request) => ({ token: await issueToken(secret, (request.body as DevTokenBody).user) }),
       );
     });
   }

@@ -170,6 +170,7 @@ export const PresenceResponse = Type.Object({ presence: Type.Array(Presence) }, 
 export type PresenceResponse = Static<typeof PresenceResponse>;
 
 export const DevTokenBody = Type.Object({ user: UserId }, { $id: 'DevTokenBody' });
+export type DevTokenBody = Static<typeof DevTokenBody>;
 export const DevTokenResponse = Type.Object({ token: Type.String() }, { $id: 'DevTokenResponse' });
 
 export const HealthResponse = Type.Object({

@@ -1,4 +1,4 @@
-import type { Deliverable } from '@parley/contracts';
+import type { ConnectionUpEvent, Deliverable } from '@parley/contracts';
 
 /**
  * A gateway that has not beaten for this long is gone for good (its id is random per process
@@ -25,15 +25,8 @@ export function userKey(user: string, id: string): string {
   return `${user}\n${id}`;
 }
 
-/** A device's socket on a gateway instance. */
-export interface Connection {
-  user: string;
-  connId: string;
-  deviceId?: string;
-  gateway: string;
-  gatewayUrl: string;
-  at: number;
-}
+/** A device's socket on a gateway instance, as its connection-up event tells it. */
+export type Connection = Omit<ConnectionUpEvent, 'v' | 'kind'>;
 
 export type TrackOutcome = 'tracked' | 'pending' | 'acked';
 
