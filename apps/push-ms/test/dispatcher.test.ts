@@ -7,6 +7,25 @@ import type { PushNotification, PushProvider, TokenOutcome } from '../src/provid
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const notification: PushNotification = { title: 'alice', body: 'New message', data: {} };
 
+/** A dispatcher over these parts, with its own metrics; retries 10 ms apart, at most 100 in flight. */
+function dispatcherWith(
+  provider: PushProvider,
+  devices: DeviceStore,
+  settings: { maxAttempts: number; throttleMs: number },
+) {
+  const metrics = createMetricsRegistry('push-ms', { collectDefaults: false });
+  const dispatcher = createDispatcher({
+    provider,
+    devices,
+    logger: silentLogger(),
+    metrics,
+    retryBaseMs: 10,
+    maxInFlight: 100,
+    ...settings,
+  });
+  return { dispatcher, metrics };
+}
+
 describe('push dispatcher', () => {
   it('holds at most maxInFlight pushes while FCM throttles, and counts the ones it drops', async () => {
     const lookedUp: string[] = [];
@@ -30,17 +49,7 @@ describe('push dispatcher', () => {
       },
       close: async () => undefined,
     };
-    const metrics = createMetricsRegistry('push-ms', { collectDefaults: false });
-    const dispatcher = createDispatcher({
-      provider,
-      devices,
-      logger: silentLogger(),
-      metrics,
-      maxAttempts: 4,
-      retryBaseMs: 10,
-      throttleMs: 60_000,
-      maxInFlight: 100,
-    });
+    const { dispatcher, metrics } = dispatcherWith(provider, devices, { maxAttempts: 4, throttleMs: 60_000 });
     try {
       dispatcher.dispatch('u0', notification, ['alice:m0']);
       await waitFor(() => sent.length === 1, 2000, 'the first push and its 429');
@@ -79,17 +88,7 @@ describe('push dispatcher', () => {
       send: async (sent) => sent.map((): TokenOutcome => 'invalid'),
       close: async () => undefined,
     };
-    const metrics = createMetricsRegistry('push-ms', { collectDefaults: false });
-    const dispatcher = createDispatcher({
-      provider,
-      devices,
-      logger: silentLogger(),
-      metrics,
-      maxAttempts: 3,
-      retryBaseMs: 10,
-      throttleMs: 1000,
-      maxInFlight: 10,
-    });
+    const { dispatcher, metrics } = dispatcherWith(provider, devices, { maxAttempts: 3, throttleMs: 1000 });
     dispatcher.dispatch('bob', notification, ['alice:m1']);
     await dispatcher.drain();
     expect(tokens.get('bob')).toEqual([]);
