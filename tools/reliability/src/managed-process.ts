@@ -17,6 +17,8 @@ export interface ProcessSpec {
 /** One OS process a fault test can SIGKILL and start again, with its output appended to a log file. */
 export class ManagedProcess {
   private child?: ChildProcess;
+  /** How the last run ended: its exit code, or the signal that ended it. */
+  lastExit?: { code: number | null; signal: NodeJS.Signals | null };
 
   constructor(readonly spec: ProcessSpec) {}
 
@@ -43,7 +45,10 @@ export class ManagedProcess {
     closeSync(log);
     this.child = child;
     let exited = false;
-    child.once('exit', () => (exited = true));
+    child.once('exit', (code, signal) => {
+      exited = true;
+      this.lastExit = { code, signal };
+    });
     await waitFor(
       async () => {
         if (exited) throw new Error(`${this.name} exited while starting; see ${this.spec.logFile}`);
@@ -59,7 +64,7 @@ export class ManagedProcess {
     return this.signal('SIGKILL');
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`. */
+  /** SIGTERM, then SIGKILL after `graceMs`; `lastExit` says which ended it. */
   async stop(graceMs = 10_000): Promise<void> {
     const child = this.child;
     if (!child || !this.running) return;

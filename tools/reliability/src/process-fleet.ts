@@ -31,6 +31,37 @@ export interface ProcessFleetOptions {
   postgresUrl: string;
   /** Extra environment per app (timing knobs). */
   env?: Partial<Record<App, Record<string, string>>>;
+  /**
+   * Replicas per app (default 1), as Kubernetes runs them: one consumer group, each its own ports;
+   * each ws-gateway its own gateway id and internal URL, as a pod has its name and IP.
+   */
+  replicas?: Partial<Record<App, number>>;
+}
+
+/** One replica of an app: its process and where it serves. */
+export interface Replica {
+  app: App;
+  /** `<app>-<n>`, n counting every replica the app ever had (a rolled one gets a new n, as a new pod a new name). */
+  name: string;
+  process: ManagedProcess;
+  /** Its PORT: the public one for the gateways, the internal API otherwise. */
+  url: string;
+  /** ws-gateway: its internal URL (POST /send). */
+  internalUrl?: string;
+  /** Out of the load balancer's rotation: stopping, as a pod's endpoint is removed before SIGTERM. */
+  leaving: boolean;
+}
+
+/** What one rolling step did. */
+export interface Roll {
+  old: string;
+  fresh: string;
+  /** SIGTERM to exit. */
+  stopMs: number;
+  /** Start to ready. */
+  startMs: number;
+  /** How the old one ended (0: its shutdown ran to the end within SHUTDOWN_TIMEOUT_MS). */
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
 }
 
 /**
@@ -40,12 +71,61 @@ export interface ProcessFleetOptions {
  * started with `node --import tsx apps/<app>/src/main.ts` and its environment.
  */
 export class ProcessFleet {
+  private readonly rotation = new Map<App, number>();
+
   private constructor(
+    /** The broker, Redis, and each app's first replica (what the single-replica tests use). */
     readonly parts: Record<Part, ManagedProcess>,
+    /** Every app's replicas now running (or stopping), in order; rollReplica replaces one in place. */
+    readonly replicas: Record<App, Replica[]>,
+    private readonly newReplica: (app: App) => Promise<Replica>,
     readonly postgres: TcpFaultProxy,
     readonly urls: { ws: string; rest: string; wsInternal: string; redis: string },
     private readonly cleanup: () => Promise<void>,
   ) {}
+
+  /**
+   * A replica of `app` in the load balancer's rotation (round robin): where a client connecting now
+   * (ws-gateway) or calling now (rest-gateway) lands.
+   */
+  urlOf(app: App): string {
+    const live = this.replicas[app].filter((r) => !r.leaving);
+    if (live.length === 0) throw new Error(`no ${app} replica in rotation`);
+    const n = this.rotation.get(app) ?? 0;
+    this.rotation.set(app, n + 1);
+    return live[n % live.length]!.url;
+  }
+
+  /** A ws-gateway's WebSocket URL, round robin over those in rotation. */
+  wsUrl(): string {
+    return `${this.urlOf('ws-gateway').replace('http://', 'ws://')}/v1/ws`;
+  }
+
+  /**
+   * One step of a rolling update: replica `index` of `app` leaves the rotation, gets SIGTERM and is
+   * waited for (SIGKILL only past `graceMs`), and a fresh replica (new name, new ports) takes its
+   * place once ready. `surge`: the fresh one starts first, as a Deployment with maxSurge does.
+   */
+  async rollReplica(app: App, index: number, { surge = false, graceMs = 15_000 } = {}): Promise<Roll> {
+    const old = this.replicas[app][index];
+    if (!old) throw new Error(`${app} has no replica ${index}`);
+    const fresh = await this.newReplica(app);
+    let startMs = 0;
+    const start = async () => {
+      const at = Date.now();
+      await fresh.process.start();
+      startMs = Date.now() - at;
+      this.replicas[app].splice(this.replicas[app].indexOf(old), 1, fresh);
+      if (this.parts[app] === old.process) this.parts[app] = fresh.process;
+    };
+    if (surge) await start();
+    old.leaving = true;
+    const stopAt = Date.now();
+    await old.process.stop(graceMs);
+    const stopMs = Date.now() - stopAt;
+    if (!surge) await start();
+    return { old: old.name, fresh: fresh.name, stopMs, startMs, exit: old.process.lastExit };
+  }
 
   static async start(options: ProcessFleetOptions): Promise<ProcessFleet> {
     const dir = mkdtempSync(path.join(tmpdir(), 'parley-faults-'));
@@ -93,8 +173,6 @@ export class ProcessFleet {
       },
       'ws-gateway': {
         JWT_SECRET,
-        INTERNAL_PORT: String(port.wsInternal),
-        GATEWAY_INTERNAL_URL: `http://127.0.0.1:${port.wsInternal}`,
         HEARTBEAT_INTERVAL_MS: '1000',
         // These suites test faults; the limits have their own tests.
         RATE_LIMIT_PER_SECOND: '100000',
@@ -130,6 +208,45 @@ export class ProcessFleet {
         ready,
         logFile: path.join(logDir, `${name}.log`),
       });
+    const replicaSeq = new Map<App, number>();
+    /** A replica with fresh ports (the first of each app on the ports above, which `urls` name). */
+    const newReplica = async (app: App): Promise<Replica> => {
+      const n = (replicaSeq.get(app) ?? 0) + 1;
+      replicaSeq.set(app, n);
+      const first = n === 1;
+      const name = `${app}-${n}`;
+      const ownPort = first ? port[app] : await freePort();
+      const env: Record<string, string> = {
+        ...common,
+        PORT: String(ownPort),
+        ...appEnv[app],
+        ...options.env?.[app],
+      };
+      let internalUrl: string | undefined;
+      if (app === 'ws-gateway') {
+        const internalPort = first ? port.wsInternal : await freePort();
+        internalUrl = `http://127.0.0.1:${internalPort}`;
+        // No GATEWAY_ID: each process takes a new one, as a new pod has a new name.
+        Object.assign(env, { INTERNAL_PORT: String(internalPort), GATEWAY_INTERNAL_URL: internalUrl });
+      }
+      const probe = internalUrl ?? `http://127.0.0.1:${ownPort}`;
+      // An app run once keeps the log name the fault suite's readers know.
+      const logName = first && (options.replicas?.[app] ?? 1) === 1 ? app : name;
+      return {
+        app,
+        name,
+        url: `http://127.0.0.1:${ownPort}`,
+        internalUrl,
+        leaving: false,
+        process: node(logName, `apps/${app}/src/main.ts`, [], env, () => httpOk(`${probe}/readyz`)),
+      };
+    };
+    const replicas = {} as Record<App, Replica[]>;
+    for (const app of APPS) {
+      replicas[app] = [];
+      for (let i = 0; i < Math.max(1, options.replicas?.[app] ?? 1); i++)
+        replicas[app].push(await newReplica(app));
+    }
     const parts = {
       broker: node(
         'broker',
@@ -159,25 +276,13 @@ export class ProcessFleet {
         ready: () => redisPing(port.redis),
         logFile: path.join(logDir, 'redis.log'),
       }),
-      ...Object.fromEntries(
-        APPS.map((app) => {
-          const probe = app === 'ws-gateway' ? `http://127.0.0.1:${port.wsInternal}` : base(app);
-          return [
-            app,
-            node(
-              app,
-              `apps/${app}/src/main.ts`,
-              [],
-              { ...common, PORT: String(port[app]), ...appEnv[app], ...options.env?.[app] },
-              () => httpOk(`${probe}/readyz`),
-            ),
-          ];
-        }),
-      ),
+      ...Object.fromEntries(APPS.map((app) => [app, replicas[app][0]!.process])),
     } as Record<Part, ManagedProcess>;
 
     const fleet = new ProcessFleet(
       parts,
+      replicas,
+      newReplica,
       postgres,
       {
         ws: `ws://127.0.0.1:${port['ws-gateway']}/v1/ws`,
@@ -196,7 +301,11 @@ export class ProcessFleet {
     try {
       await Promise.all([parts.broker.start(), parts.redis.start()]);
       await parts['group-ms'].start(); // its migrations create the tables group-message-router reads
-      await Promise.all(APPS.filter((app) => app !== 'group-ms').map((app) => parts[app].start()));
+      await Promise.all(
+        APPS.flatMap((app) => replicas[app].map((r) => r.process))
+          .filter((p) => p !== parts['group-ms'])
+          .map((p) => p.start()),
+      );
     } catch (err) {
       await fleet.stop();
       throw err;
@@ -210,7 +319,7 @@ export class ProcessFleet {
 
   async stop(): Promise<void> {
     // Edges first, infrastructure last, as in a rolling shutdown.
-    for (const app of [...APPS].reverse()) await this.parts[app].stop();
+    for (const app of [...APPS].reverse()) await Promise.all(this.replicas[app].map((r) => r.process.stop()));
     await Promise.all([this.parts.broker.stop(), this.parts.redis.stop()]);
     await this.cleanup();
   }

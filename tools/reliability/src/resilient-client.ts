@@ -4,8 +4,9 @@ import { MAX_MIDS_PER_FRAME, SYNC_MAX_LIMIT } from '@parley/contracts';
 type Frame = Record<string, unknown> & { type: string };
 
 export interface ResilientClientOptions {
-  wsUrl: string;
-  restUrl: string;
+  /** A function: asked again on every connect (a load balancer over several gateways). */
+  wsUrl: string | (() => string);
+  restUrl: string | (() => string);
   token: string;
   deviceId?: string;
   /** A frame not `accepted` after this long is sent again (same `id`, so the same `mid`). */
@@ -28,6 +29,10 @@ export class ResilientClient {
   readonly messages = new Map<string, Frame>();
   /** Frames refused for good (anything but `unavailable` or `rate_limited`). */
   readonly rejected: Frame[] = [];
+  /** Every `message` deliverable in the order it came (copies too), and how. */
+  readonly arrivals: { frame: Frame; via: 'socket' | 'sync'; at: number }[] = [];
+  /** `mid` -> the users a `delivered` receipt named for it. */
+  readonly delivered = new Map<string, Set<string>>();
   readonly stats = { connects: 0, transientErrors: 0, resent: 0, viaSync: 0, lastMessageAt: 0 };
   private readonly outbox = new Map<string, { frame: Frame; sentAt: number }>();
   private socket?: WebSocket;
@@ -65,13 +70,21 @@ export class ResilientClient {
     for (;;) {
       const query = new URLSearchParams({ limit: String(SYNC_MAX_LIMIT), ...(after && { after }) });
       const page = (await this.rest('GET', `/v1/messages?${query}`)) as { messages: Frame[]; next?: string };
-      for (const frame of page.messages) if (this.keep(frame)) this.stats.viaSync++;
+      for (const frame of page.messages) {
+        this.noteReceipt(frame);
+        if (this.keep(frame, 'sync')) this.stats.viaSync++;
+      }
       const mids = page.messages.map((f) => f.mid as string);
       if (mids.length > 0 && this.options.acks !== false)
         await this.rest('POST', '/v1/send', { type: 'ack', mids });
       if (!page.next) return;
       after = page.next;
     }
+  }
+
+  /** Cuts the socket (as a phone losing its network); the client reconnects by itself. */
+  drop(): void {
+    this.socket?.terminate();
   }
 
   close(): void {
@@ -84,7 +97,8 @@ export class ResilientClient {
   private connect(onHello?: () => void) {
     if (this.stopped) return;
     const device = this.options.deviceId ? `&deviceId=${this.options.deviceId}` : '';
-    const socket = new WebSocket(`${this.options.wsUrl}?token=${this.options.token}${device}`);
+    const url = typeof this.options.wsUrl === 'string' ? this.options.wsUrl : this.options.wsUrl();
+    const socket = new WebSocket(`${url}?token=${this.options.token}${device}`);
     this.socket = socket;
     socket.on('message', (data) => this.onFrame(JSON.parse(data.toString()) as Frame, onHello));
     socket.on('error', () => undefined); // a close follows
@@ -118,15 +132,24 @@ export class ResilientClient {
         }
         return;
     }
+    this.noteReceipt(frame);
     if (typeof frame.mid === 'string') {
-      this.keep(frame);
+      this.keep(frame, 'socket');
       if (this.options.acks !== false) this.ack(frame.mid);
     }
   }
 
+  private noteReceipt(frame: Frame) {
+    if (frame.type !== 'receipt' || frame.status !== 'delivered') return;
+    for (const mid of frame.mids as string[])
+      this.delivered.set(mid, (this.delivered.get(mid) ?? new Set<string>()).add(frame.by as string));
+  }
+
   /** True when this is the first copy of a message. */
-  private keep(frame: Frame): boolean {
-    if (frame.type !== 'message' || this.messages.has(frame.mid as string)) return false;
+  private keep(frame: Frame, via: 'socket' | 'sync'): boolean {
+    if (frame.type !== 'message') return false;
+    this.arrivals.push({ frame, via, at: Date.now() });
+    if (this.messages.has(frame.mid as string)) return false;
     this.messages.set(frame.mid as string, frame);
     this.stats.lastMessageAt = Date.now();
     return true;
@@ -156,7 +179,8 @@ export class ResilientClient {
   }
 
   private async rest(method: string, path: string, body?: unknown): Promise<unknown> {
-    const response = await fetch(`${this.options.restUrl}${path}`, {
+    const base = typeof this.options.restUrl === 'string' ? this.options.restUrl : this.options.restUrl();
+    const response = await fetch(`${base}${path}`, {
       method,
       headers: {
         authorization: `Bearer ${this.options.token}`,
