@@ -34,6 +34,8 @@ export class ResilientClient {
   /** `mid` -> the users a `delivered` receipt named for it. */
   readonly delivered = new Map<string, Set<string>>();
   readonly stats = { connects: 0, transientErrors: 0, resent: 0, viaSync: 0, lastMessageAt: 0 };
+  /** When each socket closed (a drop, a gateway's 1001). */
+  readonly closedAt: number[] = [];
   private readonly outbox = new Map<string, { frame: Frame; sentAt: number }>();
   private socket?: WebSocket;
   private stopped = false;
@@ -104,6 +106,7 @@ export class ResilientClient {
     socket.on('error', () => undefined); // a close follows
     socket.on('close', () => {
       if (this.socket !== socket || this.stopped) return;
+      this.closedAt.push(Date.now());
       this.reconnectTimer = setTimeout(() => this.connect(onHello), this.options.reconnectMs ?? 250);
     });
   }
