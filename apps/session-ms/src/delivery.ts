@@ -128,6 +128,10 @@ export class Delivery {
       offline: counter('offline_total', 'Deliverables handed to the offline topic'),
       acked: counter('acked_total', 'Mids acked by clients'),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
+      reconnectPushes: counter(
+        'reconnect_pushes_total',
+        'Pending deliverables pushed at once to a device that connected (also counted in pushed_total)',
+      ),
       pushFailures: counter(
         'push_failures_total',
         'Failed calls to a gateway, by reason: unreachable, timeout, http_<status> (503: the gateway is shutting down), bad_answer, other',
@@ -211,17 +215,44 @@ export class Delivery {
 
   /** Records of the connections topic. */
   async handleConnections(events: ConnectionTopicEvent[]): Promise<void> {
+    const connected = new Map<string, Connection>();
     for (const event of events) {
       if (event.kind === 'connection-down') {
         await this.store.removeConnection(event.user, event.connId, event.at);
+        connected.delete(event.connId);
         continue;
       }
       if (event.kind === 'gateway-heartbeat' && event.startedAt !== undefined)
         await this.gatewayStarted(event.gateway, event.startedAt);
       if (await this.store.gatewayAlive(event.gateway, this.settings.gatewayTtlMs))
         await this.askToAnnounce(event);
-      if (event.kind === 'connection-up') await this.store.addConnection(event);
+      if (event.kind === 'connection-up') {
+        await this.store.addConnection(event);
+        connected.set(event.connId, event);
+      }
     }
+    await this.pushPendingTo([...connected.values()]);
+  }
+
+  /**
+   * A device that connects gets what its user has pending at once: pushed before to a socket that
+   * died unnoticed (a phone changing networks), it would otherwise wait for its retry, an ack
+   * timeout later. Stored copies are left to the replay storage sends on a connect; retries stay
+   * due as they were (the device dedups by mid).
+   */
+  private async pushPendingTo(connections: Connection[]): Promise<void> {
+    if (connections.length === 0) return;
+    const held = await this.store.pendingOf([...new Set(connections.map((c) => c.user))]);
+    const pushes = [...held.values()]
+      .flat()
+      .filter((p) => !p.stored)
+      .map((p) => ({ user: p.user, frame: p.frame }));
+    if (pushes.length === 0) return;
+    this.metrics.reconnectPushes.inc(pushes.length);
+    await this.push(
+      pushes,
+      groupBy(connections, (c) => c.user),
+    );
   }
 
   /** A gateway restarted under the same id: the sockets of its earlier process are gone. */

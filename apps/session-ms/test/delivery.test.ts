@@ -1151,6 +1151,23 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([]);
   });
 
+  it('pushes what a user has pending to a device that connects, at once and in order, not an ack timeout later', async () => {
+    const { delivery, gateways, registry, connect } = setup({ ackTimeoutMs: 60_000 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1'), message('m2'), { ...message('m3'), replay: true }]);
+    // The phone's socket died unnoticed; it comes back on another network, through another gateway.
+    await connect('bob', 'phone-again', 'gw-2');
+    const toNewSocket = gateways.received
+      .filter((d) => d.connIds?.includes('phone-again'))
+      .map((d) => ('mid' in d.frame ? d.frame.mid : d.frame.type));
+    // The stored copy (m3) is storage's to hand back on this connect.
+    expect(toNewSocket).toEqual(['alice:m1', 'alice:m2']);
+    expect(gateways.received.filter((d) => d.url === 'http://gw-2')).toHaveLength(2);
+    expect(await registry.getSingleMetricAsString('parley_session_reconnect_pushes_total')).toMatch(/ 2$/m);
+    await connect('carol', 'tablet'); // nothing pending: nothing pushed
+    expect(gateways.received.filter((d) => d.to === 'carol')).toEqual([]);
+  });
+
   it('counts only deliverables in parley_session_pushed_total, not typing notices (nobody acks those)', async () => {
     const { delivery, gateways, registry, connect } = setup();
     await connect('bob', 'phone');
