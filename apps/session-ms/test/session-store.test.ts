@@ -3,6 +3,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { TcpFaultProxy } from '@parley/test-kit';
 import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
+import { isTransient } from '@parley/service-kit';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { RedisSessionStore } from '../src/store/redis-store';
 import { Connection, Pending, SessionStore } from '../src/store/session-store';
@@ -516,30 +517,30 @@ describe('the session store losing its state', () => {
   });
 });
 
+/** redis-servers of these tests' own: the shared one is never demoted, filled or stalled. */
+const servers: ChildProcess[] = [];
+afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));
+
+const ownRedis = async (): Promise<number> => {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  servers.push(
+    spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    }),
+  );
+  const probe = new Redis({
+    port,
+    lazyConnect: true,
+    retryStrategy: () => 100,
+    maxRetriesPerRequest: null,
+  });
+  await probe.connect().catch(() => undefined);
+  await probe.ping();
+  probe.disconnect();
+  return port;
+};
+
 describe('RedisSessionStore through a failover (the old primary demoted, the name moved to the new one)', () => {
-  const servers: ChildProcess[] = [];
-  afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));
-
-  /** A redis-server of this test's own: the shared one is never demoted. */
-  const ownRedis = async (): Promise<number> => {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    servers.push(
-      spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
-        stdio: 'ignore',
-      }),
-    );
-    const probe = new Redis({
-      port,
-      lazyConnect: true,
-      retryStrategy: () => 100,
-      maxRetriesPerRequest: null,
-    });
-    await probe.connect().catch(() => undefined);
-    await probe.ping();
-    probe.disconnect();
-    return port;
-  };
-
   it('reconnects on READONLY and writes to the new primary, instead of failing every write for good', async () => {
     const [oldPrimary, newPrimary] = [await ownRedis(), await ownRedis()];
     const proxy = await TcpFaultProxy.start({ host: '127.0.0.1', port: oldPrimary });
@@ -556,6 +557,57 @@ describe('RedisSessionStore through a failover (the old primary demoted, the nam
       await proxy.close();
     }
   }, 15_000);
+});
+
+// Writes in a MULTI that Redis refuses one by one (maxmemory with noeviction: OOM; a demoted primary:
+// READONLY) fail as a whole with EXECABORT, the reasons only in `previousErrors`: that was taken for
+// a poison record, and after its attempts the consumer parked the heartbeat, connection-up or
+// delivery batch on the DLQ, where a retry once Redis had room (or the new primary) would have passed.
+describe('RedisSessionStore on a Redis that refuses writes', () => {
+  const writesInMulti = (store: SessionStore): Array<[string, () => Promise<unknown>]> => [
+    ['gatewayAlive', () => store.gatewayAlive('gw-w', 10_000)],
+    ['gatewayStarted', () => store.gatewayStarted('gw-w', 5_000)],
+    ['drop', () => store.drop('bob', ['alice:w1'])],
+    ['reportReadUpTo', () => store.reportReadUpTo('replica-w', 1, 10_000)],
+    ['forgetReadUpTo', () => store.forgetReadUpTo('replica-w')],
+    ['lostAt', () => store.lostAt()],
+  ];
+  const notWaitedOut = async (store: SessionStore) => {
+    const poison: string[] = [];
+    for (const [name, write] of writesInMulti(store)) {
+      const err = await write().then(
+        () => new Error('no error'),
+        (e: unknown) => e,
+      );
+      if (!isTransient(err)) poison.push(`${name}: ${(err as Error).message}`);
+    }
+    return poison;
+  };
+
+  it('fails them with an error to wait out at maxmemory with noeviction (OOM), not a poison', async () => {
+    const port = await ownRedis();
+    const admin = new Redis({ port });
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${port}`, 'full:');
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.config('SET', 'maxmemory', '1');
+      expect(await notWaitedOut(store)).toEqual([]);
+    } finally {
+      await Promise.all([admin.quit(), store.close()]);
+    }
+  });
+
+  it('fails them with an error to wait out on a replica (READONLY), not a poison', async () => {
+    const [primary, replica] = [await ownRedis(), await ownRedis()];
+    const admin = new Redis({ port: replica });
+    await admin.replicaof('127.0.0.1', String(primary));
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${replica}`, 'replica:');
+    try {
+      expect(await notWaitedOut(store)).toEqual([]);
+    } finally {
+      await Promise.all([admin.quit(), store.close()]);
+    }
+  });
 });
 
 describe('RedisSessionStore noting a gateway restart', () => {

@@ -34,9 +34,10 @@ const TRANSIENT_SQLSTATE = /^(08|53|57P)[0-9A-Z]{2,3}$/;
 const TRANSIENT_NAMES = new Set(['MaxRetriesPerRequestError']);
 
 // Redis: loading, a replica or failover, out of memory (maxmemory with noeviction), a failed
-// snapshot (MISCONF), a busy script, too few replicas: all pass once Redis recovers.
+// snapshot (MISCONF), a busy script, too few replicas: all pass once Redis recovers. ioredis aborts
+// the commands of a MULTI under way when its connection closes (a reconnect on READONLY too).
 const TRANSIENT_MESSAGE =
-  /Connection terminated|connect ECONNREFUSED|Connection is closed|timeout exceeded when trying to connect|Query read timeout|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|OOM|MISCONF|BUSY|NOREPLICAS) /i;
+  /Connection terminated|connect ECONNREFUSED|Connection is closed|Command aborted due to connection close|timeout exceeded when trying to connect|Query read timeout|not queryable|^(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|OOM|MISCONF|BUSY|NOREPLICAS) /i;
 
 /**
  * Failures of a dependency (Kafka, Redis, Postgres, the network) are transient: retrying them
@@ -58,6 +59,10 @@ export function isTransient(err: unknown): boolean {
     if (typeof message === 'string' && TRANSIENT_MESSAGE.test(message)) return true;
     if (Array.isArray((e as { errors?: unknown }).errors))
       return (e as AggregateError).errors.some(isTransient);
+    // A Redis MULTI whose commands Redis refused as it queued them (OOM, READONLY) fails as a whole
+    // with EXECABORT; ioredis gives the refusals as `previousErrors`.
+    if (Array.isArray((e as { previousErrors?: unknown }).previousErrors))
+      return (e as { previousErrors: unknown[] }).previousErrors.some(isTransient);
   }
   return false;
 }

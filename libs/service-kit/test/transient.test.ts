@@ -41,6 +41,21 @@ describe('isTransient', () => {
       ],
       ['marked', new TransientError('gateway busy')],
       ['any of several', new AggregateError([new TypeError('x'), sqlError('08001')])],
+      // What ioredis rejects a MULTI with when Redis refused its commands as it queued them.
+      [
+        'redis transaction refused for memory',
+        Object.assign(new Error('EXECABORT Transaction discarded because of previous errors.'), {
+          previousErrors: [new Error("OOM command not allowed when used memory > 'maxmemory'.")],
+        }),
+      ],
+      [
+        'redis transaction cut by a reconnect',
+        Object.assign(new Error('EXECABORT Transaction discarded because of previous errors.'), {
+          previousErrors: [
+            Object.assign(new Error('Command aborted due to connection close'), { name: 'AbortError' }),
+          ],
+        }),
+      ],
     ];
     expect(cases.filter(([, err]) => !isTransient(err)).map(([name]) => name)).toEqual([]);
   });
@@ -60,6 +75,12 @@ describe('isTransient', () => {
       ['bad input to the database', sqlError('22P02')],
       ['record too large for kafka', tooLarge],
       ['nothing', undefined],
+      [
+        'redis transaction refused for a wrong command',
+        Object.assign(new Error('EXECABORT Transaction discarded because of previous errors.'), {
+          previousErrors: [new Error("ERR wrong number of arguments for 'hdel' command")],
+        }),
+      ],
     ];
     expect(cases.filter(([, err]) => isTransient(err)).map(([name]) => name)).toEqual([]);
   });
