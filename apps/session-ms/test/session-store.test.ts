@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
 import { MemorySessionStore } from '../src/store/memory-store';
-import { RedisSessionStore } from '../src/store/redis-store';
+import { REDIS_SOCKET_TIMEOUT_MS, RedisSessionStore } from '../src/store/redis-store';
 import { Connection, Pending, SessionStore } from '../src/store/session-store';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -608,6 +608,55 @@ describe('RedisSessionStore on a Redis that refuses writes', () => {
       await Promise.all([admin.quit(), store.close()]);
     }
   });
+});
+
+// A Redis host gone without a reset (a node lost, packets dropped) left every command waiting for
+// TCP to give up: about 15 minutes with a request unanswered, forever here. Deliveries, acks and
+// connection events all stalled behind it, also once the name had moved to a new primary.
+describe('RedisSessionStore on a Redis that stops answering (its host gone without a reset)', () => {
+  it('drops the silent connection and carries on with the server now behind the name, instead of waiting without end', async () => {
+    const [lost, promoted] = [await ownRedis(), await ownRedis()];
+    const proxy = await TcpFaultProxy.start({ host: '127.0.0.1', port: lost });
+    const errors: string[] = [];
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${proxy.port}`, 'silent:', {
+      onError: (err) => errors.push(err.message),
+    });
+    try {
+      expect(await store.track(pending('alice:s1'), 1000)).toBe('tracked');
+      proxy.stall(); // the open connection stays silent for good
+      proxy.retarget({ host: '127.0.0.1', port: promoted });
+      proxy.restore(); // new connections reach the new primary
+      const began = Date.now();
+      expect(await store.track(pending('alice:s2'), 1000)).toBe('tracked');
+      expect(Date.now() - began).toBeLessThan(REDIS_SOCKET_TIMEOUT_MS + 3000);
+      expect(errors).toEqual([expect.stringMatching(/^Socket timeout/)]);
+    } finally {
+      await store.close();
+      await proxy.close();
+    }
+  }, 30_000);
+
+  it('waits out a Redis that stalls for 2 s on the same connection, without reconnecting', async () => {
+    const port = await ownRedis();
+    const admin = new Redis({ port });
+    const errors: string[] = [];
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${port}`, 'slow:', {
+      onError: (err) => errors.push(err.message),
+    });
+    try {
+      await store.ping();
+      const clientsBefore = await admin.info('stats');
+      await admin.call('CLIENT', 'PAUSE', '2000', 'ALL'); // Redis answers no one for 2 s
+      const began = Date.now();
+      expect(await store.track(pending('alice:z1'), 1000)).toBe('tracked');
+      expect(Date.now() - began).toBeGreaterThan(1500);
+      const connections = (info: string) => Number(/total_connections_received:(\d+)/.exec(info)![1]);
+      expect(connections(await admin.info('stats'))).toBe(connections(clientsBefore));
+      expect(errors).toEqual([]);
+    } finally {
+      await Promise.all([admin.quit(), store.close()]);
+    }
+  }, 15_000);
 });
 
 describe('RedisSessionStore noting a gateway restart', () => {

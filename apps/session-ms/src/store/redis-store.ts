@@ -183,6 +183,16 @@ for j = 1, n do
   if completed ~= 'p' and completed ~= 's' then redis.call('SET', KEYS[n + j], '1', 'PX', ARGV[1]) end
 end`;
 
+/**
+ * A command unanswered this long (no byte from Redis while one is awaited) gives up on the
+ * connection: a Redis host gone without a reset (a lost node, a partition) would otherwise hold
+ * every command until TCP gives up, about 15 minutes. The connection is dropped and made again (to
+ * whatever the name now points at, after a failover) and what was awaiting an answer is sent again,
+ * which the scripts take (a resent one finds its own work done). Well above a stall of Redis's own
+ * (a fork for a snapshot, a slow disk under appendfsync), which is waited out.
+ */
+export const REDIS_SOCKET_TIMEOUT_MS = 5000;
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -227,6 +237,7 @@ export class RedisSessionStore implements SessionStore {
         keyPrefix,
         maxRetriesPerRequest: 3,
         enableAutoPipelining: true,
+        socketTimeout: REDIS_SOCKET_TIMEOUT_MS,
         // After a failover the old primary answers as a replica: reconnect (the endpoint now names
         // the new primary) and resend, instead of failing every write with READONLY for good.
         reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
