@@ -659,6 +659,51 @@ describe('RedisSessionStore on a Redis that stops answering (its host gone witho
   }, 15_000);
 });
 
+// Reconnecting on READONLY and sending the command again never ended while the name still pointed
+// at a replica (REDIS_URL naming a replica or a reader endpoint, a failover whose DNS had not moved
+// yet): about 19 reconnects a second, every write waiting without end, nothing logged, and /readyz
+// green (PING works on a replica).
+describe('RedisSessionStore on a server that stays a replica', () => {
+  const connectionsReceived = async (admin: Redis) =>
+    Number(/total_connections_received:(\d+)/.exec(await admin.info('stats'))![1]);
+  const within = <T>(ms: number, promise: Promise<T>) =>
+    Promise.race([promise, sleep(ms).then(() => Promise.reject(new Error(`still waiting after ${ms} ms`)))]);
+
+  it('fails writes to be retried, reconnects about once a second, says why once and is not ready; carries on once promoted', async () => {
+    const [primary, replica] = [await ownRedis(), await ownRedis()];
+    const admin = new Redis({ port: replica });
+    await admin.replicaof('127.0.0.1', String(primary));
+    const errors: string[] = [];
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${replica}`, 'stuck:', {
+      onError: (err) => errors.push(err.message),
+    });
+    try {
+      await store.ping();
+      const before = await connectionsReceived(admin);
+      const refused = await within(3000, store.track(pending('alice:k1'), 1000)).then(
+        () => new Error('tracked'),
+        (err: Error) => err,
+      );
+      expect(refused.message).toMatch(/^READONLY/);
+      expect(isTransient(refused)).toBe(true);
+      await expect(store.ping()).rejects.toThrow(/READONLY/);
+      // Writes go on as the retry loop makes them (every 200 ms), for 3 s.
+      for (const end = Date.now() + 3000; Date.now() < end; await sleep(200))
+        await store.reportReadUpTo('replica-k', 1, 10_000).catch(() => undefined);
+      expect(await connectionsReceived(admin)).toBeLessThanOrEqual(before + 6);
+      expect(errors.filter((e) => e.startsWith('READONLY'))).toHaveLength(1);
+      await admin.replicaof('NO', 'ONE'); // promoted
+      const began = Date.now();
+      let outcome: string | undefined;
+      while (outcome === undefined && Date.now() - began < 3000)
+        outcome = await store.track(pending('alice:k1'), 1000).catch(() => sleep(100).then(() => undefined));
+      expect(outcome).toBe('tracked');
+    } finally {
+      await Promise.all([admin.quit(), store.close()]);
+    }
+  }, 20_000);
+});
+
 describe('RedisSessionStore noting a gateway restart', () => {
   it('forgets the connections of the earlier process when the heartbeat is handled again after a failure part way (the batch retried)', async () => {
     const prefix = `test:${randomUUID()}:`;

@@ -193,6 +193,11 @@ end`;
  */
 export const REDIS_SOCKET_TIMEOUT_MS = 5000;
 
+/** READONLY met again within this after the last: the name still points at a replica. */
+const READONLY_STREAK_MS = 5000;
+/** How long to wait before connecting again while the name still points at a replica. */
+const READONLY_RECONNECT_MS = 1000;
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -211,20 +216,24 @@ export class RedisSessionStore implements SessionStore {
   private knownEpoch: string | undefined;
   /** Why the connection last failed, for readiness while it is down. */
   private lastError: Error | undefined;
+  /** Connections made so far (ready events): tells a READONLY after a reconnect from one before it. */
+  private connections = 0;
+  /** The READONLY answers met lately: on which connection the first came, when the last did. */
+  private readOnly: { connection: number; last: number } | undefined;
 
   constructor(
     private readonly redis: Redis,
     private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
     /** Told of each connection error, once until it changes or the connection is ready again. */
-    onError?: (err: Error) => void,
+    private readonly onError?: (err: Error) => void,
   ) {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
     // Without a listener ioredis prints "[ioredis] Unhandled error event" to stderr on every retry.
-    redis.on('error', (err: Error) => {
-      if (err.message !== this.lastError?.message) onError?.(err);
-      this.lastError = err;
+    redis.on('error', (err: Error) => this.reportError(err));
+    redis.on('ready', () => {
+      this.lastError = undefined;
+      this.connections++;
     });
-    redis.on('ready', () => (this.lastError = undefined));
   }
 
   static connect(
@@ -232,20 +241,55 @@ export class RedisSessionStore implements SessionStore {
     keyPrefix = 'parley:session:',
     options: { tlsCa?: Buffer; onError?: (err: Error) => void } = {},
   ): RedisSessionStore {
-    return new RedisSessionStore(
-      new Redis(url, {
-        keyPrefix,
-        maxRetriesPerRequest: 3,
-        enableAutoPipelining: true,
-        socketTimeout: REDIS_SOCKET_TIMEOUT_MS,
-        // After a failover the old primary answers as a replica: reconnect (the endpoint now names
-        // the new primary) and resend, instead of failing every write with READONLY for good.
-        reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
-        ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
-      }),
-      FORGET_GATEWAY_AFTER_MS,
-      options.onError,
-    );
+    // eslint-disable-next-line prefer-const -- the client's callbacks need the store made from it
+    let store: RedisSessionStore;
+    const redis = new Redis(url, {
+      keyPrefix,
+      maxRetriesPerRequest: 3,
+      enableAutoPipelining: true,
+      socketTimeout: REDIS_SOCKET_TIMEOUT_MS,
+      reconnectOnError: (err) => store.onReplyError(err),
+      retryStrategy: (times) => store.reconnectDelay(times),
+      ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
+    });
+    store = new RedisSessionStore(redis, FORGET_GATEWAY_AFTER_MS, options.onError);
+    return store;
+  }
+
+  private reportError(err: Error): void {
+    if (err.message !== this.lastError?.message) this.onError?.(err);
+    this.lastError = err;
+  }
+
+  /**
+   * ioredis's reconnectOnError. After a failover the old primary answers READONLY: reconnect (the
+   * name now points at the new primary) and send again what it refused, instead of failing every
+   * write for good. A READONLY again after that reconnect means the name still points at a replica
+   * (REDIS_URL names one, or the failover has not moved the name yet): the command then fails
+   * (READONLY is transient: its caller tries again), and so does readiness, rather than every write
+   * waiting without end behind reconnects many times a second.
+   */
+  private onReplyError(err: Error): false | 1 | 2 {
+    if (!err.message.startsWith('READONLY')) return false;
+    const now = Date.now();
+    if (!this.readOnly || now - this.readOnly.last > READONLY_STREAK_MS) {
+      this.readOnly = { connection: this.connections, last: now };
+      this.reportError(err);
+      return 2;
+    }
+    this.readOnly.last = now;
+    return this.readOnly.connection === this.connections ? 2 : 1;
+  }
+
+  /** Whether READONLY came lately also after a reconnect: the name points at a replica. */
+  private onReplica(): boolean {
+    const r = this.readOnly;
+    return r !== undefined && r.connection !== this.connections && Date.now() - r.last <= READONLY_STREAK_MS;
+  }
+
+  /** ioredis's retryStrategy: its default, but about once a second while the name points at a replica. */
+  private reconnectDelay(times: number): number {
+    return this.onReplica() ? READONLY_RECONNECT_MS : Math.min(times * 50, 2000);
   }
 
   async addConnection(c: Connection): Promise<void> {
@@ -533,6 +577,11 @@ export class RedisSessionStore implements SessionStore {
     // Not connected: say why at once, instead of a probe timing out behind the reconnects.
     if (this.redis.status !== 'ready' && this.lastError)
       throw new Error(`redis ${this.redis.status}: ${this.lastError.message}`);
+    // PING works on a replica: writes do not.
+    if (this.onReplica())
+      throw new Error(
+        'redis answers READONLY after reconnecting: REDIS_URL names a replica, or a failover has not moved the name yet',
+      );
     await this.redis.ping();
   }
 
