@@ -1,5 +1,8 @@
 import Redis from 'ioredis';
 import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { TcpFaultProxy } from '@parley/test-kit';
 import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
@@ -524,9 +527,23 @@ afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));
 const ownRedis = async (): Promise<number> => {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   servers.push(
-    spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
-      stdio: 'ignore',
-    }),
+    // In a directory of its own: a replica's full sync writes an RDB file to the working directory.
+    spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        mkdtempSync(join(tmpdir(), 'parley-redis-')),
+      ],
+      {
+        stdio: 'ignore',
+      },
+    ),
   );
   const probe = new Redis({
     port,
