@@ -14,6 +14,11 @@ void runMain('session-ms', SessionConfig, async (config, runtime) => {
       })
     : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());
+  if (store instanceof RedisSessionStore)
+    void store.setupWarnings().then(
+      (warnings) => warnings.forEach((warning) => runtime.logger.warn(warning)),
+      () => undefined, // Redis away: its connection errors are logged already
+    );
   const bus = await connectKafkaBus('session-ms', config, runtime);
   const gateways = createHttpGatewayClient(config.INTERNAL_SECRET);
   runtime.closer.add('gateway connections', () => gateways.close?.());

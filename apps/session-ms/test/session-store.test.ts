@@ -721,6 +721,24 @@ describe('RedisSessionStore on a server that stays a replica', () => {
   }, 20_000);
 });
 
+describe("RedisSessionStore checking Redis's setup", () => {
+  it('warns of a maxmemory-policy that evicts (the managed services default to volatile-lru), not of noeviction', async () => {
+    const port = await ownRedis();
+    const admin = new Redis({ port });
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${port}`, 'setup:');
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+      expect(await store.setupWarnings()).toEqual([
+        expect.stringMatching(/maxmemory-policy is volatile-lru.*noeviction/),
+      ]);
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      expect(await store.setupWarnings()).toEqual([]);
+    } finally {
+      await Promise.all([admin.quit(), store.close()]);
+    }
+  });
+});
+
 describe('RedisSessionStore noting a gateway restart', () => {
   it('forgets the connections of the earlier process when the heartbeat is handled again after a failure part way (the batch retried)', async () => {
     const prefix = `test:${randomUUID()}:`;

@@ -573,6 +573,23 @@ export class RedisSessionStore implements SessionStore {
     return known !== undefined && epoch !== known ? Number(epoch) : undefined;
   }
 
+  /**
+   * What in Redis's setup that it can read works against session-ms (for a warning at start): a
+   * `maxmemory-policy` that evicts. At `maxmemory` such a policy drops keys with a TTL (a gateway's
+   * liveness marks: its users count offline, and an hour on their connections are forgotten; acked
+   * and stored marks; read positions), and with `allkeys-*` any key (what awaits an ack, the
+   * connections, `epoch`, which then reads as Redis found empty). `noeviction` refuses writes
+   * instead, which session-ms waits out. Empty where it cannot tell (INFO refused by an ACL).
+   */
+  async setupWarnings(): Promise<string[]> {
+    const info = await this.redis.info('memory').catch(() => '');
+    const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+    if (policy === undefined || policy === 'noeviction') return [];
+    return [
+      `redis maxmemory-policy is ${policy}: at maxmemory Redis evicts session-ms's keys (users then count offline, pending deliveries may be lost); set it to noeviction`,
+    ];
+  }
+
   async ping(): Promise<void> {
     // Not connected: say why at once, instead of a probe timing out behind the reconnects.
     if (this.redis.status !== 'ready' && this.lastError)
