@@ -14,6 +14,7 @@ import {
   CommonConfig,
   HttpServer,
   InternalConfig,
+  readableFile,
   requireInternalSecret,
   Runtime,
   Service,
@@ -41,8 +42,7 @@ export const SessionConfig = Type.Object({
     }),
   ),
   REDIS_TLS_CA_FILE: Type.Optional(
-    Type.String({
-      minLength: 1,
+    readableFile({
       description:
         "PEM file of the CA that signed Redis's TLS certificate, where Node does not trust it by itself (Memorystore); implies TLS",
     }),

@@ -1,3 +1,4 @@
+import { accessSync, constants, statSync } from 'node:fs';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import { Static, StringOptions, TObject, TProperties, TString, Type } from '@sinclair/typebox';
@@ -59,6 +60,7 @@ export function loadConfig<T extends TObject>(
 ): Static<T> {
   const ajv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true, strict: false });
   addFormats(ajv);
+  ajv.addFormat('readable-file', { type: 'string', validate: isReadableFile });
   const validate = ajv.compile(schema);
   const candidate: Record<string, unknown> = {};
   const problems: string[] = [];
@@ -108,6 +110,20 @@ export const CommonConfig = {
  */
 export function serviceUrl(options: StringOptions): TString {
   return Type.String({ pattern: '^https?://[^/?#\\s]+$', ...options });
+}
+
+/** A file the service reads at start (a CA certificate): one it cannot read is refused with the rest. */
+export function readableFile(options: StringOptions): TString {
+  return Type.String({ format: 'readable-file', ...options });
+}
+
+function isReadableFile(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** The built-in internal secret: public, so only for development. */

@@ -6,6 +6,7 @@ import {
   InternalConfig,
   loadConfig,
   publicDevSecretsIn,
+  readableFile,
 } from '@parley/service-kit';
 
 const schema = Type.Object({
@@ -86,6 +87,17 @@ describe('loadConfig', () => {
     ]);
     const withAudience = { JWT_JWKS_URL: 'https://idp.example/jwks', JWT_AUDIENCE: 'parley', PORT: '1' };
     expect(loadConfig('gw', auth, withAudience).JWT_AUDIENCE).toBe('parley');
+  });
+
+  it('refuses a file setting naming a file it cannot read, with the other problems, at start', () => {
+    const files = Type.Object({ REDIS_TLS_CA_FILE: Type.Optional(readableFile({})) });
+    expect(() => loadConfig('s', files, { REDIS_TLS_CA_FILE: '/nonexistent/ca.pem' })).toThrow(
+      expect.objectContaining({
+        problems: ['REDIS_TLS_CA_FILE: must match format "readable-file" (got "/nonexistent/ca.pem")'],
+      }),
+    );
+    expect(() => loadConfig('s', files, { REDIS_TLS_CA_FILE: __dirname })).toThrow(ConfigError); // a directory
+    expect(loadConfig('s', files, { REDIS_TLS_CA_FILE: __filename }).REDIS_TLS_CA_FILE).toBe(__filename);
   });
 
   it('refuses KAFKA_SASL_MECHANISM without the user and password to log in with', () => {
