@@ -1215,10 +1215,12 @@ describe('Delivery', () => {
   });
 
   it('times each push again from when it is sent: a lagging reader does not turn one retry into a burst', async () => {
-    const lagMs = 100;
+    // The lag longer than the ack timeout: a retry timed on the reader's clock would be due at once.
+    // Both long enough that a pause of the test process (a busy box) does not make the next one due.
+    const lagMs = 300;
     const { delivery, gateways, bus, connect } = setup({
       readUpTo: () => Date.now() - lagMs,
-      ackTimeoutMs: 80,
+      ackTimeoutMs: 200,
     });
     await connect('bob', 'phone');
     await delivery.handle([message('m1')]); // lost: no ack comes
@@ -1258,13 +1260,17 @@ describe('Delivery', () => {
   });
 
   it('stops holding retries back for a reader stalled past maxAckReadLagMs', async () => {
-    const { delivery, gateways, connect } = setup({ readUpTo: () => 0, maxAckReadLagMs: 50 });
+    const { delivery, gateways, connect } = setup({
+      readUpTo: () => 0,
+      ackTimeoutMs: 100,
+      maxAckReadLagMs: 500,
+    });
     await connect('bob', 'phone');
     await delivery.handle([message('m1')]);
-    await new Promise((r) => setTimeout(r, 30)); // past the ack timeout, within the lag allowed
+    await new Promise((r) => setTimeout(r, 150)); // past the ack timeout, within the lag allowed
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
-    await new Promise((r) => setTimeout(r, 60));
+    await new Promise((r) => setTimeout(r, 500)); // past both
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
   });
