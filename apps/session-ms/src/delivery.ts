@@ -17,7 +17,7 @@ import {
 import { Envelope, EventBus } from '@parley/kafka';
 import { DAY_MS } from '@parley/service-kit';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { GatewayCallError, GatewayClient } from './gateway-client';
 import { Connection, Pending, SessionStore, userKey } from './store/session-store';
 
@@ -128,6 +128,13 @@ export class Delivery {
       offline: counter('offline_total', 'Deliverables handed to the offline topic'),
       acked: counter('acked_total', 'Mids acked by clients'),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
+      firstPushLatency: new Histogram({
+        name: 'parley_session_first_push_latency_seconds',
+        help: "From a message's sentAt (stamped by the gateway that took it) to the first push's answer from the recipient's gateway (written to the sockets), by chat: direct or group",
+        labelNames: ['chat'],
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        registers: [registry],
+      }),
       reconnectPushes: counter(
         'reconnect_pushes_total',
         'Pending deliverables pushed at once to a device that connected (also counted in pushed_total)',
@@ -452,31 +459,48 @@ export class Delivery {
   }
 
   /** One batched call per gateway; a failed call is retried by the retry loop (durable ones). */
-  private async push(pushes: Push[], connections: Map<string, Connection[]>): Promise<void> {
+  private async push(pushes: Array<Push | Pending>, connections: Map<string, Connection[]>): Promise<void> {
     const byGateway = new Map<string, GatewayDelivery[]>();
-    const add = (url: string, delivery: GatewayDelivery) => {
+    /** The deliveries of messages pushed for the first time: their latency is measured. */
+    const firstPushes = new Set<GatewayDelivery>();
+    const add = (url: string, delivery: GatewayDelivery, push: Push | Pending) => {
       const list = byGateway.get(url);
       if (list) list.push(delivery);
       else byGateway.set(url, [delivery]);
+      if ('attempts' in push && push.attempts === 1 && !push.stored) firstPushes.add(delivery);
     };
-    for (const { user, frame } of pushes) {
+    for (const push of pushes) {
+      const { user, frame } = push;
       const devices = connections.get(user) ?? [];
       if (devices.length === 1) {
-        add(devices[0]!.gatewayUrl, { to: user, connIds: [devices[0]!.connId], frame });
+        add(devices[0]!.gatewayUrl, { to: user, connIds: [devices[0]!.connId], frame }, push);
         continue;
       }
       for (const [url, ofUser] of groupBy(devices, (c) => c.gatewayUrl))
-        add(url, { to: user, connIds: ofUser.map((c) => c.connId), frame });
+        add(url, { to: user, connIds: ofUser.map((c) => c.connId), frame }, push);
     }
     await Promise.all(
       [...byGateway].map(async ([url, deliveries]) => {
         for (const calls of callRounds(deliveries, MAX_GATEWAY_BATCH)) {
           const sent = await Promise.all(calls.map((call) => this.pushToGateway(url, call)));
+          calls.forEach((call, i) => sent[i] && this.observeFirstPushes(call, firstPushes));
           // The next round must not overtake what a failed call carried (retries push that again).
           if (sent.includes(false)) break;
         }
       }),
     );
+  }
+
+  /**
+   * Send-to-socket latency of messages pushed for the first time: from the `sentAt` the edge
+   * stamped to the gateway's answer, once the frame is written to the sockets (two hosts' clocks).
+   */
+  private observeFirstPushes(call: GatewayDelivery[], firstPushes: Set<GatewayDelivery>): void {
+    if (firstPushes.size === 0) return;
+    const now = Date.now();
+    for (const { frame } of call.filter((delivery) => firstPushes.has(delivery)))
+      if (frame.type === 'message')
+        this.metrics.firstPushLatency.observe({ chat: frame.chat }, Math.max(0, now - frame.sentAt) / 1000);
   }
 
   /** One call to a gateway; false when it failed. */

@@ -1168,6 +1168,25 @@ describe('Delivery', () => {
     expect(gateways.received.filter((d) => d.to === 'carol')).toEqual([]);
   });
 
+  it("measures a message's first push from its sentAt, not its retries, reconnect pushes or replays", async () => {
+    const { delivery, registry, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    const sentAgo = (ms: number, id: string): DeliverEvent => {
+      const event = message(id);
+      return { ...event, frame: { ...(event.frame as MessageFrame), sentAt: Date.now() - ms } };
+    };
+    await delivery.handle([sentAgo(300, 'm1'), { ...sentAgo(60_000, 'm2'), replay: true }]);
+    await delivery.handle([sentAgo(300, 'm3')]);
+    await delivery.handle([{ ...sentAgo(300, 'm4'), to: 'nobody-connected' }]);
+    await retryUntilQuiet(); // m1 and m3 pushed twice more, then stored
+    await connect('bob', 'tablet');
+    const histogram = await registry.getSingleMetricAsString('parley_session_first_push_latency_seconds');
+    expect(histogram).toMatch(/_count\{service="s",chat="direct"\} 2$/m);
+    const sum = Number(/_sum\{service="s",chat="direct"\} ([\d.]+)$/m.exec(histogram)?.[1]);
+    expect(sum).toBeGreaterThanOrEqual(0.6);
+    expect(sum).toBeLessThan(10);
+  });
+
   it('counts only deliverables in parley_session_pushed_total, not typing notices (nobody acks those)', async () => {
     const { delivery, gateways, registry, connect } = setup();
     await connect('bob', 'phone');
