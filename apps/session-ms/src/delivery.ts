@@ -126,7 +126,10 @@ export class Delivery {
     this.metrics = {
       pushed: counter('pushed_total', 'Deliverables pushed to gateways (each attempt)'),
       offline: counter('offline_total', 'Deliverables handed to the offline topic'),
-      acked: counter('acked_total', 'Mids acked by clients'),
+      acked: counter(
+        'acked_total',
+        "Acks that completed a deliverable pending here (pushed, or its stored copy replayed); not a sender's ack of its accepted frame, nor one of a mid nothing here awaited",
+      ),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
       firstPushLatency: new Histogram({
         name: 'parley_session_first_push_latency_seconds',
@@ -583,7 +586,7 @@ export class Delivery {
     );
     for (const [i, ack] of acks.entries()) {
       const found = completed[i];
-      this.metrics.acked.inc(ack.mids.length);
+      this.metrics.acked.inc(found.filter((outcome) => outcome !== undefined).length);
       // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable,
       // unless it is a message to oneself that was stored: then it completed `stored`.
       const toStorage = ack.mids.filter(

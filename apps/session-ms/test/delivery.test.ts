@@ -1187,6 +1187,22 @@ describe('Delivery', () => {
     expect(sum).toBeLessThan(10);
   });
 
+  it('counts in parley_session_acked_total only acks that completed a deliverable, not those of accepted frames', async () => {
+    const { delivery, registry, connect } = setup();
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    const ack = (user: string, mids: string[]) => ({
+      v: 1 as const,
+      kind: 'ack' as const,
+      user,
+      mids,
+      at: Date.now(),
+    });
+    // alice acks the accepted frame of her own m1 and m2; bob acks m1, and a mid he never got.
+    await delivery.handle([ack('alice', ['alice:m1', 'alice:m2']), ack('bob', ['alice:m1', 'carol:x'])]);
+    expect(await registry.getSingleMetricAsString('parley_session_acked_total')).toMatch(/ 1$/m);
+  });
+
   it('counts only deliverables in parley_session_pushed_total, not typing notices (nobody acks those)', async () => {
     const { delivery, gateways, registry, connect } = setup();
     await connect('bob', 'phone');
