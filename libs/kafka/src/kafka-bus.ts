@@ -46,7 +46,7 @@ export interface KafkaBusOptions {
    * each small batch is handled, and pays the per-fetch cost each time. What arrives meanwhile
    * waits at most this long; a message to an idle consumer does not wait. At 5 ms the one-process
    * fleet used 12-17 % less CPU at 1,000 msg/s, but full bench runs gave no better p99 and a higher
-   * p50 at half max, so it is off by default (docs/benchmarks.md, tenth session).
+   * p50 at half max, so it is off by default (docs/benchmarks.md, "Tried, not kept").
    */
   minCycleMs?: number;
   /**

@@ -9,7 +9,7 @@ import { Segment } from '../../../libs/kafka/src/broker/log/segment';
 /**
  * `npm run bench:structures`: the in-process structures on hot paths, each at a small and a large
  * size. The cost of one operation should not grow with what the structure holds; a growth factor
- * well above 1 is a cliff that tests and quick runs never reach (docs/benchmarks.md, fifth session).
+ * well above 1 is a cliff that tests and quick runs never reach (docs/benchmarks.md, `npm run bench:structures`).
  */
 
 interface Measure {
