@@ -253,16 +253,20 @@ export class Delivery {
   private async pushPendingTo(connections: Connection[]): Promise<void> {
     if (connections.length === 0) return;
     const held = await this.store.pendingOf([...new Set(connections.map((c) => c.user))]);
-    const pushes = [...held.values()]
-      .flat()
-      .filter((p) => !p.stored)
-      .map((p) => ({ user: p.user, frame: p.frame }));
+    const pending = [...held.values()].flat().filter((p) => !p.stored);
+    if (pending.length === 0) return;
+    // Only to sockets the store holds now: it refuses, or forgot within the batch, one of a gateway
+    // process that restarted since (its socket died with it), and a gateway seen gone is left out.
+    const live = await this.store.connectionsOf([...new Set(pending.map((p) => p.user))]);
+    const liveIds = new Set([...live.values()].flat().map((c) => userKey(c.user, c.connId)));
+    const targets = groupBy(
+      connections.filter((c) => liveIds.has(userKey(c.user, c.connId))),
+      (c) => c.user,
+    );
+    const pushes = pending.filter((p) => targets.has(p.user)).map((p) => ({ user: p.user, frame: p.frame }));
     if (pushes.length === 0) return;
     this.metrics.reconnectPushes.inc(pushes.length);
-    await this.push(
-      pushes,
-      groupBy(connections, (c) => c.user),
-    );
+    await this.push(pushes, targets);
   }
 
   /** A gateway restarted under the same id: the sockets of its earlier process are gone. */

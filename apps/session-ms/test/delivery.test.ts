@@ -1168,6 +1168,44 @@ describe('Delivery', () => {
     expect(gateways.received.filter((d) => d.to === 'carol')).toEqual([]);
   });
 
+  it('pushes nothing at a connect to a socket the store did not take (one of a gateway process that restarted since)', async () => {
+    const { delivery, gateways, registry, connect } = setup({ ackTimeoutMs: 60_000 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    const startedAt = Date.now();
+    const up = (connId: string, at: number) => ({
+      v: 1 as const,
+      kind: 'connection-up' as const,
+      user: 'bob',
+      connId,
+      gateway: 'gw-2',
+      gatewayUrl: 'http://gw-2',
+      at,
+    });
+    const beat = (gateway: string) => ({
+      v: 1 as const,
+      kind: 'gateway-heartbeat' as const,
+      gateway,
+      gatewayUrl: `http://${gateway}`,
+      connections: 0,
+      at: startedAt,
+      startedAt,
+    });
+    // Gateways restarted under their ids: connection-ups of their earlier processes, read late (a
+    // lagging consumer, a replay), name sockets that died with them; a gateway answers them missing.
+    gateways.gone.add('old-1').add('old-2');
+    // Its restart noted first, the store does not take the connection.
+    await delivery.handleConnections([beat('gw-2'), up('old-1', startedAt - 60_000)]);
+    // The restart noted after it in the same batch: the store forgets it again (one stale connection).
+    await delivery.handleConnections([
+      { ...up('old-2', startedAt - 60_000), gateway: 'gw-3', gatewayUrl: 'http://gw-3' },
+      beat('gw-3'),
+    ]);
+    expect(gateways.received.filter((d) => d.to === 'bob').map((d) => d.url)).toEqual(['http://gw-1']);
+    expect(await registry.getSingleMetricAsString('parley_session_reconnect_pushes_total')).toMatch(/ 0$/m);
+    expect(await registry.getSingleMetricAsString('parley_session_stale_connections_total')).toMatch(/ 1$/m);
+  });
+
   it("measures a message's first push from its sentAt, not its retries, reconnect pushes or replays", async () => {
     const { delivery, registry, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');
