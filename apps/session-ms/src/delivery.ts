@@ -247,13 +247,18 @@ export class Delivery {
   /**
    * A device that connects gets what its user has pending at once: pushed before to a socket that
    * died unnoticed (a phone changing networks), it would otherwise wait for its retry, an ack
-   * timeout later. Stored copies are left to the replay storage sends on a connect; retries stay
-   * due as they were (the device dedups by mid).
+   * timeout later. Stored copies are left to the replay storage sends on a connect, and so is what
+   * was tracked after the first of them: pushed now, it would arrive before the older stored copy
+   * (it goes at its retry, after the replay, as before). Retries stay due as they were (the device
+   * dedups by mid).
    */
   private async pushPendingTo(connections: Connection[]): Promise<void> {
     if (connections.length === 0) return;
     const held = await this.store.pendingOf([...new Set(connections.map((c) => c.user))]);
-    const pending = [...held.values()].flat().filter((p) => !p.stored);
+    const pending = [...held.values()].flatMap((ofUser) => {
+      const firstStored = ofUser.findIndex((p) => p.stored);
+      return firstStored < 0 ? ofUser : ofUser.slice(0, firstStored);
+    });
     if (pending.length === 0) return;
     // Only to sockets the store holds now: it refuses, or forgot within the batch, one of a gateway
     // process that restarted since (its socket died with it), and a gateway seen gone is left out.

@@ -1206,6 +1206,25 @@ describe('Delivery', () => {
     expect(await registry.getSingleMetricAsString('parley_session_stale_connections_total')).toMatch(/ 1$/m);
   });
 
+  it("keeps the order tracked at a connect where a stored copy awaits its ack: what follows it waits for storage's replay", async () => {
+    const { delivery, gateways, connect, retryUntilQuiet } = setup();
+    await connect('bob', 'phone');
+    // The phone's connect had storage hand back s1; then m2 came live. Neither is acked: the socket died.
+    await delivery.handle([{ ...message('s1'), replay: true }]);
+    await delivery.handle([message('m2')]);
+    await connect('bob', 'phone-again', 'gw-2');
+    await delivery.handle([{ ...message('s1'), replay: true }]); // storage's replay on this connect
+    await retryUntilQuiet();
+    const firstArrivals = [
+      ...new Set(
+        gateways.received
+          .filter((d) => d.connIds?.includes('phone-again'))
+          .map((d) => ('mid' in d.frame ? d.frame.mid : d.frame.type)),
+      ),
+    ];
+    expect(firstArrivals).toEqual(['alice:s1', 'alice:m2']);
+  });
+
   it("measures a message's first push from its sentAt, not its retries, reconnect pushes or replays", async () => {
     const { delivery, registry, connect, retryUntilQuiet } = setup();
     await connect('bob', 'phone');
