@@ -131,6 +131,7 @@ export function createSessionService(deps: SessionDeps): SessionService {
   // Stopped after the consumers (workers stop in reverse order): nothing new is tracked by then.
   const handOff = {
     stop: async () => {
+      await delivery.connectPushesDone();
       const handed = await delivery.handOffPending();
       if (handed > 0) logger.info({ handed }, 'deliverables awaiting an ack handed to storage');
     },

@@ -60,6 +60,8 @@ const STORED_MEMORY_MS = 31 * DAY_MS;
 const REREAD_SLACK_MS = 60_000;
 /** How long a replica that holds no partition when the store is found empty keeps asking to re-read. */
 const REREAD_WITHOUT_PARTITIONS_MS = 60_000;
+/** Pushes to devices that connected under way at once, at most (see `startConnectPush`). */
+const MAX_CONNECT_PUSHES = 8;
 /** A typing notice older than this (a backlog, a re-read) is not pushed: it is about the moment. */
 export const TYPING_NOTICE_MAX_AGE_MS = 30_000;
 
@@ -104,6 +106,8 @@ export class Delivery {
   private readonly metrics;
   /** Gateways this replica is asking to announce their connections (the ask in flight). */
   private readonly announcing = new Set<string>();
+  /** Pushes to devices that connected, under way (`startConnectPush`). */
+  private readonly connectPushes = new Set<Promise<void>>();
   private nextGatewaySweepAt = 0;
   /**
    * Where the delivery topic is to be read again from, until the re-read is set (while this
@@ -128,7 +132,7 @@ export class Delivery {
       offline: counter('offline_total', 'Deliverables handed to the offline topic'),
       acked: counter(
         'acked_total',
-        "Acks that completed a deliverable pending here (pushed, or its stored copy replayed); not a sender's ack of its accepted frame, nor one of a mid nothing here awaited",
+        "Acks that completed a deliverable pending here (pushed, or its stored copy replayed), or repeated such an ack (another device, a re-ack); not a sender's ack of its accepted frame, nor one of a mid nothing here awaited",
       ),
       duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
       firstPushLatency: new Histogram({
@@ -140,7 +144,7 @@ export class Delivery {
       }),
       reconnectPushes: counter(
         'reconnect_pushes_total',
-        'Pending deliverables pushed at once to a device that connected (also counted in pushed_total)',
+        'Pending deliverables pushed at once to a device that connected, a failed gateway call included (pushed_total counts those that went)',
       ),
       pushFailures: counter(
         'push_failures_total',
@@ -241,7 +245,26 @@ export class Delivery {
         connected.set(event.connId, event);
       }
     }
-    await this.pushPendingTo([...connected.values()]);
+    if (connected.size > 0) this.startConnectPush([...connected.values()]);
+  }
+
+  /**
+   * Not awaited: the connections consumer does not wait on a gateway (one that does not answer
+   * would hold every connect, disconnect and heartbeat behind it). A few at once at most, as in a
+   * gateway rollout's storm of connects: what is skipped goes at its retry, as it did before.
+   */
+  private startConnectPush(connections: Connection[]): void {
+    if (this.connectPushes.size >= MAX_CONNECT_PUSHES) return;
+    const pushing = this.pushPendingTo(connections).catch((err: unknown) =>
+      this.logger.warn({ err }, 'could not push what was pending to devices that connected'),
+    );
+    this.connectPushes.add(pushing);
+    void pushing.finally(() => this.connectPushes.delete(pushing));
+  }
+
+  /** Resolves once the pushes to devices that connected, started so far, are done. */
+  async connectPushesDone(): Promise<void> {
+    await Promise.all([...this.connectPushes]);
   }
 
   /**
@@ -260,6 +283,9 @@ export class Delivery {
       return firstStored < 0 ? ofUser : ofUser.slice(0, firstStored);
     });
     if (pending.length === 0) return;
+    // Acks unread behind a backlog would be taken for none: pushed again, each would be acked again
+    // into the same backlog. Retries wait for the ack clock; so does this.
+    if (Date.now() - ((await this.store.readUpTo()) ?? Date.now()) > this.settings.ackTimeoutMs) return;
     // Only to sockets the store holds now: it refuses, or forgot within the batch, one of a gateway
     // process that restarted since (its socket died with it), and a gateway seen gone is left out.
     const live = await this.store.connectionsOf([...new Set(pending.map((p) => p.user))]);

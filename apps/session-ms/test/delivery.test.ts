@@ -121,10 +121,13 @@ function setup({
     readUpTo,
     rereadFrom,
   });
-  const connect = (user: string, connId: string, gateway = 'gw-1') =>
-    delivery.handleConnections([
+  /** A connection-up, and the push of what its user has pending (not awaited by the consumer). */
+  const connect = async (user: string, connId: string, gateway = 'gw-1') => {
+    await delivery.handleConnections([
       { v: 1, kind: 'connection-up', user, connId, gateway, gatewayUrl: `http://${gateway}`, at: Date.now() },
     ]);
+    await delivery.connectPushesDone();
+  };
   const disconnect = (user: string, connId: string, gateway = 'gw-1') =>
     delivery.handleConnections([
       {
@@ -1166,6 +1169,62 @@ describe('Delivery', () => {
     expect(await registry.getSingleMetricAsString('parley_session_reconnect_pushes_total')).toMatch(/ 2$/m);
     await connect('carol', 'tablet'); // nothing pending: nothing pushed
     expect(gateways.received.filter((d) => d.to === 'carol')).toEqual([]);
+  });
+
+  it('does not hold the connections consumer on a gateway that does not answer a connect push', async () => {
+    class HangingGateways extends RecordingGateways {
+      hang = false;
+      release = () => undefined as void;
+      override async send(url: string, deliveries: GatewayDelivery[]) {
+        if (this.hang) await new Promise<void>((resolve) => (this.release = resolve));
+        return super.send(url, deliveries);
+      }
+    }
+    const gateways = new HangingGateways();
+    const { delivery, connect } = setup({ gateways, ackTimeoutMs: 60_000 });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    gateways.hang = true;
+    const up = (connId: string) =>
+      delivery.handleConnections([
+        {
+          v: 1,
+          kind: 'connection-up',
+          user: 'bob',
+          connId,
+          gateway: 'gw-2',
+          gatewayUrl: 'http://gw-2',
+          at: Date.now(),
+        },
+      ]);
+    await up('phone-again'); // resolves though its push hangs
+    await delivery.handleConnections([
+      {
+        v: 1,
+        kind: 'connection-down',
+        user: 'bob',
+        connId: 'phone',
+        gateway: 'gw-1',
+        gatewayUrl: 'http://gw-1',
+        at: Date.now(),
+      },
+    ]);
+    gateways.hang = false;
+    gateways.release();
+    await delivery.connectPushesDone();
+    expect(gateways.received.filter((d) => d.connIds?.includes('phone-again')).length).toBe(1);
+  });
+
+  it('pushes nothing at a connect while acks are read behind a backlog: they may be on their way', async () => {
+    const { delivery, gateways, connect } = setup({
+      readUpTo: () => Date.now() - 10_000,
+      ackTimeoutMs: 1000,
+    });
+    await connect('bob', 'phone');
+    await delivery.handle([message('m1')]);
+    await delivery.retryDue(); // reports the read position, 10 s behind
+    await connect('bob', 'phone-again', 'gw-2');
+    expect(gateways.received.filter((d) => d.connIds?.includes('phone-again'))).toEqual([]);
   });
 
   it('pushes nothing at a connect to a socket the store did not take (one of a gateway process that restarted since)', async () => {

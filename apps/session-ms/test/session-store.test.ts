@@ -168,15 +168,17 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
 
   it('judges a silent gateway gone once heartbeats have been read for a ttl, and forgets it past the horizon', async () => {
-    const forgetful = target.open(400);
-    const beat = beating(forgetful);
-    await beat(80, 'gw-paused', 'gw-crashed');
+    // A ttl of 600 ms: a pause of the test process (a busy box) longer than a ttl between the last
+    // beat and a lookup would stop the heartbeats counting as flowing, and nothing would be judged.
+    const forgetful = target.open(1200);
+    const beat = beating(forgetful, 600);
+    await beat(240, 'gw-paused', 'gw-crashed');
     await forgetful.addConnection(connection('walt', 'p', 'gw-paused'));
     await forgetful.addConnection(connection('walt', 'c', 'gw-crashed'));
     expect((await connIdsOf(forgetful, 'walt')).sort()).toEqual(['c', 'p']);
-    await beat(300, 'gw-paused'); // gw-crashed silent for longer than a ttl while the other beats
+    await beat(900, 'gw-paused'); // gw-crashed silent for longer than a ttl while the other beats
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']);
-    await beat(400, 'gw-paused'); // past the forget horizon
+    await beat(1200, 'gw-paused'); // past the forget horizon
     expect(await connIdsOf(forgetful, 'walt')).toEqual(['p']); // and 'c' forgotten here
     // Were the id reused (GATEWAY_ID pinned), the crashed process's sockets are gone anyway.
     await forgetful.gatewayAlive('gw-crashed', 50);
@@ -270,9 +272,10 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
 
   it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
-    await store.complete('bob', ['alice:e1'], 20);
+    // 300 ms: a pause of the test process (a busy box) must not end it before the first track.
+    await store.complete('bob', ['alice:e1'], 300);
     expect(await store.track(pending('alice:e1'), 1000)).toBe('acked');
-    await sleep(40);
+    await sleep(400);
     expect(await store.track(pending('alice:e1'), 1000)).toBe('tracked');
   });
 
@@ -724,12 +727,14 @@ describe('RedisSessionStore on a server that stays a replica', () => {
 });
 
 describe("RedisSessionStore checking Redis's setup", () => {
-  it('warns of a maxmemory-policy that evicts (the managed services default to volatile-lru), not of noeviction', async () => {
+  it('warns of a maxmemory-policy that evicts (the managed services default to volatile-lru), not of noeviction or no maxmemory', async () => {
     const port = await ownRedis();
     const admin = new Redis({ port });
     const store = RedisSessionStore.connect(`redis://127.0.0.1:${port}`, 'setup:');
     try {
       await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+      expect(await store.setupWarnings()).toEqual([]); // no maxmemory: it never evicts
+      await admin.config('SET', 'maxmemory', '100mb');
       expect(await store.setupWarnings()).toEqual([
         expect.stringMatching(/maxmemory-policy is volatile-lru.*noeviction/),
       ]);

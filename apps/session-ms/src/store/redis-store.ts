@@ -584,7 +584,8 @@ export class RedisSessionStore implements SessionStore {
   async setupWarnings(): Promise<string[]> {
     const info = await this.redis.info('memory').catch(() => '');
     const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
-    if (policy === undefined || policy === 'noeviction') return [];
+    const limit = Number(/^maxmemory:(\d+)/m.exec(info)?.[1] ?? 0); // 0: no limit, nothing evicted
+    if (policy === undefined || policy === 'noeviction' || limit === 0) return [];
     return [
       `redis maxmemory-policy is ${policy}: at maxmemory Redis evicts session-ms's keys (users then count offline, pending deliveries may be lost); set it to noeviction`,
     ];
