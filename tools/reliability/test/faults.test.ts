@@ -179,8 +179,10 @@ describe('faults: the fleet as separate processes', () => {
       await redis.flushall();
       // Until session-ms reads the gateway's next heartbeat and the gateway announces bob's socket
       // again, messages to him go to storage (and push): the app would see them only through sync.
+      // After the earlier faults this takes about 12 s here (session-ms first reads the delivery
+      // topic again from before the loss); 40 s leaves room for a busy machine.
       const overSocket = () => sent.slice(1).some((mid) => bob.messages.has(mid));
-      for (let n = 0; n < 80 && !overSocket(); n++) {
+      for (let n = 0; n < 160 && !overSocket(); n++) {
         send(`after-${n}`);
         await sleep(250);
       }
@@ -197,7 +199,7 @@ describe('faults: the fleet as separate processes', () => {
     } finally {
       await redis.quit();
     }
-  }, 60_000);
+  }, 90_000);
 
   it('Redis emptied while a message awaited its ack: session-ms reads it again, and it reaches the device that connects next', async () => {
     const alice = await client('l-alice');
