@@ -40,7 +40,7 @@ export const GroupMsConfig = Type.Object({
     exclusiveMinimum: 0,
     default: 8,
     description:
-      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention)',
+      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention); a group its last member left is forgotten as long after',
   }),
   PURGE_INTERVAL_MS: Type.Integer({
     minimum: 1000,
@@ -72,8 +72,11 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
 
 export interface GroupMs extends Service {
   http: HttpServer;
-  /** Purges the ops past retention now (it also runs periodically); returns how many went. */
-  purgeNow(): Promise<number>;
+  /**
+   * Purges the ops past retention, and the groups emptied before it, now (it also runs
+   * periodically); returns how many of each went.
+   */
+  purgeNow(): Promise<{ ops: number; groups: number }>;
   /** Publishes the notices a failed publish left behind now (it also runs periodically). */
   publishOutboxNow(): Promise<number>;
 }
@@ -138,15 +141,23 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     help: 'Applied group ops forgotten past their retention',
     registers: [deps.metrics],
   });
+  const emptiedPurged = new Counter({
+    name: 'parley_group_empty_groups_purged_total',
+    help: 'Groups left without members forgotten after the ops retention',
+    registers: [deps.metrics],
+  });
   const purge = createPeriodicJob({
     name: 'group ops purge',
     intervalMs: deps.purgeIntervalMs ?? 3_600_000,
     logger: deps.logger,
     run: async (signal) => {
-      const count = await deps.store.forgetOpsBefore(clock() - (deps.opsRetentionMs ?? 8 * DAY_MS), signal);
-      purged.inc(count);
-      if (count > 0) deps.logger.info({ count }, 'purged old group ops');
-      return count;
+      const before = clock() - (deps.opsRetentionMs ?? 8 * DAY_MS);
+      const ops = await deps.store.forgetOpsBefore(before, signal);
+      purged.inc(ops);
+      const groups = await deps.store.forgetEmptyGroupsBefore(before, signal);
+      emptiedPurged.inc(groups);
+      if (ops + groups > 0) deps.logger.info({ ops, groups }, 'purged old group ops and emptied groups');
+      return { ops, groups };
     },
   });
 

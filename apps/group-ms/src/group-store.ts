@@ -61,6 +61,13 @@ export interface GroupStore {
    * applied again, so keep them for longer than anything can redeliver them.
    */
   forgetOpsBefore(appliedBefore: number, signal?: AbortSignal): Promise<number>;
+  /**
+   * Forgets the groups left without members and unchanged since `changedBefore` (returns how many):
+   * a group its last member left is gone (its id may be created again), but its row stayed, one
+   * for every group ever emptied. Kept as long as the ops, so a router that handles a batch again
+   * still reads its last piped op, and a cached member list still sees its version move.
+   */
+  forgetEmptyGroupsBefore(changedBefore: number, signal?: AbortSignal): Promise<number>;
   /** The outbox: notices of ops applied before `appliedBefore` not yet marked published, oldest first. */
   unpublished(appliedBefore: number, limit: number): Promise<Array<{ opMid: string; notice: GroupNotice }>>;
   markPublished(opMids: string[]): Promise<void>;

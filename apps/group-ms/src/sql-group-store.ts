@@ -64,6 +64,16 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
         only: 'published', // a notice the outbox has yet to publish stays, however old
         signal,
       }),
+    forgetEmptyGroupsBefore: (changedBefore, signal) =>
+      deleteOlderThan(db, {
+        table: 'groups',
+        column: 'updated_at',
+        before: changedBefore,
+        // Checked again on the row deleted: a create of its id meanwhile (a member added) moved
+        // updated_at to now, so that version is not deleted.
+        only: 'NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = groups.id)',
+        signal,
+      }),
     async unpublished(appliedBefore, limit) {
       const rows = await db.query<{ mid: string; notice: GroupNotice }>(
         'SELECT mid, notice FROM group_ops WHERE NOT published AND applied_at < $1 ORDER BY applied_at, seq LIMIT $2',

@@ -365,10 +365,55 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       expect((await create('recent')).statusCode).toBe(201);
       expect(await opsOf()).toEqual(['aged', 'recent', 'stuck']);
 
-      expect(await purging.purgeNow()).toBe(1);
+      expect(await purging.purgeNow()).toEqual({ ops: 1, groups: 0 });
       expect(await opsOf()).toEqual(['recent', 'stuck']);
       const metrics = (await purging.http.inject('/metrics')).body;
       expect(metrics).toContain('parley_group_ops_purged_total{service="group-ms"} 1');
+    } finally {
+      await purging.stop();
+    }
+  });
+
+  it('forgets a group its last member left once GROUP_OPS_KEEP_DAYS have passed, not one with members or left lately', async () => {
+    let now = Date.now() - 100 * DAY_MS; // older than every group the other tests made
+    const purging = groupMs({ clock: () => now, opsRetentionMs: 8 * DAY_MS });
+    await purging.start();
+    try {
+      const as = (user: string, method: 'POST' | 'DELETE', url: string, payload?: object) =>
+        purging.http.inject({ method, url, headers: internalHeaders(SECRET, user), payload });
+      const groupsNamed = async () =>
+        (
+          await db.query<{ id: string }>(
+            "SELECT id FROM groups WHERE id IN ('emptied', 'kept', 'emptied-lately') ORDER BY id",
+          )
+        ).rows.map((r) => r.id);
+      for (const id of ['emptied', 'kept', 'emptied-lately'])
+        expect(
+          (await as('alice', 'POST', '/internal/groups', { id, name: id, members: ['bob'] })).statusCode,
+        ).toBe(201);
+      // Everyone leaves 'emptied'; 'kept' keeps bob.
+      for (const user of ['alice', 'bob'])
+        expect((await as(user, 'DELETE', `/internal/groups/emptied/members/${user}`)).statusCode).toBe(200);
+      expect((await as('alice', 'DELETE', '/internal/groups/kept/members/alice')).statusCode).toBe(200);
+      now += 9 * DAY_MS;
+      for (const user of ['alice', 'bob'])
+        expect((await as(user, 'DELETE', `/internal/groups/emptied-lately/members/${user}`)).statusCode).toBe(
+          200,
+        );
+      expect(await groupsNamed()).toEqual(['emptied', 'emptied-lately', 'kept']);
+
+      const purged = await purging.purgeNow();
+      expect(await groupsNamed()).toEqual(['emptied-lately', 'kept']);
+      expect(purged).toEqual({ ops: expect.any(Number), groups: 1 });
+      // Its id is free, as it was: created again, it is a new group.
+      const again = await as('carol', 'POST', '/internal/groups', {
+        id: 'emptied',
+        name: 'Again',
+        members: [],
+      });
+      expect([again.statusCode, again.json().members]).toEqual([201, ['carol']]);
+      const metrics = (await purging.http.inject('/metrics')).body;
+      expect(metrics).toContain('parley_group_empty_groups_purged_total{service="group-ms"} 1');
     } finally {
       await purging.stop();
     }
