@@ -23,7 +23,7 @@ export function createPersistenceMetrics(registry: Registry) {
     }),
     purged: new Counter({
       name: 'parley_persistence_purged_total',
-      help: 'Rows dropped by retention: undelivered deliverables and expired ack tombstones',
+      help: 'Rows dropped by retention: undelivered deliverables, expired ack tombstones, and the position counters of recipients left with nothing stored (kind: messages, tombstones, sequences)',
       labelNames: ['kind'],
       registers,
     }),

@@ -33,7 +33,9 @@ export function createRetentionJob(options: RetentionOptions): PeriodicJob<Purge
       );
       options.metrics.purged.inc({ kind: 'messages' }, result.messages);
       options.metrics.purged.inc({ kind: 'tombstones' }, result.tombstones);
-      if (result.messages + result.tombstones > 0) options.logger.info(result, 'retention purge');
+      options.metrics.purged.inc({ kind: 'sequences' }, result.sequences);
+      if (result.messages + result.tombstones + result.sequences > 0)
+        options.logger.info(result, 'retention purge');
       return result;
     },
   });

@@ -155,7 +155,7 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       // which at tens of millions of rows could pass the statement timeout; it must not keep the
       // messages and tombstones above from being purged.
       await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
-      return purged;
+      return { ...purged, sequences: await forgetIdleSequences(db, options.purgeBatch ?? 5000, signal) };
     },
   };
 }
@@ -171,12 +171,21 @@ function groupByRecipient(items: PendingDeliverable[]): Map<string, Deliverable[
 }
 
 /**
+ * Where a recipient's positions start when its sequence row is made: the transaction's start in
+ * microseconds since the epoch, by the database's one clock. A row forgotten (`forgetIdleSequences`)
+ * and made again thus hands out positions after every one the old row did (unless that row gave out
+ * more than one a microsecond over its life), so a cursor an app kept skips nothing stored later.
+ * Safe integers until the year 2255.
+ */
+const SEQUENCE_FLOOR = '(extract(epoch from now()) * 1000000)::bigint';
+
+/**
  * Takes the sequence row lock of each recipient (held until commit) and reserves `n` positions for
  * it, in one statement; returns each recipient's last reserved position. Stores and acks of one
  * recipient thus run one after the other, so an ack and a concurrent store of the same mid cannot
  * both miss each other, and positions are handed out in commit order. Rows are locked in byte
  * order (COLLATE "C", whatever the database's collation, as the release before sorted them), so
- * two transactions cannot deadlock.
+ * two transactions cannot deadlock. A new row starts at SEQUENCE_FLOOR.
  */
 async function reserveSequences(
   tx: SqlExecutor,
@@ -184,13 +193,38 @@ async function reserveSequences(
 ): Promise<Map<string, number>> {
   const result = await tx.query<{ recipient: string; last_seq: string }>(
     `INSERT INTO offline_sequences (recipient, last_seq)
-     SELECT r.recipient, r.n FROM jsonb_to_recordset($1::text::jsonb) AS r(recipient text, n bigint)
+     SELECT r.recipient, ${SEQUENCE_FLOOR} + r.n FROM jsonb_to_recordset($1::text::jsonb) AS r(recipient text, n bigint)
      ORDER BY r.recipient COLLATE "C"
-     ON CONFLICT (recipient) DO UPDATE SET last_seq = offline_sequences.last_seq + EXCLUDED.last_seq
+     ON CONFLICT (recipient) DO UPDATE SET
+       last_seq = offline_sequences.last_seq + (EXCLUDED.last_seq - ${SEQUENCE_FLOOR})
      RETURNING recipient, last_seq::text AS last_seq`,
     [JSON.stringify(reservations)],
   );
   return new Map(result.rows.map((row) => [row.recipient, Number(row.last_seq)]));
+}
+
+/**
+ * Forgets, `batch` rows a statement, the sequence rows of recipients with nothing stored and no
+ * connect remembered: made for every recipient ever stored for, acked or connected (any user id a
+ * client names, one that does not exist too), they were kept for good. Deleted by address, and a
+ * row a reservation has touched since the statement began (a store, an ack, a connect: each writes
+ * a new version) is not deleted: its transaction may have stored behind it. Returns how many went.
+ */
+async function forgetIdleSequences(db: SqlExecutor, batch: number, signal?: AbortSignal): Promise<number> {
+  let total = 0;
+  for (;;) {
+    if (signal?.aborted) return total;
+    const result = await db.query(
+      `DELETE FROM offline_sequences WHERE ctid = ANY (ARRAY(
+         SELECT s.ctid FROM offline_sequences s
+         WHERE NOT EXISTS (SELECT 1 FROM offline_messages m WHERE m.recipient = s.recipient)
+           AND NOT EXISTS (SELECT 1 FROM offline_connects c WHERE c.recipient = s.recipient)
+         LIMIT $1))`,
+      [batch],
+    );
+    total += result.rowCount;
+    if (result.rowCount < batch) return total;
+  }
 }
 
 /** Inserts what is neither stored nor acked yet, in one statement; returns the `keyOf`s it inserted. */

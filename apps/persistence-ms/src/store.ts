@@ -27,6 +27,8 @@ export interface PendingPage {
 export interface PurgeResult {
   messages: number;
   tombstones: number;
+  /** Position counters of recipients with nothing stored and no connect left, forgotten. */
+  sequences: number;
 }
 
 /**
@@ -66,7 +68,8 @@ export interface OfflineStore {
   connectedSince(users: string[], since: number): Promise<Set<string>>;
   /**
    * Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore`
-   * (ms), in batches; stops between batches once `signal` aborts.
+   * (ms), connects remembered from before it, then the position counters of recipients left with
+   * nothing stored and no connect, in batches; stops between batches once `signal` aborts.
    */
   purge(
     cutoff: { messagesBefore: number; tombstonesBefore: number },

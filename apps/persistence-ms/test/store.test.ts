@@ -291,7 +291,40 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(await store.purge({ messagesBefore: 0, tombstonesBefore: 0 })).toEqual({
       messages: 0,
       tombstones: 0,
+      sequences: expect.any(Number),
     });
+  });
+
+  it('forgets the position counter of a recipient with nothing stored and no connect left; later positions still follow every earlier one', async () => {
+    const counters = async (users: string[]) =>
+      (
+        await db.query<{ recipient: string }>(
+          'SELECT recipient FROM offline_sequences WHERE recipient IN (SELECT jsonb_array_elements_text($1::text::jsonb)) ORDER BY recipient',
+          [JSON.stringify(users)],
+        )
+      ).rows.map((row) => row.recipient);
+    clock = 8_000_000;
+    // olga: stored, paged (the app keeps the cursor), acked. quinn: still has one stored. rita: nothing
+    // stored, but connected lately. A recipient nobody reads (a made-up id): its stored one purged.
+    await store.store(['o1', 'o2', 'o3'].map((id) => ({ to: 'olga', frame: message('alice', id, 'olga') })));
+    const paged = await store.page('olga', 0, 2);
+    expect(paged.hasMore).toBe(true);
+    await store.ack('olga', ['alice:o1', 'alice:o2', 'alice:o3']);
+    await store.store([{ to: 'quinn', frame: message('alice', 'q1', 'quinn') }]);
+    await store.markConnected([{ user: 'rita', at: 8_000_000 }]);
+    clock = 1_000; // stored long ago
+    await store.store([{ to: 'nobody-reads', frame: message('alice', 'n1', 'nobody-reads') }]);
+    clock = 8_000_000;
+    const users = ['nobody-reads', 'olga', 'quinn', 'rita'];
+    expect(await counters(users)).toEqual(users);
+
+    const purged = await store.purge({ messagesBefore: 2_000, tombstonesBefore: 7_000_000 });
+    expect(await counters(users)).toEqual(['quinn', 'rita']);
+    expect(purged.sequences).toBeGreaterThanOrEqual(2);
+    // A new one for olga comes after the position of the page she read before it was forgotten.
+    await store.store([{ to: 'olga', frame: message('alice', 'o4', 'olga') }]);
+    expect(mids((await store.page('olga', paged.lastSeq, 10)).messages)).toEqual(['alice:o4']);
+    expect(await readAll(store, 'olga')).toEqual(['alice:o4']);
   });
 
   it('purges old deliverables and tombstones even when forgetting old connects fails (a statement timeout)', async () => {
