@@ -189,6 +189,43 @@ describe('broker storage', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  test('holds the batch index of its newest segments and of those read lately, not of every segment its retention keeps', async () => {
+    const dir = tmp();
+    const batchBytes = batches[0].length;
+    const segment = 10; // batches a segment
+    const small = { ...config, segmentBytes: segment * batchBytes, cacheBytes: 0 };
+    const log = PartitionLog.create('t', 0, dir, small, logger);
+    const appended = fresh();
+    for (const b of appended) log.append([b]);
+    expect(logFilesIn(dir).length).toBeGreaterThanOrEqual(19);
+    // The active segment and the one before it: the rest are in their index files.
+    expect(log.batchesInMemory).toBeLessThanOrEqual(2 * segment);
+
+    // Read from the start, old segments are read back, byte for byte, and by time.
+    const all = await log.read(0, 1 << 30, true);
+    expect(Buffer.concat(all.chunks)).toEqual(Buffer.concat(appended));
+    expect(log.batchesInMemory).toBeLessThanOrEqual(4 * segment); // and the two read last
+    for (const offset of [0, 15, 37, 120, 199]) {
+      const one = await log.read(offset, 1, true);
+      expect(Buffer.concat(one.chunks)).toEqual(appended[offset]);
+    }
+    expect(log.batchesInMemory).toBeLessThanOrEqual(4 * segment);
+    expect(log.offsetForTimestamp(0)).toBe(0);
+    expect(log.offsetForTimestamp(Number.MAX_SAFE_INTEGER)).toBe(-1);
+    expect(log.logStartOffset).toBe(0);
+    log.close();
+
+    // Recovered, it holds as little; appends go on after the last offset.
+    const again = PartitionLog.create('t', 0, dir, small, logger);
+    expect(again.batchesInMemory).toBeLessThanOrEqual(2 * segment);
+    expect([again.nextOffset, again.logStartOffset]).toEqual([200, 0]);
+    expect(Buffer.concat((await again.read(55, 1, true)).chunks)).toEqual(appended[55]);
+    again.append([Buffer.from(batches[0])]);
+    expect(again.nextOffset).toBe(201);
+    again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   test('only the newest cacheBytes stay in memory; older batches are read back from the file, byte for byte', async () => {
     const dir = tmp();
     const batchBytes = batches[0].length;

@@ -48,8 +48,13 @@ export interface ReadResult {
   bytes: number;
 }
 
-/** Segments read in full on recovery (the idempotent producers' state comes from them). */
+/**
+ * Segments read in full on recovery (the idempotent producers' state comes from them), and whose
+ * batch refs stay in memory; older ones keep theirs in their index files (Segment.release).
+ */
 const HOT_SEGMENTS = 2;
+/** Older segments whose batch refs stay in memory after a read (a consumer catching up reads on). */
+const READ_SEGMENTS_KEPT = 2;
 
 /** One partition's log: segments, offsets, idempotent-producer state and fetch waiters. */
 export class PartitionLog {
@@ -59,6 +64,8 @@ export class PartitionLog {
   private cachedFrom = 0;
   private cachedBytes = 0;
   private readonly producers = new Map<number, ProducerState>();
+  /** Segments older than the hot ones read lately, least recently first: they keep their refs. */
+  private readCold: Segment[] = [];
   /** Woken on every append (long-polling fetches). */
   readonly waiters = new Set<() => void>();
   dirty = false;
@@ -100,6 +107,7 @@ export class PartitionLog {
       if (log.segments.length === 0) log.segments.push(Segment.create(dir, 0));
       log.rebuildProducers();
       log.cacheNewest();
+      log.releaseCold();
     } else {
       log.segments.push(Segment.memory(0));
     }
@@ -107,8 +115,7 @@ export class PartitionLog {
   }
 
   get logStartOffset(): number {
-    const first = this.segments[0];
-    return first.batches.length ? first.batches[0].base : first.base;
+    return this.segments[0].firstOffset;
   }
 
   get nextOffset(): number {
@@ -255,11 +262,31 @@ export class PartitionLog {
     const active = this.active;
     active.flushIndex();
     this.segments.push(this.dir ? Segment.create(this.dir, active.next) : Segment.memory(active.next));
+    this.releaseCold();
+  }
+
+  /**
+   * The batch refs of segments older than the hot ones and not read lately go to their index files:
+   * the broker's heap holds those of a few segments per partition, not of all its retention holds.
+   */
+  private releaseCold(): void {
+    const cold = this.segments.length - HOT_SEGMENTS;
+    for (let i = 0; i < cold; i++) if (!this.readCold.includes(this.segments[i])) this.segments[i].release();
+  }
+
+  /** After a read of these segments: the cold ones among them are the latest read; older reads let go. */
+  private readFrom(segments: Segment[]): void {
+    const hot = this.segments.slice(-HOT_SEGMENTS);
+    for (const seg of segments) {
+      if (hot.includes(seg)) continue;
+      this.readCold = [...this.readCold.filter((s) => s !== seg), seg];
+    }
+    while (this.readCold.length > READ_SEGMENTS_KEPT) this.readCold.shift()!.release();
   }
 
   private maybeRoll(incoming: number, now: number): void {
     const active = this.active;
-    if (active.batches.length === 0) return;
+    if (active.count === 0) return;
     if (active.size + incoming <= this.config.segmentBytes && now - active.createdAt < this.config.segmentMs)
       return;
     this.roll();
@@ -276,21 +303,25 @@ export class PartitionLog {
     let s = this.findSegment(offset);
     let i = this.segments[s].find(offset);
     const parts: (Buffer[] | Promise<Buffer[]>)[] = [];
+    const read: Segment[] = [];
     let bytes = 0;
     while (s < this.segments.length) {
       const seg = this.segments[s];
+      const batches = seg.batches;
+      read.push(seg);
       const from = i;
-      while (i < seg.batches.length) {
-        const size = seg.batches[i].size;
+      while (i < batches.length) {
+        const size = batches[i].size;
         if (bytes + size > maxBytes && !(atLeastOne && bytes === 0)) break;
         bytes += size;
         i++;
       }
       if (i > from) parts.push(seg.read(from, i));
-      if (i < seg.batches.length) break;
+      if (i < batches.length) break;
       s++;
       i = 0;
     }
+    this.readFrom(read);
     if (parts.every(Array.isArray))
       return { errorCode: ErrorCode.NONE, chunks: (parts as Buffer[][]).flat(), bytes };
     return Promise.all(parts).then((all) => ({ errorCode: ErrorCode.NONE, chunks: all.flat(), bytes }));
@@ -310,9 +341,19 @@ export class PartitionLog {
   /** The first offset whose batch's newest timestamp is >= ts (ListOffsets by time); -1 when none. */
   offsetForTimestamp(ts: number): number {
     for (const seg of this.segments) {
-      for (const ref of seg.batches) if (ref.maxTs >= ts) return Math.max(ref.base, this.logStartOffset);
+      if (seg.maxTimestamp < ts) continue; // none of its batches is that new
+      const found = seg.batches.find((ref) => ref.maxTs >= ts);
+      this.readFrom([seg]);
+      if (found) return Math.max(found.base, this.logStartOffset);
     }
     return -1;
+  }
+
+  /** Batch refs held in memory, over all its segments. */
+  get batchesInMemory(): number {
+    let n = 0;
+    for (const seg of this.segments) n += seg.batchesInMemory;
+    return n;
   }
 
   /** Deletes whole old segments by age and size; never the active one. */
@@ -326,12 +367,13 @@ export class PartitionLog {
       const tooBig = retentionBytes >= 0 && size - oldest.size >= retentionBytes;
       if (!expired && !tooBig) break;
       this.segments.shift();
+      this.readCold = this.readCold.filter((s) => s !== oldest);
       oldest.destroy();
       size -= oldest.size;
       deleted++;
     }
     // Roll an idle active segment that has expired as a whole, so the next pass can delete it.
-    if (retentionMs >= 0 && this.active.batches.length > 0 && this.active.maxTimestamp < now - retentionMs) {
+    if (retentionMs >= 0 && this.active.count > 0 && this.active.maxTimestamp < now - retentionMs) {
       this.roll();
       deleted += this.applyRetention(now);
     }

@@ -23,7 +23,14 @@ export const segmentName = (base: number) => String(base).padStart(20, '0');
  * `<base>.index` one entry per batch. Without a directory the segment lives in memory only.
  */
 export class Segment {
-  readonly batches: BatchRef[] = [];
+  /** Every batch's ref, in order; empty while released (`release`), read back from the index on use. */
+  private refs: BatchRef[] = [];
+  private released = false;
+  /** Batches in the segment, released or not. */
+  count = 0;
+  /** The first batch's base offset (the segment's base while empty), and the offset after its last. */
+  private firstBase: number | undefined;
+  private nextOffset: number;
   size = 0;
   /** The largest batch timestamp so far (-1 when empty): batches are only ever appended. */
   private maxTs = -1;
@@ -38,6 +45,7 @@ export class Segment {
     private readonly files: string[],
   ) {
     this.createdAt = Date.now();
+    this.nextOffset = base;
   }
 
   static memory(base: number): Segment {
@@ -119,7 +127,7 @@ export class Segment {
     if (rewriteIndex) {
       fs.ftruncateSync(seg.indexFd!, 0);
       seg.flushIndex();
-    } else seg.indexed = seg.batches.length;
+    } else seg.indexed = seg.refs.length;
     if (hot) seg.load();
     return seg;
   }
@@ -132,8 +140,59 @@ export class Segment {
     for (const ref of this.batches) ref.data = all.subarray(ref.pos, ref.pos + ref.size);
   }
 
+  /**
+   * The refs of its batches, in order. A released segment reads them back from its index file first
+   * (without their bytes: reads of them go to the log file) and holds them until released again.
+   */
+  get batches(): readonly BatchRef[] {
+    if (this.released) this.reloadIndex();
+    return this.refs;
+  }
+
+  /** How many batch refs it holds in memory now. */
+  get batchesInMemory(): number {
+    return this.refs.length;
+  }
+
+  /**
+   * Lets go of its batch refs, kept in its index file: some 100 bytes of heap per batch, which for
+   * every segment a week's retention holds grew the broker's heap by gigabytes. Only a segment on
+   * disk whose every entry is written (a complete one: not the active segment). False when not.
+   */
+  release(): boolean {
+    if (this.released) return true;
+    if (this.logFd === null || this.indexFd === null || this.indexed < this.refs.length) return false;
+    this.refs = [];
+    this.released = true;
+    return true;
+  }
+
+  private reloadIndex(): void {
+    const bytes = Buffer.allocUnsafe(this.count * INDEX_ENTRY);
+    fs.readSync(this.indexFd!, bytes, 0, bytes.length, 0);
+    const refs: BatchRef[] = new Array(this.count);
+    for (let i = 0, at = 0; i < this.count; i++, at += INDEX_ENTRY) {
+      const base = this.base + bytes.readInt32BE(at);
+      refs[i] = {
+        base,
+        last: base + bytes.readInt32BE(at + 4),
+        pos: bytes.readInt32BE(at + 8),
+        size: bytes.readInt32BE(at + 12),
+        maxTs: readInt64(bytes, at + 16),
+        data: null,
+      };
+    }
+    this.refs = refs;
+    this.released = false;
+  }
+
   get next(): number {
-    return this.batches.length ? this.batches[this.batches.length - 1].last + 1 : this.base;
+    return this.nextOffset;
+  }
+
+  /** The first batch's base offset; the segment's base while it is empty. */
+  get firstOffset(): number {
+    return this.firstBase ?? this.base;
   }
 
   /** Read by the retention check every minute for every partition: kept, not scanned. */
@@ -164,7 +223,7 @@ export class Segment {
     this.track(ref);
     this.size += batch.length;
     // The batch is stored: a failed index write must not fail its produce (the retry would store it twice).
-    if (this.batches.length - this.indexed >= INDEX_FLUSH_ENTRIES) this.flushIndexIfPossible();
+    if (this.refs.length - this.indexed >= INDEX_FLUSH_ENTRIES) this.flushIndexIfPossible();
     return ref;
   }
 
@@ -182,29 +241,33 @@ export class Segment {
 
   /** Writes the index entries of the batches appended since the last call, in one write. */
   flushIndex(): void {
+    if (this.released) return; // every entry was written before it was released
     const from = this.indexed;
-    const count = this.batches.length - from;
+    const count = this.refs.length - from;
     if (this.indexFd !== null && count > 0) {
       const buf = Buffer.allocUnsafe(count * INDEX_ENTRY);
-      for (let i = 0; i < count; i++)
-        encodeIndexEntry(buf, i * INDEX_ENTRY, this.base, this.batches[from + i]);
+      for (let i = 0; i < count; i++) encodeIndexEntry(buf, i * INDEX_ENTRY, this.base, this.refs[from + i]);
       fs.writeSync(this.indexFd, buf, 0, buf.length, from * INDEX_ENTRY);
     }
-    this.indexed = this.batches.length;
+    this.indexed = this.refs.length;
   }
 
   private track(ref: BatchRef): void {
-    this.batches.push(ref);
+    this.refs.push(ref);
+    this.count++;
+    this.firstBase ??= ref.base;
+    this.nextOffset = ref.last + 1;
     if (ref.maxTs > this.maxTs) this.maxTs = ref.maxTs;
   }
 
   /** Index of the first batch whose last offset is >= offset (batches.length when none). */
   find(offset: number): number {
+    const batches = this.batches;
     let lo = 0;
-    let hi = this.batches.length;
+    let hi = batches.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.batches[mid].last < offset) lo = mid + 1;
+      if (batches[mid].last < offset) lo = mid + 1;
       else hi = mid;
     }
     return lo;
