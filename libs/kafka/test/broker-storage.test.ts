@@ -6,7 +6,8 @@ import pino from 'pino';
 import { startBroker } from '../src/broker';
 import { OffsetStore } from '../src/broker/log/offset-store';
 import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
-import { BATCH } from '../src/broker/log/record-batch';
+import { BATCH, writeInt64 } from '../src/broker/log/record-batch';
+import { crc32c } from '../src/broker/log/crc32c';
 import { RawClient } from './support/raw-client';
 import { TopicSpec } from '@parley/contracts';
 import { createKafkaBus, provisionTopics } from '../src';
@@ -224,6 +225,33 @@ describe('broker storage', () => {
     expect(again.nextOffset).toBe(201);
     again.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('forgets an idempotent producer silent for a day, as Kafka does; one that writes on is kept', async () => {
+    /** `batch` as written by producer `pid` (epoch 0) from sequence `seq`, its CRC made again. */
+    const fromProducer = (batch: Buffer, pid: number, seq: number) => {
+      const b = Buffer.from(batch);
+      writeInt64(b, BATCH.PRODUCER_ID, pid);
+      b.writeInt16BE(0, BATCH.PRODUCER_EPOCH);
+      b.writeInt32BE(seq, BATCH.BASE_SEQUENCE);
+      b.writeUInt32BE(crc32c(b, BATCH.ATTRIBUTES), BATCH.CRC);
+      return b;
+    };
+    const log = PartitionLog.create('t', 0, null, config, logger);
+    const t0 = Date.now();
+    const day = 24 * 60 * 60 * 1000;
+    // Each a service's producer before a restart or a failed request: a new id each time.
+    for (let pid = 1; pid <= 50; pid++) log.append([fromProducer(batches[0], pid, 0)], t0);
+    log.append([fromProducer(batches[0], 1000, 0)], t0 + day);
+    expect(log.producersKnown).toBe(51);
+    log.applyRetention(t0 + day + 1);
+    expect(log.producersKnown).toBe(1);
+    // The one still writing keeps its state: a retry of its last batch is still a duplicate.
+    const retried = log.append([fromProducer(batches[0], 1000, 0)], t0 + day + 2);
+    expect([retried.written, retried.baseOffset]).toEqual([false, 50]);
+    // One forgotten that writes again is taken as new (remembered, its sequence gap would be refused).
+    expect(log.append([fromProducer(batches[0], 7, 5)], t0 + day + 3).errorCode).toBe(0);
+    log.close();
   });
 
   test('only the newest cacheBytes stay in memory; older batches are read back from the file, byte for byte', async () => {

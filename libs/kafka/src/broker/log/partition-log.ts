@@ -31,6 +31,8 @@ export interface LogConfig {
 interface ProducerState {
   epoch: number;
   lastSeq: number;
+  /** When it last wrote here (its batches' time at recovery). */
+  lastAppendAt: number;
   /** The last few batches, to recognise a retried duplicate and answer with its offset. */
   recent: { firstSeq: number; lastSeq: number; base: number }[];
 }
@@ -47,6 +49,14 @@ export interface ReadResult {
   chunks: Buffer[];
   bytes: number;
 }
+
+/**
+ * A producer silent this long is forgotten (Kafka's producer.id.expiration.ms, 1 day): every service
+ * restart and every failed produce request starts a producer with a new id (the bus's `newProducer`),
+ * and the state of each one that ever wrote to a partition was kept for as long as the broker ran.
+ * A forgotten producer that writes again is taken as new, as Kafka takes it.
+ */
+export const PRODUCER_EXPIRY_MS = 24 * 60 * 60 * 1000;
 
 /**
  * Segments read in full on recovery (the idempotent producers' state comes from them), and whose
@@ -169,6 +179,7 @@ export class PartitionLog {
           info.baseSequence,
           info.lastOffsetDelta,
           base,
+          now,
         );
       if (first < 0) first = base;
       written = true;
@@ -231,10 +242,18 @@ export class PartitionLog {
     return { errorCode: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
   }
 
-  private recordSequence(pid: number, epoch: number, seq: number, lastDelta: number, base: number): void {
+  private recordSequence(
+    pid: number,
+    epoch: number,
+    seq: number,
+    lastDelta: number,
+    base: number,
+    at: number,
+  ): void {
     let state = this.producers.get(pid);
     if (!state || epoch !== state.epoch)
-      this.producers.set(pid, (state = { epoch, lastSeq: -1, recent: [] }));
+      this.producers.set(pid, (state = { epoch, lastSeq: -1, recent: [], lastAppendAt: at }));
+    state.lastAppendAt = Math.max(state.lastAppendAt, at);
     state.lastSeq = seq + lastDelta;
     state.recent.push({ firstSeq: seq, lastSeq: seq + lastDelta, base });
     if (state.recent.length > 5) state.recent.shift();
@@ -252,9 +271,15 @@ export class PartitionLog {
             info.baseSequence,
             info.lastOffsetDelta,
             ref.base,
+            info.maxTimestamp,
           );
       }
     }
+  }
+
+  /** Producers whose state it keeps (to tell a retried batch from a new one). */
+  get producersKnown(): number {
+    return this.producers.size;
   }
 
   /** Rolls to a new active segment after the current one, which is complete, index included. */
@@ -358,6 +383,8 @@ export class PartitionLog {
 
   /** Deletes whole old segments by age and size; never the active one. */
   applyRetention(now = Date.now()): number {
+    for (const [pid, state] of this.producers)
+      if (state.lastAppendAt < now - PRODUCER_EXPIRY_MS) this.producers.delete(pid);
     let deleted = 0;
     const { retentionMs, retentionBytes } = this.config;
     let size = this.sizeBytes;
