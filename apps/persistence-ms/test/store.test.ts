@@ -393,3 +393,48 @@ describe('retention purge racing an ack that refreshes a tombstone (real Postgre
     }
   });
 });
+
+describe('retention purge racing a store for a recipient whose position counter it forgets (real Postgres)', () => {
+  const target = testDatabases().find((t) => t.name === 'postgres')!;
+  afterAll(() => target.dispose());
+
+  it('keeps the counter a store has written since the purge began, and positions go on after it', async () => {
+    const db = await target.open();
+    const store = createSqlOfflineStore(db, { now: () => 1_000 });
+    await store.init();
+    await store.ack('carl', ['alice:c0']); // a counter for carl, nothing stored: one the purge forgets
+    const schema = (await db.query<{ s: string }>('SELECT current_schema() AS s')).rows[0].s;
+    const writer = new Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+    await writer.connect();
+    try {
+      // A store for carl, held open on its own connection: its position reserved, its row inserted.
+      await writer.query('BEGIN');
+      const reserved = await writer.query<{ last_seq: string }>(
+        `INSERT INTO offline_sequences (recipient, last_seq) VALUES ('carl', 1)
+         ON CONFLICT (recipient) DO UPDATE SET last_seq = offline_sequences.last_seq + 1
+         RETURNING last_seq::text`,
+      );
+      await writer.query(
+        'INSERT INTO offline_messages (recipient, mid, seq, frame, stored_at) VALUES ($1, $2, $3, $4, $5)',
+        [
+          'carl',
+          'alice:c1',
+          reserved.rows[0].last_seq,
+          JSON.stringify(message('alice', 'c1', 'carl')),
+          1_000,
+        ],
+      );
+      // The purge's snapshot sees carl with nothing stored; it waits on the counter's row.
+      const purging = store.purge({ messagesBefore: 0, tombstonesBefore: 0 });
+      await new Promise((r) => setTimeout(r, 300));
+      await writer.query('COMMIT');
+      await purging;
+      const left = await db.query("SELECT 1 FROM offline_sequences WHERE recipient = 'carl'");
+      expect(left.rows).toHaveLength(1);
+      await store.store([{ to: 'carl', frame: message('alice', 'c2', 'carl') }]);
+      expect(await readAll(store, 'carl')).toEqual(['alice:c1', 'alice:c2']);
+    } finally {
+      await writer.end();
+    }
+  });
+});
