@@ -532,11 +532,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     code: string,
     reason: string,
   ) => {
-    metrics.refused.inc({ code });
     // A close reason is at most 123 bytes (of UTF-8: an origin may hold non-ASCII text).
     let short = reason.slice(0, 123);
     while (Buffer.byteLength(short) > 123) short = short.slice(0, -1);
+    // Counted once upgraded: a handshake ws refuses itself is counted (and answered) by wsClientError.
     wss.handleUpgrade(request, socket, head, (ws) => {
+      metrics.refused.inc({ code });
       // Its reader still runs until the close completes: an error there (a frame past maxPayload)
       // emitted with no listener would throw out of the socket's data handler and end the process.
       ws.on('error', ignore);

@@ -142,13 +142,7 @@ describe('ws-gateway', () => {
 
   it('counts refused connections and oversized frames in parley_ws_refused_total by code', async () => {
     env = await startGateway({ maxFrameBytes: 1024 });
-    const refused = async () => {
-      const text = (await env.gateway.internal.inject('/metrics')).body;
-      const counts: Record<string, number> = {};
-      for (const [, code, n] of text.matchAll(/^parley_ws_refused_total\{code="([^"]+)"[^}]*\} (\d+)$/gm))
-        counts[code] = Number(n);
-      return counts;
-    };
+    const refused = () => refusedByCode(env.gateway);
     const base = `ws://127.0.0.1:${env.port}/v1/ws`;
     const wrongKey = await issueToken('another-secret-of-sufficient-length!', 'alice');
     expect((await WsTestClient.refusal(`${base}?token=${wrongKey}`)).status).toBe(401);
@@ -201,7 +195,7 @@ describe('ws-gateway', () => {
   });
 
   it('answers an upgrade that ws itself refuses (bad key, unknown version, not a GET) with 400 and the error body', async () => {
-    env = await startGateway();
+    env = await startGateway({ allowedOrigins: ['https://app.example'] });
     const token = await issueToken(DEV_JWT_SECRET, 'alice');
     const key = Buffer.alloc(16, 1).toString('base64');
     const upgrade = (method: string, headers: string) =>
@@ -220,6 +214,14 @@ describe('ws-gateway', () => {
         request: upgrade('POST', `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n`),
         names: /HTTP method/,
       },
+      {
+        // From an origin not allowed, too: no WebSocket to close with 1008 can come of it.
+        request: upgrade(
+          'GET',
+          'Origin: https://evil.example\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n',
+        ),
+        names: /Sec-WebSocket-Key/,
+      },
     ];
     for (const { request, names } of cases) {
       const { answer, closed } = await rawRequest(env.port, request);
@@ -231,6 +233,7 @@ describe('ws-gateway', () => {
         error: { code: 'invalid_request', message: expect.stringMatching(names) },
       });
     }
+    expect(await refusedByCode(env.gateway)).toEqual({ invalid_request: 4 }); // each once
   });
 
   it('answers a plain GET of /v1/ws (its Upgrade header lost on the way) with 426 and what is missing', async () => {
@@ -1048,6 +1051,15 @@ async function rawUpgrade(port: number, target: string, after = '') {
     `GET ${target} HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n${after}`,
   );
+}
+
+/** The gateway's parley_ws_refused_total, by code. */
+async function refusedByCode(gateway: Awaited<ReturnType<typeof startGateway>>['gateway']) {
+  const text = (await gateway.internal.inject('/metrics')).body;
+  const counts: Record<string, number> = {};
+  for (const [, code, n] of text.matchAll(/^parley_ws_refused_total\{code="([^"]+)"[^}]*\} (\d+)$/gm))
+    counts[code] = Number(n);
+  return counts;
 }
 
 /** Writes `request` as it is on a fresh connection; `answer()` is what came back so far. */
