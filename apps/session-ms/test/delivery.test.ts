@@ -162,7 +162,8 @@ function setup({
 
 describe('Delivery', () => {
   it('counts a failed push by why it failed in parley_session_push_failures_total{reason}', async () => {
-    const gateways = createHttpGatewayClient('test-internal-secret', 200);
+    // A timeout a pause of the test process (a busy box) does not reach before the refusal is read.
+    const gateways = createHttpGatewayClient('test-internal-secret', 2000);
     // The real HTTP client (its errors name their reason); setup's other helpers are not used.
     const { delivery, registry, connect } = setup({ gateways: gateways as RecordingGateways });
     try {
@@ -1391,13 +1392,21 @@ describe('Delivery', () => {
   });
 
   it('holds retries while another replica sharing the store is behind on its partitions', async () => {
+    // An ack timeout of 500 ms: the push again is leased for that long, and a pause of the test
+    // process (a busy box) between the two last claims must not make it due again.
+    const ackTimeoutMs = 500;
     let laggingUpTo = Date.now();
-    const caughtUp = setup({ replica: 'r1' });
-    const lagging = setup({ replica: 'r2', store: caughtUp.store, readUpTo: () => laggingUpTo });
+    const caughtUp = setup({ replica: 'r1', ackTimeoutMs });
+    const lagging = setup({
+      replica: 'r2',
+      store: caughtUp.store,
+      readUpTo: () => laggingUpTo,
+      ackTimeoutMs,
+    });
     await caughtUp.connect('bob', 'phone');
     await caughtUp.delivery.handle([message('m1')]);
     await lagging.delivery.retryDue(); // r2 reports its read position: before m1's deadline
-    await new Promise((r) => setTimeout(r, 60));
+    await new Promise((r) => setTimeout(r, ackTimeoutMs + 100)); // past the ack timeout of wall time
     await caughtUp.delivery.retryDue();
     expect(caughtUp.gateways.mids('bob')).toEqual(['alice:m1']);
 
