@@ -141,7 +141,10 @@ describe('push-ms service against a fake FCM server', () => {
   });
 
   it('coalesces three messages into one push per device, without message bodies, and no push for receipts', async () => {
-    const { service, bus } = await startService();
+    // A window of 500 ms: a pause of the test process (a busy box) before the third message is read
+    // must not close it with two.
+    const windowMs = 500;
+    const { service, bus } = await startService({ windowMs });
     const frames = [message('bob'), message('bob'), message('bob')];
     await bus.publish(TOPICS.offline, [
       offline(frames[0]),
@@ -154,10 +157,10 @@ describe('push-ms service against a fake FCM server', () => {
         frame: { type: 'receipt', mid: '~read:carol:x', status: 'read', mids: ['bob:1'], by: 'carol', at: 1 },
       },
     ]);
-    await sleep(WINDOW_MS / 3);
+    await sleep(50);
     await bus.publish(TOPICS.offline, [offline(frames[2])]);
     await waitFor(() => fcm.requests.length >= 2);
-    await sleep(WINDOW_MS * 2);
+    await sleep(windowMs * 2);
     expect(fcm.tokensSentTo().sort()).toEqual(['bob-phone', 'bob-tablet']);
     for (const request of fcm.requests) {
       expect(request.message.notification).toEqual({ title: 'alice', body: '3 new messages from alice' });
@@ -175,7 +178,7 @@ describe('push-ms service against a fake FCM server', () => {
       TOPICS.offline,
       frames.map((frame) => offline(frame)),
     );
-    await sleep(WINDOW_MS * 2);
+    await sleep(windowMs * 2);
     expect(fcm.requests).toHaveLength(2);
     expect(await metricsOf(service)).toContain(
       'parley_push_notifications_total{result="sent",service="push-ms"} 1',
@@ -276,7 +279,9 @@ describe('push-ms service against a fake FCM server', () => {
     await register(service, 'gina', 'phone', 'gina-phone');
     fcm.answer = (request, n) => {
       if (request.message.token === 'erin-phone' && n === 0) return FCM_ERRORS.internal;
-      if (request.message.token === 'frank-phone') return { ...FCM_ERRORS.internal, delayMs: 150 }; // slow, then failing
+      // Slow, then failing: its three tries take over a second, gina's push its window (150 ms), so
+      // a pause of the test process (a busy box) does not let frank's run out first.
+      if (request.message.token === 'frank-phone') return { ...FCM_ERRORS.internal, delayMs: 500 };
       return { status: 200, body: {} };
     };
     const frankTries = () => fcm.requests.filter((r) => r.message.token === 'frank-phone').length;
@@ -301,12 +306,14 @@ describe('push-ms service against a fake FCM server', () => {
   });
 
   it('does not push a message the user acked while its push waited for a retry', async () => {
-    const { service, bus } = await startService({ retryBaseMs: 400 });
+    // A retry 1 s on: a pause of the test process (a busy box) before the ack is read must not let
+    // the retry go first.
+    const { service, bus } = await startService({ retryBaseMs: 1000 });
     await register(service, 'hugo', 'phone', 'hugo-phone');
     fcm.answer = (_request, n) => (n === 0 ? FCM_ERRORS.internal : { status: 200, body: {} });
     const frame = message('hugo');
     await bus.publish(TOPICS.offline, [offline(frame)]);
-    await waitFor(() => fcm.requests.length === 1); // failed once: the retry waits 400 ms
+    await waitFor(() => fcm.requests.length === 1); // failed once: the retry waits 1 s
     await bus.publish(TOPICS.offline, [
       { v: 1, kind: 'offline-ack', user: 'hugo', mids: [frame.mid], at: Date.now() },
     ]);
@@ -319,7 +326,9 @@ describe('push-ms service against a fake FCM server', () => {
   });
 
   it('holds every push for the throttle time after FCM answers 429, then sends them', async () => {
-    const { service, bus } = await startService({ throttleMs: 1000 });
+    // Held 1.5 s; at least 1 s of it seen here: the throttle starts when FCM's 429 is read, a little
+    // before `throttledAt`, by more where the test process is paused (a busy box).
+    const { service, bus } = await startService({ throttleMs: 1500 });
     await register(service, 'ida', 'phone', 'ida-phone');
     await register(service, 'jon', 'phone', 'jon-phone');
     fcm.answer = (request, n) =>
@@ -330,7 +339,7 @@ describe('push-ms service against a fake FCM server', () => {
     await bus.publish(TOPICS.offline, [offline(message('jon'))]); // its window closes during the pause
     // ida's again and jon's, in either order (ida's first try, refused, already counts as sent to).
     await waitFor(() => fcm.requests.length >= 3, 5000, "ida's retry and jon's push");
-    expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(900);
+    expect(Date.now() - throttledAt).toBeGreaterThanOrEqual(1000);
     expect(fcm.requests.map((r) => r.message.token)).toEqual([
       'ida-phone',
       expect.any(String),
