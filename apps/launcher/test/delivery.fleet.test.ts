@@ -10,7 +10,9 @@ describe('fleet: 1:1 delivery end to end', () => {
     fleet = await startFleet({
       ports: 'random',
       logLevel: 'warn',
-      ackTimeoutMs: 400,
+      // 1 s, as the other fleet suites: an ack's way back (gateway, Kafka, session-ms) slowed past a
+      // 400 ms timeout by a busy box made a redelivery the tests below take for a defect.
+      ackTimeoutMs: 1000,
       maxAttempts: 3,
       fastConsumers: true,
     });
@@ -68,7 +70,7 @@ describe('fleet: 1:1 delivery end to end', () => {
     phone.send({ type: 'ack', mids: ['alice3:d1'] });
     await alice.next((f) => f.type === 'receipt');
     const seen = laptop.ofType('message').length;
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 1500)); // past an ack timeout and a retry tick
     expect(laptop.ofType('message').length).toBe(seen);
   });
 
@@ -95,7 +97,7 @@ describe('fleet: 1:1 delivery end to end', () => {
       ).status,
     ).toBe(200);
     await bob.next((f) => f.mid === 'alice8:after');
-    await new Promise((r) => setTimeout(r, 1500)); // past several ack timeouts: no redelivery either
+    await new Promise((r) => setTimeout(r, 2500)); // past two ack timeouts: no redelivery either
     const copies = bob.ofType('message').filter((f) => f.id === 'once' || f.body === 'only once');
     expect(copies.map((f) => f.mid)).toEqual(['alice8:once']);
   });

@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
+import { waitFor } from '@parley/test-kit';
 import { freePort } from '../src/ports';
 import { threadService, ThreadServiceOptions } from '../src/service-thread';
 import type { HttpThreadData } from './fixtures/http-thread';
@@ -49,7 +50,9 @@ describe('threadService', () => {
     const crashes: Error[] = [];
     const { service } = await serve({ crashAfterMs: 20 }, { onCrash: (err) => crashes.push(err) });
     await service.start();
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Waited for: on a busy box the thread's crash can take longer than a fixed wait to be reported.
+    await waitFor(() => crashes.length > 0, 5000, 'the crash reported');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // and only once
     expect(crashes.map((err) => err.message)).toEqual(['http thread failed: crashed on the thread']);
     await service.stop();
   });
