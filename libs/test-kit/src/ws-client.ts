@@ -119,10 +119,10 @@ export class WsTestClient {
   }
 }
 
-/** Polls `check` until it returns true. */
+/** Polls `check` until it returns true; by default for 10 s (a busy machine made 5 s too short). */
 export async function waitFor(
   check: () => boolean | Promise<boolean>,
-  timeoutMs = 5000,
+  timeoutMs = 10_000,
   what = 'condition',
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
