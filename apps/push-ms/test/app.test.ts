@@ -145,6 +145,8 @@ describe('push-ms service against a fake FCM server', () => {
     // must not close it with two.
     const windowMs = 500;
     const { service, bus } = await startService({ windowMs });
+    await register(service, 'bob', 'phone', 'bob-phone');
+    await register(service, 'bob', 'tablet', 'bob-tablet');
     const frames = [message('bob'), message('bob'), message('bob')];
     await bus.publish(TOPICS.offline, [
       offline(frames[0]),
