@@ -5,16 +5,19 @@ import {
   DeliveryTopicEvent,
   GroupChangedEvent,
   GroupCommandEvent,
+  GroupMessageEvent,
   GroupTopicEvent,
   recipientCount,
   TopicPosition,
   TOPICS,
+  userMid,
 } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import {
   buildHttpServer,
   CommonConfig,
+  createRecentSet,
   HttpServer,
   InternalConfig,
   Runtime,
@@ -144,6 +147,14 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
    * instead of fanning out the messages ahead of the ops again on every attempt.
    */
   const doneUpTo = new Map<number, TopicPosition>();
+  /**
+   * Group messages routed lately, by group and mid. An app whose socket closed before its
+   * `accepted` sends the message again, same id: a new record, placed after any op made in between.
+   * Routed again, it would meet that op's membership (a member added since would get a message sent
+   * before they joined; a sender who left since would be told not_member for a message already
+   * delivered), so it is not. Remembered once its run is written; lost with the process.
+   */
+  const routedLately = createRecentSet(RESENT_WINDOW_MS, RESENT_REMEMBERED);
   return async (batch: Envelope<GroupTopicEvent>[]) => {
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
@@ -169,19 +180,37 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
         cache,
         run.routed.map((e) => e.event),
       );
+      const fannedOut: string[] = [];
       for (const envelope of run.routed) {
-        const membership = memberships.get(envelope.event.frame.to)!;
+        const { event } = envelope;
+        const membership = memberships.get(event.frame.to)!;
         if (routedBefore(envelope, membership)) {
           counters.replayed.inc();
           continue;
         }
-        await deliveries.add(routeToMembers(envelope.event, membership, partitionOf, counters));
+        const key = event.kind === 'group-message' ? sentKey(event) : undefined;
+        if (key && routedLately.has(key)) {
+          counters.resent.inc();
+          continue;
+        }
+        await deliveries.add(routeToMembers(event, membership, partitionOf, counters));
+        if (key && membership.has(event.from)) fannedOut.push(key);
       }
       await deliveries.flush();
+      for (const key of fannedOut) routedLately.add(key);
       markDone(doneUpTo, run.routed);
     }
     for (const { event } of todo) counters.events.inc({ kind: event.kind });
   };
+}
+
+/** How long, and how many, group messages are remembered as routed (`routedLately`). */
+const RESENT_WINDOW_MS = 60 * 60_000;
+const RESENT_REMEMBERED = 200_000;
+
+/** A group message's group and mid: what a client sending it again repeats. */
+function sentKey(event: GroupMessageEvent): string {
+  return `${event.frame.to}\n${userMid(event.from, event.frame.id)}`;
 }
 
 /** An event's place in the group topic. */
@@ -284,6 +313,11 @@ function createCounters(deps: Pick<Runtime, 'metrics'>) {
     replayed: new Counter({
       name: 'parley_group_router_replayed_total',
       help: 'Group events handled again (a replay) and skipped: an op placed after them was applied, so they were routed before',
+      registers,
+    }),
+    resent: new Counter({
+      name: 'parley_group_router_resent_total',
+      help: 'Group messages a client sent again (the same mid to the same group within an hour) and not routed again',
       registers,
     }),
     refused: new Counter({

@@ -86,6 +86,14 @@ const message = (from: string, id: string, group: string, body: unknown = 'hi'):
   frame: { type: 'message', id, to: group, chat: 'group', body },
 });
 
+const op = (from: string, id: string, frame: Record<string, unknown>): GroupTopicEvent => ({
+  v: 1,
+  kind: 'group-command',
+  from,
+  sentAt: 5,
+  frame: { type: 'group', id, ...frame } as GroupCommandEvent['frame'],
+});
+
 describe('group-message-router service', () => {
   let bus: MemoryBus;
   let membership: MapMembership;
@@ -295,18 +303,11 @@ describe('group-message-router service', () => {
   it('routes each message by the membership of its place in the batch: before an op, and after it', async () => {
     await bus.publish(TOPICS.group, [message('alice', 'warm', 'g1')]); // g1's membership is cached now
     await waitFor(() => deliveries().length === 3);
-    const op = (id: string, frame: Record<string, unknown>): GroupTopicEvent => ({
-      v: 1,
-      kind: 'group-command',
-      from: 'alice',
-      sentAt: 5,
-      frame: { type: 'group', id, ...frame } as GroupCommandEvent['frame'],
-    });
     await bus.publish(TOPICS.group, [
       message('alice', 'before', 'g1'),
-      op('o1', { op: 'remove', group: 'g1', members: ['carol'] }),
+      op('alice', 'o1', { op: 'remove', group: 'g1', members: ['carol'] }),
       message('alice', 'after', 'g1'),
-      op('o2', { op: 'create', group: 'fresh', name: 'Fresh', members: ['bob'] }), // made offline, then used
+      op('alice', 'o2', { op: 'create', group: 'fresh', name: 'Fresh', members: ['bob'] }), // made offline, then used
       message('alice', 'first', 'fresh'),
     ]);
     await waitFor(() => deliveries().some((d) => 'mid' in d.frame && d.frame.mid === 'alice:first'));
@@ -319,16 +320,32 @@ describe('group-message-router service', () => {
     expect(recipientsOf('alice:first')).toEqual(['bob']);
     expect(deliveries().filter((d) => d.frame.type === 'error')).toEqual([]);
   });
+
+  it('does not route again a message its client sent again: a member added since does not get it, a sender who left since is not refused', async () => {
+    const recipientsOf = (mid: string) =>
+      deliveries()
+        .filter((d) => 'mid' in d.frame && d.frame.mid === mid)
+        .map((d) => d.to);
+    await bus.publish(TOPICS.group, [message('alice', 'twice', 'g1')]);
+    await waitFor(() => recipientsOf('alice:twice').length === 3);
+    // alice's socket closed before her `accepted` came: her app sends the message again, same id,
+    // once after bob added erin, and once more after alice left.
+    await bus.publish(TOPICS.group, [
+      op('bob', 'o-add', { op: 'add', group: 'g1', members: ['erin'] }),
+      message('alice', 'twice', 'g1'),
+      op('alice', 'o-leave', { op: 'leave', group: 'g1' }),
+      message('alice', 'twice', 'g1'),
+      message('bob', 'later', 'g1'), // routed after both
+    ]);
+    await waitFor(() => recipientsOf('bob:later').length > 0);
+    expect(recipientsOf('alice:twice')).toEqual(['bob', 'carol', 'dave']);
+    expect(deliveries().filter((d) => d.frame.type === 'error')).toEqual([]);
+    const metrics = await router.http.inject('/metrics');
+    expect(metrics.body).toMatch(/^parley_group_router_resent_total\{[^}]*\} 2$/m);
+  });
 });
 
 describe('group-message-router: a batch handled again after a crash or a rebalance', () => {
-  const op = (from: string, id: string, frame: Record<string, unknown>): GroupTopicEvent => ({
-    v: 1,
-    kind: 'group-command',
-    from,
-    sentAt: 5,
-    frame: { type: 'group', id, ...frame } as GroupCommandEvent['frame'],
-  });
   let bus: MemoryBus;
   let membership: MapMembership;
   let groupCommands: MapGroupCommands;
