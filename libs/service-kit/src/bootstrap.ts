@@ -29,6 +29,7 @@ export function createRuntime(service: string, logLevel = 'info'): Runtime {
 }
 
 type WithCommon<T extends TObject> = Static<T> & {
+  PARLEY_ENV: 'development' | 'production';
   LOG_LEVEL: string;
   SHUTDOWN_TIMEOUT_MS: number;
   STARTUP_RETRY_MS: number;
@@ -46,6 +47,8 @@ export async function runMain<T extends TObject>(
   let config: WithCommon<T>;
   try {
     config = loadConfig(service, schema, process.env) as WithCommon<T>;
+    const refused = productionProblems(config);
+    if (refused.length > 0) throw new ConfigError(service, refused);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`${err.message}\n`);
@@ -133,6 +136,15 @@ function startingAgainOnDependencyFailures<T extends TObject>(
       await current?.stop();
     },
   };
+}
+
+/** With PARLEY_ENV=production, the public development secrets are configuration problems. */
+export function productionProblems(config: Record<string, unknown>): string[] {
+  if (config.PARLEY_ENV !== 'production') return [];
+  return publicDevSecretsIn(config).map(
+    (name) =>
+      `${name}: holds the public development value, refused with PARLEY_ENV=production (anyone could sign tokens or call internal endpoints); set a secret of your own`,
+  );
 }
 
 /** Settings left on the public development secrets (JWT_SECRET counts only without a JWKS). */

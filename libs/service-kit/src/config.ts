@@ -91,6 +91,11 @@ export const CommonConfig = {
     { default: 'info' },
   ),
   HOST: Type.String({ default: '0.0.0.0', description: 'Interface the HTTP servers listen on' }),
+  PARLEY_ENV: Type.Union([Type.Literal('development'), Type.Literal('production')], {
+    default: 'development',
+    description:
+      'production refuses to start on the public development secrets (JWT_SECRET, INTERNAL_SECRET); development warns',
+  }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({
     minimum: 100,
     default: 25_000,

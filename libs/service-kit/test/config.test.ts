@@ -5,6 +5,7 @@ import {
   ConfigError,
   InternalConfig,
   loadConfig,
+  productionProblems,
   publicDevSecretsIn,
   readableFile,
 } from '@parley/service-kit';
@@ -158,5 +159,18 @@ describe('loadConfig', () => {
     expect(publicDevSecretsIn(loadConfig('t', secrets, jwks))).toEqual([]);
     const own = { JWT_SECRET: 'x'.repeat(40) };
     expect(publicDevSecretsIn(loadConfig('t', secrets, own))).toEqual(['INTERNAL_SECRET']);
+  });
+
+  it('makes the public development secrets configuration problems with PARLEY_ENV=production only', () => {
+    const service = Type.Object({ ...CommonConfig, ...AuthConfig, ...InternalConfig });
+    expect(productionProblems(loadConfig('t', service, {}))).toEqual([]); // development by default
+    expect(productionProblems(loadConfig('t', service, { PARLEY_ENV: 'production' }))).toEqual([
+      expect.stringMatching(
+        /^JWT_SECRET: holds the public development value, refused with PARLEY_ENV=production/,
+      ),
+      expect.stringMatching(/^INTERNAL_SECRET: holds the public development value/),
+    ]);
+    const own = { PARLEY_ENV: 'production', JWT_SECRET: 'x'.repeat(40), INTERNAL_SECRET: 'y'.repeat(20) };
+    expect(productionProblems(loadConfig('t', service, own))).toEqual([]);
   });
 });

@@ -189,7 +189,7 @@ function startChild(env: Record<string, string>, service = 'signal-service') {
     if (!listening) throw new Error(`the child exited before listening: ${stderr}`);
     return listening.port as number;
   };
-  return { child, lines, exited, port };
+  return { child, lines, exited, port, stderr: () => stderr };
 }
 
 describe('runService on SIGTERM, in its own process', () => {
@@ -248,6 +248,18 @@ describe('runMain when a dependency is away at start, in its own process', () =>
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
     run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
+  }, 30_000);
+
+  it('exits 2 at once with PARLEY_ENV=production on a public development secret, naming it', async () => {
+    const refused = start({ PARLEY_ENV: 'production' });
+    expect(await refused.exited).toBe(2);
+    expect(refused.stderr()).toMatch(
+      /INTERNAL_SECRET: holds the public development value, refused with PARLEY_ENV=production/,
+    );
+    const own = start({ PARLEY_ENV: 'production', INTERNAL_SECRET: 'an-internal-secret-of-our-own' });
+    await own.port();
+    own.child.kill('SIGTERM');
+    expect(await own.exited).toBe(0);
   }, 30_000);
 
   it('starts again after a worker failed on a dependency once the server listened, closing that server', async () => {
