@@ -45,6 +45,7 @@ describe('ClientPool (open-loop load against the raw ws relay)', () => {
     const r = await pool.runRate(500, 500);
     await pool.settle(() => c.received >= c.sent, 500, 3000);
     expect(c.received).toBe(c.sent);
-    expect(r.maxLagMs).toBeLessThan(100);
+    // Well under the stall the test above makes (300 ms), and above a pause of a busy CI machine.
+    expect(r.maxLagMs).toBeLessThan(250);
   });
 });
