@@ -364,7 +364,7 @@ function sendRoute(
         };
         let held: boolean;
         try {
-          held = await publishBudget.hold(Buffer.byteLength(JSON.stringify(events)), () =>
+          held = await publishBudget.hold(Buffer.byteLength(JSON.stringify(events)), events.length, () =>
             deps.bus.publish(TOPICS.inbound, events),
           );
         } catch (err) {

@@ -500,7 +500,7 @@ describe('rest-gateway', () => {
         headers,
         payload: { type: 'message', id, to: 'bob', body: 'x'.repeat(100) },
       });
-    const waiting = send('c1'); // held while Kafka is slow: about 200 bytes of the 300
+    const waiting = send('c1'); // held while Kafka is slow (alone, whatever its size: 200 bytes and 6 KiB for the frame)
     await new Promise((resolve) => setTimeout(resolve, 50));
     const refused = await send('c2');
     expect([refused.statusCode, refused.json().error.code]).toEqual([503, 'unavailable']);

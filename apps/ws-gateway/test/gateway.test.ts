@@ -528,6 +528,60 @@ describe('ws-gateway', () => {
     expect(await alice.next((f) => f.type === 'accepted' && f.id === 'third')).toMatchObject({ id: 'third' });
   });
 
+  it('holds no more memory than MAX_PENDING_PUBLISH_BYTES for small frames waiting on a stalled Kafka', async () => {
+    // A small frame waiting for Kafka holds far more than its own bytes (its event, record, and the
+    // promises and suspended calls up to the producer's queue): counting only the bytes let a
+    // sustained overload hold 2.2 GB of heap under the default 64 MiB cap (one-process fleet).
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (!gc) throw new Error('run with --expose-gc (npm test does)');
+    const heapAfterGc = async () => {
+      for (let i = 0; i < 2; i++) {
+        gc();
+        await sleep(50);
+      }
+      const m = process.memoryUsage();
+      return m.heapUsed + m.external;
+    };
+    const cap = 8 * 1024 * 1024;
+    env = await startGateway({ maxPendingPublishBytes: cap, ratePerSecond: 1e6, rateBurst: 1e6 });
+    let release = () => {};
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    const publish = env.bus.publish.bind(env.bus);
+    // Taken once released, not stored: the memory bus compiles a codec per publish (10 ms each).
+    env.bus.publish = async (...args: Parameters<typeof publish>) =>
+      args[0].name === TOPICS.inbound.name ? stalled : publish(...args);
+    const senders = await Promise.all(Array.from({ length: 10 }, (_, i) => connect(`sender${i}`)));
+    const before = await heapAfterGc();
+    const total = 10_000;
+    for (let k = 0; k < total; k++)
+      senders[k % 10]!.send({ type: 'message', id: `m${k}`, to: 'bob', body: { text: 'x'.repeat(64) } });
+    const refused = () => senders.reduce((n, s) => n + s.ofType('error').length, 0);
+    const pendingBytes = async () =>
+      Number(
+        /parley_ws_pending_publish_bytes\{[^}]*\} (\d+)/.exec(
+          (await env.gateway.internal.inject('/metrics')).body,
+        )?.[1],
+      );
+    // Every frame is either held (waiting for Kafka) or refused; wait until the gateway has read them all.
+    let last = '';
+    await waitFor(async () => {
+      const now = `${refused()}/${await pendingBytes()}`;
+      const settled = now === last;
+      last = now;
+      await sleep(200);
+      return settled && senders.every((s) => s.socket.bufferedAmount === 0);
+    }, 20_000);
+    const refusals = senders.flatMap((s) => s.ofType('error'));
+    for (const s of senders) s.frames.length = 0; // the test's own copies of the refusals
+    const growthMiB = ((await heapAfterGc()) - before) / 2 ** 20;
+    release();
+    const held = total - refusals.length;
+    await waitFor(() => senders.reduce((n, s) => n + s.ofType('accepted').length, 0) === held, 20_000);
+    expect(growthMiB).toBeLessThan((2 * cap) / 2 ** 20);
+    expect(refusals.length).toBeGreaterThan(0);
+    expect(refusals.every((f) => f.code === 'unavailable')).toBe(true);
+  }, 60_000);
+
   it('answers unavailable and claims nothing when Kafka cannot take the frame', async () => {
     env = await startGateway();
     const alice = await connect('alice');

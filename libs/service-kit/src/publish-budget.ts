@@ -8,12 +8,22 @@ export const PublishBudgetConfig = {
     minimum: 65_536,
     default: DEFAULT_MAX_PENDING_PUBLISH_BYTES,
     description:
-      'Client frames waiting for Kafka, in bytes, across this gateway; past it a frame is refused unavailable (a slow or absent Kafka does not grow memory without end)',
+      'Memory held by client frames waiting for Kafka, across this gateway: each frame counts its bytes plus 6 KiB, what a waiting frame holds besides them (measured 5.7 KiB for a small one); past it a frame is refused unavailable (a slow or absent Kafka does not grow memory without end). 64 MiB is about 10,000 small frames',
   }),
 } satisfies TProperties;
 
 /**
- * The bytes of client frames a gateway holds while Kafka has not taken them, capped: past the cap
+ * What one client frame waiting for Kafka holds besides its own bytes: its parsed frame, event and
+ * encoded record, and the promises and suspended calls between the socket and the producer's
+ * queue. Measured on the ws-gateway with the Kafka bus and a stalled broker: 4.8 KiB of heap and
+ * 0.9 KiB of buffers for a 130-byte frame (tools/bench/src/pending-heap.ts). Counting the bytes
+ * alone, the 64 MiB cap let a one-process fleet overloaded for two minutes hold 2.2 GB of heap on
+ * its gateway thread (over a production pod's --max-old-space-size) before refusing anything.
+ */
+export const PENDING_FRAME_OVERHEAD_BYTES = 6 * 1024;
+
+/**
+ * The memory client frames hold on a gateway while Kafka has not taken them, capped: past the cap
  * a frame is refused (unavailable: nothing accepted, send again), instead of held. Shown by the
  * gauge `<metricPrefix>_pending_publish_bytes`.
  */
@@ -28,7 +38,7 @@ export class PublishBudget {
     const pending = () => this.pending;
     new Gauge({
       name: `${metricPrefix}_pending_publish_bytes`,
-      help: 'Bytes of client frames waiting for Kafka (MAX_PENDING_PUBLISH_BYTES caps it)',
+      help: 'Memory held by client frames waiting for Kafka: their bytes plus PENDING_FRAME_OVERHEAD_BYTES (6 KiB) each (MAX_PENDING_PUBLISH_BYTES caps it)',
       registers: [metrics],
       collect() {
         this.set(pending());
@@ -37,12 +47,14 @@ export class PublishBudget {
   }
 
   /**
-   * Runs `publish` holding `bytes` of the budget; false, without running it, when they do not fit.
+   * Runs `publish` holding `bytes` of the budget and `PENDING_FRAME_OVERHEAD_BYTES` for each of its
+   * `frames`; false, without running it, when they do not fit.
    * With nothing else pending they are held whatever their size: a request larger than the budget
    * (a REST body may hold 1 MiB, the budget can be 64 KiB) would otherwise be refused "send again
    * later" forever; the memory held stays under the budget plus one request.
    */
-  async hold(bytes: number, publish: () => Promise<unknown>): Promise<boolean> {
+  async hold(bytes: number, frames: number, publish: () => Promise<unknown>): Promise<boolean> {
+    bytes += frames * PENDING_FRAME_OVERHEAD_BYTES;
     if (this.pending > 0 && this.pending + bytes > this.maxBytes) return false;
     this.pending += bytes;
     try {
