@@ -364,8 +364,11 @@ function sendRoute(
         };
         let held: boolean;
         try {
-          held = await publishBudget.hold(Buffer.byteLength(JSON.stringify(events)), events.length, () =>
-            deps.bus.publish(TOPICS.inbound, events),
+          held = await publishBudget.hold(
+            Buffer.byteLength(JSON.stringify(events)),
+            events.length,
+            () => deps.bus.publish(TOPICS.inbound, events),
+            events.every((e) => e.frame.type === 'ack'),
           );
         } catch (err) {
           request.log.warn({ err }, 'publishing frames failed');

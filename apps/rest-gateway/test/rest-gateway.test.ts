@@ -511,6 +511,34 @@ describe('rest-gateway', () => {
     expect((await send('c3')).statusCode).toBe(200);
   });
 
+  it('takes a request of acks while frames waiting for a slow Kafka fill MAX_PENDING_PUBLISH_BYTES', async () => {
+    let release!: () => void;
+    const kafkaSlow = new Promise<void>((resolve) => (release = resolve));
+    class SlowBus extends MemoryBus {
+      override async publish<T>(topic: TopicSpec<T>, events: T[]) {
+        await kafkaSlow;
+        return super.publish(topic, events);
+      }
+    }
+    // 100 frames of 900 bytes hold about 704 KB with the 6 KiB counted for each: held alone.
+    ({ gateway } = build({ bus: new SlowBus(), maxPendingPublishBytes: 700_000 }));
+    const frames = Array.from({ length: 100 }, (_, i) => ({
+      type: 'message',
+      id: `big${i}`,
+      to: 'bob',
+      body: 'x'.repeat(900),
+    }));
+    const waiting = send(frames);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const refused = await send({ type: 'message', id: 'c2', to: 'bob', body: 'hi' });
+    expect([refused.statusCode, refused.json().error.code]).toEqual([503, 'unavailable']);
+    const ack = send({ type: 'ack', mids: ['bob:m1'] });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    expect((await ack).json().results).toEqual([{ index: 0, status: 'accepted' }]);
+    expect((await waiting).statusCode).toBe(200);
+  });
+
   // A request whose frames alone exceed MAX_PENDING_PUBLISH_BYTES (65,536 at least; a body may hold
   // 1 MiB) never fits: "send them again later" on an idle gateway would be answered so forever.
   it('takes a request larger than MAX_PENDING_PUBLISH_BYTES when nothing else is waiting for Kafka', async () => {

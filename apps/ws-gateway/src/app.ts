@@ -454,7 +454,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     };
     const id = clientIdOf(frame);
     try {
-      if (!(await publishBudget.hold(size, 1, () => track(bus.publish(TOPICS.inbound, [event])))))
+      const publish = () => track(bus.publish(TOPICS.inbound, [event]));
+      if (!(await publishBudget.hold(size, 1, publish, frame.type === 'ack')))
         return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);
     } catch (err) {
       logger.warn({ err }, 'publishing an inbound frame failed');

@@ -528,6 +528,29 @@ describe('ws-gateway', () => {
     expect(await alice.next((f) => f.type === 'accepted' && f.id === 'third')).toMatchObject({ id: 'third' });
   });
 
+  it('takes an ack while messages waiting for Kafka fill the cap: a refused ack would be pushed again, then stored', async () => {
+    env = await startGateway({ maxPendingPublishBytes: 65_536 });
+    const releases: Array<() => void> = [];
+    const publish = env.bus.publish.bind(env.bus);
+    env.bus.publish = async (...args: Parameters<typeof publish>) => {
+      if (args[0].name === TOPICS.inbound.name) await new Promise<void>((resolve) => releases.push(resolve));
+      return publish(...args);
+    };
+    const alice = await connect('alice');
+    const big = 'x'.repeat(55_000); // with the 6 KiB counted for it, within 6 KiB of the cap
+    alice.send({ type: 'message', id: 'first', to: 'bob', body: big }); // waits for Kafka
+    alice.send({ type: 'message', id: 'second', to: 'bob', body: 'hi' }); // past the cap: refused
+    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'second', code: 'unavailable' });
+    alice.send({ type: 'ack', mids: ['bob:m1'] });
+    alice.send({ type: 'ping' });
+    await alice.next((f) => f.type === 'pong');
+    env.bus.publish = publish;
+    for (const release of releases) release();
+    expect(await alice.next((f) => f.type === 'accepted')).toMatchObject({ id: 'first' });
+    await waitFor(() => env.bus.events(TOPICS.inbound).some((e) => e.frame.type === 'ack'));
+    expect(alice.ofType('error')).toHaveLength(1);
+  });
+
   it('holds no more memory than MAX_PENDING_PUBLISH_BYTES for small frames waiting on a stalled Kafka', async () => {
     // A small frame waiting for Kafka holds far more than its own bytes (its event, record, and the
     // promises and suspended calls up to the producer's queue): counting only the bytes let a
