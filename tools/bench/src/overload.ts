@@ -1,0 +1,393 @@
+/**
+ * Sustained overload against a running fleet (`npm start`): open-loop 1:1 traffic in phases
+ * (`--phases 12000:150,500:120,0:60` = rate:seconds), a sample every `--sample-s` seconds (fleet
+ * RSS/CPU, heaps, event-loop lag, pending publish bytes, session-ms counters, consumer lag per
+ * group), then a loss check: every message answered `accepted` must have reached its recipient on
+ * the socket or be served by `GET /v1/messages`.
+ *
+ *   npx tsx tools/bench/src/overload.ts --pid <fleet node pid> --phases 12000:150,500:120,0:60
+ */
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { Kafka, logLevel } from 'kafkajs';
+import WebSocket from 'ws';
+import { scanFrame, sourceAddress } from './stats';
+
+const args = process.argv.slice(2);
+const opt = (name: string, def: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1]! : def;
+};
+const WS = opt('ws', 'ws://127.0.0.1:8080/v1/ws');
+const REST = opt('rest', 'http://127.0.0.1:8081');
+const PID = Number(opt('pid', '0'));
+const PAIRS = Number(opt('pairs', '250'));
+const SAMPLE_S = Number(opt('sample-s', '10'));
+const DRAIN_S = Number(opt('drain-s', '600'));
+const ACK_EVERY_MS = Number(opt('ack-every-ms', '100'));
+const PHASES = opt('phases', '12000:150,500:120,0:30')
+  .split(',')
+  .map((p) => {
+    const [rate, secs] = p.split(':').map(Number);
+    return { rate: rate!, secs: secs! };
+  });
+const USER_PREFIX = opt('prefix', `ov${Date.now().toString(36)}`);
+const METRIC_PORTS = [9101, 9102, 9103, 9104, 9105, 9106, 8081, 9080];
+
+const MAX = 4_000_000;
+const dueAt = new Float64Array(MAX); // ms, performance.now()
+const recvAt = new Float64Array(MAX); // first arrival on the socket
+const state = new Uint8Array(MAX); // 0 sent, 1 accepted, 2 refused
+const senderOf = new Uint32Array(MAX);
+let seq = 0;
+
+interface Client {
+  user: string;
+  idx: number;
+  partner: number;
+  socket: WebSocket;
+  pending: string[];
+  closed?: number;
+}
+const clients: Client[] = [];
+const errorCodes = new Map<string, number>();
+const closes = new Map<number, number>();
+let duplicates = 0;
+let received = 0;
+let window = { latencies: [] as number[], accepted: 0, refused: 0, received: 0, sent: 0 };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function token(user: string): Promise<string> {
+  const res = await fetch(`${REST}/v1/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  return ((await res.json()) as { token: string }).token;
+}
+
+function seqOf(mid: string): number {
+  const at = mid.lastIndexOf(':o');
+  return at < 0 ? -1 : Number(mid.slice(at + 2));
+}
+
+function onFrame(c: Client, text: string) {
+  const f = scanFrame(text);
+  if (f.mid !== undefined && f.type !== 'accepted') {
+    c.pending.push(f.mid);
+    if (c.pending.length >= 500) flush(c);
+  }
+  if (f.type === 'accepted') {
+    const s = seqOf(f.mid!);
+    if (s >= 0 && state[s] === 0) {
+      state[s] = 1;
+      window.accepted++;
+    }
+  } else if (f.type === 'message') {
+    const s = seqOf(f.mid!);
+    if (s < 0) return;
+    if (recvAt[s] !== 0) duplicates++;
+    else {
+      recvAt[s] = performance.now();
+      received++;
+      window.received++;
+      window.latencies.push(recvAt[s] - dueAt[s]);
+    }
+  } else if (f.type === 'error') {
+    const code = /"code":"([^"]+)"/.exec(text)?.[1] ?? '?';
+    const key = code === 'rate_limited' || code === 'unavailable' ? code : `${code}: ${text.slice(0, 160)}`;
+    errorCodes.set(key, (errorCodes.get(key) ?? 0) + 1);
+    const id = /"id":"o(\d+)"/.exec(text)?.[1];
+    if (id !== undefined && state[Number(id)] === 0) {
+      state[Number(id)] = 2;
+      window.refused++;
+    }
+  }
+}
+
+function flush(c: Client) {
+  while (c.pending.length > 0) {
+    const mids = c.pending.splice(0, 500);
+    if (c.socket.readyState === WebSocket.OPEN)
+      c.socket.send(`{"type":"ack","mids":${JSON.stringify(mids)}}`);
+  }
+}
+
+async function open(idx: number, user: string, partner: number): Promise<Client> {
+  const socket = new WebSocket(`${WS}?token=${await token(user)}`, {
+    localAddress: sourceAddress(idx),
+    perMessageDeflate: false,
+    maxPayload: 4 * 1024 * 1024,
+  });
+  const c: Client = { user, idx, partner, socket, pending: [] };
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.once('message', () => resolve());
+  });
+  socket.on('message', (d) => onFrame(c, d.toString()));
+  socket.on('close', (code) => {
+    c.closed = code;
+    closes.set(code, (closes.get(code) ?? 0) + 1);
+  });
+  return c;
+}
+
+// ---- sampling ----
+function metricValue(text: string, name: string, filter = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n'))
+    if (
+      line.startsWith(name) &&
+      (line[name.length] === ' ' || line[name.length] === '{') &&
+      line.includes(filter)
+    )
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+async function scrape(): Promise<Map<number, string>> {
+  const out = new Map<number, string>();
+  await Promise.all(
+    METRIC_PORTS.map(async (p) => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${p}/metrics`, { signal: AbortSignal.timeout(5000) });
+        out.set(p, await res.text());
+      } catch {
+        out.set(p, '');
+      }
+    }),
+  );
+  return out;
+}
+function procStat(pid: number): { rssMiB: number; ticks: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { rssMiB: rss, ticks: Number(rest[11]) + Number(rest[12]) };
+  } catch {
+    return { rssMiB: 0, ticks: 0 };
+  }
+}
+
+const kafka = new Kafka({
+  brokers: ['127.0.0.1:9092'],
+  logLevel: logLevel.NOTHING,
+  clientId: 'overload-probe',
+});
+const admin = kafka.admin();
+const groupsSeen = new Map<string, Set<string>>(); // group -> topics
+async function consumerLag(pages: Map<number, string>): Promise<Record<string, number>> {
+  for (const text of pages.values())
+    for (const m of text.matchAll(/parley_kafka_consumed_total\{topic="([^"]+)",group="([^"]+)"/g)) {
+      const set = groupsSeen.get(m[2]!) ?? new Set<string>();
+      set.add(m[1]!);
+      groupsSeen.set(m[2]!, set);
+    }
+  const out: Record<string, number> = {};
+  const ends = new Map<string, Map<number, number>>();
+  for (const [group, topics] of groupsSeen) {
+    try {
+      const committed = await admin.fetchOffsets({ groupId: group, topics: [...topics] });
+      for (const t of committed) {
+        let end = ends.get(t.topic);
+        if (!end) {
+          end = new Map((await admin.fetchTopicOffsets(t.topic)).map((p) => [p.partition, Number(p.high)]));
+          ends.set(t.topic, end);
+        }
+        let lag = 0;
+        for (const p of t.partitions) {
+          const c = Number(p.offset);
+          lag += (end.get(p.partition) ?? 0) - (c < 0 ? 0 : c);
+        }
+        if (lag > 0 || /inbound|delivery|offline/.test(t.topic))
+          out[`${group}@${t.topic.replace(/^parley\.|\.v1$/g, '')}`] = lag;
+      }
+    } catch (err) {
+      out[`${group}!`] = -1;
+      void err;
+    }
+  }
+  return out;
+}
+
+const t0 = performance.now();
+let lastTicks = 0;
+let lastSampleAt = 0;
+let phaseName = '';
+const samples: unknown[] = [];
+async function sample() {
+  const w = window;
+  window = { latencies: [], accepted: 0, refused: 0, received: 0, sent: 0 };
+  const pages = await scrape();
+  const proc = procStat(PID);
+  const now = performance.now();
+  const cpu = lastSampleAt ? (proc.ticks - lastTicks) / 100 / ((now - lastSampleAt) / 1000) : 0;
+  lastTicks = proc.ticks;
+  lastSampleAt = now;
+  const lat = w.latencies.sort((a, b) => a - b);
+  const pct = (q: number) =>
+    lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(q * lat.length))]!) : 0;
+  const main = pages.get(9101) ?? '';
+  const gw = pages.get(9080) ?? '';
+  const sess = pages.get(9103) ?? '';
+  const lag = await consumerLag(pages).catch(() => ({}));
+  const s = {
+    t: Math.round((now - t0) / 1000),
+    phase: phaseName,
+    sent: w.sent,
+    acc: w.accepted,
+    ref: w.refused,
+    recv: w.received,
+    p50: pct(0.5),
+    p99: pct(0.99),
+    rss: Math.round(proc.rssMiB),
+    cpu: Math.round(cpu * 100) / 100,
+    heapMain: Math.round(metricValue(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
+    heapGw: Math.round(metricValue(gw, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
+    extMain: Math.round(metricValue(main, 'parley_nodejs_external_memory_bytes') / 2 ** 20),
+    elMain: Math.round(metricValue(main, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    elGw: Math.round(metricValue(gw, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    pendPub: Math.round(metricValue(gw, 'parley_ws_pending_publish_bytes') / 1024),
+    pushed: metricValue(sess, 'parley_session_pushed_total'),
+    acked: metricValue(sess, 'parley_session_acked_total'),
+    offline: metricValue(sess, 'parley_session_offline_total'),
+    ackLag: metricValue(sess, 'parley_session_ack_read_lag_seconds'),
+    wsDelivered: metricValue(gw, 'parley_ws_delivered_total'),
+    lag,
+  };
+  samples.push(s);
+  console.log(JSON.stringify(s));
+}
+
+async function runPhase(rate: number, secs: number) {
+  phaseName = `${rate}/s`;
+  const senders = clients.filter((c) => c.closed === undefined);
+  const start = performance.now();
+  let sent = 0;
+  let rr = 0;
+  let maxLag = 0;
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const now = performance.now();
+      const elapsed = Math.min(now - start, secs * 1000);
+      const due = Math.floor((elapsed * rate) / 1000) - sent;
+      if (due > 0) maxLag = Math.max(maxLag, now - (start + (sent * 1000) / rate));
+      for (let k = 0; k < due; k++) {
+        const c = senders[rr++ % senders.length]!;
+        if (c.socket.readyState !== WebSocket.OPEN) continue;
+        const s = seq++;
+        dueAt[s] = start + ((sent + k) * 1000) / rate;
+        senderOf[s] = c.idx;
+        c.socket.send(
+          `{"type":"message","id":"o${s}","to":"${clients[c.partner]!.user}","body":{"t":0,"s":0,"p":"${'x'.repeat(64)}"}}`,
+        );
+        window.sent++;
+      }
+      if (due > 0) sent += due;
+      if (now - start >= secs * 1000) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 2);
+  });
+  console.log(`# phase ${rate}/s × ${secs}s: sent ${sent}, generator max lag ${Math.round(maxLag)} ms`);
+}
+
+async function main() {
+  await admin.connect();
+  const users = Array.from({ length: PAIRS * 2 }, (_, i) => `${USER_PREFIX}u${i}`);
+  for (let i = 0; i < users.length; i += 50)
+    clients.push(...(await Promise.all(users.slice(i, i + 50).map((u, k) => open(i + k, u, (i + k) ^ 1)))));
+  console.log(`# ${clients.length} sockets open, users ${USER_PREFIX}u*`);
+  setInterval(() => clients.forEach((c) => c.pending.length && flush(c)), ACK_EVERY_MS);
+  const sampler = setInterval(() => void sample(), SAMPLE_S * 1000);
+  await sample();
+  for (const p of PHASES) await runPhase(p.rate, p.secs);
+  // drain: wait until every accepted message arrived, or DRAIN_S
+  phaseName = 'drain';
+  const drainStart = performance.now();
+  const missing = () => {
+    let n = 0;
+    for (let s = 0; s < seq; s++) if (state[s] === 1 && recvAt[s] === 0) n++;
+    return n;
+  };
+  let m = missing();
+  while (m > 0 && performance.now() - drainStart < DRAIN_S * 1000) {
+    await sleep(2000);
+    m = missing();
+  }
+  console.log(
+    `# drain: ${m} accepted not yet on a socket after ${Math.round((performance.now() - drainStart) / 1000)} s`,
+  );
+  clearInterval(sampler);
+  await sample();
+  // recovery: first window after the overload where p99 came back under 100 ms
+  // loss check through sync
+  const want = new Map<number, number[]>(); // recipient idx -> seqs
+  let accepted = 0;
+  let refused = 0;
+  let unanswered = 0;
+  for (let s = 0; s < seq; s++) {
+    if (state[s] === 1) accepted++;
+    else if (state[s] === 2) refused++;
+    else unanswered++;
+    if ((state[s] === 1 || state[s] === 0) && recvAt[s] === 0) {
+      const r = clients[senderOf[s]!]!.partner;
+      const list = want.get(r) ?? [];
+      list.push(s);
+      want.set(r, list);
+    }
+  }
+  let bySync = 0;
+  let lost = 0;
+  let unansweredDelivered = 0;
+  const lostSamples: string[] = [];
+  for (const [r, list] of want) {
+    const tok = await token(clients[r]!.user);
+    const found = new Set<number>();
+    let after: string | null = null;
+    for (;;) {
+      const url = `${REST}/v1/messages?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+      const res = await fetch(url, { headers: { authorization: `Bearer ${tok}` } });
+      const body = (await res.json()) as { messages: Array<{ mid: string }>; next: string | null };
+      for (const msg of body.messages) found.add(seqOf(msg.mid));
+      if (!body.next || body.messages.length === 0) break;
+      after = body.next;
+    }
+    for (const s of list) {
+      if (found.has(s)) {
+        if (state[s] === 1) bySync++;
+        else unansweredDelivered++;
+      } else if (state[s] === 1) {
+        lost++;
+        if (lostSamples.length < 10) lostSamples.push(`${clients[senderOf[s]!]!.user}:o${s}`);
+      }
+    }
+  }
+  console.log(
+    JSON.stringify({
+      sent: seq,
+      accepted,
+      refused,
+      unanswered,
+      receivedOnSocket: received,
+      duplicates,
+      acceptedFoundBySync: bySync,
+      unansweredFoundBySync: unansweredDelivered,
+      acceptedLost: lost,
+      lostSamples,
+      errorCodes: Object.fromEntries(errorCodes),
+      closes: Object.fromEntries(closes),
+    }),
+  );
+  await admin.disconnect();
+  for (const c of clients) c.socket.terminate();
+  process.exit(0);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
