@@ -102,6 +102,19 @@ const auth = async (user = 'alice') => ({
   authorization: `Bearer ${await issueToken(DEV_JWT_SECRET, user)}`,
 });
 
+/** A bus whose publishes wait until `release()`: Kafka slow to answer. */
+function slowKafka() {
+  let release!: () => void;
+  const kafkaSlow = new Promise<void>((resolve) => (release = resolve));
+  class SlowBus extends MemoryBus {
+    override async publish<T>(topic: TopicSpec<T>, events: T[]) {
+      await kafkaSlow;
+      return super.publish(topic, events);
+    }
+  }
+  return { bus: new SlowBus(), release };
+}
+
 describe('rest-gateway', () => {
   let gateway: RestGateway;
   /** `POST /v1/send` with `payload` (a frame, or an array of them), as `user`. */
@@ -483,15 +496,8 @@ describe('rest-gateway', () => {
   });
 
   it('refuses frames with 503 while those waiting for a slow Kafka fill MAX_PENDING_PUBLISH_BYTES, and takes them again after', async () => {
-    let release!: () => void;
-    const kafkaSlow = new Promise<void>((resolve) => (release = resolve));
-    class SlowBus extends MemoryBus {
-      override async publish<T>(topic: TopicSpec<T>, events: T[]) {
-        await kafkaSlow;
-        return super.publish(topic, events);
-      }
-    }
-    ({ gateway } = build({ bus: new SlowBus(), maxPendingPublishBytes: 300 }));
+    const { bus, release } = slowKafka();
+    ({ gateway } = build({ bus, maxPendingPublishBytes: 300 }));
     const headers = await auth();
     const send = (id: string) =>
       gateway.http.inject({
@@ -512,16 +518,9 @@ describe('rest-gateway', () => {
   });
 
   it('takes a request of acks while frames waiting for a slow Kafka fill MAX_PENDING_PUBLISH_BYTES', async () => {
-    let release!: () => void;
-    const kafkaSlow = new Promise<void>((resolve) => (release = resolve));
-    class SlowBus extends MemoryBus {
-      override async publish<T>(topic: TopicSpec<T>, events: T[]) {
-        await kafkaSlow;
-        return super.publish(topic, events);
-      }
-    }
+    const { bus, release } = slowKafka();
     // 100 frames of 900 bytes hold about 704 KB with the 6 KiB counted for each: held alone.
-    ({ gateway } = build({ bus: new SlowBus(), maxPendingPublishBytes: 700_000 }));
+    ({ gateway } = build({ bus, maxPendingPublishBytes: 700_000 }));
     const frames = Array.from({ length: 100 }, (_, i) => ({
       type: 'message',
       id: `big${i}`,
