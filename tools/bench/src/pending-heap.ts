@@ -32,6 +32,13 @@ const heap = () => {
   return process.memoryUsage();
 };
 
+/** With SNAP=<prefix>, a heap snapshot to `<prefix>.<when>.heapsnapshot`. */
+async function snapshot(when: string): Promise<void> {
+  if (!process.env.SNAP) return;
+  const v8 = await import('node:v8');
+  v8.writeHeapSnapshot(`${process.env.SNAP}.${when}.heapsnapshot`);
+}
+
 async function main() {
   const N = Number(process.argv[2] ?? 40000);
   const budget = Number(process.argv[3] ?? 1024 * 1024 * 1024);
@@ -86,10 +93,7 @@ async function main() {
   await clients[0]!.next((f) => f.type === 'accepted');
   await sleep(500);
   const before = heap();
-  if (process.env.SNAP) {
-    const v8 = await import('node:v8');
-    v8.writeHeapSnapshot(process.env.SNAP + '.before.heapsnapshot');
-  }
+  await snapshot('before');
   proxy.stall();
   const pad = 'x'.repeat(64);
   for (let k = 0; k < N; k++)
@@ -114,10 +118,7 @@ async function main() {
   }
   const refused = clients.reduce((n, c) => n + c.ofType('error').length, 0);
   const after = heap();
-  if (process.env.SNAP) {
-    const v8 = await import('node:v8');
-    v8.writeHeapSnapshot(process.env.SNAP + '.after.heapsnapshot');
-  }
+  await snapshot('after');
   const held = N - refused;
   const dHeap = after.heapUsed - before.heapUsed;
   const dExt = after.external + after.arrayBuffers - before.external - before.arrayBuffers;
