@@ -493,6 +493,7 @@ describe('rest-gateway', () => {
     const res = await send({ type: 'message', id: 'c1', to: 'bob', body: 1 });
     expect(res.statusCode).toBe(503);
     expect(res.json().error.code).toBe('unavailable');
+    expect(['1', '2']).toContain(res.headers['retry-after']);
   });
 
   it('refuses frames with 503 while those waiting for a slow Kafka fill MAX_PENDING_PUBLISH_BYTES, and takes them again after', async () => {
@@ -510,6 +511,7 @@ describe('rest-gateway', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     const refused = await send('c2');
     expect([refused.statusCode, refused.json().error.code]).toEqual([503, 'unavailable']);
+    expect(['1', '2']).toContain(refused.headers['retry-after']);
     release();
     expect((await waiting).json().results).toEqual([
       { index: 0, status: 'accepted', id: 'c1', mid: 'alice:c1' },

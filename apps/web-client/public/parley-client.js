@@ -319,7 +319,7 @@ export class ParleyClient extends EventTarget {
     const queued = frame.id && this.outbox.get(frame.id);
     if (queued && (frame.code === 'unavailable' || frame.code === 'rate_limited')) {
       // Nothing was accepted: the same frame goes again later, on this connection, and nothing else
-      // goes before then: after the wait a rate_limited refusal names, else a little later.
+      // goes before then: after the wait the refusal names (retryAfterMs), else a little later.
       queued.sentOn = null;
       const waitMs = frame.retryAfterMs;
       this.sendTokens = Math.min(this.sendTokens, 0, 1 - ((waitMs ?? 0) / 1000) * SENDS_PER_SECOND);

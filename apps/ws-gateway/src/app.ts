@@ -41,6 +41,7 @@ import {
   PublishBudget,
   PublishBudgetConfig,
   rateLimitedRefusal,
+  unavailableRetryAfterMs,
   requireInternalSecret,
   Runtime,
   Service,
@@ -456,10 +457,14 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     try {
       const publish = () => track(bus.publish(TOPICS.inbound, [event]));
       if (!(await publishBudget.hold(size, 1, publish, frame.type === 'ack')))
-        return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id);
+        return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id, {
+          retryAfterMs: unavailableRetryAfterMs(),
+        });
     } catch (err) {
       logger.warn({ err }, 'publishing an inbound frame failed');
-      return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id);
+      return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id, {
+        retryAfterMs: unavailableRetryAfterMs(),
+      });
     }
     if (id !== undefined) send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
   };

@@ -517,7 +517,10 @@ describe('ws-gateway', () => {
     const big = 'x'.repeat(40_000);
     alice.send({ type: 'message', id: 'first', to: 'bob', body: big }); // waits for Kafka
     alice.send({ type: 'message', id: 'second', to: 'bob', body: big }); // past 64 KiB waiting
-    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'second', code: 'unavailable' });
+    const refused = await alice.next((f) => f.type === 'error');
+    expect(refused).toMatchObject({ id: 'second', code: 'unavailable' });
+    expect(refused.retryAfterMs).toBeGreaterThanOrEqual(1000);
+    expect(refused.retryAfterMs).toBeLessThan(2000);
     expect(await env.gateway.internal.inject('/metrics').then((r) => r.body)).toMatch(
       /parley_ws_pending_publish_bytes\{[^}]*\} 4\d{4}/,
     );
@@ -610,7 +613,10 @@ describe('ws-gateway', () => {
     const alice = await connect('alice');
     await env.bus.close();
     alice.send({ type: 'message', id: 'c9', to: 'bob', body: 1 });
-    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'c9', code: 'unavailable' });
+    const refused = await alice.next((f) => f.type === 'error');
+    expect(refused).toMatchObject({ id: 'c9', code: 'unavailable' });
+    expect(refused.retryAfterMs).toBeGreaterThanOrEqual(1000);
+    expect(refused.retryAfterMs).toBeLessThan(2000);
     expect(alice.ofType('accepted')).toEqual([]);
   });
 

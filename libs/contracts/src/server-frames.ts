@@ -31,9 +31,16 @@ export const ErrorFrame = Type.Object(
     code: ErrorCodeSchema,
     message: Type.String(),
     mid: Type.Optional(Mid),
-    /** An addition to PROTOCOL.md: on `rate_limited`, when the next frame would be taken. */
+    /**
+     * An addition to PROTOCOL.md: on `rate_limited`, when the next frame would be taken; on
+     * `unavailable`, how long to wait before sending it again (1-2 s, spread at random).
+     */
     retryAfterMs: Type.Optional(
-      Type.Integer({ minimum: 0, description: 'On rate_limited: milliseconds until a frame is taken again' }),
+      Type.Integer({
+        minimum: 0,
+        description:
+          'On rate_limited: milliseconds until a frame is taken again. On unavailable: milliseconds to wait before sending it again (back off further while refusals go on)',
+      }),
     ),
   },
   {

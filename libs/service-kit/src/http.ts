@@ -23,6 +23,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import type { Logger } from 'pino';
 import { Readiness } from './readiness';
 import { isTransient } from './transient';
+import { unavailableRetryAfterMs } from './retry-after';
 
 export interface HttpServerOptions {
   logger: Logger;
@@ -187,17 +188,29 @@ function clientErrorHandler(
  */
 export function rawErrorResponse(status: number, code: ErrorCode, message: string): string {
   const body = JSON.stringify({ error: { code, message } });
+  const retryAfter = retryAfterHeader(code);
   return (
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n` +
+    (retryAfter === undefined ? '' : `Retry-After: ${retryAfter}\r\n`) +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
   );
 }
 
-/** Answer with the protocol's error body: `{"error":{"code","message"}}`. */
+/**
+ * Answer with the protocol's error body: `{"error":{"code","message"}}`. A refusal to wait out
+ * carries `Retry-After`: `rate_limited` the time given, `unavailable` a short spread one.
+ */
 export function sendError(reply: FastifyReply, code: ErrorCode, message: string, retryAfterSeconds?: number) {
-  if (retryAfterSeconds !== undefined)
-    reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfterSeconds))));
+  const retryAfter = retryAfterHeader(code, retryAfterSeconds);
+  if (retryAfter !== undefined) reply.header('retry-after', retryAfter);
   return reply.code(statusOf(code)).send({ error: { code, message } });
+}
+
+/** Whole seconds (HTTP has no finer `Retry-After`): a wait given is rounded up, the spread one to the nearest. */
+function retryAfterHeader(code: ErrorCode, seconds?: number): string | undefined {
+  if (seconds !== undefined) return String(Math.max(1, Math.ceil(seconds)));
+  if (code === 'unavailable') return String(Math.round(unavailableRetryAfterMs() / 1000));
+  return undefined;
 }
 
 function validationError(errors: ErrorObject[], context: string): Error {

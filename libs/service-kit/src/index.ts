@@ -12,4 +12,5 @@ export * from './periodic-job';
 export * from './transient';
 export * from './publish-budget';
 export * from './token-bucket';
+export * from './retry-after';
 export * from './cursor';

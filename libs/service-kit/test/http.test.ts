@@ -7,7 +7,9 @@ import {
   internalHeaders,
   Readiness,
   requireInternalSecret,
+  rawErrorResponse,
   silentLogger,
+  unavailableRetryAfterMs,
 } from '@parley/service-kit';
 
 function build(readiness = new Readiness(200)) {
@@ -156,7 +158,20 @@ describe('buildHttpServer', () => {
       503,
       { error: { code: 'unavailable', message: 'a dependency is unavailable; try again' } },
     ]);
+    expect(['1', '2']).toContain(down.headers['retry-after']);
+    expect(boom.headers['retry-after']).toBeUndefined();
+    expect(big.headers['retry-after']).toBeUndefined();
     await app.close();
+  });
+
+  it('tells a client refused unavailable to come back after 1 or 2 s, spread at random, on a raw answer too', () => {
+    expect([0, 0.49, 0.5, 0.999].map((r) => unavailableRetryAfterMs(() => r))).toEqual([
+      1000, 1490, 1500, 1999,
+    ]);
+    expect(rawErrorResponse(503, 'unavailable', 'this gateway is full; try another')).toMatch(
+      /\r\nRetry-After: [12]\r\n/,
+    );
+    expect(rawErrorResponse(400, 'invalid_request', 'bad')).not.toContain('Retry-After');
   });
 
   it('refuses an internal route without the secret however its path is spelled', async () => {
