@@ -9,29 +9,61 @@
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import WebSocket from 'ws';
 import { scanFrame, sourceAddress } from './stats';
 
-const args = process.argv.slice(2);
-const opt = (name: string, def: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1]! : def;
-};
-const WS = opt('ws', 'ws://127.0.0.1:8080/v1/ws');
-const REST = opt('rest', 'http://127.0.0.1:8081');
-const PID = Number(opt('pid', '0'));
-const PAIRS = Number(opt('pairs', '250'));
-const SAMPLE_S = Number(opt('sample-s', '10'));
-const DRAIN_S = Number(opt('drain-s', '600'));
-const ACK_EVERY_MS = Number(opt('ack-every-ms', '100'));
-const PHASES = opt('phases', '12000:150,500:120,0:30')
-  .split(',')
-  .map((p) => {
-    const [rate, secs] = p.split(':').map(Number);
-    return { rate: rate!, secs: secs! };
-  });
-const USER_PREFIX = opt('prefix', `ov${Date.now().toString(36)}`);
+const USAGE = `Sustained overload against a running fleet (start it first: npm start).
+
+  npx tsx tools/bench/src/overload.ts --pid <fleet node pid> [options]
+
+  --pid N            the fleet's process, for its RSS and CPU (0: not sampled)
+  --phases LIST      rate:seconds,... open-loop 1:1 phases (default 12000:150,500:120,0:30)
+  --pairs N          socket pairs, each user sends to its partner (default 250)
+  --sample-s N       seconds between samples (default 10)
+  --drain-s N        longest wait for every accepted message after the phases (default 600)
+  --ack-every-ms N   how often each socket acks what it received (default 100)
+  --ws URL           the ws-gateway (default ws://127.0.0.1:8080/v1/ws)
+  --rest URL         the rest-gateway (default http://127.0.0.1:8081)
+  --kafka HOST:PORT  the broker, for consumer lag (default 127.0.0.1:9092)
+  --prefix S         user id prefix (default a fresh one)
+  --help             this text
+
+Service metrics are read from npm start's default ports (9101-9106, 8081, 9080).
+`;
+
+const { values } = parseArgs({
+  options: {
+    pid: { type: 'string', default: '0' },
+    phases: { type: 'string', default: '12000:150,500:120,0:30' },
+    pairs: { type: 'string', default: '250' },
+    'sample-s': { type: 'string', default: '10' },
+    'drain-s': { type: 'string', default: '600' },
+    'ack-every-ms': { type: 'string', default: '100' },
+    ws: { type: 'string', default: 'ws://127.0.0.1:8080/v1/ws' },
+    rest: { type: 'string', default: 'http://127.0.0.1:8081' },
+    kafka: { type: 'string', default: '127.0.0.1:9092' },
+    prefix: { type: 'string', default: `ov${Date.now().toString(36)}` },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const WS = values.ws;
+const REST = values.rest;
+const PID = Number(values.pid);
+const PAIRS = Number(values.pairs);
+const SAMPLE_S = Number(values['sample-s']);
+const DRAIN_S = Number(values['drain-s']);
+const ACK_EVERY_MS = Number(values['ack-every-ms']);
+const PHASES = values.phases.split(',').map((p) => {
+  const [rate, secs] = p.split(':').map(Number);
+  return { rate: rate!, secs: secs! };
+});
+const USER_PREFIX = values.prefix;
 const METRIC_PORTS = [9101, 9102, 9103, 9104, 9105, 9106, 8081, 9080];
 
 const MAX = 4_000_000;
@@ -172,7 +204,7 @@ function procStat(pid: number): { rssMiB: number; ticks: number } {
 }
 
 const kafka = new Kafka({
-  brokers: ['127.0.0.1:9092'],
+  brokers: [values.kafka],
   logLevel: logLevel.NOTHING,
   clientId: 'overload-probe',
 });
@@ -296,6 +328,13 @@ async function runPhase(rate: number, secs: number) {
 }
 
 async function main() {
+  // Without a fleet, fail naming what to start, not with kafkajs's connection error.
+  await fetch(`${REST}/healthz`).catch(() => {
+    console.error(
+      `no rest-gateway answers at ${REST}: start the fleet first (npm start), or pass --rest\n\n${USAGE}`,
+    );
+    process.exit(2);
+  });
   await admin.connect();
   const users = Array.from({ length: PAIRS * 2 }, (_, i) => `${USER_PREFIX}u${i}`);
   for (let i = 0; i < users.length; i += 50)
