@@ -134,6 +134,15 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       );
       return new Set(result.rows.map((row) => row.recipient));
     },
+    async erase(user) {
+      return db.transaction(async (tx) => {
+        await reserveSequences(tx, [{ recipient: user, n: 0 }]);
+        const deleted = await tx.query('DELETE FROM offline_messages WHERE recipient = $1', [user]);
+        await tx.query('DELETE FROM offline_acks WHERE recipient = $1', [user]);
+        await tx.query('DELETE FROM offline_connects WHERE recipient = $1', [user]);
+        return deleted.rowCount;
+      });
+    },
     async purge({ messagesBefore, tombstonesBefore }, signal): Promise<PurgeResult> {
       const purged = {
         messages: await deleteOlderThan(db, {

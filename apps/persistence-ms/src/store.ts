@@ -67,6 +67,12 @@ export interface OfflineStore {
   /** Which of these users connected at or after `since`, and are not in the middle of that connect's replay. */
   connectedSince(users: string[], since: number): Promise<Set<string>>;
   /**
+   * Erases what is held for the user (their account is erased): the deliverables stored for them,
+   * their ack tombstones and their connect. Serialized with `store` for the user. Returns how many
+   * deliverables went.
+   */
+  erase(user: string): Promise<number>;
+  /**
    * Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore`
    * (ms), connects remembered from before it, then the position counters of recipients left with
    * nothing stored and no connect, in batches; stops between batches once `signal` aborts.

@@ -149,6 +149,24 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(mids((await store.page('erin', 0, 10)).messages)).toEqual(['alice:x', 'alice:y']);
   });
 
+  it('erases what it holds for an erased user, and nobody else’s; a copy that comes later is stored anew', async () => {
+    await store.store([
+      { to: 'olga', frame: message('alice', 'o1', 'olga') },
+      { to: 'olga', frame: message('bob', 'o2', 'olga') },
+      { to: 'pia', frame: message('olga', 'o3', 'pia') },
+    ]);
+    await store.ack('olga', ['alice:o0']);
+    await store.markConnected([{ user: 'olga', at: 3000 }]);
+    expect(await store.erase('olga')).toBe(2);
+    expect(await readAll(store, 'olga')).toEqual([]);
+    expect(await store.connectedSince(['olga'], 0)).toEqual(new Set());
+    expect(await readAll(store, 'pia')).toEqual(['olga:o3']); // what olga sent is pia's
+    // Her ack tombstone went too: nothing of hers holds back what is sent to her id afterwards.
+    expect(await store.store([{ to: 'olga', frame: message('alice', 'o0', 'olga') }])).toHaveLength(1);
+    expect(await store.erase('olga')).toBe(1);
+    expect(await store.erase('olga')).toBe(0);
+  });
+
   it('pages with a limit and a position, without gaps or repeats', async () => {
     const frames = Array.from({ length: 7 }, (_, i) => message('alice', `p${i}`, 'gina'));
     await store.store(frames.map((frame) => ({ to: 'gina', frame })));

@@ -20,6 +20,8 @@ export interface DeviceStore {
   devices(user: string): Promise<Device[]>;
   /** Forgets tokens the push provider reported as invalid; returns how many rows went. */
   removeTokens(user: string, tokens: string[]): Promise<number>;
+  /** Forgets every device of the user (their account is erased); returns how many went. */
+  removeUser(user: string): Promise<number>;
 }
 
 /** One statement per migration (PGlite runs prepared statements only); never edited once released. */
@@ -103,6 +105,9 @@ export function createSqlDeviceStore(db: SqlDatabase, now: () => number = Date.n
         [user, JSON.stringify(tokens)],
       );
       return result.rowCount;
+    },
+    async removeUser(user) {
+      return (await db.query('DELETE FROM push_devices WHERE user_id = $1', [user])).rowCount;
     },
   };
 }

@@ -110,7 +110,7 @@ describe('push-ms service against a fake FCM server', () => {
     expect((await service.http.inject('/readyz')).statusCode).toBe(200);
   });
 
-  it('registers and removes devices through the internal API', async () => {
+  it('registers and removes devices through the internal API, every one of an erased account at once', async () => {
     const { service } = await startService();
     expect((await register(service, 'bob', 'phone', 'bob-phone')).statusCode).toBe(204);
     expect((await register(service, 'bob', 'tablet', 'bob-tablet')).statusCode).toBe(204);
@@ -138,6 +138,16 @@ describe('push-ms service against a fake FCM server', () => {
       headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'bob' },
     });
     expect(badId.json().error.message).toMatch(/^params deviceId: must match/);
+
+    const erase = () =>
+      service.http.inject({
+        method: 'DELETE',
+        url: '/internal/account',
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'bob' },
+      });
+    expect((await erase()).json()).toEqual({ erased: 2 });
+    expect(await devices.devices('bob')).toEqual([]);
+    expect((await erase()).json()).toEqual({ erased: 0 });
   });
 
   it('coalesces three messages into one push per device, without message bodies, and no push for receipts', async () => {

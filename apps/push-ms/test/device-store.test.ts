@@ -82,4 +82,14 @@ describe.each(testDatabases())('device store on $name', (target) => {
     expect((await store.devices('frank')).map((d) => d.token)).toEqual(['tok-f1']);
     expect(await store.removeTokens('erin', [])).toBe(0);
   });
+
+  it('forgets every device of an erased user, and nobody else’s', async () => {
+    await store.register('gina', 'phone', 'tok-g1', 'android');
+    await store.register('gina', 'web', 'tok-g2', 'web');
+    await store.register('hugo', 'phone', 'tok-h1', 'ios');
+    expect(await store.removeUser('gina')).toBe(2);
+    expect(await store.devices('gina')).toEqual([]);
+    expect(await store.devices('hugo')).toEqual([{ deviceId: 'phone', token: 'tok-h1', platform: 'ios' }]);
+    expect(await store.removeUser('gina')).toBe(0);
+  });
 });

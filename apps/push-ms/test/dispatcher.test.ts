@@ -38,6 +38,7 @@ describe('push dispatcher', () => {
         return [{ deviceId: 'phone', token: `${user}-phone`, platform: 'android' }];
       },
       removeTokens: async () => 0,
+      removeUser: async () => 0,
     };
     const sent: string[][] = [];
     // FCM answers 429 (over quota): every push waits a minute, and then another after the next 429.
@@ -81,6 +82,7 @@ describe('push dispatcher', () => {
         tokens.set(user, kept);
         return removed;
       },
+      removeUser: async () => 0,
     };
     // The app was uninstalled on both devices: FCM answers every token as unregistered.
     const provider: PushProvider = {

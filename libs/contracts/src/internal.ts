@@ -108,3 +108,10 @@ export const GroupCommandsResponse = Type.Object(
   { applied: Type.Integer({ minimum: 0, description: 'Commands applied, refused or found applied before' }) },
   { $id: 'GroupCommandsResponse' },
 );
+
+/** What one service erased of the acting user's data (`DELETE /internal/account`): how many items. */
+export const ErasedCount = Type.Object(
+  { erased: Type.Integer({ minimum: 0, description: 'Items of the user this service held and erased now' }) },
+  { $id: 'ErasedCount' },
+);
+export type ErasedCount = Static<typeof ErasedCount>;

@@ -169,6 +169,21 @@ export type Presence = Static<typeof Presence>;
 export const PresenceResponse = Type.Object({ presence: Type.Array(Presence) }, { $id: 'PresenceResponse' });
 export type PresenceResponse = Static<typeof PresenceResponse>;
 
+const erasedItems = (description: string) => Type.Integer({ minimum: 0, description });
+/** `DELETE /v1/account`: what was erased of the user's data, per kind; all zero when called again. */
+export const AccountErased = Type.Object(
+  {
+    erased: Type.Object({
+      groups: erasedItems('Groups the user left (their other members get the usual leave notice)'),
+      devices: erasedItems('Push registrations removed'),
+      pending: erasedItems('Deliverables to the user awaiting an ack, dropped (not stored)'),
+      stored: erasedItems('Deliverables stored for the user (not yet acked), deleted'),
+    }),
+  },
+  { $id: 'AccountErased' },
+);
+export type AccountErased = Static<typeof AccountErased>;
+
 export const DevTokenBody = Type.Object({ user: UserId }, { $id: 'DevTokenBody' });
 export type DevTokenBody = Static<typeof DevTokenBody>;
 export const DevTokenResponse = Type.Object({ token: Type.String() }, { $id: 'DevTokenResponse' });

@@ -51,6 +51,8 @@ bench/results/bench-<run>.{html,json}.
                        (bench/results/profiles/alloc-<run>.heapprofile; summarize with alloc-top.ts)
   --service-cpus LIST  run the fleet and the relay on these cores only (taskset -c, e.g. 0,1: a
                        2-core service on a bigger machine; run the bench itself on the others)
+  --fleet-node-args S  extra node options for the one-process fleet, space-separated (e.g.
+                       "--single-threaded-gc"): runtime flags compared in the same conditions
   --out DIR            results directory (default bench/results)
 `;
 
@@ -76,6 +78,7 @@ async function main() {
       'alloc-prof': { type: 'boolean', default: false },
       'ack-accepted': { type: 'boolean', default: false },
       'service-cpus': { type: 'string' },
+      'fleet-node-args': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -193,12 +196,14 @@ async function main() {
         nodeArgs: [
           '--expose-gc',
           ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+          ...(values['fleet-node-args']?.split(' ').filter(Boolean) ?? []),
         ],
         env: values['alloc-prof'] ? { BENCH_ALLOC_PROFILE: allocProfile } : {},
         timeoutMs: 90_000,
         cpus: values['service-cpus'],
       });
       if (values['alloc-prof']) notes.push(`fleet allocation profile (main thread): ${allocProfile}`);
+      if (values['fleet-node-args']) notes.push(`the fleet ran with node ${values['fleet-node-args']}`);
       const ready = fleetChild.ready as {
         urls: { ws: string; rest: string; kafka: string };
         ports: { wsGatewayInternal: number };
