@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import {
+  ErasedCount,
   MAX_PRESENCE_USERS,
   ParleyError,
   PresenceQuery,
@@ -10,6 +11,7 @@ import {
 } from '@parley/contracts';
 import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import {
+  actingUser,
   buildHttpServer,
   CommonConfig,
   HttpServer,
@@ -115,6 +117,11 @@ export function createSessionService(deps: SessionDeps): SessionService {
     async (request) => {
       return { presence: await store.presence(parseUserList(request.query.users)) };
     },
+  );
+  http.delete(
+    '/internal/account',
+    { schema: { response: { 200: ErasedCount } } },
+    async (request): Promise<ErasedCount> => ({ erased: await delivery.erase(actingUser(request)) }),
   );
 
   const deliveries = bus.subscribe({

@@ -426,6 +426,20 @@ export class Delivery {
   }
 
   /**
+   * The user's account is erased: what awaits their ack is dropped, not stored, and when they were
+   * last seen is forgotten. Returns how many deliverables were dropped.
+   */
+  async erase(user: string): Promise<number> {
+    const pending = (await this.store.pendingOf([user])).get(user) ?? [];
+    await this.store.drop(
+      user,
+      pending.map((p) => p.mid),
+    );
+    await this.store.forgetLastSeen(user);
+    return pending.length;
+  }
+
+  /**
    * With a store that dies with this process, what still awaits an ack goes to storage before the
    * process ends: its deliver events were committed, so nothing else would deliver it. Call it once
    * nothing new is tracked (the delivery consumer has stopped). Returns how many went.

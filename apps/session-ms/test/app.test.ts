@@ -1,4 +1,4 @@
-import { TOPICS } from '@parley/contracts';
+import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/contracts';
 import { MemoryBus, SubscribeOptions } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
@@ -87,6 +87,52 @@ describe('createSessionService', () => {
         frame: expect.objectContaining({ mid: 'alice:m1' }),
       }),
     ]);
+  });
+
+  it('drops what awaits the ack of a user whose account is erased, unstored, and forgets when they were last seen', async () => {
+    const bus = new MemoryBus();
+    const pushed: string[] = [];
+    const store = new MemorySessionStore();
+    const service = build(store, bus, pushed);
+    await service.start();
+    const at = Date.now();
+    const up = { v: 1 as const, user: 'dora', connId: 'c1', gateway: 'gw', gatewayUrl: 'http://gw', at };
+    await bus.publish(TOPICS.connections, [{ ...up, kind: 'connection-up' }]);
+    await bus.publish(
+      TOPICS.delivery,
+      ['m1', 'm2'].map((id) => ({
+        v: 1 as const,
+        kind: 'deliver' as const,
+        to: 'dora',
+        frame: {
+          type: 'message' as const,
+          mid: `alice:${id}`,
+          id,
+          from: 'alice',
+          to: 'dora',
+          chat: 'direct' as const,
+          body: id,
+          sentAt: at,
+        },
+      })),
+    );
+    await waitFor(() => pushed.length >= 2, 5000, 'both pushed');
+    await bus.publish(TOPICS.connections, [{ ...up, kind: 'connection-down', at: at + 1 }]);
+    await waitFor(async () => (await store.presence(['dora']))[0].lastSeen !== null, 5000, 'dora seen');
+    const erase = () =>
+      service.http.inject({
+        method: 'DELETE',
+        url: '/internal/account',
+        headers: { [INTERNAL_SECRET_HEADER]: 'secret', [INTERNAL_USER_HEADER]: 'dora' },
+      });
+    try {
+      expect((await erase()).json()).toEqual({ erased: 2 });
+      expect(await store.presence(['dora'])).toEqual([{ user: 'dora', online: false, lastSeen: null }]);
+      expect((await erase()).json()).toEqual({ erased: 0 });
+    } finally {
+      await service.stop();
+    }
+    expect(bus.events(TOPICS.offline).filter((e) => e.kind === 'offline' && e.to === 'dora')).toEqual([]);
   });
 
   it('lets a re-read being asked for finish before its consumer stops: the next reader of the partitions reads again what awaited an ack', async () => {

@@ -127,7 +127,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect((await connIdsOf(store, 'lb')).sort()).toEqual(['live', 'new']);
   });
 
-  it('tracks connections per device and ignores gateways that stopped beating', async () => {
+  it('tracks connections per device and ignores gateways that stopped beating; forgets an erased user’s last seen', async () => {
     await store.gatewayAlive('gw-1', 60_000);
     await store.addConnection({
       user: 'u1',
@@ -165,6 +165,12 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
       at: 14,
     });
     expect((await store.presence(['u2']))[0].lastSeen).toBe(20);
+    // An erased account's last seen is forgotten; another user's stays.
+    await store.forgetLastSeen('u2');
+    expect(await store.presence(['u1', 'u2'])).toEqual([
+      { user: 'u1', online: true, lastSeen: 11 },
+      { user: 'u2', online: false, lastSeen: null },
+    ]);
   });
 
   it('judges a silent gateway gone once heartbeats have been read for a ttl, and forgets it past the horizon', async () => {

@@ -187,6 +187,10 @@ export class MemorySessionStore implements SessionStore {
     return forgotten;
   }
 
+  async forgetLastSeen(user: string) {
+    this.lastSeen.delete(user);
+  }
+
   async presence(users: string[]) {
     const live = await this.connectionsOf(users);
     return users.map((user) => ({ user, online: live.has(user), lastSeen: this.lastSeen.get(user) ?? null }));

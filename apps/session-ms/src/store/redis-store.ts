@@ -440,6 +440,10 @@ export class RedisSessionStore implements SessionStore {
     return result;
   }
 
+  async forgetLastSeen(user: string) {
+    await this.redis.del(`seen:${user}`);
+  }
+
   async presence(users: string[]) {
     if (users.length === 0) return [];
     const [live, seen] = await Promise.all([

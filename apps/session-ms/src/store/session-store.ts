@@ -87,6 +87,8 @@ export interface SessionStore {
    */
   forgetGoneGateways(): Promise<number>;
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
+  /** Forgets when the user was last seen (their account is erased); a later disconnect notes it again. */
+  forgetLastSeen(user: string): Promise<void>;
 
   /**
    * Starts tracking a deliverable, due for a retry at `dueAt`: `tracked`. A duplicate changes
