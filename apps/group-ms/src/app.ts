@@ -68,6 +68,8 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   outboxIntervalMs?: number;
   /** How old an op must be before the outbox takes over its notice (default 5 s). */
   outboxGraceMs?: number;
+  /** Groups listed at a time while an erased user leaves them all (default 100). */
+  erasePageSize?: number;
 }
 
 export interface GroupMs extends Service {
@@ -126,6 +128,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     clock,
     newId: deps.newId ?? randomUUID,
     logger: deps.logger,
+    erasePageSize: deps.erasePageSize ?? 100,
   });
 
   // Routers apply ops through the internal API; this drains what a router of an earlier release

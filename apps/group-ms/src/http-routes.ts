@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   AddMembersBody,
   CreateGroupBody,
+  ErasedCount,
   Group,
   GROUP_LIST_DEFAULT_LIMIT,
   GroupList,
@@ -11,12 +12,13 @@ import {
   GroupCommandsResponse,
   GroupMemberParams,
   GroupParams,
+  ParleyError,
   serverMid,
   TopicPosition,
 } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { actingUser, HttpServer } from '@parley/service-kit';
-import { groupCursor } from './cursor';
+import { groupCursor, GroupPosition } from './cursor';
 import { ChangeRequest, GroupOperation, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
 
@@ -28,6 +30,8 @@ export interface GroupRoutesDeps {
   clock: () => number;
   newId: () => string;
   logger: Logger;
+  /** Groups listed at a time while an erased user leaves them all. */
+  erasePageSize: number;
 }
 
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
@@ -115,6 +119,33 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
         await change(request.params.id, actingUser(request), { op: 'add', members: request.body.members }),
       ),
   );
+
+  // DELETE /v1/account: the user leaves every group, as one by one (the members get the notice).
+  app.delete(
+    '/internal/account',
+    { schema: { response: { 200: ErasedCount } } },
+    async (request): Promise<ErasedCount> => {
+      const user = actingUser(request);
+      let left = 0;
+      for (let after: GroupPosition | undefined; ;) {
+        const page = await deps.groups.listForMember(user, { after, limit: deps.erasePageSize });
+        for (const group of page) if (await leaveIfMember(group.id, user)) left++;
+        if (page.length < deps.erasePageSize) return { erased: left };
+        after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+      }
+    },
+  );
+
+  /** False when the user is no member by now (removed since the group was listed). */
+  const leaveIfMember = async (group: string, user: string): Promise<boolean> => {
+    try {
+      await change(group, user, { op: 'leave' });
+      return true;
+    } catch (err) {
+      if (err instanceof ParleyError && err.code === 'not_found') return false;
+      throw err;
+    }
+  };
 
   app.delete(
     '/internal/groups/:id/members/:user',

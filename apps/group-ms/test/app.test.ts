@@ -162,6 +162,29 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     expect([tooMany.statusCode, tooMany.json().error.code]).toEqual([400, 'invalid_request']);
   });
 
+  it('has an erased user leave every group, past one page of them, as a leave each (the members are told)', async () => {
+    await service.stop();
+    service = groupMs({ newId: () => `id${++ids}`, erasePageSize: 2 });
+    await service.start();
+    for (let i = 0; i < 4; i++)
+      await call('POST', '/internal/groups', 'ezra', { id: `ez${i}`, name: 'E', members: ['fay'] });
+    await call('POST', '/internal/groups', 'fay', { id: 'fays', name: 'F', members: ['ezra'] });
+    await call('POST', '/internal/groups', 'fay', { id: 'fays-only', name: 'F', members: [] });
+    const erased = await call('DELETE', '/internal/account', 'ezra');
+    expect(erased.json()).toEqual({ erased: 5 });
+    expect((await call('GET', '/internal/groups', 'ezra')).json()).toEqual({ groups: [] });
+    const fays = (await call('GET', '/internal/groups', 'fay')).json().groups;
+    expect(fays).toHaveLength(6);
+    expect(fays.every((g: { members: string[] }) => g.members.join() === 'fay')).toBe(true);
+    // Each group tells its remaining member, as for a leave of ezra's own.
+    const leaveNotices = bus
+      .events(TOPICS.delivery)
+      .flatMap(deliveriesIn)
+      .filter((d) => d.to === 'fay' && d.frame.type === 'group' && d.frame.op === 'leave');
+    expect(leaveNotices).toHaveLength(5);
+    expect((await call('DELETE', '/internal/account', 'ezra')).json()).toEqual({ erased: 0 });
+  });
+
   it('refuses internal calls without the secret, and bad input with the field named', async () => {
     const noSecret = await service.http.inject({
       method: 'GET',
