@@ -37,6 +37,8 @@ export interface ChangeIds {
   replayable?: boolean;
   /** A replayable op's place in the group topic: a change records it as the group's last piped op. */
   position?: TopicPosition;
+  /** A user the notice does not go to: one whose account is erased, leaving. */
+  unnotified?: string;
 }
 
 export const noEffects = (): GroupEffects => ({ deliveries: [], notices: [], changes: [] });
@@ -75,7 +77,9 @@ export class GroupService {
         // changes took effect (clients place them by `at`), also across hosts whose clocks differ.
         const stamped = current ? { ...request, at: Math.max(request.at, current.updatedAt + 1) } : request;
         const change = decideChange(current, stamped, this.rules);
-        return change && { next: change.next, notice: noticeOf(change, stamped, ids.noticeMid) };
+        return (
+          change && { next: change.next, notice: noticeOf(change, stamped, ids.noticeMid, ids.unnotified) }
+        );
       },
       ids.replayable ? { at: request.at, position: ids.position } : undefined,
     );
@@ -156,7 +160,7 @@ export function operationOf(frame: GroupFrame): GroupOperation {
   }
 }
 
-function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNotice {
+function noticeOf(change: Change, request: ChangeRequest, mid: string, unnotified?: string): GroupNotice {
   const frame: GroupChangeFrame = {
     type: 'group',
     mid,
@@ -169,7 +173,8 @@ function noticeOf(change: Change, request: ChangeRequest, mid: string): GroupNot
   if (change.affected.length > 0) frame.members = change.affected;
   if (change.admins) frame.admins = change.admins;
   const members = change.next.members.map((m) => m.user);
-  return { frame, members, recipients: [...members, ...change.removed] };
+  const recipients = [...members, ...change.removed].filter((user) => user !== unnotified);
+  return { frame, members, recipients };
 }
 
 function effectsOf(notice: GroupNotice): GroupEffects {

@@ -39,10 +39,10 @@ const restNoticeMid = (by: string, newId: () => string) => serverMid('group-rest
 
 /** The internal API behind the rest-gateway's `/v1/groups…` (the caller checks the internal secret). */
 export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): void {
-  const change = async (group: string, by: string, operation: GroupOperation) => {
+  const change = async (group: string, by: string, operation: GroupOperation, unnotified?: string) => {
     const request: ChangeRequest = { group, by, at: deps.clock(), operation };
     const mid = restNoticeMid(by, deps.newId);
-    const outcome = await deps.groups.change(request, { opMid: mid, noticeMid: mid });
+    const outcome = await deps.groups.change(request, { opMid: mid, noticeMid: mid, unnotified });
     // Committed before it is published: if this publish fails, the outbox publishes it later. The
     // caller hears what was done; a 503 would say nothing was, and its retry would find it done.
     try {
@@ -120,7 +120,8 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       ),
   );
 
-  // DELETE /v1/account: the user leaves every group, as one by one (the members get the notice).
+  // DELETE /v1/account: the user leaves every group, as one by one; the members get the notice, not
+  // the user (it would be stored for them after their storage is erased).
   app.delete(
     '/internal/account',
     { schema: { response: { 200: ErasedCount } } },
@@ -139,7 +140,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
   /** False when the user is no member by now (removed since the group was listed). */
   const leaveIfMember = async (group: string, user: string): Promise<boolean> => {
     try {
-      await change(group, user, { op: 'leave' });
+      await change(group, user, { op: 'leave' }, user);
       return true;
     } catch (err) {
       if (err instanceof ParleyError && err.code === 'not_found') return false;

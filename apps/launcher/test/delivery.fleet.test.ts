@@ -188,6 +188,56 @@ describe('fleet: 1:1 delivery end to end', () => {
     expect([undefined, 4029]).toContain(eager.closeCode);
   });
 
+  it('erases an account: its groups left, its devices, what is stored for it and its last seen forgotten', async () => {
+    const gus = await clients.connect('gus7');
+    await waitFor(
+      async () => (await clients.rest('hal7', 'GET', '/v1/presence?users=gus7')).body.presence[0].online,
+      10_000,
+      'gus online',
+    );
+    await gus.close();
+    expect(
+      (await clients.rest('gus7', 'PUT', '/v1/devices/phone', { token: 'gus-token', platform: 'android' }))
+        .status,
+    ).toBe(204);
+    const group = await clients.rest('hal7', 'POST', '/v1/groups', {
+      id: 'g-gus7',
+      name: 'G',
+      members: ['gus7'],
+    });
+    expect(group.status).toBe(201);
+    await clients.rest('hal7', 'POST', '/v1/send', [
+      { type: 'message', id: 'e1', to: 'gus7', body: 'one' },
+      { type: 'message', id: 'e2', to: 'gus7', body: 'two' },
+    ]);
+    const stored = async () =>
+      (await clients.rest('gus7', 'GET', '/v1/messages')).body.messages.filter(
+        (m: { type: string }) => m.type === 'message',
+      ).length;
+    await waitFor(async () => (await stored()) === 2, 10_000, 'both messages stored');
+    await waitFor(
+      async () =>
+        (await clients.rest('hal7', 'GET', '/v1/presence?users=gus7')).body.presence[0].lastSeen !== null,
+      10_000,
+      'gus last seen',
+    );
+
+    const erased = await clients.rest('gus7', 'DELETE', '/v1/account');
+    expect([erased.status, erased.body]).toEqual([
+      200,
+      // Stored: both messages and the group's creation notice.
+      { erased: { groups: 1, devices: 1, pending: expect.any(Number), stored: 3 } },
+    ]);
+    expect((await clients.rest('gus7', 'GET', '/v1/messages')).body).toEqual({ messages: [], next: null });
+    expect((await clients.rest('gus7', 'GET', '/v1/groups')).body).toEqual({ groups: [] });
+    expect((await clients.rest('hal7', 'GET', '/v1/groups/g-gus7')).body.members).toEqual(['hal7']);
+    expect((await clients.rest('hal7', 'GET', '/v1/presence?users=gus7')).body.presence).toEqual([
+      { user: 'gus7', online: false, lastSeen: null },
+    ]);
+    const again = await clients.rest('gus7', 'DELETE', '/v1/account');
+    expect(again.body).toEqual({ erased: { groups: 0, devices: 0, pending: 0, stored: 0 } });
+  });
+
   it('shows presence', async () => {
     await clients.connect('carol6');
     await waitFor(

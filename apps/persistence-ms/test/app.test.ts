@@ -98,20 +98,6 @@ describe('persistence-ms service', () => {
     expect(await pendingMids('carol')).toEqual([]); // another user sees nothing of bob's
   });
 
-  it('erases what is stored for a user whose account is erased', async () => {
-    await bus.publish(TOPICS.offline, [offline(message('e1', 'ella'))]);
-    await waitFor(async () => (await pendingMids('ella')).length === 1);
-    const erase = () =>
-      service.http.inject({
-        method: 'DELETE',
-        url: '/internal/account',
-        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'ella' },
-      });
-    expect((await erase()).json()).toEqual({ erased: 1 });
-    expect(await pendingMids('ella')).toEqual([]);
-    expect((await erase()).json()).toEqual({ erased: 0 });
-  });
-
   it('drops deliverables on an offline-ack, also one that came before the deliverable', async () => {
     await bus.publish(TOPICS.offline, [
       { v: 1, kind: 'offline-ack', user: 'bob', mids: ['alice:m1', 'alice:late'], at: 3 },
@@ -230,5 +216,19 @@ describe('persistence-ms service', () => {
     expect(metrics).toContain('parley_persistence_purged_total{kind="messages",service="persistence-ms"} 5');
     expect(metrics).toContain('parley_persistence_replayed_total{service="persistence-ms"} 3');
     expect((await service.http.inject('/readyz')).statusCode).toBe(200);
+  });
+
+  it('erases what is stored for a user whose account is erased', async () => {
+    await bus.publish(TOPICS.offline, [offline(message('e1', 'ella'))]);
+    await waitFor(async () => (await pendingMids('ella')).length === 1);
+    const erase = () =>
+      service.http.inject({
+        method: 'DELETE',
+        url: '/internal/account',
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'ella' },
+      });
+    expect((await erase()).json()).toEqual({ erased: 1 });
+    expect(await pendingMids('ella')).toEqual([]);
+    expect((await erase()).json()).toEqual({ erased: 0 });
   });
 });

@@ -6,11 +6,14 @@ import { Type, TSchema } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Counter, Registry } from 'prom-client';
 import {
+  AccountErased,
   AddMembersBody,
+  compile,
   CreateGroupBody,
   DeviceParams,
   DevTokenBody,
   DevTokenResponse,
+  ErasedCount,
   ErrorBody,
   Group,
   GroupList,
@@ -534,7 +537,40 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
     },
     forward('session-ms', 'GET', (r) => `/internal/presence?${query(r)}`),
   );
+
+  api.delete(
+    '/v1/account',
+    {
+      schema: {
+        tags: ['account'],
+        description:
+          'Erase what Parley holds of the user: leave every group, forget their devices and last seen, drop what awaits their ack and what is stored for them. Idempotent: a 503 part way is finished by calling again',
+        security: secured,
+        response: { 200: s(AccountErased), ...errors },
+      },
+    },
+    async (request): Promise<AccountErased> => {
+      // Groups first, so that no new group message is fanned out to the user meanwhile; what awaits
+      // an ack before storage, so that none of it is handed to storage after storage is erased.
+      const groups = await eraseIn('group-ms', request.user);
+      const devices = await eraseIn('push-ms', request.user);
+      const pending = await eraseIn('session-ms', request.user);
+      const stored = await eraseIn('persistence-ms', request.user);
+      const erased = { groups, devices, pending, stored };
+      request.log.info({ user: request.user, erased }, 'account erased');
+      return { erased };
+    },
+  );
+  const eraseIn = async (service: UpstreamName, user: string): Promise<number> => {
+    const { body } = await upstreams.call(service, { method: 'DELETE', path: '/internal/account', user });
+    const checked = validateErasedCount(body);
+    if (!checked.ok)
+      throw new ParleyError('unavailable', `${service} answered the erasure with an unexpected body`);
+    return checked.value.erased;
+  };
 }
+
+const validateErasedCount = compile(ErasedCount);
 
 /** As for frames: a body field nested too deep is refused, naming it (serializing it for the call would overflow the stack). */
 function assertShallow(body: unknown): void {

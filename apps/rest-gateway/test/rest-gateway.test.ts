@@ -740,6 +740,46 @@ describe('rest-gateway', () => {
     await upstream.close();
   });
 
+  it('erases an account in every service, groups first and storage last, and answers 503 where one fails part way', async () => {
+    let sessionDown = true;
+    const erased: Record<string, number> = { group: 2, push: 1, session: 3, persistence: 4 };
+    const upstreamOf = (name: string) =>
+      startUpstream(() =>
+        name === 'session' && sessionDown
+          ? { status: 503, body: { error: { code: 'unavailable', message: 'Redis is away' } } }
+          : { status: 200, body: { erased: erased[name] } },
+      );
+    const services = {
+      group: await upstreamOf('group'),
+      push: await upstreamOf('push'),
+      session: await upstreamOf('session'),
+      persistence: await upstreamOf('persistence'),
+    };
+    ({ gateway } = build({
+      upstreamUrls: {
+        'group-ms': services.group.url,
+        'push-ms': services.push.url,
+        'session-ms': services.session.url,
+        'persistence-ms': services.persistence.url,
+      },
+    }));
+    const erase = async () =>
+      gateway.http.inject({ method: 'DELETE', url: '/v1/account', headers: await auth('bob') });
+    const failed = await erase();
+    expect([failed.statusCode, failed.json().error.code]).toEqual([503, 'unavailable']);
+    expect(services.persistence.seen).toEqual([]); // storage is not erased before what awaits an ack
+    sessionDown = false;
+    const done = await erase();
+    expect([done.statusCode, done.json()]).toEqual([
+      200,
+      { erased: { groups: 2, devices: 1, pending: 3, stored: 4 } },
+    ]);
+    for (const upstream of Object.values(services)) {
+      expect(upstream.seen.at(-1)).toMatchObject({ method: 'DELETE', url: '/internal/account', user: 'bob' });
+      await upstream.close();
+    }
+  });
+
   it('refuses the ids . and .. in a path, which a URL would resolve to another route', async () => {
     const upstream = await startUpstream(() => ({
       status: 404,
@@ -1078,6 +1118,7 @@ describe('rest-gateway', () => {
       ['put', '/v1/devices/{deviceId}', '204'],
       ['delete', '/v1/devices/{deviceId}', '204'],
       ['get', '/v1/presence', '200'],
+      ['delete', '/v1/account', '200'],
       ['post', '/v1/dev/token', '200'],
     ];
     // The body schema of each success answer (fastify-swagger lists a bare 200 for a route that has
