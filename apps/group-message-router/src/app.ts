@@ -10,6 +10,7 @@ import {
   recipientCount,
   TopicPosition,
   TOPICS,
+  TYPING_NOTICE_MAX_AGE_MS,
   userMid,
 } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
@@ -274,8 +275,14 @@ function routeToMembers(
   partitionOf: PartitionOf,
   counters: Counters,
 ): DeliveryTopicEvent[] {
-  if (event.kind === 'group-typing')
+  if (event.kind === 'group-typing') {
+    // Sent this long ago (read behind a backlog: group-ms away, a burst), it is about a moment gone.
+    if (event.sentAt < Date.now() - TYPING_NOTICE_MAX_AGE_MS) {
+      counters.staleTyping.inc();
+      return [];
+    }
     return membership.has(event.from) ? fanOutTyping(event, membership, partitionOf) : [];
+  }
   if (!membership.has(event.from)) {
     counters.refused.inc();
     return [notMemberError(event)];
@@ -318,6 +325,11 @@ function createCounters(deps: Pick<Runtime, 'metrics'>) {
     resent: new Counter({
       name: 'parley_group_router_resent_total',
       help: 'Group messages a client sent again (the same mid to the same group within an hour) and not routed again',
+      registers,
+    }),
+    staleTyping: new Counter({
+      name: 'parley_group_router_stale_typing_total',
+      help: 'Group typing notices not fanned out: sent longer ago than 30 s (read behind a backlog)',
       registers,
     }),
     refused: new Counter({

@@ -1,4 +1,11 @@
-import { deliveriesIn, GroupCommandEvent, GroupTopicEvent, TopicPosition, TOPICS } from '@parley/contracts';
+import {
+  deliveriesIn,
+  GroupCommandEvent,
+  GroupTopicEvent,
+  TopicPosition,
+  TOPICS,
+  TYPING_NOTICE_MAX_AGE_MS,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter, GroupMessageRouterDeps } from '../src/app';
@@ -227,7 +234,7 @@ describe('group-message-router service', () => {
       v: 1,
       kind: 'group-typing',
       from,
-      sentAt: 1,
+      sentAt: Date.now(),
       frame: { type: 'typing', to: 'g1', chat: 'group' },
     });
     await bus.publish(TOPICS.group, [typing('mallory'), typing('bob')]);
@@ -242,6 +249,37 @@ describe('group-message-router service', () => {
       ephemeral: true,
       frame: { type: 'typing', from: 'bob', to: 'g1', chat: 'group' },
     });
+  });
+
+  it('drops a group typing notice sent too long ago to matter (read behind a backlog)', async () => {
+    const typing = (from: string, sentAt: number): GroupTopicEvent => ({
+      v: 1,
+      kind: 'group-typing',
+      from,
+      sentAt,
+      frame: { type: 'typing', to: 'g1', chat: 'group' },
+    });
+    const old = Date.now() - TYPING_NOTICE_MAX_AGE_MS - 1000;
+    await bus.publish(TOPICS.group, [
+      typing('bob', old),
+      message('bob', 'm1', 'g1'), // sent as long ago (sentAt 1000)
+      typing('carol', Date.now()),
+    ]);
+    await waitFor(() => deliveries().length >= 6);
+    await new Promise((r) => setTimeout(r, 100));
+    // The message, however old, reaches the others; of the notices only the fresh one does.
+    expect(
+      deliveries()
+        .map((d) => `${d.frame.type} ${(d.frame as { from: string }).from} -> ${d.to}`)
+        .sort(),
+    ).toEqual([
+      'message bob -> alice',
+      'message bob -> carol',
+      'message bob -> dave',
+      'typing carol -> alice',
+      'typing carol -> bob',
+      'typing carol -> dave',
+    ]);
   });
 
   it('has group-ms apply group commands as they are, and routes nothing for them itself', async () => {

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { TOPICS } from '@parley/contracts';
+import { TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import {
   buildHttpServer,
@@ -47,11 +47,21 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     registers: [deps.metrics],
   });
 
+  const stale = new Counter({
+    name: 'parley_router_stale_typing_total',
+    help: 'Typing notices not routed: sent longer ago than 30 s (read behind a backlog)',
+    registers: [deps.metrics],
+  });
+
   const handle = async (batch: Envelope<InboundRecord>[]) => {
     const out: Routed = { delivery: [], group: [] };
+    // A typing notice sent this long ago (read behind a backlog) is about a moment long gone.
+    const staleBefore = Date.now() - TYPING_NOTICE_MAX_AGE_MS;
     for (const { event: record } of batch) {
       const checked = checkInbound(record);
-      if (checked.ok) {
+      if (checked.ok && checked.inbound.frame.type === 'typing' && record.sentAt < staleBefore) {
+        stale.inc();
+      } else if (checked.ok) {
         route(checked.inbound, out);
         routed.inc({ type: checked.inbound.frame.type });
       } else {

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { TOPICS, InboundEvent, TopicSpec } from '@parley/contracts';
+import { TOPICS, InboundEvent, TopicSpec, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createMessageRouter, MessageRouter } from '../src/app';
@@ -91,6 +91,44 @@ describe('message-router service', () => {
     const metrics = (await router.http.inject('/metrics')).body;
     expect(metrics).toContain('parley_router_refused_total{service="message-router"} 2');
     expect(metrics).toContain('parley_router_frames_total{type="message",service="message-router"} 1');
+  });
+
+  it('drops a typing notice written too long ago to matter (a backlog): it is about the moment', async () => {
+    const { bus } = await startRouter();
+    const typing = (from: string, sentAt: number): InboundEvent => ({
+      v: 1,
+      kind: 'inbound',
+      from,
+      sentAt,
+      frame: { type: 'typing', to: 'bob', chat: 'direct' },
+    });
+    const now = Date.now();
+    await bus.publish(TOPICS.inbound, [
+      typing('stale', now - TYPING_NOTICE_MAX_AGE_MS - 1000),
+      {
+        ...typing('stale', now - TYPING_NOTICE_MAX_AGE_MS - 1000),
+        frame: { type: 'typing', to: 'g1', chat: 'group' },
+      },
+      typing('fresh', now),
+      {
+        v: 1,
+        kind: 'inbound',
+        from: 'stale',
+        sentAt: now - TYPING_NOTICE_MAX_AGE_MS - 1000,
+        frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' },
+      },
+    ]);
+    await waitFor(() => bus.events(TOPICS.delivery).length >= 2);
+    // A message is no notice: however old, it is routed.
+    expect(bus.events(TOPICS.delivery)).toEqual([
+      expect.objectContaining({
+        to: 'bob',
+        ephemeral: true,
+        frame: expect.objectContaining({ from: 'fresh' }),
+      }),
+      expect.objectContaining({ to: 'bob', frame: expect.objectContaining({ mid: 'stale:c1' }) }),
+    ]);
+    expect(bus.events(TOPICS.group)).toEqual([]);
   });
 
   it('parks a record of a newer contract version on the DLQ with the reason, and routes what follows it', async () => {

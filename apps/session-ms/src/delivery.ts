@@ -13,6 +13,7 @@ import {
   PushedFrame,
   senderOfMid,
   TOPICS,
+  TYPING_NOTICE_MAX_AGE_MS,
 } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import { DAY_MS } from '@parley/service-kit';
@@ -63,7 +64,7 @@ const REREAD_WITHOUT_PARTITIONS_MS = 60_000;
 /** Pushes to devices that connected under way at once, at most (see `startConnectPush`). */
 const MAX_CONNECT_PUSHES = 8;
 /** A typing notice older than this (a backlog, a re-read) is not pushed: it is about the moment. */
-export const TYPING_NOTICE_MAX_AGE_MS = 30_000;
+export { TYPING_NOTICE_MAX_AGE_MS };
 
 interface Push {
   user: string;

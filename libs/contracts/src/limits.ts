@@ -18,6 +18,12 @@ export const SYNC_MAX_LIMIT = 500;
 export const GROUP_LIST_DEFAULT_LIMIT = 100;
 export const GROUP_LIST_MAX_LIMIT = 200;
 export const MAX_PRESENCE_USERS = 200;
+/**
+ * A typing notice older than this is not passed on: it is about the moment. The routers drop one
+ * by its `sentAt` (a backlog of the inbound or group topic), session-ms one written to the delivery
+ * topic that long ago (a backlog there, a re-read).
+ */
+export const TYPING_NOTICE_MAX_AGE_MS = 30_000;
 
 /**
  * A gateway's MAX_FRAME_BYTES setting. A frame travels as one Kafka record (with its envelope), so
