@@ -9,6 +9,7 @@ import {
   InboundEvent,
   jsonDepth,
   receiptMid,
+  senderOfMid,
   serverMid,
   TopicSpec,
   TOPICS,
@@ -48,17 +49,41 @@ export function checkInbound(record: InboundRecord): Checked {
   const checked = validateClientFrame(record.frame, { types: ROUTABLE_TYPES }) as FrameResult<
     InboundEvent['frame']
   >;
+  if (checked.ok && checked.frame.type === 'read' && readMids(checked.frame).length === 0)
+    return refuse(
+      record,
+      checked.frame.id,
+      'invalid_frame',
+      `mids: none is a mid of ${JSON.stringify(checked.frame.to)} (<to>:<id>): send a read to the sender of the messages read`,
+    );
   if (checked.ok) return { ok: true, inbound: { ...record, frame: checked.frame } };
-  const { code, id } = checked;
+  return refuse(record, checked.id, checked.code, checked.message);
+}
+
+function refuse(
+  record: InboundRecord,
+  id: string | undefined,
+  code: Refusal['frame']['code'],
+  message: string,
+): Checked {
   return {
     ok: false,
     refusal: errorDeliverable(record.from, {
       id,
       code,
-      message: `cannot route this frame: ${checked.message}`,
+      message: `cannot route this frame: ${message}`,
       mid: refusalMid(record, id),
     }),
   };
+}
+
+/**
+ * The mids of a read that its `to` sent: a receipt tells a sender about its own messages only. A
+ * read addressed to a group id (instead of the message's sender) would otherwise reach the user
+ * of that name, and anyone could tell anyone that they read a third user's mids.
+ */
+function readMids(frame: { to: string; mids: string[] }): string[] {
+  return frame.mids.filter((mid) => senderOfMid(mid) === frame.to);
 }
 
 /**
@@ -137,21 +162,24 @@ export function route(inbound: InboundEvent, into: Routed = { delivery: [], grou
         at: sentAt,
       });
       break;
-    case 'read':
+    case 'read': {
+      const mids = readMids(frame);
+      if (mids.length === 0) break;
       into.delivery.push({
         v: 1,
         kind: 'deliver',
         to: frame.to,
         frame: {
           type: 'receipt',
-          mid: receiptMid('read', from, frame.mids),
+          mid: receiptMid('read', from, mids),
           status: 'read',
-          mids: frame.mids,
+          mids,
           by: from,
           at: sentAt,
         },
       });
       break;
+    }
     case 'typing':
       if (frame.chat === 'group') {
         into.group.push({ v: 1, kind: 'group-typing', ...origin, frame });

@@ -72,6 +72,20 @@ describe('route', () => {
     expect(a.delivery[0]).toMatchObject({ frame: { mid: expect.stringMatching(/^~read:alice:/) } });
   });
 
+  it("forwards of a read only the mids `to` sent: a read addressed to a group id, or naming another's mids, tells nobody else", () => {
+    const mixed = route(
+      inbound({ type: 'read', to: 'bob', mids: ['bob:m1', 'carol:m2', '~err:bob:x', 'bob:m3'] }),
+    );
+    expect(mixed.delivery).toEqual([
+      expect.objectContaining({ to: 'bob', frame: expect.objectContaining({ mids: ['bob:m1', 'bob:m3'] }) }),
+    ]);
+    // Addressed to the group, not to the sender of its message: the user named like the group hears nothing.
+    expect(route(inbound({ type: 'read', to: 'team', mids: ['bob:g1'] }))).toEqual({
+      delivery: [],
+      group: [],
+    });
+  });
+
   it('marks direct typing ephemeral and sends group typing to the group topic', () => {
     expect(route(inbound({ type: 'typing', to: 'bob', chat: 'direct' })).delivery[0]).toMatchObject({
       ephemeral: true,
@@ -152,6 +166,23 @@ describe('checkInbound', () => {
     expect(refusalOf('hello').frame).toMatchObject({
       message: 'cannot route this frame: frame: must be a JSON object',
     });
+  });
+
+  it('refuses a read that names no mid of its `to` (a read sent to a group id), naming the field', () => {
+    expect(refusalOf({ type: 'read', id: 'r9', to: 'team', mids: ['bob:g1'] })).toEqual({
+      v: 1,
+      kind: 'deliver',
+      to: 'alice',
+      frame: {
+        type: 'error',
+        mid: '~err:alice:r9',
+        id: 'r9',
+        code: 'invalid_frame',
+        message:
+          'cannot route this frame: mids: none is a mid of "team" (<to>:<id>): send a read to the sender of the messages read',
+      },
+    });
+    expect(checkInbound(record({ type: 'read', to: 'bob', mids: ['carol:1', 'bob:2'] })).ok).toBe(true);
   });
 
   it('gives a refusal without a usable id a mid that is deterministic in the frame and its time', () => {
