@@ -213,6 +213,39 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await connIdsOf(forgetful, 'vic')).toEqual(['v']);
   });
 
+  it("gives a user whose socket died with its gateway (no connection-down) the gateway's last beat as lastSeen, also once it is forgotten", async () => {
+    // As the tests above: ttls a pause of the test process (a busy box) does not outlast.
+    const forgetful = target.open(600);
+    const beat = beating(forgetful, 200);
+    await beat(80, 'gw-stays', 'gw-dies');
+    await forgetful.addConnection({ ...connection('zed', 'z', 'gw-dies'), at: 5 });
+    await beat(80, 'gw-stays', 'gw-dies');
+    const lastBeat = Date.now();
+    await forgetful.gatewayAlive('gw-dies', 200); // its last beat: it dies here, sockets and all
+    await beat(500, 'gw-stays');
+    // She was online until then: her last connect (5) is not when she was last seen.
+    const [gone] = await forgetful.presence(['zed']);
+    expect(gone.online).toBe(false);
+    expect(gone.lastSeen).toBeGreaterThanOrEqual(lastBeat);
+    expect(gone.lastSeen).toBeLessThanOrEqual(Date.now());
+    await beat(700, 'gw-stays'); // past the horizon: her connection is forgotten
+    await forgetful.forgetGoneGateways();
+    await forgetful.connectionsOf(['zed']);
+    expect(await forgetful.presence(['zed'])).toEqual([
+      { user: 'zed', online: false, lastSeen: gone.lastSeen },
+    ]);
+  });
+
+  it("gives a user whose socket died with a gateway that restarted under its id the gateway's last beat before the restart as lastSeen", async () => {
+    await store.gatewayStarted('gw-restarts', 1_000);
+    await store.addConnection({ ...connection('yan', 'y', 'gw-restarts'), at: 5_000 });
+    const lastBeat = Date.now();
+    await store.gatewayAlive('gw-restarts', 60_000);
+    expect(await store.gatewayStarted('gw-restarts', lastBeat + 60_000)).toBe(1);
+    const [yan] = await store.presence(['yan']);
+    expect(yan.lastSeen).toBeGreaterThanOrEqual(lastBeat);
+  });
+
   it('says a gateway is new when it has not seen it beat within the horizon (its connections may be unknown)', async () => {
     // A horizon of 600 ms: a pause of the test process (a busy box) must not end it between the two
     // first beats.

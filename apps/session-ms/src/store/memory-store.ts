@@ -145,7 +145,10 @@ export class MemorySessionStore implements SessionStore {
       for (const c of byConn.values()) {
         const seenLately = this.seenLately(c.gateway, now);
         if ((this.gateways.get(c.gateway)?.aliveUntil ?? 0) > now || (!judging && seenLately)) live.push(c);
-        else if (mayForget && !seenLately) byConn.delete(c.connId);
+        else if (mayForget && !seenLately) {
+          byConn.delete(c.connId);
+          this.seenUntilLastBeat(c);
+        }
       }
       if (byConn.size === 0) this.connections.delete(user);
       if (live.length > 0) result.set(user, live);
@@ -157,16 +160,30 @@ export class MemorySessionStore implements SessionStore {
     const previous = this.gatewayStarts.get(gateway);
     this.gatewayStarts.set(gateway, startedAt);
     if (previous === startedAt) return 0;
-    return this.forgetConnections((c) => c.gateway === gateway && c.at < startedAt - RESTART_CLOCK_MARGIN_MS);
+    return this.forgetConnections(
+      (c) => c.gateway === gateway && c.at < startedAt - RESTART_CLOCK_MARGIN_MS,
+      startedAt - RESTART_CLOCK_MARGIN_MS,
+    );
   }
 
-  /** Removes every connection `gone` says is gone; returns how many. */
-  private forgetConnections(gone: (c: Connection) => boolean): number {
+  /**
+   * A connection forgotten without its connection-down (its gateway died with it): its user was
+   * online until the gateway's last beat (or `atMost`, a restart's start), which is when they were
+   * last seen.
+   */
+  private seenUntilLastBeat(c: Connection, atMost = Infinity): void {
+    const beat = this.gateways.get(c.gateway)?.seenAt;
+    if (beat !== undefined) this.seenAt(c.user, Math.min(beat, atMost));
+  }
+
+  /** Removes every connection `gone` says is gone (`seenUntilLastBeat`); returns how many. */
+  private forgetConnections(gone: (c: Connection) => boolean, atMost?: number): number {
     let forgotten = 0;
     for (const [user, byConn] of this.connections) {
       for (const c of byConn.values()) {
         if (!gone(c)) continue;
         byConn.delete(c.connId);
+        this.seenUntilLastBeat(c, atMost);
         forgotten++;
       }
       if (byConn.size === 0) this.connections.delete(user);
@@ -193,7 +210,17 @@ export class MemorySessionStore implements SessionStore {
 
   async presence(users: string[]) {
     const live = await this.connectionsOf(users);
-    return users.map((user) => ({ user, online: live.has(user), lastSeen: this.lastSeen.get(user) ?? null }));
+    return users.map((user) => {
+      const online = live.has(user);
+      let lastSeen = this.lastSeen.get(user);
+      // Connections held on a gateway that stopped beating (not yet forgotten): they died with it.
+      if (!online)
+        for (const c of this.connections.get(user)?.values() ?? []) {
+          const beat = this.gateways.get(c.gateway)?.seenAt;
+          if (beat !== undefined) lastSeen = Math.max(lastSeen ?? 0, beat);
+        }
+      return { user, online, lastSeen: lastSeen ?? null };
+    });
   }
 
   async track(pending: Pending, dueAt: number): Promise<TrackOutcome> {

@@ -15,6 +15,8 @@ import {
  *   conn:<user>   hash connId -> Connection JSON      seen:<user>  last seen (ms)
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
+ *   gwlast        hash gateway -> its last beat (ms), until it is forgotten: when the users of
+ *                 sockets that died with it were last seen
  *   gwconns:<gateway>  set "<user>\n<connId>" of its connections   gateways  set of gateway ids
  *   gwowe:<gateway>  to be asked to announce its connections (TTL FORGET_GATEWAY_AFTER_MS)
  *   gwstart:<gateway>  its process's start, as its heartbeats say (TTL FORGET_GATEWAY_AFTER_MS)
@@ -139,22 +141,44 @@ if raw then
   redis.call('SREM', ARGV[3] .. 'gwconns:' .. cjson.decode(raw).gateway, ARGV[4])
 end`;
 
-// Forgets up to ARGV[2] connections of a gateway unseen past the horizon (re-checked here, so a
+// A connection forgotten without its connection-down died with its gateway: its user was last seen
+// at the gateway's last beat (gwlast), at most ARGV[2] (a restart's start). Defines seenUntil(user).
+const SEEN_UNTIL_LAST_BEAT = `
+local lastBeat = redis.call('HGET', ARGV[3] .. 'gwlast', ARGV[1])
+local function seenUntil(user)
+  if not lastBeat then return end
+  local at = math.min(tonumber(lastBeat), tonumber(ARGV[2]))
+  local key = ARGV[3] .. 'seen:' .. user
+  local seen = redis.call('GET', key)
+  if not seen or tonumber(seen) < at then redis.call('SET', key, string.format('%d', at)) end
+end`;
+
+// The user ARGV[4] of a connection forgotten here was last seen at its gateway's last beat.
+// ARGV: gateway, a time past any beat, key prefix, user.
+const FORGET_SEEN = `${SEEN_UNTIL_LAST_BEAT}
+seenUntil(ARGV[4])`;
+
+// Forgets up to ARGV[4] connections of a gateway unseen past the horizon (re-checked here, so a
 // gateway that beats again meanwhile keeps the rest): 0 once none are left and the gateway is
 // forgotten, -1 when it is seen again. KEYS: gw, gwseen, gwconns of the gateway, gateways.
-const FORGET_GATEWAY = `
+// ARGV: gateway, a time past any beat, key prefix, count.
+const FORGET_GATEWAY = `${SEEN_UNTIL_LAST_BEAT}
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-local members = redis.call('SPOP', KEYS[3], tonumber(ARGV[2]))
+local members = redis.call('SPOP', KEYS[3], tonumber(ARGV[4]))
 for _, member in ipairs(members) do
   local sep = string.find(member, '\\n', 1, true)
-  redis.call('HDEL', ARGV[3] .. 'conn:' .. string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+  local user = string.sub(member, 1, sep - 1)
+  if redis.call('HDEL', ARGV[3] .. 'conn:' .. user, string.sub(member, sep + 1)) == 1 then seenUntil(user) end
 end
-if #members == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
+if #members == 0 then
+  redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('HDEL', ARGV[3] .. 'gwlast', ARGV[1])
+end
 return #members`;
 
 // Forgets, of the gwconns members in ARGV[4..], the connections of gateway ARGV[1] registered
 // before ARGV[2]; members whose connection is gone leave the set too.
-const FORGET_STARTED_BEFORE = `
+const FORGET_STARTED_BEFORE = `${SEEN_UNTIL_LAST_BEAT}
 local n = 0
 for i = 4, #ARGV do
   local member = ARGV[i]
@@ -166,6 +190,7 @@ for i = 4, #ARGV do
   if not c or (c.gateway == ARGV[1] and tonumber(c.at) < tonumber(ARGV[2])) then
     if c then
       redis.call('HDEL', key, connId)
+      seenUntil(c.user)
       n = n + 1
     end
     redis.call('SREM', KEYS[1], member)
@@ -336,6 +361,7 @@ export class RedisSessionStore implements SessionStore {
       // Since when heartbeats have come without a gap of a ttl: a new flow after such a gap.
       .set('gwflow', `${Date.now()} ${ttlMs}`, 'PX', ttlMs, 'NX')
       .pexpire('gwflow', ttlMs)
+      .hset('gwlast', gateway, String(Date.now()))
       .exec();
     return replies?.[0]?.[1] === 0 || replies?.[1]?.[1] === 1;
   }
@@ -355,7 +381,15 @@ export class RedisSessionStore implements SessionStore {
     for (const gateway of await this.redis.smembers('gateways')) {
       for (;;) {
         const keys = [`gw:${gateway}`, `gwseen:${gateway}`, `gwconns:${gateway}`, 'gateways'];
-        const n = (await this.redis.eval(FORGET_GATEWAY, 4, ...keys, gateway, 1000, this.prefix)) as number;
+        const n = (await this.redis.eval(
+          FORGET_GATEWAY,
+          4,
+          ...keys,
+          gateway,
+          Number.MAX_SAFE_INTEGER,
+          this.prefix,
+          1000,
+        )) as number;
         if (n <= 0) break;
         forgotten += n;
       }
@@ -428,7 +462,10 @@ export class RedisSessionStore implements SessionStore {
     if (stale.length > 0) {
       const removing = this.redis.multi();
       for (const c of stale)
-        removing.hdel(`conn:${c.user}`, c.connId).srem(`gwconns:${c.gateway}`, userKey(c.user, c.connId));
+        removing
+          .hdel(`conn:${c.user}`, c.connId)
+          .srem(`gwconns:${c.gateway}`, userKey(c.user, c.connId))
+          .eval(FORGET_SEEN, 0, c.gateway, Number.MAX_SAFE_INTEGER, this.prefix, c.user);
       await removing.exec();
     }
     for (const c of all) {
@@ -444,17 +481,34 @@ export class RedisSessionStore implements SessionStore {
     await this.redis.del(`seen:${user}`);
   }
 
+  private async heldConnections(users: string[]): Promise<Connection[][]> {
+    const hashes = await Promise.all(users.map((u) => this.redis.hgetall(`conn:${u}`)));
+    return hashes.map((h) => Object.values(h).map((raw) => JSON.parse(raw) as Connection));
+  }
+
   async presence(users: string[]) {
     if (users.length === 0) return [];
     const [live, seen] = await Promise.all([
       this.connectionsOf(users),
       this.redis.mget(users.map((u) => `seen:${u}`)),
     ]);
-    return users.map((user, i) => ({
-      user,
-      online: live.has(user),
-      lastSeen: seen[i] === null ? null : Number(seen[i]),
-    }));
+    const lastSeen = users.map((_, i) => (seen[i] === null ? null : Number(seen[i])));
+    // Connections still held on a gateway that stopped beating (not yet forgotten) died with it:
+    // their user was online until its last beat.
+    const offline = users.flatMap((user, i) => (live.has(user) ? [] : [i]));
+    const held = offline.length === 0 ? [] : await this.heldConnections(offline.map((i) => users[i]));
+    const gateways = [...new Set(held.flat().map((c) => c.gateway))];
+    if (gateways.length > 0) {
+      const beats = await this.redis.hmget('gwlast', ...gateways);
+      const beatOf = new Map(gateways.map((g, i) => [g, beats[i] === null ? 0 : Number(beats[i])]));
+      offline.forEach((i, j) => {
+        for (const c of held[j]) {
+          const beat = beatOf.get(c.gateway)!;
+          if (beat > (lastSeen[i] ?? 0)) lastSeen[i] = beat;
+        }
+      });
+    }
+    return users.map((user, i) => ({ user, online: live.has(user), lastSeen: lastSeen[i] }));
   }
 
   async track(p: Pending, dueAt: number): Promise<TrackOutcome> {
