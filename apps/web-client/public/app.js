@@ -133,13 +133,15 @@ function onReceipt(frame) {
     const found = findMessage(mid);
     if (!found || !found.msg.mine) continue;
     const { msg, key } = found;
+    // 1:1: one peer. Groups: every other member (as far as we know them). A receipt counts only
+    // from a recipient: the server cannot check that its sender received the mids it names.
+    const conv = state.store.convs[key];
+    const recipients = conv.chat === 'group' ? conv.members?.filter((m) => m !== state.me) : [conv.id];
+    if (recipients && !recipients.includes(frame.by)) continue;
+    const others = recipients ?? [frame.by];
     const field = frame.status === 'read' ? 'readBy' : 'deliveredBy';
     msg[field] = [...new Set([...(msg[field] ?? []), frame.by])];
     if (frame.status === 'read') msg.deliveredBy = [...new Set([...(msg.deliveredBy ?? []), frame.by])];
-    // 1:1: one peer. Groups: every other member (as far as we know them).
-    const conv = state.store.convs[key];
-    const others =
-      conv.chat === 'group' && conv.members ? conv.members.filter((m) => m !== state.me) : [frame.by];
     if (others.every((m) => (msg.deliveredBy ?? []).includes(m))) raise(msg, 'delivered');
     if (others.every((m) => (msg.readBy ?? []).includes(m))) raise(msg, 'read');
   }
