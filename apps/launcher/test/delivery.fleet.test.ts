@@ -1,25 +1,8 @@
 import { waitFor } from '@parley/test-kit';
-import { startFleet, Fleet } from '../src/fleet';
-import { clientsOf } from './helpers';
+import { fleetSuite } from './helpers';
 
 describe('fleet: 1:1 delivery end to end', () => {
-  let fleet: Fleet;
-  let clients: ReturnType<typeof clientsOf>;
-
-  beforeAll(async () => {
-    fleet = await startFleet({
-      ports: 'random',
-      logLevel: 'warn',
-      // 1 s, as the other fleet suites: an ack's way back (gateway, Kafka, session-ms) slowed past a
-      // 400 ms timeout by a busy box made a redelivery the tests below take for a defect.
-      ackTimeoutMs: 1000,
-      maxAttempts: 3,
-      fastConsumers: true,
-    });
-    clients = clientsOf(fleet);
-  }, 60_000);
-  afterEach(() => clients.closeAll());
-  afterAll(() => fleet.stop(), 30_000);
+  const { clients } = fleetSuite({ maxAttempts: 3 });
 
   it('delivers a message, then a delivered receipt on ack and a read receipt on read', async () => {
     const alice = await clients.connect('alice1');

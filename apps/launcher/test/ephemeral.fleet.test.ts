@@ -1,17 +1,8 @@
 import { waitFor } from '@parley/test-kit';
-import { startFleet, Fleet } from '../src/fleet';
-import { clientsOf } from './helpers';
+import { fleetSuite } from './helpers';
 
 describe('fleet: presence, typing and read receipts end to end', () => {
-  let fleet: Fleet;
-  let clients: ReturnType<typeof clientsOf>;
-
-  beforeAll(async () => {
-    fleet = await startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 1000, fastConsumers: true });
-    clients = clientsOf(fleet);
-  }, 60_000);
-  afterEach(() => clients.closeAll());
-  afterAll(() => fleet.stop(), 30_000);
+  const { clients } = fleetSuite();
 
   const presenceOf = async (user: string) =>
     (await clients.rest('observer', 'GET', `/v1/presence?users=${user}`)).body.presence[0];

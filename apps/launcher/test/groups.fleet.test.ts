@@ -1,17 +1,8 @@
 import { waitFor } from '@parley/test-kit';
-import { startFleet, Fleet } from '../src/fleet';
-import { clientsOf } from './helpers';
+import { fleetSuite } from './helpers';
 
 describe('fleet: groups end to end', () => {
-  let fleet: Fleet;
-  let clients: ReturnType<typeof clientsOf>;
-
-  beforeAll(async () => {
-    fleet = await startFleet({ ports: 'random', logLevel: 'warn', ackTimeoutMs: 1000, fastConsumers: true });
-    clients = clientsOf(fleet);
-  }, 60_000);
-  afterEach(() => clients.closeAll());
-  afterAll(() => fleet.stop(), 30_000);
+  const { clients } = fleetSuite();
 
   it('a group created over REST reaches every member as a group deliverable', async () => {
     const [ann, ben] = [

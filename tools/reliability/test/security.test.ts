@@ -2,21 +2,12 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER } from '@parley/contracts';
 import { issueToken } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
-import { startFleet, Fleet } from '../../../apps/launcher/src/fleet';
-import { clientsOf } from '../../../apps/launcher/test/helpers';
+import { fleetSuite } from '../../../apps/launcher/test/helpers';
 
 /** Nobody gets in as someone else, and bad input is answered, never fatal. */
 describe('security', () => {
-  let fleet: Fleet;
-  let clients: ReturnType<typeof clientsOf>;
-  const key = () => new TextEncoder().encode(fleet.jwtSecret);
-
-  beforeAll(async () => {
-    fleet = await startFleet({ ports: 'random', logLevel: 'error', fastConsumers: true });
-    clients = clientsOf(fleet);
-  }, 60_000);
-  afterEach(() => clients.closeAll());
-  afterAll(() => fleet.stop(), 30_000);
+  const { clients, fleet } = fleetSuite({ logLevel: 'error' });
+  const key = () => new TextEncoder().encode(fleet().jwtSecret);
 
   const badTokens = async (): Promise<Array<[string, string]>> => [
     ['a wrong key', await issueToken('a-different-secret-that-is-long-enough', 'alice')],
@@ -37,9 +28,9 @@ describe('security', () => {
 
   it('refuses bad tokens on both edges', async () => {
     for (const [what, token] of await badTokens()) {
-      const ws = await WsTestClient.refusal(`${fleet.urls.ws}?token=${token}`);
+      const ws = await WsTestClient.refusal(`${fleet().urls.ws}?token=${token}`);
       expect({ what, status: ws.status }).toEqual({ what, status: 401 });
-      const rest = await fetch(`${fleet.urls.rest}/v1/messages`, {
+      const rest = await fetch(`${fleet().urls.rest}/v1/messages`, {
         headers: { authorization: `Bearer ${token}` },
       });
       expect({ what, status: rest.status }).toEqual({ what, status: 401 });
@@ -87,7 +78,7 @@ describe('security', () => {
   });
 
   it('refuses internal endpoints without the internal secret', async () => {
-    const { ports } = fleet;
+    const { ports } = fleet();
     const calls: Array<[string, string, unknown?]> = [
       [
         `http://127.0.0.1:${ports.wsGatewayInternal}/send`,
@@ -122,7 +113,7 @@ describe('security', () => {
       authorization: `Bearer ${await clients.token('sec-carol')}`,
       'content-type': 'application/json',
     };
-    const post = (body: string) => fetch(`${fleet.urls.rest}/v1/send`, { method: 'POST', headers, body });
+    const post = (body: string) => fetch(`${fleet().urls.rest}/v1/send`, { method: 'POST', headers, body });
     expect((await post('x'.repeat(1_100_000))).status).toBe(413);
     const malformed = await post('{"type":"message",');
     expect(malformed.status).toBe(400);
