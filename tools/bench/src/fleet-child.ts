@@ -16,6 +16,8 @@ const FleetChildConfig = Type.Object({
   KAFKA_CONSUMER_MIN_CYCLE_MS: KafkaSettingsSchema.KAFKA_CONSUMER_MIN_CYCLE_MS,
   LOG_LEVEL: Type.Union(CommonConfig.LOG_LEVEL.anyOf, { default: 'warn' }),
   HOST: Type.String({ default: '127.0.0.1' }),
+  DATABASE_URL: Type.Optional(Type.String({ description: 'Postgres instead of PGlite' })),
+  REDIS_URL: Type.Optional(Type.String({ description: 'Redis instead of the in-process session store' })),
   BENCH_ALLOC_PROFILE: Type.Optional(
     Type.String({ description: 'Write a sampled allocation profile of the main thread here on exit' }),
   ),
@@ -62,6 +64,8 @@ async function main() {
     host: config.HOST,
     packEvents: config.KAFKA_PACK_EVENTS,
     consumerMinCycleMs: config.KAFKA_CONSUMER_MIN_CYCLE_MS,
+    databaseUrl: config.DATABASE_URL,
+    redisUrl: config.REDIS_URL,
   });
   const ready = {
     urls: fleet.urls,

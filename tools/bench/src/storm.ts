@@ -1,0 +1,442 @@
+/**
+ * A reconnect storm against a running fleet (`npm start`): `--users` devices, each with `--stored`
+ * messages stored offline (sent while it was away, replayed on its connect and left unacked) and
+ * `--pending` pushed to its socket and left unacked, lose their sockets at once (a network blip,
+ * a gateway pod gone) and come back within `--window-s` seconds, acking everything from then on.
+ * Measures what each device gets after the reconnect (frames vs distinct mids), refusals and
+ * closes, how long until every message is on its device and until sync (`GET /v1/messages`) is
+ * empty for every user, the fleet's event-loop lag and session-ms/persistence-ms counters; then a
+ * loss check: every accepted message reached its device or is served by sync.
+ *
+ *   npx tsx tools/bench/src/storm.ts --pid <fleet pid> --users 2000 --stored 3 --pending 3 --window-s 5
+ */
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import WebSocket from 'ws';
+import { scanFrame, sourceAddress } from './stats';
+
+const args = process.argv.slice(2);
+const opt = (name: string, def: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1]! : def;
+};
+/** `--ports '<FLEET_READY ports JSON>'` (tools/bench/src/fleet-child.ts): a fleet on other ports. */
+const PORTS = {
+  wsGateway: 8080,
+  restGateway: 8081,
+  wsGatewayInternal: 9080,
+  messageRouter: 9101,
+  sessionMs: 9103,
+  persistenceMs: 9105,
+  ...(JSON.parse(opt('ports', '{}')) as Record<string, number>),
+};
+const WS = `ws://127.0.0.1:${PORTS.wsGateway}/v1/ws`;
+const REST = `http://127.0.0.1:${PORTS.restGateway}`;
+const PID = Number(opt('pid', '0'));
+const USERS = Number(opt('users', '2000'));
+const STORED = Number(opt('stored', '3'));
+const PENDING = Number(opt('pending', '3'));
+const WINDOW_S = Number(opt('window-s', '5'));
+/** Devices per user: each connects, each gets every deliverable of its user. */
+const DEVICES = Number(opt('devices', '1'));
+const TIMEOUT_S = Number(opt('timeout-s', '120'));
+/** Reconnect attempts that fail (503, refused) retry after this backoff base (doubling, jitter). */
+const BACKOFF_MS = Number(opt('backoff-ms', '500'));
+const PREFIX = opt('prefix', `st${Date.now().toString(36)}`);
+const SENDER_BATCH = 100;
+const METRIC_PORTS = {
+  main: PORTS.messageRouter,
+  gw: PORTS.wsGatewayInternal,
+  sess: PORTS.sessionMs,
+  pers: PORTS.persistenceMs,
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now();
+
+interface Device {
+  idx: number;
+  userIdx: number;
+  user: string;
+  token: string;
+  socket?: WebSocket;
+  /** Phase: 'before' (frames not acked) or 'after' (the storm: ack everything). */
+  acking: boolean;
+  expected: Set<string>;
+  got: Set<string>;
+  framesAfter: number;
+  midFramesAfter: number;
+  distinctAfter: Set<string>;
+  completeAt?: number;
+  reconnectAt?: number;
+  openAt?: number;
+  connectTries: number;
+  ackBuf: string[];
+}
+
+const errorCodes = new Map<string, number>();
+const closes = new Map<number, number>();
+const connectFailures = new Map<string, number>();
+let t0 = 0;
+
+async function token(user: string): Promise<string> {
+  for (;;) {
+    const res = await fetch(`${REST}/v1/dev/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user }),
+    });
+    if (res.ok) return ((await res.json()) as { token: string }).token;
+    await sleep(200);
+  }
+}
+
+function onFrame(d: Device, text: string) {
+  const f = scanFrame(text);
+  if (f.type === 'error') {
+    const code = /"code":"([^"]+)"/.exec(text)?.[1] ?? '?';
+    errorCodes.set(code, (errorCodes.get(code) ?? 0) + 1);
+  }
+  if (d.acking) d.framesAfter++;
+  if (f.mid === undefined || f.type === 'accepted') return;
+  d.got.add(f.mid);
+  if (d.acking) {
+    d.midFramesAfter++;
+    d.distinctAfter.add(f.mid);
+    d.ackBuf.push(f.mid);
+    // Ack semantics are per user: a device gets what no other device of its user acked first.
+    if (d.completeAt === undefined && [...d.expected].every((m) => d.got.has(m)))
+      for (let k = 0; k < DEVICES; k++) devices[d.userIdx * DEVICES + k]!.completeAt ??= now();
+  }
+}
+
+function flushAcks(d: Device) {
+  while (d.ackBuf.length > 0 && d.socket?.readyState === WebSocket.OPEN)
+    d.socket.send(JSON.stringify({ type: 'ack', mids: d.ackBuf.splice(0, 500) }));
+}
+
+function open(d: Device): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    d.connectTries++;
+    const socket = new WebSocket(`${WS}?token=${d.token}&deviceId=d${d.idx}`, {
+      localAddress: sourceAddress(d.idx),
+      perMessageDeflate: false,
+    });
+    socket.once('unexpected-response', (_req, res) => {
+      const key = `http_${res.statusCode}`;
+      connectFailures.set(key, (connectFailures.get(key) ?? 0) + 1);
+      socket.terminate();
+      reject(new Error(key));
+    });
+    socket.once('error', (err) => {
+      connectFailures.set(err.message.slice(0, 40), (connectFailures.get(err.message.slice(0, 40)) ?? 0) + 1);
+      reject(err);
+    });
+    socket.once('message', () => {
+      d.socket = socket;
+      d.openAt = now();
+      socket.on('message', (data) => onFrame(d, data.toString()));
+      resolve();
+    });
+    socket.on('close', (code) => {
+      if (d.acking && d.socket === socket) {
+        closes.set(code, (closes.get(code) ?? 0) + 1);
+        d.socket = undefined;
+        void reconnect(d, 0);
+      }
+    });
+  });
+}
+
+/** As docs/protocol.md asks: backoff doubling from BACKOFF_MS to 30 s, with jitter. */
+async function reconnect(d: Device, delayMs: number): Promise<void> {
+  let backoff = BACKOFF_MS;
+  await sleep(delayMs);
+  for (;;) {
+    try {
+      await open(d);
+      return;
+    } catch {
+      await sleep(backoff * (0.5 + Math.random()));
+      backoff = Math.min(30_000, backoff * 2);
+    }
+  }
+}
+
+async function send(sender: { user: string; token: string }, frames: object[]): Promise<string[]> {
+  const mids: string[] = [];
+  let todo = frames;
+  while (todo.length > 0) {
+    const res = await fetch(`${REST}/v1/send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${sender.token}` },
+      body: JSON.stringify(todo),
+    });
+    if (res.status !== 200) {
+      await sleep(1000);
+      continue;
+    }
+    const body = (await res.json()) as {
+      results: Array<{ status: string; mid?: string; code?: string; retryAfterMs?: number }>;
+    };
+    const again: object[] = [];
+    let wait = 0;
+    body.results.forEach((r, i) => {
+      if (r.status === 'accepted') mids.push(r.mid!);
+      else {
+        again.push(todo[i]!);
+        wait = Math.max(wait, r.retryAfterMs ?? 1000);
+      }
+    });
+    todo = again;
+    if (todo.length > 0) await sleep(wait);
+  }
+  return mids;
+}
+
+/** Sends `perUser` messages to every device, from senders of 200 messages each (their burst). */
+async function sendToAll(devices: Device[], perUser: number, tag: string): Promise<number> {
+  const frames = devices
+    .filter((d) => d.idx % DEVICES === 0)
+    .flatMap((d) =>
+      Array.from({ length: perUser }, (_, k) => ({ to: d.user, id: `${tag}${d.userIdx}x${k}` })),
+    );
+  const senders = Math.ceil(frames.length / 200);
+  let accepted = 0;
+  const work = Array.from({ length: senders }, (_, s) => frames.slice(s * 200, s * 200 + 200));
+  for (let i = 0; i < work.length; i += 20)
+    await Promise.all(
+      work.slice(i, i + 20).map(async (part, k) => {
+        const user = `${PREFIX}s${tag}${i + k}`;
+        const sender = { user, token: await token(user) };
+        for (let j = 0; j < part.length; j += SENDER_BATCH) {
+          const batch = part.slice(j, j + SENDER_BATCH).map((f) => ({
+            type: 'message',
+            id: f.id,
+            to: f.to,
+            body: { text: 'x'.repeat(40) },
+          }));
+          const mids = await send(sender, batch);
+          accepted += mids.length;
+          for (const mid of mids) {
+            const userIdx = Number(/(\d+)x/.exec(mid.split(':')[1]!)![1]);
+            devices[userIdx * DEVICES]!.expected.add(mid);
+          }
+        }
+      }),
+    );
+  return accepted;
+}
+
+// ---- fleet sampling ----
+function metricValue(text: string, name: string, filter = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n'))
+    if (
+      line.startsWith(name) &&
+      (line[name.length] === ' ' || line[name.length] === '{') &&
+      line.includes(filter)
+    )
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+async function scrape(port: number): Promise<string> {
+  try {
+    return await (
+      await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })
+    ).text();
+  } catch {
+    return '';
+  }
+}
+async function counters() {
+  const [sess, pers, main, gw] = await Promise.all([
+    scrape(METRIC_PORTS.sess),
+    scrape(METRIC_PORTS.pers),
+    scrape(METRIC_PORTS.main),
+    scrape(METRIC_PORTS.gw),
+  ]);
+  return {
+    pushed: metricValue(sess, 'parley_session_pushed_total'),
+    reconnectPushes: metricValue(sess, 'parley_session_reconnect_pushes_total'),
+    offline: metricValue(sess, 'parley_session_offline_total'),
+    acked: metricValue(sess, 'parley_session_acked_total'),
+    duplicates: metricValue(sess, 'parley_session_duplicates_total'),
+    pushFailures: metricValue(sess, 'parley_session_push_failures_total'),
+    replayed: metricValue(pers, 'parley_persistence_replayed_total'),
+    elMainMs: Math.round(metricValue(main, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    elMainMaxMs: Math.round(metricValue(main, 'parley_nodejs_eventloop_lag_max_seconds') * 1000),
+    elGwMs: Math.round(metricValue(gw, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    heapMainMiB: Math.round(metricValue(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
+  };
+}
+function rssMiB(): number {
+  try {
+    return Math.round(
+      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${PID}/status`, 'utf8'))?.[1] ?? 0) / 1024,
+    );
+  } catch {
+    return 0;
+  }
+}
+function diff(a: Record<string, number>, b: Record<string, number>) {
+  return Object.fromEntries(
+    Object.keys(a).map((k) => [k, k.startsWith('el') || k.startsWith('heap') ? b[k] : b[k]! - a[k]!]),
+  );
+}
+
+async function syncLeft(d: Device): Promise<string[]> {
+  const mids: string[] = [];
+  let after: string | null = null;
+  for (;;) {
+    const url = `${REST}/v1/messages?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+    const res = await fetch(url, { headers: { authorization: `Bearer ${d.token}` } });
+    if (res.status !== 200) {
+      await sleep(500);
+      continue;
+    }
+    const body = (await res.json()) as { messages: Array<{ mid: string }>; next: string | null };
+    mids.push(...body.messages.map((m) => m.mid));
+    if (!body.next || body.messages.length === 0) return mids;
+    after = body.next;
+  }
+}
+
+async function inBatches<T>(items: T[], size: number, fn: (item: T) => Promise<void>) {
+  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
+}
+
+const devices: Device[] = [];
+
+async function main() {
+  for (let i = 0; i < USERS * DEVICES; i++)
+    devices.push({
+      idx: i,
+      userIdx: Math.floor(i / DEVICES),
+      user: `${PREFIX}u${Math.floor(i / DEVICES)}`,
+      token: '',
+      acking: false,
+      expected: i % DEVICES === 0 ? new Set() : devices[i - (i % DEVICES)]!.expected,
+      // What any device of the user got (after the storm): the user's devices share it.
+      got: i % DEVICES === 0 ? new Set() : devices[i - (i % DEVICES)]!.got,
+      framesAfter: 0,
+      midFramesAfter: 0,
+      distinctAfter: new Set(),
+      connectTries: 0,
+      ackBuf: [],
+    });
+  await inBatches(devices, 50, async (d) => {
+    d.token = await token(d.user);
+  });
+  // 1. Stored: sent while nobody is connected.
+  const stored = await sendToAll(devices, STORED, 'S');
+  console.log(`# ${stored} stored messages accepted for ${USERS} users (offline)`);
+  await sleep(3000);
+  // 2. Everyone connects (the replay arrives, unacked), then gets PENDING more pushed, unacked.
+  await inBatches(devices, 100, (d) => open(d));
+  console.log(`# ${devices.length} sockets open`);
+  const pending = await sendToAll(devices, PENDING, 'P');
+  const waitUntil = now() + 20_000;
+  while (now() < waitUntil && devices.some((d) => d.got.size < d.expected.size)) await sleep(200);
+  const short = devices.filter((d) => d.got.size < d.expected.size).length;
+  console.log(
+    `# ${pending} pending messages accepted; devices still missing some before the storm: ${short}`,
+  );
+  const before = await counters();
+  // 3. The storm: every socket drops at once; each device is back within WINDOW_S, acking from then on.
+  const ackTimer = setInterval(() => devices.forEach(flushAcks), 100);
+  t0 = now();
+  for (const d of devices) {
+    d.acking = true;
+    d.got.clear();
+    const s = d.socket;
+    d.socket = undefined;
+    s?.terminate();
+  }
+  await Promise.all(
+    devices.map((d) => {
+      const delay = Math.random() * WINDOW_S * 1000;
+      d.reconnectAt = t0 + delay;
+      return reconnect(d, delay);
+    }),
+  );
+  const allOpen = now();
+  console.log(`# all ${USERS} reconnected after ${Math.round(allOpen - t0)} ms`);
+  const sampler = setInterval(() => {
+    void counters().then((c) => {
+      const done = devices.filter((d) => d.completeAt !== undefined).length;
+      console.log(
+        JSON.stringify({ t: Math.round((now() - t0) / 1000), complete: done, rss: rssMiB(), ...c }),
+      );
+    });
+  }, 2000);
+  while (now() - t0 < TIMEOUT_S * 1000 && devices.some((d) => d.completeAt === undefined)) await sleep(200);
+  const lastComplete = Math.max(...devices.map((d) => d.completeAt ?? now()));
+  // Acks settle, retries finish.
+  await sleep(20_000);
+  clearInterval(sampler);
+  clearInterval(ackTimer);
+  devices.forEach(flushAcks);
+  await sleep(2000);
+  const after = await counters();
+  // 4. What each device got after the reconnect, and the loss check through sync.
+  const incomplete = devices.filter((d) => d.completeAt === undefined && d.idx % DEVICES === 0);
+  const missingMids = incomplete.flatMap((d) =>
+    [...d.expected].filter((m) => !d.got.has(m)).map((m) => ({ d, m })),
+  );
+  const syncLeftover: string[] = [];
+  // Sync is per user: ask once, through the user's first device.
+  let lost = 0;
+  await inBatches(devices, 20, async (d) => {
+    if (d.idx % DEVICES !== 0) return;
+    const left = await syncLeft(d);
+    syncLeftover.push(...left);
+    const inSync = new Set(left);
+    for (const m of d.expected) if (!d.got.has(m) && !inSync.has(m)) lost++;
+  });
+  const perDevice = devices.map((d) => d.midFramesAfter / Math.max(1, d.distinctAfter.size));
+  perDevice.sort((a, b) => a - b);
+  const completion = devices
+    .filter((d) => d.completeAt !== undefined)
+    .map((d) => d.completeAt! - d.openAt!)
+    .sort((a, b) => a - b);
+  const pct = (xs: number[], q: number) =>
+    xs.length ? Math.round(xs[Math.min(xs.length - 1, Math.floor(q * xs.length))]! * 100) / 100 : 0;
+  console.log(
+    JSON.stringify(
+      {
+        users: USERS,
+        devicesPerUser: DEVICES,
+        storedPerUser: STORED,
+        pendingPerUser: PENDING,
+        windowS: WINDOW_S,
+        reconnectedAllAfterMs: Math.round(allOpen - t0),
+        connectTries: devices.reduce((s, d) => s + d.connectTries, 0),
+        connectFailures: Object.fromEntries(connectFailures),
+        closesDuringStorm: Object.fromEntries(closes),
+        errorFrames: Object.fromEntries(errorCodes),
+        usersComplete: USERS - incomplete.length,
+        lastCompleteAfterMs: Math.round(lastComplete - t0),
+        openToCompleteMs: { p50: pct(completion, 0.5), p99: pct(completion, 0.99), max: pct(completion, 1) },
+        missingOnSocket: missingMids.length,
+        missingSample: missingMids.slice(0, 5).map(({ d, m }) => `${d.user} ${m}`),
+        midFramesAfter: devices.reduce((s, d) => s + d.midFramesAfter, 0),
+        distinctMidsAfter: devices.reduce((s, d) => s + d.distinctAfter.size, 0),
+        framesPerDistinctMid: { p50: pct(perDevice, 0.5), p99: pct(perDevice, 0.99), max: pct(perDevice, 1) },
+        syncLeftAfterAcks: syncLeftover.length,
+        lost,
+        fleet: diff(before, after),
+        rssMiB: rssMiB(),
+      },
+      null,
+      1,
+    ),
+  );
+  for (const d of devices) d.socket?.terminate();
+  process.exit(0);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
