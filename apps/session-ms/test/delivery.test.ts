@@ -1124,6 +1124,29 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([]); // stored already: never stored again
   });
 
+  it("delivers a reconnect's replay that outran the record of the connect, also of a stored deliverable whose retries the earlier connect used up", async () => {
+    // A reconnect storm: bob got m1 replayed on an earlier connect, did not ack it, and his socket
+    // dropped; his retries ran with no socket to push to. Storage replays m1 on his reconnect
+    // before session-ms has read that connect (the connections topic is behind).
+    const { delivery, connect, disconnect, gateways } = setup();
+    const retryOnce = async () => {
+      await new Promise((r) => setTimeout(r, 25));
+      await delivery.retryDue();
+    };
+    await connect('bob', 'phone');
+    await delivery.handle([{ ...message('m1'), replay: true }]);
+    await disconnect('bob', 'phone');
+    await retryOnce();
+    await retryOnce(); // both retries found no socket
+    await delivery.handle([{ ...message('m1'), replay: true }]); // the reconnect's replay
+    await connect('bob', 'tablet');
+    for (let i = 0; i < 10 && gateways.received.length < 2; i++) await retryOnce();
+    expect(gateways.received.map((d) => [d.connIds, 'mid' in d.frame && d.frame.mid])).toEqual([
+      [['phone'], 'alice:m1'],
+      [['tablet'], 'alice:m1'],
+    ]);
+  });
+
   it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {
     const { delivery, bus, connect, gateways, retryUntilQuiet } = setup();
     await connect('bob', 'phone');

@@ -315,6 +315,17 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(done).toBe('stored');
   });
 
+  it("starts a pending deliverable's attempts and due time again when its stored copy is replayed (a connect)", async () => {
+    await store.track(pending('alice:s2', 'sue'), 1000);
+    await store.claimDue(1000, 1000, 1000, 100); // pushed again: attempt 2, due at 2000
+    await store.claimDue(2000, 2000, 1000, 100); // attempt 3, due at 3000
+    expect(await store.track({ ...pending('alice:s2', 'sue'), stored: true }, 5000)).toBe('pending');
+    const ofSue = async (dueBy: number) =>
+      (await store.claimDue(dueBy, dueBy, 1000, 100)).filter((p) => p.user === 'sue');
+    expect(await ofSue(4999)).toEqual([]); // not due at 3000 any more
+    expect(await ofSue(5000)).toEqual([{ ...pending('alice:s2', 'sue'), stored: true, attempts: 2 }]);
+  });
+
   it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
     // 300 ms: a pause of the test process (a busy box) must not end it before the first track.
     await store.complete('bob', ['alice:e1'], 300);

@@ -229,7 +229,15 @@ export class MemorySessionStore implements SessionStore {
     const ofUser = this.pending.get(user);
     const held = ofUser?.get(mid);
     if (held) {
-      if (pending.stored) held.pending.stored = true;
+      if (pending.stored) {
+        // A replay on a connect: its attempts start again (SessionStore.track).
+        held.pending.stored = true;
+        held.pending.attempts = pending.attempts;
+        // At the same time as it stood, the entry the heap holds for it stands (twice, one claim
+        // would take it twice).
+        if (held.dueAt !== dueAt) this.dueOrder.push({ dueAt, entry: held });
+        held.dueAt = dueAt;
+      }
       return 'pending';
     }
     const entry = { pending: { ...pending }, dueAt, seq: ++this.tracked };

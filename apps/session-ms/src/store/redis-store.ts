@@ -33,13 +33,18 @@ import {
  */
 
 // ARGV[2] is a JSON object: the order in which it was tracked goes in front of its other keys. A
-// replay (ARGV[6]) of a pending one marks it stored: its JSON ends with the "stored" key.
+// replay (ARGV[6]) of a pending one marks it stored (its JSON ends with the "stored" key) and starts
+// its attempts and due time again (SessionStore.track).
 const TRACK = `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
 local held = redis.call('HGET', KEYS[1], ARGV[1])
 if held then
-  if ARGV[6] == '1' and string.sub(held, -15) == '"stored":false}' then
-    redis.call('HSET', KEYS[1], ARGV[1], string.sub(held, 1, -16) .. '"stored":true}')
+  if ARGV[6] == '1' then
+    if string.sub(held, -15) == '"stored":false}' then
+      redis.call('HSET', KEYS[1], ARGV[1], string.sub(held, 1, -16) .. '"stored":true}')
+    end
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
   end
   return 0
 end

@@ -94,7 +94,10 @@ export interface SessionStore {
    * Starts tracking a deliverable, due for a retry at `dueAt`: `tracked`. A duplicate changes
    * nothing: `acked` when an ack of the user completed this mid already, `pending` when it is
    * pending, except that a stored copy (a replay) marks the pending one stored, so its ack reaches
-   * storage.
+   * storage, and starts its attempts and due time again (`pending.attempts`, `dueAt`): a replay
+   * comes with a connect, and one that finds the pending copy's retries used up on a socket that
+   * dropped (or outruns session-ms's record of the connect) would otherwise be dropped by the next
+   * retry without reaching the new socket.
    */
   track(pending: Pending, dueAt: number): Promise<TrackOutcome>;
   /**
