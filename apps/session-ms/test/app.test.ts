@@ -178,7 +178,9 @@ describe('createSessionService', () => {
       await bus.publish(TOPICS.delivery, [
         { v: 1, kind: 'deliver', to: 'bob', frame: { ...frame, chat: 'direct', body: 'm1', sentAt: at } },
       ]);
-      await waitFor(() => pushed.length === 1, 5000, 'm1 pushed');
+      // Once, or twice: the push to a device that connects may find m1 pending too (a deliver read
+      // while the connect's store calls were answered; the device dedups by mid).
+      await waitFor(() => pushed.length >= 1, 5000, 'm1 pushed');
       await new Promise((resolve) => setTimeout(resolve, 100)); // m1's deliver event committed
       await wipe(); // Redis restarts empty: m1, pushed and not acked, is gone
       await waitFor(() => asked, 5000, 'the re-read asked');

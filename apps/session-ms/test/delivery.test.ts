@@ -386,6 +386,67 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline)).toEqual([]);
   });
 
+  it("issues a batch's connection calls to the store without waiting for each answer, in the batch's order", async () => {
+    // A store whose connection calls answer only when released: a round trip to Redis.
+    class SlowStore extends MemorySessionStore {
+      readonly calls: string[] = [];
+      private readonly waiting: Array<() => void> = [];
+      release() {
+        for (const answer of this.waiting.splice(0)) answer();
+      }
+      private async answered<T>(call: string, result: () => Promise<T>): Promise<T> {
+        this.calls.push(call);
+        const value = result(); // applied in the order issued, as Redis runs them
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+        return value;
+      }
+      override addConnection(c: Parameters<MemorySessionStore['addConnection']>[0]) {
+        return this.answered(`up ${c.connId}`, () => super.addConnection(c));
+      }
+      override removeConnection(user: string, connId: string, at: number) {
+        return this.answered(`down ${connId}`, () => super.removeConnection(user, connId, at));
+      }
+      override gatewayAlive(gateway: string, ttlMs: number) {
+        return this.answered(`alive ${gateway}`, () => super.gatewayAlive(gateway, ttlMs));
+      }
+    }
+    const store = new SlowStore();
+    const { delivery } = setup({ store });
+    const up = (user: string, connId: string, at: number) =>
+      ({
+        v: 1,
+        kind: 'connection-up',
+        user,
+        connId,
+        gateway: 'gw-1',
+        gatewayUrl: 'http://gw-1',
+        at,
+      }) as const;
+    const handled = delivery.handleConnections([
+      up('ann', 'a1', 1),
+      up('ben', 'b1', 2),
+      {
+        v: 1,
+        kind: 'connection-down',
+        user: 'ann',
+        connId: 'a1',
+        gateway: 'gw-1',
+        gatewayUrl: 'http://gw-1',
+        at: 3,
+      },
+      up('ann', 'a2', 4),
+    ]);
+    await waitFor(() => store.calls.length === 5, 5000, 'every call issued before any answer');
+    expect(store.calls).toEqual(['alive gw-1', 'up a1', 'up b1', 'down a1', 'up a2']);
+    store.release();
+    await handled;
+    const live = await store.connectionsOf(['ann', 'ben']);
+    expect([live.get('ann')?.map((c) => c.connId), live.get('ben')?.map((c) => c.connId)]).toEqual([
+      ['a2'],
+      ['b1'],
+    ]);
+  });
+
   it('forgets a connection its gateway says it does not hold (a lost connection-down)', async () => {
     const { delivery, gateways, connect, store, retryUntilQuiet, bus } = setup();
     await connect('bob', 'phone', 'gw-1');
