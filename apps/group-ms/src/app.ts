@@ -70,6 +70,11 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   outboxGraceMs?: number;
   /** Groups listed at a time while an erased user leaves them all (default 100). */
   erasePageSize?: number;
+  /**
+   * How long one erasure call leaves groups before it answers 503 `unavailable`, to be called again
+   * (default 5 s: half the rest-gateway's upstream timeout). At least one group a call.
+   */
+  eraseBudgetMs?: number;
 }
 
 export interface GroupMs extends Service {
@@ -129,6 +134,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     newId: deps.newId ?? randomUUID,
     logger: deps.logger,
     erasePageSize: deps.erasePageSize ?? 100,
+    eraseBudgetMs: deps.eraseBudgetMs ?? 5000,
   });
 
   // Routers apply ops through the internal API; this drains what a router of an earlier release

@@ -32,6 +32,8 @@ export interface GroupRoutesDeps {
   logger: Logger;
   /** Groups listed at a time while an erased user leaves them all. */
   erasePageSize: number;
+  /** How long one call of an erasure leaves groups before it answers 503 (call again). */
+  eraseBudgetMs: number;
 }
 
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
@@ -121,16 +123,27 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
   );
 
   // DELETE /v1/account: the user leaves every group, as one by one; the members get the notice, not
-  // the user (it would be stored for them after their storage is erased).
+  // the user (it would be stored for them after their storage is erased). A user in more groups than
+  // leave within eraseBudgetMs is answered 503 once it has passed, the groups left so far left: the
+  // caller's next call goes on from there. Run on past its caller's timeout (the rest-gateway's
+  // 10 s), the loop would go on unseen while each call again started another over the same groups.
   app.delete(
     '/internal/account',
     { schema: { response: { 200: ErasedCount } } },
     async (request): Promise<ErasedCount> => {
       const user = actingUser(request);
+      const startedAt = performance.now();
       let left = 0;
       for (let after: GroupPosition | undefined; ;) {
         const page = await deps.groups.listForMember(user, { after, limit: deps.erasePageSize });
-        for (const group of page) if (await leaveIfMember(group.id, user)) left++;
+        for (const group of page) {
+          // At least one group a call, so that calls again always get further.
+          if (left > 0 && performance.now() - startedAt >= deps.eraseBudgetMs) {
+            deps.logger.info({ user, left }, 'account erasure: more groups to leave, answered 503');
+            throw new ParleyError('unavailable', `left ${left} groups, more to leave: call again to go on`);
+          }
+          if (await leaveIfMember(group.id, user)) left++;
+        }
         if (page.length < deps.erasePageSize) return { erased: left };
         after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
       }

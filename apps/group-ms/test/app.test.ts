@@ -189,6 +189,27 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     expect((await call('DELETE', '/internal/account', 'ezra')).json()).toEqual({ erased: 0 });
   });
 
+  it("answers an erasure 503 once its time is spent, the groups left so far left, and the next call goes on (a user in more groups than leave within the caller's timeout)", async () => {
+    await service.stop();
+    // A budget spent at once: each call leaves one group, then answers 503 while more remain.
+    service = groupMs({ newId: () => `id${++ids}`, erasePageSize: 2, eraseBudgetMs: 0 });
+    await service.start();
+    for (let i = 0; i < 3; i++)
+      await call('POST', '/internal/groups', 'gus', { id: `gu${i}`, name: 'G', members: ['hal'] });
+    const answers: unknown[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await call('DELETE', '/internal/account', 'gus');
+      const groupsLeft = (await call('GET', '/internal/groups', 'gus')).json().groups.length;
+      answers.push([res.statusCode, res.statusCode === 200 ? res.json() : res.json().error.code, groupsLeft]);
+    }
+    expect(answers).toEqual([
+      [503, 'unavailable', 2],
+      [503, 'unavailable', 1],
+      [200, { erased: 1 }, 0],
+      [200, { erased: 0 }, 0],
+    ]);
+  });
+
   it('refuses internal calls without the secret, and bad input with the field named', async () => {
     const noSecret = await service.http.inject({
       method: 'GET',
