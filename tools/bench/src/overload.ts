@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import WebSocket from 'ws';
-import { scanFrame, sourceAddress } from './stats';
+import { metricSum, scanFrame, sourceAddress } from './stats';
 
 const USAGE = `Sustained overload against a running fleet (start it first: npm start).
 
@@ -166,17 +166,6 @@ async function open(idx: number, user: string, partner: number): Promise<Client>
 }
 
 // ---- sampling ----
-function metricValue(text: string, name: string, filter = ''): number {
-  let sum = 0;
-  for (const line of text.split('\n'))
-    if (
-      line.startsWith(name) &&
-      (line[name.length] === ' ' || line[name.length] === '{') &&
-      line.includes(filter)
-    )
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
-}
 async function scrape(): Promise<Map<number, string>> {
   const out = new Map<number, string>();
   await Promise.all(
@@ -276,17 +265,17 @@ async function sample() {
     p99: pct(0.99),
     rss: Math.round(proc.rssMiB),
     cpu: Math.round(cpu * 100) / 100,
-    heapMain: Math.round(metricValue(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
-    heapGw: Math.round(metricValue(gw, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
-    extMain: Math.round(metricValue(main, 'parley_nodejs_external_memory_bytes') / 2 ** 20),
-    elMain: Math.round(metricValue(main, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
-    elGw: Math.round(metricValue(gw, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
-    pendPub: Math.round(metricValue(gw, 'parley_ws_pending_publish_bytes') / 1024),
-    pushed: metricValue(sess, 'parley_session_pushed_total'),
-    acked: metricValue(sess, 'parley_session_acked_total'),
-    offline: metricValue(sess, 'parley_session_offline_total'),
-    ackLag: metricValue(sess, 'parley_session_ack_read_lag_seconds'),
-    wsDelivered: metricValue(gw, 'parley_ws_delivered_total'),
+    heapMain: Math.round(metricSum(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
+    heapGw: Math.round(metricSum(gw, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
+    extMain: Math.round(metricSum(main, 'parley_nodejs_external_memory_bytes') / 2 ** 20),
+    elMain: Math.round(metricSum(main, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    elGw: Math.round(metricSum(gw, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    pendPub: Math.round(metricSum(gw, 'parley_ws_pending_publish_bytes') / 1024),
+    pushed: metricSum(sess, 'parley_session_pushed_total'),
+    acked: metricSum(sess, 'parley_session_acked_total'),
+    offline: metricSum(sess, 'parley_session_offline_total'),
+    ackLag: metricSum(sess, 'parley_session_ack_read_lag_seconds'),
+    wsDelivered: metricSum(gw, 'parley_ws_delivered_total'),
     lag,
   };
   samples.push(s);

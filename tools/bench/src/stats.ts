@@ -263,6 +263,19 @@ export function metricValue(text: string, prefix: string): number | undefined {
   return undefined;
 }
 
+/** The sum of the Prometheus text-format samples named `name` (any labels) whose line holds `filter`. */
+export function metricSum(text: string, name: string, filter = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n'))
+    if (
+      line.startsWith(name) &&
+      (line[name.length] === ' ' || line[name.length] === '{') &&
+      line.includes(filter)
+    )
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+
 /** Extracts `"mid":"..."`, the body's `"t":` and `"s":` without a full JSON parse (hot path of the clients). */
 export function scanFrame(text: string): { type: string; mid?: string; t?: number; s?: number } {
   const typeAt = text.indexOf('"type":"');

@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { scanFrame, sourceAddress } from './stats';
+import { metricSum, scanFrame, sourceAddress } from './stats';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: string) => {
@@ -229,17 +229,6 @@ async function sendToAll(devices: Device[], perUser: number, tag: string): Promi
 }
 
 // ---- fleet sampling ----
-function metricValue(text: string, name: string, filter = ''): number {
-  let sum = 0;
-  for (const line of text.split('\n'))
-    if (
-      line.startsWith(name) &&
-      (line[name.length] === ' ' || line[name.length] === '{') &&
-      line.includes(filter)
-    )
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
-}
 async function scrape(port: number): Promise<string> {
   try {
     return await (
@@ -257,17 +246,17 @@ async function counters() {
     scrape(METRIC_PORTS.gw),
   ]);
   return {
-    pushed: metricValue(sess, 'parley_session_pushed_total'),
-    reconnectPushes: metricValue(sess, 'parley_session_reconnect_pushes_total'),
-    offline: metricValue(sess, 'parley_session_offline_total'),
-    acked: metricValue(sess, 'parley_session_acked_total'),
-    duplicates: metricValue(sess, 'parley_session_duplicates_total'),
-    pushFailures: metricValue(sess, 'parley_session_push_failures_total'),
-    replayed: metricValue(pers, 'parley_persistence_replayed_total'),
-    elMainMs: Math.round(metricValue(main, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
-    elMainMaxMs: Math.round(metricValue(main, 'parley_nodejs_eventloop_lag_max_seconds') * 1000),
-    elGwMs: Math.round(metricValue(gw, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
-    heapMainMiB: Math.round(metricValue(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
+    pushed: metricSum(sess, 'parley_session_pushed_total'),
+    reconnectPushes: metricSum(sess, 'parley_session_reconnect_pushes_total'),
+    offline: metricSum(sess, 'parley_session_offline_total'),
+    acked: metricSum(sess, 'parley_session_acked_total'),
+    duplicates: metricSum(sess, 'parley_session_duplicates_total'),
+    pushFailures: metricSum(sess, 'parley_session_push_failures_total'),
+    replayed: metricSum(pers, 'parley_persistence_replayed_total'),
+    elMainMs: Math.round(metricSum(main, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    elMainMaxMs: Math.round(metricSum(main, 'parley_nodejs_eventloop_lag_max_seconds') * 1000),
+    elGwMs: Math.round(metricSum(gw, 'parley_nodejs_eventloop_lag_p99_seconds') * 1000),
+    heapMainMiB: Math.round(metricSum(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
   };
 }
 function rssMiB(): number {

@@ -4,6 +4,7 @@ import {
   intendedAtMs,
   LatencyTimeline,
   maxSustainable,
+  metricSum,
   metricValue,
   newHistogram,
   parseCounters,
@@ -115,6 +116,8 @@ describe('bench helpers', () => {
     const text =
       '# HELP x\nparley_ws_connections{service="ws-gateway"} 42\nparley_ws_delivered_total{service="ws-gateway"} 7\nparley_process_cpu_seconds_total 3\n';
     expect(metricValue(text, 'parley_ws_connections')).toBe(42);
+    const labelled = 'a_total{type="x"} 2\na_total{type="y"} 3\na_totals 100\na_total 4\n';
+    expect([metricSum(labelled, 'a_total'), metricSum(labelled, 'a_total', 'type="y"')]).toEqual([9, 3]);
     const counters = parseCounters(text);
     expect([...counters.keys()]).toEqual(['parley_ws_delivered_total{service="ws-gateway"}']);
     expect(
