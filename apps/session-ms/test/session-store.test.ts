@@ -236,6 +236,23 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     ]);
   });
 
+  it("forgets an erased user's last seen also where a socket that died with its gateway would tell it again", async () => {
+    const forgetful = target.open(600);
+    const beat = beating(forgetful, 200);
+    await beat(80, 'gw-lives', 'gw-ends');
+    await forgetful.addConnection({ ...connection('xia', 'x', 'gw-ends'), at: 5 });
+    await forgetful.addConnection({ ...connection('xia', 'x2', 'gw-lives'), at: 6 });
+    await forgetful.removeConnection('xia', 'x2', 7);
+    await forgetful.gatewayAlive('gw-ends', 200); // its last beat: it dies here, xia's socket with it
+    await beat(500, 'gw-lives');
+    expect((await forgetful.presence(['xia']))[0].lastSeen).toBeGreaterThan(7);
+    await forgetful.forgetLastSeen('xia');
+    expect(await forgetful.presence(['xia'])).toEqual([{ user: 'xia', online: false, lastSeen: null }]);
+    await beat(700, 'gw-lives'); // past the horizon: what gw-ends held is forgotten
+    await forgetful.forgetGoneGateways();
+    expect(await forgetful.presence(['xia'])).toEqual([{ user: 'xia', online: false, lastSeen: null }]);
+  });
+
   it("gives a user whose socket died with a gateway that restarted under its id the gateway's last beat before the restart as lastSeen", async () => {
     await store.gatewayStarted('gw-restarts', 1_000);
     await store.addConnection({ ...connection('yan', 'y', 'gw-restarts'), at: 5_000 });

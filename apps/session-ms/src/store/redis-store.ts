@@ -483,7 +483,14 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async forgetLastSeen(user: string) {
-    await this.redis.del(`seen:${user}`);
+    // Its connections that died with their gateway would tell it again (presence, and their
+    // forgetting at the gateway's last beat): they go too. Live ones stay (their disconnect notes it).
+    const live = new Set((await this.connectionsOf([user])).get(user)?.map((c) => c.connId));
+    const [held] = await this.heldConnections([user]);
+    const forgetting = this.redis.multi();
+    for (const c of held.filter((c) => !live.has(c.connId)))
+      forgetting.hdel(`conn:${user}`, c.connId).srem(`gwconns:${c.gateway}`, userKey(user, c.connId));
+    await forgetting.del(`seen:${user}`).exec();
   }
 
   private async heldConnections(users: string[]): Promise<Connection[][]> {

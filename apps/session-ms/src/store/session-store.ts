@@ -87,7 +87,10 @@ export interface SessionStore {
    */
   forgetGoneGateways(): Promise<number>;
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
-  /** Forgets when the user was last seen (their account is erased); a later disconnect notes it again. */
+  /**
+   * Forgets when the user was last seen (their account is erased), and their connections that are
+   * not live (died with their gateway: they would tell it again); a later disconnect notes it again.
+   */
   forgetLastSeen(user: string): Promise<void>;
 
   /**
