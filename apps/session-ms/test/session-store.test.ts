@@ -165,12 +165,18 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
       at: 14,
     });
     expect((await store.presence(['u2']))[0].lastSeen).toBe(20);
-    // An erased account's last seen is forgotten; another user's stays.
+    // An erased account's last seen is forgotten, and its connections: a socket still open counts
+    // as offline, and its disconnect notes nothing. Another user's stay.
+    await store.addConnection({ user: 'u2', connId: 'e', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 21 });
     await store.forgetLastSeen('u2');
     expect(await store.presence(['u1', 'u2'])).toEqual([
       { user: 'u1', online: true, lastSeen: 11 },
       { user: 'u2', online: false, lastSeen: null },
     ]);
+    await store.removeConnection('u2', 'e', 30);
+    expect(await store.presence(['u2'])).toEqual([{ user: 'u2', online: false, lastSeen: null }]);
+    await store.addConnection({ user: 'u2', connId: 'f', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 40 });
+    expect(await store.presence(['u2'])).toEqual([{ user: 'u2', online: true, lastSeen: 40 }]);
   });
 
   it('judges a silent gateway gone once heartbeats have been read for a ttl, and forgets it past the horizon', async () => {

@@ -80,8 +80,8 @@ export class MemorySessionStore implements SessionStore {
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
     const byConn = this.connections.get(user);
-    byConn?.delete(connId);
-    if (byConn?.size === 0) this.connections.delete(user);
+    if (!byConn?.delete(connId)) return;
+    if (byConn.size === 0) this.connections.delete(user);
     this.seenAt(user, at);
   }
 
@@ -205,12 +205,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async forgetLastSeen(user: string) {
-    // Its connections that died with their gateway would tell it again (presence, and their
-    // forgetting): they go too. Live ones stay (their disconnect notes it again).
-    const live = new Set((await this.connectionsOf([user])).get(user)?.map((c) => c.connId));
-    const byConn = this.connections.get(user);
-    for (const connId of [...(byConn?.keys() ?? [])]) if (!live.has(connId)) byConn!.delete(connId);
-    if (byConn?.size === 0) this.connections.delete(user);
+    this.connections.delete(user);
     this.lastSeen.delete(user);
   }
 

@@ -139,11 +139,12 @@ return 1`;
 
 // Removes a connection from its user's hash and from its gateway's set (the gateway is in its JSON).
 // KEYS: seen:<user>, conn:<user>. ARGV: at, connId, key prefix, "<user>\n<connId>".
-const REMOVE_CONNECTION = `${SEEN_AT}
+const REMOVE_CONNECTION = `
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
 if raw then
   redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('SREM', ARGV[3] .. 'gwconns:' .. cjson.decode(raw).gateway, ARGV[4])
+  ${SEEN_AT}
 end`;
 
 // A connection forgotten without its connection-down died with its gateway: its user was last seen
@@ -483,12 +484,9 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async forgetLastSeen(user: string) {
-    // Its connections that died with their gateway would tell it again (presence, and their
-    // forgetting at the gateway's last beat): they go too. Live ones stay (their disconnect notes it).
-    const live = new Set((await this.connectionsOf([user])).get(user)?.map((c) => c.connId));
     const [held] = await this.heldConnections([user]);
     const forgetting = this.redis.multi();
-    for (const c of held.filter((c) => !live.has(c.connId)))
+    for (const c of held)
       forgetting.hdel(`conn:${user}`, c.connId).srem(`gwconns:${c.gateway}`, userKey(user, c.connId));
     await forgetting.del(`seen:${user}`).exec();
   }

@@ -52,6 +52,7 @@ export interface SessionStore {
   /** Whether what it holds outlives this process (Redis) or dies with it (memory). */
   readonly outlivesProcess: boolean;
   addConnection(connection: Connection): Promise<void>;
+  /** Notes the user last seen at `at` where it removed a connection it held (not one it never knew). */
   removeConnection(user: string, connId: string, at: number): Promise<void>;
   /**
    * Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored.
@@ -88,8 +89,10 @@ export interface SessionStore {
   forgetGoneGateways(): Promise<number>;
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
   /**
-   * Forgets when the user was last seen (their account is erased), and their connections that are
-   * not live (died with their gateway: they would tell it again); a later disconnect notes it again.
+   * Forgets when the user was last seen (their account is erased), and their connections: a socket
+   * still open counts as offline from now on, and its disconnect, of a connection no longer known,
+   * notes no last seen (nor would a connection that died with its gateway, forgotten later). A
+   * later connect notes it again.
    */
   forgetLastSeen(user: string): Promise<void>;
 
