@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import WebSocket from 'ws';
+import { exitUnlessFleetAnswers } from './cli';
 import { metricSum, scanFrame, sourceAddress } from './stats';
 
 const USAGE = `Sustained overload against a running fleet (start it first: npm start).
@@ -317,13 +318,7 @@ async function runPhase(rate: number, secs: number) {
 }
 
 async function main() {
-  // Without a fleet, fail naming what to start, not with kafkajs's connection error.
-  await fetch(`${REST}/healthz`).catch(() => {
-    console.error(
-      `no rest-gateway answers at ${REST}: start the fleet first (npm start), or pass --rest\n\n${USAGE}`,
-    );
-    process.exit(2);
-  });
+  await exitUnlessFleetAnswers(REST, USAGE);
   await admin.connect();
   const users = Array.from({ length: PAIRS * 2 }, (_, i) => `${USER_PREFIX}u${i}`);
   for (let i = 0; i < users.length; i += 50)

@@ -12,14 +12,47 @@
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
+import { exitUnlessFleetAnswers } from './cli';
 import { metricSum, scanFrame, sourceAddress } from './stats';
 
-const args = process.argv.slice(2);
-const opt = (name: string, def: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1]! : def;
-};
+const USAGE = `A reconnect storm against a running fleet (npm start, or tools/bench/src/fleet-child.ts).
+
+  npx tsx tools/bench/src/storm.ts --pid <fleet pid> [options]
+
+  --pid N          the fleet's process, for its RSS (0: not sampled)
+  --ports JSON     the fleet's ports as fleet-child's FLEET_READY line gives them (default npm start's)
+  --users N        users (default 2000)
+  --devices N      devices per user, each connected (default 1)
+  --stored N       messages stored for each user while away, replayed on its connect (default 3)
+  --pending N      messages pushed to each user's socket and left unacked (default 3)
+  --window-s N     every device is back within this many seconds (default 5)
+  --backoff-ms N   a failed reconnect's backoff base, doubling with jitter (default 500)
+  --timeout-s N    the longest wait for every message to reach its device (default 120)
+  --prefix S       user id prefix (default a fresh one)
+  --help           this text
+`;
+
+const { values } = parseArgs({
+  options: {
+    pid: { type: 'string', default: '0' },
+    ports: { type: 'string', default: '{}' },
+    users: { type: 'string', default: '2000' },
+    devices: { type: 'string', default: '1' },
+    stored: { type: 'string', default: '3' },
+    pending: { type: 'string', default: '3' },
+    'window-s': { type: 'string', default: '5' },
+    'backoff-ms': { type: 'string', default: '500' },
+    'timeout-s': { type: 'string', default: '120' },
+    prefix: { type: 'string', default: `st${Date.now().toString(36)}` },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 /** `--ports '<FLEET_READY ports JSON>'` (tools/bench/src/fleet-child.ts): a fleet on other ports. */
 const PORTS = {
   wsGateway: 8080,
@@ -28,21 +61,21 @@ const PORTS = {
   messageRouter: 9101,
   sessionMs: 9103,
   persistenceMs: 9105,
-  ...(JSON.parse(opt('ports', '{}')) as Record<string, number>),
+  ...(JSON.parse(values.ports) as Record<string, number>),
 };
 const WS = `ws://127.0.0.1:${PORTS.wsGateway}/v1/ws`;
 const REST = `http://127.0.0.1:${PORTS.restGateway}`;
-const PID = Number(opt('pid', '0'));
-const USERS = Number(opt('users', '2000'));
-const STORED = Number(opt('stored', '3'));
-const PENDING = Number(opt('pending', '3'));
-const WINDOW_S = Number(opt('window-s', '5'));
+const PID = Number(values.pid);
+const USERS = Number(values.users);
+const STORED = Number(values.stored);
+const PENDING = Number(values.pending);
+const WINDOW_S = Number(values['window-s']);
 /** Devices per user: each connects, each gets every deliverable of its user. */
-const DEVICES = Number(opt('devices', '1'));
-const TIMEOUT_S = Number(opt('timeout-s', '120'));
+const DEVICES = Number(values.devices);
+const TIMEOUT_S = Number(values['timeout-s']);
 /** Reconnect attempts that fail (503, refused) retry after this backoff base (doubling, jitter). */
-const BACKOFF_MS = Number(opt('backoff-ms', '500'));
-const PREFIX = opt('prefix', `st${Date.now().toString(36)}`);
+const BACKOFF_MS = Number(values['backoff-ms']);
+const PREFIX = values.prefix;
 const SENDER_BATCH = 100;
 const METRIC_PORTS = {
   main: PORTS.messageRouter,
@@ -298,6 +331,7 @@ async function inBatches<T>(items: T[], size: number, fn: (item: T) => Promise<v
 const devices: Device[] = [];
 
 async function main() {
+  await exitUnlessFleetAnswers(REST, USAGE);
   for (let i = 0; i < USERS * DEVICES; i++)
     devices.push({
       idx: i,
