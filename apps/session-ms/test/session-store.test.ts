@@ -179,6 +179,21 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.presence(['u2'])).toEqual([{ user: 'u2', online: true, lastSeen: 40 }]);
   });
 
+  it('notes last seen at the disconnect of a connection it never knew (open before the store lost its state), not of one an erasure forgot', async () => {
+    await store.gatewayAlive('gw-1', 60_000);
+    // Redis restarted empty (or session-ms with the memory store): the socket's connection-up is
+    // gone, and the gateway's announcement has not come yet when it closes.
+    await store.removeConnection('u7', 'before-loss', 50);
+    expect(await store.presence(['u7'])).toEqual([{ user: 'u7', online: false, lastSeen: 50 }]);
+    // A socket of an erased account closing after the erasure still notes nothing, also when its
+    // connection-down is read again (a batch retried).
+    await store.addConnection({ user: 'u8', connId: 'e', gateway: 'gw-1', gatewayUrl: 'http://gw1', at: 21 });
+    await store.forgetLastSeen('u8');
+    await store.removeConnection('u8', 'e', 30);
+    await store.removeConnection('u8', 'e', 30);
+    expect(await store.presence(['u8'])).toEqual([{ user: 'u8', online: false, lastSeen: null }]);
+  });
+
   it('judges a silent gateway gone once heartbeats have been read for a ttl, and forgets it past the horizon', async () => {
     // A ttl of 600 ms: a pause of the test process (a busy box) longer than a ttl between the last
     // beat and a lookup would stop the heartbeats counting as flowing, and nothing would be judged.

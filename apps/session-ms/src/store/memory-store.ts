@@ -3,6 +3,7 @@ import { senderOfMid } from '@parley/contracts';
 import {
   Completed,
   Connection,
+  ERASED_CONNECTIONS_MS,
   FORGET_GATEWAY_AFTER_MS,
   RESTART_CLOCK_MARGIN_MS,
   Pending,
@@ -29,6 +30,8 @@ export class MemorySessionStore implements SessionStore {
   readonly outlivesProcess = false;
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
+  /** The connection ids an erasure forgot, per user, until when (`forgetLastSeen`). */
+  private readonly erased = new Map<string, { connIds: Set<string>; until: number }>();
   /** Each gateway's liveness: alive until, and when it last beat. */
   private readonly gateways = new Map<string, { aliveUntil: number; seenAt: number }>();
   /** When each gateway's process started, as its heartbeats say (`gatewayStarted`). */
@@ -80,9 +83,20 @@ export class MemorySessionStore implements SessionStore {
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
     const byConn = this.connections.get(user);
-    if (!byConn?.delete(connId)) return;
-    if (byConn.size === 0) this.connections.delete(user);
+    if (byConn?.delete(connId)) {
+      if (byConn.size === 0) this.connections.delete(user);
+    } else if (this.forgotByErasure(user, connId)) return;
     this.seenAt(user, at);
+  }
+
+  /**
+   * Whether an erasure forgot this connection (the close of a socket still open then). Kept until
+   * it expires: a connection-down read again (a batch retried) notes nothing either.
+   */
+  private forgotByErasure(user: string, connId: string): boolean {
+    const erased = this.erased.get(user);
+    if (erased && erased.until <= this.now()) this.erased.delete(user);
+    return erased !== undefined && erased.until > this.now() && erased.connIds.has(connId);
   }
 
   /** Last seen only moves forward: a late connection-down from another gateway names an older time. */
@@ -205,6 +219,16 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async forgetLastSeen(user: string) {
+    const now = this.now();
+    for (const [u, { until }] of this.erased) if (until <= now) this.erased.delete(u);
+    const connIds = [...(this.connections.get(user)?.keys() ?? [])];
+    if (connIds.length > 0) {
+      const before = this.erased.get(user)?.connIds ?? [];
+      this.erased.set(user, {
+        connIds: new Set([...before, ...connIds]),
+        until: now + ERASED_CONNECTIONS_MS,
+      });
+    }
     this.connections.delete(user);
     this.lastSeen.delete(user);
   }

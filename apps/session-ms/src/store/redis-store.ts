@@ -2,6 +2,7 @@ import Redis from 'ioredis';
 import {
   Completed,
   Connection,
+  ERASED_CONNECTIONS_MS,
   FORGET_GATEWAY_AFTER_MS,
   RESTART_CLOCK_MARGIN_MS,
   Pending,
@@ -13,6 +14,7 @@ import {
 /*
  * Keys (all under the client's keyPrefix):
  *   conn:<user>   hash connId -> Connection JSON      seen:<user>  last seen (ms)
+ *   erased:<user>  set of the connIds an account erasure forgot (TTL ERASED_CONNECTIONS_MS)
  *   gw:<gateway>  alive marker with a TTL              due          zset "<user>\n<mid>" -> due time
  *   gwseen:<gateway>  beat within FORGET_GATEWAY_AFTER_MS (a marker with that TTL)
  *   gwlast        hash gateway -> its last beat (ms), until it is forgotten: when the users of
@@ -137,15 +139,19 @@ redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[6])
 return 1`;
 
-// Removes a connection from its user's hash and from its gateway's set (the gateway is in its JSON).
-// KEYS: seen:<user>, conn:<user>. ARGV: at, connId, key prefix, "<user>\n<connId>".
+// Removes a connection from its user's hash and from its gateway's set (the gateway is in its JSON),
+// and notes last seen, also of one it does not hold (its connect lost with Redis's data), except
+// of one an erasure forgot (erased:<user>, kept: a connection-down read again notes nothing either).
+// KEYS: seen:<user>, conn:<user>, erased:<user>. ARGV: at, connId, key prefix, "<user>\n<connId>".
 const REMOVE_CONNECTION = `
 local raw = redis.call('HGET', KEYS[2], ARGV[2])
 if raw then
   redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('SREM', ARGV[3] .. 'gwconns:' .. cjson.decode(raw).gateway, ARGV[4])
-  ${SEEN_AT}
-end`;
+elseif redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
+  return
+end
+${SEEN_AT}`;
 
 // A connection forgotten without its connection-down died with its gateway: its user was last seen
 // at the gateway's last beat (gwlast), at most ARGV[2] (a restart's start). Defines seenUntil(user).
@@ -344,9 +350,10 @@ export class RedisSessionStore implements SessionStore {
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
     await this.redis.eval(
       REMOVE_CONNECTION,
-      2,
+      3,
       `seen:${user}`,
       `conn:${user}`,
+      `erased:${user}`,
       String(at),
       connId,
       this.prefix,
@@ -487,7 +494,12 @@ export class RedisSessionStore implements SessionStore {
     const [held] = await this.heldConnections([user]);
     const forgetting = this.redis.multi();
     for (const c of held)
-      forgetting.hdel(`conn:${user}`, c.connId).srem(`gwconns:${c.gateway}`, userKey(user, c.connId));
+      forgetting
+        .hdel(`conn:${user}`, c.connId)
+        .srem(`gwconns:${c.gateway}`, userKey(user, c.connId))
+        // Its close, a socket still open, notes no last seen (removeConnection).
+        .sadd(`erased:${user}`, c.connId)
+        .pexpire(`erased:${user}`, ERASED_CONNECTIONS_MS);
     await forgetting.del(`seen:${user}`).exec();
   }
 

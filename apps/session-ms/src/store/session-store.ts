@@ -18,6 +18,14 @@ export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
 export const RESTART_CLOCK_MARGIN_MS = 1000;
 
 /**
+ * How long an account erasure remembers the connection ids it forgot (`forgetLastSeen`), so that
+ * the close of a socket still open then notes no last seen. A disconnect of any other connection
+ * the store does not know (its connection-up lost with the store's state, a Redis restarted empty,
+ * before its gateway announced it again) notes last seen as a known one does.
+ */
+export const ERASED_CONNECTIONS_MS = 24 * 3_600_000;
+
+/**
  * One of a user's mids or connection ids as one string: a key in session-ms's sets, a member in
  * Redis's (whose scripts split it at the first newline, which no user id holds).
  */
@@ -52,7 +60,11 @@ export interface SessionStore {
   /** Whether what it holds outlives this process (Redis) or dies with it (memory). */
   readonly outlivesProcess: boolean;
   addConnection(connection: Connection): Promise<void>;
-  /** Notes the user last seen at `at` where it removed a connection it held (not one it never knew). */
+  /**
+   * Notes the user last seen at `at`, unless the connection is one an erasure forgot within
+   * ERASED_CONNECTIONS_MS (`forgetLastSeen`): also where the store does not hold it (it lost its
+   * state since the connect, and the gateway has not announced it again).
+   */
   removeConnection(user: string, connId: string, at: number): Promise<void>;
   /**
    * Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored.
@@ -90,9 +102,9 @@ export interface SessionStore {
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
   /**
    * Forgets when the user was last seen (their account is erased), and their connections: a socket
-   * still open counts as offline from now on, and its disconnect, of a connection no longer known,
-   * notes no last seen (nor would a connection that died with its gateway, forgotten later). A
-   * later connect notes it again.
+   * still open counts as offline from now on, and its disconnect notes no last seen (the
+   * connection ids are remembered for ERASED_CONNECTIONS_MS for that; nor would a connection that
+   * died with its gateway, forgotten later). A later connect notes it again.
    */
   forgetLastSeen(user: string): Promise<void>;
 
