@@ -228,13 +228,14 @@ export class Delivery {
     if (acks.length > 0) await this.handleAcks(acks);
   }
 
-  /** Records of the connections topic. */
   /**
-   * Store calls are issued in the batch's order without waiting for each answer: Redis runs one
-   * client's commands in the order sent, and each of these is one command (a script, a MULTI), so
-   * the outcome is that of running them in turn, in about one round trip for the batch instead of
-   * two per connect (in a reconnect storm the connects fell behind the replays storage sent, and
-   * those went to no socket). A gateway is noted alive once a batch.
+   * Records of the connections topic. Store calls are issued in the batch's order without waiting
+   * for each answer: Redis runs one client's commands in the order sent, and each of these is one
+   * command (a script, a MULTI), in about one round trip for the batch instead of two per connect
+   * (in a reconnect storm the connects fell behind the replays storage sent, and those went to no
+   * socket). The scripts (addConnection, removeConnection) go in the batch's order; gatewayAlive's
+   * MULTI is not auto-pipelined by ioredis and may run before scripts issued ahead of it, which
+   * touch none of its keys. A gateway is noted alive once a batch.
    */
   async handleConnections(events: ConnectionTopicEvent[]): Promise<void> {
     const connected = new Map<string, Connection>();
