@@ -634,6 +634,7 @@ export class Delivery {
         this.store.drop(
           user,
           ofUser.map((p) => p.mid),
+          ofUser,
         ),
       ),
     );

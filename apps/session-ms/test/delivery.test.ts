@@ -75,14 +75,17 @@ const message = (id: string, to = 'bob', from = 'alice'): DeliverEvent => ({
   },
 });
 
-/** A store where an ack arrives after a deliverable was read for the hand-over, before it is dropped. */
+/**
+ * A store where something happens after a deliverable was read for the hand-over, before it is
+ * dropped (an ack arrives, a replay starts it again).
+ */
 class AckBeforeDropStore extends MemorySessionStore {
   beforeDrop?: () => Promise<void>;
-  override async drop(user: string, mids: string[]) {
-    const ack = this.beforeDrop;
+  override async drop(user: string, mids: string[], asRead?: Parameters<MemorySessionStore['drop']>[2]) {
+    const meanwhile = this.beforeDrop;
     this.beforeDrop = undefined;
-    await ack?.();
-    return super.drop(user, mids);
+    await meanwhile?.();
+    return super.drop(user, mids, asRead);
   }
 }
 
@@ -1206,6 +1209,27 @@ describe('Delivery', () => {
       [['phone'], 'alice:m1'],
       [['tablet'], 'alice:m1'],
     ]);
+  });
+
+  it('pushes to the device that connected a deliverable its replay started again while its used-up retries handed it to storage', async () => {
+    // bob's phone took m1 (replayed) and never acked it; its last retry is handing it to storage
+    // when bob connects on his tablet, and the tablet's replay of m1 finds it still pending.
+    const store = new AckBeforeDropStore();
+    const { delivery, connect, gateways } = setup({ store });
+    const retryOnce = async () => {
+      await new Promise((r) => setTimeout(r, 25));
+      await delivery.retryDue();
+    };
+    const toTablet = () => gateways.received.filter((d) => d.connIds?.includes('tablet'));
+    await connect('bob', 'phone');
+    await delivery.handle([{ ...message('m1'), replay: true }]);
+    store.beforeDrop = async () => {
+      await delivery.handle([{ ...message('m1'), replay: true }]); // before the tablet's connect is read
+      await connect('bob', 'tablet');
+    };
+    for (let i = 0; i < 10 && toTablet().length === 0; i++) await retryOnce();
+    expect(store.beforeDrop).toBeUndefined(); // the hand-off happened
+    expect(toTablet().map((d) => 'mid' in d.frame && d.frame.mid)).toEqual(['alice:m1']);
   });
 
   it('sends a replayed (stored) deliverable again without storing it twice, and acks reach storage', async () => {

@@ -364,6 +364,32 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await ofSue(5000)).toEqual([{ ...pending('alice:s2', 'sue'), stored: true, attempts: 2 }]);
   });
 
+  it('drops what was read for a hand-off only if unchanged since: a replay that started it again keeps it', async () => {
+    await store.track(pending('alice:h1', 'hal'), 1000);
+    await store.track(pending('alice:h2', 'hal'), 1000);
+    const read = (await store.claimDue(1000, 1000, 1000, 100)).filter((p) => p.user === 'hal');
+    expect(read.map((p) => [p.mid, p.attempts])).toEqual([
+      ['alice:h1', 2],
+      ['alice:h2', 2],
+    ]);
+    // hal connects meanwhile: storage replays h1, which starts its attempts again.
+    expect(await store.track({ ...pending('alice:h1', 'hal'), stored: true }, 5000)).toBe('pending');
+    await store.drop(
+      'hal',
+      read.map((p) => p.mid),
+      read,
+    );
+    expect((await store.pendingOf(['hal'])).get('hal')).toEqual([
+      { ...pending('alice:h1', 'hal'), stored: true },
+    ]);
+    // Unchanged, or without what was read (an erasure), it goes.
+    const [h1] = (await store.pendingOf(['hal'])).get('hal')!;
+    await store.drop('hal', [h1.mid], [h1]);
+    await store.track(pending('alice:h3', 'hal'), 1000);
+    await store.drop('hal', ['alice:h3']);
+    expect(await store.pendingOf(['hal'])).toEqual(new Map());
+  });
+
   it('forgets an acked mid after rememberMs: it may then be tracked again', async () => {
     // 300 ms: a pause of the test process (a busy box) must not end it before the first track.
     await store.complete('bob', ['alice:e1'], 300);

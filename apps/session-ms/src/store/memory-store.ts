@@ -300,8 +300,17 @@ export class MemorySessionStore implements SessionStore {
     }
   }
 
-  async drop(user: string, mids: string[]): Promise<string[]> {
-    for (const mid of mids) this.remove(user, mid);
+  async drop(
+    user: string,
+    mids: string[],
+    asRead?: Array<Pick<Pending, 'attempts' | 'stored'>>,
+  ): Promise<string[]> {
+    mids.forEach((mid, i) => {
+      const read = asRead?.[i];
+      const held = this.pending.get(user)?.get(mid)?.pending;
+      if (read && held && (held.attempts !== read.attempts || held.stored !== read.stored)) return;
+      this.remove(user, mid);
+    });
     return mids.filter((mid) => this.completedBefore(userKey(user, mid)) === 'pushed');
   }
 

@@ -139,6 +139,23 @@ redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[6])
 return 1`;
 
+// Drops each pending deliverable whose attempts and stored flag are still those read for its
+// hand-off (a replay on a connect that started it again since keeps it: SessionStore.drop).
+// KEYS: pend:<user>, att:<user>, due. ARGV: per mid, the mid, "<user>\n<mid>", attempts, stored (1/0).
+const DROP_UNCHANGED = `
+for i = 1, #ARGV, 4 do
+  local held = redis.call('HGET', KEYS[1], ARGV[i])
+  if held then
+    local attempts = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+    local stored = string.sub(held, -14) == '"stored":true}'
+    if attempts == tonumber(ARGV[i + 2]) and stored == (ARGV[i + 3] == '1') then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+      redis.call('HDEL', KEYS[2], ARGV[i])
+      redis.call('ZREM', KEYS[3], ARGV[i + 1])
+    end
+  end
+end`;
+
 // Removes a connection from its user's hash and from its gateway's set (the gateway is in its JSON),
 // and notes last seen, also of one it does not hold (its connect lost with Redis's data), except
 // of one an erasure forgot (erased:<user>, kept: a connection-down read again notes nothing either).
@@ -579,16 +596,31 @@ export class RedisSessionStore implements SessionStore {
     await this.redis.eval(MARK_STORED, keys.length, ...keys, String(ttlMs));
   }
 
-  async drop(user: string, mids: string[]): Promise<string[]> {
+  async drop(
+    user: string,
+    mids: string[],
+    asRead?: Array<Pick<Pending, 'attempts' | 'stored'>>,
+  ): Promise<string[]> {
     if (mids.length === 0) return [];
-    const dropping = this.redis
-      .multi()
-      .hdel(`pend:${user}`, ...mids)
-      .hdel(`att:${user}`, ...mids)
-      .zrem('due', ...mids.map((mid) => userKey(user, mid)));
+    const dropping = this.redis.multi();
+    if (asRead)
+      dropping.eval(
+        DROP_UNCHANGED,
+        3,
+        `pend:${user}`,
+        `att:${user}`,
+        'due',
+        ...mids.flatMap((mid, i) => [mid, userKey(user, mid), asRead[i].attempts, asRead[i].stored ? 1 : 0]),
+      );
+    else
+      dropping
+        .hdel(`pend:${user}`, ...mids)
+        .hdel(`att:${user}`, ...mids)
+        .zrem('due', ...mids.map((mid) => userKey(user, mid)));
+    const first = asRead ? 1 : 3;
     for (const mid of mids) dropping.get(`ack:${user}:${mid}`);
     const replies = (await dropping.exec()) ?? [];
-    return mids.filter((_, i) => replies[3 + i]?.[1] === 'p');
+    return mids.filter((_, i) => replies[first + i]?.[1] === 'p');
   }
 
   async pendingOf(users: string[]): Promise<Map<string, Pending[]>> {

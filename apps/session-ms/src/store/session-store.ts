@@ -142,11 +142,14 @@ export interface SessionStore {
    */
   markStored(user: string, mids: string[], ttlMs: number): Promise<void>;
   /**
-   * Stops tracking without marking acked (it went offline). Returns those of `mids` that an ack
-   * completed as `pushed` after they were read here and before this drop: those acks told storage
-   * nothing. (One that completed `stored` told storage itself.)
+   * Stops tracking without marking acked (it went offline). With `asRead` (each mid's attempts and
+   * stored flag when it was read for the hand-off), only those unchanged since: a replay on a
+   * connect that started one again meanwhile (`track`) keeps it pending, for the device that
+   * connected. Returns those of `mids` that an ack completed as `pushed` after they were read here
+   * and before this drop: those acks told storage nothing. (One that completed `stored` told
+   * storage itself.)
    */
-  drop(user: string, mids: string[]): Promise<string[]>;
+  drop(user: string, mids: string[], asRead?: Array<Pick<Pending, 'attempts' | 'stored'>>): Promise<string[]>;
   /** What each of these users has pending (users without any are absent), in the order it was tracked. */
   pendingOf(users: string[]): Promise<Map<string, Pending[]>>;
   /**
