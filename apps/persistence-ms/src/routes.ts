@@ -5,10 +5,10 @@ import type { OfflineStore } from './store';
 
 /**
  * The internal API behind the rest-gateway's `GET /v1/messages` and `DELETE /v1/account` (what is
- * stored for the user). Every call carries the internal
- * secret and the acting user (`x-parley-user`); a user only reads their own. Acks do not come this
- * way: a client's ack goes through Kafka (session-ms, then the offline topic), so that the
- * sender's `delivered` receipt is published before the stored copy is dropped.
+ * stored for the user). Every call carries the internal secret and the acting user
+ * (`x-parley-user`); a user only reads their own. Acks do not come this way: a client's ack goes
+ * through Kafka (session-ms, then the offline topic), so that the sender's `delivered` receipt is
+ * published before the stored copy is dropped.
  */
 export function registerSyncRoutes(http: HttpServer, store: OfflineStore, internalSecret: string): void {
   requireInternalSecret(http, internalSecret);

@@ -447,8 +447,9 @@ export class Delivery {
   }
 
   /**
-   * The user's account is erased: what awaits their ack is dropped, not stored, and when they were
-   * last seen is forgotten. Returns how many deliverables were dropped.
+   * The user's account is erased: what awaits their ack is dropped, not stored, and their
+   * connections and when they were last seen are forgotten. Returns how many deliverables were
+   * dropped.
    */
   async erase(user: string): Promise<number> {
     const pending = (await this.store.pendingOf([user])).get(user) ?? [];
