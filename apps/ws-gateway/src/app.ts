@@ -381,6 +381,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     send(conn, { type: 'error', ...(id !== undefined && { id }), code, message, ...extra });
   };
 
+  /** Nothing was accepted: the client is told when to send it again, spread so a crowd does not come back at once. */
+  const refuseUnavailable = (conn: ClientConnection, message: string, id?: string) =>
+    refuse(conn, 'unavailable', message, id, { retryAfterMs: unavailableRetryAfterMs() });
+
   const userBudgets = new UserBudgets(() =>
     socketBudgets(settings, settings.userRateFactor ?? DEFAULT_USER_RATE_FACTOR),
   );
@@ -457,14 +461,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     try {
       const publish = () => track(bus.publish(TOPICS.inbound, [event]));
       if (!(await publishBudget.hold(size, 1, publish, frame.type === 'ack')))
-        return refuse(conn, 'unavailable', 'the gateway is waiting on storage; send it again later', id, {
-          retryAfterMs: unavailableRetryAfterMs(),
-        });
+        return refuseUnavailable(conn, 'the gateway is waiting on storage; send it again later', id);
     } catch (err) {
       logger.warn({ err }, 'publishing an inbound frame failed');
-      return refuse(conn, 'unavailable', 'the message could not be stored; send it again', id, {
-        retryAfterMs: unavailableRetryAfterMs(),
-      });
+      return refuseUnavailable(conn, 'the message could not be stored; send it again', id);
     }
     if (id !== undefined) send(conn, { type: 'accepted', id, mid: userMid(conn.user, id) });
   };

@@ -465,8 +465,7 @@ export class RedisSessionStore implements SessionStore {
   async connectionsOf(users: string[]): Promise<Map<string, Connection[]>> {
     const result = new Map<string, Connection[]>();
     if (users.length === 0) return result;
-    const hashes = await Promise.all(users.map((u) => this.redis.hgetall(`conn:${u}`)));
-    const all = hashes.flatMap((h) => Object.values(h).map((raw) => JSON.parse(raw) as Connection));
+    const all = (await this.heldConnections(users)).flat();
     const gateways = [...new Set(all.map((c) => c.gateway))];
     if (gateways.length === 0) return result;
     const marks = await this.redis.mget(
@@ -520,6 +519,7 @@ export class RedisSessionStore implements SessionStore {
     await forgetting.del(`seen:${user}`).exec();
   }
 
+  /** Every connection the store holds for each user, live or not. */
   private async heldConnections(users: string[]): Promise<Connection[][]> {
     const hashes = await Promise.all(users.map((u) => this.redis.hgetall(`conn:${u}`)));
     return hashes.map((h) => Object.values(h).map((raw) => JSON.parse(raw) as Connection));
