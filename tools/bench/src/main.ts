@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { issueToken } from '@parley/service-kit';
+import { devToken } from './cli';
 import { ClientPool, type Target } from './clients';
 import { openFilesLimit, ProcSampler, RUNS_FROM_BUNDLE, spawnTs, type Child } from './proc';
 import { html, table, targetsOf, type BenchReport } from './report';
@@ -575,17 +576,6 @@ function listOf(text: string | undefined): number[] | undefined {
         .map(Number)
         .filter((n) => n > 0)
     : undefined;
-}
-
-async function devToken(restUrl: string, user: string): Promise<string> {
-  const response = await fetch(`${restUrl}/v1/dev/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ user }),
-  });
-  if (!response.ok)
-    throw new Error(`POST /v1/dev/token: ${response.status} (give --jwt-secret outside dev mode)`);
-  return ((await response.json()) as { token: string }).token;
 }
 
 main().then(

@@ -12,8 +12,8 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import WebSocket from 'ws';
-import { exitUnlessFleetAnswers } from './cli';
-import { metricSum, scanFrame, sourceAddress } from './stats';
+import { devToken, exitUnlessFleetAnswers } from './cli';
+import { metricSum, parseProcStat, parseRss, scanFrame, sourceAddress } from './stats';
 
 const USAGE = `Sustained overload against a running fleet (start it first: npm start).
 
@@ -91,14 +91,7 @@ let window = { latencies: [] as number[], accepted: 0, refused: 0, received: 0, 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function token(user: string): Promise<string> {
-  const res = await fetch(`${REST}/v1/dev/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ user }),
-  });
-  return ((await res.json()) as { token: string }).token;
-}
+const token = (user: string) => devToken(REST, user);
 
 function seqOf(mid: string): number {
   const at = mid.lastIndexOf(':o');
@@ -183,11 +176,10 @@ async function scrape(): Promise<Map<number, string>> {
 }
 function procStat(pid: number): { rssMiB: number; ticks: number } {
   try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { rssMiB: rss, ticks: Number(rest[11]) + Number(rest[12]) };
+    return {
+      rssMiB: parseRss(readFileSync(`/proc/${pid}/status`, 'utf8')) / 1048576,
+      ticks: parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).ticks,
+    };
   } catch {
     return { rssMiB: 0, ticks: 0 };
   }

@@ -14,8 +14,8 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { exitUnlessFleetAnswers } from './cli';
-import { metricSum, scanFrame, sourceAddress } from './stats';
+import { devToken, DevTokenRefused, exitUnlessFleetAnswers } from './cli';
+import { metricSum, parseRss, scanFrame, sourceAddress } from './stats';
 
 const USAGE = `A reconnect storm against a running fleet (npm start, or tools/bench/src/fleet-child.ts).
 
@@ -112,15 +112,15 @@ const closes = new Map<number, number>();
 const connectFailures = new Map<string, number>();
 let t0 = 0;
 
+/** Asked again while refused (5,000 users at once pass the dev fleet's rate limit). */
 async function token(user: string): Promise<string> {
   for (;;) {
-    const res = await fetch(`${REST}/v1/dev/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ user }),
-    });
-    if (res.ok) return ((await res.json()) as { token: string }).token;
-    await sleep(200);
+    try {
+      return await devToken(REST, user);
+    } catch (err) {
+      if (!(err instanceof DevTokenRefused)) throw err;
+      await sleep(200);
+    }
   }
 }
 
@@ -294,9 +294,7 @@ async function counters() {
 }
 function rssMiB(): number {
   try {
-    return Math.round(
-      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${PID}/status`, 'utf8'))?.[1] ?? 0) / 1024,
-    );
+    return Math.round(parseRss(readFileSync(`/proc/${PID}/status`, 'utf8')) / 1048576);
   } catch {
     return 0;
   }
