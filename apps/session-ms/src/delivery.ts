@@ -158,7 +158,7 @@ export class Delivery {
       ),
       announcements: counter(
         'announcements_total',
-        'Gateways asked to announce their open connections again (new to the store, or the store lost its state)',
+        'Gateways asked to announce their open connections again: the store may lack some (it lost its state since the gateway started, or forgot the gateway after a long silence; an older gateway names no start)',
       ),
       storeLost: counter(
         'store_lost_total',
@@ -256,7 +256,7 @@ export class Delivery {
         noted.add(event.gateway);
         issued.push(
           this.store
-            .gatewayAlive(event.gateway, this.settings.gatewayTtlMs)
+            .gatewayAlive(event.gateway, this.settings.gatewayTtlMs, event.startedAt)
             .then((toAnnounce) => (toAnnounce ? this.askToAnnounce(event) : undefined)),
         );
       }
@@ -332,7 +332,9 @@ export class Delivery {
   /**
    * A gateway the store did not know (it lost its state, or forgot the gateway after a long
    * silence) may hold sockets it has no record of, which would count as offline: their messages
-   * would go to storage and push instead of the open socket. The gateway announces them again.
+   * would go to storage and push instead of the open socket. The gateway announces them again. A
+   * gateway that started since the store's state began is not asked (`gatewayAlive`): its
+   * connection-ups are all in the topic, and announced again each would replay storage again.
    * The ask is owed in the store until the gateway takes it, so that whichever replica reads the
    * gateway's next event asks again. The call is not awaited: the connections consumer does not
    * wait on a gateway.

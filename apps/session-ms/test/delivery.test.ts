@@ -1,4 +1,5 @@
 import {
+  ConnectionTopicEvent,
   DeliverEvent,
   DeliveryTopicEvent,
   GatewayDelivery,
@@ -770,6 +771,41 @@ describe('Delivery', () => {
     await heartbeat('gw-2');
     await settled();
     expect(gateways.announced).toEqual(['http://gw-1', 'http://gw-2']);
+  });
+
+  it("asks no gateway started since the store's state began to announce its connections, though its connection-ups are read before its heartbeat (a rollout's new pod in a reconnect storm)", async () => {
+    let clock = 1_700_000_000_000;
+    const storeStart = clock;
+    const { delivery, gateways, registry } = setup({ store: new MemorySessionStore(() => clock) });
+    clock += 60_000;
+    const gateway = (name: string, startedAt?: number) => ({
+      gateway: name,
+      gatewayUrl: `http://${name}`,
+      ...(startedAt !== undefined && { startedAt }),
+    });
+    const up = (user: string, from: ReturnType<typeof gateway>): ConnectionTopicEvent => ({
+      v: 1,
+      kind: 'connection-up',
+      user,
+      connId: `${user}-phone`,
+      ...from,
+      at: clock,
+    });
+    const fresh = gateway('gw-new', clock - 30_000);
+    await delivery.handleConnections([up('bob', fresh), up('carol', fresh)]);
+    await delivery.handleConnections([
+      { v: 1, kind: 'gateway-heartbeat', ...fresh, connections: 2, at: clock },
+    ]);
+    // Asked: an older gateway, whose events name no start, and one that started before the store
+    // did (they may hold sockets whose connection-ups went to a store since lost).
+    await delivery.handleConnections([
+      up('dan', gateway('gw-older')),
+      up('erin', gateway('gw-before', storeStart - 5_000)),
+    ]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(gateways.announced).toEqual(['http://gw-older', 'http://gw-before']);
+    const announcements = await registry.getSingleMetricAsString('parley_session_announcements_total');
+    expect(announcements.split('\n').pop()).toMatch(/ 2$/);
   });
 
   it('asks again, with the next heartbeat, a gateway whose announce another replica asked for and failed', async () => {

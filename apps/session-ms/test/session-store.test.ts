@@ -9,7 +9,7 @@ import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { REDIS_SOCKET_TIMEOUT_MS, RedisSessionStore } from '../src/store/redis-store';
-import { Connection, Pending, SessionStore } from '../src/store/session-store';
+import { Connection, Pending, RESTART_CLOCK_MARGIN_MS, SessionStore } from '../src/store/session-store';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -302,6 +302,26 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.gatewayAlive('gw-owed', 50)).toBe(true);
     await store.announced('gw-owed');
     expect(await store.gatewayAlive('gw-owed', 50)).toBe(false);
+  });
+
+  it("says a gateway first seen is not new when its process started since the store's state began, within the horizon (every connection-up it sent came here), and new otherwise", async () => {
+    const horizonMs = 3000;
+    const storeStart = Date.now();
+    const store = target.open(horizonMs);
+    await store.gatewayAlive('gw-other', 50);
+    await sleep(RESTART_CLOCK_MARGIN_MS + 100);
+    const startedAt = Date.now(); // a rollout's new pod
+    expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(false);
+    expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(false);
+    // Its connection-ups may have gone to the store's state before, or says nothing of its start.
+    expect(await store.gatewayAlive('gw-started-before', 50, storeStart - 1)).toBe(true);
+    expect(await store.gatewayAlive('gw-older', 50)).toBe(true);
+    // An ask owed is asked whatever the start.
+    await store.oweAnnouncement('gw-owed');
+    expect(await store.gatewayAlive('gw-owed', 50, startedAt)).toBe(true);
+    // Silent past the horizon, its connections may be forgotten: it is new again when it beats.
+    await sleep(horizonMs + 100);
+    expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(true);
   });
 
   it('counts the connections of a gateway seen lately while no heartbeat is read, and for a ttl after they come again (a Kafka outage)', async () => {
@@ -641,6 +661,29 @@ describe('the session store losing its state', () => {
       const keys = await admin.keys(`${prefix}*`);
       if (keys.length) await admin.del(...keys);
       await Promise.all([a.quit(), b.quit(), admin.quit()]);
+    }
+  });
+
+  it('on Redis: asks a gateway to announce its connections once it lost its state, unless the gateway started after the loss', async () => {
+    const prefix = `test:${randomUUID()}:`;
+    const [client, admin] = [new Redis(REDIS_URL, { keyPrefix: prefix }), new Redis(REDIS_URL)];
+    try {
+      const store = new RedisSessionStore(client);
+      await store.lostAt(); // the store's state begins
+      await sleep(RESTART_CLOCK_MARGIN_MS + 100);
+      const startedBefore = Date.now();
+      expect(await store.gatewayAlive('gw-a', 60_000, startedBefore)).toBe(false);
+      await admin.del(...(await admin.keys(`${prefix}*`))); // Redis restarts empty
+      expect(await store.gatewayAlive('gw-b', 60_000, startedBefore)).toBe(true); // the first write after it
+      await sleep(RESTART_CLOCK_MARGIN_MS + 100);
+      // gw-a's connection-ups went to the state lost; gw-c's all came after the loss.
+      expect(await store.gatewayAlive('gw-a', 60_000, startedBefore)).toBe(true);
+      expect(await store.gatewayAlive('gw-c', 60_000, Date.now())).toBe(false);
+      expect(await store.lostAt()).toBeGreaterThan(startedBefore); // the loss is told as before
+    } finally {
+      const keys = await admin.keys(`${prefix}*`);
+      if (keys.length) await admin.del(...keys);
+      await Promise.all([client.quit(), admin.quit()]);
     }
   });
 });

@@ -283,6 +283,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     gateway: settings.gatewayId,
     gatewayUrl: settings.internalUrl,
     at: Date.now(),
+    startedAt,
   });
   const publishConnection = (kind: 'connection-up' | 'connection-down', conn: ClientConnection) => {
     const event = connectionEvent(kind, conn);
@@ -659,8 +660,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     internal,
     connections: registry,
     async start() {
-      // Listening before the first heartbeat advertises it: session-ms asks a new gateway at once
-      // to announce its connections (POST /announce).
+      // Listening before the first heartbeat advertises it: a session-ms whose store lost its state
+      // after this process started (or an older session-ms) asks at once for its connections
+      // (POST /announce).
       await internal.listen({ port: deps.internalPort, host: deps.host ?? '0.0.0.0' });
       await publishHeartbeat();
       await http.listen({ port: deps.port, host: deps.host ?? '0.0.0.0' });

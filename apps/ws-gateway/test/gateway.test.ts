@@ -823,19 +823,17 @@ describe('ws-gateway', () => {
     });
   });
 
-  it("beats with its process's start, earlier than any of its connections (session-ms forgets those of an earlier process under its id)", async () => {
+  it("names its process's start in its heartbeats and connection events, earlier than any of its connections (session-ms forgets those of an earlier process under its id, and asks a gateway started since its state began for none)", async () => {
     env = await startGateway({ heartbeatIntervalMs: 100 });
-    await connect('alice');
+    await (await connect('alice')).close();
     const events = () => env.bus.events(TOPICS.connections);
-    await waitFor(() => events().some((e) => e.kind === 'connection-up'), 2000, 'the connection-up');
+    await waitFor(() => events().some((e) => e.kind === 'connection-down'), 2000, 'the connection-down');
     await waitFor(() => events().some((e) => e.kind === 'gateway-heartbeat'), 2000, 'a heartbeat');
     const up = events().find((e) => e.kind === 'connection-up')!;
-    const beats = events().filter((e) => e.kind === 'gateway-heartbeat');
-    expect(new Set(beats.map((e) => e.kind === 'gateway-heartbeat' && e.startedAt)).size).toBe(1);
-    const [beat] = beats;
-    if (beat.kind !== 'gateway-heartbeat' || beat.startedAt === undefined)
-      throw new Error('no start in the heartbeat');
-    expect(beat.startedAt).toBeLessThanOrEqual(up.at);
+    expect(new Set(events().map((e) => e.startedAt)).size).toBe(1);
+    const [{ startedAt }] = events();
+    if (startedAt === undefined) throw new Error('no start in the heartbeat');
+    expect(startedAt).toBeLessThanOrEqual(up.at);
   });
 
   it('echoes no id for a frame that has none (an ack with an unchecked extra `id`) when refusing it', async () => {
@@ -985,7 +983,15 @@ describe('ws-gateway', () => {
     ]);
     await stopped;
     expect(await alice.closed()).toBe(1001);
-    const connection = { v: 1, user: 'alice', connId, deviceId: 'phone', ...gateway, at: expect.any(Number) };
+    const connection = {
+      v: 1,
+      user: 'alice',
+      connId,
+      deviceId: 'phone',
+      ...gateway,
+      at: expect.any(Number),
+      startedAt: expect.any(Number),
+    };
     expect(connId).toEqual(expect.any(String));
     expect(env.bus.events(TOPICS.connections)).toEqual([
       {

@@ -184,6 +184,11 @@ const ConnectionProps = {
   gateway: Type.String({ description: 'Gateway instance id' }),
   gatewayUrl: Type.String({ description: 'Internal base URL of that gateway instance' }),
   at: Timestamp,
+  startedAt: Type.Optional({
+    ...Timestamp,
+    description:
+      "When the gateway's process started (absent from older gateways): session-ms asks a gateway it first sees to announce its connections only where some may have reached it before its store's state began",
+  }),
 };
 export const ConnectionUpEvent = event('connection-up', ConnectionProps, 'A device connected to a gateway');
 export const ConnectionDownEvent = event('connection-down', ConnectionProps, 'A device disconnected');

@@ -8,6 +8,7 @@ import {
   RESTART_CLOCK_MARGIN_MS,
   Pending,
   SessionStore,
+  startedSinceState,
   TrackOutcome,
   userKey,
 } from './session-store';
@@ -64,11 +65,19 @@ export class MemorySessionStore implements SessionStore {
    */
   private stored?: RecentMap<boolean>;
 
+  /**
+   * Since when it holds its state: its creation. (A second process's store beside it, as in a
+   * rolling update, would hold connections this one never sees: one replica only.)
+   */
+  private readonly stateSince: number;
+
   constructor(
     private readonly now: () => number = Date.now,
     private readonly maxAcked = DEFAULT_MAX_ACKED,
     private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
-  ) {}
+  ) {
+    this.stateSince = now();
+  }
 
   async addConnection(connection: Connection): Promise<void> {
     const started = this.gatewayStarts.get(connection.gateway);
@@ -104,9 +113,11 @@ export class MemorySessionStore implements SessionStore {
     this.lastSeen.set(user, Math.max(at, this.lastSeen.get(user) ?? 0));
   }
 
-  async gatewayAlive(gateway: string, ttlMs: number): Promise<boolean> {
+  async gatewayAlive(gateway: string, ttlMs: number, startedAt?: number): Promise<boolean> {
     const now = this.now();
-    const known = this.seenLately(gateway, now);
+    const known =
+      this.seenLately(gateway, now) ||
+      startedSinceState(startedAt, this.stateSince, now, this.forgetGatewayAfterMs);
     this.gateways.set(gateway, { aliveUntil: now + ttlMs, seenAt: now });
     const flowing = this.heartbeats !== undefined && this.heartbeats.flowingUntil > now;
     this.heartbeats = {

@@ -7,6 +7,7 @@ import {
   RESTART_CLOCK_MARGIN_MS,
   Pending,
   SessionStore,
+  startedSinceState,
   TrackOutcome,
   userKey,
 } from './session-store';
@@ -29,7 +30,8 @@ import {
  *   ack:<user>:<mid>  acked marker with a TTL
  *   stored:<user>:<mid>  in storage though untracked (markStored), with a TTL
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
- *   epoch         written once (the time), no TTL: a new one later means Redis lost its data (lostAt)
+ *   epoch         written once (the time), no TTL: since when Redis holds its state (gatewayAlive);
+ *                 a new one later means Redis lost its data (lostAt)
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
@@ -378,11 +380,14 @@ export class RedisSessionStore implements SessionStore {
     );
   }
 
-  async gatewayAlive(gateway: string, ttlMs: number): Promise<boolean> {
+  async gatewayAlive(gateway: string, ttlMs: number, startedAt?: number): Promise<boolean> {
     const replies = await this.redis
       .multi()
       .exists(`gwseen:${gateway}`)
       .exists(`gwowe:${gateway}`)
+      // Where Redis lost its data, what is written from now on is its state (lostAt tells the loss).
+      .set('epoch', String(Date.now()), 'NX')
+      .get('epoch')
       .sadd('gateways', gateway)
       .set(`gw:${gateway}`, '1', 'PX', ttlMs)
       .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
@@ -393,7 +398,10 @@ export class RedisSessionStore implements SessionStore {
       .pexpire('gwflow', ttlMs)
       .hset('gwlast', gateway, String(Date.now()))
       .exec();
-    return replies?.[0]?.[1] === 0 || replies?.[1]?.[1] === 1;
+    const [seen, owed, , epoch] = (replies ?? []).map(([, reply]) => reply);
+    if (owed === 1) return true;
+    if (seen === 1) return false;
+    return !startedSinceState(startedAt, Number(epoch), Date.now(), this.forgetGatewayAfterMs);
   }
 
   async oweAnnouncement(gateway: string): Promise<void> {

@@ -18,6 +18,27 @@ export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
 export const RESTART_CLOCK_MARGIN_MS = 1000;
 
 /**
+ * Whether a gateway the store has not seen within `forgetAfterMs` holds no connection the store
+ * lacks: its process started (`startedAt`, from its events; unknown for an older gateway) after the
+ * store began holding what it holds now (`stateSince`: a Redis that lost its data starts again), so
+ * every connection it holds has its connection-up in the topic since then, and less than
+ * `forgetAfterMs` ago, so the store cannot have forgotten it after a silence. The gateway's clock
+ * and the store's are taken to agree within RESTART_CLOCK_MARGIN_MS.
+ */
+export function startedSinceState(
+  startedAt: number | undefined,
+  stateSince: number,
+  now: number,
+  forgetAfterMs: number,
+): boolean {
+  return (
+    startedAt !== undefined &&
+    startedAt >= stateSince + RESTART_CLOCK_MARGIN_MS &&
+    now - startedAt < forgetAfterMs - RESTART_CLOCK_MARGIN_MS
+  );
+}
+
+/**
  * How long an account erasure remembers the connection ids it forgot (`forgetLastSeen`), so that
  * the close of a socket still open then notes no last seen. A disconnect of any other connection
  * the store does not know (its connection-up lost with the store's state, a Redis restarted empty,
@@ -68,12 +89,17 @@ export interface SessionStore {
   removeConnection(user: string, connId: string, at: number): Promise<void>;
   /**
    * Marks a gateway alive for `ttlMs`; connections on gateways that stopped beating are ignored.
-   * True when the store had not seen it beat within `FORGET_GATEWAY_AFTER_MS`: a new gateway, one
-   * back after a long silence, or a store that lost its state (a Redis restarted empty, a restarted
-   * in-memory store). Connections it holds may then be unknown here: ask it to announce them again.
-   * True as well while such an ask is owed (`oweAnnouncement`), whichever replica owes it.
+   * True when the store had not seen it beat within `FORGET_GATEWAY_AFTER_MS`: one back after a long
+   * silence, or a store that lost its state (a Redis restarted empty, a restarted in-memory store).
+   * Connections it holds may then be unknown here: ask it to announce them again. Not for a new
+   * gateway whose process started (`startedAt`, its events say) since the store began holding its
+   * state (`startedSinceState`): every connection-up it sent comes to this store (a rollout's or a
+   * scale-out's new pod, which a reconnect storm reaches before session-ms reads its heartbeat;
+   * announced, each of its sockets would be connected twice over, and storage would replay
+   * everything stored again). True as well while such an ask is owed (`oweAnnouncement`), whichever
+   * replica owes it.
    */
-  gatewayAlive(gateway: string, ttlMs: number): Promise<boolean>;
+  gatewayAlive(gateway: string, ttlMs: number, startedAt?: number): Promise<boolean>;
   /**
    * Notes when the gateway's process started (its heartbeat says). On a start not noted before (a
    * restart under the same id: GATEWAY_ID pinned, a pod's container restarted), forgets the
