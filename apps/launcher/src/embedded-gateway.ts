@@ -14,6 +14,8 @@ export interface EmbeddedGatewayData {
   jwtSecret: string;
   internalSecret: string;
   logLevel: string;
+  /** Its instance id (GATEWAY_ID); one per process when unset. */
+  gatewayId?: string;
 }
 
 /** The ws-gateway with its own runtime and Kafka clients, as `npm start` configures it. */
@@ -29,7 +31,7 @@ export async function buildEmbeddedGateway(data: EmbeddedGatewayData): Promise<S
     internalPort: data.internalPort,
     host: data.host,
     settings: {
-      gatewayId: `embedded-${process.pid}`,
+      gatewayId: data.gatewayId ?? `embedded-${process.pid}`,
       internalUrl: `http://${data.host}:${data.internalPort}`,
       maxFrameBytes: 64 * 1024,
       ratePerSecond: 200,
