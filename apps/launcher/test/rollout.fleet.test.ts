@@ -46,6 +46,7 @@ describe('fleet: a ws-gateway rollout with clients connected and traffic flowing
     // (The fleet's own gateway may have been asked: it started within a clock margin of the store.)
     const askedBefore = await announcements();
     const a = await startGateway('gw-rollout-a');
+    let aStopped = false;
     let b: Awaited<ReturnType<typeof startGateway>> | undefined;
     try {
       const alice = await clients.connect('roll-alice', { autoAck: true });
@@ -53,6 +54,7 @@ describe('fleet: a ws-gateway rollout with clients connected and traffic flowing
       alice.send({ type: 'message', id: 'r1', to: 'roll-bob', body: 'before' });
       await onA.next((f) => f.mid === 'roll-alice:r1'); // pushed via A, not acked
       b = await startGateway('gw-rollout-b'); // the new pod
+      aStopped = true;
       await a.gateway.stop(); // the old one drains: 1001
       expect(await onA.closed()).toBe(1001);
       alice.send({ type: 'message', id: 'r2', to: 'roll-bob', body: 'between' });
@@ -70,7 +72,7 @@ describe('fleet: a ws-gateway rollout with clients connected and traffic flowing
       await waitFor(() => delivered().size === 2, 10_000, 'delivered receipts for both');
       expect(await announcements()).toBe(askedBefore);
     } finally {
-      await b?.gateway.stop();
+      await Promise.all([aStopped ? undefined : a.gateway.stop(), b?.gateway.stop()]);
     }
   });
 });
