@@ -12,8 +12,11 @@ import {
   PushedFrame,
 } from '@parley/contracts';
 
-/** Why a call to a gateway failed: the label of `parley_session_push_failures_total{reason}`. */
-export type GatewayFailure = 'unreachable' | 'timeout' | `http_${number}` | 'bad_answer';
+/**
+ * Why a call to a gateway failed: the label of `parley_session_push_failures_total{reason}`.
+ * `silent`: not made, the gateway having let a call time out moments before (`silentHoldMs`).
+ */
+export type GatewayFailure = 'unreachable' | 'timeout' | 'silent' | `http_${number}` | 'bad_answer';
 
 /** A failed call to a gateway, with a reason from a short list (a metric label, not a message). */
 export class GatewayCallError extends Error {
@@ -45,14 +48,42 @@ export interface GatewayClient {
 
 const validateSendResponse = compile(GatewaySendResponse);
 
+export interface HttpGatewayClientOptions {
+  /** How long a call may wait for the gateway's answer. */
+  timeoutMs?: number;
+  /**
+   * After a call to a gateway timed out, how long further calls to it fail at once (`silent`); then
+   * one call tries it again while the others still fail, until it answers or times out in turn.
+   * 0: every call waits out its own timeout.
+   */
+  silentHoldMs?: number;
+  now?: () => number;
+}
+
 /**
  * HTTP with kept-alive connections per gateway. `node:http` rather than `fetch`: on the delivery
  * hot path fetch's web streams and abort signals cost about as much as the request itself.
  */
-export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000): GatewayClient {
+export function createHttpGatewayClient(
+  internalSecret: string,
+  { timeoutMs = 5000, silentHoldMs = timeoutMs, now = Date.now }: HttpGatewayClientOptions = {},
+): GatewayClient {
   const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+  const silence = silentGateways(silentHoldMs, now);
   /** POSTs `body` to the gateway's `path`; the answer's text, or a throw unless its status is `expected`. */
   const post = async (gatewayUrl: string, path: string, body: Buffer, expected: number) => {
+    silence.check(gatewayUrl);
+    try {
+      const text = await postOnce(gatewayUrl, path, body, expected);
+      silence.answered(gatewayUrl);
+      return text;
+    } catch (err) {
+      if (err instanceof GatewayCallError && err.reason === 'timeout') silence.timedOut(gatewayUrl);
+      else silence.answered(gatewayUrl);
+      throw err;
+    }
+  };
+  const postOnce = async (gatewayUrl: string, path: string, body: Buffer, expected: number) => {
     const url = new URL(path, gatewayUrl);
     const secure = url.protocol === 'https:';
     const response = await new Promise<IncomingMessage>((resolve, reject) => {
@@ -109,6 +140,40 @@ export function createHttpGatewayClient(internalSecret: string, timeoutMs = 5000
     close() {
       agents.http.destroy();
       agents.https.destroy();
+    },
+  };
+}
+
+/**
+ * Gateways that let a call time out (a node lost: its pod's address takes connections nowhere).
+ * Each call to one waited the whole timeout, and a delivery batch waits for all its calls: every
+ * batch naming one of its users took that long, for as long as the gateway still counted alive
+ * (GATEWAY_TTL_MS). Failed at once, the pushes go to their retries, then to storage, as any failed
+ * push does. A refusal or any answer (an error status too) ends the hold.
+ */
+function silentGateways(holdMs: number, now: () => number) {
+  const held = new Map<string, { until: number; trying: boolean }>();
+  return {
+    /** Throws `silent` while the gateway is held; past the hold, lets one call try it. */
+    check(gatewayUrl: string): void {
+      const hold = held.get(gatewayUrl);
+      if (!hold) return;
+      if (hold.trying || now() < hold.until)
+        throw new GatewayCallError(
+          `gateway ${gatewayUrl} let a call time out moments ago: not called for up to ${holdMs} ms after it`,
+          'silent',
+        );
+      hold.trying = true;
+    },
+    timedOut(gatewayUrl: string): void {
+      if (holdMs <= 0) return;
+      const at = now();
+      // Gateways that went for good (a rollout's old pods) are not called again: dropped once past.
+      for (const [url, hold] of held) if (!hold.trying && hold.until <= at) held.delete(url);
+      held.set(gatewayUrl, { until: at + holdMs, trying: false });
+    },
+    answered(gatewayUrl: string): void {
+      held.delete(gatewayUrl);
     },
   };
 }

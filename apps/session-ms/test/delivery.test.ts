@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import {
   ConnectionTopicEvent,
   DeliverEvent,
@@ -167,7 +169,7 @@ function setup({
 describe('Delivery', () => {
   it('counts a failed push by why it failed in parley_session_push_failures_total{reason}', async () => {
     // A timeout a pause of the test process (a busy box) does not reach before the refusal is read.
-    const gateways = createHttpGatewayClient('test-internal-secret', 2000);
+    const gateways = createHttpGatewayClient('test-internal-secret', { timeoutMs: 2000 });
     // The real HTTP client (its errors name their reason); setup's other helpers are not used.
     const { delivery, registry, connect } = setup({ gateways: gateways as RecordingGateways });
     try {
@@ -177,6 +179,28 @@ describe('Delivery', () => {
       expect(text).toContain('parley_session_push_failures_total{reason="unreachable",service="s"} 1');
     } finally {
       gateways.close?.();
+    }
+  });
+
+  it('calls a gateway that let a push time out (a lost node) once, not again in every batch that names its users', async () => {
+    const calls: unknown[] = [];
+    const silent = createServer((req) => void calls.push(req.url)); // takes the call, never answers
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const gateways = createHttpGatewayClient('test-internal-secret', { timeoutMs: 300 });
+    const { delivery, registry, connect } = setup({ gateways: gateways as RecordingGateways });
+    try {
+      await connect('bob', 'phone', `127.0.0.1:${(silent.address() as AddressInfo).port}`);
+      await delivery.handle([message('m1')]);
+      await delivery.handle([message('m2')]);
+      await delivery.handle([message('m3')]);
+      expect(calls.filter((path) => path === '/send')).toEqual(['/send']); // (and the ask to announce)
+      const text = await registry.getSingleMetricAsString('parley_session_push_failures_total');
+      expect(text).toContain('{reason="timeout",service="s"} 1');
+      expect(text).toContain('{reason="silent",service="s"} 2');
+    } finally {
+      gateways.close?.();
+      silent.closeAllConnections();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 

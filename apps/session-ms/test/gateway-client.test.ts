@@ -135,8 +135,8 @@ describe('the HTTP gateway client', () => {
 
   it('rejects on an error status, a silent gateway and an unreachable one', async () => {
     // 800 ms: the gateway here answers in this process, and a pause of it (a busy box) longer than the
-    // timeout would take an answer for silence.
-    const client = createHttpGatewayClient(SECRET, 800);
+    // timeout would take an answer for silence. No hold after a timeout: each call is made.
+    const client = createHttpGatewayClient(SECRET, { timeoutMs: 800, silentHoldMs: 0 });
     answer = (_req, _body, res) => void res.writeHead(403).end('{}');
     await expect(client.send(url, [delivery('bob')])).rejects.toThrow(`gateway ${url} answered 403`);
     answer = () => undefined; // never answers
@@ -153,6 +153,48 @@ describe('the HTTP gateway client', () => {
     answer = (_req, _body, res) => void res.writeHead(200).end('not json');
     await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'bad_answer' });
     client.close?.();
+  });
+
+  it('fails calls to a gateway that let one time out at once for the hold, then lets one call try it again', async () => {
+    let clock = 1_000_000;
+    const client = createHttpGatewayClient(SECRET, { timeoutMs: 300, silentHoldMs: 5000, now: () => clock });
+    answer = () => undefined; // a lost node: connections taken, nothing answered
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'timeout' });
+    expect(seen).toHaveLength(1);
+    clock += 4999;
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'silent' });
+    await expect(client.announce(url)).rejects.toMatchObject({ reason: 'silent' });
+    expect(seen).toHaveLength(1); // neither reached the gateway
+    clock += 1;
+    answer = (_req, _body, res) =>
+      void res.writeHead(200, { 'content-type': 'application/json' }).end('{"results":[{"written":1}]}');
+    const trying = client.send(url, [delivery('bob')]);
+    // While that one is on its way, the others still fail at once.
+    await expect(client.send(url, [delivery('carol')])).rejects.toMatchObject({ reason: 'silent' });
+    expect(await trying).toEqual([{ written: 1 }]);
+    expect(await client.send(url, [delivery('carol')])).toEqual([{ written: 1 }]);
+    expect(seen.map((s) => (s.body as { deliveries: GatewayDelivery[] }).deliveries[0].to)).toEqual([
+      'bob',
+      'bob',
+      'carol',
+    ]);
+    client.close?.();
+  });
+
+  it('holds only the gateway that timed out, and not after a refusal or an error status', async () => {
+    const client = createHttpGatewayClient(SECRET, { timeoutMs: 300, silentHoldMs: 60_000 });
+    answer = () => undefined;
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'timeout' });
+    const refusing = 'http://127.0.0.1:1';
+    await expect(client.send(refusing, [delivery('bob')])).rejects.toMatchObject({ reason: 'unreachable' });
+    await expect(client.send(refusing, [delivery('bob')])).rejects.toMatchObject({ reason: 'unreachable' });
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'silent' });
+    const other = createHttpGatewayClient(SECRET, { timeoutMs: 300, silentHoldMs: 60_000 });
+    answer = (_req, _body, res) => void res.writeHead(503).end('{}');
+    await expect(other.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'http_503' });
+    await expect(other.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'http_503' });
+    client.close?.();
+    other.close?.();
   });
 
   it('refuses as bad_answer results that are not GatewaySendResponse’s, rather than handing them on', async () => {
