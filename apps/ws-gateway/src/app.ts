@@ -355,9 +355,19 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     announcing ??= announceConnections().finally(() => (announcing = undefined));
   };
 
+  /**
+   * One heartbeat at a time: while Kafka hangs (answers nothing until kafkajs's retries run out,
+   * minutes), a beat per interval queued one more copy of every disconnect held, up to
+   * MAX_CONNECTIONS of them, for as long as it hung. A tick that finds one under way is skipped.
+   */
+  let beating: Promise<unknown> | undefined;
   const publishHeartbeat = () => {
     if (announceOwed) announce();
-    return publishWithLostDowns([
+    beating ??= sendHeartbeat().finally(() => (beating = undefined));
+    return beating;
+  };
+  const sendHeartbeat = () =>
+    publishWithLostDowns([
       {
         v: 1,
         kind: 'gateway-heartbeat',
@@ -368,7 +378,6 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
         startedAt,
       },
     ]).catch((err) => logger.warn({ err }, 'gateway heartbeat failed'));
-  };
 
   const send = (conn: ClientConnection, frame: ServerFrame) => conn.send(JSON.stringify(frame));
   const refuse = (

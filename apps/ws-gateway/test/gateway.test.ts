@@ -883,6 +883,39 @@ describe('ws-gateway', () => {
     expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toHaveLength(0);
   });
 
+  it('keeps one heartbeat publish under way while Kafka hangs: the disconnects it holds are not queued again every beat', async () => {
+    env = await startGateway({ heartbeatIntervalMs: 20 });
+    const alice = await connect('alice');
+    await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-up'));
+    env.bus.refusing.add('connection-down');
+    await alice.close();
+    await waitFor(() => env.gateway.connections.size === 0, 2000, 'the close');
+    env.bus.refusing.clear();
+    // Kafka takes requests and answers none (a broker hung, a partition without a leader): each
+    // publish waits for kafkajs's request timeout and retries, minutes in all.
+    const publish = env.bus.publish.bind(env.bus);
+    const hung: Array<() => void> = [];
+    env.bus.publish = async (...args: Parameters<typeof publish>) => {
+      if (args[1].some((e) => (e as { kind?: string }).kind === 'gateway-heartbeat'))
+        await new Promise<void>((resolve) => hung.push(resolve));
+      return publish(...args);
+    };
+    await sleep(400); // some twenty heartbeat intervals
+    const waiting = hung.length;
+    env.bus.publish = publish;
+    hung.forEach((resolve) => resolve());
+    // One beat per interval was one more copy of every disconnect held (up to MAX_CONNECTIONS of
+    // them) queued behind the hung request, for as long as Kafka hung.
+    expect(waiting).toBe(1);
+    await waitFor(
+      () => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'),
+      2000,
+      'the disconnect',
+    );
+    await sleep(100);
+    expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toHaveLength(1);
+  });
+
   it('announces every open connection again when asked (session-ms lost them), retrying with the heartbeat', async () => {
     env = await startGateway({ heartbeatIntervalMs: 100 });
     const sockets = [await connect('alice'), await connect('alice'), await connect('bob')];
