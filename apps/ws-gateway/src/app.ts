@@ -304,6 +304,14 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   };
   /** Disconnects Kafka did not take: sent again with each heartbeat, and at stop, until it does. */
   const unpublishedDowns = new Map<string, ConnectionDown>();
+  new Gauge({
+    name: 'parley_ws_unpublished_disconnects',
+    help: 'Disconnects Kafka refused, held to be published again with each heartbeat (at most MAX_CONNECTIONS)',
+    registers: [deps.metrics],
+    collect() {
+      this.set(unpublishedDowns.size);
+    },
+  });
   /**
    * At most one per socket the gateway may hold; past that the oldest goes (session-ms still drops
    * such a connection when this gateway's /send answer names it missing).

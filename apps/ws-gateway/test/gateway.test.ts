@@ -857,12 +857,18 @@ describe('ws-gateway', () => {
     env.bus.refusing.add('connection-down');
     await alice.close();
     await waitFor(() => env.gateway.connections.size === 0, 2000, 'the close');
+    const held = async () =>
+      /^parley_ws_unpublished_disconnects(?:\{[^}]*\})? (\d+)$/m.exec(
+        (await env.gateway.internal.inject('/metrics')).body,
+      )?.[1];
+    await waitFor(async () => (await held()) === '1', 2000, 'the refused disconnect held');
     env.bus.refusing.clear();
     // Lost, session-ms would count alice's phone connected for as long as this gateway beats.
     await waitFor(() => env.bus.events(TOPICS.connections).some((e) => e.kind === 'connection-down'));
     expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toEqual([
       expect.objectContaining({ user: 'alice', connId }),
     ]);
+    await waitFor(async () => (await held()) === '0', 2000, 'none held once Kafka took it');
   });
 
   it('keeps no disconnect to publish again for a connect Kafka never took: reconnects through a Kafka outage do not pile up', async () => {
