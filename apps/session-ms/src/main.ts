@@ -11,6 +11,8 @@ void runMain('session-ms', SessionConfig, async (config, runtime) => {
     ? RedisSessionStore.connect(config.REDIS_URL, config.REDIS_KEY_PREFIX, {
         tlsCa: config.REDIS_TLS_CA_FILE ? readFileSync(config.REDIS_TLS_CA_FILE) : undefined,
         onError: (err) => runtime.logger.warn({ err }, 'redis connection failed; retrying'),
+        onRecovered: (lastError) =>
+          runtime.logger.info({ lastError: lastError.message }, 'redis connection ready again'),
       })
     : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());

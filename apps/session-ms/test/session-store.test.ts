@@ -3,7 +3,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TcpFaultProxy } from '@parley/test-kit';
+import { TcpFaultProxy, waitFor } from '@parley/test-kit';
 import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
@@ -793,6 +793,45 @@ describe('RedisSessionStore on a Redis that refuses writes', () => {
       await Promise.all([admin.quit(), store.close()]);
     }
   });
+});
+
+// Redis away logged 'redis connection failed; retrying' once, and nothing when it came back: the
+// log left the outage open (found running the fleet as processes and stopping its Redis).
+describe('RedisSessionStore on a Redis that goes away and comes back', () => {
+  it('tells of the error once, and of the connection ready again once', async () => {
+    const port = await ownRedis();
+    const proxy = await TcpFaultProxy.start({ host: '127.0.0.1', port });
+    const events: string[] = [];
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${proxy.port}`, 'back:', {
+      onError: (err) => events.push(`error ${err.message}`),
+      onRecovered: (lastError) => events.push(`recovered after ${lastError.message}`),
+    });
+    try {
+      await store.ping();
+      proxy.cut();
+      await waitFor(() => events.length > 0, 5000, 'the error');
+      await sleep(1000); // ioredis reconnects several times meanwhile
+      proxy.restore();
+      await waitFor(
+        async () =>
+          (await store.ping().then(
+            () => true,
+            () => false,
+          )) && events.some((e) => e.startsWith('recovered')),
+        10_000,
+        'the connection back',
+      );
+      // An error is told again only when its message changes (read, then connect ECONNRESET).
+      expect(events.slice(0, -1).every((e) => /^error (read|connect) ECONN(RESET|REFUSED)/.test(e))).toBe(
+        true,
+      );
+      expect(events.at(-1)).toMatch(/^recovered after (read|connect) ECONN(RESET|REFUSED)/);
+      expect(events.filter((e) => e.startsWith('recovered'))).toHaveLength(1);
+    } finally {
+      await store.close();
+      await proxy.close();
+    }
+  }, 20_000);
 });
 
 // A Redis host gone without a reset (a node lost, packets dropped) left every command waiting for

@@ -567,6 +567,8 @@ function createSubscription<T>(
     for (let attempt = 0; ; attempt++) {
       try {
         await work();
+        // The failures were logged one by one: say that they ended, or the log leaves it open.
+        if (attempt > 0) logger.info({ retries: attempt }, 'handler succeeded after retrying');
         return undefined;
       } catch (err) {
         // Stopping, or the group moving on: leave the batch unhandled (the partition's next owner

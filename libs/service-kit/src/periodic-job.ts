@@ -19,7 +19,8 @@ export interface PeriodicJobOptions<R> {
 
 /**
  * Runs `run` once at start and then `intervalMs` after each run ends, so runs never overlap. A
- * failed run is logged and tried again at the next interval.
+ * failed run is logged and tried again at the next interval; the first run to succeed after failures
+ * is logged too.
  */
 export function createPeriodicJob<R>(options: PeriodicJobOptions<R>): PeriodicJob<R> {
   let timer: NodeJS.Timeout | undefined;
@@ -27,11 +28,21 @@ export function createPeriodicJob<R>(options: PeriodicJobOptions<R>): PeriodicJo
   let stopped = true;
   let stopping = new AbortController();
 
+  /** Runs failed in a row: the first run that succeeds after them says so. */
+  let failures = 0;
   const tick = () => {
     running = options
       .run(stopping.signal)
-      .catch((err) =>
-        options.logger.warn({ err, job: options.name }, 'periodic job failed; retrying next interval'),
+      .then(
+        () => {
+          if (failures > 0)
+            options.logger.info({ job: options.name, failedRuns: failures }, 'periodic job succeeded again');
+          failures = 0;
+        },
+        (err) => {
+          failures++;
+          options.logger.warn({ err, job: options.name }, 'periodic job failed; retrying next interval');
+        },
       )
       .finally(() => {
         if (!stopped) timer = setTimeout(tick, options.intervalMs);

@@ -54,6 +54,30 @@ describe('createPeriodicJob', () => {
     expect(warnings).toEqual([expect.objectContaining({ job: 'flaky', err: expect.any(Error) })]);
   });
 
+  // The group-ms outbox logged a warning every 5 s while Postgres was away, and nothing when it
+  // came back: the log left the outage open.
+  it('logs the first run that succeeds after failed ones, once', async () => {
+    const infos: unknown[] = [];
+    const logger = silentLogger();
+    logger.info = ((fields: unknown) => void infos.push(fields)) as typeof logger.info;
+    let runs = 0;
+    const job = createPeriodicJob({
+      name: 'outbox',
+      intervalMs: 5,
+      logger,
+      run: async () => {
+        runs++;
+        if (runs <= 2) throw new Error('database away');
+        return runs;
+      },
+    });
+    job.start();
+    await sleep(60);
+    await job.stop();
+    expect(runs).toBeGreaterThanOrEqual(4);
+    expect(infos).toEqual([{ job: 'outbox', failedRuns: 2 }]);
+  });
+
   it('stop waits for the run in progress; runOnce returns the result', async () => {
     let finished = false;
     const job = createPeriodicJob({

@@ -282,11 +282,14 @@ export class RedisSessionStore implements SessionStore {
     private readonly forgetGatewayAfterMs = FORGET_GATEWAY_AFTER_MS,
     /** Told of each connection error, once until it changes or the connection is ready again. */
     private readonly onError?: (err: Error) => void,
+    /** Told when the connection is ready again after an error onError was told of. */
+    private readonly onRecovered?: (lastError: Error) => void,
   ) {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
     // Without a listener ioredis prints "[ioredis] Unhandled error event" to stderr on every retry.
     redis.on('error', (err: Error) => this.reportError(err));
     redis.on('ready', () => {
+      if (this.lastError) this.onRecovered?.(this.lastError);
       this.lastError = undefined;
       this.connections++;
     });
@@ -295,7 +298,11 @@ export class RedisSessionStore implements SessionStore {
   static connect(
     url: string,
     keyPrefix = 'parley:session:',
-    options: { tlsCa?: Buffer; onError?: (err: Error) => void } = {},
+    options: {
+      tlsCa?: Buffer;
+      onError?: (err: Error) => void;
+      onRecovered?: (lastError: Error) => void;
+    } = {},
   ): RedisSessionStore {
     // eslint-disable-next-line prefer-const -- the client's callbacks need the store made from it
     let store: RedisSessionStore;
@@ -308,7 +315,7 @@ export class RedisSessionStore implements SessionStore {
       retryStrategy: (times) => store.reconnectDelay(times),
       ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
     });
-    store = new RedisSessionStore(redis, FORGET_GATEWAY_AFTER_MS, options.onError);
+    store = new RedisSessionStore(redis, FORGET_GATEWAY_AFTER_MS, options.onError, options.onRecovered);
     return store;
   }
 

@@ -781,7 +781,16 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const a = await admin();
         const committed = async () =>
           (await a.fetchOffsets({ groupId, topics: [spec.name] }))[0].partitions[0].offset;
-        const b = bus(kafka('bus'), { packEvents: false });
+        // Each failure is logged; the success after them is too, or the log leaves the outage open.
+        const lines: Array<{ level: number; msg: string; retries?: number }> = [];
+        const b = createKafkaBus({
+          kafka: kafka('bus'),
+          logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) }),
+          maxAttempts: 3,
+          consumer: FAST_CONSUMER,
+          packEvents: false,
+        });
+        cleanups.push(() => b.close());
         await b.publish(spec, [ping(1), ping(2)]);
         let calls = 0;
         const whileFailing: string[] = [];
@@ -803,6 +812,12 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(whileFailing).toEqual(['-1', '-1']);
         expect(handled).toEqual([1, 2]);
         await waitFor(async () => (await committed()) === '2', 10_000, 'the commit');
+        const handlerLines = lines.filter((l) => l.msg.startsWith('handler'));
+        expect(handlerLines.map((l) => [l.level, l.msg, l.retries])).toEqual([
+          [40, 'handler failed, retrying', undefined],
+          [40, 'handler failed, retrying', undefined],
+          [30, 'handler succeeded after retrying', 2],
+        ]);
       });
 
       test('a consumer fetches again no sooner than its minimum cycle: what arrives meanwhile comes as one batch', async () => {
