@@ -61,7 +61,8 @@ export async function runMain<T extends TObject>(
       { settings: devSecrets },
       `${devSecrets.join(' and ')} still hold the public development value: anyone can sign tokens or call internal endpoints; set them outside development`,
     );
-  await runService(startingAgainOnDependencyFailures(service, config, runtime, wire), {
+  const settings = Object.keys(schema.properties);
+  await runService(startingAgainOnDependencyFailures(service, config, settings, runtime, wire), {
     logger: runtime.logger,
     shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
   });
@@ -76,6 +77,7 @@ export async function runMain<T extends TObject>(
 function startingAgainOnDependencyFailures<T extends TObject>(
   service: string,
   config: WithCommon<T>,
+  settings: string[],
   firstRuntime: Runtime,
   wire: (config: WithCommon<T>, runtime: Runtime) => Promise<Service>,
 ): Service {
@@ -113,7 +115,9 @@ function startingAgainOnDependencyFailures<T extends TObject>(
       let runtime = firstRuntime;
       for (let tries = 1; !stopped; tries++) {
         try {
-          return await attempt(runtime);
+          await attempt(runtime);
+          logger.info({ ...startedWith(config, settings), tries }, 'started');
+          return;
         } catch (err) {
           if (stopped) throw err;
           const failed = current;
@@ -153,4 +157,38 @@ export function publicDevSecretsIn(config: Record<string, unknown>): string[] {
   if (config.JWT_SECRET === DEV_JWT_SECRET && !config.JWT_JWKS_URL) found.push('JWT_SECRET');
   if (config.INTERNAL_SECRET === DEV_INTERNAL_SECRET) found.push('INTERNAL_SECRET');
   return found;
+}
+
+/**
+ * Where a started service listens and which Kafka, Redis and Postgres it reached, for its `started`
+ * line: passwords in URLs are replaced by `***`, and settings the app does not have are left out.
+ */
+export function startedWith(
+  config: Record<string, unknown>,
+  /** The app's settings (its schema's keys): an optional one left unset is absent from `config`. */
+  settings: string[] = Object.keys(config),
+): Record<string, unknown> {
+  const has = (name: string) => settings.includes(name);
+  const fields: Record<string, unknown> = {
+    host: config.HOST,
+    port: config.PORT,
+    internalPort: config.INTERNAL_PORT,
+    kafka: config.KAFKA_BROKERS,
+    redis: has('REDIS_URL') ? (withoutPassword(config.REDIS_URL) ?? 'in-process store') : undefined,
+    database: has('DATABASE_URL')
+      ? (withoutPassword(config.DATABASE_URL) ?? `PGlite (${String(config.PGLITE_DATA_DIR)})`)
+      : undefined,
+  };
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined));
+}
+
+function withoutPassword(url: unknown): string | undefined {
+  if (typeof url !== 'string' || url === '') return undefined;
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(not a URL)';
+  }
 }
