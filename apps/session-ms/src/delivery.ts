@@ -149,7 +149,7 @@ export class Delivery {
       ),
       pushFailures: counter(
         'push_failures_total',
-        'Failed calls to a gateway, by reason: unreachable, timeout, http_<status> (503: the gateway is shutting down), bad_answer, other',
+        'Failed calls to a gateway, by reason: unreachable, timeout, silent (not called: the gateway let a call time out in the last 5 s), http_<status> (503: the gateway is shutting down), bad_answer, other',
         ['reason'],
       ),
       staleConnections: counter(
