@@ -68,4 +68,20 @@ export const GROUP_MIGRATIONS: Migration[] = [
     sql: `ALTER TABLE groups ADD COLUMN pipe_partition integer, ADD COLUMN pipe_offset bigint,
       ADD COLUMN pipe_index integer, ADD COLUMN pipe_at bigint`,
   },
+  // Whether the group has no members (its last member left), written with every change: the purge
+  // of such groups (forgetEmptyGroupsBefore) finds them through the partial index below instead of
+  // checking every group's members each run (a scan of the whole table, every hour).
+  {
+    id: '013_groups_memberless',
+    sql: 'ALTER TABLE groups ADD COLUMN memberless boolean NOT NULL DEFAULT false',
+  },
+  {
+    id: '014_groups_memberless_backfill',
+    sql: `UPDATE groups SET memberless = true
+      WHERE NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = groups.id)`,
+  },
+  {
+    id: '015_groups_memberless_updated_at',
+    sql: 'CREATE INDEX groups_memberless_updated_at ON groups (updated_at) WHERE memberless',
+  },
 ];

@@ -69,9 +69,12 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
         table: 'groups',
         column: 'updated_at',
         before: changedBefore,
-        // Checked again on the row deleted: a create of its id meanwhile (a member added) moved
-        // updated_at to now, so that version is not deleted.
-        only: 'NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = groups.id)',
+        // Found through the partial index on memberless groups (migration 015). The members are
+        // checked too: a group emptied by an older release's replica during a rollout, after the
+        // backfill, is not marked (it stays, as every emptied group did before this purge), and a
+        // mark is never trusted alone. Checked again on the row deleted: a create of its id
+        // meanwhile (a member added) moved updated_at to now, so that version is not deleted.
+        only: 'memberless AND NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = groups.id)',
         signal,
       }),
     async unpublished(appliedBefore, limit) {
@@ -186,10 +189,11 @@ async function writeGroup(
   position: TopicPosition | undefined,
 ): Promise<void> {
   await tx.query(
-    `INSERT INTO groups (id, name, created_by, created_at, updated_at, pipe_partition, pipe_offset, pipe_index, pipe_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    `INSERT INTO groups (id, name, created_by, created_at, updated_at, pipe_partition, pipe_offset, pipe_index, pipe_at, memberless)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
      ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at,
        created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at, version = groups.version + 1,
+       memberless = EXCLUDED.memberless,
        pipe_partition = COALESCE(EXCLUDED.pipe_partition, groups.pipe_partition),
        pipe_offset = COALESCE(EXCLUDED.pipe_offset, groups.pipe_offset),
        pipe_index = COALESCE(EXCLUDED.pipe_index, groups.pipe_index),
@@ -204,6 +208,7 @@ async function writeGroup(
       position?.offset ?? null,
       position?.index ?? null,
       position ? next.updatedAt : null,
+      next.members.length === 0,
     ],
   );
   const before = new Map((current?.members ?? []).map((m) => [m.user, m.role]));

@@ -514,3 +514,40 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     }
   });
 });
+
+describe.each(testDatabases())('group-ms schema upgrade on $name', (target) => {
+  let db: SqlDatabase;
+  beforeAll(async () => {
+    db = await target.open();
+  });
+  afterAll(() => target.dispose());
+
+  it('marks the groups left without members before migration 013, so the purge still finds them', async () => {
+    await migrate(
+      db,
+      'group-ms',
+      GROUP_MIGRATIONS.filter((m) => m.id < '013'),
+    );
+    const old = Date.now() - 30 * DAY_MS;
+    await db.query(
+      `INSERT INTO groups (id, name, created_by, created_at, updated_at)
+       VALUES ('emptied-before', 'e', 'alice', $1, $1), ('full-before', 'f', 'alice', $1, $1)`,
+      [old],
+    );
+    await db.query(
+      "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES ('full-before', 'bob', 'admin', $1)",
+      [old],
+    );
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+    const marks = await db.query<{ id: string; memberless: boolean }>(
+      'SELECT id, memberless FROM groups ORDER BY id',
+    );
+    expect(marks.rows).toEqual([
+      { id: 'emptied-before', memberless: true },
+      { id: 'full-before', memberless: false },
+    ]);
+    const store = createSqlGroupStore(db);
+    expect(await store.forgetEmptyGroupsBefore(Date.now() - DAY_MS)).toBe(1);
+    expect((await db.query<{ id: string }>('SELECT id FROM groups')).rows).toEqual([{ id: 'full-before' }]);
+  });
+});
