@@ -506,9 +506,13 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     logger.debug({ err, user: this.connection!.user }, 'socket error');
   }
   function onSocketClose(this: GatewaySocket) {
-    registry.remove(this.connection!);
-    userBudgets.update(this.connection!.user, registry.of(this.connection!.user).length);
-    void publishConnection('connection-down', this.connection!);
+    const conn = this.connection!;
+    registry.remove(conn);
+    const left = registry.of(conn.user).length;
+    userBudgets.update(conn.user, left);
+    // What it spent is not given back by closing it: the user's next socket takes up from there.
+    if (left === 0) userBudgets.retire(conn.user, { frames: conn.bucket, acks: conn.ackBucket });
+    void publishConnection('connection-down', conn);
   }
 
   const onConnection = (
@@ -517,7 +521,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     identity: Identity,
     deviceId: string | undefined,
   ) => {
-    const own = socketBudgets(settings);
+    // A socket opened again after the user's last one closed gets no fresh budget: a reconnect loop
+    // would otherwise send a burst per socket.
+    const own =
+      (registry.of(identity.user).length === 0 ? userBudgets.resume(identity.user) : undefined) ??
+      socketBudgets(settings);
     const conn = new ClientConnection(
       randomUUID(),
       identity.user,

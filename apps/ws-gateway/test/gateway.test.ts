@@ -413,6 +413,41 @@ describe('ws-gateway', () => {
     expect(outcome(phone)).toEqual('accepted,accepted');
   });
 
+  it('carries what a user spent over to their next socket: reconnecting is no way around the budget', async () => {
+    env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, userRateFactor: 2, rateCloseAfter: 100 });
+    const send = async (client: WsTestClient, id: string) => {
+      client.send({ type: 'message', id, to: 'carol', body: id });
+      return (await client.next((f) => f.id === id)).type;
+    };
+    const reconnect = async (client: WsTestClient, left: number) => {
+      await client.close();
+      await waitFor(() => env.gateway.connections.of('mallory').length === left, 2000, 'the socket gone');
+    };
+    // One socket at a time: its burst spent, a socket opened again gets none back.
+    const first = await connect('mallory');
+    expect([await send(first, 'a1'), await send(first, 'a2'), await send(first, 'a3')]).toEqual([
+      'accepted',
+      'accepted',
+      'error',
+    ]);
+    await reconnect(first, 0);
+    const second = await connect('mallory');
+    expect(await send(second, 'b1')).toBe('error');
+
+    // One socket kept, another opened again and again: the shared budget (two sockets' worth, 4)
+    // is not made anew with each second socket.
+    const churn = async (id: string) => {
+      const extra = await connect('mallory');
+      await waitFor(() => env.gateway.connections.of('mallory').length === 2, 2000, 'a second socket');
+      const outcome = [await send(extra, `${id}1`), await send(extra, `${id}2`)];
+      await reconnect(extra, 1);
+      return outcome;
+    };
+    expect(await churn('c')).toEqual(['accepted', 'accepted']);
+    expect(await churn('d')).toEqual(['accepted', 'accepted']);
+    expect(await churn('e')).toEqual(['error', 'error']);
+  });
+
   it("closes a socket for its own refusals in a row, not for those of its user's other sockets on the shared budget", async () => {
     env = await startGateway({ ratePerSecond: 0.001, rateBurst: 2, userRateFactor: 1, rateCloseAfter: 3 });
     const [a, b, c] = [await connect('alice'), await connect('alice'), await connect('alice')];
