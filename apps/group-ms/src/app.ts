@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
-import { deliverToMany, GroupCommandEvent, TopicPosition, TOPICS, userMid } from '@parley/contracts';
+import {
+  deliverToMany,
+  GROUP_LIST_MAX_LIMIT,
+  GroupCommandEvent,
+  TopicPosition,
+  TOPICS,
+  userMid,
+} from '@parley/contracts';
 import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import {
@@ -135,6 +142,8 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     logger: deps.logger,
     erasePageSize: deps.erasePageSize ?? 100,
     eraseBudgetMs: deps.eraseBudgetMs ?? 5000,
+    // As many as the largest page can hold: an answer without paging is no larger than one with it.
+    maxListedMembers: GROUP_LIST_MAX_LIMIT * deps.maxMembers,
   });
 
   // Routers apply ops through the internal API; this drains what a router of an earlier release

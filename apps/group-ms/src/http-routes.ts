@@ -5,6 +5,7 @@ import {
   ErasedCount,
   Group,
   GROUP_LIST_DEFAULT_LIMIT,
+  GROUP_LIST_MAX_LIMIT,
   GroupList,
   GroupListQuery,
   GroupCommandEvent,
@@ -19,7 +20,7 @@ import {
 import type { Logger } from 'pino';
 import { actingUser, HttpServer } from '@parley/service-kit';
 import { groupCursor, GroupPosition } from './cursor';
-import { ChangeRequest, GroupOperation, toGroup, visibleTo } from './group';
+import { ChangeRequest, GroupOperation, GroupState, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
 
 export interface GroupRoutesDeps {
@@ -34,6 +35,8 @@ export interface GroupRoutesDeps {
   erasePageSize: number;
   /** How long one call of an erasure leaves groups before it answers 503 (call again). */
   eraseBudgetMs: number;
+  /** Members of all groups together past which a list asked without paging is refused (page instead). */
+  maxListedMembers: number;
 }
 
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
@@ -54,6 +57,31 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       deps.logger.warn({ err, group, mid }, 'group change committed; its notice is left to the outbox');
     }
     return outcome.state!;
+  };
+
+  /**
+   * Every group of the user, for a list asked without paging: read a page at a time, and refused
+   * once it holds more members than the largest page can (GROUP_LIST_MAX_LIMIT full groups). Read
+   * in one go, a user put in thousands of full groups (anyone may create a group naming anyone)
+   * made one request load and serialize millions of member rows.
+   */
+  const allGroupsOf = async (user: string): Promise<GroupState[]> => {
+    const all: GroupState[] = [];
+    let members = 0;
+    for (let after: GroupPosition | undefined; ;) {
+      const page = await deps.groups.listForMember(user, { after, limit: GROUP_LIST_MAX_LIMIT });
+      for (const group of page) {
+        all.push(group);
+        members += group.members.length;
+      }
+      if (members > deps.maxListedMembers)
+        throw new ParleyError(
+          'invalid_request',
+          `more groups than one answer holds: their members pass ${deps.maxListedMembers}; page with ?limit= (at most ${GROUP_LIST_MAX_LIMIT}) and ?after=`,
+        );
+      if (page.length < GROUP_LIST_MAX_LIMIT) return all;
+      after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+    }
   };
 
   // group-message-router, on meeting ops in the group topic: applied before it routes the messages
@@ -85,7 +113,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       const user = actingUser(request);
       const { after, limit } = request.query;
       if (limit === undefined && after === undefined)
-        return { groups: (await deps.groups.listForMember(user)).map(toGroup) };
+        return { groups: (await allGroupsOf(user)).map(toGroup) };
       const size = limit ?? GROUP_LIST_DEFAULT_LIMIT;
       // One more than the page: whether there is a next one.
       const groups = await deps.groups.listForMember(user, {

@@ -162,6 +162,32 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     expect([tooMany.statusCode, tooMany.json().error.code]).toEqual([400, 'invalid_request']);
   });
 
+  it("refuses to list a member's groups at once past the members of the largest page (a user in many full groups); pages still list them all", async () => {
+    // maxMembers 3 here: the largest page (200 groups) holds at most 600 members; 201 full groups hold 603.
+    for (let i = 0; i < 201; i++)
+      await call('POST', '/internal/groups', 'hoarder', {
+        id: `full-${i}`,
+        name: 'n',
+        members: ['h1', 'h2'],
+      });
+    const all = await call('GET', '/internal/groups', 'hoarder');
+    expect([all.statusCode, all.json().error]).toEqual([
+      400,
+      {
+        code: 'invalid_request',
+        message: expect.stringMatching(/^more groups than one answer holds: .*page with \?limit=/),
+      },
+    ]);
+    const page = (await call('GET', '/internal/groups?limit=200', 'hoarder')).json();
+    const rest = (await call('GET', `/internal/groups?limit=200&after=${page.next}`, 'hoarder')).json();
+    expect([page.groups.length, rest.groups.length, rest.next]).toEqual([200, 1, null]);
+    // A member of fewer, or smaller, groups still gets them all at once.
+    expect((await call('GET', '/internal/groups', 'h1')).statusCode).toBe(400);
+    await call('DELETE', '/internal/groups/full-0/members/h1', 'h1');
+    const h1 = await call('GET', '/internal/groups', 'h1');
+    expect([h1.statusCode, h1.json().groups.length]).toEqual([200, 200]);
+  });
+
   it('has an erased user leave every group, past one page of them, as a leave each (the members are told, not the user)', async () => {
     await service.stop();
     service = groupMs({ newId: () => `id${++ids}`, erasePageSize: 2 });

@@ -497,8 +497,18 @@ export class ParleyClient extends EventTarget {
     return this.rest('POST', '/v1/groups', { id, name, members });
   }
 
+  /** `GET /v1/groups`, a page of 200 at a time (one answer without paging is refused past 200 full groups' members). */
   async groups() {
-    return (await this.rest('GET', '/v1/groups')).groups;
+    const groups = [];
+    for (let after = ''; ;) {
+      const page = await this.rest(
+        'GET',
+        `/v1/groups?limit=200${after ? `&after=${encodeURIComponent(after)}` : ''}`,
+      );
+      groups.push(...page.groups);
+      if (!page.next) return groups;
+      after = page.next;
+    }
   }
 
   group(id) {
