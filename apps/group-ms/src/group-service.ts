@@ -63,7 +63,7 @@ export class GroupService {
     return this.store.find(id);
   }
 
-  listForMember(user: string, page?: { after?: GroupPosition; limit: number }): Promise<GroupState[]> {
+  listForMember(user: string, page: { after?: GroupPosition; limit: number }): Promise<GroupState[]> {
     return this.store.listForMember(user, page);
   }
 

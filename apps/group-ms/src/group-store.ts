@@ -39,10 +39,10 @@ export interface GroupStore {
   init(): Promise<void>;
   find(id: string): Promise<GroupState | undefined>;
   /**
-   * The user's groups, oldest first (by creation, then id); with `page`, at most `limit` of them
-   * after `after`.
+   * A page of the user's groups, oldest first (by creation, then id): at most `limit` of them after
+   * `after`.
    */
-  listForMember(user: string, page?: { after?: GroupPosition; limit: number }): Promise<GroupState[]>;
+  listForMember(user: string, page: { after?: GroupPosition; limit: number }): Promise<GroupState[]>;
   apply(
     group: string,
     opMid: string,

@@ -23,21 +23,14 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
     },
     find: (id) => findGroup(db, id),
     listForMember: (user, page) =>
-      page
-        ? readGroups(
-            db,
-            `WHERE g.id IN (SELECT p.id FROM groups p JOIN group_members pm ON pm.group_id = p.id
-               WHERE pm.user_id = $1 AND (p.created_at, p.id) > ($2::bigint, $3::text)
-               ORDER BY p.created_at, p.id LIMIT $4)`,
-            [user, page.after?.createdAt ?? -1, page.after?.id ?? '', page.limit],
-            'g.created_at, g.id',
-          )
-        : readGroups(
-            db,
-            'WHERE g.id IN (SELECT group_id FROM group_members WHERE user_id = $1)',
-            [user],
-            'g.created_at, g.id',
-          ),
+      readGroups(
+        db,
+        `WHERE g.id IN (SELECT p.id FROM groups p JOIN group_members pm ON pm.group_id = p.id
+           WHERE pm.user_id = $1 AND (p.created_at, p.id) > ($2::bigint, $3::text)
+           ORDER BY p.created_at, p.id LIMIT $4)`,
+        [user, page.after?.createdAt ?? -1, page.after?.id ?? '', page.limit],
+        'g.created_at, g.id',
+      ),
     async apply(group, opMid, decide, replayable) {
       const result = await db.transaction(async (tx) => {
         try {
