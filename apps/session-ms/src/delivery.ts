@@ -35,6 +35,11 @@ export interface DeliverySettings {
   retryTickMs: number;
   /** A reader stalled this far behind no longer holds retries back (default 60 s). */
   maxAckReadLagMs?: number;
+  /**
+   * Acks of mids that completed nothing a user may leave remembered a minute, on this replica
+   * (default UNKNOWN_ACKS_PER_MINUTE); past that, such acks leave no marker.
+   */
+  unknownAcksPerMinute?: number;
 }
 
 /** How long a replica's read position counts without a new report: about a consumer session timeout, and several retry ticks. */
@@ -42,6 +47,13 @@ const readReportTtlMs = (retryTickMs: number) => Math.max(10_000, 3 * retryTickM
 /** A reader stalled this far behind no longer holds retries and the offline hand-over back. */
 const MAX_ACK_READ_LAG_MS = 60_000;
 const GATEWAY_SWEEP_INTERVAL_MS = 60_000;
+/**
+ * An app acks what it received, so an ack completes something but where a copy took another way
+ * (synced from storage after its marks expired, re-read after Redis lost its data): a few. Anyone
+ * may ack any mid, though, 500 to a frame and 200 frames a second a socket, and each ack of a mid
+ * that completed nothing left a key in Redis for ACKED_TTL_MS (24 h): one user filled Redis.
+ */
+export const UNKNOWN_ACKS_PER_MINUTE = 1000;
 /** A stopping replica this close to the present withdraws its read position; a lagging one lets it expire. */
 const CAUGHT_UP_MS = 1000;
 /**
@@ -116,6 +128,7 @@ export class Delivery {
    */
   private rereadOwed: { from: number; until: number } | undefined;
   private rereading: Promise<void> | undefined;
+  private readonly unknownAcks: PerMinuteQuota;
 
   constructor(
     private readonly store: SessionStore,
@@ -128,9 +141,14 @@ export class Delivery {
   ) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name: `parley_session_${name}`, help, labelNames, registers: [registry] });
+    this.unknownAcks = new PerMinuteQuota(settings.unknownAcksPerMinute ?? UNKNOWN_ACKS_PER_MINUTE);
     this.metrics = {
       pushed: counter('pushed_total', 'Deliverables pushed to gateways (each attempt)'),
       offline: counter('offline_total', 'Deliverables handed to the offline topic'),
+      unknownAcksForgotten: counter(
+        'unknown_acks_forgotten_total',
+        'Acks of mids that completed nothing, left unremembered: their user passed the quota of such acks a minute (a client acking made-up mids)',
+      ),
       acked: counter(
         'acked_total',
         "Acks that completed a deliverable pending here (pushed, or its stored copy replayed), or repeated such an ack (another device, a re-ack); not a sender's ack of its accepted frame, nor one of a mid nothing here awaited",
@@ -655,17 +673,23 @@ export class Delivery {
     const offlineAcks: OfflineTopicEvent[] = [];
     // One store call per ack, all at once: with Redis, one round trip for the batch instead of one
     // per ack. Redis runs them in the order sent, so the outcome is that of running them in turn.
+    const remembering = acks.map((ack) => this.unknownAcks.allows(ack.user));
     const completed = await Promise.all(
-      acks.map((ack) => this.store.complete(ack.user, ack.mids, this.settings.rememberAckedMs)),
+      acks.map((ack, i) =>
+        this.store.complete(ack.user, ack.mids, this.settings.rememberAckedMs, remembering[i]),
+      ),
     );
     for (const [i, ack] of acks.entries()) {
       const found = completed[i];
       this.metrics.acked.inc(found.filter((outcome) => outcome !== undefined).length);
       // Acking one's own mid (the `accepted` frame carries it) concerns no stored deliverable,
       // unless it is a message to oneself that was stored: then it completed `stored`.
-      const toStorage = ack.mids.filter(
-        (mid, i) => found[i] === 'stored' || (found[i] === undefined && senderOfMid(mid) !== ack.user),
-      );
+      const completedNothing = (mid: string, j: number) =>
+        found[j] === undefined && senderOfMid(mid) !== ack.user;
+      const unknown = ack.mids.filter(completedNothing).length;
+      if (remembering[i]) this.unknownAcks.spend(ack.user, unknown);
+      else this.metrics.unknownAcksForgotten.inc(unknown);
+      const toStorage = ack.mids.filter((mid, j) => found[j] === 'stored' || completedNothing(mid, j));
       offlineAcks.push(...offlineAck(ack.user, toStorage, ack.at));
       // A receipt only for what was pushed to this user and is in no storage: storage sends those of
       // what it held (a mid that is neither is no proof of delivery: anyone can ack any mid).
@@ -676,6 +700,38 @@ export class Delivery {
       this.bus.publish(TOPICS.delivery, receipts),
       this.bus.publish(TOPICS.offline, offlineAcks),
     ]);
+  }
+}
+
+/**
+ * Per key, what was spent in the current minute against a limit (the count starts again each
+ * minute, for every key at once: the map holds the keys of one minute at most).
+ */
+class PerMinuteQuota {
+  private spent = new Map<string, number>();
+  private minuteEndsAt = 0;
+
+  constructor(
+    private readonly perMinute: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  allows(key: string): boolean {
+    this.turn();
+    return (this.spent.get(key) ?? 0) < this.perMinute;
+  }
+
+  spend(key: string, n: number): void {
+    if (n === 0) return;
+    this.turn();
+    this.spent.set(key, (this.spent.get(key) ?? 0) + n);
+  }
+
+  private turn(): void {
+    const now = this.now();
+    if (now < this.minuteEndsAt) return;
+    this.spent = new Map();
+    this.minuteEndsAt = now + 60_000;
   }
 }
 

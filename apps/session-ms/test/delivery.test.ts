@@ -1,6 +1,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  AckEvent,
   ConnectionTopicEvent,
   DeliverEvent,
   DeliveryTopicEvent,
@@ -112,6 +113,7 @@ function setup({
   ackTimeoutMs = 20,
   maxAckReadLagMs = 60_000,
   gateways = new RecordingGateways(),
+  unknownAcksPerMinute = undefined as number | undefined,
 } = {}) {
   const settings = {
     ackTimeoutMs,
@@ -120,6 +122,7 @@ function setup({
     gatewayTtlMs: 60_000,
     retryTickMs: 25,
     maxAckReadLagMs,
+    unknownAcksPerMinute,
   };
   const registry = createMetricsRegistry('s', { collectDefaults: false });
   const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), registry, {
@@ -202,6 +205,20 @@ describe('Delivery', () => {
       silent.closeAllConnections();
       await new Promise((resolve) => silent.close(resolve));
     }
+  });
+
+  it("remembers a user's acks of mids that completed nothing up to a quota a minute, and no more (made-up mids would fill Redis)", async () => {
+    const { delivery, gateways, registry, connect } = setup({ unknownAcksPerMinute: 3 });
+    await connect('bob', 'phone');
+    const ack = (mids: string[]): AckEvent => ({ v: 1, kind: 'ack', user: 'bob', mids, at: 2 });
+    await delivery.handle([ack(['alice:x1', 'alice:x2'])]);
+    await delivery.handle([ack(['alice:x3', 'alice:x4', 'bob:own'])]); // under the quota when issued
+    await delivery.handle([ack(['alice:x5'])]); // past it
+    await delivery.handle(['x1', 'x2', 'x3', 'x4', 'x5'].map((id) => message(id)));
+    expect(gateways.mids('bob')).toEqual(['alice:x5']); // the four remembered are duplicates
+    expect(await registry.getSingleMetricAsString('parley_session_unknown_acks_forgotten_total')).toMatch(
+      / 1$/m,
+    );
   });
 
   it('counts a push whose gone connections the store could not forget as pushed, not failed', async () => {

@@ -440,6 +440,16 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(await store.complete('bob', ['alice:never'], 60_000)).toEqual([undefined]);
   });
 
+  it('leaves nothing for an ack that completed nothing when told not to remember such acks (a user past the quota), and still completes and remembers what was pending', async () => {
+    await store.track(pending('alice:q1'), 1000);
+    expect(await store.complete('bob', ['alice:q1', 'alice:made-up'], 60_000, false)).toEqual([
+      'pushed',
+      undefined,
+    ]);
+    expect(await store.track(pending('alice:made-up'), 1000)).toBe('tracked'); // not a duplicate
+    expect(await store.track(pending('alice:q1'), 1000)).toBe('acked');
+  });
+
   it("keeps nothing for an ack of one's own mid that completed nothing (the ack of an accepted frame, one per message sent)", async () => {
     expect(await store.complete('alice', ['alice:c1'], 60_000)).toEqual([undefined]);
     expect(await store.track(pending('alice:c1', 'alice'), 1000)).toBe('tracked'); // a note to oneself, replayed

@@ -283,7 +283,12 @@ export class MemorySessionStore implements SessionStore {
     return 'tracked';
   }
 
-  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>> {
+  async complete(
+    user: string,
+    mids: string[],
+    rememberMs: number,
+    rememberNothing = true,
+  ): Promise<Array<Completed | undefined>> {
     let acked = this.acked.get(rememberMs);
     if (!acked) this.acked.set(rememberMs, (acked = createRecentMap(rememberMs, this.maxAcked, this.now)));
     return mids.map((mid) => {
@@ -296,7 +301,7 @@ export class MemorySessionStore implements SessionStore {
           ? 'stored'
           : 'pushed'
         : (this.completedBefore(key) ?? (storedBefore ? 'stored' : undefined));
-      if (completed || senderOfMid(mid) !== user) acked.set(key, completed ?? NOTHING);
+      if (completed || (rememberNothing && senderOfMid(mid) !== user)) acked.set(key, completed ?? NOTHING);
       return completed;
     });
   }

@@ -67,7 +67,7 @@ const COMPLETE = `
 local n = (#KEYS - 3) / 2
 local out = {}
 for j = 1, n do
-  local mid = ARGV[j + 2]
+  local mid = ARGV[j + 3]
   local marker = KEYS[3 + j]
   local raw = redis.call('HGET', KEYS[1], mid)
   local markedStored = redis.call('DEL', KEYS[3 + n + j]) == 1
@@ -83,7 +83,7 @@ for j = 1, n do
       completed = markedStored and 's' or '1'
     end
   end
-  if completed ~= '1' or string.sub(mid, 1, #ARGV[2] + 1) ~= ARGV[2] .. ':' then
+  if completed ~= '1' or (ARGV[3] == '1' and string.sub(mid, 1, #ARGV[2] + 1) ~= ARGV[2] .. ':') then
     redis.call('SET', marker, completed, 'PX', ARGV[1])
   end
   out[#out + 1] = completed
@@ -585,7 +585,12 @@ export class RedisSessionStore implements SessionStore {
     return TRACK_OUTCOMES[outcome as 0 | 1 | 2];
   }
 
-  async complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>> {
+  async complete(
+    user: string,
+    mids: string[],
+    rememberMs: number,
+    rememberNothing = true,
+  ): Promise<Array<Completed | undefined>> {
     if (mids.length === 0) return [];
     const keys = [
       `pend:${user}`,
@@ -600,6 +605,7 @@ export class RedisSessionStore implements SessionStore {
       ...keys,
       String(rememberMs),
       user,
+      rememberNothing ? '1' : '0',
       ...mids,
     )) as string[];
     return out.map((completed) => COMPLETED[completed]);

@@ -155,8 +155,15 @@ export interface SessionStore {
    * again). Except an ack of one's own mid that completed nothing: it is a sender's ack of its
    * own `accepted` frame, one for every message sent, and nothing tracks that mid for the sender
    * later but a note to oneself, which the ack would have completed had it been pending.
+   * `rememberNothing` false: an ack that completed nothing leaves nothing either (a user past the
+   * quota of such acks: made-up mids, up to 500 a frame, would each leave a key for `rememberMs`).
    */
-  complete(user: string, mids: string[], rememberMs: number): Promise<Array<Completed | undefined>>;
+  complete(
+    user: string,
+    mids: string[],
+    rememberMs: number,
+    rememberNothing?: boolean,
+  ): Promise<Array<Completed | undefined>>;
   /**
    * Remembers for `ttlMs` that these deliverables of `user` went to storage: `complete` then answers
    * `stored` for them, also where a later copy of the mid is pending as pushed (a group message
