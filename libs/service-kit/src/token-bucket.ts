@@ -1,4 +1,9 @@
-/** A token bucket: `ratePerSecond` sustained, bursts up to `burst`. */
+/**
+ * A token bucket: `ratePerSecond` sustained, bursts up to `burst`. It measures durations, so it runs
+ * on the monotonic clock: on the wall clock, a step back (NTP correcting a fast clock, a VM's clock
+ * set) drained every bucket by the step times its rate, and every socket of the gateway was refused
+ * `rate_limited`, and closed 4029, for as long as the step.
+ */
 export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
@@ -6,7 +11,7 @@ export class TokenBucket {
   constructor(
     private readonly ratePerSecond: number,
     private readonly burst: number,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
   ) {
     this.tokens = burst;
     this.updatedAt = now();
@@ -38,7 +43,9 @@ export class TokenBucket {
 
   private refill(): void {
     const now = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.updatedAt) / 1000) * this.ratePerSecond);
+    // A clock that went back (an injected one) refills nothing rather than taking tokens away.
+    const elapsedMs = Math.max(0, now - this.updatedAt);
+    this.tokens = Math.min(this.burst, this.tokens + (elapsedMs / 1000) * this.ratePerSecond);
     this.updatedAt = now;
   }
 }

@@ -13,6 +13,30 @@ describe('TokenBucket', () => {
     expect(bucket.isFull()).toBe(true);
   });
 
+  it('is not drained by a wall-clock step back (NTP, a VM clock set): it measures time on the monotonic clock', () => {
+    let wall = Date.now();
+    const spy = jest.spyOn(Date, 'now').mockImplementation(() => wall);
+    try {
+      const bucket = new TokenBucket(10, 20);
+      expect(bucket.take()).toBe(true);
+      wall -= 60_000;
+      expect(bucket.take()).toBe(true);
+      expect(bucket.retryAfterSeconds()).toBe(0);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('refills nothing, and takes nothing away, when an injected clock goes back', () => {
+    let now = 10_000;
+    const bucket = new TokenBucket(10, 20, () => now);
+    expect(bucket.take()).toBe(true);
+    now -= 60_000;
+    expect(bucket.take()).toBe(true);
+    now += 100;
+    expect(bucket.isFull()).toBe(false);
+  });
+
   it('takes back tokens given back, up to its burst', () => {
     const now = 0;
     const bucket = new TokenBucket(1, 2, () => now);
