@@ -589,7 +589,9 @@ function createSubscription<T>(
   const eachBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
     if (batch.messages.length === 0 || !running) return;
-    const startedAt = Date.now();
+    // A duration: on the wall clock, a step back while the batch ran held the next fetch for the
+    // step (a minute of NTP's correction was a minute of nothing read), also with no minimum cycle.
+    const startedAt = performance.now();
     position.batchStarted(batch.partition, Number(batch.messages[0].timestamp));
     inFlight.enter();
     try {
@@ -601,7 +603,8 @@ function createSubscription<T>(
       position.batchEnded(batch.partition);
     }
     // kafkajs fetches again once every batch of the fetch is handled: holding this one paces it.
-    const rest = startedAt + minCycleMs - Date.now();
+    if (minCycleMs === 0) return;
+    const rest = startedAt + minCycleMs - performance.now();
     if (rest > 0 && running) await sleep(rest);
   };
 
@@ -680,9 +683,10 @@ function createSubscription<T>(
    * (as Kafka's max.poll.interval.ms): a handler hung past that lets its partitions move.
    */
   const whileBeating = async <R>(payload: EachBatchPayload, work: () => Promise<R>): Promise<R> => {
-    const giveUpAt = Date.now() + maxHandlerMs;
+    // A duration, on the monotonic clock: a wall-clock step forward must not end the beats early.
+    const giveUpAt = performance.now() + maxHandlerMs;
     const beat = setInterval(() => {
-      if (Date.now() < giveUpAt) return void heartbeat(payload);
+      if (performance.now() < giveUpAt) return void heartbeat(payload);
       clearInterval(beat);
       logger.error(
         { maxHandlerMs },

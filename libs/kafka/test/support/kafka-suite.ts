@@ -841,6 +841,34 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(batches).toEqual([[0], [1, 2, 3, 4, 5]]);
       });
 
+      test('a wall-clock step back while a batch is handled does not hold the next fetch for the step: the pacing runs on the monotonic clock', async () => {
+        const spec = pingTopic(unique('stepped'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'), { packEvents: false }); // no minimum cycle: fetch again at once
+        const batches: number[][] = [];
+        let stepMs = 0;
+        const realNow = Date.now.bind(Date);
+        const clock = jest.spyOn(Date, 'now').mockImplementation(() => realNow() - stepMs);
+        try {
+          const sub = b.subscribe({
+            groupId: unique('g'),
+            topic: spec,
+            handle: async (batch) => {
+              if (batches.length === 0) stepMs = 60_000; // NTP steps the host's clock back a minute
+              batches.push(batch.map((e) => e.event.n));
+            },
+          });
+          await sub.start();
+          await b.publish(spec, [ping(0)]);
+          await waitFor(() => batches.length === 1, 15_000, 'the first batch');
+          await b.publish(spec, [ping(1)]);
+          await waitFor(() => batches.flat().length === 2, 10_000, 'the event published after the step');
+          expect(batches).toEqual([[0], [1]]);
+        } finally {
+          clock.mockRestore();
+        }
+      });
+
       test('a consumer kafkajs stops for good (its group held by clients of another assignor) fails its start and is reported', async () => {
         const spec = pingTopic(unique('stopped'), 1);
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
