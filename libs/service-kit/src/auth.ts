@@ -37,6 +37,16 @@ export type TokenVerifier = (token: string | undefined) => Promise<Identity>;
 const userIdPattern = new RegExp(USER_ID_PATTERN);
 
 /**
+ * How far a token's `nbf` may lie ahead of this host's clock: the identity provider that minted it
+ * runs on another host, and a token it stamps `nbf` = now is presented at once (a login, a refresh
+ * before a reconnect). Without it, a provider's clock a second ahead made every fresh token
+ * `unauthorized` for that second, and the app was sent back to its login. `exp` gets no tolerance:
+ * a socket is closed at `exp` by this host's clock, and a token accepted past it would be closed at
+ * its first frame.
+ */
+export const JWT_NOT_BEFORE_TOLERANCE_S = 60;
+
+/**
  * Verifies a bearer token: HS256 with the secret, or RS256/ES256 from the JWKS when configured.
  * `alg: none` and any algorithm outside that list are refused by jose.
  */
@@ -55,6 +65,8 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
     audience: settings.JWT_AUDIENCE,
     // A token without an expiry would be a password that never changes: stolen once, good for good.
     requiredClaims: ['exp'],
+    // jose applies one tolerance to `nbf` and `exp` alike: `exp` is checked again below, without it.
+    clockTolerance: JWT_NOT_BEFORE_TOLERANCE_S,
   };
   return async (token) => {
     if (!token) throw new ParleyError('unauthorized', 'missing bearer token');
@@ -70,6 +82,8 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
         );
       throw new ParleyError('unauthorized', `invalid token: ${(err as Error).message}`);
     }
+    if (payload.exp !== undefined && payload.exp * 1000 <= Date.now())
+      throw new ParleyError('unauthorized', 'invalid token: "exp" claim timestamp check failed');
     if (typeof payload.sub !== 'string' || !userIdPattern.test(payload.sub)) {
       throw new ParleyError('unauthorized', `invalid token: sub must match ${USER_ID_PATTERN}`);
     }

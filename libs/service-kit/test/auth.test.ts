@@ -12,6 +12,29 @@ describe('token verification (HS256)', () => {
     await expect(verify(await issueToken(secret, 'alice'))).resolves.toMatchObject({ user: 'alice' });
   });
 
+  it("accepts a fresh token whose nbf is a few seconds ahead of this host's clock (the identity provider's clock runs ahead), and none minutes ahead", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const notBefore = (seconds: number) =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setIssuedAt(now + seconds)
+        .setNotBefore(now + seconds)
+        .setExpirationTime(now + seconds + 3600)
+        .sign(key(secret));
+    await expect(verify(await notBefore(5))).resolves.toMatchObject({ user: 'alice' });
+    await expect(verify(await notBefore(600))).rejects.toThrow('invalid token');
+  });
+
+  it('refuses a token past its exp by this host\'s clock, with no tolerance (the socket would be closed at its first frame)', async () => {
+    const expired = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setExpirationTime(Math.floor(Date.now() / 1000) - 2)
+      .sign(key(secret));
+    await expect(verify(expired)).rejects.toThrow('invalid token');
+  });
+
   it.each([
     ['missing', async () => undefined, 'missing bearer token'],
     [
