@@ -282,7 +282,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
     deviceId: conn.deviceId,
     gateway: settings.gatewayId,
     gatewayUrl: settings.internalUrl,
-    at: Date.now(),
+    // Never before this process's start: session-ms drops a connection stamped earlier than the
+    // start its heartbeats name (less RESTART_CLOCK_MARGIN_MS) as one of a process gone, so a clock
+    // stepped back since the start (NTP correcting a clock that booted fast) made every socket
+    // opened until it caught up unknown there: counted offline, its messages sent to storage.
+    at: Math.max(Date.now(), startedAt),
     startedAt,
   });
   const publishConnection = (kind: 'connection-up' | 'connection-down', conn: ClientConnection) => {

@@ -871,6 +871,25 @@ describe('ws-gateway', () => {
     expect(startedAt).toBeLessThanOrEqual(up.at);
   });
 
+  it('stamps no connection earlier than its start, also after its clock stepped back (session-ms would take the socket for one of an earlier process)', async () => {
+    env = await startGateway({ heartbeatIntervalMs: 100 });
+    const events = () => env.bus.events(TOPICS.connections);
+    await waitFor(() => events().some((e) => e.kind === 'gateway-heartbeat'), 2000, 'a heartbeat');
+    const [{ startedAt }] = events();
+    if (startedAt === undefined) throw new Error('no start in the heartbeat');
+    const realNow = Date.now.bind(Date);
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => realNow() - 60_000); // NTP steps it back
+    try {
+      await (await connect('alice')).close();
+      await waitFor(() => events().some((e) => e.kind === 'connection-down'), 2000, 'the connection-down');
+    } finally {
+      clock.mockRestore();
+    }
+    const stamped = events().filter((e) => e.kind !== 'gateway-heartbeat');
+    expect(stamped.map((e) => e.kind)).toEqual(['connection-up', 'connection-down']);
+    for (const e of stamped) expect(e.at).toBeGreaterThanOrEqual(startedAt);
+  });
+
   it('echoes no id for a frame that has none (an ack with an unchecked extra `id`) when refusing it', async () => {
     env = await startGateway();
     const alice = await connect('alice');
