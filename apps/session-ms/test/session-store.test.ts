@@ -9,7 +9,13 @@ import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { REDIS_SOCKET_TIMEOUT_MS, RedisSessionStore } from '../src/store/redis-store';
-import { Connection, Pending, RESTART_CLOCK_MARGIN_MS, SessionStore } from '../src/store/session-store';
+import {
+  Connection,
+  Pending,
+  RESTART_CLOCK_MARGIN_MS,
+  SessionStore,
+  STATE_CLOCK_MARGIN_MS,
+} from '../src/store/session-store';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -44,7 +50,8 @@ function redisTarget(): Target {
 function memoryTarget(): Target {
   return {
     name: 'memory',
-    open: (forgetGatewayAfterMs) => new MemorySessionStore(Date.now, undefined, forgetGatewayAfterMs),
+    // Date.now read at each call: a test may step this host's clock (jest.spyOn).
+    open: (forgetGatewayAfterMs) => new MemorySessionStore(() => Date.now(), undefined, forgetGatewayAfterMs),
     dispose: async () => undefined,
   };
 }
@@ -309,19 +316,35 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     const storeStart = Date.now();
     const store = target.open(horizonMs);
     await store.gatewayAlive('gw-other', 50);
-    await sleep(RESTART_CLOCK_MARGIN_MS + 100);
-    const startedAt = Date.now(); // a rollout's new pod
-    expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(false);
-    expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(false);
-    // Its connection-ups may have gone to the store's state before, or says nothing of its start.
-    expect(await store.gatewayAlive('gw-started-before', 50, storeStart - 1)).toBe(true);
-    expect(await store.gatewayAlive('gw-older', 50)).toBe(true);
-    // An ask owed is asked whatever the start.
-    await store.oweAnnouncement('gw-owed');
-    expect(await store.gatewayAlive('gw-owed', 50, startedAt)).toBe(true);
-    // Silent past the horizon, its connections may be forgotten: it is new again when it beats.
-    await sleep(horizonMs + 100);
-    expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(true);
+    // A rollout's new pod, started past the margin for clock skew after the state began: this
+    // host's clock is moved on that much rather than waited for.
+    const realNow = Date.now.bind(Date);
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => realNow() + STATE_CLOCK_MARGIN_MS + 100);
+    try {
+      const startedAt = Date.now();
+      expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(false);
+      expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(false);
+      // Its connection-ups may have gone to the store's state before, or says nothing of its start.
+      expect(await store.gatewayAlive('gw-started-before', 50, storeStart - 1)).toBe(true);
+      expect(await store.gatewayAlive('gw-older', 50)).toBe(true);
+      // An ask owed is asked whatever the start.
+      await store.oweAnnouncement('gw-owed');
+      expect(await store.gatewayAlive('gw-owed', 50, startedAt)).toBe(true);
+      // Silent past the horizon, its connections may be forgotten: it is new again when it beats.
+      await sleep(horizonMs + 100);
+      expect(await store.gatewayAlive('gw-started-since', 50, startedAt)).toBe(true);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
+  it("asks a gateway that started before the store's state began to announce, though its clock runs a few seconds ahead and names a start after it (a Redis restarted empty just after the gateway came up)", async () => {
+    const store = target.open(60_000); // keys of its own: its state begins here
+    const stateSince = Date.now();
+    await store.gatewayAlive('gw-other', 50);
+    // Started 3 s before the state began, by a clock 5 s ahead of session-ms's.
+    const startedAt = stateSince - 3000 + 5000;
+    expect(await store.gatewayAlive('gw-skewed', 50, startedAt)).toBe(true);
   });
 
   it('counts the connections of a gateway seen lately while no heartbeat is read, and for a ttl after they come again (a Kafka outage)', async () => {
@@ -677,20 +700,26 @@ describe('the session store losing its state', () => {
   it('on Redis: asks a gateway to announce its connections once it lost its state, unless the gateway started after the loss', async () => {
     const prefix = `test:${randomUUID()}:`;
     const [client, admin] = [new Redis(REDIS_URL, { keyPrefix: prefix }), new Redis(REDIS_URL)];
+    // Time passes past the margin for clock skew: this host's clock is moved on rather than waited for.
+    let passed = 0;
+    const realNow = Date.now.bind(Date);
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => realNow() + passed);
     try {
       const store = new RedisSessionStore(client);
       await store.lostAt(); // the store's state begins
-      await sleep(RESTART_CLOCK_MARGIN_MS + 100);
+      passed += STATE_CLOCK_MARGIN_MS + 100;
       const startedBefore = Date.now();
       expect(await store.gatewayAlive('gw-a', 60_000, startedBefore)).toBe(false);
+      passed += 100;
       await admin.del(...(await admin.keys(`${prefix}*`))); // Redis restarts empty
       expect(await store.gatewayAlive('gw-b', 60_000, startedBefore)).toBe(true); // the first write after it
-      await sleep(RESTART_CLOCK_MARGIN_MS + 100);
+      passed += STATE_CLOCK_MARGIN_MS + 100;
       // gw-a's connection-ups went to the state lost; gw-c's all came after the loss.
       expect(await store.gatewayAlive('gw-a', 60_000, startedBefore)).toBe(true);
       expect(await store.gatewayAlive('gw-c', 60_000, Date.now())).toBe(false);
       expect(await store.lostAt()).toBeGreaterThan(startedBefore); // the loss is told as before
     } finally {
+      clock.mockRestore();
       const keys = await admin.keys(`${prefix}*`);
       if (keys.length) await admin.del(...keys);
       await Promise.all([client.quit(), admin.quit()]);

@@ -18,12 +18,24 @@ export const FORGET_GATEWAY_AFTER_MS = 3_600_000;
 export const RESTART_CLOCK_MARGIN_MS = 1000;
 
 /**
+ * How far a gateway's clock may run ahead of session-ms's for `startedSinceState`: its start is
+ * stamped by the gateway's host, the store's state by session-ms's. A gateway taken for started
+ * since the state began when it started before (a Redis restarted empty just after a gateway pod
+ * came up: a node lost with both on it) is not asked to announce, and the sockets it took before
+ * the loss stay unknown for their whole life (counted offline, their messages stored and pushed).
+ * Erring the other way only asks a gateway started within this after the loss to announce what
+ * the store has already: each of those sockets is connected again (storage replays it again).
+ */
+export const STATE_CLOCK_MARGIN_MS = 10_000;
+
+/**
  * Whether a gateway the store has not seen within `forgetAfterMs` holds no connection the store
  * lacks: its process started (`startedAt`, from its events; unknown for an older gateway) after the
  * store began holding what it holds now (`stateSince`: a Redis that lost its data starts again), so
  * every connection it holds has its connection-up in the topic since then, and less than
  * `forgetAfterMs` ago, so the store cannot have forgotten it after a silence. The gateway's clock
- * and the store's are taken to agree within RESTART_CLOCK_MARGIN_MS.
+ * and the store's are taken to agree within STATE_CLOCK_MARGIN_MS (its start must lie that much
+ * after the state's) and, against the hour-long horizon, RESTART_CLOCK_MARGIN_MS.
  */
 export function startedSinceState(
   startedAt: number | undefined,
@@ -33,7 +45,7 @@ export function startedSinceState(
 ): boolean {
   return (
     startedAt !== undefined &&
-    startedAt >= stateSince + RESTART_CLOCK_MARGIN_MS &&
+    startedAt >= stateSince + STATE_CLOCK_MARGIN_MS &&
     now - startedAt < forgetAfterMs - RESTART_CLOCK_MARGIN_MS
   );
 }
