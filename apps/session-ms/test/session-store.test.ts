@@ -9,13 +9,7 @@ import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { REDIS_SOCKET_TIMEOUT_MS, RedisSessionStore } from '../src/store/redis-store';
-import {
-  Connection,
-  Pending,
-  RESTART_CLOCK_MARGIN_MS,
-  SessionStore,
-  STATE_CLOCK_MARGIN_MS,
-} from '../src/store/session-store';
+import { Connection, Pending, SessionStore, STATE_CLOCK_MARGIN_MS } from '../src/store/session-store';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 

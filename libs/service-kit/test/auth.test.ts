@@ -26,7 +26,7 @@ describe('token verification (HS256)', () => {
     await expect(verify(await notBefore(600))).rejects.toThrow('invalid token');
   });
 
-  it('refuses a token past its exp by this host\'s clock, with no tolerance (the socket would be closed at its first frame)', async () => {
+  it("refuses a token past its exp by this host's clock, with no tolerance (the socket would be closed at its first frame)", async () => {
     const expired = await new SignJWT({})
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject('alice')
