@@ -2,6 +2,7 @@ import { waitFor, WsTestClient } from '@parley/test-kit';
 import type { Service } from '@parley/service-kit';
 import { buildEmbeddedGateway } from '../src/embedded-gateway';
 import { freePort } from '../src/ports';
+import { STATE_CLOCK_MARGIN_MS } from '../../session-ms/src/store/session-store';
 import { fleetSuite } from './helpers';
 
 describe('fleet: a ws-gateway rollout with clients connected and traffic flowing', () => {
@@ -43,7 +44,10 @@ describe('fleet: a ws-gateway rollout with clients connected and traffic flowing
   };
 
   it("moves a client from a stopping gateway to a new pod mid-conversation: nothing lost, and neither pod (started since session-ms's store began) is asked to announce its sockets again", async () => {
-    // (The fleet's own gateway may have been asked: it started within a clock margin of the store.)
+    // The pods start more than STATE_CLOCK_MARGIN_MS after session-ms's store began (one started
+    // within it is asked: its clock may run ahead of session-ms's), as in a rollout; the fleet's own
+    // gateway, which started within it, may have been asked.
+    await new Promise((resolve) => setTimeout(resolve, STATE_CLOCK_MARGIN_MS));
     const askedBefore = await announcements();
     const a = await startGateway('gw-rollout-a');
     let aStopped = false;
