@@ -17,10 +17,15 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
   /** Deletes what these acks name and remembers them, in one transaction for the lot (see `ack`). */
   const ackAll: OfflineStore['ackAll'] = async (acks) => {
     const pairs = new Map<string, { recipient: string; mid: string }>();
-    for (const { user, mids } of acks)
-      for (const mid of mids) pairs.set(keyOf(user, mid), { recipient: user, mid });
+    /** What gets a tombstone: every mid acked, but those of an `unknown` ack only where deleted. */
+    const remembered = new Map<string, { recipient: string; mid: string }>();
+    for (const { user, mids, unknown } of acks)
+      for (const mid of mids) {
+        const key = keyOf(user, mid);
+        pairs.set(key, { recipient: user, mid });
+        if (!unknown) remembered.set(key, { recipient: user, mid });
+      }
     if (pairs.size === 0) return 0;
-    const json = JSON.stringify([...pairs.values()]);
     return db.transaction(async (tx) => {
       await reserveSequences(
         tx,
@@ -29,18 +34,21 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
           n: 0,
         })),
       );
-      const deleted = await tx.query(
+      const deleted = await tx.query<{ recipient: string; mid: string }>(
         `DELETE FROM offline_messages o USING jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
-         WHERE o.recipient = m.recipient AND o.mid = m.mid`,
-        [json],
+         WHERE o.recipient = m.recipient AND o.mid = m.mid
+         RETURNING o.recipient, o.mid`,
+        [JSON.stringify([...pairs.values()])],
       );
-      await tx.query(
-        `INSERT INTO offline_acks (recipient, mid, acked_at)
-         SELECT m.recipient, m.mid, $2 FROM jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
-         ON CONFLICT (recipient, mid) DO UPDATE SET acked_at = EXCLUDED.acked_at`,
-        [json, now()],
-      );
-      return deleted.rowCount;
+      for (const row of deleted.rows) remembered.set(keyOf(row.recipient, row.mid), row);
+      if (remembered.size > 0)
+        await tx.query(
+          `INSERT INTO offline_acks (recipient, mid, acked_at)
+           SELECT m.recipient, m.mid, $2 FROM jsonb_to_recordset($1::text::jsonb) AS m(recipient text, mid text)
+           ON CONFLICT (recipient, mid) DO UPDATE SET acked_at = EXCLUDED.acked_at`,
+          [JSON.stringify([...remembered.values()]), now()],
+        );
+      return deleted.rows.length;
     });
   };
   return {

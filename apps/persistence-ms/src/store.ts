@@ -46,8 +46,12 @@ export interface OfflineStore {
   held<T extends StoredKey>(items: T[]): Promise<T[]>;
   /** Deletes the user's deliverables with these mids and remembers the ack; returns how many were deleted. */
   ack(user: string, mids: string[]): Promise<number>;
-  /** `ack` for several users at once, in one transaction; returns how many were deleted. */
-  ackAll(acks: Array<{ user: string; mids: string[] }>): Promise<number>;
+  /**
+   * `ack` for several users at once, in one transaction; returns how many were deleted. An ack
+   * marked `unknown` (mids that completed nothing in session-ms, past its quota) leaves a tombstone
+   * only for what it deleted: made-up mids would each leave one for the tombstones' retention.
+   */
+  ackAll(acks: Array<{ user: string; mids: string[]; unknown?: true }>): Promise<number>;
   /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */
   page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
   /**

@@ -108,6 +108,21 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(await store.ackAll([])).toBe(0);
   });
 
+  it('keeps a tombstone of an ack marked unknown (made-up mids past session-ms’s quota) only for what it deleted', async () => {
+    await store.store([{ to: 'wes', frame: message('alice', 'k1', 'wes') }]);
+    const acks = [
+      { user: 'wes', mids: ['alice:k1', 'alice:made-up'], unknown: true as const },
+      { user: 'wes', mids: ['alice:named-too'] },
+      { user: 'wes', mids: ['alice:named-too'], unknown: true as const },
+    ];
+    expect(await store.ackAll(acks)).toBe(1);
+    const again = await store.store(
+      ['k1', 'made-up', 'named-too'].map((id) => ({ to: 'wes', frame: message('alice', id, 'wes') })),
+    );
+    // k1 was deleted, so a copy of it stays refused; named-too was also acked plainly.
+    expect(again.map((item) => item.frame.mid)).toEqual(['alice:made-up']);
+  });
+
   it('stores a batch for 1,000 recipients with two statements, acked ones left out, positions per recipient', async () => {
     let statements = 0;
     const counted: SqlDatabase = {

@@ -686,11 +686,29 @@ export class Delivery {
       // unless it is a message to oneself that was stored: then it completed `stored`.
       const completedNothing = (mid: string, j: number) =>
         found[j] === undefined && senderOfMid(mid) !== ack.user;
-      const unknown = ack.mids.filter(completedNothing).length;
-      if (remembering[i]) this.unknownAcks.spend(ack.user, unknown);
-      else this.metrics.unknownAcksForgotten.inc(unknown);
-      const toStorage = ack.mids.filter((mid, j) => found[j] === 'stored' || completedNothing(mid, j));
-      offlineAcks.push(...offlineAck(ack.user, toStorage, ack.at));
+      const unknown = ack.mids.filter(completedNothing);
+      if (remembering[i]) {
+        this.unknownAcks.spend(ack.user, unknown.length);
+        offlineAcks.push(
+          ...offlineAck(
+            ack.user,
+            ack.mids.filter((mid, j) => found[j] === 'stored' || completedNothing(mid, j)),
+            ack.at,
+          ),
+        );
+      } else {
+        this.metrics.unknownAcksForgotten.inc(unknown.length);
+        // Storage still drops what it holds of them (a copy synced after Redis lost its data), and
+        // keeps a tombstone only for that.
+        offlineAcks.push(
+          ...offlineAck(
+            ack.user,
+            ack.mids.filter((_, j) => found[j] === 'stored'),
+            ack.at,
+          ),
+          ...offlineAck(ack.user, unknown, ack.at, true),
+        );
+      }
       // A receipt only for what was pushed to this user and is in no storage: storage sends those of
       // what it held (a mid that is neither is no proof of delivery: anyone can ack any mid).
       const pushedOnly = ack.mids.filter((_, i) => found[i] === 'pushed');
@@ -735,9 +753,12 @@ class PerMinuteQuota {
   }
 }
 
-/** The event telling storage that `user` acked these mids; none when there are none. */
-function offlineAck(user: string, mids: string[], at: number): OfflineTopicEvent[] {
-  return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at }] : [];
+/**
+ * The event telling storage that `user` acked these mids; none when there are none. `unknown`: they
+ * completed nothing here, past the user's quota (storage keeps no tombstone for what it lacks).
+ */
+function offlineAck(user: string, mids: string[], at: number, unknown?: true): OfflineTopicEvent[] {
+  return mids.length > 0 ? [{ v: 1, kind: 'offline-ack', user, mids, at, ...(unknown && { unknown }) }] : [];
 }
 
 function groupBy<T, K>(items: T[], keyOf: (item: T) => K): Map<K, T[]> {

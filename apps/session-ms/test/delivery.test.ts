@@ -208,7 +208,7 @@ describe('Delivery', () => {
   });
 
   it("remembers a user's acks of mids that completed nothing up to a quota a minute, and no more (made-up mids would fill Redis)", async () => {
-    const { delivery, gateways, registry, connect } = setup({ unknownAcksPerMinute: 3 });
+    const { delivery, gateways, bus, registry, connect } = setup({ unknownAcksPerMinute: 3 });
     await connect('bob', 'phone');
     const ack = (mids: string[]): AckEvent => ({ v: 1, kind: 'ack', user: 'bob', mids, at: 2 });
     await delivery.handle([ack(['alice:x1', 'alice:x2'])]);
@@ -219,6 +219,12 @@ describe('Delivery', () => {
     expect(await registry.getSingleMetricAsString('parley_session_unknown_acks_forgotten_total')).toMatch(
       / 1$/m,
     );
+    // Storage hears of every ack; of the one past the quota as unknown: a tombstone only for what it holds.
+    expect(bus.events(TOPICS.offline).filter((e) => e.kind === 'offline-ack')).toEqual([
+      { v: 1, kind: 'offline-ack', user: 'bob', mids: ['alice:x1', 'alice:x2'], at: 2 },
+      { v: 1, kind: 'offline-ack', user: 'bob', mids: ['alice:x3', 'alice:x4'], at: 2 },
+      { v: 1, kind: 'offline-ack', user: 'bob', mids: ['alice:x5'], at: 2, unknown: true },
+    ]);
   });
 
   it('counts a push whose gone connections the store could not forget as pushed, not failed', async () => {

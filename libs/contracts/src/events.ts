@@ -169,7 +169,17 @@ export type OfflineDeliverableEvent = Omit<Static<typeof OfflineDeliverableEvent
 
 export const OfflineAckEvent = event(
   'offline-ack',
-  { user: UserId, mids: Type.Array(Mid, { minItems: 1 }), at: Timestamp },
+  {
+    user: UserId,
+    mids: Type.Array(Mid, { minItems: 1 }),
+    at: Timestamp,
+    unknown: Type.Optional(
+      Type.Literal(true, {
+        description:
+          'Mids that completed nothing in session-ms, past its quota of such acks for the user (a client acking made-up mids): storage drops those it holds, and keeps a tombstone only for those',
+      }),
+    ),
+  },
   'The user acked deliverables that may have gone offline: storage drops them',
 );
 export type OfflineAckEvent = Static<typeof OfflineAckEvent>;
