@@ -1,4 +1,4 @@
-import type { FrameBudgets } from '@parley/service-kit';
+import { FrameBudgets, KeyedFrameBudgets } from '@parley/service-kit';
 
 /**
  * The budgets a user's sockets on this gateway share, on top of each socket's own: without them, a
@@ -13,11 +13,14 @@ import type { FrameBudgets } from '@parley/service-kit';
 export class UserBudgets {
   private readonly byUser = new Map<string, FrameBudgets>();
   /** Shared budgets of users down to fewer than two sockets, not yet refilled. */
-  private readonly restingShared = new RestingBudgets();
+  private readonly restingShared: KeyedFrameBudgets;
   /** The own budgets of users' last sockets, not yet refilled. */
-  private readonly restingOwn = new RestingBudgets();
+  private readonly restingOwn: KeyedFrameBudgets;
 
-  constructor(private readonly create: () => FrameBudgets) {}
+  constructor(private readonly create: () => FrameBudgets) {
+    this.restingShared = new KeyedFrameBudgets(create);
+    this.restingOwn = new KeyedFrameBudgets(create);
+  }
 
   /** After one of the user's sockets opened or closed: `sockets` is how many the user holds now. */
   update(user: string, sockets: number): void {
@@ -42,41 +45,4 @@ export class UserBudgets {
   resume(user: string): FrameBudgets | undefined {
     return this.restingOwn.take(user);
   }
-}
-
-const MIN_SWEEP_SIZE = 1024;
-
-/**
- * Budgets kept until they have refilled (a refilled one is as good as a new one, and is not kept).
- * Swept each time the map has doubled since the last sweep, so it holds about the users whose
- * sockets closed within a burst's refill time (2.5 s by default).
- */
-class RestingBudgets {
-  private readonly byUser = new Map<string, FrameBudgets>();
-  private sweepAt = MIN_SWEEP_SIZE;
-
-  keep(user: string, budgets: FrameBudgets): void {
-    if (isFull(budgets)) return;
-    if (this.byUser.size >= this.sweepAt) this.sweep();
-    this.byUser.set(user, budgets);
-  }
-
-  take(user: string): FrameBudgets | undefined {
-    const budgets = this.byUser.get(user);
-    if (budgets) this.byUser.delete(user);
-    return budgets;
-  }
-
-  get size(): number {
-    return this.byUser.size;
-  }
-
-  private sweep(): void {
-    for (const [user, budgets] of this.byUser) if (isFull(budgets)) this.byUser.delete(user);
-    this.sweepAt = Math.max(MIN_SWEEP_SIZE, 2 * this.byUser.size);
-  }
-}
-
-function isFull(budgets: FrameBudgets): boolean {
-  return budgets.frames.isFull() && budgets.acks.isFull();
 }

@@ -74,10 +74,13 @@ export function frameBudgets(ratePerSecond: number, burst: number): FrameBudgets
 
 const MIN_SWEEP_SIZE = 1024;
 
+/** Refilled to their burst: as good as new. */
+const refilled = (budgets: FrameBudgets) => budgets.frames.isFull() && budgets.acks.isFull();
+
 /**
- * Frame budgets per key (a user), made on first use. Those refilled to their burst are as good as
- * new and are dropped, in a sweep each time the map has doubled since the last, so the map holds
- * about the keys active lately.
+ * Frame budgets per key (a user), made on first use (`of`) or kept from elsewhere (`keep`). Those
+ * refilled to their burst are as good as new and are dropped, in a sweep each time the map has
+ * doubled since the last, so the map holds about the keys active lately.
  */
 export class KeyedFrameBudgets {
   private readonly byKey = new Map<string, FrameBudgets>();
@@ -88,8 +91,19 @@ export class KeyedFrameBudgets {
   of(key: string): FrameBudgets {
     let budgets = this.byKey.get(key);
     if (budgets) return budgets;
-    if (this.byKey.size >= this.sweepAt) this.sweep();
-    this.byKey.set(key, (budgets = this.create()));
+    this.put(key, (budgets = this.create()));
+    return budgets;
+  }
+
+  /** Keeps budgets made elsewhere until they have refilled (refilled ones are not kept). */
+  keep(key: string, budgets: FrameBudgets): void {
+    if (!refilled(budgets)) this.put(key, budgets);
+  }
+
+  /** The key's budgets, no longer kept here; undefined where none are. */
+  take(key: string): FrameBudgets | undefined {
+    const budgets = this.byKey.get(key);
+    this.byKey.delete(key);
     return budgets;
   }
 
@@ -97,9 +111,13 @@ export class KeyedFrameBudgets {
     return this.byKey.size;
   }
 
+  private put(key: string, budgets: FrameBudgets): void {
+    if (this.byKey.size >= this.sweepAt) this.sweep();
+    this.byKey.set(key, budgets);
+  }
+
   private sweep(): void {
-    for (const [key, budgets] of this.byKey)
-      if (budgets.frames.isFull() && budgets.acks.isFull()) this.byKey.delete(key);
+    for (const [key, budgets] of this.byKey) if (refilled(budgets)) this.byKey.delete(key);
     this.sweepAt = Math.max(MIN_SWEEP_SIZE, 2 * this.byKey.size);
   }
 }
