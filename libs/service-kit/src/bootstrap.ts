@@ -125,7 +125,11 @@ function startingAgainOnDependencyFailures<T extends TObject>(
           if (failed) await close(() => failed.stop());
           const waitMs = Math.min(1000 * 2 ** (tries - 1), 15_000);
           if (!isTransient(err) || Date.now() + waitMs > giveUpAt) throw err;
-          logger.warn({ err, tries, retryInMs: waitMs }, 'a dependency is not available: starting again');
+          // What it reaches for, so that the error's address (`ECONNREFUSED 10.0.3.7:5432`) names one.
+          logger.warn(
+            { err, tries, retryInMs: waitMs, reaching: startedWith(config, settings) },
+            'a dependency is not available: starting again',
+          );
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, waitMs);
             wakeUp = () => (clearTimeout(timer), resolve());

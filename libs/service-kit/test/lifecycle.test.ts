@@ -236,13 +236,22 @@ describe('runMain when a dependency is away at start, in its own process', () =>
     startChild({ SHUTDOWN_TIMEOUT_MS: '2000', ...env }, 'dependency-service');
 
   it('wires and starts again, with backoff, until the dependency answers; then serves', async () => {
-    const run = start({ FAIL_TIMES: '2', FAIL_IN: 'wire' });
+    const run = start({
+      FAIL_TIMES: '2',
+      FAIL_IN: 'wire',
+      DATABASE_URL: 'postgres://parley:s3cret@127.0.0.1:9/parley',
+    });
     const port = await run.port();
     expect(retried(run.lines).map((l) => [l.tries, l.retryInMs])).toEqual([
       [1, 1000],
       [2, 2000],
     ]);
     expect(retried(run.lines)[0]!.err).toMatchObject({ code: 'ECONNREFUSED' });
+    // What it reaches for, to match the error's address against, with no password.
+    expect(retried(run.lines)[0]!.reaching).toMatchObject({
+      database: 'postgres://parley:***@127.0.0.1:9/parley',
+    });
+    expect(JSON.stringify(run.lines)).not.toContain('s3cret');
     // What each failed attempt had opened was closed before the next.
     expect(run.lines.filter((l) => l.msg === 'closed resource')).toHaveLength(2);
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
