@@ -64,7 +64,7 @@ const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
 const DEFAULT_USER_RATE_FACTOR = 4;
 type ConnectionDown = Extract<ConnectionTopicEvent, { kind: 'connection-down' }>;
 /** Connection-ups per publish when announcing every open connection again. */
-const ANNOUNCE_CHUNK = 1000;
+const DEFAULT_ANNOUNCE_CHUNK = 1000;
 
 export const WsGatewayConfig = Type.Object({
   ...CommonConfig,
@@ -149,6 +149,8 @@ export interface WsGatewaySettings {
   allowedOrigins: string[];
   /** Bytes of client frames waiting for Kafka at once; default 64 MiB. */
   maxPendingPublishBytes?: number;
+  /** Connection-ups per publish when announcing the open connections again; default 1,000. */
+  announceChunk?: number;
 }
 
 /**
@@ -342,9 +344,11 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   const announceConnections = async () => {
     announceOwed = false;
     const open = [...registry.all()];
+    const chunkSize = settings.announceChunk ?? DEFAULT_ANNOUNCE_CHUNK;
     try {
-      for (let i = 0; i < open.length; i += ANNOUNCE_CHUNK) {
-        const chunk = open.slice(i, i + ANNOUNCE_CHUNK);
+      // Draining closes every socket: the rest need no announcing, and stop() waits for this.
+      for (let i = 0; i < open.length && !draining; i += chunkSize) {
+        const chunk = open.slice(i, i + chunkSize);
         await track(
           bus.publish(
             TOPICS.connections,
@@ -705,6 +709,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       timers.stop();
       // Upgraded sockets still count as server connections: close them before the server.
       await closeAll(registry);
+      // An announce under way publishes no more chunks, but the one on its way may be followed by
+      // the disconnects of sockets it named that closed meanwhile: those go out before the bus closes.
+      await announcing;
       // Their disconnects are still on their way: one Kafka refuses is then among those sent again.
       await Promise.allSettled([...inFlight]);
       if (unpublishedDowns.size > 0)

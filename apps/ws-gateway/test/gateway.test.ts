@@ -943,6 +943,50 @@ describe('ws-gateway', () => {
     expect(env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-down')).toHaveLength(0);
   });
 
+  it('publishes nothing after stop() is done when it meets an announce under way: no socket it closed is announced again', async () => {
+    env = await startGateway({ announceChunk: 1 });
+    const sockets = [await connect('alice'), await connect('bob'), await connect('carol')];
+    await waitFor(
+      () => env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-up').length === 3,
+    );
+    // Kafka slow: each chunk of the announce waits until the test lets it through.
+    const publish = env.bus.publish.bind(env.bus);
+    const held: Array<() => void> = [];
+    let stopped = false;
+    const afterStop: string[] = [];
+    env.bus.publish = async (...args: Parameters<typeof publish>) => {
+      if (args[1].some((e) => (e as { kind?: string }).kind === 'connection-up'))
+        await new Promise<void>((resolve) => held.push(resolve));
+      if (stopped) afterStop.push(...args[1].map((e) => (e as { kind: string }).kind));
+      return publish(...args);
+    };
+    const asked = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/announce',
+      payload: {},
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
+    expect(asked.statusCode).toBe(202);
+    await waitFor(() => held.length === 1, 2000, 'the first chunk on its way');
+    const stopping = env.gateway.stop().then(() => (stopped = true));
+    await Promise.all(sockets.map((s) => s.closed()));
+    // One a tenth of a second: slower than the rest of stop(), as a Kafka slow to answer is.
+    const letThrough = setInterval(() => held.splice(0).forEach((resolve) => resolve()), 100);
+    try {
+      await stopping;
+      await sleep(300);
+    } finally {
+      clearInterval(letThrough);
+      held.splice(0).forEach((resolve) => resolve());
+    }
+    // Published after stop, an up would name a socket gone with this pod until the TTL forgot it.
+    expect(afterStop).toEqual([]);
+    const last = new Map<string, string>();
+    for (const e of env.bus.events(TOPICS.connections))
+      if (e.kind !== 'gateway-heartbeat') last.set(e.connId, e.kind);
+    expect([...last.values()]).toEqual(['connection-down', 'connection-down', 'connection-down']);
+  });
+
   it('keeps one heartbeat publish under way while Kafka hangs: the disconnects it holds are not queued again every beat', async () => {
     env = await startGateway({ heartbeatIntervalMs: 20 });
     const alice = await connect('alice');
