@@ -7,6 +7,7 @@ import { TcpFaultProxy, waitFor } from '@parley/test-kit';
 import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
+import { freePort } from '../../launcher/src/ports';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { REDIS_SOCKET_TIMEOUT_MS, RedisSessionStore } from '../src/store/redis-store';
 import { Connection, Pending, SessionStore, STATE_CLOCK_MARGIN_MS } from '../src/store/session-store';
@@ -726,7 +727,8 @@ const servers: ChildProcess[] = [];
 afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));
 
 const ownRedis = async (): Promise<number> => {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  // Below the ephemeral range (32768+), where no outgoing connection can be holding it already.
+  const port = await freePort();
   servers.push(
     // In a directory of its own: a replica's full sync writes an RDB file to the working directory.
     spawn(
