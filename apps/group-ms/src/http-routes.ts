@@ -59,6 +59,16 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     return outcome.state!;
   };
 
+  /** The user's groups, a page of `limit` at a time, oldest first. */
+  async function* pagesOf(user: string, limit: number): AsyncGenerator<GroupState[]> {
+    for (let after: GroupPosition | undefined; ;) {
+      const page = await deps.groups.listForMember(user, { after, limit });
+      yield page;
+      if (page.length < limit) return;
+      after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+    }
+  }
+
   /**
    * Every group of the user, for a list asked without paging: read a page at a time, and refused
    * once it holds more members than the largest page can (GROUP_LIST_MAX_LIMIT full groups). Read
@@ -68,8 +78,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
   const allGroupsOf = async (user: string): Promise<GroupState[]> => {
     const all: GroupState[] = [];
     let members = 0;
-    for (let after: GroupPosition | undefined; ;) {
-      const page = await deps.groups.listForMember(user, { after, limit: GROUP_LIST_MAX_LIMIT });
+    for await (const page of pagesOf(user, GROUP_LIST_MAX_LIMIT)) {
       for (const group of page) {
         all.push(group);
         members += group.members.length;
@@ -79,9 +88,8 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
           'invalid_request',
           `more groups than one answer holds: their members pass ${deps.maxListedMembers}; page with ?limit= (at most ${GROUP_LIST_MAX_LIMIT}) and ?after=`,
         );
-      if (page.length < GROUP_LIST_MAX_LIMIT) return all;
-      after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
     }
+    return all;
   };
 
   // group-message-router, on meeting ops in the group topic: applied before it routes the messages
@@ -162,8 +170,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       const user = actingUser(request);
       const startedAt = performance.now();
       let left = 0;
-      for (let after: GroupPosition | undefined; ;) {
-        const page = await deps.groups.listForMember(user, { after, limit: deps.erasePageSize });
+      for await (const page of pagesOf(user, deps.erasePageSize))
         for (const group of page) {
           // At least one group a call, so that calls again always get further.
           if (left > 0 && performance.now() - startedAt >= deps.eraseBudgetMs) {
@@ -172,9 +179,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
           }
           if (await leaveIfMember(group.id, user)) left++;
         }
-        if (page.length < deps.erasePageSize) return { erased: left };
-        after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
-      }
+      return { erased: left };
     },
   );
 
