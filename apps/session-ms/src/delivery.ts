@@ -75,8 +75,6 @@ const REREAD_SLACK_MS = 60_000;
 const REREAD_WITHOUT_PARTITIONS_MS = 60_000;
 /** Pushes to devices that connected under way at once, at most (see `startConnectPush`). */
 const MAX_CONNECT_PUSHES = 8;
-/** A typing notice older than this (a backlog, a re-read) is not pushed: it is about the moment. */
-export { TYPING_NOTICE_MAX_AGE_MS };
 
 interface Push {
   user: string;
@@ -687,28 +685,15 @@ export class Delivery {
       const completedNothing = (mid: string, j: number) =>
         found[j] === undefined && senderOfMid(mid) !== ack.user;
       const unknown = ack.mids.filter(completedNothing);
-      if (remembering[i]) {
-        this.unknownAcks.spend(ack.user, unknown.length);
-        offlineAcks.push(
-          ...offlineAck(
-            ack.user,
-            ack.mids.filter((mid, j) => found[j] === 'stored' || completedNothing(mid, j)),
-            ack.at,
-          ),
-        );
-      } else {
-        this.metrics.unknownAcksForgotten.inc(unknown.length);
-        // Storage still drops what it holds of them (a copy synced after Redis lost its data), and
-        // keeps a tombstone only for that.
-        offlineAcks.push(
-          ...offlineAck(
-            ack.user,
-            ack.mids.filter((_, j) => found[j] === 'stored'),
-            ack.at,
-          ),
-          ...offlineAck(ack.user, unknown, ack.at, true),
-        );
-      }
+      if (remembering[i]) this.unknownAcks.spend(ack.user, unknown.length);
+      else this.metrics.unknownAcksForgotten.inc(unknown.length);
+      const told = ack.mids.filter(
+        (mid, j) => found[j] === 'stored' || (remembering[i] && completedNothing(mid, j)),
+      );
+      offlineAcks.push(...offlineAck(ack.user, told, ack.at));
+      // Past the quota, storage still drops what it holds of them (a copy synced after Redis lost its
+      // data), and keeps a tombstone only for that.
+      if (!remembering[i]) offlineAcks.push(...offlineAck(ack.user, unknown, ack.at, true));
       // A receipt only for what was pushed to this user and is in no storage: storage sends those of
       // what it held (a mid that is neither is no proof of delivery: anyone can ack any mid).
       const pushedOnly = ack.mids.filter((_, i) => found[i] === 'pushed');

@@ -9,11 +9,12 @@ import {
   MAX_GATEWAY_BATCH,
   TOPICS,
   TopicSpec,
+  TYPING_NOTICE_MAX_AGE_MS,
 } from '@parley/contracts';
 import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
 import { waitFor } from '@parley/test-kit';
 import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
-import { Delivery, TYPING_NOTICE_MAX_AGE_MS, withoutStaleNotices } from '../src/delivery';
+import { Delivery, withoutStaleNotices } from '../src/delivery';
 import { coalescingSends, createHttpGatewayClient, GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
 import type { SessionStore } from '../src/store/session-store';

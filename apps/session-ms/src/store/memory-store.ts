@@ -104,8 +104,10 @@ export class MemorySessionStore implements SessionStore {
    */
   private forgotByErasure(user: string, connId: string): boolean {
     const erased = this.erased.get(user);
-    if (erased && erased.until <= this.now()) this.erased.delete(user);
-    return erased !== undefined && erased.until > this.now() && erased.connIds.has(connId);
+    if (!erased) return false;
+    if (erased.until > this.now()) return erased.connIds.has(connId);
+    this.erased.delete(user);
+    return false;
   }
 
   /** Last seen only moves forward: a late connection-down from another gateway names an older time. */

@@ -388,27 +388,28 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async gatewayAlive(gateway: string, ttlMs: number, startedAt?: number): Promise<boolean> {
+    const now = Date.now();
     const replies = await this.redis
       .multi()
       .exists(`gwseen:${gateway}`)
       .exists(`gwowe:${gateway}`)
       // Where Redis lost its data, what is written from now on is its state (lostAt tells the loss).
-      .set('epoch', String(Date.now()), 'NX')
+      .set('epoch', String(now), 'NX')
       .get('epoch')
       .sadd('gateways', gateway)
       .set(`gw:${gateway}`, '1', 'PX', ttlMs)
       .set(`gwseen:${gateway}`, '1', 'PX', this.forgetGatewayAfterMs)
       .set('gwbeat', '1', 'PX', ttlMs)
-      .set('gwsince', String(Date.now()), 'NX')
+      .set('gwsince', String(now), 'NX')
       // Since when heartbeats have come without a gap of a ttl: a new flow after such a gap.
-      .set('gwflow', `${Date.now()} ${ttlMs}`, 'PX', ttlMs, 'NX')
+      .set('gwflow', `${now} ${ttlMs}`, 'PX', ttlMs, 'NX')
       .pexpire('gwflow', ttlMs)
-      .hset('gwlast', gateway, String(Date.now()))
+      .hset('gwlast', gateway, String(now))
       .exec();
     const [seen, owed, , epoch] = (replies ?? []).map(([, reply]) => reply);
     if (owed === 1) return true;
     if (seen === 1) return false;
-    return !startedSinceState(startedAt, Number(epoch), Date.now(), this.forgetGatewayAfterMs);
+    return !startedSinceState(startedAt, Number(epoch), now, this.forgetGatewayAfterMs);
   }
 
   async oweAnnouncement(gateway: string): Promise<void> {
