@@ -21,7 +21,7 @@ import {
   scrape,
   scrapeCounters,
 } from './scenarios';
-import { DEFAULT_CRITERIA, relayCeilingCaveat, type StepCriteria } from './stats';
+import { DEFAULT_CRITERIA, ratioBudget, relayCeilingCaveat, type StepCriteria } from './stats';
 
 const HELP = `npm run bench -- [options]
 
@@ -516,6 +516,14 @@ async function main() {
     report.ratio = report.fleet.max.delivered / report.relay.max.delivered;
     if (only.has('ramp'))
       report.ratioCaveat = relayCeilingCaveat(report.relay.steps, report.relay.max, os.cpus().length);
+    const fleetMaxStep = report.fleet.steps.find(
+      (s) => s.sustainable && s.deliveredPerS === report.fleet.max.delivered,
+    );
+    const budget =
+      !values['service-cpus'] && !values.ws
+        ? ratioBudget(fleetMaxStep, report.relay.max.delivered, os.cpus().length)
+        : undefined;
+    if (budget) notes.push(`the box shared by the fleet and the load generator: ${budget}`);
   }
   const genBound = [...report.fleet.steps, ...(report.relay?.steps ?? [])].filter(
     (s) => !s.sustainable && (s.generatorCpu ?? 0) > 0.9,

@@ -246,6 +246,33 @@ export function relayCeilingCaveat(
   );
 }
 
+/**
+ * What the ratio target leaves the fleet on a machine it shares with the load generator: the
+ * fleet rate the target needs, the cores the generator alone would take at that rate (at the
+ * CPU per message it spent on the fleet's fastest sustainable step), and the CPU per message left
+ * for the fleet, against what the fleet spent there. Undefined without the figures to say it.
+ */
+export function ratioBudget(
+  fleetMax: Pick<StepResult, 'deliveredPerS' | 'cpu' | 'generatorCpu'> | undefined,
+  relayMaxDelivered: number,
+  cpus: number,
+  targetRatio = 0.3,
+): string | undefined {
+  if (!fleetMax?.cpu || !fleetMax.generatorCpu || fleetMax.deliveredPerS <= 0 || relayMaxDelivered <= 0)
+    return undefined;
+  const needed = Math.round(targetRatio * relayMaxDelivered);
+  const microsEach = (cores: number) => (cores / fleetMax.deliveredPerS) * 1e6;
+  const generatorCores = (microsEach(fleetMax.generatorCpu) * needed) / 1e6;
+  const leftMicros = ((cpus - generatorCores) / needed) * 1e6;
+  return (
+    `ratio ${targetRatio.toFixed(2)} needs the fleet at ${needed} msg/s; the load generator spent ${Math.round(microsEach(fleetMax.generatorCpu))} µs of CPU ` +
+    `per fleet message at ${fleetMax.deliveredPerS} msg/s, so at that rate it alone would take ${generatorCores.toFixed(2)} of the ${cpus} cores, ` +
+    (leftMicros > 0
+      ? `leaving the fleet ${Math.round(leftMicros)} µs per message against the ${Math.round(microsEach(fleetMax.cpu.cores))} µs it spent`
+      : 'leaving the fleet nothing')
+  );
+}
+
 /** Parses `VmRSS` (kB) from `/proc/<pid>/status` into bytes. */
 export function parseRss(text: string): number {
   const m = /VmRSS:\s+(\d+)\s+kB/.exec(text);

@@ -12,6 +12,7 @@ import {
   parseProcStat,
   parseRss,
   rateLadder,
+  ratioBudget,
   relayCeilingCaveat,
   scanFrame,
   sourceAddress,
@@ -63,6 +64,22 @@ describe('bench helpers', () => {
     const bound = [step(40000, true, 0.8), step(50000, false, 0.97)];
     expect(relayCeilingCaveat(bound, { offered: 40000 }, 2)).toBeUndefined();
     expect(relayCeilingCaveat([step(300000, true, 1)], { offered: 300000 }, 2)).toMatch(/upper bound/);
+  });
+
+  it('says what the ratio target leaves the fleet on a box it shares with the load generator', () => {
+    // The quick run of 2026-12-06 20:21: fleet max 5,768 msg/s at 1.39 cores, generator 0.43;
+    // the relay's max from the full run of 18:15, 49,654 msg/s.
+    const fleetMax = { deliveredPerS: 5768, cpu: { cores: 1.39, rssMiB: 829 }, generatorCpu: 0.43 };
+    expect(ratioBudget(fleetMax, 49654, 2)).toBe(
+      'ratio 0.30 needs the fleet at 14896 msg/s; the load generator spent 75 µs of CPU per fleet message at 5768 msg/s, ' +
+        'so at that rate it alone would take 1.11 of the 2 cores, leaving the fleet 60 µs per message against the 241 µs it spent',
+    );
+    expect(ratioBudget({ ...fleetMax, generatorCpu: 1.2 }, 49654, 2)).toMatch(
+      /take 3\.10 of the 2 cores, leaving the fleet nothing$/,
+    );
+    expect(ratioBudget(undefined, 49654, 2)).toBeUndefined();
+    expect(ratioBudget({ ...fleetMax, generatorCpu: undefined }, 49654, 2)).toBeUndefined();
+    expect(ratioBudget(fleetMax, 0, 2)).toBeUndefined();
   });
 
   it('judges a step: delivered ratio, p99 bound, errors', () => {
