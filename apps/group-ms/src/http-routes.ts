@@ -108,7 +108,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     { schema: { body: CreateGroupBody, response: { 201: Group } } },
     async (request, reply) => {
       const by = actingUser(request);
-      const { id = randomUUID(), name, members } = request.body;
+      const { id = randomUUID(), name, members = [] } = request.body;
       const state = await change(id, by, { op: 'create', name, members });
       return reply.code(201).send(toGroup(state));
     },

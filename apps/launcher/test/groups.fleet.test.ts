@@ -31,6 +31,17 @@ describe('fleet: groups end to end', () => {
     expect((await clients.rest('cid', 'GET', '/v1/groups/rest-team')).status).toBe(404);
   });
 
+  it('a group created without members holds its creator alone, over REST as over WebSocket', async () => {
+    const ada = await clients.connect('ada', { autoAck: true });
+    const created = await clients.rest('ada', 'POST', '/v1/groups', { id: 'rest-solo', name: 'Notes' });
+    expect([created.status, created.body]).toMatchObject([201, { members: ['ada'], admins: ['ada'] }]);
+    ada.send({ type: 'group', id: 'c-solo', op: 'create', group: 'ws-solo', name: 'Notes' });
+    expect(await ada.next((f) => f.type === 'group' && f.group === 'ws-solo')).toMatchObject({
+      op: 'create',
+    });
+    expect((await clients.rest('ada', 'GET', '/v1/groups/ws-solo')).body).toMatchObject({ members: ['ada'] });
+  });
+
   it('a group created over WebSocket reaches every member; a message reaches each member once; a non-member reaches nobody', async () => {
     const ann = await clients.connect('ann2', { autoAck: true });
     const ben = await clients.connect('ben2', { autoAck: true });

@@ -90,7 +90,12 @@ export const CreateGroupBody = Type.Object(
   {
     id: Type.Optional(GroupId),
     name: GroupName,
-    members: Type.Array(UserId, { maxItems: MAX_GROUP_MEMBERS_PER_OP }),
+    members: Type.Optional(
+      Type.Array(UserId, {
+        maxItems: MAX_GROUP_MEMBERS_PER_OP,
+        description: 'Members besides the creator; none when left out, as in the WebSocket create',
+      }),
+    ),
   },
   { $id: 'CreateGroupBody' },
 );
