@@ -199,6 +199,54 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       expect(got).toEqual([1, 2, 3, 1, 2, 3]);
     });
 
+    test('pause() stops deliveries and resume() starts them again', async () => {
+      const topic = await under.topic();
+      const handled: number[] = [];
+      const subscription = subscribe(
+        topic,
+        async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+      );
+      await subscription.start();
+      await under.bus.publish(topic, [note(1)]);
+      await waitFor(() => handled.length === 1, 15_000, 'the first event');
+      subscription.pause();
+      await under.bus.publish(topic, [note(2), note(3)]);
+      await sleep(1000); // several fetch waits of either adapter
+      expect(handled).toEqual([1]);
+      subscription.resume();
+      await waitFor(() => handled.length === 3, 15_000, 'the events published while paused');
+      expect(handled).toEqual([1, 2, 3]);
+    });
+
+    test('close() stops its subscriptions: the batch under way finishes, nothing after it is handled', async () => {
+      const own = await open(); // a bus of this test's own, to close
+      const topic = await own.topic();
+      const handled: number[] = [];
+      let started = false;
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const subscription = own.bus.subscribe({
+        groupId: own.groupId(),
+        topic,
+        handle: async (batch) => {
+          started = true;
+          await held;
+          handled.push(...batch.map((e) => e.event.n));
+        },
+      });
+      stops.push(() => subscription.stop());
+      await subscription.start();
+      await own.bus.publish(topic, [note(1)]);
+      await waitFor(() => started, 15_000, 'the first batch under way');
+      await own.bus.publish(topic, [note(2)]);
+      const closed = own.bus.close();
+      release();
+      await closed;
+      expect(handled).toEqual([1]);
+      await sleep(1000); // a consumer still running would have fetched note 2 by now
+      expect(handled).toEqual([1]);
+    });
+
     test('rereadFrom never moves past what is not handled yet', async () => {
       const topic = await under.topic();
       const got: number[] = [];

@@ -1269,25 +1269,6 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(log.filter((line) => line.endsWith('done 1'))).toEqual(['A done 1']);
       }, 60_000);
 
-      test('pause() stops deliveries and resume() starts them again', async () => {
-        const spec = pingTopic(unique('pause'));
-        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
-        const b = bus(kafka('bus'));
-        const { sub, handled } = collecting(b, spec);
-        await sub.start();
-        await b.publish(spec, [ping(1)]);
-        await waitFor(() => handled.length === 1, 15_000, 'the first event');
-
-        sub.pause();
-        await b.publish(spec, [ping(2), ping(3)]);
-        await sleep(1000); // four fetch waits
-        expect(handled).toEqual([1]);
-
-        sub.resume();
-        await waitFor(() => handled.length === 3, 15_000, 'the events published while paused');
-        expect(handled).toEqual([1, 2, 3]);
-      });
-
       test('provisionTopics creates topics and their DLQs, idempotently', async () => {
         const specs = [pingTopic(unique('prov-a'), 3), pingTopic(unique('prov-b'), 2)] as TopicSpec<never>[];
         const created = await provisionTopics(kafka(), { topics: specs });
