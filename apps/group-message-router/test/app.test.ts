@@ -10,38 +10,8 @@ import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter, GroupMessageRouterDeps } from '../src/app';
 import { GroupCommandApplier } from '../src/group-commands';
-import { membershipOf, MembershipReader, PipedOp } from '../src/membership';
+import { MapMembership } from './support/map-membership';
 import { waitFor } from '@parley/test-kit';
-
-/**
- * Membership the test changes directly, counting reads (stands in for group-ms's tables), with the
- * group's last op from the group topic that changed it (its place, and when it was applied).
- */
-class MapMembership implements MembershipReader {
-  groups = new Map<string, string[]>();
-  versions = new Map<string, number>();
-  lastOps = new Map<string, PipedOp>();
-  reads = 0;
-  async membersOf(group: string) {
-    this.reads++;
-    return membershipOf(this.groups.get(group) ?? [], this.versions.get(group), this.lastOps.get(group));
-  }
-  async versionsOf(groups: string[]) {
-    return new Map(
-      groups.flatMap((g) => (this.versions.has(g) ? [[g, this.versions.get(g)!] as const] : [])),
-    );
-  }
-  /** A change made elsewhere (group-ms's REST API) whose change event has not come yet. */
-  change(group: string, members: string[]) {
-    this.groups.set(group, members);
-    this.versions.set(group, (this.versions.get(group) ?? 0) + 1);
-  }
-  /** A change an op from the group topic made, at its place there. */
-  changeByOp(group: string, members: string[], place: TopicPosition | undefined) {
-    this.change(group, members);
-    if (place) this.lastOps.set(group, { ...place, at: Date.now() });
-  }
-}
 
 /**
  * Applies the ops it is given to the MapMembership, as group-ms would to its tables (once per op

@@ -1,5 +1,5 @@
 import { DeliverEvent, TOPICS } from '@parley/contracts';
-import { EventBus, MemoryBus } from '@parley/kafka';
+import { MemoryBus } from '@parley/kafka';
 import { BatchPublisher } from '../src/batch-publisher';
 
 const deliver = (to: string): DeliverEvent => ({
@@ -59,7 +59,10 @@ describe('BatchPublisher', () => {
   });
 
   it('rejects flush when a batch could not be written', async () => {
-    const failing = { publish: jest.fn().mockRejectedValue(new Error('broker down')) } as unknown as EventBus;
+    const failing = new MemoryBus();
+    failing.publish = async () => {
+      throw new Error('broker down');
+    };
     const publisher = new BatchPublisher(failing, TOPICS.delivery, { batchSize: 2 });
     await publisher.add([deliver('u1'), deliver('u2')]);
     await expect(publisher.flush()).rejects.toThrow('broker down');

@@ -1,43 +1,13 @@
-import { membershipOf, Membership, MembershipReader } from '../src/membership';
 import { MembershipCache } from '../src/membership-cache';
-
-/** A reader whose answers the test controls, counting reads; `hold` keeps reads pending until released. */
-class ScriptedReader implements MembershipReader {
-  groups = new Map<string, string[]>();
-  reads = 0;
-  private held: Array<() => void> | undefined;
-
-  versions = new Map<string, number>();
-
-  async membersOf(group: string): Promise<Membership> {
-    this.reads++;
-    const members = [...(this.groups.get(group) ?? [])];
-    const version = this.versions.get(group);
-    if (this.held) await new Promise<void>((resolve) => this.held!.push(resolve));
-    return membershipOf(members, version);
-  }
-  async versionsOf(groups: string[]) {
-    return new Map(
-      groups.flatMap((g) => (this.versions.has(g) ? [[g, this.versions.get(g)!] as const] : [])),
-    );
-  }
-  hold() {
-    this.held = [];
-  }
-  release() {
-    const held = this.held ?? [];
-    this.held = undefined;
-    held.forEach((resolve) => resolve());
-  }
-}
+import { MapMembership } from './support/map-membership';
 
 describe('MembershipCache', () => {
   let now = 0;
-  let reader: ScriptedReader;
+  let reader: MapMembership;
   let cache: MembershipCache;
   beforeEach(() => {
     now = 0;
-    reader = new ScriptedReader();
+    reader = new MapMembership();
     reader.groups.set('g1', ['alice', 'bob']);
     cache = new MembershipCache(reader, { ttlMs: 1000, maxGroups: 2, maxMembers: 1000, clock: () => now });
   });
@@ -170,15 +140,9 @@ describe('MembershipCache', () => {
   });
 
   it('does not cache failures', async () => {
-    const failing: MembershipReader = {
-      membersOf: jest
-        .fn()
-        .mockRejectedValueOnce(new Error('db down'))
-        .mockResolvedValue(membershipOf(['x'])),
-      versionsOf: async () => new Map(),
-    };
-    const c = new MembershipCache(failing, { ttlMs: 1000, maxGroups: 10, maxMembers: 1000 });
-    await expect(c.membersOf('g')).rejects.toThrow('db down');
-    expect((await c.membersOf('g')).members).toEqual(['x']);
+    reader.failNext(new Error('db down'));
+    await expect(cache.membersOf('g1')).rejects.toThrow('db down');
+    expect((await cache.membersOf('g1')).members).toEqual(['alice', 'bob']);
+    expect(reader.reads).toBe(2);
   });
 });
