@@ -1,7 +1,7 @@
 import { TopicSpec } from '@parley/contracts';
 import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
 import { DecodeError, TopicCodec } from './codec';
-import { isTransient, sleep } from './retry';
+import { isTransient, sleep, TransientError } from './retry';
 
 const STOPPED = Symbol('stopped');
 
@@ -32,6 +32,12 @@ export class MemoryBus implements EventBus {
   private readonly subscriptions = new Set<Subscription>();
   private closed = false;
 
+  /**
+   * A Kafka outage for tests: a publish whose events this returns true for fails as a publish to
+   * an unreachable Kafka does (a TransientError), and nothing of it is written.
+   */
+  refusePublish: (events: readonly unknown[]) => boolean = () => false;
+
   /** Every event published on a topic, decoded: for assertions. */
   events<T>(topic: TopicSpec<T>): T[] {
     const codec = new TopicCodec(topic);
@@ -40,6 +46,7 @@ export class MemoryBus implements EventBus {
 
   async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void> {
     if (this.closed) throw new Error('bus closed');
+    if (this.refusePublish(events)) throw new TransientError('kafka is unreachable');
     const codec = new TopicCodec(topic);
     const log = this.logs.get(topic.name) ?? [];
     this.logs.set(topic.name, log);

@@ -1,4 +1,4 @@
-import { MemoryBus } from '../src';
+import { isTransient, MemoryBus } from '../src';
 import { waitFor } from '@parley/test-kit';
 import { busContract, note, Note, noteTopic } from './support/bus-contract';
 
@@ -28,6 +28,19 @@ describe('MemoryBus as a test double', () => {
     await sub.stop();
     expect(bus.deadLetters(topic)).toEqual([{ event: note(2), error: 'note 2 breaks an invariant' }]);
     expect(failures).toBe(6); // 3 for the batch, 3 for the record alone
+  });
+
+  test('fails the publishes refusePublish picks as an unreachable Kafka does, and writes nothing of them', async () => {
+    const bus = new MemoryBus();
+    const topic = noteTopic('outage');
+    bus.refusePublish = (events) => events.some((e) => (e as Note).n === 2);
+    await bus.publish(topic, [note(1)]);
+    const refused = bus.publish(topic, [note(2), note(3)]);
+    await expect(refused).rejects.toThrow('kafka is unreachable');
+    expect(isTransient(await refused.catch((err: unknown) => err))).toBe(true);
+    bus.refusePublish = () => false;
+    await bus.publish(topic, [note(4)]);
+    expect(bus.events(topic)).toEqual([note(1), note(4)]);
   });
 
   // Stricter than the Kafka adapter, which leaves the check to consumers (a DLQ there): a unit test
