@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import type { WsTestClient } from '@parley/test-kit';
 import { startFleet, Fleet } from '../src/fleet';
@@ -76,8 +77,6 @@ function mulberry32(seed: number) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe(`fleet: protocol invariants under a random walk (seed ${SEED}, ${STEPS} steps)`, () => {
   let fleet: Fleet;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   DeliveredMessage,
   INTERNAL_SECRET_HEADER,
@@ -16,8 +17,6 @@ import { waitFor } from '@parley/test-kit';
 
 const SECRET = 'test-internal-secret';
 const WINDOW_MS = 150;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let seq = 0;
 const message = (to: string, text = 'top secret', from = 'alice'): DeliveredMessage => {

@@ -1,10 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createMetricsRegistry, silentLogger } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import type { DeviceStore } from '../src/device-store';
 import { createDispatcher } from '../src/dispatcher';
 import type { PushNotification, PushProvider, TokenOutcome } from '../src/provider';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const notification: PushNotification = { title: 'alice', body: 'New message', data: {} };
 
 /** A dispatcher over these parts, with its own metrics; retries 10 ms apart, at most 100 in flight. */

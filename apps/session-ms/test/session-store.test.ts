@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -78,7 +79,6 @@ const connection = (user: string, connId: string, gateway: string): Connection =
 });
 const connIdsOf = async (store: SessionStore, user: string) =>
   ((await store.connectionsOf([user])).get(user) ?? []).map((c) => c.connId);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Heartbeats of these gateways every 10 ms for `ms` (ttl 50 ms). */
 /**
  * Heartbeats every 10 ms, each counted as read for 200 ms: with 50, a pause of the test process on a

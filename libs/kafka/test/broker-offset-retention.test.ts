@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,7 +12,6 @@ import { RawClient } from './support/raw-client';
 // committed offsets once it has been empty that long, and is forgotten, in memory and on disk.
 
 const logger = pino({ level: 'silent' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dirs: string[] = [];
 const brokers: Broker[] = [];
 const admins: Admin[] = [];

@@ -1,7 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createPeriodicJob } from '../src/periodic-job';
 import { silentLogger } from '../src/logger';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('createPeriodicJob', () => {
   it('runs at start, then an interval after each run ends, never two at once', async () => {

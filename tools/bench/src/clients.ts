@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import {
@@ -69,7 +70,6 @@ function freshCounters(step: number): StepCounters {
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const nowUs = () => Math.round(performance.now() * 1000);
 
 export class ClientPool {

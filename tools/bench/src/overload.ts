@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * Sustained overload against a running fleet (`npm start`): open-loop 1:1 traffic in phases
  * (`--phases 12000:150,500:120,0:60` = rate:seconds), a sample every `--sample-s` seconds (fleet
@@ -88,8 +89,6 @@ const closes = new Map<number, number>();
 let duplicates = 0;
 let received = 0;
 let window = { latencies: [] as number[], accepted: 0, refused: 0, received: 0, sent: 0 };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const token = (user: string) => devToken(REST, user);
 

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { ClientPool, closeSockets, openClient, type Target } from './clients';
@@ -16,8 +17,6 @@ import {
   type StepCriteria,
   type StepResult,
 } from './stats';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface Progress {
   (line: string): void;

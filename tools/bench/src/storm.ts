@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * A reconnect storm against a running fleet (`npm start`): `--users` devices, each with `--stored`
  * messages stored offline (sent while it was away, replayed on its connect and left unacked) and
@@ -84,7 +85,6 @@ const METRIC_PORTS = {
   pers: PORTS.persistenceMs,
 };
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 
 interface Device {

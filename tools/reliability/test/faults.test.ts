@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { waitFor } from '@parley/test-kit';
 import { ProcessFleet, type Part } from '../src/process-fleet';
@@ -226,5 +227,3 @@ describe('faults: the fleet as separate processes', () => {
     }
   }, 60_000);
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { waitFor } from '@parley/test-kit';
 import { App, ProcessFleet, Roll } from '../src/process-fleet';
@@ -208,5 +209,3 @@ describe('rolling update: two replicas of each service, restarted one at a time'
     });
   }, 240_000);
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
