@@ -612,6 +612,10 @@ function createSubscription<T>(
     const { batch } = payload;
     for (let start = 0; start < batch.messages.length; start += maxBatchSize) {
       if (!running || !payload.isRunning() || payload.isStale()) return;
+      // The group moved on while another batch of this fetch ran (one queued behind it, with more
+      // partitions than partitionsConsumedConcurrently): this one is left to the partition's next
+      // owner, which may be handling it already if this member was dropped.
+      if (groupMoved) throw groupMoved;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
       const good: Envelope<T>[] = [];
       const poison: Parked[] = [];

@@ -1223,6 +1223,70 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(handled.slice(second).filter((h) => h.endsWith(':1'))).toEqual([]);
       }, 60_000);
 
+      test("a member dropped from the group while a batch runs starts none of the batches queued behind it: their partitions are the next owner's", async () => {
+        const spec = pingTopic(unique('dropped'), 2);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        // One batch at a time: the fetch's other partition waits in kafkajs's queue, as the 5th of
+        // 12 partitions does with the default of 4.
+        const make = (id: string) => {
+          const made = createKafkaBus({
+            kafka: kafka(id),
+            logger,
+            consumer: FAST_CONSUMER,
+            packEvents: false,
+            partitionsConsumedConcurrently: 1,
+          });
+          cleanups.push(() => made.close());
+          return made;
+        };
+        const a = make('a');
+        const b = make('b');
+        const groupId = unique('g');
+        const partitions = new Map<string, number>();
+        for (let n = 0; partitions.size < 2; n++) {
+          const p = (await a.partitioner(spec))!(`k${n}`);
+          if (![...partitions.values()].includes(p)) partitions.set(`k${n}`, p);
+        }
+        // Both partitions hold a record before A starts: its first fetch brings a batch of each.
+        await a.publish(
+          spec,
+          [...partitions.keys()].map((id, n) => ({ ...ping(n), id })),
+        );
+        const log: string[] = [];
+        let first = true;
+        const subA = a.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            log.push(`A start ${batch[0].partition}`);
+            if (first) {
+              first = false;
+              // Past the rebalance timeout: the group moves on without A while this runs.
+              await sleep(FAST_CONSUMER.rebalanceTimeout + 2500);
+            }
+            log.push(`A done ${batch[0].partition}`);
+          },
+        });
+        const subB = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void log.push(`B done ${batch[0].partition}`),
+        });
+        cleanups.push(
+          () => subA.stop(),
+          () => subB.stop(),
+        );
+        await subA.start();
+        await waitFor(() => log.length > 0, 10_000, 'A starts its first batch');
+        await subB.start(); // a rebalance that A, busy, misses
+        await waitFor(() => log.filter((l) => l.startsWith('B done')).length === 2, 15_000, 'B takes both');
+        await waitFor(() => log.some((l) => l.startsWith('A done')), 15_000, 'A ends its first batch');
+        await sleep(2000);
+        // A learnt that the group moved on while its first batch ran: the batch queued behind it
+        // went to B, and A must not handle it too, beside B.
+        expect(log.filter((l) => l.startsWith('A start'))).toHaveLength(1);
+      }, 60_000);
+
       test('a batch that outlasts the session timeout while a member joins is handled once: the rebalance waits for it', async () => {
         const spec = pingTopic(unique('longjoin'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
