@@ -18,7 +18,8 @@ import {
   requireInternalSecret,
   silentLogger,
 } from '@parley/service-kit';
-import { createRestGateway, RestGateway } from '../src/app';
+import { webClientPlugin } from '../../web-client/src/plugin';
+import { createRestGateway, RestGateway, RestGatewayDeps } from '../src/app';
 import { createHttpUpstreams, UpstreamName } from '../src/upstream';
 
 /** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
@@ -63,6 +64,7 @@ interface BuildOptions {
   maxPendingPublishBytes?: number;
   sendFramesPerSecond?: number;
   sendFramesBurst?: number;
+  plugins?: RestGatewayDeps['plugins'];
 }
 
 function build(options: BuildOptions = {}) {
@@ -94,6 +96,7 @@ function build(options: BuildOptions = {}) {
       sendFramesPerSecond: options.sendFramesPerSecond,
       sendFramesBurst: options.sendFramesBurst,
     },
+    plugins: options.plugins,
   });
   return { bus, gateway, metrics };
 }
@@ -394,6 +397,39 @@ describe('rest-gateway', () => {
         },
       },
     ]);
+  });
+
+  it('answers a path segment past 1,000 characters as any bad id: 400 naming the param, on every route', async () => {
+    // The web client's files (served by default) answer any GET no route took: a segment the router
+    // refused for its length got their 404 "no route", and the other methods the router's message.
+    ({ gateway } = build({ plugins: [webClientPlugin()] }));
+    const headers = await auth();
+    const long = 'a'.repeat(1500);
+    const idRefused = {
+      error: { code: 'invalid_request', message: 'params id: must match ^[A-Za-z0-9_.-]{1,64}$' },
+    };
+    for (const [method, url, refused] of [
+      ['GET', `/v1/groups/${long}`, idRefused],
+      ['POST', `/v1/groups/${long}/members`, idRefused],
+      [
+        'DELETE',
+        `/v1/groups/g1/members/${long}`,
+        { error: { ...idRefused.error, message: 'params user: must match ^[A-Za-z0-9_.-]{1,64}$' } },
+      ],
+      [
+        'DELETE',
+        `/v1/devices/${long}`,
+        { error: { ...idRefused.error, message: 'params deviceId: must match ^[A-Za-z0-9_.-]{1,64}$' } },
+      ],
+    ] as const) {
+      const res = await gateway.http.inject({
+        method,
+        url,
+        headers,
+        payload: method === 'POST' ? { members: ['bob'] } : undefined,
+      });
+      expect([method, url.length, res.statusCode, res.json()]).toEqual([method, url.length, 400, refused]);
+    }
   });
 
   it('answers every error status with its body', async () => {

@@ -25,6 +25,9 @@ import { Readiness } from './readiness';
 import { isTransient } from './transient';
 import { unavailableRetryAfterMs } from './retry-after';
 
+/** Node's default limit on a request's line and headers together (--max-http-header-size). */
+const MAX_REQUEST_HEAD_BYTES = 16 * 1024;
+
 export interface HttpServerOptions {
   logger: Logger;
   metrics: Registry;
@@ -60,7 +63,10 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     // every 30 s, so a request still incomplete after 30-60 s is answered 408 and closed.
     requestTimeout: 30_000,
     // A path segment past the ids' 64 characters reaches the schema (400 naming the param), not a 414.
-    routerOptions: { maxParamLength: 1000 },
+    // As long as the request line itself (Node refuses more than 16 KiB of it and the headers, 431):
+    // one the router refused for its length fell to the web client's files (a 404 "no route") on a
+    // GET, and to the router's message echoing the whole path on the other methods.
+    routerOptions: { maxParamLength: MAX_REQUEST_HEAD_BYTES },
     // A path fastify cannot decode, before any route: the protocol's error body, not fastify's own.
     frameworkErrors: (error, _request, reply) =>
       sendError(
