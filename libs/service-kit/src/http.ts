@@ -81,6 +81,7 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
 
   app.setValidatorCompiler(validatorCompiler());
   acceptJsonOnly(app);
+  refuseUnmetExpectations(app);
   observeRequests(app, options.metrics);
   closeConnectionsWhenClosing(app);
   app.setErrorHandler(errorHandler);
@@ -149,6 +150,25 @@ function acceptJsonOnly(app: HttpServer): void {
         undefined,
       );
     }
+  });
+}
+
+/**
+ * Node answers an `Expect` other than 100-continue itself, before any route, with a bare 417 (an
+ * empty body): it gets the protocol's error body naming the header, as a request the parser refuses.
+ */
+function refuseUnmetExpectations(app: HttpServer): void {
+  app.server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
+    const expect = JSON.stringify(request.headers.expect ?? '');
+    const message = `expect: only 100-continue can be met (got ${expect}); send the request without it`;
+    const body = JSON.stringify({ error: { code: 'invalid_request' satisfies ErrorCode, message } });
+    response
+      .writeHead(417, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        connection: 'close',
+      })
+      .end(body);
   });
 }
 

@@ -239,6 +239,35 @@ describe('buildHttpServer', () => {
     });
   });
 
+  it('answers an Expect other than 100-continue with the protocol body naming the header', async () => {
+    const app = build();
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    afterClose.push(() => app.close());
+    const { port } = app.server.address() as AddressInfo;
+    const text = await new Promise<string>((resolve) => {
+      let received = '';
+      const socket = net.connect(port, '127.0.0.1', () =>
+        socket.write(
+          'POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n' +
+            'Expect: 200-ok\r\nContent-Length: 12\r\n\r\n{"name":"a"}',
+        ),
+      );
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(received));
+    });
+    const [head, body] = text.split('\r\n\r\n');
+    expect([head!.split('\r\n')[0], JSON.parse(body!)]).toEqual([
+      'HTTP/1.1 417 Expectation Failed',
+      {
+        error: {
+          code: 'invalid_request',
+          message: 'expect: only 100-continue can be met (got "200-ok"); send the request without it',
+        },
+      },
+    ]);
+  });
+
   it('lets a running request finish when the server closes, and closes idle connections', async () => {
     const app = build();
     let release!: () => void;
