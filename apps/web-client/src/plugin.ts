@@ -46,7 +46,15 @@ export function webClientPlugin(options: WebClientOptions = {}) {
       void reply.header('cache-control', 'no-store');
       return { wsUrl: options.publicWsUrl || wsUrlFor(request, options.wsPort ?? 8080) };
     });
-    await app.register(fastifyStatic, { root, prefix: '/', index: 'index.html', maxAge: 0 });
+    await app.register(async (files) => {
+      // A path the file server will not map into the folder (`..` past a backslash, `//x`, a NUL)
+      // is, from outside, a file that is not there: not a 400 "Forbidden" that names nothing.
+      files.setErrorHandler((error: { statusCode?: number }, _request, reply) => {
+        if (error.statusCode === 403) return reply.callNotFound();
+        throw error;
+      });
+      await files.register(fastifyStatic, { root, prefix: '/', index: 'index.html', maxAge: 0 });
+    });
   };
 }
 
