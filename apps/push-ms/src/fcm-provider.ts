@@ -65,7 +65,8 @@ async function sendChunk(
     tokens,
     notification: { title: notification.title, body: notification.body },
     data: notification.data,
-    android: { priority: 'high' },
+    android: { priority: 'high', notification: { tag: notification.collapseId } },
+    apns: { headers: { 'apns-collapse-id': notification.collapseId } },
   };
   try {
     const response = await messaging.sendEachForMulticast(message);

@@ -28,6 +28,7 @@ export function createLogPushProvider(logger: Logger, keep = 100): LogPushProvid
             title: notification.title,
             body: notification.body,
             data: notification.data,
+            collapseId: notification.collapseId,
           },
         },
         'push (log provider)',

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { DeliveredMessage } from '@parley/contracts';
 import type { PushNotification } from './provider';
 
@@ -54,7 +55,20 @@ export function buildNotification(messages: MessageSummary[]): PushNotification 
       from: senders.slice(0, MAX_SENDERS_IN_DATA).join(','),
       mid: latest.mid,
     },
+    collapseId: collapseIdOf(latest.mid),
   };
+}
+
+/** APNs takes a collapse id of at most 64 bytes; a longer mid is named by its hash. */
+const MAX_COLLAPSE_ID_BYTES = 64;
+
+/**
+ * The latest mid names the window: a push sent again (one FCM took before its answer was lost, or
+ * a replay after a restart) replaces the one shown instead of stacking a second beside it.
+ */
+export function collapseIdOf(mid: string): string {
+  if (Buffer.byteLength(mid) <= MAX_COLLAPSE_ID_BYTES) return mid;
+  return `~${createHash('sha256').update(mid).digest('base64url').slice(0, 43)}`;
 }
 
 function countText(count: number): string {

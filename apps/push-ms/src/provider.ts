@@ -4,6 +4,11 @@ export interface PushNotification {
   body: string;
   /** Handed to the app with the notification; FCM wants strings only. */
   data: Record<string, string>;
+  /**
+   * Notifications with the same one replace each other on the device (Android's tag, APNs'
+   * apns-collapse-id, at most 64 bytes): the same window pushed again shows once.
+   */
+  collapseId: string;
 }
 
 /**

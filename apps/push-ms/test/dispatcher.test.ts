@@ -5,7 +5,12 @@ import type { DeviceStore } from '../src/device-store';
 import { createDispatcher } from '../src/dispatcher';
 import type { PushNotification, PushProvider, TokenOutcome } from '../src/provider';
 
-const notification: PushNotification = { title: 'alice', body: 'New message', data: {} };
+const notification: PushNotification = {
+  title: 'alice',
+  body: 'New message',
+  data: {},
+  collapseId: 'alice:1',
+};
 
 /** A dispatcher over these parts, with its own metrics; retries 10 ms apart, at most 100 in flight. */
 function dispatcherWith(

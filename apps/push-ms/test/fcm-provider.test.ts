@@ -33,6 +33,7 @@ describe('FCM provider against a fake FCM server', () => {
     title: 'alice',
     body: '2 new messages from alice',
     data: { kind: 'parley.messages', count: '2' },
+    collapseId: 'alice:2',
   };
 
   it('sends one FCM v1 request per token with the notification, authorised with the access token', async () => {
@@ -45,7 +46,9 @@ describe('FCM provider against a fake FCM server', () => {
     expect(request.message).toMatchObject({
       notification: { title: 'alice', body: '2 new messages from alice' },
       data: { kind: 'parley.messages', count: '2' },
-      android: { priority: 'high' },
+      // The same window pushed again replaces this one on the device instead of stacking beside it.
+      android: { priority: 'high', notification: { tag: 'alice:2' } },
+      apns: { headers: { 'apns-collapse-id': 'alice:2' } },
     });
   });
 

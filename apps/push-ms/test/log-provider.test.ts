@@ -24,6 +24,7 @@ const notification = (n: number) => ({
   title: 'alice',
   body: `${n} new messages from alice`,
   data: { kind: 'parley.messages', count: String(n) },
+  collapseId: `alice:${n}`,
 });
 
 describe('the log push provider', () => {
@@ -40,7 +41,13 @@ describe('the log push provider', () => {
       expect.objectContaining({
         level: 30,
         msg: 'push (log provider)',
-        push: { devices: 2, title: 'alice', body: '2 new messages from alice', data: notification(2).data },
+        push: {
+          devices: 2,
+          title: 'alice',
+          body: '2 new messages from alice',
+          data: notification(2).data,
+          collapseId: 'alice:2',
+        },
       }),
     ]);
     await provider.close();

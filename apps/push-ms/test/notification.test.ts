@@ -1,6 +1,6 @@
 import type { DeliveredMessage } from '@parley/contracts';
 import { createCoalescer } from '../src/coalescer';
-import { buildNotification, MessageSummary, summarize } from '../src/notification';
+import { buildNotification, collapseIdOf, MessageSummary, summarize } from '../src/notification';
 
 const msg = (
   from: string,
@@ -28,6 +28,7 @@ describe('notification text', () => {
       title: 'alice',
       body: 'New message from alice',
       data: { kind: 'parley.messages', count: '1', from: 'alice', mid: 'alice:1' },
+      collapseId: 'alice:1',
     });
     expect(hidden(msg('alice', '1'), msg('alice', '2'), msg('alice', '3')).body).toBe(
       '3 new messages from alice',
@@ -51,6 +52,19 @@ describe('notification text', () => {
     expect(notification.data.from.split(',')).toEqual(senders.slice(0, 20));
     expect(notification.data.count).toBe('100');
     expect(Buffer.byteLength(JSON.stringify(notification))).toBeLessThan(4096);
+  });
+
+  it('names a window by its latest mid, so the same window pushed again replaces the one shown', () => {
+    expect(hidden(msg('alice', '1'), msg('bob', '7')).collapseId).toBe('bob:7');
+    // APNs takes at most 64 bytes: a longer mid is named by its hash, the same each time.
+    const long = msg('a'.repeat(64), 'x'.repeat(64));
+    const id = hidden(long).collapseId;
+    expect([id, Buffer.byteLength(id) <= 64, hidden(long).collapseId]).toEqual([
+      expect.stringMatching(/^~[A-Za-z0-9_-]{43}$/),
+      true,
+      id,
+    ]);
+    expect(collapseIdOf('é'.repeat(33))).toMatch(/^~/); // 66 bytes in UTF-8
   });
 
   it('shows the latest text only when bodies may be included', () => {
