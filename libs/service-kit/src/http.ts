@@ -139,7 +139,13 @@ function validatorCompiler() {
 function acceptJsonOnly(app: HttpServer): void {
   app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const encoding = request.headers['content-encoding'];
+    // Nothing here inflates a body: a compressed one would read as JSON gone wrong.
+    if (encoding && encoding.toLowerCase() !== 'identity') {
+      const message = `content-encoding: ${JSON.stringify(encoding)} is not supported; send the body uncompressed`;
+      return done(new ParleyError('invalid_request', message), undefined);
+    }
     if (body === '') return done(null, undefined);
     try {
       // A byte-order mark is no JSON, but some clients send one (fastify's own parser strips it).

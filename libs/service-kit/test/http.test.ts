@@ -150,6 +150,27 @@ describe('buildHttpServer', () => {
       400,
       { code: 'invalid_request', message: expect.stringContaining('content-type: must be application/json') },
     ]);
+    const { gzipSync } = await import('node:zlib');
+    const compressed = await app.inject({
+      method: 'POST',
+      url: '/echo',
+      payload: gzipSync('{"name":"x"}'),
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    });
+    expect([compressed.statusCode, compressed.json().error]).toEqual([
+      400,
+      {
+        code: 'invalid_request',
+        message: 'content-encoding: "gzip" is not supported; send the body uncompressed',
+      },
+    ]);
+    const identity = await app.inject({
+      method: 'POST',
+      url: '/echo',
+      payload: '{"name":"x"}',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'identity' },
+    });
+    expect(identity.statusCode).toBe(200);
     const boom = await app.inject('/boom');
     expect(boom.statusCode).toBe(500);
     expect(boom.body).not.toContain('secret internals');
