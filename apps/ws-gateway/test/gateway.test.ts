@@ -357,6 +357,13 @@ describe('ws-gateway', () => {
     expect(await alice.closed()).toBe(1009);
   });
 
+  it('closes with 1007 on a text frame that is not UTF-8, as the WebSocket standard requires', async () => {
+    env = await startGateway();
+    const alice = await connect('alice');
+    alice.socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+    expect(await alice.closed()).toBe(1007);
+  });
+
   it('rate-limits with rate_limited errors and closes with 4029 when it goes on', async () => {
     env = await startGateway({ ratePerSecond: 0.1, rateBurst: 2, rateCloseAfter: 3 });
     const alice = await connect('alice');
