@@ -618,12 +618,16 @@ export class Delivery {
   /**
    * Connections the gateway does not hold any more: their connection-down was lost (a crash, or a
    * restart under a pinned GATEWAY_ID). Removed, so presence and later pushes stop counting them.
+   * Only those the call asked that gateway for: one it names besides (a connection of the user on
+   * another gateway) is not its to disown.
    */
   private async forgetMissing(deliveries: GatewayDelivery[], results: GatewaySendResult[]): Promise<void> {
     const at = Date.now();
     const stale = new Map<string, string>(); // connId -> user; a user's deliveries may name it twice
     results.forEach((result, i) => {
-      for (const connId of result.missing ?? []) stale.set(connId, deliveries[i].to);
+      const asked = deliveries[i]?.connIds;
+      for (const connId of result.missing ?? [])
+        if (asked?.includes(connId)) stale.set(connId, deliveries[i].to);
     });
     if (stale.size === 0) return;
     this.metrics.staleConnections.inc(stale.size);

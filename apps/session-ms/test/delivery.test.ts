@@ -512,6 +512,34 @@ describe('Delivery', () => {
     expect(bus.events(TOPICS.offline).map((e) => e.kind)).toEqual(['offline']);
   });
 
+  it('forgets only connections it asked a gateway for: one named missing that another gateway holds, or never asked for, stays', async () => {
+    // A buggy gateway (or one answering from a stale registry) names connections of the user that it
+    // was never asked for: the laptop on gw-2, and an id nobody holds.
+    class OverreachingGateways extends RecordingGateways {
+      override async send(url: string, deliveries: GatewayDelivery[]) {
+        const results = await super.send(url, deliveries);
+        return url === 'http://gw-1'
+          ? results.map((r) => ({ ...r, missing: ['laptop', 'nobody'] }))
+          : results;
+      }
+    }
+    const { delivery, gateways, connect, store, registry } = setup({ gateways: new OverreachingGateways() });
+    await connect('bob', 'phone', 'gw-1');
+    await connect('bob', 'laptop', 'gw-2');
+    await delivery.handle([message('m1')]);
+    expect(gateways.received.map((d) => [d.url, d.connIds])).toEqual([
+      ['http://gw-1', ['phone']],
+      ['http://gw-2', ['laptop']],
+    ]);
+    expect((await store.connectionsOf(['bob'])).get('bob')?.map((c) => c.connId)).toEqual([
+      'phone',
+      'laptop',
+    ]);
+    expect(await registry.getSingleMetricAsString('parley_session_stale_connections_total')).not.toMatch(
+      / [1-9]\d*$/m,
+    );
+  });
+
   it('hands a deliverable for a user with no connection to the offline topic at once', async () => {
     const { delivery, gateways, bus } = setup();
     await delivery.handle([message('m1', 'carol')]);
