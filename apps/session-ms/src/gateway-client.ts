@@ -47,6 +47,11 @@ export interface GatewayClient {
 }
 
 const validateSendResponse = compile(GatewaySendResponse);
+/**
+ * What an answer may hold besides the connection ids its call named: each result's own text
+ * (`{"written":16,"missing":[]}`, 30 bytes) for up to MAX_GATEWAY_BATCH deliveries, with room to spare.
+ */
+const ANSWER_OVERHEAD_BYTES = 64 * MAX_GATEWAY_BATCH;
 
 export interface HttpGatewayClientOptions {
   /** How long a call may wait for the gateway's answer. */
@@ -86,35 +91,45 @@ export function createHttpGatewayClient(
   const postOnce = async (gatewayUrl: string, path: string, body: Buffer, expected: number) => {
     const url = new URL(path, gatewayUrl);
     const secure = url.protocol === 'https:';
-    const response = await new Promise<IncomingMessage>((resolve, reject) => {
-      const call = (secure ? httpsRequest : httpRequest)(url, {
-        method: 'POST',
-        agent: secure ? agents.https : agents.http,
-        timeout: timeoutMs,
-        headers: {
-          'content-type': 'application/json',
-          'content-length': body.length,
-          [INTERNAL_SECRET_HEADER]: internalSecret,
-        },
+    const call = (secure ? httpsRequest : httpRequest)(url, {
+      method: 'POST',
+      agent: secure ? agents.https : agents.http,
+      headers: {
+        'content-type': 'application/json',
+        'content-length': body.length,
+        [INTERNAL_SECRET_HEADER]: internalSecret,
+      },
+    });
+    // The whole call, its answer's body too: a socket's idle timeout let a gateway that trickled its
+    // answer hold the call, and the batch waiting on it, for good.
+    let expired: GatewayCallError | undefined;
+    const deadline = setTimeout(() => {
+      expired = new GatewayCallError(
+        `gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`,
+        'timeout',
+      );
+      call.destroy(expired);
+    }, timeoutMs);
+    try {
+      const response = await new Promise<IncomingMessage>((resolve, reject) => {
+        call.once('response', resolve);
+        call.once('error', (err) => reject(unreachable(gatewayUrl, err)));
+        call.end(body);
       });
-      call.once('response', resolve);
-      call.once('error', (err) => reject(unreachable(gatewayUrl, err)));
-      call.once('timeout', () =>
-        call.destroy(
-          new GatewayCallError(`gateway ${gatewayUrl} did not answer within ${timeoutMs} ms`, 'timeout'),
-        ),
+      const text = await readBody(gatewayUrl, response, body.length + ANSWER_OVERHEAD_BYTES).catch(
+        (err: unknown) => {
+          throw expired ?? unreachable(gatewayUrl, err);
+        },
       );
-      call.end(body);
-    });
-    const text = await readBody(response).catch((err: unknown) => {
-      throw unreachable(gatewayUrl, err);
-    });
-    if (response.statusCode !== expected)
-      throw new GatewayCallError(
-        `gateway ${gatewayUrl} answered ${response.statusCode}`,
-        `http_${response.statusCode ?? 0}`,
-      );
-    return text;
+      if (response.statusCode !== expected)
+        throw new GatewayCallError(
+          `gateway ${gatewayUrl} answered ${response.statusCode}`,
+          `http_${response.statusCode ?? 0}`,
+        );
+      return text;
+    } finally {
+      clearTimeout(deadline);
+    }
   };
   return {
     async send(gatewayUrl, deliveries) {
@@ -285,8 +300,19 @@ function unreachable(gatewayUrl: string, err: unknown): GatewayCallError {
   );
 }
 
-async function readBody(response: IncomingMessage): Promise<string> {
+/**
+ * The answer's text, refused past `maxBytes`: an answer to /send only echoes the connection ids the
+ * call named, so one larger than the call by more than its per-result text is no answer to it (an
+ * endless one was read until session-ms ran out of memory).
+ */
+async function readBody(gatewayUrl: string, response: IncomingMessage, maxBytes: number): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of response) chunks.push(chunk as Buffer);
+  let size = 0;
+  for await (const chunk of response) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes)
+      throw new GatewayCallError(`gateway ${gatewayUrl} answered more than ${maxBytes} bytes`, 'bad_answer');
+    chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks).toString();
 }

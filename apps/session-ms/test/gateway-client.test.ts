@@ -45,7 +45,10 @@ describe('the HTTP gateway client', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
-  afterAll(() => new Promise((resolve) => server.close(resolve)));
+  afterAll(() => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(resolve));
+  });
   beforeEach(() => (seen.length = 0));
 
   it('posts the batch with the internal secret and returns each delivery’s result, over one kept-alive connection', async () => {
@@ -195,6 +198,32 @@ describe('the HTTP gateway client', () => {
     await expect(other.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'http_503' });
     client.close?.();
     other.close?.();
+  });
+
+  it('gives up on an answer that trickles on past the timeout, or that is larger than any answer to the call', async () => {
+    const client = createHttpGatewayClient(SECRET, { timeoutMs: 500, silentHoldMs: 0 });
+    // A byte every 100 ms: the socket is never idle for the timeout, and the answer never ends.
+    answer = (_req, _body, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).write('{"results":[{"written":1}]');
+      const trickle = setInterval(() => res.write(' '), 100);
+      res.once('close', () => clearInterval(trickle));
+    };
+    const gaveUp = client.send(url, [delivery('bob')]).catch((err: unknown) => err);
+    const stillWaiting = new Promise((resolve) => setTimeout(() => resolve('still waiting after 3 s'), 3000));
+    expect(await Promise.race([gaveUp, stillWaiting])).toMatchObject({ reason: 'timeout' });
+    // Valid, but 8 MiB for one delivery (an endless one was read until session-ms ran out of memory).
+    const padding = 'x'.repeat(8 * 1024 * 1024);
+    answer = (_req, _body, res) =>
+      void res.writeHead(200).end(JSON.stringify({ results: [{ written: 1 }], padding }));
+    await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'bad_answer' });
+    // An answer as large as the request's connection ids named missing still passes.
+    const connIds = Array.from({ length: 5000 }, (_, i) => `connection-${i}`);
+    answer = (_req, _body, res) =>
+      void res.writeHead(200).end(JSON.stringify({ results: [{ written: 0, missing: connIds }] }));
+    expect(await client.send(url, [{ ...delivery('bob'), connIds }])).toEqual([
+      { written: 0, missing: connIds },
+    ]);
+    client.close?.();
   });
 
   it('refuses as bad_answer results that are not GatewaySendResponse’s, rather than handing them on', async () => {
