@@ -677,6 +677,67 @@ describe('rest-gateway', () => {
     },
   );
 
+  it('answers 503 naming the service, not a status or body the route does not document, when an upstream answers another success', async () => {
+    // Each passed on before as it came: 202, 300 and 304 (none in the protocol), a 200 holding `{}`
+    // (from null) or nothing for a list, a 200 with a body where a device's route answers 204.
+    const answers: Record<string, { status: number; raw: string }> = {
+      '/internal/groups': { status: 202, raw: '{"groups":[]}' },
+      '/internal/groups/g1': { status: 304, raw: '' },
+      '/internal/messages': { status: 300, raw: '{"messages":[],"next":null}' },
+      '/internal/presence': { status: 200, raw: 'null' },
+      '/internal/groups/g1/members': { status: 200, raw: '' },
+      '/internal/devices/d1': { status: 200, raw: '{"registered":true}' },
+    };
+    const upstream = await startUpstream((req) => answers[req.url!.split('?')[0]]);
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    try {
+      const headers = await auth();
+      const calls = [
+        { method: 'GET', url: '/v1/groups', service: 'group-ms', status: 202 },
+        { method: 'GET', url: '/v1/groups/g1', service: 'group-ms', status: 304 },
+        { method: 'GET', url: '/v1/messages', service: 'persistence-ms', status: 300 },
+        { method: 'GET', url: '/v1/presence?users=bob', service: 'session-ms', status: 200 },
+        {
+          method: 'POST',
+          url: '/v1/groups/g1/members',
+          service: 'group-ms',
+          status: 200,
+          body: { members: ['bob'] },
+        },
+        { method: 'DELETE', url: '/v1/devices/d1', service: 'push-ms', status: 200 },
+      ] as const;
+      for (const { method, url, service, status, ...rest } of calls) {
+        const res = await gateway.http.inject({
+          method,
+          url,
+          headers,
+          payload: 'body' in rest ? rest.body : undefined,
+        });
+        expect([url, res.statusCode, res.json()]).toEqual([
+          url,
+          503,
+          {
+            error: {
+              code: 'unavailable',
+              message: expect.stringMatching(new RegExp(`^${service} answered ${status}`)),
+            },
+          },
+        ]);
+      }
+      // The documented answers still pass.
+      answers['/internal/groups'] = { status: 200, raw: '{"groups":[]}' };
+      answers['/internal/devices/d1'] = { status: 204, raw: '' };
+      expect((await gateway.http.inject({ method: 'GET', url: '/v1/groups', headers })).json()).toEqual({
+        groups: [],
+      });
+      expect(
+        (await gateway.http.inject({ method: 'DELETE', url: '/v1/devices/d1', headers })).statusCode,
+      ).toBe(204);
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('follows no redirect from an upstream, so the internal secret goes nowhere else (503 naming the service)', async () => {
     const elsewhere = await startUpstream(() => ({ status: 200, body: { groups: [] } }));
     const redirecting = createServer((req, res) =>
