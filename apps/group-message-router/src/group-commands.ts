@@ -44,7 +44,16 @@ export function createHttpGroupCommandApplier(
     } catch (err) {
       throw new TransientError(`group-ms is unreachable: ${(err as Error).message}`);
     }
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (err) {
+      // Cut off mid-answer (a reset, or the timeout while the rest never came): group-ms's trouble,
+      // not the ops', so retried rather than set aside on the DLQ.
+      throw new TransientError(
+        `group-ms answered ${response.status} but its body could not be read: ${(err as Error).message}`,
+      );
+    }
     // Not the ops' fault, so retried: the secrets disagree (a rotation rolling out), or the route is
     // missing (a group-ms of an earlier release, a wrong GROUP_URL) or refused the body's size.
     if (response.status >= 500 || RETRIED_STATUSES.has(response.status))

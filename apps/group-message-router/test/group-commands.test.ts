@@ -96,6 +96,28 @@ describe('group-ms applier over HTTP', () => {
     expect(calls.flat().map((c) => c.frame.id)).toEqual(creates.map((c) => c.frame.id));
   });
 
+  it('takes an answer that stalls past the timeout after its headers as transient, not the ops refused', async () => {
+    // group-ms (or a proxy in between) sends its status, then the rest of its answer never comes:
+    // group-ms is in trouble, not the ops, which must be retried rather than set aside on the DLQ.
+    const stalling = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' }).write('{"app');
+    });
+    await new Promise<void>((resolve) => stalling.listen(0, '127.0.0.1', resolve));
+    try {
+      const base = `http://127.0.0.1:${(stalling.address() as AddressInfo).port}`;
+      const stalled = createHttpGroupCommandApplier(base, 'the-internal-secret', 300);
+      const failure = await failureOf(stalled.apply([command]));
+      expect([String(failure), isTransient(failure)]).toEqual([
+        expect.stringMatching(/^TransientError: group-ms answered 200 but its body could not be read/),
+        true,
+      ]);
+    } finally {
+      stalling.closeAllConnections();
+      await new Promise((resolve) => stalling.close(resolve));
+    }
+  });
+
   it('takes group-ms unreachable as transient', async () => {
     const unreachable = createHttpGroupCommandApplier('http://127.0.0.1:1', 'the-internal-secret', 1000);
     expect(isTransient(await failureOf(unreachable.apply([command])))).toBe(true);
