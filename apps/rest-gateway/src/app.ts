@@ -419,8 +419,15 @@ function proxyRoutes(api: FastifyInstance, upstreams: Upstreams) {
     for (const [name, value] of Object.entries(values)) assertPathSegment(name, value);
     return values;
   };
-  const query = (request: FastifyRequest) =>
-    new URLSearchParams(request.query as Record<string, string>).toString();
+  // Only the keys the route's schema names: one it does not take (a cache-buster, a header's name)
+  // is no business of the upstream's.
+  const query = (request: FastifyRequest) => {
+    const known = (request.routeOptions.schema?.querystring as { properties?: object } | undefined)
+      ?.properties;
+    const given = request.query as Record<string, string>;
+    const taken = Object.keys(given).filter((key) => Object.hasOwn(known ?? {}, key));
+    return new URLSearchParams(taken.map((key): [string, string] => [key, String(given[key])])).toString();
+  };
 
   api.get(
     '/v1/messages',
