@@ -673,7 +673,8 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
 
   internal.post(
     '/announce',
-    { schema: { response: { 202: GatewayAnnounceResponse } } },
+    // It takes no body ({} from session-ms): not one up to /send's limit.
+    { bodyLimit: 1024, schema: { response: { 202: GatewayAnnounceResponse } } },
     async (_request, reply) => {
       if (draining) throw new ParleyError('unavailable', 'this gateway is shutting down');
       announce();

@@ -1033,6 +1033,14 @@ describe('ws-gateway', () => {
     const announce = (headers: Record<string, string>) =>
       env.gateway.internal.inject({ method: 'POST', url: '/announce', payload: {}, headers });
     expect((await announce({})).statusCode).toBe(403);
+    // It takes no body: one of more than a kilobyte is refused unread (it was parsed up to /send's limit).
+    const bloated = await env.gateway.internal.inject({
+      method: 'POST',
+      url: '/announce',
+      payload: { padding: 'x'.repeat(4096) },
+      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+    });
+    expect([bloated.statusCode, bloated.json().error.code]).toEqual([413, 'too_large']);
     env.refusing.add('connection-up'); // the first try meets a Kafka blip
     const asked = await announce({ [INTERNAL_SECRET_HEADER]: SECRET });
     expect([asked.statusCode, asked.json()]).toEqual([202, { connections: 3 }]);
