@@ -61,8 +61,12 @@ export interface KafkaSettings {
  * each consumer restart): those are folded into one warning when Kafka is lost, a reminder each
  * minute, and an info line once a request is answered again.
  */
-export function createKafkaClient(clientId: string, settings: KafkaSettings, logger: Logger): Kafka {
-  const reachability = new KafkaReachability(logger, settings.KAFKA_BROKERS);
+export function createKafkaClient(
+  clientId: string,
+  settings: KafkaSettings,
+  logger: Logger,
+  reachability = new KafkaReachability(logger, settings.KAFKA_BROKERS),
+): Kafka {
   const config: KafkaConfig = {
     clientId,
     brokers: settings.KAFKA_BROKERS.split(',')
@@ -109,6 +113,7 @@ const STILL_UNREACHABLE_EVERY_MS = 60_000;
 /** kafkajs's log through pino, one warning per Kafka outage instead of two errors per retry. */
 export class KafkaReachability {
   private lostAt: number | undefined;
+  private lastError = '';
   private remindedAt = 0;
   /** Connection errors logged at debug since the last warning. */
   private folded = 0;
@@ -134,6 +139,13 @@ export class KafkaReachability {
     return logger.debug(fields, message);
   }
 
+  /** While Kafka is away: for how long, and the last error a try met (for a readiness check). */
+  outage(): string | undefined {
+    if (this.lostAt === undefined) return undefined;
+    const seconds = Math.round((this.now() - this.lostAt) / 1000);
+    return `kafka unreachable for ${seconds} s (${this.lastError})`;
+  }
+
   /** A request was answered: Kafka is back, if it was away. */
   reached(): void {
     if (this.lostAt === undefined) return;
@@ -154,6 +166,7 @@ export class KafkaReachability {
 
   private unreachable(message: string, fields: { kafka: Record<string, unknown> }): void {
     const now = this.now();
+    this.lastError = message;
     if (this.lostAt === undefined) {
       this.lostAt = this.remindedAt = now;
       this.folded = 0;

@@ -1,7 +1,7 @@
 import type { Runtime } from '@parley/service-kit';
 import { EventBus } from './bus';
 import { createKafkaBus, KafkaBusOptions } from './kafka-bus';
-import { createKafkaClient, KafkaSettings } from './kafka-client';
+import { createKafkaClient, KafkaReachability, KafkaSettings } from './kafka-client';
 import { provisionTopics } from './topics';
 
 /**
@@ -14,7 +14,8 @@ export async function connectKafkaBus(
   runtime: Runtime,
   options: Partial<KafkaBusOptions> = {},
 ): Promise<EventBus> {
-  const kafka = createKafkaClient(clientId, settings, runtime.logger);
+  const reachability = new KafkaReachability(runtime.logger, settings.KAFKA_BROKERS);
+  const kafka = createKafkaClient(clientId, settings, runtime.logger, reachability);
   await provisionTopics(kafka, {
     partitions: settings.KAFKA_TOPIC_PARTITIONS,
     replicationFactor: settings.KAFKA_REPLICATION_FACTOR,
@@ -35,7 +36,11 @@ export async function connectKafkaBus(
     ...options,
     consumer: { ...consumer, ...options.consumer },
   });
-  runtime.readiness.register('kafka', () => bus.ping());
+  runtime.readiness.register(
+    'kafka',
+    () => bus.ping(),
+    () => reachability.outage(),
+  );
   runtime.closer.add('kafka', () => bus.close());
   return bus;
 }

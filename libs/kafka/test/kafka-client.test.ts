@@ -2,7 +2,7 @@ import { createServer } from 'node:net';
 import pino from 'pino';
 import { waitFor } from '@parley/test-kit';
 import { Broker, startBroker } from '../src/broker';
-import { createKafkaClient } from '../src/kafka-client';
+import { createKafkaClient, KafkaReachability } from '../src/kafka-client';
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -25,10 +25,12 @@ describe('createKafkaClient logs a Kafka outage', () => {
     const port = await freePort();
     const lines: Array<{ level: number; msg: string; [key: string]: unknown }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const reachability = new KafkaReachability(logger, `127.0.0.1:${port}`);
     const kafka = createKafkaClient(
       'outage',
       { KAFKA_BROKERS: `127.0.0.1:${port}`, KAFKA_SSL: false, KAFKA_REPLICATION_FACTOR: 1 },
       logger,
+      reachability,
     );
     const admin = kafka.admin();
     const connected = admin.connect();
@@ -40,12 +42,15 @@ describe('createKafkaClient logs a Kafka outage', () => {
       brokers: `127.0.0.1:${port}`,
       error: expect.stringMatching(/ECONNREFUSED/),
     });
+    // What a readiness check that times out meanwhile says (not only "timed out after 2000 ms").
+    expect(reachability.outage()).toMatch(/^kafka unreachable for [23] s \(.*ECONNREFUSED/);
 
     broker = await startBroker({ port, logger: pino({ level: 'silent' }) });
     await connected;
     await waitFor(() => lines.length === 2, 10_000, 'the recovery line');
     expect(lines[1]).toMatchObject({ level: 30, msg: 'kafka reachable again', brokers: `127.0.0.1:${port}` });
     expect(lines[1]!.unreachableForMs).toBeGreaterThanOrEqual(2500);
+    expect(reachability.outage()).toBeUndefined();
     await admin.disconnect();
   }, 30_000);
 });

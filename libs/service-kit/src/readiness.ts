@@ -6,15 +6,18 @@ export interface CheckReport {
   checks: Record<string, string>;
 }
 
+/** What a check that ran out of time knows of why (the dependency's last error), if anything. */
+export type LateReason = () => string | undefined;
+
 export class Readiness {
-  private readonly checks = new Map<string, Check>();
+  private readonly checks = new Map<string, { check: Check; lateReason?: LateReason }>();
   private draining = false;
   private brokenBy: string | undefined;
 
   constructor(private readonly timeoutMs = 2000) {}
 
-  register(name: string, check: Check): void {
-    this.checks.set(name, check);
+  register(name: string, check: Check, lateReason?: LateReason): void {
+    this.checks.set(name, { check, lateReason });
   }
 
   /** Once shutdown starts, report not-ready so load balancers stop sending traffic. */
@@ -38,7 +41,9 @@ export class Readiness {
 
   async report(): Promise<CheckReport> {
     const entries = await Promise.all(
-      [...this.checks].map(async ([name, check]) => [name, await this.run(check)] as const),
+      [...this.checks].map(
+        async ([name, { check, lateReason }]) => [name, await this.run(check, lateReason)] as const,
+      ),
     );
     const checks = Object.fromEntries(entries);
     if (this.draining) checks.shutdown = 'draining';
@@ -47,10 +52,13 @@ export class Readiness {
     return { ready, checks };
   }
 
-  private async run(check: Check): Promise<string> {
+  private async run(check: Check, lateReason?: LateReason): Promise<string> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<string>((resolve) => {
-      timer = setTimeout(() => resolve(`timed out after ${this.timeoutMs} ms`), this.timeoutMs);
+      timer = setTimeout(() => {
+        const why = lateReason?.();
+        resolve(`timed out after ${this.timeoutMs} ms${why ? `: ${why}` : ''}`);
+      }, this.timeoutMs);
     });
     try {
       return await Promise.race([

@@ -95,9 +95,18 @@ describe('buildHttpServer', () => {
   it('reports a hanging check as timed out', async () => {
     const readiness = new Readiness(50);
     readiness.register('hang', () => new Promise(() => undefined));
+    // A check that knows why it is late (a client retrying a dependency that is away) says so.
+    readiness.register(
+      'kafka',
+      () => new Promise(() => undefined),
+      () => 'unreachable for 12 s (ECONNREFUSED)',
+    );
     const app = build(readiness);
     const res = await app.inject('/readyz');
-    expect(res.json().checks.hang).toBe('timed out after 50 ms');
+    expect(res.json().checks).toEqual({
+      hang: 'timed out after 50 ms',
+      kafka: 'timed out after 50 ms: unreachable for 12 s (ECONNREFUSED)',
+    });
     await app.close();
   });
 
