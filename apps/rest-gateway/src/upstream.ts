@@ -19,7 +19,14 @@ export interface UpstreamResponse {
 export interface Upstreams {
   call(
     service: UpstreamName,
-    request: { method: string; path: string; user: string; body?: unknown },
+    request: {
+      method: string;
+      path: string;
+      user: string;
+      body?: unknown;
+      /** The one success the caller documents: another status, or that status without a JSON object (nothing for a 204), is a 503 naming the service. */
+      success?: number;
+    },
   ): Promise<UpstreamResponse>;
 }
 
@@ -33,7 +40,7 @@ export function createHttpUpstreams(
   timeoutMs = 10_000,
 ): Upstreams {
   return {
-    async call(service, { method, path, user, body }) {
+    async call(service, { method, path, user, body, success }) {
       let response: Response;
       // Serialized before the call: a failure here is the request's, not an unreachable service.
       const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -82,9 +89,22 @@ export function createHttpUpstreams(
       if (response.status >= 400 && isErrorBody(parsed)) {
         throw new ParleyError(parsed.error.code, parsed.error.message);
       }
+      if (success !== undefined) assertSuccess(service, response.status, parsed, success);
       return { status: response.status, body: parsed };
     },
   };
+}
+
+/**
+ * A success passes on only as the route documents it: its status, with a JSON object (nothing for
+ * a 204). Another (a 202, a 304, a 200 of `null` or of nothing) is no answer the protocol has: a 503
+ * naming the service, as a 4xx without the error body.
+ */
+function assertSuccess(service: UpstreamName, status: number, body: unknown, expected: number): void {
+  const isObject = typeof body === 'object' && body !== null && !Array.isArray(body);
+  if (status === expected && (expected === 204 ? body === undefined : isObject)) return;
+  const what = status !== expected ? '' : expected === 204 ? ' with a body' : ' without a JSON object';
+  throw new ParleyError('unavailable', `${service} answered ${status}${what}`);
 }
 
 const validateErrorBody = compile(ErrorBody);
