@@ -12,7 +12,8 @@ import {
   silentLogger,
 } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
-import { createWsGateway, gatewaySettings, WsGatewayConfig } from '../../ws-gateway/src/app';
+import { createWsGateway } from '../../ws-gateway/src/app';
+import { gatewaySettings, WsGatewayConfig } from '../../ws-gateway/src/config';
 import { ParleyClient } from '../public/parley-client.js';
 
 jest.setTimeout(30_000);

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import type { TokenBucket } from '@parley/service-kit';
 
@@ -75,6 +76,11 @@ export class ClientConnection {
   close(code: number, reason: string): void {
     if (this.socket.readyState === this.socket.OPEN) this.socket.close(code, reason);
   }
+
+  /** Its token has expired: the socket is closed with 1008. */
+  isExpired(now: number): boolean {
+    return this.expiresAt !== undefined && this.expiresAt <= now;
+  }
 }
 
 /**
@@ -117,6 +123,15 @@ export class ConnectionRegistry {
   *all(): IterableIterator<ClientConnection> {
     for (const held of this.byUser.values()) yield* listOf(held);
   }
+}
+
+/** Close every socket with 1001 (reconnect elsewhere), cutting those that do not finish in time. */
+export async function closeAll(registry: ConnectionRegistry, graceMs = 2000): Promise<void> {
+  for (const conn of registry.all()) conn.close(CLOSE_GOING_AWAY, 'server shutting down');
+  const deadline = Date.now() + graceMs;
+  while (registry.size > 0 && Date.now() < deadline) await sleep(20);
+  for (const conn of registry.all()) conn.socket.terminate();
+  while (registry.size > 0) await sleep(5);
 }
 
 function listOf(

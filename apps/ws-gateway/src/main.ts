@@ -2,7 +2,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { connectKafkaBus } from '@parley/kafka';
 import { createTokenVerifier, runMain } from '@parley/service-kit';
-import { advertisedInternalUrl, createWsGateway, gatewaySettings, WsGatewayConfig } from './app';
+import { createWsGateway } from './app';
+import { advertisedInternalUrl, gatewaySettings, WsGatewayConfig } from './config';
 
 void runMain('ws-gateway', WsGatewayConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('ws-gateway', config, runtime);

@@ -14,7 +14,8 @@ import {
   TransientError,
 } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
-import { advertisedInternalUrl, createWsGateway, WsGatewaySettings } from '../src/app';
+import { createWsGateway } from '../src/app';
+import { advertisedInternalUrl, WsGatewaySettings } from '../src/config';
 
 const SECRET = 'internal-secret-for-tests';
 
