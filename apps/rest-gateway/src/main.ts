@@ -1,6 +1,7 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { createTokenVerifier, runMain } from '@parley/service-kit';
-import { createRestGateway, RestGatewayConfig } from './app';
+import { createRestGateway } from './app';
+import { RestGatewayConfig } from './config';
 import { createHttpUpstreams } from './upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
 
