@@ -14,3 +14,5 @@ export * from './publish-budget';
 export * from './token-bucket';
 export * from './retry-after';
 export * from './cursor';
+export * from './collections';
+export * from './per-minute-quota';
