@@ -40,13 +40,20 @@ export function deliveriesByGateway(
   connections: Map<string, Connection[]>,
 ): { byGateway: Map<string, GatewayDelivery[]>; firstPushes: Set<GatewayDelivery> } {
   const byGateway = new Map<string, GatewayDelivery[]>();
-  /** The deliveries of messages pushed for the first time: their latency is measured. */
+  /**
+   * The deliveries of messages pushed for the first time: their latency is measured, once a message
+   * (its first gateway's delivery: a user's devices on two gateways would count it twice).
+   */
   const firstPushes = new Set<GatewayDelivery>();
+  const timed = new Set<Pending>();
   const add = (url: string, delivery: GatewayDelivery, push: Push | Pending) => {
     const list = byGateway.get(url);
     if (list) list.push(delivery);
     else byGateway.set(url, [delivery]);
-    if ('attempts' in push && push.attempts === 1 && !push.stored) firstPushes.add(delivery);
+    if ('attempts' in push && push.attempts === 1 && !push.stored && !timed.has(push)) {
+      timed.add(push);
+      firstPushes.add(delivery);
+    }
   };
   for (const push of pushes) {
     const { user, frame } = push;
