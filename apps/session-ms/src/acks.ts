@@ -58,7 +58,7 @@ export class AckHandler {
       if (!remembering[i]) offlineAcks.push(...offlineAck(ack.user, unknown, ack.at, true));
       // A receipt only for what was pushed to this user and is in no storage: storage sends those of
       // what it held (a mid that is neither is no proof of delivery: anyone can ack any mid).
-      const pushedOnly = ack.mids.filter((_, i) => found[i] === 'pushed');
+      const pushedOnly = ack.mids.filter((_, j) => found[j] === 'pushed');
       receipts.push(...deliveredReceipts(ack.user, pushedOnly, ack.at));
     }
     await Promise.all([bus.publish(TOPICS.delivery, receipts), bus.publish(TOPICS.offline, offlineAcks)]);

@@ -18,7 +18,8 @@
  *      (`sync`). The socket also redelivers unacked frames on connect; dedup by `mid` makes that safe.
  *   4. Reconnect with exponential backoff and jitter (0.5 s doubling to 30 s; it starts over only
  *      once a connection has held for 10 s), soon after close 1001 (server shutting down) the first
- *      time; an application-level ping detects dead connections.
+ *      time, and after the wait a close 4029 names (`connecting too often; retry after N s`); an
+ *      application-level ping detects dead connections.
  *   5. Send each outbox frame once per connection, under the server's rate limit, and again a
  *      little later when it was refused `unavailable` or `rate_limited` (nothing was accepted);
  *      refuse a frame over the 64 KiB limit at once, which the server would answer by closing.
@@ -83,6 +84,18 @@ export class ParleyError extends Error {
       body.error?.message ?? response.statusText,
     );
   }
+}
+
+/**
+ * A wait the close asks for, if it asks for one. 1001: the server is shutting down, and another
+ * instance answers: soon, with jitter so that its clients do not all arrive at once; not again if
+ * that did not hold (the next one fails too). 4029 on a socket opened past the user's connect
+ * budget: the reason says when a new one is taken (a second of jitter on top).
+ */
+function reconnectDelayAfter({ code, reason }, attempt) {
+  if (code === 1001 && attempt === 0) return Math.random() * 1000;
+  const retryAfter = code === 4029 ? /retry after (\d+) s/.exec(reason ?? '') : null;
+  return retryAfter ? Number(retryAfter[1]) * 1000 + Math.random() * 1000 : undefined;
 }
 
 /** The server's Retry-After in seconds, or a backoff with jitter; at most BACKOFF_MAX_MS. */
@@ -209,12 +222,7 @@ export class ParleyClient extends EventTarget {
       this.socket = null;
       this.#stopPing();
       clearTimeout(this.stableTimer);
-      // 1001: the server is shutting down, and another instance answers: soon, with jitter so that
-      // its clients do not all arrive at once. Not again if that did not hold (the next one fails too).
-      this.#scheduleReconnect(
-        null,
-        event.code === 1001 && this.attempt === 0 ? Math.random() * 1000 : undefined,
-      );
+      this.#scheduleReconnect(null, reconnectDelayAfter(event, this.attempt));
     };
     // Errors are always followed by `close`; nothing to do here.
     socket.onerror = () => undefined;

@@ -78,6 +78,24 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     expect(gateway.connections()).toBeLessThan(6); // 0.5 s doubling, not at once forever
   });
 
+  it('waits as long as a close 4029 says before connecting again (past the connect budget)', async () => {
+    const gateway = await fakeGateway((socket) =>
+      socket.close(4029, 'connecting too often; retry after 2 s'),
+    );
+    const c = clientOf(gateway.url);
+    const waits: number[] = [];
+    c.addEventListener('status', (event: Event) => {
+      const { state, retryInMs } = (event as CustomEvent).detail;
+      if (state === 'offline' && retryInMs !== undefined) waits.push(retryInMs);
+    });
+    c.start();
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    c.close();
+    await gateway.close();
+    expect(gateway.connections()).toBe(2); // at once, then 2-3 s later; a backoff would start at 0.5 s
+    expect(waits[0]).toBeGreaterThanOrEqual(2000);
+  });
+
   it('drops a connection that never says hello and connects again (a proxy took the upgrade and hangs)', async () => {
     const gateway = await fakeGateway((socket, n) => {
       if (n > 1) hello(socket, n);

@@ -11,7 +11,7 @@ import {
   TokenVerifier,
 } from '@parley/service-kit';
 import { ClientFrames } from './client-frames';
-import { DEFAULT_USER_RATE_FACTOR, socketBudgets, WsGatewaySettings } from './config';
+import { connectBudgets, DEFAULT_USER_RATE_FACTOR, socketBudgets, WsGatewaySettings } from './config';
 import { ConnectionPublisher } from './connection-publisher';
 import { closeAll, ConnectionRegistry, GatewaySocket } from './connections';
 import { InFlight } from './in-flight';
@@ -95,6 +95,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       settings,
       registry,
       verifyToken: deps.verifyToken,
+      connects: connectBudgets(settings),
       metrics,
       logger,
       isDraining,

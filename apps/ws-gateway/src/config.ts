@@ -7,12 +7,16 @@ import {
   CommonConfig,
   frameBudgets,
   InternalConfig,
+  KeyedBudgets,
   PublishBudgetConfig,
   serviceUrl,
+  TokenBucket,
 } from '@parley/service-kit';
 
 export const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
 export const DEFAULT_USER_RATE_FACTOR = 4;
+export const DEFAULT_CONNECTS_PER_MINUTE = 30;
+export const DEFAULT_CONNECT_BURST = 20;
 /** Connection-ups per publish when announcing every open connection again. */
 export const DEFAULT_ANNOUNCE_CHUNK = 1000;
 
@@ -68,6 +72,18 @@ export const WsGatewayConfig = Type.Object({
     description:
       "A user's sockets on one gateway at once (a device each, plus a reconnect racing its old socket's timeout); past it the new socket is closed with 1008",
   }),
+  CONNECT_RATE_PER_MINUTE: Type.Number({
+    minimum: 1,
+    default: DEFAULT_CONNECTS_PER_MINUTE,
+    description:
+      "A user's new sockets a minute on one gateway, sustained, once CONNECT_BURST is spent; a socket opened past it is closed with 4029, its reason saying when to retry",
+  }),
+  CONNECT_BURST: Type.Integer({
+    minimum: 1,
+    default: DEFAULT_CONNECT_BURST,
+    description:
+      "A user's new sockets on one gateway in a burst (a gateway restart reconnects each device once)",
+  }),
   ...PublishBudgetConfig,
   PING_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30_000 }),
   HEARTBEAT_INTERVAL_MS: Type.Integer({
@@ -94,6 +110,10 @@ export interface WsGatewaySettings {
   maxConnections: number;
   /** A user's sockets on this gateway at once; default 16. */
   maxConnectionsPerUser?: number;
+  /** A user's new sockets a minute on this gateway, past `connectBurst`; default 30. */
+  connectsPerMinute?: number;
+  /** A user's new sockets on this gateway in a burst; default 20. */
+  connectBurst?: number;
   pingIntervalMs: number;
   heartbeatIntervalMs: number;
   allowedOrigins: string[];
@@ -143,6 +163,8 @@ export function gatewaySettings(
     maxPendingPublishBytes: config.MAX_PENDING_PUBLISH_BYTES,
     maxConnections: config.MAX_CONNECTIONS,
     maxConnectionsPerUser: config.MAX_CONNECTIONS_PER_USER,
+    connectsPerMinute: config.CONNECT_RATE_PER_MINUTE,
+    connectBurst: config.CONNECT_BURST,
     pingIntervalMs: config.PING_INTERVAL_MS,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
     allowedOrigins: config.ALLOWED_ORIGINS.split(',')
@@ -150,6 +172,20 @@ export function gatewaySettings(
       .filter(Boolean),
   };
 }
+
+/**
+ * Each user's budget of new sockets on this gateway: a reconnect loop (an app bug, a crash loop)
+ * costs Kafka and session-ms a connect and a disconnect a turn. A budget refilled is dropped.
+ */
+export const connectBudgets = (settings: WsGatewaySettings) =>
+  new KeyedBudgets(
+    () =>
+      new TokenBucket(
+        (settings.connectsPerMinute ?? DEFAULT_CONNECTS_PER_MINUTE) / 60,
+        settings.connectBurst ?? DEFAULT_CONNECT_BURST,
+      ),
+    (bucket) => bucket.isFull(),
+  );
 
 /** A socket's frame budgets, or (`factor`) those of that many sockets. */
 export const socketBudgets = (settings: WsGatewaySettings, factor = 1) =>

@@ -3,9 +3,9 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
 import { ParleyError, statusOf, USER_ID_PATTERN } from '@parley/contracts';
-import { bearerToken, rawErrorResponse, TokenVerifier } from '@parley/service-kit';
+import { bearerToken, KeyedBudgets, rawErrorResponse, TokenBucket, TokenVerifier } from '@parley/service-kit';
 import { DEFAULT_MAX_CONNECTIONS_PER_USER, WsGatewaySettings } from './config';
-import { CLOSE_POLICY, ConnectionRegistry } from './connections';
+import { CLOSE_POLICY, CLOSE_RATE_LIMITED, ConnectionRegistry } from './connections';
 import type { GatewayMetrics } from './metrics';
 import type { AcceptSocket } from './sockets';
 
@@ -14,6 +14,8 @@ export interface UpgradeDeps {
   settings: WsGatewaySettings;
   registry: ConnectionRegistry;
   verifyToken: TokenVerifier;
+  /** Each user's budget of new sockets (`connectBudgets`). */
+  connects: KeyedBudgets<TokenBucket>;
   metrics: GatewayMetrics;
   logger: Logger;
   isDraining: () => boolean;
@@ -25,7 +27,7 @@ const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 /**
  * The WebSocket handshake on /v1/ws: path, origin, deviceId, token and connection limits checked
  * before the socket is accepted. A refusal is an HTTP answer with the protocol's error body, or a
- * close 1008 where PROTOCOL.md asks for one.
+ * close (1008, 4029) a browser can read, where the client is to change what it does.
  */
 export function upgradeHandler(deps: UpgradeDeps) {
   const { wss, settings, registry, metrics, logger, isDraining } = deps;
@@ -37,6 +39,7 @@ export function upgradeHandler(deps: UpgradeDeps) {
     head: Buffer,
     code: string,
     reason: string,
+    closeCode = CLOSE_POLICY,
   ) => {
     // A close reason is at most 123 bytes (of UTF-8: an origin may hold non-ASCII text).
     let short = reason.slice(0, 123);
@@ -47,7 +50,7 @@ export function upgradeHandler(deps: UpgradeDeps) {
       // Its reader still runs until the close completes: an error there (a frame past maxPayload)
       // emitted with no listener would throw out of the socket's data handler and end the process.
       ws.on('error', ignore);
-      ws.close(CLOSE_POLICY, short);
+      ws.close(closeCode, short);
     });
   };
 
@@ -79,6 +82,11 @@ export function upgradeHandler(deps: UpgradeDeps) {
       );
       // The check may take a while (a JWKS fetch): stop may have begun meanwhile.
       if (isDraining()) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
+      const connects = deps.connects.of(identity.user);
+      if (!connects.take()) {
+        const reason = `connecting too often; retry after ${Math.ceil(connects.retryAfterSeconds())} s`;
+        return closeOnUpgrade(request, socket, head, 'rate_limited', reason, CLOSE_RATE_LIMITED);
+      }
       if (registry.size >= settings.maxConnections)
         throw new ParleyError('unavailable', 'this gateway is full; try another');
       const perUser = settings.maxConnectionsPerUser ?? DEFAULT_MAX_CONNECTIONS_PER_USER;

@@ -812,6 +812,21 @@ describe('ws-gateway', () => {
     await connect('alice', '&deviceId=tablet');
   });
 
+  it("closes a user's socket opened past their connect budget with 4029 and when to retry; others still connect", async () => {
+    env = await startGateway({ connectBurst: 3, connectsPerMinute: 6 });
+    for (let i = 0; i < 3; i++) await (await connect('alice')).close();
+    const fourth = new WebSocket(await env.url('alice'));
+    const closed = await new Promise<[number, string]>((resolve) =>
+      fourth.once('close', (code, reason) => resolve([code, reason.toString()])),
+    );
+    // 6 a minute: a token every 10 s.
+    expect(closed[0]).toBe(4029);
+    expect(closed[1]).toMatch(/^connecting too often; retry after (9|10) s$/);
+    await connect('bob');
+    const metrics = await env.gateway.internal.inject({ url: '/metrics' });
+    expect(metrics.body).toMatch(/parley_ws_refused_total\{code="rate_limited"[^}]*\} 1/);
+  });
+
   it('holds to maxConnectionsPerUser when one user opens many sockets at once', async () => {
     env = await startGateway({ maxConnectionsPerUser: 3 });
     const url = await env.url('carol');

@@ -74,21 +74,21 @@ export function frameBudgets(ratePerSecond: number, burst: number): FrameBudgets
 
 const MIN_SWEEP_SIZE = 1024;
 
-/** Refilled to their burst: as good as new. */
-const refilled = (budgets: FrameBudgets) => budgets.frames.isFull() && budgets.acks.isFull();
-
 /**
- * Frame budgets per key (a user), made on first use (`of`) or kept from elsewhere (`keep`). Those
- * refilled to their burst are as good as new and are dropped, in a sweep each time the map has
+ * Budgets per key (a user), made on first use (`of`) or kept from elsewhere (`keep`). Those
+ * `refilled` to their burst are as good as new and are dropped, in a sweep each time the map has
  * doubled since the last, so the map holds about the keys active lately.
  */
-export class KeyedFrameBudgets {
-  private readonly byKey = new Map<string, FrameBudgets>();
+export class KeyedBudgets<T> {
+  private readonly byKey = new Map<string, T>();
   private sweepAt = MIN_SWEEP_SIZE;
 
-  constructor(private readonly create: () => FrameBudgets) {}
+  constructor(
+    private readonly create: () => T,
+    private readonly refilled: (budgets: T) => boolean,
+  ) {}
 
-  of(key: string): FrameBudgets {
+  of(key: string): T {
     let budgets = this.byKey.get(key);
     if (budgets) return budgets;
     this.put(key, (budgets = this.create()));
@@ -96,12 +96,12 @@ export class KeyedFrameBudgets {
   }
 
   /** Keeps budgets made elsewhere until they have refilled (refilled ones are not kept). */
-  keep(key: string, budgets: FrameBudgets): void {
-    if (!refilled(budgets)) this.put(key, budgets);
+  keep(key: string, budgets: T): void {
+    if (!this.refilled(budgets)) this.put(key, budgets);
   }
 
   /** The key's budgets, no longer kept here; undefined where none are. */
-  take(key: string): FrameBudgets | undefined {
+  take(key: string): T | undefined {
     const budgets = this.byKey.get(key);
     this.byKey.delete(key);
     return budgets;
@@ -111,13 +111,20 @@ export class KeyedFrameBudgets {
     return this.byKey.size;
   }
 
-  private put(key: string, budgets: FrameBudgets): void {
+  private put(key: string, budgets: T): void {
     if (this.byKey.size >= this.sweepAt) this.sweep();
     this.byKey.set(key, budgets);
   }
 
   private sweep(): void {
-    for (const [key, budgets] of this.byKey) if (refilled(budgets)) this.byKey.delete(key);
+    for (const [key, budgets] of this.byKey) if (this.refilled(budgets)) this.byKey.delete(key);
     this.sweepAt = Math.max(MIN_SWEEP_SIZE, 2 * this.byKey.size);
+  }
+}
+
+/** Frame budgets per key: a pair is dropped once both of its buckets have refilled. */
+export class KeyedFrameBudgets extends KeyedBudgets<FrameBudgets> {
+  constructor(create: () => FrameBudgets) {
+    super(create, (budgets) => budgets.frames.isFull() && budgets.acks.isFull());
   }
 }
