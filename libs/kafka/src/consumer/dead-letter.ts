@@ -1,0 +1,79 @@
+import { dlqTopic } from '@parley/contracts';
+import type { Logger } from 'pino';
+import type { Envelope } from '../bus';
+import { EncodedRecord, HEADER_PACK_INDEX } from '../codec';
+
+/** A record (or an event of a pack) bound for the DLQ, and where it came from. */
+export interface Parked {
+  value: Buffer | null;
+  key: string;
+  partition: number;
+  offset: string;
+  packIndex?: number;
+}
+
+export type DeadLetter = (parked: Parked[], err: unknown) => Promise<void>;
+
+export interface DeadLetterOptions {
+  /** The topic the records were read from; they go to its DLQ. */
+  topic: string;
+  groupId: string;
+  logger: Logger;
+  /** Counts records parked. */
+  count(parked: number): void;
+  send(topic: string, records: EncodedRecord[]): Promise<void>;
+}
+
+/** Parks records on the DLQ of the topic they were read from, saying why (`err`). */
+export function createDeadLetter({ topic, groupId, logger, count, send }: DeadLetterOptions): DeadLetter {
+  return async (parked, err) => {
+    count(parked.length);
+    logger.error(
+      { err, offsets: parked.map((e) => `${e.partition}:${e.offset}`) },
+      'parking records on the DLQ',
+    );
+    await send(dlqTopic(topic), dlqRecords(parked, err, { topic, groupId }));
+  };
+}
+
+/** The DLQ records of `parked`: their headers say why (`err`), where each came from and who read it. */
+export function dlqRecords(
+  parked: Parked[],
+  err: unknown,
+  { topic, groupId }: { topic: string; groupId: string },
+): EncodedRecord[] {
+  return parked.map((e) => ({
+    key: e.key,
+    value: e.value ?? Buffer.alloc(0),
+    headers: {
+      'parley-error': String((err as Error)?.message ?? err).slice(0, 1000),
+      'parley-source': `${topic}/${e.partition}/${e.offset}`,
+      'parley-group': groupId,
+      ...(e.packIndex === undefined ? {} : { [HEADER_PACK_INDEX]: String(e.packIndex) }),
+    },
+  }));
+}
+
+/** An event its handler kept refusing, as the DLQ keeps it. */
+export function parkedEvent(envelope: Envelope<unknown>): Parked {
+  return {
+    value: parkedValue(envelope.event),
+    key: envelope.key,
+    partition: envelope.partition,
+    offset: envelope.offset,
+    packIndex: envelope.index,
+  };
+}
+
+/**
+ * An event as the DLQ keeps it. JSON.parse reads any depth but JSON.stringify overflows the stack a
+ * few thousand levels down: such an event (only a foreign producer writes one) is parked as a note,
+ * its headers naming where the original lies, rather than failing the batch for good.
+ */
+function parkedValue(event: unknown): Buffer {
+  try {
+    return Buffer.from(JSON.stringify(event));
+  } catch (err) {
+    return Buffer.from(JSON.stringify({ unserializable: String((err as Error)?.message ?? err) }));
+  }
+}
