@@ -18,7 +18,7 @@ export function createCounters(registry?: Registry) {
     }),
     consumed: new Counter({
       name: 'parley_kafka_consumed_total',
-      help: 'Events handled',
+      help: 'Events read and done with: handled, or parked on the DLQ (parley_kafka_dead_lettered_total counts those)',
       labelNames: ['topic', 'group'],
       registers,
     }),

@@ -26,6 +26,19 @@ describe('dlqRecords', () => {
     });
   });
 
+  test("gives a record refused for a reason of its own that reason, the others the batch's", () => {
+    const [own, batch] = dlqRecords(
+      [
+        { value: null, key: 'x', partition: 0, offset: '1', reason: new Error('not JSON') },
+        { value: null, key: 'y', partition: 0, offset: '2' },
+      ],
+      new Error('handler kept failing'),
+      source,
+    );
+    expect(own.headers['parley-error']).toBe('not JSON');
+    expect(batch.headers['parley-error']).toBe('handler kept failing');
+  });
+
   test('cuts a long reason, and takes one that is not an Error as it is', () => {
     const [record] = dlqRecords(
       [{ value: null, key: 'k', partition: 0, offset: '0' }],

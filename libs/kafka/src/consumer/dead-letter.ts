@@ -10,9 +10,12 @@ export interface Parked {
   partition: number;
   offset: string;
   packIndex?: number;
+  /** Why it alone was refused (a record that could not be decoded), over the batch's reason. */
+  reason?: unknown;
 }
 
-export type DeadLetter = (parked: Parked[], err: unknown) => Promise<void>;
+/** Parks records, saying why: each its own `reason`, else `err`. */
+export type DeadLetter = (parked: Parked[], err?: unknown) => Promise<void>;
 
 export interface DeadLetterOptions {
   /** The topic the records were read from; they go to its DLQ. */
@@ -29,14 +32,17 @@ export function createDeadLetter({ topic, groupId, logger, count, send }: DeadLe
   return async (parked, err) => {
     count(parked.length);
     logger.error(
-      { err, offsets: parked.map((e) => `${e.partition}:${e.offset}`) },
+      { err: err ?? parked[0]?.reason, offsets: parked.map((e) => `${e.partition}:${e.offset}`) },
       'parking records on the DLQ',
     );
     await send(dlqTopic(topic), dlqRecords(parked, err, { topic, groupId }));
   };
 }
 
-/** The DLQ records of `parked`: their headers say why (`err`), where each came from and who read it. */
+/**
+ * The DLQ records of `parked`: their headers say why (each its own `reason`, else `err`), where
+ * each came from and who read it.
+ */
 export function dlqRecords(
   parked: Parked[],
   err: unknown,
@@ -46,12 +52,16 @@ export function dlqRecords(
     key: e.key,
     value: e.value ?? Buffer.alloc(0),
     headers: {
-      'parley-error': String((err as Error)?.message ?? err).slice(0, 1000),
+      'parley-error': reasonText(e.reason ?? err),
       'parley-source': `${topic}/${e.partition}/${e.offset}`,
       'parley-group': groupId,
       ...(e.packIndex === undefined ? {} : { [HEADER_PACK_INDEX]: String(e.packIndex) }),
     },
   }));
+}
+
+function reasonText(reason: unknown): string {
+  return String((reason as Error)?.message ?? reason).slice(0, 1000);
 }
 
 /** An event its handler kept refusing, as the DLQ keeps it. */

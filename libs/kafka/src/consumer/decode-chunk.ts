@@ -1,15 +1,13 @@
 import type { KafkaMessage } from 'kafkajs';
 import type { Envelope } from '../bus';
-import { DecodeError, HEADER_TRACE, TopicCodec } from '../codec';
+import { HEADER_TRACE, TopicCodec } from '../codec';
 import type { Parked } from './dead-letter';
 
 /** A chunk of one partition's records, decoded: the events to handle and those to park. */
 export interface DecodedChunk<T> {
   good: Envelope<T>[];
-  /** Records (or events of a pack) that could not be decoded: straight to the DLQ. */
+  /** Records (or events of a pack) that could not be decoded, each with why: straight to the DLQ. */
   poison: Parked[];
-  /** Why the last of `poison` was refused. */
-  decodeError?: DecodeError;
 }
 
 /** Decodes `messages` of `partition`, each into its event or, for a pack, its events. */
@@ -20,20 +18,19 @@ export function decodeChunk<T>(
 ): DecodedChunk<T> {
   const good: Envelope<T>[] = [];
   const poison: Parked[] = [];
-  let decodeError: DecodeError | undefined;
   for (const message of messages) {
     const recordKey = message.key?.toString() ?? '';
     const timestamp = Number(message.timestamp);
     const traceId = message.headers?.[HEADER_TRACE]?.toString();
     for (const decoded of codec.decodeRecord(message.value, message.headers)) {
       if (!decoded.ok) {
-        decodeError = decoded.error;
         poison.push({
           value: decoded.value,
           key: decoded.packed?.key ?? recordKey,
           partition,
           offset: message.offset,
           packIndex: decoded.packed?.index,
+          reason: decoded.error,
         });
         continue;
       }
@@ -48,5 +45,5 @@ export function decodeChunk<T>(
       });
     }
   }
-  return { good, poison, decodeError };
+  return { good, poison };
 }

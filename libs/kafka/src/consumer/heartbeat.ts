@@ -17,7 +17,7 @@ export async function heartbeat(
   try {
     await payload.heartbeat();
   } catch (err) {
-    const type = (err as { type?: string }).type;
+    const type = (err as { type?: string } | null)?.type;
     if (!type || !GROUP_MOVING.has(type)) return;
     if (!member.groupMoved && type === 'REBALANCE_IN_PROGRESS') await commit().catch(() => undefined);
     member.groupMoved ??= err as Error;

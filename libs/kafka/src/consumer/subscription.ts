@@ -112,8 +112,8 @@ export function createSubscription<T>(
       // owner, which may be handling it already if this member was dropped.
       if (member.groupMoved) throw member.groupMoved;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
-      const { good, poison, decodeError } = decodeChunk(codec, batch.partition, chunk);
-      if (poison.length > 0) await deadLetter(poison, decodeError);
+      const { good, poison } = decodeChunk(codec, batch.partition, chunk);
+      if (poison.length > 0) await deadLetter(poison);
       if (good.length > 0) await handleEvents(good, payload);
       options.counters.consumed.inc(labels, good.length + poison.length);
       chunkHandled(payload, start, chunk.length);
