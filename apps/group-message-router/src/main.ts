@@ -1,7 +1,8 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
-import { createGroupMessageRouter, GroupMessageRouterConfig } from './app';
+import { createGroupMessageRouter } from './app';
+import { GroupMessageRouterConfig } from './config';
 import { createHttpGroupCommandApplier } from './group-commands';
 import { createSqlMembershipReader } from './sql-membership';
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Type } from '@sinclair/typebox';
+
 import { Counter } from 'prom-client';
 import {
   deliverToMany,
@@ -9,15 +9,13 @@ import {
   TOPICS,
   userMid,
 } from '@parley/contracts';
-import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import { DatabaseConfig } from '@parley/postgres';
+import { Envelope, EventBus } from '@parley/kafka';
+
 import {
   buildHttpServer,
-  CommonConfig,
   createPeriodicJob,
   DAY_MS,
   HttpServer,
-  InternalConfig,
   requireInternalSecret,
   Runtime,
   Service,
@@ -26,35 +24,6 @@ import {
 import { GroupStore } from './group-store';
 import { addEffects, GroupEffects, GroupService, noEffects } from './group-service';
 import { registerGroupRoutes } from './http-routes';
-
-export const GroupMsConfig = Type.Object({
-  ...CommonConfig,
-  ...KafkaSettingsSchema,
-  ...DatabaseConfig,
-  ...InternalConfig,
-  PORT: Type.Integer({
-    minimum: 0,
-    maximum: 65535,
-    default: 9104,
-    description: 'Internal group API, probes and metrics',
-  }),
-  GROUP_MAX_MEMBERS: Type.Integer({
-    minimum: 1,
-    default: 1024,
-    description: 'Most members a group may have',
-  }),
-  GROUP_OPS_KEEP_DAYS: Type.Number({
-    exclusiveMinimum: 0,
-    default: 8,
-    description:
-      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention); a group its last member left is forgotten as long after',
-  }),
-  PURGE_INTERVAL_MS: Type.Integer({
-    minimum: 1000,
-    default: 3_600_000,
-    description: 'How often the retention purge runs',
-  }),
-});
 
 export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;

@@ -1,7 +1,8 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { connectDatabase } from '@parley/postgres';
 import { DAY_MS, runMain } from '@parley/service-kit';
-import { createGroupMs, GroupMsConfig } from './app';
+import { createGroupMs } from './app';
+import { GroupMsConfig } from './config';
 import { createSqlGroupStore } from './sql-group-store';
 
 void runMain('group-ms', GroupMsConfig, async (config, runtime) => {

@@ -1,22 +1,8 @@
-import { Type } from '@sinclair/typebox';
 import { Counter } from 'prom-client';
 import { TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
-import { Envelope, EventBus, KafkaSettingsSchema } from '@parley/kafka';
-import {
-  buildHttpServer,
-  CommonConfig,
-  HttpServer,
-  Runtime,
-  Service,
-  serviceLifecycle,
-} from '@parley/service-kit';
+import { Envelope, EventBus } from '@parley/kafka';
+import { buildHttpServer, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './route';
-
-export const MessageRouterConfig = Type.Object({
-  ...CommonConfig,
-  ...KafkaSettingsSchema,
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9101, description: 'Probes and metrics' }),
-});
 
 export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;

@@ -1,6 +1,7 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { runMain } from '@parley/service-kit';
-import { createMessageRouter, MessageRouterConfig } from './app';
+import { createMessageRouter } from './app';
+import { MessageRouterConfig } from './config';
 
 void runMain('message-router', MessageRouterConfig, async (config, runtime) => {
   const bus = await connectKafkaBus('message-router', config, runtime);

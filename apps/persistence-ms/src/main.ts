@@ -1,7 +1,8 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { connectDatabase } from '@parley/postgres';
 import { DAY_MS, runMain } from '@parley/service-kit';
-import { createPersistenceService, PersistenceConfig } from './app';
+import { createPersistenceService } from './app';
+import { PersistenceConfig } from './config';
 import { createSqlOfflineStore } from './sql-store';
 
 void runMain('persistence-ms', PersistenceConfig, async (config, runtime) => {

@@ -1,7 +1,8 @@
 import { connectKafkaBus } from '@parley/kafka';
 import { connectDatabase } from '@parley/postgres';
 import { runMain } from '@parley/service-kit';
-import { createPushService, PushConfig } from './app';
+import { createPushService } from './app';
+import { PushConfig } from './config';
 import { createSqlDeviceStore } from './device-store';
 import { createFcmProvider, fcmOptionsFromServiceAccount } from './fcm-provider';
 import { createLogPushProvider } from './log-provider';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Type } from '@sinclair/typebox';
+
 import {
   ErasedCount,
   MAX_PRESENCE_USERS,
@@ -9,14 +9,11 @@ import {
   TOPICS,
   USER_ID_PATTERN,
 } from '@parley/contracts';
-import { EventBus, KafkaSettingsSchema } from '@parley/kafka';
+import { EventBus } from '@parley/kafka';
 import {
   actingUser,
   buildHttpServer,
-  CommonConfig,
   HttpServer,
-  InternalConfig,
-  readableFile,
   requireInternalSecret,
   Runtime,
   Service,
@@ -25,63 +22,6 @@ import {
 import { Delivery, DeliveryReader, DeliverySettings, withoutStaleNotices } from './delivery';
 import { coalescingSends, GatewayClient } from './gateway-client';
 import { SessionStore } from './store/session-store';
-
-export const SessionConfig = Type.Object({
-  ...CommonConfig,
-  ...KafkaSettingsSchema,
-  ...InternalConfig,
-  PORT: Type.Integer({
-    minimum: 0,
-    maximum: 65535,
-    default: 9103,
-    description: 'Internal API, probes, metrics',
-  }),
-  REDIS_URL: Type.Optional(
-    Type.String({
-      pattern: '^rediss?://',
-      description:
-        'Redis; in-process store when unset (one replica only; a stop hands what awaits an ack to storage, a crash loses it)',
-    }),
-  ),
-  REDIS_TLS_CA_FILE: Type.Optional(
-    readableFile({
-      description:
-        "PEM file of the CA that signed Redis's TLS certificate, where Node does not trust it by itself (Memorystore); implies TLS",
-    }),
-  ),
-  REDIS_KEY_PREFIX: Type.String({
-    default: 'parley:session:',
-    description: 'Prefix of every key session-ms writes',
-  }),
-  ACK_TIMEOUT_MS: Type.Integer({
-    minimum: 10,
-    default: 5000,
-    description:
-      'Wait for an ack before pushing again, counted on how far acks have been read (a backlog does not trigger retries)',
-  }),
-  MAX_ATTEMPTS: Type.Integer({
-    minimum: 1,
-    default: 3,
-    description: 'Pushes before a deliverable goes offline',
-  }),
-  ACKED_TTL_MS: Type.Integer({
-    minimum: 1000,
-    default: 24 * 3600 * 1000,
-    description:
-      'How long acked mids are remembered for dedup (without Redis: the last 875,000 to 1,000,000 at most)',
-  }),
-  GATEWAY_TTL_MS: Type.Integer({
-    minimum: 1000,
-    default: 30_000,
-    description:
-      'A gateway silent this long, while other heartbeats are read, is gone (while none are read, none is judged)',
-  }),
-  RETRY_TICK_MS: Type.Integer({
-    minimum: 10,
-    default: 200,
-    description: 'How often due retries are looked for',
-  }),
-});
 
 export interface SessionDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;

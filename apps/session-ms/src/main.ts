@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { connectKafkaBus } from '@parley/kafka';
 import { runMain } from '@parley/service-kit';
-import { createSessionService, SessionConfig } from './app';
+import { createSessionService } from './app';
+import { SessionConfig } from './config';
 import { createHttpGatewayClient } from './gateway-client';
 import { MemorySessionStore } from './store/memory-store';
 import { RedisSessionStore } from './store/redis-store';

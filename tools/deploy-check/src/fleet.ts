@@ -1,7 +1,7 @@
 /**
  * What the deployment must provide, read from the code itself: the deployable apps (every
  * apps/<name>/src/main.ts except the dev launcher), each app's TypeBox config schema (the one
- * `...Config` object exported by apps/<name>/src/config.ts, or app.ts), its ports (schema defaults) and the
+ * `...Config` object exported by apps/<name>/src/config.ts), its ports (schema defaults) and the
  * variables it reads. A new app, or a new variable in a schema, is covered without editing this.
  */
 import { existsSync, readdirSync } from 'node:fs';
@@ -104,14 +104,8 @@ export function defaultOf(schema: TObject, key: string): unknown {
   return (schema.properties[key] as TSchema | undefined)?.default;
 }
 
-/** Where an app's configuration schema lives: its config.ts, or its app.ts where it has none. */
-function configModule(name: string): string {
-  const own = `apps/${name}/src/config.ts`;
-  return existsSync(path.join(ROOT, own)) ? own : `apps/${name}/src/app.ts`;
-}
-
 export function loadApp(name: string): AppSpec {
-  const file = configModule(name);
+  const file = `apps/${name}/src/config.ts`;
   const mod = require(path.join(ROOT, file)) as Record<string, unknown>;
   const schemas = Object.entries(mod).filter(
     ([key, value]) => key.endsWith('Config') && isObjectSchema(value),

@@ -1,0 +1,33 @@
+import { Type } from '@sinclair/typebox';
+import { KafkaSettingsSchema } from '@parley/kafka';
+import { DatabaseConfig } from '@parley/postgres';
+import { CommonConfig, InternalConfig } from '@parley/service-kit';
+
+export const GroupMsConfig = Type.Object({
+  ...CommonConfig,
+  ...KafkaSettingsSchema,
+  ...DatabaseConfig,
+  ...InternalConfig,
+  PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9104,
+    description: 'Internal group API, probes and metrics',
+  }),
+  GROUP_MAX_MEMBERS: Type.Integer({
+    minimum: 1,
+    default: 1024,
+    description: 'Most members a group may have',
+  }),
+  GROUP_OPS_KEEP_DAYS: Type.Number({
+    exclusiveMinimum: 0,
+    default: 8,
+    description:
+      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention); a group its last member left is forgotten as long after',
+  }),
+  PURGE_INTERVAL_MS: Type.Integer({
+    minimum: 1000,
+    default: 3_600_000,
+    description: 'How often the retention purge runs',
+  }),
+});
