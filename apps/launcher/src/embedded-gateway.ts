@@ -37,6 +37,8 @@ export async function buildEmbeddedGateway(data: EmbeddedGatewayData): Promise<S
       ratePerSecond: 200,
       rateBurst: 400,
       rateCloseAfter: 50,
+      connectBurst: 200,
+      connectsPerMinute: 600,
       maxUnsentBytes: 4 * 1024 * 1024,
       maxConnections: 200_000,
       pingIntervalMs: 30_000,
