@@ -1,26 +1,7 @@
-import { Type } from '@sinclair/typebox';
 import type { KafkaMessage } from 'kafkajs';
-import type { TopicSpec } from '@parley/contracts';
-import { DecodeError, HEADER_PACK, packRecords, TopicCodec } from '../src/codec';
+import { DecodeError, HEADER_PACK, packRecords } from '../src/codec';
 import { decodeChunk } from '../src/consumer/decode-chunk';
-
-const Note = Type.Object({
-  kind: Type.Literal('note'),
-  v: Type.Literal(1),
-  to: Type.String(),
-  n: Type.Integer(),
-});
-type Note = typeof Note.static;
-const topic: TopicSpec<Note> = {
-  name: 'notes',
-  schema: Note,
-  key: (e) => e.to,
-  description: 'test',
-  partitions: 4,
-  retentionMs: 1000,
-};
-const codec = new TopicCodec(topic);
-const note = (to: string, n: number): Note => ({ kind: 'note', v: 1, to, n });
+import { codec, note } from './support/note-codec';
 
 /** A consumed record as kafkajs hands it over. */
 const message = (

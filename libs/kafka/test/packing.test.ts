@@ -1,26 +1,8 @@
-import { Type } from '@sinclair/typebox';
 import { Partitioners } from 'kafkajs';
-import type { TopicSpec } from '@parley/contracts';
-import { HEADER_PACK, packRecords, TopicCodec } from '../src/codec';
+import { HEADER_PACK, packRecords } from '../src/codec';
 import { createKeyPartitioner, createPartitionCounts, packByPartition } from '../src/packing';
+import { codec, note, Note, noteTopic as topic } from './support/note-codec';
 
-const Note = Type.Object({
-  kind: Type.Literal('note'),
-  v: Type.Literal(1),
-  to: Type.String(),
-  n: Type.Integer(),
-});
-type Note = typeof Note.static;
-const topic: TopicSpec<Note> = {
-  name: 'notes',
-  schema: Note,
-  key: (e) => e.to,
-  description: 'test',
-  partitions: 4,
-  retentionMs: 1000,
-};
-const codec = new TopicCodec(topic);
-const note = (to: string, n: number): Note => ({ kind: 'note', v: 1, to, n });
 const events = (records: { value: Buffer; headers: Record<string, string> }[]) =>
   records.flatMap((r) => codec.decodeRecord(r.value, r.headers)).map((d) => (d.ok ? d.event : d.error));
 
