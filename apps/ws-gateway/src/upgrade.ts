@@ -32,7 +32,7 @@ const deviceIdPattern = new RegExp(USER_ID_PATTERN);
 export function upgradeHandler(deps: UpgradeDeps) {
   const { wss, settings, registry, metrics, logger, isDraining } = deps;
 
-  /** Refuses with a close 1008 after the upgrade: a browser can read a close, not a refused upgrade's status. */
+  /** Refuses with a close (1008, or `closeCode`) after the upgrade: a browser can read a close, not a refused upgrade's status. */
   const closeOnUpgrade = (
     request: IncomingMessage,
     socket: Duplex,
@@ -82,11 +82,6 @@ export function upgradeHandler(deps: UpgradeDeps) {
       );
       // The check may take a while (a JWKS fetch): stop may have begun meanwhile.
       if (isDraining()) throw new ParleyError('unavailable', 'this gateway is shutting down; reconnect');
-      const connects = deps.connects.of(identity.user);
-      if (!connects.take()) {
-        const reason = `connecting too often; retry after ${Math.ceil(connects.retryAfterSeconds())} s`;
-        return closeOnUpgrade(request, socket, head, 'rate_limited', reason, CLOSE_RATE_LIMITED);
-      }
       if (registry.size >= settings.maxConnections)
         throw new ParleyError('unavailable', 'this gateway is full; try another');
       const perUser = settings.maxConnectionsPerUser ?? DEFAULT_MAX_CONNECTIONS_PER_USER;
@@ -94,6 +89,13 @@ export function upgradeHandler(deps: UpgradeDeps) {
         // One user must not take a gateway's sockets.
         const reason = `too many connections for this user (at most ${perUser})`;
         return closeOnUpgrade(request, socket, head, 'too_many_connections', reason);
+      }
+      // Spent only on a socket that opens: one refused above costs Kafka and session-ms nothing, and
+      // a client that closed one as the 1008 says must then get its next one in.
+      const connects = deps.connects.of(identity.user);
+      if (!connects.take()) {
+        const reason = `connecting too often; retry after ${Math.ceil(connects.retryAfterSeconds())} s`;
+        return closeOnUpgrade(request, socket, head, 'rate_limited', reason, CLOSE_RATE_LIMITED);
       }
       wss.handleUpgrade(request, socket, head, (ws) => deps.accept(ws, socket, identity, deviceId));
     } catch (err) {

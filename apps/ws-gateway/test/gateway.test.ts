@@ -827,6 +827,34 @@ describe('ws-gateway', () => {
     expect(metrics.body).toMatch(/parley_ws_refused_total\{code="rate_limited"[^}]*\} 1/);
   });
 
+  it("spends a user's connect budget only on sockets it opens, not on those refused as one too many or the gateway full", async () => {
+    env = await startGateway({
+      maxConnections: 2,
+      maxConnectionsPerUser: 1,
+      connectBurst: 2,
+      connectsPerMinute: 1,
+    });
+    const closeOf = async (user: string) => {
+      const socket = new WebSocket(await env.url(user));
+      return new Promise<[number, string]>((resolve) =>
+        socket.once('close', (code, reason) => resolve([code, reason.toString()])),
+      );
+    };
+    const alice = await connect('alice');
+    // One too many for alice, twice: each the 1008 that says to close one first, never a 4029.
+    for (let i = 0; i < 2; i++)
+      expect(await closeOf('alice')).toEqual([1008, 'too many connections for this user (at most 1)']);
+    await alice.close();
+    await waitFor(() => env.gateway.connections.of('alice').length === 0, 5000, 'the close');
+    await connect('alice'); // as the 1008 said: one closed, the next one opens
+    await connect('bob'); // the gateway is full
+    const url = await env.url('carol');
+    for (let i = 0; i < 2; i++) expect((await WsTestClient.refusal(url)).status).toBe(503);
+    await clients.find((c) => c.frames[0]?.user === 'bob')!.close();
+    await waitFor(() => env.gateway.connections.size === 1, 5000, "bob's close");
+    await connect('carol');
+  });
+
   it('holds to maxConnectionsPerUser when one user opens many sockets at once', async () => {
     env = await startGateway({ maxConnectionsPerUser: 3 });
     const url = await env.url('carol');
