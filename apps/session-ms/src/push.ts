@@ -22,11 +22,12 @@ export async function pushToGateways(
   connections: Map<string, Connection[]>,
 ): Promise<void> {
   const { byGateway, firstPushes } = deliveriesByGateway(pushes, connections);
+  const timed = new Set<Pending>();
   await Promise.all(
     [...byGateway].map(async ([url, deliveries]) => {
       for (const calls of callRounds(deliveries, MAX_GATEWAY_BATCH)) {
         const sent = await Promise.all(calls.map((call) => pushToGateway(deps, url, call)));
-        calls.forEach((call, i) => sent[i] && observeFirstPushes(deps.metrics, call, firstPushes));
+        calls.forEach((call, i) => sent[i] && observeFirstPushes(deps.metrics, call, firstPushes, timed));
         // The next round must not overtake what a failed call carried (retries push that again).
         if (sent.includes(false)) break;
       }
@@ -38,22 +39,19 @@ export async function pushToGateways(
 export function deliveriesByGateway(
   pushes: Array<Push | Pending>,
   connections: Map<string, Connection[]>,
-): { byGateway: Map<string, GatewayDelivery[]>; firstPushes: Set<GatewayDelivery> } {
+): { byGateway: Map<string, GatewayDelivery[]>; firstPushes: Map<GatewayDelivery, Pending> } {
   const byGateway = new Map<string, GatewayDelivery[]>();
   /**
-   * The deliveries of messages pushed for the first time: their latency is measured, once a message
-   * (its first gateway's delivery: a user's devices on two gateways would count it twice).
+   * The deliveries of messages pushed for the first time, each to its message: their latency is
+   * measured, once a message (`observeFirstPushes`), though a user's devices on two gateways get
+   * a delivery from each.
    */
-  const firstPushes = new Set<GatewayDelivery>();
-  const timed = new Set<Pending>();
+  const firstPushes = new Map<GatewayDelivery, Pending>();
   const add = (url: string, delivery: GatewayDelivery, push: Push | Pending) => {
     const list = byGateway.get(url);
     if (list) list.push(delivery);
     else byGateway.set(url, [delivery]);
-    if ('attempts' in push && push.attempts === 1 && !push.stored && !timed.has(push)) {
-      timed.add(push);
-      firstPushes.add(delivery);
-    }
+    if ('attempts' in push && push.attempts === 1 && !push.stored) firstPushes.set(delivery, push);
   };
   for (const push of pushes) {
     const { user, frame } = push;
@@ -133,15 +131,23 @@ async function forgetMissing(
 /**
  * Send-to-socket latency of messages pushed for the first time: from the `sentAt` the edge
  * stamped to the gateway's answer, once the frame is written to the sockets (two hosts' clocks).
+ * Once a message (`timed`): at the first of its gateways to answer, whichever that is (one that
+ * failed does not keep another's answer from counting).
  */
 function observeFirstPushes(
   metrics: PushDeps['metrics'],
   call: GatewayDelivery[],
-  firstPushes: Set<GatewayDelivery>,
+  firstPushes: Map<GatewayDelivery, Pending>,
+  timed: Set<Pending>,
 ): void {
   if (firstPushes.size === 0) return;
   const now = Date.now();
-  for (const { frame } of call.filter((delivery) => firstPushes.has(delivery)))
+  for (const delivery of call) {
+    const pending = firstPushes.get(delivery);
+    if (pending === undefined || timed.has(pending)) continue;
+    timed.add(pending);
+    const { frame } = delivery;
     if (frame.type === 'message')
       metrics.firstPushLatency.observe({ chat: frame.chat }, Math.max(0, now - frame.sentAt) / 1000);
+  }
 }

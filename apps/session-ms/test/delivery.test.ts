@@ -1524,6 +1524,27 @@ describe('Delivery', () => {
     expect(sum).toBeLessThan(10);
   });
 
+  it("times a message's first push once for a user on two gateways, also when the first of them fails", async () => {
+    const { delivery, gateways, registry, connect } = setup();
+    await connect('bob', 'phone', 'gw-1');
+    await connect('bob', 'tablet', 'gw-2');
+    const count = async () =>
+      Number(
+        /_count\{service="s",chat="direct"\} (\d+)$/m.exec(
+          await registry.getSingleMetricAsString('parley_session_first_push_latency_seconds'),
+        )?.[1] ?? 0,
+      );
+    await delivery.handle([message('m1')]); // both answer
+    expect(await count()).toBe(1);
+    gateways.down.add('http://gw-1');
+    await delivery.handle([message('m2')]); // the tablet's gateway wrote it: still its first push
+    expect(gateways.received.filter((d) => d.url === 'http://gw-2').map((d) => d.frame)).toEqual([
+      expect.objectContaining({ mid: 'alice:m1' }),
+      expect.objectContaining({ mid: 'alice:m2' }),
+    ]);
+    expect(await count()).toBe(2);
+  });
+
   it('counts in parley_session_acked_total only acks that completed a deliverable, not those of accepted frames', async () => {
     const { delivery, registry, connect } = setup();
     await connect('bob', 'phone');

@@ -58,7 +58,7 @@ describe('callRounds', () => {
 });
 
 describe('deliveriesByGateway', () => {
-  it("makes one delivery per gateway of the user's devices, and marks only first pushes of tracked deliverables, once each", () => {
+  it("makes one delivery per gateway of the user's devices, and marks only those of first pushes of tracked deliverables, each with its message", () => {
     const connections = new Map([
       [
         'bob',
@@ -86,7 +86,10 @@ describe('deliveriesByGateway', () => {
       ['tablet'],
       ['tablet'],
     ]);
-    // Timed once, though it goes to two gateways.
-    expect([...firstPushes]).toEqual([byGateway.get('http://gw-1')![0]]);
+    // Both of its gateways' deliveries name the message: timed once, at the first to answer (Delivery's tests).
+    expect([...firstPushes]).toEqual([
+      [byGateway.get('http://gw-1')![0], first],
+      [byGateway.get('http://gw-2')![0], first],
+    ]);
   });
 });
