@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-
 import { Counter } from 'prom-client';
 import {
   DeliveryTopicEvent,
@@ -14,7 +13,6 @@ import {
   userMid,
 } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
-
 import {
   buildHttpServer,
   createRecentSet,

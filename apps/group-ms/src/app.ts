@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-
 import { Counter } from 'prom-client';
 import {
   deliverToMany,
@@ -10,7 +9,6 @@ import {
   userMid,
 } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
-
 import {
   buildHttpServer,
   createPeriodicJob,

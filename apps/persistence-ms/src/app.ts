@@ -1,6 +1,5 @@
 import { TOPICS } from '@parley/contracts';
 import { EventBus } from '@parley/kafka';
-
 import { buildHttpServer, DAY_MS, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { connectionHandler, offlineHandler } from './consumers';
 import { createPersistenceMetrics } from './metrics';

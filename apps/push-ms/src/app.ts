@@ -1,7 +1,6 @@
 import { Counter } from 'prom-client';
 import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
-
 import {
   buildHttpServer,
   createRecentSet,

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-
 import {
   ErasedCount,
   MAX_PRESENCE_USERS,

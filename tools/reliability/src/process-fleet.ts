@@ -177,6 +177,8 @@ export class ProcessFleet {
         // These suites test faults; the limits have their own tests.
         RATE_LIMIT_PER_SECOND: '100000',
         RATE_LIMIT_BURST: '100000',
+        CONNECT_RATE_PER_MINUTE: '100000',
+        CONNECT_BURST: '100000',
         MAX_UNSENT_BYTES: String(64 * 1024 * 1024),
       },
       'rest-gateway': {
