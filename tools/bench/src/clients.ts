@@ -172,9 +172,9 @@ export class ClientPool {
     for (const client of this.clients) if (client.pending.length > 0) this.flushClient(client);
   }
 
-  /** Starts counting a new step: frames of earlier steps count as stale. */
-  beginStep(step: number): StepCounters {
-    this.c = freshCounters(step);
+  /** Starts counting a new step, numbered after the last: frames of earlier steps count as stale. */
+  beginStep(): StepCounters {
+    this.c = freshCounters(this.c.step + 1);
     this.seen = new Set();
     this.firstSendAt = 0;
     this.lastReceiveAt = 0;

@@ -22,8 +22,6 @@ export interface Progress {
   (line: string): void;
 }
 
-let stepSeq = 0;
-
 /** The steps' latency timelines: windows of send time this long. */
 export const TIMELINE_WINDOW_MS = 250;
 
@@ -39,7 +37,7 @@ export async function runStep(
     sampler?: ProcSampler;
   },
 ): Promise<StepResult> {
-  const c = pool.beginStep(++stepSeq);
+  const c = pool.beginStep();
   const win = opts.sampler?.window();
   const box = machineCpuWindow();
   const r = await pool.runRate(opts.rate, opts.durationMs);
@@ -196,7 +194,7 @@ export async function runFanout(
 ): Promise<FanoutResult> {
   const members = pool.clients.slice(0, opts.members);
   const group = `bench-g-${Date.now().toString(36)}`;
-  const sync = pool.beginStep(++stepSeq);
+  const sync = pool.beginStep();
   const tJoin = performance.now();
   await opts.createGroup(
     group,
@@ -209,7 +207,7 @@ export async function runFanout(
     `  [${pool.target.name}] fan-out: ${sync.groupFrames}/${members.length} members saw the group's creation in ${joinMs} ms${joined ? '' : ' (gave up waiting; going on)'}`,
   );
   await sleep(500);
-  const c = pool.beginStep(++stepSeq);
+  const c = pool.beginStep();
   const frames0 = await opts.gatewayFrames?.();
   const win = opts.sampler?.window();
   const messages = opts.senders * opts.perSender;

@@ -28,7 +28,7 @@ describe('ClientPool (open-loop load against the raw ws relay)', () => {
   });
 
   it('measures latency from the intended send time: a stall of the generator shows (no coordinated omission)', async () => {
-    const c = pool.beginStep(1);
+    const c = pool.beginStep();
     // 1,000/s for 1 s; the generator's own loop is blocked for 300 ms a third of the way in, so
     // about 300 messages go out up to 300 ms after they were due.
     setTimeout(() => stall(300), 300);
@@ -41,7 +41,7 @@ describe('ClientPool (open-loop load against the raw ws relay)', () => {
   });
 
   it('adds no lag of its own when the loop keeps up', async () => {
-    const c = pool.beginStep(2);
+    const c = pool.beginStep();
     const r = await pool.runRate(500, 500);
     await pool.settle(() => c.received >= c.sent, 500, 3000);
     expect(c.received).toBe(c.sent);
