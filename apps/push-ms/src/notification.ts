@@ -32,8 +32,14 @@ export function summarize(frame: DeliveredMessage, includeBody: boolean): Messag
 function previewOf(body: unknown): string | undefined {
   const text = typeof body === 'string' ? body : (body as { text?: unknown } | null)?.text;
   if (typeof text !== 'string' || text.trim() === '') return undefined;
-  return text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS - 1)}…` : text;
+  if (text.length <= PREVIEW_CHARS) return text;
+  let end = PREVIEW_CHARS - 1;
+  // Not between the two halves of a surrogate pair (an emoji): half of one is no character.
+  if (isHighSurrogate(text.charCodeAt(end - 1))) end--;
+  return `${text.slice(0, end)}…`;
 }
+
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
 
 /**
  * One notification for a window of messages: "3 new messages from alice", "5 new messages from

@@ -73,6 +73,18 @@ describe('notification text', () => {
     expect(shown(msg('alice', '1', { image: 'x.png' })).body).toBe('New message from alice');
     expect(shown(msg('alice', '1', 'x'.repeat(500))).body).toHaveLength(200);
   });
+
+  it('cuts a long preview between characters, never inside an emoji (half a surrogate pair)', () => {
+    // The emoji takes code units 198 and 199: a cut after 199 units kept its first half only.
+    const text = `${'x'.repeat(198)}😀${'y'.repeat(50)}`;
+    const body = shown(msg('alice', '1', text)).body;
+    expect(body).toBe(`${'x'.repeat(198)}…`);
+    expect((body as unknown as { isWellFormed(): boolean }).isWellFormed()).toBe(true);
+    // Where the cut falls after a whole emoji, the emoji stays.
+    expect(shown(msg('alice', '1', `${'x'.repeat(197)}😀${'y'.repeat(50)}`)).body).toBe(
+      `${'x'.repeat(197)}😀…`,
+    );
+  });
 });
 
 describe('coalescer', () => {
