@@ -838,6 +838,32 @@ describe('rest-gateway', () => {
     await upstream.close();
   });
 
+  it('passes on a presence list of up to 13,000 characters whole, its commas as they came', async () => {
+    // Repeats count once (docs/protocol.md): 6,001 names within the limit ask about two users. Each
+    // comma written as %2C made the upstream's request line 24 KB, past Node's 16 KiB (a 431 there).
+    const users = `${'bob,'.repeat(3000)}carol`;
+    expect(users.length).toBeLessThanOrEqual(13_000);
+    const upstream = await startUpstream(() => ({
+      status: 200,
+      body: { presence: [{ user: 'bob', online: false, lastSeen: null }] },
+    }));
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    try {
+      const res = await gateway.http.inject({
+        method: 'GET',
+        url: `/v1/presence?users=${users}`,
+        headers: await auth(),
+      });
+      expect([res.statusCode, res.json()]).toEqual([
+        200,
+        { presence: [{ user: 'bob', online: false, lastSeen: null }] },
+      ]);
+      expect(upstream.seen.map((r) => r.url)).toEqual([`/internal/presence?users=${users}`]);
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('erases an account in every service, groups first and storage last, and answers 503 where one fails part way', async () => {
     let sessionDown = true;
     const erased: Record<string, number> = { group: 2, push: 1, session: 3, persistence: 4 };
