@@ -55,9 +55,14 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   let full = false;
   // Every push waiting out a backoff or a 429 listens for the stop: many at once is no leak.
   setMaxListeners(maxInFlight + 1, stopping.signal);
+  /** Waits out FCM's 429 pause; true when there was one to wait out. */
   const untilUnpaused = async () => {
-    while (Date.now() < pausedUntil && !stopping.signal.aborted)
+    let waited = false;
+    while (Date.now() < pausedUntil && !stopping.signal.aborted) {
+      waited = true;
       await sleep(pausedUntil - Date.now(), stopping.signal);
+    }
+    return waited;
   };
 
   /** The user's devices; a database blip (a restart, a failover) is waited out like an FCM one. */
@@ -80,8 +85,16 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     let failed = 0;
     const readMeanwhile = () => pending.size === 0;
     for (let attempt = 1; tokens.length > 0; attempt++) {
-      await untilUnpaused();
+      const paused = await untilUnpaused();
       if (readMeanwhile()) break; // what is left is not worth a notification any more
+      if (paused || attempt > 1) {
+        // Only to tokens still the user's after a wait: a device unregistered meanwhile (signed
+        // out, the account erased), or whose token moved to another user (the phone signed in as
+        // someone else), must not get it.
+        const registered = new Set((await devicesOf(user)).map((d) => d.token));
+        tokens = tokens.filter((token) => registered.has(token));
+        if (tokens.length === 0) break;
+      }
       const outcomes = await options.provider.send(tokens, notification);
       const by = (wanted: TokenOutcome) => tokens.filter((_, i) => outcomes[i] === wanted);
       sent += by('sent').length;

@@ -336,6 +336,38 @@ describe('push-ms service against a fake FCM server', () => {
     expect(fcm.requests).toHaveLength(1); // hugo has read it: no notification
   });
 
+  it('sends a push that waited (a retry, a 429) to no token unregistered or moved to someone else meanwhile', async () => {
+    const { service, bus } = await startService({ throttleMs: 2000, retryBaseMs: 500 });
+    const unregister = (user: string, deviceId: string) =>
+      service.http.inject({
+        method: 'DELETE',
+        url: `/internal/devices/${deviceId}`,
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: user },
+      });
+    await register(service, 'lena', 'phone', 'shared-phone');
+    await register(service, 'lena', 'tablet', 'lena-tablet');
+    await register(service, 'max', 'phone', 'max-phone');
+    await register(service, 'olga', 'phone', 'olga-phone');
+    // lena's phone meets a 429 (every push waits 2 s), her tablet and max's phone an FCM error.
+    fcm.answer = (request, n) => {
+      if (n > 0) return { status: 200, body: {} };
+      return request.message.token === 'shared-phone' ? FCM_ERRORS.quotaExceeded : FCM_ERRORS.internal;
+    };
+    await bus.publish(TOPICS.offline, [offline(message('lena', 'hi', 'carol')), offline(message('max'))]);
+    await waitFor(() => fcm.requests.length === 3, 2000, 'the first tries');
+    // olga's push comes during the pause; meanwhile lena's phone signs in as nina (its token moves),
+    // and max and olga sign out on their phones.
+    await bus.publish(TOPICS.offline, [offline(message('olga'))]);
+    await sleep(WINDOW_MS * 2);
+    await register(service, 'nina', 'phone', 'shared-phone');
+    await unregister('max', 'phone');
+    await unregister('olga', 'phone');
+    await waitFor(() => fcm.tokensSentTo().filter((t) => t === 'lena-tablet').length === 2, 5000);
+    await sleep(1000);
+    // lena's tablet gets her retry; nina's phone and the phones signed out get nothing more.
+    expect(fcm.tokensSentTo().sort()).toEqual(['lena-tablet', 'lena-tablet', 'max-phone', 'shared-phone']);
+  });
+
   it('holds every push for the throttle time after FCM answers 429, then sends them', async () => {
     // Held 1.5 s; at least 1 s of it seen here: the throttle starts when FCM's 429 is read, a little
     // before `throttledAt`, by more where the test process is paused (a busy box).
