@@ -42,6 +42,8 @@ export function createSubscription<T>(
     consumerConfig(groupId, options.consumer, { heartbeatInterval, maxHandlerMs }),
   );
   let running = false;
+  /** stop() was called since the last start(): a start still connecting must not go on to run. */
+  let stopRequested = false;
   const position = new ReadPosition();
   const member = new Membership(topic.name);
   const committer = createCommitter(options.commitIntervalMs ?? 500, logger, (offsets) =>
@@ -162,8 +164,16 @@ export function createSubscription<T>(
 
   return {
     async start() {
-      await consumer.connect();
-      await consumer.subscribe({ topic: topic.name, fromBeginning: true });
+      stopRequested = false;
+      try {
+        await consumer.connect();
+        await consumer.subscribe({ topic: topic.name, fromBeginning: true });
+      } catch (err) {
+        if (!stopRequested) throw err;
+      }
+      // A stop() while this connected found nothing running and disconnected: started now, the
+      // member would join its group and read on with nothing left to stop it.
+      if (stopRequested) return void (await consumer.disconnect().catch(() => undefined));
       running = true;
       committer.start();
       await consumer.run({
@@ -176,6 +186,7 @@ export function createSubscription<T>(
       if (stoppedForGood) throw stoppedForGood;
     },
     async stop() {
+      stopRequested = true;
       committer.stop();
       if (!running) {
         await consumer.disconnect().catch(() => undefined);

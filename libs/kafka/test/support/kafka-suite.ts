@@ -903,6 +903,20 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         ]);
       });
 
+      test('a stop() while the start is still connecting leaves no member running once the start ends', async () => {
+        const spec = pingTopic(unique('stop-starting'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const groupId = unique('g');
+        const b = bus(kafka('bus'));
+        const sub = b.subscribe({ groupId, topic: spec, handle: async () => undefined });
+        const starting = sub.start();
+        await sub.stop(); // a SIGTERM during the start: serviceLifecycle stops what is starting
+        await starting.catch(() => undefined);
+        await sleep(3000); // time for a consumer started anyway to join
+        const [group] = (await (await admin()).describeGroups([groupId])).groups;
+        expect(group.members).toEqual([]);
+      });
+
       test('stop() does not wait out a handler that keeps failing on a dependency', async () => {
         const spec = pingTopic(unique('stop-retrying'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
