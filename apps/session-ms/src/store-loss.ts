@@ -29,7 +29,7 @@ export class StoreLoss {
    * this replica reads its partitions of the delivery topic again from before anything pending
    * then was written. Delivers and acks replayed in order track again what was not acked; what was
    * acked meanwhile may be pushed twice (apps dedup by mid). Connections come back as the gateways
-   * announce them (askToAnnounce).
+   * announce them (`ConnectionTracker.askToAnnounce`).
    */
   storeFoundEmpty(lostAt: number): void {
     const { reader, settings, logger, metrics } = this.deps;

@@ -22,7 +22,7 @@ export const SendableFrameSchema = Type.Union([MessageFrame, AckFrame, ReadFrame
   $id: 'SendableFrame',
 });
 
-/** One frame, or an array of up to 100. Each element is validated on its own (see `validateSendBatch`). */
+/** One frame, or an array of up to 100. Each element is validated on its own (see `validateSendableFrame`). */
 export const SendRequest = Type.Union(
   [
     Type.Object({}, { additionalProperties: true }),
