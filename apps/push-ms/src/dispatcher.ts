@@ -179,7 +179,7 @@ function createPushMetrics(registry: Registry) {
   return {
     notifications: new Counter({
       name: 'parley_push_notifications_total',
-      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices (none registered, or every token invalid and forgotten), acked (read before it went out), dropped (too many pushes under way)',
+      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices (none registered, none still registered after a wait, or every token invalid and forgotten), acked (read before it went out), dropped (too many pushes under way)',
       labelNames: ['result'],
       registers,
     }),

@@ -20,7 +20,7 @@ export function createDeliveryMetrics(registry: Registry) {
     duplicates: counter('duplicates_total', 'Deliverables skipped as already pending or acked'),
     firstPushLatency: new Histogram({
       name: 'parley_session_first_push_latency_seconds',
-      help: "From a message's sentAt (stamped by the gateway that took it) to the first push's answer from the recipient's gateway (written to the sockets), by chat: direct or group",
+      help: "From a message's sentAt (stamped by the gateway that took it) to the first answer from a gateway holding the recipient's devices (written to the sockets), once a message, by chat: direct or group",
       labelNames: ['chat'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
