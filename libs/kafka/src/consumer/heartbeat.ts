@@ -45,8 +45,14 @@ export async function whileBeating<R>(
 ): Promise<R> {
   // A duration, on the monotonic clock: a wall-clock step forward must not end the beats early.
   const giveUpAt = performance.now() + maxHandlerMs;
+  // One beat at a time: on a broker slower to answer than the interval, a beat per tick piled up
+  // requests behind the one it had not answered.
+  let inFlight: Promise<void> | undefined;
   const beating = setInterval(() => {
-    if (performance.now() < giveUpAt) return void beat(payload);
+    if (performance.now() < giveUpAt) {
+      inFlight ??= beat(payload).finally(() => (inFlight = undefined));
+      return;
+    }
     clearInterval(beating);
     logger.error(
       { maxHandlerMs },
