@@ -32,6 +32,8 @@ export interface PushDeps extends Omit<Runtime, 'closer'> {
   retryBaseMs?: number;
   /** How long every push waits after FCM answers 429 (default a minute, as FCM asks). */
   throttleMs?: number;
+  /** How long a push waits out a database outage to look up the devices (default 90 s). */
+  lookupPatienceMs?: number;
   groupId?: string;
 }
 
@@ -55,6 +57,7 @@ export function createPushService(deps: PushDeps): PushService {
     maxAttempts: deps.maxAttempts ?? 4,
     retryBaseMs: deps.retryBaseMs ?? 500,
     throttleMs: deps.throttleMs,
+    lookupPatienceMs: deps.lookupPatienceMs,
   });
   const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
   const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => {

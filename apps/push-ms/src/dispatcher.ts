@@ -22,9 +22,16 @@ export interface DispatcherOptions {
    * push waits, and without a cap an hour of them was held in memory and then sent in one storm.
    */
   maxInFlight?: number;
+  /**
+   * How long a push waits out a database outage while it looks up the user's devices (default
+   * 90 s: a managed Postgres failover takes about a minute); the retries back off up to 5 s.
+   */
+  lookupPatienceMs?: number;
 }
 
 export const DEFAULT_MAX_PUSHES_IN_FLIGHT = 10_000;
+export const DEFAULT_LOOKUP_PATIENCE_MS = 90_000;
+const MAX_LOOKUP_BACKOFF_MS = 5_000;
 
 export interface Dispatcher {
   /**
@@ -65,15 +72,21 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     return waited;
   };
 
-  /** The user's devices; a database blip (a restart, a failover) is waited out like an FCM one. */
+  /**
+   * The user's devices. A database outage (a restart, a failover) is waited out for up to
+   * `lookupPatienceMs`: given up after a few tries, as an FCM failure is, every push due during a
+   * failover was lost. The pushes waiting meanwhile stay under the in-flight cap.
+   */
   const devicesOf = async (user: string) => {
+    const giveUpAt = performance.now() + (options.lookupPatienceMs ?? DEFAULT_LOOKUP_PATIENCE_MS);
     for (let attempt = 1; ; attempt++) {
       try {
         return await options.devices.devices(user);
       } catch (err) {
-        if (!isTransient(err) || attempt >= options.maxAttempts || stopping.signal.aborted) throw err;
+        const backoff = Math.min(options.retryBaseMs * 2 ** (attempt - 1), MAX_LOOKUP_BACKOFF_MS);
+        if (!isTransient(err) || performance.now() + backoff > giveUpAt || stopping.signal.aborted) throw err;
         metrics.retries.inc();
-        await sleep(options.retryBaseMs * 2 ** (attempt - 1), stopping.signal);
+        await sleep(backoff, stopping.signal);
       }
     }
   };

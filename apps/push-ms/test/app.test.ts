@@ -239,6 +239,40 @@ describe('push-ms service against a fake FCM server', () => {
     }
   });
 
+  it('waits out a database outage longer than its FCM retries while looking up the devices (a failover)', async () => {
+    const { service, bus } = await startService(); // maxAttempts 3, retryBaseMs 10
+    await register(service, 'ivo', 'phone', 'ivo-phone');
+    const lookup = devices.devices.bind(devices);
+    let failures = 6; // about 0.6 s of backoff: more tries than maxAttempts
+    const spy = jest.spyOn(devices, 'devices').mockImplementation(async (user) => {
+      if (failures-- > 0) throw new TransientError('Postgres failing over');
+      return lookup(user);
+    });
+    try {
+      await bus.publish(TOPICS.offline, [offline(message('ivo'))]);
+      await waitFor(() => fcm.tokensSentTo().includes('ivo-phone'), 10_000, 'the push after the outage');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('gives a push up, counted failed, once a database outage outlasts lookupPatienceMs', async () => {
+    const { service, bus } = await startService({ lookupPatienceMs: 200 });
+    await register(service, 'uma', 'phone', 'uma-phone');
+    const spy = jest.spyOn(devices, 'devices').mockRejectedValue(new TransientError('Postgres down'));
+    try {
+      await bus.publish(TOPICS.offline, [offline(message('uma'))]);
+      await waitFor(async () =>
+        (await metricsOf(service)).includes(
+          'parley_push_notifications_total{result="failed",service="push-ms"} 1',
+        ),
+      );
+      expect(fcm.tokensSentTo()).not.toContain('uma-phone');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('forgets tokens FCM reports unregistered and still reaches the other devices', async () => {
     const { service, bus } = await startService();
     await register(service, 'dave', 'phone', 'dave-phone');
