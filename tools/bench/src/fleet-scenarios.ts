@@ -22,11 +22,7 @@ import { startStandaloneGateway } from './standalone-gateway';
 export async function runFleetScenarios(fleet: FleetUnderTest, run: BenchRun): Promise<void> {
   const { options } = run;
   const { settings, only } = options;
-  const pool = new ClientPool(fleet.target, {
-    bodyBytes: settings.bodyBytes,
-    ackEveryMs: settings.ackEveryMs,
-    ackAccepted: settings.ackAccepted,
-  });
+  const pool = new ClientPool(fleet.target, settings);
   // The idle scenario opens sockets of its own: alone, it needs neither the pool nor a warm-up
   // (nor a fleet that delivers: a lone ws-gateway and a broker will do).
   if (['ramp', 'half', 'fanout', 'offline'].some((scenario) => only.has(scenario))) await warmUp(pool, run);

@@ -23,11 +23,7 @@ export async function runRelayScenarios(run: BenchRun): Promise<void> {
       wsUrl: relay.ready.url as string,
       token: (u) => issueToken('relay-does-not-verify-tokens-0123456789', u),
     };
-    const pool = new ClientPool(target, {
-      bodyBytes: settings.bodyBytes,
-      ackEveryMs: settings.ackEveryMs,
-      ackAccepted: settings.ackAccepted,
-    });
+    const pool = new ClientPool(target, settings);
     await pool.connect(pairs(`b${tag}r`, settings.conns));
     await runStep(pool, {
       scenario: 'warm-up',
