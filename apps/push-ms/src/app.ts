@@ -15,6 +15,7 @@ import type { DeviceStore } from './device-store';
 import { createDispatcher, Dispatcher } from './dispatcher';
 import { buildNotification, summarize } from './notification';
 import type { PushProvider } from './provider';
+import { pushKey, UnfinishedRecords } from './unfinished';
 import { registerDeviceRoutes } from './routes';
 
 export interface PushDeps extends Omit<Runtime, 'closer'> {
@@ -60,18 +61,29 @@ export function createPushService(deps: PushDeps): PushService {
     lookupPatienceMs: deps.lookupPatienceMs,
   });
   const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
+  const unfinished = new UnfinishedRecords();
   const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => {
-    for (const m of messages) announced.add(`${user}\n${m.mid}`);
+    const keys = messages.map((m) => pushKey(user, m.mid));
+    for (const key of keys) announced.add(key);
     dispatcher.dispatch(
       user,
       buildNotification(messages),
       messages.map((m) => m.mid),
+      () => keys.forEach((key) => unfinished.release(key)),
     );
   });
+  const finishPushes = async () => {
+    coalescer.flushAll();
+    await dispatcher.drain();
+  };
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'push-ms',
     topic: TOPICS.offline,
-    handle: offlineHandler(coalescer, dispatcher, announced, {
+    background: {
+      oldestUnfinished: (partition) => unfinished.oldestUnfinished(partition),
+      finish: finishPushes,
+    },
+    handle: offlineHandler(coalescer, dispatcher, announced, unfinished, {
       includeBody: deps.includeBody ?? false,
       maxAgeMs: deps.maxAgeMs ?? 600_000,
       stale: new Counter({
@@ -82,11 +94,11 @@ export function createPushService(deps: PushDeps): PushService {
     }),
   });
 
-  // Stopped after the consumer (workers stop in reverse order): nothing joins a window by then.
+  // Stopped after the consumer (workers stop in reverse order), which finishes the pushes itself
+  // before its last commit when it was running.
   const pushes = {
     stop: async () => {
-      coalescer.flushAll();
-      await dispatcher.drain();
+      await finishPushes();
       await deps.provider.close();
     },
   };
@@ -104,25 +116,32 @@ export function createPushService(deps: PushDeps): PushService {
 /**
  * Messages join their recipient's push window, unless already announced (a redelivered record, or
  * a deliverable replayed on connect that went offline again) or old news (a backlog: announcing
- * a week of messages after an outage would be a storm); an ack takes them out of it.
+ * a week of messages after an outage would be a storm); an ack takes them out of it. The record of
+ * a message in a window stays `unfinished` until its push is done.
  */
 function offlineHandler(
   coalescer: Coalescer,
   dispatcher: Dispatcher,
   announced: RecentSet,
+  unfinished: UnfinishedRecords,
   options: { includeBody: boolean; maxAgeMs: number; stale: Counter },
 ) {
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
     const oldest = Date.now() - options.maxAgeMs;
-    for (const { event } of batch) {
+    for (const { event, partition, offset } of batch) {
       if (event.kind === 'offline-ack') {
         coalescer.drop(event.user, event.mids);
+        for (const mid of event.mids) unfinished.release(pushKey(event.user, mid));
         dispatcher.acked(event.user, event.mids);
         continue;
       }
-      if (event.frame.type !== 'message' || announced.has(`${event.to}\n${event.frame.mid}`)) continue;
+      const key = pushKey(event.to, event.frame.mid);
+      if (event.frame.type !== 'message' || announced.has(key)) continue;
       if (event.at < oldest) options.stale.inc();
-      else coalescer.add(event.to, summarize(event.frame, options.includeBody));
+      else {
+        unfinished.hold(key, partition, Number(offset));
+        coalescer.add(event.to, summarize(event.frame, options.includeBody));
+      }
     }
   };
 }

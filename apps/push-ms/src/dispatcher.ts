@@ -36,12 +36,14 @@ const MAX_LOOKUP_BACKOFF_MS = 5_000;
 export interface Dispatcher {
   /**
    * Sends in the background; failures are logged and counted, never thrown. `mids`: the messages it
-   * announces; once the user has acked them all (`acked`), it is not sent, nor sent again.
+   * announces; once the user has acked them all (`acked`), it is not sent, nor sent again. `done`
+   * is called once the push has its outcome (sent, failed, no devices, acked, dropped); not when a
+   * stop cuts it short, so that its records are read, and it is sent, again.
    */
-  dispatch(user: string, notification: PushNotification, mids: string[]): void;
+  dispatch(user: string, notification: PushNotification, mids: string[], done?: () => void): void;
   /** The user acked these mids: pushes still under way for nothing else stop. */
   acked(user: string, mids: string[]): void;
-  /** Waits for pushes under way; backoff waits are cut short and what is left counts as failed. */
+  /** Waits for pushes under way; backoff waits are cut short and what is left counts as interrupted. */
   drain(): Promise<void>;
 }
 
@@ -119,8 +121,13 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       metrics.retries.inc(tokens.length);
       await sleep(options.retryBaseMs * 2 ** (attempt - 1), stopping.signal);
     }
-    if (!readMeanwhile()) failed += tokens.length;
     metrics.tokens.inc({ result: 'sent' }, sent);
+    if (tokens.length > 0 && !readMeanwhile() && stopping.signal.aborted) {
+      // Cut short by a stop: its records are read again, and it is sent again, by the next instance.
+      metrics.notifications.inc({ result: 'interrupted' });
+      throw new PushInterrupted();
+    }
+    if (!readMeanwhile()) failed += tokens.length;
     metrics.tokens.inc({ result: 'failed' }, failed);
     metrics.notifications.inc({ result: notificationResult(sent, failed, readMeanwhile()) });
     if (failed > 0)
@@ -143,9 +150,10 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   };
 
   return {
-    dispatch(user, notification, mids) {
+    dispatch(user, notification, mids, done = () => undefined) {
       if (inFlight.size >= maxInFlight) {
         metrics.notifications.inc({ result: 'dropped' });
+        done();
         if (!full)
           options.logger.warn(
             { inFlight: inFlight.size },
@@ -159,9 +167,16 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       const ofUser = unacked.get(user) ?? new Set<Set<string>>();
       unacked.set(user, ofUser.add(pending));
       const push = sendToDevices(user, notification, pending)
-        .catch((err) => {
+        .then(done, (err) => {
+          if (err instanceof PushInterrupted) return;
+          if (stopping.signal.aborted && isTransient(err)) {
+            // A device lookup waiting out a database outage when the stop came: sent again, as above.
+            metrics.notifications.inc({ result: 'interrupted' });
+            return;
+          }
           metrics.notifications.inc({ result: 'failed' });
           options.logger.error({ err, user }, 'push failed');
+          done();
         })
         .finally(() => {
           inFlight.delete(push);
@@ -192,7 +207,7 @@ function createPushMetrics(registry: Registry) {
   return {
     notifications: new Counter({
       name: 'parley_push_notifications_total',
-      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices (none registered, none still registered after a wait, or every token invalid and forgotten), acked (read before it went out), dropped (too many pushes under way)',
+      help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices (none registered, none still registered after a wait, or every token invalid and forgotten), acked (read before it went out), dropped (too many pushes under way), interrupted (cut short by a stop: the next instance sends it)',
       labelNames: ['result'],
       registers,
     }),
@@ -214,6 +229,9 @@ function createPushMetrics(registry: Registry) {
     }),
   };
 }
+
+/** A push a stop cut short: not done, so its records are not committed. */
+class PushInterrupted extends Error {}
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -350,6 +350,31 @@ describe('push-ms service against a fake FCM server', () => {
     expect((await devices.devices('frank')).length).toBe(1); // a failing push is no reason to forget a token
   });
 
+  it('leaves a push a stop cut short to the next push-ms, which sends it, and none done before it', async () => {
+    // A retry 5 s on: the stop comes while ivy's push waits for it.
+    const metrics = createMetricsRegistry('push-ms', { collectDefaults: false });
+    const first = await startService({ retryBaseMs: 5000, metrics });
+    await register(first.service, 'ivy', 'phone', 'ivy-phone');
+    await register(first.service, 'jack', 'phone', 'jack-phone');
+    fcm.answer = (request) =>
+      request.message.token === 'ivy-phone' ? FCM_ERRORS.internal : { status: 200, body: {} };
+    // jack's record first: one after ivy's would be read, and pushed, again with it.
+    await first.bus.publish(TOPICS.offline, [offline(message('jack'))]);
+    await first.bus.publish(TOPICS.offline, [offline(message('ivy'))]);
+    await waitFor(() => fcm.tokensSentTo().includes('jack-phone') && fcm.requests.length === 2);
+    running.splice(running.indexOf(first), 1);
+    await first.service.stop(); // a deploy: ivy's push gets one more try, fails, and is left
+    expect(await metrics.metrics()).toContain(
+      'parley_push_notifications_total{result="interrupted",service="push-ms"} 1',
+    );
+    fcm.answer = () => ({ status: 200, body: {} });
+    fcm.requests.length = 0;
+    await startService({ bus: first.bus }); // the same group reads on from the first one's commit
+    await waitFor(() => fcm.tokensSentTo().includes('ivy-phone'));
+    await sleep(WINDOW_MS * 3);
+    expect(fcm.tokensSentTo()).toEqual(['ivy-phone']);
+  });
+
   it('does not push a message the user acked while its push waited for a retry', async () => {
     // A retry 1 s on: a pause of the test process (a busy box) before the ack is read must not let
     // the retry go first.

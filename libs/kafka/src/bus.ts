@@ -31,6 +31,21 @@ export interface SubscribeOptions<T> {
    * it runs (kafkajs awaits it), so a slow handler slows consumption instead of piling records up.
    */
   handle(batch: Envelope<T>[]): Promise<void>;
+  /** Work on handled records that goes on after `handle` resolves; commits wait for it. */
+  background?: BackgroundWork;
+}
+
+/**
+ * Work a handler starts on its records and finishes later (push-ms sends a notification once its
+ * window closes). Offsets are committed only below each partition's oldest record whose work is
+ * unfinished, so a crash hands that work to the group's next reader instead of losing it. At stop,
+ * after the last batch, `finish()` runs before the last commit.
+ */
+export interface BackgroundWork {
+  /** The offset of `partition`'s oldest record whose work is not finished; undefined when none. */
+  oldestUnfinished(partition: number): number | undefined;
+  /** Finishes or abandons the work under way (the process is stopping); what it abandons stays unfinished. */
+  finish(): Promise<void>;
 }
 
 export interface Subscription {

@@ -27,6 +27,9 @@ export class MemoryBus implements EventBus {
 
   private readonly logs = new Map<string, StoredRecord[]>();
   private readonly parked = new Map<string, Array<{ value: Buffer; error: string }>>();
+  /** Per group and topic: the next offset its members read. */
+  private readonly readAt = new Map<string, number>();
+  /** Per group and topic: where a member starts reading (below background work still unfinished). */
   private readonly committed = new Map<string, number>();
   private readonly wakeups = new Set<() => void>();
   private readonly subscriptions = new Set<Subscription>();
@@ -80,7 +83,7 @@ export class MemoryBus implements EventBus {
     return () => 0;
   }
 
-  subscribe<T>({ groupId, topic, handle }: SubscribeOptions<T>): Subscription {
+  subscribe<T>({ groupId, topic, handle, background }: SubscribeOptions<T>): Subscription {
     const codec = new TopicCodec(topic);
     const position = `${groupId}/${topic.name}`;
     let running = false;
@@ -90,17 +93,20 @@ export class MemoryBus implements EventBus {
     /** Where a rereadFrom asked to start again: applied between batches, so a batch under way cannot undo it. */
     let rewindTo: number | undefined;
 
-    const next = () => {
-      const log = this.logs.get(topic.name) ?? [];
-      return log.slice(this.committed.get(position) ?? 0, (this.committed.get(position) ?? 0) + 500);
+    const readAt = () => this.readAt.get(position) ?? 0;
+    const next = () => (this.logs.get(topic.name) ?? []).slice(readAt(), readAt() + 500);
+    const commit = () => {
+      const oldest = background?.oldestUnfinished(0);
+      this.committed.set(position, oldest === undefined ? readAt() : Math.min(oldest, readAt()));
     };
     const applyRewind = () => {
-      if (rewindTo !== undefined) this.committed.set(position, rewindTo);
+      if (rewindTo !== undefined) this.readAt.set(position, rewindTo);
       rewindTo = undefined;
     };
     const run = async () => {
       while (running) {
         applyRewind();
+        commit();
         const records = paused ? [] : next();
         if (records.length === 0) {
           await new Promise<void>((resolve) => {
@@ -138,7 +144,8 @@ export class MemoryBus implements EventBus {
           }
           if (!running) continue; // stopped while isolating: the batch is handed over again
         }
-        if (rewindTo === undefined) this.committed.set(position, records[records.length - 1].offset + 1);
+        if (rewindTo === undefined) this.readAt.set(position, records[records.length - 1].offset + 1);
+        commit();
       }
     };
     /** Runs `work` until it succeeds (undefined), a non-transient failure outlasts maxAttempts (that error), or the subscription stops. */
@@ -156,6 +163,8 @@ export class MemoryBus implements EventBus {
     };
     const subscription: Subscription = {
       start: async () => {
+        // As a Kafka group member joining: reading starts at the group's committed offset.
+        this.readAt.set(position, this.committed.get(position) ?? 0);
         running = true;
         loop = run();
       },
@@ -165,6 +174,8 @@ export class MemoryBus implements EventBus {
         wake?.();
         await loop;
         applyRewind(); // asked while the last batch was under way: the group's next reader starts there
+        await background?.finish().catch(() => undefined); // what it abandons stays unfinished
+        commit();
       },
       pause: () => {
         paused = true;
@@ -173,7 +184,7 @@ export class MemoryBus implements EventBus {
         paused = false;
       },
       handledUpTo: () => {
-        const unhandled = (this.logs.get(topic.name) ?? [])[this.committed.get(position) ?? 0];
+        const unhandled = (this.logs.get(topic.name) ?? [])[readAt()];
         return unhandled ? unhandled.timestamp - 1 : Date.now();
       },
       rereadFrom: async (time) => {
@@ -181,7 +192,7 @@ export class MemoryBus implements EventBus {
         const log = this.logs.get(topic.name) ?? [];
         const first = log.findIndex((r) => r.timestamp >= time);
         const target = first === -1 ? log.length : first;
-        if (target >= (this.committed.get(position) ?? 0)) return true;
+        if (target >= readAt()) return true;
         rewindTo = Math.min(rewindTo ?? target, target);
         wake?.();
         return true;

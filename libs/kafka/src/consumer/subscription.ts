@@ -5,6 +5,7 @@ import type { Counters } from '../counters';
 import type { KafkaBusOptions } from '../kafka-bus-options';
 import { ReadPosition } from '../read-position';
 import { sleep } from '../retry';
+import { heldForBackground } from './background';
 import { createCommitter } from './committer';
 import { consumerConfig } from './consumer-config';
 import { followConsumerEvents } from './consumer-events';
@@ -28,7 +29,7 @@ export interface SubscriptionOptions extends KafkaBusOptions {
  * time, parks what cannot be decoded or handled on the DLQ, and commits only what was handled.
  */
 export function createSubscription<T>(
-  { groupId, metricsGroup, topic, handle }: SubscribeOptions<T>,
+  { groupId, metricsGroup, topic, handle, background }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
   options: SubscriptionOptions,
 ): Subscription {
@@ -47,7 +48,7 @@ export function createSubscription<T>(
   const position = new ReadPosition();
   const member = new Membership(topic.name);
   const committer = createCommitter(options.commitIntervalMs ?? 500, logger, (offsets) =>
-    member.committable(offsets),
+    heldForBackground(member.committable(offsets), topic.name, background),
   );
   const inFlight = new InFlight();
   followConsumerEvents(consumer, topic.name, { member, position, committer });
@@ -194,6 +195,9 @@ export function createSubscription<T>(
       }
       running = false;
       await inFlight.settled();
+      await background
+        ?.finish()
+        .catch((err) => logger.warn({ err }, 'background work did not finish: the next owner does it again'));
       await committer
         .commit()
         .catch((err) => logger.warn({ err }, 'last commit failed: the next owner replays the last interval'));

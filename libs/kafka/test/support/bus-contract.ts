@@ -1,7 +1,7 @@
 import { Static, Type } from '@sinclair/typebox';
 import { TopicSpec } from '@parley/contracts';
 import { waitFor } from '@parley/test-kit';
-import { Envelope, EventBus, sleep, TransientError } from '../../src';
+import { BackgroundWork, Envelope, EventBus, sleep, TransientError } from '../../src';
 
 const Note = Type.Object({
   kind: Type.Literal('test.note'),
@@ -197,6 +197,62 @@ export function busContract(label: string, open: () => Promise<BusUnderTest>) {
       await next.start();
       await waitFor(() => got.length === 6, 15_000, 'what was written since, again');
       expect(got).toEqual([1, 2, 3, 1, 2, 3]);
+    });
+
+    describe('background work holds the commit below its oldest unfinished record', () => {
+      /** Members of one group whose handler starts work on notes 2 and up; `finish` does what `atStop` lets it. */
+      const setUp = async (atStop: (unfinished: Map<number, number>) => void) => {
+        const topic = await under.topic();
+        const groupId = under.groupId();
+        const got: number[] = [];
+        const unfinished = new Map<number, number>(); // note -> its record's offset
+        const background: BackgroundWork = {
+          oldestUnfinished: () => (unfinished.size ? Math.min(...unfinished.values()) : undefined),
+          finish: async () => atStop(unfinished),
+        };
+        const member = (withWork: boolean) => {
+          const subscription = under.bus.subscribe({
+            groupId,
+            topic,
+            handle: async (batch) => {
+              for (const { event, offset } of batch) {
+                got.push(event.n);
+                if (withWork && event.n >= 2) unfinished.set(event.n, Number(offset));
+              }
+            },
+            background: withWork ? background : undefined,
+          });
+          stops.push(() => subscription.stop());
+          return subscription;
+        };
+        const first = member(true);
+        await first.start();
+        // One publish each: events published together share a record (and its offset).
+        for (const n of [1, 2, 3, 4]) await under.bus.publish(topic, [note(n)]);
+        await waitFor(() => got.length === 4, 15_000, 'the four notes');
+        const nextMember = async () => {
+          await first.stop(); // a deploy, or a crash that finish() stands for
+          await member(false).start();
+          await under.bus.publish(topic, [note(5)]);
+        };
+        return { got, unfinished, nextMember };
+      };
+
+      test('work abandoned at stop is read again by the next member, from its oldest record', async () => {
+        const { got, unfinished, nextMember } = await setUp((work) => work.delete(2)); // 3 and 4 abandoned
+        unfinished.delete(4); // finished early, but behind 3: read again with it
+        await nextMember();
+        await waitFor(() => got.length === 7, 15_000, 'notes 3, 4 and 5');
+        expect(got).toEqual([1, 2, 3, 4, 3, 4, 5]);
+      });
+
+      test('work finished by finish() at stop is committed: the next member reads on', async () => {
+        const { got, nextMember } = await setUp((work) => work.clear());
+        await nextMember();
+        await waitFor(() => got.length === 5, 15_000, 'note 5');
+        await sleep(500);
+        expect(got).toEqual([1, 2, 3, 4, 5]);
+      });
     });
 
     test('pause() stops deliveries and resume() starts them again', async () => {
