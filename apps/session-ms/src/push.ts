@@ -1,4 +1,10 @@
-import { GatewayDelivery, GatewaySendResult, MAX_GATEWAY_BATCH, PushedFrame } from '@parley/contracts';
+import {
+  GatewayDelivery,
+  GatewaySendResult,
+  MAX_DELIVERY_CONN_IDS,
+  MAX_GATEWAY_BATCH,
+  PushedFrame,
+} from '@parley/contracts';
 import { chunk, groupBy } from '@parley/service-kit';
 import type { DeliveryDeps } from './delivery-deps';
 import { GatewayCallError } from './gateway-client';
@@ -35,7 +41,7 @@ export async function pushToGateways(
   );
 }
 
-/** What each gateway is to get: per push, one delivery to the user's devices there. */
+/** What each gateway is to get: per push, one delivery to the user's devices there (or more, past MAX_DELIVERY_CONN_IDS). */
 export function deliveriesByGateway(
   pushes: Array<Push | Pending>,
   connections: Map<string, Connection[]>,
@@ -60,8 +66,10 @@ export function deliveriesByGateway(
       add(devices[0]!.gatewayUrl, { to: user, connIds: [devices[0]!.connId], frame }, push);
       continue;
     }
+    // A gateway set to take more of a user's sockets than a delivery may name gets several.
     for (const [url, ofUser] of groupBy(devices, (c) => c.gatewayUrl))
-      add(url, { to: user, connIds: ofUser.map((c) => c.connId), frame }, push);
+      for (const part of chunk(ofUser, MAX_DELIVERY_CONN_IDS))
+        add(url, { to: user, connIds: part.map((c) => c.connId), frame }, push);
   }
   return { byGateway, firstPushes };
 }

@@ -1,4 +1,4 @@
-import { Deliverable, GatewayDelivery, PushedFrame } from '@parley/contracts';
+import { Deliverable, GatewayDelivery, MAX_DELIVERY_CONN_IDS, PushedFrame } from '@parley/contracts';
 import { callRounds, deliveriesByGateway } from '../src/push';
 import type { Connection, Pending } from '../src/store/session-store';
 
@@ -91,5 +91,17 @@ describe('deliveriesByGateway', () => {
       [byGateway.get('http://gw-1')![0], first],
       [byGateway.get('http://gw-2')![0], first],
     ]);
+  });
+
+  it("splits a user's connections on one gateway past MAX_DELIVERY_CONN_IDS (what /send takes) over deliveries of the same frame", () => {
+    const many = Array.from({ length: MAX_DELIVERY_CONN_IDS + 2 }, (_, i) => device(`c${i}`, 'http://gw-1'));
+    const first = pending('alice:m1', 1);
+    const { byGateway, firstPushes } = deliveriesByGateway([first], new Map([['bob', many]]));
+    const connIds = many.map((c) => c.connId);
+    expect(byGateway.get('http://gw-1')).toEqual([
+      { to: 'bob', connIds: connIds.slice(0, MAX_DELIVERY_CONN_IDS), frame: first.frame },
+      { to: 'bob', connIds: connIds.slice(MAX_DELIVERY_CONN_IDS), frame: first.frame },
+    ]);
+    expect([...firstPushes.values()]).toEqual([first, first]);
   });
 });

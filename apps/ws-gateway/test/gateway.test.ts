@@ -1,7 +1,14 @@
 import net, { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
-import { ErrorFrame, INTERNAL_SECRET_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
+import {
+  ErrorFrame,
+  INTERNAL_SECRET_HEADER,
+  MAX_CONN_ID_LENGTH,
+  MAX_DELIVERY_CONN_IDS,
+  TOPICS,
+  TopicSpec,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import {
   createMetricsRegistry,
@@ -710,6 +717,31 @@ describe('ws-gateway', () => {
         { written: 0, missing: ['lost-2'] },
       ],
     });
+  });
+
+  it('refuses a /send delivery naming more than MAX_DELIVERY_CONN_IDS connections, or one id past MAX_CONN_ID_LENGTH, naming the field', async () => {
+    env = await startGateway();
+    const frame = { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' };
+    const send = (connIds: string[]) =>
+      env.gateway.internal.inject({
+        method: 'POST',
+        url: '/send',
+        payload: { deliveries: [{ to: 'bob', connIds, frame }] },
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+      });
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => `conn-${i}`);
+    const atLimit = [...ids(MAX_DELIVERY_CONN_IDS - 1), 'x'.repeat(MAX_CONN_ID_LENGTH)];
+    expect((await send(atLimit)).json()).toEqual({ results: [{ written: 0, missing: atLimit }] });
+    const tooMany = await send(ids(MAX_DELIVERY_CONN_IDS + 1));
+    expect([tooMany.statusCode, tooMany.json().error.message]).toEqual([
+      400,
+      `deliveries[0].connIds: must NOT have more than ${MAX_DELIVERY_CONN_IDS} items`,
+    ]);
+    const tooLong = await send(['conn-0', 'x'.repeat(MAX_CONN_ID_LENGTH + 1)]);
+    expect([tooLong.statusCode, tooLong.json().error.message]).toEqual([
+      400,
+      `deliveries[0].connIds[1]: must NOT have more than ${MAX_CONN_ID_LENGTH} characters`,
+    ]);
   });
 
   it('writes the frames of one /send batch to a socket in order, and every socket still gets its own', async () => {

@@ -1,5 +1,5 @@
 import { Static, TSchema, Type } from '@sinclair/typebox';
-import { DeviceId, Mid, receiptMid, senderOfMid, serverMid, Timestamp, UserId } from './ids';
+import { ConnId, DeviceId, Mid, receiptMid, senderOfMid, serverMid, Timestamp, UserId } from './ids';
 import type { ErrorCode } from './errors';
 import { MAX_RECIPIENTS_PER_EVENT } from './limits';
 import { AckFrame, GroupFrame, MessageFrame, ReadFrame, TypingFrame } from './client-frames';
@@ -189,7 +189,8 @@ export type OfflineTopicEvent = OfflineDeliverableEvent | OfflineAckEvent;
 
 const ConnectionProps = {
   user: UserId,
-  connId: Type.String(),
+  // Bounded as /send bounds the connIds it takes: session-ms's store holds only what these carried.
+  connId: ConnId,
   deviceId: Type.Optional(DeviceId),
   gateway: Type.String({ description: 'Gateway instance id' }),
   gatewayUrl: Type.String({ description: 'Internal base URL of that gateway instance' }),

@@ -23,6 +23,12 @@ export const Mid = Type.String({
   description: 'Server message id: `<from>:<id>` for what users send, `~...` for what the server originates',
 });
 export const Timestamp = Type.Integer({ minimum: 0, description: 'Milliseconds since the Unix epoch' });
+/** A gateway names its sockets with UUIDs (36 characters): room for another scheme, not for a payload. */
+export const MAX_CONN_ID_LENGTH = 128;
+export const ConnId = Type.String({
+  maxLength: MAX_CONN_ID_LENGTH,
+  description: 'A connection id, given to a socket by its gateway',
+});
 
 /** The server message id of anything a user sends: deterministic, so a resend is the same message. */
 export function userMid(from: string, id: string): string {

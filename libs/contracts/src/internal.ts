@@ -1,5 +1,5 @@
 import { Static, Type } from '@sinclair/typebox';
-import { UserId } from './ids';
+import { ConnId, UserId } from './ids';
 import { GroupCommandEvent } from './events';
 import { PushedFrame } from './server-frames';
 
@@ -15,6 +15,13 @@ export const INTERNAL_USER_HEADER = 'x-parley-user';
  */
 export const INTERNAL_REFUSED_HEADER = 'x-parley-internal-refused';
 export const MAX_GATEWAY_BATCH = 1000;
+/**
+ * Connection ids in one /send delivery: one user's sockets on one gateway as session-ms knows
+ * them, the live ones (at most the gateway's MAX_CONNECTIONS_PER_USER, 16 by default) and those
+ * whose connection-down was lost (forgotten at the next push that finds them missing). 16 times
+ * that default; session-ms splits a longer list (a gateway set to take more) over several deliveries.
+ */
+export const MAX_DELIVERY_CONN_IDS = 256;
 
 /** A pushed frame, written once per request under `$defs` (its schemas carry `$id`s). */
 const SharedFrame = Type.Unsafe<PushedFrame>({ $ref: '#/$defs/frame' });
@@ -22,7 +29,10 @@ const SharedFrame = Type.Unsafe<PushedFrame>({ $ref: '#/$defs/frame' });
 const GatewayDeliverySchema = Type.Object({
   to: UserId,
   connIds: Type.Optional(
-    Type.Array(Type.String(), { description: 'Only these connections; all of the user’s otherwise' }),
+    Type.Array(ConnId, {
+      maxItems: MAX_DELIVERY_CONN_IDS,
+      description: 'Only these connections; all of the user’s otherwise',
+    }),
   ),
   frame: Type.Union([
     Type.Integer({ minimum: 0, maximum: MAX_GATEWAY_BATCH - 1, description: 'Index into `frames`' }),

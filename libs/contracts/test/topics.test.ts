@@ -1,6 +1,7 @@
 import {
   deliveriesIn,
   deliverToMany,
+  MAX_CONN_ID_LENGTH,
   MAX_RECIPIENTS_PER_EVENT,
   recipientCount,
   TOPICS,
@@ -120,6 +121,24 @@ describe('topics and keys', () => {
     const event = { v: 1, kind: 'deliver', to: 'bob', frame };
     expect(validate(event)).toEqual({ ok: false, errors: ['frame.chat: is required'] });
     expect(frame).not.toHaveProperty('chat');
+  });
+
+  it('refuses a connection event whose connId is longer than /send takes one (MAX_CONN_ID_LENGTH)', () => {
+    const validate = compile(TOPICS.connections.schema);
+    const up = (connId: string) => ({
+      v: 1,
+      kind: 'connection-up',
+      user: 'bob',
+      connId,
+      gateway: 'gw-1',
+      gatewayUrl: 'http://gw-1:9080',
+      at: 1,
+    });
+    expect(validate(up('c'.repeat(MAX_CONN_ID_LENGTH))).ok).toBe(true);
+    expect(validate(up('c'.repeat(MAX_CONN_ID_LENGTH + 1)))).toEqual({
+      ok: false,
+      errors: [`connId: must NOT have more than ${MAX_CONN_ID_LENGTH} characters`],
+    });
   });
 
   it('refuses an event of an unknown version', () => {
