@@ -816,6 +816,46 @@ describe('ws-gateway', () => {
     expect(alice.frames.slice(1)).toEqual([group]);
   });
 
+  it('says what is wrong with a malformed /send frame in plain terms, not once per branch of the union', async () => {
+    env = await startGateway();
+    const message = {
+      type: 'message',
+      mid: 'a:1',
+      id: '1',
+      from: 'a',
+      to: 'b',
+      chat: 'direct',
+      body: 1,
+      sentAt: 1,
+    };
+    const { mid: _mid, ...noMid } = message;
+    const refusal = async (payload: object) => {
+      const res = await env.gateway.internal.inject({
+        method: 'POST',
+        url: '/send',
+        payload,
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+      });
+      return [res.statusCode, res.json().error?.message];
+    };
+    expect(await refusal({ deliveries: [{ to: 'bob', frame: 'zero' }] })).toEqual([
+      400,
+      'deliveries[0].frame: must be integer or object',
+    ]);
+    expect(await refusal({ deliveries: [{ to: 'bob', frame: { type: 'nope' } }] })).toEqual([
+      400,
+      'deliveries[0].frame.type: must be one of "message", "receipt", "group", "error", "typing"',
+    ]);
+    expect(await refusal({ frames: [noMid], deliveries: [{ to: 'bob', frame: 0 }] })).toEqual([
+      400,
+      'frames[0].mid: is required',
+    ]);
+    expect(await refusal({ deliveries: [{ to: 'bob', frame: { ...message, chat: 'nope' } }] })).toEqual([
+      400,
+      'deliveries[0].frame.chat: must be one of "direct", "group"',
+    ]);
+  });
+
   it('refuses upgrades past maxConnections and admits again once a socket closes', async () => {
     env = await startGateway({ maxConnections: 2 });
     await connect('alice');
