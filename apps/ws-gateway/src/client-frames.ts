@@ -54,7 +54,7 @@ export class ClientFrames {
     id?: string,
     extra?: Pick<ErrorFrame, 'retryAfterMs'>,
   ): void {
-    this.deps.metrics.refused.inc({ code });
+    this.deps.metrics.refusedFrame(code);
     this.send(conn, { type: 'error', ...(id !== undefined && { id }), code, message, ...extra });
   }
 
@@ -62,7 +62,7 @@ export class ClientFrames {
     const { settings, metrics } = this.deps;
     conn.alive = true;
     if (conn.isExpired(Date.now())) {
-      metrics.refused.inc({ code: 'unauthorized' });
+      metrics.refusedFrame('unauthorized');
       return conn.close(CLOSE_POLICY, 'auth expired');
     }
     const parsed = isBinary

@@ -13,6 +13,13 @@ export function gatewayMetrics(metrics: Registry, registry: ConnectionRegistry) 
       this.set(registry.size);
     },
   });
+  // One counter, split by `stage`: summed over it, it reads as it did before the label came.
+  const refused = new Counter({
+    name: 'parley_ws_refused_total',
+    help: 'Refusals by stage and error code: stage="connect" an upgrade refused (before or after the handshake), stage="frame" a client frame',
+    labelNames: ['stage', 'code'],
+    registers,
+  });
   return {
     frames: new Counter({
       name: 'parley_ws_frames_total',
@@ -20,12 +27,10 @@ export function gatewayMetrics(metrics: Registry, registry: ConnectionRegistry) 
       labelNames: ['type'],
       registers,
     }),
-    refused: new Counter({
-      name: 'parley_ws_refused_total',
-      help: 'Client frames and connections refused, by error code (upgrades refused before or after the handshake included)',
-      labelNames: ['code'],
-      registers,
-    }),
+    /** A connect refused: an upgrade answered with an error, or closed (1008, 4029) once upgraded. */
+    refusedConnect: (code: string) => refused.inc({ stage: 'connect', code }),
+    /** A client frame refused: answered with an error frame, or its socket closed for it. */
+    refusedFrame: (code: string) => refused.inc({ stage: 'frame', code }),
     delivered: new Counter({
       name: 'parley_ws_delivered_total',
       help: 'Frames written to sockets from /send',

@@ -46,7 +46,7 @@ export function socketAcceptor(deps: SocketsDeps): AcceptSocket {
   function onError(this: GatewaySocket, err: Error) {
     // A frame over maxFrameBytes: ws closes the socket with 1009 itself.
     if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
-      metrics.refused.inc({ code: 'too_large' });
+      metrics.refusedFrame('too_large');
     logger.debug({ err, user: this.connection!.user }, 'socket error');
   }
   function onClose(this: GatewaySocket) {

@@ -46,7 +46,7 @@ export function upgradeHandler(deps: UpgradeDeps) {
     while (Buffer.byteLength(short) > 123) short = short.slice(0, -1);
     // Counted once upgraded: a handshake ws refuses itself is counted (and answered) by wsClientError.
     wss.handleUpgrade(request, socket, head, (ws) => {
-      metrics.refused.inc({ code });
+      metrics.refusedConnect(code);
       // Its reader still runs until the close completes: an error there (a frame past maxPayload)
       // emitted with no listener would throw out of the socket's data handler and end the process.
       ws.on('error', ignore);
@@ -56,7 +56,7 @@ export function upgradeHandler(deps: UpgradeDeps) {
 
   // The handshake checks ws makes itself (method, key, version): the protocol's error body, not ws's text/html.
   wss.on('wsClientError', (err: Error, socket: Duplex) => {
-    metrics.refused.inc({ code: 'invalid_request' });
+    metrics.refusedConnect('invalid_request');
     const message = `not a valid WebSocket upgrade: ${err.message} (a GET with Upgrade: websocket, a Sec-WebSocket-Key and Sec-WebSocket-Version: 13)`;
     rejectUpgrade(socket, new ParleyError('invalid_request', message));
   });
@@ -101,7 +101,7 @@ export function upgradeHandler(deps: UpgradeDeps) {
     } catch (err) {
       const error = err instanceof ParleyError ? err : new ParleyError('internal', 'upgrade failed');
       if (!(err instanceof ParleyError)) logger.error({ err }, 'upgrade failed');
-      metrics.refused.inc({ code: error.code });
+      metrics.refusedConnect(error.code);
       rejectUpgrade(socket, error);
     }
   };

@@ -141,9 +141,9 @@ describe('ws-gateway', () => {
     expect(header.frames[0]).toMatchObject({ type: 'hello', user: 'bob' });
   });
 
-  it('counts refused connections and oversized frames in parley_ws_refused_total by code', async () => {
+  it('counts refused connections and oversized frames in parley_ws_refused_total by stage and code', async () => {
     env = await startGateway({ maxFrameBytes: 1024 });
-    const refused = () => refusedByCode(env.gateway);
+    const refused = () => refusedByStageAndCode(env.gateway);
     const base = `ws://127.0.0.1:${env.port}/v1/ws`;
     const wrongKey = await issueToken('another-secret-of-sufficient-length!', 'alice');
     expect((await WsTestClient.refusal(`${base}?token=${wrongKey}`)).status).toBe(401);
@@ -151,7 +151,7 @@ describe('ws-gateway', () => {
     const alice = await connect('alice');
     alice.send({ type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) });
     expect(await alice.closed()).toBe(1009);
-    expect(await refused()).toEqual({ unauthorized: 2, too_large: 1 });
+    expect(await refused()).toEqual({ 'connect unauthorized': 2, 'frame too_large': 1 });
   });
 
   it('refuses other paths and bad device ids', async () => {
@@ -234,7 +234,7 @@ describe('ws-gateway', () => {
         error: { code: 'invalid_request', message: expect.stringMatching(names) },
       });
     }
-    expect(await refusedByCode(env.gateway)).toEqual({ invalid_request: 4 }); // each once
+    expect(await refusedByStageAndCode(env.gateway)).toEqual({ 'connect invalid_request': 4 }); // each once
   });
 
   it('answers a plain GET of /v1/ws (its Upgrade header lost on the way) with 426 and what is missing', async () => {
@@ -895,8 +895,21 @@ describe('ws-gateway', () => {
     expect(closed[0]).toBe(4029);
     expect(closed[1]).toMatch(/^connecting too often; retry after (9|10) s$/);
     await connect('bob');
-    const metrics = await env.gateway.internal.inject({ url: '/metrics' });
-    expect(metrics.body).toMatch(/parley_ws_refused_total\{code="rate_limited"[^}]*\} 1/);
+    expect(await refusedByStageAndCode(env.gateway)).toEqual({ 'connect rate_limited': 1 });
+  });
+
+  it('counts a refused connect and a refused frame of the same code in different series of parley_ws_refused_total', async () => {
+    env = await startGateway({ connectBurst: 1, connectsPerMinute: 1, ratePerSecond: 0.1, rateBurst: 1 });
+    const alice = await connect('alice');
+    const second = new WebSocket(await env.url('alice'));
+    expect(await new Promise((resolve) => second.once('close', resolve))).toBe(4029);
+    alice.send({ type: 'message', id: 'm1', to: 'bob', body: 1 });
+    alice.send({ type: 'message', id: 'm2', to: 'bob', body: 2 });
+    expect(await alice.next((f) => f.type === 'error')).toMatchObject({ id: 'm2', code: 'rate_limited' });
+    expect(await refusedByStageAndCode(env.gateway)).toEqual({
+      'connect rate_limited': 1,
+      'frame rate_limited': 1,
+    });
   });
 
   it("spends a user's connect budget only on sockets it opens, not on those refused as one too many or the gateway full", async () => {
@@ -1405,12 +1418,14 @@ async function rawUpgrade(port: number, target: string, after = '') {
   );
 }
 
-/** The gateway's parley_ws_refused_total, by code. */
-async function refusedByCode(gateway: Awaited<ReturnType<typeof startGateway>>['gateway']) {
+/** The gateway's parley_ws_refused_total, by `<stage> <code>`. */
+async function refusedByStageAndCode(gateway: Awaited<ReturnType<typeof startGateway>>['gateway']) {
   const text = (await gateway.internal.inject('/metrics')).body;
   const counts: Record<string, number> = {};
-  for (const [, code, n] of text.matchAll(/^parley_ws_refused_total\{code="([^"]+)"[^}]*\} (\d+)$/gm))
-    counts[code] = Number(n);
+  for (const [, labels, n] of text.matchAll(/^parley_ws_refused_total\{([^}]*)\} (\d+)$/gm)) {
+    const label = (name: string) => new RegExp(`(?:^|,)${name}="([^"]*)"`).exec(labels!)?.[1];
+    counts[`${label('stage')} ${label('code')}`] = Number(n);
+  }
   return counts;
 }
 
