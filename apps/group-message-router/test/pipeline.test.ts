@@ -38,6 +38,7 @@ describe.each(testDatabases())(
         store: createSqlGroupStore(db),
         internalSecret: 'test-internal-secret-0123',
         maxMembers: 1024,
+        maxGroupsPerUser: 1000,
       });
       await groupMs.start();
       // The real path: group-ms's internal API over HTTP.

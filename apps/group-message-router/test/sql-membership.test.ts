@@ -16,7 +16,7 @@ describe.each(testDatabases())('SQL membership reader on $name', (target) => {
   afterAll(() => target.dispose());
 
   it('reads the members group-ms wrote, in join order, and nothing for unknown groups', async () => {
-    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 });
+    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024, maxGroupsPerUser: 1000 });
     await groups.change(
       { group: 'g1', by: 'alice', at: 1, operation: { op: 'create', name: 'T', members: ['carol', 'bob'] } },
       { opMid: 'm1', noticeMid: 'm1' },
@@ -33,7 +33,7 @@ describe.each(testDatabases())('SQL membership reader on $name', (target) => {
   });
 
   it('reads a version with the members that grows with every change, and versions in one read', async () => {
-    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 });
+    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024, maxGroupsPerUser: 1000 });
     const reader = createSqlMembershipReader(db);
     await groups.change(
       { group: 'v1', by: 'alice', at: 1, operation: { op: 'create', name: 'V', members: ['bob'] } },
@@ -55,7 +55,11 @@ describe.each(testDatabases())('SQL membership reader on $name', (target) => {
   });
 
   it("reads the group's last op from the group topic with the members: its place, and when it was applied", async () => {
-    const groups = new GroupService(createSqlGroupStore(db), { maxMembers: 1024 }, () => 5000);
+    const groups = new GroupService(
+      createSqlGroupStore(db),
+      { maxMembers: 1024, maxGroupsPerUser: 1000 },
+      () => 5000,
+    );
     const reader = createSqlMembershipReader(db);
     const op = (id: string, frame: Record<string, unknown>) => ({
       v: 1 as const,

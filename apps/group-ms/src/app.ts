@@ -30,6 +30,8 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   host?: string;
   internalSecret: string;
   maxMembers: number;
+  /** Most groups one user may be in. */
+  maxGroupsPerUser: number;
   /** Consumer group for group commands; `group-ms` by default. */
   groupId?: string;
   clock?: () => number;
@@ -69,7 +71,8 @@ export interface GroupMs extends Service {
  */
 export function createGroupMs(deps: GroupMsDeps): GroupMs {
   const clock = deps.clock ?? Date.now;
-  const groups = new GroupService(deps.store, { maxMembers: deps.maxMembers }, clock);
+  const rules = { maxMembers: deps.maxMembers, maxGroupsPerUser: deps.maxGroupsPerUser };
+  const groups = new GroupService(deps.store, rules, clock);
   const applied = new Counter({
     name: 'parley_group_commands_total',
     help: 'Group commands from the pipe, by op',

@@ -19,6 +19,12 @@ export const GroupMsConfig = Type.Object({
     default: 1024,
     description: 'Most members a group may have',
   }),
+  GROUP_MAX_GROUPS_PER_USER: Type.Integer({
+    minimum: 1,
+    default: 1000,
+    description:
+      'Most groups one user may be in: a create or add that would make someone a member of more is refused (too_many_groups)',
+  }),
   GROUP_OPS_KEEP_DAYS: Type.Number({
     exclusiveMinimum: 0,
     default: 8,

@@ -10,7 +10,15 @@ import {
   TopicPosition,
   userMid,
 } from '@parley/contracts';
-import { Change, ChangeRequest, decideChange, GroupOperation, GroupRules, GroupState } from './group';
+import {
+  Change,
+  ChangeRequest,
+  checkGroupsPerUser,
+  decideChange,
+  GroupOperation,
+  GroupRules,
+  GroupState,
+} from './group';
 import type { GroupPosition } from './cursor';
 import { GroupNotice, GroupStore } from './group-store';
 
@@ -71,15 +79,18 @@ export class GroupService {
     const result = await this.store.apply(
       request.group,
       ids.opMid,
-      (current) => {
+      async (current, context) => {
         // Stamped before it waited for the group's lock, a change may be applied after one stamped
         // later: its time goes past the group's last change, so notices' times follow the order
         // changes took effect (clients place them by `at`), also across hosts whose clocks differ.
         const stamped = current ? { ...request, at: Math.max(request.at, current.updatedAt + 1) } : request;
         const change = decideChange(current, stamped, this.rules);
-        return (
-          change && { next: change.next, notice: noticeOf(change, stamped, ids.noticeMid, ids.unnotified) }
-        );
+        if (!change) return null;
+        if (change.joined.length > 0) {
+          const groupsOf = await context.lockGroupCounts(change.joined, this.rules.maxGroupsPerUser);
+          checkGroupsPerUser(request.group, groupsOf, this.rules);
+        }
+        return { next: change.next, notice: noticeOf(change, stamped, ids.noticeMid, ids.unnotified) };
       },
       ids.replayable ? { at: request.at, position: ids.position } : undefined,
     );

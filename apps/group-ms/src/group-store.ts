@@ -22,6 +22,17 @@ export interface OpRefusal {
   message: string;
 }
 
+/** What `decide` may ask the store, inside the change's transaction. */
+export interface DecideContext {
+  /**
+   * How many groups each of `users` is in (counted up to `atMost`: all a limit needs), in the order
+   * given. Until the change commits or rolls back, these users join no other group: a change that
+   * would add one waits here, and then counts the groups this one added. A limit checked against
+   * these counts holds however many changes race.
+   */
+  lockGroupCounts(users: string[], atMost: number): Promise<Map<string, number>>;
+}
+
 export type ApplyResult =
   | { kind: 'applied'; next: GroupState; notice: GroupNotice }
   | { kind: 'unchanged'; current: GroupState | undefined }
@@ -33,6 +44,7 @@ export type ApplyResult =
  * if `opMid` was decided already it changes nothing; otherwise it hands the current state to
  * `decide`, persists the state it returns together with `opMid` and the notice, and commits.
  * A throw from `decide` rolls everything back (for a replayable op, a refusal is remembered first).
+ * `decide` may lock and count the groups of the users it adds (`DecideContext`) before it answers.
  */
 export interface GroupStore {
   /** Prepares the storage (migrations) before the service consumes or serves. */
@@ -46,7 +58,7 @@ export interface GroupStore {
   apply(
     group: string,
     opMid: string,
-    decide: (current: GroupState | undefined) => StoredChange | null,
+    decide: (current: GroupState | undefined, context: DecideContext) => Promise<StoredChange | null>,
     /**
      * An op that can come again (from the pipe, at least once): one that changes nothing or is
      * refused (a ParleyError from `decide`) is remembered as well, at `at`, so that a replay after a

@@ -38,6 +38,8 @@ export interface Change {
   next: GroupState;
   /** For create: every member; add: those added; remove/leave: those removed; rename: none. */
   affected: string[];
+  /** The users it makes members (create: every member; add: those added): each joins one more group. */
+  joined: string[];
   /** Members that are no longer members: they are told too. */
   removed: string[];
   /** Set when the change made someone admin (the last admin left): the admins after it. */
@@ -46,6 +48,7 @@ export interface Change {
 
 export interface GroupRules {
   maxMembers: number;
+  maxGroupsPerUser: number;
 }
 
 /**
@@ -130,7 +133,7 @@ function decideCreate(
     updatedAt: request.at,
     members,
   };
-  return { op: 'create', next, affected: users, removed: [] };
+  return { op: 'create', next, affected: users, joined: users, removed: [] };
 }
 
 function decideAdd(
@@ -144,7 +147,8 @@ function decideAdd(
   if (added.length === 0) return null;
   checkSize(group.members.length + added.length, rules, group.id);
   const members = [...group.members, ...added.map((user): Member => ({ user, role: 'member' }))];
-  return { op: 'add', next: { ...group, members, updatedAt: request.at }, affected: added, removed: [] };
+  const next = { ...group, members, updatedAt: request.at };
+  return { op: 'add', next, affected: added, joined: added, removed: [] };
 }
 
 function decideRemove(group: GroupState, request: ChangeRequest, users: string[]): Change | null {
@@ -161,12 +165,13 @@ function decideRemove(group: GroupState, request: ChangeRequest, users: string[]
   const members = keepAnAdmin(remaining);
   const next = { ...group, members, updatedAt: request.at };
   const promoted = members.length > 0 && members[0].role !== remaining[0].role;
-  return { op, next, affected: removed, removed, ...(promoted && { admins: adminsOf(members) }) };
+  return { op, next, affected: removed, joined: [], removed, ...(promoted && { admins: adminsOf(members) }) };
 }
 
 function decideRename(group: GroupState, request: ChangeRequest, name: string): Change | null {
   if (group.name === name) return null;
-  return { op: 'rename', next: { ...group, name, updatedAt: request.at }, affected: [], removed: [] };
+  const next = { ...group, name, updatedAt: request.at };
+  return { op: 'rename', next, affected: [], joined: [], removed: [] };
 }
 
 function adminsOf(members: Member[]): string[] {
@@ -194,6 +199,25 @@ function checkSize(size: number, rules: GroupRules, id: string): void {
   if (size > rules.maxMembers) {
     throw new ParleyError('group_full', `group ${id}: at most ${rules.maxMembers} members`);
   }
+}
+
+/**
+ * Refuses a change that would make a user a member of more groups than the rules allow.
+ * `groupsOf`: how many groups each user the change makes a member is in already.
+ */
+export function checkGroupsPerUser(group: string, groupsOf: Map<string, number>, rules: GroupRules): void {
+  const full = [...groupsOf].filter(([, groups]) => groups >= rules.maxGroupsPerUser).map(([user]) => user);
+  if (full.length === 0) return;
+  throw new ParleyError(
+    'too_many_groups',
+    `group ${group}: ${namedFew(full)} already in the most groups one user may be in (${rules.maxGroupsPerUser})`,
+  );
+}
+
+/** The first few users of a list, for a message: a create may name a thousand. */
+function namedFew(users: string[], few = 5): string {
+  const more = users.length - few;
+  return users.slice(0, few).join(', ') + (more > 0 ? ` and ${more} more` : '');
 }
 
 function unique(users: string[]): string[] {

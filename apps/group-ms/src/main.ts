@@ -16,6 +16,7 @@ void runMain('group-ms', GroupMsConfig, async (config, runtime) => {
     host: config.HOST,
     internalSecret: config.INTERNAL_SECRET,
     maxMembers: config.GROUP_MAX_MEMBERS,
+    maxGroupsPerUser: config.GROUP_MAX_GROUPS_PER_USER,
     opsRetentionMs: config.GROUP_OPS_KEEP_DAYS * DAY_MS,
     purgeIntervalMs: config.PURGE_INTERVAL_MS,
   });

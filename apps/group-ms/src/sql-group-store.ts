@@ -1,7 +1,7 @@
 import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
 import { ParleyError, TopicPosition } from '@parley/contracts';
-import { ApplyResult, GroupNotice, GroupStore, OpRefusal, StoredChange } from './group-store';
+import { ApplyResult, DecideContext, GroupNotice, GroupStore, OpRefusal, StoredChange } from './group-store';
 import { GROUP_MIGRATIONS } from './migrations';
 
 interface GroupRow {
@@ -14,6 +14,8 @@ interface GroupRow {
 
 /** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
 const GROUP_LOCK_NAMESPACE = 7104;
+/** Advisory-lock namespace for the groups a user is in (the second key is hashtext(user id)). */
+const USER_LOCK_NAMESPACE = 7105;
 
 /** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
 export function createSqlGroupStore(db: SqlDatabase): GroupStore {
@@ -91,7 +93,7 @@ async function applyInTransaction(
   tx: SqlExecutor,
   group: string,
   opMid: string,
-  decide: (current: GroupState | undefined) => StoredChange | null,
+  decide: (current: GroupState | undefined, context: DecideContext) => Promise<StoredChange | null>,
   replayable: { at: number; position?: TopicPosition } | undefined,
 ): Promise<ApplyResult> {
   await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [GROUP_LOCK_NAMESPACE, group]);
@@ -101,7 +103,9 @@ async function applyInTransaction(
   );
   if (decided.rows.length > 0) return { kind: 'replayed', ...decided.rows[0] };
   const current = await findGroup(tx, group);
-  const change = decide(current);
+  const change = await decide(current, {
+    lockGroupCounts: (users, atMost) => lockGroupCounts(tx, users, atMost),
+  });
   if (!change) {
     if (replayable) await recordOp(tx, { opMid, group, at: replayable.at });
     return { kind: 'unchanged', current };
@@ -109,6 +113,35 @@ async function applyInTransaction(
   await writeGroup(tx, current, change.next, replayable?.position);
   await recordOp(tx, { opMid, group, at: change.next.updatedAt, notice: change.notice });
   return { kind: 'applied', next: change.next, notice: change.notice };
+}
+
+/**
+ * Locks the users' group counts, then counts. Every change holds one group's lock and takes these
+ * after it, in key order: changes adding the same users, named in any order, to different groups
+ * wait for each other without a cycle. Two statements: a statement's snapshot is taken before it
+ * waits for a lock, and would miss the groups added by the change it waited for.
+ */
+async function lockGroupCounts(
+  tx: SqlExecutor,
+  users: string[],
+  atMost: number,
+): Promise<Map<string, number>> {
+  if (users.length === 0) return new Map();
+  // The ordered subquery is not flattened: the locks are taken in its order.
+  await tx.query(
+    `SELECT pg_advisory_xact_lock($1, key)
+     FROM (SELECT DISTINCT hashtext(u) AS key FROM unnest($2::text[]) AS u ORDER BY key) AS keys`,
+    [USER_LOCK_NAMESPACE, users],
+  );
+  // Each count reads at most `atMost` entries of group_members_by_user.
+  const counted = await tx.query<{ user_id: string; groups: number }>(
+    `SELECT u.user_id,
+       (SELECT count(*) FROM (SELECT 1 FROM group_members m WHERE m.user_id = u.user_id LIMIT $2) AS l)::int AS groups
+     FROM unnest($1::text[]) AS u(user_id)`,
+    [users, atMost],
+  );
+  const groupsOf = new Map(counted.rows.map((row) => [row.user_id, Number(row.groups)]));
+  return new Map(users.map((user) => [user, groupsOf.get(user) ?? 0]));
 }
 
 /** Remembers a decided op: with its notice (to publish: the outbox watches it), or without (nothing to tell). */

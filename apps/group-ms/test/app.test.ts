@@ -34,6 +34,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       host: '127.0.0.1',
       internalSecret: SECRET,
       maxMembers: 3,
+      maxGroupsPerUser: 1000,
       ...overrides,
     });
 
@@ -211,6 +212,35 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       [200, { erased: 1 }, 0],
       [200, { erased: 0 }, 0],
     ]);
+  });
+
+  it('refuses a change past the groups one user may be in: 409 too_many_groups over REST, an error deliverable to its sender from the group-commands topic', async () => {
+    await service.stop();
+    service = groupMs({ newId: () => `id${++ids}`, maxGroupsPerUser: 1 });
+    await service.start();
+    const refusal = (group: string, who: string) => ({
+      code: 'too_many_groups',
+      message: `group ${group}: ${who} already in the most groups one user may be in (1)`,
+    });
+    await call('POST', '/internal/groups', 'ivy', { id: 'ivy-1', name: 'I', members: [] });
+    const create = await call('POST', '/internal/groups', 'ivy', { id: 'ivy-2', name: 'I', members: [] });
+    expect([create.statusCode, create.json().error]).toEqual([409, refusal('ivy-2', 'ivy')]);
+    await call('POST', '/internal/groups', 'jon', { id: 'jon-1', name: 'J', members: [] });
+    const add = await call('POST', '/internal/groups/jon-1/members', 'jon', { members: ['ivy'] });
+    expect([add.statusCode, add.json().error]).toEqual([409, refusal('jon-1', 'ivy')]);
+
+    const frame: GroupFrame = { type: 'group', id: 'j1', op: 'add', group: 'jon-1', members: ['ivy'] };
+    await bus.publish(TOPICS.groupCommands, [{ v: 1, kind: 'group-command', from: 'jon', sentAt: 1, frame }]);
+    await waitFor(() => deliveredTo((d) => d.frame.type === 'error').length === 1);
+    const [error] = bus
+      .events(TOPICS.delivery)
+      .flatMap(deliveriesIn)
+      .filter((d) => d.frame.type === 'error');
+    expect(error).toMatchObject({
+      to: 'jon',
+      frame: { mid: '~err:jon:j1', id: 'j1', ...refusal('jon-1', 'ivy') },
+    });
+    expect((await call('GET', '/internal/groups/jon-1', 'jon')).json().members).toEqual(['jon']);
   });
 
   it('refuses internal calls without the secret, and bad input with the field named', async () => {

@@ -13,14 +13,14 @@ describe.each(testDatabases())('group rules on $name', (target) => {
   beforeAll(async () => {
     db = await target.open();
     await migrate(db, 'group-ms', GROUP_MIGRATIONS);
-    groups = new GroupService(createSqlGroupStore(db), { maxMembers: 4 });
+    groups = new GroupService(createSqlGroupStore(db), { maxMembers: 4, maxGroupsPerUser: 1000 });
   });
   afterAll(() => target.dispose());
 
-  const change = (group: string, by: string, operation: GroupOperation) => {
+  const change = (group: string, by: string, operation: GroupOperation, service = groups) => {
     const mid = `~test:${++seq}`;
     const request: ChangeRequest = { group, by, at: 1000 + seq, operation };
-    return groups.change(request, { opMid: mid, noticeMid: mid });
+    return service.change(request, { opMid: mid, noticeMid: mid });
   };
   const refusedWith = async (promise: Promise<unknown>) => {
     const err = await promise.then(
@@ -183,6 +183,72 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect((await change('g-full', 'alice', { op: 'add', members: ['d'] })).state!.members).toHaveLength(4);
   });
 
+  it('limits the groups one user may be in: a create (for its creator or a member) or an add past it is refused too_many_groups, naming who, and changes nothing', async () => {
+    const limited = new GroupService(createSqlGroupStore(db), { maxMembers: 4, maxGroupsPerUser: 2 });
+    const limitedChange = (group: string, by: string, operation: GroupOperation) =>
+      change(group, by, operation, limited);
+    const atLimit = (group: string, who: string) => ({
+      code: 'too_many_groups',
+      message: `group ${group}: ${who} already in the most groups one user may be in (2)`,
+    });
+    await limitedChange('lim-1', 'ann', { op: 'create', name: 'T', members: ['ben'] });
+    await limitedChange('lim-2', 'ann', { op: 'create', name: 'T', members: [] });
+    // ann is in 2: she creates no third group, and is made a member of none
+    await expect(
+      limitedChange('lim-3', 'ann', { op: 'create', name: 'T', members: ['cat'] }),
+    ).rejects.toMatchObject(atLimit('lim-3', 'ann'));
+    await expect(
+      limitedChange('lim-3', 'cat', { op: 'create', name: 'T', members: ['ben', 'ann'] }),
+    ).rejects.toMatchObject(atLimit('lim-3', 'ann'));
+    expect(await groups.find('lim-3')).toBeUndefined();
+    await limitedChange('lim-3', 'cat', { op: 'create', name: 'T', members: ['ben'] }); // ben: 2 now
+    await limitedChange('lim-4', 'cat', { op: 'create', name: 'T', members: [] });
+    await expect(
+      limitedChange('lim-4', 'cat', { op: 'add', members: ['dan', 'ann', 'ben'] }),
+    ).rejects.toMatchObject(atLimit('lim-4', 'ann, ben'));
+    expect(toGroup((await groups.find('lim-4'))!).members).toEqual(['cat']);
+
+    // At the limit, what adds no group still goes: a repeated create, a rename, an add of a member.
+    expect(
+      (await limitedChange('lim-1', 'ann', { op: 'create', name: 'T', members: ['ben'] })).effects.notices,
+    ).toEqual([]);
+    await limitedChange('lim-1', 'ann', { op: 'rename', name: 'Renamed' });
+    await limitedChange('lim-1', 'ann', { op: 'add', members: ['ben'] });
+    // A group left is a place free again.
+    await limitedChange('lim-2', 'ann', { op: 'leave' });
+    await limitedChange('lim-4', 'cat', { op: 'add', members: ['ann'] });
+    expect(toGroup((await groups.find('lim-4'))!).members).toEqual(['cat', 'ann']);
+    expect((await groups.listForMember('ann', { limit: 200 })).map((g) => g.id)).toEqual(['lim-1', 'lim-4']);
+  });
+
+  it('refuses a pipe op past the groups one user may be in with an error deliverable to its sender, as one past the size limit', async () => {
+    const limited = new GroupService(createSqlGroupStore(db), { maxMembers: 4, maxGroupsPerUser: 1 });
+    await change('lim-pipe-1', 'eve', { op: 'create', name: 'T', members: ['fay'] }, limited);
+    await change('lim-pipe-2', 'gil', { op: 'create', name: 'T', members: [] }, limited);
+    const refused = await limited.applyCommand(
+      command('gil', { type: 'group', id: 'lp1', op: 'add', group: 'lim-pipe-2', members: ['fay'] }),
+    );
+    expect(refused).toEqual({
+      deliveries: [
+        {
+          v: 1,
+          kind: 'deliver',
+          to: 'gil',
+          frame: {
+            type: 'error',
+            mid: '~err:gil:lp1',
+            id: 'lp1',
+            code: 'too_many_groups',
+            message: 'group lim-pipe-2: fay already in the most groups one user may be in (1)',
+          },
+        },
+      ],
+      notices: [],
+      changes: [],
+    });
+    expect(toGroup((await groups.find('lim-pipe-2'))!).members).toEqual(['gil']);
+  });
+
   it('applies a pipe op once: a replay changes nothing and repeats the same notice', async () => {
     await groups.applyCommand(
       command('alice', {
@@ -276,7 +342,11 @@ describe.each(testDatabases())('group rules on $name', (target) => {
 
   it('stamps a pipe op when it is applied, not when it was sent: an op from a backlog is no stale outbox entry', async () => {
     const at = Date.now();
-    const clocked = new GroupService(createSqlGroupStore(db), { maxMembers: 4 }, () => at);
+    const clocked = new GroupService(
+      createSqlGroupStore(db),
+      { maxMembers: 4, maxGroupsPerUser: 1000 },
+      () => at,
+    );
     const sentLongAgo = command(
       'alice',
       { type: 'group', id: 'c9', op: 'create', group: 'g-stamp', name: 'T', members: [] },
@@ -356,7 +426,10 @@ describe.each(testDatabases())('group rules on $name', (target) => {
       };
     };
     const readerOf = (meanwhile: () => Promise<unknown>) =>
-      new GroupService(createSqlGroupStore(interleaved(meanwhile)), { maxMembers: 4 });
+      new GroupService(createSqlGroupStore(interleaved(meanwhile)), {
+        maxMembers: 4,
+        maxGroupsPerUser: 1000,
+      });
 
     await change('g-moment', 'alice', { op: 'create', name: 'Before', members: ['bob'] });
     const renamedAndGrown = async () => {
@@ -390,5 +463,29 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     const refused = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult;
     expect(refused.reason).toMatchObject({ code: 'group_full' });
     expect(toGroup((await groups.find('g-race-full'))!).members).toHaveLength(3);
+  });
+
+  it('holds the groups one user may be in when adds to different groups race for them', async () => {
+    const limited = new GroupService(createSqlGroupStore(db), { maxMembers: 4, maxGroupsPerUser: 3 });
+    const ids = Array.from({ length: 10 }, (_, i) => `lim-race-${i}`);
+    for (const id of ids) await change(id, 'host', { op: 'create', name: 'T', members: [] });
+    const outcomes = await Promise.allSettled(
+      ids.map((id) => change(id, 'host', { op: 'add', members: ['wanted'] }, limited)),
+    );
+    const refusals = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+    expect(refusals.map((o) => (o.reason as ParleyError).code)).toEqual(Array(7).fill('too_many_groups'));
+    expect(await groups.listForMember('wanted', { limit: 200 })).toHaveLength(3);
+  });
+
+  it('adds the same users to different groups at once, named in any order, without a deadlock', async () => {
+    const crowd = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
+    const rotated = (i: number) => [...crowd.slice(i % crowd.length), ...crowd.slice(0, i % crowd.length)];
+    const roomy = new GroupService(createSqlGroupStore(db), { maxMembers: 8, maxGroupsPerUser: 1000 });
+    const creates = Array.from({ length: 16 }, (_, i) => {
+      const members = i % 2 ? rotated(i).reverse() : rotated(i);
+      return change(`lim-mix-${i}`, `mixer-${i}`, { op: 'create', name: 'T', members }, roomy);
+    });
+    expect((await Promise.allSettled(creates)).filter((o) => o.status === 'rejected')).toEqual([]);
+    expect(await groups.listForMember('p1', { limit: 200 })).toHaveLength(16);
   });
 });

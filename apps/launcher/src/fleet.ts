@@ -185,6 +185,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         host,
         internalSecret,
         maxMembers: 1024,
+        maxGroupsPerUser: 1000,
       }),
     );
     await add('group-message-router', async () =>

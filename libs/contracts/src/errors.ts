@@ -11,6 +11,10 @@ export const ERROR_CODES = {
   not_found: { status: 404, description: 'No such resource, or not visible to this user' },
   conflict: { status: 409, description: 'The resource already exists with other content' },
   group_full: { status: 409, description: 'The group reached its member limit' },
+  too_many_groups: {
+    status: 409,
+    description: 'A user the change would add to a group is in as many groups as one user may be',
+  },
   too_large: { status: 413, description: 'A frame or body is larger than allowed' },
   rate_limited: { status: 429, description: 'Too many requests; retry after the indicated time' },
   internal: { status: 500, description: 'An unexpected server error' },
