@@ -11,7 +11,8 @@ import {
   type Service,
 } from '@parley/service-kit';
 import { createRestGateway } from '../../rest-gateway/src/app';
-import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
+import { DEFAULT_UPSTREAM_MAX_IN_FLIGHT } from '../../rest-gateway/src/config';
+import { createHttpUpstreams, UPSTREAM_TIMEOUT_MS } from '../../rest-gateway/src/upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
 import { createMessageRouter } from '../../message-router/src/app';
 import { createSessionService } from '../../session-ms/src/app';
@@ -234,9 +235,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     );
 
     const base = (port: number) => `http://${host}:${port}`;
-    await add('rest-gateway', async () =>
-      createRestGateway({
-        ...(await runtimeFor('rest-gateway')),
+    await add('rest-gateway', async () => {
+      const runtime = await runtimeFor('rest-gateway');
+      return createRestGateway({
+        ...runtime,
         upstreams: createHttpUpstreams(
           {
             'persistence-ms': base(ports.persistenceMs),
@@ -245,6 +247,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
             'session-ms': base(ports.sessionMs),
           },
           internalSecret,
+          UPSTREAM_TIMEOUT_MS,
+          { metrics: runtime.metrics, maxInFlight: DEFAULT_UPSTREAM_MAX_IN_FLIGHT },
         ),
         verifyToken,
         port: ports.restGateway,
@@ -260,8 +264,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         },
         // The browser demo client at `/`; it reaches the ws-gateway on the host the page came from.
         plugins: [webClientPlugin({ wsPort: ports.wsGateway })],
-      }),
-    );
+      });
+    });
   } catch (err) {
     await stopAll(started, closer).catch(() => undefined); // the start's error is the one to report
     throw err;

@@ -11,6 +11,7 @@ import {
 
 export const DEFAULT_SEND_FRAMES_PER_SECOND = 20;
 export const DEFAULT_SEND_FRAMES_BURST = 200;
+export const DEFAULT_UPSTREAM_MAX_IN_FLIGHT = 64;
 
 export const RestGatewayConfig = Type.Object({
   ...CommonConfig,
@@ -24,6 +25,12 @@ export const RestGatewayConfig = Type.Object({
   GROUP_URL: serviceUrl({ default: 'http://127.0.0.1:9104' }),
   PUSH_URL: serviceUrl({ default: 'http://127.0.0.1:9106' }),
   SESSION_URL: serviceUrl({ default: 'http://127.0.0.1:9103' }),
+  UPSTREAM_MAX_IN_FLIGHT: Type.Integer({
+    minimum: 1,
+    default: DEFAULT_UPSTREAM_MAX_IN_FLIGHT,
+    description:
+      'Calls this gateway has under way to each service behind it (persistence-ms, group-ms, push-ms, session-ms, each counted on its own), and so its sockets to it; past it a call waits, as many again at most and each up to 1 s, then is refused 503 unavailable ("group-ms is busy", say). A call answered in 5 ms lets 64 carry 12,800 a second from one gateway to one service, so the cap binds only when a service slows; then it holds what each gateway piles on it to 64 calls, several times the 10 database connections a replica of group-ms or persistence-ms works with (more would only wait there)',
+  }),
   CORS_ORIGINS: Type.String({
     default: '',
     description: 'Comma-separated allowed origins; empty disables CORS',

@@ -1,5 +1,6 @@
 import { createServer, IncomingMessage, request, Server } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
+import { Registry } from 'prom-client';
 import {
   INTERNAL_SECRET_HEADER,
   INTERNAL_USER_HEADER,
@@ -18,9 +19,10 @@ import {
   requireInternalSecret,
   silentLogger,
 } from '@parley/service-kit';
+import { waitFor } from '@parley/test-kit';
 import { webClientPlugin } from '../../web-client/src/plugin';
 import { createRestGateway, RestGateway, RestGatewayDeps } from '../src/app';
-import { createHttpUpstreams, UpstreamName } from '../src/upstream';
+import { createHttpUpstreams, UpstreamLimits, UpstreamName } from '../src/upstream';
 
 /** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
 async function startUpstream(
@@ -65,6 +67,8 @@ interface BuildOptions {
   sendFramesPerSecond?: number;
   sendFramesBurst?: number;
   plugins?: RestGatewayDeps['plugins'];
+  /** UPSTREAM_MAX_IN_FLIGHT and the wait past it (default 64, as many waiting). */
+  upstreamLimits?: Omit<UpstreamLimits, 'metrics'>;
 }
 
 function build(options: BuildOptions = {}) {
@@ -78,13 +82,14 @@ function build(options: BuildOptions = {}) {
     ...options.upstreamUrls,
   };
   const metrics = createMetricsRegistry('rest-gateway', { collectDefaults: false });
+  const limits = { metrics, maxInFlight: 64, ...options.upstreamLimits };
   const gateway = createRestGateway({
     bus,
     logger: silentLogger(),
     metrics,
     readiness: new Readiness(),
     verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
-    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', 2000),
+    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', 2000, limits),
     port: 0,
     settings: {
       devMode: options.devMode ?? false,
@@ -634,6 +639,47 @@ describe('rest-gateway', () => {
       ]);
     } finally {
       for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('answers 503 naming the service as busy, with Retry-After, for a call past those under way and waiting', async () => {
+    const held: Array<() => void> = [];
+    const server = createServer((_req, res) =>
+      held.push(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"groups":[]}')),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      let metrics: Registry;
+      ({ gateway, metrics } = build({
+        upstreamUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        upstreamLimits: { maxInFlight: 1, maxWaiting: 1 },
+      }));
+      const headers = await auth();
+      const list = () => gateway.http.inject({ method: 'GET', url: '/v1/groups', headers });
+      const waiting = async () => {
+        const gauge = await metrics.getSingleMetric('parley_rest_upstream_waiting')!.get();
+        return gauge.values.find((v) => v.labels.upstream === 'group-ms')?.value;
+      };
+      const first = list();
+      await waitFor(() => held.length === 1, 10_000, 'a call held');
+      const second = list();
+      await waitFor(async () => (await waiting()) === 1, 10_000, 'a call waiting');
+      const refused = await list();
+      expect([refused.statusCode, refused.json().error]).toEqual([
+        503,
+        {
+          code: 'unavailable',
+          message: 'group-ms is busy: 1 calls to it are under way and 1 waiting; try again',
+        },
+      ]);
+      // The spread wait every `unavailable` carries (1-2 s).
+      expect(['1', '2']).toContain(refused.headers['retry-after']);
+      held.shift()!();
+      await waitFor(() => held.length === 1, 10_000, 'a call held');
+      held.shift()!();
+      expect([(await first).statusCode, (await second).statusCode]).toEqual([200, 200]);
+    } finally {
       await new Promise((resolve) => server.close(resolve));
     }
   });
