@@ -35,45 +35,57 @@ const USAGE = `Sustained overload against a running fleet (start it first: npm s
 Service metrics are read from npm start's default ports (9101-9106, 8081, 9080).
 `;
 
-const { values } = parseArgs({
-  options: {
-    pid: { type: 'string', default: '0' },
-    phases: { type: 'string', default: '12000:150,500:120,0:30' },
-    pairs: { type: 'string', default: '250' },
-    'sample-s': { type: 'string', default: '10' },
-    'drain-s': { type: 'string', default: '600' },
-    'ack-every-ms': { type: 'string', default: '100' },
-    ws: { type: 'string', default: 'ws://127.0.0.1:8080/v1/ws' },
-    rest: { type: 'string', default: 'http://127.0.0.1:8081' },
-    kafka: { type: 'string', default: '127.0.0.1:9092' },
-    prefix: { type: 'string', default: `ov${Date.now().toString(36)}` },
-    help: { type: 'boolean', default: false },
-  },
-});
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
+interface Settings {
+  ws: string;
+  rest: string;
+  pid: number;
+  pairs: number;
+  sampleS: number;
+  drainS: number;
+  ackEveryMs: number;
+  phases: Array<{ rate: number; secs: number }>;
+  userPrefix: string;
+  kafka: string;
 }
-const WS = values.ws;
-const REST = values.rest;
-const PID = Number(values.pid);
-const PAIRS = Number(values.pairs);
-const SAMPLE_S = Number(values['sample-s']);
-const DRAIN_S = Number(values['drain-s']);
-const ACK_EVERY_MS = Number(values['ack-every-ms']);
-const PHASES = values.phases.split(',').map((p) => {
-  const [rate, secs] = p.split(':').map(Number);
-  return { rate: rate!, secs: secs! };
-});
-const USER_PREFIX = values.prefix;
+
+/** The command line's settings; undefined for --help. */
+function parseSettings(): Settings | undefined {
+  const { values } = parseArgs({
+    options: {
+      pid: { type: 'string', default: '0' },
+      phases: { type: 'string', default: '12000:150,500:120,0:30' },
+      pairs: { type: 'string', default: '250' },
+      'sample-s': { type: 'string', default: '10' },
+      'drain-s': { type: 'string', default: '600' },
+      'ack-every-ms': { type: 'string', default: '100' },
+      ws: { type: 'string', default: 'ws://127.0.0.1:8080/v1/ws' },
+      rest: { type: 'string', default: 'http://127.0.0.1:8081' },
+      kafka: { type: 'string', default: '127.0.0.1:9092' },
+      prefix: { type: 'string', default: `ov${Date.now().toString(36)}` },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return undefined;
+  return {
+    ws: values.ws,
+    rest: values.rest,
+    pid: Number(values.pid),
+    pairs: Number(values.pairs),
+    sampleS: Number(values['sample-s']),
+    drainS: Number(values['drain-s']),
+    ackEveryMs: Number(values['ack-every-ms']),
+    phases: values.phases.split(',').map((p) => {
+      const [rate, secs] = p.split(':').map(Number);
+      return { rate: rate!, secs: secs! };
+    }),
+    userPrefix: values.prefix,
+    kafka: values.kafka,
+  };
+}
 const METRIC_PORTS = [9101, 9102, 9103, 9104, 9105, 9106, 8081, 9080];
 
+/** Messages a run can number (`o<seq>`): its arrays are this long. */
 const MAX = 4_000_000;
-const dueAt = new Float64Array(MAX); // ms, performance.now()
-const recvAt = new Float64Array(MAX); // first arrival on the socket
-const state = new Uint8Array(MAX); // 0 sent, 1 accepted, 2 refused
-const senderOf = new Uint32Array(MAX);
-let seq = 0;
 
 interface Client {
   user: string;
@@ -83,21 +95,39 @@ interface Client {
   pending: string[];
   closed?: number;
 }
-const clients: Client[] = [];
-const errorCodes = new Map<string, number>();
-const closes = new Map<number, number>();
-let duplicates = 0;
-let received = 0;
-let window = { latencies: [] as number[], accepted: 0, refused: 0, received: 0, sent: 0 };
 
-const token = (user: string) => devToken(REST, user);
+/** What one sample's window saw. */
+const newWindow = () => ({ latencies: [] as number[], accepted: 0, refused: 0, received: 0, sent: 0 });
+
+/** A run's sockets and every message it sent, by sequence number, with what came back for it. */
+function newRun(settings: Settings) {
+  return {
+    settings,
+    dueAt: new Float64Array(MAX), // ms, performance.now()
+    recvAt: new Float64Array(MAX), // first arrival on the socket
+    state: new Uint8Array(MAX), // 0 sent, 1 accepted, 2 refused
+    senderOf: new Uint32Array(MAX),
+    seq: 0,
+    clients: [] as Client[],
+    errorCodes: new Map<string, number>(),
+    closes: new Map<number, number>(),
+    duplicates: 0,
+    received: 0,
+    window: newWindow(),
+    phaseName: '',
+  };
+}
+type Run = ReturnType<typeof newRun>;
+
+const token = (run: Run, user: string) => devToken(run.settings.rest, user);
 
 function seqOf(mid: string): number {
   const at = mid.lastIndexOf(':o');
   return at < 0 ? -1 : Number(mid.slice(at + 2));
 }
 
-function onFrame(c: Client, text: string) {
+function onFrame(run: Run, c: Client, text: string) {
+  const { state, recvAt, dueAt } = run;
   const f = scanFrame(text);
   if (f.mid !== undefined && f.type !== 'accepted') {
     c.pending.push(f.mid);
@@ -107,26 +137,26 @@ function onFrame(c: Client, text: string) {
     const s = seqOf(f.mid!);
     if (s >= 0 && state[s] === 0) {
       state[s] = 1;
-      window.accepted++;
+      run.window.accepted++;
     }
   } else if (f.type === 'message') {
     const s = seqOf(f.mid!);
     if (s < 0) return;
-    if (recvAt[s] !== 0) duplicates++;
+    if (recvAt[s] !== 0) run.duplicates++;
     else {
       recvAt[s] = performance.now();
-      received++;
-      window.received++;
-      window.latencies.push(recvAt[s] - dueAt[s]);
+      run.received++;
+      run.window.received++;
+      run.window.latencies.push(recvAt[s] - dueAt[s]);
     }
   } else if (f.type === 'error') {
     const code = /"code":"([^"]+)"/.exec(text)?.[1] ?? '?';
     const key = code === 'rate_limited' || code === 'unavailable' ? code : `${code}: ${text.slice(0, 160)}`;
-    errorCodes.set(key, (errorCodes.get(key) ?? 0) + 1);
+    run.errorCodes.set(key, (run.errorCodes.get(key) ?? 0) + 1);
     const id = /"id":"o(\d+)"/.exec(text)?.[1];
     if (id !== undefined && state[Number(id)] === 0) {
       state[Number(id)] = 2;
-      window.refused++;
+      run.window.refused++;
     }
   }
 }
@@ -139,8 +169,8 @@ function flush(c: Client) {
   }
 }
 
-async function open(idx: number, user: string, partner: number): Promise<Client> {
-  const socket = new WebSocket(`${WS}?token=${await token(user)}`, {
+async function open(run: Run, idx: number, user: string, partner: number): Promise<Client> {
+  const socket = new WebSocket(`${run.settings.ws}?token=${await token(run, user)}`, {
     localAddress: sourceAddress(idx),
     perMessageDeflate: false,
     maxPayload: 4 * 1024 * 1024,
@@ -150,10 +180,10 @@ async function open(idx: number, user: string, partner: number): Promise<Client>
     socket.once('error', reject);
     socket.once('message', () => resolve());
   });
-  socket.on('message', (d) => onFrame(c, d.toString()));
+  socket.on('message', (d) => onFrame(run, c, d.toString()));
   socket.on('close', (code) => {
     c.closed = code;
-    closes.set(code, (closes.get(code) ?? 0) + 1);
+    run.closes.set(code, (run.closes.get(code) ?? 0) + 1);
   });
   return c;
 }
@@ -184,14 +214,28 @@ function procStat(pid: number): { rssMiB: number; ticks: number } {
   }
 }
 
-const kafka = new Kafka({
-  brokers: [values.kafka],
-  logLevel: logLevel.NOTHING,
-  clientId: 'overload-probe',
-});
-const admin = kafka.admin();
-const groupsSeen = new Map<string, Set<string>>(); // group -> topics
-async function consumerLag(pages: Map<number, string>): Promise<Record<string, number>> {
+/** What the samples read besides the run: the broker's offsets, the fleet's process. */
+function newSampler(settings: Settings) {
+  const kafka = new Kafka({
+    brokers: [settings.kafka],
+    logLevel: logLevel.NOTHING,
+    clientId: 'overload-probe',
+  });
+  return {
+    admin: kafka.admin(),
+    groupsSeen: new Map<string, Set<string>>(), // group -> topics
+    t0: performance.now(),
+    lastTicks: 0,
+    lastSampleAt: 0,
+    samples: [] as unknown[],
+  };
+}
+type Sampler = ReturnType<typeof newSampler>;
+
+async function consumerLag(
+  { admin, groupsSeen }: Sampler,
+  pages: Map<number, string>,
+): Promise<Record<string, number>> {
   for (const text of pages.values())
     for (const m of text.matchAll(/parley_kafka_consumed_total\{topic="([^"]+)",group="([^"]+)"/g)) {
       const set = groupsSeen.get(m[2]!) ?? new Set<string>();
@@ -225,30 +269,27 @@ async function consumerLag(pages: Map<number, string>): Promise<Record<string, n
   return out;
 }
 
-const t0 = performance.now();
-let lastTicks = 0;
-let lastSampleAt = 0;
-let phaseName = '';
-const samples: unknown[] = [];
-async function sample() {
-  const w = window;
-  window = { latencies: [], accepted: 0, refused: 0, received: 0, sent: 0 };
+async function sample(run: Run, sampler: Sampler) {
+  const w = run.window;
+  run.window = newWindow();
   const pages = await scrape();
-  const proc = procStat(PID);
+  const proc = procStat(run.settings.pid);
   const now = performance.now();
-  const cpu = lastSampleAt ? (proc.ticks - lastTicks) / 100 / ((now - lastSampleAt) / 1000) : 0;
-  lastTicks = proc.ticks;
-  lastSampleAt = now;
+  const cpu = sampler.lastSampleAt
+    ? (proc.ticks - sampler.lastTicks) / 100 / ((now - sampler.lastSampleAt) / 1000)
+    : 0;
+  sampler.lastTicks = proc.ticks;
+  sampler.lastSampleAt = now;
   const lat = w.latencies.sort((a, b) => a - b);
   const pct = (q: number) =>
     lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(q * lat.length))]!) : 0;
   const main = pages.get(9101) ?? '';
   const gw = pages.get(9080) ?? '';
   const sess = pages.get(9103) ?? '';
-  const lag = await consumerLag(pages).catch(() => ({}));
+  const lag = await consumerLag(sampler, pages).catch(() => ({}));
   const s = {
-    t: Math.round((now - t0) / 1000),
-    phase: phaseName,
+    t: Math.round((now - sampler.t0) / 1000),
+    phase: run.phaseName,
     sent: w.sent,
     acc: w.accepted,
     ref: w.refused,
@@ -270,12 +311,13 @@ async function sample() {
     wsDelivered: metricSum(gw, 'parley_ws_delivered_total'),
     lag,
   };
-  samples.push(s);
+  sampler.samples.push(s);
   console.log(JSON.stringify(s));
 }
 
-async function runPhase(rate: number, secs: number) {
-  phaseName = `${rate}/s`;
+async function runPhase(run: Run, rate: number, secs: number) {
+  run.phaseName = `${rate}/s`;
+  const { clients } = run;
   const senders = clients.filter((c) => c.closed === undefined);
   const start = performance.now();
   let sent = 0;
@@ -290,13 +332,13 @@ async function runPhase(rate: number, secs: number) {
       for (let k = 0; k < due; k++) {
         const c = senders[rr++ % senders.length]!;
         if (c.socket.readyState !== WebSocket.OPEN) continue;
-        const s = seq++;
-        dueAt[s] = start + ((sent + k) * 1000) / rate;
-        senderOf[s] = c.idx;
+        const s = run.seq++;
+        run.dueAt[s] = start + ((sent + k) * 1000) / rate;
+        run.senderOf[s] = c.idx;
         c.socket.send(
           `{"type":"message","id":"o${s}","to":"${clients[c.partner]!.user}","body":{"t":0,"s":0,"p":"${'x'.repeat(64)}"}}`,
         );
-        window.sent++;
+        run.window.sent++;
       }
       if (due > 0) sent += due;
       if (now - start >= secs * 1000) {
@@ -309,41 +351,59 @@ async function runPhase(rate: number, secs: number) {
 }
 
 async function main() {
-  await exitUnlessFleetAnswers(REST, USAGE);
-  await admin.connect();
-  const users = Array.from({ length: PAIRS * 2 }, (_, i) => `${USER_PREFIX}u${i}`);
+  const settings = parseSettings();
+  if (!settings) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const run = newRun(settings);
+  const sampler = newSampler(settings);
+  const { clients, state, recvAt } = run;
+  await exitUnlessFleetAnswers(settings.rest, USAGE);
+  await sampler.admin.connect();
+  const users = Array.from({ length: settings.pairs * 2 }, (_, i) => `${settings.userPrefix}u${i}`);
   for (let i = 0; i < users.length; i += 50)
-    clients.push(...(await Promise.all(users.slice(i, i + 50).map((u, k) => open(i + k, u, (i + k) ^ 1)))));
-  console.log(`# ${clients.length} sockets open, users ${USER_PREFIX}u*`);
-  setInterval(() => clients.forEach((c) => c.pending.length && flush(c)), ACK_EVERY_MS);
-  const sampler = setInterval(() => void sample(), SAMPLE_S * 1000);
-  await sample();
-  for (const p of PHASES) await runPhase(p.rate, p.secs);
-  // drain: wait until every accepted message arrived, or DRAIN_S
-  phaseName = 'drain';
+    clients.push(
+      ...(await Promise.all(users.slice(i, i + 50).map((u, k) => open(run, i + k, u, (i + k) ^ 1)))),
+    );
+  console.log(`# ${clients.length} sockets open, users ${settings.userPrefix}u*`);
+  setInterval(() => clients.forEach((c) => c.pending.length && flush(c)), settings.ackEveryMs);
+  const sampling = setInterval(() => void sample(run, sampler), settings.sampleS * 1000);
+  await sample(run, sampler);
+  for (const p of settings.phases) await runPhase(run, p.rate, p.secs);
+  // drain: wait until every accepted message arrived, or --drain-s
+  run.phaseName = 'drain';
   const drainStart = performance.now();
   const missing = () => {
     let n = 0;
-    for (let s = 0; s < seq; s++) if (state[s] === 1 && recvAt[s] === 0) n++;
+    for (let s = 0; s < run.seq; s++) if (state[s] === 1 && recvAt[s] === 0) n++;
     return n;
   };
   let m = missing();
-  while (m > 0 && performance.now() - drainStart < DRAIN_S * 1000) {
+  while (m > 0 && performance.now() - drainStart < settings.drainS * 1000) {
     await sleep(2000);
     m = missing();
   }
   console.log(
     `# drain: ${m} accepted not yet on a socket after ${Math.round((performance.now() - drainStart) / 1000)} s`,
   );
-  clearInterval(sampler);
-  await sample();
+  clearInterval(sampling);
+  await sample(run, sampler);
   // recovery: first window after the overload where p99 came back under 100 ms
-  // loss check through sync
+  await lossCheck(run);
+  await sampler.admin.disconnect();
+  for (const c of clients) c.socket.terminate();
+  process.exit(0);
+}
+
+/** Every message answered `accepted` that no socket got must be served by sync: prints the tally. */
+async function lossCheck(run: Run) {
+  const { clients, state, recvAt, senderOf } = run;
   const want = new Map<number, number[]>(); // recipient idx -> seqs
   let accepted = 0;
   let refused = 0;
   let unanswered = 0;
-  for (let s = 0; s < seq; s++) {
+  for (let s = 0; s < run.seq; s++) {
     if (state[s] === 1) accepted++;
     else if (state[s] === 2) refused++;
     else unanswered++;
@@ -359,11 +419,11 @@ async function main() {
   let unansweredDelivered = 0;
   const lostSamples: string[] = [];
   for (const [r, list] of want) {
-    const tok = await token(clients[r]!.user);
+    const tok = await token(run, clients[r]!.user);
     const found = new Set<number>();
     let after: string | null = null;
     for (;;) {
-      const url = `${REST}/v1/messages?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+      const url = `${run.settings.rest}/v1/messages?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`;
       const res = await fetch(url, { headers: { authorization: `Bearer ${tok}` } });
       const body = (await res.json()) as { messages: Array<{ mid: string }>; next: string | null };
       for (const msg of body.messages) found.add(seqOf(msg.mid));
@@ -382,23 +442,20 @@ async function main() {
   }
   console.log(
     JSON.stringify({
-      sent: seq,
+      sent: run.seq,
       accepted,
       refused,
       unanswered,
-      receivedOnSocket: received,
-      duplicates,
+      receivedOnSocket: run.received,
+      duplicates: run.duplicates,
       acceptedFoundBySync: bySync,
       unansweredFoundBySync: unansweredDelivered,
       acceptedLost: lost,
       lostSamples,
-      errorCodes: Object.fromEntries(errorCodes),
-      closes: Object.fromEntries(closes),
+      errorCodes: Object.fromEntries(run.errorCodes),
+      closes: Object.fromEntries(run.closes),
     }),
   );
-  await admin.disconnect();
-  for (const c of clients) c.socket.terminate();
-  process.exit(0);
 }
 
 main().catch((err) => {

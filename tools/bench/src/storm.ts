@@ -35,55 +35,73 @@ const USAGE = `A reconnect storm against a running fleet (npm start, or tools/be
   --help           this text
 `;
 
-const { values } = parseArgs({
-  options: {
-    pid: { type: 'string', default: '0' },
-    ports: { type: 'string', default: '{}' },
-    users: { type: 'string', default: '2000' },
-    devices: { type: 'string', default: '1' },
-    stored: { type: 'string', default: '3' },
-    pending: { type: 'string', default: '3' },
-    'window-s': { type: 'string', default: '5' },
-    'backoff-ms': { type: 'string', default: '500' },
-    'timeout-s': { type: 'string', default: '120' },
-    prefix: { type: 'string', default: `st${Date.now().toString(36)}` },
-    help: { type: 'boolean', default: false },
-  },
-});
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
+interface Settings {
+  ws: string;
+  rest: string;
+  /** The fleet's process, for its RSS (0: not sampled). */
+  pid: number;
+  users: number;
+  /** Each connects, each gets every deliverable of its user. */
+  devicesPerUser: number;
+  stored: number;
+  pending: number;
+  windowS: number;
+  /** Reconnect attempts that fail (503, refused) retry after this backoff base (doubling, jitter). */
+  backoffMs: number;
+  timeoutS: number;
+  prefix: string;
+  metricPorts: { main: number; gw: number; sess: number; pers: number };
 }
-/** `--ports '<FLEET_READY ports JSON>'` (tools/bench/src/fleet-child.ts): a fleet on other ports. */
-const PORTS = {
-  wsGateway: 8080,
-  restGateway: 8081,
-  wsGatewayInternal: 9080,
-  messageRouter: 9101,
-  sessionMs: 9103,
-  persistenceMs: 9105,
-  ...(JSON.parse(values.ports) as Record<string, number>),
-};
-const WS = `ws://127.0.0.1:${PORTS.wsGateway}/v1/ws`;
-const REST = `http://127.0.0.1:${PORTS.restGateway}`;
-const PID = Number(values.pid);
-const USERS = Number(values.users);
-const STORED = Number(values.stored);
-const PENDING = Number(values.pending);
-const WINDOW_S = Number(values['window-s']);
-/** Devices per user: each connects, each gets every deliverable of its user. */
-const DEVICES = Number(values.devices);
-const TIMEOUT_S = Number(values['timeout-s']);
-/** Reconnect attempts that fail (503, refused) retry after this backoff base (doubling, jitter). */
-const BACKOFF_MS = Number(values['backoff-ms']);
-const PREFIX = values.prefix;
+
+/** The command line's settings; undefined for --help. */
+function parseSettings(): Settings | undefined {
+  const { values } = parseArgs({
+    options: {
+      pid: { type: 'string', default: '0' },
+      ports: { type: 'string', default: '{}' },
+      users: { type: 'string', default: '2000' },
+      devices: { type: 'string', default: '1' },
+      stored: { type: 'string', default: '3' },
+      pending: { type: 'string', default: '3' },
+      'window-s': { type: 'string', default: '5' },
+      'backoff-ms': { type: 'string', default: '500' },
+      'timeout-s': { type: 'string', default: '120' },
+      prefix: { type: 'string', default: `st${Date.now().toString(36)}` },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return undefined;
+  /** `--ports '<FLEET_READY ports JSON>'` (tools/bench/src/fleet-child.ts): a fleet on other ports. */
+  const ports = {
+    wsGateway: 8080,
+    restGateway: 8081,
+    wsGatewayInternal: 9080,
+    messageRouter: 9101,
+    sessionMs: 9103,
+    persistenceMs: 9105,
+    ...(JSON.parse(values.ports) as Record<string, number>),
+  };
+  return {
+    ws: `ws://127.0.0.1:${ports.wsGateway}/v1/ws`,
+    rest: `http://127.0.0.1:${ports.restGateway}`,
+    pid: Number(values.pid),
+    users: Number(values.users),
+    devicesPerUser: Number(values.devices),
+    stored: Number(values.stored),
+    pending: Number(values.pending),
+    windowS: Number(values['window-s']),
+    backoffMs: Number(values['backoff-ms']),
+    timeoutS: Number(values['timeout-s']),
+    prefix: values.prefix,
+    metricPorts: {
+      main: ports.messageRouter,
+      gw: ports.wsGatewayInternal,
+      sess: ports.sessionMs,
+      pers: ports.persistenceMs,
+    },
+  };
+}
 const SENDER_BATCH = 100;
-const METRIC_PORTS = {
-  main: PORTS.messageRouter,
-  gw: PORTS.wsGatewayInternal,
-  sess: PORTS.sessionMs,
-  pers: PORTS.persistenceMs,
-};
 
 const now = () => performance.now();
 
@@ -107,16 +125,23 @@ interface Device {
   ackBuf: string[];
 }
 
-const errorCodes = new Map<string, number>();
-const closes = new Map<number, number>();
-const connectFailures = new Map<string, number>();
-let t0 = 0;
+/** The run's devices and what went wrong for them. */
+function newStorm(settings: Settings) {
+  return {
+    settings,
+    devices: [] as Device[],
+    errorCodes: new Map<string, number>(),
+    closes: new Map<number, number>(),
+    connectFailures: new Map<string, number>(),
+  };
+}
+type Storm = ReturnType<typeof newStorm>;
 
 /** Asked again while refused (5,000 users at once pass the dev fleet's rate limit). */
-async function token(user: string): Promise<string> {
+async function token(storm: Storm, user: string): Promise<string> {
   for (;;) {
     try {
-      return await devToken(REST, user);
+      return await devToken(storm.settings.rest, user);
     } catch (err) {
       if (!(err instanceof DevTokenRefused)) throw err;
       await sleep(200);
@@ -124,11 +149,11 @@ async function token(user: string): Promise<string> {
   }
 }
 
-function onFrame(d: Device, text: string) {
+function onFrame(storm: Storm, d: Device, text: string) {
   const f = scanFrame(text);
   if (f.type === 'error') {
     const code = /"code":"([^"]+)"/.exec(text)?.[1] ?? '?';
-    errorCodes.set(code, (errorCodes.get(code) ?? 0) + 1);
+    storm.errorCodes.set(code, (storm.errorCodes.get(code) ?? 0) + 1);
   }
   if (d.acking) d.framesAfter++;
   if (f.mid === undefined || f.type === 'accepted') return;
@@ -138,8 +163,9 @@ function onFrame(d: Device, text: string) {
     d.distinctAfter.add(f.mid);
     d.ackBuf.push(f.mid);
     // Ack semantics are per user: a device gets what no other device of its user acked first.
+    const perUser = storm.settings.devicesPerUser;
     if (d.completeAt === undefined && [...d.expected].every((m) => d.got.has(m)))
-      for (let k = 0; k < DEVICES; k++) devices[d.userIdx * DEVICES + k]!.completeAt ??= now();
+      for (let k = 0; k < perUser; k++) storm.devices[d.userIdx * perUser + k]!.completeAt ??= now();
   }
 }
 
@@ -148,10 +174,11 @@ function flushAcks(d: Device) {
     d.socket.send(JSON.stringify({ type: 'ack', mids: d.ackBuf.splice(0, 500) }));
 }
 
-function open(d: Device): Promise<void> {
+function open(storm: Storm, d: Device): Promise<void> {
+  const { connectFailures } = storm;
   return new Promise<void>((resolve, reject) => {
     d.connectTries++;
-    const socket = new WebSocket(`${WS}?token=${d.token}&deviceId=d${d.idx}`, {
+    const socket = new WebSocket(`${storm.settings.ws}?token=${d.token}&deviceId=d${d.idx}`, {
       localAddress: sourceAddress(d.idx),
       perMessageDeflate: false,
     });
@@ -168,26 +195,26 @@ function open(d: Device): Promise<void> {
     socket.once('message', () => {
       d.socket = socket;
       d.openAt = now();
-      socket.on('message', (data) => onFrame(d, data.toString()));
+      socket.on('message', (data) => onFrame(storm, d, data.toString()));
       resolve();
     });
     socket.on('close', (code) => {
       if (d.acking && d.socket === socket) {
-        closes.set(code, (closes.get(code) ?? 0) + 1);
+        storm.closes.set(code, (storm.closes.get(code) ?? 0) + 1);
         d.socket = undefined;
-        void reconnect(d, 0);
+        void reconnect(storm, d, 0);
       }
     });
   });
 }
 
-/** As docs/protocol.md asks: backoff doubling from BACKOFF_MS to 30 s, with jitter. */
-async function reconnect(d: Device, delayMs: number): Promise<void> {
-  let backoff = BACKOFF_MS;
+/** As docs/protocol.md asks: backoff doubling from --backoff-ms to 30 s, with jitter. */
+async function reconnect(storm: Storm, d: Device, delayMs: number): Promise<void> {
+  let backoff = storm.settings.backoffMs;
   await sleep(delayMs);
   for (;;) {
     try {
-      await open(d);
+      await open(storm, d);
       return;
     } catch {
       await sleep(backoff * (0.5 + Math.random()));
@@ -196,11 +223,15 @@ async function reconnect(d: Device, delayMs: number): Promise<void> {
   }
 }
 
-async function send(sender: { user: string; token: string }, frames: object[]): Promise<string[]> {
+async function send(
+  rest: string,
+  sender: { user: string; token: string },
+  frames: object[],
+): Promise<string[]> {
   const mids: string[] = [];
   let todo = frames;
   while (todo.length > 0) {
-    const res = await fetch(`${REST}/v1/send`, {
+    const res = await fetch(`${rest}/v1/send`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${sender.token}` },
       body: JSON.stringify(todo),
@@ -228,9 +259,10 @@ async function send(sender: { user: string; token: string }, frames: object[]): 
 }
 
 /** Sends `perUser` messages to every device, from senders of 200 messages each (their burst). */
-async function sendToAll(devices: Device[], perUser: number, tag: string): Promise<number> {
+async function sendToAll(storm: Storm, perUser: number, tag: string): Promise<number> {
+  const { devices, settings } = storm;
   const frames = devices
-    .filter((d) => d.idx % DEVICES === 0)
+    .filter((d) => d.idx % settings.devicesPerUser === 0)
     .flatMap((d) =>
       Array.from({ length: perUser }, (_, k) => ({ to: d.user, id: `${tag}${d.userIdx}x${k}` })),
     );
@@ -240,8 +272,8 @@ async function sendToAll(devices: Device[], perUser: number, tag: string): Promi
   for (let i = 0; i < work.length; i += 20)
     await Promise.all(
       work.slice(i, i + 20).map(async (part, k) => {
-        const user = `${PREFIX}s${tag}${i + k}`;
-        const sender = { user, token: await token(user) };
+        const user = `${settings.prefix}s${tag}${i + k}`;
+        const sender = { user, token: await token(storm, user) };
         for (let j = 0; j < part.length; j += SENDER_BATCH) {
           const batch = part.slice(j, j + SENDER_BATCH).map((f) => ({
             type: 'message',
@@ -249,11 +281,11 @@ async function sendToAll(devices: Device[], perUser: number, tag: string): Promi
             to: f.to,
             body: { text: 'x'.repeat(40) },
           }));
-          const mids = await send(sender, batch);
+          const mids = await send(settings.rest, sender, batch);
           accepted += mids.length;
           for (const mid of mids) {
             const userIdx = Number(/(\d+)x/.exec(mid.split(':')[1]!)![1]);
-            devices[userIdx * DEVICES]!.expected.add(mid);
+            devices[userIdx * settings.devicesPerUser]!.expected.add(mid);
           }
         }
       }),
@@ -271,12 +303,12 @@ async function scrape(port: number): Promise<string> {
     return '';
   }
 }
-async function counters() {
+async function counters(metricPorts: Settings['metricPorts']) {
   const [sess, pers, main, gw] = await Promise.all([
-    scrape(METRIC_PORTS.sess),
-    scrape(METRIC_PORTS.pers),
-    scrape(METRIC_PORTS.main),
-    scrape(METRIC_PORTS.gw),
+    scrape(metricPorts.sess),
+    scrape(metricPorts.pers),
+    scrape(metricPorts.main),
+    scrape(metricPorts.gw),
   ]);
   return {
     pushed: metricSum(sess, 'parley_session_pushed_total'),
@@ -292,9 +324,9 @@ async function counters() {
     heapMainMiB: Math.round(metricSum(main, 'parley_nodejs_heap_size_used_bytes') / 2 ** 20),
   };
 }
-function rssMiB(): number {
+function rssMiB(pid: number): number {
   try {
-    return Math.round(parseRss(readFileSync(`/proc/${PID}/status`, 'utf8')) / 1048576);
+    return Math.round(parseRss(readFileSync(`/proc/${pid}/status`, 'utf8')) / 1048576);
   } catch {
     return 0;
   }
@@ -305,11 +337,11 @@ function diff(a: Record<string, number>, b: Record<string, number>) {
   );
 }
 
-async function syncLeft(d: Device): Promise<string[]> {
+async function syncLeft(rest: string, d: Device): Promise<string[]> {
   const mids: string[] = [];
   let after: string | null = null;
   for (;;) {
-    const url = `${REST}/v1/messages?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+    const url = `${rest}/v1/messages?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`;
     const res = await fetch(url, { headers: { authorization: `Bearer ${d.token}` } });
     if (res.status !== 200) {
       await sleep(500);
@@ -326,20 +358,26 @@ async function inBatches<T>(items: T[], size: number, fn: (item: T) => Promise<v
   for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
 }
 
-const devices: Device[] = [];
-
 async function main() {
-  await exitUnlessFleetAnswers(REST, USAGE);
-  for (let i = 0; i < USERS * DEVICES; i++)
+  const settings = parseSettings();
+  if (!settings) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const storm = newStorm(settings);
+  const { devices, errorCodes, closes, connectFailures } = storm;
+  await exitUnlessFleetAnswers(settings.rest, USAGE);
+  for (let i = 0; i < settings.users * settings.devicesPerUser; i++)
     devices.push({
       idx: i,
-      userIdx: Math.floor(i / DEVICES),
-      user: `${PREFIX}u${Math.floor(i / DEVICES)}`,
+      userIdx: Math.floor(i / settings.devicesPerUser),
+      user: `${settings.prefix}u${Math.floor(i / settings.devicesPerUser)}`,
       token: '',
       acking: false,
-      expected: i % DEVICES === 0 ? new Set() : devices[i - (i % DEVICES)]!.expected,
+      expected:
+        i % settings.devicesPerUser === 0 ? new Set() : devices[i - (i % settings.devicesPerUser)]!.expected,
       // What any device of the user got (after the storm): the user's devices share it.
-      got: i % DEVICES === 0 ? new Set() : devices[i - (i % DEVICES)]!.got,
+      got: i % settings.devicesPerUser === 0 ? new Set() : devices[i - (i % settings.devicesPerUser)]!.got,
       framesAfter: 0,
       midFramesAfter: 0,
       distinctAfter: new Set(),
@@ -347,26 +385,26 @@ async function main() {
       ackBuf: [],
     });
   await inBatches(devices, 50, async (d) => {
-    d.token = await token(d.user);
+    d.token = await token(storm, d.user);
   });
   // 1. Stored: sent while nobody is connected.
-  const stored = await sendToAll(devices, STORED, 'S');
-  console.log(`# ${stored} stored messages accepted for ${USERS} users (offline)`);
+  const stored = await sendToAll(storm, settings.stored, 'S');
+  console.log(`# ${stored} stored messages accepted for ${settings.users} users (offline)`);
   await sleep(3000);
-  // 2. Everyone connects (the replay arrives, unacked), then gets PENDING more pushed, unacked.
-  await inBatches(devices, 100, (d) => open(d));
+  // 2. Everyone connects (the replay arrives, unacked), then gets --pending more pushed, unacked.
+  await inBatches(devices, 100, (d) => open(storm, d));
   console.log(`# ${devices.length} sockets open`);
-  const pending = await sendToAll(devices, PENDING, 'P');
+  const pending = await sendToAll(storm, settings.pending, 'P');
   const waitUntil = now() + 20_000;
   while (now() < waitUntil && devices.some((d) => d.got.size < d.expected.size)) await sleep(200);
   const short = devices.filter((d) => d.got.size < d.expected.size).length;
   console.log(
     `# ${pending} pending messages accepted; devices still missing some before the storm: ${short}`,
   );
-  const before = await counters();
-  // 3. The storm: every socket drops at once; each device is back within WINDOW_S, acking from then on.
+  const before = await counters(settings.metricPorts);
+  // 3. The storm: every socket drops at once; each device is back within --window-s, acking from then on.
   const ackTimer = setInterval(() => devices.forEach(flushAcks), 100);
-  t0 = now();
+  const t0 = now();
   for (const d of devices) {
     d.acking = true;
     d.got.clear();
@@ -376,22 +414,28 @@ async function main() {
   }
   await Promise.all(
     devices.map((d) => {
-      const delay = Math.random() * WINDOW_S * 1000;
+      const delay = Math.random() * settings.windowS * 1000;
       d.reconnectAt = t0 + delay;
-      return reconnect(d, delay);
+      return reconnect(storm, d, delay);
     }),
   );
   const allOpen = now();
-  console.log(`# all ${USERS} reconnected after ${Math.round(allOpen - t0)} ms`);
+  console.log(`# all ${settings.users} reconnected after ${Math.round(allOpen - t0)} ms`);
   const sampler = setInterval(() => {
-    void counters().then((c) => {
+    void counters(settings.metricPorts).then((c) => {
       const done = devices.filter((d) => d.completeAt !== undefined).length;
       console.log(
-        JSON.stringify({ t: Math.round((now() - t0) / 1000), complete: done, rss: rssMiB(), ...c }),
+        JSON.stringify({
+          t: Math.round((now() - t0) / 1000),
+          complete: done,
+          rss: rssMiB(settings.pid),
+          ...c,
+        }),
       );
     });
   }, 2000);
-  while (now() - t0 < TIMEOUT_S * 1000 && devices.some((d) => d.completeAt === undefined)) await sleep(200);
+  while (now() - t0 < settings.timeoutS * 1000 && devices.some((d) => d.completeAt === undefined))
+    await sleep(200);
   const lastComplete = Math.max(...devices.map((d) => d.completeAt ?? now()));
   // Acks settle, retries finish.
   await sleep(20_000);
@@ -399,9 +443,11 @@ async function main() {
   clearInterval(ackTimer);
   devices.forEach(flushAcks);
   await sleep(2000);
-  const after = await counters();
+  const after = await counters(settings.metricPorts);
   // 4. What each device got after the reconnect, and the loss check through sync.
-  const incomplete = devices.filter((d) => d.completeAt === undefined && d.idx % DEVICES === 0);
+  const incomplete = devices.filter(
+    (d) => d.completeAt === undefined && d.idx % settings.devicesPerUser === 0,
+  );
   const missingMids = incomplete.flatMap((d) =>
     [...d.expected].filter((m) => !d.got.has(m)).map((m) => ({ d, m })),
   );
@@ -409,8 +455,8 @@ async function main() {
   // Sync is per user: ask once, through the user's first device.
   let lost = 0;
   await inBatches(devices, 20, async (d) => {
-    if (d.idx % DEVICES !== 0) return;
-    const left = await syncLeft(d);
+    if (d.idx % settings.devicesPerUser !== 0) return;
+    const left = await syncLeft(settings.rest, d);
     syncLeftover.push(...left);
     const inSync = new Set(left);
     for (const m of d.expected) if (!d.got.has(m) && !inSync.has(m)) lost++;
@@ -426,17 +472,17 @@ async function main() {
   console.log(
     JSON.stringify(
       {
-        users: USERS,
-        devicesPerUser: DEVICES,
-        storedPerUser: STORED,
-        pendingPerUser: PENDING,
-        windowS: WINDOW_S,
+        users: settings.users,
+        devicesPerUser: settings.devicesPerUser,
+        storedPerUser: settings.stored,
+        pendingPerUser: settings.pending,
+        windowS: settings.windowS,
         reconnectedAllAfterMs: Math.round(allOpen - t0),
         connectTries: devices.reduce((s, d) => s + d.connectTries, 0),
         connectFailures: Object.fromEntries(connectFailures),
         closesDuringStorm: Object.fromEntries(closes),
         errorFrames: Object.fromEntries(errorCodes),
-        usersComplete: USERS - incomplete.length,
+        usersComplete: settings.users - incomplete.length,
         lastCompleteAfterMs: Math.round(lastComplete - t0),
         openToCompleteMs: { p50: pct(completion, 0.5), p99: pct(completion, 0.99), max: pct(completion, 1) },
         missingOnSocket: missingMids.length,
@@ -447,7 +493,7 @@ async function main() {
         syncLeftAfterAcks: syncLeftover.length,
         lost,
         fleet: diff(before, after),
-        rssMiB: rssMiB(),
+        rssMiB: rssMiB(settings.pid),
       },
       null,
       1,
