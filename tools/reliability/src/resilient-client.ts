@@ -1,7 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { MAX_MIDS_PER_FRAME, SYNC_MAX_LIMIT } from '@parley/contracts';
 
 type Frame = Record<string, unknown> & { type: string };
+
+/** Tries of a REST call refused for now (503, 429), each after the `Retry-After` it was given. */
+const REST_ATTEMPTS = 5;
 
 export interface ResilientClientOptions {
   /** A function: asked again on every connect (a load balancer over several gateways). */
@@ -20,7 +24,8 @@ export interface ResilientClientOptions {
  * A client that behaves as the protocol asks an app to, so that a fault test can count what a user
  * would see: it keeps every frame in an outbox until `accepted` and sends it again (same `id`) after
  * `unavailable`, a silence or a reconnect; it reconnects by itself; it acks every deliverable; on
- * every connect and on `sync()` it catches up through `GET /v1/messages` and acks over REST.
+ * every connect and on `sync()` it catches up through `GET /v1/messages` and acks over REST, making
+ * a call refused for now (503, 429) again after its `Retry-After`.
  */
 export class ResilientClient {
   /** Client id -> every `mid` the server answered for it; one send must only ever have one. */
@@ -181,17 +186,24 @@ export class ResilientClient {
     return true;
   }
 
+  /** A REST call; refused for now (503, 429), it is made again after the `Retry-After` given, a few times. */
   private async rest(method: string, path: string, body?: unknown): Promise<unknown> {
-    const base = typeof this.options.restUrl === 'string' ? this.options.restUrl : this.options.restUrl();
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.options.token}`,
-        ...(body !== undefined && { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
-    return response.status === 204 ? undefined : response.json();
+    for (let attempt = 1; ; attempt++) {
+      const base = typeof this.options.restUrl === 'string' ? this.options.restUrl : this.options.restUrl();
+      const response = await fetch(`${base}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.options.token}`,
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (response.ok) return response.status === 204 ? undefined : response.json();
+      const retryAfterS = Number(response.headers.get('retry-after'));
+      const error = new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
+      if (![429, 503].includes(response.status) || attempt >= REST_ATTEMPTS || this.stopped) throw error;
+      this.stats.transientErrors++;
+      await sleep((Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS : 1) * 1000);
+    }
   }
 }
