@@ -1,9 +1,21 @@
 import { TopicSpec } from '@parley/contracts';
-import { Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
+import { BackgroundWork, Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
 import { DecodeError, TopicCodec } from './codec';
 import { isTransient, sleep, TransientError } from './retry';
 
 const STOPPED = Symbol('stopped');
+
+/** A consumer group's place in a topic: its members share the one partition. */
+interface GroupPosition {
+  /** The next offset its members read. */
+  readAt: number;
+  /** Where a member joining starts: below every member's unfinished background work. */
+  committed: number;
+  /** Moved on when a member leaving moves `readAt` back: a batch under way then leaves `readAt` alone. */
+  generation: number;
+  /** Its running members, each with its background work (if any). */
+  members: Set<{ background?: BackgroundWork }>;
+}
 
 interface StoredRecord {
   key: string;
@@ -19,18 +31,17 @@ interface StoredRecord {
  * batch whose handler throws is handed over again, a dependency's failure (isTransient) without
  * end, any other up to `maxAttempts` times; then each record alone, and one that still fails is
  * set aside on the topic's DLQ (`deadLetters`), as is at once a record the subscriber's schema
- * refuses. One partition per topic, so order is total. Not for production: nothing survives the
- * process.
+ * refuses. One partition per topic, so order is total: a group's members share it, and one that
+ * stops hands the background work it abandoned to those left, as a Kafka rebalance does. Not for
+ * production: nothing survives the process.
  */
 export class MemoryBus implements EventBus {
   constructor(private readonly options: { maxAttempts?: number; retryDelayMs?: number } = {}) {}
 
   private readonly logs = new Map<string, StoredRecord[]>();
   private readonly parked = new Map<string, Array<{ value: Buffer; error: string }>>();
-  /** Per group and topic: the next offset its members read. */
-  private readonly readAt = new Map<string, number>();
-  /** Per group and topic: where a member starts reading (below background work still unfinished). */
-  private readonly committed = new Map<string, number>();
+  /** Per group and topic. */
+  private readonly groups = new Map<string, GroupPosition>();
   private readonly wakeups = new Set<() => void>();
   private readonly subscriptions = new Set<Subscription>();
   private closed = false;
@@ -85,7 +96,8 @@ export class MemoryBus implements EventBus {
 
   subscribe<T>({ groupId, topic, handle, background }: SubscribeOptions<T>): Subscription {
     const codec = new TopicCodec(topic);
-    const position = `${groupId}/${topic.name}`;
+    const group = this.groupPosition(`${groupId}/${topic.name}`);
+    const member = { background };
     let running = false;
     let paused = false;
     let loop: Promise<void> | undefined;
@@ -93,14 +105,16 @@ export class MemoryBus implements EventBus {
     /** Where a rereadFrom asked to start again: applied between batches, so a batch under way cannot undo it. */
     let rewindTo: number | undefined;
 
-    const readAt = () => this.readAt.get(position) ?? 0;
-    const next = () => (this.logs.get(topic.name) ?? []).slice(readAt(), readAt() + 500);
+    const next = () => (this.logs.get(topic.name) ?? []).slice(group.readAt, group.readAt + 500);
     const commit = () => {
-      const oldest = background?.oldestUnfinished(0);
-      this.committed.set(position, oldest === undefined ? readAt() : Math.min(oldest, readAt()));
+      group.committed = group.readAt;
+      for (const { background: work } of group.members) {
+        const oldest = work?.oldestUnfinished(0);
+        if (oldest !== undefined) group.committed = Math.min(group.committed, oldest);
+      }
     };
     const applyRewind = () => {
-      if (rewindTo !== undefined) this.readAt.set(position, rewindTo);
+      if (rewindTo !== undefined) group.readAt = rewindTo;
       rewindTo = undefined;
     };
     const run = async () => {
@@ -134,6 +148,7 @@ export class MemoryBus implements EventBus {
           batch.push({ event, key, partition: 0, offset: String(r.offset), timestamp, traceId });
           values.push(r.value);
         }
+        const generation = group.generation;
         const failure = batch.length === 0 ? undefined : await attempt(() => handle(batch));
         if (failure === STOPPED) continue;
         if (failure) {
@@ -144,7 +159,8 @@ export class MemoryBus implements EventBus {
           }
           if (!running) continue; // stopped while isolating: the batch is handed over again
         }
-        if (rewindTo === undefined) this.readAt.set(position, records[records.length - 1].offset + 1);
+        if (rewindTo === undefined && group.generation === generation)
+          group.readAt = records[records.length - 1].offset + 1;
         commit();
       }
     };
@@ -164,7 +180,8 @@ export class MemoryBus implements EventBus {
     const subscription: Subscription = {
       start: async () => {
         // As a Kafka group member joining: reading starts at the group's committed offset.
-        this.readAt.set(position, this.committed.get(position) ?? 0);
+        group.readAt = group.committed;
+        group.members.add(member);
         running = true;
         loop = run();
       },
@@ -174,8 +191,16 @@ export class MemoryBus implements EventBus {
         wake?.();
         await loop;
         applyRewind(); // asked while the last batch was under way: the group's next reader starts there
+        if (!group.members.has(member)) return; // not started, or stopped already
         await background?.finish().catch(() => undefined); // what it abandons stays unfinished
         commit();
+        group.members.delete(member);
+        if (group.members.size > 0 && group.committed < group.readAt) {
+          // As a Kafka rebalance: the members left read on from the group's committed offset, so
+          // the work this one abandoned is done again.
+          group.readAt = group.committed;
+          group.generation++;
+        }
       },
       pause: () => {
         paused = true;
@@ -184,7 +209,7 @@ export class MemoryBus implements EventBus {
         paused = false;
       },
       handledUpTo: () => {
-        const unhandled = (this.logs.get(topic.name) ?? [])[readAt()];
+        const unhandled = (this.logs.get(topic.name) ?? [])[group.readAt];
         return unhandled ? unhandled.timestamp - 1 : Date.now();
       },
       rereadFrom: async (time) => {
@@ -192,7 +217,7 @@ export class MemoryBus implements EventBus {
         const log = this.logs.get(topic.name) ?? [];
         const first = log.findIndex((r) => r.timestamp >= time);
         const target = first === -1 ? log.length : first;
-        if (target >= readAt()) return true;
+        if (target >= group.readAt) return true;
         rewindTo = Math.min(rewindTo ?? target, target);
         wake?.();
         return true;
@@ -200,6 +225,15 @@ export class MemoryBus implements EventBus {
     };
     this.subscriptions.add(subscription);
     return subscription;
+  }
+
+  private groupPosition(key: string): GroupPosition {
+    let group = this.groups.get(key);
+    if (!group) {
+      group = { readAt: 0, committed: 0, generation: 0, members: new Set() };
+      this.groups.set(key, group);
+    }
+    return group;
   }
 
   private park(topic: string, value: Buffer, err: unknown): void {

@@ -1,4 +1,4 @@
-import { isTransient, MemoryBus } from '../src';
+import { BackgroundWork, isTransient, MemoryBus, sleep } from '../src';
 import { waitFor } from '@parley/test-kit';
 import { busContract, note, Note, noteTopic } from './support/bus-contract';
 
@@ -28,6 +28,47 @@ describe('MemoryBus as a test double', () => {
     await sub.stop();
     expect(bus.deadLetters(topic)).toEqual([{ event: note(2), error: 'note 2 breaks an invariant' }]);
     expect(failures).toBe(6); // 3 for the batch, 3 for the record alone
+  });
+
+  // Its members share its one partition; a Kafka group hands a leaving member's partitions on from
+  // the group's committed offset, which the leaving member's last commit held below what it abandoned.
+  test('a member that stops leaves the work it abandons to the members of its group still running', async () => {
+    const bus = new MemoryBus();
+    const topic = noteTopic('handover');
+    const got: string[] = [];
+    const unfinished = new Map<number, number>(); // the first member's work: note -> its offset
+    const background: BackgroundWork = {
+      oldestUnfinished: () => (unfinished.size ? Math.min(...unfinished.values()) : undefined),
+      finish: async () => void unfinished.delete(1), // 2 abandoned
+    };
+    const first = bus.subscribe({
+      groupId: 'g',
+      topic,
+      background,
+      handle: async (batch) => {
+        for (const { event, offset } of batch) {
+          got.push(`first ${event.n}`);
+          unfinished.set(event.n, Number(offset));
+        }
+      },
+    });
+    const second = bus.subscribe({
+      groupId: 'g',
+      topic,
+      handle: async (batch) => void got.push(...batch.map(({ event }) => `second ${event.n}`)),
+    });
+    await first.start();
+    await second.start();
+    second.pause(); // the first member handles 1 and 2
+    await bus.publish(topic, [note(1), note(2)]);
+    await waitFor(() => got.length === 2, 5000, 'notes 1 and 2');
+    second.resume();
+    await first.stop(); // a deploy: the second member goes on alone
+    await bus.publish(topic, [note(3)]);
+    await waitFor(() => got.includes('second 3'), 5000, 'note 3');
+    await sleep(200);
+    await second.stop();
+    expect(got).toEqual(['first 1', 'first 2', 'second 2', 'second 3']);
   });
 
   test('fails the publishes refusePublish picks as an unreachable Kafka does, and writes nothing of them', async () => {
