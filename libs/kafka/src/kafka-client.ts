@@ -24,7 +24,7 @@ export const KafkaSettingsSchema = {
     minimum: 10,
     default: 500,
     description:
-      'How often consumers commit the offsets they handled (also at a rebalance and at shutdown): at most what a crash replays',
+      'How often consumers commit the offsets they handled (also at a rebalance and at shutdown): at most what a crash replays (push-ms: from its oldest push not done)',
   }),
   KAFKA_CONSUMER_MIN_CYCLE_MS: Type.Integer({
     minimum: 0,

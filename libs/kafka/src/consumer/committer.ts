@@ -6,8 +6,9 @@ export type Committer = ReturnType<typeof createCommitter>;
 /**
  * Commits what a member has handled every `intervalMs`, at a rebalance and at stop. kafkajs's own
  * autoCommit sends an OffsetCommit after every partition batch, as many requests as fetches: at
- * 1,000 msg/s half of all the fleet's Kafka requests. A crash replays at most the last interval,
- * which consumers idempotent by mid absorb.
+ * 1,000 msg/s half of all the fleet's Kafka requests. A crash replays at most the last interval
+ * (from the oldest record whose background work is unfinished, where that is older), which
+ * consumers idempotent by mid absorb.
  */
 export function createCommitter(
   intervalMs: number,
