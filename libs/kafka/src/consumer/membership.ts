@@ -17,6 +17,8 @@ export class Membership {
    * rebalance before then does not commit past the re-read.
    */
   private readonly rewinding = new Map<number, number>();
+  /** The first offset read in each partition since the member joined (or rewound to, if lower). */
+  private readonly readFrom = new Map<number, number>();
 
   constructor(private readonly topic: string) {}
 
@@ -24,9 +26,23 @@ export class Membership {
     this.groupMoved = undefined;
     this.assigned = assigned;
     this.handledTo.clear();
+    this.readFrom.clear();
     // One moved away was committed rewound before it went (the commit at REBALANCING).
     for (const partition of this.rewinding.keys())
       if (!assigned.includes(partition)) this.rewinding.delete(partition);
+  }
+
+  /** A chunk of `partition` from `offset` on is being handled. */
+  reading(partition: number, offset: number): void {
+    if (!this.readFrom.has(partition)) this.readFrom.set(partition, offset);
+  }
+
+  /**
+   * The first offset read in `partition` since the member joined: what it handled before (it held
+   * the partition earlier, lost it, and got it back) the group has moved past since.
+   */
+  firstRead(partition: number): number | undefined {
+    return this.readFrom.get(partition);
   }
 
   /** `partition` was handled up to `nextOffset` (the next offset to read). */
@@ -44,6 +60,7 @@ export class Membership {
   rewound(partition: number, offset: number): void {
     this.handledTo.set(partition, offset);
     this.rewinding.set(partition, offset);
+    this.readFrom.set(partition, Math.min(offset, this.readFrom.get(partition) ?? offset));
   }
 
   /** `offsets` to commit, with each partition being rewound at its rewound offset. */

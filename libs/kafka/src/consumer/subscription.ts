@@ -48,7 +48,9 @@ export function createSubscription<T>(
   const position = new ReadPosition();
   const member = new Membership(topic.name);
   const committer = createCommitter(options.commitIntervalMs ?? 500, logger, (offsets) =>
-    heldForBackground(member.committable(offsets), topic.name, background),
+    heldForBackground(member.committable(offsets), topic.name, background, (partition) =>
+      member.firstRead(partition),
+    ),
   );
   const inFlight = new InFlight();
   followConsumerEvents(consumer, topic.name, { member, position, committer });
@@ -115,6 +117,7 @@ export function createSubscription<T>(
       // owner, which may be handling it already if this member was dropped.
       if (member.groupMoved) throw member.groupMoved;
       const chunk = batch.messages.slice(start, start + maxBatchSize);
+      member.reading(batch.partition, Number(chunk[0].offset));
       const { good, poison } = decodeChunk(codec, batch.partition, chunk);
       if (poison.length > 0) await deadLetter(poison);
       if (good.length > 0) await handleEvents(good, payload);
