@@ -14,8 +14,16 @@ interface GroupRow {
 
 /** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
 const GROUP_LOCK_NAMESPACE = 7104;
-/** Advisory-lock namespace for the groups a user is in (the second key is hashtext(user id)). */
+/** Advisory-lock namespace for the groups a user is in (the second key is the user's stripe). */
 const USER_LOCK_NAMESPACE = 7105;
+/**
+ * Users share USER_LOCK_STRIPES locks (hashtext(user id) masked), so a change holds at most that
+ * many whatever it adds. A lock per user let a create of 1,024 members hold 1,025: Postgres's lock
+ * table is the whole server's, sized for max_locks_per_transaction (64) a connection, and a few
+ * such creates at once filled it, failing every session on the server ("out of shared memory").
+ * Two changes adding users of one stripe take turns: milliseconds, and rare for small adds.
+ */
+const USER_LOCK_STRIPES = 32;
 
 /** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
 export function createSqlGroupStore(db: SqlDatabase): GroupStore {
@@ -116,10 +124,10 @@ async function applyInTransaction(
 }
 
 /**
- * Locks the users' group counts, then counts. Every change holds one group's lock and takes these
- * after it, in key order: changes adding the same users, named in any order, to different groups
- * wait for each other without a cycle. Two statements: a statement's snapshot is taken before it
- * waits for a lock, and would miss the groups added by the change it waited for.
+ * Locks the users' group counts (their stripes), then counts. Every change holds one group's lock
+ * and takes these after it, in key order: changes adding the same users, named in any order, to
+ * different groups wait for each other without a cycle. Two statements: a statement's snapshot is
+ * taken before it waits for a lock, and would miss the groups added by the change it waited for.
  */
 async function lockGroupCounts(
   tx: SqlExecutor,
@@ -130,8 +138,8 @@ async function lockGroupCounts(
   // The ordered subquery is not flattened: the locks are taken in its order.
   await tx.query(
     `SELECT pg_advisory_xact_lock($1, key)
-     FROM (SELECT DISTINCT hashtext(u) AS key FROM unnest($2::text[]) AS u ORDER BY key) AS keys`,
-    [USER_LOCK_NAMESPACE, users],
+     FROM (SELECT DISTINCT hashtext(u) & $3 AS key FROM unnest($2::text[]) AS u ORDER BY key) AS keys`,
+    [USER_LOCK_NAMESPACE, users, USER_LOCK_STRIPES - 1],
   );
   // Each count reads at most `atMost` entries of group_members_by_user.
   const counted = await tx.query<{ user_id: string; groups: number }>(

@@ -477,6 +477,24 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect(await groups.listForMember('wanted', { limit: 200 })).toHaveLength(3);
   });
 
+  it("holds a bounded number of locks however many users a change adds: Postgres's lock table is the whole server's", async () => {
+    if (target.name !== 'postgres') return; // PGlite is one session: no other sees its lock table
+    const store = createSqlGroupStore(db);
+    const group = `lim-locks-${++seq}`;
+    const users = Array.from({ length: 1024 }, (_, i) => `locker-${i}`);
+    let held = -1;
+    await store.apply(group, `~test:${seq}`, async (_current, context) => {
+      await context.lockGroupCounts(users, 1000);
+      held = await userLocksHeldWith(db, group); // from another connection of the pool
+      return null;
+    });
+    // Postgres sizes the table for max_locks_per_transaction (64 by default) a connection: a lock
+    // per user let a few creates of 1,024 members at once fill it ("out of shared memory" for
+    // every session of every service on the server).
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThanOrEqual(64);
+  });
+
   it('adds the same users to different groups at once, named in any order, without a deadlock', async () => {
     const crowd = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
     const rotated = (i: number) => [...crowd.slice(i % crowd.length), ...crowd.slice(0, i % crowd.length)];
@@ -489,3 +507,16 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect(await groups.listForMember('p1', { limit: 200 })).toHaveLength(16);
   });
 });
+
+/** The user locks (namespace 7105) held by the transaction that holds `group`'s lock (7104). */
+async function userLocksHeldWith(db: SqlDatabase, group: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.classid = 7105 AND l.objsubid = 2 AND l.granted
+       AND l.pid = (SELECT g.pid FROM pg_locks g
+         WHERE g.locktype = 'advisory' AND g.classid = 7104 AND g.objsubid = 2 AND g.granted
+           AND g.objid::bigint = (hashtext($1)::bigint & 4294967295))`,
+    [group],
+  );
+  return rows[0]!.n;
+}
