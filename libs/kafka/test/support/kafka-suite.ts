@@ -1033,7 +1033,9 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         await sub.start();
         await waitFor(() => joined, 15_000, 'the member joins');
         await sleep(2000); // the poison fetched and its parking refused
-        await b.publish(spec, [{ ...ping(1), id: keyOn(1) }]);
+        // The bus's producer keeps trying to park the poison: a publish sent with one of those
+        // tries fails with it (TransientError), and is published again, as any publisher does.
+        await publishUntilTaken(() => b.publish(spec, [{ ...ping(1), id: keyOn(1) }]));
         await waitFor(() => handled.includes(1), 15_000, 'a record of the other partition');
         expect(handled).toEqual([1]);
       }, 45_000);
@@ -1379,3 +1381,15 @@ c.on(c.events.GROUP_JOIN, (e) => console.log('JOIN ' + JSON.stringify(e.payload.
   await c.run({ eachMessage: async () => {} });
 })().catch((e) => { console.error(e); process.exit(1); });
 `;
+
+/** Publishes again after a TransientError (a request it shared failed), as the services' publishers do. */
+async function publishUntilTaken(publish: () => Promise<void>, tries = 20): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await publish();
+    } catch (err) {
+      if (!isTransient(err) || attempt >= tries) throw err;
+      await sleep(100);
+    }
+  }
+}
