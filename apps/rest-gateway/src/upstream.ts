@@ -6,6 +6,7 @@ import {
   INTERNAL_REFUSED_HEADER,
   INTERNAL_SECRET_HEADER,
   INTERNAL_USER_HEADER,
+  isKnownErrorCode,
   ParleyError,
 } from '@parley/contracts';
 import { CallLimit, CallLimitSettings, CallRefusal } from './call-limit';
@@ -177,7 +178,7 @@ async function callOnce(
     throw new ParleyError('unavailable', `${service} answered ${response.status}`);
   }
   if (response.status >= 400 && isErrorBody(parsed)) {
-    throw new ParleyError(parsed.error.code, parsed.error.message);
+    throw new ParleyError(knownCode(parsed.error.code, response.status), parsed.error.message);
   }
   if (success !== undefined) assertSuccess(service, response.status, parsed, success);
   return { status: response.status, body: parsed };
@@ -197,9 +198,30 @@ function assertSuccess(service: UpstreamName, status: number, body: unknown, exp
 
 const validateErrorBody = compile(ErrorBody);
 
-/** The protocol's error body: its code one of ERROR_CODES' own (not `toString`, which `in` finds). */
+/** The protocol's error body, its code one of this release's or of the same form (a later release's). */
 function isErrorBody(value: unknown): value is ErrorBody {
   return validateErrorBody(value).ok;
+}
+
+/** This release's code for each status a service answers with. */
+const CODE_OF_STATUS: Record<number, ErrorCode> = {
+  400: 'invalid_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  409: 'conflict',
+  413: 'too_large',
+  429: 'rate_limited',
+  503: 'unavailable',
+};
+
+/**
+ * A code a newer service added (met during a rolling upgrade) is passed on as the code of this
+ * release that its status has, with the service's message: `conflict` for a 409, say.
+ */
+function knownCode(code: string, status: number): ErrorCode {
+  if (isKnownErrorCode(code)) return code;
+  return CODE_OF_STATUS[status] ?? (status < 500 ? 'invalid_request' : 'internal');
 }
 
 export type { ErrorCode };

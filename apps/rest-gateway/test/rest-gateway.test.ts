@@ -603,6 +603,40 @@ describe('rest-gateway', () => {
     expect(res.json().error.message).toContain('group-ms is unreachable');
   });
 
+  it("passes on an error code a newer service added as this release's code for its status, and serves a stored error frame carrying one", async () => {
+    // A rolling upgrade: group-ms and persistence-ms of a later release, this rest-gateway older.
+    const stored = {
+      type: 'error',
+      mid: '~err:alice:c9',
+      id: 'c9',
+      code: 'brand_new_code',
+      message: 'refused for a reason this release does not know',
+    };
+    const upstream = await startUpstream((req) =>
+      req.url!.startsWith('/internal/messages')
+        ? { status: 200, raw: JSON.stringify({ messages: [stored], next: null }) }
+        : { status: 409, raw: '{"error":{"code":"brand_new_code","message":"bob is in too many things"}}' },
+    );
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    try {
+      const headers = await auth();
+      const refused = await gateway.http.inject({
+        method: 'POST',
+        url: '/v1/groups/g1/members',
+        headers,
+        payload: { members: ['bob'] },
+      });
+      expect([refused.statusCode, refused.json().error]).toEqual([
+        409,
+        { code: 'conflict', message: 'bob is in too many things' },
+      ]);
+      const synced = await gateway.http.inject({ method: 'GET', url: '/v1/messages', headers });
+      expect([synced.statusCode, synced.json().messages]).toEqual([200, [stored]]);
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('answers 503 when an upstream answers with something other than JSON (a proxy error page)', async () => {
     const upstream = await startUpstream(() => ({ status: 502, raw: '<html>Bad Gateway</html>' }));
     ({ gateway } = build({ upstreamUrl: upstream.url }));

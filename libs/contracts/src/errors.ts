@@ -23,9 +23,17 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 export const ERROR_CODE_LIST = Object.keys(ERROR_CODES) as ErrorCode[];
+/** The form of every code, those a later release adds included. */
+export const ERROR_CODE_PATTERN = '^[a-z][a-z0-9_]{0,63}$';
 
+/** One of this release's codes (its own: not `constructor`, which `in` finds). */
+export function isKnownErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, code);
+}
+
+/** A code this release does not know (a later one's, read from a frame) answers as `internal`. */
 export function statusOf(code: ErrorCode): number {
-  return ERROR_CODES[code].status;
+  return isKnownErrorCode(code) ? ERROR_CODES[code].status : ERROR_CODES.internal.status;
 }
 
 /** An error that carries a protocol code; edges turn it into an `error` frame or an HTTP error body. */

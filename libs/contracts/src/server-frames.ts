@@ -1,7 +1,7 @@
 import { Static, Type } from '@sinclair/typebox';
 import { ClientMessageId, GroupId, Mid, Timestamp, UserId } from './ids';
 import { ChatKind, GROUP_OPS } from './client-frames';
-import { ERROR_CODE_LIST } from './errors';
+import { ERROR_CODE_LIST, ERROR_CODE_PATTERN, ErrorCode } from './errors';
 
 /** Frames the server sends. Every frame with a `mid` is a deliverable and must be acked. */
 
@@ -22,7 +22,17 @@ export const AcceptedFrame = Type.Object(
 );
 export type AcceptedFrame = Static<typeof AcceptedFrame>;
 
-export const ErrorCodeSchema = Type.Union(ERROR_CODE_LIST.map((code) => Type.Literal(code)));
+/**
+ * An error code. This release writes only ERROR_CODES' own, and reads any code of their form: a
+ * frame or event carrying a code a later release added (a rolling upgrade, a rollback) passes
+ * through, where a closed list refused the frame or parked the event. Apps meet such codes too.
+ */
+export const ErrorCodeSchema = Type.Unsafe<ErrorCode>(
+  Type.String({
+    pattern: ERROR_CODE_PATTERN,
+    description: `One of ${ERROR_CODE_LIST.join(', ')}; later releases may add codes: handle one you do not know by its HTTP status, or as a refusal`,
+  }),
+);
 
 export const ErrorFrame = Type.Object(
   {

@@ -30,6 +30,31 @@ describe('topics and keys', () => {
     expect(TOPICS.delivery.key({ v: 1, kind: 'ack', user: 'bob', mids: ['alice:c1'], at: 1 })).toBe('bob');
   });
 
+  it("reads an error deliverable whose code a later release added, and refuses one not of a code's form", () => {
+    const validate = compile(TOPICS.delivery.schema);
+    const error = (code: string) => ({
+      v: 1 as const,
+      kind: 'deliver' as const,
+      to: 'alice',
+      frame: {
+        type: 'error' as const,
+        mid: '~err:alice:c1',
+        id: 'c1',
+        code: code as 'internal',
+        message: 'no',
+      },
+    });
+    expect(validate(error('too_many_groups')).ok).toBe(true);
+    expect(validate(error('brand_new_code')).ok).toBe(true);
+    for (const malformed of ['', 'Not_A_Code', 'has space', 'x'.repeat(65)])
+      expect(validate(error(malformed)).ok).toBe(false);
+    expect([
+      statusOf('conflict'),
+      statusOf('brand_new_code' as 'internal'),
+      statusOf('constructor' as 'internal'),
+    ]).toEqual([409, 500, 500]);
+  });
+
   it('keys a deliver-many by its first recipient, and accepts 1 to MAX_RECIPIENTS_PER_EVENT of them', () => {
     const frame = { type: 'typing' as const, from: 'alice', to: 'g1', chat: 'group' as const };
     const many = (to: string[]) => ({ v: 1 as const, kind: 'deliver-many' as const, to, frame });
