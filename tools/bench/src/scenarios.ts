@@ -10,6 +10,7 @@ import {
   percentileCurve,
   rateLadder,
   sourceAddress,
+  STEADY_AFTER_MS,
   summarize,
   verdict,
   maxSustainable,
@@ -63,6 +64,7 @@ export async function runStep(
     latency,
     curve: percentileCurve(c.hist),
     timeline: c.timeline.windows(TIMELINE_WINDOW_MS),
+    steadyP99: c.timeline.quantileAfter(0.99, STEADY_AFTER_MS),
     cpu,
     generatorCpu: Math.round((r.cpuUs / 1000 / r.windowMs) * 100) / 100,
     boxCpu: Number.isFinite(boxCpu) ? boxCpu : undefined,
@@ -141,12 +143,17 @@ function worstWindow(s: StepResult): string {
   return ` (worst ${TIMELINE_WINDOW_MS} ms: p99 ${worst.p99} ms at ${worst.atS} s)`;
 }
 
+/** The step's p99 past its first seconds, e.g. ` (p99 after 3 s: 41 ms)`. */
+function steady(s: StepResult): string {
+  return s.steadyP99 === undefined ? '' : ` (p99 after ${STEADY_AFTER_MS / 1000} s: ${s.steadyP99} ms)`;
+}
+
 export function formatStep(s: StepResult): string {
   const cpu = s.cpu ? ` cpu ${s.cpu.cores.toFixed(2)} rss ${s.cpu.rssMiB}MiB` : '';
   return (
     `  [${s.target}] ${s.scenario} offered ${s.offered}/s: delivered ${s.deliveredPerS}/s ` +
     `(${s.deliveredInWindow}/${s.sent} in window, ${s.deliveredTotal} total, ${s.accepted} accepted, ${s.duplicates} dup, ${s.errors} err) ` +
-    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} box-cpu ${s.boxCpu ?? '-'} gen-lag ${s.sendLagMs ?? '-'} ms ` +
+    `p50 ${s.latency.p50} p99 ${s.latency.p99} p99.9 ${s.latency.p999} ms${steady(s)}${worstWindow(s)}${cpu} gen-cpu ${s.generatorCpu} box-cpu ${s.boxCpu ?? '-'} gen-lag ${s.sendLagMs ?? '-'} ms ` +
     `${s.sustainable ? 'OK' : `FAIL: ${s.reason}`}`
   );
 }

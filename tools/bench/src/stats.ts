@@ -59,6 +59,13 @@ export interface TimelinePoint {
 }
 
 /** Send-to-receive latencies by send time, summarized per window of `windowMs`. */
+/**
+ * A step's steady state starts this long after its first message: at a new rate the fleet's
+ * consumer batches take 2-3 s to grow to it (docs/benchmarks.md), and those seconds alone can set
+ * a step's p99. Reported beside the whole step's p99, never in its place.
+ */
+export const STEADY_AFTER_MS = 3000;
+
 export class LatencyTimeline {
   private readonly sentMs: number[] = [];
   private readonly latencyUs: number[] = [];
@@ -66,6 +73,18 @@ export class LatencyTimeline {
   record(sentMs: number, latencyUs: number): void {
     this.sentMs.push(sentMs);
     this.latencyUs.push(latencyUs);
+  }
+
+  /**
+   * The `q` quantile (ms) of the messages sent `skipMs` or more after the first: a step's steady
+   * state, past the seconds in which the fleet's batches grow to the new rate. Undefined if none.
+   */
+  quantileAfter(q: number, skipMs: number): number | undefined {
+    if (this.sentMs.length === 0) return undefined;
+    const from = this.sentMs.reduce((a, b) => Math.min(a, b)) + skipMs;
+    const later = Float64Array.from(this.latencyUs.filter((_, i) => this.sentMs[i]! >= from)).sort();
+    if (later.length === 0) return undefined;
+    return later[Math.min(later.length - 1, Math.ceil(q * later.length) - 1)]! / 1000;
   }
 
   windows(windowMs: number): TimelinePoint[] {
@@ -136,6 +155,8 @@ export interface StepResult {
   curve: Array<[number, number]>;
   /** Latency per 250 ms of send time. */
   timeline?: TimelinePoint[];
+  /** The p99 (ms) of the messages sent after the step's first STEADY_AFTER_MS. */
+  steadyP99?: number;
   cpu?: CpuSample;
   generatorCpu?: number;
   /** Cores busy on the whole machine over the window (service, generator and anything else). */

@@ -169,6 +169,16 @@ describe('bench helpers', () => {
     expect(new LatencyTimeline().windows(250)).toEqual([]);
   });
 
+  it("takes a step's steady-state quantile over the messages sent after its first seconds only", () => {
+    const timeline = new LatencyTimeline();
+    for (let i = 0; i < 10; i++) timeline.record(1000 + i, 200_000); // the slow start: 200 ms each
+    for (let i = 1; i <= 100; i++) timeline.record(4000 + i, i * 1000); // after 3 s: 1-100 ms
+    expect(timeline.quantileAfter(0.99, 3000)).toBe(99);
+    expect(timeline.quantileAfter(0.99, 0)).toBe(200);
+    expect(timeline.quantileAfter(0.99, 60_000)).toBeUndefined();
+    expect(new LatencyTimeline().quantileAfter(0.99, 3000)).toBeUndefined();
+  });
+
   it('renders a self-contained report', () => {
     expect(nines(99)).toBeCloseTo(2);
     const svg = lineChart({
