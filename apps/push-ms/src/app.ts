@@ -1,4 +1,4 @@
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import {
@@ -45,7 +45,8 @@ export interface PushService extends Service {
 /**
  * Announces offline deliverables with push notifications: one per user per window, to every
  * device of theirs. Only messages are announced; receipts, group changes and asynchronous errors
- * wait for the next sync. Pushes run beside the consumer and never hold it up.
+ * wait for the next sync. Pushes run beside the consumer and never hold it up; its commits wait
+ * for them (a message's record is committed once its push is done), so none is lost to a crash.
  */
 export function createPushService(deps: PushDeps): PushService {
   const http = buildHttpServer(deps);
@@ -62,6 +63,14 @@ export function createPushService(deps: PushDeps): PushService {
   });
   const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
   const unfinished = new UnfinishedRecords();
+  new Gauge({
+    name: 'parley_push_unfinished',
+    help: 'Messages whose push is not done (in a window, or being sent): the consumer commits below the oldest of their records',
+    registers: [deps.metrics],
+    collect() {
+      this.set(unfinished.size);
+    },
+  });
   const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => {
     const keys = messages.map((m) => pushKey(user, m.mid));
     for (const key of keys) announced.add(key);

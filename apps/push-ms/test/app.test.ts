@@ -362,6 +362,7 @@ describe('push-ms service against a fake FCM server', () => {
     await first.bus.publish(TOPICS.offline, [offline(message('jack'))]);
     await first.bus.publish(TOPICS.offline, [offline(message('ivy'))]);
     await waitFor(() => fcm.tokensSentTo().includes('jack-phone') && fcm.requests.length === 2);
+    expect(await metrics.metrics()).toContain('parley_push_unfinished{service="push-ms"} 1'); // ivy's
     running.splice(running.indexOf(first), 1);
     await first.service.stop(); // a deploy: ivy's push gets one more try, fails, and is left
     expect(await metrics.metrics()).toContain(
