@@ -58,7 +58,6 @@ export interface TimelinePoint {
   max: number;
 }
 
-/** Send-to-receive latencies by send time, summarized per window of `windowMs`. */
 /**
  * A step's steady state starts this long after its first message: at a new rate the fleet's
  * consumer batches take 2-3 s to grow to it (docs/benchmarks.md), and those seconds alone can set
@@ -66,6 +65,7 @@ export interface TimelinePoint {
  */
 export const STEADY_AFTER_MS = 3000;
 
+/** Send-to-receive latencies by send time, summarized per window of `windowMs`. */
 export class LatencyTimeline {
   private readonly sentMs: number[] = [];
   private readonly latencyUs: number[] = [];
@@ -81,15 +81,14 @@ export class LatencyTimeline {
    */
   quantileAfter(q: number, skipMs: number): number | undefined {
     if (this.sentMs.length === 0) return undefined;
-    const from = this.sentMs.reduce((a, b) => Math.min(a, b)) + skipMs;
+    const from = this.firstSentMs() + skipMs;
     const later = Float64Array.from(this.latencyUs.filter((_, i) => this.sentMs[i]! >= from)).sort();
-    if (later.length === 0) return undefined;
-    return later[Math.min(later.length - 1, Math.ceil(q * later.length) - 1)]! / 1000;
+    return later.length === 0 ? undefined : quantileMs(later, q);
   }
 
   windows(windowMs: number): TimelinePoint[] {
     if (this.sentMs.length === 0) return [];
-    const origin = this.sentMs.reduce((a, b) => Math.min(a, b));
+    const origin = this.firstSentMs();
     const buckets: number[][] = [];
     this.sentMs.forEach((sent, i) => {
       const w = Math.floor((sent - origin) / windowMs);
@@ -98,17 +97,25 @@ export class LatencyTimeline {
     const points: TimelinePoint[] = [];
     buckets.forEach((bucket, w) => {
       const sorted = Float64Array.from(bucket).sort();
-      const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]! / 1000;
       points.push({
         atS: (w * windowMs) / 1000,
         count: sorted.length,
-        p50: at(0.5),
-        p99: at(0.99),
-        max: at(1),
+        p50: quantileMs(sorted, 0.5),
+        p99: quantileMs(sorted, 0.99),
+        max: quantileMs(sorted, 1),
       });
     });
     return points;
   }
+
+  private firstSentMs(): number {
+    return this.sentMs.reduce((a, b) => Math.min(a, b));
+  }
+}
+
+/** The `q` quantile of latencies in µs, sorted ascending and not empty, in ms. */
+function quantileMs(sortedUs: Float64Array, q: number): number {
+  return sortedUs[Math.min(sortedUs.length - 1, Math.ceil(q * sortedUs.length) - 1)]! / 1000;
 }
 
 /** 1, 1.5, 2, 3, 4, 5, 6, 8 times powers of ten, from `start` up to `max` inclusive. */
