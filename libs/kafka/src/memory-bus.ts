@@ -161,7 +161,7 @@ export class MemoryBus implements EventBus {
         }
         if (rewindTo === undefined && group.generation === generation)
           group.readAt = records[records.length - 1].offset + 1;
-        commit();
+        // Committed at the top of the next turn (or by stop()), before anything else runs.
       }
     };
     /** Runs `work` until it succeeds (undefined), a non-transient failure outlasts maxAttempts (that error), or the subscription stops. */
