@@ -12,7 +12,7 @@ import {
 } from '@parley/service-kit';
 import { createRestGateway } from '../../rest-gateway/src/app';
 import { DEFAULT_UPSTREAM_MAX_IN_FLIGHT } from '../../rest-gateway/src/config';
-import { createHttpUpstreams, UPSTREAM_TIMEOUT_MS } from '../../rest-gateway/src/upstream';
+import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
 import { createMessageRouter } from '../../message-router/src/app';
 import { createSessionService } from '../../session-ms/src/app';
@@ -247,7 +247,6 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
             'session-ms': base(ports.sessionMs),
           },
           internalSecret,
-          UPSTREAM_TIMEOUT_MS,
           { metrics: runtime.metrics, maxInFlight: DEFAULT_UPSTREAM_MAX_IN_FLIGHT },
         ),
         verifyToken,

@@ -2,7 +2,7 @@ import { connectKafkaBus } from '@parley/kafka';
 import { createTokenVerifier, runMain } from '@parley/service-kit';
 import { createRestGateway } from './app';
 import { RestGatewayConfig } from './config';
-import { createHttpUpstreams, UPSTREAM_TIMEOUT_MS } from './upstream';
+import { createHttpUpstreams } from './upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
 
 void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
@@ -15,7 +15,6 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
       'session-ms': config.SESSION_URL,
     },
     config.INTERNAL_SECRET,
-    UPSTREAM_TIMEOUT_MS,
     { metrics: runtime.metrics, maxInFlight: config.UPSTREAM_MAX_IN_FLIGHT },
   );
   return createRestGateway({

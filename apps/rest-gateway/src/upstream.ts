@@ -43,9 +43,11 @@ export interface Upstreams {
   ): Promise<UpstreamResponse>;
 }
 
-/** The calls let through to each service at once, and where the gauges and refusals are shown. */
+/** The calls let through to each service at once, how long each may take, and where the gauges and refusals are shown. */
 export interface UpstreamLimits {
   metrics: Registry;
+  /** Default UPSTREAM_TIMEOUT_MS. */
+  timeoutMs?: number;
   /** UPSTREAM_MAX_IN_FLIGHT. */
   maxInFlight: number;
   /** Calls that may wait for a slot, per service; default as many as `maxInFlight`. */
@@ -62,9 +64,9 @@ export interface UpstreamLimits {
 export function createHttpUpstreams(
   urls: Record<UpstreamName, string>,
   internalSecret: string,
-  timeoutMs: number,
   limits: UpstreamLimits,
 ): Upstreams {
+  const timeoutMs = limits.timeoutMs ?? UPSTREAM_TIMEOUT_MS;
   const settings: CallLimitSettings = {
     maxInFlight: limits.maxInFlight,
     maxWaiting: limits.maxWaiting ?? limits.maxInFlight,
@@ -172,12 +174,10 @@ async function callOnce(
       'unavailable',
       `${service} answered ${response.status} with a body that is not JSON`,
     );
-  // A 4xx without the protocol's error body too: passed on, it failed the error schema (500) or,
-  // empty, reached the app with no error body.
-  if (response.status >= 400 && !isErrorBody(parsed)) {
-    throw new ParleyError('unavailable', `${service} answered ${response.status}`);
-  }
-  if (response.status >= 400 && isErrorBody(parsed)) {
+  if (response.status >= 400) {
+    // A 4xx without the protocol's error body too: passed on, it failed the error schema (500) or,
+    // empty, reached the app with no error body.
+    if (!isErrorBody(parsed)) throw new ParleyError('unavailable', `${service} answered ${response.status}`);
     throw new ParleyError(knownCode(parsed.error.code, response.status), parsed.error.message);
   }
   if (success !== undefined) assertSuccess(service, response.status, parsed, success);

@@ -82,14 +82,14 @@ function build(options: BuildOptions = {}) {
     ...options.upstreamUrls,
   };
   const metrics = createMetricsRegistry('rest-gateway', { collectDefaults: false });
-  const limits = { metrics, maxInFlight: 64, ...options.upstreamLimits };
+  const limits = { metrics, maxInFlight: 64, timeoutMs: 2000, ...options.upstreamLimits };
   const gateway = createRestGateway({
     bus,
     logger: silentLogger(),
     metrics,
     readiness: new Readiness(),
     verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
-    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', 2000, limits),
+    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', limits),
     port: 0,
     settings: {
       devMode: options.devMode ?? false,

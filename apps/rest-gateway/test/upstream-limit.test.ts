@@ -50,7 +50,7 @@ function upstreams(
   const metrics = createMetricsRegistry('rest-gateway', { collectDefaults: false });
   const urls = { 'persistence-ms': url, 'group-ms': url, 'push-ms': url, 'session-ms': url };
   return {
-    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', timeoutMs, { metrics, ...limits }),
+    upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', { metrics, timeoutMs, ...limits }),
     metrics,
   };
 }
