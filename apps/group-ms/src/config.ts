@@ -3,6 +3,9 @@ import { KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import { CommonConfig, InternalConfig } from '@parley/service-kit';
 
+export const DEFAULT_GROUP_MAX_MEMBERS = 1024;
+export const DEFAULT_GROUP_MAX_GROUPS_PER_USER = 1000;
+
 export const GroupMsConfig = Type.Object({
   ...CommonConfig,
   ...KafkaSettingsSchema,
@@ -16,12 +19,12 @@ export const GroupMsConfig = Type.Object({
   }),
   GROUP_MAX_MEMBERS: Type.Integer({
     minimum: 1,
-    default: 1024,
+    default: DEFAULT_GROUP_MAX_MEMBERS,
     description: 'Most members a group may have',
   }),
   GROUP_MAX_GROUPS_PER_USER: Type.Integer({
     minimum: 1,
-    default: 1000,
+    default: DEFAULT_GROUP_MAX_GROUPS_PER_USER,
     description:
       'Most groups one user may be in: a create or add that would make someone a member of more is refused (too_many_groups)',
   }),

@@ -12,6 +12,7 @@ import {
 } from '@parley/service-kit';
 import { createRestGateway } from '../../rest-gateway/src/app';
 import { DEFAULT_UPSTREAM_MAX_IN_FLIGHT } from '../../rest-gateway/src/config';
+import { DEFAULT_GROUP_MAX_GROUPS_PER_USER, DEFAULT_GROUP_MAX_MEMBERS } from '../../group-ms/src/config';
 import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
 import { createMessageRouter } from '../../message-router/src/app';
@@ -185,8 +186,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         port: ports.groupMs,
         host,
         internalSecret,
-        maxMembers: 1024,
-        maxGroupsPerUser: 1000,
+        maxMembers: DEFAULT_GROUP_MAX_MEMBERS,
+        maxGroupsPerUser: DEFAULT_GROUP_MAX_GROUPS_PER_USER,
       }),
     );
     await add('group-message-router', async () =>
