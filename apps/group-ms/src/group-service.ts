@@ -87,7 +87,7 @@ export class GroupService {
         const change = decideChange(current, stamped, this.rules);
         if (!change) return null;
         if (change.joined.length > 0) {
-          const groupsOf = await context.lockGroupCounts(change.joined, this.rules.maxGroupsPerUser);
+          const groupsOf = await context.lockGroupCounts(change.joined);
           checkGroupsPerUser(request.group, groupsOf, this.rules);
         }
         return { next: change.next, notice: noticeOf(change, stamped, ids.noticeMid, ids.unnotified) };

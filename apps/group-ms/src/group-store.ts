@@ -25,12 +25,11 @@ export interface OpRefusal {
 /** What `decide` may ask the store, inside the change's transaction. */
 export interface DecideContext {
   /**
-   * How many groups each of `users` is in (counted up to `atMost`: all a limit needs), in the order
-   * given. Until the change commits or rolls back, these users join no other group: a change that
-   * would add one waits here, and then counts the groups this one added. A limit checked against
-   * these counts holds however many changes race.
+   * How many groups each of `users` is in. Until the change commits or rolls back, these users join
+   * no other group: a change that would add one waits here, and then reads the count this one left.
+   * A limit checked against these counts holds however many changes race.
    */
-  lockGroupCounts(users: string[], atMost: number): Promise<Map<string, number>>;
+  lockGroupCounts(users: string[]): Promise<Map<string, number>>;
 }
 
 export type ApplyResult =

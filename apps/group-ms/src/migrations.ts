@@ -84,4 +84,45 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '015_groups_memberless_updated_at',
     sql: 'CREATE INDEX groups_memberless_updated_at ON groups (updated_at) WHERE memberless',
   },
+  // How many groups each user is in, kept by triggers on group_members, so that whatever writes
+  // members (this release, an older replica during a rollout, an operator) keeps it. A limit reads
+  // and locks a user's row instead of counting the user's memberships under a shared lock stripe.
+  // The triggers and the backfill are in the one migration transaction: creating a trigger holds
+  // off writes to group_members until it commits, so the backfill misses none.
+  {
+    id: '016_group_user_counts',
+    sql: 'CREATE TABLE group_user_counts (user_id text PRIMARY KEY, groups integer NOT NULL)',
+  },
+  {
+    id: '017_group_user_counts_follow',
+    // In user order: two changes moving the same users' counts lock their rows in the same order.
+    // A user in no group keeps no row: an erased user's id is not left behind here.
+    sql: `CREATE FUNCTION group_user_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO group_user_counts (user_id, groups)
+        SELECT user_id, count(*) * CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END
+        FROM changed GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id) DO UPDATE SET groups = group_user_counts.groups + EXCLUDED.groups;
+        IF TG_OP = 'DELETE' THEN
+          DELETE FROM group_user_counts
+          WHERE groups <= 0 AND user_id IN (SELECT user_id FROM changed);
+        END IF;
+        RETURN NULL;
+      END $$`,
+  },
+  {
+    id: '018_group_members_counted_on_insert',
+    sql: `CREATE TRIGGER group_members_counted_on_insert AFTER INSERT ON group_members
+      REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION group_user_counts_follow()`,
+  },
+  {
+    id: '019_group_members_counted_on_delete',
+    sql: `CREATE TRIGGER group_members_counted_on_delete AFTER DELETE ON group_members
+      REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION group_user_counts_follow()`,
+  },
+  {
+    id: '020_group_user_counts_backfill',
+    sql: `INSERT INTO group_user_counts (user_id, groups)
+      SELECT user_id, count(*) FROM group_members GROUP BY user_id`,
+  },
 ];

@@ -14,16 +14,6 @@ interface GroupRow {
 
 /** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
 const GROUP_LOCK_NAMESPACE = 7104;
-/** Advisory-lock namespace for the groups a user is in (the second key is the user's stripe). */
-const USER_LOCK_NAMESPACE = 7105;
-/**
- * Users share USER_LOCK_STRIPES locks (hashtext(user id) masked), so a change holds at most that
- * many whatever it adds. A lock per user let a create of 1,024 members hold 1,025: Postgres's lock
- * table is the whole server's, sized for max_locks_per_transaction (64) a connection, and a few
- * such creates at once filled it, failing every session on the server ("out of shared memory").
- * Two changes adding users of one stripe take turns: milliseconds, and rare for small adds.
- */
-const USER_LOCK_STRIPES = 32;
 
 /** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
 export function createSqlGroupStore(db: SqlDatabase): GroupStore {
@@ -112,7 +102,7 @@ async function applyInTransaction(
   if (decided.rows.length > 0) return { kind: 'replayed', ...decided.rows[0] };
   const current = await findGroup(tx, group);
   const change = await decide(current, {
-    lockGroupCounts: (users, atMost) => lockGroupCounts(tx, users, atMost),
+    lockGroupCounts: (users) => lockGroupCounts(tx, users),
   });
   if (!change) {
     if (replayable) await recordOp(tx, { opMid, group, at: replayable.at });
@@ -124,31 +114,24 @@ async function applyInTransaction(
 }
 
 /**
- * Locks the users' group counts (their stripes), then counts. Every change holds one group's lock
- * and takes these after it, in key order: changes adding the same users, named in any order, to
- * different groups wait for each other without a cycle. Two statements: a statement's snapshot is
- * taken before it waits for a lock, and would miss the groups added by the change it waited for.
+ * Locks the users' rows of group_user_counts (kept by triggers on group_members, migration 016),
+ * in user order, and reads them. Every change holds one group's lock and takes these after it:
+ * changes adding the same users, named in any order, to different groups wait for each other
+ * without a cycle, and changes adding other users do not wait at all. Row locks live in the rows,
+ * not in Postgres's lock table (the whole server's, sized for 64 locks a connection), so a create
+ * of a thousand members holds no more of it than an add of one. A waiting upsert reads the row
+ * the change it waited for left, not its own snapshot's.
  */
-async function lockGroupCounts(
-  tx: SqlExecutor,
-  users: string[],
-  atMost: number,
-): Promise<Map<string, number>> {
+async function lockGroupCounts(tx: SqlExecutor, users: string[]): Promise<Map<string, number>> {
   if (users.length === 0) return new Map();
-  // The ordered subquery is not flattened: the locks are taken in its order.
-  await tx.query(
-    `SELECT pg_advisory_xact_lock($1, key)
-     FROM (SELECT DISTINCT hashtext(u) & $3 AS key FROM unnest($2::text[]) AS u ORDER BY key) AS keys`,
-    [USER_LOCK_NAMESPACE, users, USER_LOCK_STRIPES - 1],
+  const locked = await tx.query<{ user_id: string; groups: number }>(
+    `INSERT INTO group_user_counts (user_id, groups)
+     SELECT DISTINCT u, 0 FROM unnest($1::text[]) AS u ORDER BY u
+     ON CONFLICT (user_id) DO UPDATE SET groups = group_user_counts.groups
+     RETURNING user_id, groups`,
+    [users],
   );
-  // Each count reads at most `atMost` entries of group_members_by_user.
-  const counted = await tx.query<{ user_id: string; groups: number }>(
-    `SELECT u.user_id,
-       (SELECT count(*) FROM (SELECT 1 FROM group_members m WHERE m.user_id = u.user_id LIMIT $2) AS l)::int AS groups
-     FROM unnest($1::text[]) AS u(user_id)`,
-    [users, atMost],
-  );
-  const groupsOf = new Map(counted.rows.map((row) => [row.user_id, Number(row.groups)]));
+  const groupsOf = new Map(locked.rows.map((row) => [row.user_id, Number(row.groups)]));
   return new Map(users.map((user) => [user, groupsOf.get(user) ?? 0]));
 }
 

@@ -584,3 +584,49 @@ describe.each(testDatabases())('group-ms schema upgrade on $name', (target) => {
     expect((await db.query<{ id: string }>('SELECT id FROM groups')).rows).toEqual([{ id: 'full-before' }]);
   });
 });
+
+describe.each(testDatabases())('group-ms group counts upgrade on $name', (target) => {
+  let db: SqlDatabase;
+  beforeAll(async () => {
+    db = await target.open();
+  });
+  afterAll(() => target.dispose());
+
+  it('counts the groups of every member from before migration 016, and keeps counting from there', async () => {
+    await migrate(
+      db,
+      'group-ms',
+      GROUP_MIGRATIONS.filter((m) => m.id < '016'),
+    );
+    await db.query(
+      `INSERT INTO groups (id, name, created_by, created_at, updated_at)
+       VALUES ('before-1', 'a', 'ann', 1, 1), ('before-2', 'b', 'ann', 1, 1)`,
+    );
+    await db.query(
+      `INSERT INTO group_members (group_id, user_id, role, joined_at)
+       VALUES ('before-1', 'ann', 'admin', 1), ('before-1', 'bob', 'member', 1), ('before-2', 'ann', 'admin', 1)`,
+    );
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+    const counts = async () =>
+      (await db.query('SELECT user_id, groups FROM group_user_counts ORDER BY user_id')).rows;
+    expect(await counts()).toEqual([
+      { user_id: 'ann', groups: 2 },
+      { user_id: 'bob', groups: 1 },
+    ]);
+    // What a limit reads for them, counted from the rows written before the upgrade.
+    let read = new Map<string, number>();
+    await createSqlGroupStore(db).apply('after', 'op-1', async (_current, context) => {
+      read = await context.lockGroupCounts(['bob', 'ann']);
+      return null;
+    });
+    expect(read).toEqual(
+      new Map([
+        ['bob', 1],
+        ['ann', 2],
+      ]),
+    );
+    // Rows written as an older replica writes them, during a rollout, are counted too.
+    await db.query("DELETE FROM group_members WHERE group_id = 'before-1'");
+    expect(await counts()).toEqual([{ user_id: 'ann', groups: 1 }]);
+  });
+});
