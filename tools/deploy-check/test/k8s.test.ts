@@ -108,6 +108,13 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
         expect(resolvePort(c, probe.httpGet.port)).toBe(app.probePort);
     });
 
+    it('listens on IPv6 addresses as well as IPv4 ones (HOST ::), where probes and POD_IP point', () => {
+      // The kubelet probes the pod's IP and session-ms calls the gateway's POD_IP: in an IPv6-only
+      // or IPv6-first cluster both are IPv6 addresses, which a server on 0.0.0.0 refuses.
+      const env = plainEnv(envOf(app));
+      expect(env.HOST ?? app.schema.properties.HOST.default).toBe('::');
+    });
+
     it('has CPU and memory requests and a memory limit, and a heap below the limit', () => {
       const { resources, env } = appContainer(deployment(app));
       expect(resources?.requests?.cpu).toBeDefined();
