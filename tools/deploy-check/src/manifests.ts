@@ -4,6 +4,7 @@
  * envFrom, Secret references, downward API, $(VAR) expansion), which ports a Service reaches.
  */
 import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ROOT } from './fleet';
@@ -40,6 +41,23 @@ export function render(dir: string): K8sObject[] {
   return parseAllDocuments(result.stdout)
     .map((doc) => doc.toJS() as K8sObject)
     .filter(Boolean);
+}
+
+/**
+ * Renders `overlay` with `components` (directories under deploy/k8s/components) added to its
+ * `components:`, as docs/operations.md tells an operator to: a copy of the overlay beside it.
+ */
+export function renderWithComponents(overlay: string, components: string[]): K8sObject[] {
+  const copy = mkdtempSync(path.join(ROOT, `deploy/k8s/overlays/.${overlay}-check-`));
+  try {
+    cpSync(overlayDir(overlay), copy, { recursive: true });
+    const kustomization = path.join(copy, 'kustomization.yaml');
+    const listed = components.map((c) => `  - ../../components/${c}\n`).join('');
+    writeFileSync(kustomization, `${readFileSync(kustomization, 'utf8')}components:\n${listed}`);
+    return render(copy);
+  } finally {
+    rmSync(copy, { recursive: true, force: true });
+  }
 }
 
 export class Manifests {

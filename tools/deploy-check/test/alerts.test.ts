@@ -6,7 +6,7 @@
  * "What to watch" table has a rule, and thresholds copied from settings match the prod overlay.
  * The rules are read from the component's YAML directly; only the overlay checks need kubectl.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parser } from '@prometheus-io/lezer-promql';
@@ -25,6 +25,7 @@ import {
   overlayDir,
   plainEnv,
   render,
+  renderWithComponents,
 } from '../src/manifests';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -454,16 +455,9 @@ describeK8s('parley-alerts in the prod overlay', () => {
     prod = new Manifests(render(overlayDir('prod')));
     // docs/operations.md's two ways: the prod overlay with `components:` added (a copy of it,
     // beside it), and a small overlay of its own that sets the namespace and lists the component.
-    const copy = mkdtempSync(path.join(ROOT, 'deploy/k8s/overlays/.alerts-check-'));
+    withAlerts = new Manifests(renderWithComponents('prod', ['alerts']));
     const alone = mkdtempSync(path.join(os.tmpdir(), 'parley-alerts-'));
     try {
-      cpSync(overlayDir('prod'), copy, { recursive: true });
-      const kustomization = path.join(copy, 'kustomization.yaml');
-      writeFileSync(
-        kustomization,
-        `${readFileSync(kustomization, 'utf8')}components:\n  - ../../components/alerts\n`,
-      );
-      withAlerts = new Manifests(render(copy));
       writeFileSync(
         path.join(alone, 'kustomization.yaml'),
         [
@@ -477,7 +471,6 @@ describeK8s('parley-alerts in the prod overlay', () => {
       );
       onItsOwn = new Manifests(render(alone));
     } finally {
-      rmSync(copy, { recursive: true, force: true });
       rmSync(alone, { recursive: true, force: true });
     }
   });
