@@ -1,5 +1,4 @@
 import {
-  compile,
   GatewayAnnounceResponse,
   GatewaySendRequest,
   GatewaySendResponse,
@@ -7,7 +6,7 @@ import {
   ParleyError,
   PushedFrame,
 } from '@parley/contracts';
-import type { HttpServer } from '@parley/service-kit';
+import { contractsBodyValidator, type HttpServer } from '@parley/service-kit';
 import type { ClientConnection, ConnectionRegistry } from './connections';
 import type { GatewayMetrics } from './metrics';
 
@@ -24,7 +23,7 @@ export function internalRoutes(internal: HttpServer, deps: InternalRoutesDeps): 
   const { registry, metrics, isDraining } = deps;
   internal.post(
     '/send',
-    { schema: { body: GatewaySendRequest }, validatorCompiler: sendRequestValidator },
+    { schema: { body: GatewaySendRequest }, validatorCompiler: contractsBodyValidator },
     async (request): Promise<GatewaySendResponse> => {
       // Its sockets are closing or closed: session-ms pushes again later, to wherever they reconnect.
       if (isDraining()) throw new ParleyError('unavailable', 'this gateway is shutting down');
@@ -45,22 +44,6 @@ export function internalRoutes(internal: HttpServer, deps: InternalRoutesDeps): 
       return reply.code(202).send({ connections: registry.size });
     },
   );
-}
-
-/**
- * The body checked by the contracts' validator (as the WebSocket edge checks frames), not by
- * fastify's Ajv: it tells a frame's union apart by `type` and names the types it knows, where the
- * plain union listed every branch that failed ("must be integer or object or object or …",
- * "mid: is required; mid: is required; code: is required; …").
- */
-function sendRequestValidator() {
-  const validate = compile(GatewaySendRequest);
-  return (body: unknown) => {
-    const checked = validate(body);
-    return checked.ok
-      ? { value: checked.value }
-      : { error: new ParleyError('invalid_request', checked.errors.join('; ')) };
-  };
 }
 
 /** Each delivery written to its user's sockets (or those of its connIds), naming the connIds not held. */

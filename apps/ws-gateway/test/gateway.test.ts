@@ -838,6 +838,9 @@ describe('ws-gateway', () => {
       });
       return [res.statusCode, res.json().error?.message];
     };
+    // The body itself is named `body`, and its fields by their paths, as by every other route.
+    expect(await refusal([{ to: 'bob', frame: 0 }])).toEqual([400, 'body: must be object']);
+    expect(await refusal({ deliveries: 'bob' })).toEqual([400, 'deliveries: must be array']);
     expect(await refusal({ deliveries: [{ to: 'bob', frame: 'zero' }] })).toEqual([
       400,
       'deliveries[0].frame: must be integer or object',

@@ -27,14 +27,23 @@ export interface Validator<T> {
   (input: unknown): ValidationResult<T>;
 }
 
+export interface CompileOptions {
+  ajv?: Ajv;
+  /** The name an error about the value itself gets: `(root)`, or `body` for a request body as the REST routes say. */
+  root?: string;
+}
+
 /** Compile a schema into a validator whose errors read `field: reason`. */
-export function compile<S extends TSchema>(schema: S, ajv: Ajv = defaultAjv): Validator<Static<S>> {
+export function compile<S extends TSchema>(
+  schema: S,
+  { ajv = defaultAjv, root }: CompileOptions = {},
+): Validator<Static<S>> {
   const compiled = withDiscriminators(withoutIds(schema)) as S;
   const check: ValidateFunction = ajv.compile(compiled);
   return (input) =>
     check(input)
       ? { ok: true, value: input as Static<S> }
-      : { ok: false, errors: formatErrors(check.errors ?? [], compiled) };
+      : { ok: false, errors: formatErrors(check.errors ?? [], compiled, root) };
 }
 
 /** Tags a union's branches may be told apart by, in the order tried. */
@@ -144,13 +153,13 @@ export function withoutIds<S extends TSchema>(schema: S): S {
 }
 
 /** `schema`: what was compiled, where a discriminator's error finds the tags it knows. */
-export function formatErrors(errors: ErrorObject[], schema?: unknown): string[] {
-  return simplifyErrors(errors).map((error) => formatError(error, schema));
+export function formatErrors(errors: ErrorObject[], schema?: unknown, root?: string): string[] {
+  return simplifyErrors(errors).map((error) => formatError(error, schema, root));
 }
 
-/** One error as `field: reason`. */
-export function formatError(error: ErrorObject, schema?: unknown): string {
-  return `${errorField(error) || '(root)'}: ${errorReason(error, schema)}`;
+/** One error as `field: reason`; `root` names the value itself. */
+export function formatError(error: ErrorObject, schema?: unknown, root = '(root)'): string {
+  return `${errorField(error) || root}: ${errorReason(error, schema)}`;
 }
 
 /** The REST part an input came from, as fastify names it. */

@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { ParleyError } from '@parley/contracts';
 import {
   buildHttpServer,
+  contractsBodyValidator,
   createMetricsRegistry,
   internalHeaders,
   Readiness,
@@ -128,6 +129,46 @@ describe('buildHttpServer', () => {
     expect(res.statusCode).toBe(400);
     expect(res.json()).toEqual({ error: { code: 'invalid_request', message: 'name: is required' } });
     await app.close();
+  });
+
+  it("names the body and its fields alike whether the server or contractsBodyValidator checks it; the latter names a union's tags", async () => {
+    const app = build();
+    const Op = Type.Union([
+      Type.Object({ op: Type.Literal('add'), name: Type.String() }),
+      Type.Object({ op: Type.Literal('drop'), id: Type.Integer() }),
+    ]);
+    const body = Type.Object({ name: Type.String({ minLength: 1 }), ops: Type.Optional(Type.Array(Op)) });
+    app.post(
+      '/contracts-echo',
+      { schema: { body }, validatorCompiler: contractsBodyValidator },
+      async (req) => req.body,
+    );
+    const message = async (url: string, payload: unknown) => {
+      const res = await app.inject({ method: 'POST', url, payload: payload as object });
+      return [res.statusCode, res.json().error?.message];
+    };
+    for (const url of ['/echo', '/contracts-echo']) {
+      expect(await message(url, [{ name: 'x' }])).toEqual([400, 'body: must be object']);
+      expect(await message(url, { name: 7 })).toEqual([400, 'name: must be string']);
+    }
+    expect(await message('/contracts-echo', { name: 'x', ops: [{ op: 'drop', id: 'one' }] })).toEqual([
+      400,
+      'ops[0].id: must be integer',
+    ]);
+    expect(await message('/contracts-echo', { name: 'x', ops: [{ op: 'nope' }] })).toEqual([
+      400,
+      'ops[0].op: must be one of "add", "drop"',
+    ]);
+    await app.close();
+    const queried = build();
+    queried.get(
+      '/q',
+      { schema: { querystring: body }, validatorCompiler: contractsBodyValidator },
+      async () => 'x',
+    );
+    await expect(queried.ready()).rejects.toThrow(
+      'contractsBodyValidator checks a body, not the querystring',
+    );
   });
 
   it('maps errors to the protocol body: 413, 429 with Retry-After, 404, 400 bad JSON, 503 for a dependency down, 500 without internals', async () => {
