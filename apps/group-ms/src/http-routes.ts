@@ -18,7 +18,7 @@ import {
   TopicPosition,
 } from '@parley/contracts';
 import type { Logger } from 'pino';
-import { actingUser, HttpServer } from '@parley/service-kit';
+import { actingUser, contractsBodyValidator, HttpServer } from '@parley/service-kit';
 import { groupCursor, GroupPosition } from './cursor';
 import { ChangeRequest, GroupOperation, GroupState, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
@@ -93,10 +93,14 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
   };
 
   // group-message-router, on meeting ops in the group topic: applied before it routes the messages
-  // behind them, so a message sent after an op finds the membership that op made.
+  // behind them, so a message sent after an op finds the membership that op made. Its ops are a
+  // union told apart by `op`: checked by the contracts' validator, a bad one is named once.
   app.post(
     '/internal/group-commands',
-    { schema: { body: GroupCommandsRequest, response: { 200: GroupCommandsResponse } } },
+    {
+      schema: { body: GroupCommandsRequest, response: { 200: GroupCommandsResponse } },
+      validatorCompiler: contractsBodyValidator,
+    },
     async (request) => {
       await deps.applyCommands(request.body.commands, request.body.positions);
       return { applied: request.body.commands.length };

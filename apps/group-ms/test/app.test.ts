@@ -417,6 +417,31 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       400,
       expect.stringContaining('commands'),
     ]);
+    const refusal = async (payload: object) => {
+      const res = await post(internalHeaders(SECRET), payload);
+      return [res.statusCode, res.json().error?.code, res.json().error?.message];
+    };
+    const withFrame = (frame: object) => ({
+      commands: [{ ...rename, frame: { ...rename.frame, ...frame } }],
+    });
+    // One error naming the field, not one per op the frame might have been ("op: must be one of
+    // "create", "leave", "rename"; members: is required; members: is required").
+    expect(await refusal(withFrame({ op: 'nope' }))).toEqual([
+      400,
+      'invalid_request',
+      'commands[0].frame.op: must be one of "create", "add", "remove", "leave", "rename"',
+    ]);
+    expect(await refusal(withFrame({ name: 5 }))).toEqual([
+      400,
+      'invalid_request',
+      'commands[0].frame.name: must be string',
+    ]);
+    expect(await refusal(withFrame({ op: 'add', members: 'bob' }))).toEqual([
+      400,
+      'invalid_request',
+      'commands[0].frame.members: must be array',
+    ]);
+    expect(await refusal([rename])).toEqual([400, 'invalid_request', 'body: must be object']);
     expect(bus.events(TOPICS.delivery)).toEqual([]);
   });
 
