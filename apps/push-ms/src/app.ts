@@ -1,4 +1,4 @@
-import { Counter, Gauge } from 'prom-client';
+import { Counter } from 'prom-client';
 import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import {
@@ -7,6 +7,7 @@ import {
   HttpServer,
   RecentSet,
   Runtime,
+  scrapedGauge,
   Service,
   serviceLifecycle,
 } from '@parley/service-kit';
@@ -63,14 +64,14 @@ export function createPushService(deps: PushDeps): PushService {
   });
   const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
   const unfinished = new UnfinishedRecords();
-  new Gauge({
-    name: 'parley_push_unfinished',
-    help: 'Messages whose push is not done (in a window, or being sent): the consumer commits below the oldest of their records',
-    registers: [deps.metrics],
-    collect() {
-      this.set(unfinished.size);
+  scrapedGauge(
+    deps.metrics,
+    {
+      name: 'parley_push_unfinished',
+      help: 'Messages whose push is not done (in a window, or being sent): the consumer commits below the oldest of their records',
     },
-  });
+    () => unfinished.size,
+  );
   const coalescer = createCoalescer(deps.windowMs ?? 2000, (user, messages) => {
     const keys = messages.map((m) => pushKey(user, m.mid));
     for (const key of keys) announced.add(key);

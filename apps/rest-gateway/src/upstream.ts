@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import {
   compile,
   ErrorBody,
@@ -9,6 +9,7 @@ import {
   isKnownErrorCode,
   ParleyError,
 } from '@parley/contracts';
+import { scrapedGauge } from '@parley/service-kit';
 import { CallLimit, CallLimitSettings, CallRefusal } from './call-limit';
 
 export const UPSTREAM_NAMES = ['persistence-ms', 'group-ms', 'push-ms', 'session-ms'] as const;
@@ -110,24 +111,26 @@ function busyMessage(service: UpstreamName, why: CallRefusal, settings: CallLimi
 
 /** The gauges read the limits when scraped; the refusals' series exist from the start, at 0. */
 function upstreamMetrics(metrics: Registry, callLimits: Record<UpstreamName, CallLimit>) {
-  new Gauge({
-    name: 'parley_rest_upstream_in_flight',
-    help: 'Calls under way from this gateway to each service behind it (UPSTREAM_MAX_IN_FLIGHT caps it)',
-    labelNames: ['upstream'],
-    registers: [metrics],
-    collect() {
-      for (const name of UPSTREAM_NAMES) this.set({ upstream: name }, callLimits[name].inFlight);
+  const perUpstream = (read: (limit: CallLimit) => number) => () =>
+    UPSTREAM_NAMES.map((upstream) => [{ upstream }, read(callLimits[upstream])] as const);
+  scrapedGauge(
+    metrics,
+    {
+      name: 'parley_rest_upstream_in_flight',
+      help: 'Calls under way from this gateway to each service behind it (UPSTREAM_MAX_IN_FLIGHT caps it)',
+      labelNames: ['upstream'],
     },
-  });
-  new Gauge({
-    name: 'parley_rest_upstream_waiting',
-    help: 'Calls to each service waiting for one under way to finish (as many as UPSTREAM_MAX_IN_FLIGHT at most, each up to 1 s)',
-    labelNames: ['upstream'],
-    registers: [metrics],
-    collect() {
-      for (const name of UPSTREAM_NAMES) this.set({ upstream: name }, callLimits[name].queued);
+    perUpstream((limit) => limit.inFlight),
+  );
+  scrapedGauge(
+    metrics,
+    {
+      name: 'parley_rest_upstream_waiting',
+      help: 'Calls to each service waiting for one under way to finish (as many as UPSTREAM_MAX_IN_FLIGHT at most, each up to 1 s)',
+      labelNames: ['upstream'],
     },
-  });
+    perUpstream((limit) => limit.queued),
+  );
   const refused = new Counter({
     name: 'parley_rest_upstream_refused_total',
     help: 'Calls to a service refused busy (503 unavailable) without being made: the waiting calls were as many as allowed (queue_full), or one waited 1 s for a slot (wait_timeout)',

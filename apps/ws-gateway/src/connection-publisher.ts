@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
-import { Gauge, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { ConnectionTopicEvent, TOPICS } from '@parley/contracts';
 import type { EventBus } from '@parley/kafka';
+import { scrapedGauge } from '@parley/service-kit';
 import { DEFAULT_ANNOUNCE_CHUNK, WsGatewaySettings } from './config';
 import type { ClientConnection, ConnectionRegistry } from './connections';
 import type { InFlight } from './in-flight';
@@ -32,15 +33,14 @@ export class ConnectionPublisher {
   private beating: Promise<unknown> | undefined;
 
   constructor(private readonly deps: ConnectionPublisherDeps) {
-    const unpublishedDowns = this.unpublishedDowns;
-    new Gauge({
-      name: 'parley_ws_unpublished_disconnects',
-      help: 'Disconnects Kafka refused, held to be published again with each heartbeat (at most MAX_CONNECTIONS)',
-      registers: [deps.metrics],
-      collect() {
-        this.set(unpublishedDowns.size);
+    scrapedGauge(
+      deps.metrics,
+      {
+        name: 'parley_ws_unpublished_disconnects',
+        help: 'Disconnects Kafka refused, held to be published again with each heartbeat (at most MAX_CONNECTIONS)',
       },
-    });
+      () => this.unpublishedDowns.size,
+    );
   }
 
   /** True once Kafka took it. */

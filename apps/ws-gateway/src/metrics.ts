@@ -1,18 +1,16 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
+import { scrapedGauge } from '@parley/service-kit';
 import type { ConnectionRegistry } from './connections';
 
 export type GatewayMetrics = ReturnType<typeof gatewayMetrics>;
 
 export function gatewayMetrics(metrics: Registry, registry: ConnectionRegistry) {
   const registers = [metrics];
-  new Gauge({
-    name: 'parley_ws_connections',
-    help: 'Open WebSocket connections',
-    registers,
-    collect() {
-      this.set(registry.size);
-    },
-  });
+  scrapedGauge(
+    metrics,
+    { name: 'parley_ws_connections', help: 'Open WebSocket connections' },
+    () => registry.size,
+  );
   // One counter, split by `stage`: summed over it, it reads as it did before the label came.
   const refused = new Counter({
     name: 'parley_ws_refused_total',

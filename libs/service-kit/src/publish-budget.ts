@@ -1,5 +1,6 @@
 import { Type, TProperties } from '@sinclair/typebox';
-import { Gauge, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { scrapedGauge } from './metrics';
 
 export const DEFAULT_MAX_PENDING_PUBLISH_BYTES = 64 * 1024 * 1024;
 
@@ -45,15 +46,14 @@ export class PublishBudget {
     metricPrefix: string,
     private readonly maxBytes = DEFAULT_MAX_PENDING_PUBLISH_BYTES,
   ) {
-    const pending = () => this.pending;
-    new Gauge({
-      name: `${metricPrefix}_pending_publish_bytes`,
-      help: 'Memory held by client frames waiting for Kafka: their bytes plus PENDING_FRAME_OVERHEAD_BYTES (6 KiB) each (MAX_PENDING_PUBLISH_BYTES caps it)',
-      registers: [metrics],
-      collect() {
-        this.set(pending());
+    scrapedGauge(
+      metrics,
+      {
+        name: `${metricPrefix}_pending_publish_bytes`,
+        help: 'Memory held by client frames waiting for Kafka: their bytes plus PENDING_FRAME_OVERHEAD_BYTES (6 KiB) each (MAX_PENDING_PUBLISH_BYTES caps it)',
       },
-    });
+      () => this.pending,
+    );
   }
 
   /**
