@@ -9,12 +9,18 @@ export interface CheckReport {
 /** What a check that ran out of time knows of why (the dependency's last error), if anything. */
 export type LateReason = () => string | undefined;
 
+/**
+ * How long `/readyz` waits for a check before it reports it late. Probes wait longer
+ * (deploy/k8s: 3 s), so a slow dependency reads as a 503 naming it, not as a probe timeout.
+ */
+export const READINESS_CHECK_TIMEOUT_MS = 2000;
+
 export class Readiness {
   private readonly checks = new Map<string, { check: Check; lateReason?: LateReason }>();
   private draining = false;
   private brokenBy: string | undefined;
 
-  constructor(private readonly timeoutMs = 2000) {}
+  constructor(private readonly timeoutMs = READINESS_CHECK_TIMEOUT_MS) {}
 
   register(name: string, check: Check, lateReason?: LateReason): void {
     this.checks.set(name, { check, lateReason });

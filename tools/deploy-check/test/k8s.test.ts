@@ -19,6 +19,7 @@ import {
 } from '../src/fleet';
 import { kafkaTopicsYaml, plannedTopics } from '../src/kafka-topics';
 import { TOPICS } from '@parley/contracts';
+import { READINESS_CHECK_TIMEOUT_MS } from '@parley/service-kit';
 import {
   appContainer,
   containerEnv,
@@ -106,6 +107,12 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(c.startupProbe?.httpGet?.path).toBe('/healthz');
       for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe])
         expect(resolvePort(c, probe.httpGet.port)).toBe(app.probePort);
+    });
+
+    it('waits for /readyz longer than /readyz waits for a check, so a slow dependency is a 503 naming it', () => {
+      // A probe that times out first records only a timeout; the pod goes unready either way.
+      const c = appContainer(deployment(app));
+      expect(c.readinessProbe.timeoutSeconds * 1000).toBeGreaterThan(READINESS_CHECK_TIMEOUT_MS);
     });
 
     it('listens on IPv6 addresses as well as IPv4 ones (HOST ::), where probes and POD_IP point', () => {
