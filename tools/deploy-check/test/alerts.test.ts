@@ -9,14 +9,14 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parser } from '@prometheus-io/lezer-promql';
-import type { SyntaxNode } from '@lezer/common';
 import { parse } from 'yaml';
 import { dlqTopic, TOPICS } from '@parley/contracts';
 import { DEFAULT_MAX_PENDING_PUBLISH_BYTES, issueToken } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
 import { startFleet, type Fleet } from '../../../apps/launcher/src/fleet';
+import { dashboardQueries } from '../src/dashboard';
 import { fleet as deployableApps, ROOT } from '../src/fleet';
+import { references, syntaxErrors } from '../src/promql';
 import {
   appContainer,
   containerEnv,
@@ -50,56 +50,17 @@ function componentObjects(): any[] {
 }
 const RULE_OBJECT = componentObjects().find((o) => o.kind === 'PrometheusRule');
 const RULES: Rule[] = (RULE_OBJECT?.spec?.groups ?? []).flatMap((g: any) => g.rules ?? []);
+/** Every query Parley ships: the rules', and the Grafana dashboard's (deploy/k8s/components/dashboards). */
+const SHIPPED = [
+  ...RULES.map((r) => ({ name: r.alert, expr: r.expr })),
+  ...dashboardQueries().map((q) => ({ name: `dashboard: ${q.panel}`, expr: q.expr })),
+];
 
-// ---- PromQL ----
-
-function syntaxErrors(expr: string): string[] {
-  const errors: string[] = [];
-  parser.parse(expr).iterate({
-    enter(node) {
-      if (node.type.isError)
-        errors.push(
-          `at ${node.from}: ${JSON.stringify(expr.slice(Math.max(0, node.from - 20), node.from + 20))}`,
-        );
-    },
-  });
-  return errors;
-}
-
-/** Metric names and, per metric, the labels its selector matches on or an enclosing aggregation groups by. */
-function references(expr: string): Map<string, Set<string>> {
-  const tree = parser.parse(expr);
-  const text = (n: SyntaxNode) => expr.slice(n.from, n.to);
-  const out = new Map<string, Set<string>>();
-  const grouping = (n: SyntaxNode): string[] => {
-    const labels: string[] = [];
-    for (let p: SyntaxNode | null = n.parent; p; p = p.parent) {
-      if (p.name !== 'AggregateExpr') continue;
-      const modifier = p.getChild('AggregateModifier');
-      if (modifier?.getChild('By'))
-        labels.push(...(modifier.getChild('GroupingLabels')?.getChildren('LabelName') ?? []).map(text));
-    }
-    return labels;
-  };
-  tree.iterate({
-    enter(ref) {
-      if (ref.name !== 'VectorSelector') return;
-      const node = ref.node;
-      const id = node.getChild('Identifier');
-      if (!id) throw new Error(`a selector without a metric name in ${expr}`);
-      const labels = out.get(text(id)) ?? new Set<string>();
-      const matchers = node.getChild('LabelMatchers');
-      for (const m of matchers ? [...matchers.getChildren('UnquotedLabelMatcher')] : [])
-        labels.add(text(m.getChild('LabelName')!));
-      for (const l of grouping(node)) labels.add(l);
-      out.set(text(id), labels);
-    },
-  });
-  return out;
-}
-
-/** Labels Prometheus adds to every scraped series (the pod's address, its namespace by relabelling). */
-const TARGET_LABELS = new Set(['namespace', 'instance']);
+/**
+ * Labels Prometheus adds to every scraped series: the pod's address, and its namespace and pod by
+ * relabelling (a PodMonitor's, and the common annotation-discovery configs').
+ */
+const TARGET_LABELS = new Set(['namespace', 'instance', 'pod']);
 /** The registry's default label on every app metric (libs/service-kit createMetricsRegistry; checked below). */
 const DEFAULT_LABELS = new Set(['service']);
 
@@ -185,7 +146,7 @@ describe('the PrometheusRule parley-alerts', () => {
     expect(syntaxErrors('sum by (topic) rate(x[5m])')).not.toEqual([]);
     expect(syntaxErrors('rat(x[5m]) > 0')).not.toEqual([]);
     expect(syntaxErrors('sum(rate(x[5m])) >')).not.toEqual([]);
-    for (const rule of RULES) expect([rule.alert, syntaxErrors(rule.expr)]).toEqual([rule.alert, []]);
+    for (const query of SHIPPED) expect([query.name, syntaxErrors(query.expr)]).toEqual([query.name, []]);
   });
 
   it('leaves the DLQ topics out of "published and nobody consumes": nothing consumes a DLQ by design', () => {
@@ -195,15 +156,15 @@ describe('the PrometheusRule parley-alerts', () => {
     expect(new RegExp(`^(?:.*[.]dlq)$`).test(dlqTopic(TOPICS.delivery.name))).toBe(true);
   });
 
-  it('uses only Parley metrics and the known exporters, with labels those exporters give', () => {
-    for (const rule of RULES)
-      for (const [metric, labels] of references(rule.expr)) {
+  it('uses only Parley metrics and the known exporters, with labels those exporters give (rules and dashboard)', () => {
+    for (const query of SHIPPED)
+      for (const [metric, labels] of references(query.expr)) {
         if (metric.startsWith('parley_')) continue; // checked against the fleet below
-        expect([rule.alert, metric, metric in EXTERNAL]).toEqual([rule.alert, metric, true]);
+        expect([query.name, metric, metric in EXTERNAL]).toEqual([query.name, metric, true]);
         for (const label of labels)
           if (!TARGET_LABELS.has(label))
-            expect([rule.alert, metric, label, EXTERNAL[metric].labels.includes(label)]).toEqual([
-              rule.alert,
+            expect([query.name, metric, label, EXTERNAL[metric].labels.includes(label)]).toEqual([
+              query.name,
               metric,
               label,
               true,
@@ -399,31 +360,31 @@ describe('parley-alerts against the fleet', () => {
     await running?.stop();
   }, 30_000);
 
-  it('exports every parley_* metric the rules use', () => {
+  it('exports every parley_* metric the rules and the dashboard use', () => {
     expect(scraped.types.size).toBeGreaterThan(40);
-    for (const rule of RULES)
-      for (const metric of references(rule.expr).keys())
+    for (const query of SHIPPED)
+      for (const metric of references(query.expr).keys())
         if (metric.startsWith('parley_'))
-          expect([rule.alert, metric, exported(scraped, metric)]).toEqual([rule.alert, metric, true]);
+          expect([query.name, metric, exported(scraped, metric)]).toEqual([query.name, metric, true]);
   });
 
-  it('exports the labels the rules match on or group by', () => {
-    for (const rule of RULES)
-      for (const [metric, labels] of references(rule.expr)) {
+  it('exports the labels the rules and the dashboard match on or group by', () => {
+    for (const query of SHIPPED)
+      for (const [metric, labels] of references(query.expr)) {
         if (!metric.startsWith('parley_')) continue;
         const seen = scraped.labels.get(metric);
         for (const label of labels) {
           if (TARGET_LABELS.has(label)) continue;
           if (seen?.size) {
-            expect([rule.alert, metric, label, seen.has(label)]).toEqual([rule.alert, metric, label, true]);
+            expect([query.name, metric, label, seen.has(label)]).toEqual([query.name, metric, label, true]);
           } else if (!DEFAULT_LABELS.has(label)) {
             // No sample yet: the label must be one this test knows the code declares.
             expect([
-              rule.alert,
+              query.name,
               metric,
               label,
               LABELS_NOT_SEEN_IN_TRAFFIC[metric]?.labels.includes(label),
-            ]).toEqual([rule.alert, metric, label, true]);
+            ]).toEqual([query.name, metric, label, true]);
           }
         }
       }
