@@ -14,13 +14,14 @@ export interface EmbeddedGatewayData {
   jwtSecret: string;
   internalSecret: string;
   logLevel: string;
+  traceUsers?: string[];
   /** Its instance id (GATEWAY_ID); one per process when unset. */
   gatewayId?: string;
 }
 
 /** The ws-gateway with its own runtime and Kafka clients, as `npm start` configures it. */
 export async function buildEmbeddedGateway(data: EmbeddedGatewayData): Promise<Service> {
-  const runtime = createRuntime('ws-gateway', data.logLevel);
+  const runtime = createRuntime('ws-gateway', data.logLevel, data.traceUsers);
   const bus = await connectKafkaBus('ws-gateway', data.kafka, runtime, { consumer: data.consumer });
   const gateway = createWsGateway({
     ...runtime,

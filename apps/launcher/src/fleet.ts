@@ -64,6 +64,8 @@ export interface FleetOptions {
   ports?: FleetPorts | 'random';
   host?: string;
   logLevel?: string;
+  /** TRACE_USERS: every hop of these users' messages is logged, whatever `logLevel` says. */
+  traceUsers?: string[];
   jwtSecret?: string;
   internalSecret?: string;
   /** Delivery timing; tests shorten it. */
@@ -136,7 +138,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       name: string,
       withDb = false,
     ): Promise<Runtime & { bus: Awaited<ReturnType<typeof connectKafkaBus>> }> => {
-      const runtime = createRuntime(name, logLevel);
+      const runtime = createRuntime(name, logLevel, options.traceUsers);
       closer.add(name, () => runtime.closer.closeAll());
       if (withDb) runtime.readiness.register('database', () => db.ping());
       const bus = await connectKafkaBus(name, kafkaSettings, runtime, { consumer });
@@ -232,6 +234,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
           jwtSecret,
           internalSecret,
           logLevel,
+          traceUsers: options.traceUsers,
         })),
     );
 

@@ -1,6 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import { KafkaSettingsSchema } from '@parley/kafka';
-import { ConfigError, createLogger, loadConfig, logUnhandledRejections } from '@parley/service-kit';
+import {
+  CommonConfig,
+  ConfigError,
+  createLogger,
+  loadConfig,
+  logUnhandledRejections,
+  tracedUsers,
+} from '@parley/service-kit';
 import { startFleet } from './fleet';
 
 const LauncherConfig = Type.Object({
@@ -12,6 +19,7 @@ const LauncherConfig = Type.Object({
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   HOST: Type.String({ default: '127.0.0.1' }),
   LOG_LEVEL: Type.String({ default: 'warn' }),
+  TRACE_USERS: CommonConfig.TRACE_USERS,
 });
 
 /** `npm start`: the whole fleet in this process on embedded defaults; Ctrl-C stops it cleanly. */
@@ -37,6 +45,7 @@ async function main() {
     databaseUrl: config.DATABASE_URL,
     host: config.HOST,
     logLevel: config.LOG_LEVEL,
+    traceUsers: tracedUsers(config.TRACE_USERS),
   });
   const { urls } = fleet;
   process.stdout.write(

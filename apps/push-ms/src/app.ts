@@ -61,6 +61,7 @@ export function createPushService(deps: PushDeps): PushService {
     retryBaseMs: deps.retryBaseMs ?? 500,
     throttleMs: deps.throttleMs,
     lookupPatienceMs: deps.lookupPatienceMs,
+    trace: deps.trace,
   });
   const announced = createRecentSet(deps.dedupMs ?? 600_000, 200_000);
   const unfinished = new UnfinishedRecords();

@@ -1,7 +1,8 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
-import { isTransient } from '@parley/service-kit';
+import { senderOfMid } from '@parley/contracts';
+import { isTransient, NO_TRACE, type MessageTrace } from '@parley/service-kit';
 import type { DeviceStore } from './device-store';
 import type { PushNotification, PushProvider, TokenOutcome } from './provider';
 
@@ -27,6 +28,8 @@ export interface DispatcherOptions {
    * 90 s: a managed Postgres failover takes about a minute); the retries back off up to 5 s.
    */
   lookupPatienceMs?: number;
+  /** Traced users' pushes are logged with their outcome. */
+  trace?: MessageTrace;
 }
 
 export const DEFAULT_MAX_PUSHES_IN_FLIGHT = 10_000;
@@ -53,6 +56,13 @@ export interface Dispatcher {
  */
 export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const metrics = createPushMetrics(options.metrics);
+  const trace = options.trace ?? NO_TRACE;
+  /** A push's outcome, counted (and traced). */
+  const ended = (user: string, mids: string[], result: NotificationResult) => {
+    metrics.notifications.inc({ result });
+    const traced = trace.on ? trace.tracedAmong([user, ...mids.map(senderOfMid)]) : [];
+    if (traced.length > 0) trace.hop('push', { user, mids, result, traced });
+  };
   const inFlight = new Set<Promise<void>>();
   const stopping = new AbortController();
   /** Per user, the mids not yet acked of each push under way. */
@@ -93,9 +103,14 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     }
   };
 
-  const sendToDevices = async (user: string, notification: PushNotification, pending: Set<string>) => {
+  const sendToDevices = async (
+    user: string,
+    notification: PushNotification,
+    mids: string[],
+    pending: Set<string>,
+  ) => {
     let tokens = (await devicesOf(user)).map((d) => d.token);
-    if (tokens.length === 0) return metrics.notifications.inc({ result: 'no_devices' });
+    if (tokens.length === 0) return ended(user, mids, 'no_devices');
     let sent = 0;
     let failed = 0;
     const readMeanwhile = () => pending.size === 0;
@@ -124,12 +139,12 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     metrics.tokens.inc({ result: 'sent' }, sent);
     if (tokens.length > 0 && !readMeanwhile() && stopping.signal.aborted) {
       // Cut short by a stop: its records are read again, and it is sent again, by the next instance.
-      metrics.notifications.inc({ result: 'interrupted' });
+      ended(user, mids, 'interrupted');
       throw new PushInterrupted();
     }
     if (!readMeanwhile()) failed += tokens.length;
     metrics.tokens.inc({ result: 'failed' }, failed);
-    metrics.notifications.inc({ result: notificationResult(sent, failed, readMeanwhile()) });
+    ended(user, mids, notificationResult(sent, failed, readMeanwhile()));
     if (failed > 0)
       options.logger.warn({ user, failedDevices: failed, sentDevices: sent }, 'push failed for some devices');
   };
@@ -152,7 +167,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   return {
     dispatch(user, notification, mids, done = () => undefined) {
       if (inFlight.size >= maxInFlight) {
-        metrics.notifications.inc({ result: 'dropped' });
+        ended(user, mids, 'dropped');
         done();
         if (!full)
           options.logger.warn(
@@ -166,15 +181,15 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       const pending = new Set(mids);
       const ofUser = unacked.get(user) ?? new Set<Set<string>>();
       unacked.set(user, ofUser.add(pending));
-      const push = sendToDevices(user, notification, pending)
+      const push = sendToDevices(user, notification, mids, pending)
         .then(done, (err) => {
           if (err instanceof PushInterrupted) return;
           if (stopping.signal.aborted && isTransient(err)) {
             // A device lookup waiting out a database outage when the stop came: sent again, as above.
-            metrics.notifications.inc({ result: 'interrupted' });
+            ended(user, mids, 'interrupted');
             return;
           }
-          metrics.notifications.inc({ result: 'failed' });
+          ended(user, mids, 'failed');
           options.logger.error({ err, user }, 'push failed');
           done();
         })
@@ -195,8 +210,10 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   };
 }
 
+type NotificationResult = 'sent' | 'failed' | 'no_devices' | 'acked' | 'dropped' | 'interrupted';
+
 /** One push's result: every device token invalid (the app uninstalled everywhere) is no_devices. */
-function notificationResult(sent: number, failed: number, readMeanwhile: boolean) {
+function notificationResult(sent: number, failed: number, readMeanwhile: boolean): NotificationResult {
   if (sent > 0) return 'sent';
   if (readMeanwhile) return 'acked';
   return failed > 0 ? 'failed' : 'no_devices';

@@ -4,6 +4,7 @@ import type { EventBus } from '@parley/kafka';
 import {
   buildHttpServer,
   HttpServer,
+  NO_TRACE,
   PublishBudget,
   requireInternalSecret,
   Runtime,
@@ -102,7 +103,13 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       accept,
     }),
   );
-  internalRoutes(internal, { registry, metrics, isDraining, announce: () => publisher.announce() });
+  internalRoutes(internal, {
+    registry,
+    metrics,
+    isDraining,
+    announce: () => publisher.announce(),
+    trace: deps.trace ?? NO_TRACE,
+  });
 
   const timers = gatewayTimers(settings, registry, () => publisher.heartbeat());
   // The probes are on the internal port, which listens first: not ready until the public one does.

@@ -5,8 +5,9 @@ import {
   GatewaySendResult,
   ParleyError,
   PushedFrame,
+  pushedFramePoints,
 } from '@parley/contracts';
-import { contractsBodyValidator, type HttpServer } from '@parley/service-kit';
+import { contractsBodyValidator, type HttpServer, type MessageTrace } from '@parley/service-kit';
 import type { ClientConnection, ConnectionRegistry } from './connections';
 import type { GatewayMetrics } from './metrics';
 
@@ -16,6 +17,7 @@ export interface InternalRoutesDeps {
   isDraining: () => boolean;
   /** Every open connection published again (session-ms lost track of this gateway). */
   announce: () => void;
+  trace: MessageTrace;
 }
 
 /** session-ms's side of the gateway: POST /send writes frames to sockets, POST /announce. */
@@ -30,6 +32,7 @@ export function internalRoutes(internal: HttpServer, deps: InternalRoutesDeps): 
       const { deliveries, frames = [] } = request.body as GatewaySendRequest;
       const results = writeDeliveries(registry, deliveries, frameTexts(deliveries, frames));
       metrics.delivered.inc(results.reduce((n, r) => n + r.written, 0));
+      if (deps.trace.on) traceWritten(deps.trace, deliveries, frames, results);
       return { results };
     },
   );
@@ -75,6 +78,22 @@ function writeDeliveries(
   } finally {
     for (const conn of corked) conn.uncork();
   }
+}
+
+/** The hop of each traced user's delivery: how many of its sockets were written, which were gone. */
+function traceWritten(
+  trace: MessageTrace,
+  deliveries: GatewaySendRequest['deliveries'],
+  frames: PushedFrame[],
+  results: GatewaySendResult[],
+): void {
+  deliveries.forEach((delivery, i) => {
+    const frame = typeof delivery.frame === 'number' ? frames[delivery.frame]! : delivery.frame;
+    const { users, mids } = pushedFramePoints([delivery.to], frame);
+    const traced = trace.tracedAmong(users);
+    if (traced.length > 0)
+      trace.hop('written', { to: delivery.to, frameType: frame.type, mids, traced, ...results[i] });
+  });
 }
 
 /** Each delivery's frame as text; a frame shared by index is serialized once. */

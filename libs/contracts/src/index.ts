@@ -9,3 +9,4 @@ export * from './rest';
 export * from './validation';
 export * from './frames';
 export * from './internal';
+export * from './trace';

@@ -9,3 +9,4 @@ export * from './topics';
 export * from './wire';
 export * from './broker';
 export { provisionedPartitioner } from './packing';
+export * from './trace';

@@ -1,4 +1,5 @@
 import type { Runtime } from '@parley/service-kit';
+import { tracingBus } from './trace';
 import { EventBus } from './bus';
 import { createKafkaBus, KafkaBusOptions } from './kafka-bus';
 import { createKafkaClient, KafkaReachability, KafkaSettings } from './kafka-client';
@@ -42,5 +43,5 @@ export async function connectKafkaBus(
     () => reachability.outage(),
   );
   runtime.closer.add('kafka', () => bus.close());
-  return bus;
+  return runtime.trace ? tracingBus(bus, runtime.trace) : bus;
 }

@@ -7,30 +7,43 @@ import { Closer, runService, Service } from './lifecycle';
 import { createLogger } from './logger';
 import { createMetricsRegistry } from './metrics';
 import { Readiness } from './readiness';
+import { createMessageTrace, MessageTrace, tracedUsers } from './trace';
 import { isTransient } from './transient';
 
 /** What every service gets from its bootstrap: logs, metrics, readiness checks, things to close. */
 export interface Runtime {
   logger: Logger;
+  /** The hops of traced users' messages (TRACE_USERS); none traced where unset. */
+  trace?: MessageTrace;
   metrics: Registry;
   readiness: Readiness;
   /** Adapters `main.ts` opened; closed after the service stops, in reverse order. */
   closer: Closer;
 }
 
-export function createRuntime(service: string, logLevel = 'info'): Runtime {
+export function createRuntime(
+  service: string,
+  logLevel = 'info',
+  traceUsers: readonly string[] = [],
+): Runtime {
   const logger = createLogger(service, { level: logLevel });
   return {
     logger,
+    trace: createMessageTrace(traceUsers, logger),
     metrics: createMetricsRegistry(service),
     readiness: new Readiness(),
     closer: new Closer(logger),
   };
 }
 
+function runtimeOf(service: string, config: { LOG_LEVEL: string; TRACE_USERS: string }): Runtime {
+  return createRuntime(service, config.LOG_LEVEL, tracedUsers(config.TRACE_USERS));
+}
+
 type WithCommon<T extends TObject> = Static<T> & {
   PARLEY_ENV: 'development' | 'production';
   LOG_LEVEL: string;
+  TRACE_USERS: string;
   SHUTDOWN_TIMEOUT_MS: number;
   STARTUP_RETRY_MS: number;
 };
@@ -54,7 +67,7 @@ export async function runMain<T extends TObject>(
     process.stderr.write(`${err.message}\n`);
     process.exit(2);
   }
-  const runtime = createRuntime(service, config.LOG_LEVEL);
+  const runtime = runtimeOf(service, config);
   const devSecrets = publicDevSecretsIn(config);
   if (devSecrets.length > 0)
     runtime.logger.warn(
@@ -134,7 +147,7 @@ function startingAgainOnDependencyFailures<T extends TObject>(
             const timer = setTimeout(resolve, waitMs);
             wakeUp = () => (clearTimeout(timer), resolve());
           });
-          runtime = createRuntime(service, config.LOG_LEVEL); // the failed one's metrics stay registered there
+          runtime = runtimeOf(service, config); // the failed one's metrics stay registered there
         }
       }
     },

@@ -91,6 +91,13 @@ export const CommonConfig = {
     { default: 'info' },
   ),
   HOST: Type.String({ default: '0.0.0.0', description: 'Interface the HTTP servers listen on' }),
+  TRACE_USERS: Type.String({
+    default: '',
+    // At most MAX_TRACED_USERS (100) ids.
+    pattern: '^[^,]*(,[^,]*){0,99}$',
+    description:
+      'Comma-separated user ids (at most 100) whose messages are logged at every hop, whatever LOG_LEVEL says ({"trace":true}, with their mids): to follow a message a user reports missing. Empty: none',
+  }),
   PARLEY_ENV: Type.Union([Type.Literal('development'), Type.Literal('production')], {
     default: 'development',
     description:

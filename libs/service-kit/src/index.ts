@@ -16,3 +16,4 @@ export * from './retry-after';
 export * from './cursor';
 export * from './collections';
 export * from './per-minute-quota';
+export * from './trace';
