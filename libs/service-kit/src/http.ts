@@ -286,7 +286,7 @@ function errorHandler(
     return sendError(reply, error.code, error.message, error.details?.retryAfterSeconds);
   }
   const mapped = error.code ? FASTIFY_CODES[error.code] : undefined;
-  if (mapped) return sendError(reply, mapped, describeFastifyError(error));
+  if (mapped) return sendError(reply, mapped, describeFastifyError(error, request));
   if (error.statusCode === 429) return sendError(reply, 'rate_limited', error.message);
   if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
     return sendError(reply, 'invalid_request', error.message);
@@ -299,11 +299,18 @@ function errorHandler(
   return sendError(reply, 'internal', 'internal error');
 }
 
-function describeFastifyError(error: FastifyError): string {
-  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return 'body: is larger than allowed';
+function describeFastifyError(error: FastifyError, request: FastifyRequest): string {
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return bodyTooLarge(request);
   if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
     return 'content-type: must be application/json (send the header content-type: application/json)';
   return error.message;
+}
+
+/** The limit, as a frame refused for its size names it, and the size where the request declared one. */
+function bodyTooLarge(request: FastifyRequest): string {
+  const declared = Number(request.headers['content-length']);
+  const got = Number.isSafeInteger(declared) && declared > 0 ? ` (got ${declared})` : '';
+  return `body: must be at most ${request.routeOptions.bodyLimit} bytes${got}`;
 }
 
 function observeRequests(app: HttpServer, registry: Registry) {
