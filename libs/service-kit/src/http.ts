@@ -21,7 +21,7 @@ import {
   statusOf,
   withoutByteOrderMark,
 } from '@parley/contracts';
-import Ajv, { type ErrorObject } from 'ajv';
+import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import { Readiness } from './readiness';
 import { isTransient } from './transient';
@@ -127,8 +127,34 @@ function validatorCompiler() {
   } as const;
   const fromText = new Ajv({ ...options, coerceTypes: 'array' });
   const asSent = new Ajv({ ...options, coerceTypes: false });
-  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
-    (httpPart === 'body' ? asSent : fromText).compile(schema);
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) => {
+    if (httpPart === 'body') return asSent.compile(schema);
+    const validate = fromText.compile(schema);
+    return httpPart === 'querystring' ? givenOnce(validate, schema) : validate;
+  };
+}
+
+/**
+ * A query parameter given twice (`?limit=5&limit=10`) is parsed as a list: refused as given twice,
+ * not as a value of the wrong type (`query limit: must be integer`, of a 5 and a 10).
+ */
+function givenOnce(validate: ValidateFunction, schema: object) {
+  const properties = (schema as { properties?: Record<string, { type?: unknown }> }).properties ?? {};
+  const checked = (query: unknown, context?: Parameters<ValidateFunction>[1]) => {
+    for (const [name, value] of Object.entries((query ?? {}) as Record<string, unknown>)) {
+      if (Array.isArray(value) && Object.hasOwn(properties, name) && properties[name]!.type !== 'array') {
+        const message = `query ${name}: must be given once (got ${value.length} values)`;
+        return { error: new ParleyError('invalid_request', message) };
+      }
+    }
+    const valid = validate(query, context);
+    checked.errors = validate.errors;
+    return valid;
+  };
+  checked.errors = undefined as ValidateFunction['errors'];
+  // fastify hands the parent along (for coercions of the whole value) only to a function with this.
+  checked.schemaEnv = validate.schemaEnv;
+  return checked;
 }
 
 /**

@@ -29,6 +29,11 @@ function build(readiness = new Readiness(200)) {
     },
     async (req) => req.body,
   );
+  app.get(
+    '/page',
+    { schema: { querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1 })) }) } },
+    async (req) => req.query,
+  );
   app.get('/teapot', async () => {
     throw new ParleyError('rate_limited', 'slow down', { retryAfterSeconds: 3 });
   });
@@ -169,6 +174,23 @@ describe('buildHttpServer', () => {
     await expect(queried.ready()).rejects.toThrow(
       'contractsBodyValidator checks a body, not the querystring',
     );
+  });
+
+  it('refuses a query parameter given twice as such, not as a value of the wrong type', async () => {
+    const app = build();
+    const twice = await app.inject('/page?limit=5&limit=10');
+    expect([twice.statusCode, twice.json()]).toEqual([
+      400,
+      { error: { code: 'invalid_request', message: 'query limit: must be given once (got 2 values)' } },
+    ]);
+    // Once, it is read and coerced as before; one the schema does not name may come as often as it likes.
+    const once = await app.inject('/page?limit=5&x=1&x=2');
+    expect([once.statusCode, once.json()]).toEqual([200, { limit: 5, x: ['1', '2'] }]);
+    const bad = await app.inject('/page?limit=five');
+    expect(bad.json()).toEqual({
+      error: { code: 'invalid_request', message: 'query limit: must be integer' },
+    });
+    await app.close();
   });
 
   it('maps errors to the protocol body: 413, 429 with Retry-After, 404, 400 bad JSON, 503 for a dependency down, 500 without internals', async () => {
