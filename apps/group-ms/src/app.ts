@@ -19,6 +19,7 @@ import {
   Service,
   serviceLifecycle,
 } from '@parley/service-kit';
+import { DEFAULT_GROUP_OPS_KEEP_DAYS } from './ops-retention';
 import { GroupStore } from './group-store';
 import { addEffects, GroupEffects, GroupService, noEffects } from './group-service';
 import { registerGroupRoutes } from './http-routes';
@@ -139,7 +140,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     intervalMs: deps.purgeIntervalMs ?? 3_600_000,
     logger: deps.logger,
     run: async (signal) => {
-      const before = clock() - (deps.opsRetentionMs ?? 8 * DAY_MS);
+      const before = clock() - (deps.opsRetentionMs ?? DEFAULT_GROUP_OPS_KEEP_DAYS * DAY_MS);
       const ops = await deps.store.forgetOpsBefore(before, signal);
       purged.inc(ops);
       const groups = await deps.store.forgetEmptyGroupsBefore(before, signal);

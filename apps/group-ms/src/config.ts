@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { KafkaSettingsSchema } from '@parley/kafka';
 import { DatabaseConfig } from '@parley/postgres';
 import { CommonConfig, InternalConfig } from '@parley/service-kit';
+import { GroupOpsKeepConfig } from './ops-retention';
 
 export const DEFAULT_GROUP_MAX_MEMBERS = 1024;
 export const DEFAULT_GROUP_MAX_GROUPS_PER_USER = 1000;
@@ -28,12 +29,7 @@ export const GroupMsConfig = Type.Object({
     description:
       'Most groups one user may be in: a create or add that would make someone a member of more is refused (too_many_groups)',
   }),
-  GROUP_OPS_KEEP_DAYS: Type.Number({
-    exclusiveMinimum: 0,
-    default: 8,
-    description:
-      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention); a group its last member left is forgotten as long after',
-  }),
+  ...GroupOpsKeepConfig,
   PURGE_INTERVAL_MS: Type.Integer({
     minimum: 1000,
     default: 3_600_000,
