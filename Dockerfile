@@ -2,6 +2,7 @@
 #
 # One image for the whole Parley fleet; the app is chosen by the first argument:
 #   docker run --rm ghcr.io/parley/parley:<tag> message-router
+# The operator tools run the same way: `... parley:<tag> dlq replay --topic <topic>` (tools/dlq).
 # (Kubernetes: `args: ["message-router"]`; docker-compose: `command: ["message-router"]`.)
 # Why one image and not eight: the apps share nearly all of their dependencies, so one image is one
 # build, one vulnerability scan and one tag to roll forward or back (the fleet moves together, and
@@ -30,10 +31,12 @@ RUN --mount=type=cache,target=/root/.npm \
 COPY tsconfig.base.json ./
 COPY libs ./libs
 COPY apps ./apps
+COPY tools/dlq ./tools/dlq
 COPY tools/deploy-check/bundle.mjs ./tools/deploy-check/bundle.mjs
-# Bundles the project's TypeScript (tsconfig paths resolved) into dist/apps/<app>.js; npm packages
-# stay external and come from the deps stage. Then a smoke check: every bundle must load all its
-# modules and reach configuration parsing (exit 2 on a deliberately bad LOG_LEVEL).
+# Bundles the project's TypeScript (tsconfig paths resolved) into dist/apps/<app>.js and
+# <tool>.js; npm packages stay external and come from the deps stage. Then a smoke check: every
+# bundle must load all its modules and reach configuration parsing (exit 2 on a deliberately bad
+# LOG_LEVEL).
 RUN node tools/deploy-check/bundle.mjs dist/apps \
  && for f in dist/apps/*.js; do \
       LOG_LEVEL=not-a-level node "$f" >/dev/null 2>&1; rc=$?; \

@@ -5,7 +5,7 @@
  * Plus static checks of the Dockerfile and .dockerignore.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { deployableApps, fleet, ROOT } from '../src/fleet';
@@ -24,6 +24,13 @@ const node = (args: string[], env: Record<string, string> = {}) =>
     env: { PATH: process.env.PATH ?? '', ...env },
   });
 
+/** Operator tools bundled beside the apps (bundle.mjs's TOOLS), each from tools/<name>. */
+const TOOLS = ['dlq'];
+const bundles = () =>
+  readdirSync(outdir)
+    .filter((f) => f.endsWith('.js'))
+    .map((f) => f.slice(0, -3));
+
 describe('bundling (the Dockerfile build stage)', () => {
   let bundled: ReturnType<typeof node>;
   beforeAll(() => {
@@ -35,7 +42,23 @@ describe('bundling (the Dockerfile build stage)', () => {
     expect(bundled.status).toBe(0);
     for (const app of deployableApps())
       expect([app, existsSync(path.join(outdir, `${app}.js`))]).toEqual([app, true]);
+    expect(bundles().sort()).toEqual([...deployableApps(), ...TOOLS].sort());
   });
+
+  it.each(TOOLS)(
+    'the %s tool runs through the entrypoint: config checked first, then its arguments',
+    (tool) => {
+      const badConfig = node(['deploy/docker/run.cjs', tool], {
+        PARLEY_DIST: outdir,
+        LOG_LEVEL: 'not-a-level',
+      });
+      expect(badConfig.stderr).toContain(`${tool}: invalid configuration`);
+      expect(badConfig.status).toBe(2);
+      const badArgs = node(['deploy/docker/run.cjs', tool, 'no-such-command'], { PARLEY_DIST: outdir });
+      expect(badArgs.stderr).toMatch(new RegExp(`^${tool}: .*no-such-command.*\\n$`));
+      expect(badArgs.status).toBe(2);
+    },
+  );
 
   it.each(fleet().map((a) => a.name))(
     '%s: the bundle loads through the entrypoint and validates its config',
@@ -50,8 +73,8 @@ describe('bundling (the Dockerfile build stage)', () => {
   it('requires only production dependencies (the image installs with --omit=dev)', () => {
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
     const required = new Set<string>();
-    for (const app of deployableApps()) {
-      const code = readFileSync(path.join(outdir, `${app}.js`), 'utf8');
+    for (const bundle of bundles()) {
+      const code = readFileSync(path.join(outdir, `${bundle}.js`), 'utf8');
       for (const [, spec] of code.matchAll(/require\("([^"]+)"\)/g)) {
         if (spec.startsWith('node:') || builtinModules.includes(spec.split('/')[0])) continue;
         required.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]);
@@ -82,6 +105,10 @@ describe('Dockerfile', () => {
   it('bundles with the same script the tests run, and ships production dependencies only', () => {
     expect(dockerfile).toContain('node tools/deploy-check/bundle.mjs dist/apps');
     expect(dockerfile).toMatch(/npm ci --omit=dev/);
+  });
+
+  it("copies each bundled tool's sources into the build stage", () => {
+    for (const tool of TOOLS) expect(lines).toContain(`COPY tools/${tool} ./tools/${tool}`);
   });
 
   it('runs as a non-root user through the entrypoint, exposing every app port', () => {
