@@ -46,6 +46,8 @@ const STABLE_AFTER_MS = 10_000;
 const MAX_FRAME_BYTES = 64 * 1024;
 /** The most mids an `ack` or `read` frame may name. */
 const MAX_MIDS_PER_FRAME = 500;
+/** Users one `GET /v1/presence` takes (MAX_PRESENCE_USERS in libs/contracts). */
+const MAX_PRESENCE_USERS = 200;
 /**
  * The outbox goes out at most this fast: under the server's default rate limit (20 frames a
  * second, a burst of 50), which closes a socket that keeps going past it (4029).
@@ -523,10 +525,14 @@ export class ParleyClient extends EventTarget {
     return this.rest('GET', `/v1/groups/${encodeURIComponent(id)}`);
   }
 
-  /** `GET /v1/presence`: `[{user, online, lastSeen}]`. */
+  /** `GET /v1/presence`: `[{user, online, lastSeen}]`, in calls of MAX_PRESENCE_USERS users each. */
   async presence(users) {
-    if (users.length === 0) return [];
-    return (await this.rest('GET', `/v1/presence?users=${users.map(encodeURIComponent).join(',')}`)).presence;
+    const presence = [];
+    for (let i = 0; i < users.length; i += MAX_PRESENCE_USERS) {
+      const some = users.slice(i, i + MAX_PRESENCE_USERS).map(encodeURIComponent);
+      presence.push(...(await this.rest('GET', `/v1/presence?users=${some.join(',')}`)).presence);
+    }
+    return presence;
   }
 
   #emit(type, detail) {

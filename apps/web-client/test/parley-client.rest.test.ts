@@ -1,7 +1,7 @@
 import { createServer, IncomingMessage, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
-import type { Presence } from '@parley/contracts';
+import { MAX_PRESENCE_USERS, type Presence } from '@parley/contracts';
 import { ParleyClient } from '../public/parley-client.js';
 
 /** A client whose REST calls reach `answer`, a stand-in for rest-gateway; closed after `use`. */
@@ -95,6 +95,25 @@ describe('parley-client.js REST retries', () => {
         // Typed as the contracts' Presence (tsc checks it): the client's types said `lastSeen?: number`.
         const presence: Presence[] = await c.presence(['bob']);
         expect(presence).toEqual([{ user: 'bob', online: false, lastSeen: null }]);
+      },
+    );
+  });
+
+  it('asks for the presence of more users than one call takes in several calls, in order', async () => {
+    const asked: number[] = [];
+    await withRestStandIn(
+      (request, _body, response) => {
+        const users = new URL(request.url!, 'http://x').searchParams.get('users')!.split(',');
+        asked.push(users.length);
+        if (users.length > MAX_PRESENCE_USERS)
+          return json(response, 400, { error: { code: 'invalid_request' } });
+        json(response, 200, { presence: users.map((user) => ({ user, online: false, lastSeen: null })) });
+      },
+      async (c) => {
+        const users = Array.from({ length: 450 }, (_, i) => `u${i}`);
+        expect((await c.presence(users)).map((p: Presence) => p.user)).toEqual(users);
+        expect(asked).toEqual([200, 200, 50]);
+        expect(await c.presence([])).toEqual([]);
       },
     );
   });
