@@ -57,7 +57,7 @@ export function upgradeHandler(deps: UpgradeDeps) {
   // The handshake checks ws makes itself (method, key, version): the protocol's error body, not ws's text/html.
   wss.on('wsClientError', (err: Error, socket: Duplex) => {
     metrics.refusedConnect('invalid_request');
-    const message = `not a valid WebSocket upgrade: ${err.message} (a GET with Upgrade: websocket, a Sec-WebSocket-Key and Sec-WebSocket-Version: 13)`;
+    const message = `not a valid WebSocket upgrade: ${err.message} (a GET with Upgrade: websocket, a Sec-WebSocket-Key and Sec-WebSocket-Version: 13 or 8)`;
     rejectUpgrade(socket, new ParleyError('invalid_request', message));
   });
 

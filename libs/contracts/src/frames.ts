@@ -79,7 +79,8 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
   if (tooDeep !== undefined) return refuse('invalid_frame', tooDeep, id);
   const types = limits.types ?? CLIENT_TYPES;
   if (typeof candidate.type !== 'string' || !types.includes(candidate.type)) {
-    return refuse('invalid_frame', `type: must be one of ${types.join(', ')}`, id);
+    const missing = candidate.type === undefined ? 'is required and ' : '';
+    return refuse('invalid_frame', `type: ${missing}must be one of ${types.join(', ')}`, id);
   }
   const validator = candidate.type === 'group' ? groupValidator(candidate.op) : byType[candidate.type];
   if (!validator)

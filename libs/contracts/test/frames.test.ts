@@ -154,7 +154,7 @@ const malformed: Array<[string, unknown, string, string]> = [
   ['not an object', 42, 'invalid_frame', 'frame: must be a JSON object'],
   ['an array', [], 'invalid_frame', 'frame: must be a JSON object'],
   ['null', null, 'invalid_frame', 'frame: must be a JSON object'],
-  ['no type', { id: 'c1' }, 'invalid_frame', 'type: must be one of'],
+  ['no type', { id: 'c1' }, 'invalid_frame', 'type: is required and must be one of message, ack'],
   ['unknown type', { type: 'shout' }, 'invalid_frame', 'type: must be one of'],
   ['numeric type', { type: 1 }, 'invalid_frame', 'type: must be one of'],
   [

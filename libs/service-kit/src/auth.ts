@@ -80,15 +80,27 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
           'unavailable',
           `the token's keys could not be fetched: ${(err as Error).message}`,
         );
+      if (err instanceof errors.JWTExpired && typeof err.payload.exp === 'number')
+        throw expired(err.payload.exp);
       throw new ParleyError('unauthorized', `invalid token: ${(err as Error).message}`);
     }
-    if (payload.exp !== undefined && payload.exp * 1000 <= Date.now())
-      throw new ParleyError('unauthorized', 'invalid token: "exp" claim timestamp check failed');
+    if (payload.exp !== undefined && payload.exp * 1000 <= Date.now()) throw expired(payload.exp);
     if (typeof payload.sub !== 'string' || !userIdPattern.test(payload.sub)) {
       throw new ParleyError('unauthorized', `invalid token: sub must match ${USER_ID_PATTERN}`);
     }
     return { user: payload.sub, expiresAt: payload.exp ? payload.exp * 1000 : undefined };
   };
+}
+
+/**
+ * An expired token, told apart from an invalid one: an app refreshes it and reconnects, where a
+ * token wrongly signed or malformed sends its user back to sign in.
+ */
+function expired(exp: number): ParleyError {
+  return new ParleyError(
+    'unauthorized',
+    `token expired at ${new Date(exp * 1000).toISOString()}: get a new one`,
+  );
 }
 
 /**
