@@ -1,5 +1,5 @@
 import { Static, TProperties, Type } from '@sinclair/typebox';
-import { ClientMessageId, GroupId, Mid, UserId } from './ids';
+import { ClientMessageId, GroupId, Mid, Recipient, UserId } from './ids';
 import { MAX_GROUP_MEMBERS_PER_OP, MAX_MIDS_PER_FRAME } from './limits';
 
 /**
@@ -15,7 +15,7 @@ export const MessageFrame = Type.Object(
   {
     type: Type.Literal('message'),
     id: ClientMessageId,
-    to: UserId,
+    to: Recipient,
     chat: Type.Optional(ChatKind),
     body: Type.Unknown({ description: 'Any JSON value' }),
   },
@@ -103,7 +103,7 @@ export const GroupFrame = Type.Union(
 export type GroupFrame = Static<typeof GroupFrame>;
 
 export const TypingFrame = Type.Object(
-  { type: Type.Literal('typing'), to: UserId, chat: Type.Optional(ChatKind) },
+  { type: Type.Literal('typing'), to: Recipient, chat: Type.Optional(ChatKind) },
   { $id: 'TypingFrame', description: 'Ephemeral: delivered only if online, never stored or retried' },
 );
 export type TypingFrame = Static<typeof TypingFrame>;

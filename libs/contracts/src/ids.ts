@@ -9,6 +9,11 @@ export const GroupId = Type.String({
   pattern: USER_ID_PATTERN,
   description: 'A group id (same alphabet as user ids)',
 });
+/** Where a message or typing notice goes: a user, or a group (`chat: group`). */
+export const Recipient = Type.String({
+  pattern: USER_ID_PATTERN,
+  description: 'A user id, or the group id of a group message (`chat: group`)',
+});
 export const DeviceId = Type.String({
   pattern: USER_ID_PATTERN,
   description: 'A device id chosen by the client',

@@ -1,5 +1,5 @@
 import { Static, Type } from '@sinclair/typebox';
-import { ClientMessageId, GroupId, Mid, Timestamp, UserId } from './ids';
+import { ClientMessageId, GroupId, Mid, Recipient, Timestamp, UserId } from './ids';
 import { ChatKind, GROUP_OPS } from './client-frames';
 import { ERROR_CODE_LIST, ERROR_CODE_PATTERN, ErrorCode } from './errors';
 
@@ -69,7 +69,7 @@ export const DeliveredMessage = Type.Object(
     mid: Mid,
     id: ClientMessageId,
     from: UserId,
-    to: UserId,
+    to: Recipient,
     chat: ChatKind,
     body: Type.Unknown(),
     sentAt: Timestamp,
@@ -112,7 +112,7 @@ export const GroupChangeFrame = Type.Object(
 export type GroupChangeFrame = Static<typeof GroupChangeFrame>;
 
 export const TypingNotice = Type.Object(
-  { type: Type.Literal('typing'), from: UserId, to: UserId, chat: ChatKind },
+  { type: Type.Literal('typing'), from: UserId, to: Recipient, chat: ChatKind },
   { $id: 'TypingNotice' },
 );
 export type TypingNotice = Static<typeof TypingNotice>;
