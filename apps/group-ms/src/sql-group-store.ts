@@ -101,9 +101,21 @@ async function applyInTransaction(
   );
   if (decided.rows.length > 0) return { kind: 'replayed', ...decided.rows[0] };
   const current = await findGroup(tx, group);
-  const change = await decide(current, {
-    lockGroupCounts: (users) => lockGroupCounts(tx, users),
-  });
+  const locked: string[] = [];
+  let change: StoredChange | null;
+  try {
+    change = await decide(current, {
+      lockGroupCounts: (users) => {
+        locked.push(...users);
+        return lockGroupCounts(tx, users);
+      },
+    });
+  } catch (err) {
+    // A refused pipe op is remembered, so this transaction may commit: the rows the check created
+    // for users in no group go with it (a user in no group keeps no row).
+    if (err instanceof ParleyError && locked.length > 0) await dropUncounted(tx, locked);
+    throw err;
+  }
   if (!change) {
     if (replayable) await recordOp(tx, { opMid, group, at: replayable.at });
     return { kind: 'unchanged', current };
@@ -133,6 +145,10 @@ async function lockGroupCounts(tx: SqlExecutor, users: string[]): Promise<Map<st
   );
   const groupsOf = new Map(locked.rows.map((row) => [row.user_id, Number(row.groups)]));
   return new Map(users.map((user) => [user, groupsOf.get(user) ?? 0]));
+}
+
+async function dropUncounted(tx: SqlExecutor, users: string[]): Promise<void> {
+  await tx.query('DELETE FROM group_user_counts WHERE user_id = ANY($1::text[]) AND groups = 0', [users]);
 }
 
 /** Remembers a decided op: with its notice (to publish: the outbox watches it), or without (nothing to tell). */

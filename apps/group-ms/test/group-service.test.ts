@@ -249,6 +249,30 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect(toGroup((await groups.find('lim-pipe-2'))!).members).toEqual(['gil']);
   });
 
+  it('leaves no count row for a user in no group that a refused pipe op named', async () => {
+    const limited = new GroupService(createSqlGroupStore(db), { maxMembers: 4, maxGroupsPerUser: 1 });
+    await change('lim-row-1', 'hal', { op: 'create', name: 'T', members: ['ida'] }, limited);
+    const refused = await limited.applyCommand(
+      command('hal', {
+        type: 'group',
+        id: 'lr1',
+        op: 'create',
+        group: 'lim-row-2',
+        name: 'T',
+        members: ['ida', 'jon'],
+      }),
+    );
+    expect(refused.deliveries[0].frame).toMatchObject({ type: 'error', code: 'too_many_groups' });
+    // The refusal is remembered (committed): jon's row, created to lock his count, is not.
+    const rows = await db.query(
+      "SELECT user_id, groups FROM group_user_counts WHERE user_id IN ('hal', 'ida', 'jon')",
+    );
+    expect(rows.rows.sort((a, b) => String(a.user_id).localeCompare(String(b.user_id)))).toEqual([
+      { user_id: 'hal', groups: 1 },
+      { user_id: 'ida', groups: 1 },
+    ]);
+  });
+
   it('applies a pipe op once: a replay changes nothing and repeats the same notice', async () => {
     await groups.applyCommand(
       command('alice', {
