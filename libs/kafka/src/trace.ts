@@ -9,11 +9,20 @@ import type { Envelope, EventBus } from './bus';
  */
 export function tracingBus(bus: EventBus, trace: MessageTrace): EventBus {
   if (!trace.on) return bus;
-  /** What to log of an event, when it concerns a traced user. */
+  /**
+   * What to log of an event, when it concerns a traced user. Never throws: a reader with a looser
+   * schema than the topic's (message-router's inbound frames) is handed events whose frames
+   * tracePointsOf cannot read, and a throw here would fail the handler (retries, then the DLQ) or
+   * reject a publish Kafka already has.
+   */
   const traced = (event: unknown): Record<string, unknown> | undefined => {
-    const points = tracePointsOf(event);
-    const users = points ? trace.tracedAmong(points.users) : [];
-    return users.length > 0 ? { ...described(event), mids: points!.mids, traced: users } : undefined;
+    try {
+      const points = tracePointsOf(event);
+      const users = points ? trace.tracedAmong(points.users) : [];
+      return users.length > 0 ? { ...described(event), mids: points!.mids, traced: users } : undefined;
+    } catch {
+      return undefined;
+    }
   };
   return {
     async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }) {

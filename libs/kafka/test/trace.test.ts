@@ -1,5 +1,12 @@
 import pino from 'pino';
-import { tracePointsOf, TOPICS, type DeliveryTopicEvent } from '@parley/contracts';
+import { Type } from '@sinclair/typebox';
+import {
+  InboundEvent,
+  tracePointsOf,
+  TOPICS,
+  type DeliveryTopicEvent,
+  type TopicSpec,
+} from '@parley/contracts';
 import { createMessageTrace, NO_TRACE } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import { EventBus, MemoryBus, tracingBus } from '../src';
@@ -75,6 +82,34 @@ describe('tracingBus', () => {
     const { bus, lines } = tracedBus(new RefusingBus());
     await expect(bus.publish(TOPICS.delivery, [deliver('bob', 'alice:c1')])).rejects.toThrow('Kafka refused');
     expect(lines).toEqual([expect.objectContaining({ hop: 'publish failed', mids: ['alice:c1'] })]);
+  });
+
+  it('publishes and hands over an event whose frame it cannot read, as the bus does: tracing never fails either', async () => {
+    // message-router reads the inbound topic with any frame (one a newer gateway took) and
+    // refuses it to its sender itself; nothing may fail such a record before its handler does.
+    const anyFrame = Type.Object({ ...InboundEvent.properties, frame: Type.Unknown() });
+    const loose: TopicSpec<unknown> = { ...TOPICS.inbound, schema: anyFrame } as TopicSpec<unknown>;
+    const inner = new MemoryBus({ maxAttempts: 1 });
+    const { bus, lines } = tracedBus(inner);
+    const handled: unknown[] = [];
+    const sub = bus.subscribe({
+      groupId: 'message-router',
+      topic: loose,
+      handle: async (batch) => void handled.push(...batch.map((e) => e.event)),
+    });
+    await sub.start();
+    const odd = [null, { type: 'ack' }, { type: 'group', op: 'add', members: 5 }].map((frame) => ({
+      v: 1,
+      kind: 'inbound',
+      from: 'alice',
+      sentAt: 1,
+      frame,
+    }));
+    await bus.publish(loose, odd);
+    await waitFor(() => handled.length === 3, 5000, 'all three handled');
+    await sub.stop();
+    expect(inner.deadLetters(loose)).toEqual([]);
+    expect(lines).toEqual([]);
   });
 
   it('is the bus itself when nobody is traced', () => {
