@@ -367,7 +367,7 @@ async function readRange(kafka: Kafka, { topic, groupId, start, end, handle }: R
       if (!payload.restart) fail(payload.error);
     }),
   ];
-  const handleBatch = async ({ batch, isRunning, isStale, heartbeat }: EachBatchPayload) => {
+  const handleBatch = async ({ batch, isRunning, isStale, heartbeat, resolveOffset }: EachBatchPayload) => {
     const { partition } = batch;
     for (const message of batch.messages) {
       if (!isRunning() || isStale()) return;
@@ -391,6 +391,10 @@ async function readRange(kafka: Kafka, { topic, groupId, start, end, handle }: R
         break;
       }
       next.set(partition, offset + 1n);
+      // kafkajs fetches from the last resolved offset (the seek's, unless resolved): unresolved, each
+      // fetch returned the same first MiB again, and a DLQ larger than one fetch was never finished.
+      // Nothing is committed by it (autoCommit is off).
+      resolveOffset(message.offset);
       if (offset + 1n >= end.get(partition)!) pending.delete(partition);
       await heartbeat();
     }

@@ -205,6 +205,28 @@ describe('list', () => {
     expect(line).toMatchObject({ truncated: true, bytes: JSON.stringify(big).length });
     expect(String(line.valueText)).toHaveLength(4096);
   });
+
+  it('reads a DLQ larger than one fetch (a MiB a partition) to its end, listing and replaying', async () => {
+    const topic = noteTopic();
+    await provisionTopics(kafka, { topics: [topic as TopicSpec<never>] });
+    const count = 160; // 10 KB each: 1.6 MB on the DLQ's one partition
+    const records = dlqRecords(
+      Array.from({ length: count }, (_, n) => ({
+        value: Buffer.from(JSON.stringify({ ...note('ann', n), pad: 'x'.repeat(10_000) })),
+        key: 'ann',
+        partition: 0,
+        offset: String(n),
+      })),
+      new Error('handler broken'),
+      { topic: topic.name, groupId: 'g' },
+    );
+    const producer = await rawProducer();
+    for (let i = 0; i < count; i += 40)
+      await producer.send({ topic: dlqTopic(topic.name), messages: records.slice(i, i + 40) });
+
+    expect(await tool().list({ topic: topic.name })).toBe(count);
+    expect(await tool().replay({ topic: topic.name })).toMatchObject({ replayed: count, next: { 0: '160' } });
+  }, 30_000);
 });
 
 describe('replay', () => {
