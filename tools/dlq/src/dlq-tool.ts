@@ -276,10 +276,17 @@ function sourceOf(headers: Record<string, string>, fallback: string): { topic: s
   return { topic: parts.length >= 3 ? parts.slice(0, -2).join('/') : fallback };
 }
 
-function headerStrings(headers: IHeaders | undefined): Record<string, string> {
+/**
+ * A record's headers as text, the first value of a repeated one. A header without a value (null:
+ * another client than kafkajs can write one) is left out: a throw here stopped a list, and every
+ * replay, at that record.
+ */
+export function headerStrings(headers: IHeaders | undefined): Record<string, string> {
   const strings: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers ?? {}))
-    if (value !== undefined) strings[name] = (Array.isArray(value) ? value[0] : value).toString();
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const first: unknown = Array.isArray(value) ? value[0] : value;
+    if (first !== undefined && first !== null) strings[name] = String(first);
+  }
   return strings;
 }
 

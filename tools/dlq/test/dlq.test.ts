@@ -21,7 +21,13 @@ import { DAY_MS } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import { dlqRecords } from '../../../libs/kafka/src/consumer/dead-letter';
 import { DEFAULT_GROUP_OPS_KEEP_DAYS } from '../../../apps/group-ms/src/ops-retention';
-import { createDlqTool, DlqToolDeps, HEADER_REPLAYED_FROM, replayGroupId } from '../src/dlq-tool';
+import {
+  createDlqTool,
+  DlqToolDeps,
+  HEADER_REPLAYED_FROM,
+  headerStrings,
+  replayGroupId,
+} from '../src/dlq-tool';
 
 const Note = Type.Object({
   kind: Type.Literal('note'),
@@ -430,5 +436,18 @@ describe('replay', () => {
         refused: 0,
       });
     });
+  });
+});
+
+describe('headerStrings', () => {
+  it('reads each header as text, the first of a repeated one, and leaves out one without a value', () => {
+    // kafkajs decodes a header written without a value (by another client) as null.
+    const headers = {
+      'parley-error': Buffer.from('boom'),
+      'parley-source': [Buffer.from('t/0/1'), Buffer.from('t/0/2')],
+      odd: null as unknown as Buffer,
+      gone: undefined,
+    };
+    expect(headerStrings(headers)).toEqual({ 'parley-error': 'boom', 'parley-source': 't/0/1' });
   });
 });
