@@ -84,7 +84,7 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '015_groups_memberless_updated_at',
     sql: 'CREATE INDEX groups_memberless_updated_at ON groups (updated_at) WHERE memberless',
   },
-  // How many groups each user is in, kept by triggers on group_members, so that whatever writes
+  // How many groups each user is in, kept by triggers on group_members (016-022), so that whatever writes
   // members (this release, an older replica during a rollout, an operator) keeps it. A limit reads
   // and locks a user's row instead of counting the user's memberships under a shared lock stripe.
   // The triggers and the backfill are in the one migration transaction: creating a trigger holds
@@ -97,7 +97,10 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '017_group_user_counts_follow',
     // In user order: two changes moving the same users' counts lock their rows in the same order.
     // A user in no group keeps no row: an erased user's id is not left behind here.
-    sql: `CREATE FUNCTION group_user_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+    // Its search_path is the migration's: a session with another one (an operator's) writing
+    // group_members still finds group_user_counts.
+    sql: `CREATE FUNCTION group_user_counts_follow() RETURNS trigger LANGUAGE plpgsql
+      SET search_path FROM CURRENT AS $$
       BEGIN
         INSERT INTO group_user_counts (user_id, groups)
         SELECT user_id, count(*) * CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END
@@ -120,8 +123,23 @@ export const GROUP_MIGRATIONS: Migration[] = [
     sql: `CREATE TRIGGER group_members_counted_on_delete AFTER DELETE ON group_members
       REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION group_user_counts_follow()`,
   },
+  // A TRUNCATE of group_members (an operator's) fires no row or delete trigger: it empties the counts too.
   {
-    id: '020_group_user_counts_backfill',
+    id: '020_group_user_counts_clear',
+    sql: `CREATE FUNCTION group_user_counts_clear() RETURNS trigger LANGUAGE plpgsql
+      SET search_path FROM CURRENT AS $$
+      BEGIN
+        DELETE FROM group_user_counts;
+        RETURN NULL;
+      END $$`,
+  },
+  {
+    id: '021_group_members_counted_on_truncate',
+    sql: `CREATE TRIGGER group_members_counted_on_truncate AFTER TRUNCATE ON group_members
+      FOR EACH STATEMENT EXECUTE FUNCTION group_user_counts_clear()`,
+  },
+  {
+    id: '022_group_user_counts_backfill',
     sql: `INSERT INTO group_user_counts (user_id, groups)
       SELECT user_id, count(*) FROM group_members GROUP BY user_id`,
   },

@@ -568,6 +568,13 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     );
     await createSqlGroupStore(db).forgetEmptyGroupsBefore(Date.now() + 1);
     expect(await countsOf(db, users)).toEqual({ 'cnt-a': 2, 'cnt-b': 2, 'cnt-c': 1, 'cnt-d': 0 });
+    // Written by a session whose search_path does not name the tables' schema (an operator's).
+    const schema = (await db.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
+    await db.transaction(async (tx) => {
+      await tx.query('SET LOCAL search_path TO pg_catalog');
+      await tx.query(`DELETE FROM ${schema}.group_members WHERE group_id = 'cnt-1' AND user_id = 'cnt-b'`);
+    });
+    expect(await countsOf(db, users)).toEqual({ 'cnt-a': 2, 'cnt-b': 1, 'cnt-c': 1, 'cnt-d': 0 });
   });
 
   it('adds the same users to different groups at once, named in any order, without a deadlock', async () => {
