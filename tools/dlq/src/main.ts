@@ -15,8 +15,8 @@ export const DlqConfig = Type.Object({
 
 /**
  * `npm run dlq -- <list|replay> --topic <topic> ...`, or in the image `<image> dlq ...`: records
- * go to stdout as JSON lines, logs to stderr. Exit 2: bad configuration or arguments; 1: failed or
- * interrupted.
+ * go to stdout as JSON lines, logs to stderr. Exit 2: bad configuration or arguments; 1: failed,
+ * interrupted, or records refused (`--force` sends them).
  */
 async function main(): Promise<number> {
   let config;
@@ -51,7 +51,8 @@ async function main(): Promise<number> {
       interrupt.abort();
     });
   const summary = await tool.replay({ ...command, signal: interrupt.signal });
-  return summary.interrupted ? 1 : 0;
+  // Records refused (a group op past GROUP_OPS_KEEP_DAYS) were not sent: not a clean replay.
+  return summary.interrupted || summary.refused > 0 ? 1 : 0;
 }
 
 main().then(
