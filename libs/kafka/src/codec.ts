@@ -7,6 +7,12 @@ export const HEADER_TRACE = 'parley-trace';
 export const HEADER_PACK = 'parley-pack';
 /** On a DLQ record of an event refused inside a pack: its place in the pack at `parley-source`. */
 export const HEADER_PACK_INDEX = 'parley-pack-index';
+/** On a DLQ record: why it was parked (its own decode error, or the handler's last error). */
+export const HEADER_DLQ_ERROR = 'parley-error';
+/** On a DLQ record: where it was read, `<topic>/<partition>/<offset>`. */
+export const HEADER_DLQ_SOURCE = 'parley-source';
+/** On a DLQ record: the consumer group that parked it. */
+export const HEADER_DLQ_GROUP = 'parley-group';
 
 export interface EncodedRecord {
   key: string;

@@ -10,7 +10,7 @@ import {
   Producer,
 } from 'kafkajs';
 import { dlqTopic, TOPICS } from '@parley/contracts';
-import { HEADER_PACK_INDEX } from '@parley/kafka';
+import { HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_SOURCE, HEADER_PACK_INDEX } from '@parley/kafka';
 import { DAY_MS } from '@parley/service-kit';
 import { DEFAULT_GROUP_OPS_KEEP_DAYS } from '../../../apps/group-ms/src/ops-retention';
 import type { OffsetRange } from './args';
@@ -88,7 +88,7 @@ export function createDlqTool(deps: DlqToolDeps) {
     /** Prints the DLQ's records from its first, as JSON lines, in a group of its own that commits nothing. */
     async list({ topic, max }: ListOptions): Promise<number> {
       const { dlq } = dlqNames(topic);
-      const ends = await partitionEnds(deps.kafka, dlq);
+      const ends = await withAdmin(deps.kafka, (admin) => partitionEnds(admin, dlq));
       const start = new Map([...ends].map(([partition, { low }]) => [partition, low]));
       const end = new Map([...ends].map(([partition, { high }]) => [partition, high]));
       let listed = 0;
@@ -117,10 +117,18 @@ export function createDlqTool(deps: DlqToolDeps) {
     async replay(options: ReplayOptions): Promise<ReplaySummary> {
       const { dlq, source } = dlqNames(options.topic);
       const group = replayGroupId(dlq);
-      const ends = await partitionEnds(deps.kafka, dlq);
-      const committed = options.fromBeginning
-        ? new Map<number, bigint>()
-        : await committedOffsets(deps.kafka, group, dlq);
+      // One admin connection for what the replay reads before it starts.
+      const { ends, committed } = await withAdmin(deps.kafka, async (admin) => {
+        const found = {
+          ends: await partitionEnds(admin, dlq),
+          committed: options.fromBeginning
+            ? new Map<number, bigint>()
+            : await committedOffsets(admin, group, dlq),
+        };
+        // A dry run reads in a group of its own: the replay group's position stays as it is.
+        if (!options.dryRun) await refuseIfRunning(admin, group);
+        return found;
+      });
       const start = new Map<number, bigint>();
       const end = new Map<number, bigint>();
       for (const [partition, { low, high }] of ends) {
@@ -137,8 +145,6 @@ export function createDlqTool(deps: DlqToolDeps) {
         interrupted: false,
         next: Object.fromEntries([...start].map(([partition, offset]) => [partition, String(offset)])),
       };
-      // A dry run reads in a group of its own: the replay group's position stays as it is.
-      if (!options.dryRun) await refuseIfRunning(deps.kafka, group);
       const producer = options.dryRun ? undefined : await connectedProducer(deps.kafka);
       try {
         await readRange(deps.kafka, {
@@ -170,7 +176,7 @@ export function createDlqTool(deps: DlqToolDeps) {
               print({
                 action: 'replayed',
                 dlq: at,
-                source: headers['parley-source'],
+                source: headers[HEADER_DLQ_SOURCE],
                 to: `${target.topic}/${written.partition}/${written.baseOffset ?? written.offset}`,
                 key: message.key?.toString(),
               });
@@ -178,7 +184,7 @@ export function createDlqTool(deps: DlqToolDeps) {
               print({
                 action: 'would replay',
                 dlq: at,
-                source: headers['parley-source'],
+                source: headers[HEADER_DLQ_SOURCE],
                 to: target.topic,
                 key: message.key?.toString(),
               });
@@ -206,11 +212,11 @@ export function createDlqTool(deps: DlqToolDeps) {
     target: { topic: string },
     message: KafkaMessage,
   ): { action: 'replay' } | { action: 'skipped' | 'refused'; why: string } {
-    const error = headers['parley-error'] ?? '';
+    const error = headers[HEADER_DLQ_ERROR] ?? '';
     if (options.errorContains !== undefined && !error.includes(options.errorContains))
       return {
         action: 'skipped',
-        why: `parley-error does not contain ${JSON.stringify(options.errorContains)}`,
+        why: `${HEADER_DLQ_ERROR} does not contain ${JSON.stringify(options.errorContains)}`,
       };
     const ageMs = now() - Number(message.timestamp);
     if (!options.force && ageMs > groupOpsKeepMs && mayBeGroupOp(target.topic, message.value)) {
@@ -248,9 +254,9 @@ function describe(dlq: string, partition: number, message: KafkaMessage) {
     offset: message.offset,
     timestamp: new Date(Number(message.timestamp)).toISOString(),
     key: message.key?.toString() ?? null,
-    error: headers['parley-error'],
-    source: headers['parley-source'],
-    group: headers['parley-group'],
+    error: headers[HEADER_DLQ_ERROR],
+    source: headers[HEADER_DLQ_SOURCE],
+    group: headers[HEADER_DLQ_GROUP],
     packIndex: headers[HEADER_PACK_INDEX] === undefined ? undefined : Number(headers[HEADER_PACK_INDEX]),
     replayedFrom: headers[HEADER_REPLAYED_FROM],
     bytes: value.length,
@@ -272,7 +278,7 @@ function shownValue(value: Buffer): { value: unknown } | { valueText: string } |
 
 /** The topic a DLQ record came from: the topic part of `parley-source`, else the DLQ's source. */
 function sourceOf(headers: Record<string, string>, fallback: string): { topic: string } {
-  const parts = headers['parley-source']?.split('/') ?? [];
+  const parts = headers[HEADER_DLQ_SOURCE]?.split('/') ?? [];
   return { topic: parts.length >= 3 ? parts.slice(0, -2).join('/') : fallback };
 }
 
@@ -291,30 +297,27 @@ export function headerStrings(headers: IHeaders | undefined): Record<string, str
 }
 
 /** Each partition's first and next offset now. */
-function partitionEnds(kafka: Kafka, topic: string): Promise<Map<number, { low: bigint; high: bigint }>> {
-  return withAdmin(kafka, async (admin) => {
-    if (!(await admin.listTopics()).includes(topic)) throw new DlqToolError(`topic ${topic} does not exist`);
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return new Map(offsets.map((o) => [o.partition, { low: BigInt(o.low), high: BigInt(o.high) }]));
-  });
+async function partitionEnds(
+  admin: Admin,
+  topic: string,
+): Promise<Map<number, { low: bigint; high: bigint }>> {
+  if (!(await admin.listTopics()).includes(topic)) throw new DlqToolError(`topic ${topic} does not exist`);
+  const offsets = await admin.fetchTopicOffsets(topic);
+  return new Map(offsets.map((o) => [o.partition, { low: BigInt(o.low), high: BigInt(o.high) }]));
 }
 
-function committedOffsets(kafka: Kafka, groupId: string, topic: string): Promise<Map<number, bigint>> {
-  return withAdmin(kafka, async (admin) => {
-    const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    const committed = (offsets?.partitions ?? []).filter((p) => Number(p.offset) >= 0);
-    return new Map(committed.map((p) => [p.partition, BigInt(p.offset)]));
-  });
+async function committedOffsets(admin: Admin, groupId: string, topic: string): Promise<Map<number, bigint>> {
+  const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
+  const committed = (offsets?.partitions ?? []).filter((p) => Number(p.offset) >= 0);
+  return new Map(committed.map((p) => [p.partition, BigInt(p.offset)]));
 }
 
 /** Two replays of one DLQ would share its partition, and the second would start where the first began. */
-function refuseIfRunning(kafka: Kafka, groupId: string): Promise<void> {
-  return withAdmin(kafka, async (admin) => {
-    const { groups } = await admin.describeGroups([groupId]);
-    const members = groups[0]?.members.length ?? 0;
-    if (members > 0)
-      throw new DlqToolError(`a replay of this DLQ is running (group ${groupId} has ${members} member(s))`);
-  });
+async function refuseIfRunning(admin: Admin, groupId: string): Promise<void> {
+  const { groups } = await admin.describeGroups([groupId]);
+  const members = groups[0]?.members.length ?? 0;
+  if (members > 0)
+    throw new DlqToolError(`a replay of this DLQ is running (group ${groupId} has ${members} member(s))`);
 }
 
 async function withAdmin<T>(kafka: Kafka, use: (admin: Admin) => Promise<T>): Promise<T> {

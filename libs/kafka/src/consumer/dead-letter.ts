@@ -1,7 +1,13 @@
 import { dlqTopic } from '@parley/contracts';
 import type { Logger } from 'pino';
 import type { Envelope } from '../bus';
-import { EncodedRecord, HEADER_PACK_INDEX } from '../codec';
+import {
+  EncodedRecord,
+  HEADER_DLQ_ERROR,
+  HEADER_DLQ_GROUP,
+  HEADER_DLQ_SOURCE,
+  HEADER_PACK_INDEX,
+} from '../codec';
 
 /** A record (or an event of a pack) bound for the DLQ, and where it came from. */
 export interface Parked {
@@ -52,9 +58,9 @@ export function dlqRecords(
     key: e.key,
     value: e.value ?? Buffer.alloc(0),
     headers: {
-      'parley-error': reasonText(e.reason ?? err),
-      'parley-source': `${topic}/${e.partition}/${e.offset}`,
-      'parley-group': groupId,
+      [HEADER_DLQ_ERROR]: reasonText(e.reason ?? err),
+      [HEADER_DLQ_SOURCE]: `${topic}/${e.partition}/${e.offset}`,
+      [HEADER_DLQ_GROUP]: groupId,
       ...(e.packIndex === undefined ? {} : { [HEADER_PACK_INDEX]: String(e.packIndex) }),
     },
   }));
