@@ -3,6 +3,7 @@ import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import { Static, StringOptions, TObject, TProperties, TString, Type } from '@sinclair/typebox';
 import { formatErrors } from '@parley/contracts';
+import { MAX_TRACED_USERS } from './trace';
 
 /** Milliseconds in a day, for settings given in days. */
 export const DAY_MS = 24 * 60 * 60 * 1000;
@@ -93,10 +94,8 @@ export const CommonConfig = {
   HOST: Type.String({ default: '0.0.0.0', description: 'Interface the HTTP servers listen on' }),
   TRACE_USERS: Type.String({
     default: '',
-    // At most MAX_TRACED_USERS (100) ids.
-    pattern: '^[^,]*(,[^,]*){0,99}$',
-    description:
-      'Comma-separated user ids (at most 100) whose messages are logged at every hop, whatever LOG_LEVEL says ({"trace":true}, with their mids): to follow a message a user reports missing. Empty: none',
+    pattern: `^[^,]*(,[^,]*){0,${MAX_TRACED_USERS - 1}}$`,
+    description: `Comma-separated user ids (at most ${MAX_TRACED_USERS}) whose messages are logged at every hop, whatever LOG_LEVEL says ({"trace":true}, with their mids): to follow a message a user reports missing. Empty: none`,
   }),
   PARLEY_ENV: Type.Union([Type.Literal('development'), Type.Literal('production')], {
     default: 'development',
