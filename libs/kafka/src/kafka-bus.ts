@@ -1,6 +1,6 @@
 import type { TopicSpec } from '@parley/contracts';
 import { EventBus, SubscribeOptions, Subscription } from './bus';
-import { EncodedRecord, TopicCodec } from './codec';
+import { createCodecCache, EncodedRecord } from './codec';
 import { createSubscription } from './consumer/subscription';
 import { createCounters } from './counters';
 import type { KafkaBusOptions } from './kafka-bus-options';
@@ -16,14 +16,7 @@ export type { KafkaBusOptions } from './kafka-bus-options';
  */
 export function createKafkaBus(options: KafkaBusOptions): EventBus {
   const { kafka } = options;
-  // By spec, not by name: a service may read a topic through a looser schema than its writers use.
-  const codecs = new WeakMap<TopicSpec<unknown>, TopicCodec<unknown>>();
-  const codecFor = <T>(topic: TopicSpec<T>) => {
-    const spec = topic as TopicSpec<unknown>;
-    let codec = codecs.get(spec);
-    if (!codec) codecs.set(spec, (codec = new TopicCodec(spec)));
-    return codec as TopicCodec<T>;
-  };
+  const codecFor = createCodecCache();
   const counters = createCounters(options.metrics);
   const connection = createConnection(kafka);
   const { admin } = connection;

@@ -1,6 +1,6 @@
 import { TopicSpec } from '@parley/contracts';
 import { BackgroundWork, Envelope, EventBus, SubscribeOptions, Subscription } from './bus';
-import { DecodeError, TopicCodec } from './codec';
+import { createCodecCache, DecodeError } from './codec';
 import { isTransient, sleep, TransientError } from './retry';
 
 const STOPPED = Symbol('stopped');
@@ -38,6 +38,7 @@ interface StoredRecord {
 export class MemoryBus implements EventBus {
   constructor(private readonly options: { maxAttempts?: number; retryDelayMs?: number } = {}) {}
 
+  private readonly codecFor = createCodecCache();
   private readonly logs = new Map<string, StoredRecord[]>();
   private readonly parked = new Map<string, Array<{ value: Buffer; error: string }>>();
   /** Per group and topic. */
@@ -54,14 +55,14 @@ export class MemoryBus implements EventBus {
 
   /** Every event published on a topic, decoded: for assertions. */
   events<T>(topic: TopicSpec<T>): T[] {
-    const codec = new TopicCodec(topic);
+    const codec = this.codecFor(topic);
     return (this.logs.get(topic.name) ?? []).map((r) => codec.decode(r.value));
   }
 
   async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }): Promise<void> {
     if (this.closed) throw new Error('bus closed');
     if (this.refusePublish(events)) throw new TransientError('kafka is unreachable');
-    const codec = new TopicCodec(topic);
+    const codec = this.codecFor(topic);
     const log = this.logs.get(topic.name) ?? [];
     this.logs.set(topic.name, log);
     const encoded = events.map((event) => codec.encode(event, options?.traceId));
@@ -82,7 +83,7 @@ export class MemoryBus implements EventBus {
    * schema (a record set aside as undecodable reads back through a looser one).
    */
   deadLetters<T>(topic: TopicSpec<T>): Array<{ event: T; error: string }> {
-    const codec = new TopicCodec(topic);
+    const codec = this.codecFor(topic);
     return (this.parked.get(topic.name) ?? []).map(({ value, error }) => ({
       event: codec.decode(value),
       error,
@@ -95,7 +96,7 @@ export class MemoryBus implements EventBus {
   }
 
   subscribe<T>({ groupId, topic, handle, background }: SubscribeOptions<T>): Subscription {
-    const codec = new TopicCodec(topic);
+    const codec = this.codecFor(topic);
     const group = this.groupPosition(`${groupId}/${topic.name}`);
     const member = { background };
     let running = false;
