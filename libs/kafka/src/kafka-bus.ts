@@ -1,4 +1,3 @@
-import type { TopicSpec } from '@parley/contracts';
 import { EventBus, SubscribeOptions, Subscription } from './bus';
 import { createCodecCache, EncodedRecord } from './codec';
 import { createSubscription } from './consumer/subscription';
