@@ -14,4 +14,6 @@ const projects = ['apps', 'libs', 'tools']
 // workers (1.3 cores busy on average) against 484-686 s with one in the runs before.
 const maxWorkers = Math.max(2, availableParallelism() - 1);
 
-module.exports = { projects, testTimeout: 30000, maxWorkers };
+const testSequencer = path.join(__dirname, 'tools/ci/jest-sequencer.js');
+
+module.exports = { projects, testTimeout: 30000, maxWorkers, testSequencer };

@@ -1,3 +1,4 @@
+/** @expectedSeconds 24 */
 import { DeliverEvent, deliveriesIn, GroupCommandEvent, GroupFrame, TOPICS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { migrate, SqlDatabase } from '@parley/postgres';

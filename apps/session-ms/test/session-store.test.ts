@@ -1,3 +1,4 @@
+/** @expectedSeconds 45 */
 import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { ChildProcess, spawn } from 'node:child_process';

@@ -1,3 +1,4 @@
+/** @expectedSeconds 90 */
 import { kafkaSuite } from './support/kafka-suite';
 import { embeddedTarget } from './support/targets';
 

@@ -1,3 +1,4 @@
+/** @expectedSeconds 28 */
 import { createPgDatabase, deleteOlderThan, migrate, RolledBackError, SqlDatabase } from '@parley/postgres';
 import { TEST_DATABASE_URL, testDatabases } from '@parley/postgres/testing';
 import { isTransient } from '@parley/service-kit';
