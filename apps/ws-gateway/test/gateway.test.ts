@@ -617,7 +617,7 @@ describe('ws-gateway', () => {
     let release = () => {};
     const stalled = new Promise<void>((resolve) => (release = resolve));
     const publish = env.bus.publish.bind(env.bus);
-    // Taken once released, not stored: the memory bus compiles a codec per publish (10 ms each).
+    // Kafka stalls for the inbound topic: its publishes wait until released, then are taken.
     env.bus.publish = async (...args: Parameters<typeof publish>) =>
       args[0].name === TOPICS.inbound.name ? stalled : publish(...args);
     const senders = await Promise.all(Array.from({ length: 10 }, (_, i) => connect(`sender${i}`)));
