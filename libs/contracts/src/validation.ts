@@ -38,12 +38,29 @@ export function compile<S extends TSchema>(
   schema: S,
   { ajv = defaultAjv, root }: CompileOptions = {},
 ): Validator<Static<S>> {
-  const compiled = withDiscriminators(withoutIds(schema)) as S;
-  const check: ValidateFunction = ajv.compile(compiled);
+  const { compiled, check } = compiledOnce(ajv, schema);
   return (input) =>
     check(input)
       ? { ok: true, value: input as Static<S> }
       : { ok: false, errors: formatErrors(check.errors ?? [], compiled, root) };
+}
+
+/**
+ * Each schema's compiled copy, per Ajv. Ajv caches what it compiled by the object it was given, and
+ * it is given a fresh copy (without ids, with discriminators) each time: without this, every
+ * compile of the same schema took milliseconds again and stayed in Ajv's cache for good.
+ */
+const compiledBy = new WeakMap<Ajv, WeakMap<TSchema, { compiled: TSchema; check: ValidateFunction }>>();
+
+function compiledOnce(ajv: Ajv, schema: TSchema): { compiled: TSchema; check: ValidateFunction } {
+  let bySchema = compiledBy.get(ajv);
+  if (!bySchema) compiledBy.set(ajv, (bySchema = new WeakMap()));
+  let entry = bySchema.get(schema);
+  if (!entry) {
+    const compiled = withDiscriminators(withoutIds(schema)) as TSchema;
+    bySchema.set(schema, (entry = { compiled, check: ajv.compile(compiled) }));
+  }
+  return entry;
 }
 
 /** Tags a union's branches may be told apart by, in the order tried. */
