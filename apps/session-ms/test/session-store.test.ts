@@ -761,6 +761,32 @@ const ownRedis = async (): Promise<number> => {
   return port;
 };
 
+// Every script went as EVAL with its whole text, which Redis hashed again on every call: a track
+// and a complete sent 2,327 bytes to Redis, 925 by hash (apps/session-ms/bench/redis-store-bench.ts).
+describe('RedisSessionStore scripts', () => {
+  it('go by their hash once the connection has them, and in full again after Redis forgot them (a restart, SCRIPT FLUSH)', async () => {
+    const port = await ownRedis();
+    const admin = new Redis({ port });
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${port}`, 'scripts:');
+    const evals = async () => {
+      const stats = await admin.info('commandstats');
+      const calls = (command: string) =>
+        Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(stats)?.[1] ?? 0);
+      return { eval: calls('eval'), evalsha: calls('evalsha') };
+    };
+    try {
+      for (let i = 0; i < 5; i++) expect(await store.track(pending(`alice:s${i}`), 1000)).toBe('tracked');
+      expect(await evals()).toEqual({ eval: 1, evalsha: 4 });
+      await admin.script('FLUSH');
+      expect(await store.track(pending('alice:s5'), 1000)).toBe('tracked');
+      expect(await store.complete('bob', ['alice:s5'], 60_000)).toEqual(['pushed']);
+      expect(await evals()).toEqual({ eval: 3, evalsha: 5 });
+    } finally {
+      await Promise.all([admin.quit(), store.close()]);
+    }
+  });
+});
+
 describe('RedisSessionStore through a failover (the old primary demoted, the name moved to the new one)', () => {
   it('reconnects on READONLY and writes to the new primary, instead of failing every write for good', async () => {
     const [oldPrimary, newPrimary] = [await ownRedis(), await ownRedis()];
@@ -997,7 +1023,11 @@ describe('RedisSessionStore noting a gateway restart', () => {
       await store.addConnection({ ...connection('fa', 'old', 'gw-f'), at: 5_000 });
       // Redis fails the forgetting (a timeout, a failover): handleConnections throws, and the
       // consumer hands the same heartbeat again.
-      const failing = jest.spyOn(client, 'eval').mockRejectedValueOnce(new Error('Command timed out'));
+      // The forgetting script, as the store defines it on its client (redis-store.ts, defineScripts).
+      const scripts = client as unknown as Record<'parleyForgetStartedBefore', () => Promise<unknown>>;
+      const failing = jest
+        .spyOn(scripts, 'parleyForgetStartedBefore')
+        .mockRejectedValueOnce(new Error('Command timed out'));
       await expect(store.gatewayStarted('gw-f', 10_000)).rejects.toThrow('Command timed out');
       failing.mockRestore();
       expect(await store.gatewayStarted('gw-f', 10_000)).toBe(1);

@@ -254,6 +254,35 @@ const READONLY_STREAK_MS = 5000;
 /** How long to wait before connecting again while the name still points at a replica. */
 const READONLY_RECONNECT_MS = 1000;
 
+type ScriptArg = string | number;
+
+/**
+ * The scripts as ioredis commands: each goes as EVAL the first time on a connection, then as
+ * EVALSHA (its 40-character hash instead of its text, which Redis would otherwise hash again on
+ * every call), and as EVAL again after a NOSCRIPT (a restarted or flushed Redis). Each takes the
+ * number of keys, the keys and the arguments, as EVAL does. The scripts inside a MULTI stay EVALs:
+ * a NOSCRIPT there would fail the script alone while the transaction's other commands ran.
+ */
+function defineScripts(redis: Redis) {
+  const define = (name: string, lua: string) => {
+    redis.defineCommand(name, { lua });
+    const commands = redis as unknown as Record<string, (...args: ScriptArg[]) => Promise<unknown>>;
+    return (numberOfKeys: number, ...keysAndArgs: ScriptArg[]) =>
+      commands[name](numberOfKeys, ...keysAndArgs);
+  };
+  return {
+    addConnection: define('parleyAddConnection', ADD_CONNECTION),
+    removeConnection: define('parleyRemoveConnection', REMOVE_CONNECTION),
+    forgetGateway: define('parleyForgetGateway', FORGET_GATEWAY),
+    forgetStartedBefore: define('parleyForgetStartedBefore', FORGET_STARTED_BEFORE),
+    track: define('parleyTrack', TRACK),
+    complete: define('parleyComplete', COMPLETE),
+    markStored: define('parleyMarkStored', MARK_STORED),
+    claim: define('parleyClaim', CLAIM),
+    readUpTo: define('parleyReadUpTo', READ_UP_TO),
+  };
+}
+
 const TRACK_OUTCOMES = ['pending', 'tracked', 'acked'] as const;
 const COMPLETED: Record<string, Completed | undefined> = { p: 'pushed', s: 'stored' };
 
@@ -276,6 +305,8 @@ export class RedisSessionStore implements SessionStore {
   private connections = 0;
   /** The READONLY answers met lately: on which connection the first came, when the last did. */
   private readOnly: { connection: number; last: number } | undefined;
+  /** The Lua scripts run outside a transaction, sent by their hash once a connection has them. */
+  private readonly scripts: ReturnType<typeof defineScripts>;
 
   constructor(
     private readonly redis: Redis,
@@ -286,6 +317,7 @@ export class RedisSessionStore implements SessionStore {
     private readonly onRecovered?: (lastError: Error) => void,
   ) {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
+    this.scripts = defineScripts(redis);
     // Without a listener ioredis prints "[ioredis] Unhandled error event" to stderr on every retry.
     redis.on('error', (err: Error) => this.reportError(err));
     redis.on('ready', () => {
@@ -356,8 +388,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async addConnection(c: Connection): Promise<void> {
-    await this.redis.eval(
-      ADD_CONNECTION,
+    await this.scripts.addConnection(
       5,
       `seen:${c.user}`,
       `conn:${c.user}`,
@@ -374,8 +405,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async removeConnection(user: string, connId: string, at: number): Promise<void> {
-    await this.redis.eval(
-      REMOVE_CONNECTION,
+    await this.scripts.removeConnection(
       3,
       `seen:${user}`,
       `conn:${user}`,
@@ -427,8 +457,7 @@ export class RedisSessionStore implements SessionStore {
     for (const gateway of await this.redis.smembers('gateways')) {
       for (;;) {
         const keys = [`gw:${gateway}`, `gwseen:${gateway}`, `gwconns:${gateway}`, 'gateways'];
-        const n = (await this.redis.eval(
-          FORGET_GATEWAY,
+        const n = (await this.scripts.forgetGateway(
           4,
           ...keys,
           gateway,
@@ -458,8 +487,7 @@ export class RedisSessionStore implements SessionStore {
       const [next, members] = await this.redis.sscan(`gwconns:${gateway}`, cursor, 'COUNT', 1000);
       cursor = next;
       if (members.length > 0)
-        forgotten += (await this.redis.eval(
-          FORGET_STARTED_BEFORE,
+        forgotten += (await this.scripts.forgetStartedBefore(
           1,
           `gwconns:${gateway}`,
           gateway,
@@ -568,8 +596,7 @@ export class RedisSessionStore implements SessionStore {
 
   async track(p: Pending, dueAt: number): Promise<TrackOutcome> {
     const stored: StoredPending = { frame: p.frame, stored: p.stored };
-    const outcome = await this.redis.eval(
-      TRACK,
+    const outcome = await this.scripts.track(
       5,
       `pend:${p.user}`,
       `att:${p.user}`,
@@ -600,8 +627,7 @@ export class RedisSessionStore implements SessionStore {
       ...mids.map((mid) => `ack:${user}:${mid}`),
       ...mids.map((mid) => `stored:${user}:${mid}`),
     ];
-    const out = (await this.redis.eval(
-      COMPLETE,
+    const out = (await this.scripts.complete(
       keys.length,
       ...keys,
       String(rememberMs),
@@ -615,7 +641,7 @@ export class RedisSessionStore implements SessionStore {
   async markStored(user: string, mids: string[], ttlMs: number): Promise<void> {
     if (mids.length === 0) return;
     const keys = [...mids.map((mid) => `ack:${user}:${mid}`), ...mids.map((mid) => `stored:${user}:${mid}`)];
-    await this.redis.eval(MARK_STORED, keys.length, ...keys, String(ttlMs));
+    await this.scripts.markStored(keys.length, ...keys, String(ttlMs));
   }
 
   async drop(
@@ -667,8 +693,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async claimDue(dueBy: number, now: number, leaseMs: number, limit: number): Promise<Pending[]> {
-    const out = (await this.redis.eval(
-      CLAIM,
+    const out = (await this.scripts.claim(
       1,
       'due',
       String(dueBy),
@@ -695,7 +720,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async readUpTo(): Promise<number | undefined> {
-    const earliest = (await this.redis.eval(READ_UP_TO, 1, 'readers', this.prefix)) as string | null;
+    const earliest = (await this.scripts.readUpTo(1, 'readers', this.prefix)) as string | null;
     return earliest === null ? undefined : Number(earliest);
   }
 
