@@ -40,21 +40,6 @@ export class DecodeError extends Error {
  * Kafka tool, and checked against the topic's schema on decode. No other encoding has been measured
  * (libs/kafka/bench times the broker and kafkajs with opaque payloads, not codecs).
  */
-/**
- * One codec per topic spec, built on first use: building one compiles the schema (milliseconds,
- * and Ajv keeps every compiled copy), so a bus builds each once, not per publish or subscribe. By
- * spec, not by name: a service may read a topic through a looser schema than its writers use.
- */
-export function createCodecCache(): <T>(topic: TopicSpec<T>) => TopicCodec<T> {
-  const codecs = new WeakMap<TopicSpec<unknown>, TopicCodec<unknown>>();
-  return <T>(topic: TopicSpec<T>) => {
-    const spec = topic as TopicSpec<unknown>;
-    let codec = codecs.get(spec);
-    if (!codec) codecs.set(spec, (codec = new TopicCodec(spec)));
-    return codec as TopicCodec<T>;
-  };
-}
-
 export class TopicCodec<T> {
   private readonly validate: Validator<T>;
 
@@ -128,6 +113,21 @@ export class TopicCodec<T> {
   private invalid(errors: string[]): DecodeError {
     return new DecodeError(`${this.topic.name}: ${errors.join('; ')}`);
   }
+}
+
+/**
+ * One codec per topic spec, built on first use, so a bus does not build one per publish or
+ * subscribe. By spec, not by name: a service may read a topic through a looser schema than its
+ * writers use.
+ */
+export function createCodecCache(): <T>(topic: TopicSpec<T>) => TopicCodec<T> {
+  const codecs = new WeakMap<TopicSpec<unknown>, TopicCodec<unknown>>();
+  return <T>(topic: TopicSpec<T>) => {
+    const spec = topic as TopicSpec<unknown>;
+    let codec = codecs.get(spec);
+    if (!codec) codecs.set(spec, (codec = new TopicCodec(spec)));
+    return codec as TopicCodec<T>;
+  };
 }
 
 /**
