@@ -74,8 +74,9 @@ async function main(): Promise<void> {
   try {
     for (const name of ['warm-up', 'run 1', 'run 2']) await round(store, admin, name);
   } finally {
-    const keys = await admin.keys(`${prefix}*`);
-    for (let i = 0; i < keys.length; i += 1000) await admin.del(...keys.slice(i, i + 1000));
+    // SCAN, not KEYS: an ACL user as docs/operations.md sets up (-@dangerous) may not run KEYS.
+    for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 1000 }))
+      if ((keys as string[]).length > 0) await admin.del(...(keys as string[]));
     await store.close();
     admin.disconnect();
   }
