@@ -1664,14 +1664,16 @@ describe('Delivery', () => {
     const { delivery, gateways, connect } = setup({
       readUpTo: () => 0,
       ackTimeoutMs: 100,
-      maxAckReadLagMs: 500,
+      // Held back until 2.1 s after the push: the check at 150 ms holds through a stall of this
+      // test's process of nearly 2 s (a loaded CI box), where 500 allowed 450 ms.
+      maxAckReadLagMs: 2000,
     });
     await connect('bob', 'phone');
     await delivery.handle([message('m1')]);
     await new Promise((r) => setTimeout(r, 150)); // past the ack timeout, within the lag allowed
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1']);
-    await new Promise((r) => setTimeout(r, 500)); // past both
+    await new Promise((r) => setTimeout(r, 2100)); // past both
     await delivery.retryDue();
     expect(gateways.mids('bob')).toEqual(['alice:m1', 'alice:m1']);
   });
