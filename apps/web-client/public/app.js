@@ -385,56 +385,85 @@ function paintAvatar(node, name, group = false) {
   return node;
 }
 
-function renderConversations() {
-  const list = $('conversations');
-  const convs = Object.values(state.store.convs).sort((a, b) => b.updatedAt - a.updatedAt);
-  list.replaceChildren(
-    ...convs.map((conv) => {
-      const messages = state.store.messages[conv.key];
-      const last = messages[messages.length - 1];
-      const typing = state.typing.get(conv.key);
-      const avatar = paintAvatar(
-        el('span', { className: 'avatar' }),
-        conv.name ?? conv.id,
-        conv.chat === 'group',
-      );
-      if (conv.chat === 'direct') avatar.append(presenceDot(conv.id));
-      const preview =
-        typing && typing.until > Date.now()
-          ? el('div', { className: 'conv-last typing-now', textContent: 'typing…' })
-          : el('div', {
-              className: 'conv-last',
-              textContent: last
-                ? `${last.mine ? 'You: ' : conv.chat === 'group' && last.from ? `${last.from}: ` : ''}${last.text}`
-                : conv.chat === 'group'
-                  ? `${(conv.members ?? []).length} members`
-                  : '',
-            });
-      const item = el(
-        'li',
-        {
-          className: `conv${conv.key === state.open ? ' active' : ''}`,
-          onclick: () => openConversation(conv.key),
-        },
-        avatar,
-        el(
-          'div',
-          { className: 'conv-main' },
-          el('div', { className: 'conv-name', textContent: conv.name ?? conv.id }),
-          preview,
-        ),
-        conv.unread > 0 ? el('span', { className: 'badge', textContent: String(conv.unread) }) : null,
-      );
-      item.dataset.key = conv.key;
-      return item;
-    }),
-  );
+/*
+ * The list and the chat are drawn again on every change (a message, a receipt, a presence poll),
+ * but into the nodes already there: a node replaced between a press and its release loses the
+ * click (the browser sends it to no conversation), and a replaced message loses a text selection.
+ */
+
+/** Puts `nodes` in `parent` in this order, moving only what is out of place. */
+function placeChildren(parent, nodes) {
+  const wanted = new Set(nodes);
+  for (const child of [...parent.children]) if (!wanted.has(child)) child.remove();
+  nodes.forEach((node, at) => {
+    if (parent.children[at] !== node) parent.insertBefore(node, parent.children[at] ?? null);
+  });
 }
 
-function presenceDot(user) {
-  const dot = el('span', { className: 'dot', title: state.presence.get(user) ? 'online' : 'offline' });
-  dot.dataset.online = String(state.presence.get(user) === true);
-  return dot;
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+const convItems = new Map(); // conversation key -> its list item's nodes
+
+function convItem(conv) {
+  let item = convItems.get(conv.key);
+  if (!item) {
+    item = {
+      li: el('li', { className: 'conv', onclick: () => openConversation(conv.key) }),
+      avatar: el('span', { className: 'avatar' }),
+      dot: el('span', { className: 'dot' }),
+      name: el('div', { className: 'conv-name' }),
+      preview: el('div', { className: 'conv-last' }),
+      badge: el('span', { className: 'badge' }),
+      painted: null,
+    };
+    item.li.dataset.key = conv.key;
+    item.li.append(item.avatar, el('div', { className: 'conv-main' }, item.name, item.preview));
+    convItems.set(conv.key, item);
+  }
+  return item;
+}
+
+function convPreview(conv) {
+  const messages = state.store.messages[conv.key];
+  const last = messages[messages.length - 1];
+  if (last)
+    return `${last.mine ? 'You: ' : conv.chat === 'group' && last.from ? `${last.from}: ` : ''}${last.text}`;
+  return conv.chat === 'group' ? `${(conv.members ?? []).length} members` : '';
+}
+
+function renderConversation(conv) {
+  const item = convItem(conv);
+  const name = conv.name ?? conv.id;
+  if (item.painted !== name) {
+    paintAvatar(item.avatar, name, conv.chat === 'group');
+    if (conv.chat === 'direct') item.avatar.append(item.dot);
+    item.painted = name;
+  }
+  if (conv.chat === 'direct') paintPresence(item.dot, conv.id);
+  item.li.classList.toggle('active', conv.key === state.open);
+  setText(item.name, name);
+  const typing = state.typing.get(conv.key);
+  const typingNow = typing !== undefined && typing.until > Date.now();
+  item.preview.classList.toggle('typing-now', typingNow);
+  setText(item.preview, typingNow ? 'typing…' : convPreview(conv));
+  if (conv.unread > 0) {
+    setText(item.badge, String(conv.unread));
+    if (!item.badge.isConnected) item.li.append(item.badge);
+  } else item.badge.remove();
+  return item.li;
+}
+
+function renderConversations() {
+  const convs = Object.values(state.store.convs).sort((a, b) => b.updatedAt - a.updatedAt);
+  placeChildren($('conversations'), convs.map(renderConversation));
+}
+
+function paintPresence(dot, user) {
+  const online = state.presence.get(user) === true;
+  dot.title = online ? 'online' : 'offline';
+  dot.dataset.online = String(online);
 }
 
 function renderChat() {
@@ -458,9 +487,23 @@ function renderChat() {
 
   const box = $('messages');
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  box.replaceChildren(...state.store.messages[conv.key].map((msg) => renderMessage(conv, msg)));
+  placeChildren(
+    box,
+    state.store.messages[conv.key].map((msg) => messageItem(conv, msg)),
+  );
   if (atBottom || box.dataset.key !== conv.key) box.scrollTop = box.scrollHeight;
   box.dataset.key = conv.key;
+}
+
+const messageItems = new WeakMap(); // message -> { li, drawn }: drawn again only when it changed
+
+function messageItem(conv, msg) {
+  const drawn = `${msg.status}:${msg.mid}`;
+  const known = messageItems.get(msg);
+  if (known?.drawn === drawn) return known.li;
+  const li = renderMessage(conv, msg);
+  messageItems.set(msg, { li, drawn });
+  return li;
 }
 
 const TICKS = { pending: '…', accepted: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠' };

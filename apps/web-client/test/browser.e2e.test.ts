@@ -214,6 +214,48 @@ const WAIT = { timeout: 15_000 };
     }
   }, 60_000);
 
+  it('opens the conversation clicked, and keeps a selection, while the page draws again', async () => {
+    const context = await browser.newContext();
+    try {
+      const g = await signIn(context, 'gina5');
+      for (const peer of ['hank5', 'ivy5']) {
+        await g.fill('#new-chat-user', peer);
+        await g.press('#new-chat-user', 'Enter');
+      }
+      await g.locator('#chat-title', { hasText: 'ivy5' }).waitFor(WAIT);
+      const box = (await g.locator('.conv[data-key="direct:hank5"] .conv-name').boundingBox())!;
+      await g.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+      await g.mouse.down();
+      // Anything that changes the list (a message, a receipt, a presence poll) draws it again.
+      await g.evaluate(async () => {
+        const typing = { type: 'typing', from: 'ivy5', to: 'gina5', chat: 'direct' };
+        (globalThis as unknown as PageState).parley.client.dispatchEvent(
+          new CustomEvent('typing', { detail: typing }),
+        );
+        await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+      });
+      await g.mouse.up();
+      await g.locator('#chat-title', { hasText: 'hank5' }).waitFor(WAIT);
+
+      // A message's text selected (to copy it) stays selected while the page draws again.
+      await send(g, 'Copy this address: 1 Main St');
+      await ticks(g, 'Copy this', 'accepted');
+      const selected = await g.evaluate(async () => {
+        const text = [...document.querySelectorAll('.msg.mine .text')].at(-1)!;
+        getSelection()!.selectAllChildren(text);
+        const typing = { type: 'typing', from: 'hank5', to: 'gina5', chat: 'direct' };
+        (globalThis as unknown as PageState).parley.client.dispatchEvent(
+          new CustomEvent('typing', { detail: typing }),
+        );
+        await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+        return getSelection()!.toString();
+      });
+      expect(selected).toBe('Copy this address: 1 Main St');
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   it('keeps a group message read when its sender left and sent it again: the repeat is not routed, and a refusal of it would not undo the read', async () => {
     const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
     try {
