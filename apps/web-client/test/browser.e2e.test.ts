@@ -183,7 +183,11 @@ const WAIT = { timeout: 15_000 };
         rest(method: string, path: string): Promise<unknown>;
         dispatchEvent(event: Event): boolean;
       };
-      state: { open: string; store: { messages: Record<string, Array<{ id?: string; text: string }>> } };
+      state: {
+        me: string;
+        open: string;
+        store: { messages: Record<string, Array<{ id?: string; text: string }>> };
+      };
     };
   };
 
@@ -214,6 +218,21 @@ const WAIT = { timeout: 15_000 };
     }
   }, 60_000);
 
+  /** What the page's global scope offers beyond `PageState` (the test compiles without the DOM's types). */
+  type PageGlobals = PageState & {
+    requestAnimationFrame(next: () => void): number;
+    getSelection(): { selectAllChildren(node: unknown): void; toString(): string };
+  };
+
+  /** Draws the page again (a typing notice from `peer` changes the list) and lets two frames pass. */
+  const drawAgain = (page: Page, peer: string) =>
+    page.evaluate(async (from) => {
+      const scope = globalThis as unknown as PageGlobals;
+      const typing = { type: 'typing', from, to: scope.parley.state.me, chat: 'direct' };
+      scope.parley.client.dispatchEvent(new CustomEvent('typing', { detail: typing }));
+      await new Promise<void>((done) => scope.requestAnimationFrame(() => scope.requestAnimationFrame(done)));
+    }, peer);
+
   it('opens the conversation clicked, and keeps a selection, while the page draws again', async () => {
     const context = await browser.newContext();
     try {
@@ -223,33 +242,25 @@ const WAIT = { timeout: 15_000 };
         await g.press('#new-chat-user', 'Enter');
       }
       await g.locator('#chat-title', { hasText: 'ivy5' }).waitFor(WAIT);
+      // Anything that changes the list (a message, a receipt, a presence poll) draws it again: here
+      // between the press and the release of a click.
       const box = (await g.locator('.conv[data-key="direct:hank5"] .conv-name').boundingBox())!;
       await g.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
       await g.mouse.down();
-      // Anything that changes the list (a message, a receipt, a presence poll) draws it again.
-      await g.evaluate(async () => {
-        const typing = { type: 'typing', from: 'ivy5', to: 'gina5', chat: 'direct' };
-        (globalThis as unknown as PageState).parley.client.dispatchEvent(
-          new CustomEvent('typing', { detail: typing }),
-        );
-        await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
-      });
+      await drawAgain(g, 'ivy5');
       await g.mouse.up();
       await g.locator('#chat-title', { hasText: 'hank5' }).waitFor(WAIT);
 
       // A message's text selected (to copy it) stays selected while the page draws again.
       await send(g, 'Copy this address: 1 Main St');
       await ticks(g, 'Copy this', 'accepted');
-      const selected = await g.evaluate(async () => {
-        const text = [...document.querySelectorAll('.msg.mine .text')].at(-1)!;
-        getSelection()!.selectAllChildren(text);
-        const typing = { type: 'typing', from: 'hank5', to: 'gina5', chat: 'direct' };
-        (globalThis as unknown as PageState).parley.client.dispatchEvent(
-          new CustomEvent('typing', { detail: typing }),
-        );
-        await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
-        return getSelection()!.toString();
-      });
+      await g
+        .locator('.msg.mine .text', { hasText: 'Copy this' })
+        .evaluate((text) => (globalThis as unknown as PageGlobals).getSelection().selectAllChildren(text));
+      await drawAgain(g, 'hank5');
+      const selected = await g.evaluate(() =>
+        (globalThis as unknown as PageGlobals).getSelection().toString(),
+      );
       expect(selected).toBe('Copy this address: 1 Main St');
     } finally {
       await context.close();
