@@ -56,11 +56,44 @@ function save() {
  */
 function saveNow() {
   clearTimeout(saveTimer);
+  if (mergeStored()) changed();
   try {
     localStorage.setItem(storeKey(state.me), JSON.stringify(state.store));
   } catch (err) {
     toast(`could not store the conversation (${err.name}): older messages may be lost`);
   }
+}
+
+/**
+ * Takes in what another tab of this user stored: every tab writes the same key, and each would
+ * otherwise replace what the others sent and received with its own copy. Conversations and
+ * messages are only ever added, so the union is right; a message both hold keeps the further
+ * status. Returns whether anything changed here.
+ */
+function mergeStored() {
+  const saved = loadStore(state.me);
+  let news = false;
+  for (const [key, conv] of Object.entries(saved.convs)) {
+    if (!state.store.convs[key]) {
+      state.store.convs[key] = conv;
+      state.store.messages[key] = [];
+      news = true;
+    }
+    const ours = new Map();
+    for (const msg of state.store.messages[key]) ours.set(msg.mine ? `id:${msg.id}` : msg.mid, msg);
+    for (const msg of saved.messages[key] ?? []) {
+      const known = ours.get(msg.mine ? `id:${msg.id}` : msg.mid);
+      if (!known) news = addMessage(key, msg) || news;
+      else if (
+        known.status !== 'failed' &&
+        STATUS_ORDER.indexOf(msg.status) > STATUS_ORDER.indexOf(known.status)
+      ) {
+        Object.assign(known, { status: msg.status, mid: known.mid ?? msg.mid });
+        news = true;
+      }
+    }
+  }
+  return news;
 }
 
 const directKey = (user) => `direct:${user}`;
@@ -291,7 +324,7 @@ async function signIn(user) {
 function signOut() {
   state.client?.close();
   clearInterval(state.presenceTimer);
-  localStorage.setItem(storeKey(state.me), JSON.stringify(state.store));
+  saveNow();
   sessionStorage.removeItem('parley:user');
   window.location.reload();
 }
@@ -613,7 +646,11 @@ $('composer-input').addEventListener('input', () => {
 $('sign-out').addEventListener('click', signOut);
 document.addEventListener('visibilitychange', () => changed());
 window.addEventListener('pagehide', () => {
-  if (state.me) localStorage.setItem(storeKey(state.me), JSON.stringify(state.store));
+  if (state.me) saveNow();
+});
+// Another tab of this user stored its conversations: show what it sent and received here too.
+window.addEventListener('storage', (event) => {
+  if (state.me && event.key === storeKey(state.me) && mergeStored()) changed();
 });
 
 // A reload keeps this tab signed in (each tab has its own user and device).

@@ -267,6 +267,36 @@ const WAIT = { timeout: 15_000 };
     }
   }, 60_000);
 
+  it('keeps what one tab of a user sent when another tab of the same user stores its own conversations', async () => {
+    const context = await browser.newContext(); // one localStorage, as two tabs of one browser have
+    try {
+      const first = await signIn(context, 'kim6');
+      const second = await signIn(context, 'kim6');
+      await first.fill('#new-chat-user', 'lee6');
+      await first.press('#new-chat-user', 'Enter');
+      await send(first, 'Sent from the first tab');
+      await ticks(first, 'Sent from the first tab', 'accepted');
+      await first.waitForFunction(() =>
+        (globalThis as unknown as { localStorage: { getItem(key: string): string | null } }).localStorage
+          .getItem('parley:v1:kim6')
+          ?.includes('Sent from the first tab'),
+      );
+      await first.close();
+      // The second tab goes on (a presence poll, a typing notice): it stores what it holds.
+      await drawAgain(second, 'lee6');
+      await second.waitForTimeout(300); // past the save that follows a change (100 ms)
+      // The user opens Parley again in a third tab: what the first tab sent is there.
+      const third = await signIn(context, 'kim6');
+      await third.click('.conv[data-key="direct:lee6"]');
+      await ticks(third, 'Sent from the first tab', 'accepted');
+      // And the second tab shows it too, without a reload.
+      await second.click('.conv[data-key="direct:lee6"]');
+      await ticks(second, 'Sent from the first tab', 'accepted');
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   it('keeps a group message read when its sender left and sent it again: the repeat is not routed, and a refusal of it would not undo the read', async () => {
     const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
     try {
