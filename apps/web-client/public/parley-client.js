@@ -21,7 +21,8 @@
  *      time, and after the wait a close 4029 names (`connecting too often; retry after N s`); an
  *      application-level ping detects dead connections.
  *   5. Send each outbox frame once per connection, under the server's rate limit, and again a
- *      little later when it was refused `unavailable` or `rate_limited` (nothing was accepted);
+ *      little later when it was refused `unavailable` or `rate_limited` (nothing was accepted;
+ *      the wait doubles while `unavailable` goes on);
  *      refuse a frame over the 64 KiB limit at once, which the server would answer by closing.
  *
  * Events (a CustomEvent with the frame or details in `event.detail`):
@@ -331,7 +332,12 @@ export class ParleyClient extends EventTarget {
       // Nothing was accepted: the same frame goes again later, on this connection, and nothing else
       // goes before then: after the wait the refusal names (retryAfterMs), else a little later.
       queued.sentOn = null;
-      const waitMs = frame.retryAfterMs;
+      // `unavailable` again and again: the wait doubles while the refusals go on (docs/protocol.md;
+      // the server names 1-2 s each time, and keeps no count).
+      queued.unavailable = frame.code === 'unavailable' ? (queued.unavailable ?? 0) + 1 : 0;
+      let waitMs = frame.retryAfterMs;
+      if (queued.unavailable > 1)
+        waitMs = Math.min(BACKOFF_MAX_MS, (waitMs ?? OUTBOX_RETRY_MS) * 2 ** (queued.unavailable - 1));
       this.sendTokens = Math.min(this.sendTokens, 0, 1 - ((waitMs ?? 0) / 1000) * SENDS_PER_SECOND);
       this.tokensAt = Date.now();
       this.#flushOutboxLater(waitMs);

@@ -180,6 +180,37 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     }
   });
 
+  it('doubles the wait an unavailable refusal names while the refusals go on (docs/protocol.md)', async () => {
+    const arrivals: number[] = [];
+    const gateway = await fakeGateway((socket, n) => {
+      hello(socket, n);
+      socket.on('message', (data) => {
+        const frame = JSON.parse(String(data));
+        if (frame.type !== 'message') return;
+        arrivals.push(Date.now());
+        // The server names 1-2 s each time (200 ms here); it keeps no count of the refusals.
+        const answer =
+          arrivals.length <= 3
+            ? { type: 'error', id: frame.id, code: 'unavailable', message: 'try again', retryAfterMs: 200 }
+            : { type: 'accepted', id: frame.id, mid: `pc-fake:${frame.id}` };
+        socket.send(JSON.stringify(answer));
+      });
+    });
+    const c = clientOf(gateway.url);
+    try {
+      c.start();
+      c.send('pc-peer', { text: 'hi' }, 'direct', 'u1');
+      await waitFor(() => c.outbox.size === 0, 10_000, 'accepted on the fourth try');
+      const waits = arrivals.slice(1).map((at, i) => at - arrivals[i]!);
+      expect(waits[0]).toBeGreaterThanOrEqual(200);
+      expect(waits[1]).toBeGreaterThanOrEqual(400);
+      expect(waits[2]).toBeGreaterThanOrEqual(800);
+    } finally {
+      c.close();
+      await gateway.close();
+    }
+  });
+
   it('sends the outbox again after close() and start() (an app resuming) while a refusal was waiting its retryAfterMs', async () => {
     const got: Array<[number, string]> = [];
     const gateway = await fakeGateway((socket, n) => {
