@@ -261,7 +261,20 @@ function onRejected(frame) {
 
 // ------------------------------------------------------------------ actions
 
-async function signIn(user) {
+let signingIn = null;
+/**
+ * One sign-in at a time: a second one while the first awaits its token (a double click, Enter
+ * pressed twice, the remembered user's sign-in) would open a second client, never closed.
+ */
+function signIn(user) {
+  signingIn ??= startSession(user).catch((err) => {
+    signingIn = null;
+    throw err;
+  });
+  return signingIn;
+}
+
+async function startSession(user) {
   const config = await (await fetch('config.json')).json();
   const deviceId =
     sessionStorage.getItem('parley:device') ?? `web-${Math.random().toString(36).slice(2, 10)}`;

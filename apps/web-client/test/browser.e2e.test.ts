@@ -297,6 +297,24 @@ const WAIT = { timeout: 15_000 };
     }
   }, 60_000);
 
+  it('opens one connection when the sign-in button is pressed twice', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      page.on('pageerror', (err) => pageErrors.push(`mo7: ${err.message}`));
+      let sockets = 0;
+      page.on('websocket', () => (sockets += 1));
+      await page.goto(`${fleet.urls.rest}/?presenceMs=500`);
+      await page.fill('#login-user', 'mo7');
+      await page.dblclick('#login-form button');
+      await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
+      await page.waitForTimeout(1000); // a second sign-in would have connected by now
+      expect(sockets).toBe(1);
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   it('keeps a group message read when its sender left and sent it again: the repeat is not routed, and a refusal of it would not undo the read', async () => {
     const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
     try {
