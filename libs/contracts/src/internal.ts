@@ -125,3 +125,13 @@ export const ErasedCount = Type.Object(
   { $id: 'ErasedCount' },
 );
 export type ErasedCount = Static<typeof ErasedCount>;
+
+/**
+ * `GET /internal/blocks/blockers?users=a,b` (group-ms): which of these users blocked the acting
+ * user. The rest-gateway hides their presence from that user.
+ */
+export const BlockersResponse = Type.Object(
+  { blockers: Type.Array(UserId, { description: 'Those of the users asked about who blocked the caller' }) },
+  { $id: 'BlockersResponse' },
+);
+export type BlockersResponse = Static<typeof BlockersResponse>;

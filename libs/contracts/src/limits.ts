@@ -18,6 +18,8 @@ export const SYNC_MAX_LIMIT = 500;
 export const GROUP_LIST_DEFAULT_LIMIT = 100;
 export const GROUP_LIST_MAX_LIMIT = 200;
 export const MAX_PRESENCE_USERS = 200;
+/** Users one user may block: `GET /v1/blocks` answers them all at once. */
+export const MAX_BLOCKS_PER_USER = 1000;
 /**
  * A typing notice older than this is not passed on: it is about the moment. The routers drop one
  * by its `sentAt` (a backlog of the inbound or group topic), session-ms one written to the delivery

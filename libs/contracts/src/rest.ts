@@ -4,6 +4,7 @@ import { AckFrame, GroupFrame, GroupName, MessageFrame, ReadFrame } from './clie
 import { Deliverable, ErrorCodeSchema } from './server-frames';
 import {
   GROUP_LIST_MAX_LIMIT,
+  MAX_BLOCKS_PER_USER,
   MAX_GROUP_MEMBERS_PER_OP,
   MAX_PRESENCE_USERS,
   MAX_SEND_BATCH,
@@ -154,6 +155,22 @@ export const RegisterDeviceBody = Type.Object(
   { $id: 'RegisterDeviceBody' },
 );
 export type RegisterDeviceBody = Static<typeof RegisterDeviceBody>;
+
+export const BlockParams = Type.Object({ user: UserId });
+export const BlockList = Type.Object(
+  {
+    blocked: Type.Array(UserId, {
+      maxItems: MAX_BLOCKS_PER_USER,
+      description: 'The users blocked, oldest block first',
+    }),
+  },
+  {
+    $id: 'BlockList',
+    description:
+      'The users whose 1:1 messages, typing notices and read receipts this user does not receive, and who see this user offline',
+  },
+);
+export type BlockList = Static<typeof BlockList>;
 
 export const PresenceQuery = Type.Object(
   {
