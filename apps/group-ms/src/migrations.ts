@@ -1,7 +1,8 @@
 import { Migration } from '@parley/postgres';
 
 /**
- * group-ms owns these tables; group-message-router reads `groups` and `group_members` (read-only).
+ * group-ms owns these tables; group-message-router reads `groups` and `group_members`, and
+ * message-router `user_blocks` (read-only).
  * One statement per migration: PGlite runs each as a prepared statement.
  */
 export const GROUP_MIGRATIONS: Migration[] = [
@@ -142,5 +143,20 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '022_group_user_counts_backfill',
     sql: `INSERT INTO group_user_counts (user_id, groups)
       SELECT user_id, count(*) FROM group_members GROUP BY user_id`,
+  },
+  // A user's blocks: message-router drops a blocked sender's 1:1 frames to the blocker, looked up
+  // by (user_id, blocked_id); presence and erasure look up by the blocked user.
+  {
+    id: '023_user_blocks',
+    sql: `CREATE TABLE user_blocks (
+      user_id text NOT NULL,
+      blocked_id text NOT NULL,
+      created_at bigint NOT NULL,
+      PRIMARY KEY (user_id, blocked_id)
+    )`,
+  },
+  {
+    id: '024_user_blocks_by_blocked',
+    sql: `CREATE INDEX user_blocks_by_blocked ON user_blocks (blocked_id, user_id)`,
   },
 ];
