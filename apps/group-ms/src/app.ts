@@ -4,6 +4,7 @@ import {
   deliverToMany,
   GROUP_LIST_MAX_LIMIT,
   GroupCommandEvent,
+  MAX_BLOCKS_PER_USER,
   TopicPosition,
   TOPICS,
   userMid,
@@ -52,6 +53,8 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
    * (default 5 s: half the rest-gateway's upstream timeout). At least one group a call.
    */
   eraseBudgetMs?: number;
+  /** Users one user may block (default MAX_BLOCKS_PER_USER, which `GET /v1/blocks` answers at once). */
+  maxBlocksPerUser?: number;
 }
 
 export interface GroupMs extends Service {
@@ -115,6 +118,8 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     eraseBudgetMs: deps.eraseBudgetMs ?? 5000,
     // As many as the largest page can hold: an answer without paging is no larger than one with it.
     maxListedMembers: GROUP_LIST_MAX_LIMIT * deps.maxMembers,
+    blocks: deps.store,
+    maxBlocksPerUser: deps.maxBlocksPerUser ?? MAX_BLOCKS_PER_USER,
   });
 
   // Routers apply ops through the internal API; this drains what a router of an earlier release

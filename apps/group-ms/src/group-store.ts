@@ -82,4 +82,25 @@ export interface GroupStore {
   /** The outbox: notices of ops applied before `appliedBefore` not yet marked published, oldest first. */
   unpublished(appliedBefore: number, limit: number): Promise<Array<{ opMid: string; notice: GroupNotice }>>;
   markPublished(opMids: string[]): Promise<void>;
+
+  // Blocks (App Store guideline 1.2): `user` blocked `blocked`. message-router reads `user_blocks`
+  // itself to drop a blocked sender's 1:1 frames; the rest-gateway asks for the blockers among the
+  // users whose presence it answers.
+
+  /**
+   * `user` blocks `blocked` at `at`: 'already' when so (nothing changes, its time stays), 'too_many'
+   * when `user` already blocked `max` users. Serialized per `user`: blocks racing at the limit do
+   * not pass it together.
+   */
+  block(user: string, blocked: string, at: number, max: number): Promise<BlockOutcome>;
+  /** Idempotent: unblocking a user not blocked changes nothing. */
+  unblock(user: string, blocked: string): Promise<void>;
+  /** The users `user` blocked, oldest block first (then by id). */
+  blocksOf(user: string): Promise<string[]>;
+  /** Those of `candidates` who blocked `user`, in the order of `candidates`. */
+  blockersAmong(user: string, candidates: string[]): Promise<string[]>;
+  /** Account erasure: the user's blocks both ways, those they made and those made of them (returns how many). */
+  forgetBlocksOf(user: string): Promise<number>;
 }
+
+export type BlockOutcome = 'blocked' | 'already' | 'too_many';

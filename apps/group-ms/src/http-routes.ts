@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import {
   AddMembersBody,
+  BlockersResponse,
+  BlockList,
+  BlockParams,
   CreateGroupBody,
   ErasedCount,
   Group,
@@ -13,15 +16,19 @@ import {
   GroupCommandsResponse,
   GroupMemberParams,
   GroupParams,
+  MAX_PRESENCE_USERS,
   ParleyError,
+  PresenceQuery,
   serverMid,
   TopicPosition,
+  USER_ID_PATTERN,
 } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { actingUser, contractsBodyValidator, HttpServer } from '@parley/service-kit';
 import { groupCursor, GroupPosition } from './cursor';
 import { ChangeRequest, GroupOperation, GroupState, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
+import { GroupStore } from './group-store';
 
 export interface GroupRoutesDeps {
   groups: GroupService;
@@ -37,6 +44,10 @@ export interface GroupRoutesDeps {
   eraseBudgetMs: number;
   /** Members of all groups together past which a list asked without paging is refused (page instead). */
   maxListedMembers: number;
+  /** Where a user's blocks are kept. */
+  blocks: Pick<GroupStore, 'block' | 'unblock' | 'blocksOf' | 'blockersAmong' | 'forgetBlocksOf'>;
+  /** Users one user may block (MAX_BLOCKS_PER_USER). */
+  maxBlocksPerUser: number;
 }
 
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
@@ -172,6 +183,9 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     { schema: { response: { 200: ErasedCount } } },
     async (request): Promise<ErasedCount> => {
       const user = actingUser(request);
+      // Their blocks both ways: whom they blocked, and who blocked them (either row names them).
+      // First and on every call: a call after a 503 erases those made meanwhile too.
+      await deps.blocks.forgetBlocksOf(user);
       const startedAt = performance.now();
       let left = 0;
       for await (const page of pagesOf(user, deps.erasePageSize))
@@ -208,4 +222,67 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       return toGroup(await change(id, by, operation));
     },
   );
+
+  registerBlockRoutes(app, deps);
+}
+
+/**
+ * The internal API behind the rest-gateway's `/v1/blocks…` (App Store guideline 1.2), and what it
+ * asks to hide presence from a blocked user. message-router reads the same rows to drop a blocked
+ * sender's 1:1 messages, typing notices and read receipts to the blocker.
+ */
+function registerBlockRoutes(app: HttpServer, deps: GroupRoutesDeps): void {
+  app.put('/internal/blocks/:user', { schema: { params: BlockParams } }, async (request, reply) => {
+    const user = actingUser(request);
+    const blocked = request.params.user;
+    if (blocked === user) throw new ParleyError('invalid_request', 'user: you cannot block yourself');
+    const outcome = await deps.blocks.block(user, blocked, deps.clock(), deps.maxBlocksPerUser);
+    if (outcome === 'too_many')
+      throw new ParleyError(
+        'too_many_blocks',
+        `at most ${deps.maxBlocksPerUser} users may be blocked; unblock one first`,
+      );
+    return reply.code(204).send();
+  });
+
+  app.delete('/internal/blocks/:user', { schema: { params: BlockParams } }, async (request, reply) => {
+    await deps.blocks.unblock(actingUser(request), request.params.user);
+    return reply.code(204).send();
+  });
+
+  app.get(
+    '/internal/blocks',
+    { schema: { response: { 200: BlockList } } },
+    async (request): Promise<BlockList> => ({ blocked: await deps.blocks.blocksOf(actingUser(request)) }),
+  );
+
+  // The rest-gateway's GET /v1/presence: the users asked about who blocked the caller, whom it shows
+  // offline. The same list as session-ms takes (repeats count once), refused alike.
+  app.get(
+    '/internal/blocks/blockers',
+    { schema: { querystring: PresenceQuery, response: { 200: BlockersResponse } } },
+    async (request): Promise<BlockersResponse> => ({
+      blockers: await deps.blocks.blockersAmong(actingUser(request), parseUserList(request.query.users)),
+    }),
+  );
+}
+
+const userIdPattern = new RegExp(USER_ID_PATTERN);
+
+/** A comma-separated list of user ids, as session-ms's presence query reads it: repeats and empty names dropped. */
+function parseUserList(users: string): string[] {
+  const list = [
+    ...new Set(
+      users
+        .split(',')
+        .map((u) => u.trim())
+        .filter(Boolean),
+    ),
+  ];
+  if (list.length > MAX_PRESENCE_USERS)
+    throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
+  const bad = list.find((u) => !userIdPattern.test(u));
+  if (bad !== undefined)
+    throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
+  return list;
 }

@@ -1,7 +1,15 @@
 import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
 import { ParleyError, TopicPosition } from '@parley/contracts';
-import { ApplyResult, DecideContext, GroupNotice, GroupStore, OpRefusal, StoredChange } from './group-store';
+import {
+  ApplyResult,
+  BlockOutcome,
+  DecideContext,
+  GroupNotice,
+  GroupStore,
+  OpRefusal,
+  StoredChange,
+} from './group-store';
 import { GROUP_MIGRATIONS } from './migrations';
 
 interface GroupRow {
@@ -14,6 +22,8 @@ interface GroupRow {
 
 /** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
 const GROUP_LOCK_NAMESPACE = 7104;
+/** Advisory-lock namespace for one user's blocks (the second key is hashtext(user id)). */
+const BLOCK_LOCK_NAMESPACE = 0x626c6b73; // "blks"
 
 /** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
 export function createSqlGroupStore(db: SqlDatabase): GroupStore {
@@ -83,6 +93,52 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
         'UPDATE group_ops SET published = true WHERE mid IN (SELECT jsonb_array_elements_text($1::text::jsonb))',
         [JSON.stringify(opMids)],
       );
+    },
+    block: (user, blocked, at, max) =>
+      db.transaction(async (tx): Promise<BlockOutcome> => {
+        // One block by this user at a time: two at the limit would each count the other's row out
+        // and both insert. One advisory lock a transaction, whoever is blocked.
+        await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [BLOCK_LOCK_NAMESPACE, user]);
+        const existing = await tx.query('SELECT 1 FROM user_blocks WHERE user_id = $1 AND blocked_id = $2', [
+          user,
+          blocked,
+        ]);
+        if (existing.rows.length > 0) return 'already'; // at the limit too: a repeat is no new block
+        const counted = await tx.query<{ n: string | number }>(
+          'SELECT count(*) AS n FROM user_blocks WHERE user_id = $1',
+          [user],
+        );
+        if (Number(counted.rows[0].n) >= max) return 'too_many';
+        await tx.query('INSERT INTO user_blocks (user_id, blocked_id, created_at) VALUES ($1, $2, $3)', [
+          user,
+          blocked,
+          at,
+        ]);
+        return 'blocked';
+      }),
+    async unblock(user, blocked) {
+      await db.query('DELETE FROM user_blocks WHERE user_id = $1 AND blocked_id = $2', [user, blocked]);
+    },
+    async blocksOf(user) {
+      const rows = await db.query<{ blocked_id: string }>(
+        'SELECT blocked_id FROM user_blocks WHERE user_id = $1 ORDER BY created_at, blocked_id',
+        [user],
+      );
+      return rows.rows.map((row) => row.blocked_id);
+    },
+    async blockersAmong(user, candidates) {
+      if (candidates.length === 0) return [];
+      // By the index on (blocked_id, user_id): the users who blocked `user`, among these.
+      const rows = await db.query<{ user_id: string }>(
+        'SELECT user_id FROM user_blocks WHERE blocked_id = $1 AND user_id = ANY($2::text[])',
+        [user, candidates],
+      );
+      const blockers = new Set(rows.rows.map((row) => row.user_id));
+      return [...new Set(candidates)].filter((candidate) => blockers.has(candidate));
+    },
+    async forgetBlocksOf(user) {
+      const deleted = await db.query('DELETE FROM user_blocks WHERE user_id = $1 OR blocked_id = $1', [user]);
+      return deleted.rowCount;
     },
   };
 }

@@ -46,7 +46,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
   });
   afterEach(() => service.stop());
 
-  const call = (method: 'GET' | 'POST' | 'DELETE', url: string, user: string, payload?: object) =>
+  const call = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, user: string, payload?: object) =>
     service.http.inject({ method, url, headers: internalHeaders(SECRET, user), payload });
   const deliveredTo = (predicate: (d: DeliverEvent) => boolean) =>
     bus
@@ -213,6 +213,90 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       [200, { erased: 1 }, 0],
       [200, { erased: 0 }, 0],
     ]);
+  });
+
+  it('blocks and unblocks over the internal API: 204 each, idempotent both ways, the list oldest block first', async () => {
+    await service.stop();
+    let now = 5000;
+    service = groupMs({ newId: () => `id${++ids}`, clock: () => (now -= 10) }); // later blocks stamped earlier
+    await service.start();
+    const answer = async (method: 'GET' | 'PUT' | 'DELETE', url: string) => {
+      const res = await call(method, url, 'blo');
+      return [res.statusCode, res.body];
+    };
+    expect(await answer('PUT', '/internal/blocks/zed')).toEqual([204, '']);
+    expect(await answer('PUT', '/internal/blocks/amy')).toEqual([204, '']);
+    expect(await answer('PUT', '/internal/blocks/zed')).toEqual([204, '']); // keeps its first time
+    expect((await call('GET', '/internal/blocks', 'blo')).json()).toEqual({ blocked: ['amy', 'zed'] });
+    expect(await answer('DELETE', '/internal/blocks/amy')).toEqual([204, '']);
+    expect(await answer('DELETE', '/internal/blocks/amy')).toEqual([204, '']);
+    expect(await answer('DELETE', '/internal/blocks/never-blocked')).toEqual([204, '']);
+    expect((await call('GET', '/internal/blocks', 'blo')).json()).toEqual({ blocked: ['zed'] });
+    expect((await call('GET', '/internal/blocks', 'zed')).json()).toEqual({ blocked: [] });
+  });
+
+  it('refuses blocking oneself (400 naming the field), a bad id, and a block past the limit (409 too_many_blocks) while a repeat still passes', async () => {
+    await service.stop();
+    service = groupMs({ newId: () => `id${++ids}`, maxBlocksPerUser: 2 });
+    await service.start();
+    const self = await call('PUT', '/internal/blocks/lim', 'lim');
+    expect([self.statusCode, self.json().error]).toEqual([
+      400,
+      { code: 'invalid_request', message: 'user: you cannot block yourself' },
+    ]);
+    const bad = await call('PUT', '/internal/blocks/a%20b', 'lim');
+    expect([bad.statusCode, bad.json().error.code, bad.json().error.message]).toEqual([
+      400,
+      'invalid_request',
+      expect.stringContaining('user'),
+    ]);
+    expect((await call('PUT', '/internal/blocks/one', 'lim')).statusCode).toBe(204);
+    expect((await call('PUT', '/internal/blocks/two', 'lim')).statusCode).toBe(204);
+    const past = await call('PUT', '/internal/blocks/three', 'lim');
+    expect([past.statusCode, past.json().error]).toEqual([
+      409,
+      { code: 'too_many_blocks', message: 'at most 2 users may be blocked; unblock one first' },
+    ]);
+    expect((await call('PUT', '/internal/blocks/two', 'lim')).statusCode).toBe(204);
+    expect((await call('GET', '/internal/blocks', 'lim')).json()).toEqual({ blocked: ['one', 'two'] });
+  });
+
+  it('answers which of the users asked about blocked the caller, as the presence list is read, and refuses a list past 200 users', async () => {
+    await call('PUT', '/internal/blocks/seeker', 'hider1');
+    await call('PUT', '/internal/blocks/seeker', 'hider2');
+    await call('PUT', '/internal/blocks/someone', 'hider3');
+    await call('PUT', '/internal/blocks/hider1', 'seeker'); // seeker's own block hides nothing from seeker
+    const blockers = await call(
+      'GET',
+      '/internal/blocks/blockers?users=hider2,hider3,,hider1,hider2,x',
+      'seeker',
+    );
+    expect([blockers.statusCode, blockers.json()]).toEqual([200, { blockers: ['hider2', 'hider1'] }]);
+    expect((await call('GET', '/internal/blocks/blockers?users=hider1', 'hider3')).json()).toEqual({
+      blockers: [],
+    });
+    const many = Array.from({ length: 201 }, (_, i) => `u${i}`).join(',');
+    const tooMany = await call('GET', `/internal/blocks/blockers?users=${many}`, 'seeker');
+    expect([tooMany.statusCode, tooMany.json().error]).toEqual([
+      400,
+      { code: 'invalid_request', message: 'users: at most 200 users' },
+    ]);
+    const missing = await call('GET', '/internal/blocks/blockers', 'seeker');
+    expect([missing.statusCode, missing.json().error.code]).toEqual([400, 'invalid_request']);
+  });
+
+  it("erases the user's blocks both ways with the account (whom they blocked, who blocked them), its answer the groups left as before", async () => {
+    await call('POST', '/internal/groups', 'gone', { id: 'gone-g', name: 'G', members: ['kept'] });
+    await call('PUT', '/internal/blocks/kept', 'gone');
+    await call('PUT', '/internal/blocks/gone', 'kept');
+    await call('PUT', '/internal/blocks/other', 'kept');
+    const erased = await call('DELETE', '/internal/account', 'gone');
+    expect([erased.statusCode, erased.json()]).toEqual([200, { erased: 1 }]);
+    expect((await call('GET', '/internal/blocks', 'gone')).json()).toEqual({ blocked: [] });
+    expect((await call('GET', '/internal/blocks', 'kept')).json()).toEqual({ blocked: ['other'] });
+    expect((await call('GET', '/internal/blocks/blockers?users=kept', 'gone')).json()).toEqual({
+      blockers: [],
+    });
   });
 
   it('refuses a change past the groups one user may be in: 409 too_many_groups over REST, an error deliverable to its sender from the group-commands topic', async () => {

@@ -1,0 +1,127 @@
+import { migrate, SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
+import { GroupStore } from '../src/group-store';
+import { GROUP_MIGRATIONS } from '../src/migrations';
+import { createSqlGroupStore } from '../src/sql-group-store';
+
+describe.each(testDatabases())('user blocks in the group store on $name', (target) => {
+  let db: SqlDatabase;
+  let store: GroupStore;
+  beforeAll(async () => {
+    db = await target.open();
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+    store = createSqlGroupStore(db);
+  });
+  afterAll(() => target.dispose());
+
+  it('blocks a user once: a repeat is already so and keeps the first time; an unblock undoes it, and again changes nothing', async () => {
+    expect(await store.block('ann', 'bob', 1000, 10)).toBe('blocked');
+    expect(await store.block('ann', 'bob', 2000, 10)).toBe('already');
+    expect(await store.block('ann', 'cat', 1500, 10)).toBe('blocked');
+    // bob's block is still the one at 1000: listed before cat's at 1500
+    expect(await store.blocksOf('ann')).toEqual(['bob', 'cat']);
+    await store.unblock('ann', 'bob');
+    await store.unblock('ann', 'bob');
+    await store.unblock('ann', 'never-blocked');
+    expect(await store.blocksOf('ann')).toEqual(['cat']);
+    // One way only: ann blocking cat is not cat blocking ann.
+    expect(await store.blocksOf('cat')).toEqual([]);
+  });
+
+  it('lists the users blocked oldest block first, then by id', async () => {
+    await store.block('lister', 'zed', 3000, 10);
+    await store.block('lister', 'amy', 1000, 10);
+    await store.block('lister', 'max', 2000, 10);
+    await store.block('lister', 'kim', 2000, 10);
+    expect(await store.blocksOf('lister')).toEqual(['amy', 'kim', 'max', 'zed']);
+    expect(await store.blocksOf('nobody')).toEqual([]);
+  });
+
+  it('refuses a block past the limit as too_many, takes a repeat at the limit as already, and one again after an unblock', async () => {
+    expect(await store.block('full', 'u1', 1, 2)).toBe('blocked');
+    expect(await store.block('full', 'u2', 2, 2)).toBe('blocked');
+    expect(await store.block('full', 'u3', 3, 2)).toBe('too_many');
+    expect(await store.block('full', 'u2', 4, 2)).toBe('already');
+    expect(await store.blocksOf('full')).toEqual(['u1', 'u2']);
+    await store.unblock('full', 'u1');
+    expect(await store.block('full', 'u3', 5, 2)).toBe('blocked');
+    expect(await store.blocksOf('full')).toEqual(['u2', 'u3']);
+  });
+
+  it('holds the limit when blocks by one user race for its last place: one is blocked, the others too_many', async () => {
+    // On PGlite (one session) they run one after another; on Postgres, on the pool's connections.
+    await store.block('racer', 'r0', 1, 3);
+    await store.block('racer', 'r1', 2, 3);
+    const outcomes = await Promise.all(
+      ['r2', 'r3', 'r4', 'r5'].map((blocked, i) => store.block('racer', blocked, 10 + i, 3)),
+    );
+    expect(outcomes.sort()).toEqual(['blocked', 'too_many', 'too_many', 'too_many']);
+    expect(await store.blocksOf('racer')).toHaveLength(3);
+  });
+
+  it('holds the limit for two blocks at once at the limit: the second waits for the first, then counts its row', async () => {
+    if (target.name !== 'postgres') return; // PGlite is one session: its transactions never overlap
+    // The first block stops in its transaction once it has counted (one place left), until released.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let counted!: () => void;
+    const hasCounted = new Promise<void>((resolve) => (counted = resolve));
+    const pausing: SqlDatabase = {
+      ...db,
+      transaction: (work, options) =>
+        db.transaction(
+          (tx) =>
+            work({
+              async query<R>(sql: string, params?: unknown[]) {
+                const result = await tx.query<R>(sql, params);
+                if (/count\(\*\)/.test(sql)) {
+                  counted();
+                  await released;
+                }
+                return result;
+              },
+            }),
+          options,
+        ),
+    };
+    const other = await target.open(); // the second block on a connection of its own
+    await store.block('pair', 'p0', 1, 2);
+    const first = createSqlGroupStore(pausing).block('pair', 'p1', 2, 2);
+    await hasCounted;
+    const second = createSqlGroupStore(other).block('pair', 'p2', 3, 2);
+    let secondDone = false;
+    void second.then(() => (secondDone = true));
+    // Until the second is waiting for the first's lock (or, without one, has finished on its own).
+    const waitingForLock = async () =>
+      (await db.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).rows.length > 0;
+    while (!secondDone && !(await waitingForLock())) await new Promise((resolve) => setTimeout(resolve, 5));
+    release();
+    expect([await first, await second]).toEqual(['blocked', 'too_many']);
+    expect(await store.blocksOf('pair')).toEqual(['p0', 'p1']);
+  });
+
+  it('answers which of the users asked about blocked a user, in the order asked, each once', async () => {
+    await store.block('b1', 'target', 1, 10);
+    await store.block('b2', 'target', 2, 10);
+    await store.block('b3', 'someone-else', 3, 10);
+    await store.block('target', 'b4', 4, 10); // target blocking b4 makes b4 no blocker of target
+    expect(await store.blockersAmong('target', ['b4', 'b2', 'b3', 'b1', 'b2', 'stranger'])).toEqual([
+      'b2',
+      'b1',
+    ]);
+    expect(await store.blockersAmong('target', [])).toEqual([]);
+    expect(await store.blockersAmong('b4', ['target'])).toEqual(['target']);
+  });
+
+  it("forgets a user's blocks both ways on erasure: those they made and those made of them, no one else's", async () => {
+    await store.block('erased', 'x1', 1, 10);
+    await store.block('erased', 'x2', 2, 10);
+    await store.block('y1', 'erased', 3, 10);
+    await store.block('y1', 'x1', 4, 10);
+    expect(await store.forgetBlocksOf('erased')).toBe(3);
+    expect(await store.blocksOf('erased')).toEqual([]);
+    expect(await store.blockersAmong('erased', ['y1'])).toEqual([]);
+    expect(await store.blocksOf('y1')).toEqual(['x1']);
+    expect(await store.forgetBlocksOf('erased')).toBe(0);
+  });
+});
