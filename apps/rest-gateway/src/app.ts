@@ -7,6 +7,7 @@ import { authenticate } from './auth';
 import { RestGatewaySettings } from './config';
 import { registerDocs } from './docs';
 import { registerAccountRoutes } from './routes/account';
+import { registerBlockRoutes } from './routes/blocks';
 import { registerDevTokenRoute } from './routes/dev-token';
 import { registerDeviceRoutes } from './routes/devices';
 import { registerGroupRoutes } from './routes/groups';
@@ -54,6 +55,7 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
     registerMessageRoutes(api, deps.upstreams);
     registerGroupRoutes(api, deps.upstreams);
     registerDeviceRoutes(api, deps.upstreams);
+    registerBlockRoutes(api, deps.upstreams);
     registerPresenceRoutes(api, deps.upstreams);
     registerAccountRoutes(api, deps.upstreams);
   });

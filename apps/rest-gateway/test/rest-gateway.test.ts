@@ -426,6 +426,14 @@ describe('rest-gateway', () => {
         `/v1/devices/${long}`,
         { error: { ...idRefused.error, message: 'params deviceId: must match ^[A-Za-z0-9_.-]{1,64}$' } },
       ],
+      ...(['PUT', 'DELETE'] as const).map(
+        (method) =>
+          [
+            method,
+            `/v1/blocks/${long}`,
+            { error: { ...idRefused.error, message: 'params user: must match ^[A-Za-z0-9_.-]{1,64}$' } },
+          ] as const,
+      ),
     ] as const) {
       const res = await gateway.http.inject({
         method,
@@ -770,6 +778,7 @@ describe('rest-gateway', () => {
       '/internal/groups/g1': { status: 304, raw: '' },
       '/internal/messages': { status: 300, raw: '{"messages":[],"next":null}' },
       '/internal/presence': { status: 200, raw: 'null' },
+      '/internal/blocks/blockers': { status: 200, raw: '{"blockers":[]}' },
       '/internal/groups/g1/members': { status: 200, raw: '' },
       '/internal/devices/d1': { status: 200, raw: '{"registered":true}' },
     };
@@ -928,10 +937,11 @@ describe('rest-gateway', () => {
     // comma written as %2C made the upstream's request line 24 KB, past Node's 16 KiB (a 431 there).
     const users = `${'bob,'.repeat(3000)}carol`;
     expect(users.length).toBeLessThanOrEqual(13_000);
-    const upstream = await startUpstream(() => ({
-      status: 200,
-      body: { presence: [{ user: 'bob', online: false, lastSeen: null }] },
-    }));
+    const upstream = await startUpstream((req) =>
+      req.url!.startsWith('/internal/blocks/blockers')
+        ? { status: 200, body: { blockers: [] } }
+        : { status: 200, body: { presence: [{ user: 'bob', online: false, lastSeen: null }] } },
+    );
     ({ gateway } = build({ upstreamUrl: upstream.url }));
     try {
       const res = await gateway.http.inject({
@@ -943,7 +953,11 @@ describe('rest-gateway', () => {
         200,
         { presence: [{ user: 'bob', online: false, lastSeen: null }] },
       ]);
-      expect(upstream.seen.map((r) => r.url)).toEqual([`/internal/presence?users=${users}`]);
+      // session-ms for the presence, group-ms for who of them blocked the caller: the same list to both.
+      expect(upstream.seen.map((r) => r.url).sort()).toEqual([
+        `/internal/blocks/blockers?users=${users}`,
+        `/internal/presence?users=${users}`,
+      ]);
     } finally {
       await upstream.close();
     }
@@ -1057,6 +1071,160 @@ describe('rest-gateway', () => {
       },
     ]);
     await push.close();
+  });
+
+  it('blocks, unblocks and lists blocks on group-ms as the authenticated user, passing its 204s on with no body and its refusals as they are', async () => {
+    const group = await startUpstream((req) => {
+      if (req.url === '/internal/blocks/eve' && req.method === 'PUT')
+        return {
+          status: 409,
+          body: {
+            error: {
+              code: 'too_many_blocks',
+              message: 'at most 1000 users may be blocked; unblock one first',
+            },
+          },
+        };
+      if (req.url === '/internal/blocks/bob' && req.method === 'PUT')
+        return {
+          status: 400,
+          body: { error: { code: 'invalid_request', message: 'user: you cannot block yourself' } },
+        };
+      if (req.method === 'GET') return { status: 200, body: { blocked: ['carol', 'dan'] } };
+      return { status: 204 };
+    });
+    ({ gateway } = build({ upstreamUrls: { 'group-ms': group.url } }));
+    try {
+      const headers = await auth('bob');
+      // No body, or an empty one with the JSON content type (as app HTTP wrappers send every request).
+      const block = await gateway.http.inject({ method: 'PUT', url: '/v1/blocks/carol', headers });
+      const again = await gateway.http.inject({
+        method: 'PUT',
+        url: '/v1/blocks/carol',
+        headers: { ...headers, 'content-type': 'application/json' },
+      });
+      const unblock = await gateway.http.inject({ method: 'DELETE', url: '/v1/blocks/carol', headers });
+      for (const res of [block, again, unblock]) expect([res.statusCode, res.body]).toEqual([204, '']);
+      const list = await gateway.http.inject({ method: 'GET', url: '/v1/blocks', headers });
+      expect([list.statusCode, list.json()]).toEqual([200, { blocked: ['carol', 'dan'] }]);
+      expect(
+        group.seen.map(({ method, url, user, secret, body }) => ({ method, url, user, secret, body })),
+      ).toEqual(
+        [
+          ['PUT', '/internal/blocks/carol'],
+          ['PUT', '/internal/blocks/carol'],
+          ['DELETE', '/internal/blocks/carol'],
+          ['GET', '/internal/blocks'],
+        ].map(([method, url]) => ({
+          method,
+          url,
+          user: 'bob',
+          secret: 'secret-for-internal-calls',
+          body: '',
+        })),
+      );
+
+      const full = await gateway.http.inject({ method: 'PUT', url: '/v1/blocks/eve', headers });
+      expect([full.statusCode, full.json().error]).toEqual([
+        409,
+        { code: 'too_many_blocks', message: 'at most 1000 users may be blocked; unblock one first' },
+      ]);
+      const self = await gateway.http.inject({ method: 'PUT', url: '/v1/blocks/bob', headers });
+      expect([self.statusCode, self.json().error]).toEqual([
+        400,
+        { code: 'invalid_request', message: 'user: you cannot block yourself' },
+      ]);
+    } finally {
+      await group.close();
+    }
+  });
+
+  it('answers the presence of users who blocked the caller as offline with no last seen, asking session-ms and group-ms as the caller', async () => {
+    const session = await startUpstream(() => ({
+      status: 200,
+      body: {
+        presence: [
+          { user: 'bob', online: true, lastSeen: 1700000000000 },
+          { user: 'carol', online: true, lastSeen: 1700000000001 },
+          { user: 'dan', online: false, lastSeen: 1600000000000 },
+        ],
+      },
+    }));
+    const group = await startUpstream(() => ({ status: 200, body: { blockers: ['dan', 'bob'] } }));
+    ({ gateway } = build({ upstreamUrls: { 'session-ms': session.url, 'group-ms': group.url } }));
+    try {
+      const res = await gateway.http.inject({
+        method: 'GET',
+        url: '/v1/presence?users=bob,carol,dan,bob',
+        headers: await auth('alice'),
+      });
+      expect([res.statusCode, res.json()]).toEqual([
+        200,
+        {
+          presence: [
+            { user: 'bob', online: false, lastSeen: null },
+            { user: 'carol', online: true, lastSeen: 1700000000001 },
+            { user: 'dan', online: false, lastSeen: null },
+          ],
+        },
+      ]);
+      expect(session.seen).toMatchObject([
+        { url: '/internal/presence?users=bob,carol,dan,bob', user: 'alice' },
+      ]);
+      expect(group.seen).toMatchObject([
+        { method: 'GET', url: '/internal/blocks/blockers?users=bob,carol,dan,bob', user: 'alice' },
+      ]);
+    } finally {
+      await session.close();
+      await group.close();
+    }
+  });
+
+  it('answers presence 503, showing no one, when group-ms cannot say who blocked the caller (unreachable, failing, or an unexpected body)', async () => {
+    const session = await startUpstream(() => ({
+      status: 200,
+      body: { presence: [{ user: 'bob', online: true, lastSeen: 1700000000000 }] },
+    }));
+    let groupAnswer: { status: number; body?: unknown; raw?: string } = { status: 200 };
+    const group = await startUpstream(() => groupAnswer);
+    const presence = async () =>
+      gateway.http.inject({ method: 'GET', url: '/v1/presence?users=bob', headers: await auth('alice') });
+    try {
+      // group-ms unreachable (nothing listens at the default address)
+      ({ gateway } = build({ upstreamUrls: { 'session-ms': session.url } }));
+      const unreachable = await presence();
+      expect([unreachable.statusCode, unreachable.json().error]).toEqual([
+        503,
+        { code: 'unavailable', message: expect.stringMatching(/^group-ms is unreachable/) },
+      ]);
+      await gateway.http.close();
+      ({ gateway } = build({ upstreamUrls: { 'session-ms': session.url, 'group-ms': group.url } }));
+      for (const [answer, error] of [
+        [
+          { status: 503, body: { error: { code: 'unavailable', message: 'the database is away' } } },
+          { code: 'unavailable', message: 'the database is away' },
+        ],
+        [
+          { status: 500, raw: '' },
+          { code: 'unavailable', message: 'group-ms answered 500' },
+        ],
+        [
+          { status: 200, body: { blocked: ['bob'] } },
+          { code: 'unavailable', message: 'group-ms answered the presence with an unexpected body' },
+        ],
+      ] as const) {
+        groupAnswer = answer;
+        const res = await presence();
+        expect([res.statusCode, res.json()]).toEqual([503, { error: error }]);
+      }
+      groupAnswer = { status: 200, body: { blockers: [] } };
+      expect((await presence()).json()).toEqual({
+        presence: [{ user: 'bob', online: true, lastSeen: 1700000000000 }],
+      });
+    } finally {
+      await session.close();
+      await group.close();
+    }
   });
 
   it('answers CORS preflights for the configured origins only', async () => {
@@ -1323,6 +1491,9 @@ describe('rest-gateway', () => {
       ['put', '/v1/devices/{deviceId}', '204'],
       ['delete', '/v1/devices/{deviceId}', '204'],
       ['get', '/v1/presence', '200'],
+      ['put', '/v1/blocks/{user}', '204'],
+      ['delete', '/v1/blocks/{user}', '204'],
+      ['get', '/v1/blocks', '200'],
       ['delete', '/v1/account', '200'],
       ['post', '/v1/dev/token', '200'],
     ];
@@ -1355,6 +1526,18 @@ describe('rest-gateway', () => {
       ['post', '/v1/groups/{id}/members'],
       ['put', '/v1/devices/{deviceId}'],
     ]);
+    // The block routes under their own tag, the refusal past the limit documented.
+    expect(
+      Object.entries(doc.paths)
+        .flatMap(([path, methods]) =>
+          Object.entries(methods as Record<string, { tags?: string[] }>).map(([method, op]) =>
+            op.tags?.includes('blocks') ? `${method} ${path}` : [],
+          ),
+        )
+        .flat()
+        .sort(),
+    ).toEqual(['delete /v1/blocks/{user}', 'get /v1/blocks', 'put /v1/blocks/{user}']);
+    expect(doc.paths['/v1/blocks/{user}'].put.responses['409']).toBeDefined();
     expect(doc.paths['/healthz']).toBeUndefined();
     expect((await gateway.http.inject('/docs')).statusCode).toBeLessThan(400);
   });
