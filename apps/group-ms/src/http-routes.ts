@@ -16,12 +16,11 @@ import {
   GroupCommandsResponse,
   GroupMemberParams,
   GroupParams,
-  MAX_PRESENCE_USERS,
+  parseUserList,
   ParleyError,
   PresenceQuery,
   serverMid,
   TopicPosition,
-  USER_ID_PATTERN,
 } from '@parley/contracts';
 import type { Logger } from 'pino';
 import { actingUser, contractsBodyValidator, HttpServer } from '@parley/service-kit';
@@ -265,24 +264,4 @@ function registerBlockRoutes(app: HttpServer, deps: GroupRoutesDeps): void {
       blockers: await deps.blocks.blockersAmong(actingUser(request), parseUserList(request.query.users)),
     }),
   );
-}
-
-const userIdPattern = new RegExp(USER_ID_PATTERN);
-
-/** A comma-separated list of user ids, as session-ms's presence query reads it: repeats and empty names dropped. */
-function parseUserList(users: string): string[] {
-  const list = [
-    ...new Set(
-      users
-        .split(',')
-        .map((u) => u.trim())
-        .filter(Boolean),
-    ),
-  ];
-  if (list.length > MAX_PRESENCE_USERS)
-    throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
-  const bad = list.find((u) => !userIdPattern.test(u));
-  if (bad !== undefined)
-    throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
-  return list;
 }

@@ -1,13 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import {
-  ErasedCount,
-  MAX_PRESENCE_USERS,
-  ParleyError,
-  PresenceQuery,
-  PresenceResponse,
-  TOPICS,
-  USER_ID_PATTERN,
-} from '@parley/contracts';
+import { ErasedCount, parseUserList, PresenceQuery, PresenceResponse, TOPICS } from '@parley/contracts';
 import { EventBus } from '@parley/kafka';
 import {
   actingUser,
@@ -115,23 +107,4 @@ function retryLoop(delivery: Delivery, tickMs: number, logger: Runtime['logger']
       await delivery.leave().catch((err) => logger.warn({ err }, 'could not withdraw the read position'));
     },
   };
-}
-
-const userIdPattern = new RegExp(USER_ID_PATTERN);
-
-export function parseUserList(users: string): string[] {
-  const list = [
-    ...new Set(
-      users
-        .split(',')
-        .map((u) => u.trim())
-        .filter(Boolean),
-    ),
-  ];
-  if (list.length > MAX_PRESENCE_USERS)
-    throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
-  const bad = list.find((u) => !userIdPattern.test(u));
-  if (bad !== undefined)
-    throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
-  return list;
 }

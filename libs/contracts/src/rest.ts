@@ -1,5 +1,6 @@
 import { Static, Type } from '@sinclair/typebox';
-import { DeviceId, GroupId, Mid, Timestamp, UserId } from './ids';
+import { DeviceId, GroupId, Mid, Timestamp, USER_ID_PATTERN, UserId } from './ids';
+import { ParleyError } from './errors';
 import { AckFrame, GroupFrame, GroupName, MessageFrame, ReadFrame } from './client-frames';
 import { Deliverable, ErrorCodeSchema } from './server-frames';
 import {
@@ -182,6 +183,26 @@ export const PresenceQuery = Type.Object(
   },
   { $id: 'PresenceQuery' },
 );
+const userIdPattern = new RegExp(USER_ID_PATTERN);
+
+/** A `users` query (presence, a user's blockers): ids, repeats and empty names dropped, at most MAX_PRESENCE_USERS. */
+export function parseUserList(users: string): string[] {
+  const list = [
+    ...new Set(
+      users
+        .split(',')
+        .map((u) => u.trim())
+        .filter(Boolean),
+    ),
+  ];
+  if (list.length > MAX_PRESENCE_USERS)
+    throw new ParleyError('invalid_request', `users: at most ${MAX_PRESENCE_USERS} users`);
+  const bad = list.find((u) => !userIdPattern.test(u));
+  if (bad !== undefined)
+    throw new ParleyError('invalid_request', `users: ${JSON.stringify(bad)} must match ${USER_ID_PATTERN}`);
+  return list;
+}
+
 export const Presence = Type.Object({
   user: UserId,
   online: Type.Boolean(),

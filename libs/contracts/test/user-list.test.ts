@@ -1,9 +1,8 @@
-import { MAX_PRESENCE_USERS, ParleyError } from '@parley/contracts';
-import { parseUserList } from '../src/app';
+import { MAX_PRESENCE_USERS, ParleyError, parseUserList } from '../src';
 
 const many = (n: number) => Array.from({ length: n }, (_, i) => `u${i}`).join(',');
 
-describe('the users of GET /v1/presence', () => {
+describe("a users query (GET /v1/presence, a user's blockers)", () => {
   it('takes up to the limit, trimmed and without repeats', () => {
     expect(parseUserList(' a, b,a,,c ')).toEqual(['a', 'b', 'c']);
     expect(parseUserList(many(MAX_PRESENCE_USERS))).toHaveLength(MAX_PRESENCE_USERS);
