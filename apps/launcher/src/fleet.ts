@@ -16,6 +16,7 @@ import { DEFAULT_GROUP_MAX_GROUPS_PER_USER, DEFAULT_GROUP_MAX_MEMBERS } from '..
 import { createHttpUpstreams } from '../../rest-gateway/src/upstream';
 import { webClientPlugin } from '../../web-client/src/plugin';
 import { createMessageRouter } from '../../message-router/src/app';
+import { createSqlBlockReader } from '../../message-router/src/blocks';
 import { createSessionService } from '../../session-ms/src/app';
 import { createHttpGatewayClient } from '../../session-ms/src/gateway-client';
 import { MemorySessionStore } from '../../session-ms/src/store/memory-store';
@@ -153,9 +154,15 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     };
     const verifyToken = createTokenVerifier({ JWT_SECRET: jwtSecret });
 
-    await add('message-router', async () =>
-      createMessageRouter({ ...(await runtimeFor('message-router')), port: ports.messageRouter, host }),
-    );
+    await add('message-router', async () => {
+      const runtime = await runtimeFor('message-router', true);
+      return createMessageRouter({
+        ...runtime,
+        blocks: createSqlBlockReader(db, runtime.logger),
+        port: ports.messageRouter,
+        host,
+      });
+    });
 
     const sessionStore = options.redisUrl
       ? RedisSessionStore.connect(options.redisUrl)

@@ -1,14 +1,23 @@
 import { Counter } from 'prom-client';
-import { TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
+import { InboundEvent, TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import { buildHttpServer, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
+import { blockKey, BlockPair, BlockReader } from './blocks';
 import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './route';
 
 export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
+  /** Who blocked whom (group-ms's `user_blocks`, read-only). */
+  blocks: BlockReader;
   port: number;
   host?: string;
   groupId?: string;
+  /** How long a batch waits for its block check before it is routed without it; 1 s by default. */
+  blockCheckTimeoutMs?: number;
+  /** After a failed block check, how long batches are routed without asking again; 5 s by default. */
+  blockCheckRetryMs?: number;
+  /** Now, in ms: for stale typing notices and the block check's retry; `Date.now` by default. */
+  clock?: () => number;
 }
 
 export interface MessageRouter extends Service {
@@ -17,10 +26,13 @@ export interface MessageRouter extends Service {
 
 /**
  * Consumes inbound frames and routes them; at-least-once, and idempotent because routing is pure.
- * A frame it cannot route goes back to its sender as an `error` deliverable.
+ * A frame it cannot route goes back to its sender as an `error` deliverable. A 1:1 message, typing
+ * notice or read receipt whose recipient blocked its sender is dropped: the sender was answered
+ * `accepted` by its gateway and is told nothing (no `error`), so it cannot learn of the block.
  */
 export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
   const http = buildHttpServer(deps);
+  const clock = deps.clock ?? Date.now;
   const routed = new Counter({
     name: 'parley_router_frames_total',
     help: 'Inbound frames routed, by frame type',
@@ -39,14 +51,31 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     registers: [deps.metrics],
   });
 
+  const blockedFrames = new Counter({
+    name: 'parley_router_blocked_total',
+    help: '1:1 frames not routed, by frame type: their recipient blocked their sender',
+    labelNames: ['type'],
+    registers: [deps.metrics],
+  });
+  const checkBlocks = createBlockCheck(deps, clock);
+
   const handle = async (batch: Envelope<InboundRecord>[]) => {
     const out: Routed = { delivery: [], group: [] };
     // A typing notice sent this long ago (read behind a backlog) is about a moment long gone.
-    const staleBefore = Date.now() - TYPING_NOTICE_MAX_AGE_MS;
-    for (const { event: record } of batch) {
+    const staleBefore = clock() - TYPING_NOTICE_MAX_AGE_MS;
+    const frames = batch.map(({ event: record }) => {
       const checked = checkInbound(record);
-      if (checked.ok && checked.inbound.frame.type === 'typing' && record.sentAt < staleBefore) {
+      const isStale = checked.ok && checked.inbound.frame.type === 'typing' && record.sentAt < staleBefore;
+      const pair = checked.ok && !isStale ? blockPairOf(checked.inbound) : undefined;
+      return { checked, isStale, pair };
+    });
+    // One lookup for the whole batch, none when it holds no 1:1 frame.
+    const blocked = await checkBlocks(frames.flatMap(({ pair }) => (pair ? [pair] : [])));
+    for (const { checked, isStale, pair } of frames) {
+      if (isStale) {
         stale.inc();
+      } else if (checked.ok && pair && blocked.has(blockKey(pair.recipient, pair.sender))) {
+        blockedFrames.inc({ type: checked.inbound.frame.type });
       } else if (checked.ok) {
         route(checked.inbound, out);
         routed.inc({ type: checked.inbound.frame.type });
@@ -67,4 +96,80 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
   });
 
   return { http, ...serviceLifecycle(http, deps, deps.readiness, [subscription]) };
+}
+
+/**
+ * The pair a frame's block check asks about: a 1:1 message, typing notice or read receipt to
+ * another user. Group traffic, acks and group ops are never blocked, nor a frame to oneself.
+ */
+function blockPairOf({ frame, from }: InboundEvent): BlockPair | undefined {
+  if (frame.type !== 'message' && frame.type !== 'typing' && frame.type !== 'read') return undefined;
+  if (frame.type !== 'read' && frame.chat === 'group') return undefined;
+  if (frame.to === from) return undefined;
+  return { recipient: frame.to, sender: from };
+}
+
+class BlockCheckTimeout extends Error {
+  constructor(ms: number) {
+    super(`the block check took longer than ${ms} ms`);
+    this.name = 'BlockCheckTimeout';
+  }
+}
+
+const NOT_CHECKED: ReadonlySet<string> = new Set();
+
+/**
+ * The blocks among a batch's pairs, best-effort: 1:1 messaging must not stop because Postgres is
+ * down or slow, so a lookup that fails or takes longer than `blockCheckTimeoutMs` lets the batch
+ * be routed unchecked (a blocked sender's frames reach the blocker meanwhile), and batches are
+ * routed without asking for `blockCheckRetryMs` after it, instead of each waiting out a database
+ * that does not answer. Counted (`parley_router_block_checks_failed_total`) and logged once per
+ * failed lookup, not per frame.
+ */
+function createBlockCheck(
+  deps: MessageRouterDeps,
+  clock: () => number,
+): (pairs: BlockPair[]) => Promise<ReadonlySet<string>> {
+  const timeoutMs = deps.blockCheckTimeoutMs ?? 1000;
+  const retryMs = deps.blockCheckRetryMs ?? 5000;
+  const failed = new Counter({
+    name: 'parley_router_block_checks_failed_total',
+    help: 'Batches routed without their block check, by reason: the lookup failed (error), took too long (timeout), or was not tried, a recent one having failed (skipped)',
+    labelNames: ['reason'],
+    registers: [deps.metrics],
+  });
+  let uncheckedUntil = 0;
+  let failing = false;
+  return async (pairs) => {
+    if (pairs.length === 0) return NOT_CHECKED;
+    if (clock() < uncheckedUntil) {
+      failed.inc({ reason: 'skipped' });
+      return NOT_CHECKED;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const lookup = deps.blocks.blockedPairs(pairs);
+    lookup.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
+    try {
+      const blocked = await Promise.race([
+        lookup,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new BlockCheckTimeout(timeoutMs)), timeoutMs);
+        }),
+      ]);
+      if (failing) deps.logger.info('block checks succeed again');
+      failing = false;
+      return blocked;
+    } catch (err) {
+      failing = true;
+      uncheckedUntil = clock() + retryMs;
+      failed.inc({ reason: err instanceof BlockCheckTimeout ? 'timeout' : 'error' });
+      deps.logger.warn(
+        { err, frames: pairs.length, uncheckedForMs: retryMs },
+        "block check failed: routing 1:1 frames without it (a blocked sender's frames reach the blocker) until one succeeds",
+      );
+      return NOT_CHECKED;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }

@@ -1,29 +1,34 @@
 import { Type } from '@sinclair/typebox';
+import pino from 'pino';
 import { TOPICS, InboundEvent, TopicSpec, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
-import { createMessageRouter, MessageRouter } from '../src/app';
+import { createMessageRouter, MessageRouter, MessageRouterDeps } from '../src/app';
 import { INBOUND_RECORDS } from '../src/route';
 import { waitFor } from '@parley/test-kit';
+import { MemoryBlocks } from './support/memory-blocks';
 
 const started: MessageRouter[] = [];
 afterEach(() => Promise.all(started.splice(0).map((router) => router.stop())));
 
-async function startRouter() {
+async function startRouter(options: Partial<MessageRouterDeps> = {}) {
   const bus = new MemoryBus();
   const readiness = new Readiness();
   readiness.register('kafka', () => bus.ping());
+  const blocks = new MemoryBlocks();
   const router = createMessageRouter({
     bus,
+    blocks,
     logger: silentLogger(),
     metrics: createMetricsRegistry('message-router', { collectDefaults: false }),
     readiness,
     port: 0,
     host: '127.0.0.1',
+    ...options,
   });
   await router.start();
   started.push(router);
-  return { bus, readiness, router };
+  return { bus, readiness, router, blocks };
 }
 
 describe('message-router service', () => {
@@ -152,5 +157,203 @@ describe('message-router service', () => {
       { event: newer, error: expect.stringMatching(/^parley\.inbound\.v1: v: must be 1/) },
     ]);
     await router.stop(); // the consumer is still running, not broken
+  });
+});
+
+describe('message-router and blocked users', () => {
+  const from = (sender: string, frame: InboundEvent['frame'], sentAt = Date.now()): InboundEvent => ({
+    v: 1,
+    kind: 'inbound',
+    from: sender,
+    sentAt,
+    frame,
+  });
+  const message = (sender: string, to: string, id: string) =>
+    from(sender, { type: 'message', id, to, chat: 'direct', body: 'hi' });
+  const typing = (sender: string, to: string) => from(sender, { type: 'typing', to, chat: 'direct' });
+  const read = (sender: string, to: string, mid: string) => from(sender, { type: 'read', to, mids: [mid] });
+  /** Published last in a batch: once it is delivered, the whole batch has been handled. */
+  const last = message('zed', 'yann', 'end');
+  const delivered = (bus: MemoryBus) => bus.events(TOPICS.delivery);
+  const handled = (bus: MemoryBus) => () =>
+    delivered(bus).some(
+      (d) => d.kind === 'deliver' && d.frame.type === 'message' && d.frame.mid === 'zed:end',
+    );
+  /** Each delivery's mid (its kind where it has none). */
+  const midsOf = (bus: MemoryBus) =>
+    delivered(bus).map((d) => (d.kind === 'deliver' && 'mid' in d.frame ? d.frame.mid : d.kind));
+  const metricsOf = async (router: MessageRouter) => (await router.http.inject('/metrics')).body;
+
+  it("drops a blocked sender's 1:1 message, typing notice and read receipt to the blocker, tells the sender nothing, and counts them by type", async () => {
+    const { bus, router, blocks } = await startRouter();
+    blocks.block('bob', 'mallory');
+    await bus.publish(TOPICS.inbound, [
+      message('mallory', 'bob', 'm1'),
+      typing('mallory', 'bob'),
+      read('mallory', 'bob', 'bob:b1'),
+      message('mallory', 'carol', 'm2'),
+      last,
+    ]);
+    await waitFor(handled(bus));
+    // Nothing for bob, no error for mallory: only her message to carol (who did not block her).
+    expect(delivered(bus)).toEqual([
+      expect.objectContaining({ to: 'carol', frame: expect.objectContaining({ mid: 'mallory:m2' }) }),
+      expect.objectContaining({ to: 'yann' }),
+    ]);
+    const metrics = await metricsOf(router);
+    for (const type of ['message', 'typing', 'read'])
+      expect(metrics).toContain(`parley_router_blocked_total{type="${type}",service="message-router"} 1`);
+    expect(metrics).toContain('parley_router_frames_total{type="message",service="message-router"} 2');
+    expect(metrics).not.toContain('parley_router_refused_total{service="message-router"} 1');
+  });
+
+  it("looks the batch's 1:1 frames up once, and not at all for a batch without any", async () => {
+    const { bus, blocks } = await startRouter();
+    await bus.publish(TOPICS.inbound, [
+      message('mallory', 'bob', 'm1'),
+      typing('alice', 'bob'),
+      read('carol', 'dave', 'dave:d1'),
+      last,
+    ]);
+    await waitFor(handled(bus));
+    expect(blocks.lookups).toEqual([
+      [
+        { recipient: 'bob', sender: 'mallory' },
+        { recipient: 'bob', sender: 'alice' },
+        { recipient: 'dave', sender: 'carol' },
+        { recipient: 'yann', sender: 'zed' },
+      ],
+    ]);
+    await bus.publish(TOPICS.inbound, [
+      from('mallory', { type: 'group', id: 'c1', op: 'leave', group: 'g1' }),
+      from('mallory', { type: 'ack', mids: ['bob:b1'] }),
+    ]);
+    await waitFor(() => bus.events(TOPICS.group).length === 1 && delivered(bus).length === 5);
+    expect(blocks.lookups).toHaveLength(1);
+  });
+
+  it("routes the blocker's own frames to the user it blocked, and other senders' frames to the blocker", async () => {
+    const { bus, router, blocks } = await startRouter();
+    blocks.block('bob', 'mallory');
+    await bus.publish(TOPICS.inbound, [
+      message('bob', 'mallory', 'b1'),
+      typing('bob', 'mallory'),
+      read('bob', 'mallory', 'mallory:m1'),
+      message('alice', 'bob', 'a1'),
+      last,
+    ]);
+    await waitFor(handled(bus));
+    expect(delivered(bus).map((d) => (d.kind === 'deliver' ? [d.to, d.frame.type] : d.kind))).toEqual([
+      ['mallory', 'message'],
+      ['mallory', 'typing'],
+      ['mallory', 'receipt'],
+      ['bob', 'message'],
+      ['yann', 'message'],
+    ]);
+    expect(await metricsOf(router)).not.toContain('parley_router_blocked_total{');
+  });
+
+  it("leaves a blocked sender's group messages, group typing, group ops and acks alone, and a frame to oneself", async () => {
+    const { bus, router, blocks } = await startRouter();
+    blocks.block('bob', 'mallory');
+    blocks.block('mallory', 'mallory');
+    await bus.publish(TOPICS.inbound, [
+      // A group named like the blocker is still a group: `chat: group` is never looked up.
+      from('mallory', { type: 'message', id: 'g1', to: 'bob', chat: 'group', body: 'hi' }),
+      from('mallory', { type: 'typing', to: 'bob', chat: 'group' }),
+      from('mallory', { type: 'group', id: 'g2', op: 'leave', group: 'bob' }),
+      from('mallory', { type: 'ack', mids: ['bob:b1'] }),
+      message('mallory', 'mallory', 'self'),
+      last,
+    ]);
+    await waitFor(handled(bus));
+    expect(bus.events(TOPICS.group).map((g) => g.kind)).toEqual([
+      'group-message',
+      'group-typing',
+      'group-command',
+    ]);
+    expect(delivered(bus).map((d) => (d.kind === 'deliver' ? d.to : d.kind))).toEqual([
+      'ack',
+      'mallory',
+      'yann',
+    ]);
+    expect(blocks.lookups).toEqual([[{ recipient: 'yann', sender: 'zed' }]]);
+    expect(await metricsOf(router)).not.toContain('parley_router_blocked_total{');
+  });
+
+  it('applies a block from the next batch on, and an unblock too; what was routed before stays routed', async () => {
+    const { bus, blocks } = await startRouter();
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'before')]);
+    await waitFor(() => delivered(bus).length === 1);
+    blocks.block('bob', 'mallory');
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'during'), last]);
+    await waitFor(handled(bus));
+    blocks.unblock('bob', 'mallory');
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'after')]);
+    await waitFor(() => delivered(bus).length === 3);
+    expect(midsOf(bus)).toEqual(['mallory:before', 'zed:end', 'mallory:after']);
+  });
+
+  it('routes the whole batch when the lookup fails (Postgres down), counting the failed check and warning once for the batch', async () => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const { bus, router, blocks } = await startRouter({ logger, blockCheckRetryMs: 0 });
+    blocks.block('bob', 'mallory');
+    blocks.failWith = new Error('connect ECONNREFUSED 127.0.0.1:5432');
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'm1'), typing('mallory', 'bob'), last]);
+    await waitFor(handled(bus));
+    expect(delivered(bus).map((d) => d.kind === 'deliver' && d.to)).toEqual(['bob', 'bob', 'yann']);
+    const metrics = await metricsOf(router);
+    expect(metrics).toContain(
+      'parley_router_block_checks_failed_total{reason="error",service="message-router"} 1',
+    );
+    expect(metrics).not.toContain('parley_router_blocked_total{');
+    expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
+      expect.stringMatching(/^block check failed/),
+    ]);
+    // Postgres back: blocks hold again.
+    blocks.failWith = undefined;
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'm2'), message('alice', 'bob', 'a1')]);
+    await waitFor(() => delivered(bus).length === 4);
+    expect(delivered(bus)[3]).toMatchObject({ to: 'bob', frame: { mid: 'alice:a1' } });
+    expect(lines.map((l) => l.msg)).toContain('block checks succeed again');
+  });
+
+  it('routes a batch whose lookup does not answer in time, instead of waiting for a database that does not answer', async () => {
+    const { bus, router, blocks } = await startRouter({ blockCheckTimeoutMs: 20 });
+    blocks.block('bob', 'mallory');
+    blocks.hang = true;
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'm1'), last]);
+    await waitFor(handled(bus));
+    expect(delivered(bus)[0]).toMatchObject({ to: 'bob', frame: { mid: 'mallory:m1' } });
+    expect(await metricsOf(router)).toContain(
+      'parley_router_block_checks_failed_total{reason="timeout",service="message-router"} 1',
+    );
+  });
+
+  it('after a failed lookup, routes without asking until the retry time has passed, then asks again', async () => {
+    let now = 1_000_000;
+    const { bus, router, blocks } = await startRouter({ clock: () => now, blockCheckRetryMs: 5000 });
+    blocks.block('bob', 'mallory');
+    blocks.failWith = new Error('connect ECONNREFUSED 127.0.0.1:5432');
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'm1')]);
+    await waitFor(() => delivered(bus).length === 1);
+    blocks.failWith = undefined;
+    now += 4999;
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'm2')]);
+    await waitFor(() => delivered(bus).length === 2);
+    expect(blocks.lookups).toHaveLength(1); // not asked: routed unchecked
+    now += 1;
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'm3'), message('alice', 'bob', 'a1')]);
+    await waitFor(() => delivered(bus).length === 3);
+    expect(blocks.lookups).toHaveLength(2);
+    expect(midsOf(bus)).toEqual(['mallory:m1', 'mallory:m2', 'alice:a1']);
+    const metrics = await metricsOf(router);
+    expect(metrics).toContain(
+      'parley_router_block_checks_failed_total{reason="error",service="message-router"} 1',
+    );
+    expect(metrics).toContain(
+      'parley_router_block_checks_failed_total{reason="skipped",service="message-router"} 1',
+    );
   });
 });

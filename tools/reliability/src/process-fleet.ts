@@ -164,7 +164,7 @@ export class ProcessFleet {
       'persistence-ms': sql,
       'push-ms': sql,
       'group-message-router': { ...sql, GROUP_URL: base('group-ms') },
-      'message-router': {},
+      'message-router': { ...sql, DATABASE_POOL_SIZE: '2' },
       'session-ms': {
         REDIS_URL: `redis://127.0.0.1:${port.redis}`,
         ACK_TIMEOUT_MS: '3000',
@@ -302,7 +302,7 @@ export class ProcessFleet {
     );
     try {
       await Promise.all([parts.broker.start(), parts.redis.start()]);
-      await parts['group-ms'].start(); // its migrations create the tables group-message-router reads
+      await parts['group-ms'].start(); // its migrations create the tables the routers read
       await Promise.all(
         APPS.flatMap((app) => replicas[app].map((r) => r.process))
           .filter((p) => p !== parts['group-ms'])
