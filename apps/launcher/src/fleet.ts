@@ -155,7 +155,9 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     const verifyToken = createTokenVerifier({ JWT_SECRET: jwtSecret });
 
     await add('message-router', async () => {
-      const runtime = await runtimeFor('message-router', true);
+      // No database readiness check: message-router routes without its block checks while the
+      // database is away (fail open), so it stays ready.
+      const runtime = await runtimeFor('message-router');
       return createMessageRouter({
         ...runtime,
         blocks: createSqlBlockReader(db, runtime.logger),

@@ -25,6 +25,7 @@ const state = {
   open: null, // key of the open conversation
   presence: new Map(), // user -> online
   typing: new Map(), // conversation key -> { from, until }
+  blocked: new Set(), // users whose 1:1 messages the server no longer delivers here
   lastTypingSent: 0,
   presenceTimer: null,
   typingTimer: null,
@@ -329,8 +330,34 @@ async function startSession(user) {
     },
     () => undefined,
   );
+  client.blocks().then(
+    (users) => {
+      state.blocked = new Set(users);
+      changed();
+    },
+    () => undefined,
+  );
   state.presenceTimer = setInterval(pollPresence, PRESENCE_EVERY_MS);
   void pollPresence();
+  changed();
+}
+
+async function toggleBlock() {
+  const conv = state.store.convs[state.open];
+  if (!conv || conv.chat !== 'direct') return;
+  const blocking = !state.blocked.has(conv.id);
+  try {
+    await (blocking ? state.client.block(conv.id) : state.client.unblock(conv.id));
+  } catch (err) {
+    return toast(err.message);
+  }
+  if (blocking) state.blocked.add(conv.id);
+  else state.blocked.delete(conv.id);
+  toast(
+    blocking
+      ? `You blocked ${conv.id}: their messages no longer reach you, and you show offline to them`
+      : `You unblocked ${conv.id}: what they send from now on arrives`,
+  );
   changed();
 }
 
@@ -530,6 +557,9 @@ function renderChat() {
   }
   const typing = state.typing.get(conv.key);
   $('typing').textContent = typing && typing.until > Date.now() ? `${typing.from} is typing…` : '';
+  const toggle = $('block-toggle');
+  toggle.hidden = conv.chat !== 'direct';
+  setText(toggle, state.blocked.has(conv.id) ? 'Unblock' : 'Block');
 
   const box = $('messages');
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -657,6 +687,7 @@ $('composer-input').addEventListener('input', () => {
 });
 
 $('sign-out').addEventListener('click', signOut);
+$('block-toggle').addEventListener('click', () => void toggleBlock());
 document.addEventListener('visibilitychange', () => changed());
 window.addEventListener('pagehide', () => {
   if (state.me) saveNow();

@@ -53,4 +53,7 @@ export declare class ParleyClient extends EventTarget {
   group(id: string): Promise<Json>;
   /** `lastSeen`: the last connect or disconnect; null if never seen. */
   presence(users: string[]): Promise<Array<{ user: string; online: boolean; lastSeen: number | null }>>;
+  block(user: string): Promise<void>;
+  unblock(user: string): Promise<void>;
+  blocks(): Promise<string[]>;
 }

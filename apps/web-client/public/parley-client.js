@@ -541,6 +541,24 @@ export class ParleyClient extends EventTarget {
     return presence;
   }
 
+  /**
+   * `PUT /v1/blocks/:user`: the user's 1:1 messages, typing and read receipts no longer reach this
+   * user, and this user shows offline to them. They are not told.
+   */
+  block(user) {
+    return this.rest('PUT', `/v1/blocks/${encodeURIComponent(user)}`);
+  }
+
+  /** `DELETE /v1/blocks/:user`: what the user sends from now on arrives again (nothing sent meanwhile). */
+  unblock(user) {
+    return this.rest('DELETE', `/v1/blocks/${encodeURIComponent(user)}`);
+  }
+
+  /** `GET /v1/blocks`: the users this user blocked, oldest block first. */
+  async blocks() {
+    return (await this.rest('GET', '/v1/blocks')).blocked;
+  }
+
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }

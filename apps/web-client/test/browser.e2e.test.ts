@@ -182,6 +182,7 @@ const WAIT = { timeout: 15_000 };
         send(to: string, body: unknown, chat: string, id: string): unknown;
         rest(method: string, path: string): Promise<unknown>;
         dispatchEvent(event: Event): boolean;
+        blocks(): Promise<string[]>;
       };
       state: {
         me: string;
@@ -310,6 +311,32 @@ const WAIT = { timeout: 15_000 };
       await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
       await page.waitForTimeout(1000); // a second sign-in would have connected by now
       expect(sockets).toBe(1);
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
+  it('blocks and unblocks the user of the open chat from its header, and remembers the block on the server', async () => {
+    const context = await browser.newContext();
+    try {
+      let n = await signIn(context, 'nia7');
+      await n.fill('#new-chat-user', 'otto7');
+      await n.press('#new-chat-user', 'Enter');
+      const blocks = (page: Page) =>
+        page.evaluate(() => (globalThis as unknown as PageState).parley.client.blocks());
+      await n.click('#block-toggle');
+      await n.locator('#toast', { hasText: 'You blocked otto7' }).waitFor(WAIT);
+      await n.locator('#block-toggle', { hasText: 'Unblock' }).waitFor(WAIT);
+      expect(await blocks(n)).toEqual(['otto7']);
+
+      // Opened again (another tab), the page asks the server and shows the block.
+      await n.close();
+      n = await signIn(context, 'nia7');
+      await n.click('.conv[data-key="direct:otto7"]');
+      await n.locator('#block-toggle', { hasText: 'Unblock' }).waitFor(WAIT);
+      await n.click('#block-toggle');
+      await n.locator('#block-toggle', { hasText: /^Block$/ }).waitFor(WAIT);
+      expect(await blocks(n)).toEqual([]);
     } finally {
       await context.close();
     }
