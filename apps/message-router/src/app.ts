@@ -2,7 +2,7 @@ import { Counter } from 'prom-client';
 import { InboundEvent, TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import { buildHttpServer, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
-import { blockKey, BlockPair, BlockReader } from './blocks';
+import { blockKey, BlockPair, BlockReader, cacheNonBlockers } from './blocks';
 import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './route';
 
 export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
@@ -16,6 +16,11 @@ export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
   blockCheckTimeoutMs?: number;
   /** After a failed block check, how long batches are routed without asking again; 5 s by default. */
   blockCheckRetryMs?: number;
+  /**
+   * How long recipients found to block nobody are not asked about again (`cacheNonBlockers`); 1 s
+   * by default, 0 to ask on every batch. A user's first block applies within it.
+   */
+  blockCacheMs?: number;
   /** Now, in ms: for stale typing notices and the block check's retry; `Date.now` by default. */
   clock?: () => number;
 }
@@ -117,6 +122,8 @@ class BlockCheckTimeout extends Error {
 }
 
 const NOT_CHECKED: ReadonlySet<string> = new Set();
+/** Recipients a router remembers as blocking nobody, in one window (a few MB at most). */
+const NON_BLOCKERS_REMEMBERED = 100_000;
 
 /**
  * The blocks among a batch's pairs, best-effort: 1:1 messaging must not stop because Postgres is
@@ -130,6 +137,11 @@ function createBlockCheck(
   deps: MessageRouterDeps,
   clock: () => number,
 ): (pairs: BlockPair[]) => Promise<ReadonlySet<string>> {
+  const reader = cacheNonBlockers(deps.blocks, {
+    windowMs: deps.blockCacheMs ?? 1000,
+    maxRecipients: NON_BLOCKERS_REMEMBERED,
+    clock,
+  });
   const timeoutMs = deps.blockCheckTimeoutMs ?? 1000;
   const retryMs = deps.blockCheckRetryMs ?? 5000;
   const failed = new Counter({
@@ -147,7 +159,7 @@ function createBlockCheck(
       return NOT_CHECKED;
     }
     let timer: NodeJS.Timeout | undefined;
-    const lookup = deps.blocks.blockedPairs(pairs);
+    const lookup = reader.blockedPairs(pairs).then((found) => found.blocked);
     lookup.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
     try {
       const blocked = await Promise.race([

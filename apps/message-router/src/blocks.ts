@@ -7,11 +7,20 @@ export interface BlockPair {
   sender: string;
 }
 
+/** What a lookup of pairs finds. */
+export interface BlockedPairs {
+  /** The `blockKey`s of the pairs whose recipient blocked the sender. */
+  blocked: Set<string>;
+  /** The recipients asked about who blocked anyone at all (those who did not block nobody). */
+  blockingAnyone: Set<string>;
+}
+
 /** Which recipients blocked which senders (a user's blocks: group-ms's `user_blocks`). */
 export interface BlockReader {
-  /** Of these pairs, the `blockKey`s of those whose recipient blocked the sender. */
-  blockedPairs(pairs: readonly BlockPair[]): Promise<Set<string>>;
+  blockedPairs(pairs: readonly BlockPair[]): Promise<BlockedPairs>;
 }
+
+const NOTHING_BLOCKED: BlockedPairs = { blocked: new Set(), blockingAnyone: new Set() };
 
 /** A pair as one string: user ids never hold a NUL (USER_ID_PATTERN). */
 export function blockKey(recipient: string, sender: string): string {
@@ -23,15 +32,16 @@ const UNDEFINED_TABLE = '42P01';
 
 /**
  * Reads group-ms's `user_blocks` (read-only; group-ms owns and migrates it): one statement per
- * call, whatever the number of pairs, each distinct pair asked once, looked up by the primary key.
- * Before group-ms has created the table, nobody has blocked anybody: no pair is blocked (warned once).
+ * call, whatever the number of pairs, each distinct pair asked once, looked up by the primary key,
+ * and each recipient probed once for any block at all. Before group-ms has created the table,
+ * nobody has blocked anybody (warned once).
  */
 export function createSqlBlockReader(db: SqlExecutor, logger: Pick<Logger, 'warn'>): BlockReader {
   let warnedMissing = false;
   return {
     async blockedPairs(pairs) {
       const distinct = new Map(pairs.map((p) => [blockKey(p.recipient, p.sender), p]));
-      if (distinct.size === 0) return new Set();
+      if (distinct.size === 0) return NOTHING_BLOCKED;
       const recipients: string[] = [];
       const senders: string[] = [];
       for (const { recipient, sender } of distinct.values()) {
@@ -39,13 +49,23 @@ export function createSqlBlockReader(db: SqlExecutor, logger: Pick<Logger, 'warn
         senders.push(sender);
       }
       try {
-        const rows = await db.query<{ user_id: string; blocked_id: string }>(
+        // The blocked pairs, then (blocked_id NULL) the recipients who blocked anyone.
+        const rows = await db.query<{ user_id: string; blocked_id: string | null }>(
           `SELECT b.user_id, b.blocked_id
            FROM unnest($1::text[], $2::text[]) AS p(user_id, blocked_id)
-           JOIN user_blocks b ON b.user_id = p.user_id AND b.blocked_id = p.blocked_id`,
-          [recipients, senders],
+           JOIN user_blocks b ON b.user_id = p.user_id AND b.blocked_id = p.blocked_id
+           UNION ALL
+           SELECT r.user_id, NULL
+           FROM unnest($3::text[]) AS r(user_id)
+           WHERE EXISTS (SELECT 1 FROM user_blocks b WHERE b.user_id = r.user_id)`,
+          [recipients, senders, [...new Set(recipients)]],
         );
-        return new Set(rows.rows.map((row) => blockKey(row.user_id, row.blocked_id)));
+        const found: BlockedPairs = { blocked: new Set(), blockingAnyone: new Set() };
+        for (const row of rows.rows) {
+          if (row.blocked_id === null) found.blockingAnyone.add(row.user_id);
+          else found.blocked.add(blockKey(row.user_id, row.blocked_id));
+        }
+        return found;
       } catch (err) {
         if ((err as { code?: string }).code !== UNDEFINED_TABLE) throw err;
         if (!warnedMissing) {
@@ -55,8 +75,45 @@ export function createSqlBlockReader(db: SqlExecutor, logger: Pick<Logger, 'warn
             "user_blocks does not exist (group-ms has not migrated to this release yet): no user's blocks are enforced until it does",
           );
         }
-        return new Set();
+        return NOTHING_BLOCKED;
       }
+    },
+  };
+}
+
+export interface NonBlockerCacheOptions {
+  /** How long a recipient found to block nobody is not asked about again (0: always asked). */
+  windowMs: number;
+  /** Recipients remembered at most in a window; past it, the rest are asked about each batch. */
+  maxRecipients: number;
+  clock: () => number;
+}
+
+/**
+ * Remembers, for a window, the recipients found to block nobody (nearly everyone), so a batch
+ * whose recipients all block nobody asks nothing. The remembered set is dropped whole when the
+ * window ends, so the next batches ask about their recipients in a few large lookups rather than
+ * each batch asking about the few whose time ran out. A recipient who blocks anyone is asked about
+ * on every batch: their blocks and unblocks apply at once. A first block applies within a window.
+ */
+export function cacheNonBlockers(reader: BlockReader, options: NonBlockerCacheOptions): BlockReader {
+  let blocksNobody = new Set<string>();
+  let windowEnds = 0;
+  return {
+    async blockedPairs(pairs) {
+      const now = options.clock();
+      if (now >= windowEnds) {
+        blocksNobody = new Set();
+        windowEnds = now + options.windowMs;
+      }
+      const asked = pairs.filter((pair) => !blocksNobody.has(pair.recipient));
+      if (asked.length === 0) return NOTHING_BLOCKED;
+      const remembered = blocksNobody; // a lookup that ends in the next window adds nothing to it
+      const found = await reader.blockedPairs(asked);
+      for (const { recipient } of asked)
+        if (!found.blockingAnyone.has(recipient) && remembered.size < options.maxRecipients)
+          remembered.add(recipient);
+      return found;
     },
   };
 }

@@ -281,17 +281,35 @@ describe('message-router and blocked users', () => {
     expect(await metricsOf(router)).not.toContain('parley_router_blocked_total{');
   });
 
-  it('applies a block from the next batch on, and an unblock too; what was routed before stays routed', async () => {
-    const { bus, blocks } = await startRouter();
+  it('asks about a recipient found to block nobody once a window; a first block applies when the window ends, an unblock at once', async () => {
+    let now = 1_000_000;
+    const { bus, blocks } = await startRouter({ clock: () => now, blockCacheMs: 1000 });
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'before')]);
+    await waitFor(() => delivered(bus).length === 1);
+    // bob blocks nobody: not asked about again in this window, so his first block is not seen yet.
+    blocks.block('bob', 'mallory');
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'same-window')]);
+    await waitFor(() => delivered(bus).length === 2);
+    expect(blocks.lookups).toHaveLength(1);
+
+    now += 1000; // the window ends: bob is asked about again, and from now on on every batch
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'blocked'), last]);
+    await waitFor(handled(bus));
+    blocks.unblock('bob', 'mallory');
+    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'after')]);
+    await waitFor(() => delivered(bus).length === 4);
+    expect(midsOf(bus)).toEqual(['mallory:before', 'mallory:same-window', 'zed:end', 'mallory:after']);
+    expect(blocks.lookups).toHaveLength(3);
+  });
+
+  it('with no window (blockCacheMs 0), applies a block from the next batch on', async () => {
+    const { bus, blocks } = await startRouter({ blockCacheMs: 0 });
     await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'before')]);
     await waitFor(() => delivered(bus).length === 1);
     blocks.block('bob', 'mallory');
     await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'during'), last]);
     await waitFor(handled(bus));
-    blocks.unblock('bob', 'mallory');
-    await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'after')]);
-    await waitFor(() => delivered(bus).length === 3);
-    expect(midsOf(bus)).toEqual(['mallory:before', 'zed:end', 'mallory:after']);
+    expect(midsOf(bus)).toEqual(['mallory:before', 'zed:end']);
   });
 
   it('routes the whole batch when the lookup fails (Postgres down), counting the failed check and warning once for the batch', async () => {

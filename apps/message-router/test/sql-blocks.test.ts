@@ -26,7 +26,7 @@ describe.each(testDatabases())('SQL block reader on $name', (target) => {
   });
   afterAll(() => target.dispose());
 
-  it('answers which recipients blocked which senders, in one read, each pair once', async () => {
+  it('answers which recipients blocked which senders, and which blocked anyone at all, in one read', async () => {
     const reader = createSqlBlockReader(db, pino({ level: 'silent' }));
     const blocked = await reader.blockedPairs([
       { recipient: 'bob', sender: 'mallory' },
@@ -36,8 +36,19 @@ describe.each(testDatabases())('SQL block reader on $name', (target) => {
       { recipient: 'carol', sender: 'mallory' },
       { recipient: 'dave', sender: 'alice' },
     ]);
-    expect([...blocked].sort()).toEqual([blockKey('bob', 'mallory'), blockKey('carol', 'mallory')].sort());
-    expect(await reader.blockedPairs([])).toEqual(new Set());
+    expect([...blocked.blocked].sort()).toEqual(
+      [blockKey('bob', 'mallory'), blockKey('carol', 'mallory')].sort(),
+    );
+    expect([...blocked.blockingAnyone].sort()).toEqual(['bob', 'carol']);
+    const none = { blocked: new Set(), blockingAnyone: new Set() };
+    expect(await reader.blockedPairs([])).toEqual(none);
+    // dave blocked nobody; bob blocked others, not alice.
+    expect(
+      await reader.blockedPairs([
+        { recipient: 'dave', sender: 'mallory' },
+        { recipient: 'bob', sender: 'alice' },
+      ]),
+    ).toEqual({ blocked: new Set(), blockingAnyone: new Set(['bob']) });
   });
 
   it('asks Postgres once per call, with each distinct pair once', async () => {
@@ -47,7 +58,7 @@ describe.each(testDatabases())('SQL block reader on $name', (target) => {
     };
     const reader = createSqlBlockReader(counting as SqlDatabase, pino({ level: 'silent' }));
     const pairs = Array.from({ length: 300 }, (_, i) => ({ recipient: `u${i % 100}`, sender: 'mallory' }));
-    expect(await reader.blockedPairs(pairs)).toEqual(new Set());
+    expect((await reader.blockedPairs(pairs)).blocked).toEqual(new Set());
     expect(queries).toHaveLength(1);
     expect((queries[0][0] as string[]).length).toBe(100);
   });
@@ -58,8 +69,9 @@ describe.each(testDatabases())('SQL block reader on $name', (target) => {
     try {
       const { logger, lines } = capturedLogger();
       const reader = createSqlBlockReader(await unmigrated.open(), logger);
-      expect(await reader.blockedPairs([{ recipient: 'bob', sender: 'mallory' }])).toEqual(new Set());
-      expect(await reader.blockedPairs([{ recipient: 'bob', sender: 'mallory' }])).toEqual(new Set());
+      const none = { blocked: new Set(), blockingAnyone: new Set() };
+      expect(await reader.blockedPairs([{ recipient: 'bob', sender: 'mallory' }])).toEqual(none);
+      expect(await reader.blockedPairs([{ recipient: 'bob', sender: 'mallory' }])).toEqual(none);
       expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
         expect.stringContaining('user_blocks does not exist'),
       ]);

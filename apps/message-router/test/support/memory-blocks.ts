@@ -1,4 +1,4 @@
-import { blockKey, BlockPair, BlockReader } from '../../src/blocks';
+import { blockKey, BlockedPairs, BlockPair, BlockReader } from '../../src/blocks';
 
 /**
  * Blocks the test makes and lifts directly (stands in for group-ms's `user_blocks`), recording each
@@ -9,21 +9,27 @@ export class MemoryBlocks implements BlockReader {
   lookups: BlockPair[][] = [];
   failWith: Error | undefined;
   hang = false;
-  private readonly blocked = new Set<string>();
+  /** user -> the users they blocked */
+  private readonly blocks = new Map<string, Set<string>>();
 
   block(user: string, blocked: string): void {
-    this.blocked.add(blockKey(user, blocked));
+    this.blocks.set(user, new Set([...(this.blocks.get(user) ?? []), blocked]));
   }
 
   unblock(user: string, blocked: string): void {
-    this.blocked.delete(blockKey(user, blocked));
+    this.blocks.get(user)?.delete(blocked);
+    if (this.blocks.get(user)?.size === 0) this.blocks.delete(user);
   }
 
-  async blockedPairs(pairs: readonly BlockPair[]): Promise<Set<string>> {
+  async blockedPairs(pairs: readonly BlockPair[]): Promise<BlockedPairs> {
     this.lookups.push([...pairs]);
     if (this.failWith) throw this.failWith;
     if (this.hang) return new Promise<never>(() => undefined);
-    const keys = pairs.map((p) => blockKey(p.recipient, p.sender));
-    return new Set(keys.filter((key) => this.blocked.has(key)));
+    const found: BlockedPairs = { blocked: new Set(), blockingAnyone: new Set() };
+    for (const { recipient, sender } of pairs) {
+      if (this.blocks.has(recipient)) found.blockingAnyone.add(recipient);
+      if (this.blocks.get(recipient)?.has(sender)) found.blocked.add(blockKey(recipient, sender));
+    }
+    return found;
   }
 }
