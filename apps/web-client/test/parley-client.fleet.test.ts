@@ -145,7 +145,14 @@ describe('parley-client.js (the reference client) against the fleet', () => {
     await gateway.close();
   });
 
-  it('waits the retryAfterMs a rate_limited refusal names before sending the frame again', async () => {
+  /**
+   * A gateway that answers the first `refusals` messages with `refusal` (an error frame, the
+   * message's id filled in), then accepts; `arrivals` says when each try came.
+   */
+  async function refusingGateway(
+    refusals: number,
+    refusal: { code: string; message: string; retryAfterMs: number },
+  ) {
     const arrivals: number[] = [];
     const gateway = await fakeGateway((socket, n) => {
       hello(socket, n);
@@ -154,18 +161,18 @@ describe('parley-client.js (the reference client) against the fleet', () => {
         if (frame.type !== 'message') return;
         arrivals.push(Date.now());
         const answer =
-          arrivals.length === 1
-            ? {
-                type: 'error',
-                id: frame.id,
-                code: 'rate_limited',
-                message: 'retry after 2.6 s',
-                retryAfterMs: 2600,
-              }
+          arrivals.length <= refusals
+            ? { type: 'error', id: frame.id, ...refusal }
             : { type: 'accepted', id: frame.id, mid: `pc-fake:${frame.id}` };
         socket.send(JSON.stringify(answer));
       });
     });
+    return { gateway, arrivals };
+  }
+
+  it('waits the retryAfterMs a rate_limited refusal names before sending the frame again', async () => {
+    const refusal = { code: 'rate_limited', message: 'retry after 2.6 s', retryAfterMs: 2600 };
+    const { gateway, arrivals } = await refusingGateway(1, refusal);
     const c = clientOf(gateway.url);
     try {
       c.start();
@@ -181,21 +188,9 @@ describe('parley-client.js (the reference client) against the fleet', () => {
   });
 
   it('doubles the wait an unavailable refusal names while the refusals go on (docs/protocol.md)', async () => {
-    const arrivals: number[] = [];
-    const gateway = await fakeGateway((socket, n) => {
-      hello(socket, n);
-      socket.on('message', (data) => {
-        const frame = JSON.parse(String(data));
-        if (frame.type !== 'message') return;
-        arrivals.push(Date.now());
-        // The server names 1-2 s each time (200 ms here); it keeps no count of the refusals.
-        const answer =
-          arrivals.length <= 3
-            ? { type: 'error', id: frame.id, code: 'unavailable', message: 'try again', retryAfterMs: 200 }
-            : { type: 'accepted', id: frame.id, mid: `pc-fake:${frame.id}` };
-        socket.send(JSON.stringify(answer));
-      });
-    });
+    // The server names 1-2 s each time (200 ms here); it keeps no count of the refusals.
+    const refusal = { code: 'unavailable', message: 'try again', retryAfterMs: 200 };
+    const { gateway, arrivals } = await refusingGateway(3, refusal);
     const c = clientOf(gateway.url);
     try {
       c.start();
