@@ -308,7 +308,10 @@ async function startSession(user) {
   for (const [key, list] of Object.entries(state.store.messages)) {
     const conv = state.store.convs[key];
     for (const msg of list)
-      if (msg.mine && msg.status === 'pending') client.send(conv.id, { text: msg.text }, conv.chat, msg.id);
+      if (msg.mine && msg.status === 'pending') {
+        msg.mid ??= `${user}:${msg.id}`; // stored before the first `hello` by an earlier release
+        client.send(conv.id, { text: msg.text }, conv.chat, msg.id);
+      }
   }
   // So do the read receipts (docs/protocol.md: a read stays in the outbox until accepted).
   for (const read of state.store.reads) read.ids = client.read(read.to, read.mids);
@@ -389,10 +392,12 @@ function sendText(text) {
     toast(err.message); // over the frame limit
     return;
   }
-  const { id, mid } = sent;
+  const { id } = sent;
   addMessage(conv.key, {
     id,
-    mid,
+    // The client knows its user only from the first `hello`; a mid is `<sender>:<id>` either way,
+    // and a receipt that comes before this message's `accepted` finds it by that.
+    mid: sent.mid ?? `${state.me}:${id}`,
     from: state.me,
     text,
     sentAt: Date.now(),

@@ -342,6 +342,47 @@ const WAIT = { timeout: 15_000 };
     }
   }, 60_000);
 
+  it('counts a receipt that comes before its message was accepted (the mid is known before the first hello)', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      page.on('pageerror', (err) => pageErrors.push(`gus8: ${err.message}`));
+      await page.goto(`${fleet.urls.rest}/?presenceMs=500`);
+      // The socket stays closed: nothing is sent, no hello comes, only what the test hands the page.
+      await page.evaluate(() => {
+        const scope = globalThis as unknown as { WebSocket: unknown };
+        scope.WebSocket = class {
+          readyState = 0;
+          send() {}
+          close() {}
+          addEventListener() {}
+        };
+      });
+      await page.fill('#login-user', 'gus8');
+      await page.click('#login-form button');
+      await page.fill('#new-chat-user', 'hal8');
+      await page.press('#new-chat-user', 'Enter');
+      await send(page, 'Sent before any hello');
+      await page.locator('.msg.mine .ticks[data-status="pending"]').waitFor(WAIT);
+      // The message went out once on a socket now gone; its receipt comes before its `accepted`.
+      await page.evaluate(() => {
+        const { client, state } = (globalThis as unknown as PageState).parley;
+        const msg = state.store.messages['direct:hal8']!.at(-1)!;
+        const receipt = {
+          type: 'receipt',
+          mid: 'r1',
+          mids: [`gus8:${msg.id}`],
+          by: 'hal8',
+          status: 'delivered',
+        };
+        client.dispatchEvent(new CustomEvent('receipt', { detail: receipt }));
+      });
+      await ticks(page, 'Sent before any hello', 'delivered');
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   it('keeps a group message read when its sender left and sent it again: the repeat is not routed, and a refusal of it would not undo the read', async () => {
     const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
     try {
