@@ -228,4 +228,27 @@ describe('faults: the fleet as separate processes', () => {
       await redis.quit();
     }
   }, 60_000);
+
+  it('Postgres unreachable: 1:1 messages between online users go on arriving over the socket (block checks fail open)', async () => {
+    const [alice, bob] = [await client('p-alice'), await client('p-bob')];
+    alice.send({ type: 'message', id: 'before', to: 'p-bob', body: { text: 'before' } });
+    await waitFor(() => bob.messages.has('p-alice:before'), 15_000, 'the first message');
+    fleet.postgres.cut();
+    try {
+      // message-router cannot read user_blocks now: it routes unchecked rather than hold 1:1 traffic.
+      const ids = Array.from({ length: 10 }, (_, n) => `during-${n}`);
+      for (const id of ids) {
+        alice.send({ type: 'message', id, to: 'p-bob', body: { text: id } });
+        await sleep(300);
+      }
+      await waitFor(
+        () => ids.every((id) => bob.messages.has(`p-alice:${id}`)),
+        30_000,
+        'every message over the socket while Postgres is away',
+      );
+      expect(bob.stats.viaSync).toBe(0);
+    } finally {
+      fleet.postgres.restore();
+    }
+  }, 60_000);
 });
