@@ -2,7 +2,8 @@ import { Counter } from 'prom-client';
 import { InboundEvent, TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import { buildHttpServer, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
-import { blockKey, BlockPair, BlockReader, cacheNonBlockers } from './blocks';
+import { createBlockCheck } from './block-check';
+import { blockKey, BlockPair, BlockReader } from './blocks';
 import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './route';
 
 export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
@@ -62,7 +63,15 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     labelNames: ['type'],
     registers: [deps.metrics],
   });
-  const checkBlocks = createBlockCheck(deps, clock);
+  const checkBlocks = createBlockCheck({
+    blocks: deps.blocks,
+    metrics: deps.metrics,
+    logger: deps.logger,
+    clock,
+    timeoutMs: deps.blockCheckTimeoutMs,
+    retryMs: deps.blockCheckRetryMs,
+    cacheMs: deps.blockCacheMs,
+  });
 
   const handle = async (batch: Envelope<InboundRecord>[]) => {
     const out: Routed = { delivery: [], group: [] };
@@ -112,76 +121,4 @@ function blockPairOf({ frame, from }: InboundEvent): BlockPair | undefined {
   if (frame.type !== 'read' && frame.chat === 'group') return undefined;
   if (frame.to === from) return undefined;
   return { recipient: frame.to, sender: from };
-}
-
-class BlockCheckTimeout extends Error {
-  constructor(ms: number) {
-    super(`the block check took longer than ${ms} ms`);
-    this.name = 'BlockCheckTimeout';
-  }
-}
-
-const NOT_CHECKED: ReadonlySet<string> = new Set();
-/** Recipients a router remembers as blocking nobody, in one window (a few MB at most). */
-const NON_BLOCKERS_REMEMBERED = 100_000;
-
-/**
- * The blocks among a batch's pairs, best-effort: 1:1 messaging must not stop because Postgres is
- * down or slow, so a lookup that fails or takes longer than `blockCheckTimeoutMs` lets the batch
- * be routed unchecked (a blocked sender's frames reach the blocker meanwhile), and batches are
- * routed without asking for `blockCheckRetryMs` after it, instead of each waiting out a database
- * that does not answer. Counted (`parley_router_block_checks_failed_total`) and logged once per
- * failed lookup, not per frame.
- */
-function createBlockCheck(
-  deps: MessageRouterDeps,
-  clock: () => number,
-): (pairs: BlockPair[]) => Promise<ReadonlySet<string>> {
-  const reader = cacheNonBlockers(deps.blocks, {
-    windowMs: deps.blockCacheMs ?? 1000,
-    maxRecipients: NON_BLOCKERS_REMEMBERED,
-    clock,
-  });
-  const timeoutMs = deps.blockCheckTimeoutMs ?? 1000;
-  const retryMs = deps.blockCheckRetryMs ?? 5000;
-  const failed = new Counter({
-    name: 'parley_router_block_checks_failed_total',
-    help: 'Batches routed without their block check, by reason: the lookup failed (error), took too long (timeout), or was not tried, a recent one having failed (skipped)',
-    labelNames: ['reason'],
-    registers: [deps.metrics],
-  });
-  let uncheckedUntil = 0;
-  let failing = false;
-  return async (pairs) => {
-    if (pairs.length === 0) return NOT_CHECKED;
-    if (clock() < uncheckedUntil) {
-      failed.inc({ reason: 'skipped' });
-      return NOT_CHECKED;
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const lookup = reader.blockedPairs(pairs).then((found) => found.blocked);
-    lookup.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
-    try {
-      const blocked = await Promise.race([
-        lookup,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new BlockCheckTimeout(timeoutMs)), timeoutMs);
-        }),
-      ]);
-      if (failing) deps.logger.info('block checks succeed again');
-      failing = false;
-      return blocked;
-    } catch (err) {
-      failing = true;
-      uncheckedUntil = clock() + retryMs;
-      failed.inc({ reason: err instanceof BlockCheckTimeout ? 'timeout' : 'error' });
-      deps.logger.warn(
-        { err, frames: pairs.length, uncheckedForMs: retryMs },
-        "block check failed: routing 1:1 frames without it (a blocked sender's frames reach the blocker) until one succeeds",
-      );
-      return NOT_CHECKED;
-    } finally {
-      clearTimeout(timer);
-    }
-  };
 }

@@ -1,0 +1,88 @@
+import type { Logger } from 'pino';
+import { Counter, Registry } from 'prom-client';
+import { BlockPair, BlockReader, cacheNonBlockers } from './blocks';
+
+export interface BlockCheckOptions {
+  blocks: BlockReader;
+  metrics: Registry;
+  logger: Logger;
+  clock: () => number;
+  /** How long a batch waits for its check before it is routed without it; 1 s by default. */
+  timeoutMs?: number;
+  /** After a failed check, how long batches are routed without asking again; 5 s by default. */
+  retryMs?: number;
+  /** How long recipients found to block nobody are not asked about again; 1 s by default. */
+  cacheMs?: number;
+}
+
+class BlockCheckTimeout extends Error {
+  constructor(ms: number) {
+    super(`the block check took longer than ${ms} ms`);
+    this.name = 'BlockCheckTimeout';
+  }
+}
+
+const NOT_CHECKED: ReadonlySet<string> = new Set();
+/** Recipients a router remembers as blocking nobody, in one window (a few MB at most). */
+const NON_BLOCKERS_REMEMBERED = 100_000;
+
+/**
+ * The blocks among a batch's pairs, best-effort: 1:1 messaging must not stop because Postgres is
+ * down or slow, so a lookup that fails or takes longer than `timeoutMs` lets the batch
+ * be routed unchecked (a blocked sender's frames reach the blocker meanwhile), and batches are
+ * routed without asking for `retryMs` after it, instead of each waiting out a database
+ * that does not answer. Counted (`parley_router_block_checks_failed_total`) and logged once per
+ * failed lookup, not per frame.
+ */
+export function createBlockCheck(
+  options: BlockCheckOptions,
+): (pairs: BlockPair[]) => Promise<ReadonlySet<string>> {
+  const { clock, logger } = options;
+  const reader = cacheNonBlockers(options.blocks, {
+    windowMs: options.cacheMs ?? 1000,
+    maxRecipients: NON_BLOCKERS_REMEMBERED,
+    clock,
+  });
+  const timeoutMs = options.timeoutMs ?? 1000;
+  const retryMs = options.retryMs ?? 5000;
+  const failed = new Counter({
+    name: 'parley_router_block_checks_failed_total',
+    help: 'Batches routed without their block check, by reason: the lookup failed (error), took too long (timeout), or was not tried, a recent one having failed (skipped)',
+    labelNames: ['reason'],
+    registers: [options.metrics],
+  });
+  let uncheckedUntil = 0;
+  let failing = false;
+  return async (pairs) => {
+    if (pairs.length === 0) return NOT_CHECKED;
+    if (clock() < uncheckedUntil) {
+      failed.inc({ reason: 'skipped' });
+      return NOT_CHECKED;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const lookup = reader.blockedPairs(pairs).then((found) => found.blocked);
+    lookup.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
+    try {
+      const blocked = await Promise.race([
+        lookup,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new BlockCheckTimeout(timeoutMs)), timeoutMs);
+        }),
+      ]);
+      if (failing) logger.info('block checks succeed again');
+      failing = false;
+      return blocked;
+    } catch (err) {
+      failing = true;
+      uncheckedUntil = clock() + retryMs;
+      failed.inc({ reason: err instanceof BlockCheckTimeout ? 'timeout' : 'error' });
+      logger.warn(
+        { err, frames: pairs.length, uncheckedForMs: retryMs },
+        "block check failed: routing 1:1 frames without it (a blocked sender's frames reach the blocker) until one succeeds",
+      );
+      return NOT_CHECKED;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
