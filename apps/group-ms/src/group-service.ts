@@ -13,6 +13,7 @@ import {
 import {
   Change,
   ChangeRequest,
+  cannotAdd,
   checkGroupsPerUser,
   decideChange,
   GroupOperation,
@@ -87,6 +88,9 @@ export class GroupService {
         const change = decideChange(current, stamped, this.rules);
         if (!change) return null;
         if (change.joined.length > 0) {
+          // A blocked user cannot put the user who blocked them in a group (a way round the block).
+          const blockers = await context.blockersAmong(request.by, change.joined);
+          if (blockers.length > 0) throw cannotAdd(request.group, blockers);
           const groupsOf = await context.lockGroupCounts(change.joined);
           checkGroupsPerUser(request.group, groupsOf, this.rules);
         }

@@ -30,6 +30,8 @@ export interface DecideContext {
    * A limit checked against these counts holds however many changes race.
    */
   lockGroupCounts(users: string[]): Promise<Map<string, number>>;
+  /** Those of `candidates` who blocked `user` (read in the change's transaction). */
+  blockersAmong(user: string, candidates: string[]): Promise<string[]>;
 }
 
 export type ApplyResult =

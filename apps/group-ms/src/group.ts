@@ -214,6 +214,11 @@ export function checkGroupsPerUser(group: string, groupsOf: Map<string, number>,
   );
 }
 
+/** The refusal of a change that would add users who blocked its author: whole, naming them. */
+export function cannotAdd(group: string, blockers: string[]): ParleyError {
+  return new ParleyError('forbidden', `group ${group}: you cannot add ${namedFew(blockers)}`);
+}
+
 /** The first few users of a list, for a message: a create may name a thousand. */
 function namedFew(users: string[], few = 5): string {
   const more = users.length - few;

@@ -126,16 +126,7 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       );
       return rows.rows.map((row) => row.blocked_id);
     },
-    async blockersAmong(user, candidates) {
-      if (candidates.length === 0) return [];
-      // By the index on (blocked_id, user_id): the users who blocked `user`, among these.
-      const rows = await db.query<{ user_id: string }>(
-        'SELECT user_id FROM user_blocks WHERE blocked_id = $1 AND user_id = ANY($2::text[])',
-        [user, candidates],
-      );
-      const blockers = new Set(rows.rows.map((row) => row.user_id));
-      return [...new Set(candidates)].filter((candidate) => blockers.has(candidate));
-    },
+    blockersAmong: (user, candidates) => blockersAmong(db, user, candidates),
     async forgetBlocksOf(user) {
       const deleted = await db.query('DELETE FROM user_blocks WHERE user_id = $1 OR blocked_id = $1', [user]);
       return deleted.rowCount;
@@ -165,6 +156,7 @@ async function applyInTransaction(
         locked.push(...users);
         return lockGroupCounts(tx, users);
       },
+      blockersAmong: (user, candidates) => blockersAmong(tx, user, candidates),
     });
   } catch (err) {
     // A refused pipe op is remembered, so this transaction may commit: the rows the check created
@@ -201,6 +193,17 @@ async function lockGroupCounts(tx: SqlExecutor, users: string[]): Promise<Map<st
   );
   const groupsOf = new Map(locked.rows.map((row) => [row.user_id, Number(row.groups)]));
   return new Map(users.map((user) => [user, groupsOf.get(user) ?? 0]));
+}
+
+/** Those of `candidates` who blocked `user`, each once, in the order asked (by the index on (blocked_id, user_id)). */
+async function blockersAmong(executor: SqlExecutor, user: string, candidates: string[]): Promise<string[]> {
+  if (candidates.length === 0) return [];
+  const rows = await executor.query<{ user_id: string }>(
+    'SELECT user_id FROM user_blocks WHERE blocked_id = $1 AND user_id = ANY($2::text[])',
+    [user, candidates],
+  );
+  const blockers = new Set(rows.rows.map((row) => row.user_id));
+  return [...new Set(candidates)].filter((candidate) => blockers.has(candidate));
 }
 
 async function dropUncounted(tx: SqlExecutor, users: string[]): Promise<void> {

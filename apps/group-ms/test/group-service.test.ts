@@ -249,6 +249,37 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect(toGroup((await groups.find('lim-pipe-2'))!).members).toEqual(['gil']);
   });
 
+  it('refuses a create or add, by REST or over the pipe, that would put a user in a group by someone they blocked; a group they share is kept', async () => {
+    const store = createSqlGroupStore(db);
+    await change('blk-shared', 'max', { op: 'create', name: 'T', members: ['ana'] });
+    await store.block('ana', 'max', 1, 1000); // ana blocked max, after they shared a group
+    const cannot = (group: string) => ({ code: 'forbidden', message: `group ${group}: you cannot add ana` });
+    await expect(
+      change('blk-new', 'max', { op: 'create', name: 'T', members: ['bea', 'ana'] }),
+    ).rejects.toMatchObject(cannot('blk-new'));
+    expect(await groups.find('blk-new')).toBeUndefined();
+    await change('blk-add', 'max', { op: 'create', name: 'T', members: ['bea'] });
+    await expect(change('blk-add', 'max', { op: 'add', members: ['ana'] })).rejects.toMatchObject(
+      cannot('blk-add'),
+    );
+    const refused = await groups.applyCommand(
+      command('max', { type: 'group', id: 'bk1', op: 'add', group: 'blk-add', members: ['ana'] }),
+    );
+    expect(refused.deliveries).toEqual([
+      expect.objectContaining({
+        to: 'max',
+        frame: expect.objectContaining({ code: 'forbidden', id: 'bk1' }),
+      }),
+    ]);
+    expect(toGroup((await groups.find('blk-add'))!).members).toEqual(['max', 'bea']);
+    // Others may add her; the group ana and max shared stays as it was; an add that adds her to
+    // nothing (she is a member already) is no way round the block, and changes nothing.
+    await change('blk-add', 'bea', { op: 'add', members: ['ana'] });
+    expect(toGroup((await groups.find('blk-add'))!).members).toEqual(['max', 'bea', 'ana']);
+    expect(toGroup((await groups.find('blk-shared'))!).members).toEqual(['max', 'ana']);
+    expect((await change('blk-shared', 'max', { op: 'add', members: ['ana'] })).effects.notices).toEqual([]);
+  });
+
   it('leaves no count row for a user in no group that a refused pipe op named', async () => {
     const limited = new GroupService(createSqlGroupStore(db), { maxMembers: 4, maxGroupsPerUser: 1 });
     await change('lim-row-1', 'hal', { op: 'create', name: 'T', members: ['ida'] }, limited);

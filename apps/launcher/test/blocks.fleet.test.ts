@@ -56,18 +56,30 @@ describe('fleet: blocking a user end to end', () => {
     ]);
   });
 
-  it("still delivers a blocked user's group messages, and refuses blocking oneself", async () => {
+  it("still delivers a blocked user's messages in a group they share, refuses a new group of theirs with the blocker in it, and refuses blocking oneself", async () => {
     const ana = await clients.connect('ana-b2', { autoAck: true });
     const max = await clients.connect('max-b2', { autoAck: true });
-    expect((await clients.rest('ana-b2', 'PUT', '/v1/blocks/max-b2')).status).toBe(204);
     const created = await clients.rest('max-b2', 'POST', '/v1/groups', {
       id: 'blocked-club',
       name: 'Club',
       members: ['ana-b2'],
     });
     expect(created.status).toBe(201);
+    expect((await clients.rest('ana-b2', 'PUT', '/v1/blocks/max-b2')).status).toBe(204);
     max.send({ type: 'message', id: 'g1', to: 'blocked-club', chat: 'group', body: 'to the group' });
     await ana.next((f) => f.mid === 'max-b2:g1');
+
+    // A new group with ana in it would be a way round the block: refused, naming her.
+    const another = await clients.rest('max-b2', 'POST', '/v1/groups', {
+      id: 'blocked-club-2',
+      name: 'Club 2',
+      members: ['ana-b2'],
+    });
+    expect(another.status).toBe(403);
+    expect(another.body.error).toEqual({
+      code: 'forbidden',
+      message: 'group blocked-club-2: you cannot add ana-b2',
+    });
 
     const self = await clients.rest('ana-b2', 'PUT', '/v1/blocks/ana-b2');
     expect(self.status).toBe(400);
