@@ -62,10 +62,16 @@ const WAIT = { timeout: 15_000 };
 
   afterEach(() => expect(pageErrors).toEqual([]));
 
-  async function signIn(context: BrowserContext, user: string): Promise<Page> {
+  /** A new tab on the page's sign-in form, its script errors collected for `user`. */
+  async function openPage(context: BrowserContext, user: string): Promise<Page> {
     const page = await context.newPage();
     page.on('pageerror', (err) => pageErrors.push(`${user}: ${err.message}`));
     await page.goto(`${fleet.urls.rest}/?presenceMs=500`);
+    return page;
+  }
+
+  async function signIn(context: BrowserContext, user: string): Promise<Page> {
+    const page = await openPage(context, user);
     await page.fill('#login-user', user);
     await page.click('#login-form button');
     await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
@@ -301,11 +307,9 @@ const WAIT = { timeout: 15_000 };
   it('opens one connection when the sign-in button is pressed twice', async () => {
     const context = await browser.newContext();
     try {
-      const page = await context.newPage();
-      page.on('pageerror', (err) => pageErrors.push(`mo7: ${err.message}`));
+      const page = await openPage(context, 'mo7');
       let sockets = 0;
       page.on('websocket', () => (sockets += 1));
-      await page.goto(`${fleet.urls.rest}/?presenceMs=500`);
       await page.fill('#login-user', 'mo7');
       await page.dblclick('#login-form button');
       await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
@@ -345,9 +349,7 @@ const WAIT = { timeout: 15_000 };
   it('counts a receipt that comes before its message was accepted (the mid is known before the first hello)', async () => {
     const context = await browser.newContext();
     try {
-      const page = await context.newPage();
-      page.on('pageerror', (err) => pageErrors.push(`gus8: ${err.message}`));
-      await page.goto(`${fleet.urls.rest}/?presenceMs=500`);
+      const page = await openPage(context, 'gus8');
       // The socket stays closed: nothing is sent, no hello comes, only what the test hands the page.
       await page.evaluate(() => {
         const scope = globalThis as unknown as { WebSocket: unknown };
