@@ -1,3 +1,4 @@
+/** @expectedSeconds 30 */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';

@@ -1,4 +1,4 @@
-/** @expectedSeconds 30 */
+/** @expectedSeconds 45 */
 import WebSocket, { WebSocketServer } from 'ws';
 import { waitFor } from '@parley/test-kit';
 import { startFleet, Fleet } from '../../launcher/src/fleet';

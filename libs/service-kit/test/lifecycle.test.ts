@@ -1,3 +1,4 @@
+/** @expectedSeconds 25 */
 import { ChildProcess, spawn } from 'node:child_process';
 import { AddressInfo } from 'node:net';
 import path from 'node:path';

@@ -1,4 +1,4 @@
-/** @expectedSeconds 30 */
+/** @expectedSeconds 40 */
 import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { waitFor } from '@parley/test-kit';
