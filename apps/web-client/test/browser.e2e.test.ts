@@ -63,6 +63,16 @@ const WAIT = { timeout: 15_000 };
 
   afterEach(() => expect(pageErrors).toEqual([]));
 
+  /** Runs `use` in a browser context of its own (its own localStorage, as another browser), closed after. */
+  async function inNewContext(use: (context: BrowserContext) => Promise<void>): Promise<void> {
+    const context = await browser.newContext();
+    try {
+      await use(context);
+    } finally {
+      await context.close();
+    }
+  }
+
   /** A new tab on the page's sign-in form, its script errors collected for `user`. */
   async function openPage(context: BrowserContext, user: string): Promise<Page> {
     const page = await context.newPage();
@@ -242,8 +252,7 @@ const WAIT = { timeout: 15_000 };
     }, peer);
 
   it('opens the conversation clicked, and keeps a selection, while the page draws again', async () => {
-    const context = await browser.newContext();
-    try {
+    await inNewContext(async (context) => {
       const g = await signIn(context, 'gina5');
       for (const peer of ['hank5', 'ivy5']) {
         await g.fill('#new-chat-user', peer);
@@ -270,14 +279,12 @@ const WAIT = { timeout: 15_000 };
         (globalThis as unknown as PageGlobals).getSelection().toString(),
       );
       expect(selected).toBe('Copy this address: 1 Main St');
-    } finally {
-      await context.close();
-    }
+    });
   }, 60_000);
 
   it('keeps what one tab of a user sent when another tab of the same user stores its own conversations', async () => {
-    const context = await browser.newContext(); // one localStorage, as two tabs of one browser have
-    try {
+    await inNewContext(async (context) => {
+      // One context: one localStorage, as two tabs of one browser have.
       const first = await signIn(context, 'kim6');
       const second = await signIn(context, 'kim6');
       await first.fill('#new-chat-user', 'lee6');
@@ -300,14 +307,11 @@ const WAIT = { timeout: 15_000 };
       // And the second tab shows it too, without a reload.
       await second.click('.conv[data-key="direct:lee6"]');
       await ticks(second, 'Sent from the first tab', 'accepted');
-    } finally {
-      await context.close();
-    }
+    });
   }, 60_000);
 
   it('opens one connection when the sign-in button is pressed twice', async () => {
-    const context = await browser.newContext();
-    try {
+    await inNewContext(async (context) => {
       const page = await openPage(context, 'mo7');
       let sockets = 0;
       page.on('websocket', () => (sockets += 1));
@@ -316,14 +320,11 @@ const WAIT = { timeout: 15_000 };
       await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
       await page.waitForTimeout(1000); // a second sign-in would have connected by now
       expect(sockets).toBe(1);
-    } finally {
-      await context.close();
-    }
+    });
   }, 60_000);
 
   it('blocks and unblocks the user of the open chat from its header, and remembers the block on the server', async () => {
-    const context = await browser.newContext();
-    try {
+    await inNewContext(async (context) => {
       let n = await signIn(context, 'nia7');
       await n.fill('#new-chat-user', 'otto7');
       await n.press('#new-chat-user', 'Enter');
@@ -342,14 +343,11 @@ const WAIT = { timeout: 15_000 };
       await n.click('#block-toggle');
       await n.locator('#block-toggle', { hasText: /^Block$/ }).waitFor(WAIT);
       expect(await blocks(n)).toEqual([]);
-    } finally {
-      await context.close();
-    }
+    });
   }, 60_000);
 
   it('counts a receipt that comes before its message was accepted (the mid is known before the first hello)', async () => {
-    const context = await browser.newContext();
-    try {
+    await inNewContext(async (context) => {
       const page = await openPage(context, 'gus8');
       // The socket stays closed: nothing is sent, no hello comes, only what the test hands the page.
       await page.evaluate(() => {
@@ -381,9 +379,7 @@ const WAIT = { timeout: 15_000 };
         client.dispatchEvent(new CustomEvent('receipt', { detail: receipt }));
       });
       await ticks(page, 'Sent before any hello', 'delivered');
-    } finally {
-      await context.close();
-    }
+    });
   }, 60_000);
 
   it('keeps a group message read when its sender left and sent it again: the repeat is not routed, and a refusal of it would not undo the read', async () => {
