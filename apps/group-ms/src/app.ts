@@ -60,10 +60,10 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
 export interface GroupMs extends Service {
   http: HttpServer;
   /**
-   * Purges the ops past retention, and the groups emptied before it, now (it also runs
-   * periodically); returns how many of each went.
+   * Purges the ops past retention, and the groups emptied and the block changes recorded before
+   * it, now (it also runs periodically); returns how many of each went.
    */
-  purgeNow(): Promise<{ ops: number; groups: number }>;
+  purgeNow(): Promise<{ ops: number; groups: number; blockChanges: number }>;
   /** Publishes the notices a failed publish left behind now (it also runs periodically). */
   publishOutboxNow(): Promise<number>;
 }
@@ -150,8 +150,13 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
       purged.inc(ops);
       const groups = await deps.store.forgetEmptyGroupsBefore(before, signal);
       emptiedPurged.inc(groups);
-      if (ops + groups > 0) deps.logger.info({ ops, groups }, 'purged old group ops and emptied groups');
-      return { ops, groups };
+      const blockChanges = await deps.store.forgetBlockChangesBefore(before, signal);
+      if (ops + groups + blockChanges > 0)
+        deps.logger.info(
+          { ops, groups, blockChanges },
+          'purged old group ops, emptied groups and block changes',
+        );
+      return { ops, groups, blockChanges };
     },
   });
 

@@ -86,7 +86,8 @@ export interface GroupStore {
   markPublished(opMids: string[]): Promise<void>;
 
   // Blocks (App Store guideline 1.2): `user` blocked `blocked`. message-router reads `user_blocks`
-  // itself to drop a blocked sender's 1:1 frames; the rest-gateway asks for the blockers among the
+  // and `user_block_changes` itself to drop a blocked sender's 1:1 frames; each change of a user's
+  // blocks (block, unblock, erasure) is recorded there in the transaction that makes it; the rest-gateway asks for the blockers among the
   // users whose presence it answers.
 
   /**
@@ -96,13 +97,19 @@ export interface GroupStore {
    */
   block(user: string, blocked: string, at: number, max: number): Promise<BlockOutcome>;
   /** Idempotent: unblocking a user not blocked changes nothing. */
-  unblock(user: string, blocked: string): Promise<void>;
+  unblock(user: string, blocked: string, at: number): Promise<void>;
   /** The users `user` blocked, oldest block first (then by id). */
   blocksOf(user: string): Promise<string[]>;
   /** Those of `candidates` who blocked `user`, in the order of `candidates`. */
   blockersAmong(user: string, candidates: string[]): Promise<string[]>;
   /** Account erasure: the user's blocks both ways, those they made and those made of them (returns how many). */
-  forgetBlocksOf(user: string): Promise<number>;
+  forgetBlocksOf(user: string, at: number): Promise<number>;
+  /**
+   * Forgets which users' blocks changed before `changedBefore` (returns how many): a router reads
+   * the changes each second, so they are kept only as long as the ops, and an erased user's id
+   * leaves with them.
+   */
+  forgetBlockChangesBefore(changedBefore: number, signal?: AbortSignal): Promise<number>;
 }
 
 export type BlockOutcome = 'blocked' | 'already' | 'too_many';

@@ -184,7 +184,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       const user = actingUser(request);
       // Their blocks both ways: whom they blocked, and who blocked them (either row names them).
       // First and on every call: a call after a 503 erases those made meanwhile too.
-      await deps.blocks.forgetBlocksOf(user);
+      await deps.blocks.forgetBlocksOf(user, deps.clock());
       const startedAt = performance.now();
       let left = 0;
       for await (const page of pagesOf(user, deps.erasePageSize))
@@ -245,7 +245,7 @@ function registerBlockRoutes(app: HttpServer, deps: GroupRoutesDeps): void {
   });
 
   app.delete('/internal/blocks/:user', { schema: { params: BlockParams } }, async (request, reply) => {
-    await deps.blocks.unblock(actingUser(request), request.params.user);
+    await deps.blocks.unblock(actingUser(request), request.params.user, deps.clock());
     return reply.code(204).send();
   });
 

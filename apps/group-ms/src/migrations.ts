@@ -2,7 +2,7 @@ import { Migration } from '@parley/postgres';
 
 /**
  * group-ms owns these tables; group-message-router reads `groups` and `group_members`, and
- * message-router `user_blocks` (read-only).
+ * message-router `user_blocks` and `user_block_changes` (read-only).
  * One statement per migration: PGlite runs each as a prepared statement.
  */
 export const GROUP_MIGRATIONS: Migration[] = [
@@ -158,5 +158,20 @@ export const GROUP_MIGRATIONS: Migration[] = [
   {
     id: '024_user_blocks_by_blocked',
     sql: `CREATE INDEX user_blocks_by_blocked ON user_blocks (blocked_id, user_id)`,
+  },
+  // Whose blocks changed, in the order they did (version): a message-router caches each recipient's
+  // blocks and reads the changes after the last version it saw, once a second, to forget those it
+  // cached. One row a user, its version raised at each change; forgotten after the ops' retention.
+  {
+    id: '025_user_block_changes',
+    sql: `CREATE TABLE user_block_changes (
+      user_id text PRIMARY KEY,
+      version bigint NOT NULL,
+      changed_at bigint NOT NULL
+    )`,
+  },
+  {
+    id: '026_user_block_changes_by_version',
+    sql: `CREATE UNIQUE INDEX user_block_changes_by_version ON user_block_changes (version)`,
   },
 ];

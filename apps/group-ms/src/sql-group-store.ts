@@ -24,6 +24,8 @@ interface GroupRow {
 const GROUP_LOCK_NAMESPACE = 7104;
 /** Advisory-lock namespace for one user's blocks (the second key is hashtext(user id)). */
 const BLOCK_LOCK_NAMESPACE = 0x626c6b73; // "blks"
+/** Advisory lock that orders every change of blocks (`user_block_changes`' versions). */
+const BLOCK_CHANGES_LOCK = 0x626c6b63; // "blkc"
 
 /** The group store on Postgres (pg or PGlite, same SQL). Tables: see migrations.ts. */
 export function createSqlGroupStore(db: SqlDatabase): GroupStore {
@@ -114,11 +116,17 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
           blocked,
           at,
         ]);
+        await recordBlockChanges(tx, [user], at);
         return 'blocked';
       }),
-    async unblock(user, blocked) {
-      await db.query('DELETE FROM user_blocks WHERE user_id = $1 AND blocked_id = $2', [user, blocked]);
-    },
+    unblock: (user, blocked, at) =>
+      db.transaction(async (tx) => {
+        const deleted = await tx.query('DELETE FROM user_blocks WHERE user_id = $1 AND blocked_id = $2', [
+          user,
+          blocked,
+        ]);
+        if (deleted.rowCount > 0) await recordBlockChanges(tx, [user], at);
+      }),
     async blocksOf(user) {
       const rows = await db.query<{ blocked_id: string }>(
         'SELECT blocked_id FROM user_blocks WHERE user_id = $1 ORDER BY created_at, blocked_id',
@@ -127,10 +135,24 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       return rows.rows.map((row) => row.blocked_id);
     },
     blockersAmong: (user, candidates) => blockersAmong(db, user, candidates),
-    async forgetBlocksOf(user) {
-      const deleted = await db.query('DELETE FROM user_blocks WHERE user_id = $1 OR blocked_id = $1', [user]);
-      return deleted.rowCount;
-    },
+    forgetBlocksOf: (user, at) =>
+      db.transaction(async (tx) => {
+        const deleted = await tx.query<{ user_id: string }>(
+          'DELETE FROM user_blocks WHERE user_id = $1 OR blocked_id = $1 RETURNING user_id',
+          [user],
+        );
+        // The erased user's blocks changed, and so did those of everyone who had blocked them.
+        if (deleted.rowCount > 0)
+          await recordBlockChanges(tx, [...new Set(deleted.rows.map((r) => r.user_id))], at);
+        return deleted.rowCount;
+      }),
+    forgetBlockChangesBefore: (changedBefore, signal) =>
+      deleteOlderThan(db, {
+        table: 'user_block_changes',
+        column: 'changed_at',
+        before: changedBefore,
+        signal,
+      }),
   };
 }
 
@@ -204,6 +226,23 @@ async function blockersAmong(executor: SqlExecutor, user: string, candidates: st
   );
   const blockers = new Set(rows.rows.map((row) => row.user_id));
   return [...new Set(candidates)].filter((candidate) => blockers.has(candidate));
+}
+
+/**
+ * Raises each user's version in `user_block_changes` above every version before it. Versions are
+ * handed out, and committed, one transaction at a time (the lock is held until commit), so a
+ * router that read up to version v has seen every change at or below it.
+ */
+async function recordBlockChanges(tx: SqlExecutor, users: string[], at: number): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock($1)', [BLOCK_CHANGES_LOCK]);
+  await tx.query(
+    `INSERT INTO user_block_changes (user_id, version, changed_at)
+     SELECT u.user_id, last.version + u.n, $2
+     FROM unnest($1::text[]) WITH ORDINALITY AS u(user_id, n),
+          (SELECT coalesce(max(version), 0) AS version FROM user_block_changes) AS last
+     ON CONFLICT (user_id) DO UPDATE SET version = EXCLUDED.version, changed_at = EXCLUDED.changed_at`,
+    [users, at],
+  );
 }
 
 async function dropUncounted(tx: SqlExecutor, users: string[]): Promise<void> {

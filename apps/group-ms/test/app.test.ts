@@ -556,7 +556,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       expect((await create('recent')).statusCode).toBe(201);
       expect(await opsOf()).toEqual(['aged', 'recent', 'stuck']);
 
-      expect(await purging.purgeNow()).toEqual({ ops: 1, groups: 0 });
+      expect(await purging.purgeNow()).toEqual({ ops: 1, groups: 0, blockChanges: expect.any(Number) });
       expect(await opsOf()).toEqual(['recent', 'stuck']);
       const metrics = (await purging.http.inject('/metrics')).body;
       expect(metrics).toContain('parley_group_ops_purged_total{service="group-ms"} 1');
@@ -595,7 +595,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
 
       const purged = await purging.purgeNow();
       expect(await groupsNamed()).toEqual(['emptied-lately', 'kept']);
-      expect(purged).toEqual({ ops: expect.any(Number), groups: 1 });
+      expect(purged).toEqual({ ops: expect.any(Number), groups: 1, blockChanges: expect.any(Number) });
       // Its id is free, as it was: created again, it is a new group.
       const again = await as('carol', 'POST', '/internal/groups', {
         id: 'emptied',

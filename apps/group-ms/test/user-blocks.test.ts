@@ -20,9 +20,9 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     expect(await store.block('ann', 'cat', 1500, 10)).toBe('blocked');
     // bob's block is still the one at 1000: listed before cat's at 1500
     expect(await store.blocksOf('ann')).toEqual(['bob', 'cat']);
-    await store.unblock('ann', 'bob');
-    await store.unblock('ann', 'bob');
-    await store.unblock('ann', 'never-blocked');
+    await store.unblock('ann', 'bob', 9000);
+    await store.unblock('ann', 'bob', 9000);
+    await store.unblock('ann', 'never-blocked', 9000);
     expect(await store.blocksOf('ann')).toEqual(['cat']);
     // One way only: ann blocking cat is not cat blocking ann.
     expect(await store.blocksOf('cat')).toEqual([]);
@@ -43,7 +43,7 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     expect(await store.block('full', 'u3', 3, 2)).toBe('too_many');
     expect(await store.block('full', 'u2', 4, 2)).toBe('already');
     expect(await store.blocksOf('full')).toEqual(['u1', 'u2']);
-    await store.unblock('full', 'u1');
+    await store.unblock('full', 'u1', 9000);
     expect(await store.block('full', 'u3', 5, 2)).toBe('blocked');
     expect(await store.blocksOf('full')).toEqual(['u2', 'u3']);
   });
@@ -118,10 +118,76 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     await store.block('erased', 'x2', 2, 10);
     await store.block('y1', 'erased', 3, 10);
     await store.block('y1', 'x1', 4, 10);
-    expect(await store.forgetBlocksOf('erased')).toBe(3);
+    expect(await store.forgetBlocksOf('erased', 9000)).toBe(3);
     expect(await store.blocksOf('erased')).toEqual([]);
     expect(await store.blockersAmong('erased', ['y1'])).toEqual([]);
     expect(await store.blocksOf('y1')).toEqual(['x1']);
-    expect(await store.forgetBlocksOf('erased')).toBe(0);
+    expect(await store.forgetBlocksOf('erased', 9000)).toBe(0);
   });
+
+  it('records whose blocks changed, in the order they did: a block, an unblock, and an erasure for everyone it changed; a repeat, a refusal or an unblock of no block records nothing', async () => {
+    const since = await maxVersion();
+    await store.block('w1', 'v1', 100, 2);
+    await store.block('w2', 'v1', 101, 2);
+    await store.block('w1', 'v1', 102, 2); // already
+    await store.block('w1', 'v2', 103, 2);
+    await store.block('w1', 'v3', 104, 2); // too_many
+    await store.unblock('w2', 'nobody', 105);
+    expect(await changesAfter(since)).toEqual([
+      ['w2', 101],
+      ['w1', 103],
+    ]);
+    await store.unblock('w2', 'v1', 106);
+    await store.block('v1', 'w3', 107, 2);
+    // v1 is erased: w1's block of v1 and v1's own block of w3 go; w2 no longer blocks v1.
+    expect(await store.forgetBlocksOf('v1', 108)).toBe(2);
+    expect(await changesAfter(since)).toEqual([
+      ['w2', 106],
+      ['v1', 108],
+      ['w1', 108],
+    ]);
+    // Versions rise with each change, never handed out twice.
+    const versions = (await changedRows(since)).map((r) => r.version);
+    expect(new Set(versions).size).toBe(versions.length);
+    expect([...versions].sort((a, b) => a - b)).toEqual(versions);
+  });
+
+  it('hands out one version a change when many users block at once (on Postgres, over the pool)', async () => {
+    const since = await maxVersion();
+    const users = Array.from({ length: 20 }, (_, i) => `concurrent${i}`);
+    expect(await Promise.all(users.map((user) => store.block(user, 'target', 500, 5)))).toEqual(
+      users.map(() => 'blocked'),
+    );
+    const versions = (await changedRows(since)).map((r) => r.version);
+    expect(versions).toEqual(Array.from({ length: 20 }, (_, i) => since + 1 + i));
+  });
+
+  it('forgets the block changes recorded before a time, and no later one', async () => {
+    const since = await maxVersion();
+    await store.block('old-changer', 'z1', 10, 5);
+    await store.block('new-changer', 'z1', 20_000, 5);
+    expect(await store.forgetBlockChangesBefore(11)).toBeGreaterThanOrEqual(1);
+    expect((await changesAfter(since)).map(([user]) => user)).toEqual(['new-changer']);
+  });
+
+  const maxVersion = async () =>
+    Number(
+      (await db.query<{ v: string }>('SELECT coalesce(max(version), 0) AS v FROM user_block_changes')).rows[0]
+        .v,
+    );
+  const changedRows = async (since: number) =>
+    (
+      await db.query<{ user_id: string; version: string; changed_at: string }>(
+        'SELECT user_id, version, changed_at FROM user_block_changes WHERE version > $1 ORDER BY version',
+        [since],
+      )
+    ).rows.map((r) => ({ user: r.user_id, version: Number(r.version), at: Number(r.changed_at) }));
+  /** [user, changed at] of the changes after `since`, in version order (one erasure's users by id). */
+  const changesAfter = async (since: number) => {
+    const rows = await changedRows(since);
+    const byVersionThenId = rows.sort((a, b) =>
+      a.at === b.at ? a.user.localeCompare(b.user) : a.version - b.version,
+    );
+    return byVersionThenId.map((r) => [r.user, r.at] as [string, number]);
+  };
 });

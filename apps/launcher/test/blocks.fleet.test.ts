@@ -15,6 +15,7 @@ describe('fleet: blocking a user end to end', () => {
     expect((await clients.rest('ana-b1', 'PUT', '/v1/blocks/max-b1')).status).toBe(204); // a repeat
     expect((await clients.rest('ana-b1', 'GET', '/v1/blocks')).body).toEqual({ blocked: ['max-b1'] });
 
+    // Nobody has written to ana yet, so no router keeps her blocks: the block holds at once.
     max.send({ type: 'message', id: 'spam', to: 'ana-b1', body: 'blocked?' });
     expect(await max.next((f) => f.type === 'accepted' && f.id === 'spam')).toMatchObject({
       mid: 'max-b1:spam',
@@ -45,9 +46,11 @@ describe('fleet: blocking a user end to end', () => {
     ]);
     expect(await presenceOf('max-b1')).toEqual([{ user: 'ana-b1', online: false, lastSeen: null }]);
 
-    // Unblocked: what max sends from now on arrives; what he sent meanwhile does not.
+    // Unblocked: what max sends once the routers have read the change (within two of their 1 s
+    // polls) arrives; what he sent meanwhile does not.
     expect((await clients.rest('ana-b1', 'DELETE', '/v1/blocks/max-b1')).status).toBe(204);
     expect((await clients.rest('ana-b1', 'GET', '/v1/blocks')).body).toEqual({ blocked: [] });
+    await new Promise((r) => setTimeout(r, 2100));
     max.send({ type: 'message', id: 'sorry', to: 'ana-b1', body: 'sorry' });
     await ana.next((f) => f.mid === 'max-b1:sorry');
     expect(ana.frames.filter((f) => f.mid === 'max-b1:spam')).toEqual([]);

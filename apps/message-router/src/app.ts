@@ -8,7 +8,7 @@ import { checkInbound, INBOUND_RECORDS, InboundRecord, route, Routed } from './r
 
 export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
-  /** Who blocked whom (group-ms's `user_blocks`, read-only). */
+  /** Who blocked whom, and whose blocks changed (group-ms's tables, read-only). */
   blocks: BlockReader;
   port: number;
   host?: string;
@@ -18,10 +18,11 @@ export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
   /** After a failed block check, how long batches are routed without asking again; 5 s by default. */
   blockCheckRetryMs?: number;
   /**
-   * How long recipients found to block nobody are not asked about again (`cacheNonBlockers`); 1 s
-   * by default, 0 to ask on every batch. A user's first block applies within it.
+   * How often the users whose blocks changed are read, to forget the blocks kept for them
+   * (`cacheBlocks`); 1 s by default, 0 to read them before every batch. A block or unblock applies
+   * within it.
    */
-  blockCacheMs?: number;
+  blockPollMs?: number;
   /** Now, in ms: for stale typing notices and the block check's retry; `Date.now` by default. */
   clock?: () => number;
 }
@@ -70,7 +71,7 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     clock,
     timeoutMs: deps.blockCheckTimeoutMs,
     retryMs: deps.blockCheckRetryMs,
-    cacheMs: deps.blockCacheMs,
+    pollMs: deps.blockPollMs,
   });
 
   const handle = async (batch: Envelope<InboundRecord>[]) => {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
-import { BlockPair, BlockReader, cacheNonBlockers } from './blocks';
+import { BlockPair, BlockReader, cacheBlocks } from './blocks';
 
 export interface BlockCheckOptions {
   blocks: BlockReader;
@@ -11,8 +11,8 @@ export interface BlockCheckOptions {
   timeoutMs?: number;
   /** After a failed check, how long batches are routed without asking again; 5 s by default. */
   retryMs?: number;
-  /** How long recipients found to block nobody are not asked about again; 1 s by default. */
-  cacheMs?: number;
+  /** How often the users whose blocks changed are read (a block applies within it); 1 s by default. */
+  pollMs?: number;
 }
 
 class BlockCheckTimeout extends Error {
@@ -23,8 +23,8 @@ class BlockCheckTimeout extends Error {
 }
 
 const NOT_CHECKED: ReadonlySet<string> = new Set();
-/** Recipients a router remembers as blocking nobody, in one window (a few MB at most). */
-const NON_BLOCKERS_REMEMBERED = 100_000;
+/** Recipients whose blocks a router keeps (a few MB for those who block nobody, nearly all). */
+const RECIPIENTS_KEPT = 100_000;
 
 /**
  * The blocks among a batch's pairs, best-effort: 1:1 messaging must not stop because Postgres is
@@ -38,9 +38,9 @@ export function createBlockCheck(
   options: BlockCheckOptions,
 ): (pairs: BlockPair[]) => Promise<ReadonlySet<string>> {
   const { clock, logger } = options;
-  const reader = cacheNonBlockers(options.blocks, {
-    windowMs: options.cacheMs ?? 1000,
-    maxRecipients: NON_BLOCKERS_REMEMBERED,
+  const lookup = cacheBlocks(options.blocks, {
+    pollMs: options.pollMs ?? 1000,
+    maxUsers: RECIPIENTS_KEPT,
     clock,
   });
   const timeoutMs = options.timeoutMs ?? 1000;
@@ -60,11 +60,11 @@ export function createBlockCheck(
       return NOT_CHECKED;
     }
     let timer: NodeJS.Timeout | undefined;
-    const lookup = reader.blockedPairs(pairs).then((found) => found.blocked);
-    lookup.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
+    const looked = lookup(pairs);
+    looked.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
     try {
       const blocked = await Promise.race([
-        lookup,
+        looked,
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new BlockCheckTimeout(timeoutMs)), timeoutMs);
         }),

@@ -7,113 +7,180 @@ export interface BlockPair {
   sender: string;
 }
 
-/** What a lookup of pairs finds. */
-export interface BlockedPairs {
-  /** The `blockKey`s of the pairs whose recipient blocked the sender. */
-  blocked: Set<string>;
-  /** The recipients asked about who blocked anyone at all (those who did not block nobody). */
-  blockingAnyone: Set<string>;
+/** The users whose blocks changed after a position, oldest change first, and the position after them. */
+export interface BlockChanges {
+  users: string[];
+  position: string;
 }
 
-/** Which recipients blocked which senders (a user's blocks: group-ms's `user_blocks`). */
+/** Who blocked whom, and whose blocks changed when (group-ms's `user_blocks` and `user_block_changes`). */
 export interface BlockReader {
-  blockedPairs(pairs: readonly BlockPair[]): Promise<BlockedPairs>;
+  /** Whom each of `users` blocked: every user asked is in the map, with an empty set for nobody. */
+  blocksOf(users: readonly string[]): Promise<Map<string, ReadonlySet<string>>>;
+  /**
+   * The users whose blocks changed after `since`, at most `limit` of them, oldest change first;
+   * with `since` undefined, none, and the position of the latest change (where to read from).
+   */
+  changesSince(since: string | undefined, limit: number): Promise<BlockChanges>;
 }
-
-const NOTHING_BLOCKED: BlockedPairs = { blocked: new Set(), blockingAnyone: new Set() };
 
 /** A pair as one string: user ids never hold a NUL (USER_ID_PATTERN). */
 export function blockKey(recipient: string, sender: string): string {
   return `${recipient}\u0000${sender}`;
 }
 
-/** Postgres' undefined_table: group-ms has not run migration 023 yet (a router rolled out first). */
+/** Postgres' undefined_table: group-ms has not run migration 023/025 yet (a router rolled out first). */
 const UNDEFINED_TABLE = '42P01';
+const BLOCKS_NOBODY: ReadonlySet<string> = new Set();
 
 /**
- * Reads group-ms's `user_blocks` (read-only; group-ms owns and migrates it): one statement per
- * call, whatever the number of pairs, each distinct pair asked once, looked up by the primary key,
- * and each recipient probed once for any block at all. Before group-ms has created the table,
- * nobody has blocked anybody (warned once).
+ * Reads group-ms's `user_blocks` and `user_block_changes` (read-only; group-ms owns and migrates
+ * them), one statement a call. Before group-ms has created them, nobody has blocked anybody
+ * (warned once), and no change is found after position 0, so the changes made once it has are.
  */
 export function createSqlBlockReader(db: SqlExecutor, logger: Pick<Logger, 'warn'>): BlockReader {
   let warnedMissing = false;
-  return {
-    async blockedPairs(pairs) {
-      const distinct = new Map(pairs.map((p) => [blockKey(p.recipient, p.sender), p]));
-      if (distinct.size === 0) return NOTHING_BLOCKED;
-      const recipients: string[] = [];
-      const senders: string[] = [];
-      for (const { recipient, sender } of distinct.values()) {
-        recipients.push(recipient);
-        senders.push(sender);
-      }
-      try {
-        // The blocked pairs, then (blocked_id NULL) the recipients who blocked anyone.
-        const rows = await db.query<{ user_id: string; blocked_id: string | null }>(
-          `SELECT b.user_id, b.blocked_id
-           FROM unnest($1::text[], $2::text[]) AS p(user_id, blocked_id)
-           JOIN user_blocks b ON b.user_id = p.user_id AND b.blocked_id = p.blocked_id
-           UNION ALL
-           SELECT r.user_id, NULL
-           FROM unnest($3::text[]) AS r(user_id)
-           WHERE EXISTS (SELECT 1 FROM user_blocks b WHERE b.user_id = r.user_id)`,
-          [recipients, senders, [...new Set(recipients)]],
+  const ifMigrated = async <T>(read: () => Promise<T>, before: T): Promise<T> => {
+    try {
+      return await read();
+    } catch (err) {
+      if ((err as { code?: string }).code !== UNDEFINED_TABLE) throw err;
+      if (!warnedMissing) {
+        warnedMissing = true;
+        logger.warn(
+          { err },
+          "user blocks are not in the database (group-ms has not migrated to this release yet): no user's blocks are enforced until they are",
         );
-        const found: BlockedPairs = { blocked: new Set(), blockingAnyone: new Set() };
-        for (const row of rows.rows) {
-          if (row.blocked_id === null) found.blockingAnyone.add(row.user_id);
-          else found.blocked.add(blockKey(row.user_id, row.blocked_id));
-        }
-        return found;
-      } catch (err) {
-        if ((err as { code?: string }).code !== UNDEFINED_TABLE) throw err;
-        if (!warnedMissing) {
-          warnedMissing = true;
-          logger.warn(
-            { err },
-            "user_blocks does not exist (group-ms has not migrated to this release yet): no user's blocks are enforced until it does",
-          );
-        }
-        return NOTHING_BLOCKED;
       }
+      return before;
+    }
+  };
+  return {
+    async blocksOf(users) {
+      const distinct = [...new Set(users)];
+      const found = new Map<string, Set<string>>();
+      if (distinct.length === 0) return found;
+      const rows = await ifMigrated(
+        async () =>
+          (
+            await db.query<{ user_id: string; blocked_id: string }>(
+              'SELECT user_id, blocked_id FROM user_blocks WHERE user_id = ANY($1::text[])',
+              [distinct],
+            )
+          ).rows,
+        [],
+      );
+      for (const row of rows) {
+        const blocked = found.get(row.user_id) ?? new Set<string>();
+        blocked.add(row.blocked_id);
+        found.set(row.user_id, blocked);
+      }
+      return new Map(distinct.map((user) => [user, found.get(user) ?? BLOCKS_NOBODY]));
+    },
+    async changesSince(since, limit) {
+      if (since === undefined) {
+        const latest = await ifMigrated(
+          async () =>
+            (
+              await db.query<{ version: string }>(
+                'SELECT coalesce(max(version), 0)::text AS version FROM user_block_changes',
+              )
+            ).rows[0].version,
+          '0',
+        );
+        return { users: [], position: latest };
+      }
+      const rows = await ifMigrated(
+        async () =>
+          (
+            await db.query<{ user_id: string; version: string }>(
+              'SELECT user_id, version::text AS version FROM user_block_changes WHERE version > $1::bigint ORDER BY version LIMIT $2',
+              [since, limit],
+            )
+          ).rows,
+        [],
+      );
+      return { users: rows.map((row) => row.user_id), position: rows.at(-1)?.version ?? since };
     },
   };
 }
 
-export interface NonBlockerCacheOptions {
-  /** How long a recipient found to block nobody is not asked about again (0: always asked). */
-  windowMs: number;
-  /** Recipients remembered at most in a window; past it, the rest are asked about each batch. */
-  maxRecipients: number;
+export interface BlockCacheOptions {
+  /** How often the changes are read (a block applies within it); 0: before every lookup. */
+  pollMs: number;
+  /** Users whose blocks are kept at most; past it, the longest kept is forgotten. */
+  maxUsers: number;
   clock: () => number;
 }
 
+/** The changes read in one go; more are read at once. */
+const CHANGES_PER_READ = 1000;
 /**
- * Remembers, for a window, the recipients found to block nobody (nearly everyone), so a batch
- * whose recipients all block nobody asks nothing. The remembered set is dropped whole when the
- * window ends, so the next batches ask about their recipients in a few large lookups rather than
- * each batch asking about the few whose time ran out. A recipient who blocks anyone is asked about
- * on every batch: their blocks and unblocks apply at once. A first block applies within a window.
+ * Past this without a successful read of the changes, the cache starts again from nothing: group-ms
+ * forgets changes after GROUP_OPS_KEEP_DAYS, far longer, so none unseen has been forgotten.
  */
-export function cacheNonBlockers(reader: BlockReader, options: NonBlockerCacheOptions): BlockReader {
-  let blocksNobody = new Set<string>();
-  let windowEnds = 0;
-  return {
-    async blockedPairs(pairs) {
-      const now = options.clock();
-      if (now >= windowEnds) {
-        blocksNobody = new Set();
-        windowEnds = now + options.windowMs;
+const START_AGAIN_AFTER_MS = 10 * 60_000;
+
+/** The blocked pairs among a batch's, as `blockKey`s. */
+export type BlockLookup = (pairs: readonly BlockPair[]) => Promise<Set<string>>;
+
+/**
+ * Each recipient's blocks, read once and kept (nearly everyone's: nobody) until the recipient's
+ * blocks change: the changes after the last one seen are read every `pollMs`, in the background
+ * while batches keep coming, and each changed user is forgotten (read again when next asked about).
+ * When the changes have not been read for two `pollMs` (the router idled, or the reads fail), a
+ * lookup reads them first, and fails when it cannot, so the batch goes unchecked rather than on
+ * blocks that may be stale. A lookup that a read of changes overtook keeps nothing it read.
+ */
+export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): BlockLookup {
+  const { clock, pollMs, maxUsers } = options;
+  const kept = new Map<string, ReadonlySet<string>>();
+  let position: string | undefined;
+  /** Raised when the cache changes under a lookup: users forgotten, or a new start. */
+  let generation = 0;
+  let readAt = -Infinity;
+  let reading: Promise<void> | undefined;
+
+  const readChanges = async () => {
+    const startedAt = clock();
+    if (position === undefined || startedAt - readAt > START_AGAIN_AFTER_MS) {
+      const latest = await reader.changesSince(undefined, CHANGES_PER_READ);
+      kept.clear();
+      generation++;
+      position = latest.position;
+    } else {
+      for (;;) {
+        const changes = await reader.changesSince(position, CHANGES_PER_READ);
+        if (changes.users.length > 0) generation++;
+        for (const user of changes.users) kept.delete(user);
+        position = changes.position;
+        if (changes.users.length < CHANGES_PER_READ) break;
       }
-      const asked = pairs.filter((pair) => !blocksNobody.has(pair.recipient));
-      if (asked.length === 0) return NOTHING_BLOCKED;
-      const remembered = blocksNobody; // a lookup that ends in the next window adds nothing to it
-      const found = await reader.blockedPairs(asked);
-      for (const { recipient } of asked)
-        if (!found.blockingAnyone.has(recipient) && remembered.size < options.maxRecipients)
-          remembered.add(recipient);
-      return found;
-    },
+    }
+    readAt = startedAt;
+  };
+  const readChangesOnce = () =>
+    (reading ??= readChanges().finally(() => {
+      reading = undefined;
+    }));
+
+  const keep = (user: string, blocked: ReadonlySet<string>) => {
+    if (kept.size >= maxUsers) kept.delete(kept.keys().next().value!);
+    kept.set(user, blocked);
+  };
+
+  return async (pairs) => {
+    const sinceRead = clock() - readAt;
+    if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesOnce();
+    else if (sinceRead >= pollMs) readChangesOnce().catch(() => undefined); // failing reads: the lookup after next waits for one
+    const missing = [...new Set(pairs.map((p) => p.recipient).filter((user) => !kept.has(user)))];
+    const generationAsked = generation;
+    const read = missing.length > 0 ? await reader.blocksOf(missing) : undefined;
+    if (read && generation === generationAsked) for (const [user, blocked] of read) keep(user, blocked);
+    const blocked = new Set<string>();
+    for (const { recipient, sender } of pairs)
+      if ((read?.get(recipient) ?? kept.get(recipient))?.has(sender))
+        blocked.add(blockKey(recipient, sender));
+    return blocked;
   };
 }

@@ -235,7 +235,8 @@ describe('faults: the fleet as separate processes', () => {
     await waitFor(() => bob.messages.has('p-alice:before'), 15_000, 'the first message');
     fleet.postgres.cut();
     try {
-      // message-router cannot read user_blocks now: it routes unchecked rather than hold 1:1 traffic.
+      // message-router cannot read the blocks, nor their changes, now: it routes unchecked rather than
+      // hold 1:1 traffic.
       const ids = Array.from({ length: 10 }, (_, n) => `during-${n}`);
       for (const id of ids) {
         alice.send({ type: 'message', id, to: 'p-bob', body: { text: id } });

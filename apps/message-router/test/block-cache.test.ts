@@ -1,0 +1,84 @@
+import { blockKey, BlockPair, cacheBlocks } from '../src/blocks';
+import { MemoryBlocks } from './support/memory-blocks';
+
+const to = (recipient: string, sender = 'mallory'): BlockPair => ({ recipient, sender });
+
+function cached(blocks: MemoryBlocks, options: { maxUsers?: number } = {}) {
+  const clock = { now: 1_000_000 };
+  const lookup = cacheBlocks(blocks, {
+    pollMs: 1000,
+    maxUsers: options.maxUsers ?? 100,
+    clock: () => clock.now,
+  });
+  return { lookup, clock };
+}
+
+describe('cacheBlocks', () => {
+  it('keeps at most maxUsers recipients: past it, the one kept longest is asked about again', async () => {
+    const blocks = new MemoryBlocks();
+    const { lookup } = cached(blocks, { maxUsers: 2 });
+    await lookup([to('a'), to('b')]);
+    await lookup([to('a'), to('b'), to('c')]); // c in, a out
+    await lookup([to('b'), to('c'), to('a')]);
+    expect(blocks.lookups).toEqual([['a', 'b'], ['c'], ['a']]);
+  });
+
+  it('keeps nothing from a lookup that a read of the changes overtook: its answer may be older than the change', async () => {
+    const blocks = new MemoryBlocks();
+    let release = () => {};
+    let gated = false;
+    const blocksOf = blocks.blocksOf.bind(blocks);
+    // bob's blocks are read (nobody) before his block, and answered after the change is read.
+    blocks.blocksOf = async (users) => {
+      const answer = await blocksOf(users);
+      if (gated) await new Promise<void>((resolve) => (release = resolve));
+      return answer;
+    };
+    const { lookup, clock } = cached(blocks);
+    gated = true;
+    const first = lookup([to('bob')]);
+    await new Promise((resolve) => setImmediate(resolve));
+    gated = false;
+    blocks.block('bob', 'mallory');
+    clock.now += 2001;
+    await lookup([to('carol')]); // reads the changes first: bob's block
+    release();
+    expect(await first).toEqual(new Set()); // that batch went on the older answer
+    expect(await lookup([to('bob')])).toEqual(new Set([blockKey('bob', 'mallory')]));
+    expect(blocks.lookups).toEqual([['bob'], ['carol'], ['bob']]);
+  });
+
+  it('forgets every changed user, however many changed since the last read', async () => {
+    const blocks = new MemoryBlocks();
+    const { lookup, clock } = cached(blocks, { maxUsers: 5000 });
+    const users = Array.from({ length: 2500 }, (_, i) => `u${i}`);
+    await lookup(users.map((user) => to(user)));
+    for (const user of users) blocks.block(user, 'mallory');
+    clock.now += 2001;
+    expect((await lookup(users.map((user) => to(user)))).size).toBe(2500);
+    expect(blocks.lookups.map((asked) => asked.length)).toEqual([2500, 2500]);
+  });
+
+  it('fails a lookup when the changes cannot be read and were last read longer than two polls ago', async () => {
+    const blocks = new MemoryBlocks();
+    const { lookup, clock } = cached(blocks);
+    await lookup([to('bob')]);
+    blocks.failWith = new Error('connect ECONNREFUSED 127.0.0.1:5432');
+    clock.now += 1000; // the read in the background fails; the batch goes on what is kept
+    expect(await lookup([to('bob')])).toEqual(new Set());
+    clock.now += 1001;
+    await expect(lookup([to('bob')])).rejects.toThrow('ECONNREFUSED');
+    blocks.failWith = undefined;
+    expect(await lookup([to('bob')])).toEqual(new Set());
+    expect(blocks.lookups).toEqual([['bob']]); // the changes read at last: none, bob still kept
+  });
+
+  it('starts again from nothing when the changes were not read for ten minutes (group-ms may have forgotten some)', async () => {
+    const blocks = new MemoryBlocks();
+    const { lookup, clock } = cached(blocks);
+    await lookup([to('bob')]);
+    clock.now += 10 * 60_000 + 1;
+    await lookup([to('bob')]);
+    expect(blocks.lookups).toEqual([['bob'], ['bob']]);
+  });
+});
