@@ -549,7 +549,7 @@ export class ParleyClient extends EventTarget {
     return this.rest('PUT', `/v1/blocks/${encodeURIComponent(user)}`);
   }
 
-  /** `DELETE /v1/blocks/:user`: what the user sends from now on arrives again (nothing sent meanwhile). */
+  /** `DELETE /v1/blocks/:user`: what the user sends from two seconds on arrives again (nothing sent meanwhile). */
   unblock(user) {
     return this.rest('DELETE', `/v1/blocks/${encodeURIComponent(user)}`);
   }
