@@ -10,6 +10,7 @@ import { createSqlMembershipReader } from '../src/sql-membership';
 // Both halves of the group flow on one bus and one database, as in the fleet.
 import { createGroupMs, GroupMs } from '../../group-ms/src/app';
 import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
+import { createSqlReportStore } from '../../group-ms/src/reports';
 import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
 import { waitFor } from '@parley/test-kit';
 
@@ -36,6 +37,7 @@ describe.each(testDatabases())(
         ...runtime('group-ms'),
         bus,
         store: createSqlGroupStore(db),
+        reports: createSqlReportStore(db),
         internalSecret: 'test-internal-secret-0123',
         maxMembers: 1024,
         maxGroupsPerUser: 1000,

@@ -5,6 +5,7 @@ import {
   GROUP_LIST_MAX_LIMIT,
   GroupCommandEvent,
   MAX_BLOCKS_PER_USER,
+  MAX_REPORTS_PER_DAY,
   TopicPosition,
   TOPICS,
   userMid,
@@ -20,10 +21,11 @@ import {
   Service,
   serviceLifecycle,
 } from '@parley/service-kit';
-import { DEFAULT_GROUP_OPS_KEEP_DAYS } from './ops-retention';
+import { DEFAULT_GROUP_OPS_KEEP_DAYS, DEFAULT_REPORTS_KEEP_DAYS } from './ops-retention';
 import { GroupStore } from './group-store';
 import { addEffects, GroupEffects, GroupService, noEffects } from './group-service';
 import { registerGroupRoutes } from './http-routes';
+import { registerReportRoutes, ReportStore } from './reports';
 
 export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
@@ -55,15 +57,21 @@ export interface GroupMsDeps extends Omit<Runtime, 'closer'> {
   eraseBudgetMs?: number;
   /** Users one user may block (default MAX_BLOCKS_PER_USER, which `GET /v1/blocks` answers at once). */
   maxBlocksPerUser?: number;
+  /** Where reports of users are kept for moderators. */
+  reports: ReportStore;
+  /** Reports one user may file in 24 hours (default MAX_REPORTS_PER_DAY). */
+  maxReportsPerDay?: number;
+  /** How long a report is kept (default 90 days). */
+  reportsRetentionMs?: number;
 }
 
 export interface GroupMs extends Service {
   http: HttpServer;
   /**
-   * Purges the ops past retention, and the groups emptied and the block changes recorded before
-   * it, now (it also runs periodically); returns how many of each went.
+   * Purges the ops past retention, the groups emptied and the block changes recorded before it,
+   * and the reports past theirs, now (it also runs periodically); returns how many of each went.
    */
-  purgeNow(): Promise<{ ops: number; groups: number; blockChanges: number }>;
+  purgeNow(): Promise<{ ops: number; groups: number; blockChanges: number; reports: number }>;
   /** Publishes the notices a failed publish left behind now (it also runs periodically). */
   publishOutboxNow(): Promise<number>;
 }
@@ -120,6 +128,15 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     maxListedMembers: GROUP_LIST_MAX_LIMIT * deps.maxMembers,
     blocks: deps.store,
     maxBlocksPerUser: deps.maxBlocksPerUser ?? MAX_BLOCKS_PER_USER,
+    reports: deps.reports,
+  });
+  registerReportRoutes(http, {
+    reports: deps.reports,
+    clock,
+    newId: deps.newId ?? randomUUID,
+    logger: deps.logger,
+    metrics: deps.metrics,
+    maxReportsPerDay: deps.maxReportsPerDay ?? MAX_REPORTS_PER_DAY,
   });
 
   // Routers apply ops through the internal API; this drains what a router of an earlier release
@@ -151,12 +168,16 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
       const groups = await deps.store.forgetEmptyGroupsBefore(before, signal);
       emptiedPurged.inc(groups);
       const blockChanges = await deps.store.forgetBlockChangesBefore(before, signal);
-      if (ops + groups + blockChanges > 0)
+      const reports = await deps.reports.forgetReportsBefore(
+        clock() - (deps.reportsRetentionMs ?? DEFAULT_REPORTS_KEEP_DAYS * DAY_MS),
+        signal,
+      );
+      if (ops + groups + blockChanges + reports > 0)
         deps.logger.info(
-          { ops, groups, blockChanges },
-          'purged old group ops, emptied groups and block changes',
+          { ops, groups, blockChanges, reports },
+          'purged old group ops, emptied groups, block changes and reports',
         );
-      return { ops, groups, blockChanges };
+      return { ops, groups, blockChanges, reports };
     },
   });
 

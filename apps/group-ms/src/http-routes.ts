@@ -28,6 +28,7 @@ import { groupCursor, GroupPosition } from './cursor';
 import { ChangeRequest, GroupOperation, GroupState, toGroup, visibleTo } from './group';
 import { GroupEffects, GroupService } from './group-service';
 import { GroupStore } from './group-store';
+import type { ReportStore } from './reports';
 
 export interface GroupRoutesDeps {
   groups: GroupService;
@@ -47,6 +48,8 @@ export interface GroupRoutesDeps {
   blocks: Pick<GroupStore, 'block' | 'unblock' | 'blocksOf' | 'blockersAmong' | 'forgetBlocksOf'>;
   /** Users one user may block (MAX_BLOCKS_PER_USER). */
   maxBlocksPerUser: number;
+  /** Where reports of users are kept (an erasure forgets those by and about the user). */
+  reports: Pick<ReportStore, 'forgetReportsOf'>;
 }
 
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
@@ -182,9 +185,11 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     { schema: { response: { 200: ErasedCount } } },
     async (request): Promise<ErasedCount> => {
       const user = actingUser(request);
-      // Their blocks both ways: whom they blocked, and who blocked them (either row names them).
+      // Their blocks both ways: whom they blocked, and who blocked them (either row names them); and
+      // the reports they filed and those about them.
       // First and on every call: a call after a 503 erases those made meanwhile too.
       await deps.blocks.forgetBlocksOf(user, deps.clock());
+      await deps.reports.forgetReportsOf(user);
       const startedAt = performance.now();
       let left = 0;
       for await (const page of pagesOf(user, deps.erasePageSize))

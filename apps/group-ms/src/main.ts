@@ -3,6 +3,7 @@ import { connectDatabase } from '@parley/postgres';
 import { DAY_MS, runMain } from '@parley/service-kit';
 import { createGroupMs } from './app';
 import { GroupMsConfig } from './config';
+import { createSqlReportStore } from './reports';
 import { createSqlGroupStore } from './sql-group-store';
 
 void runMain('group-ms', GroupMsConfig, async (config, runtime) => {
@@ -12,6 +13,9 @@ void runMain('group-ms', GroupMsConfig, async (config, runtime) => {
     ...runtime,
     bus,
     store: createSqlGroupStore(db),
+    reports: createSqlReportStore(db),
+    maxReportsPerDay: config.MAX_REPORTS_PER_DAY,
+    reportsRetentionMs: config.REPORTS_KEEP_DAYS * DAY_MS,
     port: config.PORT,
     host: config.HOST,
     internalSecret: config.INTERNAL_SECRET,

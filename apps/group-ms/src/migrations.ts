@@ -174,4 +174,32 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '026_user_block_changes_by_version',
     sql: `CREATE UNIQUE INDEX user_block_changes_by_version ON user_block_changes (version)`,
   },
+  // Reports of users for moderators, read in filing order (position); a reporter's last day is
+  // counted for the daily limit; purged after REPORTS_KEEP_DAYS. The quoted messages are their
+  // JSON text, as persistence-ms keeps frames: any body, exactly as sent.
+  {
+    id: '029_user_reports',
+    sql: `CREATE TABLE user_reports (
+      position bigserial PRIMARY KEY,
+      id text NOT NULL UNIQUE,
+      reporter text NOT NULL,
+      reported text NOT NULL,
+      reason text NOT NULL,
+      comment text,
+      messages text NOT NULL,
+      created_at bigint NOT NULL
+    )`,
+  },
+  {
+    id: '030_user_reports_by_reporter',
+    sql: `CREATE INDEX user_reports_by_reporter ON user_reports (reporter, created_at)`,
+  },
+  {
+    id: '031_user_reports_by_reported',
+    sql: `CREATE INDEX user_reports_by_reported ON user_reports (reported)`,
+  },
+  {
+    id: '032_user_reports_by_time',
+    sql: `CREATE INDEX user_reports_by_time ON user_reports (created_at)`,
+  },
 ];

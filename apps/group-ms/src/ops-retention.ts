@@ -2,6 +2,8 @@ import { TProperties, Type } from '@sinclair/typebox';
 
 /** How long group-ms remembers an applied op by default: a replayed op older than that is applied again. */
 export const DEFAULT_GROUP_OPS_KEEP_DAYS = 8;
+/** How long a report of a user is kept for moderators by default. */
+export const DEFAULT_REPORTS_KEEP_DAYS = 90;
 
 /** In a module of its own, so the DLQ tool reads the same setting without group-ms's dependencies. */
 export const GroupOpsKeepConfig = {

@@ -6,6 +6,7 @@ import { testDatabases } from '@parley/postgres/testing';
 import { createMetricsRegistry, DAY_MS, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMs, GroupMs, GroupMsDeps } from '../src/app';
 import { GROUP_MIGRATIONS } from '../src/migrations';
+import { createSqlReportStore } from '../src/reports';
 import { createSqlGroupStore } from '../src/sql-group-store';
 import { waitFor } from '@parley/test-kit';
 
@@ -28,6 +29,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     createGroupMs({
       bus,
       store: createSqlGroupStore(db),
+      reports: createSqlReportStore(db),
       logger: silentLogger(),
       metrics: createMetricsRegistry('group-ms', { collectDefaults: false }),
       readiness: new Readiness(),
@@ -299,6 +301,84 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     });
   });
 
+  it('files a report for moderators, lists it to them a page at a time, counts it by reason, and erases it with either account', async () => {
+    const reported = await call('POST', '/internal/reports', 'rita', {
+      user: 'rex',
+      reason: 'harassment',
+      comment: 'line one\nline two',
+      messages: [{ mid: 'rex:m1', body: { text: 'hey \u0000 you' }, sentAt: 5 }],
+    });
+    expect([reported.statusCode, reported.json()]).toEqual([
+      201,
+      { id: expect.any(String), at: expect.any(Number) },
+    ]);
+    await call('POST', '/internal/reports', 'sam', { user: 'rex', reason: 'spam' });
+    const listed = await call('GET', '/internal/reports?limit=1', 'moderator');
+    expect(listed.json()).toEqual({
+      reports: [
+        {
+          id: reported.json().id,
+          position: expect.any(Number),
+          reporter: 'rita',
+          user: 'rex',
+          reason: 'harassment',
+          comment: 'line one\nline two',
+          messages: [{ mid: 'rex:m1', body: { text: 'hey \u0000 you' }, sentAt: 5 }],
+          at: reported.json().at,
+        },
+      ],
+      next: expect.any(Number),
+    });
+    const rest = (await call('GET', `/internal/reports?after=${listed.json().next}`, 'moderator')).json();
+    expect(rest.reports.map((r: { reporter: string }) => r.reporter)).toEqual(['sam']);
+    expect(rest).not.toHaveProperty('next');
+    const metrics = (await service.http.inject('/metrics')).body;
+    expect(metrics).toContain('parley_group_reports_total{reason="harassment",service="group-ms"} 1');
+    expect(metrics).toContain('parley_group_reports_total{reason="hate",service="group-ms"} 0');
+
+    await call('DELETE', '/internal/account', 'rex');
+    expect((await call('GET', '/internal/reports', 'moderator')).json()).toEqual({ reports: [] });
+  });
+
+  it('refuses a report of oneself, a bad reason or comment with the field named, and one past the daily limit with when to retry', async () => {
+    await service.stop();
+    let now = 1_000_000_000;
+    service = groupMs({ newId: () => `id${++ids}`, clock: () => now, maxReportsPerDay: 2 });
+    await service.start();
+    const self = await call('POST', '/internal/reports', 'ray', { user: 'ray', reason: 'spam' });
+    expect([self.statusCode, self.json().error]).toEqual([
+      400,
+      { code: 'invalid_request', message: 'user: you cannot report yourself' },
+    ]);
+    const reason = await call('POST', '/internal/reports', 'ray', { user: 'rex', reason: 'rude' });
+    expect([reason.statusCode, reason.json().error.code]).toEqual([400, 'invalid_request']);
+    expect(reason.json().error.message).toContain('reason');
+    expect(reason.json().error.message).toContain('harassment');
+    const comment = await call('POST', '/internal/reports', 'ray', {
+      user: 'rex',
+      reason: 'spam',
+      comment: 'a\u0007b',
+    });
+    expect([comment.statusCode, comment.json().error.message]).toEqual([
+      400,
+      expect.stringContaining('comment'),
+    ]);
+
+    for (const user of ['r1', 'r2'])
+      expect((await call('POST', '/internal/reports', 'ray', { user, reason: 'spam' })).statusCode).toBe(201);
+    now += 3600_000;
+    const third = await call('POST', '/internal/reports', 'ray', { user: 'r3', reason: 'spam' });
+    expect([third.statusCode, third.json().error.code, third.headers['retry-after']]).toEqual([
+      429,
+      'rate_limited',
+      String(23 * 3600),
+    ]);
+    now += 23 * 3600_000;
+    expect((await call('POST', '/internal/reports', 'ray', { user: 'r3', reason: 'spam' })).statusCode).toBe(
+      201,
+    );
+  });
+
   it('refuses a change past the groups one user may be in: 409 too_many_groups over REST, an error deliverable to its sender from the group-commands topic', async () => {
     await service.stop();
     service = groupMs({ newId: () => `id${++ids}`, maxGroupsPerUser: 1 });
@@ -556,7 +636,12 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       expect((await create('recent')).statusCode).toBe(201);
       expect(await opsOf()).toEqual(['aged', 'recent', 'stuck']);
 
-      expect(await purging.purgeNow()).toEqual({ ops: 1, groups: 0, blockChanges: expect.any(Number) });
+      expect(await purging.purgeNow()).toEqual({
+        ops: 1,
+        groups: 0,
+        blockChanges: expect.any(Number),
+        reports: expect.any(Number),
+      });
       expect(await opsOf()).toEqual(['recent', 'stuck']);
       const metrics = (await purging.http.inject('/metrics')).body;
       expect(metrics).toContain('parley_group_ops_purged_total{service="group-ms"} 1');
@@ -595,7 +680,12 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
 
       const purged = await purging.purgeNow();
       expect(await groupsNamed()).toEqual(['emptied-lately', 'kept']);
-      expect(purged).toEqual({ ops: expect.any(Number), groups: 1, blockChanges: expect.any(Number) });
+      expect(purged).toEqual({
+        ops: expect.any(Number),
+        groups: 1,
+        blockChanges: expect.any(Number),
+        reports: expect.any(Number),
+      });
       // Its id is free, as it was: created again, it is a new group.
       const again = await as('carol', 'POST', '/internal/groups', {
         id: 'emptied',

@@ -23,6 +23,7 @@ import { MemorySessionStore } from '../../session-ms/src/store/memory-store';
 import { RedisSessionStore } from '../../session-ms/src/store/redis-store';
 import { createGroupMs } from '../../group-ms/src/app';
 import { GROUP_MIGRATIONS } from '../../group-ms/src/migrations';
+import { createSqlReportStore } from '../../group-ms/src/reports';
 import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
 import { createGroupMessageRouter } from '../../group-message-router/src/app';
 import { createHttpGroupCommandApplier } from '../../group-message-router/src/group-commands';
@@ -194,6 +195,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       createGroupMs({
         ...(await runtimeFor('group-ms', true)),
         store: createSqlGroupStore(db),
+        reports: createSqlReportStore(db),
         port: ports.groupMs,
         host,
         internalSecret,

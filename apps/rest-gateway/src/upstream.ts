@@ -181,7 +181,13 @@ async function callOnce(
     // A 4xx without the protocol's error body too: passed on, it failed the error schema (500) or,
     // empty, reached the app with no error body.
     if (!isErrorBody(parsed)) throw new ParleyError('unavailable', `${service} answered ${response.status}`);
-    throw new ParleyError(knownCode(parsed.error.code, response.status), parsed.error.message);
+    // The upstream's wait passes on with its refusal (a 429's: when its limit takes the next one).
+    const retryAfterSeconds = Number(response.headers.get('retry-after') ?? Number.NaN);
+    throw new ParleyError(
+      knownCode(parsed.error.code, response.status),
+      parsed.error.message,
+      retryAfterSeconds > 0 ? { retryAfterSeconds } : undefined,
+    );
   }
   if (success !== undefined) assertSuccess(service, response.status, parsed, success);
   return { status: response.status, body: parsed };

@@ -26,7 +26,10 @@ import { createHttpUpstreams, UpstreamLimits, UpstreamName } from '../src/upstre
 
 /** A stand-in for the internal APIs: answers like group-ms would, and records who asked. */
 async function startUpstream(
-  answer: (req: IncomingMessage, body: string) => { status: number; body?: unknown; raw?: string },
+  answer: (
+    req: IncomingMessage,
+    body: string,
+  ) => { status: number; body?: unknown; raw?: string; headers?: Record<string, string> },
 ) {
   const seen: Array<{ method?: string; url?: string; user?: string; secret?: string; body: string }> = [];
   const server: Server = createServer((req, res) => {
@@ -42,7 +45,7 @@ async function startUpstream(
       });
       const out = answer(req, body);
       res
-        .writeHead(out.status, { 'content-type': 'application/json' })
+        .writeHead(out.status, { 'content-type': 'application/json', ...out.headers })
         .end(out.raw ?? (out.body === undefined ? '' : JSON.stringify(out.body)));
     });
   });
@@ -1134,6 +1137,56 @@ describe('rest-gateway', () => {
         400,
         { code: 'invalid_request', message: 'user: you cannot block yourself' },
       ]);
+    } finally {
+      await group.close();
+    }
+  });
+
+  it('files a report on group-ms as the authenticated user, the body as given, and passes its 429 on with its Retry-After', async () => {
+    const group = await startUpstream((req, body) =>
+      (JSON.parse(body) as { user: string }).user === 'spammer'
+        ? {
+            status: 429,
+            headers: { 'retry-after': '3600' },
+            body: { error: { code: 'rate_limited', message: 'at most 20 reports a day; retry in 3600 s' } },
+          }
+        : { status: 201, body: { id: 'rep-1', at: 1700000000000 } },
+    );
+    ({ gateway } = build({ upstreamUrls: { 'group-ms': group.url } }));
+    try {
+      const headers = await auth('bob');
+      const payload = {
+        user: 'mallory',
+        reason: 'harassment',
+        comment: 'again\nand again',
+        messages: [{ mid: 'mallory:m1', body: { text: 'hi' }, sentAt: 1 }],
+      };
+      const filed = await gateway.http.inject({ method: 'POST', url: '/v1/reports', headers, payload });
+      expect([filed.statusCode, filed.json()]).toEqual([201, { id: 'rep-1', at: 1700000000000 }]);
+      expect(
+        group.seen.map(({ method, url, user, body }) => ({ method, url, user, body: JSON.parse(body) })),
+      ).toEqual([{ method: 'POST', url: '/internal/reports', user: 'bob', body: payload }]);
+      const limited = await gateway.http.inject({
+        method: 'POST',
+        url: '/v1/reports',
+        headers,
+        payload: { user: 'spammer', reason: 'spam' },
+      });
+      expect([limited.statusCode, limited.headers['retry-after'], limited.json().error.code]).toEqual([
+        429,
+        '3600',
+        'rate_limited',
+      ]);
+      // Refused here, never asked upstream: a reason the protocol does not have, named.
+      const bad = await gateway.http.inject({
+        method: 'POST',
+        url: '/v1/reports',
+        headers,
+        payload: { user: 'mallory', reason: 'rude' },
+      });
+      expect([bad.statusCode, bad.json().error.code]).toEqual([400, 'invalid_request']);
+      expect(bad.json().error.message).toContain('reason');
+      expect(group.seen).toHaveLength(2);
     } finally {
       await group.close();
     }

@@ -29,6 +29,9 @@ export type MessageFrame = Static<typeof MessageFrame>;
  * UTF-8 store can hold.
  */
 const STORABLE_TEXT_PATTERN = '^[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]+$';
+/** The same, with tabs and line breaks allowed (text a person writes in lines), or empty. */
+export const STORABLE_LINES_PATTERN =
+  '^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$';
 
 /**
  * A mid a client names (ack, read): no deliverable's mid holds a control character or a lone UTF-16

@@ -20,6 +20,13 @@ export const GROUP_LIST_MAX_LIMIT = 200;
 export const MAX_PRESENCE_USERS = 200;
 /** Users one user may block: `GET /v1/blocks` answers them all at once. */
 export const MAX_BLOCKS_PER_USER = 1000;
+/** Reports one user may file in 24 hours: more is abuse of the moderators, not a report. */
+export const MAX_REPORTS_PER_DAY = 20;
+/** Messages one report may quote, and the length of its comment. */
+export const MAX_REPORTED_MESSAGES = 20;
+export const MAX_REPORT_COMMENT_LENGTH = 1000;
+/** Reports a moderator's page may hold. */
+export const REPORT_LIST_MAX_LIMIT = 500;
 /**
  * A typing notice older than this is not passed on: it is about the moment. The routers drop one
  * by its `sentAt` (a backlog of the inbound or group topic), session-ms one written to the delivery

@@ -1,14 +1,24 @@
 import { Static, Type } from '@sinclair/typebox';
 import { DeviceId, GroupId, Mid, Timestamp, USER_ID_PATTERN, UserId } from './ids';
 import { ParleyError } from './errors';
-import { AckFrame, GroupFrame, GroupName, MessageFrame, ReadFrame } from './client-frames';
+import {
+  AckFrame,
+  GroupFrame,
+  GroupName,
+  MessageFrame,
+  ReadFrame,
+  STORABLE_LINES_PATTERN,
+} from './client-frames';
 import { Deliverable, ErrorCodeSchema } from './server-frames';
 import {
   GROUP_LIST_MAX_LIMIT,
   MAX_BLOCKS_PER_USER,
   MAX_GROUP_MEMBERS_PER_OP,
   MAX_PRESENCE_USERS,
+  MAX_REPORT_COMMENT_LENGTH,
+  MAX_REPORTED_MESSAGES,
   MAX_SEND_BATCH,
+  REPORT_LIST_MAX_LIMIT,
   SYNC_MAX_LIMIT,
 } from './limits';
 
@@ -172,6 +182,96 @@ export const BlockList = Type.Object(
   },
 );
 export type BlockList = Static<typeof BlockList>;
+
+/** Why a user is reported (App Store guideline 1.2: a way to report objectionable content). */
+export const REPORT_REASONS = [
+  'spam',
+  'harassment',
+  'hate',
+  'sexual',
+  'violence',
+  'self_harm',
+  'impersonation',
+  'other',
+] as const;
+export const ReportReason = Type.Union(
+  REPORT_REASONS.map((reason) => Type.Literal(reason)),
+  { description: `Why: ${REPORT_REASONS.join(', ')}` },
+);
+export type ReportReason = Static<typeof ReportReason>;
+export const ReportedMessage = Type.Object(
+  {
+    mid: Mid,
+    body: Type.Optional(Type.Unknown({ description: 'The message body as the reporter received it' })),
+    sentAt: Type.Optional(Timestamp),
+  },
+  { additionalProperties: false },
+);
+export type ReportedMessage = Static<typeof ReportedMessage>;
+export const ReportBody = Type.Object(
+  {
+    user: UserId,
+    reason: ReportReason,
+    comment: Type.Optional(
+      Type.String({
+        maxLength: MAX_REPORT_COMMENT_LENGTH,
+        pattern: STORABLE_LINES_PATTERN,
+        description: "The reporter's own words: lines of text, no other control characters",
+      }),
+    ),
+    messages: Type.Optional(
+      Type.Array(ReportedMessage, {
+        maxItems: MAX_REPORTED_MESSAGES,
+        description:
+          'Messages from the reported user, quoted as the reporter received them (the server keeps no delivered message, so these are the evidence; a moderator sees them as the reporter sent them)',
+      }),
+    ),
+  },
+  { $id: 'ReportBody', additionalProperties: false },
+);
+export type ReportBody = Static<typeof ReportBody>;
+export const ReportReceipt = Type.Object(
+  { id: Type.String({ description: 'The report, for a later reference' }), at: Timestamp },
+  { $id: 'ReportReceipt' },
+);
+export type ReportReceipt = Static<typeof ReportReceipt>;
+/** A report as moderators read it (group-ms's internal `GET /internal/reports`). */
+export const ReportRecord = Type.Object(
+  {
+    id: Type.String(),
+    position: Type.Integer({ minimum: 1, description: "Its place in filing order: the next page's `after`" }),
+    reporter: UserId,
+    user: UserId,
+    reason: ReportReason,
+    comment: Type.Optional(Type.String()),
+    messages: Type.Array(ReportedMessage),
+    at: Timestamp,
+  },
+  { $id: 'ReportRecord' },
+);
+export type ReportRecord = Static<typeof ReportRecord>;
+export const ReportListQuery = Type.Object(
+  {
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'The last `position` already read' })),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: REPORT_LIST_MAX_LIMIT,
+        description: 'Reports a page (100 by default)',
+      }),
+    ),
+  },
+  { $id: 'ReportListQuery' },
+);
+export type ReportListQuery = Static<typeof ReportListQuery>;
+export const ReportList = Type.Object(
+  {
+    reports: Type.Array(ReportRecord, { description: 'Oldest filed first' }),
+    next: Type.Optional(Type.Integer({ description: "A full page's last position: ask again with `after`" })),
+  },
+  { $id: 'ReportList' },
+);
+export type ReportList = Static<typeof ReportList>;
 
 export const PresenceQuery = Type.Object(
   {

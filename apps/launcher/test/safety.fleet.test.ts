@@ -1,7 +1,8 @@
+import { INTERNAL_SECRET_HEADER } from '@parley/contracts';
 import { fleetSuite } from './helpers';
 
-describe('fleet: blocking a user end to end', () => {
-  const { clients } = fleetSuite({ maxAttempts: 2 });
+describe('fleet: blocking and reporting a user end to end', () => {
+  const { clients, fleet } = fleetSuite({ maxAttempts: 2 });
 
   it("keeps a blocked user's 1:1 messages, typing and reads from the blocker, shows the blocker offline to them, and lets new messages through once unblocked", async () => {
     const ana = await clients.connect('ana-b1', { autoAck: true });
@@ -87,5 +88,40 @@ describe('fleet: blocking a user end to end', () => {
     const self = await clients.rest('ana-b2', 'PUT', '/v1/blocks/ana-b2');
     expect(self.status).toBe(400);
     expect(self.body.error.code).toBe('invalid_request');
+  });
+
+  it("files a report with the messages the reporter received, which moderators read from group-ms's internal API", async () => {
+    const ana = await clients.connect('ana-r1', { autoAck: true });
+    const max = await clients.connect('max-r1', { autoAck: true });
+    max.send({ type: 'message', id: 'rude', to: 'ana-r1', body: { text: 'something rude' } });
+    const received = await ana.next((f) => f.mid === 'max-r1:rude');
+
+    const filed = await clients.rest('ana-r1', 'POST', '/v1/reports', {
+      user: 'max-r1',
+      reason: 'harassment',
+      messages: [{ mid: received.mid, body: received.body, sentAt: received.sentAt }],
+    });
+    expect(filed.status).toBe(201);
+    const moderatorView = await fetch(`http://127.0.0.1:${fleet().ports.groupMs}/internal/reports`, {
+      headers: { [INTERNAL_SECRET_HEADER]: 'parley-dev-internal-secret' },
+    });
+    const { reports } = (await moderatorView.json()) as { reports: Array<Record<string, unknown>> };
+    expect(reports.filter((r) => r.reporter === 'ana-r1')).toEqual([
+      {
+        id: filed.body.id,
+        position: expect.any(Number),
+        reporter: 'ana-r1',
+        user: 'max-r1',
+        reason: 'harassment',
+        messages: [{ mid: 'max-r1:rude', body: { text: 'something rude' }, sentAt: received.sentAt }],
+        at: filed.body.at,
+      },
+    ]);
+    // Not for the app: the public API has no way to read reports.
+    expect((await clients.rest('ana-r1', 'GET', '/v1/reports')).status).toBe(404);
+    // max is not told, and can still write to ana (reporting is not blocking).
+    max.send({ type: 'message', id: 'after', to: 'ana-r1', body: 'still here' });
+    await ana.next((f) => f.mid === 'max-r1:after');
+    expect(max.frames.filter((f) => JSON.stringify(f).includes('report'))).toEqual([]);
   });
 });

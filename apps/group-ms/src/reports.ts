@@ -1,0 +1,183 @@
+import { Counter, Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import {
+  ParleyError,
+  REPORT_REASONS,
+  ReportBody,
+  ReportList,
+  ReportListQuery,
+  ReportReceipt,
+  ReportRecord,
+} from '@parley/contracts';
+import { deleteOlderThan, SqlDatabase, SqlExecutor } from '@parley/postgres';
+import { actingUser, contractsBodyValidator, DAY_MS, HttpServer } from '@parley/service-kit';
+
+/** A report as filed: who filed it, and when. */
+export interface NewReport extends ReportBody {
+  id: string;
+  reporter: string;
+  at: number;
+}
+
+/** Where reports of users are kept for moderators (App Store guideline 1.2), in filing order. */
+export interface ReportStore {
+  /**
+   * Files `report` unless its reporter filed `maxPerDay` in the 24 hours before it: then answers
+   * when the oldest of those leaves the window. Serialized per reporter.
+   */
+  file(report: NewReport, maxPerDay: number): Promise<{ filed: ReportRecord } | { retryAt: number }>;
+  /** The reports filed after `after` (a position), oldest first, at most `limit`. */
+  list(after: number, limit: number): Promise<ReportRecord[]>;
+  /** Account erasure: the reports the user filed and those about them (returns how many). */
+  forgetReportsOf(user: string): Promise<number>;
+  /** The reports filed before `filedBefore` (returns how many). */
+  forgetReportsBefore(filedBefore: number, signal?: AbortSignal): Promise<number>;
+}
+
+/** Advisory-lock namespace for one reporter's reports (the second key is hashtext(user id)). */
+const REPORT_LOCK_NAMESPACE = 0x72707274; // "rprt"
+
+interface ReportRow {
+  id: string;
+  position: string;
+  reporter: string;
+  reported: string;
+  reason: ReportRecord['reason'];
+  comment: string | null;
+  messages: string;
+  created_at: string;
+}
+
+const toRecord = (row: ReportRow): ReportRecord => ({
+  id: row.id,
+  position: Number(row.position),
+  reporter: row.reporter,
+  user: row.reported,
+  reason: row.reason,
+  ...(row.comment === null ? {} : { comment: row.comment }),
+  messages: JSON.parse(row.messages) as ReportRecord['messages'],
+  at: Number(row.created_at),
+});
+
+/** The report store on group-ms's Postgres (pg or PGlite): table `user_reports` (migrations.ts). */
+export function createSqlReportStore(db: SqlDatabase): ReportStore {
+  return {
+    file: (report, maxPerDay) =>
+      db.transaction(async (tx) => {
+        await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [
+          REPORT_LOCK_NAMESPACE,
+          report.reporter,
+        ]);
+        const recent = await recentReports(tx, report.reporter, report.at - DAY_MS, maxPerDay);
+        if (recent.length >= maxPerDay) return { retryAt: recent[0] + DAY_MS };
+        const inserted = await tx.query<ReportRow>(
+          `INSERT INTO user_reports (id, reporter, reported, reason, comment, messages, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           RETURNING id, position, reporter, reported, reason, comment, messages, created_at`,
+          [
+            report.id,
+            report.reporter,
+            report.user,
+            report.reason,
+            report.comment ?? null,
+            JSON.stringify(report.messages ?? []),
+            report.at,
+          ],
+        );
+        return { filed: toRecord(inserted.rows[0]) };
+      }),
+    async list(after, limit) {
+      const rows = await db.query<ReportRow>(
+        `SELECT id, position, reporter, reported, reason, comment, messages, created_at
+         FROM user_reports WHERE position > $1 ORDER BY position LIMIT $2`,
+        [after, limit],
+      );
+      return rows.rows.map(toRecord);
+    },
+    async forgetReportsOf(user) {
+      const deleted = await db.query('DELETE FROM user_reports WHERE reporter = $1 OR reported = $1', [user]);
+      return deleted.rowCount;
+    },
+    forgetReportsBefore: (filedBefore, signal) =>
+      deleteOlderThan(db, { table: 'user_reports', column: 'created_at', before: filedBefore, signal }),
+  };
+}
+
+/** The times of `reporter`'s reports filed after `since`, oldest first, at most `limit`. */
+async function recentReports(
+  tx: SqlExecutor,
+  reporter: string,
+  since: number,
+  limit: number,
+): Promise<number[]> {
+  const rows = await tx.query<{ created_at: string }>(
+    `SELECT created_at FROM user_reports WHERE reporter = $1 AND created_at > $2
+     ORDER BY created_at DESC LIMIT $3`,
+    [reporter, since, limit],
+  );
+  return rows.rows.map((row) => Number(row.created_at)).reverse();
+}
+
+export interface ReportRoutesDeps {
+  reports: ReportStore;
+  clock: () => number;
+  newId: () => string;
+  logger: Logger;
+  metrics: Registry;
+  /** Reports one user may file in 24 hours (MAX_REPORTS_PER_DAY). */
+  maxReportsPerDay: number;
+}
+
+/**
+ * The internal API behind the rest-gateway's `POST /v1/reports`, and the moderators' list of
+ * reports (`GET /internal/reports`, not forwarded by the rest-gateway: internal secret only).
+ */
+export function registerReportRoutes(app: HttpServer, deps: ReportRoutesDeps): void {
+  const filed = new Counter({
+    name: 'parley_group_reports_total',
+    help: 'Users reported (filed for moderators), by reason',
+    labelNames: ['reason'],
+    registers: [deps.metrics],
+  });
+  for (const reason of REPORT_REASONS) filed.inc({ reason }, 0);
+
+  // The reason is a union of literals: the contracts' validator names the field and the reasons.
+  const bodySchema = { schema: { body: ReportBody }, validatorCompiler: contractsBodyValidator };
+  app.post('/internal/reports', bodySchema, async (request, reply) => {
+    const reporter = actingUser(request);
+    const body = request.body;
+    if (body.user === reporter) throw new ParleyError('invalid_request', 'user: you cannot report yourself');
+    const at = deps.clock();
+    const outcome = await deps.reports.file(
+      { ...body, id: deps.newId(), reporter, at },
+      deps.maxReportsPerDay,
+    );
+    if ('retryAt' in outcome) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((outcome.retryAt - at) / 1000));
+      throw new ParleyError(
+        'rate_limited',
+        `at most ${deps.maxReportsPerDay} reports a day; retry in ${retryAfterSeconds} s`,
+        { retryAfterSeconds },
+      );
+    }
+    filed.inc({ reason: body.reason });
+    // Ids only: the comment and the quoted messages are for moderators, not for the logs.
+    deps.logger.info(
+      { report: outcome.filed.id, reporter, user: body.user, reason: body.reason },
+      'user reported',
+    );
+    const receipt: ReportReceipt = { id: outcome.filed.id, at: outcome.filed.at };
+    return reply.code(201).send(receipt);
+  });
+
+  app.get(
+    '/internal/reports',
+    { schema: { querystring: ReportListQuery, response: { 200: ReportList } } },
+    async (request): Promise<ReportList> => {
+      const query = request.query;
+      const limit = query.limit ?? 100;
+      const reports = await deps.reports.list(query.after ?? 0, limit);
+      return reports.length === limit ? { reports, next: reports.at(-1)!.position } : { reports };
+    },
+  );
+}

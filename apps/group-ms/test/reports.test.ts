@@ -1,0 +1,108 @@
+import { migrate, SqlDatabase } from '@parley/postgres';
+import { testDatabases } from '@parley/postgres/testing';
+import { DAY_MS } from '@parley/service-kit';
+import { GROUP_MIGRATIONS } from '../src/migrations';
+import { createSqlReportStore, NewReport, ReportStore } from '../src/reports';
+
+describe.each(testDatabases())('user reports in the report store on $name', (target) => {
+  let db: SqlDatabase;
+  let store: ReportStore;
+  let ids = 0;
+  beforeAll(async () => {
+    db = await target.open();
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+    store = createSqlReportStore(db);
+  });
+  afterAll(() => target.dispose());
+
+  const report = (reporter: string, user: string, at: number, extra: Partial<NewReport> = {}): NewReport => ({
+    id: `r${++ids}`,
+    reporter,
+    user,
+    reason: 'spam',
+    at,
+    ...extra,
+  });
+  const filed = async (r: NewReport, max = 10) => {
+    const outcome = await store.file(r, max);
+    if (!('filed' in outcome)) throw new Error(`refused until ${outcome.retryAt}`);
+    return outcome.filed;
+  };
+  const positionNow = async () => (await store.list(0, 500)).at(-1)?.position ?? 0;
+
+  it('keeps a report as filed, quoted messages and comment included, and lists reports in filing order, a page at a time', async () => {
+    const start = await positionNow();
+    const first = await filed(
+      report('lister-a', 'troll', 1000, {
+        reason: 'harassment',
+        comment: 'keeps writing at night',
+        messages: [{ mid: 'troll:1', body: { text: 'you again' }, sentAt: 990 }, { mid: 'troll:2' }],
+      }),
+    );
+    expect(first).toEqual({
+      id: expect.any(String),
+      position: expect.any(Number),
+      reporter: 'lister-a',
+      user: 'troll',
+      reason: 'harassment',
+      comment: 'keeps writing at night',
+      messages: [{ mid: 'troll:1', body: { text: 'you again' }, sentAt: 990 }, { mid: 'troll:2' }],
+      at: 1000,
+    });
+    await filed(report('lister-b', 'troll', 1001));
+    await filed(report('lister-c', 'spammer', 1002));
+    const page1 = await store.list(start, 2);
+    expect(page1.map((r) => [r.reporter, r.user])).toEqual([
+      ['lister-a', 'troll'],
+      ['lister-b', 'troll'],
+    ]);
+    expect(page1[0]).toEqual(first);
+    expect(page1[1]).not.toHaveProperty('comment');
+    expect(page1[1].messages).toEqual([]);
+    const page2 = await store.list(page1[1].position, 2);
+    expect(page2.map((r) => r.reporter)).toEqual(['lister-c']);
+    expect(await store.list(page2[0].position, 2)).toEqual([]);
+  });
+
+  it('refuses a report past the daily limit, saying when the oldest of the day leaves it, and takes one again then', async () => {
+    const t = 10 * DAY_MS;
+    await filed(report('eager', 'x1', t), 3);
+    await filed(report('eager', 'x2', t + 1000), 3);
+    await filed(report('eager', 'x3', t + 2000), 3);
+    expect(await store.file(report('eager', 'x4', t + 5000), 3)).toEqual({ retryAt: t + DAY_MS });
+    // Another reporter is not counted with them.
+    await filed(report('calm', 'x4', t + 5000), 3);
+    // A day after the first, it has left the window: one more is taken, then none again.
+    await filed(report('eager', 'x4', t + DAY_MS + 1), 3);
+    expect(await store.file(report('eager', 'x5', t + DAY_MS + 2), 3)).toEqual({
+      retryAt: t + 1000 + DAY_MS,
+    });
+  });
+
+  it('holds the daily limit when one reporter files many at once (on Postgres, over the pool)', async () => {
+    const outcomes = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => store.file(report('burst', `b${i}`, 20 * DAY_MS + i), 5)),
+    );
+    expect(outcomes.filter((o) => 'filed' in o)).toHaveLength(5);
+    expect((await store.list(0, 500)).filter((r) => r.reporter === 'burst')).toHaveLength(5);
+  });
+
+  it("forgets on erasure the reports a user filed and those about them, no one else's", async () => {
+    await filed(report('erased-user', 'y1', 1));
+    await filed(report('y2', 'erased-user', 2));
+    await filed(report('y2', 'y1', 3));
+    expect(await store.forgetReportsOf('erased-user')).toBe(2);
+    const left = (await store.list(0, 500)).filter((r) => [r.reporter, r.user].some((u) => /^y\d$/.test(u)));
+    expect(left.map((r) => [r.reporter, r.user])).toEqual([['y2', 'y1']]);
+    expect(await store.forgetReportsOf('erased-user')).toBe(0);
+  });
+
+  it('forgets the reports filed before a time, and no later one', async () => {
+    await filed(report('old-reporter', 'z', 5));
+    await filed(report('new-reporter', 'z', 50 * DAY_MS));
+    expect(await store.forgetReportsBefore(6)).toBeGreaterThanOrEqual(1);
+    const reporters = (await store.list(0, 500)).map((r) => r.reporter);
+    expect(reporters).not.toContain('old-reporter');
+    expect(reporters).toContain('new-reporter');
+  });
+});
