@@ -174,6 +174,16 @@ export const GROUP_MIGRATIONS: Migration[] = [
     id: '026_user_block_changes_by_version',
     sql: `CREATE UNIQUE INDEX user_block_changes_by_version ON user_block_changes (version)`,
   },
+  // The versions come from a sequence, not max(version) + 1: the purge may forget every change (a
+  // week without any), and a version handed out again would be below where the routers read from.
+  {
+    id: '027_user_block_changes_versions',
+    sql: `CREATE SEQUENCE user_block_changes_versions`,
+  },
+  {
+    id: '028_user_block_changes_versions_start',
+    sql: `SELECT setval('user_block_changes_versions', (SELECT coalesce(max(version), 0) + 1 FROM user_block_changes), false)`,
+  },
   // Reports of users for moderators, read in filing order (position); a reporter's last day is
   // counted for the daily limit; purged after REPORTS_KEEP_DAYS. The quoted messages are their
   // JSON text, as persistence-ms keeps frames: any body, exactly as sent.

@@ -231,15 +231,16 @@ async function blockersAmong(executor: SqlExecutor, user: string, candidates: st
 /**
  * Raises each user's version in `user_block_changes` above every version before it. Versions are
  * handed out, and committed, one transaction at a time (the lock is held until commit), so a
- * router that read up to version v has seen every change at or below it.
+ * router that read up to version v has seen every change at or below it. They come from a
+ * sequence, never from the table: the purge may have emptied it, and a version below one already
+ * read would never be read.
  */
 async function recordBlockChanges(tx: SqlExecutor, users: string[], at: number): Promise<void> {
   await tx.query('SELECT pg_advisory_xact_lock($1)', [BLOCK_CHANGES_LOCK]);
   await tx.query(
     `INSERT INTO user_block_changes (user_id, version, changed_at)
-     SELECT u.user_id, last.version + u.n, $2
-     FROM unnest($1::text[]) WITH ORDINALITY AS u(user_id, n),
-          (SELECT coalesce(max(version), 0) AS version FROM user_block_changes) AS last
+     SELECT u.user_id, nextval('user_block_changes_versions'), $2
+     FROM unnest($1::text[]) AS u(user_id)
      ON CONFLICT (user_id) DO UPDATE SET version = EXCLUDED.version, changed_at = EXCLUDED.changed_at`,
     [users, at],
   );

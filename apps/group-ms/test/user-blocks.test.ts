@@ -170,6 +170,14 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     expect((await changesAfter(since)).map(([user]) => user)).toEqual(['new-changer']);
   });
 
+  it('never hands a version out again, even once the purge forgot every change (a quiet week): a router reads only above the last it saw', async () => {
+    await store.block('quiet-1', 'z2', 30, 5);
+    const seen = await maxVersion(); // where a router's reads got to
+    expect(await store.forgetBlockChangesBefore(Number.MAX_SAFE_INTEGER)).toBeGreaterThanOrEqual(1);
+    await store.unblock('quiet-1', 'z2', 40);
+    expect((await changesAfter(seen)).map(([user]) => user)).toEqual(['quiet-1']);
+  });
+
   const maxVersion = async () =>
     Number(
       (await db.query<{ v: string }>('SELECT coalesce(max(version), 0) AS v FROM user_block_changes')).rows[0]
@@ -190,4 +198,23 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     );
     return byVersionThenId.map((r) => [r.user, r.at] as [string, number]);
   };
+});
+
+describe.each(testDatabases())('user block change versions after migration 028 on $name', (target) => {
+  afterAll(() => target.dispose());
+
+  it('go on above the versions recorded before the sequence existed', async () => {
+    const db = await target.open();
+    const before = GROUP_MIGRATIONS.filter((m) => m.id < '027');
+    await migrate(db, 'group-ms', before);
+    await db.query(
+      `INSERT INTO user_block_changes (user_id, version, changed_at) VALUES ('early-1', 1, 1), ('early-2', 7, 2)`,
+    );
+    await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+    await createSqlGroupStore(db).block('late', 'z', 3, 5);
+    const rows = await db.query<{ version: string }>(
+      `SELECT version FROM user_block_changes WHERE user_id = 'late'`,
+    );
+    expect(rows.rows.map((r) => Number(r.version))).toEqual([8]);
+  });
 });
