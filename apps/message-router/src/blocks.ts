@@ -173,13 +173,21 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
     const sinceRead = clock() - readAt;
     if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesOnce();
     else if (sinceRead >= pollMs) readChangesOnce().catch(() => undefined); // failing reads: the lookup after next waits for one
-    const missing = [...new Set(pairs.map((p) => p.recipient).filter((user) => !kept.has(user)))];
+    // What is kept is taken now: while the missing are read, a read of the changes or keeping them
+    // (past maxUsers) may forget some of the batch's recipients, whose blocks still hold for it.
+    const known = new Map<string, ReadonlySet<string>>();
+    const missing: string[] = [];
+    for (const user of new Set(pairs.map((p) => p.recipient))) {
+      const blocked = kept.get(user);
+      if (blocked) known.set(user, blocked);
+      else missing.push(user);
+    }
     const generationAsked = generation;
     const read = missing.length > 0 ? await reader.blocksOf(missing) : undefined;
     if (read && generation === generationAsked) for (const [user, blocked] of read) keep(user, blocked);
     const blocked = new Set<string>();
     for (const { recipient, sender } of pairs)
-      if ((read?.get(recipient) ?? kept.get(recipient))?.has(sender))
+      if ((read?.get(recipient) ?? known.get(recipient))?.has(sender))
         blocked.add(blockKey(recipient, sender));
     return blocked;
   };

@@ -23,6 +23,37 @@ describe('cacheBlocks', () => {
     expect(blocks.lookups).toEqual([['a', 'b'], ['c'], ['a']]);
   });
 
+  it('checks a recipient it kept though keeping the new recipients of the batch pushes them out', async () => {
+    const blocks = new MemoryBlocks();
+    blocks.block('bob', 'mallory');
+    const { lookup } = cached(blocks, { maxUsers: 1 });
+    expect(await lookup([to('bob')])).toEqual(new Set([blockKey('bob', 'mallory')]));
+    // bob is kept; carol is read, and keeping her forgets bob: the batch still holds bob's block.
+    expect(await lookup([to('bob'), to('carol')])).toEqual(new Set([blockKey('bob', 'mallory')]));
+    expect(blocks.lookups).toEqual([['bob'], ['carol']]);
+  });
+
+  it('checks a recipient it kept though a read of the changes forgets them while the batch reads others', async () => {
+    const blocks = new MemoryBlocks();
+    blocks.block('bob', 'mallory');
+    const { lookup, clock } = cached(blocks);
+    await lookup([to('bob')]);
+    let release = () => {};
+    const blocksOf = blocks.blocksOf.bind(blocks);
+    blocks.blocksOf = async (users) => {
+      const answer = await blocksOf(users);
+      await new Promise<void>((resolve) => (release = resolve));
+      return answer;
+    };
+    blocks.block('bob', 'eve'); // bob still blocks mallory
+    clock.now += 1000; // this batch starts a read of the changes in the background
+    const batch = lookup([to('bob'), to('carol')]);
+    while (blocks.changeReads < 2) await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve)); // the read forgot bob
+    release();
+    expect(await batch).toEqual(new Set([blockKey('bob', 'mallory')]));
+  });
+
   it('keeps nothing from a lookup that a read of the changes overtook: its answer may be older than the change', async () => {
     const blocks = new MemoryBlocks();
     let release = () => {};
