@@ -120,6 +120,12 @@ const CHANGES_PER_READ = 1000;
  * forgets changes after GROUP_OPS_KEEP_DAYS, far longer, so none unseen has been forgotten.
  */
 const START_AGAIN_AFTER_MS = 10 * 60_000;
+/**
+ * A recipient's blocks are read again this long after they were, changed or not: a change that
+ * never reached `user_block_changes` (a hand edit of `user_blocks`, a database restored from a
+ * backup, whose versions went back) holds within it rather than until the router restarts.
+ */
+const KEEP_AT_MOST_MS = 10 * 60_000;
 
 /** The blocked pairs among a batch's, as `blockKey`s. */
 export type BlockLookup = (pairs: readonly BlockPair[]) => Promise<Set<string>>;
@@ -130,11 +136,12 @@ export type BlockLookup = (pairs: readonly BlockPair[]) => Promise<Set<string>>;
  * while batches keep coming, and each changed user is forgotten (read again when next asked about).
  * When the changes have not been read for two `pollMs` (the router idled, or the reads fail), a
  * lookup reads them first, and fails when it cannot, so the batch goes unchecked rather than on
- * blocks that may be stale. A lookup that a read of changes overtook keeps nothing it read.
+ * blocks that may be stale. A lookup that a read of changes overtook keeps nothing it read. Kept
+ * blocks are read again after KEEP_AT_MOST_MS in any case.
  */
 export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): BlockLookup {
   const { clock, pollMs, maxUsers } = options;
-  const kept = new Map<string, ReadonlySet<string>>();
+  const kept = new Map<string, { blocked: ReadonlySet<string>; at: number }>();
   let position: string | undefined;
   /** Raised when the cache changes under a lookup: users forgotten, or a new start. */
   let generation = 0;
@@ -164,13 +171,15 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
       reading = undefined;
     }));
 
-  const keep = (user: string, blocked: ReadonlySet<string>) => {
+  const keep = (user: string, blocked: ReadonlySet<string>, at: number) => {
+    kept.delete(user); // read again after KEEP_AT_MOST_MS: kept anew, the last to go past maxUsers
     if (kept.size >= maxUsers) kept.delete(kept.keys().next().value!);
-    kept.set(user, blocked);
+    kept.set(user, { blocked, at });
   };
 
   return async (pairs) => {
-    const sinceRead = clock() - readAt;
+    const now = clock();
+    const sinceRead = now - readAt;
     if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesOnce();
     else if (sinceRead >= pollMs) readChangesOnce().catch(() => undefined); // failing reads: the lookup after next waits for one
     // What is kept is taken now: while the missing are read, a read of the changes or keeping them
@@ -178,13 +187,13 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
     const known = new Map<string, ReadonlySet<string>>();
     const missing: string[] = [];
     for (const user of new Set(pairs.map((p) => p.recipient))) {
-      const blocked = kept.get(user);
-      if (blocked) known.set(user, blocked);
+      const entry = kept.get(user);
+      if (entry && now - entry.at < KEEP_AT_MOST_MS) known.set(user, entry.blocked);
       else missing.push(user);
     }
     const generationAsked = generation;
     const read = missing.length > 0 ? await reader.blocksOf(missing) : undefined;
-    if (read && generation === generationAsked) for (const [user, blocked] of read) keep(user, blocked);
+    if (read && generation === generationAsked) for (const [user, blocked] of read) keep(user, blocked, now);
     const blocked = new Set<string>();
     for (const { recipient, sender } of pairs)
       if ((read?.get(recipient) ?? known.get(recipient))?.has(sender))

@@ -112,4 +112,18 @@ describe('cacheBlocks', () => {
     await lookup([to('bob')]);
     expect(blocks.lookups).toEqual([['bob'], ['bob']]);
   });
+
+  it('reads a recipient again ten minutes after it was read, though no change was recorded (a hand edit, a restored database)', async () => {
+    const blocks = new MemoryBlocks();
+    const { lookup, clock } = cached(blocks);
+    await lookup([to('bob')]);
+    for (let minute = 1; minute < 10; minute++) {
+      clock.now += 60_000;
+      await lookup([to('bob')]);
+    }
+    expect(blocks.lookups).toEqual([['bob']]);
+    clock.now += 60_000;
+    await lookup([to('bob')]);
+    expect(blocks.lookups).toEqual([['bob'], ['bob']]);
+  });
 });
