@@ -23,8 +23,11 @@ class BlockCheckTimeout extends Error {
 }
 
 const NOT_CHECKED: ReadonlySet<string> = new Set();
-/** Recipients whose blocks a router keeps (a few MB for those who block nobody, nearly all). */
-const RECIPIENTS_KEPT = 100_000;
+/**
+ * What a router keeps of recipients' blocks: 200,000 ids (a recipient, and each user they blocked),
+ * some 15 MB, whoever blocks how many (a user may block 1,000).
+ */
+const KEPT_ENTRIES = 200_000;
 
 /**
  * The blocks among a batch's pairs, best-effort: 1:1 messaging must not stop because Postgres is
@@ -40,7 +43,7 @@ export function createBlockCheck(
   const { clock, logger } = options;
   const lookup = cacheBlocks(options.blocks, {
     pollMs: options.pollMs ?? 1000,
-    maxUsers: RECIPIENTS_KEPT,
+    maxEntries: KEPT_ENTRIES,
     clock,
   });
   const timeoutMs = options.timeoutMs ?? 1000;

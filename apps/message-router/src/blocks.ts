@@ -108,8 +108,11 @@ export function createSqlBlockReader(db: SqlExecutor, logger: Pick<Logger, 'warn
 export interface BlockCacheOptions {
   /** How often the changes are read (a block applies within it); 0: before every lookup. */
   pollMs: number;
-  /** Users whose blocks are kept at most; past it, the longest kept is forgotten. */
-  maxUsers: number;
+  /**
+   * What is kept at most, counted as one a recipient plus one a user they blocked (memory follows
+   * the ids kept); past it, the recipients kept longest are forgotten.
+   */
+  maxEntries: number;
   clock: () => number;
 }
 
@@ -140,26 +143,35 @@ export type BlockLookup = (pairs: readonly BlockPair[]) => Promise<Set<string>>;
  * blocks are read again after KEEP_AT_MOST_MS in any case.
  */
 export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): BlockLookup {
-  const { clock, pollMs, maxUsers } = options;
+  const { clock, pollMs, maxEntries } = options;
   const kept = new Map<string, { blocked: ReadonlySet<string>; at: number }>();
   let position: string | undefined;
   /** Raised when the cache changes under a lookup: users forgotten, or a new start. */
   let generation = 0;
   let readAt = -Infinity;
   let reading: Promise<void> | undefined;
+  let keptEntries = 0;
+  const entriesOf = (blocked: ReadonlySet<string>) => 1 + blocked.size;
+  const forget = (user: string) => {
+    const entry = kept.get(user);
+    if (!entry) return;
+    keptEntries -= entriesOf(entry.blocked);
+    kept.delete(user);
+  };
 
   const readChanges = async () => {
     const startedAt = clock();
     if (position === undefined || startedAt - readAt > START_AGAIN_AFTER_MS) {
       const latest = await reader.changesSince(undefined, CHANGES_PER_READ);
       kept.clear();
+      keptEntries = 0;
       generation++;
       position = latest.position;
     } else {
       for (;;) {
         const changes = await reader.changesSince(position, CHANGES_PER_READ);
         if (changes.users.length > 0) generation++;
-        for (const user of changes.users) kept.delete(user);
+        for (const user of changes.users) forget(user);
         position = changes.position;
         if (changes.users.length < CHANGES_PER_READ) break;
       }
@@ -172,9 +184,10 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
     }));
 
   const keep = (user: string, blocked: ReadonlySet<string>, at: number) => {
-    kept.delete(user); // read again after KEEP_AT_MOST_MS: kept anew, the last to go past maxUsers
-    if (kept.size >= maxUsers) kept.delete(kept.keys().next().value!);
+    forget(user); // read again after KEEP_AT_MOST_MS: kept anew, the last to go past maxEntries
+    while (kept.size > 0 && keptEntries + entriesOf(blocked) > maxEntries) forget(kept.keys().next().value!);
     kept.set(user, { blocked, at });
+    keptEntries += entriesOf(blocked);
   };
 
   return async (pairs) => {
@@ -183,7 +196,7 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
     if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesOnce();
     else if (sinceRead >= pollMs) readChangesOnce().catch(() => undefined); // failing reads: the lookup after next waits for one
     // What is kept is taken now: while the missing are read, a read of the changes or keeping them
-    // (past maxUsers) may forget some of the batch's recipients, whose blocks still hold for it.
+    // (past maxEntries) may forget some of the batch's recipients, whose blocks still hold for it.
     const known = new Map<string, ReadonlySet<string>>();
     const missing: string[] = [];
     for (const user of new Set(pairs.map((p) => p.recipient))) {

@@ -3,30 +3,34 @@ import { MemoryBlocks } from './support/memory-blocks';
 
 const to = (recipient: string, sender = 'mallory'): BlockPair => ({ recipient, sender });
 
-function cached(blocks: MemoryBlocks, options: { maxUsers?: number } = {}) {
+function cached(blocks: MemoryBlocks, options: { maxEntries?: number } = {}) {
   const clock = { now: 1_000_000 };
   const lookup = cacheBlocks(blocks, {
     pollMs: 1000,
-    maxUsers: options.maxUsers ?? 100,
+    maxEntries: options.maxEntries ?? 100,
     clock: () => clock.now,
   });
   return { lookup, clock };
 }
 
 describe('cacheBlocks', () => {
-  it('keeps at most maxUsers recipients: past it, the one kept longest is asked about again', async () => {
+  it('keeps at most maxEntries, one a recipient and one a user they blocked: past it, those kept longest are asked about again', async () => {
     const blocks = new MemoryBlocks();
-    const { lookup } = cached(blocks, { maxUsers: 2 });
-    await lookup([to('a'), to('b')]);
+    blocks.block('b', 'x');
+    blocks.block('b', 'y');
+    const { lookup } = cached(blocks, { maxEntries: 4 });
+    await lookup([to('a'), to('b')]); // a 1, b 3
     await lookup([to('a'), to('b'), to('c')]); // c in, a out
-    await lookup([to('b'), to('c'), to('a')]);
-    expect(blocks.lookups).toEqual([['a', 'b'], ['c'], ['a']]);
+    await lookup([to('b'), to('c')]);
+    await lookup([to('a')]); // a in, b out (its three)
+    await lookup([to('c'), to('a'), to('b')]); // b in (3), c out
+    expect(blocks.lookups).toEqual([['a', 'b'], ['c'], ['a'], ['b']]);
   });
 
   it('checks a recipient it kept though keeping the new recipients of the batch pushes them out', async () => {
     const blocks = new MemoryBlocks();
     blocks.block('bob', 'mallory');
-    const { lookup } = cached(blocks, { maxUsers: 1 });
+    const { lookup } = cached(blocks, { maxEntries: 2 });
     expect(await lookup([to('bob')])).toEqual(new Set([blockKey('bob', 'mallory')]));
     // bob is kept; carol is read, and keeping her forgets bob: the batch still holds bob's block.
     expect(await lookup([to('bob'), to('carol')])).toEqual(new Set([blockKey('bob', 'mallory')]));
@@ -81,7 +85,7 @@ describe('cacheBlocks', () => {
 
   it('forgets every changed user, however many changed since the last read', async () => {
     const blocks = new MemoryBlocks();
-    const { lookup, clock } = cached(blocks, { maxUsers: 5000 });
+    const { lookup, clock } = cached(blocks, { maxEntries: 5000 });
     const users = Array.from({ length: 2500 }, (_, i) => `u${i}`);
     await lookup(users.map((user) => to(user)));
     for (const user of users) blocks.block(user, 'mallory');
