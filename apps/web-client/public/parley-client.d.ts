@@ -22,6 +22,15 @@ export interface ParleyClientOptions {
   WebSocket?: unknown;
 }
 
+export type ReportReason =
+  'spam' | 'harassment' | 'hate' | 'sexual' | 'violence' | 'self_harm' | 'impersonation' | 'other';
+/** A message from the reported user, as received. */
+export interface ReportedMessage {
+  mid: string;
+  body?: unknown;
+  sentAt?: number;
+}
+
 export type ConnectionState = 'connecting' | 'online' | 'offline';
 type Json = Record<string, unknown>;
 
@@ -46,7 +55,10 @@ export declare class ParleyClient extends EventTarget {
     args?: { name?: string; members?: string[] },
     id?: string,
   ): string;
-  /** Throws a ParleyError on an error status; a 429 or 503 is tried again (Retry-After, else a backoff), 4 tries in all. */
+  /**
+   * Throws a ParleyError on an error status; a 429 or 503 is tried again (Retry-After, else a backoff),
+   * 4 tries in all; not when its Retry-After is over 30 s.
+   */
   rest<T = Json>(method: string, path: string, body?: unknown): Promise<T>;
   createGroup(name: string, members: string[], id?: string): Promise<Json>;
   groups(): Promise<Json[]>;
@@ -56,4 +68,13 @@ export declare class ParleyClient extends EventTarget {
   block(user: string): Promise<void>;
   unblock(user: string): Promise<void>;
   blocks(): Promise<string[]>;
+  /**
+   * `POST /v1/reports`: `comment` up to 1,000 characters; of `messages` (the user's, as received)
+   * the last 20 go. A ParleyError 429 `rate_limited` past 20 reports a day, 400 for oneself.
+   */
+  report(
+    user: string,
+    reason: ReportReason,
+    options?: { comment?: string; messages?: ReportedMessage[] },
+  ): Promise<{ id: string; at: number }>;
 }

@@ -4,7 +4,8 @@
  *
  * It runs in any modern browser (and in Node 20 with a WebSocket implementation passed in), and
  * uses only the public protocol (docs/protocol.md):
- *   - REST on the rest-gateway: dev tokens, `GET /v1/messages` (catch-up), groups, presence;
+ *   - REST on the rest-gateway: dev tokens, `GET /v1/messages` (catch-up), groups, presence,
+ *     blocks, reports;
  *   - the WebSocket on the ws-gateway: send, receive, ack, read receipts, typing, group ops.
  *
  * What a well-behaved Parley client does, and where it happens here:
@@ -59,6 +60,8 @@ const OUTBOX_RETRY_MS = 1500;
 /** REST answers that accepted nothing and ask to come back: 429 (after Retry-After) and 503. */
 const REST_RETRY_STATUSES = new Set([429, 503]);
 const REST_ATTEMPTS = 4;
+/** Messages one report may quote (MAX_REPORTED_MESSAGES in libs/contracts). */
+const MAX_REPORTED_MESSAGES = 20;
 
 /** Fetches a dev token (embedded/dev mode only: `POST /v1/dev/token`). */
 export async function devToken(restUrl, user) {
@@ -477,7 +480,7 @@ export class ParleyClient extends EventTarget {
   /**
    * A REST call as this user; throws a `ParleyError` on an error status. A 429 or 503 accepted
    * nothing: the call goes again after the server's Retry-After (or a backoff), up to
-   * REST_ATTEMPTS tries in all.
+   * REST_ATTEMPTS tries in all; not when the Retry-After is over BACKOFF_MAX_MS (it throws then).
    */
   async rest(method, path, body) {
     const call = () =>
@@ -497,6 +500,9 @@ export class ParleyClient extends EventTarget {
       response = await call();
     }
     for (let attempt = 1; REST_RETRY_STATUSES.has(response.status) && attempt < REST_ATTEMPTS; attempt++) {
+      // A Retry-After past the longest wait (a daily limit, e.g. reports): asking again sooner is
+      // refused again, so the caller hears the refusal now rather than after three futile tries.
+      if (Number(response.headers.get('retry-after')) * 1000 > BACKOFF_MAX_MS) break;
       await new Promise((resolve) => setTimeout(resolve, restRetryDelayMs(response, attempt)));
       response = await call();
     }
@@ -557,6 +563,30 @@ export class ParleyClient extends EventTarget {
   /** `GET /v1/blocks`: the users this user blocked, oldest block first. */
   async blocks() {
     return (await this.rest('GET', '/v1/blocks')).blocked;
+  }
+
+  /**
+   * `POST /v1/reports`: reports `user` to the operator's moderators; they are not told, and are not
+   * blocked (`block` does that). `reason`: spam, harassment, hate, sexual, violence, self_harm,
+   * impersonation or other. `comment`: the user's own words (up to 1,000 characters, lines
+   * allowed). `messages`: what `user` sent, as received (`{mid, body, sentAt}`): the server keeps
+   * no delivered message, so these are the evidence; the last 20 go (the most a report takes).
+   * Returns `{id, at}`; throws a 429 `rate_limited` past 20 reports a day (at once: its Retry-After
+   * can be up to a day away), a 400 `invalid_request` for this user itself.
+   */
+  report(user, reason, { comment, messages } = {}) {
+    return this.rest('POST', '/v1/reports', {
+      user,
+      reason,
+      ...(comment !== undefined && { comment }),
+      ...(messages !== undefined && {
+        messages: messages.slice(-MAX_REPORTED_MESSAGES).map(({ mid, body, sentAt }) => ({
+          mid,
+          ...(body !== undefined && { body }),
+          ...(sentAt !== undefined && { sentAt }),
+        })),
+      }),
+    });
   }
 
   #emit(type, detail) {

@@ -62,6 +62,71 @@ describe('parley-client.js REST retries', () => {
     );
   });
 
+  it('gives up at once on a 429 whose Retry-After is past the longest wait (a daily limit): a try sooner is refused again', async () => {
+    let calls = 0;
+    await withRestStandIn(
+      (_request, _body, response) => {
+        calls++;
+        json(
+          response,
+          429,
+          { error: { code: 'rate_limited', message: 'at most 20 reports a day; retry in 3600 s' } },
+          { 'retry-after': '3600' },
+        );
+      },
+      async (c) => {
+        const started = Date.now();
+        await expect(c.report('bob', 'spam')).rejects.toMatchObject({
+          status: 429,
+          code: 'rate_limited',
+          message: 'at most 20 reports a day; retry in 3600 s',
+        });
+        expect(calls).toBe(1);
+        expect(Date.now() - started).toBeLessThan(1000);
+      },
+    );
+  });
+
+  it('reports a user with the last 20 of the messages given, each as {mid, body, sentAt}', async () => {
+    const posted: Array<{ method?: string; url?: string; body: unknown }> = [];
+    await withRestStandIn(
+      (request, body, response) => {
+        posted.push({ method: request.method, url: request.url, body: JSON.parse(body) });
+        json(response, 201, { id: 'r1', at: 1234 });
+      },
+      async (c) => {
+        const messages = Array.from({ length: 25 }, (_, i) => ({
+          mid: `bob:m${i}`,
+          body: { text: `message ${i}` },
+          sentAt: 1000 + i,
+          from: 'bob', // what the app keeps besides: not sent
+        }));
+        expect(await c.report('bob', 'harassment', { comment: 'line one\nline two', messages })).toEqual({
+          id: 'r1',
+          at: 1234,
+        });
+        expect(await c.report('bob', 'other')).toEqual({ id: 'r1', at: 1234 });
+      },
+    );
+    expect(posted).toEqual([
+      {
+        method: 'POST',
+        url: '/v1/reports',
+        body: {
+          user: 'bob',
+          reason: 'harassment',
+          comment: 'line one\nline two',
+          messages: Array.from({ length: 20 }, (_, i) => ({
+            mid: `bob:m${i + 5}`,
+            body: { text: `message ${i + 5}` },
+            sentAt: 1005 + i,
+          })),
+        },
+      },
+      { method: 'POST', url: '/v1/reports', body: { user: 'bob', reason: 'other' } },
+    ]);
+  });
+
   it('creates one group when a create answered 503 is tried again (the gateway timed out on a group-ms that did create it)', async () => {
     const groups = new Set<string>();
     let calls = 0;
