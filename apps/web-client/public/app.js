@@ -9,6 +9,8 @@ const PRESENCE_EVERY_MS = Number(params.get('presenceMs')) || 5000;
 const TYPING_SHOWN_MS = 4000;
 const TYPING_SEND_EVERY_MS = 2000;
 const STATUS_ORDER = ['pending', 'accepted', 'delivered', 'read'];
+/** Messages a report quotes: the reported user's last ones in the chat (MAX_REPORTED_MESSAGES). */
+const REPORTED_MESSAGES = 20;
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -26,6 +28,7 @@ const state = {
   presence: new Map(), // user -> online
   typing: new Map(), // conversation key -> { from, until }
   blocked: new Set(), // users whose 1:1 messages the server no longer delivers here
+  reporting: null, // key of the 1:1 conversation the report form (and what is typed in it) is for
   lastTypingSent: 0,
   presenceTimer: null,
   typingTimer: null,
@@ -150,6 +153,8 @@ function onMessage(frame) {
     id: frame.id,
     from: frame.from,
     text: textOf(frame.body),
+    // A report quotes what it received: the body too where the text alone does not give it back.
+    ...(!mine && !isPlainText(frame.body) && { body: frame.body }),
     sentAt: frame.sentAt ?? Date.now(),
     mine,
     status: mine ? 'accepted' : undefined,
@@ -364,6 +369,57 @@ async function toggleBlock() {
   changed();
 }
 
+/** Opens the report form for the open 1:1 chat (what was typed for it before is still there), or closes it. */
+function toggleReport() {
+  const conv = state.store.convs[state.open];
+  if (!conv || conv.chat !== 'direct') return;
+  const form = $('report-form');
+  if (state.reporting === conv.key && !form.hidden) {
+    state.reporting = null;
+  } else {
+    if (state.reporting !== conv.key) form.reset(); // a draft for another user is not this one's
+    state.reporting = conv.key;
+    renderChat();
+    $('report-reason').focus();
+  }
+  changed();
+}
+
+function closeReport() {
+  state.reporting = null;
+  $('report-form').reset();
+  $('report-form').hidden = true; // now, not on the next frame: before the toast that may follow
+  changed();
+}
+
+/** The messages a report of `conv`'s user quotes: their last ones here, as received. */
+function reportEvidence(conv) {
+  return state.store.messages[conv.key]
+    .filter((msg) => !msg.mine && !msg.system && msg.from === conv.id && msg.mid)
+    .slice(-REPORTED_MESSAGES)
+    .map((msg) => ({ mid: msg.mid, body: msg.body ?? { text: msg.text }, sentAt: msg.sentAt }));
+}
+
+async function sendReport() {
+  const conv = state.store.convs[state.reporting];
+  if (!conv) return;
+  const comment = $('report-comment').value.trim();
+  const button = $('report-send');
+  button.disabled = true; // one report per press
+  try {
+    await state.client.report(conv.id, $('report-reason').value, {
+      ...(comment && { comment }),
+      messages: reportEvidence(conv),
+    });
+  } catch (err) {
+    return toast(`Could not report ${conv.id}: ${err.message}`); // the form keeps what was typed
+  } finally {
+    button.disabled = false;
+  }
+  if (state.reporting === conv.key) closeReport(); // not a form opened for another user meanwhile
+  toast(`Reported ${conv.id} to the moderators`);
+}
+
 function signOut() {
   state.client?.close();
   clearInterval(state.presenceTimer);
@@ -565,6 +621,7 @@ function renderChat() {
   const toggle = $('block-toggle');
   toggle.hidden = conv.chat !== 'direct';
   setText(toggle, state.blocked.has(conv.id) ? 'Unblock' : 'Block');
+  renderReport(conv);
 
   const box = $('messages');
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -574,6 +631,28 @@ function renderChat() {
   );
   if (atBottom || box.dataset.key !== conv.key) box.scrollTop = box.scrollHeight;
   box.dataset.key = conv.key;
+}
+
+/**
+ * The report form is in the page once, not drawn: what is typed in it stays through every redraw.
+ * It shows in the chat it was opened for, and hides (keeping the draft) in the others.
+ */
+function renderReport(conv) {
+  $('report-toggle').hidden = conv.chat !== 'direct';
+  const form = $('report-form');
+  const open = state.reporting === conv.key;
+  form.hidden = !open;
+  $('report-toggle').setAttribute('aria-expanded', String(open));
+  if (!open) return;
+  setText($('report-user'), conv.id);
+  const quoted = reportEvidence(conv).length;
+  const note =
+    quoted === 0
+      ? `No messages from ${conv.id} in this chat go with it.`
+      : quoted === 1
+        ? 'Their last message in this chat goes with it.'
+        : `Their last ${quoted} messages in this chat go with it.`;
+  setText($('report-evidence'), note);
 }
 
 const messageItems = new WeakMap(); // message -> { li, drawn }: drawn again only when it changed
@@ -623,6 +702,16 @@ function toast(text) {
   node.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => (node.hidden = true), 4000);
+}
+
+/** A body that `{text}` gives back whole. */
+function isPlainText(body) {
+  return (
+    body !== null &&
+    typeof body === 'object' &&
+    typeof body.text === 'string' &&
+    Object.keys(body).length === 1
+  );
 }
 
 function textOf(body) {
@@ -693,6 +782,12 @@ $('composer-input').addEventListener('input', () => {
 
 $('sign-out').addEventListener('click', signOut);
 $('block-toggle').addEventListener('click', () => void toggleBlock());
+$('report-toggle').addEventListener('click', toggleReport);
+$('report-cancel').addEventListener('click', closeReport);
+$('report-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  void sendReport();
+});
 document.addEventListener('visibilitychange', () => changed());
 window.addEventListener('pagehide', () => {
   if (state.me) saveNow();

@@ -200,11 +200,14 @@ const WAIT = { timeout: 15_000 };
         rest(method: string, path: string): Promise<unknown>;
         dispatchEvent(event: Event): boolean;
         blocks(): Promise<string[]>;
+        report(user: string, reason: string): Promise<unknown>;
       };
       state: {
         me: string;
         open: string;
-        store: { messages: Record<string, Array<{ id?: string; text: string }>> };
+        store: {
+          messages: Record<string, Array<{ id?: string; mid?: string; text: string; sentAt: number }>>;
+        };
       };
     };
   };
@@ -343,6 +346,120 @@ const WAIT = { timeout: 15_000 };
       await n.click('#block-toggle');
       await n.locator('#block-toggle', { hasText: /^Block$/ }).waitFor(WAIT);
       expect(await blocks(n)).toEqual([]);
+    });
+  }, 60_000);
+
+  /** The reports `reporter` filed, as group-ms's moderator API (internal secret only) lists them. */
+  async function reportsBy(reporter: string): Promise<Array<Record<string, unknown>>> {
+    const response = await fetch(`http://127.0.0.1:${fleet.ports.groupMs}/internal/reports`, {
+      headers: { 'x-parley-internal-secret': 'parley-dev-internal-secret' },
+    });
+    expect(response.status).toBe(200);
+    const { reports } = (await response.json()) as { reports: Array<Record<string, unknown>> };
+    return reports.filter((report) => report.reporter === reporter);
+  }
+
+  it('reports the user of the open chat from its header with a reason, a comment and their messages, kept through redraws', async () => {
+    await inNewContext(async (pc) => {
+      await inNewContext(async (qc) => {
+        const q = await signIn(qc, 'quin9');
+        await q.fill('#new-chat-user', 'pia9');
+        await q.press('#new-chat-user', 'Enter');
+        await send(q, 'Cheap watches, today only');
+        await ticks(q, 'Cheap watches', 'accepted');
+        // A body with more than text (another client's): the report quotes it whole, as received.
+        await q.evaluate(() =>
+          (globalThis as unknown as PageState).parley.client.send(
+            'pia9',
+            { text: 'Click here', link: 'https://watches.example' },
+            'direct',
+            'link1',
+          ),
+        );
+        const p = await signIn(pc, 'pia9');
+        await p.click('.conv[data-key="direct:quin9"]');
+        await received(p, 'Click here');
+        expect(await p.isHidden('#report-form')).toBe(true);
+
+        await p.click('#report-toggle');
+        await p.locator('#report-form', { hasText: 'Report quin9 to the moderators' }).waitFor(WAIT);
+        await p.selectOption('#report-reason', 'spam');
+        await p.fill('#report-comment', 'Sells watches.\nTwice today.');
+        await p.locator('#report-evidence', { hasText: 'last 2 messages' }).waitFor(WAIT);
+        // Half-filled, the chat is drawn again (a message arrives, a typing notice): the form stays as typed.
+        await send(q, 'Last chance!');
+        await received(p, 'Last chance!');
+        await drawAgain(p, 'quin9');
+        await p.locator('#report-evidence', { hasText: 'last 3 messages' }).waitFor(WAIT);
+        expect(await p.inputValue('#report-reason')).toBe('spam');
+        expect(await p.inputValue('#report-comment')).toBe('Sells watches.\nTwice today.');
+        // Another chat hides it; back here, it is there as left.
+        await p.fill('#new-chat-user', 'rex9');
+        await p.press('#new-chat-user', 'Enter');
+        await p.locator('#chat-title', { hasText: 'rex9' }).waitFor(WAIT);
+        expect(await p.isHidden('#report-form')).toBe(true);
+        await p.click('.conv[data-key="direct:quin9"]');
+        await p.locator('#report-form').waitFor(WAIT);
+        expect(await p.inputValue('#report-comment')).toBe('Sells watches.\nTwice today.');
+
+        await p.click('#report-send');
+        await p.locator('#toast', { hasText: 'Reported quin9 to the moderators' }).waitFor(WAIT);
+        await p.locator('#report-form').waitFor({ state: 'hidden', ...WAIT });
+        const quoted = await p.evaluate(() =>
+          (globalThis as unknown as PageState).parley.state.store.messages['direct:quin9']!.map(
+            ({ mid, sentAt }) => ({ mid, sentAt }),
+          ),
+        );
+        expect(quoted.map(({ mid }) => mid)).toEqual([
+          expect.stringMatching(/^quin9:/),
+          'quin9:link1',
+          expect.stringMatching(/^quin9:/),
+        ]);
+        expect(await reportsBy('pia9')).toEqual([
+          {
+            id: expect.any(String),
+            position: expect.any(Number),
+            reporter: 'pia9',
+            user: 'quin9',
+            reason: 'spam',
+            comment: 'Sells watches.\nTwice today.',
+            messages: [
+              { ...quoted[0], body: { text: 'Cheap watches, today only' } },
+              { ...quoted[1], body: { text: 'Click here', link: 'https://watches.example' } },
+              { ...quoted[2], body: { text: 'Last chance!' } },
+            ],
+            at: expect.any(Number),
+          },
+        ]);
+        // Opened again, the form is empty.
+        await p.click('#report-toggle');
+        expect(await p.inputValue('#report-reason')).toBe('');
+        expect(await p.inputValue('#report-comment')).toBe('');
+      });
+    });
+  }, 60_000);
+
+  it("shows the server's refusal of a report in a toast, at once, and keeps what was typed", async () => {
+    await inNewContext(async (context) => {
+      const s = await signIn(context, 'sam9');
+      await s.fill('#new-chat-user', 'tess9');
+      await s.press('#new-chat-user', 'Enter');
+      // The day's 20 reports, filed already.
+      await s.evaluate(async () => {
+        const { client } = (globalThis as unknown as PageState).parley;
+        for (let i = 0; i < 20; i++) await client.report('tess9', 'other');
+      });
+      await s.click('#report-toggle');
+      await s.selectOption('#report-reason', 'harassment');
+      await s.fill('#report-comment', 'Once more');
+      const started = Date.now();
+      await s.click('#report-send');
+      await s
+        .locator('#toast', { hasText: /Could not report tess9: at most 20 reports a day; retry in \d+ s/ })
+        .waitFor(WAIT);
+      expect(Date.now() - started).toBeLessThan(5000); // not tried again for 90 s first
+      expect(await s.inputValue('#report-comment')).toBe('Once more');
+      expect(await reportsBy('sam9')).toHaveLength(20);
     });
   }, 60_000);
 
