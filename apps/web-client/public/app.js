@@ -619,7 +619,7 @@ function renderChat() {
   const typing = state.typing.get(conv.key);
   $('typing').textContent = typing && typing.until > Date.now() ? `${typing.from} is typing…` : '';
   const toggle = $('block-toggle');
-  toggle.hidden = conv.chat !== 'direct';
+  toggle.hidden = !withAnother(conv);
   setText(toggle, state.blocked.has(conv.id) ? 'Unblock' : 'Block');
   renderReport(conv);
 
@@ -633,12 +633,17 @@ function renderChat() {
   box.dataset.key = conv.key;
 }
 
+/** A 1:1 chat with someone else: one you can block and report (a chat with yourself is neither). */
+function withAnother(conv) {
+  return conv.chat === 'direct' && conv.id !== state.me;
+}
+
 /**
  * The report form is in the page once, not drawn: what is typed in it stays through every redraw.
  * It shows in the chat it was opened for, and hides (keeping the draft) in the others.
  */
 function renderReport(conv) {
-  $('report-toggle').hidden = conv.chat !== 'direct';
+  $('report-toggle').hidden = !withAnother(conv);
   const form = $('report-form');
   const open = state.reporting === conv.key;
   form.hidden = !open;

@@ -346,6 +346,22 @@ const WAIT = { timeout: 15_000 };
       await n.click('#block-toggle');
       await n.locator('#block-toggle', { hasText: /^Block$/ }).waitFor(WAIT);
       expect(await blocks(n)).toEqual([]);
+
+      // A chat with oneself (a note from another device) offers neither.
+      await n.evaluate(() =>
+        (globalThis as unknown as PageState).parley.client.send(
+          'nia7',
+          { text: 'note' },
+          'direct',
+          'self-note',
+        ),
+      );
+      await n.click('.conv[data-key="direct:nia7"]');
+      await n.locator('#messages .msg', { hasText: 'note' }).first().waitFor(WAIT);
+      expect([await n.isVisible('#block-toggle'), await n.isVisible('#report-toggle')]).toEqual([
+        false,
+        false,
+      ]);
     });
   }, 60_000);
 
