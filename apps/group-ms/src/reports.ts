@@ -36,6 +36,13 @@ export interface ReportStore {
 
 /** Advisory-lock namespace for one reporter's reports (the second key is hashtext(user id)). */
 const REPORT_LOCK_NAMESPACE = 0x72707274; // "rprt"
+/**
+ * Advisory lock that orders every filing (`user_reports`' positions). A bigserial is handed out at
+ * the INSERT but shows at COMMIT, in any order: a moderator who read up to position 11 would never
+ * see a 10 committed after it. Taken just before the INSERT and held until commit, it commits
+ * positions in order, so a list up to position p has every report at or below it.
+ */
+const REPORT_ORDER_LOCK = 0x72707473; // "rpts"
 
 interface ReportRow {
   id: string;
@@ -70,6 +77,7 @@ export function createSqlReportStore(db: SqlDatabase): ReportStore {
         ]);
         const recent = await recentReports(tx, report.reporter, report.at - DAY_MS, maxPerDay);
         if (recent.length >= maxPerDay) return { retryAt: recent[0] + DAY_MS };
+        await tx.query('SELECT pg_advisory_xact_lock($1)', [REPORT_ORDER_LOCK]);
         const inserted = await tx.query<ReportRow>(
           `INSERT INTO user_reports (id, reporter, reported, reason, comment, messages, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)

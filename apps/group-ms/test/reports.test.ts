@@ -87,6 +87,41 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     expect((await store.list(0, 500)).filter((r) => r.reporter === 'burst')).toHaveLength(5);
   });
 
+  it('lets a moderator who pages on from the last position read miss no report, whatever order the filings commit in (on Postgres, over the pool)', async () => {
+    // PGlite is one session: its transactions never overlap.
+    if (db.kind !== 'postgres') return;
+    let inserted!: () => void;
+    const insertedNow = new Promise<void>((resolve) => (inserted = resolve));
+    let commit!: () => void;
+    const committing = new Promise<void>((resolve) => (commit = resolve));
+    // A filing slow to commit (a busy server, a long fsync): its INSERT is done, its COMMIT not yet.
+    const slowDb: SqlDatabase = {
+      kind: db.kind,
+      query: (sql, params) => db.query(sql, params),
+      ping: () => db.ping(),
+      close: () => db.close(),
+      transaction: (work, options) =>
+        db.transaction(async (tx) => {
+          const value = await work(tx);
+          inserted();
+          await committing;
+          return value;
+        }, options),
+    };
+    const start = await positionNow();
+    const slow = createSqlReportStore(slowDb).file(report('slow-filer', 'q1', 1), 10);
+    await insertedNow;
+    // Another reporter files meanwhile; a moderator reads the list, and keeps the last position.
+    const quick = store.file(report('quick-filer', 'q2', 2), 10);
+    await Promise.race([quick, new Promise((resolve) => setTimeout(resolve, 300))]);
+    const seen = await store.list(start, 500);
+    const last = seen.at(-1)?.position ?? start;
+    commit();
+    expect([await slow, await quick].every((outcome) => 'filed' in outcome)).toBe(true);
+    const after = await store.list(last, 500);
+    expect([...seen, ...after].map((r) => r.reporter)).toEqual(['slow-filer', 'quick-filer']);
+  });
+
   it("forgets on erasure the reports a user filed and those about them, no one else's", async () => {
     await filed(report('erased-user', 'y1', 1));
     await filed(report('y2', 'erased-user', 2));
