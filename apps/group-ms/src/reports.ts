@@ -8,6 +8,7 @@ import {
   ReportListQuery,
   ReportReceipt,
   ReportRecord,
+  REPORT_PAGE_MAX_BYTES,
 } from '@parley/contracts';
 import { deleteOlderThan, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { actingUser, contractsBodyValidator, DAY_MS, HttpServer } from '@parley/service-kit';
@@ -26,8 +27,12 @@ export interface ReportStore {
    * when the oldest of those leaves the window. Serialized per reporter.
    */
   file(report: NewReport, maxPerDay: number): Promise<{ filed: ReportRecord } | { retryAt: number }>;
-  /** The reports filed after `after` (a position), oldest first, at most `limit`. */
-  list(after: number, limit: number): Promise<ReportRecord[]>;
+  /**
+   * The reports filed after `after` (a position), oldest first: at most `limit`, and none more once
+   * their comments and quoted messages reach `maxBytes` (REPORT_PAGE_MAX_BYTES; one report at
+   * least). `more`: the page stopped at either, so more may follow its last.
+   */
+  list(after: number, limit: number, maxBytes?: number): Promise<{ reports: ReportRecord[]; more: boolean }>;
   /** Account erasure: the reports the user filed and those about them (returns how many). */
   forgetReportsOf(user: string): Promise<number>;
   /** The reports filed before `filedBefore` (returns how many). */
@@ -94,13 +99,28 @@ export function createSqlReportStore(db: SqlDatabase): ReportStore {
         );
         return { filed: toRecord(inserted.rows[0]) };
       }),
-    async list(after, limit) {
-      const rows = await db.query<ReportRow>(
-        `SELECT id, position, reporter, reported, reason, comment, messages, created_at
-         FROM user_reports WHERE position > $1 ORDER BY position LIMIT $2`,
-        [after, limit],
+    async list(after, limit, maxBytes = REPORT_PAGE_MAX_BYTES) {
+      // The first `limit` after `after` are sized (octet_length reads a stored value's size without
+      // reading the value), and those whose predecessors hold under `maxBytes` are read.
+      const rows = await db.query<ReportRow & { considered: string }>(
+        `SELECT r.id, r.position, r.reporter, r.reported, r.reason, r.comment, r.messages, r.created_at,
+                page.considered
+         FROM (
+           SELECT position, count(*) OVER () AS considered, sum(size) OVER (ORDER BY position) - size AS before
+           FROM (
+             SELECT position, octet_length(messages) + coalesce(octet_length(comment), 0) AS size
+             FROM user_reports WHERE position > $1 ORDER BY position LIMIT $2
+           ) firsts
+         ) page JOIN user_reports r ON r.position = page.position
+         WHERE page.before < $3
+         ORDER BY r.position`,
+        [after, limit, maxBytes],
       );
-      return rows.rows.map(toRecord);
+      const considered = Number(rows.rows[0]?.considered ?? 0);
+      return {
+        reports: rows.rows.map(toRecord),
+        more: considered === limit || rows.rows.length < considered,
+      };
     },
     async forgetReportsOf(user) {
       const deleted = await db.query('DELETE FROM user_reports WHERE reporter = $1 OR reported = $1', [user]);
@@ -184,8 +204,8 @@ export function registerReportRoutes(app: HttpServer, deps: ReportRoutesDeps): v
     async (request): Promise<ReportList> => {
       const query = request.query;
       const limit = query.limit ?? 100;
-      const reports = await deps.reports.list(query.after ?? 0, limit);
-      return reports.length === limit ? { reports, next: reports.at(-1)!.position } : { reports };
+      const { reports, more } = await deps.reports.list(query.after ?? 0, limit);
+      return more ? { reports, next: reports.at(-1)!.position } : { reports };
     },
   );
 }

@@ -1,5 +1,13 @@
 /** @expectedSeconds 24 */
-import { DeliverEvent, deliveriesIn, GroupCommandEvent, GroupFrame, TOPICS } from '@parley/contracts';
+import {
+  DeliverEvent,
+  deliveriesIn,
+  GroupCommandEvent,
+  GroupFrame,
+  REPORT_PAGE_MAX_BYTES,
+  ReportList,
+  TOPICS,
+} from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
 import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
@@ -338,6 +346,41 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
 
     await call('DELETE', '/internal/account', 'rex');
     expect((await call('GET', '/internal/reports', 'moderator')).json()).toEqual({ reports: [] });
+  });
+
+  it("cuts a moderators' page at REPORT_PAGE_MAX_BYTES of quoted messages, however many reports it may hold, and pages on to the rest", async () => {
+    const before = (await call('GET', '/internal/reports?limit=500', 'moderator')).json() as ReportList;
+    let after = before.reports.at(-1)?.position ?? 0;
+    // 12 reports quoting 20 messages of 30,000 characters each (600 kB), as a 1 MiB REST body allows.
+    const messages = Array.from({ length: 20 }, (_, i) => ({
+      mid: `hoarder:m${i}`,
+      body: 'x'.repeat(30_000),
+    }));
+    for (let i = 0; i < 12; i++)
+      expect(
+        (
+          await call('POST', '/internal/reports', `bulk-reporter-${i}`, {
+            user: 'hoarder',
+            reason: 'spam',
+            messages,
+          })
+        ).statusCode,
+      ).toBe(201);
+    const read: string[] = [];
+    const pageSizes: number[] = [];
+    for (;;) {
+      const page = await call('GET', `/internal/reports?limit=500&after=${after}`, 'moderator');
+      pageSizes.push(page.rawPayload.length);
+      const { reports, next } = page.json() as ReportList;
+      read.push(...reports.map((r) => r.reporter));
+      if (next === undefined) break;
+      after = next;
+    }
+    expect(read).toEqual(Array.from({ length: 12 }, (_, i) => `bulk-reporter-${i}`));
+    // Each page under the bound plus the report that reached it; 12 of them took two pages.
+    expect(pageSizes.length).toBeGreaterThanOrEqual(2);
+    for (const size of pageSizes) expect(size).toBeLessThan(REPORT_PAGE_MAX_BYTES + 700_000);
+    await call('DELETE', '/internal/account', 'hoarder');
   });
 
   it('refuses a report of oneself, a bad reason or comment with the field named, and one past the daily limit with when to retry', async () => {

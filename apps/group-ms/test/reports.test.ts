@@ -28,7 +28,9 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     if (!('filed' in outcome)) throw new Error(`refused until ${outcome.retryAt}`);
     return outcome.filed;
   };
-  const positionNow = async () => (await store.list(0, 500)).at(-1)?.position ?? 0;
+  const listed = async (after: number, limit: number, maxBytes?: number) =>
+    (await store.list(after, limit, maxBytes)).reports;
+  const positionNow = async () => (await listed(0, 500)).at(-1)?.position ?? 0;
 
   it('keeps a report as filed, quoted messages and comment included, and lists reports in filing order, a page at a time', async () => {
     const start = await positionNow();
@@ -51,7 +53,7 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     });
     await filed(report('lister-b', 'troll', 1001));
     await filed(report('lister-c', 'spammer', 1002));
-    const page1 = await store.list(start, 2);
+    const page1 = await listed(start, 2);
     expect(page1.map((r) => [r.reporter, r.user])).toEqual([
       ['lister-a', 'troll'],
       ['lister-b', 'troll'],
@@ -59,9 +61,37 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     expect(page1[0]).toEqual(first);
     expect(page1[1]).not.toHaveProperty('comment');
     expect(page1[1].messages).toEqual([]);
-    const page2 = await store.list(page1[1].position, 2);
+    const page2 = await listed(page1[1].position, 2);
     expect(page2.map((r) => r.reporter)).toEqual(['lister-c']);
-    expect(await store.list(page2[0].position, 2)).toEqual([]);
+    expect(await store.list(page2[0].position, 2)).toEqual({ reports: [], more: false });
+  });
+
+  it('stops a page once its comments and quoted messages reach the bytes given, one report at least, and says more may follow', async () => {
+    const start = await positionNow();
+    // A report's messages are kept as their JSON text: 27 bytes besides this body.
+    const quoting = (bytes: number) => ({ messages: [{ mid: 'big:1', body: 'x'.repeat(bytes - 27) }] });
+    await filed(report('sized-0', 'big', 100, quoting(1000)));
+    await filed(report('sized-1', 'big', 101, quoting(1000)));
+    await filed(report('sized-2', 'big', 102, { ...quoting(3000), comment: 'é' })); // 3,002 bytes
+    await filed(report('sized-3', 'big', 103, quoting(1000)));
+    const page = async (after: number, limit: number, maxBytes?: number) => {
+      const { reports, more } = await store.list(after, limit, maxBytes);
+      return [reports.map((r) => r.reporter.replace('sized-', '')), more];
+    };
+    // 2,000 bytes before the third: under 2,001, so it is taken; not under 2,000.
+    expect(await page(start, 10, 2001)).toEqual([['0', '1', '2'], true]);
+    expect(await page(start, 10, 2000)).toEqual([['0', '1'], true]);
+    // The first is always taken, however large.
+    expect(await page(start, 10, 1)).toEqual([['0'], true]);
+    const second = (await listed(start, 2))[1].position;
+    expect(await page(second, 10, 1)).toEqual([['2'], true]);
+    // The comment counts, in bytes ('é' is 2).
+    expect(await page(second, 10, 3002)).toEqual([['2'], true]);
+    expect(await page(second, 10, 3003)).toEqual([['2', '3'], false]);
+    // A page full by count says more may follow, as before; the list's end does not.
+    expect(await page(start, 2)).toEqual([['0', '1'], true]);
+    expect(await page(start, 10)).toEqual([['0', '1', '2', '3'], false]);
+    expect(await page(start, 4)).toEqual([['0', '1', '2', '3'], true]);
   });
 
   it('refuses a report past the daily limit, saying when the oldest of the day leaves it, and takes one again then', async () => {
@@ -84,7 +114,7 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
       Array.from({ length: 8 }, (_, i) => store.file(report('burst', `b${i}`, 20 * DAY_MS + i), 5)),
     );
     expect(outcomes.filter((o) => 'filed' in o)).toHaveLength(5);
-    expect((await store.list(0, 500)).filter((r) => r.reporter === 'burst')).toHaveLength(5);
+    expect((await listed(0, 500)).filter((r) => r.reporter === 'burst')).toHaveLength(5);
   });
 
   it('lets a moderator who pages on from the last position read miss no report, whatever order the filings commit in (on Postgres, over the pool)', async () => {
@@ -114,11 +144,11 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     // Another reporter files meanwhile; a moderator reads the list, and keeps the last position.
     const quick = store.file(report('quick-filer', 'q2', 2), 10);
     await Promise.race([quick, new Promise((resolve) => setTimeout(resolve, 300))]);
-    const seen = await store.list(start, 500);
+    const seen = await listed(start, 500);
     const last = seen.at(-1)?.position ?? start;
     commit();
     expect([await slow, await quick].every((outcome) => 'filed' in outcome)).toBe(true);
-    const after = await store.list(last, 500);
+    const after = await listed(last, 500);
     expect([...seen, ...after].map((r) => r.reporter)).toEqual(['slow-filer', 'quick-filer']);
   });
 
@@ -127,7 +157,7 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     await filed(report('y2', 'erased-user', 2));
     await filed(report('y2', 'y1', 3));
     expect(await store.forgetReportsOf('erased-user')).toBe(2);
-    const left = (await store.list(0, 500)).filter((r) => [r.reporter, r.user].some((u) => /^y\d$/.test(u)));
+    const left = (await listed(0, 500)).filter((r) => [r.reporter, r.user].some((u) => /^y\d$/.test(u)));
     expect(left.map((r) => [r.reporter, r.user])).toEqual([['y2', 'y1']]);
     expect(await store.forgetReportsOf('erased-user')).toBe(0);
   });
@@ -136,7 +166,7 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     await filed(report('old-reporter', 'z', 5));
     await filed(report('new-reporter', 'z', 50 * DAY_MS));
     expect(await store.forgetReportsBefore(6)).toBeGreaterThanOrEqual(1);
-    const reporters = (await store.list(0, 500)).map((r) => r.reporter);
+    const reporters = (await listed(0, 500)).map((r) => r.reporter);
     expect(reporters).not.toContain('old-reporter');
     expect(reporters).toContain('new-reporter');
   });

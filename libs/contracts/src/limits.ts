@@ -28,6 +28,12 @@ export const MAX_REPORT_COMMENT_LENGTH = 1000;
 /** Reports a moderator's page may hold. */
 export const REPORT_LIST_MAX_LIMIT = 500;
 /**
+ * A moderator's page stops once its reports' comments and quoted messages reach this (one report at
+ * least): a report may quote up to a REST body's 1 MiB; a page of 100 such (the default) took
+ * group-ms to 740 MB of memory (its container has 512 MiB), one of 500 out of its 384 MiB heap.
+ */
+export const REPORT_PAGE_MAX_BYTES = 4 * 1024 * 1024;
+/**
  * A typing notice older than this is not passed on: it is about the moment. The routers drop one
  * by its `sentAt` (a backlog of the inbound or group topic), session-ms one written to the delivery
  * topic that long ago (a backlog there, a re-read).

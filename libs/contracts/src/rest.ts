@@ -19,6 +19,7 @@ import {
   MAX_REPORTED_MESSAGES,
   MAX_SEND_BATCH,
   REPORT_LIST_MAX_LIMIT,
+  REPORT_PAGE_MAX_BYTES,
   SYNC_MAX_LIMIT,
 } from './limits';
 
@@ -267,7 +268,11 @@ export type ReportListQuery = Static<typeof ReportListQuery>;
 export const ReportList = Type.Object(
   {
     reports: Type.Array(ReportRecord, { description: 'Oldest filed first' }),
-    next: Type.Optional(Type.Integer({ description: "A full page's last position: ask again with `after`" })),
+    next: Type.Optional(
+      Type.Integer({
+        description: `The page's last position when it stopped at \`limit\` or at ${REPORT_PAGE_MAX_BYTES} bytes of comments and quoted messages: ask again with \`after\``,
+      }),
+    ),
   },
   { $id: 'ReportList' },
 );
