@@ -338,6 +338,10 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       next: expect.any(Number),
     });
     const rest = (await call('GET', `/internal/reports?after=${listed.json().next}`, 'moderator')).json();
+    // A position past any bigint is the moderator's mistake (400 naming it), not a 500.
+    const pastAny = await call('GET', '/internal/reports?after=99999999999999999999', 'moderator');
+    expect([pastAny.statusCode, pastAny.json().error.code]).toEqual([400, 'invalid_request']);
+    expect(pastAny.json().error.message).toContain('after');
     expect(rest.reports.map((r: { reporter: string }) => r.reporter)).toEqual(['sam']);
     expect(rest).not.toHaveProperty('next');
     const metrics = (await service.http.inject('/metrics')).body;

@@ -253,7 +253,14 @@ export const ReportRecord = Type.Object(
 export type ReportRecord = Static<typeof ReportRecord>;
 export const ReportListQuery = Type.Object(
   {
-    after: Type.Optional(Type.Integer({ minimum: 0, description: 'The last `position` already read' })),
+    after: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        // Past a bigint Postgres refused the comparison (a 500); past this, a number is not exact.
+        maximum: Number.MAX_SAFE_INTEGER,
+        description: 'The last `position` already read',
+      }),
+    ),
     limit: Type.Optional(
       Type.Integer({
         minimum: 1,
