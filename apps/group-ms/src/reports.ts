@@ -2,6 +2,7 @@ import { Counter, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import {
   ParleyError,
+  userMid,
   REPORT_REASONS,
   ReportBody,
   ReportList,
@@ -14,7 +15,8 @@ import { deleteOlderThan, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { actingUser, contractsBodyValidator, DAY_MS, HttpServer } from '@parley/service-kit';
 
 /** A report as filed: who filed it, and when. */
-export interface NewReport extends ReportBody {
+export interface NewReport extends Omit<ReportBody, 'id'> {
+  /** The report's id: `<reporter>:<the client's id>` when it gave one, else the server's. */
   id: string;
   reporter: string;
   at: number;
@@ -24,9 +26,13 @@ export interface NewReport extends ReportBody {
 export interface ReportStore {
   /**
    * Files `report` unless its reporter filed `maxPerDay` in the 24 hours before it: then answers
-   * when the oldest of those leaves the window. Serialized per reporter.
+   * when the oldest of those leaves the window. A report filed before under its id is answered
+   * as it is (`repeated`), filing nothing and counting nothing. Serialized per reporter.
    */
-  file(report: NewReport, maxPerDay: number): Promise<{ filed: ReportRecord } | { retryAt: number }>;
+  file(
+    report: NewReport,
+    maxPerDay: number,
+  ): Promise<{ filed: ReportRecord; repeated?: boolean } | { retryAt: number }>;
   /**
    * The reports filed after `after` (a position), oldest first: at most `limit`, and none more once
    * their comments and quoted messages reach `maxBytes` (REPORT_PAGE_MAX_BYTES; one report at
@@ -48,6 +54,8 @@ const REPORT_LOCK_NAMESPACE = 0x72707274; // "rprt"
  * positions in order, so a list up to position p has every report at or below it.
  */
 const REPORT_ORDER_LOCK = 0x72707473; // "rpts"
+
+const REPORT_COLUMNS = 'id, position, reporter, reported, reason, comment, messages, created_at';
 
 interface ReportRow {
   id: string;
@@ -80,13 +88,18 @@ export function createSqlReportStore(db: SqlDatabase): ReportStore {
           REPORT_LOCK_NAMESPACE,
           report.reporter,
         ]);
+        const earlier = await tx.query<ReportRow>(
+          `SELECT ${REPORT_COLUMNS} FROM user_reports WHERE id = $1`,
+          [report.id],
+        );
+        if (earlier.rows.length > 0) return { filed: toRecord(earlier.rows[0]), repeated: true };
         const recent = await recentReports(tx, report.reporter, report.at - DAY_MS, maxPerDay);
         if (recent.length >= maxPerDay) return { retryAt: recent[0] + DAY_MS };
         await tx.query('SELECT pg_advisory_xact_lock($1)', [REPORT_ORDER_LOCK]);
         const inserted = await tx.query<ReportRow>(
           `INSERT INTO user_reports (id, reporter, reported, reason, comment, messages, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
-           RETURNING id, position, reporter, reported, reason, comment, messages, created_at`,
+           RETURNING ${REPORT_COLUMNS}`,
           [
             report.id,
             report.reporter,
@@ -176,10 +189,9 @@ export function registerReportRoutes(app: HttpServer, deps: ReportRoutesDeps): v
     const body = request.body;
     if (body.user === reporter) throw new ParleyError('invalid_request', 'user: you cannot report yourself');
     const at = deps.clock();
-    const outcome = await deps.reports.file(
-      { ...body, id: deps.newId(), reporter, at },
-      deps.maxReportsPerDay,
-    );
+    const { id: clientId, ...report } = body;
+    const id = clientId === undefined ? deps.newId() : userMid(reporter, clientId);
+    const outcome = await deps.reports.file({ ...report, id, reporter, at }, deps.maxReportsPerDay);
     if ('retryAt' in outcome) {
       const retryAfterSeconds = Math.max(1, Math.ceil((outcome.retryAt - at) / 1000));
       throw new ParleyError(
@@ -188,6 +200,7 @@ export function registerReportRoutes(app: HttpServer, deps: ReportRoutesDeps): v
         { retryAfterSeconds },
       );
     }
+    if (outcome.repeated) return reply.code(201).send({ id: outcome.filed.id, at: outcome.filed.at });
     filed.inc({ reason: body.reason });
     // Ids only: the comment and the quoted messages are for moderators, not for the logs.
     deps.logger.info(

@@ -320,7 +320,12 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       201,
       { id: expect.any(String), at: expect.any(Number) },
     ]);
-    await call('POST', '/internal/reports', 'sam', { user: 'rex', reason: 'spam' });
+    // sam's app sends his report again (a timeout): one report, counted once, the same receipt.
+    const sams = { id: 'rep-1', user: 'rex', reason: 'spam' };
+    const first = await call('POST', '/internal/reports', 'sam', sams);
+    const again = await call('POST', '/internal/reports', 'sam', sams);
+    expect([first.statusCode, again.statusCode, again.json()]).toEqual([201, 201, first.json()]);
+    expect(first.json().id).toBe('sam:rep-1');
     const listed = await call('GET', '/internal/reports?limit=1', 'moderator');
     expect(listed.json()).toEqual({
       reports: [
@@ -346,6 +351,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     expect(rest).not.toHaveProperty('next');
     const metrics = (await service.http.inject('/metrics')).body;
     expect(metrics).toContain('parley_group_reports_total{reason="harassment",service="group-ms"} 1');
+    expect(metrics).toContain('parley_group_reports_total{reason="spam",service="group-ms"} 1');
     expect(metrics).toContain('parley_group_reports_total{reason="hate",service="group-ms"} 0');
 
     await call('DELETE', '/internal/account', 'rex');
@@ -412,7 +418,12 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     ]);
 
     for (const user of ['r1', 'r2'])
-      expect((await call('POST', '/internal/reports', 'ray', { user, reason: 'spam' })).statusCode).toBe(201);
+      expect(
+        (await call('POST', '/internal/reports', 'ray', { id: user, user, reason: 'spam' })).statusCode,
+      ).toBe(201);
+    // A retry of one filed (its id again) is answered as filed, past the limit too: nothing new.
+    const retried = await call('POST', '/internal/reports', 'ray', { id: 'r2', user: 'r2', reason: 'spam' });
+    expect([retried.statusCode, retried.json().id]).toEqual([201, 'ray:r2']);
     now += 3600_000;
     const third = await call('POST', '/internal/reports', 'ray', { user: 'r3', reason: 'spam' });
     expect([third.statusCode, third.json().error.code, third.headers['retry-after']]).toEqual([

@@ -575,7 +575,9 @@ export class ParleyClient extends EventTarget {
    * can be up to a day away), a 400 `invalid_request` for this user itself.
    */
   report(user, reason, { comment, messages } = {}) {
+    // One id for the call: rest()'s retries of it (a 503, a timeout) file it once.
     return this.rest('POST', '/v1/reports', {
+      id: newId(),
       user,
       reason,
       ...(comment !== undefined && { comment }),

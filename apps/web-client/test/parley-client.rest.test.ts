@@ -113,6 +113,7 @@ describe('parley-client.js REST retries', () => {
         method: 'POST',
         url: '/v1/reports',
         body: {
+          id: expect.any(String),
           user: 'bob',
           reason: 'harassment',
           comment: 'line one\nline two',
@@ -123,8 +124,34 @@ describe('parley-client.js REST retries', () => {
           })),
         },
       },
-      { method: 'POST', url: '/v1/reports', body: { user: 'bob', reason: 'other' } },
+      { method: 'POST', url: '/v1/reports', body: { id: expect.any(String), user: 'bob', reason: 'other' } },
     ]);
+    const ids = posted.map((p) => (p.body as { id: string }).id);
+    expect(new Set(ids).size).toBe(2); // two reports, two ids
+  });
+
+  it('files one report when a report answered 503 is tried again (the gateway timed out on a group-ms that did file it)', async () => {
+    const filed = new Map<string, number>();
+    let calls = 0;
+    // As group-ms does: a report under an id already filed is that report again.
+    await withRestStandIn(
+      (_request, raw, response) => {
+        // Without an id, each call is a report of its own (a server id).
+        const id = (JSON.parse(raw) as { id?: string }).id ?? `server-${calls}`;
+        if (!filed.has(id)) filed.set(id, 1000 + filed.size);
+        if (calls++ === 0)
+          json(response, 503, {
+            error: { code: 'unavailable', message: 'group-ms is unreachable: timeout' },
+          });
+        else json(response, 201, { id: `ann:${id}`, at: filed.get(id) });
+      },
+      async (c) => {
+        const receipt = await c.report('bob', 'spam');
+        expect(calls).toBe(2);
+        expect(filed.size).toBe(1);
+        expect(receipt).toEqual({ id: `ann:${[...filed.keys()][0]}`, at: 1000 });
+      },
+    );
   });
 
   it('creates one group when a create answered 503 is tried again (the gateway timed out on a group-ms that did create it)', async () => {

@@ -1,5 +1,5 @@
 import { Static, Type } from '@sinclair/typebox';
-import { DeviceId, GroupId, Mid, Timestamp, USER_ID_PATTERN, UserId } from './ids';
+import { CLIENT_ID_PATTERN, DeviceId, GroupId, Mid, Timestamp, USER_ID_PATTERN, UserId } from './ids';
 import { ParleyError } from './errors';
 import {
   AckFrame,
@@ -211,6 +211,13 @@ export const ReportedMessage = Type.Object(
 export type ReportedMessage = Static<typeof ReportedMessage>;
 export const ReportBody = Type.Object(
   {
+    id: Type.Optional(
+      Type.String({
+        pattern: CLIENT_ID_PATTERN,
+        description:
+          'Your id for this report, unique per reporter: sent again (a retry after a timeout or a 503), it files nothing new and answers the first receipt; its report id is then `<you>:<id>`',
+      }),
+    ),
     user: UserId,
     reason: ReportReason,
     comment: Type.Optional(
