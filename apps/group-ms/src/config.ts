@@ -32,7 +32,7 @@ export const GroupMsConfig = Type.Object({
   }),
   ...GroupOpsKeepConfig,
   REPORTS_KEEP_DAYS: Type.Number({
-    exclusiveMinimum: 0,
+    minimum: 1, // a report counts toward its reporter's daily limit for a day
     default: DEFAULT_REPORTS_KEEP_DAYS,
     description: 'How long a report of a user (POST /v1/reports) is kept for moderators',
   }),

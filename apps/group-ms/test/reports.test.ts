@@ -109,7 +109,7 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     });
   });
 
-  it('holds the daily limit when one reporter files many at once (on Postgres, over the pool)', async () => {
+  it('holds the daily limit when one reporter files many at once (over the pool on Postgres, one by one on PGlite)', async () => {
     const outcomes = await Promise.all(
       Array.from({ length: 8 }, (_, i) => store.file(report('burst', `b${i}`, 20 * DAY_MS + i), 5)),
     );
@@ -117,7 +117,7 @@ describe.each(testDatabases())('user reports in the report store on $name', (tar
     expect((await listed(0, 500)).filter((r) => r.reporter === 'burst')).toHaveLength(5);
   });
 
-  it('lets a moderator who pages on from the last position read miss no report, whatever order the filings commit in (on Postgres, over the pool)', async () => {
+  it('lets a moderator who pages on from the last position read miss no report, whatever order the filings commit in (over the pool on Postgres, one by one on PGlite)', async () => {
     // PGlite is one session: its transactions never overlap.
     if (db.kind !== 'postgres') return;
     let inserted!: () => void;

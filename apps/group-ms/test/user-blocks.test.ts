@@ -152,7 +152,7 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     expect([...versions].sort((a, b) => a - b)).toEqual(versions);
   });
 
-  it('hands out one version a change when many users block at once (on Postgres, over the pool)', async () => {
+  it('hands out one version a change when many users block at once (over the pool on Postgres, one by one on PGlite)', async () => {
     const since = await maxVersion();
     const users = Array.from({ length: 20 }, (_, i) => `concurrent${i}`);
     expect(await Promise.all(users.map((user) => store.block(user, 'target', 500, 5)))).toEqual(
