@@ -372,7 +372,7 @@ async function toggleBlock() {
 /** Opens the report form for the open 1:1 chat (what was typed for it before is still there), or closes it. */
 function toggleReport() {
   const conv = state.store.convs[state.open];
-  if (!conv || conv.chat !== 'direct') return;
+  if (!conv || !withAnother(conv)) return;
   const form = $('report-form');
   if (state.reporting === conv.key && !form.hidden) {
     state.reporting = null;
