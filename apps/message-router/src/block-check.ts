@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { BlockPair, BlockReader, cacheBlocks } from './blocks';
 
 export interface BlockCheckOptions {
@@ -41,10 +41,18 @@ export function createBlockCheck(
   options: BlockCheckOptions,
 ): (pairs: BlockPair[]) => Promise<ReadonlySet<string>> {
   const { clock, logger } = options;
-  const lookup = cacheBlocks(options.blocks, {
+  const lookup = cacheBlocks(countReads(options.blocks, options.metrics), {
     pollMs: options.pollMs ?? 1000,
     maxEntries: KEPT_ENTRIES,
     clock,
+  });
+  new Gauge({
+    name: 'parley_router_block_cache_ids',
+    help: 'Ids the block check keeps: a recipient, and each user they blocked (at most 200,000)',
+    registers: [options.metrics],
+    collect() {
+      this.set(lookup.keptIds());
+    },
   });
   const timeoutMs = options.timeoutMs ?? 1000;
   const retryMs = options.retryMs ?? 5000;
@@ -87,5 +95,19 @@ export function createBlockCheck(
     } finally {
       clearTimeout(timer);
     }
+  };
+}
+
+/** The reader, its reads of Postgres counted: the blocks of recipients not kept, and the changes. */
+function countReads(reader: BlockReader, metrics: Registry): BlockReader {
+  const reads = new Counter({
+    name: 'parley_router_block_reads_total',
+    help: "The block check's reads of Postgres: the blocks of recipients it did not keep (blocks), and the users whose blocks changed (changes)",
+    labelNames: ['read'],
+    registers: [metrics],
+  });
+  return {
+    blocksOf: (users) => (reads.inc({ read: 'blocks' }), reader.blocksOf(users)),
+    changesSince: (since, limit) => (reads.inc({ read: 'changes' }), reader.changesSince(since, limit)),
   };
 }

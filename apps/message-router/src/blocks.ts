@@ -130,8 +130,8 @@ const START_AGAIN_AFTER_MS = 10 * 60_000;
  */
 const KEEP_AT_MOST_MS = 10 * 60_000;
 
-/** The blocked pairs among a batch's, as `blockKey`s. */
-export type BlockLookup = (pairs: readonly BlockPair[]) => Promise<Set<string>>;
+/** The blocked pairs among a batch's, as `blockKey`s; and how many ids it keeps (a gauge's). */
+export type BlockLookup = ((pairs: readonly BlockPair[]) => Promise<Set<string>>) & { keptIds(): number };
 
 /**
  * Each recipient's blocks, read once and kept (nearly everyone's: nobody) until the recipient's
@@ -190,7 +190,7 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
     keptEntries += entriesOf(blocked);
   };
 
-  return async (pairs) => {
+  const lookup = async (pairs: readonly BlockPair[]) => {
     const now = clock();
     const sinceRead = now - readAt;
     if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesOnce();
@@ -213,4 +213,5 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
         blocked.add(blockKey(recipient, sender));
     return blocked;
   };
+  return Object.assign(lookup, { keptIds: () => keptEntries });
 }

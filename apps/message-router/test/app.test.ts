@@ -306,6 +306,23 @@ describe('message-router and blocked users', () => {
     expect(blocks.lookups).toEqual([['bob'], ['bob', 'yann'], ['bob']]);
   });
 
+  it("counts the block check's reads of Postgres and the ids it keeps", async () => {
+    const { bus, router, blocks } = await startRouter();
+    blocks.block('bob', 'mallory');
+    blocks.block('bob', 'eve');
+    await bus.publish(TOPICS.inbound, [message('alice', 'bob', 'a1'), message('alice', 'carol', 'a2')]);
+    await waitFor(() => delivered(bus).length === 2);
+    await bus.publish(TOPICS.inbound, [message('alice', 'bob', 'a3')]); // kept: not read again
+    await waitFor(() => delivered(bus).length === 3);
+    const metrics = await metricsOf(router);
+    expect(metrics).toContain('parley_router_block_reads_total{read="blocks",service="message-router"} 1');
+    expect(metrics).toContain(
+      `parley_router_block_reads_total{read="changes",service="message-router"} ${blocks.changeReads}`,
+    );
+    // bob and the two he blocked, and carol.
+    expect(metrics).toContain('parley_router_block_cache_ids{service="message-router"} 4');
+  });
+
   it('reading the changes before every batch (blockPollMs 0), applies a block from the next batch on', async () => {
     const { bus, blocks } = await startRouter({ blockPollMs: 0 });
     await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'before')]);
