@@ -1,5 +1,7 @@
 import { Static, Type } from '@sinclair/typebox';
-import { ConnId, UserId } from './ids';
+import { ConnId, Timestamp, UserId } from './ids';
+import { REPORT_LIST_MAX_LIMIT, REPORT_PAGE_MAX_BYTES } from './limits';
+import { ReportedMessage, ReportReason } from './rest';
 import { GroupCommandEvent } from './events';
 import { PushedFrame } from './server-frames';
 
@@ -135,3 +137,52 @@ export const BlockersResponse = Type.Object(
   { $id: 'BlockersResponse' },
 );
 export type BlockersResponse = Static<typeof BlockersResponse>;
+
+/** A report as moderators read it (group-ms's internal `GET /internal/reports`). */
+export const ReportRecord = Type.Object(
+  {
+    id: Type.String(),
+    position: Type.Integer({ minimum: 1, description: "Its place in filing order: the next page's `after`" }),
+    reporter: UserId,
+    user: UserId,
+    reason: ReportReason,
+    comment: Type.Optional(Type.String()),
+    messages: Type.Array(ReportedMessage),
+    at: Timestamp,
+  },
+  { $id: 'ReportRecord' },
+);
+export type ReportRecord = Static<typeof ReportRecord>;
+export const ReportListQuery = Type.Object(
+  {
+    after: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        // Past a bigint Postgres refused the comparison (a 500); past this, a number is not exact.
+        maximum: Number.MAX_SAFE_INTEGER,
+        description: 'The last `position` already read',
+      }),
+    ),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: REPORT_LIST_MAX_LIMIT,
+        description: 'Reports a page (100 by default)',
+      }),
+    ),
+  },
+  { $id: 'ReportListQuery' },
+);
+export type ReportListQuery = Static<typeof ReportListQuery>;
+export const ReportList = Type.Object(
+  {
+    reports: Type.Array(ReportRecord, { description: 'Oldest filed first' }),
+    next: Type.Optional(
+      Type.Integer({
+        description: `The page's last position when it stopped at \`limit\` or at ${REPORT_PAGE_MAX_BYTES} bytes of comments and quoted messages: ask again with \`after\``,
+      }),
+    ),
+  },
+  { $id: 'ReportList' },
+);
+export type ReportList = Static<typeof ReportList>;

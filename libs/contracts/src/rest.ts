@@ -18,8 +18,6 @@ import {
   MAX_REPORT_COMMENT_LENGTH,
   MAX_REPORTED_MESSAGES,
   MAX_SEND_BATCH,
-  REPORT_LIST_MAX_LIMIT,
-  REPORT_PAGE_MAX_BYTES,
   SYNC_MAX_LIMIT,
 } from './limits';
 
@@ -243,54 +241,6 @@ export const ReportReceipt = Type.Object(
   { $id: 'ReportReceipt' },
 );
 export type ReportReceipt = Static<typeof ReportReceipt>;
-/** A report as moderators read it (group-ms's internal `GET /internal/reports`). */
-export const ReportRecord = Type.Object(
-  {
-    id: Type.String(),
-    position: Type.Integer({ minimum: 1, description: "Its place in filing order: the next page's `after`" }),
-    reporter: UserId,
-    user: UserId,
-    reason: ReportReason,
-    comment: Type.Optional(Type.String()),
-    messages: Type.Array(ReportedMessage),
-    at: Timestamp,
-  },
-  { $id: 'ReportRecord' },
-);
-export type ReportRecord = Static<typeof ReportRecord>;
-export const ReportListQuery = Type.Object(
-  {
-    after: Type.Optional(
-      Type.Integer({
-        minimum: 0,
-        // Past a bigint Postgres refused the comparison (a 500); past this, a number is not exact.
-        maximum: Number.MAX_SAFE_INTEGER,
-        description: 'The last `position` already read',
-      }),
-    ),
-    limit: Type.Optional(
-      Type.Integer({
-        minimum: 1,
-        maximum: REPORT_LIST_MAX_LIMIT,
-        description: 'Reports a page (100 by default)',
-      }),
-    ),
-  },
-  { $id: 'ReportListQuery' },
-);
-export type ReportListQuery = Static<typeof ReportListQuery>;
-export const ReportList = Type.Object(
-  {
-    reports: Type.Array(ReportRecord, { description: 'Oldest filed first' }),
-    next: Type.Optional(
-      Type.Integer({
-        description: `The page's last position when it stopped at \`limit\` or at ${REPORT_PAGE_MAX_BYTES} bytes of comments and quoted messages: ask again with \`after\``,
-      }),
-    ),
-  },
-  { $id: 'ReportList' },
-);
-export type ReportList = Static<typeof ReportList>;
 
 export const PresenceQuery = Type.Object(
   {
