@@ -6,6 +6,7 @@ import {
   Closer,
   createRuntime,
   createTokenVerifier,
+  DEV_INTERNAL_SECRET,
   DEV_JWT_SECRET,
   type Runtime,
   type Service,
@@ -81,7 +82,8 @@ export interface FleetOptions {
 
 export interface Fleet {
   ports: FleetPorts;
-  urls: { ws: string; rest: string; docs: string; kafka: string };
+  /** `reports`: group-ms's moderators' list of reports (internal: the internal secret's header). */
+  urls: { ws: string; rest: string; docs: string; kafka: string; reports: string };
   services: Record<string, Service>;
   jwtSecret: string;
   /** A full GC on every thread of the fleet, where the process runs with --expose-gc (memory benchmarks). */
@@ -99,7 +101,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const host = options.host ?? '127.0.0.1';
   const ports = options.ports === 'random' ? await randomPorts() : (options.ports ?? DEFAULT_PORTS);
   const jwtSecret = options.jwtSecret ?? DEV_JWT_SECRET;
-  const internalSecret = options.internalSecret ?? 'parley-dev-internal-secret';
+  const internalSecret = options.internalSecret ?? DEV_INTERNAL_SECRET;
   const logLevel = options.logLevel ?? 'info';
   const closer = new Closer();
   const started: Array<[string, Service]> = [];
@@ -294,6 +296,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       rest: `http://${host}:${ports.restGateway}`,
       docs: `http://${host}:${ports.restGateway}/docs`,
       kafka: options.kafkaBrokers ?? `${host}:${ports.broker}`,
+      reports: `http://${host}:${ports.groupMs}/internal/reports`,
     },
     collectGarbage: () => {
       (globalThis as { gc?: () => void }).gc?.();

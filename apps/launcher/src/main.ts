@@ -1,9 +1,11 @@
 import { Type } from '@sinclair/typebox';
 import { KafkaSettingsSchema } from '@parley/kafka';
+import { INTERNAL_SECRET_HEADER } from '@parley/contracts';
 import {
   CommonConfig,
   ConfigError,
   createLogger,
+  DEV_INTERNAL_SECRET,
   loadConfig,
   logUnhandledRejections,
   tracedUsers,
@@ -57,6 +59,7 @@ async function main() {
       `  Web client     ${urls.rest}/`,
       `  API docs       ${urls.docs}`,
       `  Kafka          ${urls.kafka}`,
+      `  Reports        ${urls.reports}   (moderators: header ${INTERNAL_SECRET_HEADER}: ${DEV_INTERNAL_SECRET})`,
       `  Data           ${config.PARLEY_DATA_DIR}`,
       'Ctrl-C stops everything.',
       '',

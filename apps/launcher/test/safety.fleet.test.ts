@@ -1,4 +1,5 @@
 import { INTERNAL_SECRET_HEADER } from '@parley/contracts';
+import { DEV_INTERNAL_SECRET } from '@parley/service-kit';
 import { fleetSuite } from './helpers';
 
 describe('fleet: blocking and reporting a user end to end', () => {
@@ -102,8 +103,9 @@ describe('fleet: blocking and reporting a user end to end', () => {
       messages: [{ mid: received.mid, body: received.body, sentAt: received.sentAt }],
     });
     expect(filed.status).toBe(201);
-    const moderatorView = await fetch(`http://127.0.0.1:${fleet().ports.groupMs}/internal/reports`, {
-      headers: { [INTERNAL_SECRET_HEADER]: 'parley-dev-internal-secret' },
+    // Where `npm start` says moderators read them.
+    const moderatorView = await fetch(fleet().urls.reports, {
+      headers: { [INTERNAL_SECRET_HEADER]: DEV_INTERNAL_SECRET },
     });
     const { reports } = (await moderatorView.json()) as { reports: Array<Record<string, unknown>> };
     expect(reports.filter((r) => r.reporter === 'ana-r1')).toEqual([
