@@ -33,6 +33,7 @@ import { createPersistenceService } from '../../persistence-ms/src/app';
 import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
 import { createPushService } from '../../push-ms/src/app';
 import { createSqlDeviceStore } from '../../push-ms/src/device-store';
+import { createSqlMuteStore } from '../../push-ms/src/mute-store';
 import { createLogPushProvider } from '../../push-ms/src/log-provider';
 import { embeddedGatewayOnThread } from './embedded-gateway';
 import type { ThreadService } from './service-thread';
@@ -228,6 +229,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       return createPushService({
         ...runtime,
         devices: createSqlDeviceStore(db),
+        mutes: createSqlMuteStore(db),
         provider: createLogPushProvider(runtime.logger),
         port: ports.pushMs,
         host,

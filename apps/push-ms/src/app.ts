@@ -1,5 +1,5 @@
 import { Counter } from 'prom-client';
-import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
+import { DeliveredMessage, MAX_MUTES_PER_USER, OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
 import {
   buildHttpServer,
@@ -17,11 +17,16 @@ import { createDispatcher, Dispatcher } from './dispatcher';
 import { buildNotification, summarize } from './notification';
 import type { PushProvider } from './provider';
 import { pushKey, UnfinishedRecords } from './unfinished';
-import { registerDeviceRoutes } from './routes';
+import { registerDeviceRoutes, registerMuteRoutes } from './routes';
+import { muteKey, MuteStore } from './mute-store';
 
 export interface PushDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
   devices: DeviceStore;
+  /** The conversations each user muted: their messages are not announced to them. */
+  mutes: MuteStore;
+  /** Conversations one user may mute (default MAX_MUTES_PER_USER). */
+  maxMutesPerUser?: number;
   provider: PushProvider;
   port: number;
   host?: string;
@@ -51,7 +56,8 @@ export interface PushService extends Service {
  */
 export function createPushService(deps: PushDeps): PushService {
   const http = buildHttpServer(deps);
-  registerDeviceRoutes(http, deps.devices, deps.internalSecret);
+  registerDeviceRoutes(http, deps.devices, deps.internalSecret, deps.mutes);
+  registerMuteRoutes(http, deps.mutes, deps.maxMutesPerUser ?? MAX_MUTES_PER_USER);
   const dispatcher = createDispatcher({
     provider: deps.provider,
     devices: deps.devices,
@@ -102,6 +108,7 @@ export function createPushService(deps: PushDeps): PushService {
         help: 'Offline messages not announced: they went offline longer ago than PUSH_MAX_AGE_MS',
         registers: [deps.metrics],
       }),
+      mutedOf: mutedLookup(deps),
     }),
   });
 
@@ -135,10 +142,22 @@ function offlineHandler(
   dispatcher: Dispatcher,
   announced: RecentSet,
   unfinished: UnfinishedRecords,
-  options: { includeBody: boolean; maxAgeMs: number; stale: Counter },
+  options: {
+    includeBody: boolean;
+    maxAgeMs: number;
+    stale: Counter;
+    mutedOf: (messages: OfflineMessage[]) => Promise<(message: OfflineMessage) => boolean>;
+  },
 ) {
   return async (batch: Envelope<OfflineTopicEvent>[]): Promise<void> => {
     const oldest = Date.now() - options.maxAgeMs;
+    const isMuted = await options.mutedOf(
+      batch.flatMap(({ event }) =>
+        event.kind === 'offline' && event.frame.type === 'message'
+          ? [{ to: event.to, frame: event.frame }]
+          : [],
+      ),
+    );
     for (const { event, partition, offset } of batch) {
       if (event.kind === 'offline-ack') {
         coalescer.drop(event.user, event.mids);
@@ -149,10 +168,60 @@ function offlineHandler(
       const key = pushKey(event.to, event.frame.mid);
       if (event.frame.type !== 'message' || announced.has(key)) continue;
       if (event.at < oldest) options.stale.inc();
+      else if (isMuted({ to: event.to, frame: event.frame })) continue;
       else {
         unfinished.hold(key, partition, Number(offset));
         coalescer.add(event.to, summarize(event.frame, options.includeBody));
       }
     }
+  };
+}
+
+/** A message on its way to a user who is offline (`to`: that user; a group message's `frame.to` is the group). */
+interface OfflineMessage {
+  to: string;
+  frame: DeliveredMessage;
+}
+
+/** The conversation of a message, as its recipient muted it: the sender of a 1:1, or the group. */
+const conversationOf = (frame: DeliveredMessage) =>
+  frame.chat === 'group'
+    ? { chat: 'group' as const, id: frame.to }
+    : { chat: 'direct' as const, id: frame.from };
+
+/**
+ * Which of a batch's messages their recipient muted: one read for the batch. A read that fails
+ * mutes nothing (counted and logged): a push too many, rather than a message held or lost.
+ */
+function mutedLookup(deps: PushDeps) {
+  const muted = new Counter({
+    name: 'parley_push_muted_total',
+    help: 'Offline messages not announced: their recipient muted the conversation',
+    registers: [deps.metrics],
+  });
+  const failed = new Counter({
+    name: 'parley_push_mute_checks_failed_total',
+    help: 'Batches of offline messages announced without their mute check: the read of mutes failed',
+    registers: [deps.metrics],
+  });
+  return async (messages: OfflineMessage[]) => {
+    let keys = new Set<string>();
+    try {
+      keys = await deps.mutes.mutedAmong(
+        messages.map(({ to, frame }) => ({ user: to, ...conversationOf(frame) })),
+        Date.now(),
+      );
+    } catch (err) {
+      failed.inc();
+      deps.logger.warn(
+        { err, messages: messages.length },
+        'mute check failed: announcing these messages unchecked',
+      );
+    }
+    return ({ to, frame }: OfflineMessage) => {
+      const isMuted = keys.has(muteKey(to, conversationOf(frame)));
+      if (isMuted) muted.inc();
+      return isMuted;
+    };
   };
 }

@@ -24,7 +24,7 @@ export interface DeviceStore {
   removeUser(user: string): Promise<number>;
 }
 
-/** One statement per migration (PGlite runs prepared statements only); never edited once released. */
+/** push-ms's schema (devices, and mute-store.ts's mutes). One statement per migration (PGlite runs prepared statements only); never edited once released. */
 export const MIGRATIONS: Migration[] = [
   {
     id: '001_push_devices',
@@ -38,6 +38,18 @@ export const MIGRATIONS: Migration[] = [
     )`,
   },
   { id: '002_push_devices_token', sql: 'CREATE INDEX push_devices_token ON push_devices (token)' },
+  // Conversations whose messages send a user no push (mute-store.ts): looked up by the key.
+  {
+    id: '003_push_mutes',
+    sql: `CREATE TABLE push_mutes (
+      user_id text NOT NULL,
+      chat text NOT NULL,
+      conversation text NOT NULL,
+      until bigint,
+      created_at bigint NOT NULL,
+      PRIMARY KEY (user_id, chat, conversation)
+    )`,
+  },
 ];
 
 /**

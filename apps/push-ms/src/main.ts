@@ -4,6 +4,7 @@ import { runMain } from '@parley/service-kit';
 import { createPushService } from './app';
 import { PushConfig } from './config';
 import { createSqlDeviceStore } from './device-store';
+import { createSqlMuteStore } from './mute-store';
 import { createFcmProvider, fcmOptionsFromServiceAccount } from './fcm-provider';
 import { createLogPushProvider } from './log-provider';
 
@@ -18,6 +19,7 @@ void runMain('push-ms', PushConfig, async (config, runtime) => {
     ...runtime,
     bus,
     devices: createSqlDeviceStore(db),
+    mutes: createSqlMuteStore(db),
     provider,
     port: config.PORT,
     host: config.HOST,

@@ -1,13 +1,27 @@
-import { DeviceParams, ErasedCount, RegisterDeviceBody } from '@parley/contracts';
+import {
+  DeviceParams,
+  ErasedCount,
+  MuteList,
+  MuteParams,
+  MuteQuery,
+  ParleyError,
+  RegisterDeviceBody,
+} from '@parley/contracts';
 import { actingUser, HttpServer, requireInternalSecret } from '@parley/service-kit';
 import type { DeviceStore } from './device-store';
+import type { MuteStore } from './mute-store';
 
 /**
  * The internal API behind the rest-gateway's `PUT/DELETE /v1/devices/:deviceId` and
  * `DELETE /v1/account` (every device of the user). Every call
  * carries the internal secret and the acting user (`x-parley-user`).
  */
-export function registerDeviceRoutes(http: HttpServer, devices: DeviceStore, internalSecret: string): void {
+export function registerDeviceRoutes(
+  http: HttpServer,
+  devices: DeviceStore,
+  internalSecret: string,
+  mutes: Pick<MuteStore, 'forgetMutesOf'>,
+): void {
   requireInternalSecret(http, internalSecret);
 
   http.put(
@@ -32,6 +46,44 @@ export function registerDeviceRoutes(http: HttpServer, devices: DeviceStore, int
   http.delete(
     '/internal/account',
     { schema: { response: { 200: ErasedCount } } },
-    async (request): Promise<ErasedCount> => ({ erased: await devices.removeUser(actingUser(request)) }),
+    async (request): Promise<ErasedCount> => {
+      const user = actingUser(request);
+      await mutes.forgetMutesOf(user);
+      return { erased: await devices.removeUser(user) };
+    },
+  );
+}
+
+/** The internal API behind the rest-gateway's `/v1/mutes…`: conversations that send the user no push. */
+export function registerMuteRoutes(http: HttpServer, mutes: MuteStore, maxMutesPerUser: number): void {
+  http.put(
+    '/internal/mutes/:chat/:id',
+    { schema: { params: MuteParams, querystring: MuteQuery } },
+    async (request, reply) => {
+      const { chat, id } = request.params;
+      const outcome = await mutes.mute(
+        actingUser(request),
+        { chat, id },
+        request.query.until ?? null,
+        maxMutesPerUser,
+      );
+      if (outcome === 'too_many')
+        throw new ParleyError(
+          'too_many_mutes',
+          `at most ${maxMutesPerUser} conversations may be muted; unmute one first`,
+        );
+      return reply.code(204).send();
+    },
+  );
+
+  http.delete('/internal/mutes/:chat/:id', { schema: { params: MuteParams } }, async (request, reply) => {
+    await mutes.unmute(actingUser(request), request.params);
+    return reply.code(204).send();
+  });
+
+  http.get(
+    '/internal/mutes',
+    { schema: { response: { 200: MuteList } } },
+    async (request): Promise<MuteList> => ({ mutes: await mutes.mutesOf(actingUser(request), Date.now()) }),
   );
 }

@@ -11,6 +11,7 @@ import { createPgliteDatabase, SqlDatabase } from '@parley/postgres';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createPushService, PushDeps, PushService } from '../src/app';
 import { createSqlDeviceStore, DeviceStore } from '../src/device-store';
+import { createSqlMuteStore, MuteStore } from '../src/mute-store';
 import { createFcmProvider } from '../src/fcm-provider';
 import { FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
 import { waitFor } from '@parley/test-kit';
@@ -35,6 +36,7 @@ describe('push-ms service against a fake FCM server', () => {
   const fcm = new FakeFcm();
   let db: SqlDatabase;
   let devices: DeviceStore;
+  let mutes: MuteStore;
   const running: { service: PushService; bus: MemoryBus }[] = [];
 
   /** A push-ms on the fake FCM, not started yet; `options` replace its defaults. */
@@ -43,6 +45,7 @@ describe('push-ms service against a fake FCM server', () => {
     const service = createPushService({
       bus,
       devices,
+      mutes,
       provider: createFcmProvider({
         credential: fakeCredential,
         projectId: FAKE_PROJECT,
@@ -81,6 +84,7 @@ describe('push-ms service against a fake FCM server', () => {
     await fcm.start();
     db = await createPgliteDatabase();
     devices = createSqlDeviceStore(db);
+    mutes = createSqlMuteStore(db);
   });
   afterAll(async () => {
     for (const { service } of running) await service.stop();
@@ -209,6 +213,82 @@ describe('push-ms service against a fake FCM server', () => {
       ['erin-phone', { title: 'alice', body: 'just now' }],
     ]);
     expect(await metricsOf(service)).toContain('parley_push_stale_total{service="push-ms"} 1');
+  });
+
+  it("announces no message of a conversation its recipient muted, 1:1 or group, and the others' as before", async () => {
+    const { service, bus } = await startService({ includeBody: true });
+    await register(service, 'mia', 'phone', 'mia-phone');
+    const as = (method: 'PUT' | 'DELETE' | 'GET', url: string) =>
+      service.http.inject({
+        method,
+        url,
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'mia' },
+      });
+    expect((await as('PUT', '/internal/mutes/direct/spammer')).statusCode).toBe(204);
+    expect((await as('PUT', `/internal/mutes/group/noisy?until=${Date.now() + 3600_000}`)).statusCode).toBe(
+      204,
+    );
+    const inGroup = (group: string, from: string, text: string): DeliveredMessage => ({
+      ...message(group, text, from),
+      chat: 'group',
+    });
+    await bus.publish(TOPICS.offline, [
+      offline(message('mia', 'buy now', 'spammer')),
+      { ...offline(inGroup('noisy', 'someone', 'lol')), to: 'mia' },
+      // A 1:1 from the group's member, and another group's message: not muted.
+      { ...offline(inGroup('family', 'mum', 'dinner at 8')), to: 'mia' },
+    ]);
+    await waitFor(() => fcm.requests.length === 1);
+    await sleep(WINDOW_MS * 2);
+    expect(fcm.requests.map((r) => r.message.notification)).toEqual([{ title: 'mum', body: 'dinner at 8' }]);
+    expect(await metricsOf(service)).toContain('parley_push_muted_total{service="push-ms"} 2');
+
+    expect((await as('GET', '/internal/mutes')).json()).toEqual({
+      mutes: [
+        { chat: 'direct', id: 'spammer', until: null },
+        { chat: 'group', id: 'noisy', until: expect.any(Number) },
+      ],
+    });
+    // Unmuted: announced again.
+    expect((await as('DELETE', '/internal/mutes/direct/spammer')).statusCode).toBe(204);
+    await bus.publish(TOPICS.offline, [offline(message('mia', 'still here', 'spammer'))]);
+    await waitFor(() => fcm.requests.length === 2);
+    expect(fcm.requests[1].message.notification).toEqual({ title: 'spammer', body: 'still here' });
+  });
+
+  it('announces a batch unchecked when the mutes cannot be read, counting it', async () => {
+    const failing: MuteStore = {
+      ...mutes,
+      mutedAmong: () => Promise.reject(new Error('connection refused')),
+    };
+    const { service, bus } = await startService({ mutes: failing });
+    await register(service, 'ned', 'phone', 'ned-phone');
+    await mutes.mute('ned', { chat: 'direct', id: 'alice' }, null, 10);
+    await bus.publish(TOPICS.offline, [offline(message('ned', 'hi'))]);
+    await waitFor(() => fcm.requests.length === 1);
+    expect(await metricsOf(service)).toContain('parley_push_mute_checks_failed_total{service="push-ms"} 1');
+  });
+
+  it('refuses a mute past the limit (409 too_many_mutes) and a bad conversation with the field named, and forgets mutes with the account', async () => {
+    const { service } = await startService({ maxMutesPerUser: 2 });
+    const as = (method: 'PUT' | 'DELETE', url: string) =>
+      service.http.inject({
+        method,
+        url,
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'oli' },
+      });
+    expect((await as('PUT', '/internal/mutes/direct/a')).statusCode).toBe(204);
+    expect((await as('PUT', '/internal/mutes/group/b')).statusCode).toBe(204);
+    const third = await as('PUT', '/internal/mutes/direct/c');
+    expect([third.statusCode, third.json().error]).toEqual([
+      409,
+      { code: 'too_many_mutes', message: 'at most 2 conversations may be muted; unmute one first' },
+    ]);
+    expect((await as('PUT', '/internal/mutes/group/b?until=1')).statusCode).toBe(204); // a change, not one more
+    const bad = await as('PUT', '/internal/mutes/channel/x');
+    expect([bad.statusCode, bad.json().error.message]).toEqual([400, expect.stringContaining('chat')]);
+    expect((await as('DELETE', '/internal/account')).statusCode).toBe(200);
+    expect(await mutes.mutesOf('oli', 0)).toEqual([]);
   });
 
   it('includes the message text when configured to', async () => {

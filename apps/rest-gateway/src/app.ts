@@ -8,6 +8,7 @@ import { RestGatewaySettings } from './config';
 import { registerDocs } from './docs';
 import { registerAccountRoutes } from './routes/account';
 import { registerBlockRoutes } from './routes/blocks';
+import { registerMuteRoutes } from './routes/mutes';
 import { registerReportRoutes } from './routes/reports';
 import { registerDevTokenRoute } from './routes/dev-token';
 import { registerDeviceRoutes } from './routes/devices';
@@ -57,6 +58,7 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
     registerGroupRoutes(api, deps.upstreams);
     registerDeviceRoutes(api, deps.upstreams);
     registerBlockRoutes(api, deps.upstreams);
+    registerMuteRoutes(api, deps.upstreams);
     registerReportRoutes(api, deps.upstreams);
     registerPresenceRoutes(api, deps.upstreams);
     registerAccountRoutes(api, deps.upstreams);

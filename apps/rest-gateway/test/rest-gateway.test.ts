@@ -1142,6 +1142,54 @@ describe('rest-gateway', () => {
     }
   });
 
+  it('mutes, unmutes and lists mutes on push-ms as the authenticated user, passing until on and its 409 as it is', async () => {
+    const push = await startUpstream((req) => {
+      if (req.url?.startsWith('/internal/mutes/direct/many'))
+        return {
+          status: 409,
+          body: {
+            error: {
+              code: 'too_many_mutes',
+              message: 'at most 1000 conversations may be muted; unmute one first',
+            },
+          },
+        };
+      if (req.method === 'GET')
+        return { status: 200, body: { mutes: [{ chat: 'group', id: 'team', until: null }] } };
+      return { status: 204 };
+    });
+    ({ gateway } = build({ upstreamUrls: { 'push-ms': push.url } }));
+    try {
+      const headers = await auth('bob');
+      const call = (method: 'PUT' | 'DELETE' | 'GET', url: string) =>
+        gateway.http.inject({ method, url, headers });
+      expect((await call('PUT', '/v1/mutes/group/team')).statusCode).toBe(204);
+      expect((await call('PUT', '/v1/mutes/direct/carol?until=1700000000000&cachebuster=1')).statusCode).toBe(
+        204,
+      );
+      expect((await call('DELETE', '/v1/mutes/direct/carol')).statusCode).toBe(204);
+      const list = await call('GET', '/v1/mutes');
+      expect([list.statusCode, list.json()]).toEqual([
+        200,
+        { mutes: [{ chat: 'group', id: 'team', until: null }] },
+      ]);
+      expect(push.seen.map(({ method, url, user }) => [method, url, user])).toEqual([
+        ['PUT', '/internal/mutes/group/team', 'bob'],
+        ['PUT', '/internal/mutes/direct/carol?until=1700000000000', 'bob'],
+        ['DELETE', '/internal/mutes/direct/carol', 'bob'],
+        ['GET', '/internal/mutes', 'bob'],
+      ]);
+      const full = await call('PUT', '/v1/mutes/direct/many');
+      expect([full.statusCode, full.json().error.code]).toEqual([409, 'too_many_mutes']);
+      // Refused here, never asked upstream: a kind of conversation the protocol does not have.
+      const bad = await call('PUT', '/v1/mutes/channel/x');
+      expect([bad.statusCode, bad.json().error.code]).toEqual([400, 'invalid_request']);
+      expect(push.seen).toHaveLength(5);
+    } finally {
+      await push.close();
+    }
+  });
+
   it('files a report on group-ms as the authenticated user, the body as given, and passes its 429 on with its Retry-After', async () => {
     const group = await startUpstream((req, body) =>
       (JSON.parse(body) as { user: string }).user === 'spammer'

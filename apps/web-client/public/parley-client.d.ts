@@ -68,6 +68,9 @@ export declare class ParleyClient extends EventTarget {
   block(user: string): Promise<void>;
   unblock(user: string): Promise<void>;
   blocks(): Promise<string[]>;
+  mute(chat: 'direct' | 'group', id: string, until?: number): Promise<void>;
+  unmute(chat: 'direct' | 'group', id: string): Promise<void>;
+  mutes(): Promise<Array<{ chat: 'direct' | 'group'; id: string; until: number | null }>>;
   /**
    * `POST /v1/reports`: `comment` up to 1,000 characters; of `messages` (the user's, as received)
    * the last 20 go. A ParleyError 429 `rate_limited` past 20 reports a day, 400 for oneself.

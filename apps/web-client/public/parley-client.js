@@ -566,6 +566,25 @@ export class ParleyClient extends EventTarget {
   }
 
   /**
+   * `PUT /v1/mutes/:chat/:id`: no push notification for the conversation's messages (they still
+   * arrive), until `until` (ms since the epoch) or until unmuted. `chat`: 'direct' or 'group'.
+   */
+  mute(chat, id, until) {
+    const query = until === undefined ? '' : `?until=${until}`;
+    return this.rest('PUT', `/v1/mutes/${chat}/${encodeURIComponent(id)}${query}`);
+  }
+
+  /** `DELETE /v1/mutes/:chat/:id`: the conversation's messages are announced again. */
+  unmute(chat, id) {
+    return this.rest('DELETE', `/v1/mutes/${chat}/${encodeURIComponent(id)}`);
+  }
+
+  /** `GET /v1/mutes`: the conversations muted now, `{chat, id, until}` (until null: until unmuted). */
+  async mutes() {
+    return (await this.rest('GET', '/v1/mutes')).mutes;
+  }
+
+  /**
    * `POST /v1/reports`: reports `user` to the operator's moderators; they are not told, and are not
    * blocked (`block` does that). `reason`: spam, harassment, hate, sexual, violence, self_harm,
    * impersonation or other. `comment`: the user's own words (up to 1,000 characters, lines

@@ -1,7 +1,7 @@
 import { createServer, IncomingMessage, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
-import { MAX_PRESENCE_USERS, type Presence } from '@parley/contracts';
+import { MAX_PRESENCE_USERS, type Mute, type Presence } from '@parley/contracts';
 import { ParleyClient } from '../public/parley-client.js';
 
 /** A client whose REST calls reach `answer`, a stand-in for rest-gateway; closed after `use`. */
@@ -177,6 +177,31 @@ describe('parley-client.js REST retries', () => {
         expect([...groups]).toEqual([created.id]);
       },
     );
+  });
+
+  it('mutes and unmutes a conversation, with or without an end, and lists mutes typed as the contracts say', async () => {
+    const calls: string[] = [];
+    await withRestStandIn(
+      (request, _body, response) => {
+        calls.push(`${request.method} ${request.url}`);
+        if (request.method === 'GET')
+          json(response, 200, { mutes: [{ chat: 'group', id: 'team', until: null }] });
+        else response.writeHead(204).end();
+      },
+      async (c) => {
+        await c.mute('group', 'team');
+        await c.mute('direct', 'bob', 1700000000000);
+        await c.unmute('direct', 'bob');
+        const mutes: Mute[] = await c.mutes();
+        expect(mutes).toEqual([{ chat: 'group', id: 'team', until: null }]);
+      },
+    );
+    expect(calls).toEqual([
+      'PUT /v1/mutes/group/team',
+      'PUT /v1/mutes/direct/bob?until=1700000000000',
+      'DELETE /v1/mutes/direct/bob',
+      'GET /v1/mutes',
+    ]);
   });
 
   it('gives presence as GET /v1/presence answers it: lastSeen null for a user never seen', async () => {

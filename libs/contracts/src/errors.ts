@@ -16,6 +16,7 @@ export const ERROR_CODES = {
     description: 'A user the change would add to a group is in as many groups as one user may be',
   },
   too_many_blocks: { status: 409, description: 'The user blocked as many users as one user may' },
+  too_many_mutes: { status: 409, description: 'The user muted as many conversations as one user may' },
   too_large: { status: 413, description: 'A frame or body is larger than allowed' },
   rate_limited: { status: 429, description: 'Too many requests; retry after the indicated time' },
   internal: { status: 500, description: 'An unexpected server error' },

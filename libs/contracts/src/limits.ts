@@ -20,6 +20,8 @@ export const GROUP_LIST_MAX_LIMIT = 200;
 export const MAX_PRESENCE_USERS = 200;
 /** Users one user may block: `GET /v1/blocks` answers them all at once. */
 export const MAX_BLOCKS_PER_USER = 1000;
+/** Conversations one user may mute: `GET /v1/mutes` answers them all at once. */
+export const MAX_MUTES_PER_USER = 1000;
 /** Reports one user may file in 24 hours: more is abuse of the moderators, not a report. */
 export const MAX_REPORTS_PER_DAY = 20;
 /** Messages one report may quote, and the length of its comment. */

@@ -13,6 +13,7 @@ import { Deliverable, ErrorCodeSchema } from './server-frames';
 import {
   GROUP_LIST_MAX_LIMIT,
   MAX_BLOCKS_PER_USER,
+  MAX_MUTES_PER_USER,
   MAX_GROUP_MEMBERS_PER_OP,
   MAX_PRESENCE_USERS,
   MAX_REPORT_COMMENT_LENGTH,
@@ -181,6 +182,45 @@ export const BlockList = Type.Object(
   },
 );
 export type BlockList = Static<typeof BlockList>;
+
+/** A conversation to mute: a 1:1 chat with a user, or a group. */
+export const MuteParams = Type.Object({
+  chat: Type.Union([Type.Literal('direct'), Type.Literal('group')], { description: 'direct or group' }),
+  id: Type.String({ pattern: USER_ID_PATTERN, description: 'The other user (direct), or the group' }),
+});
+export type MuteParams = Static<typeof MuteParams>;
+export const MuteQuery = Type.Object(
+  {
+    until: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: Number.MAX_SAFE_INTEGER,
+        description: 'Muted until this time (ms since the epoch); without it, until unmuted',
+      }),
+    ),
+  },
+  { $id: 'MuteQuery' },
+);
+export type MuteQuery = Static<typeof MuteQuery>;
+export const Mute = Type.Object({
+  chat: MuteParams.properties.chat,
+  id: MuteParams.properties.id,
+  until: Type.Union([Timestamp, Type.Null()], { description: 'null: until unmuted' }),
+});
+export type Mute = Static<typeof Mute>;
+export const MuteList = Type.Object(
+  {
+    mutes: Type.Array(Mute, {
+      maxItems: MAX_MUTES_PER_USER,
+      description: 'The conversations muted now, oldest mute first',
+    }),
+  },
+  {
+    $id: 'MuteList',
+    description: 'Conversations whose messages send no push notification to this user (they still arrive)',
+  },
+);
+export type MuteList = Static<typeof MuteList>;
 
 /** Why a user is reported (App Store guideline 1.2: a way to report objectionable content). */
 export const REPORT_REASONS = [

@@ -24,7 +24,7 @@ export function forwarder(upstreams: Upstreams) {
   return forward;
 }
 
-type P = { id: string; user: string; deviceId: string };
+type P = { id: string; user: string; deviceId: string; chat: string };
 
 /** The path parameters, each fit to be one segment of the upstream's path. */
 export const params = (request: FastifyRequest) => {
