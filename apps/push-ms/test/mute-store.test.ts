@@ -80,12 +80,19 @@ describe.each(testDatabases())('mute store on $name', (target) => {
     expect(await store.mutesOf('gus', now)).toHaveLength(5);
   });
 
-  it("forgets a user's mutes on erasure, no one else's", async () => {
+  it("forgets on erasure every mute that names the user: theirs, and others' of their 1:1 (as blocks both ways)", async () => {
     await store.mute('hal', { chat: 'direct', id: 'x' }, null, 10);
     await store.mute('hal', { chat: 'group', id: 'y' }, null, 10);
     await store.mute('ivy', { chat: 'direct', id: 'hal' }, null, 10);
-    expect(await store.forgetMutesOf('hal')).toBe(2);
+    // A group that happens to bear the user's id is not the user; nor is another user's 1:1.
+    await store.mute('ivy', { chat: 'group', id: 'hal' }, null, 10);
+    await store.mute('ivy', { chat: 'direct', id: 'x' }, null, 10);
+    expect(await store.forgetMutesOf('hal')).toBe(3);
     expect(await store.mutesOf('hal', now)).toEqual([]);
-    expect(await store.mutesOf('ivy', now)).toHaveLength(1);
+    // Muted in the same ms: in the order of chat, then id.
+    expect((await store.mutesOf('ivy', now)).map((m) => `${m.chat}:${m.id}`)).toEqual([
+      'direct:x',
+      'group:hal',
+    ]);
   });
 });
