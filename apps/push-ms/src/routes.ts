@@ -55,18 +55,25 @@ export function registerDeviceRoutes(
 }
 
 /** The internal API behind the rest-gateway's `/v1/mutes…`: conversations that send the user no push. */
-export function registerMuteRoutes(http: HttpServer, mutes: MuteStore, maxMutesPerUser: number): void {
+export function registerMuteRoutes(
+  http: HttpServer,
+  mutes: MuteStore,
+  maxMutesPerUser: number,
+  clock: () => number = Date.now,
+): void {
   http.put(
     '/internal/mutes/:chat/:id',
     { schema: { params: MuteParams, querystring: MuteQuery } },
     async (request, reply) => {
       const { chat, id } = request.params;
-      const outcome = await mutes.mute(
-        actingUser(request),
-        { chat, id },
-        request.query.until ?? null,
-        maxMutesPerUser,
-      );
+      const { until } = request.query;
+      // A time already past would mute nothing: most likely seconds where ms were meant.
+      if (until !== undefined && until <= clock())
+        throw new ParleyError(
+          'invalid_request',
+          `until: ${until} is not in the future (milliseconds since the epoch; now is ${clock()})`,
+        );
+      const outcome = await mutes.mute(actingUser(request), { chat, id }, until ?? null, maxMutesPerUser);
       if (outcome === 'too_many')
         throw new ParleyError(
           'too_many_mutes',

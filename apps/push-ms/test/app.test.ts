@@ -284,7 +284,16 @@ describe('push-ms service against a fake FCM server', () => {
       409,
       { code: 'too_many_mutes', message: 'at most 2 conversations may be muted; unmute one first' },
     ]);
-    expect((await as('PUT', '/internal/mutes/group/b?until=1')).statusCode).toBe(204); // a change, not one more
+    // A change of one muted, not one more.
+    expect((await as('PUT', `/internal/mutes/group/b?until=${Date.now() + 60_000}`)).statusCode).toBe(204);
+    // A time already past mutes nothing: refused (seconds where milliseconds were meant).
+    const past = await as('PUT', '/internal/mutes/group/b?until=1700000000');
+    expect([past.statusCode, past.json().error.message]).toEqual([
+      400,
+      expect.stringMatching(
+        /^until: 1700000000 is not in the future \(milliseconds since the epoch; now is \d+\)$/,
+      ),
+    ]);
     const bad = await as('PUT', '/internal/mutes/channel/x');
     expect([bad.statusCode, bad.json().error.message]).toEqual([400, expect.stringContaining('chat')]);
     expect((await as('DELETE', '/internal/account')).statusCode).toBe(200);
