@@ -18,7 +18,7 @@ export function registerMuteRoutes(api: FastifyInstance, upstreams: Upstreams): 
     {
       schema: {
         ...muteSchema,
-        description: `Mute a conversation (\`direct\` with a user, or a \`group\`): its messages still arrive over the socket and by sync, but no push notification announces them to you. \`?until=<ms since the epoch>\` ends the mute then; without it, it lasts until unmuted. Muting again changes when it ends. No body. 409 \`too_many_mutes\` past ${MAX_MUTES_PER_USER} muted conversations`,
+        description: `Mute a conversation (\`direct\` with a user, or a \`group\`): its messages still arrive over the socket and by sync, but no push notification announces them to you. \`?until=<ms since the epoch>\` ends the mute then (400 \`invalid_request\` for a time already past); without it, it lasts until unmuted. Muting again changes when it ends. No body. 409 \`too_many_mutes\` past ${MAX_MUTES_PER_USER} muted conversations`,
         params: s(MuteParams),
         querystring: s(MuteQuery),
         response: { 204: Type.Null(), 409: s(ErrorBody), ...errors },
