@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { withDeadline } from '@parley/service-kit';
 import { BlockPair, BlockReader, cacheBlocks } from './blocks';
 
 export interface BlockCheckOptions {
@@ -70,16 +71,8 @@ export function createBlockCheck(
       failed.inc({ reason: 'skipped' });
       return NOT_CHECKED;
     }
-    let timer: NodeJS.Timeout | undefined;
-    const looked = lookup(pairs);
-    looked.catch(() => undefined); // abandoned at the deadline: its failure is no longer anyone's
     try {
-      const blocked = await Promise.race([
-        looked,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new BlockCheckTimeout(timeoutMs)), timeoutMs);
-        }),
-      ]);
+      const blocked = await withDeadline(lookup(pairs), timeoutMs, () => new BlockCheckTimeout(timeoutMs));
       if (failing) logger.info('block checks succeed again');
       failing = false;
       return blocked;
@@ -92,8 +85,6 @@ export function createBlockCheck(
         "block check failed: routing 1:1 frames without it (a blocked sender's frames reach the blocker) until one succeeds",
       );
       return NOT_CHECKED;
-    } finally {
-      clearTimeout(timer);
     }
   };
 }

@@ -10,6 +10,7 @@ import {
   scrapedGauge,
   Service,
   serviceLifecycle,
+  withDeadline,
 } from '@parley/service-kit';
 import { Coalescer, createCoalescer } from './coalescer';
 import type { DeviceStore } from './device-store';
@@ -27,6 +28,8 @@ export interface PushDeps extends Omit<Runtime, 'closer'> {
   mutes: MuteStore;
   /** Conversations one user may mute (default MAX_MUTES_PER_USER). */
   maxMutesPerUser?: number;
+  /** How long a batch waits for its mute check before it is announced without it (default 1 s). */
+  muteCheckTimeoutMs?: number;
   provider: PushProvider;
   port: number;
   host?: string;
@@ -190,8 +193,9 @@ const conversationOf = (frame: DeliveredMessage) =>
     : { chat: 'direct' as const, id: frame.from };
 
 /**
- * Which of a batch's messages their recipient muted: one read for the batch. A read that fails
- * mutes nothing (counted and logged): a push too many, rather than a message held or lost.
+ * Which of a batch's messages their recipient muted: one read for the batch. A read that fails, or
+ * takes longer than `muteCheckTimeoutMs`, mutes nothing (counted and logged): a push too many,
+ * rather than pushes held behind a database that does not answer.
  */
 function mutedLookup(deps: PushDeps) {
   const muted = new Counter({
@@ -201,15 +205,21 @@ function mutedLookup(deps: PushDeps) {
   });
   const failed = new Counter({
     name: 'parley_push_mute_checks_failed_total',
-    help: 'Batches of offline messages announced without their mute check: the read of mutes failed',
+    help: 'Batches of offline messages announced without their mute check: the read of mutes failed or took over 1 s',
     registers: [deps.metrics],
   });
+  const timeoutMs = deps.muteCheckTimeoutMs ?? 1000;
   return async (messages: OfflineMessage[]) => {
     let keys = new Set<string>();
     try {
-      keys = await deps.mutes.mutedAmong(
+      const read = deps.mutes.mutedAmong(
         messages.map(({ to, frame }) => ({ user: to, ...conversationOf(frame) })),
         Date.now(),
+      );
+      keys = await withDeadline(
+        read,
+        timeoutMs,
+        () => new Error(`the mute check took longer than ${timeoutMs} ms`),
       );
     } catch (err) {
       failed.inc();

@@ -85,6 +85,7 @@ describe('push-ms service against a fake FCM server', () => {
     db = await createPgliteDatabase();
     devices = createSqlDeviceStore(db);
     mutes = createSqlMuteStore(db);
+    await devices.init(); // push-ms's schema, for the tests that write mutes before a service starts
   });
   afterAll(async () => {
     for (const { service } of running) await service.stop();
@@ -256,17 +257,21 @@ describe('push-ms service against a fake FCM server', () => {
     expect(fcm.requests[1].message.notification).toEqual({ title: 'spammer', body: 'still here' });
   });
 
-  it('announces a batch unchecked when the mutes cannot be read, counting it', async () => {
+  it('announces a batch unchecked when the mutes cannot be read, or not within muteCheckTimeoutMs, counting it', async () => {
+    await mutes.mute('ned', { chat: 'direct', id: 'alice' }, null, 10);
     const failing: MuteStore = {
       ...mutes,
       mutedAmong: () => Promise.reject(new Error('connection refused')),
     };
-    const { service, bus } = await startService({ mutes: failing });
-    await register(service, 'ned', 'phone', 'ned-phone');
-    await mutes.mute('ned', { chat: 'direct', id: 'alice' }, null, 10);
-    await bus.publish(TOPICS.offline, [offline(message('ned', 'hi'))]);
-    await waitFor(() => fcm.requests.length === 1);
-    expect(await metricsOf(service)).toContain('parley_push_mute_checks_failed_total{service="push-ms"} 1');
+    const hanging: MuteStore = { ...mutes, mutedAmong: () => new Promise<never>(() => undefined) };
+    for (const broken of [failing, hanging]) {
+      fcm.requests.length = 0;
+      const { service, bus } = await startService({ mutes: broken, muteCheckTimeoutMs: 50 });
+      await register(service, 'ned', 'phone', 'ned-phone');
+      await bus.publish(TOPICS.offline, [offline(message('ned', 'hi'))]);
+      await waitFor(() => fcm.requests.length === 1);
+      expect(await metricsOf(service)).toContain('parley_push_mute_checks_failed_total{service="push-ms"} 1');
+    }
   });
 
   it('refuses a mute past the limit (409 too_many_mutes) and a bad conversation with the field named, and forgets mutes with the account', async () => {

@@ -13,6 +13,7 @@ export * from './transient';
 export * from './publish-budget';
 export * from './token-bucket';
 export * from './retry-after';
+export * from './deadline';
 export * from './cursor';
 export * from './collections';
 export * from './per-minute-quota';

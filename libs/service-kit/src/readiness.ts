@@ -1,3 +1,5 @@
+import { withDeadline } from './deadline';
+
 /** Each dependency registers a check; `/readyz` is ready only when every check answers in time. */
 export type Check = () => Promise<unknown> | unknown;
 
@@ -59,24 +61,15 @@ export class Readiness {
   }
 
   private async run(check: Check, lateReason?: LateReason): Promise<string> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<string>((resolve) => {
-      timer = setTimeout(() => {
-        const why = lateReason?.();
-        resolve(`timed out after ${this.timeoutMs} ms${why ? `: ${why}` : ''}`);
-      }, this.timeoutMs);
-    });
+    const late = () => {
+      const why = lateReason?.();
+      return new Error(`timed out after ${this.timeoutMs} ms${why ? `: ${why}` : ''}`);
+    };
     try {
-      return await Promise.race([
-        Promise.resolve()
-          .then(check)
-          .then(() => 'ok'),
-        timeout,
-      ]);
+      await withDeadline(Promise.resolve().then(check), this.timeoutMs, late);
+      return 'ok';
     } catch (err) {
       return (err as Error).message || String(err);
-    } finally {
-      clearTimeout(timer);
     }
   }
 }
