@@ -34,7 +34,7 @@ import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
 import { createPushService } from '../../push-ms/src/app';
 import { createSqlDeviceStore } from '../../push-ms/src/device-store';
 import { createSqlMuteStore } from '../../push-ms/src/mute-store';
-import { createLogPushProvider } from '../../push-ms/src/log-provider';
+import { createLogPushProvider, type RecordedPush } from '../../push-ms/src/log-provider';
 import { embeddedGatewayOnThread } from './embedded-gateway';
 import type { ThreadService } from './service-thread';
 import { freePort } from './ports';
@@ -87,6 +87,8 @@ export interface Fleet {
   urls: { ws: string; rest: string; docs: string; kafka: string; reports: string };
   services: Record<string, Service>;
   jwtSecret: string;
+  /** What push-ms's embedded provider would have sent, oldest first (the last 100). */
+  pushes: readonly RecordedPush[];
   /** A full GC on every thread of the fleet, where the process runs with --expose-gc (memory benchmarks). */
   collectGarbage(): void;
   stop(): Promise<void>;
@@ -107,6 +109,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const closer = new Closer();
   const started: Array<[string, Service]> = [];
   let gatewayThread: ThreadService | undefined;
+  let pushes: readonly RecordedPush[] = [];
 
   try {
     let kafkaBrokers = options.kafkaBrokers;
@@ -226,11 +229,13 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     );
     await add('push-ms', async () => {
       const runtime = await runtimeFor('push-ms', true);
+      const provider = createLogPushProvider(runtime.logger);
+      pushes = provider.recorded;
       return createPushService({
         ...runtime,
         devices: createSqlDeviceStore(db),
         mutes: createSqlMuteStore(db),
-        provider: createLogPushProvider(runtime.logger),
+        provider,
         port: ports.pushMs,
         host,
         internalSecret,
@@ -292,6 +297,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   return {
     ports,
     jwtSecret,
+    pushes,
     services: Object.fromEntries(started),
     urls: {
       ws: `ws://${host}:${ports.wsGateway}/v1/ws`,
