@@ -67,11 +67,12 @@ export function registerMuteRoutes(
     async (request, reply) => {
       const { chat, id } = request.params;
       const { until } = request.query;
+      const now = clock();
       // A time already past would mute nothing: most likely seconds where ms were meant.
-      if (until !== undefined && until <= clock())
+      if (until !== undefined && until <= now)
         throw new ParleyError(
           'invalid_request',
-          `until: ${until} is not in the future (milliseconds since the epoch; now is ${clock()})`,
+          `until: ${until} is not in the future (milliseconds since the epoch; now is ${now})`,
         );
       const outcome = await mutes.mute(actingUser(request), { chat, id }, until ?? null, maxMutesPerUser);
       if (outcome === 'too_many')
@@ -91,6 +92,6 @@ export function registerMuteRoutes(
   http.get(
     '/internal/mutes',
     { schema: { response: { 200: MuteList } } },
-    async (request): Promise<MuteList> => ({ mutes: await mutes.mutesOf(actingUser(request), Date.now()) }),
+    async (request): Promise<MuteList> => ({ mutes: await mutes.mutesOf(actingUser(request), clock()) }),
   );
 }
