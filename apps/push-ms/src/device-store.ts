@@ -55,6 +55,14 @@ export const MIGRATIONS: Migration[] = [
     id: '004_push_mutes_direct',
     sql: `CREATE INDEX push_mutes_direct ON push_mutes (conversation) WHERE chat = 'direct'`,
   },
+  // The token's lookups are by equality. A btree entry holds the whole token and Postgres refuses
+  // one over 2,704 bytes, so a token of up to the 4,096 characters the API takes failed its
+  // registration (500); a hash index keeps 4 bytes of each.
+  {
+    id: '005_push_devices_token_hash',
+    sql: 'CREATE INDEX push_devices_token_hash ON push_devices USING hash (token)',
+  },
+  { id: '006_drop_push_devices_token', sql: 'DROP INDEX push_devices_token' },
 ];
 
 /**

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { RegisterDeviceBody } from '@parley/contracts';
 import type { SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
 import { createSqlDeviceStore, DeviceStore, MAX_DEVICES_PER_USER } from '../src/device-store';
@@ -71,6 +73,18 @@ describe.each(testDatabases())('device store on $name', (target) => {
       );
       expect(await store.devices('lea')).toHaveLength(MAX_DEVICES_PER_USER);
     }
+  });
+
+  it('registers, moves and forgets a token as long as the API takes (4,096 characters)', async () => {
+    // Random printable ASCII: too varied to compress into an index entry, as a real token is.
+    const token = [...randomBytes(RegisterDeviceBody.properties.token.maxLength!)]
+      .map((byte) => String.fromCharCode(33 + (byte % 94)))
+      .join('');
+    await store.register('lou', 'phone', token, 'android');
+    expect(await store.devices('lou')).toEqual([{ deviceId: 'phone', token, platform: 'android' }]);
+    await store.register('max', 'phone', token, 'android'); // the phone signed in as max
+    expect(await store.devices('lou')).toEqual([]);
+    expect(await store.removeTokens('max', [token])).toBe(1);
   });
 
   it('forgets invalid tokens of that user only', async () => {
