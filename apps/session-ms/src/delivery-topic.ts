@@ -66,7 +66,7 @@ export async function handleDeliveryEvents(
   await Promise.all([
     pushOrOffline(deps, unacked, ephemeral, ackedHere),
     // A stored copy replayed after its mid was acked: that ack met a copy pushed as new and told
-    // storage nothing (one's own mids aside, see AckHandler.handle), so storage hears of it now.
+    // storage nothing (a note to oneself too), so storage hears of it now.
     tellStorageAcked(
       deps,
       durable.filter((p, i) => outcomes[i] === 'acked' && p.stored),

@@ -1,4 +1,4 @@
-import { OfflineTopicEvent, senderOfMid, TOPICS } from '@parley/contracts';
+import { OfflineTopicEvent, TOPICS } from '@parley/contracts';
 import { DAY_MS, groupBy } from '@parley/service-kit';
 import type { DeliveryDeps } from './delivery-deps';
 import { Push, PushDeps, pushToGateways } from './push';
@@ -117,7 +117,8 @@ export async function handOffPending(deps: OfflineDeps): Promise<number> {
 
 /**
  * Tells storage that the mids of these stored copies were acked already (an ack met a copy pushed
- * as new, and told storage nothing); one's own mids are left out.
+ * as new, and told storage nothing). One's own mids too: an ack of one's own mid leaves its mark
+ * only where it completed a note to oneself, which storage must then drop as well.
  */
 export async function tellStorageAcked(
   { bus }: Pick<DeliveryDeps, 'bus'>,
@@ -126,7 +127,7 @@ export async function tellStorageAcked(
   const events: OfflineTopicEvent[] = [...groupBy(replays, (p) => p.user)].flatMap(([user, ofUser]) => {
     return offlineAck(
       user,
-      ofUser.map((p) => p.mid).filter((mid) => senderOfMid(mid) !== user),
+      ofUser.map((p) => p.mid),
       Date.now(),
     );
   });

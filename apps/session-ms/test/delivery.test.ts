@@ -1268,6 +1268,32 @@ describe('Delivery', () => {
     ]);
   });
 
+  it('tells storage of an acked note to oneself when its stored copy is replayed, as of any acked mid (its hand-off failed to mark it stored)', async () => {
+    /** A store that fails the first markStored, as Redis going away between the hand-off's steps. */
+    class MarkStoredFailsOnce extends MemorySessionStore {
+      failed = false;
+      override async markStored(user: string, mids: string[], ttlMs: number) {
+        if (!this.failed) {
+          this.failed = true;
+          throw new TransientError('redis away');
+        }
+        return super.markStored(user, mids, ttlMs);
+      }
+    }
+    const { delivery, bus, connect } = setup({ store: new MarkStoredFailsOnce(), ackTimeoutMs: 5000 });
+    const storageAcks = () => bus.events(TOPICS.offline).filter((e) => e.kind === 'offline-ack');
+    const note = message('n1', 'alice', 'alice');
+    // No device of alice's connected: the note goes to storage, and the store fails before it is
+    // marked stored; the batch, handled again, finds it pending.
+    await expect(delivery.handle([note])).rejects.toThrow('redis away');
+    await delivery.handle([note]);
+    await delivery.handle([{ v: 1, kind: 'ack', user: 'alice', mids: ['alice:n1'], at: 9 }]); // from sync
+    expect(storageAcks()).toEqual([]); // it completed the copy pending as pushed
+    await connect('alice', 'tablet');
+    await delivery.handle([{ ...note, replay: true }]); // storage still holds it: replayed on connect
+    expect(storageAcks()).toEqual([expect.objectContaining({ user: 'alice', mids: ['alice:n1'] })]);
+  });
+
   it('tells storage when a user acks a stored message to themselves, replayed on connect', async () => {
     const { delivery, bus, connect } = setup();
     await connect('alice', 'tablet');
