@@ -81,6 +81,10 @@ async function fleetRamp(pool: ClientPool, fleet: FleetUnderTest, { options, rep
 async function fleetHalfMax(pool: ClientPool, fleet: FleetUnderTest, { options, report, log }: BenchRun) {
   const { settings } = options;
   const rate = Math.max(100, Math.round(report.fleet.max.delivered / 2 / 100) * 100);
+  if (fleet.sampler) {
+    const idle = await fleet.sampler.waitForIdle(0.25, 1000, 30_000);
+    log(`  the fleet idled at ${idle.cores} cores after ${idle.waitedMs} ms`);
+  }
   report.fleet.half = await runStep(pool, {
     scenario: 'half max',
     rate,

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { bundleOf } from './bundles';
@@ -26,6 +27,24 @@ export class ProcSampler {
       return this.pids.reduce((total, pid) => total + read(pid), 0);
     } catch {
       return NaN;
+    }
+  }
+
+  /**
+   * Waits until the processes use at most `cores` over a `windowMs` window (a fleet working off a
+   * backlog the clients cannot see: stores, retries, acks), at most `maxMs`; returns how long it took.
+   */
+  async waitForIdle(
+    cores: number,
+    windowMs: number,
+    maxMs: number,
+  ): Promise<{ waitedMs: number; cores: number }> {
+    const start = Date.now();
+    for (;;) {
+      const window = this.window();
+      await sleep(windowMs);
+      const used = window.end().cores;
+      if (used <= cores || Date.now() - start >= maxMs) return { waitedMs: Date.now() - start, cores: used };
     }
   }
 
