@@ -4,8 +4,8 @@ import { PARTITION_COUNT_TTL_MS } from '../packing';
 export type Connection = ReturnType<typeof createConnection>;
 
 /**
- * The bus's producer and admin client, connected together on first use. A failed produce request
- * replaces the producer (`replaceProducer`); the next use connects again.
+ * The bus's producer and admin client, connected together on first use. A failed connect or produce
+ * request (`replaceProducer`) is forgotten; the next use connects again.
  */
 export function createConnection(kafka: Kafka) {
   let producer: Producer = newProducer(kafka);
@@ -16,7 +16,17 @@ export function createConnection(kafka: Kafka) {
     get producer(): Producer {
       return producer;
     },
-    connect: () => (connected ??= Promise.all([producer.connect(), admin.connect()]).then(() => undefined)),
+    connect(): Promise<void> {
+      if (connected) return connected;
+      const attempt = Promise.all([producer.connect(), admin.connect()]).then(() => undefined);
+      connected = attempt;
+      // Not remembered when it fails (Kafka away): kept, it failed every later ping, and so the
+      // readiness check, until a publish happened to fail and replace the producer.
+      attempt.catch(() => {
+        if (connected === attempt) connected = undefined;
+      });
+      return attempt;
+    },
     replaceProducer(): void {
       connected = undefined;
       const failed = producer;
