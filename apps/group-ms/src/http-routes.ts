@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import {
   AddMembersBody,
   BlockersResponse,
@@ -125,7 +124,7 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     { schema: { body: CreateGroupBody, response: { 201: Group } } },
     async (request, reply) => {
       const by = actingUser(request);
-      const { id = randomUUID(), name, members = [] } = request.body;
+      const { id = deps.newId(), name, members = [] } = request.body;
       const state = await change(id, by, { op: 'create', name, members });
       return reply.code(201).send(toGroup(state));
     },

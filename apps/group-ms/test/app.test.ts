@@ -66,6 +66,13 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
       .map((e) => e.to)
       .sort();
 
+  it('names a group created without an id with the injected id source', async () => {
+    const created = await call('POST', '/internal/groups', 'alice', { name: 'Unnamed' });
+    expect(created.statusCode).toBe(201);
+    expect(created.json().id).toMatch(/^id\d+$/);
+    expect((await call('GET', `/internal/groups/${created.json().id}`, 'alice')).json().name).toBe('Unnamed');
+  });
+
   it('serves the group API with the protocol rules and error bodies', async () => {
     const created = await call('POST', '/internal/groups', 'alice', {
       id: 'team',
