@@ -2,6 +2,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ParleyError } from '@parley/contracts';
 import { bearerToken, TokenVerifier } from '@parley/service-kit';
+import { MonotonicRateLimitStore } from './rate-limit-store';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -24,6 +25,7 @@ export async function authenticate(
   await api.register(rateLimit, {
     max: rateLimitPerMinute,
     timeWindow: 60_000,
+    store: MonotonicRateLimitStore,
     // Before the body is read (after the onRequest hook above named the user): a request refused
     // as invalid still cost a parse of up to 1 MiB, and counted at preHandler it never counted.
     hook: 'preParsing',

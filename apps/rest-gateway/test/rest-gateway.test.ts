@@ -1450,6 +1450,41 @@ describe('rest-gateway', () => {
     expect((await send(await auth('bob'))).statusCode).toBe(200);
   });
 
+  it("counts the minute of the rate limit on the monotonic clock: a wall clock set back (NTP, a VM's clock set) holds no one refused past it", async () => {
+    ({ gateway } = build({ rateLimitPerMinute: 2 }));
+    const alice = await auth('alice');
+    const ack = () =>
+      gateway.http.inject({
+        method: 'POST',
+        url: '/v1/send',
+        headers: alice,
+        payload: { type: 'ack', mids: ['a:1'] },
+      });
+    let monotonic = performance.now();
+    let wall = Date.now();
+    const clocks = [
+      jest.spyOn(performance, 'now').mockImplementation(() => monotonic),
+      jest.spyOn(Date, 'now').mockImplementation(() => wall),
+    ];
+    try {
+      expect([(await ack()).statusCode, (await ack()).statusCode]).toEqual([200, 200]);
+      const limited = await ack();
+      expect(limited.statusCode).toBe(429);
+      expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(60);
+      wall -= 3_600_000; // set back an hour
+      monotonic += 1000;
+      wall += 1000;
+      const meanwhile = await ack();
+      expect(meanwhile.statusCode).toBe(429);
+      expect(Number(meanwhile.headers['retry-after'])).toBeLessThanOrEqual(59); // not an hour
+      monotonic += 60_000;
+      wall += 60_000;
+      expect((await ack()).statusCode).toBe(200); // the minute has passed
+    } finally {
+      for (const clock of clocks) clock.mockRestore();
+    }
+  });
+
   it('takes frames per user up to a budget, then rejects the rest rate_limited with retryAfterMs; acks have a larger one', async () => {
     const built = build({ sendFramesPerSecond: 0.1, sendFramesBurst: 3 });
     gateway = built.gateway;
