@@ -1,6 +1,7 @@
 /**
  * Per key, what was spent in the current minute against a limit (the count starts again each
- * minute, for every key at once: the map holds the keys of one minute at most).
+ * minute, for every key at once: the map holds the keys of one minute at most). The minute is
+ * measured on the monotonic clock: on the wall clock, a step back held every count for the step.
  */
 export class PerMinuteQuota {
   private spent = new Map<string, number>();
@@ -8,7 +9,7 @@ export class PerMinuteQuota {
 
   constructor(
     private readonly perMinute: number,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   allows(key: string): boolean {

@@ -32,4 +32,23 @@ describe('PerMinuteQuota', () => {
     now = 90_000;
     expect(quota.allows('a')).toBe(true);
   });
+
+  it("counts its minute on the monotonic clock: a wall clock set back (NTP, a VM's clock set) does not hold the count past it", () => {
+    let monotonic = 1_000;
+    let wall = Date.now();
+    const clocks = [
+      jest.spyOn(performance, 'now').mockImplementation(() => monotonic),
+      jest.spyOn(Date, 'now').mockImplementation(() => wall),
+    ];
+    try {
+      const quota = new PerMinuteQuota(1);
+      quota.spend('a', 1);
+      wall -= 3_600_000; // set back an hour
+      monotonic += 60_000;
+      wall += 60_000;
+      expect(quota.allows('a')).toBe(true);
+    } finally {
+      for (const clock of clocks) clock.mockRestore();
+    }
+  });
 });
