@@ -1,10 +1,11 @@
 import type { FastifyRateLimitStore } from '@fastify/rate-limit';
 import { KeyedBudgets } from '@parley/service-kit';
 
-/** A key's requests in its current window, which ends at `endsAt` on the monotonic clock. */
+/** A key's requests in its current window, which began at `startedAt` on the monotonic clock. */
 interface Window {
   count: number;
-  endsAt: number;
+  startedAt: number;
+  length: number;
 }
 
 const now = () => performance.now();
@@ -18,8 +19,8 @@ const now = () => performance.now();
  */
 export class MonotonicRateLimitStore implements FastifyRateLimitStore {
   private readonly windows = new KeyedBudgets<Window>(
-    () => ({ count: 0, endsAt: 0 }),
-    (window) => now() >= window.endsAt,
+    () => ({ count: 0, startedAt: -Infinity, length: 0 }),
+    (window) => now() - window.startedAt >= window.length,
   );
 
   incr(
@@ -29,9 +30,12 @@ export class MonotonicRateLimitStore implements FastifyRateLimitStore {
   ): void {
     const at = now();
     const window = this.windows.of(key);
-    if (at >= window.endsAt) Object.assign(window, { count: 0, endsAt: at + timeWindow });
+    if (at - window.startedAt >= window.length)
+      Object.assign(window, { count: 0, startedAt: at, length: timeWindow });
     window.count += 1;
-    callback(null, { current: window.count, ttl: window.endsAt - at });
+    // From the start, not to a stored end: (at + 60000) - at can come out as 60000.00000000001, and
+    // the plugin's Retry-After (rounded up) then said 61 s.
+    callback(null, { current: window.count, ttl: window.length - (at - window.startedAt) });
   }
 
   child(): FastifyRateLimitStore {

@@ -1460,7 +1460,9 @@ describe('rest-gateway', () => {
         headers: alice,
         payload: { type: 'ack', mids: ['a:1'] },
       });
-    let monotonic = performance.now();
+    // A reading for which (t + 60000) - t is 60000.00000000001: a Retry-After rounded up from a
+    // stored end said 61 s.
+    let monotonic = 6539.822857;
     let wall = Date.now();
     const clocks = [
       jest.spyOn(performance, 'now').mockImplementation(() => monotonic),
