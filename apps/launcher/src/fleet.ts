@@ -278,7 +278,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         host,
         settings: {
           devMode: true,
-          devTokenSecret: jwtSecret,
+          devToken: { secret: jwtSecret },
           corsOrigins: [],
           rateLimitPerMinute: 6000,
           sendFramesPerSecond: 200,

@@ -64,10 +64,10 @@ export function createRestGateway(deps: RestGatewayDeps): RestGateway {
     registerAccountRoutes(api, deps.upstreams);
   });
 
-  if (settings.devMode && settings.devTokenSecret) {
-    const secret = settings.devTokenSecret;
+  if (settings.devMode && settings.devToken) {
+    const devToken = settings.devToken;
     // Inside a plugin, like every route, so the OpenAPI document (registered first) sees it.
-    void http.register(async (dev) => registerDevTokenRoute(dev, secret));
+    void http.register(async (dev) => registerDevTokenRoute(dev, devToken));
   }
   for (const plugin of deps.plugins ?? []) void http.register(plugin);
 

@@ -3,6 +3,7 @@ import { KafkaSettingsSchema } from '@parley/kafka';
 import { MaxFrameBytesSetting } from '@parley/contracts';
 import {
   AuthConfig,
+  type DevTokenClaims,
   CommonConfig,
   InternalConfig,
   PublishBudgetConfig,
@@ -20,7 +21,11 @@ export const RestGatewayConfig = Type.Object({
   ...AuthConfig,
   ...PublishBudgetConfig,
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8081 }),
-  DEV_MODE: Type.Boolean({ default: false, description: 'Serves POST /v1/dev/token (never in production)' }),
+  DEV_MODE: Type.Boolean({
+    default: false,
+    description:
+      'Serves POST /v1/dev/token: tokens for any user, signed with JWT_SECRET, with JWT_ISSUER and JWT_AUDIENCE when set (never in production)',
+  }),
   PERSISTENCE_URL: serviceUrl({ default: 'http://127.0.0.1:9105' }),
   GROUP_URL: serviceUrl({ default: 'http://127.0.0.1:9104' }),
   PUSH_URL: serviceUrl({ default: 'http://127.0.0.1:9106' }),
@@ -66,8 +71,8 @@ export const RestGatewayConfig = Type.Object({
 /** What the gateway is told (main.ts reads it from RestGatewayConfig; the launcher sets it). */
 export interface RestGatewaySettings {
   devMode: boolean;
-  /** Signs dev tokens (dev mode only). */
-  devTokenSecret?: string;
+  /** Signs dev tokens (dev mode only), with the `iss` and `aud` the gateways check. */
+  devToken?: { secret: string } & DevTokenClaims;
   corsOrigins: string[];
   rateLimitPerMinute: number;
   /** Frames a user may send through /v1/send per second (acks ten times that); default 20, burst 200. */

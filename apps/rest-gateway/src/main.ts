@@ -26,7 +26,9 @@ void runMain('rest-gateway', RestGatewayConfig, async (config, runtime) => {
     host: config.HOST,
     settings: {
       devMode: config.DEV_MODE,
-      devTokenSecret: config.DEV_MODE ? config.JWT_SECRET : undefined,
+      devToken: config.DEV_MODE
+        ? { secret: config.JWT_SECRET, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE }
+        : undefined,
       corsOrigins: config.CORS_ORIGINS.split(',')
         .map((o) => o.trim())
         .filter(Boolean),

@@ -14,6 +14,7 @@ import {
   createMetricsRegistry,
   createTokenVerifier,
   DEV_JWT_SECRET,
+  type DevTokenClaims,
   issueToken,
   Readiness,
   requireInternalSecret,
@@ -72,6 +73,8 @@ interface BuildOptions {
   plugins?: RestGatewayDeps['plugins'];
   /** UPSTREAM_MAX_IN_FLIGHT and the wait past it (default 64, as many waiting). */
   upstreamLimits?: Omit<UpstreamLimits, 'metrics'>;
+  /** JWT_ISSUER and JWT_AUDIENCE, checked by the gateway and put in its dev tokens. */
+  tokenClaims?: DevTokenClaims;
 }
 
 function build(options: BuildOptions = {}) {
@@ -91,12 +94,16 @@ function build(options: BuildOptions = {}) {
     logger: silentLogger(),
     metrics,
     readiness: new Readiness(),
-    verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+    verifyToken: createTokenVerifier({
+      JWT_SECRET: DEV_JWT_SECRET,
+      JWT_ISSUER: options.tokenClaims?.issuer,
+      JWT_AUDIENCE: options.tokenClaims?.audience,
+    }),
     upstreams: createHttpUpstreams(urls, 'secret-for-internal-calls', limits),
     port: 0,
     settings: {
       devMode: options.devMode ?? false,
-      devTokenSecret: DEV_JWT_SECRET,
+      devToken: { secret: DEV_JWT_SECRET, ...options.tokenClaims },
       corsOrigins: options.corsOrigins ?? [],
       rateLimitPerMinute: options.rateLimitPerMinute ?? 1000,
       maxFrameBytes: 1024,
@@ -1611,6 +1618,27 @@ describe('rest-gateway', () => {
       (await gateway.http.inject({ method: 'POST', url: '/v1/dev/token', payload: { user: 'a b' } }))
         .statusCode,
     ).toBe(400);
+  });
+
+  it('issues dev tokens with the issuer and audience it checks (JWT_ISSUER, JWT_AUDIENCE), so they log in', async () => {
+    ({ gateway } = build({
+      devMode: true,
+      tokenClaims: { issuer: 'https://id.example', audience: 'parley' },
+    }));
+    const issued = await gateway.http.inject({
+      method: 'POST',
+      url: '/v1/dev/token',
+      payload: { user: 'alice' },
+    });
+    const headers = { authorization: `Bearer ${issued.json().token}` };
+    const presence = await gateway.http.inject({ method: 'GET', url: '/v1/presence?users=bob', headers });
+    expect(presence.statusCode).toBe(503); // past the token check, to the upstream (none listens here)
+    const unclaimed = await gateway.http.inject({
+      method: 'GET',
+      url: '/v1/presence?users=bob',
+      headers: await auth(),
+    });
+    expect(unclaimed.statusCode).toBe(401);
   });
 
   it('documents every PROTOCOL.md route with its schemas at /docs/json', async () => {

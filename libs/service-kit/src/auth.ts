@@ -116,13 +116,26 @@ function isJwksUnreachable(err: unknown): boolean {
 }
 
 /** A token for `POST /v1/dev/token` (dev mode only) and for tests. */
-export async function issueToken(secret: string, user: string, ttlSeconds = 24 * 3600): Promise<string> {
-  return new SignJWT({})
+export async function issueToken(
+  secret: string,
+  user: string,
+  ttlSeconds = 24 * 3600,
+  claims: DevTokenClaims = {},
+): Promise<string> {
+  const jwt = new SignJWT({})
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(user)
     .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
-    .sign(new TextEncoder().encode(secret));
+    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
+  if (claims.issuer) jwt.setIssuer(claims.issuer);
+  if (claims.audience) jwt.setAudience(claims.audience);
+  return jwt.sign(new TextEncoder().encode(secret));
+}
+
+/** The `iss` and `aud` a dev token carries: those the verifier checks (JWT_ISSUER, JWT_AUDIENCE). */
+export interface DevTokenClaims {
+  issuer?: string;
+  audience?: string;
 }
 
 /** `Authorization: Bearer <jwt>`, or `?token=<jwt>` where headers cannot be set (browsers' WebSocket). */

@@ -1,10 +1,16 @@
 import type { FastifyInstance } from 'fastify';
 import { DevTokenBody, DevTokenResponse, ErrorBody } from '@parley/contracts';
-import { issueToken } from '@parley/service-kit';
+import { DevTokenClaims, issueToken } from '@parley/service-kit';
 import { s } from '../schemas';
 
-/** `POST /v1/dev/token`: a token for any user, signed with `secret` (dev mode only). */
-export function registerDevTokenRoute(dev: FastifyInstance, secret: string): void {
+/**
+ * `POST /v1/dev/token`: a token for any user, signed with `secret` and carrying the `iss` and `aud`
+ * the gateways check (dev mode only).
+ */
+export function registerDevTokenRoute(
+  dev: FastifyInstance,
+  { secret, ...claims }: { secret: string } & DevTokenClaims,
+): void {
   dev.post(
     '/v1/dev/token',
     {
@@ -15,6 +21,8 @@ export function registerDevTokenRoute(dev: FastifyInstance, secret: string): voi
         response: { 200: s(DevTokenResponse), 400: s(ErrorBody) },
       },
     },
-    async (request) => ({ token: await issueToken(secret, (request.body as DevTokenBody).user) }),
+    async (request) => ({
+      token: await issueToken(secret, (request.body as DevTokenBody).user, undefined, claims),
+    }),
   );
 }
