@@ -117,6 +117,7 @@ describe('broker storage', () => {
     batches = await makeBatches(200);
   });
   const fresh = () => batches.map((b) => Buffer.from(b));
+  afterEach(() => jest.restoreAllMocks()); // a disk made to fill up by a test that failed midway
 
   test('segments roll, recover after a restart, and a torn tail is truncated', async () => {
     const dir = tmp();
@@ -164,6 +165,67 @@ describe('broker storage', () => {
     expect(Buffer.concat(read.chunks)).toEqual(Buffer.concat(appended));
     recovered.close();
     expect(fs.statSync(path.join(dir, index)).size).toBe(20 * 24); // rebuilt by the recovery
+    log.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * A disk that fills up during a write: the kernel takes part of it and returns a short count (no
+   * error), and refuses the rest with ENOSPC. Writes the first `bytes` of the next write of `length`
+   * bytes and answers so; every write after it fails until the returned restore is called.
+   */
+  const fillTheDiskDuring = (length: number, bytes: number) => {
+    const writeSync = fs.writeSync;
+    let filled = false;
+    const full = jest.spyOn(fs, 'writeSync').mockImplementation(((
+      fd: number,
+      buf: Buffer,
+      offset: number,
+      size: number,
+      position: number,
+    ) => {
+      if (filled)
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      if (size !== length) return writeSync(fd, buf, offset, size, position);
+      filled = true;
+      return writeSync(fd, buf, offset, bytes, position);
+    }) as typeof fs.writeSync);
+    return () => full.mockRestore();
+  };
+
+  test('a batch the disk took only part of (it filled up) is refused, not acknowledged: what was acknowledged reads back whole, before and after a restart', async () => {
+    const dir = tmp();
+    const log = PartitionLog.create('t', 0, dir, { ...config, cacheBytes: 0 }, logger);
+    const [first, torn, after] = fresh();
+    log.append([first]);
+    const restore = fillTheDiskDuring(torn.length, 100);
+    expect(() => log.append([torn])).toThrow('ENOSPC');
+    restore();
+    expect(log.nextOffset).toBe(1);
+    log.append([after]); // space again (retention freed some)
+    const acknowledged = Buffer.concat([first, after]);
+    expect(Buffer.concat((await log.read(0, 1 << 30, true)).chunks)).toEqual(acknowledged);
+    log.close();
+    const recovered = PartitionLog.create('t', 0, dir, config, logger);
+    expect(recovered.nextOffset).toBe(2);
+    expect(Buffer.concat((await recovered.read(0, 1 << 30, true)).chunks)).toEqual(acknowledged);
+    recovered.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('index entries the disk took only part of are written again, so an older segment reads back whole from its index', async () => {
+    const dir = tmp();
+    const segment = 10; // batches a segment
+    const small = { ...config, segmentBytes: segment * batches[0].length, cacheBytes: 0 };
+    const log = PartitionLog.create('t', 0, dir, small, logger);
+    const appended = fresh().slice(0, 4 * segment + 1);
+    for (const b of appended.slice(0, segment)) log.append([b]);
+    // The next append rolls the full segment, writing its 10 index entries first: the disk fills there.
+    const restore = fillTheDiskDuring(segment * 24, 24);
+    expect(() => log.append([appended[segment]])).toThrow('ENOSPC');
+    restore();
+    for (const b of appended.slice(segment)) log.append([b]); // the first segment is now released
+    expect(Buffer.concat((await log.read(0, 1 << 30, true)).chunks)).toEqual(Buffer.concat(appended));
     log.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });

@@ -207,7 +207,8 @@ export class Segment {
   /**
    * Appends one batch at `base`, rewriting its baseOffset in place. The batch is written at once (a
    * produce is answered after this); its index entry waits for `flushIndex`, since recovery scans
-   * the log past the end of the index anyway.
+   * the log past the end of the index anyway. A batch the disk took only part of (it filled up) is
+   * cut off again and the error thrown: its produce fails, nothing after it lands past a hole.
    */
   append(batch: Buffer, base: number, lastOffsetDelta: number, maxTs: number): BatchRef {
     writeInt64(batch, BATCH.BASE_OFFSET, base);
@@ -219,7 +220,14 @@ export class Segment {
       maxTs,
       data: batch,
     };
-    if (this.logFd !== null) fs.writeSync(this.logFd, batch, 0, batch.length, this.size);
+    if (this.logFd !== null) {
+      try {
+        writeFully(this.logFd, batch, this.size);
+      } catch (err) {
+        truncateQuietly(this.logFd, this.size);
+        throw err;
+      }
+    }
     this.track(ref);
     this.size += batch.length;
     // The batch is stored: a failed index write must not fail its produce (the retry would store it twice).
@@ -247,7 +255,7 @@ export class Segment {
     if (this.indexFd !== null && count > 0) {
       const buf = Buffer.allocUnsafe(count * INDEX_ENTRY);
       for (let i = 0; i < count; i++) encodeIndexEntry(buf, i * INDEX_ENTRY, this.base, this.refs[from + i]);
-      fs.writeSync(this.indexFd, buf, 0, buf.length, from * INDEX_ENTRY);
+      writeFully(this.indexFd, buf, from * INDEX_ENTRY);
     }
     this.indexed = this.refs.length;
   }
@@ -303,6 +311,28 @@ export class Segment {
   destroy(): void {
     this.close();
     for (const file of this.files) fs.rmSync(file, { force: true });
+  }
+}
+
+/**
+ * Writes all of `buf` at `position`. A write the disk takes only part of returns a short count
+ * rather than an error (the error comes with the next write): continued here, so that it either
+ * completes or throws, never passes as whole.
+ */
+function writeFully(fd: number, buf: Buffer, position: number): void {
+  for (let done = 0; done < buf.length;) {
+    const n = fs.writeSync(fd, buf, done, buf.length - done, position + done);
+    if (n <= 0) throw new Error(`wrote ${done} of ${buf.length} bytes`);
+    done += n;
+  }
+}
+
+/** Drops a partial write's bytes past `size`; if even that fails, recovery truncates them. */
+function truncateQuietly(fd: number, size: number): void {
+  try {
+    fs.ftruncateSync(fd, size);
+  } catch {
+    /* a torn tail that recovery cuts off */
   }
 }
 
