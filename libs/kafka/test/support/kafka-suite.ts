@@ -16,7 +16,7 @@ import {
 } from '../../src';
 import { busContract, noteTopic } from './bus-contract';
 import { waitFor } from '@parley/test-kit';
-import { RawClient } from './raw-client';
+import { offsetCommitError, offsetCommitV2, RawClient } from './raw-client';
 import type { KafkaTarget, KafkaTargetKind } from './targets';
 
 // Builders from kafkajs's own protocol code, to send hand-made requests in the duplicate-batch test.
@@ -312,6 +312,34 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       const second = await consumeAll(topic, 3, groupId);
       expect(second.map((m) => m.value!.toString())).toEqual(['second-0', 'second-1', 'second-2']);
       expect(second[0].offset).toBe('5');
+    });
+
+    test('a standalone offset commit (generation -1, no member) to a group with members is refused with UNKNOWN_MEMBER_ID; its offsets stay', async () => {
+      const topic = unique('standalone');
+      const groupId = unique('g');
+      await createTopic(topic, 1);
+      const p = await producer();
+      await p.send({ topic, messages: [{ value: 'a' }, { value: 'b' }] });
+      const c = consumer(groupId);
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({ eachMessage: async () => undefined });
+      const a = await admin();
+      const committed = async () =>
+        (await a.fetchOffsets({ groupId, topics: [topic] }))[0].partitions[0].offset;
+      await waitFor(async () => (await committed()) === '2', 15_000, 'the member commits offset 2');
+
+      // As an offsets tool would reset the group under its running member: Kafka keeps the member's.
+      const client = await RawClient.connect(target.brokers[0]);
+      cleanups.push(async () => client.close());
+      const reset = offsetCommitV2(groupId, -1, '', { topic, partition: 0, offset: 0 });
+      expect(offsetCommitError(await client.request(8, 2, reset))).toBe(25); // UNKNOWN_MEMBER_ID
+      expect(await committed()).toBe('2');
+
+      // Once the group is empty, a standalone commit is how its offsets are set.
+      await c.disconnect();
+      expect(offsetCommitError(await client.request(8, 2, reset))).toBe(0);
+      expect(await committed()).toBe('0');
     });
 
     test('a 1 MiB message', async () => {

@@ -55,3 +55,39 @@ export class RawClient {
     this.socket.destroy();
   }
 }
+
+/**
+ * An OffsetCommit v2 body committing `offset` for one partition, as `memberId` of `generation`
+ * (-1 and '' make a standalone commit, the group not managed by the coordinator).
+ */
+export function offsetCommitV2(
+  groupId: string,
+  generation: number,
+  memberId: string,
+  { topic, partition, offset }: { topic: string; partition: number; offset: number },
+): Buffer {
+  const [group, member, name] = [groupId, memberId, topic].map((s) => Buffer.from(s));
+  const body = Buffer.alloc(
+    2 + group.length + 4 + 2 + member.length + 8 + 4 + 2 + name.length + 4 + 4 + 8 + 2,
+  );
+  let at = body.writeInt16BE(group.length, 0);
+  at += group.copy(body, at);
+  at = body.writeInt32BE(generation, at);
+  at = body.writeInt16BE(member.length, at);
+  at += member.copy(body, at);
+  body.writeBigInt64BE(-1n, at); // retention time: the broker's
+  at = body.writeInt32BE(1, at + 8); // one topic
+  at = body.writeInt16BE(name.length, at);
+  at += name.copy(body, at);
+  at = body.writeInt32BE(1, at); // one partition
+  at = body.writeInt32BE(partition, at);
+  body.writeBigInt64BE(BigInt(offset), at);
+  body.writeInt16BE(-1, at + 8); // null metadata
+  return body;
+}
+
+/** The error code of the only partition of an OffsetCommit v2 answer to `offsetCommitV2`. */
+export function offsetCommitError(answer: Buffer): number {
+  // [topics: name, [partition, error]]
+  return answer.readInt16BE(4 + 2 + answer.readInt16BE(4) + 4 + 4);
+}

@@ -268,9 +268,13 @@ export class GroupCoordinator {
     return ErrorCode.NONE;
   }
 
-  /** Whether a member may commit offsets for this generation (generation -1: a standalone commit). */
+  /**
+   * Whether a member may commit offsets for this generation. Generation -1 is a standalone commit
+   * (an offsets tool's), taken only while the group has no members, as Kafka takes it: not moving
+   * a running group's offsets under it.
+   */
   checkCommit(groupId: string, generation: number, memberId: string): number {
-    if (generation < 0 && !memberId) return ErrorCode.NONE;
+    if (generation < 0 && !this.hasMembers(groupId)) return ErrorCode.NONE;
     const g = this.groups.get(groupId);
     const m = g?.members.get(memberId);
     if (!g || !m) return ErrorCode.UNKNOWN_MEMBER_ID;
