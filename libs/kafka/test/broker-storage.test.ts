@@ -12,6 +12,11 @@ import { RawClient } from './support/raw-client';
 import { TopicSpec } from '@parley/contracts';
 import { createKafkaBus, provisionTopics } from '../src';
 import { pingTopic } from './support/kafka-suite';
+import { waitFor } from '@parley/test-kit';
+
+// Builders from kafkajs's own protocol code, to send a retried idempotent batch by hand.
+const ProduceV3 = require('kafkajs/src/protocol/requests/produce/v3/request');
+const Long = require('kafkajs/src/utils/long');
 
 const logger = pino({ level: 'silent' });
 const config: LogConfig = {
@@ -571,6 +576,80 @@ describe('broker storage', () => {
       syncs.mockRestore();
       client.close();
       await Promise.all([producer.disconnect(), admin.disconnect()]);
+      await broker.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a sync that failed is tried again by the next one', async () => {
+    const dir = tmp();
+    const log = PartitionLog.create('t', 0, dir, config, logger);
+    log.append(fresh().slice(0, 1));
+    const syncs = jest
+      .spyOn(fs, 'fdatasync')
+      .mockImplementationOnce(((_fd: number, callback: (err: NodeJS.ErrnoException | null) => void) =>
+        callback(
+          Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }),
+        )) as typeof fs.fdatasync);
+    await expect(log.sync()).rejects.toThrow('EIO');
+    await log.sync();
+    expect(syncs).toHaveBeenCalledTimes(2);
+    log.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("under fsync 'always' a retried batch (a duplicate) is answered only once its original is on disk", async () => {
+    const dir = tmp();
+    const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
+    const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: 'retried' }] });
+    const [original, retry] = await Promise.all([
+      RawClient.connect(broker.address),
+      RawClient.connect(broker.address),
+    ]);
+    // A slow disk: syncs end only when released.
+    const fdatasync = fs.fdatasync;
+    const held: (() => void)[] = [];
+    const syncs = jest
+      .spyOn(fs, 'fdatasync')
+      .mockImplementation(
+        ((fd: number, callback: (err: NodeJS.ErrnoException | null) => void) =>
+          void held.push(() => fdatasync(fd, callback))) as typeof fs.fdatasync,
+      );
+    try {
+      // InitProducerId v0 (null transactional id, timeout), then one idempotent batch from sequence 0.
+      const init = await original.request(22, 0, Buffer.from([0xff, 0xff, 0, 0, 0x75, 0x30]));
+      const request = ProduceV3({
+        acks: -1,
+        timeout: 5000,
+        producerId: Long.fromString(init.readBigInt64BE(6).toString()),
+        producerEpoch: 0,
+        topicData: [
+          { topic: 'retried', partitions: [{ partition: 0, firstSequence: 0, messages: [{ value: 'a' }] }] },
+        ],
+      });
+      const batch = ((await request.encode()) as { buffer: Buffer }).buffer;
+      const answered: string[] = [];
+      const first = original.request(0, 3, batch).then((res) => (answered.push('original'), res));
+      await waitFor(() => held.length > 0, 5000, "the original's sync");
+      // Its connection lost, the producer sends the batch again on another while the sync runs.
+      const again = retry.request(0, 3, Buffer.from(batch)).then((res) => (answered.push('retry'), res));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(answered).toEqual([]); // neither is on disk yet
+      for (const release of held.splice(0)) release();
+      // [topics: name, [partition, error, baseOffset, logAppendTime]], throttle
+      const errorAndOffset = (res: Buffer) => [
+        res.readInt16BE(4 + 2 + 7 + 4 + 4),
+        Number(res.readBigInt64BE(4 + 2 + 7 + 4 + 6)),
+      ];
+      expect(errorAndOffset(await first)).toEqual([0, 0]);
+      expect(errorAndOffset(await again)).toEqual([0, 0]); // the same record, stored once
+    } finally {
+      syncs.mockRestore();
+      original.close();
+      retry.close();
+      await admin.disconnect();
       await broker.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -30,7 +30,8 @@ export const produce: Handler = async (_header, r, broker) => {
       if (!records || records.length === 0) return answer(ErrorCode.CORRUPT_MESSAGE);
       try {
         const res = log.append(splitBatches(records), now);
-        if (res.written) touched.add(log);
+        // A duplicate too: its answer waits for its original's sync, if that is still under way.
+        if (res.errorCode === ErrorCode.NONE) touched.add(log);
         return answer(res.errorCode, res.baseOffset);
       } catch (err) {
         if (err instanceof BatchError) return answer(err.code);

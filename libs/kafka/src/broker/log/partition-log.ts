@@ -79,6 +79,8 @@ export class PartitionLog {
   /** Woken on every append (long-polling fetches). */
   readonly waiters = new Set<() => void>();
   dirty = false;
+  /** The latest sync (`sync`). */
+  private syncing: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly topic: string,
@@ -407,10 +409,23 @@ export class PartitionLog {
     return deleted;
   }
 
-  async sync(): Promise<void> {
-    if (!this.dirty) return;
+  /**
+   * Syncs what was written since the last sync. With nothing new it answers with the sync still under
+   * way, if any: a retried batch found stored is on disk only once its original's sync has ended. A
+   * sync that failed leaves the log dirty, so the next one tries again.
+   */
+  sync(): Promise<void> {
+    if (!this.dirty) return this.syncing;
     this.dirty = false;
-    await Promise.all(this.segments.slice(-HOT_SEGMENTS).map((s) => s.sync()));
+    this.syncing = (async () => {
+      try {
+        await Promise.all(this.segments.slice(-HOT_SEGMENTS).map((s) => s.sync()));
+      } catch (err) {
+        this.dirty = true;
+        throw err;
+      }
+    })();
+    return this.syncing;
   }
 
   close(): void {
