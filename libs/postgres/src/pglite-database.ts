@@ -1,12 +1,22 @@
 import { PGlite } from '@electric-sql/pglite';
+import { lockDataDir } from '@parley/service-kit';
 import { QueryResult, RolledBackError, SqlDatabase, SqlExecutor } from './database';
 
 /**
  * PGlite (Postgres compiled to WASM) in this process, persisted to `dataDir` (in memory without one).
- * PGlite is a single session, so transactions are serialized by PGlite itself.
+ * PGlite is a single session, so transactions are serialized by PGlite itself. It is one process's
+ * too: a second PGlite on the same files overwrites the first's writes or crashes, so the directory
+ * is locked and a second opener refused ("in use by process N").
  */
 export async function createPgliteDatabase(dataDir?: string): Promise<SqlDatabase> {
-  const db = await PGlite.create(dataDir ? { dataDir } : {});
+  const unlock = dataDir ? lockDataDir(dataDir, 'PGlite database') : () => undefined;
+  let db: PGlite;
+  try {
+    db = await PGlite.create(dataDir ? { dataDir } : {});
+  } catch (err) {
+    unlock();
+    throw err;
+  }
   const wrap = (target: Pick<PGlite, 'query'>): SqlExecutor => ({
     async query<R>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
       const result = await target.query<R>(sql, params);
@@ -35,6 +45,6 @@ export async function createPgliteDatabase(dataDir?: string): Promise<SqlDatabas
     async ping() {
       await db.query('SELECT 1');
     },
-    close: () => db.close(),
+    close: () => db.close().finally(unlock),
   };
 }

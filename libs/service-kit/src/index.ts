@@ -18,3 +18,4 @@ export * from './cursor';
 export * from './collections';
 export * from './per-minute-quota';
 export * from './trace';
+export * from './data-dir-lock';

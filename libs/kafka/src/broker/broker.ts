@@ -1,7 +1,6 @@
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { createLogger } from '@parley/service-kit';
+import { createLogger, lockDataDir } from '@parley/service-kit';
 import type { Logger } from 'pino';
 import type { BrokerContext } from './context';
 import { GroupCoordinator } from './group/coordinator';
@@ -67,7 +66,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
   const host = options.host ?? '127.0.0.1';
   const dataDir = options.dataDir ? path.resolve(options.dataDir) : null;
   const fsyncPolicy = options.fsync ?? 'interval';
-  const releaseLock = dataDir ? lockDataDir(dataDir) : () => undefined;
+  const releaseLock = dataDir ? lockDataDir(dataDir, 'broker') : () => undefined;
   const offsetsRetentionMs = options.offsetsRetentionMs ?? 7 * DAY;
   const logExpired = (expired: string[]) => {
     if (expired.length > 0)
@@ -219,66 +218,4 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
         logger.info('kafka broker stopped');
       })()),
   };
-}
-
-/** One broker per data directory: a lock file with the owner's pid (a dead owner's lock is taken over). */
-function lockDataDir(dir: string): () => void {
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, '.lock');
-  const token = `${process.pid}:${Date.now()}:${Math.random()}`;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(file, token, { flag: 'wx' });
-      return () => {
-        try {
-          if (fs.readFileSync(file, 'utf8') === token) fs.rmSync(file);
-        } catch {
-          // already gone
-        }
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const [pid, at] = fs.readFileSync(file, 'utf8').split(':').map(Number);
-      if (pid === process.pid && !(at < performance.timeOrigin - CLOCK_SLACK_MS))
-        throw new Error(`data directory ${dir} is in use by another broker in this process`);
-      if (pid && pid !== process.pid && holdsLockWrittenAt(pid, at))
-        throw new Error(`data directory ${dir} is in use by process ${pid}`);
-      fs.rmSync(file, { force: true }); // left by a process that is gone (killed, a power loss)
-    }
-  }
-  throw new Error(`could not lock ${dir}`);
-}
-
-/** Clock steps and the granularity of process start times. */
-const CLOCK_SLACK_MS = 2000;
-
-/**
- * Whether process `pid` can be the one that wrote a lock at time `at`: it is alive, and (where
- * Linux tells) it started before then. A pid is reused: after a kill -9 in a container the next
- * run often gets the same pid (then it is this process's own, started after the lock was written),
- * and after a reboot an unrelated process may have it.
- */
-function holdsLockWrittenAt(pid: number, at: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  const startedAt = linuxProcessStart(pid);
-  return startedAt === undefined || !(startedAt > at + CLOCK_SLACK_MS);
-}
-
-/** A process's start time (epoch ms) from /proc; undefined where there is none. */
-function linuxProcessStart(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 22, starttime, in clock ticks since boot; the command name (field 2) may hold spaces.
-    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    const bootSeconds = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
-    const TICKS_PER_SECOND = 100; // USER_HZ: 100 on every mainstream Linux architecture
-    const startedAt = bootSeconds * 1000 + (startTicks * 1000) / TICKS_PER_SECOND;
-    return Number.isFinite(startedAt) && startedAt > 0 ? startedAt : undefined;
-  } catch {
-    return undefined;
-  }
 }
