@@ -20,7 +20,7 @@ const LauncherConfig = Type.Object({
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   HOST: Type.String({ default: '127.0.0.1' }),
-  LOG_LEVEL: Type.String({ default: 'warn' }),
+  LOG_LEVEL: { ...CommonConfig.LOG_LEVEL, default: 'warn' },
   TRACE_USERS: CommonConfig.TRACE_USERS,
 });
 
