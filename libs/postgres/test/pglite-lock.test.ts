@@ -27,7 +27,10 @@ async function holdInAnotherProcess(dir: string) {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   );
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  // The exit code, or the signal that ended it.
+  const exited = new Promise<number | string | null>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal)),
+  );
   await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('open') && resolve());
     void exited.then((code) => reject(new Error(`the holder exited ${code} before opening`)));
