@@ -90,17 +90,20 @@ export function createSqlBlockReader(db: SqlExecutor, logger: Pick<Logger, 'warn
         );
         return { users: [], position: latest };
       }
+      // The version is read as text (pg returns bigint as a string, PGlite as a number) under another
+      // name: `ORDER BY version` would otherwise sort by the text alias ('9' after '12'), so a read
+      // stopping at its limit went on past versions it never read, and left them out for good.
       const rows = await ifMigrated(
         async () =>
           (
-            await db.query<{ user_id: string; version: string }>(
-              'SELECT user_id, version::text AS version FROM user_block_changes WHERE version > $1::bigint ORDER BY version LIMIT $2',
+            await db.query<{ user_id: string; position: string }>(
+              'SELECT user_id, version::text AS position FROM user_block_changes WHERE version > $1::bigint ORDER BY version LIMIT $2',
               [since, limit],
             )
           ).rows,
         [],
       );
-      return { users: rows.map((row) => row.user_id), position: rows.at(-1)?.version ?? since };
+      return { users: rows.map((row) => row.user_id), position: rows.at(-1)?.position ?? since };
     },
   };
 }

@@ -120,6 +120,32 @@ describe.each(testDatabases())('SQL block reader on $name', (target) => {
     }
   });
 
+  it('reads the changes in version order where a version gains a digit, so a read that stops at its limit skips none', async () => {
+    // A fresh database of the same kind: the versions start at 1.
+    const fresh = testDatabases().find((t) => t.name === target.name)!;
+    try {
+      const db = await fresh.open();
+      await migrate(db, 'group-ms', GROUP_MIGRATIONS);
+      const store = createSqlGroupStore(db);
+      const reader = createSqlBlockReader(db, pino({ level: 'silent' }));
+      const users = Array.from({ length: 12 }, (_, i) => `u${i + 1}`);
+      for (const user of users) await store.block(user, 'mallory', Date.now(), 1000); // versions 1 to 12
+      // After the 8th change, three at a time: as text, '9' sorts after '12'.
+      const seen: string[] = [];
+      let position = '8';
+      for (;;) {
+        const changes = await reader.changesSince(position, 3);
+        seen.push(...changes.users);
+        position = changes.position;
+        if (changes.users.length < 3) break;
+      }
+      expect(seen).toEqual(['u9', 'u10', 'u11', 'u12']);
+      expect(position).toBe('12');
+    } finally {
+      await fresh.dispose();
+    }
+  });
+
   it('fails when the database does, so the router can route the batch unchecked and count it', async () => {
     const failing = {
       query: () => Promise.reject(Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' })),
