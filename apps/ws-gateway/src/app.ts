@@ -139,6 +139,9 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       timers.stop();
       // Upgraded sockets still count as server connections: close them before the server.
       await closeAll(registry);
+      // Sockets closed at the upgrade (1008, 4029) are no connections, yet count as the server's: one
+      // whose client never answers its close held http.close() for ws's 30 s close timeout.
+      for (const socket of wss.clients) socket.terminate();
       await publisher.finish();
       await http.close();
       await inFlight.settled();

@@ -1208,6 +1208,25 @@ describe('ws-gateway', () => {
     env = await startGateway(); // afterEach stops this one
   });
 
+  it('stops without waiting on a socket it closed at the upgrade whose client never answers the close (a phone gone dark)', async () => {
+    env = await startGateway({ maxConnectionsPerUser: 1 });
+    await connect('alice');
+    const token = await issueToken(DEV_JWT_SECRET, 'alice');
+    // Upgraded, then closed 1008 as one socket too many: no connection, and the client stays silent.
+    const refused = await rawUpgrade(env.port, `/v1/ws?token=${token}`);
+    await waitFor(() => refused.answer().includes('too many connections'), 5000, 'the 1008');
+    const stopping = env.gateway.stop();
+    // SHUTDOWN_TIMEOUT_MS is 25 s: ws gives up on an unanswered close only after 30 s.
+    const outcome = await Promise.race([
+      stopping.then(() => 'stopped'),
+      sleep(5000).then(() => 'still stopping'),
+    ]);
+    refused.socket.destroy();
+    await stopping;
+    expect(outcome).toBe('stopped');
+    env = await startGateway(); // afterEach stops this one
+  });
+
   it('publishes again at stop a disconnect of its own closes that Kafka refused after a while (a blip)', async () => {
     env = await startGateway();
     const alice = await connect('alice');
