@@ -55,6 +55,7 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   });
   requireInternalSecret(internal, deps.internalSecret, ['/send', '/announce']);
   refuseWithoutUpgrade(http);
+  dropUnfinishedRequestsAtClose(http);
   const wss = new WebSocketServer({
     WebSocket: GatewaySocket,
     noServer: true,
@@ -149,6 +150,16 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       wss.close();
     },
   };
+}
+
+/**
+ * Node times requests out only while its server is open: a client that sent part of an upgrade
+ * request and went silent (a phone gone dark mid-handshake) held stop() until the shutdown
+ * deadline. By then every socket is closed, and nothing left on the public port is worth waiting
+ * for. A preClose hook runs just before the server closes, with no connection taken in between.
+ */
+function dropUnfinishedRequestsAtClose(http: HttpServer): void {
+  http.addHook('preClose', async () => http.server.closeAllConnections());
 }
 
 /**

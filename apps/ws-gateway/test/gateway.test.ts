@@ -1227,6 +1227,25 @@ describe('ws-gateway', () => {
     env = await startGateway(); // afterEach stops this one
   });
 
+  it('stops without waiting on a client that sent half an upgrade request and went silent', async () => {
+    env = await startGateway();
+    const { socket } = await rawRequest(
+      env.port,
+      'GET /v1/ws HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n',
+    );
+    await sleep(50); // read by the server
+    const stopping = env.gateway.stop();
+    // Node times requests out (requestTimeout) only while its server is open: this one, never.
+    const outcome = await Promise.race([
+      stopping.then(() => 'stopped'),
+      sleep(5000).then(() => 'still stopping'),
+    ]);
+    socket.destroy();
+    await stopping;
+    expect(outcome).toBe('stopped');
+    env = await startGateway(); // afterEach stops this one
+  });
+
   it('publishes again at stop a disconnect of its own closes that Kafka refused after a while (a blip)', async () => {
     env = await startGateway();
     const alice = await connect('alice');
