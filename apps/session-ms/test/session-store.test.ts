@@ -80,7 +80,12 @@ const connection = (user: string, connId: string, gateway: string): Connection =
 });
 const connIdsOf = async (store: SessionStore, user: string) =>
   ((await store.connectionsOf([user])).get(user) ?? []).map((c) => c.connId);
-/** Heartbeats of these gateways every 10 ms for `ms` (ttl 50 ms). */
+/**
+ * The forget horizon of the tests of gateways that died: well past their 500 ms of beats after the
+ * death, so a loaded CI host running those beats late does not reach it first (at 600 ms it did).
+ */
+const FORGET_AFTER_MS = 1500;
+
 /**
  * Heartbeats every 10 ms, each counted as read for 200 ms: with 50, a pause of the test process on a
  * loaded box (a full CI run with two workers beside the browser test) let them lapse before the
@@ -239,7 +244,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
 
   it("gives a user whose socket died with its gateway (no connection-down) the gateway's last beat as lastSeen, also once it is forgotten", async () => {
     // As the tests above: ttls a pause of the test process (a busy box) does not outlast.
-    const forgetful = target.open(600);
+    const forgetful = target.open(FORGET_AFTER_MS);
     const beat = beating(forgetful, 200);
     await beat(80, 'gw-stays', 'gw-dies');
     await forgetful.addConnection({ ...connection('zed', 'z', 'gw-dies'), at: 5 });
@@ -252,7 +257,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect(gone.online).toBe(false);
     expect(gone.lastSeen).toBeGreaterThanOrEqual(lastBeat);
     expect(gone.lastSeen).toBeLessThanOrEqual(Date.now());
-    await beat(700, 'gw-stays'); // past the horizon: her connection is forgotten
+    await beat(FORGET_AFTER_MS + 100, 'gw-stays'); // past the horizon: her connection is forgotten
     await forgetful.forgetGoneGateways();
     await forgetful.connectionsOf(['zed']);
     expect(await forgetful.presence(['zed'])).toEqual([
@@ -261,7 +266,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
   });
 
   it("forgets an erased user's last seen also where a socket that died with its gateway would tell it again", async () => {
-    const forgetful = target.open(600);
+    const forgetful = target.open(FORGET_AFTER_MS);
     const beat = beating(forgetful, 200);
     await beat(80, 'gw-lives', 'gw-ends');
     await forgetful.addConnection({ ...connection('xia', 'x', 'gw-ends'), at: 5 });
@@ -272,7 +277,7 @@ describe.each([memoryTarget(), redisTarget()])('SessionStore on $name', (target)
     expect((await forgetful.presence(['xia']))[0].lastSeen).toBeGreaterThan(7);
     await forgetful.forgetLastSeen('xia');
     expect(await forgetful.presence(['xia'])).toEqual([{ user: 'xia', online: false, lastSeen: null }]);
-    await beat(700, 'gw-lives'); // past the horizon: what gw-ends held is forgotten
+    await beat(FORGET_AFTER_MS + 100, 'gw-lives'); // past the horizon: what gw-ends held is forgotten
     await forgetful.forgetGoneGateways();
     expect(await forgetful.presence(['xia'])).toEqual([{ user: 'xia', online: false, lastSeen: null }]);
   });
