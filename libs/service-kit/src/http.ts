@@ -37,7 +37,16 @@ export interface HttpServerOptions {
   /** Largest accepted request body in bytes. */
   bodyLimit?: number;
   trustProxy?: boolean;
+  /** How long close() waits for the requests under way before it cuts their connections (CLOSE_GRACE_MS). */
+  closeGraceMs?: number;
 }
+
+/**
+ * How long a closing server lets the requests under way finish: past the longest a handler waits
+ * on another service (rest-gateway's UPSTREAM_TIMEOUT_MS, 10 s), well within the 25 s of
+ * SHUTDOWN_TIMEOUT_MS's default, which the consumers' last commits need after it.
+ */
+export const CLOSE_GRACE_MS = 12_000;
 
 export type HttpServer = FastifyInstance<
   RawServerDefault,
@@ -85,7 +94,7 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
   acceptJsonOnly(app);
   refuseUnmetExpectations(app);
   observeRequests(app, options.metrics);
-  closeConnectionsWhenClosing(app);
+  closeConnectionsWhenClosing(app, options.closeGraceMs ?? CLOSE_GRACE_MS);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => {
     sendError(reply, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`);
@@ -229,11 +238,17 @@ function refuseUnmetExpectations(app: HttpServer): void {
  * Once close() has begun, a request still running is answered with `Connection: close`, so its
  * keep-alive connection ends with it and close() need not wait for the keep-alive timeout.
  */
-function closeConnectionsWhenClosing(app: HttpServer): void {
+function closeConnectionsWhenClosing(app: HttpServer, graceMs: number): void {
   let closing = false;
+  let cut: NodeJS.Timeout | undefined;
   app.addHook('preClose', async () => {
     closing = true;
+    // Node times a request out (requestTimeout) only while its server listens: a request half sent
+    // when close() began (a phone gone dark mid-upload) held close() until the process's shutdown
+    // deadline, which then exited 1 before the consumers' last commits. Cut once the grace is over.
+    cut = setTimeout(() => app.server.closeAllConnections(), graceMs).unref();
   });
+  app.addHook('onClose', async () => clearTimeout(cut));
   app.addHook('onSend', async (_request, reply) => {
     if (closing) reply.header('connection', 'close');
   });

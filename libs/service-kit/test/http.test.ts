@@ -13,12 +13,13 @@ import {
   unavailableRetryAfterMs,
 } from '@parley/service-kit';
 
-function build(readiness = new Readiness(200)) {
+function build(readiness = new Readiness(200), closeGraceMs?: number) {
   const app = buildHttpServer({
     logger: silentLogger(),
     metrics: createMetricsRegistry('test', { collectDefaults: false }),
     readiness,
     bodyLimit: 100,
+    closeGraceMs,
   });
   app.post(
     '/echo',
@@ -393,5 +394,26 @@ describe('buildHttpServer', () => {
     expect(await slow).toEqual({ status: 200, body: { done: true } });
     await closing;
     expect(closed).toBe(true);
+  });
+
+  it('cuts a request still half sent when the close grace is over (a phone gone dark mid-upload), instead of waiting for it for good', async () => {
+    const app = build(new Readiness(200), 300);
+    const address = (await app.listen({ port: 0, host: '127.0.0.1' })) as string;
+    const socket = net.connect(Number(new URL(address).port), '127.0.0.1');
+    afterClose.push(async () => socket.destroy());
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const ended = new Promise((resolve) => socket.once('close', resolve));
+    socket.write(
+      'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"name":',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the headers are read: a request under way
+    const startedAt = Date.now();
+    const closed = await Promise.race([
+      app.close().then(() => true),
+      new Promise((resolve) => setTimeout(() => resolve(false), 3000)),
+    ]);
+    expect(closed).toBe(true);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(250); // it had its grace
+    await ended;
   });
 });
