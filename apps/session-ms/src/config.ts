@@ -44,7 +44,7 @@ export const SessionConfig = Type.Object({
     minimum: 1000,
     default: 24 * 3600 * 1000,
     description:
-      'How long acked mids are remembered for dedup (without Redis: the last 875,000 to 1,000,000 at most)',
+      'How long acked mids are remembered for dedup (without Redis: the last 875,000 to 1,000,000 at most, and none across a restart: a repeat of an acked mid is then delivered again, apps dedup by mid)',
   }),
   GATEWAY_TTL_MS: Type.Integer({
     minimum: 1000,
