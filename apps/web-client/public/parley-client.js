@@ -176,6 +176,8 @@ export class ParleyClient extends EventTarget {
     this.pingTimer = null;
     this.pongTimer = null;
     this.stopped = true;
+    /** Counts close() calls: a connect begun before the last one is not this run's. */
+    this.closes = 0;
   }
 
   // ---------------------------------------------------------------- connection
@@ -190,6 +192,7 @@ export class ParleyClient extends EventTarget {
   /** Closes the socket for good (sign out, page closing). */
   close() {
     this.stopped = true;
+    this.closes += 1;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.outboxTimer);
     this.outboxTimer = null; // else #flushOutboxLater takes it for a retry still to come, after start()
@@ -203,17 +206,21 @@ export class ParleyClient extends EventTarget {
 
   async #connect() {
     if (this.stopped) return;
+    const closes = this.closes;
+    // Closed while the token was on its way, and perhaps started again: that start() connects on
+    // its own, and a second socket (or reconnect) from here would leave an orphan, never closed.
+    const closedSince = () => this.stopped || this.closes !== closes;
     this.#setState('connecting', { attempt: this.attempt });
     let socket;
     try {
       this.token = await this.getToken();
-      if (this.stopped) return; // closed while the token was on its way
+      if (closedSince()) return;
       const url = new URL(this.wsUrl);
       url.searchParams.set('token', this.token);
       if (this.deviceId) url.searchParams.set('deviceId', this.deviceId);
       socket = new this.Socket(url.toString());
     } catch (err) {
-      this.#scheduleReconnect(err);
+      if (!closedSince()) this.#scheduleReconnect(err);
       return;
     }
     this.socket = socket;

@@ -164,6 +164,13 @@ describe('parley-client.js against a ws-gateway on its production rate limits (n
     expect(refusals(events)).toEqual([]);
   });
 
+  /** The client's sockets the gateway holds open now. */
+  const openConnections = () =>
+    env.bus.events(TOPICS.connections).filter((e) => (e as { kind: string }).kind === 'connection-up')
+      .length -
+    env.bus.events(TOPICS.connections).filter((e) => (e as { kind: string }).kind === 'connection-down')
+      .length;
+
   it('start() twice (an app resuming) leaves one socket open, not an orphan that never acks', async () => {
     env = await productionGateway();
     const { c } = client('alice');
@@ -171,11 +178,7 @@ describe('parley-client.js against a ws-gateway on its production rate limits (n
     c.start();
     await waitFor(() => c.state === 'online', 10_000, 'online');
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const open = () =>
-      env.bus.events(TOPICS.connections).filter((e) => (e as { kind: string }).kind === 'connection-up')
-        .length -
-      env.bus.events(TOPICS.connections).filter((e) => (e as { kind: string }).kind === 'connection-down')
-        .length;
+    const open = openConnections;
     const before = open();
     c.close();
     // Waited for, not slept on: a pause of the test process (a busy box) could outlast a fixed wait
@@ -186,4 +189,41 @@ describe('parley-client.js against a ws-gateway on its production rate limits (n
       openAfterClose: 0,
     });
   });
+
+  it.each([
+    ['arrives', false],
+    ['fails', true],
+  ])(
+    'close() and start() while the token is on its way (it then %s) leave one socket open, not an orphan',
+    async (_, firstFetchFails) => {
+      env = await productionGateway();
+      let fetches = 0;
+      const c = new ParleyClient({
+        restUrl: 'http://127.0.0.1:1',
+        wsUrl: env.wsUrl,
+        // A token fetch that takes a moment, as a real one over the network does.
+        getToken: () => {
+          const fails = firstFetchFails && ++fetches === 1;
+          return new Promise<string>((resolve, reject) =>
+            setTimeout(
+              () => (fails ? reject(new Error('offline')) : resolve(issueToken(DEV_JWT_SECRET, 'alice'))),
+              300,
+            ),
+          );
+        },
+        WebSocket,
+      });
+      clients.push(c);
+      c.start();
+      c.close(); // the app goes to the background while the first connect waits for its token
+      c.start(); // and comes back before that token arrived
+      await waitFor(() => c.state === 'online', 10_000, 'online');
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // past a reconnect the failure might start
+      const whileStarted = openConnections();
+      c.close();
+      // An orphan is never closed: the wait runs out, and the count says so.
+      await waitFor(() => openConnections() === 0, 5000, 'the connection-downs').catch(() => undefined);
+      expect({ whileStarted, afterClose: openConnections() }).toEqual({ whileStarted: 1, afterClose: 0 });
+    },
+  );
 });
