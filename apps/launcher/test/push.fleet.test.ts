@@ -37,9 +37,9 @@ describe('fleet: push notifications end to end', () => {
     await waitFor(async () => (await stored()) === 3, 15_000, 'all three messages stored for sync');
     await waitFor(() => pushesTo('mia-token').length > 0, 15_000, 'a push to mia');
     await sleep(3000); // a push window (2 s) past the last: a muted message would have been announced by now
-    const announced = pushesTo('mia-token').map((p) => p.notification.data.from);
+    const announced = pushesTo('mia-token').map((p) => p.notification.data.senders);
     expect(announced.length).toBeGreaterThan(0);
-    expect(announced.every((from) => from === 'friend-p1')).toBe(true);
+    expect(announced.every((senders) => senders === 'friend-p1')).toBe(true);
 
     // Unmuted: announced again.
     expect((await clients.rest('mia-p1', 'DELETE', '/v1/mutes/direct/spam-p1')).status).toBe(204);
@@ -47,7 +47,7 @@ describe('fleet: push notifications end to end', () => {
       { type: 'message', id: 's2', to: 'mia-p1', body: 'again' },
     ]);
     await waitFor(
-      () => pushesTo('mia-token').some((p) => p.notification.data.from === 'spam-p1'),
+      () => pushesTo('mia-token').some((p) => p.notification.data.senders === 'spam-p1'),
       15_000,
       'the unmuted sender announced',
     );

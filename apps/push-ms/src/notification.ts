@@ -58,7 +58,8 @@ export function buildNotification(messages: MessageSummary[]): PushNotification 
     data: {
       kind: 'parley.messages',
       count: String(messages.length),
-      from: senders.slice(0, MAX_SENDERS_IN_DATA).join(','),
+      // Not `from`: FCM reserves it (with `message_type`, `google…`, `gcm…`) and refuses the push.
+      senders: senders.slice(0, MAX_SENDERS_IN_DATA).join(','),
       mid: latest.mid,
     },
     collapseId: collapseIdOf(latest.mid),

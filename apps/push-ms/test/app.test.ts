@@ -183,7 +183,7 @@ describe('push-ms service against a fake FCM server', () => {
       expect(request.message.data).toEqual({
         kind: 'parley.messages',
         count: '3',
-        from: 'alice',
+        senders: 'alice',
         mid: frames[2].mid,
       });
     }

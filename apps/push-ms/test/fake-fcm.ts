@@ -62,6 +62,19 @@ export const FCM_ERRORS = {
   },
 };
 
+/**
+ * FCM v1's `Message.data`: "The key should not be a reserved word ("from", "message_type", or any
+ * word starting with "google" or "gcm")". FCM refuses such a message (`Invalid data payload key`).
+ */
+function reservedDataKey(data: Record<string, string> = {}): string | undefined {
+  return Object.keys(data).find(
+    (key) => key === 'from' || key === 'message_type' || /^(google|gcm)/.test(key),
+  );
+}
+
+const reservedDataKeyError = (key: string) =>
+  fcmError(400, 'INVALID_ARGUMENT', `Invalid data payload key: ${key}`, 'INVALID_ARGUMENT');
+
 export const FAKE_PROJECT = 'parley-test';
 export const FAKE_ACCESS_TOKEN = 'fake-access-token';
 
@@ -73,6 +86,7 @@ export const fakeCredential: Credential = {
 /**
  * An FCM HTTP v1 endpoint on loopback. firebase-admin really talks to it: its `httpAgent` is an
  * https agent whose connections go, in plain HTTP, to this server instead of fcm.googleapis.com.
+ * It refuses what FCM refuses whatever `answer` says: a reserved `data` key.
  */
 export class FakeFcm {
   readonly requests: FcmRequest[] = [];
@@ -86,7 +100,8 @@ export class FakeFcm {
       void this.read(req).then((request) => {
         const n = this.requests.filter((r) => r.message.token === request.message.token).length;
         this.requests.push(request);
-        let answer = this.answer(request, n);
+        const reserved = reservedDataKey(request.message.data);
+        let answer = reserved ? reservedDataKeyError(reserved) : this.answer(request, n);
         if (answer.status === 200)
           answer = {
             status: 200,

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { classify, createFcmProvider, fcmOptionsFromServiceAccount } from '../src/fcm-provider';
+import { buildNotification, summarize } from '../src/notification';
 import { PushProvider } from '../src/provider';
 import { FAKE_ACCESS_TOKEN, FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
 
@@ -50,6 +51,32 @@ describe('FCM provider against a fake FCM server', () => {
       android: { priority: 'high', notification: { tag: 'alice:2' } },
       apns: { headers: { 'apns-collapse-id': 'alice:2' } },
     });
+  });
+
+  // FCM refuses a message with a reserved `data` key ("from", "message_type", "google…", "gcm…")
+  // whole, for every token: the data payload named the senders `from`, and no push was ever sent.
+  it('sends what buildNotification makes: its data payload has no key FCM reserves', async () => {
+    const frames = ['alice', 'bob'].map((from, i) => ({
+      type: 'message' as const,
+      mid: `${from}:m${i}`,
+      id: `m${i}`,
+      from,
+      to: 'team',
+      chat: 'group' as const,
+      body: { text: 'hi' },
+      sentAt: 1,
+    }));
+    const built = buildNotification(frames.map((frame) => summarize(frame, true)));
+    expect(await provider.send(['tok-a', 'tok-b'], built)).toEqual(['sent', 'sent']);
+    expect(fcm.requests[0].message.data).toEqual({
+      kind: 'parley.messages',
+      count: '2',
+      senders: 'alice,bob',
+      mid: 'bob:m1',
+    });
+    // What FCM answers to such a key: the push fails, and the token, not at fault, is kept.
+    const reserved = { ...notification, data: { from: 'alice' } };
+    expect(await provider.send(['tok-a'], reserved)).toEqual(['failed']);
   });
 
   it('reports unregistered and malformed tokens as invalid, server errors as retryable, the rest as failed', async () => {

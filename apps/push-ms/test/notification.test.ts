@@ -27,7 +27,7 @@ describe('notification text', () => {
     expect(hidden(msg('alice', '1'))).toEqual({
       title: 'alice',
       body: 'New message from alice',
-      data: { kind: 'parley.messages', count: '1', from: 'alice', mid: 'alice:1' },
+      data: { kind: 'parley.messages', count: '1', senders: 'alice', mid: 'alice:1' },
       collapseId: 'alice:1',
     });
     expect(hidden(msg('alice', '1'), msg('alice', '2'), msg('alice', '3')).body).toBe(
@@ -49,7 +49,7 @@ describe('notification text', () => {
   it("names at most 20 senders in the data payload, so a busy window stays within FCM's 4 KiB", () => {
     const senders = Array.from({ length: 100 }, (_, i) => `${'s'.repeat(60)}${String(i).padStart(4, '0')}`);
     const notification = hidden(...senders.map((from) => msg(from, '1')));
-    expect(notification.data.from.split(',')).toEqual(senders.slice(0, 20));
+    expect(notification.data.senders.split(',')).toEqual(senders.slice(0, 20));
     expect(notification.data.count).toBe('100');
     expect(Buffer.byteLength(JSON.stringify(notification))).toBeLessThan(4096);
   });
