@@ -3,6 +3,7 @@ import type { Agent } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { App, cert, Credential, deleteApp, initializeApp, ServiceAccount } from 'firebase-admin/app';
 import { getMessaging, Messaging, MulticastMessage } from 'firebase-admin/messaging';
+import type { Logger } from 'pino';
 import type { PushNotification, PushProvider, TokenOutcome } from './provider';
 
 export interface FcmProviderOptions {
@@ -12,6 +13,8 @@ export interface FcmProviderOptions {
   httpAgent?: Agent;
   /** HTTP/1.1 for the batch sends; without it they use HTTP/2 and ignore `httpAgent`. */
   legacyHttpTransport?: boolean;
+  /** Where FCM's reasons for the sends it refused or failed go (the outcomes carry none). */
+  logger?: Logger;
 }
 
 /** FCM's limit of tokens per multicast. */
@@ -48,7 +51,8 @@ export function createFcmProvider(options: FcmProviderOptions): PushProvider {
     async send(tokens, notification) {
       const outcomes: TokenOutcome[] = [];
       for (let i = 0; i < tokens.length; i += MAX_TOKENS) {
-        outcomes.push(...(await sendChunk(messaging, tokens.slice(i, i + MAX_TOKENS), notification)));
+        const chunk = tokens.slice(i, i + MAX_TOKENS);
+        outcomes.push(...(await sendChunk(messaging, chunk, notification, options.logger)));
       }
       return outcomes;
     },
@@ -60,6 +64,7 @@ async function sendChunk(
   messaging: Messaging,
   tokens: string[],
   notification: PushNotification,
+  logger?: Logger,
 ): Promise<TokenOutcome[]> {
   const message: MulticastMessage = {
     tokens,
@@ -70,11 +75,34 @@ async function sendChunk(
   };
   try {
     const response = await messaging.sendEachForMulticast(message);
+    const errors = response.responses.flatMap((r) => (r.success ? [] : [r.error]));
+    logFailures(logger, errors);
     return response.responses.map((r) => (r.success ? 'sent' : classify(r.error)));
   } catch (err) {
+    logFailures(logger, new Array<unknown>(tokens.length).fill(err));
     const outcome = classify(err);
     return tokens.map(() => (outcome === 'invalid' ? 'failed' : outcome));
   }
+}
+
+/** FCM's answer text, cut: a non-JSON answer (a proxy's HTML page) is quoted whole by firebase-admin. */
+const MAX_REASON_CHARS = 300;
+
+/**
+ * One line per push FCM did not take for every device, with FCM's code and message per failure:
+ * what the alerts on failed sends and retries send the operator to (a revoked key, a missing APNs
+ * key, a payload FCM refuses). Tokens FCM reports invalid are left to the dispatcher's own line.
+ */
+function logFailures(logger: Logger | undefined, errors: unknown[]): void {
+  const reasons: Record<string, { devices: number; outcome: TokenOutcome; message: string }> = {};
+  for (const err of errors) {
+    const outcome = classify(err);
+    if (outcome === 'invalid') continue;
+    const { code = 'none', message = String(err) } = (err ?? {}) as { code?: string; message?: string };
+    const reason = (reasons[code] ??= { devices: 0, outcome, message: message.slice(0, MAX_REASON_CHARS) });
+    reason.devices++;
+  }
+  if (logger && Object.keys(reasons).length > 0) logger.warn({ fcm: reasons }, 'FCM did not take a push');
 }
 
 export function classify(err: unknown): TokenOutcome {

@@ -11,7 +11,10 @@ import { createLogPushProvider } from './log-provider';
 void runMain('push-ms', PushConfig, async (config, runtime) => {
   const db = await connectDatabase(config, runtime);
   const provider = config.FCM_SERVICE_ACCOUNT
-    ? createFcmProvider(fcmOptionsFromServiceAccount(config.FCM_SERVICE_ACCOUNT))
+    ? createFcmProvider({
+        ...fcmOptionsFromServiceAccount(config.FCM_SERVICE_ACCOUNT),
+        logger: runtime.logger,
+      })
     : createLogPushProvider(runtime.logger);
   runtime.logger.info({ provider: provider.name }, 'push provider');
   const bus = await connectKafkaBus('push-ms', config, runtime);

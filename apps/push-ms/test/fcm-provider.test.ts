@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { classify, createFcmProvider, fcmOptionsFromServiceAccount } from '../src/fcm-provider';
 import { buildNotification, summarize } from '../src/notification';
+import { capturedLogger } from './captured-logger';
 import { PushProvider } from '../src/provider';
-import { FAKE_ACCESS_TOKEN, FAKE_PROJECT, FakeFcm, FCM_ERRORS, fakeCredential } from './fake-fcm';
+import { FAKE_ACCESS_TOKEN, FAKE_PROJECT, FakeFcm, FcmAnswer, FCM_ERRORS, fakeCredential } from './fake-fcm';
 
 describe('FCM provider against a fake FCM server', () => {
   const fcm = new FakeFcm();
@@ -94,6 +95,60 @@ describe('FCM provider against a fake FCM server', () => {
       'retry',
       'failed',
     ]);
+  });
+
+  // The alerts on failed sends and on retries send the operator to push-ms's logs, which said only
+  // 'push failed for some devices': FCM's reason (a revoked key, a missing APNs key, a payload it
+  // refuses) reached no log.
+  it("logs FCM's code and message for the sends it did not take, which the outcomes do not carry", async () => {
+    const { logger, lines } = capturedLogger();
+    const logged = createFcmProvider({
+      credential: fakeCredential,
+      projectId: FAKE_PROJECT,
+      httpAgent: fcm.agent(),
+      legacyHttpTransport: true,
+      logger,
+    });
+    try {
+      expect(await logged.send(['ok'], notification)).toEqual(['sent']);
+      expect(lines).toEqual([]);
+      const answers: Record<string, FcmAnswer> = {
+        'apns-1': FCM_ERRORS.senderMismatch,
+        'apns-2': FCM_ERRORS.senderMismatch,
+        flaky: FCM_ERRORS.internal,
+        gone: FCM_ERRORS.unregistered,
+      };
+      fcm.answer = (request) => answers[request.message.token] ?? { status: 200, body: {} };
+      const tokens = ['ok', 'apns-1', 'apns-2', 'flaky', 'gone'];
+      expect(await logged.send(tokens, notification)).toEqual([
+        'sent',
+        'failed',
+        'failed',
+        'retry',
+        'invalid',
+      ]);
+      expect(lines).toEqual([
+        expect.objectContaining({
+          level: 40,
+          msg: 'FCM did not take a push',
+          fcm: {
+            'messaging/mismatched-credential': {
+              devices: 2,
+              outcome: 'failed',
+              message: 'SenderId mismatch',
+            },
+            'messaging/internal-error': {
+              devices: 1,
+              outcome: 'retry',
+              message: 'Internal error encountered.',
+            },
+          },
+        }),
+      ]);
+      expect(JSON.stringify(lines)).not.toMatch(/apns-1|flaky/);
+    } finally {
+      await logged.close();
+    }
   });
 
   it('reports a 429 as throttled at once, and a 503 as failed after firebase-admin retried it four times itself', async () => {
