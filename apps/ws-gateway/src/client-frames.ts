@@ -43,8 +43,9 @@ export interface ClientFramesDeps {
 export class ClientFrames {
   constructor(private readonly deps: ClientFramesDeps) {}
 
+  /** An answer to the client (`ClientConnection.send`'s `answer`). */
   send(conn: ClientConnection, frame: ServerFrame): boolean {
-    return conn.send(JSON.stringify(frame));
+    return conn.send(JSON.stringify(frame), true);
   }
 
   refuse(

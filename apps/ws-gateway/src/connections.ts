@@ -9,6 +9,12 @@ export const CLOSE_TOO_LARGE = 1009;
 export const CLOSE_RATE_LIMITED = 4029;
 
 /**
+ * A socket over its unsent cap that has taken none of its unsent bytes for this long has stopped
+ * reading: it is cut. One still reading only misses the frames past the cap.
+ */
+export const STALLED_READER_MS = 10_000;
+
+/**
  * ws's WebSocket carrying its connection, so that one set of listeners, reading it from `this`,
  * serves every socket: listeners closed over each connection cost an idle socket about 250 bytes.
  */
@@ -20,6 +26,8 @@ export class GatewaySocket extends WebSocket {
 export class ClientConnection {
   alive = true;
   unsentBytes = 0;
+  /** When a write of this socket last drained, or its backlog began (monotonic clock, ms). */
+  drainedAt = performance.now();
   /** Kafka took a connection-up of it: session-ms may count it, so its disconnect must reach it. */
   announced = false;
   /**
@@ -55,20 +63,33 @@ export class ClientConnection {
     this.transport.uncork();
   }
 
-  /** Writes a text frame; false (and the socket is cut) when the reader is too slow. */
-  send(text: string): boolean {
+  /**
+   * Writes a text frame; false when the reader is too far behind to take it (and the socket is cut
+   * when it has stopped reading). An `answer` to the client's own frame (a pong, an accepted, an
+   * error) is written past the cap: small and paced by the client's own frames, and an app that
+   * misses its pong takes the socket for dead.
+   */
+  send(text: string, answer = false): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
     const size = Buffer.byteLength(text);
     // A slow reader is one whose earlier writes have not drained: what this batch writes has had no
     // chance to, so it is not held against the reader (a replay on connect is one large batch).
     const backlog = this.backlogAtCork ?? this.unsentBytes;
     if (backlog > 0 && backlog + size > this.maxUnsentBytes) {
-      this.socket.terminate();
-      return false;
+      // Not written (session-ms pushes it again at its retry): a replay larger than one /send batch
+      // comes faster than a phone's link takes it, and cut, the phone met the same replay again at
+      // each reconnect. Only a reader that stopped taking bytes is cut, freeing its socket.
+      if (performance.now() - this.drainedAt > STALLED_READER_MS) {
+        this.socket.terminate();
+        return false;
+      }
+      if (!answer) return false;
     }
+    if (this.unsentBytes === 0) this.drainedAt = performance.now();
     this.unsentBytes += size;
     this.socket.send(text, () => {
       this.unsentBytes -= size;
+      this.drainedAt = performance.now();
     });
     return true;
   }

@@ -24,6 +24,7 @@ import {
 } from '@parley/service-kit';
 import { waitFor, WsTestClient } from '@parley/test-kit';
 import { createWsGateway } from '../src/app';
+import { STALLED_READER_MS } from '../src/connections';
 import { advertisedInternalUrl } from '../src/config';
 import { SECRET, startGateway, TEST_SETTINGS } from './harness';
 
@@ -1139,19 +1140,30 @@ describe('ws-gateway', () => {
     late.terminate();
   });
 
-  it('cuts off a reader whose unsent bytes pass the cap', async () => {
+  it('writes nothing past the unsent cap to a reader behind it, and cuts off one that stopped reading', async () => {
     env = await startGateway({ maxUnsentBytes: 2048 });
     const bob = await connect('bob');
     const conn = [...env.gateway.connections.all()][0];
     conn.unsentBytes = 2000; // as if the kernel buffer were full and sends had not completed
-    const frame = { type: 'typing', from: 'alice', to: 'bob', chat: 'direct' };
-    const res = await env.gateway.internal.inject({
-      method: 'POST',
-      url: '/send',
-      payload: { deliveries: [{ to: 'bob', frame: { ...frame, pad: 'x'.repeat(100) } }] },
-      headers: { [INTERNAL_SECRET_HEADER]: SECRET },
-    });
-    expect(res.json()).toEqual({ results: [{ written: 0 }] });
+    const frame = { type: 'typing', from: 'alice', to: 'bob', chat: 'direct', pad: 'x'.repeat(100) };
+    const push = async () =>
+      (
+        await env.gateway.internal.inject({
+          method: 'POST',
+          url: '/send',
+          payload: { deliveries: [{ to: 'bob', frame }] },
+          headers: { [INTERNAL_SECRET_HEADER]: SECRET },
+        })
+      ).json();
+    // Behind, but its writes drained moments ago: it still reads (session-ms pushes again later).
+    expect(await push()).toEqual({ results: [{ written: 0 }] });
+    // What answers its own frames still goes: an app missing its pong would drop the socket.
+    bob.send({ type: 'ping' });
+    expect(await bob.next((f) => f.type === 'pong')).toEqual({ type: 'pong' });
+    expect(bob.ofType('typing')).toEqual([]);
+    expect(bob.closeCode).toBeUndefined();
+    conn.drainedAt -= STALLED_READER_MS; // nothing it was sent has drained for that long
+    expect(await push()).toEqual({ results: [{ written: 0 }] });
     expect(await bob.closed()).toBe(1006);
   });
 
