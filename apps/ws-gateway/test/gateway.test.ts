@@ -12,7 +12,8 @@ import {
   TOPICS,
   TopicSpec,
 } from '@parley/contracts';
-import { MemoryBus } from '@parley/kafka';
+import { createKafkaBus, MemoryBus, startBroker } from '@parley/kafka';
+import { Kafka, logLevel } from 'kafkajs';
 import {
   createMetricsRegistry,
   createTokenVerifier,
@@ -327,6 +328,44 @@ describe('ws-gateway', () => {
     const alice = await connect('alice');
     alice.send({ type: 'message', id: 'big', to: 'bob', body: 'x'.repeat(2000) });
     expect(await alice.closed()).toBe(1009);
+  });
+
+  it('refuses a frame whose numbers the server writes out past the size limit, which no Kafka record would hold at the largest limit', async () => {
+    const broker = await startBroker({ logger: silentLogger() });
+    const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+    const gateway = createWsGateway({
+      bus: createKafkaBus({ kafka, logger: silentLogger() }),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('ws-gateway', { collectDefaults: false }),
+      readiness: new Readiness(),
+      verifyToken: createTokenVerifier({ JWT_SECRET: DEV_JWT_SECRET }),
+      internalSecret: SECRET,
+      port: 0,
+      internalPort: 0,
+      host: '127.0.0.1',
+      settings: { ...TEST_SETTINGS, maxFrameBytes: 512 * 1024 }, // the largest MAX_FRAME_BYTES
+    });
+    try {
+      await gateway.start();
+      const { port } = gateway.http.server.address() as net.AddressInfo;
+      const alice = await WsTestClient.connect(
+        `ws://127.0.0.1:${port}/v1/ws?token=${await issueToken(DEV_JWT_SECRET, 'alice')}`,
+      );
+      clients.push(alice);
+      // 500 KB as sent; as the server writes it (each 1e20 in 21 digits) 2.2 MB, past Kafka's 1 MiB.
+      const body = Array(100_000).fill('1e20').join(',');
+      alice.send(`{"type":"message","id":"n1","to":"bob","body":[${body}]}`);
+      expect(await alice.next((f) => f.id === 'n1', 10_000)).toMatchObject({
+        type: 'error',
+        code: 'too_large',
+        message: expect.stringMatching(
+          /^frame: must be at most 524288 bytes \(got 2\d{6}\) as the server writes it$/,
+        ),
+      });
+    } finally {
+      await gateway.stop();
+      await broker.stop();
+    }
   });
 
   it('closes with 1007 on a text frame that is not UTF-8, as the WebSocket standard requires', async () => {

@@ -15,7 +15,7 @@ import {
 } from './client-frames';
 import { ErrorCode } from './errors';
 import { DEFAULT_MAX_FRAME_BYTES, MAX_BODY_DEPTH } from './limits';
-import { compile, nestingRefusal, Validator } from './validation';
+import { compile, jsonDepth, nestingRefusal, Validator } from './validation';
 
 export type FrameResult<T> =
   { ok: true; frame: T } | { ok: false; code: ErrorCode; message: string; id?: string };
@@ -44,19 +44,41 @@ export interface FrameLimits {
   types?: readonly string[];
 }
 
+/**
+ * How much longer JSON text can come out of `JSON.stringify` than went into `JSON.parse`: numbers
+ * are written in full (`1e20`, 4 bytes, as `100000000000000000000`, 21); nothing else grows.
+ */
+const MAX_JSON_GROWTH = 21 / 4;
+
 /** Parse and validate one client frame from its raw text (WebSocket) . */
 export function parseClientFrame(raw: string | Buffer, limits: FrameLimits = {}): FrameResult<ClientFrame> {
   const maxBytes = limits.maxBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
-  if (size > maxBytes) return refuse('too_large', `frame: must be at most ${maxBytes} bytes (got ${size})`);
+  if (size > maxBytes) return refuse('too_large', tooLarge(maxBytes, size));
   let value: unknown;
   try {
     value = JSON.parse(withoutByteOrderMark(raw.toString()));
   } catch (err) {
     return refuse('invalid_frame', `frame: is not valid JSON (${(err as Error).message})`);
   }
+  // The frame travels as the server writes it, as POST /v1/send measures it: one of numbers such as
+  // 1e20 grew five times its size there, past a Kafka record at the largest MAX_FRAME_BYTES, and
+  // every publish of it failed (answered unavailable, sent again for good). Validation refuses a
+  // frame too deep to serialize.
+  const maxDepth = limits.maxDepth ?? MAX_BODY_DEPTH;
+  if (size * MAX_JSON_GROWTH > maxBytes && jsonDepth(value, maxDepth + 2) <= maxDepth + 1) {
+    const written = Buffer.byteLength(JSON.stringify(value));
+    if (written > maxBytes)
+      return refuse('too_large', `${tooLarge(maxBytes, written)} as the server writes it`, idOf(value));
+  }
   return validateClientFrame(value, limits);
 }
+
+const tooLarge = (maxBytes: number, size: number) => `frame: must be at most ${maxBytes} bytes (got ${size})`;
+const idOf = (value: unknown) => {
+  const id = (value as { id?: unknown } | null)?.id;
+  return typeof id === 'string' ? id : undefined;
+};
 
 /**
  * JSON text without a leading byte-order mark: a BOM is no JSON, but some clients send one. Both

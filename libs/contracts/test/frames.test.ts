@@ -332,6 +332,20 @@ describe('malformed frames', () => {
     });
   });
 
+  it('measures a frame as the server writes it, as POST /v1/send does: numbers such as 1e20 are written out in full', () => {
+    const numbers = `{"type":"message","id":"n1","to":"bob","body":[${Array(1000).fill('1e20').join(',')}]}`;
+    expect(Buffer.byteLength(numbers)).toBeLessThan(5100); // 22 KB as the server writes it
+    expect(parseClientFrame(numbers, { maxBytes: 8192 })).toEqual({
+      ok: false,
+      code: 'too_large',
+      message: 'frame: must be at most 8192 bytes (got 22048) as the server writes it',
+      id: 'n1',
+    });
+    // Text the server writes shorter (spaces, escapes) is measured as it came.
+    const spaced = JSON.stringify({ type: 'message', id: 'n2', to: 'bob', body: 'é'.repeat(2000) }, null, 2);
+    expect(parseClientFrame(spaced, { maxBytes: 8192 })).toMatchObject({ ok: true });
+  });
+
   it('the REST edge refuses typing and ping', () => {
     expect(validateSendableFrame({ type: 'typing', to: 'bob' })).toMatchObject({
       ok: false,
