@@ -25,6 +25,52 @@ export function withoutStaleNotices(
 }
 
 /**
+ * The deliverables (a frame's bytes times its recipients) one slice of a batch holds at most. A
+ * fan-out multiplies what a fetch (1 MiB a partition) holds by its recipients, and each recipient's
+ * deliverable is a copy of the frame on its way to the store and to storage: 15 group messages of
+ * 64 KiB to 85 offline members (a 1,024-member group's share of a partition), four partitions at
+ * once, took session-ms (on Redis) past its 384 MB heap on every start.
+ */
+export const MAX_SLICE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A batch of the delivery topic in consecutive slices of at most `maxBytes` of deliverables, a
+ * fan-out cut between its recipients where it must: handled one after the other, in order, as
+ * smaller fetches would have been. A plain `deliver` counts for nothing: it is one of a fetch's
+ * records, no more.
+ */
+export function deliverySlices(
+  events: DeliveryTopicEvent[],
+  maxBytes = MAX_SLICE_BYTES,
+): DeliveryTopicEvent[][] {
+  const slices: DeliveryTopicEvent[][] = [];
+  let slice: DeliveryTopicEvent[] = [];
+  let bytes = 0;
+  for (const event of events) {
+    if (event.kind !== 'deliver-many') {
+      slice.push(event);
+      continue;
+    }
+    const frameBytes = JSON.stringify(event.frame).length;
+    for (let from = 0; from < event.to.length;) {
+      const fits = Math.floor((maxBytes - bytes) / frameBytes);
+      if (fits === 0 && bytes > 0) {
+        slices.push(slice);
+        slice = [];
+        bytes = 0;
+        continue;
+      }
+      const to = event.to.slice(from, from + Math.max(1, fits));
+      slice.push(to.length === event.to.length ? event : { ...event, to });
+      bytes += to.length * frameBytes;
+      from += to.length;
+    }
+  }
+  if (slice.length > 0) slices.push(slice);
+  return slices;
+}
+
+/**
  * Records of the delivery topic, in partition order: deliverables are tracked and pushed (or go
  * offline), typing notices pushed, and acks completed (`acks`).
  */

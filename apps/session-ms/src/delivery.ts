@@ -8,7 +8,7 @@ import { ConnectPushes } from './connect-push';
 import { ConnectionTracker } from './connections';
 import type { DeliveryDeps, DeliveryReader, DeliverySettings } from './delivery-deps';
 import { createDeliveryMetrics } from './delivery-metrics';
-import { handleDeliveryEvents } from './delivery-topic';
+import { deliverySlices, handleDeliveryEvents } from './delivery-topic';
 import type { GatewayClient } from './gateway-client';
 import { handOffPending } from './offline';
 import { retryDue } from './retries';
@@ -17,7 +17,7 @@ import type { SessionStore } from './store/session-store';
 
 export { UNKNOWN_ACKS_PER_MINUTE } from './acks';
 export type { DeliveryReader, DeliverySettings } from './delivery-deps';
-export { withoutStaleNotices } from './delivery-topic';
+export { MAX_SLICE_BYTES, withoutStaleNotices } from './delivery-topic';
 
 /**
  * Delivery: push deliverables through the gateways holding the user's devices, wait for the ack,
@@ -48,9 +48,9 @@ export class Delivery {
     this.storeLoss = new StoreLoss(this.deps);
   }
 
-  /** Records of the delivery topic, in partition order. */
+  /** Records of the delivery topic, in partition order, a slice at a time (`deliverySlices`). */
   async handle(events: DeliveryTopicEvent[]): Promise<void> {
-    await handleDeliveryEvents(this.deps, this.acks, events);
+    for (const slice of deliverySlices(events)) await handleDeliveryEvents(this.deps, this.acks, slice);
   }
 
   /** Records of the connections topic (`ConnectionTracker.handleConnections`). */

@@ -14,7 +14,7 @@ import {
 import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
 import { waitFor } from '@parley/test-kit';
 import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
-import { Delivery, withoutStaleNotices } from '../src/delivery';
+import { Delivery, MAX_SLICE_BYTES, withoutStaleNotices } from '../src/delivery';
 import { coalescingSends, createHttpGatewayClient, GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
 import type { SessionStore } from '../src/store/session-store';
@@ -285,6 +285,53 @@ describe('Delivery', () => {
     expect(gateways.mids('carol')).toEqual(['alice:g1']);
     // Only dave's goes offline, again on the replay (storage keeps one per mid).
     expect(bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && e.to)).toEqual(['dave', 'dave']);
+  });
+
+  it("handles a batch of large fan-outs a slice at a time: 15 group messages of 64 KiB to a 1,024-member group's offline members took a pod past its heap", async () => {
+    // Frames passed to the store's track() and not yet answered: with Redis each is a JSON string
+    // sent at once, and the offline events published are each an encoded copy of the frame.
+    class CountingStore extends MemorySessionStore {
+      private tracking = 0;
+      mostTrackedAtOnce = 0;
+      override async track(...args: Parameters<MemorySessionStore['track']>) {
+        const bytes = JSON.stringify(args[0].frame).length;
+        this.mostTrackedAtOnce = Math.max(this.mostTrackedAtOnce, (this.tracking += bytes));
+        try {
+          return await super.track(...args);
+        } finally {
+          this.tracking -= bytes;
+        }
+      }
+    }
+    class LargestPublish extends MemoryBus {
+      largest = 0;
+      override async publish<T>(topic: TopicSpec<T>, events: T[], options?: { traceId?: string }) {
+        const bytes = events.reduce((n, e) => n + JSON.stringify(e).length, 0);
+        if (topic === (TOPICS.offline as TopicSpec<unknown>)) this.largest = Math.max(this.largest, bytes);
+        return super.publish(topic, events, options);
+      }
+    }
+    const store = new CountingStore();
+    const bus = new LargestPublish();
+    const { delivery } = setup({ store, bus });
+    // A partition's share of the group (1,024 members over 12 partitions), and a 1 MiB fetch of them.
+    const members = Array.from({ length: 85 }, (_, i) => `member${i}`);
+    const body = 'x'.repeat(64 * 1024 - 300);
+    const fanOuts: DeliveryTopicEvent[] = Array.from({ length: 15 }, (_, i) => ({
+      v: 1,
+      kind: 'deliver-many',
+      to: members,
+      frame: { ...message(`g${i}`).frame, to: 'crew', chat: 'group', body },
+    }));
+    await delivery.handle(fanOuts);
+    const stored = bus.events(TOPICS.offline).map((e) => e.kind === 'offline' && `${e.to} ${e.frame.mid}`);
+    expect(new Set(stored).size).toBe(15 * 85);
+    // Each of the 15 messages went to storage for every member, in order.
+    expect(stored.filter((s) => s && s.startsWith('member7 '))).toEqual(
+      Array.from({ length: 15 }, (_, i) => `member7 alice:g${i}`),
+    );
+    expect(store.mostTrackedAtOnce).toBeLessThanOrEqual(MAX_SLICE_BYTES);
+    expect(bus.largest).toBeLessThanOrEqual(MAX_SLICE_BYTES);
   });
 
   describe('a batch over MAX_GATEWAY_BATCH deliveries to one gateway', () => {
