@@ -1,5 +1,5 @@
 import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
-import type { Deliverable } from '@parley/contracts';
+import { type Deliverable, SYNC_PAGE_MAX_BYTES } from '@parley/contracts';
 import { MIGRATIONS } from './migrations';
 import { keyOf, OfflineStore, PendingDeliverable, PendingPage, PurgeResult } from './store';
 
@@ -86,12 +86,20 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
     },
     ack: (user, mids) => ackAll([{ user, mids }]),
     ackAll,
-    async page(user, afterSeq, limit) {
+    async page(user, afterSeq, limit, maxBytes = SYNC_PAGE_MAX_BYTES) {
       // The position is read as text (pg returns bigint as a string, PGlite as a number) under another
-      // name: `ORDER BY seq` would otherwise sort by the text alias.
-      const result = await db.query<{ position: string; frame: string }>(
-        'SELECT seq::text AS position, frame FROM offline_messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3',
-        [user, afterSeq, limit + 1],
+      // name: `ORDER BY seq` would otherwise sort by the text alias. Of the first `limit + 1` rows,
+      // those whose predecessors' frames hold under `maxBytes` are read (octet_length reads a stored
+      // value's size, not the value).
+      const result = await db.query<{ position: string; frame: string; considered: string }>(
+        `SELECT seq::text AS position, frame, considered FROM (
+           SELECT seq, frame, count(*) OVER () AS considered,
+                  sum(octet_length(frame)) OVER (ORDER BY seq) - octet_length(frame) AS before
+           FROM (
+             SELECT seq, frame FROM offline_messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3
+           ) firsts
+         ) page WHERE before < $4 ORDER BY seq`,
+        [user, afterSeq, limit + 1, maxBytes],
       );
       return toPage(result.rows, afterSeq, limit);
     },
@@ -262,11 +270,16 @@ async function insertMessages(
   return new Set(inserted.rows.map((row) => keyOf(row.recipient, row.mid)));
 }
 
-function toPage(rows: { position: string; frame: string }[], afterSeq: number, limit: number): PendingPage {
+/** `rows`: the first `limit + 1` after `afterSeq` (`considered` of them), less those past the page's bytes. */
+function toPage(
+  rows: { position: string; frame: string; considered: string }[],
+  afterSeq: number,
+  limit: number,
+): PendingPage {
   const page = rows.slice(0, limit);
   return {
     messages: page.map((row) => JSON.parse(row.frame) as Deliverable),
     lastSeq: page.length > 0 ? Number(page[page.length - 1].position) : afterSeq,
-    hasMore: rows.length > limit,
+    hasMore: Number(rows[0]?.considered ?? 0) > page.length,
   };
 }

@@ -52,8 +52,12 @@ export interface OfflineStore {
    * only for what it deleted: made-up mids would each leave one for the tombstones' retention.
    */
   ackAll(acks: Array<{ user: string; mids: string[]; unknown?: true }>): Promise<number>;
-  /** The user's pending deliverables after position `afterSeq` (0: from the start), oldest first. */
-  page(user: string, afterSeq: number, limit: number): Promise<PendingPage>;
+  /**
+   * The user's pending deliverables after position `afterSeq` (0: from the start), oldest first: at
+   * most `limit`, and no more once their frames reach `maxBytes` (default SYNC_PAGE_MAX_BYTES; one
+   * at least).
+   */
+  page(user: string, afterSeq: number, limit: number, maxBytes?: number): Promise<PendingPage>;
   /**
    * Notes when these users connected, by the connect events' own times (the connect race, see
    * `connectedSince`), and returns those with deliverables stored: their replay is under way until

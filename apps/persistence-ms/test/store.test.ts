@@ -196,6 +196,22 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     expect(empty).toEqual({ messages: [], lastSeq: second.lastSeq, hasMore: false });
   });
 
+  it('stops a page once its frames reach SYNC_PAGE_MAX_BYTES, one frame at least, and says more follow', async () => {
+    // 500 of 64 KiB were a 33 MB answer, which rest-gateway held three times over for each call.
+    const body = 'x'.repeat(64 * 1024);
+    const frames = Array.from({ length: 40 }, (_, i) => message('alice', `b${i}`, 'yuki', body));
+    await store.store(frames.map((frame) => ({ to: 'yuki', frame })));
+    const first = await store.page('yuki', 0, 500);
+    expect(first.messages).toHaveLength(16); // the 16th starts under 1 MiB, the 17th would not
+    expect(first.hasMore).toBe(true);
+    expect(await readAll(store, 'yuki', 500)).toEqual(mids(frames));
+    // A frame larger than the page's bytes comes alone.
+    const alone = await store.page('yuki', 0, 500, 1000);
+    expect([mids(alone.messages), alone.hasMore]).toEqual([['alice:b0'], true]);
+    // A page stopped by its limit is as before.
+    expect((await store.page('yuki', 0, 3)).messages).toHaveLength(3);
+  });
+
   it('never lets a paging reader skip a deliverable whose transaction commits late', async () => {
     // The first store's transaction is held open after its insert; a second store for the same
     // user starts meanwhile. A reader must never see the second without the first.

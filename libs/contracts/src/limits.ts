@@ -14,6 +14,12 @@ export const MAX_GROUP_MEMBERS_PER_OP = 1024;
 export const MAX_RECIPIENTS_PER_EVENT = 500;
 export const SYNC_DEFAULT_LIMIT = 100;
 export const SYNC_MAX_LIMIT = 500;
+/**
+ * A sync page stops once its frames reach this (one frame at least), whatever its `limit`: 500 of
+ * 64 KiB made a 33 MB answer, and rest-gateway held some 90 MB for each such call under way (eight
+ * at once took it to 805 MB, past its container's 512 MiB).
+ */
+export const SYNC_PAGE_MAX_BYTES = 1024 * 1024;
 /** Groups in one page of `GET /v1/groups?after=` without a `limit`, and the most a `limit` may ask. */
 export const GROUP_LIST_DEFAULT_LIMIT = 100;
 export const GROUP_LIST_MAX_LIMIT = 200;

@@ -20,6 +20,7 @@ import {
   MAX_REPORTED_MESSAGES,
   MAX_SEND_BATCH,
   SYNC_MAX_LIMIT,
+  SYNC_PAGE_MAX_BYTES,
 } from './limits';
 
 /** REST bodies of the rest-gateway (`/v1`). */
@@ -74,7 +75,14 @@ export const SyncQuery = Type.Object(
     after: Type.Optional(
       Type.String({ maxLength: 200, description: 'Opaque cursor from a previous `next`' }),
     ),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: SYNC_MAX_LIMIT, default: 100 })),
+    limit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: SYNC_MAX_LIMIT,
+        default: 100,
+        description: `At most this many; fewer once their frames reach ${SYNC_PAGE_MAX_BYTES / 1024 / 1024} MiB (one at least): page on while \`next\` is not null`,
+      }),
+    ),
   },
   { $id: 'SyncQuery' },
 );
