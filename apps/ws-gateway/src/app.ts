@@ -46,7 +46,10 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   // Before any socket: session-ms forgets what this gateway's id registered earlier (a restart).
   const startedAt = Date.now();
   const registry = new ConnectionRegistry();
-  const http = buildHttpServer(deps);
+  // No grace on the public port: stop() closes every socket before the server, so what is left there
+  // is a client that sent part of an upgrade request and went silent (a phone gone dark
+  // mid-handshake), which would hold stop() for the whole grace.
+  const http = buildHttpServer({ ...deps, closeGraceMs: 0 });
   // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each, plus what the
   // server stamps on them and each delivery's addressing.
   const internal = buildHttpServer({
@@ -55,7 +58,6 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   });
   requireInternalSecret(internal, deps.internalSecret, ['/send', '/announce']);
   refuseWithoutUpgrade(http);
-  dropUnfinishedRequestsAtClose(http);
   const wss = new WebSocketServer({
     WebSocket: GatewaySocket,
     noServer: true,
@@ -150,16 +152,6 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
       wss.close();
     },
   };
-}
-
-/**
- * Node times requests out only while its server is open: a client that sent part of an upgrade
- * request and went silent (a phone gone dark mid-handshake) held stop() until the shutdown
- * deadline. By then every socket is closed, and nothing left on the public port is worth waiting
- * for. A preClose hook runs just before the server closes, with no connection taken in between.
- */
-function dropUnfinishedRequestsAtClose(http: HttpServer): void {
-  http.addHook('preClose', async () => http.server.closeAllConnections());
 }
 
 /**
