@@ -2,6 +2,7 @@ import path from 'node:path';
 import { connectKafkaBus, type KafkaBusOptions, type KafkaSettings } from '@parley/kafka';
 import { createRuntime, createTokenVerifier, type Service } from '@parley/service-kit';
 import { createWsGateway } from '../../ws-gateway/src/app';
+import { urlHost } from './ports';
 import { threadService, type ThreadService } from './service-thread';
 
 /** What the embedded fleet's ws-gateway is built from: plain data, so that it can cross to a thread. */
@@ -33,7 +34,7 @@ export async function buildEmbeddedGateway(data: EmbeddedGatewayData): Promise<S
     host: data.host,
     settings: {
       gatewayId: data.gatewayId ?? `embedded-${process.pid}`,
-      internalUrl: `http://${data.host}:${data.internalPort}`,
+      internalUrl: `http://${urlHost(data.host)}:${data.internalPort}`,
       maxFrameBytes: 64 * 1024,
       ratePerSecond: 200,
       rateBurst: 400,

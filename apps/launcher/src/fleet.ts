@@ -37,7 +37,7 @@ import { createSqlMuteStore } from '../../push-ms/src/mute-store';
 import { createLogPushProvider, type RecordedPush } from '../../push-ms/src/log-provider';
 import { embeddedGatewayOnThread } from './embedded-gateway';
 import type { ThreadService } from './service-thread';
-import { freePort } from './ports';
+import { freePort, urlHost } from './ports';
 
 export const DEFAULT_PORTS = {
   wsGateway: 8080,
@@ -102,6 +102,7 @@ export interface Fleet {
  */
 export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const host = options.host ?? '127.0.0.1';
+  const base = (port: number) => `http://${urlHost(host)}:${port}`;
   const ports = options.ports === 'random' ? await randomPorts() : (options.ports ?? DEFAULT_PORTS);
   const jwtSecret = options.jwtSecret ?? DEV_JWT_SECRET;
   const internalSecret = options.internalSecret ?? DEV_INTERNAL_SECRET;
@@ -213,7 +214,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       createGroupMessageRouter({
         ...(await runtimeFor('group-message-router', true)),
         membership: createSqlMembershipReader(db),
-        groupCommands: createHttpGroupCommandApplier(`http://${host}:${ports.groupMs}`, internalSecret),
+        groupCommands: createHttpGroupCommandApplier(base(ports.groupMs), internalSecret),
         port: ports.groupMessageRouter,
         host,
       }),
@@ -258,7 +259,6 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         })),
     );
 
-    const base = (port: number) => `http://${host}:${port}`;
     await add('rest-gateway', async () => {
       const runtime = await runtimeFor('rest-gateway');
       return createRestGateway({
@@ -300,11 +300,11 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     pushes,
     services: Object.fromEntries(started),
     urls: {
-      ws: `ws://${host}:${ports.wsGateway}/v1/ws`,
-      rest: `http://${host}:${ports.restGateway}`,
-      docs: `http://${host}:${ports.restGateway}/docs`,
-      kafka: options.kafkaBrokers ?? `${host}:${ports.broker}`,
-      reports: `http://${host}:${ports.groupMs}/internal/reports`,
+      ws: `ws://${urlHost(host)}:${ports.wsGateway}/v1/ws`,
+      rest: base(ports.restGateway),
+      docs: `${base(ports.restGateway)}/docs`,
+      kafka: options.kafkaBrokers ?? `${urlHost(host)}:${ports.broker}`,
+      reports: `${base(ports.groupMs)}/internal/reports`,
     },
     collectGarbage: () => {
       (globalThis as { gc?: () => void }).gc?.();

@@ -41,3 +41,13 @@ function listenOnAny(host: string): Promise<number> {
     });
   });
 }
+
+/**
+ * How a URL names `host`, the address the fleet listens on: a wildcard names no address to call,
+ * so its loopback stands in (the embedded broker advertises one the same way); an IPv6 address goes
+ * in brackets (`http://:::8081` is no URL).
+ */
+export function urlHost(host: string): string {
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
