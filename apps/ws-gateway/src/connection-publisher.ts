@@ -30,6 +30,8 @@ export class ConnectionPublisher {
   private readonly unpublishedDowns = new Map<string, ConnectionDown>();
   private announcing: Promise<void> | undefined;
   private announceOwed = false;
+  /** Asked again while announcing: the announce under way starts over at its next chunk. */
+  private announceAgain = false;
   private beating: Promise<unknown> | undefined;
 
   constructor(private readonly deps: ConnectionPublisherDeps) {
@@ -66,10 +68,12 @@ export class ConnectionPublisher {
   /**
    * Every open connection goes out again as a connection-up: session-ms asked (POST /announce), as
    * it did not know this gateway (its store lost its state, or it had forgotten a gateway silent for
-   * an hour). What Kafka refuses is tried again with the next heartbeat.
+   * an hour). What Kafka refuses is tried again with the next heartbeat. Asked again meanwhile, its
+   * store lost its state again: what this announce published so far is lost there, so it starts over.
    */
   announce(): void {
-    this.announcing ??= this.announceConnections().finally(() => (this.announcing = undefined));
+    if (this.announcing) this.announceAgain = true;
+    else this.announcing = this.announceConnections().finally(() => (this.announcing = undefined));
   }
 
   /**
@@ -165,24 +169,29 @@ export class ConnectionPublisher {
   private async announceConnections(): Promise<void> {
     const { bus, settings, registry, inFlight, logger } = this.deps;
     this.announceOwed = false;
-    const open = [...registry.all()];
     const chunkSize = settings.announceChunk ?? DEFAULT_ANNOUNCE_CHUNK;
+    // Draining closes every socket: the rest need no announcing, and stop() waits for this.
+    const going = () => !this.deps.isDraining() && !this.announceAgain;
     try {
-      // Draining closes every socket: the rest need no announcing, and stop() waits for this.
-      for (let i = 0; i < open.length && !this.deps.isDraining(); i += chunkSize) {
-        const chunk = open.slice(i, i + chunkSize);
-        await inFlight.track(
-          bus.publish(
-            TOPICS.connections,
-            chunk.map((conn) => this.event('connection-up', conn)),
-          ),
-        );
-        for (const conn of chunk) {
-          conn.announced = true;
-          // One that closed meanwhile may have had its connection-down written before this up: again.
-          if (registry.of(conn.user, [conn.id]).length === 0) void this.down(conn);
+      let open: ClientConnection[];
+      do {
+        this.announceAgain = false;
+        open = [...registry.all()];
+        for (let i = 0; i < open.length && going(); i += chunkSize) {
+          const chunk = open.slice(i, i + chunkSize);
+          await inFlight.track(
+            bus.publish(
+              TOPICS.connections,
+              chunk.map((conn) => this.event('connection-up', conn)),
+            ),
+          );
+          for (const conn of chunk) {
+            conn.announced = true;
+            // One that closed meanwhile may have had its connection-down written before this up: again.
+            if (registry.of(conn.user, [conn.id]).length === 0) void this.down(conn);
+          }
         }
-      }
+      } while (this.announceAgain && !this.deps.isDraining());
       logger.info({ connections: open.length }, 'open connections announced again to session-ms');
     } catch (err) {
       this.announceOwed = true;
