@@ -9,6 +9,7 @@ import {
   GatewaySendResult,
   INTERNAL_SECRET_HEADER,
   MAX_GATEWAY_BATCH,
+  MAX_GATEWAY_SEND_BYTES,
   PushedFrame,
 } from '@parley/contracts';
 
@@ -131,24 +132,32 @@ export function createHttpGatewayClient(
       clearTimeout(deadline);
     }
   };
+  const send = async (gatewayUrl: string, deliveries: GatewayDelivery[]): Promise<GatewaySendResult[]> => {
+    const body = Buffer.from(JSON.stringify(sharingFrames(deliveries)));
+    // Over what a gateway takes (a connect's push of ~1,000 large group notices): two calls, one
+    // after the other, so that each user's deliveries keep their order.
+    if (deliveries.length > 1 && body.length > MAX_GATEWAY_SEND_BYTES) {
+      const half = Math.ceil(deliveries.length / 2);
+      const first = await send(gatewayUrl, deliveries.slice(0, half));
+      return [...first, ...(await send(gatewayUrl, deliveries.slice(half)))];
+    }
+    const text = await post(gatewayUrl, '/send', body, 200);
+    let answer: unknown;
+    try {
+      answer = JSON.parse(text);
+    } catch (err) {
+      throw new GatewayCallError(`gateway ${gatewayUrl} answered no JSON`, 'bad_answer', { cause: err });
+    }
+    const checked = validateSendResponse(answer);
+    if (!checked.ok)
+      throw new GatewayCallError(
+        `gateway ${gatewayUrl} answered no results (${checked.errors.join('; ')})`,
+        'bad_answer',
+      );
+    return checked.value.results;
+  };
   return {
-    async send(gatewayUrl, deliveries) {
-      const body = Buffer.from(JSON.stringify(sharingFrames(deliveries)));
-      const text = await post(gatewayUrl, '/send', body, 200);
-      let answer: unknown;
-      try {
-        answer = JSON.parse(text);
-      } catch (err) {
-        throw new GatewayCallError(`gateway ${gatewayUrl} answered no JSON`, 'bad_answer', { cause: err });
-      }
-      const checked = validateSendResponse(answer);
-      if (!checked.ok)
-        throw new GatewayCallError(
-          `gateway ${gatewayUrl} answered no results (${checked.errors.join('; ')})`,
-          'bad_answer',
-        );
-      return checked.value.results;
-    },
+    send,
     async announce(gatewayUrl) {
       await post(gatewayUrl, '/announce', Buffer.from('{}'), 202);
     },

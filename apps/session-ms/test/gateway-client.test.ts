@@ -1,6 +1,8 @@
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GatewayDelivery, INTERNAL_SECRET_HEADER } from '@parley/contracts';
+import { GatewayDelivery, INTERNAL_SECRET_HEADER, MAX_GROUP_MEMBERS_PER_OP } from '@parley/contracts';
+import { waitFor, WsTestClient } from '@parley/test-kit';
+import { SECRET as GATEWAY_SECRET, startGateway } from '../../ws-gateway/test/harness';
 import {
   coalescingSends,
   createHttpGatewayClient,
@@ -236,6 +238,62 @@ describe('the HTTP gateway client', () => {
     }
     client.close?.();
   });
+});
+
+describe('the HTTP gateway client and a ws-gateway', () => {
+  /** A 64-character user id: the longest there is. */
+  const longId = (i: number) => `u${String(i).padStart(63, '0')}`;
+  const members = Array.from({ length: MAX_GROUP_MEMBERS_PER_OP }, (_, i) => longId(i));
+  /** The notice of a group created with 1,024 members: some 69 KB, more than a client frame may be. */
+  const groupNotice = (to: string, connId: string, g: number): GatewayDelivery => ({
+    to,
+    connIds: [connId],
+    frame: {
+      type: 'group',
+      mid: `~g${g}`,
+      op: 'create',
+      group: `g${g}`,
+      name: 'Team',
+      members,
+      by: to,
+      at: 1,
+    },
+  });
+
+  it.each([
+    ['its default MAX_FRAME_BYTES', 64 * 1024],
+    ['a MAX_FRAME_BYTES of 4 KiB', 4096],
+  ])(
+    'gets 970 group notices of 1,024-member groups pushed to a device that connected through to a gateway with %s',
+    async (_name, maxFrameBytes) => {
+      const env = await startGateway({ maxFrameBytes });
+      const client = createHttpGatewayClient(GATEWAY_SECRET, { timeoutMs: 30_000 });
+      const bob = await WsTestClient.connect(await env.url('bob'));
+      try {
+        const connId = bob.frames[0].connId as string;
+        const deliveries = Array.from({ length: 970 }, (_, g) => groupNotice('bob', connId, g));
+        // One call of 67 MB was refused 413: a gateway took 1,000 times MAX_FRAME_BYTES + 1 KiB (with
+        // 4 KiB, 5 MB: a retry's 500 notices were refused as well).
+        const { port } = env.gateway.internal.server.address() as AddressInfo;
+        const results = await client.send(`http://127.0.0.1:${port}`, deliveries);
+        expect(results).toHaveLength(970);
+        // What a slow reader had no room for is pushed again at its retry; this one reads at once.
+        expect(results.every((r) => r.written <= 1 && r.missing === undefined)).toBe(true);
+        const written = results.filter((r) => r.written === 1).length;
+        const notices = () => bob.frames.filter((f) => f.type === 'group').map((f) => f.mid as string);
+        await waitFor(() => notices().length === written, 10_000, 'the notices written');
+        // Cut in calls one after the other: in the order pushed.
+        const order = notices().map((mid) => Number(mid.slice(2)));
+        expect(order).toEqual([...order].sort((a, b) => a - b));
+        expect(order[0]).toBe(0);
+      } finally {
+        client.close?.();
+        await bob.close();
+        await env.gateway.stop();
+      }
+    },
+    60_000,
+  );
 });
 
 describe('coalescingSends', () => {

@@ -1,5 +1,5 @@
 import { WebSocketServer } from 'ws';
-import { MAX_GATEWAY_BATCH } from '@parley/contracts';
+import { MAX_GATEWAY_BATCH, MAX_GATEWAY_SEND_BYTES } from '@parley/contracts';
 import type { EventBus } from '@parley/kafka';
 import {
   buildHttpServer,
@@ -50,11 +50,12 @@ export function createWsGateway(deps: WsGatewayDeps): WsGateway {
   // is a client that sent part of an upgrade request and went silent (a phone gone dark
   // mid-handshake), which would hold stop() for the whole grace.
   const http = buildHttpServer({ ...deps, closeGraceMs: 0 });
-  // A /send batch carries up to MAX_GATEWAY_BATCH frames of up to maxFrameBytes each, plus what the
-  // server stamps on them and each delivery's addressing.
+  // session-ms cuts its /send calls at MAX_GATEWAY_SEND_BYTES. One of an older session-ms carries up
+  // to MAX_GATEWAY_BATCH frames, each about a client frame (plus what the server stamps on it and
+  // each delivery's addressing) but for a large group's notices.
   const internal = buildHttpServer({
     ...deps,
-    bodyLimit: MAX_GATEWAY_BATCH * (settings.maxFrameBytes + 1024),
+    bodyLimit: Math.max(MAX_GATEWAY_SEND_BYTES, MAX_GATEWAY_BATCH * (settings.maxFrameBytes + 1024)),
   });
   requireInternalSecret(internal, deps.internalSecret, ['/send', '/announce']);
   refuseWithoutUpgrade(http);

@@ -18,6 +18,13 @@ export const INTERNAL_USER_HEADER = 'x-parley-user';
 export const INTERNAL_REFUSED_HEADER = 'x-parley-internal-refused';
 export const MAX_GATEWAY_BATCH = 1000;
 /**
+ * The largest /send request body session-ms makes (it cuts a larger call in two, in order), and
+ * one every gateway takes, whatever its MAX_FRAME_BYTES: what it pushes is not bounded by that (a
+ * group notice names up to 1,024 members, some 69 KB; a message may come through a rest-gateway
+ * allowing larger frames).
+ */
+export const MAX_GATEWAY_SEND_BYTES = 8 * 1024 * 1024;
+/**
  * Connection ids in one /send delivery: one user's sockets on one gateway as session-ms knows
  * them, the live ones (at most the gateway's MAX_CONNECTIONS_PER_USER, 16 by default) and those
  * whose connection-down was lost (forgotten at the next push that finds them missing). 16 times
