@@ -175,6 +175,8 @@ export class ParleyClient extends EventTarget {
     this.reconnectTimer = null;
     this.pingTimer = null;
     this.pongTimer = null;
+    /** A ping went out and its pong has not come yet. */
+    this.pongOwed = false;
     this.stopped = true;
     /** Counts close() calls: a connect begun before the last one is not this run's. */
     this.closes = 0;
@@ -270,11 +272,19 @@ export class ParleyClient extends EventTarget {
     this.#stopPing();
     this.pingTimer = setInterval(() => {
       if (!this.#sendRaw({ type: 'ping' })) return;
-      clearTimeout(this.pongTimer);
-      // No pong: the connection is dead without a close (sleep, network change). Start over now:
-      // a close handshake on a dead connection only ends at its own timeout.
-      this.pongTimer = setTimeout(() => this.#abandonSocket('no pong'), PONG_TIMEOUT_MS);
+      this.pongOwed = true;
+      this.#awaitPong();
     }, PING_EVERY_MS);
+  }
+
+  /**
+   * No pong, and nothing else, for PONG_TIMEOUT_MS: the connection is dead without a close (sleep,
+   * network change). Start over now: a close handshake on a dead connection only ends at its own
+   * timeout.
+   */
+  #awaitPong() {
+    clearTimeout(this.pongTimer);
+    this.pongTimer = setTimeout(() => this.#abandonSocket('no pong'), PONG_TIMEOUT_MS);
   }
 
   #abandonSocket(reason) {
@@ -290,6 +300,7 @@ export class ParleyClient extends EventTarget {
   #stopPing() {
     clearInterval(this.pingTimer);
     clearTimeout(this.pongTimer);
+    this.pongOwed = false;
   }
 
   #setState(state, details = {}) {
@@ -300,6 +311,10 @@ export class ParleyClient extends EventTarget {
   // ---------------------------------------------------------------- receiving
 
   #onFrame(data) {
+    // The pong comes behind whatever the server wrote before it: on a slow link, a backlog (a
+    // replay on connect) delayed it past the timeout and a live socket was dropped, its replay
+    // then sent again. Frames still arriving are a sign of life as good as the pong.
+    if (this.pongOwed) this.#awaitPong();
     let frame;
     try {
       frame = JSON.parse(data);
@@ -312,6 +327,7 @@ export class ParleyClient extends EventTarget {
         return;
       case 'pong':
         clearTimeout(this.pongTimer);
+        this.pongOwed = false;
         return;
       case 'accepted':
         this.outbox.delete(frame.id);
