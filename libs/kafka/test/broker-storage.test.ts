@@ -598,6 +598,43 @@ describe('broker storage', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  test('a sync covers every segment written since the last one, those that rolled in between too', async () => {
+    const dir = tmp();
+    const segment = 10; // batches a segment
+    const small = { ...config, segmentBytes: segment * batches[0].length };
+    const log = PartitionLog.create('t', 0, dir, small, logger);
+    const append = (from: number, to: number) => {
+      for (let i = from; i < to; i++) log.append([Buffer.from(batches[i])]);
+    };
+    const fdatasync = fs.fdatasync;
+    const synced: string[] = [];
+    const syncs = jest.spyOn(fs, 'fdatasync').mockImplementation(((
+      fd: number,
+      callback: (err: NodeJS.ErrnoException | null) => void,
+    ) => {
+      synced.push(path.basename(fs.readlinkSync(`/proc/self/fd/${fd}`)));
+      fdatasync(fd, callback);
+    }) as typeof fs.fdatasync);
+    try {
+      append(0, segment / 2);
+      await log.sync();
+      // Written between two syncs (an fsync interval, or one produce under 'always'): four rolls.
+      append(segment / 2, 4 * segment + 1);
+      synced.length = 0;
+      await log.sync();
+      expect(synced.sort()).toEqual(logFilesIn(dir).map((f) => path.basename(f)));
+      // Those the last sync covered and that took nothing since are not synced again.
+      append(4 * segment + 1, 4 * segment + 2);
+      synced.length = 0;
+      await log.sync();
+      expect(synced).toEqual([path.basename(logFilesIn(dir).at(-1)!)]);
+    } finally {
+      syncs.mockRestore();
+      log.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("under fsync 'always' a retried batch (a duplicate) is answered only once its original is on disk", async () => {
     const dir = tmp();
     const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });

@@ -78,7 +78,11 @@ export class PartitionLog {
   private readCold: Segment[] = [];
   /** Woken on every append (long-polling fetches). */
   readonly waiters = new Set<() => void>();
-  dirty = false;
+  /**
+   * Segments written since a sync covered them: the active one, and any that rolled since (several
+   * between two syncs where segments are small or writes fast), which no later write would bring back.
+   */
+  private unsynced = new Set<Segment>();
   /** The latest sync (`sync`). */
   private syncing: Promise<void> = Promise.resolve();
 
@@ -173,7 +177,10 @@ export class PartitionLog {
       this.maybeRoll(batch.length, now);
       const base = this.nextOffset;
       const ref = this.active.append(batch, base, info.lastOffsetDelta, info.maxTimestamp);
-      if (this.dir) this.cache(ref);
+      if (this.dir) {
+        this.cache(ref);
+        this.unsynced.add(this.active);
+      }
       if (info.producerId >= 0)
         this.recordSequence(
           info.producerId,
@@ -186,10 +193,7 @@ export class PartitionLog {
       if (first < 0) first = base;
       written = true;
     }
-    if (written) {
-      this.dirty = true;
-      for (const wake of this.waiters) wake();
-    }
+    if (written) for (const wake of this.waiters) wake();
     return { errorCode: ErrorCode.NONE, baseOffset: first, written };
   }
 
@@ -397,6 +401,7 @@ export class PartitionLog {
       if (!expired && !tooBig) break;
       this.segments.shift();
       this.readCold = this.readCold.filter((s) => s !== oldest);
+      this.unsynced.delete(oldest);
       oldest.destroy();
       size -= oldest.size;
       deleted++;
@@ -410,18 +415,19 @@ export class PartitionLog {
   }
 
   /**
-   * Syncs what was written since the last sync. With nothing new it answers with the sync still under
-   * way, if any: a retried batch found stored is on disk only once its original's sync has ended. A
-   * sync that failed leaves the log dirty, so the next one tries again.
+   * Syncs what was written since the last sync, in every segment it went to. With nothing new it
+   * answers with the sync still under way, if any: a retried batch found stored is on disk only once
+   * its original's sync has ended. The segments of a sync that failed wait for the next one.
    */
   sync(): Promise<void> {
-    if (!this.dirty) return this.syncing;
-    this.dirty = false;
+    if (this.unsynced.size === 0) return this.syncing;
+    const segments = [...this.unsynced];
+    this.unsynced.clear();
     this.syncing = (async () => {
       try {
-        await Promise.all(this.segments.slice(-HOT_SEGMENTS).map((s) => s.sync()));
+        await Promise.all(segments.map((s) => s.sync()));
       } catch (err) {
-        this.dirty = true;
+        for (const s of segments) if (this.segments.includes(s)) this.unsynced.add(s);
         throw err;
       }
     })();
