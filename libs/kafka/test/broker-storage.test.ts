@@ -8,7 +8,7 @@ import { OffsetStore } from '../src/broker/log/offset-store';
 import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
 import { BATCH, writeInt64 } from '../src/broker/log/record-batch';
 import { crc32c } from '../src/broker/log/crc32c';
-import { RawClient } from './support/raw-client';
+import { offsetCommitError, offsetCommitV2, RawClient } from './support/raw-client';
 import { TopicSpec } from '@parley/contracts';
 import { createKafkaBus, provisionTopics } from '../src';
 import { pingTopic } from './support/kafka-suite';
@@ -576,6 +576,39 @@ describe('broker storage', () => {
       syncs.mockRestore();
       client.close();
       await Promise.all([producer.disconnect(), admin.disconnect()]);
+      await broker.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("under fsync 'always' a commit whose sync failed is not answered as committed; the next sync tries again", async () => {
+    const dir = tmp();
+    const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
+    const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: 'durable' }] });
+    const client = await RawClient.connect(broker.address);
+    const syncs = jest
+      .spyOn(fs, 'fdatasync')
+      .mockImplementationOnce(((_fd: number, callback: (err: NodeJS.ErrnoException | null) => void) =>
+        callback(
+          Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }),
+        )) as typeof fs.fdatasync);
+    try {
+      const commit = offsetCommitV2('g', -1, '', { topic: 'durable', partition: 0, offset: 1 });
+      const answer = await Promise.race([
+        client.request(8, 2, commit).then(offsetCommitError),
+        client.closed.then(() => 'connection closed'),
+      ]);
+      expect(answer).toBe('connection closed'); // the client commits again, as after a lost answer
+      expect(syncs).toHaveBeenCalledTimes(1);
+      // Nothing new written since: the next sync (the next commit's, the interval's, the stop's) runs all the same.
+      await broker.stop();
+      expect(syncs).toHaveBeenCalledTimes(2);
+    } finally {
+      syncs.mockRestore();
+      client.close();
+      await admin.disconnect();
       await broker.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     }

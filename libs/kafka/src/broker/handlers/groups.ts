@@ -116,7 +116,8 @@ export const offsetCommit: Handler = async ({ apiVersion }, r, broker) => {
     });
   });
   broker.offsets.commit(groupId, commits);
-  // As a produce under `fsync: always`: on disk before it is acknowledged.
+  // As a produce under `fsync: always`: on disk before it is acknowledged. A failed sync fails the
+  // request (its connection closes, as a produce's): the client commits again.
   if (broker.topics.fsync === 'always' && commits.length > 0) await broker.offsets.sync();
   return w;
 };

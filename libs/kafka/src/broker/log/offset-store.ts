@@ -219,11 +219,18 @@ export class OffsetStore {
     this.lines = out.length;
   }
 
+  /** Syncs what was written since the last sync; one that failed leaves it to the next to try again. */
   sync(): Promise<void> {
     if (this.fd === null || !this.dirty) return Promise.resolve();
     this.dirty = false;
     const fd = this.fd;
-    return new Promise((resolve) => fs.fdatasync(fd, () => resolve()));
+    return new Promise((resolve, reject) =>
+      fs.fdatasync(fd, (err) => {
+        if (!err) return resolve();
+        this.dirty = true;
+        reject(err);
+      }),
+    );
   }
 
   close(): void {
