@@ -1,7 +1,17 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Type, Static } from '@sinclair/typebox';
-import { Admin, AssignerProtocol, Consumer, Kafka, logLevel, Partitioners, Producer } from 'kafkajs';
+import {
+  Admin,
+  AssignerProtocol,
+  Consumer,
+  Kafka,
+  logLevel,
+  PartitionAssigner,
+  PartitionAssigners,
+  Partitioners,
+  Producer,
+} from 'kafkajs';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { dlqTopic, TopicSpec } from '@parley/contracts';
@@ -296,6 +306,52 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
       await waitFor(() => assigned.length === 2, 15_000, 'a owns both partitions again');
       // Evicted by the session timeout (1500 ms in the child), not at once by the closed socket.
       expect(Date.now() - killedAt).toBeGreaterThanOrEqual(1000);
+    }, 45_000);
+
+    test("a follower waits in SyncGroup for a leader that assigns slower than the follower's session timeout, and gets its partitions", async () => {
+      const topic = unique('slow-leader');
+      const groupId = unique('g');
+      await createTopic(topic, 2);
+      // The leader takes 2 s to assign two members (a busy process, a large group): longer than the
+      // follower's 1 s session, well within its own. Kafka keeps a member alive while it waits in
+      // SyncGroup; evicted there, the follower rejoins as a new member, which sends the group into
+      // another rebalance whose assignment takes as long: the follower never gets its partitions.
+      const slowRoundRobin: PartitionAssigner = (config) => {
+        const roundRobin = PartitionAssigners.roundRobin(config);
+        return {
+          ...roundRobin,
+          name: 'SlowRoundRobin',
+          protocol: (subscription) => ({ ...roundRobin.protocol(subscription), name: 'SlowRoundRobin' }),
+          async assign(group) {
+            if (group.members.length > 1) await sleep(2000);
+            return roundRobin.assign(group);
+          },
+        };
+      };
+      const assigned = new Map<string, number[]>();
+      const start = async (name: string, sessionTimeout: number) => {
+        const c = later(
+          kafka('suite-consumer').consumer({
+            groupId,
+            ...FAST_CONSUMER,
+            sessionTimeout,
+            rebalanceTimeout: 10_000,
+            partitionAssigners: [slowRoundRobin],
+          }),
+        );
+        c.on(c.events.GROUP_JOIN, (e) => assigned.set(name, e.payload.memberAssignment[topic] ?? []));
+        await c.connect();
+        await c.subscribe({ topic });
+        await c.run({ eachMessage: async () => undefined });
+      };
+      await start('leader', 10_000);
+      await waitFor(() => assigned.get('leader')?.length === 2, 15_000, 'the leader owns both partitions');
+      await start('follower', 1000);
+      await waitFor(
+        () => assigned.get('follower')?.length === 1 && assigned.get('leader')?.length === 1,
+        15_000,
+        'the follower gets a partition',
+      );
     }, 45_000);
 
     test('committed offsets resume', async () => {

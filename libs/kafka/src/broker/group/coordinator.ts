@@ -160,10 +160,7 @@ export class GroupCoordinator {
   private prepareRebalance(g: Group, reason: string): void {
     this.logger.debug({ group: g.id, generation: g.generation, reason }, 'rebalance');
     g.state = 'PreparingRebalance';
-    for (const m of g.members.values()) {
-      m.pendingSync?.({ errorCode: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
-      m.pendingSync = undefined;
-    }
+    for (const m of g.members.values()) this.answerSync(g, m, ErrorCode.REBALANCE_IN_PROGRESS);
     clearTimeout(g.rebalanceTimer);
     const timeout = Math.max(0, ...[...g.members.values()].map((m) => m.rebalanceTimeout));
     g.rebalanceTimer = setTimeout(() => this.rebalanceTimedOut(g), timeout);
@@ -239,14 +236,22 @@ export class GroupCoordinator {
         if (target) target.assignment = Buffer.from(a.assignment); // the request frame is not kept
       }
       g.state = 'Stable';
-      for (const other of g.members.values()) {
-        other.pendingSync?.({ errorCode: ErrorCode.NONE, assignment: other.assignment });
-        other.pendingSync = undefined;
-      }
+      for (const other of g.members.values()) this.answerSync(g, other, ErrorCode.NONE, other.assignment);
       return answer(ErrorCode.NONE, m.assignment);
     }
     m.pendingSync?.({ errorCode: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
     return new Promise((resolve) => (m.pendingSync = resolve));
+  }
+
+  /**
+   * Answers a member's waiting SyncGroup. Its session starts again from the answer, as in Kafka: it
+   * sent no heartbeat while it waited, and its session timer may have run out meanwhile (`expire`).
+   */
+  private answerSync(g: Group, m: Member, errorCode: number, assignment = EMPTY): void {
+    if (!m.pendingSync) return;
+    m.pendingSync({ errorCode, assignment });
+    m.pendingSync = undefined;
+    this.touch(g, m);
   }
 
   heartbeat(groupId: string, generation: number, memberId: string): number {
@@ -333,6 +338,9 @@ export class GroupCoordinator {
   private expire(g: Group, m: Member): void {
     if (g.members.get(m.id) !== m) return;
     if (m.pendingJoin) return; // waiting in the barrier: the rebalance timeout decides
+    // Waiting in SyncGroup for the leader's assignment, which can take longer than this member's
+    // session (Kafka keeps such a member too): the leader's own session bounds the wait.
+    if (m.pendingSync) return;
     this.removeMember(g, m, 'session timed out');
     this.afterRemoval(g);
   }
