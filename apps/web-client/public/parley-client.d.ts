@@ -44,6 +44,11 @@ export declare class ParleyClient extends EventTarget {
   readonly outbox: Map<string, Json>;
   start(): void;
   close(): void;
+  /**
+   * Catch-up through `GET /v1/messages`, every page until `next` is null (what the user has not
+   * acked, however much): hands each new deliverable to the app and acks it; resolves to how many
+   * were new. Stops early at `close()`; a ParleyError `sync_stalled` if the server repeats a cursor.
+   */
   sync(): Promise<number>;
   send(to: string, body: unknown, chat?: 'direct' | 'group', id?: string): { id: string; mid: string | null };
   /** Read receipts for these mids, kept in the outbox until accepted; returns the frames' ids. */

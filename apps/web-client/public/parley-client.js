@@ -390,16 +390,23 @@ export class ParleyClient extends EventTarget {
   }
 
   /**
-   * Catch-up: pages through `GET /v1/messages` (what the user has not acked yet, oldest first),
-   * hands every new deliverable to the app, and acks them all. Returns how many were new.
+   * Catch-up: pages through `GET /v1/messages` (what the user has not acked yet, oldest first)
+   * until its `next` is null, hands every new deliverable to the app, and acks them all. Returns
+   * how many were new. It stops early at `close()` (what it did not reach stays stored for the next
+   * sync), and throws a `ParleyError` `sync_stalled` (status 200) if the server hands back a cursor
+   * it gave before.
    */
   async sync() {
+    const closes = this.closes;
+    const cursors = new Set();
     let after = null;
     let fresh = 0;
-    for (let page = 0; page < 50; page++) {
+    for (;;) {
       const query = new URLSearchParams({ limit: '100' });
       if (after) query.set('after', after);
       const { messages, next } = await this.rest('GET', `/v1/messages?${query}`);
+      // Signed out meanwhile: what the app would no longer keep must not be acked.
+      if (this.closes !== closes) return fresh;
       const mids = [];
       for (const frame of messages) {
         if (!this.seen.has(frame.mid)) fresh++;
@@ -410,10 +417,13 @@ export class ParleyClient extends EventTarget {
       if (mids.length > 0 && !this.#sendRaw({ type: 'ack', mids }))
         await this.rest('POST', '/v1/send', { type: 'ack', mids });
       for (const mid of mids) this.pendingAcks.delete(mid);
-      if (!next) break;
+      if (!next) return fresh;
+      // A cursor seen before would page the same rows again, for ever.
+      if (cursors.has(next))
+        throw new ParleyError(200, 'sync_stalled', `GET /v1/messages gave the cursor ${next} twice`);
+      cursors.add(next);
       after = next;
     }
-    return fresh;
   }
 
   // ---------------------------------------------------------------- sending

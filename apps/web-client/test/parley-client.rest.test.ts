@@ -235,3 +235,95 @@ describe('parley-client.js REST retries', () => {
     );
   });
 });
+
+/**
+ * A stand-in for GET /v1/messages and REST acks over a store that really stores: pending frames by
+ * position, pages of at most `pageSize` after the cursor (persistence-ms ends a page once its frames
+ * reach 1 MiB: 16 messages of 64 KiB), an ack removes what it names.
+ */
+function syncStandIn(count: number, pageSize: number) {
+  const pending = new Map(
+    Array.from({ length: count }, (_, i) => [
+      i + 1,
+      { type: 'message', mid: `bob:m${i}`, from: 'bob', body: i },
+    ]),
+  );
+  const pagesAsked: Array<string | null> = [];
+  const answer = (request: IncomingMessage, body: string, response: ServerResponse) => {
+    const url = new URL(request.url!, 'http://x');
+    if (request.method === 'POST' && url.pathname === '/v1/send') {
+      const acked = new Set((JSON.parse(body) as { mids: string[] }).mids);
+      for (const [seq, frame] of pending) if (acked.has(frame.mid)) pending.delete(seq);
+      return json(response, 200, { accepted: true });
+    }
+    const after = url.searchParams.get('after');
+    pagesAsked.push(after);
+    const limit = Math.min(pageSize, Number(url.searchParams.get('limit')));
+    const rows = [...pending].filter(([seq]) => seq > Number(after ?? 0));
+    const page = rows.slice(0, limit);
+    const next = rows.length > limit ? String(page[page.length - 1][0]) : null;
+    json(response, 200, { messages: page.map(([, frame]) => frame), next });
+  };
+  return { pending, pagesAsked, answer };
+}
+
+describe('parley-client.js sync', () => {
+  it('catches up on the whole backlog in one sync, however many pages it takes (not 50 pages, then silence)', async () => {
+    // 700 messages in pages of 10: 70 pages (the old client stopped after 50, 500 messages).
+    const server = syncStandIn(700, 10);
+    await withRestStandIn(server.answer, async (c) => {
+      const mids: string[] = [];
+      c.addEventListener('message', (event) => mids.push((event as CustomEvent).detail.mid));
+      expect(await c.sync()).toBe(700);
+      expect(mids).toEqual(Array.from({ length: 700 }, (_, i) => `bob:m${i}`));
+    });
+    expect(server.pending.size).toBe(0); // all acked
+    expect(server.pagesAsked).toHaveLength(70);
+  });
+
+  it('throws sync_stalled on a server whose cursor does not move on, or comes round again, rather than paging for ever', async () => {
+    for (const cursors of [
+      ['c1', 'c1'],
+      ['c1', 'c2', 'c3', 'c1'],
+    ]) {
+      const asked: Array<string | null> = [];
+      await withRestStandIn(
+        (request, _body, response) => {
+          if (request.method === 'POST') return json(response, 200, { accepted: true });
+          asked.push(new URL(request.url!, 'http://x').searchParams.get('after'));
+          const n = asked.length;
+          const mid = `bob:m${n}`;
+          json(response, 200, {
+            messages: [{ type: 'message', mid }],
+            next: cursors[(n - 1) % cursors.length],
+          });
+        },
+        async (c) => {
+          await expect(c.sync()).rejects.toMatchObject({ code: 'sync_stalled' });
+        },
+      );
+      expect(asked).toEqual([null, ...cursors.slice(0, -1)]);
+    }
+  });
+
+  it('stops at close(): a page answered after it is neither handed to the app nor acked, and stays stored', async () => {
+    const server = syncStandIn(50, 10);
+    let client: ParleyClient | undefined;
+    await withRestStandIn(
+      (request, body, response) => {
+        // Signed out while the second page is on its way.
+        if (request.method === 'GET' && server.pagesAsked.length === 1) client!.close();
+        server.answer(request, body, response);
+      },
+      async (c) => {
+        client = c;
+        const mids: string[] = [];
+        c.addEventListener('message', (event) => mids.push((event as CustomEvent).detail.mid));
+        expect(await c.sync()).toBe(10);
+        expect(mids).toHaveLength(10);
+      },
+    );
+    expect(server.pending.size).toBe(40);
+    expect(server.pagesAsked).toHaveLength(2);
+  });
+});
