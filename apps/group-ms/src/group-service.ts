@@ -20,8 +20,7 @@ import {
   GroupRules,
   GroupState,
 } from './group';
-import type { GroupPosition } from './cursor';
-import { GroupNotice, GroupStore } from './group-store';
+import { GroupNotice, GroupStore, MemberPage } from './group-store';
 
 /** What has to be published after a change. */
 export interface GroupEffects {
@@ -72,7 +71,7 @@ export class GroupService {
     return this.store.find(id);
   }
 
-  listForMember(user: string, page: { after?: GroupPosition; limit: number }): Promise<GroupState[]> {
+  listForMember(user: string, page: MemberPage): Promise<{ groups: GroupState[]; more: boolean }> {
     return this.store.listForMember(user, page);
   }
 

@@ -2,6 +2,13 @@ import { ErrorCode, GroupChangeFrame, TopicPosition } from '@parley/contracts';
 import type { GroupPosition } from './cursor';
 import { GroupState } from './group';
 
+/** Which page of a member's groups: after `after` (from the start without), at most `limit` and `maxBytes`. */
+export interface MemberPage {
+  after?: GroupPosition;
+  limit: number;
+  maxBytes?: number;
+}
+
 /** What a change tells the world: the `group` frame, who receives it, and the members after it. */
 export interface GroupNotice {
   frame: GroupChangeFrame;
@@ -53,9 +60,10 @@ export interface GroupStore {
   find(id: string): Promise<GroupState | undefined>;
   /**
    * A page of the user's groups, oldest first (by creation, then id): at most `limit` of them after
-   * `after`.
+   * `after`, and none more once they reach `maxBytes` as JSON (GROUP_PAGE_MAX_BYTES; one group at
+   * least). `more`: the page stopped at either, and more follow its last.
    */
-  listForMember(user: string, page: { after?: GroupPosition; limit: number }): Promise<GroupState[]>;
+  listForMember(user: string, page: MemberPage): Promise<{ groups: GroupState[]; more: boolean }>;
   apply(
     group: string,
     opMid: string,

@@ -21,6 +21,7 @@ import {
   serverMid,
   TopicPosition,
 } from '@parley/contracts';
+import type { FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { actingUser, contractsBodyValidator, HttpServer } from '@parley/service-kit';
 import { groupCursor, GroupPosition } from './cursor';
@@ -51,6 +52,12 @@ export interface GroupRoutesDeps {
   reports: Pick<ReportStore, 'forgetReportsOf'>;
 }
 
+/**
+ * Lists asked without paging that pass one page (GROUP_PAGE_MAX_BYTES) answered at once; past them
+ * such a list is refused 503 unavailable, to be asked again (or paged).
+ */
+export const LARGE_LISTS_AT_ONCE = 2;
+
 /** A server mid unique per REST change; `~group-rest:` cannot collide with pipe notices (`~group:`). */
 const restNoticeMid = (by: string, newId: () => string) => serverMid('group-rest', by, newId());
 
@@ -71,37 +78,71 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     return outcome.state!;
   };
 
-  /** The user's groups, a page of `limit` at a time, oldest first. */
-  async function* pagesOf(user: string, limit: number): AsyncGenerator<GroupState[]> {
+  /** The user's groups, a page of `limit` (and GROUP_PAGE_MAX_BYTES) at a time, oldest first. */
+  async function* pagesOf(
+    user: string,
+    limit: number,
+  ): AsyncGenerator<{ groups: GroupState[]; more: boolean }> {
     for (let after: GroupPosition | undefined; ;) {
       const page = await deps.groups.listForMember(user, { after, limit });
       yield page;
-      if (page.length < limit) return;
-      after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+      if (!page.more) return;
+      after = { createdAt: page.groups.at(-1)!.createdAt, id: page.groups.at(-1)!.id };
     }
   }
+
+  /** Lists asked without paging that pass one page, under way now (at most LARGE_LISTS_AT_ONCE). */
+  let largeLists = 0;
+  /**
+   * Lets a list that passes one page go on, or refuses it. It counts until both its reading is over
+   * (the call returned) and its answer is sent or its caller gone.
+   */
+  const admitLargeList = (reply: FastifyReply): (() => void) => {
+    if (largeLists >= LARGE_LISTS_AT_ONCE)
+      throw new ParleyError(
+        'unavailable',
+        `${LARGE_LISTS_AT_ONCE} lists of more than one page are under way: try again, or page with ?limit= and ?after=`,
+      );
+    // Its caller gone already (timed out), its 'close' came and went: nobody to answer.
+    if (reply.raw.closed) throw new ParleyError('unavailable', 'the caller is gone');
+    largeLists++;
+    let open = 2;
+    const done = () => {
+      if (--open === 0) largeLists--;
+    };
+    reply.raw.once('close', done);
+    return done;
+  };
 
   /**
    * Every group of the user, for a list asked without paging: read a page at a time, and refused
    * once it holds more members than the largest page can (GROUP_LIST_MAX_LIMIT full groups). Read
    * in one go, a user put in thousands of full groups (anyone may create a group naming anyone)
-   * made one request load and serialize millions of member rows.
+   * made one request load and serialize millions of member rows. One that passes a page is admitted
+   * only while few others are under way: each holds up to some 14 MB of JSON, here and in the
+   * rest-gateway that asked, and 17 at once took a rest-gateway past its 512 MiB.
    */
-  const allGroupsOf = async (user: string): Promise<GroupState[]> => {
+  const allGroupsOf = async (user: string, reply: FastifyReply): Promise<GroupState[]> => {
     const all: GroupState[] = [];
     let members = 0;
-    for await (const page of pagesOf(user, GROUP_LIST_MAX_LIMIT)) {
-      for (const group of page) {
-        all.push(group);
-        members += group.members.length;
+    let admitted: (() => void) | undefined;
+    try {
+      for await (const { groups, more } of pagesOf(user, GROUP_LIST_MAX_LIMIT)) {
+        for (const group of groups) {
+          all.push(group);
+          members += group.members.length;
+        }
+        if (members > deps.maxListedMembers)
+          throw new ParleyError(
+            'invalid_request',
+            `more groups than one answer holds: their members pass ${deps.maxListedMembers}; page with ?limit= (at most ${GROUP_LIST_MAX_LIMIT}) and ?after=`,
+          );
+        if (more) admitted ??= admitLargeList(reply);
       }
-      if (members > deps.maxListedMembers)
-        throw new ParleyError(
-          'invalid_request',
-          `more groups than one answer holds: their members pass ${deps.maxListedMembers}; page with ?limit= (at most ${GROUP_LIST_MAX_LIMIT}) and ?after=`,
-        );
+      return all;
+    } finally {
+      admitted?.();
     }
-    return all;
   };
 
   // group-message-router, on meeting ops in the group topic: applied before it routes the messages
@@ -133,25 +174,19 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
   app.get(
     '/internal/groups',
     { schema: { querystring: GroupListQuery, response: { 200: GroupList } } },
-    async (request): Promise<GroupList> => {
+    async (request, reply): Promise<GroupList> => {
       const user = actingUser(request);
       const { after, limit } = request.query;
       if (limit === undefined && after === undefined)
-        return { groups: (await allGroupsOf(user)).map(toGroup) };
-      const size = limit ?? GROUP_LIST_DEFAULT_LIMIT;
-      // One more than the page: whether there is a next one.
-      const groups = await deps.groups.listForMember(user, {
+        return { groups: (await allGroupsOf(user, reply)).map(toGroup) };
+      const { groups, more } = await deps.groups.listForMember(user, {
         after: groupCursor.decode(after),
-        limit: size + 1,
+        limit: limit ?? GROUP_LIST_DEFAULT_LIMIT,
       });
-      const page = groups.slice(0, size);
-      const last = page.at(-1);
+      const last = groups.at(-1);
       return {
-        groups: page.map(toGroup),
-        next:
-          groups.length > size && last
-            ? groupCursor.encode({ createdAt: last.createdAt, id: last.id })
-            : null,
+        groups: groups.map(toGroup),
+        next: more && last ? groupCursor.encode({ createdAt: last.createdAt, id: last.id }) : null,
       };
     },
   );
@@ -191,8 +226,8 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       await deps.reports.forgetReportsOf(user);
       const startedAt = performance.now();
       let left = 0;
-      for await (const page of pagesOf(user, deps.erasePageSize))
-        for (const group of page) {
+      for await (const { groups } of pagesOf(user, deps.erasePageSize))
+        for (const group of groups) {
           // At least one group a call, so that calls again always get further.
           if (left > 0 && performance.now() - startedAt >= deps.eraseBudgetMs) {
             deps.logger.info({ user, left }, 'account erasure: more groups to leave, answered 503');

@@ -1,6 +1,6 @@
 import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { GroupState, Member, Role } from './group';
-import { ParleyError, TopicPosition } from '@parley/contracts';
+import { GROUP_PAGE_MAX_BYTES, ParleyError, TopicPosition } from '@parley/contracts';
 import {
   ApplyResult,
   BlockOutcome,
@@ -20,6 +20,11 @@ interface GroupRow {
   updated_at: string | number;
 }
 
+/** About the bytes of group `f` (its `id` and `name`) as toGroup writes it: each member, each admin again. */
+const GROUP_JSON_SIZE = `(SELECT 70 + octet_length(f.id) + octet_length(f.name)
+     + coalesce(sum((octet_length(s.user_id) + 3) * CASE s.role WHEN 'admin' THEN 2 ELSE 1 END), 0)
+   FROM group_members s WHERE s.group_id = f.id)`;
+
 /** Advisory-lock namespace for per-group serialization (the second key is hashtext(group id)). */
 const GROUP_LOCK_NAMESPACE = 7104;
 /** Advisory-lock namespace for one user's blocks (the second key is hashtext(user id)). */
@@ -34,15 +39,39 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
       await migrate(db, 'group-ms', GROUP_MIGRATIONS);
     },
     find: (id) => findGroup(db, id),
-    listForMember: (user, page) =>
-      readGroups(
-        db,
-        `WHERE g.id IN (SELECT p.id FROM groups p JOIN group_members pm ON pm.group_id = p.id
-           WHERE pm.user_id = $1 AND (p.created_at, p.id) > ($2::bigint, $3::text)
-           ORDER BY p.created_at, p.id LIMIT $4)`,
-        [user, page.after?.createdAt ?? -1, page.after?.id ?? '', page.limit],
-        'g.created_at, g.id',
-      ),
+    async listForMember(user, { after, limit, maxBytes = GROUP_PAGE_MAX_BYTES }) {
+      // Of the first `limit + 1` groups, those whose predecessors hold under `maxBytes` are read with
+      // their members, `limit` at most: a page of 200 full groups was 200,000 rows at once. Each is
+      // sized (about as toGroup writes it) only once its predecessors are known to hold under it.
+      const rows = await db.query<GroupRow & { considered: string; users: string[]; roles: Role[] }>(
+        `WITH RECURSIVE firsts AS (
+           SELECT id, name, row_number() OVER (ORDER BY created_at, id) AS n, count(*) OVER () AS considered
+           FROM (
+             SELECT p.id, p.name, p.created_at FROM groups p JOIN group_members pm ON pm.group_id = p.id
+             WHERE pm.user_id = $1 AND (p.created_at, p.id) > ($2::bigint, $3::text)
+             ORDER BY p.created_at, p.id LIMIT $4 + 1
+           ) candidates
+         ), page (n, id, considered, through) AS (
+           SELECT n, id, considered, ${GROUP_JSON_SIZE} FROM firsts f WHERE n = 1
+           UNION ALL
+           SELECT f.n, f.id, f.considered, page.through + ${GROUP_JSON_SIZE}
+           FROM page JOIN firsts f ON f.n = page.n + 1
+           WHERE page.through < $5 AND f.n <= $4
+         )
+         SELECT g.id, g.name, g.created_by, g.created_at, g.updated_at, page.considered,
+                array_agg(m.user_id ORDER BY m.seq) AS users, array_agg(m.role ORDER BY m.seq) AS roles
+         FROM page JOIN groups g ON g.id = page.id JOIN group_members m ON m.group_id = g.id
+         GROUP BY g.id, page.considered
+         ORDER BY g.created_at, g.id`,
+        [user, after?.createdAt ?? -1, after?.id ?? '', limit, maxBytes],
+      );
+      // A row a group, its members in arrays: a row a member repeated the group's columns each time.
+      const groups = rows.rows.map((row) => ({
+        ...stateOf(row),
+        members: row.users.map((member, i) => ({ user: member, role: row.roles[i] })),
+      }));
+      return { groups, more: Number(rows.rows[0]?.considered ?? 0) > groups.length };
+    },
     async apply(group, opMid, decide, replayable) {
       const result = await db.transaction(async (tx) => {
         try {

@@ -4,6 +4,7 @@ import {
   deliveriesIn,
   GroupCommandEvent,
   GroupFrame,
+  GROUP_PAGE_MAX_BYTES,
   REPORT_PAGE_MAX_BYTES,
   ReportList,
   TOPICS,
@@ -13,6 +14,7 @@ import { migrate, SqlDatabase } from '@parley/postgres';
 import { testDatabases } from '@parley/postgres/testing';
 import { createMetricsRegistry, DAY_MS, internalHeaders, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMs, GroupMs, GroupMsDeps } from '../src/app';
+import { LARGE_LISTS_AT_ONCE } from '../src/http-routes';
 import { GROUP_MIGRATIONS } from '../src/migrations';
 import { createSqlReportStore } from '../src/reports';
 import { createSqlGroupStore } from '../src/sql-group-store';
@@ -182,6 +184,88 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     await call('DELETE', '/internal/groups/full-0/members/h1', 'h1');
     const h1 = await call('GET', '/internal/groups', 'h1');
     expect([h1.statusCode, h1.json().groups.length]).toEqual([200, 200]);
+  });
+
+  it("cuts a page of a member's groups once they reach GROUP_PAGE_MAX_BYTES, whatever its limit, one group at least, and pages on to the rest", async () => {
+    await service.stop();
+    service = groupMs({ newId: () => `id${++ids}`, maxMembers: 1024 });
+    await service.start();
+    // 20 full groups of 64-character ids, about 68 kB each as JSON: 1.4 MB in all.
+    const longId = (name: string) => name.padEnd(64, '.');
+    const members = Array.from({ length: 1023 }, (_, i) => longId(`wide-member-${i}`));
+    const created: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const id = longId(`wide-${String(i).padStart(2, '0')}`);
+      const create = await call('POST', '/internal/groups', 'wide-owner', {
+        id,
+        name: 'n'.repeat(200),
+        members,
+      });
+      expect(create.statusCode).toBe(201);
+      created.push(id);
+    }
+    const groupSize = JSON.stringify(
+      (await call('GET', `/internal/groups/${created[0]}`, 'wide-owner')).json(),
+    ).length;
+    const listed: string[] = [];
+    const pageSizes: number[] = [];
+    for (let after = ''; ;) {
+      const page = await call('GET', `/internal/groups?limit=200${after && `&after=${after}`}`, 'wide-owner');
+      pageSizes.push(page.rawPayload.length);
+      const { groups, next } = page.json() as { groups: Array<{ id: string }>; next: string | null };
+      listed.push(...groups.map((g) => g.id));
+      if (next === null) break;
+      after = next;
+    }
+    expect(listed).toEqual(created); // in order, each once
+    expect(pageSizes.length).toBe(2);
+    for (const size of pageSizes) expect(size).toBeLessThan(GROUP_PAGE_MAX_BYTES + groupSize);
+    // One group at least, though one alone passes the bound.
+    const one = await createSqlGroupStore(db).listForMember('wide-owner', { limit: 200, maxBytes: 1 });
+    expect([one.groups.map((g) => g.id), one.more]).toEqual([[created[0]], true]);
+    // Without paging, all of them still come at once (their members are under 200 full groups').
+    expect((await call('GET', '/internal/groups', 'wide-owner')).json().groups).toHaveLength(20);
+  });
+
+  it('answers at most LARGE_LISTS_AT_ONCE lists of more than one page asked without paging at once, and refuses another 503 until one is sent', async () => {
+    // Pages of one group each (their bound at 1 byte), and the second page of each list held back.
+    const store = createSqlGroupStore(db);
+    let waiting = 0;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await service.stop();
+    service = groupMs({
+      newId: () => `id${++ids}`,
+      store: {
+        ...store,
+        async listForMember(user, page) {
+          if (page.after) {
+            waiting++;
+            await held;
+          }
+          return store.listForMember(user, { ...page, maxBytes: 1 });
+        },
+      },
+    });
+    await service.start();
+    for (const id of ['ll-0', 'll-1', 'll-2'])
+      await call('POST', '/internal/groups', 'lister', { id, name: id, members: [] });
+    const first = [call('GET', '/internal/groups', 'lister'), call('GET', '/internal/groups', 'lister')];
+    await waitFor(() => waiting === LARGE_LISTS_AT_ONCE);
+    const refused = await call('GET', '/internal/groups', 'lister');
+    expect([refused.statusCode, refused.json().error.code, refused.headers['retry-after']]).toEqual([
+      503,
+      'unavailable',
+      expect.any(String),
+    ]);
+    expect(refused.json().error.message).toMatch(/page with \?limit=/);
+    // Paged, it is answered meanwhile.
+    expect((await call('GET', '/internal/groups?limit=200', 'lister')).statusCode).toBe(200);
+    release();
+    for (const answer of await Promise.all(first))
+      expect(answer.json().groups.map((g: { id: string }) => g.id)).toEqual(['ll-0', 'll-1', 'll-2']);
+    // Once they are sent, another is answered.
+    expect((await call('GET', '/internal/groups', 'lister')).json().groups).toHaveLength(3);
   });
 
   it('has an erased user leave every group, past one page of them, as a leave each (the members are told, not the user)', async () => {

@@ -552,7 +552,10 @@ export class ParleyClient extends EventTarget {
     return this.rest('POST', '/v1/groups', { id, name, members });
   }
 
-  /** `GET /v1/groups`, a page of 200 at a time (one answer without paging is refused past 200 full groups' members). */
+  /**
+   * `GET /v1/groups`, a page of up to 200 at a time (fewer past 1 MiB) while `next` is not null (one
+   * answer without paging is refused past 200 full groups' members, or 503 while the server is busy).
+   */
   async groups() {
     const groups = [];
     for (let after = ''; ;) {

@@ -23,6 +23,13 @@ export const SYNC_PAGE_MAX_BYTES = 1024 * 1024;
 /** Groups in one page of `GET /v1/groups?after=` without a `limit`, and the most a `limit` may ask. */
 export const GROUP_LIST_DEFAULT_LIMIT = 100;
 export const GROUP_LIST_MAX_LIMIT = 200;
+/**
+ * A page of `GET /v1/groups` stops once its groups reach about this (one group at least), whatever
+ * its `limit`: 200 full groups (1,024 members of 64-character ids) made a 13.8 MB answer, which
+ * took group-ms from 150 to 370 MB for one call (four at once ran it out of its 384 MiB heap) and
+ * rest-gateway past its container's 512 MiB at 17 at once.
+ */
+export const GROUP_PAGE_MAX_BYTES = 1024 * 1024;
 export const MAX_PRESENCE_USERS = 200;
 /** Users one user may block: `GET /v1/blocks` answers them all at once. */
 export const MAX_BLOCKS_PER_USER = 1000;

@@ -12,6 +12,7 @@ import {
 import { Deliverable, ErrorCodeSchema } from './server-frames';
 import {
   GROUP_LIST_MAX_LIMIT,
+  GROUP_PAGE_MAX_BYTES,
   MAX_BLOCKS_PER_USER,
   MAX_MUTES_PER_USER,
   MAX_GROUP_MEMBERS_PER_OP,
@@ -142,8 +143,7 @@ export const GroupListQuery = Type.Object(
       Type.Integer({
         minimum: 1,
         maximum: GROUP_LIST_MAX_LIMIT,
-        description:
-          'Groups per page (100 when only `after` is given); with neither, every group comes at once, with no `next`',
+        description: `Groups per page (100 when only \`after\` is given), fewer once their groups reach ${GROUP_PAGE_MAX_BYTES / 1024 / 1024} MiB (one at least): page on while \`next\` is not null; with neither, every group comes at once, with no \`next\``,
       }),
     ),
   },
