@@ -39,6 +39,8 @@ export interface HttpServerOptions {
   trustProxy?: boolean;
   /** How long close() waits for the requests under way before it cuts their connections (CLOSE_GRACE_MS). */
   closeGraceMs?: number;
+  /** How long a connection may go without a byte read or written before it is cut (IDLE_SOCKET_MS). */
+  idleSocketMs?: number;
 }
 
 /**
@@ -47,6 +49,13 @@ export interface HttpServerOptions {
  * SHUTDOWN_TIMEOUT_MS's default, which the consumers' last commits need after it.
  */
 export const CLOSE_GRACE_MS = 12_000;
+
+/**
+ * How long a connection with a request under way may go without a byte moving either way: a client
+ * that stops reading its answer (gone dark, or on purpose) held the answer's buffers for good, up
+ * to a MiB a sync or group page. Idle keep-alive connections end sooner (fastify's 72 s).
+ */
+export const IDLE_SOCKET_MS = 120_000;
 
 export type HttpServer = FastifyInstance<
   RawServerDefault,
@@ -73,6 +82,7 @@ export function buildHttpServer(options: HttpServerOptions): HttpServer {
     // fastify's default is none: a client trickling a body could hold a socket for good. Node checks
     // every 30 s, so a request still incomplete after 30-60 s is answered 408 and closed.
     requestTimeout: 30_000,
+    connectionTimeout: options.idleSocketMs ?? IDLE_SOCKET_MS,
     // A path segment past the ids' 64 characters reaches the schema (400 naming the param), not a 414.
     // As long as the request line itself (Node refuses more than 16 KiB of it and the headers, 431):
     // one the router refused for its length fell to the web client's files (a 404 "no route") on a

@@ -13,13 +13,14 @@ import {
   unavailableRetryAfterMs,
 } from '@parley/service-kit';
 
-function build(readiness = new Readiness(200), closeGraceMs?: number) {
+function build(readiness = new Readiness(200), closeGraceMs?: number, idleSocketMs?: number) {
   const app = buildHttpServer({
     logger: silentLogger(),
     metrics: createMetricsRegistry('test', { collectDefaults: false }),
     readiness,
     bodyLimit: 100,
     closeGraceMs,
+    idleSocketMs,
   });
   app.post(
     '/echo',
@@ -415,5 +416,32 @@ describe('buildHttpServer', () => {
     expect(closed).toBe(true);
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(250); // it had its grace
     await ended;
+  });
+
+  it('cuts a connection whose client stopped reading its answer once nothing moved for idleSocketMs, and keeps one that reads', async () => {
+    const app = build(new Readiness(200), undefined, 500);
+    const answer = 'x'.repeat(32 * 1024 * 1024); // past what the two sockets' buffers hold
+    app.get('/big', async (_request, reply) => reply.type('text/plain').send(answer));
+    const address = (await app.listen({ port: 0, host: '127.0.0.1' })) as string;
+    const fetchBig = async (readAfterMs: number) => {
+      const socket = net.connect(Number(new URL(address).port), '127.0.0.1');
+      afterClose.push(async () => socket.destroy());
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.pause();
+      socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+      await new Promise((resolve) => setTimeout(resolve, readAfterMs));
+      let received = 0;
+      socket.on('data', (chunk: Buffer) => (received += chunk.length));
+      socket.on('error', () => {}); // a cut may come as a reset
+      socket.resume();
+      const closed = await Promise.race([
+        new Promise((resolve) => socket.once('close', () => resolve(true))),
+        new Promise((resolve) => setTimeout(() => resolve(false), 3000).unref()),
+      ]);
+      return { closed, whole: received >= answer.length };
+    };
+    expect(await fetchBig(0)).toEqual({ closed: false, whole: true }); // keep-alive: stays open
+    expect(await fetchBig(1500)).toEqual({ closed: true, whole: false });
+    await app.close();
   });
 });
