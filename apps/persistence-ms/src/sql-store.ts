@@ -1,4 +1,4 @@
-import { deleteOlderThan, migrate, SqlDatabase, SqlExecutor } from '@parley/postgres';
+import { deleteOlderThan, migrate, PURGE_SKIPS_LOCKED, SqlDatabase, SqlExecutor } from '@parley/postgres';
 import { type Deliverable, SYNC_PAGE_MAX_BYTES } from '@parley/contracts';
 import { MIGRATIONS } from './migrations';
 import { keyOf, OfflineStore, PendingDeliverable, PendingPage, PurgeResult } from './store';
@@ -178,8 +178,14 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       };
       // Last: one unindexed statement (an index would cost every connect's upsert its HOT update),
       // which at tens of millions of rows could pass the statement timeout; it must not keep the
-      // messages and tombstones above from being purged.
-      await db.query('DELETE FROM offline_connects WHERE connected_at < $1', [tombstonesBefore]);
+      // messages and tombstones above from being purged. Joined by address to the rows it could
+      // lock (PURGE_SKIPS_LOCKED): a connection batch upserts its users' rows in key order.
+      await db.query(
+        `DELETE FROM offline_connects c
+         USING (SELECT ctid AS old FROM offline_connects WHERE connected_at < $1 ${PURGE_SKIPS_LOCKED}) o
+         WHERE c.ctid = o.old AND c.connected_at < $1`,
+        [tombstonesBefore],
+      );
       return { ...purged, sequences: await forgetIdleSequences(db, options.purgeBatch ?? 5000, signal) };
     },
   };
@@ -233,7 +239,8 @@ async function reserveSequences(
  * connect remembered: made for every recipient ever stored for, acked or connected (any user id a
  * client names, one that does not exist too), they were kept for good. Deleted by address, and a
  * row a reservation has touched since the statement began (a store, an ack, a connect: each writes
- * a new version) is not deleted: its transaction may have stored behind it. Returns how many went.
+ * a new version) is not deleted: its transaction may have stored behind it, and one a reservation
+ * holds now is skipped (PURGE_SKIPS_LOCKED: reservations lock rows in key order). Returns how many went.
  */
 async function forgetIdleSequences(db: SqlExecutor, batch: number, signal?: AbortSignal): Promise<number> {
   let total = 0;
@@ -244,7 +251,7 @@ async function forgetIdleSequences(db: SqlExecutor, batch: number, signal?: Abor
          SELECT s.ctid FROM offline_sequences s
          WHERE NOT EXISTS (SELECT 1 FROM offline_messages m WHERE m.recipient = s.recipient)
            AND NOT EXISTS (SELECT 1 FROM offline_connects c WHERE c.recipient = s.recipient)
-         LIMIT $1))`,
+         LIMIT $1 ${PURGE_SKIPS_LOCKED}))`,
       [batch],
     );
     total += result.rowCount;

@@ -424,7 +424,7 @@ describe('retention purge racing an ack that refreshes a tombstone (real Postgre
       );
       // The purge: tombstones acked before 500,000 go. Its subquery sees the old acked_at (1,000).
       const purging = store.purge({ messagesBefore: 0, tombstonesBefore: 500_000 });
-      await new Promise((r) => setTimeout(r, 300)); // the purge is now waiting on the row
+      await new Promise((r) => setTimeout(r, 300)); // the purge skips the row the ack holds
       await acker.query('COMMIT');
       const purged = await purging;
       const left = await db.query<{ acked_at: string }>(
@@ -473,7 +473,7 @@ describe('retention purge racing a store for a recipient whose position counter 
           1_000,
         ],
       );
-      // The purge's snapshot sees carl with nothing stored; it waits on the counter's row.
+      // The purge's snapshot sees carl with nothing stored; it skips the counter's row, which the store holds.
       const purging = store.purge({ messagesBefore: 0, tombstonesBefore: 0 });
       await new Promise((r) => setTimeout(r, 300));
       await writer.query('COMMIT');
@@ -484,6 +484,122 @@ describe('retention purge racing a store for a recipient whose position counter 
       expect(await readAll(store, 'carl')).toEqual(['alice:c1', 'alice:c2']);
     } finally {
       await writer.end();
+    }
+  });
+});
+
+/**
+ * A consumer's statement locks rows B, X, A in that order; the purge deletes in physical order, A
+ * then B. The purge holding A waits for B, the batch holding B waits for A once X is free: before
+ * the purge skipped locked rows, Postgres failed one of them with 'deadlock detected' a second later.
+ */
+describe('retention purge racing consumer batches that lock rows in another order (real Postgres)', () => {
+  const OLD = 1_000;
+  const NOW = 1_000_000;
+  /** A's row was written first (the purge meets it first); the batch locks B, then X, then A. */
+  interface CrossedRows {
+    name: string;
+    /** Writes rows A, B and X at OLD, in that order. */
+    setup(store: OfflineStore, db: SqlDatabase): Promise<void>;
+    /** Locks X, as another transaction working on it would. */
+    holdX: string;
+    /** The consumer's batch: one statement locking B, X and A in that order. */
+    batch(store: OfflineStore): Promise<unknown>;
+  }
+  const scenarios: CrossedRows[] = [
+    {
+      // Acks in the order users sent them, not the order their deliverables were stored in.
+      name: 'an ack batch deleting stored deliverables',
+      async setup(store, db) {
+        for (const id of ['a', 'b', 'x'])
+          await store.store([{ to: 'dana', frame: message('eve', id, 'dana') }]);
+        // Deliverables of others, stored lately: at this size the ack finds each by its key, in the
+        // acks' order (below about 100,000 rows, the planner reads the table in physical order).
+        await db.query(
+          `INSERT INTO offline_messages (recipient, mid, seq, frame, stored_at)
+           SELECT 'filler-' || n, 'm', n, '{}', $1 FROM generate_series(1, 100000) AS n`,
+          [NOW],
+        );
+        await db.query('ANALYZE offline_messages');
+      },
+      holdX: "SELECT 1 FROM offline_messages WHERE recipient = 'dana' AND mid = 'eve:x' FOR UPDATE",
+      batch: (store) => store.ackAll([{ user: 'dana', mids: ['eve:b', 'eve:x', 'eve:a'] }]),
+    },
+    {
+      // Connects are noted in byte order of user ids; the purge meets them in the order they were made.
+      name: 'a connection batch noting connects',
+      async setup(store) {
+        for (const user of ['conn-3', 'conn-1', 'conn-2']) await store.markConnected([{ user, at: OLD }]);
+      },
+      holdX: "SELECT 1 FROM offline_connects WHERE recipient = 'conn-2' FOR UPDATE",
+      batch: (store) =>
+        store.markConnected(['conn-1', 'conn-2', 'conn-3'].map((user) => ({ user, at: NOW }))),
+    },
+    {
+      // Position counters are reserved in byte order of user ids; the purge forgets idle ones in the order they were made.
+      name: 'an ack batch reserving the position counters of users with nothing stored',
+      async setup(store) {
+        for (const user of ['seq-3', 'seq-1', 'seq-2']) await store.ack(user, ['eve:gone']);
+      },
+      holdX: "SELECT 1 FROM offline_sequences WHERE recipient = 'seq-2' FOR UPDATE",
+      batch: (store) =>
+        store.ackAll(['seq-1', 'seq-2', 'seq-3'].map((user) => ({ user, mids: ['eve:gone'] }))),
+    },
+  ];
+
+  it.each(scenarios)('never deadlocks with $name', async (scenario) => {
+    const target = testDatabases().find((t) => t.name === 'postgres')!;
+    const db = await target.open();
+    let clock = OLD;
+    const store = createSqlOfflineStore(db, { now: () => clock });
+    await store.init();
+    await scenario.setup(store, db);
+    clock = NOW;
+    const schema = (await db.query<{ s: string }>('SELECT current_schema() AS s')).rows[0].s;
+    const holder = new Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+    await holder.connect();
+    /** The backend waiting on `pid`'s locks, once there is one. */
+    const blockedBy = async (pid: number, unless?: () => boolean): Promise<number | undefined> => {
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline && !unless?.();) {
+        const found = await db.query<{ pid: number }>(
+          'SELECT pid FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))',
+          [pid],
+        );
+        if (found.rows.length > 0) return found.rows[0].pid;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      if (!unless?.()) throw new Error(`nothing waited on backend ${pid}`);
+    };
+    const settled = <T>(promise: Promise<T>) => {
+      const state = {
+        done: false,
+        outcome: promise.then(
+          () => 'done',
+          (err: Error) => err.message,
+        ),
+      };
+      void state.outcome.finally(() => (state.done = true));
+      return state;
+    };
+    try {
+      // The window between the batch's locks (microseconds in one statement) held open: another
+      // transaction holds X, so the batch holds B and waits for X.
+      await holder.query('BEGIN');
+      await holder.query(scenario.holdX);
+      const holderPid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      const batch = settled(scenario.batch(store));
+      const batchPid = await blockedBy(holderPid);
+      // The purge of every row older than NOW meets A first, then B.
+      const purge = settled(store.purge({ messagesBefore: NOW, tombstonesBefore: NOW }));
+      await blockedBy(batchPid!, () => purge.done);
+      await holder.query('COMMIT');
+      expect({ batch: await batch.outcome, purge: await purge.outcome }).toEqual({
+        batch: 'done',
+        purge: 'done',
+      });
+    } finally {
+      await holder.end();
+      await target.dispose();
     }
   });
 });
