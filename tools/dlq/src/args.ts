@@ -9,7 +9,8 @@ export const USAGE = `usage: dlq <command> --topic <topic or its .dlq> [options]
              --offsets FROM-TO    only DLQ offsets FROM to TO; FROM- or --offsets=-TO: open-ended
              --error-contains T   only records whose parley-error contains T
              --dry-run            prints what it would replay; produces and commits nothing
-             --from-beginning     starts over from the DLQ's first record (or FROM)
+             --from-beginning     starts over from the DLQ's first record (or FROM); the group's
+                                  position moves only forward
              --force              also replays group ops older than GROUP_OPS_KEEP_DAYS
 
 Kafka settings come from the KAFKA_* variables, as for the services.

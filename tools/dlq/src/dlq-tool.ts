@@ -121,9 +121,7 @@ export function createDlqTool(deps: DlqToolDeps) {
       const { ends, committed } = await withAdmin(deps.kafka, async (admin) => {
         const found = {
           ends: await partitionEnds(admin, dlq),
-          committed: options.fromBeginning
-            ? new Map<number, bigint>()
-            : await committedOffsets(admin, group, dlq),
+          committed: await committedOffsets(admin, group, dlq),
         };
         // A dry run reads in a group of its own: the replay group's position stays as it is.
         if (!options.dryRun) await refuseIfRunning(admin, group);
@@ -132,7 +130,8 @@ export function createDlqTool(deps: DlqToolDeps) {
       const start = new Map<number, bigint>();
       const end = new Map<number, bigint>();
       for (const [partition, { low, high }] of ends) {
-        start.set(partition, max(low, committed.get(partition) ?? low, options.offsets?.from ?? 0n));
+        const resumeAt = options.fromBeginning ? low : (committed.get(partition) ?? low);
+        start.set(partition, max(low, resumeAt, options.offsets?.from ?? 0n));
         end.set(partition, options.offsets?.to === undefined ? high : min(high, options.offsets.to + 1n));
       }
       const summary: ReplaySummary = {
@@ -192,9 +191,12 @@ export function createDlqTool(deps: DlqToolDeps) {
               print({ action: verdict.action, dlq: at, why: verdict.why });
             }
             summary[verdict.action === 'replay' ? 'replayed' : verdict.action]++;
-            const next = String(BigInt(message.offset) + 1n);
-            summary.next[partition] = next;
-            if (producer) await consumer.commitOffsets([{ topic: dlq, partition, offset: next }]);
+            const next = BigInt(message.offset) + 1n;
+            summary.next[partition] = String(next);
+            // Never back: --from-beginning going over what an earlier replay sent leaves its position,
+            // or the next replay would send those records again.
+            if (producer && next > (committed.get(partition) ?? -1n))
+              await consumer.commitOffsets([{ topic: dlq, partition, offset: String(next) }]);
             return 'next';
           },
         });

@@ -146,6 +146,22 @@ async function brokenConsumer(topic: TopicSpec<Note>, refuse: (e: Note) => strin
   };
 }
 
+/** Writes `events` to the DLQ of `topic` (provisioned) as a consumer parks them, one by one. */
+async function parkWritten(topic: TopicSpec<Note>, events: Note[]): Promise<void> {
+  await provisionTopics(kafka, { topics: [topic as TopicSpec<never>] });
+  const records = dlqRecords(
+    events.map((event, n) => ({
+      value: Buffer.from(JSON.stringify(event)),
+      key: event.to,
+      partition: 0,
+      offset: String(n),
+    })),
+    new Error('handler broken'),
+    { topic: topic.name, groupId: `${topic.name}-reader` },
+  );
+  await (await rawProducer()).send({ topic: dlqTopic(topic.name), messages: records });
+}
+
 describe('list', () => {
   it('prints every parked record with its headers, from the beginning, committing nothing', async () => {
     const topic = noteTopic();
@@ -368,6 +384,27 @@ describe('replay', () => {
 
     await waitFor(() => consumer.received.length === 5);
     expect(consumer.received.map((e) => e.event.n).sort()).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('--from-beginning over records an earlier replay sent leaves its position: the next replay sends nothing again', async () => {
+    const topic = noteTopic();
+    await parkWritten(topic, [note('ann', 1), note('bob', 2), note('cy', 3)]);
+    expect(await tool().replay({ topic: topic.name, fromBeginning: true })).toMatchObject({
+      replayed: 3,
+      next: { 0: '3' },
+    });
+
+    // The first one again, chosen by its offset.
+    const again = tool();
+    expect(
+      await again.replay({ topic: topic.name, fromBeginning: true, offsets: { from: 0n, to: 0n } }),
+    ).toMatchObject({ replayed: 1, next: { 0: '1' } });
+    const sourceAfter = await recordCount(topic.name);
+
+    const next = tool();
+    expect(await next.replay({ topic: topic.name })).toMatchObject({ replayed: 0, next: { 0: '3' } });
+    expect(next.actions()).toEqual([]);
+    expect(await recordCount(topic.name)).toBe(sourceAfter);
   });
 
   describe('the group topic, whose ops group-ms remembers GROUP_OPS_KEEP_DAYS', () => {
