@@ -5,7 +5,9 @@ export const USAGE = `usage: dlq <command> --topic <topic or its .dlq> [options]
   list     prints each parked record as one JSON line; commits nothing
              --max N              at most N records
   replay   produces each parked record back to its source topic (same key and value), resuming
-           where the last replay of this DLQ stopped (its consumer group parley-dlq-replay.<dlq>)
+           where the last replay of this DLQ stopped (its consumer group parley-dlq-replay.<dlq>);
+           where none is on record (a first replay, or Kafka forgot it: offsets.retention.minutes),
+           it needs --from-beginning or --offsets FROM-
              --offsets FROM-TO    only DLQ offsets FROM to TO; FROM- or --offsets=-TO: open-ended
              --error-contains T   only records whose parley-error contains T
              --dry-run            prints what it would replay; produces and commits nothing

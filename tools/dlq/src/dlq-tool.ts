@@ -134,6 +134,8 @@ export function createDlqTool(deps: DlqToolDeps) {
         start.set(partition, max(low, resumeAt, options.offsets?.from ?? 0n));
         end.set(partition, options.offsets?.to === undefined ? high : min(high, options.offsets.to + 1n));
       }
+      if (!options.fromBeginning && options.offsets?.from === undefined)
+        refuseIfForgotten(dlq, group, committed, start, end);
       const summary: ReplaySummary = {
         dlq,
         group,
@@ -312,6 +314,30 @@ async function committedOffsets(admin: Admin, groupId: string, topic: string): P
   const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
   const committed = (offsets?.partitions ?? []).filter((p) => Number(p.offset) >= 0);
   return new Map(committed.map((p) => [p.partition, BigInt(p.offset)]));
+}
+
+/**
+ * A partition with records to replay and no position in the replay group: either no replay ran, or
+ * Kafka forgot it (an idle group's offsets go after `offsets.retention.minutes`, 7 days by default,
+ * while a DLQ keeps 30), and starting at its first record would send again what that replay sent.
+ */
+function refuseIfForgotten(
+  dlq: string,
+  group: string,
+  committed: Map<number, bigint>,
+  start: Map<number, bigint>,
+  end: Map<number, bigint>,
+): void {
+  const unknown = [...start].filter(
+    ([partition, from]) => !committed.has(partition) && from < end.get(partition)!,
+  );
+  if (unknown.length > 0)
+    throw new DlqToolError(
+      `no replay of ${dlq} is on record (group ${group} has no position on partition ${unknown.map(([p]) => p).join(', ')}): ` +
+        "none ran, or Kafka forgot it (it drops an idle group's offsets after offsets.retention.minutes, 7 days by default, " +
+        'and a DLQ keeps 30), so what an earlier replay sent would be sent again. Say where to start: --from-beginning, ' +
+        "or --offsets FROM- (an earlier replay's summary gave its next offset; dlq list shows each record's offset and time)",
+    );
 }
 
 /** Two replays of one DLQ would share its partition, and the second would start where the first began. */

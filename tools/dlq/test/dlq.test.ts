@@ -24,6 +24,7 @@ import { DEFAULT_GROUP_OPS_KEEP_DAYS } from '../../../apps/group-ms/src/ops-rete
 import {
   createDlqTool,
   DlqToolDeps,
+  DlqToolError,
   HEADER_REPLAYED_FROM,
   headerStrings,
   replayGroupId,
@@ -247,7 +248,10 @@ describe('list', () => {
       await producer.send({ topic: dlqTopic(topic.name), messages: records.slice(i, i + 40) });
 
     expect(await tool().list({ topic: topic.name })).toBe(count);
-    expect(await tool().replay({ topic: topic.name })).toMatchObject({ replayed: count, next: { 0: '160' } });
+    expect(await tool().replay({ topic: topic.name, fromBeginning: true })).toMatchObject({
+      replayed: count,
+      next: { 0: '160' },
+    });
   }, 30_000);
 });
 
@@ -261,7 +265,7 @@ describe('replay', () => {
     consumer.fix();
 
     const replay = tool();
-    const summary = await replay.replay({ topic: topic.name });
+    const summary = await replay.replay({ topic: topic.name, fromBeginning: true });
     expect(summary).toMatchObject({
       replayed: 3,
       skipped: 0,
@@ -305,7 +309,7 @@ describe('replay', () => {
     const sourceBefore = await recordCount(topic.name);
 
     const dry = tool();
-    expect(await dry.replay({ topic: topic.name, dryRun: true })).toMatchObject({
+    expect(await dry.replay({ topic: topic.name, dryRun: true, fromBeginning: true })).toMatchObject({
       replayed: 3,
       dryRun: true,
     });
@@ -320,7 +324,9 @@ describe('replay', () => {
 
     // The DLQ holds the three in the order the records were tried alone; select by error.
     const filtered = tool();
-    expect(await filtered.replay({ topic: topic.name, errorContains: 'row 2' })).toMatchObject({
+    expect(
+      await filtered.replay({ topic: topic.name, errorContains: 'row 2', fromBeginning: true }),
+    ).toMatchObject({
       replayed: 1,
       skipped: 2,
     });
@@ -355,7 +361,9 @@ describe('replay', () => {
         if (JSON.parse(line).action === 'replayed') interrupt.abort();
       },
     });
-    expect(await first.replay({ topic: topic.name, signal: interrupt.signal })).toMatchObject({
+    expect(
+      await first.replay({ topic: topic.name, fromBeginning: true, signal: interrupt.signal }),
+    ).toMatchObject({
       replayed: 1,
       interrupted: true,
       next: { 0: '1' },
@@ -407,6 +415,76 @@ describe('replay', () => {
     expect(await recordCount(topic.name)).toBe(sourceAfter);
   });
 
+  it('refuses to guess where to start when Kafka has forgotten the last replay (offsets retention), rather than send it all again', async () => {
+    // Kafka drops an idle group's offsets after offsets.retention.minutes (7 days by default), while
+    // a DLQ keeps its records 30 days: here a broker that forgets after a second.
+    const forgetful = await startBroker({
+      logger: silent,
+      offsetsRetentionMs: 1000,
+      retentionCheckIntervalMs: 50,
+    });
+    cleanups.push(() => forgetful.stop());
+    const client = new Kafka({
+      clientId: 'dlq-test',
+      brokers: [forgetful.address],
+      logLevel: logLevel.NOTHING,
+    });
+    const topic = noteTopic();
+    await provisionTopics(client, { topics: [topic as TopicSpec<never>] });
+    const producer = await connected(client.producer({ createPartitioner: Partitioners.DefaultPartitioner }));
+    const park = (events: Note[], first: number) =>
+      producer.send({
+        topic: dlqTopic(topic.name),
+        messages: dlqRecords(
+          events.map((event, n) => ({
+            value: Buffer.from(JSON.stringify(event)),
+            key: event.to,
+            partition: 0,
+            offset: String(first + n),
+          })),
+          new Error('handler broken'),
+          { topic: topic.name, groupId: `${topic.name}-reader` },
+        ),
+      });
+    await park([note('ann', 1), note('bob', 2)], 0);
+
+    // A first replay names its start; the next one resumes.
+    const first = tool({ kafka: client });
+    await expect(first.replay({ topic: topic.name })).rejects.toThrow(
+      /no replay of .* is on record.*--from-beginning.*--offsets FROM-/,
+    );
+    await expect(first.replay({ topic: topic.name, dryRun: true })).rejects.toThrow(DlqToolError);
+    expect(await first.replay({ topic: topic.name, fromBeginning: true })).toMatchObject({
+      replayed: 2,
+      next: { 0: '2' },
+    });
+
+    // The group's offsets expire; a record parked since must not bring the two replayed back.
+    const admin = await connected(client.admin());
+    const group = replayGroupId(dlqTopic(topic.name));
+    await waitFor(
+      async () =>
+        (await admin.fetchOffsets({ groupId: group, topics: [dlqTopic(topic.name)] }))[0].partitions[0]
+          .offset === '-1',
+      10_000,
+      'the replay group forgotten',
+    );
+    await park([note('cy', 3)], 2);
+    const sourceBefore = (await admin.fetchTopicOffsets(topic.name)).reduce((n, o) => n + Number(o.high), 0);
+    const later = tool({ kafka: client });
+    await expect(later.replay({ topic: topic.name })).rejects.toThrow(DlqToolError);
+    expect(later.actions()).toEqual([]);
+    expect((await admin.fetchTopicOffsets(topic.name)).reduce((n, o) => n + Number(o.high), 0)).toBe(
+      sourceBefore,
+    );
+    // Told where to start (the last summary's next), it sends the new one only.
+    expect(await later.replay({ topic: topic.name, offsets: { from: 2n } })).toMatchObject({
+      replayed: 1,
+      next: { 0: '3' },
+    });
+    expect(await tool({ kafka: client }).replay({ topic: topic.name })).toMatchObject({ replayed: 0 });
+  });
+
   describe('the group topic, whose ops group-ms remembers GROUP_OPS_KEEP_DAYS', () => {
     const keepMs = DEFAULT_GROUP_OPS_KEEP_DAYS * DAY_MS;
     const groupDlq = dlqTopic(TOPICS.group.name);
@@ -447,13 +525,18 @@ describe('replay', () => {
 
     it('refuses ops (and what it cannot read) parked longer ago without --force, replays within it', async () => {
       const within = tool({ now: () => Date.now() + keepMs - 3_600_000 });
-      expect(await within.replay({ topic: TOPICS.group.name, dryRun: true })).toMatchObject({
+      expect(
+        await within.replay({ topic: TOPICS.group.name, dryRun: true, fromBeginning: true }),
+      ).toMatchObject({
         replayed: 3,
         refused: 0,
       });
 
       const past = tool({ now: () => Date.now() + keepMs + 3_600_000 });
-      expect(await past.replay({ topic: groupDlq })).toMatchObject({ replayed: 1, refused: 2 });
+      expect(await past.replay({ topic: groupDlq, fromBeginning: true })).toMatchObject({
+        replayed: 1,
+        refused: 2,
+      });
       expect(past.actions().map((l) => [l.dlq, l.action])).toEqual([
         [`${groupDlq}/0/0`, 'refused'],
         [`${groupDlq}/0/1`, 'replayed'],
