@@ -229,7 +229,8 @@ export function createDlqTool(deps: DlqToolDeps) {
         action: 'refused',
         why:
           `a group op parked ${days(ageMs)} ago, and group-ms remembers an applied op for ${days(groupOpsKeepMs)} ` +
-          '(GROUP_OPS_KEEP_DAYS): if it was applied before, it would be applied again; check it, then --force',
+          '(GROUP_OPS_KEEP_DAYS): if it was applied before, it would be applied again. Passed like a skipped ' +
+          `record: check it, then replay it alone with --from-beginning --offsets ${message.offset} --force`,
       };
     }
     return { action: 'replay' };

@@ -542,7 +542,10 @@ describe('replay', () => {
         [`${groupDlq}/0/1`, 'replayed'],
         [`${groupDlq}/0/2`, 'refused'],
       ]);
-      expect(past.actions()[0].why).toMatch(/GROUP_OPS_KEEP_DAYS.*--force/);
+      expect(past.actions()[0].why).toMatch(/GROUP_OPS_KEEP_DAYS.*--from-beginning --offsets 0 --force$/);
+      // Passed: a rerun with --force alone sends nothing; the command the refusal names sends it.
+      const rerun = tool({ now: () => Date.now() + keepMs + 3_600_000 });
+      expect(await rerun.replay({ topic: groupDlq, force: true })).toMatchObject({ replayed: 0 });
       const [replayed] = (await readAll(TOPICS.group.name, 1)).filter(
         (m) => m.headers?.[HEADER_REPLAYED_FROM],
       );
@@ -550,7 +553,12 @@ describe('replay', () => {
 
       const forced = tool({ now: () => Date.now() + keepMs + 3_600_000 });
       expect(
-        await forced.replay({ topic: groupDlq, fromBeginning: true, offsets: { to: 0n }, force: true }),
+        await forced.replay({
+          topic: groupDlq,
+          fromBeginning: true,
+          offsets: { from: 0n, to: 0n },
+          force: true,
+        }),
       ).toMatchObject({
         replayed: 1,
         refused: 0,
