@@ -1,5 +1,7 @@
 import { createServer, IncomingMessage, request, Server } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import { Registry } from 'prom-client';
 import {
   INTERNAL_SECRET_HEADER,
@@ -131,6 +133,43 @@ function slowKafka() {
     }
   }
   return { bus: new SlowBus(), release };
+}
+
+/** The OpenAPI document the gateway serves at /docs/json. */
+type OpenApiDocument = {
+  paths: Record<string, Record<string, OpenApiOperation>>;
+};
+type OpenApiOperation = {
+  parameters?: Array<{ name: string; schema: object }>;
+  responses: Record<string, { content?: Record<string, { schema: object }> }>;
+};
+
+const documentReader = addFormats(new Ajv({ strict: false }));
+
+/**
+ * A schema of the document as a typed client generated from it reads values: an integer without a
+ * format is 32 bits there (Java and Kotlin `Integer`, C# `int`, Go `int32`).
+ */
+function asGeneratedClientReads(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(asGeneratedClientReads);
+  if (schema === null || typeof schema !== 'object') return schema;
+  const copy = Object.fromEntries(
+    Object.entries(schema).map(([key, value]) => [key, asGeneratedClientReads(value)]),
+  );
+  return copy.type === 'integer' && copy.format === undefined ? { ...copy, format: 'int32' } : copy;
+}
+
+/** What a generated client would refuse in `value`, read by the document's `schema` (none: []). */
+function refusedByGeneratedClient(schema: object, value: unknown): string[] {
+  const check = documentReader.compile(asGeneratedClientReads(schema) as object);
+  return check(value) ? [] : (check.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
+}
+
+/** The documented body schema of `method path`'s answer with `status`. */
+function documentedAnswer(doc: OpenApiDocument, method: string, path: string, status: number): object {
+  const schema = doc.paths[path]?.[method]?.responses[String(status)]?.content?.['application/json']?.schema;
+  if (!schema) throw new Error(`${method} ${path} documents no ${status} body`);
+  return schema;
 }
 
 describe('rest-gateway', () => {
@@ -1639,6 +1678,77 @@ describe('rest-gateway', () => {
       headers: await auth(),
     });
     expect(unclaimed.statusCode).toBe(401);
+  });
+
+  it('documents every integer that may pass 32 bits as int64, so that a generated client reads real timestamps', async () => {
+    const now = Date.now();
+    const group = { id: 'g1', name: 'n', members: ['alice'], admins: ['alice'], createdAt: now };
+    const answers: Record<string, { status: number; body: unknown }> = {
+      '/internal/groups/g1': { status: 200, body: group },
+      '/internal/presence': {
+        status: 200,
+        body: { presence: [{ user: 'bob', online: false, lastSeen: now }] },
+      },
+      '/internal/blocks/blockers': { status: 200, body: { blockers: [] } },
+      '/internal/mutes': {
+        status: 200,
+        body: { mutes: [{ chat: 'direct', id: 'bob', until: now + 60_000 }] },
+      },
+      '/internal/reports': { status: 201, body: { id: 'alice:r1', at: now } },
+      '/internal/messages': {
+        status: 200,
+        body: {
+          messages: [
+            {
+              type: 'message',
+              mid: 'bob:c1',
+              id: 'c1',
+              from: 'bob',
+              to: 'alice',
+              chat: 'direct',
+              body: {},
+              sentAt: now,
+            },
+            { type: 'receipt', mid: '~dlv:bob:x', status: 'read', mids: ['alice:c1'], by: 'bob', at: now },
+            { type: 'group', mid: '~group:bob:o1', op: 'leave', group: 'g1', by: 'bob', at: now },
+          ],
+          next: null,
+        },
+      },
+    };
+    const upstream = await startUpstream((req) => answers[req.url!.split('?')[0]]);
+    ({ gateway } = build({ upstreamUrl: upstream.url }));
+    try {
+      await gateway.http.ready();
+      const doc = (await gateway.http.inject('/docs/json')).json() as OpenApiDocument;
+      const headers = await auth();
+      const calls: Array<[string, string, string, object?]> = [
+        ['get', '/v1/groups/g1', '/v1/groups/{id}'],
+        ['get', '/v1/presence?users=bob', '/v1/presence'],
+        ['get', '/v1/mutes', '/v1/mutes'],
+        ['get', '/v1/messages', '/v1/messages'],
+        ['post', '/v1/reports', '/v1/reports', { user: 'bob', reason: 'spam' }],
+      ];
+      const refused = [];
+      for (const [method, url, path, payload] of calls) {
+        const res = await gateway.http.inject({
+          method: method.toUpperCase() as 'GET',
+          url,
+          headers,
+          payload,
+        });
+        refused.push([
+          path,
+          refusedByGeneratedClient(documentedAnswer(doc, method, path, res.statusCode), res.json()),
+        ]);
+      }
+      expect(refused).toEqual(calls.map(([, , path]) => [path, []]));
+      // What a client writes too: a mute's end, in milliseconds since the epoch.
+      const until = doc.paths['/v1/mutes/{chat}/{id}'].put.parameters!.find((p) => p.name === 'until')!;
+      expect(refusedByGeneratedClient(until.schema, now + 60_000)).toEqual([]);
+    } finally {
+      await upstream.close();
+    }
   });
 
   it('documents every PROTOCOL.md route with its schemas at /docs/json', async () => {
