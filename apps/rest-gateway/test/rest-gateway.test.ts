@@ -140,8 +140,12 @@ type OpenApiDocument = {
   paths: Record<string, Record<string, OpenApiOperation>>;
 };
 type OpenApiOperation = {
+  security?: unknown[];
   parameters?: Array<{ name: string; schema: object }>;
-  responses: Record<string, { content?: Record<string, { schema: object }> }>;
+  responses: Record<
+    string,
+    { content?: Record<string, { schema: object }>; headers?: Record<string, { schema: object }> }
+  >;
 };
 
 const documentReader = addFormats(new Ajv({ strict: false }));
@@ -1746,6 +1750,61 @@ describe('rest-gateway', () => {
       // What a client writes too: a mute's end, in milliseconds since the epoch.
       const until = doc.paths['/v1/mutes/{chat}/{id}'].put.parameters!.find((p) => p.name === 'until')!;
       expect(refusedByGeneratedClient(until.schema, now + 60_000)).toEqual([]);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  it("documents each route's refusals as the protocol's table gives them: 500 too, and the Retry-After a 429 and a 503 carry", async () => {
+    const upstream = buildHttpServer({
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('upstream', { collectDefaults: false }),
+      readiness: new Readiness(),
+    });
+    requireInternalSecret(upstream, 'another-secret'); // answered 500 (the fleet's misconfiguration)
+    upstream.get('/internal/groups/:id', async () => ({}));
+    await upstream.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      ({ gateway } = build({
+        rateLimitPerMinute: 2,
+        upstreamUrls: { 'group-ms': `http://127.0.0.1:${(upstream.server.address() as AddressInfo).port}` },
+      }));
+      await gateway.http.ready();
+      const doc = (await gateway.http.inject('/docs/json')).json() as OpenApiDocument;
+      const headers = await auth();
+      const get = (url: string) => gateway.http.inject({ method: 'GET', url, headers });
+      // persistence-ms unreachable (503), group-ms refusing the secret (500), then the rate limit (429).
+      const refusals: Array<[string, string, number]> = [
+        ['/v1/messages', '/v1/messages', 503],
+        ['/v1/groups/g1', '/v1/groups/{id}', 500],
+        ['/v1/blocks', '/v1/blocks', 429],
+      ];
+      for (const [url, path, status] of refusals) {
+        const res = await get(url);
+        expect(res.statusCode).toBe(status);
+        const documented = doc.paths[path].get.responses[String(status)];
+        expect(refusedByGeneratedClient(documentedAnswer(doc, 'get', path, status), res.json())).toEqual([]);
+        if (res.headers['retry-after'] !== undefined) {
+          const header = documented.headers?.['Retry-After'];
+          expect([
+            path,
+            status,
+            header && refusedByGeneratedClient(header.schema, Number(res.headers['retry-after'])),
+          ]).toEqual([path, status, []]);
+        }
+      }
+      // And so on every route that needs the token.
+      const undocumented = Object.entries(doc.paths).flatMap(([path, methods]) =>
+        Object.entries(methods)
+          .filter(([, operation]) => operation.security)
+          .flatMap(([method, { responses }]) =>
+            ['400', '401', '429', '500', '503']
+              .filter((status) => !responses[status]?.content)
+              .concat(['429', '503'].filter((status) => !responses[status]?.headers?.['Retry-After']))
+              .map((status) => `${method} ${path} ${status}`),
+          ),
+      );
+      expect(undocumented).toEqual([]);
     } finally {
       await upstream.close();
     }

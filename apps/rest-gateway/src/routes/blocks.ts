@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { BlockList, BlockParams, ErrorBody, MAX_BLOCKS_PER_USER } from '@parley/contracts';
-import { errors, s, secured } from '../schemas';
+import { BlockList, BlockParams, MAX_BLOCKS_PER_USER } from '@parley/contracts';
+import { errorAnswer, errors, s, secured } from '../schemas';
 import { Upstreams } from '../upstream';
 import { forwarder, params } from './forward';
 
@@ -16,7 +16,7 @@ export function registerBlockRoutes(api: FastifyInstance, upstreams: Upstreams):
         ...blockSchema,
         description: `Block a user. From at most two seconds after this answer their 1:1 messages, typing notices and read receipts are not delivered to you, and \`GET /v1/presence\` shows you to them as offline (\`online: false\`, \`lastSeen: null\`). Group messages are not affected, nor is anything sent before the block, but they can no longer add you to a group (403 \`forbidden\`). No body. Blocking a user already blocked is no error (204 again). 400 \`invalid_request\` for yourself; 409 \`too_many_blocks\` past ${MAX_BLOCKS_PER_USER} blocked users (unblock one first)`,
         params: s(BlockParams),
-        response: { 204: Type.Null(), 409: s(ErrorBody), ...errors },
+        response: { 204: Type.Null(), 409: errorAnswer(409), ...errors },
       },
     },
     forward('group-ms', 'PUT', (r) => `/internal/blocks/${params(r).user}`),

@@ -2,14 +2,13 @@ import type { FastifyInstance } from 'fastify';
 import {
   AddMembersBody,
   CreateGroupBody,
-  ErrorBody,
   Group,
   GroupList,
   GroupListQuery,
   GroupMemberParams,
   GroupParams,
 } from '@parley/contracts';
-import { bodyErrors, errors, s, secured } from '../schemas';
+import { bodyErrors, errorAnswer, errors, s, secured } from '../schemas';
 import { Upstreams } from '../upstream';
 import { forwarder, params, query } from './forward';
 
@@ -24,7 +23,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
         ...groupSchema,
         description: 'Create a group; the creator is a member and admin',
         body: s(CreateGroupBody),
-        response: { 201: s(Group), 409: s(ErrorBody), ...bodyErrors },
+        response: { 201: s(Group), 409: errorAnswer(409), ...bodyErrors },
       },
     },
     forward('group-ms', 'POST', () => '/internal/groups', true),
@@ -62,7 +61,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
         description: 'Add members (any member may add)',
         params: s(GroupParams),
         body: s(AddMembersBody),
-        response: { 200: s(Group), 409: s(ErrorBody), ...bodyErrors },
+        response: { 200: s(Group), 409: errorAnswer(409), ...bodyErrors },
       },
     },
     forward('group-ms', 'POST', (r) => `/internal/groups/${params(r).id}/members`, true),

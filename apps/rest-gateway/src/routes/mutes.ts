@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { ErrorBody, MAX_MUTES_PER_USER, MuteList, MuteParams, MuteQuery } from '@parley/contracts';
-import { errors, s, secured } from '../schemas';
+import { MAX_MUTES_PER_USER, MuteList, MuteParams, MuteQuery } from '@parley/contracts';
+import { errorAnswer, errors, s, secured } from '../schemas';
 import { Upstreams } from '../upstream';
 import { forwarder, params, query } from './forward';
 
@@ -21,7 +21,7 @@ export function registerMuteRoutes(api: FastifyInstance, upstreams: Upstreams): 
         description: `Mute a conversation (\`direct\` with a user, or a \`group\`): its messages still arrive over the socket and by sync, but no push notification announces them to you. \`?until=<ms since the epoch>\` ends the mute then (400 \`invalid_request\` for a time already past); without it, it lasts until unmuted. Muting again changes when it ends. No body. 409 \`too_many_mutes\` past ${MAX_MUTES_PER_USER} muted conversations`,
         params: s(MuteParams),
         querystring: s(MuteQuery),
-        response: { 204: Type.Null(), 409: s(ErrorBody), ...errors },
+        response: { 204: Type.Null(), 409: errorAnswer(409), ...errors },
       },
     },
     forward('push-ms', 'PUT', (r) => `${path(r)}?${query(r)}`),
