@@ -140,6 +140,7 @@ type OpenApiDocument = {
   paths: Record<string, Record<string, OpenApiOperation>>;
 };
 type OpenApiOperation = {
+  operationId?: string;
   security?: unknown[];
   parameters?: Array<{ name: string; schema: object }>;
   responses: Record<
@@ -1808,6 +1809,22 @@ describe('rest-gateway', () => {
     } finally {
       await upstream.close();
     }
+  });
+
+  it('names every operation with its own operationId, which generators name client methods by (AutoRest refuses an operation without one)', async () => {
+    ({ gateway } = build({ devMode: true }));
+    await gateway.http.ready();
+    const doc = (await gateway.http.inject('/docs/json')).json() as OpenApiDocument;
+    const operations = Object.entries(doc.paths).flatMap(([path, methods]) =>
+      Object.entries(methods).map(([method, { operationId }]) => ({
+        route: `${method} ${path}`,
+        operationId,
+      })),
+    );
+    expect(operations.filter(({ operationId }) => !operationId)).toEqual([]);
+    const ids = operations.map(({ operationId }) => operationId);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(operations).toContainEqual({ route: 'post /v1/send', operationId: 'sendFrames' });
   });
 
   it('documents every PROTOCOL.md route with its schemas at /docs/json', async () => {

@@ -12,6 +12,7 @@ export function registerAccountRoutes(api: FastifyInstance, upstreams: Upstreams
     {
       schema: {
         tags: ['account'],
+        operationId: 'deleteAccount',
         description:
           'Erase what Parley holds of the user: leave every group, forget their devices and last seen, drop what awaits their ack and what is stored for them. Idempotent: a 503 part way is finished by calling again',
         security: secured,

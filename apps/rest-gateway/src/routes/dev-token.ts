@@ -16,6 +16,7 @@ export function registerDevTokenRoute(
     {
       schema: {
         tags: ['dev'],
+        operationId: 'issueDevToken',
         description: 'Dev mode only: a token for any user',
         body: s(DevTokenBody),
         response: { 200: s(DevTokenResponse), 400: s(ErrorBody) },

@@ -14,6 +14,7 @@ export function registerDeviceRoutes(api: FastifyInstance, upstreams: Upstreams)
     {
       schema: {
         ...deviceSchema,
+        operationId: 'registerDevice',
         description: 'Register the device for push',
         body: s(RegisterDeviceBody),
         response: { 204: Type.Null(), ...bodyErrors },
@@ -26,6 +27,7 @@ export function registerDeviceRoutes(api: FastifyInstance, upstreams: Upstreams)
     {
       schema: {
         ...deviceSchema,
+        operationId: 'unregisterDevice',
         description: 'Unregister the device',
         response: { 204: Type.Null(), ...errors },
       },

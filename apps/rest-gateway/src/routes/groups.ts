@@ -21,6 +21,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
     {
       schema: {
         ...groupSchema,
+        operationId: 'createGroup',
         description: 'Create a group; the creator is a member and admin',
         body: s(CreateGroupBody),
         response: { 201: s(Group), 409: errorAnswer(409), ...bodyErrors },
@@ -33,6 +34,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
     {
       schema: {
         ...groupSchema,
+        operationId: 'listGroups',
         description:
           'Groups the user belongs to, oldest first; with `limit` (or `after`) a page of them and the `next` cursor',
         querystring: s(GroupListQuery),
@@ -46,6 +48,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
     {
       schema: {
         ...groupSchema,
+        operationId: 'getGroup',
         description: 'A group the user is a member of',
         params: s(GroupParams),
         response: { 200: s(Group), ...errors },
@@ -58,6 +61,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
     {
       schema: {
         ...groupSchema,
+        operationId: 'addGroupMembers',
         description: 'Add members (any member may add)',
         params: s(GroupParams),
         body: s(AddMembersBody),
@@ -71,6 +75,7 @@ export function registerGroupRoutes(api: FastifyInstance, upstreams: Upstreams):
     {
       schema: {
         ...groupSchema,
+        operationId: 'removeGroupMember',
         description: 'Leave (self) or remove a member (admins only)',
         params: s(GroupMemberParams),
         response: { 200: s(Group), ...errors },

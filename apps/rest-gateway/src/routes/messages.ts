@@ -12,6 +12,7 @@ export function registerMessageRoutes(api: FastifyInstance, upstreams: Upstreams
     {
       schema: {
         tags: ['messages'],
+        operationId: 'syncMessages',
         description: 'What the user has not acked yet, oldest first',
         security: secured,
         querystring: s(SyncQuery),

@@ -18,6 +18,7 @@ export function registerMuteRoutes(api: FastifyInstance, upstreams: Upstreams): 
     {
       schema: {
         ...muteSchema,
+        operationId: 'muteConversation',
         description: `Mute a conversation (\`direct\` with a user, or a \`group\`): its messages still arrive over the socket and by sync, but no push notification announces them to you. \`?until=<ms since the epoch>\` ends the mute then (400 \`invalid_request\` for a time already past); without it, it lasts until unmuted. Muting again changes when it ends. No body. 409 \`too_many_mutes\` past ${MAX_MUTES_PER_USER} muted conversations`,
         params: s(MuteParams),
         querystring: s(MuteQuery),
@@ -31,6 +32,7 @@ export function registerMuteRoutes(api: FastifyInstance, upstreams: Upstreams): 
     {
       schema: {
         ...muteSchema,
+        operationId: 'unmuteConversation',
         description:
           'Unmute a conversation: its messages are announced again. Unmuting one not muted is no error (204 again)',
         params: s(MuteParams),
@@ -44,6 +46,7 @@ export function registerMuteRoutes(api: FastifyInstance, upstreams: Upstreams): 
     {
       schema: {
         ...muteSchema,
+        operationId: 'listMutes',
         description: `The conversations you muted, those still in force, oldest mute first: all of them at once (at most ${MAX_MUTES_PER_USER})`,
         response: { 200: s(MuteList), ...errors },
       },

@@ -17,6 +17,7 @@ export function registerPresenceRoutes(api: FastifyInstance, upstreams: Upstream
     {
       schema: {
         tags: ['presence'],
+        operationId: 'getPresence',
         description:
           'Online state and last seen of the users asked about. A user who blocked you is shown offline with no last seen (`online: false`, `lastSeen: null`)',
         security: secured,

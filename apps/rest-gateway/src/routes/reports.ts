@@ -19,6 +19,7 @@ export function registerReportRoutes(api: FastifyInstance, upstreams: Upstreams)
     {
       schema: {
         tags: ['reports'],
+        operationId: 'reportUser',
         security: secured,
         description: `Report a user to the operator's moderators: \`reason\` one of ${REPORT_REASONS.join(', ')}; an optional \`comment\` (up to ${MAX_REPORT_COMMENT_LENGTH} characters) and up to ${MAX_REPORTED_MESSAGES} of their \`messages\` as you received them (\`mid\`, \`body\`, \`sentAt\`): the server keeps no delivered message, so these are the evidence. The reported user is not told. Answers 201 with the report's \`id\`; give an \`id\` of yours so that sending it again (after a timeout or a 503) files it once. Reporting does not block: \`PUT /v1/blocks/<user>\` does. 400 \`invalid_request\` for yourself; 429 \`rate_limited\` past ${MAX_REPORTS_PER_DAY} reports in 24 hours (the default; the operator may set another) (\`Retry-After\` says when the next is taken)`,
         body: s(ReportBody),

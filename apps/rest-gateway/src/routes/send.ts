@@ -50,6 +50,7 @@ export function registerSendRoute(api: FastifyInstance, { bus, metrics, settings
     {
       schema: {
         tags: ['messages'],
+        operationId: 'sendFrames',
         description:
           'Send one client frame (`message`, `ack`, `read`, `group`) or an array of up to 100. Each is accepted once Kafka has it, or rejected with a code.',
         security: secured,
