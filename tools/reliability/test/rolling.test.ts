@@ -168,14 +168,22 @@ describe('rolling update: two replicas of each service, restarted one at a time'
       (await pendingKeys()).map(async (key) => `${key}: ${(await redis.hkeys(key)).join(' ')}`),
     );
     await redis.quit();
-    const stored: string[] = [];
-    for (const u of members) {
-      const response = await fetch(`${fleet.urls.rest}/v1/messages?limit=500`, {
-        headers: { authorization: `Bearer ${await fleet.token(u)}` },
-      });
-      const page = (await response.json()) as { messages: Frame[] };
-      stored.push(...page.messages.map((m) => `${u}: ${m.type as string} ${m.mid as string}`));
-    }
+    // An ack reaches persistence-ms a hop after session-ms: its delete may still be on its way.
+    const storedNow = async () => {
+      const stored: string[] = [];
+      for (const u of members) {
+        const response = await fetch(`${fleet.urls.rest}/v1/messages?limit=500`, {
+          headers: { authorization: `Bearer ${await fleet.token(u)}` },
+        });
+        const page = (await response.json()) as { messages: Frame[] };
+        stored.push(...page.messages.map((m) => `${u}: ${m.type as string} ${m.mid as string}`));
+      }
+      return stored;
+    };
+    await waitFor(async () => (await storedNow()).length === 0, 20_000, 'nothing stored').catch(
+      () => undefined,
+    );
+    const stored = await storedNow();
 
     const all = [...members.flatMap(devicesOf)];
     console.log(
