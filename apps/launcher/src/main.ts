@@ -11,6 +11,7 @@ import {
   tracedUsers,
 } from '@parley/service-kit';
 import { startFleet } from './fleet';
+import { stopOnSignals } from './stop-on-signals';
 
 const LauncherConfig = Type.Object({
   PARLEY_DATA_DIR: Type.String({ default: '.data', description: 'Broker log and PGlite data' }),
@@ -65,24 +66,7 @@ async function main() {
       '',
     ].join('\n'),
   );
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping the fleet');
-    const deadline = setTimeout(() => process.exit(1), 30_000);
-    deadline.unref();
-    try {
-      await fleet.stop();
-    } catch (err) {
-      logger.error({ err }, 'the fleet did not stop cleanly');
-      process.exit(1);
-    }
-    logger.info('stopped');
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  stopOnSignals(() => fleet.stop(), logger);
 }
 
 main().catch((err) => {

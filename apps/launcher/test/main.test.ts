@@ -1,8 +1,10 @@
 /** `npm start` (apps/launcher/src/main.ts) refuses bad settings as the services do: exit 2, naming them. */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+
+const root = path.join(__dirname, '../../..');
 
 describe('npm start', () => {
   it('exits 2 naming a LOG_LEVEL pino has no level for, before it starts anything', () => {
@@ -20,5 +22,71 @@ describe('npm start', () => {
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('npm start stopping on Ctrl-C', () => {
+  /**
+   * package.json's start command, run as npm runs it (`sh -c`, in a process group of its own, as a
+   * terminal's foreground job), on the launcher's signal handling around a fleet whose stop takes
+   * `stopMs`. `ended` resolves with the output once every process of it has exited.
+   */
+  function startCommand(stopMs: number) {
+    const { scripts } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const main = 'apps/launcher/src/main.ts';
+    expect(scripts.start).toContain(main);
+    const job = spawn(scripts.start.replace(main, 'apps/launcher/test/fixtures/slow-stop.ts'), {
+      shell: true,
+      detached: true,
+      cwd: root,
+      env: {
+        ...process.env,
+        PATH: `${path.join(root, 'node_modules/.bin')}:${process.env.PATH}`,
+        STOP_MS: String(stopMs),
+      },
+    });
+    let output = '';
+    const ended = new Promise<string>((resolve) => job.on('close', () => resolve(output)));
+    const printed = (pattern: RegExp) =>
+      new Promise<RegExpExecArray>((resolve, reject) => {
+        const check = () => {
+          const found = pattern.exec(output);
+          if (found) resolve(found);
+        };
+        job.stdout.on('data', check);
+        check();
+        void ended.then(() => reject(new Error(`ended without printing ${pattern}: ${output}`)));
+      });
+    job.stdout.on('data', (chunk) => (output += chunk));
+    job.stderr.on('data', (chunk) => (output += chunk));
+    const ready = printed(/^ready (\d+)$/m).then((found) => Number(found[1]));
+    return { ready, printed, ended, ctrlC: () => process.kill(-job.pid!, 'SIGINT') };
+  }
+
+  it('stops cleanly when the Ctrl-C comes while its main thread is busy', async () => {
+    const job = startCommand(500);
+    const launcher = await job.ready;
+    // A busy event loop (a PGlite query, a consumer's batch) takes no signal until it is free.
+    process.kill(launcher, 'SIGSTOP');
+    job.ctrlC();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    process.kill(launcher, 'SIGCONT');
+    const output = await job.ended;
+    // tsx's CLI (the start command was `tsx apps/launcher/src/main.ts`) gives its child 30 ms to
+    // take a signal, then sends it again and SIGKILLs it: the fleet died in its stop.
+    expect(output).toContain('"msg":"stopping the fleet"');
+    expect(output).toContain('"msg":"stopped"');
+  });
+
+  it('ends at once on a second Ctrl-C while the stop hangs', async () => {
+    const job = startCommand(60_000);
+    await job.ready;
+    job.ctrlC();
+    await job.printed(/stopping the fleet/);
+    const second = Date.now();
+    job.ctrlC();
+    const output = await job.ended;
+    expect(Date.now() - second).toBeLessThan(5_000);
+    expect(output).not.toContain('"msg":"stopped"');
   });
 });
