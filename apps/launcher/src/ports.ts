@@ -44,10 +44,12 @@ function listenOnAny(host: string): Promise<number> {
 
 /**
  * How a URL names `host`, the address the fleet listens on: a wildcard names no address to call,
- * so its loopback stands in (the embedded broker advertises one the same way); an IPv6 address goes
- * in brackets (`http://:::8081` is no URL).
+ * so its loopback stands in (the embedded broker advertises one the same way; 0.0.0.0 as a
+ * destination reaches the loopback only on some systems); an IPv6 address goes in brackets
+ * (`http://:::8081` is no URL).
  */
 export function urlHost(host: string): string {
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
+  if (host === '0.0.0.0') return '127.0.0.1';
+  const address = host === '::' ? '::1' : host;
+  return address.includes(':') ? `[${address}]` : address;
 }

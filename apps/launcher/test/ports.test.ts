@@ -1,4 +1,4 @@
-import { freePort } from '../src/ports';
+import { freePort, urlHost } from '../src/ports';
 
 describe('freePort', () => {
   it('never hands out a port fetch refuses to reach ("bad port"), and draws again instead', async () => {
@@ -10,5 +10,16 @@ describe('freePort', () => {
     const port = await freePort('127.0.0.1', random);
     expect(port).not.toBe(10080);
     expect(drawn).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('urlHost', () => {
+  it('calls a wildcard on the loopback and brackets an IPv6 address for a URL', () => {
+    expect(urlHost('127.0.0.1')).toBe('127.0.0.1');
+    expect(urlHost('0.0.0.0')).toBe('127.0.0.1');
+    expect(urlHost('::')).toBe('[::1]');
+    expect(urlHost('::1')).toBe('[::1]');
+    expect(urlHost('fd00::5')).toBe('[fd00::5]');
+    expect(urlHost('localhost')).toBe('localhost');
   });
 });
