@@ -19,6 +19,7 @@ export function registerDocs(http: HttpServer): void {
     transformObject: (document) => {
       const openapi = 'openapiObject' in document ? document.openapiObject : document.swaggerObject;
       markWideIntegers(openapi);
+      simplifyUnions(openapi);
       return openapi;
     },
   });
@@ -44,3 +45,38 @@ function markWideIntegers(node: unknown): void {
 
 const fitsInt32 = ({ minimum, maximum }: { minimum?: unknown; maximum?: unknown }) =>
   typeof minimum === 'number' && typeof maximum === 'number' && minimum >= INT32_MIN && maximum <= INT32_MAX;
+
+type Schema = Record<string, unknown> & { anyOf?: unknown[] };
+
+/** A TypeBox literal as the document writes it: `{ type: 'string', enum: [value] }`, nothing else. */
+const isStringLiteral = (branch: unknown): branch is { enum: [string] } => {
+  const { type, enum: values, ...rest } = branch as Schema;
+  return type === 'string' && Array.isArray(values) && values.length === 1 && Object.keys(rest).length === 0;
+};
+/** TypeBox's `Type.Null()` as the document writes it. */
+const isNull = (branch: unknown) => {
+  const { type, nullable, enum: values } = branch as Schema;
+  return type === 'object' && nullable === true && Array.isArray(values) && values[0] === null;
+};
+
+/**
+ * TypeBox's unions as generators read them best: a union of string literals (`direct` or `group`,
+ * a platform, a report's reason) as one string `enum`, and `X` or null as `X` with `nullable`.
+ * As `anyOf`, several generators made a wrapper type of each (one for the `chat` path parameter),
+ * and `until` an object.
+ */
+function simplifyUnions(node: unknown): void {
+  if (Array.isArray(node)) return node.forEach(simplifyUnions);
+  if (node === null || typeof node !== 'object') return;
+  const schema = node as Schema;
+  const branches = schema.anyOf;
+  if (branches && branches.length > 1 && branches.every(isStringLiteral)) {
+    delete schema.anyOf;
+    Object.assign(schema, { type: 'string', enum: branches.map((branch) => branch.enum[0]) });
+  } else if (branches?.length === 2 && branches.some(isNull)) {
+    const { description: _inner, ...value } = branches.find((branch) => !isNull(branch)) as Schema;
+    delete schema.anyOf;
+    Object.assign(schema, { ...value, ...schema, nullable: true });
+  }
+  for (const value of Object.values(schema)) simplifyUnions(value);
+}

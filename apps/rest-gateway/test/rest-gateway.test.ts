@@ -1827,6 +1827,32 @@ describe('rest-gateway', () => {
     expect(operations).toContainEqual({ route: 'post /v1/send', operationId: 'sendFrames' });
   });
 
+  it('documents a union of fixed strings as one string enum and a value or null as nullable, not as anyOf branches generators wrap in types of their own', async () => {
+    ({ gateway } = build());
+    await gateway.http.ready();
+    const doc = (await gateway.http.inject('/docs/json')).json() as OpenApiDocument;
+    const unions: string[] = [];
+    const walk = (node: unknown, at: string): void => {
+      if (node === null || typeof node !== 'object') return;
+      const { anyOf } = node as { anyOf?: Array<{ type?: string; enum?: unknown[]; nullable?: boolean }> };
+      if (anyOf?.every((b) => b.enum?.length === 1) || anyOf?.some((b) => b.nullable)) unions.push(at);
+      for (const [key, value] of Object.entries(node)) walk(value, `${at}/${key}`);
+    };
+    walk(doc.paths, '');
+    expect(unions).toEqual([]);
+    const mutes = doc.paths['/v1/mutes/{chat}/{id}'] as Record<
+      string,
+      { parameters: Array<{ name: string }> }
+    >;
+    expect(mutes.put.parameters.find((p) => p.name === 'chat')).toMatchObject({
+      schema: { type: 'string', enum: ['direct', 'group'] },
+    });
+    const list = doc.paths['/v1/mutes'] as Record<string, unknown>;
+    expect(JSON.stringify(list)).toContain(
+      '"until":{"description":"null: until unmuted","minimum":0,"type":"integer","format":"int64","nullable":true}',
+    );
+  });
+
   it('documents every PROTOCOL.md route with its schemas at /docs/json', async () => {
     ({ gateway } = build({ devMode: true }));
     await gateway.http.ready();
