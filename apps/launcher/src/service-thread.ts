@@ -2,8 +2,12 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import { createLogger, logUnhandledRejections, type Service } from '@parley/service-kit';
 
 type ToThread = { type: 'stop' } | { type: 'gc' };
+/** What an error says besides its message: a listen's `code`, `address` and `port` (a port taken). */
+type ErrorDetails = { code?: string; address?: string; port?: number };
 type FromThread =
-  { type: 'started' } | { type: 'stopped' } | { type: 'failed'; message: string; stack?: string };
+  | { type: 'started' }
+  | { type: 'stopped' }
+  | ({ type: 'failed'; message: string; stack?: string } & ErrorDetails);
 
 export interface ThreadServiceOptions {
   /** Called once when the thread fails or exits after it started; by default the error is thrown here. */
@@ -124,11 +128,17 @@ export function serveOnThisThread<T>(name: string, build: (data: T) => Promise<S
   // A thread has its own process events: without this, one such rejection would end the fleet.
   logUnhandledRejections(createLogger(name));
   const post = (message: FromThread) => port.postMessage(message);
-  const failed = (err: unknown): FromThread => ({
-    type: 'failed',
-    message: err instanceof Error ? err.message : String(err),
-    stack: err instanceof Error ? err.stack : undefined,
-  });
+  const failed = (err: unknown): FromThread => {
+    const { code, address, port } = (err ?? {}) as ErrorDetails;
+    return {
+      type: 'failed',
+      message: err instanceof Error ? err.message : String(err),
+      stack: err instanceof Error ? err.stack : undefined,
+      code,
+      address,
+      port,
+    };
+  };
   const service = build(workerData as T).then(async (built) => {
     try {
       await built.start();
@@ -153,8 +163,12 @@ export function serveOnThisThread<T>(name: string, build: (data: T) => Promise<S
   });
 }
 
-function threadError(name: string, message: { message: string; stack?: string }): Error {
-  const err = new Error(`${name} thread: ${message.message}`);
-  if (message.stack) err.stack = `${err.message}\n(on the thread) ${message.stack}`;
+/** The thread's error on this side, with its details: npm start names a port taken in plain words. */
+function threadError(
+  name: string,
+  { message, stack, code, address, port }: { message: string; stack?: string } & ErrorDetails,
+): Error {
+  const err = Object.assign(new Error(`${name} thread: ${message}`), { code, address, port });
+  if (stack) err.stack = `${err.message}\n(on the thread) ${stack}`;
   return err;
 }

@@ -1,4 +1,5 @@
 import { existsSync, mkdtempSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
@@ -38,6 +39,18 @@ describe('threadService', () => {
     const { service } = await serve({ failBuild: true });
     await expect(service.start()).rejects.toThrow('http thread: no port configured');
     await service.stop(); // nothing left to stop
+  });
+
+  it('rejects start with a listen error’s code, address and port, which npm start names in plain words', async () => {
+    const taken = http.createServer();
+    const { port, service } = await serve();
+    await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve));
+    try {
+      await expect(service.start()).rejects.toMatchObject({ code: 'EADDRINUSE', address: '127.0.0.1', port });
+      await service.stop();
+    } finally {
+      taken.close();
+    }
   });
 
   it('rejects stop when the service’s own stop fails', async () => {
