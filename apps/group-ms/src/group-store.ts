@@ -110,7 +110,11 @@ export interface GroupStore {
   blocksOf(user: string): Promise<string[]>;
   /** Those of `candidates` who blocked `user`, in the order of `candidates`. */
   blockersAmong(user: string, candidates: string[]): Promise<string[]>;
-  /** Account erasure: the user's blocks both ways, those they made and those made of them (returns how many). */
+  /**
+   * Account erasure: the blocks the user made (returns how many). Others' blocks of the user are
+   * theirs and stay: the user's own token erases, and Parley cannot tell that the account is gone
+   * elsewhere, so a blocked user would lift every block of them with one call and write again.
+   */
   forgetBlocksOf(user: string, at: number): Promise<number>;
   /**
    * Forgets which users' blocks changed before `changedBefore` (returns how many): a router reads

@@ -219,8 +219,8 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     { schema: { response: { 200: ErasedCount } } },
     async (request): Promise<ErasedCount> => {
       const user = actingUser(request);
-      // Their blocks both ways: whom they blocked, and who blocked them (either row names them); and
-      // the reports they filed and those about them.
+      // Whom they blocked and the reports they filed. Others' blocks of them and reports about them
+      // are those users' and the moderators' (the forget calls say why they stay).
       // First and on every call: a call after a 503 erases those made meanwhile too.
       await deps.blocks.forgetBlocksOf(user, deps.clock());
       await deps.reports.forgetReportsOf(user);

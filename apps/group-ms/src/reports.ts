@@ -39,7 +39,10 @@ export interface ReportStore {
    * least). `more`: the page stopped at either, so more may follow its last.
    */
   list(after: number, limit: number, maxBytes?: number): Promise<{ reports: ReportRecord[]; more: boolean }>;
-  /** Account erasure: the reports the user filed and those about them (returns how many). */
+  /**
+   * Account erasure: the reports the user filed (returns how many). Those about the user stay for
+   * moderators until REPORTS_KEEP_DAYS: a reported user would otherwise erase them before they are read.
+   */
   forgetReportsOf(user: string): Promise<number>;
   /** The reports filed before `filedBefore` (returns how many). */
   forgetReportsBefore(filedBefore: number, signal?: AbortSignal): Promise<number>;
@@ -136,7 +139,7 @@ export function createSqlReportStore(db: SqlDatabase): ReportStore {
       };
     },
     async forgetReportsOf(user) {
-      const deleted = await db.query('DELETE FROM user_reports WHERE reporter = $1 OR reported = $1', [user]);
+      const deleted = await db.query('DELETE FROM user_reports WHERE reporter = $1', [user]);
       return deleted.rowCount;
     },
     forgetReportsBefore: (filedBefore, signal) =>

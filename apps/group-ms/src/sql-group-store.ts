@@ -166,13 +166,8 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
     blockersAmong: (user, candidates) => blockersAmong(db, user, candidates),
     forgetBlocksOf: (user, at) =>
       db.transaction(async (tx) => {
-        const deleted = await tx.query<{ user_id: string }>(
-          'DELETE FROM user_blocks WHERE user_id = $1 OR blocked_id = $1 RETURNING user_id',
-          [user],
-        );
-        // The erased user's blocks changed, and so did those of everyone who had blocked them.
-        if (deleted.rowCount > 0)
-          await recordBlockChanges(tx, [...new Set(deleted.rows.map((r) => r.user_id))], at);
+        const deleted = await tx.query('DELETE FROM user_blocks WHERE user_id = $1', [user]);
+        if (deleted.rowCount > 0) await recordBlockChanges(tx, [user], at);
         return deleted.rowCount;
       }),
     forgetBlockChangesBefore: (changedBefore, signal) =>

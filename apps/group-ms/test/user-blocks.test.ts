@@ -113,19 +113,19 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     expect(await store.blockersAmong('b4', ['target'])).toEqual(['target']);
   });
 
-  it("forgets a user's blocks both ways on erasure: those they made and those made of them, no one else's", async () => {
+  it("forgets on erasure the blocks the user made, not those made of them (theirs to lift), no one else's", async () => {
     await store.block('erased', 'x1', 1, 10);
     await store.block('erased', 'x2', 2, 10);
     await store.block('y1', 'erased', 3, 10);
     await store.block('y1', 'x1', 4, 10);
-    expect(await store.forgetBlocksOf('erased', 9000)).toBe(3);
+    expect(await store.forgetBlocksOf('erased', 9000)).toBe(2);
     expect(await store.blocksOf('erased')).toEqual([]);
-    expect(await store.blockersAmong('erased', ['y1'])).toEqual([]);
-    expect(await store.blocksOf('y1')).toEqual(['x1']);
+    expect(await store.blockersAmong('erased', ['y1'])).toEqual(['y1']);
+    expect(await store.blocksOf('y1')).toEqual(['erased', 'x1']);
     expect(await store.forgetBlocksOf('erased', 9000)).toBe(0);
   });
 
-  it('records whose blocks changed, in the order they did: a block, an unblock, and an erasure for everyone it changed; a repeat, a refusal or an unblock of no block records nothing', async () => {
+  it('records whose blocks changed, in the order they did: a block, an unblock, and an erasure; a repeat, a refusal or an unblock of no block records nothing', async () => {
     const since = await maxVersion();
     await store.block('w1', 'v1', 100, 2);
     await store.block('w2', 'v1', 101, 2);
@@ -139,12 +139,12 @@ describe.each(testDatabases())('user blocks in the group store on $name', (targe
     ]);
     await store.unblock('w2', 'v1', 106);
     await store.block('v1', 'w3', 107, 2);
-    // v1 is erased: w1's block of v1 and v1's own block of w3 go; w2 no longer blocks v1.
-    expect(await store.forgetBlocksOf('v1', 108)).toBe(2);
+    // v1 is erased: v1's own block of w3 goes; w1's block of v1 stays, and so w1's blocks did not change.
+    expect(await store.forgetBlocksOf('v1', 108)).toBe(1);
     expect(await changesAfter(since)).toEqual([
+      ['w1', 103],
       ['w2', 106],
       ['v1', 108],
-      ['w1', 108],
     ]);
     // Versions rise with each change, never handed out twice.
     const versions = (await changedRows(since)).map((r) => r.version);

@@ -1,4 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { INTERNAL_SECRET_HEADER } from '@parley/contracts';
+import { DEV_INTERNAL_SECRET } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import { fleetSuite } from './helpers';
 
@@ -109,6 +111,38 @@ describe('fleet: what an authenticated user cannot do to others', () => {
     const own = await clients.rest('sec-dave', 'DELETE', '/v1/account');
     expect(own.body.erased).toMatchObject({ devices: 1 });
     expect(own.body.erased.stored).toBeGreaterThanOrEqual(1);
+  });
+
+  it("cannot undo another user's block, mute or report of her by erasing her account", async () => {
+    await clients.rest('sec-frank', 'PUT', '/v1/blocks/sec-mallory5');
+    await clients.rest('sec-frank', 'PUT', '/v1/mutes/direct/sec-mallory5');
+    const report = await clients.rest('sec-frank', 'POST', '/v1/reports', {
+      user: 'sec-mallory5',
+      reason: 'harassment',
+    });
+    expect(report.status).toBe(201);
+    // Her own token calls it: nothing shows her account is gone anywhere else, and she goes on.
+    expect((await clients.rest('sec-mallory5', 'DELETE', '/v1/account')).status).toBe(200);
+    expect((await clients.rest('sec-frank', 'GET', '/v1/blocks')).body.blocked).toEqual(['sec-mallory5']);
+    expect((await clients.rest('sec-frank', 'GET', '/v1/mutes')).body.mutes).toMatchObject([
+      { chat: 'direct', id: 'sec-mallory5' },
+    ]);
+    const reports = await fetch(fleet().urls.reports, {
+      headers: { [INTERNAL_SECRET_HEADER]: DEV_INTERNAL_SECRET },
+    });
+    expect(((await reports.json()) as { reports: Array<{ id: string }> }).reports.map((r) => r.id)).toContain(
+      report.body.id,
+    );
+    // And the block still keeps her messages from him.
+    const frank = await clients.connect('sec-frank', { autoAck: true });
+    const mallory = await clients.connect('sec-mallory5');
+    mallory.send({ type: 'message', id: 'again', to: 'sec-frank', body: 'unblocked?' });
+    await mallory.next((f) => f.type === 'accepted');
+    const carol = await clients.connect('sec-carol5');
+    carol.send({ type: 'message', id: 'c1', to: 'sec-frank', body: 'hi' });
+    await frank.next((f) => f.type === 'message' && f.from === 'sec-carol5');
+    await sleep(500);
+    expect(frank.frames.filter((f) => f.from === 'sec-mallory5')).toEqual([]);
   });
 
   it('answers no internal endpoint without the internal secret, and none on the public ports', async () => {

@@ -50,7 +50,8 @@ export const MIGRATIONS: Migration[] = [
       PRIMARY KEY (user_id, chat, conversation)
     )`,
   },
-  // Others' mutes of a user's 1:1, forgotten with the user's account (mute-store.ts forgetMutesOf).
+  // Served erasing others' mutes of a user's 1:1 with the user's account, which they now outlive
+  // (mute-store.ts forgetMutesOf); unused since, kept as applied.
   {
     id: '004_push_mutes_direct',
     sql: `CREATE INDEX push_mutes_direct ON push_mutes (conversation) WHERE chat = 'direct'`,

@@ -26,8 +26,8 @@ export interface MuteStore {
   /** Of these recipients' conversations, those muted at `now`, as `muteKey`s. */
   mutedAmong(asked: Array<{ user: string } & Conversation>, now: number): Promise<Set<string>>;
   /**
-   * Account erasure: every mute that names the user, theirs and others' of a 1:1 with them (as
-   * blocks go both ways: an id given again to someone else would find itself muted). Returns how many.
+   * Account erasure: the user's mutes (returns how many). Others' mutes of a 1:1 with the user are
+   * theirs and stay (as their blocks of the user do): the user's own token erases.
    */
   forgetMutesOf(user: string): Promise<number>;
 }
@@ -91,10 +91,7 @@ export function createSqlMuteStore(db: SqlDatabase, now: () => number = Date.now
       return new Set(rows.rows.map((row) => muteKey(row.user_id, { chat: row.chat, id: row.conversation })));
     },
     async forgetMutesOf(user) {
-      const deleted = await db.query(
-        `DELETE FROM push_mutes WHERE user_id = $1 OR (chat = 'direct' AND conversation = $1)`,
-        [user],
-      );
+      const deleted = await db.query('DELETE FROM push_mutes WHERE user_id = $1', [user]);
       return deleted.rowCount;
     },
   };
