@@ -159,13 +159,18 @@ function startingAgainOnDependencyFailures<T extends TObject>(
   };
 }
 
-/** With PARLEY_ENV=production, the public development secrets are configuration problems. */
+/** With PARLEY_ENV=production, the public development secrets and rest-gateway's DEV_MODE are configuration problems. */
 export function productionProblems(config: Record<string, unknown>): string[] {
   if (config.PARLEY_ENV !== 'production') return [];
-  return publicDevSecretsIn(config).map(
+  const problems = publicDevSecretsIn(config).map(
     (name) =>
       `${name}: holds the public development value, refused with PARLEY_ENV=production (anyone could sign tokens or call internal endpoints); set a secret of your own`,
   );
+  if (config.DEV_MODE === true)
+    problems.push(
+      'DEV_MODE: is true, refused with PARLEY_ENV=production (POST /v1/dev/token hands anyone a token for any user); set it to false',
+    );
+  return problems;
 }
 
 /** Settings left on the public development secrets (JWT_SECRET counts only without a JWKS). */

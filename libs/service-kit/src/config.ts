@@ -100,7 +100,7 @@ export const CommonConfig = {
   PARLEY_ENV: Type.Union([Type.Literal('development'), Type.Literal('production')], {
     default: 'development',
     description:
-      'production refuses to start on the public development secrets (JWT_SECRET, INTERNAL_SECRET); development warns',
+      'production refuses to start on the public development secrets (JWT_SECRET, INTERNAL_SECRET) or with DEV_MODE=true (rest-gateway); development warns of the secrets',
   }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({
     minimum: 100,

@@ -173,4 +173,20 @@ describe('loadConfig', () => {
     const own = { PARLEY_ENV: 'production', JWT_SECRET: 'x'.repeat(40), INTERNAL_SECRET: 'y'.repeat(20) };
     expect(productionProblems(loadConfig('t', service, own))).toEqual([]);
   });
+
+  it("refuses rest-gateway's DEV_MODE with PARLEY_ENV=production: POST /v1/dev/token hands anyone a token for any user", () => {
+    const gateway = Type.Object({
+      ...CommonConfig,
+      ...AuthConfig,
+      ...InternalConfig,
+      DEV_MODE: Type.Boolean({ default: false }),
+    });
+    const own = { JWT_SECRET: 'x'.repeat(40), INTERNAL_SECRET: 'y'.repeat(20) };
+    expect(productionProblems(loadConfig('t', gateway, { ...own, DEV_MODE: 'true' }))).toEqual([]);
+    const production = { ...own, PARLEY_ENV: 'production' };
+    expect(productionProblems(loadConfig('t', gateway, production))).toEqual([]);
+    expect(productionProblems(loadConfig('t', gateway, { ...production, DEV_MODE: 'true' }))).toEqual([
+      expect.stringMatching(/^DEV_MODE: is true, refused with PARLEY_ENV=production/),
+    ]);
+  });
 });
