@@ -36,6 +36,17 @@ export interface TopicSpec<E> {
 
 const DAY = 24 * 60 * 60 * 1000;
 
+/**
+ * How often a topic starts a new segment (`segment.ms`) under `retentionMs`: an eighth of it, 12 h
+ * at most. Kafka deletes whole segments, each once its newest record is past the retention, so a
+ * record stays for its retention plus up to this. With Kafka's default (7 days), a 1-day topic kept
+ * records 8 days and a 7-day one 14: past what an erasure promises, and past the ops and ack
+ * tombstones group-ms and persistence-ms keep (8 days) to tell a record read again.
+ */
+export function segmentMsOf(retentionMs: number): number {
+  return Math.min(DAY / 2, Math.floor(retentionMs / 8));
+}
+
 export const TOPICS = {
   inbound: {
     name: 'parley.inbound.v1',

@@ -1,5 +1,5 @@
 import { Kafka } from 'kafkajs';
-import { dlqTopic, TOPICS, TopicSpec } from '@parley/contracts';
+import { dlqTopic, segmentMsOf, TOPICS, TopicSpec } from '@parley/contracts';
 
 export interface ProvisionOptions {
   /** Overrides each topic's default partition count. */
@@ -30,7 +30,10 @@ export async function provisionTopics(kafka: Kafka, options: ProvisionOptions = 
           topic: t.name,
           numPartitions: t.partitions,
           replicationFactor: options.replicationFactor ?? 1,
-          configEntries: [{ name: 'retention.ms', value: String(t.retentionMs) }],
+          configEntries: [
+            { name: 'retention.ms', value: String(t.retentionMs) },
+            { name: 'segment.ms', value: String(segmentMsOf(t.retentionMs)) },
+          ],
         })),
       });
     }

@@ -6,6 +6,7 @@ import pino from 'pino';
 import { startBroker } from '../src/broker';
 import { OffsetStore } from '../src/broker/log/offset-store';
 import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
+import { TopicStore } from '../src/broker/log/topic-store';
 import { BATCH, writeInt64 } from '../src/broker/log/record-batch';
 import { crc32c } from '../src/broker/log/crc32c';
 import { offsetCommitError, offsetCommitV2, RawClient } from './support/raw-client';
@@ -792,4 +793,71 @@ describe('broker storage', () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe('the topics Parley provisions', () => {
+  const MINUTE = 60_000;
+  const DAY = 24 * 60 * MINUTE;
+
+  test('drop a record within its retention and an eighth more, on a Kafka rolling segments at its default (7 days) and a topic that keeps receiving records', async () => {
+    // What provisioning asks for, as the broker records it (topics.json).
+    const dataDir = tmp();
+    const broker = await startBroker({ dataDir, logger });
+    await provisionTopics(new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }));
+    await broker.stop();
+    const provisioned = JSON.parse(fs.readFileSync(path.join(dataDir, 'topics.json'), 'utf8')) as Array<{
+      name: string;
+      configs: Record<string, string>;
+    }>;
+    fs.rmSync(dataDir, { recursive: true, force: true });
+
+    // A batch stamped `at`, its CRC made again.
+    const [template] = await makeBatches(1, 100);
+    const stamped = (at: number) => {
+      const b = Buffer.from(template);
+      writeInt64(b, BATCH.FIRST_TIMESTAMP, at);
+      writeInt64(b, BATCH.MAX_TIMESTAMP, at);
+      b.writeUInt32BE(crc32c(b, BATCH.ATTRIBUTES), BATCH.CRC);
+      return b;
+    };
+    // Kafka's defaults: a segment rolls after 7 days (log.roll.ms) or 1 GiB; retention is checked
+    // every 5 minutes. The topic's first record is followed by one every 10 minutes.
+    const kafkaDefaults: LogConfig = { ...config, segmentMs: 7 * DAY, segmentBytes: 1 << 30 };
+    const start = Date.now();
+    let now = start;
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now); // segments note their start by it
+    /** How long the first record of a partition made now is kept. */
+    const keptDays = (create: () => PartitionLog) => {
+      now = start;
+      const log = create();
+      for (; now - start < 60 * DAY; now += 5 * MINUTE) {
+        if ((now - start) % (10 * MINUTE) === 0) log.append([stamped(now)], now);
+        log.applyRetention(now);
+        if (log.logStartOffset > 0) return (now - start) / DAY;
+      }
+      return Infinity;
+    };
+    let kept: Array<{ name: string; retentionDays: number; keptDays: number }>;
+    try {
+      kept = provisioned.map(({ name, configs }) => ({
+        name,
+        retentionDays: Number(configs['retention.ms']) / DAY,
+        keptDays: keptDays(
+          () => new TopicStore(null, kafkaDefaults, 'never', logger).create(name, 1, configs).partitions[0],
+        ),
+      }));
+    } finally {
+      clock.mockRestore();
+    }
+
+    expect(kept.length).toBeGreaterThan(0);
+    for (const topic of kept)
+      expect({
+        ...topic,
+        withinAnEighthMore: topic.keptDays <= topic.retentionDays * 1.125 + 10 / (24 * 60),
+      }).toEqual({
+        ...topic,
+        withinAnEighthMore: true,
+      });
+  });
 });

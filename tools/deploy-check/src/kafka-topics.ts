@@ -4,7 +4,7 @@
  * The deploy-check tests fail when the committed file and the code disagree.
  */
 import { stringify } from 'yaml';
-import { dlqTopic, TOPICS } from '@parley/contracts';
+import { dlqTopic, segmentMsOf, TOPICS } from '@parley/contracts';
 
 export const KAFKA_CLUSTER = 'parley';
 export const DLQ_PARTITIONS = 1;
@@ -14,22 +14,26 @@ export interface TopicPlan {
   name: string;
   partitions: number;
   retentionMs: number;
+  /** `segment.ms`: how much longer than its retention a record may stay (segmentMsOf). */
+  segmentMs: number;
   description: string;
 }
 
-/** Every topic the code uses, with the partitions and retention it is provisioned with. */
+/** Every topic the code uses, with the partitions, retention and segment time it is provisioned with. */
 export function plannedTopics(): TopicPlan[] {
   return Object.values(TOPICS).flatMap((spec) => [
     {
       name: spec.name,
       partitions: spec.partitions,
       retentionMs: spec.retentionMs,
+      segmentMs: segmentMsOf(spec.retentionMs),
       description: spec.description,
     },
     {
       name: dlqTopic(spec.name),
       partitions: DLQ_PARTITIONS,
       retentionMs: DLQ_RETENTION_MS,
+      segmentMs: segmentMsOf(DLQ_RETENTION_MS),
       description: `Dead letters of ${spec.name}`,
     },
   ]);
@@ -44,7 +48,7 @@ export function kafkaTopicsYaml(replicas = 3): string {
   const header = [
     '# Generated from libs/contracts/src/topics.ts by tools/deploy-check/src/kafka-topics.ts; regenerate,',
     '# do not edit: npx tsx tools/deploy-check/src/kafka-topics.ts > deploy/k8s/base/kafka/topics.yaml',
-    '# Partitions and retention per topic as in the code; every topic has a <name>.dlq (1 partition, 30 days).',
+    '# Partitions, retention and segment time per topic as in the code; every topic has a <name>.dlq (1 partition, 30 days).',
     '# replicas: 3 here; the dev overlay sets 1. min.insync.replicas comes from the Kafka cluster config.',
     '',
   ].join('\n');
@@ -62,7 +66,7 @@ export function kafkaTopicsYaml(replicas = 3): string {
           topicName: t.name,
           partitions: t.partitions,
           replicas,
-          config: { 'retention.ms': t.retentionMs, 'cleanup.policy': 'delete' },
+          config: { 'retention.ms': t.retentionMs, 'segment.ms': t.segmentMs, 'cleanup.policy': 'delete' },
         },
       },
       { lineWidth: 0 },

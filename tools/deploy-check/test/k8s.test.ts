@@ -344,7 +344,7 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       });
     });
 
-    it('has a KafkaTopic with the right partitions and retention for every topic the code uses, and no other', () => {
+    it('has a KafkaTopic with the right partitions, retention and segment time for every topic the code uses, and no other', () => {
       const k = kafka();
       const topics = m.all('KafkaTopic');
       for (const t of topics) expect(t.metadata.labels?.['strimzi.io/cluster']).toBe(k.metadata.name);
@@ -352,11 +352,13 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
         name: t.spec.topicName ?? t.metadata.name,
         partitions: t.spec.partitions,
         retentionMs: Number(t.spec.config?.['retention.ms']),
+        segmentMs: Number(t.spec.config?.['segment.ms']),
       }));
-      const wanted = plannedTopics().map(({ name, partitions, retentionMs }) => ({
+      const wanted = plannedTopics().map(({ name, partitions, retentionMs, segmentMs }) => ({
         name,
         partitions,
         retentionMs,
+        segmentMs,
       }));
       const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
       expect(actual.sort(byName)).toEqual(wanted.sort(byName));
