@@ -117,6 +117,17 @@ function indexEntries(logFile: string): number[][] {
   return out;
 }
 
+/** A broker syncing every write (`fsync: always`) in a directory of its own, with `topic` created. */
+async function alwaysSyncingBroker(topic: string) {
+  const dir = tmp();
+  const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
+  const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic }] });
+  return { dir, broker, kafka, admin };
+}
+
 describe('broker storage', () => {
   let batches: Buffer[];
   beforeAll(async () => {
@@ -522,12 +533,9 @@ describe('broker storage', () => {
   });
 
   test("under fsync 'always' a committed offset is on disk before the commit is answered", async () => {
-    const dir = tmp();
-    const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
-    const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+    const { dir, broker, kafka, admin } = await alwaysSyncingBroker('durable');
     const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-    const admin = kafka.admin();
-    await Promise.all([producer.connect(), admin.connect()]);
+    await producer.connect();
     const client = await RawClient.connect(broker.address);
     // A slow disk: each sync ends 100 ms after it is asked for. An answer sent before its sync ended
     // (a sync started and not awaited) finds fewer syncs finished than started.
@@ -550,25 +558,10 @@ describe('broker storage', () => {
       expect(finished).toBe(afterProduce);
       // OffsetCommit v2, standalone (generation -1, no member), offset 1 for durable/0; sent raw, as
       // admin.setOffsets runs a consumer after its commit and would outwait any sync.
-      const group = Buffer.from('g');
-      const topic = Buffer.from('durable');
-      const body = Buffer.alloc(2 + group.length + 4 + 2 + 8 + 4 + 2 + topic.length + 4 + 4 + 8 + 2);
-      let at = body.writeInt16BE(group.length, 0);
-      at += group.copy(body, at);
-      at = body.writeInt32BE(-1, at); // generation
-      at = body.writeInt16BE(0, at); // member id ''
-      body.writeBigInt64BE(-1n, at); // retention time: the broker's
-      at = body.writeInt32BE(1, at + 8); // one topic
-      at = body.writeInt16BE(topic.length, at);
-      at += topic.copy(body, at);
-      at = body.writeInt32BE(1, at); // one partition
-      at = body.writeInt32BE(0, at);
-      body.writeBigInt64BE(1n, at);
-      body.writeInt16BE(-1, at + 8); // null metadata
-      const answer = await client.request(8, 2, body);
+      const commit = offsetCommitV2('g', -1, '', { topic: 'durable', partition: 0, offset: 1 });
+      const answer = await client.request(8, 2, commit);
       const answeredAfter = finished;
-      // [topics: name, [partition, error]]
-      expect(answer.readInt16BE(4 + 2 + topic.length + 4 + 4)).toBe(0);
+      expect(offsetCommitError(answer)).toBe(0);
       expect(syncs.mock.calls.length).toBeGreaterThan(afterProduce);
       expect(answeredAfter).toBe(syncs.mock.calls.length);
       const [committed] = await admin.fetchOffsets({ groupId: 'g', topics: ['durable'] });
@@ -583,11 +576,7 @@ describe('broker storage', () => {
   });
 
   test("under fsync 'always' a commit whose sync failed is not answered as committed; the next sync tries again", async () => {
-    const dir = tmp();
-    const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
-    const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
-    await admin.connect();
-    await admin.createTopics({ topics: [{ topic: 'durable' }] });
+    const { dir, broker, admin } = await alwaysSyncingBroker('durable');
     const client = await RawClient.connect(broker.address);
     const syncs = jest
       .spyOn(fs, 'fdatasync')
@@ -670,11 +659,7 @@ describe('broker storage', () => {
   });
 
   test("under fsync 'always' a retried batch (a duplicate) is answered only once its original is on disk", async () => {
-    const dir = tmp();
-    const broker = await startBroker({ logger, dataDir: dir, fsync: 'always' });
-    const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
-    await admin.connect();
-    await admin.createTopics({ topics: [{ topic: 'retried' }] });
+    const { dir, broker, admin } = await alwaysSyncingBroker('retried');
     const [original, retry] = await Promise.all([
       RawClient.connect(broker.address),
       RawClient.connect(broker.address),
