@@ -1041,9 +1041,7 @@ describe('ws-gateway', () => {
   it('publishes nothing after stop() is done when it meets an announce under way: no socket it closed is announced again', async () => {
     env = await startGateway({ announceChunk: 1 });
     const sockets = [await connect('alice'), await connect('bob'), await connect('carol')];
-    await waitFor(
-      () => env.bus.events(TOPICS.connections).filter((e) => e.kind === 'connection-up').length === 3,
-    );
+    await waitFor(() => connectionUps(env.bus).length === 3);
     // Kafka slow: each chunk of the announce waits until the test lets it through.
     const publish = env.bus.publish.bind(env.bus);
     const held: Array<() => void> = [];
@@ -1119,11 +1117,7 @@ describe('ws-gateway', () => {
     env = await startGateway({ heartbeatIntervalMs: 100 });
     const sockets = [await connect('alice'), await connect('alice'), await connect('bob')];
     const connIds = sockets.map((s) => s.frames[0].connId as string).sort();
-    const ups = () =>
-      env.bus
-        .events(TOPICS.connections)
-        .filter((e) => e.kind === 'connection-up')
-        .map((e) => (e as { connId: string }).connId);
+    const ups = () => connectionUps(env.bus);
     await waitFor(() => ups().length === 3);
     const announce = (headers: Record<string, string>) =>
       env.gateway.internal.inject({ method: 'POST', url: '/announce', payload: {}, headers });
@@ -1151,11 +1145,7 @@ describe('ws-gateway', () => {
   it('starts an announce under way over when asked again: what it published before the second ask is published again', async () => {
     env = await startGateway({ announceChunk: 1 });
     const sockets = [await connect('alice'), await connect('bob'), await connect('carol')];
-    const ups = () =>
-      env.bus
-        .events(TOPICS.connections)
-        .filter((e) => e.kind === 'connection-up')
-        .map((e) => (e as { connId: string }).connId);
+    const ups = () => connectionUps(env.bus);
     await waitFor(() => ups().length === 3);
     // Kafka slow: each chunk of the announce waits until the test lets it through.
     const publish = env.bus.publish.bind(env.bus);
@@ -1470,6 +1460,14 @@ describe('the internal URL a gateway advertises', () => {
 });
 
 /** An upgrade request written by hand on a raw socket (then `after`, as a first frame sent with it). */
+/** The connection ids of the connection-ups the gateway published, in order. */
+function connectionUps(bus: MemoryBus): string[] {
+  return bus
+    .events(TOPICS.connections)
+    .filter((e) => e.kind === 'connection-up')
+    .map((e) => (e as { connId: string }).connId);
+}
+
 async function rawUpgrade(port: number, target: string, after = '') {
   return rawRequest(
     port,
