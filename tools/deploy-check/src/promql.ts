@@ -46,3 +46,20 @@ export function references(expr: string): Map<string, Set<string>> {
   });
   return out;
 }
+
+/** The function each range selector (`metric[5m]`) is passed to, per metric: rate, delta, min_over_time... */
+export function rangeFunctions(expr: string): Array<{ metric: string; fn: string }> {
+  const text = (n: SyntaxNode) => expr.slice(n.from, n.to);
+  const out: Array<{ metric: string; fn: string }> = [];
+  parser.parse(expr).iterate({
+    enter(ref) {
+      if (ref.name !== 'MatrixSelector') return;
+      const id = ref.node.getChild('VectorSelector')?.getChild('Identifier');
+      let call: SyntaxNode | null = ref.node.parent;
+      while (call && call.name !== 'FunctionCall') call = call.parent;
+      const fn = call?.getChild('FunctionIdentifier');
+      if (id && fn) out.push({ metric: text(id), fn: text(fn) });
+    },
+  });
+  return out;
+}

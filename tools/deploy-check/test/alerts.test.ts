@@ -1,9 +1,11 @@
 /**
  * The PrometheusRule of deploy/k8s/components/alerts stays true to the code and the docs: every
  * expr parses as PromQL (Prometheus's own Lezer grammar), every `parley_*` metric and label it uses
- * is exported by the fleet (started in this process, scraped on each service's /metrics), every
- * alert is documented with a runbook link that exists, every "Alert when" of docs/operations.md's
- * "What to watch" table has a rule, and thresholds copied from settings match the prod overlay.
+ * is exported by the fleet (started in this process, scraped on each service's /metrics) with the
+ * type its range functions want (rate() a counter, delta() a gauge), so is every one the docs and
+ * the rules' annotations name, every alert is documented with a runbook link that exists, every
+ * "Alert when" of docs/operations.md's "What to watch" table has a rule, and thresholds copied
+ * from settings match the prod overlay.
  * The rules are read from the component's YAML directly; only the overlay checks need kubectl.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +18,7 @@ import { waitFor, WsTestClient } from '@parley/test-kit';
 import { startFleet, type Fleet } from '../../../apps/launcher/src/fleet';
 import { dashboardQueries } from '../src/dashboard';
 import { fleet as deployableApps, ROOT } from '../src/fleet';
-import { references, syntaxErrors } from '../src/promql';
+import { rangeFunctions, references, syntaxErrors } from '../src/promql';
 import {
   appContainer,
   containerEnv,
@@ -64,21 +66,59 @@ const TARGET_LABELS = new Set(['namespace', 'instance', 'pod']);
 /** The registry's default label on every app metric (libs/service-kit createMetricsRegistry; checked below). */
 const DEFAULT_LABELS = new Set(['service']);
 
-/** Metrics from outside the fleet the rules use, with the labels those exporters give them. */
-const EXTERNAL: Record<string, { from: string; labels: string[] }> = {
+/** Metrics from outside the fleet the rules use, with the type and labels those exporters give them. */
+const EXTERNAL: Record<string, { from: string; type: string; labels: string[] }> = {
   kafka_consumergroup_lag: {
     from: "Strimzi's Kafka Exporter",
+    type: 'gauge',
     labels: ['consumergroup', 'topic', 'partition'],
   },
   kube_pod_container_status_restarts_total: {
     from: 'kube-state-metrics',
+    type: 'counter',
     labels: ['namespace', 'pod', 'uid', 'container'],
   },
   kube_deployment_status_replicas_unavailable: {
     from: 'kube-state-metrics',
+    type: 'gauge',
     labels: ['namespace', 'deployment'],
   },
 };
+
+/**
+ * Range functions that mean something on one type only: a rate() of a gauge, or a delta() of a
+ * counter (which resets at every restart), gives numbers a threshold cannot be set on.
+ */
+const FUNCTIONS_OF_TYPE: Record<string, string[]> = {
+  counter: ['rate', 'irate', 'increase', 'resets'],
+  gauge: ['delta', 'idelta', 'deriv', 'predict_linear'],
+};
+
+/**
+ * Where operators read metric names beside the rules' exprs and the dashboard's queries: the docs,
+ * the rules' annotations and the dashboard file (its namespace variable's query).
+ */
+const MENTIONING = [
+  'docs/operations.md',
+  'docs/architecture.md',
+  'README.md',
+  'deploy/k8s/components/alerts/prometheus-rule.yaml',
+  'deploy/k8s/components/dashboards/parley.json',
+];
+
+/**
+ * The `parley_*` names a text mentions (`*` a wildcard, as in `parley_nodejs_*`), each with the
+ * label names of a `{...}` right after it: `{topic,group}` or `{stage="connect",code="..."}`.
+ */
+function mentionedMetrics(text: string): Array<{ name: string; labels: string[] }> {
+  return [...text.matchAll(/\bparley_[a-z0-9_*]+(?:\{([^}]*)\})?/g)].map((m) => ({
+    name: m[0].replace(/\{.*$/, ''),
+    labels: (m[1] ?? '')
+      .split(',')
+      .map((part) => /^\s*([a-zA-Z_][a-zA-Z0-9_]*)/.exec(part)?.[1])
+      .filter((label): label is string => label !== undefined),
+  }));
+}
 
 /**
  * Labels of counters the traffic below does not increment (a labeled prom-client counter prints no
@@ -286,9 +326,28 @@ function parseExposition(text: string, into: Scraped): void {
 }
 
 function exported(scraped: Scraped, name: string): boolean {
-  if (scraped.types.has(name)) return true;
+  return typeOf(scraped, name) !== undefined;
+}
+
+/** A family's type; a histogram's or summary's `_bucket`, `_sum` and `_count` are counters. */
+function typeOf(scraped: Scraped, name: string): string | undefined {
+  if (scraped.types.has(name)) return scraped.types.get(name);
   const suffix = /^(.*)_(bucket|sum|count)$/.exec(name);
-  return !!suffix && ['histogram', 'summary'].includes(scraped.types.get(suffix[1]) ?? '');
+  return suffix && ['histogram', 'summary'].includes(scraped.types.get(suffix[1]) ?? '')
+    ? 'counter'
+    : undefined;
+}
+
+/** The label names a family is known to carry: on its samples (a histogram's too), or declared above. */
+function knownLabels(scraped: Scraped, family: string): Set<string> {
+  return new Set([
+    ...TARGET_LABELS,
+    ...DEFAULT_LABELS,
+    ...(LABELS_NOT_SEEN_IN_TRAFFIC[family]?.labels ?? []),
+    ...['', '_bucket', '_sum', '_count'].flatMap((suffix) => [
+      ...(scraped.labels.get(family + suffix) ?? []),
+    ]),
+  ]);
 }
 
 describe('parley-alerts against the fleet', () => {
@@ -391,6 +450,50 @@ describe('parley-alerts against the fleet', () => {
     // Every app metric carries `service`.
     for (const [name, labels] of scraped.labels)
       if (name.startsWith('parley_')) expect([name, labels.has('service')]).toEqual([name, true]);
+  });
+
+  it('passes counters only to rate() and increase(), gauges only to delta() (rules and dashboard)', () => {
+    expect(rangeFunctions('sum(rate(x[5m] offset 1h)) / delta(y[5m])')).toEqual([
+      { metric: 'x', fn: 'rate' },
+      { metric: 'y', fn: 'delta' },
+    ]);
+    for (const query of SHIPPED)
+      for (const { metric, fn } of rangeFunctions(query.expr)) {
+        const type = metric.startsWith('parley_') ? typeOf(scraped, metric) : EXTERNAL[metric]?.type;
+        for (const [wanted, functions] of Object.entries(FUNCTIONS_OF_TYPE))
+          if (functions.includes(fn))
+            expect([query.name, fn, metric, type]).toEqual([query.name, fn, metric, wanted]);
+      }
+  });
+
+  it("exports every parley_* metric and label the docs, the rules' annotations and the dashboard file name", () => {
+    expect(mentionedMetrics('`parley_kafka_*{group}`, parley_x_total{stage="connect",code="y"}')).toEqual([
+      { name: 'parley_kafka_*', labels: ['group'] },
+      { name: 'parley_x_total', labels: ['stage', 'code'] },
+    ]);
+    const families = [...scraped.types.keys()];
+    let checked = 0;
+    for (const file of MENTIONING) {
+      const mentioned = mentionedMetrics(readFileSync(path.join(ROOT, file), 'utf8'));
+      checked += mentioned.length;
+      for (const { name, labels } of mentioned) {
+        const pattern = new RegExp(`^${name.replace(/\*/g, '.*')}$`);
+        const matching = name.includes('*') ? families.filter((f) => pattern.test(f)) : [name];
+        expect([file, name, matching.length > 0 && matching.every((m) => exported(scraped, m))]).toEqual([
+          file,
+          name,
+          true,
+        ]);
+        for (const label of labels)
+          expect([file, name, label, matching.some((m) => knownLabels(scraped, m).has(label))]).toEqual([
+            file,
+            name,
+            label,
+            true,
+          ]);
+      }
+    }
+    expect(checked).toBeGreaterThan(100);
   });
 
   it('matches /v1/* routes the HTTP histogram really records', () => {
