@@ -66,6 +66,8 @@ export interface FleetOptions {
   databaseUrl?: string;
   /** `DEFAULT_PORTS`, or `'random'` for free ports (tests). */
   ports?: FleetPorts | 'random';
+  /** How `'random'` ports are drawn (free ports outside the ephemeral range by default). */
+  drawPorts?: () => Promise<FleetPorts>;
   host?: string;
   logLevel?: string;
   /** TRACE_USERS: every hop of these users' messages is logged, whatever `logLevel` says. */
@@ -101,9 +103,24 @@ export interface Fleet {
  * the ws-gateway runs on a worker thread of its own, the rest on the main thread.
  */
 export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
+  if (options.ports !== 'random') return startFleetOn(options.ports ?? DEFAULT_PORTS, options);
+  // A free port drawn can be drawn by another fleet starting beside this one (parallel test suites)
+  // before either listens on it: such a start is tried again on ports drawn again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startFleetOn(await (options.drawPorts ?? randomPorts)(), options);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === RANDOM_PORT_ATTEMPTS) throw err;
+    }
+  }
+}
+
+/** How many times a fleet on random ports is started on ports drawn again after one was taken. */
+const RANDOM_PORT_ATTEMPTS = 3;
+
+async function startFleetOn(ports: FleetPorts, options: FleetOptions): Promise<Fleet> {
   const host = options.host ?? '127.0.0.1';
   const base = (port: number) => `http://${urlHost(host)}:${port}`;
-  const ports = options.ports === 'random' ? await randomPorts() : (options.ports ?? DEFAULT_PORTS);
   const jwtSecret = options.jwtSecret ?? DEV_JWT_SECRET;
   const internalSecret = options.internalSecret ?? DEV_INTERNAL_SECRET;
   const logLevel = options.logLevel ?? 'info';
@@ -329,7 +346,7 @@ async function stopAll(started: Array<[string, Service]>, closer: Closer) {
   if (failures.length > 0) throw new AggregateError(failures, failures.map((f) => f.message).join('; '));
 }
 
-async function randomPorts(): Promise<FleetPorts> {
+export async function randomPorts(): Promise<FleetPorts> {
   const entries = await Promise.all(
     Object.keys(DEFAULT_PORTS).map(async (key) => [key, await freePort()] as const),
   );
