@@ -7,18 +7,18 @@ describe('the fleet starting on random ports', () => {
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     const takenPort = (taken.address() as net.AddressInfo).port;
     let draws = 0;
-    // The first draw hands the ws-gateway (on its thread) a port another listener holds.
+    // The first draw hands the broker (the first to listen) a port another listener holds.
     const drawPorts = async () => ({
       ...(await randomPorts()),
-      ...(draws++ === 0 ? { wsGateway: takenPort } : {}),
+      ...(draws++ === 0 ? { broker: takenPort } : {}),
     });
     try {
       const fleet = await startFleet({ ports: 'random', drawPorts, logLevel: 'silent', fastConsumers: true });
       await fleet.stop();
       expect(draws).toBe(2);
-      expect(fleet.ports.wsGateway).not.toBe(takenPort);
+      expect(fleet.ports.broker).not.toBe(takenPort);
     } finally {
       taken.close();
     }
-  });
+  }, 120_000);
 });
