@@ -117,6 +117,16 @@ function indexEntries(logFile: string): number[][] {
   return out;
 }
 
+/** fs.fdatasync spied on, its next call failing with EIO (a disk error); the calls after it are real. */
+function failNextFdatasync() {
+  return jest
+    .spyOn(fs, 'fdatasync')
+    .mockImplementationOnce(((_fd: number, callback: (err: NodeJS.ErrnoException | null) => void) =>
+      callback(
+        Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }),
+      )) as typeof fs.fdatasync);
+}
+
 /** A broker syncing every write (`fsync: always`) in a directory of its own, with `topic` created. */
 async function alwaysSyncingBroker(topic: string) {
   const dir = tmp();
@@ -578,12 +588,7 @@ describe('broker storage', () => {
   test("under fsync 'always' a commit whose sync failed is not answered as committed; the next sync tries again", async () => {
     const { dir, broker, admin } = await alwaysSyncingBroker('durable');
     const client = await RawClient.connect(broker.address);
-    const syncs = jest
-      .spyOn(fs, 'fdatasync')
-      .mockImplementationOnce(((_fd: number, callback: (err: NodeJS.ErrnoException | null) => void) =>
-        callback(
-          Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }),
-        )) as typeof fs.fdatasync);
+    const syncs = failNextFdatasync();
     try {
       const commit = offsetCommitV2('g', -1, '', { topic: 'durable', partition: 0, offset: 1 });
       const answer = await Promise.race([
@@ -608,12 +613,7 @@ describe('broker storage', () => {
     const dir = tmp();
     const log = PartitionLog.create('t', 0, dir, config, logger);
     log.append(fresh().slice(0, 1));
-    const syncs = jest
-      .spyOn(fs, 'fdatasync')
-      .mockImplementationOnce(((_fd: number, callback: (err: NodeJS.ErrnoException | null) => void) =>
-        callback(
-          Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }),
-        )) as typeof fs.fdatasync);
+    const syncs = failNextFdatasync();
     await expect(log.sync()).rejects.toThrow('EIO');
     await log.sync();
     expect(syncs).toHaveBeenCalledTimes(2);
