@@ -51,7 +51,7 @@ done
 (pin 0,1 "$node" "$bundle/broker.js" --port $broker_port --data "$work/kafka" --fsync never >"$out/broker.log" 2>&1) &
 pids+=($!)
 disown
-for _ in $(seq 60); do grep -q 'kafka broker ready' "$out/broker.log" && break; sleep 0.5; done
+for _ in $(seq 60); do grep -qs 'kafka broker ready' "$out/broker.log" && break; sleep 0.5; done
 
 (pin 0,1 env JWT_SECRET=$secret KAFKA_BROKERS=127.0.0.1:$broker_port HOST=127.0.0.1 PORT=$ws_port INTERNAL_PORT=$internal_port \
   MAX_CONNECTIONS=$((n + 10000)) LOG_LEVEL=warn "$node" "$bundle/ws-gateway.js" >"$out/ws-gateway.log" 2>&1) &
