@@ -18,29 +18,41 @@ export function registerDocs(http: HttpServer): void {
     },
     transformObject: (document) => {
       const openapi = 'openapiObject' in document ? document.openapiObject : document.swaggerObject;
-      markWideIntegers(openapi);
-      simplifyUnions(openapi);
+      // Innermost first: a union's branches are marked before they are merged into it.
+      eachObject(openapi, (schema) => {
+        simplifyUnion(schema);
+        markWideInteger(schema);
+      });
       return openapi;
     },
   });
   void http.register(swaggerUi, { routePrefix: '/docs' });
 }
 
+/** Calls `visit` on every object of `node`, its own objects (and arrays' items) before it. */
+function eachObject(node: unknown, visit: (object: Record<string, unknown>) => void): void {
+  if (Array.isArray(node)) return node.forEach((item) => eachObject(item, visit));
+  if (node === null || typeof node !== 'object') return;
+  for (const value of Object.values(node)) eachObject(value, visit);
+  visit(node as Record<string, unknown>);
+}
+
 const INT32_MIN = -(2 ** 31);
 const INT32_MAX = 2 ** 31 - 1;
 
 /**
- * Each integer the document lets pass 32 bits gets `format: int64`. Client generators type an
+ * An integer the document lets pass 32 bits gets `format: int64`. Client generators type an
  * integer without a format as 32 bits (Java and Kotlin `Integer`, C# `int`, Go `int32`): every
  * timestamp (milliseconds since the epoch, past 2^31 since January 1970) then failed to
  * deserialize, and `?until=` could not be written.
  */
-function markWideIntegers(node: unknown): void {
-  if (Array.isArray(node)) return node.forEach(markWideIntegers);
-  if (node === null || typeof node !== 'object') return;
-  const schema = node as { type?: unknown; format?: unknown; minimum?: unknown; maximum?: unknown };
+function markWideInteger(schema: {
+  type?: unknown;
+  format?: unknown;
+  minimum?: unknown;
+  maximum?: unknown;
+}): void {
   if (schema.type === 'integer' && schema.format === undefined && !fitsInt32(schema)) schema.format = 'int64';
-  for (const value of Object.values(node)) markWideIntegers(value);
 }
 
 const fitsInt32 = ({ minimum, maximum }: { minimum?: unknown; maximum?: unknown }) =>
@@ -65,10 +77,7 @@ const isNull = (branch: unknown) => {
  * As `anyOf`, several generators made a wrapper type of each (one for the `chat` path parameter),
  * and `until` an object.
  */
-function simplifyUnions(node: unknown): void {
-  if (Array.isArray(node)) return node.forEach(simplifyUnions);
-  if (node === null || typeof node !== 'object') return;
-  const schema = node as Schema;
+function simplifyUnion(schema: Schema): void {
   const branches = schema.anyOf;
   if (branches && branches.length > 1 && branches.every(isStringLiteral)) {
     delete schema.anyOf;
@@ -78,5 +87,4 @@ function simplifyUnions(node: unknown): void {
     delete schema.anyOf;
     Object.assign(schema, { ...value, ...schema, nullable: true });
   }
-  for (const value of Object.values(schema)) simplifyUnions(value);
 }
