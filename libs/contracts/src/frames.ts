@@ -75,6 +75,7 @@ export function parseClientFrame(raw: string | Buffer, limits: FrameLimits = {})
 }
 
 const tooLarge = (maxBytes: number, size: number) => `frame: must be at most ${maxBytes} bytes (got ${size})`;
+/** The frame's `id`, where it has one: refusals echo it. */
 const idOf = (value: unknown) => {
   const id = (value as { id?: unknown } | null)?.id;
   return typeof id === 'string' ? id : undefined;
@@ -94,7 +95,7 @@ export function validateClientFrame(value: unknown, limits: FrameLimits = {}): F
     return refuse('invalid_frame', 'frame: must be a JSON object');
   }
   const candidate = value as Record<string, unknown>;
-  const id = typeof candidate.id === 'string' ? candidate.id : undefined;
+  const id = idOf(candidate);
   // Every field, not only the body: the event is serialized, and the sender would be told to try again.
   const maxDepth = limits.maxDepth ?? MAX_BODY_DEPTH;
   const tooDeep = nestingRefusal(candidate, maxDepth);
