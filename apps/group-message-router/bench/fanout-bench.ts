@@ -25,6 +25,7 @@ import {
 } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter } from '../src/app';
+import { createMemoryRoutedLog } from '../src/routed-log';
 import { fanOutMessage } from '../src/fanout';
 import { membershipOf, MembershipReader } from '../src/membership';
 
@@ -82,6 +83,7 @@ async function benchService(messages: number, mode: 'encoded' | 'memorybus'): Pr
   const router = createGroupMessageRouter({
     bus,
     membership: reader,
+    routed: createMemoryRoutedLog(),
     groupCommands: {
       apply: () => Promise.reject(new Error('the fan-out bench sends no group ops')),
     },

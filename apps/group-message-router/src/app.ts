@@ -10,22 +10,15 @@ import {
   TopicPosition,
   TOPICS,
   TYPING_NOTICE_MAX_AGE_MS,
-  userMid,
 } from '@parley/contracts';
 import { Envelope, EventBus } from '@parley/kafka';
-import {
-  buildHttpServer,
-  createRecentSet,
-  HttpServer,
-  Runtime,
-  Service,
-  serviceLifecycle,
-} from '@parley/service-kit';
+import { buildHttpServer, HttpServer, Runtime, Service, serviceLifecycle } from '@parley/service-kit';
 import { BatchPublisher } from './batch-publisher';
 import { fanOutMessage, fanOutTyping, notMemberError, PartitionOf } from './fanout';
 import { GroupCommandApplier } from './group-commands';
 import { comparePlaces, Membership, MembershipReader } from './membership';
 import { MembershipCache } from './membership-cache';
+import { placeKey, RoutedLog, routedAlready, Routing, SentMessage, sentKey } from './routed-log';
 
 export interface GroupMessageRouterDeps extends Omit<Runtime, 'closer'> {
   bus: EventBus;
@@ -33,6 +26,8 @@ export interface GroupMessageRouterDeps extends Omit<Runtime, 'closer'> {
   membership: MembershipReader;
   /** group-ms, which applies the group ops met in the group topic. */
   groupCommands: GroupCommandApplier;
+  /** The group messages routed, so that one met again is not routed again. */
+  routed: RoutedLog;
   port: number;
   host?: string;
   cacheTtlMs?: number;
@@ -95,12 +90,14 @@ type Counters = ReturnType<typeof createCounters>;
  * is routed, and the groups it touched are read again, so a message sent after an op (a group
  * created offline and then written to, a member removed) meets the membership that op made.
  *
- * A batch handled again (a crash or a rebalance before the offsets were committed) may hold events
- * placed before an op that group-ms has applied already: they were routed before it was applied
- * (ops are applied only once everything before them is routed and written), against the membership
- * of their place. Routed again, they would meet the one that later ops made (a member added after
- * a message would get it; a sender who left after it would be told not_member), so they are
- * skipped. group-ms keeps each group's last op from the topic (its place, from this router).
+ * A message met again is not routed again: the same record in a batch handled again (a crash or a
+ * rebalance before the offsets were committed), or a new one its client sent again (its socket
+ * closed before `accepted`). Routed again, it would meet the membership of now: a member added since
+ * (by an op, or over REST) would get a message sent before they joined, a sender who left since
+ * would be told not_member for a message already delivered. The routed log says which were routed
+ * (recorded once their deliveries are written). A batch handled again also skips the events placed
+ * before its group's last op from the topic that group-ms applied (ops are applied only once
+ * everything before them is routed and written); group-ms keeps that op's place, from this router.
  */
 function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, counters: Counters) {
   /**
@@ -109,14 +106,6 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
    * instead of fanning out the messages ahead of the ops again on every attempt.
    */
   const doneUpTo = new Map<number, TopicPosition>();
-  /**
-   * Group messages routed lately, by group and mid. An app whose socket closed before its
-   * `accepted` sends the message again, same id: a new record, placed after any op made in between.
-   * Routed again, it would meet that op's membership (a member added since would get a message sent
-   * before they joined; a sender who left since would be told not_member for a message already
-   * delivered), so it is not. Remembered once its run is written; lost with the process.
-   */
-  const routedLately = createRecentSet(RESENT_WINDOW_MS, RESENT_REMEMBERED);
   return async (batch: Envelope<GroupTopicEvent>[]) => {
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
@@ -138,41 +127,53 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
         markDone(doneUpTo, run.commands);
         continue;
       }
-      const memberships = await lookUpGroups(
-        cache,
-        run.routed.map((e) => e.event),
-      );
-      const fannedOut: string[] = [];
+      const events = run.routed.map((e) => e.event);
+      const [memberships, earlier] = await Promise.all([
+        lookUpGroups(cache, events),
+        routingsOf(deps.routed, events),
+      ]);
+      const routed: Routing[] = [];
       for (const envelope of run.routed) {
         const { event } = envelope;
         const membership = memberships.get(event.frame.to)!;
-        if (routedBefore(envelope, membership)) {
+        if (placedBeforeLastOp(envelope, membership)) {
           counters.replayed.inc();
           continue;
         }
-        const key = event.kind === 'group-message' ? sentKey(event) : undefined;
-        if (key && routedLately.has(key)) {
-          counters.resent.inc();
-          continue;
+        if (event.kind === 'group-message') {
+          const routing = { ...sentMessageOf(event), place: placeKey(placeOf(envelope)) };
+          const before = earlier.get(sentKey(routing)) ?? [];
+          if (routedAlready(before, routing.place)) {
+            (before.some((r) => r.place === routing.place) ? counters.replayed : counters.resent).inc();
+            continue;
+          }
+          const done = { ...routing, delivered: membership.has(event.from) };
+          earlier.set(sentKey(routing), [...before, done]); // the client's repeat in this very run
+          routed.push(done);
         }
         await deliveries.add(routeToMembers(event, membership, partitionOf, counters));
-        if (key && membership.has(event.from)) fannedOut.push(key);
       }
       await deliveries.flush();
-      for (const key of fannedOut) routedLately.add(key);
+      await deps.routed.record(routed);
       markDone(doneUpTo, run.routed);
     }
     for (const { event } of todo) counters.events.inc({ kind: event.kind });
   };
 }
 
-/** How long, and how many, group messages are remembered as routed (`routedLately`). */
-const RESENT_WINDOW_MS = 60 * 60_000;
-const RESENT_REMEMBERED = 200_000;
+function sentMessageOf(event: GroupMessageEvent): SentMessage {
+  return { group: event.frame.to, sender: event.from, id: event.frame.id };
+}
 
-/** A group message's group and mid: what a client sending it again repeats. */
-function sentKey(event: GroupMessageEvent): string {
-  return `${event.frame.to}\n${userMid(event.from, event.frame.id)}`;
+/** The routings recorded of these events' group messages, by message (sentKey). */
+async function routingsOf(log: RoutedLog, events: Routed[]): Promise<Map<string, Routing[]>> {
+  const messages = events.flatMap((e) => (e.kind === 'group-message' ? [sentMessageOf(e)] : []));
+  const byMessage = new Map<string, Routing[]>();
+  for (const routing of await log.routingsOf(messages)) {
+    const key = sentKey(routing);
+    byMessage.set(key, [...(byMessage.get(key) ?? []), routing]);
+  }
+  return byMessage;
 }
 
 /** An event's place in the group topic. */
@@ -193,7 +194,7 @@ const CLOCK_SKEW_MS = 60_000;
  * partition) and was applied after it was written. Such an op is applied only once everything before
  * it in the partition has been routed and its deliveries written.
  */
-function routedBefore(envelope: Envelope<Routed>, membership: Membership): boolean {
+function placedBeforeLastOp(envelope: Envelope<Routed>, membership: Membership): boolean {
   const { lastOp } = membership;
   if (!lastOp || lastOp.partition !== envelope.partition) return false;
   return comparePlaces(lastOp, placeOf(envelope)) > 0 && envelope.timestamp <= lastOp.at + CLOCK_SKEW_MS;
@@ -280,12 +281,12 @@ function createCounters(deps: Pick<Runtime, 'metrics'>) {
     }),
     replayed: new Counter({
       name: 'parley_group_router_replayed_total',
-      help: 'Group events handled again (a replay) and skipped: an op placed after them was applied, so they were routed before',
+      help: 'Group events handled again (a replay after a crash or a rebalance) and skipped: routed before',
       registers,
     }),
     resent: new Counter({
       name: 'parley_group_router_resent_total',
-      help: 'Group messages a client sent again (the same mid to the same group within an hour) and not routed again',
+      help: 'Group messages a client sent again (the same mid to the same group) and not routed again: routed before',
       registers,
     }),
     staleTyping: new Counter({

@@ -4,6 +4,7 @@ import { runMain } from '@parley/service-kit';
 import { createGroupMessageRouter } from './app';
 import { GroupMessageRouterConfig } from './config';
 import { createHttpGroupCommandApplier } from './group-commands';
+import { createSqlRoutedLog } from './routed-log';
 import { createSqlMembershipReader } from './sql-membership';
 
 void runMain('group-message-router', GroupMessageRouterConfig, async (config, runtime) => {
@@ -13,6 +14,7 @@ void runMain('group-message-router', GroupMessageRouterConfig, async (config, ru
     ...runtime,
     bus,
     membership: createSqlMembershipReader(db),
+    routed: createSqlRoutedLog(db, runtime.logger),
     groupCommands: createHttpGroupCommandApplier(config.GROUP_URL, config.INTERNAL_SECRET),
     port: config.PORT,
     host: config.HOST,

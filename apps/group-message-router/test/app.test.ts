@@ -10,6 +10,7 @@ import { MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter, GroupMessageRouterDeps } from '../src/app';
 import { GroupCommandApplier } from '../src/group-commands';
+import { createMemoryRoutedLog, RoutedLog } from '../src/routed-log';
 import { MapMembership } from './support/map-membership';
 import { waitFor } from '@parley/test-kit';
 
@@ -81,7 +82,14 @@ describe('group-message-router service', () => {
     membership = new MapMembership();
     membership.groups.set('g1', ['alice', 'bob', 'carol', 'dave']);
     groupCommands = new MapGroupCommands(membership);
-    router = routerOn({ bus, membership, groupCommands, cacheTtlMs: 60_000, deliveryBatchSize: 2 });
+    router = routerOn({
+      bus,
+      membership,
+      groupCommands,
+      routed: createMemoryRoutedLog(),
+      cacheTtlMs: 60_000,
+      deliveryBatchSize: 2,
+    });
     await router.start();
   });
   afterEach(() => router.stop());
@@ -357,9 +365,17 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
   let bus: MemoryBus;
   let membership: MapMembership;
   let groupCommands: MapGroupCommands;
+  let routed: RoutedLog;
   let router: GroupMessageRouter | undefined;
   const start = async (groupId: string) => {
-    router = routerOn({ bus, membership, groupCommands, groupId, changesGroupId: `${groupId}-changes` });
+    router = routerOn({
+      bus,
+      membership,
+      groupCommands,
+      routed, // the database both owners share
+      groupId,
+      changesGroupId: `${groupId}-changes`,
+    });
     await router.start();
   };
   beforeEach(() => {
@@ -367,6 +383,7 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
     membership = new MapMembership();
     membership.groups.set('g1', ['alice', 'bob', 'carol']);
     groupCommands = new MapGroupCommands(membership);
+    routed = createMemoryRoutedLog();
   });
   afterEach(() => router?.stop());
   const deliveries = () => bus.events(TOPICS.delivery).flatMap(deliveriesIn);
@@ -408,5 +425,60 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
     expect(recipientsOf('alice:before-leave').sort()).toEqual(['bob', 'carol']);
     // The replay tells alice her delivered message was refused.
     expect(deliveries().filter((d) => d.frame.type === 'error')).toEqual([]);
+  });
+
+  /**
+   * Routes `records` once, has group-ms change g1's members over REST (its tables; no op in the
+   * topic, nothing that places the change among the records), then has the partition's next owner
+   * read the same records again, as after a crash or a rebalance before the offsets were committed.
+   * A message of bob's, sent after the change, says when the next owner is through.
+   */
+  const routeAgainAfterRestChange = async (records: GroupTopicEvent[], members: string[]) => {
+    await bus.publish(TOPICS.group, records);
+    await start('first-owner');
+    await waitFor(() => deliveries().length > 0);
+    await router!.stop();
+    membership.change('g1', members);
+    await bus.publish(TOPICS.group, [message('bob', 'after-change', 'g1')]);
+    await start('next-owner');
+    await waitFor(() => recipientsOf('bob:after-change').length > 0);
+  };
+  const errorsTo = (user: string) => deliveries().filter((d) => d.to === user && d.frame.type === 'error');
+
+  it('never gives a member added over REST after a message was routed that message, when it is routed again', async () => {
+    await routeAgainAfterRestChange([message('alice', 'm1', 'g1')], ['alice', 'bob', 'carol', 'erin']);
+    expect(recipientsOf('alice:m1').sort()).toEqual(['bob', 'carol']);
+    expect(recipientsOf('bob:after-change').sort()).toEqual(['alice', 'carol', 'erin']);
+  });
+
+  it('never refuses as not_member a message already fanned out, when the sender left over REST before it is routed again', async () => {
+    await routeAgainAfterRestChange([message('alice', 'm1', 'g1')], ['bob', 'carol']);
+    expect(recipientsOf('alice:m1').sort()).toEqual(['bob', 'carol']);
+    expect(errorsTo('alice')).toEqual([]);
+  });
+
+  it('never delivers a message refused not_member when it is routed again after the sender was added; sent again, it goes out', async () => {
+    membership.groups.set('g1', ['bob', 'carol']);
+    await routeAgainAfterRestChange([message('alice', 'm1', 'g1')], ['alice', 'bob', 'carol']);
+    expect(recipientsOf('alice:m1')).toEqual([]);
+    expect(errorsTo('alice')).toHaveLength(1);
+    // Her app sends it again (a new record) now that she is a member: routed, as protocol.md says.
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1')]);
+    await waitFor(() => recipientsOf('alice:m1').length > 0);
+    expect(recipientsOf('alice:m1').sort()).toEqual(['bob', 'carol']);
+  });
+
+  it('does not route again a message its client sent again after the router restarted, whatever the membership did meanwhile', async () => {
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1')]);
+    await start('router');
+    await waitFor(() => recipientsOf('alice:m1').length === 2);
+    await router!.stop();
+    membership.change('g1', ['alice', 'bob', 'carol', 'erin']);
+    await start('router');
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1'), message('bob', 'later', 'g1')]);
+    await waitFor(() => recipientsOf('bob:later').length > 0);
+    expect(recipientsOf('alice:m1').sort()).toEqual(['bob', 'carol']);
+    const metrics = await router!.http.inject('/metrics');
+    expect(metrics.body).toMatch(/^parley_group_router_resent_total\{[^}]*\} 1$/m);
   });
 });

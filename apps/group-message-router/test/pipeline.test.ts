@@ -6,6 +6,7 @@ import { testDatabases } from '@parley/postgres/testing';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { createGroupMessageRouter, GroupMessageRouter } from '../src/app';
 import { createHttpGroupCommandApplier } from '../src/group-commands';
+import { createSqlRoutedLog } from '../src/routed-log';
 import { createSqlMembershipReader } from '../src/sql-membership';
 // Both halves of the group flow on one bus and one database, as in the fleet.
 import { createGroupMs, GroupMs } from '../../group-ms/src/app';
@@ -49,6 +50,7 @@ describe.each(testDatabases())(
         ...runtime('group-message-router'),
         bus,
         membership: createSqlMembershipReader(db),
+        routed: createSqlRoutedLog(db, silentLogger()),
         groupCommands: createHttpGroupCommandApplier(groupUrl, 'test-internal-secret-0123'),
         cacheTtlMs: 600_000,
       });

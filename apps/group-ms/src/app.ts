@@ -71,7 +71,7 @@ export interface GroupMs extends Service {
    * Purges the ops past retention, the groups emptied and the block changes recorded before it,
    * and the reports past theirs, now (it also runs periodically); returns how many of each went.
    */
-  purgeNow(): Promise<{ ops: number; groups: number; blockChanges: number; reports: number }>;
+  purgeNow(): Promise<{ ops: number; groups: number; blockChanges: number; routed: number; reports: number }>;
   /** Publishes the notices a failed publish left behind now (it also runs periodically). */
   publishOutboxNow(): Promise<number>;
 }
@@ -127,6 +127,7 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
     // As many as the largest page can hold: an answer without paging is no larger than one with it.
     maxListedMembers: GROUP_LIST_MAX_LIMIT * deps.maxMembers,
     blocks: deps.store,
+    routed: deps.store,
     maxBlocksPerUser: deps.maxBlocksPerUser ?? MAX_BLOCKS_PER_USER,
     reports: deps.reports,
   });
@@ -168,16 +169,17 @@ export function createGroupMs(deps: GroupMsDeps): GroupMs {
       const groups = await deps.store.forgetEmptyGroupsBefore(before, signal);
       emptiedPurged.inc(groups);
       const blockChanges = await deps.store.forgetBlockChangesBefore(before, signal);
+      const routed = await deps.store.forgetRoutedBefore(before, signal);
       const reports = await deps.reports.forgetReportsBefore(
         clock() - (deps.reportsRetentionMs ?? DEFAULT_REPORTS_KEEP_DAYS * DAY_MS),
         signal,
       );
-      if (ops + groups + blockChanges + reports > 0)
+      if (ops + groups + blockChanges + routed + reports > 0)
         deps.logger.info(
-          { ops, groups, blockChanges, reports },
-          'purged old group ops, emptied groups, block changes and reports',
+          { ops, groups, blockChanges, routed, reports },
+          'purged old group ops, emptied groups, block changes, routed group messages and reports',
         );
-      return { ops, groups, blockChanges, reports };
+      return { ops, groups, blockChanges, routed, reports };
     },
   });
 

@@ -122,6 +122,13 @@ export interface GroupStore {
    * leaves with them.
    */
   forgetBlockChangesBefore(changedBefore: number, signal?: AbortSignal): Promise<number>;
+
+  // group-message-router records the group messages it routed in `group_routed_messages`.
+
+  /** Forgets the group messages routed before `routedBefore` (returns how many): kept as long as the ops. */
+  forgetRoutedBefore(routedBefore: number, signal?: AbortSignal): Promise<number>;
+  /** Account erasure: the routings of the group messages the user sent (returns how many). */
+  forgetRoutedOf(user: string): Promise<number>;
 }
 
 export type BlockOutcome = 'blocked' | 'already' | 'too_many';

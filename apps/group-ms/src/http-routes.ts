@@ -46,6 +46,8 @@ export interface GroupRoutesDeps {
   maxListedMembers: number;
   /** Where a user's blocks are kept. */
   blocks: Pick<GroupStore, 'block' | 'unblock' | 'blocksOf' | 'blockersAmong' | 'forgetBlocksOf'>;
+  /** Where group-message-router records the group messages it routed (an erasure forgets the user's). */
+  routed: Pick<GroupStore, 'forgetRoutedOf'>;
   /** Users one user may block (MAX_BLOCKS_PER_USER). */
   maxBlocksPerUser: number;
   /** Where reports of users are kept (an erasure forgets those by and about the user). */
@@ -219,10 +221,11 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
     { schema: { response: { 200: ErasedCount } } },
     async (request): Promise<ErasedCount> => {
       const user = actingUser(request);
-      // Whom they blocked and the reports they filed. Others' blocks of them and reports about them
+      // Whom they blocked, the group messages they sent as routed, and the reports they filed. Others' blocks of them and reports about them
       // are those users' and the moderators' (the forget calls say why they stay).
       // First and on every call: a call after a 503 erases those made meanwhile too.
       await deps.blocks.forgetBlocksOf(user, deps.clock());
+      await deps.routed.forgetRoutedOf(user);
       await deps.reports.forgetReportsOf(user);
       const startedAt = performance.now();
       let left = 0;

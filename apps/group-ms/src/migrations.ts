@@ -1,8 +1,8 @@
 import { Migration } from '@parley/postgres';
 
 /**
- * group-ms owns these tables; group-message-router reads `groups` and `group_members`, and
- * message-router `user_blocks` and `user_block_changes` (read-only).
+ * group-ms owns these tables; group-message-router reads `groups` and `group_members` and writes
+ * `group_routed_messages`, and message-router reads `user_blocks` and `user_block_changes`.
  * One statement per migration: PGlite runs each as a prepared statement.
  */
 export const GROUP_MIGRATIONS: Migration[] = [
@@ -211,5 +211,26 @@ export const GROUP_MIGRATIONS: Migration[] = [
   {
     id: '032_user_reports_by_time',
     sql: `CREATE INDEX user_reports_by_time ON user_reports (created_at)`,
+  },
+  // The group messages group-message-router routed (it writes them once their deliveries are
+  // written), so that one met again, the same record read again after a crash or a new one its
+  // client sent again, is not routed again to a membership that changed since. `place`: the
+  // record's place in the group topic (a refusal is remembered for that record only). Purged with
+  // the ops; an erasure forgets the user's (sender, the key's first column).
+  {
+    id: '033_group_routed_messages',
+    sql: `CREATE TABLE group_routed_messages (
+      sender text NOT NULL,
+      id text NOT NULL,
+      group_id text NOT NULL,
+      place text NOT NULL,
+      delivered boolean NOT NULL,
+      routed_at bigint NOT NULL,
+      PRIMARY KEY (sender, id, group_id, place)
+    )`,
+  },
+  {
+    id: '034_group_routed_messages_by_time',
+    sql: 'CREATE INDEX group_routed_messages_by_time ON group_routed_messages (routed_at)',
   },
 ];

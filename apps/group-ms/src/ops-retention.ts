@@ -11,6 +11,6 @@ export const GroupOpsKeepConfig = {
     exclusiveMinimum: 0,
     default: DEFAULT_GROUP_OPS_KEEP_DAYS,
     description:
-      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention); a group its last member left is forgotten as long after',
+      'How long an applied group op is remembered, so a replay of it changes nothing (keep above the group-commands topic retention); a group its last member left, and a group message as routed, are forgotten as long after',
   }),
 } satisfies TProperties;

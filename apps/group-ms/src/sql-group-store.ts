@@ -177,6 +177,16 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
         before: changedBefore,
         signal,
       }),
+    forgetRoutedBefore: (routedBefore, signal) =>
+      deleteOlderThan(db, {
+        table: 'group_routed_messages',
+        column: 'routed_at',
+        before: routedBefore,
+        signal,
+      }),
+    async forgetRoutedOf(user) {
+      return (await db.query('DELETE FROM group_routed_messages WHERE sender = $1', [user])).rowCount;
+    },
   };
 }
 

@@ -794,6 +794,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
         ops: 1,
         groups: 0,
         blockChanges: expect.any(Number),
+        routed: expect.any(Number),
         reports: expect.any(Number),
       });
       expect(await opsOf()).toEqual(['recent', 'stuck']);
@@ -838,6 +839,7 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
         ops: expect.any(Number),
         groups: 1,
         blockChanges: expect.any(Number),
+        routed: expect.any(Number),
         reports: expect.any(Number),
       });
       // Its id is free, as it was: created again, it is a new group.

@@ -28,6 +28,7 @@ import { createSqlReportStore } from '../../group-ms/src/reports';
 import { createSqlGroupStore } from '../../group-ms/src/sql-group-store';
 import { createGroupMessageRouter } from '../../group-message-router/src/app';
 import { createHttpGroupCommandApplier } from '../../group-message-router/src/group-commands';
+import { createSqlRoutedLog } from '../../group-message-router/src/routed-log';
 import { createSqlMembershipReader } from '../../group-message-router/src/sql-membership';
 import { createPersistenceService } from '../../persistence-ms/src/app';
 import { createSqlOfflineStore } from '../../persistence-ms/src/sql-store';
@@ -227,15 +228,17 @@ async function startFleetOn(ports: FleetPorts, options: FleetOptions): Promise<F
         maxGroupsPerUser: DEFAULT_GROUP_MAX_GROUPS_PER_USER,
       }),
     );
-    await add('group-message-router', async () =>
-      createGroupMessageRouter({
-        ...(await runtimeFor('group-message-router', true)),
+    await add('group-message-router', async () => {
+      const runtime = await runtimeFor('group-message-router', true);
+      return createGroupMessageRouter({
+        ...runtime,
         membership: createSqlMembershipReader(db),
+        routed: createSqlRoutedLog(db, runtime.logger),
         groupCommands: createHttpGroupCommandApplier(base(ports.groupMs), internalSecret),
         port: ports.groupMessageRouter,
         host,
-      }),
-    );
+      });
+    });
     await add('persistence-ms', async () =>
       createPersistenceService({
         ...(await runtimeFor('persistence-ms', true)),

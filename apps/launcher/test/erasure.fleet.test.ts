@@ -102,6 +102,13 @@ describe('fleet: an account erased leaves only what the docs say stays', () => {
     device.send({ type: 'message', id: 'e1', to: cyd, body: 'from eve' });
     await device.next((f) => f.type === 'accepted');
     await waitFor(async () => (await stored(cyd)).includes(`${eve}:e1`), 10_000, "eve's message stored");
+    // And one to bea's group: group-message-router records it as routed.
+    device.send({ type: 'message', id: 'e2', to: `g2-${run}`, chat: 'group', body: 'to the group' });
+    await waitFor(
+      async () => (await stored(bea)).includes(`${eve}:e2`),
+      10_000,
+      "eve's group message stored",
+    );
     await device.close();
     for (const [user, method, path, body] of [
       [eve, 'PUT', '/v1/devices/phone', { token: `token-${run}`, platform: 'android' }],
@@ -129,6 +136,7 @@ describe('fleet: an account erased leaves only what the docs say stays', () => {
       'eve last seen',
     );
 
+    expect(Object.keys(await rowsNaming(eve))).toContain('group_routed_messages');
     const erased = await clients.rest(eve, 'DELETE', '/v1/account');
     expect([erased.status, erased.body.erased]).toEqual([
       200,
