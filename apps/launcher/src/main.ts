@@ -8,10 +8,13 @@ import {
   DEV_INTERNAL_SECRET,
   loadConfig,
   logUnhandledRejections,
+  stopOnSignals,
   tracedUsers,
 } from '@parley/service-kit';
 import { startFleet } from './fleet';
-import { stopOnSignals } from './stop-on-signals';
+
+/** How long Ctrl-C's stop may take before the launcher exits 1 (a second Ctrl-C ends it at once). */
+const STOP_DEADLINE_MS = 30_000;
 
 const LauncherConfig = Type.Object({
   PARLEY_DATA_DIR: Type.String({ default: '.data', description: 'Broker log and PGlite data' }),
@@ -66,7 +69,7 @@ async function main() {
       '',
     ].join('\n'),
   );
-  stopOnSignals(() => fleet.stop(), logger);
+  stopOnSignals(() => fleet.stop(), { logger, deadlineMs: STOP_DEADLINE_MS });
 }
 
 main().catch((err) => {

@@ -31,7 +31,7 @@ describe('npm start stopping on Ctrl-C', () => {
    * terminal's foreground job), on the launcher's signal handling around a fleet whose stop takes
    * `stopMs`. `ended` resolves with the output once every process of it has exited.
    */
-  function startCommand(stopMs: number) {
+  function startCommand(stopMs: number | 'never', env: Record<string, string> = {}) {
     const { scripts } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
     const main = 'apps/launcher/src/main.ts';
     expect(scripts.start).toContain(main);
@@ -43,6 +43,7 @@ describe('npm start stopping on Ctrl-C', () => {
         ...process.env,
         PATH: `${path.join(root, 'node_modules/.bin')}:${process.env.PATH}`,
         STOP_MS: String(stopMs),
+        ...env,
       },
     });
     let output = '';
@@ -60,7 +61,9 @@ describe('npm start stopping on Ctrl-C', () => {
     job.stdout.on('data', (chunk) => (output += chunk));
     job.stderr.on('data', (chunk) => (output += chunk));
     const ready = printed(/^ready (\d+)$/m).then((found) => Number(found[1]));
-    return { ready, printed, ended, ctrlC: () => process.kill(-job.pid!, 'SIGINT') };
+    /** The launcher's exit code, as the fixture prints it. */
+    const exitCode = () => /^exited (\d+)$/m.exec(output)?.[1];
+    return { ready, printed, ended, exitCode, ctrlC: () => process.kill(-job.pid!, 'SIGINT') };
   }
 
   it('stops cleanly when the Ctrl-C comes while its main thread is busy', async () => {
@@ -74,19 +77,30 @@ describe('npm start stopping on Ctrl-C', () => {
     const output = await job.ended;
     // tsx's CLI (the start command was `tsx apps/launcher/src/main.ts`) gives its child 30 ms to
     // take a signal, then sends it again and SIGKILLs it: the fleet died in its stop.
-    expect(output).toContain('"msg":"stopping the fleet"');
+    expect(output).toContain('"msg":"shutting down"');
     expect(output).toContain('"msg":"stopped"');
+    expect(job.exitCode()).toBe('0');
   });
 
   it('ends at once on a second Ctrl-C while the stop hangs', async () => {
     const job = startCommand(60_000);
     await job.ready;
     job.ctrlC();
-    await job.printed(/stopping the fleet/);
+    await job.printed(/shutting down/);
     const second = Date.now();
     job.ctrlC();
     const output = await job.ended;
     expect(Date.now() - second).toBeLessThan(5_000);
     expect(output).not.toContain('"msg":"stopped"');
+  });
+
+  it('exits 1 at the deadline when the stop waits on something that never ends, not 0 in silence', async () => {
+    const job = startCommand('never', { DEADLINE_MS: '700' });
+    await job.ready;
+    job.ctrlC();
+    const output = await job.ended;
+    expect(output).toContain('"msg":"shutdown deadline passed, exiting"');
+    expect(output).not.toContain('"msg":"stopped"');
+    expect(job.exitCode()).toBe('1');
   });
 });

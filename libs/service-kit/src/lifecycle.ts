@@ -46,48 +46,88 @@ export interface RunOptions {
 export async function runService(service: Service, options: RunOptions): Promise<void> {
   const { logger } = options;
   const exit = options.exit ?? ((code: number) => process.exit(code));
-  let stopping = false;
-
-  /** Stops the service, exiting 1 at the deadline if that hangs; resolves whether it stopped cleanly. */
-  const stopWithinDeadline = async (): Promise<boolean> => {
-    // Not unref'd: a stop() stuck on a promise nothing will settle must not end in a quiet exit 0.
-    const deadline = setTimeout(() => {
-      logger.error({ timeoutMs: options.shutdownTimeoutMs }, 'shutdown deadline passed, exiting');
-      exit(1);
-    }, options.shutdownTimeoutMs);
-    try {
-      await service.stop();
-      return true;
-    } catch (err) {
-      logger.error({ err }, 'shutdown failed');
-      return false;
-    } finally {
-      clearTimeout(deadline);
-    }
-  };
-
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    options.onShutdownStarted?.();
-    const clean = await stopWithinDeadline();
-    if (clean) logger.info('stopped');
-    exit(clean ? 0 : 1);
-  };
-
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  const signals = stopOnSignals(() => service.stop(), {
+    logger,
+    deadlineMs: options.shutdownTimeoutMs,
+    onShutdownStarted: options.onShutdownStarted,
+    exit,
+  });
   logUnhandledRejections(logger);
 
   try {
     await service.start();
   } catch (err) {
-    if (stopping) return; // a signal is stopping it already, with its own deadline
-    stopping = true;
+    if (!signals.claim()) return; // a signal is stopping it already, with its own deadline
     logger.fatal({ err }, 'start failed');
-    await stopWithinDeadline();
+    await stopWithinDeadline(() => service.stop(), logger, options.shutdownTimeoutMs, exit);
     exit(1);
+  }
+}
+
+export interface SignalStopOptions {
+  logger: Logger;
+  /** How long the stop may take before the process exits 1. */
+  deadlineMs: number;
+  /** Called first on a signal, before `stop()`. */
+  onShutdownStarted?: () => void;
+  exit?: (code: number) => void;
+}
+
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+
+/**
+ * The first SIGTERM or SIGINT runs `stop`, then exits: 0, or 1 when the stop failed or passed the
+ * deadline. Both listeners go with it, so a second signal of either kind ends the process at once
+ * (Node's default: a second Ctrl-C on a stop that hangs). `claim()` takes the stop for another
+ * reason (a failed start), so that no signal starts a second one: false when a signal has it already.
+ */
+export function stopOnSignals(stop: () => Promise<void>, options: SignalStopOptions): { claim(): boolean } {
+  const { logger } = options;
+  const exit = options.exit ?? ((code: number) => process.exit(code));
+  let claimed = false;
+  const claim = () => {
+    if (claimed) return false;
+    claimed = true;
+    for (const [i, signal] of STOP_SIGNALS.entries()) process.off(signal, listeners[i]);
+    return true;
+  };
+  const stopAndExit = async (signal: string) => {
+    logger.info({ signal }, 'shutting down');
+    options.onShutdownStarted?.();
+    const clean = await stopWithinDeadline(stop, logger, options.deadlineMs, exit);
+    if (clean) logger.info('stopped');
+    exit(clean ? 0 : 1);
+  };
+  const listeners = STOP_SIGNALS.map((signal) => {
+    const listener = () => {
+      if (claim()) void stopAndExit(signal);
+    };
+    process.on(signal, listener);
+    return listener;
+  });
+  return { claim };
+}
+
+/** Runs `stop`, exiting 1 at the deadline if that hangs; resolves whether it stopped cleanly. */
+async function stopWithinDeadline(
+  stop: () => Promise<void>,
+  logger: Logger,
+  deadlineMs: number,
+  exit: (code: number) => void,
+): Promise<boolean> {
+  // Not unref'd: a stop stuck on a promise nothing will settle must not end in a quiet exit 0.
+  const deadline = setTimeout(() => {
+    logger.error({ timeoutMs: deadlineMs }, 'shutdown deadline passed, exiting');
+    exit(1);
+  }, deadlineMs);
+  try {
+    await stop();
+    return true;
+  } catch (err) {
+    logger.error({ err }, 'shutdown failed');
+    return false;
+  } finally {
+    clearTimeout(deadline);
   }
 }
 

@@ -228,6 +228,18 @@ describe('runService on SIGTERM, in its own process', () => {
     });
     expect(run.lines.map((l) => l.msg)).not.toContain('stopped');
   }, 30_000);
+
+  it('ends at once on a second signal of either kind while stopping hangs (Ctrl-C after a SIGTERM)', async () => {
+    const run = startChild({ SHUTDOWN_TIMEOUT_MS: '20000', HANG_ON_STOP: '1' });
+    await run.port();
+    run.child.kill('SIGTERM');
+    await waitFor(() => run.lines.some((l) => l.msg === 'shutting down'), 10_000, 'the stop to begin');
+    const second = Date.now();
+    run.child.kill('SIGINT');
+    await run.exited;
+    expect(run.child.signalCode).toBe('SIGINT');
+    expect(Date.now() - second).toBeLessThan(10_000);
+  }, 30_000);
 });
 
 describe('runMain when a dependency is away at start, in its own process', () => {
