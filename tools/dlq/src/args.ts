@@ -8,7 +8,7 @@ export const USAGE = `usage: dlq <command> --topic <topic or its .dlq> [options]
            where the last replay of this DLQ stopped (its consumer group parley-dlq-replay.<dlq>);
            where none is on record (a first replay, or Kafka forgot it: offsets.retention.minutes),
            it needs --from-beginning or --offsets FROM-
-             --offsets FROM-TO    only DLQ offsets FROM to TO; FROM- or --offsets=-TO: open-ended
+             --offsets FROM-TO    only DLQ offsets FROM to TO; FROM- or -TO: open-ended
              --error-contains T   only records whose parley-error contains T
              --dry-run            prints what it would replay; produces and commits nothing
              --from-beginning     starts over from the DLQ's first record (or FROM); the group's
@@ -53,10 +53,28 @@ const OPTIONS = {
 
 const ONLY_FOR_REPLAY = ['offsets', 'error-contains', 'dry-run', 'from-beginning', 'force'] as const;
 
+/**
+ * `--offsets -TO` as `--offsets=-TO`: parseArgs takes a value starting with a dash for an option
+ * left without one, and refused the form the help names ('ambiguous').
+ */
+function joinDashedOffsets(argv: string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--offsets' && /^-\d+$/.test(argv[i + 1] ?? '')) joined.push(`--offsets=${argv[++i]}`);
+    else joined.push(argv[i]);
+  }
+  return joined;
+}
+
 export function parseCommand(argv: string[]): Command {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: joinDashedOffsets(argv),
+      options: OPTIONS,
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
     throw new UsageError((err as Error).message.split(/\.\s/)[0]);
   }

@@ -38,6 +38,14 @@ describe('parseCommand', () => {
     expect(parseCommand(['replay', '--topic', 't', `--offsets=${text}`])).toMatchObject({ offsets });
   });
 
+  it('takes --offsets -TO as its own argument too, as the help writes it (not only --offsets=-TO)', () => {
+    expect(parseCommand(['replay', '--topic', 't', '--offsets', '-7'])).toMatchObject({
+      offsets: { from: undefined, to: 7n },
+    });
+    // A dashed word that is no offset is still an option, not the value.
+    expect(() => parseCommand(['replay', '--topic', 't', '--offsets', '--force'])).toThrow(/--offsets/);
+  });
+
   it.each([
     [[], /no command/],
     [['drop', '--topic', 't'], /unknown command 'drop'/],
