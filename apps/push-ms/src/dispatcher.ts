@@ -97,7 +97,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       } catch (err) {
         const backoff = Math.min(options.retryBaseMs * 2 ** (attempt - 1), MAX_LOOKUP_BACKOFF_MS);
         if (!isTransient(err) || performance.now() + backoff > giveUpAt || stopping.signal.aborted) throw err;
-        metrics.retries.inc();
+        metrics.retries.inc({ of: 'device_lookup' });
         await sleep(backoff, stopping.signal);
       }
     }
@@ -133,7 +133,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       if (by('throttled').length > 0) pausedUntil = Math.max(pausedUntil, Date.now() + throttleMs);
       tokens = [...by('retry'), ...by('throttled')];
       if (tokens.length === 0 || attempt >= options.maxAttempts || stopping.signal.aborted) break;
-      metrics.retries.inc(tokens.length);
+      metrics.retries.inc({ of: 'fcm_send' }, tokens.length);
       await sleep(options.retryBaseMs * 2 ** (attempt - 1), stopping.signal);
     }
     metrics.tokens.inc({ result: 'sent' }, sent);
@@ -219,9 +219,12 @@ function notificationResult(sent: number, failed: number, readMeanwhile: boolean
   return failed > 0 ? 'failed' : 'no_devices';
 }
 
+/** What a retry counts as (`parley_push_retries_total`'s `of`). */
+const RETRIED = ['fcm_send', 'device_lookup'] as const;
+
 function createPushMetrics(registry: Registry) {
   const registers = [registry];
-  return {
+  const metrics = {
     notifications: new Counter({
       name: 'parley_push_notifications_total',
       help: 'Coalesced notifications by result: sent (to at least one device), failed, no_devices (none registered, none still registered after a wait, or every token invalid and forgotten), acked (read before it went out), dropped (too many pushes under way), interrupted (cut short by a stop: the next instance sends it)',
@@ -236,7 +239,8 @@ function createPushMetrics(registry: Registry) {
     }),
     retries: new Counter({
       name: 'parley_push_retries_total',
-      help: "Retries after transient failures: per device of a send, and per lookup of a user's devices",
+      help: "Retries after transient failures, by what failed: fcm_send (per device of a send to FCM), device_lookup (a read of a user's devices from Postgres)",
+      labelNames: ['of'],
       registers,
     }),
     tokensRemoved: new Counter({
@@ -245,6 +249,9 @@ function createPushMetrics(registry: Registry) {
       registers,
     }),
   };
+  // Both series from the start: the alert's rate of fcm_send is 0, not absent, before the first retry.
+  for (const of of RETRIED) metrics.retries.inc({ of }, 0);
+  return metrics;
 }
 
 /** A push a stop cut short: not done, so its records are not committed. */

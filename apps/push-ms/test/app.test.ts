@@ -345,6 +345,10 @@ describe('push-ms service against a fake FCM server', () => {
     try {
       await bus.publish(TOPICS.offline, [offline(message('ivo'))]);
       await waitFor(() => fcm.tokensSentTo().includes('ivo-phone'), 10_000, 'the push after the outage');
+      // Counted apart from FCM's: the alert on push retries points at FCM, not at Postgres.
+      const metrics = await metricsOf(service);
+      expect(metrics).toContain('parley_push_retries_total{of="device_lookup",service="push-ms"} 6');
+      expect(metrics).toContain('parley_push_retries_total{of="fcm_send",service="push-ms"} 0');
     } finally {
       spy.mockRestore();
     }
@@ -439,7 +443,8 @@ describe('push-ms service against a fake FCM server', () => {
       );
     });
     const metrics = await metricsOf(service);
-    expect(metrics).toContain('parley_push_retries_total{service="push-ms"} 3');
+    expect(metrics).toContain('parley_push_retries_total{of="fcm_send",service="push-ms"} 3');
+    expect(metrics).toContain('parley_push_retries_total{of="device_lookup",service="push-ms"} 0');
     expect(metrics).toContain('parley_push_device_sends_total{result="failed",service="push-ms"} 1');
     expect((await devices.devices('frank')).length).toBe(1); // a failing push is no reason to forget a token
   });
