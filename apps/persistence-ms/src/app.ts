@@ -18,6 +18,8 @@ export interface PersistenceDeps extends Omit<Runtime, 'closer'> {
   purgeIntervalMs?: number;
   replayMax?: number;
   connectRaceMs?: number;
+  /** How long one call of an erasure deletes before it answers 503 (call again); default 5 s. */
+  eraseBudgetMs?: number;
   /** Consumer group of the offline topic; the connections topic uses `<groupId>.connections`. */
   groupId?: string;
   now?: () => number;
@@ -36,7 +38,10 @@ export interface PersistenceService extends Service {
 export function createPersistenceService(deps: PersistenceDeps): PersistenceService {
   const http = buildHttpServer(deps);
   const metrics = createPersistenceMetrics(deps.metrics);
-  registerSyncRoutes(http, deps.store, deps.internalSecret);
+  registerSyncRoutes(http, deps.store, {
+    internalSecret: deps.internalSecret,
+    eraseBudgetMs: deps.eraseBudgetMs ?? 5000,
+  });
 
   const groupId = deps.groupId ?? 'persistence-ms';
   const offline = deps.bus.subscribe({

@@ -1,4 +1,4 @@
-import { ErasedCount, SYNC_DEFAULT_LIMIT, SyncQuery, SyncResponse } from '@parley/contracts';
+import { ErasedCount, ParleyError, SYNC_DEFAULT_LIMIT, SyncQuery, SyncResponse } from '@parley/contracts';
 import { actingUser, HttpServer, requireInternalSecret } from '@parley/service-kit';
 import { decodeCursor, encodeCursor } from './cursor';
 import type { OfflineStore } from './store';
@@ -10,7 +10,11 @@ import type { OfflineStore } from './store';
  * through Kafka (session-ms, then the offline topic), so that the sender's `delivered` receipt is
  * published before the stored copy is dropped.
  */
-export function registerSyncRoutes(http: HttpServer, store: OfflineStore, internalSecret: string): void {
+export function registerSyncRoutes(
+  http: HttpServer,
+  store: OfflineStore,
+  { internalSecret, eraseBudgetMs }: { internalSecret: string; eraseBudgetMs: number },
+): void {
   requireInternalSecret(http, internalSecret);
 
   http.get(
@@ -27,6 +31,17 @@ export function registerSyncRoutes(http: HttpServer, store: OfflineStore, intern
   http.delete(
     '/internal/account',
     { schema: { response: { 200: ErasedCount } } },
-    async (request): Promise<ErasedCount> => ({ erased: await store.erase(actingUser(request)) }),
+    async (request): Promise<ErasedCount> => {
+      // Answered 503 once the budget has passed (the caller's timeout is the rest-gateway's 10 s),
+      // what was erased so far erased: the caller's next call goes on from there.
+      const deadline = performance.now() + eraseBudgetMs;
+      const { erased, done } = await store.erase(actingUser(request), () => performance.now() >= deadline);
+      if (!done)
+        throw new ParleyError(
+          'unavailable',
+          `erased ${erased} stored deliverables, more to erase: call again to go on`,
+        );
+      return { erased };
+    },
   );
 }

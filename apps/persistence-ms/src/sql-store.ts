@@ -150,14 +150,29 @@ export function createSqlOfflineStore(db: SqlDatabase, options: SqlOfflineStoreO
       );
       return new Set(result.rows.map((row) => row.recipient));
     },
-    async erase(user) {
-      return db.transaction(async (tx) => {
-        await reserveSequences(tx, [{ recipient: user, n: 0 }]);
-        const deleted = await tx.query('DELETE FROM offline_messages WHERE recipient = $1', [user]);
-        await tx.query('DELETE FROM offline_acks WHERE recipient = $1', [user]);
-        await tx.query('DELETE FROM offline_connects WHERE recipient = $1', [user]);
-        return deleted.rowCount;
-      });
+    async erase(user, outOfTime = () => false) {
+      // In batches: a user flooded while away can have millions of rows, which one statement would
+      // not delete within the statement timeout, so that no call ever got further.
+      const batch = options.purgeBatch ?? 5000;
+      let erased = 0;
+      for (const table of ['offline_messages', 'offline_acks']) {
+        for (;;) {
+          const deleted = await db.transaction(async (tx) => {
+            await reserveSequences(tx, [{ recipient: user, n: 0 }]);
+            return (
+              await tx.query(
+                `DELETE FROM ${table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ${table} WHERE recipient = $1 LIMIT $2))`,
+                [user, batch],
+              )
+            ).rowCount;
+          });
+          if (table === 'offline_messages') erased += deleted;
+          if (deleted < batch) break; // this table holds no more of theirs
+          if (outOfTime()) return { erased, done: false };
+        }
+      }
+      await db.query('DELETE FROM offline_connects WHERE recipient = $1', [user]);
+      return { erased, done: true };
     },
     async purge({ messagesBefore, tombstonesBefore }, signal): Promise<PurgeResult> {
       const purged = {

@@ -76,10 +76,12 @@ export interface OfflineStore {
   connectedSince(users: string[], since: number): Promise<Set<string>>;
   /**
    * Erases what is held for the user (their account is erased): the deliverables stored for them,
-   * their ack tombstones and their connect. Serialized with `store` for the user. Returns how many
-   * deliverables went.
+   * their ack tombstones and their connect, a batch of rows at a time, each serialized with `store`
+   * for the user. Once `outOfTime()` it stops after the batch under way, `done` false (call again to
+   * go on); every call erases something, so calls again always get further. `erased`: how many
+   * deliverables went in this call.
    */
-  erase(user: string): Promise<number>;
+  erase(user: string, outOfTime?: () => boolean): Promise<{ erased: number; done: boolean }>;
   /**
    * Drops deliverables stored before `messagesBefore` and ack tombstones older than `tombstonesBefore`
    * (ms), connects remembered from before it, then the position counters of recipients left with

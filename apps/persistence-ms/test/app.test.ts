@@ -231,4 +231,36 @@ describe('persistence-ms service', () => {
     expect(await pendingMids('ella')).toEqual([]);
     expect((await erase()).json()).toEqual({ erased: 0 });
   });
+
+  it('answers an erasure that ran out of time 503, what it erased so far erased; called again, it goes on', async () => {
+    await bus.publish(TOPICS.offline, [offline(message('f1', 'fay')), offline(message('f2', 'fay'))]);
+    await waitFor(async () => (await pendingMids('fay')).length === 2);
+    // A deliverable a statement, and no time: each call erases one batch.
+    const hurried = createPersistenceService({
+      bus: new MemoryBus(),
+      store: createSqlOfflineStore(db, { now: () => clock, purgeBatch: 1 }),
+      logger: silentLogger(),
+      metrics: createMetricsRegistry('persistence-ms', { collectDefaults: false }),
+      readiness: new Readiness(),
+      port: 0,
+      internalSecret: SECRET,
+      eraseBudgetMs: 0,
+    });
+    const erase = () =>
+      hurried.http.inject({
+        method: 'DELETE',
+        url: '/internal/account',
+        headers: { [INTERNAL_SECRET_HEADER]: SECRET, [INTERNAL_USER_HEADER]: 'fay' },
+      });
+    const first = await erase();
+    expect([first.statusCode, first.json().error]).toEqual([
+      503,
+      { code: 'unavailable', message: 'erased 1 stored deliverables, more to erase: call again to go on' },
+    ]);
+    expect(await pendingMids('fay')).toHaveLength(1);
+    expect((await erase()).statusCode).toBe(503); // the second, a full batch: there may be more
+    const last = await erase();
+    expect([last.statusCode, last.json()]).toEqual([200, { erased: 0 }]);
+    expect(await pendingMids('fay')).toEqual([]);
+  });
 });

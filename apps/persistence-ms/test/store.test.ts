@@ -172,14 +172,34 @@ describe.each(testDatabases())('offline store on $name', (target) => {
     ]);
     await store.ack('olga', ['alice:o0']);
     await store.markConnected([{ user: 'olga', at: 3000 }]);
-    expect(await store.erase('olga')).toBe(2);
+    expect(await store.erase('olga')).toEqual({ erased: 2, done: true });
     expect(await readAll(store, 'olga')).toEqual([]);
     expect(await store.connectedSince(['olga'], 0)).toEqual(new Set());
     expect(await readAll(store, 'pia')).toEqual(['olga:o3']); // what olga sent is pia's
     // Her ack tombstone went too: nothing of hers holds back what is sent to her id afterwards.
     expect(await store.store([{ to: 'olga', frame: message('alice', 'o0', 'olga') }])).toHaveLength(1);
-    expect(await store.erase('olga')).toBe(1);
-    expect(await store.erase('olga')).toBe(0);
+    expect(await store.erase('olga')).toEqual({ erased: 1, done: true });
+    expect(await store.erase('olga')).toEqual({ erased: 0, done: true });
+  });
+
+  it('erases a flooded user a batch at a time: out of time, it stops and says so, and every call gets further', async () => {
+    // purgeBatch is 2 here: five deliverables and three tombstones take several batches.
+    await store.store(
+      Array.from({ length: 5 }, (_, i) => ({ to: 'quin', frame: message('alice', `q${i}`, 'quin') })),
+    );
+    await store.ack('quin', ['alice:t1', 'alice:t2', 'alice:t3']);
+    await store.store([{ to: 'rhea', frame: message('quin', 'r1', 'rhea') }]);
+    const outOfTime = () => true;
+    expect(await store.erase('quin', outOfTime)).toEqual({ erased: 2, done: false });
+    expect(await readAll(store, 'quin')).toHaveLength(3);
+    expect(await store.erase('quin', outOfTime)).toEqual({ erased: 2, done: false });
+    // The last deliverable, then the tombstones, two at a time.
+    expect(await store.erase('quin', outOfTime)).toEqual({ erased: 1, done: false });
+    expect(await store.erase('quin', outOfTime)).toEqual({ erased: 0, done: true });
+    expect(await readAll(store, 'quin')).toEqual([]);
+    // The tombstones went too: a copy of an acked mid sent to her id afterwards is stored.
+    expect(await store.store([{ to: 'quin', frame: message('alice', 't1', 'quin') }])).toHaveLength(1);
+    expect(await readAll(store, 'rhea')).toEqual(['quin:r1']);
   });
 
   it('pages with a limit and a position, without gaps or repeats', async () => {
