@@ -45,7 +45,10 @@ RUN node tools/deploy-check/bundle.mjs dist/apps \
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
+# PARLEY_ENV=production: the image refuses the public development secrets and DEV_MODE unless told
+# it runs for development (docker-compose.yml and the dev overlay say so).
 ENV NODE_ENV=production \
+    PARLEY_ENV=production \
     NODE_OPTIONS=--enable-source-maps
 WORKDIR /app
 # Everything is owned by root and read-only for the app user: the container can run with a

@@ -4,10 +4,16 @@
  * `...Config` object exported by apps/<name>/src/config.ts), its ports (schema defaults) and the
  * variables it reads. A new app, or a new variable in a schema, is covered without editing this.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { TObject, TSchema } from '@sinclair/typebox';
-import { ConfigError, loadConfig, NON_EMPTY_SECRETS, SECRET_VARS } from '@parley/service-kit';
+import {
+  ConfigError,
+  loadConfig,
+  NON_EMPTY_SECRETS,
+  productionProblems,
+  SECRET_VARS,
+} from '@parley/service-kit';
 
 export const ROOT = path.resolve(__dirname, '../../..');
 
@@ -157,18 +163,37 @@ export function upstreamOf(app: AppSpec, variable: string): AppSpec | undefined 
 }
 
 /**
- * The problems the app's own loadConfig finds with `env` (empty when it would start). ajv's
+ * The problems the app's own loadConfig and runMain find with `env` (empty when it would start). ajv's
  * "unknown format ... ignored" console warnings (the apps' loader has no ajv-formats) are muted.
  */
 export function validateConfig(app: AppSpec, env: Record<string, string>): string[] {
+  return configProblems(app, env);
+}
+
+/** validateConfig for a container of the image: `env` over what the Dockerfile sets. */
+export function validateInImage(app: AppSpec, env: Record<string, string>): string[] {
+  return configProblems(app, { ...imageEnv(), ...env });
+}
+
+/** The ENV the Dockerfile's runtime stage sets: what every container starts with, under its own env. */
+export function imageEnv(): Record<string, string> {
+  const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const runtime = dockerfile.slice(dockerfile.search(/^FROM .* AS runtime/im));
+  const env: Record<string, string> = {};
+  for (const line of runtime.split('\n').filter((l) => /^ENV\s/.test(l)))
+    for (const [, name, value] of line.slice(4).matchAll(/(\w+)=(\S+)/g)) env[name] = value;
+  return env;
+}
+
+function configProblems(app: AppSpec, env: Record<string, string>): string[] {
   const warn = console.warn;
   console.warn = (...args: unknown[]) => {
     if (typeof args[0] === 'string' && args[0].startsWith('unknown format')) return;
     warn(...args);
   };
   try {
-    loadConfig(app.name, app.schema, env);
-    return [];
+    // What runMain checks next, before it starts anything.
+    return productionProblems(loadConfig(app.name, app.schema, env));
   } catch (err) {
     if (err instanceof ConfigError) return err.problems;
     throw err;

@@ -3,7 +3,7 @@
  * service of the one image, its env complete and accepted by its own schema, only the public ports
  * published, health checks on /readyz and start order on healthy dependencies.
  */
-import { fleet, PUBLIC_APPS, upstreamOf, validateConfig } from '../src/fleet';
+import { fleet, PUBLIC_APPS, upstreamOf, validateInImage } from '../src/fleet';
 import {
   dependencies,
   durationSeconds,
@@ -79,8 +79,8 @@ describe('docker-compose.yml', () => {
       expect(Object.keys(env).filter((k) => !app.vars.includes(k))).toEqual([]);
     });
 
-    it("passes the app's own config validation (loadConfig)", () => {
-      expect(validateConfig(app, env)).toEqual([]);
+    it("passes the app's own config validation (loadConfig) in the image, over the Dockerfile's ENV", () => {
+      expect(validateInImage(app, env)).toEqual([]);
     });
 
     it('listens on the default ports, exposes the internal one, publishes only if public', () => {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
-import { deployableApps, fleet, ROOT } from '../src/fleet';
+import { deployableApps, fleet, imageEnv, ROOT } from '../src/fleet';
 
 const dist = path.join(ROOT, 'dist');
 mkdirSync(dist, { recursive: true });
@@ -126,6 +126,10 @@ describe('Dockerfile', () => {
       .flatMap((a) => [a.port, a.internalPort])
       .filter((p): p is number => p !== undefined);
     expect(exposed.sort()).toEqual([...new Set(ports)].sort());
+  });
+
+  it('runs as production unless told otherwise: the public development secrets refuse to start', () => {
+    expect(imageEnv()).toMatchObject({ NODE_ENV: 'production', PARLEY_ENV: 'production' });
   });
 
   it('.dockerignore keeps node_modules, git and local data out of the context', () => {

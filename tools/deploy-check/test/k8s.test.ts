@@ -14,7 +14,7 @@ import {
   RUNTIME_VARS,
   SECRET_VARS,
   upstreamOf,
-  validateConfig,
+  validateInImage,
   type AppSpec,
 } from '../src/fleet';
 import { kafkaTopicsYaml, plannedTopics } from '../src/kafka-topics';
@@ -169,8 +169,8 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       }
     });
 
-    it("passes the app's own config validation (loadConfig) with the rendered environment", () => {
-      expect(validateConfig(app, plainEnv(envOf(app)))).toEqual([]);
+    it("passes the app's own config validation (loadConfig) with the rendered environment, over the Dockerfile's ENV", () => {
+      expect(validateInImage(app, plainEnv(envOf(app)))).toEqual([]);
     });
 
     it('points each upstream URL at the Service and port of the app it names', () => {
