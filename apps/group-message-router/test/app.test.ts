@@ -1,76 +1,12 @@
-import {
-  deliveriesIn,
-  GroupCommandEvent,
-  GroupTopicEvent,
-  TopicPosition,
-  TOPICS,
-  TYPING_NOTICE_MAX_AGE_MS,
-} from '@parley/contracts';
+import { deliveriesIn, GroupTopicEvent, TOPICS, TYPING_NOTICE_MAX_AGE_MS } from '@parley/contracts';
 import { MemoryBus } from '@parley/kafka';
-import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
-import { createGroupMessageRouter, GroupMessageRouter, GroupMessageRouterDeps } from '../src/app';
-import { GroupCommandApplier } from '../src/group-commands';
+import { TransientError } from '@parley/service-kit';
+import { GroupMessageRouter } from '../src/app';
 import { createMemoryRoutedLog, RoutedLog } from '../src/routed-log';
+import { MapGroupCommands } from './support/map-group-commands';
 import { MapMembership } from './support/map-membership';
+import { message, op, routerOn } from './support/router';
 import { waitFor } from '@parley/test-kit';
-
-/**
- * Applies the ops it is given to the MapMembership, as group-ms would to its tables (once per op
- * mid, recording the place of a change), and records them.
- */
-class MapGroupCommands implements GroupCommandApplier {
-  applied: GroupCommandEvent[] = [];
-  private readonly decided = new Set<string>();
-  constructor(private readonly membership: MapMembership) {}
-  async apply(commands: GroupCommandEvent[], positions?: TopicPosition[]) {
-    for (const [i, command] of commands.entries()) {
-      this.applied.push(command);
-      const { frame, from } = command;
-      if (this.decided.has(`${from}:${frame.id}`)) continue; // applied before: changes nothing
-      this.decided.add(`${from}:${frame.id}`);
-      const members = this.membership.groups.get(frame.group) ?? [];
-      let next: string[] | undefined;
-      if (frame.op === 'create') next = [from, ...(frame.members ?? [])];
-      if (frame.op === 'add')
-        next = [...members, ...(frame.members ?? []).filter((m) => !members.includes(m))]; // idempotent, as group-ms
-      if (frame.op === 'remove' || frame.op === 'leave') {
-        const gone = new Set(frame.op === 'leave' ? [from] : frame.members);
-        next = members.filter((m) => !gone.has(m));
-      }
-      if (next) this.membership.changeByOp(frame.group, next, positions?.[i]);
-    }
-  }
-}
-
-/** A router on test doubles, with quiet logs and its own metrics. */
-const routerOn = (
-  deps: Omit<GroupMessageRouterDeps, 'logger' | 'metrics' | 'readiness' | 'port' | 'host'>,
-): GroupMessageRouter =>
-  createGroupMessageRouter({
-    ...deps,
-    logger: silentLogger(),
-    metrics: createMetricsRegistry('group-message-router', { collectDefaults: false }),
-    readiness: new Readiness(),
-    port: 0,
-    host: '127.0.0.1',
-  });
-
-const message = (from: string, id: string, group: string, body: unknown = 'hi'): GroupTopicEvent => ({
-  v: 1,
-  kind: 'group-message',
-  from,
-  sentAt: 1000,
-  deviceId: 'phone',
-  frame: { type: 'message', id, to: group, chat: 'group', body },
-});
-
-const op = (from: string, id: string, frame: Record<string, unknown>): GroupTopicEvent => ({
-  v: 1,
-  kind: 'group-command',
-  from,
-  sentAt: 5,
-  frame: { type: 'group', id, ...frame } as GroupCommandEvent['frame'],
-});
 
 describe('group-message-router service', () => {
   let bus: MemoryBus;
