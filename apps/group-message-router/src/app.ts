@@ -106,6 +106,16 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
    * instead of fanning out the messages ahead of the ops again on every attempt.
    */
   const doneUpTo = new Map<number, TopicPosition>();
+  /**
+   * The group messages routed in a run that is not recorded yet, by place, with the membership
+   * they were routed by (the group's, shared by the run's messages). A run retried after its
+   * deliveries or its record failed (Kafka or the database away a while, the deliveries written in
+   * part) routes them by it again, to the same members, not by the membership of now: a member
+   * added over REST meanwhile would get a message routed before they joined, a sender removed
+   * meanwhile would be told not_member for a message already delivered. Dropped once recorded, or
+   * once the partition is done past them (a record set aside on the DLQ).
+   */
+  const unrecorded = new Map<string, Decided>();
   return async (batch: Envelope<GroupTopicEvent>[]) => {
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
@@ -135,19 +145,24 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
       const routed: Routing[] = [];
       for (const envelope of run.routed) {
         const { event } = envelope;
-        const membership = memberships.get(event.frame.to)!;
+        let membership = memberships.get(event.frame.to)!;
         if (placedBeforeLastOp(envelope, membership)) {
           counters.replayed.inc();
           continue;
         }
         if (event.kind === 'group-message') {
-          const routing = { ...sentMessageOf(event), place: placeKey(placeOf(envelope)) };
+          const place = placeOf(envelope);
+          const routing = { ...sentMessageOf(event), place: placeKey(place) };
           const before = earlier.get(sentKey(routing)) ?? [];
           if (routedAlready(before, routing.place)) {
             (before.some((r) => r.place === routing.place) ? counters.replayed : counters.resent).inc();
             continue;
           }
+          const retried = unrecorded.get(routing.place);
+          // This very record routed before in a run that failed: routed as it was, to the same members.
+          if (retried && sentKey(retried.routing) === sentKey(routing)) membership = retried.membership;
           const done = { ...routing, delivered: membership.has(event.from) };
+          unrecorded.set(routing.place, { place, routing: done, membership });
           earlier.set(sentKey(routing), [...before, done]); // the client's repeat in this very run
           routed.push(done);
         }
@@ -155,10 +170,27 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
       }
       await deliveries.flush();
       await deps.routed.record(routed);
+      for (const { place } of routed) unrecorded.delete(place);
       markDone(doneUpTo, run.routed);
     }
+    forgetPassed(unrecorded, doneUpTo);
     for (const { event } of todo) counters.events.inc({ kind: event.kind });
   };
+}
+
+/** A group message's routing, not recorded yet, and the membership it was routed by. */
+interface Decided {
+  place: TopicPosition;
+  routing: Routing;
+  membership: Membership;
+}
+
+/** Drops the decisions of places their partition is done past: never met again by this router. */
+function forgetPassed(unrecorded: Map<string, Decided>, doneUpTo: Map<number, TopicPosition>): void {
+  for (const [key, { place }] of unrecorded) {
+    const done = doneUpTo.get(place.partition);
+    if (done && comparePlaces(place, done) <= 0) unrecorded.delete(key);
+  }
 }
 
 function sentMessageOf(event: GroupMessageEvent): SentMessage {

@@ -303,7 +303,7 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
   let groupCommands: MapGroupCommands;
   let routed: RoutedLog;
   let router: GroupMessageRouter | undefined;
-  const start = async (groupId: string) => {
+  const start = async (groupId: string, deliveryBatchSize?: number) => {
     router = routerOn({
       bus,
       membership,
@@ -311,6 +311,7 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
       routed, // the database both owners share
       groupId,
       changesGroupId: `${groupId}-changes`,
+      deliveryBatchSize,
     });
     await router.start();
   };
@@ -416,5 +417,51 @@ describe('group-message-router: a batch handled again after a crash or a rebalan
     expect(recipientsOf('alice:m1').sort()).toEqual(['bob', 'carol']);
     const metrics = await router!.http.inject('/metrics');
     expect(metrics.body).toMatch(/^parley_group_router_resent_total\{[^}]*\} 1$/m);
+  });
+
+  /*
+   * A run whose deliveries were written (all or some) but not recorded is retried by the bus while
+   * the database or Kafka is away; group-ms's REST API goes on meanwhile. Found by
+   * replay-invariants.test (seeds 2, 15, 24 among others).
+   */
+  it('sends a run retried after its record failed to the members it was routed to: a member added over REST meanwhile does not get it', async () => {
+    const log = routed;
+    let failures = 1;
+    routed = {
+      routingsOf: (messages) => log.routingsOf(messages),
+      async record(routings) {
+        if (failures-- > 0) {
+          membership.change('g1', ['alice', 'bob', 'carol', 'erin']); // erin added over REST
+          throw new TransientError('connection terminated unexpectedly');
+        }
+        await log.record(routings);
+      },
+    };
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1')]);
+    await start('router');
+    await bus.publish(TOPICS.group, [message('bob', 'after', 'g1')]);
+    await waitFor(() => recipientsOf('bob:after').length > 0);
+    expect(failures).toBeLessThan(0); // the record failed once, and the run was retried
+    expect([...new Set(recipientsOf('alice:m1'))].sort()).toEqual(['bob', 'carol']);
+    expect(recipientsOf('bob:after').sort()).toEqual(['alice', 'carol', 'erin']);
+  });
+
+  it('sends a run retried after its deliveries were written in part to the members it was routed to: a sender removed over REST meanwhile is not told not_member', async () => {
+    let refused = false;
+    bus.refusePublish = (events) => {
+      const m2 = events.some((e) => (e as { frame?: { mid?: string } }).frame?.mid === 'alice:m2');
+      if (!m2 || refused) return false;
+      refused = true;
+      membership.change('g1', ['bob', 'carol']); // alice removed over REST while Kafka is away
+      return true;
+    };
+    await bus.publish(TOPICS.group, [message('alice', 'm1', 'g1'), message('alice', 'm2', 'g1')]);
+    await start('router', 1); // a batch of deliveries per message: m1's are written, m2's are not
+    await bus.publish(TOPICS.group, [message('bob', 'after', 'g1')]);
+    await waitFor(() => recipientsOf('bob:after').length > 0);
+    expect(refused).toBe(true);
+    expect(errorsTo('alice')).toEqual([]);
+    expect([...new Set(recipientsOf('alice:m1'))].sort()).toEqual(['bob', 'carol']);
+    expect([...new Set(recipientsOf('alice:m2'))].sort()).toEqual(['bob', 'carol']);
   });
 });
