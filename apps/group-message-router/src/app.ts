@@ -116,6 +116,56 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
    * once the partition is done past them (a record set aside on the DLQ).
    */
   const unrecorded = new Map<string, Decided>();
+  /** The membership to route this event by; undefined when it was routed before. Adds a group message to `routed`. */
+  const membershipFor = (
+    envelope: Envelope<Routed>,
+    current: Membership,
+    earlier: Map<string, Routing[]>,
+    routed: Routing[],
+  ): Membership | undefined => {
+    const { event } = envelope;
+    if (placedBeforeLastOp(envelope, current)) {
+      counters.replayed.inc();
+      return undefined;
+    }
+    if (event.kind !== 'group-message') return current;
+    const place = placeOf(envelope);
+    const routing = { ...sentMessageOf(event), place: placeKey(place) };
+    const key = sentKey(routing);
+    const before = earlier.get(key) ?? [];
+    if (routedAlready(before, routing.place)) {
+      (before.some((r) => r.place === routing.place) ? counters.replayed : counters.resent).inc();
+      return undefined;
+    }
+    // This very record, routed in a run that then failed: routed as it was, to the same members.
+    const retried = unrecorded.get(routing.place);
+    const membership = retried && sentKey(retried.routing) === key ? retried.membership : current;
+    const decided = { ...routing, delivered: membership.has(event.from) };
+    unrecorded.set(routing.place, { place, routing: decided, membership });
+    earlier.set(key, [...before, decided]); // the client's repeat in this very run
+    routed.push(decided);
+    return membership;
+  };
+  /** A run of messages and typing: fanned out, written, then its group messages recorded as routed. */
+  const routeRun = async (
+    envelopes: Envelope<Routed>[],
+    deliveries: BatchPublisher<DeliveryTopicEvent>,
+    partitionOf: PartitionOf,
+  ) => {
+    const events = envelopes.map((e) => e.event);
+    const [memberships, earlier] = await Promise.all([
+      lookUpGroups(cache, events),
+      routingsOf(deps.routed, events),
+    ]);
+    const routed: Routing[] = [];
+    for (const envelope of envelopes) {
+      const membership = membershipFor(envelope, memberships.get(envelope.event.frame.to)!, earlier, routed);
+      if (membership) await deliveries.add(routeToMembers(envelope.event, membership, partitionOf, counters));
+    }
+    await deliveries.flush();
+    await deps.routed.record(routed);
+    for (const { place } of routed) unrecorded.delete(place);
+  };
   return async (batch: Envelope<GroupTopicEvent>[]) => {
     const partitionOf = await deps.bus.partitioner(TOPICS.delivery);
     const deliveries = new BatchPublisher<DeliveryTopicEvent>(deps.bus, TOPICS.delivery, {
@@ -137,40 +187,7 @@ function createRoute(deps: GroupMessageRouterDeps, cache: MembershipCache, count
         markDone(doneUpTo, run.commands);
         continue;
       }
-      const events = run.routed.map((e) => e.event);
-      const [memberships, earlier] = await Promise.all([
-        lookUpGroups(cache, events),
-        routingsOf(deps.routed, events),
-      ]);
-      const routed: Routing[] = [];
-      for (const envelope of run.routed) {
-        const { event } = envelope;
-        let membership = memberships.get(event.frame.to)!;
-        if (placedBeforeLastOp(envelope, membership)) {
-          counters.replayed.inc();
-          continue;
-        }
-        if (event.kind === 'group-message') {
-          const place = placeOf(envelope);
-          const routing = { ...sentMessageOf(event), place: placeKey(place) };
-          const before = earlier.get(sentKey(routing)) ?? [];
-          if (routedAlready(before, routing.place)) {
-            (before.some((r) => r.place === routing.place) ? counters.replayed : counters.resent).inc();
-            continue;
-          }
-          const retried = unrecorded.get(routing.place);
-          // This very record routed before in a run that failed: routed as it was, to the same members.
-          if (retried && sentKey(retried.routing) === sentKey(routing)) membership = retried.membership;
-          const done = { ...routing, delivered: membership.has(event.from) };
-          unrecorded.set(routing.place, { place, routing: done, membership });
-          earlier.set(sentKey(routing), [...before, done]); // the client's repeat in this very run
-          routed.push(done);
-        }
-        await deliveries.add(routeToMembers(event, membership, partitionOf, counters));
-      }
-      await deliveries.flush();
-      await deps.routed.record(routed);
-      for (const { place } of routed) unrecorded.delete(place);
+      await routeRun(run.routed, deliveries, partitionOf);
       markDone(doneUpTo, run.routed);
     }
     forgetPassed(unrecorded, doneUpTo);
