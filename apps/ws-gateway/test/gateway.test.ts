@@ -524,10 +524,34 @@ describe('ws-gateway', () => {
     const alice = await WsTestClient.connect(`ws://127.0.0.1:${env.port}/v1/ws?token=${token}`);
     clients.push(alice);
     await new Promise((r) => setTimeout(r, 2100));
+    const reason = new Promise<string>((resolve) =>
+      alice.socket.once('close', (_code, r) => resolve(`${r}`)),
+    );
     alice.send({ type: 'message', id: 'late', to: 'bob', body: 1 });
     expect(await alice.closed()).toBe(1008);
+    expect(await reason).toBe('auth expired');
     expect(alice.ofType('accepted')).toEqual([]);
     expect(env.bus.events(TOPICS.inbound)).toEqual([]);
+  });
+
+  it("closes a quiet socket whose token expired with 1008 'auth expired' at the next ping interval; the same token is then refused 401 before the upgrade", async () => {
+    // protocol.md: the close's reason is what a browser app can read (a refused upgrade reaches a
+    // page as a close 1006, without its status or body), so it takes a new token before reconnecting.
+    env = await startGateway({ pingIntervalMs: 200 });
+    const token = await issueToken(DEV_JWT_SECRET, 'alice', 2); // 1 s could pass before the upgrade
+    const url = `ws://127.0.0.1:${env.port}/v1/ws?token=${token}`;
+    const alice = await WsTestClient.connect(url);
+    clients.push(alice);
+    const reason = new Promise<string>((resolve) =>
+      alice.socket.once('close', (_code, r) => resolve(`${r}`)),
+    );
+    expect(await alice.closed(5000)).toBe(1008);
+    expect(await reason).toBe('auth expired');
+    const again = await WsTestClient.refusal(url);
+    expect([again.status, JSON.parse(again.body).error]).toEqual([
+      401,
+      { code: 'unauthorized', message: expect.stringMatching(/^token expired at .+: get a new one$/) },
+    ]);
   });
 
   it('counts invalid frames against the rate limit too', async () => {
