@@ -190,6 +190,11 @@ export function createSqlGroupStore(db: SqlDatabase): GroupStore {
   };
 }
 
+const ID_USED_ELSEWHERE: OpRefusal = {
+  code: 'invalid_frame',
+  message: 'id: already used by an op of yours on another group; give each frame an id of its own',
+};
+
 async function applyInTransaction(
   tx: SqlExecutor,
   group: string,
@@ -198,11 +203,17 @@ async function applyInTransaction(
   replayable: { at: number; position?: TopicPosition } | undefined,
 ): Promise<ApplyResult> {
   await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [GROUP_LOCK_NAMESPACE, group]);
-  const decided = await tx.query<{ notice: GroupNotice | null; refusal: OpRefusal | null }>(
-    'SELECT notice, refusal FROM group_ops WHERE mid = $1',
+  const decided = await tx.query<{ notice: GroupNotice | null; refusal: OpRefusal | null; group_id: string }>(
+    'SELECT notice, refusal, group_id FROM group_ops WHERE mid = $1',
     [opMid],
   );
-  if (decided.rows.length > 0) return { kind: 'replayed', ...decided.rows[0] };
+  if (decided.rows.length > 0) {
+    const { notice, refusal, group_id } = decided.rows[0];
+    // Not a replay: the client gave an op on another group the same id (ids are unique per sender).
+    // Taken for one, it would be dropped unseen and the other group's notice sent again.
+    if (group_id !== group) return { kind: 'replayed', notice: null, refusal: ID_USED_ELSEWHERE };
+    return { kind: 'replayed', notice, refusal };
+  }
   const current = await findGroup(tx, group);
   const locked: string[] = [];
   let change: StoredChange | null;

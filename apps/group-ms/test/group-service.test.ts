@@ -335,6 +335,46 @@ describe.each(testDatabases())('group rules on $name', (target) => {
     expect(Number(ops.rows[0].n)).toBe(1);
   });
 
+  it('refuses a pipe op whose id the sender gave an op on another group, and changes neither group', async () => {
+    await groups.applyCommand(
+      command('alice', {
+        type: 'group',
+        id: 'twice',
+        op: 'create',
+        group: 'g-first',
+        name: 'A',
+        members: [],
+      }),
+    );
+    const refused = await groups.applyCommand(
+      command('alice', {
+        type: 'group',
+        id: 'twice',
+        op: 'create',
+        group: 'g-second',
+        name: 'B',
+        members: ['bob'],
+      }),
+    );
+    expect(refused.notices).toEqual([]);
+    expect(refused.deliveries).toEqual([
+      {
+        v: 1,
+        kind: 'deliver',
+        to: 'alice',
+        frame: {
+          type: 'error',
+          mid: '~err:alice:twice',
+          id: 'twice',
+          code: 'invalid_frame',
+          message: 'id: already used by an op of yours on another group; give each frame an id of its own',
+        },
+      },
+    ]);
+    expect(await groups.find('g-second')).toBeUndefined();
+    expect(toGroup((await groups.find('g-first'))!).members).toEqual(['alice']);
+  });
+
   it('records a placed pipe op that changes the group as its last piped op; a replay, a no-op, a refusal or a REST change keep it', async () => {
     const lastPiped = async (group: string) =>
       (
