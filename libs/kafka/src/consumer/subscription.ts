@@ -144,6 +144,9 @@ export function createSubscription<T>(
   /** A batch kept failing: try each record alone so one poison record does not park its neighbours. */
   const isolate = async (envelopes: Envelope<T>[], payload: EachBatchPayload) => {
     for (const envelope of envelopes) {
+      // The group moved on while the records before it were tried (one by one, this can outlast
+      // the rebalance timeout): the rest are left to the partition's next owner, as a chunk is.
+      if (member.groupMoved) throw member.groupMoved;
       const failure = await withRetries(() => handle([envelope]), maxAttempts, payload, retrying);
       if (failure) await deadLetter([parkedEvent(envelope)], failure);
     }

@@ -1387,6 +1387,60 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(log.filter((l) => l.startsWith('A start'))).toHaveLength(1);
       }, 60_000);
 
+      test('a member trying the records of a failing batch one by one stops when the group moves on: it handles none of them beside the next owner', async () => {
+        const spec = pingTopic(unique('isolating'));
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        // The assignor gives the partition to the member whose id sorts first: B's, once both are in.
+        const make = (id: string) => {
+          const made = createKafkaBus({
+            kafka: kafka(id),
+            logger,
+            consumer: FAST_CONSUMER,
+            maxAttempts: 2,
+            packEvents: false,
+          });
+          cleanups.push(() => made.close());
+          return made;
+        };
+        const a = make('z-a');
+        const b = make('b');
+        const groupId = unique('g');
+        await a.publish(
+          spec,
+          Array.from({ length: 12 }, (_, n) => ping(n)),
+        );
+        const log: string[] = [];
+        let isolating = false;
+        const subA = a.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => {
+            // The batch breaks an invariant as a whole (not transient); each record alone is slow
+            // but fine: trying all twelve outlasts the rebalance timeout.
+            if (batch.length > 1) throw new Error('the batch as a whole is refused');
+            isolating = true;
+            await sleep(400);
+            log.push(`A ${batch[0].event.n}`);
+          },
+        });
+        const subB = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void log.push(...batch.map((e) => `B ${e.event.n}`)),
+        });
+        cleanups.push(
+          () => subA.stop(),
+          () => subB.stop(),
+        );
+        await subA.start();
+        await waitFor(() => isolating, 10_000, 'A tries the records one by one');
+        await subB.start(); // a rebalance: the group waits for A, then goes on without it
+        await waitFor(() => log.filter((l) => l.startsWith('B')).length === 12, 20_000, 'B handles all');
+        await sleep(5000); // as long as A would take for the rest of them
+        const firstOfB = log.findIndex((l) => l.startsWith('B'));
+        expect(log.slice(firstOfB).filter((l) => l.startsWith('A'))).toEqual([]);
+      }, 60_000);
+
       test('a batch that outlasts the session timeout while a member joins is handled once: the rebalance waits for it', async () => {
         const spec = pingTopic(unique('longjoin'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
