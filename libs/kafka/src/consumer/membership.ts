@@ -9,6 +9,8 @@ export class Membership {
   /** Set when a heartbeat learns the group is moving on without this member; cleared at the next join. */
   groupMoved: Error | undefined;
   assigned: number[] = [];
+  /** How many times the member has joined its group: a join comes with a new assignment. */
+  joins = 0;
   /** The next offset to read in each partition handled since the member joined (for rereadFrom). */
   private readonly handledTo = new Map<number, number>();
   /**
@@ -23,6 +25,7 @@ export class Membership {
   constructor(private readonly topic: string) {}
 
   joined(assigned: number[]): void {
+    this.joins++;
     this.groupMoved = undefined;
     this.assigned = assigned;
     this.handledTo.clear();

@@ -8,17 +8,21 @@ export interface Rereading {
   groupId: string;
   member: Membership;
   admin: () => Promise<Admin>;
+  /** Commits what the member has handled, its rewound partitions at their rewound offsets. */
+  commit: () => Promise<void>;
   logger: Logger;
 }
 
 /**
  * `Subscription.rereadFrom` for a running member: moves each partition it holds back to the first
- * record written at or after `time`, never forward. False when it holds none.
+ * record written at or after `time`, never forward. False when it holds none, or when the group
+ * moved on meanwhile (the caller asks again).
  */
 export async function rewindPartitions(time: number, rereading: Rereading): Promise<boolean> {
   const { consumer, topic, groupId, member, logger } = rereading;
   const held = [...member.assigned];
   if (held.length === 0) return false;
+  const joins = member.joins;
   const admin = await rereading.admin();
   const [fromTime, [committed]] = await Promise.all([
     admin.fetchTopicOffsetsByTimestamp(topic, time),
@@ -36,6 +40,19 @@ export async function rewindPartitions(time: number, rereading: Rereading): Prom
     member.rewound(partition, target);
     rewound.push({ partition, from: current, to: target });
   }
-  if (rewound.length > 0) logger.warn({ rewound, since: new Date(time).toISOString() }, 'reading again');
-  return true;
+  if (rewound.length > 0) {
+    logger.warn({ rewound, since: new Date(time).toISOString() }, 'reading again');
+    // Committed at once, with the generation the member holds them in. A rebalance under way (the
+    // member already committed and waits to rejoin) would otherwise hand the partitions that move
+    // at their offsets from before the rewind: their next owner would not read them again. A
+    // refused commit is a group that has moved on.
+    try {
+      await rereading.commit();
+    } catch (err) {
+      logger.info({ err }, 'the rewind could not be committed (a rebalance?): to be asked again');
+      return false;
+    }
+  }
+  // A join since it was asked: what it holds now may not be what it rewound.
+  return member.joins === joins;
 }

@@ -226,6 +226,7 @@ export function createSubscription<T>(
         groupId,
         member,
         admin: options.admin,
+        commit: committer.commit,
         logger,
       });
     },
