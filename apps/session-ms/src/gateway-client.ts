@@ -63,6 +63,11 @@ export interface HttpGatewayClientOptions {
    * 0: every call waits out its own timeout.
    */
   silentHoldMs?: number;
+  /**
+   * The clock the hold runs on: monotonic, as every duration here. On the wall clock a step back
+   * (NTP correcting the host) lengthened a hold under way by the step, every push to that gateway
+   * failing `silent` meanwhile.
+   */
   now?: () => number;
 }
 
@@ -72,7 +77,11 @@ export interface HttpGatewayClientOptions {
  */
 export function createHttpGatewayClient(
   internalSecret: string,
-  { timeoutMs = 5000, silentHoldMs = timeoutMs, now = Date.now }: HttpGatewayClientOptions = {},
+  {
+    timeoutMs = 5000,
+    silentHoldMs = timeoutMs,
+    now = () => performance.now(),
+  }: HttpGatewayClientOptions = {},
 ): GatewayClient {
   const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
   const silence = silentGateways(silentHoldMs, now);

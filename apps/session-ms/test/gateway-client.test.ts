@@ -186,6 +186,26 @@ describe('the HTTP gateway client', () => {
     client.close?.();
   });
 
+  it('ends the hold after its length though the wall clock steps back meanwhile (NTP correcting the host)', async () => {
+    const wall = Date.now;
+    let stepMs = 0;
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => wall() - stepMs);
+    const client = createHttpGatewayClient(SECRET, { timeoutMs: 200, silentHoldMs: 300 });
+    try {
+      answer = () => undefined;
+      await expect(client.send(url, [delivery('bob')])).rejects.toMatchObject({ reason: 'timeout' });
+      stepMs = 3_600_000;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      answer = (_req, _body, res) =>
+        void res.writeHead(200, { 'content-type': 'application/json' }).end('{"results":[{"written":1}]}');
+      // Held by the wall clock, every push to this gateway failed `silent` for the hour of the step.
+      expect(await client.send(url, [delivery('bob')])).toEqual([{ written: 1 }]);
+    } finally {
+      clock.mockRestore();
+      client.close?.();
+    }
+  });
+
   it('holds only the gateway that timed out, and not after a refusal or an error status', async () => {
     const client = createHttpGatewayClient(SECRET, { timeoutMs: 300, silentHoldMs: 60_000 });
     answer = () => undefined;
