@@ -623,6 +623,29 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         cleanups.push(() => b.close());
         return b;
       };
+      /** A group member's bus as client `id` (one event per record), closed after the test. */
+      const memberBus = (
+        id: string,
+        options: Partial<Parameters<typeof createKafkaBus>[0]> = {},
+      ): EventBus => {
+        const made = createKafkaBus({
+          kafka: kafka(id),
+          logger,
+          consumer: FAST_CONSUMER,
+          packEvents: false,
+          ...options,
+        });
+        cleanups.push(() => made.close());
+        return made;
+      };
+      /** A key landing in each of the topic's first `count` partitions, by partition. */
+      const keyPerPartition = async (b: EventBus, spec: ReturnType<typeof pingTopic>, count: number) => {
+        const partitionOf = (await b.partitioner(spec))!;
+        const keyOf = new Map<number, string>();
+        for (let n = 0; keyOf.size < count; n++)
+          if (!keyOf.has(partitionOf(`k${n}`))) keyOf.set(partitionOf(`k${n}`), `k${n}`);
+        return keyOf;
+      };
       /** A subscription that keeps every envelope it handles. */
       const receiving = (b: EventBus, spec: ReturnType<typeof pingTopic>) => {
         const got: Envelope<Ping>[] = [];
@@ -1328,29 +1351,15 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         // One batch at a time: the fetch's other partition waits in kafkajs's queue, as the 5th of
         // 12 partitions does with the default of 4.
-        const make = (id: string) => {
-          const made = createKafkaBus({
-            kafka: kafka(id),
-            logger,
-            consumer: FAST_CONSUMER,
-            packEvents: false,
-            partitionsConsumedConcurrently: 1,
-          });
-          cleanups.push(() => made.close());
-          return made;
-        };
+        const make = (id: string) => memberBus(id, { partitionsConsumedConcurrently: 1 });
         const a = make('a');
         const b = make('b');
         const groupId = unique('g');
-        const partitions = new Map<string, number>();
-        for (let n = 0; partitions.size < 2; n++) {
-          const p = (await a.partitioner(spec))!(`k${n}`);
-          if (![...partitions.values()].includes(p)) partitions.set(`k${n}`, p);
-        }
+        const keys = [...(await keyPerPartition(a, spec, 2)).values()];
         // Both partitions hold a record before A starts: its first fetch brings a batch of each.
         await a.publish(
           spec,
-          [...partitions.keys()].map((id, n) => ({ ...ping(n), id })),
+          keys.map((id, n) => ({ ...ping(n), id })),
         );
         const log: string[] = [];
         let first = true;
@@ -1391,17 +1400,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('isolating'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         // The assignor gives the partition to the member whose id sorts first: B's, once both are in.
-        const make = (id: string) => {
-          const made = createKafkaBus({
-            kafka: kafka(id),
-            logger,
-            consumer: FAST_CONSUMER,
-            maxAttempts: 2,
-            packEvents: false,
-          });
-          cleanups.push(() => made.close());
-          return made;
-        };
+        const make = (id: string) => memberBus(id, { maxAttempts: 2 });
         const a = make('z-a');
         const b = make('b');
         const groupId = unique('g');
@@ -1447,27 +1446,17 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         // The group waits for a member busy with a long batch: a long rebalance timeout. No commit
         // on the interval: this broker takes a commit sent behind the member's pending JoinGroup at
         // once, where Kafka takes it after the join (refused then), so one could save the rewind here.
-        const make = (id: string) => {
-          const made = createKafkaBus({
-            kafka: kafka(id),
-            logger,
+        const make = (id: string) =>
+          memberBus(id, {
             consumer: { ...FAST_CONSUMER, rebalanceTimeout: 20_000 },
-            packEvents: false,
             commitIntervalMs: 60_000,
           });
-          cleanups.push(() => made.close());
-          return made;
-        };
         // The assignor sorts members by id: A, C hold partitions 0, 1; once B is in, 0 is B's.
         const a = make('a');
         const c = make('c');
         const b = make('0-b');
         const groupId = unique('g');
-        const keyOf = new Map<number, string>();
-        for (let n = 0; keyOf.size < 2; n++) {
-          const p = (await a.partitioner(spec))!(`k${n}`);
-          if (!keyOf.has(p)) keyOf.set(p, `k${n}`);
-        }
+        const keyOf = await keyPerPartition(a, spec, 2);
         const log: string[] = [];
         let slowStarted = false;
         const member = (name: string) => async (batch: Envelope<Ping>[]) => {
@@ -1520,17 +1509,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('longjoin'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const { rebalanceTimeout: _default, ...consumer } = FAST_CONSUMER; // the bus's: maxHandlerMs
-        const make = (id: string) => {
-          const made = createKafkaBus({
-            kafka: kafka(id),
-            logger,
-            consumer,
-            maxHandlerMs: 30_000,
-            packEvents: false,
-          });
-          cleanups.push(() => made.close());
-          return made;
-        };
+        const make = (id: string) => memberBus(id, { consumer, maxHandlerMs: 30_000 });
         const a = make('a');
         const b = make('b');
         const groupId = unique('g');
