@@ -162,17 +162,9 @@ export function upstreamOf(app: AppSpec, variable: string): AppSpec | undefined 
   return fleet().find((other) => other.port === Number(match[2]));
 }
 
-/**
- * The problems the app's own loadConfig and runMain find with `env` (empty when it would start). ajv's
- * "unknown format ... ignored" console warnings (the apps' loader has no ajv-formats) are muted.
- */
-export function validateConfig(app: AppSpec, env: Record<string, string>): string[] {
-  return configProblems(app, env);
-}
-
 /** validateConfig for a container of the image: `env` over what the Dockerfile sets. */
 export function validateInImage(app: AppSpec, env: Record<string, string>): string[] {
-  return configProblems(app, { ...imageEnv(), ...env });
+  return validateConfig(app, { ...imageEnv(), ...env });
 }
 
 /** The ENV the Dockerfile's runtime stage sets: what every container starts with, under its own env. */
@@ -185,7 +177,11 @@ export function imageEnv(): Record<string, string> {
   return env;
 }
 
-function configProblems(app: AppSpec, env: Record<string, string>): string[] {
+/**
+ * The problems the app's own loadConfig and runMain find with `env` (empty when it would start). ajv's
+ * "unknown format ... ignored" console warnings (the apps' loader has no ajv-formats) are muted.
+ */
+export function validateConfig(app: AppSpec, env: Record<string, string>): string[] {
   const warn = console.warn;
   console.warn = (...args: unknown[]) => {
     if (typeof args[0] === 'string' && args[0].startsWith('unknown format')) return;
