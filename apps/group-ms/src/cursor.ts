@@ -10,13 +10,18 @@ export interface GroupPosition {
 /** A group id (a cursor naming anything else, a NUL say, is forged: Postgres could not even take it). */
 const GROUP_ID = new RegExp(USER_ID_PATTERN);
 
-export const groupCursor = opaqueCursor<GroupPosition>('g1:', {
-  write: ({ createdAt, id }) => `${createdAt}:${id}`,
-  read(text) {
-    const match = /^(\d+):(.+)$/s.exec(text);
-    const createdAt = Number(match?.[1]);
-    return match && Number.isSafeInteger(createdAt) && GROUP_ID.test(match[2])
-      ? { createdAt, id: match[2] }
-      : undefined;
+/** A position in a member's list of groups (`g1:` was the unbound form). */
+export const groupCursor = opaqueCursor<GroupPosition>(
+  'g2:',
+  {
+    write: ({ createdAt, id }) => `${createdAt}:${id}`,
+    read(text) {
+      const match = /^(\d+):(.+)$/s.exec(text);
+      const createdAt = Number(match?.[1]);
+      return match && Number.isSafeInteger(createdAt) && GROUP_ID.test(match[2])
+        ? { createdAt, id: match[2] }
+        : undefined;
+    },
   },
-});
+  'g1:',
+);

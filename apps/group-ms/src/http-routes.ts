@@ -182,13 +182,13 @@ export function registerGroupRoutes(app: HttpServer, deps: GroupRoutesDeps): voi
       if (limit === undefined && after === undefined)
         return { groups: (await allGroupsOf(user, reply)).map(toGroup) };
       const { groups, more } = await deps.groups.listForMember(user, {
-        after: groupCursor.decode(after),
+        after: groupCursor.decode(after, user),
         limit: limit ?? GROUP_LIST_DEFAULT_LIMIT,
       });
       const last = groups.at(-1);
       return {
         groups: groups.map(toGroup),
-        next: more && last ? groupCursor.encode({ createdAt: last.createdAt, id: last.id }) : null,
+        next: more && last ? groupCursor.encode({ createdAt: last.createdAt, id: last.id }, user) : null,
       };
     },
   );

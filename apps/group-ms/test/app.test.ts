@@ -143,6 +143,14 @@ describe.each(testDatabases())('group-ms service on $name', (target) => {
     expect(pages.flat()).toEqual(ids); // the same order, each group once
     const rest = await list('quin', `?after=${(await list('quin', '?limit=1')).next}`);
     expect([rest.groups.length, rest.next]).toEqual([4, null]);
+    // pia is in the same groups, but quin's cursor is no position in her list (an app switching accounts).
+    const quins = (await list('quin', '?limit=1')).next;
+    const pias = await call('GET', `/internal/groups?after=${quins}`, 'pia');
+    expect([pias.statusCode, pias.json().error.code, pias.json().error.message]).toEqual([
+      400,
+      'invalid_request',
+      "query after: a cursor from another user's list; page again from the start (without after)",
+    ]);
 
     const forged = await call('GET', '/internal/groups?after=bm9wZQ', 'quin');
     expect([forged.statusCode, forged.json().error]).toEqual([

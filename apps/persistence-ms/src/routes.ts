@@ -22,9 +22,9 @@ export function registerSyncRoutes(
     { schema: { querystring: SyncQuery } },
     async (request): Promise<SyncResponse> => {
       const user = actingUser(request);
-      const afterSeq = decodeCursor(request.query.after);
+      const afterSeq = decodeCursor(request.query.after, user);
       const page = await store.page(user, afterSeq, request.query.limit ?? SYNC_DEFAULT_LIMIT);
-      return { messages: page.messages, next: page.hasMore ? encodeCursor(page.lastSeq) : null };
+      return { messages: page.messages, next: page.hasMore ? encodeCursor(page.lastSeq, user) : null };
     },
   );
 

@@ -96,6 +96,15 @@ describe('persistence-ms service', () => {
     const second = await get(`/internal/messages?limit=2&after=${encodeURIComponent(next)}`);
     expect(second.json()).toEqual({ messages: [message('m3')], next: null });
     expect(await pendingMids('carol')).toEqual([]); // another user sees nothing of bob's
+    // carol's app kept bob's cursor across an account switch: refused, not read as a place in hers.
+    const carols = await get(`/internal/messages?after=${encodeURIComponent(next)}`, 'carol');
+    expect([carols.statusCode, carols.json().error]).toEqual([
+      400,
+      {
+        code: 'invalid_request',
+        message: "query after: a cursor from another user's list; page again from the start (without after)",
+      },
+    ]);
   });
 
   it('drops deliverables on an offline-ack, also one that came before the deliverable', async () => {
