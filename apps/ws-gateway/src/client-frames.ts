@@ -109,14 +109,17 @@ export class ClientFrames {
 
   /**
    * The bucket that refuses the frame, if one does: the socket's own first, then its user's where the
-   * user holds several sockets here (no array per frame: this runs for every frame).
+   * user holds several sockets here (no array per frame: this runs for every frame). A frame the
+   * user's budget refuses costs the socket's own nothing: it was not taken.
    */
   private refusingBucket(conn: ClientConnection, onAckBudget: boolean): TokenBucket | undefined {
     const own = onAckBudget ? conn.ackBucket : conn.bucket;
     if (!own.take()) return own;
     const shared = this.deps.userBudgets.of(conn.user);
     const userBucket = shared && (onAckBudget ? shared.acks : shared.frames);
-    return userBucket && !userBucket.take() ? userBucket : undefined;
+    if (!userBucket || userBucket.take()) return undefined;
+    own.giveBack();
+    return userBucket;
   }
 
   private async publish(

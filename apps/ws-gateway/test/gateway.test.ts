@@ -481,6 +481,24 @@ describe('ws-gateway', () => {
     expect(await a.closed()).toBe(4029);
   });
 
+  it("charges a socket's own budget nothing for a frame its user's shared budget refused", async () => {
+    env = await startGateway({ ratePerSecond: 0.001, rateBurst: 2, userRateFactor: 1, rateCloseAfter: 100 });
+    const [laptop, phone] = [await connect('alice'), await connect('alice')];
+    await waitFor(() => env.gateway.connections.of('alice').length === 2, 2000, "alice's two sockets");
+    const send = async (client: WsTestClient, id: string) => {
+      client.send({ type: 'message', id, to: 'carol', body: id });
+      const answer = await client.next((f) => f.id === id);
+      return answer.type === 'error' ? answer.code : answer.type;
+    };
+    // The laptop spends the shared budget (one socket's worth: 2); the phone's frames are refused by it.
+    expect([await send(laptop, 'l1'), await send(laptop, 'l2')]).toEqual(['accepted', 'accepted']);
+    expect([await send(phone, 'p1'), await send(phone, 'p2')]).toEqual(['rate_limited', 'rate_limited']);
+    // With the laptop gone only the phone's own budget counts, and it is whole: nothing was sent on it.
+    await laptop.close();
+    await waitFor(() => env.gateway.connections.of('alice').length === 1, 2000, 'the phone alone');
+    expect([await send(phone, 'p3'), await send(phone, 'p4')]).toEqual(['accepted', 'accepted']);
+  });
+
   it("answers a ping while its user's frame budget is spent by another device (pings go on the acks' budget)", async () => {
     env = await startGateway({ ratePerSecond: 0.001, rateBurst: 2, userRateFactor: 1, rateCloseAfter: 100 });
     const [laptop, phone] = [await connect('alice'), await connect('alice')];
