@@ -141,8 +141,8 @@ export type BlockLookup = ((pairs: readonly BlockPair[]) => Promise<Set<string>>
  * blocks change: the changes after the last one seen are read every `pollMs`, in the background
  * while batches keep coming, and each changed user is forgotten (read again when next asked about).
  * When the changes have not been read for two `pollMs` (the router idled, or the reads fail), a
- * lookup reads them first, and fails when it cannot, so the batch goes unchecked rather than on
- * blocks that may be stale. A lookup that a read of changes overtook keeps nothing it read. Kept
+ * lookup reads them first (a read started within `pollMs`, or a new one), and fails when it
+ * cannot, so the batch goes unchecked rather than on blocks that may be stale. A lookup that a read of changes overtook keeps nothing it read. Kept
  * blocks are read again after KEEP_AT_MOST_MS in any case.
  */
 export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): BlockLookup {
@@ -152,7 +152,8 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
   /** Raised when the cache changes under a lookup: users forgotten, or a new start. */
   let generation = 0;
   let readAt = -Infinity;
-  let reading: Promise<void> | undefined;
+  /** The latest read of the changes, while under way, and when it started. */
+  let reading: { done: Promise<void>; askedAt: number } | undefined;
   let keptEntries = 0;
   const entriesOf = (blocked: ReadonlySet<string>) => 1 + blocked.size;
   const forget = (user: string) => {
@@ -179,12 +180,25 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
         if (changes.users.length < CHANGES_PER_READ) break;
       }
     }
-    readAt = startedAt;
+    readAt = Math.max(readAt, startedAt); // a read that hung may end after a later one
   };
-  const readChangesOnce = () =>
-    (reading ??= readChanges().finally(() => {
-      reading = undefined;
-    }));
+  /**
+   * A read of the changes that started at `since` or later: the one under way if it did, else a new
+   * one beside it. A read answers as of its start: one that hung for seconds and answers late must
+   * not pass for the read of now, nor hold the reads after it (a stalled connection, while the
+   * others answer). Reads side by side are safe: each forgets the users it finds before it moves
+   * the position past them, and one that moves it back only has some forgotten again.
+   */
+  const readChangesFrom = (since: number): Promise<void> => {
+    if (reading && reading.askedAt >= since) return reading.done;
+    const read = { askedAt: clock(), done: readChanges() };
+    reading = read;
+    const settled = () => {
+      if (reading === read) reading = undefined;
+    };
+    read.done.then(settled, settled);
+    return read.done;
+  };
 
   const keep = (user: string, blocked: ReadonlySet<string>, at: number) => {
     forget(user); // read again after KEEP_AT_MOST_MS: kept anew, the last to go past maxEntries
@@ -196,8 +210,8 @@ export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): Bl
   const lookup = async (pairs: readonly BlockPair[]) => {
     const now = clock();
     const sinceRead = now - readAt;
-    if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesOnce();
-    else if (sinceRead >= pollMs) readChangesOnce().catch(() => undefined); // failing reads: the lookup after next waits for one
+    if (sinceRead > 2 * pollMs || pollMs === 0) await readChangesFrom(now - pollMs);
+    else if (sinceRead >= pollMs) readChangesFrom(-Infinity).catch(() => undefined); // failing reads: the lookup after next waits for one
     // What is kept is taken now: while the missing are read, a read of the changes or keeping them
     // (past maxEntries) may forget some of the batch's recipients, whose blocks still hold for it.
     const known = new Map<string, ReadonlySet<string>>();

@@ -83,6 +83,35 @@ describe('cacheBlocks', () => {
     expect(blocks.lookups).toEqual([['bob'], ['carol'], ['bob']]);
   });
 
+  it('does not go on, nor wait for, a read of the changes that started more than a poll before the batch: one that hung answers as of its start', async () => {
+    const blocks = new MemoryBlocks();
+    const { lookup, clock } = cached(blocks);
+    await lookup([to('bob')]);
+    // The next read answers as of when it started (a snapshot), but only when released.
+    let release = () => {};
+    let gated = true;
+    const changesSince = blocks.changesSince.bind(blocks);
+    blocks.changesSince = async (since, limit) => {
+      const gate = gated;
+      const answer = await changesSince(since, limit);
+      if (gate) await new Promise<void>((resolve) => (release = resolve));
+      return answer;
+    };
+    clock.now += 1000; // this batch starts that read in the background
+    await lookup([to('bob')]);
+    gated = false;
+    blocks.block('bob', 'mallory');
+    clock.now += 10_000; // the read still under way; bob's block answered 10 s ago
+    const batch = lookup([to('bob')]);
+    const late = new Promise((resolve) => setTimeout(() => resolve('no answer'), 100));
+    expect(await Promise.race([batch, late])).toEqual(new Set([blockKey('bob', 'mallory')]));
+    release(); // the old read answers at last, as of its start: it undoes nothing
+    await new Promise((resolve) => setImmediate(resolve));
+    clock.now += 500;
+    expect(await lookup([to('bob')])).toEqual(new Set([blockKey('bob', 'mallory')]));
+    expect(blocks.changeReads).toBe(3);
+  });
+
   it('forgets every changed user, however many changed since the last read', async () => {
     const blocks = new MemoryBlocks();
     const { lookup, clock } = cached(blocks, { maxEntries: 5000 });
