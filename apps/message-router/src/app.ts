@@ -23,7 +23,11 @@ export interface MessageRouterDeps extends Omit<Runtime, 'closer'> {
    * within it.
    */
   blockPollMs?: number;
-  /** Now, in ms: for stale typing notices and the block check's retry; `Date.now` by default. */
+  /**
+   * The clock the block check's durations run on (its polls and retry), in ms: monotonic,
+   * `performance.now` by default. On the wall clock a step back (NTP correcting the host) stopped the
+   * reads of the changes for the step, and blocks went unapplied that long.
+   */
   clock?: () => number;
 }
 
@@ -39,7 +43,6 @@ export interface MessageRouter extends Service {
  */
 export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
   const http = buildHttpServer(deps);
-  const clock = deps.clock ?? Date.now;
   const routed = new Counter({
     name: 'parley_router_frames_total',
     help: 'Inbound frames routed, by frame type',
@@ -68,7 +71,7 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     blocks: deps.blocks,
     metrics: deps.metrics,
     logger: deps.logger,
-    clock,
+    clock: deps.clock ?? (() => performance.now()),
     timeoutMs: deps.blockCheckTimeoutMs,
     retryMs: deps.blockCheckRetryMs,
     pollMs: deps.blockPollMs,
@@ -77,7 +80,7 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
   const handle = async (batch: Envelope<InboundRecord>[]) => {
     const out: Routed = { delivery: [], group: [] };
     // A typing notice sent this long ago (read behind a backlog) is about a moment long gone.
-    const staleBefore = clock() - TYPING_NOTICE_MAX_AGE_MS;
+    const staleBefore = Date.now() - TYPING_NOTICE_MAX_AGE_MS;
     const frames = batch.map(({ event: record }) => {
       const checked = checkInbound(record);
       const isStale = checked.ok && checked.inbound.frame.type === 'typing' && record.sentAt < staleBefore;

@@ -306,6 +306,26 @@ describe('message-router and blocked users', () => {
     expect(blocks.lookups).toEqual([['bob'], ['bob', 'yann'], ['bob']]);
   });
 
+  it('reads the changes each poll though the wall clock steps back (NTP correcting the host)', async () => {
+    const wall = Date.now;
+    let stepMs = 0;
+    const stepped = jest.spyOn(Date, 'now').mockImplementation(() => wall() - stepMs);
+    try {
+      const { bus, blocks } = await startRouter({ blockPollMs: 50 });
+      await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'before')]);
+      await waitFor(() => delivered(bus).length === 1);
+      stepMs = 3_600_000;
+      blocks.block('bob', 'mallory');
+      await new Promise((resolve) => setTimeout(resolve, 200)); // four polls
+      // On the wall clock, the last read was an hour ahead: no read for an hour, no block.
+      await bus.publish(TOPICS.inbound, [message('mallory', 'bob', 'blocked'), last]);
+      await waitFor(handled(bus));
+      expect(midsOf(bus)).toEqual(['mallory:before', 'zed:end']);
+    } finally {
+      stepped.mockRestore();
+    }
+  });
+
   it("counts the block check's reads of Postgres and the ids it keeps", async () => {
     const { bus, router, blocks } = await startRouter();
     blocks.block('bob', 'mallory');
