@@ -89,23 +89,28 @@ export function createMessageRouter(deps: MessageRouterDeps): MessageRouter {
     });
     // One lookup for the whole batch, none when it holds no 1:1 frame.
     const blocked = await checkBlocks(frames.flatMap(({ pair }) => (pair ? [pair] : [])));
+    // Counted once the batch is published: a publish that fails is retried, the batch routed again.
+    const counts: Array<() => void> = [];
     for (const { checked, isStale, pair } of frames) {
       if (isStale) {
-        stale.inc();
+        counts.push(() => stale.inc());
       } else if (checked.ok && pair && blocked.has(blockKey(pair.recipient, pair.sender))) {
-        blockedFrames.inc({ type: checked.inbound.frame.type });
+        const { type } = checked.inbound.frame;
+        counts.push(() => blockedFrames.inc({ type }));
       } else if (checked.ok) {
         route(checked.inbound, out);
-        routed.inc({ type: checked.inbound.frame.type });
+        const { type } = checked.inbound.frame;
+        counts.push(() => routed.inc({ type }));
       } else {
         out.delivery.push(checked.refusal);
-        refused.inc();
+        counts.push(() => refused.inc());
       }
     }
     await Promise.all([
       deps.bus.publish(TOPICS.delivery, out.delivery),
       deps.bus.publish(TOPICS.group, out.group),
     ]);
+    for (const count of counts) count();
   };
   const subscription = deps.bus.subscribe({
     groupId: deps.groupId ?? 'message-router',

@@ -136,6 +136,23 @@ describe('message-router service', () => {
     expect(bus.events(TOPICS.group)).toEqual([]);
   });
 
+  it('counts each frame once, when its batch is published, not again for each retry of the publish', async () => {
+    const { bus, router } = await startRouter();
+    let refusals = 3;
+    bus.refusePublish = (events) =>
+      events.some((e) => (e as { kind?: string }).kind !== 'inbound') && refusals-- > 0;
+    const origin = { v: 1, kind: 'inbound', from: 'alice', sentAt: Date.now() } as const;
+    await bus.publish(INBOUND_RECORDS, [
+      { ...origin, frame: { type: 'message', id: 'c1', to: 'bob', chat: 'direct', body: 'hi' } },
+      { ...origin, frame: { type: 'reaction', id: 'r1', to: 'bob' } },
+    ]);
+    await waitFor(() => bus.events(TOPICS.delivery).length === 2);
+    expect(refusals).toBeLessThan(0);
+    const metrics = (await router.http.inject('/metrics')).body;
+    expect(metrics).toContain('parley_router_frames_total{type="message",service="message-router"} 1');
+    expect(metrics).toContain('parley_router_refused_total{service="message-router"} 1');
+  });
+
   it('parks a record of a newer contract version on the DLQ with the reason, and routes what follows it', async () => {
     const { bus, router } = await startRouter();
     // As a gateway of a later release writes it: an envelope version this router does not know.
