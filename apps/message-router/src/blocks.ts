@@ -142,8 +142,9 @@ export type BlockLookup = ((pairs: readonly BlockPair[]) => Promise<Set<string>>
  * while batches keep coming, and each changed user is forgotten (read again when next asked about).
  * When the changes have not been read for two `pollMs` (the router idled, or the reads fail), a
  * lookup reads them first (a read started within `pollMs`, or a new one), and fails when it
- * cannot, so the batch goes unchecked rather than on blocks that may be stale. A lookup that a read of changes overtook keeps nothing it read. Kept
- * blocks are read again after KEEP_AT_MOST_MS in any case.
+ * cannot, so the batch goes unchecked rather than on blocks that may be stale. A lookup that a
+ * read of changes overtook keeps nothing it read. Kept blocks are read again after
+ * KEEP_AT_MOST_MS in any case.
  */
 export function cacheBlocks(reader: BlockReader, options: BlockCacheOptions): BlockLookup {
   const { clock, pollMs, maxEntries } = options;
