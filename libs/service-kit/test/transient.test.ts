@@ -1,11 +1,19 @@
 import { DatabaseError } from 'pg';
-import { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs';
+import {
+  KafkaJSConnectionError,
+  KafkaJSNumberOfRetriesExceeded,
+  KafkaJSProtocolError,
+  KafkaJSSASLAuthenticationError,
+} from 'kafkajs';
 import { isTransient, TransientError } from '@parley/service-kit';
 
 // ioredis does not export it from its index.
 const MaxRetriesPerRequestError = require('ioredis/built/errors/MaxRetriesPerRequestError').default;
 
 const sqlError = (code: string) => Object.assign(new DatabaseError('db says no', 0, 'error'), { code });
+// What kafkajs raises for an error code the broker returns: retriable as the code says.
+const kafkaRefusal = (type: string, code: number, retriable: boolean) =>
+  new KafkaJSProtocolError(Object.assign(new Error(`broker says ${type}`), { type, code, retriable }));
 
 describe('isTransient', () => {
   it('takes a dependency that is down for transient', () => {
@@ -60,19 +68,29 @@ describe('isTransient', () => {
     expect(cases.filter(([, err]) => !isTransient(err)).map(([name]) => name)).toEqual([]);
   });
 
+  it("takes a refusal of the service's credentials or grants for transient: no record causes it, the operator mends it", () => {
+    // kafkajs marks these not retriable; as a record's fault each record would be parked on the DLQ.
+    const cases: Array<[string, unknown]> = [
+      ['kafka topic acl', kafkaRefusal('TOPIC_AUTHORIZATION_FAILED', 29, false)],
+      ['kafka group acl', kafkaRefusal('GROUP_AUTHORIZATION_FAILED', 30, false)],
+      ['kafka cluster acl', kafkaRefusal('CLUSTER_AUTHORIZATION_FAILED', 31, false)],
+      ['kafka sasl', new KafkaJSSASLAuthenticationError('SASL SCRAM SHA512 authentication failed')],
+      ['postgres password rotated', sqlError('28P01')],
+      ['postgres role without the grant', sqlError('42501')],
+      ['redis acl', new Error("NOPERM User parley has no permissions to run the 'evalsha' command")],
+      ['redis password rotated', new Error('WRONGPASS invalid username-password pair or user is disabled.')],
+      ['redis password needed', new Error('NOAUTH Authentication required.')],
+    ];
+    expect(cases.filter(([, err]) => !isTransient(err)).map(([name]) => name)).toEqual([]);
+  });
+
   it('takes a fault of the record itself for poison', () => {
-    // What kafkajs raises for an error code the broker returns: retriable as the code says.
-    const tooLarge = new KafkaJSProtocolError(
-      Object.assign(new Error('The request included a message larger than the max message size'), {
-        type: 'MESSAGE_TOO_LARGE',
-        code: 10,
-        retriable: false,
-      }),
-    );
+    const tooLarge = kafkaRefusal('MESSAGE_TOO_LARGE', 10, false);
     const cases: Array<[string, unknown]> = [
       ['bug', new TypeError("Cannot read properties of undefined (reading 'user')")],
       ['unique violation', sqlError('23505')],
       ['bad input to the database', sqlError('22P02')],
+      ['a statement the database cannot parse', sqlError('42601')],
       ['record too large for kafka', tooLarge],
       ['nothing', undefined],
       [
