@@ -12,7 +12,7 @@ import {
   serviceUrl,
   TokenBucket,
 } from '@parley/service-kit';
-import { STALLED_READER_MS } from './connections';
+import { MAX_UNSENT_ANSWER_BYTES, STALLED_READER_MS } from './connections';
 
 export const DEFAULT_MAX_CONNECTIONS_PER_USER = 16;
 export const DEFAULT_USER_RATE_FACTOR = 4;
@@ -64,7 +64,7 @@ export const WsGatewayConfig = Type.Object({
   MAX_UNSENT_BYTES: Type.Integer({
     minimum: 1024,
     default: 1024 * 1024,
-    description: `Per socket: frames pushed while a reader is this far behind are not written (pushed again at their retry); a socket that takes none of its unsent bytes for ${STALLED_READER_MS / 1000} s past it is cut off`,
+    description: `Per socket: frames pushed while a reader is this far behind are not written (pushed again at their retry), and answers to its own frames (pong, accepted, error) only up to ${MAX_UNSENT_ANSWER_BYTES / 1024} KiB of them unsent; a socket that takes none of its unsent bytes for ${STALLED_READER_MS / 1000} s past it is cut off`,
   }),
   MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 200_000 }),
   MAX_CONNECTIONS_PER_USER: Type.Integer({

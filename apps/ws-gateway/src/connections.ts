@@ -15,6 +15,14 @@ export const CLOSE_RATE_LIMITED = 4029;
 export const STALLED_READER_MS = 10_000;
 
 /**
+ * Answers (pongs, accepteds, errors) a reader behind the unsent cap may have unsent at once. Past
+ * the cap they are still written, but not without end: a client that sends on (a refused frame is
+ * answered too) and takes a frame now and then, so it never counts as stalled, piled its answers
+ * up in the gateway's memory for as long as it kept at it.
+ */
+export const MAX_UNSENT_ANSWER_BYTES = 64 * 1024;
+
+/**
  * ws's WebSocket carrying its connection, so that one set of listeners, reading it from `this`,
  * serves every socket: listeners closed over each connection cost an idle socket about 250 bytes.
  */
@@ -37,6 +45,8 @@ export class ClientConnection {
   readonly refusedInARow = { frames: 0, acks: 0 };
   /** Bytes still unsent from earlier writes when the current corked batch began. */
   private backlogAtCork?: number;
+  /** Bytes of answers written past the unsent cap and still unsent. */
+  private unsentAnswerBytes = 0;
 
   constructor(
     readonly id: string,
@@ -67,7 +77,8 @@ export class ClientConnection {
    * Writes a text frame; false when the reader is too far behind to take it (and the socket is cut
    * when it has stopped reading). An `answer` to the client's own frame (a pong, an accepted, an
    * error) is written past the cap: small and paced by the client's own frames, and an app that
-   * misses its pong takes the socket for dead.
+   * misses its pong takes the socket for dead. Up to MAX_UNSENT_ANSWER_BYTES of them: past that,
+   * an answer is dropped as a push is (the client sends the frame again at its timeout).
    */
   send(text: string, answer = false): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
@@ -75,7 +86,8 @@ export class ClientConnection {
     // A slow reader is one whose earlier writes have not drained: what this batch writes has had no
     // chance to, so it is not held against the reader (a replay on connect is one large batch).
     const backlog = this.backlogAtCork ?? this.unsentBytes;
-    if (backlog > 0 && backlog + size > this.maxUnsentBytes) {
+    const pastCap = backlog > 0 && backlog + size > this.maxUnsentBytes;
+    if (pastCap) {
       // Not written (session-ms pushes it again at its retry): a replay larger than one /send batch
       // comes faster than a phone's link takes it, and cut, the phone met the same replay again at
       // each reconnect. Only a reader that stopped taking bytes is cut, freeing its socket.
@@ -83,12 +95,14 @@ export class ClientConnection {
         this.socket.terminate();
         return false;
       }
-      if (!answer) return false;
+      if (!answer || this.unsentAnswerBytes + size > MAX_UNSENT_ANSWER_BYTES) return false;
+      this.unsentAnswerBytes += size;
     }
     if (this.unsentBytes === 0) this.drainedAt = performance.now();
     this.unsentBytes += size;
     this.socket.send(text, () => {
       this.unsentBytes -= size;
+      if (pastCap) this.unsentAnswerBytes -= size;
       this.drainedAt = performance.now();
     });
     return true;

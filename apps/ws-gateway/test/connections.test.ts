@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type WebSocket from 'ws';
-import { ClientConnection, ConnectionRegistry } from '../src/connections';
+import { ClientConnection, ConnectionRegistry, MAX_UNSENT_ANSWER_BYTES } from '../src/connections';
 import { TokenBucket } from '@parley/service-kit';
 
 const connection = (user: string, id: string) =>
@@ -64,5 +64,60 @@ describe('ConnectionRegistry', () => {
     const held = registry.of('di');
     registry.add(connection('di', 'd2'));
     expect(ids(held)).toEqual(['d1']);
+  });
+});
+
+/** A socket whose client reads nothing: a write completes only once `drain()` lets it. */
+class UnreadSocket {
+  readonly OPEN = 1;
+  readyState = 1;
+  private readonly held: Array<{ size: number; done: () => void }> = [];
+  send(text: string, done: () => void): void {
+    this.held.push({ size: Buffer.byteLength(text), done });
+  }
+  terminate(): void {
+    this.readyState = 3;
+  }
+  get heldBytes(): number {
+    return this.held.reduce((sum, write) => sum + write.size, 0);
+  }
+  drain(): void {
+    for (const write of this.held.splice(0)) write.done();
+  }
+}
+
+describe('ClientConnection', () => {
+  it('holds at most MAX_UNSENT_ANSWER_BYTES of answers past the unsent cap for a client that sends on and reads nothing', () => {
+    const socket = new UnreadSocket();
+    const cap = 1024;
+    const conn = new ClientConnection(
+      'c1',
+      'mallory',
+      undefined,
+      socket as unknown as WebSocket,
+      new TokenBucket(1, 1),
+      new TokenBucket(1, 1),
+      undefined,
+      cap,
+      { cork() {}, uncork() {} } as unknown as Duplex,
+    );
+    expect(conn.send(JSON.stringify({ type: 'message', pad: 'x'.repeat(2000) }))).toBe(true);
+    const pushed = socket.heldBytes;
+    // Behind the cap: a push is not written, an answer to the client's own frame still is...
+    expect(conn.send(JSON.stringify({ type: 'typing', from: 'bob', to: 'mallory' }))).toBe(false);
+    const refusal = JSON.stringify({
+      type: 'error',
+      code: 'rate_limited',
+      message: 'too many frames: retry after 0.005 s',
+      retryAfterMs: 5,
+    });
+    expect(conn.send(refusal, true)).toBe(true);
+    // ...but not one for each of as many frames as it cares to send.
+    const answered = Array.from({ length: 10_000 }, () => conn.send(refusal, true)).filter(Boolean).length;
+    expect(socket.heldBytes).toBeLessThanOrEqual(pushed + MAX_UNSENT_ANSWER_BYTES);
+    expect(answered).toBeGreaterThan(100);
+    // Once it reads again, it is answered again.
+    socket.drain();
+    expect(conn.send(refusal, true)).toBe(true);
   });
 });
