@@ -76,10 +76,7 @@ export function createTokenVerifier(settings: AuthSettings): TokenVerifier {
     } catch (err) {
       // A JWKS that cannot be fetched says nothing about the token: 401 would send apps to log in again.
       if (jwks && isJwksUnreachable(err))
-        throw new ParleyError(
-          'unavailable',
-          `the token's keys could not be fetched: ${(err as Error).message}`,
-        );
+        throw new ParleyError('unavailable', `the token's keys could not be fetched: ${jwksFault(err)}`);
       if (err instanceof errors.JWTExpired && typeof err.payload.exp === 'number')
         throw expired(err.payload.exp);
       throw new ParleyError('unauthorized', `invalid token: ${(err as Error).message}`);
@@ -113,6 +110,18 @@ function isJwksUnreachable(err: unknown): boolean {
   return (
     err.code === 'ERR_JWKS_TIMEOUT' || err.code === 'ERR_JWKS_INVALID' || err.code === 'ERR_JOSE_GENERIC'
   );
+}
+
+/**
+ * Why the JWKS could not be fetched, as a client may read it: jose's own words, or the network
+ * error's code alone. Its message names the address it failed on (`connect ECONNREFUSED
+ * 10.0.3.7:8443`, `getaddrinfo ENOTFOUND keycloak.auth.svc`), which anyone presenting a token with
+ * a new `kid` was shown.
+ */
+function jwksFault(err: unknown): string {
+  if (err instanceof errors.JOSEError) return err.message;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'the request failed';
 }
 
 /** A token for `POST /v1/dev/token` (dev mode only) and for tests. */

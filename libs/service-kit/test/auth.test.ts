@@ -127,7 +127,7 @@ describe('token verification (JWKS)', () => {
     await expect(verifyJwks(await tokenFor('parley'))).resolves.toMatchObject({ user: 'bob' });
   });
 
-  it('answers unavailable, not unauthorized, when the JWKS cannot be fetched or is not a key set', async () => {
+  it('answers unavailable, not unauthorized, when the JWKS cannot be fetched or is not a key set, naming no address', async () => {
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
       .setSubject('bob')
@@ -148,6 +148,15 @@ describe('token verification (JWKS)', () => {
         });
         await expect(verifyJwks(token)).rejects.toMatchObject({ code: 'unavailable' });
       }
+      // The address it failed on stays inside: whoever presented the token reads the message.
+      const unreachable = createTokenVerifier({
+        JWT_SECRET: secret,
+        JWT_JWKS_URL: `http://127.0.0.1:${closedPort}/jwks.json`,
+        JWT_AUDIENCE: 'parley',
+      });
+      await expect(unreachable(token)).rejects.toMatchObject({
+        message: "the token's keys could not be fetched: ECONNREFUSED",
+      });
     } finally {
       await new Promise((resolve) => broken.close(resolve));
     }
