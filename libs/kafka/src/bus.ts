@@ -33,6 +33,14 @@ export interface SubscribeOptions<T> {
   handle(batch: Envelope<T>[]): Promise<void>;
   /** Work on handled records that goes on after `handle` resolves; commits wait for it. */
   background?: BackgroundWork;
+  /**
+   * Asked before each commit of this member's offsets, after they are read: false (or a throw)
+   * holds the commit back. The offsets stay uncommitted and the next interval asks again; a commit
+   * held at a rebalance or at stop is not made, and the partition's next owner reads those records
+   * again. For a handler whose writes become durable after it resolves (session-ms waits for its
+   * Redis replicas to have them). The Kafka adapter's; the in-memory bus ignores it.
+   */
+  mayCommit?: () => Promise<boolean>;
 }
 
 /**

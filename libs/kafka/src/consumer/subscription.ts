@@ -29,7 +29,7 @@ export interface SubscriptionOptions extends KafkaBusOptions {
  * time, parks what cannot be decoded or handled on the DLQ, and commits only what was handled.
  */
 export function createSubscription<T>(
-  { groupId, metricsGroup, topic, handle, background }: SubscribeOptions<T>,
+  { groupId, metricsGroup, topic, handle, background, mayCommit }: SubscribeOptions<T>,
   codec: TopicCodec<T>,
   options: SubscriptionOptions,
 ): Subscription {
@@ -47,10 +47,14 @@ export function createSubscription<T>(
   let stopRequested = false;
   const position = new ReadPosition();
   const member = new Membership(topic.name);
-  const committer = createCommitter(options.commitIntervalMs ?? 500, logger, (offsets) =>
-    heldForBackground(member.committable(offsets), topic.name, background, (partition) =>
-      member.firstRead(partition),
-    ),
+  const committer = createCommitter(
+    options.commitIntervalMs ?? 500,
+    logger,
+    (offsets) =>
+      heldForBackground(member.committable(offsets), topic.name, background, (partition) =>
+        member.firstRead(partition),
+      ),
+    mayCommit,
   );
   const inFlight = new InFlight();
   followConsumerEvents(consumer, topic.name, { member, position, committer });

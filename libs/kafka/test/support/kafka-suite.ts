@@ -1092,6 +1092,42 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         expect(await committedCount(a, groupId, spec.name)).toBe(5);
       });
 
+      test('mayCommit holds commits back while it resolves false, at the interval and at stop; they go once it allows', async () => {
+        const spec = pingTopic(unique('may-commit'), 2);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'), { packEvents: false, commitIntervalMs: 200 });
+        const handled: number[] = [];
+        const groupId = unique('g');
+        let allowed = false;
+        let asked = 0;
+        const subscribe = () =>
+          b.subscribe({
+            groupId,
+            topic: spec,
+            handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+            mayCommit: async () => (asked++, allowed),
+          });
+        const sub = subscribe();
+        await sub.start();
+        await b.publish(spec, [1, 2, 3, 4, 5].map(ping));
+        await waitFor(() => handled.length === 5, 10_000, 'five pings');
+        await waitFor(() => asked >= 3, 10_000, 'three intervals asking');
+        const a = await admin();
+        expect(await committedCount(a, groupId, spec.name)).toBe(0);
+        await sub.stop(); // its last commit is held back too: the next member reads them again
+        expect(await committedCount(a, groupId, spec.name)).toBe(0);
+
+        const again = subscribe();
+        await again.start();
+        await waitFor(() => handled.length === 10, 15_000, 'the five read again');
+        allowed = true;
+        await waitFor(
+          async () => (await committedCount(a, groupId, spec.name)) === 5,
+          10_000,
+          'the commit once allowed',
+        );
+      });
+
       test('a poison record (undecodable bytes) lands on the .dlq topic', async () => {
         const spec = pingTopic(unique('poison'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
