@@ -59,6 +59,7 @@ export function createSessionService(deps: SessionDeps): SessionService {
     groupId: 'session-ms',
     topic: TOPICS.delivery,
     handle: (batch) => delivery.handle(withoutStaleNotices(batch)),
+    mayCommit: delivery.mayCommit,
   });
   const connections = bus.subscribe({
     groupId: 'session-ms-connections',

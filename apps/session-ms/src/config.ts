@@ -29,6 +29,19 @@ export const SessionConfig = Type.Object({
     default: 'parley:session:',
     description: 'Prefix of every key session-ms writes',
   }),
+  REDIS_WAIT_REPLICAS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description:
+      "Replicas of Redis that must have session-ms's writes (WAIT) before the delivery offsets that made them are committed; 0: not waited for. Set it with a replica to fail over to: a failover to one that lagged then loses no deliverable",
+  }),
+  REDIS_WAIT_TIMEOUT_MS: Type.Integer({
+    minimum: 1,
+    maximum: 4000,
+    default: 1000,
+    description:
+      'How long one WAIT (REDIS_WAIT_REPLICAS) waits for the replicas; short of them, the commit is tried again the next interval (500 ms)',
+  }),
   ACK_TIMEOUT_MS: Type.Integer({
     minimum: 10,
     default: 5000,

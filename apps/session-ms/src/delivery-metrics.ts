@@ -44,8 +44,19 @@ export function createDeliveryMetrics(registry: Registry) {
     ),
     storeLost: counter(
       'store_lost_total',
-      'Times the session store was found empty after holding state (Redis restarted without its data)',
+      'Times the session store was found empty after holding state (Redis restarted without its data), or lacking writes seen short of its replicas (REDIS_WAIT_REPLICAS: a failover to a replica that lagged)',
     ),
+    commitsHeld: counter(
+      'commits_held_total',
+      'Commits of delivery offsets held back (REDIS_WAIT_REPLICAS), by why: short (fewer replicas had the writes within REDIS_WAIT_TIMEOUT_MS), lost (Redis lacks writes: a failover to a replica that lagged), error (Redis did not answer), reread (a re-read is owed)',
+      ['because'],
+    ),
+    redisWait: new Histogram({
+      name: 'parley_session_redis_wait_seconds',
+      help: 'How long Redis took to show its replicas have what session-ms wrote (WAIT, REDIS_WAIT_REPLICAS), before each commit of delivery offsets',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
     ackReadLag: new Gauge({
       name: 'parley_session_ack_read_lag_seconds',
       help: 'How far behind the wall clock the slowest replica has read acks; retries wait for it (up to 60 s)',

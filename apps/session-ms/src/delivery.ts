@@ -11,6 +11,7 @@ import { createDeliveryMetrics } from './delivery-metrics';
 import { deliverySlices, handleDeliveryEvents } from './delivery-topic';
 import type { GatewayClient } from './gateway-client';
 import { handOffPending } from './offline';
+import { ReplicaWait } from './replica-wait';
 import { retryDue } from './retries';
 import { StoreLoss } from './store-loss';
 import type { SessionStore } from './store/session-store';
@@ -30,6 +31,7 @@ export class Delivery {
   private readonly connectPushes: ConnectPushes;
   private readonly connections: ConnectionTracker;
   private readonly storeLoss: StoreLoss;
+  private readonly replicaWait: ReplicaWait;
 
   constructor(
     store: SessionStore,
@@ -46,6 +48,15 @@ export class Delivery {
     this.connectPushes = new ConnectPushes(this.deps);
     this.connections = new ConnectionTracker(this.deps, this.connectPushes);
     this.storeLoss = new StoreLoss(this.deps);
+    this.replicaWait = new ReplicaWait(this.deps, this.storeLoss);
+  }
+
+  /**
+   * The delivery consumer's `mayCommit`, where the store waits for replicas (`ReplicaWait`);
+   * undefined where it does not: every commit goes.
+   */
+  get mayCommit(): (() => Promise<boolean>) | undefined {
+    return this.deps.store.waitsForReplicas ? () => this.replicaWait.mayCommit() : undefined;
   }
 
   /** Records of the delivery topic, in partition order, a slice at a time (`deliverySlices`). */

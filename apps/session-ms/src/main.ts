@@ -14,6 +14,7 @@ void runMain('session-ms', SessionConfig, async (config, runtime) => {
         onError: (err) => runtime.logger.warn({ err }, 'redis connection failed; retrying'),
         onRecovered: (lastError) =>
           runtime.logger.info({ lastError: lastError.message }, 'redis connection ready again'),
+        replicaWait: { replicas: config.REDIS_WAIT_REPLICAS, timeoutMs: config.REDIS_WAIT_TIMEOUT_MS },
       })
     : new MemorySessionStore();
   runtime.closer.add('store', () => store.close());

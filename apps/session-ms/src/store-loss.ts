@@ -38,16 +38,38 @@ export class StoreLoss {
     // MAX_ACK_READ_LAG_MS at every attempt (each push is timed again from when it is sent).
     const pendingAtMostMs =
       settings.maxAttempts * (settings.ackTimeoutMs + maxAckReadLagMs(settings)) + REREAD_SLACK_MS;
-    // A loss seen again before the first re-read was set keeps the earlier start.
-    const from = Math.min(
-      Math.min(lostAt, reader.readUpTo()) - pendingAtMostMs,
-      this.rereadOwed?.from ?? Infinity,
-    );
-    this.rereadOwed = { from, until: Date.now() + REREAD_WITHOUT_PARTITIONS_MS };
+    const from = this.oweReread(Math.min(lostAt, reader.readUpTo()) - pendingAtMostMs);
     logger.error(
       { rereadFrom: new Date(from).toISOString() },
       'the session store lost its state (Redis restarted empty?): the delivery topic is read again to track what awaited an ack, and the ws-gateways are asked to announce their open connections with their next heartbeat',
     );
+  }
+
+  /**
+   * The store lacks writes of this replica made since its read position was `since` (Redis's last
+   * `replicated` answer): a failover to a replica that lagged. Commits held back since then, this
+   * replica reads its partitions again from there.
+   */
+  writesLost(since: number): void {
+    this.deps.metrics.storeLost.inc();
+    const from = this.oweReread(since - REREAD_SLACK_MS);
+    this.deps.logger.error(
+      { rereadFrom: new Date(from).toISOString() },
+      'the session store lacks writes made since they were last seen on its replicas (a failover to a replica that lagged): the delivery topic is read again from there',
+    );
+  }
+
+  /** Whether a re-read is owed and not under way yet: commits now would not carry it. */
+  get rereadWaiting(): boolean {
+    return this.rereadOwed !== undefined && this.rereading === undefined;
+  }
+
+  /** Owes a re-read from `from`, or from an earlier start owed already; returns where it starts. */
+  private oweReread(from: number): number {
+    // A loss seen again before the first re-read was set keeps the earlier start.
+    const start = Math.min(from, this.rereadOwed?.from ?? Infinity);
+    this.rereadOwed = { from: start, until: Date.now() + REREAD_WITHOUT_PARTITIONS_MS };
+    return start;
   }
 
   /** Starts the re-read owed, unless none is or one is under way. */

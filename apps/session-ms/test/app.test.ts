@@ -1,13 +1,28 @@
-import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS } from '@parley/contracts';
-import { MemoryBus, SubscribeOptions } from '@parley/kafka';
+import { INTERNAL_SECRET_HEADER, INTERNAL_USER_HEADER, TOPICS, TopicSpec } from '@parley/contracts';
+import {
+  createKafkaBus,
+  EventBus,
+  MemoryBus,
+  provisionTopics,
+  startBroker,
+  SubscribeOptions,
+} from '@parley/kafka';
+import { Kafka, logLevel } from 'kafkajs';
 import { createMetricsRegistry, Readiness, silentLogger } from '@parley/service-kit';
 import { waitFor } from '@parley/test-kit';
 import { createSessionService } from '../src/app';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { SessionStore } from '../src/store/session-store';
+import { RedisSessionStore } from '../src/store/redis-store';
+import { ownRedisServers, ownReplicaOf } from './support/own-redis';
 import { redisStore } from './support/redis-store';
 
-function build(store: SessionStore, bus = new MemoryBus(), pushed: string[] = []) {
+function build(
+  store: SessionStore,
+  bus: EventBus = new MemoryBus(),
+  pushed: string[] = [],
+  metrics = createMetricsRegistry('session-ms', { collectDefaults: false }),
+) {
   return createSessionService({
     bus,
     store,
@@ -29,7 +44,7 @@ function build(store: SessionStore, bus = new MemoryBus(), pushed: string[] = []
     port: 0,
     host: '127.0.0.1',
     logger: silentLogger(),
-    metrics: createMetricsRegistry('session-ms', { collectDefaults: false }),
+    metrics,
     readiness: new Readiness(),
   });
 }
@@ -203,4 +218,117 @@ describe('createSessionService', () => {
       await close();
     }
   });
+});
+
+// Redis replicates asynchronously: a failover to a replica that lagged lost the tracking written
+// just before it, while the offsets of the delivery events that wrote it were committed already:
+// those deliverables were never pushed again nor stored.
+describe('createSessionService committing delivery offsets, Redis with a replica', () => {
+  const ownRedisServer = ownRedisServers();
+
+  /**
+   * session-ms on a broker of its own and a Redis with one replica, waiting for `waitReplicas`:
+   * bob connected, one deliverable tracked per `deliver`.
+   */
+  const started = async (waitReplicas: number) => {
+    const broker = await startBroker({ logger: silentLogger() });
+    const kafka = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING });
+    await provisionTopics(kafka, { topics: [TOPICS.delivery, TOPICS.connections] as TopicSpec<never>[] });
+    const primary = (await ownRedisServer()).port;
+    const replica = await ownReplicaOf(ownRedisServer, primary);
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${primary}`, 'wait:', {
+      replicaWait: { replicas: waitReplicas, timeoutMs: 100 },
+    });
+    const bus = createKafkaBus({ kafka, logger: silentLogger(), packEvents: false });
+    const metrics = createMetricsRegistry('session-ms', { collectDefaults: false });
+    const service = build(store, bus, [], metrics);
+    const admin = kafka.admin();
+    await admin.connect();
+    const stop = async () => {
+      replica.server.kill('SIGCONT');
+      await service.stop();
+      await Promise.all([admin.disconnect(), bus.close(), store.close()]);
+      await broker.stop();
+    };
+    try {
+      await service.start();
+      await bus.publish(TOPICS.connections, [
+        {
+          v: 1,
+          kind: 'connection-up',
+          user: 'bob',
+          connId: 'c1',
+          gateway: 'gw',
+          gatewayUrl: 'http://gw',
+          at: Date.now(),
+        },
+      ]);
+      await waitFor(async () => (await store.connectionsOf(['bob'])).has('bob'), 15_000, "bob's phone");
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    const deliver = async (id: string) => {
+      const frame = { type: 'message' as const, mid: `alice:${id}`, id, from: 'alice', to: 'bob' };
+      await bus.publish(TOPICS.delivery, [
+        {
+          v: 1,
+          kind: 'deliver',
+          to: 'bob',
+          frame: { ...frame, chat: 'direct', body: id, sentAt: Date.now() },
+        },
+      ]);
+      await waitFor(
+        async () =>
+          (await store.pendingOf(['bob'])).get('bob')?.some((p) => p.mid === `alice:${id}`) === true,
+        10_000,
+        `${id} tracked`,
+      );
+    };
+    /** The delivery records session-ms has committed (one a deliver). */
+    const committed = async () => {
+      const [{ partitions }] = await admin.fetchOffsets({
+        groupId: 'session-ms',
+        topics: [TOPICS.delivery.name],
+      });
+      return partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
+    };
+    const held = async () =>
+      (await metrics.getSingleMetric('parley_session_commits_held_total')!.get()).values.reduce(
+        (sum, v) => sum + v.value,
+        0,
+      );
+    return { replica: replica.server, deliver, committed, held, stop };
+  };
+
+  it('commits no offset past writes its replica lacks (stopped), and commits them once it has them', async () => {
+    const { replica, deliver, committed, held, stop } = await started(1);
+    try {
+      await deliver('m1');
+      await waitFor(async () => (await committed()) === 1, 10_000, 'm1 committed');
+      replica.kill('SIGSTOP'); // it gets nothing more
+      await deliver('m2');
+      await deliver('m3');
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // three commit intervals
+      expect(await committed()).toBe(1);
+      expect(await held()).toBeGreaterThan(0);
+      replica.kill('SIGCONT');
+      await waitFor(async () => (await committed()) === 3, 10_000, 'm2 and m3 committed');
+    } finally {
+      await stop();
+    }
+  }, 60_000);
+
+  it('commits as before without REDIS_WAIT_REPLICAS, the replica stopped', async () => {
+    const { replica, deliver, committed, held, stop } = await started(0);
+    try {
+      replica.kill('SIGSTOP');
+      await deliver('m1');
+      await deliver('m2');
+      await waitFor(async () => (await committed()) === 2, 10_000, 'm1 and m2 committed');
+      expect(await held()).toBe(0);
+    } finally {
+      await stop();
+    }
+  }, 60_000);
 });

@@ -1,18 +1,14 @@
 /** @expectedSeconds 45 */
 import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
-import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { TcpFaultProxy, waitFor } from '@parley/test-kit';
 import { randomUUID } from 'node:crypto';
 import { Deliverable } from '@parley/contracts';
 import { isTransient } from '@parley/service-kit';
-import { freePort } from '../../launcher/src/ports';
 import { MemorySessionStore } from '../src/store/memory-store';
 import { REDIS_SOCKET_TIMEOUT_MS, RedisSessionStore } from '../src/store/redis-store';
 import { Connection, Pending, SessionStore, STATE_CLOCK_MARGIN_MS } from '../src/store/session-store';
+import { ownRedisServers, ownReplicaOf } from './support/own-redis';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -729,42 +725,8 @@ describe('the session store losing its state', () => {
 });
 
 /** redis-servers of these tests' own: the shared one is never demoted, filled or stalled. */
-const servers: ChildProcess[] = [];
-afterAll(() => servers.forEach((server) => server.kill('SIGKILL')));
-
-const ownRedis = async (): Promise<number> => {
-  // Below the ephemeral range (32768+), where no outgoing connection can be holding it already.
-  const port = await freePort();
-  servers.push(
-    // In a directory of its own: a replica's full sync writes an RDB file to the working directory.
-    spawn(
-      'redis-server',
-      [
-        '--port',
-        String(port),
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        mkdtempSync(join(tmpdir(), 'parley-redis-')),
-      ],
-      {
-        stdio: 'ignore',
-      },
-    ),
-  );
-  const probe = new Redis({
-    port,
-    lazyConnect: true,
-    retryStrategy: () => 100,
-    maxRetriesPerRequest: null,
-  });
-  await probe.connect().catch(() => undefined);
-  await probe.ping();
-  probe.disconnect();
-  return port;
-};
+const ownRedisServer = ownRedisServers();
+const ownRedis = async (): Promise<number> => (await ownRedisServer()).port;
 
 // Every script went as EVAL with its whole text, which Redis hashed again on every call: a track
 // and a complete sent 2,327 bytes to Redis, 925 by hash (apps/session-ms/bench/redis-store-bench.ts).
@@ -995,6 +957,79 @@ describe('RedisSessionStore on a server that stays a replica', () => {
       await Promise.all([admin.quit(), store.close()]);
     }
   }, 20_000);
+});
+
+// Redis replicates asynchronously: a failover to a replica that lagged lost the last writes while
+// `epoch` (taken for Redis found empty) survived, and the delivery events that made them had their
+// offsets committed: what they tracked was never pushed again nor stored (REDIS_WAIT_REPLICAS).
+describe('RedisSessionStore waiting for replicas (awaitReplicas)', () => {
+  const replicaOf = (primary: number) => ownReplicaOf(ownRedisServer, primary);
+
+  it('answers replicated while the replica keeps up, short while it is stopped (without holding the other commands up), replicated again once it resumes', async () => {
+    const primary = await ownRedis();
+    const replica = await replicaOf(primary);
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${primary}`, 'wait:', {
+      replicaWait: { replicas: 1, timeoutMs: 1000 },
+    });
+    try {
+      expect(store.waitsForReplicas).toBe(true);
+      expect(await store.track(pending('alice:w1'), 1000)).toBe('tracked');
+      expect(await store.awaitReplicas()).toBe('replicated');
+      replica.server.kill('SIGSTOP');
+      expect(await store.track(pending('alice:w2'), 1000)).toBe('tracked');
+      const waiting = store.awaitReplicas();
+      const began = Date.now();
+      expect(await store.track(pending('alice:w3'), 1000)).toBe('tracked');
+      expect(Date.now() - began).toBeLessThan(500); // WAIT blocks a connection of its own
+      expect(await waiting).toBe('short');
+      replica.server.kill('SIGCONT');
+      expect(await store.awaitReplicas()).toBe('replicated');
+    } finally {
+      replica.server.kill('SIGCONT');
+      await store.close();
+    }
+  }, 20_000);
+
+  it('answers lost after a failover to a replica that lacks writes made before the last answer', async () => {
+    const primary = await ownRedis();
+    const replica = await replicaOf(primary);
+    const proxy = await TcpFaultProxy.start({ host: '127.0.0.1', port: primary });
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${proxy.port}`, 'lagged:', {
+      replicaWait: { replicas: 1, timeoutMs: 200 },
+    });
+    const admin = new Redis({ port: replica.port });
+    try {
+      expect(await store.track(pending('alice:l1'), 1000)).toBe('tracked');
+      expect(await store.awaitReplicas()).toBe('replicated');
+      await admin.replicaof('NO', 'ONE'); // it stops following: what comes next it never gets
+      expect(await store.track(pending('alice:l2'), 1000)).toBe('tracked');
+      expect(await store.awaitReplicas()).toBe('short');
+      proxy.retarget({ host: '127.0.0.1', port: replica.port }); // the failover
+      proxy.cut();
+      proxy.restore();
+      let answer: string | undefined;
+      for (const end = Date.now() + 5000; answer === undefined && Date.now() < end;)
+        answer = await store.awaitReplicas().catch(() => sleep(100).then(() => undefined));
+      expect(answer).toBe('lost');
+      expect((await store.pendingOf(['bob'])).get('bob')?.map((p) => p.mid)).toEqual(['alice:l1']);
+    } finally {
+      admin.disconnect();
+      await store.close();
+      await proxy.close();
+    }
+  }, 20_000);
+
+  it('waits for nothing without replicas to wait for', async () => {
+    const primary = await ownRedis();
+    const store = RedisSessionStore.connect(`redis://127.0.0.1:${primary}`, 'nowait:');
+    try {
+      expect(store.waitsForReplicas).toBe(false);
+      expect(await store.awaitReplicas()).toBe('replicated');
+      expect(new MemorySessionStore().waitsForReplicas).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe("RedisSessionStore checking Redis's setup", () => {

@@ -137,6 +137,10 @@ const LABELS_NOT_SEEN_IN_TRAFFIC: Record<string, { labels: string[]; why: string
     labels: ['reason'],
     why: 'every gateway answers; the reason label is the one documented in docs/operations.md',
   },
+  parley_session_commits_held_total: {
+    labels: ['because'],
+    why: 'the fleet runs without REDIS_WAIT_REPLICAS: no commit is held back',
+  },
   parley_push_notifications_total: {
     labels: ['result'],
     why: 'push-ms may not have coalesced its first notification when scraped',

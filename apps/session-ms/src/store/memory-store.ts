@@ -7,6 +7,7 @@ import {
   FORGET_GATEWAY_AFTER_MS,
   RESTART_CLOCK_MARGIN_MS,
   Pending,
+  ReplicaAnswer,
   SessionStore,
   startedSinceState,
   TrackOutcome,
@@ -29,6 +30,7 @@ export const DEFAULT_MAX_ACKED = 1_000_000;
  */
 export class MemorySessionStore implements SessionStore {
   readonly outlivesProcess = false;
+  readonly waitsForReplicas = false;
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
   /** The connection ids an erasure forgot, per user, until when (`forgetLastSeen`). */
@@ -387,6 +389,11 @@ export class MemorySessionStore implements SessionStore {
 
   async lostAt(): Promise<number | undefined> {
     return undefined;
+  }
+
+  /** No replicas: nothing to wait for. */
+  async awaitReplicas(): Promise<ReplicaAnswer> {
+    return 'replicated';
   }
 
   async ping(): Promise<void> {}

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import Redis from 'ioredis';
 import {
   Completed,
@@ -6,6 +7,7 @@ import {
   FORGET_GATEWAY_AFTER_MS,
   RESTART_CLOCK_MARGIN_MS,
   Pending,
+  ReplicaAnswer,
   SessionStore,
   startedSinceState,
   TrackOutcome,
@@ -32,6 +34,7 @@ import {
  *   readers       set of session-ms replicas           read:<replica>  its read position (ms), with a TTL
  *   epoch         written once (the time), no TTL: since when Redis holds its state (gatewayAlive);
  *                 a new one later means Redis lost its data (lostAt)
+ *   waitmark:<id>  a token a process writes before each WAIT (awaitReplicas), with a TTL
  * The scripts build pend/att keys from the zset member, so this layout needs a single Redis
  * (or one hash slot), not a cluster.
  */
@@ -256,6 +259,19 @@ const READONLY_RECONNECT_MS = 1000;
 
 type ScriptArg = string | number;
 
+/** What `awaitReplicas` waits for: Redis's `WAIT replicas timeoutMs`. */
+export interface ReplicaWaitSettings {
+  replicas: number;
+  /** Below REDIS_SOCKET_TIMEOUT_MS: a longer WAIT would be taken for a silent server. */
+  timeoutMs: number;
+}
+
+/**
+ * How long a process's wait mark lives unwritten. A mark found gone after half of it (no commit to
+ * vouch for meanwhile) is taken for expired, not lost.
+ */
+const WAIT_MARK_TTL_MS = 24 * 3_600_000;
+
 /**
  * The scripts as ioredis commands: each goes as EVAL the first time on a connection, then as
  * EVALSHA (its 40-character hash instead of its text, which Redis would otherwise hash again on
@@ -307,6 +323,11 @@ export class RedisSessionStore implements SessionStore {
   private readOnly: { connection: number; last: number } | undefined;
   /** The Lua scripts run outside a transaction, sent by their hash once a connection has them. */
   private readonly scripts: ReturnType<typeof defineScripts>;
+  /** A connection of its own for WAIT, which blocks it: the other commands do not queue behind. */
+  private readonly waitConnection: Redis | undefined;
+  private readonly waitMarkKey = `waitmark:${randomUUID()}`;
+  /** The wait mark as this process last wrote it, and tokens it may have written since (a write that failed). */
+  private waitMark: { token: string; at: number; maybe: string[] } | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -315,9 +336,20 @@ export class RedisSessionStore implements SessionStore {
     private readonly onError?: (err: Error) => void,
     /** Told when the connection is ready again after an error onError was told of. */
     private readonly onRecovered?: (lastError: Error) => void,
+    /** What awaitReplicas waits for; it waits for nothing without. */
+    private readonly replicaWait?: ReplicaWaitSettings,
   ) {
     this.prefix = (redis.options.keyPrefix as string | undefined) ?? '';
     this.scripts = defineScripts(redis);
+    if (replicaWait && replicaWait.replicas > 0) {
+      // READONLY (the name still points at the demoted primary): reconnect, without sending again;
+      // the caller asks again. Its errors are the main connection's, reported there.
+      this.waitConnection = redis.duplicate({
+        reconnectOnError: (err) => err.message.startsWith('READONLY'),
+        retryStrategy: (times) => Math.min(times * 50, 2000),
+      });
+      this.waitConnection.on('error', () => undefined);
+    }
     // Without a listener ioredis prints "[ioredis] Unhandled error event" to stderr on every retry.
     redis.on('error', (err: Error) => this.reportError(err));
     redis.on('ready', () => {
@@ -334,6 +366,7 @@ export class RedisSessionStore implements SessionStore {
       tlsCa?: Buffer;
       onError?: (err: Error) => void;
       onRecovered?: (lastError: Error) => void;
+      replicaWait?: ReplicaWaitSettings;
     } = {},
   ): RedisSessionStore {
     // eslint-disable-next-line prefer-const -- the client's callbacks need the store made from it
@@ -347,7 +380,13 @@ export class RedisSessionStore implements SessionStore {
       retryStrategy: (times) => store.reconnectDelay(times),
       ...(options.tlsCa && { tls: { ca: options.tlsCa } }),
     });
-    store = new RedisSessionStore(redis, FORGET_GATEWAY_AFTER_MS, options.onError, options.onRecovered);
+    store = new RedisSessionStore(
+      redis,
+      FORGET_GATEWAY_AFTER_MS,
+      options.onError,
+      options.onRecovered,
+      options.replicaWait,
+    );
     return store;
   }
 
@@ -762,8 +801,39 @@ export class RedisSessionStore implements SessionStore {
     await this.redis.ping();
   }
 
+  get waitsForReplicas(): boolean {
+    return this.waitConnection !== undefined;
+  }
+
+  /**
+   * WAIT covers the writes made on its own connection, up to Redis's replication offset after the
+   * last of them. A write of this process's wait mark on the WAIT connection sets that to the
+   * offset of now, past every write any connection made before: the main connection's included.
+   * The mark tells a failover to a replica that lagged: the server lacks the mark written last.
+   */
+  async awaitReplicas(): Promise<ReplicaAnswer> {
+    const connection = this.waitConnection;
+    if (!connection) return 'replicated';
+    const token = randomUUID();
+    const written = this.waitMark;
+    let before: string | null;
+    try {
+      before = await connection.set(this.waitMarkKey, token, 'PX', WAIT_MARK_TTL_MS, 'GET');
+    } catch (err) {
+      written?.maybe.push(token); // Redis may have it all the same
+      throw err;
+    }
+    this.waitMark = { token, at: Date.now(), maybe: [] };
+    const expired = before === null && written && Date.now() - written.at > WAIT_MARK_TTL_MS / 2;
+    const lost =
+      written !== undefined && !expired && before !== written.token && !written.maybe.includes(before!);
+    const acked = (await connection.wait(this.replicaWait!.replicas, this.replicaWait!.timeoutMs)) as number;
+    if (lost) return 'lost';
+    return acked >= this.replicaWait!.replicas ? 'replicated' : 'short';
+  }
+
   async close(): Promise<void> {
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    await Promise.all([this.redis, this.waitConnection].map((r) => r?.quit().catch(() => r.disconnect())));
   }
 }
 

@@ -86,12 +86,28 @@ export interface Pending {
 export type Completed = 'pushed' | 'stored';
 
 /**
+ * How far this process's writes so far have gone (`SessionStore.awaitReplicas`): to the replicas
+ * it waits for (`replicated`), not to all of them within the timeout (`short`), or not even to the
+ * server it now talks to (`lost`: it lacks a write made before the previous answer, a failover to
+ * a replica that lagged; writes since the last `replicated` may be gone).
+ */
+export type ReplicaAnswer = 'replicated' | 'short' | 'lost';
+
+/**
  * Session state: who is connected where, presence, and deliveries awaiting acks. Redis in
  * production (shared by session-ms replicas, survives restarts); in memory for the embedded default.
  */
 export interface SessionStore {
   /** Whether what it holds outlives this process (Redis) or dies with it (memory). */
   readonly outlivesProcess: boolean;
+  /** Whether `awaitReplicas` waits for replicas (Redis with REDIS_WAIT_REPLICAS set). */
+  readonly waitsForReplicas: boolean;
+  /**
+   * Waits, up to its timeout, until every write this process made so far has reached the replicas
+   * it is set to wait for: a failover can then lose none of them. `replicated` at once where it
+   * waits for none.
+   */
+  awaitReplicas(): Promise<ReplicaAnswer>;
   addConnection(connection: Connection): Promise<void>;
   /**
    * Notes the user last seen at `at`, unless the connection is one an erasure forgot within
