@@ -17,7 +17,7 @@ import { createMetricsRegistry, silentLogger, TransientError } from '@parley/ser
 import { Delivery, MAX_SLICE_BYTES, withoutStaleNotices } from '../src/delivery';
 import { coalescingSends, createHttpGatewayClient, GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
-import type { SessionStore } from '../src/store/session-store';
+import type { ReplicaAnswer, SessionStore } from '../src/store/session-store';
 import { redisStore } from './support/redis-store';
 
 type MessageFrame = Extract<DeliverEvent['frame'], { type: 'message' }>;
@@ -1103,6 +1103,53 @@ describe('Delivery', () => {
     await new Promise((resolve) => setImmediate(resolve));
     expect(asked).toHaveLength(1);
     expect(await registry.getSingleMetricAsString('parley_session_store_lost_total')).toMatch(/ 1$/m);
+  });
+
+  it('with a store waiting for replicas, holds commits while they lack the writes, and after a failover that lost writes reads again from the last replicated position, committing only once the re-read is set', async () => {
+    class ReplicatedStore extends MemorySessionStore {
+      override readonly waitsForReplicas = true;
+      answer: ReplicaAnswer = 'replicated';
+      override async awaitReplicas() {
+        return this.answer;
+      }
+    }
+    const store = new ReplicatedStore();
+    let position = 1_000_000;
+    let answerReread!: (held: boolean) => void;
+    const asked: number[] = [];
+    const { delivery, registry } = setup({
+      store,
+      readUpTo: () => position,
+      rereadFrom: (time) => {
+        asked.push(time);
+        return new Promise((resolve) => (answerReread = resolve));
+      },
+    });
+    const mayCommit = delivery.mayCommit!;
+    expect(await mayCommit()).toBe(true);
+    const replicatedAt = position;
+    position += 5000;
+    store.answer = 'short';
+    expect(await mayCommit()).toBe(false);
+    position += 5000;
+    store.answer = 'lost'; // a failover to a replica that lagged
+    expect(await mayCommit()).toBe(false);
+    store.answer = 'replicated';
+    expect(await mayCommit()).toBe(false); // the re-read is owed, not set yet
+    await delivery.retryDue();
+    expect(asked).toHaveLength(1);
+    expect(asked[0]).toBeLessThanOrEqual(replicatedAt);
+    expect(await mayCommit()).toBe(true); // under way: its commit carries the rewind
+    answerReread(true);
+    await delivery.leave();
+    expect(await mayCommit()).toBe(true);
+    const held = await registry.getSingleMetricAsString('parley_session_commits_held_total');
+    expect(held).toMatch(/because="short"[^\n]* 1$/m);
+    expect(held).toMatch(/because="lost"[^\n]* 1$/m);
+    expect(held).toMatch(/because="reread"[^\n]* 1$/m);
+    expect(await registry.getSingleMetricAsString('parley_session_store_lost_total')).toMatch(/ 1$/m);
+    expect(new MemorySessionStore().waitsForReplicas).toBe(false);
+    expect(setup().delivery.mayCommit).toBeUndefined();
   });
 
   it("still pushes a round's retries when handing what ran out of attempts to storage fails", async () => {

@@ -30,7 +30,7 @@ export const DEFAULT_MAX_ACKED = 1_000_000;
  */
 export class MemorySessionStore implements SessionStore {
   readonly outlivesProcess = false;
-  readonly waitsForReplicas = false;
+  readonly waitsForReplicas: boolean = false;
   private readonly connections = new Map<string, Map<string, Connection>>();
   private readonly lastSeen = new Map<string, number>();
   /** The connection ids an erasure forgot, per user, until when (`forgetLastSeen`). */
