@@ -995,7 +995,7 @@ describe('RedisSessionStore waiting for replicas (awaitReplicas)', () => {
     const replica = await replicaOf(primary);
     const proxy = await TcpFaultProxy.start({ host: '127.0.0.1', port: primary });
     const store = RedisSessionStore.connect(`redis://127.0.0.1:${proxy.port}`, 'lagged:', {
-      replicaWait: { replicas: 1, timeoutMs: 200 },
+      replicaWait: { replicas: 1, timeoutMs: 1000 },
     });
     const admin = new Redis({ port: replica.port });
     try {
