@@ -334,6 +334,33 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(pools.flatMap((p) => p.spec.roles).sort()).toEqual(['broker', 'controller']);
     });
 
+    it('spreads each node pool over hosts (hard) and zones, as the apps: one host lost is one node lost', () => {
+      // Strimzi places nothing by itself: two of three nodes on one host lose the controller quorum
+      // and min.insync.replicas together with it. Strimzi labels a pool's pods with these two.
+      const k = kafka();
+      for (const pool of m.all('KafkaNodePool')) {
+        const podLabels = {
+          'strimzi.io/cluster': k.metadata.name,
+          'strimzi.io/pool-name': pool.metadata.name,
+        };
+        const exporterLabels = {
+          'strimzi.io/cluster': k.metadata.name,
+          'strimzi.io/name': 'parley-kafka-exporter',
+        };
+        const spread = (pool.spec.template?.pod?.topologySpreadConstraints ?? []).filter(
+          (c: any) => selects(c.labelSelector?.matchLabels ?? {}, podLabels) && c.maxSkew === 1,
+        );
+        for (const c of spread) expect(selects(c.labelSelector.matchLabels, exporterLabels)).toBe(false);
+        const on = (key: string) => spread.find((c: any) => c.topologyKey === key);
+        expect([pool.metadata.name, on('kubernetes.io/hostname')?.whenUnsatisfiable]).toEqual([
+          pool.metadata.name,
+          'DoNotSchedule',
+        ]);
+        expect(on('kubernetes.io/hostname').nodeTaintsPolicy).toBe('Honor');
+        expect(on('topology.kubernetes.io/zone')).toBeDefined();
+      }
+    });
+
     it('runs the Kafka Exporter with the prometheus.io annotations that get kafka_consumergroup_lag scraped', () => {
       const exporter = kafka().spec.kafkaExporter;
       expect(exporter).toBeDefined();
