@@ -225,6 +225,14 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
       expect(pdbs).toHaveLength(1);
     });
 
+    it('lets a drain evict its pods that are not ready, as all are while Kafka is away', () => {
+      // Under the default (IfHealthyBudget) no pod is evicted while fewer are ready than the budget
+      // wants: a Kafka outage fails /readyz on every pod, and blocks every drain of a node with one.
+      const labels = deployment(app).spec.template.metadata.labels;
+      const pdb = m.all('PodDisruptionBudget').find((p) => selects(p.spec.selector.matchLabels, labels));
+      expect(pdb?.spec.unhealthyPodEvictionPolicy).toBe('AlwaysAllow');
+    });
+
     it('autoscales if it is a gateway or router (leaving replicas to the HPA), else has fixed replicas', () => {
       const d = deployment(app);
       const hpa = m
