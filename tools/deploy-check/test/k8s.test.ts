@@ -305,6 +305,19 @@ describeK8s.each(OVERLAYS)('overlay %s', (overlay) => {
     expect(env.get('INTERNAL_PORT')?.value).toBe(String(gateway.internalPort));
   });
 
+  it('adds ws-gateway pods on memory before one refuses sockets at MAX_CONNECTIONS, and below its limit', () => {
+    // Idle sockets cost memory, not CPU: about 6.5 KiB each over a 120 MiB process (docs/benchmarks.md).
+    const gateway = APPS.find((a) => a.name === 'ws-gateway')!;
+    const d = deployment(gateway);
+    const hpa = m.all('HorizontalPodAutoscaler').find((h) => h.spec.scaleTargetRef.name === d.metadata.name);
+    const memory = hpa!.spec.metrics.find((x: any) => x.resource?.name === 'memory');
+    const targetMi = mebibytes(memory.resource.target.averageValue);
+    const socketsAtTarget = ((targetMi - 120) * 1024) / 6.5;
+    const maxConnections = Number(plainEnv(envOf(gateway)).MAX_CONNECTIONS);
+    expect(socketsAtTarget).toBeLessThan(maxConnections * 0.9);
+    expect(targetMi).toBeLessThan(mebibytes(appContainer(d).resources.limits.memory));
+  });
+
   it('runs the image its own kustomization names (images[].newName/newTag/digest)', () => {
     const kustomization = parse(readFileSync(path.join(overlayDir(overlay), 'kustomization.yaml'), 'utf8'));
     const entry = (kustomization.images ?? []).find((i: any) => i.name === 'parley');
