@@ -9,7 +9,7 @@ import {
 } from '@parley/contracts';
 import { EventBus, MemoryBus, SubscribeOptions, Subscription } from '@parley/kafka';
 import { TransientError } from '@parley/service-kit';
-import { waitFor } from '@parley/test-kit';
+import { SeededRandom, seededRandom, waitFor } from '@parley/test-kit';
 import { GroupMessageRouter } from '../src/app';
 import { GroupCommandApplier } from '../src/group-commands';
 import { createMemoryRoutedLog, placeKey, RoutedLog, Routing, sentKey } from '../src/routed-log';
@@ -41,26 +41,6 @@ import { message, op, routerOn } from './support/router';
 /** What the seeds exercised, all together (printed with ROUTER_REPLAY_STATS=1). */
 const tally = new Map<string, number>();
 const count = (what: string, n = 1) => tally.set(what, (tally.get(what) ?? 0) + n);
-
-/** mulberry32: a small deterministic generator, so that a failure is replayed from its seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return {
-    chance: (p: number) => next() < p,
-    int,
-    between: (lo: number, hi: number) => lo + int(hi - lo + 1),
-    pick: <T>(items: readonly T[]): T => items[int(items.length)],
-  };
-}
-type Random = ReturnType<typeof prng>;
 
 const USERS = ['ann', 'ben', 'cat', 'dan', 'eve', 'fay', 'gus', 'hal'];
 const GROUPS = ['g1', 'g2', 'g3'];
@@ -158,7 +138,7 @@ class Scenario {
   private groupId = 'router';
   private readonly deliveryBatchSize: number;
 
-  constructor(private readonly random: Random) {
+  constructor(private readonly random: SeededRandom) {
     for (const group of GROUPS) {
       const members = USERS.filter(() => random.chance(0.5));
       while (members.length < 3) {
@@ -575,7 +555,7 @@ function describeRecord(event: GroupTopicEvent): string {
 }
 
 async function runSeed(seed: number): Promise<{ violations: string[]; trace: string[] }> {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const scenario = new Scenario(random);
   const lives = random.between(3, 6);
   for (let index = 0; index < lives; index++) {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
-import type { WsTestClient } from '@parley/test-kit';
+import { seededRandom, WsTestClient } from '@parley/test-kit';
 import { startFleet, Fleet } from '../src/fleet';
 import { clientsOf } from './helpers';
 
@@ -67,17 +67,6 @@ interface Group {
   episodes: Episode[];
 }
 
-function mulberry32(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe(`fleet: protocol invariants under a random walk (seed ${SEED}, ${STEPS} steps)`, () => {
   let fleet: Fleet;
   let clients: ReturnType<typeof clientsOf>;
@@ -98,12 +87,12 @@ describe(`fleet: protocol invariants under a random walk (seed ${SEED}, ${STEPS}
   }, 30_000);
 
   it('keeps every delivery promise', async () => {
-    const rand = mulberry32(SEED);
+    const walk = seededRandom(SEED);
+    const rand = walk.next;
     // Choices made off the walk (ack delays, page sizes) draw from a stream of their own, so that
     // the walk's steps do not shift with the timing of background calls.
-    const offWalk = mulberry32(SEED ^ 0x5bd1e995);
-    const pick = <T>(items: T[]): T => items[Math.floor(rand() * items.length)];
-    const chance = (p: number) => rand() < p;
+    const offWalk = seededRandom(SEED ^ 0x5bd1e995).next;
+    const { pick, chance } = walk;
     const violations: string[] = [];
     const violate = (what: string) => {
       if (violations.length < 50) violations.push(what);

@@ -1,7 +1,7 @@
 import { DeliveryTopicEvent, InboundEvent, TopicSpec, TOPICS } from '@parley/contracts';
 import { EventBus, MemoryBus } from '@parley/kafka';
 import { createMetricsRegistry, Readiness, silentLogger, TransientError } from '@parley/service-kit';
-import { waitFor } from '@parley/test-kit';
+import { SeededRandom, seededRandom, waitFor } from '@parley/test-kit';
 import { createMessageRouter, MessageRouter } from '../src/app';
 import { INBOUND_RECORDS, InboundRecord } from '../src/route';
 import { MemoryBlocks } from './support/memory-blocks';
@@ -21,25 +21,6 @@ import { MemoryBlocks } from './support/memory-blocks';
 /** What the seeds exercised, all together (printed with ROUTER_FAULT_STATS=1). */
 const tally = new Map<string, number>();
 const count = (what: string, n = 1) => tally.set(what, (tally.get(what) ?? 0) + n);
-
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return {
-    chance: (p: number) => next() < p,
-    int,
-    between: (lo: number, hi: number) => lo + int(hi - lo + 1),
-    pick: <T>(items: readonly T[]): T => items[int(items.length)],
-  };
-}
-type Random = ReturnType<typeof prng>;
 
 const USERS = ['ann', 'ben', 'cat', 'dan', 'eve'];
 /** The sender and recipient of each chunk's last record: never blocked, its delivery ends the chunk. */
@@ -92,7 +73,7 @@ class Scenario {
   private nextId = 0;
   private chunkNo = 0;
 
-  constructor(private readonly random: Random) {
+  constructor(private readonly random: SeededRandom) {
     for (let i = random.int(4); i > 0; i--) {
       const recipient = random.pick(USERS);
       const sender = random.pick(USERS.filter((u) => u !== recipient));
@@ -281,7 +262,7 @@ function describeRecord(e: InboundEvent): string {
 }
 
 async function runSeed(seed: number): Promise<Scenario> {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const s = new Scenario(random);
   const lives = random.between(2, 5);
   for (let i = 0; i < lives; i++) await s.live(i, i === lives - 1);

@@ -1,2 +1,3 @@
 export * from './ws-client';
 export * from './tcp-fault-proxy';
+export * from './seeded-random';
