@@ -6,7 +6,7 @@ import { Kafka, logLevel, Partitioners, type Admin } from 'kafkajs';
 import pino from 'pino';
 import { waitFor } from '@parley/test-kit';
 import { startBroker, type Broker, type BrokerOptions } from '../src/broker';
-import { RawClient } from './support/raw-client';
+import { errorCodeOf, joinGroupV0, RawClient } from './support/raw-client';
 
 // Offset retention (Kafka's offsets.retention.minutes, KIP-211): a group without members loses its
 // committed offsets once it has been empty that long, and is forgotten, in memory and on disk.
@@ -242,29 +242,8 @@ describe('offset retention when the disk fails a write', () => {
     });
 
   /** JoinGroup v0 of a new member of `groupId` (session timeout `sessionMs`); resolves with its error code. */
-  const joinGroup = async (client: RawClient, groupId: string, sessionMs: number) => {
-    const str = (s: string) => {
-      const b = Buffer.alloc(2 + Buffer.byteLength(s));
-      b.writeInt16BE(Buffer.byteLength(s), 0);
-      b.write(s, 2);
-      return b;
-    };
-    const int32 = (n: number) => {
-      const b = Buffer.alloc(4);
-      b.writeInt32BE(n, 0);
-      return b;
-    };
-    const body = Buffer.concat([
-      str(groupId),
-      int32(sessionMs),
-      str(''), // member id: a new member
-      str('consumer'),
-      int32(1), // one protocol
-      str('RoundRobinAssigner'),
-      int32(0), // empty metadata
-    ]);
-    return (await client.request(11, 0, body)).readInt16BE(0);
-  };
+  const joinGroup = async (client: RawClient, groupId: string, sessionMs: number) =>
+    errorCodeOf(await client.request(11, 0, joinGroupV0(groupId, '', sessionMs)));
 
   test('a failed write as an empty group expires (the retention timer) is logged; the broker runs on', async () => {
     const broker = await start({ dataDir: tmp(), offsetsRetentionMs: 300 });

@@ -9,7 +9,7 @@ import { PartitionLog, LogConfig } from '../src/broker/log/partition-log';
 import { TopicStore } from '../src/broker/log/topic-store';
 import { BATCH, writeInt64 } from '../src/broker/log/record-batch';
 import { crc32c } from '../src/broker/log/crc32c';
-import { offsetCommitError, offsetCommitV2, RawClient } from './support/raw-client';
+import { fetchRequest, offsetCommitError, offsetCommitV2, RawClient } from './support/raw-client';
 import { TopicSpec } from '@parley/contracts';
 import { createKafkaBus, provisionTopics } from '../src';
 import { pingTopic } from './support/kafka-suite';
@@ -30,28 +30,6 @@ const config: LogConfig = {
   cacheBytes: 1 << 20,
 };
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'parley-broker-unit-'));
-
-/** A Fetch v4 body for partition 0 of `topic` from offset 0, up to 64 MiB. */
-function fetchRequest(
-  topic: string,
-  { maxWaitMs, minBytes }: { maxWaitMs: number; minBytes: number },
-): Buffer {
-  const name = Buffer.from(topic);
-  const body = Buffer.alloc(4 + 4 + 4 + 4 + 1 + 4 + 2 + name.length + 4 + 4 + 8 + 4);
-  let at = body.writeInt32BE(-1, 0); // replica
-  at = body.writeInt32BE(maxWaitMs, at);
-  at = body.writeInt32BE(minBytes, at);
-  at = body.writeInt32BE(64 << 20, at); // max bytes
-  at = body.writeInt8(0, at); // isolation level
-  at = body.writeInt32BE(1, at); // one topic
-  at = body.writeInt16BE(name.length, at);
-  at += name.copy(body, at);
-  at = body.writeInt32BE(1, at); // one partition
-  at = body.writeInt32BE(0, at);
-  body.writeBigInt64BE(0n, at);
-  body.writeInt32BE(64 << 20, at + 8);
-  return body;
-}
 
 /** Real record batches, written by kafkajs against an in-memory broker and fetched back raw. */
 async function makeBatches(count: number, size = 1000): Promise<Buffer[]> {
