@@ -12,7 +12,7 @@ describe('group coordinator', () => {
   });
   afterEach(() => groups.close());
 
-  const join = (memberId: string, clientId: string, sessionTimeout: number) =>
+  const join = (memberId: string, clientId: string, sessionTimeout: number, metadata = Buffer.alloc(0)) =>
     groups.join({
       groupId: 'g',
       memberId,
@@ -21,7 +21,7 @@ describe('group coordinator', () => {
       sessionTimeout,
       rebalanceTimeout: 5000,
       protocolType: 'consumer',
-      protocols: [{ name: 'range', metadata: Buffer.alloc(0) }],
+      protocols: [{ name: 'range', metadata }],
     });
   const members = () => groups.describe('g').members.map((m) => m.memberId);
 
@@ -48,5 +48,39 @@ describe('group coordinator', () => {
     await sleep(600);
     expect(members()).toEqual([leader.memberId]);
     expect(groups.heartbeat('g', leader.generationId, leader.memberId)).toBe(ErrorCode.REBALANCE_IN_PROGRESS);
+  });
+
+  test("a follower's rejoin with unchanged metadata in a Stable group is answered at once with the current generation; a leader's or a changed one's starts a rebalance", async () => {
+    const first = await join('', 'leader', 5000);
+    const [follower, leader] = await Promise.all([
+      join('', 'follower', 5000),
+      join(first.memberId, 'leader', 5000),
+    ]);
+    await Promise.all([
+      groups.sync('g', leader.generationId, leader.memberId, []),
+      groups.sync('g', follower.generationId, follower.memberId, []),
+    ]);
+    expect(groups.describe('g').state).toBe('Stable');
+
+    const again = await join(follower.memberId, 'follower', 5000);
+    expect(again).toMatchObject({
+      errorCode: ErrorCode.NONE,
+      generationId: follower.generationId,
+      leaderId: leader.memberId,
+      members: [],
+    });
+    expect(groups.describe('g').state).toBe('Stable');
+    expect(groups.heartbeat('g', leader.generationId, leader.memberId)).toBe(ErrorCode.NONE);
+
+    const changed = join(follower.memberId, 'follower', 5000, Buffer.from('another topic'));
+    expect(groups.describe('g').state).toBe('PreparingRebalance');
+    const rejoined = await Promise.all([changed, join(leader.memberId, 'leader', 5000)]);
+    expect(rejoined.map((r) => r.generationId)).toEqual([leader.generationId + 1, leader.generationId + 1]);
+    await groups.sync('g', leader.generationId + 1, leader.memberId, []);
+    expect(groups.describe('g').state).toBe('Stable');
+
+    const leaderAgain = join(leader.memberId, 'leader', 5000);
+    expect(groups.describe('g').state).toBe('PreparingRebalance');
+    await Promise.all([leaderAgain, join(follower.memberId, 'follower', 5000, Buffer.from('another topic'))]);
   });
 });

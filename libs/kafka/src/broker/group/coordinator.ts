@@ -119,6 +119,7 @@ export class GroupCoordinator {
     if (req.memberId) {
       member = g.members.get(req.memberId);
       if (!member) return fail(ErrorCode.UNKNOWN_MEMBER_ID);
+      if (this.isSameFollowerRejoin(g, member, req.protocols)) return this.currentGeneration(g, member);
     } else {
       member = {
         id: `${req.clientId || 'member'}-${randomUUID()}`,
@@ -148,6 +149,33 @@ export class GroupCoordinator {
     if (g.state !== 'PreparingRebalance') this.prepareRebalance(g, `member ${m.id} joined`);
     else this.maybeCompleteJoin(g);
     return result;
+  }
+
+  /**
+   * A follower of a Stable group rejoining with the protocols and metadata it has: nothing changed
+   * that the assignment depends on, so, as in Kafka, no rebalance (the leader's rejoin still starts
+   * one: it may have seen a change the metadata does not show, a topic's partition count).
+   */
+  private isSameFollowerRejoin(g: Group, m: Member, protocols: JoinRequest['protocols']): boolean {
+    return (
+      g.state === 'Stable' &&
+      g.leader !== m.id &&
+      protocols.length === m.protocols.length &&
+      protocols.every((p, i) => p.name === m.protocols[i].name && p.metadata.equals(m.protocols[i].metadata))
+    );
+  }
+
+  /** The group's current generation, as a follower's JoinGroup answer: it goes on to SyncGroup. */
+  private currentGeneration(g: Group, m: Member): Promise<JoinResult> {
+    this.touch(g, m);
+    return Promise.resolve({
+      errorCode: ErrorCode.NONE,
+      generationId: g.generation,
+      protocol: g.protocol,
+      leaderId: g.leader!,
+      memberId: m.id,
+      members: [],
+    });
   }
 
   private commonProtocol(g: Group, extra?: { name: string }[]): string | null {
