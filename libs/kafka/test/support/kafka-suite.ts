@@ -1480,8 +1480,8 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('reread-rebalance'), 2);
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         // The group waits for a member busy with a long batch: a long rebalance timeout. No commit
-        // on the interval: this broker takes a commit sent behind the member's pending JoinGroup at
-        // once, where Kafka takes it after the join (refused then), so one could save the rewind here.
+        // on the interval: rereadFrom's own is the one under test. Sent behind the member's pending
+        // JoinGroup, it is handled after the join (Kafka and the embedded broker alike), refused.
         const make = (id: string) =>
           memberBus(id, {
             consumer: { ...FAST_CONSUMER, rebalanceTimeout: 20_000 },
