@@ -63,8 +63,9 @@ export interface CoordinatorOptions {
 const EMPTY: Buffer = Buffer.alloc(0);
 
 /**
- * Consumer-group coordinator, Kafka's state machine in one process: a JoinGroup starts a rebalance
- * that waits (the barrier) until every known member has rejoined or the rebalance timeout passes;
+ * Consumer-group coordinator, Kafka's state machine in one process: a JoinGroup (but a follower's
+ * unchanged rejoin of a Stable group) starts a rebalance that waits (the barrier) until every known
+ * member has rejoined or the rebalance timeout passes;
  * followers' SyncGroups wait for the leader's; members learn of a rebalance through Heartbeat and
  * OffsetCommit answering REBALANCE_IN_PROGRESS; a member silent past its session timeout is evicted.
  */
