@@ -118,10 +118,11 @@ export function createDlqTool(deps: DlqToolDeps) {
       const { dlq, source } = dlqNames(options.topic);
       const group = replayGroupId(dlq);
       // One admin connection for what the replay reads before it starts.
-      const { ends, committed } = await withAdmin(deps.kafka, async (admin) => {
+      const { ends, committed, topics } = await withAdmin(deps.kafka, async (admin) => {
         const found = {
           ends: await partitionEnds(admin, dlq),
           committed: await committedOffsets(admin, group, dlq),
+          topics: new Set(await admin.listTopics()),
         };
         // A dry run reads in a group of its own: the replay group's position stays as it is.
         if (!options.dryRun) await refuseIfRunning(admin, group);
@@ -161,7 +162,7 @@ export function createDlqTool(deps: DlqToolDeps) {
             const at = `${dlq}/${partition}/${message.offset}`;
             const headers = headerStrings(message.headers);
             const target = sourceOf(headers, source);
-            const verdict = judge(options, headers, target, message);
+            const verdict = judge(options, headers, target, message, topics);
             if (verdict.action === 'replay' && producer) {
               const [written] = await producer.send({
                 topic: target.topic,
@@ -215,12 +216,22 @@ export function createDlqTool(deps: DlqToolDeps) {
     headers: Record<string, string>,
     target: { topic: string },
     message: KafkaMessage,
+    topics: Set<string>,
   ): { action: 'replay' } | { action: 'skipped' | 'refused'; why: string } {
     const error = headers[HEADER_DLQ_ERROR] ?? '';
     if (options.errorContains !== undefined && !error.includes(options.errorContains))
       return {
         action: 'skipped',
         why: `${HEADER_DLQ_ERROR} does not contain ${JSON.stringify(options.errorContains)}`,
+      };
+    // Sent, it failed the whole replay there (after the producer's retries), on every run, naming
+    // neither record nor topic; a dry run promised it.
+    if (!topics.has(target.topic))
+      return {
+        action: 'refused',
+        why:
+          `its topic ${target.topic} does not exist. Passed like a skipped record: if it should, create it, ` +
+          `then replay this record alone with --from-beginning --offsets ${message.offset}`,
       };
     const ageMs = now() - Number(message.timestamp);
     if (!options.force && ageMs > groupOpsKeepMs && mayBeGroupOp(target.topic, message.value)) {

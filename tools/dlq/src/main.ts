@@ -51,7 +51,8 @@ async function main(): Promise<number> {
       interrupt.abort();
     });
   const summary = await tool.replay({ ...command, signal: interrupt.signal });
-  // Records refused (a group op past GROUP_OPS_KEEP_DAYS) were not sent: not a clean replay.
+  // Records refused (a group op past GROUP_OPS_KEEP_DAYS, a topic that does not exist) were not sent:
+  // not a clean replay.
   return summary.interrupted || summary.refused > 0 ? 1 : 0;
 }
 

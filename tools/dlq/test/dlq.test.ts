@@ -415,6 +415,50 @@ describe('replay', () => {
     expect(await recordCount(topic.name)).toBe(sourceAfter);
   });
 
+  it('refuses a record whose topic does not exist (dry runs too) and replays the rest, rather than fail there on every run', async () => {
+    const topic = noteTopic();
+    await parkWritten(topic, [note('ann', 1)]);
+    const gone: TopicSpec<Note> = { ...noteTopic(), partitions: 1 };
+    const [orphan] = dlqRecords(
+      [{ value: Buffer.from(JSON.stringify(note('bob', 2))), key: 'bob', partition: 0, offset: '9' }],
+      new Error('handler broken'),
+      { topic: gone.name, groupId: 'g' },
+    );
+    const later = dlqRecords(
+      [{ value: Buffer.from(JSON.stringify(note('cy', 3))), key: 'cy', partition: 0, offset: '1' }],
+      new Error('handler broken'),
+      { topic: topic.name, groupId: 'g' },
+    );
+    await (await rawProducer()).send({ topic: dlqTopic(topic.name), messages: [orphan, ...later] });
+
+    const dry = tool();
+    expect(await dry.replay({ topic: topic.name, dryRun: true, fromBeginning: true })).toMatchObject({
+      replayed: 2,
+      refused: 1,
+    });
+    expect(dry.actions().map((l) => l.action)).toEqual(['would replay', 'refused', 'would replay']);
+
+    const replay = tool();
+    expect(await replay.replay({ topic: topic.name, fromBeginning: true })).toMatchObject({
+      replayed: 2,
+      refused: 1,
+      next: { 0: '3' },
+    });
+    const refusal = replay.actions()[1];
+    expect(refusal).toMatchObject({ action: 'refused', dlq: `${topic.name}.dlq/0/1` });
+    expect(refusal.why).toMatch(
+      new RegExp(`topic ${gone.name} does not exist.*--from-beginning --offsets 1$`),
+    );
+
+    // Once the topic is there, the command its line names sends it.
+    await provisionTopics(kafka, { topics: [gone as TopicSpec<never>] });
+    expect(
+      await tool().replay({ topic: topic.name, fromBeginning: true, offsets: { from: 1n, to: 1n } }),
+    ).toMatchObject({ replayed: 1, refused: 0 });
+    const [sent] = await readAll(gone.name, 1);
+    expect(JSON.parse(String(sent.value))).toEqual(note('bob', 2));
+  });
+
   it('refuses to guess where to start when Kafka has forgotten the last replay (offsets retention), rather than send it all again', async () => {
     // Kafka drops an idle group's offsets after offsets.retention.minutes (7 days by default), while
     // a DLQ keeps its records 30 days: here a broker that forgets after a second.
