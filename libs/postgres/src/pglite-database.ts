@@ -32,7 +32,9 @@ export async function createPgliteDatabase(
   const wrap = (target: Pick<PGlite, 'query'>): SqlExecutor => ({
     async query<R>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
       const result = await target.query<R>(sql, params);
-      return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+      // PGlite counts only the rows a statement changed (0 for a SELECT); pg, the rows the
+      // statement's tag names: those changed, or those a SELECT returned.
+      return { rows: result.rows, rowCount: result.affectedRows || result.rows.length };
     },
   });
   const executor = wrap(db);

@@ -65,9 +65,13 @@ describe.each(testDatabases())('SqlDatabase on $name', (target) => {
     );
   });
 
-  it('reports affected rows', async () => {
+  it('reports affected rows, and the rows a SELECT returned, as Postgres counts them', async () => {
     const result = await db.query('UPDATE items SET n = n + 1 WHERE id IN ($1, $2)', ['a', 'b']);
     expect(result.rowCount).toBe(2);
+    expect((await db.query('SELECT id FROM items')).rowCount).toBe(2);
+    expect((await db.query("SELECT id FROM items WHERE id = 'none'")).rowCount).toBe(0);
+    expect((await db.transaction((tx) => tx.query('SELECT id FROM items'))).rowCount).toBe(2);
+    expect((await db.query('DELETE FROM items WHERE n < 0 RETURNING id')).rowCount).toBe(0);
   });
 
   it('answers ping', async () => {
