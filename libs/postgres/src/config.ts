@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { Type, TProperties } from '@sinclair/typebox';
 import { SqlDatabase } from './database';
-import { createPgDatabase } from './pg-database';
+import { createPgDatabase, MAX_STATEMENT_TIMEOUT_MS } from './pg-database';
 import { createPgliteDatabase } from './pglite-database';
 
 export const DatabaseConfig = {
@@ -11,6 +11,7 @@ export const DatabaseConfig = {
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, default: 10 }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({
     minimum: 0,
+    maximum: MAX_STATEMENT_TIMEOUT_MS,
     default: 30_000,
     description:
       'Postgres cancels a statement (lock waits included) that runs longer, so a stuck query fails and is retried instead of holding a consumer; 0: no limit. Migrations are exempt',

@@ -9,6 +9,11 @@ const READ_TIMEOUT_MARGIN_MS = 5000;
 const READ_TIMEOUT = 'Query read timeout';
 /** The longest a Node timer waits: for a transaction without timeouts (migrations). */
 const NO_READ_TIMEOUT = 2 ** 31 - 1;
+/**
+ * The longest statement timeout whose read timeout a Node timer can wait (about 24.8 days): a longer
+ * one fired at once, failing every query, and past 2^31 - 1 Postgres refused every connection.
+ */
+export const MAX_STATEMENT_TIMEOUT_MS = NO_READ_TIMEOUT - READ_TIMEOUT_MARGIN_MS;
 
 export interface PgDatabaseConfig extends PoolConfig {
   connectionString: string;

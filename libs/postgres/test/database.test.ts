@@ -1,7 +1,17 @@
 /** @expectedSeconds 28 */
-import { createPgDatabase, deleteOlderThan, migrate, RolledBackError, SqlDatabase } from '@parley/postgres';
+import { Type } from '@sinclair/typebox';
+import {
+  createPgDatabase,
+  DatabaseConfig,
+  deleteOlderThan,
+  MAX_STATEMENT_TIMEOUT_MS,
+  migrate,
+  openDatabase,
+  RolledBackError,
+  SqlDatabase,
+} from '@parley/postgres';
 import { TEST_DATABASE_URL, testDatabases } from '@parley/postgres/testing';
-import { isTransient } from '@parley/service-kit';
+import { ConfigError, isTransient, loadConfig } from '@parley/service-kit';
 import { TcpFaultProxy } from '@parley/test-kit';
 
 describe.each(testDatabases())('SqlDatabase on $name', (target) => {
@@ -91,6 +101,27 @@ describe('a Postgres pool busy with a backlog', () => {
       await db.ping();
       expect(Date.now() - started).toBeLessThan(1000); // not queued behind the two seconds of work
       await Promise.all([busy, queued]);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('DATABASE_STATEMENT_TIMEOUT_MS', () => {
+  const load = (ms: number) =>
+    loadConfig('svc', Type.Object(DatabaseConfig), {
+      DATABASE_URL: TEST_DATABASE_URL,
+      DATABASE_STATEMENT_TIMEOUT_MS: String(ms),
+    });
+
+  it('refuses at start a timeout past what the client can wait for; the longest it takes answers', async () => {
+    // 24.8 days and more: the client's read timeout (5 s longer) overflowed Node's timers and fired
+    // at once, failing every query; past 2^31 - 1 ms Postgres refused every connection.
+    expect(() => load(MAX_STATEMENT_TIMEOUT_MS + 1)).toThrow(ConfigError);
+    expect(() => load(2 ** 31)).toThrow(ConfigError);
+    const db = await openDatabase(load(MAX_STATEMENT_TIMEOUT_MS));
+    try {
+      await expect(db.query('SELECT 1 AS n')).resolves.toMatchObject({ rows: [{ n: 1 }] });
     } finally {
       await db.close();
     }
