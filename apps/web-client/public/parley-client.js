@@ -11,7 +11,8 @@
  * What a well-behaved Parley client does, and where it happens here:
  *   1. Send with its own `id`, keep the frame in an outbox until `accepted` arrives, and send it
  *      again after a reconnect: the server's `mid` is `<user>:<id>`, so a resend is the same message
- *      (`send`, `#flushOutbox`). Read receipts too: a `read` with an `id` is answered `accepted`
+ *      (`send`, `#flushOutbox`), and again on the same socket when no answer came in 30 s
+ *      (`#resendUnanswered`). Read receipts too: a `read` with an `id` is answered `accepted`
  *      (`read`), and is otherwise lost without a word when a socket drops or a limit refuses it.
  *   2. Ack every deliverable (every server frame with a `mid`), including duplicates, and show
  *      each `mid` once (`#onDeliverable`, `#queueAck`).
@@ -40,6 +41,12 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const PING_EVERY_MS = 20_000;
 const PONG_TIMEOUT_MS = 10_000;
+/**
+ * A frame a live socket carried and never answered (`accepted` or `error`) goes again after this
+ * long, under the same id: a socket far behind may have its answers dropped (docs/protocol.md).
+ * Checked at each ping.
+ */
+const ANSWER_TIMEOUT_MS = 30_000;
 const ACK_BATCH_MS = 30;
 const SEEN_LIMIT = 5000;
 /** A connection that held this long was a success: backoff starts over. */
@@ -162,7 +169,7 @@ export class ParleyClient extends EventTarget {
     this.state = 'offline';
     this.socket = null;
     this.token = null;
-    /** id -> {frame, sentOn: the socket it went out on}, until `accepted` (or a final `error`). */
+    /** id -> {frame, sentOn: the socket it went out on, sentAt}, until `accepted` (or a final `error`). */
     this.outbox = new Map();
     this.outboxTimer = null;
     this.sendTokens = SEND_BURST;
@@ -274,7 +281,15 @@ export class ParleyClient extends EventTarget {
       if (!this.#sendRaw({ type: 'ping' })) return;
       this.pongOwed = true;
       this.#awaitPong();
+      this.#resendUnanswered();
     }, PING_EVERY_MS);
+  }
+
+  #resendUnanswered() {
+    const sentBefore = Date.now() - ANSWER_TIMEOUT_MS;
+    for (const entry of this.outbox.values())
+      if (entry.sentOn === this.socket && entry.sentAt <= sentBefore) entry.sentOn = null;
+    this.#flushOutbox();
   }
 
   /**
@@ -488,6 +503,7 @@ export class ParleyClient extends EventTarget {
         return this.#flushOutboxLater(((1 - this.sendTokens) / SENDS_PER_SECOND) * 1000);
       if (!this.#sendRaw(entry.frame)) return;
       entry.sentOn = this.socket;
+      entry.sentAt = Date.now();
       this.sendTokens -= 1;
     }
   }

@@ -67,4 +67,37 @@ describe('parley-client.js keepalive', () => {
     expect(socket.closedWith).toBe(4000);
     client.close();
   });
+
+  it('sends a frame again under its id when a live socket never answered it (answers dropped for a socket far behind), and not one that was answered', async () => {
+    const client = new ParleyClient({
+      restUrl: 'http://127.0.0.1:1',
+      wsUrl: 'ws://gateway/v1/ws',
+      getToken: async () => 'token',
+      WebSocket: ScriptedSocket,
+    });
+    client.addEventListener('rejected', () => undefined);
+    client.start();
+    await jest.advanceTimersByTimeAsync(0);
+    const socket = ScriptedSocket.opened.at(-1)!;
+    socket.receive({ type: 'hello', user: 'bob', connId: 'c1' });
+    client.send('alice', { text: 'lost answer' }, 'direct', 'm1');
+    client.send('alice', { text: 'answered' }, 'direct', 'm2');
+    socket.receive({ type: 'accepted', id: 'm2', mid: 'bob:m2' });
+    // The socket stays alive (every ping answered), but m1's `accepted` never comes.
+    const pings = () => socket.sent.filter((f) => f.type === 'ping').length;
+    for (let second = 0, answered = 0; second < 60; second++) {
+      await jest.advanceTimersByTimeAsync(1000);
+      for (; answered < pings(); answered++) socket.receive({ type: 'pong' });
+    }
+    const sent = (id: string) => socket.sent.filter((f) => f.id === id).length;
+    expect({ m1: sent('m1'), m2: sent('m2'), socketClosed: socket.closedWith }).toEqual({
+      m1: 2,
+      m2: 1,
+      socketClosed: undefined,
+    });
+    expect(client.outbox.has('m1')).toBe(true);
+    socket.receive({ type: 'accepted', id: 'm1', mid: 'bob:m1' });
+    expect(client.outbox.size).toBe(0);
+    client.close();
+  });
 });
