@@ -61,8 +61,8 @@ export declare class ParleyClient extends EventTarget {
     id?: string,
   ): string;
   /**
-   * Throws a ParleyError on an error status; a 429 or 503 is tried again (Retry-After, else a backoff),
-   * 4 tries in all; not when its Retry-After is over 30 s.
+   * Throws a ParleyError on an error status; a 429 or 503 is tried again (Retry-After, a 503's doubled
+   * while they go on; else a backoff), 4 tries in all; not when its Retry-After is over 30 s.
    */
   rest<T = Json>(method: string, path: string, body?: unknown): Promise<T>;
   createGroup(name: string, members: string[], id?: string): Promise<Json>;

@@ -111,11 +111,16 @@ function reconnectDelayAfter({ code, reason }, attempt) {
   return retryAfter ? Number(retryAfter[1]) * 1000 + Math.random() * 1000 : undefined;
 }
 
-/** The server's Retry-After in seconds, or a backoff with jitter; at most BACKOFF_MAX_MS. */
+/**
+ * The server's Retry-After in seconds (a 503's doubled while the refusals go on: the server names
+ * 1-2 s each time, and keeps no count), or a backoff with jitter; at most BACKOFF_MAX_MS.
+ */
 function restRetryDelayMs(response, attempt) {
   const seconds = Number(response.headers.get('retry-after'));
-  const backoff = BACKOFF_MIN_MS * 2 ** (attempt - 1);
-  const wait = seconds > 0 ? seconds * 1000 : backoff / 2 + (Math.random() * backoff) / 2;
+  const doubling = 2 ** (attempt - 1);
+  const backoff = BACKOFF_MIN_MS * doubling;
+  let wait = backoff / 2 + (Math.random() * backoff) / 2;
+  if (seconds > 0) wait = seconds * 1000 * (response.status === 503 ? doubling : 1);
   return Math.min(BACKOFF_MAX_MS, wait);
 }
 
@@ -528,7 +533,8 @@ export class ParleyClient extends EventTarget {
 
   /**
    * A REST call as this user; throws a `ParleyError` on an error status. A 429 or 503 accepted
-   * nothing: the call goes again after the server's Retry-After (or a backoff), up to
+   * nothing: the call goes again after the server's Retry-After (a 503's doubled while they go
+   * on) or a backoff, up to
    * REST_ATTEMPTS tries in all; not when the Retry-After is over BACKOFF_MAX_MS (it throws then).
    */
   async rest(method, path, body) {

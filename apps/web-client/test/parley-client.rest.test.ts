@@ -62,6 +62,36 @@ describe('parley-client.js REST retries', () => {
     );
   });
 
+  it('doubles the Retry-After of a 503 while the 503s go on (docs/protocol.md), and waits a 429 out as given', async () => {
+    const answers: Array<[number, string]> = [
+      [503, '1'],
+      [503, '1'],
+      [200, ''],
+      [429, '1'],
+      [429, '1'],
+      [200, ''],
+    ];
+    const calls: number[] = [];
+    await withRestStandIn(
+      (_request, _body, response) => {
+        calls.push(Date.now());
+        const [status, retryAfter] = answers.shift()!;
+        if (status === 200) return json(response, 200, { groups: [] });
+        const code = status === 503 ? 'unavailable' : 'rate_limited';
+        json(response, status, { error: { code, message: `a ${status}` } }, { 'retry-after': retryAfter });
+      },
+      async (c) => {
+        await c.rest('GET', '/v1/groups');
+        await c.rest('GET', '/v1/groups');
+      },
+    );
+    const waits = calls.slice(1).map((at, i) => at - calls[i]);
+    expect(waits[0]).toBeGreaterThanOrEqual(990); // the first 503's Retry-After, 1 s
+    expect(waits[1]).toBeGreaterThanOrEqual(1990); // the second, doubled
+    expect(waits[3]).toBeLessThan(1900); // a 429's Retry-After says when the next is taken: as given
+    expect(waits[4]).toBeLessThan(1900);
+  });
+
   it('gives up at once on a 429 whose Retry-After is past the longest wait (a daily limit): a try sooner is refused again', async () => {
     let calls = 0;
     await withRestStandIn(
