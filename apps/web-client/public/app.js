@@ -168,6 +168,7 @@ function onMessage(frame) {
 }
 
 function onReceipt(frame) {
+  let marked = false;
   for (const mid of frame.mids ?? []) {
     const found = findMessage(mid);
     if (!found || !found.msg.mine) continue;
@@ -183,7 +184,9 @@ function onReceipt(frame) {
     if (frame.status === 'read') msg.deliveredBy = [...new Set([...(msg.deliveredBy ?? []), frame.by])];
     if (others.every((m) => (msg.deliveredBy ?? []).includes(m))) raise(msg, 'delivered');
     if (others.every((m) => (msg.readBy ?? []).includes(m))) raise(msg, 'read');
+    marked = true;
   }
+  if (marked) saveNow(); // before the client acks the receipt: the server keeps none once acked
   changed();
 }
 
@@ -260,6 +263,7 @@ function onRejected(frame) {
       // the first went out: what a receipt showed delivered or read stays so.
       if (msg && STATUS_ORDER.indexOf(msg.status) < STATUS_ORDER.indexOf('delivered')) msg.status = 'failed';
     }
+    saveNow(); // a refusal with a `mid` is a deliverable: stored before the client acks it
   }
   toast(`${frame.code}: ${frame.message}`);
   changed();

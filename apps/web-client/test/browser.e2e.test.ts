@@ -515,6 +515,88 @@ const WAIT = { timeout: 15_000 };
     });
   }, 60_000);
 
+  it('stores a receipt, and a refusal that comes as a deliverable, before the client acks them', async () => {
+    type Sent = { frame: { type: string; id?: string; mids?: string[] }; stored: string | null };
+    type Gateway = { sent: Sent[]; receive(frame: unknown): void };
+    type Scope = { gateway: Gateway; localStorage: { getItem(key: string): string | null } };
+    await inNewContext(async (context) => {
+      const page = await openPage(context, 'kim10');
+      // The test plays the gateway: each frame the page sends is kept with what the page had stored then.
+      await page.evaluate(() => {
+        const scope = globalThis as unknown as Scope & { WebSocket: unknown };
+        scope.WebSocket = class {
+          readyState = 1;
+          onmessage?: (event: { data: string }) => void;
+          sent: Sent[] = [];
+          constructor() {
+            scope.gateway = this;
+          }
+          send(data: string) {
+            this.sent.push({
+              frame: JSON.parse(data),
+              stored: scope.localStorage.getItem('parley:v1:kim10'),
+            });
+          }
+          close() {}
+          receive(frame: unknown) {
+            this.onmessage?.({ data: JSON.stringify(frame) });
+          }
+        };
+      });
+      const receive = (frames: unknown[]) =>
+        page.evaluate((all) => {
+          for (const frame of all) (globalThis as unknown as Scope).gateway.receive(frame);
+        }, frames);
+      await page.fill('#login-user', 'kim10');
+      await page.click('#login-form button');
+      await page.waitForFunction(() => 'gateway' in globalThis);
+      await receive([{ type: 'hello', user: 'kim10', connId: 'c1' }]);
+      await page.locator('#conn-status[data-state="online"]').waitFor(WAIT);
+      await page.fill('#new-chat-user', 'lee10');
+      await page.press('#new-chat-user', 'Enter');
+      for (const text of ['Delivered soon', 'Refused later']) await send(page, text);
+      const sentIds = await page.waitForFunction(
+        () => {
+          const { sent } = (globalThis as unknown as Scope).gateway;
+          const ids = sent.filter((s) => s.frame.type === 'message').map((s) => s.frame.id!);
+          return ids.length === 2 && ids;
+        },
+        undefined,
+        WAIT,
+      );
+      const [delivered, refused] = (await sentIds.jsonValue()) as string[];
+      await receive([delivered, refused].map((id) => ({ type: 'accepted', id, mid: `kim10:${id}` })));
+      await page.waitForTimeout(300); // what the accepted changed is stored by now
+      await receive([
+        {
+          type: 'receipt',
+          mid: 'srv-r1',
+          status: 'delivered',
+          mids: [`kim10:${delivered}`],
+          by: 'lee10',
+          at: 1,
+        },
+        { type: 'error', mid: 'srv-e1', id: refused, code: 'forbidden', message: 'lee10 blocked you' },
+      ]);
+      const storedAtAck = await page.waitForFunction(
+        () => {
+          const { sent } = (globalThis as unknown as Scope).gateway;
+          const ack = sent.find((s) => s.frame.type === 'ack' && s.frame.mids!.includes('srv-e1'));
+          return ack && ack.stored;
+        },
+        undefined,
+        WAIT,
+      );
+      type Stored = { messages: Record<string, Array<{ id: string; status: string }>> };
+      const stored = JSON.parse((await storedAtAck.jsonValue()) as string) as Stored;
+      const statusOf = (id: string) => stored.messages['direct:lee10']!.find((m) => m.id === id)?.status;
+      expect({ delivered: statusOf(delivered), refused: statusOf(refused) }).toEqual({
+        delivered: 'delivered',
+        refused: 'failed',
+      });
+    });
+  }, 60_000);
+
   it('keeps a group message read when its sender left and sent it again: the repeat is not routed, and a refusal of it would not undo the read', async () => {
     const [erinContext, frankContext] = [await browser.newContext(), await browser.newContext()];
     try {
