@@ -43,6 +43,7 @@ export declare class ParleyClient extends EventTarget {
   /** Frames sent but not yet accepted, by client id. */
   readonly outbox: Map<string, Json>;
   start(): void;
+  /** Closes the socket; start() connects again as the same user (after a sign-out, make a new client). */
   close(): void;
   /**
    * Catch-up through `GET /v1/messages`, every page until `next` is null (what the user has not

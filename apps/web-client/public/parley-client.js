@@ -35,6 +35,12 @@
  *   `typing`    an ephemeral typing frame
  *   `accepted`  {id, mid}: the server durably accepted a frame we sent
  *   `rejected`  an error frame: `{id?, code, message}`
+ *
+ * A deliverable is acked once its listeners have returned: store it there synchronously (an app
+ * whose store is asynchronous must not take this as a sign that it is stored).
+ * One client serves one user: on sign-out, close() it and make a new one for the next user. Its
+ * outbox, dedup set and token are the signed-out user's; started again under another user's
+ * token, it would send that outbox as theirs.
  */
 
 const BACKOFF_MIN_MS = 500;
@@ -203,7 +209,10 @@ export class ParleyClient extends EventTarget {
     void this.#connect();
   }
 
-  /** Closes the socket for good (sign out, page closing). */
+  /**
+   * Closes the socket (sign out, page closing, app in the background); start() connects again, as
+   * the same user: after a sign-out, make a new client for the next one.
+   */
   close() {
     this.stopped = true;
     this.closes += 1;
