@@ -31,6 +31,16 @@ export interface ReportedMessage {
   sentAt?: number;
 }
 
+/**
+ * The event of a deliverable (`message`, `receipt`, `group`, and a `rejected` with a `mid`): the
+ * client acks it once the listeners return, or once every promise passed to `waitUntil` resolves (an
+ * asynchronous store's write); one that rejects leaves it unacked, and it is handed over again when
+ * the server delivers it again.
+ */
+export interface DeliverableEvent extends CustomEvent<Record<string, unknown>> {
+  waitUntil(promise: Promise<unknown>): void;
+}
+
 export type ConnectionState = 'connecting' | 'online' | 'offline';
 type Json = Record<string, unknown>;
 

@@ -14,8 +14,8 @@
  *      (`send`, `#flushOutbox`), and again on the same socket when no answer came in 30 s
  *      (`#resendUnanswered`). Read receipts too: a `read` with an `id` is answered `accepted`
  *      (`read`), and is otherwise lost without a word when a socket drops or a limit refuses it.
- *   2. Ack every deliverable (every server frame with a `mid`), including duplicates, and show
- *      each `mid` once (`#onDeliverable`, `#queueAck`).
+ *   2. Ack every deliverable (every server frame with a `mid`), including duplicates, once the app
+ *      has stored it, and show each `mid` once (`#onDeliverable`, `#queueAck`).
  *   3. On every (re)connect, catch up through `GET /v1/messages` and ack what it returned
  *      (`sync`). The socket also redelivers unacked frames on connect; dedup by `mid` makes that safe.
  *   4. Reconnect with exponential backoff and jitter (0.5 s doubling to 30 s; it starts over only
@@ -36,8 +36,9 @@
  *   `accepted`  {id, mid}: the server durably accepted a frame we sent
  *   `rejected`  an error frame: `{id?, code, message}`
  *
- * A deliverable is acked once its listeners have returned: store it there synchronously (an app
- * whose store is asynchronous must not take this as a sign that it is stored).
+ * A deliverable is acked once its listeners have returned: store it there, synchronously, or pass
+ * the store's promise to `event.waitUntil(promise)` (IndexedDB, SQLite): the ack then waits for it,
+ * and a rejected one is not acked (the server delivers it again).
  * One client serves one user: on sign-out, close() it and make a new one for the next user. Its
  * outbox, dedup set and token are the signed-out user's; started again under another user's
  * token, it would send that outbox as theirs.
@@ -187,6 +188,7 @@ export class ParleyClient extends EventTarget {
     this.tokensAt = Date.now();
     this.stableTimer = null;
     this.seen = new Set(); // mids already handed to the app (dedup)
+    this.storing = new Map(); // mid -> whether the app stored it, while its waitUntil() promises run
     this.pendingAcks = new Set();
     this.ackTimer = null;
     this.attempt = 0;
@@ -371,14 +373,34 @@ export class ParleyClient extends EventTarget {
     }
   }
 
-  /** Every frame with a `mid`: ack it (always, even a duplicate), hand it to the app once. */
+  /**
+   * Every frame with a `mid`: hand it to the app once, and ack it (always, even a duplicate) once
+   * the app has stored it: when its listeners return, or once the promises they passed to
+   * `event.waitUntil()` resolve. A store that failed is not acked and the mid is forgotten, so the
+   * server's redelivery (or the next sync) hands it over again. Resolves whether it was stored.
+   */
   #onDeliverable(frame) {
-    this.#queueAck(frame.mid);
-    if (this.seen.has(frame.mid)) return;
-    this.seen.add(frame.mid);
-    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value);
-    if (frame.type === 'error') this.#onError(frame);
-    else this.#emit(frame.type, frame);
+    const { mid } = frame;
+    let stored = this.storing.get(mid);
+    if (!stored && !this.seen.has(mid)) {
+      this.seen.add(mid);
+      if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value);
+      const waits = frame.type === 'error' ? this.#onError(frame) : this.#emit(frame.type, frame);
+      if (waits.length > 0) {
+        stored = Promise.all(waits).then(
+          () => true,
+          () => (this.seen.delete(mid), false),
+        );
+        this.storing.set(mid, stored);
+        void stored.then(() => this.storing.delete(mid));
+      }
+    }
+    if (!stored) {
+      this.#queueAck(mid);
+      return Promise.resolve(true);
+    }
+    // A duplicate arriving while the first is being stored is acked once that store succeeds.
+    return stored.then((ok) => (ok && this.#queueAck(mid), ok));
   }
 
   #onError(frame) {
@@ -399,7 +421,7 @@ export class ParleyClient extends EventTarget {
     } else if (queued) {
       this.outbox.delete(frame.id); // refused for good: the same frame would be refused again
     }
-    this.#emit('rejected', frame);
+    return this.#emit('rejected', frame);
   }
 
   #queueAck(mid) {
@@ -436,13 +458,16 @@ export class ParleyClient extends EventTarget {
       const { messages, next } = await this.rest('GET', `/v1/messages?${query}`);
       // Signed out meanwhile: what the app would no longer keep must not be acked.
       if (this.closes !== closes) return fresh;
-      const mids = [];
+      const handed = [];
       for (const frame of messages) {
         if (!this.seen.has(frame.mid)) fresh++;
-        this.#onDeliverable(frame);
-        mids.push(frame.mid);
+        handed.push(this.#onDeliverable(frame));
       }
-      // Ack what we stored. Over the socket when it is up; otherwise over REST.
+      const storedOk = await Promise.all(handed);
+      if (this.closes !== closes) return fresh;
+      // Ack what the app stored (the rest stays on the server for the next sync). Over the socket
+      // when it is up; otherwise over REST.
+      const mids = messages.filter((_, i) => storedOk[i]).map((frame) => frame.mid);
       if (mids.length > 0 && !this.#sendRaw({ type: 'ack', mids }))
         await this.rest('POST', '/v1/send', { type: 'ack', mids });
       for (const mid of mids) this.pendingAcks.delete(mid);
@@ -677,7 +702,12 @@ export class ParleyClient extends EventTarget {
     });
   }
 
+  /** Dispatches an event; returns the promises its listeners passed to `event.waitUntil()`. */
   #emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
+    const event = new CustomEvent(type, { detail });
+    const waits = [];
+    event.waitUntil = (promise) => void waits.push(Promise.resolve(promise));
+    this.dispatchEvent(event);
+    return waits;
   }
 }
