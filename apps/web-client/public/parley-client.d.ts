@@ -20,6 +20,8 @@ export interface ParleyClientOptions {
   deviceId?: string;
   /** A WebSocket implementation (Node: the `ws` package). */
   WebSocket?: unknown;
+  /** How long one REST call may take before it rejects with a TimeoutError (default 30 s). */
+  restTimeoutMs?: number;
 }
 
 export type ReportReason =

@@ -1,4 +1,4 @@
-/* global fetch, setTimeout, clearTimeout, setInterval, clearInterval, EventTarget, CustomEvent, URL, URLSearchParams, TextEncoder */
+/* global fetch, setTimeout, clearTimeout, setInterval, clearInterval, EventTarget, CustomEvent, URL, URLSearchParams, TextEncoder, AbortSignal */
 /**
  * parley-client.js: a reference client for the Parley protocol v1, with no UI and no dependencies.
  *
@@ -55,6 +55,8 @@ const PONG_TIMEOUT_MS = 10_000;
  */
 const ANSWER_TIMEOUT_MS = 30_000;
 const ACK_BATCH_MS = 30;
+/** The ids a client gives its frames (docs/protocol.md). */
+const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const SEEN_LIMIT = 5000;
 /** A connection that held this long was a success: backoff starts over. */
 const STABLE_AFTER_MS = 10_000;
@@ -74,6 +76,12 @@ const OUTBOX_RETRY_MS = 1500;
 /** REST answers that accepted nothing and ask to come back: 429 (after Retry-After) and 503. */
 const REST_RETRY_STATUSES = new Set([429, 503]);
 const REST_ATTEMPTS = 4;
+/**
+ * How long one REST call may take before it fails (a TimeoutError): past the rest-gateway's own
+ * 10 s on the services behind it. Without it a call on a connection gone dark (a phone changing
+ * networks) never settled, and a sync waiting on it never ended.
+ */
+const REST_TIMEOUT_MS = 30_000;
 /** Messages one report may quote (MAX_REPORTED_MESSAGES in libs/contracts). */
 const MAX_REPORTED_MESSAGES = 20;
 
@@ -170,9 +178,17 @@ export class ParleyClient extends EventTarget {
    * @param {string} [options.deviceId]  this device (`^[A-Za-z0-9_.-]{1,64}$`)
    * @param {typeof WebSocket} [options.WebSocket]  a WebSocket implementation (Node)
    */
-  constructor({ restUrl = '', wsUrl, getToken, deviceId, WebSocket: Socket = globalThis.WebSocket }) {
+  constructor({
+    restUrl = '',
+    wsUrl,
+    getToken,
+    deviceId,
+    WebSocket: Socket = globalThis.WebSocket,
+    restTimeoutMs = REST_TIMEOUT_MS,
+  }) {
     super();
     this.restUrl = restUrl;
+    this.restTimeoutMs = restTimeoutMs;
     this.wsUrl = wsUrl;
     this.getToken = getToken;
     this.deviceId = deviceId;
@@ -520,8 +536,14 @@ export class ParleyClient extends EventTarget {
     return id;
   }
 
-  /** Into the outbox, and out now if the socket is up. Throws a RangeError for a frame over the limit. */
+  /**
+   * Into the outbox, and out now if the socket is up. Throws a TypeError for an id the server
+   * refuses (it answers that refusal without the id, so the frame would stay and go again for ever)
+   * and a RangeError for a frame over the limit.
+   */
   #queue(frame) {
+    if (typeof frame.id !== 'string' || !CLIENT_ID.test(frame.id))
+      throw new TypeError(`frame id ${JSON.stringify(frame.id)}: 1-64 of A-Z a-z 0-9 _ -`);
     const bytes = bytesOf(frame);
     if (bytes > MAX_FRAME_BYTES)
       throw new RangeError(`frame ${frame.id}: ${bytes} bytes, over the ${MAX_FRAME_BYTES}-byte limit`);
@@ -580,6 +602,7 @@ export class ParleyClient extends EventTarget {
           ...(body !== undefined && { 'content-type': 'application/json' }),
         },
         body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.restTimeoutMs),
       });
     const hadToken = Boolean(this.token);
     if (!hadToken) this.token = await this.getToken();

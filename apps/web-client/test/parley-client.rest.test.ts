@@ -8,6 +8,7 @@ import { ParleyClient } from '../public/parley-client.js';
 async function withRestStandIn(
   answer: (request: IncomingMessage, body: string, response: ServerResponse) => void,
   use: (client: ParleyClient) => Promise<void>,
+  options: { restTimeoutMs?: number } = {},
 ) {
   const server = createServer((request, response) => {
     let body = '';
@@ -22,6 +23,7 @@ async function withRestStandIn(
         wsUrl: 'ws://127.0.0.1:9/v1/ws',
         getToken: async () => 'a-token',
         WebSocket,
+        ...options,
       }),
     );
   } finally {
@@ -114,6 +116,20 @@ describe('parley-client.js REST retries', () => {
         expect(calls).toBe(1);
         expect(Date.now() - started).toBeLessThan(1000);
       },
+    );
+  });
+
+  it('rejects a call the server never answers after restTimeoutMs (a connection gone dark), rather than never', async () => {
+    const hung: ServerResponse[] = [];
+    await withRestStandIn(
+      (_request, _body, response) => void hung.push(response),
+      async (c) => {
+        const started = Date.now();
+        await expect(c.rest('GET', '/v1/groups')).rejects.toMatchObject({ name: 'TimeoutError' });
+        expect(Date.now() - started).toBeLessThan(5_000);
+        for (const response of hung) response.destroy();
+      },
+      { restTimeoutMs: 300 },
     );
   });
 

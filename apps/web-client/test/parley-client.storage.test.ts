@@ -92,6 +92,18 @@ describe('parley-client.js with an asynchronous store (event.waitUntil)', () => 
   });
 });
 
+describe('parley-client.js outbox ids', () => {
+  it('refuses at once an id the server would refuse without naming it, which would stay in the outbox for ever', () => {
+    const client = new ParleyClient({ wsUrl: 'ws://gateway/v1/ws', getToken: async () => 'token' });
+    expect(() => client.send('bob', 'hi', 'direct', 'has space')).toThrow(TypeError);
+    expect(() => client.send('bob', 'hi', 'direct', 42 as unknown as string)).toThrow(TypeError);
+    expect(() => client.groupOp('leave', 'g1', {}, 'x'.repeat(65))).toThrow(TypeError);
+    expect(client.outbox.size).toBe(0);
+    expect(client.send('bob', 'hi', 'direct', 'c-1_ok').id).toBe('c-1_ok');
+    expect([...client.outbox.keys()]).toEqual(['c-1_ok']);
+  });
+});
+
 describe('parley-client.js sync with an asynchronous store', () => {
   it('acks what the app stored of a page, and leaves what it failed to store on the server', async () => {
     const acks: string[][] = [];
