@@ -326,8 +326,11 @@ export class RedisSessionStore implements SessionStore {
   /** A connection of its own for WAIT, which blocks it: the other commands do not queue behind. */
   private readonly waitConnection: Redis | undefined;
   private readonly waitMarkKey = `waitmark:${randomUUID()}`;
-  /** The wait mark as this process last wrote it, and tokens it may have written since (a write that failed). */
-  private waitMark: { token: string; at: number; maybe: string[] } | undefined;
+  /**
+   * The wait mark as this process last wrote it, the server process (run_id) it wrote it to, and
+   * tokens it may have written since (a write that failed).
+   */
+  private waitMark: { token: string; at: number; maybe: string[]; server: string | undefined } | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -809,7 +812,9 @@ export class RedisSessionStore implements SessionStore {
    * WAIT covers the writes made on its own connection, up to Redis's replication offset after the
    * last of them. A write of this process's wait mark on the WAIT connection sets that to the
    * offset of now, past every write any connection made before: the main connection's included.
-   * The mark tells a failover to a replica that lagged: the server lacks the mark written last.
+   * A failover to a replica that lagged is told by the server: another process (run_id) than the
+   * one the mark was written to last, which may lack writes made since (the mark tells only of
+   * those before it), or one lacking that mark.
    */
   async awaitReplicas(): Promise<ReplicaAnswer> {
     const connection = this.waitConnection;
@@ -817,16 +822,27 @@ export class RedisSessionStore implements SessionStore {
     const token = randomUUID();
     const written = this.waitMark;
     let before: string | null;
+    let server: string | undefined;
     try {
-      before = await connection.set(this.waitMarkKey, token, 'PX', WAIT_MARK_TTL_MS, 'GET');
+      // One transaction: the mark read and the process that holds it are the same server's.
+      const [[setError, got], [infoError, info]] = (await connection
+        .multi()
+        .set(this.waitMarkKey, token, 'PX', WAIT_MARK_TTL_MS, 'GET')
+        .info('server')
+        .exec())!;
+      if (setError || infoError) throw setError ?? infoError;
+      before = got as string | null;
+      server = /^run_id:(\w+)/m.exec(info as string)?.[1];
     } catch (err) {
       written?.maybe.push(token); // Redis may have it all the same
       throw err;
     }
-    this.waitMark = { token, at: Date.now(), maybe: [] };
+    this.waitMark = { token, at: Date.now(), maybe: [], server };
     const expired = before === null && written && Date.now() - written.at > WAIT_MARK_TTL_MS / 2;
     const lost =
-      written !== undefined && !expired && before !== written.token && !written.maybe.includes(before!);
+      written !== undefined &&
+      (server !== written.server ||
+        (!expired && before !== written.token && !written.maybe.includes(before!)));
     const acked = (await connection.wait(this.replicaWait!.replicas, this.replicaWait!.timeoutMs)) as number;
     if (lost) return 'lost';
     return acked >= this.replicaWait!.replicas ? 'replicated' : 'short';
