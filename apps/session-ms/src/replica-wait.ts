@@ -33,7 +33,8 @@ export class ReplicaWait {
     // Committed now, the offsets would move past what the re-read is to bring back.
     if (this.storeLoss.rereadWaiting) return this.holdBack('reread');
     const timer = metrics.redisWait.startTimer();
-    const answer = await store.awaitReplicas().catch((): HeldBecause => 'error');
+    let failure: unknown;
+    const answer = await store.awaitReplicas().catch((err): HeldBecause => ((failure = err), 'error'));
     timer();
     if (answer === 'replicated') {
       this.replicatedUpTo = readUpTo;
@@ -41,10 +42,11 @@ export class ReplicaWait {
       return true;
     }
     if (answer === 'lost') this.storeLoss.writesLost(this.replicatedUpTo);
-    return this.holdBack(answer);
+    return this.holdBack(answer, failure);
   }
 
-  private holdBack(because: HeldBecause): false {
+  /** `err`: why Redis did not answer (a connection lost, an ACL without WAIT or INFO). */
+  private holdBack(because: HeldBecause, err?: unknown): false {
     const { metrics, logger } = this.deps;
     metrics.commitsHeld.inc({ because });
     const now = Date.now();
@@ -52,7 +54,7 @@ export class ReplicaWait {
     if (now - this.held.lastWarned >= HELD_WARNING_EVERY_MS) {
       this.held.lastWarned = now;
       logger.warn(
-        { because, heldSince: new Date(this.held.since).toISOString() },
+        { because, heldSince: new Date(this.held.since).toISOString(), ...(err !== undefined && { err }) },
         'delivery offsets not committed: Redis has not shown its replicas have what was written (REDIS_WAIT_REPLICAS); tried again every commit interval',
       );
     }

@@ -13,7 +13,7 @@ import {
 } from '@parley/contracts';
 import { Envelope, MemoryBus, Subscription } from '@parley/kafka';
 import { waitFor } from '@parley/test-kit';
-import { createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
+import { createLogger, createMetricsRegistry, silentLogger, TransientError } from '@parley/service-kit';
 import { Delivery, MAX_SLICE_BYTES, withoutStaleNotices } from '../src/delivery';
 import { coalescingSends, createHttpGatewayClient, GatewayClient } from '../src/gateway-client';
 import { MemorySessionStore } from '../src/store/memory-store';
@@ -115,6 +115,7 @@ function setup({
   maxAckReadLagMs = 60_000,
   gateways = new RecordingGateways(),
   unknownAcksPerMinute = undefined as number | undefined,
+  logger = silentLogger(),
 } = {}) {
   const settings = {
     ackTimeoutMs,
@@ -126,7 +127,7 @@ function setup({
     unknownAcksPerMinute,
   };
   const registry = createMetricsRegistry('s', { collectDefaults: false });
-  const delivery = new Delivery(store, gateways, bus, settings, silentLogger(), registry, {
+  const delivery = new Delivery(store, gateways, bus, settings, logger, registry, {
     replica,
     readUpTo,
     rereadFrom,
@@ -1150,6 +1151,24 @@ describe('Delivery', () => {
     expect(await registry.getSingleMetricAsString('parley_session_store_lost_total')).toMatch(/ 1$/m);
     expect(new MemorySessionStore().waitsForReplicas).toBe(false);
     expect(setup().delivery.mayCommit).toBeUndefined();
+  });
+
+  it('holds commits while Redis refuses the wait, and its warning says why (an ACL without INFO)', async () => {
+    class RefusingStore extends MemorySessionStore {
+      override readonly waitsForReplicas = true;
+      override async awaitReplicas(): Promise<ReplicaAnswer> {
+        throw new Error("NOPERM User parley has no permissions to run the 'info' command");
+      }
+    }
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('session-ms', {}, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const { delivery, registry } = setup({ store: new RefusingStore(), logger });
+    expect(await delivery.mayCommit!()).toBe(false);
+    expect(await registry.getSingleMetricAsString('parley_session_commits_held_total')).toMatch(
+      /because="error"[^\n]* 1$/m,
+    );
+    const warning = lines.find((l) => /delivery offsets not committed/.test(String(l.msg)));
+    expect(warning).toMatchObject({ because: 'error', err: { message: expect.stringMatching(/^NOPERM/) } });
   });
 
   it("still pushes a round's retries when handing what ran out of attempts to storage fails", async () => {
