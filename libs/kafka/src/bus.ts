@@ -75,8 +75,9 @@ export interface Subscription {
    * partitions this member holds now: for a consumer whose own state was lost (session-ms when
    * Redis comes back empty) and can be rebuilt from what it read. Never moves a partition forward,
    * so nothing unhandled is skipped. The records come again with the next fetch; offsets committed
-   * from then on are the rewound ones, so a crash during the re-read starts it over. Resolves false
-   * when the member holds no partition now (not started, joining, or a rebalance under way).
+   * from then on are the rewound ones, so a crash during the re-read starts it over (not while
+   * `mayCommit` holds commits back: the committed offsets stay where it last let them go). Resolves
+   * false when the member holds no partition now (not started, joining, or a rebalance under way).
    */
   rereadFrom(time: number): Promise<boolean>;
 }

@@ -1,5 +1,6 @@
 import type { Admin, Consumer } from 'kafkajs';
 import type { Logger } from 'pino';
+import { CommitHeldBack } from './committer';
 import type { Membership } from './membership';
 
 export interface Rereading {
@@ -45,12 +46,17 @@ export async function rewindPartitions(time: number, rereading: Rereading): Prom
     // Committed at once, with the generation the member holds them in. A rebalance under way (the
     // member already committed and waits to rejoin) would otherwise hand the partitions that move
     // at their offsets from before the rewind: their next owner would not read them again. A
-    // refused commit is a group that has moved on.
+    // refused commit is a group that has moved on. One the subscription's mayCommit holds back
+    // leaves the committed offsets where it last let them go (for session-ms, at or before the
+    // writes it lost): the rewind stands on this member, and asking again would only read the same
+    // records again, at each ask, until mayCommit allows.
     try {
       await rereading.commit();
     } catch (err) {
-      logger.info({ err }, 'the rewind could not be committed (a rebalance?): to be asked again');
-      return false;
+      if (!(err instanceof CommitHeldBack)) {
+        logger.info({ err }, 'the rewind could not be committed (a rebalance?): to be asked again');
+        return false;
+      }
     }
   }
   // A join since it was asked: what it holds now may not be what it rewound.

@@ -1128,6 +1128,30 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         );
       });
 
+      test('rereadFrom while mayCommit holds commits back: the rewind stands (true) and is read again once, nothing committed', async () => {
+        const spec = pingTopic(unique('may-commit-reread'), 1);
+        await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
+        const b = bus(kafka('bus'), { packEvents: false, commitIntervalMs: 200 });
+        const handled: number[] = [];
+        const groupId = unique('g');
+        const sub = b.subscribe({
+          groupId,
+          topic: spec,
+          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+          mayCommit: async () => false,
+        });
+        await sub.start();
+        const since = Date.now() - 1000;
+        await b.publish(spec, [1, 2, 3].map(ping));
+        await waitFor(() => handled.length === 3, 10_000, 'three pings');
+        expect(await sub.rereadFrom(since)).toBe(true);
+        await waitFor(() => handled.length === 6, 10_000, 'the three read again');
+        await sleep(1000); // no second rewind follows
+        expect(handled).toEqual([1, 2, 3, 1, 2, 3]);
+        expect(await committedCount(await admin(), groupId, spec.name)).toBe(0);
+        await sub.stop();
+      });
+
       test('a poison record (undecodable bytes) lands on the .dlq topic', async () => {
         const spec = pingTopic(unique('poison'));
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
