@@ -964,6 +964,16 @@ describe('RedisSessionStore on a server that stays a replica', () => {
 // offsets committed: what they tracked was never pushed again nor stored (REDIS_WAIT_REPLICAS).
 describe('RedisSessionStore waiting for replicas (awaitReplicas)', () => {
   const replicaOf = (primary: number) => ownReplicaOf(ownRedisServer, primary);
+  /** Points the store's connection at the replica (the failover), then asks until Redis answers. */
+  const failOverAndAsk = async (store: RedisSessionStore, proxy: TcpFaultProxy, replicaPort: number) => {
+    proxy.retarget({ host: '127.0.0.1', port: replicaPort });
+    proxy.cut();
+    proxy.restore();
+    let answer: string | undefined;
+    for (const end = Date.now() + 5000; answer === undefined && Date.now() < end;)
+      answer = await store.awaitReplicas().catch(() => sleep(100).then(() => undefined));
+    return answer;
+  };
 
   it('answers replicated while the replica keeps up, short while it is stopped (without holding the other commands up), replicated again once it resumes', async () => {
     const primary = await ownRedis();
@@ -1004,13 +1014,7 @@ describe('RedisSessionStore waiting for replicas (awaitReplicas)', () => {
       await admin.replicaof('NO', 'ONE'); // it stops following: what comes next it never gets
       expect(await store.track(pending('alice:l2'), 1000)).toBe('tracked');
       expect(await store.awaitReplicas()).toBe('short');
-      proxy.retarget({ host: '127.0.0.1', port: replica.port }); // the failover
-      proxy.cut();
-      proxy.restore();
-      let answer: string | undefined;
-      for (const end = Date.now() + 5000; answer === undefined && Date.now() < end;)
-        answer = await store.awaitReplicas().catch(() => sleep(100).then(() => undefined));
-      expect(answer).toBe('lost');
+      expect(await failOverAndAsk(store, proxy, replica.port)).toBe('lost');
       expect((await store.pendingOf(['bob'])).get('bob')?.map((p) => p.mid)).toEqual(['alice:l1']);
     } finally {
       admin.disconnect();
@@ -1034,13 +1038,8 @@ describe('RedisSessionStore waiting for replicas (awaitReplicas)', () => {
       expect(await store.awaitReplicas()).toBe('replicated');
       await admin.replicaof('NO', 'ONE'); // it stops following: what comes next it never gets
       expect(await store.track(pending('alice:m2'), 1000)).toBe('tracked');
-      proxy.retarget({ host: '127.0.0.1', port: replica.port }); // the failover, before the next ask
-      proxy.cut();
-      proxy.restore();
-      let answer: string | undefined;
-      for (const end = Date.now() + 5000; answer === undefined && Date.now() < end;)
-        answer = await store.awaitReplicas().catch(() => sleep(100).then(() => undefined));
-      expect(answer).toBe('lost');
+      // The failover, before the next ask.
+      expect(await failOverAndAsk(store, proxy, replica.port)).toBe('lost');
       expect((await store.pendingOf(['bob'])).get('bob')?.map((p) => p.mid)).toEqual(['alice:m1']);
     } finally {
       admin.disconnect();

@@ -1,22 +1,11 @@
-import { ParleyClient } from '../public/parley-client.js';
-import { ScriptedSocket } from './support/scripted-socket';
+import { onlineClient, ScriptedSocket } from './support/scripted-socket';
 
 describe('parley-client.js keepalive', () => {
   beforeEach(() => jest.useFakeTimers());
   afterEach(() => jest.useRealTimers());
 
   it('keeps a socket whose pong is late behind frames still arriving (a backlog on a slow link), and drops one where nothing arrives', async () => {
-    const client = new ParleyClient({
-      restUrl: 'http://127.0.0.1:1', // the sync on connect fails, which does not matter here
-      wsUrl: 'ws://gateway/v1/ws',
-      getToken: async () => 'token',
-      WebSocket: ScriptedSocket,
-    });
-    client.addEventListener('rejected', () => undefined);
-    client.start();
-    await jest.advanceTimersByTimeAsync(0);
-    const socket = ScriptedSocket.opened[0]!;
-    socket.receive({ type: 'hello', user: 'bob', connId: 'c1' });
+    const { client, socket } = await onlineClient();
     await jest.advanceTimersByTimeAsync(20_000);
     expect(socket.sent.filter((f) => f.type === 'ping')).toHaveLength(1);
     // The server wrote the pong behind a replay the link takes a message every 2 s of: 16 s late.
@@ -47,17 +36,7 @@ describe('parley-client.js keepalive', () => {
   });
 
   it('sends a frame again under its id when a live socket never answered it (answers dropped for a socket far behind), and not one that was answered', async () => {
-    const client = new ParleyClient({
-      restUrl: 'http://127.0.0.1:1',
-      wsUrl: 'ws://gateway/v1/ws',
-      getToken: async () => 'token',
-      WebSocket: ScriptedSocket,
-    });
-    client.addEventListener('rejected', () => undefined);
-    client.start();
-    await jest.advanceTimersByTimeAsync(0);
-    const socket = ScriptedSocket.opened.at(-1)!;
-    socket.receive({ type: 'hello', user: 'bob', connId: 'c1' });
+    const { client, socket } = await onlineClient();
     client.send('alice', { text: 'lost answer' }, 'direct', 'm1');
     client.send('alice', { text: 'answered' }, 'direct', 'm2');
     socket.receive({ type: 'accepted', id: 'm2', mid: 'bob:m2' });

@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { DeliverableEvent, ParleyClient } from '../public/parley-client.js';
-import { ScriptedSocket } from './support/scripted-socket';
+import { onlineClient } from './support/scripted-socket';
 
 /** A store the test settles by hand, as an app's IndexedDB or SQLite write. */
 function deferred() {
@@ -26,17 +26,7 @@ describe('parley-client.js with an asynchronous store (event.waitUntil)', () => 
   afterEach(() => jest.useRealTimers());
 
   async function online() {
-    const client = new ParleyClient({
-      restUrl: 'http://127.0.0.1:1', // the sync on connect fails, which does not matter here
-      wsUrl: 'ws://gateway/v1/ws',
-      getToken: async () => 'token',
-      WebSocket: ScriptedSocket,
-    });
-    client.addEventListener('rejected', () => undefined);
-    client.start();
-    await jest.advanceTimersByTimeAsync(0);
-    const socket = ScriptedSocket.opened.at(-1)!;
-    socket.receive({ type: 'hello', user: 'bob', connId: 'c1' });
+    const { client, socket } = await onlineClient();
     const acked = () => socket.sent.filter((f) => f.type === 'ack').flatMap((f) => f.mids as string[]);
     return { client, socket, acked };
   }

@@ -1,3 +1,5 @@
+import { ParleyClient } from '../../public/parley-client.js';
+
 /** A WebSocket whose server side the test plays: what the client sent, and whether it closed. */
 export class ScriptedSocket {
   static opened: ScriptedSocket[] = [];
@@ -19,4 +21,20 @@ export class ScriptedSocket {
   receive(frame: Record<string, unknown>) {
     this.onmessage?.({ data: JSON.stringify(frame) });
   }
+}
+
+/** A client on a ScriptedSocket, started and greeted with `hello` (its sync on connect fails: no REST). */
+export async function onlineClient() {
+  const client = new ParleyClient({
+    restUrl: 'http://127.0.0.1:1',
+    wsUrl: 'ws://gateway/v1/ws',
+    getToken: async () => 'token',
+    WebSocket: ScriptedSocket,
+  });
+  client.addEventListener('rejected', () => undefined);
+  client.start();
+  await jest.advanceTimersByTimeAsync(0);
+  const socket = ScriptedSocket.opened.at(-1)!;
+  socket.receive({ type: 'hello', user: 'bob', connId: 'c1' });
+  return { client, socket };
 }
