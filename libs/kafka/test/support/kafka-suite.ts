@@ -657,15 +657,22 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         return { sub, got };
       };
       /** A subscription that records the `n` of every ping it handles. */
-      const collecting = (b: EventBus, spec: ReturnType<typeof pingTopic>) => {
+      /** A member collecting the pings it handles; `subscribe` makes another in the same group and list. */
+      const collecting = (
+        b: EventBus,
+        spec: ReturnType<typeof pingTopic>,
+        mayCommit?: () => Promise<boolean>,
+      ) => {
         const handled: number[] = [];
         const groupId = unique('g');
-        const sub = b.subscribe({
-          groupId,
-          topic: spec,
-          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-        });
-        return { sub, handled, groupId };
+        const subscribe = () =>
+          b.subscribe({
+            groupId,
+            topic: spec,
+            handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
+            mayCommit,
+          });
+        return { sub: subscribe(), subscribe, handled, groupId };
       };
 
       test('publish/subscribe round trip with schema validation and trace id', async () => {
@@ -1096,18 +1103,9 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('may-commit'), 2);
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'), { packEvents: false, commitIntervalMs: 200 });
-        const handled: number[] = [];
-        const groupId = unique('g');
         let allowed = false;
         let asked = 0;
-        const subscribe = () =>
-          b.subscribe({
-            groupId,
-            topic: spec,
-            handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-            mayCommit: async () => (asked++, allowed),
-          });
-        const sub = subscribe();
+        const { sub, subscribe, handled, groupId } = collecting(b, spec, async () => (asked++, allowed));
         await sub.start();
         await b.publish(spec, [1, 2, 3, 4, 5].map(ping));
         await waitFor(() => handled.length === 5, 10_000, 'five pings');
@@ -1132,14 +1130,7 @@ export function kafkaSuite(label: string, kind: KafkaTargetKind): void {
         const spec = pingTopic(unique('may-commit-reread'), 1);
         await provisionTopics(kafka(), { topics: [spec as TopicSpec<never>] });
         const b = bus(kafka('bus'), { packEvents: false, commitIntervalMs: 200 });
-        const handled: number[] = [];
-        const groupId = unique('g');
-        const sub = b.subscribe({
-          groupId,
-          topic: spec,
-          handle: async (batch) => void handled.push(...batch.map((e) => e.event.n)),
-          mayCommit: async () => false,
-        });
+        const { sub, handled, groupId } = collecting(b, spec, async () => false);
         await sub.start();
         const since = Date.now() - 1000;
         await b.publish(spec, [1, 2, 3].map(ping));
