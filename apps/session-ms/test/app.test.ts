@@ -17,6 +17,17 @@ import { RedisSessionStore } from '../src/store/redis-store';
 import { ownRedisServers, ownReplicaOf } from './support/own-redis';
 import { redisStore } from './support/redis-store';
 
+/** Bob's phone connected through gateway `gw`, as the connections topic carries it. */
+const bobsPhoneUp = (at = Date.now()) => ({
+  v: 1 as const,
+  kind: 'connection-up' as const,
+  user: 'bob',
+  connId: 'c1',
+  gateway: 'gw',
+  gatewayUrl: 'http://gw',
+  at,
+});
+
 function build(
   store: SessionStore,
   bus: EventBus = new MemoryBus(),
@@ -70,9 +81,7 @@ describe('createSessionService', () => {
     const service = build(new MemorySessionStore(), bus, pushed);
     await service.start();
     const at = Date.now();
-    await bus.publish(TOPICS.connections, [
-      { v: 1, kind: 'connection-up', user: 'bob', connId: 'c1', gateway: 'gw', gatewayUrl: 'http://gw', at },
-    ]);
+    await bus.publish(TOPICS.connections, [bobsPhoneUp(at)]);
     const frame = (id: string) => ({
       type: 'message' as const,
       mid: `alice:${id}`,
@@ -177,17 +186,7 @@ describe('createSessionService', () => {
       await first.start();
       await waitFor(() => has('epoch'), 5000, 'a retry round');
       const at = Date.now();
-      await bus.publish(TOPICS.connections, [
-        {
-          v: 1,
-          kind: 'connection-up',
-          user: 'bob',
-          connId: 'c1',
-          gateway: 'gw',
-          gatewayUrl: 'http://gw',
-          at,
-        },
-      ]);
+      await bus.publish(TOPICS.connections, [bobsPhoneUp(at)]);
       await waitFor(async () => (await store.connectionsOf(['bob'])).has('bob'), 5000, "bob's phone");
       const frame = { type: 'message' as const, mid: 'alice:m1', id: 'm1', from: 'alice', to: 'bob' };
       await bus.publish(TOPICS.delivery, [
@@ -252,17 +251,7 @@ describe('createSessionService committing delivery offsets, Redis with a replica
     };
     try {
       await service.start();
-      await bus.publish(TOPICS.connections, [
-        {
-          v: 1,
-          kind: 'connection-up',
-          user: 'bob',
-          connId: 'c1',
-          gateway: 'gw',
-          gatewayUrl: 'http://gw',
-          at: Date.now(),
-        },
-      ]);
+      await bus.publish(TOPICS.connections, [bobsPhoneUp()]);
       await waitFor(async () => (await store.connectionsOf(['bob'])).has('bob'), 15_000, "bob's phone");
     } catch (err) {
       await stop();
